@@ -1,0 +1,37 @@
+# The front door: `make run` (the main job) and `make test` (the test suite).
+# Both create .venv and install speechsum into it first.
+#
+# torch is pinned in the same pip command as everything else: on a CPU-only machine an
+# unpinned resolve of `lightning` pulls the multi-GB CUDA build of a newer torch.
+# GPU users: `make install TORCH="torch==2.13.0 --index-url ..."` or install torch first.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+RUN_DIR ?= runs/tiny-sft
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[dev]'
+	touch $@
+
+## The main job. Until the full pipeline lands: build a small synthetic audio-instruction
+## set and run the SFT stage on a tiny composed speech LLM, then predict on its test split.
+run: install
+	$(BIN)/speechsum toydata --out $(RUN_DIR)/data
+	$(BIN)/speechsum fit --config configs/sft_tiny.yaml
+	$(BIN)/speechsum predict --config configs/sft_tiny.yaml --ckpt_path last
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: install
+	$(BIN)/ruff check speechsum tests
+
+clean:
+	rm -rf $(VENV) runs lightning_logs

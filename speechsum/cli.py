@@ -1,0 +1,62 @@
+"""The ``speechsum`` command: Lightning CLI stages (fit/validate/test/predict) plus tools."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from lightning.pytorch.cli import LightningCLI
+
+from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.stages.base import SpeechStageModule
+
+OVERVIEW = """\
+speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
+
+Training and inference (PyTorch Lightning CLI; stack configs with several --config):
+  speechsum fit      --config configs/trainer/cpu.yaml --config configs/model/composed_tiny.yaml ...
+  speechsum validate | test | predict   (same options; --ckpt_path last resumes or evaluates)
+  speechsum fit --print_config ...      show the merged config
+Tools:
+  speechsum toydata --out DIR           write a tiny synthetic audio-instruction set
+Run `speechsum <command> --help` for every option of a command.
+"""
+
+
+def _tools() -> dict[str, Callable[[list[str]], None]]:
+    from speechsum.data import toy
+
+    return {"toydata": toy.main}
+
+
+class SpeechSumCLI(LightningCLI):
+    """LightningCLI with the stage module chosen by ``model.class_path`` and one DataModule."""
+
+
+def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:
+    return SpeechSumCLI(
+        SpeechStageModule,
+        SpeechSumDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    tools = _tools()
+    if argv and argv[0] in tools:
+        tools[argv[0]](argv[1:])
+        return
+    if not argv or argv[0] in ("-h", "--help"):
+        print(OVERVIEW)
+        if not argv:
+            return
+    lightning_cli(argv)
+
+
+if __name__ == "__main__":
+    main()

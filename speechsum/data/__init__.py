@@ -1,0 +1,1 @@
+"""Manifests, audio loading, duration-bucketed batching and the shared LightningDataModule."""

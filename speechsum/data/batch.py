@@ -1,0 +1,71 @@
+"""The typed batch every stage consumes, and the collator that builds it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from speechsum.data.manifest import Example
+from speechsum.models.processor import SpeechProcessor
+
+
+@dataclass
+class SpeechBatch:
+    """One batch. Shapes: B examples, P prompt tokens, R response tokens (see ``processor.py``)."""
+
+    ids: list[str]
+    audio: dict[str, Tensor]  # backbone-specific features and masks
+    audio_seconds: Tensor  # (B,) float, seconds of audio actually fed to the model
+    prompt_ids: Tensor  # (B, P) left-padded
+    prompt_mask: Tensor  # (B, P)
+    instructions: list[str]
+    transcripts: list[str | None]  # what the KD teacher reads
+    references: list[str | None]  # the manifest's `summary`
+    langs: list[str] = field(default_factory=list)
+    response_ids: Tensor | None = None  # (B, R) reference summary + end-of-turn, right-padded
+    response_mask: Tensor | None = None  # (B, R) label mask: 1 on tokens that carry loss
+    chosen_ids: Tensor | None = None  # (B, Rc) preference data
+    chosen_mask: Tensor | None = None
+    rejected_ids: Tensor | None = None  # (B, Rr)
+    rejected_mask: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class SpeechCollator:
+    """Turns ``[(Example, waveform)]`` into a :class:`SpeechBatch` with the backbone's processor."""
+
+    def __init__(self, processor: SpeechProcessor, preference: bool = False):
+        self.processor = processor
+        self.preference = preference
+
+    def __call__(self, items: Sequence[tuple[Example, np.ndarray]]) -> SpeechBatch:
+        examples = [example for example, _ in items]
+        waveforms = [waveform for _, waveform in items]
+        prompts = self.processor.encode_prompts(waveforms, [e.instruction for e in examples])
+        batch = SpeechBatch(
+            ids=[e.id for e in examples],
+            audio=prompts.audio,
+            audio_seconds=torch.tensor([len(w) / self.processor.sample_rate for w in waveforms]),
+            prompt_ids=prompts.prompt_ids,
+            prompt_mask=prompts.prompt_mask,
+            instructions=[e.instruction for e in examples],
+            transcripts=[e.transcript for e in examples],
+            references=[e.summary for e in examples],
+            langs=[e.lang for e in examples],
+        )
+        if all(e.summary for e in examples):
+            batch.response_ids, batch.response_mask = self.processor.encode_responses(
+                [e.summary for e in examples]
+            )
+        if self.preference:
+            batch.chosen_ids, batch.chosen_mask = self.processor.encode_responses([e.chosen for e in examples])
+            batch.rejected_ids, batch.rejected_mask = self.processor.encode_responses(
+                [e.rejected for e in examples]
+            )
+        return batch

@@ -1,0 +1,182 @@
+"""SpeechSumDataModule: one LightningDataModule for every stage (SFT, KD, DPO, predict)."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from speechsum.data.audio import TooLong, load_audio
+from speechsum.data.batch import SpeechCollator
+from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.sampler import DurationBucketBatchSampler
+from speechsum.models.processor import SpeechProcessor
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test", "predict")
+
+
+class SpeechSumDataset(Dataset):
+    """Validated examples; item ``i`` is ``(example, mono waveform at sample_rate)``."""
+
+    def __init__(
+        self,
+        examples: list[Example],
+        sample_rate: int,
+        max_audio_seconds: float | None = None,
+        too_long_audio: TooLong = "truncate",
+    ):
+        self.examples = examples
+        self.sample_rate = sample_rate
+        self.max_audio_seconds = max_audio_seconds
+        self.too_long_audio = too_long_audio
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[Example, np.ndarray]:
+        example = self.examples[index]
+        waveform = load_audio(example.audio, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
+        return example, waveform
+
+    @property
+    def durations(self) -> list[float]:
+        """Seconds the model will see per example (after truncation)."""
+        limit = self.max_audio_seconds or float("inf")
+        return [min(e.duration, limit) for e in self.examples]
+
+
+class SpeechSumDataModule(L.LightningDataModule):
+    """Audio-instruction data from JSONL manifests, batched by total audio duration.
+
+    Args:
+        train_manifest / val_manifest / test_manifest / predict_manifest: JSONL manifest paths
+            (schema in README); predict needs no ``summary``.
+        max_batch_seconds: budget of summed audio seconds per batch.
+        max_batch_size: cap on examples per batch (None: duration budget only).
+        num_buckets: duration buckets; more buckets → less padding, less randomness.
+        max_audio_seconds: longest clip fed to the model; None uses the backbone's limit
+            (30 s for Whisper-family encoders).
+        too_long_audio: "truncate" keeps the first ``max_audio_seconds``; "error" stops.
+        on_bad_example: "error" stops at a bad manifest line; "skip" logs and counts it.
+        require_transcript: demand ``transcript`` on every line (KD teachers read it).
+        preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
+        allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder.
+        num_workers: DataLoader worker processes (audio decoding and features run there).
+        seed: seeds batch shuffling (the epoch is added each epoch).
+    """
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        predict_manifest: str | None = None,
+        max_batch_seconds: float = 120.0,
+        max_batch_size: int | None = 16,
+        num_buckets: int = 8,
+        max_audio_seconds: float | None = None,
+        too_long_audio: TooLong = "truncate",
+        on_bad_example: OnBadExample = "error",
+        require_transcript: bool = False,
+        preference: bool = False,
+        allow_paths_outside_manifest_dir: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.manifests = {
+            "train": train_manifest,
+            "val": val_manifest,
+            "test": test_manifest,
+            "predict": predict_manifest,
+        }
+        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_size = max_batch_size
+        self.num_buckets = num_buckets
+        self.max_audio_seconds = max_audio_seconds
+        self.too_long_audio = too_long_audio
+        self.on_bad_example = on_bad_example
+        self.require_transcript = require_transcript
+        self.preference = preference
+        self.allow_paths_outside_manifest_dir = allow_paths_outside_manifest_dir
+        self.num_workers = num_workers
+        self.seed = seed
+        self.processor: SpeechProcessor | None = None
+        self.datasets: dict[str, SpeechSumDataset] = {}
+        self.skipped: dict[str, list[SkippedLine]] = {}
+
+    def _stage_splits(self, stage: str | None) -> list[str]:
+        return {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }.get(stage or "", list(SPLITS))
+
+    def _resolve_processor(self) -> SpeechProcessor:
+        if self.processor is None and self.trainer is not None:
+            self.processor = getattr(self.trainer.lightning_module, "processor", None)
+        if self.processor is None:
+            raise RuntimeError(
+                "SpeechSumDataModule has no processor: attach one with `datamodule.processor = "
+                "speech_llm.processor`, or use it with a Trainer and a speechsum stage module"
+            )
+        return self.processor
+
+    def setup(self, stage: str | None = None) -> None:
+        processor = self._resolve_processor()
+        limit = self.max_audio_seconds or processor.max_audio_seconds
+        for split in self._stage_splits(stage):
+            path = self.manifests[split]
+            if path is None or split in self.datasets:
+                continue
+            examples, skipped = load_manifest(
+                path,
+                on_bad_example=self.on_bad_example,
+                require_summary=split != "predict",
+                require_transcript=self.require_transcript,
+                require_preference=self.preference and split != "predict",
+                allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
+            )
+            self.skipped[split] = skipped
+            log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
+            self.datasets[split] = SpeechSumDataset(examples, processor.sample_rate, limit, self.too_long_audio)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} data: set `{split}_manifest` in the data config")
+        dataset = self.datasets[split]
+        batch_sampler = DurationBucketBatchSampler(
+            None,
+            dataset.durations,
+            max_batch_seconds=self.max_batch_seconds,
+            num_buckets=self.num_buckets,
+            max_batch_size=self.max_batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=SpeechCollator(self._resolve_processor(), preference=self.preference and split != "predict"),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0 and split == "train",
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.manifests["val"] is None:
+            return []  # Lightning: no validation loop
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)

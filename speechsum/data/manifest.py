@@ -1,0 +1,192 @@
+"""The JSONL manifest: one example per line, validated with errors naming file, line and field.
+
+Schema (one JSON object per line):
+
+| field         | type  | required                          | meaning                                        |
+|---------------|-------|-----------------------------------|------------------------------------------------|
+| `id`          | str   | always                            | unique within the manifest                     |
+| `audio`       | str   | always                            | path; relative paths resolve against the manifest's folder |
+| `instruction` | str   | always                            | what to write ("Summarise the call as bullet points") |
+| `summary`     | str   | training/validation (not predict) | the target response                            |
+| `transcript`  | str   | KD teachers (``require_transcript``)| what was said; the text teacher reads it       |
+| `lang`        | str   | no (default "en")                 | language of the speech                         |
+| `duration`    | float | no (read from the audio header)   | seconds                                        |
+| `chosen`, `rejected` | str | preference data (``require_preference``) | the judge's better and worse summary |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import soundfile as sf
+
+log = logging.getLogger(__name__)
+
+OnBadExample = Literal["error", "skip"]
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be used; the message names file, line and reason."""
+
+    def __init__(self, path: Path | str, line: int, reason: str):
+        self.path, self.line, self.reason = str(path), line, reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A manifest line left out under ``on_bad_example="skip"``."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One validated manifest line. ``audio`` is an absolute path; ``duration`` in seconds."""
+
+    id: str
+    audio: str
+    instruction: str
+    duration: float
+    summary: str | None = None
+    transcript: str | None = None
+    lang: str = "en"
+    chosen: str | None = None
+    rejected: str | None = None
+
+
+_STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
+
+
+def _check_types(record: dict) -> None:
+    for name in _STRING_FIELDS:
+        if name in record and record[name] is not None and not isinstance(record[name], str):
+            raise ValueError(f"field '{name}' must be a string, got {type(record[name]).__name__}")
+    duration = record.get("duration")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
+        raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}")
+
+
+def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    resolved = (root / path).resolve()
+    if not allow_outside and not resolved.is_relative_to(root.resolve()):
+        raise ValueError(
+            f"field 'audio': relative path {value!r} escapes the manifest folder {root}; "
+            "use an absolute path or set allow_paths_outside_manifest_dir=True"
+        )
+    return resolved
+
+
+def _audio_duration(path: Path) -> float:
+    if not path.is_file():
+        raise ValueError(f"field 'audio': file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
+        raise ValueError(f"field 'audio': unreadable audio file {path}: {err}") from err
+    if info.frames == 0 or info.samplerate <= 0:
+        raise ValueError(f"field 'audio': empty audio file {path} (0 samples)")
+    return info.frames / info.samplerate
+
+
+def parse_line(
+    text: str,
+    root: Path,
+    *,
+    require_summary: bool = False,
+    require_transcript: bool = False,
+    require_preference: bool = False,
+    allow_paths_outside_manifest_dir: bool = False,
+) -> Example:
+    """Parse and validate one manifest line; raises ``ValueError`` with the reason."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    _check_types(record)
+    required = ["id", "audio", "instruction"]
+    required += ["summary"] if require_summary else []
+    required += ["transcript"] if require_transcript else []
+    required += ["chosen", "rejected"] if require_preference else []
+    for name in required:
+        if not record.get(name):
+            raise ValueError(f"missing field '{name}'")
+    audio = _resolve_audio(root, record["audio"], allow_paths_outside_manifest_dir)
+    duration = _audio_duration(audio)
+    if record.get("duration") is not None and not math.isfinite(record["duration"]):
+        raise ValueError("field 'duration' must be finite")
+    return Example(
+        id=record["id"],
+        audio=str(audio),
+        instruction=record["instruction"],
+        duration=duration,
+        summary=record.get("summary"),
+        transcript=record.get("transcript"),
+        lang=record.get("lang") or "en",
+        chosen=record.get("chosen"),
+        rejected=record.get("rejected"),
+    )
+
+
+def load_manifest(
+    path: str | Path,
+    *,
+    on_bad_example: OnBadExample = "error",
+    require_summary: bool = False,
+    require_transcript: bool = False,
+    require_preference: bool = False,
+    allow_paths_outside_manifest_dir: bool = False,
+) -> tuple[list[Example], list[SkippedLine]]:
+    """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
+
+    Every line is checked (JSON, required fields, types, audio readable and non-empty, relative
+    paths inside the manifest's folder, unique ids). ``on_bad_example="error"`` raises
+    :class:`ManifestError` at the first bad line; ``"skip"`` logs every bad line with its reason
+    and a total count, and returns the good ones. The duration comes from the audio header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    root = path.parent
+    examples: list[Example] = []
+    seen: set[str] = set()
+    skipped: list[SkippedLine] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                example = parse_line(
+                    text,
+                    root,
+                    require_summary=require_summary,
+                    require_transcript=require_transcript,
+                    require_preference=require_preference,
+                    allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
+                )
+                if example.id in seen:
+                    raise ValueError(f"duplicate id {example.id!r}")
+            except ValueError as err:
+                if on_bad_example == "error":
+                    raise ManifestError(path, number, str(err)) from err
+                skipped.append(SkippedLine(number, str(err)))
+                log.warning("skipping %s:%d: %s", path, number, err)
+                continue
+            seen.add(example.id)
+            examples.append(example)
+    if skipped:
+        log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
+    if not examples:
+        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped)")
+    return examples, skipped

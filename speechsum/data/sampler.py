@@ -1,0 +1,105 @@
+"""Batching by total audio duration with duration buckets (what Lhotse/NeMo do for speech)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler
+
+
+class DurationBucketBatchSampler(BatchSampler):
+    """Yields lists of indices whose summed duration stays under ``max_batch_seconds``.
+
+    Examples are sorted by duration and cut into ``num_buckets`` equal-count buckets, so a batch
+    holds clips of similar length and little padding. Within a bucket the order is shuffled
+    (``shuffle=True``) and packed greedily; a single clip longer than the budget forms its own
+    batch. Batch order is shuffled across buckets. Everything is drawn from
+    ``torch.Generator().manual_seed(seed + epoch)``, so every process builds the same batches.
+
+    Distributed: ``sampler`` only tells the layout. When Lightning injects a
+    ``DistributedSampler`` (its default under DDP), each rank takes every ``world``-th batch of the
+    common list, which is first trimmed (``drop_last``) or padded with repeats to a multiple of
+    ``world`` so that all ranks run the same number of steps.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler | None,
+        durations: Sequence[float],
+        max_batch_seconds: float,
+        num_buckets: int = 8,
+        max_batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        if max_batch_seconds <= 0:
+            raise ValueError(f"max_batch_seconds must be positive, got {max_batch_seconds}")
+        self.sampler = sampler
+        self.durations = [float(d) for d in durations]
+        self.max_batch_seconds = max_batch_seconds
+        self.num_buckets = max(1, min(num_buckets, len(self.durations)))
+        self.max_batch_size = max_batch_size
+        self.batch_size = max_batch_size  # read by Lightning; None means "set by duration"
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _layout(self) -> tuple[int, int]:
+        if isinstance(self.sampler, DistributedSampler):
+            return self.sampler.rank, self.sampler.num_replicas
+        return 0, 1
+
+    def _pack(self, indices: list[int]) -> list[list[int]]:
+        batches: list[list[int]] = []
+        current: list[int] = []
+        seconds = 0.0
+        for index in indices:
+            duration = self.durations[index]
+            full = self.max_batch_size is not None and len(current) >= self.max_batch_size
+            if current and (seconds + duration > self.max_batch_seconds or full):
+                batches.append(current)
+                current, seconds = [], 0.0
+            current.append(index)
+            seconds += duration
+        if current:
+            batches.append(current)
+        return batches
+
+    def global_batches(self) -> list[list[int]]:
+        """All batches of this epoch, before they are shared out to ranks."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        by_duration = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
+        bounds = torch.linspace(0, len(by_duration), self.num_buckets + 1).round().long().tolist()
+        batches: list[list[int]] = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            bucket = by_duration[start:end]
+            if self.shuffle:
+                bucket = [bucket[i] for i in torch.randperm(len(bucket), generator=generator).tolist()]
+            batches.extend(self._pack(bucket))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def _rank_batches(self) -> list[list[int]]:
+        batches = self.global_batches()
+        rank, world = self._layout()
+        if world == 1:
+            return batches
+        if self.drop_last:
+            batches = batches[: len(batches) - len(batches) % world]
+        else:
+            missing = (world - len(batches) % world) % world
+            batches = batches + batches[:missing]
+        return batches[rank::world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._rank_batches()
+
+    def __len__(self) -> int:
+        return len(self._rank_batches())

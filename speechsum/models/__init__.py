@@ -1,0 +1,1 @@
+"""Speech LLM backbones behind one interface (:class:`speechsum.models.base.SpeechLLM`)."""

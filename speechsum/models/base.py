@@ -1,0 +1,115 @@
+"""SpeechLLM: the one interface every stage uses (log-probs, generation, trainable parameters)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+from transformers import GenerationConfig
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
+from speechsum.models.processor import SpeechProcessor
+
+
+def sequence_positions(attention_mask: Tensor) -> Tensor:
+    """Position ids for left/right-padded rows: ``cumsum(mask) - 1``, 0 on leading padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def mask_after_stop(token_ids: Tensor, stop_ids: list[int]) -> Tensor:
+    """``(B, N)`` mask: 1 up to and including each row's first stop token, 0 after it."""
+    is_stop = torch.isin(token_ids, torch.tensor(stop_ids, device=token_ids.device)).long()
+    stops_before = is_stop.cumsum(-1) - is_stop
+    return (stops_before == 0).long()
+
+
+class SpeechLLM(nn.Module, ABC):
+    """An audio-conditioned causal LM.
+
+    Subclasses provide ``processor``, :meth:`forward` (logits for full token sequences with the
+    audio placeholders filled), :meth:`generate_tokens` and :meth:`module_groups`; everything the
+    stages need is built on those three here.
+    """
+
+    processor: SpeechProcessor
+    audio_token_id: int
+
+    # -- what a backbone implements ---------------------------------------------------------
+    @abstractmethod
+    def forward(
+        self,
+        audio: dict[str, Tensor],
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        logits_to_keep: int = 0,
+    ) -> Tensor:
+        """Logits ``(B, L, V)``, or of the last ``logits_to_keep`` positions when it is > 0."""
+
+    @abstractmethod
+    def generate_tokens(
+        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+    ) -> Tensor:
+        """New token ids ``(B, N)`` after the prompt (KV-cached ``generate``)."""
+
+    @abstractmethod
+    def module_groups(self) -> ModuleGroups:
+        """Encoder, projector and LLM modules, for the training policy."""
+
+    # -- shared -------------------------------------------------------------------------------
+    def apply_policy(self, policy: TrainingPolicy) -> None:
+        apply_training_policy(self, self.module_groups(), policy)
+
+    def response_logits(self, batch: SpeechBatch, response_ids: Tensor, response_mask: Tensor) -> Tensor:
+        """Logits ``(B, R, V)`` where ``[:, j]`` predicts ``response_ids[:, j]`` given audio, prompt
+        and ``response_ids[:, :j]``. Only the response positions go through the LM head."""
+        input_ids = torch.cat([batch.prompt_ids, response_ids], dim=1)
+        attention_mask = torch.cat([batch.prompt_mask, response_mask], dim=1)
+        logits = self(
+            batch.audio,
+            input_ids,
+            attention_mask,
+            sequence_positions(attention_mask),
+            logits_to_keep=response_ids.shape[1] + 1,
+        )
+        return logits[:, :-1]
+
+    def response_logprobs(self, batch: SpeechBatch, response_ids: Tensor, response_mask: Tensor) -> Tensor:
+        """``log p(response_ids[:, j] | …)`` as ``(B, R)`` float32, 0 where ``response_mask`` is 0."""
+        logits = self.response_logits(batch, response_ids, response_mask).float()
+        token_logits = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        return (token_logits - logits.logsumexp(-1)) * response_mask
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: SpeechBatch,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_return_sequences: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        """Batched generation from audio + instruction; returns ``(response_ids, response_mask)``,
+        ``(B * num_return_sequences, N)``, the mask covering tokens up to and including the first
+        stop token (a response with no stop token was cut at ``max_new_tokens``)."""
+        stop_ids = self.processor.stop_token_ids
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
+            top_k=None,
+            num_return_sequences=num_return_sequences,
+            eos_token_id=stop_ids,
+            pad_token_id=self.processor.pad_id,
+            suppress_tokens=[self.audio_token_id],
+            use_cache=True,
+        )
+        new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config)
+        return new_tokens, mask_after_stop(new_tokens, stop_ids)
+
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(name, p) for name, p in self.named_parameters() if p.requires_grad]

@@ -1,0 +1,263 @@
+"""Composed backbone: a Whisper-family encoder + frame-stacking MLP projector + any HF causal LM."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperModel,
+)
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from speechsum.models.base import SpeechLLM
+from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
+from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
+from speechsum.models.tokenizer import build_byte_tokenizer
+
+AUDIO_TOKEN = "<|audio|>"
+AUDIO_MARKER = "<<AUDIO>>"  # stands where the audio goes while the chat template is rendered
+
+
+def whisper_output_frames(mel_frames: int) -> int:
+    """Encoder frames for ``mel_frames`` mel frames: conv2 has stride 2, so ``ceil(T / 2)``."""
+    return (mel_frames + 1) // 2
+
+
+class FrameStackProjector(nn.Module):
+    """Stacks ``stack`` consecutive encoder frames and maps them to the LLM width with a 2-layer MLP.
+
+    ``(B, T, d_enc)`` → zero-pad T to a multiple of ``stack`` → ``(B, T/stack, stack·d_enc)``
+    → Linear → GELU → Linear → ``(B, T/stack, d_llm)``. With Whisper (20 ms frames) and stack 4,
+    one audio token covers 80 ms, as in Phi-4-multimodal.
+    """
+
+    def __init__(self, encoder_dim: int, llm_dim: int, stack: int = 4, hidden_dim: int | None = None):
+        super().__init__()
+        self.stack = stack
+        hidden_dim = hidden_dim or llm_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(encoder_dim * stack, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_dim)
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """``(B, T, d_enc)`` → ``(B, ceil(T / stack), d_llm)``."""
+        batch, length, dim = frames.shape
+        padded = math.ceil(length / self.stack) * self.stack
+        frames = nn.functional.pad(frames, (0, 0, 0, padded - length))
+        return self.mlp(frames.reshape(batch, padded // self.stack, dim * self.stack))
+
+
+class ComposedProcessor(SpeechProcessor):
+    """Whisper log-mel features (padded to the batch's longest clip) + chat-formatted prompt in
+    which ``<|audio|>`` is repeated once per projected audio frame."""
+
+    def __init__(
+        self,
+        feature_extractor: WhisperFeatureExtractor,
+        tokenizer: PreTrainedTokenizerBase,
+        stack: int,
+        max_source_positions: int,
+        end_of_turn: str | None = None,
+        system_prompt: str | None = None,
+    ):
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.stack = stack
+        self.sample_rate = feature_extractor.sampling_rate
+        seconds_per_frame = 2 * feature_extractor.hop_length / self.sample_rate
+        self.max_audio_seconds = max_source_positions * seconds_per_frame
+        self.end_of_turn = end_of_turn or tokenizer.eos_token
+        self.system_prompt = system_prompt
+        self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+
+    def audio_tokens(self, mel_frames: int) -> int:
+        return math.ceil(whisper_output_frames(mel_frames) / self.stack)
+
+    def _prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
+        messages = [{"role": "user", "content": f"{AUDIO_MARKER}\n{instruction}"}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        before, after = text.split(AUDIO_MARKER)
+        encode = self.tokenizer
+        return (
+            encode(before, add_special_tokens=False)["input_ids"],
+            encode(after, add_special_tokens=False)["input_ids"],
+        )
+
+    def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
+        # Each clip gets its own features (zero beyond its end) so that, with the encoder's
+        # padding mask, a clip's audio embeddings do not depend on what else is in the batch.
+        features = [
+            self.feature_extractor(
+                waveform, sampling_rate=self.sample_rate, padding="longest", return_tensors="pt"
+            )["input_features"][0]
+            for waveform in waveforms
+        ]
+        mel_frames = torch.tensor([f.shape[-1] for f in features])
+        input_features = torch.zeros(len(features), features[0].shape[0], int(mel_frames.max()))
+        for row, feature in enumerate(features):
+            input_features[row, :, : feature.shape[-1]] = feature
+        prompts = []
+        for frames, instruction in zip(mel_frames.tolist(), instructions):
+            before, after = self._prompt_parts(instruction)
+            prompts.append(before + [self.audio_token_id] * self.audio_tokens(frames) + after)
+        prompt_ids, prompt_mask = pad_sequences(prompts, self.pad_id, side="left")
+        audio = {"input_features": input_features, "mel_frames": mel_frames}
+        return PromptInputs(audio=audio, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
+
+
+def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
+    if isinstance(spec, str):
+        encoder = WhisperModel.from_pretrained(spec).get_encoder()
+        return encoder, WhisperFeatureExtractor.from_pretrained(spec)
+    config = WhisperConfig(**spec)
+    return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+
+
+def _load_llm(spec: str | dict, dtype: str | None) -> PreTrainedModel:
+    if isinstance(spec, str):
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto")
+    spec = dict(spec)
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    return AutoModelForCausalLM.from_config(config)
+
+
+class ComposedSpeechLLM(SpeechLLM):
+    """Whisper-family encoder → :class:`FrameStackProjector` → any ``AutoModelForCausalLM``.
+
+    Args:
+        llm: hub id or local directory of a causal LM, or a config dict (``model_type`` plus
+            config fields) for a random-init model.
+        encoder: hub id or local directory of a Whisper checkpoint (its encoder and feature
+            extractor are used), or a ``WhisperConfig`` dict for a random-init encoder.
+        tokenizer: hub id or directory; default: the LLM's own when ``llm`` is a path, else the
+            built-in byte-level tokenizer. ``<|audio|>`` is added if missing.
+        stack: encoder frames per audio token (4 → 80 ms per token with Whisper).
+        projector_hidden: projector MLP width (default: the LLM width).
+        end_of_turn: token that ends a response (default: the tokenizer's eos token).
+        system_prompt: optional system message in every prompt.
+        policy: which parameters train (default: frozen encoder, projector, LoRA r=16 α=32).
+        dtype: weight dtype for pretrained LLMs ("bfloat16", …; default: the checkpoint's).
+        init_seed: seed for random-init parts, so a model is rebuilt identically on resume.
+    """
+
+    def __init__(
+        self,
+        llm: str | dict,
+        encoder: str | dict,
+        tokenizer: str | None = None,
+        stack: int = 4,
+        projector_hidden: int | None = None,
+        end_of_turn: str | None = None,
+        system_prompt: str | None = None,
+        policy: TrainingPolicy | None = None,
+        dtype: str | None = None,
+        init_seed: int = 0,
+    ):
+        super().__init__()
+        with seeded_init(init_seed):
+            self.encoder, feature_extractor = _load_encoder(encoder)
+            self.llm = _load_llm(llm, dtype)
+            if tokenizer is None and isinstance(llm, str):
+                tokenizer = llm
+            tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()
+            if AUDIO_TOKEN not in tok.get_vocab():
+                tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+            if len(tok) > self.llm.get_input_embeddings().num_embeddings:
+                self.llm.resize_token_embeddings(len(tok))
+            self.projector = FrameStackProjector(
+                self.encoder.config.d_model, self.llm.config.get_text_config().hidden_size, stack, projector_hidden
+            )
+        self.processor = ComposedProcessor(
+            feature_extractor,
+            tok,
+            stack,
+            self.encoder.config.max_source_positions,
+            end_of_turn=end_of_turn,
+            system_prompt=system_prompt,
+        )
+        self.audio_token_id = self.processor.audio_token_id
+        self.apply_policy(policy or TrainingPolicy())
+
+    def module_groups(self) -> ModuleGroups:
+        return ModuleGroups(encoder=self.encoder, projector=[self.projector], llm=self.llm)
+
+    def encode_audio(self, input_features: Tensor, mel_frames: Tensor) -> Tensor:
+        """Audio embeddings of every clip's real frames, concatenated: ``(sum_i n_i, d_llm)``.
+
+        Runs the Whisper encoder on features padded to the batch's longest clip (not to 30 s),
+        with its position table sliced to that length. Padding is zeroed after conv1 and masked
+        out of self-attention, so each clip encodes as it would alone.
+        """
+        enc = self.encoder
+        if input_features.shape[-1] > 2 * enc.config.max_source_positions:
+            raise ValueError(
+                f"audio of {input_features.shape[-1]} mel frames exceeds the encoder's "
+                f"{2 * enc.config.max_source_positions}; lower the data's max_audio_seconds"
+            )
+        input_features = input_features.to(enc.conv1.weight.dtype)
+        mel_valid = torch.arange(input_features.shape[-1], device=mel_frames.device) < mel_frames[:, None]
+        hidden = nn.functional.gelu(enc.conv1(input_features)) * mel_valid[:, None, :].to(input_features.dtype)
+        hidden = nn.functional.gelu(enc.conv2(hidden)).permute(0, 2, 1)
+        hidden = hidden + enc.embed_positions.weight[: hidden.shape[1]]
+        hidden = nn.functional.dropout(hidden, p=enc.dropout, training=enc.training)
+        frames = torch.arange(hidden.shape[1], device=mel_frames.device)
+        key_valid = frames[None, :] < whisper_output_frames(mel_frames)[:, None]
+        attention_mask = torch.zeros(key_valid.shape, dtype=hidden.dtype, device=hidden.device)
+        attention_mask = attention_mask.masked_fill(~key_valid, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        for layer in enc.layers:
+            hidden = layer(hidden, attention_mask)
+        hidden = enc.layer_norm(hidden) * key_valid[..., None].to(hidden.dtype)
+        tokens = self.projector(hidden.to(self.projector.mlp[0].weight.dtype))
+        counts = [self.processor.audio_tokens(int(n)) for n in mel_frames.tolist()]
+        return torch.cat([tokens[i, :n] for i, n in enumerate(counts)])
+
+    def embed_prompt(self, audio: dict[str, Tensor], input_ids: Tensor) -> Tensor:
+        """Token embeddings with each ``<|audio|>`` position replaced by its audio embedding."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        is_audio = (input_ids == self.audio_token_id).unsqueeze(-1)
+        audio_embeds = self.encode_audio(audio["input_features"], audio["mel_frames"])
+        if audio_embeds.shape[0] != int(is_audio.sum()):
+            raise ValueError(
+                f"{int(is_audio.sum())} audio placeholders but {audio_embeds.shape[0]} audio frames"
+            )
+        return embeds.masked_scatter(is_audio, audio_embeds.to(embeds.dtype))
+
+    def forward(
+        self,
+        audio: dict[str, Tensor],
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        logits_to_keep: int = 0,
+    ) -> Tensor:
+        outputs = self.llm(
+            inputs_embeds=self.embed_prompt(audio, input_ids),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=logits_to_keep,
+            use_cache=False,
+        )
+        return outputs.logits
+
+    def generate_tokens(
+        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+    ) -> Tensor:
+        return self.llm.generate(
+            inputs_embeds=self.embed_prompt(audio, prompt_ids),
+            attention_mask=prompt_mask,
+            generation_config=config,
+        )

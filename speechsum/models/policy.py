@@ -1,0 +1,92 @@
+"""Which parameters train: the paper's default is a frozen encoder, trainable projector, LoRA LLM."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+
+@dataclass
+class TrainingPolicy:
+    """Trainable parts of a SpeechLLM.
+
+    Args:
+        train_encoder: train the audio encoder (the paper keeps it frozen).
+        train_projector: train the audio→LLM projector.
+        llm: "lora" (adapters on a frozen LLM, as in the paper), "full" or "frozen".
+        lora_r / lora_alpha / lora_dropout: LoRA rank, scale numerator (scale = alpha/r) and dropout.
+        lora_target_modules: module names or "all-linear" (every linear layer of the LLM but its head).
+        gradient_checkpointing: recompute LLM activations in the backward pass to save memory.
+    """
+
+    train_encoder: bool = False
+    train_projector: bool = True
+    llm: Literal["lora", "full", "frozen"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = field(default="all-linear")
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ModuleGroups:
+    """The parts of a backbone a policy acts on."""
+
+    encoder: nn.Module
+    projector: list[nn.Module]
+    llm: nn.Module
+
+
+def apply_training_policy(model: nn.Module, groups: ModuleGroups, policy: TrainingPolicy) -> None:
+    """Freeze ``model``, then unfreeze (or add LoRA to) what ``policy`` trains. In place."""
+    model.requires_grad_(False)
+    groups.encoder.requires_grad_(policy.train_encoder)
+    for module in groups.projector:
+        module.requires_grad_(policy.train_projector)
+    if policy.llm == "full":
+        groups.llm.requires_grad_(True)
+    elif policy.llm == "lora":
+        config = LoraConfig(
+            r=policy.lora_r,
+            lora_alpha=policy.lora_alpha,
+            lora_dropout=policy.lora_dropout,
+            target_modules=policy.lora_target_modules,
+        )
+        inject_adapter_in_model(config, groups.llm)
+        for name, parameter in groups.llm.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+    if policy.gradient_checkpointing:
+        groups.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(groups.llm, "config"):
+            groups.llm.config.use_cache = False
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its base weights (LoRA adapters off), e.g. as a DPO reference."""
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Random-init under a fixed seed (restoring the global RNG after), so a tiny random model is
+    the same model every time it is built, e.g. when a checkpoint holding only trainable weights
+    is resumed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,91 @@
+"""Backbone processors: waveforms + text → the tensors a SpeechLLM consumes.
+
+Token layout shared by every stage (B = batch, P = prompt length, R = response length):
+
+- ``prompt_ids``  (B, P) **left**-padded: chat-formatted instruction with the backbone's audio
+  placeholder tokens, ending in the assistant turn header, ready for ``generate``;
+- ``response_ids`` (B, R) **right**-padded: response tokens ending in the end-of-turn token;
+- masks (1 = real token) of the same shapes. Concatenating ``[prompt | response]`` gives one
+  training sequence whose response logits sit at positions ``P-1 … P+R-2``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[Tensor, Tensor]:
+    """Pad token lists to one ``(B, L)`` long tensor on ``side`` ("left"/"right"); returns (ids, mask)."""
+    length = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        if not sequence:
+            continue
+        span = slice(length - len(sequence), length) if side == "left" else slice(0, len(sequence))
+        ids[row, span] = torch.tensor(list(sequence), dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+@dataclass
+class PromptInputs:
+    """What ``SpeechProcessor.encode_prompts`` returns."""
+
+    audio: dict[str, Tensor]  # backbone-specific audio tensors (features, masks, sizes)
+    prompt_ids: Tensor  # (B, P) left-padded
+    prompt_mask: Tensor  # (B, P)
+
+
+class SpeechProcessor(ABC):
+    """Formats prompts and responses for one backbone; used by the collator and by generation."""
+
+    sample_rate: int = 16_000
+    max_audio_seconds: float | None = None  # the encoder's longest input, if it has one
+    tokenizer: PreTrainedTokenizerBase
+    end_of_turn: str  # appended to every response; generation stops on it
+
+    @abstractmethod
+    def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
+        """Audio features and left-padded prompt ids for a batch of (waveform, instruction)."""
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else self.end_token_id
+
+    @property
+    def end_token_id(self) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"end-of-turn token {self.end_of_turn!r} is not in the tokenizer's vocabulary")
+        return token_id
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end a generated response."""
+        ids = {self.end_token_id}
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def encode_responses(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Right-padded ``(B, R)`` response ids, each ending in the end-of-turn token; and mask."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return pad_sequences([ids + [self.end_token_id] for ids in encoded], self.pad_id, side="right")
+
+    def decode_responses(self, response_ids: Tensor, response_mask: Tensor) -> list[str]:
+        """Text of each response, without padding and stop tokens."""
+        stops = set(self.stop_token_ids)
+        texts = []
+        for ids, mask in zip(response_ids.tolist(), response_mask.tolist()):
+            kept = [t for t, m in zip(ids, mask) if m and t not in stops]
+            texts.append(self.tokenizer.decode(kept, skip_special_tokens=True).strip())
+        return texts

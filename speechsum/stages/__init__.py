@@ -1,0 +1,1 @@
+"""One LightningModule per recipe stage, sharing optimisation, logging and checkpoint code."""

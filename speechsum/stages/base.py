@@ -1,0 +1,186 @@
+"""What every stage shares: optimiser + schedule, throughput logging, sample logging, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.loggers import WandbLogger
+from torch.optim.lr_scheduler import LambdaLR
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.models.base import SpeechLLM
+from speechsum.models.processor import SpeechProcessor
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding for validation samples and ``predict``: greedy unless ``do_sample``."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear 0→1 over ``warmup_steps``, then cosine 1→``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SpeechStageModule(L.LightningModule):
+    """Base of the stage modules. Subclasses implement ``training_step`` (and may extend the rest).
+
+    Args:
+        model: the speech LLM (a ``SpeechLLM`` subclass, chosen in YAML by ``class_path``).
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to biases and norms).
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        init_from: a checkpoint of an earlier stage to start from (weights only).
+        num_val_samples: validation examples whose generations are logged each validation.
+        generation: decoding for validation samples and predict.
+        checkpoint_trainable_only: save only trainable weights (and buffers); the frozen rest is
+            rebuilt from the model config, so LoRA checkpoints stay small.
+    """
+
+    def __init__(
+        self,
+        model: SpeechLLM,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        min_lr_ratio: float = 0.1,
+        init_from: str | None = None,
+        num_val_samples: int = 4,
+        generation: GenerationSettings | None = None,
+        checkpoint_trainable_only: bool = True,
+    ):
+        super().__init__()
+        # From the CLI the hyperparameters are the YAML config; from Python, don't pickle the model.
+        self.save_hyperparameters(ignore=[] if _given_hyperparameters.get() is not None else ["model"])
+        self.model = model
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.num_val_samples = num_val_samples
+        self.generation = generation or GenerationSettings()
+        self.checkpoint_trainable_only = checkpoint_trainable_only
+        self.strict_loading = not checkpoint_trainable_only
+        self._val_samples: list[dict[str, str]] = []
+        self._step_started = 0.0
+        if init_from:
+            self.load_weights(init_from)
+
+    @property
+    def processor(self) -> SpeechProcessor:
+        return self.model.processor
+
+    # -- weights and checkpoints --------------------------------------------------------------
+    def _trainable_keys(self) -> set[str]:
+        return {f"model.{name}" for name, _ in self.model.trainable_parameters()}
+
+    def load_weights(self, path: str) -> None:
+        """Load an earlier stage's weights; every trainable weight of this model must be in it."""
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        missing = sorted(self._trainable_keys() - state.keys())
+        if missing:
+            raise ValueError(f"{path}: checkpoint lacks {len(missing)} trainable weights, e.g. {missing[:3]}")
+        unexpected = self.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{path}: checkpoint has weights this model lacks, e.g. {unexpected[:3]}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.checkpoint_trainable_only:
+            frozen = {f"model.{name}" for name, p in self.model.named_parameters() if not p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = sorted(self._trainable_keys() - checkpoint["state_dict"].keys())
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} trainable weights, e.g. {missing[:3]}")
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, parameter in self.model.trainable_parameters():
+            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.learning_rate,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.warmup_steps, total)
+        schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, self.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- throughput logging ---------------------------------------------------------------------
+    def on_train_batch_start(self, batch: SpeechBatch, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: SpeechBatch, batch_idx: int) -> None:
+        seconds = max(time.perf_counter() - self._step_started, 1e-9)
+        tokens = int(batch.prompt_mask.sum()) + (int(batch.response_mask.sum()) if batch.response_mask is not None else 0)
+        self.log_dict(
+            {
+                "train/tokens_per_s": tokens / seconds,
+                "train/audio_s_per_s": float(batch.audio_seconds.sum()) / seconds,
+                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            },
+            batch_size=len(batch),
+        )
+
+    # -- sample generations ---------------------------------------------------------------------
+    def generate_text(self, batch: SpeechBatch) -> list[str]:
+        response_ids, response_mask = self.model.generate(batch, **asdict(self.generation))
+        return self.processor.decode_responses(response_ids, response_mask)
+
+    def collect_val_samples(self, batch: SpeechBatch) -> None:
+        wanted = self.num_val_samples - len(self._val_samples)
+        if wanted <= 0 or self.trainer.sanity_checking:
+            return
+        predictions = self.generate_text(batch)
+        for i in range(min(wanted, len(batch))):
+            self._val_samples.append(
+                {
+                    "id": batch.ids[i],
+                    "instruction": batch.instructions[i],
+                    "reference": batch.references[i] or "",
+                    "prediction": predictions[i],
+                }
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        samples, self._val_samples = self._val_samples, []
+        if not samples or not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                columns = list(samples[0])
+                logger.log_text("val/samples", columns=columns, data=[[s[c] for c in columns] for s in samples])
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"step{self.global_step:07d}.jsonl").open("w", encoding="utf-8") as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+
+    def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
+        predictions = self.generate_text(batch)
+        return [
+            {"id": i, "instruction": ins, "reference": ref, "prediction": pred}
+            for i, ins, ref, pred in zip(batch.ids, batch.instructions, batch.references, predictions)
+        ]
