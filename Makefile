@@ -8,7 +8,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
-RUN_DIR ?= runs/tiny-sft
 
 .PHONY: install run test lint clean
 
@@ -22,8 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 ## The main job. Until the full pipeline lands: build a small synthetic audio-instruction
 ## set and run the SFT stage on a tiny composed speech LLM, then predict on its test split.
+## Outputs under runs/tiny-sft/ (the paths are in configs/sft_tiny.yaml).
 run: install
-	$(BIN)/speechsum toydata --out $(RUN_DIR)/data
+	$(BIN)/speechsum toydata --out runs/tiny-sft/data --train 768
+	rm -rf runs/tiny-sft/checkpoints
 	$(BIN)/speechsum fit --config configs/sft_tiny.yaml
 	$(BIN)/speechsum predict --config configs/sft_tiny.yaml --ckpt_path last
 

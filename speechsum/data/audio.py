@@ -29,13 +29,15 @@ def load_audio(
     """
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     waveform = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if max_seconds is not None and len(waveform) > max_seconds * rate:
+    # round: max_seconds * rate is inexact in floating point (0.7 * 22050 = 15434.999…)
+    limit = None if max_seconds is None else round(max_seconds * rate)
+    if limit is not None and len(waveform) > limit:
         if too_long == "error":
             raise AudioTooLongError(
                 f"{path}: {len(waveform) / rate:.2f} s is longer than max_audio_seconds={max_seconds}; "
                 "raise the limit or set too_long_audio='truncate'"
             )
-        waveform = waveform[: int(max_seconds * rate)]
+        waveform = waveform[:limit]
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(waveform, dtype=np.float32)

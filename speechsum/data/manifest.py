@@ -109,7 +109,7 @@ def parse_line(
 ) -> Example:
     """Parse and validate one manifest line; raises ``ValueError`` with the reason."""
     try:
-        record = json.loads(text)
+        record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
     if not isinstance(record, dict):

@@ -8,6 +8,23 @@ import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 
+class _EpochSampler(Sampler[int]):
+    """Stand-in for ``sampler=None``: indices in order, and the epoch Lightning sets each epoch."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.size))
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class DurationBucketBatchSampler(BatchSampler):
     """Yields lists of indices whose summed duration stays under ``max_batch_seconds``.
 
@@ -21,6 +38,10 @@ class DurationBucketBatchSampler(BatchSampler):
     ``DistributedSampler`` (its default under DDP), each rank takes every ``world``-th batch of the
     common list, which is first trimmed (``drop_last``) or padded with repeats to a multiple of
     ``world`` so that all ranks run the same number of steps.
+
+    Epochs: Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, never on the batch sampler
+    itself, so the epoch is read from ``sampler`` (a ``DistributedSampler`` under DDP; with
+    ``sampler=None`` a stand-in that only carries the epoch).
     """
 
     def __init__(
@@ -36,8 +57,8 @@ class DurationBucketBatchSampler(BatchSampler):
     ):
         if max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds must be positive, got {max_batch_seconds}")
-        self.sampler = sampler
         self.durations = [float(d) for d in durations]
+        self.sampler = sampler if sampler is not None else _EpochSampler(len(self.durations))
         self.max_batch_seconds = max_batch_seconds
         self.num_buckets = max(1, min(num_buckets, len(self.durations)))
         self.max_batch_size = max_batch_size
@@ -49,6 +70,12 @@ class DurationBucketBatchSampler(BatchSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def _current_epoch(self) -> int:
+        epoch = getattr(self.sampler, "epoch", None)
+        return epoch if isinstance(epoch, int) else self.epoch
 
     def _layout(self) -> tuple[int, int]:
         if isinstance(self.sampler, DistributedSampler):
@@ -73,7 +100,7 @@ class DurationBucketBatchSampler(BatchSampler):
 
     def global_batches(self) -> list[list[int]]:
         """All batches of this epoch, before they are shared out to ranks."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed + self._current_epoch())
         by_duration = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
         bounds = torch.linspace(0, len(by_duration), self.num_buckets + 1).round().long().tolist()
         batches: list[list[int]] = []

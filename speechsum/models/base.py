@@ -113,3 +113,15 @@ class SpeechLLM(nn.Module, ABC):
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+
+
+class NativeSpeechLLM(SpeechLLM):
+    """A backbone that is one Hugging Face audio LLM (``self.hf``) driven through its own processor."""
+
+    hf: nn.Module
+
+    def generate_tokens(
+        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+    ) -> Tensor:
+        output = self.hf.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **audio, generation_config=config)
+        return output[:, prompt_ids.shape[1] :]  # native generate returns prompt + new tokens

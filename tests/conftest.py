@@ -1,0 +1,41 @@
+"""Shared fixtures: a small synthetic data set on disk and the tiny composed backbone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict[str, Path]:
+    """Manifests ``train``/``val``/``test`` (24/8/8 examples) of the tone-language set."""
+    from speechsum.data.toy import write_toy_dataset
+
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), {"train": 24, "val": 8, "test": 8}, seed=1)
+
+
+def tiny_backbone_args() -> dict:
+    """init_args of the tiny composed backbone in configs/model/composed_tiny.yaml."""
+    config = yaml.safe_load((CONFIGS / "model" / "composed_tiny.yaml").read_text())
+    return config["model"]["init_args"]["model"]["init_args"]
+
+
+@pytest.fixture
+def tiny_composed():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+
+    args = tiny_backbone_args()
+    args["policy"] = TrainingPolicy(**args["policy"])
+    return ComposedSpeechLLM(**args)

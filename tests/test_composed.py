@@ -1,0 +1,169 @@
+"""The composed backbone (Whisper-style encoder + projector + HF causal LM) on a tiny random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speechsum.data.batch import SpeechCollator
+from speechsum.data.manifest import Example
+from speechsum.losses import masked_cross_entropy
+from speechsum.models.base import mask_after_stop, sequence_positions
+from speechsum.models.composed import FrameStackProjector, whisper_output_frames
+from speechsum.models.policy import lora_disabled
+
+
+def examples(seconds=(0.7, 1.3, 2.0), seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            Example(id=f"ex{i}", audio="-", instruction="Summarise the call.", duration=s, summary="Two words." * (i + 1)),
+            (0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32),
+        )
+        for i, s in enumerate(seconds)
+    ]
+
+
+def test_helpers_match_hand_computed_values():
+    assert [whisper_output_frames(t) for t in (1, 2, 3, 100, 101)] == [1, 1, 2, 50, 51]
+    ids = torch.tensor([[5, 9, 7, 9, 9], [5, 5, 5, 5, 5]])
+    assert mask_after_stop(ids, [9]).tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert sequence_positions(torch.tensor([[0, 0, 1, 1, 1]])).tolist() == [[0, 0, 0, 1, 2]]
+
+
+def test_projector_stacks_frames():
+    projector = FrameStackProjector(encoder_dim=3, llm_dim=5, stack=4)
+    assert projector(torch.randn(2, 9, 3)).shape == (2, 3, 5)
+
+
+def test_prompt_has_one_audio_token_per_projected_frame(tiny_composed):
+    batch = SpeechCollator(tiny_composed.processor)(examples())
+    mel_frames = batch.audio["mel_frames"].tolist()
+    assert mel_frames == [70, 130, 200]  # 10 ms hop, per clip
+    assert batch.audio["input_features"].shape == (3, 80, 200)  # padded to the longest clip, not 30 s
+    audio_tokens = (batch.prompt_ids == tiny_composed.audio_token_id).sum(1).tolist()
+    assert audio_tokens == [9, 17, 25]  # ceil(ceil(frames / 2) / 4)
+
+
+def test_training_step_trains_projector_and_lora_only(tiny_composed):
+    model = tiny_composed
+    trainable = {name for name, _ in model.trainable_parameters()}
+    assert trainable and all(n.startswith("projector.") or "lora_" in n for n in trainable)
+    assert any(n.startswith("projector.") for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = SpeechCollator(model.processor)(examples())
+    optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=1e-2)
+    logits = model.response_logits(batch, batch.response_ids, batch.response_mask)
+    loss = masked_cross_entropy(logits, batch.response_ids, batch.response_mask)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable
+
+
+def test_logprobs_do_not_depend_on_batch_composition(tiny_composed):
+    collate = SpeechCollator(tiny_composed.processor)
+    items = examples()
+    batch = collate(items)
+    together = tiny_composed.response_logprobs(batch, batch.response_ids, batch.response_mask)
+    for row, item in enumerate(items):
+        alone_batch = collate([item])
+        alone = tiny_composed.response_logprobs(alone_batch, alone_batch.response_ids, alone_batch.response_mask)
+        torch.testing.assert_close(together[row, : alone.shape[1]], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_batched_generation_equals_one_by_one_and_stops(tiny_composed):
+    collate = SpeechCollator(tiny_composed.processor)
+    items = examples()
+    ids, mask = tiny_composed.generate(collate(items), max_new_tokens=6)
+    assert ids.shape[0] == 3 and ids.shape[1] <= 6
+    for row, item in enumerate(items):
+        alone_ids, alone_mask = tiny_composed.generate(collate([item]), max_new_tokens=6)
+        n = int(alone_mask.sum())
+        assert ids[row, :n].tolist() == alone_ids[0, :n].tolist()
+    assert tiny_composed.audio_token_id not in ids.tolist()
+
+
+def test_sampling_returns_several_sequences(tiny_composed):
+    torch.manual_seed(0)
+    ids, mask = tiny_composed.generate(
+        SpeechCollator(tiny_composed.processor)(examples()), max_new_tokens=4, do_sample=True,
+        temperature=1.0, top_p=0.9, num_return_sequences=2,
+    )
+    assert ids.shape[0] == 6 and mask.shape == ids.shape
+
+
+def test_lora_disabled_gives_the_base_model(tiny_composed):
+    tiny_composed.eval()  # no LoRA dropout
+    batch = SpeechCollator(tiny_composed.processor)(examples((1.0,)))
+    for name, parameter in tiny_composed.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter)  # LoRA B starts at 0: make the adapter do something
+    with torch.no_grad():
+        adapted = tiny_composed.response_logprobs(batch, batch.response_ids, batch.response_mask)
+        with lora_disabled(tiny_composed):
+            base = tiny_composed.response_logprobs(batch, batch.response_ids, batch.response_mask)
+        again = tiny_composed.response_logprobs(batch, batch.response_ids, batch.response_mask)
+    assert not torch.allclose(adapted, base)
+    torch.testing.assert_close(adapted, again)
+    assert all(p.requires_grad for n, p in tiny_composed.named_parameters() if "lora_" in n)
+
+
+def test_response_text_round_trips_through_the_tokenizer(tiny_composed):
+    processor = tiny_composed.processor
+    texts = ["Ünïcode ok — 5 € and 日本.", "Short."]
+    ids, mask = processor.encode_responses(texts)
+    assert ids[0, int(mask[0].sum()) - 1].item() == processor.end_token_id
+    assert processor.decode_responses(ids, mask) == texts
+
+
+@pytest.mark.parametrize("llm_mode", ["full", "frozen"])
+def test_other_training_policies(llm_mode):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    args["policy"] = TrainingPolicy(llm=llm_mode, train_encoder=True, gradient_checkpointing=True)
+    model = ComposedSpeechLLM(**args)
+    names = {n for n, _ in model.trainable_parameters()}
+    assert any(n.startswith("encoder.") for n in names)
+    assert any(n.startswith("llm.") for n in names) == (llm_mode == "full")
+    assert not any("lora_" in n for n in names)
+    assert model.llm.is_gradient_checkpointing
+
+
+def test_loads_pretrained_parts_from_local_directories(tmp_path, tiny_composed):
+    """The hub-id code path (from_pretrained) on directories written by save_pretrained."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperModel,
+    )
+
+    from speechsum.models.composed import ComposedSpeechLLM
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    llm_args = dict(args["llm"])
+    pretrained_llm = AutoModelForCausalLM.from_config(AutoConfig.for_model(llm_args.pop("model_type"), **llm_args))
+    pretrained_llm.save_pretrained(tmp_path / "llm")
+    tiny_composed.processor.tokenizer.save_pretrained(tmp_path / "llm")
+    WhisperModel(WhisperConfig(**args["encoder"])).save_pretrained(tmp_path / "whisper")
+    WhisperFeatureExtractor().save_pretrained(tmp_path / "whisper")
+
+    loaded = ComposedSpeechLLM(llm=str(tmp_path / "llm"), encoder=str(tmp_path / "whisper"), end_of_turn="<|im_end|>")
+    assert loaded.processor.tokenizer.get_vocab() == tiny_composed.processor.tokenizer.get_vocab()
+    loaded_weights = {n.replace(".base_layer", ""): p for n, p in loaded.llm.named_parameters() if "lora_" not in n}
+    saved_weights = dict(pretrained_llm.named_parameters())
+    assert loaded_weights.keys() == saved_weights.keys()
+    for name, parameter in saved_weights.items():
+        torch.testing.assert_close(loaded_weights[name], parameter, msg=name)
+    batch = SpeechCollator(loaded.processor)(examples((1.0,)))
+    assert torch.equal(batch.prompt_ids, SpeechCollator(tiny_composed.processor)(examples((1.0,))).prompt_ids)
+    ids, mask = loaded.generate(batch, max_new_tokens=3)
+    assert ids.shape == (1, 3) or int(mask.sum()) < 3

@@ -1,0 +1,320 @@
+"""load_manifest: validation errors name file, line and reason; skip mode; path and duration handling."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.manifest import Example, ManifestError, SkippedLine, load_manifest
+
+
+def write_wav(path: Path, samples: int, rate: int = 16_000, channels: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(samples) / rate
+    mono = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    sf.write(path, mono if channels == 1 else np.stack([mono] * channels, axis=1), rate)
+    return path
+
+
+def write_manifest(path: Path, lines: list[dict | str]) -> Path:
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def record(id: str = "a", audio: str = "audio/a.wav", **fields) -> dict:
+    return {"id": id, "audio": audio, "instruction": "Summarise.", **fields}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A manifest folder with ``audio/a.wav`` (1 s, 16 kHz) and ``audio/b.wav``."""
+    folder = tmp_path / "data"
+    write_wav(folder / "audio" / "a.wav", 16_000)
+    write_wav(folder / "audio" / "b.wav", 8_000)
+    return folder
+
+
+def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
+    """(bad line, load_manifest kwargs, exact reason) for each bad-line case."""
+    audio = root / "audio"
+    cases = {
+        "invalid_json": ("not json", {}, "invalid JSON: Expecting value (column 1)"),
+        "truncated_json": (
+            '{"id": "b",',
+            {},
+            "invalid JSON: Expecting property name enclosed in double quotes (column 12)",
+        ),
+        "json_list": ("[1, 2]", {}, "expected a JSON object, got list"),
+        "json_string": ('"just text"', {}, "expected a JSON object, got str"),
+        "missing_id": ({"audio": "audio/b.wav", "instruction": "x"}, {}, "missing field 'id'"),
+        "missing_audio": ({"id": "b", "instruction": "x"}, {}, "missing field 'audio'"),
+        "missing_instruction": ({"id": "b", "audio": "audio/b.wav"}, {}, "missing field 'instruction'"),
+        "empty_instruction": (record("b", "audio/b.wav", instruction=""), {}, "missing field 'instruction'"),
+        "missing_summary": (record("b", "audio/b.wav"), {"require_summary": True}, "missing field 'summary'"),
+        "missing_transcript": (
+            record("b", "audio/b.wav", summary="s"),
+            {"require_transcript": True},
+            "missing field 'transcript'",
+        ),
+        "missing_chosen": (
+            record("b", "audio/b.wav", rejected="r"),
+            {"require_preference": True},
+            "missing field 'chosen'",
+        ),
+        "missing_rejected": (
+            record("b", "audio/b.wav", chosen="c"),
+            {"require_preference": True},
+            "missing field 'rejected'",
+        ),
+        "audio_not_found": (
+            record("b", "audio/nope.wav"),
+            {},
+            f"field 'audio': file not found: {(audio / 'nope.wav').resolve()}",
+        ),
+        "instruction_number": (
+            record("b", "audio/b.wav", instruction=3),
+            {},
+            "field 'instruction' must be a string, got int",
+        ),
+        "id_number": (record(7, "audio/b.wav"), {}, "field 'id' must be a string, got int"),
+        "summary_list": (
+            record("b", "audio/b.wav", summary=["s"]),
+            {},
+            "field 'summary' must be a string, got list",
+        ),
+        "duration_string": (
+            record("b", "audio/b.wav", duration="1.5"),
+            {},
+            "field 'duration' must be a number of seconds, got str",
+        ),
+        "duration_bool": (
+            record("b", "audio/b.wav", duration=True),
+            {},
+            "field 'duration' must be a number of seconds, got bool",
+        ),
+        "duration_nan": (
+            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "duration": NaN}',
+            {},
+            "field 'duration' must be finite",
+        ),
+        "escapes_folder": (
+            record("b", "../x.wav"),
+            {},
+            f"field 'audio': relative path '../x.wav' escapes the manifest folder {root}; "
+            "use an absolute path or set allow_paths_outside_manifest_dir=True",
+        ),
+        "duplicate_id": (record("a", "audio/b.wav"), {}, "duplicate id 'a'"),
+    }
+    return cases[name]
+
+
+BAD_CASES = [
+    "invalid_json",
+    "truncated_json",
+    "json_list",
+    "json_string",
+    "missing_id",
+    "missing_audio",
+    "missing_instruction",
+    "empty_instruction",
+    "missing_summary",
+    "missing_transcript",
+    "missing_chosen",
+    "missing_rejected",
+    "audio_not_found",
+    "instruction_number",
+    "id_number",
+    "summary_list",
+    "duration_string",
+    "duration_bool",
+    "duration_nan",
+    "escapes_folder",
+    "duplicate_id",
+]
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
+    bad, kwargs, reason = bad_case(root, name)
+    good = record("a", "audio/a.wav", summary="s", transcript="t", chosen="c", rejected="r")
+    manifest = write_manifest(root / "m.jsonl", [good, "", bad])  # the bad line is line 3
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest, **kwargs)
+    error = info.value
+    assert (error.path, error.line, error.reason) == (str(manifest), 3, reason)
+    assert str(error) == f"{manifest}:3: {reason}"
+    assert isinstance(error, ValueError)
+
+
+def test_unreadable_audio(root: Path):
+    (root / "audio" / "text.wav").write_text("this is text, not audio\n")
+    manifest = write_manifest(root / "m.jsonl", [record("t", "audio/text.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    path = (root / "audio" / "text.wav").resolve()
+    assert (info.value.path, info.value.line) == (str(manifest), 1)
+    assert info.value.reason.startswith(f"field 'audio': unreadable audio file {path}: ")
+    assert str(info.value).startswith(f"{manifest}:1: field 'audio': unreadable audio file {path}")
+
+
+def test_empty_audio(root: Path):
+    sf.write(root / "audio" / "empty.wav", np.zeros(0, dtype=np.float32), 16_000)
+    manifest = write_manifest(root / "m.jsonl", [record("a"), record("e", "audio/empty.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    path = (root / "audio" / "empty.wav").resolve()
+    assert (info.value.path, info.value.line) == (str(manifest), 2)
+    assert info.value.reason == f"field 'audio': empty audio file {path} (0 samples)"
+
+
+def test_required_fields_present_pass(root: Path):
+    line = record("a", summary="s", transcript="t", chosen="c", rejected="r", lang="de")
+    manifest = write_manifest(root / "m.jsonl", [line])
+    examples, skipped = load_manifest(
+        manifest, require_summary=True, require_transcript=True, require_preference=True
+    )
+    assert skipped == []
+    assert examples == [
+        Example(
+            id="a",
+            audio=str((root / "audio" / "a.wav").resolve()),
+            instruction="Summarise.",
+            duration=1.0,
+            summary="s",
+            transcript="t",
+            lang="de",
+            chosen="c",
+            rejected="r",
+        )
+    ]
+
+
+def test_optional_fields_default(root: Path):
+    examples, _ = load_manifest(write_manifest(root / "m.jsonl", [record("a")]))
+    (example,) = examples
+    assert (example.summary, example.transcript, example.chosen, example.rejected) == (None,) * 4
+    assert example.lang == "en"
+
+
+def test_path_outside_folder_allowed_when_asked(root: Path, tmp_path: Path):
+    outside = write_wav(tmp_path / "x.wav", 4_000)
+    manifest = write_manifest(root / "m.jsonl", [record("x", "../x.wav")])
+    examples, skipped = load_manifest(manifest, allow_paths_outside_manifest_dir=True)
+    assert skipped == []
+    assert [e.audio for e in examples] == [str(outside.resolve())]
+    assert examples[0].duration == 0.25
+
+
+def test_dotdot_staying_inside_folder_is_fine(root: Path):
+    manifest = write_manifest(root / "m.jsonl", [record("a", "audio/../audio/a.wav")])
+    examples, _ = load_manifest(manifest)
+    assert examples[0].audio == str((root / "audio" / "a.wav").resolve())
+
+
+def test_relative_audio_resolves_against_manifest_folder(root: Path, tmp_path: Path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory must not matter
+    manifest = write_manifest(root / "m.jsonl", [record("a", "audio/a.wav"), record("b", "./audio/b.wav")])
+    examples, _ = load_manifest(manifest)
+    assert [e.audio for e in examples] == [
+        str((root / "audio" / "a.wav").resolve()),
+        str((root / "audio" / "b.wav").resolve()),
+    ]
+    assert all(Path(e.audio).is_absolute() for e in examples)
+
+
+def test_absolute_audio_path(root: Path, tmp_path: Path):
+    outside = write_wav(tmp_path / "elsewhere" / "z.wav", 22_050, rate=22_050)
+    manifest = write_manifest(root / "m.jsonl", [record("z", str(outside.resolve()))])
+    examples, _ = load_manifest(manifest)
+    assert examples[0].audio == str(outside.resolve())
+    assert examples[0].duration == 1.0
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "channels"), [(12_345, 22_050, 1), (7_000, 8_000, 2), (44_100, 44_100, 2)]
+)
+def test_duration_from_header(root: Path, samples: int, rate: int, channels: int):
+    write_wav(root / "audio" / "c.wav", samples, rate, channels)
+    examples, _ = load_manifest(write_manifest(root / "m.jsonl", [record("c", "audio/c.wav")]))
+    assert examples[0].duration == samples / rate
+
+
+def test_blank_lines_ignored(root: Path):
+    manifest = write_manifest(
+        root / "m.jsonl", ["", record("a"), "   ", "\t", record("b", "audio/b.wav"), ""]
+    )
+    examples, skipped = load_manifest(manifest)
+    assert [e.id for e in examples] == ["a", "b"]
+    assert [e.duration for e in examples] == [1.0, 0.5]
+    assert skipped == []
+
+
+def test_skip_mode_keeps_good_lines_and_reports_bad_ones(root: Path, caplog):
+    lines = [
+        record("a"),  # 1
+        "{oops",  # 2
+        "",  # 3 (blank, ignored)
+        record("b", "audio/b.wav"),  # 4
+        record("c", "audio/missing.wav"),  # 5
+        record("a", "audio/b.wav"),  # 6 duplicate of line 1
+        record("d", "audio/a.wav", instruction=5),  # 7
+        record("e", "audio/b.wav"),  # 8
+    ]
+    manifest = write_manifest(root / "m.jsonl", lines)
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.manifest"):
+        examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [e.id for e in examples] == ["a", "b", "e"]
+    assert examples[0].audio == str((root / "audio" / "a.wav").resolve())  # the first "a" is kept
+    expected = [
+        SkippedLine(2, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
+        SkippedLine(5, f"field 'audio': file not found: {(root / 'audio' / 'missing.wav').resolve()}"),
+        SkippedLine(6, "duplicate id 'a'"),
+        SkippedLine(7, "field 'instruction' must be a string, got int"),
+    ]
+    assert skipped == expected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"skipping {manifest}:{s.line}: {s.reason}" for s in expected] + [
+        f"{manifest}: skipped 4 bad line(s), kept 3"
+    ]
+
+
+def test_skip_mode_without_bad_lines_logs_nothing(root: Path, caplog):
+    manifest = write_manifest(root / "m.jsonl", [record("a"), record("b", "audio/b.wav")])
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.manifest"):
+        examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert len(examples) == 2 and skipped == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_skip_mode_with_only_bad_lines_raises(root: Path):
+    manifest = write_manifest(root / "m.jsonl", ["nope", record("x", "audio/missing.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest, on_bad_example="skip")
+    assert (info.value.path, info.value.line) == (str(manifest), 0)
+    assert info.value.reason == "no usable examples (2 line(s) skipped)"
+
+
+def test_empty_manifest_raises(root: Path):
+    manifest = write_manifest(root / "m.jsonl", ["", "  "])
+    with pytest.raises(ManifestError, match=r"no usable examples \(0 line\(s\) skipped\)"):
+        load_manifest(manifest)
+
+
+def test_missing_manifest_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        load_manifest(tmp_path / "nope.jsonl")
+
+
+def test_error_mode_stops_at_first_bad_line(root: Path):
+    manifest = write_manifest(root / "m.jsonl", [record("a"), record("x", "audio/missing.wav"), "bad json"])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.line == 2
