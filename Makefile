@@ -27,6 +27,7 @@ run: install
 	rm -rf runs/tiny-sft/checkpoints
 	$(BIN)/speechsum fit --config configs/sft_tiny.yaml
 	$(BIN)/speechsum predict --config configs/sft_tiny.yaml --ckpt_path last
+	$(BIN)/speechsum toyscore runs/tiny-sft/predictions.jsonl
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q

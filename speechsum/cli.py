@@ -19,6 +19,7 @@ Training and inference (PyTorch Lightning CLI; stack configs with several --conf
   speechsum fit --print_config ...      show the merged config
 Tools:
   speechsum toydata --out DIR           write a tiny synthetic audio-instruction set
+  speechsum toyscore PREDICTIONS        score predictions on that set
 Run `speechsum <command> --help` for every option of a command.
 """
 
@@ -26,7 +27,7 @@ Run `speechsum <command> --help` for every option of a command.
 def _tools() -> dict[str, Callable[[list[str]], None]]:
     from speechsum.data import toy
 
-    return {"toydata": toy.main}
+    return {"toydata": toy.main, "toyscore": toy.score_main}
 
 
 class SpeechSumCLI(LightningCLI):

@@ -79,6 +79,37 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
     return manifests
 
 
+def score_predictions(path: str | Path) -> dict[str, float]:
+    """Scores of a ``predictions.jsonl`` on the toy set: exact match, first-word accuracy, and
+    word-level F1 of the word lists (the distinct words heard vs. the reference's)."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+    first = [r for r in rows if r["reference"].startswith("The first word")]
+    lists = [r for r in rows if r["reference"].startswith("Words:")]
+    f1_scores = []
+    for row in lists:
+        said = {w for w in WORDS if w in row["prediction"]}
+        truth = {w for w in WORDS if w in row["reference"]}
+        overlap = len(said & truth)
+        f1_scores.append(2 * overlap / (len(said) + len(truth)) if said or truth else 1.0)
+    return {
+        "examples": len(rows),
+        "exact_match": sum(r["prediction"] == r["reference"] for r in rows) / max(1, len(rows)),
+        "first_word_accuracy": sum(r["prediction"] == r["reference"] for r in first) / max(1, len(first)),
+        "word_list_f1": sum(f1_scores) / max(1, len(f1_scores)),
+    }
+
+
+def score_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="speechsum toyscore", description="Score predictions.jsonl of a model on the toy tone-language set."
+    )
+    parser.add_argument("predictions", help="predictions.jsonl written by `speechsum predict`")
+    scores = score_predictions(parser.parse_args(argv).predictions)
+    print(f"{scores['examples']} test examples")
+    for name in ("exact_match", "first_word_accuracy", "word_list_f1"):
+        print(f"  {name:<20} {scores[name]:.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="speechsum toydata",

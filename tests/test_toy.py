@@ -1,0 +1,42 @@
+"""The toy tone-language set and its scorer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from speechsum.data.toy import WORDS, score_predictions, summary_for, tone_clip, write_toy_dataset
+
+
+def test_each_word_is_a_tone_of_its_own_pitch():
+    clip = tone_clip(["delta"], 16_000)
+    assert len(clip) == int(0.25 * 16_000) + int(0.05 * 16_000)
+    spectrum = np.abs(np.fft.rfft(clip[: 4000]))
+    assert np.fft.rfftfreq(4000, 1 / 16_000)[spectrum.argmax()] == pytest.approx(300 + 150 * WORDS.index("delta"), abs=4)
+
+
+def test_summaries_answer_the_instruction():
+    assert summary_for("first", ["echo", "golf"]) == "The first word was echo."
+    assert summary_for("keywords", ["echo", "golf", "echo"]) == "Words: echo, golf."
+
+
+def test_dataset_is_deterministic(tmp_path):
+    a = write_toy_dataset(tmp_path / "a", {"train": 5}, seed=3)
+    b = write_toy_dataset(tmp_path / "b", {"train": 5}, seed=3)
+    assert a["train"].read_text() == b["train"].read_text()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_scores_match_hand_computation(tmp_path):
+    rows = [
+        {"reference": "The first word was echo.", "prediction": "The first word was echo."},
+        {"reference": "The first word was golf.", "prediction": "The first word was echo."},
+        {"reference": "Words: echo, golf.", "prediction": "Words: echo, alpha."},  # F1 = 2·1/(2+2) = 0.5
+        {"reference": "Words: hotel.", "prediction": "Words: hotel."},  # F1 = 1
+    ]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scores = score_predictions(path)
+    assert scores == {"examples": 4, "exact_match": 0.5, "first_word_accuracy": 0.5, "word_list_f1": 0.75}
