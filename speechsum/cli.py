@@ -7,6 +7,11 @@ from collections.abc import Callable
 
 from lightning.pytorch.cli import LightningCLI
 
+# Imported so that the CLI knows every stage and backbone by its short name (--model.help SFTModule).
+import speechsum.models.composed
+import speechsum.models.phi4mm
+import speechsum.models.qwen2_audio
+import speechsum.stages.sft  # noqa: F401
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.stages.base import SpeechStageModule
 
@@ -17,6 +22,9 @@ Training and inference (PyTorch Lightning CLI; stack configs with several --conf
   speechsum fit      --config configs/trainer/cpu.yaml --config configs/model/composed_tiny.yaml ...
   speechsum validate | test | predict   (same options; --ckpt_path last resumes or evaluates)
   speechsum fit --print_config ...      show the merged config
+  speechsum fit --help                  every trainer and data option
+  speechsum fit --model.help SFTModule  every option of a stage
+  speechsum fit --model.model.help ComposedSpeechLLM   every option of a backbone
 Tools:
   speechsum toydata --out DIR           write a tiny synthetic audio-instruction set
   speechsum toyscore PREDICTIONS        score predictions on that set
@@ -47,16 +55,16 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumC
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else argv
     tools = _tools()
-    if argv and argv[0] in tools:
-        tools[argv[0]](argv[1:])
+    if args and args[0] in tools:
+        tools[args[0]](args[1:])
         return
-    if not argv or argv[0] in ("-h", "--help"):
+    if not args or args[0] in ("-h", "--help"):
         print(OVERVIEW)
-        if not argv:
+        if not args:
             return
-    lightning_cli(argv)
+    lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":

@@ -99,6 +99,12 @@ def test_cli_help_lists_commands_and_options(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     assert "--ckpt_path" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "SFTModule"])
+    assert "--model.learning_rate" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.model.help", "ComposedSpeechLLM"])
+    assert "--model.policy" in capsys.readouterr().out
 
 
 def test_wandb_offline_logs_samples_and_no_secret(tmp_path, toy_data, monkeypatch):
