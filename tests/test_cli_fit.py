@@ -22,23 +22,33 @@ class SimulatedCrash(RuntimeError):
 
 
 class CrashAtEpoch(L.Callback):
-    """Dies when epoch ``epoch`` starts, after the previous epoch's last.ckpt was written."""
+    """Dies when batch ``batch`` of epoch ``epoch`` starts (0: before the epoch's first batch)."""
 
-    def __init__(self, epoch: int):
-        self.epoch = epoch
+    def __init__(self, epoch: int, batch: int = 0):
+        self.epoch, self.batch = epoch, batch
 
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise SimulatedCrash(f"crash at epoch {self.epoch}")
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SimulatedCrash(f"crash at epoch {self.epoch}, batch {self.batch}")
 
 
-def test_fit_then_resume_matches_uninterrupted_training(tmp_path, toy_data):
+def checkpoint_every(config_path, steps: int) -> None:
+    config = yaml.safe_load(config_path.read_text())
+    config["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = steps
+    config_path.write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize("crash_batch", [0, 3], ids=["at-epoch-boundary", "mid-epoch"])
+def test_fit_then_resume_matches_uninterrupted_training(tmp_path, toy_data, crash_batch):
     straight = run_config(tmp_path / "straight", toy_data, max_epochs=2)
+    checkpoint_every(straight, 1)
     lightning_cli(["fit", "--config", str(straight)])
 
     interrupted = run_config(tmp_path / "resumed", toy_data, max_epochs=2)
+    checkpoint_every(interrupted, 1)
     crashing = yaml.safe_load(interrupted.read_text())
-    crashing["trainer"]["callbacks"].append({"class_path": f"{__name__}.CrashAtEpoch", "init_args": {"epoch": 1}})
+    crash = {"epoch": 1, "batch": crash_batch}
+    crashing["trainer"]["callbacks"].append({"class_path": f"{__name__}.CrashAtEpoch", "init_args": crash})
     crashing_path = tmp_path / "crashing.yaml"
     crashing_path.write_text(yaml.safe_dump(crashing))
     with pytest.raises(SimulatedCrash):
@@ -140,3 +150,45 @@ def test_print_config_shows_the_merged_config(tmp_path, toy_data, capsys):
     assert printed["trainer"]["max_steps"] == 7
     assert printed["model"]["class_path"] == "speechsum.stages.sft.SFTModule"
     assert printed["model"]["init_args"]["model"]["init_args"]["policy"]["lora_r"] == 16
+
+
+def test_trainable_only_checkpoint_drops_a_tied_frozen_head():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from speechsum.stages.sft import SFTModule
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    args["llm"] = {**args["llm"], "tie_word_embeddings": True}
+    module = SFTModule(ComposedSpeechLLM(**{**args, "policy": TrainingPolicy()}))
+    assert module.model.llm.lm_head.weight is module.model.llm.get_input_embeddings().weight
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    trainable = {f"model.{n}" for n, _ in module.model.trainable_parameters()}
+    buffers = {f"model.{n}" for n, _ in module.model.named_buffers()}
+    assert trainable <= checkpoint["state_dict"].keys() <= trainable | buffers
+
+
+def test_init_from_a_full_finetune_into_a_lora_stage(tmp_path):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from speechsum.stages.sft import SFTModule
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    full = SFTModule(ComposedSpeechLLM(**{**args, "policy": TrainingPolicy(llm="full")}))
+    with torch.no_grad():
+        for parameter in full.model.llm.parameters():
+            parameter.add_(1.0)  # "fine-tuned"
+    checkpoint = {"state_dict": full.state_dict()}
+    full.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "sft.ckpt")
+
+    lora = SFTModule(ComposedSpeechLLM(**{**args, "policy": TrainingPolicy()}), init_from=str(tmp_path / "sft.ckpt"))
+    tuned = full.model.llm.model.layers[0].self_attn.q_proj.weight
+    torch.testing.assert_close(lora.model.llm.model.layers[0].self_attn.q_proj.base_layer.weight, tuned)
+    torch.testing.assert_close(lora.model.projector.mlp[0].weight, full.model.projector.mlp[0].weight)
+
+    other = {**args, "llm": {**args["llm"], "hidden_size": 32}}
+    with pytest.raises((ValueError, RuntimeError)):
+        SFTModule(ComposedSpeechLLM(**{**other, "policy": TrainingPolicy()}), init_from=str(tmp_path / "sft.ckpt"))

@@ -140,6 +140,7 @@ def test_loads_pretrained_parts_from_local_directories(tmp_path, tiny_composed):
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
+        GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperModel,
@@ -153,6 +154,8 @@ def test_loads_pretrained_parts_from_local_directories(tmp_path, tiny_composed):
     pretrained_llm = AutoModelForCausalLM.from_config(AutoConfig.for_model(llm_args.pop("model_type"), **llm_args))
     pretrained_llm.save_pretrained(tmp_path / "llm")
     tiny_composed.processor.tokenizer.save_pretrained(tmp_path / "llm")
+    # A checkpoint's decoding defaults must not leak into generate() (top-k 1 = always greedy).
+    GenerationConfig(do_sample=True, top_k=1, no_repeat_ngram_size=1).save_pretrained(tmp_path / "llm")
     WhisperModel(WhisperConfig(**args["encoder"])).save_pretrained(tmp_path / "whisper")
     WhisperFeatureExtractor().save_pretrained(tmp_path / "whisper")
 
@@ -165,5 +168,66 @@ def test_loads_pretrained_parts_from_local_directories(tmp_path, tiny_composed):
         torch.testing.assert_close(loaded_weights[name], parameter, msg=name)
     batch = SpeechCollator(loaded.processor)(examples((1.0,)))
     assert torch.equal(batch.prompt_ids, SpeechCollator(tiny_composed.processor)(examples((1.0,))).prompt_ids)
-    ids, mask = loaded.generate(batch, max_new_tokens=3)
-    assert ids.shape == (1, 3) or int(mask.sum()) < 3
+    greedy, greedy_mask = loaded.generate(batch, max_new_tokens=16)
+    with torch.no_grad():  # greedy = the argmax of the policy's own next-token distribution
+        logits = loaded.response_logits(batch, greedy, greedy_mask)
+    logits[..., loaded.audio_token_id] = float("-inf")
+    kept = greedy_mask.bool()
+    assert torch.equal(logits.argmax(-1)[kept], greedy[kept])
+    torch.manual_seed(0)
+    samples = [loaded.generate(batch, max_new_tokens=4, do_sample=True)[0] for _ in range(5)]
+    assert any(not torch.equal(sample, greedy) for sample in samples)
+
+
+def test_generate_is_deterministic_in_train_mode_and_restores_it(tiny_composed):
+    for name, parameter in tiny_composed.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter)
+    for module in tiny_composed.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    tiny_composed.train()
+    batch = SpeechCollator(tiny_composed.processor)(examples())
+    first, _ = tiny_composed.generate(batch, max_new_tokens=6)
+    second, _ = tiny_composed.generate(batch, max_new_tokens=6)
+    assert torch.equal(first, second)
+    assert tiny_composed.training
+
+
+def test_samples_are_scored_against_the_repeated_batch(tiny_composed):
+    collate = SpeechCollator(tiny_composed.processor)
+    items = examples()
+    batch = collate(items)
+    torch.manual_seed(1)
+    ids, mask = tiny_composed.generate(batch, max_new_tokens=5, do_sample=True, num_return_sequences=2)
+    repeated = batch.repeat_interleave(2)
+    assert repeated.ids == ["ex0", "ex0", "ex1", "ex1", "ex2", "ex2"]
+    with torch.no_grad():
+        scores = tiny_composed.response_logprobs(repeated, ids, mask)
+        for row in range(len(ids)):
+            alone = tiny_composed.response_logprobs(collate([items[row // 2]]), ids[row : row + 1], mask[row : row + 1])
+            torch.testing.assert_close(scores[row], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_lora_disabled_refuses_a_model_without_lora():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from tests.conftest import tiny_backbone_args
+
+    model = ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy(llm="frozen")})
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        with lora_disabled(model):
+            pass
+
+
+def test_trainable_weights_train_in_fp32_when_the_model_is_bf16():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy, apply_training_policy
+    from tests.conftest import tiny_backbone_args
+
+    model = ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy(llm="frozen")})
+    model.to(torch.bfloat16)
+    apply_training_policy(model, model.module_groups(), TrainingPolicy(llm="frozen"))
+    dtypes = {p.dtype for _, p in model.trainable_parameters()}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert dtypes == {torch.float32} and frozen == {torch.bfloat16}

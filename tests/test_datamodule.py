@@ -39,6 +39,11 @@ def copy_manifest(toy: Path, out: Path, edit=None) -> Path:
     return write_lines(out, lines)
 
 
+def drop_summary(line: dict) -> dict:
+    line.pop("summary")
+    return line
+
+
 def datamodule(processor, **kwargs) -> SpeechSumDataModule:
     dm = SpeechSumDataModule(**{**SMALL, **kwargs})
     dm.processor = processor
@@ -254,10 +259,6 @@ def test_trainer_sees_a_new_order_each_epoch(toy_data, processor):
 
 
 def test_predict_without_summary(tmp_path: Path, toy_data, processor):
-    def drop_summary(line):
-        del line["summary"]
-        return line
-
     manifest = copy_manifest(toy_data["test"], tmp_path / "predict.jsonl", drop_summary)
     dm = datamodule(processor, predict_manifest=str(manifest), preference=True)
     dm.setup("predict")
@@ -271,13 +272,13 @@ def test_predict_without_summary(tmp_path: Path, toy_data, processor):
         assert batch.prompt_mask[:, -1].all()
 
 
-def test_train_split_requires_summary(tmp_path: Path, toy_data, processor):
-    def drop_summary(line):
-        line.pop("summary")
-        return line
-
-    manifest = copy_manifest(toy_data["train"], tmp_path / "train.jsonl", drop_summary)
-    dm = datamodule(processor, train_manifest=str(manifest))
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_fit_splits_require_summary_by_default(tmp_path: Path, toy_data, processor, split):
+    manifests = {"train": str(toy_data["train"]), "val": str(toy_data["val"])}
+    manifest = copy_manifest(toy_data[split], tmp_path / f"{split}.jsonl", drop_summary)
+    manifests[split] = str(manifest)
+    dm = datamodule(processor, train_manifest=manifests["train"], val_manifest=manifests["val"])
+    assert dm.require_summary is True
     with pytest.raises(ManifestError) as info:
         dm.setup("fit")
     assert (info.value.path, info.value.line, info.value.reason) == (
@@ -285,6 +286,59 @@ def test_train_split_requires_summary(tmp_path: Path, toy_data, processor):
         1,
         "missing field 'summary'",
     )
+    assert str(info.value) == f"{manifest}:1: missing field 'summary'"
+
+
+def test_require_summary_false_loads_data_without_summaries(tmp_path: Path, toy_data, processor):
+    """On-policy KD data: instruction and transcript, no reference summary."""
+    train = copy_manifest(toy_data["train"], tmp_path / "train.jsonl", drop_summary)
+    val = copy_manifest(toy_data["val"], tmp_path / "val.jsonl", drop_summary)
+    by_id = {line["id"]: line for line in read_lines(train) + read_lines(val)}
+    assert not any("summary" in line for line in by_id.values())
+    dm = datamodule(
+        processor,
+        train_manifest=str(train),
+        val_manifest=str(val),
+        require_summary=False,
+        require_transcript=True,
+    )
+    dm.setup("fit")
+    assert dm.skipped == {"train": [], "val": []}
+    assert [len(dm.datasets[s]) for s in ("train", "val")] == [24, 8]
+    for loader, count in ((dm.train_dataloader(), 24), (dm.val_dataloader(), 8)):
+        batches = batches_of(loader)
+        assert sum(len(b) for b in batches) == count
+        for batch in batches:
+            assert batch.response_ids is None and batch.response_mask is None
+            assert batch.references == [None] * len(batch)
+            assert batch.transcripts == [by_id[i]["transcript"] for i in batch.ids]
+            assert all(batch.transcripts)
+            assert batch.instructions == [by_id[i]["instruction"] for i in batch.ids]
+            assert batch.prompt_mask[:, -1].all()
+
+
+def test_require_summary_false_with_preference_data(tmp_path: Path, toy_data, processor):
+    """DPO data: chosen/rejected only."""
+
+    def to_preference(line):
+        line["chosen"] = line.pop("summary")
+        line["rejected"] = "worse"
+        return line
+
+    manifest = copy_manifest(toy_data["train"], tmp_path / "dpo.jsonl", to_preference)
+    with pytest.raises(ManifestError, match=r"dpo\.jsonl:1: missing field 'summary'"):
+        datamodule(processor, train_manifest=str(manifest), preference=True).setup("fit")
+    by_id = {line["id"]: line for line in read_lines(manifest)}
+    dm = datamodule(processor, train_manifest=str(manifest), preference=True, require_summary=False)
+    dm.setup("fit")
+    batches = batches_of(dm.train_dataloader())
+    assert sum(len(b) for b in batches) == 24
+    for batch in batches:
+        assert batch.response_ids is None and batch.references == [None] * len(batch)
+        assert processor.decode_responses(batch.chosen_ids, batch.chosen_mask) == [
+            by_id[i]["chosen"] for i in batch.ids
+        ]
+        assert processor.decode_responses(batch.rejected_ids, batch.rejected_mask) == ["worse"] * len(batch)
 
 
 def test_skip_mode_records_skipped_lines(tmp_path: Path, toy_data, processor):

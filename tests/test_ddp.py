@@ -1,31 +1,109 @@
-"""Two-process CPU DDP (gloo) fit of the SFT stage through the real CLI."""
+"""Two-process CPU DDP (gloo) fit of the SFT stage through the real CLI: steps, and what each rank saw."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import lightning as L
 import torch
+import yaml
 
 from speechsum.data.manifest import load_manifest
 from speechsum.data.sampler import DurationBucketBatchSampler
+from tests.conftest import REPO
 from tests.helpers import run_config
+
+WORLD = 2
+EPOCHS = 2
+
+
+class RecordBatchIds(L.Callback):
+    """Appends ``{"epoch", "batch_idx", "ids"}`` of every training batch to ``<folder>/rank<N>.jsonl``."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        row = {"epoch": trainer.current_epoch, "batch_idx": batch_idx, "ids": list(batch.ids)}
+        with (self.folder / f"rank{trainer.global_rank}.jsonl").open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def recorded(folder: Path, rank: int, epoch: int) -> list[list[str]]:
+    rows = [json.loads(line) for line in (folder / f"rank{rank}.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["epoch"] == epoch]
+    assert [row["batch_idx"] for row in rows] == list(range(len(rows)))
+    return [row["ids"] for row in rows]
 
 
 def test_two_process_ddp_fit(tmp_path, toy_data):
-    config = run_config(tmp_path, toy_data, max_epochs=1, devices=2, strategy="ddp", limit_val_batches=0)
+    config = run_config(
+        tmp_path, toy_data, max_epochs=EPOCHS, devices=WORLD, strategy="ddp", limit_val_batches=0
+    )
+    data = yaml.safe_load(config.read_text())
+    seen = tmp_path / "seen"
+    data["trainer"]["callbacks"].append(
+        {"class_path": f"{__name__}.RecordBatchIds", "init_args": {"folder": str(seen)}}
+    )
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     speechsum = Path(sys.executable).with_name("speechsum")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(
-        [str(speechsum), "fit", "--config", str(config)], capture_output=True, text=True, timeout=300
+        [str(speechsum), "fit", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-
-    # Each rank takes every other batch of one common, duration-bucketed list.
-    examples, _ = load_manifest(toy_data["train"])
-    sampler = DurationBucketBatchSampler(None, [e.duration for e in examples], 8.0, num_buckets=2, max_batch_size=4)
-    expected_steps = math.ceil(len(sampler.global_batches()) / 2)
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == expected_steps
     assert "ddp" in result.stderr.lower() or "distributed" in result.stderr.lower()
+
+    # Each rank takes every other batch of one common, duration-bucketed list, padded with repeats
+    # of its first batches to a multiple of the world size.
+    examples, _ = load_manifest(toy_data["train"])
+    all_ids = {e.id for e in examples}
+    sampler = DurationBucketBatchSampler(
+        None, [e.duration for e in examples], 8.0, num_buckets=2, max_batch_size=4
+    )
+    steps_per_epoch = []
+    for epoch in range(EPOCHS):
+        sampler.set_epoch(epoch)
+        planned = len(sampler.global_batches())
+        padding = -planned % WORLD
+        assert padding > 0, "the toy layout no longer exercises padding: change max_batch_seconds/size"
+        steps = math.ceil(planned / WORLD)
+        steps_per_epoch.append(steps)
+
+        ranks = [recorded(seen, rank, epoch) for rank in range(WORLD)]
+        assert [len(batches) for batches in ranks] == [steps] * WORLD, f"epoch {epoch}"
+        flat = [[i for batch in batches for i in batch] for batches in ranks]
+        for rank, ids in enumerate(flat):
+            assert len(ids) == len(set(ids)), f"epoch {epoch}: rank {rank} saw an example twice"
+        # the union is the whole training set
+        assert set().union(*flat) == all_ids, f"epoch {epoch}"
+        # ranks are disjoint, except the padding: whole repeats of the first global batches,
+        # run as the last batches of the ranks that come up short
+        counts = Counter(i for ids in flat for i in ids)
+        shared = {i for i, n in counts.items() if n > 1}
+        assert max(counts.values()) <= 2, f"epoch {epoch}"
+        first_global = [ranks[rank][0] for rank in range(padding)]
+        repeats = [ranks[WORLD - padding + k][-1] for k in range(padding)]
+        assert [sorted(b) for b in repeats] == [sorted(b) for b in first_global], f"epoch {epoch}"
+        assert shared == {i for batch in first_global for i in batch}, f"epoch {epoch}"
+        assert sum(counts.values()) == len(all_ids) + len(shared)
+
+    # a new epoch brings a new order (both ranks read the epoch), and the step count adds up
+    assert recorded(seen, 0, 0) != recorded(seen, 0, 1)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == sum(steps_per_epoch)

@@ -318,3 +318,65 @@ def test_error_mode_stops_at_first_bad_line(root: Path):
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert info.value.line == 2
+
+
+def test_invalid_utf8_line_names_file_and_line(root: Path):
+    good = json.dumps(record("a")).encode()
+    bad = b'{"id": "b", "audio": "audio/b.wav", "instruction": "Caf\xe9"}'  # Latin-1, not UTF-8
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(good + b"\n\n" + bad + b"\n")  # the bad line is line 3
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    error = info.value
+    reason = f"not valid UTF-8: byte(s) e9 at byte offset {bad.index(0xE9)} (invalid continuation byte)"
+    assert (error.path, error.line, error.reason) == (str(manifest), 3, reason)
+    assert str(error) == f"{manifest}:3: {reason}"
+
+
+def test_skip_mode_counts_invalid_utf8_lines(root: Path, caplog):
+    lines = [
+        json.dumps(record("a")).encode(),  # 1
+        b"\xff\xfe{}",  # 2: not UTF-8 at all
+        json.dumps(record("b", "audio/b.wav", summary="Grüße, 東京")).encode(),  # 3: real UTF-8 is fine
+        b'{"id": "c", "audio": "audio/b.wav", "instruction": "\xc3"}',  # 4: truncated sequence
+    ]
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.manifest"):
+        examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [e.id for e in examples] == ["a", "b"]
+    assert examples[1].summary == "Grüße, 東京"
+    expected = [
+        SkippedLine(2, "not valid UTF-8: byte(s) ff at byte offset 0 (invalid start byte)"),
+        SkippedLine(
+            4,
+            f"not valid UTF-8: byte(s) c3 at byte offset {lines[3].index(0xC3)} (invalid continuation byte)",
+        ),
+    ]
+    assert skipped == expected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"skipping {manifest}:{s.line}: {s.reason}" for s in expected] + [
+        f"{manifest}: skipped 2 bad line(s), kept 2"
+    ]
+
+
+def test_utf8_bom_and_crlf_are_accepted(root: Path):
+    lines = [json.dumps(record("a")), json.dumps(record("b", "audio/b.wav", summary="naïve"))]
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    examples, skipped = load_manifest(manifest)
+    assert [e.id for e in examples] == ["a", "b"]
+    assert examples[1].summary == "naïve"
+    assert skipped == []
+
+
+def test_bom_after_the_first_line_is_a_bad_line(root: Path):
+    lines = [
+        json.dumps(record("a")).encode(),
+        b"\xef\xbb\xbf" + json.dumps(record("b", "audio/b.wav")).encode(),
+    ]
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.line == 2 and info.value.reason.startswith("invalid JSON: Unexpected UTF-8 BOM")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -35,6 +35,21 @@ class SpeechBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def repeat_interleave(self, n: int) -> SpeechBatch:
+        """Each example ``n`` times in a row (rows ``b*n … b*n+n-1`` are example b), the layout of
+        ``generate(..., num_return_sequences=n)``, so its samples can be scored against this batch."""
+
+        def repeat(value):
+            if isinstance(value, Tensor):
+                return value.repeat_interleave(n, dim=0)
+            if isinstance(value, dict):
+                return {key: repeat(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [item for item in value for _ in range(n)]
+            return value
+
+        return replace(self, **{f.name: repeat(getattr(self, f.name)) for f in fields(self)})
 
 
 class SpeechCollator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import lightning as L
 import numpy as np
@@ -15,6 +16,10 @@ from speechsum.data.sampler import DurationBucketBatchSampler
 from speechsum.models.processor import SpeechProcessor
 
 log = logging.getLogger(__name__)
+
+# Lightning warns that a plain DataLoader cannot resume mid-epoch; ours does (the batch sampler
+# skips the batches the restored fit loop has already trained on), so the warning is wrong here.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 SPLITS = ("train", "val", "test", "predict")
 
@@ -54,7 +59,7 @@ class SpeechSumDataModule(L.LightningDataModule):
 
     Args:
         train_manifest / val_manifest / test_manifest / predict_manifest: JSONL manifest paths
-            (schema in README); predict needs no ``summary``.
+            (schema in README); predict needs no ``summary`` (see ``require_summary``).
         max_batch_seconds: budget of summed audio seconds per batch.
         max_batch_size: cap on examples per batch (None: duration budget only).
         num_buckets: duration buckets; more buckets → less padding, less randomness.
@@ -62,6 +67,10 @@ class SpeechSumDataModule(L.LightningDataModule):
             (30 s for Whisper-family encoders).
         too_long_audio: "truncate" keeps the first ``max_audio_seconds``; "error" stops.
         on_bad_example: "error" stops at a bad manifest line; "skip" logs and counts it.
+        require_summary: demand ``summary`` on every train/val/test line (SFT's target). Set False
+            for data with no reference summary: on-policy KD (the student samples its own) or DPO
+            (``chosen``/``rejected`` instead); a batch with any summary missing has
+            ``response_ids=None``. Predict never requires it.
         require_transcript: demand ``transcript`` on every line (KD teachers read it).
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
         allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder.
@@ -81,6 +90,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         max_audio_seconds: float | None = None,
         too_long_audio: TooLong = "truncate",
         on_bad_example: OnBadExample = "error",
+        require_summary: bool = True,
         require_transcript: bool = False,
         preference: bool = False,
         allow_paths_outside_manifest_dir: bool = False,
@@ -100,6 +110,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.max_audio_seconds = max_audio_seconds
         self.too_long_audio = too_long_audio
         self.on_bad_example = on_bad_example
+        self.require_summary = require_summary
         self.require_transcript = require_transcript
         self.preference = preference
         self.allow_paths_outside_manifest_dir = allow_paths_outside_manifest_dir
@@ -137,7 +148,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             examples, skipped = load_manifest(
                 path,
                 on_bad_example=self.on_bad_example,
-                require_summary=split != "predict",
+                require_summary=self.require_summary and split != "predict",
                 require_transcript=self.require_transcript,
                 require_preference=self.preference and split != "predict",
                 allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
@@ -158,6 +169,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             max_batch_size=self.max_batch_size,
             shuffle=shuffle,
             seed=self.seed,
+            resume_offset=self._batches_done_this_epoch if split == "train" else None,
         )
         return DataLoader(
             dataset,
@@ -166,6 +178,11 @@ class SpeechSumDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and split == "train",
         )
+
+    def _batches_done_this_epoch(self) -> int:
+        """Training batches of the current epoch already run: 0, except when resuming mid-epoch."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready if trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

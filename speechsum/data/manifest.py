@@ -7,7 +7,7 @@ Schema (one JSON object per line):
 | `id`          | str   | always                            | unique within the manifest                     |
 | `audio`       | str   | always                            | path; relative paths resolve against the manifest's folder |
 | `instruction` | str   | always                            | what to write ("Summarise the call as bullet points") |
-| `summary`     | str   | training/validation (not predict) | the target response                            |
+| `summary`     | str   | ``require_summary`` (SFT train/val/test) | the target response                     |
 | `transcript`  | str   | KD teachers (``require_transcript``)| what was said; the text teacher reads it       |
 | `lang`        | str   | no (default "en")                 | language of the speech                         |
 | `duration`    | float | no (read from the audio header)   | seconds                                        |
@@ -16,6 +16,7 @@ Schema (one JSON object per line):
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -98,6 +99,14 @@ def _audio_duration(path: Path) -> float:
     return info.frames / info.samplerate
 
 
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.end].hex(" ")
+        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
+
+
 def parse_line(
     text: str,
     root: Path,
@@ -151,7 +160,8 @@ def load_manifest(
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
     Every line is checked (JSON, required fields, types, audio readable and non-empty, relative
-    paths inside the manifest's folder, unique ids). ``on_bad_example="error"`` raises
+    paths inside the manifest's folder, unique ids). The file is UTF-8 (a leading BOM is ignored); a
+    line that does not decode is a bad line like any other. ``on_bad_example="error"`` raises
     :class:`ManifestError` at the first bad line; ``"skip"`` logs every bad line with its reason
     and a total count, and returns the good ones. The duration comes from the audio header.
     """
@@ -162,11 +172,14 @@ def load_manifest(
     examples: list[Example] = []
     seen: set[str] = set()
     skipped: list[SkippedLine] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
+    with path.open("rb") as handle:  # bytes: an undecodable line is a bad line, not a crash
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]  # editors on Windows write one
             try:
+                text = _decode(raw)
+                if not text.strip():
+                    continue
                 example = parse_line(
                     text,
                     root,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
@@ -39,6 +39,10 @@ class DurationBucketBatchSampler(BatchSampler):
     common list, which is first trimmed (``drop_last``) or padded with repeats to a multiple of
     ``world`` so that all ranks run the same number of steps.
 
+    Resuming mid-epoch: ``resume_offset()`` returns how many of this epoch's batches were already
+    trained (the data module reads it from the restored fit loop); they are skipped. ``len()``
+    stays the full epoch, which is what Lightning counts batches against.
+
     Epochs: Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, never on the batch sampler
     itself, so the epoch is read from ``sampler`` (a ``DistributedSampler`` under DDP; with
     ``sampler=None`` a stand-in that only carries the epoch).
@@ -54,6 +58,7 @@ class DurationBucketBatchSampler(BatchSampler):
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
+        resume_offset: Callable[[], int] | None = None,
     ):
         if max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds must be positive, got {max_batch_seconds}")
@@ -66,6 +71,7 @@ class DurationBucketBatchSampler(BatchSampler):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.resume_offset = resume_offset
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,7 +132,10 @@ class DurationBucketBatchSampler(BatchSampler):
         return batches[rank::world]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._rank_batches()
+        # Asked when iteration starts: > 0 only when training resumes mid-epoch, and then the
+        # batches this rank already trained on are skipped, so the run continues exactly.
+        skip = self.resume_offset() if self.resume_offset else 0
+        yield from self._rank_batches()[skip:]
 
     def __len__(self) -> int:
         return len(self._rank_batches())

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
-from transformers import GenerationConfig
+from transformers import GenerationConfig, GenerationMixin
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
@@ -59,8 +59,15 @@ class SpeechLLM(nn.Module, ABC):
         """Encoder, projector and LLM modules, for the training policy."""
 
     # -- shared -------------------------------------------------------------------------------
-    def apply_policy(self, policy: TrainingPolicy) -> None:
-        apply_training_policy(self, self.module_groups(), policy)
+    def finish_init(self, policy: TrainingPolicy | None) -> None:
+        """End of every backbone's ``__init__``: forget the checkpoint's decoding defaults (top-k,
+        repetition penalty, … from ``generation_config.json``: only :meth:`generate`'s arguments
+        decide how to decode, so on-policy samples come from the policy that is scored), then
+        apply the training policy."""
+        for module in self.modules():
+            if isinstance(module, GenerationMixin):
+                module.generation_config = GenerationConfig()
+        apply_training_policy(self, self.module_groups(), policy or TrainingPolicy())
 
     def response_logits(self, batch: SpeechBatch, response_ids: Tensor, response_mask: Tensor) -> Tensor:
         """Logits ``(B, R, V)`` where ``[:, j]`` predicts ``response_ids[:, j]`` given audio, prompt
@@ -93,22 +100,29 @@ class SpeechLLM(nn.Module, ABC):
         num_return_sequences: int = 1,
     ) -> tuple[Tensor, Tensor]:
         """Batched generation from audio + instruction; returns ``(response_ids, response_mask)``,
-        ``(B * num_return_sequences, N)``, the mask covering tokens up to and including the first
-        stop token (a response with no stop token was cut at ``max_new_tokens``)."""
+        ``(B * num_return_sequences, N)``, row ``b * n + k`` the k-th sample of example b (see
+        ``SpeechBatch.repeat_interleave``); the mask covers tokens up to and including the first
+        stop token (a response with no stop token was cut at ``max_new_tokens``). Runs in eval
+        mode (no dropout, KV cache on) and restores the previous mode."""
         stop_ids = self.processor.stop_token_ids
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature if do_sample else None,
             top_p=top_p if do_sample else None,
-            top_k=None,
+            top_k=0,  # transformers' global default is 50; 0 switches top-k off
             num_return_sequences=num_return_sequences,
             eos_token_id=stop_ids,
             pad_token_id=self.processor.pad_id,
             suppress_tokens=[self.audio_token_id],
             use_cache=True,
         )
-        new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config)
+        was_training = self.training
+        self.eval()
+        try:
+            new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config)
+        finally:
+            self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:

@@ -190,7 +190,7 @@ class ComposedSpeechLLM(SpeechLLM):
             system_prompt=system_prompt,
         )
         self.audio_token_id = self.processor.audio_token_id
-        self.apply_policy(policy or TrainingPolicy())
+        self.finish_init(policy)
 
     def module_groups(self) -> ModuleGroups:
         return ModuleGroups(encoder=self.encoder, projector=[self.projector], llm=self.llm)

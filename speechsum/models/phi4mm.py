@@ -171,7 +171,7 @@ class Phi4MultimodalSpeechLLM(NativeSpeechLLM):
         self.audio_token_id = self.processor.audio_token_id
         if self.hf.config.audio_config.audio_token_id != self.audio_token_id:
             raise ValueError(f"audio token id {self.audio_token_id} is not the config's audio_token_id")
-        self.apply_policy(policy or TrainingPolicy())
+        self.finish_init(policy)
 
     def module_groups(self) -> ModuleGroups:
         speech = self.hf.model.embed_tokens_extend.audio_embed

@@ -67,12 +67,20 @@ def apply_training_policy(model: nn.Module, groups: ModuleGroups, policy: Traini
         groups.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(groups.llm, "config"):
             groups.llm.config.use_cache = False
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            # Weights loaded in bf16 still train in fp32 (under bf16-mixed autocast): AdamW steps
+            # below bf16's resolution would otherwise be lost.
+            parameter.data = parameter.data.float()
 
 
 @contextlib.contextmanager
 def lora_disabled(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` as its base weights (LoRA adapters off), e.g. as a DPO reference."""
+    """Run ``model`` with its LoRA adapters off: the LLM's base weights (everything else,
+    projector included, stays as it is). Raises if ``model`` has no LoRA adapters."""
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if not layers:
+        raise ValueError("lora_disabled: the model has no LoRA adapters (its policy is not llm: lora)")
     for layer in layers:
         layer.enable_adapters(False)
     try:

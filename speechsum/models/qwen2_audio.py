@@ -139,7 +139,7 @@ class Qwen2AudioSpeechLLM(NativeSpeechLLM):
                 f"the processor's {AUDIO_TOKEN} id {self.audio_token_id} is not the config's "
                 f"audio_token_id {self.hf.config.audio_token_id}"
             )
-        self.apply_policy(policy or TrainingPolicy())
+        self.finish_init(policy)
 
     def module_groups(self) -> ModuleGroups:
         inner = self.hf.model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -11,13 +12,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.loggers import WandbLogger
 from torch.optim.lr_scheduler import LambdaLR
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.models.base import SpeechLLM
 from speechsum.models.processor import SpeechProcessor
+
+try:  # set while LightningCLI instantiates the module: then the hyperparameters are the YAML config
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+except ImportError:  # a Lightning without it: never pickle the model into hparams
+    _given_hyperparameters = None
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,8 +74,8 @@ class SpeechStageModule(L.LightningModule):
         checkpoint_trainable_only: bool = True,
     ):
         super().__init__()
-        # From the CLI the hyperparameters are the YAML config; from Python, don't pickle the model.
-        self.save_hyperparameters(ignore=[] if _given_hyperparameters.get() is not None else ["model"])
+        from_cli = _given_hyperparameters is not None and _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if from_cli else ["model"])  # never pickle a model
         self.model = model
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -88,28 +95,44 @@ class SpeechStageModule(L.LightningModule):
         return self.model.processor
 
     # -- weights and checkpoints --------------------------------------------------------------
-    def _trainable_keys(self) -> set[str]:
-        return {f"model.{name}" for name, _ in self.model.trainable_parameters()}
-
     def load_weights(self, path: str) -> None:
-        """Load an earlier stage's weights; every trainable weight of this model must be in it."""
+        """Start from an earlier stage's checkpoint (weights only).
+
+        Keys are matched to this model's, also across LoRA wrapping (``q_proj.weight`` of a fully
+        fine-tuned checkpoint fills ``q_proj.base_layer.weight``); trainable weights the
+        checkpoint does not have (a new LoRA adapter) keep their fresh init and are logged. A
+        checkpoint weight this model has no place for is an error.
+        """
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        missing = sorted(self._trainable_keys() - state.keys())
-        if missing:
-            raise ValueError(f"{path}: checkpoint lacks {len(missing)} trainable weights, e.g. {missing[:3]}")
-        unexpected = self.load_state_dict(state, strict=False).unexpected_keys
+        own = set(self.state_dict())
+        matched = {}
+        for key, value in state.items():
+            if key not in own and ".base_layer" not in key:
+                stem, _, leaf = key.rpartition(".")
+                key = f"{stem}.base_layer.{leaf}" if f"{stem}.base_layer.{leaf}" in own else key
+            matched[key] = value
+        unexpected = sorted(matched.keys() - own)
         if unexpected:
-            raise ValueError(f"{path}: checkpoint has weights this model lacks, e.g. {unexpected[:3]}")
+            raise ValueError(f"{path}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
+        self.load_state_dict(matched, strict=False)
+        fresh = sorted({f"model.{n}" for n, _ in self.model.trainable_parameters()} - matched.keys())
+        log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(matched), len(fresh), fresh[:3])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.checkpoint_trainable_only:
-            frozen = {f"model.{name}" for name, p in self.model.named_parameters() if not p.requires_grad}
+            # remove_duplicate=False: a tied head (lm_head = embed_tokens) is frozen under both names.
+            frozen = {
+                f"model.{name}"
+                for name, p in self.model.named_parameters(remove_duplicate=False)
+                if not p.requires_grad
+            }
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = sorted(self._trainable_keys() - checkpoint["state_dict"].keys())
+        trainable = {f"model.{name}" for name, _ in self.model.trainable_parameters()}
+        missing = sorted(trainable - checkpoint["state_dict"].keys())
         if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} trainable weights, e.g. {missing[:3]}")
+            raise ValueError(f"checkpoint lacks {len(missing)} trainable weights of this model, e.g. {missing[:3]}")
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
