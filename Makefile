@@ -14,6 +14,7 @@ BIN    := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "Python's venv module is missing: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH) -e '.[dev]'

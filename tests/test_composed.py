@@ -231,3 +231,15 @@ def test_trainable_weights_train_in_fp32_when_the_model_is_bf16():
     dtypes = {p.dtype for _, p in model.trainable_parameters()}
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     assert dtypes == {torch.float32} and frozen == {torch.bfloat16}
+
+
+def test_system_prompt_comes_first():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from tests.conftest import tiny_backbone_args
+
+    model = ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy(), "system_prompt": "Be brief."})
+    batch = SpeechCollator(model.processor)(examples((0.5,)))
+    prompt = model.processor.tokenizer.decode(batch.prompt_ids[0])
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<|audio|>")
+    assert prompt.endswith("Summarise the call.<|im_end|>\n<|im_start|>assistant\n")

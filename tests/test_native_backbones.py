@@ -206,3 +206,11 @@ def test_every_row_scores_as_it_would_alone(name: str) -> None:
             alone = backbone.response_logprobs(alone_batch, alone_batch.response_ids, alone_batch.response_mask)
             width = alone.shape[1]
             torch.testing.assert_close(together[row, :width], alone[0], atol=BATCH_TOLERANCE[name], rtol=0)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_system_prompt_comes_first(name: str) -> None:
+    backbone = build_backbone(name, system_prompt="You write short minutes.")
+    batch = SpeechCollator(backbone.processor)(make_items()[:1])
+    prompt = backbone.processor.tokenizer.decode(batch.prompt_ids[0][batch.prompt_mask[0].bool()])
+    assert prompt.index("You write short minutes.") < prompt.index("Summarise the call")

@@ -86,9 +86,7 @@ class ComposedProcessor(SpeechProcessor):
         return math.ceil(whisper_output_frames(mel_frames) / self.stack)
 
     def _prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
-        messages = [{"role": "user", "content": f"{AUDIO_MARKER}\n{instruction}"}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = self.chat_messages(f"{AUDIO_MARKER}\n{instruction}")
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         before, after = text.split(AUDIO_MARKER)
         encode = self.tokenizer

@@ -60,9 +60,7 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
 
     def prompt_text(self, instruction: str) -> str:
         """The chat-formatted prompt, with one unexpanded audio token."""
-        messages = [{"role": "user", "content": f"{self.processor.audio_token}{instruction}"}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = self.chat_messages(f"{self.processor.audio_token}{instruction}")
         template = self.tokenizer.chat_template or self.processor.chat_template
         return self.tokenizer.apply_chat_template(
             messages, chat_template=template, add_generation_prompt=True, tokenize=False

@@ -51,6 +51,12 @@ class SpeechProcessor(ABC):
     max_audio_seconds: float | None = None  # the encoder's longest input, if it has one
     tokenizer: PreTrainedTokenizerBase
     end_of_turn: str  # appended to every response; generation stops on it
+    system_prompt: str | None = None
+
+    def chat_messages(self, user_content: str | list) -> list[dict]:
+        """One user turn holding the audio and the instruction, after the system prompt if any."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return system + [{"role": "user", "content": user_content}]
 
     @abstractmethod
     def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:

@@ -60,9 +60,7 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
     def prompt_text(self, instruction: str) -> str:
         """The chat-formatted prompt, with one unexpanded audio placeholder."""
         content = [{"type": "audio", "audio": "<waveform>"}, {"type": "text", "text": instruction}]
-        messages = [{"role": "user", "content": content}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = self.chat_messages(content)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
