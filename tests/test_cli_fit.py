@@ -192,3 +192,14 @@ def test_init_from_a_full_finetune_into_a_lora_stage(tmp_path):
     other = {**args, "llm": {**args["llm"], "hidden_size": 32}}
     with pytest.raises((ValueError, RuntimeError)):
         SFTModule(ComposedSpeechLLM(**{**other, "policy": TrainingPolicy()}), init_from=str(tmp_path / "sft.ckpt"))
+
+
+def test_throughput_is_logged_per_window(tmp_path, toy_data):
+    import csv
+
+    config = run_config(tmp_path, toy_data, max_epochs=1, log_every_n_steps=2, limit_val_batches=0)
+    lightning_cli(["fit", "--config", str(config)])
+    metrics = next((tmp_path / "run").glob("logs/version_*/metrics.csv"))
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/tokens_per_s")]
+    assert len(rows) >= 2
+    assert all(float(r["train/tokens_per_s"]) > 0 and float(r["train/audio_s_per_s"]) > 0 for r in rows)

@@ -86,7 +86,7 @@ class SpeechStageModule(L.LightningModule):
         self.checkpoint_trainable_only = checkpoint_trainable_only
         self.strict_loading = not checkpoint_trainable_only
         self._val_samples: list[dict[str, str]] = []
-        self._step_started = 0.0
+        self._reset_window()
         if init_from:
             self.load_weights(init_from)
 
@@ -152,20 +152,34 @@ class SpeechStageModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- throughput logging ---------------------------------------------------------------------
-    def on_train_batch_start(self, batch: SpeechBatch, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
+    def _reset_window(self) -> None:
+        self._window: dict[str, Any] = {"tokens": 0, "audio_seconds": 0, "started": time.perf_counter()}
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_window()
 
     def on_train_batch_end(self, outputs: Any, batch: SpeechBatch, batch_idx: int) -> None:
-        seconds = max(time.perf_counter() - self._step_started, 1e-9)
-        tokens = int(batch.prompt_mask.sum()) + (int(batch.response_mask.sum()) if batch.response_mask is not None else 0)
+        """Throughput over each logging window (``log_every_n_steps`` batches, data loading
+        included). Counts stay on the device between logs; the one ``float()`` per window
+        synchronises, so GPU timings are real."""
+        window = self._window
+        window["tokens"] += batch.prompt_mask.sum()
+        if batch.response_mask is not None:
+            window["tokens"] += batch.response_mask.sum()
+        window["audio_seconds"] += batch.audio_seconds.sum()
+        if (batch_idx + 1) % self.trainer.log_every_n_steps:
+            return
+        tokens, audio_seconds = float(window["tokens"]), float(window["audio_seconds"])
+        seconds = max(time.perf_counter() - window["started"], 1e-9)
         self.log_dict(
             {
                 "train/tokens_per_s": tokens / seconds,
-                "train/audio_s_per_s": float(batch.audio_seconds.sum()) / seconds,
+                "train/audio_s_per_s": audio_seconds / seconds,
                 "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
             },
             batch_size=len(batch),
         )
+        self._reset_window()
 
     # -- sample generations ---------------------------------------------------------------------
     def generate_text(self, batch: SpeechBatch) -> list[str]:
