@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from lightning.pytorch.cli import LightningCLI
 import speechsum.models.composed
 import speechsum.models.phi4mm
 import speechsum.models.qwen2_audio
-import speechsum.stages.sft  # noqa: F401
+import speechsum.stages  # noqa: F401  (every stage module, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.stages.base import SpeechStageModule
 
@@ -32,10 +33,21 @@ Run `speechsum <command> --help` for every option of a command.
 """
 
 
-def _tools() -> dict[str, Callable[[list[str]], None]]:
-    from speechsum.data import toy
+# Each tool: "module:function", imported only when that tool runs; the function takes argv.
+TOOLS: dict[str, str] = {
+    "toydata": "speechsum.data.toy:main",
+    "toyscore": "speechsum.data.toy:score_main",
+    "benchmark": "speechsum.benchmark.cli:main",
+    "serve": "speechsum.serve:main",
+    "pairs": "speechsum.pairs:main",
+    "evaluate": "speechsum.evaluation.cli:evaluate_main",
+    "report": "speechsum.evaluation.cli:report_main",
+}
 
-    return {"toydata": toy.main, "toyscore": toy.score_main}
+
+def _tool(name: str) -> Callable[[list[str]], None]:
+    module_name, function_name = TOOLS[name].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 class SpeechSumCLI(LightningCLI):
@@ -56,9 +68,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumC
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    tools = _tools()
-    if args and args[0] in tools:
-        tools[args[0]](args[1:])
+    if args and args[0] in TOOLS:
+        _tool(args[0])(args[1:])
         return
     if not args or args[0] in ("-h", "--help"):
         print(OVERVIEW)

@@ -12,6 +12,7 @@ Schema (one JSON object per line):
 | `lang`        | str   | no (default "en")                 | language of the speech                         |
 | `duration`    | float | no (read from the audio header)   | seconds                                        |
 | `chosen`, `rejected` | str | preference data (``require_preference``) | the judge's better and worse summary |
+| `meta`        | object | no                               | carried along untouched (genre, style, facts, judge verdicts …) |
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Example:
     lang: str = "en"
     chosen: str | None = None
     rejected: str | None = None
+    meta: dict | None = None
 
 
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
@@ -72,6 +74,8 @@ def _check_types(record: dict) -> None:
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
         raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}")
+    if record.get("meta") is not None and not isinstance(record["meta"], dict):
+        raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
 
 
 def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
@@ -145,6 +149,7 @@ def parse_line(
         lang=record.get("lang") or "en",
         chosen=record.get("chosen"),
         rejected=record.get("rejected"),
+        meta=record.get("meta"),
     )
 
 

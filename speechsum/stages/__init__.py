@@ -1,1 +1,3 @@
-"""One LightningModule per recipe stage, sharing optimisation, logging and checkpoint code."""
+"""Stage modules. Each is imported here so the CLI knows it by its short class name."""
+
+from speechsum.stages import sft  # noqa: F401
