@@ -6,16 +6,6 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from lightning.pytorch.cli import LightningCLI
-
-# Imported so that the CLI knows every stage and backbone by its short name (--model.help SFTModule).
-import speechsum.models.composed
-import speechsum.models.phi4mm
-import speechsum.models.qwen2_audio
-import speechsum.stages  # noqa: F401  (every stage module, see speechsum/stages/__init__.py)
-from speechsum.data.datamodule import SpeechSumDataModule
-from speechsum.stages.base import SpeechStageModule
-
 OVERVIEW = """\
 speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
 
@@ -26,7 +16,14 @@ Training and inference (PyTorch Lightning CLI; stack configs with several --conf
   speechsum fit --help                  every trainer and data option
   speechsum fit --model.help SFTModule  every option of a stage
   speechsum fit --model.model.help ComposedSpeechLLM   every option of a backbone
+Stages (model.class_path): SFTModule, OnPolicyKDModule, DPOModule — configs/sft_tiny.yaml,
+  configs/kd.yaml, configs/kd_remote.yaml, configs/dpo.yaml, configs/benchmark/*.yaml (text LMs).
 Tools:
+  speechsum benchmark build|info|tokenizer   the bundled spoken-document benchmark
+  speechsum serve --model DIR           OpenAI-compatible server for a local HF causal LM
+  speechsum pairs ...                   sample summaries, judge them, write DPO preference pairs
+  speechsum evaluate ...                score systems (student, text LM, cascade) on test manifests
+  speechsum report RUN_DIRS...          the paper-style comparison table and chart
   speechsum toydata --out DIR           write a tiny synthetic audio-instruction set
   speechsum toyscore PREDICTIONS        score predictions on that set
 Run `speechsum <command> --help` for every option of a command.
@@ -50,20 +47,13 @@ def _tool(name: str) -> Callable[[list[str]], None]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
-class SpeechSumCLI(LightningCLI):
-    """LightningCLI with the stage module chosen by ``model.class_path`` and one DataModule."""
+def __getattr__(name: str):
+    """``lightning_cli`` and ``SpeechSumCLI`` load Lightning only when asked for: tools start fast."""
+    if name in ("lightning_cli", "SpeechSumCLI"):
+        from speechsum import lightning_cli as module
 
-
-def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:
-    return SpeechSumCLI(
-        SpeechStageModule,
-        SpeechSumDataModule,
-        subclass_mode_model=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         print(OVERVIEW)
         if not args:
             return
+    from speechsum.lightning_cli import lightning_cli
+
     lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
 
 

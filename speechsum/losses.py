@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 
@@ -17,3 +20,216 @@ def masked_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Te
     token_log_probs = log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
     mask = mask.to(token_log_probs.dtype)
     return -(token_log_probs * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# -- knowledge distillation (stage 2) -----------------------------------------------------------
+# Conventions for every KD loss below. P_t = teacher, P_s = student distribution over the
+# vocabulary at one response position, both computed from ``logits / temperature``:
+#   forward KL  = KL(P_t ‖ P_s) = Σ_v P_t(v) · (log P_t(v) − log P_s(v))   (mode covering)
+#   reverse KL  = KL(P_s ‖ P_t) = Σ_v P_s(v) · (log P_s(v) − log P_t(v))   (mode seeking)
+# ``labels`` (B, R): positions with ``labels == -100`` carry no loss (None: all positions count).
+# Reductions of the elementwise terms ``(B, R, V)``:
+#   "batchmean": sum over kept positions and vocabulary / number of kept positions (1 if none)
+#   "sum": the total;  "mean": the total / (kept positions · V);  "none": ``(B, R, V)``, 0 where masked.
+
+IGNORE_INDEX = -100
+KD_REDUCTIONS = ("batchmean", "sum", "mean", "none")
+TAIL_FLOOR = 1e-6  # least tail mass of a top-k teacher (about float32 resolution of Σ top-k probs)
+
+
+def _kl_terms(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """Elementwise ``p · (log p − log q)`` with ``0 · log 0 = 0`` (no NaN in value or gradient)."""
+    p = log_p.exp()
+    diff = log_p - log_q
+    return p * torch.where(p > 0, diff, torch.zeros_like(diff))
+
+
+def _reduce_kd(terms: Tensor, labels: Tensor | None, reduction: str) -> Tensor:
+    """Apply the label mask and one of :data:`KD_REDUCTIONS` to elementwise terms ``(B, R, V)``."""
+    if reduction not in KD_REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; use one of {KD_REDUCTIONS}")
+    if labels is None:
+        kept = torch.ones(terms.shape[:-1], dtype=terms.dtype, device=terms.device)
+    else:
+        kept = (labels != IGNORE_INDEX).to(terms.dtype)
+    terms = terms * kept.unsqueeze(-1)
+    if reduction == "none":
+        return terms
+    total = terms.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "batchmean":
+        return total / kept.sum().clamp(min=1.0)
+    return total / (kept.sum() * terms.shape[-1]).clamp(min=1.0)
+
+
+def _jsd_terms(student_log_probs: Tensor, teacher_log_probs: Tensor, beta: float) -> Tensor:
+    """Elementwise generalized JSD (see :func:`generalized_jsd_loss`) from log-probabilities."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    if beta == 0.0:
+        return _kl_terms(teacher_log_probs, student_log_probs)  # forward KL(P_t ‖ P_s)
+    if beta == 1.0:
+        return _kl_terms(student_log_probs, teacher_log_probs)  # reverse KL(P_s ‖ P_t)
+    # log M = log(β·P_t + (1−β)·P_s), computed as a log-sum-exp of the two weighted log-probs.
+    mixture = torch.logaddexp(teacher_log_probs + math.log(beta), student_log_probs + math.log1p(-beta))
+    return beta * _kl_terms(teacher_log_probs, mixture) + (1.0 - beta) * _kl_terms(student_log_probs, mixture)
+
+
+def generalized_jsd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+) -> Tensor:
+    """Generalized Jensen–Shannon divergence of GKD (Agarwal et al. 2024, Eq. 1), per position:
+
+        P_s = softmax(student_logits / T),  P_t = softmax(teacher_logits / T)
+        M   = β · P_t + (1 − β) · P_s
+        JSD(β) = β · KL(P_t ‖ M) + (1 − β) · KL(P_s ‖ M)
+
+    The mixture formula tends to 0 at both ends, so β = 0 and β = 1 name the end points, as in GKD:
+    β = 0 is exactly forward KL(P_t ‖ P_s), β = 1 exactly reverse KL(P_s ‖ P_t). β = 0.5 is the
+    symmetric JSD (at most log 2 per position). Logits ``(B, R, V)`` (any float dtype; computed in
+    float32, in log space: log M is a ``logaddexp``, never a log of a sum of probabilities). See
+    the module's KD conventions for ``labels`` and ``reduction``.
+    """
+    student = (student_logits.float() / temperature).log_softmax(-1)
+    teacher = (teacher_logits.float() / temperature).log_softmax(-1)
+    return _reduce_kd(_jsd_terms(student, teacher, beta), labels, reduction)
+
+
+def forward_kl(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None,
+    temperature: float = 1.0, reduction: str = "batchmean",
+) -> Tensor:
+    """Forward KL(P_t ‖ P_s) = Σ_v P_t(v) (log P_t(v) − log P_s(v)) per position (= JSD with β = 0)."""
+    return generalized_jsd_loss(student_logits, teacher_logits, labels, 0.0, temperature, reduction)
+
+
+def reverse_kl(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None,
+    temperature: float = 1.0, reduction: str = "batchmean",
+) -> Tensor:
+    """Reverse KL(P_s ‖ P_t) = Σ_v P_s(v) (log P_s(v) − log P_t(v)) per position (= JSD with β = 1)."""
+    return generalized_jsd_loss(student_logits, teacher_logits, labels, 1.0, temperature, reduction)
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """``log(1 − exp(x))`` for ``x ≤ 0``, accurate at both ends; −inf where ``x ≥ 0``."""
+    x = x.clamp(max=0.0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def topk_tail_log_probs(
+    student_logits: Tensor, teacher_topk_log_probs: Tensor, teacher_topk_ids: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Both distributions restricted to the teacher's top-k ids plus one tail bucket.
+
+    ``teacher_topk_log_probs`` / ``teacher_topk_ids`` ``(B, R, K)``: the teacher's log-probs
+    (full-vocabulary, temperature 1) of its K most likely ids (distinct); an id of −1 marks an
+    empty slot. Returns ``(student, teacher)`` log-probs ``(B, R, K + 1)``: slot k < K is id
+    ``teacher_topk_ids[..., k]``, slot K the tail = every other id,
+        teacher tail = log max(1 − Σ_k P_t(id_k), TAIL_FLOOR),   student tail = log Σ_{v ∉ top-k} P_s(v)
+    (the student's as a log-sum-exp over the other ids: exact, no cancellation). When the K ids
+    cover the whole vocabulary both tails are empty (log 0). The floor stands for mass the
+    teacher's float32 log-probs cannot resolve: without it a student with mass where the
+    teacher's top-k sums to 1.0 in float32 would get an infinite reverse KL.
+    """
+    student = student_logits.float().log_softmax(-1)
+    valid = teacher_topk_ids >= 0
+    ids = teacher_topk_ids.clamp(min=0)
+    student_topk = student.gather(-1, ids).masked_fill(~valid, -math.inf)
+    in_topk = torch.zeros_like(student).scatter_add(-1, ids, valid.to(student.dtype)) > 0  # −1 slots add 0
+    has_tail = (~in_topk).any(-1, keepdim=True)
+    # The log-sum-exp runs on finfo.min instead of −inf so that its gradient stays finite where
+    # the tail is empty; those rows then take a constant −inf.
+    rest = student.masked_fill(in_topk, torch.finfo(student.dtype).min).logsumexp(-1, keepdim=True)
+    student_tail = torch.where(has_tail, rest, torch.full_like(rest, -math.inf))
+    teacher_topk = teacher_topk_log_probs.float().masked_fill(~valid, -math.inf)
+    teacher_tail = _log1mexp(teacher_topk.logsumexp(-1, keepdim=True)).clamp(min=math.log(TAIL_FLOOR))
+    teacher_tail = torch.where(has_tail, teacher_tail, torch.full_like(teacher_tail, -math.inf))
+    return torch.cat([student_topk, student_tail], -1), torch.cat([teacher_topk, teacher_tail], -1)
+
+
+def topk_tail_jsd_loss(
+    student_logits: Tensor,
+    teacher_topk_log_probs: Tensor,
+    teacher_topk_ids: Tensor,
+    labels: Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+) -> Tensor:
+    """Generalized JSD (Eq. 1 of :func:`generalized_jsd_loss`, β = 0 / 1 the forward / reverse KL)
+    between the student and a teacher that returned only its top-k log-probs per position
+    (e.g. an OpenAI-compatible server's ``logprobs=k``): both distributions are first restricted
+    to the teacher's K ids plus one tail bucket holding the remaining mass
+    (:func:`topk_tail_log_probs`). With K = V the tail is empty and this equals the full loss.
+    By the data-processing inequality the restricted divergence never exceeds the full one.
+    "mean" divides by K + 1 slots. ``temperature`` must be 1: a tempered tail cannot be
+    recovered from top-k log-probs alone.
+    """
+    if temperature != 1.0:
+        raise ValueError("topk_tail_jsd_loss needs temperature 1 (the teacher's tail mass is known only at T = 1)")
+    student, teacher = topk_tail_log_probs(student_logits, teacher_topk_log_probs, teacher_topk_ids)
+    return _reduce_kd(_jsd_terms(student, teacher, beta), labels, reduction)
+
+
+def sampled_token_kd_loss(student_log_probs: Tensor, teacher_log_probs: Tensor, mask: Tensor) -> Tensor:
+    """Reverse KL through the sampled tokens only, policy-gradient style (the paper's Eq. 2 flavour).
+
+    ``student_log_probs`` / ``teacher_log_probs`` ``(B, R)``: log P_s(y_j) and log P_t(y_j) of
+    the tokens y_j the student sampled (with temperature 1, from P_s itself), ``mask`` (B, R):
+
+        reward_j = log P_t(y_j) − log P_s(y_j)                 (detached: a constant)
+        loss     = − Σ_j mask_j · reward_j · log P_s(y_j) / max(1, Σ_j mask_j)
+
+    Since E_{y∼P_s}[∇ log P_s(y)] = 0, E_{y∼P_s}[−reward(y) · ∇ log P_s(y)] = ∇ KL(P_s ‖ P_t): the
+    gradient is an unbiased estimate of the reverse-KL gradient at each position (prefixes held
+    fixed; the effect of a token on later positions is not credited). The teacher's probability
+    of the sampled token acts as the reward, so a teacher that returns only the sampled token's
+    log-prob suffices. The loss value is not the KL (log the KL separately).
+    """
+    student = student_log_probs.float()
+    reward = (teacher_log_probs.float() - student).detach()
+    mask = mask.to(student.dtype)
+    return -(reward * student * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Direct Preference Optimisation (Rafailov et al. 2023), per example; inputs are ``(B,)``
+    sequence log-probs (sums over response tokens) of the chosen (c) and rejected (r) response
+    under the policy (π) and the frozen reference (ref).
+
+        logits  = β · ((π_c − ref_c) − (π_r − ref_r))
+        sigmoid : loss = −(1 − ε) · log σ(logits) − ε · log σ(−logits)   (ε = label_smoothing,
+                  the conservative DPO of noisy preferences; ε = 0 is plain DPO)
+        ipo     : loss = (logits / β − 1 / (2β))²                         (Azar et al. 2023)
+        rewards : chosen = β · (π_c − ref_c), rejected = β · (π_r − ref_r)  (detached)
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each ``(B,)`` float32; the caller
+    takes the mean of ``losses``.
+    """
+    from torch.nn.functional import logsigmoid
+
+    chosen_logratios = policy_chosen_logps.float() - ref_chosen_logps.float()
+    rejected_logratios = policy_rejected_logps.float() - ref_rejected_logps.float()
+    logits = beta * (chosen_logratios - rejected_logratios)
+    if loss_type == "sigmoid":
+        losses = -(1.0 - label_smoothing) * logsigmoid(logits) - label_smoothing * logsigmoid(-logits)
+    elif loss_type == "ipo":
+        losses = (logits / beta - 1.0 / (2.0 * beta)) ** 2
+    else:
+        raise ValueError(f"dpo_loss: unknown loss_type {loss_type!r} (use 'sigmoid' or 'ipo')")
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()

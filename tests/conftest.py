@@ -12,6 +12,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N`: N workers share the cores, one thread each. More threads than cores make
+    # OpenMP's spin-waiting workers thrash (tens of times slower). torch is already imported by a
+    # plugin here, so the environment alone is too late for this process (it still reaches subprocesses).
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

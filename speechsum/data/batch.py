@@ -62,7 +62,12 @@ class SpeechCollator:
     def __call__(self, items: Sequence[tuple[Example, np.ndarray]]) -> SpeechBatch:
         examples = [example for example, _ in items]
         waveforms = [waveform for _, waveform in items]
-        prompts = self.processor.encode_prompts(waveforms, [e.instruction for e in examples])
+        instructions = [e.instruction for e in examples]
+        if getattr(self.processor, "reads_transcripts", False):  # text LMs (speechsum.models.text_llm)
+            transcripts = [e.transcript for e in examples]
+            prompts = self.processor.encode_prompts(waveforms, instructions, transcripts=transcripts)
+        else:
+            prompts = self.processor.encode_prompts(waveforms, instructions)
         batch = SpeechBatch(
             ids=[e.id for e in examples],
             audio=prompts.audio,

@@ -33,17 +33,21 @@ class SpeechSumDataset(Dataset):
         sample_rate: int,
         max_audio_seconds: float | None = None,
         too_long_audio: TooLong = "truncate",
+        read_audio: bool = True,
     ):
         self.examples = examples
         self.sample_rate = sample_rate
         self.max_audio_seconds = max_audio_seconds
         self.too_long_audio = too_long_audio
+        self.read_audio = read_audio  # False for text LMs: the waveform is an empty array
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> tuple[Example, np.ndarray]:
         example = self.examples[index]
+        if not self.read_audio:
+            return example, np.zeros(0, dtype=np.float32)
         waveform = load_audio(example.audio, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
         return example, waveform
 
@@ -71,7 +75,8 @@ class SpeechSumDataModule(L.LightningDataModule):
             for data with no reference summary: on-policy KD (the student samples its own) or DPO
             (``chosen``/``rejected`` instead); a batch with any summary missing has
             ``response_ids=None``. Predict never requires it.
-        require_transcript: demand ``transcript`` on every line (KD teachers read it).
+        require_transcript: demand ``transcript`` on every line (KD teachers read it; a text LLM
+            backbone, ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded).
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
         allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder.
         num_workers: DataLoader worker processes (audio decoding and features run there).
@@ -141,6 +146,12 @@ class SpeechSumDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         processor = self._resolve_processor()
         limit = self.max_audio_seconds or processor.max_audio_seconds
+        read_audio = getattr(processor, "reads_audio", True)
+        if getattr(processor, "reads_transcripts", False) and not self.require_transcript:
+            raise ValueError(
+                "this model reads transcripts, not audio (a text LLM): set `data.require_transcript: true` "
+                "so that every manifest line is checked to have a `transcript`"
+            )
         for split in self._stage_splits(stage):
             path = self.manifests[split]
             if path is None or split in self.datasets:
@@ -155,7 +166,9 @@ class SpeechSumDataModule(L.LightningDataModule):
             )
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
-            self.datasets[split] = SpeechSumDataset(examples, processor.sample_rate, limit, self.too_long_audio)
+            self.datasets[split] = SpeechSumDataset(
+                examples, processor.sample_rate, limit, self.too_long_audio, read_audio=read_audio
+            )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

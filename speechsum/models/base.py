@@ -125,6 +125,14 @@ class SpeechLLM(nn.Module, ABC):
             self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
 
+    def precompute_audio(self, audio: dict) -> dict:
+        """The audio dict with the frozen encoder's work already done, so every later
+        :meth:`forward` / :meth:`generate` on it (generation, training forward, reference forward)
+        reuses one encoding; rows stay aligned with the batch, so ``SpeechBatch.repeat_interleave``
+        and concatenation along dim 0 keep working. Must be called where gradients are not needed
+        through the encoder. Default: ``audio`` unchanged (backbones that cannot split encoding off)."""
+        return audio
+
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
 

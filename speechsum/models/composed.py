@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -22,9 +25,18 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import SpeechLLM
+from speechsum.models.feature_cache import (
+    EncoderFeatureCache,
+    audio_content_key,
+    encoder_identity,
+    weights_version,
+)
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.tokenizer import build_byte_tokenizer
+from speechsum.models.whisper_ct2 import resolve_whisper_path
+
+log = logging.getLogger(__name__)
 
 AUDIO_TOKEN = "<|audio|>"
 AUDIO_MARKER = "<<AUDIO>>"  # stands where the audio goes while the chat template is rendered
@@ -60,24 +72,29 @@ class FrameStackProjector(nn.Module):
 
 
 class ComposedProcessor(SpeechProcessor):
-    """Whisper log-mel features (padded to the batch's longest clip) + chat-formatted prompt in
-    which ``<|audio|>`` is repeated once per projected audio frame."""
+    """Whisper log-mel features (padded to the batch's longest clip, never truncated) + chat-formatted
+    prompt in which ``<|audio|>`` is repeated once per projected audio frame, + each clip's
+    content key (:func:`audio_content_key`, for the feature cache).
+
+    Clips longer than the encoder's window are encoded window by window (see
+    :meth:`ComposedSpeechLLM.encoder_frames`), so there is no length limit unless
+    ``max_audio_seconds`` sets one.
+    """
 
     def __init__(
         self,
         feature_extractor: WhisperFeatureExtractor,
         tokenizer: PreTrainedTokenizerBase,
         stack: int,
-        max_source_positions: int,
         end_of_turn: str | None = None,
         system_prompt: str | None = None,
+        max_audio_seconds: float | None = None,
     ):
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.stack = stack
         self.sample_rate = feature_extractor.sampling_rate
-        seconds_per_frame = 2 * feature_extractor.hop_length / self.sample_rate
-        self.max_audio_seconds = max_source_positions * seconds_per_frame
+        self.max_audio_seconds = max_audio_seconds
         self.end_of_turn = end_of_turn or tokenizer.eos_token
         self.system_prompt = system_prompt
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
@@ -100,7 +117,7 @@ class ComposedProcessor(SpeechProcessor):
         # padding mask, a clip's audio embeddings do not depend on what else is in the batch.
         features = [
             self.feature_extractor(
-                waveform, sampling_rate=self.sample_rate, padding="longest", return_tensors="pt"
+                waveform, sampling_rate=self.sample_rate, padding="longest", truncation=False, return_tensors="pt"
             )["input_features"][0]
             for waveform in waveforms
         ]
@@ -113,12 +130,28 @@ class ComposedProcessor(SpeechProcessor):
             before, after = self._prompt_parts(instruction)
             prompts.append(before + [self.audio_token_id] * self.audio_tokens(frames) + after)
         prompt_ids, prompt_mask = pad_sequences(prompts, self.pad_id, side="left")
-        audio = {"input_features": input_features, "mel_frames": mel_frames}
+        audio = {
+            "input_features": input_features,
+            "mel_frames": mel_frames,
+            "content_keys": [audio_content_key(w, self.sample_rate) for w in waveforms],
+        }
         return PromptInputs(audio=audio, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (no dropout), restoring its mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
     if isinstance(spec, str):
+        spec = resolve_whisper_path(spec)  # "bundled:whisper-tiny.en" → converted local directory
         encoder = WhisperModel.from_pretrained(spec).get_encoder()
         return encoder, WhisperFeatureExtractor.from_pretrained(spec)
     config = WhisperConfig(**spec)
@@ -140,7 +173,9 @@ class ComposedSpeechLLM(SpeechLLM):
         llm: hub id or local directory of a causal LM, or a config dict (``model_type`` plus
             config fields) for a random-init model.
         encoder: hub id or local directory of a Whisper checkpoint (its encoder and feature
-            extractor are used), or a ``WhisperConfig`` dict for a random-init encoder.
+            extractor are used), ``"bundled:whisper-tiny.en"`` (the offline Whisper tiny.en,
+            see :mod:`speechsum.models.whisper_ct2`), or a ``WhisperConfig`` dict for a
+            random-init encoder.
         tokenizer: hub id or directory; default: the LLM's own when ``llm`` is a path, else the
             built-in byte-level tokenizer. ``<|audio|>`` is added if missing.
         stack: encoder frames per audio token (4 → 80 ms per token with Whisper).
@@ -150,6 +185,11 @@ class ComposedSpeechLLM(SpeechLLM):
         policy: which parameters train (default: frozen encoder, projector, LoRA r=16 α=32).
         dtype: weight dtype for pretrained LLMs ("bfloat16", …; default: the checkpoint's).
         init_seed: seed for random-init parts, so a model is rebuilt identically on resume.
+        feature_cache: directory of the on-disk cache of frozen-encoder frames
+            (:mod:`speechsum.models.feature_cache`); None = no cache. Ignored (logged) while the
+            encoder trains.
+        max_audio_seconds: longest clip the data module feeds (truncation); None = no limit:
+            clips longer than the encoder's window (30 s for Whisper) are encoded in windows.
     """
 
     def __init__(
@@ -164,6 +204,8 @@ class ComposedSpeechLLM(SpeechLLM):
         policy: TrainingPolicy | None = None,
         dtype: str | None = None,
         init_seed: int = 0,
+        feature_cache: str | None = None,
+        max_audio_seconds: float | None = None,
     ):
         super().__init__()
         with seeded_init(init_seed):
@@ -183,29 +225,48 @@ class ComposedSpeechLLM(SpeechLLM):
             feature_extractor,
             tok,
             stack,
-            self.encoder.config.max_source_positions,
             end_of_turn=end_of_turn,
             system_prompt=system_prompt,
+            max_audio_seconds=max_audio_seconds,
         )
         self.audio_token_id = self.processor.audio_token_id
+        self.feature_cache = EncoderFeatureCache(feature_cache) if feature_cache else None
+        self._encoder_id: tuple[tuple, str] | None = None
+        self._cache_notice_logged = False
         self.finish_init(policy)
+        if self.feature_cache is not None and not self.encoder_frozen():
+            self._log_cache_off("the encoder trains (policy.train_encoder: true)")
 
     def module_groups(self) -> ModuleGroups:
         return ModuleGroups(encoder=self.encoder, projector=[self.projector], llm=self.llm)
 
-    def encode_audio(self, input_features: Tensor, mel_frames: Tensor) -> Tensor:
-        """Audio embeddings of every clip's real frames, concatenated: ``(sum_i n_i, d_llm)``.
+    # -- the encoder --------------------------------------------------------------------------
+    def encoder_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
 
-        Runs the Whisper encoder on features padded to the batch's longest clip (not to 30 s),
-        with its position table sliced to that length. Padding is zeroed after conv1 and masked
-        out of self-attention, so each clip encodes as it would alone.
-        """
+    def encoder_id(self) -> str:
+        """Identity of the encoder + mel settings (:func:`encoder_identity`), recomputed only
+        when an encoder weight changed (:func:`weights_version`)."""
+        version = weights_version(self.encoder)
+        if self._encoder_id is None or self._encoder_id[0] != version:
+            config, fe = self.encoder.config, self.processor.feature_extractor
+            settings = {
+                key: getattr(config, key)
+                for key in ("d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
+                            "num_mel_bins", "max_source_positions", "activation_function")
+            }
+            settings["mel"] = {k: getattr(fe, k, None) for k in ("feature_size", "sampling_rate", "hop_length",
+                                                                  "n_fft", "dither", "padding_value")}
+            self._encoder_id = (version, encoder_identity(self.encoder, settings))
+        return self._encoder_id[1]
+
+    def _encode_windows(self, input_features: Tensor, mel_frames: Tensor) -> Tensor:
+        """Masked Whisper encoder on windows of at most ``2 · max_source_positions`` mel frames:
+        ``(N, n_mels, T)`` → ``(N, ceil(T / 2), d_enc)`` post final layer-norm, zero beyond each
+        row's ``ceil(mel_frames / 2)`` frames. The position table is sliced to the batch's length
+        (not 30 s); padding is zeroed after conv1 and masked out of self-attention, so each row
+        encodes as it would alone."""
         enc = self.encoder
-        if input_features.shape[-1] > 2 * enc.config.max_source_positions:
-            raise ValueError(
-                f"audio of {input_features.shape[-1]} mel frames exceeds the encoder's "
-                f"{2 * enc.config.max_source_positions}; lower the data's max_audio_seconds"
-            )
         input_features = input_features.to(enc.conv1.weight.dtype)
         mel_valid = torch.arange(input_features.shape[-1], device=mel_frames.device) < mel_frames[:, None]
         hidden = nn.functional.gelu(enc.conv1(input_features)) * mel_valid[:, None, :].to(input_features.dtype)
@@ -218,16 +279,82 @@ class ComposedSpeechLLM(SpeechLLM):
         attention_mask = attention_mask.masked_fill(~key_valid, torch.finfo(hidden.dtype).min)[:, None, None, :]
         for layer in enc.layers:
             hidden = layer(hidden, attention_mask)
-        hidden = enc.layer_norm(hidden) * key_valid[..., None].to(hidden.dtype)
-        tokens = self.projector(hidden.to(self.projector.mlp[0].weight.dtype))
-        counts = [self.processor.audio_tokens(int(n)) for n in mel_frames.tolist()]
+        return enc.layer_norm(hidden) * key_valid[..., None].to(hidden.dtype)
+
+    def encoder_frames(self, input_features: Tensor, mel_frames: Tensor) -> list[Tensor]:
+        """Each clip's real encoder frames, ``[(ceil(n_i / 2), d_enc)]`` for ``n_i = mel_frames[i]``.
+
+        A clip longer than the encoder's window ``W = 2 · max_source_positions`` mel frames (30 s
+        for Whisper) is cut into windows ``[0, W), [W, 2W), …``; every window of the batch is
+        encoded independently in one :meth:`_encode_windows` call, and each clip's windows'
+        frames are concatenated (W is even, so the counts add up to ``ceil(n_i / 2)``).
+        """
+        window = 2 * self.encoder.config.max_source_positions
+        starts = [(row, start) for row, n in enumerate(mel_frames.tolist()) for start in range(0, max(n, 1), window)]
+        lengths = [min(window, int(mel_frames[row]) - start) for row, start in starts]
+        stacked = input_features.new_zeros(len(starts), input_features.shape[1], max(lengths))
+        for i, ((row, start), length) in enumerate(zip(starts, lengths)):
+            stacked[i, :, :length] = input_features[row, :, start : start + length]
+        hidden = self._encode_windows(stacked, torch.tensor(lengths, device=mel_frames.device))
+        clips: list[list[Tensor]] = [[] for _ in range(len(mel_frames))]
+        for i, ((row, _), length) in enumerate(zip(starts, lengths)):
+            clips[row].append(hidden[i, : whisper_output_frames(length)])
+        return [torch.cat(parts) for parts in clips]
+
+    def _log_cache_off(self, reason: str) -> None:
+        if not self._cache_notice_logged:
+            log.warning("feature cache %s is not used: %s", self.feature_cache.root, reason)
+            self._cache_notice_logged = True
+
+    def clip_frames(self, audio: dict) -> list[Tensor]:
+        """Encoder frames per clip: precomputed ones (:meth:`precompute_audio`) if the dict has
+        them; else from the feature cache when the encoder is frozen and a cache is set; else
+        computed. A frozen encoder runs without autograd and in eval mode (deterministic)."""
+        if "encoder_frames" in audio:
+            return [f[:n] for f, n in zip(audio["encoder_frames"], audio["encoder_lengths"].tolist())]
+        features, mel_frames = audio["input_features"], audio["mel_frames"]
+        if not self.encoder_frozen():
+            if self.feature_cache is not None:
+                self._log_cache_off("the encoder trains")
+            return self.encoder_frames(features, mel_frames)
+        with torch.no_grad(), _eval_mode(self.encoder):
+            keys = audio.get("content_keys")
+            if self.feature_cache is None:
+                return self.encoder_frames(features, mel_frames)
+            if keys is None or len(keys) != len(mel_frames):
+                self._log_cache_off("the audio dict has no content key per clip (audio['content_keys'])")
+                return self.encoder_frames(features, mel_frames)
+
+            def compute(rows: list[int]) -> list[Tensor]:
+                subset = mel_frames[rows]
+                return self.encoder_frames(features[rows, :, : int(subset.max())], subset)
+
+            return self.feature_cache.frames(self.encoder_id(), keys, compute, features.device)
+
+    def precompute_audio(self, audio: dict) -> dict:
+        """A copy of ``audio`` with ``encoder_frames`` ``(B, T_max, d_enc)`` (zero-padded) and
+        ``encoder_lengths`` ``(B,)`` added, when the encoder is frozen; later forwards and
+        ``generate`` on it skip the encoder (rows may be repeated/concatenated along dim 0 like
+        every other entry). With a trainable encoder, ``audio`` is returned unchanged."""
+        if "encoder_frames" in audio or not self.encoder_frozen():
+            return audio
+        frames = self.clip_frames(audio)
+        lengths = torch.tensor([f.shape[0] for f in frames], device=audio["mel_frames"].device)
+        return {**audio, "encoder_frames": pad_sequence(frames, batch_first=True), "encoder_lengths": lengths}
+
+    def encode_audio(self, audio: dict) -> Tensor:
+        """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``."""
+        frames = self.clip_frames(audio)
+        dtype = self.projector.mlp[0].weight.dtype
+        tokens = self.projector(pad_sequence(frames, batch_first=True).to(dtype))
+        counts = [math.ceil(f.shape[0] / self.projector.stack) for f in frames]
         return torch.cat([tokens[i, :n] for i, n in enumerate(counts)])
 
-    def embed_prompt(self, audio: dict[str, Tensor], input_ids: Tensor) -> Tensor:
+    def embed_prompt(self, audio: dict, input_ids: Tensor) -> Tensor:
         """Token embeddings with each ``<|audio|>`` position replaced by its audio embedding."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         is_audio = (input_ids == self.audio_token_id).unsqueeze(-1)
-        audio_embeds = self.encode_audio(audio["input_features"], audio["mel_frames"])
+        audio_embeds = self.encode_audio(audio)
         if audio_embeds.shape[0] != int(is_audio.sum()):
             raise ValueError(
                 f"{int(is_audio.sum())} audio placeholders but {audio_embeds.shape[0]} audio frames"

@@ -1,0 +1,1 @@
+"""The bundled benchmark: spoken documents with known facts, synthesised offline with espeak-ng."""

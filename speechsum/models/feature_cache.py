@@ -1,0 +1,130 @@
+"""On-disk cache of a frozen audio encoder's outputs, one fp16 file per clip.
+
+Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encoder frames
+``(T, d_enc)`` (post final layer-norm, before the projector) in float16, where
+
+- ``content_key`` = SHA-256 of the clip's float32 waveform bytes and its sample rate
+  (:func:`audio_content_key`, computed by the processor into ``audio["content_keys"]``);
+- ``encoder_id`` = SHA-256 of the encoder's weights (every tensor, in full), its architecture
+  fields and the feature extractor's settings (:func:`encoder_identity`). Changed weights, a
+  different checkpoint or different mel settings give a different id, hence misses: that is the
+  invalidation rule; stale folders can simply be deleted.
+
+Files are written to a temporary name in the same folder and moved into place with
+``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
+dataloader workers) write identical bytes. An unreadable file counts as a miss and is rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+FRAMES_FORMAT = "whisper-post-layernorm-v1"  # what a cached file holds; bump if that changes
+
+
+def audio_content_key(waveform: np.ndarray, sample_rate: int) -> str:
+    """SHA-256 hex of ``float32(waveform).tobytes()`` followed by the sample rate (8-byte LE)."""
+    digest = hashlib.sha256(np.ascontiguousarray(waveform, dtype=np.float32).tobytes())
+    digest.update(int(sample_rate).to_bytes(8, "little"))
+    return digest.hexdigest()
+
+
+def encoder_identity(encoder: nn.Module, settings: dict) -> str:
+    """SHA-256 (first 24 hex digits) of every encoder tensor (name, shape, dtype, bytes) and of
+    ``settings`` (architecture + feature-extractor fields that change the frames)."""
+    digest = hashlib.sha256(json.dumps({"format": FRAMES_FORMAT, **settings}, sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        values = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(values.shape)}|{values.dtype}|".encode())
+        digest.update(values.view(torch.uint8).numpy().tobytes() if values.numel() else b"")
+    return digest.hexdigest()[:24]
+
+
+def weights_version(module: nn.Module) -> tuple:
+    """Cheap token that changes whenever a weight of ``module`` is modified in place or replaced
+    (storage pointer + autograd version counter per tensor); used to reuse :func:`encoder_identity`."""
+    return tuple((t.data_ptr(), t._version, t.dtype) for t in module.state_dict().values())
+
+
+class EncoderFeatureCache:
+    """Per-clip encoder frames on disk (see module docstring). Counts ``hits``, ``misses``, ``writes``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+
+    def path(self, encoder_id: str, content_key: str) -> Path:
+        return self.root / encoder_id / f"{content_key}.npy"
+
+    def get(self, encoder_id: str, content_key: str) -> np.ndarray | None:
+        """The clip's frames ``(T, d)`` float16, or None when absent or unreadable."""
+        path = self.path(encoder_id, content_key)
+        if not path.is_file():
+            return None
+        try:
+            frames = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            log.warning("feature cache: unreadable %s (%s); recomputing it", path, err)
+            return None
+        if frames.ndim != 2 or frames.dtype != np.float16:
+            log.warning("feature cache: %s holds %s %s, not (T, d) float16; recomputing it", path, frames.dtype, frames.shape)
+            return None
+        return frames
+
+    def put(self, encoder_id: str, content_key: str, frames: Tensor) -> None:
+        """Write ``frames`` ``(T, d)`` as float16, atomically."""
+        path = self.path(encoder_id, content_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{content_key[:16]}-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        self.writes += 1
+
+    def frames(
+        self,
+        encoder_id: str,
+        content_keys: Sequence[str],
+        compute: Callable[[list[int]], list[Tensor]],
+        device: torch.device,
+    ) -> list[Tensor]:
+        """Frames of every clip: hits read from disk, misses computed in ONE call
+        ``compute(miss_rows) -> [frames (T_i, d)]`` and written. Counts are per distinct clip. All returned frames are the
+        float16-rounded values (so a clip's frames are the same whether it hit or missed), cast to
+        float32 on ``device``."""
+        found: dict[str, Tensor] = {}
+        missing: list[int] = []  # first row of each missing clip (a repeated clip is computed once)
+        for row, key in enumerate(content_keys):
+            if key in found or any(content_keys[m] == key for m in missing):
+                continue
+            frames = self.get(encoder_id, key)
+            if frames is None:
+                missing.append(row)
+            else:
+                found[key] = torch.from_numpy(frames)
+        self.hits += len(found)
+        self.misses += len(missing)
+        if missing:
+            for row, frames in zip(missing, compute(missing)):
+                frames = frames.detach().to("cpu", torch.float16)
+                found[content_keys[row]] = frames
+                self.put(encoder_id, content_keys[row], frames)
+        return [found[key].to(device=device, dtype=torch.float32) for key in content_keys]

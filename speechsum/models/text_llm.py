@@ -1,0 +1,188 @@
+"""Text backbone: any HF causal LM that reads the *transcript* + instruction instead of audio.
+
+The benchmark's text LMs (the student's backbone LM and the text teacher), the "text on
+transcripts" rows of the evaluation and the cascade (ASR transcript → LM) all run through this
+class, so SFT, generation and log-probs are the same code as for the speech backbones. Its prompt
+is :func:`speechsum.models.text_prompt.text_messages` rendered with the tokenizer's chat template;
+it never opens audio (``processor.reads_audio`` is False, so the data module skips decoding).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from speechsum.models.base import SpeechLLM
+from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
+from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
+from speechsum.models.text_prompt import text_messages
+from speechsum.models.tokenizer import build_byte_tokenizer
+
+AUDIO_TOKEN = "<|audio|>"
+
+
+class TextProcessor(SpeechProcessor):
+    """Prompt = ``tokenizer.apply_chat_template(text_messages(instruction, transcript),
+    add_generation_prompt=True)``; no audio features (``audio == {}``)."""
+
+    reads_audio = False  # the data module skips audio decoding (durations still come from headers)
+    reads_transcripts = True  # the collator passes ``transcripts=`` to encode_prompts
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None = None, system_prompt: str | None = None
+    ):
+        if tokenizer.chat_template is None:
+            raise ValueError("TextLLM's tokenizer has no chat template (set tokenizer.chat_template)")
+        self.tokenizer = tokenizer
+        self.end_of_turn = end_of_turn or tokenizer.eos_token
+        self.system_prompt = system_prompt
+
+    def prompt_ids(self, instruction: str, transcript: str) -> list[int]:
+        """Token ids of one chat-formatted prompt, ending in the assistant turn header."""
+        messages = text_messages(instruction, transcript, self.system_prompt)
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_prompts(
+        self,
+        waveforms: Sequence[np.ndarray],
+        instructions: Sequence[str],
+        transcripts: Sequence[str | None] | None = None,
+    ) -> PromptInputs:
+        """Left-padded prompts from ``transcripts`` (required, one per instruction); waveforms unused."""
+        if transcripts is None or len(transcripts) != len(instructions):
+            raise ValueError("a text LLM reads transcripts: pass one transcript per instruction")
+        missing = [i for i, t in enumerate(transcripts) if not t]
+        if missing:
+            raise ValueError(
+                f"a text LLM needs a transcript for every example; rows {missing} have none "
+                "(set data.require_transcript: true to check manifests when they load)"
+            )
+        prompts = [self.prompt_ids(ins, tr) for ins, tr in zip(instructions, transcripts)]
+        prompt_ids, prompt_mask = pad_sequences(prompts, self.pad_id, side="left")
+        return PromptInputs(audio={}, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
+
+
+def _load_llm(spec: str | dict, tokenizer: PreTrainedTokenizerBase, dtype: str | None) -> PreTrainedModel:
+    """A pretrained LM (hub id / directory) or a random-init one from a config dict whose
+    ``vocab_size`` defaults to ``len(tokenizer)`` and whose eos/pad/bos ids are the tokenizer's."""
+    if isinstance(spec, str):
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto")
+    spec = dict(spec)
+    spec.setdefault("vocab_size", len(tokenizer))
+    spec.setdefault("eos_token_id", tokenizer.eos_token_id)
+    spec.setdefault("pad_token_id", tokenizer.pad_token_id)
+    spec.setdefault("bos_token_id", None)
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def merged_copy(llm: nn.Module) -> nn.Module:
+    """A copy of ``llm`` with any LoRA adapters merged into their base layers (plain HF modules)."""
+    from peft.tuners.lora import LoraLayer
+
+    llm = copy.deepcopy(llm)
+    for name, module in list(llm.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(llm.get_submodule(parent_name) if parent_name else llm, child, module.get_base_layer())
+    return llm
+
+
+class TextLLM(SpeechLLM):
+    """A causal LM reading transcript + instruction, behind the :class:`SpeechLLM` interface.
+
+    Args:
+        llm: hub id or local directory of a causal LM, or a config dict (``model_type`` plus
+            config fields) for a random-init model; ``vocab_size`` may be left out (it becomes
+            ``len(tokenizer)``).
+        tokenizer: hub id or directory (e.g. the benchmark's BPE); default: the LLM's own when
+            ``llm`` is a path, else the built-in byte tokenizer. ``<|audio|>`` is added if missing
+            (so the vocabulary equals a composed student's built on the same tokenizer) and the
+            embeddings grow to ``len(tokenizer)`` when smaller.
+        end_of_turn: token that ends a response (default: the tokenizer's eos token).
+        system_prompt: optional system message in every prompt.
+        policy: which parameters train (default ``llm: full``: text LMs are trained whole here;
+            there is no encoder or projector).
+        dtype: weight dtype for pretrained LLMs ("bfloat16", …; default: the checkpoint's).
+        init_seed: seed for random-init weights (rebuilt identically on resume).
+    """
+
+    def __init__(
+        self,
+        llm: str | dict,
+        tokenizer: str | None = None,
+        end_of_turn: str | None = None,
+        system_prompt: str | None = None,
+        policy: TrainingPolicy | None = None,
+        dtype: str | None = None,
+        init_seed: int = 0,
+    ):
+        super().__init__()
+        if tokenizer is None and isinstance(llm, str):
+            tokenizer = llm
+        tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()
+        if AUDIO_TOKEN not in tok.get_vocab():
+            tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+        with seeded_init(init_seed):
+            self.llm = _load_llm(llm, tok, dtype)
+            if len(tok) > self.llm.get_input_embeddings().num_embeddings:
+                self.llm.resize_token_embeddings(len(tok))
+        self.processor = TextProcessor(tok, end_of_turn=end_of_turn, system_prompt=system_prompt)
+        self.audio_token_id = tok.convert_tokens_to_ids(AUDIO_TOKEN)  # never generated (suppressed)
+        self.finish_init(policy or TrainingPolicy(train_projector=False, llm="full"))
+
+    def module_groups(self) -> ModuleGroups:
+        return ModuleGroups(encoder=nn.Identity(), projector=[], llm=self.llm)
+
+    def forward(
+        self,
+        audio: dict[str, Tensor],
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        logits_to_keep: int = 0,
+    ) -> Tensor:
+        outputs = self.llm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=logits_to_keep,
+            use_cache=False,
+        )
+        return outputs.logits
+
+    def generate_tokens(
+        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+    ) -> Tensor:
+        output = self.llm.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+        return output[:, prompt_ids.shape[1] :]  # generate with input_ids returns prompt + new tokens
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """Write a Hugging Face model directory: the LLM (fp32, LoRA merged if any) with a
+        ``generation_config.json`` that stops at the end-of-turn token, and the tokenizer with its
+        chat template. ``AutoModelForCausalLM`` / ``AutoTokenizer`` / ``TextLLM(llm=out_dir)`` and
+        ``ComposedSpeechLLM(llm=out_dir)`` load it like a hub model."""
+        llm = merged_copy(self.llm).float()
+        llm.generation_config = GenerationConfig(
+            eos_token_id=self.processor.stop_token_ids, pad_token_id=self.processor.pad_id
+        )
+        llm.save_pretrained(str(out_dir))
+        self.processor.tokenizer.save_pretrained(str(out_dir))
+
+    def parameter_count(self) -> int:
+        """Parameters of the LLM (a tied head counted once)."""
+        return sum(p.numel() for p in self.llm.parameters())

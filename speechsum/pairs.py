@@ -1,0 +1,293 @@
+"""``speechsum pairs``: DPO preference pairs from a student checkpoint.
+
+For every manifest example the student samples N summaries from the audio (batched, KV-cached
+generation), a judge compares the distinct samples pairwise, and the best (most pairwise wins)
+vs the worst becomes ``chosen``/``rejected`` when the judge preferred it in their direct
+comparison; ties and unjudged examples are dropped and counted. Resumable: samples and verdicts
+go to append-only caches as they are made, the output manifest is written whole at the end, so a
+rerun after a crash or Ctrl-C re-samples and re-judges nothing and writes every pair exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from speechsum.data.batch import SpeechCollator
+from speechsum.data.datamodule import SpeechSumDataset
+from speechsum.data.manifest import Example, load_manifest
+from speechsum.judges import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
+from speechsum.remote import JsonlCache, cache_key, map_concurrent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """One example's result: kind is "pair", "tie", "unjudged" or "identical" (< 2 distinct samples)."""
+
+    kind: str
+    row: dict | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechsum pairs",
+        description="Sample N summaries per example from a student checkpoint, judge them pairwise, "
+        "and write a DPO preference manifest (id, audio, instruction, transcript, chosen, rejected, meta).",
+    )
+    parser.add_argument("--ckpt", required=True, help="student checkpoint (.ckpt of any speechsum stage)")
+    parser.add_argument("--config", required=True,
+                        help="YAML the checkpoint was trained with (the run's saved config.yaml or the stage config)")
+    parser.add_argument("--manifest", required=True, help="JSONL manifest of prompts (audio, instruction, transcript)")
+    parser.add_argument("--out", required=True, help="output preference manifest (JSONL, written atomically at the end)")
+    parser.add_argument("--num-samples", type=int, default=4, help="summaries sampled per example (default 4)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top-p (default 1.0: off)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest sampled summary in tokens (256)")
+    parser.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default 8)")
+    parser.add_argument("--device", default=None, help="torch device for sampling (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--judge", choices=["fact", "openai"], default="fact",
+                        help="fact: the bundled benchmark's offline fact judge (needs meta.facts); "
+                        "openai: an LLM judge through an OpenAI-compatible endpoint (default fact)")
+    parser.add_argument("--judge-model", default="gpt-4.1", help="judge model name at the endpoint (gpt-4.1)")
+    parser.add_argument("--judge-base-url", default=None,
+                        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: api.openai.com)")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                        help="environment variable holding the judge's API key (default OPENAI_API_KEY)")
+    parser.add_argument("--concurrency", type=int, default=8, help="examples judged at once (default 8)")
+    parser.add_argument("--pairing", choices=["round-robin", "first-two"], default="round-robin",
+                        help="round-robin: judge every pair of distinct samples, pick most vs fewest wins; "
+                        "first-two: judge only the first two distinct samples (2 calls per example with "
+                        "the LLM judge). Default round-robin")
+    parser.add_argument("--cache", default=None,
+                        help="folder of the resumable caches samples.jsonl and verdicts.jsonl (default: OUT.cache)")
+    return parser
+
+
+# -- the student -------------------------------------------------------------------------------
+def load_student(ckpt: str, config: str):
+    """The stage module built from ``config`` through the Lightning CLI, with the checkpoint's
+    (trainable-only) weights loaded on top; every trainable weight must come from the checkpoint."""
+    from speechsum.cli import lightning_cli
+
+    settings = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    settings.pop("ckpt_path", None)  # a run's saved config carries the fit command's own options
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        cli = lightning_cli(["--config", str(path)], run=False)
+    module = cli.model
+    module.max_audio_seconds_for_sampling = cli.datamodule.max_audio_seconds
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    missing = sorted({f"model.{n}" for n, _ in module.model.trainable_parameters()} - state.keys())
+    if missing:
+        raise ValueError(f"{ckpt}: lacks {len(missing)} trainable weights of the model built from {config}, "
+                         f"e.g. {missing[:3]}: is it the config this checkpoint was trained with?")
+    module.load_weights(ckpt)
+    return module
+
+
+def checkpoint_identity(ckpt: str) -> str:
+    stat = Path(ckpt).stat()
+    return f"{Path(ckpt).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def sample_summaries(module, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args) -> int:
+    """Sample ``num_samples`` summaries for every example not in ``cache``; returns how many examples
+    were sampled now. Each batch's samples are cached as soon as they exist."""
+    todo = [e for e in examples if cache.get(keys[e.id]) is None]
+    if not todo:
+        return 0
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = module.model.to(device).eval()
+    processor = model.processor
+    limit = module_max_audio_seconds(module)
+    dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate")
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=SpeechCollator(processor))
+    torch.manual_seed(args.seed)
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    for batch in tqdm(loader, desc="sampling", unit="batch"):
+        batch = move_data_to_device(batch, device)
+        batch.audio = model.precompute_audio(batch.audio)
+        ids, mask = model.generate(batch, max_new_tokens=args.max_new_tokens, do_sample=True,
+                                   temperature=args.temperature, top_p=args.top_p,
+                                   num_return_sequences=args.num_samples)
+        texts = processor.decode_responses(ids, mask)
+        for row, example_id in enumerate(batch.ids):
+            samples = texts[row * args.num_samples : (row + 1) * args.num_samples]
+            cache.put(keys[example_id], {"id": example_id, "samples": samples})
+    return len(todo)
+
+
+def module_max_audio_seconds(module) -> float | None:
+    """The data config's ``max_audio_seconds`` (set by :func:`load_student`), else the encoder's."""
+    return getattr(module, "max_audio_seconds_for_sampling", None) or module.model.processor.max_audio_seconds
+
+
+# -- judging -------------------------------------------------------------------------------------
+def distinct(samples: list[str]) -> list[str]:
+    return [s for s in dict.fromkeys(s.strip() for s in samples) if s]
+
+
+def judge_example(judge: PairwiseJudge, cache: JsonlCache, item: JudgeInput, samples: list[str], pairing: str) -> dict:
+    """Pairwise verdicts over the distinct samples (cached per pair), then best vs worst.
+
+    Returns ``{"kind", "chosen", "rejected", "verdict", "wins"}``: kind "pair" when the sample with
+    the most wins (a win 1, a tie ½) beat the one with the fewest in their own comparison; "tie"
+    otherwise; "unjudged" if any verdict failed (nothing is guessed)."""
+    texts = distinct(samples)
+    if len(texts) < 2:
+        return {"kind": "identical"}
+    wanted = [(0, 1)] if pairing == "first-two" else list(itertools.combinations(range(len(texts)), 2))
+    verdicts: dict[tuple[int, int], PairVerdict] = {}
+    for i, j in wanted:
+        key = cache_key("pair", item.id, text_hash(texts[i]), text_hash(texts[j]), judge.identity)
+        hit = cache.get(key)
+        if hit is not None:
+            verdicts[i, j] = PairVerdict(hit["winner"], hit["reasons"], hit["details"])
+            continue
+        verdict = judge.compare(item, texts[i], texts[j])
+        if not verdict.judged:
+            return {"kind": "unjudged", "reasons": verdict.reasons}
+        cache.put(key, {"winner": verdict.winner, "reasons": verdict.reasons, "details": verdict.details})
+        verdicts[i, j] = verdict
+    wins = [0.0] * len(texts)
+    for (i, j), verdict in verdicts.items():
+        if verdict.winner == "tie":
+            wins[i] += 0.5
+            wins[j] += 0.5
+        else:
+            wins[i if verdict.winner == "A" else j] += 1.0
+    involved = sorted({k for pair in verdicts for k in pair})
+    best = max(involved, key=lambda k: (wins[k], -k))
+    worst = min(involved, key=lambda k: (wins[k], -k))
+    direct = verdicts.get((min(best, worst), max(best, worst)))
+    best_won = direct is not None and direct.winner == ("A" if best < worst else "B")
+    if best == worst or not best_won:
+        return {"kind": "tie"}
+    return {"kind": "pair", "chosen": texts[best], "rejected": texts[worst], "verdict": direct, "wins": wins,
+            "num_distinct": len(texts)}
+
+
+def output_row(example: Example, record: dict, result: dict, judge: PairwiseJudge, out_dir: Path) -> dict:
+    audio = Path(example.audio)
+    audio_field = str(audio.relative_to(out_dir.resolve())) if audio.is_relative_to(out_dir.resolve()) else str(audio)
+    verdict: PairVerdict = result["verdict"]
+    row = {"id": example.id, "audio": audio_field, "instruction": example.instruction}
+    row.update({k: record[k] for k in ("transcript", "summary", "lang", "duration") if record.get(k) is not None})
+    row.update({"chosen": result["chosen"], "rejected": result["rejected"]})
+    row["meta"] = {
+        **(example.meta or {}),
+        "judge": {
+            "name": judge.name,
+            "identity": judge.identity,
+            "reasons": verdict.reasons,
+            "details": verdict.details,
+            "wins": result["wins"],
+            "num_distinct_samples": result["num_distinct"],
+        },
+    }
+    return row
+
+
+def build_judge(args) -> PairwiseJudge:
+    if args.judge == "fact":
+        return FactPairJudge()
+    return OpenAIJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env)
+
+
+def raw_records(path: str) -> dict[str, dict]:
+    """The manifest's lines as JSON (validated already by ``load_manifest``), by id."""
+    records = {}
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[record["id"]] = record
+    return records
+
+
+def run_pairs(args, judge: PairwiseJudge | None = None, module=None) -> dict:
+    """The whole job (``main`` without argument parsing); returns the counts it printed."""
+    judge = judge or build_judge(args)
+    examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai")
+    records = raw_records(args.manifest)
+    out = Path(args.out)
+    cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
+    try:
+        settings = (checkpoint_identity(args.ckpt), args.num_samples, args.temperature, args.top_p,
+                    args.max_new_tokens, args.seed)
+        keys = {e.id: cache_key("samples", e.id, e.audio, e.instruction, *settings) for e in examples}
+        todo = [e for e in examples if samples_cache.get(keys[e.id]) is None]
+        if todo and module is None:
+            module = load_student(args.ckpt, args.config)
+        sampled = sample_summaries(module, examples, samples_cache, keys, args) if todo else 0
+
+        counts: Counter = Counter()
+        lock = threading.Lock()
+
+        def judge_one(example: Example) -> dict:
+            item = JudgeInput(example.id, example.instruction, example.transcript, example.meta)
+            result = judge_example(judge, verdicts_cache, item, samples_cache.get(keys[example.id])["samples"],
+                                   args.pairing)
+            with lock:
+                counts[result["kind"]] += 1
+            return result
+
+        results = map_concurrent(judge_one, examples, max_workers=args.concurrency, desc="judging",
+                                 postfix=lambda: {"pairs": counts["pair"], "ties": counts["tie"],
+                                                  "failures": counts["unjudged"]})
+    finally:
+        samples_cache.close()
+        verdicts_cache.close()
+    rows = [output_row(e, records[e.id], r, judge, out.parent) for e, r in zip(examples, results) if r["kind"] == "pair"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, out)
+    summary = {
+        "examples": len(examples),
+        "skipped_lines": len(skipped),
+        "sampled_now": sampled,
+        "pairs": counts["pair"],
+        "ties": counts["tie"],
+        "unjudged": counts["unjudged"],
+        "identical_samples": counts["identical"],
+        "judge": judge.identity,
+        "judge_calls": getattr(judge, "calls", None),
+        "out": str(out),
+    }
+    print(f"speechsum pairs: {summary['pairs']} pairs from {summary['examples']} examples -> {out}")
+    print(f"  dropped: {summary['ties']} ties, {summary['unjudged']} unjudged (failed/malformed verdicts), "
+          f"{summary['identical_samples']} with < 2 distinct samples; judge {judge.identity}, "
+          f"{summary['judge_calls']} judge calls this run, {sampled} examples sampled this run")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.num_samples < 2:
+        raise SystemExit("--num-samples must be at least 2 (a pair needs two samples)")
+    run_pairs(args)

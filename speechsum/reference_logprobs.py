@@ -1,0 +1,150 @@
+"""Sequence log-probs of preference pairs, and the DPO reference's log-probs precomputed once and
+cached on disk (keyed by the reference weights and the data), so a DPO step needs one forward.
+
+Shapes: B pairs, R response tokens (chosen and rejected padded to one length).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.models.base import SpeechLLM
+
+log = logging.getLogger(__name__)
+
+
+def encode_audio_once(model: SpeechLLM, audio: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The audio dict with the encoder already applied when the backbone can (``precompute_audio``):
+    forwards that reuse it skip the encoder. Backbones without it get ``audio`` back unchanged."""
+    precompute = getattr(model, "precompute_audio", None)
+    return precompute(audio) if precompute is not None else audio
+
+
+def encoder_trains(model: SpeechLLM) -> bool:
+    """Whether the audio encoder has trainable weights (then a reference must encode on its own)."""
+    return any(p.requires_grad for p in model.module_groups().encoder.parameters())
+
+
+def _two_copies(value):
+    """``[x; x]`` along dim 0 for every tensor and list of the audio dict (rows follow the batch)."""
+    if isinstance(value, Tensor):
+        return torch.cat([value, value], dim=0)
+    if isinstance(value, dict):
+        return {key: _two_copies(item) for key, item in value.items()}
+    if isinstance(value, list):  # per-clip lists (e.g. content keys)
+        return value + value
+    return value
+
+
+def _pad_right(ids: Tensor, mask: Tensor, length: int, pad_id: int) -> tuple[Tensor, Tensor]:
+    extra = length - ids.shape[1]
+    return nn.functional.pad(ids, (0, extra), value=pad_id), nn.functional.pad(mask, (0, extra), value=0)
+
+
+def pair_token_logprobs(
+    model: SpeechLLM, batch: SpeechBatch, audio: dict[str, Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-token log-probs of the chosen and the rejected response in ONE LM forward.
+
+    The batch is run as ``2B`` rows ``[chosen rows; rejected rows]`` sharing each example's prompt
+    and audio (``audio``: the batch's audio, already encoded by :func:`encode_audio_once` so the
+    encoder runs once per example). Returns ``(chosen_logps, chosen_mask, rejected_logps,
+    rejected_mask)``, each ``(B, R)``, log-probs 0 on padding; sums over R are the sequence log-probs.
+    """
+    if batch.chosen_ids is None or batch.rejected_ids is None:
+        raise ValueError("DPO needs `chosen` and `rejected` on every manifest line (data: preference: true)")
+    length = max(batch.chosen_ids.shape[1], batch.rejected_ids.shape[1])
+    pad_id = model.processor.pad_id
+    chosen_ids, chosen_mask = _pad_right(batch.chosen_ids, batch.chosen_mask, length, pad_id)
+    rejected_ids, rejected_mask = _pad_right(batch.rejected_ids, batch.rejected_mask, length, pad_id)
+    doubled = replace(
+        batch,
+        ids=batch.ids + batch.ids,
+        audio=_two_copies(batch.audio if audio is None else audio),
+        prompt_ids=_two_copies(batch.prompt_ids),
+        prompt_mask=_two_copies(batch.prompt_mask),
+    )
+    logps = model.response_logprobs(
+        doubled, torch.cat([chosen_ids, rejected_ids]), torch.cat([chosen_mask, rejected_mask])
+    )
+    size = len(batch)
+    return logps[:size], chosen_mask, logps[size:], rejected_mask
+
+
+def weights_fingerprint(model: nn.Module, frozen_sample: int = 4096) -> str:
+    """SHA-256 identity of a model's weights: every trainable tensor in full, and for frozen ones
+    name, shape, dtype and an evenly strided sample of ``frozen_sample`` values (cheap even for
+    billions of frozen weights, yet a different checkpoint or backbone changes it)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict(keep_vars=True).items()):
+        values = tensor.detach()
+        digest.update(f"{name}|{tuple(values.shape)}|{values.dtype}|".encode())
+        if not (isinstance(tensor, nn.Parameter) and tensor.requires_grad):
+            flat = values.reshape(-1)
+            values = flat[:: max(1, flat.numel() // frozen_sample)]
+        digest.update(values.float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: str | Path, reference_id: str, manifest: str | Path, settings: str) -> Path:
+    """``{cache_dir}/reference-{hash}.pt``, the hash over (reference weights, manifest bytes, settings
+    such as precision and audio truncation) — a different model or data set never hits it."""
+    key = hashlib.sha256(f"{reference_id}|{file_sha256(manifest)}|{settings}".encode()).hexdigest()[:24]
+    return Path(cache_dir) / f"reference-{key}.pt"
+
+
+@torch.no_grad()
+def compute_reference_logps(
+    sequence_logps: Callable[[SpeechBatch], tuple[Tensor, Tensor]],
+    batches: Iterable[SpeechBatch],
+    total: int | None = None,
+    desc: str = "reference log-probs",
+) -> dict[str, tuple[float, float]]:
+    """``{example id: (chosen sum, rejected sum)}`` over ``batches`` with ``sequence_logps(batch)``
+    returning the reference's ``(B,)`` chosen and rejected sequence log-probs."""
+    table: dict[str, tuple[float, float]] = {}
+    for batch in tqdm(batches, total=total, desc=desc, unit="batch"):
+        chosen, rejected = sequence_logps(batch)
+        for example_id, c, r in zip(batch.ids, chosen.tolist(), rejected.tolist()):
+            table[example_id] = (c, r)
+    return table
+
+
+def save_table(path: Path, table: dict[str, tuple[float, float]], info: dict) -> None:
+    """Write atomically (temporary file, then rename): a crash never leaves half a cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = sorted(table)
+    payload = {
+        "ids": ids,
+        "chosen": torch.tensor([table[i][0] for i in ids], dtype=torch.float64),
+        "rejected": torch.tensor([table[i][1] for i in ids], dtype=torch.float64),
+        "info": info,
+    }
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_table(path: Path) -> dict[str, tuple[float, float]] | None:
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return {i: (c, r) for i, c, r in zip(payload["ids"], payload["chosen"].tolist(), payload["rejected"].tolist())}

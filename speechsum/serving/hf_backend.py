@@ -1,0 +1,245 @@
+"""The ``speechsum serve`` backend for a local Hugging Face causal LM (model + tokenizer directory).
+
+Scoring (echo / prompt log-probs) is one forward pass per prompt under ``torch.inference_mode``;
+generation is ``model.generate`` with a fresh GenerationConfig (no saved sampling defaults leak
+in), stopping at the tokenizer's EOS, the generation config's EOS ids and the chat template's end
+token (``<|im_end|>`` for ChatML). Log-probs are of the raw model distribution (natural log, before
+temperature/top-p), as vLLM's default. All model calls are serialised by one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
+
+from speechsum.serving.protocol import (
+    APIError,
+    ChatOutput,
+    ChatRequest,
+    CompletionOutput,
+    CompletionRequest,
+    Generation,
+    Sampling,
+    TokenLogprob,
+)
+
+CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+NEG_INF_LOGPROB = -9999.0  # JSON has no -inf; vLLM reports -9999.0 as well
+
+
+def token_pieces(tokenizer, ids: list[int], context: list[int] = ()) -> list[str]:
+    """Each token's piece of the decoded text (vLLM-style incremental detokenisation).
+
+    Pieces concatenate to the decoding of ``ids`` after ``context``; a token that ends inside a
+    multi-byte character gets "" and the token completing it gets the whole character.
+    """
+    all_ids = list(context) + list(ids)
+    prefix, read = max(len(context) - 5, 0), len(context)
+    pieces: list[str] = []
+
+    def decode(span: list[int]) -> str:
+        return tokenizer.decode(span, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    for end in range(len(context) + 1, len(all_ids) + 1):
+        before = decode(all_ids[prefix:read])
+        after = decode(all_ids[prefix:end])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            pieces.append(after[len(before):])
+            prefix, read = read, end
+        else:
+            pieces.append("")
+    if pieces and read < len(all_ids):  # an incomplete character at the very end
+        pieces[-1] += decode(all_ids[prefix:])[len(decode(all_ids[prefix:read])):]
+    return pieces
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Per-sequence stop once the generated text (after ``prompt_length``) contains a stop string."""
+
+    def __init__(self, tokenizer, stops: list[str], prompt_length: int) -> None:
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=False)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
+
+
+class HFBackend:
+    """Serve ``model_dir`` (AutoModelForCausalLM + AutoTokenizer) on ``device`` in ``dtype``
+    ("float32", "bfloat16", "float16", None = as saved). ``served_model_name`` defaults to the
+    directory name; ``max_model_len`` comes from ``config.max_position_embeddings``."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None,
+                 served_model_name: str | None = None) -> None:
+        path = Path(model_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--model {model_dir}: not a directory (expected a saved HF model + tokenizer)")
+        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+        self._setup(model, AutoTokenizer.from_pretrained(path), served_model_name or path.resolve().name)
+
+    @classmethod
+    def from_objects(cls, model: torch.nn.Module, tokenizer, served_model_name: str = "model") -> HFBackend:
+        """Serve an already loaded causal LM and tokenizer (on the model's device, in its dtype)."""
+        backend = cls.__new__(cls)
+        backend._setup(model, tokenizer, served_model_name)
+        return backend
+
+    def _setup(self, model: torch.nn.Module, tokenizer, name: str) -> None:
+        self.model, self.tokenizer, self.model_name = model.eval(), tokenizer, name
+        self.device = next(model.parameters()).device
+        self.max_model_len: int | None = getattr(self.model.config, "max_position_embeddings", None)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
+        self.stop_ids = self._stop_ids()
+        self._lock = threading.Lock()
+
+    def _stop_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        vocab = self.tokenizer.get_vocab()
+        ids.update(vocab[t] for t in CHAT_END_TOKENS if t in vocab)
+        return sorted(i for i in ids if i is not None)
+
+    # ------------------------------------------------------------------------------------ public API
+    def complete(self, request: CompletionRequest) -> CompletionOutput:
+        with self._lock:  # the tokenizer too: fast tokenizers are not safe to share between threads
+            return self._complete(request)
+
+    def chat(self, request: ChatRequest) -> ChatOutput:
+        with self._lock:
+            return self._chat(request)
+
+    def _complete(self, request: CompletionRequest) -> CompletionOutput:
+        if isinstance(request.prompt, str):
+            ids = self.tokenizer(request.prompt).input_ids
+            prompt_text = request.prompt
+        else:
+            ids = list(request.prompt)
+            bad = [i for i in ids if not 0 <= i < self.vocab_size]
+            if bad:
+                raise APIError(400, f"Token ids {bad[:5]} are outside this model's vocabulary [0, {self.vocab_size}).",
+                               param="prompt")
+            prompt_text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        self._check_prompt(ids, "prompt")
+        top_k = request.prompt_top_k
+        prompt_tokens = self.score(ids, top_k) if top_k is not None else None
+        generations = self._generate(ids, request.sampling, request.logprobs)
+        return CompletionOutput(prompt_text, prompt_tokens, len(ids), generations)
+
+    def _chat(self, request: ChatRequest) -> ChatOutput:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise APIError(400, f"Model '{self.model_name}' has no chat template; use /v1/completions.",
+                           param="messages")
+        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        self._check_prompt(ids, "messages")
+        return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))
+
+    def score(self, ids: list[int], top_k: int = 0) -> list[TokenLogprob]:
+        """Log p(ids[t] | ids[:t]) for every t ≥ 1 (t = 0: None) with the ``top_k`` alternatives,
+        from one forward pass. Not locked: call it from one thread (the server calls it under the lock)."""
+        with torch.inference_mode():
+            input_ids = torch.tensor([ids], device=self.device)
+            logits = self.model(input_ids=input_ids).logits[0, :-1].float()  # (T-1, V) predicts ids[1:]
+        pieces = token_pieces(self.tokenizer, ids)
+        scored = self._token_logprobs(logits, ids[1:], pieces[1:], top_k)
+        return [TokenLogprob(ids[0], pieces[0], None)] + scored
+
+    # ------------------------------------------------------------------------------------ internals
+    def _check_prompt(self, ids: list[int], param: str) -> None:
+        if not ids:
+            raise APIError(400, "The prompt is empty after tokenization.", param=param)
+        if self.max_model_len is not None and len(ids) > self.max_model_len:
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens, but the "
+                                f"prompt has {len(ids)} tokens. Shorten the prompt.", param=param,
+                           code="context_length_exceeded")
+
+    def _token_logprobs(self, logits: torch.Tensor, ids: list[int], pieces: list[str], top_k: int | None
+                        ) -> list[TokenLogprob]:
+        """Rows of ``logits`` (L, V) → the chosen ``ids`` (L) with log-prob, rank and top-k."""
+        if not ids:
+            return []
+        logprobs = torch.log_softmax(logits, dim=-1).clamp_min(NEG_INF_LOGPROB)
+        chosen = logprobs.gather(1, torch.tensor(ids, device=logits.device)[:, None])  # (L, 1)
+        ranks = (logprobs > chosen).sum(dim=1) + 1
+        k = min(top_k or 0, logprobs.shape[1])
+        top_values, top_ids = logprobs.topk(k, dim=1) if k else (None, None)
+        tokens = []
+        for row, token_id in enumerate(ids):
+            top = []
+            if k:
+                top = [(int(i), self._token_text(int(i)), float(v))
+                       for v, i in zip(top_values[row].tolist(), top_ids[row].tolist())]
+            tokens.append(TokenLogprob(token_id, pieces[row], float(chosen[row, 0]), top, int(ranks[row])))
+        return tokens
+
+    def _token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    def _max_new_tokens(self, prompt_length: int, sampling: Sampling) -> int:
+        if self.max_model_len is None:
+            return sampling.max_tokens
+        room = self.max_model_len - prompt_length
+        if sampling.fit_to_context:
+            return min(sampling.max_tokens, room)
+        if sampling.max_tokens > room:
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                                f"requested {prompt_length + sampling.max_tokens} tokens ({prompt_length} in the "
+                                f"prompt, {sampling.max_tokens} in the completion). Reduce the prompt or max_tokens.",
+                           param="max_tokens", code="context_length_exceeded")
+        return sampling.max_tokens
+
+    def _generate(self, ids: list[int], sampling: Sampling, top_k: int | None) -> list[Generation]:
+        max_new = self._max_new_tokens(len(ids), sampling)
+        if max_new == 0:
+            return [Generation("", "length", [] if top_k is not None else None, 0) for _ in range(sampling.n)]
+        greedy = sampling.temperature == 0.0
+        config = GenerationConfig(
+            max_new_tokens=max_new, do_sample=not greedy, num_return_sequences=1 if greedy else sampling.n,
+            eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id or self.stop_ids[0],
+            output_logits=True, return_dict_in_generate=True,
+            **({} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}),
+        )
+        stopping = [_StopOnStrings(self.tokenizer, sampling.stop, len(ids))] if sampling.stop else None
+        input_ids = torch.tensor([ids], device=self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed % 2**63)
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      generation_config=config, stopping_criteria=stopping)
+        logits = torch.stack(out.logits, dim=1).float()  # (rows, L, V)
+        generations = [self._finish(ids, out.sequences[row, len(ids):].tolist(), logits[row], sampling, max_new, top_k)
+                       for row in range(out.sequences.shape[0])]
+        return generations if not greedy else generations * sampling.n
+
+    def _finish(self, prompt: list[int], new: list[int], logits: torch.Tensor, sampling: Sampling,
+                max_new: int, top_k: int | None) -> Generation:
+        """Cut one generated row at its first stop token or stop string; text, reason, log-probs."""
+        finish, counted = "length", len(new)
+        for position, token_id in enumerate(new):
+            if token_id in self.stop_ids:
+                new, finish, counted = new[:position], "stop", position + 1  # the end token counts, unshown
+                break
+        pieces = token_pieces(self.tokenizer, new, context=prompt[-8:])
+        text = "".join(pieces)
+        cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            start, keep = 0, 0
+            while keep < len(pieces) and start < cut:
+                start += len(pieces[keep])
+                keep += 1
+            pieces = pieces[:keep]
+            if pieces:
+                pieces[-1] = pieces[-1][: len(pieces[-1]) - (start - cut)]
+            new, text, finish, counted = new[:keep], text[:cut], "stop", keep
+        elif finish == "length" and len(new) < max_new:
+            finish = "stop"  # ended by a stop string criterion right at a token boundary
+        tokens = None
+        if top_k is not None:
+            tokens = self._token_logprobs(logits[: len(new)], new, pieces, top_k)
+        return Generation(text, finish, tokens, counted)

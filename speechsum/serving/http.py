@@ -1,0 +1,198 @@
+"""The HTTP layer of ``speechsum serve``: routes, API-key check, size limit, errors, request log.
+
+Standard library only (:class:`http.server.ThreadingHTTPServer`); one thread per connection, so
+slow clients do not block others — the backend serialises model calls itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from speechsum.serving import openai_format as fmt
+from speechsum.serving.protocol import APIError, Backend
+
+LOG = logging.getLogger("speechsum.serve")
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+class APIServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer holding the backend and the serving options.
+
+    ``base_url`` → ``"http://HOST:PORT/v1"`` once bound (port 0 picks a free port).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
+                 max_request_bytes: int, limits: fmt.Limits) -> None:
+        super().__init__(address, _Handler)
+        self.backend = backend
+        self.api_key = api_key
+        self.max_request_bytes = max_request_bytes
+        self.limits = limits
+        self.created = int(time.time())
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+
+def build_server(
+    backend: Backend,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_tokens_limit: int = 4096,
+    max_logprobs: int = 20,
+    max_n: int = 16,
+) -> APIServer:
+    """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
+
+    ``api_key``: when set, every ``/v1`` request needs ``Authorization: Bearer <key>`` (else 401).
+    ``max_request_bytes``: larger bodies get 413. ``max_tokens_limit``: largest accepted
+    ``max_tokens``; ``max_logprobs``: largest top-k; ``max_n``: most samples per prompt.
+    """
+    limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n)
+    return APIServer((host, port), backend, api_key or None, max_request_bytes, limits)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: APIServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as the openai client (httpx) expects
+    server_version = "speechsum-serve"
+    timeout = 300  # seconds a connection may sit idle or stall mid-request before it is dropped
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:  # one line per request is ours
+        pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (BaseHTTPRequestHandler API)
+        LOG.debug("%s - %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    # ------------------------------------------------------------------------------------------ dispatch
+    def _handle(self, method: str) -> None:
+        started = time.perf_counter()
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        status, usage = 500, None
+        try:
+            body = self._read_body()
+            if path.startswith("/v1/"):
+                self._check_key()
+            status, payload = self._route(method, path, body)
+            usage = payload.get("usage")
+            self._send(status, payload)
+        except APIError as error:
+            status = error.status
+            self._send(status, error.body(), error.headers)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            status, self.close_connection = 499, True  # the client went away; nothing to answer
+        except Exception:  # a bug or backend failure: log it, answer 500 without internals
+            LOG.error("internal error on %s %s:\n%s", method, path, traceback.format_exc())
+            status = 500
+            self._send(500, APIError(500, "Internal server error; see the server log.").body())
+        finally:
+            tokens = f" prompt_tokens={usage['prompt_tokens']} completion_tokens={usage['completion_tokens']}" if usage else ""
+            LOG.info('%s "%s %s" %d %.0fms%s', self.client_address[0], method, path, status,
+                     1000 * (time.perf_counter() - started), tokens)
+
+    def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        backend, limits = self.server.backend, self.server.limits
+        if path == "/health" and method == "GET":
+            return 200, {"status": "ok"}
+        if path == "/v1/models" and method == "GET":
+            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
+        if path == f"/v1/models/{backend.model_name}" and method == "GET":
+            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
+        if path == "/v1/completions" and method == "POST":
+            request = _json_object(body)
+            fmt.check_model(request, backend.model_name)
+            requests, as_ids = fmt.parse_completion(request, limits)
+            outputs = [backend.complete(r) for r in requests]
+            return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
+        if path == "/v1/chat/completions" and method == "POST":
+            request = _json_object(body)
+            fmt.check_model(request, backend.model_name)
+            chat, as_ids = fmt.parse_chat(request, limits)
+            return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+        known = ("/health", "/v1/models", "/v1/completions", "/v1/chat/completions")
+        if path in known:
+            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+        raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
+                            "POST /v1/completions and POST /v1/chat/completions.", code="not_found")
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def _read_body(self) -> bytes:
+        length_header = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise APIError(400, "Chunked request bodies are not supported; send Content-Length.")
+        try:
+            length = int(length_header or 0)
+        except ValueError:
+            self.close_connection = True
+            raise APIError(400, f"Invalid Content-Length header {length_header!r}.") from None
+        if length > self.server.max_request_bytes:
+            self.close_connection = True  # the unread body must not be parsed as the next request
+            raise APIError(413, f"Request body of {length} bytes exceeds this server's limit of "
+                                f"{self.server.max_request_bytes} bytes (--max-request-bytes).",
+                           code="request_too_large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _check_key(self) -> None:
+        expected = self.server.api_key
+        if expected is None:
+            return
+        header = self.headers.get("Authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else self.headers.get("api-key", "")
+        if not given:
+            raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>' (the server was "
+                                "started with --api-key-env).", code="missing_api_key")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _json_object(body: bytes) -> dict:
+    if not body:
+        raise APIError(400, "Empty request body: send a JSON object.")
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise APIError(400, f"Request body is not UTF-8: {error}.") from None
+    except json.JSONDecodeError as error:
+        raise APIError(400, f"Request body is not valid JSON: {error.msg} at line {error.lineno} "
+                            f"column {error.colno}.") from None
+    if not isinstance(value, dict):
+        raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
+    return value

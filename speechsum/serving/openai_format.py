@@ -1,0 +1,333 @@
+"""OpenAI/vLLM JSON ⇄ backend records: request validation (clear 400s) and response rendering.
+
+Field names and shapes follow the OpenAI API (legacy completions, chat completions) and vLLM's
+extensions (``prompt_logprobs``, ``return_tokens_as_token_ids``) so that the official ``openai``
+client and vLLM-style clients parse the responses unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from speechsum.serving.protocol import (
+    APIError,
+    ChatOutput,
+    ChatRequest,
+    CompletionOutput,
+    CompletionRequest,
+    Generation,
+    Sampling,
+    TokenLogprob,
+)
+
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
+@dataclass
+class Limits:
+    """Per-request limits: ``max_tokens`` (completion tokens), ``max_logprobs`` (top-k), ``max_n``
+    (samples per prompt), ``max_prompts`` (prompts in one completions request)."""
+
+    max_tokens: int = 4096
+    max_logprobs: int = 20
+    max_n: int = 16
+    max_prompts: int = 256
+    default_completion_tokens: int = 16  # OpenAI's default for /v1/completions
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def _integer(body: dict, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"'{name}' must be an integer, got {json_type(value)}.", name)
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise _bad(f"'{name}' must be {bounds}, got {value}.", name)
+    return value
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(f"'{name}' must be a number, got {json_type(value)}.", name)
+    if value > high or value < low or (low_open and value == low):
+        raise _bad(f"'{name}' must be in {'(' if low_open else '['}{low}, {high}], got {value}.", name)
+    return float(value)
+
+
+def _boolean(body: dict, name: str, default: bool = False) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad(f"'{name}' must be true or false, got {json_type(value)}.", name)
+    return value
+
+
+def json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def check_model(body: dict, served: str) -> None:
+    model = body.get("model")
+    if model is not None and model != served:
+        raise _bad(f"The model '{model}' does not exist; this server serves '{served}'.", "model", "model_not_found")
+
+
+def _unsupported(body: dict) -> None:
+    if body.get("stream"):
+        raise _bad("Streaming is not supported by speechsum serve; set 'stream' to false.", "stream")
+    if body.get("best_of") not in (None, 1):
+        raise _bad("'best_of' other than 1 is not supported.", "best_of")
+    if body.get("logit_bias"):
+        raise _bad("'logit_bias' is not supported.", "logit_bias")
+    if body.get("suffix"):
+        raise _bad("'suffix' is not supported.", "suffix")
+
+
+def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
+    stop = body.get("stop")
+    if stop is None:
+        stops: list[str] = []
+    elif isinstance(stop, str):
+        stops = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = list(stop)
+    else:
+        raise _bad("'stop' must be a string or an array of strings.", "stop")
+    if any(s == "" for s in stops):
+        raise _bad("'stop' strings must not be empty.", "stop")
+    fit = max_tokens is None
+    return Sampling(
+        max_tokens=limits.max_tokens if fit else max_tokens,
+        fit_to_context=fit,
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
+        n=_integer(body, "n", 1, 1, limits.max_n),
+        stop=stops,
+        seed=_integer(body, "seed", None, -(2**63), 2**64 - 1),
+    )
+
+
+def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int | None) -> int | None:
+    for name in names:
+        value = _integer(body, name, None, 0)
+        if value is not None:
+            if value > limits.max_tokens:
+                raise _bad(
+                    f"'{name}' is {value}, above this server's limit of {limits.max_tokens} "
+                    "(--max-tokens-limit).",
+                    name,
+                )
+            return value
+    return default
+
+
+def _prompts(body: dict, limits: Limits) -> list[str | list[int]]:
+    if "prompt" not in body:
+        raise _bad("Missing required field 'prompt' (a string, an array of strings or of token ids).", "prompt")
+    prompt = body["prompt"]
+    if isinstance(prompt, str):
+        prompts: list = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompts = list(prompt)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, list) and p for p in prompt):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for p in prompt for t in p):
+            raise _bad("'prompt' token id lists must hold integers only.", "prompt")
+        prompts = [list(p) for p in prompt]
+    else:
+        raise _bad(
+            "'prompt' must be a non-empty string, array of strings, array of token ids or array of "
+            "token id arrays.",
+            "prompt",
+        )
+    if len(prompts) > limits.max_prompts:
+        raise _bad(f"At most {limits.max_prompts} prompts per request, got {len(prompts)}.", "prompt")
+    return prompts
+
+
+def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest], bool]:
+    """Validate a ``/v1/completions`` body → one request per prompt and ``return_tokens_as_token_ids``."""
+    _unsupported(body)
+    prompts = _prompts(body, limits)
+    max_tokens = _max_tokens(body, ("max_tokens",), limits, min(limits.default_completion_tokens, limits.max_tokens))
+    sampling = _sampling(body, limits, max_tokens)
+    echo = _boolean(body, "echo")
+    logprobs = _integer(body, "logprobs", None, 0, limits.max_logprobs)
+    prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, limits.max_logprobs)
+    as_ids = _boolean(body, "return_tokens_as_token_ids")
+    requests = [CompletionRequest(p, sampling, echo, logprobs, prompt_logprobs) for p in prompts]
+    return requests, as_ids
+
+
+def _message_text(message: dict, index: int) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise _bad(f"messages[{index}].content: only text parts are supported.", f"messages[{index}].content")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _bad(f"messages[{index}].content must be a string or an array of text parts.", f"messages[{index}].content")
+
+
+def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
+    """Validate a ``/v1/chat/completions`` body → the request and ``return_tokens_as_token_ids``."""
+    _unsupported(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
+    clean = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}.",
+                       f"messages[{index}].role")
+        clean.append({"role": role, "content": _message_text(message, index)})
+    max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"), limits, None)
+    sampling = _sampling(body, limits, max_tokens)
+    logprobs = _boolean(body, "logprobs")
+    top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
+    if top is not None and not logprobs:
+        raise _bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    response_format = body.get("response_format")
+    json_mode = False
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind not in RESPONSE_FORMATS:
+            raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}.", "response_format")
+        json_mode = kind != "text"
+    request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode)
+    return request, _boolean(body, "return_tokens_as_token_ids")
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+
+def _token_name(token_id: int, text: str, as_ids: bool) -> str:
+    return f"token_id:{token_id}" if as_ids else text
+
+
+def legacy_logprobs(tokens: list[TokenLogprob], k: int, as_ids: bool) -> dict:
+    """OpenAI legacy ``logprobs``: tokens, token_logprobs, top_logprobs (top-k ∪ the chosen token,
+    None where the token has no log-prob) and text_offset (character offsets into the choice's text)."""
+    names, values, tops, offsets = [], [], [], []
+    offset = 0
+    for token in tokens:
+        names.append(_token_name(token.token_id, token.text, as_ids))
+        values.append(token.logprob)
+        offsets.append(offset)
+        offset += len(token.text)
+        if token.logprob is None:
+            tops.append(None)
+            continue
+        top: dict[str, float] = {}
+        for token_id, text, logprob in token.top[:k]:
+            top.setdefault(_token_name(token_id, text, as_ids), logprob)
+        top.setdefault(_token_name(token.token_id, token.text, as_ids), token.logprob)
+        tops.append(top)
+    return {"tokens": names, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+
+
+def vllm_prompt_logprobs(tokens: list[TokenLogprob], k: int) -> list[dict | None]:
+    """vLLM's ``prompt_logprobs``: per prompt token None (first) or {id: {logprob, rank, decoded_token}}
+    for the top-k and the actual token."""
+    rendered: list[dict | None] = []
+    for token in tokens:
+        if token.logprob is None:
+            rendered.append(None)
+            continue
+        entry = {}
+        for rank, (token_id, text, logprob) in enumerate(token.top[:k], start=1):
+            entry[str(token_id)] = {"logprob": logprob, "rank": rank, "decoded_token": text}
+        entry.setdefault(str(token.token_id), {"logprob": token.logprob, "rank": token.rank, "decoded_token": token.text})
+        rendered.append(entry)
+    return rendered
+
+
+def chat_logprobs(tokens: list[TokenLogprob], k: int, as_ids: bool) -> dict:
+    """OpenAI chat ``logprobs``: {"content": [{token, logprob, bytes, top_logprobs: k entries}], "refusal": None}."""
+
+    def item(token_id: int, text: str, logprob: float) -> dict:
+        return {"token": _token_name(token_id, text, as_ids), "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    content = [
+        {**item(t.token_id, t.text, t.logprob), "top_logprobs": [item(*alt) for alt in t.top[:k]]} for t in tokens
+    ]
+    return {"content": content, "refusal": None}
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_response(
+    model: str, requests: list[CompletionRequest], outputs: list[CompletionOutput], as_ids: bool
+) -> dict:
+    """The ``text_completion`` object; choice index = prompt index × n + sample index (as OpenAI)."""
+    choices, prompt_total, completion_total = [], 0, 0
+    for request, output in zip(requests, outputs):
+        prompt_total += output.num_prompt_tokens
+        for generation in output.generations:
+            text = (output.prompt_text if request.echo else "") + generation.text
+            logprobs = None
+            if request.logprobs is not None:
+                tokens = (output.prompt_tokens if request.echo else []) + (generation.tokens or [])
+                logprobs = legacy_logprobs(tokens, request.logprobs, as_ids)
+            choice: dict[str, Any] = {"index": len(choices), "text": text, "logprobs": logprobs,
+                                      "finish_reason": generation.finish_reason, "stop_reason": None}
+            if request.prompt_logprobs is not None:
+                choice["prompt_logprobs"] = vllm_prompt_logprobs(output.prompt_tokens, request.prompt_logprobs)
+            choices.append(choice)
+            completion_total += generation.num_tokens
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": model, "choices": choices, "usage": _usage(prompt_total, completion_total),
+            "system_fingerprint": None}
+
+
+def chat_response(model: str, request: ChatRequest, output: ChatOutput, as_ids: bool) -> dict:
+    choices = []
+    for index, generation in enumerate(output.generations):
+        logprobs = None
+        if request.top_logprobs is not None:
+            logprobs = chat_logprobs(generation.tokens or [], request.top_logprobs, as_ids)
+        choices.append({"index": index, "message": {"role": "assistant", "content": generation.text,
+                                                    "refusal": None, "tool_calls": []},
+                        "logprobs": logprobs, "finish_reason": generation.finish_reason, "stop_reason": None})
+    completion_total = sum(g.num_tokens for g in output.generations)
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": choices, "usage": _usage(output.num_prompt_tokens, completion_total),
+            "system_fingerprint": None}
+
+
+def models_response(model: str, max_model_len: int | None, created: int) -> dict:
+    card = {"id": model, "object": "model", "created": created, "owned_by": "speechsum", "root": model,
+            "max_model_len": max_model_len}
+    return {"object": "list", "data": [card]}
+
+
+__all__ = ["Generation", "Limits", "check_model", "parse_chat", "parse_completion", "completion_response",
+           "chat_response", "models_response"]

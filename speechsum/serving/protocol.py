@@ -1,0 +1,155 @@
+"""The backend interface of ``speechsum serve``: request/result records and the error type.
+
+The HTTP layer (:mod:`speechsum.serving.http`) parses OpenAI-style JSON into these records, calls a
+:class:`Backend` and renders its results back into OpenAI/vLLM JSON; a backend never sees HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class APIError(Exception):
+    """A request the server answers with an OpenAI-style error body and HTTP ``status``.
+
+    Rendered as ``{"error": {"message", "type", "param", "code"}}``; ``headers`` are added to the
+    response (e.g. ``Retry-After`` on a 429).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.error_type = error_type or _default_error_type(status)
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+
+def _default_error_type(status: int) -> str:
+    return {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        413: "invalid_request_error",
+        429: "rate_limit_error",
+    }.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+@dataclass
+class Sampling:
+    """How to generate: ``max_tokens`` new tokens at most (0: none), ``temperature`` 0 = greedy,
+    nucleus ``top_p``, ``n`` samples per prompt, ``stop`` strings (not included in the text),
+    ``seed`` for reproducible sampling. ``fit_to_context``: the request gave no max_tokens, so the
+    backend lowers ``max_tokens`` to what fits the context instead of rejecting the request."""
+
+    max_tokens: int
+    fit_to_context: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class TokenLogprob:
+    """One token of a scored or generated text.
+
+    ``text`` is the token's piece of the decoded text (pieces concatenate to the full text);
+    ``logprob`` is log p(token | everything before) under the raw model distribution (natural log,
+    no temperature), None for the first prompt token; ``top`` holds the most likely alternatives
+    at this position as ``(token_id, token_text, logprob)``, best first; ``rank`` is 1 + the number
+    of vocabulary entries more likely than this token.
+    """
+
+    token_id: int
+    text: str
+    logprob: float | None
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+    rank: int | None = None
+
+
+@dataclass
+class Generation:
+    """One sampled continuation: its text, ``finish_reason`` ("stop" or "length"), its tokens with
+    log-probs (None unless requested) and ``num_tokens`` generated (counting a final end token)."""
+
+    text: str
+    finish_reason: str
+    tokens: list[TokenLogprob] | None
+    num_tokens: int
+
+
+@dataclass
+class CompletionRequest:
+    """A legacy ``/v1/completions`` prompt: text or token ids. ``logprobs`` = top-k per generated
+    (and, with ``echo``, prompt) token; ``prompt_logprobs`` = vLLM's top-k per prompt token."""
+
+    prompt: str | list[int]
+    sampling: Sampling
+    echo: bool = False
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+
+    @property
+    def prompt_top_k(self) -> int | None:
+        """Top-k the backend must return for prompt tokens (None: prompt need not be scored)."""
+        wanted = [k for k in (self.logprobs if self.echo else None, self.prompt_logprobs) if k is not None]
+        return max(wanted) if wanted else None
+
+
+@dataclass
+class CompletionOutput:
+    """The result for one prompt: its text, its scored tokens (when ``prompt_top_k`` was set),
+    its length in tokens and ``sampling.n`` generations."""
+
+    prompt_text: str
+    prompt_tokens: list[TokenLogprob] | None
+    num_prompt_tokens: int
+    generations: list[Generation]
+
+
+@dataclass
+class ChatRequest:
+    """A ``/v1/chat/completions`` request: OpenAI ``messages`` (role + string content);
+    ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per token."""
+
+    messages: list[dict]
+    sampling: Sampling
+    top_logprobs: int | None = None
+    json_mode: bool = False
+
+
+@dataclass
+class ChatOutput:
+    num_prompt_tokens: int
+    generations: list[Generation]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the HTTP layer serves. ``max_model_len`` (prompt + completion tokens) or None.
+
+    Backends raise :class:`APIError` for requests they cannot serve (e.g. prompt too long: 400).
+    """
+
+    model_name: str
+    max_model_len: int | None
+
+    def complete(self, request: CompletionRequest) -> CompletionOutput: ...
+
+    def chat(self, request: ChatRequest) -> ChatOutput: ...

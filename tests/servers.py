@@ -1,0 +1,128 @@
+"""Real OpenAI-compatible HTTP servers on loopback for tests (``speechsum serve``'s own stack).
+
+    with serve_in_thread(ScriptedChatBackend(lambda messages: '{"winner": "A"}', fail_first_n=2)) as url:
+        client = speechsum.remote.openai_client(url)   # talks HTTP to 127.0.0.1, no mocks
+
+``ScriptedChatBackend`` answers chat completions with ``reply(messages)`` and can fail on purpose
+(first n requests, every k-th request, with any HTTP status) and records every request it saw.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from time import sleep
+
+from speechsum.serve import build_server
+from speechsum.serving.protocol import (
+    APIError,
+    Backend,
+    ChatOutput,
+    ChatRequest,
+    CompletionOutput,
+    CompletionRequest,
+    Generation,
+)
+
+
+@contextmanager
+def serve_in_thread(backend: Backend, api_key: str | None = None, **server_options) -> Iterator[str]:
+    """Run ``build_server(backend, port=0, api_key=...)`` in a daemon thread; yield its base URL
+    ``"http://127.0.0.1:PORT/v1"``; shut it down on exit. ``server_options`` go to build_server."""
+    server = build_server(backend, host="127.0.0.1", port=0, api_key=api_key, **server_options)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.base_url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@dataclass
+class RecordedRequest:
+    """One request the scripted backend received: its 1-based number, kind ("chat"/"completion"),
+    the messages (or prompt) and the HTTP status it was answered with (200 or the failure)."""
+
+    number: int
+    kind: str
+    messages: list[dict]
+    status: int
+
+
+class ScriptedChatBackend:
+    """A backend whose chat completions answer ``reply(messages)`` (no model involved).
+
+    Failures, decided per request number r = 1, 2, …: r ≤ ``fail_first_n``, or
+    ``fail_every`` = k > 0 and r % k == 0 → HTTP ``fail_status`` with an OpenAI error body (a 429
+    carries ``Retry-After: retry_after`` when given). ``delay`` seconds of sleep per request
+    (timeouts, concurrency). ``requests`` records every request; ``count`` is how many arrived;
+    ``max_in_flight`` the most requests handled at once. Completions answer ``reply`` on a single
+    user message holding the prompt text (token-id prompts are refused with a 400).
+    """
+
+    def __init__(
+        self,
+        reply: Callable[[list[dict]], str],
+        fail_first_n: int = 0,
+        fail_status: int = 500,
+        fail_every: int = 0,
+        delay: float = 0.0,
+        retry_after: float | None = None,
+        model_name: str = "scripted",
+    ) -> None:
+        self.reply = reply
+        self.fail_first_n = fail_first_n
+        self.fail_status = fail_status
+        self.fail_every = fail_every
+        self.delay = delay
+        self.retry_after = retry_after
+        self.model_name = model_name
+        self.max_model_len: int | None = None
+        self.requests: list[RecordedRequest] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    def _answer(self, kind: str, messages: list[dict], n: int) -> list[Generation]:
+        with self._lock:
+            number = len(self.requests) + 1
+            fail = number <= self.fail_first_n or (self.fail_every > 0 and number % self.fail_every == 0)
+            self.requests.append(RecordedRequest(number, kind, messages, self.fail_status if fail else 200))
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.delay:
+                sleep(self.delay)
+            if fail:
+                headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+                raise APIError(self.fail_status, f"scripted failure of request {number}", headers=headers)
+            texts = [self.reply(messages) for _ in range(n)]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        return [Generation(text=t, finish_reason="stop", tokens=None, num_tokens=len(t.split())) for t in texts]
+
+    def chat(self, request: ChatRequest) -> ChatOutput:
+        if request.top_logprobs is not None:
+            raise APIError(400, "ScriptedChatBackend cannot return log-probs.", param="logprobs")
+        generations = self._answer("chat", request.messages, request.sampling.n)
+        return ChatOutput(num_prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
+                          generations=generations)
+
+    def complete(self, request: CompletionRequest) -> CompletionOutput:
+        if not isinstance(request.prompt, str):
+            raise APIError(400, "ScriptedChatBackend only takes text prompts.", param="prompt")
+        if request.logprobs is not None or request.prompt_logprobs is not None:
+            raise APIError(400, "ScriptedChatBackend cannot return log-probs.", param="logprobs")
+        messages = [{"role": "user", "content": request.prompt}]
+        generations = self._answer("completion", messages, request.sampling.n)
+        return CompletionOutput(prompt_text=request.prompt, prompt_tokens=None,
+                                num_prompt_tokens=len(request.prompt.split()), generations=generations)

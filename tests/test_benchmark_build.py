@@ -1,0 +1,190 @@
+"""The bundled benchmark build: determinism, disjoint splits, manifest contract, facts and references."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from speechsum.benchmark import build as bench
+from speechsum.benchmark.cli import benchmark_info, main
+from speechsum.benchmark.documents import GENRES, generate_document
+from speechsum.benchmark.instructions import STYLES
+from speechsum.data.manifest import load_manifest
+
+SPLITS = bench.SPLITS
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    bench.build_benchmark(out, size="tiny", seed=0, workers=1, progress=False)
+    return out
+
+
+def _records(directory: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (directory / f"{split}.jsonl").read_text().splitlines()]
+
+
+def _audio_hashes(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((directory / "audio").iterdir())}
+
+
+def _spoken(transcript: str) -> str:
+    """What the audio says: the transcript without its ``Name:`` labels, lowercased."""
+    return " ".join(line.split(": ", 1)[1] for line in transcript.splitlines()).lower()
+
+
+def test_same_seed_same_bytes_in_any_worker_count(tiny, tmp_path):
+    again = tmp_path / "again"
+    bench.build_benchmark(again, size="tiny", seed=0, workers=2, progress=False)
+    for split in SPLITS:
+        assert (again / f"{split}.jsonl").read_bytes() == (tiny / f"{split}.jsonl").read_bytes(), split
+    assert _audio_hashes(again) == _audio_hashes(tiny)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temporary folder left behind
+
+
+def test_cli_build_other_seed_differs_and_info(tiny, tmp_path, capsys):
+    out = tmp_path / "seed1"
+    main(["build", "--out", str(out), "--size", "tiny", "--seed", "1", "--workers", "1", "--no-progress",
+          "--train-docs", "1", "--val-docs", "1", "--test-docs", "1", "--test-unseen-docs", "1",
+          "--test-xling-docs", "1", "--train-instructions", "2"])
+    assert len(_records(out, "train")) == 2
+    first, base = _records(out, "train")[0], _records(tiny, "train")[0]
+    assert first["meta"]["doc_id"] == base["meta"]["doc_id"] == "train-000000"
+    assert first["transcript"] != base["transcript"]
+    assert _audio_hashes(out)["train-000000.wav"] != _audio_hashes(tiny)["train-000000.wav"]
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert summary["seed"] == 1 and summary["splits"]["train"]["documents"] == 1
+    printed = capsys.readouterr().out
+    assert "train" in printed and "examples per style" in printed
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(["build", "--out", str(out), "--size", "tiny"])
+    info = benchmark_info(tiny)
+    assert "test_xling" in info and "lang" in info
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = bench.synthesize_document
+
+    def failing(doc, seed):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("synthetic failure")
+        return real(doc, seed)
+
+    monkeypatch.setattr(bench, "synthesize_document", failing)
+    with pytest.raises(RuntimeError, match="synthetic failure"):
+        bench.build_benchmark(tmp_path / "out", size="tiny", workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_splits_are_disjoint_and_unseen_phrasing_is_unseen(tiny):
+    docs = {split: {r["meta"]["doc_id"] for r in _records(tiny, split)} for split in SPLITS}
+    transcripts = {split: {r["transcript"] for r in _records(tiny, split)} for split in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            assert not docs[a] & docs[b], (a, b)
+            assert not transcripts[a] & transcripts[b], (a, b)
+    seen = [r for split in ("train", "val", "test") for r in _records(tiny, split)]
+    unseen = _records(tiny, "test_unseen")
+    seen_templates = {f["template"] for r in seen for f in r["meta"]["facts"]}
+    seen_phrasings = {r["meta"]["instruction_template"] for r in seen} | {r["instruction"] for r in seen}
+    for record in unseen:
+        assert not {f["template"] for f in record["meta"]["facts"]} & seen_templates
+        assert record["meta"]["instruction_template"] not in seen_phrasings
+        assert record["instruction"] not in seen_phrasings
+    # the full template inventory: unseen ids never appear in a train/val/test draw
+    assert all(t.split("/")[1] in {"0", "1", "2", "3"} for t in seen_templates)
+
+
+def test_manifests_load_with_the_contract(tiny):
+    for split in SPLITS:
+        examples, skipped = load_manifest(tiny / f"{split}.jsonl", require_summary=True, require_transcript=True)
+        assert examples and not skipped
+        for example in examples:
+            info = sf.info(example.audio)
+            assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+            assert 15.0 <= example.duration <= 90.0
+            meta = example.meta
+            assert meta["split"] == split and example.id.startswith(meta["doc_id"])
+            assert meta["genre"] in GENRES and meta["style"] in STYLES and meta["lang"] == example.lang
+            assert 2 <= len(meta["speakers"]) <= 4 and len(set(meta["voices"])) == len(meta["speakers"])
+            assert all(f["kind"] in ("person", "decision", "number", "date", "place", "action") for f in meta["facts"])
+            assert meta["required_facts"] and all(0 <= i < len(meta["facts"]) for i in meta["required_facts"])
+            assert all(e == e.lower() for e in meta["entities"])
+    langs = {r["lang"] for r in _records(tiny, "test_xling")}
+    assert langs == {"es", "de"}
+
+
+def test_fact_keys_are_spoken_and_references_hold_required_keys(tiny):
+    for split in SPLITS:
+        for record in _records(tiny, split):
+            meta = record["meta"]
+            english = meta.get("transcript_en", record["transcript"])
+            spoken = _spoken(english)
+            for fact in meta["facts"]:
+                assert fact["keys"] and all(k == k.lower() and k in spoken for k in fact["keys"]), fact
+            summary = record["summary"].lower()
+            for index in meta["required_facts"]:
+                assert all(k in summary for k in meta["facts"][index]["keys"]), (record["id"], index)
+            for entity in meta["filler_entities"]:  # chit-chat entities: said, never in a reference
+                assert entity in spoken and not re.search(rf"\b{re.escape(entity)}\b", summary), entity
+            if split == "test_xling":
+                assert record["transcript"] != english
+                assert len(record["transcript"].splitlines()) == len(english.splitlines())
+
+
+def _check_style(style: str, summary: str, meta: dict) -> None:
+    lines = summary.splitlines()
+    if style == "one_sentence":
+        assert len(lines) == 1 and summary.endswith(".") and summary.count(". ") == 0
+    elif style in ("bullets", "action_items"):
+        assert all(line.startswith("- ") for line in lines)
+        if style == "action_items":
+            actions = [meta["facts"][i] for i in meta["required_facts"]]
+            assert all(f["kind"] == "action" for f in actions) and len(lines) == len(actions)
+            assert all(line.startswith(f"- {f['slots']['first']}: ") for line, f in zip(lines, actions))
+    elif style == "email":
+        assert lines[0] == f"Hi {meta['recipient']}," and lines[-1] == "Best regards"
+    elif style == "title_abstract":
+        assert lines[0].startswith("Title: ") and lines[2].startswith("Abstract: ")
+    elif style == "question":
+        assert len(meta["required_facts"]) == 1 and "\n" not in summary
+
+
+def test_reference_styles(tiny):
+    styles = set()
+    for split in SPLITS:
+        for record in _records(tiny, split):
+            _check_style(record["meta"]["style"], record["summary"], record["meta"])
+            styles.add(record["meta"]["style"])
+    assert len(styles) >= 4
+
+
+def test_generator_variety_and_every_style_renders():
+    from speechsum.benchmark.instructions import render_reference
+
+    docs = [generate_document(f"v-{i}", "train", 7, GENRES[i % 4]) for i in range(40)]
+    assert len({d.transcript() for d in docs}) == 40
+    assert len({d.speakers[0].name for d in docs}) > 30
+    templates = {f["template"] for d in docs for f in d.facts}
+    assert len(templates) >= 20 and all(t.split("/")[1] in {"0", "1", "2", "3"} for t in templates)
+    assert all(15 < len(d.spoken_text().split()) < 230 for d in docs)  # about 15-90 s at 140-180 words/min
+    doc = docs[0]
+    for style in STYLES:
+        required = [0] if style == "question" else list(range(len(doc.facts)))
+        if style == "action_items":
+            required = [i for i, f in enumerate(doc.facts) if f["kind"] == "action"]
+        meta = {"facts": doc.facts, "required_facts": required, "recipient": "team"}
+        text = render_reference(style, doc.facts, required, genre_noun="meeting", topic=doc.topic, recipient="team")
+        _check_style(style, text, meta)
+    with pytest.raises(ValueError, match="unknown style"):
+        render_reference("haiku", doc.facts, [0], genre_noun="meeting", topic=doc.topic)
+    with pytest.raises(ValueError, match="unknown size"):
+        bench.resolve_plan("huge")

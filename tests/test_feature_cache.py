@@ -1,0 +1,147 @@
+"""Frozen-encoder feature cache and precomputed audio (tiny random composed backbone)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from speechsum.data.batch import SpeechCollator
+from speechsum.data.manifest import Example
+from speechsum.models import feature_cache as feature_cache_module
+from speechsum.models.composed import ComposedSpeechLLM
+from speechsum.models.feature_cache import EncoderFeatureCache, audio_content_key
+from speechsum.models.policy import TrainingPolicy
+from tests.conftest import tiny_backbone_args
+
+
+def build(cache_dir=None, train_encoder=False) -> ComposedSpeechLLM:
+    args = tiny_backbone_args()
+    args["policy"] = TrainingPolicy(**{**args["policy"], "lora_dropout": 0.0, "train_encoder": train_encoder})
+    return ComposedSpeechLLM(**args, feature_cache=str(cache_dir) if cache_dir else None)
+
+
+def items(seconds=(0.7, 1.3, 2.0), seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            Example(id=f"c{i}", audio="-", instruction="Summarise.", duration=s, summary="Short words." * (i + 1)),
+            (0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32),
+        )
+        for i, s in enumerate(seconds)
+    ]
+
+
+def logprobs(model, batch):
+    return model.response_logprobs(batch, batch.response_ids, batch.response_mask)
+
+
+def cached_files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_content_key_is_waveform_and_rate():
+    wave = np.linspace(-1, 1, 1000, dtype=np.float32)
+    assert audio_content_key(wave, 16000) == audio_content_key(wave.astype(np.float64), 16000)
+    assert audio_content_key(wave, 16000) != audio_content_key(wave, 8000)
+    assert audio_content_key(wave, 16000) != audio_content_key(wave[:-1], 16000)
+
+
+def test_hits_misses_and_same_outputs_as_without_cache(tmp_path):
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    cache = model.feature_cache
+    first = logprobs(model, batch)
+    assert (cache.hits, cache.misses, cache.writes) == (0, 3, 3)
+    second = logprobs(model, batch)
+    assert (cache.hits, cache.misses, cache.writes) == (3, 3, 3)
+    encoder_id = model.encoder_id()
+    expected = [f"{encoder_id}/{key}.npy" for key in batch.audio["content_keys"]]
+    assert cached_files(tmp_path) == sorted(expected)  # nothing else: no temporary files
+    stored = np.load(tmp_path / expected[2])
+    assert stored.dtype == np.float16 and stored.shape == (100, 32)  # ceil(200 mel frames / 2), d_enc
+    model.feature_cache = None
+    uncached = logprobs(model, batch)
+    torch.testing.assert_close(first, second, atol=0, rtol=0)  # a hit gives what the miss gave
+    torch.testing.assert_close(first, uncached, atol=2e-3, rtol=1e-3)  # fp16 storage
+
+
+def test_a_clip_seen_in_another_batch_hits(tmp_path):
+    model = build(tmp_path)
+    collate = SpeechCollator(model.processor)
+    logprobs(model, collate(items()[:2]))
+    logprobs(model, collate([items()[1], items()[2], items()[1]]))  # one hit, one miss, a repeat
+    assert (model.feature_cache.hits, model.feature_cache.misses) == (1, 3)
+
+
+def test_changed_encoder_weights_invalidate(tmp_path):
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    before = logprobs(model, batch)
+    old_id = model.encoder_id()
+    with torch.no_grad():
+        model.encoder.conv1.weight.add_(0.5)
+    assert model.encoder_id() != old_id
+    after = logprobs(model, batch)
+    assert model.feature_cache.misses == 6 and model.feature_cache.hits == 0
+    assert not torch.allclose(before, after)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([old_id, model.encoder_id()])
+    model.feature_cache = None
+    torch.testing.assert_close(after, logprobs(model, batch), atol=2e-3, rtol=1e-3)
+
+
+def test_writes_are_atomic_and_bad_files_are_recomputed(tmp_path, monkeypatch):
+    cache = EncoderFeatureCache(tmp_path)
+    frames = torch.randn(5, 4)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(feature_cache_module.np, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        cache.put("enc", "key", frames)
+    assert cached_files(tmp_path) == []  # no partial file, no temporary left behind
+    monkeypatch.undo()
+    cache.put("enc", "key", frames)
+    cache.path("enc", "key").write_bytes(cache.path("enc", "key").read_bytes()[:40])  # truncated by a crash
+    assert cache.get("enc", "key") is None
+    out = cache.frames("enc", ["key"], lambda rows: [frames], torch.device("cpu"))
+    assert cache.misses == 1 and cache.writes == 2
+    torch.testing.assert_close(out[0], frames.half().float())
+    assert np.load(cache.path("enc", "key")).shape == (5, 4)
+
+
+def test_disabled_while_the_encoder_trains(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="speechsum.models.composed"):
+        model = build(tmp_path, train_encoder=True)
+    assert "is not used: the encoder trains" in caplog.text
+    batch = SpeechCollator(model.processor)(items())
+    logprobs(model, batch).sum().backward()
+    assert cached_files(tmp_path) == [] and model.feature_cache.misses == 0
+    assert model.encoder.conv1.weight.grad is not None
+    assert model.precompute_audio(batch.audio) is batch.audio  # gradients must reach the encoder
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_precomputed_audio_gives_the_same_logprobs_also_repeated(tmp_path, use_cache):
+    model = build(tmp_path if use_cache else None)
+    batch = SpeechCollator(model.processor)(items())
+    reference = logprobs(model, batch)
+    precomputed = replace(batch, audio=model.precompute_audio(batch.audio))
+    assert precomputed.audio["encoder_frames"].shape == (3, 100, 32)
+    assert precomputed.audio["encoder_lengths"].tolist() == [35, 65, 100]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the encoder ran again")
+
+    model._encode_windows = fail  # every later use must skip the encoder
+    torch.testing.assert_close(logprobs(model, precomputed), reference, atol=1e-6, rtol=1e-6)
+    doubled = precomputed.repeat_interleave(2)
+    torch.testing.assert_close(logprobs(model, doubled), reference.repeat_interleave(2, dim=0), atol=1e-6, rtol=1e-6)
+    ids, mask = model.generate(precomputed, max_new_tokens=5)
+    del model._encode_windows
+    expected_ids, expected_mask = model.generate(batch, max_new_tokens=5)
+    assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)

@@ -1,0 +1,168 @@
+"""Text metrics against hand-computed values and against the reference packages' own numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speechsum.evaluation.metrics import (
+    BertScorer,
+    ExampleScores,
+    bootstrap_ci,
+    compression_ratio,
+    default_bertscore_model,
+    hallucinated_entities,
+    repetition_rate,
+    rouge_scores,
+    sentences_per_line,
+    word_count,
+)
+
+PREDS = ["The cats were running to the old market. They bought 3 apples!",
+         "Maria approved the budget of 40,000 euros.\nTom will send the report on Friday.",
+         "the cat sat"]
+REFS = ["The cat ran to the market and bought three apples.",
+        "- Tom sends the report on Friday.\n- Maria approved a 40,000 euro budget.",
+        "the cat ran away"]
+
+
+def test_rouge_by_hand():
+    scores = rouge_scores(["the cat sat"], ["the cat ran away"])[0]
+    assert scores["rouge1"] == pytest.approx(4 / 7)  # overlap 2: P 2/3, R 2/4 → F 4/7
+    assert scores["rouge2"] == pytest.approx(2 / 5)  # "the cat": P 1/2, R 1/3 → F 2/5
+    assert scores["rougeL"] == pytest.approx(4 / 7)  # LCS "the cat"
+    assert rouge_scores(["cats running"], ["cat run"])[0]["rouge1"] == pytest.approx(1.0)  # stemmed
+    swapped = rouge_scores(["The cat sat. The dog ran."], ["The dog ran. The cat sat."])[0]
+    assert swapped["rougeL"] == pytest.approx(0.5) and swapped["rougeLsum"] == pytest.approx(1.0)
+
+
+def test_rouge_equals_rouge_score_package():
+    from rouge_score import rouge_scorer
+
+    reference = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    ours = rouge_scores(PREDS, REFS)
+    for pred, ref, mine in zip(PREDS, REFS, ours):
+        theirs = reference.score(sentences_per_line(ref), sentences_per_line(pred))
+        assert mine == {k: theirs[k].fmeasure for k in mine}
+        plain = reference.score(ref, pred)  # newlines change nothing but Lsum
+        assert [mine[k] for k in ("rouge1", "rouge2", "rougeL")] == \
+               [plain[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")]
+    assert sentences_per_line(PREDS[0]) == "The cats were running to the old market.\nThey bought 3 apples!"
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        rouge_scores(["a", "b"], ["a"])
+
+
+@pytest.fixture(scope="module")
+def bert() -> BertScorer:
+    return BertScorer(batch_size=2)
+
+
+def test_bertscore_equals_bert_score_package(bert, tmp_path):
+    from bert_score import BERTScorer
+
+    reference = BERTScorer(model_type=str(default_bertscore_model()), num_layers=6, lang="en")
+    expected = reference.score(PREDS, REFS)[2].tolist()
+    ours = bert.f1(PREDS, REFS, progress=False)  # batch_size 2: two batches
+    assert ours == pytest.approx(expected, abs=1e-5)
+    assert bert.f1(["Tom sends the report."], ["Tom sends the report."])[0] == pytest.approx(1.0, abs=1e-5)
+    assert bert.f1(["", "x"], ["a cat", " "]) == [0.0, 0.0]
+    assert "all-MiniLM-L6-v2" in bert.description and "layer 6" in bert.description
+    assert "rescaled no" in bert.description
+
+    baseline = tmp_path / "baseline.csv"
+    baseline.write_text("LAYER,P,R,F\n" + "".join(f"{i},0.1,0.2,0.3\n" for i in range(7)))
+    rescaled = BertScorer(rescale=True, baseline_path=baseline)
+    assert rescaled.f1(PREDS, REFS) == pytest.approx([(f - 0.3) / 0.7 for f in expected], abs=1e-5)
+    assert f"rescaled yes (baseline {baseline})" in rescaled.description
+
+
+def test_bertscore_configuration_errors(tmp_path):
+    with pytest.raises(ValueError, match="needs baseline_path"):
+        BertScorer(rescale=True)
+    with pytest.raises(FileNotFoundError, match="baseline file not found"):
+        BertScorer(rescale=True, baseline_path=tmp_path / "missing.csv")
+    assert "layer 3" in BertScorer(num_layers=3).description  # nothing loads until scoring
+
+
+def test_repetition_rate_by_hand():
+    assert repetition_rate("a b c a b c") == pytest.approx(1 - 3 / 4)
+    assert repetition_rate("the cat the cat the cat", n=2) == pytest.approx(1 - 2 / 5)
+    assert repetition_rate("Only two", n=3) == 0.0
+    assert repetition_rate("No repeats in this sentence at all.") == 0.0
+    with pytest.raises(ValueError):
+        repetition_rate("x", n=0)
+
+
+def test_hallucinated_entities_by_hand():
+    source = "maria said the price is forty five thousand euros. we meet in porto on friday."
+    assert hallucinated_entities("Maria says the price is 45,000 euros; see you in Porto on Friday.", source) == []
+    assert hallucinated_entities("Kevin Brown paid 46,000 euros in Porto on Monday.", source) == \
+        ["kevin brown", "46000", "monday"]
+
+
+def test_lengths():
+    assert word_count("Budget: €40,000 - ok") == 3
+    assert compression_ratio("a b", "a b c d") == 0.5
+    with pytest.raises(ValueError, match="no words"):
+        compression_ratio("a", "  ")
+
+
+def test_bootstrap_ci():
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(5.0, 1.0, 20), rng.normal(5.0, 1.0, 2000)
+    for data in (small, large):
+        mean, low, high = bootstrap_ci(data)
+        assert mean == pytest.approx(data.mean()) and low < mean < high
+    width = [bootstrap_ci(d)[2] - bootstrap_ci(d)[1] for d in (small, large)]
+    assert width[1] < width[0] / 5  # ~ 1/sqrt(100) of the width
+    # equals the textbook percentile bootstrap with the same generator
+    naive = small[np.random.default_rng(0).integers(0, 20, size=(1000, 20))].mean(1)
+    assert bootstrap_ci(small)[1:] == pytest.approx(tuple(np.quantile(naive, [0.025, 0.975])))
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+    with pytest.raises(ValueError, match="no values"):
+        bootstrap_ci([])
+
+
+def test_example_scores_collects_every_example():
+    metric = ExampleScores(["rouge1", "judge"])
+    metric.update({"rouge1": [0.5, 0.25], "judge": torch.tensor([7.0, 3.0])})
+    metric.update({"rouge1": [1.0], "judge": [5.0]})
+    out = metric.compute()
+    assert out["rouge1"].tolist() == [0.5, 0.25, 1.0] and out["judge"].tolist() == [7.0, 3.0, 5.0]
+    summary = metric.summary()
+    assert summary["judge"]["mean"] == pytest.approx(5.0) and summary["judge"]["n"] == 3
+    assert summary["judge"]["low"] <= 5.0 <= summary["judge"]["high"]
+    metric.reset()
+    assert metric.compute()["judge"].numel() == 0
+    with pytest.raises(ValueError, match="expected"):
+        metric.update({"rouge1": [1.0]})
+
+
+def test_example_scores_drops_sampler_padding_by_index():
+    metric = ExampleScores(["judge"])
+    metric.update({"judge": [3.0, 4.0]}, index=[2, 0])
+    metric.update({"judge": [5.0, 3.0]}, index=[1, 2])  # index 2 padded in twice
+    assert metric.compute()["judge"].tolist() == [4.0, 5.0, 3.0]
+    with pytest.raises(ValueError, match="every update or on none"):
+        metric.update({"judge": [1.0]})
+
+
+def _gather_on_rank(rank: int, world: int, store: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        metric = ExampleScores(["judge"])
+        values = {0: [1.0, 2.0], 1: [3.0]}[rank]  # uneven shards, one example padded in twice
+        metric.update({"judge": values}, index={0: [0, 2], 1: [1]}[rank])
+        metric.update({"judge": [1.0]}, index=[0])
+        torch.save(metric.compute(), f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_example_scores_gathers_across_two_processes(tmp_path):
+    torch.multiprocessing.spawn(_gather_on_rank, args=(2, str(tmp_path / "store"), str(tmp_path / "out")),
+                                nprocs=2, join=True)
+    for rank in range(2):
+        assert torch.load(tmp_path / f"out.{rank}")["judge"].tolist() == [1.0, 3.0, 2.0]

@@ -1,0 +1,148 @@
+"""`speechsum pairs`: sampling from a real checkpoint, judging through speechsum serve on loopback,
+and resuming after crashes (mid-sampling, mid-judging) with no duplicates, nothing lost and no
+re-judging of cached verdicts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from speechsum.cli import lightning_cli
+from speechsum.judges import OpenAIJudge
+from speechsum.pairs import build_parser, load_student, main, run_pairs
+from tests.helpers import run_config
+from tests.servers import ScriptedChatBackend, serve_in_thread
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def shorter_wins(messages: list[dict]) -> str:
+    """A scripted judge: the shorter summary wins (a position-independent rule), equal length ties."""
+    user = messages[-1]["content"]
+    a = re.search(r"SUMMARY A:\n(.*?)\n\nSUMMARY B:", user, re.DOTALL).group(1)
+    b = re.search(r"SUMMARY B:\n(.*)$", user, re.DOTALL).group(1)
+    winner = "A" if len(a) < len(b) else "B" if len(b) < len(a) else "tie"
+    return json.dumps({"winner": winner, "reasons": "shorter"})
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory, toy_data):
+    """A tiny composed student's config and trainable-only checkpoint, as a stage run leaves them."""
+    folder = tmp_path_factory.mktemp("student")
+    config = run_config(folder, toy_data)
+    module = lightning_cli(["--config", str(config)], run=False).model
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, folder / "student.ckpt")
+    return {"config": config, "ckpt": folder / "student.ckpt", "manifest": toy_data["val"]}
+
+
+def pair_args(student, tmp_path, url: str, **overrides):
+    argv = ["--ckpt", str(student["ckpt"]), "--config", str(student["config"]), "--manifest",
+            str(student["manifest"]), "--out", str(tmp_path / "pairs.jsonl"), "--num-samples", "3",
+            "--max-new-tokens", "10", "--batch-size", "3", "--judge", "openai", "--judge-model", "scripted",
+            "--judge-base-url", url, "--concurrency", "2"]
+    for name, value in overrides.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return build_parser().parse_args(argv)
+
+
+def test_load_student_restores_the_checkpoint_weights(student):
+    module = load_student(str(student["ckpt"]), str(student["config"]))
+    saved = torch.load(student["ckpt"], weights_only=True)["state_dict"]
+    own = module.state_dict()
+    for key, value in saved.items():
+        torch.testing.assert_close(own[key], value)
+
+
+def test_pairs_resume_after_crashes_without_duplicates_losses_or_rejudging(student, tmp_path):
+    backend = ScriptedChatBackend(shorter_wins)
+    out = tmp_path / "pairs.jsonl"
+    with serve_in_thread(backend) as url:
+        args = pair_args(student, tmp_path, url)
+        module = load_student(str(student["ckpt"]), str(student["config"]))
+
+        # crash 1: the second generation batch dies → the first batch's samples are kept
+        generate, calls = module.model.generate, []
+
+        def dying_generate(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                raise Crash("killed while sampling")
+            return generate(*a, **k)
+
+        module.model.generate = dying_generate
+        with pytest.raises(Crash):
+            run_pairs(args, module=module)
+        assert not out.exists()
+        module.model.generate = generate
+
+        # crash 2: the judge dies after 5 pair comparisons (sampling finishes first)
+        class DyingJudge(OpenAIJudge):
+            compares = 0
+
+            def compare(self, item, a, b):
+                DyingJudge.compares += 1
+                if DyingJudge.compares > 5:
+                    raise Crash("killed while judging")
+                return super().compare(item, a, b)
+
+        with pytest.raises(Crash):
+            run_pairs(args, judge=DyingJudge("scripted", base_url=url), module=module)
+        assert not out.exists()
+        requests_before = backend.count
+        verdicts_cached = len((tmp_path / "pairs.jsonl.cache" / "verdicts.jsonl").read_text().splitlines())
+        assert 0 < verdicts_cached <= 5 and requests_before == 2 * verdicts_cached
+
+        # the rerun (through main, the real CLI entry) finishes the job
+        summary = run_pairs(args, module=module)
+        assert summary["sampled_now"] == 0  # every example's samples came from the cache
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        ids = [r["id"] for r in rows]
+        assert len(ids) == len(set(ids)) == summary["pairs"] > 0
+        total = summary["pairs"] + summary["ties"] + summary["unjudged"] + summary["identical_samples"]
+        assert total == summary["examples"] == 8
+        all_verdicts = len((tmp_path / "pairs.jsonl.cache" / "verdicts.jsonl").read_text().splitlines())
+        assert backend.count - requests_before == 2 * (all_verdicts - verdicts_cached)  # cached ones not re-asked
+
+        # a third run: everything cached, zero requests, the same file
+        first_output = out.read_text()
+        count = backend.count
+        main(["--ckpt", str(student["ckpt"]), "--config", str(student["config"]), "--manifest",
+              str(student["manifest"]), "--out", str(out), "--num-samples", "3", "--max-new-tokens", "10",
+              "--batch-size", "3", "--judge", "openai", "--judge-model", "scripted", "--judge-base-url", url])
+        assert backend.count == count and out.read_text() == first_output
+
+    manifest = {json.loads(line)["id"]: json.loads(line) for line in student["manifest"].read_text().splitlines()}
+    for row in rows:
+        assert len(row["chosen"]) < len(row["rejected"])  # the scripted judge's rule was applied
+        assert row["instruction"] == manifest[row["id"]]["instruction"]
+        assert row["transcript"] == manifest[row["id"]]["transcript"]
+        assert row["summary"] == manifest[row["id"]]["summary"]
+        assert row["meta"]["judge"]["identity"].startswith("openai:scripted|pairwise-v1-")
+        assert (student["manifest"].parent / row["audio"]).exists() or (tmp_path / row["audio"]).exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_pairs_output_is_a_valid_preference_manifest(student, tmp_path):
+    from speechsum.data.manifest import load_manifest
+
+    with serve_in_thread(ScriptedChatBackend(shorter_wins)) as url:
+        run_pairs(pair_args(student, tmp_path, url, pairing="first-two"))
+    examples, _ = load_manifest(tmp_path / "pairs.jsonl", require_preference=True)
+    assert examples and all(e.chosen != e.rejected for e in examples)
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--ckpt", "--config", "--manifest", "--out", "--num-samples", "--temperature", "--top-p",
+                   "--max-new-tokens", "--batch-size", "--judge", "--judge-model", "--judge-base-url",
+                   "--api-key-env", "--concurrency", "--cache", "--pairing"):
+        assert option in text

@@ -1,0 +1,114 @@
+"""`speechsum report` on hand-made metrics.json files: row order, cells, derived tables, CSV, PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from speechsum.evaluation.cli import report_main
+from speechsum.evaluation.report import build_report
+
+# name: (kind, role, stage, fact_judge on test, fact_judge on test_xling)
+SYSTEMS = {
+    "dpo": ("student", "student", "dpo", 6.0, 5.0),
+    "teacher": ("text", "teacher", None, 6.5, 6.0),
+    "sft": ("student", "student", "sft", 4.0, 4.0),
+    "cascade": ("cascade", "cascade", None, 5.0, 4.5),
+    "kd": ("student", "student", "kd", 5.5, 3.5),
+    "backbone": ("text", "backbone", None, 5.5, 5.0),
+}
+
+
+def stat(mean: float) -> dict:
+    return {"mean": mean, "low": mean - 0.25, "high": mean + 0.25, "n": 40}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for name, (kind, role, stage, test, xling) in SYSTEMS.items():
+        result = {
+            "system": {"kind": kind, "name": name, "path": "x", "role": role, "stage": stage},
+            "metrics": {"fact_judge": "offline fact judge fact-judge-v1: score 1-7", "rougeL": "rougeL F1"},
+            "results": {
+                "all": {"fact_judge": stat((test + xling) / 2), "rougeL": stat(0.3)},
+                "split": {"test_xling": {"fact_judge": stat(xling), "rougeL": stat(0.2)},
+                          "test": {"fact_judge": stat(test), "rougeL": stat(0.4)}},
+            },
+        }
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps(result))
+    return tmp_path / "eval"
+
+
+def table_rows(markdown: str, heading: str | None = None) -> list[list[str]]:
+    """Cells of the first Markdown table after ``heading`` (or of the first table)."""
+    text = markdown if heading is None else markdown.split(heading, 1)[1]
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    block = []
+    for line in lines:
+        if block and not line.startswith("|"):
+            break
+        block.append([cell.strip() for cell in line.strip("|").split("|")])
+        if len(block) > 1 and line == lines[-1]:
+            break
+    rows = [row for row in block if not set("".join(row)) <= {"-"}]
+    end = next((i for i, row in enumerate(rows[1:], 1) if row[0] == "system"), len(rows))
+    return rows[:end]
+
+
+def test_table_in_paper_layout_with_cis(runs, tmp_path):
+    paths = build_report([runs], tmp_path / "report")
+    markdown = paths["markdown"].read_text()
+    rows = table_rows(markdown)
+    assert rows[0] == ["system", "test", "test_xling"]
+    assert [r[0] for r in rows[1:]] == ["text teacher", "text backbone", "cascade (ASR → text LM)",
+                                        "student + SFT (sft)", "student + KD (kd)", "student + DPO (dpo)"]
+    assert rows[1][1:] == ["6.500 [6.250, 6.750]", "6.000 [5.750, 6.250]"]
+    assert rows[5][1:] == ["5.500 [5.250, 5.750]", "3.500 [3.250, 3.750]"]
+    assert "offline fact judge" in markdown  # the metric's description (default metric: fact_judge)
+
+
+def test_relative_improvement_and_gap_closed_hand_computed(runs, tmp_path):
+    markdown = build_report([runs], tmp_path / "report")["markdown"].read_text()
+    improvement = table_rows(markdown, "## Relative improvement")
+    # KD over SFT: (5.5-4)/4 = +37.5 %, (3.5-4)/4 = -12.5 %; DPO over KD: 0.5/5.5 = +9.1 %, 1.5/3.5 = +42.9 %
+    assert improvement[1:] == [["student + KD (kd)", "+37.5 %", "-12.5 %"], ["student + DPO (dpo)", "+9.1 %", "+42.9 %"]]
+    gap = table_rows(markdown, "## Share of the text-teacher gap closed (baseline: student + SFT (sft))")
+    # (x - sft) / (teacher - sft): teacher - sft = 2.5 (test), 2.0 (xling)
+    assert gap[1:] == [["student + SFT (sft)", "0.0 %", "0.0 %"], ["student + KD (kd)", "60.0 %", "-25.0 %"],
+                       ["student + DPO (dpo)", "80.0 %", "50.0 %"]]
+
+
+def test_configurable_baseline_and_csv(runs, tmp_path):
+    paths = build_report([runs], tmp_path / "report", metric="fact_judge", baseline="backbone")
+    gap = table_rows(paths["markdown"].read_text(), "## Share of the text-teacher gap closed (baseline: text backbone)")
+    # teacher - backbone = 1.0 on both splits: sft (4-5.5) = -150 %, kd 0 %, dpo 50 %; xling: -100 %, -150 %, 0 %
+    assert [r[1:] for r in gap[1:]] == [["-150.0 %", "-100.0 %"], ["0.0 %", "-150.0 %"], ["50.0 %", "0.0 %"]]
+    with open(paths["csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and rows[0]["system"] == "teacher" and rows[0]["split"] == "test"
+    dpo_xling = next(r for r in rows if r["system"] == "dpo" and r["split"] == "test_xling")
+    assert float(dpo_xling["mean"]) == 5.0 and float(dpo_xling["gap_closed"]) == 0.0
+    assert float(dpo_xling["rel_improvement"]) == pytest.approx(1.5 / 3.5)
+
+
+def test_png_chart_and_cli(runs, tmp_path, capsys):
+    report_main([str(runs / "teacher"), str(runs / "sft"), str(runs / "kd"), "--out", str(tmp_path / "r"),
+                 "--metric", "rouge"])
+    chart = tmp_path / "r" / "chart_rougeL.png"
+    data = chart.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    printed = capsys.readouterr().out
+    assert "# speechsum report: rougeL" in printed and "0.400 [0.150, 0.650]" in printed
+    assert not list((tmp_path / "r").glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+def test_errors_name_the_problem(runs, tmp_path):
+    with pytest.raises(ValueError, match="metric 'llm_judge' missing in run"):
+        build_report([runs], tmp_path / "r", metric="llm_judge")
+    with pytest.raises(ValueError, match="baseline 'nobody' is not one of the systems"):
+        build_report([runs], tmp_path / "r", baseline="nobody")
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        build_report([tmp_path / "empty"], tmp_path / "r")

@@ -1,0 +1,201 @@
+"""TextLLM: a causal LM reading transcript + instruction behind the SpeechLLM interface."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from speechsum.benchmark.bpe import manifest_texts, train_bpe_tokenizer
+from speechsum.cli import lightning_cli
+from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.models.text_llm import TextLLM
+from speechsum.models.text_prompt import text_messages
+from tests.conftest import CONFIGS
+
+TINY_LLM = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bpe") / "tokenizer"
+    train_bpe_tokenizer(manifest_texts(toy_data["train"]), vocab_size=300, out_dir=out)
+    return out
+
+
+@pytest.fixture
+def tiny_text_llm(tokenizer_dir):
+    return TextLLM(llm=TINY_LLM, tokenizer=str(tokenizer_dir), end_of_turn="<|im_end|>")
+
+
+def data_module(toy_data, model, **kwargs) -> SpeechSumDataModule:
+    dm = SpeechSumDataModule(
+        train_manifest=str(toy_data["train"]), val_manifest=str(toy_data["val"]),
+        max_batch_seconds=1000.0, max_batch_size=4, num_buckets=2, **{"require_transcript": True, **kwargs},
+    )
+    dm.processor = model.processor
+    return dm
+
+
+def test_vocab_follows_the_tokenizer_and_prompt_is_the_chat_template(tiny_text_llm, tokenizer_dir):
+    model, tok = tiny_text_llm, AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert model.llm.get_input_embeddings().num_embeddings == len(tok) == len(model.processor.tokenizer)
+    assert model.llm.config.eos_token_id == tok.eos_token_id and model.audio_token_id == 4
+    expected = tok.apply_chat_template(text_messages("List the words.", "do re mi"), add_generation_prompt=True)
+    prompts = model.processor.encode_prompts([], ["List the words.", "First word?"], transcripts=["do re mi", "fa"])
+    assert prompts.audio == {}
+    assert prompts.prompt_ids[0].tolist() == expected["input_ids"]  # the longer row: no padding
+    short = tok.apply_chat_template(text_messages("First word?", "fa"), add_generation_prompt=True)["input_ids"]
+    pad = prompts.prompt_ids.shape[1] - len(short)
+    assert prompts.prompt_ids[1, pad:].tolist() == short and prompts.prompt_mask[1, :pad].sum() == 0
+    assert tok.decode(short).endswith("<|im_start|>assistant\n")
+    response, mask = model.processor.encode_responses(["do re", "Words: fa."])
+    first = tok("do re", add_special_tokens=False)["input_ids"] + [3]  # ends in <|im_end|>
+    assert response[0, : len(first)].tolist() == first
+    assert mask.sum(1).tolist() == [len(first), len(tok("Words: fa.")["input_ids"]) + 1]
+    with pytest.raises(ValueError, match="transcript"):
+        model.processor.encode_prompts([], ["First word?"], transcripts=[None])
+
+
+def test_batched_logprobs_and_generation_equal_one_by_one(tiny_text_llm, toy_data):
+    model = tiny_text_llm.eval()
+    dm = data_module(toy_data, model)
+    dm.setup("fit")
+    dataset, collate = dm.datasets["val"], dm._loader("val", shuffle=False).collate_fn
+    by_length = {len(e.transcript.split()): i for i, e in enumerate(dataset.examples)}
+    rows = [by_length[n] for n in sorted(by_length)][:4]
+    batch = collate([dataset[i] for i in rows])
+    assert len(batch) >= 3 and batch.prompt_mask.sum(1).unique().numel() > 1  # really padded
+    batched = model.response_logprobs(batch, batch.response_ids, batch.response_mask)
+    ids, mask = model.generate(batch, max_new_tokens=6)
+    for row, index in enumerate(rows):
+        single = collate([dataset[index]])
+        alone = model.response_logprobs(single, single.response_ids, single.response_mask)
+        n = int(single.response_mask.sum())
+        torch.testing.assert_close(batched[row, :n], alone[0, :n], atol=2e-5, rtol=1e-4)
+        ids1, mask1 = model.generate(single, max_new_tokens=6)
+        assert ids[row][mask[row].bool()].tolist() == ids1[0][mask1[0].bool()].tolist()
+
+
+def test_data_module_never_opens_audio_for_a_text_llm(tiny_text_llm, toy_data, monkeypatch):
+    def no_audio(*args, **kwargs):
+        raise AssertionError("audio was decoded for a text LLM")
+
+    monkeypatch.setattr("speechsum.data.datamodule.load_audio", no_audio)
+    dm = data_module(toy_data, tiny_text_llm)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert sum(len(b) for b in batches) == 24
+    assert all(b.transcripts[0] and b.audio == {} and float(b.audio_seconds.sum()) == 0 for b in batches)
+    assert len({round(d, 2) for d in dm.datasets["train"].durations}) > 1  # durations from headers, for buckets
+    with pytest.raises(ValueError, match="require_transcript: true"):
+        data_module(toy_data, tiny_text_llm, require_transcript=False).setup("fit")
+
+
+def text_lm_config(tmp_path, toy_data, tokenizer_dir, **trainer) -> tuple:
+    """configs/benchmark/text_lm.yaml with a tiny model, the toy data and every path under tmp_path."""
+    text = (CONFIGS / "benchmark" / "text_lm.yaml").read_text().replace("runs/benchmark", str(tmp_path))
+    config = yaml.safe_load(text)
+    config["trainer"].update({"enable_progress_bar": False, **trainer})
+    module = config["model"]["init_args"]
+    module.update({"num_val_samples": 2, "generation": {"max_new_tokens": 8}, "warmup_steps": 2})
+    module["model"]["init_args"].update({"llm": TINY_LLM, "tokenizer": str(tokenizer_dir)})
+    config["data"].update({
+        "train_manifest": str(toy_data["train"]), "val_manifest": str(toy_data["val"]),
+        "test_manifest": str(toy_data["test"]), "predict_manifest": str(toy_data["test"]),
+        "max_batch_size": 4,
+    })
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, tmp_path / "text_lm" / "model"
+
+
+def test_fit_through_the_cli_lowers_the_loss_and_exports_a_hub_style_model(tmp_path, toy_data, tokenizer_dir):
+    config, export_dir = text_lm_config(tmp_path, toy_data, tokenizer_dir, max_epochs=4)
+    cli = lightning_cli(["--config", str(config)], run=False)
+    val_before = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]["val/loss"]
+    cli.trainer.fit(cli.model, cli.datamodule)
+    val_after = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]["val/loss"]
+    assert val_after < val_before - 0.5
+    rows = list(csv.DictReader(open(next((tmp_path / "text_lm" / "logs").rglob("metrics.csv")))))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+
+    trained = cli.model.model.eval()
+    assert {p.name for p in export_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
+                                                      "chat_template.jinja", "generation_config.json"}
+    assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    hf = AutoModelForCausalLM.from_pretrained(export_dir).eval()
+    tok = AutoTokenizer.from_pretrained(export_dir)
+    assert tok.get_vocab() == trained.processor.tokenizer.get_vocab()
+    reloaded = TextLLM(llm=str(export_dir), end_of_turn="<|im_end|>").eval()
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    ids, mask = trained.generate(batch, max_new_tokens=10)
+    ids2, mask2 = reloaded.generate(batch, max_new_tokens=10)
+    assert torch.equal(ids * mask, ids2 * mask2)
+    torch.testing.assert_close(
+        reloaded.response_logprobs(batch, batch.response_ids, batch.response_mask),
+        trained.response_logprobs(batch, batch.response_ids, batch.response_mask),
+    )
+    # plain transformers, as a user would: chat template + generate, stopping at <|im_end|>
+    prompt = tok.apply_chat_template(text_messages(batch.instructions[0], batch.transcripts[0]),
+                                     add_generation_prompt=True, return_tensors="pt")
+    out = hf.generate(**prompt, max_new_tokens=10, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+    expected = ids[0][mask[0].bool()]
+    assert out[: len(expected)].tolist() == expected.tolist()
+    assert trained.processor.decode_responses(ids[:1], mask[:1]) == [
+        tok.decode(expected, skip_special_tokens=True).strip()]
+
+
+def test_export_loads_as_the_llm_of_a_composed_speech_model(tiny_text_llm, tmp_path):
+    from speechsum.models.composed import ComposedSpeechLLM
+
+    tiny_text_llm.save_pretrained(tmp_path / "lm")
+    encoder = {"d_model": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
+               "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 32, "num_mel_bins": 80}
+    composed = ComposedSpeechLLM(llm=str(tmp_path / "lm"), encoder=encoder, end_of_turn="<|im_end|>")
+    assert composed.processor.tokenizer.get_vocab() == tiny_text_llm.processor.tokenizer.get_vocab()
+    torch.testing.assert_close(composed.llm.get_input_embeddings().weight,
+                               tiny_text_llm.llm.get_input_embeddings().weight)
+
+
+def test_prompt_lm_loss_matches_hand_computed_values():
+    import math
+
+    from speechsum.stages.text_lm import prompt_lm_loss
+
+    logits = torch.zeros(2, 3, 2)
+    logits[0, 0, 1] = math.log(3.0)  # row 0 predicts token 1 with p = 3/4 at position 0
+    prompt_ids = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    prompt_mask = torch.tensor([[1, 1, 1], [0, 1, 1]])  # row 1 is left-padded: only 1 -> 2 counts
+    # kept: row 0 pos 0 (-log 3/4), row 0 pos 1 (log 2), row 1 pos 1 (log 2)
+    expected = (-math.log(0.75) + 2 * math.log(2.0)) / 3
+    assert prompt_lm_loss(logits, prompt_ids, prompt_mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_corpus_adds_text_only_documents(tmp_path, toy_data):
+    from speechsum.benchmark.text_corpus import write_text_corpus
+    from speechsum.data.manifest import load_manifest
+
+    bench = toy_data["train"].parent
+    out = write_text_corpus(bench, tmp_path / "corpus", documents=3, instructions=2, seed=1)
+    examples, _ = load_manifest(out / "train.jsonl", require_summary=True, require_transcript=True)
+    extra = [e for e in examples if e.id.startswith("lmtext-")]
+    assert len(examples) == 24 + 6 and len(extra) == 6
+    assert all(e.meta["split"] == "train" and e.meta["facts"] and e.audio.endswith("silence.wav") for e in extra)
+    assert len({e.meta["style"] for e in extra if e.meta["doc_id"] == "lmtext-000000"}) == 2
+    assert load_manifest(out / "val.jsonl", require_summary=True)[0][0].id == "val-00000"
+    again = write_text_corpus(bench, tmp_path / "corpus2", documents=3, instructions=2, seed=1)
+    assert (again / "train.jsonl").read_text().replace("corpus2", "corpus") == (out / "train.jsonl").read_text()
