@@ -36,7 +36,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="speechsum evaluate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATE_EPILOG,
         description="Run systems (students on audio, text LMs on transcripts, ASR cascades) over test manifests; "
-        "write predictions, per-example scores and means with 95%% bootstrap CIs.",
+        "write predictions, per-example scores and means with 95% bootstrap CIs.",
     )
     s = p.add_argument_group("systems")
     s.add_argument("--system", action="append", default=[], metavar="KIND:NAME:PATH",
