@@ -199,3 +199,11 @@ def test_text_corpus_adds_text_only_documents(tmp_path, toy_data):
     assert load_manifest(out / "val.jsonl", require_summary=True)[0][0].id == "val-00000"
     again = write_text_corpus(bench, tmp_path / "corpus2", documents=3, instructions=2, seed=1)
     assert (again / "train.jsonl").read_text().replace("corpus2", "corpus") == (out / "train.jsonl").read_text()
+
+
+def test_benchmark_cli_dispatches_textcorpus(tmp_path, toy_data, capsys):
+    from speechsum.benchmark.cli import main
+
+    main(["textcorpus", "--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--documents", "2"])
+    assert "26 training lines" in capsys.readouterr().out
+    assert sum(1 for _ in (tmp_path / "c" / "train.jsonl").open()) == 24 + 2

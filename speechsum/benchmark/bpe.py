@@ -3,15 +3,17 @@
 Backbone and teacher LMs are trained from scratch with this one tokenizer, so their vocabularies
 are identical token for token (on-policy KD scores the student's tokens with the teacher). It is
 byte-level: any UTF-8 text encodes and decodes exactly, whatever the language, so it is trained
-on the *train* split only (transcripts, instructions, summaries) and still reads the
-cross-lingual test transcripts, just in more tokens; no test text leaks into it.
+on training text only (transcripts, instructions, summaries of the train split, or of the text
+corpus of ``speechsum benchmark textcorpus``: train split + text-only documents) and still reads
+the cross-lingual test transcripts, just in more tokens; no test text leaks into it. The default
+vocabulary (4096) exceeds the generator's word list, so every name, city and number is one token.
 
 Special tokens (ids 0–4, in this order): ``<|endoftext|>`` (eos), ``<|pad|>`` (pad),
 ``<|im_start|>``, ``<|im_end|>`` (ChatML turns; the chat template is
 :data:`speechsum.models.tokenizer.CHATML_TEMPLATE`) and ``<|audio|>`` (the composed speech model's
 audio placeholder, present from the start so that adding it later changes nothing).
 
-    speechsum benchmark tokenizer --data BENCH_DIR --out DIR [--vocab-size N]
+    speechsum benchmark tokenizer --data BENCH_OR_TEXT_CORPUS_DIR --out DIR [--vocab-size N]
 """
 
 from __future__ import annotations
