@@ -85,9 +85,9 @@ class FactPairJudge(PairwiseJudge):
             raise ValueError(f"example {item.id!r}: the fact judge needs the benchmark's `meta` (facts, entities)")
         with self._lock:
             self.calls += 1
-        outcome = self.judge.compare(a, b, item.meta, item.instruction)
         score_a = self.judge.score(a, item.meta, item.instruction)
         score_b = self.judge.score(b, item.meta, item.instruction)
+        outcome = self.judge.preference(score_a, score_b)
         winner = {1: "A", -1: "B", 0: "tie"}[outcome]
         return PairVerdict(
             winner,

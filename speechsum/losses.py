@@ -8,6 +8,14 @@ import torch
 from torch import Tensor
 
 
+def token_log_probs(logits: Tensor, token_ids: Tensor) -> Tensor:
+    """``log softmax(logits)[..., token_ids]``: ``(B, R, V)`` logits, ``(B, R)`` ids → ``(B, R)`` float32.
+
+    Computed as ``logits[id] − logsumexp(logits)``, which never materialises a second ``(B, R, V)`` tensor."""
+    logits = logits.float()
+    return logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
 def masked_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Tensor:
     """Token-level cross-entropy over the positions where ``mask`` is 1.
 
@@ -16,10 +24,9 @@ def masked_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Te
     ``logits`` (B, R, V), ``target_ids`` (B, R), ``mask`` (B, R). Each response token weighs the
     same, whatever the length of its response. Computed in float32.
     """
-    log_probs = logits.float().log_softmax(-1)
-    token_log_probs = log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
-    mask = mask.to(token_log_probs.dtype)
-    return -(token_log_probs * mask).sum() / mask.sum().clamp(min=1.0)
+    targets = token_log_probs(logits, target_ids)
+    mask = mask.to(targets.dtype)
+    return -(targets * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 # -- knowledge distillation (stage 2) -----------------------------------------------------------

@@ -19,7 +19,6 @@ import os
 import tempfile
 import threading
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,14 +33,6 @@ from speechsum.judges import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict
 from speechsum.remote import JsonlCache, cache_key, map_concurrent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """One example's result: kind is "pair", "tie", "unjudged" or "identical" (< 2 distinct samples)."""
-
-    kind: str
-    row: dict | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:

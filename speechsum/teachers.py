@@ -24,6 +24,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
 
 
@@ -49,8 +50,7 @@ class TeacherScores:
             return self.token_log_probs.float()
         if self.logits is None:
             raise ValueError("these teacher scores hold neither token log-probs nor logits")
-        log_probs = self.logits.float().log_softmax(-1)
-        return log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+        return token_log_probs(self.logits, completion_ids)
 
 
 def check_vocab(student_tokenizer: PreTrainedTokenizerBase, teacher_tokenizer: PreTrainedTokenizerBase) -> None:
@@ -364,10 +364,13 @@ class OpenAICompatibleTeacher(Teacher):
         top_ids = torch.full((*shape, self.top_k), -1, dtype=torch.long)
         for row, (row_mask, (lps, tops)) in enumerate(zip(mask, results)):
             positions = [j for j, m in enumerate(row_mask) if m]
-            for j, lp, top in zip(positions, lps, tops):
-                token_lps[row, j] = lp
-                top_lps[row, j, : len(top)] = torch.tensor([v for _, v in top])
-                top_ids[row, j, : len(top)] = torch.tensor([i for i, _ in top])
+            if not positions:
+                continue
+            blank = [(-1, -float("inf"))] * self.top_k  # one tensor per row, not per token
+            padded = [top + blank[len(top) :] for top in tops]
+            token_lps[row, positions] = torch.tensor(lps, dtype=token_lps.dtype)
+            top_lps[row, positions] = torch.tensor([[v for _, v in top] for top in padded], dtype=top_lps.dtype)
+            top_ids[row, positions] = torch.tensor([[i for i, _ in top] for top in padded], dtype=torch.long)
         return TeacherScores(topk_log_probs=top_lps, topk_ids=top_ids, token_log_probs=token_lps).to(
             completion_ids.device
         )

@@ -243,3 +243,16 @@ def test_system_prompt_comes_first():
     prompt = model.processor.tokenizer.decode(batch.prompt_ids[0])
     assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<|audio|>")
     assert prompt.endswith("Summarise the call.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_prompt_parts_render_once_per_instruction(tiny_composed, monkeypatch):
+    processor = tiny_composed.processor
+    processor._prompt_cache.clear()
+    calls = []
+    render = processor._render_prompt_parts
+    monkeypatch.setattr(processor, "_render_prompt_parts", lambda ins: calls.append(ins) or render(ins))
+    first = processor.encode_prompts([np.zeros(8000, np.float32)] * 3, ["Summarise.", "Other.", "Summarise."])
+    again = processor.encode_prompts([np.zeros(8000, np.float32)], ["Summarise."])
+    assert calls == ["Summarise.", "Other."]
+    assert torch.equal(again.prompt_ids[0], first.prompt_ids[0])
+    processor._prompt_cache.clear()

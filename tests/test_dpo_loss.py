@@ -26,7 +26,6 @@ def test_sigmoid_loss_with_label_smoothing():
     # ε = 0.1, logits = 1: 0.9 · log(1 + e^−1) + 0.1 · log(1 + e^1) = 0.413261687518...
     losses, _, _ = dpo_loss(POLICY_C, POLICY_R, REF_C, REF_R, beta=0.5, label_smoothing=0.1)
     expected0 = 0.9 * math.log1p(math.exp(-1.0)) + 0.1 * math.log1p(math.exp(1.0))
-    assert abs(expected0 - 0.41326168751822286) < 1e-12
     torch.testing.assert_close(losses, torch.tensor([expected0, math.log(2.0)]))
 
 

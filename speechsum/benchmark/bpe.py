@@ -27,9 +27,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from speechsum.callbacks import write_dir_atomically
-from speechsum.models.tokenizer import BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
+from speechsum.models.tokenizer import AUDIO_TOKEN, BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
 
-AUDIO_TOKEN = "<|audio|>"
 SPECIAL_TOKENS = (*BYTE_TOKENIZER_SPECIALS, AUDIO_TOKEN)  # endoftext, pad, im_start, im_end, audio
 TEXT_FIELDS = ("transcript", "instruction", "summary")
 DEFAULT_VOCAB_SIZE = 4096  # ≥ the whole word list of the generator: every name, city, number is one token

@@ -8,7 +8,8 @@ Layout of ``OUT``::
 
 Everything except ``benchmark.json``'s timing is a pure function of the seed: every document draws
 from its own ``random.Random(f"{seed}/{doc_id}/...")``, so the worker count does not matter. The
-build runs in ``.OUT.tmp-<pid>`` next to ``OUT`` and is renamed into place only when complete.
+build runs in a temporary sibling of ``OUT`` (:func:`speechsum.callbacks.write_dir_atomically`) and is
+renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ import numpy as np
 from speechsum.benchmark.documents import GENRES, XLING_LANGS, Document, generate_document
 from speechsum.benchmark.instructions import choose_instructions, render_reference
 from speechsum.benchmark.lexicon import GENRE_NOUN
+from speechsum.callbacks import write_dir_atomically
 
 BENCHMARK_VERSION = "1.0"
 SAMPLE_RATE = 16000
@@ -157,20 +158,19 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     start = time.perf_counter()
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "audio").mkdir(parents=True)
-    tasks = [(split, i, seed, plan[split].instructions, str(tmp)) for split in SPLITS
-             for i in range(plan[split].documents)]
-    records: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    try:
+    tasks = [(split, i, seed, plan[split].instructions) for split in SPLITS for i in range(plan[split].documents)]
+    summaries: list[dict] = []
+
+    def write(tmp: Path) -> None:
+        (tmp / "audio").mkdir()
+        records: dict[str, list[dict]] = {split: [] for split in SPLITS}
         bar = tqdm(total=len(tasks), desc="benchmark documents", unit="doc", disable=not progress)
         if workers == 1:
-            results = map(build_document, tasks)
+            results = map(build_document, [(*task, str(tmp)) for task in tasks])
             pool = None
         else:
             pool = multiprocessing.get_context("spawn").Pool(workers)
-            results = pool.imap(build_document, tasks, chunksize=4)
+            results = pool.imap(build_document, [(*task, str(tmp)) for task in tasks], chunksize=4)
         try:
             for task, doc_records in zip(tasks, results):
                 records[task[0]].extend(doc_records)
@@ -184,19 +184,11 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
                 for record in records[split]:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        summary = _summary(records, plan, size, seed, workers, time.perf_counter() - start)
-        (tmp / "benchmark.json").write_text(json.dumps(summary, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return summary
+        summaries.append(_summary(records, plan, size, seed, workers, time.perf_counter() - start))
+        (tmp / "benchmark.json").write_text(json.dumps(summaries[0], indent=2) + "\n")
+
+    write_dir_atomically(out, write)
+    return summaries[0]
 
 
 def _summary(records: dict[str, list[dict]], plan: dict[str, SplitPlan], size: str, seed: int,

@@ -223,5 +223,9 @@ class FactJudge:
 
     def compare(self, a: str, b: str, meta: dict, instruction: str | None = None) -> int:
         """+1 if ``a`` scores more than ``tie_margin`` above ``b``, -1 if below by more, else 0 (tie)."""
-        diff = self.score(a, meta, instruction).score - self.score(b, meta, instruction).score
+        return self.preference(self.score(a, meta, instruction), self.score(b, meta, instruction))
+
+    def preference(self, a: FactVerdict, b: FactVerdict) -> int:
+        """``compare`` on verdicts already computed: +1 / -1 beyond ``tie_margin``, else 0."""
+        diff = a.score - b.score
         return 0 if abs(diff) <= self.tie_margin else (1 if diff > 0 else -1)

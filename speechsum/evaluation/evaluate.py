@@ -26,7 +26,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -126,14 +126,15 @@ def _is_global_zero() -> bool:
     return not initialized or torch.distributed.get_rank() == 0
 
 
-def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example]) -> Path:
+def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example]) -> tuple[Path, list[Example]]:
     """A copy of ``manifest`` whose ``transcript`` is Whisper's transcript of the audio (the
-    reference transcript is kept as ``meta.reference_transcript``); written to ``out``."""
+    reference transcript is kept as ``meta.reference_transcript``), written to ``out``; returns
+    ``(out, examples as in the copy)`` so the copy need not be parsed (and its audio probed) again."""
     from speechsum.data.audio import load_audio
 
     waveforms = [load_audio(e.audio, 16_000) for e in examples]
     transcripts = transcriber.transcribe(waveforms, sample_rate=16_000, progress=True)
-    lines = []
+    lines, cascaded = [], []
     with manifest.open(encoding="utf-8-sig") as handle:
         records = [json.loads(line) for line in handle if line.strip()]
     by_id = {r["id"]: r for r in records}
@@ -143,8 +144,9 @@ def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Exam
         record["audio"] = example.audio  # absolute: the copy lives elsewhere
         record["transcript"] = transcript or " "
         lines.append(record)
+        cascaded.append(replace(example, transcript=record["transcript"], meta=record["meta"]))
     write_jsonl(out, lines)
-    return out
+    return out, cascaded
 
 
 def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions) -> list[dict]:
@@ -181,8 +183,7 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
 
             transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size)
         asr_path = Path(options.out) / spec.name / "asr" / f"{split}.jsonl"
-        source = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)
-        examples, _ = load_manifest(source, require_summary=True)
+        source, examples = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)
     info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]
     by_id = {row["id"]: row for row in info}
     local = []

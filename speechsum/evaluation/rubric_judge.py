@@ -28,11 +28,8 @@ RUBRIC_PATH = Path(__file__).resolve().parents[1] / "prompts" / "rubric_judge_v1
 CRITERIA = ("accuracy", "coherence", "style", "hallucination", "instruction_following")
 
 
-def _rubric_text() -> str:
-    return RUBRIC_PATH.read_text(encoding="utf-8")
-
-
-RUBRIC_VERSION = "rubric-v1-" + hashlib.sha256(_rubric_text().encode()).hexdigest()[:8]
+RUBRIC_TEXT = RUBRIC_PATH.read_text(encoding="utf-8")  # read once: the text judged with is the one hashed
+RUBRIC_VERSION = "rubric-v1-" + hashlib.sha256(RUBRIC_TEXT.encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -149,7 +146,7 @@ class RubricJudge:
         key = self._cache_key(item)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return RubricVerdict(**hit)
-        messages = [{"role": "system", "content": _rubric_text()}, {"role": "user", "content": user_message(item)}]
+        messages = [{"role": "system", "content": RUBRIC_TEXT}, {"role": "user", "content": user_message(item)}]
         answer = self.asker.ask(messages, parse_verdict)
         if not answer.ok:
             return RubricVerdict(score=None, attempts=answer.attempts, error=answer.error)

@@ -42,7 +42,7 @@ class ScoringOptions:
     metrics: tuple[str, ...] = ("rouge", "bertscore", "fact_judge")
     bertscore_model: str | None = None
     bertscore_layer: int = 6
-    bertscore_rescale: bool = False
+    bertscore_baseline: str | None = None  # bert-score baseline CSV: when given, F1 is rescaled
     judge: RubricJudge | None = None
 
 
@@ -88,7 +88,8 @@ class Scorer:
         if self._bert is None:
             self._bert = metrics.BertScorer(
                 model=self.options.bertscore_model, num_layers=self.options.bertscore_layer,
-                rescale=self.options.bertscore_rescale,
+                rescale=self.options.bertscore_baseline is not None,
+                baseline_path=self.options.bertscore_baseline,
             )
         return self._bert
 
@@ -103,12 +104,13 @@ class Scorer:
             hallucinated = metrics.hallucinated_entities(row["prediction"], source)
             row["hallucinated"] = hallucinated
             source_words = metrics.word_count(source)
+            words = metrics.word_count(row["prediction"])
             scores |= {
                 "hallucination": float(bool(hallucinated)),
                 "hallucinated_entities": float(len(hallucinated)),
                 "repetition": metrics.repetition_rate(row["prediction"], 3),
-                "length_words": float(metrics.word_count(row["prediction"])),
-                "compression": metrics.word_count(row["prediction"]) / source_words if source_words else None,
+                "length_words": float(words),
+                "compression": words / source_words if source_words else None,
                 "truncated": float(bool(row.get("truncated"))),
             }
         if "rouge" in self.options.metrics:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, GenerationMixin
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.losses import token_log_probs
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.processor import SpeechProcessor
 
@@ -85,9 +86,8 @@ class SpeechLLM(nn.Module, ABC):
 
     def response_logprobs(self, batch: SpeechBatch, response_ids: Tensor, response_mask: Tensor) -> Tensor:
         """``log p(response_ids[:, j] | …)`` as ``(B, R)`` float32, 0 where ``response_mask`` is 0."""
-        logits = self.response_logits(batch, response_ids, response_mask).float()
-        token_logits = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-        return (token_logits - logits.logsumexp(-1)) * response_mask
+        logits = self.response_logits(batch, response_ids, response_mask)
+        return token_log_probs(logits, response_ids) * response_mask
 
     @torch.no_grad()
     def generate(

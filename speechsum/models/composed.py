@@ -33,12 +33,12 @@ from speechsum.models.feature_cache import (
 )
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
-from speechsum.models.tokenizer import build_byte_tokenizer
+from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.models.whisper_ct2 import resolve_whisper_path
 
 log = logging.getLogger(__name__)
 
-AUDIO_TOKEN = "<|audio|>"
+PROMPT_CACHE_SIZE = 4096  # distinct instructions whose rendered prompt parts are kept
 AUDIO_MARKER = "<<AUDIO>>"  # stands where the audio goes while the chat template is rendered
 
 
@@ -98,11 +98,22 @@ class ComposedProcessor(SpeechProcessor):
         self.end_of_turn = end_of_turn or tokenizer.eos_token
         self.system_prompt = system_prompt
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}  # instruction -> parts
 
     def audio_tokens(self, mel_frames: int) -> int:
         return math.ceil(whisper_output_frames(mel_frames) / self.stack)
 
     def _prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the audio placeholder; rendered once per distinct
+        instruction (callers only concatenate, never mutate, the cached lists)."""
+        cached = self._prompt_cache.get(instruction)
+        if cached is None:
+            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                self._prompt_cache.clear()
+            cached = self._prompt_cache[instruction] = self._render_prompt_parts(instruction)
+        return cached
+
+    def _render_prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
         messages = self.chat_messages(f"{AUDIO_MARKER}\n{instruction}")
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         before, after = text.split(AUDIO_MARKER)

@@ -111,20 +111,20 @@ class EncoderFeatureCache:
         float16-rounded values (so a clip's frames are the same whether it hit or missed), cast to
         float32 on ``device``."""
         found: dict[str, Tensor] = {}
-        missing: list[int] = []  # first row of each missing clip (a repeated clip is computed once)
+        missing: dict[str, int] = {}  # key -> first row of each missing clip (a repeat is computed once)
         for row, key in enumerate(content_keys):
-            if key in found or any(content_keys[m] == key for m in missing):
+            if key in found or key in missing:
                 continue
             frames = self.get(encoder_id, key)
             if frames is None:
-                missing.append(row)
+                missing[key] = row
             else:
                 found[key] = torch.from_numpy(frames)
         self.hits += len(found)
         self.misses += len(missing)
         if missing:
-            for row, frames in zip(missing, compute(missing)):
+            for key, frames in zip(missing, compute(list(missing.values()))):
                 frames = frames.detach().to("cpu", torch.float16)
-                found[content_keys[row]] = frames
-                self.put(encoder_id, content_keys[row], frames)
+                found[key] = frames
+                self.put(encoder_id, key, frames)
         return [found[key].to(device=device, dtype=torch.float32) for key in content_keys]

@@ -28,9 +28,7 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.text_prompt import text_messages
-from speechsum.models.tokenizer import build_byte_tokenizer
-
-AUDIO_TOKEN = "<|audio|>"
+from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 
 
 class TextProcessor(SpeechProcessor):

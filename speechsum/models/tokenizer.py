@@ -10,6 +10,8 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+AUDIO_TOKEN = "<|audio|>"  # audio placeholder of the composed backbone; in the benchmark BPE from the start
+
 BYTE_TOKENIZER_SPECIALS = ("<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>")
 
 

@@ -26,6 +26,7 @@ from speechsum.losses import (
     generalized_jsd_loss,
     masked_cross_entropy,
     sampled_token_kd_loss,
+    token_log_probs,
     topk_tail_jsd_loss,
 )
 from speechsum.models.base import SpeechLLM
@@ -47,7 +48,7 @@ def teacher_student_kl(student_logits: Tensor, completion_ids: Tensor, mask: Ten
         return generalized_jsd_loss(student_logits, scores.logits, labels, beta=1.0)
     if scores.topk_ids is not None:
         return topk_tail_jsd_loss(student_logits, scores.topk_log_probs, scores.topk_ids, labels, beta=1.0)
-    student = student_logits.float().log_softmax(-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    student = token_log_probs(student_logits, completion_ids)
     weights = mask.float()
     return ((student - scores.sampled_log_probs(completion_ids)) * weights).sum() / weights.sum().clamp(min=1.0)
 
@@ -172,8 +173,7 @@ class OnPolicyKDModule(SpeechStageModule):
     def kd_loss(self, student_logits: Tensor, ids: Tensor, mask: Tensor, scores: TeacherScores) -> Tensor:
         """The configured divergence between student and teacher on the completion tokens."""
         if self.loss_name == "sampled_token":
-            student = student_logits.float().log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-            return sampled_token_kd_loss(student, scores.sampled_log_probs(ids), mask)
+            return sampled_token_kd_loss(token_log_probs(student_logits, ids), scores.sampled_log_probs(ids), mask)
         beta = LOSS_BETA.get(self.loss_name, self.beta)
         labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
         if scores.logits is not None:
