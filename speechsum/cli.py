@@ -19,11 +19,13 @@ Training and inference (PyTorch Lightning CLI; stack configs with several --conf
 Stages (model.class_path): SFTModule, OnPolicyKDModule, DPOModule — configs/sft_tiny.yaml,
   configs/kd.yaml, configs/kd_remote.yaml, configs/dpo.yaml, configs/benchmark/*.yaml (text LMs).
 Tools:
+  speechsum pipeline [--preset tiny|default|large]   the whole recipe end to end (resumable; --from STAGE)
   speechsum benchmark build|info|tokenizer   the bundled spoken-document benchmark
   speechsum serve --model DIR           OpenAI-compatible server for a local HF causal LM
   speechsum pairs ...                   sample summaries, judge them, write DPO preference pairs
   speechsum evaluate ...                score systems (student, text LM, cascade) on test manifests
   speechsum report RUN_DIRS...          the paper-style comparison table and chart
+  speechsum synth ...                   SFT data from your audio: an LLM writes queries and summaries
   speechsum toydata --out DIR           write a tiny synthetic audio-instruction set
   speechsum toyscore PREDICTIONS        score predictions on that set
 Run `speechsum <command> --help` for every option of a command.
@@ -39,6 +41,8 @@ TOOLS: dict[str, str] = {
     "pairs": "speechsum.pairs:main",
     "evaluate": "speechsum.evaluation.cli:evaluate_main",
     "report": "speechsum.evaluation.cli:report_main",
+    "synth": "speechsum.synth:main",
+    "pipeline": "speechsum.pipeline:main",
 }
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speechsum.remote import ChatJsonAsker, RetryCounter, openai_client
+from speechsum.remote import ChatJsonAsker, RetryCounter, first_json_object, openai_client
 
 PROMPT_PATH = Path(__file__).resolve().parent / "prompts" / "pairwise_judge_v1.md"
 PAIRWISE_PROMPT = PROMPT_PATH.read_text(encoding="utf-8")
@@ -103,14 +102,8 @@ class MalformedVerdict(ValueError):
 def parse_pair_verdict(text: str) -> tuple[str, str]:
     """``(winner, reasons)`` from the first ``{...}`` in ``text`` (code fences allowed); winner must
     be A, B or tie (case-insensitive). Raises :class:`MalformedVerdict`."""
-    match = re.search(r"\{.*\}", text or "", flags=re.DOTALL)
-    if match is None:
-        raise MalformedVerdict(f"no JSON object in the answer: {(text or '')[:80]!r}")
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError as err:
-        raise MalformedVerdict(f"invalid JSON ({err.msg}): {match.group(0)[:80]!r}") from err
-    winner = data.get("winner") if isinstance(data, dict) else None
+    data = first_json_object(text, MalformedVerdict)
+    winner = data.get("winner")
     canonical = {w.lower(): w for w in WINNERS}.get(str(winner).strip().lower()) if winner is not None else None
     if canonical is None:
         raise MalformedVerdict(f"'winner' must be A, B or tie, got {winner!r}")

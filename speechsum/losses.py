@@ -103,9 +103,88 @@ def generalized_jsd_loss(
     float32, in log space: log M is a ``logaddexp``, never a log of a sum of probabilities). See
     the module's KD conventions for ``labels`` and ``reduction``.
     """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    if reduction in ("batchmean", "sum", "mean") and not teacher_logits.requires_grad:
+        kept = _kept_positions(student_logits, labels)
+        count = kept.sum()
+        scale = {"sum": 1.0, "batchmean": count.clamp(min=1.0), "mean": (count * student_logits.shape[-1]).clamp(min=1.0)}
+        return _FusedJSD.apply(student_logits, teacher_logits, kept / scale[reduction], beta, temperature)
     student = (student_logits.float() / temperature).log_softmax(-1)
     teacher = (teacher_logits.float() / temperature).log_softmax(-1)
     return _reduce_kd(_jsd_terms(student, teacher, beta), labels, reduction)
+
+
+def _kept_positions(logits: Tensor, labels: Tensor | None) -> Tensor:
+    """``(B, R)`` float32: 1 where a position carries loss (``labels != -100``), else 0."""
+    if labels is None:
+        return torch.ones(logits.shape[:-1], device=logits.device)
+    return (labels != IGNORE_INDEX).float()
+
+
+FUSED_CHUNK = 1 << 18  # vocabulary entries per chunk of rows (1 MiB of float32: stays in cache)
+
+
+class _FusedJSD(torch.autograd.Function):
+    """``Σ_{b,r} weights[b,r] · JSD_β(P_s, P_t)[b,r]`` with its gradient for the student only,
+    computed in row chunks (each chunk's temporaries stay in cache; no (B, R, V) intermediate
+    survives except the gradient). Same terms as :func:`_jsd_terms` (``0 · log 0 = 0``). With
+    ``s = log P_s``, ``M = β P_t + (1 − β) P_s`` and ``u`` the student logits, the gradient is
+
+        ∂JSD/∂u = (c / T) · (P_s ⊙ g − P_s · Σ_v P_s g),   c = 1 − β, g = s − log M   (0 < β < 1)
+        β = 1 (reverse KL): c = 1, g = s − log P_t;   β = 0 (forward KL): (P_s − P_t) / T,
+
+    computed in the forward pass (only when the student needs a gradient) and scaled by the
+    incoming gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, weights, beta: float, temperature: float):
+        vocab = student_logits.shape[-1]
+        student_rows = student_logits.reshape(-1, vocab)
+        teacher_rows = teacher_logits.reshape(-1, vocab)
+        row_weights = weights.reshape(-1).to(torch.float32)
+        need_grad = ctx.needs_input_grad[0]
+        grad = torch.empty(student_rows.shape, dtype=torch.float32, device=student_rows.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=student_rows.device)
+        step = max(1, FUSED_CHUNK // vocab)
+        for start in range(0, student_rows.shape[0], step):
+            rows = slice(start, start + step)
+            w = row_weights[rows]
+            s = (student_rows[rows].float() / temperature).log_softmax(-1)
+            t = (teacher_rows[rows].float() / temperature).log_softmax(-1)
+            p_s = s.exp()
+            if beta == 0.0:  # forward KL(P_t ‖ P_s)
+                p_t = t.exp()
+                per_row = _guarded_product(p_t, t - s).sum(-1)
+                if need_grad:
+                    grad[rows] = (p_s - p_t).mul_((w / temperature).unsqueeze(-1))
+            else:
+                if beta == 1.0:  # reverse KL(P_s ‖ P_t)
+                    log_m, c = t, 1.0
+                else:
+                    log_m, c = torch.logaddexp(t + math.log(beta), s + math.log1p(-beta)), 1.0 - beta
+                student_part = _guarded_product(p_s, s - log_m)  # P_s ⊙ g
+                per_row = student_part.sum(-1)
+                if beta != 1.0:
+                    per_row = _guarded_product(t.exp(), t - log_m).sum(-1).mul_(beta).add_(per_row, alpha=c)
+                if need_grad:  # in place: student_part and p_s are not needed after this
+                    row_sum = student_part.sum(-1, keepdim=True)
+                    grad[rows] = student_part.sub_(p_s.mul_(row_sum)).mul_((w * (c / temperature)).unsqueeze(-1))
+            total = total + torch.where(w > 0, per_row * w, torch.zeros_like(per_row)).sum()
+        if need_grad:
+            ctx.save_for_backward(grad.nan_to_num_(0.0))
+            ctx.input_shape, ctx.input_dtype = student_logits.shape, student_logits.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_output).reshape(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
+
+
+def _guarded_product(p: Tensor, log_ratio: Tensor) -> Tensor:
+    """``p · log_ratio`` with 0 where ``p == 0`` (so ``0 · (−∞)`` is 0, not NaN)."""
+    return torch.where(p > 0, p * log_ratio, torch.zeros((), dtype=p.dtype, device=p.device))
 
 
 def forward_kl(

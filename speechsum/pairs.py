@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="round-robin: judge every pair of distinct samples, pick most vs fewest wins; "
                         "first-two: judge only the first two distinct samples (2 calls per example with "
                         "the LLM judge). Default round-robin")
+    parser.add_argument("--add-reference", action="store_true",
+                        help="also put the example's reference summary (if it has one) among the candidates the "
+                        "judge ranks; useful when a weak student's samples all tie (e.g. all at the fact judge's "
+                        "floor). Off by default: pairs are then purely on-policy, as in the paper")
     parser.add_argument("--cache", default=None,
                         help="folder of the resumable caches samples.jsonl and verdicts.jsonl (default: OUT.cache)")
     return parser
@@ -240,8 +244,10 @@ def run_pairs(args, judge: PairwiseJudge | None = None, module=None) -> dict:
 
         def judge_one(example: Example) -> dict:
             item = JudgeInput(example.id, example.instruction, example.transcript, example.meta)
-            result = judge_example(judge, verdicts_cache, item, samples_cache.get(keys[example.id])["samples"],
-                                   args.pairing)
+            samples = list(samples_cache.get(keys[example.id])["samples"])
+            if getattr(args, "add_reference", False) and example.summary:
+                samples.append(example.summary)
+            result = judge_example(judge, verdicts_cache, item, samples, args.pairing)
             with lock:
                 counts[result["kind"]] += 1
             return result

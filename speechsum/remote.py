@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -160,7 +161,8 @@ class ChatJsonAsker:
     - 401/403/404 and any other 4xx: a configuration error → raised, stopping the run.
 
     Thread-safe counters: ``calls`` (HTTP requests, retries included), ``malformed`` (unparsable
-    answers), ``retries`` (a :class:`RetryCounter`).
+    answers), ``retries`` (a :class:`RetryCounter`), ``prompt_tokens`` / ``completion_tokens``
+    (summed from the answers' ``usage``; 0 added when a server sends none).
     """
 
     def __init__(
@@ -188,6 +190,8 @@ class ChatJsonAsker:
         self.retries = RetryCounter()
         self.calls = 0
         self.malformed = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
         self._lock = threading.Lock()
 
     def complete(self, messages: list[dict[str, str]]) -> str:
@@ -197,6 +201,10 @@ class ChatJsonAsker:
         response = self.client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
         )
+        usage = response.usage
+        with self._lock:
+            self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
         return response.choices[0].message.content or ""
 
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
@@ -223,6 +231,19 @@ class ChatJsonAsker:
                 LOG.warning("%s: malformed answer%s (attempt %d/%d): %s",
                             self.model, f" for {label}" if label else "", attempt, self.parse_attempts, err)
         return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
+
+
+def first_json_object(text: str, error: type[ValueError] = ValueError) -> dict:
+    """The first ``{...}`` in an LLM's answer (code fences and chatter around it allowed), parsed;
+    raises ``error`` (a ``ValueError`` subclass, so :meth:`ChatJsonAsker.ask` asks again) when
+    there is none or it is not valid JSON."""
+    match = re.search(r"\{.*\}", text or "", flags=re.DOTALL)
+    if match is None:
+        raise error(f"no JSON object in the answer: {(text or '')[:80]!r}")
+    try:
+        return json.loads(match.group(0))
+    except json.JSONDecodeError as err:
+        raise error(f"invalid JSON ({err.msg}): {match.group(0)[:80]!r}") from err
 
 
 def map_concurrent(

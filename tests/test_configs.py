@@ -9,7 +9,10 @@ from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.stages.base import SpeechStageModule
 from tests.conftest import CONFIGS
 
-ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
+# configs/pipeline/ holds `speechsum pipeline` presets, not Lightning configs: each stage config they
+# resolve to is parsed by test_pipeline_presets_resolve_to_configs_that_parse below.
+PIPELINE_PRESETS = sorted((CONFIGS / "pipeline").glob("*.yaml"))
+ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p not in PIPELINE_PRESETS)
 BASE_STACK = [CONFIGS / "trainer" / "cpu.yaml", CONFIGS / "model" / "composed_tiny.yaml", CONFIGS / "data" / "toy.yaml"]
 # Built for real in a test: random-init tiny models, nothing to download.
 TINY_MODELS = [p for p in ALL_CONFIGS if p.parent.name == "model" and p.stem.endswith("_tiny")]
@@ -75,3 +78,19 @@ def test_fsdp_policy_picks_transformer_blocks():
     assert policy(LlamaDecoderLayer(config, 0), recurse=False)
     assert not policy(LlamaMLP(config), recurse=False)
     assert policy(LlamaMLP(config), recurse=True)
+
+
+@pytest.mark.parametrize("preset", PIPELINE_PRESETS, ids=lambda p: p.stem)
+def test_pipeline_presets_resolve_to_configs_that_parse(preset, tmp_path):
+    """Every training stage of every pipeline preset, as `speechsum pipeline` writes it, type-checks."""
+    import yaml
+
+    from speechsum.pipeline_config import TRAINING_STAGES, load_pipeline_config, resolve_stage_config
+
+    config = load_pipeline_config(preset)
+    for stage in TRAINING_STAGES:
+        for mode in ("inprocess", "serve") if stage == "kd" else ("inprocess",):
+            teacher = {"mode": mode, "base_url": "http://127.0.0.1:8000/v1", "model": "teacher"}
+            path = tmp_path / f"{stage}-{mode}.yaml"
+            path.write_text(yaml.safe_dump(resolve_stage_config(config, stage, tmp_path, teacher=teacher)))
+            assert parse(path).config["trainer"]["default_root_dir"] == str(tmp_path / stage)

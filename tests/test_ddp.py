@@ -43,16 +43,9 @@ def recorded(folder: Path, rank: int, epoch: int) -> list[list[str]]:
     return [row["ids"] for row in rows]
 
 
-def test_two_process_ddp_fit(tmp_path, toy_data):
-    config = run_config(
-        tmp_path, toy_data, max_epochs=EPOCHS, devices=WORLD, strategy="ddp", limit_val_batches=0
-    )
-    data = yaml.safe_load(config.read_text())
-    seen = tmp_path / "seen"
-    data["trainer"]["callbacks"].append(
-        {"class_path": f"{__name__}.RecordBatchIds", "init_args": {"folder": str(seen)}}
-    )
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
+def fit_in_subprocess(config: Path, cwd: Path) -> str:
+    """``speechsum fit --config CONFIG`` in a fresh process (the DDP launcher starts the other
+    ranks) with this repo importable (callbacks by class_path); asserts success, returns stderr."""
     speechsum = Path(sys.executable).with_name("speechsum")
     env = {
         **os.environ,
@@ -63,11 +56,25 @@ def test_two_process_ddp_fit(tmp_path, toy_data):
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ddp" in result.stderr.lower() or "distributed" in result.stderr.lower()
+    return result.stderr
+
+
+def test_two_process_ddp_fit(tmp_path, toy_data):
+    config = run_config(
+        tmp_path, toy_data, max_epochs=EPOCHS, devices=WORLD, strategy="ddp", limit_val_batches=0
+    )
+    data = yaml.safe_load(config.read_text())
+    seen = tmp_path / "seen"
+    data["trainer"]["callbacks"].append(
+        {"class_path": f"{__name__}.RecordBatchIds", "init_args": {"folder": str(seen)}}
+    )
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    fit_in_subprocess(config, tmp_path)
 
     # Each rank takes every other batch of one common, duration-bucketed list, padded with repeats
     # of its first batches to a multiple of the world size.

@@ -111,7 +111,9 @@ def text_lm_config(tmp_path, toy_data, tokenizer_dir, **trainer) -> tuple:
     config["trainer"].update({"enable_progress_bar": False, **trainer})
     module = config["model"]["init_args"]
     module.update({"num_val_samples": 2, "generation": {"max_new_tokens": 8}, "warmup_steps": 2})
-    module["model"]["init_args"].update({"llm": TINY_LLM, "tokenizer": str(tokenizer_dir)})
+    model = module["model"]["init_args"]  # the config's own architecture and init, shrunk
+    model.update({"llm": {**model["llm"], "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2},
+                  "tokenizer": str(tokenizer_dir)})
     config["data"].update({
         "train_manifest": str(toy_data["train"]), "val_manifest": str(toy_data["val"]),
         "test_manifest": str(toy_data["test"]), "predict_manifest": str(toy_data["test"]),
@@ -207,3 +209,12 @@ def test_benchmark_cli_dispatches_textcorpus(tmp_path, toy_data, capsys):
     main(["textcorpus", "--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--documents", "2"])
     assert "26 training lines" in capsys.readouterr().out
     assert sum(1 for _ in (tmp_path / "c" / "train.jsonl").open()) == 24 + 2
+
+
+def test_a_saved_model_loaded_without_end_of_turn_still_stops_at_it(tiny_text_llm, tmp_path):
+    tiny_text_llm.save_pretrained(tmp_path / "lm")
+    loaded = TextLLM(llm=str(tmp_path / "lm"))  # as `speechsum evaluate` loads a text system
+    tok = loaded.processor.tokenizer
+    assert tok.eos_token == "<|endoftext|>"  # the tokenizer alone would not stop at the turn's end
+    assert tok.convert_tokens_to_ids("<|im_end|>") in loaded.processor.stop_token_ids
+    assert TextLLM(llm=TINY_LLM, tokenizer=str(tmp_path / "lm")).processor.extra_stop_token_ids == ()

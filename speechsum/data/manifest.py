@@ -6,7 +6,7 @@ Schema (one JSON object per line):
 |---------------|-------|-----------------------------------|------------------------------------------------|
 | `id`          | str   | always                            | unique within the manifest                     |
 | `audio`       | str   | always                            | path; relative paths resolve against the manifest's folder |
-| `instruction` | str   | always                            | what to write ("Summarise the call as bullet points") |
+| `instruction` | str   | always (not for ``speechsum synth`` input) | what to write ("Summarise the call as bullet points") |
 | `summary`     | str   | ``require_summary`` (SFT train/val/test) | the target response                     |
 | `transcript`  | str   | KD teachers (``require_transcript``)| what was said; the text teacher reads it       |
 | `lang`        | str   | no (default "en")                 | language of the speech                         |
@@ -119,6 +119,7 @@ def parse_line(
     require_transcript: bool = False,
     require_preference: bool = False,
     allow_paths_outside_manifest_dir: bool = False,
+    require_instruction: bool = True,
 ) -> Example:
     """Parse and validate one manifest line; raises ``ValueError`` with the reason."""
     try:
@@ -128,7 +129,7 @@ def parse_line(
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     _check_types(record)
-    required = ["id", "audio", "instruction"]
+    required = ["id", "audio"] + (["instruction"] if require_instruction else [])
     required += ["summary"] if require_summary else []
     required += ["transcript"] if require_transcript else []
     required += ["chosen", "rejected"] if require_preference else []
@@ -142,7 +143,7 @@ def parse_line(
     return Example(
         id=record["id"],
         audio=str(audio),
-        instruction=record["instruction"],
+        instruction=record.get("instruction") or "",
         duration=duration,
         summary=record.get("summary"),
         transcript=record.get("transcript"),
@@ -161,6 +162,7 @@ def load_manifest(
     require_transcript: bool = False,
     require_preference: bool = False,
     allow_paths_outside_manifest_dir: bool = False,
+    require_instruction: bool = True,
 ) -> tuple[list[Example], list[SkippedLine]]:
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
@@ -192,6 +194,7 @@ def load_manifest(
                     require_transcript=require_transcript,
                     require_preference=require_preference,
                     allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
+                    require_instruction=require_instruction,
                 )
                 if example.id in seen:
                     raise ValueError(f"duplicate id {example.id!r}")

@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from speechsum.remote import ChatJsonAsker, JsonlCache, map_concurrent, openai_client
+from speechsum.remote import ChatJsonAsker, JsonlCache, first_json_object, map_concurrent, openai_client
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +74,9 @@ def _score_value(value: object, name: str) -> int:
 def parse_verdict(text: str) -> RubricVerdict:
     """Parse the judge's answer: the first ``{...}`` object in ``text`` (code fences allowed) with an
     integer ``score`` in 1..7; criteria present must be integers in 1..7 too."""
-    match = re.search(r"\{.*\}", text or "", flags=re.DOTALL)
-    if match is None:
-        raise MalformedVerdict(f"no JSON object in the answer: {text[:80]!r}")
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError as err:
-        raise MalformedVerdict(f"invalid JSON ({err.msg}): {match.group(0)[:80]!r}") from err
-    if not isinstance(data, dict) or "score" not in data:
-        raise MalformedVerdict(f"no 'score' field: {match.group(0)[:80]!r}")
+    data = first_json_object(text, MalformedVerdict)
+    if "score" not in data:
+        raise MalformedVerdict(f"no 'score' field: {json.dumps(data)[:80]!r}")
     criteria = {name: _score_value(data[name], name) for name in CRITERIA if name in data}
     return RubricVerdict(score=_score_value(data["score"], "score"), criteria=criteria, reasons=str(data.get("reasons", "")))
 

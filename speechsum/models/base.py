@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
-from transformers import GenerationConfig, GenerationMixin
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
@@ -24,6 +25,32 @@ def mask_after_stop(token_ids: Tensor, stop_ids: list[int]) -> Tensor:
     is_stop = torch.isin(token_ids, torch.tensor(stop_ids, device=token_ids.device)).long()
     stops_before = is_stop.cumsum(-1) - is_stop
     return (stops_before == 0).long()
+
+
+class GumbelMaxSampler(LogitsProcessor):
+    """Exact categorical sampling inside greedy decoding (the Gumbel-max trick): with
+    ``g_v = −log(−log u_v)``, ``u_v ~ U(0, 1)`` i.i.d., ``argmax_v(scores_v + g_v)`` is distributed as
+    ``softmax(scores)``. Returns the perturbed scores, so ``generate``'s argmax draws the sample.
+    Same distribution as ``softmax`` + ``torch.multinomial`` (which draws an exponential per
+    vocabulary entry: about 3× slower on CPU); −inf scores (suppressed / top-p-filtered ids)
+    stay −inf and are never drawn."""
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        noise = torch.empty_like(scores, dtype=torch.float32).uniform_()
+        noise.clamp_(min=torch.finfo(torch.float32).tiny).log_().neg_().log_()  # −g = log(−log u)
+        return scores.float() - noise
+
+
+def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList:
+    """Temperature, nucleus filter and :class:`GumbelMaxSampler`, in the order ``generate`` applies
+    its own sampling warpers (after the other processors, e.g. suppressed tokens)."""
+    processors = LogitsProcessorList()
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    processors.append(GumbelMaxSampler())
+    return processors
 
 
 class SpeechLLM(nn.Module, ABC):
@@ -51,9 +78,15 @@ class SpeechLLM(nn.Module, ABC):
 
     @abstractmethod
     def generate_tokens(
-        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+        self,
+        audio: dict[str, Tensor],
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        config: GenerationConfig,
+        logits_processor: LogitsProcessorList | None = None,
     ) -> Tensor:
-        """New token ids ``(B, N)`` after the prompt (KV-cached ``generate``)."""
+        """New token ids ``(B, N)`` after the prompt (KV-cached ``generate`` with ``config`` and the
+        extra ``logits_processor``, applied after ``config``'s own processors)."""
 
     @abstractmethod
     def module_groups(self) -> ModuleGroups:
@@ -105,22 +138,24 @@ class SpeechLLM(nn.Module, ABC):
         stop token (a response with no stop token was cut at ``max_new_tokens``). Runs in eval
         mode (no dropout, KV cache on) and restores the previous mode."""
         stop_ids = self.processor.stop_token_ids
+        # Sampling runs as greedy decoding over Gumbel-perturbed scores (GumbelMaxSampler): the
+        # same distribution as generate's softmax + multinomial, cheaper per decoding step.
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
+            do_sample=False,
             top_k=0,  # transformers' global default is 50; 0 switches top-k off
-            num_return_sequences=num_return_sequences,
             eos_token_id=stop_ids,
             pad_token_id=self.processor.pad_id,
             suppress_tokens=[self.audio_token_id],
             use_cache=True,
         )
+        processors = sampling_processors(temperature, top_p) if do_sample else None
+        if num_return_sequences > 1:  # greedy generate decodes one sequence per row
+            batch = batch.repeat_interleave(num_return_sequences)
         was_training = self.training
         self.eval()
         try:
-            new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config)
+            new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
         finally:
             self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
@@ -143,7 +178,15 @@ class NativeSpeechLLM(SpeechLLM):
     hf: nn.Module
 
     def generate_tokens(
-        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+        self,
+        audio: dict[str, Tensor],
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        config: GenerationConfig,
+        logits_processor: LogitsProcessorList | None = None,
     ) -> Tensor:
-        output = self.hf.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **audio, generation_config=config)
+        output = self.hf.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, **audio, generation_config=config,
+            logits_processor=logits_processor,
+        )
         return output[:, prompt_ids.shape[1] :]  # native generate returns prompt + new tokens

@@ -16,6 +16,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     WhisperConfig,
@@ -390,10 +391,16 @@ class ComposedSpeechLLM(SpeechLLM):
         return outputs.logits
 
     def generate_tokens(
-        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+        self,
+        audio: dict[str, Tensor],
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        config: GenerationConfig,
+        logits_processor: LogitsProcessorList | None = None,
     ) -> Tensor:
         return self.llm.generate(
             inputs_embeds=self.embed_prompt(audio, prompt_ids),
             attention_mask=prompt_mask,
             generation_config=config,
+            logits_processor=logits_processor,
         )

@@ -74,10 +74,14 @@ class SpeechProcessor(ABC):
             raise ValueError(f"end-of-turn token {self.end_of_turn!r} is not in the tokenizer's vocabulary")
         return token_id
 
+    # more ids that end a response, e.g. a saved model's generation_config eos ids (set by the backbone)
+    extra_stop_token_ids: tuple[int, ...] = ()
+
     @property
     def stop_token_ids(self) -> list[int]:
-        """Token ids that end a generated response."""
-        ids = {self.end_token_id}
+        """Token ids that end a generated response: end-of-turn, the tokenizer's eos and
+        ``extra_stop_token_ids``."""
+        ids = {self.end_token_id, *self.extra_stop_token_ids}
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return sorted(ids)

@@ -20,11 +20,13 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from speechsum.models.base import SpeechLLM
+from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.text_prompt import text_messages
@@ -87,6 +89,15 @@ def _load_llm(spec: str | dict, tokenizer: PreTrainedTokenizerBase, dtype: str |
     return AutoModelForCausalLM.from_config(config)
 
 
+def saved_eos_ids(llm: PreTrainedModel) -> tuple[int, ...]:
+    """The ``eos_token_id``(s) of a loaded model's ``generation_config`` (e.g. ``<|im_end|>`` of a
+    ChatML model whose tokenizer's eos is ``<|endoftext|>``); empty when there are none."""
+    eos = getattr(llm.generation_config, "eos_token_id", None) if llm.generation_config else None
+    if eos is None:
+        return ()
+    return (eos,) if isinstance(eos, int) else tuple(eos)
+
+
 def merged_copy(llm: nn.Module) -> nn.Module:
     """A copy of ``llm`` with any LoRA adapters merged into their base layers (plain HF modules)."""
     from peft.tuners.lora import LoraLayer
@@ -117,6 +128,9 @@ class TextLLM(SpeechLLM):
             there is no encoder or projector).
         dtype: weight dtype for pretrained LLMs ("bfloat16", …; default: the checkpoint's).
         init_seed: seed for random-init weights (rebuilt identically on resume).
+        copy_init: write previous-token, induction and copy heads into a random-init Phi-type
+            ``llm`` before training (:func:`speechsum.models.copy_init.init_copy_circuits`), so
+            a small LM trained for minutes can copy names and numbers from its transcript.
     """
 
     def __init__(
@@ -128,8 +142,11 @@ class TextLLM(SpeechLLM):
         policy: TrainingPolicy | None = None,
         dtype: str | None = None,
         init_seed: int = 0,
+        copy_init: bool = False,
     ):
         super().__init__()
+        if copy_init and not isinstance(llm, dict):
+            raise ValueError("copy_init applies to random-init LLMs only: give llm as a config dict")
         if tokenizer is None and isinstance(llm, str):
             tokenizer = llm
         tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()
@@ -139,7 +156,11 @@ class TextLLM(SpeechLLM):
             self.llm = _load_llm(llm, tok, dtype)
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))
+            if copy_init:
+                init_copy_circuits(self.llm, seed=init_seed)
         self.processor = TextProcessor(tok, end_of_turn=end_of_turn, system_prompt=system_prompt)
+        if isinstance(llm, str):  # a saved model also stops where its generation_config says
+            self.processor.extra_stop_token_ids = saved_eos_ids(self.llm)
         self.audio_token_id = tok.convert_tokens_to_ids(AUDIO_TOKEN)  # never generated (suppressed)
         self.finish_init(policy or TrainingPolicy(train_projector=False, llm="full"))
 
@@ -164,9 +185,16 @@ class TextLLM(SpeechLLM):
         return outputs.logits
 
     def generate_tokens(
-        self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor, config: GenerationConfig
+        self,
+        audio: dict[str, Tensor],
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        config: GenerationConfig,
+        logits_processor: LogitsProcessorList | None = None,
     ) -> Tensor:
-        output = self.llm.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+        output = self.llm.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config, logits_processor=logits_processor
+        )
         return output[:, prompt_ids.shape[1] :]  # generate with input_ids returns prompt + new tokens
 
     def save_pretrained(self, out_dir: str | Path) -> None:

@@ -199,8 +199,9 @@ class OnPolicyKDModule(SpeechStageModule):
         else:
             scores = rollout.teacher_scores()
             loss = self.kd_loss(logits, ids, mask, scores)
-            kl = teacher_student_kl(logits, ids, mask, scores)
-            self.log(f"{stage}/kl", kl, batch_size=max(tokens, 1), sync_dist=sync, prog_bar=stage == "val")
+            if stage != "train" or self._train_step_is_logged():  # a full-vocabulary pass: only when logged
+                kl = teacher_student_kl(logits, ids, mask, scores)
+                self.log(f"{stage}/kl", kl, batch_size=max(tokens, 1), sync_dist=sync, prog_bar=stage == "val")
         self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=sync, prog_bar=stage == "train")
         metrics = {f"{stage}/completion_length": mask.sum(-1).float().mean(), f"{stage}/on_policy": float(rollout.on_policy)}
         if rollout.hit_max is not None:
@@ -213,6 +214,16 @@ class OnPolicyKDModule(SpeechStageModule):
         if stage == "val":
             self._collect_samples(batch, rollout.texts)
         return loss
+
+    def _train_step_is_logged(self) -> bool:
+        """Whether this training step's metrics reach a logger (every ``log_every_n_steps``)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        if not trainer.loggers:
+            return False
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def _collect_samples(self, batch: SpeechBatch, texts: list[str]) -> None:
         wanted = self.num_val_samples - len(self._val_samples)

@@ -1,0 +1,69 @@
+"""The benchmark harness's fairness helpers (our side only; TRL is never imported by tests)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from benchmarks.common import (
+    StepLog,
+    alternate,
+    medians,
+    prompt_completion_inputs,
+    speech_batch,
+    speedup,
+    tokenize_examples,
+    with_vocab,
+)
+
+
+def test_throughput_counts_whole_steps_after_the_warmup():
+    log = StepLog(starts=[0.0, 10.0, 12.0, 14.0], samples=[4, 4, 4, 4], tokens=[99, 8, 8, 0])
+    figures = log.throughput(warmup=1)  # steps 1 and 2 (10 → 14 s); step 3 only marks the end
+    assert figures == {"seconds_per_step": 2.0, "samples_per_s": 2.0, "tokens_per_s": 4.0, "tokens_per_step": 8.0}
+    with pytest.raises(ValueError, match="at least 3 steps"):
+        StepLog([0.0, 1.0], [1, 1], [1, 1]).throughput(warmup=1)
+
+
+def test_alternation_flips_the_order_and_medians_and_speedup():
+    calls = []
+    counter = iter(range(100))
+
+    def run(name):
+        def go():
+            calls.append(name)
+            return {"samples_per_s": float(next(counter))}
+        return go
+
+    results = alternate({"ours": run("ours"), "base": run("base")}, repeats=3, log=lambda _: None)
+    assert calls == ["ours", "base", "base", "ours", "ours", "base"]
+    table = medians(results)
+    assert table == {"ours": {"samples_per_s": 3.0}, "base": {"samples_per_s": 2.0}}
+    assert speedup(table["ours"], table["base"]) == 1.5
+
+
+def test_batches_match_what_trl_builds_from_the_same_tokens():
+    from speechsum.models.text_llm import TextProcessor
+    from speechsum.models.tokenizer import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer()
+    records = [{"id": f"d{i}", "instruction": "Summarise.", "transcript": "A: hi. " * (i + 1),
+                "summary": f"Fact {i}. Other fact."} for i in range(3)]
+    examples = tokenize_examples(records, TextProcessor(tokenizer), max_prompt_tokens=60)
+    assert all(len(e.prompt) <= 60 for e in examples)
+    assert all(e.response[-1] == tokenizer.eos_token_id and e.rejected != e.response for e in examples)
+    batch = speech_batch(examples, tokenizer.pad_token_id, preference=True)
+    inputs = prompt_completion_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    for row, example in enumerate(examples):  # real tokens in order, labels only on the completion
+        kept = inputs["input_ids"][row][inputs["attention_mask"][row] == 1].tolist()
+        assert kept == example.prompt + example.response
+        labels = inputs["labels"][row]
+        assert labels[labels != -100].tolist() == example.response
+    assert torch.equal(batch.chosen_ids, batch.response_ids)
+    assert with_vocab({"a": 1}, None) == {"a": 1} and with_vocab({"a": 1}, 7)["vocab_size"] == 7
+
+
+def test_the_harness_helpers_do_not_need_trl():
+    assert "trl" not in sys.modules

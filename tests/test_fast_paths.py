@@ -1,0 +1,61 @@
+"""The fast paths of the KD step against their plain references: the fused generalized-JSD
+(value and student gradient vs autograd through the elementwise terms) and Gumbel-max sampling
+(same distribution as softmax + multinomial; filtered ids never drawn)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechsum.losses import _jsd_terms, _reduce_kd, generalized_jsd_loss
+from speechsum.models.base import GumbelMaxSampler, sampling_processors
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("reduction", ["batchmean", "sum", "mean"])
+def test_fused_jsd_matches_autograd_reference(beta, temperature, reduction):
+    generator = torch.Generator().manual_seed(0)
+    vocab = 300_000 // 15 + 7  # more than one chunk of rows: the chunk loop is exercised
+    student = (torch.randn(3, 5, vocab, generator=generator) * 3).requires_grad_()
+    teacher = torch.randn(3, 5, vocab, generator=generator) * 3
+    labels = torch.randint(0, vocab, (3, 5), generator=generator)
+    labels[1, 2:] = -100
+    fused = generalized_jsd_loss(student, teacher, labels, beta, temperature, reduction)
+    (fused_grad,) = torch.autograd.grad(fused, student)
+    terms = _jsd_terms((student / temperature).log_softmax(-1), (teacher / temperature).log_softmax(-1), beta)
+    reference = _reduce_kd(terms, labels, reduction)
+    (reference_grad,) = torch.autograd.grad(reference, student)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fused_grad, reference_grad, rtol=1e-4, atol=1e-8)
+    assert fused_grad[1, 2:].abs().sum() == 0  # masked positions get no gradient
+
+
+def test_fused_jsd_is_finite_with_minus_infinity_logits():
+    student = torch.tensor([[[0.0, -float("inf"), 1.0]]], requires_grad=True)
+    teacher = torch.tensor([[[-float("inf"), 0.0, 1.0]]])
+    for beta in (0.0, 0.5, 1.0):
+        loss = generalized_jsd_loss(student, teacher, beta=beta)
+        (grad,) = torch.autograd.grad(loss, student)
+        assert torch.isfinite(grad).all()
+        assert loss.isfinite() or beta != 0.5
+
+
+def test_gumbel_max_sampler_draws_from_the_softmax():
+    torch.manual_seed(0)
+    logits = torch.tensor([1.0, 0.0, -1.0, 2.0, -float("inf")])
+    rows = 40_000
+    draws = GumbelMaxSampler()(torch.zeros(rows, 1, dtype=torch.long), logits.expand(rows, -1).clone()).argmax(-1)
+    frequencies = torch.bincount(draws, minlength=5).float() / rows
+    torch.testing.assert_close(frequencies, logits.softmax(-1), atol=0.01, rtol=0.0)
+    assert frequencies[4] == 0
+
+
+def test_sampling_processors_apply_temperature_and_top_p_before_sampling():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -3.0]]).expand(20_000, -1).clone()
+    processors = sampling_processors(temperature=0.5, top_p=0.9)
+    draws = processors(torch.zeros(20_000, 1, dtype=torch.long), logits).argmax(-1)
+    tempered = (logits[0] / 0.5).softmax(-1)  # [0.867, 0.117, 0.016, …]: top-p 0.9 keeps ids 0 and 1
+    expected = torch.tensor([tempered[0], tempered[1], 0.0, 0.0]) / (tempered[0] + tempered[1])
+    torch.testing.assert_close(torch.bincount(draws, minlength=4).float() / 20_000, expected, atol=0.01, rtol=0.0)

@@ -1,0 +1,246 @@
+"""`speechsum pipeline`: config resolution, stage markers, and the tiny preset end to end
+(every artefact, a rerun that skips every stage, `--from dpo`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speechsum.pipeline import clear_markers_from, format_duration, marker_path, read_marker
+from speechsum.pipeline_config import (
+    STAGES,
+    deep_merge,
+    drop_wandb,
+    load_pipeline_config,
+    resolve_stage_config,
+    rewrite_paths,
+)
+from speechsum.pipeline_stages import subset_manifest
+from tests.conftest import CONFIGS, REPO
+
+PRESETS = sorted((CONFIGS / "pipeline").glob("*.yaml"))
+
+
+# -- config rewriting and merging ---------------------------------------------------------------
+def test_deep_merge_merges_mappings_and_replaces_lists_and_other_classes():
+    base = {"trainer": {"max_steps": 10, "logger": [1, 2]},
+            "model": {"class_path": "A", "init_args": {"lr": 1, "keep": True}}}
+    merged = deep_merge(base, {"trainer": {"max_steps": 3, "logger": [9]}, "model": {"init_args": {"lr": 2}}})
+    assert merged == {"trainer": {"max_steps": 3, "logger": [9]},
+                      "model": {"class_path": "A", "init_args": {"lr": 2, "keep": True}}}
+    other = deep_merge(base, {"model": {"class_path": "B", "init_args": {"x": 1}}})
+    assert other["model"] == {"class_path": "B", "init_args": {"x": 1}}  # nothing of A's init_args left
+    assert base["trainer"]["max_steps"] == 10  # inputs untouched
+
+
+def test_rewrite_paths_replaces_whole_prefixes_only():
+    mapping = {"runs/benchmark/kd_remote": "/run/kd", "runs/benchmark": "/run"}
+    node = {"a": "runs/benchmark/data/train.jsonl", "b": ["runs/benchmark", "runs/benchmark_old/x"],
+            "c": "runs/benchmark/kd_remote/checkpoints", "d": 3, "e": "xruns/benchmark/y"}
+    assert rewrite_paths(node, mapping) == {
+        "a": "/run/data/train.jsonl", "b": ["/run", "runs/benchmark_old/x"], "c": "/run/kd/checkpoints",
+        "d": 3, "e": "xruns/benchmark/y"}
+
+
+def test_drop_wandb_keeps_other_loggers():
+    config = {"trainer": {"logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger"},
+                                     {"class_path": "speechsum.loggers.WandbLogger"}]}}
+    assert drop_wandb(config)["trainer"]["logger"] == [{"class_path": "lightning.pytorch.loggers.CSVLogger"}]
+
+
+def test_stage_config_is_rewritten_overridden_and_has_no_wandb(tmp_path):
+    config = {"benchmark": {"size": "tiny"}, "text_lms": {"backbone": {}},
+              "stages": {"sft": {"config": "configs/sft.yaml", "overrides": {"trainer": {"max_steps": 7}}}}}
+    resolved = resolve_stage_config(config, "sft", tmp_path)
+    text = yaml.safe_dump(resolved)
+    assert "runs/benchmark" not in text and "WandbLogger" not in text
+    assert resolved["trainer"]["max_steps"] == 7
+    assert resolved["data"]["train_manifest"] == f"{tmp_path}/data/train.jsonl"
+    assert resolved["model"]["init_args"]["model"]["init_args"]["llm"] == f"{tmp_path}/text_lm/model"
+    assert "WandbLogger" in yaml.safe_dump(resolve_stage_config(config, "sft", tmp_path, wandb=True))
+    remote = resolve_stage_config(config, "kd", tmp_path, teacher={
+        "mode": "serve", "base_url": "http://127.0.0.1:1/v1", "model": "teacher", "api_key_env": "K"})
+    teacher = remote["model"]["init_args"]["teacher"]["init_args"]
+    assert teacher["base_url"] == "http://127.0.0.1:1/v1" and teacher["api_key_env"] == "K"
+    assert teacher["tokenizer"] == f"{tmp_path}/text_teacher/model"
+    assert remote["trainer"]["default_root_dir"] == f"{tmp_path}/kd"  # kd_remote writes where kd does
+
+
+def test_real_model_wiring(tmp_path):
+    """`data:` manifests, `backbone:` and `teacher_model:` replace the benchmark's paths."""
+    config_path = tmp_path / "real.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "benchmark": None, "text_lms": None, "backbone": "org/backbone", "teacher_model": "org/teacher",
+        "data": {"train": "/d/train.jsonl", "val": "/d/val.jsonl", "tests": {"ami": "/d/ami.jsonl"}}}))
+    config = load_pipeline_config(config_path)
+    kd = resolve_stage_config(config, "kd", tmp_path, teacher={"mode": "inprocess"})
+    assert kd["data"]["train_manifest"] == "/d/train.jsonl" and kd["data"]["test_manifest"] == "/d/ami.jsonl"
+    assert kd["model"]["init_args"]["model"]["init_args"]["llm"] == "org/backbone"
+    assert kd["model"]["init_args"]["teacher"]["init_args"]["model"] == "org/teacher"
+    dpo = resolve_stage_config(config, "dpo", tmp_path)
+    assert dpo["data"]["train_manifest"] == f"{tmp_path}/pairs/train.jsonl"
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"benchmark": {"size": "tiny"}, "text_lm": {}}, "unknown key"),
+    ({"benchmark": None, "text_lms": None, "teacher_model": "t"}, "give `benchmark:`"),
+    ({"benchmark": None, "data": {"train": "a", "val": "b"}, "teacher_model": "t"}, "missing ['tests']"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": None}, "teacher_model"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sfft": {}}}, "stages.sfft"),
+])
+def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_pipeline_config(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_presets_resolve_for_every_training_stage(preset, tmp_path):
+    config = load_pipeline_config(preset)
+    for stage in ("text_lm", "text_teacher", "sft", "kd", "dpo"):
+        resolved = resolve_stage_config(config, stage, tmp_path, teacher={"mode": "inprocess"})
+        assert resolved["trainer"]["default_root_dir"] == f"{tmp_path}/{stage}"
+        assert "runs/benchmark" not in yaml.safe_dump(resolved)
+
+
+# -- markers and helpers ---------------------------------------------------------------------------
+def test_markers_clear_from_a_stage_on_and_broken_markers_do_not_count(tmp_path):
+    for stage in STAGES:
+        marker_path(tmp_path, stage).parent.mkdir(parents=True, exist_ok=True)
+        marker_path(tmp_path, stage).write_text(json.dumps({"stage": stage, "elapsed_s": 1.0}))
+    assert clear_markers_from(tmp_path, "dpo") == ["dpo", "evaluate", "report"]
+    assert read_marker(tmp_path, "pairs") is not None and read_marker(tmp_path, "dpo") is None
+    marker_path(tmp_path, "pairs").write_text('{"stage": "pa')  # torn write: not complete
+    assert read_marker(tmp_path, "pairs") is None
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (4.4, 72, 303, 3723)] == ["4s", "1m12s", "5m03s", "1h02m03s"]
+
+
+def test_subset_manifest_spreads_and_makes_audio_absolute(tmp_path):
+    source = tmp_path / "data" / "test.jsonl"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps({"id": f"x{i}", "audio": f"audio/{i}.wav"}) + "\n" for i in range(10)))
+    ids = subset_manifest(source, tmp_path / "out" / "test.jsonl", 3)
+    assert ids == ["x0", "x3", "x6"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "test.jsonl").read_text().splitlines()]
+    assert rows[1]["audio"] == str(tmp_path / "data" / "audio" / "3.wav")
+    assert len(subset_manifest(source, tmp_path / "all.jsonl", None)) == 10
+
+
+# -- the tiny preset end to end ----------------------------------------------------------------------
+def run_pipeline(run_dir: Path, *extra: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "speechsum.cli", "pipeline", "--preset", "tiny",
+                             "--run-dir", str(run_dir), *extra], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
+    """The whole recipe on the tiny preset (every artefact checked), a rerun that runs nothing, and
+    `--from dpo` that re-runs exactly dpo, evaluate and report. ~2-3 min on one CPU core."""
+    run = tmp_path / "run"
+    out = run_pipeline(run)
+    for number, stage in enumerate(STAGES, start=1):
+        assert f"[{number}/9] {stage} … done in " in out
+    # benchmark, text LMs (HF directories), student checkpoints, pairs
+    for split in ("train", "val", "test", "test_unseen", "test_xling"):
+        assert (run / "data" / f"{split}.jsonl").stat().st_size > 0
+    assert (run / "text_corpus" / "train.jsonl").is_file() and (run / "tokenizer" / "tokenizer.json").is_file()
+    for name in ("text_lm", "text_teacher"):
+        assert (run / name / "model" / "config.json").is_file() and (run / name / "checkpoints" / "last.ckpt").exists()
+    for name in ("sft", "kd", "dpo"):
+        assert (run / name / "checkpoints" / "last.ckpt").exists()
+    for name in ("text_lm", "text_teacher", "sft", "kd", "dpo"):  # the resolved config of every stage
+        saved = yaml.safe_load((run / name / "config.yaml").read_text())
+        assert saved["trainer"]["default_root_dir"] == str(run / name)
+        assert "WandbLogger" not in yaml.safe_dump(saved)
+    pairs = [json.loads(line) for line in (run / "pairs" / "train.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] and "judge" in p["meta"] for p in pairs)
+    assert (run / "pairs" / "val.jsonl").read_text().strip()
+    # evaluation of every system on every split, the report
+    for system in ("teacher", "backbone", "cascade", "sft", "kd", "dpo"):
+        metrics = json.loads((run / "evaluate" / system / "metrics.json").read_text())
+        assert set(metrics["results"]["split"]) == {"test", "test_unseen", "test_xling"}
+        assert metrics["results"]["split"]["test"]["fact_judge"]["n"] == 2
+    report = (run / "report.md").read_text()
+    assert "| text teacher |" in report and "student + DPO" in report
+    assert (run / "report.csv").is_file() and list(run.glob("chart_*.png"))
+    assert report.splitlines()[0] in out  # the table is printed at the end
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    assert set(summary["stages"]) == set(STAGES) and summary["peak_child_rss_gib"] > 0.1
+    assert all(s["status"] == "ran" for s in summary["stages"].values())
+    markers = {stage: read_marker(run, stage) for stage in STAGES}
+    assert all(m and m["commands"] for m in markers.values())
+    first = {stage: marker_path(run, stage).stat().st_mtime_ns for stage in STAGES}
+
+    # A rerun runs nothing: every marker untouched, no stage log written, in seconds.
+    logs = {p: p.stat().st_mtime_ns for p in (run / "logs").glob("*.log")}
+    started = time.monotonic()
+    out = run_pipeline(run)
+    assert time.monotonic() - started < 30
+    assert out.count("complete, skipped") == 9 and "running" not in out
+    assert {stage: marker_path(run, stage).stat().st_mtime_ns for stage in STAGES} == first
+    assert {p: p.stat().st_mtime_ns for p in (run / "logs").glob("*.log")} == logs
+
+    # --from dpo: exactly dpo, evaluate, report again.
+    out = run_pipeline(run, "--from", "dpo")
+    rerun = {stage for stage in STAGES if marker_path(run, stage).stat().st_mtime_ns != first[stage]}
+    assert rerun == {"dpo", "evaluate", "report"}
+    assert out.count("complete, skipped") == 6 and "[7/9] dpo … done in" in out
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["dpo", "evaluate", "report"]
+
+
+def test_docs_worked_example_resolves_and_type_checks(tmp_path):
+    """docs/pipeline.md's Phi-4-multimodal + vLLM teacher + GPT-4.1 judge config (not run: no hub here)."""
+    from tests.test_configs import parse
+
+    docs = (REPO / "docs" / "pipeline.md").read_text()
+    block = docs.split("```yaml\n# my_phi4mm.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "phi4mm.yaml").write_text(block)
+    config = load_pipeline_config(tmp_path / "phi4mm.yaml")
+    teacher = {"mode": "remote", **{k: config["teacher"][k] for k in ("base_url", "model", "api_key_env")}}
+    for stage in ("sft", "kd", "dpo"):
+        resolved = resolve_stage_config(config, stage, tmp_path / "run", teacher=teacher)
+        (tmp_path / f"{stage}.yaml").write_text(yaml.safe_dump(resolved))
+        model = parse(tmp_path / f"{stage}.yaml").config["model"]["init_args"]
+        assert model["model"]["class_path"].endswith("Phi4MultimodalSpeechLLM")
+        assert "llm" not in model["model"]["init_args"]  # no composed-model leftovers
+    assert resolved["model"]["init_args"]["init_from"] == f"{tmp_path}/run/kd/checkpoints/last.ckpt"
+    kd = yaml.safe_load((tmp_path / "kd.yaml").read_text())["model"]["init_args"]
+    assert kd["teacher"]["init_args"]["base_url"] == "http://localhost:8000/v1"
+    assert kd["teacher"]["init_args"]["tokenizer"] == "microsoft/Phi-4-mini-instruct"
+
+
+def test_a_failing_stage_stops_with_its_log_and_leaves_no_marker(tmp_path):
+    """Your own manifests (benchmark: null, text_lms: null): the benchmark and text-LM stages are
+    skipped with a note; SFT fails on the missing manifest -> exit code, the log named, no marker."""
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({
+        "benchmark": None, "text_lms": None, "backbone": str(tmp_path / "backbone"),
+        "teacher_model": str(tmp_path / "teacher"),
+        "data": {"train": str(tmp_path / "missing.jsonl"), "val": str(tmp_path / "missing.jsonl"),
+                 "tests": {"test": str(tmp_path / "missing.jsonl")}}}))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "speechsum.cli", "pipeline", "--config", str(config),
+                             "--run-dir", str(run), "--until", "sft"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "stage sft:" in result.stderr and str(run / "logs" / "sft.log") in result.stderr
+    assert "benchmark: null" in result.stdout and "text_lms: null" in result.stdout
+    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark", "text_lm", "text_teacher"]
+    saved = yaml.safe_load((run / "sft" / "config.yaml").read_text())
+    assert saved["data"]["train_manifest"] == str(tmp_path / "missing.jsonl")
