@@ -14,7 +14,6 @@ complete stages and deletes a stage's partial outputs before running it again.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -32,6 +31,7 @@ import yaml
 from speechsum.evaluation.files import write_atomic
 from speechsum.pipeline_config import STAGES, load_pipeline_config, preset_path
 from speechsum.pipeline_stages import STAGE_FUNCTIONS, partial_outputs, stop_process
+from speechsum.remote import cache_key
 
 EPILOG = """\
 stages: benchmark (build + text corpus + tokenizer), text_lm (backbone), text_teacher, sft, kd,
@@ -58,10 +58,6 @@ def format_duration(seconds: float) -> str:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # -- stage markers ----------------------------------------------------------------------------
@@ -173,6 +169,7 @@ def run_stage(stage: str, ctx: StageContext, config_digest: str) -> dict:
     ctx.log_file.write_text("", encoding="utf-8")
     start = time.monotonic()
     outputs = STAGE_FUNCTIONS[stage](ctx)
+    # the largest child process of this pipeline run so far (getrusage cannot tell stages apart)
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
     marker = {"stage": stage, "elapsed_s": round(time.monotonic() - start, 2), "commands": ctx.commands,
               "peak_child_rss_gib": round(peak_gib, 3),
@@ -188,7 +185,7 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     config = load_pipeline_config(config_file)
     run_dir = Path(args.run_dir).resolve()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    digest = config_hash(config)
+    digest = cache_key(config)[:16]  # stored in each marker: a changed config is pointed out
     write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
     if args.from_stage:
         cleared = clear_markers_from(run_dir, args.from_stage)
@@ -206,6 +203,10 @@ def run_pipeline(args: argparse.Namespace) -> dict:
             stages[stage] = {"status": "skipped", "elapsed_s": marker["elapsed_s"],
                              "peak_child_rss_gib": marker.get("peak_child_rss_gib", 0.0)}
             continue
+        # a stage that runs (again) invalidates every later stage's outputs
+        later = [name for name in clear_markers_from(run_dir, stage) if name != stage]
+        if later:
+            print(f"{prefix} … runs again, so {', '.join(later)} will too", flush=True)
         ctx = StageContext(run_dir, config, stage, args.wandb, args.verbose, args.teacher)
         print(f"{prefix} … running (log {ctx.log_file})", flush=True)
         marker = run_stage(stage, ctx, digest)

@@ -145,6 +145,13 @@ def load_pipeline_config(path: str | Path) -> dict:
         missing = [key for key in ("train", "val", "tests") if not data.get(key)]
         if missing:
             raise ValueError(f"{path}: data: missing {missing} (train, val: manifests; tests: {{name: manifest}})")
+    if trains_text_lms(config) and not config.get("benchmark"):
+        raise ValueError(f"{path}: the text LMs train on the bundled benchmark's text corpus, but `benchmark:` is "
+                         "null; with your own data set `text_lms: null` and give `backbone:` and `teacher_model:`")
+    for section in ("teacher", "judge"):
+        if isinstance(config.get(section), dict) and "api_key" in config[section]:
+            raise ValueError(f"{path}: {section}.api_key: keys are never read from files; put the key in an "
+                             f"environment variable and name it with {section}.api_key_env")
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
     for stage, spec in (config.get("stages") or {}).items():

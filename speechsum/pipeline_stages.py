@@ -172,12 +172,15 @@ def run_kd(ctx) -> list[Path]:
 def subset_manifest(source: Path, out: Path, limit: int | None) -> list[str]:
     """Write ``limit`` lines of ``source`` spread evenly over it (all when None) to ``out`` with
     absolute audio paths (relative ones resolve against the source's folder); returns the ids."""
-    lines = [line for line in source.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    if limit is not None and limit < len(lines):
-        step = len(lines) / limit
-        lines = [lines[int(i * step)] for i in range(limit)]
+    if limit is not None and limit < 1:
+        raise ValueError(f"examples per split must be at least 1 (got {limit}); null takes every example")
+    numbered = [(number, line) for number, line in
+                enumerate(source.read_text(encoding="utf-8-sig").splitlines(), start=1) if line.strip()]
+    if limit is not None and limit < len(numbered):
+        step = len(numbered) / limit
+        numbered = [numbered[int(i * step)] for i in range(limit)]
     rows = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in numbered:  # the source file's own line numbers in errors
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
@@ -280,6 +283,8 @@ def run_evaluate(ctx) -> list[Path]:
         metrics = ",".join(dict.fromkeys([*metrics.split(","), "llm_judge"]))
         command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
         command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
+        # outside RUN/evaluate (deleted when the stage reruns): paid verdicts are never asked twice
+        command += ["--judge-cache", str(ctx.run_dir / "evaluate_cache" / "llm_judge.jsonl")]
     command += ["--metrics", metrics]
     for spec in evaluation_systems(ctx, list(opts["systems"])):
         command += ["--system", spec]

@@ -31,14 +31,26 @@ def test_fused_jsd_matches_autograd_reference(beta, temperature, reduction):
     assert fused_grad[1, 2:].abs().sum() == 0  # masked positions get no gradient
 
 
-def test_fused_jsd_is_finite_with_minus_infinity_logits():
+def test_fused_jsd_with_minus_infinity_logits():
     student = torch.tensor([[[0.0, -float("inf"), 1.0]]], requires_grad=True)
     teacher = torch.tensor([[[-float("inf"), 0.0, 1.0]]])
+    # 0 < beta < 1: the mixture covers both supports, so value and gradient are finite and exact
+    loss = generalized_jsd_loss(student, teacher, beta=0.5)
+    (grad,) = torch.autograd.grad(loss, student)
+    reference = _reduce_kd(_jsd_terms(student.log_softmax(-1), teacher.log_softmax(-1), 0.5), None, "batchmean")
+    (reference_grad,) = torch.autograd.grad(reference, student)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grad[..., [0, 2]], reference_grad[..., [0, 2]])
+    assert grad[0, 0, 1] == 0  # an impossible token gets no gradient
+    # beta = 0 / 1 are KL(P_t || P_s) / KL(P_s || P_t): each puts mass where the other has none -> inf
+    for beta in (0.0, 1.0):
+        assert generalized_jsd_loss(student, teacher, beta=beta).item() == float("inf")
+    # a masked row never contributes, whatever its logits
+    labels = torch.tensor([[-100]])
     for beta in (0.0, 0.5, 1.0):
-        loss = generalized_jsd_loss(student, teacher, beta=beta)
-        (grad,) = torch.autograd.grad(loss, student)
-        assert torch.isfinite(grad).all()
-        assert loss.isfinite() or beta != 0.5
+        masked = generalized_jsd_loss(student, teacher, labels, beta=beta)
+        (masked_grad,) = torch.autograd.grad(masked, student)
+        assert masked.item() == 0.0 and (masked_grad == 0).all()
 
 
 def test_gumbel_max_sampler_draws_from_the_softmax():

@@ -95,6 +95,8 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": None, "data": {"train": "a", "val": "b"}, "teacher_model": "t"}, "missing ['tests']"),
     ({"benchmark": {"size": "tiny"}, "text_lms": None}, "teacher_model"),
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sfft": {}}}, "stages.sfft"),
+    ({"benchmark": None, "data": {"train": "a", "val": "b", "tests": {"t": "c"}}}, "set `text_lms: null`"),
+    ({"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "api_key": "sk-x"}}, "judge.api_key"),
 ])
 def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
@@ -244,3 +246,20 @@ def test_a_failing_stage_stops_with_its_log_and_leaves_no_marker(tmp_path):
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark", "text_lm", "text_teacher"]
     saved = yaml.safe_load((run / "sft" / "config.yaml").read_text())
     assert saved["data"]["train_manifest"] == str(tmp_path / "missing.jsonl")
+
+
+def test_a_stage_that_runs_again_reruns_every_later_stage(tmp_path, monkeypatch):
+    import speechsum.pipeline as pipeline
+
+    ran: list[str] = []
+    monkeypatch.setattr(pipeline, "STAGE_FUNCTIONS", {s: (lambda ctx, s=s: ran.append(s) or []) for s in STAGES})
+    monkeypatch.setattr(pipeline, "partial_outputs", lambda ctx, stage: [])
+    args = pipeline.build_parser().parse_args(["--preset", "tiny", "--run-dir", str(tmp_path)])
+    pipeline.run_pipeline(args)
+    assert ran == list(STAGES)
+    ran.clear()
+    marker_path(tmp_path, "sft").unlink()  # e.g. lost, or broken by a crash
+    summary = pipeline.run_pipeline(args)
+    assert ran == list(STAGES[STAGES.index("sft"):])
+    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark", "text_lm",
+                                                                                    "text_teacher"]

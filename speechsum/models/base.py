@@ -144,6 +144,14 @@ class SpeechLLM(nn.Module, ABC):
             max_new_tokens=max_new_tokens,
             do_sample=False,
             top_k=0,  # transformers' global default is 50; 0 switches top-k off
+            # fields left unset are filled from the checkpoint's generation_config: pin them so only
+            # these arguments decide decoding (samples stay exact samples of the policy)
+            num_beams=1,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            length_penalty=1.0,
+            min_new_tokens=0,
+            bad_words_ids=None,
             eos_token_id=stop_ids,
             pad_token_id=self.processor.pad_id,
             suppress_tokens=[self.audio_token_id],

@@ -26,7 +26,8 @@ Heads (every other head and all MLPs keep the model's default random init):
   copy from), so whatever such a head attends to becomes a candidate next token.
 
 Requires ``model_type == "phi"`` (q/k/v biases, partial rotary, LayerNorm) with
-``tie_word_embeddings: false``.
+``tie_word_embeddings: false`` and ``qk_layernorm: false`` (a q/k LayerNorm would undo the
+hand-set query/key scales).
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def init_copy_circuits(
     (logit of a copied token ≈ ``s`` × the O-block value). Returns ``model`` (changed in place).
     """
     config = model.config
-    if config.model_type != "phi" or config.tie_word_embeddings:
-        raise ValueError("init_copy_circuits needs a Phi-type LM with tie_word_embeddings: false")
+    if config.model_type != "phi" or config.tie_word_embeddings or config.qk_layernorm:
+        raise ValueError(
+            "init_copy_circuits needs a Phi-type LM with tie_word_embeddings: false and qk_layernorm: false"
+        )
     base = model.get_decoder()
     hidden, heads = config.hidden_size, config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
