@@ -52,28 +52,34 @@ def _kl_terms(log_p: Tensor, log_q: Tensor) -> Tensor:
 
 
 def _reduce_kd(terms: Tensor, labels: Tensor | None, reduction: str) -> Tensor:
-    """Apply the label mask and one of :data:`KD_REDUCTIONS` to elementwise terms ``(B, R, V)``."""
+    """Apply the label mask and one of :data:`KD_REDUCTIONS` to elementwise terms ``(B, R, V)``
+    (masked positions are exactly 0, whatever their terms)."""
     if reduction not in KD_REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; use one of {KD_REDUCTIONS}")
-    if labels is None:
-        kept = torch.ones(terms.shape[:-1], dtype=terms.dtype, device=terms.device)
-    else:
-        kept = (labels != IGNORE_INDEX).to(terms.dtype)
-    terms = terms * kept.unsqueeze(-1)
+    kept = _kept_positions(terms, labels)
+    terms = torch.where(kept.bool().unsqueeze(-1), terms, 0.0)
     if reduction == "none":
         return terms
-    total = terms.sum()
+    return terms.sum() / _reduction_divisor(kept, terms.shape[-1], reduction)
+
+
+def _reduction_divisor(kept: Tensor, vocab: int, reduction: str) -> Tensor | float:
+    """What a masked sum is divided by: 1 (sum), kept positions (batchmean), kept positions × V
+    (mean); at least 1, so an all-masked batch gives 0."""
     if reduction == "sum":
-        return total
-    if reduction == "batchmean":
-        return total / kept.sum().clamp(min=1.0)
-    return total / (kept.sum() * terms.shape[-1]).clamp(min=1.0)
+        return 1.0
+    count = kept.sum() if reduction == "batchmean" else kept.sum() * vocab
+    return count.clamp(min=1.0)
+
+
+def _check_beta(beta: float) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
 
 
 def _jsd_terms(student_log_probs: Tensor, teacher_log_probs: Tensor, beta: float) -> Tensor:
     """Elementwise generalized JSD (see :func:`generalized_jsd_loss`) from log-probabilities."""
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    _check_beta(beta)
     if beta == 0.0:
         return _kl_terms(teacher_log_probs, student_log_probs)  # forward KL(P_t ‖ P_s)
     if beta == 1.0:
@@ -103,13 +109,11 @@ def generalized_jsd_loss(
     float32, in log space: log M is a ``logaddexp``, never a log of a sum of probabilities). See
     the module's KD conventions for ``labels`` and ``reduction``.
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
     if reduction in ("batchmean", "sum", "mean") and not teacher_logits.requires_grad:
+        _check_beta(beta)
         kept = _kept_positions(student_logits, labels)
-        count = kept.sum()
-        scale = {"sum": 1.0, "batchmean": count.clamp(min=1.0), "mean": (count * student_logits.shape[-1]).clamp(min=1.0)}
-        return _FusedJSD.apply(student_logits, teacher_logits, kept / scale[reduction], beta, temperature)
+        weights = kept / _reduction_divisor(kept, student_logits.shape[-1], reduction)
+        return _FusedJSD.apply(student_logits, teacher_logits, weights, beta, temperature)
     student = (student_logits.float() / temperature).log_softmax(-1)
     teacher = (teacher_logits.float() / temperature).log_softmax(-1)
     return _reduce_kd(_jsd_terms(student, teacher, beta), labels, reduction)

@@ -212,9 +212,17 @@ def test_benchmark_cli_dispatches_textcorpus(tmp_path, toy_data, capsys):
 
 
 def test_a_saved_model_loaded_without_end_of_turn_still_stops_at_it(tiny_text_llm, tmp_path):
+    from speechsum.models.composed import ComposedSpeechLLM
+
     tiny_text_llm.save_pretrained(tmp_path / "lm")
-    loaded = TextLLM(llm=str(tmp_path / "lm"))  # as `speechsum evaluate` loads a text system
-    tok = loaded.processor.tokenizer
+    tok = tiny_text_llm.processor.tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.eos_token == "<|endoftext|>"  # the tokenizer alone would not stop at the turn's end
-    assert tok.convert_tokens_to_ids("<|im_end|>") in loaded.processor.stop_token_ids
-    assert TextLLM(llm=TINY_LLM, tokenizer=str(tmp_path / "lm")).processor.extra_stop_token_ids == ()
+    encoder = {"d_model": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
+               "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 32, "num_mel_bins": 80}
+    # as `speechsum evaluate` loads a text system, and a student built on the exported backbone
+    for loaded in (TextLLM(llm=str(tmp_path / "lm")), ComposedSpeechLLM(llm=str(tmp_path / "lm"), encoder=encoder)):
+        assert loaded.processor.end_of_turn == "<|endoftext|>"
+        assert im_end in loaded.processor.stop_token_ids
+    random_init = TextLLM(llm=TINY_LLM, tokenizer=str(tmp_path / "lm"))  # nothing saved: tokenizer eos only
+    assert random_init.processor.stop_token_ids == [tok.eos_token_id]

@@ -94,13 +94,19 @@ class SpeechLLM(nn.Module, ABC):
 
     # -- shared -------------------------------------------------------------------------------
     def finish_init(self, policy: TrainingPolicy | None) -> None:
-        """End of every backbone's ``__init__``: forget the checkpoint's decoding defaults (top-k,
-        repetition penalty, … from ``generation_config.json``: only :meth:`generate`'s arguments
-        decide how to decode, so on-policy samples come from the policy that is scored), then
-        apply the training policy."""
+        r"""End of every backbone's ``__init__`` (after ``self.processor`` is set): forget the
+        checkpoint's decoding defaults (top-k, repetition penalty, … from ``generation_config.json``:
+        only :meth:`generate`'s arguments decide how to decode, so on-policy samples come from the
+        policy that is scored) but keep its stop tokens — its ``eos_token_id``\ (s) join
+        ``processor.extra_stop_token_ids`` (e.g. ``<|im_end|>`` of a ChatML model whose tokenizer's
+        eos is ``<|endoftext|>``) — then apply the training policy."""
+        stop_ids: list[int] = []
         for module in self.modules():
             if isinstance(module, GenerationMixin):
+                eos = getattr(module.generation_config, "eos_token_id", None)
+                stop_ids += [eos] if isinstance(eos, int) else list(eos or [])
                 module.generation_config = GenerationConfig()
+        self.processor.extra_stop_token_ids = tuple(dict.fromkeys(stop_ids))
         apply_training_policy(self, self.module_groups(), policy or TrainingPolicy())
 
     def response_logits(self, batch: SpeechBatch, response_ids: Tensor, response_mask: Tensor) -> Tensor:
@@ -181,9 +187,29 @@ class SpeechLLM(nn.Module, ABC):
 
 
 class NativeSpeechLLM(SpeechLLM):
-    """A backbone that is one Hugging Face audio LLM (``self.hf``) driven through its own processor."""
+    """A backbone that is one Hugging Face model (``self.hf``) taking the prompt ids and its audio
+    inputs (``**audio``, none for a text LLM) itself: Phi-4-multimodal, Qwen2-Audio, text LLMs."""
 
     hf: nn.Module
+
+    def forward(
+        self,
+        audio: dict[str, Tensor],
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        logits_to_keep: int = 0,
+    ) -> Tensor:
+        """Logits ``(B, L, V)`` (last ``logits_to_keep`` positions when > 0) from the model's forward."""
+        outputs = self.hf(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **audio,
+            logits_to_keep=logits_to_keep,
+            use_cache=False,
+        )
+        return outputs.logits
 
     def generate_tokens(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from peft import PeftModel
-from torch import Tensor, nn
+from torch import nn
 from transformers import (
     AutoTokenizer,
     Phi4MultimodalConfig,
@@ -179,21 +179,3 @@ class Phi4MultimodalSpeechLLM(NativeSpeechLLM):
             llm=TextDecoder(self.hf),
         )
 
-    def forward(
-        self,
-        audio: dict[str, Tensor],
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        position_ids: Tensor,
-        logits_to_keep: int = 0,
-    ) -> Tensor:
-        """Logits ``(B, L, V)`` (last ``logits_to_keep`` positions when > 0) from the model's forward."""
-        outputs = self.hf(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **audio,
-            logits_to_keep=logits_to_keep,
-            use_cache=False,
-        )
-        return outputs.logits

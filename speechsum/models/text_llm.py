@@ -14,18 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torch import Tensor, nn
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
-    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from speechsum.models.base import SpeechLLM
+from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
@@ -89,15 +88,6 @@ def _load_llm(spec: str | dict, tokenizer: PreTrainedTokenizerBase, dtype: str |
     return AutoModelForCausalLM.from_config(config)
 
 
-def saved_eos_ids(llm: PreTrainedModel) -> tuple[int, ...]:
-    """The ``eos_token_id``(s) of a loaded model's ``generation_config`` (e.g. ``<|im_end|>`` of a
-    ChatML model whose tokenizer's eos is ``<|endoftext|>``); empty when there are none."""
-    eos = getattr(llm.generation_config, "eos_token_id", None) if llm.generation_config else None
-    if eos is None:
-        return ()
-    return (eos,) if isinstance(eos, int) else tuple(eos)
-
-
 def merged_copy(llm: nn.Module) -> nn.Module:
     """A copy of ``llm`` with any LoRA adapters merged into their base layers (plain HF modules)."""
     from peft.tuners.lora import LoraLayer
@@ -111,7 +101,7 @@ def merged_copy(llm: nn.Module) -> nn.Module:
     return llm
 
 
-class TextLLM(SpeechLLM):
+class TextLLM(NativeSpeechLLM):
     """A causal LM reading transcript + instruction, behind the :class:`SpeechLLM` interface.
 
     Args:
@@ -159,43 +149,16 @@ class TextLLM(SpeechLLM):
             if copy_init:
                 init_copy_circuits(self.llm, seed=init_seed)
         self.processor = TextProcessor(tok, end_of_turn=end_of_turn, system_prompt=system_prompt)
-        if isinstance(llm, str):  # a saved model also stops where its generation_config says
-            self.processor.extra_stop_token_ids = saved_eos_ids(self.llm)
         self.audio_token_id = tok.convert_tokens_to_ids(AUDIO_TOKEN)  # never generated (suppressed)
         self.finish_init(policy or TrainingPolicy(train_projector=False, llm="full"))
 
     def module_groups(self) -> ModuleGroups:
         return ModuleGroups(encoder=nn.Identity(), projector=[], llm=self.llm)
 
-    def forward(
-        self,
-        audio: dict[str, Tensor],
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        position_ids: Tensor,
-        logits_to_keep: int = 0,
-    ) -> Tensor:
-        outputs = self.llm(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=logits_to_keep,
-            use_cache=False,
-        )
-        return outputs.logits
-
-    def generate_tokens(
-        self,
-        audio: dict[str, Tensor],
-        prompt_ids: Tensor,
-        prompt_mask: Tensor,
-        config: GenerationConfig,
-        logits_processor: LogitsProcessorList | None = None,
-    ) -> Tensor:
-        output = self.llm.generate(
-            input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config, logits_processor=logits_processor
-        )
-        return output[:, prompt_ids.shape[1] :]  # generate with input_ids returns prompt + new tokens
+    @property
+    def hf(self) -> PreTrainedModel:
+        """The LM itself: :class:`NativeSpeechLLM`'s forward and generate drive it (no audio inputs)."""
+        return self.llm
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         """Write a Hugging Face model directory: the LLM (fp32, LoRA merged if any) with a

@@ -3,9 +3,10 @@
 A random-init LM that only ever sees the loss on its few summary tokens learns the summary
 *style* but not to copy names, numbers and dates out of the transcript. Pretrained LLMs (the
 paper's Phi-4-mini and GPT-4o) learnt that from their pretraining text. This module gives the
-benchmark's text LMs the same: next-token loss on every prompt token as well (transcripts
-repeat names, "Hi, this is Kofi Ali … Kofi Ali: …", which teaches the induction/copy heads),
-weighted by ``prompt_loss_weight``:
+benchmark's text LMs some of the same: next-token loss on every prompt token as well (transcripts
+repeat names, "Hi, this is Kofi Ali … Kofi Ali: …"), weighted by ``prompt_loss_weight``. On its
+own that was not enough to make them copy within minutes; the copy circuits come from the
+initialisation (``TextLLM(copy_init=True)``, :mod:`speechsum.models.copy_init`):
 
     loss = CE(response tokens) + prompt_loss_weight · CE(prompt tokens)
 
