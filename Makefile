@@ -20,15 +20,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q $(TORCH) -e '.[dev]'
 	touch $@
 
-## The main job. Until the full pipeline lands: build a small synthetic audio-instruction
-## set and run the SFT stage on a tiny composed speech LLM, then predict on its test split.
-## Outputs under runs/tiny-sft/ (the paths are in configs/sft_tiny.yaml).
+## The main job: the whole recipe on the bundled benchmark (configs/pipeline/default.yaml, about
+## 10 minutes on a 2-core CPU) -> runs/pipeline/, ending with the report table. Rerunning resumes
+## after the last complete stage; options (--preset, --from, --until, ...): docs/pipeline.md.
 run: install
-	$(BIN)/speechsum toydata --out runs/tiny-sft/data --train 768
-	rm -rf runs/tiny-sft/checkpoints
-	$(BIN)/speechsum fit --config configs/sft_tiny.yaml
-	$(BIN)/speechsum predict --config configs/sft_tiny.yaml --ckpt_path last
-	$(BIN)/speechsum toyscore runs/tiny-sft/predictions.jsonl
+	$(BIN)/speechsum pipeline
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q

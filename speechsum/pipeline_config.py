@@ -7,7 +7,8 @@ A stage config is built in this order (later steps win):
 2. every string path ``runs/benchmark/...`` rewritten to ``<run_dir>/...``
    (``runs/benchmark/kd_remote`` → ``<run_dir>/kd``, so both KD configs write one place);
 3. the W&B logger dropped unless ``--wandb``;
-4. wiring for real models/data (``data:``, ``backbone:``, ``teacher_model:``, the teacher endpoint);
+4. wiring for real models/data (``data:``, ``backbone:``, ``teacher_model:``, the teacher endpoint;
+   with ``stages.align: false`` SFT's ``init_from`` of the alignment checkpoint is cleared);
 5. the stage's ``overrides:`` from the pipeline YAML.
 
 Deep merge: mappings merge key by key; anything else (lists included) is replaced; a mapping
@@ -23,14 +24,47 @@ from typing import Any
 
 import yaml
 
-STAGES = ("benchmark", "text_lm", "text_teacher", "sft", "kd", "pairs", "dpo", "evaluate", "report")
-TRAINING_STAGES = ("text_lm", "text_teacher", "sft", "kd", "dpo")
+STAGES = ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo", "evaluate",
+          "report")
+# What each stage is built from. A stage starts once these are complete (independent stages run at
+# the same time), and a stage that runs again makes every stage built on it run again.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "benchmark": (),
+    "text_lm": ("benchmark",),
+    "align": ("text_lm",),
+    "text_teacher": ("benchmark",),
+    "baselines": ("text_lm", "text_teacher"),
+    "sft": ("align",),
+    "kd": ("sft", "text_teacher"),
+    "pairs": ("kd",),
+    "dpo": ("pairs",),
+    "evaluate": ("dpo",),
+    "report": ("baselines", "evaluate"),
+}
+
+
+def upstream(stage: str) -> set[str]:
+    """Every stage ``stage`` is built from, directly or not."""
+    needed = set(NEEDS[stage])
+    for need in NEEDS[stage]:
+        needed |= upstream(need)
+    return needed
+
+
+def downstream(stage: str) -> list[str]:
+    """Every stage built on ``stage``, directly or not, in :data:`STAGES` order."""
+    return [name for name in STAGES if stage in upstream(name)]
+
+
+TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
+STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
 BENCHMARK_PREFIX = "runs/benchmark"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs" / "pipeline"
 DEFAULT_STAGE_CONFIGS = {
     "text_lm": "configs/benchmark/text_lm.yaml",
     "text_teacher": "configs/benchmark/text_teacher.yaml",
+    "align": "configs/align.yaml",
     "sft": "configs/sft.yaml",
     "kd": "configs/kd.yaml",
     "kd_remote": "configs/kd_remote.yaml",
@@ -155,12 +189,20 @@ def load_pipeline_config(path: str | Path) -> dict:
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
     for stage, spec in (config.get("stages") or {}).items():
-        if stage not in ("sft", "kd", "dpo"):
-            raise ValueError(f"{path}: stages.{stage}: unknown stage; allowed: sft, kd, dpo")
+        if stage not in STUDENT_STAGES:
+            raise ValueError(f"{path}: stages.{stage}: unknown stage; allowed: {', '.join(STUDENT_STAGES)}")
+        if stage == "align" and spec is False:
+            continue  # no alignment stage: SFT starts from the model as configured
         unknown_keys = sorted(set(spec or {}) - {"config", "remote_config", "overrides"}) if isinstance(spec, dict) else None
         if spec is not None and (not isinstance(spec, dict) or unknown_keys):
-            raise ValueError(f"{path}: stages.{stage}: expected a mapping with config, remote_config (kd), overrides")
+            raise ValueError(f"{path}: stages.{stage}: expected a mapping with config, remote_config (kd), overrides"
+                             + (" (or false: no alignment stage)" if stage == "align" else ""))
     return config
+
+
+def aligns(config: dict) -> bool:
+    """Whether the pipeline runs the CTC alignment stage (``stages.align: false`` turns it off)."""
+    return (config.get("stages") or {}).get("align") is not False
 
 
 def preset_path(name: str) -> Path:
@@ -177,7 +219,7 @@ def stage_spec(config: dict, stage: str) -> dict:
         key = "backbone" if stage == "text_lm" else "teacher"
         spec = (config.get("text_lms") or {}).get(key) or {}
     else:
-        spec = (config.get("stages") or {}).get(stage) or {}
+        spec = (config.get("stages") or {}).get(stage) or {}  # None (defaults) or False (align off)
     defaults = {"config": DEFAULT_STAGE_CONFIGS[stage]}
     if stage == "kd":
         defaults["remote_config"] = DEFAULT_STAGE_CONFIGS["kd_remote"]
@@ -202,20 +244,24 @@ def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = 
     if not wandb:
         resolved = drop_wandb(resolved)
     wire_real_inputs(resolved, config, stage, run_dir, teacher)
+    init_from = ((resolved.get("model") or {}).get("init_args") or {}).get("init_from")
+    if stage == "sft" and not aligns(config) and init_from == f"{run}/align/checkpoints/last.ckpt":
+        resolved["model"]["init_args"]["init_from"] = None  # stages.align: false: no aligned projector
     return deep_merge(resolved, spec.get("overrides") or {})
 
 
 def wire_real_inputs(resolved: dict, config: dict, stage: str, run_dir: Path, teacher: dict | None) -> None:
     """Point a stage at the user's manifests, backbone and teacher (when the YAML names them)."""
     data = config.get("data")
-    if data and stage in ("sft", "kd", "dpo"):
-        first_test = str(next(iter(data["tests"].values())))
+    if data and stage in STUDENT_STAGES:
         if stage != "dpo":
             set_path(resolved, "data.train_manifest", str(data["train"]))
             set_path(resolved, "data.val_manifest", str(data["val"]))
-        set_path(resolved, "data.test_manifest", first_test)
-        set_path(resolved, "data.predict_manifest", first_test)
-    if config.get("backbone") and not trains_text_lms(config) and stage in ("sft", "kd", "dpo"):
+        if stage != "align":
+            first_test = str(next(iter(data["tests"].values())))
+            set_path(resolved, "data.test_manifest", first_test)
+            set_path(resolved, "data.predict_manifest", first_test)
+    if config.get("backbone") and not trains_text_lms(config) and stage in STUDENT_STAGES:
         set_path(resolved, "model.init_args.model.init_args.llm", str(config["backbone"]), only_if_present=True)
     teacher_model = teacher_model_path(config, run_dir)
     if stage == "kd" and teacher:

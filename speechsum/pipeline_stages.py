@@ -1,11 +1,12 @@
 """What each pipeline stage runs. Every stage is a function ``(ctx) -> list[output paths]`` that
-runs speechsum commands as subprocesses through ``ctx.run`` (see :mod:`speechsum.pipeline`), and
+runs speechsum commands as subprocesses through ``ctx.run`` (see :mod:`speechsum.pipeline_runner`), and
 ``partial_outputs(ctx, stage)`` names what a stage writes, so a rerun can delete a half-done one.
 
 Paths: everything lives under the run folder ``RUN`` — ``data/``, ``text_corpus/``, ``tokenizer/``
-(benchmark), ``text_lm/``, ``text_teacher/``, ``sft/``, ``kd/``, ``dpo/`` (fit runs, each with its
-resolved ``config.yaml``), ``feature_cache/`` (frozen-encoder outputs, shared, never deleted),
-``pairs/``, ``evaluate/``, ``report.md``, ``report.csv``, ``chart_<metric>.png``.
+(benchmark), ``text_lm/``, ``align/``, ``text_teacher/``, ``sft/``, ``kd/``, ``dpo/`` (fit runs, each
+with its resolved ``config.yaml``), ``feature_cache/`` (frozen-encoder outputs, shared, never
+deleted), ``pairs/``, ``baselines/`` (text teacher, backbone, cascade rows), ``evaluate/`` (the
+student rows), ``report.md``, ``report.csv``, ``chart_<metric>.png``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ from typing import Any
 import yaml
 
 from speechsum.evaluation.files import write_atomic
-from speechsum.pipeline_config import backbone_path, resolve_stage_config, teacher_model_path, trains_text_lms
+from speechsum.pipeline_config import (
+    aligns,
+    backbone_path,
+    resolve_stage_config,
+    teacher_model_path,
+    trains_text_lms,
+)
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
 SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
-EVAL_SYSTEMS = ("teacher", "backbone", "cascade", "sft", "kd", "dpo")
+BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
+STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # the `evaluate` stage's rows
+EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
 
 
 def _options(section: dict | None, **defaults: Any) -> dict:
@@ -43,13 +52,11 @@ def partial_outputs(ctx, stage: str) -> list[Path]:
     run = ctx.run_dir
     if stage == "benchmark":
         return [run / "data", run / "text_corpus", run / "tokenizer"] if ctx.config.get("benchmark") else []
-    if stage in ("text_lm", "text_teacher", "sft", "kd", "dpo"):
+    if stage in ("text_lm", "align", "text_teacher", "sft", "kd", "dpo", "baselines", "evaluate"):
         return [run / stage]
     if stage == "pairs":
         names = ("train_inputs.jsonl", "val_inputs.jsonl", "inputs.jsonl", "all.jsonl", "train.jsonl", "val.jsonl")
         return [run / "pairs" / name for name in names]
-    if stage == "evaluate":
-        return [run / "evaluate"]
     if stage == "report":
         return [run / "report.md", run / "report.csv", *run.glob("chart_*.png")]
     raise ValueError(stage)
@@ -80,6 +87,9 @@ def run_fit(ctx, stage: str, teacher: dict | None = None) -> list[Path]:
     """Write the resolved config to RUN/<stage>/config.yaml and run ``speechsum fit`` on it."""
     if stage in ("text_lm", "text_teacher") and not trains_text_lms(ctx.config):
         ctx.note("text_lms: null — using " + ("backbone:" if stage == "text_lm" else "teacher_model:"))
+        return []
+    if stage == "align" and not aligns(ctx.config):
+        ctx.note("stages.align: false — SFT starts from the model as configured")
         return []
     resolved = resolve_stage_config(ctx.config, stage, ctx.run_dir, wandb=ctx.wandb, teacher=teacher)
     path = ctx.run_dir / stage / "config.yaml"
@@ -126,10 +136,11 @@ def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.
                "--api-key-env", SERVE_KEY_ENV, "--log-level", "WARNING", *map(str, extra_args)]
     ctx.note(f"teacher server: {base_url} (log {log_path})")
     with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ctx.environment())
         try:
             deadline = time.monotonic() + timeout
             while True:
+                ctx.check_stop()
                 if process.poll() is not None:
                     raise RuntimeError(f"speechsum serve exited with code {process.returncode}; see {log_path}")
                 request = urllib.request.Request(f"{base_url}/models",
@@ -257,21 +268,29 @@ def evaluation_systems(ctx, wanted: list[str]) -> list[str]:
     }
     specs = []
     for name in wanted:
-        if name not in candidates:
-            raise ValueError(f"evaluate.systems: unknown {name!r}; allowed: {', '.join(EVAL_SYSTEMS)}")
         if candidates[name] is None:
-            ctx.note(f"evaluate: no local model for the {name} row; skipped")
+            ctx.note(f"{ctx.stage}: no local model for the {name} row; skipped")
         else:
             specs.append(candidates[name])
     return specs
 
 
-def run_evaluate(ctx) -> list[Path]:
-    """``speechsum evaluate`` of every system on every test split (``examples_per_split`` each)."""
+def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
+    """``speechsum evaluate`` of the wanted systems among ``rows`` on every test split
+    (``examples_per_split`` each) into ``RUN/<stage>/``: the ``baselines`` stage evaluates the text
+    LMs and the cascade (they need no student, so they run while the student trains), the
+    ``evaluate`` stage the students."""
     opts = _options(ctx.config.get("evaluate"), examples_per_split=None, max_new_tokens=128, batch_size=8,
-                    metrics="rouge,bertscore,fact_judge", systems=list(EVAL_SYSTEMS), args=[])
+                    metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), args=[])
     judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
-    out = ctx.run_dir / "evaluate"
+    unknown = [name for name in opts["systems"] if name not in EVAL_SYSTEMS]
+    if unknown:
+        raise ValueError(f"evaluate.systems: unknown {unknown}; allowed: {', '.join(EVAL_SYSTEMS)}")
+    specs = evaluation_systems(ctx, [name for name in opts["systems"] if name in rows])
+    if not specs:
+        ctx.note(f"{ctx.stage}: no system to evaluate (evaluate.systems: {', '.join(opts['systems'])})")
+        return []
+    out = ctx.run_dir / ctx.stage
     command = [*SPEECHSUM, "evaluate", "--out", str(out), "--max-new-tokens", str(opts["max_new_tokens"]),
                "--batch-size", str(opts["batch_size"])]
     for name, source in manifests(ctx)["tests"].items():
@@ -283,10 +302,12 @@ def run_evaluate(ctx) -> list[Path]:
         metrics = ",".join(dict.fromkeys([*metrics.split(","), "llm_judge"]))
         command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
         command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
-        # outside RUN/evaluate (deleted when the stage reruns): paid verdicts are never asked twice
-        command += ["--judge-cache", str(ctx.run_dir / "evaluate_cache" / "llm_judge.jsonl")]
+        # outside RUN/<stage> (deleted when the stage reruns): paid verdicts are never asked twice;
+        # one file per stage, as the two stages may run at the same time
+        cache = "llm_judge.jsonl" if ctx.stage == "evaluate" else f"llm_judge_{ctx.stage}.jsonl"
+        command += ["--judge-cache", str(ctx.run_dir / "evaluate_cache" / cache)]
     command += ["--metrics", metrics]
-    for spec in evaluation_systems(ctx, list(opts["systems"])):
+    for spec in specs:
         command += ["--system", spec]
     if ctx.wandb:
         command.append("--wandb")
@@ -295,9 +316,14 @@ def run_evaluate(ctx) -> list[Path]:
 
 
 def run_report(ctx) -> list[Path]:
-    """``speechsum report`` into the run folder; prints the table."""
+    """``speechsum report`` on both evaluation folders into the run folder; prints the table."""
     opts = _options(ctx.config.get("report"), metric=None, baseline=None)
-    command = [*SPEECHSUM, "report", str(ctx.run_dir / "evaluate"), "--out", str(ctx.run_dir)]
+    folders = [str(ctx.run_dir / name) for name in ("baselines", "evaluate")
+               if list((ctx.run_dir / name).glob("*/metrics.json"))]
+    if not folders:
+        raise RuntimeError(f"report: no metrics.json under {ctx.run_dir / 'baselines'} or {ctx.run_dir / 'evaluate'}; "
+                           "evaluate.systems names no system with a model (see logs/baselines.log, logs/evaluate.log)")
+    command = [*SPEECHSUM, "report", *folders, "--out", str(ctx.run_dir)]
     command += ["--metric", opts["metric"]] if opts["metric"] else []
     command += ["--baseline", opts["baseline"]] if opts["baseline"] else []
     ctx.run(command)
@@ -307,11 +333,13 @@ def run_report(ctx) -> list[Path]:
 STAGE_FUNCTIONS = {
     "benchmark": run_benchmark,
     "text_lm": lambda ctx: run_fit(ctx, "text_lm"),
+    "align": lambda ctx: run_fit(ctx, "align"),
     "text_teacher": lambda ctx: run_fit(ctx, "text_teacher"),
+    "baselines": lambda ctx: run_evaluate(ctx, BASELINE_SYSTEMS),
     "sft": lambda ctx: run_fit(ctx, "sft"),
     "kd": run_kd,
     "pairs": run_pairs,
     "dpo": lambda ctx: run_fit(ctx, "dpo"),
-    "evaluate": run_evaluate,
+    "evaluate": lambda ctx: run_evaluate(ctx, STUDENT_SYSTEMS),
     "report": run_report,
 }

@@ -10,8 +10,9 @@ from speechsum.data.batch import SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.losses import masked_cross_entropy
 from speechsum.models.base import mask_after_stop, sequence_positions
-from speechsum.models.composed import FrameStackProjector, whisper_output_frames
+from speechsum.models.composed import whisper_output_frames
 from speechsum.models.policy import lora_disabled
+from speechsum.models.projectors import FrameStackProjector
 
 
 def examples(seconds=(0.7, 1.3, 2.0), seed=0):
@@ -256,3 +257,18 @@ def test_prompt_parts_render_once_per_instruction(tiny_composed, monkeypatch):
     assert calls == ["Summarise.", "Other."]
     assert torch.equal(again.prompt_ids[0], first.prompt_ids[0])
     processor._prompt_cache.clear()
+
+
+def test_user_prompt_places_audio_and_instruction():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from tests.conftest import tiny_backbone_args
+
+    args = {**tiny_backbone_args(), "policy": None}
+    model = ComposedSpeechLLM(**args, user_prompt="Transcript:\n{audio}\n\n{instruction}")
+    processor = model.processor
+    batch = SpeechCollator(processor)(examples(seconds=(0.7,)))
+    text = processor.tokenizer.decode(batch.prompt_ids[0])
+    audio = "<|audio|>" * processor.audio_tokens(int(batch.audio["mel_frames"][0]))
+    assert f"Transcript:\n{audio}\n\nSummarise the call." in text
+    with pytest.raises(ValueError, match="user_prompt must contain"):
+        ComposedSpeechLLM(**args, user_prompt="{instruction} only")

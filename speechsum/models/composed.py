@@ -1,13 +1,13 @@
-"""Composed backbone: a Whisper-family encoder + frame-stacking MLP projector + any HF causal LM."""
+"""Composed backbone: a Whisper-family encoder + a projector (frame-stacking MLP or CTC) + any HF causal LM."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
@@ -18,137 +18,25 @@ from transformers import (
     GenerationConfig,
     LogitsProcessorList,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperModel,
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from speechsum.models.base import SpeechLLM
+from speechsum.models.base import SpeechLLM, sequence_positions
+from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
 from speechsum.models.feature_cache import (
     EncoderFeatureCache,
-    audio_content_key,
     encoder_identity,
     weights_version,
 )
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
-from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
+from speechsum.models.projectors import CTCProjector, FrameStackProjector, ctc_keep_mask
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.models.whisper_ct2 import resolve_whisper_path
 
 log = logging.getLogger(__name__)
-
-PROMPT_CACHE_SIZE = 4096  # distinct instructions whose rendered prompt parts are kept
-AUDIO_MARKER = "<<AUDIO>>"  # stands where the audio goes while the chat template is rendered
-
-
-def whisper_output_frames(mel_frames: int) -> int:
-    """Encoder frames for ``mel_frames`` mel frames: conv2 has stride 2, so ``ceil(T / 2)``."""
-    return (mel_frames + 1) // 2
-
-
-class FrameStackProjector(nn.Module):
-    """Stacks ``stack`` consecutive encoder frames and maps them to the LLM width with a 2-layer MLP.
-
-    ``(B, T, d_enc)`` → zero-pad T to a multiple of ``stack`` → ``(B, T/stack, stack·d_enc)``
-    → Linear → GELU → Linear → ``(B, T/stack, d_llm)``. With Whisper (20 ms frames) and stack 4,
-    one audio token covers 80 ms, as in Phi-4-multimodal.
-    """
-
-    def __init__(self, encoder_dim: int, llm_dim: int, stack: int = 4, hidden_dim: int | None = None):
-        super().__init__()
-        self.stack = stack
-        hidden_dim = hidden_dim or llm_dim
-        self.mlp = nn.Sequential(
-            nn.Linear(encoder_dim * stack, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_dim)
-        )
-
-    def forward(self, frames: Tensor) -> Tensor:
-        """``(B, T, d_enc)`` → ``(B, ceil(T / stack), d_llm)``."""
-        batch, length, dim = frames.shape
-        padded = math.ceil(length / self.stack) * self.stack
-        frames = nn.functional.pad(frames, (0, 0, 0, padded - length))
-        return self.mlp(frames.reshape(batch, padded // self.stack, dim * self.stack))
-
-
-class ComposedProcessor(SpeechProcessor):
-    """Whisper log-mel features (padded to the batch's longest clip, never truncated) + chat-formatted
-    prompt in which ``<|audio|>`` is repeated once per projected audio frame, + each clip's
-    content key (:func:`audio_content_key`, for the feature cache).
-
-    Clips longer than the encoder's window are encoded window by window (see
-    :meth:`ComposedSpeechLLM.encoder_frames`), so there is no length limit unless
-    ``max_audio_seconds`` sets one.
-    """
-
-    def __init__(
-        self,
-        feature_extractor: WhisperFeatureExtractor,
-        tokenizer: PreTrainedTokenizerBase,
-        stack: int,
-        end_of_turn: str | None = None,
-        system_prompt: str | None = None,
-        max_audio_seconds: float | None = None,
-    ):
-        self.feature_extractor = feature_extractor
-        self.tokenizer = tokenizer
-        self.stack = stack
-        self.sample_rate = feature_extractor.sampling_rate
-        self.max_audio_seconds = max_audio_seconds
-        self.end_of_turn = end_of_turn or tokenizer.eos_token
-        self.system_prompt = system_prompt
-        self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
-        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}  # instruction -> parts
-
-    def audio_tokens(self, mel_frames: int) -> int:
-        return math.ceil(whisper_output_frames(mel_frames) / self.stack)
-
-    def _prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
-        """Token ids before and after the audio placeholder; rendered once per distinct
-        instruction (callers only concatenate, never mutate, the cached lists)."""
-        cached = self._prompt_cache.get(instruction)
-        if cached is None:
-            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
-                self._prompt_cache.clear()
-            cached = self._prompt_cache[instruction] = self._render_prompt_parts(instruction)
-        return cached
-
-    def _render_prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
-        messages = self.chat_messages(f"{AUDIO_MARKER}\n{instruction}")
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        before, after = text.split(AUDIO_MARKER)
-        encode = self.tokenizer
-        return (
-            encode(before, add_special_tokens=False)["input_ids"],
-            encode(after, add_special_tokens=False)["input_ids"],
-        )
-
-    def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
-        # Each clip gets its own features (zero beyond its end) so that, with the encoder's
-        # padding mask, a clip's audio embeddings do not depend on what else is in the batch.
-        features = [
-            self.feature_extractor(
-                waveform, sampling_rate=self.sample_rate, padding="longest", truncation=False, return_tensors="pt"
-            )["input_features"][0]
-            for waveform in waveforms
-        ]
-        mel_frames = torch.tensor([f.shape[-1] for f in features])
-        input_features = torch.zeros(len(features), features[0].shape[0], int(mel_frames.max()))
-        for row, feature in enumerate(features):
-            input_features[row, :, : feature.shape[-1]] = feature
-        prompts = []
-        for frames, instruction in zip(mel_frames.tolist(), instructions):
-            before, after = self._prompt_parts(instruction)
-            prompts.append(before + [self.audio_token_id] * self.audio_tokens(frames) + after)
-        prompt_ids, prompt_mask = pad_sequences(prompts, self.pad_id, side="left")
-        audio = {
-            "input_features": input_features,
-            "mel_frames": mel_frames,
-            "content_keys": [audio_content_key(w, self.sample_rate) for w in waveforms],
-        }
-        return PromptInputs(audio=audio, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
-
 
 @contextlib.contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
@@ -179,7 +67,7 @@ def _load_llm(spec: str | dict, dtype: str | None) -> PreTrainedModel:
 
 
 class ComposedSpeechLLM(SpeechLLM):
-    """Whisper-family encoder → :class:`FrameStackProjector` → any ``AutoModelForCausalLM``.
+    """Whisper-family encoder → projector → any ``AutoModelForCausalLM``.
 
     Args:
         llm: hub id or local directory of a causal LM, or a config dict (``model_type`` plus
@@ -191,9 +79,19 @@ class ComposedSpeechLLM(SpeechLLM):
         tokenizer: hub id or directory; default: the LLM's own when ``llm`` is a path, else the
             built-in byte-level tokenizer. ``<|audio|>`` is added if missing.
         stack: encoder frames per audio token (4 → 80 ms per token with Whisper).
-        projector_hidden: projector MLP width (default: the LLM width).
+        projector: "mlp" (:class:`FrameStackProjector`) or "ctc" (:class:`CTCProjector`: CTC
+            posteriors over the LLM's vocabulary weight its input embeddings; pre-train it with
+            :class:`speechsum.stages.align.CTCAlignModule`).
+        projector_hidden: projector MLP width (default: the LLM width; 2× for "ctc").
+        ctc_compress: with the CTC projector, attend only to the first frame of each non-blank
+            greedy-label run (blank and repeated frames are masked out of attention and skipped in
+            the position ids), so the LLM sees about one audio token per spoken token.
         end_of_turn: token that ends a response (default: the tokenizer's eos token).
         system_prompt: optional system message in every prompt.
+        user_prompt: the user turn, with ``{audio}`` and ``{instruction}`` placeholders (default
+            ``"{audio}\n{instruction}"``). The bundled benchmark uses the text LMs' own layout
+            (``"Transcript:\n{audio}\n\n{instruction}"``), so a CTC-aligned student starts where
+            its backbone reads text.
         policy: which parameters train (default: frozen encoder, projector, LoRA r=16 α=32).
         dtype: weight dtype for pretrained LLMs ("bfloat16", …; default: the checkpoint's).
         init_seed: seed for random-init parts, so a model is rebuilt identically on resume.
@@ -210,9 +108,12 @@ class ComposedSpeechLLM(SpeechLLM):
         encoder: str | dict,
         tokenizer: str | None = None,
         stack: int = 4,
+        projector: Literal["mlp", "ctc"] = "mlp",
         projector_hidden: int | None = None,
+        ctc_compress: bool = True,
         end_of_turn: str | None = None,
         system_prompt: str | None = None,
+        user_prompt: str = DEFAULT_USER_PROMPT,
         policy: TrainingPolicy | None = None,
         dtype: str | None = None,
         init_seed: int = 0,
@@ -230,9 +131,15 @@ class ComposedSpeechLLM(SpeechLLM):
                 tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))
-            self.projector = FrameStackProjector(
-                self.encoder.config.d_model, self.llm.config.get_text_config().hidden_size, stack, projector_hidden
-            )
+            encoder_dim, llm_dim = self.encoder.config.d_model, self.llm.config.get_text_config().hidden_size
+            if projector == "ctc":
+                vocab = self.llm.get_input_embeddings().num_embeddings
+                self.projector = CTCProjector(encoder_dim, llm_dim, vocab, stack, projector_hidden)
+            elif projector == "mlp":
+                self.projector = FrameStackProjector(encoder_dim, llm_dim, stack, projector_hidden)
+            else:
+                raise ValueError(f"projector must be 'mlp' or 'ctc', not {projector!r}")
+        self.ctc_compress = ctc_compress and projector == "ctc"
         self.processor = ComposedProcessor(
             feature_extractor,
             tok,
@@ -240,6 +147,7 @@ class ComposedSpeechLLM(SpeechLLM):
             end_of_turn=end_of_turn,
             system_prompt=system_prompt,
             max_audio_seconds=max_audio_seconds,
+            user_prompt=user_prompt,
         )
         self.audio_token_id = self.processor.audio_token_id
         self.feature_cache = EncoderFeatureCache(feature_cache) if feature_cache else None
@@ -354,24 +262,51 @@ class ComposedSpeechLLM(SpeechLLM):
         lengths = torch.tensor([f.shape[0] for f in frames], device=audio["mel_frames"].device)
         return {**audio, "encoder_frames": pad_sequence(frames, batch_first=True), "encoder_lengths": lengths}
 
-    def encode_audio(self, audio: dict) -> Tensor:
-        """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``."""
+    def _projector_inputs(self, audio: dict) -> tuple[Tensor, list[int]]:
+        """Encoder frames padded ``(B, T_max, d_enc)`` in the projector's dtype, and each clip's
+        audio-token count ``ceil(T_i / stack)``."""
         frames = self.clip_frames(audio)
-        dtype = self.projector.mlp[0].weight.dtype
-        tokens = self.projector(pad_sequence(frames, batch_first=True).to(dtype))
+        dtype = next(self.projector.parameters()).dtype
         counts = [math.ceil(f.shape[0] / self.projector.stack) for f in frames]
-        return torch.cat([tokens[i, :n] for i, n in enumerate(counts)])
+        return pad_sequence(frames, batch_first=True).to(dtype), counts
 
-    def embed_prompt(self, audio: dict, input_ids: Tensor) -> Tensor:
-        """Token embeddings with each ``<|audio|>`` position replaced by its audio embedding."""
+    def ctc_logits(self, audio: dict) -> tuple[Tensor, Tensor]:
+        """CTC projector only: logits ``(B, T', V + 1)`` (blank = ``V``) and each clip's frame
+        count ``(B,)``, for :class:`speechsum.stages.align.CTCAlignModule`."""
+        if not isinstance(self.projector, CTCProjector):
+            raise ValueError("CTC alignment needs `projector: ctc` in the model's init_args")
+        frames, counts = self._projector_inputs(audio)
+        return self.projector.logits(frames), torch.tensor(counts, device=frames.device)
+
+    def encode_audio(self, audio: dict) -> tuple[Tensor, Tensor | None]:
+        """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``,
+        and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None)."""
+        frames, counts = self._projector_inputs(audio)
+        keep = None
+        if isinstance(self.projector, CTCProjector):
+            logits = self.projector.logits(frames)
+            tokens = self.projector.embed(logits, self.llm.get_input_embeddings().weight)
+            if self.ctc_compress:
+                kept = ctc_keep_mask(logits.argmax(-1), self.projector.blank)
+                keep = torch.cat([kept[i, :n] for i, n in enumerate(counts)])
+        else:
+            tokens = self.projector(frames)
+        return torch.cat([tokens[i, :n] for i, n in enumerate(counts)]), keep
+
+    def embed_prompt(self, audio: dict, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Token embeddings with each ``<|audio|>`` position replaced by its audio embedding, and
+        the attention mask with compressed-away audio positions set to 0."""
         embeds = self.llm.get_input_embeddings()(input_ids)
-        is_audio = (input_ids == self.audio_token_id).unsqueeze(-1)
-        audio_embeds = self.encode_audio(audio)
+        is_audio = input_ids == self.audio_token_id
+        audio_embeds, keep = self.encode_audio(audio)
         if audio_embeds.shape[0] != int(is_audio.sum()):
             raise ValueError(
                 f"{int(is_audio.sum())} audio placeholders but {audio_embeds.shape[0]} audio frames"
             )
-        return embeds.masked_scatter(is_audio, audio_embeds.to(embeds.dtype))
+        embeds = embeds.masked_scatter(is_audio.unsqueeze(-1), audio_embeds.to(embeds.dtype))
+        if keep is not None:
+            attention_mask = attention_mask.masked_scatter(is_audio, keep.to(attention_mask.dtype) * attention_mask[is_audio])
+        return embeds, attention_mask
 
     def forward(
         self,
@@ -381,9 +316,12 @@ class ComposedSpeechLLM(SpeechLLM):
         position_ids: Tensor,
         logits_to_keep: int = 0,
     ) -> Tensor:
+        inputs_embeds, kept_mask = self.embed_prompt(audio, input_ids, attention_mask)
+        if self.ctc_compress:  # skipped audio positions take no position id
+            position_ids = sequence_positions(kept_mask)
         outputs = self.llm(
-            inputs_embeds=self.embed_prompt(audio, input_ids),
-            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            attention_mask=kept_mask,
             position_ids=position_ids,
             logits_to_keep=logits_to_keep,
             use_cache=False,
@@ -398,9 +336,10 @@ class ComposedSpeechLLM(SpeechLLM):
         config: GenerationConfig,
         logits_processor: LogitsProcessorList | None = None,
     ) -> Tensor:
-        return self.llm.generate(
-            inputs_embeds=self.embed_prompt(audio, prompt_ids),
-            attention_mask=prompt_mask,
+        inputs_embeds, kept_mask = self.embed_prompt(audio, prompt_ids, prompt_mask)
+        return self.llm.generate(  # position ids = cumsum(mask) - 1, as in forward
+            inputs_embeds=inputs_embeds,
+            attention_mask=kept_mask,
             generation_config=config,
             logits_processor=logits_processor,
         )

@@ -1,0 +1,91 @@
+"""Projectors from speech-encoder frames to LLM input embeddings.
+
+* :class:`FrameStackProjector` — stack ``stack`` frames, 2-layer MLP (Phi-4-multimodal's style).
+* :class:`CTCProjector` — the same MLP, then CTC posteriors over the LLM's vocabulary (+ blank);
+  each audio token is the posterior-weighted sum of the LLM's own input embeddings (as in
+  LegoSLM, Ma et al. 2025), and with CTC compression only frames whose greedy label starts a new
+  non-blank run are attended to (Gaido et al. 2021). Trained first by CTC on transcripts
+  (:class:`speechsum.stages.align.CTCAlignModule`), it hands the LLM something shaped like the
+  transcript's tokens, so a text LLM's copying skills work on audio from the start of SFT.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class FrameStackProjector(nn.Module):
+    """Stacks ``stack`` consecutive encoder frames and maps them to the LLM width with a 2-layer MLP.
+
+    ``(B, T, d_enc)`` → zero-pad T to a multiple of ``stack`` → ``(B, T/stack, stack·d_enc)``
+    → Linear → GELU → Linear → ``(B, T/stack, d_llm)``. With Whisper (20 ms frames) and stack 4,
+    one audio token covers 80 ms, as in Phi-4-multimodal.
+    """
+
+    def __init__(self, encoder_dim: int, llm_dim: int, stack: int = 4, hidden_dim: int | None = None):
+        super().__init__()
+        self.stack = stack
+        hidden_dim = hidden_dim or llm_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(encoder_dim * stack, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_dim)
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """``(B, T, d_enc)`` → ``(B, ceil(T / stack), d_llm)``."""
+        batch, length, dim = frames.shape
+        padded = math.ceil(length / self.stack) * self.stack
+        frames = nn.functional.pad(frames, (0, 0, 0, padded - length))
+        return self.mlp(frames.reshape(batch, padded // self.stack, dim * self.stack))
+
+
+class CTCProjector(nn.Module):
+    """Frame-stacking MLP → GELU → Linear → CTC logits over ``vocab_size`` LLM tokens + blank
+    (index ``vocab_size``); :meth:`embed` turns them into LLM input embeddings.
+
+    Args:
+        encoder_dim / llm_dim: encoder and LLM widths.
+        vocab_size: rows of the LLM's input-embedding table.
+        stack: encoder frames per audio token (4 → 80 ms with Whisper).
+        hidden_dim: MLP width (default: 2 × the LLM width).
+    """
+
+    def __init__(self, encoder_dim: int, llm_dim: int, vocab_size: int, stack: int = 4, hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or 2 * llm_dim
+        self.stack = stack
+        self.blank = vocab_size
+        self.frames = FrameStackProjector(encoder_dim, hidden_dim, stack, hidden_dim)
+        self.head = nn.Sequential(nn.GELU(), nn.Linear(hidden_dim, vocab_size + 1))
+        self.blank_embedding = nn.Parameter(torch.zeros(llm_dim))
+
+    def logits(self, frames: Tensor) -> Tensor:
+        """``(B, T, d_enc)`` → CTC logits ``(B, ceil(T / stack), vocab_size + 1)``."""
+        return self.head(self.frames(frames))
+
+    def embed(self, logits: Tensor, token_embeddings: Tensor) -> Tensor:
+        """Audio embeddings ``softmax(logits) @ [E; e_blank]`` ``(B, T', d_llm)`` for the LLM's input
+        embedding table ``E`` ``(vocab_size, d_llm)`` (not trained here) and the learned blank
+        embedding ``e_blank``."""
+        table = torch.cat([token_embeddings.to(logits.dtype), self.blank_embedding[None].to(logits.dtype)])
+        return logits.softmax(-1) @ table
+
+
+def ctc_greedy_labels(logits: Tensor) -> Tensor:
+    """Greedy CTC labels ``argmax`` over the last dim: ``(…, T, C)`` → ``(…, T)``."""
+    return logits.argmax(-1)
+
+
+def ctc_keep_mask(labels: Tensor, blank: int) -> Tensor:
+    """CTC compression: True where a frame's greedy label is not blank and differs from the
+    previous frame's (the first frame of each token run), ``(B, T)`` → ``(B, T)`` bool."""
+    previous = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=blank)
+    return (labels != blank) & (labels != previous)
+
+
+def ctc_collapse(labels: Tensor, length: int, blank: int) -> list[int]:
+    """Greedy CTC transcript of one clip's first ``length`` labels: merge runs, drop blanks."""
+    row = labels[:length]
+    return row[ctc_keep_mask(row[None], blank)[0]].tolist()

@@ -1,0 +1,111 @@
+"""Stage 0, speech–text alignment: CTC on transcripts trains the student's CTC projector, so that
+its audio tokens are (mixtures of) the LLM's own token embeddings before SFT begins."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.losses import ctc_alignment_loss
+from speechsum.models.asr import word_edit_distance
+from speechsum.models.base import SpeechLLM
+from speechsum.models.projectors import ctc_collapse
+from speechsum.stages.base import GenerationSettings, SpeechStageModule
+
+SPEAKER_LABEL = re.compile(r"^[^:\n]{1,60}:[ \t]*", flags=re.MULTILINE)
+
+
+def spoken_text(transcript: str, strip_speaker_labels: bool) -> str:
+    """What the audio says: the transcript, its lines joined by spaces; with
+    ``strip_speaker_labels`` a leading ``Name:`` is removed from every line (a transcript that
+    labels turns whose audio does not speak the label, like the bundled benchmark's)."""
+    if strip_speaker_labels:
+        transcript = SPEAKER_LABEL.sub("", transcript)
+    return " ".join(line.strip() for line in transcript.splitlines() if line.strip())
+
+
+class CTCAlignModule(SpeechStageModule):
+    """CTC alignment of a ``ComposedSpeechLLM(projector="ctc")``: loss
+    :func:`speechsum.losses.ctc_alignment_loss` between the projector's CTC logits and the
+    transcript's tokens (the LLM's tokenizer). Train the projector only (``policy.llm: frozen``);
+    the SFT stage then starts from this checkpoint (``init_from``).
+
+    Args:
+        strip_speaker_labels: remove a leading ``Name:`` from each transcript line (see
+            :func:`spoken_text`).
+        (other arguments: see SpeechStageModule; ``generation`` is unused here.)
+    Validation logs ``val/ctc_loss`` and ``val/token_error_rate`` (greedy CTC transcript vs the
+    transcript's tokens: Σ edit distance / Σ reference tokens) and writes greedy transcripts as
+    samples. Clips too short for their transcript (CTC needs at least one frame per token, plus
+    one between repeated tokens) carry no loss and are counted in ``train/ctc_infeasible``.
+    """
+
+    def __init__(
+        self,
+        model: SpeechLLM,
+        strip_speaker_labels: bool = False,
+        learning_rate: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 20,
+        min_lr_ratio: float = 0.1,
+        init_from: str | None = None,
+        num_val_samples: int = 4,
+        generation: GenerationSettings | None = None,
+        checkpoint_trainable_only: bool = True,
+    ):
+        super().__init__(
+            model, learning_rate, weight_decay, warmup_steps, min_lr_ratio, init_from, num_val_samples,
+            generation, checkpoint_trainable_only,
+        )
+        self.strip_speaker_labels = strip_speaker_labels
+
+    def transcript_tokens(self, batch: SpeechBatch) -> list[list[int]]:
+        missing = [i for i, text in zip(batch.ids, batch.transcripts) if not text]
+        if missing:
+            raise ValueError(f"CTC alignment needs a `transcript` on every manifest line; missing for {missing[:3]}")
+        tokenizer = self.processor.tokenizer
+        texts = [spoken_text(t, self.strip_speaker_labels) for t in batch.transcripts]
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def ctc_step(self, batch: SpeechBatch) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
+        """CTC loss, infeasible-row count, logits ``(B, T', V + 1)``, frame counts ``(B,)``, targets."""
+        logits, frame_counts = self.model.ctc_logits(batch.audio)
+        targets = self.transcript_tokens(batch)
+        loss, infeasible = ctc_alignment_loss(logits, frame_counts, targets, self.model.projector.blank)
+        return loss, infeasible, logits, frame_counts, targets
+
+    def training_step(self, batch: SpeechBatch, batch_idx: int) -> Tensor:
+        loss, infeasible, *_ = self.ctc_step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/ctc_infeasible", infeasible.float(), reduce_fx="sum", batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: SpeechBatch, batch_idx: int) -> None:
+        loss, _, logits, frame_counts, targets = self.ctc_step(batch)
+        blank = self.model.projector.blank
+        labels = logits.argmax(-1).cpu()
+        hypotheses = [ctc_collapse(labels[i], int(n), blank) for i, n in enumerate(frame_counts)]
+        errors = sum(word_edit_distance(ref, hyp) for ref, hyp in zip(targets, hypotheses))
+        total = sum(len(ref) for ref in targets)
+        self.log("val/ctc_loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+        self.log("val/token_error_rate", torch.tensor(errors / max(total, 1)), prog_bar=True,
+                 batch_size=total, sync_dist=True)
+        wanted = self.num_val_samples - len(self._val_samples)
+        decode = self.processor.tokenizer.decode
+        for i in range(min(max(wanted, 0), len(batch))):
+            self._val_samples.append(
+                {"id": batch.ids[i], "reference": decode(targets[i]), "prediction": decode(hypotheses[i])}
+            )
+
+    def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
+        """Greedy CTC transcripts (``prediction``) next to the transcript (``reference``)."""
+        logits, frame_counts = self.model.ctc_logits(batch.audio)
+        labels = logits.argmax(-1).cpu()
+        decode = self.processor.tokenizer.decode
+        return [
+            {"id": i, "reference": ref, "prediction": decode(ctc_collapse(labels[row], int(n), self.model.projector.blank))}
+            for row, (i, ref, n) in enumerate(zip(batch.ids, batch.transcripts, frame_counts))
+        ]
