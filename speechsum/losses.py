@@ -39,7 +39,7 @@ def ctc_alignment_loss(
     over the feasible rows only; p_CTC sums over every blank-augmented path that collapses to the
     target (Graves et al. 2006). ``logits`` (B, T, C) with blank class ``blank``. A row is
     infeasible when its frames cannot hold its target: ``frame_counts[b] < |targets[b]| +`` (number
-    of adjacent repeated tokens). Returns ``(loss, number of infeasible rows)``; loss is 0 (with a
+    of adjacent repeated tokens), or when its target is empty (nothing to align). Returns ``(loss, number of infeasible rows)``; loss is 0 (with a
     graph) when no row is feasible or no target has tokens. Computed in float32.
     """
     lengths = torch.tensor([len(t) for t in targets], device=logits.device)

@@ -70,6 +70,8 @@ def test_spoken_text_strips_speaker_labels():
     transcript = "Kofi Ali: Hi, this is Kofi.\nEthan Soto:  Right now the price is 310.\n"
     assert spoken_text(transcript, True) == "Hi, this is Kofi. Right now the price is 310."
     assert spoken_text(transcript, False) == "Kofi Ali: Hi, this is Kofi. Ethan Soto:  Right now the price is 310."
+    # times and ratios are speech, not labels
+    assert spoken_text("At 10:30 we met.\nThe ratio is 3:1, said Kofi.", True) == "At 10:30 we met. The ratio is 3:1, said Kofi."
 
 
 def ctc_model(compress: bool = True) -> ComposedSpeechLLM:

@@ -145,6 +145,11 @@ def test_precomputed_reference_equals_recomputed_and_is_loaded_from_disk(pairs, 
     other = DPOModule(as_kd_checkpoint(tiny_model(), seed=4), reference="precomputed", **model_args)
     other.prepare_reference_table(datamodule, ["val"])
     assert other.reference_cache_files != module.reference_cache_files
+    # same weights, another prompt layout → another cache file (log-probs differ)
+    prompted = DPOModule(as_kd_checkpoint(tiny_model()), reference="precomputed", **model_args)
+    prompted.model.processor.system_prompt = "Be brief."
+    prompted.prepare_reference_table(datamodule, ["val"])
+    assert prompted.reference_cache_files[0] not in module.reference_cache_files
     trained = DPOModule(tiny_model(), reference="precomputed", reference_cache_dir=str(tmp_path / "empty"))
     with torch.no_grad():
         next(p for _, p in trained.model.trainable_parameters()).add_(1.0)

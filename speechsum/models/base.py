@@ -182,6 +182,14 @@ class SpeechLLM(nn.Module, ABC):
         through the encoder. Default: ``audio`` unchanged (backbones that cannot split encoding off)."""
         return audio
 
+    def input_settings(self) -> str:
+        """The options besides the weights that change this model's log-probs (prompt layout, stop
+        token, CTC compression), as one string for cache keys of precomputed log-probs."""
+        processor = self.processor
+        fields = {name: getattr(processor, name, None) for name in ("system_prompt", "user_prompt", "end_of_turn")}
+        fields["ctc_compress"] = getattr(self, "ctc_compress", None)
+        return repr(sorted(fields.items()))
+
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
 

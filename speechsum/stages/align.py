@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
@@ -15,7 +14,8 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.projectors import ctc_collapse
 from speechsum.stages.base import GenerationSettings, SpeechStageModule
 
-SPEAKER_LABEL = re.compile(r"^[^:\n]{1,60}:[ \t]*", flags=re.MULTILINE)
+# "Name:" at a line start: a letter, up to 40 more characters, a colon, then a space ("10:30", "3:1" stay)
+SPEAKER_LABEL = re.compile(r"^[^\W\d_][^:\n]{0,40}:[ \t]+", flags=re.MULTILINE)
 
 
 def spoken_text(transcript: str, strip_speaker_labels: bool) -> str:
@@ -62,15 +62,16 @@ class CTCAlignModule(SpeechStageModule):
         )
         self.strip_speaker_labels = strip_speaker_labels
 
-    def transcript_tokens(self, batch: SpeechBatch) -> list[list[int]]:
+    def spoken_texts(self, batch: SpeechBatch) -> list[str]:
         missing = [i for i, text in zip(batch.ids, batch.transcripts) if not text]
         if missing:
             raise ValueError(f"CTC alignment needs a `transcript` on every manifest line; missing for {missing[:3]}")
-        tokenizer = self.processor.tokenizer
-        texts = [spoken_text(t, self.strip_speaker_labels) for t in batch.transcripts]
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [spoken_text(t, self.strip_speaker_labels) for t in batch.transcripts]
 
-    def ctc_step(self, batch: SpeechBatch) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
+    def transcript_tokens(self, batch: SpeechBatch) -> list[list[int]]:
+        return self.processor.tokenizer(self.spoken_texts(batch), add_special_tokens=False)["input_ids"]
+
+    def ctc_step(self, batch: SpeechBatch) -> tuple[Tensor, Tensor, Tensor, Tensor, list[list[int]]]:
         """CTC loss, infeasible-row count, logits ``(B, T', V + 1)``, frame counts ``(B,)``, targets."""
         logits, frame_counts = self.model.ctc_logits(batch.audio)
         targets = self.transcript_tokens(batch)
@@ -80,19 +81,22 @@ class CTCAlignModule(SpeechStageModule):
     def training_step(self, batch: SpeechBatch, batch_idx: int) -> Tensor:
         loss, infeasible, *_ = self.ctc_step(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log("train/ctc_infeasible", infeasible.float(), reduce_fx="sum", batch_size=len(batch))
+        self.log("train/ctc_infeasible", infeasible.float(), reduce_fx="sum", on_step=False, on_epoch=True,
+                 batch_size=len(batch))
         return loss
 
     def validation_step(self, batch: SpeechBatch, batch_idx: int) -> None:
-        loss, _, logits, frame_counts, targets = self.ctc_step(batch)
+        loss, infeasible, logits, frame_counts, targets = self.ctc_step(batch)
         blank = self.model.projector.blank
         labels = logits.argmax(-1).cpu()
         hypotheses = [ctc_collapse(labels[i], int(n), blank) for i, n in enumerate(frame_counts)]
         errors = sum(word_edit_distance(ref, hyp) for ref, hyp in zip(targets, hypotheses))
         total = sum(len(ref) for ref in targets)
-        self.log("val/ctc_loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
-        self.log("val/token_error_rate", torch.tensor(errors / max(total, 1)), prog_bar=True,
-                 batch_size=total, sync_dist=True)
+        if int(infeasible) < len(batch):  # a batch with no feasible clip has no loss to average in
+            self.log("val/ctc_loss", loss, prog_bar=True, batch_size=max(total, 1), sync_dist=True)
+        # weighted by reference tokens: Σ errors / Σ tokens over the epoch (a mean of that across ranks)
+        self.log("val/token_error_rate", errors / max(total, 1), prog_bar=True, batch_size=max(total, 1),
+                 sync_dist=True)
         wanted = self.num_val_samples - len(self._val_samples)
         decode = self.processor.tokenizer.decode
         for i in range(min(max(wanted, 0), len(batch))):
@@ -101,11 +105,11 @@ class CTCAlignModule(SpeechStageModule):
             )
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
-        """Greedy CTC transcripts (``prediction``) next to the transcript (``reference``)."""
+        """Greedy CTC transcripts (``prediction``) next to what the audio says (``reference``)."""
         logits, frame_counts = self.model.ctc_logits(batch.audio)
         labels = logits.argmax(-1).cpu()
         decode = self.processor.tokenizer.decode
         return [
             {"id": i, "reference": ref, "prediction": decode(ctc_collapse(labels[row], int(n), self.model.projector.blank))}
-            for row, (i, ref, n) in enumerate(zip(batch.ids, batch.transcripts, frame_counts))
+            for row, (i, ref, n) in enumerate(zip(batch.ids, self.spoken_texts(batch), frame_counts))
         ]

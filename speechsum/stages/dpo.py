@@ -172,7 +172,7 @@ class DPOModule(SpeechStageModule):
             dataset = datamodule.datasets.get(split)
             if dataset is None:
                 continue
-            settings = f"{precision}|{dataset.max_audio_seconds}|{dataset.too_long_audio}"
+            settings = f"{precision}|{dataset.max_audio_seconds}|{dataset.too_long_audio}|{self.model.input_settings()}"
             path = cache_path(cache_dir, self.reference_id, datamodule.manifests[split], settings)
             table = load_table(path)
             if table is not None and {e.id for e in dataset.examples} <= table.keys():
