@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
-from speechsum.models.processor import pad_sequences
+from speechsum.data.processor import pad_sequences
 
 # Tiny random-init Llama LMs (the shapes of the benchmark's small LMs): a student and a larger teacher.
 STUDENT_LLM = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,

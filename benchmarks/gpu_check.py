@@ -33,10 +33,10 @@ import torch
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.policy import TrainingPolicy
-from speechsum.stages.dpo import DPOModule
-from speechsum.stages.kd import OnPolicyKDModule
+from speechsum.stages.dpo.module import DPOModule
+from speechsum.stages.kd.module import OnPolicyKDModule
+from speechsum.stages.kd.teachers import HFTeacher
 from speechsum.stages.sft import SFTModule
-from speechsum.teachers import HFTeacher
 
 # Qwen2-0.5B's shape (494M parameters with its 151,936-entry vocabulary).
 QWEN2_05B = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,

@@ -15,10 +15,14 @@ from torch.utils.data import DataLoader
 from benchmarks.common import STUDENT_LLM, TEACHER_LLM, StepLog, with_vocab
 from speechsum.data.batch import SpeechBatch
 from speechsum.models.text_llm import TextLLM
-from speechsum.reference_logprobs import compute_reference_logps, encode_audio_once, pair_token_logprobs
-from speechsum.stages.dpo import DPOModule
-from speechsum.stages.kd import OnPolicyKDModule
-from speechsum.teachers import HFTeacher
+from speechsum.stages.dpo.module import DPOModule
+from speechsum.stages.dpo.reference_logprobs import (
+    compute_reference_logps,
+    encode_audio_once,
+    pair_token_logprobs,
+)
+from speechsum.stages.kd.module import OnPolicyKDModule
+from speechsum.stages.kd.teachers import HFTeacher
 
 
 class LightningStepTimer(L.Callback):

@@ -18,7 +18,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 from benchmarks.common import StepLog, TextExample, prompt_completion_inputs
-from speechsum.models.processor import pad_sequences
+from speechsum.data.processor import pad_sequences
 
 for _name in ("trl", "transformers", "accelerate"):
     logging.getLogger(_name).setLevel(logging.ERROR)

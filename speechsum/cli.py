@@ -37,12 +37,12 @@ TOOLS: dict[str, str] = {
     "toydata": "speechsum.data.toy:main",
     "toyscore": "speechsum.data.toy:score_main",
     "benchmark": "speechsum.benchmark.cli:main",
-    "serve": "speechsum.serve:main",
+    "serve": "speechsum.serving.cli:main",
     "pairs": "speechsum.pairs:main",
     "evaluate": "speechsum.evaluation.cli:evaluate_main",
     "report": "speechsum.evaluation.cli:report_main",
-    "synth": "speechsum.synth:main",
-    "pipeline": "speechsum.pipeline:main",
+    "synth": "speechsum.synth.run:main",
+    "pipeline": "speechsum.pipeline.cli:main",
 }
 
 

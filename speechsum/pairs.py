@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from speechsum.data.batch import SpeechCollator
 from speechsum.data.datamodule import SpeechSumDataset
 from speechsum.data.manifest import Example, load_manifest
-from speechsum.judges import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
-from speechsum.remote import JsonlCache, cache_key, map_concurrent
+from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
+from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Real OpenAI-compatible HTTP servers on loopback for tests (``speechsum serve``'s own stack).
 
     with serve_in_thread(ScriptedChatBackend(lambda messages: '{"winner": "A"}', fail_first_n=2)) as url:
-        client = speechsum.remote.openai_client(url)   # talks HTTP to 127.0.0.1, no mocks
+        client = speechsum.utils.remote.openai_client(url)   # talks HTTP to 127.0.0.1, no mocks
 
 ``ScriptedChatBackend`` answers chat completions with ``reply(messages)`` and can fail on purpose
 (first n requests, every k-th request, with any HTTP status) and records every request it saw.
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from time import sleep
 
-from speechsum.serve import build_server
+from speechsum.serving.cli import build_server
 from speechsum.serving.protocol import (
     APIError,
     Backend,

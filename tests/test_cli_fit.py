@@ -123,7 +123,7 @@ def test_wandb_offline_logs_samples_and_no_secret(tmp_path, toy_data, monkeypatc
     config = run_config(tmp_path, toy_data, max_epochs=1, limit_train_batches=2)
     data = yaml.safe_load(config.read_text())
     data["trainer"]["logger"].append(
-        {"class_path": "speechsum.loggers.WandbLogger", "init_args": {"save_dir": str(tmp_path / "run")}}
+        {"class_path": "speechsum.training.loggers.WandbLogger", "init_args": {"save_dir": str(tmp_path / "run")}}
     )
     config.write_text(yaml.safe_dump(data))
     lightning_cli(["fit", "--config", str(config)])

@@ -66,7 +66,7 @@ def test_tiny_model_configs_build(config):
 
 
 def test_fsdp_policy_picks_transformer_blocks():
-    from speechsum.strategies import TransformerBlocks
+    from speechsum.training.strategies import TransformerBlocks
 
     cli = parse(*BASE_STACK, CONFIGS / "trainer" / "gpu_bf16.yaml", CONFIGS / "trainer" / "fsdp.yaml")
     strategy = cli.config["trainer"]["strategy"]
@@ -85,7 +85,7 @@ def test_pipeline_presets_resolve_to_configs_that_parse(preset, tmp_path):
     """Every training stage of every pipeline preset, as `speechsum pipeline` writes it, type-checks."""
     import yaml
 
-    from speechsum.pipeline_config import TRAINING_STAGES, load_pipeline_config, resolve_stage_config
+    from speechsum.pipeline.config import TRAINING_STAGES, load_pipeline_config, resolve_stage_config
 
     config = load_pipeline_config(preset)
     for stage in TRAINING_STAGES:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from speechsum.cli import lightning_cli
-from speechsum.judges import OpenAIJudge
+from speechsum.judges.pairwise import OpenAIJudge
 from speechsum.pairs import build_parser, load_student, main, run_pairs
 from tests.helpers import run_config
 from tests.servers import ScriptedChatBackend, serve_in_thread

@@ -8,7 +8,7 @@ Layout of ``OUT``::
 
 Everything except ``benchmark.json``'s timing is a pure function of the seed: every document draws
 from its own ``random.Random(f"{seed}/{doc_id}/...")``, so the worker count does not matter. The
-build runs in a temporary sibling of ``OUT`` (:func:`speechsum.callbacks.write_dir_atomically`) and is
+build runs in a temporary sibling of ``OUT`` (:func:`speechsum.training.callbacks.write_dir_atomically`) and is
 renamed into place only when complete.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 from speechsum.benchmark.documents import GENRES, XLING_LANGS, Document, generate_document
 from speechsum.benchmark.instructions import choose_instructions, render_reference
 from speechsum.benchmark.lexicon import GENRE_NOUN
-from speechsum.callbacks import write_dir_atomically
+from speechsum.training.callbacks import write_dir_atomically
 
 BENCHMARK_VERSION = "1.0"
 SAMPLE_RATE = 16000

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from speechsum.data.manifest import Example
-from speechsum.models.processor import SpeechProcessor
+from speechsum.data.processor import SpeechProcessor
 
 
 @dataclass

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from speechsum.data.audio import TooLong, load_audio
 from speechsum.data.batch import SpeechCollator
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
-from speechsum.models.processor import SpeechProcessor
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import logging
 import os
 from pathlib import Path
 
-from speechsum.evaluation.files import read_jsonl, write_atomic
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
+from speechsum.utils.io import read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -152,9 +152,9 @@ def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: i
 
 def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.evaluate import EvalOptions, evaluate
-    from speechsum.evaluation.rubric_judge import RubricJudge
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
+    from speechsum.judges.rubric import RubricJudge
 
     args = evaluate_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -34,11 +34,11 @@ import torch
 
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.manifest import Example, load_manifest
-from speechsum.evaluation.files import write_atomic, write_jsonl
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.stages.base import GenerationSettings
+from speechsum.utils.io import write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 FORMAT = "speechsum-eval/1"

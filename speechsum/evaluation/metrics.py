@@ -1,7 +1,7 @@
 """Text metrics for summaries: ROUGE, BERTScore F1, repetition, hallucinated entities, lengths, bootstrap
 CIs, and :class:`ExampleScores`, a torchmetrics collector that gathers per-example scores across DDP ranks.
 
-Word/number/entity handling lives once in :mod:`speechsum.evaluation.text_analysis` (shared with the fact
+Word/number/entity handling lives once in :mod:`speechsum.utils.text_analysis` (shared with the fact
 judge); this module re-exports :func:`repetition_rate` from there.
 """
 
@@ -18,7 +18,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from tqdm.auto import tqdm
 
-from speechsum.evaluation.text_analysis import (
+from speechsum.utils.text_analysis import (
     count_words,
     repetition_rate,
     split_sentences,
@@ -126,7 +126,7 @@ class BertScorer:
 def hallucinated_entities(summary: str, source_text: str) -> list[str]:
     """Named entities of ``summary`` (names, places, numbers, months/weekdays; canonical lower-case forms,
     e.g. ``"kevin brown"``, ``"45000"``) that ``source_text`` never mentions, in order of appearance.
-    Same extraction as the fact judge (:func:`speechsum.evaluation.text_analysis.unknown_entities`)."""
+    Same extraction as the fact judge (:func:`speechsum.utils.text_analysis.unknown_entities`)."""
     return unknown_entities(summary, vocabulary(source_text))
 
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.evaluation.files import write_atomic
+from speechsum.utils.io import write_atomic
 
 ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
 STAGE_ORDER = ("base", "sft", "kd", "dpo")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechsum.evaluation import metrics
-from speechsum.evaluation.rubric_judge import RubricItem, RubricJudge
+from speechsum.judges.rubric import RubricItem, RubricJudge
 
 METRIC_GROUPS = ("rouge", "bertscore", "fact_judge", "llm_judge")
 BASIC_DESCRIPTIONS = {
@@ -71,7 +71,7 @@ class Scorer:
         if "bertscore" in options.metrics:
             self.descriptions["bertscore_f1"] = self.bert.description
         if "fact_judge" in options.metrics:
-            from speechsum.benchmark.fact_judge import FactJudge
+            from speechsum.judges.fact import FactJudge
 
             self._fact_judge = FactJudge()
             self.descriptions |= {

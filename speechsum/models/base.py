@@ -10,9 +10,9 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessor, Log
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
-from speechsum.models.processor import SpeechProcessor
 
 
 def sequence_positions(attention_mask: Tensor) -> Tensor:

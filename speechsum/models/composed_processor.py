@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase, WhisperFeatureExtractor
 
+from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.feature_cache import audio_content_key
-from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.tokenizer import AUDIO_TOKEN
 
 PROMPT_CACHE_SIZE = 4096  # distinct instructions whose rendered prompt parts are kept

@@ -18,9 +18,9 @@ from transformers import (
 )
 from transformers.image_processing_utils import ImageProcessingMixin
 
+from speechsum.data.processor import PromptInputs, SpeechProcessor
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
-from speechsum.models.processor import PromptInputs, SpeechProcessor
 from speechsum.models.tokenizer import build_byte_tokenizer
 
 AUDIO_TOKEN, IMAGE_TOKEN = "<|audio|>", "<|image|>"  # the byte tokenizer's; hub tokenizers name their own

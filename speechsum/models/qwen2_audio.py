@@ -14,9 +14,9 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
+from speechsum.data.processor import PromptInputs, SpeechProcessor
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
-from speechsum.models.processor import PromptInputs, SpeechProcessor
 from speechsum.models.tokenizer import build_byte_tokenizer
 
 AUDIO_TOKEN = "<|AUDIO|>"

@@ -24,10 +24,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
-from speechsum.models.processor import PromptInputs, SpeechProcessor, pad_sequences
 from speechsum.models.text_prompt import text_messages
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 

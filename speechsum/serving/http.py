@@ -17,7 +17,7 @@ from typing import Any
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.protocol import APIError, Backend
 
-LOG = logging.getLogger("speechsum.serve")
+LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 

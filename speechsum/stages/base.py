@@ -16,8 +16,8 @@ from lightning.pytorch.loggers import WandbLogger
 from torch.optim.lr_scheduler import LambdaLR
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
-from speechsum.models.processor import SpeechProcessor
 
 try:  # set while LightningCLI instantiates the module: then the hyperparameters are the YAML config
     from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters

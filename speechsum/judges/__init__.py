@@ -1,0 +1,1 @@
+"""Judges of summaries: pairwise preference (DPO pairs), the 1–7 rubric, and the offline fact judge."""

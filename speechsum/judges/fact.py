@@ -1,0 +1,231 @@
+"""The offline fact judge: scores a summary 1–7 against the facts its document is known to hold.
+
+It stands in for the paper's GPT-4.1 rubric judge (accuracy, hallucination, repetition, style,
+instruction following) on the bundled benchmark, where every document carries ``meta`` with its facts
+(schema: the benchmark manifest's ``meta`` — ``facts``, ``required_facts``, ``entities``, ``speakers``,
+``style``). Pure Python, deterministic, fast; no model, no network.
+
+What it measures, for a summary ``s``:
+
+- **recall** = recalled required facts / required facts. A fact is recalled iff the normalised summary
+  (lower-case, punctuation-free, numbers canonical: see :mod:`speechsum.utils.text_analysis`)
+  contains every one of the fact's ``keys`` on whole-word boundaries. No required facts → recall 1.
+- **hallucinated**: named entities of ``s`` (capitalised names, places, numbers, months/weekdays) that the
+  document never says: not among ``meta["entities"]``, ``meta["speakers"]``, the facts' texts and keys,
+  ``meta["topic"]``, ``meta["recipient"]``, nor the instruction (``instruction=`` argument or
+  ``meta["instruction"]``).
+- **repetition** = repeated word-trigram rate (``1 - distinct/total``), plus whether any sentence or bullet
+  repeats an earlier one verbatim.
+- **style_ok**: the form ``meta["style"]`` asks for (see :func:`check_style`).
+- **length**: empty, or more words than ``max_words[style]``.
+
+Score (the formula, all weights are fields of :class:`FactJudge`)::
+
+    score = 1 + 6·recall
+            - min(3, 1·#hallucinated)                     hallucination_penalty, max_hallucination_penalty
+            - 4·max(0, repetition - 0.1)                  repetition_weight, repetition_tolerance
+            - 1·[a sentence/bullet repeats verbatim]      repeated_unit_penalty
+            - 1.5·[style not followed]                    style_penalty
+            - 1·[more words than max_words[style]]        overlong_penalty
+    score = clamp(score, 1, 7), rounded to 4 decimals; an empty summary scores exactly 1.
+
+``compare(a, b)`` returns +1 when ``score(a) - score(b) > tie_margin`` (0.25), -1 when it is below
+``-tie_margin``, else 0 (a tie: DPO pair builders skip it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from speechsum.utils.text_analysis import (
+    STOPWORDS,
+    contains_phrase,
+    count_words,
+    normalise_text,
+    repeated_units,
+    repetition_rate,
+    split_sentences,
+    strip_list_markers,
+    tokens,
+    unknown_entities,
+    vocabulary,
+)
+
+STYLES = ("one_sentence", "bullets", "email", "action_items", "title_abstract", "question")
+DEFAULT_MAX_WORDS = {"one_sentence": 60, "question": 60, "bullets": 200, "email": 250,
+                     "action_items": 200, "title_abstract": 200}
+_BULLET = re.compile(r"^\s*[-*•]\s+\S")
+_GREETING = re.compile(r"^\s*(?:hi|hello|dear|hey)\b[^,\n]{0,60},", re.IGNORECASE)
+_SIGN_OFF = re.compile(r"^\s*(?:best|kind regards|warm regards|regards|thanks|thank you|many thanks|cheers|"
+                       r"sincerely|all the best|yours)\b", re.IGNORECASE)
+_TITLE = re.compile(r"^\s*(?:#+\s*)?\**title\**\s*:\**\s*\S", re.IGNORECASE)
+_ABSTRACT_LABEL = re.compile(r"^\s*(?:#+\s*)?\**abstract\**\s*:\**", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class FactVerdict:
+    """The judge's verdict: ``score`` in [1, 7]; ``recall`` in [0, 1]; ``hallucinated`` canonical entity
+    strings; ``repetition`` repeated-trigram rate in [0, 1]; ``style_ok``; ``reasons`` in words."""
+
+    score: float
+    recall: float
+    hallucinated: list[str]
+    repetition: float
+    style_ok: bool
+    reasons: str
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _strings(value) -> list[str]:
+    """The strings in an optional meta value (a string, a list, or a dict of language → string)."""
+    if isinstance(value, str):
+        return [value]
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [v for v in values if isinstance(v, str)]
+
+
+def _has_owner(item: str, person_words: frozenset[str]) -> bool:
+    for tok in tokens(item):
+        if tok.kind == "word" and (tok.text in person_words or (tok.capitalised and tok.text not in STOPWORDS)):
+            return True
+    return False
+
+
+def check_style(summary: str, style: str | None, person_words: frozenset[str] = frozenset()) -> tuple[bool, str]:
+    """Whether ``summary`` has the form ``style`` asks for, and why not.
+
+    - one_sentence: one non-empty line holding one sentence;
+    - bullets: at least two lines starting with "- ", "* " or "• ";
+    - email: first line "Hi/Hello/Dear/Hey NAME,", a sign-off (Best, Regards, Thanks, Cheers, Sincerely…)
+      among the last three lines, and at least 3 words of body between them;
+    - action_items: at least one item line (list markers and "Heading:" lines aside), every item naming an
+      owner (a speaker/person word of the document, or a capitalised non-stopword name);
+    - title_abstract: a "Title: …" line and an abstract of at least 5 words (an "Abstract:" label is optional);
+    - question: a direct answer: at most 3 sentences, no bullet list, no e-mail greeting;
+    - any other style (or none): not checked.
+    """
+    lines = _lines(summary)
+    if style == "one_sentence":
+        n = len(split_sentences(summary))
+        return (len(lines) == 1 and n == 1), f"{len(lines)} line(s), {n} sentence(s) for one sentence"
+    if style == "bullets":
+        n = sum(bool(_BULLET.match(line)) for line in lines)
+        return n >= 2, f"{n} bullet line(s)"
+    if style == "email":
+        greeting = _GREETING.match(lines[0]) if lines else None
+        sign = next((i for i in range(len(lines) - 1, max(len(lines) - 4, 0), -1) if _SIGN_OFF.match(lines[i])),
+                    None)
+        if not greeting:
+            return False, "e-mail without a 'Hi/Hello/Dear NAME,' greeting"
+        if sign is None:
+            return False, "e-mail without a sign-off"
+        body = lines[0][greeting.end():] + "\n" + "\n".join(lines[1:sign])
+        return count_words(body) >= 3, f"e-mail body of {count_words(body)} word(s)"
+    if style == "action_items":
+        items = [ln for ln in lines if not (ln.rstrip().endswith(":") and count_words(ln) <= 5)]
+        orphans = [ln.strip() for ln in items if not _has_owner(strip_list_markers(ln), person_words)]
+        if not items:
+            return False, "no action items"
+        return not orphans, f"{len(items)} item(s), {len(orphans)} without an owner"
+    if style == "title_abstract":
+        title = next((i for i, line in enumerate(lines) if _TITLE.match(line)), None)
+        if title is None:
+            return False, "no 'Title:' line"
+        abstract = _ABSTRACT_LABEL.sub("", "\n".join(lines[:title] + lines[title + 1:]))
+        return count_words(abstract) >= 5, f"abstract of {count_words(abstract)} word(s)"
+    if style == "question":
+        n = len(split_sentences(summary))
+        bullets = sum(bool(_BULLET.match(line)) for line in lines)
+        ok = n <= 3 and bullets < 2 and not (lines and _GREETING.match(lines[0]))
+        return ok, f"answer of {n} sentence(s), {bullets} bullet line(s)"
+    return True, f"style {style!r} not checked"
+
+
+def _validate(meta: dict) -> tuple[list[dict], list[int]]:
+    doc = meta.get("doc_id", "?") if isinstance(meta, dict) else "?"
+    if not isinstance(meta, dict):
+        raise ValueError(f"fact judge: meta must be a dict, got {type(meta).__name__}")
+    for name in ("facts", "required_facts", "entities"):
+        if not isinstance(meta.get(name), list):
+            raise ValueError(f"fact judge: meta of document {doc!r} lacks list field '{name}' "
+                             "(benchmark manifests carry it; see speechsum/benchmark)")
+    facts = meta["facts"]
+    for i, fact in enumerate(facts):
+        keys = fact.get("keys") if isinstance(fact, dict) else None
+        if not keys or not all(isinstance(k, str) and normalise_text(k) for k in keys):
+            raise ValueError(f"fact judge: document {doc!r} fact {i} needs non-empty string 'keys', got {keys!r}")
+    required = meta["required_facts"]
+    for index in required:
+        if not isinstance(index, int) or not 0 <= index < len(facts):
+            raise ValueError(f"fact judge: document {doc!r} required_facts has {index!r}, "
+                             f"not an index into its {len(facts)} facts")
+    return facts, required
+
+
+@dataclass
+class FactJudge:
+    """Offline 1–7 judge over a document's known facts; the formula is in the module docstring."""
+
+    name: str = "fact-judge-v1"
+    hallucination_penalty: float = 1.0
+    max_hallucination_penalty: float = 3.0
+    repetition_weight: float = 4.0
+    repetition_tolerance: float = 0.1
+    repeated_unit_penalty: float = 1.0
+    style_penalty: float = 1.5
+    overlong_penalty: float = 1.0
+    tie_margin: float = 0.25
+    max_words: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_WORDS))
+    default_max_words: int = 250
+
+    def score(self, summary: str, meta: dict, instruction: str | None = None) -> FactVerdict:
+        """Judge ``summary`` against ``meta``; ``instruction`` (else ``meta["instruction"]``) counts as
+        known text, so a recipient it names is no hallucination."""
+        facts, required = _validate(meta)
+        style = meta.get("style")
+        if count_words(summary) == 0:
+            recall = 1.0 if not required else 0.0
+            return FactVerdict(1.0, recall, [], 0.0, False, "empty summary")
+        text = normalise_text(summary)
+        missing = [i for i in required if not all(contains_phrase(text, k) for k in facts[i]["keys"])]
+        recall = 1.0 if not required else 1.0 - len(missing) / len(required)
+        people = [f.get("text", "") for f in facts if f.get("kind") == "person"]
+        known = vocabulary(*meta["entities"], *meta.get("speakers", []), *(f.get("text", "") for f in facts),
+                           *(k for f in facts for k in f["keys"]), *_strings(meta.get("topic")),
+                           *_strings(meta.get("recipient")), instruction or meta.get("instruction") or "")
+        hallucinated = unknown_entities(summary, known)
+        repetition = repetition_rate(summary, 3)
+        repeats = repeated_units(summary)
+        person_words = vocabulary(*meta.get("speakers", []), *people).words - STOPWORDS
+        style_ok, style_reason = check_style(summary, style, person_words)
+        words, limit = count_words(summary), self.max_words.get(style or "", self.default_max_words)
+
+        score = 1.0 + 6.0 * recall
+        score -= min(self.max_hallucination_penalty, self.hallucination_penalty * len(hallucinated))
+        score -= self.repetition_weight * max(0.0, repetition - self.repetition_tolerance)
+        score -= self.repeated_unit_penalty * (repeats > 0)
+        score -= self.style_penalty * (not style_ok)
+        score -= self.overlong_penalty * (words > limit)
+        score = round(min(7.0, max(1.0, score)), 4)
+
+        reasons = [f"recall {len(required) - len(missing)}/{len(required)}"
+                   + (f" (missing: {'; '.join(facts[i].get('text') or str(facts[i]['keys']) for i in missing)})"
+                      if missing else "")]
+        reasons.append(f"hallucinated: {', '.join(hallucinated)}" if hallucinated else "no hallucinated entities")
+        reasons.append(f"repetition {repetition:.2f}" + (f", {repeats} repeated sentence(s)" if repeats else ""))
+        reasons.append(f"style {style}: {'ok' if style_ok else 'wrong'} ({style_reason})")
+        reasons.append(f"{words} words" + (f" > {limit} (too long)" if words > limit else ""))
+        return FactVerdict(score, recall, hallucinated, repetition, style_ok, "; ".join(reasons))
+
+    def compare(self, a: str, b: str, meta: dict, instruction: str | None = None) -> int:
+        """+1 if ``a`` scores more than ``tie_margin`` above ``b``, -1 if below by more, else 0 (tie)."""
+        return self.preference(self.score(a, meta, instruction), self.score(b, meta, instruction))
+
+    def preference(self, a: FactVerdict, b: FactVerdict) -> int:
+        """``compare`` on verdicts already computed: +1 / -1 beyond ``tie_margin``, else 0."""
+        diff = a.score - b.score
+        return 0 if abs(diff) <= self.tie_margin else (1 if diff > 0 else -1)

@@ -1,0 +1,199 @@
+"""``speechsum pipeline``: the whole recipe in one command, resumable stage by stage.
+
+    speechsum pipeline                      # the default preset on the bundled benchmark -> runs/pipeline
+    speechsum pipeline --preset tiny --run-dir runs/tiny
+    speechsum pipeline --from dpo           # redo DPO, evaluation and the report
+
+Stages (:data:`speechsum.pipeline.config.STAGES`, what each needs in ``NEEDS``): benchmark →
+text_lm → align, text_teacher, baselines (text rows + cascade), sft → kd → pairs → dpo → evaluate
+(student rows) → report. Each runs speechsum commands as subprocesses (logs in
+``RUN/logs/<stage>.log``; :mod:`speechsum.pipeline.runner` runs them, this module is the command:
+options, which stages to run, the summary). A stage starts as soon as the stages it needs are complete, so
+independent ones run at the same time (``--lanes``, default 2: the text teacher trains while the
+backbone trains and aligns; the baselines are evaluated while the student trains); the CPU threads
+(``--threads``) are split between the stages running at once. A stage is complete only when its
+marker ``RUN/.state/<stage>.json`` exists — written atomically after its outputs. A rerun skips
+complete stages, deletes a stage's partial outputs before running it again, and runs again every
+stage built on a stage that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from speechsum.pipeline.config import NEEDS, STAGES, downstream, load_pipeline_config, preset_path, upstream
+from speechsum.pipeline.runner import (
+    StageContext,
+    StageFailed,
+    default_threads,
+    format_duration,
+    label,
+    marker_path,
+    peak_at_once,
+    run_stages,
+    say,
+    write_json_atomic,
+)
+from speechsum.utils.io import write_atomic
+from speechsum.utils.remote import cache_key
+
+EPILOG = """\
+stages (what each needs): benchmark (build + text corpus + tokenizer), text_lm (backbone; benchmark),
+align (CTC speech-text alignment of the student's projector; text_lm), text_teacher (benchmark),
+baselines (evaluate the text teacher, backbone and cascade; text_lm, text_teacher), sft (align),
+kd (sft, text_teacher), pairs (kd), dpo (pairs), evaluate (the students; dpo), report (baselines,
+evaluate). Stages whose needs are complete run at the same time (--lanes).
+Presets (configs/pipeline/): tiny (tests, minutes), default (~20 min on a 2-core CPU), large.
+Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
+"""
+
+
+# -- stage markers ----------------------------------------------------------------------------
+def read_marker(run_dir: Path, stage: str) -> dict | None:
+    """The stage's marker, or None when the stage is not complete (a broken marker counts as none)."""
+    try:
+        return json.loads(marker_path(run_dir, stage).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def clear_markers_from(run_dir: Path, stage: str) -> list[str]:
+    """Delete the markers of ``stage`` and of every stage built on it; returns the stages cleared."""
+    cleared = []
+    for name in [stage, *downstream(stage)]:
+        path = marker_path(run_dir, name)
+        if path.exists():
+            path.unlink()
+            cleared.append(name)
+    return cleared
+
+
+# -- the run ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechsum pipeline", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Run the whole recipe end to end: build the benchmark, train the text backbone and teacher, "
+        "align the student's projector, SFT, on-policy KD, preference pairs, DPO, evaluate every stage and the "
+        "text/cascade baselines, report. Rerunning continues after the last complete stage.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", default="default",
+                        help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (~20 min on a 2-core "
+                        "CPU), large (clearer numbers) (default: default)")
+    source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
+    parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
+    parser.add_argument("--from", dest="from_stage", choices=STAGES, metavar="STAGE",
+                        help="re-run this stage and every stage built on it (deletes their markers); one of "
+                        f"{', '.join(STAGES)}")
+    parser.add_argument("--until", choices=STAGES, metavar="STAGE",
+                        help="run only this stage and the stages it is built from")
+    parser.add_argument("--lanes", type=int, default=2, metavar="N",
+                        help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads shared out between the stages running at once: each command gets "
+                        "max(1, N // stages running) as OMP_NUM_THREADS (default: $OMP_NUM_THREADS if set, "
+                        "else the CPUs this process may use)")
+    parser.add_argument("--teacher", choices=["inprocess", "serve", "remote"], default=None,
+                        help="KD teacher: inprocess (HFTeacher in the training process), serve (start `speechsum serve` "
+                        "for the teacher on a free loopback port for the KD stage), remote (the endpoint in the "
+                        "YAML's teacher: section). Default: the YAML's teacher.mode, else inprocess")
+    parser.add_argument("--wandb", action="store_true",
+                        help="keep the stages' W&B loggers and log evaluation tables (offline unless WANDB_MODE=online)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also stream every stage's output to the console (each line prefixed with [stage])")
+    return parser
+
+
+def plan_stages(run_dir: Path, digest: str, until: str | None) -> tuple[list[str], dict[str, dict]]:
+    """(the stages to run, in order; the markers of the complete ones kept). A stage runs when its
+    marker is missing or a stage it needs runs; the markers of what runs and of every stage built on
+    it are deleted now, so an interrupted run never leaves a stage on top of outputs it was not
+    built from."""
+    wanted = [s for s in STAGES if until is None or s == until or s in upstream(until)]
+    planned: list[str] = []
+    kept: dict[str, dict] = {}
+    for stage in wanted:  # STAGES lists every stage after the stages it needs
+        marker = read_marker(run_dir, stage)
+        if marker is not None and not any(need in planned for need in NEEDS[stage]):
+            changed = " (its config changed since: --from to redo)" if marker.get("config_hash") != digest else ""
+            say(f"{label(stage)} … complete, skipped (took {format_duration(marker['elapsed_s'])}){changed}")
+            kept[stage] = marker
+            continue
+        planned.append(stage)
+        later = [name for name in clear_markers_from(run_dir, stage) if name != stage]
+        if later:
+            say(f"{label(stage)} … runs again, so {', '.join(later)} will too")
+    return planned, kept
+
+
+def run_pipeline(args: argparse.Namespace) -> dict:
+    """The whole run (``main`` without parsing); returns the summary it wrote."""
+    config_file = Path(args.config) if args.config else preset_path(args.preset)
+    config = load_pipeline_config(config_file)
+    run_dir = Path(args.run_dir).resolve()
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    digest = cache_key(config)[:16]  # stored in each marker: a changed config is pointed out
+    write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
+    threads = args.threads or default_threads()
+    if args.lanes < 1 or threads < 1:
+        raise ValueError("--lanes and --threads must be at least 1")
+    if args.from_stage:
+        cleared = clear_markers_from(run_dir, args.from_stage)
+        say(f"--from {args.from_stage}: cleared {', '.join(cleared) or 'nothing'}")
+    say(f"speechsum pipeline: {config_file} -> {run_dir} (up to {args.lanes} stages at once, {threads} threads)")
+    start = time.monotonic()
+    planned, kept = plan_stages(run_dir, digest, args.until)
+
+    def make_context(stage: str, stage_threads: int, stop: threading.Event) -> StageContext:
+        return StageContext(run_dir, config, stage, args.wandb, args.verbose, args.teacher, stage_threads, stop)
+
+    finished = run_stages(planned, make_context, digest, args.lanes, threads, start)
+    stages = {}
+    for stage in STAGES:
+        if stage in kept:
+            marker = kept[stage]
+            stages[stage] = {"status": "skipped", "elapsed_s": marker["elapsed_s"],
+                             "peak_rss_gib": marker.get("peak_rss_gib", marker.get("peak_child_rss_gib", 0.0))}
+        elif stage in finished:
+            stages[stage] = {"status": "ran", **{key: finished[stage][key] for key in (
+                "elapsed_s", "start_s", "end_s", "threads", "peak_rss_gib")}}
+    # wall_s: this invocation; stages_s: every stage's own time, also those done by earlier runs
+    # (more than wall_s when stages ran at the same time).
+    summary = {
+        "config": str(config_file), "run_dir": str(run_dir), "wall_s": round(time.monotonic() - start, 2),
+        "stages_s": round(sum(s["elapsed_s"] for s in stages.values()), 2), "lanes": args.lanes, "threads": threads,
+        "stages": stages,
+        "peak_child_rss_gib": max([s["peak_rss_gib"] for s in stages.values()], default=0.0),
+        "peak_rss_at_once_gib": round(peak_at_once(stages), 3),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(run_dir / "pipeline_summary.json", summary)
+    report = run_dir / "report.md"
+    if "report" in stages and report.is_file():  # also when an earlier run wrote it
+        say("\n" + report.read_text(encoding="utf-8"))
+    ran = sum(s["status"] == "ran" for s in stages.values())
+    say(f"pipeline: {ran} stage(s) ran, {len(stages) - ran} skipped; wall time {format_duration(summary['wall_s'])} "
+        f"(all stages {format_duration(summary['stages_s'])}); peak RSS of a child process "
+        f"{summary['peak_child_rss_gib']:.2f} GiB, of the stages that ran at once at most "
+        f"{summary['peak_rss_at_once_gib']:.2f} GiB; summary {run_dir / 'pipeline_summary.json'}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stops the running stages too
+    try:
+        run_pipeline(args)
+    except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
+        raise SystemExit(f"speechsum pipeline: {err}") from err
+    except KeyboardInterrupt:
+        print("speechsum pipeline: interrupted; the same command continues where this run stopped", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None

@@ -1,0 +1,293 @@
+"""Pipeline configuration: the pipeline YAML (presets under ``configs/pipeline/``) and how each
+training stage's Lightning config is resolved from its base YAML.
+
+A stage config is built in this order (later steps win):
+
+1. the stage's base YAML(s) (``config:`` one path or a list, deep-merged in order);
+2. every string path ``runs/benchmark/...`` rewritten to ``<run_dir>/...``
+   (``runs/benchmark/kd_remote`` → ``<run_dir>/kd``, so both KD configs write one place);
+3. the W&B logger dropped unless ``--wandb``;
+4. wiring for real models/data (``data:``, ``backbone:``, ``teacher_model:``, the teacher endpoint;
+   with ``stages.align: false`` SFT's ``init_from`` of the alignment checkpoint is cleared);
+5. the stage's ``overrides:`` from the pipeline YAML.
+
+Deep merge: mappings merge key by key; anything else (lists included) is replaced; a mapping
+whose ``class_path`` differs from the one it lands on replaces it whole (a different class keeps
+none of the old ``init_args``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGES = ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo", "evaluate",
+          "report")
+# What each stage is built from. A stage starts once these are complete (independent stages run at
+# the same time), and a stage that runs again makes every stage built on it run again.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "benchmark": (),
+    "text_lm": ("benchmark",),
+    "align": ("text_lm",),
+    "text_teacher": ("benchmark",),
+    "baselines": ("text_lm", "text_teacher"),
+    "sft": ("align",),
+    "kd": ("sft", "text_teacher"),
+    "pairs": ("kd",),
+    "dpo": ("pairs",),
+    "evaluate": ("dpo",),
+    "report": ("baselines", "evaluate"),
+}
+
+
+def upstream(stage: str) -> set[str]:
+    """Every stage ``stage`` is built from, directly or not."""
+    needed = set(NEEDS[stage])
+    for need in NEEDS[stage]:
+        needed |= upstream(need)
+    return needed
+
+
+def downstream(stage: str) -> list[str]:
+    """Every stage built on ``stage``, directly or not, in :data:`STAGES` order."""
+    return [name for name in STAGES if stage in upstream(name)]
+
+
+TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
+STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
+BENCHMARK_PREFIX = "runs/benchmark"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRESET_DIR = REPO_ROOT / "configs" / "pipeline"
+DEFAULT_STAGE_CONFIGS = {
+    "text_lm": "configs/benchmark/text_lm.yaml",
+    "text_teacher": "configs/benchmark/text_teacher.yaml",
+    "align": "configs/align.yaml",
+    "sft": "configs/sft.yaml",
+    "kd": "configs/kd.yaml",
+    "kd_remote": "configs/kd_remote.yaml",
+    "dpo": "configs/dpo.yaml",
+}
+
+# Every key the pipeline YAML may hold (anything else is a typo and an error).
+TOP_LEVEL_KEYS = {"benchmark", "data", "text_lms", "backbone", "teacher_model", "stages", "teacher", "pairs",
+                  "judge", "evaluate", "report"}
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """``override`` merged into a copy of ``base`` (see the module docstring for the rules)."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    if "class_path" in override and override["class_path"] != base.get("class_path"):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+def rewrite_paths(node: Any, mapping: dict[str, str]) -> Any:
+    """Every string equal to, or starting with ``<prefix>/``, a key of ``mapping`` gets that prefix
+    replaced (longest prefix first); other values are returned unchanged."""
+    prefixes = sorted(mapping, key=len, reverse=True)
+    if isinstance(node, dict):
+        return {key: rewrite_paths(value, mapping) for key, value in node.items()}
+    if isinstance(node, list):
+        return [rewrite_paths(value, mapping) for value in node]
+    if isinstance(node, str):
+        for prefix in prefixes:
+            if node == prefix or node.startswith(prefix + "/"):
+                return mapping[prefix] + node[len(prefix):]
+    return node
+
+
+def drop_wandb(config: dict) -> dict:
+    """The config without ``WandbLogger`` entries in ``trainer.logger``."""
+    config = copy.deepcopy(config)
+    loggers = (config.get("trainer") or {}).get("logger")
+    if isinstance(loggers, list):
+        config["trainer"]["logger"] = [
+            entry for entry in loggers
+            if not (isinstance(entry, dict) and str(entry.get("class_path", "")).endswith("WandbLogger"))
+        ]
+    elif isinstance(loggers, dict) and str(loggers.get("class_path", "")).endswith("WandbLogger"):
+        config["trainer"]["logger"] = False
+    return config
+
+
+def set_path(config: dict, dotted: str, value: Any, only_if_present: bool = False) -> None:
+    """``config[a][b][c] = value`` for ``dotted = "a.b.c"`` (missing mappings are created unless
+    ``only_if_present``, which leaves the config alone when the key is not there)."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            if only_if_present:
+                return
+            node[key] = {}
+        node = node[key]
+    if only_if_present and leaf not in node:
+        return
+    node[leaf] = value
+
+
+def find_config_file(path: str | Path) -> Path:
+    """``path`` as given (relative to the working directory), else relative to the repository
+    (so ``configs/sft.yaml`` works from any folder)."""
+    path = Path(path)
+    if path.is_file() or path.is_absolute():
+        return path
+    return REPO_ROOT / path if (REPO_ROOT / path).is_file() else path
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = find_config_file(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_stage_base(config: str | list[str]) -> dict:
+    """The base YAML of a stage: one file, or several deep-merged in order."""
+    merged: dict = {}
+    for path in [config] if isinstance(config, str) else list(config):
+        merged = deep_merge(merged, load_yaml(path))
+    return merged
+
+
+def load_pipeline_config(path: str | Path) -> dict:
+    """A pipeline YAML, checked for unknown top-level keys and the benchmark-or-data rule."""
+    config = load_yaml(path)
+    unknown = sorted(set(config) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+    if not config.get("benchmark") and not config.get("data"):
+        raise ValueError(f"{path}: give `benchmark:` (build the bundled benchmark) or `data:` "
+                         "({train, val, tests: {name: path}}: your own manifests)")
+    if config.get("data"):
+        data = config["data"]
+        missing = [key for key in ("train", "val", "tests") if not data.get(key)]
+        if missing:
+            raise ValueError(f"{path}: data: missing {missing} (train, val: manifests; tests: {{name: manifest}})")
+    if trains_text_lms(config) and not config.get("benchmark"):
+        raise ValueError(f"{path}: the text LMs train on the bundled benchmark's text corpus, but `benchmark:` is "
+                         "null; with your own data set `text_lms: null` and give `backbone:` and `teacher_model:`")
+    for section in ("teacher", "judge"):
+        if isinstance(config.get(section), dict) and "api_key" in config[section]:
+            raise ValueError(f"{path}: {section}.api_key: keys are never read from files; put the key in an "
+                             f"environment variable and name it with {section}.api_key_env")
+    if not trains_text_lms(config) and not config.get("teacher_model"):
+        raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
+    for stage, spec in (config.get("stages") or {}).items():
+        if stage not in STUDENT_STAGES:
+            raise ValueError(f"{path}: stages.{stage}: unknown stage; allowed: {', '.join(STUDENT_STAGES)}")
+        if stage == "align" and spec is False:
+            continue  # no alignment stage: SFT starts from the model as configured
+        unknown_keys = sorted(set(spec or {}) - {"config", "remote_config", "overrides"}) if isinstance(spec, dict) else None
+        if spec is not None and (not isinstance(spec, dict) or unknown_keys):
+            raise ValueError(f"{path}: stages.{stage}: expected a mapping with config, remote_config (kd), overrides"
+                             + (" (or false: no alignment stage)" if stage == "align" else ""))
+    return config
+
+
+def aligns(config: dict) -> bool:
+    """Whether the pipeline runs the CTC alignment stage (``stages.align: false`` turns it off)."""
+    return (config.get("stages") or {}).get("align") is not False
+
+
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}")
+    return path
+
+
+def stage_spec(config: dict, stage: str) -> dict:
+    """``{config, overrides}`` of a training stage from the pipeline YAML."""
+    if stage in ("text_lm", "text_teacher"):
+        key = "backbone" if stage == "text_lm" else "teacher"
+        spec = (config.get("text_lms") or {}).get(key) or {}
+    else:
+        spec = (config.get("stages") or {}).get(stage) or {}  # None (defaults) or False (align off)
+    defaults = {"config": DEFAULT_STAGE_CONFIGS[stage]}
+    if stage == "kd":
+        defaults["remote_config"] = DEFAULT_STAGE_CONFIGS["kd_remote"]
+    return {**defaults, **spec}
+
+
+def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = False,
+                         teacher: dict | None = None) -> dict:
+    """The Lightning config of a training stage, ready for ``speechsum fit`` (module docstring).
+
+    ``teacher`` (KD only): ``{"mode": "inprocess"|"serve"|"remote", "base_url", "model",
+    "api_key_env"}`` as the runner decided it (for ``serve`` with the actual port)."""
+    spec = stage_spec(config, stage)
+    base_file = spec.get("config")
+    if stage == "kd" and teacher and teacher["mode"] != "inprocess":
+        base_file = spec["remote_config"]
+    if not base_file:
+        raise ValueError(f"stage {stage}: no base config (set `config:` for it in the pipeline YAML)")
+    run = str(run_dir)
+    resolved = rewrite_paths(load_stage_base(base_file),
+                             {f"{BENCHMARK_PREFIX}/kd_remote": f"{run}/kd", BENCHMARK_PREFIX: run})
+    if not wandb:
+        resolved = drop_wandb(resolved)
+    wire_real_inputs(resolved, config, stage, run_dir, teacher)
+    init_from = ((resolved.get("model") or {}).get("init_args") or {}).get("init_from")
+    if stage == "sft" and not aligns(config) and init_from == f"{run}/align/checkpoints/last.ckpt":
+        resolved["model"]["init_args"]["init_from"] = None  # stages.align: false: no aligned projector
+    return deep_merge(resolved, spec.get("overrides") or {})
+
+
+def wire_real_inputs(resolved: dict, config: dict, stage: str, run_dir: Path, teacher: dict | None) -> None:
+    """Point a stage at the user's manifests, backbone and teacher (when the YAML names them)."""
+    data = config.get("data")
+    if data and stage in STUDENT_STAGES:
+        if stage != "dpo":
+            set_path(resolved, "data.train_manifest", str(data["train"]))
+            set_path(resolved, "data.val_manifest", str(data["val"]))
+        if stage != "align":
+            first_test = str(next(iter(data["tests"].values())))
+            set_path(resolved, "data.test_manifest", first_test)
+            set_path(resolved, "data.predict_manifest", first_test)
+    if config.get("backbone") and not trains_text_lms(config) and stage in STUDENT_STAGES:
+        set_path(resolved, "model.init_args.model.init_args.llm", str(config["backbone"]), only_if_present=True)
+    teacher_model = teacher_model_path(config, run_dir)
+    if stage == "kd" and teacher:
+        if teacher["mode"] == "inprocess":
+            set_path(resolved, "model.init_args.teacher.init_args.model", teacher_model)
+        else:
+            for key in ("base_url", "model", "api_key_env"):
+                if teacher.get(key):
+                    set_path(resolved, f"model.init_args.teacher.init_args.{key}", teacher[key])
+            set_path(resolved, "model.init_args.teacher.init_args.tokenizer", teacher_model)
+
+
+def trains_text_lms(config: dict) -> bool:
+    """Whether the pipeline trains the benchmark's text LMs: ``text_lms`` absent or a mapping, not null."""
+    return config.get("text_lms", {}) is not None
+
+
+def teacher_model_path(config: dict, run_dir: Path) -> str:
+    """The text teacher: the one this pipeline trains, else ``teacher_model:`` (hub id or dir)."""
+    if trains_text_lms(config):
+        return str(run_dir / "text_teacher" / "model")
+    return str(config.get("teacher_model") or run_dir / "text_teacher" / "model")
+
+
+def backbone_path(config: dict, run_dir: Path) -> str | None:
+    """The text backbone: the one this pipeline trains, else ``backbone:`` (may be None)."""
+    if trains_text_lms(config):
+        return str(run_dir / "text_lm" / "model")
+    return str(config["backbone"]) if config.get("backbone") else None

@@ -1,0 +1,266 @@
+"""Runs the planned stages of ``speechsum pipeline``: each stage in a thread of its own that drives
+its speechsum commands as subprocesses (output to ``RUN/logs/<stage>.log``), started once the stages
+it needs are done, at most N (``--lanes``) at once, with the CPU threads split between the stages
+running (``OMP_NUM_THREADS`` of each command). The first failure stops the other running stages
+(SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`) and is raised once they have ended. A stage's
+marker ``RUN/.state/<stage>.json`` is written atomically only after its outputs, so a stage that
+was stopped or failed has none and runs again next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from speechsum.pipeline.config import NEEDS, STAGES
+from speechsum.pipeline.stages import STAGE_FUNCTIONS, partial_outputs, stop_process
+from speechsum.utils.io import write_atomic
+
+STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
+_print_lock = threading.Lock()
+
+
+class StageFailed(RuntimeError):
+    """A stage's command failed; the message names the command and its log."""
+
+
+class StageStopped(RuntimeError):
+    """A stage was stopped because another stage failed or the pipeline was interrupted."""
+
+
+def say(text: str) -> None:
+    """Print one progress line (stages running at the same time print from their own threads)."""
+    with _print_lock:
+        print(text, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``1m12s``, ``1h02m03s``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def label(stage: str) -> str:
+    """``[3/11] align``: the stage's place in :data:`STAGES`, for progress lines."""
+    return f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def default_threads() -> int:
+    """The CPU threads the pipeline shares out: ``$OMP_NUM_THREADS`` if set, else the CPUs this
+    process may run on."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
+def marker_path(run_dir: Path, stage: str) -> Path:
+    """``RUN/.state/<stage>.json``: present only once the stage is complete."""
+    return run_dir / ".state" / f"{stage}.json"
+
+
+def delete_outputs(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+# -- one stage's context ------------------------------------------------------------------------
+class StageContext:
+    """What a stage function sees: the run folder, the pipeline config, and ``run`` for commands
+    (with ``threads`` CPU threads each). ``stop`` is shared by the stages of a run: once set, no new
+    command starts, and :meth:`kill` ends the running one."""
+
+    def __init__(self, run_dir: Path, config: dict, stage: str, wandb: bool, verbose: bool,
+                 teacher_mode: str | None, threads: int = 1, stop: threading.Event | None = None):
+        self.run_dir, self.config, self.stage = run_dir, config, stage
+        self.wandb, self.verbose, self.teacher_mode = wandb, verbose, teacher_mode
+        self.threads = threads
+        self.stop = stop or threading.Event()
+        self.commands: list[str] = []
+        self.peak_rss_gib = 0.0  # the largest of this stage's commands (and their own children)
+        self.log_file = self.log_path(stage)
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def log_path(self, stage: str) -> Path:
+        return self.run_dir / "logs" / f"{stage}.log"
+
+    def note(self, message: str) -> None:
+        say(f"      [{self.stage}] {message}")
+        with self.log_file.open("a", encoding="utf-8") as log:
+            log.write(f"[pipeline] {message}\n")
+
+    def environment(self) -> dict[str, str]:
+        """The environment of this stage's commands: this process's, with the thread count set."""
+        threads = str(self.threads)
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise StageStopped(f"stage {self.stage}: stopped")
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the running command, if any (called from the scheduling thread)."""
+        with self._lock:
+            if self._process is not None:
+                with contextlib.suppress(ProcessLookupError):  # it has just ended
+                    os.kill(self._process.pid, sig)
+
+    def run(self, command: list[str]) -> None:
+        """Run ``command``; its output goes to the stage log (and the console with --verbose)."""
+        line = shlex.join(command)
+        self.commands.append(line)
+        with self.log_file.open("a", encoding="utf-8") as log:
+            log.write(f"[pipeline] $ {line}  (OMP_NUM_THREADS={self.threads})\n")
+            log.flush()
+            with self._lock:  # a stop either finds this process or keeps it from starting
+                self.check_stop()
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                           errors="replace", env=self.environment())
+                self._process = process
+            try:
+                for text in process.stdout:
+                    log.write(text)
+                    if self.verbose:
+                        with _print_lock:
+                            sys.stdout.write(f"[{self.stage}] {text}")
+                            sys.stdout.flush()
+                # wait4, not wait: the resource usage of this child alone (its peak RSS)
+                _, status, usage = os.wait4(process.pid, 0)
+                process.returncode = os.waitstatus_to_exitcode(status)
+            except BaseException:
+                stop_process(process)
+                raise
+            finally:
+                with self._lock:
+                    self._process = None
+                process.stdout.close()
+        self.peak_rss_gib = max(self.peak_rss_gib, usage.ru_maxrss / 2**20)  # KiB on Linux
+        if process.returncode != 0:
+            self.check_stop()  # killed because the run is stopping: not this stage's failure
+            tail = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            raise StageFailed(f"stage {self.stage}: `{line}` exited with code {process.returncode}.\n"
+                              f"Last lines of {self.log_file}:\n  " + "\n  ".join(tail))
+
+
+# -- running the stages -------------------------------------------------------------------------
+def run_stage(stage: str, ctx: StageContext, config_digest: str) -> dict:
+    """Run one stage from scratch (its partial outputs deleted, its log emptied); its marker, written
+    once the stage function has returned its outputs, is returned."""
+    delete_outputs(partial_outputs(ctx, stage))
+    ctx.log_file.parent.mkdir(parents=True, exist_ok=True)
+    ctx.log_file.write_text("", encoding="utf-8")
+    start = time.monotonic()
+    outputs = STAGE_FUNCTIONS[stage](ctx)
+    marker = {"stage": stage, "elapsed_s": round(time.monotonic() - start, 2), "commands": ctx.commands,
+              "threads": ctx.threads, "peak_rss_gib": round(ctx.peak_rss_gib, 3),
+              "outputs": [str(p) for p in outputs], "log": str(ctx.log_file), "config_hash": config_digest,
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json_atomic(marker_path(ctx.run_dir, stage), marker)
+    return marker
+
+
+def run_stages(planned: list[str], make_context: Callable[[str, int, threading.Event], StageContext],
+               digest: str, lanes: int, threads: int, start: float) -> dict[str, dict]:
+    """Run ``planned``: each stage in a thread of its own once the stages it needs are done, at most
+    ``lanes`` at once, each with ``max(1, threads // stages running)`` threads. The first failure
+    stops the other running stages (no marker for them) and is raised once they have ended.
+    ``make_context(stage, threads, stop)`` builds a stage's :class:`StageContext`; ``start`` is the
+    ``time.monotonic()`` the returned markers' ``start_s``/``end_s`` count from."""
+    results: queue.Queue = queue.Queue()
+    running: dict[str, tuple[StageContext, threading.Thread, float]] = {}
+    finished: dict[str, dict] = {}
+    pending = list(planned)
+    stop = threading.Event()
+    failure: BaseException | None = None
+    stopped_at: float | None = None
+
+    def work(stage: str, ctx: StageContext) -> None:
+        try:
+            results.put((stage, run_stage(stage, ctx, digest), None))
+        except BaseException as error:  # handed to the scheduling thread
+            results.put((stage, None, error))
+
+    def stop_all(sig: int = signal.SIGTERM) -> None:
+        stop.set()
+        for ctx, _, _ in running.values():
+            ctx.kill(sig)
+
+    try:
+        while pending or running:
+            ready = [s for s in pending if all(need in finished or need not in planned for need in NEEDS[s])]
+            starting = [] if stop.is_set() else ready[: max(0, lanes - len(running))]
+            at_once = len(running) + len(starting)
+            for stage in starting:
+                ctx = make_context(stage, max(1, threads // at_once), stop)
+                say(f"{label(stage)} … running (log {ctx.log_file}, {ctx.threads} thread{'s' * (ctx.threads > 1)})")
+                thread = threading.Thread(target=work, args=(stage, ctx), name=f"stage-{stage}", daemon=True)
+                running[stage] = (ctx, thread, time.monotonic())
+                pending.remove(stage)
+                thread.start()
+            if not running:
+                if pending and not stop.is_set():
+                    raise RuntimeError(f"stages {pending} cannot start: what they need is neither complete nor planned")
+                break
+            try:
+                stage, marker, error = results.get(timeout=1.0)
+            except queue.Empty:
+                if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
+                    stop_all(signal.SIGKILL)
+                continue
+            ctx, thread, started = running.pop(stage)
+            thread.join()
+            now = time.monotonic()
+            if error is None:
+                finished[stage] = {**marker, "start_s": round(started - start, 2), "end_s": round(now - start, 2)}
+                say(f"{label(stage)} … done in {format_duration(marker['elapsed_s'])} "
+                    f"(total {format_duration(now - start)})")
+            elif isinstance(error, StageStopped):
+                say(f"{label(stage)} … stopped after {format_duration(now - started)} (log {ctx.log_file})")
+            else:
+                say(f"{label(stage)} … FAILED after {format_duration(now - started)} (log {ctx.log_file})")
+                if failure is None:
+                    failure, stopped_at = error, now
+                    if running:
+                        say(f"      stopping {', '.join(running)}: no marker, so they run again next time")
+                    stop_all()
+    except BaseException:  # Ctrl-C / SIGTERM: stop every running command, write no marker for them
+        stop_all()  # SIGTERM
+        deadline = time.monotonic() + STOP_GRACE_S
+        for _, thread, _ in running.values():
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stop_all(signal.SIGKILL)  # what is left; each stage's thread then stops its own helpers (a teacher server)
+        for _, thread, _ in running.values():
+            thread.join(timeout=STOP_GRACE_S + 5)
+        raise
+    if failure is not None:
+        raise failure
+    return finished
+
+
+def peak_at_once(stages: dict[str, dict]) -> float:
+    """An upper bound of the memory held at once: the largest sum of the peak RSS of stages that
+    ran at the same time."""
+    spans = [(s["start_s"], s["end_s"], s["peak_rss_gib"]) for s in stages.values() if "start_s" in s]
+    return max((sum(peak for begin, end, peak in spans if begin <= at < end) for at, _, _ in spans), default=0.0)

@@ -1,0 +1,345 @@
+"""What each pipeline stage runs. Every stage is a function ``(ctx) -> list[output paths]`` that
+runs speechsum commands as subprocesses through ``ctx.run`` (see :mod:`speechsum.pipeline.runner`), and
+``partial_outputs(ctx, stage)`` names what a stage writes, so a rerun can delete a half-done one.
+
+Paths: everything lives under the run folder ``RUN`` — ``data/``, ``text_corpus/``, ``tokenizer/``
+(benchmark), ``text_lm/``, ``align/``, ``text_teacher/``, ``sft/``, ``kd/``, ``dpo/`` (fit runs, each
+with its resolved ``config.yaml``), ``feature_cache/`` (frozen-encoder outputs, shared, never
+deleted), ``pairs/``, ``baselines/`` (text teacher, backbone, cascade rows), ``evaluate/`` (the
+student rows), ``report.md``, ``report.csv``, ``chart_<metric>.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speechsum.pipeline.config import (
+    aligns,
+    backbone_path,
+    resolve_stage_config,
+    teacher_model_path,
+    trains_text_lms,
+)
+from speechsum.utils.io import write_atomic
+
+SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
+SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
+BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
+STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # the `evaluate` stage's rows
+EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
+
+
+def _options(section: dict | None, **defaults: Any) -> dict:
+    return {**defaults, **(section or {})}
+
+
+def partial_outputs(ctx, stage: str) -> list[Path]:
+    """What ``stage`` writes (deleted before the stage runs again; caches are kept)."""
+    run = ctx.run_dir
+    if stage == "benchmark":
+        return [run / "data", run / "text_corpus", run / "tokenizer"] if ctx.config.get("benchmark") else []
+    if stage in ("text_lm", "align", "text_teacher", "sft", "kd", "dpo", "baselines", "evaluate"):
+        return [run / stage]
+    if stage == "pairs":
+        names = ("train_inputs.jsonl", "val_inputs.jsonl", "inputs.jsonl", "all.jsonl", "train.jsonl", "val.jsonl")
+        return [run / "pairs" / name for name in names]
+    if stage == "report":
+        return [run / "report.md", run / "report.csv", *run.glob("chart_*.png")]
+    raise ValueError(stage)
+
+
+# -- benchmark ------------------------------------------------------------------------------------
+def run_benchmark(ctx) -> list[Path]:
+    """Build the bundled benchmark, the text LMs' corpus and the shared tokenizer."""
+    bench = ctx.config.get("benchmark")
+    if not bench:
+        ctx.note("benchmark: null — using the manifests under data:")
+        return []
+    opts = _options(bench, size="small", seed=0, workers=2, text_documents=12000, vocab_size=4096, args=[])
+    run = ctx.run_dir
+    ctx.run([*SPEECHSUM, "benchmark", "build", "--out", str(run / "data"), "--size", opts["size"],
+             "--seed", str(opts["seed"]), "--workers", str(opts["workers"]), "--no-progress", "--overwrite",
+             *map(str, opts["args"])])
+    if trains_text_lms(ctx.config):
+        ctx.run([*SPEECHSUM, "benchmark", "textcorpus", "--data", str(run / "data"), "--out", str(run / "text_corpus"),
+                 "--documents", str(opts["text_documents"]), "--seed", str(opts["seed"] + 1)])
+        ctx.run([*SPEECHSUM, "benchmark", "tokenizer", "--data", str(run / "text_corpus"),
+                 "--out", str(run / "tokenizer"), "--vocab-size", str(opts["vocab_size"])])
+    return [run / "data", run / "text_corpus", run / "tokenizer"]
+
+
+# -- training stages (speechsum fit) -------------------------------------------------------------
+def run_fit(ctx, stage: str, teacher: dict | None = None) -> list[Path]:
+    """Write the resolved config to RUN/<stage>/config.yaml and run ``speechsum fit`` on it."""
+    if stage in ("text_lm", "text_teacher") and not trains_text_lms(ctx.config):
+        ctx.note("text_lms: null — using " + ("backbone:" if stage == "text_lm" else "teacher_model:"))
+        return []
+    if stage == "align" and not aligns(ctx.config):
+        ctx.note("stages.align: false — SFT starts from the model as configured")
+        return []
+    resolved = resolve_stage_config(ctx.config, stage, ctx.run_dir, wandb=ctx.wandb, teacher=teacher)
+    path = ctx.run_dir / stage / "config.yaml"
+    write_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
+    ctx.run([*SPEECHSUM, "fit", "--config", str(path)])
+    outputs = [path, ctx.run_dir / stage / "checkpoints" / "last.ckpt"]
+    if stage in ("text_lm", "text_teacher"):
+        outputs.append(ctx.run_dir / stage / "model" / "config.json")
+    missing = [str(p) for p in outputs if not p.exists()]
+    if missing:
+        raise RuntimeError(f"stage {stage}: fit finished but {', '.join(missing)} is missing "
+                           f"(see {ctx.log_path(stage)})")
+    return outputs
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s`` seconds; waits for the process to end."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.0) -> Iterator[str]:
+    """Run ``speechsum serve`` for ``model`` on a free loopback port; yield its base URL once
+    ``/v1/models`` answers; always stop it (its log: RUN/logs/kd_teacher_server.log). The server
+    wants a fresh random key, held in the environment variable :data:`SERVE_KEY_ENV` of this process
+    and its children only (never written anywhere)."""
+    port = free_port()
+    os.environ[SERVE_KEY_ENV] = secrets.token_hex(16)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    log_path = ctx.run_dir / "logs" / "kd_teacher_server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [*SPEECHSUM, "serve", "--model", model, "--port", str(port), "--served-model-name", "teacher",
+               "--api-key-env", SERVE_KEY_ENV, "--log-level", "WARNING", *map(str, extra_args)]
+    ctx.note(f"teacher server: {base_url} (log {log_path})")
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ctx.environment())
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                ctx.check_stop()
+                if process.poll() is not None:
+                    raise RuntimeError(f"speechsum serve exited with code {process.returncode}; see {log_path}")
+                request = urllib.request.Request(f"{base_url}/models",
+                                                 headers={"Authorization": f"Bearer {os.environ[SERVE_KEY_ENV]}"})
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as response:
+                        if response.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"speechsum serve did not answer {base_url}/models within {timeout:.0f} s; "
+                                       f"see {log_path}")
+                time.sleep(0.5)
+            yield base_url
+        finally:
+            os.environ.pop(SERVE_KEY_ENV, None)
+            stop_process(process)
+
+
+def run_kd(ctx) -> list[Path]:
+    """On-policy KD with the teacher in-process, behind a ``speechsum serve`` we start, or remote."""
+    settings = _options(ctx.config.get("teacher"), mode="inprocess", base_url=None, model=None,
+                        api_key_env="OPENAI_API_KEY", serve_args=[])
+    mode = ctx.teacher_mode or settings["mode"]
+    if mode == "serve":
+        with teacher_server(ctx, teacher_model_path(ctx.config, ctx.run_dir), settings["serve_args"]) as url:
+            return run_fit(ctx, "kd", {"mode": "serve", "base_url": url, "model": "teacher",
+                                       "api_key_env": SERVE_KEY_ENV})
+    if mode == "remote":
+        if not settings["base_url"] or not settings["model"]:
+            raise ValueError("teacher.mode remote needs teacher.base_url and teacher.model in the pipeline YAML")
+        return run_fit(ctx, "kd", {**settings, "mode": "remote"})
+    if mode != "inprocess":
+        raise ValueError(f"teacher mode {mode!r}: use inprocess, serve or remote")
+    return run_fit(ctx, "kd", {"mode": "inprocess"})
+
+
+# -- manifests ------------------------------------------------------------------------------------
+def subset_manifest(source: Path, out: Path, limit: int | None) -> list[str]:
+    """Write ``limit`` lines of ``source`` spread evenly over it (all when None) to ``out`` with
+    absolute audio paths (relative ones resolve against the source's folder); returns the ids."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"examples per split must be at least 1 (got {limit}); null takes every example")
+    numbered = [(number, line) for number, line in
+                enumerate(source.read_text(encoding="utf-8-sig").splitlines(), start=1) if line.strip()]
+    if limit is not None and limit < len(numbered):
+        step = len(numbered) / limit
+        numbered = [numbered[int(i * step)] for i in range(limit)]
+    rows = []
+    for number, line in numbered:  # the source file's own line numbers in errors
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source}: line {number}: invalid JSON ({err})") from err
+        if isinstance(record.get("audio"), str) and not Path(record["audio"]).is_absolute():
+            record["audio"] = str((source.parent / record["audio"]).resolve())
+        rows.append(record)
+    write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return [r.get("id") for r in rows]
+
+
+def manifests(ctx) -> dict[str, Any]:
+    """``{"train", "val", "tests": {name: path}}`` — the benchmark's or the YAML's ``data:``."""
+    data = ctx.config.get("data")
+    if data:
+        return {"train": Path(data["train"]), "val": Path(data["val"]),
+                "tests": {name: Path(path) for name, path in data["tests"].items()}}
+    folder = ctx.run_dir / "data"
+    tests = {s: folder / f"{s}.jsonl" for s in ("test", "test_unseen", "test_xling") if (folder / f"{s}.jsonl").is_file()}
+    return {"train": folder / "train.jsonl", "val": folder / "val.jsonl", "tests": tests}
+
+
+# -- pairs ----------------------------------------------------------------------------------------
+def run_pairs(ctx) -> list[Path]:
+    """``speechsum pairs`` on the KD student over a train + val subset, in one call (one model
+    load), then split into RUN/pairs/train.jsonl and val.jsonl by id."""
+    opts = _options(ctx.config.get("pairs"), train_examples=64, val_examples=8, num_samples=4, temperature=1.0,
+                    top_p=1.0, max_new_tokens=128, batch_size=8, add_reference=False, args=[])
+    judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
+    folder, data = ctx.run_dir / "pairs", manifests(ctx)
+    train_ids = subset_manifest(data["train"], folder / "train_inputs.jsonl", opts["train_examples"])
+    subset_manifest(data["val"], folder / "val_inputs.jsonl", opts["val_examples"])
+    inputs = folder / "inputs.jsonl"
+    write_atomic(inputs, (folder / "train_inputs.jsonl").read_text(encoding="utf-8")
+                       + (folder / "val_inputs.jsonl").read_text(encoding="utf-8"))
+    command = [*SPEECHSUM, "pairs", "--ckpt", str(ctx.run_dir / "kd" / "checkpoints" / "last.ckpt"),
+               "--config", str(ctx.run_dir / "kd" / "config.yaml"), "--manifest", str(inputs),
+               "--out", str(folder / "all.jsonl"), "--cache", str(folder / "cache"),
+               "--num-samples", str(opts["num_samples"]), "--temperature", str(opts["temperature"]),
+               "--top-p", str(opts["top_p"]), "--max-new-tokens", str(opts["max_new_tokens"]),
+               "--batch-size", str(opts["batch_size"]), "--judge", "openai" if judge["kind"] == "openai" else "fact"]
+    if judge["kind"] == "openai":
+        command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
+        command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
+    if opts["add_reference"]:
+        command.append("--add-reference")
+    ctx.run(command + [str(a) for a in opts["args"]])
+    train_set = set(train_ids)
+    lines = [line for line in (folder / "all.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [line for line in lines if json.loads(line)["id"] in train_set]
+    val = [line for line in lines if json.loads(line)["id"] not in train_set]
+    if not train or not val:
+        raise RuntimeError(
+            f"pairs: {len(train)} train / {len(val)} val preference pairs — DPO needs both. The judge tied every "
+            "sample (a weak student scores the fact judge's floor); train SFT/KD longer, raise pairs.num_samples "
+            "or pairs.train_examples/val_examples, or set pairs.add_reference: true in the pipeline YAML")
+    write_atomic(folder / "train.jsonl", "".join(line + "\n" for line in train))
+    write_atomic(folder / "val.jsonl", "".join(line + "\n" for line in val))
+    ctx.note(f"pairs: {len(train)} train, {len(val)} val")
+    return [folder / "train.jsonl", folder / "val.jsonl"]
+
+
+# -- evaluate and report ----------------------------------------------------------------------------
+def evaluation_systems(ctx, wanted: list[str]) -> list[str]:
+    """``--system`` specs for the wanted rows whose model exists."""
+    run = ctx.run_dir
+    teacher = teacher_model_path(ctx.config, run)
+    backbone = backbone_path(ctx.config, run)
+    candidates = {
+        "teacher": f"text:teacher:{teacher}" if Path(teacher).exists() else None,
+        "backbone": f"text:backbone:{backbone}" if backbone and Path(backbone).exists() else None,
+        "cascade": f"cascade:cascade:{backbone}" if backbone and Path(backbone).exists() else None,
+        **{stage: f"student:{stage}:{run / stage / 'checkpoints' / 'last.ckpt'}" for stage in ("sft", "kd", "dpo")},
+    }
+    specs = []
+    for name in wanted:
+        if candidates[name] is None:
+            ctx.note(f"{ctx.stage}: no local model for the {name} row; skipped")
+        else:
+            specs.append(candidates[name])
+    return specs
+
+
+def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
+    """``speechsum evaluate`` of the wanted systems among ``rows`` on every test split
+    (``examples_per_split`` each) into ``RUN/<stage>/``: the ``baselines`` stage evaluates the text
+    LMs and the cascade (they need no student, so they run while the student trains), the
+    ``evaluate`` stage the students."""
+    opts = _options(ctx.config.get("evaluate"), examples_per_split=None, max_new_tokens=128, batch_size=8,
+                    metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), args=[])
+    judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
+    unknown = [name for name in opts["systems"] if name not in EVAL_SYSTEMS]
+    if unknown:
+        raise ValueError(f"evaluate.systems: unknown {unknown}; allowed: {', '.join(EVAL_SYSTEMS)}")
+    specs = evaluation_systems(ctx, [name for name in opts["systems"] if name in rows])
+    if not specs:
+        ctx.note(f"{ctx.stage}: no system to evaluate (evaluate.systems: {', '.join(opts['systems'])})")
+        return []
+    out = ctx.run_dir / ctx.stage
+    command = [*SPEECHSUM, "evaluate", "--out", str(out), "--max-new-tokens", str(opts["max_new_tokens"]),
+               "--batch-size", str(opts["batch_size"])]
+    for name, source in manifests(ctx)["tests"].items():
+        subset = out / "manifests" / f"{name}.jsonl"
+        subset_manifest(source, subset, opts["examples_per_split"])
+        command += ["--manifest", f"{name}={subset}"]
+    metrics = opts["metrics"]
+    if judge["kind"] == "openai":
+        metrics = ",".join(dict.fromkeys([*metrics.split(","), "llm_judge"]))
+        command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
+        command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
+        # outside RUN/<stage> (deleted when the stage reruns): paid verdicts are never asked twice;
+        # one file per stage, as the two stages may run at the same time
+        cache = "llm_judge.jsonl" if ctx.stage == "evaluate" else f"llm_judge_{ctx.stage}.jsonl"
+        command += ["--judge-cache", str(ctx.run_dir / "evaluate_cache" / cache)]
+    command += ["--metrics", metrics]
+    for spec in specs:
+        command += ["--system", spec]
+    if ctx.wandb:
+        command.append("--wandb")
+    ctx.run(command + [str(a) for a in opts["args"]])
+    return [out / "summary.csv", *sorted(out.glob("*/metrics.json"))]
+
+
+def run_report(ctx) -> list[Path]:
+    """``speechsum report`` on both evaluation folders into the run folder; prints the table."""
+    opts = _options(ctx.config.get("report"), metric=None, baseline=None)
+    folders = [str(ctx.run_dir / name) for name in ("baselines", "evaluate")
+               if list((ctx.run_dir / name).glob("*/metrics.json"))]
+    if not folders:
+        raise RuntimeError(f"report: no metrics.json under {ctx.run_dir / 'baselines'} or {ctx.run_dir / 'evaluate'}; "
+                           "evaluate.systems names no system with a model (see logs/baselines.log, logs/evaluate.log)")
+    command = [*SPEECHSUM, "report", *folders, "--out", str(ctx.run_dir)]
+    command += ["--metric", opts["metric"]] if opts["metric"] else []
+    command += ["--baseline", opts["baseline"]] if opts["baseline"] else []
+    ctx.run(command)
+    return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", *sorted(ctx.run_dir.glob("chart_*.png"))]
+
+
+STAGE_FUNCTIONS = {
+    "benchmark": run_benchmark,
+    "text_lm": lambda ctx: run_fit(ctx, "text_lm"),
+    "align": lambda ctx: run_fit(ctx, "align"),
+    "text_teacher": lambda ctx: run_fit(ctx, "text_teacher"),
+    "baselines": lambda ctx: run_evaluate(ctx, BASELINE_SYSTEMS),
+    "sft": lambda ctx: run_fit(ctx, "sft"),
+    "kd": run_kd,
+    "pairs": run_pairs,
+    "dpo": lambda ctx: run_fit(ctx, "dpo"),
+    "evaluate": lambda ctx: run_evaluate(ctx, STUDENT_SYSTEMS),
+    "report": run_report,
+}

@@ -1,0 +1,402 @@
+"""KD teachers: text LLMs that read transcript + instruction and score the student's completion.
+
+The teacher's prompt is its own chat template applied to
+:func:`speechsum.models.text_prompt.text_messages` (transcript + instruction); the completion is
+the student's token ids as they are (one shared vocabulary, checked by :func:`check_vocab`), so
+only completion positions are aligned between teacher and student. Kinds:
+
+- :class:`HFTeacher`: a local causal LM; full logits ``(B, R, V)`` at the completion positions.
+- :class:`OpenAICompatibleTeacher`: a vLLM-style ``/v1/completions``
+  endpoint (or ``speechsum serve``) that scores supplied token ids; top-k log-probs per position
+  (→ :func:`speechsum.losses.topk_tail_jsd_loss`). With ``scoring: none`` (the official OpenAI API,
+  which cannot score text it did not write) it only writes summaries: sequence-level KD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.losses import token_log_probs
+from speechsum.models.policy import TrainingPolicy
+
+
+@dataclass
+class TeacherScores:
+    """The teacher's view of the completion tokens ``(B, R)``; which fields are set depends on
+    the teacher: full ``logits`` (B, R, V); or ``topk_log_probs`` / ``topk_ids`` (B, R, K) with
+    id −1 for an empty slot; and ``token_log_probs`` (B, R) = log P_t(completion_ids). Values at
+    positions outside the completion mask are meaningless."""
+
+    logits: Tensor | None = None
+    topk_log_probs: Tensor | None = None
+    topk_ids: Tensor | None = None
+    token_log_probs: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> TeacherScores:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()})
+
+    def sampled_log_probs(self, completion_ids: Tensor) -> Tensor:
+        """``(B, R)`` log P_t of the completion's own tokens, float32."""
+        if self.token_log_probs is not None:
+            return self.token_log_probs.float()
+        if self.logits is None:
+            raise ValueError("these teacher scores hold neither token log-probs nor logits")
+        return token_log_probs(self.logits, completion_ids)
+
+
+def check_vocab(student_tokenizer: PreTrainedTokenizerBase, teacher_tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise ``ValueError`` unless both tokenizers map the same strings to the same ids.
+
+    Compares ``get_vocab()`` (added tokens included), not ``vocab_size``: two tokenizers of one
+    size can still number their tokens differently, and token-level KD would then compare the
+    teacher's opinion of one token with the student's of another, silently.
+    """
+    student, teacher = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    if student == teacher:
+        return
+    problems = []
+    differing = sorted((i, t) for t, i in student.items() if t in teacher and teacher[t] != i)
+    if differing:
+        shown = ", ".join(f"{t!r} (student {i}, teacher {teacher[t]})" for i, t in differing[:5])
+        problems.append(f"{len(differing)} tokens have different ids, first: {shown}")
+    for name, mine, other in (("student", student, teacher), ("teacher", teacher, student)):
+        only = sorted((i, t) for t, i in mine.items() if t not in other)
+        if only:
+            shown = ", ".join(f"{t!r} (id {i})" for i, t in only[:5])
+            problems.append(f"{len(only)} tokens only in the {name}'s vocabulary, first: {shown}")
+    raise ValueError(
+        f"student and teacher vocabularies differ ({len(student)} vs {len(teacher)} entries): "
+        + "; ".join(problems)
+        + ". Token-level KD scores the student's token ids with the teacher, so both need one "
+        "vocabulary: use a teacher trained with the student's tokenizer, or sequence-level KD "
+        "(OpenAICompatibleTeacher with scoring: none and seq_kd: true), which compares text only."
+    )
+
+
+def require_transcripts(batch: SpeechBatch) -> list[str]:
+    """The batch's transcripts, or a clear error naming the examples without one."""
+    missing = [i for i, t in zip(batch.ids, batch.transcripts) if not t]
+    if missing:
+        raise ValueError(
+            f"the KD teacher reads transcripts, but examples {missing[:5]} have none: add a `transcript` "
+            "to those manifest lines (data.require_transcript: true checks every line when it loads)"
+        )
+    return list(batch.transcripts)
+
+
+class Teacher(ABC):
+    """What the KD stage needs from a teacher.
+
+    ``can_score``: whether :meth:`score` works (token-level KD); a teacher that cannot score only
+    writes summaries (:meth:`write_summaries`, sequence-level KD).
+    """
+
+    can_score: bool = True
+
+    @abstractmethod
+    def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
+        """Called once by the KD module: verify the vocabulary against the student's (when
+        scoring) and adopt the student's end-of-turn token where the teacher has none set."""
+
+    @abstractmethod
+    def score(self, batch: SpeechBatch, completion_ids: Tensor, completion_mask: Tensor) -> TeacherScores:
+        """Scores of ``completion_ids`` (B, R) (right-padded, ``completion_mask`` 1 on real tokens)
+        as continuations of each example's teacher prompt (transcript + instruction), on the
+        device of ``completion_ids``."""
+
+    @abstractmethod
+    def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
+        """The teacher's own summaries (greedy) of each example: the targets of sequence-level KD."""
+
+
+class HFTeacher(Teacher):
+    """A local Hugging Face causal LM as teacher, through :class:`speechsum.models.text_llm.TextLLM`
+    (so its prompt is exactly the one the benchmark's text LMs were trained with).
+
+    Args:
+        model: hub id or directory of a causal LM, or a config dict (``model_type`` + fields) for
+            a random-init model (tests).
+        tokenizer: hub id or directory (default: the model's own; the byte tokenizer for a config
+            dict). ``<|audio|>`` is added if missing, as for the student.
+        device: where the teacher runs (default: the device of the student's completion ids).
+        dtype: weight dtype ("bfloat16", "float16", "float32"; default: the checkpoint's).
+        offload_to_cpu: keep the weights on the CPU between calls and move them to ``device`` for
+            each forward: saves accelerator memory, costs a transfer per step.
+        system_prompt: optional system message of the teacher's prompts.
+        end_of_turn: token that ends a response (default: the student's).
+        init_seed: seed of a random-init model.
+
+    One forward per batch, eval mode, under ``torch.no_grad`` (not ``inference_mode``: the
+    logits enter the student's loss, and inference tensors cannot be saved for backward); the LM
+    head runs on the completion positions only (``logits_to_keep``).
+    """
+
+    def __init__(
+        self,
+        model: str | dict,
+        tokenizer: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        offload_to_cpu: bool = False,
+        system_prompt: str | None = None,
+        end_of_turn: str | None = None,
+        init_seed: int = 0,
+    ):
+        from speechsum.models.text_llm import TextLLM
+
+        self.lm = TextLLM(
+            llm=model,
+            tokenizer=tokenizer,
+            end_of_turn=end_of_turn,
+            system_prompt=system_prompt,
+            policy=TrainingPolicy(train_projector=False, llm="frozen"),
+            dtype=dtype,
+            init_seed=init_seed,
+        )
+        if dtype is not None:
+            self.lm.to(getattr(torch, dtype))
+        self.lm.eval()
+        self.device = torch.device(device) if device else None
+        self.offload_to_cpu = offload_to_cpu
+        self._own_end_of_turn = end_of_turn is not None
+        if not offload_to_cpu and self.device is not None:
+            self.lm.to(self.device)
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.lm.processor.tokenizer
+
+    def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
+        check_vocab(student_tokenizer, self.tokenizer)
+        if not self._own_end_of_turn:
+            self.lm.processor.end_of_turn = end_of_turn
+
+    @contextlib.contextmanager
+    def _placed(self, fallback: torch.device) -> Iterator[torch.device]:
+        """The LM on its device for one call (moved there and back when offloading)."""
+        device = self.device or fallback
+        self.lm.to(device)
+        try:
+            yield device
+        finally:
+            if self.offload_to_cpu:
+                self.lm.to("cpu")
+
+    def _teacher_batch(self, batch: SpeechBatch, device: torch.device) -> SpeechBatch:
+        prompts = self.lm.processor.encode_prompts((), batch.instructions, require_transcripts(batch))
+        return replace(batch, audio={}, prompt_ids=prompts.prompt_ids.to(device), prompt_mask=prompts.prompt_mask.to(device))
+
+    def score(self, batch: SpeechBatch, completion_ids: Tensor, completion_mask: Tensor) -> TeacherScores:
+        vocab = self.lm.llm.get_input_embeddings().num_embeddings
+        if completion_ids.numel() and int(completion_ids.max()) >= vocab:
+            raise ValueError(
+                f"the completion holds token id {int(completion_ids.max())} but the teacher's embedding has "
+                f"{vocab} rows: the student's and teacher's vocabulary sizes differ"
+            )
+        with self._placed(completion_ids.device) as device, torch.no_grad():
+            teacher_batch = self._teacher_batch(batch, device)
+            logits = self.lm.response_logits(teacher_batch, completion_ids.to(device), completion_mask.to(device))
+        return TeacherScores(logits=logits.to(completion_ids.device))
+
+    def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
+        with self._placed(batch.prompt_ids.device) as device, torch.no_grad():
+            teacher_batch = self._teacher_batch(batch, device)
+            ids, mask = self.lm.generate(teacher_batch, max_new_tokens=max_new_tokens)
+        return self.lm.processor.decode_responses(ids, mask)
+
+
+def _token_id(name: str) -> int:
+    """``"token_id:123"`` (``return_tokens_as_token_ids``) → 123."""
+    if not name.startswith("token_id:"):
+        raise ValueError(
+            f"the server named a token {name!r} instead of 'token_id:<id>': it must support "
+            "`return_tokens_as_token_ids` (vLLM, speechsum serve) so that scores map to token ids exactly"
+        )
+    return int(name[len("token_id:") :])
+
+
+class OpenAICompatibleTeacher(Teacher):
+    """A teacher behind an OpenAI-compatible API, through the official ``openai`` client.
+
+    Token-level scoring (``scoring: echo`` or ``prompt_logprobs``) needs a server that scores
+    supplied text — vLLM or ``speechsum serve``: one ``/v1/completions`` request per example with
+    ``prompt`` = teacher prompt ids + completion ids (a list of ints, so nothing is re-tokenised),
+    ``max_tokens=0`` and either ``echo=True, logprobs=top_k`` (OpenAI legacy format) or vLLM's
+    ``prompt_logprobs=top_k``, always with ``return_tokens_as_token_ids``. The reply gives, per
+    completion position, the log-prob of the supplied token and the top-k alternatives; the echoed
+    ids are checked against the ones sent. Requests run concurrently (``max_workers``) with
+    retries on timeouts, 429 and 5xx.
+
+    ``scoring: none`` is the sequence-level mode for APIs that cannot score text they did not
+    write (the official OpenAI API): the teacher only writes summaries from transcripts with chat
+    completions (:meth:`write_summaries`), and the student learns them by cross-entropy
+    (``seq_kd: true``, ``lmbda: 0``). ``cache_path`` keeps those summaries in a resumable JSONL
+    cache, so a second epoch or a restarted run pays nothing.
+
+    Args:
+        model: the served model name.
+        base_url: e.g. ``http://127.0.0.1:8000/v1`` (None: api.openai.com).
+        api_key_env: environment variable holding the key (never logged or saved).
+        tokenizer: hub id or directory of the teacher's tokenizer (chat template and vocabulary,
+            checked against the student's); default: the student's own tokenizer.
+        top_k: alternatives per position (vLLM allows up to its ``--max-logprobs``, default 20).
+        scoring: "echo", "prompt_logprobs" or "none" (see above).
+        system_prompt: optional system message of the teacher's prompts.
+        max_workers / timeout / attempts: concurrency, seconds per request, tries per request.
+        summary_temperature: sampling temperature of written summaries (0: greedy).
+        cache_path: JSONL cache of written summaries (None: no cache).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        tokenizer: str | None = None,
+        top_k: int = 20,
+        scoring: str = "echo",
+        system_prompt: str | None = None,
+        max_workers: int = 8,
+        timeout: float = 60.0,
+        attempts: int = 4,
+        summary_temperature: float = 0.0,
+        cache_path: str | None = None,
+    ):
+        if scoring not in ("echo", "prompt_logprobs", "none"):
+            raise ValueError(f"scoring must be 'echo', 'prompt_logprobs' or 'none', got {scoring!r}")
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.tokenizer_name, self.top_k, self.scoring = tokenizer, top_k, scoring
+        self.system_prompt, self.max_workers = system_prompt, max_workers
+        self.timeout, self.attempts, self.summary_temperature = timeout, attempts, summary_temperature
+        self.cache_path = cache_path
+        self.can_score = scoring != "none"
+        self._client = None
+        self._cache = None
+        self._prompter = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from speechsum.utils.remote import openai_client
+
+            self._client = openai_client(self.base_url, self.api_key_env, self.timeout)
+        return self._client
+
+    def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
+        from transformers import AutoTokenizer
+
+        from speechsum.models.text_llm import TextProcessor
+
+        tokenizer = student_tokenizer
+        if self.tokenizer_name is not None:
+            tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+            if self.can_score:
+                check_vocab(student_tokenizer, tokenizer)
+        self._prompter = TextProcessor(tokenizer, end_of_turn=end_of_turn, system_prompt=self.system_prompt)
+
+    def _call(self, request):
+        from speechsum.utils.remote import with_retries
+
+        return with_retries(request, attempts=self.attempts)
+
+    def _score_one(self, item: tuple[list[int], list[int]]) -> tuple[list[float], list[list[tuple[int, float]]]]:
+        """(token log-probs, top-k [(id, log-prob)] best first) of each completion token."""
+        prompt, completion = item
+        k = self.top_k
+        extra = {"return_tokens_as_token_ids": True}
+        if self.scoring == "prompt_logprobs":
+            extra["prompt_logprobs"] = k
+            kwargs = {}
+        else:
+            kwargs = {"echo": True, "logprobs": k}
+        response = self._call(
+            lambda: self.client.completions.create(
+                model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra, **kwargs
+            )
+        )
+        choice = response.choices[0]
+        start = len(prompt)
+        token_lps, tops = [], []
+        if self.scoring == "prompt_logprobs":
+            entries = (choice.model_extra or {}).get("prompt_logprobs") or []
+            for position, token in zip(range(start, start + len(completion)), completion):
+                entry = entries[position] if position < len(entries) else None
+                if not entry or str(token) not in entry:
+                    raise ValueError(f"{self.base_url}: no prompt_logprobs for position {position} (token {token})")
+                token_lps.append(float(entry[str(token)]["logprob"]))
+                ranked = sorted(entry.items(), key=lambda kv: kv[1]["logprob"], reverse=True)[:k]
+                tops.append([(int(t), float(v["logprob"])) for t, v in ranked])
+            return token_lps, tops
+        logprobs = choice.logprobs
+        if logprobs is None or len(logprobs.tokens) < start + len(completion):
+            raise ValueError(f"{self.base_url}: the reply does not echo the {start + len(completion)} prompt tokens sent")
+        for position, token in zip(range(start, start + len(completion)), completion):
+            if _token_id(logprobs.tokens[position]) != token:
+                raise ValueError(f"{self.base_url}: echoed token {logprobs.tokens[position]} at {position}, sent {token}")
+            token_lps.append(float(logprobs.token_logprobs[position]))
+            ranked = sorted(logprobs.top_logprobs[position].items(), key=lambda kv: kv[1], reverse=True)[:k]
+            tops.append([(_token_id(name), float(lp)) for name, lp in ranked])
+        return token_lps, tops
+
+    def score(self, batch: SpeechBatch, completion_ids: Tensor, completion_mask: Tensor) -> TeacherScores:
+        from speechsum.utils.remote import map_concurrent
+
+        if not self.can_score:
+            raise RuntimeError("this teacher has scoring: none; it only writes summaries (sequence-level KD)")
+        if self._prompter is None:
+            raise RuntimeError("OpenAICompatibleTeacher.attach(student_tokenizer, end_of_turn) was not called")
+        prompts = [self._prompter.prompt_ids(i, t) for i, t in zip(batch.instructions, require_transcripts(batch))]
+        ids, mask = completion_ids.tolist(), completion_mask.tolist()
+        completions = [[t for t, m in zip(row, row_mask) if m] for row, row_mask in zip(ids, mask)]
+        results = map_concurrent(self._score_one, list(zip(prompts, completions)), self.max_workers, progress=False)
+        shape = completion_ids.shape
+        token_lps = torch.zeros(shape)
+        top_lps = torch.full((*shape, self.top_k), -float("inf"))
+        top_ids = torch.full((*shape, self.top_k), -1, dtype=torch.long)
+        for row, (row_mask, (lps, tops)) in enumerate(zip(mask, results)):
+            positions = [j for j, m in enumerate(row_mask) if m]
+            if not positions:
+                continue
+            blank = [(-1, -float("inf"))] * self.top_k  # one tensor per row, not per token
+            padded = [top + blank[len(top) :] for top in tops]
+            token_lps[row, positions] = torch.tensor(lps, dtype=token_lps.dtype)
+            top_lps[row, positions] = torch.tensor([[v for _, v in top] for top in padded], dtype=top_lps.dtype)
+            top_ids[row, positions] = torch.tensor([[i for i, _ in top] for top in padded], dtype=torch.long)
+        return TeacherScores(topk_log_probs=top_lps, topk_ids=top_ids, token_log_probs=token_lps).to(
+            completion_ids.device
+        )
+
+    def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
+        from speechsum.models.text_prompt import text_messages
+        from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
+
+        if self.cache_path and self._cache is None:
+            self._cache = JsonlCache(self.cache_path)
+
+        def write(messages: list[dict]) -> str:
+            key = cache_key("seq-kd-v1", self.base_url, self.model, messages, max_new_tokens, self.summary_temperature)
+            if self._cache is not None and (hit := self._cache.get(key)) is not None:
+                return hit["summary"]
+            response = self._call(
+                lambda: self.client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=max_new_tokens,
+                    temperature=self.summary_temperature,
+                )
+            )
+            summary = (response.choices[0].message.content or "").strip()
+            if self._cache is not None:
+                self._cache.put(key, {"summary": summary})
+            return summary
+
+        transcripts = require_transcripts(batch)
+        messages = [text_messages(i, t, self.system_prompt) for i, t in zip(batch.instructions, transcripts)]
+        return map_concurrent(write, messages, self.max_workers, progress=False)

@@ -1,0 +1,1 @@
+"""Trainer-side pieces named in YAML configs: callbacks, loggers, distributed-strategy policies."""

@@ -1,0 +1,1 @@
+"""Helpers that import nothing of speechsum: files, text analysis, OpenAI-API client utilities."""

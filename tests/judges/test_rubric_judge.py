@@ -1,0 +1,99 @@
+"""The LLM rubric judge against the real `speechsum serve` HTTP stack (scripted answers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from speechsum.judges.rubric import (
+    RUBRIC_VERSION,
+    MalformedVerdict,
+    RubricItem,
+    RubricJudge,
+    parse_verdict,
+    user_message,
+)
+from tests.servers import ScriptedChatBackend, serve_in_thread
+
+VALID = {"accuracy": 6, "coherence": 7, "style": 5, "hallucination": 7, "instruction_following": 6,
+         "score": 6, "reasons": "Accurate and concise."}
+ITEM = RubricItem(instruction="Summarise the call in one sentence.", prediction="Ana will send the budget on Friday.",
+                  source="Ana: I'll send the budget on Friday.", reference="Ana sends the budget on Friday.")
+
+
+def judge(url: str, tmp_path, **kwargs) -> RubricJudge:
+    options = {"backoff_seconds": 0.01, "max_workers": 2, "cache_path": tmp_path / "judge_cache.jsonl"}
+    return RubricJudge("scripted", base_url=url, **(options | kwargs))
+
+
+def test_parse_verdict_accepts_valid_and_fenced_json():
+    verdict = parse_verdict("```json\n" + json.dumps(VALID) + "\n```")
+    assert verdict.score == 6 and verdict.criteria["style"] == 5 and verdict.reasons == "Accurate and concise."
+    assert parse_verdict('{"score": 3.0}').score == 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Great summary, 6/7.", '{"score": 8}', '{"score": 0}', '{"score": "six"}', '{"score": true}',
+     '{"score": 5.5}', '{"accuracy": 6}', '{"score": 5, "accuracy": 9}', '{"score": 5,'],
+)
+def test_parse_verdict_rejects_malformed(text):
+    with pytest.raises(MalformedVerdict):
+        parse_verdict(text)
+
+
+def test_prompt_has_rubric_sections_and_candidate_last():
+    message = user_message(ITEM)
+    assert message.index("INSTRUCTION:") < message.index("TRANSCRIPT:") < message.index("REFERENCE:") < message.index("CANDIDATE:")
+    assert RUBRIC_VERSION.startswith("rubric-v1-")
+
+
+def test_valid_answer_is_parsed_and_cached(tmp_path):
+    backend = ScriptedChatBackend(lambda messages: json.dumps(VALID))
+    with serve_in_thread(backend) as url:
+        verdicts = judge(url, tmp_path).score([ITEM, RubricItem("Title?", "A title.", "text")])
+        assert [v.score for v in verdicts] == [6, 6] and verdicts[0].criteria["coherence"] == 7
+        assert backend.count == 2
+        users = sorted(r.messages[1]["content"] for r in backend.requests)
+        assert "1–7" in backend.requests[0].messages[0]["content"]
+        assert any(u.endswith("CANDIDATE:\nAna will send the budget on Friday.") for u in users)
+        again = judge(url, tmp_path).score([ITEM])  # a new judge on the same cache file: no request
+        assert again[0].score == 6 and backend.count == 2
+
+
+def test_malformed_answer_is_retried_then_unjudged(tmp_path):
+    backend = ScriptedChatBackend(lambda messages: "It is a good summary, I'd say 6.")
+    with serve_in_thread(backend) as url:
+        verdict = judge(url, tmp_path, parse_attempts=3).score_one(ITEM)
+    assert verdict.score is None and not verdict.judged and verdict.attempts == 3
+    assert "malformed" in verdict.error and backend.count == 3
+    assert not (tmp_path / "judge_cache.jsonl").read_text().strip()  # unjudged verdicts are not cached
+
+
+def test_malformed_then_valid_answer_counts_on_second_attempt(tmp_path):
+    answers = iter(['{"score": 9}', json.dumps(VALID)])
+    backend = ScriptedChatBackend(lambda messages: next(answers))
+    with serve_in_thread(backend) as url:
+        verdict = judge(url, tmp_path).score_one(ITEM)
+    assert verdict.score == 6 and verdict.attempts == 2 and backend.count == 2
+
+
+def test_server_errors_are_retried(tmp_path):
+    backend = ScriptedChatBackend(lambda messages: json.dumps(VALID), fail_first_n=2, fail_status=500)
+    with serve_in_thread(backend) as url:
+        verdict = judge(url, tmp_path).score_one(ITEM)
+    assert verdict.score == 6 and backend.count == 3
+    assert [r.status for r in backend.requests] == [500, 500, 200]
+
+
+def test_api_key_from_env_is_sent_and_never_stored(tmp_path, monkeypatch):
+    secret = "sk-test-rubric-judge-secret-123"
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", secret)
+    backend = ScriptedChatBackend(lambda messages: json.dumps(VALID))
+    with serve_in_thread(backend, api_key=secret) as url:
+        assert judge(url, tmp_path, api_key_env="JUDGE_KEY_FOR_TEST").score_one(ITEM).score == 6
+        monkeypatch.setenv("JUDGE_KEY_FOR_TEST", "wrong-key")
+        with pytest.raises(Exception, match="401|[Uu]nauthori|[Ii]ncorrect|[Ii]nvalid"):
+            judge(url, tmp_path, api_key_env="JUDGE_KEY_FOR_TEST", cache_path=None).score_one(ITEM)
+    assert secret not in (tmp_path / "judge_cache.jsonl").read_text()

@@ -1,0 +1,433 @@
+"""`speechsum pipeline`: config resolution, stage markers, the scheduler (stages at the same time,
+threads split, a failure or SIGTERM stopping the other stages, rerun after a kill) on quick
+stand-in commands, and the tiny preset end to end (every artefact, a rerun that skips every
+stage, `--from dpo`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import speechsum.pipeline.cli as pipeline
+import speechsum.pipeline.runner as pipeline_runner
+from speechsum.pipeline.cli import clear_markers_from, read_marker
+from speechsum.pipeline.config import (
+    NEEDS,
+    STAGES,
+    TRAINING_STAGES,
+    deep_merge,
+    downstream,
+    drop_wandb,
+    load_pipeline_config,
+    resolve_stage_config,
+    rewrite_paths,
+    upstream,
+)
+from speechsum.pipeline.runner import StageFailed, format_duration, marker_path
+from speechsum.pipeline.stages import subset_manifest
+from tests.conftest import CONFIGS, REPO
+
+PRESETS = sorted((CONFIGS / "pipeline").glob("*.yaml"))
+
+
+# -- config rewriting and merging ---------------------------------------------------------------
+def test_deep_merge_merges_mappings_and_replaces_lists_and_other_classes():
+    base = {"trainer": {"max_steps": 10, "logger": [1, 2]},
+            "model": {"class_path": "A", "init_args": {"lr": 1, "keep": True}}}
+    merged = deep_merge(base, {"trainer": {"max_steps": 3, "logger": [9]}, "model": {"init_args": {"lr": 2}}})
+    assert merged == {"trainer": {"max_steps": 3, "logger": [9]},
+                      "model": {"class_path": "A", "init_args": {"lr": 2, "keep": True}}}
+    other = deep_merge(base, {"model": {"class_path": "B", "init_args": {"x": 1}}})
+    assert other["model"] == {"class_path": "B", "init_args": {"x": 1}}  # nothing of A's init_args left
+    assert base["trainer"]["max_steps"] == 10  # inputs untouched
+
+
+def test_rewrite_paths_replaces_whole_prefixes_only():
+    mapping = {"runs/benchmark/kd_remote": "/run/kd", "runs/benchmark": "/run"}
+    node = {"a": "runs/benchmark/data/train.jsonl", "b": ["runs/benchmark", "runs/benchmark_old/x"],
+            "c": "runs/benchmark/kd_remote/checkpoints", "d": 3, "e": "xruns/benchmark/y"}
+    assert rewrite_paths(node, mapping) == {
+        "a": "/run/data/train.jsonl", "b": ["/run", "runs/benchmark_old/x"], "c": "/run/kd/checkpoints",
+        "d": 3, "e": "xruns/benchmark/y"}
+
+
+def test_drop_wandb_keeps_other_loggers():
+    config = {"trainer": {"logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger"},
+                                     {"class_path": "speechsum.training.loggers.WandbLogger"}]}}
+    assert drop_wandb(config)["trainer"]["logger"] == [{"class_path": "lightning.pytorch.loggers.CSVLogger"}]
+
+
+def test_stage_config_is_rewritten_overridden_and_has_no_wandb(tmp_path):
+    config = {"benchmark": {"size": "tiny"}, "text_lms": {"backbone": {}},
+              "stages": {"sft": {"config": "configs/sft.yaml", "overrides": {"trainer": {"max_steps": 7}}}}}
+    resolved = resolve_stage_config(config, "sft", tmp_path)
+    text = yaml.safe_dump(resolved)
+    assert "runs/benchmark" not in text and "WandbLogger" not in text
+    assert resolved["trainer"]["max_steps"] == 7
+    assert resolved["data"]["train_manifest"] == f"{tmp_path}/data/train.jsonl"
+    assert resolved["model"]["init_args"]["model"]["init_args"]["llm"] == f"{tmp_path}/text_lm/model"
+    assert resolved["model"]["init_args"]["init_from"] == f"{tmp_path}/align/checkpoints/last.ckpt"
+    assert "WandbLogger" in yaml.safe_dump(resolve_stage_config(config, "sft", tmp_path, wandb=True))
+    align = resolve_stage_config(config, "align", tmp_path)
+    assert align["model"]["init_args"]["model"]["init_args"]["llm"] == f"{tmp_path}/text_lm/model"
+    assert align["trainer"]["default_root_dir"] == f"{tmp_path}/align"
+    assert align["data"]["train_manifest"] == f"{tmp_path}/data/train.jsonl"
+    no_align = resolve_stage_config({**config, "stages": {"align": False}}, "sft", tmp_path)
+    assert no_align["model"]["init_args"]["init_from"] is None  # stages.align: false: SFT starts afresh
+    remote = resolve_stage_config(config, "kd", tmp_path, teacher={
+        "mode": "serve", "base_url": "http://127.0.0.1:1/v1", "model": "teacher", "api_key_env": "K"})
+    teacher = remote["model"]["init_args"]["teacher"]["init_args"]
+    assert teacher["base_url"] == "http://127.0.0.1:1/v1" and teacher["api_key_env"] == "K"
+    assert teacher["tokenizer"] == f"{tmp_path}/text_teacher/model"
+    assert remote["trainer"]["default_root_dir"] == f"{tmp_path}/kd"  # kd_remote writes where kd does
+
+
+def test_real_model_wiring(tmp_path):
+    """`data:` manifests, `backbone:` and `teacher_model:` replace the benchmark's paths."""
+    config_path = tmp_path / "real.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "benchmark": None, "text_lms": None, "backbone": "org/backbone", "teacher_model": "org/teacher",
+        "data": {"train": "/d/train.jsonl", "val": "/d/val.jsonl", "tests": {"ami": "/d/ami.jsonl"}}}))
+    config = load_pipeline_config(config_path)
+    kd = resolve_stage_config(config, "kd", tmp_path, teacher={"mode": "inprocess"})
+    align = resolve_stage_config(config, "align", tmp_path)
+    assert align["data"]["train_manifest"] == "/d/train.jsonl" and align["data"]["val_manifest"] == "/d/val.jsonl"
+    assert "test_manifest" not in align["data"]
+    assert align["model"]["init_args"]["model"]["init_args"]["llm"] == "org/backbone"
+    assert kd["data"]["train_manifest"] == "/d/train.jsonl" and kd["data"]["test_manifest"] == "/d/ami.jsonl"
+    assert kd["model"]["init_args"]["model"]["init_args"]["llm"] == "org/backbone"
+    assert kd["model"]["init_args"]["teacher"]["init_args"]["model"] == "org/teacher"
+    dpo = resolve_stage_config(config, "dpo", tmp_path)
+    assert dpo["data"]["train_manifest"] == f"{tmp_path}/pairs/train.jsonl"
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"benchmark": {"size": "tiny"}, "text_lm": {}}, "unknown key"),
+    ({"benchmark": None, "text_lms": None, "teacher_model": "t"}, "give `benchmark:`"),
+    ({"benchmark": None, "data": {"train": "a", "val": "b"}, "teacher_model": "t"}, "missing ['tests']"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": None}, "teacher_model"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sfft": {}}}, "stages.sfft"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": False}}, "stages.sft: expected a mapping"),
+    ({"benchmark": None, "data": {"train": "a", "val": "b", "tests": {"t": "c"}}}, "set `text_lms: null`"),
+    ({"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "api_key": "sk-x"}}, "judge.api_key"),
+])
+def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_pipeline_config(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_presets_resolve_for_every_training_stage(preset, tmp_path):
+    config = load_pipeline_config(preset)
+    for stage in TRAINING_STAGES:
+        resolved = resolve_stage_config(config, stage, tmp_path, teacher={"mode": "inprocess"})
+        assert resolved["trainer"]["default_root_dir"] == f"{tmp_path}/{stage}"
+        assert "runs/benchmark" not in yaml.safe_dump(resolved)
+
+
+# -- markers and helpers ---------------------------------------------------------------------------
+def test_markers_clear_from_a_stage_on_and_broken_markers_do_not_count(tmp_path):
+    for stage in STAGES:
+        marker_path(tmp_path, stage).parent.mkdir(parents=True, exist_ok=True)
+        marker_path(tmp_path, stage).write_text(json.dumps({"stage": stage, "elapsed_s": 1.0}))
+    assert clear_markers_from(tmp_path, "dpo") == ["dpo", "evaluate", "report"]
+    assert read_marker(tmp_path, "pairs") is not None and read_marker(tmp_path, "dpo") is None
+    # the teacher: what is built on it (the baselines, KD and after), not the backbone lane
+    assert clear_markers_from(tmp_path, "text_teacher") == ["text_teacher", "baselines", "kd", "pairs"]
+    assert read_marker(tmp_path, "align") is not None and read_marker(tmp_path, "sft") is not None
+    marker_path(tmp_path, "pairs").write_text('{"stage": "pa')  # torn write: not complete
+    assert read_marker(tmp_path, "pairs") is None
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (4.4, 72, 303, 3723)] == ["4s", "1m12s", "5m03s", "1h02m03s"]
+
+
+def test_subset_manifest_spreads_and_makes_audio_absolute(tmp_path):
+    source = tmp_path / "data" / "test.jsonl"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps({"id": f"x{i}", "audio": f"audio/{i}.wav"}) + "\n" for i in range(10)))
+    ids = subset_manifest(source, tmp_path / "out" / "test.jsonl", 3)
+    assert ids == ["x0", "x3", "x6"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "test.jsonl").read_text().splitlines()]
+    assert rows[1]["audio"] == str(tmp_path / "data" / "audio" / "3.wav")
+    assert len(subset_manifest(source, tmp_path / "all.jsonl", None)) == 10
+
+
+def test_needs_lists_every_stage_after_what_it_needs():
+    assert list(NEEDS) == list(STAGES)
+    for stage, needs in NEEDS.items():
+        assert all(STAGES.index(need) < STAGES.index(stage) for need in needs), stage
+    assert downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
+    assert upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
+
+
+# -- the scheduler, on quick stand-in commands -------------------------------------------------------
+STAND_IN = """\
+import json, os, pathlib, sys, time
+pathlib.Path({pid_file!r}).write_text(str(os.getpid()))
+print("threads", os.environ["OMP_NUM_THREADS"], flush=True)
+time.sleep({seconds})
+sys.exit({code})
+"""
+
+
+def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None) -> dict:
+    """Stage functions that each run one real subprocess (writes its pid, sleeps, exits)."""
+    pids.mkdir(parents=True, exist_ok=True)
+
+    def stage_function(stage: str):
+        def run(ctx) -> list[Path]:
+            code = STAND_IN.format(pid_file=str(pids / stage), seconds=(seconds or {}).get(stage, 0.0),
+                                   code=3 if stage == fail else 0)
+            ctx.run([sys.executable, "-c", code])
+            return []
+        return run
+
+    return {stage: stage_function(stage) for stage in STAGES}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def run_in_process(run_dir: Path, *extra: str) -> dict:
+    args = pipeline.build_parser().parse_args(["--preset", "tiny", "--run-dir", str(run_dir), *extra])
+    return pipeline.run_pipeline(args)
+
+
+def test_independent_stages_run_at_once_with_the_threads_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(tmp_path / "pids", {
+        "text_lm": 0.6, "align": 0.6, "text_teacher": 1.0, "baselines": 1.0, "sft": 0.5}))
+    summary = run_in_process(tmp_path / "run", "--threads", "2")
+    stages = summary["stages"]
+    assert all(s["status"] == "ran" for s in stages.values()) and set(stages) == set(STAGES)
+    for stage, needs in NEEDS.items():  # nothing started before what it needs had finished
+        assert all(stages[need]["end_s"] <= stages[stage]["start_s"] for need in needs), stage
+    overlap = min(stages["text_lm"]["end_s"], stages["text_teacher"]["end_s"]) - max(
+        stages["text_lm"]["start_s"], stages["text_teacher"]["start_s"])
+    assert overlap > 0.4  # the teacher trained while the backbone did
+    assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]  # baselines evaluated while the student trains
+    assert summary["wall_s"] < summary["stages_s"] - 1.0
+    assert stages["benchmark"]["threads"] == 2 and stages["text_lm"]["threads"] == 1
+    assert stages["text_teacher"]["threads"] == 1
+    log = (tmp_path / "run" / "logs" / "text_teacher.log").read_text()
+    assert "OMP_NUM_THREADS=1" in log and "threads 1" in log  # what the child saw
+
+    # one lane: one stage after the other, each with every thread
+    summary = run_in_process(tmp_path / "serial", "--threads", "2", "--lanes", "1")
+    spans = sorted((s["start_s"], s["end_s"]) for s in summary["stages"].values())
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    assert {s["threads"] for s in summary["stages"].values()} == {2}
+
+
+def test_a_failing_stage_stops_the_other_running_stage(tmp_path, monkeypatch, capsys):
+    """text_teacher fails while text_lm runs (60 s): text_lm is stopped at once, no marker for
+    either, the error names text_teacher's log; the rerun runs both and all after them."""
+    pids = tmp_path / "pids"
+    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS",
+                        stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher"))
+    run = tmp_path / "run"
+    started = time.monotonic()
+    with pytest.raises(StageFailed, match=r"(?s)stage text_teacher:.*exited with code 3") as error:
+        run_in_process(run)
+    assert time.monotonic() - started < 30
+    assert str(run / "logs" / "text_teacher.log") in str(error.value)
+    assert not alive(int((pids / "text_lm").read_text()))
+    out = capsys.readouterr().out
+    assert "[4/11] text_teacher … FAILED" in out and "[2/11] text_lm … stopped" in out
+    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
+
+    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(pids))
+    summary = run_in_process(run)
+    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
+    assert all(read_marker(run, s) for s in STAGES)
+
+
+def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(tmp_path / "pids"))
+    run_in_process(tmp_path)
+    marker_path(tmp_path, "text_teacher").unlink()  # e.g. lost, or broken by a crash
+    summary = run_in_process(tmp_path)
+    ran = [s for s, v in summary["stages"].items() if v["status"] == "ran"]
+    assert ran == ["text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate", "report"]
+    summary = run_in_process(tmp_path, "--from", "align", "--until", "sft")
+    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
+    assert [s for s in STAGES if not read_marker(tmp_path, s)] == ["kd", "pairs", "dpo", "evaluate", "report"]
+
+
+def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, monkeypatch):
+    """`kill PID` of the pipeline while the backbone and the teacher train: both commands end,
+    neither gets a marker, the exit code is 128 + SIGTERM; the next run does the rest."""
+    pids, run = tmp_path / "pids", tmp_path / "run"
+    script = tmp_path / "stand_in_pipeline.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, sys.argv[1])\n"
+        "from pathlib import Path\nimport speechsum.pipeline.cli as pipeline\n"
+        "import speechsum.pipeline.runner as runner\n"
+        "from tests.pipeline.test_pipeline import stand_in_stages\n"
+        "runner.STAGE_FUNCTIONS = stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120})\n"
+        "pipeline.main(sys.argv[3:])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
+                                "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not ((pids / "text_lm").is_file() and (pids / "text_teacher").is_file()):
+            assert time.monotonic() < deadline and process.poll() is None, "the two text LM stages never started"
+            time.sleep(0.1)
+        time.sleep(0.3)  # the pid files are written first thing: let both children settle
+        children = [int((pids / name).read_text()) for name in ("text_lm", "text_teacher")]
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert "[2/11] text_lm … running" in out and "text_lm … done" not in out
+        assert process.returncode == 128 + signal.SIGTERM
+        assert not any(alive(pid) for pid in children)
+    finally:
+        process.kill()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
+    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(pids))
+    summary = run_in_process(run)
+    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
+
+
+# -- the tiny preset end to end ----------------------------------------------------------------------
+def run_pipeline(run_dir: Path, *extra: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "speechsum.cli", "pipeline", "--preset", "tiny",
+                             "--run-dir", str(run_dir), *extra], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
+    """The whole recipe on the tiny preset, two stages at a time (every artefact checked), a rerun
+    that runs nothing, and `--from dpo` that re-runs exactly dpo, evaluate and report. ~3 min on
+    one CPU core (two single-thread commands at once where stages are independent)."""
+    run = tmp_path / "run"
+    out = run_pipeline(run)
+    for number, stage in enumerate(STAGES, start=1):
+        assert f"[{number}/11] {stage} … done in " in out
+    # benchmark, text LMs (HF directories), the aligned projector, student checkpoints, pairs
+    for split in ("train", "val", "test", "test_unseen", "test_xling"):
+        assert (run / "data" / f"{split}.jsonl").stat().st_size > 0
+    assert (run / "text_corpus" / "train.jsonl").is_file() and (run / "tokenizer" / "tokenizer.json").is_file()
+    for name in ("text_lm", "text_teacher"):
+        assert (run / name / "model" / "config.json").is_file() and (run / name / "checkpoints" / "last.ckpt").exists()
+    for name in ("align", "sft", "kd", "dpo"):
+        assert (run / name / "checkpoints" / "last.ckpt").exists()
+    for name in TRAINING_STAGES:  # the resolved config of every stage
+        saved = yaml.safe_load((run / name / "config.yaml").read_text())
+        assert saved["trainer"]["default_root_dir"] == str(run / name)
+        assert "WandbLogger" not in yaml.safe_dump(saved)
+    sft = yaml.safe_load((run / "sft" / "config.yaml").read_text())
+    assert sft["model"]["init_args"]["init_from"] == str(run / "align" / "checkpoints" / "last.ckpt")
+    assert list((run / "align" / "logs").glob("version_*/samples/*.jsonl"))  # CTC transcripts of validation
+    pairs = [json.loads(line) for line in (run / "pairs" / "train.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] and "judge" in p["meta"] for p in pairs)
+    assert (run / "pairs" / "val.jsonl").read_text().strip()
+    # evaluation of every system on every split (baselines, then the students), the report
+    for folder, systems in (("baselines", ("teacher", "backbone", "cascade")), ("evaluate", ("sft", "kd", "dpo"))):
+        assert (run / folder / "summary.csv").is_file()
+        for system in systems:
+            metrics = json.loads((run / folder / system / "metrics.json").read_text())
+            assert set(metrics["results"]["split"]) == {"test", "test_unseen", "test_xling"}
+            assert metrics["results"]["split"]["test"]["fact_judge"]["n"] == 2
+    report = (run / "report.md").read_text()
+    assert "| text teacher |" in report and "| cascade" in report and "student + DPO" in report
+    assert (run / "report.csv").is_file() and list(run.glob("chart_*.png"))
+    assert report.splitlines()[0] in out  # the table is printed at the end
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    stages = summary["stages"]
+    assert set(stages) == set(STAGES) and all(s["status"] == "ran" for s in stages.values())
+    assert summary["peak_child_rss_gib"] > 0.1 and summary["peak_rss_at_once_gib"] >= summary["peak_child_rss_gib"]
+    assert stages["text_teacher"]["start_s"] < stages["text_lm"]["end_s"]  # the two lanes ran at once
+    assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]
+    assert summary["wall_s"] < summary["stages_s"]
+    markers = {stage: read_marker(run, stage) for stage in STAGES}
+    assert all(m and m["commands"] for m in markers.values())
+    first = {stage: marker_path(run, stage).stat().st_mtime_ns for stage in STAGES}
+
+    # A rerun runs nothing: every marker untouched, no stage log written, in seconds.
+    logs = {p: p.stat().st_mtime_ns for p in (run / "logs").glob("*.log")}
+    started = time.monotonic()
+    out = run_pipeline(run)
+    assert time.monotonic() - started < 30
+    assert out.count("complete, skipped") == 11 and "running" not in out
+    assert {stage: marker_path(run, stage).stat().st_mtime_ns for stage in STAGES} == first
+    assert {p: p.stat().st_mtime_ns for p in (run / "logs").glob("*.log")} == logs
+
+    # --from dpo: exactly dpo, evaluate, report again.
+    out = run_pipeline(run, "--from", "dpo")
+    rerun = {stage for stage in STAGES if marker_path(run, stage).stat().st_mtime_ns != first[stage]}
+    assert rerun == {"dpo", "evaluate", "report"}
+    assert out.count("complete, skipped") == 8 and "[9/11] dpo … done in" in out
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["dpo", "evaluate", "report"]
+    assert "| text teacher |" in (run / "report.md").read_text()  # the baselines' rows are kept
+
+
+def test_docs_worked_example_resolves_and_type_checks(tmp_path):
+    """docs/pipeline.md's Phi-4-multimodal + vLLM teacher + GPT-4.1 judge config (not run: no hub here)."""
+    from tests.test_configs import parse
+
+    docs = (REPO / "docs" / "pipeline.md").read_text()
+    block = docs.split("```yaml\n# my_phi4mm.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "phi4mm.yaml").write_text(block)
+    config = load_pipeline_config(tmp_path / "phi4mm.yaml")
+    teacher = {"mode": "remote", **{k: config["teacher"][k] for k in ("base_url", "model", "api_key_env")}}
+    for stage in ("sft", "kd", "dpo"):
+        resolved = resolve_stage_config(config, stage, tmp_path / "run", teacher=teacher)
+        (tmp_path / f"{stage}.yaml").write_text(yaml.safe_dump(resolved))
+        model = parse(tmp_path / f"{stage}.yaml").config["model"]["init_args"]
+        assert model["model"]["class_path"].endswith("Phi4MultimodalSpeechLLM")
+        assert "llm" not in model["model"]["init_args"]  # no composed-model leftovers
+    assert resolved["model"]["init_args"]["init_from"] == f"{tmp_path}/run/kd/checkpoints/last.ckpt"
+    sft = yaml.safe_load((tmp_path / "sft.yaml").read_text())["model"]["init_args"]
+    assert sft["init_from"] is None  # stages.align: false: Phi-4-multimodal already listens
+    kd = yaml.safe_load((tmp_path / "kd.yaml").read_text())["model"]["init_args"]
+    assert kd["teacher"]["init_args"]["base_url"] == "http://localhost:8000/v1"
+    assert kd["teacher"]["init_args"]["tokenizer"] == "microsoft/Phi-4-mini-instruct"
+
+
+def test_a_failing_stage_stops_with_its_log_and_leaves_no_marker(tmp_path):
+    """Your own manifests (benchmark: null, text_lms: null, no alignment): the benchmark, text-LM
+    and align stages are skipped with a note; SFT fails on the missing manifest -> exit code, the
+    log named, no marker; `--until sft` leaves out the teacher."""
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({
+        "benchmark": None, "text_lms": None, "backbone": str(tmp_path / "backbone"),
+        "teacher_model": str(tmp_path / "teacher"), "stages": {"align": False},
+        "data": {"train": str(tmp_path / "missing.jsonl"), "val": str(tmp_path / "missing.jsonl"),
+                 "tests": {"test": str(tmp_path / "missing.jsonl")}}}))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "speechsum.cli", "pipeline", "--config", str(config),
+                             "--run-dir", str(run), "--until", "sft"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "stage sft:" in result.stderr and str(run / "logs" / "sft.log") in result.stderr
+    assert "benchmark: null" in result.stdout and "text_lms: null" in result.stdout
+    assert "stages.align: false" in result.stdout
+    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark", "text_lm", "align"]
+    saved = yaml.safe_load((run / "sft" / "config.yaml").read_text())
+    assert saved["data"]["train_manifest"] == str(tmp_path / "missing.jsonl")

@@ -1,0 +1,166 @@
+"""OnPolicyKDModule + TeacherScoringCallback through the real `speechsum fit` CLI and by hand."""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from speechsum.cli import lightning_cli
+from tests.helpers import run_config
+
+TEACHER_LLM = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vocab_size": 272,  # the tiny student's embedding size
+    "max_position_embeddings": 1024,
+}
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(toy_data, tmp_path_factory):
+    """A tiny text teacher trained briefly on the toy set (transcript + instruction → summary),
+    saved as an HF directory with the student's byte tokenizer: peaked, sensible distributions."""
+    from speechsum.data.manifest import load_manifest
+    from speechsum.losses import masked_cross_entropy
+    from speechsum.models.text_llm import TextLLM
+
+    torch.manual_seed(0)
+    lm = TextLLM(llm=TEACHER_LLM, end_of_turn="<|im_end|>", init_seed=7)
+    examples, _ = load_manifest(toy_data["train"])
+    prompts = lm.processor.encode_prompts((), [e.instruction for e in examples], [e.transcript for e in examples])
+    response_ids, response_mask = lm.processor.encode_responses([e.summary for e in examples])
+    batch = SimpleNamespace(audio={}, prompt_ids=prompts.prompt_ids, prompt_mask=prompts.prompt_mask)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = masked_cross_entropy(lm.response_logits(batch, response_ids, response_mask), response_ids, response_mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out = tmp_path_factory.mktemp("teacher") / "toy-teacher"
+    lm.save_pretrained(out)
+    return out
+
+
+def hf_teacher(teacher_dir) -> dict:
+    return {"class_path": "speechsum.stages.kd.teachers.HFTeacher", "init_args": {"model": str(teacher_dir)}}
+
+
+def kd_config(tmp_path, toy_data, teacher, **kd_args):
+    """tests.helpers.run_config turned into a KD run: OnPolicyKDModule + the teacher above."""
+    path = run_config(tmp_path, toy_data, num_sanity_val_steps=0, log_every_n_steps=1)
+    config = yaml.safe_load(path.read_text())
+    model = config["model"]
+    model["class_path"] = "speechsum.stages.kd.OnPolicyKDModule"
+    model["init_args"].update({"teacher": teacher, "max_new_tokens": 8, **kd_args})
+    config["data"]["require_transcript"] = True
+    model["init_args"]["model"]["init_args"]["policy"]["llm"] = "full"  # learns fast enough for a test
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def metric_rows(run_dir):
+    metrics = next(run_dir.glob("logs/version_*/metrics.csv"))
+    return list(csv.DictReader(metrics.open()))
+
+
+def test_kd_fit_lowers_the_students_kl_to_the_teacher(tmp_path, toy_data, teacher_dir):
+    config = kd_config(tmp_path, toy_data, hf_teacher(teacher_dir), learning_rate=0.005, warmup_steps=2, loss="jsd", beta=0.5)
+    cli = lightning_cli(["fit", "--config", str(config), "--trainer.max_epochs", "4"])
+    rows = metric_rows(tmp_path / "run")
+    val_kl = [float(r["val/kl"]) for r in rows if r.get("val/kl")]
+    assert len(val_kl) == 4
+    print("val/kl per epoch", val_kl)
+    assert val_kl[-1] < 0.85 * val_kl[0], val_kl
+
+    train = [r for r in rows if r.get("train/loss")]
+    assert len(train) == cli.trainer.global_step
+    for name in ("train/kl", "train/time_generation", "train/time_teacher", "train/time_optimization",
+                 "train/generated_tokens_per_s", "train/completion_length", "train/hit_max_new_tokens",
+                 "train/repetition_rate"):
+        values = [float(r[name]) for r in rows if r.get(name)]
+        assert len(values) == len(train) and all(v >= 0 for v in values), name
+    assert all(float(r["train/on_policy"]) == 1.0 for r in train)  # lmbda defaults to 1
+
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any("teacher" in key for key in checkpoint["state_dict"])  # teacher weights never saved
+    assert checkpoint["hyper_parameters"]["teacher"]["class_path"].endswith("HFTeacher")  # its config is
+
+
+def test_off_policy_steps_use_the_reference_and_sampled_token_loss_trains(tmp_path, toy_data, teacher_dir):
+    config = kd_config(tmp_path, toy_data, hf_teacher(teacher_dir), lmbda=0.0, loss="sampled_token")
+    cli = lightning_cli(["fit", "--config", str(config), "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1"])
+    rows = [r for r in metric_rows(tmp_path / "run") if r.get("train/loss")]
+    assert len(rows) == 3 and all(float(r["train/on_policy"]) == 0.0 for r in rows)
+    assert not any(r.get("train/generated_tokens_per_s") for r in rows)  # nothing generated
+    assert cli.trainer.global_step == 3
+
+
+def one_batch(module, toy_data):
+    from speechsum.data.datamodule import SpeechSumDataModule
+
+    data = SpeechSumDataModule(train_manifest=str(toy_data["train"]), max_batch_seconds=8.0, max_batch_size=3)
+    data.processor = module.processor
+    data.setup("fit")
+    return next(iter(data.train_dataloader()))
+
+
+def build_module(tiny_composed, **kwargs):
+    from speechsum.stages.kd.module import OnPolicyKDModule
+    from speechsum.stages.kd.teachers import HFTeacher
+
+    return OnPolicyKDModule(tiny_composed, HFTeacher(TEACHER_LLM), max_new_tokens=6, **kwargs)
+
+
+def test_frozen_encoder_runs_once_per_step(tiny_composed, toy_data):
+    from speechsum.stages.kd.scoring_callback import TeacherScoringCallback
+
+    module = build_module(tiny_composed)
+    batch = one_batch(module, toy_data)
+    calls = []
+    module.model.encoder.conv1.register_forward_pre_hook(lambda *args: calls.append(1))
+    callback = TeacherScoringCallback()
+    callback._start(module, batch, "val", 0)  # student generates, teacher scores
+    rollout = module.pending_rollout
+    ids, mask = rollout.completion_ids, rollout.completion_mask
+    loss = module.kd_loss(module.model.response_logits(batch, ids, mask), ids, mask, rollout.teacher_scores())
+    assert torch.isfinite(loss)
+    assert len(calls) == 1, "the frozen encoder ran more than once for generation + training forward"
+
+
+def test_a_teacher_that_cannot_score_needs_sequence_level_kd(tiny_composed):
+    from speechsum.stages.kd.module import OnPolicyKDModule
+    from speechsum.stages.kd.teachers import OpenAICompatibleTeacher
+
+    teacher = OpenAICompatibleTeacher("gpt-4o", base_url="http://127.0.0.1:9/v1", scoring="none")
+    with pytest.raises(ValueError, match="seq_kd: true and lmbda: 0"):
+        OnPolicyKDModule(tiny_composed, teacher)
+    module = OnPolicyKDModule(tiny_composed, teacher, seq_kd=True, lmbda=0.0)
+    assert "teacher" not in module.hparams  # a teacher object is never pickled into checkpoints
+
+
+def test_kd_with_a_remote_teacher_over_http(tmp_path, toy_data, teacher_dir):
+    """Teacher behind `speechsum serve` on loopback: top-k scores, the top-k + tail loss, overlap on."""
+    from speechsum.serving.cli import HFBackend
+    from tests.servers import serve_in_thread
+
+    backend = HFBackend(teacher_dir)
+    with serve_in_thread(backend) as url:
+        remote = {
+            "class_path": "speechsum.stages.kd.teachers.OpenAICompatibleTeacher",
+            "init_args": {"model": backend.model_name, "base_url": url, "tokenizer": str(teacher_dir), "top_k": 8},
+        }
+        config = kd_config(tmp_path, toy_data, teacher=remote, teacher_overlap=True, loss="reverse_kl")
+        lightning_cli(["fit", "--config", str(config), "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])
+    rows = metric_rows(tmp_path / "run")
+    kl = [float(r["train/kl"]) for r in rows if r.get("train/kl")]
+    assert len(kl) == 2 and all(v > 0 for v in kl)
+    assert [r for r in rows if r.get("train/time_teacher_wait")]
+    assert [r for r in rows if r.get("val/kl")]

@@ -1,0 +1,149 @@
+"""KD teachers: prompt/completion alignment, vocabulary check, the remote teacher over real HTTP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.models.text_llm import TextLLM
+from speechsum.models.text_prompt import text_messages
+from speechsum.models.tokenizer import build_byte_tokenizer
+from speechsum.stages.kd.teachers import HFTeacher, OpenAICompatibleTeacher, check_vocab
+
+TEACHER_LLM = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "initializer_range": 0.2,  # peaked, context-dependent distributions
+}
+INSTRUCTIONS = ["List the words you heard.", "Say the first word."]
+TRANSCRIPTS = ["do re mi fa", "sol la"]
+COMPLETIONS = ["do re mi fa", "sol"]
+
+
+def student_tokenizer():
+    return build_byte_tokenizer(extra_special_tokens=("<|audio|>",))
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "tiny-teacher"
+    TextLLM(llm=TEACHER_LLM, end_of_turn="<|im_end|>", init_seed=3).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def batch_and_completion(tiny_composed):
+    """A student batch (audio prompt, no transcript in it) and right-padded completion ids."""
+    processor = tiny_composed.processor
+    waveforms = [np.random.default_rng(i).standard_normal(8000).astype(np.float32) * 0.1 for i in range(2)]
+    prompts = processor.encode_prompts(waveforms, INSTRUCTIONS)
+    batch = SpeechBatch(
+        ids=["a", "b"], audio=prompts.audio, audio_seconds=torch.tensor([0.5, 0.5]),
+        prompt_ids=prompts.prompt_ids, prompt_mask=prompts.prompt_mask, instructions=INSTRUCTIONS,
+        transcripts=TRANSCRIPTS, references=COMPLETIONS,
+    )
+    ids, mask = processor.encode_responses(COMPLETIONS)
+    return batch, ids, mask
+
+
+def manual_completion_log_probs(teacher_dir, instruction, transcript, completion_ids):
+    """log-softmax of the teacher at each completion position, from one unpadded forward."""
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    text = tokenizer.apply_chat_template(text_messages(instruction, transcript), add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion_ids])).logits[0]
+    return prompt, logits[len(prompt) - 1 : -1].log_softmax(-1)
+
+
+def test_vocabulary_check_compares_the_vocabularies_not_their_size():
+    check_vocab(student_tokenizer(), student_tokenizer())
+    other = build_byte_tokenizer(extra_special_tokens=("<|image|>",))  # same size, another token
+    assert len(other) == len(student_tokenizer())
+    with pytest.raises(ValueError, match=r"<\|audio\|>.*only in the student|only in the student.*<\|audio\|>"):
+        check_vocab(student_tokenizer(), other)
+    with pytest.raises(ValueError, match="same vocabulary size|one\nvocabulary|one vocabulary"):
+        check_vocab(student_tokenizer(), build_byte_tokenizer())
+
+
+def test_hf_teacher_rejects_a_teacher_with_another_vocabulary(tmp_path):
+    teacher = HFTeacher(TEACHER_LLM)
+    swapped = build_byte_tokenizer(extra_special_tokens=("<|audio|>", "<|extra|>"))
+    with pytest.raises(ValueError, match="<\\|extra\\|>"):
+        teacher.attach(swapped, "<|im_end|>")
+
+
+def test_hf_teacher_scores_line_up_token_for_token(teacher_dir, batch_and_completion):
+    batch, ids, mask = batch_and_completion
+    teacher = HFTeacher(str(teacher_dir))
+    teacher.attach(student_tokenizer(), "<|im_end|>")
+    scores = teacher.score(batch, ids, mask)
+    assert scores.logits.shape[:2] == ids.shape
+    for row in range(2):
+        completion = ids[row][mask[row].bool()].tolist()
+        prompt, expected = manual_completion_log_probs(teacher_dir, INSTRUCTIONS[row], TRANSCRIPTS[row], completion)
+        # the teacher reads the transcript; the student's prompt holds audio placeholders instead
+        student_prompt = batch.prompt_ids[row][batch.prompt_mask[row].bool()].tolist()
+        assert prompt != student_prompt and TRANSCRIPTS[row] in AutoTokenizer.from_pretrained(teacher_dir).decode(prompt)
+        got = scores.logits[row, : len(completion)].float().log_softmax(-1)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        token_lps = scores.sampled_log_probs(ids)[row, : len(completion)]
+        torch.testing.assert_close(token_lps, expected.gather(-1, torch.tensor(completion)[:, None])[:, 0])
+
+
+def test_missing_transcript_is_a_clear_error(teacher_dir, batch_and_completion):
+    batch, ids, mask = batch_and_completion
+    batch.transcripts = ["do re", None]
+    teacher = HFTeacher(str(teacher_dir))
+    with pytest.raises(ValueError, match=r"\['b'\].*transcript"):
+        teacher.score(batch, ids, mask)
+
+
+@pytest.mark.parametrize("scoring", ["echo", "prompt_logprobs"])
+def test_remote_teacher_over_http_equals_the_local_teacher(teacher_dir, batch_and_completion, scoring):
+    from speechsum.serving.cli import HFBackend
+    from tests.servers import serve_in_thread
+
+    batch, ids, mask = batch_and_completion
+    local = HFTeacher(str(teacher_dir))
+    local.attach(student_tokenizer(), "<|im_end|>")
+    full = local.score(batch, ids, mask).logits.float().log_softmax(-1)
+    backend = HFBackend(teacher_dir)
+    with serve_in_thread(backend) as url:
+        remote = OpenAICompatibleTeacher(backend.model_name, base_url=url, tokenizer=str(teacher_dir), top_k=5, scoring=scoring)
+        remote.attach(student_tokenizer(), "<|im_end|>")
+        scores = remote.score(batch, ids, mask)
+    kept = mask.bool()
+    torch.testing.assert_close(scores.token_log_probs[kept], full.gather(-1, ids[..., None])[..., 0][kept], rtol=1e-4, atol=1e-4)
+    top = full.topk(5, -1)
+    assert torch.equal(scores.topk_ids[kept], top.indices[kept])
+    torch.testing.assert_close(scores.topk_log_probs[kept], top.values[kept], rtol=1e-4, atol=1e-4)
+    assert (scores.topk_ids[~kept] == -1).all()
+
+
+def test_sequence_level_teacher_writes_summaries_over_chat(teacher_dir, batch_and_completion, tmp_path):
+    from speechsum.serving.cli import HFBackend
+    from tests.servers import serve_in_thread
+
+    batch, _, _ = batch_and_completion
+    local = HFTeacher(str(teacher_dir))
+    local.attach(student_tokenizer(), "<|im_end|>")
+    expected = local.write_summaries(batch, max_new_tokens=12)
+    backend = HFBackend(teacher_dir)
+    with serve_in_thread(backend) as url:
+        remote = OpenAICompatibleTeacher(backend.model_name, base_url=url, scoring="none", cache_path=str(tmp_path / "c.jsonl"))
+        assert not remote.can_score
+        remote.attach(student_tokenizer(), "<|im_end|>")
+        written = remote.write_summaries(batch, max_new_tokens=12)
+    assert written == expected and all(isinstance(s, str) for s in written)
+    # a second call is answered from the cache, with no server running
+    assert remote.write_summaries(batch, max_new_tokens=12) == written
