@@ -27,7 +27,7 @@ import numpy as np
 from speechsum.benchmark.documents import GENRES, XLING_LANGS, Document, generate_document
 from speechsum.benchmark.instructions import choose_instructions, render_reference
 from speechsum.benchmark.lexicon import GENRE_NOUN
-from speechsum.training.callbacks import write_dir_atomically
+from speechsum.utils.io import write_dir_atomically
 
 BENCHMARK_VERSION = "1.0"
 SAMPLE_RATE = 16000

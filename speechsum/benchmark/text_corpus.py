@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from speechsum.benchmark.build import doc_language_and_genre, make_records
 from speechsum.benchmark.documents import generate_document
-from speechsum.training.callbacks import write_dir_atomically
+from speechsum.utils.io import write_dir_atomically
 
 SILENCE = "silence.wav"
 WORDS_PER_SECOND = 2.5  # nominal duration of a text-only document, for its manifest line

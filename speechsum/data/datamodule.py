@@ -69,8 +69,10 @@ class SpeechSumDataModule(L.LightningDataModule):
         num_buckets: duration buckets; more buckets → less padding, less randomness.
         max_audio_seconds: longest clip fed to the model; None uses the backbone's limit
             (30 s for Whisper-family encoders).
-        too_long_audio: "truncate" keeps the first ``max_audio_seconds``; "error" stops.
-        on_bad_example: "error" stops at a bad manifest line; "skip" logs and counts it.
+        too_long_audio: "truncate" keeps the first ``max_audio_seconds`` (only those frames are
+            read, so hours-long files cost what is kept); "error" stops.
+        on_bad_example: "error" stops at a bad manifest line (bad JSON or fields, missing, empty or
+            unreadable audio, NaN/Inf samples); "skip" logs it and records it in ``skipped``.
         require_summary: demand ``summary`` on every train/val/test line (SFT's target). Set False
             for data with no reference summary: on-policy KD (the student samples its own) or DPO
             (``chosen``/``rejected`` instead); a batch with any summary missing has
@@ -168,6 +170,19 @@ class SpeechSumDataModule(L.LightningDataModule):
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
             self.datasets[split] = SpeechSumDataset(
                 examples, processor.sample_rate, limit, self.too_long_audio, read_audio=read_audio
+            )
+            self._warn_over_budget(split)
+
+    def _warn_over_budget(self, split: str) -> None:
+        """Log the clips that alone exceed ``max_batch_seconds`` (each becomes a batch of its own)."""
+        dataset = self.datasets[split]
+        over = [(d, e) for d, e in zip(dataset.durations, dataset.examples) if d > self.max_batch_seconds]
+        if over:
+            seconds, example = max(over, key=lambda pair: pair[0])
+            log.warning(
+                "%s: %d clip(s) longer than max_batch_seconds=%g, each a batch of its own over the budget "
+                "(longest: %s, %.1f s, %s); set max_audio_seconds to truncate them",
+                split, len(over), self.max_batch_seconds, example.id, seconds, example.audio,
             )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -27,6 +27,8 @@ from typing import Literal
 
 import soundfile as sf
 
+from speechsum.data.audio import FLOAT_SUBTYPES, NonFiniteAudioError, check_finite
+
 log = logging.getLogger(__name__)
 
 OnBadExample = Literal["error", "skip"]
@@ -91,7 +93,12 @@ def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
     return resolved
 
 
-def _audio_duration(path: Path) -> float:
+def _probe_audio(path: Path) -> float:
+    """The file's duration in seconds from its header; float files are also scanned for NaN/Inf.
+
+    Integer PCM is never read (it cannot hold NaN/Inf); a float file is read block by block
+    (:func:`check_finite`), so memory stays at one block even for hours of audio.
+    """
     if not path.is_file():
         raise ValueError(f"field 'audio': file not found: {path}")
     try:
@@ -100,6 +107,13 @@ def _audio_duration(path: Path) -> float:
         raise ValueError(f"field 'audio': unreadable audio file {path}: {err}") from err
     if info.frames == 0 or info.samplerate <= 0:
         raise ValueError(f"field 'audio': empty audio file {path} (0 samples)")
+    if info.subtype in FLOAT_SUBTYPES:
+        try:
+            check_finite(str(path))
+        except NonFiniteAudioError as err:
+            raise ValueError(f"field 'audio': {err}") from err
+        except Exception as err:  # a file cut short after its header, a decoder error
+            raise ValueError(f"field 'audio': unreadable audio file {path}: {err}") from err
     return info.frames / info.samplerate
 
 
@@ -137,7 +151,7 @@ def parse_line(
         if not record.get(name):
             raise ValueError(f"missing field '{name}'")
     audio = _resolve_audio(root, record["audio"], allow_paths_outside_manifest_dir)
-    duration = _audio_duration(audio)
+    duration = _probe_audio(audio)
     if record.get("duration") is not None and not math.isfinite(record["duration"]):
         raise ValueError("field 'duration' must be finite")
     return Example(
@@ -166,11 +180,12 @@ def load_manifest(
 ) -> tuple[list[Example], list[SkippedLine]]:
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
-    Every line is checked (JSON, required fields, types, audio readable and non-empty, relative
-    paths inside the manifest's folder, unique ids). The file is UTF-8 (a leading BOM is ignored); a
-    line that does not decode is a bad line like any other. ``on_bad_example="error"`` raises
-    :class:`ManifestError` at the first bad line; ``"skip"`` logs every bad line with its reason
-    and a total count, and returns the good ones. The duration comes from the audio header.
+    Every line is checked (JSON, required fields, types, audio readable, non-empty and free of
+    NaN/Inf samples, relative paths inside the manifest's folder, unique ids). The file is UTF-8
+    (a leading BOM is ignored); a line that does not decode is a bad line like any other.
+    ``on_bad_example="error"`` raises :class:`ManifestError` at the first bad line; ``"skip"`` logs
+    every bad line with its reason and a total count, and returns the good ones. The duration comes
+    from the audio header; only float-sample files are read (block by block, for NaN/Inf).
     """
     path = Path(path)
     if not path.is_file():

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speechsum.utils.io import write_jsonl
+
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
     "keywords": ("List the words you hear.", "Which words were spoken?", "Summarise the recording."),
@@ -72,9 +74,7 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
                 }
             )
         path = out / f"{split}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-        tmp.replace(path)
+        write_jsonl(path, lines)
         manifests[split] = path
     return manifests
 

@@ -21,13 +21,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from speechsum.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,8 @@ class EncoderFeatureCache:
     def put(self, encoder_id: str, content_key: str, frames: Tensor) -> None:
         """Write ``frames`` ``(T, d)`` as float16, atomically."""
         path = self.path(encoder_id, content_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{content_key[:16]}-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:
+            np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
         self.writes += 1
 
     def frames(

@@ -25,9 +25,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import struct
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +38,8 @@ from transformers import (
     WhisperForConditionalGeneration,
     WhisperTokenizer,
 )
+
+from speechsum.utils.io import write_dir_atomically
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +278,8 @@ def bundled_whisper_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
     Converted once into ``<cache root>/whisper-tiny.en/<sha256(model.bin)[:16]>-v<converter>``
     (cache root: see :func:`cache_root`); later calls return the existing directory. The
-    conversion is written to a temporary directory and moved into place with ``os.replace``, so
-    the directory either is complete or does not exist, also with concurrent converters.
+    conversion is written with :func:`speechsum.utils.io.write_dir_atomically` (first complete
+    converter wins), so the directory either is complete or does not exist, also with concurrent converters.
     """
     source = wheel_model_dir()
     stat = (source / "model.bin").stat()
@@ -288,18 +288,8 @@ def bundled_whisper_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     target = parent / f"{key}-v{CONVERTER_VERSION}"
     if (target / "config.json").is_file():
         return target
-    parent.mkdir(parents=True, exist_ok=True)
     log.info("converting the bundled Whisper tiny.en (%s) into %s", source, target)
-    temporary = Path(tempfile.mkdtemp(prefix=".convert-", dir=parent))
-    try:
-        convert_ct2_whisper(source, temporary)
-        try:
-            os.replace(temporary, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    write_dir_atomically(target, lambda folder: convert_ct2_whisper(source, folder), replace=False)
     return target
 
 

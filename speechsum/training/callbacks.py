@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from speechsum.utils.io import write_dir_atomically, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +18,7 @@ log = logging.getLogger(__name__)
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` outputs as JSONL (one line per example) when the epoch ends.
 
-    The file appears whole or not at all (written to ``.tmp`` then renamed). Under DDP each rank
+    The file appears whole or not at all (:func:`speechsum.utils.io.write_jsonl`). Under DDP each rank
     writes ``<stem>.rank<N>.jsonl``.
     """
 
@@ -38,34 +36,7 @@ class PredictionWriter(BasePredictionWriter):
         path = self.output_path
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for batch_rows in predictions:
-                for row in batch_rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.replace(path)
-
-
-def write_dir_atomically(target: str | Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp_dir)`` on a fresh temporary sibling of ``target``, then rename it to
-    ``target`` (an old ``target`` is moved aside and deleted), so ``target`` is never seen
-    half-written. On an error the temporary directory is removed and ``target`` is untouched."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        write_jsonl(path, (row for batch_rows in predictions for row in batch_rows))
 
 
 class ExportHFModel(L.Callback):

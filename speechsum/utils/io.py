@@ -1,32 +1,73 @@
-"""Result files written whole or not at all (temporary file + ``os.replace``)."""
+"""Files written whole or not at all: the one atomic-write helper every writer goes through.
+
+A file is written to a unique temporary sibling, flushed and ``fsync``-ed, then renamed over the
+target with ``os.replace`` (atomic on POSIX), and the folder is ``fsync``-ed so the rename itself
+survives a crash. On any error (a full disk, a size limit, Ctrl-C) the temporary file is removed
+and the target is untouched: no ``.tmp`` leftovers, no half-written results. Directories
+(``write_dir_atomically``) work the same way with a temporary sibling folder.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # versioned LLM prompts (package data)
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace`` (never half-written)."""
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems do not open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; write the file there (any library: ``torch.save``,
+    ``np.save``, ``soundfile.write``…). On a clean exit it is fsynced and renamed onto ``path``; on
+    an error it is removed and ``path`` keeps its old content (or stays absent).
+
+    Unique per writer (``mkstemp``), so concurrent writers of one target (DDP ranks) never share a
+    temporary file; the last rename wins with a complete file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    """One JSON object per line (UTF-8, not ASCII-escaped), streamed, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -40,3 +81,39 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
     return rows
+
+
+def write_dir_atomically(target: str | Path, write: Callable[[Path], None], replace: bool = True) -> None:
+    """Run ``write(tmp_dir)`` on a fresh temporary sibling of ``target``, then rename it to ``target``,
+    so ``target`` is never seen half-written. On an error the temporary folder is removed and
+    ``target`` is untouched.
+
+    ``replace=True``: an existing ``target`` is moved aside and deleted. ``replace=False``: the
+    first complete writer wins (a cache filled by concurrent processes); a later one discards its copy.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = None
+    try:
+        write(tmp)
+        if target.exists():
+            if not replace:
+                return
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:  # put the previous version back
+                os.replace(old, target)
+                old = None
+            elif not target.exists():  # not a concurrent winner: a real failure
+                raise
+            if replace:
+                raise
+        _fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

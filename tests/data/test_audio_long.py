@@ -1,0 +1,99 @@
+"""Very long audio: load_audio reads (and resamples) only the frames the length policy keeps."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechsum.data.audio import AudioTooLongError, load_audio
+from tests.data.wavs import poke, sparse_wav
+
+TWO_HOURS = 2 * 3600
+
+
+def traced(call):
+    """``(result, peak bytes numpy and Python allocated, seconds)`` of ``call()``."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        result = call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, peak, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype"),
+    [(16_000, 1, "PCM_16"), (8_000, 1, "PCM_16"), (44_100, 2, "PCM_16"), (48_000, 1, "FLOAT")],
+)
+def test_two_hour_file_truncated_to_30_s_reads_30_s(tmp_path: Path, rate: int, channels: int, subtype: str):
+    """Reading the whole file would allocate 0.9–5 GB; a 30 s slice is at most 30 s × 48 kHz × 4 B = 5.8 MB."""
+    path = sparse_wav(tmp_path / "long.wav", TWO_HOURS * rate, rate, subtype, channels)
+    waveform, peak, seconds = traced(lambda: load_audio(str(path), 16_000, max_seconds=30.0))
+    assert waveform.shape == (480_000,)
+    assert waveform.dtype == np.float32
+    np.testing.assert_array_equal(waveform, np.zeros(480_000, dtype=np.float32))
+    slice_bytes = 30 * rate * 4  # the mono float32 slice at the file's rate
+    output_bytes = 480_000 * 4
+    block_bytes = 65_536 * channels * 4
+    assert peak < slice_bytes + output_bytes + 2 * block_bytes + 500_000
+    assert seconds < 5
+
+
+def test_resampling_sees_only_the_kept_slice(tmp_path: Path):
+    """A tone in the first 30 s of a 2 h 22.05 kHz file, a click after it: the output is the tone only."""
+    rate = 22_050
+    path = sparse_wav(tmp_path / "long.wav", TWO_HOURS * rate, rate, "FLOAT")
+    tone = (0.5 * np.sin(2 * np.pi * 1_000 * np.arange(30 * rate) / rate)).astype(np.float32)
+    with path.open("r+b") as handle:
+        handle.seek(44)
+        handle.write(tone.tobytes())
+    poke(path, 31 * rate, np.nan)  # past the limit: never read, so never an error
+    waveform, peak, _ = traced(lambda: load_audio(str(path), 16_000, max_seconds=30.0))
+    assert waveform.shape == (480_000,)
+    assert 0.45 < np.abs(waveform[16_000:-16_000]).max() < 0.55
+    assert peak < 30 * rate * 4 + 480_000 * 4 + 1_000_000
+
+
+def test_error_policy_refuses_a_long_file_from_its_header(tmp_path: Path):
+    path = sparse_wav(tmp_path / "long.wav", TWO_HOURS * 16_000, 16_000)
+    with pytest.raises(AudioTooLongError) as info:
+        traced(lambda: load_audio(str(path), 16_000, max_seconds=30.0, too_long="error"))
+    assert str(info.value) == (
+        f"{path}: 7200.00 s is longer than max_audio_seconds=30.0; raise the limit or set too_long_audio='truncate'"
+    )
+
+
+def test_error_policy_reads_nothing_before_refusing(tmp_path: Path):
+    path = sparse_wav(tmp_path / "long.wav", TWO_HOURS * 16_000, 16_000)
+
+    def refuse():
+        try:
+            load_audio(str(path), 16_000, max_seconds=30.0, too_long="error")
+        except AudioTooLongError:
+            return "refused"
+
+    result, peak, _ = traced(refuse)
+    assert result == "refused"
+    assert peak < 100_000  # not even one block
+
+
+def test_ten_minutes_truncated_to_30_s_allocates_30_s_worth(tmp_path: Path):
+    """The brief's bound: 10 min at 16 kHz, keep 30 s → ~1.9 MB of samples, not 38 MB."""
+    path = sparse_wav(tmp_path / "ten.wav", 600 * 16_000, 16_000, "FLOAT")
+    waveform, peak, _ = traced(lambda: load_audio(str(path), 16_000, max_seconds=30.0))
+    assert waveform.shape == (480_000,)
+    assert 480_000 * 4 <= peak < 480_000 * 4 + 1_000_000
+
+
+def test_header_longer_than_the_data_reads_what_is_there(tmp_path: Path):
+    """A file cut short after its header was written: the 70 000 frames present are returned."""
+    path = sparse_wav(tmp_path / "cut.wav", 100_000, 16_000, "PCM_16")
+    with path.open("r+b") as handle:
+        handle.truncate(44 + 2 * 70_000)
+    np.testing.assert_array_equal(load_audio(str(path), 16_000), np.zeros(70_000, dtype=np.float32))

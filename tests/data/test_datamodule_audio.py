@@ -1,0 +1,93 @@
+"""SpeechSumDataModule and bad or long audio: NaN/Inf lines refused or skipped and counted, the
+read-time check, and the warning for clips over the batch budget."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import NonFiniteAudioError
+from speechsum.data.manifest import ManifestError, SkippedLine
+from tests.data.test_datamodule import copy_manifest, datamodule, read_lines, write_lines
+
+
+@pytest.fixture
+def processor(tiny_composed):
+    return tiny_composed.processor
+
+
+def nan_wav(path: Path, frame: int = 5) -> Path:
+    """0.1 s of 16 kHz float audio with a NaN at ``frame``."""
+    data = np.full(1_600, 0.1, dtype=np.float32)
+    data[frame] = np.nan
+    sf.write(path, data, 16_000, subtype="FLOAT")
+    return path
+
+
+def with_nan_line(tmp_path: Path, toy: Path) -> tuple[Path, Path]:
+    """The toy train manifest (24 lines) plus line 25, whose audio holds a NaN."""
+    bad = nan_wav(tmp_path / "nan.wav")
+    lines = read_lines(copy_manifest(toy, tmp_path / "c.jsonl"))
+    lines.append({"id": "nan", "audio": str(bad), "instruction": "x", "summary": "y"})
+    return write_lines(tmp_path / "train.jsonl", lines), bad
+
+
+NAN_REASON = (
+    "field 'audio': {}: non-finite sample (NaN or Inf) at frame 5 (0.00 s); "
+    "the audio is corrupt: re-export it or drop it from the manifest"
+)
+
+
+def test_skip_mode_counts_and_drops_non_finite_audio(tmp_path: Path, toy_data, processor):
+    manifest, bad = with_nan_line(tmp_path, toy_data["train"])
+    dm = datamodule(processor, train_manifest=str(manifest), on_bad_example="skip")
+    dm.setup("fit")
+    assert dm.skipped["train"] == [SkippedLine(25, NAN_REASON.format(bad))]
+    assert len(dm.datasets["train"]) == 24
+    assert "nan" not in {e.id for e in dm.datasets["train"].examples}
+
+
+def test_error_mode_refuses_non_finite_audio(tmp_path: Path, toy_data, processor):
+    manifest, bad = with_nan_line(tmp_path, toy_data["train"])
+    dm = datamodule(processor, train_manifest=str(manifest))
+    with pytest.raises(ManifestError) as info:
+        dm.setup("fit")
+    assert str(info.value) == f"{manifest}:25: {NAN_REASON.format(bad)}"
+
+
+def test_audio_spoiled_after_validation_fails_when_read(tmp_path: Path, toy_data, processor):
+    """The read-time check: a file that turns bad after setup is refused, naming the file."""
+    good = tmp_path / "late.wav"
+    sf.write(good, np.full(1_600, 0.1, dtype=np.float32), 16_000, subtype="FLOAT")
+    lines = read_lines(copy_manifest(toy_data["train"], tmp_path / "c.jsonl"))
+    lines.append({"id": "late", "audio": str(good), "instruction": "x", "summary": "y"})
+    dm = datamodule(processor, train_manifest=str(write_lines(tmp_path / "train.jsonl", lines)))
+    dm.setup("fit")
+    nan_wav(good, frame=7)
+    with pytest.raises(NonFiniteAudioError, match=rf"^{good}: non-finite sample \(NaN or Inf\) at frame 7 "):
+        dm.datasets["train"][24]
+
+
+def test_clips_over_the_batch_budget_are_logged(toy_data, processor, caplog):
+    dm = datamodule(processor, train_manifest=str(toy_data["train"]), max_batch_seconds=1.0)
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.datamodule"):
+        dm.setup("fit")
+    durations = dm.datasets["train"].durations
+    over = [d for d in durations if d > 1.0]
+    longest = dm.datasets["train"].examples[durations.index(max(durations))]
+    assert over  # the toy set has clips over 1 s
+    assert [r.getMessage() for r in caplog.records] == [
+        f"train: {len(over)} clip(s) longer than max_batch_seconds=1, each a batch of its own over the budget "
+        f"(longest: {longest.id}, {max(durations):.1f} s, {longest.audio}); set max_audio_seconds to truncate them"
+    ]
+
+
+def test_no_warning_when_clips_fit_the_budget(toy_data, processor, caplog):
+    dm = datamodule(processor, train_manifest=str(toy_data["train"]))
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.datamodule"):
+        dm.setup("fit")
+    assert caplog.records == []

@@ -1,0 +1,86 @@
+"""The one atomic-write helper: whole files or none, no temporary leftovers, even when writes fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from speechsum.utils.io import atomic_path, read_jsonl, write_atomic, write_dir_atomically, write_jsonl
+
+
+def test_write_atomic_and_jsonl_round_trip(tmp_path):
+    write_atomic(tmp_path / "a" / "x.txt", "héllo")
+    assert (tmp_path / "a" / "x.txt").read_bytes() == "héllo".encode()
+    write_jsonl(tmp_path / "rows.jsonl", iter([{"id": 1, "text": "ñ"}, {"id": 2}]))
+    assert (tmp_path / "rows.jsonl").read_text(encoding="utf-8") == '{"id": 1, "text": "ñ"}\n{"id": 2}\n'
+    assert read_jsonl(tmp_path / "rows.jsonl") == [{"id": 1, "text": "ñ"}, {"id": 2}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "rows.jsonl"]
+
+
+def test_an_error_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.jsonl"
+    write_atomic(target, "old\n")
+
+    def rows():
+        yield {"id": 1}
+        raise RuntimeError("crashed while producing rows")
+
+    with pytest.raises(RuntimeError, match="crashed"):
+        write_jsonl(target, rows())
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_a_file_size_limit_leaves_no_partial_file_and_no_temporary(tmp_path):
+    """A real failing write (RLIMIT_FSIZE in a subprocess: the kernel refuses bytes past 1 KiB)."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+        from speechsum.utils.io import write_atomic, write_jsonl
+        write_atomic({str(tmp_path / "small.txt")!r}, "fits\\n")
+        try:
+            write_jsonl({str(tmp_path / "big.jsonl")!r}, ({{"i": i, "pad": "x" * 100}} for i in range(100)))
+        except OSError as err:
+            print("refused", err.errno)
+            sys.exit(0)
+        sys.exit("the oversized write did not fail")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.txt"]
+    assert (tmp_path / "small.txt").read_text() == "fits\n"
+
+
+def test_atomic_path_for_any_writer(tmp_path):
+    with atomic_path(tmp_path / "m.json") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".m.json.") and tmp.suffix == ".tmp"
+        tmp.write_text(json.dumps({"ok": True}))
+        assert not (tmp_path / "m.json").exists()  # not visible before the end
+    assert json.loads((tmp_path / "m.json").read_text()) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_write_dir_atomically_replaces_or_keeps_the_first(tmp_path):
+    target = tmp_path / "model"
+    write_dir_atomically(target, lambda d: (d / "w.txt").write_text("1"))
+    write_dir_atomically(target, lambda d: (d / "w.txt").write_text("2"))
+    assert (target / "w.txt").read_text() == "2"
+    write_dir_atomically(target, lambda d: (d / "w.txt").write_text("3"), replace=False)
+    assert (target / "w.txt").read_text() == "2"  # a concurrent cache filler: the first complete copy wins
+
+    def failing(folder):
+        (folder / "w.txt").write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_dir_atomically(target, failing)
+    assert (target / "w.txt").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
