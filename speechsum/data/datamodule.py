@@ -63,7 +63,7 @@ class SpeechSumDataModule(L.LightningDataModule):
 
     Args:
         train_manifest / val_manifest / test_manifest / predict_manifest: JSONL manifest paths
-            (schema in README); predict needs no ``summary`` (see ``require_summary``).
+            (schema in docs/data.md); predict needs no ``summary`` (see ``require_summary``).
         max_batch_seconds: budget of summed audio seconds per batch.
         max_batch_size: cap on examples per batch (None: duration budget only).
         num_buckets: duration buckets; more buckets → less padding, less randomness.

@@ -189,7 +189,7 @@ def test_phi4mm_merges_the_speech_lora(tmp_path: Path) -> None:
 
 # How far a left-padded row's log-probs may move when scored in a batch instead of alone.
 # Qwen2-Audio masks padding (float noise only). Phi-4-MM's conformer convolutions see the
-# padded frames of shorter clips, a known limit (README), measured up to ~3e-3.
+# padded frames of shorter clips, a known limit (docs/results.md), measured up to ~3e-3.
 BATCH_TOLERANCE = {"qwen2_audio_tiny": 1e-4, "phi4mm_tiny": 1e-2}
 
 

@@ -1,0 +1,80 @@
+"""Every module, file and link the README and docs/ mention exists: docs follow the code when it moves."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+MODULE = re.compile(r"(?<![\w/.])speechsum(?:\.[A-Za-z_]\w*)+")
+FILE = re.compile(r"(?<![\w/.<$])((?:speechsum|tests|benchmarks|configs|notebooks|docs)/[\w./-]*\w)")
+LINK = re.compile(r"\]\(([^)#\s]+)(#[^)]*)?\)")
+
+
+def module_resolves(dotted: str) -> bool:
+    """``speechsum.a.b[.Name[.method]]``: the longest module prefix exists, and the first name after
+    it is defined or imported there (a class, function or assignment)."""
+    parts = dotted.split(".")
+    for k in range(len(parts), 1, -1):
+        base = REPO.joinpath(*parts[:k])
+        source = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+        if not source.exists():
+            continue
+        if k == len(parts):
+            return True
+        name = re.escape(parts[k])
+        return re.search(rf"(^|\n)\s*(class|def)\s+{name}\b|(^|\n)\s*{name}\s*[:=]|import [^\n]*\b{name}\b", source.read_text()) is not None
+    return False
+
+
+def anchors(markdown: Path) -> set[str]:
+    """GitHub-style heading anchors of a Markdown file."""
+    headings = re.findall(r"^#+ (.*)$", markdown.read_text(encoding="utf-8"), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).strip().replace(" ", "-") for h in headings}
+
+
+def problems(doc: Path) -> list[str]:
+    found = []
+    for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), start=1):
+        where = f"{doc.relative_to(REPO)}:{number}"
+        found += [f"{where}: module {m}" for m in MODULE.findall(line) if not module_resolves(m)]
+        for path in FILE.findall(line):
+            if "*" in path or "<" in path:
+                continue
+            if not (REPO / path).exists() and not (doc.parent / path).exists():
+                found.append(f"{where}: path {path}")
+        for target, anchor in LINK.findall(line):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            linked = doc.parent / target
+            if not linked.exists():
+                found.append(f"{where}: link {target}")
+            elif anchor and linked.suffix == ".md" and anchor[1:] not in anchors(linked):
+                found.append(f"{where}: anchor {target}{anchor}")
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(REPO)) for d in DOCS])
+def test_mentions_resolve(doc):
+    assert problems(doc) == []
+
+
+def test_the_check_catches_stale_mentions(tmp_path, monkeypatch):
+    fake = REPO / "docs" / "_stale_probe.md"
+    fake.write_text(
+        "See `speechsum.teachers.HFTeacher`, `speechsum/pipeline_runner.py`, [x](nowhere.md) and "
+        "[y](architecture.md#no-such-heading); fine: `speechsum.stages.kd.OnPolicyKDModule`.\n",
+        encoding="utf-8",
+    )
+    try:
+        assert problems(fake) == [
+            "docs/_stale_probe.md:1: module speechsum.teachers.HFTeacher",
+            "docs/_stale_probe.md:1: path speechsum/pipeline_runner.py",
+            "docs/_stale_probe.md:1: link nowhere.md",
+            "docs/_stale_probe.md:1: anchor architecture.md#no-such-heading",
+        ]
+    finally:
+        fake.unlink()
