@@ -5,6 +5,8 @@
 
 ``ScriptedChatBackend`` answers chat completions with ``reply(messages)`` and can fail on purpose
 (first n requests, every k-th request, with any HTTP status) and records every request it saw.
+For seeded network faults (timeouts, 429, 5xx, malformed or truncated bodies, dropped connections)
+put ``tests.fault_proxy.FaultProxy`` in front of either server.
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ class OpenAIJudge(PairwiseJudge):
         base_url: endpoint (None: the official OpenAI API, which needs the key variable set).
         api_key_env: environment variable holding the key (read once, never stored anywhere else).
         parse_attempts: asks per order before a malformed answer makes the pair unjudged.
-        request_attempts / backoff_seconds: HTTP retries (timeouts, 429, 5xx), exponential backoff.
+        request_attempts / backoff_seconds: HTTP retries of transient failures (timeouts, refused or
+            cut-short connections, malformed bodies, 429, 5xx), exponential backoff; counted in :meth:`usage`.
         temperature / max_tokens / timeout: judge decoding and seconds per request.
     """
 
@@ -169,6 +170,10 @@ class OpenAIJudge(PairwiseJudge):
     @property
     def retries(self) -> RetryCounter:
         return self.asker.retries
+
+    def usage(self) -> dict:
+        """API use so far, for logs and stats files (:meth:`ChatJsonAsker.usage`): calls, retries by error, …"""
+        return self.asker.usage()
 
     def ask(self, item: JudgeInput, a: str, b: str) -> tuple[str | None, str]:
         """One order: ``(winner, reasons)``, or ``(None, error)`` after ``parse_attempts`` malformed

@@ -6,8 +6,9 @@ The rubric (accuracy, coherence, style, hallucination, instruction following →
 The judge must answer with one JSON object ``{"score": 1-7, "accuracy": …, "reasons": …}``.
 Asking, re-asking and HTTP retries are :class:`speechsum.utils.remote.ChatJsonAsker`'s: a malformed
 answer is asked again (``parse_attempts`` times) and then counted *unjudged* (``score=None``), never
-guessed; timeouts, 429 and 5xx are retried with backoff (exhausted retries stop the run); a 400
-makes that answer unjudged. Verdicts are cached in a resumable JSONL file keyed by
+guessed; transient failures (timeouts, refused or cut-short connections, malformed bodies, 429, 5xx:
+:func:`speechsum.utils.remote.is_retryable`) are retried with backoff and counted (:meth:`RubricJudge.usage`,
+logged after each :meth:`RubricJudge.score`; exhausted retries stop the run); a 400 makes that answer unjudged. Verdicts are cached in a resumable JSONL file keyed by
 ``(hash of instruction + source + reference + prediction, rubric version, judge model)``.
 """
 
@@ -156,7 +157,12 @@ class RubricJudge:
         unjudged = sum(not v.judged for v in verdicts)
         if unjudged:
             log.warning("LLM judge: %d of %d answers unjudged (malformed or rejected)", unjudged, len(items))
+        log.info("LLM judge: %s", json.dumps(self.usage()))
         return verdicts
+
+    def usage(self) -> dict:
+        """API use so far, for logs and stats files (:meth:`ChatJsonAsker.usage`): calls, retries by error, …"""
+        return self.asker.usage()
 
     @property
     def description(self) -> str:

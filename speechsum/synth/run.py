@@ -13,8 +13,9 @@ written answer, ``transcript`` kept, and ``meta.synth`` = {model, prompt version
 style, source id}; it is written atomically, with ``<out stem>.stats.json`` (counts, token usage)
 beside it. Every answer is cached in a resumable JSONL file keyed by (transcript hash, prompt
 version, model, settings): a crashed or interrupted run, rerun, asks only for what is missing.
-Timeouts, 429 and 5xx are retried with backoff; when retries run out the run stops (rerun to
-resume). A malformed answer is asked again, then that recording (queries, rating) or that query
+Timeouts, refused or cut-short connections, malformed bodies, 429 (its Retry-After honoured,
+bounded) and 5xx are retried with backoff, every retry counted in the stats file; when retries run
+out the run stops (rerun to resume). A malformed answer is asked again, then that recording (queries, rating) or that query
 (summary) is skipped and counted. The API key is read from an environment variable only.
 """
 
@@ -47,7 +48,14 @@ from speechsum.synth.prompts import (
     summary_messages,
 )
 from speechsum.utils.io import write_atomic, write_jsonl
-from speechsum.utils.remote import ChatJsonAsker, JsonlCache, cache_key, map_concurrent, openai_client
+from speechsum.utils.remote import (
+    ChatJsonAsker,
+    JsonlCache,
+    cache_key,
+    is_retryable,
+    map_concurrent,
+    openai_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +209,16 @@ class Synthesizer:
         return row
 
     def usage(self) -> dict:
-        """API use of this run: calls, retries (by error), malformed answers, tokens (from ``usage``)."""
-        askers = self.askers.values()
+        """API use of this run, summed over the three steps' askers (:meth:`ChatJsonAsker.usage`):
+        calls, retries (by error, backoff slept), malformed answers, tokens (from ``usage``)."""
+        totals: Counter = Counter()
         by_error: Counter = Counter()
-        for asker in askers:
-            by_error.update(asker.retries.by_error)
-        return {
-            "api_calls": sum(a.calls for a in askers),
-            "retries": sum(a.retries.retries for a in askers),
-            "retries_by_error": dict(by_error),
-            "malformed_answers": sum(a.malformed for a in askers),
-            "prompt_tokens": sum(a.prompt_tokens for a in askers),
-            "completion_tokens": sum(a.completion_tokens for a in askers),
-        }
+        for asker in self.askers.values():
+            usage = asker.usage()
+            by_error.update(usage.pop("retries_by_error"))
+            totals.update(usage)
+        totals["retry_sleep_seconds"] = round(totals["retry_sleep_seconds"], 3)
+        return {**totals, "retries_by_error": dict(sorted(by_error.items()))}
 
 
 def stats_path(out: Path) -> Path:
@@ -242,7 +247,9 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
         synthesizer = Synthesizer(settings, client, cache, progress=progress)
         try:
             rows = synthesizer.run(examples, out.parent)
-        except openai.OpenAIError as error:
+        except Exception as error:  # an API error, or a transient one retried in vain (e.g. malformed bodies)
+            if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
+                raise
             raise SystemExit(
                 f"speechsum synth: the endpoint failed ({type(error).__name__}: {error}). Everything finished so "
                 f"far is cached in {cache_file}; fix the cause (URL, model name, key in ${args.api_key_env}, "

@@ -1,12 +1,15 @@
 """Calling remote OpenAI-compatible APIs robustly: client, retries, JSON answers, concurrency, a cache.
 
 Used by every remote path (teacher scoring, judges, data generation) against OpenAI, Azure OpenAI,
-vLLM or ``speechsum serve``. Keys come only from environment variables and are never logged,
-cached or written anywhere.
+vLLM or ``speechsum serve``. One retry policy, :func:`is_retryable` over the table
+:data:`TRANSIENT_ERRORS`, decides what :func:`with_retries` retries; the cache,
+:class:`~speechsum.utils.jsonl_cache.JsonlCache`, is re-exported here. Keys come only from
+environment variables and are never logged, cached or written anywhere.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import logging
@@ -18,23 +21,29 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import openai
 from tqdm.auto import tqdm
+
+from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 PLACEHOLDER_KEY = "EMPTY"  # what vLLM and speechsum serve accept when they run without a key
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    openai.APITimeoutError,  # subclass of APIConnectionError; listed for clarity
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-)
+# The retry policy, as a table: errors that say "try again later", not "this request is wrong".
+TRANSIENT_ERRORS: dict[type[BaseException], str] = {
+    openai.APITimeoutError: "no answer within the client's timeout",
+    openai.APIConnectionError: "refused, reset, or closed before the whole answer arrived (a truncated body)",
+    openai.RateLimitError: "429 rate limit (the server's Retry-After is honoured, bounded)",
+    openai.InternalServerError: "5xx: the server failed or is overloaded",
+    json.JSONDecodeError: "a 200 whose body is not valid JSON (malformed, or cut short without a length)",
+    openai.APIResponseValidationError: "a body that is not the API's schema",
+}
+TRANSIENT_STATUS = (408, 429)  # besides every 5xx
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(TRANSIENT_ERRORS)
 
 
 def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0) -> openai.OpenAI:
@@ -58,18 +67,32 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Timeouts, connection errors, 429 and 5xx are worth retrying; other 4xx are not."""
+    """The retry policy: transient errors (:data:`TRANSIENT_ERRORS`; HTTP 408, 429 and 5xx) are
+    retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not."""
     if isinstance(error, RETRYABLE_ERRORS):
         return True
-    return isinstance(error, openai.APIStatusError) and error.status_code >= 500
+    return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in TRANSIENT_STATUS)
 
 
-def _retry_after_seconds(error: BaseException) -> float | None:
+def retry_after_seconds(error: BaseException) -> float | None:
+    """The wait the server asked for in its answer's headers: ``retry-after-ms`` (OpenAI),
+    ``Retry-After`` in seconds or as an HTTP date; None when absent or unreadable."""
     response = getattr(error, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        if (millis := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(millis) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            moment = email.utils.parsedate_to_datetime(value)
+            return max(0.0, moment.timestamp() - time.time())
+    except (ValueError, TypeError, OverflowError):
         return None
 
 
@@ -97,6 +120,12 @@ class RetryCounter:
             self.by_error[name] = self.by_error.get(name, 0) + 1
             self.slept += delay
 
+    def as_dict(self) -> dict:
+        """For stats files and logs: ``{"retries", "retries_by_error", "retry_sleep_seconds"}``."""
+        with self._lock:
+            return {"retries": self.retries, "retries_by_error": dict(sorted(self.by_error.items())),
+                    "retry_sleep_seconds": round(self.slept, 3)}
+
 
 def with_retries(
     call: Callable[[], T],
@@ -109,10 +138,10 @@ def with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``call()`` up to ``attempts`` times; retry errors for which ``retry_if`` holds (default:
-    timeouts, connection errors, 429, 5xx) after :func:`backoff_delay` (or the server's
-    ``Retry-After``, if longer, capped at ``max_backoff``); re-raise the last error when attempts run
-    out, and any other error at once. ``on_retry(retry_number, error, delay)`` runs before each
-    sleep — pass a :class:`RetryCounter` to count.
+    :func:`is_retryable`) after :func:`backoff_delay` (or the server's Retry-After, if longer; both
+    capped at ``max_backoff``, so a server asking for an hour cannot stall a run); re-raise the last
+    error when attempts run out, and any other error at once. ``on_retry(retry_number, error,
+    delay)`` runs before each sleep — pass a :class:`RetryCounter` to count.
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
@@ -123,7 +152,7 @@ def with_retries(
             if attempt == attempts or not retry_if(error):
                 raise
             delay = backoff_delay(attempt, backoff_seconds, max_backoff)
-            server_delay = _retry_after_seconds(error)
+            server_delay = retry_after_seconds(error)
             if server_delay is not None:
                 delay = min(max_backoff, max(delay, server_delay))
             LOG.warning("attempt %d/%d failed (%s); retrying in %.2fs", attempt, attempts, type(error).__name__, delay)
@@ -153,8 +182,9 @@ class ChatJsonAsker:
     :meth:`ask` sends ``messages`` (e.g. a system prompt + a user turn) and parses the reply with
     the caller's ``parse`` (which raises ``ValueError`` on a malformed answer). A malformed answer is
     asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed.
-    Each ask goes through :func:`with_retries` (timeouts, 429, 5xx; ``request_attempts`` tries,
-    exponential backoff). HTTP outcomes:
+    Each ask goes through :func:`with_retries` (the transient failures of :func:`is_retryable`:
+    timeouts, dropped or cut-short connections, malformed bodies, 408/429/5xx; ``request_attempts``
+    tries, exponential backoff). HTTP outcomes:
 
     - 400 (e.g. prompt too long): this item only → ``value=None``, ``error="request failed: …"``;
     - retries exhausted / other 5xx: the same when ``give_up_after_retries`` (default), else raised;
@@ -193,6 +223,13 @@ class ChatJsonAsker:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self._lock = threading.Lock()
+
+    def usage(self) -> dict:
+        """For stats files and logs: HTTP calls, retries (by error, backoff slept), malformed answers, tokens."""
+        with self._lock:
+            counts = {"api_calls": self.calls, "malformed_answers": self.malformed,
+                      "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {**counts, **self.retries.as_dict()}
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """One chat completion (no retries): the reply's text ("" when the server sent none)."""
@@ -302,103 +339,3 @@ def cache_key(*parts: Any) -> str:
     """
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class JsonlCache:
-    """A resumable, append-only key → JSON-object cache in one JSONL file ``{"key": k, "value": v}``.
-
-    Every ``put`` appends one line, flushes and fsyncs, under a lock (safe from many threads of one
-    process; not from several processes). On open the file is replayed: a truncated final line
-    (a crash mid-write) is ignored, cut off the file and counted in ``truncated_lines``; a key seen
-    again counts in ``duplicates`` (the last value wins); any other unreadable line is an error
-    naming the file and line. Never put secrets in values.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.truncated_lines = 0
-        self.duplicates = 0
-        self._entries: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._load()
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good_end = 0
-        lines = data.split(b"\n")
-        for number, raw in enumerate(lines, start=1):
-            is_last = number == len(lines)
-            if is_last and raw == b"":
-                break
-            if not is_last and raw.strip() == b"":
-                good_end += len(raw) + 1
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-                if not (isinstance(record, dict) and isinstance(record.get("key"), str)
-                        and isinstance(record.get("value"), dict)):
-                    raise ValueError("expected an object with a string 'key' and an object 'value'")
-            except (ValueError, UnicodeDecodeError) as error:
-                if is_last:  # no newline after it: a write cut short
-                    self.truncated_lines += 1
-                    LOG.warning("%s: ignoring truncated last line %d (%d bytes)", self.path, number, len(raw))
-                    break
-                raise ValueError(f"{self.path}, line {number}: unreadable cache entry ({error}). "
-                                 "Remove the line or the file to rebuild the cache.") from None
-            if is_last:  # complete JSON but no trailing newline: keep it, finish the line
-                good_end = len(data)
-                self._remember(record["key"], record["value"])
-                break
-            good_end += len(raw) + 1
-            self._remember(record["key"], record["value"])
-        if good_end < len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good_end)
-        elif data and not data.endswith(b"\n"):
-            with open(self.path, "ab") as handle:
-                handle.write(b"\n")
-
-    def _remember(self, key: str, value: dict) -> None:
-        if key in self._entries:
-            self.duplicates += 1
-        self._entries[key] = value
-
-    def get(self, key: str) -> dict | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, key: str, value: dict) -> None:
-        """Store ``value`` (a JSON-serialisable dict) under ``key`` durably (flush + fsync)."""
-        line = json.dumps({"key": key, "value": value}, ensure_ascii=False, allow_nan=False)
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._remember(key, value)
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return list(self._entries)
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                self._file.close()
-
-    def __enter__(self) -> JsonlCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -201,6 +201,21 @@ def test_bad_input_line_names_file_and_line(tmp_path, recordings):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def kill_once_cached(command: list[str], cache_file: Path, lines: int, limit: float = 120.0) -> int:
+    """Start ``command`` (a real `speechsum synth` process), SIGKILL it once ``cache_file`` holds
+    ``lines`` lines (failing if it ends by itself first or takes over ``limit`` seconds); returns
+    how many answers the cache then holds."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.monotonic() + limit
+    while not (cache_file.exists() and cache_file.read_text().count("\n") >= lines):
+        assert process.poll() is None and time.monotonic() < deadline, "synth ended before it was killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    with JsonlCache(cache_file) as cache:
+        return len(cache)
+
+
 def test_killed_process_then_rerun_loses_and_repeats_nothing(tmp_path, recordings):
     """SIGKILL a real `speechsum synth` process mid-run; the rerun asks only for what was not cached."""
     out = tmp_path / "out" / "train.jsonl"
@@ -211,17 +226,8 @@ def test_killed_process_then_rerun_loses_and_repeats_nothing(tmp_path, recording
         command = [sys.executable, "-m", "speechsum.cli", "synth", "--manifest", str(recordings), "--out", str(out),
                    "--model", "scripted", "--base-url", url, "--num-queries", str(K), "--keep", str(KEEP),
                    "--concurrency", "2", "--no-progress"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-        deadline = time.monotonic() + 60
-        while not (cache_file.exists() and cache_file.read_text().count("\n") >= 6):
-            assert process.poll() is None and time.monotonic() < deadline, "synth ended before it was killed"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    assert not out.exists()
-    with JsonlCache(cache_file) as cache:
-        cached = len(cache)
-    assert 6 <= cached < total
+        cached = kill_once_cached(command, cache_file, lines=6)
+    assert not out.exists() and 6 <= cached < total
 
     healthy = ScriptedLLM()
     with serve_in_thread(ScriptedChatBackend(healthy)) as url:
