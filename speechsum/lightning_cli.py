@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from lightning.pytorch.cli import LightningCLI
 
-# Imported so that the CLI knows every stage and backbone by its short name (--model.help SFTModule).
-import speechsum.models.composed
-import speechsum.models.phi4mm
-import speechsum.models.qwen2_audio
-import speechsum.models.text_llm
-import speechsum.stages  # noqa: F401  (every stage module, see speechsum/stages/__init__.py)
+import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
+
+import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
 
 
 class SpeechSumCLI(LightningCLI):

@@ -15,10 +15,9 @@ import hashlib
 import itertools
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +29,10 @@ from speechsum.data.batch import SpeechCollator
 from speechsum.data.datamodule import SpeechSumDataset
 from speechsum.data.manifest import Example, load_manifest
 from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
+from speechsum.models.base import SpeechLLM
+from speechsum.models.checkpoint import load_speech_llm
+from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.io import write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -76,26 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- the student -------------------------------------------------------------------------------
-def load_student(ckpt: str, config: str):
-    """The stage module built from ``config`` through the Lightning CLI, with the checkpoint's
-    (trainable-only) weights loaded on top; every trainable weight must come from the checkpoint."""
-    from speechsum.cli import lightning_cli
+@dataclass
+class Student:
+    """The speech LLM to sample from, with the longest audio its data config feeds it (seconds;
+    None: the backbone's own limit)."""
 
-    settings = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
-    settings.pop("ckpt_path", None)  # a run's saved config carries the fit command's own options
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        cli = lightning_cli(["--config", str(path)], run=False)
-    module = cli.model
-    module.max_audio_seconds_for_sampling = cli.datamodule.max_audio_seconds
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    missing = sorted({f"model.{n}" for n, _ in module.model.trainable_parameters()} - state.keys())
-    if missing:
-        raise ValueError(f"{ckpt}: lacks {len(missing)} trainable weights of the model built from {config}, "
-                         f"e.g. {missing[:3]}: is it the config this checkpoint was trained with?")
-    module.load_weights(ckpt)
-    return module
+    model: SpeechLLM
+    max_audio_seconds: float | None = None
+
+
+def data_max_audio_seconds(config: str | Path) -> float | None:
+    """``data.max_audio_seconds`` of a stage config YAML (``data.init_args`` also read); None when unset."""
+    settings = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    data = (settings.get("data") if isinstance(settings, dict) else None) or {}
+    if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
+        data = data["init_args"]
+    value = data.get("max_audio_seconds") if isinstance(data, dict) else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+        raise ValueError(f"{config}: data.max_audio_seconds must be a positive number of seconds, got {value!r}")
+    return value
+
+
+def load_student(ckpt: str, config: str) -> Student:
+    """The speech LLM built from ``config`` (the YAML it was trained with) with the checkpoint's
+    (trainable-only) weights loaded on top; every trainable weight must come from the checkpoint."""
+    model, _ = load_speech_llm(ckpt, config)
+    return Student(model, data_max_audio_seconds(config))
 
 
 def checkpoint_identity(ckpt: str) -> str:
@@ -107,37 +116,32 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def sample_summaries(module, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args) -> int:
+def sample_summaries(student: Student, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args) -> int:
     """Sample ``num_samples`` summaries for every example not in ``cache``; returns how many examples
     were sampled now. Each batch's samples are cached as soon as they exist."""
     todo = [e for e in examples if cache.get(keys[e.id]) is None]
     if not todo:
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = module.model.to(device).eval()
+    model = student.model.to(device).eval()
     processor = model.processor
-    limit = module_max_audio_seconds(module)
+    limit = student.max_audio_seconds or processor.max_audio_seconds
     dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate")
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=SpeechCollator(processor))
     torch.manual_seed(args.seed)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature, top_p=args.top_p
+    )
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     for batch in tqdm(loader, desc="sampling", unit="batch"):
         batch = move_data_to_device(batch, device)
         batch.audio = model.precompute_audio(batch.audio)
-        ids, mask = model.generate(batch, max_new_tokens=args.max_new_tokens, do_sample=True,
-                                   temperature=args.temperature, top_p=args.top_p,
-                                   num_return_sequences=args.num_samples)
-        texts = processor.decode_responses(ids, mask)
+        texts = generate_texts(model, batch, settings, num_return_sequences=args.num_samples).texts
         for row, example_id in enumerate(batch.ids):
             samples = texts[row * args.num_samples : (row + 1) * args.num_samples]
             cache.put(keys[example_id], {"id": example_id, "samples": samples})
     return len(todo)
-
-
-def module_max_audio_seconds(module) -> float | None:
-    """The data config's ``max_audio_seconds`` (set by :func:`load_student`), else the encoder's."""
-    return getattr(module, "max_audio_seconds_for_sampling", None) or module.model.processor.max_audio_seconds
 
 
 # -- judging -------------------------------------------------------------------------------------
@@ -222,7 +226,7 @@ def raw_records(path: str) -> dict[str, dict]:
     return records
 
 
-def run_pairs(args, judge: PairwiseJudge | None = None, module=None) -> dict:
+def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
     judge = judge or build_judge(args)
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai")
@@ -235,9 +239,9 @@ def run_pairs(args, judge: PairwiseJudge | None = None, module=None) -> dict:
                     args.max_new_tokens, args.seed)
         keys = {e.id: cache_key("samples", e.id, e.audio, e.instruction, *settings) for e in examples}
         todo = [e for e in examples if samples_cache.get(keys[e.id]) is None]
-        if todo and module is None:
-            module = load_student(args.ckpt, args.config)
-        sampled = sample_summaries(module, examples, samples_cache, keys, args) if todo else 0
+        if todo and student is None:
+            student = load_student(args.ckpt, args.config)
+        sampled = sample_summaries(student, examples, samples_cache, keys, args) if todo else 0
 
         counts: Counter = Counter()
         lock = threading.Lock()
@@ -259,10 +263,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, module=None) -> dict:
         samples_cache.close()
         verdicts_cache.close()
     rows = [output_row(e, records[e.id], r, judge, out.parent) for e, r in zip(examples, results) if r["kind"] == "pair"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    os.replace(tmp, out)
+    write_jsonl(out, rows)
     summary = {
         "examples": len(examples),
         "skipped_lines": len(skipped),

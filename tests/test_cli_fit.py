@@ -117,6 +117,33 @@ def test_cli_help_lists_commands_and_options(capsys):
     assert "--model.policy" in capsys.readouterr().out
 
 
+def stage_options(capsys, stage: str) -> dict[str, str]:
+    """``--model.help STAGE``: option → its help text (with the default)."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", stage])
+    options, current = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        words = line.split()
+        if words and words[0].startswith("--model."):
+            current = words[0].removeprefix("--model.")
+            options[current] = line
+        elif current and words:
+            options[current] += " " + " ".join(words)
+    return options
+
+
+@pytest.mark.parametrize("stage", ["OnPolicyKDModule", "CTCAlignModule", "DPOModule", "TextLMModule"])
+def test_stage_help_documents_the_shared_options_passed_through_kwargs(capsys, stage):
+    options = stage_options(capsys, stage)
+    shared = ("learning_rate", "weight_decay", "warmup_steps", "min_lr_ratio", "init_from", "num_val_samples",
+              "generation", "checkpoint_trainable_only")
+    assert all(name in options for name in shared), sorted(options)
+    if stage == "CTCAlignModule":  # its own defaults, not the base's
+        assert "default: 0.002" in options["learning_rate"] and "default: 20" in options["warmup_steps"]
+    else:
+        assert "default: 0.0001" in options["learning_rate"] and "default: 50" in options["warmup_steps"]
+
+
 def test_wandb_offline_logs_samples_and_no_secret(tmp_path, toy_data, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "sk-secret-must-not-leak-0123456789")
     monkeypatch.delenv("WANDB_MODE", raising=False)

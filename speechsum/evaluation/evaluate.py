@@ -37,7 +37,7 @@ from speechsum.data.manifest import Example, load_manifest
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
-from speechsum.stages.base import GenerationSettings
+from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.utils.io import write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ FORMAT = "speechsum-eval/1"
 
 class GenerationModule(L.LightningModule):
     """Wraps a ``SpeechLLM`` for ``Trainer.predict``: each batch → rows ``{id, prediction,
-    truncated, num_tokens}`` via ``SpeechLLM.generate`` (the same decoding every stage uses)."""
+    truncated, num_tokens}`` via :func:`speechsum.models.generation.generate_texts` (the same
+    decoding every stage uses)."""
 
     def __init__(self, model: SpeechLLM, generation: GenerationSettings):
         super().__init__()
@@ -58,13 +59,12 @@ class GenerationModule(L.LightningModule):
         return self.model.processor
 
     def predict_step(self, batch, batch_idx: int) -> list[dict]:
-        ids, mask = self.model.generate(batch, **asdict(self.generation))
-        texts = self.processor.decode_responses(ids, mask)
-        stops = torch.tensor(self.processor.stop_token_ids, device=ids.device)
-        finished = torch.isin(ids, stops).any(dim=1)
+        generated = generate_texts(self.model, batch, self.generation)
         return [
-            {"id": i, "prediction": text, "truncated": not bool(done), "num_tokens": int(n)}
-            for i, text, done, n in zip(batch.ids, texts, finished.tolist(), mask.sum(dim=1).tolist())
+            {"id": i, "prediction": text, "truncated": cut, "num_tokens": n}
+            for i, text, cut, n in zip(
+                batch.ids, generated.texts, generated.truncated.tolist(), generated.num_tokens.tolist()
+            )
         ]
 
 
@@ -89,7 +89,10 @@ class EvalOptions:
 
     @property
     def generation(self) -> GenerationSettings:
-        return GenerationSettings(self.max_new_tokens, self.do_sample, self.temperature, self.top_p)
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature,
+            top_p=self.top_p,
+        )
 
 
 def parse_manifest_arg(text: str) -> tuple[str, Path]:

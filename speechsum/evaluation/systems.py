@@ -5,7 +5,8 @@ Three kinds (the rows of the paper's table):
 - ``student``: a speech LLM on **audio**. ``path`` is a stage checkpoint (``.ckpt`` from ``fit``:
   the model is rebuilt from the checkpoint's own hyperparameters — the YAML config LightningCLI
   saved in it — or from ``config`` when given, then the checkpoint's weights are loaded
-  non-strictly, as ``predict --ckpt_path`` does: checkpoints hold only trainable weights), or a
+  non-strictly, as ``predict --ckpt_path`` does: checkpoints hold only trainable weights; see
+  :mod:`speechsum.models.checkpoint`, which refuses checkpoints that are not weights-only), or a
   LightningCLI YAML config (the model as configured, no trained weights: the untrained baseline).
 - ``text``: a text LM reading the **reference transcript** (``speechsum.models.text_llm.TextLLM``;
   ``path`` is a Hugging Face model directory or a ``.ckpt`` of a text-LM stage). Role ``teacher``
@@ -19,23 +20,22 @@ in a YAML file a list of mappings with the fields of :class:`SystemSpec`.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
 import yaml
 
 from speechsum.models.base import SpeechLLM
+from speechsum.models.checkpoint import instantiate_speech_llm, load_speech_llm, model_config_from_yaml
 
 log = logging.getLogger(__name__)
 
 KINDS = ("student", "text", "cascade")
 ROLES = ("teacher", "backbone", "text", "cascade", "student")
 # Stage module class → stage name in the report (students are ordered base < sft < kd < dpo).
-STAGE_OF_CLASS = {"SFTModule": "sft", "OnPolicyKDModule": "kd", "KDModule": "kd", "DPOModule": "dpo"}
+STAGE_OF_CLASS = {"SFTModule": "sft", "OnPolicyKDModule": "kd", "DPOModule": "dpo"}
 
 
 @dataclass
@@ -115,56 +115,14 @@ def load_systems_file(path: str | Path) -> list[SystemSpec]:
     return specs
 
 
-def _instantiate_speech_llm(model_config: dict) -> SpeechLLM:
-    """A ``SpeechLLM`` from ``{"class_path": …, "init_args": …}`` with the CLI's own parser
-    (jsonargparse), so nested dataclasses such as the training policy are typed as in ``fit``."""
-    from jsonargparse import ArgumentParser
-
-    import speechsum.lightning_cli  # noqa: F401  (registers every backbone class by import)
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(SpeechLLM, "model", fail_untyped=False)
-    config = parser.parse_object({"model": model_config})
-    return parser.instantiate_classes(config).model
-
-
-def _model_config_from_yaml(path: str | Path) -> dict:
-    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    try:
-        return config["model"]["init_args"]["model"]
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: no model.init_args.model (a speechsum stage config is expected)") from err
-
-
-def load_checkpoint_weights(model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load a stage checkpoint's ``model.*`` weights into ``model`` non-strictly; every trainable
-    weight must be there and no checkpoint weight may be left without a place."""
-    weights = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
-    result = model.load_state_dict(weights, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(f"{source}: weights this model lacks, e.g. {result.unexpected_keys[:3]} (a different backbone?)")
-    missing = sorted({name for name, _ in model.trainable_parameters()} - weights.keys())
-    if missing:
-        raise ValueError(f"{source}: lacks {len(missing)} trainable weights of this model, e.g. {missing[:3]}")
-
-
 def build_model(spec: SystemSpec) -> SpeechLLM:
     """The system's ``SpeechLLM`` in eval mode; sets ``spec.stage`` for students when unset."""
     path = Path(spec.path)
     if path.suffix in (".yaml", ".yml"):
-        model = _instantiate_speech_llm(_model_config_from_yaml(path))
+        model = instantiate_speech_llm(model_config_from_yaml(path))
         spec.stage = spec.stage or "base"
     elif path.suffix == ".ckpt":
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        hparams = checkpoint.get("hyper_parameters", {})
-        if spec.config:
-            model_config = _model_config_from_yaml(spec.config)
-        elif isinstance(hparams.get("model"), dict):
-            model_config = hparams["model"]
-        else:
-            raise ValueError(f"{path}: the checkpoint does not record its model config; pass `config:` (its config.yaml)")
-        model = _instantiate_speech_llm(json.loads(json.dumps(model_config, default=str)))
-        load_checkpoint_weights(model, checkpoint["state_dict"], str(path))
+        model, hparams = load_speech_llm(path, spec.config)
         stage_class = str(hparams.get("_class_path", "")).rpartition(".")[2]
         spec.stage = spec.stage or STAGE_OF_CLASS.get(stage_class, stage_class.lower() or None)
     elif path.is_dir() and spec.kind in ("text", "cascade"):

@@ -73,11 +73,6 @@ class CTCProjector(nn.Module):
         return logits.softmax(-1) @ table
 
 
-def ctc_greedy_labels(logits: Tensor) -> Tensor:
-    """Greedy CTC labels ``argmax`` over the last dim: ``(…, T, C)`` → ``(…, T)``."""
-    return logits.argmax(-1)
-
-
 def ctc_keep_mask(labels: Tensor, blank: int) -> Tensor:
     """CTC compression: True where a frame's greedy label is not blank and differs from the
     previous frame's (the first frame of each token run), ``(B, T)`` → ``(B, T)`` bool."""

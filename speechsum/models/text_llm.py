@@ -171,7 +171,3 @@ class TextLLM(NativeSpeechLLM):
         )
         llm.save_pretrained(str(out_dir))
         self.processor.tokenizer.save_pretrained(str(out_dir))
-
-    def parameter_count(self) -> int:
-        """Parameters of the LLM (a tied head counted once)."""
-        return sum(p.numel() for p in self.llm.parameters())

@@ -12,7 +12,7 @@ from speechsum.losses import ctc_alignment_loss
 from speechsum.models.asr import word_edit_distance
 from speechsum.models.base import SpeechLLM
 from speechsum.models.projectors import ctc_collapse
-from speechsum.stages.base import GenerationSettings, SpeechStageModule
+from speechsum.stages.base import SpeechStageModule
 
 # "Name:" at a line start: a letter, up to 40 more characters, a colon, then a space ("10:30", "3:1" stay)
 SPEAKER_LABEL = re.compile(r"^[^\W\d_][^:\n]{0,40}:[ \t]+", flags=re.MULTILINE)
@@ -36,7 +36,8 @@ class CTCAlignModule(SpeechStageModule):
     Args:
         strip_speaker_labels: remove a leading ``Name:`` from each transcript line (see
             :func:`spoken_text`).
-        (other arguments: see SpeechStageModule; ``generation`` is unused here.)
+        learning_rate / warmup_steps: as in SpeechStageModule, with this stage's own defaults.
+        **kwargs: the other shared stage options (SpeechStageModule; ``generation`` is unused here).
     Validation logs ``val/ctc_loss`` and ``val/token_error_rate`` (greedy CTC transcript vs the
     transcript's tokens: Σ edit distance / Σ reference tokens) and writes greedy transcripts as
     samples. Clips too short for their transcript (CTC needs at least one frame per token, plus
@@ -48,18 +49,10 @@ class CTCAlignModule(SpeechStageModule):
         model: SpeechLLM,
         strip_speaker_labels: bool = False,
         learning_rate: float = 2e-3,
-        weight_decay: float = 0.01,
         warmup_steps: int = 20,
-        min_lr_ratio: float = 0.1,
-        init_from: str | None = None,
-        num_val_samples: int = 4,
-        generation: GenerationSettings | None = None,
-        checkpoint_trainable_only: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            model, learning_rate, weight_decay, warmup_steps, min_lr_ratio, init_from, num_val_samples,
-            generation, checkpoint_trainable_only,
-        )
+        super().__init__(model, learning_rate=learning_rate, warmup_steps=warmup_steps, **kwargs)
         self.strip_speaker_labels = strip_speaker_labels
 
     def spoken_texts(self, batch: SpeechBatch) -> list[str]:
@@ -97,12 +90,8 @@ class CTCAlignModule(SpeechStageModule):
         # weighted by reference tokens: Σ errors / Σ tokens over the epoch (a mean of that across ranks)
         self.log("val/token_error_rate", errors / max(total, 1), prog_bar=True, batch_size=max(total, 1),
                  sync_dist=True)
-        wanted = self.num_val_samples - len(self._val_samples)
         decode = self.processor.tokenizer.decode
-        for i in range(min(max(wanted, 0), len(batch))):
-            self._val_samples.append(
-                {"id": batch.ids[i], "reference": decode(targets[i]), "prediction": decode(hypotheses[i])}
-            )
+        self.collect_val_samples(batch, [decode(h) for h in hypotheses], [decode(t) for t in targets])
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
         """Greedy CTC transcripts (``prediction``) next to what the audio says (``reference``)."""

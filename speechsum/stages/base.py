@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -18,23 +17,29 @@ from torch.optim.lr_scheduler import LambdaLR
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
-
-try:  # set while LightningCLI instantiates the module: then the hyperparameters are the YAML config
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-except ImportError:  # a Lightning without it: never pickle the model into hparams
-    _given_hyperparameters = None
+from speechsum.models.checkpoint import load_model_weights, read_checkpoint, require_rebuildable
+from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.io import write_jsonl
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GenerationSettings:
-    """Decoding for validation samples and ``predict``: greedy unless ``do_sample``."""
+def built_by_lightning_cli() -> bool:
+    """Whether the Lightning CLI is instantiating a module right now. Its hyperparameters are then
+    the YAML config (class_path dicts: safe to save whole, and what evaluate/pairs rebuild the model
+    from); otherwise they are live objects (the model, a teacher) that must never be deep-copied
+    into ``hparams`` nor pickled into a checkpoint.
 
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
+    Lightning has no public API for this: it reads the private ContextVar
+    ``lightning.pytorch.core.mixins.hparams_mixin._given_hyperparameters`` that LightningCLI sets
+    (Lightning >= 2.3). If Lightning removes it, this returns False: CLI checkpoints then lack
+    their model config and ``speechsum evaluate`` / ``pairs`` need the run's config.yaml.
+    """
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:
+        return False
+    return _given_hyperparameters.get() is not None
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -61,6 +66,9 @@ class SpeechStageModule(L.LightningModule):
             rebuilt from the model config, so LoRA checkpoints stay small.
     """
 
+    # init arguments that are live objects outside the CLI (never saved as hyperparameters then)
+    object_arguments: ClassVar[tuple[str, ...]] = ("model",)
+
     def __init__(
         self,
         model: SpeechLLM,
@@ -74,8 +82,7 @@ class SpeechStageModule(L.LightningModule):
         checkpoint_trainable_only: bool = True,
     ):
         super().__init__()
-        from_cli = _given_hyperparameters is not None and _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=[] if from_cli else ["model"])  # never pickle a model
+        self.save_hyperparameters(ignore=[] if built_by_lightning_cli() else list(self.object_arguments))
         self.model = model
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -96,27 +103,14 @@ class SpeechStageModule(L.LightningModule):
 
     # -- weights and checkpoints --------------------------------------------------------------
     def load_weights(self, path: str) -> None:
-        """Start from an earlier stage's checkpoint (weights only).
-
-        Keys are matched to this model's, also across LoRA wrapping (``q_proj.weight`` of a fully
-        fine-tuned checkpoint fills ``q_proj.base_layer.weight``); trainable weights the
-        checkpoint does not have (a new LoRA adapter) keep their fresh init and are logged. A
-        checkpoint weight this model has no place for is an error.
-        """
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        own = set(self.state_dict())
-        matched = {}
-        for key, value in state.items():
-            if key not in own and ".base_layer" not in key:
-                stem, _, leaf = key.rpartition(".")
-                key = f"{stem}.base_layer.{leaf}" if f"{stem}.base_layer.{leaf}" in own else key
-            matched[key] = value
-        unexpected = sorted(matched.keys() - own)
-        if unexpected:
-            raise ValueError(f"{path}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
-        self.load_state_dict(matched, strict=False)
-        fresh = sorted({f"model.{n}" for n, _ in self.model.trainable_parameters()} - matched.keys())
-        log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(matched), len(fresh), fresh[:3])
+        """Start from an earlier stage's checkpoint (weights only; see
+        :func:`speechsum.models.checkpoint.load_model_weights`): trainable weights the checkpoint
+        does not have (a new LoRA adapter) keep their fresh init and are logged."""
+        checkpoint = read_checkpoint(path)
+        require_rebuildable(checkpoint, path)
+        state = checkpoint["state_dict"]
+        fresh = load_model_weights(self.model, state, path, require_trainable=False)
+        log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(state), len(fresh), fresh[:3])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.checkpoint_trainable_only:
@@ -185,22 +179,24 @@ class SpeechStageModule(L.LightningModule):
 
     # -- sample generations ---------------------------------------------------------------------
     def generate_text(self, batch: SpeechBatch) -> list[str]:
-        response_ids, response_mask = self.model.generate(batch, **asdict(self.generation))
-        return self.processor.decode_responses(response_ids, response_mask)
+        return generate_texts(self.model, batch, self.generation).texts
 
-    def collect_val_samples(self, batch: SpeechBatch) -> None:
-        wanted = self.num_val_samples - len(self._val_samples)
+    def collect_val_samples(
+        self, batch: SpeechBatch, predictions: Sequence[str] | None = None, references: Sequence[str] | None = None
+    ) -> None:
+        """Keep the first ``num_val_samples`` validation examples of each validation (none in the
+        sanity check) as ``{id, instruction, reference, prediction}``; written and logged at its end.
+        ``predictions``: the batch's texts when the step has them (default: generated with
+        ``generation``); ``references``: instead of the batch's reference summaries."""
+        wanted = min(self.num_val_samples - len(self._val_samples), len(batch))
         if wanted <= 0 or self.trainer.sanity_checking:
             return
-        predictions = self.generate_text(batch)
-        for i in range(min(wanted, len(batch))):
+        predictions = self.generate_text(batch) if predictions is None else predictions
+        references = [r or "" for r in batch.references] if references is None else references
+        for i in range(wanted):
             self._val_samples.append(
-                {
-                    "id": batch.ids[i],
-                    "instruction": batch.instructions[i],
-                    "reference": batch.references[i] or "",
-                    "prediction": predictions[i],
-                }
+                {"id": batch.ids[i], "instruction": batch.instructions[i], "reference": references[i],
+                 "prediction": predictions[i]}
             )
 
     def on_validation_epoch_end(self) -> None:
@@ -212,10 +208,7 @@ class SpeechStageModule(L.LightningModule):
                 columns = list(samples[0])
                 logger.log_text("val/samples", columns=columns, data=[[s[c] for c in columns] for s in samples])
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / f"step{self.global_step:07d}.jsonl").open("w", encoding="utf-8") as handle:
-            for sample in samples:
-                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        write_jsonl(folder / f"step{self.global_step:07d}.jsonl", samples)
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
         predictions = self.generate_text(batch)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import masked_cross_entropy
-from speechsum.models.base import sequence_positions
+from speechsum.models.base import SpeechLLM, sequence_positions
 from speechsum.stages.sft import SFTModule
 
 
@@ -40,12 +40,13 @@ class TextLMModule(SFTModule):
     """SFT of a text LM with an extra next-token loss on its prompt (transcript + instruction).
 
     Args:
+        model: the text LM (``speechsum.models.text_llm.TextLLM``).
         prompt_loss_weight: weight of the prompt LM loss (0: plain SFT).
         **kwargs: everything :class:`~speechsum.stages.base.SpeechStageModule` takes.
     """
 
-    def __init__(self, *args, prompt_loss_weight: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model: SpeechLLM, prompt_loss_weight: float = 1.0, **kwargs):
+        super().__init__(model, **kwargs)
         self.prompt_loss_weight = prompt_loss_weight
 
     def training_step(self, batch: SpeechBatch, batch_idx: int) -> Tensor:

@@ -89,7 +89,7 @@ def ddp_fit(config_path: Path, tmp_path: Path) -> list[dict]:
                                            "init_args": {"folder": str(seen)}})
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     fit_in_subprocess(config_path, tmp_path)
-    return [torch.load(seen / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+    return [torch.load(seen / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 
 def check_ranks(states: list[dict], train_manifest: Path, frozen_kind: str | None) -> None:

@@ -187,3 +187,24 @@ def test_end_to_end_dpo_raises_held_out_preference_accuracy(tmp_path, pairs):
     for name in ("train/loss", "train/rewards/chosen", "train/rewards/rejected", "train/rewards/margin",
                  "train/rewards/accuracy", "train/logps/chosen", "train/logps/rejected", "val/rewards/accuracy"):
         assert name in logged, name
+
+
+def saved_dpo_checkpoint(folder: Path, reference: str) -> tuple[DPOModule, Path]:
+    module = DPOModule(as_kd_checkpoint(tiny_model()), reference=reference)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": {}}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, folder / f"{reference}.ckpt")
+    return module, folder / f"{reference}.ckpt"
+
+
+def test_a_lora_disabled_checkpoint_is_refused_by_the_loaders(tmp_path):
+    from speechsum.models.checkpoint import load_speech_llm
+
+    module, path = saved_dpo_checkpoint(tmp_path, "frozen_copy")
+    module.load_weights(str(path))  # frozen weights untouched: init_from such a checkpoint works
+    module, path = saved_dpo_checkpoint(tmp_path, "lora_disabled")
+    refused = r"lora_disabled\.ckpt: cannot be rebuilt .* folded its init_from"
+    with pytest.raises(ValueError, match=refused):
+        load_speech_llm(path)
+    with pytest.raises(ValueError, match=refused):
+        module.load_weights(str(path))

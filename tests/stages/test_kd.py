@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from speechsum.cli import lightning_cli
+from speechsum.models.checkpoint import read_checkpoint
 from tests.helpers import run_config
 
 TEACHER_LLM = {
@@ -89,7 +90,7 @@ def test_kd_fit_lowers_the_students_kl_to_the_teacher(tmp_path, toy_data, teache
         assert len(values) == len(train) and all(v >= 0 for v in values), name
     assert all(float(r["train/on_policy"]) == 1.0 for r in train)  # lmbda defaults to 1
 
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")  # weights-only loadable
     assert not any("teacher" in key for key in checkpoint["state_dict"])  # teacher weights never saved
     assert checkpoint["hyper_parameters"]["teacher"]["class_path"].endswith("HFTeacher")  # its config is
 
@@ -164,3 +165,9 @@ def test_kd_with_a_remote_teacher_over_http(tmp_path, toy_data, teacher_dir):
     assert len(kl) == 2 and all(v > 0 for v in kl)
     assert [r for r in rows if r.get("train/time_teacher_wait")]
     assert [r for r in rows if r.get("val/kl")]
+
+
+def test_a_teacher_object_never_becomes_a_hyperparameter(tiny_composed):
+    module = build_module(tiny_composed, lmbda=0.25)
+    assert module.hparams["lmbda"] == 0.25 and module.hparams["max_new_tokens"] == 6
+    assert not {"model", "teacher"} & (module.hparams.keys() | module.hparams_initial.keys())

@@ -8,7 +8,7 @@ import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.losses import dpo_loss
 from speechsum.models.base import SpeechLLM
+from speechsum.models.checkpoint import NOT_REBUILDABLE
 from speechsum.models.policy import lora_disabled
 from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.dpo.reference_logprobs import (
@@ -112,6 +113,15 @@ class DPOModule(SpeechStageModule):
             reference_model = copy.deepcopy(self.model, memo=frozen).requires_grad_(False).eval()
             object.__setattr__(self, "_reference_model", reference_model)  # not a submodule: never saved
         self.reference_id = weights_fingerprint(self.model)  # identity of the reference weights
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.reference == "lora_disabled" and self.checkpoint_trainable_only:
+            checkpoint[NOT_REBUILDABLE] = (
+                "DPO with reference: lora_disabled folded its init_from checkpoint's LoRA into the frozen base "
+                "weights, which a trainable-only checkpoint does not hold; resume it with `speechsum fit "
+                "--ckpt_path` (init_from is folded again), or train with checkpoint_trainable_only: false"
+            )
 
     # -- the reference ---------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +18,16 @@ from tqdm.auto import tqdm
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.models.base import SpeechLLM
+from speechsum.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 def encode_audio_once(model: SpeechLLM, audio: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The audio dict with the encoder already applied when the backbone can (``precompute_audio``):
-    forwards that reuse it skip the encoder. Backbones without it get ``audio`` back unchanged."""
-    precompute = getattr(model, "precompute_audio", None)
-    return precompute(audio) if precompute is not None else audio
+    """The audio dict with the encoder already applied when the backbone can
+    (``SpeechLLM.precompute_audio``): forwards that reuse it skip the encoder. Backbones that
+    cannot split encoding off return ``audio`` unchanged."""
+    return model.precompute_audio(audio)
 
 
 def encoder_trains(model: SpeechLLM) -> bool:
@@ -129,8 +129,7 @@ def compute_reference_logps(
 
 
 def save_table(path: Path, table: dict[str, tuple[float, float]], info: dict) -> None:
-    """Write atomically (temporary file, then rename): a crash never leaves half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (:func:`speechsum.utils.io.atomic_path`): a crash never leaves half a cache."""
     ids = sorted(table)
     payload = {
         "ids": ids,
@@ -138,9 +137,8 @@ def save_table(path: Path, table: dict[str, tuple[float, float]], info: dict) ->
         "rejected": torch.tensor([table[i][1] for i in ids], dtype=torch.float64),
         "info": info,
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_table(path: Path) -> dict[str, tuple[float, float]] | None:

@@ -29,7 +29,8 @@ from speechsum.losses import (
     topk_tail_jsd_loss,
 )
 from speechsum.models.base import SpeechLLM
-from speechsum.stages.base import GenerationSettings, SpeechStageModule
+from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallback
 from speechsum.stages.kd.teachers import Teacher, TeacherScores
 from speechsum.utils.text_analysis import repetition_rate
@@ -62,7 +63,9 @@ class OnPolicyKDModule(SpeechStageModule):
         lmbda: probability that a step trains on the student's own samples (1: always on-policy,
             as in the paper; 0: always the reference / teacher-written summary).
         beta: generalized-JSD mixing weight (0: forward KL, 1: reverse KL) for ``loss: jsd``.
-        temperature / top_p / max_new_tokens: sampling of on-policy completions.
+        temperature: sampling temperature of on-policy completions.
+        top_p: nucleus sampling of on-policy completions (1: off).
+        max_new_tokens: longest on-policy (and teacher-written) completion, in tokens.
         loss: "jsd" (generalized JSD with ``beta``), "forward_kl", "reverse_kl", or
             "sampled_token" (policy-gradient reverse KL through the sampled tokens; meant for
             on-policy samples at temperature 1).
@@ -72,11 +75,13 @@ class OnPolicyKDModule(SpeechStageModule):
             cross-entropy on the teacher's summaries, which needs ``lmbda: 0``.
         teacher_overlap: score in a background thread while the student's forward runs.
         rollout_seed: seeds the per-step on/off-policy coin (deterministic across resume).
-        generation: decoding of validation completions (greedy by default) and of predict.
-        (other arguments: see SpeechStageModule.)
+        **kwargs: the shared stage options (SpeechStageModule): learning rate, init_from,
+            ``generation`` (decoding of validation completions, greedy by default, and of predict), …
     Validation logs ``val/kl``: token-mean reverse KL(student ‖ teacher) on the student's own
     completions of held-out inputs (see :func:`teacher_student_kl`).
     """
+
+    object_arguments = ("model", "teacher")  # never pickle a teacher (or its weights) into checkpoints
 
     def __init__(
         self,
@@ -92,22 +97,9 @@ class OnPolicyKDModule(SpeechStageModule):
         seq_kd: bool = False,
         teacher_overlap: bool = False,
         rollout_seed: int = 0,
-        learning_rate: float = 1e-4,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 50,
-        min_lr_ratio: float = 0.1,
-        init_from: str | None = None,
-        num_val_samples: int = 4,
-        generation: GenerationSettings | None = None,
-        checkpoint_trainable_only: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            model, learning_rate, weight_decay, warmup_steps, min_lr_ratio, init_from, num_val_samples,
-            generation, checkpoint_trainable_only,
-        )
-        if not isinstance(self.hparams.get("teacher"), dict | None):
-            self._hparams.pop("teacher", None)  # never pickle a teacher (or its weights) into checkpoints
-            self._hparams_initial.pop("teacher", None)
+        super().__init__(model, **kwargs)
         if not 0.0 <= lmbda <= 1.0:
             raise ValueError(f"lmbda is a probability, got {lmbda}")
         if loss not in ("jsd", "forward_kl", "reverse_kl", "sampled_token"):
@@ -140,28 +132,35 @@ class OnPolicyKDModule(SpeechStageModule):
         if stage == "train":
             coin = random.Random(f"{self.rollout_seed}-{self.current_epoch}-{self.global_step}-{batch_idx}")
             on_policy = coin.random() < self.lmbda
-            settings = GenerationSettings(self.max_new_tokens, True, self.temperature, self.top_p)
+            settings = GenerationSettings(
+                max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature, top_p=self.top_p
+            )
         else:
             on_policy, settings = True, self.generation
         started = time.perf_counter()
         if on_policy:
-            ids, mask = self.model.generate(batch, **vars(settings))
-            stops = torch.tensor(self.processor.stop_token_ids, device=ids.device)
-            hit_max = ~torch.isin(ids, stops).any(-1)
-            texts = self.processor.decode_responses(ids, mask)
-            return KDRollout(ids, mask, True, True, texts, hit_max, time.perf_counter() - started)
+            generated = generate_texts(self.model, batch, settings)
+            return KDRollout(
+                completion_ids=generated.ids, completion_mask=generated.mask, on_policy=True, texts=generated.texts,
+                hit_max=generated.truncated, generation_seconds=time.perf_counter() - started,
+            )
         if self.seq_kd:
             texts = self.teacher.write_summaries(batch, self.max_new_tokens)
             ids, mask = self.processor.encode_responses(texts)
             device = batch.prompt_ids.device
-            return KDRollout(ids.to(device), mask.to(device), False, True, texts, None, time.perf_counter() - started)
+            return KDRollout(
+                completion_ids=ids.to(device), completion_mask=mask.to(device), on_policy=False, texts=texts,
+                generation_seconds=time.perf_counter() - started,
+            )
         if batch.response_ids is None:
             raise ValueError(
                 "an off-policy step (lmbda < 1) trains on the reference summary, but this batch has none: "
                 "set lmbda: 1, seq_kd: true, or give every manifest line a `summary`"
             )
         texts = [r or "" for r in batch.references]
-        return KDRollout(batch.response_ids, batch.response_mask, False, False, texts)
+        return KDRollout(
+            completion_ids=batch.response_ids, completion_mask=batch.response_mask, on_policy=False, texts=texts
+        )
 
     def _take_rollout(self) -> KDRollout:
         rollout, self.pending_rollout = self.pending_rollout, None
@@ -212,26 +211,19 @@ class OnPolicyKDModule(SpeechStageModule):
         if stage == "train":
             self._rollout_timing = rollout
         if stage == "val":
-            self._collect_samples(batch, rollout.texts)
+            self.collect_val_samples(batch, rollout.texts)
         return loss
 
     def _train_step_is_logged(self) -> bool:
-        """Whether this training step's metrics reach a logger (every ``log_every_n_steps``)."""
+        """Whether this training step's metrics reach a logger: every ``log_every_n_steps``
+        optimiser steps and the last one, as Lightning decides (``global_step`` counts optimiser
+        steps; it is incremented after this step's, hence the +1; one optimiser)."""
         trainer = self._trainer
         if trainer is None:
             return True
-        if not trainer.loggers:
+        if not trainer.loggers or not trainer.log_every_n_steps:
             return False
-        connector = getattr(trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
-
-    def _collect_samples(self, batch: SpeechBatch, texts: list[str]) -> None:
-        wanted = self.num_val_samples - len(self._val_samples)
-        if wanted <= 0 or self.trainer.sanity_checking:
-            return
-        for i in range(min(wanted, len(batch))):
-            sample = {"id": batch.ids[i], "instruction": batch.instructions[i], "reference": batch.references[i] or ""}
-            self._val_samples.append({**sample, "prediction": texts[i]})
+        return (trainer.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch: SpeechBatch, batch_idx: int) -> Tensor:

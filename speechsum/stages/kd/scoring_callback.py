@@ -27,7 +27,6 @@ class KDRollout:
     completion_ids: Tensor
     completion_mask: Tensor
     on_policy: bool
-    generated: bool
     texts: list[str]
     hit_max: Tensor | None = None
     generation_seconds: float = 0.0

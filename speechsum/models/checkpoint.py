@@ -1,0 +1,187 @@
+"""The one way a stage checkpoint (``.ckpt``) is read and a ``SpeechLLM`` rebuilt from it.
+
+- :func:`read_checkpoint`: ``torch.load(weights_only=True)`` only; a checkpoint that needs the
+  full unpickler (arbitrary objects, i.e. code it could run) is refused with an error naming it.
+- The model config is the ``{"class_path": …, "init_args": …}`` dict of the speech LLM: the
+  checkpoint's saved hyperparameters (``hyper_parameters["model"]``, as LightningCLI saved it)
+  or a stage config YAML's ``model.init_args.model`` (:func:`model_config_from_yaml`);
+  :func:`instantiate_speech_llm` builds it with jsonargparse, as the CLI does.
+- Class paths written before the package layout of issue 14 are rewritten by
+  :data:`LEGACY_MODULES`.
+- :func:`load_model_weights`: a (trainable-only) checkpoint's ``model.*`` weights into a model,
+  matched across LoRA wrapping.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from speechsum.models import import_backbones
+from speechsum.models.base import SpeechLLM
+
+# Old module (or class path) → new, for class paths recorded before the re-layout (issue 14).
+# Kept for one release: checkpoints and configs saved since then use the new paths.
+LEGACY_MODULES: dict[str, str] = {
+    "speechsum.teachers": "speechsum.stages.kd.teachers",
+    "speechsum.teacher_callback": "speechsum.stages.kd.scoring_callback",
+    "speechsum.reference_logprobs": "speechsum.stages.dpo.reference_logprobs",
+    "speechsum.stages.kd": "speechsum.stages.kd.module",
+    "speechsum.stages.dpo": "speechsum.stages.dpo.module",
+    "speechsum.models.processor": "speechsum.data.processor",
+    "speechsum.callbacks": "speechsum.training.callbacks",
+    "speechsum.loggers": "speechsum.training.loggers",
+    "speechsum.strategies": "speechsum.training.strategies",
+    "speechsum.judges": "speechsum.judges.pairwise",
+    "speechsum.evaluation.rubric_judge": "speechsum.judges.rubric",
+    "speechsum.benchmark.fact_judge": "speechsum.judges.fact",
+    "speechsum.remote": "speechsum.utils.remote",
+    "speechsum.evaluation.files": "speechsum.utils.io",
+    "speechsum.evaluation.text_analysis": "speechsum.utils.text_analysis",
+    "speechsum.synth": "speechsum.synth.run",
+    "speechsum.synth_prompts": "speechsum.synth.prompts",
+    "speechsum.serve": "speechsum.serving.cli",
+    "speechsum.pipeline": "speechsum.pipeline.cli",
+    "speechsum.pipeline_config": "speechsum.pipeline.config",
+    "speechsum.pipeline_runner": "speechsum.pipeline.runner",
+    "speechsum.pipeline_stages": "speechsum.pipeline.stages",
+    "speechsum.stages.base.GenerationSettings": "speechsum.models.generation.GenerationSettings",
+}
+CLASS_PATH_KEYS = ("class_path", "_class_path")
+# Set (to the reason) by a stage whose checkpoint cannot be rebuilt from its model config and its
+# saved weights: frozen weights changed in training and were not saved (see DPOModule).
+NOT_REBUILDABLE = "speechsum_not_rebuildable"
+
+
+def current_class_path(class_path: str) -> str:
+    """``class_path`` under today's layout: a whole class path in :data:`LEGACY_MODULES`, else its
+    module (everything before the last dot) looked up there; anything else is returned unchanged."""
+    if class_path in LEGACY_MODULES:
+        return LEGACY_MODULES[class_path]
+    module, _, name = class_path.rpartition(".")
+    return f"{LEGACY_MODULES[module]}.{name}" if module in LEGACY_MODULES else class_path
+
+
+def current_class_paths(config: Any) -> Any:
+    """A copy of ``config`` (nested dicts/lists) with every ``class_path`` / ``_class_path`` value
+    passed through :func:`current_class_path`."""
+    if isinstance(config, dict):
+        return {
+            key: current_class_path(value) if key in CLASS_PATH_KEYS and isinstance(value, str)
+            else current_class_paths(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [current_class_paths(item) for item in config]
+    return config
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded on the CPU with ``weights_only=True``: tensors, containers and
+    plain values only. Anything else (a pickled object) is refused, never unpickled."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
+        reason = reason.split(" Please use")[0]  # torch's advice is to allow-list the object: not here
+        raise ValueError(
+            f"{path}: refused: the checkpoint holds objects beyond tensors and plain values, which only "
+            f"the full pickle loader (able to run code) could read; re-save it with weights and configs only "
+            f"({reason})"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path}: not a stage checkpoint (no `state_dict` mapping)")
+    return checkpoint
+
+
+def require_rebuildable(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint marked :data:`NOT_REBUILDABLE`: a model rebuilt from it would be wrong."""
+    reason = checkpoint.get(NOT_REBUILDABLE)
+    if reason:
+        raise ValueError(f"{path}: cannot be rebuilt from its model config and saved weights: {reason}")
+
+
+def model_config_from_yaml(path: str | Path) -> dict:
+    """``model.init_args.model`` of a stage config YAML (or a run's saved ``config.yaml``)."""
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        model_config = config["model"]["init_args"]["model"]
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: no model.init_args.model (a speechsum stage config is expected)") from err
+    if not isinstance(model_config, dict):
+        raise ValueError(f"{path}: model.init_args.model must be a mapping with class_path, got {model_config!r}")
+    return model_config
+
+
+def model_config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> dict:
+    """``hyper_parameters["model"]`` (saved when the stage was built by the Lightning CLI)."""
+    model_config = checkpoint.get("hyper_parameters", {}).get("model")
+    if not isinstance(model_config, dict):
+        raise ValueError(f"{path}: the checkpoint does not record its model config; pass its config.yaml")
+    return json.loads(json.dumps(model_config, default=str))  # plain JSON values, as a YAML gives
+
+
+def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
+    """A ``SpeechLLM`` from ``{"class_path": …, "init_args": …}`` with jsonargparse, as the CLI
+    builds it (nested dataclasses such as the training policy typed the same way)."""
+    from jsonargparse import ArgumentParser
+
+    import_backbones()
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(SpeechLLM, "model", fail_untyped=False)
+    config = parser.parse_object({"model": current_class_paths(model_config)})
+    return parser.instantiate_classes(config).model
+
+
+def load_model_weights(
+    model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str, require_trainable: bool = True
+) -> list[str]:
+    """Load a stage checkpoint's ``model.*`` weights into ``model`` non-strictly (checkpoints may
+    hold trainable weights only); returns the trainable weights it did not have.
+
+    Keys are matched across LoRA wrapping (``q_proj.weight`` of a fully fine-tuned checkpoint
+    fills ``q_proj.base_layer.weight``). A checkpoint weight the model has no place for is an
+    error; so is a missing trainable weight when ``require_trainable`` (else it keeps its fresh
+    init, e.g. a new LoRA adapter).
+    """
+    own = set(model.state_dict())
+    matched = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("model.") if key.startswith("model.") else f"<not model.*> {key}"
+        if key not in own and ".base_layer" not in key:
+            stem, _, leaf = key.rpartition(".")
+            key = f"{stem}.base_layer.{leaf}" if f"{stem}.base_layer.{leaf}" in own else key
+        matched[key] = value
+    unexpected = sorted(matched.keys() - own)
+    if unexpected:
+        raise ValueError(f"{source}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
+    fresh = sorted({name for name, _ in model.trainable_parameters()} - matched.keys())
+    if fresh and require_trainable:
+        raise ValueError(f"{source}: lacks {len(fresh)} trainable weights of this model, e.g. {fresh[:3]}")
+    model.load_state_dict(matched, strict=False)
+    return fresh
+
+
+def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple[SpeechLLM, dict[str, Any]]:
+    """The model of checkpoint ``path`` with its weights, and the checkpoint's hyperparameters
+    (legacy class paths updated). Built from ``config`` (a stage YAML) when given, else from
+    the checkpoint's own hyperparameters; every trainable weight must come from the checkpoint."""
+    checkpoint = read_checkpoint(path)
+    require_rebuildable(checkpoint, path)
+    hparams = current_class_paths(checkpoint.get("hyper_parameters") or {})
+    if config is not None:
+        model_config, built_from = model_config_from_yaml(config), f"the model built from {config}"
+    else:
+        model_config, built_from = model_config_from_checkpoint(checkpoint, path), "its saved model config"
+    model = instantiate_speech_llm(model_config)
+    try:
+        load_model_weights(model, checkpoint["state_dict"], str(path))
+    except ValueError as err:
+        raise ValueError(f"{err} ({built_from}: is it the config this checkpoint was trained with?)") from None
+    return model, hparams

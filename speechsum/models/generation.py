@@ -1,0 +1,50 @@
+"""Decoding settings and the one generate → decode → truncation-check helper that validation
+samples, ``predict``, KD rollouts, ``speechsum evaluate`` and ``speechsum pairs`` share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from speechsum.data.batch import SpeechBatch
+from speechsum.models.base import SpeechLLM
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding for validation samples and ``predict``: greedy unless ``do_sample``."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class GeneratedTexts:
+    """What :func:`generate_texts` returns; rows as ``SpeechLLM.generate``'s (``B · n``, row
+    ``b · n + k`` the k-th sample of example b).
+
+    ``ids`` / ``mask`` (rows, N): the new tokens and the mask up to and including the first stop
+    token; ``texts`` the decoded responses; ``truncated`` (rows,) bool: no stop token, i.e. cut at
+    ``max_new_tokens``; ``num_tokens`` (rows,) int: response length in tokens (``mask.sum(-1)``).
+    """
+
+    ids: Tensor
+    mask: Tensor
+    texts: list[str]
+    truncated: Tensor
+    num_tokens: Tensor
+
+
+def generate_texts(
+    model: SpeechLLM, batch: SpeechBatch, settings: GenerationSettings, num_return_sequences: int = 1
+) -> GeneratedTexts:
+    """``model.generate`` with ``settings``, decoded by the model's processor, with the truncation flag."""
+    ids, mask = model.generate(batch, **asdict(settings), num_return_sequences=num_return_sequences)
+    processor = model.processor
+    stops = torch.tensor(processor.stop_token_ids, device=ids.device)
+    truncated = ~torch.isin(ids, stops).any(dim=-1)
+    return GeneratedTexts(ids, mask, processor.decode_responses(ids, mask), truncated, mask.sum(dim=-1))

@@ -1,0 +1,161 @@
+"""The one checkpoint loader: weights-only loading (a pickle payload is refused and never runs),
+model config from hyperparameters or YAML, legacy class paths, weight matching."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+
+import pytest
+import torch
+import yaml
+
+from speechsum.cli import lightning_cli
+from speechsum.evaluation.systems import SystemSpec, build_model
+from speechsum.models.checkpoint import (
+    LEGACY_MODULES,
+    current_class_path,
+    current_class_paths,
+    load_model_weights,
+    load_speech_llm,
+    read_checkpoint,
+)
+from speechsum.pairs import load_student
+from tests.helpers import run_config
+
+OLD_KD_CLASS = "speechsum.stages.kd.OnPolicyKDModule"  # before issue 14: the module speechsum/stages/kd.py
+OLD_TEACHER_CLASS = "speechsum.teachers.HFTeacher"
+
+
+class OpensAFile:
+    """Unpickling this calls ``open(marker, "w")``: code run by merely loading a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def saved_stage(tmp_path_factory, toy_data):
+    """A tiny composed SFT student as the Lightning CLI builds it: its config YAML, its
+    trainable-only checkpoint whose hyperparameters are the CLI's config, and the module."""
+    folder = tmp_path_factory.mktemp("stage")
+    config = run_config(folder, toy_data)
+    module = lightning_cli(["--config", str(config)], run=False).model
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    with torch.no_grad():  # weights unlike a fresh init, so loading them is visible
+        for value in checkpoint["state_dict"].values():
+            value.add_(0.5)
+    torch.save(checkpoint, folder / "student.ckpt")
+    return {"config": config, "ckpt": folder / "student.ckpt", "checkpoint": checkpoint}
+
+
+def legacy_copy(saved_stage, folder):
+    """The checkpoint and config again with the class paths a pre-issue-14 KD run recorded."""
+    checkpoint = copy.deepcopy(saved_stage["checkpoint"])
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["_class_path"] == "speechsum.stages.sft.SFTModule"
+    hparams["_class_path"] = OLD_KD_CLASS
+    hparams["teacher"] = {"class_path": OLD_TEACHER_CLASS, "init_args": {"model": "no/such/teacher"}}
+    torch.save(checkpoint, folder / "legacy.ckpt")
+    config = yaml.safe_load(saved_stage["config"].read_text())
+    config["model"]["class_path"] = OLD_KD_CLASS
+    config["model"]["init_args"]["teacher"] = hparams["teacher"]
+    config["trainer"]["callbacks"] = [{"class_path": "speechsum.callbacks.PredictionWriter",
+                                       "init_args": {"output_path": str(folder / "p.jsonl")}}]
+    config["data"]["max_audio_seconds"] = 7.5
+    (folder / "legacy.yaml").write_text(yaml.safe_dump(config))
+    return folder / "legacy.ckpt", folder / "legacy.yaml"
+
+
+def assert_weights_loaded(model, checkpoint):
+    own = model.state_dict()
+    assert len(checkpoint["state_dict"]) > 10
+    for key, value in checkpoint["state_dict"].items():
+        assert torch.equal(own[key.removeprefix("model.")], value), key
+
+
+def test_a_pickle_payload_is_refused_and_never_runs(saved_stage, tmp_path):
+    checkpoint = dict(saved_stage["checkpoint"], hyper_parameters={"model": OpensAFile(tmp_path / "ran")})
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    for load in (
+        lambda: read_checkpoint(tmp_path / "evil.ckpt"),
+        lambda: load_speech_llm(tmp_path / "evil.ckpt"),
+        lambda: build_model(SystemSpec("student", "evil", str(tmp_path / "evil.ckpt"))),
+        lambda: load_student(str(tmp_path / "evil.ckpt"), str(saved_stage["config"])),
+    ):
+        with pytest.raises(ValueError, match=r"evil\.ckpt: refused: .*GLOBAL (io|builtins)\.open was not an allowed global"):
+            load()
+    assert not (tmp_path / "ran").exists()
+    torch.load(tmp_path / "evil.ckpt", weights_only=False)  # the payload is real: the full unpickler runs it
+    assert (tmp_path / "ran").exists()
+
+
+def test_the_model_comes_from_the_saved_hyperparameters_or_the_config(saved_stage):
+    for config in (None, saved_stage["config"]):
+        model, hparams = load_speech_llm(saved_stage["ckpt"], config)
+        assert_weights_loaded(model, saved_stage["checkpoint"])
+        assert hparams["_class_path"] == "speechsum.stages.sft.SFTModule"
+
+
+def test_a_checkpoint_with_pre_issue_14_class_paths_still_loads(saved_stage, tmp_path):
+    ckpt, config = legacy_copy(saved_stage, tmp_path)
+    model, hparams = load_speech_llm(ckpt)
+    assert hparams["_class_path"] == "speechsum.stages.kd.module.OnPolicyKDModule"
+    assert hparams["teacher"]["class_path"] == "speechsum.stages.kd.teachers.HFTeacher"
+    assert_weights_loaded(model, saved_stage["checkpoint"])
+
+    spec = SystemSpec("student", "old_kd", str(ckpt))  # evaluation
+    assert_weights_loaded(build_model(spec), saved_stage["checkpoint"])
+    assert spec.stage == "kd"
+
+    student = load_student(str(ckpt), str(config))  # pairs: the old config, never given to the CLI
+    assert_weights_loaded(student.model, saved_stage["checkpoint"])
+    assert student.max_audio_seconds == 7.5
+
+
+def test_class_path_map():
+    assert current_class_path(OLD_TEACHER_CLASS) == "speechsum.stages.kd.teachers.HFTeacher"
+    assert current_class_path(OLD_KD_CLASS) == "speechsum.stages.kd.module.OnPolicyKDModule"
+    assert current_class_path("speechsum.stages.base.GenerationSettings") == (
+        "speechsum.models.generation.GenerationSettings"
+    )
+    for unchanged in ("speechsum.stages.kd.teachers.HFTeacher", "speechsum.models.composed.ComposedSpeechLLM",
+                      "lightning.pytorch.callbacks.ModelCheckpoint", "ComposedSpeechLLM"):
+        assert current_class_path(unchanged) == unchanged
+    nested = {"class_path": "speechsum.remote.X", "init_args": {"a": [{"_class_path": "speechsum.serve.Y"}]}}
+    assert current_class_paths(nested) == {
+        "class_path": "speechsum.utils.remote.X", "init_args": {"a": [{"_class_path": "speechsum.serving.cli.Y"}]}
+    }
+
+
+def test_every_new_home_exists():
+    for old, new in LEGACY_MODULES.items():
+        module, _, name = new.rpartition(".")
+        if old.endswith(name) and name[:1].isupper():  # a class entry
+            assert hasattr(importlib.import_module(module), name), new
+        else:
+            importlib.import_module(new)
+
+
+def test_weights_match_across_lora_wrapping_and_must_fit(tiny_composed):
+    model = tiny_composed
+    own = model.state_dict()
+    wrapped = next(k for k in own if k.endswith(".base_layer.weight"))
+    plain = wrapped.replace(".base_layer", "")
+    value = torch.full_like(own[wrapped], 0.25)
+    trainable = {f"model.{n}": p.detach() + 1 for n, p in model.trainable_parameters()}
+    fresh = load_model_weights(model, {f"model.{plain}": value, **trainable}, "x.ckpt")
+    assert fresh == [] and torch.equal(model.state_dict()[wrapped], value)
+    with pytest.raises(ValueError, match=r"x\.ckpt: has weights this model lacks, e\.g\. \['no\.such'\]"):
+        load_model_weights(model, {"model.no.such": value}, "x.ckpt")
+    with pytest.raises(ValueError, match=r"x\.ckpt: has weights this model lacks, e\.g\. \['<not model\.\*> teacher"):
+        load_model_weights(model, {"teacher.w": value}, "x.ckpt")
+    first = sorted(trainable)[0]
+    with pytest.raises(ValueError, match=r"x\.ckpt: lacks 1 trainable weights of this model"):
+        load_model_weights(model, {k: v for k, v in trainable.items() if k != first}, "x.ckpt")
+    fresh = load_model_weights(model, {k: v for k, v in trainable.items() if k != first}, "x", require_trainable=False)
+    assert fresh == [first.removeprefix("model.")]
