@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: api.openai.com)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="environment variable holding the judge's API key (default OPENAI_API_KEY)")
+    parser.add_argument("--judge-timeout", type=float, default=60.0,
+                        help="seconds before a judge request is abandoned and retried (default 60)")
+    parser.add_argument("--judge-attempts", type=int, default=4,
+                        help="tries per judge request on timeouts, 429, 5xx and malformed replies (default 4)")
     parser.add_argument("--concurrency", type=int, default=8, help="examples judged at once (default 8)")
     parser.add_argument("--pairing", choices=["round-robin", "first-two"], default="round-robin",
                         help="round-robin: judge every pair of distinct samples, pick most vs fewest wins; "
@@ -213,7 +217,8 @@ def output_row(example: Example, record: dict, result: dict, judge: PairwiseJudg
 def build_judge(args) -> PairwiseJudge:
     if args.judge == "fact":
         return FactPairJudge()
-    return OpenAIJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env)
+    return OpenAIJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
+                       timeout=args.judge_timeout, request_attempts=args.judge_attempts)
 
 
 def raw_records(path: str) -> dict[str, dict]:
@@ -274,12 +279,15 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
         "identical_samples": counts["identical"],
         "judge": judge.identity,
         "judge_calls": getattr(judge, "calls", None),
+        "judge_usage": judge.usage() if hasattr(judge, "usage") else None,
         "out": str(out),
     }
     print(f"speechsum pairs: {summary['pairs']} pairs from {summary['examples']} examples -> {out}")
     print(f"  dropped: {summary['ties']} ties, {summary['unjudged']} unjudged (failed/malformed verdicts), "
           f"{summary['identical_samples']} with < 2 distinct samples; judge {judge.identity}, "
           f"{summary['judge_calls']} judge calls this run, {sampled} examples sampled this run")
+    if summary["judge_usage"]:
+        print(f"  judge endpoint: {summary['judge_usage']}")
     return summary
 
 

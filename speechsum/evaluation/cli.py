@@ -87,6 +87,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     j.add_argument("--judge-cache", default=None, metavar="PATH",
                    help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")
     j.add_argument("--judge-workers", type=int, default=8, help="concurrent judge requests (default 8)")
+    j.add_argument("--judge-timeout", type=float, default=60.0,
+                   help="seconds before a judge request is abandoned and retried (default 60)")
     w = p.add_argument_group("Weights & Biases")
     w.add_argument("--wandb", action="store_true", help="log metrics and a table of examples (audio, instruction, "
                    "reference, prediction, scores) per system; offline unless WANDB_MODE=online")
@@ -173,7 +175,8 @@ def evaluate_main(argv: list[str]) -> None:
         if not args.judge_model:
             raise SystemExit("speechsum evaluate: metric llm_judge needs --judge-model (and --judge-base-url)")
         judge = RubricJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
-                            cache_path=args.judge_cache or out / "llm_judge_cache.jsonl", max_workers=args.judge_workers)
+                            cache_path=args.judge_cache or out / "llm_judge_cache.jsonl", max_workers=args.judge_workers,
+                            timeout=args.judge_timeout)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
     devices = int(args.devices) if args.devices.isdigit() else args.devices
@@ -187,6 +190,8 @@ def evaluate_main(argv: list[str]) -> None:
     if not results:
         return  # not global rank 0
     write_atomic(out / "summary.csv", summary_csv(results))
+    if judge is not None:
+        write_atomic(out / "llm_judge_usage.json", json.dumps(judge.usage(), indent=2) + "\n")
     if args.wandb:
         config = {"systems": [s.to_dict() for s in specs], "manifests": {k: str(v) for k, v in manifests.items()},
                   "metrics": metrics, "judge_model": args.judge_model, "judge_base_url": args.judge_base_url,

@@ -245,6 +245,9 @@ class OnPolicyKDModule(SpeechStageModule):
         }
         if self.teacher_overlap:
             metrics["train/time_teacher_wait"] = rollout.teacher_wait_seconds
+        retries = getattr(self.teacher, "retries", None)  # remote teachers count transient endpoint errors
+        if retries is not None:
+            metrics["train/teacher_retries"] = float(retries.retries)
         if rollout.on_policy and rollout.generation_seconds > 0:
             metrics["train/generated_tokens_per_s"] = float(rollout.completion_mask.sum()) / rollout.generation_seconds
         self.log_dict(metrics, batch_size=len(batch))

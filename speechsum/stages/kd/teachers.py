@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
+from speechsum.utils.remote import RetryCounter, with_retries
 
 
 @dataclass
@@ -282,6 +283,7 @@ class OpenAICompatibleTeacher(Teacher):
         self._client = None
         self._cache = None
         self._prompter = None
+        self.retries = RetryCounter()  # transient endpoint errors retried (logged as teacher/retries)
 
     @property
     def client(self):
@@ -304,9 +306,7 @@ class OpenAICompatibleTeacher(Teacher):
         self._prompter = TextProcessor(tokenizer, end_of_turn=end_of_turn, system_prompt=self.system_prompt)
 
     def _call(self, request):
-        from speechsum.utils.remote import with_retries
-
-        return with_retries(request, attempts=self.attempts)
+        return with_retries(request, attempts=self.attempts, on_retry=self.retries)
 
     def _score_one(self, item: tuple[list[int], list[int]]) -> tuple[list[float], list[list[tuple[int, float]]]]:
         """(token log-probs, top-k [(id, log-prob)] best first) of each completion token."""
