@@ -9,7 +9,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint notebook clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q
+
+## JupyterLab (the `notebook` extra) in the project's venv, opened on the results of `make run`
+## (notebooks/explore_results.ipynb; SPEECHSUM_RESULTS=DIR[:DIR] points it at other results).
+notebook: install
+	@test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install -q $(TORCH) -e '.[notebook]'
+	$(BIN)/jupyter lab notebooks/explore_results.ipynb
 
 lint: install
 	$(BIN)/ruff check speechsum tests

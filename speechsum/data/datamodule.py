@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -11,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from speechsum.data.audio import TooLong, load_audio
 from speechsum.data.batch import SpeechCollator
+from speechsum.data.hf_dataset import DEFAULT_SPLITS, load_hf_split, load_splits
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
@@ -34,12 +37,14 @@ class SpeechSumDataset(Dataset):
         max_audio_seconds: float | None = None,
         too_long_audio: TooLong = "truncate",
         read_audio: bool = True,
+        open_audio: Callable[[int], Any] | None = None,
     ):
         self.examples = examples
         self.sample_rate = sample_rate
         self.max_audio_seconds = max_audio_seconds
         self.too_long_audio = too_long_audio
         self.read_audio = read_audio  # False for text LMs: the waveform is an empty array
+        self.open_audio = open_audio  # example index -> what soundfile reads; None: the path in `audio`
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -48,7 +53,8 @@ class SpeechSumDataset(Dataset):
         example = self.examples[index]
         if not self.read_audio:
             return example, np.zeros(0, dtype=np.float32)
-        waveform = load_audio(example.audio, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
+        source = example.audio if self.open_audio is None else self.open_audio(index)
+        waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
         return example, waveform
 
     @property
@@ -59,11 +65,22 @@ class SpeechSumDataset(Dataset):
 
 
 class SpeechSumDataModule(L.LightningDataModule):
-    """Audio-instruction data from JSONL manifests, batched by total audio duration.
+    """Audio-instruction data from JSONL manifests or a Hugging Face dataset, batched by total audio duration.
 
     Args:
         train_manifest / val_manifest / test_manifest / predict_manifest: JSONL manifest paths
             (schema in docs/data.md); predict needs no ``summary`` (see ``require_summary``).
+        hf_dataset: a Hugging Face dataset for the splits without a manifest: a folder written by
+            ``save_to_disk`` (offline), else a hub name given to ``datasets.load_dataset`` as is
+            (needs the network or the HF cache). Needs ``pip install 'speechsum[hf]'``.
+        hf_config: the hub dataset's configuration name (``load_dataset(name, hf_config)``).
+        hf_splits: our split → the dataset's split; default ``{"train": "train", "val":
+            "validation", "test": "test"}`` (a default split the dataset lacks is left out; one
+            named here that it lacks is an error listing its splits).
+        hf_columns: our field → the dataset's column for ``audio`` (any libsndfile format, read as
+            bytes/path via ``datasets.Audio(decode=False)``: no FFmpeg), ``instruction``,
+            ``summary``, ``transcript``, ``id``, ``lang``, ``chosen``, ``rejected``; each defaults
+            to the column of the same name. Rows are validated as manifest lines are.
         max_batch_seconds: budget of summed audio seconds per batch.
         max_batch_size: cap on examples per batch (None: duration budget only).
         num_buckets: duration buckets; more buckets → less padding, less randomness.
@@ -91,6 +108,10 @@ class SpeechSumDataModule(L.LightningDataModule):
         val_manifest: str | None = None,
         test_manifest: str | None = None,
         predict_manifest: str | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        hf_splits: dict[str, str] | None = None,
+        hf_columns: dict[str, str] | None = None,
         max_batch_seconds: float = 120.0,
         max_batch_size: int | None = 16,
         num_buckets: int = 8,
@@ -111,6 +132,15 @@ class SpeechSumDataModule(L.LightningDataModule):
             "test": test_manifest,
             "predict": predict_manifest,
         }
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.hf_splits = dict(DEFAULT_SPLITS if hf_splits is None else hf_splits)
+        unknown = sorted(set(self.hf_splits) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"data.hf_splits: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+        self._explicit_hf_splits = set(hf_splits or ())
+        self.hf_columns = hf_columns
+        self._hf_tables: dict[str, Any] | None = None
         self.max_batch_seconds = max_batch_seconds
         self.max_batch_size = max_batch_size
         self.num_buckets = num_buckets
@@ -156,7 +186,10 @@ class SpeechSumDataModule(L.LightningDataModule):
             )
         for split in self._stage_splits(stage):
             path = self.manifests[split]
-            if path is None or split in self.datasets:
+            if split in self.datasets:
+                continue
+            if path is None:
+                self._setup_hf_split(split, processor.sample_rate, limit, read_audio)
                 continue
             examples, skipped = load_manifest(
                 path,
@@ -173,6 +206,37 @@ class SpeechSumDataModule(L.LightningDataModule):
             )
             self._warn_over_budget(split)
 
+    def _setup_hf_split(self, split: str, sample_rate: int, limit: float | None, read_audio: bool) -> None:
+        """Load ``split`` from ``hf_dataset`` when it maps the split to one the dataset has."""
+        if self.hf_dataset is None or split not in self.hf_splits:
+            return
+        if self._hf_tables is None:
+            self._hf_tables = load_splits(self.hf_dataset, self.hf_config)
+        name = self.hf_splits[split]
+        if name not in self._hf_tables:
+            if name == DEFAULT_SPLITS.get(split) and split not in self._explicit_hf_splits:
+                return  # a default mapping the dataset does not have: no such split
+            raise ValueError(
+                f"dataset {self.hf_dataset} has no split {name!r} (data.hf_splits.{split}); "
+                f"its splits are {sorted(self._hf_tables)}"
+            )
+        examples, skipped, open_audio = load_hf_split(
+            self.hf_dataset,
+            name,
+            self._hf_tables[name],
+            columns=self.hf_columns,
+            on_bad_example=self.on_bad_example,
+            require_summary=self.require_summary and split != "predict",
+            require_transcript=self.require_transcript,
+            require_preference=self.preference and split != "predict",
+        )
+        self.skipped[split] = skipped
+        log.info("%s: %d examples from %s[%s] (%d skipped)", split, len(examples), self.hf_dataset, name, len(skipped))
+        self.datasets[split] = SpeechSumDataset(
+            examples, sample_rate, limit, self.too_long_audio, read_audio=read_audio, open_audio=open_audio
+        )
+        self._warn_over_budget(split)
+
     def _warn_over_budget(self, split: str) -> None:
         """Log the clips that alone exceed ``max_batch_seconds`` (each becomes a batch of its own)."""
         dataset = self.datasets[split]
@@ -187,7 +251,7 @@ class SpeechSumDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
-            raise RuntimeError(f"no {split} data: set `{split}_manifest` in the data config")
+            raise RuntimeError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
         dataset = self.datasets[split]
         batch_sampler = DurationBucketBatchSampler(
             None,
@@ -216,8 +280,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.manifests["val"] is None:
-            return []  # Lightning: no validation loop
+        if self.manifests["val"] is None and "val" not in self.datasets:
+            return []  # Lightning: no validation loop (no val manifest; no val split in hf_dataset)
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

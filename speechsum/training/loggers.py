@@ -1,11 +1,26 @@
-"""Loggers: W&B that is offline unless the user switches it on."""
+"""Loggers: W&B that is offline unless the user switches it on, and that resumes with the run."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+RUN_ID_FILE = "wandb_run_id"  # in save_dir: the W&B run this run folder logs into
+
+
+def read_run_id(save_dir: str | Path) -> str | None:
+    """The W&B run id recorded in ``save_dir`` (None when the folder has not logged to W&B yet)."""
+    path = Path(save_dir) / RUN_ID_FILE
+    if not path.is_file():
+        return None
+    run_id = path.read_text(encoding="utf-8").strip()
+    if not run_id or any(c.isspace() for c in run_id):
+        raise ValueError(f"{path}: not a W&B run id ({run_id!r}); delete the file to start a new W&B run")
+    return run_id
 
 
 class WandbLogger(LightningWandbLogger):
@@ -13,11 +28,50 @@ class WandbLogger(LightningWandbLogger):
 
     Set ``WANDB_MODE=online`` (and ``WANDB_API_KEY`` in the environment, never in a config) or
     ``offline: false`` to sync. Offline runs can be uploaded later with ``wandb sync``.
+
+    One run folder is one W&B run: the run id is written to ``<save_dir>/wandb_run_id`` when the
+    run starts, and a later fit with the same ``save_dir`` (``--ckpt_path last`` after a crash or a
+    pre-emption) continues that run (``resume="allow"``). Pass ``id`` to choose the run yourself,
+    or delete the file (or use a new ``save_dir``) to start a new one.
+
+    ``log_model`` (opt-in, Lightning's meaning: True logs the checkpoints at the end of training,
+    "all" every checkpoint as it is saved) records checkpoints as W&B ``model`` artifacts. Offline,
+    they are kept in the offline run and uploaded with it by ``wandb sync``.
     """
 
     def __init__(
-        self, project: str = "speechsum", save_dir: str = "runs", offline: bool | None = None, **kwargs: Any
+        self,
+        project: str = "speechsum",
+        save_dir: str = "runs",
+        offline: bool | None = None,
+        id: str | None = None,
+        log_model: Literal["all"] | bool = False,
+        **kwargs: Any,
     ):
         if offline is None:
             offline = os.environ.get("WANDB_MODE", "offline") != "online"
-        super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
+        run_id = id or kwargs.pop("version", None) or read_run_id(save_dir)
+        if offline and os.environ.get("WANDB_MODE") != "disabled":
+            # wandb's own offline mode rather than Lightning's `offline=True`, which refuses
+            # log_model and switches WANDB_MODE for the whole process.
+            kwargs["mode"] = "offline"
+        super().__init__(project=project, save_dir=save_dir, id=run_id, log_model=log_model, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        """The W&B run, started on first use; its id is then recorded in ``save_dir``."""
+        started = self._experiment is not None
+        experiment = super().experiment
+        if not started and self._experiment is not None:
+            self._record_run_id()
+        return experiment
+
+    @rank_zero_only
+    def _record_run_id(self) -> None:
+        run_id = getattr(self._experiment, "id", None)
+        if not run_id or self.save_dir is None:
+            return
+        path = Path(self.save_dir) / RUN_ID_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text(encoding="utf-8").strip() != run_id:
+            path.write_text(run_id + "\n", encoding="utf-8")

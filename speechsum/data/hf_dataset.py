@@ -1,0 +1,231 @@
+"""Hugging Face ``datasets`` as input: rows → the same validated :class:`Example` s as a manifest.
+
+The audio column is read with ``datasets.Audio(decode=False)`` (the stored bytes or file path) and
+decoded with soundfile, so neither FFmpeg nor torchcodec is needed: any format libsndfile reads works
+(wav, flac, ogg; mp3 with libsndfile ≥ 1.1). Every row is checked as a manifest line is (required
+fields present and non-empty strings, audio readable, non-empty, free of NaN/Inf, unique ids); a bad
+row raises :class:`HFDatasetError` naming the dataset, split, row and column, or is skipped and
+counted under ``on_bad_example="skip"``.
+
+``name_or_path``: a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
+(offline), else a hub name passed to ``datasets.load_dataset`` as is, which needs the network or a
+copy in the Hugging Face cache (``HF_DATASETS_OFFLINE=1`` uses the cache only).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from speechsum.data.audio import FLOAT_SUBTYPES, check_finite
+from speechsum.data.manifest import Example, OnBadExample, SkippedLine
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
+DEFAULT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+class HFDatasetError(ValueError):
+    """A dataset, split, column or row that cannot be used; the message says where and what to do."""
+
+    def __init__(self, dataset: str, split: str, reason: str, row: int | None = None, column: str | None = None):
+        self.dataset, self.split, self.row, self.column, self.reason = dataset, split, row, column, reason
+        where = f"split {split!r}" + (f", row {row}" if row is not None else "")
+        where += f", column {column!r}" if column is not None else ""
+        super().__init__(f"dataset {dataset} ({where}): {reason}")
+
+
+class NamedAudio(io.BytesIO):
+    """Audio bytes from a dataset row that soundfile reads like a file; ``str()`` says where they are from."""
+
+    def __init__(self, data: bytes, label: str):
+        super().__init__(data)
+        self.label = label
+
+    def __str__(self) -> str:
+        return self.label
+
+    __repr__ = __str__  # soundfile's errors show the repr
+
+
+def import_datasets() -> Any:
+    """The ``datasets`` package, or an error saying how to install it."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(
+            "reading Hugging Face datasets needs the `datasets` package: pip install 'speechsum[hf]'"
+        ) from err
+    return datasets
+
+
+def load_splits(name_or_path: str, config_name: str | None = None) -> dict[str, Any]:
+    """``{split name: datasets.Dataset}`` from a ``save_to_disk`` folder or a hub name.
+
+    A folder holding a single ``Dataset`` (no splits) is the split ``train``.
+    """
+    datasets = import_datasets()
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        loaded = datasets.load_from_disk(str(local))
+    elif name_or_path.startswith((".", "~", os.sep)):
+        raise FileNotFoundError(
+            f"data.hf_dataset: no dataset folder {local}; give a folder written by `save_to_disk` or a hub name"
+        )
+    else:  # a hub name ("org/name"): needs the network or the HF cache
+        loaded = datasets.load_dataset(name_or_path, config_name)
+    if isinstance(loaded, datasets.Dataset):
+        return {"train": loaded}
+    return dict(loaded)
+
+
+def _resolve_columns(
+    table: Any, dataset: str, split: str, columns: dict[str, str] | None, required: list[str]
+) -> dict[str, str]:
+    """``{field: column}`` for the fields this dataset provides; a required or explicitly mapped
+    column that is missing raises an error listing the dataset's columns."""
+    columns = columns or {}
+    unknown = sorted(set(columns) - set(FIELDS))
+    if unknown:
+        raise HFDatasetError(dataset, split, f"hf_columns has unknown field(s) {unknown}; the fields are {list(FIELDS)}")
+    resolved = {}
+    for field in FIELDS:
+        column = columns.get(field, field)
+        if column in table.column_names:
+            resolved[field] = column
+        elif field in columns or field in required:
+            raise HFDatasetError(
+                dataset, split, f"no column {column!r} for field {field!r}; the dataset's columns are "
+                f"{table.column_names}: set `data.hf_columns.{field}` to one of them", column=column,
+            )
+    return resolved
+
+
+def audio_source(value: Any, label: str, root: Path | None) -> str | NamedAudio:
+    """What soundfile opens for one ``Audio(decode=False)`` cell: its bytes, else its file path."""
+    if isinstance(value, str):  # a plain path column
+        value = {"bytes": None, "path": value}
+    if not isinstance(value, dict) or not (value.get("bytes") or value.get("path")):
+        raise ValueError("no audio (neither bytes nor a path)")
+    if value.get("bytes"):
+        return NamedAudio(value["bytes"], label)
+    path = Path(value["path"]).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    return str(path)
+
+
+def probe_audio(source: str | NamedAudio) -> float:
+    """Duration in seconds from the header; float samples are scanned for NaN/Inf (as for manifests)."""
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise ValueError(f"audio file not found: {source}")
+    try:
+        info = sf.info(source)
+        if info.frames == 0 or info.samplerate <= 0:
+            raise ValueError(f"empty audio {source} (0 samples)")
+        if info.subtype in FLOAT_SUBTYPES:
+            if isinstance(source, NamedAudio):
+                source.seek(0)
+            check_finite(source)
+    except ValueError:
+        raise  # NonFiniteAudioError and the empty-audio error above already say what is wrong
+    except Exception as err:  # soundfile's own error types
+        raise ValueError(f"unreadable audio {source}: {err}") from err
+    finally:
+        if isinstance(source, NamedAudio):
+            source.seek(0)
+    return info.frames / info.samplerate
+
+
+def _text(value: Any, field: str, required: bool) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise ValueError(f"missing or empty {field}")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and field == "id":
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string, got {type(value).__name__}")
+    return value
+
+
+class HFAudio:
+    """Opens the audio of example ``i`` of one split (picklable: DataLoader workers get it)."""
+
+    def __init__(self, table: Any, column: str, rows: list[int], label: str, root: Path | None):
+        self.table, self.column, self.rows, self.label, self.root = table, column, rows, label, root
+
+    def __call__(self, index: int) -> str | NamedAudio:
+        row = self.rows[index]
+        return audio_source(self.table[row][self.column], f"{self.label} row {row}", self.root)
+
+
+def load_hf_split(
+    name_or_path: str,
+    split: str,
+    table: Any,
+    *,
+    columns: dict[str, str] | None = None,
+    on_bad_example: OnBadExample = "error",
+    require_summary: bool = False,
+    require_transcript: bool = False,
+    require_preference: bool = False,
+) -> tuple[list[Example], list[SkippedLine], HFAudio]:
+    """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
+
+    ``SkippedLine.line`` is the row index. ``Example.audio`` names the row (``dataset[split][row]``);
+    the returned :class:`HFAudio` opens it for :class:`~speechsum.data.datamodule.SpeechSumDataset`.
+    """
+    datasets = import_datasets()
+    required = ["audio", "instruction"] + (["summary"] if require_summary else [])
+    required += (["transcript"] if require_transcript else []) + (["chosen", "rejected"] if require_preference else [])
+    mapped = _resolve_columns(table, name_or_path, split, columns, required)
+    table = table.select_columns(sorted(set(mapped.values())))
+    if not isinstance(table.features[mapped["audio"]], datasets.Audio) or table.features[mapped["audio"]].decode:
+        table = table.cast_column(mapped["audio"], datasets.Audio(decode=False))
+    root = Path(name_or_path).expanduser() if Path(name_or_path).expanduser().exists() else None
+    label = f"{name_or_path}[{split}]"
+    examples: list[Example] = []
+    rows: list[int] = []
+    skipped: list[SkippedLine] = []
+    seen: set[str] = set()
+    for row, record in enumerate(table):
+        field = "id"
+        try:
+            values = {}
+            for field, column in mapped.items():
+                if field != "audio":
+                    values[field] = _text(record[column], field, field in required)
+            field = "audio"
+            source = audio_source(record[mapped["audio"]], f"{label} row {row}", root)
+            duration = probe_audio(source)
+            field = "id"
+            example_id = values.get("id") or f"{split}-{row}"
+            if example_id in seen:
+                raise ValueError(f"duplicate id {example_id!r}")
+        except ValueError as err:
+            error = HFDatasetError(name_or_path, split, str(err), row=row, column=mapped.get(field, field))
+            if on_bad_example == "error":
+                raise error from err
+            skipped.append(SkippedLine(row, str(error)))
+            log.warning("skipping %s", error)
+            continue
+        seen.add(example_id)
+        rows.append(row)
+        examples.append(Example(
+            id=example_id, audio=f"{label} row {row}", instruction=values.get("instruction") or "",
+            duration=duration, summary=values.get("summary"), transcript=values.get("transcript"),
+            lang=values.get("lang") or "en", chosen=values.get("chosen"), rejected=values.get("rejected"),
+            meta={"dataset": name_or_path, "split": split, "row": row},
+        ))
+    if skipped:
+        log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
+    if not examples:
+        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped)")
+    return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root)

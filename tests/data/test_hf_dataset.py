@@ -1,0 +1,190 @@
+"""SpeechSumDataModule on a Hugging Face dataset saved with `save_to_disk`: the same examples,
+batches and validation as the manifests it was built from (offline: no hub, no FFmpeg)."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.data.hf_dataset import HFDatasetError
+
+datasets = pytest.importorskip("datasets")
+
+SMALL = {"max_batch_seconds": 6.0, "max_batch_size": 4, "num_buckets": 3}
+RENAMED = {"audio": "speech", "instruction": "prompt", "summary": "target", "transcript": "text", "id": "key"}
+
+
+def manifest_rows(manifest: Path, count: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()][:count]
+    return [{**row, "audio": str(manifest.parent / row["audio"])} for row in rows]
+
+
+def save_dataset(folder: Path, splits: dict[str, list[dict]], rename: dict[str, str] | None = None) -> Path:
+    """A DatasetDict of manifest-like rows (audio: a path or wav bytes), saved with ``save_to_disk``."""
+    rename = rename or {}
+    tables = {}
+    for split, rows in splits.items():
+        columns = {rename.get(k, k): [row.get(k) for row in rows] for k in rows[0]}
+        table = datasets.Dataset.from_dict(columns)
+        tables[split] = table.cast_column(rename.get("audio", "audio"), datasets.Audio())
+    datasets.DatasetDict(tables).save_to_disk(str(folder))  # embeds the audio bytes
+    return folder
+
+
+def wav_bytes(samples: np.ndarray, subtype: str = "PCM_16") -> dict:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 16_000, format="WAV", subtype=subtype)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def datamodule(processor, **kwargs) -> SpeechSumDataModule:
+    dm = SpeechSumDataModule(**{**SMALL, **kwargs})
+    dm.processor = processor
+    return dm
+
+
+@pytest.fixture
+def processor(tiny_composed):
+    return tiny_composed.processor
+
+
+@pytest.fixture(scope="module")
+def renamed_dataset(toy_data, tmp_path_factory) -> Path:
+    rows = {"train": manifest_rows(toy_data["train"], 10), "validation": manifest_rows(toy_data["val"], 4)}
+    renamed = {split: [{("key" if k == "id" else k): v for k, v in row.items()} for row in r] for split, r in rows.items()}
+    return save_dataset(tmp_path_factory.mktemp("hf") / "toy", renamed, {k: v for k, v in RENAMED.items() if k != "id"})
+
+
+def test_a_saved_dataset_gives_the_manifests_examples_and_batches(renamed_dataset, toy_data, processor, tmp_path):
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in manifest_rows(toy_data["train"], 10)))
+    from_manifest = datamodule(processor, train_manifest=str(manifest), seed=3)
+    from_hf = datamodule(processor, hf_dataset=str(renamed_dataset), hf_columns=RENAMED, seed=3)
+    from_manifest.setup("fit")
+    from_hf.setup("fit")
+    assert "val" not in from_manifest.datasets and len(from_hf.datasets["val"]) == 4  # `validation` → val
+    ours, theirs = from_hf.datasets["train"], from_manifest.datasets["train"]
+    fields = ("id", "instruction", "summary", "transcript", "lang", "duration")
+    assert [[getattr(e, f) for f in fields] for e in ours.examples] == [[getattr(e, f) for f in fields] for e in theirs.examples]
+    assert ours.examples[3].audio == f"{renamed_dataset}[train] row 3"
+    assert ours.examples[3].meta == {"dataset": str(renamed_dataset), "split": "train", "row": 3}
+    for index in range(len(ours)):
+        np.testing.assert_array_equal(ours[index][1], theirs[index][1])
+    batch, expected = next(iter(from_hf.train_dataloader())), next(iter(from_manifest.train_dataloader()))
+    assert batch.ids == expected.ids
+    assert batch.audio["content_keys"] == expected.audio["content_keys"]  # the same samples
+    tensors = {k: v for k, v in expected.audio.items() if isinstance(v, torch.Tensor)}
+    torch.testing.assert_close({k: batch.audio[k] for k in tensors}, tensors, rtol=0, atol=0)
+    assert torch.equal(batch.response_ids, expected.response_ids)
+    assert len(pickle.loads(pickle.dumps(ours))[0][1]) == len(ours[0][1])  # DataLoader workers get a copy
+
+
+def test_a_missing_mapped_column_lists_the_datasets_columns(renamed_dataset, processor):
+    dm = datamodule(processor, hf_dataset=str(renamed_dataset), hf_columns={**RENAMED, "summary": "abstract"})
+    with pytest.raises(HFDatasetError, match=r"split 'train', column 'abstract'\): no column 'abstract' for field "
+                       r"'summary'; the dataset's columns are \[.*'target'.*\]: set `data.hf_columns.summary`"):
+        dm.setup("fit")
+    dm = datamodule(processor, hf_dataset=str(renamed_dataset))  # default names: `audio` is not there
+    with pytest.raises(HFDatasetError, match=r"no column 'audio' for field 'audio'; the dataset's columns are"):
+        dm.setup("fit")
+    with pytest.raises(HFDatasetError, match=r"unknown field\(s\) \['speech'\]"):
+        datamodule(processor, hf_dataset=str(renamed_dataset), hf_columns={"speech": "speech"}).setup("fit")
+
+
+def test_splits_named_by_hf_splits(renamed_dataset, processor):
+    dm = datamodule(processor, hf_dataset=str(renamed_dataset), hf_columns=RENAMED, hf_splits={"test": "validation"})
+    dm.setup("test")
+    assert len(dm.datasets["test"]) == 4 and dm.val_dataloader() == []
+    dm = datamodule(processor, hf_dataset=str(renamed_dataset), hf_columns=RENAMED, hf_splits={"test": "eval"})
+    with pytest.raises(ValueError, match=r"has no split 'eval' \(data.hf_splits.test\); its splits are \['train', 'validation'\]"):
+        dm.setup("test")
+    with pytest.raises(ValueError, match="unknown split"):
+        SpeechSumDataModule(hf_dataset=str(renamed_dataset), hf_splits={"dev": "validation"})
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(tmp_path_factory) -> Path:
+    tone = (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+    poisoned = tone.copy()
+    poisoned[4000] = np.nan
+    good = {"instruction": "Say it.", "summary": "A tone.", "audio": wav_bytes(tone)}
+    rows = [
+        good,
+        {**good, "summary": ""},                                           # row 1: empty summary
+        {**good, "audio": {"bytes": b"not audio at all", "path": None}},   # row 2: unreadable
+        {**good, "audio": wav_bytes(poisoned, subtype="FLOAT")},           # row 3: NaN sample
+        {**good, "audio": wav_bytes(np.zeros(0, dtype=np.float32))},       # row 4: no samples
+        good,
+    ]
+    return save_dataset(tmp_path_factory.mktemp("hf") / "bad", {"train": rows})
+
+
+@pytest.mark.parametrize("row, column, reason", [
+    (1, "summary", "missing or empty summary"),
+    (2, "audio", "unreadable audio"),
+    (3, "audio", "non-finite sample"),
+    (4, "audio", "empty audio"),
+])
+def test_a_bad_row_names_dataset_split_row_and_column(bad_dataset, processor, row, column, reason):
+    keep = [r for r in range(6) if r not in (1, 2, 3, 4) or r == row]
+    table = datasets.load_from_disk(str(bad_dataset))["train"].select(keep)
+    folder = bad_dataset.parent / f"only-{row}"
+    if not folder.exists():
+        datasets.DatasetDict({"train": table}).save_to_disk(str(folder))
+    with pytest.raises(HFDatasetError) as error:
+        datamodule(processor, hf_dataset=str(folder)).setup("fit")
+    assert str(error.value).startswith(f"dataset {folder} (split 'train', row 1, column '{column}'): ")
+    assert reason in str(error.value)
+
+
+def test_bad_rows_are_skipped_and_counted(bad_dataset, processor):
+    dm = datamodule(processor, hf_dataset=str(bad_dataset), on_bad_example="skip")
+    dm.setup("fit")
+    assert [e.id for e in dm.datasets["train"].examples] == ["train-0", "train-5"]
+    assert [s.line for s in dm.skipped["train"]] == [1, 2, 3, 4]
+    assert "column 'summary'" in dm.skipped["train"][0].reason
+    assert sorted(i for batch in dm.train_dataloader() for i in batch.ids) == ["train-0", "train-5"]
+
+
+def test_without_the_datasets_package_the_error_says_what_to_install(renamed_dataset, processor, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ImportError, match=r"pip install 'speechsum\[hf\]'"):
+        datamodule(processor, hf_dataset=str(renamed_dataset)).setup("fit")
+
+
+def test_a_hub_name_goes_to_load_dataset_as_is_and_a_missing_folder_is_named(tmp_path, monkeypatch):
+    from speechsum.data.hf_dataset import load_splits
+
+    calls = []
+    table = datasets.Dataset.from_dict({"audio": ["x.wav"]})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args: calls.append(args) or datasets.DatasetDict({"test": table}))
+    assert list(load_splits("some-org/meetings", "en")) == ["test"]  # the network / HF cache: stubbed here
+    assert calls == [("some-org/meetings", "en")]
+    with pytest.raises(FileNotFoundError, match=f"no dataset folder {tmp_path / 'gone'}"):
+        load_splits(str(tmp_path / "gone"))
+    assert len(calls) == 1
+
+
+def test_fit_from_the_cli_on_a_saved_dataset(renamed_dataset, toy_data, tmp_path):
+    import yaml
+
+    from speechsum.cli import lightning_cli
+    from tests.helpers import run_config
+
+    config_path = run_config(tmp_path, toy_data, max_epochs=1, limit_val_batches=1)
+    config = yaml.safe_load(config_path.read_text())
+    for split in ("train", "val", "test", "predict"):
+        del config["data"][f"{split}_manifest"]
+    config["data"].update({"hf_dataset": str(renamed_dataset), "hf_columns": RENAMED})
+    config_path.write_text(yaml.safe_dump(config))
+    cli = lightning_cli(["fit", "--config", str(config_path)])
+    assert cli.trainer.global_step > 0 and torch.isfinite(cli.trainer.callback_metrics["val/loss"])
