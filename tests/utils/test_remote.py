@@ -30,7 +30,7 @@ def _chat(client: openai.OpenAI, model: str = "scripted") -> str:
 
 
 @pytest.mark.parametrize("status, error_name", [(500, "InternalServerError"), (429, "RateLimitError"),
-                                                (503, "InternalServerError")])
+                                                (503, "InternalServerError"), (408, "APIStatusError")])
 def test_with_retries_recovers_and_counts(status, error_name):
     backend = ScriptedChatBackend(lambda m: "echo: " + m[-1]["content"], fail_first_n=2, fail_status=status)
     counter, delays = RetryCounter(), []
