@@ -218,12 +218,13 @@ def load_predictions(run: dict) -> list[dict] | None:
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
                        num_resamples: int = 10_000, seed: int = 0) -> tuple[list[Comparison], list[str]]:
     """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
-    comparisons and the names of systems without ``predictions.jsonl`` (left out)."""
+    comparisons and the names of compared systems without ``predictions.jsonl`` (left out)."""
     predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
-    comparisons = []
+    comparisons, missing = [], set()
     for a, b in comparison_pairs(rows):
         rows_a, rows_b = predictions[a.name], predictions[b.name]
         if rows_a is None or rows_b is None:
+            missing |= {row.name for row, rows_ in ((a, rows_a), (b, rows_b)) if rows_ is None}
             continue
         for metric in metrics:
             for split in splits:
@@ -231,7 +232,7 @@ def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], met
                 if scores_a.size:
                     result = paired_comparison(scores_a, scores_b, num_resamples, seed)
                     comparisons.append(Comparison(a.name, b.name, split, metric, result))
-    return comparisons, sorted(name for name, rows_ in predictions.items() if rows_ is None)
+    return comparisons, sorted(missing)
 
 
 def _p(value: float) -> str:
@@ -257,7 +258,7 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
              f"bootstrap, {num_resamples:,} resamples (seed {seed}); p: two-sided sign-flip permutation test "
              f"(exact for n ≤ 16, else {num_resamples:,} seeded sign vectors).", ""]
     if missing:
-        lines += [f"No predictions.jsonl for {', '.join(missing)}: comparisons with them are left out.", ""]
+        lines += [f"Left out, no predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
     lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
     for c in shown:
         r = c.result

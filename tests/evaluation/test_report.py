@@ -56,7 +56,7 @@ def runs(tmp_path):
         }
         (tmp_path / "eval" / name).mkdir(parents=True)
         (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps(result))
-        if name != "backbone":  # the backbone run has no predictions.jsonl (it is in no comparison anyway)
+        if name != "backbone":  # the backbone run has no predictions.jsonl (it is in no comparison)
             (tmp_path / "eval" / name / "predictions.jsonl").write_text(
                 "".join(json.dumps(row) + "\n" for row in prediction_rows(name, test, xling)))
     return tmp_path / "eval"
@@ -154,7 +154,7 @@ def test_paired_comparisons_on_the_same_examples(runs, tmp_path):
         ["student + DPO (dpo) − text teacher", "test", "39", "-0.500", "[-0.500, -0.500]", "1.0e-04"],
         ["student + DPO (dpo) − text teacher", "test_xling", "40", "-1.000", "[-1.000, -1.000]", "1.0e-04"],
     ]
-    assert "No predictions.jsonl for backbone" in markdown
+    assert "Left out" not in markdown  # the backbone lacks predictions.jsonl but is in no comparison
     with open(paths["paired_csv"], newline="") as handle:
         paired = list(csv.DictReader(handle))
     # fact_judge and the two faithfulness scores the predictions carry (repetition: none) × 5 pairs × 2 splits
@@ -164,6 +164,10 @@ def test_paired_comparisons_on_the_same_examples(runs, tmp_path):
     assert float(halluc["p_value"]) == pytest.approx(1 / 10_001)
     same = next(r for r in paired if (r["a"], r["b"], r["metric"], r["split"]) == ("teacher", "dpo", "fact_recall", "test"))
     assert float(same["diff"]) == pytest.approx(-0.05)
+    (runs / "cascade" / "predictions.jsonl").unlink()
+    markdown = build_report([runs], tmp_path / "report2")["markdown"].read_text()
+    assert "Left out, no predictions.jsonl: cascade (ASR → text LM)." in markdown
+    assert "− cascade" not in markdown and "− text teacher" in markdown
 
 
 def test_faithfulness_tables_per_system(runs, tmp_path):
