@@ -30,7 +30,7 @@ def add_invented(text: str, style: str) -> str:
     if style == "bullets":
         return f"{text}\n- {INVENTED}."
     if style == "one_sentence":
-        return f"{text.rstrip('.')}, and {INVENTED.lower().replace('zelda quist', 'Zelda Quist')}."
+        return f"{text.rstrip('.')}, and {INVENTED}."
     if style == "email":
         return text.replace("\n\nBest regards", f" {INVENTED}.\n\nBest regards")
     return f"{text} {INVENTED}."
