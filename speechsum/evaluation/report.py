@@ -13,8 +13,19 @@ Two derived tables, per split:
   row unless ``baseline`` names another system (e.g. the text backbone or the cascade). 0 % = no
   better than the baseline, 100 % = as good as the teacher.
 
-Outputs under ``out``: ``report.md``, ``report.csv`` and ``chart_<metric>.png`` (bars of the main
-score per system and split with CI error bars), each written atomically.
+Paired comparisons (:mod:`speechsum.evaluation.paired`), per split, on the examples both systems
+answered (``predictions.jsonl`` rows joined by ``id``): each student stage vs the previous one, the
+final student vs the first one (when there are three or more), vs the cascade and vs the text
+teacher. ``Δ = B − A`` (B the later / final system), a 95 % paired-bootstrap CI and a two-sided
+sign-flip permutation p-value (seeded; exact for n ≤ 16). Markdown shows the main metric; the CSV
+also the faithfulness metrics.
+
+Per system and split, a table each for fact recall, hallucination rate and repetition rate
+(:data:`FAITHFULNESS_METRICS`, those the runs have).
+
+Outputs under ``out``: ``report.md``, ``report.csv`` (one row per system × split × metric),
+``paired.csv`` (one row per comparison × split × metric) and ``chart_<metric>.png`` (bars of the
+main score per system and split with CI error bars), each written atomically.
 """
 
 from __future__ import annotations
@@ -26,13 +37,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.utils.io import write_atomic
+from speechsum.evaluation.paired import PairedResult, join_scores, paired_comparison
+from speechsum.utils.io import read_jsonl, write_atomic
 
 ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
 STAGE_ORDER = ("base", "sft", "kd", "dpo")
 SPLIT_ORDER = ("test", "test_unseen", "test_xling")
 MAIN_METRIC_PREFERENCE = ("llm_judge", "fact_judge", "rougeL")
 METRIC_ALIASES = {"rouge": "rougeL", "bertscore": "bertscore_f1", "judge": "llm_judge"}
+FAITHFULNESS_METRICS = ("fact_recall", "hallucination", "repetition")
 
 
 @dataclass
@@ -52,6 +65,17 @@ class Row:
     role: str
     stage: str | None
     cells: dict[str, Cell]
+
+
+@dataclass
+class Comparison:
+    """``b`` against ``a`` (system names) on one split and metric: Δ = b − a."""
+
+    a: str
+    b: str
+    split: str
+    metric: str
+    result: PairedResult
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[dict]:
@@ -168,6 +192,53 @@ def gap_closed(rows: list[Row], splits: list[str], baseline: str | None = None) 
     return base.name, table
 
 
+def comparison_pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
+    """(A, B) pairs: consecutive student stages, then the final student vs the first student (three or
+    more students), vs the cascade and vs the text teacher (when those rows exist)."""
+    students = [row for row in rows if row.role == "student"]
+    pairs = list(zip(students, students[1:]))
+    if not students:
+        return pairs
+    final = students[-1]
+    if len(students) >= 3:
+        pairs.append((students[0], final))
+    for role in ("cascade", "teacher"):
+        other = next((row for row in rows if row.role == role), None)
+        if other is not None:
+            pairs.append((other, final))
+    return pairs
+
+
+def load_predictions(run: dict) -> list[dict] | None:
+    """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent."""
+    path = Path(run["_path"]) / "predictions.jsonl"
+    return read_jsonl(path) if path.is_file() else None
+
+
+def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
+                       num_resamples: int = 10_000, seed: int = 0) -> tuple[list[Comparison], list[str]]:
+    """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
+    comparisons and the names of compared systems without ``predictions.jsonl`` (left out)."""
+    predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
+    comparisons, missing = [], set()
+    for a, b in comparison_pairs(rows):
+        rows_a, rows_b = predictions[a.name], predictions[b.name]
+        if rows_a is None or rows_b is None:
+            missing |= {row.name for row, rows_ in ((a, rows_a), (b, rows_b)) if rows_ is None}
+            continue
+        for metric in metrics:
+            for split in splits:
+                scores_a, scores_b = join_scores(rows_a, rows_b, metric, split)
+                if scores_a.size:
+                    result = paired_comparison(scores_a, scores_b, num_resamples, seed)
+                    comparisons.append(Comparison(a.name, b.name, split, metric, result))
+    return comparisons, sorted(missing)
+
+
+def _p(value: float) -> str:
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
 def _fmt(cell: Cell | None) -> str:
     return "—" if cell is None else f"{cell.mean:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
 
@@ -176,9 +247,31 @@ def _pct(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{100 * value:+.1f} %"
 
 
+def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric: str, missing: list[str],
+                  num_resamples: int, seed: int) -> list[str]:
+    """Markdown lines of the paired-comparison table of ``metric`` (none without comparisons)."""
+    shown = [c for c in comparisons if c.metric == metric]
+    if not shown and not missing:
+        return []
+    lines = ["", f"## Paired comparisons ({metric}, same examples)", "",
+             f"Δ = B − A over the examples both systems answered (joined by id within each split); 95 % CI: paired "
+             f"bootstrap, {num_resamples:,} resamples (seed {seed}); p: two-sided sign-flip permutation test "
+             f"(exact for n ≤ 16, else {num_resamples:,} seeded sign vectors).", ""]
+    if missing:
+        lines += [f"Left out, no predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
+    lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
+    for c in shown:
+        r = c.result
+        lines.append(f"| {labels[c.b]} − {labels[c.a]} | {c.split} | {r.n} | {r.mean:+.3f} | "
+                     f"[{r.low:+.3f}, {r.high:+.3f}] | {_p(r.p_value)} |")
+    return lines
+
+
 def render_markdown(rows: list[Row], splits: list[str], metric: str, description: str, improvements: dict,
-                    baseline: str | None, gaps: dict) -> str:
-    """The report as Markdown: the main table, then the two derived tables."""
+                    baseline: str | None, gaps: dict, faithfulness: dict[str, tuple[list[Row], str]] | None = None,
+                    paired: list[str] | None = None) -> str:
+    """The report as Markdown: the main table, the two derived tables, the paired comparisons
+    (``paired``: lines from :func:`render_paired`), then one table per faithfulness metric."""
     header = "| system | " + " | ".join(splits) + " |\n|---|" + "---|" * len(splits) + "\n"
     lines = [f"# speechsum report: {metric}\n", f"{description}\n", "Cells: mean [95 % bootstrap CI].\n", header.rstrip()]
     lines += ["| " + row.label + " | " + " | ".join(_fmt(row.cells.get(s)) for s in splits) + " |" for row in rows]
@@ -191,23 +284,42 @@ def render_markdown(rows: list[Row], splits: list[str], metric: str, description
                   "(stage − baseline) / (teacher − baseline); 0 % = baseline, 100 % = teacher.", "", header.rstrip()]
         lines += [f"| {labels[n]} | " + " | ".join(_pct(v[s]).replace("+", "") for s in splits) + " |"
                   for n, v in gaps.items()]
+    lines += paired or []
+    for name, (metric_rows, text) in (faithfulness or {}).items():
+        lines += ["", f"## Per system: {name}", "", f"{text}; mean [95 % bootstrap CI].", "", header.rstrip()]
+        lines += ["| " + row.label + " | " + " | ".join(_fmt(row.cells.get(s)) for s in splits) + " |"
+                  for row in metric_rows]
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: dict, gaps: dict) -> str:
+def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: dict, gaps: dict,
+               extra: dict[str, list[Row]] | None = None) -> str:
+    """One line per system × split of ``metric`` (with the derived columns), then of each ``extra`` metric."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["system", "label", "role", "stage", "split", "metric", "mean", "low", "high", "n",
                      "rel_improvement", "gap_closed"])
-    for row in rows:
-        for split in splits:
-            cell = row.cells.get(split)
-            if cell is None:
-                continue
-            rel = improvements.get(row.name, {}).get(split)
-            gap = gaps.get(row.name, {}).get(split)
-            writer.writerow([row.name, row.label, row.role, row.stage or "", split, metric, cell.mean, cell.low,
-                             cell.high, cell.n, "" if rel is None else rel, "" if gap is None else gap])
+    for name, metric_rows in {metric: rows, **(extra or {})}.items():
+        for row in metric_rows:
+            for split in splits:
+                cell = row.cells.get(split)
+                if cell is None:
+                    continue
+                rel = improvements.get(row.name, {}).get(split) if name == metric else None
+                gap = gaps.get(row.name, {}).get(split) if name == metric else None
+                writer.writerow([row.name, row.label, row.role, row.stage or "", split, name, cell.mean, cell.low,
+                                 cell.high, cell.n, "" if rel is None else rel, "" if gap is None else gap])
+    return buffer.getvalue()
+
+
+def render_paired_csv(comparisons: list[Comparison]) -> str:
+    """One line per comparison × split × metric: ``diff = b − a`` with CI, p-value, n, exact."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["a", "b", "split", "metric", "n", "diff", "low", "high", "p_value", "exact"])
+    for c in comparisons:
+        r = c.result
+        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.mean, r.low, r.high, r.p_value, int(r.exact)])
     return buffer.getvalue()
 
 
@@ -237,17 +349,28 @@ def plot_chart(rows: list[Row], splits: list[str], metric: str) -> bytes:
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None = None,
-                 baseline: str | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and ``chart_<metric>.png`` under ``out``; returns their paths."""
+                 baseline: str | None = None, num_resamples: int = 10_000, seed: int = 0) -> dict[str, Path]:
+    """Write ``report.md``, ``report.csv``, ``paired.csv`` and ``chart_<metric>.png`` under ``out``;
+    returns their paths. ``num_resamples`` and ``seed``: the paired bootstrap and permutation test."""
     runs = load_runs(run_dirs)
     metric = choose_metric(runs, metric)
     rows, splits = build_rows(runs, metric)
     description = next((run.get("metrics", {}).get(metric) for run in runs if run.get("metrics", {}).get(metric)), "")
     improvements = relative_improvements(rows, splits)
     baseline_name, gaps = gap_closed(rows, splits, baseline)
+    faithfulness = {name: build_rows(runs, name)[0] for name in FAITHFULNESS_METRICS
+                    if name != metric and any(name in run["results"]["all"] for run in runs)}
+    described = {name: (metric_rows, next((run["metrics"][name] for run in runs if run.get("metrics", {}).get(name)),
+                                          name)) for name, metric_rows in faithfulness.items()}
+    comparisons, missing = paired_comparisons(runs, rows, splits, [metric, *faithfulness], num_resamples, seed)
+    labels = {row.name: row.label for row in rows}
+    paired = render_paired(comparisons, labels, metric, missing, num_resamples, seed)
     out = Path(out)
-    paths = {"markdown": out / "report.md", "csv": out / "report.csv", "chart": out / f"chart_{metric}.png"}
-    write_atomic(paths["markdown"], render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps))
-    write_atomic(paths["csv"], render_csv(rows, splits, metric, improvements, gaps))
+    paths = {"markdown": out / "report.md", "csv": out / "report.csv", "paired_csv": out / "paired.csv",
+             "chart": out / f"chart_{metric}.png"}
+    write_atomic(paths["markdown"], render_markdown(rows, splits, metric, description, improvements, baseline_name,
+                                                    gaps, described, paired))
+    write_atomic(paths["csv"], render_csv(rows, splits, metric, improvements, gaps, faithfulness))
+    write_atomic(paths["paired_csv"], render_paired_csv(comparisons))
     write_atomic(paths["chart"], plot_chart(rows, splits, metric))
     return paths

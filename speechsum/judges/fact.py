@@ -19,15 +19,22 @@ What it measures, for a summary ``s``:
 - **style_ok**: the form ``meta["style"]`` asks for (see :func:`check_style`).
 - **length**: empty, or more words than ``max_words[style]``.
 
-Score (the formula, all weights are fields of :class:`FactJudge`)::
+Score (the formula; every weight is a field of :class:`FactJudge`)::
 
-    score = 1 + 6·recall
-            - min(3, 1·#hallucinated)                     hallucination_penalty, max_hallucination_penalty
-            - 4·max(0, repetition - 0.1)                  repetition_weight, repetition_tolerance
-            - 1·[a sentence/bullet repeats verbatim]      repeated_unit_penalty
-            - 1.5·[style not followed]                    style_penalty
-            - 1·[more words than max_words[style]]        overlong_penalty
-    score = clamp(score, 1, 7), rounded to 4 decimals; an empty summary scores exactly 1.
+    score = 1 + 6 · recall · f_hallucination · f_repetition · f_form
+    f_hallucination = 1 / (1 + 0.5·#hallucinated)                    hallucination_weight
+    f_repetition    = max(0, 1 − 1·max(0, repetition − 0.1))         repetition_weight, repetition_tolerance
+                      · (0.9 if a sentence/bullet repeats verbatim)  repeated_unit_factor
+    f_form          = (0.75 if the style is not followed)            style_factor
+                      · (0.85 if more words than max_words[style])   overlong_factor
+    rounded to 4 decimals; an empty summary scores exactly 1.
+
+Recall sets the scale and every defect scales it down (v1 subtracted fixed penalties, which pinned
+partial answers with two defects at the floor 1 and made them indistinguishable). So: the gold
+reference scores 7; a summary with no required fact scores 1 whatever else it does (another
+document's reference); all facts in the wrong style 5.5; all facts plus one invented entity 5;
+all facts said twice ≈ 4.3–4.8; half the facts 4; half plus one invented entity 3; and so on
+(calibration on benchmark documents: ``tests/judges/test_fact_calibration.py``, docs/evaluation.md).
 
 ``compare(a, b)`` returns +1 when ``score(a) - score(b) > tie_margin`` (0.25), -1 when it is below
 ``-tie_margin``, else 0 (a tie: DPO pair builders skip it).
@@ -170,14 +177,13 @@ def _validate(meta: dict) -> tuple[list[dict], list[int]]:
 class FactJudge:
     """Offline 1–7 judge over a document's known facts; the formula is in the module docstring."""
 
-    name: str = "fact-judge-v1"
-    hallucination_penalty: float = 1.0
-    max_hallucination_penalty: float = 3.0
-    repetition_weight: float = 4.0
+    name: str = "fact-judge-v2"
+    hallucination_weight: float = 0.5
+    repetition_weight: float = 1.0
     repetition_tolerance: float = 0.1
-    repeated_unit_penalty: float = 1.0
-    style_penalty: float = 1.5
-    overlong_penalty: float = 1.0
+    repeated_unit_factor: float = 0.9
+    style_factor: float = 0.75
+    overlong_factor: float = 0.85
     tie_margin: float = 0.25
     max_words: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_WORDS))
     default_max_words: int = 250
@@ -204,13 +210,11 @@ class FactJudge:
         style_ok, style_reason = check_style(summary, style, person_words)
         words, limit = count_words(summary), self.max_words.get(style or "", self.default_max_words)
 
-        score = 1.0 + 6.0 * recall
-        score -= min(self.max_hallucination_penalty, self.hallucination_penalty * len(hallucinated))
-        score -= self.repetition_weight * max(0.0, repetition - self.repetition_tolerance)
-        score -= self.repeated_unit_penalty * (repeats > 0)
-        score -= self.style_penalty * (not style_ok)
-        score -= self.overlong_penalty * (words > limit)
-        score = round(min(7.0, max(1.0, score)), 4)
+        f_hallucination = 1.0 / (1.0 + self.hallucination_weight * len(hallucinated))
+        f_repetition = max(0.0, 1.0 - self.repetition_weight * max(0.0, repetition - self.repetition_tolerance))
+        f_repetition *= self.repeated_unit_factor if repeats > 0 else 1.0
+        f_form = (1.0 if style_ok else self.style_factor) * (self.overlong_factor if words > limit else 1.0)
+        score = round(1.0 + 6.0 * recall * f_hallucination * f_repetition * f_form, 4)
 
         reasons = [f"recall {len(required) - len(missing)}/{len(required)}"
                    + (f" (missing: {'; '.join(facts[i].get('text') or str(facts[i]['keys']) for i in missing)})"

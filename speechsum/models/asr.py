@@ -4,12 +4,22 @@ Used by the cascade baseline (Whisper ASR → text LM) and by the conversion che
 model. Clips longer than Whisper's 30 s window are cut at the quietest 100 ms inside the last
 5 s before each window boundary (espeak turns are separated by pauses, so cuts fall between
 words), every window is transcribed on its own (batched, greedy, no timestamps) and the texts
-are joined.
+are joined. Windows are batched in order of length, so a batch's windows end their transcripts at
+about the same step (greedy decoding runs until the longest one ends).
+
+Transcripts can be cached on disk (``cache=``: an append-only JSONL,
+:class:`speechsum.utils.remote.JsonlCache`), keyed by
+``sha256(json([ASR_CACHE_VERSION, model identity, decoding settings, audio hash]))`` where the
+model identity hashes the checkpoint's weight and config files, the decoding settings are
+:attr:`WhisperTranscriber.settings`, and the audio hash is the SHA-256 of the float32 samples at
+16 kHz. A rerun, or another split with the same audio, transcribes nothing again. Equal waveforms within one call are transcribed once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +29,14 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
+from speechsum.utils.remote import JsonlCache, cache_key
+
 WINDOW_SECONDS = 30.0
 SEARCH_SECONDS = 5.0  # a cut is searched in the last SEARCH_SECONDS before each window end
 QUIET_FRAME_SECONDS = 0.1
+ASR_CACHE_VERSION = 1  # bump when the transcription procedure changes what it returns
+_IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "preprocessor_config.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def split_at_silences(waveform: np.ndarray, sample_rate: int, window_seconds: float = WINDOW_SECONDS) -> list[np.ndarray]:
@@ -43,8 +58,36 @@ def split_at_silences(waveform: np.ndarray, sample_rate: int, window_seconds: fl
     return pieces
 
 
+@lru_cache(maxsize=8)
+def _files_sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode() + b"\0")
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(model_dir: str | Path) -> str:
+    """SHA-256 (hex, 16 characters) over the names and bytes of the checkpoint's weight files
+    (``*.safetensors``, ``*.bin``) and config/tokenizer files: equal for equal models, wherever they
+    lie. Memoised per file size and modification time."""
+    folder = Path(model_dir)
+    files = sorted(p for p in folder.iterdir() if p.is_file()
+                   and (p.suffix in _WEIGHT_SUFFIXES or p.name in _IDENTITY_FILES))
+    if not any(p.suffix in _WEIGHT_SUFFIXES for p in files):
+        raise FileNotFoundError(f"{folder}: no weight files (*.safetensors, *.bin) to identify the ASR model by")
+    return _files_sha256(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))[:16]
+
+
+def audio_sha256(waveform: np.ndarray) -> str:
+    """SHA-256 (hex) of the waveform as little-endian float32 samples."""
+    return hashlib.sha256(np.ascontiguousarray(waveform, dtype="<f4").tobytes()).hexdigest()
+
+
 class WhisperTranscriber:
-    """Batched greedy English transcription without timestamps.
+    """Batched greedy English transcription without timestamps, with an optional on-disk cache.
 
     Args:
         model_dir: a Whisper checkpoint directory (model + feature extractor + tokenizer);
@@ -52,6 +95,7 @@ class WhisperTranscriber:
         batch_size: 30 s windows decoded together.
         max_new_tokens: longest transcript per window (Whisper's limit is 448 positions).
         device: torch device for the model.
+        cache: a JSONL file of cached transcripts (created if absent; see the module docstring), or None.
     """
 
     def __init__(
@@ -60,6 +104,7 @@ class WhisperTranscriber:
         batch_size: int = 8,
         max_new_tokens: int = 200,
         device: str = "cpu",
+        cache: str | Path | None = None,
     ):
         if model_dir is None:
             from speechsum.models.whisper_ct2 import bundled_whisper_dir
@@ -71,39 +116,79 @@ class WhisperTranscriber:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = device
+        self.identity = model_identity(model_dir)
+        self.cache = JsonlCache(cache) if cache is not None else None
+        self.cache_hits = 0
+
+    @property
+    def settings(self) -> dict:
+        """What decides the transcript besides model and audio (part of the cache key)."""
+        return {"decoding": "greedy", "num_beams": 1, "timestamps": False, "max_new_tokens": self.max_new_tokens,
+                "dtype": "float32", "window_seconds": WINDOW_SECONDS, "search_seconds": SEARCH_SECONDS,
+                "quiet_frame_seconds": QUIET_FRAME_SECONDS, "sample_rate": self.feature_extractor.sampling_rate}
+
+    def cache_key(self, waveform: np.ndarray) -> str:
+        """The cache key of a waveform already at the model's sampling rate."""
+        return cache_key("whisper-asr", ASR_CACHE_VERSION, self.identity, self.settings, audio_sha256(waveform))
 
     @torch.no_grad()
-    def transcribe(
-        self, waveforms: Sequence[np.ndarray], sample_rate: int = 16_000, progress: bool = False
-    ) -> list[str]:
-        """One transcript per waveform (mono float arrays at ``sample_rate`` Hz)."""
-        target_rate = self.feature_extractor.sampling_rate
-        pieces: list[np.ndarray] = []
-        owners: list[int] = []
-        for index, waveform in enumerate(waveforms):
-            waveform = np.asarray(waveform, dtype=np.float32)
-            if sample_rate != target_rate:
-                waveform = soxr.resample(waveform, sample_rate, target_rate).astype(np.float32)
-            for piece in split_at_silences(waveform, target_rate):
-                pieces.append(piece)
-                owners.append(index)
-        texts: list[str] = []
-        starts = range(0, len(pieces), self.batch_size)
+    def _decode(self, pieces: list[np.ndarray], progress: bool) -> list[str]:
+        """Transcripts of ≤30 s pieces, decoded in batches of similar length (returned in input order)."""
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]), reverse=True)
+        texts = [""] * len(pieces)
+        starts = range(0, len(order), self.batch_size)
         for start in tqdm(starts, desc="transcribe", disable=not progress):
-            batch = pieces[start : start + self.batch_size]
-            features = self.feature_extractor(batch, sampling_rate=target_rate, return_tensors="pt")
+            chunk = order[start : start + self.batch_size]
+            features = self.feature_extractor([pieces[i] for i in chunk], sampling_rate=self.feature_extractor.sampling_rate,
+                                              return_tensors="pt")
             ids = self.model.generate(
                 features.input_features.to(self.device),
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 num_beams=1,
             )
-            texts.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
-        joined: list[list[str]] = [[] for _ in waveforms]
-        for owner, text in zip(owners, texts):
+            for i, text in zip(chunk, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                texts[i] = text.strip()
+        return texts
+
+    def transcribe(
+        self, waveforms: Sequence[np.ndarray], sample_rate: int = 16_000, progress: bool = False
+    ) -> list[str]:
+        """One transcript per waveform (mono float arrays at ``sample_rate`` Hz). Equal waveforms are
+        transcribed once (several instructions often share one recording); with a cache, cached ones
+        are read and new ones added. ``cache_hits`` counts waveforms read from the cache."""
+        target_rate = self.feature_extractor.sampling_rate
+        keys: list[str] = []
+        texts: dict[str, str] = {}
+        pieces: list[np.ndarray] = []
+        owners: list[str] = []
+        seconds: dict[str, float] = {}
+        for waveform in waveforms:
+            waveform = np.asarray(waveform, dtype=np.float32)
+            if sample_rate != target_rate:
+                waveform = soxr.resample(waveform, sample_rate, target_rate).astype(np.float32)
+            key = self.cache_key(waveform)
+            keys.append(key)
+            if key in texts or key in seconds:
+                continue
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None:
+                texts[key] = hit["text"]
+                self.cache_hits += 1
+                continue
+            seconds[key] = len(waveform) / target_rate
+            for piece in split_at_silences(waveform, target_rate):
+                pieces.append(piece)
+                owners.append(key)
+        joined: dict[str, list[str]] = {key: [] for key in seconds}
+        for owner, text in zip(owners, self._decode(pieces, progress)):
             if text:
                 joined[owner].append(text)
-        return [" ".join(parts) for parts in joined]
+        for key, parts in joined.items():
+            texts[key] = " ".join(parts)
+            if self.cache is not None:
+                self.cache.put(key, {"text": texts[key], "model": self.identity, "seconds": round(seconds[key], 3)})
+        return [texts[key] for key in keys]
 
 
 _NORMALIZER = EnglishTextNormalizer({})  # Whisper's English normaliser, without the British→American spelling map

@@ -21,41 +21,58 @@ SYSTEMS = {
 }
 
 
+# per system: (fact_recall, hallucination, repetition) means, the same on every split
+FAITHFULNESS = {"dpo": (0.9, 0.1, 0.02), "teacher": (0.95, 0.05, 0.01), "sft": (0.6, 0.2, 0.05),
+                "cascade": (0.8, 0.15, 0.03), "kd": (0.85, 0.3, 0.12), "backbone": (0.9, 0.1, 0.02)}
+NOISE = [-0.5, 0.5] * 20  # per-example deviation shared by every system: paired differences are constant
+
+
 def stat(mean: float) -> dict:
     return {"mean": mean, "low": mean - 0.25, "high": mean + 0.25, "n": 40}
+
+
+def prediction_rows(name: str, test: float, xling: float) -> list[dict]:
+    """40 examples per split whose fact_judge averages ``test`` / ``xling``; dpo lacks test example 0."""
+    recall, hallucination, _ = FAITHFULNESS[name]
+    return [{"id": f"{split}-{i}", "split": split, "scores": {"fact_judge": mean + NOISE[i], "fact_recall": recall,
+                                                              "hallucination": hallucination, "rougeL": None}}
+            for split, mean in (("test", test), ("test_xling", xling)) for i in range(40)
+            if not (name == "dpo" and split == "test" and i == 0)]
 
 
 @pytest.fixture
 def runs(tmp_path):
     for name, (kind, role, stage, test, xling) in SYSTEMS.items():
+        faithful = dict(zip(("fact_recall", "hallucination", "repetition"), map(stat, FAITHFULNESS[name])))
         result = {
             "system": {"kind": kind, "name": name, "path": "x", "role": role, "stage": stage},
-            "metrics": {"fact_judge": "offline fact judge fact-judge-v1: score 1-7", "rougeL": "rougeL F1"},
+            "metrics": {"fact_judge": "offline fact judge fact-judge-v1: score 1-7", "rougeL": "rougeL F1",
+                        "hallucination": "share of predictions naming an unknown entity"},
             "results": {
-                "all": {"fact_judge": stat((test + xling) / 2), "rougeL": stat(0.3)},
-                "split": {"test_xling": {"fact_judge": stat(xling), "rougeL": stat(0.2)},
-                          "test": {"fact_judge": stat(test), "rougeL": stat(0.4)}},
+                "all": {"fact_judge": stat((test + xling) / 2), "rougeL": stat(0.3)} | faithful,
+                "split": {"test_xling": {"fact_judge": stat(xling), "rougeL": stat(0.2)} | faithful,
+                          "test": {"fact_judge": stat(test), "rougeL": stat(0.4)} | faithful},
             },
         }
         (tmp_path / "eval" / name).mkdir(parents=True)
         (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps(result))
+        if name != "backbone":  # the backbone run has no predictions.jsonl (it is in no comparison)
+            (tmp_path / "eval" / name / "predictions.jsonl").write_text(
+                "".join(json.dumps(row) + "\n" for row in prediction_rows(name, test, xling)))
     return tmp_path / "eval"
 
 
 def table_rows(markdown: str, heading: str | None = None) -> list[list[str]]:
-    """Cells of the first Markdown table after ``heading`` (or of the first table)."""
+    """Cells of the first Markdown table after ``heading`` (or of the first table), separator row dropped."""
     text = markdown if heading is None else markdown.split(heading, 1)[1]
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    block = []
-    for line in lines:
-        if block and not line.startswith("|"):
+    block: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
             break
-        block.append([cell.strip() for cell in line.strip("|").split("|")])
-        if len(block) > 1 and line == lines[-1]:
-            break
-    rows = [row for row in block if not set("".join(row)) <= {"-"}]
-    end = next((i for i, row in enumerate(rows[1:], 1) if row[0] == "system"), len(rows))
-    return rows[:end]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in block]
+    return [row for row in rows if not set("".join(row)) <= {"-"}]
 
 
 def test_table_in_paper_layout_with_cis(runs, tmp_path):
@@ -88,7 +105,10 @@ def test_configurable_baseline_and_csv(runs, tmp_path):
     assert [r[1:] for r in gap[1:]] == [["-150.0 %", "-100.0 %"], ["0.0 %", "-150.0 %"], ["50.0 %", "0.0 %"]]
     with open(paths["csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 12 and rows[0]["system"] == "teacher" and rows[0]["split"] == "test"
+    assert len(rows) == 12 * 4 and rows[0]["system"] == "teacher" and rows[0]["split"] == "test"
+    assert [r["metric"] for r in rows[::12]] == ["fact_judge", "fact_recall", "hallucination", "repetition"]
+    kd_repetition = next(r for r in rows if r["system"] == "kd" and r["metric"] == "repetition")
+    assert float(kd_repetition["mean"]) == 0.12 and kd_repetition["gap_closed"] == ""
     dpo_xling = next(r for r in rows if r["system"] == "dpo" and r["split"] == "test_xling")
     assert float(dpo_xling["mean"]) == 5.0 and float(dpo_xling["gap_closed"]) == 0.0
     assert float(dpo_xling["rel_improvement"]) == pytest.approx(1.5 / 3.5)
@@ -112,3 +132,48 @@ def test_errors_name_the_problem(runs, tmp_path):
         build_report([runs], tmp_path / "r", baseline="nobody")
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         build_report([tmp_path / "empty"], tmp_path / "r")
+
+
+def test_paired_comparisons_on_the_same_examples(runs, tmp_path):
+    paths = build_report([runs], tmp_path / "report", num_resamples=10_000, seed=0)
+    markdown = paths["markdown"].read_text()
+    table = table_rows(markdown, "## Paired comparisons (fact_judge, same examples)")
+    assert table[0] == ["B − A", "split", "n", "Δ", "95 % CI", "p"]
+    # Constant per-example differences: Δ = difference of the means, CI [Δ, Δ], p = 1 / 10,001 (only the
+    # all-plus / all-minus sign vectors reach |ΣΔ|, and no random draw is one of them)
+    assert table[1:] == [
+        ["student + KD (kd) − student + SFT (sft)", "test", "40", "+1.500", "[+1.500, +1.500]", "1.0e-04"],
+        ["student + KD (kd) − student + SFT (sft)", "test_xling", "40", "-0.500", "[-0.500, -0.500]", "1.0e-04"],
+        ["student + DPO (dpo) − student + KD (kd)", "test", "39", "+0.500", "[+0.500, +0.500]", "1.0e-04"],
+        ["student + DPO (dpo) − student + KD (kd)", "test_xling", "40", "+1.500", "[+1.500, +1.500]", "1.0e-04"],
+        ["student + DPO (dpo) − student + SFT (sft)", "test", "39", "+2.000", "[+2.000, +2.000]", "1.0e-04"],
+        ["student + DPO (dpo) − student + SFT (sft)", "test_xling", "40", "+1.000", "[+1.000, +1.000]", "1.0e-04"],
+        ["student + DPO (dpo) − cascade (ASR → text LM)", "test", "39", "+1.000", "[+1.000, +1.000]", "1.0e-04"],
+        ["student + DPO (dpo) − cascade (ASR → text LM)", "test_xling", "40", "+0.500", "[+0.500, +0.500]",
+         "1.0e-04"],
+        ["student + DPO (dpo) − text teacher", "test", "39", "-0.500", "[-0.500, -0.500]", "1.0e-04"],
+        ["student + DPO (dpo) − text teacher", "test_xling", "40", "-1.000", "[-1.000, -1.000]", "1.0e-04"],
+    ]
+    assert "Left out" not in markdown  # the backbone lacks predictions.jsonl but is in no comparison
+    with open(paths["paired_csv"], newline="") as handle:
+        paired = list(csv.DictReader(handle))
+    # fact_judge and the two faithfulness scores the predictions carry (repetition: none) × 5 pairs × 2 splits
+    assert {r["metric"] for r in paired} == {"fact_judge", "fact_recall", "hallucination"} and len(paired) == 30
+    halluc = next(r for r in paired if (r["a"], r["b"], r["metric"], r["split"]) == ("kd", "dpo", "hallucination", "test"))
+    assert float(halluc["diff"]) == pytest.approx(-0.2) and halluc["n"] == "39" and halluc["exact"] == "0"
+    assert float(halluc["p_value"]) == pytest.approx(1 / 10_001)
+    same = next(r for r in paired if (r["a"], r["b"], r["metric"], r["split"]) == ("teacher", "dpo", "fact_recall", "test"))
+    assert float(same["diff"]) == pytest.approx(-0.05)
+    (runs / "cascade" / "predictions.jsonl").unlink()
+    markdown = build_report([runs], tmp_path / "report2")["markdown"].read_text()
+    assert "Left out, no predictions.jsonl: cascade (ASR → text LM)." in markdown
+    assert "− cascade" not in markdown and "− text teacher" in markdown
+
+
+def test_faithfulness_tables_per_system(runs, tmp_path):
+    markdown = build_report([runs], tmp_path / "report")["markdown"].read_text()
+    hallucination = table_rows(markdown, "## Per system: hallucination")
+    assert "share of predictions naming an unknown entity; mean [95 % bootstrap CI]." in markdown
+    assert hallucination[4] == ["student + SFT (sft)", "0.200 [-0.050, 0.450]", "0.200 [-0.050, 0.450]"]
+    assert [row[0] for row in table_rows(markdown, "## Per system: repetition")][1:4] == [
+        "text teacher", "text backbone", "cascade (ASR → text LM)"]

@@ -128,6 +128,6 @@ def test_fact_pair_judge_prefers_the_faithful_summary():
     assert verdict.winner == "A" and verdict.details["score_a"] > verdict.details["score_b"]
     assert judge.compare(item, BAD, GOOD).winner == "B"
     assert judge.compare(item, GOOD, GOOD).winner == "tie"
-    assert judge.calls == 3 and judge.identity == "fact-judge-v1"
+    assert judge.calls == 3 and judge.identity == "fact-judge-v2"
     with pytest.raises(ValueError, match="meta"):
         judge.compare(JudgeInput("x", "Summarise.", None, None), GOOD, BAD)

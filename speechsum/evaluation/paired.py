@@ -1,0 +1,103 @@
+"""Paired comparison of two systems scored on the same examples: mean difference, bootstrap CI, p-value.
+
+For per-example differences ``d_i = score_B(i) − score_A(i)`` (i = 1…n, one per example both
+systems were scored on):
+
+- **mean difference** ``d̄ = (1/n) Σ d_i``;
+- **95 % CI** by paired (percentile) bootstrap: ``num_resamples`` resamples of the n differences
+  with replacement (``numpy.random.default_rng(seed)``), the 2.5 % and 97.5 % quantiles of the
+  resample means (:func:`speechsum.evaluation.metrics.bootstrap_ci` on ``d``);
+- **two-sided p-value** by the paired sign-flip permutation test of H0 "the distribution of
+  ``d_i`` is symmetric about 0" (the systems are exchangeable within each example): statistic
+  ``T(s) = |Σ s_i d_i|`` over sign vectors ``s ∈ {−1, +1}^n``; observed ``T_obs = |Σ d_i|``.
+  Exact when ``n ≤ exact_max_n`` (all ``2^n`` sign vectors): ``p = #{s : T(s) ≥ T_obs} / 2^n``.
+  Otherwise Monte Carlo with ``num_permutations`` seeded uniform sign vectors:
+  ``p = (1 + #{T(s) ≥ T_obs}) / (1 + num_permutations)`` (never 0; Phipson & Smyth 2010).
+  ``≥`` is taken with a relative tolerance of 1e-9 so ties in floating point count as ties.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from speechsum.evaluation.metrics import bootstrap_ci
+
+EXACT_MAX_N = 16  # 2^16 = 65,536 sign vectors: exact enumeration is cheap up to here
+_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """``mean`` difference (B − A) with its bootstrap CI ``[low, high]``, the permutation ``p_value``,
+    ``n`` paired examples, and whether the p-value is ``exact`` (full enumeration)."""
+
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+    exact: bool
+
+
+def _differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
+    d = np.asarray(differences, dtype=np.float64).ravel()
+    if d.size == 0:
+        raise ValueError("paired comparison: no paired examples")
+    if not np.isfinite(d).all():
+        raise ValueError("paired comparison: differences contain NaN or infinity")
+    return d
+
+
+def _at_least(statistics: np.ndarray, observed: float) -> np.ndarray:
+    return statistics >= observed - _TOLERANCE * max(1.0, observed)
+
+
+def sign_flip_p_value(differences: Sequence[float] | np.ndarray, num_permutations: int = 10_000, seed: int = 0,
+                      exact_max_n: int = EXACT_MAX_N) -> tuple[float, bool]:
+    """``(p, exact)``: the two-sided paired sign-flip permutation p-value of the module docstring."""
+    d = _differences(differences)
+    observed = abs(d.sum())
+    n = d.size
+    if n <= exact_max_n:
+        codes = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n)  # bit j of row k: flip d_j
+        signs = 1.0 - 2.0 * (codes & 1)
+        return float(_at_least(np.abs(signs @ d), observed).mean()), True
+    if num_permutations < 1:
+        raise ValueError(f"num_permutations must be >= 1, got {num_permutations}")
+    rng = np.random.default_rng(seed)
+    hits = 0
+    chunk = max(1, 4_000_000 // n)
+    for start in range(0, num_permutations, chunk):
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(chunk, num_permutations - start), n))
+        hits += int(_at_least(np.abs(signs @ d), observed).sum())
+    return (1 + hits) / (1 + num_permutations), False
+
+
+def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence[float] | np.ndarray,
+                      num_resamples: int = 10_000, seed: int = 0, exact_max_n: int = EXACT_MAX_N) -> PairedResult:
+    """B − A on the same examples (``scores_a[i]`` and ``scores_b[i]`` belong to example i): mean, 95 %
+    paired-bootstrap CI and sign-flip p-value, both seeded with ``seed`` and ``num_resamples`` draws."""
+    a, b = np.asarray(scores_a, dtype=np.float64).ravel(), np.asarray(scores_b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison: {a.size} scores for A but {b.size} for B")
+    d = _differences(b - a)
+    mean, low, high = bootstrap_ci(d, confidence=0.95, num_resamples=num_resamples, seed=seed)
+    p_value, exact = sign_flip_p_value(d, num_resamples, seed, exact_max_n)
+    return PairedResult(mean, low, high, p_value, int(d.size), exact)
+
+
+def join_scores(rows_a: list[dict], rows_b: list[dict], metric: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of ``metric`` for the examples of ``split`` both prediction lists hold, joined by ``id``
+    (rows as in ``predictions.jsonl``: ``{id, split, scores: {metric: value | None}}``); examples where
+    either score is missing (None or NaN) are left out. Returns ``(a, b)`` in A's order."""
+    def by_id(rows: list[dict]) -> dict[str, float]:
+        values = {row["id"]: (row.get("scores") or {}).get(metric) for row in rows if row.get("split") == split}
+        return {key: float(v) for key, v in values.items() if v is not None and math.isfinite(float(v))}
+
+    a, b = by_id(rows_a), by_id(rows_b)
+    shared = [key for key in a if key in b]
+    return np.array([a[k] for k in shared]), np.array([b[k] for k in shared])
