@@ -78,6 +78,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     m.add_argument("--bertscore-layer", type=int, default=6, help="hidden layer BERTScore matches (default 6)")
     m.add_argument("--bertscore-baseline", metavar="CSV", default=None,
                    help="bert-score baseline file; when given, F1 is rescaled (bert-score ships none for MiniLM)")
+    m.add_argument("--asr-cache", default=None, metavar="JSONL",
+                   help="Whisper transcripts of cascade systems, reused across runs, splits and systems "
+                   "(default <out>/asr_cache.jsonl)")
     m.add_argument("--bootstrap-resamples", type=int, default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
@@ -184,7 +187,7 @@ def evaluate_main(argv: list[str]) -> None:
         out=str(out), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
         top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
         accelerator=args.accelerator, devices=devices, strategy=args.strategy, precision=args.precision,
-        seed=args.seed, num_resamples=args.bootstrap_resamples,
+        seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache,
     )
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:

@@ -85,6 +85,7 @@ class EvalOptions:
     precision: str | None = None
     seed: int = 0
     num_resamples: int = 1000
+    asr_cache: str | None = None  # JSONL of Whisper transcripts (cascade); None: <out>/asr_cache.jsonl
     trainer_kwargs: dict = field(default_factory=dict)
 
     @property
@@ -184,7 +185,8 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
         if spec.asr_model not in transcribers:
             from speechsum.models.asr import WhisperTranscriber
 
-            transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size)
+            cache = (options.asr_cache or Path(options.out) / "asr_cache.jsonl") if _is_global_zero() else None
+            transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size, cache=cache)
         asr_path = Path(options.out) / spec.name / "asr" / f"{split}.jsonl"
         source, examples = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)
     info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]
