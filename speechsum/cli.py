@@ -21,7 +21,9 @@ Stages (model.class_path): SFTModule, OnPolicyKDModule, DPOModule — configs/sf
 Tools:
   speechsum pipeline [--preset tiny|default|large]   the whole recipe end to end (resumable; --from STAGE)
   speechsum benchmark build|info|tokenizer   the bundled spoken-document benchmark
-  speechsum serve --model DIR           OpenAI-compatible server for a local HF causal LM
+  speechsum serve --model DIR|CKPT     OpenAI-compatible server: HF causal LM, or a speech student (input_audio)
+  speechsum export CKPT --out DIR [--merge-lora]   a trained student as a Hugging Face directory (+ model card)
+  speechsum summarize AUDIO... --model DIR|CKPT    summaries of audio files (JSONL)
   speechsum pairs ...                   sample summaries, judge them, write DPO preference pairs
   speechsum evaluate ...                score systems (student, text LM, cascade) on test manifests
   speechsum report RUN_DIRS...          the paper-style comparison table and chart
@@ -38,6 +40,8 @@ TOOLS: dict[str, str] = {
     "toyscore": "speechsum.data.toy:score_main",
     "benchmark": "speechsum.benchmark.cli:main",
     "serve": "speechsum.serving.cli:main",
+    "export": "speechsum.serving.export:main",
+    "summarize": "speechsum.serving.summarize:main",
     "pairs": "speechsum.pairs:main",
     "evaluate": "speechsum.evaluation.cli:evaluate_main",
     "report": "speechsum.evaluation.cli:report_main",

@@ -1,21 +1,25 @@
-"""``speechsum serve``: an OpenAI-compatible HTTP server for a local Hugging Face causal LM.
+"""``speechsum serve``: an OpenAI-compatible HTTP server for a local Hugging Face causal LM or a
+trained speech student.
 
     speechsum serve --model runs/benchmark/teacher --port 8000 --api-key-env SPEECHSUM_SERVE_KEY
+    speechsum serve --model student/        # speechsum export output: chat completions with input_audio
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (echo + logprobs scoring, vLLM's
 ``prompt_logprobs`` and ``return_tokens_as_token_ids``), ``POST /v1/chat/completions``; ``GET /health``.
-The pieces live in :mod:`speechsum.serving` (protocol, JSON format, HTTP layer, HF backend).
+The pieces live in :mod:`speechsum.serving` (protocol, JSON format, HTTP layer, HF and speech backends).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speechsum.serving.http import DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
+from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
 
 if TYPE_CHECKING:
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["APIError", "APIServer", "Backend", "HFBackend", "build_server", "main"]
 
 LOG = logging.getLogger("speechsum.serving.cli")
+DEFAULT_MAX_AUDIO_SECONDS = 600.0  # speechsum.serving.speech_backend.DEFAULT_MAX_AUDIO_SECONDS
 
 
 def __getattr__(name: str) -> Any:  # HFBackend imports torch/transformers: only when asked for
@@ -39,9 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="speechsum serve",
         description="Serve a local Hugging Face causal LM (model + tokenizer directory) over an "
         "OpenAI-compatible HTTP API: GET /v1/models, POST /v1/completions (echo+logprobs scoring, "
-        "prompt_logprobs), POST /v1/chat/completions. Model calls run one at a time.",
+        "prompt_logprobs), POST /v1/chat/completions. A speech student (exported directory or checkpoint) "
+        "answers chat completions whose user message holds one input_audio part. Model calls run one at a time.",
     )
-    parser.add_argument("--model", required=True, help="directory with the model (AutoModelForCausalLM) and its tokenizer")
+    parser.add_argument("--model", required=True,
+                        help="directory with a causal LM (AutoModelForCausalLM) and its tokenizer; or a speech student: "
+                        "a directory written by `speechsum export` or a stage checkpoint (.ckpt), served for chat "
+                        "completions with input_audio parts")
+    parser.add_argument("--config", default=None, metavar="YAML",
+                        help="stage config for a checkpoint without saved hyperparameters (speech students)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                         "0.0.0.0 exposes the server to the network — set an API key then)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
@@ -56,12 +67,49 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest max_tokens a request may ask for; more gets HTTP 400 (default 4096)")
     parser.add_argument("--max-logprobs", type=int, default=20, metavar="K",
                         help="largest top-k for logprobs/top_logprobs/prompt_logprobs (default 20, as vLLM)")
+    parser.add_argument("--max-audio-bytes", type=int, default=DEFAULT_MAX_AUDIO_BYTES, metavar="N",
+                        help="speech students: largest input_audio file in bytes; larger gets HTTP 413 before it is "
+                        f"decoded (default {DEFAULT_MAX_AUDIO_BYTES})")
+    parser.add_argument("--max-audio-seconds", type=float, default=DEFAULT_MAX_AUDIO_SECONDS, metavar="S",
+                        help="speech students: longest clip (lowered to the backbone's own maximum, e.g. 30 s for "
+                        f"Qwen2-Audio); longer gets HTTP 400 (default {DEFAULT_MAX_AUDIO_SECONDS:g})")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weights dtype (default: as saved in the model directory's config)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level; INFO logs one line per request (default INFO)")
     return parser
+
+
+def is_speech_student(path: str) -> bool:
+    """A stage checkpoint, or an exported directory of a backbone that reads audio (an exported
+    text LM is a plain causal-LM directory, served as one)."""
+    from speechsum.serving.export import EXPORT_FILE, is_exported
+
+    if Path(path).is_file():
+        return True
+    if not is_exported(path):
+        return False
+    class_path = json.loads((Path(path) / EXPORT_FILE).read_text(encoding="utf-8"))["model"]["class_path"]
+    return not class_path.endswith(".TextLLM")
+
+
+def build_backend(args: argparse.Namespace) -> Backend:
+    """An HF causal-LM backend, or a speech backend for a speech student (see :func:`is_speech_student`)."""
+    name = args.served_model_name or Path(args.model).resolve().name
+    if is_speech_student(args.model):
+        import torch
+
+        from speechsum.serving.export import load_model
+        from speechsum.serving.speech_backend import SpeechBackend
+
+        model = load_model(args.model, args.config)
+        if args.dtype:
+            model.to(getattr(torch, args.dtype))
+        return SpeechBackend(model.to(args.device), name, max_audio_seconds=args.max_audio_seconds)
+    from speechsum.serving.hf_backend import HFBackend
+
+    return HFBackend(args.model, device=args.device, dtype=args.dtype, served_model_name=args.served_model_name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,12 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         if not api_key:
             raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty. "
                              f"Export it first (export {args.api_key_env}=...) or drop --api-key-env.")
-    from speechsum.serving.hf_backend import HFBackend
-
-    backend = HFBackend(args.model, device=args.device, dtype=args.dtype, served_model_name=args.served_model_name)
+    try:
+        backend = build_backend(args)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"speechsum serve: {err}") from None
     server = build_server(backend, host=args.host, port=args.port, api_key=api_key,
                           max_request_bytes=args.max_request_bytes, max_tokens_limit=args.max_tokens_limit,
-                          max_logprobs=args.max_logprobs)
+                          max_logprobs=args.max_logprobs, max_audio_bytes=args.max_audio_bytes)
     LOG.info("serving %s (%s, max_model_len=%s) at %s%s", backend.model_name, args.model, backend.max_model_len,
              server.base_url, " (API key required)" if api_key else "")
     try:

@@ -19,6 +19,7 @@ from speechsum.serving.protocol import APIError, Backend
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 
 
 class APIServer(ThreadingHTTPServer):
@@ -54,15 +55,22 @@ def build_server(
     max_tokens_limit: int = 4096,
     max_logprobs: int = 20,
     max_n: int = 16,
+    max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
 ) -> APIServer:
     """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
 
     ``api_key``: when set, every ``/v1`` request needs ``Authorization: Bearer <key>`` (else 401).
     ``max_request_bytes``: larger bodies get 413. ``max_tokens_limit``: largest accepted
     ``max_tokens``; ``max_logprobs``: largest top-k; ``max_n``: most samples per prompt.
+    ``max_audio_bytes``: largest ``input_audio`` file, for a backend that reads audio
+    (``backend.reads_audio``); its base64 size is added to the body limit, so a larger body is
+    refused from its Content-Length before anything is read or decoded.
     """
-    limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n)
-    return APIServer((host, port), backend, api_key or None, max_request_bytes, limits)
+    audio_bytes = max_audio_bytes if getattr(backend, "reads_audio", False) else 0
+    limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n,
+                        max_audio_bytes=audio_bytes)
+    body_limit = max_request_bytes + 4 * -(-audio_bytes // 3)  # + the audio's base64 length
+    return APIServer((host, port), backend, api_key or None, body_limit, limits)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -154,7 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         if length > self.server.max_request_bytes:
             self.close_connection = True  # the unread body must not be parsed as the next request
             raise APIError(413, f"Request body of {length} bytes exceeds this server's limit of "
-                                f"{self.server.max_request_bytes} bytes (--max-request-bytes).",
+                                f"{self.server.max_request_bytes} bytes (--max-request-bytes, plus the "
+                                "base64 size of --max-audio-bytes when the model reads audio).",
                            code="request_too_large")
         return self.rfile.read(length) if length > 0 else b""
 

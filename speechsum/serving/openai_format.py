@@ -7,6 +7,8 @@ client and vLLM-style clients parse the responses unchanged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any
 
 from speechsum.serving.protocol import (
     APIError,
+    AudioInput,
     ChatOutput,
     ChatRequest,
     CompletionOutput,
@@ -25,18 +28,21 @@ from speechsum.serving.protocol import (
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
 
 
 @dataclass
 class Limits:
     """Per-request limits: ``max_tokens`` (completion tokens), ``max_logprobs`` (top-k), ``max_n``
-    (samples per prompt), ``max_prompts`` (prompts in one completions request)."""
+    (samples per prompt), ``max_prompts`` (prompts in one completions request), ``max_audio_bytes``
+    (size of one ``input_audio`` file; 0 when the backend reads no audio)."""
 
     max_tokens: int = 4096
     max_logprobs: int = 20
     max_n: int = 16
     max_prompts: int = 256
     default_completion_tokens: int = 16  # OpenAI's default for /v1/completions
+    max_audio_bytes: int = 0  # largest input_audio file; 0: the backend reads no audio
 
 
 def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -175,20 +181,55 @@ def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest
     return requests, as_ids
 
 
-def _message_text(message: dict, index: int) -> str:
+def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioInput:
+    """An ``input_audio`` part → :class:`AudioInput`; the size is checked from the base64 length
+    before decoding (413 above ``limits.max_audio_bytes``)."""
+    param = f"messages[{index}].content[{position}].input_audio"
+    if not limits.max_audio_bytes:
+        raise _bad(f"{param}: this model does not read audio; serve a speech student exported with "
+                   "`speechsum export` to send input_audio.", param)
+    audio = part.get("input_audio")
+    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+        raise _bad(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
+    kind = audio.get("format")
+    if kind not in AUDIO_FORMATS:
+        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)}; got {kind!r}.", f"{param}.format")
+    encoded = audio["data"]
+    size = len(encoded) * 3 // 4
+    if size > limits.max_audio_bytes:
+        raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
+                            f"{limits.max_audio_bytes} bytes (--max-audio-bytes).", param=param,
+                       code="audio_too_large")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except binascii.Error as error:
+        raise _bad(f"{param}.data is not valid base64: {error}.", f"{param}.data") from None
+    if not data:
+        raise _bad(f"{param}.data is empty.", f"{param}.data")
+    return AudioInput(data, kind, index, param)
+
+
+def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, list[AudioInput]]:
+    """The message's text (text parts joined) and its ``input_audio`` parts."""
     content = message.get("content")
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
+        return content, []
     if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(f"messages[{index}].content: only text parts are supported.", f"messages[{index}].content")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise _bad(f"messages[{index}].content must be a string or an array of text parts.", f"messages[{index}].content")
+        texts, audio = [], []
+        for position, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "input_audio":
+                audio.append(_audio_part(part, index, position, limits))
+            elif kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                raise _bad(f"messages[{index}].content: only text and input_audio parts are supported.",
+                           f"messages[{index}].content")
+        return "".join(texts), audio
+    raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
+               f"messages[{index}].content")
 
 
 def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
@@ -197,7 +238,7 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
-    clean = []
+    clean, audio = [], []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _bad(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
@@ -205,7 +246,9 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         if role not in CHAT_ROLES:
             raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}.",
                        f"messages[{index}].role")
-        clean.append({"role": role, "content": _message_text(message, index)})
+        text, parts = _message_content(message, index, limits)
+        clean.append({"role": role, "content": text})
+        audio += parts
     max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"), limits, None)
     sampling = _sampling(body, limits, max_tokens)
     logprobs = _boolean(body, "logprobs")
@@ -219,7 +262,8 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         if kind not in RESPONSE_FORMATS:
             raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}.", "response_format")
         json_mode = kind != "text"
-    request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode)
+    request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode,
+                          audio=audio)
     return request, _boolean(body, "return_tokens_as_token_ids")
 
 

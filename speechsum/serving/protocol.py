@@ -124,14 +124,27 @@ class CompletionOutput:
 
 
 @dataclass
+class AudioInput:
+    """One OpenAI ``input_audio`` content part: the decoded file bytes, its ``format`` ("wav",
+    "mp3", "flac", "ogg"), the index of the message holding it and the JSON path (for errors)."""
+
+    data: bytes
+    format: str
+    message: int
+    param: str
+
+
+@dataclass
 class ChatRequest:
-    """A ``/v1/chat/completions`` request: OpenAI ``messages`` (role + string content);
-    ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per token."""
+    """A ``/v1/chat/completions`` request: OpenAI ``messages`` (role + string content: the text
+    parts joined); ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per
+    token; ``audio``: the ``input_audio`` parts (only for backends that read audio)."""
 
     messages: list[dict]
     sampling: Sampling
     top_logprobs: int | None = None
     json_mode: bool = False
+    audio: list[AudioInput] = field(default_factory=list)
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""The ``speechsum serve`` backend for a speech student: ``/v1/chat/completions`` with one OpenAI
+``input_audio`` part (as vLLM serves audio models).
+
+A request holds one user message with one ``input_audio`` part (wav/mp3/flac/ogg, any rate,
+stereo averaged) and text parts (the instruction; none: :data:`DEFAULT_INSTRUCTION`). The prompt
+format is the student's own (fixed in training), so system and assistant messages are refused.
+The audio is written to a temporary file, its duration read from the header and refused above the
+limit (the server's ``--max-audio-seconds`` or the backbone's own maximum) before the samples are
+decoded by :func:`speechsum.data.audio.load_audio`; a file that cannot be read is a 400.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from speechsum.data.audio import NonFiniteAudioError, load_audio
+from speechsum.models.base import SpeechLLM
+from speechsum.models.generation import GenerationSettings
+from speechsum.serving.protocol import (
+    APIError,
+    AudioInput,
+    ChatOutput,
+    ChatRequest,
+    CompletionOutput,
+    CompletionRequest,
+    Generation,
+)
+from speechsum.serving.summarize import DEFAULT_INSTRUCTION, audio_limit, summarize_waveforms
+
+DEFAULT_MAX_AUDIO_SECONDS = 600.0
+DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
+
+
+def _bad(message: str, param: str | None) -> APIError:
+    return APIError(400, message, param=param)
+
+
+def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
+    """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
+    is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header)."""
+    with tempfile.TemporaryDirectory(prefix="speechsum-audio-") as folder:
+        path = Path(folder) / f"input.{audio.format}"
+        path.write_bytes(audio.data)
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, OSError) as error:
+            raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
+                       audio.param) from None
+        seconds = info.frames / info.samplerate if info.samplerate else 0.0
+        if max_seconds is not None and seconds > max_seconds:
+            raise _bad(f"{audio.param}: {seconds:.1f} s of audio exceed the limit of {max_seconds:g} s "
+                       "(the model's maximum or --max-audio-seconds); send a shorter clip.", audio.param)
+        try:
+            waveform = load_audio(str(path), sample_rate)
+        except NonFiniteAudioError as error:
+            raise _bad(f"{audio.param}: the audio holds a non-finite sample (NaN or Inf) at frame {error.frame}.",
+                       audio.param) from None
+        except (RuntimeError, OSError, ValueError) as error:
+            raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
+                       audio.param) from None
+    if waveform.size == 0:
+        raise _bad(f"{audio.param}: the audio has no samples.", audio.param)
+    return waveform
+
+
+def _reason(error: Exception, path: Path) -> str:
+    return str(error).replace(f"{path}: ", "").replace(str(path), "the file")
+
+
+class SpeechBackend:
+    """Serve a :class:`SpeechLLM` (exported directory or checkpoint) for chat completions with
+    audio; ``max_audio_seconds`` caps a clip (lowered to the backbone's own maximum, if any)."""
+
+    reads_audio = True
+
+    def __init__(self, model: SpeechLLM, served_model_name: str,
+                 max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS) -> None:
+        if not getattr(model.processor, "reads_audio", True):
+            raise ValueError("SpeechBackend serves speech students; a text LM is served as a causal LM directory")
+        self.model = model.eval()
+        self.model_name = served_model_name
+        self.max_model_len = None
+        limits = [x for x in (max_audio_seconds, audio_limit(model)) if x is not None]
+        self.max_audio_seconds = min(limits) if limits else None
+        self._lock = threading.Lock()
+
+    def complete(self, request: CompletionRequest) -> CompletionOutput:
+        raise APIError(400, f"Model '{self.model_name}' is a speech model: use /v1/chat/completions with an "
+                            "input_audio content part.", param="prompt")
+
+    def chat(self, request: ChatRequest) -> ChatOutput:
+        instruction = self._instruction(request)
+        if request.top_logprobs is not None:
+            raise _bad("'logprobs' are not supported for audio requests.", "logprobs")
+        waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds)
+        sampling = request.sampling
+        greedy = sampling.temperature == 0.0
+        max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
+        settings = GenerationSettings(max_new_tokens=max(max_tokens, 1), do_sample=not greedy,
+                                      temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
+        rows = 1 if greedy else sampling.n
+        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._devices()):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed % 2**63)
+            if max_tokens == 0:
+                return ChatOutput(self._prompt_tokens(waveform, instruction), [Generation("", "length", None, 0)] * sampling.n)
+            out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
+            prompt_tokens = self._prompt_tokens(waveform, instruction)
+        generations = [self._generation(out.texts[i], bool(out.truncated[i]), int(out.num_tokens[i]), sampling.stop)
+                       for i in range(rows)]
+        return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n)
+
+    # ------------------------------------------------------------------------------------ internals
+    def _instruction(self, request: ChatRequest) -> str:
+        for index, message in enumerate(request.messages):
+            if message["role"] != "user":
+                raise _bad(f"messages[{index}]: a speech student answers one user message (audio + instruction); "
+                           f"its prompt format is fixed in training, so '{message['role']}' messages are not "
+                           "supported.", f"messages[{index}].role")
+        if len(request.messages) != 1 or len(request.audio) != 1:
+            raise _bad(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
+                       f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
+        return request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
+
+    def _devices(self) -> list[torch.device]:
+        device = next(self.model.parameters()).device
+        return [device] if device.type == "cuda" else []
+
+    def _prompt_tokens(self, waveform: np.ndarray, instruction: str) -> int:
+        return int(self.model.processor.encode_prompts([waveform], [instruction]).prompt_mask.sum())
+
+    @staticmethod
+    def _generation(text: str, truncated: bool, num_tokens: int, stops: list[str]) -> Generation:
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            return Generation(text[:cut], "stop", None, num_tokens)
+        return Generation(text, "length" if truncated else "stop", None, num_tokens)

@@ -1,0 +1,203 @@
+"""``speechsum summarize AUDIO... --model DIR|CKPT``: summaries of audio files by a trained student.
+
+    speechsum summarize meeting.wav call.mp3 --model student/ --out summaries.jsonl
+
+Files (wav/flac/mp3/ogg, any rate, stereo averaged to mono) are read with
+:func:`speechsum.data.audio.load_audio`, batched, and summarised greedily. One JSONL row per file,
+in input order: ``{"audio", "instruction", "summary", "truncated", "num_tokens", "audio_seconds"}``,
+or ``{"audio", "instruction", "error"}`` for a file that could not be read or summarised (also on
+stderr); the other files still complete and the exit code is 1 if any failed.
+
+Long audio (see :func:`audio_limit`): the composed student encodes any length in 30-s windows;
+Phi-4-MM takes any length; a backbone with a fixed maximum (Qwen2-Audio: 30 s) or a model built
+with ``max_audio_seconds`` refuses longer files, unless ``--truncate`` keeps their first part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from speechsum.data.audio import AudioTooLongError, load_audio
+from speechsum.data.batch import SpeechBatch, SpeechCollator
+from speechsum.data.manifest import Example
+from speechsum.models.base import SpeechLLM
+from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
+from speechsum.utils.io import write_jsonl
+
+DEFAULT_INSTRUCTION = "Summarize the recording."
+AUDIO_ERRORS = (OSError, RuntimeError, ValueError)  # unreadable/missing file, libsndfile, non-finite, too long
+
+
+@dataclass
+class Settings:
+    """How ``summarize`` runs: the instruction, decoding, batch size, long-audio policy."""
+
+    instruction: str = DEFAULT_INSTRUCTION
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=256))
+    batch_size: int = 4
+    truncate: bool = False
+
+
+def audio_limit(model: SpeechLLM) -> float | None:
+    """The longest clip ``model`` reads, in seconds (None: any length). Qwen2-Audio's fixed
+    encoder input; for other backbones the ``max_audio_seconds`` they were built with, if any."""
+    limit = getattr(model.processor, "max_audio_seconds", None)
+    return float(limit) if limit else None
+
+
+def require_speech(model: SpeechLLM, source: str) -> None:
+    """Refuse a text LM: it reads transcripts, not audio."""
+    if not getattr(model.processor, "reads_audio", True):
+        raise ValueError(f"{source}: a text LM (it reads transcripts, not audio); use a speech student")
+
+
+def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
+    """``path`` as mono float32 at the model's rate; longer than :func:`audio_limit` is an error
+    (or cut to it when ``truncate``); an empty file is an error."""
+    limit = audio_limit(model)
+    try:
+        waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")
+    except AudioTooLongError:
+        raise AudioTooLongError(
+            f"{path}: longer than this model's maximum of {limit:g} s; pass --truncate to summarise its first {limit:g} s"
+        ) from None
+    if waveform.size == 0:
+        raise ValueError(f"{path}: no audio samples")
+    return waveform
+
+
+def batch_of(model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], names: Sequence[str]) -> SpeechBatch:
+    """A prompt-only :class:`SpeechBatch` of the waveforms (no references)."""
+    items = [(Example(id=name, audio=name, instruction=instruction, duration=len(w) / model.processor.sample_rate), w)
+             for name, instruction, w in zip(names, instructions, waveforms)]
+    return SpeechCollator(model.processor)(items)
+
+
+def to_device(batch: SpeechBatch, device: torch.device | str) -> SpeechBatch:
+    """``batch`` with its prompt and audio tensors on ``device``."""
+
+    def move(value):
+        return value.to(device) if isinstance(value, Tensor) else value
+
+    audio = {key: move(value) for key, value in batch.audio.items()}
+    return replace(batch, audio=audio, prompt_ids=move(batch.prompt_ids), prompt_mask=move(batch.prompt_mask))
+
+
+def summarize_waveforms(
+    model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], generation: GenerationSettings,
+    names: Sequence[str] | None = None, num_return_sequences: int = 1,
+) -> GeneratedTexts:
+    """Generate for one batch of waveforms (at the model's sample rate) on the model's device."""
+    names = list(names) if names is not None else [str(i) for i in range(len(waveforms))]
+    device = next(model.parameters()).device
+    batch = to_device(batch_of(model, waveforms, instructions, names), device)
+    return generate_texts(model, batch, generation, num_return_sequences=num_return_sequences)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, progress: bool = True) -> list[dict]:
+    """One row per file, in input order (see the module docstring); errors go to stderr and into
+    the file's row. Files are read one batch at a time."""
+    from tqdm.auto import tqdm
+
+    rows: list[dict] = [{"audio": str(path), "instruction": settings.instruction} for path in paths]
+    bar = tqdm(total=len(rows), desc="summarize", unit="file", disable=not progress)
+
+    def fail(row: dict, message: str) -> None:
+        row["error"] = message
+        print(f"speechsum summarize: {message}", file=sys.stderr)
+
+    for chunk in _chunks(rows, settings.batch_size):
+        loaded = []
+        for row in chunk:
+            try:
+                loaded.append((row, read_clip(row["audio"], model, settings.truncate)))
+            except AUDIO_ERRORS as err:
+                message = str(err)
+                fail(row, message if row["audio"] in message else f"{row['audio']}: {message}")
+        if loaded:
+            clips = [clip for _, clip in loaded]
+            try:
+                with torch.no_grad():
+                    out = summarize_waveforms(model, clips, [settings.instruction] * len(clips), settings.generation,
+                                              names=[row["audio"] for row, _ in loaded])
+            except (RuntimeError, ValueError) as err:
+                for row, _ in loaded:
+                    fail(row, f"{row['audio']}: generation failed: {err}")
+            else:
+                for i, (row, clip) in enumerate(loaded):
+                    row.update(summary=out.texts[i], truncated=bool(out.truncated[i]), num_tokens=int(out.num_tokens[i]),
+                               audio_seconds=round(len(clip) / model.processor.sample_rate, 3))
+        bar.update(len(chunk))
+    bar.close()
+    return rows
+
+
+def long_audio_help() -> str:
+    return ("Long audio: the composed student (Whisper encoder) encodes any length in 30-s windows; Phi-4-MM "
+            "takes any length; Qwen2-Audio's encoder has a fixed 30-s input (and a model built with "
+            "max_audio_seconds has that limit): longer files are refused with an error for that file, "
+            "unless --truncate, which summarises their first part only.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechsum summarize",
+        description="Summaries of audio files (wav/flac/mp3/ogg, any sample rate, stereo averaged to mono) by a "
+        "trained student: an exported directory (speechsum export) or a stage checkpoint. Writes one JSONL row "
+        "per file, in input order; a file that fails gets an `error` field (and a line on stderr), the others "
+        "still complete, and the exit code is 1. " + long_audio_help(),
+    )
+    parser.add_argument("audio", nargs="+", help="audio files")
+    parser.add_argument("--model", required=True, help="exported directory (speechsum export) or stage checkpoint (.ckpt)")
+    parser.add_argument("--config", default=None, metavar="YAML", help="stage config for a checkpoint without saved hyperparameters")
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help=f"what to write (default {DEFAULT_INSTRUCTION!r})")
+    parser.add_argument("--out", default=None, metavar="FILE.jsonl", help="output file (default: print the rows)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="files per generate call (default 4)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="longest summary in tokens (default 256)")
+    parser.add_argument("--truncate", action="store_true",
+                        help="summarise the first part of a file longer than the model's maximum instead of refusing it")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 … (default cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise SystemExit("speechsum summarize: --batch-size and --max-new-tokens must be at least 1")
+    from speechsum.serving.export import load_model
+
+    try:
+        model = load_model(args.model, args.config)
+        require_speech(model, args.model)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"speechsum summarize: {err}") from None
+    model.to(args.device)
+    settings = Settings(instruction=args.instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
+                        batch_size=args.batch_size, truncate=args.truncate)
+    rows = summarize_files(model, args.audio, settings, progress=not args.no_progress)
+    if args.out:
+        write_jsonl(args.out, rows)
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    failed = sum("error" in row for row in rows)
+    if failed:
+        print(f"speechsum summarize: {failed} of {len(rows)} files failed", file=sys.stderr)
+        raise SystemExit(1)
+    if args.out:
+        print(f"{len(rows)} summaries -> {Path(args.out)}", file=sys.stderr)

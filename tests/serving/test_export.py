@@ -1,0 +1,127 @@
+"""``speechsum export``: every backbone round-trips (same log-probs and greedy output as the
+checkpoint), merged or with a PEFT adapter; native backbones load with their own from_pretrained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+    Phi4MultimodalFeatureExtractor,
+    Phi4MultimodalForCausalLM,
+    Phi4MultimodalProcessor,
+    Qwen2AudioForConditionalGeneration,
+)
+from transformers.image_processing_utils import ImageProcessingMixin
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from speechsum.models.base import sequence_positions
+from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.models.phi4mm import Phi4MultimodalSpeechProcessor
+from speechsum.models.qwen2_audio import Qwen2AudioSpeechProcessor
+from speechsum.serving.export import EXPORT_FILE, export_checkpoint, load_exported, main
+from tests.serving.export_fixtures import BACKBONES, batch_for, trained_student, waveforms
+
+GREEDY = GenerationSettings(max_new_tokens=6)
+
+
+def logprobs_and_greedy(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        logprobs = model.response_logprobs(batch, batch.response_ids, batch.response_mask)
+    return logprobs, generate_texts(model, batch, GREEDY).ids
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
+@pytest.mark.parametrize("name", BACKBONES)
+def test_round_trip_gives_the_checkpoints_model(name: str, merge: bool, tmp_path: Path) -> None:
+    model, ckpt = trained_student(name, tmp_path / "run")
+    out = export_checkpoint(ckpt, tmp_path / "export", merge_lora=merge)
+    reloaded = load_exported(out)
+    batch = batch_for(model)
+    expected_logprobs, expected_ids = logprobs_and_greedy(model, batch)
+    logprobs, ids = logprobs_and_greedy(reloaded, batch)
+    assert expected_logprobs.abs().sum() > 0
+    torch.testing.assert_close(logprobs, expected_logprobs, atol=1e-5 if merge else 0.0, rtol=1e-5 if merge else 0.0)
+    assert torch.equal(ids, expected_ids)
+    assert reloaded.processor.stop_token_ids == model.processor.stop_token_ids
+    manifest = json.loads((out / EXPORT_FILE).read_text())
+    assert manifest["lora_merged"] is merge
+    assert (manifest["adapter"] is None) is merge
+    assert "# speechsum student" in (out / "README.md").read_text()
+
+
+def native_reload(name: str, out: Path):
+    """The exported directory through the model's own classes: HF model and processor."""
+    if name == "qwen2_audio_tiny":
+        processor = Qwen2AudioSpeechProcessor(AutoProcessor.from_pretrained(out), max_source_positions=50)
+        return Qwen2AudioForConditionalGeneration.from_pretrained(out).eval(), processor
+    hf_processor = Phi4MultimodalProcessor(ImageProcessingMixin(), Phi4MultimodalFeatureExtractor.from_pretrained(out),
+                                           AutoTokenizer.from_pretrained(out))
+    return Phi4MultimodalForCausalLM.from_pretrained(out).eval(), Phi4MultimodalSpeechProcessor(hf_processor)
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio_tiny", "phi4mm_tiny"])
+def test_native_backbones_load_with_their_own_from_pretrained(name: str, tmp_path: Path) -> None:
+    """The merged export is a plain HF directory: its own model and processor classes give the
+    student's prompt ids and logits."""
+    model, ckpt = trained_student(name, tmp_path / "run")
+    out = export_checkpoint(ckpt, tmp_path / "export", merge_lora=True)
+    native, processor = native_reload(name, out)
+    batch = batch_for(model)
+    inputs = processor.encode_prompts(waveforms(), batch.instructions)
+    assert torch.equal(inputs.prompt_ids, batch.prompt_ids)
+    with torch.no_grad():
+        positions = sequence_positions(batch.prompt_mask)
+        ours = model(batch.audio, batch.prompt_ids, batch.prompt_mask, positions)
+        theirs = native(input_ids=inputs.prompt_ids, attention_mask=inputs.prompt_mask, position_ids=positions,
+                        **inputs.audio).logits
+    mask = batch.prompt_mask.bool()
+    torch.testing.assert_close(theirs[mask], ours[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_composed_parts_load_with_hf_and_peft(tmp_path: Path) -> None:
+    """The composed export's parts are HF directories: ``encoder/`` a Whisper encoder, ``llm/`` the
+    base LM whose ``adapter/`` PEFT loads."""
+    model, ckpt = trained_student("composed_tiny", tmp_path / "run")
+    out = export_checkpoint(ckpt, tmp_path / "export")
+    encoder = WhisperEncoder.from_pretrained(out / "encoder")
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value), key
+    base = AutoModelForCausalLM.from_pretrained(out / "llm")
+    peft_model = PeftModel.from_pretrained(base, out / "llm" / "adapter").eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = model.llm(input_ids=ids).logits
+        got = peft_model(input_ids=ids).logits
+    torch.testing.assert_close(got, expected)
+
+
+def test_model_card_holds_the_runs_stages_and_metrics(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _, ckpt = trained_student("text_llm", run / "dpo" / "checkpoints")
+    (run / "sft" / "checkpoints").mkdir(parents=True)
+    (run / "sft" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    metrics = {"system": {"name": "student_dpo", "role": "student", "stage": "dpo"}, "num_examples": 8,
+               "results": {"all": {"rouge_l": {"mean": 0.4321, "low": 0.4, "high": 0.46, "n": 8}}}}
+    (run / "evaluate" / "student_dpo").mkdir(parents=True)
+    (run / "evaluate" / "student_dpo" / "metrics.json").write_text(json.dumps(metrics))
+    (run / "report.md").write_text("| system | score |\n|---|---|\n| dpo | 6.1 |\n")
+    main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "training stages of the run: sft → dpo" in card
+    assert "| student_dpo | student | dpo | 8 | 0.432 [0.400, 0.460] |" in card
+    assert "| dpo | 6.1 |" in card
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="speechsum export: .*bad.ckpt"):
+        main([str(bad), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

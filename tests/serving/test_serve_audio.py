@@ -1,0 +1,170 @@
+"""``speechsum serve`` with a speech student: OpenAI ``input_audio`` parts in chat completions,
+through the official openai client against the real server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import load_audio
+from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.serving.cli import build_backend, build_parser
+from speechsum.serving.export import export_checkpoint, load_exported
+from speechsum.serving.speech_backend import SpeechBackend
+from speechsum.utils.remote import openai_client
+from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.serving.export_fixtures import batch_for, trained_student, write_wavs
+
+MODEL = "student"
+MAX_AUDIO_BYTES = 100_000
+INSTRUCTION = "List the action items"
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("student")
+    _, ckpt = trained_student("composed_tiny", folder / "run")
+    return export_checkpoint(ckpt, folder / "export")
+
+
+@pytest.fixture(scope="module")
+def model(export_dir):
+    return load_exported(export_dir)
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory) -> list[Path]:
+    return write_wavs(tmp_path_factory.mktemp("audio"), rate=22_050, stereo=True)
+
+
+@pytest.fixture(scope="module")
+def url(model):
+    with serve_in_thread(SpeechBackend(model, MODEL, max_audio_seconds=5.0), max_audio_bytes=MAX_AUDIO_BYTES) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai_client(url)
+
+
+def audio_message(data: bytes, fmt: str = "wav", text: str = INSTRUCTION) -> list[dict]:
+    parts = [{"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}]
+    if text:
+        parts.append({"type": "text", "text": text})
+    return [{"role": "user", "content": parts}]
+
+
+def expected_text(model, path: Path, instruction: str = INSTRUCTION, max_tokens: int = 6) -> str:
+    clip = load_audio(str(path), 16_000)
+    settings = GenerationSettings(max_new_tokens=max_tokens)
+    return generate_texts(model, batch_for(model, [clip], instruction), settings).texts[0]
+
+
+def test_chat_with_input_audio_gives_the_students_summary(client, model, wavs) -> None:
+    for path in wavs[:2]:
+        reply = client.chat.completions.create(model=MODEL, messages=audio_message(path.read_bytes()),
+                                               temperature=0, max_tokens=6)
+        assert reply.choices[0].message.content == expected_text(model, path)
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        clip = load_audio(str(path), 16_000)
+        assert reply.usage.prompt_tokens == int(batch_for(model, [clip], INSTRUCTION).prompt_mask.sum())
+        assert 1 <= reply.usage.completion_tokens <= 6
+
+
+def test_mp3_and_the_default_instruction(client, model, wavs, tmp_path) -> None:
+    data, rate = sf.read(wavs[0])
+    mp3 = tmp_path / "clip.mp3"
+    sf.write(mp3, data, rate)
+    reply = client.chat.completions.create(model=MODEL, messages=audio_message(mp3.read_bytes(), "mp3", text=""),
+                                           temperature=0, max_tokens=6)
+    from speechsum.serving.summarize import DEFAULT_INSTRUCTION
+
+    assert reply.choices[0].message.content == expected_text(model, mp3, DEFAULT_INSTRUCTION)
+
+
+def test_sampling_n_with_a_seed_is_reproducible(client, wavs) -> None:
+    def sample():
+        return client.chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()),
+                                              temperature=1.0, n=3, seed=7, max_tokens=5)
+
+    first, second = sample(), sample()
+    assert len(first.choices) == 3
+    assert [c.message.content for c in first.choices] == [c.message.content for c in second.choices]
+
+
+def bad_request(client, messages, model: str = MODEL, **kwargs) -> str:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=4, **kwargs)
+    assert info.value.status_code == 400
+    return info.value.body["message"]
+
+
+def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
+    param = "messages[0].content[0].input_audio"
+    message = bad_request(client, audio_message(b"RIFF\x00\x00 this is not audio"))
+    assert message.startswith(f"{param}: not a readable wav file (")
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(800, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
+    assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))
+    broken = audio_message(b"x")
+    broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
+    assert bad_request(client, broken).startswith(f"{param}.data is not valid base64")
+    wrong = audio_message(b"x")
+    wrong[0]["content"][0]["input_audio"]["format"] = "aac"
+    assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)
+
+
+def test_audio_limits(client, url, tmp_path) -> None:
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(16_000 * 6, dtype=np.int16), 16_000)  # 6 s > 5 s, 192 kB > 100 kB
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=audio_message(long.read_bytes()), max_tokens=4)
+    assert info.value.status_code == 413 and "--max-audio-bytes" in info.value.body["message"]
+    long.write_bytes(b"")
+    sf.write(long, np.zeros(8_000 * 6, dtype=np.int16), 8_000)  # 6 s in 96 kB
+    assert "6.0 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
+    # a body larger than the request limit + the audio's base64 is refused from its Content-Length alone
+    parsed = urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    connection.putrequest("POST", "/v1/chat/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(20 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    connection.close()
+
+
+def test_requests_a_speech_student_cannot_answer(client) -> None:
+    assert "exactly one input_audio part" in bad_request(client, [{"role": "user", "content": "hi"}])
+    system = [{"role": "system", "content": "be brief"}, *audio_message(b"x")]
+    assert "'system' messages are not supported" in bad_request(client, system)
+    assert "not supported for audio" in bad_request(client, audio_message(b"x"), logprobs=True)
+    with pytest.raises(openai.BadRequestError, match="speech model: use /v1/chat/completions"):
+        client.completions.create(model=MODEL, prompt="hello", max_tokens=2)
+
+
+def test_a_text_backend_refuses_input_audio(wavs) -> None:
+    with serve_in_thread(ScriptedChatBackend(lambda messages: "ok")) as base:
+        message = bad_request(openai_client(base), audio_message(wavs[0].read_bytes()), model="scripted")
+    assert "this model does not read audio" in message
+
+
+def test_cli_serves_exports_and_checkpoints_as_speech_students(export_dir, tmp_path) -> None:
+    backend = build_backend(build_parser().parse_args(["--model", str(export_dir), "--max-audio-seconds", "3"]))
+    assert isinstance(backend, SpeechBackend) and backend.max_audio_seconds == 3.0
+    _, ckpt = trained_student("qwen2_audio_tiny", tmp_path / "run")
+    backend = build_backend(build_parser().parse_args(["--model", str(ckpt), "--served-model-name", "q"]))
+    assert isinstance(backend, SpeechBackend) and backend.max_audio_seconds == 1.0  # the tiny encoder's limit
+    _, text_ckpt = trained_student("text_llm", tmp_path / "text")
+    text_export = export_checkpoint(text_ckpt, tmp_path / "text_export", merge_lora=True)
+    backend = build_backend(build_parser().parse_args(["--model", str(text_export)]))
+    assert type(backend).__name__ == "HFBackend"

@@ -1,0 +1,112 @@
+"""``speechsum summarize``: audio files → summaries, batched; bad files get an error row and the
+rest still complete; long audio follows the backbone's policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import load_audio
+from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.serving.export import export_checkpoint, load_exported
+from speechsum.serving.summarize import DEFAULT_INSTRUCTION, main
+from speechsum.utils.io import read_jsonl
+from tests.serving.export_fixtures import batch_for, trained_student, waveforms, write_wavs
+
+MAX_NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def composed_export(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("composed")
+    _, ckpt = trained_student("composed_tiny", folder / "run")
+    return export_checkpoint(ckpt, folder / "export")
+
+
+def write_formats(folder: Path) -> list[Path]:
+    """One clip each as stereo 22.05 kHz wav, 44.1 kHz flac, mp3 and ogg."""
+    paths = write_wavs(folder, rate=22_050, stereo=True)[:1]
+    clip = waveforms()[1]
+    for name, rate in (("clip.flac", 44_100), ("clip.mp3", 16_000), ("clip.ogg", 16_000)):
+        import soxr
+
+        sf.write(folder / name, soxr.resample(clip, 16_000, rate), rate)
+        paths.append(folder / name)
+    return paths
+
+
+def test_summaries_of_every_format_and_errors_per_file(composed_export: Path, tmp_path: Path, capsys) -> None:
+    good = write_formats(tmp_path / "audio")
+    garbage = tmp_path / "audio" / "garbage.wav"
+    garbage.write_bytes(b"RIFF not really a wav file")
+    nan = tmp_path / "audio" / "nan.wav"
+    sf.write(nan, np.full(1600, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
+    missing = tmp_path / "audio" / "missing.wav"
+    files = [good[0], garbage, good[1], missing, good[2], nan, good[3]]
+    out = tmp_path / "summaries.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*map(str, files), "--model", str(composed_export), "--out", str(out), "--batch-size", "2",
+              "--max-new-tokens", str(MAX_NEW_TOKENS), "--instruction", "List the action items", "--no-progress"])
+    assert exit_info.value.code == 1
+    rows = read_jsonl(out)
+    assert [row["audio"] for row in rows] == [str(f) for f in files]
+    assert all(row["instruction"] == "List the action items" for row in rows)
+    errors = {row["audio"]: row["error"] for row in rows if "error" in row}
+    assert set(errors) == {str(garbage), str(missing), str(nan)}
+    assert all(path in message for path, message in errors.items())
+    assert "non-finite" in errors[str(nan)].lower() or "nan" in errors[str(nan)].lower()
+    stderr = capsys.readouterr().err
+    assert all(f"speechsum summarize: {message}" in stderr for message in errors.values())
+    assert "3 of 7 files failed" in stderr
+    model = load_exported(composed_export)
+    for row in rows:
+        if "error" not in row:
+            assert set(row) == {"audio", "instruction", "summary", "truncated", "num_tokens", "audio_seconds"}
+            assert row["num_tokens"] >= 1
+    by_path = {row["audio"]: row for row in rows}
+    for path in good:
+        clip = load_audio(str(path), 16_000)
+        settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+        alone = generate_texts(model, batch_for(model, [clip], "List the action items"), settings)
+        assert by_path[str(path)]["summary"] == alone.texts[0], path
+        assert by_path[str(path)]["audio_seconds"] == pytest.approx(len(clip) / 16_000, abs=1e-3)
+
+
+def test_a_checkpoint_works_too_and_prints_rows(tmp_path: Path, capsys) -> None:
+    model, ckpt = trained_student("composed_tiny", tmp_path / "run")
+    path = write_wavs(tmp_path / "audio", rate=16_000, stereo=False)[0]
+    main([str(path), "--model", str(ckpt), "--max-new-tokens", str(MAX_NEW_TOKENS), "--no-progress"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 1 and "error" not in rows[0]
+    settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    batch = batch_for(model, [waveforms()[0]], DEFAULT_INSTRUCTION)
+    assert rows[0]["summary"] == generate_texts(model, batch, settings).texts[0]
+
+
+def test_audio_longer_than_a_fixed_input_is_refused_or_truncated(tmp_path: Path) -> None:
+    """The tiny Qwen2-Audio takes at most 1 s: a 1.5-s file is refused (naming --truncate) unless
+    --truncate, while the short file of the same call completes."""
+    _, ckpt = trained_student("qwen2_audio_tiny", tmp_path / "run")
+    short = write_wavs(tmp_path / "audio", rate=16_000, stereo=False)[0]
+    long = tmp_path / "audio" / "long.wav"
+    sf.write(long, (0.1 * np.random.default_rng(1).standard_normal(24_000)).astype(np.float32), 16_000)
+    out = tmp_path / "out.jsonl"
+    args = [str(long), str(short), "--model", str(ckpt), "--out", str(out), "--max-new-tokens", "4", "--no-progress"]
+    with pytest.raises(SystemExit):
+        main(args)
+    rows = read_jsonl(out)
+    assert rows[0]["error"] == f"{long}: longer than this model's maximum of 1 s; pass --truncate to summarise its first 1 s"
+    assert "summary" in rows[1]
+    main([*args, "--truncate"])
+    rows = read_jsonl(out)
+    assert [row["audio_seconds"] for row in rows] == [1.0, 0.6]
+
+
+def test_a_text_lm_is_refused(tmp_path: Path) -> None:
+    _, ckpt = trained_student("text_llm", tmp_path / "run")
+    with pytest.raises(SystemExit, match="a text LM .*reads transcripts, not audio"):
+        main(["x.wav", "--model", str(ckpt)])
