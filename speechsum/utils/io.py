@@ -12,12 +12,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # versioned LLM prompts (package data)
+CHECKOUT_ROOT = Path(__file__).resolve().parents[2]  # the repository root when run from a checkout
+INSTALLED_DATA = Path(sys.prefix) / "share" / "speechsum"  # configs/ as installed by the wheel (data_files)
+
+
+def project_file(relative: str | Path) -> Path:
+    """A project file named relative to the repository root (``configs/sft.yaml``): as given when it
+    exists (relative to the working folder, or absolute), else in the checkout speechsum runs from,
+    else among the wheel's installed data (``<prefix>/share/speechsum``). A path found nowhere is
+    returned unchanged, so the caller's error names what the user wrote."""
+    path = Path(relative)
+    if path.exists() or path.is_absolute():
+        return path
+    for root in (CHECKOUT_ROOT, INSTALLED_DATA):
+        if (root / path).exists():
+            return root / path
+    return path
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,19 @@ def test_write_dir_atomically_replaces_or_keeps_the_first(tmp_path):
         write_dir_atomically(target, failing)
     assert (target / "w.txt").read_text() == "2"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_project_file_resolves_from_any_folder(tmp_path, monkeypatch):
+    from speechsum.utils import io
+
+    monkeypatch.chdir(tmp_path)
+    assert io.project_file("configs/sft.yaml") == io.CHECKOUT_ROOT / "configs" / "sft.yaml"
+    installed = tmp_path / "prefix" / "share" / "speechsum"
+    (installed / "configs").mkdir(parents=True)
+    (installed / "configs" / "only_installed.yaml").write_text("a: 1\n")
+    monkeypatch.setattr(io, "INSTALLED_DATA", installed)
+    assert io.project_file("configs/only_installed.yaml") == installed / "configs" / "only_installed.yaml"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sft.yaml").write_text("mine: 1\n")
+    assert io.project_file("configs/sft.yaml") == Path("configs/sft.yaml")  # the user's own file wins
+    assert io.project_file("configs/missing.yaml") == Path("configs/missing.yaml")
