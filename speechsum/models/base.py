@@ -6,12 +6,13 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
-from transformers import GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
+from speechsum.models.decode import PrefillFn, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 
 
@@ -63,6 +64,7 @@ class SpeechLLM(nn.Module, ABC):
 
     processor: SpeechProcessor
     audio_token_id: int
+    fast_decoding: bool = True  # False: generate() always goes through HF generate (generate_tokens)
 
     # -- what a backbone implements ---------------------------------------------------------
     @abstractmethod
@@ -91,6 +93,16 @@ class SpeechLLM(nn.Module, ABC):
     @abstractmethod
     def module_groups(self) -> ModuleGroups:
         """Encoder, projector and LLM modules, for the training policy."""
+
+    def causal_lm(self) -> nn.Module | None:
+        """The HF causal LM that :func:`speechsum.models.decode.decode` steps (its decoder stack and
+        head), or None: :meth:`generate` always uses :meth:`generate_tokens`."""
+        return None
+
+    def prefill(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[PrefillFn, Tensor]:
+        """For :func:`~speechsum.models.decode.decode`: a function running the prompt through
+        :meth:`causal_lm`'s forward into a cache, and the ``(B, L)`` attention mask it uses."""
+        raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
     def finish_init(self, policy: TrainingPolicy | None) -> None:
@@ -169,10 +181,22 @@ class SpeechLLM(nn.Module, ABC):
         was_training = self.training
         self.eval()
         try:
-            new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
+            new_tokens = self._decode(batch, config, processors)
         finally:
             self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
+
+    def _decode(self, batch: SpeechBatch, config: GenerationConfig, processors: LogitsProcessorList | None) -> Tensor:
+        """New tokens ``(B, N)``: :func:`~speechsum.models.decode.decode` when the LM allows it
+        (same tokens as HF ``generate``, a fraction of its per-token overhead), else ``generate``."""
+        lm = self.causal_lm() if self.fast_decoding else None
+        if lm is None or fast_path_reason(lm) is not None:
+            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
+        prefill, attention_mask = self.prefill(batch.audio, batch.prompt_ids, batch.prompt_mask)
+        return decode(
+            lm, prefill, attention_mask, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,
+            suppress_ids=list(config.suppress_tokens), logits_processor=processors,
+        )
 
     def precompute_audio(self, audio: dict) -> dict:
         """The audio dict with the frozen encoder's work already done, so every later
@@ -218,6 +242,17 @@ class NativeSpeechLLM(SpeechLLM):
             use_cache=False,
         )
         return outputs.logits
+
+    def causal_lm(self) -> nn.Module:
+        return self.hf
+
+    def prefill(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[PrefillFn, Tensor]:
+        def run(cache: DynamicCache, position_ids: Tensor) -> Tensor:
+            outputs = self.hf(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, **audio,
+                              cache=cache, use_cache=True, logits_to_keep=1)
+            return outputs.logits[:, -1]
+
+        return run, prompt_mask
 
     def generate_tokens(
         self,

@@ -15,6 +15,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     LogitsProcessorList,
     PreTrainedModel,
@@ -25,6 +26,7 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import SpeechLLM, sequence_positions
+from speechsum.models.decode import PrefillFn
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
 from speechsum.models.feature_cache import (
     EncoderFeatureCache,
@@ -327,6 +329,19 @@ class ComposedSpeechLLM(SpeechLLM):
             use_cache=False,
         )
         return outputs.logits
+
+    def causal_lm(self) -> nn.Module:
+        return self.llm
+
+    def prefill(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[PrefillFn, Tensor]:
+        inputs_embeds, kept_mask = self.embed_prompt(audio, prompt_ids, prompt_mask)
+
+        def run(cache: DynamicCache, position_ids: Tensor) -> Tensor:
+            outputs = self.llm(inputs_embeds=inputs_embeds, attention_mask=kept_mask, position_ids=position_ids,
+                               cache=cache, use_cache=True, logits_to_keep=1)
+            return outputs.logits[:, -1]
+
+        return run, kept_mask
 
     def generate_tokens(
         self,
