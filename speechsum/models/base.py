@@ -6,13 +6,13 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
-from transformers import DynamicCache, GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
-from speechsum.models.decode import PrefillFn, decode, fast_path_reason
+from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 
 
@@ -99,9 +99,8 @@ class SpeechLLM(nn.Module, ABC):
         head), or None: :meth:`generate` always uses :meth:`generate_tokens`."""
         return None
 
-    def prefill(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[PrefillFn, Tensor]:
-        """For :func:`~speechsum.models.decode.decode`: a function running the prompt through
-        :meth:`causal_lm`'s forward into a cache, and the ``(B, L)`` attention mask it uses."""
+    def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
+        """What :meth:`causal_lm`'s forward reads for this prompt, for :func:`~speechsum.models.decode.decode`."""
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
@@ -192,10 +191,10 @@ class SpeechLLM(nn.Module, ABC):
         lm = self.causal_lm() if self.fast_decoding else None
         if lm is None or fast_path_reason(lm) is not None:
             return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
-        prefill, attention_mask = self.prefill(batch.audio, batch.prompt_ids, batch.prompt_mask)
+        prompt = self.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
         return decode(
-            lm, prefill, attention_mask, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,
-            suppress_ids=list(config.suppress_tokens), logits_processor=processors,
+            lm, prompt, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,
+            suppress_ids=list(config.suppress_tokens), logits_processor=processors, processor_ids=prompt.ids,
         )
 
     def precompute_audio(self, audio: dict) -> dict:
@@ -246,13 +245,8 @@ class NativeSpeechLLM(SpeechLLM):
     def causal_lm(self) -> nn.Module:
         return self.hf
 
-    def prefill(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[PrefillFn, Tensor]:
-        def run(cache: DynamicCache, position_ids: Tensor) -> Tensor:
-            outputs = self.hf(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, **audio,
-                              cache=cache, use_cache=True, logits_to_keep=1)
-            return outputs.logits[:, -1]
-
-        return run, prompt_mask
+    def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
+        return Prompt(prompt_mask, ids=prompt_ids, extra=audio)
 
     def generate_tokens(
         self,

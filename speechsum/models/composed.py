@@ -15,7 +15,6 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    DynamicCache,
     GenerationConfig,
     LogitsProcessorList,
     PreTrainedModel,
@@ -26,8 +25,8 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import SpeechLLM, sequence_positions
-from speechsum.models.decode import PrefillFn
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
+from speechsum.models.decode import Prompt
 from speechsum.models.feature_cache import (
     EncoderFeatureCache,
     encoder_identity,
@@ -284,16 +283,20 @@ class ComposedSpeechLLM(SpeechLLM):
         """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``,
         and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None)."""
         frames, counts = self._projector_inputs(audio)
-        keep = None
-        if isinstance(self.projector, CTCProjector):
-            logits = self.projector.logits(frames)
-            tokens = self.projector.embed(logits, self.llm.get_input_embeddings().weight)
-            if self.ctc_compress:
-                kept = ctc_keep_mask(logits.argmax(-1), self.projector.blank)
-                keep = torch.cat([kept[i, :n] for i, n in enumerate(counts)])
-        else:
+        if not isinstance(self.projector, CTCProjector):
             tokens = self.projector(frames)
-        return torch.cat([tokens[i, :n] for i, n in enumerate(counts)]), keep
+            return torch.cat([tokens[i, :n] for i, n in enumerate(counts)]), None
+        padded_logits = self.projector.logits(frames)
+        logits = torch.cat([padded_logits[i, :n] for i, n in enumerate(counts)])  # (Σ_i …, V + 1)
+        table = self.llm.get_input_embeddings().weight
+        if not self.ctc_compress:
+            return self.projector.embed(logits, table), None
+        # compressed-away frames are masked out of attention and their outputs never read: only the
+        # kept ones need softmax(logits) @ table (the projector's costliest part), the rest stay 0
+        kept_padded = ctc_keep_mask(padded_logits.argmax(-1), self.projector.blank)
+        keep = torch.cat([kept_padded[i, :n] for i, n in enumerate(counts)])
+        kept = self.projector.embed(logits[keep], table)
+        return kept.new_zeros(logits.shape[0], kept.shape[-1]).masked_scatter(keep[:, None], kept), keep
 
     def embed_prompt(self, audio: dict, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Token embeddings with each ``<|audio|>`` position replaced by its audio embedding, and
@@ -333,15 +336,9 @@ class ComposedSpeechLLM(SpeechLLM):
     def causal_lm(self) -> nn.Module:
         return self.llm
 
-    def prefill(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[PrefillFn, Tensor]:
+    def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
         inputs_embeds, kept_mask = self.embed_prompt(audio, prompt_ids, prompt_mask)
-
-        def run(cache: DynamicCache, position_ids: Tensor) -> Tensor:
-            outputs = self.llm(inputs_embeds=inputs_embeds, attention_mask=kept_mask, position_ids=position_ids,
-                               cache=cache, use_cache=True, logits_to_keep=1)
-            return outputs.logits[:, -1]
-
-        return run, kept_mask
+        return Prompt(kept_mask, embeds=inputs_embeds)
 
     def generate_tokens(
         self,

@@ -157,7 +157,11 @@ class StaticCacheDecoder:
         self.key_mask[:, 0, 0, :prompt_len] = key_mask.bool()
         positions = first_position[:, None] + torch.arange(max_new_tokens, device=key_mask.device)
         probe = self.embed.weight[:1]  # dtype/device of the hidden states the rotary tables match
-        cos, sin = decoder.rotary_emb(probe, positions)  # (B, N, R)
+        if getattr(decoder.rotary_emb, "rope_type", "default") == "default":
+            cos, sin = decoder.rotary_emb(probe, positions)  # (B, N, R)
+        else:  # length-dependent scaling (longrope, dynamic): one call per step, as generate makes them
+            tables = [decoder.rotary_emb(probe, positions[:, t : t + 1]) for t in range(max_new_tokens)]
+            cos, sin = (torch.cat([table[i] for table in tables], dim=1) for i in range(2))
         self.cos, self.sin = cos[:, None, :, None, :], sin[:, None, :, None, :]  # (B, 1, N, 1, R)
 
     @torch.no_grad()

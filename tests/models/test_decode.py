@@ -14,7 +14,7 @@ from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.models import decode as decode_module
 from speechsum.models.base import SpeechLLM, sampling_processors
 from speechsum.models.composed import ComposedSpeechLLM
-from speechsum.models.decode import decode, fast_path_reason
+from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import TrainingPolicy
 from speechsum.models.static_decoder import StaticCacheDecoder
 from speechsum.models.text_llm import TextLLM
@@ -176,9 +176,6 @@ def test_sampled_token_frequencies_match_the_softmax(temperature, top_p):
     prompt = torch.tensor([[5, 9, 2, 7]]).expand(rows, -1)
     mask = torch.ones_like(prompt)
 
-    def prefill(cache, positions):
-        return lm(input_ids=prompt, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1).logits[:, -1]
-
     with torch.no_grad():
         logits = lm(input_ids=prompt[:1]).logits[0, -1].float() / temperature
     probs = logits.softmax(-1)
@@ -188,7 +185,7 @@ def test_sampled_token_frequencies_match_the_softmax(temperature, top_p):
         probs = torch.zeros_like(probs).index_fill(0, keep, 1.0) * probs
         probs /= probs.sum()
     processors = LogitsProcessorList(sampling_processors(temperature, top_p))
-    tokens = decode(lm, prefill, mask, 1, stop_ids=[0], pad_id=0, logits_processor=processors)[:, 0]
+    tokens = decode(lm, Prompt(mask, ids=prompt), 1, stop_ids=[0], pad_id=0, logits_processor=processors)[:, 0]
     counts = torch.bincount(tokens, minlength=40).double()
     assert counts[probs == 0].sum() == 0  # nothing outside the nucleus
     expected = probs.double() * rows
