@@ -189,7 +189,8 @@ class SpeechLLM(nn.Module, ABC):
         """New tokens ``(B, N)``: :func:`~speechsum.models.decode.decode` when the LM allows it
         (same tokens as HF ``generate``, a fraction of its per-token overhead), else ``generate``."""
         lm = self.causal_lm() if self.fast_decoding else None
-        if lm is None or fast_path_reason(lm) is not None:
+        max_position = int(batch.prompt_mask.sum(1).max()) + config.max_new_tokens  # an upper bound
+        if lm is None or fast_path_reason(lm, max_position) is not None:
             return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
         prompt = self.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
         return decode(

@@ -61,10 +61,10 @@ def generation_positions(attention_mask: Tensor) -> Tensor:
     return positions.masked_fill(attention_mask == 0, 0)
 
 
-def fast_path_reason(model: nn.Module) -> str | None:
-    """None when :func:`decode` can run ``model``; else the reason, logged once per reason so a
-    fallback to HF ``generate`` is never silent."""
-    reason = unsupported_reason(model)
+def fast_path_reason(model: nn.Module, max_position: int = 0) -> str | None:
+    """None when :func:`decode` can run ``model`` up to position id ``max_position``; else the
+    reason, logged once per reason so a fallback to HF ``generate`` is never silent."""
+    reason = unsupported_reason(model, max_position)
     if reason is not None and reason not in _fallbacks_logged:
         _fallbacks_logged.add(reason)
         log.info("decoding with HF generate (slower per token): %s", reason)

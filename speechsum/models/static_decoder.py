@@ -43,12 +43,28 @@ def find_decoder(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def unsupported_reason(model: nn.Module) -> str | None:
-    """None when :class:`StaticCacheDecoder` reproduces ``model``'s decoding, else why not."""
+def rope_length_limit(decoder: nn.Module) -> int | None:
+    """Positions below which the rotary tables do not depend on the sequence length (None: no
+    limit). Length-dependent scalings (longrope, dynamic NTK) switch tables once a position reaches
+    the original context, step by step in ``generate``; the static tables are computed once."""
+    if getattr(decoder.rotary_emb, "rope_type", "default") in ("default", "linear"):
+        return None
+    config = decoder.config
+    rope = getattr(config, "rope_parameters", None) or {}
+    return (getattr(config, "original_max_position_embeddings", None)
+            or rope.get("original_max_position_embeddings") or config.max_position_embeddings)
+
+
+def unsupported_reason(model: nn.Module, max_position: int = 0) -> str | None:
+    """None when :class:`StaticCacheDecoder` reproduces ``model``'s decoding up to position id
+    ``max_position``, else why not."""
     decoder = find_decoder(model)
     if decoder is None or model.get_output_embeddings() is None:
         return f"{type(model).__name__}: no decoder stack (layers + rotary_emb) and LM head found"
     config = decoder.config
+    limit = rope_length_limit(decoder)
+    if limit is not None and max_position >= limit:
+        return f"{decoder.rotary_emb.rope_type} rotary scaling switches at position {limit}, within this generation"
     if config.model_type not in LAYOUTS:
         return f"model_type {config.model_type!r} has no static-cache step (supported: {sorted(LAYOUTS)})"
     if getattr(config, "qk_layernorm", False):
@@ -157,11 +173,7 @@ class StaticCacheDecoder:
         self.key_mask[:, 0, 0, :prompt_len] = key_mask.bool()
         positions = first_position[:, None] + torch.arange(max_new_tokens, device=key_mask.device)
         probe = self.embed.weight[:1]  # dtype/device of the hidden states the rotary tables match
-        if getattr(decoder.rotary_emb, "rope_type", "default") == "default":
-            cos, sin = decoder.rotary_emb(probe, positions)  # (B, N, R)
-        else:  # length-dependent scaling (longrope, dynamic): one call per step, as generate makes them
-            tables = [decoder.rotary_emb(probe, positions[:, t : t + 1]) for t in range(max_new_tokens)]
-            cos, sin = (torch.cat([table[i] for table in tables], dim=1) for i in range(2))
+        cos, sin = decoder.rotary_emb(probe, positions)  # (B, N, R); see rope_length_limit
         self.cos, self.sin = cos[:, None, :, None, :], sin[:, None, :, None, :]  # (B, 1, N, 1, R)
 
     @torch.no_grad()

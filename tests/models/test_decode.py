@@ -204,3 +204,72 @@ def test_unsupported_models_fall_back_to_hf_generate_with_a_logged_reason(caplog
         hf, ours = both_paths(model, batch, max_new_tokens=8)
     assert "decoding with HF generate" in caplog.text and "gpt2" in caplog.text.lower()
     assert_same(hf, ours)
+
+
+def test_attended_only_drops_masked_positions_and_keeps_order():
+    mask = torch.tensor([[0, 1, 0, 1, 1], [1, 1, 0, 1, 1], [0, 0, 0, 0, 1]])
+    embeds = torch.arange(15.0).view(3, 5, 1)
+    short = Prompt(mask, embeds=embeds).attended_only()
+    assert short.mask.tolist() == [[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]]
+    kept = short.embeds[..., 0] * short.mask
+    assert kept.tolist() == [[0, 1, 3, 4], [5, 6, 8, 9], [0, 0, 0, 14]]
+    ids = torch.tensor([[0, 0, 7, 8], [0, 5, 6, 7]])
+    assert Prompt(torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]), ids=ids).attended_only().ids.tolist() == [[0, 7, 8],
+                                                                                                  [5, 6, 7]]
+    native = Prompt(mask, ids=ids, extra={"input_features": torch.zeros(1)})  # the model fills placeholders
+    assert native.attended_only() is native
+
+
+def test_ctc_embeds_only_kept_frames_with_the_same_logprobs_and_gradients(models, monkeypatch):
+    model = models["composed_ctc_phi"].eval()  # no LoRA dropout between the two forwards
+    batch = batch_for("composed_ctc_phi", model)
+    tokens, keep = model.encode_audio(batch.audio)
+    model.ctc_compress = False
+    try:
+        every_frame, _ = model.encode_audio(batch.audio)
+    finally:
+        model.ctc_compress = True
+    assert 0 < int(keep.sum()) < keep.numel()
+    torch.testing.assert_close(tokens[keep], every_frame[keep], rtol=0, atol=0)
+    assert not tokens[~keep].any()
+    response = torch.randint(3, 290, (len(batch), 6), generator=torch.Generator().manual_seed(0))
+    results = []
+    for embeddings in (tokens, every_frame):  # the dropped frames' embeddings change nothing
+        monkeypatch.setattr(model, "encode_audio", lambda audio, e=embeddings: (e.detach().requires_grad_(), keep))
+        model.zero_grad()
+        logprobs = model.response_logprobs(batch, response, torch.ones_like(response))
+        logprobs.sum().backward()
+        results.append((logprobs.detach(), [p.grad.clone() for _, p in model.trainable_parameters() if p.grad is not None]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_length_dependent_rope_decodes_below_its_switch_and_falls_back_across_it(caplog):
+    """Phi-3-style longrope switches its tables when a position reaches the original context (24
+    here): below it the static tables give generate's logits; a generation crossing it falls back."""
+    head_dim = 16
+    llm = {"model_type": "phi3", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 272, "max_position_embeddings": 64,
+           "original_max_position_embeddings": 24, "pad_token_id": 0,
+           "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                               "short_factor": [1.0] * (head_dim // 4), "long_factor": [3.0] * (head_dim // 4)}}
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**llm)).eval()
+    batch = text_batch(272, lengths=(9, 14, 5, 11))
+    assert fast_path_reason(lm, 14 + 9) is None
+    out = lm.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, max_new_tokens=9, do_sample=False,
+                      eos_token_id=[271], pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    recorded = []
+    step = StaticCacheDecoder.step
+    try:
+        StaticCacheDecoder.step = lambda self, tokens, t: recorded.append(step(self, tokens, t)) or recorded[-1]
+        ours = decode(lm, Prompt(batch.prompt_mask, ids=batch.prompt_ids), 9, stop_ids=[271], pad_id=0)
+    finally:
+        StaticCacheDecoder.step = step
+    assert torch.equal(ours, out.sequences[:, batch.prompt_ids.shape[1]:])
+    torch.testing.assert_close(torch.stack(recorded, 1), torch.stack(out.logits[1:], 1), atol=1e-6, rtol=1e-5)
+    model = TextLLM(llm=llm)
+    with caplog.at_level(logging.INFO, logger="speechsum.models.decode"):
+        assert_same(*both_paths(model, batch, max_new_tokens=16))  # 14 + 16 > 24: HF generate
+    assert "longrope rotary scaling switches at position 24" in caplog.text
