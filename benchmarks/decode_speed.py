@@ -8,8 +8,9 @@ configs/benchmark/text_lm.yaml (Phi, hidden 128, 4 layers, 2 heads, partial rota
 weights; a random LM never emits its stop token, so every row decodes ``max_new_tokens``), except
 that the CTC blank logit is raised until compression keeps ``--ctc-keep`` of the audio frames, the
 share an aligned projector keeps (``--ctc-keep 1``: the random projector's 45–85 %). Each
-repeat times the two paths back to back on the same batch (same seed: the outputs, greedy and
-sampled, are checked equal); tokens/s are medians over repeats and ratios the median of the
+repeat times the two paths back to back on the same batch (same seed: the last column counts
+the runs whose outputs, greedy or sampled, were equal; in fp32 they all are, under bf16 autocast
+the merged LoRA weights round differently); tokens/s are medians over repeats and ratios the median of the
 per-repeat ratios: for the whole ``generate`` call, without the prompt embedding (encoder frames →
 CTC projector over the 4096-token vocabulary → placeholders; the same code in both paths), and of
 the token loops alone (also without the prefill, the LM's forward over the prompt).
@@ -130,21 +131,24 @@ def compare(model: ComposedSpeechLLM, timer: PhaseTimer, batch: SpeechBatch, rep
     """Interleaved HF / fast runs (one warm-up pair first). Per measure (see :func:`timed_generate`):
     median tokens/s of HF and of the fast path, and the median of the per-repeat ratios."""
     rates: dict[str, list[tuple[float, float]]] = {"total": [], "decoding": [], "loop": []}
+    differ = 0
     for repeat in range(repeats + 1):
         torch.manual_seed(repeat)
         hf, hf_ids = timed_generate(model, timer, batch, fast=False, **kwargs)
         torch.manual_seed(repeat)
         fast, fast_ids = timed_generate(model, timer, batch, fast=True, **kwargs)
         if not torch.equal(hf_ids, fast_ids):
-            raise AssertionError("the two paths generated different tokens")
+            differ += 1
         if repeat:  # the first pair warms both paths up
             for key, pairs in rates.items():
                 pairs.append((hf[key], fast[key]))
-    return {
+    result = {
         key: (statistics.median(h for h, _ in pairs), statistics.median(f for _, f in pairs),
               statistics.median(f / h for h, f in pairs))
         for key, pairs in rates.items()
     }
+    result["same_tokens"] = (repeats + 1 - differ, repeats + 1, 0.0)
+    return result
 
 
 def main() -> None:
@@ -168,8 +172,8 @@ def main() -> None:
           f"{batch.prompt_ids.shape[1]} tokens ({int(kept.min())}-{int(kept.max())} attended after CTC "
           f"compression), bf16 autocast: {args.bf16}")
     print("| decoding | new tokens | HF generate tok/s | decode path tok/s | ratio | ratio without "
-          "prompt embedding | ratio of the token loops (after prefill) |")
-    print("|---|---|---|---|---|---|---|")
+          "prompt embedding | ratio of the token loops (after prefill) | same tokens |")
+    print("|---|---|---|---|---|---|---|---|")
     settings = {"greedy": {}, "sampled (T=1)": {"do_sample": True},
                 "sampled (T=0.8, top-p 0.9)": {"do_sample": True, "temperature": 0.8, "top_p": 0.9}}
     timer = PhaseTimer(model)
@@ -179,7 +183,7 @@ def main() -> None:
                 r = compare(model, timer, batch, args.repeats, max_new_tokens=new_tokens, **kwargs)
                 (hf, fast, ratio), decoding, loop = r["total"], r["decoding"], r["loop"]
                 print(f"| {label} | {new_tokens} | {hf:.0f} | {fast:.0f} | {ratio:.2f}× | {decoding[2]:.2f}× | "
-                      f"{loop[2]:.2f}× |", flush=True)
+                      f"{loop[2]:.2f}× | {r['same_tokens'][0]}/{r['same_tokens'][1]} |", flush=True)
 
 if __name__ == "__main__":
     main()
