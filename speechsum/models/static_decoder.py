@@ -15,6 +15,8 @@ this path (then the caller falls back to HF ``generate``).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,10 @@ LAYOUTS = {
     "phi3": "sequential",
     "phi4_multimodal": "sequential",
 }
+
+
+MERGE_LIMIT_BYTES = 256 * 2**20  # larger decoders step through their own modules (no weight copy)
+Projection = Callable[[Tensor], Tensor]
 
 
 def find_decoder(model: nn.Module) -> nn.Module | None:
@@ -78,6 +84,10 @@ def unsupported_reason(model: nn.Module, max_position: int = 0) -> str | None:
     for module in model.modules():
         if hasattr(module, "lora_A") and any(getattr(module, "use_dora", {}).values()):
             return "DoRA adapters are not implemented"
+        if hasattr(module, "_fsdp_wrapped_module"):
+            return "FSDP-wrapped modules (the steps read the weights outside their forward)"
+    if any(type(p).__name__ == "DTensor" or hasattr(p, "ds_id") or p.numel() == 0 for p in model.parameters()):
+        return "sharded weights (FSDP / DeepSpeed ZeRO-3): the steps read the weights outside their forward"
     return None
 
 
@@ -104,30 +114,42 @@ def fused_linear(modules: list[nn.Module]) -> tuple[Tensor, Tensor | None]:
     return weight, torch.cat(biases) if len(biases) > 1 else biases[0]
 
 
+def projection(modules: list[nn.Module], merge: bool) -> Projection:
+    """``x (B, in) ↦`` the linears' outputs side by side ``(B, Σ out)``. ``merge``: one matmul over
+    their LoRA-merged, concatenated weights (a copy of them: fewer, larger ops, for small models);
+    else the modules themselves (HF's own computation, no copy of the weights)."""
+    if merge:
+        weight, bias = fused_linear(modules)
+        return functools.partial(F.linear, weight=weight, bias=bias)
+    if len(modules) == 1:
+        return modules[0]
+    return lambda x: torch.cat([module(x) for module in modules], dim=-1)
+
+
 @dataclass
 class LayerWeights:
-    """One decoder layer's step inputs: norms (HF modules), fused projections, activation."""
+    """One decoder layer's step inputs: norms (HF modules), projections, activation."""
 
     norm1: nn.Module
     norm2: nn.Module | None  # None for the parallel (Phi) layout
-    qkv: tuple[Tensor, Tensor | None]
-    out: tuple[Tensor, Tensor | None]
-    up: tuple[Tensor, Tensor | None]  # (gate; up) fused for the sequential layout, fc1 for Phi
-    down: tuple[Tensor, Tensor | None]
+    qkv: Projection
+    out: Projection
+    up: Projection  # (gate; up) side by side for the sequential layout, fc1 for Phi
+    down: Projection
     act: nn.Module
 
 
-def layer_weights(layer: nn.Module, layout: str) -> LayerWeights:
+def layer_weights(layer: nn.Module, layout: str, merge: bool) -> LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
-    qkv = fused_linear([attn.qkv_proj] if hasattr(attn, "qkv_proj") else [attn.q_proj, attn.k_proj, attn.v_proj])
-    out = effective_linear(attn.dense if layout == "parallel" else attn.o_proj)
+    qkv = [attn.qkv_proj] if hasattr(attn, "qkv_proj") else [attn.q_proj, attn.k_proj, attn.v_proj]
+    out = [attn.dense if layout == "parallel" else attn.o_proj]
     if layout == "parallel":
-        return LayerWeights(layer.input_layernorm, None, qkv, out, effective_linear(mlp.fc1),
-                            effective_linear(mlp.fc2), mlp.activation_fn)
-    up = fused_linear([mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj])
+        return LayerWeights(layer.input_layernorm, None, projection(qkv, merge), projection(out, merge),
+                            projection([mlp.fc1], merge), projection([mlp.fc2], merge), mlp.activation_fn)
+    up = [mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj]
     act = mlp.act_fn if hasattr(mlp, "act_fn") else mlp.activation_fn
-    return LayerWeights(layer.input_layernorm, layer.post_attention_layernorm, qkv, out, up,
-                        effective_linear(mlp.down_proj), act)
+    return LayerWeights(layer.input_layernorm, layer.post_attention_layernorm, projection(qkv, merge),
+                        projection(out, merge), projection(up, merge), projection([mlp.down_proj], merge), act)
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -147,16 +169,20 @@ class StaticCacheDecoder:
     ``first_position + t`` and returns the next-token logits ``(B, V)``."""
 
     def __init__(self, model: nn.Module, cache: DynamicCache, key_mask: Tensor, first_position: Tensor,
-                 max_new_tokens: int):
+                 max_new_tokens: int, merge: bool | None = None):
         """``cache``: the prefill's cache, ``(B, H_kv, L, D)`` per layer; ``key_mask`` ``(B, L)``:
-        prompt positions attended to; ``first_position`` ``(B,)``: position id of the first new token."""
+        prompt positions attended to; ``first_position`` ``(B,)``: position id of the first new token;
+        ``merge``: LoRA-merged, fused projection weights (see :func:`projection`; default: when the
+        decoder layers' weights take at most ``MERGE_LIMIT_BYTES``)."""
         decoder = find_decoder(model)
         config = decoder.config
+        if merge is None:
+            merge = sum(p.numel() * p.element_size() for p in decoder.layers.parameters()) <= MERGE_LIMIT_BYTES
         self.layout = LAYOUTS[config.model_type]
         self.embed = decoder.embed_tokens
         self.final_norm = getattr(decoder, "final_layernorm", None) or decoder.norm
-        self.head = effective_linear(model.get_output_embeddings())
-        self.layers = [layer_weights(layer, self.layout) for layer in decoder.layers]
+        self.head = projection([model.get_output_embeddings()], merge)
+        self.layers = [layer_weights(layer, self.layout, merge) for layer in decoder.layers]
         attn = decoder.layers[0].self_attn
         self.head_dim, self.scaling = attn.head_dim, attn.scaling
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -184,13 +210,13 @@ class StaticCacheDecoder:
         slot = self.prompt_len + t
         for i, weights in enumerate(self.layers):
             hidden = self._layer(hidden, weights, self.keys[i], self.values[i], slot, cos, sin)
-        return F.linear(self.final_norm(hidden), *self.head)
+        return self.head(self.final_norm(hidden))
 
     def _layer(self, hidden: Tensor, w: LayerWeights, keys: Tensor, values: Tensor, slot: int,
                cos: Tensor, sin: Tensor) -> Tensor:
         batch, q_width, kv_width = hidden.shape[0], self.heads * self.head_dim, self.kv_heads * self.head_dim
         normed = w.norm1(hidden)
-        qkv = F.linear(normed, *w.qkv)
+        qkv = w.qkv(normed)
         query = qkv[:, :q_width].view(batch, self.heads, 1, self.head_dim)
         key = qkv[:, q_width : q_width + kv_width].view(batch, self.kv_heads, 1, self.head_dim)
         keys[:, :, slot : slot + 1] = rotate(key, cos, sin)
@@ -200,10 +226,10 @@ class StaticCacheDecoder:
             attn_mask=self.key_mask[..., : slot + 1], scale=self.scaling,
             enable_gqa=self.heads != self.kv_heads,
         )
-        attn_out = F.linear(attended.reshape(batch, q_width), *w.out)
+        attn_out = w.out(attended.reshape(batch, q_width))
         if self.layout == "parallel":  # Phi: attn + mlp(norm1(x)) + x
-            mlp_out = F.linear(w.act(F.linear(normed, *w.up)), *w.down)
+            mlp_out = w.down(w.act(w.up(normed)))
             return attn_out + mlp_out + hidden
         hidden = hidden + attn_out
-        gate, up = F.linear(w.norm2(hidden), *w.up).chunk(2, dim=-1)
-        return hidden + F.linear(w.act(gate) * up, *w.down)
+        gate, up = w.up(w.norm2(hidden)).chunk(2, dim=-1)
+        return hidden + w.down(w.act(gate) * up)

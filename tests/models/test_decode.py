@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessorList
 
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.models import decode as decode_module
+from speechsum.models import static_decoder
 from speechsum.models.base import SpeechLLM, sampling_processors
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.decode import Prompt, decode, fast_path_reason
@@ -109,6 +110,27 @@ def test_greedy_and_sampled_tokens_equal_hf_generate(models, name):
                             num_return_sequences=3, seed=5))
 
 
+def test_large_decoders_step_through_their_own_modules_with_the_same_tokens(models, monkeypatch):
+    monkeypatch.setattr(static_decoder, "MERGE_LIMIT_BYTES", 0)  # no merged / fused weight copies
+    model = models["composed_ctc_phi"]
+    batch = batch_for("composed_ctc_phi", model)
+    assert_same(*both_paths(model, batch, max_new_tokens=16))
+    assert_same(*both_paths(model, batch, max_new_tokens=12, do_sample=True, top_p=0.9, seed=2))
+
+
+def test_sharded_weights_fall_back():
+    lm = models_llama()
+    assert fast_path_reason(lm) is None
+    next(lm.parameters()).ds_id = 0  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    assert "sharded weights" in fast_path_reason(lm)
+
+
+def models_llama() -> torch.nn.Module:
+    config = AutoConfig.for_model("llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, vocab_size=40)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
 def test_stop_tokens_pad_rows_and_end_the_loop_like_hf(models):
     model = models["composed_ctc_phi"]
     batch = batch_for("composed_ctc_phi", model)
@@ -167,9 +189,7 @@ def test_step_logits_equal_a_forward_over_the_generated_sequence(models, monkeyp
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.8, 0.9)])
 def test_sampled_token_frequencies_match_the_softmax(temperature, top_p):
     torch.manual_seed(0)
-    config = AutoConfig.for_model("llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                  num_attention_heads=2, vocab_size=40)
-    lm = AutoModelForCausalLM.from_config(config).eval()
+    lm = models_llama()
     with torch.no_grad():
         lm.lm_head.weight.mul_(20)  # a peaked distribution, so top-p cuts a real tail
     rows = 40_000
