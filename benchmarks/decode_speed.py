@@ -129,7 +129,8 @@ def timed_generate(model: ComposedSpeechLLM, timer: PhaseTimer, batch: SpeechBat
 def compare(model: ComposedSpeechLLM, timer: PhaseTimer, batch: SpeechBatch, repeats: int,
             **kwargs) -> dict[str, tuple[float, float, float]]:
     """Interleaved HF / fast runs (one warm-up pair first). Per measure (see :func:`timed_generate`):
-    median tokens/s of HF and of the fast path, and the median of the per-repeat ratios."""
+    median tokens/s of HF and of the fast path, and the median of the per-repeat ratios; and
+    "same_tokens": (runs whose two outputs were equal, runs, 0)."""
     rates: dict[str, list[tuple[float, float]]] = {"total": [], "decoding": [], "loop": []}
     differ = 0
     for repeat in range(repeats + 1):

@@ -281,7 +281,8 @@ class ComposedSpeechLLM(SpeechLLM):
 
     def encode_audio(self, audio: dict) -> tuple[Tensor, Tensor | None]:
         """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``,
-        and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None)."""
+        and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None);
+        the others' embeddings are 0 (not computed: they take no part in the LLM's attention)."""
         frames, counts = self._projector_inputs(audio)
         if not isinstance(self.projector, CTCProjector):
             tokens = self.projector(frames)
