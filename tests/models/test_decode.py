@@ -148,17 +148,16 @@ def test_stop_tokens_pad_rows_and_end_the_loop_like_hf(models):
 
 
 @pytest.mark.parametrize("backbone", ["phi4mm_tiny", "qwen2_audio_tiny"])
-def test_native_backbones_equal_hf_generate_or_fall_back(backbone, caplog):
+def test_native_backbones_decode_like_hf_generate(backbone):
+    """Prefill through the native model (audio encoder, placeholder filling), steps through its
+    decoder (Phi-4-MM: fused qkv / gate_up projections; Qwen2-Audio: its Qwen2 language model)."""
     torch.manual_seed(0)
     model = build_backbone(backbone)
     perturb_lora(model)
     batch = SpeechCollator(model.processor)(make_items())
-    with caplog.at_level(logging.INFO, logger="speechsum.models.decode"):
-        reason = fast_path_reason(model.causal_lm())
+    assert fast_path_reason(model.causal_lm()) is None
     assert_same(*both_paths(model, batch, max_new_tokens=16))
     assert_same(*both_paths(model, batch, max_new_tokens=12, do_sample=True, num_return_sequences=2, seed=1))
-    if reason is not None:  # a fallback is never silent
-        assert reason in caplog.text or reason in decode_module._fallbacks_logged
 
 
 def test_step_logits_equal_a_forward_over_the_generated_sequence(models, monkeypatch):
