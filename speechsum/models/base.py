@@ -12,6 +12,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
+from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 
 
@@ -63,6 +64,7 @@ class SpeechLLM(nn.Module, ABC):
 
     processor: SpeechProcessor
     audio_token_id: int
+    fast_decoding: bool = True  # False: generate() always goes through HF generate (generate_tokens)
 
     # -- what a backbone implements ---------------------------------------------------------
     @abstractmethod
@@ -91,6 +93,15 @@ class SpeechLLM(nn.Module, ABC):
     @abstractmethod
     def module_groups(self) -> ModuleGroups:
         """Encoder, projector and LLM modules, for the training policy."""
+
+    def causal_lm(self) -> nn.Module | None:
+        """The HF causal LM that :func:`speechsum.models.decode.decode` steps (its decoder stack and
+        head), or None: :meth:`generate` always uses :meth:`generate_tokens`."""
+        return None
+
+    def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
+        """What :meth:`causal_lm`'s forward reads for this prompt, for :func:`~speechsum.models.decode.decode`."""
+        raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
     def finish_init(self, policy: TrainingPolicy | None) -> None:
@@ -169,10 +180,23 @@ class SpeechLLM(nn.Module, ABC):
         was_training = self.training
         self.eval()
         try:
-            new_tokens = self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
+            new_tokens = self._decode(batch, config, processors)
         finally:
             self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
+
+    def _decode(self, batch: SpeechBatch, config: GenerationConfig, processors: LogitsProcessorList | None) -> Tensor:
+        """New tokens ``(B, N)``: :func:`~speechsum.models.decode.decode` when the LM allows it
+        (same tokens as HF ``generate``, a fraction of its per-token overhead), else ``generate``."""
+        lm = self.causal_lm() if self.fast_decoding else None
+        max_position = int(batch.prompt_mask.sum(1).max()) + config.max_new_tokens  # an upper bound
+        if lm is None or fast_path_reason(lm, max_position) is not None:
+            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
+        prompt = self.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
+        return decode(
+            lm, prompt, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,
+            suppress_ids=list(config.suppress_tokens), logits_processor=processors, processor_ids=prompt.ids,
+        )
 
     def precompute_audio(self, audio: dict) -> dict:
         """The audio dict with the frozen encoder's work already done, so every later
@@ -218,6 +242,12 @@ class NativeSpeechLLM(SpeechLLM):
             use_cache=False,
         )
         return outputs.logits
+
+    def causal_lm(self) -> nn.Module:
+        return self.hf
+
+    def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
+        return Prompt(prompt_mask, ids=prompt_ids, extra=audio)
 
     def generate_tokens(
         self,

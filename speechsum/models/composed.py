@@ -26,6 +26,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import SpeechLLM, sequence_positions
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
+from speechsum.models.decode import Prompt
 from speechsum.models.feature_cache import (
     EncoderFeatureCache,
     encoder_identity,
@@ -280,18 +281,23 @@ class ComposedSpeechLLM(SpeechLLM):
 
     def encode_audio(self, audio: dict) -> tuple[Tensor, Tensor | None]:
         """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``,
-        and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None)."""
+        and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None);
+        the others' embeddings are 0 (not computed: they take no part in the LLM's attention)."""
         frames, counts = self._projector_inputs(audio)
-        keep = None
-        if isinstance(self.projector, CTCProjector):
-            logits = self.projector.logits(frames)
-            tokens = self.projector.embed(logits, self.llm.get_input_embeddings().weight)
-            if self.ctc_compress:
-                kept = ctc_keep_mask(logits.argmax(-1), self.projector.blank)
-                keep = torch.cat([kept[i, :n] for i, n in enumerate(counts)])
-        else:
+        if not isinstance(self.projector, CTCProjector):
             tokens = self.projector(frames)
-        return torch.cat([tokens[i, :n] for i, n in enumerate(counts)]), keep
+            return torch.cat([tokens[i, :n] for i, n in enumerate(counts)]), None
+        padded_logits = self.projector.logits(frames)
+        logits = torch.cat([padded_logits[i, :n] for i, n in enumerate(counts)])  # (Σ_i …, V + 1)
+        table = self.llm.get_input_embeddings().weight
+        if not self.ctc_compress:
+            return self.projector.embed(logits, table), None
+        # compressed-away frames are masked out of attention and their outputs never read: only the
+        # kept ones need softmax(logits) @ table (the projector's costliest part), the rest stay 0
+        kept_padded = ctc_keep_mask(padded_logits.argmax(-1), self.projector.blank)
+        keep = torch.cat([kept_padded[i, :n] for i, n in enumerate(counts)])
+        kept = self.projector.embed(logits[keep], table)
+        return kept.new_zeros(logits.shape[0], kept.shape[-1]).masked_scatter(keep[:, None], kept), keep
 
     def embed_prompt(self, audio: dict, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Token embeddings with each ``<|audio|>`` position replaced by its audio embedding, and
@@ -327,6 +333,13 @@ class ComposedSpeechLLM(SpeechLLM):
             use_cache=False,
         )
         return outputs.logits
+
+    def causal_lm(self) -> nn.Module:
+        return self.llm
+
+    def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
+        inputs_embeds, kept_mask = self.embed_prompt(audio, prompt_ids, prompt_mask)
+        return Prompt(kept_mask, embeds=inputs_embeds)
 
     def generate_tokens(
         self,
