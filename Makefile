@@ -38,5 +38,7 @@ notebook: install
 lint: install
 	$(BIN)/ruff check speechsum tests
 
+## Removes what the build made (the venv, build and test caches); never runs/, your results.
 clean:
-	rm -rf $(VENV) runs lightning_logs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	find speechsum tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +
