@@ -4,17 +4,16 @@
     speechsum pipeline --preset tiny --run-dir runs/tiny
     speechsum pipeline --from dpo           # redo DPO, evaluation and the report
 
-Stages (:data:`speechsum.pipeline.config.STAGES`, what each needs in ``NEEDS``): benchmark →
-text_lm → align, text_teacher, baselines (text rows + cascade), sft → kd → pairs → dpo → evaluate
-(student rows) → report. Each runs speechsum commands as subprocesses (logs in
-``RUN/logs/<stage>.log``; :mod:`speechsum.pipeline.runner` runs them, this module is the command:
-options, which stages to run, the summary). A stage starts as soon as the stages it needs are complete, so
+The stages, what each needs and runs: :data:`speechsum.pipeline.table.PIPELINE`. Each runs
+speechsum commands as subprocesses (logs in ``RUN/logs/<stage>.log``; :mod:`speechsum.pipeline.runner`
+runs them, this module is the command: options, which stages to run, the summary). A stage starts as soon as the stages it needs are complete, so
 independent ones run at the same time (``--lanes``, default 2: the text teacher trains while the
 backbone trains and aligns; the baselines are evaluated while the student trains); the CPU threads
 (``--threads``) are split between the stages running at once. A stage is complete only when its
 marker ``RUN/.state/<stage>.json`` exists — written atomically after its outputs. A rerun skips
-complete stages, deletes a stage's partial outputs before running it again, and runs again every
-stage built on a stage that runs.
+complete stages, deletes a stage's partial outputs before running it again (a ``speechsum fit``
+stage interrupted with the same config resumes from its newest checkpoint instead), and runs again
+every stage built on a stage that runs.
 """
 
 from __future__ import annotations
@@ -25,33 +24,32 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from speechsum.pipeline.config import NEEDS, STAGES, downstream, load_pipeline_config, preset_path, upstream
+from speechsum.pipeline.config import load_pipeline_config, preset_path
+from speechsum.pipeline.progress import ProgressBoard, say
+from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.runner import (
     StageContext,
     StageFailed,
     default_threads,
     format_duration,
-    label,
     marker_path,
     peak_at_once,
     run_stages,
-    say,
     write_json_atomic,
 )
+from speechsum.pipeline.table import PIPELINE, StageTable
 from speechsum.utils.io import write_atomic
 from speechsum.utils.remote import cache_key
 
-EPILOG = """\
-stages (what each needs): benchmark (build + text corpus + tokenizer), text_lm (backbone; benchmark),
-align (CTC speech-text alignment of the student's projector; text_lm), text_teacher (benchmark),
-baselines (evaluate the text teacher, backbone and cascade; text_lm, text_teacher), sft (align),
-kd (sft, text_teacher), pairs (kd), dpo (pairs), evaluate (the students; dpo), report (baselines,
-evaluate). Stages whose needs are complete run at the same time (--lanes).
+EPILOG = f"""\
+stages, in order (those whose needs are complete run at the same time, --lanes):
+{PIPELINE.epilog()}
 Presets (configs/pipeline/): tiny (tests, minutes), default (~20 min on a 2-core CPU), large.
 Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 """
@@ -66,10 +64,10 @@ def read_marker(run_dir: Path, stage: str) -> dict | None:
         return None
 
 
-def clear_markers_from(run_dir: Path, stage: str) -> list[str]:
+def clear_markers_from(run_dir: Path, stage: str, table: StageTable = PIPELINE) -> list[str]:
     """Delete the markers of ``stage`` and of every stage built on it; returns the stages cleared."""
     cleared = []
-    for name in [stage, *downstream(stage)]:
+    for name in [stage, *table.downstream(stage)]:
         path = marker_path(run_dir, name)
         if path.exists():
             path.unlink()
@@ -90,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "CPU), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
     parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
-    parser.add_argument("--from", dest="from_stage", choices=STAGES, metavar="STAGE",
-                        help="re-run this stage and every stage built on it (deletes their markers); one of "
-                        f"{', '.join(STAGES)}")
-    parser.add_argument("--until", choices=STAGES, metavar="STAGE",
+    parser.add_argument("--from", dest="from_stage", choices=PIPELINE.names, metavar="STAGE",
+                        help="re-run this stage and every stage built on it (deletes their markers; no resuming); "
+                        f"one of {', '.join(PIPELINE.names)}")
+    parser.add_argument("--until", choices=PIPELINE.names, metavar="STAGE",
                         help="run only this stage and the stages it is built from")
     parser.add_argument("--lanes", type=int, default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
@@ -105,37 +103,47 @@ def build_parser() -> argparse.ArgumentParser:
                         help="KD teacher: inprocess (HFTeacher in the training process), serve (start `speechsum serve` "
                         "for the teacher on a free loopback port for the KD stage), remote (the endpoint in the "
                         "YAML's teacher: section). Default: the YAML's teacher.mode, else inprocess")
+    parser.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
+                        help="seconds of training between the resume checkpoints of the fit stages: a killed "
+                        f"stage redoes at most this much when rerun (default {CHECKPOINT_EVERY_S:g}; 0 = every step)")
     parser.add_argument("--wandb", action="store_true",
                         help="keep the stages' W&B loggers and log evaluation tables (offline unless WANDB_MODE=online)")
     parser.add_argument("--verbose", action="store_true",
-                        help="also stream every stage's output to the console (each line prefixed with [stage])")
+                        help="stream every stage's raw output to the console (each line prefixed with [stage]) "
+                        "instead of the live progress line")
     return parser
 
 
-def plan_stages(run_dir: Path, digest: str, until: str | None) -> tuple[list[str], dict[str, dict]]:
-    """(the stages to run, in order; the markers of the complete ones kept). A stage runs when its
-    marker is missing or a stage it needs runs; the markers of what runs and of every stage built on
-    it are deleted now, so an interrupted run never leaves a stage on top of outputs it was not
-    built from."""
-    wanted = [s for s in STAGES if until is None or s == until or s in upstream(until)]
+def plan_stages(run_dir: Path, digest: str, until: str | None, redo: Collection[str] = (),
+                table: StageTable = PIPELINE) -> tuple[list[str], dict[str, dict], set[str]]:
+    """(the stages to run, in order; the markers of the complete ones kept; the planned stages that
+    must start from scratch). A stage runs when its marker is missing or a stage it needs runs; the
+    markers of what runs and of every stage built on it are deleted now, so an interrupted run never
+    leaves a stage on top of outputs it was not built from. A planned stage may resume an interrupted
+    run unless a stage it needs runs too or it is in ``redo`` (``--from``)."""
+    wanted = [s for s in table.names if until is None or s == until or s in table.upstream(until)]
     planned: list[str] = []
     kept: dict[str, dict] = {}
-    for stage in wanted:  # STAGES lists every stage after the stages it needs
+    fresh: set[str] = set()
+    for stage in wanted:  # the table lists every stage after the stages it needs
+        rebuilt = any(need in planned for need in table[stage].needs)
         marker = read_marker(run_dir, stage)
-        if marker is not None and not any(need in planned for need in NEEDS[stage]):
+        if marker is not None and not rebuilt:
             changed = " (its config changed since: --from to redo)" if marker.get("config_hash") != digest else ""
-            say(f"{label(stage)} … complete, skipped (took {format_duration(marker['elapsed_s'])}){changed}")
+            say(f"{table.label(stage)} … complete, skipped (took {format_duration(marker['elapsed_s'])}){changed}")
             kept[stage] = marker
             continue
         planned.append(stage)
-        later = [name for name in clear_markers_from(run_dir, stage) if name != stage]
+        if rebuilt or stage in redo:
+            fresh.add(stage)
+        later = [name for name in clear_markers_from(run_dir, stage, table) if name != stage]
         if later:
-            say(f"{label(stage)} … runs again, so {', '.join(later)} will too")
-    return planned, kept
+            say(f"{table.label(stage)} … runs again, so {', '.join(later)} will too")
+    return planned, kept, fresh
 
 
-def run_pipeline(args: argparse.Namespace) -> dict:
-    """The whole run (``main`` without parsing); returns the summary it wrote."""
+def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:
+    """The whole run (``main`` without parsing) of ``table``'s stages; returns the summary it wrote."""
     config_file = Path(args.config) if args.config else preset_path(args.preset)
     config = load_pipeline_config(config_file)
     run_dir = Path(args.run_dir).resolve()
@@ -145,19 +153,27 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     threads = args.threads or default_threads()
     if args.lanes < 1 or threads < 1:
         raise ValueError("--lanes and --threads must be at least 1")
+    if args.checkpoint_every < 0:
+        raise ValueError("--checkpoint-every must be at least 0")
+    redo: set[str] = set()
     if args.from_stage:
-        cleared = clear_markers_from(run_dir, args.from_stage)
+        redo = {args.from_stage, *table.downstream(args.from_stage)}
+        cleared = clear_markers_from(run_dir, args.from_stage, table)
         say(f"--from {args.from_stage}: cleared {', '.join(cleared) or 'nothing'}")
     say(f"speechsum pipeline: {config_file} -> {run_dir} (up to {args.lanes} stages at once, {threads} threads)")
     start = time.monotonic()
-    planned, kept = plan_stages(run_dir, digest, args.until)
+    planned, kept, fresh = plan_stages(run_dir, digest, args.until, redo, table)
 
     def make_context(stage: str, stage_threads: int, stop: threading.Event) -> StageContext:
-        return StageContext(run_dir, config, stage, args.wandb, args.verbose, args.teacher, stage_threads, stop)
+        markers = [marker_path(run_dir, need) for need in table[stage].needs]
+        return StageContext(run_dir, config, stage, args.wandb, args.verbose, args.teacher, stage_threads, stop,
+                            resume=stage not in fresh, checkpoint_every_s=args.checkpoint_every,
+                            needs_finished=max((m.stat().st_mtime for m in markers if m.exists()), default=0.0))
 
-    finished = run_stages(planned, make_context, digest, args.lanes, threads, start)
+    board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
+    finished = run_stages(planned, table, make_context, digest, args.lanes, threads, start, board)
     stages = {}
-    for stage in STAGES:
+    for stage in table.names:
         if stage in kept:
             marker = kept[stage]
             stages[stage] = {"status": "skipped", "elapsed_s": marker["elapsed_s"],
@@ -187,11 +203,11 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, table: StageTable = PIPELINE) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stops the running stages too
     try:
-        run_pipeline(args)
+        run_pipeline(args, table)
     except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"speechsum pipeline: {err}") from err
     except KeyboardInterrupt:

@@ -9,7 +9,10 @@ A stage config is built in this order (later steps win):
 3. the W&B logger dropped unless ``--wandb``;
 4. wiring for real models/data (``data:``, ``backbone:``, ``teacher_model:``, the teacher endpoint;
    with ``stages.align: false`` SFT's ``init_from`` of the alignment checkpoint is cleared);
-5. the stage's ``overrides:`` from the pipeline YAML.
+5. the stage's ``overrides:`` from the pipeline YAML;
+6. the pipeline's callbacks: live progress lines (:mod:`speechsum.pipeline.progress_callback`)
+   and a ModelCheckpoint that keeps a resume checkpoint every ``checkpoint_every_s`` seconds of
+   training (:mod:`speechsum.pipeline.resume`).
 
 Deep merge: mappings merge key by key; anything else (lists included) is replaced; a mapping
 whose ``class_path`` differs from the one it lands on replaces it whole (a different class keeps
@@ -24,41 +27,12 @@ from typing import Any
 
 import yaml
 
-STAGES = ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo", "evaluate",
-          "report")
-# What each stage is built from. A stage starts once these are complete (independent stages run at
-# the same time), and a stage that runs again makes every stage built on it run again.
-NEEDS: dict[str, tuple[str, ...]] = {
-    "benchmark": (),
-    "text_lm": ("benchmark",),
-    "align": ("text_lm",),
-    "text_teacher": ("benchmark",),
-    "baselines": ("text_lm", "text_teacher"),
-    "sft": ("align",),
-    "kd": ("sft", "text_teacher"),
-    "pairs": ("kd",),
-    "dpo": ("pairs",),
-    "evaluate": ("dpo",),
-    "report": ("baselines", "evaluate"),
-}
-
-
-def upstream(stage: str) -> set[str]:
-    """Every stage ``stage`` is built from, directly or not."""
-    needed = set(NEEDS[stage])
-    for need in NEEDS[stage]:
-        needed |= upstream(need)
-    return needed
-
-
-def downstream(stage: str) -> list[str]:
-    """Every stage built on ``stage``, directly or not, in :data:`STAGES` order."""
-    return [name for name in STAGES if stage in upstream(name)]
-
+from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, resume_checkpoint_callback
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
 STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
 BENCHMARK_PREFIX = "runs/benchmark"
+PROGRESS_CALLBACK = {"class_path": "speechsum.pipeline.progress_callback.ProgressLines"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIR = REPO_ROOT / "configs" / "pipeline"
 DEFAULT_STAGE_CONFIGS = {
@@ -227,7 +201,7 @@ def stage_spec(config: dict, stage: str) -> dict:
 
 
 def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = False,
-                         teacher: dict | None = None) -> dict:
+                         teacher: dict | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
     """The Lightning config of a training stage, ready for ``speechsum fit`` (module docstring).
 
     ``teacher`` (KD only): ``{"mode": "inprocess"|"serve"|"remote", "base_url", "model",
@@ -247,7 +221,11 @@ def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = 
     init_from = ((resolved.get("model") or {}).get("init_args") or {}).get("init_from")
     if stage == "sft" and not aligns(config) and init_from == f"{run}/align/checkpoints/last.ckpt":
         resolved["model"]["init_args"]["init_from"] = None  # stages.align: false: no aligned projector
-    return deep_merge(resolved, spec.get("overrides") or {})
+    resolved = deep_merge(resolved, spec.get("overrides") or {})
+    trainer = resolved.setdefault("trainer", {})
+    trainer["callbacks"] = [*(trainer.get("callbacks") or []), PROGRESS_CALLBACK,
+                            resume_checkpoint_callback(f"{run}/{stage}", checkpoint_every_s)]
+    return resolved
 
 
 def wire_real_inputs(resolved: dict, config: dict, stage: str, run_dir: Path, teacher: dict | None) -> None:

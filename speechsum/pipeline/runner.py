@@ -4,32 +4,34 @@ it needs are done, at most N (``--lanes``) at once, with the CPU threads split b
 running (``OMP_NUM_THREADS`` of each command). The first failure stops the other running stages
 (SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`) and is raised once they have ended. A stage's
 marker ``RUN/.state/<stage>.json`` is written atomically only after its outputs, so a stage that
-was stopped or failed has none and runs again next time.
+was stopped or failed has none and runs again next time (a fit stage from its newest checkpoint,
+see :mod:`speechsum.pipeline.resume`). Each command's output lines also feed the live progress
+(:mod:`speechsum.pipeline.progress`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from speechsum.pipeline.config import NEEDS, STAGES
-from speechsum.pipeline.stages import STAGE_FUNCTIONS, partial_outputs, stop_process
+from speechsum.pipeline.progress import ProgressBoard, echo, say
+from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
+from speechsum.pipeline.stages import delete_outputs, stop_process
+from speechsum.pipeline.table import Stage, StageTable
 from speechsum.utils.io import write_atomic
 
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
-_print_lock = threading.Lock()
 
 
 class StageFailed(RuntimeError):
@@ -40,12 +42,6 @@ class StageStopped(RuntimeError):
     """A stage was stopped because another stage failed or the pipeline was interrupted."""
 
 
-def say(text: str) -> None:
-    """Print one progress line (stages running at the same time print from their own threads)."""
-    with _print_lock:
-        print(text, flush=True)
-
-
 def format_duration(seconds: float) -> str:
     """``42s``, ``1m12s``, ``1h02m03s``."""
     seconds = int(round(seconds))
@@ -54,11 +50,6 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m{secs:02d}s"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def label(stage: str) -> str:
-    """``[3/11] align``: the stage's place in :data:`STAGES`, for progress lines."""
-    return f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -77,27 +68,24 @@ def marker_path(run_dir: Path, stage: str) -> Path:
     return run_dir / ".state" / f"{stage}.json"
 
 
-def delete_outputs(paths: list[Path]) -> None:
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
 # -- one stage's context ------------------------------------------------------------------------
 class StageContext:
     """What a stage function sees: the run folder, the pipeline config, and ``run`` for commands
     (with ``threads`` CPU threads each). ``stop`` is shared by the stages of a run: once set, no new
-    command starts, and :meth:`kill` ends the running one."""
+    command starts, and :meth:`kill` ends the running one. ``resume``: a fit stage may continue an
+    interrupted run (the planner says no when what it is built from runs again, or with ``--from``)
+    that started after ``needs_finished`` (the newest marker time of the stages it needs)."""
 
     def __init__(self, run_dir: Path, config: dict, stage: str, wandb: bool, verbose: bool,
-                 teacher_mode: str | None, threads: int = 1, stop: threading.Event | None = None):
+                 teacher_mode: str | None, threads: int = 1, stop: threading.Event | None = None,
+                 resume: bool = False, needs_finished: float = 0.0, checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         self.run_dir, self.config, self.stage = run_dir, config, stage
         self.wandb, self.verbose, self.teacher_mode = wandb, verbose, teacher_mode
-        self.threads = threads
+        self.threads, self.checkpoint_every_s = threads, checkpoint_every_s
+        self.resume, self.needs_finished = resume, needs_finished
         self.stop = stop or threading.Event()
         self.commands: list[str] = []
+        self.on_output: Callable[[str], None] | None = None  # each output line (the live progress)
         self.peak_rss_gib = 0.0  # the largest of this stage's commands (and their own children)
         self.log_file = self.log_path(stage)
         self._process: subprocess.Popen | None = None
@@ -143,9 +131,9 @@ class StageContext:
                 for text in process.stdout:
                     log.write(text)
                     if self.verbose:
-                        with _print_lock:
-                            sys.stdout.write(f"[{self.stage}] {text}")
-                            sys.stdout.flush()
+                        echo(f"[{self.stage}] {text}")
+                    if self.on_output is not None:
+                        self.on_output(text)
                 # wait4, not wait: the resource usage of this child alone (its peak RSS)
                 _, status, usage = os.wait4(process.pid, 0)
                 process.returncode = os.waitstatus_to_exitcode(status)
@@ -165,29 +153,34 @@ class StageContext:
 
 
 # -- running the stages -------------------------------------------------------------------------
-def run_stage(stage: str, ctx: StageContext, config_digest: str) -> dict:
-    """Run one stage from scratch (its partial outputs deleted, its log emptied); its marker, written
-    once the stage function has returned its outputs, is returned."""
-    delete_outputs(partial_outputs(ctx, stage))
+def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
+    """Run one stage: from scratch (its outputs deleted, its log emptied), or, for a resuming fit
+    stage, with its folder and log left to its run function; its marker, written once the stage
+    function has returned its outputs, is returned."""
     ctx.log_file.parent.mkdir(parents=True, exist_ok=True)
-    ctx.log_file.write_text("", encoding="utf-8")
+    if not (stage.resumes and ctx.resume):
+        delete_outputs(stage.outputs(ctx))
+        ctx.log_file.write_text("", encoding="utf-8")
     start = time.monotonic()
-    outputs = STAGE_FUNCTIONS[stage](ctx)
-    marker = {"stage": stage, "elapsed_s": round(time.monotonic() - start, 2), "commands": ctx.commands,
+    outputs = stage.run(ctx)
+    marker = {"stage": stage.name, "elapsed_s": round(time.monotonic() - start, 2), "commands": ctx.commands,
               "threads": ctx.threads, "peak_rss_gib": round(ctx.peak_rss_gib, 3),
               "outputs": [str(p) for p in outputs], "log": str(ctx.log_file), "config_hash": config_digest,
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json_atomic(marker_path(ctx.run_dir, stage), marker)
+    write_json_atomic(marker_path(ctx.run_dir, stage.name), marker)
     return marker
 
 
-def run_stages(planned: list[str], make_context: Callable[[str, int, threading.Event], StageContext],
-               digest: str, lanes: int, threads: int, start: float) -> dict[str, dict]:
+def run_stages(planned: list[str], table: StageTable,
+               make_context: Callable[[str, int, threading.Event], StageContext],
+               digest: str, lanes: int, threads: int, start: float,
+               board: ProgressBoard | None = None) -> dict[str, dict]:
     """Run ``planned``: each stage in a thread of its own once the stages it needs are done, at most
     ``lanes`` at once, each with ``max(1, threads // stages running)`` threads. The first failure
     stops the other running stages (no marker for them) and is raised once they have ended.
     ``make_context(stage, threads, stop)`` builds a stage's :class:`StageContext`; ``start`` is the
-    ``time.monotonic()`` the returned markers' ``start_s``/``end_s`` count from."""
+    ``time.monotonic()`` the returned markers' ``start_s``/``end_s`` count from; ``board`` shows
+    the running stages' live progress."""
     results: queue.Queue = queue.Queue()
     running: dict[str, tuple[StageContext, threading.Thread, float]] = {}
     finished: dict[str, dict] = {}
@@ -198,7 +191,7 @@ def run_stages(planned: list[str], make_context: Callable[[str, int, threading.E
 
     def work(stage: str, ctx: StageContext) -> None:
         try:
-            results.put((stage, run_stage(stage, ctx, digest), None))
+            results.put((stage, run_stage(table[stage], ctx, digest), None))
         except BaseException as error:  # handed to the scheduling thread
             results.put((stage, None, error))
 
@@ -209,12 +202,17 @@ def run_stages(planned: list[str], make_context: Callable[[str, int, threading.E
 
     try:
         while pending or running:
-            ready = [s for s in pending if all(need in finished or need not in planned for need in NEEDS[s])]
+            ready = [s for s in pending if all(need in finished or need not in planned for need in table[s].needs)]
             starting = [] if stop.is_set() else ready[: max(0, lanes - len(running))]
             at_once = len(running) + len(starting)
             for stage in starting:
                 ctx = make_context(stage, max(1, threads // at_once), stop)
-                say(f"{label(stage)} … running (log {ctx.log_file}, {ctx.threads} thread{'s' * (ctx.threads > 1)})")
+                plural = "s" * (ctx.threads > 1)
+                say(f"{table.label(stage)} … running: {table[stage].describe} "
+                    f"(log {ctx.log_file}, {ctx.threads} thread{plural})")
+                if board is not None:
+                    board.start(stage, time.monotonic())
+                    ctx.on_output = functools.partial(board.update, stage)
                 thread = threading.Thread(target=work, args=(stage, ctx), name=f"stage-{stage}", daemon=True)
                 running[stage] = (ctx, thread, time.monotonic())
                 pending.remove(stage)
@@ -226,26 +224,32 @@ def run_stages(planned: list[str], make_context: Callable[[str, int, threading.E
             try:
                 stage, marker, error = results.get(timeout=1.0)
             except queue.Empty:
+                if board is not None:
+                    board.tick(time.monotonic())
                 if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
                     stop_all(signal.SIGKILL)
                 continue
             ctx, thread, started = running.pop(stage)
             thread.join()
+            if board is not None:
+                board.finish(stage)
             now = time.monotonic()
             if error is None:
                 finished[stage] = {**marker, "start_s": round(started - start, 2), "end_s": round(now - start, 2)}
-                say(f"{label(stage)} … done in {format_duration(marker['elapsed_s'])} "
+                say(f"{table.label(stage)} … done in {format_duration(marker['elapsed_s'])} "
                     f"(total {format_duration(now - start)})")
             elif isinstance(error, StageStopped):
-                say(f"{label(stage)} … stopped after {format_duration(now - started)} (log {ctx.log_file})")
+                say(f"{table.label(stage)} … stopped after {format_duration(now - started)} (log {ctx.log_file})")
             else:
-                say(f"{label(stage)} … FAILED after {format_duration(now - started)} (log {ctx.log_file})")
+                say(f"{table.label(stage)} … FAILED after {format_duration(now - started)} (log {ctx.log_file})")
                 if failure is None:
                     failure, stopped_at = error, now
                     if running:
                         say(f"      stopping {', '.join(running)}: no marker, so they run again next time")
                     stop_all()
     except BaseException:  # Ctrl-C / SIGTERM: stop every running command, write no marker for them
+        if board is not None:
+            board.close()
         stop_all()  # SIGTERM
         deadline = time.monotonic() + STOP_GRACE_S
         for _, thread, _ in running.values():

@@ -1,6 +1,7 @@
 """What each pipeline stage runs. Every stage is a function ``(ctx) -> list[output paths]`` that
-runs speechsum commands as subprocesses through ``ctx.run`` (see :mod:`speechsum.pipeline.runner`), and
-``partial_outputs(ctx, stage)`` names what a stage writes, so a rerun can delete a half-done one.
+runs speechsum commands as subprocesses through ``ctx.run`` (see :mod:`speechsum.pipeline.runner`);
+``*_outputs(ctx)`` name what a stage writes, so a rerun can delete a half-done one. Which function
+belongs to which stage: :mod:`speechsum.pipeline.table`.
 
 Paths: everything lives under the run folder ``RUN`` — ``data/``, ``text_corpus/``, ``tokenizer/``
 (benchmark), ``text_lm/``, ``align/``, ``text_teacher/``, ``sft/``, ``kd/``, ``dpo/`` (fit runs, each
@@ -15,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from speechsum.pipeline.config import (
     teacher_model_path,
     trains_text_lms,
 )
+from speechsum.pipeline.resume import RESUME_FOLDER, resume_point
 from speechsum.utils.io import write_atomic
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
@@ -47,19 +51,13 @@ def _options(section: dict | None, **defaults: Any) -> dict:
     return {**defaults, **(section or {})}
 
 
-def partial_outputs(ctx, stage: str) -> list[Path]:
-    """What ``stage`` writes (deleted before the stage runs again; caches are kept)."""
-    run = ctx.run_dir
-    if stage == "benchmark":
-        return [run / "data", run / "text_corpus", run / "tokenizer"] if ctx.config.get("benchmark") else []
-    if stage in ("text_lm", "align", "text_teacher", "sft", "kd", "dpo", "baselines", "evaluate"):
-        return [run / stage]
-    if stage == "pairs":
-        names = ("train_inputs.jsonl", "val_inputs.jsonl", "inputs.jsonl", "all.jsonl", "train.jsonl", "val.jsonl")
-        return [run / "pairs" / name for name in names]
-    if stage == "report":
-        return [run / "report.md", run / "report.csv", *run.glob("chart_*.png")]
-    raise ValueError(stage)
+def delete_outputs(paths: list[Path]) -> None:
+    """Delete files and folders (missing ones are fine)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 # -- benchmark ------------------------------------------------------------------------------------
@@ -82,26 +80,46 @@ def run_benchmark(ctx) -> list[Path]:
     return [run / "data", run / "text_corpus", run / "tokenizer"]
 
 
+def benchmark_outputs(ctx) -> list[Path]:
+    """What ``run_benchmark`` writes (nothing with ``benchmark: null``)."""
+    run = ctx.run_dir
+    return [run / "data", run / "text_corpus", run / "tokenizer"] if ctx.config.get("benchmark") else []
+
+
 # -- training stages (speechsum fit) -------------------------------------------------------------
-def run_fit(ctx, stage: str, teacher: dict | None = None) -> list[Path]:
-    """Write the resolved config to RUN/<stage>/config.yaml and run ``speechsum fit`` on it."""
+def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
+    """Write the resolved config to RUN/<stage>/config.yaml and run ``speechsum fit`` on it: from
+    the newest checkpoint of an interrupted run of the same config when the runner allows it
+    (``ctx.resume``), else from scratch in an emptied folder."""
+    stage, folder = ctx.stage, ctx.run_dir / ctx.stage
     if stage in ("text_lm", "text_teacher") and not trains_text_lms(ctx.config):
         ctx.note("text_lms: null — using " + ("backbone:" if stage == "text_lm" else "teacher_model:"))
         return []
     if stage == "align" and not aligns(ctx.config):
         ctx.note("stages.align: false — SFT starts from the model as configured")
         return []
-    resolved = resolve_stage_config(ctx.config, stage, ctx.run_dir, wandb=ctx.wandb, teacher=teacher)
-    path = ctx.run_dir / stage / "config.yaml"
-    write_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
-    ctx.run([*SPEECHSUM, "fit", "--config", str(path)])
-    outputs = [path, ctx.run_dir / stage / "checkpoints" / "last.ckpt"]
+    resolved = resolve_stage_config(ctx.config, stage, ctx.run_dir, wandb=ctx.wandb, teacher=teacher,
+                                    checkpoint_every_s=ctx.checkpoint_every_s)
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    checkpoint, why = resume_point(folder, text, ctx.needs_finished) if ctx.resume else (None, "")
+    if checkpoint is not None:
+        saved = datetime.fromtimestamp(checkpoint.stat().st_mtime, timezone.utc).strftime("%H:%M:%S UTC")
+        ctx.note(f"resuming from {checkpoint} ({why}, saved {saved})")
+    else:
+        if why and folder.exists():
+            ctx.note(f"starting over: {why}")
+        delete_outputs([folder])
+    path = folder / "config.yaml"
+    write_atomic(path, text)
+    ctx.run([*SPEECHSUM, "fit", "--config", str(path), *(["--ckpt_path", str(checkpoint)] if checkpoint else [])])
+    outputs = [path, folder / "checkpoints" / "last.ckpt"]
     if stage in ("text_lm", "text_teacher"):
-        outputs.append(ctx.run_dir / stage / "model" / "config.json")
+        outputs.append(folder / "model" / "config.json")
     missing = [str(p) for p in outputs if not p.exists()]
     if missing:
         raise RuntimeError(f"stage {stage}: fit finished but {', '.join(missing)} is missing "
                            f"(see {ctx.log_path(stage)})")
+    delete_outputs([folder / RESUME_FOLDER])  # complete: nothing left to resume
     return outputs
 
 
@@ -168,15 +186,14 @@ def run_kd(ctx) -> list[Path]:
     mode = ctx.teacher_mode or settings["mode"]
     if mode == "serve":
         with teacher_server(ctx, teacher_model_path(ctx.config, ctx.run_dir), settings["serve_args"]) as url:
-            return run_fit(ctx, "kd", {"mode": "serve", "base_url": url, "model": "teacher",
-                                       "api_key_env": SERVE_KEY_ENV})
+            return run_fit(ctx, {"mode": "serve", "base_url": url, "model": "teacher", "api_key_env": SERVE_KEY_ENV})
     if mode == "remote":
         if not settings["base_url"] or not settings["model"]:
             raise ValueError("teacher.mode remote needs teacher.base_url and teacher.model in the pipeline YAML")
-        return run_fit(ctx, "kd", {**settings, "mode": "remote"})
+        return run_fit(ctx, {**settings, "mode": "remote"})
     if mode != "inprocess":
         raise ValueError(f"teacher mode {mode!r}: use inprocess, serve or remote")
-    return run_fit(ctx, "kd", {"mode": "inprocess"})
+    return run_fit(ctx, {"mode": "inprocess"})
 
 
 # -- manifests ------------------------------------------------------------------------------------
@@ -215,6 +232,14 @@ def manifests(ctx) -> dict[str, Any]:
 
 
 # -- pairs ----------------------------------------------------------------------------------------
+PAIRS_FILES = ("train_inputs.jsonl", "val_inputs.jsonl", "inputs.jsonl", "all.jsonl", "train.jsonl", "val.jsonl")
+
+
+def pairs_outputs(ctx) -> list[Path]:
+    """What ``run_pairs`` writes (its resumable ``pairs/cache/`` is kept)."""
+    return [ctx.run_dir / "pairs" / name for name in PAIRS_FILES]
+
+
 def run_pairs(ctx) -> list[Path]:
     """``speechsum pairs`` on the KD student over a train + val subset, in one call (one model
     load), then split into RUN/pairs/train.jsonl and val.jsonl by id."""
@@ -315,6 +340,11 @@ def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
     return [out / "summary.csv", *sorted(out.glob("*/metrics.json"))]
 
 
+def report_outputs(ctx) -> list[Path]:
+    """What ``run_report`` writes."""
+    return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", *ctx.run_dir.glob("chart_*.png")]
+
+
 def run_report(ctx) -> list[Path]:
     """``speechsum report`` on both evaluation folders into the run folder; prints the table."""
     opts = _options(ctx.config.get("report"), metric=None, baseline=None)
@@ -328,18 +358,3 @@ def run_report(ctx) -> list[Path]:
     command += ["--baseline", opts["baseline"]] if opts["baseline"] else []
     ctx.run(command)
     return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", *sorted(ctx.run_dir.glob("chart_*.png"))]
-
-
-STAGE_FUNCTIONS = {
-    "benchmark": run_benchmark,
-    "text_lm": lambda ctx: run_fit(ctx, "text_lm"),
-    "align": lambda ctx: run_fit(ctx, "align"),
-    "text_teacher": lambda ctx: run_fit(ctx, "text_teacher"),
-    "baselines": lambda ctx: run_evaluate(ctx, BASELINE_SYSTEMS),
-    "sft": lambda ctx: run_fit(ctx, "sft"),
-    "kd": run_kd,
-    "pairs": run_pairs,
-    "dpo": lambda ctx: run_fit(ctx, "dpo"),
-    "evaluate": lambda ctx: run_evaluate(ctx, STUDENT_SYSTEMS),
-    "report": run_report,
-}

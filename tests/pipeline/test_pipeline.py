@@ -18,22 +18,18 @@ import pytest
 import yaml
 
 import speechsum.pipeline.cli as pipeline
-import speechsum.pipeline.runner as pipeline_runner
 from speechsum.pipeline.cli import clear_markers_from, read_marker
 from speechsum.pipeline.config import (
-    NEEDS,
-    STAGES,
     TRAINING_STAGES,
     deep_merge,
-    downstream,
     drop_wandb,
     load_pipeline_config,
     resolve_stage_config,
     rewrite_paths,
-    upstream,
 )
 from speechsum.pipeline.runner import StageFailed, format_duration, marker_path
 from speechsum.pipeline.stages import subset_manifest
+from speechsum.pipeline.table import PIPELINE, STAGES, Stage, StageTable
 from tests.conftest import CONFIGS, REPO
 
 PRESETS = sorted((CONFIGS / "pipeline").glob("*.yaml"))
@@ -166,12 +162,20 @@ def test_subset_manifest_spreads_and_makes_audio_absolute(tmp_path):
     assert len(subset_manifest(source, tmp_path / "all.jsonl", None)) == 10
 
 
-def test_needs_lists_every_stage_after_what_it_needs():
-    assert list(NEEDS) == list(STAGES)
-    for stage, needs in NEEDS.items():
-        assert all(STAGES.index(need) < STAGES.index(stage) for need in needs), stage
-    assert downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
-    assert upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
+def test_the_stage_table_lists_every_stage_after_what_it_needs():
+    assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo",
+                      "evaluate", "report")
+    assert PIPELINE.downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
+    assert PIPELINE.upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
+    assert [s.name for s in PIPELINE if s.resumes] == list(TRAINING_STAGES)
+    assert PIPELINE.label("align") == "[3/11] align"
+    first = PIPELINE.epilog().splitlines()[:3]
+    assert first == ["  benchmark     build the bundled benchmark, the text corpus and the tokenizer",
+                     "  text_lm       train the text backbone (needs benchmark)",
+                     "  align         align the student's projector to the backbone (CTC) (needs text_lm)"]
+    with pytest.raises(ValueError, match=r"stage b needs \['c'\], which are not listed before it"):
+        StageTable([Stage("b", ("c",), print, "x"),
+                    Stage("c", (), print, "y")])
 
 
 # -- the scheduler, on quick stand-in commands -------------------------------------------------------
@@ -184,8 +188,8 @@ sys.exit({code})
 """
 
 
-def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None) -> dict:
-    """Stage functions that each run one real subprocess (writes its pid, sleeps, exits)."""
+def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None) -> StageTable:
+    """The pipeline with stage functions that each run one real subprocess (writes its pid, sleeps, exits)."""
     pids.mkdir(parents=True, exist_ok=True)
 
     def stage_function(stage: str):
@@ -196,7 +200,7 @@ def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: s
             return []
         return run
 
-    return {stage: stage_function(stage) for stage in STAGES}
+    return PIPELINE.with_runs({stage: stage_function(stage) for stage in STAGES})
 
 
 def alive(pid: int) -> bool:
@@ -207,19 +211,19 @@ def alive(pid: int) -> bool:
     return True
 
 
-def run_in_process(run_dir: Path, *extra: str) -> dict:
+def run_in_process(run_dir: Path, table: StageTable, *extra: str) -> dict:
     args = pipeline.build_parser().parse_args(["--preset", "tiny", "--run-dir", str(run_dir), *extra])
-    return pipeline.run_pipeline(args)
+    return pipeline.run_pipeline(args, table)
 
 
-def test_independent_stages_run_at_once_with_the_threads_split(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(tmp_path / "pids", {
-        "text_lm": 0.6, "align": 0.6, "text_teacher": 1.0, "baselines": 1.0, "sft": 0.5}))
-    summary = run_in_process(tmp_path / "run", "--threads", "2")
+def test_independent_stages_run_at_once_with_the_threads_split(tmp_path):
+    table = stand_in_stages(tmp_path / "pids", {
+        "text_lm": 0.6, "align": 0.6, "text_teacher": 1.0, "baselines": 1.0, "sft": 0.5})
+    summary = run_in_process(tmp_path / "run", table, "--threads", "2")
     stages = summary["stages"]
     assert all(s["status"] == "ran" for s in stages.values()) and set(stages) == set(STAGES)
-    for stage, needs in NEEDS.items():  # nothing started before what it needs had finished
-        assert all(stages[need]["end_s"] <= stages[stage]["start_s"] for need in needs), stage
+    for stage in PIPELINE:  # nothing started before what it needs had finished
+        assert all(stages[need]["end_s"] <= stages[stage.name]["start_s"] for need in stage.needs), stage.name
     overlap = min(stages["text_lm"]["end_s"], stages["text_teacher"]["end_s"]) - max(
         stages["text_lm"]["start_s"], stages["text_teacher"]["start_s"])
     assert overlap > 0.4  # the teacher trained while the backbone did
@@ -231,22 +235,20 @@ def test_independent_stages_run_at_once_with_the_threads_split(tmp_path, monkeyp
     assert "OMP_NUM_THREADS=1" in log and "threads 1" in log  # what the child saw
 
     # one lane: one stage after the other, each with every thread
-    summary = run_in_process(tmp_path / "serial", "--threads", "2", "--lanes", "1")
+    summary = run_in_process(tmp_path / "serial", table, "--threads", "2", "--lanes", "1")
     spans = sorted((s["start_s"], s["end_s"]) for s in summary["stages"].values())
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
     assert {s["threads"] for s in summary["stages"].values()} == {2}
 
 
-def test_a_failing_stage_stops_the_other_running_stage(tmp_path, monkeypatch, capsys):
+def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
     """text_teacher fails while text_lm runs (60 s): text_lm is stopped at once, no marker for
     either, the error names text_teacher's log; the rerun runs both and all after them."""
     pids = tmp_path / "pids"
-    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS",
-                        stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher"))
     run = tmp_path / "run"
     started = time.monotonic()
     with pytest.raises(StageFailed, match=r"(?s)stage text_teacher:.*exited with code 3") as error:
-        run_in_process(run)
+        run_in_process(run, stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher"))
     assert time.monotonic() - started < 30
     assert str(run / "logs" / "text_teacher.log") in str(error.value)
     assert not alive(int((pids / "text_lm").read_text()))
@@ -254,25 +256,24 @@ def test_a_failing_stage_stops_the_other_running_stage(tmp_path, monkeypatch, ca
     assert "[4/11] text_teacher … FAILED" in out and "[2/11] text_lm … stopped" in out
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
 
-    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(pids))
-    summary = run_in_process(run)
+    summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
     assert all(read_marker(run, s) for s in STAGES)
 
 
-def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(tmp_path / "pids"))
-    run_in_process(tmp_path)
+def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
+    table = stand_in_stages(tmp_path / "pids")
+    run_in_process(tmp_path, table)
     marker_path(tmp_path, "text_teacher").unlink()  # e.g. lost, or broken by a crash
-    summary = run_in_process(tmp_path)
+    summary = run_in_process(tmp_path, table)
     ran = [s for s, v in summary["stages"].items() if v["status"] == "ran"]
     assert ran == ["text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate", "report"]
-    summary = run_in_process(tmp_path, "--from", "align", "--until", "sft")
+    summary = run_in_process(tmp_path, table, "--from", "align", "--until", "sft")
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
     assert [s for s in STAGES if not read_marker(tmp_path, s)] == ["kd", "pairs", "dpo", "evaluate", "report"]
 
 
-def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, monkeypatch):
+def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
     """`kill PID` of the pipeline while the backbone and the teacher train: both commands end,
     neither gets a marker, the exit code is 128 + SIGTERM; the next run does the rest."""
     pids, run = tmp_path / "pids", tmp_path / "run"
@@ -280,10 +281,8 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, monkeyp
     script.write_text(
         "import sys\nsys.path.insert(0, sys.argv[1])\n"
         "from pathlib import Path\nimport speechsum.pipeline.cli as pipeline\n"
-        "import speechsum.pipeline.runner as runner\n"
         "from tests.pipeline.test_pipeline import stand_in_stages\n"
-        "runner.STAGE_FUNCTIONS = stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120})\n"
-        "pipeline.main(sys.argv[3:])\n")
+        "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}))\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
                                 "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
@@ -306,8 +305,7 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, monkeyp
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
-    monkeypatch.setattr(pipeline_runner, "STAGE_FUNCTIONS", stand_in_stages(pids))
-    summary = run_in_process(run)
+    summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
 
 

@@ -1,0 +1,67 @@
+"""Resuming an interrupted ``speechsum fit`` stage: the pipeline adds a ModelCheckpoint that saves a
+resume checkpoint every :data:`CHECKPOINT_EVERY_S` seconds of training into ``RUN/<stage>/resume/``
+(the newest only; the stage's own checkpoints are untouched), and a rerun of a stage whose saved
+``config.yaml`` equals the new one continues from the newest readable checkpoint with
+``--ckpt_path`` (Lightning restores the loops, so training goes on mid-epoch exactly)."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+CHECKPOINT_EVERY_S = 120.0  # default seconds of training between resume checkpoints
+RESUME_FOLDER = "resume"  # RUN/<stage>/resume/: removed once the stage is complete
+_STEP = re.compile(r"step=(\d+)")
+
+
+def resume_checkpoint_callback(stage_dir: str, every_s: float) -> dict:
+    """The ModelCheckpoint (Lightning config) that keeps the newest resume checkpoint of a stage."""
+    minutes, seconds = divmod(float(every_s), 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {
+        "dirpath": f"{stage_dir}/{RESUME_FOLDER}", "filename": "resume-{step}", "save_top_k": 1,
+        "save_last": False, "train_time_interval": f"{hours}:{minutes:02d}:{seconds:02g}"}}
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step in a checkpoint's file name (``…step=12.ckpt``; a link's target name)."""
+    match = _STEP.search(path.resolve().name)
+    return int(match.group(1)) if match else None
+
+
+def readable(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint: torch saves a zip, whose directory is written last,
+    so a file cut short by a kill (Lightning copies it into place, which is not atomic when the
+    temporary file is on another file system) or a dangling ``last.ckpt`` link fails this."""
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def newest_checkpoint(stage_dir: Path) -> Path | None:
+    """The readable checkpoint of ``stage_dir`` with the highest step: ``checkpoints/last.ckpt`` or
+    the resume checkpoint (None when there is none)."""
+    candidates = [stage_dir / "checkpoints" / "last.ckpt", *sorted((stage_dir / RESUME_FOLDER).glob("*.ckpt"))]
+    steps = {path: checkpoint_step(path) for path in candidates if readable(path)}
+    known = [path for path, step in steps.items() if step is not None]
+    return max(known, key=lambda path: steps[path]) if known else None
+
+
+def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0) -> tuple[Path | None, str]:
+    """(the checkpoint an interrupted run of the same config left, or None; why not). A run that
+    started (wrote its ``config.yaml``) before ``not_before`` — when what it is built from was
+    completed again since — is not continued."""
+    saved = stage_dir / "config.yaml"
+    if not saved.is_file():
+        return None, "no earlier run"
+    if saved.stat().st_mtime < not_before:
+        return None, "what it is built from ran again since"
+    if saved.read_text(encoding="utf-8") != config_text:
+        return None, "its resolved config changed"
+    checkpoint = newest_checkpoint(stage_dir)
+    if checkpoint is None:
+        return None, "the interrupted run left no whole checkpoint"
+    return checkpoint, f"step {checkpoint_step(checkpoint)}"
