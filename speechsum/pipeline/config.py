@@ -28,13 +28,13 @@ from typing import Any
 import yaml
 
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, resume_checkpoint_callback
+from speechsum.utils.io import project_file
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
 STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
 BENCHMARK_PREFIX = "runs/benchmark"
 PROGRESS_CALLBACK = {"class_path": "speechsum.pipeline.progress_callback.ProgressLines"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PRESET_DIR = REPO_ROOT / "configs" / "pipeline"
+PRESET_DIR = Path("configs") / "pipeline"  # resolved by project_file: checkout, then the installed wheel
 DEFAULT_STAGE_CONFIGS = {
     "text_lm": "configs/benchmark/text_lm.yaml",
     "text_teacher": "configs/benchmark/text_teacher.yaml",
@@ -108,12 +108,10 @@ def set_path(config: dict, dotted: str, value: Any, only_if_present: bool = Fals
 
 
 def find_config_file(path: str | Path) -> Path:
-    """``path`` as given (relative to the working directory), else relative to the repository
-    (so ``configs/sft.yaml`` works from any folder)."""
-    path = Path(path)
-    if path.is_file() or path.is_absolute():
-        return path
-    return REPO_ROOT / path if (REPO_ROOT / path).is_file() else path
+    """``path`` as given (relative to the working directory), else in the checkout or among the
+    wheel's installed configs (:func:`speechsum.utils.io.project_file`), so ``configs/sft.yaml``
+    works from any folder, installed or editable."""
+    return project_file(path)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -180,9 +178,10 @@ def aligns(config: dict) -> bool:
 
 
 def preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.yaml"
+    folder = project_file(PRESET_DIR)
+    path = folder / f"{name}.yaml"
     if not path.is_file():
-        choices = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        choices = sorted(p.stem for p in folder.glob("*.yaml"))
         raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}")
     return path
 

@@ -342,7 +342,8 @@ def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
 
 def report_outputs(ctx) -> list[Path]:
     """What ``run_report`` writes."""
-    return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", *ctx.run_dir.glob("chart_*.png")]
+    return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", ctx.run_dir / "paired.csv",
+            *ctx.run_dir.glob("chart_*.png")]
 
 
 def run_report(ctx) -> list[Path]:
@@ -357,4 +358,5 @@ def run_report(ctx) -> list[Path]:
     command += ["--metric", opts["metric"]] if opts["metric"] else []
     command += ["--baseline", opts["baseline"]] if opts["baseline"] else []
     ctx.run(command)
-    return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", *sorted(ctx.run_dir.glob("chart_*.png"))]
+    return [ctx.run_dir / "report.md", ctx.run_dir / "report.csv", ctx.run_dir / "paired.csv",
+            *sorted(ctx.run_dir.glob("chart_*.png"))]
