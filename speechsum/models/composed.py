@@ -26,7 +26,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import SpeechLLM, sequence_positions
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
-from speechsum.models.encoder_windows import cut_windows, length_batches
+from speechsum.models.encoder_windows import encode_in_windows
 from speechsum.models.feature_cache import (
     EncoderFeatureCache,
     encoder_identity,
@@ -240,21 +240,8 @@ class ComposedSpeechLLM(SpeechLLM):
         their longest window (:mod:`speechsum.models.encoder_windows`), and each clip's windows'
         frames are concatenated (W is even, so the counts add up to ``ceil(n_i / 2)``).
         """
-        windows = cut_windows(mel_frames.tolist(), 2 * self.encoder.config.max_source_positions)
-        frames: list[Tensor | None] = [None] * len(windows)
-        for group in length_batches([w.length for w in windows]):
-            lengths = [windows[i].length for i in group]
-            stacked = input_features.new_zeros(len(group), input_features.shape[1], max(max(lengths), 1))
-            for slot, i in enumerate(group):
-                w = windows[i]
-                stacked[slot, :, : w.length] = input_features[w.row, :, w.start : w.start + w.length]
-            hidden = self._encode_windows(stacked, torch.tensor(lengths, device=mel_frames.device))
-            for slot, i in enumerate(group):
-                frames[i] = hidden[slot, : whisper_output_frames(lengths[slot])]
-        clips: list[list[Tensor]] = [[] for _ in range(len(mel_frames))]
-        for w, hidden in zip(windows, frames):
-            clips[w.row].append(hidden)
-        return [torch.cat(parts) for parts in clips]
+        window = 2 * self.encoder.config.max_source_positions
+        return encode_in_windows(self._encode_windows, input_features, mel_frames, window)
 
     def _log_cache_off(self, reason: str) -> None:
         if not self._cache_notice_logged:

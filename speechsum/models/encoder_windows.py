@@ -1,4 +1,4 @@
-"""Cutting clips into encoder windows and grouping the windows into length-sorted batches.
+"""Encoding clips in encoder windows, grouped into length-sorted batches.
 
 A clip of ``n`` mel frames is cut into windows ``[0, W), [W, 2W), …`` of at most ``W`` frames
 (``W = 2 · max_source_positions``, 30 s for Whisper). The windows of a whole batch are sorted by
@@ -9,7 +9,11 @@ full windows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
 
 # Padded mel frames per encoder call: 8 full 30-s Whisper windows (bounds the memory of one call).
 DEFAULT_FRAME_BUDGET = 8 * 3000
@@ -44,3 +48,32 @@ def length_batches(lengths: list[int], frame_budget: int = DEFAULT_FRAME_BUDGET)
         else:
             groups.append([index])
     return groups
+
+
+def encode_in_windows(
+    encode: Callable[[Tensor, Tensor], Tensor],
+    input_features: Tensor,
+    mel_frames: Tensor,
+    window: int,
+    frame_budget: int = DEFAULT_FRAME_BUDGET,
+) -> list[Tensor]:
+    """Each clip's real encoder frames ``[(ceil(n_i / 2), d_enc)]`` from ``(B, n_mels, T)``
+    features with ``n_i = mel_frames[i]`` valid frames: windows (:func:`cut_windows`) encoded in
+    length-sorted groups (:func:`length_batches`) by ``encode(windows (N, n_mels, T_max),
+    lengths (N,)) -> (N, ceil(T_max / 2), d_enc)``, each clip's windows' frames concatenated
+    (``window`` is even, so the counts add up to ``ceil(n_i / 2)``)."""
+    windows = cut_windows(mel_frames.tolist(), window)
+    frames: list[Tensor] = [input_features.new_empty(0)] * len(windows)
+    for group in length_batches([w.length for w in windows], frame_budget):
+        lengths = [windows[i].length for i in group]
+        stacked = input_features.new_zeros(len(group), input_features.shape[1], max(max(lengths), 1))
+        for slot, i in enumerate(group):
+            w = windows[i]
+            stacked[slot, :, : w.length] = input_features[w.row, :, w.start : w.start + w.length]
+        hidden = encode(stacked, torch.tensor(lengths, device=mel_frames.device))
+        for slot, i in enumerate(group):
+            frames[i] = hidden[slot, : (lengths[slot] + 1) // 2]
+    clips: list[list[Tensor]] = [[] for _ in range(len(mel_frames))]
+    for w, hidden in zip(windows, frames):
+        clips[w.row].append(hidden)
+    return [torch.cat(parts) for parts in clips]
