@@ -13,6 +13,7 @@ per-call overheads taken out:
   time (SDPA's CPU flash kernel gets *slower* in bf16 than in fp32);
 - in bfloat16 the residual stream and the layer norms stay float32; matmul and convolution
   operands and outputs are bfloat16 (fp32 accumulation inside oneDNN, softmax computed in fp32).
+  Each matmul's operands follow its weight's dtype, so a layer may be kept in float32.
 
 The snapshot is of the weights at construction: rebuild it when the encoder changes (the
 composed backbone keys it on :func:`speechsum.models.feature_cache.weights_version`).
@@ -112,18 +113,18 @@ class FastWhisperEncoder:
         key_valid = torch.arange(t, device=hidden.device)[None, :] < ((mel_frames + 1) // 2)[:, None]
         key_bias = None  # additive (N, 1, 1, T') mask, only when some row has padding
         if not bool(key_valid.all()):
-            key_bias = torch.zeros(key_valid.shape, dtype=self.dtype, device=hidden.device)
-            key_bias = key_bias.masked_fill_(~key_valid, float("-inf"))[:, None, None, :]
+            key_bias = torch.zeros(key_valid.shape, device=hidden.device)
+            key_bias = key_bias.masked_fill_(~key_valid, torch.finfo(torch.bfloat16).min)[:, None, None, :]
         hidden = hidden.reshape(n * t, d)
         for layer in self.layers:
-            normed = F.layer_norm(hidden, (d,), *layer.attn_norm, self.eps).to(self.dtype)
+            normed = F.layer_norm(hidden, (d,), *layer.attn_norm, self.eps).to(layer.qkv_weight.dtype)
             qkv = torch.addmm(layer.qkv_bias, normed, layer.qkv_weight.t())
             q, k, v = qkv.view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (N, H, T', hd)
             context = self._attention(q, k, v, key_bias).transpose(1, 2).reshape(n * t, d)
-            hidden = hidden + torch.addmm(layer.out_bias, context, layer.out_weight.t())
-            normed = F.layer_norm(hidden, (d,), *layer.ffn_norm, self.eps).to(self.dtype)
+            hidden = hidden + torch.addmm(layer.out_bias, context.to(layer.out_weight.dtype), layer.out_weight.t())
+            normed = F.layer_norm(hidden, (d,), *layer.ffn_norm, self.eps).to(layer.fc1_weight.dtype)
             inner = F.gelu(torch.addmm(layer.fc1_bias, normed, layer.fc1_weight.t()))
-            hidden = hidden + torch.addmm(layer.fc2_bias, inner, layer.fc2_weight.t())
+            hidden = hidden + torch.addmm(layer.fc2_bias, inner.to(layer.fc2_weight.dtype), layer.fc2_weight.t())
         hidden = F.layer_norm(hidden, (d,), *self.final_norm, self.eps).view(n, t, d)
         return hidden * key_valid[..., None]
 
@@ -134,7 +135,7 @@ class FastWhisperEncoder:
         with plain bf16 matmuls (fp32 accumulation, the softmax computed in fp32 internally), one
         row at a time so the ``(H, T, T)`` scores stay small; SDPA's CPU flash kernel is slower
         in bf16 than in fp32 on this project's CPUs."""
-        if self.dtype == torch.float32 or q.device.type != "cpu":
+        if q.dtype == torch.float32 or q.device.type != "cpu":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=1.0)
         out = torch.empty_like(q)
         for row in range(q.shape[0]):
