@@ -16,14 +16,13 @@ reported with its ratio to the baseline measured in the same run.
 Also reported: how far the bf16 frames are from the float32 ones (max / mean absolute error and
 per-frame cosine over every real frame).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/encoder_speed.py --manifest runs/benchmark/data/val.jsonl
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.encoder_speed --manifest runs/benchmark/data/val.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from benchmarks.common import machine_description
+from benchmarks.common import emit, machine_description
 from speechsum.data.audio import load_audio
 from speechsum.data.manifest import load_manifest
 from speechsum.models.composed import ComposedSpeechLLM
@@ -153,10 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
             name: frame_errors(outputs[name], outputs["module_fp32_one_call"])
             for name in runs if name != "module_fp32_one_call"},
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":
