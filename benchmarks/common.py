@@ -8,6 +8,7 @@ extra), so ``tests/test_bench_harness.py`` can check these helpers without it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -202,3 +204,12 @@ def machine_description() -> dict[str, str]:
         "load_1min_at_start": f"{load:.1f}", "python": platform.python_version(),
         **{name: version(name) for name in ("torch", "transformers", "trl", "lightning")},
     }
+
+
+def emit(result: dict, output: str | None) -> dict:
+    """Print ``result`` as indented JSON and, when ``output`` is set, also write it there."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if output:
+        Path(output).write_text(text + "\n")
+    return result

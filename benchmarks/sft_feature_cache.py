@@ -7,13 +7,12 @@ A step = forward + backward + AdamW step of the SFT loss (collation excluded: it
 loader workers in training and is the same either way). Reports the median steps/s of each
 setting and their ratio.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sft_feature_cache.py --bench /tmp/bench_small
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.sft_feature_cache --bench /tmp/bench_small
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import emit
 from speechsum.data.audio import load_audio
 from speechsum.data.batch import SpeechCollator
 from speechsum.data.manifest import Example, load_manifest
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cache_misses": cache.misses,
     }
     result["speedup"] = round(result["steps_per_s_with_cache"] / result["steps_per_s_without_cache"], 2)
-    print(json.dumps(result, indent=2))
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,13 @@ def test_frozen_encoder_runs_once_per_step(tiny_composed, toy_data):
     module = build_module(tiny_composed)
     batch = one_batch(module, toy_data)
     calls = []
-    module.model.encoder.conv1.register_forward_pre_hook(lambda *args: calls.append(1))
+    encode = module.model._encode_windows  # a frozen encoder runs as its snapshot, not the module
+
+    def counted(*args):
+        calls.append(1)
+        return encode(*args)
+
+    module.model._encode_windows = counted
     callback = TeacherScoringCallback()
     callback._start(module, batch, "val", 0)  # student generates, teacher scores
     rollout = module.pending_rollout
