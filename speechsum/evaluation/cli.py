@@ -211,12 +211,14 @@ def report_parser() -> argparse.ArgumentParser:
         prog="speechsum report",
         description="Compare evaluated systems in the paper's layout: rows text teacher, text backbone, cascade, "
         "student after each stage (by `stage` in metrics.json: base < sft < kd < dpo); one column per test split; "
-        "mean [95%% CI]; relative improvement of each stage over the previous; share of the text-teacher gap each "
-        "stage closes = (stage - baseline) / (teacher - baseline). Writes report.md, report.csv, chart_<metric>.png.",
+        "mean [95% CI]; relative improvement of each stage over the previous; share of the text-teacher gap each "
+        "stage closes = (stage - baseline) / (teacher - baseline); paired comparisons on the same examples (each "
+        "stage vs the previous, final vs cascade and teacher: mean difference, paired-bootstrap 95% CI, sign-flip "
+        "permutation p). Writes report.md, report.csv, paired.csv, chart_<metric>.png.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="folders with a metrics.json (a system's run folder) or whose subfolders have one")
-    p.add_argument("--out", required=True, metavar="DIR", help="where report.md, report.csv and the chart go")
+    p.add_argument("--out", required=True, metavar="DIR", help="where report.md, report.csv, paired.csv and the chart go")
     p.add_argument("--metric", default=None,
                    help="score to compare: llm_judge, fact_judge, rouge (= rougeL), rouge1, rouge2, rougeLsum, "
                    "bertscore (= bertscore_f1), hallucination, repetition, … (default: llm_judge if every run has "
