@@ -48,3 +48,15 @@ def tiny_composed():
     args = tiny_backbone_args()
     args["policy"] = TrainingPolicy(**args["policy"])
     return ComposedSpeechLLM(**args)
+
+
+@pytest.fixture(autouse=True)
+def no_wandb_run_left_open():
+    """A W&B run left open by one test would be reused by the next test's WandbLogger in the same
+    worker process (Lightning reuses a run in progress): finish it after every test."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
