@@ -26,7 +26,7 @@ import numpy as np
 
 from speechsum.benchmark.documents import GENRES, XLING_LANGS, Document, generate_document
 from speechsum.benchmark.instructions import choose_instructions, render_reference
-from speechsum.benchmark.lexicon import GENRE_NOUN
+from speechsum.benchmark.lexicon import GENRE_NOUN, WORLDS
 from speechsum.utils.io import write_dir_atomically
 
 BENCHMARK_VERSION = "1.0"
@@ -76,15 +76,16 @@ def synthesize_document(doc: Document, seed: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def build_document(task: tuple[str, int, int, int, str]) -> list[dict]:
-    """Worker: one document's audio file and manifest records. ``task = (split, index, seed, n, dir)``."""
+def build_document(task: tuple[str, int, int, int, str, str]) -> list[dict]:
+    """Worker: one document's audio file and manifest records. ``task = (split, index, seed, n, world, dir)``."""
     import soundfile as sf
 
-    split, index, seed, count, out_dir = task
+    split, index, seed, count, world, out_dir = task
     doc_id = f"{split}-{index:06d}"
     lang, genre = doc_language_and_genre(split, index)
     for attempt in range(8):
-        doc = generate_document(doc_id, split, seed, genre, lang, unseen=split == "test_unseen", attempt=attempt)
+        doc = generate_document(doc_id, split, seed, genre, lang, unseen=split == "test_unseen", attempt=attempt,
+                                world=world)
         audio = synthesize_document(doc, seed)
         duration = len(audio) / SAMPLE_RATE
         if MIN_SECONDS <= duration <= MAX_SECONDS:
@@ -147,8 +148,9 @@ def resolve_plan(size: str, documents: dict[str, int] | None = None,
 
 def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, workers: int = 2,
                     documents: dict[str, int] | None = None, instructions: dict[str, int] | None = None,
-                    overwrite: bool = False, progress: bool = True) -> dict:
-    """Build every split into ``out``; returns the ``benchmark.json`` summary."""
+                    world: str = "full", overwrite: bool = False, progress: bool = True) -> dict:
+    """Build every split into ``out``; returns the ``benchmark.json`` summary. ``world``: the pools and
+    document shape (``lexicon.WORLDS``; ``full`` is the original generator)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -157,8 +159,11 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose one of {', '.join(WORLDS)}")
     start = time.perf_counter()
-    tasks = [(split, i, seed, plan[split].instructions) for split in SPLITS for i in range(plan[split].documents)]
+    tasks = [(split, i, seed, plan[split].instructions, world)
+             for split in SPLITS for i in range(plan[split].documents)]
     summaries: list[dict] = []
 
     def write(tmp: Path) -> None:
@@ -184,7 +189,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
                 for record in records[split]:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        summaries.append(_summary(records, plan, size, seed, workers, time.perf_counter() - start))
+        summaries.append(_summary(records, plan, size, seed, workers, time.perf_counter() - start, world))
         (tmp / "benchmark.json").write_text(json.dumps(summaries[0], indent=2) + "\n")
 
     write_dir_atomically(out, write)
@@ -192,7 +197,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
 
 
 def _summary(records: dict[str, list[dict]], plan: dict[str, SplitPlan], size: str, seed: int,
-             workers: int, seconds: float) -> dict:
+             workers: int, seconds: float, world: str = "full") -> dict:
     import speechsum
 
     splits = {}
@@ -206,7 +211,7 @@ def _summary(records: dict[str, list[dict]], plan: dict[str, SplitPlan], size: s
             "languages": sorted({r["lang"] for r in rows}),
         }
     return {
-        "version": BENCHMARK_VERSION, "speechsum_version": speechsum.__version__, "size": size, "seed": seed,
+        "version": BENCHMARK_VERSION, "speechsum_version": speechsum.__version__, "size": size, "world": world, "seed": seed,
         "sample_rate": SAMPLE_RATE, "splits": splits,
         "total_examples": sum(s["examples"] for s in splits.values()),
         "total_audio_hours": round(sum(s["audio_hours"] for s in splits.values()), 4),

@@ -22,6 +22,7 @@ The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by con
 
 def _parser() -> argparse.ArgumentParser:
     from speechsum.benchmark.build import SIZES, SPLITS
+    from speechsum.benchmark.lexicon import WORLDS
 
     parser = argparse.ArgumentParser(prog="speechsum benchmark", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
                             "(3000 train examples, 100 val, 200 per test split)")
     build.add_argument("--seed", type=int, default=0, help="seed; same seed -> identical manifests and audio")
     build.add_argument("--workers", type=int, default=2, help="processes synthesising audio (default 2)")
+    build.add_argument("--world", default="full", choices=list(WORLDS),
+                       help="pools and document shape: full (the original generator, hundreds of entity words) "
+                            "or compact (~10 names, 8 cities, 12 numbers, shorter documents: every entity word "
+                            "is heard hundreds of times in an hour of speech)")
     build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for split in SPLITS:
@@ -62,7 +67,8 @@ def benchmark_info(directory: str | Path) -> str:
     summary_path = directory / "benchmark.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        lines.append(f"benchmark v{summary['version']} size={summary['size']} seed={summary['seed']} "
+        lines.append(f"benchmark v{summary['version']} size={summary['size']} "
+                     f"world={summary.get('world', 'full')} seed={summary['seed']} "
                      f"built in {summary['build_seconds']} s with {summary['workers']} worker(s)")
     manifests = sorted(directory.glob("*.jsonl"))
     if not manifests:
@@ -115,7 +121,8 @@ def main(argv: list[str]) -> None:
     instructions = {"train": args.train_instructions,
                     **{split: args.eval_instructions for split in SPLITS if split != "train"}}
     summary = build_benchmark(args.out, size=args.size, seed=args.seed, workers=args.workers,
-                              documents=documents, instructions=instructions, overwrite=args.overwrite,
+                              documents=documents, instructions=instructions, world=args.world,
+                              overwrite=args.overwrite,
                               progress=not args.no_progress)
     print(f"wrote {args.out}: {summary['total_examples']} examples, {summary['total_audio_hours']:.2f} h of audio "
           f"in {summary['build_seconds']} s")

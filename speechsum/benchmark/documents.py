@@ -29,7 +29,7 @@ VOICES = {
     "es": ("es", "es+f2", "es+f3", "es+m3", "es+m7", "es+f4"),
     "de": ("de", "de+f2", "de+f3", "de+m3", "de+m7", "de+f4"),
 }
-SPEAKER_COUNTS = {"meeting": (3, 4), "lecture": (2, 3), "interview": (2, 3), "call": (2, 2)}
+SPEAKER_COUNTS = lx.FULL.speaker_counts  # per genre, (min, max); a world may set its own
 
 
 @dataclass(frozen=True)
@@ -89,19 +89,19 @@ def _round(value: int, high: int) -> int:
 class _Builder:
     """Draws one document; ``lang`` "en" (in-domain) or a cross-lingual language."""
 
-    def __init__(self, rng: random.Random, lang: str, unseen: bool):
-        self.rng, self.lang, self.unseen = rng, lang, unseen
+    def __init__(self, rng: random.Random, lang: str, unseen: bool, world: lx.World = lx.FULL):
+        self.rng, self.lang, self.unseen, self.world = rng, lang, unseen, world
         self.xling = lang != "en"
         self.turns: list[Turn] = []
         self.filler: set[str] = set()
 
     # ---- facts ---------------------------------------------------------------------------------------
     def make_facts(self, speakers: list[Speaker], used_names: set[str], topic: dict[str, str]) -> list[dict]:
-        rng = self.rng
-        extra = rng.sample(["number", "date", "place", "person"], k=rng.randint(2, 4))
+        rng, world = self.rng, self.world
+        extra = rng.sample(["number", "date", "place", "person"], k=rng.randint(*world.extra_facts))
         kinds = ["decision", *extra]
         rng.shuffle(kinds)
-        kinds += ["action"] + (["action"] if rng.random() < 0.4 and len(speakers) > 1 else [])
+        kinds += ["action"] + (["action"] if rng.random() < world.second_action and len(speakers) > 1 else [])
         facts, owners, tasks = [], [], []
         for kind in kinds:
             slots: dict[str, str] = {}
@@ -112,7 +112,7 @@ class _Builder:
                     slots = {"verb": verb["en"], "obj": obj["en"]}
                     spoken = {"verb": verb[self.lang], "obj": obj[self.lang]}
                 else:
-                    slots = {"verb": rng.choice(lx.DECISION_VERBS), "obj": rng.choice(lx.DECISION_OBJECTS)}
+                    slots = {"verb": rng.choice(world.decision_verbs), "obj": rng.choice(world.decision_objects)}
                 decider = rng.randrange(len(speakers))
                 slots["decider"] = speakers[decider].name
                 fact = {"keys": [slots["verb"], slots["obj"]],
@@ -124,8 +124,11 @@ class _Builder:
                     low_high = next(m[2] for m in lx.MEASURES if m[0] == measure)
                     spoken = dict(zip(("measure", "unit"), entry[self.lang]))
                 else:
-                    measure, unit, low_high = rng.choice(lx.MEASURES)
-                value = str(_round(rng.randint(*low_high), low_high[1]))
+                    measure, unit, low_high = rng.choice(world.measures)
+                if world.numbers:
+                    value = str(rng.choice(world.numbers))
+                else:
+                    value = str(_round(rng.randint(*low_high), low_high[1]))
                 slots = {"measure": measure, "unit": unit, "value": value}
                 spoken["value"] = value
                 fact = {"keys": [measure, value], "text": f"the {measure} is {value} {unit}"}
@@ -134,9 +137,9 @@ class _Builder:
                     event = rng.choice(lx.MULTI_EVENTS)
                     slots, spoken = {"event": event["en"]}, {"event": event[self.lang]}
                 else:
-                    slots = {"event": rng.choice(lx.EVENTS)}
+                    slots = {"event": rng.choice(world.events)}
                 if kind == "date":
-                    month, day = rng.randrange(12), rng.randint(1, 28)
+                    month, day = rng.choice(world.months), rng.choice(world.days)
                     slots["date"] = f"{lx.MONTHS['en'][month]} {day}"
                     if self.xling:
                         spoken["date"] = (f"{day} de {lx.MONTHS['es'][month]}" if self.lang == "es"
@@ -144,7 +147,7 @@ class _Builder:
                     fact = {"keys": [slots["event"], slots["date"].lower()],
                             "text": f"the {slots['event']} is on {slots['date']}"}
                 else:
-                    slots["city"] = spoken["city"] = rng.choice(lx.CITIES)
+                    slots["city"] = spoken["city"] = rng.choice(world.cities)
                     fact = {"keys": [slots["event"], slots["city"].lower()],
                             "text": f"the {slots['event']} will take place in {slots['city']}"}
             elif kind == "person":
@@ -153,7 +156,7 @@ class _Builder:
                     role = rng.choice(lx.MULTI_ROLES)
                     slots, spoken = {"role": role["en"]}, {"role": role[self.lang]}
                 else:
-                    slots = {"role": rng.choice(lx.ROLES)}
+                    slots = {"role": rng.choice(world.roles)}
                 slots["name"] = spoken["name"] = name
                 slots["topic"] = topic["en"]
                 fact = {"keys": [name.lower(), slots["role"]], "text": f"{name} is the new {slots['role']}"}
@@ -161,7 +164,7 @@ class _Builder:
                 choices = [i for i in range(len(speakers)) if i not in owners] or list(range(len(speakers)))
                 owner = rng.choice(choices)
                 owners.append(owner)
-                pool = lx.MULTI_ACTIONS if self.xling else lx.ACTIONS
+                pool = lx.MULTI_ACTIONS if self.xling else world.actions
                 task = rng.choice([a for a in pool if a not in tasks])
                 tasks.append(task)
                 day = rng.randrange(len(lx.WEEKDAYS))
@@ -180,7 +183,7 @@ class _Builder:
         firsts = {n.split()[0] for n in used}
         lasts = {n.split()[1] for n in used}
         while True:
-            first, last = self.rng.choice(lx.FIRST_NAMES), self.rng.choice(lx.LAST_NAMES)
+            first, last = self.rng.choice(self.world.first_names), self.rng.choice(self.world.last_names)
             if first not in firsts and last not in lasts:
                 used.add(f"{first} {last}")
                 return f"{first} {last}"
@@ -214,20 +217,24 @@ class _Builder:
 
 
 def generate_document(doc_id: str, split: str, seed: int, genre: str, lang: str = "en", unseen: bool = False,
-                      attempt: int = 0) -> Document:
-    """Draw one document (text only). ``unseen`` uses only the unseen fact templates."""
+                      attempt: int = 0, world: str = "full") -> Document:
+    """Draw one document (text only). ``unseen`` uses only the unseen fact templates; ``world`` names the
+    pools and document shape (``lexicon.WORLDS``: ``full``, the original generator, or ``compact``)."""
+    if world not in lx.WORLDS:
+        raise ValueError(f"unknown world {world!r}; expected one of {', '.join(lx.WORLDS)}")
+    pools = lx.WORLDS[world]
     if genre not in GENRES:
         raise ValueError(f"unknown genre {genre!r}; expected one of {', '.join(GENRES)}")
     if lang != "en" and lang not in XLING_LANGS:
         raise ValueError(f"unsupported language {lang!r}; expected 'en' or one of {', '.join(XLING_LANGS)}")
     rng = random.Random(f"{seed}/{doc_id}/{attempt}")
-    b = _Builder(rng, lang, unseen)
+    b = _Builder(rng, lang, unseen, pools)
     used: set[str] = set()
-    count = rng.randint(*SPEAKER_COUNTS[genre])
+    count = rng.randint(*pools.speaker_counts[genre])
     voices = rng.sample(VOICES[lang], k=count)
     speakers = [Speaker(b.new_name(used), Voice(v, rng.randint(140, 180), rng.randint(35, 70))) for v in voices]
     if lang == "en":
-        raw = rng.choice(lx.TOPICS[genre])
+        raw = rng.choice(pools.topics[genre])
         topic = {"en": f"the {raw}" if genre == "meeting" else raw}
     else:
         topic = rng.choice(lx.MULTI_TOPICS)
@@ -244,10 +251,10 @@ def generate_document(doc_id: str, split: str, seed: int, genre: str, lang: str 
     # chit-chat with distractor entities
     chat_spoken = xl.CHITCHAT[lang] if b.xling else en.CHITCHAT
     chat_en = xl.CHITCHAT_EN if b.xling else en.CHITCHAT
-    for index in rng.sample(range(len(chat_spoken)), k=rng.randint(1, 2)):
-        filler = {"city": rng.choice([c for c in lx.CITIES if c.lower() not in fact_values]),
+    for index in rng.sample(range(len(chat_spoken)), k=rng.randint(*pools.chitchat)):
+        filler = {"city": rng.choice([c for c in pools.cities if c.lower() not in fact_values]),
                   "pet": rng.choice(lx.PETS), "food": rng.choice(lx.FOODS), "hobby": rng.choice(lx.HOBBIES),
-                  "number": str(rng.choice([n for n in range(12, 95) if str(n) not in fact_values]))}
+                  "number": str(rng.choice([n for n in pools.filler_numbers if str(n) not in fact_values]))}
         question, answer = chat_spoken[index]
         for slot in ("city", "pet", "number"):
             if "{" + slot + "}" in answer:

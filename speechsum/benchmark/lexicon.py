@@ -8,6 +8,8 @@ of them while its English keys stay the same.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 FIRST_NAMES = (
     "Maria Daniel Priya Tom Aisha Lukas Chen Sofia Omar Hannah Mateo Grace Yuki Ben Fatima Leo Nadia Samuel "
     "Elena Marcus Ingrid Raj Chloe Tariq Olivia Felix Amara Jonas Laura Diego Mei Victor Rosa Kenji Anna "
@@ -173,3 +175,72 @@ MULTI_ACTIONS = (
     {"en": "email the client", "es": "escribir al cliente", "de": "dem Kunden schreiben"},
     {"en": "order the equipment", "es": "pedir el equipo", "de": "die Geräte bestellen"},
 )
+
+
+# ---- worlds: which pools a document draws from, and how long it is ------------------------------------
+@dataclass(frozen=True)
+class World:
+    """The pools and document shape of one benchmark world (``speechsum benchmark build --world``).
+
+    ``full`` is the original generator (77 first and 70 last names, 39 cities, numbers drawn from each
+    measure's range: hundreds of distinct entity words, each heard a few times in hours of speech).
+    ``compact`` is a world where *hearing is cheap*: a few pool entries of every fact slot, numbers from
+    one small set, and shorter documents (fewer speakers, facts and chit-chat), so each entity word is
+    heard hundreds of times in an hour of aligned speech. ``numbers=None`` draws from the measure range.
+    """
+
+    name: str
+    first_names: tuple[str, ...] = tuple(FIRST_NAMES)
+    last_names: tuple[str, ...] = tuple(LAST_NAMES)
+    cities: tuple[str, ...] = tuple(CITIES)
+    numbers: tuple[int, ...] | None = None
+    months: tuple[int, ...] = tuple(range(12))        # month indices a date may use
+    days: tuple[int, ...] = tuple(range(1, 29))        # days of the month a date may use
+    filler_numbers: tuple[int, ...] = tuple(range(12, 95))
+    topics: dict[str, list[str]] = field(default_factory=lambda: TOPICS)
+    decision_verbs: tuple[str, ...] = tuple(DECISION_VERBS)
+    decision_objects: tuple[str, ...] = tuple(DECISION_OBJECTS)
+    measures: tuple[tuple[str, str, tuple[int, int]], ...] = MEASURES
+    events: tuple[str, ...] = tuple(EVENTS)
+    roles: tuple[str, ...] = tuple(ROLES)
+    actions: tuple[str, ...] = tuple(ACTIONS)
+    speaker_counts: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(
+        meeting=(3, 4), lecture=(2, 3), interview=(2, 3), call=(2, 2)))
+    extra_facts: tuple[int, int] = (2, 4)              # facts besides the decision and the action(s)
+    second_action: float = 0.4                          # probability of a second action item
+    chitchat: tuple[int, int] = (1, 2)                  # chit-chat exchanges (distractor entities)
+
+
+def _pick(pool, names: str) -> tuple:
+    chosen = tuple(names.split("|"))
+    missing = [n for n in chosen if n not in pool]
+    assert not missing, f"not in the full pool: {missing}"
+    return chosen
+
+
+FULL = World("full")
+COMPACT = World(
+    "compact",
+    first_names=_pick(FIRST_NAMES, "Maria|Daniel|Priya|Tom|Omar|Hannah|Grace|Leo|Victor|Emma"),
+    last_names=_pick(LAST_NAMES, "Lopez|Kim|Shah|Baker|Weber|Rossi|Tanaka|Carter|Novak|Patel"),
+    cities=_pick(CITIES, "Lisbon|Berlin|Madrid|Toronto|Chicago|Sydney"),
+    numbers=(5, 8, 12, 15, 20, 30, 40, 60),
+    months=(2, 4, 5, 6, 8, 10),                         # March, May, June, July, September, November
+    days=(5, 8, 12, 15, 20),
+    filler_numbers=(5, 8, 12, 15, 20, 30, 40, 60),
+    topics={genre: topics[:4] for genre, topics in TOPICS.items()},
+    decision_verbs=_pick(DECISION_VERBS, "postpone|approve|cancel|extend|review|replace"),
+    decision_objects=_pick(DECISION_OBJECTS, "product launch|vendor contract|pilot project|newsletter|"
+                           "pricing model|booking system|menu|delivery route"),
+    measures=tuple(m for m in MEASURES if m[0] in ("budget", "price", "discount", "team size", "delivery time",
+                                                    "room capacity")),
+    events=_pick(EVENTS, "kickoff|workshop|board meeting|open day|product demo|team lunch|career fair|concert"),
+    roles=_pick(ROLES, "project lead|team coordinator|budget owner|event manager|intern|editor"),
+    actions=_pick(ACTIONS, "send the report|book the venue|call the supplier|update the slides|email the client|"
+                  "order the equipment|check the invoices|prepare the agenda"),
+    speaker_counts=dict(meeting=(2, 3), lecture=(2, 2), interview=(2, 2), call=(2, 2)),
+    extra_facts=(1, 2),
+    second_action=0.0,
+    chitchat=(1, 1),
+)
+WORLDS = {world.name: world for world in (FULL, COMPACT)}
