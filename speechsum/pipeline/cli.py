@@ -44,7 +44,7 @@ from speechsum.pipeline.runner import (
     write_json_atomic,
 )
 from speechsum.pipeline.table import PIPELINE, StageTable
-from speechsum.utils.io import write_atomic
+from speechsum.utils.io import remove_stale_temporaries, write_atomic
 from speechsum.utils.remote import cache_key
 
 EPILOG = f"""\
@@ -148,6 +148,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     config = load_pipeline_config(config_file)
     run_dir = Path(args.run_dir).resolve()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # no stage runs yet: only what a killed run's atomic writes left
     digest = cache_key(config)[:16]  # stored in each marker: a changed config is pointed out
     write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
     threads = args.threads or default_threads()

@@ -134,3 +134,17 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files and
+    ``.NAME.tmp-XXXX`` folders (SIGKILL runs no cleanup; the targets themselves are whole or
+    absent). Call it only while nothing writes there. Returns what was removed."""
+    folder = Path(folder)
+    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*")})
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale

@@ -101,3 +101,15 @@ def test_project_file_resolves_from_any_folder(tmp_path, monkeypatch):
     (tmp_path / "configs" / "sft.yaml").write_text("mine: 1\n")
     assert io.project_file("configs/sft.yaml") == Path("configs/sft.yaml")  # the user's own file wins
     assert io.project_file("configs/missing.yaml") == Path("configs/missing.yaml")
+
+
+def test_remove_stale_temporaries_after_a_kill(tmp_path):
+    from speechsum.utils.io import remove_stale_temporaries
+
+    (tmp_path / "report.csv").write_text("whole\n")
+    (tmp_path / ".report.csv.k3j2.tmp").write_text("half")
+    (tmp_path / "stage" / ".model.tmp-x1").mkdir(parents=True)
+    (tmp_path / "stage" / ".model.tmp-x1" / "w.bin").write_text("half")
+    removed = remove_stale_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".report.csv.k3j2.tmp", ".model.tmp-x1"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["report.csv", "stage"]
