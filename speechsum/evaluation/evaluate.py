@@ -185,7 +185,7 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
         if spec.asr_model not in transcribers:
             from speechsum.models.asr import WhisperTranscriber
 
-            cache = (options.asr_cache or Path(options.out) / "asr_cache.jsonl") if _is_global_zero() else None
+            cache = options.asr_cache or Path(options.out) / "asr_cache.jsonl"  # per-rank shards under DDP (JsonlCache)
             transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size, cache=cache)
         asr_path = Path(options.out) / spec.name / "asr" / f"{split}.jsonl"
         source, examples = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)

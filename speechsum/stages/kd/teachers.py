@@ -383,7 +383,7 @@ class OpenAICompatibleTeacher(Teacher):
             self._cache = JsonlCache(self.cache_path)
 
         def write(messages: list[dict]) -> str:
-            key = cache_key("seq-kd-v1", self.base_url, self.model, messages, max_new_tokens, self.summary_temperature)
+            key = cache_key("seq-kd-v2", self.model, messages, max_new_tokens, self.summary_temperature)
             if self._cache is not None and (hit := self._cache.get(key)) is not None:
                 return hit["summary"]
             response = self._call(
