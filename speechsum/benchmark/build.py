@@ -4,6 +4,8 @@ Layout of ``OUT``::
 
     audio/<doc_id>.wav     16 kHz mono PCM-16, turns joined by 0.2–0.5 s pauses; shared by its instructions
     train.jsonl val.jsonl test.jsonl test_unseen.jsonl test_xling.jsonl   (one line per instruction)
+    kd_train.jsonl         only with --kd-train-docs N: more training audio with transcripts and
+                           instructions but no ``summary`` (the paper's KD set needs no references)
     benchmark.json         version, seed, size, counts, hours of audio, build seconds
 
 Everything except ``benchmark.json``'s timing is a pure function of the seed: every document draws
@@ -33,6 +35,8 @@ BENCHMARK_VERSION = "1.0"
 SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 15.0, 90.0
 SPLITS = ("train", "val", "test", "test_unseen", "test_xling")
+KD_SPLIT = "kd_train"  # written only when it has documents
+ALL_SPLITS = (*SPLITS, KD_SPLIT)
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,11 @@ class SplitPlan:
 
 SIZES: dict[str, dict[str, SplitPlan]] = {
     "tiny": {"train": SplitPlan(4, 3), "val": SplitPlan(2, 1), "test": SplitPlan(2, 1),
-             "test_unseen": SplitPlan(2, 1), "test_xling": SplitPlan(2, 1)},
+             "test_unseen": SplitPlan(2, 1), "test_xling": SplitPlan(2, 1), KD_SPLIT: SplitPlan(0, 3)},
     "small": {"train": SplitPlan(100, 3), "val": SplitPlan(20, 1), "test": SplitPlan(30, 1),
-              "test_unseen": SplitPlan(30, 1), "test_xling": SplitPlan(30, 1)},
+              "test_unseen": SplitPlan(30, 1), "test_xling": SplitPlan(30, 1), KD_SPLIT: SplitPlan(0, 3)},
     "default": {"train": SplitPlan(1000, 3), "val": SplitPlan(100, 1), "test": SplitPlan(100, 2),
-                "test_unseen": SplitPlan(100, 2), "test_xling": SplitPlan(100, 2)},
+                "test_unseen": SplitPlan(100, 2), "test_xling": SplitPlan(100, 2), KD_SPLIT: SplitPlan(0, 3)},
 }
 
 
@@ -94,15 +98,22 @@ def build_document(task: tuple[str, int, int, int, str, str]) -> list[dict]:
         raise RuntimeError(f"{doc_id}: no draw within {MIN_SECONDS}-{MAX_SECONDS} s after 8 attempts")
     relative = f"audio/{doc_id}.wav"
     sf.write(os.path.join(out_dir, relative), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return make_records(doc, seed, count, relative, duration)
+    records = make_records(doc, seed, count, relative, duration)
+    if split == KD_SPLIT:  # KD learns from the teacher reading the transcript: no reference summary
+        for record in records:
+            del record["summary"]
+    return records
 
 
-def make_records(doc: Document, seed: int, count: int, audio: str, duration: float) -> list[dict]:
-    """Manifest records (one per instruction) of a synthesised document."""
+def make_records(doc: Document, seed: int, count: int, audio: str, duration: float,
+                 unseen: bool | None = None) -> list[dict]:
+    """Manifest records (one per instruction) of a synthesised document. ``unseen``: draw from the
+    unseen instruction templates (default: only for ``test_unseen`` documents)."""
     rng = random.Random(f"{seed}/{doc.doc_id}/instructions")
     genre_noun = GENRE_NOUN[doc.genre]
+    unseen = doc.split == "test_unseen" if unseen is None else unseen
     chosen = choose_instructions(rng, doc.facts, count, genre_noun=genre_noun,
-                                 first_names=[s.first for s in doc.speakers], unseen=doc.split == "test_unseen")
+                                 first_names=[s.first for s in doc.speakers], unseen=unseen)
     records = []
     for k, instruction in enumerate(chosen):
         summary = render_reference(instruction.style, doc.facts, instruction.required_facts,
@@ -135,8 +146,9 @@ def resolve_plan(size: str, documents: dict[str, int] | None = None,
     plan = dict(SIZES[size])
     for split, value in (documents or {}).items():
         if value is not None:
-            if value < 1:
-                raise ValueError(f"--{split.replace('_', '-')}-docs must be >= 1, got {value}")
+            if value < (0 if split == KD_SPLIT else 1):
+                low = 0 if split == KD_SPLIT else 1
+                raise ValueError(f"--{split.replace('_', '-')}-docs must be >= {low}, got {value}")
             plan[split] = SplitPlan(value, plan[split].instructions)
     for split, value in (instructions or {}).items():
         if value is not None:
@@ -163,12 +175,13 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
         raise ValueError(f"unknown world {world!r}; choose one of {', '.join(WORLDS)}")
     start = time.perf_counter()
     tasks = [(split, i, seed, plan[split].instructions, world)
-             for split in SPLITS for i in range(plan[split].documents)]
+             for split in ALL_SPLITS for i in range(plan[split].documents)]
+    written = [split for split in ALL_SPLITS if split in SPLITS or plan[split].documents]
     summaries: list[dict] = []
 
     def write(tmp: Path) -> None:
         (tmp / "audio").mkdir()
-        records: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        records: dict[str, list[dict]] = {split: [] for split in written}
         bar = tqdm(total=len(tasks), desc="benchmark documents", unit="doc", disable=not progress)
         if workers == 1:
             results = map(build_document, [(*task, str(tmp)) for task in tasks])
@@ -185,7 +198,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        for split in SPLITS:
+        for split in written:
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
                 for record in records[split]:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -21,7 +21,7 @@ The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by con
 
 
 def _parser() -> argparse.ArgumentParser:
-    from speechsum.benchmark.build import SIZES, SPLITS
+    from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, SIZES
     from speechsum.benchmark.lexicon import WORLDS
 
     parser = argparse.ArgumentParser(prog="speechsum benchmark", description=DESCRIPTION,
@@ -43,12 +43,15 @@ def _parser() -> argparse.ArgumentParser:
                             "is heard hundreds of times in an hour of speech)")
     build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    for split in SPLITS:
+    for split in ALL_SPLITS:
         flag = split.replace("_", "-")
-        build.add_argument(f"--{flag}-docs", type=int, default=None, metavar="N",
-                           help=f"number of {split} documents (overrides the size preset)")
+        help_text = (f"number of {split} documents (overrides the size preset)" if split != KD_SPLIT else
+                     f"number of {KD_SPLIT} documents (default 0: no {KD_SPLIT}.jsonl): more training audio whose "
+                     "lines have a transcript and instructions but no summary, for on-policy KD")
+        build.add_argument(f"--{flag}-docs", type=int, default=None, metavar="N", help=help_text)
     build.add_argument("--train-instructions", type=int, default=None, metavar="K",
-                       help="instructions (distinct styles, 1-6) per training document (overrides the preset)")
+                       help="instructions (distinct styles, 1-6) per training (and kd_train) document "
+                            "(overrides the preset)")
     build.add_argument("--eval-instructions", type=int, default=None, metavar="K",
                        help="instructions per document of val and the test splits (overrides the preset)")
     info = commands.add_parser("info", help="print counts and durations per split, genre, style, language")
@@ -112,14 +115,14 @@ def main(argv: list[str]) -> None:
     if args.command == "info":
         print(benchmark_info(args.dir))
         return
-    from speechsum.benchmark.build import SPLITS, build_benchmark
+    from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, build_benchmark
 
     # SIGTERM -> SystemExit, so a killed build removes its temporary folder and stops its workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
-    documents = {split: getattr(args, f"{split}_docs") for split in SPLITS}
-    instructions = {"train": args.train_instructions,
-                    **{split: args.eval_instructions for split in SPLITS if split != "train"}}
+    documents = {split: getattr(args, f"{split}_docs") for split in ALL_SPLITS}
+    instructions = {split: args.train_instructions if split in ("train", KD_SPLIT) else args.eval_instructions
+                    for split in ALL_SPLITS}
     summary = build_benchmark(args.out, size=args.size, seed=args.seed, workers=args.workers,
                               documents=documents, instructions=instructions, world=args.world,
                               overwrite=args.overwrite,

@@ -4,20 +4,30 @@ The paper's text models (Phi-4-mini, GPT-4o) arrive pretrained: they can already
 numbers out of a transcript. Ours start from random weights, and the few hundred spoken training
 documents are far too few for a small LM to learn that. Text costs nothing to generate (the audio
 is what is slow), so this writes *extra* training documents drawn by the benchmark's own
-generator: same genres, lexicon and the train split's templates (never the unseen-phrasing
-templates, never a test document: document ids ``lmtext-NNNNNN`` seed their own draws), each with
-``instructions`` instruction/summary pairs. They join the benchmark's real ``train.jsonl`` lines
-in ``OUT/train.jsonl``; ``OUT/val.jsonl`` is the benchmark's val split. Every line's ``audio``
-points at the real clip (benchmark lines) or at one short silent WAV (text-only lines): manifests
-stay valid, and text LMs never decode audio anyway.
+generator, in the benchmark's own world (``world`` in ``benchmark.json``: its names, cities,
+numbers and document shape), never a test document (document ids ``lmtext-NNNNNN`` seed their own
+draws), each with ``instructions`` instruction/summary pairs.
 
-    speechsum benchmark textcorpus --data BENCH_DIR --out DIR [--documents N]
+Like a real LLM's pretraining text, the corpus may be broader than the speech the student trains
+on: ``unseen_share`` of the documents use the unseen-phrasing fact and instruction templates and
+``xling_share`` are Spanish or German transcripts with English summaries. The held-out splits
+(``test_unseen``, ``test_xling``) then test what they test in the paper (FLORAS): whether a
+*speech* student trained on English train-phrasing audio only carries over what its text LLM
+knows. Both shares default to 0 (train phrasing, English only).
+
+The extra lines join the benchmark's real ``train.jsonl`` lines in ``OUT/train.jsonl``;
+``OUT/val.jsonl`` is the benchmark's val split. Every line's ``audio`` points at the real clip
+(benchmark lines) or at one short silent WAV (text-only lines): manifests stay valid, and text LMs
+never decode audio anyway.
+
+    speechsum benchmark textcorpus --data BENCH_DIR --out DIR [--documents N] [--unseen-share F] [--xling-share F]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +35,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from speechsum.benchmark.build import doc_language_and_genre, make_records
-from speechsum.benchmark.documents import generate_document
+from speechsum.benchmark.documents import XLING_LANGS, generate_document
+from speechsum.benchmark.lexicon import WORLDS
 from speechsum.utils.io import write_dir_atomically
 
 SILENCE = "silence.wav"
@@ -50,29 +61,70 @@ def _read_split(bench: Path, split: str) -> list[dict]:
     return records
 
 
-def text_records(documents: int, instructions: int, seed: int, audio: str) -> list[dict]:
-    """``documents`` text-only train-style documents × ``instructions`` manifest records each."""
+def benchmark_world(bench: Path) -> str:
+    """The world ``bench/benchmark.json`` was built in (``full`` when it names none)."""
+    path = bench / "benchmark.json"
+    if not path.is_file():
+        return "full"
+    try:
+        world = json.loads(path.read_text(encoding="utf-8")).get("world", "full")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a benchmark summary ({err})") from err
+    if world not in WORLDS:
+        raise ValueError(f"{path}: field 'world' is {world!r}; expected one of {', '.join(WORLDS)}")
+    return world
+
+
+def document_kind(seed: int, index: int, unseen_share: float, xling_share: float) -> tuple[str, bool]:
+    """``(language, unseen phrasing)`` of text-only document ``index``: a seeded draw per document,
+    ``xling_share`` Spanish/German (alternating), ``unseen_share`` English with unseen phrasing."""
+    draw = random.Random(f"{seed}/lmtext-{index:06d}/kind").random()
+    if draw < xling_share:
+        return XLING_LANGS[index % len(XLING_LANGS)], False
+    return "en", draw < xling_share + unseen_share
+
+
+def _check_shares(unseen_share: float, xling_share: float) -> None:
+    for name, share in (("unseen_share", unseen_share), ("xling_share", xling_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
+    if unseen_share + xling_share > 1.0:
+        raise ValueError(f"unseen_share + xling_share must be <= 1, got {unseen_share} + {xling_share}")
+
+
+def text_records(documents: int, instructions: int, seed: int, audio: str, world: str = "full",
+                 unseen_share: float = 0.0, xling_share: float = 0.0) -> list[dict]:
+    """``documents`` text-only documents of ``world`` × ``instructions`` manifest records each
+    (languages and phrasing drawn by :func:`document_kind`)."""
+    _check_shares(unseen_share, xling_share)
     records = []
     for index in tqdm(range(documents), desc="text-only documents", unit="doc"):
         doc_id = f"lmtext-{index:06d}"
         _, genre = doc_language_and_genre("train", index)
-        doc = generate_document(doc_id, "train", seed, genre)
+        lang, unseen = document_kind(seed, index, unseen_share, xling_share)
+        doc = generate_document(doc_id, "train", seed, genre, lang, unseen=unseen, world=world)
         duration = len(doc.transcript().split()) / WORDS_PER_SECOND
-        records += make_records(doc, seed, instructions, audio, duration)
+        records += make_records(doc, seed, instructions, audio, duration, unseen=unseen)
     return records
 
 
 def write_text_corpus(bench: str | Path, out: str | Path, documents: int = 12000, instructions: int = 1,
-                      seed: int = 1) -> Path:
+                      seed: int = 1, unseen_share: float = 0.0, xling_share: float = 0.0,
+                      world: str | None = None) -> Path:
     """Write ``out/train.jsonl`` (benchmark train + text-only documents), ``out/val.jsonl`` and the
-    silent WAV, atomically; returns ``out``."""
+    silent WAV, atomically; returns ``out``. ``world``: default the benchmark's own."""
     bench = Path(bench)
+    _check_shares(unseen_share, xling_share)
     train, val = _read_split(bench, "train"), _read_split(bench, "val")
+    world = world or benchmark_world(bench)
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; expected one of {', '.join(WORLDS)}")
     out = Path(out)
 
     def write(tmp: Path) -> None:
         sf.write(tmp / SILENCE, np.zeros(1600, np.float32), 16000)
-        extra = text_records(documents, instructions, seed, str((out / SILENCE).resolve()))
+        extra = text_records(documents, instructions, seed, str((out / SILENCE).resolve()), world,
+                             unseen_share, xling_share)
         for name, records in (("train", train + extra), ("val", val)):
             (tmp / f"{name}.jsonl").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
@@ -85,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="speechsum benchmark textcorpus",
         description="Write the text LMs' training manifests: the benchmark's train split plus extra "
-        "text-only documents from the benchmark's generator (train templates only; no audio).",
+        "text-only documents from the benchmark's generator, in the benchmark's world (no audio).",
     )
     parser.add_argument("--data", required=True, help="benchmark directory (train.jsonl, val.jsonl)")
     parser.add_argument("--out", required=True, help="output directory (replaced whole if it exists)")
@@ -94,8 +146,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instructions", type=int, default=1,
                         help="instructions (distinct styles) per extra document (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the extra documents (default 1)")
+    parser.add_argument("--unseen-share", type=float, default=0.0,
+                        help="share of the extra documents written with the unseen-phrasing templates "
+                        "(like test_unseen; default 0)")
+    parser.add_argument("--xling-share", type=float, default=0.0,
+                        help="share of the extra documents written in Spanish/German with English summaries "
+                        "(like test_xling; default 0)")
+    parser.add_argument("--world", choices=sorted(WORLDS), default=None,
+                        help="the generator's world (default: 'world' in DATA/benchmark.json, else full)")
     args = parser.parse_args(argv)
-    out = write_text_corpus(args.data, args.out, args.documents, args.instructions, args.seed)
+    try:
+        out = write_text_corpus(args.data, args.out, args.documents, args.instructions, args.seed,
+                                args.unseen_share, args.xling_share, args.world)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     lines = sum(1 for _ in (out / "train.jsonl").open(encoding="utf-8"))
     print(f"text corpus: {lines} training lines → {out / 'train.jsonl'}")
 

@@ -86,6 +86,7 @@ class EvalOptions:
     seed: int = 0
     num_resamples: int = 1000
     asr_cache: str | None = None  # JSONL of Whisper transcripts (cascade); None: <out>/asr_cache.jsonl
+    asr_dtype: str = "float32"  # the cascade's Whisper: float32 | bfloat16
     trainer_kwargs: dict = field(default_factory=dict)
 
     @property
@@ -186,7 +187,8 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
             from speechsum.models.asr import WhisperTranscriber
 
             cache = options.asr_cache or Path(options.out) / "asr_cache.jsonl"  # per-rank shards under DDP (JsonlCache)
-            transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size, cache=cache)
+            transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size, cache=cache,
+                                                              dtype=options.asr_dtype)
         asr_path = Path(options.out) / spec.name / "asr" / f"{split}.jsonl"
         source, examples = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)
     info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]

@@ -96,6 +96,7 @@ class WhisperTranscriber:
         max_new_tokens: longest transcript per window (Whisper's limit is 448 positions).
         device: torch device for the model.
         cache: a JSONL file of cached transcripts (created if absent; see the module docstring), or None.
+        dtype: ``float32`` or ``bfloat16`` (weights and activations; part of the cache key).
     """
 
     def __init__(
@@ -105,12 +106,16 @@ class WhisperTranscriber:
         max_new_tokens: int = 200,
         device: str = "cpu",
         cache: str | Path | None = None,
+        dtype: str = "float32",
     ):
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         if model_dir is None:
             from speechsum.models.whisper_ct2 import bundled_whisper_dir
 
             model_dir = bundled_whisper_dir()
-        self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+        self.dtype = dtype
+        self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.batch_size = batch_size
@@ -124,7 +129,7 @@ class WhisperTranscriber:
     def settings(self) -> dict:
         """What decides the transcript besides model and audio (part of the cache key)."""
         return {"decoding": "greedy", "num_beams": 1, "timestamps": False, "max_new_tokens": self.max_new_tokens,
-                "dtype": "float32", "window_seconds": WINDOW_SECONDS, "search_seconds": SEARCH_SECONDS,
+                "dtype": self.dtype, "window_seconds": WINDOW_SECONDS, "search_seconds": SEARCH_SECONDS,
                 "quiet_frame_seconds": QUIET_FRAME_SECONDS, "sample_rate": self.feature_extractor.sampling_rate}
 
     def cache_key(self, waveform: np.ndarray) -> str:
@@ -142,7 +147,7 @@ class WhisperTranscriber:
             features = self.feature_extractor([pieces[i] for i in chunk], sampling_rate=self.feature_extractor.sampling_rate,
                                               return_tensors="pt")
             ids = self.model.generate(
-                features.input_features.to(self.device),
+                features.input_features.to(self.device, getattr(torch, self.dtype)),
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 num_beams=1,

@@ -188,3 +188,28 @@ def test_generator_variety_and_every_style_renders():
         render_reference("haiku", doc.facts, [0], genre_noun="meeting", topic=doc.topic)
     with pytest.raises(ValueError, match="unknown size"):
         bench.resolve_plan("huge")
+
+
+def test_kd_train_split_is_more_audio_without_summaries(tiny, tmp_path, capsys):
+    assert not (tiny / "kd_train.jsonl").exists()  # only when asked for
+    out = tmp_path / "kd"
+    main(["build", "--out", str(out), "--size", "tiny", "--workers", "1", "--no-progress",
+          "--kd-train-docs", "2", "--train-instructions", "2"])
+    kd = _records(out, "kd_train")
+    assert len(kd) == 4 and all("summary" not in r for r in kd)
+    assert {r["meta"]["doc_id"] for r in kd} == {"kd_train-000000", "kd_train-000001"}
+    assert all(r["lang"] == "en" and r["transcript"] and r["instruction"] and r["meta"]["facts"] for r in kd)
+    for split in SPLITS:  # the other splits are the build without kd_train, byte for byte
+        if split != "train":
+            assert (out / f"{split}.jsonl").read_bytes() == (tiny / f"{split}.jsonl").read_bytes(), split
+    other = {r["transcript"] for split in SPLITS for r in _records(out, split)}
+    assert not {r["transcript"] for r in kd} & other
+    examples, skipped = load_manifest(out / "kd_train.jsonl", require_summary=False, require_transcript=True)
+    assert len(examples) == 4 and not skipped and all(e.summary is None for e in examples)
+    with pytest.raises(ValueError, match="summary"):
+        load_manifest(out / "kd_train.jsonl", require_summary=True)
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert summary["splits"]["kd_train"] == {**summary["splits"]["kd_train"], "documents": 2, "examples": 4}
+    assert "kd_train" in benchmark_info(out)
+    with pytest.raises(ValueError, match="--kd-train-docs must be >= 0"):
+        bench.resolve_plan("tiny", {"kd_train": -1})

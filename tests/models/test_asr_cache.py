@@ -33,12 +33,12 @@ class StubWhisper:
         return [f" {int(row[0])} " for row in ids]
 
 
-def stub_transcriber(cache=None, max_new_tokens: int = 200) -> WhisperTranscriber:
+def stub_transcriber(cache=None, max_new_tokens: int = 200, dtype: str = "float32") -> WhisperTranscriber:
     stub = StubWhisper()
     transcriber = WhisperTranscriber.__new__(WhisperTranscriber)
     transcriber.model = transcriber.feature_extractor = transcriber.tokenizer = stub
     transcriber.batch_size, transcriber.max_new_tokens, transcriber.device = 2, max_new_tokens, "cpu"
-    transcriber.identity = "stub-model"
+    transcriber.identity, transcriber.dtype = "stub-model", dtype
     transcriber.cache = None if cache is None else JsonlCache(cache)
     transcriber.cache_hits = 0
     return transcriber
@@ -86,11 +86,12 @@ def test_cache_serves_reruns_and_other_instances(tmp_path):
     assert len(path.read_text().splitlines()) == 3  # append-only: one line per new transcript
 
 
-@pytest.mark.parametrize("change", ["max_new_tokens", "model", "audio"])
+@pytest.mark.parametrize("change", ["max_new_tokens", "dtype", "model", "audio"])
 def test_cache_key_changes_with_model_settings_and_audio(tmp_path, change):
     path = tmp_path / "asr.jsonl"
     stub_transcriber(path).transcribe([clip(3)], sample_rate=100)
-    other = stub_transcriber(path, max_new_tokens=100 if change == "max_new_tokens" else 200)
+    other = stub_transcriber(path, max_new_tokens=100 if change == "max_new_tokens" else 200,
+                             dtype="bfloat16" if change == "dtype" else "float32")
     if change == "model":
         other.identity = "another-model"
     audio = clip(3, value=0.2 if change == "audio" else 0.1)
@@ -110,3 +111,8 @@ def test_model_identity_hashes_weights_not_paths(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(FileNotFoundError, match="no weight files"):
         model_identity(tmp_path / "c")
+
+
+def test_an_unknown_precision_is_refused_before_loading():
+    with pytest.raises(ValueError, match="dtype must be float32 or bfloat16, got 'float16'"):
+        WhisperTranscriber("/nonexistent", dtype="float16")

@@ -149,3 +149,15 @@ def test_transcription_word_error_rate(whisper_dir):
     wer = word_error_rate(SENTENCES, hypotheses)
     print(f"WER {wer:.3f}", *zip(SENTENCES, hypotheses), sep="\n")
     assert wer <= 0.15, list(zip(SENTENCES, hypotheses))
+
+
+def test_bfloat16_transcription_is_as_good_and_keyed_apart(whisper_dir, tmp_path):
+    cache = tmp_path / "asr.jsonl"
+    fp32 = WhisperTranscriber(whisper_dir, batch_size=6, cache=cache)
+    bf16 = WhisperTranscriber(whisper_dir, batch_size=6, cache=cache, dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    waveforms = [synthesize(text, voice="en-us", rate=150) for text in SENTENCES]
+    assert word_error_rate(SENTENCES, bf16.transcribe(waveforms)) <= 0.15
+    assert fp32.cache_key(waveforms[0]) != bf16.cache_key(waveforms[0])
+    fp32.transcribe(waveforms[:1])
+    assert fp32.cache_hits == 0  # the bf16 transcripts in the shared cache are not served to fp32

@@ -1,0 +1,83 @@
+"""The text LMs' corpus: the benchmark's world, and the unseen-phrasing / cross-lingual shares."""
+
+import json
+import shutil
+
+import pytest
+
+from speechsum.benchmark import lexicon
+from speechsum.benchmark.documents import generate_document
+from speechsum.benchmark.text_corpus import benchmark_world, document_kind, text_records, write_text_corpus
+
+
+def _bench_in_world(toy_data, tmp_path, world):
+    bench = tmp_path / "bench"
+    shutil.copytree(toy_data["train"].parent, bench)
+    (bench / "benchmark.json").write_text(json.dumps({"version": "1.0", "world": world}))
+    return bench
+
+
+def _names(records):
+    return {name for r in records for name in r["meta"]["speakers"]}
+
+
+def test_the_corpus_is_written_in_the_benchmarks_world(toy_data, tmp_path):
+    compact = lexicon.WORLDS["compact"]
+    bench = _bench_in_world(toy_data, tmp_path, "compact")
+    assert benchmark_world(bench) == "compact"
+    out = write_text_corpus(bench, tmp_path / "corpus", documents=20, seed=3)
+    extra = [json.loads(line) for line in (out / "train.jsonl").open() if '"lmtext-' in line]
+    assert len(extra) == 20
+    firsts = {n.split()[0] for n in _names(extra)}
+    assert firsts <= set(compact.first_names)
+    # the same draws in the full world use names the compact world does not have
+    full = text_records(20, 1, 3, "x.wav", world="full")
+    assert {n.split()[0] for n in _names(full)} - set(compact.first_names)
+
+
+def test_a_benchmark_without_summary_is_the_full_world_and_a_bad_world_is_named(toy_data, tmp_path):
+    assert benchmark_world(toy_data["train"].parent) == "full"
+    bench = _bench_in_world(toy_data, tmp_path, "moon")
+    with pytest.raises(ValueError, match=r"benchmark.json: field 'world' is 'moon'"):
+        write_text_corpus(bench, tmp_path / "corpus", documents=2)
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_shares_draw_unseen_phrasing_and_spanish_german_documents():
+    kinds = [document_kind(1, index, unseen_share=0.25, xling_share=0.25) for index in range(2000)]
+    xling = [lang for lang, _ in kinds if lang != "en"]
+    unseen = [u for lang, u in kinds if lang == "en" and u]
+    assert set(xling) == {"es", "de"}
+    assert 0.22 < len(xling) / 2000 < 0.28 and 0.22 < len(unseen) / 2000 < 0.28
+    assert all(kind == ("en", False) for kind in (document_kind(1, i, 0.0, 0.0) for i in range(200)))
+
+    records = text_records(40, 1, 1, "x.wav", world="compact", unseen_share=0.5, xling_share=0.5)
+    by_lang = {r["lang"] for r in records}
+    assert by_lang == {"en", "es", "de"}
+    for index, record in enumerate(records):
+        lang, unseen = document_kind(1, index, 0.5, 0.5)
+        assert record["lang"] == lang and record["meta"]["split"] == "train"
+        doc = generate_document(f"lmtext-{index:06d}", "train", 1, record["meta"]["genre"], lang, unseen=unseen,
+                                world="compact")
+        assert record["transcript"] == doc.transcript()
+        if lang != "en":
+            assert record["meta"]["transcript_en"] and record["summary"].isascii()
+
+
+@pytest.mark.parametrize(("unseen", "xling", "message"), [
+    (-0.1, 0.0, r"unseen_share must be in \[0, 1\]"),
+    (0.0, 1.5, r"xling_share must be in \[0, 1\]"),
+    (0.6, 0.6, r"unseen_share \+ xling_share must be <= 1"),
+])
+def test_bad_shares_are_refused(unseen, xling, message):
+    with pytest.raises(ValueError, match=message):
+        text_records(1, 1, 1, "x.wav", unseen_share=unseen, xling_share=xling)
+
+
+def test_the_cli_refuses_bad_shares_with_a_usage_error(toy_data, tmp_path, capsys):
+    from speechsum.benchmark.text_corpus import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--xling-share", "2"])
+    assert exit_info.value.code == 2
+    assert "xling_share must be in [0, 1]" in capsys.readouterr().err
