@@ -12,9 +12,10 @@ no cache; the median time of each is reported with the bf16/fp32 speed ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
+
+import torch
 
 from benchmarks.common import emit, machine_description
 from speechsum.data.audio import load_audio
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             texts[dtype] = transcriber.transcribe(waveforms)
             times[dtype].append(time.perf_counter() - start)
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    threads = torch.get_num_threads()
     variants = {}
     for dtype in DTYPES:
         seconds = statistics.median(times[dtype])

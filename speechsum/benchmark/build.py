@@ -146,8 +146,8 @@ def resolve_plan(size: str, documents: dict[str, int] | None = None,
     plan = dict(SIZES[size])
     for split, value in (documents or {}).items():
         if value is not None:
-            if value < (0 if split == KD_SPLIT else 1):
-                low = 0 if split == KD_SPLIT else 1
+            low = 0 if split == KD_SPLIT else 1
+            if value < low:
                 raise ValueError(f"--{split.replace('_', '-')}-docs must be >= {low}, got {value}")
             plan[split] = SplitPlan(value, plan[split].instructions)
     for split, value in (instructions or {}).items():
