@@ -2,13 +2,15 @@
 
     speechsum pipeline                      # the default preset on the bundled benchmark -> runs/pipeline
     speechsum pipeline --preset tiny --run-dir runs/tiny
-    speechsum pipeline --from dpo           # redo DPO, evaluation and the report
+    speechsum pipeline --from dpo           # redo DPO, its evaluation and the report
+    speechsum pipeline --from evaluate_sft,evaluate_kd,evaluate   # re-evaluate every student
 
 The stages, what each needs and runs: :data:`speechsum.pipeline.table.PIPELINE`. Each runs
 speechsum commands as subprocesses (logs in ``RUN/logs/<stage>.log``; :mod:`speechsum.pipeline.runner`
 runs them, this module is the command: options, which stages to run, the summary). A stage starts as soon as the stages it needs are complete, so
 independent ones run at the same time (``--lanes``, default 2: the text teacher trains while the
-backbone trains and aligns; the baselines are evaluated while the student trains); the CPU threads
+backbone trains and aligns; the baselines, and each student as soon as it exists, are evaluated while
+the student trains on; the stage heading the longest chain starts first); the CPU threads
 (``--threads``) are split between the stages running at once. A stage is complete only when its
 marker ``RUN/.state/<stage>.json`` exists — written atomically after its outputs. A rerun skips
 complete stages, deletes a stage's partial outputs before running it again (a ``speechsum fit``
@@ -48,7 +50,7 @@ from speechsum.utils.io import remove_stale_temporaries, write_atomic
 from speechsum.utils.remote import cache_key
 
 EPILOG = f"""\
-stages, in order (those whose needs are complete run at the same time, --lanes):
+stages, in order (those whose needs are complete run at the same time, --lanes; the longest chain first):
 {PIPELINE.epilog()}
 Presets (configs/pipeline/): tiny (tests, minutes), default (~20 min on a 2-core CPU), large.
 Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
@@ -76,6 +78,15 @@ def clear_markers_from(run_dir: Path, stage: str, table: StageTable = PIPELINE) 
 
 
 # -- the run ------------------------------------------------------------------------------------
+def stage_list(text: str) -> list[str]:
+    """``--from``/``--until``: one stage or several, comma-separated, each a stage of the table."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PIPELINE.names]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {unknown or text!r}; stages: {', '.join(PIPELINE.names)}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechsum pipeline", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -88,11 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "CPU), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
     parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
-    parser.add_argument("--from", dest="from_stage", choices=PIPELINE.names, metavar="STAGE",
-                        help="re-run this stage and every stage built on it (deletes their markers; no resuming); "
-                        f"one of {', '.join(PIPELINE.names)}")
-    parser.add_argument("--until", choices=PIPELINE.names, metavar="STAGE",
-                        help="run only this stage and the stages it is built from")
+    parser.add_argument("--from", dest="from_stage", type=stage_list, metavar="STAGE[,STAGE…]",
+                        help="re-run these stages and every stage built on them (deletes their markers; no "
+                        f"resuming); stages: {', '.join(PIPELINE.names)}")
+    parser.add_argument("--until", type=stage_list, metavar="STAGE[,STAGE…]",
+                        help="run only these stages and the stages they are built from")
     parser.add_argument("--lanes", type=int, default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -114,14 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def plan_stages(run_dir: Path, digest: str, until: str | None, redo: Collection[str] = (),
+def plan_stages(run_dir: Path, digest: str, until: Collection[str] | None, redo: Collection[str] = (),
                 table: StageTable = PIPELINE) -> tuple[list[str], dict[str, dict], set[str]]:
     """(the stages to run, in order; the markers of the complete ones kept; the planned stages that
     must start from scratch). A stage runs when its marker is missing or a stage it needs runs; the
     markers of what runs and of every stage built on it are deleted now, so an interrupted run never
     leaves a stage on top of outputs it was not built from. A planned stage may resume an interrupted
     run unless a stage it needs runs too or it is in ``redo`` (``--from``)."""
-    wanted = [s for s in table.names if until is None or s == until or s in table.upstream(until)]
+    wanted = [s for s in table.names if until is None or any(s == u or s in table.upstream(u) for u in until)]
     planned: list[str] = []
     kept: dict[str, dict] = {}
     fresh: set[str] = set()
@@ -158,9 +169,11 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
         raise ValueError("--checkpoint-every must be at least 0")
     redo: set[str] = set()
     if args.from_stage:
-        redo = {args.from_stage, *table.downstream(args.from_stage)}
-        cleared = clear_markers_from(run_dir, args.from_stage, table)
-        say(f"--from {args.from_stage}: cleared {', '.join(cleared) or 'nothing'}")
+        cleared: list[str] = []
+        for stage in args.from_stage:
+            redo |= {stage, *table.downstream(stage)}
+            cleared += clear_markers_from(run_dir, stage, table)
+        say(f"--from {','.join(args.from_stage)}: cleared {', '.join(cleared) or 'nothing'}")
     say(f"speechsum pipeline: {config_file} -> {run_dir} (up to {args.lanes} stages at once, {threads} threads)")
     start = time.monotonic()
     planned, kept, fresh = plan_stages(run_dir, digest, args.until, redo, table)

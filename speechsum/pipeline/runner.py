@@ -1,11 +1,11 @@
 """Runs the planned stages of ``speechsum pipeline``: each stage in a thread of its own that drives
 its speechsum commands as subprocesses (output to ``RUN/logs/<stage>.log``), started once the stages
-it needs are done, at most N (``--lanes``) at once, with the CPU threads split between the stages
-running (``OMP_NUM_THREADS`` of each command). The first failure stops the other running stages
-(SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`) and is raised once they have ended. A stage's
-marker ``RUN/.state/<stage>.json`` is written atomically only after its outputs, so a stage that
-was stopped or failed has none and runs again next time (a fit stage from its newest checkpoint,
-see :mod:`speechsum.pipeline.resume`). Each command's output lines also feed the live progress
+it needs are done, at most N (``--lanes``) at once, the head of the longest chain first, with the CPU
+threads split between the stages running (``OMP_NUM_THREADS`` of each command). The first failure
+stops the other running stages (SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`) and is raised
+once they have ended. A stage's marker ``RUN/.state/<stage>.json`` is written atomically only after
+its outputs, so a stage that was stopped or failed has none and runs again next time (a fit stage
+from its newest checkpoint, see :mod:`speechsum.pipeline.resume`). Each command's output lines also feed the live progress
 (:mod:`speechsum.pipeline.progress`).
 """
 
@@ -176,8 +176,11 @@ def run_stages(planned: list[str], table: StageTable,
                digest: str, lanes: int, threads: int, start: float,
                board: ProgressBoard | None = None) -> dict[str, dict]:
     """Run ``planned``: each stage in a thread of its own once the stages it needs are done, at most
-    ``lanes`` at once, each with ``max(1, threads // stages running)`` threads. The first failure
-    stops the other running stages (no marker for them) and is raised once they have ended.
+    ``lanes`` at once; of the stages ready together, those with the longest chain of stages still to
+    come (:meth:`StageTable.chain`; ties: table order) first. Each gets ``max(1, threads // stages
+    running)`` threads, fixed at its start: all of them when it starts alone, and then it runs alone
+    to its end (only its end can make another stage ready). The first failure stops the other
+    running stages (no marker for them) and is raised once they have ended.
     ``make_context(stage, threads, stop)`` builds a stage's :class:`StageContext`; ``start`` is the
     ``time.monotonic()`` the returned markers' ``start_s``/``end_s`` count from; ``board`` shows
     the running stages' live progress."""
@@ -202,7 +205,8 @@ def run_stages(planned: list[str], table: StageTable,
 
     try:
         while pending or running:
-            ready = [s for s in pending if all(need in finished or need not in planned for need in table[s].needs)]
+            ready = sorted((s for s in pending if all(need in finished or need not in planned
+                                                      for need in table[s].needs)), key=lambda s: -table.chain(s))
             starting = [] if stop.is_set() else ready[: max(0, lanes - len(running))]
             at_once = len(running) + len(starting)
             for stage in starting:

@@ -7,7 +7,8 @@ Paths: everything lives under the run folder ``RUN`` — ``data/``, ``text_corpu
 (benchmark), ``text_lm/``, ``align/``, ``text_teacher/``, ``sft/``, ``kd/``, ``dpo/`` (fit runs, each
 with its resolved ``config.yaml``), ``feature_cache/`` (frozen-encoder outputs, shared, never
 deleted), ``pairs/``, ``baselines/`` (text teacher, backbone, cascade rows), ``evaluate/`` (the
-student rows), ``report.md``, ``report.csv``, ``chart_<metric>.png``.
+student rows, ``evaluate/<system>/`` each written by a stage of its own), ``report.md``, ``report.csv``,
+``chart_<metric>.png``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from speechsum.evaluation.cli import summary_csv
 from speechsum.pipeline.config import (
     aligns,
     backbone_path,
@@ -43,7 +45,8 @@ from speechsum.utils.io import write_atomic
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
 SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
 BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
-STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # the `evaluate` stage's rows
+STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # one stage each (evaluate_sft, evaluate_kd, evaluate), rows in RUN/evaluate/
+STUDENTS_FOLDER = "evaluate"
 EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
 
 
@@ -302,11 +305,25 @@ def evaluation_systems(ctx, wanted: list[str]) -> list[str]:
     return specs
 
 
-def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
+def student_row(ctx, system: str) -> list[Path]:
+    """What a student's evaluation stage writes: ``RUN/evaluate/<system>/`` (the other rows are kept)."""
+    return [ctx.run_dir / STUDENTS_FOLDER / system]
+
+
+def write_students_summary(folder: Path) -> None:
+    """``RUN/evaluate/summary.csv`` of every student row there: each stage's own ``speechsum evaluate``
+    writes one of its row only. The last stage to write it has seen every row written before."""
+    results = {name: json.loads((folder / name / "metrics.json").read_text(encoding="utf-8"))
+               for name in STUDENT_SYSTEMS if (folder / name / "metrics.json").is_file()}
+    write_atomic(folder / "summary.csv", summary_csv(results))
+
+
+def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[Path]:
     """``speechsum evaluate`` of the wanted systems among ``rows`` on every test split
-    (``examples_per_split`` each) into ``RUN/<stage>/``: the ``baselines`` stage evaluates the text
-    LMs and the cascade (they need no student, so they run while the student trains), the
-    ``evaluate`` stage the students."""
+    (``examples_per_split`` each) into ``RUN/<folder>/`` (default ``RUN/<stage>/``): the ``baselines``
+    stage evaluates the text LMs and the cascade (they need no student, so they run while the student
+    trains); ``evaluate_sft``, ``evaluate_kd`` and ``evaluate`` each evaluate one student as soon as
+    it exists, into the shared ``RUN/evaluate/`` (:data:`STUDENTS_FOLDER`)."""
     opts = _options(ctx.config.get("evaluate"), examples_per_split=None, max_new_tokens=128, batch_size=8,
                     metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), args=[])
     judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
@@ -314,10 +331,12 @@ def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
     if unknown:
         raise ValueError(f"evaluate.systems: unknown {unknown}; allowed: {', '.join(EVAL_SYSTEMS)}")
     specs = evaluation_systems(ctx, [name for name in opts["systems"] if name in rows])
+    out = ctx.run_dir / (folder or ctx.stage)
     if not specs:
         ctx.note(f"{ctx.stage}: no system to evaluate (evaluate.systems: {', '.join(opts['systems'])})")
+        if folder == STUDENTS_FOLDER and out.is_dir():
+            write_students_summary(out)  # without this stage's row (deleted before it ran)
         return []
-    out = ctx.run_dir / ctx.stage
     command = [*SPEECHSUM, "evaluate", "--out", str(out), "--max-new-tokens", str(opts["max_new_tokens"]),
                "--batch-size", str(opts["batch_size"])]
     for name, source in manifests(ctx)["tests"].items():
@@ -330,7 +349,7 @@ def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
         command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
         command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
         # outside RUN/<stage> (deleted when the stage reruns): paid verdicts are never asked twice;
-        # one file per stage, as the two stages may run at the same time
+        # one file per stage, as the evaluation stages may run at the same time
         cache = "llm_judge.jsonl" if ctx.stage == "evaluate" else f"llm_judge_{ctx.stage}.jsonl"
         command += ["--judge-cache", str(ctx.run_dir / "evaluate_cache" / cache)]
     command += ["--metrics", metrics]
@@ -339,7 +358,9 @@ def run_evaluate(ctx, rows: tuple[str, ...]) -> list[Path]:
     if ctx.wandb:
         command.append("--wandb")
     ctx.run(command + [str(a) for a in opts["args"]])
-    return [out / "summary.csv", *sorted(out.glob("*/metrics.json"))]
+    if folder == STUDENTS_FOLDER:
+        write_students_summary(out)
+    return [out / "summary.csv", *(out / spec.split(":")[1] / "metrics.json" for spec in specs)]
 
 
 def report_outputs(ctx) -> list[Path]:
@@ -355,7 +376,7 @@ def run_report(ctx) -> list[Path]:
                if list((ctx.run_dir / name).glob("*/metrics.json"))]
     if not folders:
         raise RuntimeError(f"report: no metrics.json under {ctx.run_dir / 'baselines'} or {ctx.run_dir / 'evaluate'}; "
-                           "evaluate.systems names no system with a model (see logs/baselines.log, logs/evaluate.log)")
+                           "evaluate.systems names no system with a model (see logs/baselines.log, logs/evaluate*.log)")
     command = [*SPEECHSUM, "report", *folders, "--out", str(ctx.run_dir)]
     command += ["--metric", opts["metric"]] if opts["metric"] else []
     command += ["--baseline", opts["baseline"]] if opts["baseline"] else []

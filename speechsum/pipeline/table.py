@@ -1,6 +1,7 @@
 """The pipeline's stages, declared once: :data:`PIPELINE` lists every stage with what it needs, the
 function that runs it, what it writes and a one-line description (``--help``'s epilog and the
-progress lines come from it). Adding a stage is adding one :class:`Stage` here."""
+progress lines come from it). Adding a stage is adding one :class:`Stage` here. When several stages
+are ready, the scheduler starts the one at the head of the longest chain first (:meth:`StageTable.chain`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from speechsum.pipeline.stages import (
     BASELINE_SYSTEMS,
-    STUDENT_SYSTEMS,
+    STUDENTS_FOLDER,
     benchmark_outputs,
     pairs_outputs,
     report_outputs,
@@ -21,6 +22,7 @@ from speechsum.pipeline.stages import (
     run_kd,
     run_pairs,
     run_report,
+    student_row,
 )
 
 StageFunction = Callable[..., list[Path]]  # (ctx) -> the stage's outputs (recorded in its marker)
@@ -58,6 +60,10 @@ class StageTable:
             late = [need for need in stage.needs if need not in self.names[:number]]
             if late:
                 raise ValueError(f"stage {stage.name} needs {late}, which are not listed before it")
+        self._chain: dict[str, int] = {}
+        for stage in reversed(self.stages):  # every stage built on it comes later
+            after = [self._chain[other.name] for other in self.stages if stage.name in other.needs]
+            self._chain[stage.name] = 1 + max(after, default=0)
 
     def __iter__(self) -> Iterator[Stage]:
         return iter(self.stages)
@@ -76,8 +82,14 @@ class StageTable:
         """Every stage built on ``name``, directly or not, in table order."""
         return [other for other in self.names if name in self.upstream(other)]
 
+    def chain(self, name: str) -> int:
+        """The number of stages on the longest chain from ``name`` to the end, ``name`` included: of
+        the stages ready at once, the scheduler starts the one with the longest chain first (e.g. kd,
+        which pairs, dpo, evaluate and report wait for, before evaluate_sft)."""
+        return self._chain[name]
+
     def label(self, name: str) -> str:
-        """``[3/11] align``: the stage's place in the table, for progress lines."""
+        """``[3/13] align``: the stage's place in the table, for progress lines."""
         return f"[{self.names.index(name) + 1}/{len(self.names)}] {name}"
 
     def epilog(self) -> str:
@@ -89,6 +101,13 @@ class StageTable:
     def with_runs(self, runs: Mapping[str, StageFunction]) -> StageTable:
         """The same table with some stages' run functions replaced (tests run stand-ins)."""
         return StageTable(replace(stage, run=runs[stage.name]) if stage.name in runs else stage for stage in self)
+
+
+def student_evaluation(name: str, system: str, after: str) -> Stage:
+    """The stage that evaluates the student after ``after`` (row ``system``, in ``RUN/evaluate/``) as
+    soon as that student exists, in a lane the training chain leaves free."""
+    return Stage(name, (system,), partial(run_evaluate, rows=(system,), folder=STUDENTS_FOLDER),
+                 f"evaluate the student after {after}", outputs=partial(student_row, system=system))
 
 
 PIPELINE = StageTable([
@@ -104,9 +123,10 @@ PIPELINE = StageTable([
     Stage("pairs", ("kd",), run_pairs, "sample and judge preference pairs from the KD student",
           outputs=pairs_outputs),
     Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True),
-    Stage("evaluate", ("dpo",), partial(run_evaluate, rows=STUDENT_SYSTEMS),
-          "evaluate the student after SFT, KD and DPO"),
-    Stage("report", ("baselines", "evaluate"), run_report, "write and print the report table and charts",
-          outputs=report_outputs),
+    student_evaluation("evaluate_sft", "sft", "SFT"),
+    student_evaluation("evaluate_kd", "kd", "KD"),
+    student_evaluation("evaluate", "dpo", "DPO"),
+    Stage("report", ("baselines", "evaluate_sft", "evaluate_kd", "evaluate"), run_report,
+          "write and print the report table and charts", outputs=report_outputs),
 ])
 STAGES = PIPELINE.names

@@ -1,23 +1,21 @@
-"""`speechsum pipeline`: config resolution, stage markers, the scheduler (stages at the same time,
-threads split, a failure or SIGTERM stopping the other stages, rerun after a kill) on quick
-stand-in commands, and the tiny preset end to end (every artefact, a rerun that skips every
-stage, `--from dpo`)."""
+"""`speechsum pipeline`: config resolution, stage markers, the stage table, and the tiny preset end to
+end (every artefact, a rerun that skips every stage, `--from dpo`). The scheduler on stand-in
+commands: test_scheduler.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-import speechsum.pipeline.cli as pipeline
 from speechsum.pipeline.cli import clear_markers_from, read_marker
 from speechsum.pipeline.config import (
     TRAINING_STAGES,
@@ -27,7 +25,7 @@ from speechsum.pipeline.config import (
     resolve_stage_config,
     rewrite_paths,
 )
-from speechsum.pipeline.runner import StageFailed, format_duration, marker_path
+from speechsum.pipeline.runner import format_duration, marker_path
 from speechsum.pipeline.stages import subset_manifest
 from speechsum.pipeline.table import PIPELINE, STAGES, Stage, StageTable
 from tests.conftest import CONFIGS, REPO
@@ -141,7 +139,7 @@ def test_markers_clear_from_a_stage_on_and_broken_markers_do_not_count(tmp_path)
     assert clear_markers_from(tmp_path, "dpo") == ["dpo", "evaluate", "report"]
     assert read_marker(tmp_path, "pairs") is not None and read_marker(tmp_path, "dpo") is None
     # the teacher: what is built on it (the baselines, KD and after), not the backbone lane
-    assert clear_markers_from(tmp_path, "text_teacher") == ["text_teacher", "baselines", "kd", "pairs"]
+    assert clear_markers_from(tmp_path, "text_teacher") == ["text_teacher", "baselines", "kd", "pairs", "evaluate_kd"]
     assert read_marker(tmp_path, "align") is not None and read_marker(tmp_path, "sft") is not None
     marker_path(tmp_path, "pairs").write_text('{"stage": "pa')  # torn write: not complete
     assert read_marker(tmp_path, "pairs") is None
@@ -162,13 +160,32 @@ def test_subset_manifest_spreads_and_makes_audio_absolute(tmp_path):
     assert len(subset_manifest(source, tmp_path / "all.jsonl", None)) == 10
 
 
+def test_a_student_stage_left_out_by_evaluate_systems_leaves_the_other_rows_in_the_summary(tmp_path):
+    """evaluate_sft with `evaluate.systems: [kd, dpo]`: nothing evaluated, and RUN/evaluate/summary.csv
+    rebuilt from the rows there (its own was deleted before it ran)."""
+    stat = {"mean": 0.5, "low": 0.4, "high": 0.6, "n": 2}
+    (tmp_path / "evaluate" / "kd").mkdir(parents=True)
+    (tmp_path / "evaluate" / "kd" / "metrics.json").write_text(json.dumps(
+        {"system": {"role": "student", "stage": "kd"}, "results": {"all": {"rougeL": stat}}}))
+    (tmp_path / "evaluate" / "summary.csv").write_text("system\nsft\n")  # stale
+    ctx = SimpleNamespace(run_dir=tmp_path, stage="evaluate_sft", note=print,
+                          config={"benchmark": {"size": "tiny"}, "evaluate": {"systems": ["kd", "dpo"]}})
+    assert PIPELINE["evaluate_sft"].run(ctx) == []
+    assert PIPELINE["evaluate_sft"].outputs(ctx) == [tmp_path / "evaluate" / "sft"]
+    rows = (tmp_path / "evaluate" / "summary.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["system", "kd"]
+
+
 def test_the_stage_table_lists_every_stage_after_what_it_needs():
     assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo",
-                      "evaluate", "report")
+                      "evaluate_sft", "evaluate_kd", "evaluate", "report")
     assert PIPELINE.downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
     assert PIPELINE.upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
     assert [s.name for s in PIPELINE if s.resumes] == list(TRAINING_STAGES)
-    assert PIPELINE.label("align") == "[3/11] align"
+    assert PIPELINE.label("align") == "[3/13] align"
+    # the scheduler's priority: the longest chain of stages still to come (kd before evaluate_sft)
+    assert {s: PIPELINE.chain(s) for s in ("text_lm", "text_teacher", "kd", "baselines", "evaluate_sft", "report")} \
+        == {"text_lm": 8, "text_teacher": 6, "kd": 5, "baselines": 2, "evaluate_sft": 2, "report": 1}
     first = PIPELINE.epilog().splitlines()[:3]
     assert first == ["  benchmark     build the bundled benchmark, the text corpus and the tokenizer",
                      "  text_lm       train the text backbone (needs benchmark)",
@@ -176,137 +193,6 @@ def test_the_stage_table_lists_every_stage_after_what_it_needs():
     with pytest.raises(ValueError, match=r"stage b needs \['c'\], which are not listed before it"):
         StageTable([Stage("b", ("c",), print, "x"),
                     Stage("c", (), print, "y")])
-
-
-# -- the scheduler, on quick stand-in commands -------------------------------------------------------
-STAND_IN = """\
-import json, os, pathlib, sys, time
-pathlib.Path({pid_file!r}).write_text(str(os.getpid()))
-print("threads", os.environ["OMP_NUM_THREADS"], flush=True)
-time.sleep({seconds})
-sys.exit({code})
-"""
-
-
-def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None) -> StageTable:
-    """The pipeline with stage functions that each run one real subprocess (writes its pid, sleeps, exits)."""
-    pids.mkdir(parents=True, exist_ok=True)
-
-    def stage_function(stage: str):
-        def run(ctx) -> list[Path]:
-            code = STAND_IN.format(pid_file=str(pids / stage), seconds=(seconds or {}).get(stage, 0.0),
-                                   code=3 if stage == fail else 0)
-            ctx.run([sys.executable, "-c", code])
-            return []
-        return run
-
-    return PIPELINE.with_runs({stage: stage_function(stage) for stage in STAGES})
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def run_in_process(run_dir: Path, table: StageTable, *extra: str) -> dict:
-    args = pipeline.build_parser().parse_args(["--preset", "tiny", "--run-dir", str(run_dir), *extra])
-    return pipeline.run_pipeline(args, table)
-
-
-def test_independent_stages_run_at_once_with_the_threads_split(tmp_path):
-    table = stand_in_stages(tmp_path / "pids", {
-        "text_lm": 0.6, "align": 0.6, "text_teacher": 1.0, "baselines": 1.0, "sft": 0.5})
-    summary = run_in_process(tmp_path / "run", table, "--threads", "2")
-    stages = summary["stages"]
-    assert all(s["status"] == "ran" for s in stages.values()) and set(stages) == set(STAGES)
-    for stage in PIPELINE:  # nothing started before what it needs had finished
-        assert all(stages[need]["end_s"] <= stages[stage.name]["start_s"] for need in stage.needs), stage.name
-    overlap = min(stages["text_lm"]["end_s"], stages["text_teacher"]["end_s"]) - max(
-        stages["text_lm"]["start_s"], stages["text_teacher"]["start_s"])
-    assert overlap > 0.4  # the teacher trained while the backbone did
-    assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]  # baselines evaluated while the student trains
-    assert summary["wall_s"] < summary["stages_s"] - 1.0
-    assert stages["benchmark"]["threads"] == 2 and stages["text_lm"]["threads"] == 1
-    assert stages["text_teacher"]["threads"] == 1
-    log = (tmp_path / "run" / "logs" / "text_teacher.log").read_text()
-    assert "OMP_NUM_THREADS=1" in log and "threads 1" in log  # what the child saw
-
-    # one lane: one stage after the other, each with every thread
-    summary = run_in_process(tmp_path / "serial", table, "--threads", "2", "--lanes", "1")
-    spans = sorted((s["start_s"], s["end_s"]) for s in summary["stages"].values())
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
-    assert {s["threads"] for s in summary["stages"].values()} == {2}
-
-
-def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
-    """text_teacher fails while text_lm runs (60 s): text_lm is stopped at once, no marker for
-    either, the error names text_teacher's log; the rerun runs both and all after them."""
-    pids = tmp_path / "pids"
-    run = tmp_path / "run"
-    started = time.monotonic()
-    with pytest.raises(StageFailed, match=r"(?s)stage text_teacher:.*exited with code 3") as error:
-        run_in_process(run, stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher"))
-    assert time.monotonic() - started < 30
-    assert str(run / "logs" / "text_teacher.log") in str(error.value)
-    assert not alive(int((pids / "text_lm").read_text()))
-    out = capsys.readouterr().out
-    assert "[4/11] text_teacher … FAILED" in out and "[2/11] text_lm … stopped" in out
-    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
-
-    summary = run_in_process(run, stand_in_stages(pids))
-    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
-    assert all(read_marker(run, s) for s in STAGES)
-
-
-def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
-    table = stand_in_stages(tmp_path / "pids")
-    run_in_process(tmp_path, table)
-    marker_path(tmp_path, "text_teacher").unlink()  # e.g. lost, or broken by a crash
-    summary = run_in_process(tmp_path, table)
-    ran = [s for s, v in summary["stages"].items() if v["status"] == "ran"]
-    assert ran == ["text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate", "report"]
-    summary = run_in_process(tmp_path, table, "--from", "align", "--until", "sft")
-    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
-    assert [s for s in STAGES if not read_marker(tmp_path, s)] == ["kd", "pairs", "dpo", "evaluate", "report"]
-
-
-def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
-    """`kill PID` of the pipeline while the backbone and the teacher train: both commands end,
-    neither gets a marker, the exit code is 128 + SIGTERM; the next run does the rest."""
-    pids, run = tmp_path / "pids", tmp_path / "run"
-    script = tmp_path / "stand_in_pipeline.py"
-    script.write_text(
-        "import sys\nsys.path.insert(0, sys.argv[1])\n"
-        "from pathlib import Path\nimport speechsum.pipeline.cli as pipeline\n"
-        "from tests.pipeline.test_pipeline import stand_in_stages\n"
-        "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}))\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
-                                "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
-    children: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while not ((pids / "text_lm").is_file() and (pids / "text_teacher").is_file()):
-            assert time.monotonic() < deadline and process.poll() is None, "the two text LM stages never started"
-            time.sleep(0.1)
-        time.sleep(0.3)  # the pid files are written first thing: let both children settle
-        children = [int((pids / name).read_text()) for name in ("text_lm", "text_teacher")]
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
-        assert "[2/11] text_lm … running" in out and "text_lm … done" not in out
-        assert process.returncode == 128 + signal.SIGTERM
-        assert not any(alive(pid) for pid in children)
-    finally:
-        process.kill()
-        for pid in children:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
-    summary = run_in_process(run, stand_in_stages(pids))
-    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
 
 
 # -- the tiny preset end to end ----------------------------------------------------------------------
@@ -325,7 +211,7 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     run = tmp_path / "run"
     out = run_pipeline(run)
     for number, stage in enumerate(STAGES, start=1):
-        assert f"[{number}/11] {stage} … done in " in out
+        assert f"[{number}/13] {stage} … done in " in out
     # benchmark, text LMs (HF directories), the aligned projector, student checkpoints, pairs
     for split in ("train", "val", "test", "test_unseen", "test_xling"):
         assert (run / "data" / f"{split}.jsonl").stat().st_size > 0
@@ -373,15 +259,20 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     started = time.monotonic()
     out = run_pipeline(run)
     assert time.monotonic() - started < 30
-    assert out.count("complete, skipped") == 11 and "running" not in out
+    assert out.count("complete, skipped") == 13 and "running" not in out
     assert {stage: marker_path(run, stage).stat().st_mtime_ns for stage in STAGES} == first
     assert {p: p.stat().st_mtime_ns for p in (run / "logs").glob("*.log")} == logs
 
-    # --from dpo: exactly dpo, evaluate, report again.
+    # --from dpo: exactly dpo, its evaluation and the report again; the SFT and KD rows are kept.
+    rows = {p: p.stat().st_mtime_ns for p in (run / "evaluate").glob("*/metrics.json")}
     out = run_pipeline(run, "--from", "dpo")
     rerun = {stage for stage in STAGES if marker_path(run, stage).stat().st_mtime_ns != first[stage]}
     assert rerun == {"dpo", "evaluate", "report"}
-    assert out.count("complete, skipped") == 8 and "[9/11] dpo … done in" in out
+    assert out.count("complete, skipped") == 10 and "[9/13] dpo … done in" in out
+    assert {p: p.stat().st_mtime_ns for p in rows if p.parent.name != "dpo"} == {
+        p: t for p, t in rows.items() if p.parent.name != "dpo"}
+    assert {row.split(",")[0] for row in (run / "evaluate" / "summary.csv").read_text().splitlines()[1:]} == {
+        "sft", "kd", "dpo"}  # every student's row, though each stage's `speechsum evaluate` wrote one
     summary = json.loads((run / "pipeline_summary.json").read_text())
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["dpo", "evaluate", "report"]
     assert "| text teacher |" in (run / "report.md").read_text()  # the baselines' rows are kept

@@ -1,0 +1,174 @@
+"""The pipeline's scheduler on quick stand-in commands: stages at the same time with the threads
+split, the longest chain first and the students evaluated in the free lane, a failure or SIGTERM
+stopping the other stages, and what reruns after a stage runs again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import speechsum.pipeline.cli as pipeline
+from speechsum.pipeline.cli import read_marker
+from speechsum.pipeline.runner import StageFailed, marker_path
+from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
+from tests.conftest import REPO
+
+STAND_IN = """\
+import json, os, pathlib, sys, time
+pathlib.Path({pid_file!r}).write_text(str(os.getpid()))
+print("threads", os.environ["OMP_NUM_THREADS"], flush=True)
+time.sleep({seconds})
+sys.exit({code})
+"""
+
+
+def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None) -> StageTable:
+    """The pipeline with stage functions that each run one real subprocess (writes its pid, sleeps, exits)."""
+    pids.mkdir(parents=True, exist_ok=True)
+
+    def stage_function(stage: str):
+        def run(ctx) -> list[Path]:
+            code = STAND_IN.format(pid_file=str(pids / stage), seconds=(seconds or {}).get(stage, 0.0),
+                                   code=3 if stage == fail else 0)
+            ctx.run([sys.executable, "-c", code])
+            return []
+        return run
+
+    return PIPELINE.with_runs({stage: stage_function(stage) for stage in STAGES})
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def run_in_process(run_dir: Path, table: StageTable, *extra: str) -> dict:
+    args = pipeline.build_parser().parse_args(["--preset", "tiny", "--run-dir", str(run_dir), *extra])
+    return pipeline.run_pipeline(args, table)
+
+
+def test_independent_stages_run_at_once_with_the_threads_split(tmp_path):
+    table = stand_in_stages(tmp_path / "pids", {
+        "text_lm": 0.6, "align": 0.6, "text_teacher": 1.0, "baselines": 1.0, "sft": 0.5})
+    summary = run_in_process(tmp_path / "run", table, "--threads", "2")
+    stages = summary["stages"]
+    assert all(s["status"] == "ran" for s in stages.values()) and set(stages) == set(STAGES)
+    for stage in PIPELINE:  # nothing started before what it needs had finished
+        assert all(stages[need]["end_s"] <= stages[stage.name]["start_s"] for need in stage.needs), stage.name
+    overlap = min(stages["text_lm"]["end_s"], stages["text_teacher"]["end_s"]) - max(
+        stages["text_lm"]["start_s"], stages["text_teacher"]["start_s"])
+    assert overlap > 0.4  # the teacher trained while the backbone did
+    assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]  # baselines evaluated while the student trains
+    assert summary["wall_s"] < summary["stages_s"] - 1.0
+    assert stages["benchmark"]["threads"] == 2 and stages["text_lm"]["threads"] == 1
+    assert stages["text_teacher"]["threads"] == 1
+    log = (tmp_path / "run" / "logs" / "text_teacher.log").read_text()
+    assert "OMP_NUM_THREADS=1" in log and "threads 1" in log  # what the child saw
+
+    # one lane: one stage after the other, each with every thread
+    summary = run_in_process(tmp_path / "serial", table, "--threads", "2", "--lanes", "1")
+    spans = sorted((s["start_s"], s["end_s"]) for s in summary["stages"].values())
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    assert {s["threads"] for s in summary["stages"].values()} == {2}
+
+
+def test_the_critical_chain_goes_first_and_the_students_are_evaluated_beside_the_baselines(tmp_path):
+    """The measured default run's shape: the baselines hold one lane long after the teacher; the
+    student's chain (kd, pairs, dpo) takes the other lane before evaluate_sft, which was ready since
+    SFT ended; the three student evaluations follow in that lane while the baselines still run, each
+    with one thread; the report, alone, gets both."""
+    table = stand_in_stages(tmp_path / "pids", {
+        "text_teacher": 0.5, "baselines": 4.0, "sft": 0.8, "kd": 0.3, "pairs": 0.3, "dpo": 0.3})
+    stages = run_in_process(tmp_path / "run", table, "--threads", "2")["stages"]
+    for stage in PIPELINE:
+        assert all(stages[need]["end_s"] <= stages[stage.name]["start_s"] for need in stage.needs), stage.name
+    assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]  # so one lane is free when SFT ends
+    assert stages["kd"]["start_s"] < stages["evaluate_sft"]["start_s"]  # ready together: kd first
+    assert stages["dpo"]["end_s"] <= stages["evaluate_sft"]["start_s"]
+    students = ("evaluate_sft", "evaluate_kd", "evaluate")
+    assert sorted(students, key=lambda s: stages[s]["start_s"]) == list(students)
+    assert all(stages[s]["end_s"] < stages["baselines"]["end_s"] and stages[s]["threads"] == 1 for s in students)
+    assert stages["report"]["threads"] == 2
+
+    summary = run_in_process(tmp_path / "run", table, "--from", "evaluate_sft,evaluate_kd")
+    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["evaluate_sft", "evaluate_kd", "report"]
+    with pytest.raises(SystemExit):
+        pipeline.build_parser().parse_args(["--from", "evaluate_sft,nope"])
+
+
+def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
+    """text_teacher fails while text_lm runs (60 s): text_lm is stopped at once, no marker for
+    either, the error names text_teacher's log; the rerun runs both and all after them."""
+    pids = tmp_path / "pids"
+    run = tmp_path / "run"
+    started = time.monotonic()
+    with pytest.raises(StageFailed, match=r"(?s)stage text_teacher:.*exited with code 3") as error:
+        run_in_process(run, stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher"))
+    assert time.monotonic() - started < 30
+    assert str(run / "logs" / "text_teacher.log") in str(error.value)
+    assert not alive(int((pids / "text_lm").read_text()))
+    out = capsys.readouterr().out
+    assert "[4/13] text_teacher … FAILED" in out and "[2/13] text_lm … stopped" in out
+    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
+
+    summary = run_in_process(run, stand_in_stages(pids))
+    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
+    assert all(read_marker(run, s) for s in STAGES)
+
+
+def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
+    table = stand_in_stages(tmp_path / "pids")
+    run_in_process(tmp_path, table)
+    marker_path(tmp_path, "text_teacher").unlink()  # e.g. lost, or broken by a crash
+    summary = run_in_process(tmp_path, table)
+    ran = [s for s, v in summary["stages"].items() if v["status"] == "ran"]
+    assert ran == ["text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate_kd", "evaluate", "report"]
+    summary = run_in_process(tmp_path, table, "--from", "align", "--until", "sft")
+    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
+    assert [s for s in STAGES if not read_marker(tmp_path, s)] == [
+        "kd", "pairs", "dpo", "evaluate_sft", "evaluate_kd", "evaluate", "report"]
+
+
+def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
+    """`kill PID` of the pipeline while the backbone and the teacher train: both commands end,
+    neither gets a marker, the exit code is 128 + SIGTERM; the next run does the rest."""
+    pids, run = tmp_path / "pids", tmp_path / "run"
+    script = tmp_path / "stand_in_pipeline.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, sys.argv[1])\n"
+        "from pathlib import Path\nimport speechsum.pipeline.cli as pipeline\n"
+        "from tests.pipeline.test_scheduler import stand_in_stages\n"
+        "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
+                                "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not ((pids / "text_lm").is_file() and (pids / "text_teacher").is_file()):
+            assert time.monotonic() < deadline and process.poll() is None, "the two text LM stages never started"
+            time.sleep(0.1)
+        time.sleep(0.3)  # the pid files are written first thing: let both children settle
+        children = [int((pids / name).read_text()) for name in ("text_lm", "text_teacher")]
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert "[2/13] text_lm … running" in out and "text_lm … done" not in out
+        assert process.returncode == 128 + signal.SIGTERM
+        assert not any(alive(pid) for pid in children)
+    finally:
+        process.kill()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
+    summary = run_in_process(run, stand_in_stages(pids))
+    assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
