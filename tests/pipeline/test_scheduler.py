@@ -23,19 +23,25 @@ STAND_IN = """\
 import json, os, pathlib, sys, time
 pathlib.Path({pid_file!r}).write_text(str(os.getpid()))
 print("threads", os.environ["OMP_NUM_THREADS"], flush=True)
+deadline = time.monotonic() + 20
+while not all(pathlib.Path(p).exists() for p in {wait_for!r}) and time.monotonic() < deadline:
+    time.sleep(0.01)  # until the stages named have started (so a failure meets them running)
 time.sleep({seconds})
 sys.exit({code})
 """
 
 
-def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None) -> StageTable:
-    """The pipeline with stage functions that each run one real subprocess (writes its pid, sleeps, exits)."""
+def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None,
+                    fail_after: tuple[str, ...] = ()) -> StageTable:
+    """The pipeline with stage functions that each run one real subprocess (writes its pid, sleeps, exits);
+    the ``fail`` stage exits with code 3, once the stages in ``fail_after`` have written their pids."""
     pids.mkdir(parents=True, exist_ok=True)
 
     def stage_function(stage: str):
         def run(ctx) -> list[Path]:
+            waits = [str(pids / other) for other in fail_after] if stage == fail else []
             code = STAND_IN.format(pid_file=str(pids / stage), seconds=(seconds or {}).get(stage, 0.0),
-                                   code=3 if stage == fail else 0)
+                                   code=3 if stage == fail else 0, wait_for=waits)
             ctx.run([sys.executable, "-c", code])
             return []
         return run
@@ -112,7 +118,7 @@ def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
     run = tmp_path / "run"
     started = time.monotonic()
     with pytest.raises(StageFailed, match=r"(?s)stage text_teacher:.*exited with code 3") as error:
-        run_in_process(run, stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher"))
+        run_in_process(run, stand_in_stages(pids, {"text_lm": 60}, fail="text_teacher", fail_after=("text_lm",)))
     assert time.monotonic() - started < 30
     assert str(run / "logs" / "text_teacher.log") in str(error.value)
     assert not alive(int((pids / "text_lm").read_text()))
