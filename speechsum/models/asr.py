@@ -146,6 +146,10 @@ class WhisperTranscriber:
             model_dir = bundled_whisper_dir()
         self.dtype = dtype
         self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
+        positions = self.model.config.max_target_positions
+        if not 0 < max_new_tokens <= positions - 2:  # the decoder prompt takes two positions
+            raise ValueError(f"max_new_tokens must be 1 to {positions - 2} for {model_dir} (Whisper's decoder has "
+                             f"{positions} positions), got {max_new_tokens}")
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.batch_size = batch_size

@@ -3,7 +3,7 @@
     speechsum pipeline                      # the default preset on the bundled benchmark -> runs/pipeline
     speechsum pipeline --preset tiny --run-dir runs/tiny
     speechsum pipeline --from dpo           # redo DPO, its evaluation and the report
-    speechsum pipeline --from evaluate_sft,evaluate_kd,evaluate   # re-evaluate every student
+    speechsum pipeline --from evaluate      # re-evaluate every student (evaluate_sft,evaluate_kd,evaluate_dpo)
 
 The stages, what each needs and runs: :data:`speechsum.pipeline.table.PIPELINE`. Each runs
 speechsum commands as subprocesses (logs in ``RUN/logs/<stage>.log``; :mod:`speechsum.pipeline.runner`
@@ -45,7 +45,7 @@ from speechsum.pipeline.runner import (
     run_stages,
     write_json_atomic,
 )
-from speechsum.pipeline.table import PIPELINE, StageTable
+from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.io import remove_stale_temporaries, write_atomic
 from speechsum.utils.remote import cache_key
 
@@ -79,12 +79,14 @@ def clear_markers_from(run_dir: Path, stage: str, table: StageTable = PIPELINE) 
 
 # -- the run ------------------------------------------------------------------------------------
 def stage_list(text: str) -> list[str]:
-    """``--from``/``--until``: one stage or several, comma-separated, each a stage of the table."""
+    """``--from``/``--until``: one stage or several, comma-separated, each a stage of the table or a
+    group of :data:`STAGE_GROUPS` (``evaluate``: the three student evaluations)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PIPELINE.names]
+    unknown = [name for name in names if name not in PIPELINE.names and name not in STAGE_GROUPS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown stage(s) {unknown or text!r}; stages: {', '.join(PIPELINE.names)}")
-    return names
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {unknown or text!r}; stages: {', '.join(PIPELINE.names)}, "
+                                         f"or {', '.join(STAGE_GROUPS)}")
+    return list(dict.fromkeys(stage for name in names for stage in STAGE_GROUPS.get(name, (name,))))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
     parser.add_argument("--from", dest="from_stage", type=stage_list, metavar="STAGE[,STAGE…]",
                         help="re-run these stages and every stage built on them (deletes their markers; no "
-                        f"resuming); stages: {', '.join(PIPELINE.names)}")
+                        f"resuming); stages: {', '.join(PIPELINE.names)}; evaluate = the three student evaluations")
     parser.add_argument("--until", type=stage_list, metavar="STAGE[,STAGE…]",
                         help="run only these stages and the stages they are built from")
     parser.add_argument("--lanes", type=int, default=2, metavar="N",

@@ -313,8 +313,12 @@ def student_row(ctx, system: str) -> list[Path]:
 def write_students_summary(folder: Path) -> None:
     """``RUN/evaluate/summary.csv`` of every student row there: each stage's own ``speechsum evaluate``
     writes one of its row only. The last stage to write it has seen every row written before."""
-    results = {name: json.loads((folder / name / "metrics.json").read_text(encoding="utf-8"))
-               for name in STUDENT_SYSTEMS if (folder / name / "metrics.json").is_file()}
+    results = {}
+    for name in STUDENT_SYSTEMS:
+        try:
+            results[name] = json.loads((folder / name / "metrics.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:  # not evaluated (yet), or its stage is rerunning
+            continue
     write_atomic(folder / "summary.csv", summary_csv(results))
 
 
@@ -322,8 +326,9 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
     """``speechsum evaluate`` of the wanted systems among ``rows`` on every test split
     (``examples_per_split`` each) into ``RUN/<folder>/`` (default ``RUN/<stage>/``): the ``baselines``
     stage evaluates the text LMs and the cascade (they need no student, so they run while the student
-    trains); ``evaluate_sft``, ``evaluate_kd`` and ``evaluate`` each evaluate one student as soon as
-    it exists, into the shared ``RUN/evaluate/`` (:data:`STUDENTS_FOLDER`)."""
+    trains); ``evaluate_sft``, ``evaluate_kd`` and ``evaluate_dpo`` each evaluate one student as soon
+    as it exists, into the shared ``RUN/evaluate/`` (:data:`STUDENTS_FOLDER`; the judge's usage goes
+    to ``llm_judge_usage_<stage>.json`` there, one file per stage)."""
     opts = _options(ctx.config.get("evaluate"), examples_per_split=None, max_new_tokens=128, batch_size=8,
                     metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), args=[])
     judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
@@ -350,8 +355,11 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
         command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
         # outside RUN/<stage> (deleted when the stage reruns): paid verdicts are never asked twice;
         # one file per stage, as the evaluation stages may run at the same time
-        cache = "llm_judge.jsonl" if ctx.stage == "evaluate" else f"llm_judge_{ctx.stage}.jsonl"
-        command += ["--judge-cache", str(ctx.run_dir / "evaluate_cache" / cache)]
+        cache = ctx.run_dir / "evaluate_cache" / f"llm_judge_{ctx.stage}.jsonl"
+        legacy = ctx.run_dir / "evaluate_cache" / "llm_judge.jsonl"  # the single student stage's, before 2026-12-04
+        if folder == STUDENTS_FOLDER and legacy.is_file() and not cache.exists():
+            shutil.copyfile(legacy, cache)  # verdicts are keyed by content: its rows' verdicts are reused
+        command += ["--judge-cache", str(cache)]
     command += ["--metrics", metrics]
     for spec in specs:
         command += ["--system", spec]
@@ -359,6 +367,8 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
         command.append("--wandb")
     ctx.run(command + [str(a) for a in opts["args"]])
     if folder == STUDENTS_FOLDER:
+        if (out / "llm_judge_usage.json").is_file():
+            os.replace(out / "llm_judge_usage.json", out / f"llm_judge_usage_{ctx.stage}.json")
         write_students_summary(out)
     return [out / "summary.csv", *(out / spec.split(":")[1] / "metrics.json" for spec in specs)]
 

@@ -125,8 +125,10 @@ PIPELINE = StageTable([
     Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True),
     student_evaluation("evaluate_sft", "sft", "SFT"),
     student_evaluation("evaluate_kd", "kd", "KD"),
-    student_evaluation("evaluate", "dpo", "DPO"),
-    Stage("report", ("baselines", "evaluate_sft", "evaluate_kd", "evaluate"), run_report,
+    student_evaluation("evaluate_dpo", "dpo", "DPO"),
+    Stage("report", ("baselines", "evaluate_sft", "evaluate_kd", "evaluate_dpo"), run_report,
           "write and print the report table and charts", outputs=report_outputs),
 ])
 STAGES = PIPELINE.names
+# names --from/--until also take, for several stages at once (`evaluate` was one stage before 2026-12-04)
+STAGE_GROUPS = {"evaluate": ("evaluate_sft", "evaluate_kd", "evaluate_dpo")}

@@ -136,3 +136,9 @@ def test_unsupported_generation_configs_fall_back_to_generate(whisper_dir, fp32,
         WhisperTranscriber(copy, silence_seconds=5)
     with pytest.raises(UnsupportedDecoding):
         WhisperGreedyDecoder(fallback.model)
+
+
+@pytest.mark.parametrize("max_new_tokens", [0, 447])
+def test_a_transcript_longer_than_the_decoder_is_refused_before_any_audio(whisper_dir, max_new_tokens):
+    with pytest.raises(ValueError, match=r"max_new_tokens must be 1 to 446 .*448 positions"):
+        WhisperTranscriber(whisper_dir, max_new_tokens=max_new_tokens)

@@ -4,6 +4,7 @@ commands: test_scheduler.py."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -136,7 +137,7 @@ def test_markers_clear_from_a_stage_on_and_broken_markers_do_not_count(tmp_path)
     for stage in STAGES:
         marker_path(tmp_path, stage).parent.mkdir(parents=True, exist_ok=True)
         marker_path(tmp_path, stage).write_text(json.dumps({"stage": stage, "elapsed_s": 1.0}))
-    assert clear_markers_from(tmp_path, "dpo") == ["dpo", "evaluate", "report"]
+    assert clear_markers_from(tmp_path, "dpo") == ["dpo", "evaluate_dpo", "report"]
     assert read_marker(tmp_path, "pairs") is not None and read_marker(tmp_path, "dpo") is None
     # the teacher: what is built on it (the baselines, KD and after), not the backbone lane
     assert clear_markers_from(tmp_path, "text_teacher") == ["text_teacher", "baselines", "kd", "pairs", "evaluate_kd"]
@@ -176,9 +177,47 @@ def test_a_student_stage_left_out_by_evaluate_systems_leaves_the_other_rows_in_t
     assert [row.split(",")[0] for row in rows] == ["system", "kd"]
 
 
+def test_student_evaluation_reuses_the_old_single_stage_verdicts_and_keeps_its_judge_usage(tmp_path):
+    """A run folder from before the split (one `evaluate` stage, verdicts in llm_judge.jsonl): each
+    student stage starts its own verdict cache from that file, so no paid verdict is asked again;
+    the judge's usage file gets the stage's name (three stages write into RUN/evaluate/)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav"}) + "\n")
+    (tmp_path / "kd" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "kd" / "checkpoints" / "last.ckpt").write_text("")
+    (tmp_path / "evaluate_cache").mkdir()
+    (tmp_path / "evaluate_cache" / "llm_judge.jsonl").write_text('{"key": "k", "value": {"score": 7}}\n')
+    commands = []
+
+    def run(command):  # stands in for `speechsum evaluate`: what it writes when the judge is used
+        commands.append(command)
+        (tmp_path / "evaluate" / "kd").mkdir(parents=True)
+        (tmp_path / "evaluate" / "kd" / "metrics.json").write_text(json.dumps(
+            {"system": {"role": "student", "stage": "kd"}, "results": {"all": {}}}))
+        (tmp_path / "evaluate" / "llm_judge_usage.json").write_text("{}")
+
+    ctx = SimpleNamespace(run_dir=tmp_path, stage="evaluate_kd", note=print, run=run, wandb=False,
+                          config={"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "model": "m"}})
+    PIPELINE["evaluate_kd"].run(ctx)
+    cache = tmp_path / "evaluate_cache" / "llm_judge_evaluate_kd.jsonl"
+    assert commands[0][commands[0].index("--judge-cache") + 1] == str(cache)
+    assert cache.read_text() == '{"key": "k", "value": {"score": 7}}\n'
+    assert (tmp_path / "evaluate" / "llm_judge_usage_evaluate_kd.json").is_file()
+    assert not (tmp_path / "evaluate" / "llm_judge_usage.json").exists()
+
+
+def test_from_and_until_take_comma_lists_and_evaluate_means_every_student_evaluation():
+    from speechsum.pipeline.cli import stage_list
+
+    assert stage_list("evaluate") == ["evaluate_sft", "evaluate_kd", "evaluate_dpo"]
+    assert stage_list("dpo, evaluate_dpo,evaluate") == ["dpo", "evaluate_dpo", "evaluate_sft", "evaluate_kd"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown stage"):
+        stage_list("dpo,evaluation")
+
+
 def test_the_stage_table_lists_every_stage_after_what_it_needs():
     assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo",
-                      "evaluate_sft", "evaluate_kd", "evaluate", "report")
+                      "evaluate_sft", "evaluate_kd", "evaluate_dpo", "report")
     assert PIPELINE.downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
     assert PIPELINE.upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
     assert [s.name for s in PIPELINE if s.resumes] == list(TRAINING_STAGES)
@@ -267,14 +306,14 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     rows = {p: p.stat().st_mtime_ns for p in (run / "evaluate").glob("*/metrics.json")}
     out = run_pipeline(run, "--from", "dpo")
     rerun = {stage for stage in STAGES if marker_path(run, stage).stat().st_mtime_ns != first[stage]}
-    assert rerun == {"dpo", "evaluate", "report"}
+    assert rerun == {"dpo", "evaluate_dpo", "report"}
     assert out.count("complete, skipped") == 10 and "[9/13] dpo … done in" in out
     assert {p: p.stat().st_mtime_ns for p in rows if p.parent.name != "dpo"} == {
         p: t for p, t in rows.items() if p.parent.name != "dpo"}
     assert {row.split(",")[0] for row in (run / "evaluate" / "summary.csv").read_text().splitlines()[1:]} == {
         "sft", "kd", "dpo"}  # every student's row, though each stage's `speechsum evaluate` wrote one
     summary = json.loads((run / "pipeline_summary.json").read_text())
-    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["dpo", "evaluate", "report"]
+    assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["dpo", "evaluate_dpo", "report"]
     assert "| text teacher |" in (run / "report.md").read_text()  # the baselines' rows are kept
 
 

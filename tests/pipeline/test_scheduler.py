@@ -100,7 +100,7 @@ def test_the_critical_chain_goes_first_and_the_students_are_evaluated_beside_the
     assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]  # so one lane is free when SFT ends
     assert stages["kd"]["start_s"] < stages["evaluate_sft"]["start_s"]  # ready together: kd first
     assert stages["dpo"]["end_s"] <= stages["evaluate_sft"]["start_s"]
-    students = ("evaluate_sft", "evaluate_kd", "evaluate")
+    students = ("evaluate_sft", "evaluate_kd", "evaluate_dpo")
     assert sorted(students, key=lambda s: stages[s]["start_s"]) == list(students)
     assert all(stages[s]["end_s"] < stages["baselines"]["end_s"] and stages[s]["threads"] == 1 for s in students)
     assert stages["report"]["threads"] == 2
@@ -137,11 +137,11 @@ def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
     marker_path(tmp_path, "text_teacher").unlink()  # e.g. lost, or broken by a crash
     summary = run_in_process(tmp_path, table)
     ran = [s for s, v in summary["stages"].items() if v["status"] == "ran"]
-    assert ran == ["text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate_kd", "evaluate", "report"]
+    assert ran == ["text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate_kd", "evaluate_dpo", "report"]
     summary = run_in_process(tmp_path, table, "--from", "align", "--until", "sft")
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
     assert [s for s in STAGES if not read_marker(tmp_path, s)] == [
-        "kd", "pairs", "dpo", "evaluate_sft", "evaluate_kd", "evaluate", "report"]
+        "kd", "pairs", "dpo", "evaluate_sft", "evaluate_kd", "evaluate_dpo", "report"]
 
 
 def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
