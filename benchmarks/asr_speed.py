@@ -1,7 +1,6 @@
 """The cascade's Whisper transcription (:class:`speechsum.models.asr.WhisperTranscriber`): HF
 ``generate`` (the path before 2026-12-04) against the own greedy loop
-(:mod:`speechsum.models.whisper_decode`), in float32 and bfloat16, with windows padded to 30 s,
-unpadded, or followed by 5 s of silence (``silence_seconds``), in one run:
+(:mod:`speechsum.models.whisper_decode`), each in float32 and bfloat16, in one run:
 windows per second, audio seconds per second per thread, the ratio to ``generate``, the word error
 rate of each against what the audio says (the transcript without its speaker labels), and how
 many clips get another transcript than ``generate``'s.
@@ -31,11 +30,9 @@ from speechsum.stages.align import spoken_text
 # name -> WhisperTranscriber keyword arguments; "generate" is the baseline
 VARIANTS = {
     "generate": {"decoder": "generate"},
+    "generate_bf16": {"decoder": "generate", "dtype": "bfloat16"},
     "loop": {"decoder": "loop"},
     "loop_bf16": {"decoder": "loop", "dtype": "bfloat16"},
-    "loop_unpadded": {"decoder": "loop", "silence_seconds": 0.0},
-    "loop_silence5": {"decoder": "loop", "silence_seconds": 5.0},
-    "loop_silence5_bf16": {"decoder": "loop", "silence_seconds": 5.0, "dtype": "bfloat16"},
 }
 
 

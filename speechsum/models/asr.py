@@ -15,8 +15,8 @@ encoder (≈0.5 s per 30-s window) and, per decoded token, by reading the 80 MB 
 cross-attention K/V. ``dtype="bfloat16"`` (bf16 encoder via
 :class:`~speechsum.models.whisper_fast.FastWhisperEncoder`, bf16 decoder) is 1.5–1.9× faster than
 float32 ``generate`` with WER equal or lower, but other transcripts for about half the clips, so it
-is opt-in. Windows stay padded to 30 s: unpadded encoding makes tiny.en repeat itself
-(``silence_seconds``; benchmarks/RESULTS.md, 2026-12-04).
+is opt-in. Windows stay padded to 30 s: unpadded encoding made tiny.en repeat itself (WER 0.165 →
+0.437) and 5 s of silence instead of the padding saved only ~10 % (benchmarks/RESULTS.md, 2026-12-04).
 
 Transcripts can be cached on disk (``cache=``: an append-only JSONL,
 :class:`speechsum.utils.remote.JsonlCache`), keyed by
@@ -114,13 +114,6 @@ class WhisperTranscriber:
         decoder: ``"loop"`` (:class:`speechsum.models.whisper_decode.WhisperGreedyDecoder`, the same
             tokens as ``generate`` in float32) or ``"generate"`` (HF ``generate``); a checkpoint whose
             generation config the loop does not reproduce falls back to ``"generate"`` with a warning.
-        silence_seconds: None: every window is padded to 30 s, as Whisper was trained (the default);
-            a number s: each window gets s seconds of silence appended (up to 30 s in all) and is
-            encoded at that length, the batch's shorter windows under a key-padding mask
-            (:class:`~speechsum.models.whisper_fast.FastWhisperEncoder`; loop decoder only). 0 (no
-            padding) makes tiny.en repeat its last sentence (WER 0.165 → 0.437 on benchmark clips);
-            5 s kept WER within noise (0.167) but saves only ~10 %, so the default stays padded
-            (benchmarks/RESULTS.md, 2026-12-04).
     """
 
     def __init__(
@@ -132,14 +125,11 @@ class WhisperTranscriber:
         cache: str | Path | None = None,
         dtype: str = "float32",
         decoder: str = "loop",
-        silence_seconds: float | None = None,
     ):
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         if decoder not in ("loop", "generate"):
             raise ValueError(f"decoder must be loop or generate, got {decoder!r}")
-        if silence_seconds is not None and (decoder != "loop" or not 0 <= silence_seconds <= WINDOW_SECONDS):
-            raise ValueError(f"silence_seconds={silence_seconds} needs decoder='loop' and 0 ≤ seconds ≤ {WINDOW_SECONDS}")
         if model_dir is None:
             from speechsum.models.whisper_ct2 import bundled_whisper_dir
 
@@ -158,7 +148,6 @@ class WhisperTranscriber:
         self.identity = model_identity(model_dir)
         self.cache = JsonlCache(cache) if cache is not None else None
         self.cache_hits = 0
-        self.silence_seconds = silence_seconds
         self.decoder = decoder
         self.greedy: WhisperGreedyDecoder | None = None
         self.fast_encoder: FastWhisperEncoder | None = None
@@ -166,25 +155,21 @@ class WhisperTranscriber:
             try:
                 self.greedy = WhisperGreedyDecoder(self.model)
             except UnsupportedDecoding as error:
-                if silence_seconds is not None:
-                    raise
                 warnings.warn(f"{model_dir}: decoding with HF generate ({error})", stacklevel=2)
                 self.decoder = "generate"
-        if self.greedy is not None and (dtype == "bfloat16" or silence_seconds is not None):
+        if self.greedy is not None and dtype == "bfloat16":
             self.fast_encoder = FastWhisperEncoder(self.model.model.encoder, getattr(torch, dtype))
 
     @property
     def settings(self) -> dict:
         """What decides the transcript besides model and audio (part of the cache key). The float32
         loop gives ``generate``'s tokens, so it shares ``generate``'s keys; the bfloat16 loop (another
-        encoder and attention kernel) and ``silence_seconds`` are keyed apart."""
+        encoder and attention kernel) is keyed apart."""
         settings = {"decoding": "greedy", "num_beams": 1, "timestamps": False, "max_new_tokens": self.max_new_tokens,
                     "dtype": self.dtype, "window_seconds": WINDOW_SECONDS, "search_seconds": SEARCH_SECONDS,
                     "quiet_frame_seconds": QUIET_FRAME_SECONDS, "sample_rate": self.feature_extractor.sampling_rate}
         if self.greedy is not None and self.dtype != "float32":
             settings["implementation"] = "speechsum-greedy-loop"
-        if self.silence_seconds is not None:
-            settings["silence_seconds"] = self.silence_seconds
         return settings
 
     def cache_key(self, waveform: np.ndarray) -> str:
@@ -217,25 +202,14 @@ class WhisperTranscriber:
     def _decode_loop(self, batch: list[np.ndarray]) -> list[str]:
         """Texts of one batch with the greedy loop; rows that emit a timestamp token are redone by ``generate``."""
         assert self.greedy is not None
-        rate = self.feature_extractor.sampling_rate
-        if self.silence_seconds is None:
-            features = self.feature_extractor(batch, sampling_rate=rate, return_tensors="pt").input_features
-            features = features.to(self.device, getattr(torch, self.dtype))
-            counts = None
-            if self.fast_encoder is None:  # float32: transformers' own encoder, as generate runs it
-                frames = self.model.model.encoder(features).last_hidden_state
-            else:
-                frames = self.fast_encoder(features, torch.full((len(batch),), features.shape[-1], device=self.device))
+        features = self.feature_extractor(batch, sampling_rate=self.feature_extractor.sampling_rate,
+                                          return_tensors="pt").input_features
+        features = features.to(self.device, getattr(torch, self.dtype))
+        if self.fast_encoder is None:  # float32: transformers' own encoder, as generate runs it
+            frames = self.model.model.encoder(features).last_hidden_state
         else:
-            assert self.fast_encoder is not None
-            limit, extra = int(WINDOW_SECONDS * rate), int(self.silence_seconds * rate)
-            batch = [np.pad(piece, (0, min(limit, len(piece) + extra) - len(piece))) for piece in batch]
-            features = self.feature_extractor(batch, sampling_rate=rate, return_tensors="pt", padding="longest").input_features
-            hop = self.feature_extractor.hop_length
-            mel_frames = torch.tensor([max(1, len(piece) // hop) for piece in batch], device=self.device)
-            frames = self.fast_encoder(features.to(self.device), mel_frames)
-            counts = ((mel_frames + 1) // 2).tolist()
-        result = self.greedy(frames, self.max_new_tokens, counts)
+            frames = self.fast_encoder(features, torch.full((len(batch),), features.shape[-1], device=self.device))
+        result = self.greedy(frames, self.max_new_tokens)
         texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         if result.needs_generate:
             redone = self.tokenizer.batch_decode(self._generate([batch[i] for i in result.needs_generate]),

@@ -14,8 +14,8 @@ max_new_tokens=n)`` does for an English-only checkpoint without timestamps (tran
 Here the decoder layers run on plain tensors: each layer's cross-attention K/V ``(2, N, H, T, hd)``
 is computed once per batch, the self-attention K/V go into a preallocated ``(2, N, H, L, hd)``
 cache, q/k/v are one fused matmul, the LM head is ``x @ Wᵀ`` with ``Wᵀ`` stored contiguous, and
-finished rows leave the batch (each live row cross-attends to its own row of K/V, so nothing large
-is copied). In float32 the tokens equal ``generate``'s (tests/models/test_whisper_decode.py); in
+finished rows leave the batch (their rows of the self- and cross-attention caches are dropped
+then, once, so every step attends over the live rows in one batched call). In float32 the tokens equal ``generate``'s (tests/models/test_whisper_decode.py); in
 bfloat16 (cross-attention as bf16 matmuls with a float32 softmax) a row may leave them where two
 logits tie within bf16 rounding. A window whose greedy tokens
 contain a timestamp token (``generate`` would then cut segments and decode again from the last
@@ -108,8 +108,7 @@ def _pair(module: torch.nn.Module) -> tuple[Tensor, Tensor]:
 class WhisperGreedyDecoder:
     """Greedy decoding with ``model``'s decoder (weights shared, in the model's dtype).
 
-    Call with encoder frames ``(N, T, d)``, ``max_new_tokens`` and optionally each row's valid
-    frame count (windows of different lengths) → :class:`GreedyResult`."""
+    Call with encoder frames ``(N, T, d)`` and ``max_new_tokens`` → :class:`GreedyResult`."""
 
     def __init__(self, model: WhisperForConditionalGeneration):
         decoder = model.model.decoder
@@ -152,15 +151,13 @@ class WhisperGreedyDecoder:
         return x.view(n, -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
 
     @torch.no_grad()
-    def __call__(self, frames: Tensor, max_new_tokens: int, frame_counts: list[int] | None = None) -> GreedyResult:
-        """Greedy tokens for encoder ``frames (N, T, d)``; row i's cross-attention sees its first
-        ``frame_counts[i]`` frames (None: all ``T``)."""
+    def __call__(self, frames: Tensor, max_new_tokens: int) -> GreedyResult:
+        """Greedy tokens for encoder ``frames (N, T, d)``."""
         rules = self.rules
         n, t, d = frames.shape
         prompt = len(rules.prompt)
         if max_new_tokens + prompt > rules.max_positions:
             raise ValueError(f"max_new_tokens {max_new_tokens} + {prompt} prompt tokens > {rules.max_positions} positions")
-        counts = [t] * n if frame_counts is None else list(frame_counts)
         frames = frames.to(self.head_t.dtype)
         cross = []  # per layer (2, N, H, T, hd): K and V of every row, computed once
         for layer in self.layers:
@@ -174,7 +171,7 @@ class WhisperGreedyDecoder:
         eos = torch.tensor(rules.eos, device=frames.device)
         position = 0
         for step in range(max_new_tokens):
-            hidden = self._forward(ids, position, cache, cross, rows, counts)
+            hidden = self._forward(ids, position, cache, cross)
             logits = (hidden @ self.head_t).float()  # (live, V)
             logits.masked_fill_(self.begin_suppress if step == 0 else self.suppress, float("-inf"))
             chosen = logits.argmax(dim=-1)
@@ -185,20 +182,20 @@ class WhisperGreedyDecoder:
                     tokens[row].append(token)
             if bool(done.all()):
                 break
-            if bool(done.any()):  # drop finished rows (the cross K/V stay; rows index into them)
+            if bool(done.any()):  # drop finished rows from both caches
                 keep = (~done).nonzero().squeeze(1)
                 rows = [rows[i] for i in keep.tolist()]
                 cache = [c.index_select(1, keep) for c in cache]
+                cross = [c.index_select(1, keep) for c in cross]
                 chosen = chosen.index_select(0, keep)
             ids = chosen[:, None]
         needs = [row for row, seq in enumerate(tokens) if any(tok >= rules.timestamp_begin for tok in seq)]
         return GreedyResult(tokens, needs)
 
-    def _forward(self, ids: Tensor, position: int, cache: list[Tensor], cross: list[Tensor], rows: list[int],
-                 counts: list[int]) -> Tensor:
+    def _forward(self, ids: Tensor, position: int, cache: list[Tensor], cross: list[Tensor]) -> Tensor:
         """Final-norm hidden state ``(live, d)`` of the last of ``ids (live, s)`` at positions
-        ``position …``; writes their self-attention K/V into ``cache`` (each ``(2, live, H, L, hd)``).
-        Live row i cross-attends to ``cross[layer][:, rows[i], :, :counts[rows[i]]]``."""
+        ``position …``; writes their self-attention K/V into ``cache`` (each ``(2, live, H, L, hd)``) and
+        cross-attends to ``cross`` (each ``(2, live, H, T, hd)``)."""
         n, s = ids.shape
         d = self.embed.shape[1]
         end = position + s
@@ -213,8 +210,7 @@ class WhisperGreedyDecoder:
             hidden = hidden + F.linear(context.transpose(1, 2).reshape(n * s, d), *layer.self_out)
             normed = F.layer_norm(hidden, (d,), *layer.cross_norm, self.eps)
             q = self._heads((F.linear(normed, *layer.cross_q) * self.scaling).contiguous(), n)
-            context = torch.cat([self._cross(q[i : i + 1], cross_kv[:, row : row + 1, :, : counts[row]])
-                                 for i, row in enumerate(rows)])
+            context = self._cross(q, cross_kv)
             hidden = hidden + F.linear(context.transpose(1, 2).reshape(n * s, d), *layer.cross_out)
             normed = F.layer_norm(hidden, (d,), *layer.ffn_norm, self.eps)
             hidden = hidden + F.linear(F.gelu(F.linear(normed, *layer.fc1)), *layer.fc2)
@@ -222,7 +218,7 @@ class WhisperGreedyDecoder:
 
     @staticmethod
     def _cross(q: Tensor, kv: Tensor) -> Tensor:
-        """Cross-attention of one row: ``q (1, H, s, hd)``, ``kv (2, 1, H, T, hd)`` → ``(1, H, s, hd)``.
+        """Cross-attention: ``q (n, H, s, hd)``, ``kv (2, n, H, T, hd)`` → ``(n, H, s, hd)``.
         float32: SDPA (as transformers runs it); bfloat16 on CPU: ``softmax(q kᵀ) v`` with bf16
         matmuls and the softmax in float32 (SDPA's CPU kernel is ~6× slower in bf16)."""
         if q.dtype == torch.float32 or q.device.type != "cpu":

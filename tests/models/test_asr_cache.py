@@ -39,7 +39,7 @@ def stub_transcriber(cache=None, max_new_tokens: int = 200, dtype: str = "float3
     transcriber.model = transcriber.feature_extractor = transcriber.tokenizer = stub
     transcriber.batch_size, transcriber.max_new_tokens, transcriber.device = 2, max_new_tokens, "cpu"
     transcriber.identity, transcriber.dtype = "stub-model", dtype
-    transcriber.decoder, transcriber.greedy, transcriber.fast_encoder, transcriber.silence_seconds = "generate", None, None, None
+    transcriber.decoder, transcriber.greedy, transcriber.fast_encoder = "generate", None, None
     transcriber.cache = None if cache is None else JsonlCache(cache)
     transcriber.cache_hits = 0
     return transcriber
@@ -119,7 +119,3 @@ def test_an_unknown_precision_or_decoder_is_refused_before_loading():
         WhisperTranscriber("/nonexistent", dtype="float16")
     with pytest.raises(ValueError, match="decoder must be loop or generate, got 'beam'"):
         WhisperTranscriber("/nonexistent", decoder="beam")
-    with pytest.raises(ValueError, match="silence_seconds=0 needs decoder='loop'"):
-        WhisperTranscriber("/nonexistent", decoder="generate", silence_seconds=0)
-    with pytest.raises(ValueError, match="silence_seconds=31 needs"):
-        WhisperTranscriber("/nonexistent", silence_seconds=31)
