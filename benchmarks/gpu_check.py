@@ -9,6 +9,14 @@ downloaded. Random-init models never stop early, so KD always generates ``--max-
 response tokens; KD: + generated tokens/s) over the steps after the first (warm-up), and peak
 GPU memory (``torch.cuda.max_memory_allocated``; with ``--tiny`` on a CPU: the process's peak RSS).
 
+MFU: ``torch.utils.flop_counter.FlopCounterMode`` counts the matmul and attention FLOPs of the
+warm-up step, everything the step runs (encoder, forward, backward; KD: the rollout and the
+teacher; DPO: the reference), as FLOPs per token; model TFLOP/s = FLOPs/token x tokens/s, and
+MFU = model TFLOP/s / the GPU's dense bf16 peak (``--peak-tflops``; known for H100/H200 SXM). With
+LoRA and a frozen encoder no weight gradients are computed for most weights, so a step's FLOPs are
+about 4N per LM token, not the 6N of full fine-tuning. The script also times an 8192^3 bf16
+matmul and gives MFU against it (``mfu_vs_matmul``), the ceiling that this card reaches in practice.
+
     bash benchmarks/gpu_check.sh                      # needs one NVIDIA GPU
     python benchmarks/gpu_check.py --tiny --accelerator cpu --steps 2   # smoke test, any machine
 """
@@ -29,6 +37,7 @@ import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models.composed import ComposedSpeechLLM
@@ -50,6 +59,8 @@ TINY_LLM = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, 
 TINY_ENCODER = {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
                 "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 80}
 STAGES = ("sft", "kd", "dpo")
+# Dense bf16 peak TFLOP/s of the SXM cards' spec sheets, matched against torch.cuda.get_device_name.
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0}
 WORDS = "budget launch owner review deadline meeting client design update contract risk team plan".split()
 
 
@@ -71,6 +82,30 @@ def write_data(folder: Path, count: int, audio_seconds: float, response_words: i
     return path
 
 
+def attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one SDPA forward: 2·b·h·s_q·s_k·(d_qk + d_v) for QKᵀ and PV, with the query's h heads
+    (grouped key/value heads are broadcast, GQA). Shapes are (b, h, s, d)."""
+    batch, heads, query_len, head_dim = query_shape
+    return 2 * batch * heads * query_len * key_shape[-2] * (head_dim + value_shape[-1])
+
+
+def attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one SDPA backward, torch's count: QKᵀ recomputed, dQ and dK (d_qk each), dV and dP (d_v each):
+    2·b·h·s_q·s_k·(3·d_qk + 2·d_v)."""
+    batch, heads, query_len, head_dim = query_shape
+    return 2 * batch * heads * query_len * key_shape[-2] * (3 * head_dim + 2 * value_shape[-1])
+
+
+# torch's own SDPA formulas reject grouped key/value heads before torch 2.13 (and skip the CPU
+# flash kernel); these count them. Ops this torch lacks are left out.
+ATTENTION_FLOP_FORMULAS = {
+    getattr(torch.ops.aten, f"_scaled_dot_product_{kernel}{suffix}"): formula
+    for kernel in ("efficient_attention", "flash_attention", "cudnn_attention", "flash_attention_for_cpu")
+    for suffix, formula in (("", attention_flops), ("_backward", attention_backward_flops))
+    if hasattr(torch.ops.aten, f"_scaled_dot_product_{kernel}{suffix}")
+}
+
+
 class ThroughputMeter(L.Callback):
     """Wall time per training step (device synchronised), samples and tokens; steps after ``warmup``."""
 
@@ -78,6 +113,8 @@ class ThroughputMeter(L.Callback):
         self.warmup = warmup
         self.steps = self.samples = self.tokens = self.generated = 0
         self.seconds = self.generation_seconds = 0.0
+        self.flops_per_token = None  # counted on the first (warm-up, untimed) step
+        self._counter = None
 
     def _sync(self, pl_module) -> None:
         if pl_module.device.type == "cuda":
@@ -85,6 +122,9 @@ class ThroughputMeter(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._sync(pl_module)
+        if batch_idx == 0:
+            self._counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS)
+            self._counter.__enter__()
         self._started = time.perf_counter()
 
     def on_before_backward(self, trainer, pl_module, loss):
@@ -96,13 +136,18 @@ class ThroughputMeter(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._started
-        if batch_idx < self.warmup:
-            return
         masks = [batch.prompt_mask, batch.response_mask, batch.chosen_mask, batch.rejected_mask]
         generated, generation_seconds = self._rollout
+        tokens = sum(int(m.sum()) for m in masks if m is not None) + generated
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self.flops_per_token = self._counter.get_total_flops() / max(tokens, 1)
+            self._counter = None
+        if batch_idx < self.warmup:
+            return
         self.steps += 1
         self.samples += len(batch)
-        self.tokens += sum(int(m.sum()) for m in masks if m is not None) + generated
+        self.tokens += tokens
         self.generated += generated
         self.generation_seconds += generation_seconds
         self.seconds += elapsed
@@ -113,7 +158,28 @@ class ThroughputMeter(L.Callback):
                   "samples_per_s": self.samples / seconds, "tokens_per_s": self.tokens / seconds}
         if self.generated:
             result["generated_tokens_per_s"] = self.generated / max(self.generation_seconds, 1e-9)
+        if self.flops_per_token is not None:
+            result["flops_per_token"] = self.flops_per_token
+            result["model_tflops_per_s"] = self.flops_per_token * result["tokens_per_s"] / 1e12
         return result
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The spec-sheet dense bf16 peak of a known card (``PEAK_BF16_TFLOPS``), else None."""
+    return next((peak for card, peak in PEAK_BF16_TFLOPS.items() if card in device_name), None)
+
+
+def matmul_tflops(size: int = 8192, repeats: int = 10) -> float:
+    """Measured bf16 TFLOP/s of a ``size``^3 matmul on the current GPU (mean of ``repeats`` after 3 warm-ups)."""
+    a, b = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
 def build_module(stage: str, args: argparse.Namespace, work: Path) -> L.LightningModule:
@@ -174,8 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpo-reference", choices=("precomputed", "frozen_copy", "lora_disabled"), default="frozen_copy",
                    help="DPO reference mode (frozen_copy: a reference forward every step, the heaviest)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="activation checkpointing in the LM")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the GPU's dense bf16 peak for MFU (default: the spec sheet's for H100/H200/A100/L40S/A10G)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
+
+
+def flops_text(result: dict) -> str:
+    """``, 1.23 GFLOP/token, 45.6 TFLOP/s, MFU 4.6 %`` for one stage's result (the parts it has)."""
+    if "flops_per_token" not in result:
+        return ""
+    text = f", {result['flops_per_token'] / 1e9:.3g} GFLOP/token, {result['model_tflops_per_s']:.3g} TFLOP/s"
+    return text + (f", MFU {100 * result['mfu']:.1f} %" if "mfu" in result else "")
 
 
 def fail(message: str) -> None:
@@ -200,6 +276,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else "cpu"
     print(f"gpu_check on {device}: torch {torch.__version__}, precision {args.precision}, batch {args.batch_size} x "
           f"{args.audio_seconds:g} s audio, {args.steps} steps per stage", flush=True)
+    peak = args.peak_tflops or (peak_tflops(device) if args.accelerator == "gpu" else None)
+    matmul = matmul_tflops() if args.accelerator == "gpu" else None
+    if matmul:
+        print(f"bf16 8192^3 matmul: {matmul:.0f} TFLOP/s; spec-sheet peak: {peak or 'unknown'}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         work = Path(tmp)
@@ -207,14 +287,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for stage in stages:
             results.append(run_stage(stage, args, manifest, work))
             r = results[-1]
+            if peak and "model_tflops_per_s" in r:
+                r["mfu"] = r["model_tflops_per_s"] / peak
+            if matmul and "model_tflops_per_s" in r:
+                r["mfu_vs_matmul"] = r["model_tflops_per_s"] / matmul
             memory = f"peak GPU memory {r['peak_memory_GiB']:.2f} GiB" if "peak_memory_GiB" in r else \
                 f"peak RSS {r['peak_rss_GiB']:.2f} GiB"
             generated = f", generation {r['generated_tokens_per_s']:.0f} tok/s" if "generated_tokens_per_s" in r else ""
             print(f"{stage:>4}: {r['parameters_M']:.3g}M params ({r['trainable_M']:.3g}M trainable), "
                   f"{r['s_per_step']:.3f} s/step, {r['samples_per_s']:.2f} samples/s, {r['tokens_per_s']:.0f} tokens/s"
-                  f"{generated}, {memory}", flush=True)
+                  f"{generated}, {memory}" + flops_text(r), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "args": vars(args), "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"device": device, "args": vars(args), "peak_tflops": peak,
+                                               "matmul_tflops": matmul, "results": results}, indent=2))
     return results
 
 

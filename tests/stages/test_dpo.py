@@ -120,6 +120,22 @@ def test_frozen_copy_shares_frozen_weights_and_is_not_checkpointed(pairs):
     assert not any(k.startswith("_reference") for k in module.state_dict())
 
 
+def test_frozen_copy_follows_the_policy_to_its_device_and_dtype(pairs):
+    """Moving or casting the module moves the shared frozen weights in place; the reference's own
+    copies (LoRA, projector, buffers) follow (on a GPU they stayed on the CPU: mat1 on cuda, weight on cpu)."""
+    module = DPOModule(tiny_model(), reference="frozen_copy").to(torch.float64)
+    reference = module._reference_model
+    assert {p.dtype for p in reference.parameters()} == {torch.float64}
+    assert reference.encoder.conv1.weight is module.model.encoder.conv1.weight  # still shared
+    _, batch = first_batch(pairs, module.processor, "val")
+    batch.audio = torch.utils._pytree.tree_map(
+        lambda t: t.double() if torch.is_tensor(t) and t.is_floating_point() else t, batch.audio)
+    chosen, rejected = module.reference_logps(batch)
+    assert torch.isfinite(chosen).all() and torch.isfinite(rejected).all()  # no float32-vs-float64 matmul error
+    module.to("meta")  # no in-place conversion: new tensors, and the reference's follow too
+    assert {t.device.type for t in [*reference.parameters(), *reference.buffers()]} == {"meta"}
+
+
 def test_precomputed_reference_equals_recomputed_and_is_loaded_from_disk(pairs, tmp_path):
     model_args = dict(reference_cache_dir=str(tmp_path / "cache"))
     module = DPOModule(as_kd_checkpoint(tiny_model()), reference="precomputed", **model_args)

@@ -114,6 +114,15 @@ class DPOModule(SpeechStageModule):
             object.__setattr__(self, "_reference_model", reference_model)  # not a submodule: never saved
         self.reference_id = weights_fingerprint(self.model)  # identity of the reference weights
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to``/``.cuda``/``.double`` reach the frozen-copy reference too: its frozen weights are the
+        policy's (converted in place, or replaced when the conversion cannot be in place), its trainable
+        copies and buffers are its own."""
+        super()._apply(fn, *args, **kwargs)
+        if self._reference_model is not None:
+            self._reference_model._apply(fn, *args, **kwargs)
+        return self
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.reference == "lora_disabled" and self.checkpoint_trainable_only:
@@ -129,11 +138,8 @@ class DPOModule(SpeechStageModule):
         """The module that computes reference log-probs, in eval mode, gradients off."""
         model = self.model
         if self.reference == "frozen_copy":
-            reference = self._reference_model
-            if next(reference.parameters()).device != self.device:
-                reference.to(self.device)
             with torch.no_grad():
-                yield reference
+                yield self._reference_model
             return
         was_training = model.training
         trainable = dict(model.trainable_parameters())
