@@ -45,7 +45,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "teacher/backbone sets the report row), cascade:NAME:HF_DIR (Whisper ASR then that text LM). "
                    "Repeatable.")
     s.add_argument("--systems", metavar="YAML", help="a YAML list of systems with fields kind, name, path and "
-                   "optionally role, stage, config (student), asr_model (cascade)")
+                   "optionally role, stage, config (student), asr_model (cascade), splits (a list)")
+    s.add_argument("--system-splits", action="append", default=[], metavar="NAME=SPLIT[,SPLIT...]",
+                   help="run system NAME on these test splits only (default: every --manifest), e.g. "
+                   "cascade=test. Repeatable.")
     d = p.add_argument_group("data")
     d.add_argument("--manifest", action="append", default=[], metavar="[SPLIT=]PATH",
                    help="a test manifest with reference summaries (split name: the file stem unless given). Repeatable.")
@@ -158,6 +161,23 @@ def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: i
         run.finish()
 
 
+def apply_system_splits(specs: list, options: list[str], manifests: dict[str, Path]) -> None:
+    """``--system-splits NAME=SPLIT[,SPLIT]``: set those systems' ``splits``, each checked against
+    the systems given and the test manifests."""
+    by_name = {spec.name: spec for spec in specs}
+    for option in options:
+        name, _, splits = option.partition("=")
+        if name not in by_name or not splits:
+            raise SystemExit(f"speechsum evaluate: --system-splits {option!r}: expected NAME=SPLIT[,SPLIT...] with "
+                             f"NAME one of the systems ({', '.join(by_name)})")
+        by_name[name].splits = [split.strip() for split in splits.split(",") if split.strip()]
+    for spec in specs:
+        try:
+            spec.manifests(manifests)
+        except ValueError as err:
+            raise SystemExit(f"speechsum evaluate: {err}") from err
+
+
 def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.evaluate import EvalOptions, evaluate
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
@@ -172,6 +192,7 @@ def evaluate_main(argv: list[str]) -> None:
     if not specs:
         raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")
     manifests = _manifests(args)
+    apply_system_splits(specs, args.system_splits, manifests)
     out = Path(args.out)
     metrics = args.metrics.split(",") if args.metrics else ["rouge", "bertscore", "fact_judge"]
     if args.judge_model and "llm_judge" not in metrics and not args.metrics:

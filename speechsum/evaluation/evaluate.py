@@ -208,6 +208,7 @@ def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalO
     """Generate, score and write one system's run folder; returns its ``metrics.json`` content
     (on global rank 0; ``{}`` on the other ranks)."""
     started = time.time()
+    manifests = spec.manifests(manifests)
     L.seed_everything(options.seed, verbose=False)
     model = build_model(spec)
     run_dir = Path(options.out) / spec.name

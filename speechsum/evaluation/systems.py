@@ -51,6 +51,8 @@ class SystemSpec:
         config: students only: a LightningCLI config to rebuild the model from instead of the
             checkpoint's saved hyperparameters.
         asr_model: cascade only: Whisper model directory (default: the bundled Whisper tiny.en).
+        splits: the test splits this system runs on (default: every manifest given), e.g. the
+            cascade on ``test`` alone when the held-out splits are for the students.
     """
 
     kind: str
@@ -60,6 +62,7 @@ class SystemSpec:
     stage: str | None = None
     config: str | None = None
     asr_model: str | None = None
+    splits: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -75,6 +78,21 @@ class SystemSpec:
             raise ValueError(f"system {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
         if not Path(self.path).exists():
             raise FileNotFoundError(f"system {self.name!r}: {self.path} does not exist")
+        if self.splits is not None:
+            if isinstance(self.splits, str) or not all(isinstance(split, str) and split for split in self.splits):
+                raise ValueError(f"system {self.name!r}: splits must be a list of split names, got {self.splits!r}")
+            self.splits = list(self.splits)
+
+    def manifests(self, manifests: dict[str, Path]) -> dict[str, Path]:
+        """Those of ``manifests`` (split name → path) this system runs on; a split it names that is
+        not among them is an error."""
+        if self.splits is None:
+            return dict(manifests)
+        unknown = [split for split in self.splits if split not in manifests]
+        if unknown:
+            raise ValueError(f"system {self.name!r}: splits {unknown} are not among the test manifests "
+                             f"({', '.join(manifests) or 'none'}); give them with --manifest SPLIT=PATH")
+        return {split: path for split, path in manifests.items() if split in self.splits}
 
     @classmethod
     def parse(cls, text: str) -> SystemSpec:

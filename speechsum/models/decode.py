@@ -42,17 +42,25 @@ class Prompt:
         Ids with extra inputs (placeholders the model fills itself) are returned unchanged."""
         if self.extra or (self.embeds is None and self.ids is None):
             return self
-        keep = self.mask.bool()
-        width = int(keep.sum(1).max())
-        if width == keep.shape[1] and bool(keep[:, -width:].all()):
+        order = left_packed_order(self.mask.bool())
+        if order is None:
             return self
-        # stable sort: masked positions first, attended ones after in their order
-        order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, -width:]
         mask = torch.gather(self.mask, 1, order)
         if self.embeds is not None:
             embeds = torch.gather(self.embeds, 1, order[..., None].expand(-1, -1, self.embeds.shape[-1]))
             return Prompt(mask, embeds=embeds)
         return Prompt(mask, ids=torch.gather(self.ids, 1, order))
+
+
+def left_packed_order(keep: Tensor) -> Tensor | None:
+    """Gather indices ``(B, W)`` that move each row's ``keep`` positions ``(B, L)`` bool to its end,
+    in their order, W = the most any row keeps (a shorter row starts with some of its other
+    positions, as left padding); None when every position is kept."""
+    width = int(keep.sum(1).max())
+    if width == keep.shape[1] and bool(keep[:, -width:].all()):
+        return None
+    # stable sort: the other positions first, the kept ones after in their order
+    return torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, -width:]
 
 
 def generation_positions(attention_mask: Tensor) -> Tensor:

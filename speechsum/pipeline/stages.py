@@ -330,11 +330,16 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
     as it exists, into the shared ``RUN/evaluate/`` (:data:`STUDENTS_FOLDER`; the judge's usage goes
     to ``llm_judge_usage_<stage>.json`` there, one file per stage)."""
     opts = _options(ctx.config.get("evaluate"), examples_per_split=None, max_new_tokens=128, batch_size=8,
-                    metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), args=[])
+                    metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), system_splits={}, args=[])
     judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
     unknown = [name for name in opts["systems"] if name not in EVAL_SYSTEMS]
     if unknown:
         raise ValueError(f"evaluate.systems: unknown {unknown}; allowed: {', '.join(EVAL_SYSTEMS)}")
+    system_splits = opts["system_splits"] or {}
+    if not isinstance(system_splits, dict) or any(
+            name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
+        raise ValueError(f"evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) to a "
+                         f"list of test splits, e.g. {{cascade: [test]}}; got {system_splits!r}")
     specs = evaluation_systems(ctx, [name for name in opts["systems"] if name in rows])
     out = ctx.run_dir / (folder or ctx.stage)
     if not specs:
@@ -363,6 +368,9 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
     command += ["--metrics", metrics]
     for spec in specs:
         command += ["--system", spec]
+        name = spec.split(":")[1]
+        if name in system_splits:
+            command += ["--system-splits", f"{name}={','.join(map(str, system_splits[name]))}"]
     if ctx.wandb:
         command.append("--wandb")
     ctx.run(command + [str(a) for a in opts["args"]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -163,11 +164,50 @@ def test_system_specs_and_errors(tmp_path):
         build_model(SystemSpec("student", "s", str(tmp_path)))
 
 
+def test_system_splits_restrict_a_system_to_named_splits(tmp_path):
+    manifests = {"test": tmp_path / "test.jsonl", "test_unseen": tmp_path / "u.jsonl"}
+    spec = SystemSpec("text", "backbone", str(tmp_path), splits=["test"])
+    assert spec.manifests(manifests) == {"test": manifests["test"]}
+    assert SystemSpec("text", "teacher", str(tmp_path)).manifests(manifests) == manifests
+    with pytest.raises(ValueError, match=r"splits \['test_xling'\] are not among the test manifests \(test, test_unseen\)"):
+        SystemSpec("text", "b", str(tmp_path), splits=["test_xling"]).manifests(manifests)
+    with pytest.raises(ValueError, match="splits must be a list of split names"):
+        SystemSpec("text", "b", str(tmp_path), splits="test")
+    systems = tmp_path / "systems.yaml"
+    systems.write_text(f"- {{kind: text, name: t, path: {tmp_path}, splits: [test_unseen]}}\n")
+    assert load_systems_file(systems)[0].splits == ["test_unseen"]
+
+
+def test_system_splits_option_end_to_end(tmp_path, capsys):
+    """`--system-splits backbone=test_unseen`: that system answers the test_unseen examples only,
+    the other every split; a bad option names what is wrong."""
+    from speechsum.evaluation.cli import evaluate_main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    backbone = save_tiny_text_lm(tmp_path / "backbone", seed=2)
+    common = ["--system", f"text:backbone:{backbone}", "--system", f"text:teacher:{backbone}",
+              "--manifest", str(manifests["test"]), "--manifest", f"test_unseen={manifests['test_unseen']}",
+              "--out", str(tmp_path / "out"), "--max-new-tokens", "4", "--metrics", "fact_judge",
+              "--accelerator", "cpu", "--bootstrap-resamples", "20"]
+    evaluate_main([*common, "--system-splits", "backbone=test_unseen"])
+    rows = {name: read_jsonl(tmp_path / "out" / name / "predictions.jsonl") for name in ("backbone", "teacher")}
+    assert {r["split"] for r in rows["backbone"]} == {"test_unseen"} and len(rows["backbone"]) == 2
+    assert {r["split"] for r in rows["teacher"]} == {"test", "test_unseen"} and len(rows["teacher"]) == 6
+    metrics = json.loads((tmp_path / "out" / "backbone" / "metrics.json").read_text())
+    assert list(metrics["splits"]) == ["test_unseen"] and metrics["system"]["splits"] == ["test_unseen"]
+    for bad, message in (("nobody=test", "NAME one of the systems (backbone, teacher)"),
+                         ("backbone=", "expected NAME=SPLIT"),
+                         ("backbone=test_xling", "are not among the test manifests")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            evaluate_main([*common, "--system-splits", bad])
+
+
 def test_evaluate_help_documents_every_option():
     parser = evaluate_parser()
     for action in parser._actions:
         assert action.help, action.dest
     text = parser.format_help()
-    for option in ("--system", "--systems", "--manifest", "--max-new-tokens", "--do-sample", "--judge-model",
+    for option in ("--system", "--systems", "--system-splits", "--manifest", "--max-new-tokens", "--do-sample", "--judge-model",
                    "--api-key-env", "--bertscore-model", "--bertscore-layer", "--wandb", "--devices"):
         assert option in text

@@ -13,9 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessorList
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.models import decode as decode_module
 from speechsum.models import static_decoder
-from speechsum.models.base import SpeechLLM, sampling_processors
-from speechsum.models.composed import ComposedSpeechLLM
-from speechsum.models.decode import Prompt, decode, fast_path_reason
+from speechsum.models.base import SpeechLLM, sampling_processors, sequence_positions
+from speechsum.models.composed import ComposedSpeechLLM, drop_compressed_audio
+from speechsum.models.decode import Prompt, decode, fast_path_reason, left_packed_order
 from speechsum.models.policy import TrainingPolicy
 from speechsum.models.static_decoder import StaticCacheDecoder
 from speechsum.models.text_llm import TextLLM
@@ -237,6 +237,41 @@ def test_attended_only_drops_masked_positions_and_keeps_order():
                                                                                                   [5, 6, 7]]
     native = Prompt(mask, ids=ids, extra={"input_features": torch.zeros(1)})  # the model fills placeholders
     assert native.attended_only() is native
+
+
+def test_left_packed_order_moves_kept_positions_to_the_end_in_order():
+    keep = torch.tensor([[1, 0, 1, 1, 0], [1, 1, 0, 1, 1], [0, 0, 1, 0, 1]], dtype=torch.bool)
+    order = left_packed_order(keep)  # width 4, the most any row keeps; shorter rows begin with dropped ones
+    assert order.tolist() == [[4, 0, 2, 3], [0, 1, 3, 4], [1, 3, 2, 4]]
+    assert torch.gather(keep, 1, order).tolist() == [[False, True, True, True], [True] * 4, [False, False, True, True]]
+    assert left_packed_order(torch.ones(2, 3, dtype=torch.bool)) is None
+
+
+def test_training_forward_drops_compressed_audio_with_the_same_logits_and_gradients(models):
+    """With ``logits_to_keep`` the CTC student's forward drops the compressed-away audio positions
+    (``drop_compressed_audio``); the full forward keeps them masked. Same logits and gradients."""
+    model = models["composed_ctc_phi"].eval()
+    batch = batch_for("composed_ctc_phi", model)
+    response = torch.randint(3, 290, (len(batch), 6), generator=torch.Generator().manual_seed(1))
+    response_mask = torch.ones_like(response)
+    response_mask[0, 4:] = 0  # a shorter response: right padding stays where it is
+    ids = torch.cat([batch.prompt_ids, response], 1)
+    mask = torch.cat([batch.prompt_mask, response_mask], 1)
+    embeds, kept = model.embed_prompt(batch.audio, ids, mask)
+    short, short_mask = drop_compressed_audio(embeds, kept, ids == model.audio_token_id)
+    assert short.shape[1] < ids.shape[1] and torch.equal(short_mask[:, -7:], kept[:, -7:])
+    results = []
+    for packed in (True, False):
+        model.zero_grad()
+        logits = model(batch.audio, ids, mask, sequence_positions(mask), **({"logits_to_keep": 7} if packed else {}))
+        logits = logits[:, -7:]
+        logits.float().log_softmax(-1)[:, :-1].gather(-1, response[..., None]).mul(response_mask[..., None]).sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for _, p in model.trainable_parameters() if p.grad is not None]))
+    real = torch.cat([batch.prompt_mask[:, -1:], response_mask], 1).bool()
+    torch.testing.assert_close(results[0][0][real], results[1][0][real], rtol=1e-5, atol=1e-5)
+    assert len(results[0][1]) == len(results[1][1]) > 0
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_ctc_embeds_only_kept_frames_with_the_same_logprobs_and_gradients(models, monkeypatch):
