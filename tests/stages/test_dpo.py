@@ -13,6 +13,7 @@ import yaml
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.policy import TrainingPolicy
+from speechsum.stages.dpo import reference_logprobs
 from speechsum.stages.dpo.module import DPOModule
 from speechsum.stages.dpo.reference_logprobs import pair_token_logprobs
 from tests.conftest import tiny_backbone_args
@@ -77,6 +78,41 @@ def test_pair_logprobs_in_one_forward_equal_separate_forwards(pairs):
     torch.testing.assert_close(rejected.sum(-1), alone_rejected.sum(-1), atol=1e-4, rtol=1e-5)
     assert int(chosen_mask.sum()) == int(batch.chosen_mask.sum())
     assert int(rejected_mask.sum()) == int(batch.rejected_mask.sum())
+
+
+@pytest.mark.parametrize("projector", ["mlp", "ctc"])
+def test_shared_prompt_forward_equals_the_doubled_forward_with_gradients(pairs, projector, monkeypatch):
+    """One prompt forward + both responses on its cache = the ``[chosen; rejected]`` doubled forward:
+    the same token log-probs and the same gradients of every trainable weight."""
+    model = as_kd_checkpoint(ComposedSpeechLLM(**{**tiny_backbone_args(), "projector": projector,
+                                                  "policy": TrainingPolicy(**tiny_backbone_args()["policy"])}))
+    model.eval()  # no LoRA dropout between the two paths
+    _, batch = first_batch(pairs, model.processor)
+    calls = []
+    original = reference_logprobs.shared_prefix_pair_logprobs
+    results = []
+    for shared in (True, False):
+        monkeypatch.setattr(reference_logprobs, "shared_prefix_pair_logprobs",
+                            (lambda *a: calls.append(original(*a)) or calls[-1]) if shared else (lambda *a: None))
+        model.zero_grad()
+        chosen, chosen_mask, rejected, rejected_mask = pair_token_logprobs(model, batch)
+        (chosen.sum() - 0.5 * rejected.sum()).backward()
+        results.append((chosen.detach(), rejected.detach(),
+                        {n: p.grad.clone() for n, p in model.trainable_parameters() if p.grad is not None}))
+    assert len(calls) == 1 and calls[0] is not None  # the shared path ran, and did not step aside
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
+    assert results[0][2].keys() == results[1][2].keys() and any("projector" in n for n in results[0][2])
+    for name, grad in results[0][2].items():
+        torch.testing.assert_close(grad, results[1][2][name], atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompt_forward_steps_aside_for_gradient_checkpointing(pairs):
+    model = tiny_model()
+    model.llm.gradient_checkpointing_enable()
+    _, batch = first_batch(pairs, model.processor)
+    assert reference_logprobs.shared_prefix_pair_logprobs(
+        model, batch, batch.audio, batch.chosen_ids, batch.chosen_mask, batch.rejected_ids, batch.rejected_mask) is None
 
 
 def test_lora_disabled_reference_equals_frozen_copy_at_step0_and_after_a_step(pairs):

@@ -15,9 +15,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.losses import token_log_probs
 from speechsum.models.base import SpeechLLM
+from speechsum.models.decode import generation_positions
 from speechsum.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -54,12 +57,14 @@ def _pad_right(ids: Tensor, mask: Tensor, length: int, pad_id: int) -> tuple[Ten
 def pair_token_logprobs(
     model: SpeechLLM, batch: SpeechBatch, audio: dict[str, Tensor] | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-token log-probs of the chosen and the rejected response in ONE LM forward.
+    """Per-token log-probs of the chosen and the rejected response, sharing each example's prompt.
 
-    The batch is run as ``2B`` rows ``[chosen rows; rejected rows]`` sharing each example's prompt
-    and audio (``audio``: the batch's audio, already encoded by :func:`encode_audio_once` so the
-    encoder runs once per example). Returns ``(chosen_logps, chosen_mask, rejected_logps,
-    rejected_mask)``, each ``(B, R)``, log-probs 0 on padding; sums over R are the sequence log-probs.
+    ``audio``: the batch's audio, already encoded by :func:`encode_audio_once` so the encoder runs
+    once per example. Where the backbone allows (:func:`shared_prefix_pair_logprobs`) the prompt
+    runs once and both responses continue from its cache; otherwise the batch runs as ``2B`` rows
+    ``[chosen rows; rejected rows]`` in one forward. Returns ``(chosen_logps, chosen_mask,
+    rejected_logps, rejected_mask)``, each ``(B, R)``, log-probs 0 on padding; sums over R are the
+    sequence log-probs.
     """
     if batch.chosen_ids is None or batch.rejected_ids is None:
         raise ValueError("DPO needs `chosen` and `rejected` on every manifest line (data: preference: true)")
@@ -67,10 +72,14 @@ def pair_token_logprobs(
     pad_id = model.processor.pad_id
     chosen_ids, chosen_mask = _pad_right(batch.chosen_ids, batch.chosen_mask, length, pad_id)
     rejected_ids, rejected_mask = _pad_right(batch.rejected_ids, batch.rejected_mask, length, pad_id)
+    audio = batch.audio if audio is None else audio
+    shared = shared_prefix_pair_logprobs(model, batch, audio, chosen_ids, chosen_mask, rejected_ids, rejected_mask)
+    if shared is not None:
+        return shared[0], chosen_mask, shared[1], rejected_mask
     doubled = replace(
         batch,
         ids=batch.ids + batch.ids,
-        audio=_two_copies(batch.audio if audio is None else audio),
+        audio=_two_copies(audio),
         prompt_ids=_two_copies(batch.prompt_ids),
         prompt_mask=_two_copies(batch.prompt_mask),
     )
@@ -79,6 +88,40 @@ def pair_token_logprobs(
     )
     size = len(batch)
     return logps[:size], chosen_mask, logps[size:], rejected_mask
+
+
+def shared_prefix_pair_logprobs(
+    model: SpeechLLM, batch: SpeechBatch, audio: dict[str, Tensor],
+    chosen_ids: Tensor, chosen_mask: Tensor, rejected_ids: Tensor, rejected_mask: Tensor,
+) -> tuple[Tensor, Tensor] | None:
+    """Chosen and rejected log-probs ``(B, R)`` from ONE prompt forward: the prompt (its attended
+    positions only) fills a ``DynamicCache``, which is repeated for rows ``[c0, r0, c1, r1, …]``
+    whose responses then run on it; the prompt's last logits predict each response's first token.
+    The LM reads P + 2R positions per pair instead of 2(P + R), with the same log-probs and
+    gradients as the doubled forward (tests). None where it does not apply: backbones whose prompt
+    carries extra inputs (Phi-4-MM, Qwen2-Audio), or gradient checkpointing (no cache in training)."""
+    lm = model.causal_lm()
+    if lm is None or getattr(lm, "is_gradient_checkpointing", False):
+        return None
+    prompt = model.decode_prompt(audio, batch.prompt_ids, batch.prompt_mask)
+    if prompt.extra:
+        return None
+    prompt = prompt.attended_only()
+    cache = DynamicCache(config=lm.config)
+    first = lm(input_ids=prompt.ids, inputs_embeds=prompt.embeds, attention_mask=prompt.mask,
+               position_ids=generation_positions(prompt.mask), cache=cache, use_cache=True, logits_to_keep=1).logits
+    if cache.get_seq_length() != prompt.mask.shape[1]:
+        return None  # the LM kept no cache
+    cache.batch_repeat_interleave(2)
+    responses = torch.stack([chosen_ids, rejected_ids], 1).flatten(0, 1)  # (2B, R): c0, r0, c1, r1, …
+    response_mask = torch.stack([chosen_mask, rejected_mask], 1).flatten(0, 1)
+    prompt_mask = prompt.mask.repeat_interleave(2, dim=0)
+    positions = prompt_mask.sum(1, keepdim=True) + torch.arange(responses.shape[1], device=responses.device)
+    logits = lm(input_ids=responses, attention_mask=torch.cat([prompt_mask, response_mask], 1),
+                position_ids=positions, cache=cache, use_cache=True).logits
+    logits = torch.cat([first.repeat_interleave(2, dim=0), logits[:, :-1]], 1)  # [:, j] predicts responses[:, j]
+    logps = (token_log_probs(logits, responses) * response_mask).view(len(batch), 2, -1)
+    return logps[:, 0], logps[:, 1]
 
 
 def weights_fingerprint(model: nn.Module, frozen_sample: int = 4096) -> str:
