@@ -107,6 +107,21 @@ def test_shared_prompt_forward_equals_the_doubled_forward_with_gradients(pairs, 
         torch.testing.assert_close(grad, results[1][2][name], atol=1e-5, rtol=1e-4)
 
 
+def test_share_prompt_follows_the_device_unless_set(pairs, monkeypatch):
+    module = DPOModule(tiny_model(), reference="frozen_copy")
+    assert module.share_prompt is None and module.shares_prompt  # a CPU: compute-bound, sharing pays
+    assert not DPOModule(tiny_model(), share_prompt=False).shares_prompt
+    assert DPOModule(tiny_model(), share_prompt=True).to("meta").shares_prompt
+    assert not module.to("meta").shares_prompt  # any accelerator: the doubled forward, one LM call
+    used = []
+    monkeypatch.setattr(reference_logprobs, "shared_prefix_pair_logprobs", lambda *a: used.append(1))
+    model = tiny_model()
+    _, batch = first_batch(pairs, model.processor)
+    with torch.no_grad():
+        pair_token_logprobs(model, batch, share_prompt=False)
+    assert used == []
+
+
 def test_shared_prompt_forward_steps_aside_for_gradient_checkpointing(pairs):
     model = tiny_model()
     model.llm.gradient_checkpointing_enable()

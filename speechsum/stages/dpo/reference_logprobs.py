@@ -55,12 +55,13 @@ def _pad_right(ids: Tensor, mask: Tensor, length: int, pad_id: int) -> tuple[Ten
 
 
 def pair_token_logprobs(
-    model: SpeechLLM, batch: SpeechBatch, audio: dict[str, Tensor] | None = None
+    model: SpeechLLM, batch: SpeechBatch, audio: dict[str, Tensor] | None = None, share_prompt: bool = True
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-token log-probs of the chosen and the rejected response, sharing each example's prompt.
 
     ``audio``: the batch's audio, already encoded by :func:`encode_audio_once` so the encoder runs
-    once per example. Where the backbone allows (:func:`shared_prefix_pair_logprobs`) the prompt
+    once per example. With ``share_prompt`` and where the backbone allows
+    (:func:`shared_prefix_pair_logprobs`) the prompt
     runs once and both responses continue from its cache; otherwise the batch runs as ``2B`` rows
     ``[chosen rows; rejected rows]`` in one forward. Returns ``(chosen_logps, chosen_mask,
     rejected_logps, rejected_mask)``, each ``(B, R)``, log-probs 0 on padding; sums over R are the
@@ -73,8 +74,9 @@ def pair_token_logprobs(
     chosen_ids, chosen_mask = _pad_right(batch.chosen_ids, batch.chosen_mask, length, pad_id)
     rejected_ids, rejected_mask = _pad_right(batch.rejected_ids, batch.rejected_mask, length, pad_id)
     audio = batch.audio if audio is None else audio
-    shared = shared_prefix_pair_logprobs(model, batch, audio, chosen_ids, chosen_mask, rejected_ids, rejected_mask)
-    if shared is not None:
+    shared = share_prompt and shared_prefix_pair_logprobs(
+        model, batch, audio, chosen_ids, chosen_mask, rejected_ids, rejected_mask)
+    if shared:
         return shared[0], chosen_mask, shared[1], rejected_mask
     doubled = replace(
         batch,
@@ -90,6 +92,17 @@ def pair_token_logprobs(
     return logps[:size], chosen_mask, logps[size:], rejected_mask
 
 
+def activation_checkpointing(module: nn.Module) -> bool:
+    """Whether a HF model recomputes activations in training (``is_activation_checkpointing`` in
+    transformers ≥ 5.x, ``is_gradient_checkpointing`` before)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # the first never warns
+        try:
+            return bool(getattr(module, name))
+        except AttributeError:
+            continue
+    return False
+
+
 def shared_prefix_pair_logprobs(
     model: SpeechLLM, batch: SpeechBatch, audio: dict[str, Tensor],
     chosen_ids: Tensor, chosen_mask: Tensor, rejected_ids: Tensor, rejected_mask: Tensor,
@@ -101,7 +114,7 @@ def shared_prefix_pair_logprobs(
     gradients as the doubled forward (tests). None where it does not apply: backbones whose prompt
     carries extra inputs (Phi-4-MM, Qwen2-Audio), or gradient checkpointing (no cache in training)."""
     lm = model.causal_lm()
-    if lm is None or getattr(lm, "is_gradient_checkpointing", False):
+    if lm is None or activation_checkpointing(lm):
         return None
     prompt = model.decode_prompt(audio, batch.prompt_ids, batch.prompt_mask)
     if prompt.extra:
