@@ -127,6 +127,11 @@ class ThroughputMeter(L.Callback):
             self._counter.__enter__()
         self._started = time.perf_counter()
 
+    def on_exception(self, trainer, pl_module, exception):
+        if self._counter is not None:  # leave no FLOP-counting mode behind a failed step
+            self._counter.__exit__(None, None, None)
+            self._counter = None
+
     def on_before_backward(self, trainer, pl_module, loss):
         if not math.isfinite(float(loss.detach())):
             raise RuntimeError(f"non-finite loss {float(loss.detach())} at step {trainer.global_step}")

@@ -260,6 +260,9 @@ def test_training_forward_drops_compressed_audio_with_the_same_logits_and_gradie
     embeds, kept = model.embed_prompt(batch.audio, ids, mask)
     short, short_mask = drop_compressed_audio(embeds, kept, ids == model.audio_token_id)
     assert short.shape[1] < ids.shape[1] and torch.equal(short_mask[:, -7:], kept[:, -7:])
+    widths = []  # what the LM itself reads: the packed forward must hand it the shorter sequence
+    hook = model.llm.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["inputs_embeds"].shape[1]),
+                                               with_kwargs=True)
     results = []
     for packed in (True, False):
         model.zero_grad()
@@ -267,6 +270,8 @@ def test_training_forward_drops_compressed_audio_with_the_same_logits_and_gradie
         logits = logits[:, -7:]
         logits.float().log_softmax(-1)[:, :-1].gather(-1, response[..., None]).mul(response_mask[..., None]).sum().backward()
         results.append((logits.detach(), [p.grad.clone() for _, p in model.trainable_parameters() if p.grad is not None]))
+    hook.remove()
+    assert widths == [short.shape[1], ids.shape[1]]
     real = torch.cat([batch.prompt_mask[:, -1:], response_mask], 1).bool()
     torch.testing.assert_close(results[0][0][real], results[1][0][real], rtol=1e-5, atol=1e-5)
     assert len(results[0][1]) == len(results[1][1]) > 0
