@@ -15,12 +15,18 @@ on: ``unseen_share`` of the documents use the unseen-phrasing fact and instructi
 *speech* student trained on English train-phrasing audio only carries over what its text LLM
 knows. Both shares default to 0 (train phrasing, English only).
 
+``unlabeled_share`` of the documents (an independent draw) have their transcript written as the
+audio says it: no ``Name:`` turn labels, one paragraph (:func:`speechsum.data.transcripts.spoken_text`),
+as ASR output without diarisation reads. A real LLM has read both kinds; without them, text LMs
+trained only on labeled transcripts cannot read what a speech student hears (docs/world.md).
+
 The extra lines join the benchmark's real ``train.jsonl`` lines in ``OUT/train.jsonl``;
 ``OUT/val.jsonl`` is the benchmark's val split. Every line's ``audio`` points at the real clip
 (benchmark lines) or at one short silent WAV (text-only lines): manifests stay valid, and text LMs
 never decode audio anyway.
 
     speechsum benchmark textcorpus --data BENCH_DIR --out DIR [--documents N] [--unseen-share F] [--xling-share F]
+                                   [--unlabeled-share F]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from tqdm import tqdm
 from speechsum.benchmark.build import doc_language_and_genre, make_records
 from speechsum.benchmark.documents import XLING_LANGS, generate_document
 from speechsum.benchmark.lexicon import WORLDS
+from speechsum.data.transcripts import spoken_text
 from speechsum.utils.io import write_dir_atomically
 
 SILENCE = "silence.wav"
@@ -84,8 +91,15 @@ def document_kind(seed: int, index: int, unseen_share: float, xling_share: float
     return "en", draw < xling_share + unseen_share
 
 
-def _check_shares(unseen_share: float, xling_share: float) -> None:
-    for name, share in (("unseen_share", unseen_share), ("xling_share", xling_share)):
+def is_unlabeled(seed: int, index: int, unlabeled_share: float) -> bool:
+    """Whether text-only document ``index`` is written without speaker labels: a seeded draw per
+    document, independent of :func:`document_kind`'s."""
+    return random.Random(f"{seed}/lmtext-{index:06d}/unlabeled").random() < unlabeled_share
+
+
+def _check_shares(unseen_share: float, xling_share: float, unlabeled_share: float = 0.0) -> None:
+    for name, share in (("unseen_share", unseen_share), ("xling_share", xling_share),
+                        ("unlabeled_share", unlabeled_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
     if unseen_share + xling_share > 1.0:
@@ -93,10 +107,10 @@ def _check_shares(unseen_share: float, xling_share: float) -> None:
 
 
 def text_records(documents: int, instructions: int, seed: int, audio: str, world: str = "full",
-                 unseen_share: float = 0.0, xling_share: float = 0.0) -> list[dict]:
+                 unseen_share: float = 0.0, xling_share: float = 0.0, unlabeled_share: float = 0.0) -> list[dict]:
     """``documents`` text-only documents of ``world`` × ``instructions`` manifest records each
-    (languages and phrasing drawn by :func:`document_kind`)."""
-    _check_shares(unseen_share, xling_share)
+    (languages and phrasing drawn by :func:`document_kind`, speaker labels by :func:`is_unlabeled`)."""
+    _check_shares(unseen_share, xling_share, unlabeled_share)
     records = []
     for index in tqdm(range(documents), desc="text-only documents", unit="doc"):
         doc_id = f"lmtext-{index:06d}"
@@ -104,13 +118,18 @@ def text_records(documents: int, instructions: int, seed: int, audio: str, world
         lang, unseen = document_kind(seed, index, unseen_share, xling_share)
         doc = generate_document(doc_id, "train", seed, genre, lang, unseen=unseen, world=world)
         duration = len(doc.transcript().split()) / WORDS_PER_SECOND
-        records += make_records(doc, seed, instructions, audio, duration, unseen=unseen)
+        doc_records = make_records(doc, seed, instructions, audio, duration, unseen=unseen)
+        if is_unlabeled(seed, index, unlabeled_share):
+            for record in doc_records:
+                record["transcript"] = spoken_text(record["transcript"], strip_speaker_labels=True)
+                record["meta"]["unlabeled"] = True
+        records += doc_records
     return records
 
 
 def write_text_corpus(bench: str | Path, out: str | Path, documents: int = 12000, instructions: int = 1,
                       seed: int = 1, unseen_share: float = 0.0, xling_share: float = 0.0,
-                      world: str | None = None) -> Path:
+                      world: str | None = None, unlabeled_share: float = 0.0) -> Path:
     """Write ``out/train.jsonl`` (benchmark train + text-only documents), ``out/val.jsonl`` and the
     silent WAV, atomically; returns ``out``. ``world``: default the benchmark's own."""
     bench = Path(bench)
@@ -121,7 +140,7 @@ def write_text_corpus(bench: str | Path, out: str | Path, documents: int = 12000
     def write(tmp: Path) -> None:
         sf.write(tmp / SILENCE, np.zeros(1600, np.float32), 16000)
         extra = text_records(documents, instructions, seed, str((out / SILENCE).resolve()), world,
-                             unseen_share, xling_share)
+                             unseen_share, xling_share, unlabeled_share)
         for name, records in (("train", train + extra), ("val", val)):
             (tmp / f"{name}.jsonl").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
@@ -149,12 +168,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--xling-share", type=float, default=0.0,
                         help="share of the extra documents written in Spanish/German with English summaries "
                         "(like test_xling; default 0)")
+    parser.add_argument("--unlabeled-share", type=float, default=0.0,
+                        help="share of the extra documents whose transcript has no 'Name:' speaker labels "
+                        "and no line breaks, as the audio says it (an independent draw; default 0)")
     parser.add_argument("--world", choices=sorted(WORLDS), default=None,
                         help="the generator's world (default: 'world' in DATA/benchmark.json, else full)")
     args = parser.parse_args(argv)
     try:
         out = write_text_corpus(args.data, args.out, args.documents, args.instructions, args.seed,
-                                args.unseen_share, args.xling_share, args.world)
+                                args.unseen_share, args.xling_share, args.world, args.unlabeled_share)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     lines = sum(1 for _ in (out / "train.jsonl").open(encoding="utf-8"))

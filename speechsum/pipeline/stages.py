@@ -71,7 +71,7 @@ def run_benchmark(ctx) -> list[Path]:
         ctx.note("benchmark: null — using the manifests under data:")
         return []
     opts = _options(bench, size="small", seed=0, workers=2, text_documents=12000, vocab_size=4096, args=[],
-                    text_unseen_share=0.0, text_xling_share=0.0)
+                    text_unseen_share=0.0, text_xling_share=0.0, text_unlabeled_share=0.0)
     run = ctx.run_dir
     ctx.run([*SPEECHSUM, "benchmark", "build", "--out", str(run / "data"), "--size", opts["size"],
              "--seed", str(opts["seed"]), "--workers", str(opts["workers"]), "--no-progress", "--overwrite",
@@ -79,7 +79,8 @@ def run_benchmark(ctx) -> list[Path]:
     if trains_text_lms(ctx.config):
         ctx.run([*SPEECHSUM, "benchmark", "textcorpus", "--data", str(run / "data"), "--out", str(run / "text_corpus"),
                  "--documents", str(opts["text_documents"]), "--seed", str(opts["seed"] + 1),
-                 "--unseen-share", str(opts["text_unseen_share"]), "--xling-share", str(opts["text_xling_share"])])
+                 "--unseen-share", str(opts["text_unseen_share"]), "--xling-share", str(opts["text_xling_share"]),
+                 "--unlabeled-share", str(opts["text_unlabeled_share"])])
         ctx.run([*SPEECHSUM, "benchmark", "tokenizer", "--data", str(run / "text_corpus"),
                  "--out", str(run / "tokenizer"), "--vocab-size", str(opts["vocab_size"])])
     return [run / "data", run / "text_corpus", run / "tokenizer"]

@@ -3,28 +3,15 @@ its audio tokens are (mixtures of) the LLM's own token embeddings before SFT beg
 
 from __future__ import annotations
 
-import re
-
 from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.data.transcripts import spoken_text
 from speechsum.losses import ctc_alignment_loss
 from speechsum.models.asr import word_edit_distance
 from speechsum.models.base import SpeechLLM
 from speechsum.models.projectors import ctc_collapse
 from speechsum.stages.base import SpeechStageModule
-
-# "Name:" at a line start: a letter, up to 40 more characters, a colon, then a space ("10:30", "3:1" stay)
-SPEAKER_LABEL = re.compile(r"^[^\W\d_][^:\n]{0,40}:[ \t]+", flags=re.MULTILINE)
-
-
-def spoken_text(transcript: str, strip_speaker_labels: bool) -> str:
-    """What the audio says: the transcript, its lines joined by spaces; with
-    ``strip_speaker_labels`` a leading ``Name:`` is removed from every line (a transcript that
-    labels turns whose audio does not speak the label, like the bundled benchmark's)."""
-    if strip_speaker_labels:
-        transcript = SPEAKER_LABEL.sub("", transcript)
-    return " ".join(line.strip() for line in transcript.splitlines() if line.strip())
 
 
 class CTCAlignModule(SpeechStageModule):

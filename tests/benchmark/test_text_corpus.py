@@ -7,7 +7,13 @@ import pytest
 
 from speechsum.benchmark import lexicon
 from speechsum.benchmark.documents import generate_document
-from speechsum.benchmark.text_corpus import benchmark_world, document_kind, text_records, write_text_corpus
+from speechsum.benchmark.text_corpus import (
+    benchmark_world,
+    document_kind,
+    is_unlabeled,
+    text_records,
+    write_text_corpus,
+)
 
 
 def _bench_in_world(toy_data, tmp_path, world):
@@ -64,6 +70,31 @@ def test_shares_draw_unseen_phrasing_and_spanish_german_documents():
             assert record["meta"]["transcript_en"] and record["summary"].isascii()
 
 
+def test_unlabeled_documents_read_as_the_audio_says_them():
+    labeled = text_records(60, 2, 1, "x.wav", world="compact", unseen_share=0.2, xling_share=0.3)
+    records = text_records(60, 2, 1, "x.wav", world="compact", unseen_share=0.2, xling_share=0.3,
+                           unlabeled_share=0.5)
+    assert len(records) == len(labeled) == 120
+    unlabeled = 0
+    for index, (plain, original) in enumerate(zip(records, labeled)):
+        # the same document, instruction and summary: only the transcript's form differs
+        assert {k: v for k, v in plain.items() if k not in ("transcript", "meta")} == \
+               {k: v for k, v in original.items() if k not in ("transcript", "meta")}
+        if is_unlabeled(1, index // 2, 0.5):
+            unlabeled += 1
+            assert plain["meta"]["unlabeled"] is True
+            assert "\n" not in plain["transcript"]
+            assert not any(f"{name}:" in plain["transcript"] for name in plain["meta"]["speakers"])
+            # the turns' own words, in order, joined by single spaces
+            turns = [line.split(": ", 1)[1] for line in original["transcript"].splitlines()]
+            assert plain["transcript"] == " ".join(turns)
+        else:
+            assert plain == original
+    assert 30 < unlabeled < 90  # about half of 120 records, drawn per document (both instructions alike)
+    assert not any(is_unlabeled(1, index, 0.0) for index in range(500))
+    assert all(is_unlabeled(1, index, 1.0) for index in range(500))
+
+
 @pytest.mark.parametrize(("unseen", "xling", "message"), [
     (-0.1, 0.0, r"unseen_share must be in \[0, 1\]"),
     (0.0, 1.5, r"xling_share must be in \[0, 1\]"),
@@ -74,6 +105,11 @@ def test_bad_shares_are_refused(unseen, xling, message):
         text_records(1, 1, 1, "x.wav", unseen_share=unseen, xling_share=xling)
 
 
+def test_a_bad_unlabeled_share_is_refused():
+    with pytest.raises(ValueError, match=r"unlabeled_share must be in \[0, 1\]"):
+        text_records(1, 1, 1, "x.wav", unlabeled_share=1.2)
+
+
 def test_the_cli_refuses_bad_shares_with_a_usage_error(toy_data, tmp_path, capsys):
     from speechsum.benchmark.text_corpus import main
 
@@ -81,3 +117,6 @@ def test_the_cli_refuses_bad_shares_with_a_usage_error(toy_data, tmp_path, capsy
         main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--xling-share", "2"])
     assert exit_info.value.code == 2
     assert "xling_share must be in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--unlabeled-share", "-1"])
+    assert "unlabeled_share must be in [0, 1]" in capsys.readouterr().err

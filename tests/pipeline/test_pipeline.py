@@ -257,6 +257,8 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     assert (run / "text_corpus" / "train.jsonl").is_file() and (run / "tokenizer" / "tokenizer.json").is_file()
     corpus = [json.loads(line) for line in (run / "text_corpus" / "train.jsonl").read_text().splitlines()]
     assert {r["lang"] for r in corpus if r["id"].startswith("lmtext-")} == {"en", "es", "de"}  # the shares reached it
+    unlabeled = [r for r in corpus if r["meta"].get("unlabeled")]
+    assert unlabeled and all("\n" not in r["transcript"] for r in unlabeled)  # text_unlabeled_share reached it
     for name in ("text_lm", "text_teacher"):
         assert (run / name / "model" / "config.json").is_file() and (run / name / "checkpoints" / "last.ckpt").exists()
     for name in ("align", "sft", "kd", "dpo"):

@@ -11,12 +11,12 @@ import yaml
 
 from speechsum.cli import lightning_cli
 from speechsum.data.batch import SpeechCollator
+from speechsum.data.transcripts import spoken_text
 from speechsum.losses import ctc_alignment_loss
 from speechsum.models.base import sequence_positions
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.policy import TrainingPolicy
 from speechsum.models.projectors import CTCProjector, ctc_collapse, ctc_keep_mask
-from speechsum.stages.align import spoken_text
 from tests.conftest import tiny_backbone_args
 from tests.helpers import run_config
 from tests.models.test_composed import examples
