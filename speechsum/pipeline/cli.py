@@ -47,7 +47,6 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.io import remove_stale_temporaries, write_atomic
-from speechsum.utils.remote import cache_key
 
 EPILOG = f"""\
 stages, in order (those whose needs are complete run at the same time, --lanes; the longest chain first):
@@ -127,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def plan_stages(run_dir: Path, digest: str, until: Collection[str] | None, redo: Collection[str] = (),
+def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] | None, redo: Collection[str] = (),
                 table: StageTable = PIPELINE) -> tuple[list[str], dict[str, dict], set[str]]:
     """(the stages to run, in order; the markers of the complete ones kept; the planned stages that
     must start from scratch). A stage runs when its marker is missing or a stage it needs runs; the
@@ -142,7 +141,7 @@ def plan_stages(run_dir: Path, digest: str, until: Collection[str] | None, redo:
         rebuilt = any(need in planned for need in table[stage].needs)
         marker = read_marker(run_dir, stage)
         if marker is not None and not rebuilt:
-            changed = " (its config changed since: --from to redo)" if marker.get("config_hash") != digest else ""
+            changed = " (its config changed since: --from to redo)" if marker.get("config_hash") != digests[stage] else ""
             say(f"{table.label(stage)} … complete, skipped (took {format_duration(marker['elapsed_s'])}){changed}")
             kept[stage] = marker
             continue
@@ -162,7 +161,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     run_dir = Path(args.run_dir).resolve()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)  # no stage runs yet: only what a killed run's atomic writes left
-    digest = cache_key(config)[:16]  # stored in each marker: a changed config is pointed out
+    digests = table.config_digests(config)  # stored in each stage's marker: a changed setting is pointed out
     write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
     threads = args.threads or default_threads()
     if args.lanes < 1 or threads < 1:
@@ -178,7 +177,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
         say(f"--from {','.join(args.from_stage)}: cleared {', '.join(cleared) or 'nothing'}")
     say(f"speechsum pipeline: {config_file} -> {run_dir} (up to {args.lanes} stages at once, {threads} threads)")
     start = time.monotonic()
-    planned, kept, fresh = plan_stages(run_dir, digest, args.until, redo, table)
+    planned, kept, fresh = plan_stages(run_dir, digests, args.until, redo, table)
 
     def make_context(stage: str, stage_threads: int, stop: threading.Event) -> StageContext:
         markers = [marker_path(run_dir, need) for need in table[stage].needs]
@@ -187,7 +186,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
                             needs_finished=max((m.stat().st_mtime for m in markers if m.exists()), default=0.0))
 
     board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
-    finished = run_stages(planned, table, make_context, digest, args.lanes, threads, start, board)
+    finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
     stages = {}
     for stage in table.names:
         if stage in kept:

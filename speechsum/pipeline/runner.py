@@ -173,7 +173,7 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
 
 def run_stages(planned: list[str], table: StageTable,
                make_context: Callable[[str, int, threading.Event], StageContext],
-               digest: str, lanes: int, threads: int, start: float,
+               digests: dict[str, str], lanes: int, threads: int, start: float,
                board: ProgressBoard | None = None) -> dict[str, dict]:
     """Run ``planned``: each stage in a thread of its own once the stages it needs are done, at most
     ``lanes`` at once; of the stages ready together, those with the longest chain of stages still to
@@ -181,7 +181,8 @@ def run_stages(planned: list[str], table: StageTable,
     running)`` threads, fixed at its start: all of them when it starts alone, and then it runs alone
     to its end (only its end can make another stage ready). The first failure stops the other
     running stages (no marker for them) and is raised once they have ended.
-    ``make_context(stage, threads, stop)`` builds a stage's :class:`StageContext`; ``start`` is the
+    ``make_context(stage, threads, stop)`` builds a stage's :class:`StageContext`; ``digests`` are
+    the stages' settings digests their markers keep (:meth:`StageTable.config_digests`); ``start`` is the
     ``time.monotonic()`` the returned markers' ``start_s``/``end_s`` count from; ``board`` shows
     the running stages' live progress."""
     results: queue.Queue = queue.Queue()
@@ -194,7 +195,7 @@ def run_stages(planned: list[str], table: StageTable,
 
     def work(stage: str, ctx: StageContext) -> None:
         try:
-            results.put((stage, run_stage(table[stage], ctx, digest), None))
+            results.put((stage, run_stage(table[stage], ctx, digests[stage]), None))
         except BaseException as error:  # handed to the scheduling thread
             results.put((stage, None, error))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from speechsum.pipeline.config import aligns, trains_text_lms
 from speechsum.pipeline.stages import (
     BASELINE_SYSTEMS,
     STUDENTS_FOLDER,
@@ -24,6 +25,7 @@ from speechsum.pipeline.stages import (
     run_report,
     student_row,
 )
+from speechsum.utils.remote import cache_key
 
 StageFunction = Callable[..., list[Path]]  # (ctx) -> the stage's outputs (recorded in its marker)
 
@@ -45,6 +47,23 @@ class Stage:
     describe: str
     outputs: StageFunction = stage_folder
     resumes: bool = False
+    reads: tuple[str, ...] = ()  # the pipeline-config sections (dotted paths) of its own settings
+
+
+def config_section(config: Mapping, path: str):
+    """``config``'s value at a dotted ``path`` (``"stages.kd"``); None where a key is missing."""
+    value = config
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def shared_settings(config: Mapping) -> dict:
+    """What every stage's settings depend on: the user's data and models, and whether the pipeline
+    trains the text LMs and aligns."""
+    return {"data": config.get("data"), "backbone": config.get("backbone"),
+            "teacher_model": config.get("teacher_model"), "trains_text_lms": trains_text_lms(config),
+            "aligns": aligns(config)}
 
 
 class StageTable:
@@ -70,6 +89,16 @@ class StageTable:
 
     def __getitem__(self, name: str) -> Stage:
         return self._by_name[name]
+
+    def config_digests(self, config: Mapping) -> dict[str, str]:
+        """Per stage, a digest of the settings it runs with: the sections it ``reads``, the
+        :func:`shared_settings` and the digests of the stages it needs. A changed setting changes
+        the digest of its stage and of every stage built on it, and of no other."""
+        digests: dict[str, str] = {}
+        for stage in self.stages:
+            own = {path: config_section(config, path) for path in stage.reads}
+            digests[stage.name] = cache_key(shared_settings(config), own, [digests[n] for n in stage.needs])[:16]
+        return digests
 
     def upstream(self, name: str) -> set[str]:
         """Every stage ``name`` is built from, directly or not."""
@@ -107,27 +136,32 @@ def student_evaluation(name: str, system: str, after: str) -> Stage:
     """The stage that evaluates the student after ``after`` (row ``system``, in ``RUN/evaluate/``) as
     soon as that student exists, in a lane the training chain leaves free."""
     return Stage(name, (system,), partial(run_evaluate, rows=(system,), folder=STUDENTS_FOLDER),
-                 f"evaluate the student after {after}", outputs=partial(student_row, system=system))
+                 f"evaluate the student after {after}", outputs=partial(student_row, system=system),
+                 reads=("evaluate", "judge"))
 
 
 PIPELINE = StageTable([
     Stage("benchmark", (), run_benchmark, "build the bundled benchmark, the text corpus and the tokenizer",
-          outputs=benchmark_outputs),
-    Stage("text_lm", ("benchmark",), run_fit, "train the text backbone", resumes=True),
-    Stage("align", ("text_lm",), run_fit, "align the student's projector to the backbone (CTC)", resumes=True),
-    Stage("text_teacher", ("benchmark",), run_fit, "train the text teacher", resumes=True),
+          outputs=benchmark_outputs, reads=("benchmark",)),
+    Stage("text_lm", ("benchmark",), run_fit, "train the text backbone", resumes=True, reads=("text_lms.backbone",)),
+    Stage("align", ("text_lm",), run_fit, "align the student's projector to the backbone (CTC)", resumes=True,
+          reads=("stages.align",)),
+    Stage("text_teacher", ("benchmark",), run_fit, "train the text teacher", resumes=True,
+          reads=("text_lms.teacher",)),
     Stage("baselines", ("text_lm", "text_teacher"), partial(run_evaluate, rows=BASELINE_SYSTEMS),
-          "evaluate the text teacher, the backbone and the ASR cascade"),
-    Stage("sft", ("align",), run_fit, "supervised fine-tuning of the speech student", resumes=True),
-    Stage("kd", ("sft", "text_teacher"), run_kd, "on-policy distillation from the text teacher", resumes=True),
+          "evaluate the text teacher, the backbone and the ASR cascade", reads=("evaluate", "judge")),
+    Stage("sft", ("align",), run_fit, "supervised fine-tuning of the speech student", resumes=True,
+          reads=("stages.sft",)),
+    Stage("kd", ("sft", "text_teacher"), run_kd, "on-policy distillation from the text teacher", resumes=True,
+          reads=("stages.kd", "teacher")),
     Stage("pairs", ("kd",), run_pairs, "sample and judge preference pairs from the KD student",
-          outputs=pairs_outputs),
-    Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True),
+          outputs=pairs_outputs, reads=("pairs", "judge")),
+    Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True, reads=("stages.dpo",)),
     student_evaluation("evaluate_sft", "sft", "SFT"),
     student_evaluation("evaluate_kd", "kd", "KD"),
     student_evaluation("evaluate_dpo", "dpo", "DPO"),
     Stage("report", ("baselines", "evaluate_sft", "evaluate_kd", "evaluate_dpo"), run_report,
-          "write and print the report table and charts", outputs=report_outputs),
+          "write and print the report table and charts", outputs=report_outputs, reads=("report", "evaluate")),
 ])
 STAGES = PIPELINE.names
 # names --from/--until also take, for several stages at once (`evaluate` was one stage before 2026-12-04)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import speechsum.pipeline.cli as pipeline
 from speechsum.pipeline.cli import read_marker
@@ -142,6 +143,40 @@ def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
     assert [s for s in STAGES if not read_marker(tmp_path, s)] == [
         "kd", "pairs", "dpo", "evaluate_sft", "evaluate_kd", "evaluate_dpo", "report"]
+
+
+def skipped_with_changed_settings(out: str) -> tuple[set[str], set[str]]:
+    """(stages skipped, those of them whose settings changed) from a run's event lines."""
+    skipped = {line.split("] ", 1)[1].split(" … ")[0] for line in out.splitlines() if "complete, skipped" in line}
+    changed = {line.split("] ", 1)[1].split(" … ")[0] for line in out.splitlines() if "config changed since" in line}
+    return skipped, changed
+
+
+@pytest.mark.parametrize(("section", "change", "flagged"), [
+    ("stages", {"dpo": {"overrides": {"trainer": {"max_steps": 3}}}}, {"dpo", "evaluate_dpo", "report"}),
+    ("judge", {"kind": "fact", "model": "other"},
+     {"baselines", "pairs", "dpo", "evaluate_sft", "evaluate_kd", "evaluate_dpo", "report"}),
+    ("text_lms", {"teacher": {"overrides": {"trainer": {"max_steps": 3}}}},
+     {"text_teacher", "baselines", "kd", "pairs", "dpo", "evaluate_kd", "evaluate_dpo", "report"}),
+])
+def test_a_changed_setting_is_pointed_out_on_its_stage_and_those_built_on_it_only(tmp_path, capsys, section,
+                                                                                  change, flagged):
+    table = stand_in_stages(tmp_path / "pids")
+    run_in_process(tmp_path / "run", table)
+    run_in_process(tmp_path / "run", table)  # the same preset: nothing to point out
+    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
+    assert skipped == set(STAGES) and not changed
+
+    preset = yaml.safe_load((REPO / "configs" / "pipeline" / "tiny.yaml").read_text())
+    merged = {**preset[section], **{key: ({**preset[section][key], **value} if isinstance(value, dict) else value)
+                                    for key, value in change.items()}}
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump({**preset, section: merged}))
+    args = pipeline.build_parser().parse_args(["--config", str(edited), "--run-dir", str(tmp_path / "run")])
+    summary = pipeline.run_pipeline(args, table)
+    assert all(s["status"] != "ran" for s in summary["stages"].values())  # pointed out, not rerun
+    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
+    assert skipped == set(STAGES) and changed == flagged
 
 
 def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
