@@ -13,6 +13,8 @@ from pathlib import Path
 CHECKPOINT_EVERY_S = 120.0  # default seconds of training between resume checkpoints
 RESUME_FOLDER = "resume"  # RUN/<stage>/resume/: removed once the stage is complete
 _STEP = re.compile(r"step=(\d+)")
+# the loopback server the kd stage starts for `--teacher serve`: a free port, so a new URL, each run
+TEACHER_SERVER_URL = re.compile(r"http://127\.0\.0\.1:\d+/v1\b")
 
 
 def resume_checkpoint_callback(stage_dir: str, every_s: float) -> dict:
@@ -50,16 +52,21 @@ def newest_checkpoint(stage_dir: Path) -> Path | None:
     return max(known, key=lambda path: steps[path]) if known else None
 
 
-def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0) -> tuple[Path | None, str]:
+def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
+                 ignore: re.Pattern | None = None) -> tuple[Path | None, str]:
     """(the checkpoint an interrupted run of the same config left, or None; why not). A run that
     started (wrote its ``config.yaml``) before ``not_before`` — when what it is built from was
-    completed again since — is not continued."""
+    completed again since — is not continued. ``ignore``: text that may differ between the saved
+    and the new config (:data:`TEACHER_SERVER_URL` under ``--teacher serve``)."""
     saved = stage_dir / "config.yaml"
     if not saved.is_file():
         return None, "no earlier run"
     if saved.stat().st_mtime < not_before:
         return None, "what it is built from ran again since"
-    if saved.read_text(encoding="utf-8") != config_text:
+    def comparable(text: str) -> str:
+        return ignore.sub("<ignored>", text) if ignore is not None else text
+
+    if comparable(saved.read_text(encoding="utf-8")) != comparable(config_text):
         return None, "its resolved config changed"
     checkpoint = newest_checkpoint(stage_dir)
     if checkpoint is None:

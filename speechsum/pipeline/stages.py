@@ -39,7 +39,7 @@ from speechsum.pipeline.config import (
     teacher_model_path,
     trains_text_lms,
 )
-from speechsum.pipeline.resume import RESUME_FOLDER, resume_point
+from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
 from speechsum.utils.io import write_atomic
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
@@ -107,7 +107,8 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
     resolved = resolve_stage_config(ctx.config, stage, ctx.run_dir, wandb=ctx.wandb, teacher=teacher,
                                     checkpoint_every_s=ctx.checkpoint_every_s)
     text = yaml.safe_dump(resolved, sort_keys=False)
-    checkpoint, why = resume_point(folder, text, ctx.needs_finished) if ctx.resume else (None, "")
+    ignore = TEACHER_SERVER_URL if teacher and teacher["mode"] == "serve" else None
+    checkpoint, why = resume_point(folder, text, ctx.needs_finished, ignore) if ctx.resume else (None, "")
     if checkpoint is not None:
         saved = datetime.fromtimestamp(checkpoint.stat().st_mtime, timezone.utc).strftime("%H:%M:%S UTC")
         ctx.note(f"resuming from {checkpoint} ({why}, saved {saved})")

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -364,3 +365,20 @@ def test_a_failing_stage_stops_with_its_log_and_leaves_no_marker(tmp_path):
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark", "text_lm", "align"]
     saved = yaml.safe_load((run / "sft" / "config.yaml").read_text())
     assert saved["data"]["train_manifest"] == str(tmp_path / "missing.jsonl")
+
+
+def test_kd_under_teacher_serve_resumes_against_a_new_server(tmp_path):
+    """`--teacher serve` gives the teacher server a free port each run. A KD stage stopped before
+    its marker was written (here: after training ended) resumes from its checkpoint against the
+    next run's server, rather than starting over because the port in its config changed."""
+    run = tmp_path / "run"
+    first = run_pipeline(run, "--until", "kd", "--teacher", "serve")
+    marker_path(run, "kd").unlink()
+    port = int(re.search(r"teacher server: http://127\.0\.0\.1:(\d+)/v1", first).group(1))
+    with socket.socket() as taken:  # the first server's port stays busy: the second gets another
+        taken.bind(("127.0.0.1", port))
+        second = run_pipeline(run, "--until", "kd", "--teacher", "serve")
+    assert f"teacher server: http://127.0.0.1:{port}/v1" not in second
+    assert "starting over" not in second
+    assert re.search(r"\[kd\] resuming from .*kd/checkpoints/last\.ckpt \(step 2, saved", second)
+    assert read_marker(run, "kd") is not None

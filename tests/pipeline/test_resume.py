@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from speechsum.pipeline.config import resolve_stage_config
 from speechsum.pipeline.resume import (
+    TEACHER_SERVER_URL,
     checkpoint_step,
     newest_checkpoint,
     readable,
@@ -53,6 +55,28 @@ def test_the_newest_whole_checkpoint_is_picked(tmp_path):
     assert newest_checkpoint(stage) == stage / "checkpoints" / "last.ckpt"
     target.unlink()  # the link dangles (Lightning removes the old file before it relinks)
     assert newest_checkpoint(stage) is None
+
+
+def test_kd_under_teacher_serve_resumes_although_the_servers_port_changed(tmp_path):
+    """`--teacher serve` starts the teacher server on a free port each run: the resolved KD config
+    differs only in that URL, which the resume check ignores (and only that)."""
+    config = {"benchmark": {"size": "tiny"}, "text_lms": {"backbone": {}}}
+
+    def served(port: int, max_steps: int = 2) -> str:
+        teacher = {"mode": "serve", "base_url": f"http://127.0.0.1:{port}/v1", "model": "teacher", "api_key_env": "K"}
+        resolved = resolve_stage_config({**config, "stages": {"kd": {"overrides": {"trainer": {"max_steps": max_steps}}}}},
+                                        "kd", tmp_path, teacher=teacher)
+        return yaml.safe_dump(resolved, sort_keys=False)
+
+    stage = tmp_path / "kd"
+    stage.mkdir()
+    (stage / "config.yaml").write_text(served(41001))
+    checkpoint = save_checkpoint(stage / "resume" / "resume-step=1.ckpt", 1)
+    assert "http://127.0.0.1:41001/v1" in served(41001) and served(41001) != served(41002)
+    assert resume_point(stage, served(41002)) == (None, "its resolved config changed")
+    assert resume_point(stage, served(41002), ignore=TEACHER_SERVER_URL) == (checkpoint, "step 1")
+    assert resume_point(stage, served(41002, max_steps=3), ignore=TEACHER_SERVER_URL) == (
+        None, "its resolved config changed")  # anything else still counts
 
 
 def test_resume_point_needs_the_same_config_and_a_checkpoint(tmp_path):
