@@ -22,6 +22,7 @@ none of the old ``init_args``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,14 @@ def set_path(config: dict, dotted: str, value: Any, only_if_present: bool = Fals
     if only_if_present and leaf not in node:
         return
     node[leaf] = value
+
+
+def get_path(config: Mapping, dotted: str) -> Any:
+    """``config[a][b][c]`` for ``dotted = "a.b.c"``; None where a key is missing."""
+    node: Any = config
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node
 
 
 def find_config_file(path: str | Path) -> Path:
@@ -254,6 +263,14 @@ def wire_real_inputs(resolved: dict, config: dict, stage: str, run_dir: Path, te
 def trains_text_lms(config: dict) -> bool:
     """Whether the pipeline trains the benchmark's text LMs: ``text_lms`` absent or a mapping, not null."""
     return config.get("text_lms", {}) is not None
+
+
+def shared_settings(config: Mapping) -> dict:
+    """What every stage's settings depend on (:meth:`StageTable.config_digests`): the user's data
+    and models, and whether the pipeline trains the text LMs and aligns."""
+    return {"data": config.get("data"), "backbone": config.get("backbone"),
+            "teacher_model": config.get("teacher_model"), "trains_text_lms": trains_text_lms(config),
+            "aligns": aligns(config)}
 
 
 def teacher_model_path(config: dict, run_dir: Path) -> str:

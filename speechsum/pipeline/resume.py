@@ -52,6 +52,10 @@ def newest_checkpoint(stage_dir: Path) -> Path | None:
     return max(known, key=lambda path: steps[path]) if known else None
 
 
+def _without(text: str, ignore: re.Pattern | None) -> str:
+    return ignore.sub("<ignored>", text) if ignore is not None else text
+
+
 def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
                  ignore: re.Pattern | None = None) -> tuple[Path | None, str]:
     """(the checkpoint an interrupted run of the same config left, or None; why not). A run that
@@ -63,10 +67,7 @@ def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
         return None, "no earlier run"
     if saved.stat().st_mtime < not_before:
         return None, "what it is built from ran again since"
-    def comparable(text: str) -> str:
-        return ignore.sub("<ignored>", text) if ignore is not None else text
-
-    if comparable(saved.read_text(encoding="utf-8")) != comparable(config_text):
+    if _without(saved.read_text(encoding="utf-8"), ignore) != _without(config_text, ignore):
         return None, "its resolved config changed"
     checkpoint = newest_checkpoint(stage_dir)
     if checkpoint is None:

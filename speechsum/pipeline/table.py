@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from speechsum.pipeline.config import aligns, trains_text_lms
+from speechsum.pipeline.config import get_path, shared_settings
 from speechsum.pipeline.stages import (
     BASELINE_SYSTEMS,
     STUDENTS_FOLDER,
@@ -50,22 +50,6 @@ class Stage:
     reads: tuple[str, ...] = ()  # the pipeline-config sections (dotted paths) of its own settings
 
 
-def config_section(config: Mapping, path: str):
-    """``config``'s value at a dotted ``path`` (``"stages.kd"``); None where a key is missing."""
-    value = config
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
-
-
-def shared_settings(config: Mapping) -> dict:
-    """What every stage's settings depend on: the user's data and models, and whether the pipeline
-    trains the text LMs and aligns."""
-    return {"data": config.get("data"), "backbone": config.get("backbone"),
-            "teacher_model": config.get("teacher_model"), "trains_text_lms": trains_text_lms(config),
-            "aligns": aligns(config)}
-
-
 class StageTable:
     """The stages in the order they are listed (every stage after the stages it needs)."""
 
@@ -96,7 +80,7 @@ class StageTable:
         the digest of its stage and of every stage built on it, and of no other."""
         digests: dict[str, str] = {}
         for stage in self.stages:
-            own = {path: config_section(config, path) for path in stage.reads}
+            own = {path: get_path(config, path) for path in stage.reads}
             digests[stage.name] = cache_key(shared_settings(config), own, [digests[n] for n in stage.needs])[:16]
         return digests
 
