@@ -376,7 +376,10 @@ def test_kd_under_teacher_serve_resumes_against_a_new_server(tmp_path):
     marker_path(run, "kd").unlink()
     port = int(re.search(r"teacher server: http://127\.0\.0\.1:(\d+)/v1", first).group(1))
     with socket.socket() as taken:  # the first server's port stays busy: the second gets another
+        # its closed connections may sit in TIME_WAIT on that port: bind as a server would, then listen
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", port))
+        taken.listen()
         second = run_pipeline(run, "--until", "kd", "--teacher", "serve")
     assert f"teacher server: http://127.0.0.1:{port}/v1" not in second
     assert "starting over" not in second
