@@ -24,9 +24,13 @@ def masked_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Te
     ``logits`` (B, R, V), ``target_ids`` (B, R), ``mask`` (B, R). Each response token weighs the
     same, whatever the length of its response. Computed in float32.
     """
-    targets = token_log_probs(logits, target_ids)
-    mask = mask.to(targets.dtype)
-    return -(targets * mask).sum() / mask.sum().clamp(min=1.0)
+    return masked_mean(-token_log_probs(logits, target_ids), mask)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """``Σ mask · values / max(1, Σ mask)``: the mean over the kept positions (0 when none is)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def ctc_alignment_loss(

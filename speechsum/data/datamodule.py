@@ -63,6 +63,15 @@ class SpeechSumDataset(Dataset):
         limit = self.max_audio_seconds or float("inf")
         return [min(e.duration, limit) for e in self.examples]
 
+    @property
+    def lengths(self) -> list[float]:
+        """What batches are bucketed by: the durations, or for a dataset that reads no audio (a
+        text LM's) the characters of instruction + transcript + summary, which its sequence
+        lengths follow (its clips, silence for text-only documents, say nothing of them)."""
+        if self.read_audio:
+            return self.durations
+        return [float(len(e.instruction) + len(e.transcript or "") + len(e.summary or "")) for e in self.examples]
+
 
 class SpeechSumDataModule(L.LightningDataModule):
     """Audio-instruction data from JSONL manifests or a Hugging Face dataset, batched by total audio duration.
@@ -262,6 +271,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             shuffle=shuffle,
             seed=self.seed,
             resume_offset=self._batches_done_this_epoch if split == "train" else None,
+            lengths=dataset.lengths,
         )
         return DataLoader(
             dataset,

@@ -28,8 +28,10 @@ class _EpochSampler(Sampler[int]):
 class DurationBucketBatchSampler(BatchSampler):
     """Yields lists of indices whose summed duration stays under ``max_batch_seconds``.
 
-    Examples are sorted by duration and cut into ``num_buckets`` equal-count buckets, so a batch
-    holds clips of similar length and little padding. Within a bucket the order is shuffled
+    Examples are sorted by ``lengths`` (default: the durations; a text LM's data module gives its
+    examples' text lengths, since its clips say nothing of its sequence lengths) and cut into
+    ``num_buckets`` equal-count buckets, so a batch holds examples of similar length and little
+    padding. Within a bucket the order is shuffled
     (``shuffle=True``) and packed greedily; a single clip longer than the budget forms its own
     batch. Batch order is shuffled across buckets. Everything is drawn from
     ``torch.Generator().manual_seed(seed + epoch)``, so every process builds the same batches.
@@ -59,10 +61,14 @@ class DurationBucketBatchSampler(BatchSampler):
         seed: int = 0,
         drop_last: bool = False,
         resume_offset: Callable[[], int] | None = None,
+        lengths: Sequence[float] | None = None,
     ):
         if max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds must be positive, got {max_batch_seconds}")
         self.durations = [float(d) for d in durations]
+        self.lengths = self.durations if lengths is None else [float(length) for length in lengths]
+        if len(self.lengths) != len(self.durations):
+            raise ValueError(f"{len(self.lengths)} lengths for {len(self.durations)} durations")
         self.sampler = sampler if sampler is not None else _EpochSampler(len(self.durations))
         self.max_batch_seconds = max_batch_seconds
         self.num_buckets = max(1, min(num_buckets, len(self.durations)))
@@ -107,11 +113,11 @@ class DurationBucketBatchSampler(BatchSampler):
     def global_batches(self) -> list[list[int]]:
         """All batches of this epoch, before they are shared out to ranks."""
         generator = torch.Generator().manual_seed(self.seed + self._current_epoch())
-        by_duration = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
-        bounds = torch.linspace(0, len(by_duration), self.num_buckets + 1).round().long().tolist()
+        by_length = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], i))
+        bounds = torch.linspace(0, len(by_length), self.num_buckets + 1).round().long().tolist()
         batches: list[list[int]] = []
         for start, end in zip(bounds[:-1], bounds[1:]):
-            bucket = by_duration[start:end]
+            bucket = by_length[start:end]
             if self.shuffle:
                 bucket = [bucket[i] for i in torch.randperm(len(bucket), generator=generator).tolist()]
             batches.extend(self._pack(bucket))

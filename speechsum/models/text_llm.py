@@ -74,18 +74,20 @@ class TextProcessor(SpeechProcessor):
         return PromptInputs(audio={}, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
 
 
-def _load_llm(spec: str | dict, tokenizer: PreTrainedTokenizerBase, dtype: str | None) -> PreTrainedModel:
+def _load_llm(
+    spec: str | dict, tokenizer: PreTrainedTokenizerBase, dtype: str | None, attn_implementation: str | None = None
+) -> PreTrainedModel:
     """A pretrained LM (hub id / directory) or a random-init one from a config dict whose
     ``vocab_size`` defaults to ``len(tokenizer)`` and whose eos/pad/bos ids are the tokenizer's."""
     if isinstance(spec, str):
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto")
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
     spec = dict(spec)
     spec.setdefault("vocab_size", len(tokenizer))
     spec.setdefault("eos_token_id", tokenizer.eos_token_id)
     spec.setdefault("pad_token_id", tokenizer.pad_token_id)
     spec.setdefault("bos_token_id", None)
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 
 
 def merged_copy(llm: nn.Module) -> nn.Module:
@@ -121,6 +123,9 @@ class TextLLM(NativeSpeechLLM):
         copy_init: write previous-token, induction and copy heads into a random-init Phi-type
             ``llm`` before training (:func:`speechsum.models.copy_init.init_copy_circuits`), so
             a small LM trained for minutes can copy names and numbers from its transcript.
+        attn_implementation: the LM's attention kernels ("eager", "sdpa", "flash_attention_2", …;
+            default: transformers' choice, "sdpa"). Not saved with the model: a saved or exported
+            model loads with the default again.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class TextLLM(NativeSpeechLLM):
         dtype: str | None = None,
         init_seed: int = 0,
         copy_init: bool = False,
+        attn_implementation: str | None = None,
     ):
         super().__init__()
         if copy_init and not isinstance(llm, dict):
@@ -143,7 +149,7 @@ class TextLLM(NativeSpeechLLM):
         if AUDIO_TOKEN not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
         with seeded_init(init_seed):
-            self.llm = _load_llm(llm, tok, dtype)
+            self.llm = _load_llm(llm, tok, dtype, attn_implementation)
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))
             if copy_init:

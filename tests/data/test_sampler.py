@@ -121,6 +121,20 @@ def test_batches_come_from_buckets():
             assert len({(s - 1) // 10 for s in seconds}) == 1
 
 
+def test_buckets_follow_lengths_when_given_and_the_budget_stays_in_seconds():
+    """A text LM's examples all have the same silent clip: buckets follow their text lengths."""
+    lengths = [float(d) for d in range(1, 101)]
+    order = list(range(100))
+    random.Random(1).shuffle(order)
+    shuffled = [lengths[i] for i in order]
+    sampler = make([1.0] * 100, lengths=shuffled, max_batch_seconds=3.0, num_buckets=10, seed=0)
+    batches = list(sampler)
+    assert sorted(flat(batches)) == list(range(100)) and {len(b) for b in batches} == {3, 1}  # 10 = 3+3+3+1
+    assert all(len({(shuffled[i] - 1) // 10 for i in batch}) == 1 for batch in batches)
+    with pytest.raises(ValueError, match="2 lengths for 3 durations"):
+        make([1.0, 1.0, 1.0], lengths=[1.0, 2.0])
+
+
 def test_batch_order_is_mixed_across_buckets():
     durations = [float(d) for d in range(1, 101)]
     batches = list(make(durations, max_batch_seconds=40.0, num_buckets=10, seed=0))

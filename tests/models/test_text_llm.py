@@ -99,7 +99,10 @@ def test_data_module_never_opens_audio_for_a_text_llm(tiny_text_llm, toy_data, m
     batches = list(dm.train_dataloader())
     assert sum(len(b) for b in batches) == 24
     assert all(b.transcripts[0] and b.audio == {} and float(b.audio_seconds.sum()) == 0 for b in batches)
-    assert len({round(d, 2) for d in dm.datasets["train"].durations}) > 1  # durations from headers, for buckets
+    train = dm.datasets["train"]
+    assert len({round(d, 2) for d in train.durations}) > 1  # durations from headers
+    assert train.lengths == [len(e.instruction) + len(e.transcript) + len(e.summary) for e in train.examples]
+    assert dm.train_dataloader().batch_sampler.lengths == train.lengths  # buckets follow the text
     with pytest.raises(ValueError, match="require_transcript: true"):
         data_module(toy_data, tiny_text_llm, require_transcript=False).setup("fit")
 
@@ -173,18 +176,57 @@ def test_export_loads_as_the_llm_of_a_composed_speech_model(tiny_text_llm, tmp_p
                                tiny_text_llm.llm.get_input_embeddings().weight)
 
 
-def test_prompt_lm_loss_matches_hand_computed_values():
+def test_text_lm_losses_match_hand_computed_values():
     import math
 
-    from speechsum.stages.text_lm import prompt_lm_loss
+    from speechsum.stages.text_lm import text_lm_losses
 
-    logits = torch.zeros(2, 3, 2)
+    logits = torch.zeros(2, 4, 2)
     logits[0, 0, 1] = math.log(3.0)  # row 0 predicts token 1 with p = 3/4 at position 0
-    prompt_ids = torch.tensor([[1, 1, 0], [0, 1, 1]])
-    prompt_mask = torch.tensor([[1, 1, 1], [0, 1, 1]])  # row 1 is left-padded: only 1 -> 2 counts
-    # kept: row 0 pos 0 (-log 3/4), row 0 pos 1 (log 2), row 1 pos 1 (log 2)
-    expected = (-math.log(0.75) + 2 * math.log(2.0)) / 3
-    assert prompt_lm_loss(logits, prompt_ids, prompt_mask).item() == pytest.approx(expected, rel=1e-6)
+    logits[1, 2, 0] = math.log(7.0)  # row 1 predicts token 0 with p = 7/8 at position 2
+    input_ids = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 0]])
+    attention_mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])  # row 1 is left-padded
+    is_response = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]])
+    response_loss, prompt_loss = text_lm_losses(logits, input_ids, attention_mask, is_response)
+    # prompt: row 0 pos 0 -> 1 (-log 3/4), row 1 pos 1 -> 2 (log 2); padding -> token 1 does not count
+    assert prompt_loss.item() == pytest.approx((-math.log(0.75) + math.log(2.0)) / 2, rel=1e-6)
+    # response: row 0 pos 1 -> 2 and pos 2 -> 3 (log 2 each), row 1 pos 2 -> 3 (-log 7/8)
+    assert response_loss.item() == pytest.approx((2 * math.log(2.0) - math.log(7 / 8)) / 3, rel=1e-6)
+
+
+def test_joint_left_padding_lays_out_each_row_as_prompt_then_response():
+    from speechsum.stages.text_lm import joint_left_padded
+
+    prompt_ids = torch.tensor([[0, 11, 12], [21, 22, 23]])  # left-padded (0: padding)
+    prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    response_ids = torch.tensor([[13, 14, 15], [24, 0, 0]])  # right-padded
+    response_mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    input_ids, attention_mask, is_response = joint_left_padded(prompt_ids, prompt_mask, response_ids, response_mask)
+    assert attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]  # width 5, not 3 + 3
+    assert (input_ids * attention_mask).tolist() == [[11, 12, 13, 14, 15], [0, 21, 22, 23, 24]]
+    assert is_response.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 0, 1]]
+
+
+def test_text_lm_losses_equal_the_separately_padded_layout(tiny_text_llm, toy_data):
+    """The joint layout drops padding only: the loss equals that of [left-padded prompt |
+    right-padded response], the step before it (benchmarks/text_lm_speed.py's baseline)."""
+    from benchmarks.text_lm_speed import separately_padded_step
+    from speechsum.stages.text_lm import TextLMModule
+
+    dm = data_module(toy_data, tiny_text_llm)
+    dm.setup("fit")
+    def joint_width(b):
+        return int((b.prompt_mask.sum(1) + b.response_mask.sum(1)).max())
+
+    # a batch with padding to drop: its longest prompt and longest response are in different rows
+    batch = next(b for b in dm.train_dataloader() if joint_width(b) < b.prompt_ids.shape[1] + b.response_ids.shape[1])
+    module = TextLMModule(tiny_text_llm, prompt_loss_weight=0.5)
+    module.log = lambda *args, **kwargs: None
+    joint = module.training_step(batch, 0)
+    assert joint.item() == pytest.approx(separately_padded_step(module, batch).item(), rel=1e-5)
+    with torch.no_grad():
+        module.prompt_loss_weight = 0.0  # the response loss alone agrees too
+        assert module.training_step(batch, 0).item() == pytest.approx(separately_padded_step(module, batch).item(), rel=1e-5)
 
 
 def test_text_corpus_adds_text_only_documents(tmp_path, toy_data):
@@ -226,3 +268,15 @@ def test_a_saved_model_loaded_without_end_of_turn_still_stops_at_it(tiny_text_ll
         assert im_end in loaded.processor.stop_token_ids
     random_init = TextLLM(llm=TINY_LLM, tokenizer=str(tmp_path / "lm"))  # nothing saved: tokenizer eos only
     assert random_init.processor.stop_token_ids == [tok.eos_token_id]
+
+
+def test_attn_implementation_is_chosen_and_gives_the_same_logits(tokenizer_dir, tmp_path):
+    sdpa = TextLLM(llm=TINY_LLM, tokenizer=str(tokenizer_dir))
+    eager = TextLLM(llm=TINY_LLM, tokenizer=str(tokenizer_dir), attn_implementation="eager")
+    assert (sdpa.llm.config._attn_implementation, eager.llm.config._attn_implementation) == ("sdpa", "eager")
+    prompts = sdpa.processor.encode_prompts([], ["List the words.", "First?"], transcripts=["do re mi fa", "fa"])
+    ids, mask = prompts.prompt_ids, prompts.prompt_mask  # the second row is left-padded
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    torch.testing.assert_close(eager({}, ids, mask, positions) * mask[..., None], sdpa({}, ids, mask, positions) * mask[..., None])
+    eager.save_pretrained(tmp_path / "saved")  # not saved with the model: it loads with the default
+    assert TextLLM(llm=str(tmp_path / "saved")).llm.config._attn_implementation == "sdpa"

@@ -1,0 +1,149 @@
+"""Text-LM training speed: real (non-padding) tokens trained per second per CPU thread, the
+training step before issue 16's text-LM work against each change, in one run.
+
+Every variant trains a fresh copy of the same model (the config's architecture and init seed)
+under the config's precision, on the first ``--steps`` batches of an epoch of its own sampler,
+with fused AdamW; the first ``--warmup`` steps are not timed. Variants run alternately
+(A B C … A B C …), ``--repeats`` times; the median is reported with its ratio to the baseline.
+
+- ``before``: batches bucketed by clip duration (a text LM's clips are all the same silence, so
+  the buckets are random), prompt left-padded and response right-padded separately (a row is as
+  wide as the longest prompt plus the longest response), SDPA attention, ``gelu_new``;
+- ``length_buckets``: the same, bucketed by text length (:attr:`SpeechSumDataset.lengths`);
+- ``joint_layout``: + one left-padded block per row (:func:`speechsum.stages.text_lm.joint_left_padded`,
+  :class:`~speechsum.stages.text_lm.TextLMModule` now);
+- ``eager_attention``: + transformers' eager attention;
+- ``after``: + the fused tanh GELU (``gelu_pytorch_tanh``): what configs/benchmark/text_*.yaml train with.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.text_lm_speed --config runs/pipeline/text_teacher/config.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from transformers.activations import ACT2FN
+
+from benchmarks.common import emit, machine_description
+from speechsum.data.batch import SpeechBatch, SpeechCollator
+from speechsum.data.sampler import DurationBucketBatchSampler
+from speechsum.lightning_cli import lightning_cli
+from speechsum.losses import masked_cross_entropy
+from speechsum.models.base import sequence_positions
+
+VARIANTS = {  # name: (bucket by text length, joint layout, attention, activation)
+    "before": (False, False, "sdpa", "gelu_new"),
+    "length_buckets": (True, False, "sdpa", "gelu_new"),
+    "joint_layout": (True, True, "sdpa", "gelu_new"),
+    "eager_attention": (True, True, "eager", "gelu_new"),
+    "after": (True, True, "eager", "gelu_pytorch_tanh"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True,
+                        help="a text LM's fit config (a pipeline run's text_teacher/config.yaml or text_lm/config.yaml)")
+    parser.add_argument("--steps", type=int, default=12, help="training steps per pass (timed: steps - warmup)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each pass")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating passes per variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (figures are per thread)")
+    parser.add_argument("--output", default=None, help="write the figures as JSON here")
+    return parser.parse_args(argv)
+
+
+def separately_padded_step(module, batch: SpeechBatch) -> Tensor:
+    """The training step before the joint layout: [left-padded prompt | right-padded response]."""
+    prompt_length = batch.prompt_ids.shape[1]
+    input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)
+    attention_mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1)
+    logits = module.model(batch.audio, input_ids, attention_mask, sequence_positions(attention_mask))
+    response_loss = masked_cross_entropy(logits[:, prompt_length - 1 : -1], batch.response_ids, batch.response_mask)
+    prompt_pairs = batch.prompt_mask[:, :-1] * batch.prompt_mask[:, 1:]
+    prompt_loss = masked_cross_entropy(logits[:, : prompt_length - 1], batch.prompt_ids[:, 1:], prompt_pairs)
+    return response_loss + module.prompt_loss_weight * prompt_loss
+
+
+def epoch_batches(datamodule, by_text_length: bool, count: int) -> list[SpeechBatch]:
+    """The first ``count`` batches of epoch 0 of the data module's train sampler, bucketed by text
+    length or by clip duration."""
+    dataset = datamodule.datasets["train"]
+    sampler = DurationBucketBatchSampler(
+        None, dataset.durations, max_batch_seconds=datamodule.max_batch_seconds, num_buckets=datamodule.num_buckets,
+        max_batch_size=datamodule.max_batch_size, seed=datamodule.seed, lengths=dataset.lengths if by_text_length else None,
+    )
+    collate = SpeechCollator(datamodule.processor)
+    return [collate([dataset[i] for i in indices]) for indices in list(sampler)[:count]]
+
+
+def time_pass(build: Callable, variant: tuple, batches: list[SpeechBatch], warmup: int, precision: str) -> float:
+    """Real tokens per second over the timed steps of one pass of a fresh model."""
+    _, joint, attention, activation = variant
+    module = build()
+    llm = module.model.llm
+    llm.set_attn_implementation(attention)
+    for layer in llm.model.layers:
+        layer.mlp.activation_fn = ACT2FN[activation]
+    module.log = lambda *args, **kwargs: None
+    module.train()
+    optimizer = torch.optim.AdamW([p for _, p in module.model.trainable_parameters()], lr=1e-4, fused=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+    tokens, started = 0, 0.0
+    for step, batch in enumerate(batches):
+        if step == warmup:
+            started = time.perf_counter()
+        with autocast:
+            loss = module.training_step(batch, step) if joint else separately_padded_step(module, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= warmup:
+            tokens += int(batch.prompt_mask.sum() + batch.response_mask.sum())
+    return tokens / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or not names:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    machine = machine_description()
+    cli = lightning_cli(["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"], run=False)
+    datamodule = cli.datamodule
+    datamodule.processor = cli.model.model.processor
+    datamodule.setup("fit")
+    precision = str(cli.trainer.precision)
+
+    def build():
+        return lightning_cli(["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"],
+                             run=False).model
+
+    batches = {flag: epoch_batches(datamodule, flag, args.steps) for flag in {VARIANTS[n][0] for n in names}}
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name in names:
+            rates[name].append(time_pass(build, VARIANTS[name], batches[VARIANTS[name][0]], args.warmup, precision))
+            print(f"{name:16s} {rates[name][-1]:8.0f} tokens/s", flush=True)
+    baseline = statistics.median(rates[names[0]])
+    padding = {flag: sum(int(b.prompt_mask.sum() + b.response_mask.sum()) for b in bs)
+               / sum(b.prompt_ids.numel() + b.response_ids.numel() for b in bs) for flag, bs in batches.items()}
+    return emit({
+        "benchmark": "text_lm_speed", "config": args.config, "precision": precision, "steps": args.steps,
+        "warmup": args.warmup, "repeats": args.repeats, "machine": machine,
+        "real_token_share_separately_padded": {("text length" if k else "duration") + " buckets": round(v, 3)
+                                               for k, v in padding.items()},
+        "variants": {name: {"tokens_per_s_median": round(statistics.median(r)), "tokens_per_s": [round(x) for x in r],
+                            "ratio_to_first": round(statistics.median(r) / baseline, 3)} for name, r in rates.items()},
+    }, args.output)
+
+
+if __name__ == "__main__":
+    main()
