@@ -45,12 +45,12 @@ class LightningStepTimer(L.Callback):
         self.step_log.tokens.append(tokens)
 
 
-def fit_steps(module: L.LightningModule, batches: Sequence[SpeechBatch], steps: int) -> StepLog:
-    """``steps`` optimiser steps of ``module`` on ``batches`` (cycled) with a fresh Trainer:
-    no logger, checkpoints, progress bar or validation (the TRL side gets the same)."""
+def fit_steps(module: L.LightningModule, batches: Sequence[SpeechBatch], steps: int, precision: str = "32-true") -> StepLog:
+    """``steps`` optimiser steps of ``module`` on ``batches`` (cycled) with a fresh Trainer at
+    ``precision``: no logger, checkpoints, progress bar or validation (the TRL side gets the same)."""
     log = StepLog.empty()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=steps, logger=False,
+        accelerator="cpu", devices=1, precision=precision, max_steps=steps, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[LightningStepTimer(log)],
     )

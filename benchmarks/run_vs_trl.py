@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="kd,dpo", help="comma list of kd, dpo, sft (sft: benchmarks/sft_feature_cache.py)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true",
+                   help="both sides: fp32, or bf16 autocast (our trainer's bf16-mixed, TRL's bf16=True); "
+                        "the fairness checks always run in fp32")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions per setting (median reported)")
     p.add_argument("--steps", type=int, default=5, help="timed optimiser steps per run (after 1 warm-up step)")
     p.add_argument("--batch-size", type=int, default=4, help="examples (KD) or pairs (DPO) per step")
@@ -83,7 +86,8 @@ def kd_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
     pad = ours.processor.pad_id
     theirs = TRLGKD(copy.deepcopy(ours.model.llm), copy.deepcopy(ours.teacher.lm.llm), tokenizer, examples,
                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    beta=args.kd_beta, learning_rate=lr, stop_ids=ours.processor.stop_token_ids)
+                    beta=args.kd_beta, learning_rate=lr, stop_ids=ours.processor.stop_token_ids,
+                    bf16=args.precision == "bf16-mixed")
     # Same loss for the same completion (one example per row: no padding involved).
     first = speech_batch(examples[: args.batch_size], pad)
     torch.manual_seed(0)
@@ -98,7 +102,7 @@ def kd_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
     batches = [speech_batch(examples[i : i + args.batch_size], pad)
                for i in range(0, len(examples) - args.batch_size + 1, args.batch_size)]
     steps = args.steps + 2  # warm-up + timed + end marker
-    results = alternate({"speechsum OnPolicyKDModule": lambda: fit_steps(ours, batches, steps).throughput(),
+    results = alternate({"speechsum OnPolicyKDModule": lambda: fit_steps(ours, batches, steps, args.precision).throughput(),
                          "TRL GKDTrainer": lambda: theirs.run(steps).throughput()}, args.repeats)
     table = medians(results)
     a, b = table["speechsum OnPolicyKDModule"], table["TRL GKDTrainer"]
@@ -120,7 +124,7 @@ def dpo_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict
         batches = [speech_batch(examples[i : i + size], pad, preference=True)
                    for i in range(0, len(examples) - size + 1, size)]
         theirs = TRLDPO(copy.deepcopy(ours.model.llm), tokenizer, examples, reference=reference, batch_size=size,
-                        beta=args.dpo_beta, learning_rate=lr)
+                        beta=args.dpo_beta, learning_rate=lr, bf16=args.precision == "bf16-mixed")
         same_ids = all(list(p) == e.prompt and list(c) == e.response and list(r) == e.rejected
                        for (p, c, r), e in zip(theirs.token_ids(), examples))
         check(same_ids, f"DPO ({reference}): TRL tokenizes every prompt/chosen/rejected as we do", checks)
@@ -140,7 +144,7 @@ def dpo_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict
             check(close(a, b, rel=1e-4), f"DPO loss of perturbed policies: ours {a:.6f}, TRL {b:.6f}", checks)
         steps = args.steps + 2
         name = f"speechsum DPOModule ({reference})"
-        runs = {name: functools.partial(fit_steps, ours, batches, steps),
+        runs = {name: functools.partial(fit_steps, ours, batches, steps, args.precision),
                 f"TRL DPOTrainer ({reference})": functools.partial(theirs.run, steps)}
         results = alternate({key: (lambda run=run: run().throughput()) for key, run in runs.items()}, args.repeats)
         table = medians(results)
@@ -162,7 +166,8 @@ def markdown(args, machine: dict, results: dict, checks: list[str], workload: st
              f"Machine: {machine['cpu']}, {machine['cores']} cores, **{machine['torch_threads']} torch thread(s)**, "
              f"load average {machine['load_1min_at_start']} at start (shared machine); Python {machine['python']}, "
              f"torch {machine['torch']}, transformers {machine['transformers']}, trl {machine['trl']}, "
-             f"lightning {machine['lightning']}. fp32.\n", workload + "\n",
+             f"lightning {machine['lightning']}. {'fp32' if args.precision == '32-true' else 'bf16 autocast on both sides'}.\n",
+             workload + "\n",
              f"Median of {args.repeats} alternating repetitions, each 1 warm-up + {args.steps} timed optimiser "
              "steps with a fresh trainer; a step lasts from its start to the next one's (generation, teacher, "
              "forward, backward, optimiser, framework overhead).\n",

@@ -6,14 +6,16 @@ under the config's precision, on the first ``--steps`` batches of an epoch of it
 with fused AdamW; the first ``--warmup`` steps are not timed. Variants run alternately
 (A B C … A B C …), ``--repeats`` times; the median is reported with its ratio to the baseline.
 
-- ``before``: batches bucketed by clip duration (a text LM's clips are all the same silence, so
-  the buckets are random), prompt left-padded and response right-padded separately (a row is as
-  wide as the longest prompt plus the longest response), SDPA attention, ``gelu_new``;
-- ``length_buckets``: the same, bucketed by text length (:attr:`SpeechSumDataset.lengths`);
+- ``before``: the config's batches (the text LMs' configs draw them at random: ``num_buckets: 1``,
+  as duration buckets were for them before, every text-only document having the same silent
+  clip), prompt left-padded and response right-padded separately (a row is as wide as the longest
+  prompt plus the longest response), SDPA attention, ``gelu_new``;
 - ``joint_layout``: + one left-padded block per row (:func:`speechsum.stages.text_lm.joint_left_padded`,
   :class:`~speechsum.stages.text_lm.TextLMModule` now);
 - ``eager_attention``: + transformers' eager attention;
-- ``after``: + the fused tanh GELU (``gelu_pytorch_tanh``): what configs/benchmark/text_*.yaml train with.
+- ``after``: + the fused tanh GELU (``gelu_pytorch_tanh``): what configs/benchmark/text_*.yaml train with;
+- ``after_length_buckets``: ``after`` on batches from 4 text-length buckets (less padding; not
+  used by the configs: it trained the backbone worse per step, RESULTS.md).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.text_lm_speed --config runs/pipeline/text_teacher/config.yaml
 """
@@ -21,6 +23,7 @@ with fused AdamW; the first ``--warmup`` steps are not timed. Variants run alter
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -36,13 +39,14 @@ from speechsum.lightning_cli import lightning_cli
 from speechsum.losses import masked_cross_entropy
 from speechsum.models.base import sequence_positions
 
-VARIANTS = {  # name: (bucket by text length, joint layout, attention, activation)
+VARIANTS = {  # name: (4 text-length buckets, joint layout, attention, activation)
     "before": (False, False, "sdpa", "gelu_new"),
-    "length_buckets": (True, False, "sdpa", "gelu_new"),
-    "joint_layout": (True, True, "sdpa", "gelu_new"),
-    "eager_attention": (True, True, "eager", "gelu_new"),
-    "after": (True, True, "eager", "gelu_pytorch_tanh"),
+    "joint_layout": (False, True, "sdpa", "gelu_new"),
+    "eager_attention": (False, True, "eager", "gelu_new"),
+    "after": (False, True, "eager", "gelu_pytorch_tanh"),
+    "after_length_buckets": (True, True, "eager", "gelu_pytorch_tanh"),
 }
+LENGTH_BUCKETS = 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,13 +74,15 @@ def separately_padded_step(module, batch: SpeechBatch) -> Tensor:
     return response_loss + module.prompt_loss_weight * prompt_loss
 
 
-def epoch_batches(datamodule, by_text_length: bool, count: int) -> list[SpeechBatch]:
-    """The first ``count`` batches of epoch 0 of the data module's train sampler, bucketed by text
-    length or by clip duration."""
+def epoch_batches(datamodule, length_buckets: bool, count: int) -> list[SpeechBatch]:
+    """The first ``count`` batches of epoch 0: the data module's own, or from
+    :data:`LENGTH_BUCKETS` text-length buckets."""
     dataset = datamodule.datasets["train"]
+    if not length_buckets:
+        return list(itertools.islice(datamodule.train_dataloader(), count))
     sampler = DurationBucketBatchSampler(
-        None, dataset.durations, max_batch_seconds=datamodule.max_batch_seconds, num_buckets=datamodule.num_buckets,
-        max_batch_size=datamodule.max_batch_size, seed=datamodule.seed, lengths=dataset.lengths if by_text_length else None,
+        None, dataset.durations, max_batch_seconds=datamodule.max_batch_seconds, num_buckets=LENGTH_BUCKETS,
+        max_batch_size=datamodule.max_batch_size, seed=datamodule.seed, lengths=dataset.lengths,
     )
     collate = SpeechCollator(datamodule.processor)
     return [collate([dataset[i] for i in indices]) for indices in list(sampler)[:count]]
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     return emit({
         "benchmark": "text_lm_speed", "config": args.config, "precision": precision, "steps": args.steps,
         "warmup": args.warmup, "repeats": args.repeats, "machine": machine,
-        "real_token_share_separately_padded": {("text length" if k else "duration") + " buckets": round(v, 3)
+        "real_token_share_separately_padded": {("text-length buckets" if k else "the config's batches"): round(v, 3)
                                                for k, v in padding.items()},
         "variants": {name: {"tokens_per_s_median": round(statistics.median(r)), "tokens_per_s": [round(x) for x in r],
                             "ratio_to_first": round(statistics.median(r) / baseline, 3)} for name, r in rates.items()},

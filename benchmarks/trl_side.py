@@ -23,7 +23,8 @@ from speechsum.data.processor import pad_sequences
 for _name in ("trl", "transformers", "accelerate"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 # TRL 1.x defaults to gradient checkpointing (which also turns the KV cache off in GKD's sampling)
-# and bf16 autocast; ours uses neither, so both are switched off here: same work, fp32 on both sides.
+# and bf16 autocast; ours uses neither, so both are switched off here: same work, fp32 on both sides
+# (`run_vs_trl.py --precision bf16-mixed` turns bf16 on for both: TRL's `bf16`, our trainer's bf16-mixed).
 QUIET = {"gradient_checkpointing": False, "bf16": False, "report_to": "none", "logging_steps": 10**6, "save_strategy": "no", "disable_tqdm": True,
          "use_cpu": True, "dataloader_num_workers": 0, "seed": 0}
 
@@ -67,12 +68,13 @@ class TRLGKD:
     """One GKDTrainer per timed run, reusing the student / teacher modules (weights carry over)."""
 
     def __init__(self, student, teacher, tokenizer, examples: Sequence[TextExample], *, batch_size: int,
-                 max_new_tokens: int, temperature: float, beta: float, learning_rate: float, stop_ids: list[int]):
+                 max_new_tokens: int, temperature: float, beta: float, learning_rate: float, stop_ids: list[int],
+                 bf16: bool = False):
         self.student, self.teacher, self.tokenizer, self.examples = student, teacher, tokenizer, examples
         self.student.generation_config.eos_token_id = stop_ids  # stop where our student stops
         self.settings = {"per_device_train_batch_size": batch_size, "max_new_tokens": max_new_tokens,
                          "temperature": temperature, "beta": beta, "lmbda": 1.0, "learning_rate": learning_rate,
-                         "max_length": None, "lr_scheduler_type": "constant", **QUIET}
+                         "max_length": None, "lr_scheduler_type": "constant", **QUIET, "bf16": bf16}
         self.dataset = Dataset.from_list([{"idx": i} for i in range(len(examples))])
         self.out = tempfile.mkdtemp(prefix="bench-gkd-")
 
@@ -108,12 +110,13 @@ class TRLDPO:
     reference copy; the trainer (and its precomputed table) is built once and ``train`` re-run."""
 
     def __init__(self, student, tokenizer, examples: Sequence[TextExample], *, reference: str, batch_size: int,
-                 beta: float, learning_rate: float):
+                 beta: float, learning_rate: float, bf16: bool = False):
         rows = [{"prompt": tokenizer.decode(e.prompt), "chosen": e.summary, "rejected": e.rejected_text}
                 for e in examples]
         args = DPOConfig(output_dir=tempfile.mkdtemp(prefix="bench-dpo-"), per_device_train_batch_size=batch_size,
                          max_steps=1, beta=beta, learning_rate=learning_rate, max_length=None,
-                         precompute_ref_log_probs=reference == "precomputed", lr_scheduler_type="constant", **QUIET)
+                         precompute_ref_log_probs=reference == "precomputed", lr_scheduler_type="constant",
+                         **{**QUIET, "bf16": bf16})
         ref_model = copy.deepcopy(student).eval() if reference == "frozen_copy" else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -134,12 +135,39 @@ def test_frozen_encoder_runs_once_per_step(tiny_composed, toy_data):
 
     module.model._encode_windows = counted
     callback = TeacherScoringCallback()
-    callback._start(module, batch, "val", 0)  # student generates, teacher scores
+    callback._start(L.Trainer(accelerator="cpu", logger=False), module, batch, "val", 0)  # student generates, teacher scores
     rollout = module.pending_rollout
     ids, mask = rollout.completion_ids, rollout.completion_mask
     loss = module.kd_loss(module.model.response_logits(batch, ids, mask), ids, mask, rollout.teacher_scores())
     assert torch.isfinite(loss)
     assert len(calls) == 1, "the frozen encoder ran more than once for generation + training forward"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_rollout_and_teacher_scores_run_under_the_trainers_precision(tiny_composed, toy_data, precision, overlap):
+    """Callback hooks run outside the step's autocast: the callback enters it itself, in the
+    teacher's thread too when it overlaps."""
+    from speechsum.stages.kd.scoring_callback import TeacherScoringCallback
+
+    module = build_module(tiny_composed)
+    batch = one_batch(module, toy_data)
+    seen = {}
+    make_rollout, score = module.make_rollout, module.teacher.score
+
+    def rollout_watched(*args, **kwargs):
+        seen["rollout"] = torch.is_autocast_enabled("cpu")
+        return make_rollout(*args, **kwargs)
+
+    def score_watched(*args, **kwargs):
+        seen["teacher"] = torch.is_autocast_enabled("cpu")
+        return score(*args, **kwargs)
+
+    module.make_rollout, module.teacher.score = rollout_watched, score_watched
+    TeacherScoringCallback(overlap=overlap)._start(L.Trainer(accelerator="cpu", precision=precision, logger=False),
+                                                   module, batch, "train", 0)
+    assert module.pending_rollout.teacher_scores() is not None
+    assert seen == {"rollout": precision == "bf16-mixed", "teacher": precision == "bf16-mixed"}
 
 
 def test_a_teacher_that_cannot_score_needs_sequence_level_kd(tiny_composed):

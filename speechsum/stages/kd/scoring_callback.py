@@ -48,9 +48,13 @@ class KDRollout:
         return self._scores
 
 
-def _timed_score(teacher: Teacher, batch: SpeechBatch, ids: Tensor, mask: Tensor) -> tuple[TeacherScores, float]:
+def _timed_score(
+    trainer: L.Trainer, teacher: Teacher, batch: SpeechBatch, ids: Tensor, mask: Tensor
+) -> tuple[TeacherScores, float]:
+    """The teacher's scores under the trainer's precision (entered here: autocast is per thread)."""
     started = time.perf_counter()
-    scores = teacher.score(batch, ids, mask)
+    with trainer.precision_plugin.forward_context():
+        scores = teacher.score(batch, ids, mask)
     return scores, time.perf_counter() - started
 
 
@@ -74,11 +78,14 @@ class TeacherScoringCallback(L.Callback):
         self.overlap = overlap
         self._executor: ThreadPoolExecutor | None = None
 
-    def _start(self, module: Any, batch: SpeechBatch, stage: str, batch_idx: int) -> None:
-        rollout = module.make_rollout(batch, stage, batch_idx)
+    def _start(self, trainer: L.Trainer, module: Any, batch: SpeechBatch, stage: str, batch_idx: int) -> None:
+        """Sample (or pick) the completions and score them under the trainer's precision, as its
+        steps run (``bf16-mixed``: autocast; hooks run outside the step's own context)."""
+        with trainer.precision_plugin.forward_context():
+            rollout = module.make_rollout(batch, stage, batch_idx)
         teacher: Teacher = module.teacher
         if teacher.can_score:
-            args = (teacher, batch, rollout.completion_ids, rollout.completion_mask)
+            args = (trainer, teacher, batch, rollout.completion_ids, rollout.completion_mask)
             if self.overlap:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher")
@@ -89,17 +96,17 @@ class TeacherScoringCallback(L.Callback):
         module.pending_rollout = rollout
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._start(pl_module, batch, "train", batch_idx)
+        self._start(trainer, pl_module, batch, "train", batch_idx)
 
     def on_validation_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._start(pl_module, batch, "val", batch_idx)
+        self._start(trainer, pl_module, batch, "val", batch_idx)
 
     def on_test_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._start(pl_module, batch, "test", batch_idx)
+        self._start(trainer, pl_module, batch, "test", batch_idx)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._executor is not None:
