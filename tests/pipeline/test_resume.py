@@ -122,7 +122,7 @@ def test_a_killed_fit_stage_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
     preset = yaml.safe_load((CONFIGS / "pipeline" / "tiny.yaml").read_text())
     preset["text_lms"]["backbone"]["overrides"] = {
         **preset["text_lms"]["backbone"]["overrides"],
-        "trainer": {"max_steps": STEPS, "max_epochs": 1, "limit_val_batches": 1, "log_every_n_steps": 1}}
+        "trainer": {"max_steps": STEPS, "max_epochs": 2, "limit_val_batches": 1, "log_every_n_steps": 1}}
     config = tmp_path / "resume.yaml"
     config.write_text(yaml.safe_dump(preset))
     built, whole, killed = tmp_path / "built", tmp_path / "whole", tmp_path / "killed"
