@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cases", default="kd,dpo", help="comma list of kd, dpo, sft (sft: benchmarks/sft_feature_cache.py)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true",
-                   help="both sides: fp32, or bf16 autocast (our trainer's bf16-mixed, TRL's bf16=True); "
-                        "the fairness checks always run in fp32")
+                   help="both sides: fp32, or bf16 autocast (our trainer's bf16-mixed, TRL's bf16=True); in the "
+                        "fairness checks our loss is computed in fp32 and TRL's under its own precision")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions per setting (median reported)")
     p.add_argument("--steps", type=int, default=5, help="timed optimiser steps per run (after 1 warm-up step)")
     p.add_argument("--batch-size", type=int, default=4, help="examples (KD) or pairs (DPO) per step")
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.results, "a", encoding="utf-8") as handle:
             handle.write(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "results": results, "checks": checks}, indent=2,
+        Path(args.json).write_text(json.dumps({"machine": machine, "precision": args.precision, "results": results, "checks": checks}, indent=2,
                                               default=str))
     return results
 

@@ -95,11 +95,13 @@ def time_pass(build: Callable, variant: tuple, batches: list[SpeechBatch], warmu
     llm = module.model.llm
     llm.set_attn_implementation(attention)
     for layer in llm.model.layers:
+        if not hasattr(layer.mlp, "activation_fn"):
+            raise SystemExit(f"{type(llm).__name__}: expected a Phi-style `mlp.activation_fn` to swap")
         layer.mlp.activation_fn = ACT2FN[activation]
     module.log = lambda *args, **kwargs: None
     module.train()
     optimizer = torch.optim.AdamW([p for _, p in module.model.trainable_parameters()], lr=1e-4, fused=True)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     tokens, started = 0, 0.0
     for step, batch in enumerate(batches):
         if step == warmup:
@@ -121,12 +123,16 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown or not names:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if not 0 <= args.warmup < args.steps:
+        raise SystemExit(f"--warmup ({args.warmup}) must be at least 0 and below --steps ({args.steps})")
     machine = machine_description()
     cli = lightning_cli(["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"], run=False)
     datamodule = cli.datamodule
     datamodule.processor = cli.model.model.processor
     datamodule.setup("fit")
     precision = str(cli.trainer.precision)
+    if precision not in ("32-true", "bf16-mixed"):
+        raise SystemExit(f"trainer.precision {precision!r}: this benchmark times 32-true or bf16-mixed")
 
     def build():
         return lightning_cli(["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"],

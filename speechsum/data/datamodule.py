@@ -271,7 +271,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             shuffle=shuffle,
             seed=self.seed,
             resume_offset=self._batches_done_this_epoch if split == "train" else None,
-            lengths=dataset.lengths,
+            lengths=dataset.lengths if split == "train" else None,  # evaluation order as before
         )
         return DataLoader(
             dataset,

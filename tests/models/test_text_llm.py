@@ -103,6 +103,7 @@ def test_data_module_never_opens_audio_for_a_text_llm(tiny_text_llm, toy_data, m
     assert len({round(d, 2) for d in train.durations}) > 1  # durations from headers
     assert train.lengths == [len(e.instruction) + len(e.transcript) + len(e.summary) for e in train.examples]
     assert dm.train_dataloader().batch_sampler.lengths == train.lengths  # buckets follow the text
+    assert dm.val_dataloader().batch_sampler.lengths == dm.datasets["val"].durations  # evaluation order as before
     with pytest.raises(ValueError, match="require_transcript: true"):
         data_module(toy_data, tiny_text_llm, require_transcript=False).setup("fit")
 
@@ -280,3 +281,15 @@ def test_attn_implementation_is_chosen_and_gives_the_same_logits(tokenizer_dir, 
     torch.testing.assert_close(eager({}, ids, mask, positions) * mask[..., None], sdpa({}, ids, mask, positions) * mask[..., None])
     eager.save_pretrained(tmp_path / "saved")  # not saved with the model: it loads with the default
     assert TextLLM(llm=str(tmp_path / "saved")).llm.config._attn_implementation == "sdpa"
+
+
+def test_the_configs_fused_gelu_is_phis_gelu_new():
+    """configs/benchmark/text_*.yaml train with `gelu_pytorch_tanh`: one kernel for Phi's default
+    `gelu_new` (0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), five ops)."""
+    from transformers.activations import ACT2FN
+
+    x = torch.linspace(-8, 8, 10001, dtype=torch.float64)
+    torch.testing.assert_close(ACT2FN["gelu_pytorch_tanh"](x), ACT2FN["gelu_new"](x), rtol=1e-12, atol=1e-12)
+    for name in ("text_lm.yaml", "text_teacher.yaml"):
+        llm = yaml.safe_load((CONFIGS / "benchmark" / name).read_text())["model"]["init_args"]["model"]["init_args"]
+        assert llm["llm"]["hidden_act"] == "gelu_pytorch_tanh" and llm["attn_implementation"] == "eager"

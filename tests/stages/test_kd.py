@@ -144,10 +144,11 @@ def test_frozen_encoder_runs_once_per_step(tiny_composed, toy_data):
 
 
 @pytest.mark.parametrize("overlap", [False, True])
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
 def test_rollout_and_teacher_scores_run_under_the_trainers_precision(tiny_composed, toy_data, precision, overlap):
     """Callback hooks run outside the step's autocast: the callback enters it itself, in the
-    teacher's thread too when it overlaps."""
+    teacher's thread too when it overlaps. A ``*-true`` precision's context (the process-wide
+    default dtype) is not entered, in either thread."""
     from speechsum.stages.kd.scoring_callback import TeacherScoringCallback
 
     module = build_module(tiny_composed)
@@ -164,10 +165,13 @@ def test_rollout_and_teacher_scores_run_under_the_trainers_precision(tiny_compos
         return score(*args, **kwargs)
 
     module.make_rollout, module.teacher.score = rollout_watched, score_watched
-    TeacherScoringCallback(overlap=overlap)._start(L.Trainer(accelerator="cpu", precision=precision, logger=False),
-                                                   module, batch, "train", 0)
+    callback = TeacherScoringCallback(overlap=overlap)
+    trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False)
+    callback._start(trainer, module, batch, "train", 0)
     assert module.pending_rollout.teacher_scores() is not None
+    callback.teardown(trainer, module, "fit")
     assert seen == {"rollout": precision == "bf16-mixed", "teacher": precision == "bf16-mixed"}
+    assert torch.get_default_dtype() == torch.float32
 
 
 def test_a_teacher_that_cannot_score_needs_sequence_level_kd(tiny_composed):

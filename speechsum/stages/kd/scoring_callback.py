@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
@@ -48,12 +50,20 @@ class KDRollout:
         return self._scores
 
 
+def mixed_precision_context(trainer: L.Trainer) -> contextlib.AbstractContextManager:
+    """The autocast a ``*-mixed`` precision runs the step under; nothing for other precisions.
+    Callback hooks run outside the step's own context. Autocast is per thread, so this may be
+    entered in a worker thread; the ``*-true`` precisions' context sets the process-wide default
+    dtype instead (and their weights are already in that dtype), so it is left out."""
+    plugin = trainer.precision_plugin
+    return plugin.forward_context() if isinstance(plugin, MixedPrecision) else contextlib.nullcontext()
+
+
 def _timed_score(
     trainer: L.Trainer, teacher: Teacher, batch: SpeechBatch, ids: Tensor, mask: Tensor
 ) -> tuple[TeacherScores, float]:
-    """The teacher's scores under the trainer's precision (entered here: autocast is per thread)."""
     started = time.perf_counter()
-    with trainer.precision_plugin.forward_context():
+    with mixed_precision_context(trainer):
         scores = teacher.score(batch, ids, mask)
     return scores, time.perf_counter() - started
 
@@ -79,9 +89,9 @@ class TeacherScoringCallback(L.Callback):
         self._executor: ThreadPoolExecutor | None = None
 
     def _start(self, trainer: L.Trainer, module: Any, batch: SpeechBatch, stage: str, batch_idx: int) -> None:
-        """Sample (or pick) the completions and score them under the trainer's precision, as its
-        steps run (``bf16-mixed``: autocast; hooks run outside the step's own context)."""
-        with trainer.precision_plugin.forward_context():
+        """Sample (or pick) the completions and score them, under the step's autocast when the
+        precision is ``*-mixed`` (:func:`mixed_precision_context`)."""
+        with mixed_precision_context(trainer):
             rollout = module.make_rollout(batch, stage, batch_idx)
         teacher: Teacher = module.teacher
         if teacher.can_score:
