@@ -61,12 +61,12 @@ def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtra
     return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
 
 
-def _load_llm(spec: str | dict, dtype: str | None) -> PreTrainedModel:
+def _load_llm(spec: str | dict, dtype: str | None, attn_implementation: str | None = None) -> PreTrainedModel:
     if isinstance(spec, str):
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto")
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
     spec = dict(spec)
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 
 
 def drop_compressed_audio(embeds: Tensor, mask: Tensor, is_audio: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,6 +120,8 @@ class ComposedSpeechLLM(SpeechLLM):
             same frames as the module) or "bfloat16" (about 2× faster on CPUs with AVX512-BF16,
             frames within bf16 rounding). Part of the feature-cache key. A trainable encoder
             always runs as the module, in the trainer's precision.
+        attn_implementation: the LLM's attention kernels ("sdpa", "eager", "flash_attention_2",
+            …; default: transformers' choice). Not saved with the model.
     """
 
     def __init__(
@@ -140,11 +142,12 @@ class ComposedSpeechLLM(SpeechLLM):
         feature_cache: str | None = None,
         max_audio_seconds: float | None = None,
         encoder_dtype: Literal["float32", "bfloat16"] = "float32",
+        attn_implementation: str | None = None,
     ):
         super().__init__()
         with seeded_init(init_seed):
             self.encoder, feature_extractor = _load_encoder(encoder)
-            self.llm = _load_llm(llm, dtype)
+            self.llm = _load_llm(llm, dtype, attn_implementation)
             if tokenizer is None and isinstance(llm, str):
                 tokenizer = llm
             tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()

@@ -272,3 +272,17 @@ def test_user_prompt_places_audio_and_instruction():
     assert f"Transcript:\n{audio}\n\nSummarise the call." in text
     with pytest.raises(ValueError, match="user_prompt must contain"):
         ComposedSpeechLLM(**args, user_prompt="{instruction} only")
+
+
+def test_attn_implementation_is_chosen_and_gives_the_same_logprobs(tiny_composed):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    args["policy"] = TrainingPolicy(**args["policy"])
+    eager = ComposedSpeechLLM(**args, attn_implementation="eager")
+    assert (tiny_composed.llm.config._attn_implementation, eager.llm.config._attn_implementation) == ("sdpa", "eager")
+    batch = SpeechCollator(tiny_composed.processor)(examples())  # rows of different lengths: padding
+    torch.testing.assert_close(eager.response_logprobs(batch, batch.response_ids, batch.response_mask),
+                               tiny_composed.response_logprobs(batch, batch.response_ids, batch.response_mask))
