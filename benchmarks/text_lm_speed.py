@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 <= args.warmup < args.steps:
         raise SystemExit(f"--warmup ({args.warmup}) must be at least 0 and below --steps ({args.steps})")
     machine = machine_description()
-    cli = lightning_cli(["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"], run=False)
+    cli_args = ["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"]
+    cli = lightning_cli(cli_args, run=False)
     datamodule = cli.datamodule
     datamodule.processor = cli.model.model.processor
     datamodule.setup("fit")
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"trainer.precision {precision!r}: this benchmark times 32-true or bf16-mixed")
 
     def build():
-        return lightning_cli(["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]"],
-                             run=False).model
+        return lightning_cli(cli_args, run=False).model
 
     batches = {flag: epoch_batches(datamodule, flag, args.steps) for flag in {VARIANTS[n][0] for n in names}}
     rates: dict[str, list[float]] = {name: [] for name in names}

@@ -6,7 +6,15 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
-from transformers import GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    GenerationMixin,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+)
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from speechsum.data.batch import SpeechBatch
@@ -14,6 +22,19 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
+
+
+def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementation: str | None = None,
+                   config_defaults: dict | None = None) -> PreTrainedModel:
+    """A pretrained causal LM (hub id or directory; weights in ``dtype``, default the checkpoint's)
+    or a random-init one from a config dict (``model_type`` plus fields; ``config_defaults`` fill
+    the fields it leaves out). ``attn_implementation``: transformers' attention kernels (default:
+    its choice); not saved with the model."""
+    if isinstance(spec, str):
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
+    spec = {**(config_defaults or {}), **spec}
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 
 
 def sequence_positions(attention_mask: Tensor) -> Tensor:

@@ -12,19 +12,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
     LogitsProcessorList,
-    PreTrainedModel,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperModel,
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from speechsum.models.base import SpeechLLM, sequence_positions
+from speechsum.models.base import SpeechLLM, load_causal_lm, sequence_positions
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
 from speechsum.models.decode import Prompt, left_packed_order
 from speechsum.models.encoder_windows import encode_in_windows
@@ -59,14 +56,6 @@ def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtra
         return encoder, WhisperFeatureExtractor.from_pretrained(spec)
     config = WhisperConfig(**spec)
     return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-
-
-def _load_llm(spec: str | dict, dtype: str | None, attn_implementation: str | None = None) -> PreTrainedModel:
-    if isinstance(spec, str):
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
-    spec = dict(spec)
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 
 
 def drop_compressed_audio(embeds: Tensor, mask: Tensor, is_audio: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,7 +136,7 @@ class ComposedSpeechLLM(SpeechLLM):
         super().__init__()
         with seeded_init(init_seed):
             self.encoder, feature_extractor = _load_encoder(encoder)
-            self.llm = _load_llm(llm, dtype, attn_implementation)
+            self.llm = load_causal_lm(llm, dtype, attn_implementation)
             if tokenizer is None and isinstance(llm, str):
                 tokenizer = llm
             tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
@@ -25,7 +23,7 @@ from transformers import (
 )
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences
-from speechsum.models.base import NativeSpeechLLM
+from speechsum.models.base import NativeSpeechLLM, load_causal_lm
 from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.text_prompt import text_messages
@@ -72,22 +70,6 @@ class TextProcessor(SpeechProcessor):
         prompts = [self.prompt_ids(ins, tr) for ins, tr in zip(instructions, transcripts)]
         prompt_ids, prompt_mask = pad_sequences(prompts, self.pad_id, side="left")
         return PromptInputs(audio={}, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
-
-
-def _load_llm(
-    spec: str | dict, tokenizer: PreTrainedTokenizerBase, dtype: str | None, attn_implementation: str | None = None
-) -> PreTrainedModel:
-    """A pretrained LM (hub id / directory) or a random-init one from a config dict whose
-    ``vocab_size`` defaults to ``len(tokenizer)`` and whose eos/pad/bos ids are the tokenizer's."""
-    if isinstance(spec, str):
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
-    spec = dict(spec)
-    spec.setdefault("vocab_size", len(tokenizer))
-    spec.setdefault("eos_token_id", tokenizer.eos_token_id)
-    spec.setdefault("pad_token_id", tokenizer.pad_token_id)
-    spec.setdefault("bos_token_id", None)
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 
 
 def merged_copy(llm: nn.Module) -> nn.Module:
@@ -149,7 +131,10 @@ class TextLLM(NativeSpeechLLM):
         if AUDIO_TOKEN not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
         with seeded_init(init_seed):
-            self.llm = _load_llm(llm, tok, dtype, attn_implementation)
+            # a random-init LM: the tokenizer's vocabulary size and eos/pad ids unless the dict sets them
+            defaults = {"vocab_size": len(tok), "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                        "bos_token_id": None}
+            self.llm = load_causal_lm(llm, dtype, attn_implementation, config_defaults=defaults)
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))
             if copy_init:
