@@ -11,7 +11,7 @@ runs them, this module is the command: options, which stages to run, the summary
 independent ones run at the same time (``--lanes``, default 2: the text teacher trains while the
 backbone trains and aligns; the baselines, and each student as soon as it exists, are evaluated while
 the student trains on; the stage heading the longest chain starts first); the CPU threads
-(``--threads``) are split between the stages running at once. A stage is complete only when its
+(``--threads``) are split between the lanes, the same for a stage in every run. A stage is complete only when its
 marker ``RUN/.state/<stage>.json`` exists — written atomically after its outputs. A rerun skips
 complete stages, deletes a stage's partial outputs before running it again (a ``speechsum fit``
 stage interrupted with the same config resumes from its newest checkpoint instead), and runs again
@@ -51,7 +51,7 @@ from speechsum.utils.io import remove_stale_temporaries, write_atomic
 EPILOG = f"""\
 stages, in order (those whose needs are complete run at the same time, --lanes; the longest chain first):
 {PIPELINE.epilog()}
-Presets (configs/pipeline/): tiny (tests, minutes), default (~14 min on a 2-core CPU), large.
+Presets (configs/pipeline/): tiny (tests, minutes), default (~12 min on a 2-core CPU), large.
 Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 """
 
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "text/cascade baselines, report. Rerunning continues after the last complete stage.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", default="default",
-                        help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (~14 min on a 2-core "
+                        help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (~12 min on a 2-core "
                         "CPU), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
     parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
@@ -108,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lanes", type=int, default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads shared out between the stages running at once: each command gets "
-                        "max(1, N // stages running) as OMP_NUM_THREADS (default: $OMP_NUM_THREADS if set, "
-                        "else the CPUs this process may use)")
+                        help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "
+                        "OMP_NUM_THREADS, all N for a stage nothing can run beside (benchmark, report) or with "
+                        "--lanes 1; fixed per stage, so a run's numbers do not depend on the machine's load "
+                        "(default: $OMP_NUM_THREADS if set, else the CPUs this process may use)")
     parser.add_argument("--teacher", choices=["inprocess", "serve", "remote"], default=None,
                         help="KD teacher: inprocess (HFTeacher in the training process), serve (start `speechsum serve` "
                         "for the teacher on a free loopback port for the KD stage), remote (the endpoint in the "

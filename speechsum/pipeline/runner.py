@@ -1,7 +1,7 @@
 """Runs the planned stages of ``speechsum pipeline``: each stage in a thread of its own that drives
 its speechsum commands as subprocesses (output to ``RUN/logs/<stage>.log``), started once the stages
 it needs are done, at most N (``--lanes``) at once, the head of the longest chain first, with the CPU
-threads split between the stages running (``OMP_NUM_THREADS`` of each command). The first failure
+threads shared out between the lanes (``OMP_NUM_THREADS`` of each command, :func:`stage_threads`). The first failure
 stops the other running stages (SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`) and is raised
 once they have ended. A stage's marker ``RUN/.state/<stage>.json`` is written atomically only after
 its outputs, so a stage that was stopped or failed has none and runs again next time (a fit stage
@@ -171,16 +171,27 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
     return marker
 
 
+def stage_threads(table: StageTable, stage: str, lanes: int, threads: int) -> int:
+    """``OMP_NUM_THREADS`` for ``stage``'s commands: every thread for a stage no other stage can run
+    beside (:meth:`StageTable.runs_alone`) or with one lane, else ``max(1, threads // lanes)``. Fixed by
+    the table rather than by the stages running at the moment: matrix products split their sums by
+    thread count, so a count that followed the machine's timing would change a run's numbers."""
+    if lanes <= 1 or table.runs_alone(stage):
+        return threads
+    return max(1, threads // lanes)
+
+
 def run_stages(planned: list[str], table: StageTable,
                make_context: Callable[[str, int, threading.Event], StageContext],
                digests: dict[str, str], lanes: int, threads: int, start: float,
                board: ProgressBoard | None = None) -> dict[str, dict]:
     """Run ``planned``: each stage in a thread of its own once the stages it needs are done, at most
     ``lanes`` at once; of the stages ready together, those with the longest chain of stages still to
-    come (:meth:`StageTable.chain`; ties: table order) first. Each gets ``max(1, threads // stages
-    running)`` threads, fixed at its start: all of them when it starts alone, and then it runs alone
-    to its end (only its end can make another stage ready). The first failure stops the other
-    running stages (no marker for them) and is raised once they have ended.
+    come (:meth:`StageTable.chain`; ties: table order) first. Each gets :func:`stage_threads`: a count
+    that depends on the table alone, never on which stages happen to run beside it, so a stage's
+    arithmetic (and its result) is the same on a busy machine, an idle one and in a ``--from`` rerun.
+    The first failure stops the other running stages (no marker for them) and is raised once they
+    have ended.
     ``make_context(stage, threads, stop)`` builds a stage's :class:`StageContext`; ``digests`` are
     the stages' settings digests their markers keep (:meth:`StageTable.config_digests`); ``start`` is the
     ``time.monotonic()`` the returned markers' ``start_s``/``end_s`` count from; ``board`` shows
@@ -209,9 +220,8 @@ def run_stages(planned: list[str], table: StageTable,
             ready = sorted((s for s in pending if all(need in finished or need not in planned
                                                       for need in table[s].needs)), key=lambda s: -table.chain(s))
             starting = [] if stop.is_set() else ready[: max(0, lanes - len(running))]
-            at_once = len(running) + len(starting)
             for stage in starting:
-                ctx = make_context(stage, max(1, threads // at_once), stop)
+                ctx = make_context(stage, stage_threads(table, stage, lanes, threads), stop)
                 plural = "s" * (ctx.threads > 1)
                 say(f"{table.label(stage)} … running: {table[stage].describe} "
                     f"(log {ctx.log_file}, {ctx.threads} thread{plural})")

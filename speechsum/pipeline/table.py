@@ -95,6 +95,12 @@ class StageTable:
         """Every stage built on ``name``, directly or not, in table order."""
         return [other for other in self.names if name in self.upstream(other)]
 
+    def runs_alone(self, name: str) -> bool:
+        """Whether every other stage is built from ``name`` or ``name`` from it: no stage can ever run
+        beside it (the benchmark, the report)."""
+        related = self.upstream(name) | set(self.downstream(name)) | {name}
+        return related == set(self.names)
+
     def chain(self, name: str) -> int:
         """The number of stages on the longest chain from ``name`` to the end, ``name`` included: of
         the stages ready at once, the scheduler starts the one with the longest chain first (e.g. kd,

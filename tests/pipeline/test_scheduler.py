@@ -1,5 +1,5 @@
 """The pipeline's scheduler on quick stand-in commands: stages at the same time with the threads
-split, the longest chain first and the students evaluated in the free lane, a failure or SIGTERM
+split (the same count for a stage whatever runs beside it), the longest chain first and the students evaluated in the free lane, a failure or SIGTERM
 stopping the other stages, and what reruns after a stage runs again."""
 
 from __future__ import annotations
@@ -110,6 +110,24 @@ def test_the_critical_chain_goes_first_and_the_students_are_evaluated_beside_the
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["evaluate_sft", "evaluate_kd", "report"]
     with pytest.raises(SystemExit):
         pipeline.build_parser().parse_args(["--from", "evaluate_sft,nope"])
+
+
+def test_a_stage_gets_the_same_threads_whether_or_not_another_runs_beside_it(tmp_path):
+    """Baselines that end at once leave the student's chain (kd, pairs, dpo) alone in the machine:
+    each still gets threads // lanes (its numbers must not depend on the timing); the benchmark and
+    the report, which nothing can run beside, get every thread; so does a --from rerun of dpo alone."""
+    assert [s for s in STAGES if PIPELINE.runs_alone(s)] == ["benchmark", "report"]
+    table = stand_in_stages(tmp_path / "pids", {"baselines": 0.0, "sft": 0.3, "kd": 0.3})
+    stages = run_in_process(tmp_path / "run", table, "--threads", "4")["stages"]
+    assert stages["baselines"]["end_s"] <= stages["kd"]["start_s"]  # kd, pairs, dpo ran with nothing beside
+    assert {s: v["threads"] for s, v in stages.items()} == {
+        s: 4 if s in ("benchmark", "report") else 2 for s in STAGES}
+    log = (tmp_path / "run" / "logs" / "dpo.log").read_text()
+    assert "OMP_NUM_THREADS=2" in log and "threads 2" in log
+    rerun = run_in_process(tmp_path / "run", table, "--threads", "4", "--from", "dpo", "--until", "dpo")["stages"]
+    assert rerun["dpo"]["status"] == "ran" and rerun["dpo"]["threads"] == 2
+    serial = run_in_process(tmp_path / "serial", table, "--threads", "4", "--lanes", "1", "--until", "sft")["stages"]
+    assert {v["threads"] for v in serial.values()} == {4}
 
 
 def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
