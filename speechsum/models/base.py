@@ -180,8 +180,7 @@ class SpeechLLM(nn.Module, ABC):
         # same distribution as generate's softmax + multinomial, cheaper per decoding step.
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            top_k=0,  # transformers' global default is 50; 0 switches top-k off
+            do_sample=False,  # greedy: HF adds no top-k/top-p warpers (sampling is the Gumbel processor)
             # fields left unset are filled from the checkpoint's generation_config: pin them so only
             # these arguments decide decoding (samples stay exact samples of the policy)
             num_beams=1,
