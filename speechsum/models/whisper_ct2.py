@@ -280,6 +280,7 @@ def bundled_whisper_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     (cache root: see :func:`cache_root`); later calls return the existing directory. The
     conversion is written with :func:`speechsum.utils.io.write_dir_atomically` (first complete
     converter wins), so the directory either is complete or does not exist, also with concurrent converters.
+    Converting leaves torch's global RNG as it was.
     """
     source = wheel_model_dir()
     stat = (source / "model.bin").stat()
@@ -289,7 +290,10 @@ def bundled_whisper_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     log.info("converting the bundled Whisper tiny.en (%s) into %s", source, target)
-    write_dir_atomically(target, lambda folder: convert_ct2_whisper(source, folder), replace=False)
+    # Building the model to convert draws from torch's global RNG; forked, so a seeded run's numbers
+    # are the same whether this process converted (a fresh machine's first run) or found the cache.
+    with torch.random.fork_rng(devices=[]):
+        write_dir_atomically(target, lambda folder: convert_ct2_whisper(source, folder), replace=False)
     return target
 
 
