@@ -290,8 +290,9 @@ def bundled_whisper_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     log.info("converting the bundled Whisper tiny.en (%s) into %s", source, target)
-    # Building the model to convert draws from torch's global RNG; forked, so a seeded run's numbers
-    # are the same whether this process converted (a fresh machine's first run) or found the cache.
+    # Building the model to convert draws from torch's RNG, which here is usually the seeded stream of
+    # a model's init (ComposedSpeechLLM loads its encoder inside seeded_init): forked, so a run starts
+    # from the same weights whether it converted (a fresh machine's first run) or found the cache.
     with torch.random.fork_rng(devices=[]):
         write_dir_atomically(target, lambda folder: convert_ct2_whisper(source, folder), replace=False)
     return target
