@@ -31,6 +31,31 @@ TEACHER_LLM = {**STUDENT_LLM, "hidden_size": 384, "intermediate_size": 1536, "nu
                "num_attention_heads": 6, "num_key_value_heads": 6}
 
 
+def pipeline_llm(config: str) -> dict:
+    """The ``llm`` of a text-LM stage config (``configs/benchmark/text_lm.yaml``: the default
+    pipeline's backbone, Phi 4×128; ``text_teacher.yaml``: its teacher, Phi 4×256)."""
+    from speechsum.models.checkpoint import model_config_from_yaml
+    from speechsum.pipeline.config import find_config_file
+
+    return dict(model_config_from_yaml(find_config_file(config))["init_args"]["llm"])
+
+
+def model_shapes(name: str) -> tuple[dict, dict, str]:
+    """(student, teacher, world) of a benchmark workload: ``pipeline`` = the default pipeline's
+    text backbone and teacher in its compact world (whose BPE has ~2.2 k tokens); ``llama`` = the
+    Llama 4×256 / 6×384 pair of the benchmarks before 2026-12-05, in the full world."""
+    if name == "pipeline":
+        return pipeline_llm("configs/benchmark/text_lm.yaml"), pipeline_llm("configs/benchmark/text_teacher.yaml"), "compact"
+    if name == "llama":
+        return STUDENT_LLM, TEACHER_LLM, "full"
+    raise ValueError(f"unknown shapes {name!r}; expected pipeline or llama")
+
+
+def describe_llm(config: dict) -> str:
+    """``Phi 4×128`` for a config dict."""
+    return f"{config['model_type'].capitalize()} {config['num_hidden_layers']}×{config['hidden_size']}"
+
+
 def with_vocab(config: dict, vocab: int | None) -> dict:
     """``config`` with ``vocab_size`` rows of embedding / LM head (None: the tokenizer's size).
     Real LLMs have vocabularies of 32 k–200 k, far above the benchmark BPE's few thousand; ids
@@ -53,12 +78,12 @@ class TextExample:
     rejected_text: str | None = None
 
 
-def benchmark_records(documents: int, seed: int = 0) -> list[dict]:
+def benchmark_records(documents: int, seed: int = 0, world: str = "full") -> list[dict]:
     """Manifest-like records (instruction, transcript, summary) of ``documents`` generated train
-    documents (the bundled benchmark's generator; no audio synthesis)."""
+    documents of ``world`` (the bundled benchmark's generator; no audio synthesis)."""
     from speechsum.benchmark.text_corpus import text_records
 
-    return text_records(documents, 1, seed, "-")
+    return text_records(documents, 1, seed, "-", world=world)
 
 
 def build_tokenizer(records: Sequence[dict], vocab_size: int):

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.common import STUDENT_LLM, TEACHER_LLM, StepLog, with_vocab
+from benchmarks.common import StepLog, with_vocab
 from speechsum.data.batch import SpeechBatch
 from speechsum.models.text_llm import TextLLM
 from speechsum.stages.dpo.module import DPOModule
@@ -62,11 +62,11 @@ def fit_steps(module: L.LightningModule, batches: Sequence[SpeechBatch], steps: 
 
 
 # -- KD ----------------------------------------------------------------------------------------
-def build_kd(tokenizer_dir: str, *, vocab: int | None, max_new_tokens: int, temperature: float, beta: float,
-             learning_rate: float) -> OnPolicyKDModule:
+def build_kd(tokenizer_dir: str, student_llm: dict, teacher_llm: dict, *, vocab: int | None, max_new_tokens: int,
+             temperature: float, beta: float, learning_rate: float) -> OnPolicyKDModule:
     """Student ``TextLLM`` (seed 0) + ``HFTeacher`` (seed 1) sharing the benchmark tokenizer."""
-    student = TextLLM(llm=with_vocab(STUDENT_LLM, vocab), tokenizer=tokenizer_dir, init_seed=0)
-    teacher = HFTeacher(with_vocab(TEACHER_LLM, vocab), tokenizer=tokenizer_dir, init_seed=1)
+    student = TextLLM(llm=with_vocab(student_llm, vocab), tokenizer=tokenizer_dir, init_seed=0)
+    teacher = HFTeacher(with_vocab(teacher_llm, vocab), tokenizer=tokenizer_dir, init_seed=1)
     return OnPolicyKDModule(
         student, teacher, lmbda=1.0, beta=beta, temperature=temperature, max_new_tokens=max_new_tokens,
         loss="jsd", learning_rate=learning_rate, warmup_steps=0,
@@ -82,8 +82,9 @@ def kd_loss_on(module: OnPolicyKDModule, batch: SpeechBatch, completion_ids, com
 
 
 # -- DPO ---------------------------------------------------------------------------------------
-def build_dpo(tokenizer_dir: str, reference: str, *, vocab: int | None, beta: float, learning_rate: float) -> DPOModule:
-    student = TextLLM(llm=with_vocab(STUDENT_LLM, vocab), tokenizer=tokenizer_dir, init_seed=0)
+def build_dpo(tokenizer_dir: str, student_llm: dict, reference: str, *, vocab: int | None, beta: float,
+              learning_rate: float) -> DPOModule:
+    student = TextLLM(llm=with_vocab(student_llm, vocab), tokenizer=tokenizer_dir, init_seed=0)
     return DPOModule(student, beta=beta, reference=reference, learning_rate=learning_rate, warmup_steps=0)
 
 

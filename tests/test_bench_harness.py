@@ -10,7 +10,9 @@ import torch
 from benchmarks.common import (
     StepLog,
     alternate,
+    describe_llm,
     medians,
+    model_shapes,
     prompt_completion_inputs,
     speech_batch,
     speedup,
@@ -63,6 +65,15 @@ def test_batches_match_what_trl_builds_from_the_same_tokens():
         assert labels[labels != -100].tolist() == example.response
     assert torch.equal(batch.chosen_ids, batch.response_ids)
     assert with_vocab({"a": 1}, None) == {"a": 1} and with_vocab({"a": 1}, 7)["vocab_size"] == 7
+
+
+def test_pipeline_shapes_are_the_default_pipelines_text_lms():
+    student, teacher, world = model_shapes("pipeline")
+    assert (describe_llm(student), describe_llm(teacher), world) == ("Phi 4×128", "Phi 4×256", "compact")
+    assert student["intermediate_size"] == 384 and teacher["intermediate_size"] == 1024
+    assert describe_llm(model_shapes("llama")[1]) == "Llama 6×384"
+    with pytest.raises(ValueError, match="unknown shapes 'gpt'"):
+        model_shapes("gpt")
 
 
 def test_the_harness_helpers_do_not_need_trl():

@@ -114,12 +114,20 @@ def fused_linear(modules: list[nn.Module]) -> tuple[Tensor, Tensor | None]:
     return weight, torch.cat(biases) if len(biases) > 1 else biases[0]
 
 
-def projection(modules: list[nn.Module], merge: bool) -> Projection:
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast gives matmuls on ``device`` here (None: autocast is off)."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
+def projection(modules: list[nn.Module], merge: bool, cast: torch.dtype | None = None) -> Projection:
     """``x (B, in) ↦`` the linears' outputs side by side ``(B, Σ out)``. ``merge``: one matmul over
-    their LoRA-merged, concatenated weights (a copy of them: fewer, larger ops, for small models);
-    else the modules themselves (HF's own computation, no copy of the weights)."""
+    their LoRA-merged, concatenated weights (a copy of them: fewer, larger ops, for small models),
+    cast once to ``cast`` (autocast's matmul dtype: the weights it would cast on every call, so the
+    result is the same); else the modules themselves (HF's own computation, no copy of the weights)."""
     if merge:
         weight, bias = fused_linear(modules)
+        if cast is not None:
+            weight, bias = weight.to(cast), None if bias is None else bias.to(cast)
         return functools.partial(F.linear, weight=weight, bias=bias)
     if len(modules) == 1:
         return modules[0]
@@ -139,17 +147,17 @@ class LayerWeights:
     act: nn.Module
 
 
-def layer_weights(layer: nn.Module, layout: str, merge: bool) -> LayerWeights:
+def layer_weights(layer: nn.Module, layout: str, merge: bool, cast: torch.dtype | None = None) -> LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
     qkv = [attn.qkv_proj] if hasattr(attn, "qkv_proj") else [attn.q_proj, attn.k_proj, attn.v_proj]
     out = [attn.dense if layout == "parallel" else attn.o_proj]
     if layout == "parallel":
-        return LayerWeights(layer.input_layernorm, None, projection(qkv, merge), projection(out, merge),
-                            projection([mlp.fc1], merge), projection([mlp.fc2], merge), mlp.activation_fn)
-    up = [mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj]
-    act = mlp.act_fn if hasattr(mlp, "act_fn") else mlp.activation_fn
-    return LayerWeights(layer.input_layernorm, layer.post_attention_layernorm, projection(qkv, merge),
-                        projection(out, merge), projection(up, merge), projection([mlp.down_proj], merge), act)
+        up, down, act = [mlp.fc1], [mlp.fc2], mlp.activation_fn
+    else:
+        up = [mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj]
+        down, act = [mlp.down_proj], mlp.act_fn if hasattr(mlp, "act_fn") else mlp.activation_fn
+    norm2 = None if layout == "parallel" else layer.post_attention_layernorm
+    return LayerWeights(layer.input_layernorm, norm2, *(projection(m, merge, cast) for m in (qkv, out, up, down)), act)
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -181,8 +189,9 @@ class StaticCacheDecoder:
         self.layout = LAYOUTS[config.model_type]
         self.embed = decoder.embed_tokens
         self.final_norm = getattr(decoder, "final_layernorm", None) or decoder.norm
-        self.head = projection([model.get_output_embeddings()], merge)
-        self.layers = [layer_weights(layer, self.layout, merge) for layer in decoder.layers]
+        cast = autocast_dtype(key_mask.device)
+        self.head = projection([model.get_output_embeddings()], merge, cast)
+        self.layers = [layer_weights(layer, self.layout, merge, cast) for layer in decoder.layers]
         attn = decoder.layers[0].self_attn
         self.head_dim, self.scaling = attn.head_dim, attn.scaling
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -217,12 +226,12 @@ class StaticCacheDecoder:
         batch, q_width, kv_width = hidden.shape[0], self.heads * self.head_dim, self.kv_heads * self.head_dim
         normed = w.norm1(hidden)
         qkv = w.qkv(normed)
-        query = qkv[:, :q_width].view(batch, self.heads, 1, self.head_dim)
-        key = qkv[:, q_width : q_width + kv_width].view(batch, self.kv_heads, 1, self.head_dim)
-        keys[:, :, slot : slot + 1] = rotate(key, cos, sin)
+        # queries and keys side by side as heads (B, H + H_kv, 1, D): one rotary call for both
+        query_key = rotate(qkv[:, : q_width + kv_width].view(batch, self.heads + self.kv_heads, 1, self.head_dim), cos, sin)
+        keys[:, :, slot : slot + 1] = query_key[:, self.heads :]
         values[:, :, slot : slot + 1] = qkv[:, q_width + kv_width :].view(batch, self.kv_heads, 1, self.head_dim)
         attended = F.scaled_dot_product_attention(
-            rotate(query, cos, sin), keys[:, :, : slot + 1], values[:, :, : slot + 1],
+            query_key[:, : self.heads], keys[:, :, : slot + 1], values[:, :, : slot + 1],
             attn_mask=self.key_mask[..., : slot + 1], scale=self.scaling,
             enable_gqa=self.heads != self.kv_heads,
         )

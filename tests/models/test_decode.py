@@ -160,18 +160,23 @@ def test_native_backbones_decode_like_hf_generate(backbone):
     assert_same(*both_paths(model, batch, max_new_tokens=12, do_sample=True, num_return_sequences=2, seed=1))
 
 
-def test_step_logits_equal_a_forward_over_the_generated_sequence(models, monkeypatch):
-    model = models["composed_ctc_phi"]
-    batch = batch_for("composed_ctc_phi", model)
+def record_steps(monkeypatch) -> list[torch.Tensor]:
+    """The logits of every :meth:`StaticCacheDecoder.step` from now on, in order."""
     recorded: list[torch.Tensor] = []
     step = StaticCacheDecoder.step
 
     def recording_step(self, tokens, t):
-        logits = step(self, tokens, t)
-        recorded.append(logits)
-        return logits
+        recorded.append(step(self, tokens, t))
+        return recorded[-1]
 
     monkeypatch.setattr(StaticCacheDecoder, "step", recording_step)
+    return recorded
+
+
+def test_step_logits_equal_a_forward_over_the_generated_sequence(models, monkeypatch):
+    model = models["composed_ctc_phi"]
+    batch = batch_for("composed_ctc_phi", model)
+    recorded = record_steps(monkeypatch)
     model.eval()
     ids, mask = model.generate(batch, max_new_tokens=16, do_sample=True)
     n = len(recorded)
@@ -183,6 +188,25 @@ def test_step_logits_equal_a_forward_over_the_generated_sequence(models, monkeyp
     torch.testing.assert_close(steps[valid], reference[valid], atol=1e-5, rtol=1e-5)
     ours = steps.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
     torch.testing.assert_close(ours, model.response_logprobs(batch, ids, mask)[:, 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_weights_cast_once_under_autocast_give_the_logits_of_casting_on_every_call(models, monkeypatch):
+    """Under bf16 autocast the merged weights are cast to bf16 once per decoder instead of by
+    autocast on every matmul: the same bf16 values, so the same logits bit for bit."""
+    model = models["text_phi"]
+    batch = batch_for("text_phi", model)
+    recorded = record_steps(monkeypatch)
+    runs = []
+    for cast_once in (True, False):
+        if not cast_once:
+            monkeypatch.setattr(static_decoder, "autocast_dtype", lambda device: None)
+        recorded.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ids, _ = model.generate(batch, max_new_tokens=10)
+        runs.append((ids, torch.stack(recorded)))
+    (ids_once, logits_once), (ids_each, logits_each) = runs
+    assert logits_once.dtype == torch.bfloat16 and logits_once.shape[0] == 9
+    assert torch.equal(ids_once, ids_each) and torch.equal(logits_once, logits_each)
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.8, 0.9)])
