@@ -45,6 +45,7 @@ VARIANTS = {  # name: (4 text-length buckets, joint layout, attention, activatio
     "eager_attention": (False, True, "eager", "gelu_new"),
     "after": (False, True, "eager", "gelu_pytorch_tanh"),
     "after_length_buckets": (True, True, "eager", "gelu_pytorch_tanh"),
+    "erf_gelu": (False, True, "eager", "gelu"),
 }
 LENGTH_BUCKETS = 4
 

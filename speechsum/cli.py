@@ -65,6 +65,9 @@ def __getattr__(name: str):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from speechsum.utils.denormals import flush_denormals
+
+    flush_denormals()  # every command: subnormal floats slow x86 arithmetic ~100x (utils/denormals.py)
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in TOOLS:
         _tool(args[0])(args[1:])

@@ -19,6 +19,7 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import load_model_weights, read_checkpoint, require_rebuildable
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.io import write_jsonl
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class SpeechStageModule(L.LightningModule):
     @property
     def processor(self) -> SpeechProcessor:
         return self.model.processor
+
+    def setup(self, stage: str) -> None:
+        """Trainer-driven runs (the CLI, notebooks) flush subnormal floats: utils/denormals.py."""
+        flush_denormals()
 
     # -- weights and checkpoints --------------------------------------------------------------
     def load_weights(self, path: str) -> None:

@@ -186,6 +186,7 @@ class DPOModule(SpeechStageModule):
             return chosen.sum(-1), rejected.sum(-1)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"]}.get(stage, [])
         if self.reference == "precomputed" and splits:
             self.prepare_reference_table(self.trainer.datamodule, splits)
