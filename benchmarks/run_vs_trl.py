@@ -41,6 +41,7 @@ from benchmarks.common import (
     speedup,
     tokenize_examples,
 )
+from speechsum.utils.denormals import flush_denormals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -174,7 +175,8 @@ def markdown(args, machine: dict, results: dict, checks: list[str], workload: st
              f"Machine: {machine['cpu']}, {machine['cores']} cores, **{machine['torch_threads']} torch thread(s)**, "
              f"load average {machine['load_1min_at_start']} at start (shared machine); Python {machine['python']}, "
              f"torch {machine['torch']}, transformers {machine['transformers']}, trl {machine['trl']}, "
-             f"lightning {machine['lightning']}. {'fp32' if args.precision == '32-true' else 'bf16 autocast on both sides'}.\n",
+             f"lightning {machine['lightning']}. {'fp32' if args.precision == '32-true' else 'bf16 autocast on both sides'}; "
+             "subnormal floats flushed to zero on both sides.\n",
              workload + "\n",
              f"Median of {args.repeats} alternating repetitions, each 1 warm-up + {args.steps} timed optimiser "
              "steps with a fresh trainer; a step lasts from its start to the next one's (generation, teacher, "
@@ -203,6 +205,9 @@ def markdown(args, machine: dict, results: dict, checks: list[str], workload: st
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    # our stages flush subnormal floats when set up (speechsum/utils/denormals.py), which would leave
+    # the mode on for whatever runs after them in this process: both sides run flushed from the start
+    flush_denormals()
     machine = machine_description()
     print(json.dumps(machine))
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]

@@ -15,7 +15,9 @@ with fused AdamW; the first ``--warmup`` steps are not timed. Variants run alter
 - ``eager_attention``: + transformers' eager attention;
 - ``after``: + the fused tanh GELU (``gelu_pytorch_tanh``): what configs/benchmark/text_*.yaml train with;
 - ``after_length_buckets``: ``after`` on batches from 4 text-length buckets (less padding; not
-  used by the configs: it trained the backbone worse per step, RESULTS.md).
+  used by the configs: it trained the backbone worse per step, RESULTS.md);
+- ``erf_gelu``: ``after`` with the exact (erf) GELU, another activation function: torch's CPU
+  kernel for it is ~4x faster than the tanh form's (not used: it would change the text LMs).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.text_lm_speed --config runs/pipeline/text_teacher/config.yaml
 """
