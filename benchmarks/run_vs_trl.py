@@ -83,12 +83,11 @@ def check(ok: bool, what: str, checks: list[str]) -> None:
         raise SystemExit(f"fairness check failed: {what}")
 
 
-def kd_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
+def kd_case(args, student_llm: dict, teacher_llm: dict, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
     from benchmarks.ours_side import build_kd, fit_steps, kd_loss_on
     from benchmarks.trl_side import TRLGKD
 
     lr = 1e-5
-    student_llm, teacher_llm, _ = model_shapes(args.shapes)
     ours = build_kd(tok_dir, student_llm, teacher_llm, vocab=args.model_vocab, max_new_tokens=args.max_new_tokens, temperature=args.temperature, beta=args.kd_beta,
                     learning_rate=lr)
     pad = ours.processor.pad_id
@@ -119,7 +118,7 @@ def kd_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
     return {"rows": table, "speedup": speedup(a, b), "runs": results}
 
 
-def dpo_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
+def dpo_case(args, student_llm: dict, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict:
     from benchmarks.ours_side import build_dpo, dpo_loss_on, fill_reference_table, fit_steps
     from benchmarks.trl_side import TRLDPO
 
@@ -127,7 +126,7 @@ def dpo_case(args, tokenizer, tok_dir: str, examples, checks: list[str]) -> dict
     size = args.batch_size
     out: dict = {"rows": {}, "speedup": {}, "runs": {}}
     for reference in ("precomputed", "frozen_copy"):
-        ours = build_dpo(tok_dir, model_shapes(args.shapes)[0], reference, vocab=args.model_vocab, beta=args.dpo_beta, learning_rate=lr)
+        ours = build_dpo(tok_dir, student_llm, reference, vocab=args.model_vocab, beta=args.dpo_beta, learning_rate=lr)
         pad = ours.processor.pad_id
         batches = [speech_batch(examples[i : i + size], pad, preference=True)
                    for i in range(0, len(examples) - size + 1, size)]
@@ -233,9 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
                     f"lmbda 1; DPO: beta {args.dpo_beta}, sigmoid loss.")
         print(workload)
         if "kd" in cases:
-            results["kd"] = kd_case(args, tokenizer, tok_dir, examples, checks)
+            results["kd"] = kd_case(args, student_llm, teacher_llm, tokenizer, tok_dir, examples, checks)
         if "dpo" in cases:
-            results["dpo"] = dpo_case(args, tokenizer, tok_dir, examples, checks)
+            results["dpo"] = dpo_case(args, student_llm, tokenizer, tok_dir, examples, checks)
     else:
         workload = ""
     if "sft" in cases:
