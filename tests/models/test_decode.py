@@ -356,3 +356,27 @@ def test_length_dependent_rope_decodes_below_its_switch_and_falls_back_across_it
     with caplog.at_level(logging.INFO, logger="speechsum.models.decode"):
         assert_same(*both_paths(model, batch, max_new_tokens=16))  # 14 + 16 > 24: HF generate
     assert "longrope rotary scaling switches at position 24" in caplog.text
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("out_features", "in_features"), [(384, 128), (128, 512), (300, 64), (96, 256)])
+def test_projection_with_a_transposed_weight_copy_gives_f_linears_bits(out_features, in_features, dtype):
+    """The decoder's merged projections use a GEMM on a contiguous copy of Wᵀ only where a probe
+    shows the library adds in F.linear's order; either way every input gives F.linear's bits."""
+    generator = torch.Generator().manual_seed(out_features + in_features)
+    weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
+    bias = torch.randn(out_features, generator=generator).to(dtype)
+    for b in (bias, None):
+        project = static_decoder.transposed_if_exact(weight, b, rows=8)
+        for _ in range(3):
+            x = torch.randn(8, in_features, generator=generator).to(dtype)
+            assert torch.equal(project(x), torch.nn.functional.linear(x, weight, b))
+
+
+def test_projection_falls_back_to_f_linear_when_the_probe_differs(monkeypatch):
+    weight, bias = torch.randn(16, 8), torch.randn(16)
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *args, **kwargs: addmm(*args, **kwargs) + 1e-3)  # another order
+    project = static_decoder.transposed_if_exact(weight, bias, rows=4)
+    assert project.func is torch.nn.functional.linear
+    assert project.keywords["weight"] is weight and project.keywords["bias"] is bias

@@ -4,6 +4,7 @@ end-to-end DPO run through the Lightning CLI in which held-out preference accura
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,14 @@ def test_pair_logprobs_in_one_forward_equal_separate_forwards(pairs):
     assert int(rejected_mask.sum()) == int(batch.rejected_mask.sum())
 
 
-@pytest.mark.parametrize("projector", ["mlp", "ctc"])
-def test_shared_prompt_forward_equals_the_doubled_forward_with_gradients(pairs, projector, monkeypatch):
+@pytest.mark.parametrize(("projector", "head_on_tokens_only"), [("mlp", True), ("ctc", True), ("mlp", False)])
+def test_shared_prompt_forward_equals_the_doubled_forward_with_gradients(pairs, projector, head_on_tokens_only,
+                                                                          monkeypatch):
     """One prompt forward + both responses on its cache = the ``[chosen; rejected]`` doubled forward:
-    the same token log-probs and the same gradients of every trainable weight."""
+    the same token log-probs and the same gradients of every trainable weight, with the LM head on
+    the response tokens only (a plain head) or on every position (any other LM)."""
+    if not head_on_tokens_only:
+        monkeypatch.setattr(reference_logprobs, "plain_head", lambda lm: False)
     model = as_kd_checkpoint(ComposedSpeechLLM(**{**tiny_backbone_args(), "projector": projector,
                                                   "policy": TrainingPolicy(**tiny_backbone_args()["policy"])}))
     model.eval()  # no LoRA dropout between the two paths
@@ -105,6 +110,19 @@ def test_shared_prompt_forward_equals_the_doubled_forward_with_gradients(pairs, 
     assert results[0][2].keys() == results[1][2].keys() and any("projector" in n for n in results[0][2])
     for name, grad in results[0][2].items():
         torch.testing.assert_close(grad, results[1][2][name], atol=1e-5, rtol=1e-4)
+
+
+def test_kept_token_logprobs_run_the_head_on_kept_positions_only():
+    """Identity head, logits = hidden: row 0 [0, 0] → log ½; row 1 [ln 3, 0] → log ¾; row 2 masked → 0."""
+    head = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2))
+    rows_seen = []
+    head.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+    hidden = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [5.0, 5.0]]])
+    logps = reference_logprobs.kept_token_logprobs(head, hidden, torch.tensor([[0, 0, 1]]), torch.tensor([[1, 1, 0]]))
+    torch.testing.assert_close(logps, torch.tensor([[math.log(0.5), math.log(0.75), 0.0]]))
+    assert rows_seen == [2]
 
 
 def test_share_prompt_follows_the_device_unless_set(pairs, monkeypatch):

@@ -21,6 +21,7 @@ from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.base import SpeechLLM
 from speechsum.models.decode import generation_positions
+from speechsum.models.static_decoder import LAYOUTS
 from speechsum.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,36 @@ def shared_prefix_pair_logprobs(
     responses = torch.stack([chosen_ids, rejected_ids], 1).flatten(0, 1)  # (2B, R): c0, r0, c1, r1, …
     response_mask = torch.stack([chosen_mask, rejected_mask], 1).flatten(0, 1)
     prompt_mask = prompt.mask.repeat_interleave(2, dim=0)
-    positions = prompt_mask.sum(1, keepdim=True) + torch.arange(responses.shape[1], device=responses.device)
-    logits = lm(input_ids=responses, attention_mask=torch.cat([prompt_mask, response_mask], 1),
-                position_ids=positions, cache=cache, use_cache=True).logits
-    logits = torch.cat([first.repeat_interleave(2, dim=0), logits[:, :-1]], 1)  # [:, j] predicts responses[:, j]
-    logps = (token_log_probs(logits, responses) * response_mask).view(len(batch), 2, -1)
+    inputs = {"input_ids": responses, "attention_mask": torch.cat([prompt_mask, response_mask], 1),
+              "position_ids": prompt_mask.sum(1, keepdim=True) + torch.arange(responses.shape[1], device=responses.device),
+              "cache": cache, "use_cache": True}
+    first_logps = token_log_probs(first[:, -1], chosen_ids[:, 0]), token_log_probs(first[:, -1], rejected_ids[:, 0])
+    first_logps = torch.stack(first_logps, 1).flatten(0, 1)[:, None]  # (2B, 1): each response's first token
+    if plain_head(lm):  # the LM head on the response tokens only, not on their padding
+        hidden = lm.get_decoder()(**inputs).last_hidden_state[:, :-1]  # [:, j] predicts responses[:, j + 1]
+        rest = kept_token_logprobs(lm.get_output_embeddings(), hidden, responses[:, 1:], response_mask[:, 1:])
+    else:
+        rest = token_log_probs(lm(**inputs).logits[:, :-1], responses[:, 1:])
+    logps = (torch.cat([first_logps, rest], 1) * response_mask).view(len(batch), 2, -1)
     return logps[:, 0], logps[:, 1]
+
+
+def plain_head(lm: nn.Module) -> bool:
+    """Whether ``lm``'s logits are its output embedding applied to its decoder's last hidden states
+    (no logit scaling or soft-capping after the head): the decoder layouts the static decoder knows."""
+    config = lm.config
+    return (config.model_type in LAYOUTS and not getattr(config, "final_logit_softcapping", None)
+            and lm.get_output_embeddings() is not None)
+
+
+def kept_token_logprobs(head: nn.Module, hidden: Tensor, token_ids: Tensor, mask: Tensor) -> Tensor:
+    """``log softmax(head(hidden))[token_ids]`` ``(N, R)`` float32, with ``head`` run only where
+    ``mask`` ``(N, R)`` is 1 (0 elsewhere). ``hidden`` ``(N, R, C)``. Where responses of one batch
+    differ in length most padded positions are never scored; with a large vocabulary the head is
+    most of the work, so its cost follows the real tokens, not the padded ``N · R``."""
+    keep = mask.bool()
+    values = token_log_probs(head(hidden[keep]), token_ids[keep])
+    return torch.zeros(token_ids.shape, dtype=values.dtype, device=values.device).masked_scatter(keep, values)
 
 
 def weights_fingerprint(model: nn.Module, frozen_sample: int = 4096) -> str:
