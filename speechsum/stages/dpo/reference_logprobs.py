@@ -133,8 +133,8 @@ def shared_prefix_pair_logprobs(
     inputs = {"input_ids": responses, "attention_mask": torch.cat([prompt_mask, response_mask], 1),
               "position_ids": prompt_mask.sum(1, keepdim=True) + torch.arange(responses.shape[1], device=responses.device),
               "cache": cache, "use_cache": True}
-    first_logps = token_log_probs(first[:, -1], chosen_ids[:, 0]), token_log_probs(first[:, -1], rejected_ids[:, 0])
-    first_logps = torch.stack(first_logps, 1).flatten(0, 1)[:, None]  # (2B, 1): each response's first token
+    # the prompt's last logits predict each response's first token: (2B, 1)
+    first_logps = token_log_probs(first[:, -1].repeat_interleave(2, dim=0), responses[:, 0])[:, None]
     if plain_head(lm):  # the LM head on the response tokens only, not on their padding
         hidden = lm.get_decoder()(**inputs).last_hidden_state[:, :-1]  # [:, j] predicts responses[:, j + 1]
         rest = kept_token_logprobs(lm.get_output_embeddings(), hidden, responses[:, 1:], response_mask[:, 1:])
