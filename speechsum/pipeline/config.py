@@ -221,15 +221,15 @@ def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = 
     if not base_file:
         raise ValueError(f"stage {stage}: no base config (set `config:` for it in the pipeline YAML)")
     run = str(run_dir)
-    resolved = rewrite_paths(load_stage_base(base_file),
-                             {f"{BENCHMARK_PREFIX}/kd_remote": f"{run}/kd", BENCHMARK_PREFIX: run})
+    run_paths = {f"{BENCHMARK_PREFIX}/kd_remote": f"{run}/kd", BENCHMARK_PREFIX: run}
+    resolved = rewrite_paths(load_stage_base(base_file), run_paths)
     if not wandb:
         resolved = drop_wandb(resolved)
     wire_real_inputs(resolved, config, stage, run_dir, teacher)
     init_from = ((resolved.get("model") or {}).get("init_args") or {}).get("init_from")
     if stage == "sft" and not aligns(config) and init_from == f"{run}/align/checkpoints/last.ckpt":
         resolved["model"]["init_args"]["init_from"] = None  # stages.align: false: no aligned projector
-    resolved = deep_merge(resolved, spec.get("overrides") or {})
+    resolved = deep_merge(resolved, rewrite_paths(spec.get("overrides") or {}, run_paths))
     trainer = resolved.setdefault("trainer", {})
     trainer["callbacks"] = [*(trainer.get("callbacks") or []), PROGRESS_CALLBACK,
                             resume_checkpoint_callback(f"{run}/{stage}", checkpoint_every_s)]

@@ -380,3 +380,21 @@ def test_projection_falls_back_to_f_linear_when_the_probe_differs(monkeypatch):
     project = static_decoder.transposed_if_exact(weight, bias, rows=4)
     assert project.func is torch.nn.functional.linear
     assert project.keywords["weight"] is weight and project.keywords["bias"] is bias
+
+
+def test_projection_keeps_large_weights_untransposed(monkeypatch):
+    """A weight above TRANSPOSE_LIMIT_BYTES (a large-vocabulary LM head) gets no transposed copy and
+    no probe: F.linear on the weight itself. At the limit the probe runs."""
+    weight, bias = torch.randn(16, 8), torch.randn(16)
+    size = weight.numel() * weight.element_size()
+    probes = []
+    equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda *args: probes.append(1) or equal(*args))
+    monkeypatch.setattr(static_decoder, "TRANSPOSE_LIMIT_BYTES", size - 1)
+    project = static_decoder.transposed_if_exact(weight, bias, rows=4)
+    assert probes == []
+    assert project.func is torch.nn.functional.linear
+    assert project.keywords["weight"] is weight and project.keywords["bias"] is bias
+    monkeypatch.setattr(static_decoder, "TRANSPOSE_LIMIT_BYTES", size)
+    static_decoder.transposed_if_exact(weight, bias, rows=4)
+    assert probes == [1]

@@ -64,11 +64,14 @@ def test_drop_wandb_keeps_other_loggers():
 
 def test_stage_config_is_rewritten_overridden_and_has_no_wandb(tmp_path):
     config = {"benchmark": {"size": "tiny"}, "text_lms": {"backbone": {}},
-              "stages": {"sft": {"config": "configs/sft.yaml", "overrides": {"trainer": {"max_steps": 7}}}}}
+              "stages": {"sft": {"config": "configs/sft.yaml", "overrides": {"trainer": {"max_steps": 7}}},
+                         "kd": {"overrides": {"data": {"train_manifest": "runs/benchmark/data/kd_train.jsonl"}}}}}
     resolved = resolve_stage_config(config, "sft", tmp_path)
     text = yaml.safe_dump(resolved)
     assert "runs/benchmark" not in text and "WandbLogger" not in text
     assert resolved["trainer"]["max_steps"] == 7
+    kd = resolve_stage_config(config, "kd", tmp_path, teacher={"mode": "inprocess"})  # overrides' paths too
+    assert kd["data"]["train_manifest"] == f"{tmp_path}/data/kd_train.jsonl"
     assert resolved["data"]["train_manifest"] == f"{tmp_path}/data/train.jsonl"
     assert resolved["model"]["init_args"]["model"]["init_args"]["llm"] == f"{tmp_path}/text_lm/model"
     assert resolved["model"]["init_args"]["init_from"] == f"{tmp_path}/align/checkpoints/last.ckpt"

@@ -1,0 +1,66 @@
+"""benchmarks/pooled_steps.py: the recipe's steps pooled over pipeline runs (hand-computed values)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.pooled_steps import main, pooled_steps, run_scores, student_means, write_scores
+from speechsum.evaluation.paired import paired_comparison
+
+
+def fake_run(root, name, scores):
+    """A run folder with evaluate/<student>/predictions.jsonl; ``scores``: {student: [(split, id, value)]}."""
+    run = root / name
+    for student, rows in scores.items():
+        folder = run / "evaluate" / student
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"id": i, "split": s, "scores": {"fact_judge": v}}) for s, i, v in rows]
+        (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    return run
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    one = fake_run(tmp_path, "one", {
+        "sft": [("val", "a", 2.0), ("val", "b", 3.0), ("test", "t", 1.0)],
+        "kd": [("val", "a", 3.0), ("val", "b", 3.5), ("test", "t", 7.0)],
+        "dpo": [("val", "a", 4.0), ("val", "b", 3.0), ("test", "t", 7.0)]})
+    two = fake_run(tmp_path, "two", {  # the same ids in another world: joined within the run
+        "sft": [("val", "a", 1.0), ("val", "c", 5.0)],
+        "kd": [("val", "a", 2.0), ("val", "c", None)],  # a missing score leaves c out of the KD steps
+        "dpo": [("val", "a", 1.0), ("val", "c", 6.0)]})
+    return one, two
+
+
+def test_pooled_steps_concatenate_each_runs_paired_differences(two_runs):
+    steps = pooled_steps(list(two_runs), "val")
+    # KD − SFT: run one a +1, b +0.5; run two a +1 (c has no KD score) -> mean 2.5 / 3
+    assert steps["kd-sft"].n == 3 and steps["kd-sft"].mean == pytest.approx(2.5 / 3)
+    # DPO − KD: +1, −0.5, −1 -> mean −0.5 / 3; DPO − SFT: +2, 0, 0, +1 -> 0.75
+    assert steps["dpo-kd"].mean == pytest.approx(-0.5 / 3)
+    assert steps["dpo-sft"].n == 4 and steps["dpo-sft"].mean == pytest.approx(0.75)
+    expected = paired_comparison(np.array([2.0, 3.0, 1.0, 5.0]), np.array([4.0, 3.0, 1.0, 6.0]))
+    assert steps["dpo-sft"] == expected  # the same bootstrap CI and (exact, n ≤ 16) p-value
+    assert student_means(list(two_runs), "val") == pytest.approx({"sft": 11 / 4, "kd": 8.5 / 3, "dpo": 14 / 4})
+
+
+def test_scores_csv_gives_the_same_pooled_steps(two_runs, tmp_path):
+    saved = []
+    for run in two_runs:
+        out = tmp_path / "saved" / run.name / "scores.csv"
+        assert write_scores(run, out) == (3 if run.name == "one" else 2)
+        assert run_scores(out.parent) == run_scores(run)
+        saved.append(out.parent)
+    assert pooled_steps(saved, "val") == pooled_steps(list(two_runs), "val")
+
+
+def test_cli_prints_one_row_per_group_and_names_a_missing_run(two_runs, tmp_path, capsys):
+    main(["--split", "val", f"both={two_runs[0]},{two_runs[1]}", f"one={two_runs[0]}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| both | 3 | 2.75 / 2.83 / 3.50 | +0.83")
+    assert lines[3].startswith("| one | 2 |")
+    with pytest.raises(FileNotFoundError, match="neither scores.csv nor"):
+        pooled_steps([tmp_path / "nowhere"], "val")
+    with pytest.raises(ValueError, match="no test example has both"):
+        pooled_steps([two_runs[1]], "test")
