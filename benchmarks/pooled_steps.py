@@ -36,18 +36,32 @@ def run_scores(run: Path, metric: str = "fact_judge") -> dict[tuple[str, str], d
     saved = run / "scores.csv" if run.is_dir() else run
     if saved.is_file():
         with saved.open(newline="", encoding="utf-8") as file:
-            for row in csv.DictReader(file):
-                table[(row["split"], row["id"])] = {s: float(row[s]) for s in STUDENTS if row.get(s) not in (None, "")}
+            reader = csv.DictReader(file)
+            missing = [c for c in ("id", "split", *STUDENTS) if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{saved}: line 1: missing column(s) {', '.join(missing)} (expected id,split,sft,kd,dpo)")
+            for number, row in enumerate(reader, start=2):
+                try:
+                    scores = {s: float(row[s]) for s in STUDENTS if row.get(s) not in (None, "")}
+                except ValueError as err:
+                    raise ValueError(f"{saved}: line {number}: a score is not a number ({err})") from err
+                table[(row["split"], row["id"])] = scores
         return table
     for student in STUDENTS:
         path = run / "evaluate" / student / "predictions.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{run}: neither scores.csv nor {path}")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            value = (row.get("scores") or {}).get(metric)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                value = (row.get("scores") or {}).get(metric)
+                key = (row["split"], row["id"])
+            except (json.JSONDecodeError, KeyError, AttributeError) as err:
+                raise ValueError(f"{path}: line {number}: not a prediction row with id, split and scores ({err!r})") from err
             if value is not None and math.isfinite(float(value)):
-                table.setdefault((row["split"], row["id"]), {})[student] = float(value)
+                table.setdefault(key, {})[student] = float(value)
     return table
 
 

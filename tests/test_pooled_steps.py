@@ -64,3 +64,19 @@ def test_cli_prints_one_row_per_group_and_names_a_missing_run(two_runs, tmp_path
         pooled_steps([tmp_path / "nowhere"], "val")
     with pytest.raises(ValueError, match="no test example has both"):
         pooled_steps([two_runs[1]], "test")
+
+
+def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "scores.csv").write_text("id,split,sft,kd\na,val,1,2\n")
+    with pytest.raises(ValueError, match=r"scores.csv: line 1: missing column\(s\) dpo"):
+        run_scores(bad)
+    (bad / "scores.csv").write_text("id,split,sft,kd,dpo\na,val,1,2,3\nb,val,1,two,3\n")
+    with pytest.raises(ValueError, match="scores.csv: line 3: a score is not a number"):
+        run_scores(bad)
+    predictions = two_runs[0] / "evaluate" / "kd" / "predictions.jsonl"
+    predictions.write_text(predictions.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match=r"kd/predictions.jsonl: line 4: not a prediction row"):
+        run_scores(two_runs[0])
+
