@@ -17,95 +17,93 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from speechsum.evaluation.paired import PairedResult, paired_comparison
+from speechsum.evaluation.paired import PairedResult, join_scores, paired_comparison
+from speechsum.utils.io import read_jsonl
 
 STUDENTS = ("sft", "kd", "dpo")
 STEPS = (("sft", "kd"), ("kd", "dpo"), ("sft", "dpo"))
 
 
-def run_scores(run: Path, metric: str = "fact_judge") -> dict[tuple[str, str], dict[str, float]]:
-    """``{(split, id): {student: score}}`` of a run folder or a ``scores.csv`` folder (examples with a
-    missing or non-finite score for a student leave that student out of the row)."""
-    table: dict[tuple[str, str], dict[str, float]] = {}
+def student_rows(run: Path, metric: str = "fact_judge") -> dict[str, list[dict]]:
+    """``{student: rows}`` of a run folder or a ``scores.csv`` folder, rows as ``predictions.jsonl``
+    holds them (``{id, split, scores: {metric: value}}``; a missing score is None), sorted by
+    (split, id): one order for both sources, so the bootstrap draws the same resamples."""
     saved = run / "scores.csv" if run.is_dir() else run
     if saved.is_file():
-        with saved.open(newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            missing = [c for c in ("id", "split", *STUDENTS) if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{saved}: line 1: missing column(s) {', '.join(missing)} (expected id,split,sft,kd,dpo)")
-            for number, row in enumerate(reader, start=2):
-                try:
-                    scores = {s: float(row[s]) for s in STUDENTS if row.get(s) not in (None, "")}
-                except ValueError as err:
-                    raise ValueError(f"{saved}: line {number}: a score is not a number ({err})") from err
-                table[(row["split"], row["id"])] = scores
-        return table
+        return _csv_rows(saved, metric)
+    rows = {}
     for student in STUDENTS:
         path = run / "evaluate" / student / "predictions.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{run}: neither scores.csv nor {path}")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                value = (row.get("scores") or {}).get(metric)
-                key = (row["split"], row["id"])
-            except (json.JSONDecodeError, KeyError, AttributeError) as err:
-                raise ValueError(f"{path}: line {number}: not a prediction row with id, split and scores ({err!r})") from err
-            if value is not None and math.isfinite(float(value)):
-                table.setdefault(key, {})[student] = float(value)
-    return table
+        rows[student] = read_jsonl(path)
+        for number, row in enumerate(rows[student], start=1):
+            if not isinstance(row, dict) or not {"id", "split"} <= row.keys():
+                raise ValueError(f"{path}: row {number}: not a prediction row with id and split")
+        rows[student].sort(key=lambda row: (row["split"], row["id"]))
+    return rows
+
+
+def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {student: [] for student in STUDENTS}
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        missing = [c for c in ("id", "split", *STUDENTS) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: line 1: missing column(s) {', '.join(missing)} (expected id,split,sft,kd,dpo)")
+        for number, line in enumerate(reader, start=2):
+            for student in STUDENTS:
+                try:
+                    value = float(line[student]) if line[student] else None
+                except ValueError as err:
+                    raise ValueError(f"{path}: line {number}: {student} is not a number ({err})") from err
+                rows[student].append({"id": line["id"], "split": line["split"], "scores": {metric: value}})
+    for student_list in rows.values():
+        student_list.sort(key=lambda row: (row["split"], row["id"]))
+    return rows
 
 
 def write_scores(run: Path, out: Path, metric: str = "fact_judge") -> int:
     """Write ``run``'s per-example scores as ``scores.csv`` (id, split, sft, kd, dpo); returns the rows."""
-    table = run_scores(run, metric)
+    table: dict[tuple[str, str], dict[str, object]] = {}
+    for student, rows in student_rows(run, metric).items():
+        for row in rows:
+            table.setdefault((row["split"], row["id"]), {})[student] = (row.get("scores") or {}).get(metric)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["id", "split", *STUDENTS])
         for (split, example), scores in sorted(table.items()):
-            writer.writerow([example, split, *(f"{scores[s]:.12g}" if s in scores else "" for s in STUDENTS)])
+            cells = [scores.get(s) for s in STUDENTS]
+            writer.writerow([example, split, *("" if v is None else f"{float(v):.12g}" for v in cells)])
     return len(table)
 
 
-def pooled_steps(runs: list[Path], split: str, metric: str = "fact_judge") -> dict[str, PairedResult]:
+def pooled_steps(runs: list[dict[str, list[dict]]], split: str, metric: str = "fact_judge") -> dict[str, PairedResult]:
     """``{"kd-sft": …, "dpo-kd": …, "dpo-sft": …}``: B − A over the examples of ``split`` of every run
-    (each joined within its run; a run with no example of the split adds nothing)."""
-    differences: dict[tuple[str, str], tuple[list[float], list[float]]] = {step: ([], []) for step in STEPS}
-    for run in runs:
-        for (row_split, _), scores in sorted(run_scores(run, metric).items()):  # one order for both sources
-            if row_split != split:
-                continue
-            for a, b in STEPS:
-                if a in scores and b in scores:
-                    differences[(a, b)][0].append(scores[a])
-                    differences[(a, b)][1].append(scores[b])
+    (``runs``: :func:`student_rows` of each), each run's pairs joined by :func:`join_scores`, then all
+    runs' differences side by side."""
     results = {}
-    for (a, b), (scores_a, scores_b) in differences.items():
-        if not scores_a:
-            raise ValueError(f"no {split} example has both {a} and {b} scores in {', '.join(map(str, runs))}")
-        results[f"{b}-{a}"] = paired_comparison(np.array(scores_a), np.array(scores_b))
+    for a, b in STEPS:
+        pairs = [join_scores(rows[a], rows[b], metric, split) for rows in runs]
+        scores_a, scores_b = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+        if not scores_a.size:
+            raise ValueError(f"no {split} example has both {a} and {b} scores in these runs")
+        results[f"{b}-{a}"] = paired_comparison(scores_a, scores_b)
     return results
 
 
-def student_means(runs: list[Path], split: str, metric: str = "fact_judge") -> dict[str, float]:
-    """Each student's mean over the examples of ``split`` of every run."""
-    values: dict[str, list[float]] = {s: [] for s in STUDENTS}
-    for run in runs:
-        for (row_split, _), scores in run_scores(run, metric).items():
-            if row_split == split:
-                for student, value in scores.items():
-                    values[student].append(value)
-    return {s: float(np.mean(v)) if v else float("nan") for s, v in values.items()}
+def student_means(runs: list[dict[str, list[dict]]], split: str, metric: str = "fact_judge") -> dict[str, float]:
+    """Each student's mean over the examples of ``split`` of every run (missing scores left out)."""
+    means = {}
+    for student in STUDENTS:
+        values = np.concatenate([join_scores(rows[student], rows[student], metric, split)[0] for rows in runs])
+        means[student] = float(values.mean()) if values.size else float("nan")
+    return means
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         name, _, paths = group.partition("=")
         if not paths:
             parser.error(f"{group!r}: expected NAME=RUN[,RUN…]")
-        runs = [Path(p) for p in paths.split(",")]
+        runs = [student_rows(Path(p), args.metric) for p in paths.split(",")]  # each run read once
         steps, means = pooled_steps(runs, args.split, args.metric), student_means(runs, args.split, args.metric)
         cells = [f"{r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}], {r.p_value:.3g}" for r in steps.values()]
         n = steps["kd-sft"].n

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.pooled_steps import main, pooled_steps, run_scores, student_means, write_scores
+from benchmarks.pooled_steps import main, pooled_steps, student_means, student_rows, write_scores
 from speechsum.evaluation.paired import paired_comparison
 
 
@@ -34,7 +34,8 @@ def two_runs(tmp_path):
 
 
 def test_pooled_steps_concatenate_each_runs_paired_differences(two_runs):
-    steps = pooled_steps(list(two_runs), "val")
+    runs = [student_rows(run) for run in two_runs]
+    steps = pooled_steps(runs, "val")
     # KD − SFT: run one a +1, b +0.5; run two a +1 (c has no KD score) -> mean 2.5 / 3
     assert steps["kd-sft"].n == 3 and steps["kd-sft"].mean == pytest.approx(2.5 / 3)
     # DPO − KD: +1, −0.5, −1 -> mean −0.5 / 3; DPO − SFT: +2, 0, 0, +1 -> 0.75
@@ -42,7 +43,7 @@ def test_pooled_steps_concatenate_each_runs_paired_differences(two_runs):
     assert steps["dpo-sft"].n == 4 and steps["dpo-sft"].mean == pytest.approx(0.75)
     expected = paired_comparison(np.array([2.0, 3.0, 1.0, 5.0]), np.array([4.0, 3.0, 1.0, 6.0]))
     assert steps["dpo-sft"] == expected  # the same bootstrap CI and (exact, n ≤ 16) p-value
-    assert student_means(list(two_runs), "val") == pytest.approx({"sft": 11 / 4, "kd": 8.5 / 3, "dpo": 14 / 4})
+    assert student_means(runs, "val") == pytest.approx({"sft": 11 / 4, "kd": 8.5 / 3, "dpo": 14 / 4})
 
 
 def test_scores_csv_gives_the_same_pooled_steps(two_runs, tmp_path):
@@ -50,9 +51,9 @@ def test_scores_csv_gives_the_same_pooled_steps(two_runs, tmp_path):
     for run in two_runs:
         out = tmp_path / "saved" / run.name / "scores.csv"
         assert write_scores(run, out) == (3 if run.name == "one" else 2)
-        assert run_scores(out.parent) == run_scores(run)
-        saved.append(out.parent)
-    assert pooled_steps(saved, "val") == pooled_steps(list(two_runs), "val")
+        assert student_rows(out.parent) == student_rows(run)  # the fake rows hold only id, split, the metric
+        saved.append(student_rows(out.parent))
+    assert pooled_steps(saved, "val") == pooled_steps([student_rows(run) for run in two_runs], "val")
 
 
 def test_cli_prints_one_row_per_group_and_names_a_missing_run(two_runs, tmp_path, capsys):
@@ -61,9 +62,9 @@ def test_cli_prints_one_row_per_group_and_names_a_missing_run(two_runs, tmp_path
     assert lines[2].startswith("| both | 3 | 2.75 / 2.83 / 3.50 | +0.83")
     assert lines[3].startswith("| one | 2 |")
     with pytest.raises(FileNotFoundError, match="neither scores.csv nor"):
-        pooled_steps([tmp_path / "nowhere"], "val")
+        student_rows(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="no test example has both"):
-        pooled_steps([two_runs[1]], "test")
+        pooled_steps([student_rows(two_runs[1])], "test")
 
 
 def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
@@ -71,12 +72,15 @@ def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
     bad.mkdir()
     (bad / "scores.csv").write_text("id,split,sft,kd\na,val,1,2\n")
     with pytest.raises(ValueError, match=r"scores.csv: line 1: missing column\(s\) dpo"):
-        run_scores(bad)
+        student_rows(bad)
     (bad / "scores.csv").write_text("id,split,sft,kd,dpo\na,val,1,2,3\nb,val,1,two,3\n")
-    with pytest.raises(ValueError, match="scores.csv: line 3: a score is not a number"):
-        run_scores(bad)
+    with pytest.raises(ValueError, match="scores.csv: line 3: kd is not a number"):
+        student_rows(bad)
     predictions = two_runs[0] / "evaluate" / "kd" / "predictions.jsonl"
     predictions.write_text(predictions.read_text() + "{not json\n")
-    with pytest.raises(ValueError, match=r"kd/predictions.jsonl: line 4: not a prediction row"):
-        run_scores(two_runs[0])
+    with pytest.raises(ValueError, match=r"kd/predictions.jsonl:4: invalid JSON"):
+        student_rows(two_runs[0])
+    predictions.write_text(predictions.read_text().replace("{not json", '{"split": "val"}'))
+    with pytest.raises(ValueError, match=r"kd/predictions.jsonl: row 4: not a prediction row with id and split"):
+        student_rows(two_runs[0])
 
