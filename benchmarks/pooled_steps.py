@@ -10,7 +10,12 @@ A run is a pipeline run folder (``RUN/evaluate/{sft,kd,dpo}/predictions.jsonl``)
 small enough to keep next to a run's report in ``benchmarks/results/``)::
 
     python -m benchmarks.pooled_steps --split val default=RUN0,RUN1,RUN2 temp03=RUN3,RUN4,RUN5
+    python -m benchmarks.pooled_steps --split val --against default default=RUN0,RUN1,RUN2 temp03=RUN3,RUN4,RUN5
     python -m benchmarks.pooled_steps --write-scores RUN benchmarks/results/pipeline/X/scores.csv
+
+``--against NAME`` also compares each group's students with the same students of group NAME, the
+i-th run of one with the i-th run of the other (the same benchmark world), paired by id: a setting's
+effect on each stage, pooled over the worlds.
 """
 
 from __future__ import annotations
@@ -83,18 +88,35 @@ def write_scores(run: Path, out: Path, metric: str = "fact_judge") -> int:
     return len(table)
 
 
+def side_by_side(pairs: list[tuple[np.ndarray, np.ndarray]], empty: str) -> PairedResult:
+    """:func:`paired_comparison` of B − A over several runs' joined ``(A, B)`` scores laid side by
+    side (``empty``: the error when no run has a pair)."""
+    scores_a, scores_b = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    if not scores_a.size:
+        raise ValueError(empty)
+    return paired_comparison(scores_a, scores_b)
+
+
 def pooled_steps(runs: list[dict[str, list[dict]]], split: str, metric: str = "fact_judge") -> dict[str, PairedResult]:
     """``{"kd-sft": …, "dpo-kd": …, "dpo-sft": …}``: B − A over the examples of ``split`` of every run
     (``runs``: :func:`student_rows` of each), each run's pairs joined by :func:`join_scores`, then all
     runs' differences side by side."""
-    results = {}
-    for a, b in STEPS:
-        pairs = [join_scores(rows[a], rows[b], metric, split) for rows in runs]
-        scores_a, scores_b = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
-        if not scores_a.size:
-            raise ValueError(f"no {split} example has both {a} and {b} scores in these runs")
-        results[f"{b}-{a}"] = paired_comparison(scores_a, scores_b)
-    return results
+    return {f"{b}-{a}": side_by_side([join_scores(rows[a], rows[b], metric, split) for rows in runs],
+                                     f"no {split} example has both {a} and {b} scores in these runs")
+            for a, b in STEPS}
+
+
+def pooled_against(runs: list[dict[str, list[dict]]], base_runs: list[dict[str, list[dict]]], split: str,
+                   metric: str = "fact_judge") -> dict[str, PairedResult]:
+    """``{student: run − base}``: each student of ``runs[i]`` against the same student of
+    ``base_runs[i]`` (the same benchmark world, so the same example ids) over the examples of
+    ``split``, joined by id within each pair of runs, then all pairs' differences side by side."""
+    if len(runs) != len(base_runs):
+        raise ValueError(f"{len(runs)} runs against {len(base_runs)}: give the groups one run per world, in the same order")
+    return {student: side_by_side([join_scores(base[student], run[student], metric, split)
+                                   for run, base in zip(runs, base_runs)],
+                                  f"no {split} example has {student} scores in both groups (do the runs share a world?)")
+            for student in STUDENTS}
 
 
 def student_means(runs: list[dict[str, list[dict]]], split: str, metric: str = "fact_judge") -> dict[str, float]:
@@ -113,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="a group of runs (pipeline run folders or folders with scores.csv) pooled together")
     parser.add_argument("--split", default="val", help="the split to pool (default: val)")
     parser.add_argument("--metric", default="fact_judge", help="the per-example score (default: fact_judge)")
+    parser.add_argument("--against", metavar="NAME",
+                        help="also compare every group's students with those of group NAME (run i with run i)")
     parser.add_argument("--write-scores", nargs=2, metavar=("RUN", "OUT_CSV"),
                         help="write RUN's per-example scores to OUT_CSV and exit")
     args = parser.parse_args(argv)
@@ -122,17 +146,32 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.groups:
         parser.error("give at least one NAME=RUN[,RUN…] group (or --write-scores)")
-    print(f"| runs ({args.split}) | n | SFT / KD / DPO | KD − SFT [95 % CI], p | DPO − KD [95 % CI], p | DPO − SFT [95 % CI], p |")
-    print("|---|---|---|---|---|---|")
+    groups = {}
     for group in args.groups:
         name, _, paths = group.partition("=")
         if not paths:
             parser.error(f"{group!r}: expected NAME=RUN[,RUN…]")
-        runs = [student_rows(Path(p), args.metric) for p in paths.split(",")]  # each run read once
+        if name in groups:
+            parser.error(f"two groups named {name!r}")
+        groups[name] = [student_rows(Path(p), args.metric) for p in paths.split(",")]  # each run read once
+    if args.against is not None and args.against not in groups:
+        parser.error(f"--against {args.against}: no such group (groups: {', '.join(groups)})")
+    print(f"| runs ({args.split}) | n | SFT / KD / DPO | KD − SFT [95 % CI], p | DPO − KD [95 % CI], p | DPO − SFT [95 % CI], p |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in groups.items():
         steps, means = pooled_steps(runs, args.split, args.metric), student_means(runs, args.split, args.metric)
         cells = [f"{r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}], {r.p_value:.3g}" for r in steps.values()]
         n = steps["kd-sft"].n
         print(f"| {name} | {n} | {means['sft']:.2f} / {means['kd']:.2f} / {means['dpo']:.2f} | " + " | ".join(cells) + " |")
+    if args.against is None:
+        return
+    print(f"\n| runs − {args.against} ({args.split}) | n | SFT [95 % CI], p | KD [95 % CI], p | DPO [95 % CI], p |")
+    print("|---|---|---|---|---|")
+    for name, runs in groups.items():
+        if name != args.against:
+            against = pooled_against(runs, groups[args.against], args.split, args.metric)
+            cells = [f"{r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}], {r.p_value:.3g}" for r in against.values()]
+            print(f"| {name} | {against['dpo'].n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

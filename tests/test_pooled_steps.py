@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.pooled_steps import main, pooled_steps, student_means, student_rows, write_scores
+from benchmarks.pooled_steps import (
+    main,
+    pooled_against,
+    pooled_steps,
+    student_means,
+    student_rows,
+    write_scores,
+)
 from speechsum.evaluation.paired import paired_comparison
 
 
@@ -84,3 +91,29 @@ def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
     with pytest.raises(ValueError, match=r"kd/predictions.jsonl: row 4: not a prediction row with id and split"):
         student_rows(two_runs[0])
 
+
+
+def test_against_pairs_each_run_with_the_base_groups_run_of_the_same_world(two_runs, tmp_path, capsys):
+    # the variant of run one raises DPO on a by 1 and lowers b by 2; of run two raises c by 3
+    one = fake_run(tmp_path, "one_var", {
+        "sft": [("val", "a", 2.0), ("val", "b", 3.0)], "kd": [("val", "a", 3.0), ("val", "b", 3.5)],
+        "dpo": [("val", "a", 5.0), ("val", "b", 1.0), ("val", "x", 7.0)]})  # x: not in the base run, left out
+    two = fake_run(tmp_path, "two_var", {
+        "sft": [("val", "a", 1.0), ("val", "c", 5.0)], "kd": [("val", "a", 2.0), ("val", "c", 4.0)],
+        "dpo": [("val", "a", 1.0), ("val", "c", 9.0)]})
+    base = [student_rows(run) for run in two_runs]
+    against = pooled_against([student_rows(one), student_rows(two)], base, "val")
+    assert against["sft"].mean == 0.0 and against["sft"].n == 4
+    assert against["kd"].n == 3  # c has no KD score in the base run
+    assert against["dpo"] == paired_comparison(np.array([4.0, 3.0, 1.0, 6.0]), np.array([5.0, 1.0, 1.0, 9.0]))
+    assert against["dpo"].mean == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="2 runs against 1"):
+        pooled_against([student_rows(one), student_rows(two)], base[:1], "val")
+    main(["--split", "val", "--against", "base", f"base={two_runs[0]},{two_runs[1]}", f"var={one},{two}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[5] == "| runs − base (val) | n | SFT [95 % CI], p | KD [95 % CI], p | DPO [95 % CI], p |"
+    assert lines[7].startswith("| var | 4 | +0.00 [+0.00, +0.00], 1 | ") and "| +0.50 [" in lines[7]
+    with pytest.raises(SystemExit):
+        main(["--against", "nothing", f"base={two_runs[0]}"])
+    with pytest.raises(SystemExit):
+        main([f"base={two_runs[0]}", f"base={two_runs[1]}"])
