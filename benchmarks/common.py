@@ -231,10 +231,16 @@ def machine_description() -> dict[str, str]:
     }
 
 
+def write_json(path: str | Path, result: dict) -> None:
+    """``result`` as indented JSON at ``path`` (its folder created; values JSON cannot hold as str)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
 def emit(result: dict, output: str | None) -> dict:
     """Print ``result`` as indented JSON and, when ``output`` is set, also write it there."""
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2, default=str))
     if output:
-        Path(output).write_text(text + "\n")
+        write_json(output, result)
     return result

@@ -40,6 +40,7 @@ from benchmarks.common import (
     speech_batch,
     speedup,
     tokenize_examples,
+    write_json,
 )
 from speechsum.utils.denormals import flush_denormals
 
@@ -245,8 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.results, "a", encoding="utf-8") as handle:
             handle.write(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "precision": args.precision, "results": results, "checks": checks}, indent=2,
-                                              default=str))
+        write_json(args.json, {"machine": machine, "precision": args.precision, "results": results, "checks": checks})
     return results
 
 

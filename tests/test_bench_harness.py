@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -11,6 +12,7 @@ from benchmarks.common import (
     StepLog,
     alternate,
     describe_llm,
+    emit,
     medians,
     model_shapes,
     prompt_completion_inputs,
@@ -78,3 +80,11 @@ def test_pipeline_shapes_are_the_default_pipelines_text_lms():
 
 def test_the_harness_helpers_do_not_need_trl():
     assert "trl" not in sys.modules
+
+
+def test_json_results_go_into_a_new_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "result.json"
+    result = {"ratio": 2.02, "path": tmp_path}  # a value JSON cannot hold is written as str
+    assert emit(result, str(out)) is result
+    assert json.loads(out.read_text()) == {"ratio": 2.02, "path": str(tmp_path)}
+    assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
