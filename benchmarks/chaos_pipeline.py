@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2, ensure_ascii=False)
     print(text)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
     return 0 if summary["ok"] else 1
 

@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{stage:>4}: {r['parameters_M']:.3g}M params ({r['trainable_M']:.3g}M trainable), "
                   f"{r['s_per_step']:.3f} s/step, {r['samples_per_s']:.2f} samples/s, {r['tokens_per_s']:.0f} tokens/s"
                   f"{generated}, {memory}" + flops_text(r), flush=True)
-    if args.json:
+    if args.json:  # a script of its own (run on the GPU machine): no benchmarks.common.write_json
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"device": device, "args": vars(args), "peak_tflops": peak,
                                                "matmul_tflops": matmul, "results": results}, indent=2))
     return results

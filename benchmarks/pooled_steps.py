@@ -91,6 +91,8 @@ def write_scores(run: Path, out: Path, metric: str = "fact_judge") -> int:
 def side_by_side(pairs: list[tuple[np.ndarray, np.ndarray]], empty: str) -> PairedResult:
     """:func:`paired_comparison` of B − A over several runs' joined ``(A, B)`` scores laid side by
     side (``empty``: the error when no run has a pair)."""
+    if not pairs:
+        raise ValueError(empty)
     scores_a, scores_b = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
     if not scores_a.size:
         raise ValueError(empty)
@@ -113,10 +115,26 @@ def pooled_against(runs: list[dict[str, list[dict]]], base_runs: list[dict[str, 
     ``split``, joined by id within each pair of runs, then all pairs' differences side by side."""
     if len(runs) != len(base_runs):
         raise ValueError(f"{len(runs)} runs against {len(base_runs)}: give the groups one run per world, in the same order")
+    for number, (run, base) in enumerate(zip(runs, base_runs), start=1):
+        run_ids, base_ids = split_ids(run, split), split_ids(base, split)
+        fewer = min(len(run_ids), len(base_ids))
+        if fewer and len(run_ids & base_ids) < fewer / 2:  # other worlds share a few ids by chance
+            raise ValueError(f"run {number} of each group: only {len(run_ids & base_ids)} of {fewer} {split} ids in "
+                             "common, so not the same benchmark world: list the runs of both groups in the same order")
     return {student: side_by_side([join_scores(base[student], run[student], metric, split)
                                    for run, base in zip(runs, base_runs)],
                                   f"no {split} example has {student} scores in both groups (do the runs share a world?)")
             for student in STUDENTS}
+
+
+def split_ids(rows: dict[str, list[dict]], split: str) -> set[str]:
+    """The example ids of ``split`` that any student of a run (:func:`student_rows`) has a row for."""
+    return {row["id"] for student_list in rows.values() for row in student_list if row["split"] == split}
+
+
+def cell(result: PairedResult) -> str:
+    """``+0.14 [+0.03, +0.25], 0.0106``: mean difference, its 95 % CI and the p-value."""
+    return f"{result.mean:+.2f} [{result.low:+.2f}, {result.high:+.2f}], {result.p_value:.3g}"
 
 
 def student_means(runs: list[dict[str, list[dict]]], split: str, metric: str = "fact_judge") -> dict[str, float]:
@@ -141,38 +159,50 @@ def main(argv: list[str] | None = None) -> None:
                         help="write RUN's per-example scores to OUT_CSV and exit")
     args = parser.parse_args(argv)
     if args.write_scores:
-        rows = write_scores(Path(args.write_scores[0]), Path(args.write_scores[1]), args.metric)
+        try:
+            rows = write_scores(Path(args.write_scores[0]), Path(args.write_scores[1]), args.metric)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
         print(f"{rows} examples -> {args.write_scores[1]}")
         return
     if not args.groups:
         parser.error("give at least one NAME=RUN[,RUN…] group (or --write-scores)")
-    groups = {}
-    for group in args.groups:
-        name, _, paths = group.partition("=")
-        if not paths:
+    names = [group.partition("=")[0] for group in args.groups]
+    for group, name in zip(args.groups, names):
+        if not name or not group.partition("=")[2]:
             parser.error(f"{group!r}: expected NAME=RUN[,RUN…]")
-        if name in groups:
-            parser.error(f"two groups named {name!r}")
-        groups[name] = [student_rows(Path(p), args.metric) for p in paths.split(",")]  # each run read once
-    if args.against is not None and args.against not in groups:
-        parser.error(f"--against {args.against}: no such group (groups: {', '.join(groups)})")
+    if len(set(names)) < len(names):
+        parser.error(f"two groups share a name: {', '.join(names)}")
+    if args.against is not None and (args.against not in names or len(names) < 2):
+        parser.error(f"--against {args.against}: name one of at least two groups (groups: {', '.join(names)})")
+    try:
+        print_tables(args)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+
+
+def print_tables(args: argparse.Namespace) -> None:
+    """The steps table of every group, then (``--against``) every other group against that one."""
+    groups = {name: [student_rows(Path(p), args.metric) for p in paths.split(",")]  # each run read once
+              for name, _, paths in (group.partition("=") for group in args.groups)}
     print(f"| runs ({args.split}) | n | SFT / KD / DPO | KD − SFT [95 % CI], p | DPO − KD [95 % CI], p | DPO − SFT [95 % CI], p |")
     print("|---|---|---|---|---|---|")
     for name, runs in groups.items():
         steps, means = pooled_steps(runs, args.split, args.metric), student_means(runs, args.split, args.metric)
-        cells = [f"{r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}], {r.p_value:.3g}" for r in steps.values()]
-        n = steps["kd-sft"].n
-        print(f"| {name} | {n} | {means['sft']:.2f} / {means['kd']:.2f} / {means['dpo']:.2f} | " + " | ".join(cells) + " |")
+        print(f"| {name} | {steps['kd-sft'].n} | {means['sft']:.2f} / {means['kd']:.2f} / {means['dpo']:.2f} | "
+              + " | ".join(map(cell, steps.values())) + " |")
     if args.against is None:
         return
-    print(f"\n| runs − {args.against} ({args.split}) | n | SFT [95 % CI], p | KD [95 % CI], p | DPO [95 % CI], p |")
+    print(f"\n| runs − {args.against} ({args.split}) | n (SFT / KD / DPO) | SFT [95 % CI], p | KD [95 % CI], p | DPO [95 % CI], p |")
     print("|---|---|---|---|---|")
     for name, runs in groups.items():
         if name != args.against:
-            against = pooled_against(runs, groups[args.against], args.split, args.metric)
-            cells = [f"{r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}], {r.p_value:.3g}" for r in against.values()]
-            print(f"| {name} | {against['dpo'].n} | " + " | ".join(cells) + " |")
-
+            try:
+                against = pooled_against(runs, groups[args.against], args.split, args.metric)
+            except ValueError as err:
+                raise ValueError(f"{name} against {args.against}: {err}") from err
+            counts = " / ".join(str(r.n) for r in against.values())
+            print(f"| {name} | {counts} | " + " | ".join(map(cell, against.values())) + " |")
 
 if __name__ == "__main__":
     main()

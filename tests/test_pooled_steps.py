@@ -96,24 +96,42 @@ def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
 def test_against_pairs_each_run_with_the_base_groups_run_of_the_same_world(two_runs, tmp_path, capsys):
     # the variant of run one raises DPO on a by 1 and lowers b by 2; of run two raises c by 3
     one = fake_run(tmp_path, "one_var", {
-        "sft": [("val", "a", 2.0), ("val", "b", 3.0)], "kd": [("val", "a", 3.0), ("val", "b", 3.5)],
+        "sft": [("val", "a", 2.0), ("val", "b", 3.0)], "kd": [("val", "a", 3.0), ("val", "b", 4.5)],
         "dpo": [("val", "a", 5.0), ("val", "b", 1.0), ("val", "x", 7.0)]})  # x: not in the base run, left out
     two = fake_run(tmp_path, "two_var", {
         "sft": [("val", "a", 1.0), ("val", "c", 5.0)], "kd": [("val", "a", 2.0), ("val", "c", 4.0)],
         "dpo": [("val", "a", 1.0), ("val", "c", 9.0)]})
     base = [student_rows(run) for run in two_runs]
     against = pooled_against([student_rows(one), student_rows(two)], base, "val")
-    assert against["sft"].mean == 0.0 and against["sft"].n == 4
-    assert against["kd"].n == 3  # c has no KD score in the base run
+    assert (against["sft"].mean, against["sft"].n, against["sft"].p_value) == (0.0, 4, 1.0)
+    # KD: b +1 in run one; c has no KD score in the base run -> (0 + 1 + 0) / 3
+    assert against["kd"].n == 3 and against["kd"].mean == pytest.approx(1 / 3)
     assert against["dpo"] == paired_comparison(np.array([4.0, 3.0, 1.0, 6.0]), np.array([5.0, 1.0, 1.0, 9.0]))
     assert against["dpo"].mean == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="2 runs against 1"):
-        pooled_against([student_rows(one), student_rows(two)], base[:1], "val")
     main(["--split", "val", "--against", "base", f"base={two_runs[0]},{two_runs[1]}", f"var={one},{two}"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[5] == "| runs − base (val) | n | SFT [95 % CI], p | KD [95 % CI], p | DPO [95 % CI], p |"
-    assert lines[7].startswith("| var | 4 | +0.00 [+0.00, +0.00], 1 | ") and "| +0.50 [" in lines[7]
-    with pytest.raises(SystemExit):
-        main(["--against", "nothing", f"base={two_runs[0]}"])
-    with pytest.raises(SystemExit):
-        main([f"base={two_runs[0]}", f"base={two_runs[1]}"])
+    assert lines[5] == "| runs − base (val) | n (SFT / KD / DPO) | SFT [95 % CI], p | KD [95 % CI], p | DPO [95 % CI], p |"
+    dpo = against["dpo"]
+    assert lines[7] == ("| var | 4 / 3 / 4 | +0.00 [+0.00, +0.00], 1 | "
+                        f"+0.33 [{against['kd'].low:+.2f}, {against['kd'].high:+.2f}], {against['kd'].p_value:.3g} | "
+                        f"+0.50 [{dpo.low:+.2f}, {dpo.high:+.2f}], {dpo.p_value:.3g} |")
+
+
+def test_against_refuses_runs_of_other_worlds_and_bad_groups(two_runs, tmp_path, capsys):
+    base = fake_run(tmp_path, "base", {s: [("val", i, 1.0) for i in "abcd"] for s in ("sft", "kd", "dpo")})
+    other = fake_run(tmp_path, "other", {s: [("val", i, 2.0) for i in "awxy"] for s in ("sft", "kd", "dpo")})
+    with pytest.raises(ValueError, match="run 1 of each group: only 1 of 4 val ids in common"):
+        pooled_against([student_rows(other)], [student_rows(base)], "val")
+    with pytest.raises(ValueError, match="2 runs against 1"):
+        pooled_against([student_rows(base), student_rows(other)], [student_rows(base)], "val")
+    for argv, message in (
+        (["--against", "base", f"base={base}", f"var={other}"], "var against base: run 1 of each group"),
+        (["--against", "nothing", f"base={base}", f"var={other}"], "--against nothing: name one of at least two"),
+        (["--against", "base", f"base={base}"], "--against base: name one of at least two groups"),
+        ([f"base={base}", f"base={other}"], "two groups share a name"),
+        ([f"={base}"], "expected NAME=RUN"),
+        ([f"base={tmp_path / 'nowhere'}"], "neither scores.csv nor"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
