@@ -254,7 +254,10 @@ def report_parser() -> argparse.ArgumentParser:
 
 def report_main(argv: list[str]) -> None:
     args = report_parser().parse_args(argv)
-    paths = build_report(args.run_dirs, args.out, metric=args.metric, baseline=args.baseline)
+    try:
+        paths = build_report(args.run_dirs, args.out, metric=args.metric, baseline=args.baseline)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"speechsum report: {err}") from err
     print(paths["markdown"].read_text(encoding="utf-8"))
     for kind, path in paths.items():
         print(f"{kind}: {path}")

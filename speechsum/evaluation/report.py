@@ -87,9 +87,16 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
             raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
         for file in files:
             try:
-                runs.append(json.loads(file.read_text(encoding="utf-8")) | {"_path": str(file.parent)})
+                run = json.loads(file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{file}:{err.lineno}: invalid JSON ({err.msg})") from err
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+            system = run.get("system") if isinstance(run, dict) else None
+            if not isinstance(system, dict) or not isinstance(system.get("name"), str) or not isinstance(run.get("results"), dict):
+                raise ValueError(f"{file}: not a `speechsum evaluate` metrics.json (needs an object with "
+                                 "`system.name` and `results`)")
+            runs.append(run | {"_path": str(file.parent)})
     names = [run["system"]["name"] for run in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -150,7 +150,8 @@ def collect_scores(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:
     scores = {name: [nan if row["scores"].get(name) is None else row["scores"][name] for row in rows] for name in names}
     positions = [row["index"] for row in rows]  # also a score, so that compute() returns the synced order
     collector.update(scores | {"example_position": positions}, index=positions)
-    values = {name: tensor.cpu().numpy() for name, tensor in collector.compute().items()}
+    # one example comes back as a 0-d tensor from the cat state: every score is an array of examples
+    values = {name: np.atleast_1d(tensor.cpu().numpy()) for name, tensor in collector.compute().items()}
     values["example_position"] = values["example_position"].astype(np.int64)
     return values
 

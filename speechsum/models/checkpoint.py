@@ -86,15 +86,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     plain values only. Anything else (a pickled object) is refused, never unpickled."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except OSError:
+        raise  # a missing file or a folder: the OS's message names it
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
-        reason = reason.split(" Please use")[0]  # torch's advice is to allow-list the object: not here
-        raise ValueError(
-            f"{path}: refused: the checkpoint holds objects beyond tensors and plain values, which only "
-            f"the full pickle loader (able to run code) could read; re-save it with weights and configs only "
-            f"({reason})"
-        ) from None
+        refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            reason = refused[0].split(" Please use")[0]  # torch's advice is to allow-list the object: not here
+            raise ValueError(
+                f"{path}: refused: the checkpoint holds objects beyond tensors and plain values, which only "
+                f"the full pickle loader (able to run code) could read; re-save it with weights and configs only "
+                f"({reason})"
+            ) from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                         f"{lines[0] if lines else err!r}); give the `.ckpt` a stage wrote, e.g. "
+                         "RUN/sft/checkpoints/last.ckpt") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(f"{path}: not a stage checkpoint (no `state_dict` mapping)")
     return checkpoint

@@ -19,6 +19,14 @@ AUDIO_MARKER = "<<AUDIO>>"  # stands where the audio goes while the chat templat
 DEFAULT_USER_PROMPT = "{audio}\n{instruction}"
 
 
+def stft_ready(waveform: np.ndarray, n_fft: int) -> np.ndarray:
+    """``waveform`` with zeros appended up to ``n_fft // 2 + 1`` samples (201 for Whisper) when
+    shorter: the log-mel STFT reflects ``n_fft // 2`` samples at each edge, which a clip of a few
+    milliseconds does not have (it would fail, and with it every clip batched beside it)."""
+    short = n_fft // 2 + 1 - len(waveform)
+    return np.pad(waveform, (0, short)) if short > 0 else waveform
+
+
 def whisper_output_frames(mel_frames: int) -> int:
     """Encoder frames for ``mel_frames`` mel frames: conv2 has stride 2, so ``ceil(T / 2)``."""
     return (mel_frames + 1) // 2
@@ -87,7 +95,8 @@ class ComposedProcessor(SpeechProcessor):
         # padding mask, a clip's audio embeddings do not depend on what else is in the batch.
         features = [
             self.feature_extractor(
-                waveform, sampling_rate=self.sample_rate, padding="longest", truncation=False, return_tensors="pt"
+                stft_ready(waveform, self.feature_extractor.n_fft), sampling_rate=self.sample_rate,
+                padding="longest", truncation=False, return_tensors="pt",
             )["input_features"][0]
             for waveform in waveforms
         ]

@@ -49,6 +49,72 @@ DEFAULT_STAGE_CONFIGS = {
 # Every key the pipeline YAML may hold (anything else is a typo and an error).
 TOP_LEVEL_KEYS = {"benchmark", "data", "text_lms", "backbone", "teacher_model", "stages", "teacher", "pairs",
                   "judge", "evaluate", "report"}
+BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
+STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # one stage each (evaluate_sft, evaluate_kd, evaluate), rows in RUN/evaluate/
+EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
+# Every key of the settings sections, with its default (the stages read them through section_options);
+# load_pipeline_config refuses other keys, values of another type and the choices below.
+SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "benchmark": {"size": "small", "seed": 0, "workers": 2, "text_documents": 12000, "vocab_size": 4096, "args": [],
+                  "text_unseen_share": 0.0, "text_xling_share": 0.0, "text_unlabeled_share": 0.0},
+    "teacher": {"mode": "inprocess", "base_url": None, "model": None, "api_key_env": "OPENAI_API_KEY",
+                "serve_args": []},
+    "pairs": {"train_examples": 64, "val_examples": 8, "num_samples": 4, "temperature": 1.0, "top_p": 1.0,
+              "max_new_tokens": 128, "batch_size": 8, "add_reference": False, "args": []},
+    "judge": {"kind": "fact", "model": "gpt-4.1", "base_url": None, "api_key_env": "OPENAI_API_KEY"},
+    "evaluate": {"examples_per_split": None, "max_new_tokens": 128, "batch_size": 8, "metrics": "rouge,fact_judge",
+                 "systems": list(EVAL_SYSTEMS), "system_splits": {}, "args": []},
+    "report": {"metric": None, "baseline": None},
+}
+SECTION_CHOICES = {"judge.kind": ("fact", "openai"), "teacher.mode": ("inprocess", "serve", "remote")}
+AT_LEAST_ONE = {"pairs.train_examples", "pairs.val_examples", "pairs.num_samples", "pairs.max_new_tokens",
+                "pairs.batch_size", "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
+                "benchmark.workers", "benchmark.vocab_size"}
+
+
+def section_options(config: Mapping, name: str) -> dict:
+    """The ``name`` section of a pipeline YAML over its defaults (:data:`SECTION_DEFAULTS`)."""
+    return {**SECTION_DEFAULTS[name], **(config.get(name) or {})}
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def check_sections(config: Mapping, path: Path | str) -> None:
+    """Refuse a settings section that is not a mapping, an unknown key in one (a typo would silently
+    take the default), a value of another type than its default's, a value outside the choices, and
+    a count below 1 — when the YAML is loaded, not when the stage that reads it starts."""
+    for name, defaults in SECTION_DEFAULTS.items():
+        section = config.get(name)
+        if section is None or (name == "benchmark" and section is False):
+            continue
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: {name}: expected a mapping of settings ({', '.join(defaults)}), got {section!r}")
+        unknown = sorted(set(section) - set(defaults))
+        if unknown:
+            raise ValueError(f"{path}: {name}: unknown key(s) {unknown}; allowed: {', '.join(defaults)}")
+        for key, value in section.items():
+            field, default = f"{name}.{key}", defaults[key]
+            if field in SECTION_CHOICES and value not in SECTION_CHOICES[field]:
+                raise ValueError(f"{path}: {field}: {value!r} is not one of {', '.join(SECTION_CHOICES[field])}")
+            if field in AT_LEAST_ONE:
+                if value is None and default is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{path}: {field}: expected a whole number of at least 1"
+                                     f"{' (or null: all)' if default is None else ''}, got {value!r}")
+            elif value is not None and default is not None and not _same_kind(value, default):
+                raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
+                                 f"{default!r}, got {value!r}")
+    systems = (config.get("evaluate") or {}).get("systems") or []
+    unknown_systems = [system for system in systems if system not in EVAL_SYSTEMS]
+    if unknown_systems:
+        raise ValueError(f"{path}: evaluate.systems: unknown {unknown_systems}; allowed: {', '.join(EVAL_SYSTEMS)}")
 
 
 def deep_merge(base: Any, override: Any) -> Any:
@@ -163,10 +229,11 @@ def load_pipeline_config(path: str | Path) -> dict:
     if trains_text_lms(config) and not config.get("benchmark"):
         raise ValueError(f"{path}: the text LMs train on the bundled benchmark's text corpus, but `benchmark:` is "
                          "null; with your own data set `text_lms: null` and give `backbone:` and `teacher_model:`")
-    for section in ("teacher", "judge"):
+    for section in ("teacher", "judge"):  # before check_sections: the key gets this message, not "unknown"
         if isinstance(config.get(section), dict) and "api_key" in config[section]:
             raise ValueError(f"{path}: {section}.api_key: keys are never read from files; put the key in an "
                              f"environment variable and name it with {section}.api_key_env")
+    check_sections(config, path)
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
     for stage, spec in (config.get("stages") or {}).items():

@@ -33,9 +33,12 @@ import yaml
 
 from speechsum.evaluation.cli import summary_csv
 from speechsum.pipeline.config import (
+    EVAL_SYSTEMS,
+    STUDENT_SYSTEMS,
     aligns,
     backbone_path,
     resolve_stage_config,
+    section_options,
     teacher_model_path,
     trains_text_lms,
 )
@@ -44,14 +47,7 @@ from speechsum.utils.io import write_atomic
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
 SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
-BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
-STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # one stage each (evaluate_sft, evaluate_kd, evaluate), rows in RUN/evaluate/
 STUDENTS_FOLDER = "evaluate"
-EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
-
-
-def _options(section: dict | None, **defaults: Any) -> dict:
-    return {**defaults, **(section or {})}
 
 
 def delete_outputs(paths: list[Path]) -> None:
@@ -70,8 +66,7 @@ def run_benchmark(ctx) -> list[Path]:
     if not bench:
         ctx.note("benchmark: null — using the manifests under data:")
         return []
-    opts = _options(bench, size="small", seed=0, workers=2, text_documents=12000, vocab_size=4096, args=[],
-                    text_unseen_share=0.0, text_xling_share=0.0, text_unlabeled_share=0.0)
+    opts = section_options(ctx.config, "benchmark")
     run = ctx.run_dir
     ctx.run([*SPEECHSUM, "benchmark", "build", "--out", str(run / "data"), "--size", opts["size"],
              "--seed", str(opts["seed"]), "--workers", str(opts["workers"]), "--no-progress", "--overwrite",
@@ -188,8 +183,7 @@ def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.
 
 def run_kd(ctx) -> list[Path]:
     """On-policy KD with the teacher in-process, behind a ``speechsum serve`` we start, or remote."""
-    settings = _options(ctx.config.get("teacher"), mode="inprocess", base_url=None, model=None,
-                        api_key_env="OPENAI_API_KEY", serve_args=[])
+    settings = section_options(ctx.config, "teacher")
     mode = ctx.teacher_mode or settings["mode"]
     if mode == "serve":
         with teacher_server(ctx, teacher_model_path(ctx.config, ctx.run_dir), settings["serve_args"]) as url:
@@ -250,9 +244,8 @@ def pairs_outputs(ctx) -> list[Path]:
 def run_pairs(ctx) -> list[Path]:
     """``speechsum pairs`` on the KD student over a train + val subset, in one call (one model
     load), then split into RUN/pairs/train.jsonl and val.jsonl by id."""
-    opts = _options(ctx.config.get("pairs"), train_examples=64, val_examples=8, num_samples=4, temperature=1.0,
-                    top_p=1.0, max_new_tokens=128, batch_size=8, add_reference=False, args=[])
-    judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
+    opts = section_options(ctx.config, "pairs")
+    judge = section_options(ctx.config, "judge")
     folder, data = ctx.run_dir / "pairs", manifests(ctx)
     train_ids = subset_manifest(data["train"], folder / "train_inputs.jsonl", opts["train_examples"])
     subset_manifest(data["val"], folder / "val_inputs.jsonl", opts["val_examples"])
@@ -331,9 +324,8 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
     trains); ``evaluate_sft``, ``evaluate_kd`` and ``evaluate_dpo`` each evaluate one student as soon
     as it exists, into the shared ``RUN/evaluate/`` (:data:`STUDENTS_FOLDER`; the judge's usage goes
     to ``llm_judge_usage_<stage>.json`` there, one file per stage)."""
-    opts = _options(ctx.config.get("evaluate"), examples_per_split=None, max_new_tokens=128, batch_size=8,
-                    metrics="rouge,fact_judge", systems=list(EVAL_SYSTEMS), system_splits={}, args=[])
-    judge = _options(ctx.config.get("judge"), kind="fact", model="gpt-4.1", base_url=None, api_key_env="OPENAI_API_KEY")
+    opts = section_options(ctx.config, "evaluate")
+    judge = section_options(ctx.config, "judge")
     unknown = [name for name in opts["systems"] if name not in EVAL_SYSTEMS]
     if unknown:
         raise ValueError(f"evaluate.systems: unknown {unknown}; allowed: {', '.join(EVAL_SYSTEMS)}")
@@ -391,7 +383,7 @@ def report_outputs(ctx) -> list[Path]:
 
 def run_report(ctx) -> list[Path]:
     """``speechsum report`` on both evaluation folders into the run folder; prints the table."""
-    opts = _options(ctx.config.get("report"), metric=None, baseline=None)
+    opts = section_options(ctx.config, "report")
     folders = [str(ctx.run_dir / name) for name in ("baselines", "evaluate")
                if list((ctx.run_dir / name).glob("*/metrics.json"))]
     if not folders:

@@ -10,9 +10,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from speechsum.pipeline.config import get_path, shared_settings
+from speechsum.pipeline.config import BASELINE_SYSTEMS, get_path, shared_settings
 from speechsum.pipeline.stages import (
-    BASELINE_SYSTEMS,
     STUDENTS_FOLDER,
     benchmark_outputs,
     pairs_outputs,

@@ -12,7 +12,7 @@ import pytest
 
 from speechsum.evaluation import metrics
 from speechsum.evaluation.cli import evaluate_parser
-from speechsum.evaluation.scoring import Scorer, ScoringOptions, aggregate
+from speechsum.evaluation.scoring import Scorer, ScoringOptions, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model, load_systems_file
 from speechsum.judges.fact import FactJudge
 from speechsum.utils.io import read_jsonl
@@ -145,6 +145,13 @@ def test_aggregate_hand_checked():
     assert result["split"]["a"]["x"]["mean"] == 0.5 and result["split"]["a"]["x"]["n"] == 2
     assert result["split"]["b"]["x"] == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 1}
     assert result["genre"]["g"]["x"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 1}
+
+
+def test_collect_scores_of_a_single_example_are_arrays():
+    # the torchmetrics cat state hands one example back as a 0-d tensor; evaluate iterates over them
+    values = collect_scores([{"index": 0, "scores": {"fact_judge": 4.5, "rougeL": None}}], ["fact_judge", "rougeL"])
+    assert values["fact_judge"].tolist() == [4.5] and values["example_position"].tolist() == [0]
+    assert np.isnan(values["rougeL"]).tolist() == [True]
 
 
 def test_system_specs_and_errors(tmp_path):

@@ -134,6 +134,23 @@ def test_errors_name_the_problem(runs, tmp_path):
         build_report([tmp_path / "empty"], tmp_path / "r")
 
 
+@pytest.mark.parametrize("content, message", [
+    (b'{"results": {}}', "not a `speechsum evaluate` metrics.json"),
+    (b'[1, 2]', "not a `speechsum evaluate` metrics.json"),
+    (b'{"system": {"name": 3}, "results": {}}', "not a `speechsum evaluate` metrics.json"),
+    (b'{"system": {"name": "x"}}', "not a `speechsum evaluate` metrics.json"),
+    (b'{"system": \xff}', "not UTF-8 text"),
+    (b'{"system": ', "metrics.json:1: invalid JSON"),
+])
+def test_a_broken_metrics_json_is_a_clear_error_naming_it(tmp_path, capsys, content, message):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_bytes(content)
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(tmp_path / "run"), "--out", str(tmp_path / "r")])
+    assert str(stop.value).startswith(f"speechsum report: {tmp_path / 'run' / 'metrics.json'}")
+    assert message in str(stop.value) and not (tmp_path / "r").exists()
+
+
 def test_paired_comparisons_on_the_same_examples(runs, tmp_path):
     paths = build_report([runs], tmp_path / "report", num_resamples=10_000, seed=0)
     markdown = paths["markdown"].read_text()

@@ -94,6 +94,15 @@ def test_a_pickle_payload_is_refused_and_never_runs(saved_stage, tmp_path):
     assert (tmp_path / "ran").exists()
 
 
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(saved_stage, tmp_path):
+    good = saved_stage["ckpt"].read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(good[: len(good) // 2])  # a copy that stopped half way
+    (tmp_path / "text.ckpt").write_text("epoch=3\n")  # not a torch file at all
+    for name in ("cut.ckpt", "text.ckpt"):
+        with pytest.raises(ValueError, match=rf"{name}: not a readable PyTorch checkpoint \(.*\); give the `.ckpt`"):
+            read_checkpoint(tmp_path / name)
+
+
 def test_the_model_comes_from_the_saved_hyperparameters_or_the_config(saved_stage):
     for config in (None, saved_stage["config"]):
         model, hparams = load_speech_llm(saved_stage["ckpt"], config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,19 @@ def test_batched_generation_equals_one_by_one_and_stops(tiny_composed):
         n = int(alone_mask.sum())
         assert ids[row, :n].tolist() == alone_ids[0, :n].tolist()
     assert tiny_composed.audio_token_id not in ids.tolist()
+
+
+def test_clips_of_a_few_samples_encode_and_leave_the_others_alone(tiny_composed):
+    # the log-mel STFT reflects 200 samples at each edge: shorter clips are padded with zeros to 201
+    collate = SpeechCollator(tiny_composed.processor)
+    normal = examples(seconds=(0.7,))[0]
+    tiny = [(replace(normal[0], id=f"short{n}"), np.full(n, 0.1, np.float32)) for n in (1, 28, 200, 201)]
+    batch = collate([*tiny, normal])
+    assert batch.audio["mel_frames"].tolist() == [1, 1, 1, 1, 70]  # one 10-ms frame each (hop 160 samples)
+    ids, mask = tiny_composed.generate(batch, max_new_tokens=4)
+    alone_ids, alone_mask = tiny_composed.generate(collate([normal]), max_new_tokens=4)
+    assert ids[4, : int(alone_mask.sum())].tolist() == alone_ids[0, : int(alone_mask.sum())].tolist()
+    assert batch.audio["content_keys"][0] != batch.audio["content_keys"][1]  # keys of the clips as given
 
 
 def test_sampling_returns_several_sequences(tiny_composed):

@@ -20,12 +20,14 @@ import yaml
 
 from speechsum.pipeline.cli import clear_markers_from, read_marker
 from speechsum.pipeline.config import (
+    SECTION_DEFAULTS,
     TRAINING_STAGES,
     deep_merge,
     drop_wandb,
     load_pipeline_config,
     resolve_stage_config,
     rewrite_paths,
+    section_options,
 )
 from speechsum.pipeline.runner import format_duration, marker_path
 from speechsum.pipeline.stages import subset_manifest
@@ -118,6 +120,19 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": False}}, "stages.sft: expected a mapping"),
     ({"benchmark": None, "data": {"train": "a", "val": "b", "tests": {"t": "c"}}}, "set `text_lms: null`"),
     ({"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "api_key": "sk-x"}}, "judge.api_key"),
+    # the settings sections are checked when the YAML is loaded, not when their stage starts hours later
+    ({"benchmark": {"size": "tiny"}, "judge": {"kind": "opanai"}}, "judge.kind: 'opanai' is not one of fact, openai"),
+    ({"benchmark": {"size": "tiny"}, "teacher": {"mode": "remtoe"}}, "teacher.mode: 'remtoe' is not one of"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"train_exmaples": 4}}, "pairs: unknown key(s) ['train_exmaples']"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"train_examples": "many"}}, "pairs.train_examples: expected a whole"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"train_examples": -1}}, "pairs.train_examples: expected a whole"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"num_samples": 2.5}}, "pairs.num_samples: expected a whole"),
+    ({"benchmark": {"size": "tiny"}, "pairs": True}, "pairs: expected a mapping of settings"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"temperature": "hot"}}, "pairs.temperature: expected float"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"add_reference": "yes"}}, "pairs.add_reference: expected bool"),
+    ({"benchmark": {"size": "tiny"}, "evaluate": {"examples_per_split": 0}}, "evaluate.examples_per_split: expected"),
+    ({"benchmark": {"size": "tiny"}, "evaluate": {"systems": ["kdd"]}}, "evaluate.systems: unknown ['kdd']"),
+    ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede']"),
 ])
 def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
@@ -125,6 +140,15 @@ def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         load_pipeline_config(path)
     assert str(path) in str(error.value)
+
+
+def test_section_options_fill_in_the_defaults_and_keep_good_values(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump({"benchmark": {"size": "tiny"}, "pairs": {"temperature": 1, "train_examples": 3},
+                                    "evaluate": {"examples_per_split": None}, "report": {"metric": None}}))
+    config = load_pipeline_config(path)  # an int where the default is a float, and nulls, are fine
+    assert section_options(config, "pairs") == {**SECTION_DEFAULTS["pairs"], "temperature": 1, "train_examples": 3}
+    assert section_options(config, "judge") == SECTION_DEFAULTS["judge"]
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
