@@ -140,6 +140,8 @@ def parse_line(
         record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
+    except RecursionError:
+        raise ValueError("invalid JSON (nested deeper than Python's recursion limit)") from None
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     _check_types(record)

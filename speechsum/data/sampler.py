@@ -65,6 +65,8 @@ class DurationBucketBatchSampler(BatchSampler):
     ):
         if max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds must be positive, got {max_batch_seconds}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1 (or null: the duration budget only), got {max_batch_size}")
         self.durations = [float(d) for d in durations]
         self.lengths = self.durations if lengths is None else [float(length) for length in lengths]
         if len(self.lengths) != len(self.durations):

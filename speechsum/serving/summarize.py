@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise SystemExit("speechsum summarize: --batch-size and --max-new-tokens must be at least 1")
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
+        raise SystemExit(f"speechsum summarize: --out {args.out}: give a file path in an existing folder "
+                         "(checked before any audio is summarised)")
     from speechsum.serving.export import load_model
 
     try:

@@ -73,6 +73,12 @@ def test_max_batch_size(max_batch_size: int):
     assert sorted(flat(batches)) == list(range(50))
 
 
+@pytest.mark.parametrize("max_batch_size", [0, -3])
+def test_a_batch_size_cap_below_one_is_refused(max_batch_size: int):
+    with pytest.raises(ValueError, match=f"max_batch_size must be at least 1 .*got {max_batch_size}"):
+        make([0.5] * 4, max_batch_seconds=10.0, max_batch_size=max_batch_size)
+
+
 def test_same_seed_and_epoch_same_batches():
     durations = mixed_durations()
     a, b = make(durations, seed=7), make(durations, seed=7)

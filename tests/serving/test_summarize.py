@@ -110,3 +110,10 @@ def test_a_text_lm_is_refused(tmp_path: Path) -> None:
     _, ckpt = trained_student("text_llm", tmp_path / "run")
     with pytest.raises(SystemExit, match="a text LM .*reads transcripts, not audio"):
         main(["x.wav", "--model", str(ckpt)])
+
+
+@pytest.mark.parametrize("out", ["folder", "missing/rows.jsonl"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, out: str) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SystemExit, match="--out .*: give a file path in an existing folder"):
+        main(["x.wav", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / out)])
