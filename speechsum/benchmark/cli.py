@@ -69,7 +69,12 @@ def benchmark_info(directory: str | Path) -> str:
     lines = []
     summary_path = directory / "benchmark.json"
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            if not isinstance(summary, dict) or not {"version", "size", "seed", "build_seconds", "workers"} <= summary.keys():
+                raise ValueError("not the summary `speechsum benchmark build` writes")
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{summary_path}: {err}; rebuild with `speechsum benchmark build`") from None
         lines.append(f"benchmark v{summary['version']} size={summary['size']} "
                      f"world={summary.get('world', 'full')} seed={summary['seed']} "
                      f"built in {summary['build_seconds']} s with {summary['workers']} worker(s)")
@@ -113,7 +118,10 @@ def main(argv: list[str]) -> None:
         return
     args = _parser().parse_args(argv)
     if args.command == "info":
-        print(benchmark_info(args.dir))
+        try:
+            print(benchmark_info(args.dir))
+        except (ValueError, FileNotFoundError) as err:
+            raise SystemExit(f"speechsum benchmark info: {err}") from None
         return
     from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, build_benchmark
 

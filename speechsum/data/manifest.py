@@ -150,8 +150,8 @@ def parse_line(
     required += ["transcript"] if require_transcript else []
     required += ["chosen", "rejected"] if require_preference else []
     for name in required:
-        if not record.get(name):
-            raise ValueError(f"missing field '{name}'")
+        if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
+            raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
     audio = _resolve_audio(root, record["audio"], allow_paths_outside_manifest_dir)
     duration = _probe_audio(audio)
     if record.get("duration") is not None and not math.isfinite(record["duration"]):

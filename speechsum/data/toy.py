@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=32, help="test examples (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
+    if min(args.train, args.val, args.test) < 1:
+        parser.error("--train, --val and --test must each be at least 1")
     paths = write_toy_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")

@@ -213,3 +213,11 @@ def test_kd_train_split_is_more_audio_without_summaries(tiny, tmp_path, capsys):
     assert "kd_train" in benchmark_info(out)
     with pytest.raises(ValueError, match="--kd-train-docs must be >= 0"):
         bench.resolve_plan("tiny", {"kd_train": -1})
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"version": "1.0"}', b"\xff\xfe"])
+def test_info_names_a_broken_benchmark_json(tmp_path, content):
+    (tmp_path / "benchmark.json").write_bytes(content)
+    (tmp_path / "test.jsonl").write_text("")
+    with pytest.raises(SystemExit, match=r"speechsum benchmark info: .*benchmark\.json: .*rebuild with"):
+        main(["info", str(tmp_path)])

@@ -57,6 +57,9 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "missing_audio": ({"id": "b", "instruction": "x"}, {}, "missing field 'audio'"),
         "missing_instruction": ({"id": "b", "audio": "audio/b.wav"}, {}, "missing field 'instruction'"),
         "empty_instruction": (record("b", "audio/b.wav", instruction=""), {}, "missing field 'instruction'"),
+        "blank_id": (record(" ", "audio/b.wav"), {}, "missing field 'id' (only whitespace)"),
+        "blank_summary": (record("b", "audio/b.wav", summary=" \t"), {"require_summary": True},
+                          "missing field 'summary' (only whitespace)"),
         "missing_summary": (record("b", "audio/b.wav"), {"require_summary": True}, "missing field 'summary'"),
         "missing_transcript": (
             record("b", "audio/b.wav", summary="s"),
@@ -120,6 +123,8 @@ BAD_CASES = [
     "truncated_json",
     "json_list",
     "json_too_deep",
+    "blank_id",
+    "blank_summary",
     "json_string",
     "missing_id",
     "missing_audio",

@@ -40,3 +40,12 @@ def test_scores_match_hand_computation(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     scores = score_predictions(path)
     assert scores == {"examples": 4, "exact_match": 0.5, "first_word_accuracy": 0.5, "word_list_f1": 0.75}
+
+
+@pytest.mark.parametrize("counts", [["--train", "-1"], ["--val", "0"]])
+def test_toydata_refuses_empty_splits(tmp_path, counts):
+    from speechsum.data.toy import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "toy"), *counts])
+    assert stop.value.code == 2 and not (tmp_path / "toy").exists()
