@@ -111,10 +111,14 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             elif value is not None and default is not None and not _same_kind(value, default):
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
                                  f"{default!r}, got {value!r}")
-    systems = (config.get("evaluate") or {}).get("systems") or []
-    unknown_systems = [system for system in systems if system not in EVAL_SYSTEMS]
+    evaluate = config.get("evaluate") or {}
+    unknown_systems = [system for system in evaluate.get("systems") or [] if system not in EVAL_SYSTEMS]
     if unknown_systems:
         raise ValueError(f"{path}: evaluate.systems: unknown {unknown_systems}; allowed: {', '.join(EVAL_SYSTEMS)}")
+    system_splits = evaluate.get("system_splits") or {}
+    if any(name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
+        raise ValueError(f"{path}: evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) "
+                         f"to a list of test splits, e.g. {{cascade: [test]}}; got {system_splits!r}")
 
 
 def deep_merge(base: Any, override: Any) -> Any:

@@ -33,7 +33,6 @@ import yaml
 
 from speechsum.evaluation.cli import summary_csv
 from speechsum.pipeline.config import (
-    EVAL_SYSTEMS,
     STUDENT_SYSTEMS,
     aligns,
     backbone_path,
@@ -326,14 +325,7 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
     to ``llm_judge_usage_<stage>.json`` there, one file per stage)."""
     opts = section_options(ctx.config, "evaluate")
     judge = section_options(ctx.config, "judge")
-    unknown = [name for name in opts["systems"] if name not in EVAL_SYSTEMS]
-    if unknown:
-        raise ValueError(f"evaluate.systems: unknown {unknown}; allowed: {', '.join(EVAL_SYSTEMS)}")
-    system_splits = opts["system_splits"] or {}
-    if not isinstance(system_splits, dict) or any(
-            name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
-        raise ValueError(f"evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) to a "
-                         f"list of test splits, e.g. {{cascade: [test]}}; got {system_splits!r}")
+    system_splits = opts["system_splits"] or {}  # both checked on load (config.check_sections)
     specs = evaluation_systems(ctx, [name for name in opts["systems"] if name in rows])
     out = ctx.run_dir / (folder or ctx.stage)
     if not specs:

@@ -132,6 +132,7 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "pairs": {"add_reference": "yes"}}, "pairs.add_reference: expected bool"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"examples_per_split": 0}}, "evaluate.examples_per_split: expected"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"systems": ["kdd"]}}, "evaluate.systems: unknown ['kdd']"),
+    ({"benchmark": {"size": "tiny"}, "evaluate": {"system_splits": {"cascade": "test"}}}, "evaluate.system_splits:"),
     ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede']"),
 ])
 def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
