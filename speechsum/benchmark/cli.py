@@ -39,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=2, help="processes synthesising audio (default 2)")
     build.add_argument("--world", default="full", choices=list(WORLDS),
                        help="pools and document shape: full (the original generator, hundreds of entity words) "
-                            "or compact (~10 names, 8 cities, 12 numbers, shorter documents: every entity word "
-                            "is heard hundreds of times in an hour of speech)")
+                            "or compact (10 first and 10 last names, 6 cities, 8 numbers, shorter documents: every entity word "
+                            "is heard hundreds of times in an hour of speech), or compact-unnamed (compact whose "
+                            "references say 'it was decided to ...' instead of naming the speaker who decided, "
+                            "which only the turn label and voice say: docs/world.md)")
     build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for split in ALL_SPLITS:

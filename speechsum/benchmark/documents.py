@@ -115,8 +115,9 @@ class _Builder:
                     slots = {"verb": rng.choice(world.decision_verbs), "obj": rng.choice(world.decision_objects)}
                 decider = rng.randrange(len(speakers))
                 slots["decider"] = speakers[decider].name
+                who = slots["decider"] if world.named_decider else "it was"
                 fact = {"keys": [slots["verb"], slots["obj"]],
-                        "text": f"{slots['decider']} decided to {slots['verb']} the {slots['obj']}", "_by": decider}
+                        "text": f"{who} decided to {slots['verb']} the {slots['obj']}", "_by": decider}
             elif kind == "number":
                 if self.xling:
                     entry = rng.choice(lx.MULTI_MEASURES)

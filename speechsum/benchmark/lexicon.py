@@ -8,7 +8,7 @@ of them while its English keys stay the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 FIRST_NAMES = (
     "Maria Daniel Priya Tom Aisha Lukas Chen Sofia Omar Hannah Mateo Grace Yuki Ben Fatima Leo Nadia Samuel "
@@ -187,6 +187,11 @@ class World:
     ``compact`` is a world where *hearing is cheap*: a few pool entries of every fact slot, numbers from
     one small set, and shorter documents (fewer speakers, facts and chit-chat), so each entity word is
     heard hundreds of times in an hour of aligned speech. ``numbers=None`` draws from the measure range.
+    ``named_decider``: the reference names who decided ("Emma Novak decided to extend the product
+    launch"), which only the speaker's turn label and voice say. ``compact-unnamed`` is ``compact``
+    (the same documents, audio and draws) with decisions reported without a name ("it was decided to
+    extend …"): the students' CTC audio tokens carry no voice, so a named decider is a fact they
+    cannot hear (docs/world.md, twelfth round).
     """
 
     name: str
@@ -209,6 +214,7 @@ class World:
     extra_facts: tuple[int, int] = (2, 4)              # facts besides the decision and the action(s)
     second_action: float = 0.4                          # probability of a second action item
     chitchat: tuple[int, int] = (1, 2)                  # chit-chat exchanges (distractor entities)
+    named_decider: bool = True                          # "<decider> decided to …" vs "it was decided to …"
 
 
 def _pick(pool, names: str) -> tuple:
@@ -243,4 +249,5 @@ COMPACT = World(
     second_action=0.0,
     chitchat=(1, 1),
 )
-WORLDS = {world.name: world for world in (FULL, COMPACT)}
+COMPACT_UNNAMED = replace(COMPACT, name="compact-unnamed", named_decider=False)
+WORLDS = {world.name: world for world in (FULL, COMPACT, COMPACT_UNNAMED)}

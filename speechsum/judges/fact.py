@@ -152,6 +152,11 @@ def check_style(summary: str, style: str | None, person_words: frozenset[str] = 
     return True, f"style {style!r} not checked"
 
 
+def recalls(normalised_summary: str, fact: dict) -> bool:
+    """Whether a summary (already :func:`normalise_text`-ed) recalls ``fact``: it contains every key."""
+    return all(contains_phrase(normalised_summary, key) for key in fact["keys"])
+
+
 def _validate(meta: dict) -> tuple[list[dict], list[int]]:
     doc = meta.get("doc_id", "?") if isinstance(meta, dict) else "?"
     if not isinstance(meta, dict):
@@ -197,7 +202,7 @@ class FactJudge:
             recall = 1.0 if not required else 0.0
             return FactVerdict(1.0, recall, [], 0.0, False, "empty summary")
         text = normalise_text(summary)
-        missing = [i for i in required if not all(contains_phrase(text, k) for k in facts[i]["keys"])]
+        missing = [i for i in required if not recalls(text, facts[i])]
         recall = 1.0 if not required else 1.0 - len(missing) / len(required)
         people = [f.get("text", "") for f in facts if f.get("kind") == "person"]
         known = vocabulary(*meta["entities"], *meta.get("speakers", []), *(f.get("text", "") for f in facts),

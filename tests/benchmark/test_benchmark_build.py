@@ -221,3 +221,27 @@ def test_info_names_a_broken_benchmark_json(tmp_path, content):
     (tmp_path / "test.jsonl").write_text("")
     with pytest.raises(SystemExit, match=r"speechsum benchmark info: .*benchmark\.json: .*rebuild with"):
         main(["info", str(tmp_path)])
+
+
+def test_compact_unnamed_world_reports_decisions_without_the_unheard_decider():
+    """Who decided is said only by a turn's label and voice; ``compact-unnamed`` leaves it out of the
+    reference (the students' CTC audio tokens carry no voice) and is otherwise ``compact``: the same
+    documents, turns and facts, the decision's text aside."""
+    from speechsum.benchmark.instructions import render_reference
+
+    for world, named in (("full", True), ("compact", True), ("compact-unnamed", False)):
+        docs = [generate_document(f"d-{i}", "train", 3, GENRES[i % 4], world=world) for i in range(12)]
+        decisions = [(d, f) for d in docs for f in d.facts if f["kind"] == "decision"]
+        assert len(decisions) == 12  # one per document
+        for doc, fact in decisions:
+            verb, obj, decider = fact["slots"]["verb"], fact["slots"]["obj"], fact["slots"]["decider"]
+            assert decider in [s.name for s in doc.speakers]
+            assert fact["keys"] == [verb, obj]
+            assert fact["text"] == f"{decider if named else 'it was'} decided to {verb} the {obj}"
+    compact = [generate_document(f"d-{i}", "train", 3, GENRES[i % 4], world="compact") for i in range(12)]
+    for named_doc, unnamed_doc in zip(compact, docs):
+        assert named_doc.turns == unnamed_doc.turns and named_doc.speakers == unnamed_doc.speakers
+        assert [f["slots"] for f in named_doc.facts] == [f["slots"] for f in unnamed_doc.facts]
+    doc, fact = decisions[0]
+    text = render_reference("bullets", [fact], [0], genre_noun="meeting", topic=doc.topic)
+    assert text == f"- It was decided to {fact['slots']['verb']} the {fact['slots']['obj']}."
