@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
 
-from speechsum.evaluation.paired import PairedResult, join_scores, paired_comparison
+from speechsum.evaluation.paired import PairedResult, check_prediction_rows, join_scores, paired_comparison
 from speechsum.utils.io import read_jsonl
 
 STUDENTS = ("sft", "kd", "dpo")
@@ -45,10 +46,7 @@ def student_rows(run: Path, metric: str = "fact_judge") -> dict[str, list[dict]]
         path = run / "evaluate" / student / "predictions.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{run}: neither scores.csv nor {path}")
-        rows[student] = read_jsonl(path)
-        for number, row in enumerate(rows[student], start=1):
-            if not isinstance(row, dict) or not {"id", "split"} <= row.keys():
-                raise ValueError(f"{path}: row {number}: not a prediction row with id and split")
+        rows[student] = check_prediction_rows(read_jsonl(path), path)
         rows[student].sort(key=lambda row: (row["split"], row["id"]))
     return rows
 
@@ -60,12 +58,18 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
         missing = [c for c in ("id", "split", *STUDENTS) if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: line 1: missing column(s) {', '.join(missing)} (expected id,split,sft,kd,dpo)")
+        seen = set()
         for number, line in enumerate(reader, start=2):
+            if (line["split"], line["id"]) in seen:
+                raise ValueError(f"{path}: line {number}: id {line['id']!r} appears twice in split {line['split']!r}")
+            seen.add((line["split"], line["id"]))
             for student in STUDENTS:
                 try:
                     value = float(line[student]) if line[student] else None
                 except ValueError as err:
                     raise ValueError(f"{path}: line {number}: {student} is not a number ({err})") from err
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"{path}: line {number}: {student} is {value}, not a finite score")
                 rows[student].append({"id": line["id"], "split": line["split"], "scores": {metric: value}})
     for student_list in rows.values():
         student_list.sort(key=lambda row: (row["split"], row["id"]))

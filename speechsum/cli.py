@@ -76,9 +76,35 @@ def main(argv: list[str] | None = None) -> None:
         print(OVERVIEW)
         if not args:
             return
+    check_config_files(args)
     from speechsum.lightning_cli import lightning_cli
 
     lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+
+
+def check_config_files(args: list[str]) -> None:
+    """Exit 2 naming the file, line and column when a ``--config`` file is not valid YAML (the Lightning
+    CLI would report a ``"<unicode string>"`` and not say which of several ``--config`` files)."""
+    import yaml
+
+    paths = [value for flag, value in zip(args, args[1:]) if flag == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as file:
+                yaml.safe_load(file)
+        except OSError:
+            continue  # the Lightning CLI names missing and unreadable files itself
+        except UnicodeDecodeError as err:
+            print(f"error: {path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8",
+                  file=sys.stderr)
+            raise SystemExit(2) from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+            problem = getattr(err, "problem", None) or str(err)
+            print(f"error: {where}: not valid YAML: {problem}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -230,3 +231,21 @@ def test_throughput_is_logged_per_window(tmp_path, toy_data):
     rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/tokens_per_s")]
     assert len(rows) >= 2
     assert all(float(r["train/tokens_per_s"]) > 0 and float(r["train/audio_s_per_s"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"trainer:\n  max_steps: [1, 2\n", "bad.yaml:3:1: not valid YAML: expected ',' or ']'"),
+    (b"trainer:\n  max_steps: 5\n foo: 1\n", "bad.yaml:3:2: not valid YAML: expected <block end>"),
+    (b"trainer:\n  max_steps: 5 # caf\xe9\n", "bad.yaml: not UTF-8 text (byte 29: invalid continuation byte)"),
+])
+def test_a_broken_config_file_is_named_with_line_and_column(tmp_path, capsys, text, message):
+    from speechsum.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(text)
+    trainer = Path(__file__).resolve().parents[1] / "configs" / "trainer" / "cpu.yaml"
+    for args in (["fit", "--config", str(trainer), "--config", str(bad)], ["fit", f"--config={bad}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert f"error: {tmp_path}/{message}" in capsys.readouterr().err

@@ -69,10 +69,22 @@ class Example:
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
 
 
+def _check_unicode(text: str, where: str) -> None:
+    """JSON's ``\\ud800``-style escapes can spell a lone UTF-16 surrogate: a str that no tokenizer,
+    file or HTTP body can encode. Refused here, naming the field, instead of deep in training."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{where}: a lone UTF-16 surrogate {text[err.start]!r} at character {err.start} "
+                         "(an unpaired \\uD800-\\uDFFF escape): not valid Unicode text") from None
+
+
 def _check_types(record: dict) -> None:
     for name in _STRING_FIELDS:
         if name in record and record[name] is not None and not isinstance(record[name], str):
             raise ValueError(f"field '{name}' must be a string, got {type(record[name]).__name__}")
+        if isinstance(record.get(name), str):
+            _check_unicode(record[name], f"field '{name}'")
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
         raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}")

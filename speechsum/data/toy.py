@@ -9,14 +9,13 @@ to exercise loading and resampling. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from speechsum.utils.io import write_jsonl
+from speechsum.utils.io import read_jsonl, write_jsonl
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
@@ -82,7 +81,13 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
 def score_predictions(path: str | Path) -> dict[str, float]:
     """Scores of a ``predictions.jsonl`` on the toy set: exact match, first-word accuracy, and
     word-level F1 of the word lists (the distinct words heard vs. the reference's)."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path}: no predictions (an empty file)")
+    for number, row in enumerate(rows, start=1):
+        bad = [key for key in ("prediction", "reference") if not isinstance(row, dict) or not isinstance(row.get(key), str)]
+        if bad:
+            raise ValueError(f"{path}:{number}: needs string field(s) {', '.join(bad)} (a `speechsum predict` row)")
     first = [r for r in rows if r["reference"].startswith("The first word")]
     lists = [r for r in rows if r["reference"].startswith("Words:")]
     f1_scores = []
@@ -104,7 +109,15 @@ def score_main(argv: list[str] | None = None) -> None:
         prog="speechsum toyscore", description="Score predictions.jsonl of a model on the toy tone-language set."
     )
     parser.add_argument("predictions", help="predictions.jsonl written by `speechsum predict`")
-    scores = score_predictions(parser.parse_args(argv).predictions)
+    path = parser.parse_args(argv).predictions
+    try:
+        scores = score_predictions(path)
+    except UnicodeDecodeError as err:
+        raise SystemExit(f"speechsum toyscore: {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise SystemExit(f"speechsum toyscore: {path}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise SystemExit(f"speechsum toyscore: {err}") from None
     print(f"{scores['examples']} test examples")
     for name in ("exact_match", "first_word_accuracy", "word_list_f1"):
         print(f"  {name:<20} {scores[name]:.3f}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +89,22 @@ def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence
     mean, low, high = bootstrap_ci(d, confidence=0.95, num_resamples=num_resamples, seed=seed)
     p_value, exact = sign_flip_p_value(d, num_resamples, seed, exact_max_n)
     return PairedResult(mean, low, high, p_value, int(d.size), exact)
+
+
+def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:
+    """``rows`` (of ``path``, a ``predictions.jsonl``) unchanged when each is an object with ``id`` and
+    ``split`` and no ``(split, id)`` repeats; else a ValueError naming the file and line (the joins
+    below pair examples by id, so a repeated one would silently keep its last row)."""
+    seen = set()
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or row.get("id") is None or row.get("split") is None:
+            raise ValueError(f"{path}:{number}: not a prediction row (needs an object with `id` and `split`)")
+        key = (row["split"], row["id"])
+        if key in seen:
+            raise ValueError(f"{path}:{number}: id {row['id']!r} appears twice in split {row['split']!r} "
+                             "(one row per example)")
+        seen.add(key)
+    return rows
 
 
 def join_scores(rows_a: list[dict], rows_b: list[dict], metric: str, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.evaluation.paired import PairedResult, join_scores, paired_comparison
+from speechsum.evaluation.paired import PairedResult, check_prediction_rows, join_scores, paired_comparison
 from speechsum.utils.io import read_jsonl, write_atomic
 
 ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
@@ -148,14 +148,28 @@ def choose_metric(runs: list[dict], metric: str | None) -> str:
     raise ValueError(f"no common main metric; pass --metric (available: {sorted(set.intersection(*available))})")
 
 
+def _cell(stat: object, where: str) -> Cell:
+    """A metrics.json statistic ``{mean, low, high, n}`` as a Cell; anything else, or a non-finite
+    mean or bound, is a ValueError naming ``where``."""
+    try:
+        mean, low, high = (float(stat[key]) for key in ("mean", "low", "high"))  # type: ignore[index]
+        n = int(stat["n"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{where}: expected an object with numbers mean, low, high and n, got {stat!r}") from None
+    if not all(map(math.isfinite, (mean, low, high))):
+        raise ValueError(f"{where}: mean {mean}, low {low}, high {high}: every one must be a finite number")
+    return Cell(mean, low, high, n)
+
+
 def build_rows(runs: list[dict], metric: str) -> tuple[list[Row], list[str]]:
     rows, splits = [], set()
     for run in order_runs(runs):
         cells = {}
         for split, scores in run["results"].get("split", {}).items():
-            if metric in scores and scores[metric].get("n", 0) > 0:
-                stat = scores[metric]
-                cells[split] = Cell(stat["mean"], stat["low"], stat["high"], stat["n"])
+            if metric in scores:
+                cell = _cell(scores[metric], f"{Path(run['_path']) / 'metrics.json'}: results.split.{split}.{metric}")
+                if cell.n > 0:
+                    cells[split] = cell
         splits |= cells.keys()
         system = run["system"]
         rows.append(Row(system["name"], row_label(system), system.get("role") or "student", system.get("stage"), cells))
@@ -219,15 +233,16 @@ def comparison_pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
 def load_predictions(run: dict) -> list[dict] | None:
     """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent."""
     path = Path(run["_path"]) / "predictions.jsonl"
-    return read_jsonl(path) if path.is_file() else None
+    return check_prediction_rows(read_jsonl(path), path) if path.is_file() else None
 
 
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
                        num_resamples: int = 10_000, seed: int = 0) -> tuple[list[Comparison], list[str]]:
     """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
-    comparisons and the names of compared systems without ``predictions.jsonl`` (left out)."""
+    comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
+    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""
     predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
-    comparisons, missing = [], set()
+    comparisons, missing, unpaired = [], set(), []
     for a, b in comparison_pairs(rows):
         rows_a, rows_b = predictions[a.name], predictions[b.name]
         if rows_a is None or rows_b is None:
@@ -239,7 +254,13 @@ def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], met
                 if scores_a.size:
                     result = paired_comparison(scores_a, scores_b, num_resamples, seed)
                     comparisons.append(Comparison(a.name, b.name, split, metric, result))
-    return comparisons, sorted(missing)
+                elif all(_scored(rows_, metric, split) for rows_ in (rows_a, rows_b)):
+                    unpaired.append((a.name, b.name, split, metric))
+    return comparisons, sorted(missing), unpaired
+
+
+def _scored(rows: list[dict], metric: str, split: str) -> bool:
+    return any(row.get("split") == split and (row.get("scores") or {}).get(metric) is not None for row in rows)
 
 
 def _p(value: float) -> str:
@@ -255,10 +276,11 @@ def _pct(value: float | None) -> str:
 
 
 def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric: str, missing: list[str],
-                  num_resamples: int, seed: int) -> list[str]:
-    """Markdown lines of the paired-comparison table of ``metric`` (none without comparisons)."""
+                  num_resamples: int, seed: int, unpaired: list[tuple[str, str, str, str]] = ()) -> list[str]:
+    """Markdown lines of the paired-comparison table of ``metric`` (none without comparisons or notes)."""
     shown = [c for c in comparisons if c.metric == metric]
-    if not shown and not missing:
+    apart = [f"{labels[b]} − {labels[a]} on {split}" for a, b, split, m in unpaired if m == metric]
+    if not shown and not missing and not apart:
         return []
     lines = ["", f"## Paired comparisons ({metric}, same examples)", "",
              f"Δ = B − A over the examples both systems answered (joined by id within each split); 95 % CI: paired "
@@ -266,6 +288,8 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
              f"(exact for n ≤ 16, else {num_resamples:,} seeded sign vectors).", ""]
     if missing:
         lines += [f"Left out, no predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
+    if apart:
+        lines += [f"Not compared, no example id in common (different test sets?): {'; '.join(apart)}.", ""]
     lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
     for c in shown:
         r = c.result
@@ -369,9 +393,10 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
                     if name != metric and any(name in run["results"]["all"] for run in runs)}
     described = {name: (metric_rows, next((run["metrics"][name] for run in runs if run.get("metrics", {}).get(name)),
                                           name)) for name, metric_rows in faithfulness.items()}
-    comparisons, missing = paired_comparisons(runs, rows, splits, [metric, *faithfulness], num_resamples, seed)
+    comparisons, missing, unpaired = paired_comparisons(runs, rows, splits, [metric, *faithfulness], num_resamples,
+                                                        seed)
     labels = {row.name: row.label for row in rows}
-    paired = render_paired(comparisons, labels, metric, missing, num_resamples, seed)
+    paired = render_paired(comparisons, labels, metric, missing, num_resamples, seed, unpaired)
     out = Path(out)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "paired_csv": out / "paired.csv",
              "chart": out / f"chart_{metric}.png"}

@@ -114,6 +114,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "use an absolute path or set allow_paths_outside_manifest_dir=True",
         ),
         "duplicate_id": (record("a", "audio/b.wav"), {}, "duplicate id 'a'"),
+        "lone_surrogate": (
+            '{"id": "b", "audio": "audio/b.wav", "instruction": "Sum up \\ud83d please."}',
+            {},
+            "field 'instruction': a lone UTF-16 surrogate '\\ud83d' at character 7 (an unpaired "
+            "\\uD800-\\uDFFF escape): not valid Unicode text",
+        ),
     }
     return cases[name]
 
@@ -143,6 +149,7 @@ BAD_CASES = [
     "duration_nan",
     "escapes_folder",
     "duplicate_id",
+    "lone_surrogate",
 ]
 
 

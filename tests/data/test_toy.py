@@ -49,3 +49,22 @@ def test_toydata_refuses_empty_splits(tmp_path, counts):
     with pytest.raises(SystemExit) as stop:
         main(["--out", str(tmp_path / "toy"), *counts])
     assert stop.value.code == 2 and not (tmp_path / "toy").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "predictions.jsonl: no predictions (an empty file)"),
+    (b'{"prediction": "x", "reference": "y"}\n{oops\n', "predictions.jsonl:2: invalid JSON"),
+    (b'{"prediction": "x"}\n', "predictions.jsonl:1: needs string field(s) reference (a `speechsum predict` row)"),
+    (b'[1]\n', "predictions.jsonl:1: needs string field(s) prediction, reference"),
+    (b'{"prediction": "caf\xe9"}\n', "predictions.jsonl: not UTF-8 text (invalid continuation byte at byte 19)"),
+])
+def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, message):
+    from speechsum.data.toy import score_main
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(SystemExit) as stop:
+        score_main([str(path)])
+    assert str(stop.value).startswith(f"speechsum toyscore: {tmp_path}/{message}")
+    with pytest.raises(SystemExit, match="missing.jsonl: No such file or directory"):
+        score_main([str(tmp_path / "missing.jsonl")])

@@ -194,3 +194,41 @@ def test_faithfulness_tables_per_system(runs, tmp_path):
     assert hallucination[4] == ["student + SFT (sft)", "0.200 [-0.050, 0.450]", "0.200 [-0.050, 0.450]"]
     assert [row[0] for row in table_rows(markdown, "## Per system: repetition")][1:4] == [
         "text teacher", "text backbone", "cascade (ASR → text LM)"]
+
+
+def test_runs_on_different_examples_are_named_not_dropped(runs, tmp_path):
+    rows = [json.loads(line) for line in (runs / "sft" / "predictions.jsonl").read_text().splitlines()]
+    renamed = [row | {"id": "other-" + row["id"]} if row["split"] == "test" else row for row in rows]
+    (runs / "sft" / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in renamed))
+    markdown = build_report([runs], tmp_path / "report")["markdown"].read_text()
+    assert ("Not compared, no example id in common (different test sets?): student + KD (kd) − student + SFT "
+            "(sft) on test; student + DPO (dpo) − student + SFT (sft) on test.") in markdown
+    compared = [row[:2] for row in table_rows(markdown, "## Paired comparisons (fact_judge")[1:]]
+    assert ["student + KD (kd) − student + SFT (sft)", "test_xling"] in compared
+    assert ["student + KD (kd) − student + SFT (sft)", "test"] not in compared
+
+
+@pytest.mark.parametrize("stat_value, message", [
+    ({"mean": float("nan"), "low": 1.0, "high": 2.0, "n": 40}, "mean nan, low 1.0, high 2.0: every one must be a "
+                                                                 "finite number"),
+    ({"mean": 1.0, "low": 1.0, "n": 40}, "expected an object with numbers mean, low, high and n"),
+    ([1, 2], "expected an object with numbers mean, low, high and n"),
+])
+def test_a_bad_statistic_names_file_split_and_metric(runs, tmp_path, stat_value, message):
+    path = runs / "kd" / "metrics.json"
+    run = json.loads(path.read_text())
+    run["results"]["split"]["test"]["fact_judge"] = stat_value
+    path.write_text(json.dumps(run))
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value).startswith(f"speechsum report: {path}: results.split.test.fact_judge: {message}")
+
+
+def test_a_duplicated_prediction_id_is_an_error_naming_the_line(runs, tmp_path):
+    path = runs / "kd" / "predictions.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[3]]) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (f"speechsum report: {path}:{len(lines) + 1}: id 'test-3' appears twice in split "
+                               "'test' (one row per example)")
