@@ -180,7 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        try:
+            data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate echoed from a request: escape it, send valid JSON
+            data = json.dumps(payload, ensure_ascii=True, allow_nan=False).encode("ascii")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -202,6 +205,15 @@ def _json_object(body: bytes) -> dict:
     except json.JSONDecodeError as error:
         raise APIError(400, f"Request body is not valid JSON: {error.msg} at line {error.lineno} "
                             f"column {error.colno}.") from None
+    except RecursionError:
+        raise APIError(400, "Request body is nested deeper than this server parses.") from None
     if not isinstance(value, dict):
         raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
+    try:  # a \ud800-style escape without its pair decodes to a str no tokenizer or reply can encode
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise APIError(400, f"Request body holds a lone UTF-16 surrogate ({error.object[error.start]!r}, an "
+                            "unpaired \\uD800-\\uDFFF escape): not valid Unicode text.") from None
+    except RecursionError:
+        raise APIError(400, "Request body is nested deeper than this server parses.") from None
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"'{name}' must be a number, got {json_type(value)}.", name)
+    if not math.isfinite(value):
+        raise _bad(f"'{name}' must be a finite number, got {value}.", name)
     if value > high or value < low or (low_open and value == low):
         raise _bad(f"'{name}' must be in {'(' if low_open else '['}{low}, {high}], got {value}.", name)
     return float(value)
@@ -195,15 +198,19 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
     if kind not in AUDIO_FORMATS:
         raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)}; got {kind!r}.", f"{param}.format")
     encoded = audio["data"]
+    if encoded[:5].lower() == "data:":
+        raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
+                   f"'{encoded[: encoded.find(',') + 1] or 'data:'}' prefix.", f"{param}.data")
     size = len(encoded) * 3 // 4
     if size > limits.max_audio_bytes:
         raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
                             f"{limits.max_audio_bytes} bytes (--max-audio-bytes).", param=param,
                        code="audio_too_large")
-    try:
-        data = base64.b64decode(encoded, validate=True)
+    try:  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
+        data = base64.b64decode("".join(encoded.split()), validate=True)
     except binascii.Error as error:
-        raise _bad(f"{param}.data is not valid base64: {error}.", f"{param}.data") from None
+        raise _bad(f"{param}.data is not valid standard base64 ({error}): encode the file's bytes with the "
+                   "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", f"{param}.data") from None
     if not data:
         raise _bad(f"{param}.data is empty.", f"{param}.data")
     return AudioInput(data, kind, index, param)

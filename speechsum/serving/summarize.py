@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
+from speechsum.utils.devices import check_device
 from speechsum.utils.io import write_jsonl
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
@@ -64,6 +66,13 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     """``path`` as mono float32 at the model's rate; longer than :func:`audio_limit` is an error
     (or cut to it when ``truncate``); an empty file is an error."""
     limit = audio_limit(model)
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"{path}: no such file")
+    if file.is_dir():
+        raise ValueError(f"{path}: a folder, not an audio file")
+    if not os.access(file, os.R_OK):
+        raise ValueError(f"{path}: permission denied")
     try:
         waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")
     except AudioTooLongError:
@@ -164,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("audio", nargs="+", help="audio files")
     parser.add_argument("--model", required=True, help="exported directory (speechsum export) or stage checkpoint (.ckpt)")
     parser.add_argument("--config", default=None, metavar="YAML", help="stage config for a checkpoint without saved hyperparameters")
-    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help=f"what to write (default {DEFAULT_INSTRUCTION!r})")
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
+                        help=f"what to write (default, and when empty or only spaces: {DEFAULT_INSTRUCTION!r}, as serve)")
     parser.add_argument("--out", default=None, metavar="FILE.jsonl", help="output file (default: print the rows)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="files per generate call (default 4)")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="longest summary in tokens (default 256)")
@@ -182,6 +192,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
         raise SystemExit(f"speechsum summarize: --out {args.out}: give a file path in an existing folder "
                          "(checked before any audio is summarised)")
+    if args.out and any(Path(audio).resolve() == Path(args.out).resolve() for audio in args.audio):
+        raise SystemExit(f"speechsum summarize: --out {args.out} is one of the audio files; it would be overwritten")
+    instruction = args.instruction.strip() or DEFAULT_INSTRUCTION
+    try:
+        instruction.encode("utf-8")
+        check_device(args.device)
+    except UnicodeEncodeError:
+        raise SystemExit("speechsum summarize: --instruction is not valid Unicode text (a lone surrogate)") from None
+    except ValueError as err:
+        raise SystemExit(f"speechsum summarize: {err}") from None
     from speechsum.serving.export import load_model
 
     try:
@@ -190,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum summarize: {err}") from None
     model.to(args.device)
-    settings = Settings(instruction=args.instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
+    settings = Settings(instruction=instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
                         batch_size=args.batch_size, truncate=args.truncate)
     rows = summarize_files(model, args.audio, settings, progress=not args.no_progress)
     if args.out:

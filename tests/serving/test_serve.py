@@ -273,3 +273,47 @@ def _raw(base_url: str, method: str, path: str, body: bytes | None = None) -> tu
         return response.status, json.loads(response.read())
     finally:
         connection.close()
+
+
+def test_nan_nesting_and_lone_surrogates_are_400_not_500(backend):
+    with serve_in_thread(backend, max_request_bytes=500_000) as url:
+        nested = b'{"prompt": "x", "logit_bias": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        status, body = _raw(url, "POST", "/v1/completions", nested)
+        assert status == 400 and "nested deeper" in body["error"]["message"]
+        for field in ("temperature", "top_p"):
+            status, body = _raw(url, "POST", "/v1/completions", f'{{"prompt": "x", "{field}": NaN}}'.encode())
+            assert status == 400 and body["error"]["message"] == f"'{field}' must be a finite number, got nan."
+        for body_text in (b'{"prompt": "x\\ud800"}', b'{"prompt": "x", "model": "\\udfff"}'):
+            status, body = _raw(url, "POST", "/v1/completions", body_text)
+            assert status == 400 and "lone UTF-16 surrogate" in body["error"]["message"]
+        assert _raw(url, "POST", "/v1/completions", b'{"prompt": "x \\ud83d\\ude00", "max_tokens": 1}')[0] == 200
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--port", "70000", "a TCP port is 0-65535, got 70000"),
+    ("--port", "-1", "must be at least 0, got -1"),
+    ("--max-audio-seconds", "nan", "must be a positive number of seconds, got nan"),
+    ("--max-audio-seconds", "0", "must be a positive number of seconds, got 0"),
+    ("--max-audio-bytes", "0", "must be at least 1, got 0"),
+    ("--max-tokens-limit", "0", "must be at least 1, got 0"),
+    ("--max-request-bytes", "x", "expected an integer, got 'x'"),
+])
+def test_serve_options_are_checked_before_the_model_loads(capsys, model_dir, option, value, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", str(model_dir), option, value])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_busy_port_or_missing_device_is_one_line(model_dir):
+    with pytest.raises(SystemExit, match=r"--device cuda:7: |--device cuda:7: only"):
+        main(["--model", str(model_dir), "--device", "cuda:7"])
+    with pytest.raises(SystemExit, match="is not a torch device"):
+        main(["--model", str(model_dir), "--device", "banana"])
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=rf"cannot listen on 127.0.0.1:{port}: .*pick another --port"):
+            main(["--model", str(model_dir), "--port", str(port)])

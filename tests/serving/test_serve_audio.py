@@ -90,6 +90,14 @@ def test_mp3_and_the_default_instruction(client, model, wavs, tmp_path) -> None:
     assert reply.choices[0].message.content == expected_text(model, mp3, DEFAULT_INSTRUCTION)
 
 
+def test_base64_with_line_breaks_reads_as_the_same_audio(client, model, wavs) -> None:
+    messages = audio_message(wavs[0].read_bytes())
+    encoded = messages[0]["content"][0]["input_audio"]["data"]
+    messages[0]["content"][0]["input_audio"]["data"] = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    reply = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=6)
+    assert reply.choices[0].message.content == expected_text(model, wavs[0])
+
+
 def test_sampling_n_with_a_seed_is_reproducible(client, wavs) -> None:
     def sample():
         return client.chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()),
@@ -116,7 +124,11 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))
     broken = audio_message(b"x")
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
-    assert bad_request(client, broken).startswith(f"{param}.data is not valid base64")
+    assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
+    assert "e.g. `base64 -w0 clip.wav`" in bad_request(client, broken)
+    broken[0]["content"][0]["input_audio"]["data"] = "data:audio/wav;base64,UklGRg=="
+    assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: URL; "
+                                           "drop the 'data:audio/wav;base64,' prefix.")
     wrong = audio_message(b"x")
     wrong[0]["content"][0]["input_audio"]["format"] = "aac"
     assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)

@@ -59,6 +59,7 @@ def test_summaries_of_every_format_and_errors_per_file(composed_export: Path, tm
     assert set(errors) == {str(garbage), str(missing), str(nan)}
     assert all(path in message for path, message in errors.items())
     assert "non-finite" in errors[str(nan)].lower() or "nan" in errors[str(nan)].lower()
+    assert errors[str(missing)] == f"{missing}: no such file"
     stderr = capsys.readouterr().err
     assert all(f"speechsum summarize: {message}" in stderr for message in errors.values())
     assert "3 of 7 files failed" in stderr
@@ -117,3 +118,21 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(tmp_pa
     (tmp_path / "folder").mkdir()
     with pytest.raises(SystemExit, match="--out .*: give a file path in an existing folder"):
         main(["x.wav", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / out)])
+
+
+def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: Path, tmp_path: Path, capsys) -> None:
+    clip = write_wavs(tmp_path, rate=16_000)[0]
+    before = clip.read_bytes()
+    with pytest.raises(SystemExit, match="is one of the audio files; it would be overwritten"):
+        main([str(clip), "--model", str(composed_export), "--out", str(clip)])
+    assert clip.read_bytes() == before
+    with pytest.raises(SystemExit, match="--device cuda:3: |is not a torch device"):
+        main([str(clip), "--model", str(composed_export), "--device", "cuda:3"])
+    out = tmp_path / "rows.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), str(clip), "--model", str(composed_export), "--out", str(out), "--instruction", "  ",
+              "--max-new-tokens", str(MAX_NEW_TOKENS), "--no-progress"])
+    assert exit_info.value.code == 1
+    folder_row, clip_row = read_jsonl(out)
+    assert folder_row["error"] == f"{tmp_path}: a folder, not an audio file"
+    assert clip_row["instruction"] == DEFAULT_INSTRUCTION and "summary" in clip_row  # as serve: blank = the default

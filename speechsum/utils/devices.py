@@ -1,0 +1,27 @@
+"""Checking a ``--device`` before minutes of model loading are spent on it."""
+
+from __future__ import annotations
+
+
+def check_device(name: str) -> str:
+    """``name`` when torch can place tensors there (``cpu``, ``cuda``, ``cuda:N``, ``mps``); else a
+    ValueError that says what this machine has."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {name!r} is not a torch device ({err}); use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: this machine has no CUDA device that torch {torch.__version__} can "
+                             "use; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: only {count} CUDA device(s) here (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: speechsum runs on cpu, cuda or mps, not {device.type}")
+    return name
