@@ -31,7 +31,13 @@ from speechsum.serving.protocol import (
     CompletionRequest,
     Generation,
 )
-from speechsum.serving.summarize import DEFAULT_INSTRUCTION, audio_limit, summarize_waveforms
+from speechsum.serving.summarize import (
+    DEFAULT_INSTRUCTION,
+    audio_limit,
+    context_length,
+    prompt_positions,
+    summarize_waveforms,
+)
 
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
@@ -85,7 +91,7 @@ class SpeechBackend:
             raise ValueError("SpeechBackend serves speech students; a text LM is served as a causal LM directory")
         self.model = model.eval()
         self.model_name = served_model_name
-        self.max_model_len = None
+        self.max_model_len = context_length(model)
         limits = [x for x in (max_audio_seconds, audio_limit(model)) if x is not None]
         self.max_audio_seconds = min(limits) if limits else None
         self._lock = threading.Lock()
@@ -102,6 +108,7 @@ class SpeechBackend:
         sampling = request.sampling
         greedy = sampling.temperature == 0.0
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
+        max_tokens = self._fit_context(waveform, instruction, max_tokens, sampling.fit_to_context)
         settings = GenerationSettings(max_new_tokens=max(max_tokens, 1), do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
@@ -127,6 +134,22 @@ class SpeechBackend:
             raise _bad(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
                        f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
         return request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
+
+    def _fit_context(self, waveform: np.ndarray, instruction: str, max_tokens: int, fit: bool) -> int:
+        """``max_tokens``, lowered to the room the prompt leaves in the LM's context when ``fit`` (no
+        max_tokens asked for); a 400 when the prompt alone fills the context or ``max_tokens`` does not fit."""
+        if self.max_model_len is None:
+            return max_tokens
+        with self._lock, torch.inference_mode():
+            positions = prompt_positions(self.model, waveform, instruction)
+        room = self.max_model_len - positions
+        if room <= 0 or (max_tokens > room and not fit):
+            seconds = len(waveform) / self.model.processor.sample_rate
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the "
+                                f"{seconds:.1f} s of audio and the instruction take {positions} and the completion "
+                                f"asks for {max_tokens}. Send a shorter clip or lower max_tokens.",
+                           param="max_tokens" if room > 0 else "messages", code="context_length_exceeded")
+        return min(max_tokens, room)
 
     def _devices(self) -> list[torch.device]:
         device = next(self.model.parameters()).device

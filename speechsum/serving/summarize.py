@@ -101,6 +101,27 @@ def to_device(batch: SpeechBatch, device: torch.device | str) -> SpeechBatch:
     return replace(batch, audio=audio, prompt_ids=move(batch.prompt_ids), prompt_mask=move(batch.prompt_mask))
 
 
+def context_length(model: SpeechLLM) -> int | None:
+    """The LM's ``max_position_embeddings`` (prompt + completion positions), None when it has none."""
+    config = getattr(model.causal_lm(), "config", None)
+    if config is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str) -> int:
+    """Positions the LM reads for one clip's prompt: CTC-compressed audio counts only the frames it keeps."""
+    device = next(model.parameters()).device
+    batch = to_device(batch_of(model, [waveform], [instruction], ["clip"]), device)
+    try:
+        prompt = model.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
+    except NotImplementedError:  # a backbone that decodes through its own generate: every placeholder
+        return int(batch.prompt_mask.sum())
+    return int(prompt.mask.sum())
+
+
 def summarize_waveforms(
     model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], generation: GenerationSettings,
     names: Sequence[str] | None = None, num_return_sequences: int = 1,
@@ -129,14 +150,25 @@ def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, 
         row["error"] = message
         print(f"speechsum summarize: {message}", file=sys.stderr)
 
+    context = context_length(model)
     for chunk in _chunks(rows, settings.batch_size):
         loaded = []
         for row in chunk:
             try:
-                loaded.append((row, read_clip(row["audio"], model, settings.truncate)))
+                clip = read_clip(row["audio"], model, settings.truncate)
             except AUDIO_ERRORS as err:
                 message = str(err)
                 fail(row, message if row["audio"] in message else f"{row['audio']}: {message}")
+                continue
+            if context is not None:
+                with torch.no_grad():
+                    positions = prompt_positions(model, clip, settings.instruction)
+                if positions + settings.generation.max_new_tokens > context:
+                    fail(row, f"{row['audio']}: too long for this model: its {len(clip) / model.processor.sample_rate:.0f} s "
+                              f"take {positions} of the LM's {context} positions, and the summary may take "
+                              f"{settings.generation.max_new_tokens} more; split the file (or lower --max-new-tokens)")
+                    continue
+            loaded.append((row, clip))
         if loaded:
             clips = [clip for _, clip in loaded]
             try:

@@ -180,3 +180,36 @@ def test_cli_serves_exports_and_checkpoints_as_speech_students(export_dir, tmp_p
     text_export = export_checkpoint(text_ckpt, tmp_path / "text_export", merge_lora=True)
     backend = build_backend(build_parser().parse_args(["--model", str(text_export)]))
     assert type(backend).__name__ == "HFBackend"
+
+
+def test_the_lms_context_bounds_audio_and_completion(model, wavs) -> None:
+    """A prompt whose kept audio positions and instruction fill the LM's context is a 400; a request
+    without max_tokens gets the room left; /v1/models reports the context."""
+    from speechsum.serving.summarize import context_length, prompt_positions
+
+    config = model.causal_lm().config
+    saved = config.max_position_embeddings
+    clip = load_audio(str(wavs[0]), 16_000)
+    positions = prompt_positions(model, clip, INSTRUCTION)
+    assert 0 < positions <= int(batch_for(model, [clip], INSTRUCTION).prompt_mask.sum())
+    config.max_position_embeddings = positions + 3
+    try:
+        backend = SpeechBackend(model, MODEL)
+        assert backend.max_model_len == context_length(model) == positions + 3
+        with serve_in_thread(backend) as base:
+            client = openai_client(base)
+            assert client.models.list().data[0].model_extra["max_model_len"] == positions + 3
+            with pytest.raises(openai.BadRequestError) as info:
+                client.chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()), max_tokens=4)
+            assert info.value.body["code"] == "context_length_exceeded"
+            assert f"take {positions} and the completion asks for 4" in info.value.body["message"]
+            reply = client.chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()),
+                                                   temperature=0)
+            assert reply.usage.completion_tokens <= 3
+        config.max_position_embeddings = positions  # the prompt alone fills the context
+        with serve_in_thread(SpeechBackend(model, MODEL)) as base:
+            with pytest.raises(openai.BadRequestError, match="Send a shorter clip") as info:
+                openai_client(base).chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()))
+            assert info.value.body["param"] == "messages"
+    finally:
+        config.max_position_embeddings = saved

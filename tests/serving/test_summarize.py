@@ -136,3 +136,18 @@ def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: 
     folder_row, clip_row = read_jsonl(out)
     assert folder_row["error"] == f"{tmp_path}: a folder, not an audio file"
     assert clip_row["instruction"] == DEFAULT_INSTRUCTION and "summary" in clip_row  # as serve: blank = the default
+
+
+def test_a_clip_too_long_for_the_lms_context_is_an_error_row(composed_export: Path, tmp_path: Path) -> None:
+    from speechsum.serving.summarize import Settings, prompt_positions, summarize_files
+
+    model = load_exported(composed_export)
+    short, long = write_wavs(tmp_path, rate=16_000)[:2]
+    positions = prompt_positions(model, load_audio(str(long), 16_000), DEFAULT_INSTRUCTION)
+    model.causal_lm().config.max_position_embeddings = positions + MAX_NEW_TOKENS - 1
+    settings = Settings(instruction=DEFAULT_INSTRUCTION, generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+    rows = summarize_files(model, [str(short), str(long)], settings, progress=False)
+    assert "summary" in rows[0]  # 0.6 s fits
+    assert rows[1]["error"] == (f"{long}: too long for this model: its 1 s take {positions} of the LM's "
+                                f"{positions + MAX_NEW_TOKENS - 1} positions, and the summary may take {MAX_NEW_TOKENS} "
+                                "more; split the file (or lower --max-new-tokens)")
