@@ -31,8 +31,10 @@ def fact_kind_table(predictions: list[dict], manifest: dict[str, dict], split: s
         if split is not None and row.get("split") != split:
             continue
         if row["id"] not in manifest:
-            raise KeyError(f"prediction id {row['id']!r} is in no --manifest")
-        meta = manifest[row["id"]]["meta"]
+            raise ValueError(f"prediction id {row['id']!r} is in no --manifest")
+        meta = manifest[row["id"]].get("meta")
+        if not isinstance(meta, dict) or not isinstance(meta.get("facts"), list):
+            raise ValueError(f"manifest row {row['id']!r} has no `meta.facts` (a benchmark manifest has them)")
         text = normalise_text(row.get("prediction") or "")
         for index in meta["required_facts"]:
             fact = meta["facts"][index]
@@ -68,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None, help="only rows of this split (default: every row)")
     parser.add_argument("--metric", default="fact_judge", help="the per-example score averaged by style")
     args = parser.parse_args(argv)
-    manifest = {row["id"]: row for path in args.manifest for row in read_jsonl(path)}
+    manifest = {}
+    for path in args.manifest:
+        try:
+            manifest |= {row["id"]: row for row in read_jsonl(path) if isinstance(row, dict) and "id" in row}
+        except (OSError, ValueError) as err:
+            parser.error(f"--manifest {path}: {err}")
     tables = {}
     for item in args.systems:
         name, sep, path = item.partition("=")
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"expected NAME=PREDICTIONS, got {item!r}")
         try:
             tables[name] = fact_kind_table(read_jsonl(Path(path)), manifest, args.split, args.metric)
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, ValueError) as err:
             parser.error(f"{path}: {err}")
     print(markdown(tables))
     return 0

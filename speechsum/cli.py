@@ -83,18 +83,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def check_config_files(args: list[str]) -> None:
-    """Exit 2 naming the file, line and column when a ``--config`` file is not valid YAML (the Lightning
-    CLI would report a ``"<unicode string>"`` and not say which of several ``--config`` files)."""
+    """Exit 2 naming the file, line and column when a ``--config``/``-c`` file is not valid YAML or
+    not UTF-8 (the Lightning CLI would report a ``"<unicode string>"`` and not say which of several
+    files). Parsed with the Lightning CLI's own YAML loader (jsonargparse's), so whatever it accepts
+    passes; anything else (a missing file, YAML text given inline) is left to it."""
     import yaml
+    from jsonargparse import get_loader
 
-    paths = [value for flag, value in zip(args, args[1:]) if flag == "--config"]
-    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    paths = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith(("--config=", "-c="))]
+    paths += [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
+    load = get_loader("yaml")
     for path in paths:
         try:
             with open(path, encoding="utf-8") as file:
-                yaml.safe_load(file)
-        except OSError:
-            continue  # the Lightning CLI names missing and unreadable files itself
+                load(file.read())
         except UnicodeDecodeError as err:
             print(f"error: {path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8",
                   file=sys.stderr)
@@ -105,7 +108,8 @@ def check_config_files(args: list[str]) -> None:
             problem = getattr(err, "problem", None) or str(err)
             print(f"error: {where}: not valid YAML: {problem}", file=sys.stderr)
             raise SystemExit(2) from None
-
+        except Exception:  # noqa: BLE001  (a missing file, inline YAML, …: the Lightning CLI reports it)
+            continue
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,7 @@ def test_recall_by_kind_and_judge_by_style_hand_counted():
 
 
 def test_unknown_id_and_bad_arguments_are_named(tmp_path, capsys):
-    with pytest.raises(KeyError, match="'zzz' is in no --manifest"):
+    with pytest.raises(ValueError, match="'zzz' is in no --manifest"):
         fact_kind_table([{"id": "zzz", "split": "val", "prediction": "x"}], MANIFEST)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in MANIFEST.values()))

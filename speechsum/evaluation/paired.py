@@ -97,11 +97,12 @@ def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:
     below pair examples by id, so a repeated one would silently keep its last row)."""
     seen = set()
     for number, row in enumerate(rows, start=1):
-        if not isinstance(row, dict) or row.get("id") is None or row.get("split") is None:
-            raise ValueError(f"{path}:{number}: not a prediction row (needs an object with `id` and `split`)")
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str | int) or not isinstance(row.get("split"), str):
+            raise ValueError(f"{path}: row {number}: not a prediction row (needs an object with a string or "
+                             "integer `id` and a string `split`)")
         key = (row["split"], row["id"])
         if key in seen:
-            raise ValueError(f"{path}:{number}: id {row['id']!r} appears twice in split {row['split']!r} "
+            raise ValueError(f"{path}: row {number}: id {row['id']!r} appears twice in split {row['split']!r} "
                              "(one row per example)")
         seen.add(key)
     return rows

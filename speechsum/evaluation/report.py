@@ -153,10 +153,12 @@ def _cell(stat: object, where: str) -> Cell:
     mean or bound, is a ValueError naming ``where``."""
     try:
         mean, low, high = (float(stat[key]) for key in ("mean", "low", "high"))  # type: ignore[index]
-        n = int(stat["n"])  # type: ignore[index]
+        n = stat["n"]  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{where}: expected an object with numbers mean, low, high and n, got {stat!r}") from None
-    if not all(map(math.isfinite, (mean, low, high))):
+        n = None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{where}: expected an object with numbers mean, low, high and a count n, got {stat!r}")
+    if n > 0 and not all(map(math.isfinite, (mean, low, high))):  # n = 0: no example, NaN by design
         raise ValueError(f"{where}: mean {mean}, low {low}, high {high}: every one must be a finite number")
     return Cell(mean, low, high, n)
 

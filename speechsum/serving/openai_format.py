@@ -200,7 +200,7 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
     encoded = audio["data"]
     if encoded[:5].lower() == "data:":
         raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
-                   f"'{encoded[: encoded.find(',') + 1] or 'data:'}' prefix.", f"{param}.data")
+                   f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
     size = len(encoded) * 3 // 4
     if size > limits.max_audio_bytes:
         raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "

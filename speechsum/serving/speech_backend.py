@@ -141,13 +141,14 @@ class SpeechBackend:
         if self.max_model_len is None:
             return max_tokens
         with self._lock, torch.inference_mode():
-            positions = prompt_positions(self.model, waveform, instruction)
+            positions = prompt_positions(self.model, waveform, instruction, fits=self.max_model_len - max_tokens)
         room = self.max_model_len - positions
         if room <= 0 or (max_tokens > room and not fit):
             seconds = len(waveform) / self.model.processor.sample_rate
+            asked = "" if fit else f" and the completion asks for {max_tokens}"
             raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the "
-                                f"{seconds:.1f} s of audio and the instruction take {positions} and the completion "
-                                f"asks for {max_tokens}. Send a shorter clip or lower max_tokens.",
+                                f"{seconds:.1f} s of audio and the instruction take {positions}{asked}. Send a "
+                                "shorter clip" + ("." if fit else " or lower max_tokens."),
                            param="max_tokens" if room > 0 else "messages", code="context_length_exceeded")
         return min(max_tokens, room)
 

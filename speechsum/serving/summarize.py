@@ -111,10 +111,15 @@ def context_length(model: SpeechLLM) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str) -> int:
-    """Positions the LM reads for one clip's prompt: CTC-compressed audio counts only the frames it keeps."""
+def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str, fits: int | None = None) -> int:
+    """Positions the LM reads for one clip's prompt: CTC-compressed audio counts only the frames it
+    keeps, which takes an encoder pass; the placeholder count (an upper bound, free) is returned
+    instead when it is at most ``fits``."""
     device = next(model.parameters()).device
     batch = to_device(batch_of(model, [waveform], [instruction], ["clip"]), device)
+    placeholders = int(batch.prompt_mask.sum())
+    if fits is not None and placeholders <= fits:
+        return placeholders
     try:
         prompt = model.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
     except NotImplementedError:  # a backbone that decodes through its own generate: every placeholder
@@ -161,8 +166,13 @@ def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, 
                 fail(row, message if row["audio"] in message else f"{row['audio']}: {message}")
                 continue
             if context is not None:
-                with torch.no_grad():
-                    positions = prompt_positions(model, clip, settings.instruction)
+                try:
+                    with torch.no_grad():
+                        positions = prompt_positions(model, clip, settings.instruction,
+                                                     fits=context - settings.generation.max_new_tokens)
+                except (RuntimeError, ValueError) as err:  # e.g. out of memory on a long clip
+                    fail(row, f"{row['audio']}: encoding failed: {err}")
+                    continue
                 if positions + settings.generation.max_new_tokens > context:
                     fail(row, f"{row['audio']}: too long for this model: its {len(clip) / model.processor.sample_rate:.0f} s "
                               f"take {positions} of the LM's {context} positions, and the summary may take "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def check_device(name: str) -> str:
-    """``name`` when torch can place tensors there (``cpu``, ``cuda``, ``cuda:N``, ``mps``); else a
-    ValueError that says what this machine has."""
+    """``name`` when torch can place tensors there (``cpu``, ``cuda``, ``cuda:N``, ``mps``, or another
+    type whose torch module says it is available); else a ValueError that says what is missing."""
     import torch
 
     try:
@@ -22,6 +22,8 @@ def check_device(name: str) -> str:
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    elif device.type != "cpu":
-        raise ValueError(f"--device {name}: speechsum runs on cpu, cuda or mps, not {device.type}")
+    elif device.type != "cpu":  # xpu, …: whatever torch says it has
+        backend = getattr(torch, device.type, None)
+        if not getattr(backend, "is_available", lambda: False)():
+            raise ValueError(f"--device {name}: torch has no {device.type} device here; use --device cpu")
     return name

@@ -239,7 +239,8 @@ def test_compact_unnamed_world_reports_decisions_without_the_unheard_decider():
             assert fact["keys"] == [verb, obj]
             assert fact["text"] == f"{decider if named else 'it was'} decided to {verb} the {obj}"
     compact = [generate_document(f"d-{i}", "train", 3, GENRES[i % 4], world="compact") for i in range(12)]
-    for named_doc, unnamed_doc in zip(compact, docs):
+    unnamed = [generate_document(f"d-{i}", "train", 3, GENRES[i % 4], world="compact-unnamed") for i in range(12)]
+    for named_doc, unnamed_doc in zip(compact, unnamed, strict=True):
         assert named_doc.turns == unnamed_doc.turns and named_doc.speakers == unnamed_doc.speakers
         assert [f["slots"] for f in named_doc.facts] == [f["slots"] for f in unnamed_doc.facts]
     doc, fact = decisions[0]

@@ -211,8 +211,9 @@ def test_runs_on_different_examples_are_named_not_dropped(runs, tmp_path):
 @pytest.mark.parametrize("stat_value, message", [
     ({"mean": float("nan"), "low": 1.0, "high": 2.0, "n": 40}, "mean nan, low 1.0, high 2.0: every one must be a "
                                                                  "finite number"),
-    ({"mean": 1.0, "low": 1.0, "n": 40}, "expected an object with numbers mean, low, high and n"),
-    ([1, 2], "expected an object with numbers mean, low, high and n"),
+    ({"mean": 1.0, "low": 1.0, "n": 40}, "expected an object with numbers mean, low, high and a count n"),
+    ({"mean": 1.0, "low": 1.0, "high": 1.0, "n": 2.5}, "expected an object with numbers mean, low, high and a count n"),
+    ([1, 2], "expected an object with numbers mean, low, high and a count n"),
 ])
 def test_a_bad_statistic_names_file_split_and_metric(runs, tmp_path, stat_value, message):
     path = runs / "kd" / "metrics.json"
@@ -230,5 +231,5 @@ def test_a_duplicated_prediction_id_is_an_error_naming_the_line(runs, tmp_path):
     path.write_text("\n".join([*lines, lines[3]]) + "\n")
     with pytest.raises(SystemExit) as stop:
         report_main([str(runs), "--out", str(tmp_path / "r")])
-    assert str(stop.value) == (f"speechsum report: {path}:{len(lines) + 1}: id 'test-3' appears twice in split "
+    assert str(stop.value) == (f"speechsum report: {path}: row {len(lines) + 1}: id 'test-3' appears twice in split "
                                "'test' (one row per example)")

@@ -305,8 +305,8 @@ def test_serve_options_are_checked_before_the_model_loads(capsys, model_dir, opt
 
 
 def test_a_busy_port_or_missing_device_is_one_line(model_dir):
-    with pytest.raises(SystemExit, match=r"--device cuda:7: |--device cuda:7: only"):
-        main(["--model", str(model_dir), "--device", "cuda:7"])
+    with pytest.raises(SystemExit, match=r"--device cuda:999: "):
+        main(["--model", str(model_dir), "--device", "cuda:999"])
     with pytest.raises(SystemExit, match="is not a torch device"):
         main(["--model", str(model_dir), "--device", "banana"])
     import socket
