@@ -259,3 +259,34 @@ def test_configs_the_lightning_cli_reads_pass_the_check(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("trainer:\n  max_steps:\t3\n  default_root_dir: 2024-02-30\n")
     check_config_files(["fit", "--config", str(good), "-c", str(good), "--config", "trainer: {max_steps: 2}"])
+
+
+def test_weights_from_init_from_that_a_stage_freezes_stay_in_its_checkpoint(tmp_path):
+    """A projector trained in one stage and frozen in the next comes back from the next stage's
+    checkpoint (export, evaluate and serve rebuild the model from its config + these weights)."""
+    from speechsum.models.checkpoint import load_speech_llm
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from speechsum.stages.sft import SFTModule
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    first = SFTModule(ComposedSpeechLLM(**{**args, "policy": TrainingPolicy()}))
+    with torch.no_grad():
+        for parameter in first.model.projector.parameters():
+            parameter.add_(0.5)  # "aligned"
+    checkpoint = {"state_dict": first.state_dict(), "hyper_parameters": {}}
+    first.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "first.ckpt")
+
+    frozen_projector = {**args, "policy": TrainingPolicy(train_projector=False)}
+    second = SFTModule(ComposedSpeechLLM(**frozen_projector), init_from=str(tmp_path / "first.ckpt"))
+    saved = {"state_dict": second.state_dict(), "hyper_parameters": {"model": {
+        "class_path": "speechsum.models.composed.ComposedSpeechLLM", "init_args": {**args, "policy": {"train_projector": False}}}}}
+    second.on_save_checkpoint(saved)
+    assert any(key.startswith("model.projector.") for key in saved["state_dict"])  # frozen, from init_from
+    assert not any(key.startswith("model.encoder.") for key in saved["state_dict"])  # frozen, never loaded
+    torch.save(saved, tmp_path / "second.ckpt")
+    rebuilt, _ = load_speech_llm(tmp_path / "second.ckpt")
+    for name, value in first.model.projector.state_dict().items():
+        torch.testing.assert_close(rebuilt.projector.state_dict()[name], value)

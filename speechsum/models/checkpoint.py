@@ -145,17 +145,10 @@ def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
     return parser.instantiate_classes(config).model
 
 
-def load_model_weights(
-    model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str, require_trainable: bool = True
-) -> list[str]:
-    """Load a stage checkpoint's ``model.*`` weights into ``model`` non-strictly (checkpoints may
-    hold trainable weights only); returns the trainable weights it did not have.
-
-    Keys are matched across LoRA wrapping (``q_proj.weight`` of a fully fine-tuned checkpoint
-    fills ``q_proj.base_layer.weight``). A checkpoint weight the model has no place for is an
-    error; so is a missing trainable weight when ``require_trainable`` (else it keeps its fresh
-    init, e.g. a new LoRA adapter).
-    """
+def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """A stage checkpoint's ``model.*`` weights under ``model``'s own names (``q_proj.weight`` of a
+    fully fine-tuned checkpoint fills ``q_proj.base_layer.weight`` of a LoRA-wrapped model); a weight
+    the model has no place for is a ValueError naming ``source``."""
     own = set(model.state_dict())
     matched = {}
     for key, value in state_dict.items():
@@ -167,6 +160,21 @@ def load_model_weights(
     unexpected = sorted(matched.keys() - own)
     if unexpected:
         raise ValueError(f"{source}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
+    return matched
+
+
+def load_model_weights(
+    model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str, require_trainable: bool = True
+) -> list[str]:
+    """Load a stage checkpoint's ``model.*`` weights into ``model`` non-strictly (checkpoints may
+    hold trainable weights only); returns the trainable weights it did not have.
+
+    Keys are matched across LoRA wrapping (``q_proj.weight`` of a fully fine-tuned checkpoint
+    fills ``q_proj.base_layer.weight``). A checkpoint weight the model has no place for is an
+    error; so is a missing trainable weight when ``require_trainable`` (else it keeps its fresh
+    init, e.g. a new LoRA adapter).
+    """
+    matched = match_state_dict(model, state_dict, source)
     fresh = sorted({name for name, _ in model.trainable_parameters()} - matched.keys())
     if fresh and require_trainable:
         raise ValueError(f"{source}: lacks {len(fresh)} trainable weights of this model, e.g. {fresh[:3]}")

@@ -17,7 +17,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
-from speechsum.models.checkpoint import load_model_weights, read_checkpoint, require_rebuildable
+from speechsum.models.checkpoint import (
+    load_model_weights,
+    match_state_dict,
+    read_checkpoint,
+    require_rebuildable,
+)
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.io import write_jsonl
@@ -95,6 +100,7 @@ class SpeechStageModule(L.LightningModule):
         self.strict_loading = not checkpoint_trainable_only
         self._val_samples: list[dict[str, str]] = []
         self._reset_window()
+        self._init_weights: set[str] = set()  # state-dict keys loaded from init_from, kept in checkpoints
         if init_from:
             self.load_weights(init_from)
 
@@ -115,16 +121,20 @@ class SpeechStageModule(L.LightningModule):
         require_rebuildable(checkpoint, path)
         state = checkpoint["state_dict"]
         fresh = load_model_weights(self.model, state, path, require_trainable=False)
+        self._init_weights |= {f"model.{key}" for key in match_state_dict(self.model, state, path)}
         log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(state), len(fresh), fresh[:3])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With ``checkpoint_trainable_only``, frozen weights are left out, except those loaded from
+        ``init_from``: the model config cannot rebuild them (a projector aligned in an earlier stage
+        and frozen in this one would come back random in ``export``, ``evaluate`` and ``serve``)."""
         if self.checkpoint_trainable_only:
             # remove_duplicate=False: a tied head (lm_head = embed_tokens) is frozen under both names.
             frozen = {
                 f"model.{name}"
                 for name, p in self.model.named_parameters(remove_duplicate=False)
                 if not p.requires_grad
-            }
+            } - self._init_weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
