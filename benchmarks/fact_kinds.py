@@ -16,7 +16,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from speechsum.judges.fact import recalls
+from speechsum.judges.fact import judged_facts, recalls
 from speechsum.utils.io import read_jsonl
 from speechsum.utils.text_analysis import normalise_text
 
@@ -33,11 +33,9 @@ def fact_kind_table(predictions: list[dict], manifest: dict[str, dict], split: s
         if row["id"] not in manifest:
             raise ValueError(f"prediction id {row['id']!r} is in no --manifest")
         meta = manifest[row["id"]].get("meta")
-        if not isinstance(meta, dict) or not isinstance(meta.get("facts"), list):
-            raise ValueError(f"manifest row {row['id']!r} has no `meta.facts` (a benchmark manifest has them)")
+        facts, required = judged_facts(meta)
         text = normalise_text(row.get("prediction") or "")
-        for index in meta["required_facts"]:
-            fact = meta["facts"][index]
+        for fact in (facts[index] for index in required):
             kinds[fact["kind"]][0] += recalls(text, fact)
             kinds[fact["kind"]][1] += 1
         score = (row.get("scores") or {}).get(metric)

@@ -58,11 +58,7 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
         missing = [c for c in ("id", "split", *STUDENTS) if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: line 1: missing column(s) {', '.join(missing)} (expected id,split,sft,kd,dpo)")
-        seen = set()
         for number, line in enumerate(reader, start=2):
-            if (line["split"], line["id"]) in seen:
-                raise ValueError(f"{path}: line {number}: id {line['id']!r} appears twice in split {line['split']!r}")
-            seen.add((line["split"], line["id"]))
             for student in STUDENTS:
                 try:
                     value = float(line[student]) if line[student] else None
@@ -71,6 +67,7 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
                 if value is not None and not math.isfinite(value):
                     raise ValueError(f"{path}: line {number}: {student} is {value}, not a finite score")
                 rows[student].append({"id": line["id"], "split": line["split"], "scores": {metric: value}})
+    check_prediction_rows(rows[STUDENTS[0]], path)  # every student has a row per line: one check covers them
     for student_list in rows.values():
         student_list.sort(key=lambda row: (row["split"], row["id"]))
     return rows

@@ -14,8 +14,8 @@ FACTS = [
     {"kind": "place", "keys": ["concert", "lisbon"], "text": "the concert will take place in Lisbon"},
 ]
 MANIFEST = {
-    "a": {"id": "a", "meta": {"facts": FACTS, "required_facts": [0, 1, 2], "style": "bullets"}},
-    "b": {"id": "b", "meta": {"facts": FACTS, "required_facts": [1], "style": "action_items"}},
+    "a": {"id": "a", "meta": {"facts": FACTS, "required_facts": [0, 1, 2], "entities": [], "style": "bullets"}},
+    "b": {"id": "b", "meta": {"facts": FACTS, "required_facts": [1], "entities": [], "style": "action_items"}},
 }
 ROWS = [
     {"id": "a", "split": "val", "prediction": "The Board Meeting is on June 5. Tom will prepare the agenda.",

@@ -95,7 +95,7 @@ def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
     with pytest.raises(ValueError, match=r"kd/predictions.jsonl: row 4: id '\w+' appears twice in split 'val'"):
         student_rows(two_runs[0])
     (bad / "scores.csv").write_text("id,split,sft,kd,dpo\na,val,1,2,3\na,val,1,2,3\n")
-    with pytest.raises(ValueError, match="scores.csv: line 3: id 'a' appears twice in split 'val'"):
+    with pytest.raises(ValueError, match="scores.csv: row 2: id 'a' appears twice in split 'val'"):
         student_rows(bad)
     (bad / "scores.csv").write_text("id,split,sft,kd,dpo\na,val,1,inf,3\n")
     with pytest.raises(ValueError, match="scores.csv: line 2: kd is inf, not a finite score"):

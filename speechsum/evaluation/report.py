@@ -239,7 +239,8 @@ def load_predictions(run: dict) -> list[dict] | None:
 
 
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
-                       num_resamples: int = 10_000, seed: int = 0) -> tuple[list[Comparison], list[str]]:
+                       num_resamples: int = 10_000, seed: int = 0
+                       ) -> tuple[list[Comparison], list[str], list[tuple[str, str, str, str]]]:
     """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
     comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
     ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""

@@ -157,7 +157,8 @@ def recalls(normalised_summary: str, fact: dict) -> bool:
     return all(contains_phrase(normalised_summary, key) for key in fact["keys"])
 
 
-def _validate(meta: dict) -> tuple[list[dict], list[int]]:
+def judged_facts(meta: dict) -> tuple[list[dict], list[int]]:
+    """``(facts, required_facts)`` of a manifest row's ``meta``; a ValueError says what is missing."""
     doc = meta.get("doc_id", "?") if isinstance(meta, dict) else "?"
     if not isinstance(meta, dict):
         raise ValueError(f"fact judge: meta must be a dict, got {type(meta).__name__}")
@@ -196,7 +197,7 @@ class FactJudge:
     def score(self, summary: str, meta: dict, instruction: str | None = None) -> FactVerdict:
         """Judge ``summary`` against ``meta``; ``instruction`` (else ``meta["instruction"]``) counts as
         known text, so a recipient it names is no hallucination."""
-        facts, required = _validate(meta)
+        facts, required = judged_facts(meta)
         style = meta.get("style")
         if count_words(summary) == 0:
             recall = 1.0 if not required else 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ from speechsum.serving.protocol import APIError, Backend
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
 
 
 class APIServer(ThreadingHTTPServer):
@@ -200,20 +202,18 @@ def _json_object(body: bytes) -> dict:
         raise APIError(400, "Empty request body: send a JSON object.")
     try:
         value = json.loads(body.decode("utf-8"))
+        if SURROGATE_ESCAPE.search(body):  # maybe unpaired: a str no tokenizer or reply could encode
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeDecodeError as error:
         raise APIError(400, f"Request body is not UTF-8: {error}.") from None
     except json.JSONDecodeError as error:
         raise APIError(400, f"Request body is not valid JSON: {error.msg} at line {error.lineno} "
                             f"column {error.colno}.") from None
-    except RecursionError:
-        raise APIError(400, "Request body is nested deeper than this server parses.") from None
-    if not isinstance(value, dict):
-        raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
-    try:  # a \ud800-style escape without its pair decodes to a str no tokenizer or reply can encode
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as error:
         raise APIError(400, f"Request body holds a lone UTF-16 surrogate ({error.object[error.start]!r}, an "
                             "unpaired \\uD800-\\uDFFF escape): not valid Unicode text.") from None
     except RecursionError:
         raise APIError(400, "Request body is nested deeper than this server parses.") from None
+    if not isinstance(value, dict):
+        raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
     return value

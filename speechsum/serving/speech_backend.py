@@ -108,7 +108,8 @@ class SpeechBackend:
         sampling = request.sampling
         greedy = sampling.temperature == 0.0
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
-        max_tokens = self._fit_context(waveform, instruction, max_tokens, sampling.fit_to_context)
+        prompt_tokens = self._prompt_tokens(waveform, instruction)
+        max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context)
         settings = GenerationSettings(max_new_tokens=max(max_tokens, 1), do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
@@ -116,9 +117,8 @@ class SpeechBackend:
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed % 2**63)
             if max_tokens == 0:
-                return ChatOutput(self._prompt_tokens(waveform, instruction), [Generation("", "length", None, 0)] * sampling.n)
+                return ChatOutput(prompt_tokens, [Generation("", "length", None, 0)] * sampling.n)
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
-            prompt_tokens = self._prompt_tokens(waveform, instruction)
         generations = [self._generation(out.texts[i], bool(out.truncated[i]), int(out.num_tokens[i]), sampling.stop)
                        for i in range(rows)]
         return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n)
@@ -135,13 +135,16 @@ class SpeechBackend:
                        f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
         return request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
 
-    def _fit_context(self, waveform: np.ndarray, instruction: str, max_tokens: int, fit: bool) -> int:
+    def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,
+                     fit: bool) -> int:
         """``max_tokens``, lowered to the room the prompt leaves in the LM's context when ``fit`` (no
-        max_tokens asked for); a 400 when the prompt alone fills the context or ``max_tokens`` does not fit."""
-        if self.max_model_len is None:
+        max_tokens asked for); a 400 when the prompt alone fills the context or ``max_tokens`` does not fit.
+        ``prompt_tokens`` (the placeholders, an upper bound) spares the encoder pass that counts the
+        positions a CTC-compressed prompt really takes, whenever it fits."""
+        if self.max_model_len is None or prompt_tokens + max_tokens <= self.max_model_len:
             return max_tokens
         with self._lock, torch.inference_mode():
-            positions = prompt_positions(self.model, waveform, instruction, fits=self.max_model_len - max_tokens)
+            positions = prompt_positions(self.model, waveform, instruction)
         room = self.max_model_len - positions
         if room <= 0 or (max_tokens > room and not fit):
             seconds = len(waveform) / self.model.processor.sample_rate
