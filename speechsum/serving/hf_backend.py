@@ -197,7 +197,7 @@ class HFBackend:
         max_new = self._max_new_tokens(len(ids), sampling)
         if max_new == 0:
             return [Generation("", "length", [] if top_k is not None else None, 0) for _ in range(sampling.n)]
-        greedy = sampling.temperature == 0.0
+        greedy = sampling.greedy
         config = GenerationConfig(
             max_new_tokens=max_new, do_sample=not greedy, num_return_sequences=1 if greedy else sampling.n,
             eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id or self.stop_ids[0],

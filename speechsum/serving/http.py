@@ -99,15 +99,33 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:  # noqa: N802
         self._handle("PUT")
 
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._handle("OPTIONS")
+
+    def do_HEAD(self) -> None:  # noqa: N802  (GET's status and headers, no body)
+        self._handle("HEAD")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the standard library answers itself (a method no ``do_*`` handles, a malformed
+        request line, headers too long), as this server's JSON error instead of an HTML page."""
+        self.close_connection = True
+        reason = message or self.responses.get(code, ("Error",))[0]
+        method = getattr(self, "command", None) or "request"
+        text = f"Method {method} is not supported by this server." if code == 501 else f"{reason}."
+        self._send(code, APIError(code, text).body())
+
     # ------------------------------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:
         started = time.perf_counter()
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         status, usage = 500, None
         try:
-            body = self._read_body()
             if path.startswith("/v1/"):
-                self._check_key()
+                self._check_key()  # before the body is read: an unauthorised client cannot make us read it
+            body = self._read_body()
             status, payload = self._route(method, path, body)
             usage = payload.get("usage")
             self._send(status, payload)
@@ -127,11 +145,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         backend, limits = self.server.backend, self.server.limits
-        if path == "/health" and method == "GET":
+        reading = method in ("GET", "HEAD")
+        if path == "/health" and reading:
             return 200, {"status": "ok"}
-        if path == "/v1/models" and method == "GET":
+        if path == "/v1/models" and reading:
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
-        if path == f"/v1/models/{backend.model_name}" and method == "GET":
+        if path == f"/v1/models/{backend.model_name}" and reading:
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
         if path == "/v1/completions" and method == "POST":
             request = _json_object(body)
@@ -158,9 +177,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(400, "Chunked request bodies are not supported; send Content-Length.")
         try:
             length = int(length_header or 0)
+            if length < 0:
+                raise ValueError
         except ValueError:
             self.close_connection = True
-            raise APIError(400, f"Invalid Content-Length header {length_header!r}.") from None
+            raise APIError(400, f"Invalid Content-Length header {length_header!r}: send the body's size in "
+                                "bytes.") from None
         if length > self.server.max_request_bytes:
             self.close_connection = True  # the unread body must not be parsed as the next request
             raise APIError(413, f"Request body of {length} bytes exceeds this server's limit of "
@@ -176,9 +198,11 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else self.headers.get("api-key", "")
         if not given:
+            self.close_connection = True  # the unread body must not be parsed as the next request
             raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>' (the server was "
                                 "started with --api-key-env).", code="missing_api_key")
         if not hmac.compare_digest(given.encode(), expected.encode()):
+            self.close_connection = True
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
@@ -194,7 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
 
 def _json_object(body: bytes) -> dict:

@@ -49,9 +49,13 @@ def _default_error_type(status: int) -> str:
     }.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (vLLM's _SAMPLING_EPS)
+
+
 @dataclass
 class Sampling:
-    """How to generate: ``max_tokens`` new tokens at most (0: none), ``temperature`` 0 = greedy,
+    """How to generate: ``max_tokens`` new tokens at most (0: none), ``temperature`` 0 = greedy
+    (so is any temperature below ``GREEDY_BELOW``: logits divided by it overflow float32, as vLLM),
     nucleus ``top_p``, ``n`` samples per prompt, ``stop`` strings (not included in the text),
     ``seed`` for reproducible sampling. ``fit_to_context``: the request gave no max_tokens, so the
     backend lowers ``max_tokens`` to what fits the context instead of rejecting the request."""
@@ -63,6 +67,10 @@ class Sampling:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass

@@ -106,7 +106,7 @@ class SpeechBackend:
             raise _bad("'logprobs' are not supported for audio requests.", "logprobs")
         waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds)
         sampling = request.sampling
-        greedy = sampling.temperature == 0.0
+        greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
         prompt_tokens = self._prompt_tokens(waveform, instruction)
         max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context)

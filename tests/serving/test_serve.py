@@ -262,17 +262,51 @@ def test_cli_help_and_missing_key_env(capsys, monkeypatch, model_dir):
         main(["--model", str(model_dir), "--api-key-env", "SPEECHSUM_NO_SUCH_KEY"])
 
 
-def _raw(base_url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
-    """One plain HTTP request (for bodies the openai client would never send)."""
+def _raw(base_url: str, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """One plain HTTP request (for bodies the openai client would never send); ``({}`` for an
+    empty reply body, as HEAD's)."""
     parsed = urlparse(base_url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        connection.request(method, path, body=body, headers=headers)
+        sent = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers={**sent, **(headers or {})})
         response = connection.getresponse()
-        return response.status, json.loads(response.read())
+        data = response.read()
+        return response.status, json.loads(data) if data else {}
     finally:
         connection.close()
+
+
+def test_every_method_and_bad_content_length_get_json_errors(backend):
+    """Methods the server has no route for, an unknown method and a negative Content-Length get
+    the JSON error body every other failure gets, not the standard library's HTML page."""
+    with serve_in_thread(backend) as url:
+        for method in ("PATCH", "OPTIONS", "PUT", "DELETE"):
+            status, body = _raw(url, method, "/v1/chat/completions")
+            assert status == 405 and body["error"]["message"] == f"Method {method} is not allowed on /v1/chat/completions."
+        status, body = _raw(url, "BREW", "/v1/models")
+        assert status == 501 and body["error"]["message"] == "Method BREW is not supported by this server."
+        assert _raw(url, "HEAD", "/v1/models") == (200, {})  # GET's status, no body
+        assert _raw(url, "HEAD", "/v1/completions")[0] == 405
+        status, body = _raw(url, "POST", "/v1/completions", b"", headers={"Content-Length": "-5"})
+        assert status == 400 and body["error"]["message"].startswith("Invalid Content-Length header '-5'")
+
+
+def test_unauthorised_requests_are_refused_before_their_body_is_read(backend):
+    with serve_in_thread(backend, api_key="s3cret", max_request_bytes=100) as url:
+        # a body over the size limit: without a key the answer is 401, not 413 (nothing was read)
+        status, body = _raw(url, "POST", "/v1/completions", b"x" * 1000)
+        assert status == 401 and body["error"]["code"] == "missing_api_key"
+
+
+def test_a_vanishing_temperature_decodes_greedily(client):
+    """Logits divided by 1e-300 overflow float32 (every positive logit becomes +inf): temperatures
+    under ``GREEDY_BELOW`` decode greedily, as vLLM does, instead of returning garbage."""
+    greedy = client.completions.create(model=MODEL, prompt="ab", max_tokens=6, temperature=0)
+    for temperature in (1e-300, 1e-6):
+        tiny = client.completions.create(model=MODEL, prompt="ab", max_tokens=6, temperature=temperature, seed=1)
+        assert tiny.choices[0].text == greedy.choices[0].text and greedy.choices[0].text
 
 
 def test_nan_nesting_and_lone_surrogates_are_400_not_500(backend):
