@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -69,17 +70,34 @@ def main(argv: list[str] | None = None) -> None:
 
     flush_denormals()  # every command: subnormal floats slow x86 arithmetic ~100x (utils/denormals.py)
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in TOOLS:
-        _tool(args[0])(args[1:])
-        return
-    if not args or args[0] in ("-h", "--help"):
-        print(OVERVIEW)
-        if not args:
+    try:
+        if args and args[0] in TOOLS:
+            _tool(args[0])(args[1:])
             return
-    check_config_files(args)
-    from speechsum.lightning_cli import lightning_cli
+        if not args or args[0] in ("-h", "--help"):
+            print(OVERVIEW)
+            if not args:
+                return
+        check_config_files(args)
+        from speechsum.lightning_cli import lightning_cli
 
-    lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+        lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+    except (OSError, ValueError) as err:
+        if not is_input_error(err) or os.environ.get("SPEECHSUM_TRACEBACK"):
+            raise
+        print(f"speechsum {args[0]}: error: {err}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def is_input_error(err: BaseException) -> bool:
+    """Whether ``err`` is about the user's input (a manifest line, an audio file, a missing path) and
+    its message says all there is to say: such errors end a command with that message, not a traceback."""
+    from speechsum.data.audio import AudioTooLongError, BadSampleError
+    from speechsum.data.hf_dataset import HFDatasetError
+    from speechsum.data.manifest import ManifestError
+
+    return isinstance(err, (ManifestError, HFDatasetError, BadSampleError, AudioTooLongError, FileNotFoundError,
+                            IsADirectoryError, NotADirectoryError, PermissionError))
 
 
 def check_config_files(args: list[str]) -> None:

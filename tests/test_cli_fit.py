@@ -290,3 +290,29 @@ def test_weights_from_init_from_that_a_stage_freezes_stay_in_its_checkpoint(tmp_
     rebuilt, _ = load_speech_llm(tmp_path / "second.ckpt")
     for name, value in first.model.projector.state_dict().items():
         torch.testing.assert_close(rebuilt.projector.state_dict()[name], value)
+
+
+def test_a_bad_manifest_line_ends_the_command_with_its_message_not_a_traceback(tmp_path, toy_data, capsys,
+                                                                                monkeypatch):
+    """``speechsum validate`` (and every other command) on a manifest with a bad line: one message
+    naming file, line and reason, exit 2; SPEECHSUM_TRACEBACK=1 gives the traceback."""
+    from speechsum.data.manifest import ManifestError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(toy_data["val"].read_text().splitlines()[0] + " junk\n")
+    config = run_config(tmp_path, toy_data)
+    argv = ["validate", "--config", str(config), "--data.val_manifest", str(bad)]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"speechsum validate: error: {bad}:1: invalid JSON: Extra data" in err and "Traceback" not in err
+    monkeypatch.setenv("SPEECHSUM_TRACEBACK", "1")
+    with pytest.raises(ManifestError):
+        main(argv)
+    monkeypatch.delenv("SPEECHSUM_TRACEBACK")
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--system", "student:x:missing.ckpt", "--manifest", f"test={tmp_path / 'none.jsonl'}",
+              "--out", str(tmp_path / "eval")])
+    assert info.value.code == 2
+    assert "speechsum evaluate: error:" in capsys.readouterr().err

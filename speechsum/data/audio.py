@@ -2,72 +2,151 @@
 
 Files are read in blocks of :data:`BLOCK_FRAMES` and only as far as the length policy needs, so a
 two-hour recording truncated to 30 s costs 30 s of memory, not two hours. Every block is checked
-for NaN/Inf samples (a float WAV can hold them), which would otherwise flow into features and losses.
+for NaN/Inf samples and floats far outside [-1, 1] (a float WAV can hold both), which would otherwise
+flow into features and losses. A header that leaves the length out (streamed FLAC) is read to its end.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import os
+from collections.abc import Iterator
+from typing import BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+log = logging.getLogger(__name__)
+
 TooLong = Literal["error", "truncate"]
 
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
-FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
+MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
+UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 
 
 class AudioTooLongError(ValueError):
     """Raised when a clip exceeds ``max_seconds`` under the ``"error"`` policy."""
 
 
-class NonFiniteAudioError(ValueError):
-    """Raised when a file holds a NaN or infinite sample; the message names the file and where."""
+class BadSampleError(ValueError):
+    """A sample the features cannot take; the message names the file, the frame and what to do."""
+
+    def __init__(self, path: str, frame: int, rate: int, what: str, advice: str):
+        self.path, self.frame, self.what = str(path), frame, what
+        super().__init__(f"{path}: {what} at frame {frame} ({frame / rate:.2f} s); {advice}")
+
+
+class NonFiniteAudioError(BadSampleError):
+    """A NaN or infinite sample (a float file can hold them)."""
 
     def __init__(self, path: str, frame: int, rate: int):
-        self.path, self.frame = str(path), frame
-        super().__init__(
-            f"{path}: non-finite sample (NaN or Inf) at frame {frame} ({frame / rate:.2f} s); "
-            "the audio is corrupt: re-export it or drop it from the manifest"
-        )
+        super().__init__(path, frame, rate, "non-finite sample (NaN or Inf)",
+                         "the audio is corrupt: re-export it or drop it from the manifest")
+
+
+class OutOfRangeAudioError(BadSampleError):
+    """A float sample beyond ±``MAX_SAMPLE``: no recording, and its power spectrum overflows float32
+    (1e30 turns every feature into NaN and a training step's weights with it)."""
+
+    def __init__(self, path: str, frame: int, rate: int, magnitude: float):
+        super().__init__(path, frame, rate, f"sample of magnitude {magnitude:.3g}",
+                         f"float audio is expected within [-1, 1] (beyond ±{MAX_SAMPLE:g} it is not a recording "
+                         "and its features overflow): normalise it (int16-scale floats: divide by 32768) or "
+                         "drop it from the manifest")
 
 
 def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
-    """Raise :class:`NonFiniteAudioError` if ``block`` (frames × channels, from frame ``start``) has NaN/Inf."""
+    """Raise :class:`BadSampleError` if ``block`` (frames × channels, from frame ``start``) holds a
+    NaN/Inf or a sample beyond ±``MAX_SAMPLE``."""
     finite = np.isfinite(block)
     if not finite.all():
         frame = int(np.argmin(finite.all(axis=1)))
         raise NonFiniteAudioError(path, start + frame, rate)
+    loud = (np.abs(block) > MAX_SAMPLE).any(axis=1)
+    if loud.any():
+        frame = int(np.argmax(loud))
+        raise OutOfRangeAudioError(path, start + frame, rate, float(np.abs(block[frame]).max()))
 
 
-def check_finite(path: str, block_frames: int = BLOCK_FRAMES) -> None:
-    """Scan ``path`` block by block and raise :class:`NonFiniteAudioError` at the first NaN/Inf sample.
+def open_audio(source: str | BinaryIO) -> sf.SoundFile:
+    """``sf.SoundFile`` for reading; a path goes as the OS's bytes, since soundfile encodes a str
+    strictly as UTF-8 and a file name that is not UTF-8 reaches Python as lone surrogates."""
+    return sf.SoundFile(os.fsencode(source) if isinstance(source, str) else source)
 
-    Only files stored as floats (:data:`FLOAT_SUBTYPES`) are read: integer PCM cannot hold NaN/Inf,
-    so for those only the header is opened. Memory stays at one block whatever the file's length.
-    """
-    with sf.SoundFile(path) as handle:
-        if handle.subtype not in FLOAT_SUBTYPES:
+
+def header_frames(handle: sf.SoundFile) -> int | None:
+    """Frames the header says the file holds; None when it leaves the length out (a streamed or
+    piped FLAC: libsndfile then reports 2**63 - 1)."""
+    return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
+
+
+def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterator[np.ndarray]:
+    """Checked float32 blocks (frames × channels) from the start, up to ``frames`` frames (None: to
+    the end) or the end of the data, whichever comes first (a header may promise more than a cut
+    file holds, or say nothing)."""
+    done, unknown_length = 0, header_frames(handle) is None
+    # libsndfile fails on the last FLAC block of a file whose header has no length, and a failed read
+    # returns nothing: small reads there lose only the frames it cannot decode (~10 ms)
+    size = 1024 if unknown_length else BLOCK_FRAMES
+    while frames is None or done < frames:
+        try:
+            block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
+        except RuntimeError as err:
+            if not unknown_length or done == 0:
+                raise
+            log.warning("%s: the header gives no length and libsndfile stopped after %d frames (%.2f s; %s): "
+                        "what follows (a part of the last FLAC block) is not read; re-encode the file "
+                        "(e.g. ffmpeg -i in.flac out.flac) to keep it", path, done, done / handle.samplerate, err)
             return
-        buffer = np.empty((block_frames, handle.channels), dtype=np.float32)  # reused for every block
-        start = 0
-        for block in handle.blocks(out=buffer):
-            _check_block(block, path, start, handle.samplerate)
-            start += len(block)
-
-
-def _read_mono(handle: sf.SoundFile, path: str, frames: int) -> np.ndarray:
-    """The first ``frames`` frames of ``handle`` (or up to its end) as mono float32, block by block."""
-    waveform = np.empty(frames, dtype=np.float32)
-    done = 0
-    while done < frames:
-        block = handle.read(min(BLOCK_FRAMES, frames - done), dtype="float32", always_2d=True)
         if len(block) == 0:
-            break  # the header promised more frames than the file holds
+            return
         _check_block(block, path, done, handle.samplerate)
-        waveform[done : done + len(block)] = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        done += len(block)
+        yield block
+
+
+def check_samples(source: str | BinaryIO) -> None:
+    """Scan a float file (:data:`FLOAT_SUBTYPES`) block by block and raise :class:`BadSampleError`
+    at the first NaN/Inf or out-of-range sample; integer PCM (normalised to [-1, 1], no NaN) is
+    not read, only its header. Memory stays at one block whatever the file's length."""
+    with open_audio(source) as handle:
+        if handle.subtype in FLOAT_SUBTYPES:
+            for _ in _read_blocks(handle, str(source), header_frames(handle)):
+                pass
+
+
+def audio_seconds(source: str | BinaryIO) -> float:
+    """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
+    block by block when the header leaves the length out; float files are scanned for bad samples
+    (:func:`check_samples`). Raises ``ValueError`` (``BadSampleError`` for a bad sample) naming the
+    source for an unreadable or empty file."""
+    try:
+        with open_audio(source) as handle:
+            frames, rate = header_frames(handle), handle.samplerate
+            if handle.subtype in FLOAT_SUBTYPES or frames is None:
+                frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
+    except BadSampleError:
+        raise
+    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
+        raise ValueError(f"unreadable audio file {source}: {err}") from err
+    if frames == 0 or rate <= 0:
+        raise ValueError(f"empty audio file {source} (0 samples)")
+    return frames / rate
+
+
+def _read_mono(handle: sf.SoundFile, path: str, frames: int | None) -> np.ndarray:
+    """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32."""
+    mono = (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0] for block in _read_blocks(handle, path, frames))
+    if frames is None:  # the length is learnt by reading
+        parts = list(mono)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    waveform = np.empty(frames, dtype=np.float32)  # filled in place: memory for the kept frames only
+    done = 0
+    for block in mono:
+        waveform[done : done + len(block)] = block
         done += len(block)
     return waveform[:done]
 
@@ -83,21 +162,24 @@ def load_audio(
     Multi-channel audio is averaged to mono; other rates are resampled with soxr (high quality).
     Clips longer than ``max_seconds`` are cut to the first ``max_seconds`` (``too_long="truncate"``:
     only those frames are read and resampled) or rejected from the header alone with
-    :class:`AudioTooLongError` (``too_long="error"``). A NaN or infinite sample in what is read
-    raises :class:`NonFiniteAudioError` (a ``ValueError`` naming the file).
+    :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
+    read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame).
     """
-    with sf.SoundFile(path) as handle:
-        rate, frames = handle.samplerate, handle.frames
+    with open_audio(path) as handle:
+        rate, frames = handle.samplerate, header_frames(handle)
         # round: max_seconds * rate is inexact in floating point (0.7 * 22050 = 15434.999…)
         limit = None if max_seconds is None else round(max_seconds * rate)
-        if limit is not None and frames > limit:
-            if too_long == "error":
-                raise AudioTooLongError(
-                    f"{path}: {frames / rate:.2f} s is longer than max_audio_seconds={max_seconds}; "
-                    "raise the limit or set too_long_audio='truncate'"
-                )
-            frames = limit
-        waveform = _read_mono(handle, path, frames)
+        too_long_error = (f"is longer than max_audio_seconds={max_seconds}; raise the limit or set "
+                          "too_long_audio='truncate'")
+        if limit is not None and frames is not None and frames > limit and too_long == "error":
+            raise AudioTooLongError(f"{path}: {frames / rate:.2f} s {too_long_error}")  # from the header alone
+        if limit is not None and (frames is None or frames > limit):
+            # a header without a length: one frame past the limit says whether the clip is too long
+            waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit)
+            if len(waveform) > limit:
+                raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_error}")
+        else:
+            waveform = _read_mono(handle, path, frames)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(waveform, dtype=np.float32)

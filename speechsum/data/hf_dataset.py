@@ -20,9 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
-from speechsum.data.audio import FLOAT_SUBTYPES, check_finite
+from speechsum.data.audio import audio_seconds
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine
 
 log = logging.getLogger(__name__)
@@ -122,25 +120,14 @@ def audio_source(value: Any, label: str, root: Path | None) -> str | NamedAudio:
 
 
 def probe_audio(source: str | NamedAudio) -> float:
-    """Duration in seconds from the header; float samples are scanned for NaN/Inf (as for manifests)."""
+    """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
     if isinstance(source, str) and not os.path.isfile(source):
         raise ValueError(f"audio file not found: {source}")
     try:
-        info = sf.info(source)
-        if info.frames == 0 or info.samplerate <= 0:
-            raise ValueError(f"empty audio {source} (0 samples)")
-        if info.subtype in FLOAT_SUBTYPES:
-            if isinstance(source, NamedAudio):
-                source.seek(0)
-            check_finite(source)
-    except ValueError:
-        raise  # NonFiniteAudioError and the empty-audio error above already say what is wrong
-    except Exception as err:  # soundfile's own error types
-        raise ValueError(f"unreadable audio {source}: {err}") from err
+        return audio_seconds(source)
     finally:
         if isinstance(source, NamedAudio):
             source.seek(0)
-    return info.frames / info.samplerate
 
 
 def _text(value: Any, field: str, required: bool) -> str | None:

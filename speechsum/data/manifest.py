@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import soundfile as sf
-
-from speechsum.data.audio import FLOAT_SUBTYPES, NonFiniteAudioError, check_finite
+from speechsum.data.audio import audio_seconds
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +90,13 @@ def _check_types(record: dict) -> None:
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
     path = Path(value)
     if path.is_absolute():
@@ -106,27 +111,20 @@ def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
 
 
 def _probe_audio(path: Path) -> float:
-    """The file's duration in seconds from its header; float files are also scanned for NaN/Inf.
-
-    Integer PCM is never read (it cannot hold NaN/Inf); a float file is read block by block
-    (:func:`check_finite`), so memory stays at one block even for hours of audio.
-    """
-    if not path.is_file():
-        raise ValueError(f"field 'audio': file not found: {path}")
+    """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
+    float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
     try:
-        info = sf.info(str(path))
-    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
-        raise ValueError(f"field 'audio': unreadable audio file {path}: {err}") from err
-    if info.frames == 0 or info.samplerate <= 0:
-        raise ValueError(f"field 'audio': empty audio file {path} (0 samples)")
-    if info.subtype in FLOAT_SUBTYPES:
-        try:
-            check_finite(str(path))
-        except NonFiniteAudioError as err:
-            raise ValueError(f"field 'audio': {err}") from err
-        except Exception as err:  # a file cut short after its header, a decoder error
-            raise ValueError(f"field 'audio': unreadable audio file {path}: {err}") from err
-    return info.frames / info.samplerate
+        regular = path.is_file()
+        exists = regular or path.exists()
+    except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
+        raise ValueError(f"field 'audio': unusable path {str(path)!r}: {err}") from None
+    if not regular:
+        what = "a directory" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
+        raise ValueError(f"field 'audio': {path} is {what}" if exists else f"field 'audio': file not found: {path}")
+    try:
+        return audio_seconds(str(path))
+    except ValueError as err:
+        raise ValueError(f"field 'audio': {err}") from err
 
 
 def _decode(raw: bytes) -> str:
@@ -166,8 +164,8 @@ def parse_line(
             raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
     audio = _resolve_audio(root, record["audio"], allow_paths_outside_manifest_dir)
     duration = _probe_audio(audio)
-    if record.get("duration") is not None and not math.isfinite(record["duration"]):
-        raise ValueError("field 'duration' must be finite")
+    if record.get("duration") is not None and not _finite(record["duration"]):
+        raise ValueError("field 'duration' must be a finite number of seconds")
     return Example(
         id=record["id"],
         audio=str(audio),
@@ -203,6 +201,8 @@ def load_manifest(
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise IsADirectoryError(f"manifest {path} is a directory: give the JSONL file in it")
         raise FileNotFoundError(f"manifest not found: {path}")
     root = path.parent
     examples: list[Example] = []

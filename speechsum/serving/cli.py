@@ -149,9 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api_key = None
     if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
+        # clients' keys are read without surrounding whitespace (a key file's newline), so is this one
+        api_key = (os.environ.get(args.api_key_env) or "").strip()
         if not api_key:
-            raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty. "
+            raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set, empty or only "
+                             "whitespace. "
                              f"Export it first (export {args.api_key_env}=...) or drop --api-key-env.")
     try:
         check_device(args.device)

@@ -171,10 +171,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _read_body(self) -> bytes:
-        length_header = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        lengths = self.headers.get_all("Content-Length") or []
+        length_header = lengths[0] if lengths else None
+        if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
             self.close_connection = True
-            raise APIError(400, "Chunked request bodies are not supported; send Content-Length.")
+            raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
+                                "Content-Length.")
+        if len(set(lengths)) > 1:
+            self.close_connection = True
+            raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")
         try:
             length = int(length_header or 0)
             if length < 0:
@@ -239,6 +244,8 @@ def _json_object(body: bytes) -> dict:
                             "unpaired \\uD800-\\uDFFF escape): not valid Unicode text.") from None
     except RecursionError:
         raise APIError(400, "Request body is nested deeper than this server parses.") from None
+    except ValueError as error:  # an integer literal longer than Python converts (4300 digits)
+        raise APIError(400, f"Request body holds a number this server cannot read: {error}.") from None
     if not isinstance(value, dict):
         raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
     return value

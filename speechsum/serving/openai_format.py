@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import time
 import uuid
@@ -46,6 +47,14 @@ class Limits:
     max_audio_bytes: int = 0  # largest input_audio file; 0: the backend reads no audio
 
 
+# sampling options of OpenAI's API and vLLM's that decoding here does not apply: accepted only at
+# the value that changes nothing, so a request never gets a different decoding than it asked for
+NEUTRAL_ONLY: dict[str, tuple] = {
+    "frequency_penalty": (0,), "presence_penalty": (0,), "repetition_penalty": (1,), "top_k": (-1, 0),
+    "min_p": (0,), "min_tokens": (0,), "ignore_eos": (False,), "length_penalty": (1,), "use_beam_search": (False,),
+}
+
+
 def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
 
@@ -68,7 +77,11 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"'{name}' must be a number, got {json_type(value)}.", name)
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond a float's range
+        finite = False
+    if not finite:
         raise _bad(f"'{name}' must be a finite number, got {value}.", name)
     if value > high or value < low or (low_open and value == low):
         raise _bad(f"'{name}' must be in {'(' if low_open else '['}{low}, {high}], got {value}.", name)
@@ -105,6 +118,15 @@ def _unsupported(body: dict) -> None:
         raise _bad("'logit_bias' is not supported.", "logit_bias")
     if body.get("suffix"):
         raise _bad("'suffix' is not supported.", "suffix")
+    if body.get("tools") or body.get("functions") or body.get("tool_choice") not in (None, "none") \
+            or body.get("function_call") not in (None, "none"):
+        raise _bad("Tool and function calls are not supported by speechsum serve.", "tools")
+    for name, neutral in NEUTRAL_ONLY.items():  # OpenAI's and vLLM's sampling options this server does not apply
+        if name in body and body[name] is not None and (isinstance(body[name], bool) != isinstance(neutral[0], bool)
+                                                        or body[name] not in neutral):
+            shown = " or ".join(json.dumps(v) for v in neutral)
+            raise _bad(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
+                       f"{json.dumps(body[name])[:80]}.", name)
 
 
 def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
@@ -231,6 +253,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 audio.append(_audio_part(part, index, position, limits))
             elif kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
+            elif kind == "text":
+                raise _bad(f"messages[{index}].content[{position}].text must be a string, got "
+                           f"{json_type(part.get('text'))}.", f"messages[{index}].content[{position}].text")
             else:
                 raise _bad(f"messages[{index}].content: only text and input_audio parts are supported.",
                            f"messages[{index}].content")
@@ -243,13 +268,18 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     """Validate a ``/v1/chat/completions`` body → the request and ``return_tokens_as_token_ids``."""
     _unsupported(body)
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if messages is not None and not isinstance(messages, list):
+        raise _bad(f"'messages' must be an array of {{role, content}} objects, got {json_type(messages)}.", "messages")
+    if not messages:
         raise _bad("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
     clean, audio = [], []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _bad(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
         role = message.get("role")
+        if message.get("tool_calls") or message.get("function_call"):
+            raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
+                       f"messages[{index}]")
         if role not in CHAT_ROLES:
             raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}.",
                        f"messages[{index}].role")

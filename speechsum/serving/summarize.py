@@ -71,14 +71,21 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
         raise ValueError(f"{path}: no such file")
     if file.is_dir():
         raise ValueError(f"{path}: a folder, not an audio file")
+    if not file.is_file():  # opening a FIFO would wait for a writer forever
+        raise ValueError(f"{path}: not a regular file (a FIFO, socket or device); save the audio to a file first")
     if not os.access(file, os.R_OK):
         raise ValueError(f"{path}: permission denied")
+    if file.stat().st_size == 0:
+        raise ValueError(f"{path}: an empty file (0 bytes)")
     try:
         waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")
     except AudioTooLongError:
         raise AudioTooLongError(
             f"{path}: longer than this model's maximum of {limit:g} s; pass --truncate to summarise its first {limit:g} s"
         ) from None
+    except RuntimeError as err:  # libsndfile: not audio, or a format it does not know
+        raise ValueError(f"{path}: not readable as audio ({err}); summarize reads WAV, FLAC, OGG and MP3 "
+                         "files (convert others, e.g. with ffmpeg)") from None
     if waveform.size == 0:
         raise ValueError(f"{path}: no audio samples")
     return waveform

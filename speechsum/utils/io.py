@@ -81,10 +81,16 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """One JSON object per line (UTF-8, not ASCII-escaped), streamed, written atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+    """One JSON object per line (UTF-8, not ASCII-escaped), streamed, written atomically. A row
+    holding a lone surrogate (a file name that is not UTF-8) is written ASCII-escaped (``\\udcff``):
+    valid JSON that reads back as the same string."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            try:
+                line = json.dumps(row, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                line = json.dumps(row, ensure_ascii=True).encode("ascii")
+            handle.write(line + b"\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -105,8 +105,20 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "duration_nan": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "duration": NaN}',
             {},
-            "field 'duration' must be finite",
+            "field 'duration' must be a finite number of seconds",
         ),
+        "duration_too_large_for_a_float": (
+            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "duration": 1' + "0" * 400 + "}",
+            {},
+            "field 'duration' must be a finite number of seconds",
+        ),
+        "audio_name_too_long": (
+            record("b", "audio/" + "x" * 300 + ".wav"),
+            {},
+            f"field 'audio': unusable path {str((audio / ('x' * 300 + '.wav')).resolve())!r}: "
+            f"[Errno 36] File name too long: {str((audio / ('x' * 300 + '.wav')).resolve())!r}",
+        ),
+        "audio_is_a_folder": (record("b", "audio"), {}, f"field 'audio': {audio.resolve()} is a directory"),
         "escapes_folder": (
             record("b", "../x.wav"),
             {},
@@ -147,6 +159,9 @@ BAD_CASES = [
     "duration_string",
     "duration_bool",
     "duration_nan",
+    "duration_too_large_for_a_float",
+    "audio_name_too_long",
+    "audio_is_a_folder",
     "escapes_folder",
     "duplicate_id",
     "lone_surrogate",

@@ -36,3 +36,18 @@ def poke(path: Path, frame: int, value: float, subtype: str = "FLOAT", channels:
     with path.open("r+b") as handle:
         handle.seek(44 + (frame * channels + channel) * width)
         handle.write(np.array([value], dtype=dtype).tobytes())
+
+
+def flac_without_length(path: Path, waveform: np.ndarray, rate: int = 16_000) -> Path:
+    """A FLAC file whose STREAMINFO says "total samples unknown" (0), as a streamed or piped encoder
+    writes it: libsndfile then reports 2**63 - 1 frames."""
+    import soundfile as sf
+
+    sf.write(path, waveform, rate, format="FLAC")
+    data = bytearray(path.read_bytes())
+    # "fLaC", a 4-byte block header, then STREAMINFO: the 36-bit sample count starts in the low
+    # nibble of its byte 13 (file offset 21) and fills bytes 14-17
+    data[21] &= 0xF0
+    data[22:26] = bytes(4)
+    path.write_bytes(bytes(data))
+    return path

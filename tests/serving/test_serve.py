@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from urllib.parse import urlparse
 
 import openai
@@ -228,6 +229,20 @@ def test_api_key_is_enforced(backend, caplog):
     ("completion", dict(model=MODEL, prompt="x", logprobs=21), "'logprobs' must be between 0 and 20"),
     ("completion", dict(model=MODEL, prompt=[1, 999999]), "outside this model's vocabulary"),
     ("completion", dict(model=MODEL, prompt="x", temperature=3), "'temperature' must be in [0.0, 2.0]"),
+    ("completion", dict(model=MODEL, prompt="x", temperature=10**400), "'temperature' must be a finite number"),
+    ("completion", dict(model=MODEL, prompt="x", frequency_penalty=0.5),
+     "'frequency_penalty' is not supported by speechsum serve (only 0, which changes nothing); got 0.5."),
+    ("completion", dict(model=MODEL, prompt="x", extra_body={"top_k": 5}), "'top_k' is not supported"),
+    ("chat", dict(model=MODEL, messages=[{"role": "user", "content": "x"}], extra_body={"repetition_penalty": 1.2}),
+     "'repetition_penalty' is not supported"),
+    ("chat", dict(model=MODEL, messages=[{"role": "user", "content": "x"}], extra_body={"ignore_eos": True}),
+     "'ignore_eos' is not supported"),
+    ("chat", dict(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                  tools=[{"type": "function", "function": {"name": "f"}}]), "Tool and function calls are not supported"),
+    ("chat", dict(model=MODEL, messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
+     "messages[0].content[0].text must be a string, got a number."),
+    ("chat", dict(model=MODEL, messages={"role": "user", "content": "x"}),
+     "'messages' must be an array of {role, content} objects, got an object."),
 ])
 def test_bad_requests_get_400_with_a_helpful_message(client, kind, request_kwargs, message):
     create = client.chat.completions.create if kind == "chat" else client.completions.create
@@ -298,6 +313,31 @@ def test_unauthorised_requests_are_refused_before_their_body_is_read(backend):
         # a body over the size limit: without a key the answer is 401, not 413 (nothing was read)
         status, body = _raw(url, "POST", "/v1/completions", b"x" * 1000)
         assert status == 401 and body["error"]["code"] == "missing_api_key"
+
+
+def test_neutral_values_of_unapplied_sampling_options_are_accepted(client):
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2,
+                                           frequency_penalty=0, presence_penalty=0.0,
+                                           extra_body={"top_k": -1, "min_p": 0, "repetition_penalty": 1.0})
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_smuggled_bodies_and_huge_numbers_are_refused(backend):
+    """A negative or repeated Content-Length, or any Transfer-Encoding, left the body in the stream
+    to be run as the next request on the same connection; a 5,000-digit integer was a 500."""
+    with serve_in_thread(backend) as url:
+        parsed = urlparse(url)
+        for headers in ("Content-Length: -1\r\n", "Content-Length: 2\r\nContent-Length: -5\r\n",
+                        "Transfer-Encoding: gzip, chunked\r\nContent-Length: 0\r\n"):
+            with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+                sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\n{headers}\r\n"
+                             "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                reply = b""
+                while chunk := sock.recv(65536):  # the server closes the connection after its 400
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.1 400") and reply.count(b"HTTP/1.1") == 1, (headers, reply[:200])
+        status, body = _raw(url, "POST", "/v1/completions", b'{"prompt": "x", "max_tokens": 1' + b"0" * 5000 + b"}")
+        assert status == 400 and "a number this server cannot read" in body["error"]["message"]
 
 
 def test_a_vanishing_temperature_decodes_greedily(client):

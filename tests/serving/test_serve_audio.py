@@ -122,6 +122,9 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full(800, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
     assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.full(800, 1e30, dtype=np.float32), 16_000, subtype="FLOAT")  # NaN features before
+    assert bad_request(client, audio_message(loud.read_bytes())) == f"{param}: the audio holds a sample of magnitude 1e+30 at frame 0."
     broken = audio_message(b"x")
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
@@ -142,7 +145,7 @@ def test_audio_limits(client, url, tmp_path) -> None:
     assert info.value.status_code == 413 and "--max-audio-bytes" in info.value.body["message"]
     long.write_bytes(b"")
     sf.write(long, np.zeros(8_000 * 6, dtype=np.int16), 8_000)  # 6 s in 96 kB
-    assert "6.0 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
+    assert "6.00 s of audio (48000 samples at 8000 Hz) exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
     # a body larger than the request limit + the audio's base64 is refused from its Content-Length alone
     parsed = urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
@@ -213,3 +216,14 @@ def test_the_lms_context_bounds_audio_and_completion(model, wavs) -> None:
             assert info.value.body["param"] == "messages"
     finally:
         config.max_position_embeddings = saved
+
+
+def test_a_streamed_flac_without_a_length_is_summarised(client, wavs, tmp_path) -> None:
+    """Its header says 2**63 - 1 frames; before, the server refused it as 576460752303423.5 s long."""
+    from tests.data.wavs import flac_without_length
+
+    clip, rate = sf.read(wavs[0], dtype="float32")
+    flac = flac_without_length(tmp_path / "streamed.flac", clip, rate)
+    reply = client.chat.completions.create(model=MODEL, messages=audio_message(flac.read_bytes(), fmt="flac"),
+                                           max_tokens=4, temperature=0)
+    assert reply.choices[0].finish_reason in ("stop", "length")

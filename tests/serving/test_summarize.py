@@ -169,3 +169,31 @@ def test_an_encoder_failure_while_counting_positions_is_that_files_row(composed_
     monkeypatch.setattr(summarize, "prompt_positions", flaky)
     rows = summarize_files(model, [str(c) for c in clips], Settings(), progress=False)
     assert "summary" in rows[0] and rows[1]["error"] == f"{clips[1]}: encoding failed: out of memory"
+
+
+def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export: Path, tmp_path: Path) -> None:
+    """A FIFO (opening it waited forever), an empty file, text named .wav, and a file name that is not
+    UTF-8 (its row could not be written, and every other row was lost with it)."""
+    import os
+
+    good = write_wavs(tmp_path / "audio")[0]
+    fifo = tmp_path / "audio" / "fifo.wav"
+    os.mkfifo(fifo)
+    empty = tmp_path / "audio" / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "audio" / "notes.wav"
+    text.write_text("meeting notes\n")
+    odd = os.fsdecode(os.fsencode(str(tmp_path / "audio")) + b"/bad\xffname.wav")
+    sf.write(os.fsencode(odd), sf.read(good)[0], 16_000)
+    out = tmp_path / "summaries.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(good), str(fifo), str(empty), str(text), odd, "--model", str(composed_export), "--out", str(out),
+              "--max-new-tokens", "3", "--no-progress"])
+    assert exit_info.value.code == 1
+    rows = read_jsonl(out)
+    assert [row["audio"] for row in rows] == [str(good), str(fifo), str(empty), str(text), odd]
+    assert "summary" in rows[0] and "summary" in rows[4]  # the odd name is read and written back
+    assert rows[1]["error"] == f"{fifo}: not a regular file (a FIFO, socket or device); save the audio to a file first"
+    assert rows[2]["error"] == f"{empty}: an empty file (0 bytes)"
+    assert rows[3]["error"].startswith(f"{text}: not readable as audio (")
+    assert rows[3]["error"].endswith("summarize reads WAV, FLAC, OGG and MP3 files (convert others, e.g. with ffmpeg)")

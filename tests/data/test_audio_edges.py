@@ -1,0 +1,92 @@
+"""Audio that libsndfile reads but whose numbers cannot be trusted: a FLAC header without a length,
+float samples far outside [-1, 1], file names that are not UTF-8."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import (
+    MAX_SAMPLE,
+    AudioTooLongError,
+    OutOfRangeAudioError,
+    audio_seconds,
+    check_samples,
+    load_audio,
+)
+from speechsum.data.manifest import ManifestError, load_manifest
+from speechsum.utils.io import read_jsonl, write_jsonl
+from tests.data.wavs import flac_without_length
+
+TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(5 * 16_000) / 16_000)).astype(np.float32)  # 5 s
+
+
+def test_a_flac_without_a_length_is_read_to_its_end(tmp_path: Path, caplog):
+    """libsndfile reports 2**63 - 1 frames and fails in the file's last FLAC block: everything up to
+    the failing read is kept (the header's count was an array of exabytes before), and the loss is logged."""
+    path = flac_without_length(tmp_path / "streamed.flac", TONE)
+    assert sf.info(str(path)).frames == 2**63 - 1  # what the header gives
+    with caplog.at_level("WARNING", logger="speechsum.data.audio"):
+        seconds = audio_seconds(str(path))
+        waveform = load_audio(str(path), 16_000)
+    assert 5.0 - 1024 / 16_000 <= seconds < 5.0 and waveform.shape == (round(seconds * 16_000),)
+    np.testing.assert_allclose(waveform, TONE[: len(waveform)], atol=1e-4)  # 16-bit FLAC
+    assert sum("the header gives no length" in r.getMessage() and str(path) in r.getMessage()
+               for r in caplog.records) == 2
+    assert load_audio(str(path), 16_000, max_seconds=2.0).shape == (32_000,)  # truncated
+    with pytest.raises(AudioTooLongError, match=r"streamed\.flac: more than 2 s is longer than max_audio_seconds=2"):
+        load_audio(str(path), 16_000, max_seconds=2.0, too_long="error")
+    assert load_audio(str(path), 16_000, max_seconds=5.0, too_long="error").shape == waveform.shape
+
+
+def test_a_manifest_line_with_a_flac_without_a_length_gets_its_real_duration(tmp_path: Path):
+    flac_without_length(tmp_path / "streamed.flac", TONE)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "streamed.flac", "instruction": "Sum up."}) + "\n")
+    examples, _ = load_manifest(manifest)
+    assert 4.9 < examples[0].duration < 5.0
+
+
+@pytest.mark.parametrize("magnitude", [1e30, 32768.0, -2e3])
+def test_float_samples_far_outside_the_unit_range_are_refused_naming_file_and_frame(tmp_path: Path, magnitude: float):
+    """1e30 overflows the power spectrum into NaN features (and a training step's weights with them);
+    int16-scale floats are a wrong export; both are refused with what to do."""
+    data = np.full(16_000, 0.1, dtype=np.float32)
+    data[4_000] = magnitude
+    path = tmp_path / "loud.wav"
+    sf.write(path, data, 16_000, subtype="FLOAT")
+    expected = (f"{path}: sample of magnitude {abs(magnitude):.3g} at frame 4000 (0.25 s); float audio is expected "
+                f"within [-1, 1] (beyond ±{MAX_SAMPLE:g} it is not a recording and its features overflow): normalise "
+                "it (int16-scale floats: divide by 32768) or drop it from the manifest")
+    for read in (lambda: load_audio(str(path), 16_000), lambda: check_samples(str(path)),
+                 lambda: audio_seconds(str(path))):
+        with pytest.raises(OutOfRangeAudioError) as info:
+            read()
+        assert str(info.value) == expected and info.value.frame == 4_000
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "loud.wav", "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': {expected}"
+
+
+def test_loud_but_plausible_float_audio_is_read(tmp_path: Path):
+    data = np.full(1_600, 0.1, dtype=np.float32)
+    data[10] = 1.8  # a float file can clip above full scale
+    sf.write(tmp_path / "hot.wav", data, 16_000, subtype="FLOAT")
+    assert load_audio(str(tmp_path / "hot.wav"), 16_000)[10] == pytest.approx(1.8)
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_written_back(tmp_path: Path):
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.wav")  # Python's str for such a name
+    sf.write(os.fsencode(name), TONE[:1_600], 16_000)
+    assert load_audio(name, 16_000).shape == (1_600,)
+    assert audio_seconds(name) == 0.1
+    write_jsonl(tmp_path / "rows.jsonl", [{"audio": name}, {"audio": "fine ü"}])
+    assert b"\\udcff" in (tmp_path / "rows.jsonl").read_bytes()  # valid UTF-8 JSON, the surrogate escaped
+    assert read_jsonl(tmp_path / "rows.jsonl") == [{"audio": name}, {"audio": "fine ü"}]
