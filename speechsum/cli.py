@@ -92,11 +92,12 @@ def main(argv: list[str] | None = None) -> None:
 def is_input_error(err: BaseException) -> bool:
     """Whether ``err`` is about the user's input (a manifest line, an audio file, a missing path) and
     its message says all there is to say: such errors end a command with that message, not a traceback."""
-    from speechsum.data.audio import AudioTooLongError, BadSampleError
+    from speechsum.data.audio import AudioTooLongError, BadSampleError, CorruptAudioError
     from speechsum.data.hf_dataset import HFDatasetError
     from speechsum.data.manifest import ManifestError
 
-    return isinstance(err, (ManifestError, HFDatasetError, BadSampleError, AudioTooLongError, FileNotFoundError,
+    return isinstance(err, (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError,
+                            FileNotFoundError,
                             IsADirectoryError, NotADirectoryError, PermissionError))
 
 

@@ -31,6 +31,10 @@ class AudioTooLongError(ValueError):
     """Raised when a clip exceeds ``max_seconds`` under the ``"error"`` policy."""
 
 
+class CorruptAudioError(ValueError):
+    """libsndfile opened the file but could not decode it to its end (a file cut short)."""
+
+
 class BadSampleError(ValueError):
     """A sample the features cannot take; the message names the file, the frame and what to do."""
 
@@ -94,14 +98,18 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
     while frames is None or done < frames:
         try:
             block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
-        except RuntimeError as err:
+        except RuntimeError as err:  # libsndfile's own error types
             if not unknown_length or done == 0:
-                raise
+                raise CorruptAudioError(f"{path}: unreadable after frame {done} ({done / handle.samplerate:.2f} s; "
+                                        f"{err}): the file is cut short or corrupt; re-export it or drop it") from None
             log.warning("%s: the header gives no length and libsndfile stopped after %d frames (%.2f s; %s): "
                         "what follows (a part of the last FLAC block) is not read; re-encode the file "
                         "(e.g. ffmpeg -i in.flac out.flac) to keep it", path, done, done / handle.samplerate, err)
             return
         if len(block) == 0:
+            if not unknown_length and frames is not None and done < frames:
+                log.warning("%s: the header promises %d frames but the file ends after %d (%.2f s): cut short? "
+                            "Using what is there.", path, frames, done, done / handle.samplerate)
             return
         _check_block(block, path, done, handle.samplerate)
         done += len(block)

@@ -152,6 +152,8 @@ def parse_line(
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
     except RecursionError:
         raise ValueError("invalid JSON (nested deeper than Python's recursion limit)") from None
+    except ValueError as err:  # an integer literal longer than Python converts (4300 digits)
+        raise ValueError(f"invalid JSON: a number too long to read ({err})") from None
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     _check_types(record)

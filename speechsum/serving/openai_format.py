@@ -241,8 +241,11 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
 def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, list[AudioInput]]:
     """The message's text (text parts joined) and its ``input_audio`` parts."""
     content = message.get("content")
-    if content is None:
-        return "", []
+    if content is None or content == []:
+        if message.get("role") == "assistant":  # an assistant turn may be empty
+            return "", []
+        raise _bad(f"messages[{index}].content is missing or empty: send the message's text (a string or an "
+                   "array of content parts).", f"messages[{index}].content")
     if isinstance(content, str):
         return content, []
     if isinstance(content, list):

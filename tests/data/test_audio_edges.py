@@ -14,6 +14,7 @@ import soundfile as sf
 from speechsum.data.audio import (
     MAX_SAMPLE,
     AudioTooLongError,
+    CorruptAudioError,
     OutOfRangeAudioError,
     audio_seconds,
     check_samples,
@@ -90,3 +91,13 @@ def test_a_file_name_that_is_not_utf8_is_read_and_written_back(tmp_path: Path):
     write_jsonl(tmp_path / "rows.jsonl", [{"audio": name}, {"audio": "fine ü"}])
     assert b"\\udcff" in (tmp_path / "rows.jsonl").read_bytes()  # valid UTF-8 JSON, the surrogate escaped
     assert read_jsonl(tmp_path / "rows.jsonl") == [{"audio": name}, {"audio": "fine ü"}]
+
+
+def test_a_flac_cut_short_is_an_error_naming_file_and_frame(tmp_path: Path):
+    """libsndfile trusts the header's length and fails mid-file: a named error, not its bare
+    "Internal psf_fseek() failed" from inside a training step."""
+    path = tmp_path / "cut.flac"
+    sf.write(path, TONE, 16_000)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CorruptAudioError, match=rf"^{path}: unreadable after frame \d+ \(.* s; .*\): the file is cut short or corrupt"):
+        load_audio(str(path), 16_000)

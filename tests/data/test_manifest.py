@@ -112,6 +112,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             {},
             "field 'duration' must be a finite number of seconds",
         ),
+        "number_too_long": (
+            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"n": 1' + "0" * 5000 + "}}",
+            {},
+            "invalid JSON: a number too long to read (Exceeds the limit (4300 digits) for integer string conversion: "
+            "value has 5001 digits; use sys.set_int_max_str_digits() to increase the limit)",
+        ),
         "audio_name_too_long": (
             record("b", "audio/" + "x" * 300 + ".wav"),
             {},
@@ -160,6 +166,7 @@ BAD_CASES = [
     "duration_bool",
     "duration_nan",
     "duration_too_large_for_a_float",
+    "number_too_long",
     "audio_name_too_long",
     "audio_is_a_folder",
     "escapes_folder",

@@ -241,6 +241,8 @@ def test_api_key_is_enforced(backend, caplog):
                   tools=[{"type": "function", "function": {"name": "f"}}]), "Tool and function calls are not supported"),
     ("chat", dict(model=MODEL, messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
      "messages[0].content[0].text must be a string, got a number."),
+    ("chat", dict(model=MODEL, messages=[{"role": "user", "content": None}]), "messages[0].content is missing or empty"),
+    ("chat", dict(model=MODEL, messages=[{"role": "user", "content": []}]), "messages[0].content is missing or empty"),
     ("chat", dict(model=MODEL, messages={"role": "user", "content": "x"}),
      "'messages' must be an array of {role, content} objects, got an object."),
 ])
