@@ -129,15 +129,15 @@ def check_samples(source: str | BinaryIO) -> None:
 def audio_seconds(source: str | BinaryIO) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out; float files are scanned for bad samples
-    (:func:`check_samples`). Raises ``ValueError`` (``BadSampleError`` for a bad sample) naming the
-    source for an unreadable or empty file."""
+    (:func:`check_samples`). Raises a ``ValueError`` naming the source for an unreadable, cut or
+    empty file or a bad sample."""
     try:
         with open_audio(source) as handle:
             frames, rate = header_frames(handle), handle.samplerate
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-    except BadSampleError:
-        raise
+    except (BadSampleError, CorruptAudioError):
+        raise  # their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
         raise ValueError(f"unreadable audio file {source}: {err}") from err
     if frames == 0 or rate <= 0:
