@@ -79,14 +79,36 @@ def main(argv: list[str] | None = None) -> None:
             if not args:
                 return
         check_config_files(args)
+        check_ckpt_path(args)
         from speechsum.lightning_cli import lightning_cli
 
         lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
     except (OSError, ValueError) as err:
-        if not is_input_error(err) or os.environ.get("SPEECHSUM_TRACEBACK"):
+        # a tool's own OSError/ValueError is about its arguments or inputs; in training, only the kinds below
+        if not (args[0] in TOOLS or is_input_error(err)) or os.environ.get("SPEECHSUM_TRACEBACK"):
             raise
         print(f"speechsum {args[0]}: error: {err}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_ckpt_path(args: list[str]) -> None:
+    """Exit 2 naming ``--ckpt_path`` when it is not a readable stage checkpoint (Lightning's
+    EOFError / KeyError from deep inside ``torch.load`` did not say which file); ``last``, ``best``
+    and ``hpc`` are Lightning's own names and left to it."""
+    values = [value for flag, value in zip(args, args[1:]) if flag == "--ckpt_path"]
+    values += [arg.split("=", 1)[1] for arg in args if arg.startswith("--ckpt_path=")]
+    for value in values:
+        if value in ("last", "best", "hpc", "registry", "null", "None"):
+            continue
+        from speechsum.models.checkpoint import read_checkpoint
+
+        try:
+            checkpoint = read_checkpoint(value, mmap=True)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"speechsum {args[0]}: error: --ckpt_path {value}: {err}") from None
+        if "pytorch-lightning_version" not in checkpoint:
+            raise SystemExit(f"speechsum {args[0]}: error: --ckpt_path {value}: not a Lightning training checkpoint "
+                             "(no trainer state to resume); to start from its weights set model.init_args.init_from")
 
 
 def is_input_error(err: BaseException) -> bool:

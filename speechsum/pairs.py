@@ -32,6 +32,7 @@ from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, Pa
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import load_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.arguments import at_least, number, positive_seconds
 from speechsum.utils.io import write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
 
@@ -49,11 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML the checkpoint was trained with (the run's saved config.yaml or the stage config)")
     parser.add_argument("--manifest", required=True, help="JSONL manifest of prompts (audio, instruction, transcript)")
     parser.add_argument("--out", required=True, help="output preference manifest (JSONL, written atomically at the end)")
-    parser.add_argument("--num-samples", type=int, default=4, help="summaries sampled per example (default 4)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top-p (default 1.0: off)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest sampled summary in tokens (256)")
-    parser.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default 8)")
+    parser.add_argument("--num-samples", type=at_least(2, 64), default=4,
+                        help="summaries sampled per example, 2-64: a pair needs two (default 4)")
+    parser.add_argument("--temperature", type=number(0.0, low_open=True), default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling top-p (default 1.0: off)")
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest sampled summary in tokens (256)")
+    parser.add_argument("--batch-size", type=at_least(1), default=8, help="examples per generation batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device for sampling (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--judge", choices=["fact", "openai"], default="fact",
@@ -64,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: api.openai.com)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="environment variable holding the judge's API key (default OPENAI_API_KEY)")
-    parser.add_argument("--judge-timeout", type=float, default=60.0,
+    parser.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                         help="seconds before a judge request is abandoned and retried (default 60)")
-    parser.add_argument("--judge-attempts", type=int, default=4,
+    parser.add_argument("--judge-attempts", type=at_least(1), default=4,
                         help="tries per judge request on timeouts, 429, 5xx and malformed replies (default 4)")
-    parser.add_argument("--concurrency", type=int, default=8, help="examples judged at once (default 8)")
+    parser.add_argument("--concurrency", type=at_least(1), default=8, help="examples judged at once (default 8)")
     parser.add_argument("--pairing", choices=["round-robin", "first-two"], default="round-robin",
                         help="round-robin: judge every pair of distinct samples, pick most vs fewest wins; "
                         "first-two: judge only the first two distinct samples (2 calls per example with "
@@ -237,6 +239,14 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai")
     records = raw_records(args.manifest)
     out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give the JSONL file to write")
+    if isinstance(judge, FactPairJudge):  # known before sampling, which can take hours
+        no_meta = [e.id for e in examples if not e.meta]
+        if no_meta:
+            raise ValueError(f"{args.manifest}: {len(no_meta)} example(s) have no `meta` (facts, entities), e.g. "
+                             f"{no_meta[:3]}: the fact judge (--judge fact) scores the bundled benchmark's examples "
+                             "only; use --judge openai for other data")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:
@@ -294,6 +304,4 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.num_samples < 2:
-        raise SystemExit("--num-samples must be at least 2 (a pair needs two samples)")
     run_pairs(args)

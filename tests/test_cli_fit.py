@@ -316,3 +316,32 @@ def test_a_bad_manifest_line_ends_the_command_with_its_message_not_a_traceback(t
               "--out", str(tmp_path / "eval")])
     assert info.value.code == 2
     assert "speechsum evaluate: error:" in capsys.readouterr().err
+
+
+def test_a_ckpt_path_that_is_not_a_training_checkpoint_is_named(tmp_path, toy_data, capsys):
+    """Lightning's EOFError / KeyError from inside torch.load named no file."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "zero.ckpt").write_bytes(b"")
+    (tmp_path / "text.ckpt").write_text("hello")
+    torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
+    for name, message in (("zero.ckpt", "not a readable PyTorch checkpoint"), ("text.ckpt", "not a readable PyTorch checkpoint"),
+                          ("weights.ckpt", "not a Lightning training checkpoint"), ("missing.ckpt", "No such file")):
+        with pytest.raises(SystemExit) as info:
+            main(["validate", "--config", str(config), "--ckpt_path", str(tmp_path / name)])
+        assert f"--ckpt_path {tmp_path / name}: " in str(info.value) and message in str(info.value)
+
+
+def test_weights_of_another_shape_are_named_with_the_config_to_use(tmp_path):
+    from speechsum.models.checkpoint import match_state_dict
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.models.policy import TrainingPolicy
+    from tests.conftest import tiny_backbone_args
+
+    args = tiny_backbone_args()
+    model = ComposedSpeechLLM(**{**args, "policy": TrainingPolicy()})
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    key = next(k for k in state if "lora_A" in k)
+    state[key] = torch.zeros(state[key].shape[0] * 2, state[key].shape[1])  # another LoRA rank
+    with pytest.raises(ValueError, match=r"^run\.ckpt: 1 weights have other shapes than this model's, e.g. .*"
+                                         r"it was trained with another model config"):
+        match_state_dict(model, state, "run.ckpt")

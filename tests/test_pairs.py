@@ -148,3 +148,14 @@ def test_help_documents_every_option(capsys):
                    "--max-new-tokens", "--batch-size", "--judge", "--judge-model", "--judge-base-url",
                    "--api-key-env", "--concurrency", "--cache", "--pairing"):
         assert option in text
+
+
+def test_the_fact_judge_on_data_without_meta_is_refused_before_sampling(tmp_path, toy_data):
+    """It sampled every example first and failed at the first verdict, naming no file."""
+    argv = ["--ckpt", str(tmp_path / "never-loaded.ckpt"), "--config", "none.yaml", "--manifest", str(toy_data["val"]),
+            "--out", str(tmp_path / "pairs.jsonl"), "--judge", "fact"]
+    with pytest.raises(ValueError, match=rf"^{toy_data['val']}: \d+ example\(s\) have no `meta` .* use --judge openai"):
+        run_pairs(build_parser().parse_args(argv))
+    assert not (tmp_path / "pairs.jsonl.cache" / "samples.jsonl").exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--num-samples", "1"])

@@ -10,6 +10,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from speechsum.utils.arguments import at_least
+
 DESCRIPTION = """\
 The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by construction).
 
@@ -36,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="preset: tiny (tests, seconds), small (~300 train examples), default "
                             "(3000 train examples, 100 val, 200 per test split)")
     build.add_argument("--seed", type=int, default=0, help="seed; same seed -> identical manifests and audio")
-    build.add_argument("--workers", type=int, default=2, help="processes synthesising audio (default 2)")
+    build.add_argument("--workers", type=at_least(1), default=2, help="processes synthesising audio (default 2)")
     build.add_argument("--world", default="full", choices=list(WORLDS),
                        help="pools and document shape: full (the original generator, hundreds of entity words) "
                             "or compact (10 first and 10 last names, 6 cities, 8 numbers, shorter documents: every entity word "
@@ -50,11 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         help_text = (f"number of {split} documents (overrides the size preset)" if split != KD_SPLIT else
                      f"number of {KD_SPLIT} documents (default 0: no {KD_SPLIT}.jsonl): more training audio whose "
                      "lines have a transcript and instructions but no summary, for on-policy KD")
-        build.add_argument(f"--{flag}-docs", type=int, default=None, metavar="N", help=help_text)
-    build.add_argument("--train-instructions", type=int, default=None, metavar="K",
+        build.add_argument(f"--{flag}-docs", type=at_least(1), default=None, metavar="N", help=help_text)
+    build.add_argument("--train-instructions", type=at_least(1), default=None, metavar="K",
                        help="instructions (distinct styles, 1-6) per training (and kd_train) document "
                             "(overrides the preset)")
-    build.add_argument("--eval-instructions", type=int, default=None, metavar="K",
+    build.add_argument("--eval-instructions", type=at_least(1), default=None, metavar="K",
                        help="instructions per document of val and the test splits (overrides the preset)")
     info = commands.add_parser("info", help="print counts and durations per split, genre, style, language")
     info.add_argument("dir", help="a built benchmark directory")

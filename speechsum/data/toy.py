@@ -98,10 +98,15 @@ def score_predictions(path: str | Path) -> dict[str, float]:
         f1_scores.append(2 * overlap / (len(said) + len(truth)) if said or truth else 1.0)
     return {
         "examples": len(rows),
-        "exact_match": sum(r["prediction"] == r["reference"] for r in rows) / max(1, len(rows)),
-        "first_word_accuracy": sum(r["prediction"] == r["reference"] for r in first) / max(1, len(first)),
-        "word_list_f1": sum(f1_scores) / max(1, len(f1_scores)),
+        "exact_match": _mean([r["prediction"] == r["reference"] for r in rows]),
+        "first_word_accuracy": _mean([r["prediction"] == r["reference"] for r in first]),
+        "word_list_f1": _mean(f1_scores),
     }
+
+
+def _mean(values: list) -> float | None:
+    """The mean, None when there is nothing to average (printed "n/a", not a score of 0)."""
+    return sum(values) / len(values) if values else None
 
 
 def score_main(argv: list[str] | None = None) -> None:
@@ -120,7 +125,8 @@ def score_main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"speechsum toyscore: {err}") from None
     print(f"{scores['examples']} test examples")
     for name in ("exact_match", "first_word_accuracy", "word_list_f1"):
-        print(f"  {name:<20} {scores[name]:.3f}")
+        value = scores[name]
+        print(f"  {name:<20} {'n/a (no examples of this kind)' if value is None else f'{value:.3f}'}")
 
 
 def main(argv: list[str] | None = None) -> None:

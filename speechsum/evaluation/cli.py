@@ -12,6 +12,7 @@ from pathlib import Path
 
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
+from speechsum.utils.arguments import at_least, number, positive_seconds
 from speechsum.utils.io import read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,14 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per system)")
     g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, default=256, help="longest generated answer in tokens (default 256); "
+    g.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest generated answer in tokens (default 256); "
                    "answers cut here are flagged `truncated`")
-    g.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default 8)")
-    g.add_argument("--max-batch-seconds", type=float, default=600.0,
+    g.add_argument("--batch-size", type=at_least(1), default=8, help="examples per generation batch (default 8)")
+    g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --do-sample)")
+    g.add_argument("--temperature", type=number(0.0, low_open=True), default=1.0, help="sampling temperature (with --do-sample)")
+    g.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling mass (with --do-sample)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
@@ -87,7 +88,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     m.add_argument("--asr-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="precision of the cascade's Whisper (weights and activations; part of the ASR cache key; "
                    "bfloat16 is faster on CPUs with AVX512-BF16/AMX and on GPUs; default float32)")
-    m.add_argument("--bootstrap-resamples", type=int, default=1000, help="bootstrap resamples per CI (default 1000)")
+    m.add_argument("--bootstrap-resamples", type=at_least(1), default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
@@ -95,14 +96,14 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
     j.add_argument("--judge-cache", default=None, metavar="PATH",
                    help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")
-    j.add_argument("--judge-workers", type=int, default=8, help="concurrent judge requests (default 8)")
-    j.add_argument("--judge-timeout", type=float, default=60.0,
+    j.add_argument("--judge-workers", type=at_least(1), default=8, help="concurrent judge requests (default 8)")
+    j.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                    help="seconds before a judge request is abandoned and retried (default 60)")
     w = p.add_argument_group("Weights & Biases")
     w.add_argument("--wandb", action="store_true", help="log metrics and a table of examples (audio, instruction, "
                    "reference, prediction, scores) per system; offline unless WANDB_MODE=online")
     w.add_argument("--wandb-project", default="speechsum", help="W&B project (default speechsum)")
-    w.add_argument("--wandb-examples", type=int, default=200, help="examples per system in the W&B table (default 200)")
+    w.add_argument("--wandb-examples", type=at_least(0), default=200, help="examples per system in the W&B table (default 200)")
     return p
 
 

@@ -233,9 +233,10 @@ def comparison_pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
 
 
 def load_predictions(run: dict) -> list[dict] | None:
-    """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent."""
+    """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent
+    or empty (both are named in the report: nothing to compare)."""
     path = Path(run["_path"]) / "predictions.jsonl"
-    return check_prediction_rows(read_jsonl(path), path) if path.is_file() else None
+    return (check_prediction_rows(read_jsonl(path), path) or None) if path.is_file() else None
 
 
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
@@ -290,7 +291,7 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
              f"bootstrap, {num_resamples:,} resamples (seed {seed}); p: two-sided sign-flip permutation test "
              f"(exact for n ≤ 16, else {num_resamples:,} seeded sign vectors).", ""]
     if missing:
-        lines += [f"Left out, no predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
+        lines += [f"Left out, no or an empty predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
     if apart:
         lines += [f"Not compared, no example id in common (different test sets?): {'; '.join(apart)}.", ""]
     lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]

@@ -81,11 +81,12 @@ def current_class_paths(config: Any) -> Any:
     return config
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict, loaded on the CPU with ``weights_only=True``: tensors, containers and
-    plain values only. Anything else (a pickled object) is refused, never unpickled."""
+    plain values only. Anything else (a pickled object) is refused, never unpickled. ``mmap``:
+    tensors stay on disk until read (a cheap look at what a large checkpoint holds)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError:
         raise  # a missing file or a folder: the OS's message names it
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
@@ -149,7 +150,7 @@ def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], sour
     """A stage checkpoint's ``model.*`` weights under ``model``'s own names (``q_proj.weight`` of a
     fully fine-tuned checkpoint fills ``q_proj.base_layer.weight`` of a LoRA-wrapped model); a weight
     the model has no place for is a ValueError naming ``source``."""
-    own = set(model.state_dict())
+    own = model.state_dict()
     matched = {}
     for key, value in state_dict.items():
         key = key.removeprefix("model.") if key.startswith("model.") else f"<not model.*> {key}"
@@ -157,9 +158,15 @@ def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], sour
             stem, _, leaf = key.rpartition(".")
             key = f"{stem}.base_layer.{leaf}" if f"{stem}.base_layer.{leaf}" in own else key
         matched[key] = value
-    unexpected = sorted(matched.keys() - own)
+    unexpected = sorted(matched.keys() - own.keys())
     if unexpected:
         raise ValueError(f"{source}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
+    reshaped = [f"{key} {tuple(value.shape)} vs the model's {tuple(own[key].shape)}"
+                for key, value in matched.items() if tuple(value.shape) != tuple(own[key].shape)]
+    if reshaped:
+        raise ValueError(f"{source}: {len(reshaped)} weights have other shapes than this model's, e.g. {reshaped[:2]}: "
+                         "it was trained with another model config (LoRA rank, sizes); rebuild the model from the "
+                         "config it was trained with")
     return matched
 
 

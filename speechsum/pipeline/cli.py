@@ -21,16 +21,23 @@ every stage built on a stage that runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from speechsum.pipeline.config import load_pipeline_config, preset_path
 from speechsum.pipeline.progress import ProgressBoard, say
@@ -46,6 +53,7 @@ from speechsum.pipeline.runner import (
     write_json_atomic,
 )
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
+from speechsum.utils.arguments import at_least, number
 from speechsum.utils.io import remove_stale_temporaries, write_atomic
 
 EPILOG = f"""\
@@ -105,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"resuming); stages: {', '.join(PIPELINE.names)}; evaluate = the three student evaluations")
     parser.add_argument("--until", type=stage_list, metavar="STAGE[,STAGE…]",
                         help="run only these stages and the stages they are built from")
-    parser.add_argument("--lanes", type=int, default=2, metavar="N",
+    parser.add_argument("--lanes", type=at_least(1), default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
                         help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "
                         "OMP_NUM_THREADS, all N for a stage nothing can run beside (benchmark, report) or with "
                         "--lanes 1; fixed per stage, so a run's numbers do not depend on the machine's load "
@@ -116,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="KD teacher: inprocess (HFTeacher in the training process), serve (start `speechsum serve` "
                         "for the teacher on a free loopback port for the KD stage), remote (the endpoint in the "
                         "YAML's teacher: section). Default: the YAML's teacher.mode, else inprocess")
-    parser.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
+    parser.add_argument("--checkpoint-every", type=number(0.0, 1e7, what="a number of seconds"), default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                         help="seconds of training between the resume checkpoints of the fit stages: a killed "
                         f"stage redoes at most this much when rerun (default {CHECKPOINT_EVERY_S:g}; 0 = every step)")
     parser.add_argument("--wandb", action="store_true",
@@ -155,20 +163,65 @@ def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] |
     return planned, kept, fresh
 
 
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN/.state/pipeline.lock`` for the run (an advisory lock the OS frees when this process
+    ends, also when it is killed): a second pipeline on the same folder would delete the outputs of
+    stages the first one is writing, so it is refused."""
+    if fcntl is None:  # Windows: no advisory locks; one run per folder is then up to the user
+        yield
+        return
+    path = run_dir / ".state" / "pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            raise RuntimeError(f"another speechsum pipeline{f' (pid {owner})' if owner else ''} is running in {run_dir}: "
+                               "wait for it to finish or stop it, or give this run another --run-dir") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def check_from_until(from_stages: list[str] | None, until: list[str] | None, table: StageTable) -> None:
+    """Refuse ``--from`` stages that ``--until`` would not run: their markers would be deleted (the
+    finished work thrown away) and nothing redone."""
+    if not from_stages or not until:
+        return
+    outside = [s for s in from_stages if not any(s == u or s in table.upstream(u) for u in until)]
+    if outside:
+        raise ValueError(f"--from {','.join(outside)} is not among the stages --until {','.join(until)} runs (those "
+                         "and what they are built from): nothing would be redone. Drop --until, or --from a stage "
+                         "it runs")
+
+
 def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:
     """The whole run (``main`` without parsing) of ``table``'s stages; returns the summary it wrote."""
+    threads = args.threads or default_threads()
+    if args.lanes < 1 or threads < 1:
+        raise ValueError(f"--lanes ({args.lanes}) and --threads ({threads}) must be at least 1")
+    if not 0 <= args.checkpoint_every < float("inf"):
+        raise ValueError(f"--checkpoint-every must be a number of seconds of at least 0, got {args.checkpoint_every}")
+    check_from_until(args.from_stage, args.until, table)
     config_file = Path(args.config) if args.config else preset_path(args.preset)
     config = load_pipeline_config(config_file)
     run_dir = Path(args.run_dir).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(run_dir):
+        return _run_locked(args, table, config_file, config, run_dir, threads)
+
+
+def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, config: dict, run_dir: Path,
+                threads: int) -> dict:
     remove_stale_temporaries(run_dir)  # no stage runs yet: only what a killed run's atomic writes left
     digests = table.config_digests(config)  # stored in each stage's marker: a changed setting is pointed out
     write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
-    threads = args.threads or default_threads()
-    if args.lanes < 1 or threads < 1:
-        raise ValueError("--lanes and --threads must be at least 1")
-    if args.checkpoint_every < 0:
-        raise ValueError("--checkpoint-every must be at least 0")
     redo: set[str] = set()
     if args.from_stage:
         cleared: list[str] = []

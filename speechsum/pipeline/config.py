@@ -67,9 +67,10 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "report": {"metric": None, "baseline": None},
 }
 SECTION_CHOICES = {"judge.kind": ("fact", "openai"), "teacher.mode": ("inprocess", "serve", "remote")}
+AT_LEAST = {"pairs.num_samples": 2, "benchmark.text_documents": 0}  # a pair needs two samples; other counts: 1
 AT_LEAST_ONE = {"pairs.train_examples", "pairs.val_examples", "pairs.num_samples", "pairs.max_new_tokens",
                 "pairs.batch_size", "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
-                "benchmark.workers", "benchmark.vocab_size"}
+                "benchmark.workers", "benchmark.vocab_size", "benchmark.text_documents"}
 
 
 def section_options(config: Mapping, name: str) -> dict:
@@ -105,8 +106,9 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             if field in AT_LEAST_ONE:
                 if value is None and default is None:
                     continue
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{path}: {field}: expected a whole number of at least 1"
+                low = AT_LEAST.get(field, 1)
+                if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                    raise ValueError(f"{path}: {field}: expected a whole number of at least {low}"
                                      f"{' (or null: all)' if default is None else ''}, got {value!r}")
             elif value is not None and default is not None and not _same_kind(value, default):
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
@@ -201,6 +203,9 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: invalid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                         f"{err.start}); save the YAML as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -240,7 +245,11 @@ def load_pipeline_config(path: str | Path) -> dict:
     check_sections(config, path)
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
-    for stage, spec in (config.get("stages") or {}).items():
+    stages = config.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise ValueError(f"{path}: stages: expected a mapping of stage ({', '.join(STUDENT_STAGES)}) to its settings, "
+                         f"got {stages!r}")
+    for stage, spec in stages.items():
         if stage not in STUDENT_STAGES:
             raise ValueError(f"{path}: stages.{stage}: unknown stage; allowed: {', '.join(STUDENT_STAGES)}")
         if stage == "align" and spec is False:
@@ -249,6 +258,15 @@ def load_pipeline_config(path: str | Path) -> dict:
         if spec is not None and (not isinstance(spec, dict) or unknown_keys):
             raise ValueError(f"{path}: stages.{stage}: expected a mapping with config, remote_config (kd), overrides"
                              + (" (or false: no alignment stage)" if stage == "align" else ""))
+        spec = spec or {}
+        for key in ("config", "remote_config"):  # a missing file, found now and not after the stages before it
+            files = spec.get(key)
+            for file in [files] if isinstance(files, str) else files or []:
+                if not isinstance(file, str) or not find_config_file(file).is_file():
+                    raise ValueError(f"{path}: stages.{stage}.{key}: no such config file {file!r}")
+        if not isinstance(spec.get("overrides") or {}, dict):
+            raise ValueError(f"{path}: stages.{stage}.overrides: expected a mapping deep-merged onto the stage's "
+                             f"config, got {spec['overrides']!r}")
     return config
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
+from speechsum.utils.arguments import at_least, port, positive_seconds
 from speechsum.utils.devices import check_device
 
 if TYPE_CHECKING:
@@ -41,36 +41,6 @@ def __getattr__(name: str) -> Any:  # HFBackend imports torch/transformers: only
     raise AttributeError(name)
 
 
-def _count(low: int):
-    """argparse type: an integer of at least ``low``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
-
-
-def _port(text: str) -> int:
-    value = _count(0)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is 0-65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechsum serve",
@@ -87,22 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stage config for a checkpoint without saved hyperparameters (speech students)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                         "0.0.0.0 exposes the server to the network — set an API key then)")
-    parser.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     parser.add_argument("--api-key-env", default=None, metavar="NAME",
                         help="name of an environment variable holding the API key clients must send as "
                         "'Authorization: Bearer <key>' (default: no key needed). The key is never logged.")
     parser.add_argument("--served-model-name", default=None, metavar="NAME",
                         help="model name clients use in requests and see in /v1/models (default: the directory name)")
-    parser.add_argument("--max-request-bytes", type=_count(1), default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+    parser.add_argument("--max-request-bytes", type=at_least(1), default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
                         help=f"largest request body accepted; larger gets HTTP 413 (default {DEFAULT_MAX_REQUEST_BYTES})")
-    parser.add_argument("--max-tokens-limit", type=_count(1), default=4096, metavar="N",
+    parser.add_argument("--max-tokens-limit", type=at_least(1), default=4096, metavar="N",
                         help="largest max_tokens a request may ask for; more gets HTTP 400 (default 4096)")
-    parser.add_argument("--max-logprobs", type=_count(0), default=20, metavar="K",
+    parser.add_argument("--max-logprobs", type=at_least(0), default=20, metavar="K",
                         help="largest top-k for logprobs/top_logprobs/prompt_logprobs (default 20, as vLLM)")
-    parser.add_argument("--max-audio-bytes", type=_count(1), default=DEFAULT_MAX_AUDIO_BYTES, metavar="N",
+    parser.add_argument("--max-audio-bytes", type=at_least(1), default=DEFAULT_MAX_AUDIO_BYTES, metavar="N",
                         help="speech students: largest input_audio file in bytes; larger gets HTTP 413 before it is "
                         f"decoded (default {DEFAULT_MAX_AUDIO_BYTES})")
-    parser.add_argument("--max-audio-seconds", type=_seconds, default=DEFAULT_MAX_AUDIO_SECONDS, metavar="S",
+    parser.add_argument("--max-audio-seconds", type=positive_seconds, default=DEFAULT_MAX_AUDIO_SECONDS, metavar="S",
                         help="speech students: longest clip (lowered to the backbone's own maximum, e.g. 30 s for "
                         f"Qwen2-Audio); longer gets HTTP 400 (default {DEFAULT_MAX_AUDIO_SECONDS:g})")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "speechsum.serving.export.load_exported(DIR).",
     )
     parser.add_argument("ckpt", help="stage checkpoint (.ckpt), e.g. runs/tiny/dpo/checkpoints/last.ckpt")
-    parser.add_argument("--out", required=True, help="directory to write (replaced atomically if it exists)")
+    parser.add_argument("--out", required=True, help="directory to write: new, empty, or an earlier export (replaced "
+                        "atomically); a folder holding anything else is refused")
     parser.add_argument("--merge-lora", action="store_true",
                         help="merge LoRA adapters into the weights (default: base weights + a PEFT adapter in "
                         "<model dir>/adapter)")
@@ -180,9 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out_dir(out: str | Path) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder that no export wrote (no
+    ``speechsum_export.json``): replacing it would delete whatever the user keeps there."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_FILE).is_file():
+        raise ValueError(f"--out {out} is a folder that holds other files (no {EXPORT_FILE}: not an earlier "
+                         "export, which would be replaced): give a new or empty folder")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_out_dir(args.out)
         out = export_checkpoint(args.ckpt, args.out, merge_lora=args.merge_lora, config=args.config)
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum export: {err}") from None

@@ -182,8 +182,9 @@ def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, 
                     continue
                 if positions + settings.generation.max_new_tokens > context:
                     fail(row, f"{row['audio']}: too long for this model: its {len(clip) / model.processor.sample_rate:.0f} s "
-                              f"take {positions} of the LM's {context} positions, and the summary may take "
-                              f"{settings.generation.max_new_tokens} more; split the file (or lower --max-new-tokens)")
+                              f"and the instruction take {positions} of the LM's {context} positions, and the summary "
+                              f"may take {settings.generation.max_new_tokens} more; split the file (or shorten the "
+                              "instruction, or lower --max-new-tokens)")
                     continue
             loaded.append((row, clip))
         if loaded:

@@ -47,6 +47,7 @@ from speechsum.synth.prompts import (
     rate_messages,
     summary_messages,
 )
+from speechsum.utils.arguments import at_least, number, positive_seconds
 from speechsum.utils.io import write_atomic, write_jsonl
 from speechsum.utils.remote import (
     ChatJsonAsker,
@@ -305,27 +306,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (the key itself is never "
                         "accepted on the command line, logged or cached)")
-    p.add_argument("--num-queries", type=int, default=8, help="K: queries written per transcript")
-    p.add_argument("--keep", type=int, default=3, help="N: best-rated queries kept per transcript (1..K)")
+    p.add_argument("--num-queries", type=at_least(1), default=8, help="K: queries written per transcript")
+    p.add_argument("--keep", type=at_least(1), default=3, help="N: best-rated queries kept per transcript (1..K)")
     p.add_argument("--min-importance", type=int, default=1,
                    help="drop kept queries rated below this importance (1-10)")
     p.add_argument("--styles", default=None,
                    help=f"comma-separated query styles to draw from (default all: {','.join(STYLES)})")
-    p.add_argument("--query-temperature", type=float, default=0.8, help="sampling temperature for writing queries")
-    p.add_argument("--summary-temperature", type=float, default=0.3,
+    p.add_argument("--query-temperature", type=number(0.0, 2.0), default=0.8, help="sampling temperature for writing queries")
+    p.add_argument("--summary-temperature", type=number(0.0, 2.0), default=0.3,
                    help="sampling temperature for writing summaries (ratings use 0)")
-    p.add_argument("--max-tokens", type=int, default=1024, help="max completion tokens per answer")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request before it is retried")
-    p.add_argument("--request-attempts", type=int, default=6,
+    p.add_argument("--max-tokens", type=at_least(1), default=1024, help="max completion tokens per answer")
+    p.add_argument("--concurrency", type=at_least(1), default=8, help="requests in flight at once")
+    p.add_argument("--timeout", type=positive_seconds, default=120.0, help="seconds per HTTP request before it is retried")
+    p.add_argument("--request-attempts", type=at_least(1), default=6,
                    help="tries per request on timeouts, 429 and 5xx (exponential backoff; then the run stops)")
-    p.add_argument("--backoff-seconds", type=float, default=1.0, help="first retry delay (doubles per retry)")
-    p.add_argument("--parse-attempts", type=int, default=3,
+    p.add_argument("--backoff-seconds", type=number(0.0, what="a number of seconds"), default=1.0, help="first retry delay (doubles per retry)")
+    p.add_argument("--parse-attempts", type=at_least(1), default=3,
                    help="asks per answer when the LLM's answer is malformed; then the item is skipped and counted")
     p.add_argument("--cache", default=None, help="cache file (JSONL); default <out>.cache/synth.jsonl")
     p.add_argument("--on-bad-example", choices=("error", "skip"), default="error",
                    help="a bad input manifest line: stop with file:line (error) or log, count and skip it")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N recordings (0: all), to try settings")
+    p.add_argument("--limit", type=at_least(0), default=0, help="use only the first N recordings (0: all), to try settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
     return p
 

@@ -42,6 +42,16 @@ def test_scores_match_hand_computation(tmp_path):
     assert scores == {"examples": 4, "exact_match": 0.5, "first_word_accuracy": 0.5, "word_list_f1": 0.75}
 
 
+def test_a_kind_with_no_examples_is_not_applicable_not_zero(tmp_path, capsys):
+    from speechsum.data.toy import score_main
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps({"reference": "Words: hotel.", "prediction": "Words: hotel."}) + "\n")
+    assert score_predictions(path)["first_word_accuracy"] is None
+    score_main([str(path)])
+    assert "first_word_accuracy  n/a (no examples of this kind)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("counts", [["--train", "-1"], ["--val", "0"]])
 def test_toydata_refuses_empty_splits(tmp_path, counts):
     from speechsum.data.toy import main

@@ -181,9 +181,12 @@ def test_paired_comparisons_on_the_same_examples(runs, tmp_path):
     assert float(halluc["p_value"]) == pytest.approx(1 / 10_001)
     same = next(r for r in paired if (r["a"], r["b"], r["metric"], r["split"]) == ("teacher", "dpo", "fact_recall", "test"))
     assert float(same["diff"]) == pytest.approx(-0.05)
+    (runs / "cascade" / "predictions.jsonl").write_bytes(b"")  # an empty file is named too (it vanished silently)
+    markdown = build_report([runs], tmp_path / "report3")["markdown"].read_text()
+    assert "Left out, no or an empty predictions.jsonl: cascade (ASR → text LM)." in markdown
     (runs / "cascade" / "predictions.jsonl").unlink()
     markdown = build_report([runs], tmp_path / "report2")["markdown"].read_text()
-    assert "Left out, no predictions.jsonl: cascade (ASR → text LM)." in markdown
+    assert "Left out, no or an empty predictions.jsonl: cascade (ASR → text LM)." in markdown
     assert "− cascade" not in markdown and "− text teacher" in markdown
 
 

@@ -134,6 +134,14 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "evaluate": {"systems": ["kdd"]}}, "evaluate.systems: unknown ['kdd']"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"system_splits": {"cascade": "test"}}}, "evaluate.system_splits:"),
     ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede']"),
+    # found at load, not after the stages before the one that reads them
+    ({"benchmark": {"size": "tiny"}, "pairs": {"num_samples": 1}}, "pairs.num_samples: expected a whole number of at least 2"),
+    ({"benchmark": {"size": "tiny", "text_documents": -5}}, "benchmark.text_documents: expected a whole number of at least 0"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/nope.yaml"}}},
+     "stages.sft.config: no such config file 'configs/nope.yaml'"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/sft.yaml", "overrides": [1]}}},
+     "stages.sft.overrides: expected a mapping"),
+    ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": [1, 2]}, "stages: expected a mapping of stage"),
 ])
 def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
@@ -413,3 +421,10 @@ def test_kd_under_teacher_serve_resumes_against_a_new_server(tmp_path):
     assert "starting over" not in second
     assert re.search(r"\[kd\] resuming from .*kd/checkpoints/last\.ckpt \(step 2, saved", second)
     assert read_marker(run, "kd") is not None
+
+
+def test_a_pipeline_yaml_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("benchmark: {size: tiny}  # café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not UTF-8 text \(byte b'\\xe9' at offset \d+\)"):
+        load_pipeline_config(path)

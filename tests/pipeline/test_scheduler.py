@@ -231,3 +231,36 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
     summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
+
+
+def test_a_second_pipeline_on_the_same_run_dir_is_refused_and_touches_nothing(tmp_path):
+    """Two pipelines on one folder deleted each other's stage outputs; the second is now refused
+    while the first holds the folder's lock (freed when its process ends, however it ends)."""
+    table = stand_in_stages(tmp_path / "pids")
+    run_in_process(tmp_path, table)
+    markers = {s: marker_path(tmp_path, s).read_bytes() for s in STAGES}
+    with pipeline.run_dir_lock(tmp_path):
+        with pytest.raises(RuntimeError, match=rf"^another speechsum pipeline \(pid {os.getpid()}\) is running in "
+                                               rf"{tmp_path}: wait for it"):
+            run_in_process(tmp_path, table, "--from", "benchmark")
+    assert {s: marker_path(tmp_path, s).read_bytes() for s in STAGES} == markers
+    assert run_in_process(tmp_path, table)["stages"]["report"]["status"] == "skipped"  # the lock is free again
+
+
+def test_from_a_stage_until_does_not_run_is_refused_before_anything_is_cleared(tmp_path):
+    table = stand_in_stages(tmp_path / "pids")
+    run_in_process(tmp_path, table)
+    with pytest.raises(ValueError, match="--from sft is not among the stages --until text_lm runs"):
+        run_in_process(tmp_path, table, "--from", "sft", "--until", "text_lm")
+    assert all(read_marker(tmp_path, s) for s in STAGES)  # SFT and what is built on it were kept
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--lanes", "0", "argument --lanes: must be at least 1, got 0"),
+    ("--threads", "-3", "argument --threads: must be at least 1, got -3"),
+    ("--checkpoint-every", "nan", "argument --checkpoint-every: must be a number of seconds at least 0"),
+])
+def test_bad_options_are_refused_before_the_run_dir_is_made(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit):
+        pipeline.main(["--preset", "tiny", "--run-dir", str(tmp_path / "run"), option, value])
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()

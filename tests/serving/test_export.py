@@ -113,6 +113,7 @@ def test_model_card_holds_the_runs_stages_and_metrics(tmp_path: Path) -> None:
     (run / "evaluate" / "student_dpo" / "metrics.json").write_text(json.dumps(metrics))
     (run / "report.md").write_text("| system | score |\n|---|---|\n| dpo | 6.1 |\n")
     main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])
+    main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])  # an earlier export is replaced
     card = (tmp_path / "export" / "README.md").read_text()
     assert "training stages of the run: sft → dpo" in card
     assert "| student_dpo | student | dpo | 8 | 0.432 [0.400, 0.460] |" in card
@@ -125,3 +126,18 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="speechsum export: .*bad.ckpt"):
         main([str(bad), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_holding_other_files_or_a_file_is_refused(tmp_path: Path) -> None:
+    """Replacing ``--out`` deleted whatever a user kept there (and a file became a folder)."""
+    _, ckpt = trained_student("text_llm", tmp_path / "run")
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(SystemExit, match=f"--out {mine} is a folder that holds other files"):
+        main([str(ckpt), "--out", str(mine)])
+    assert (mine / "notes.txt").read_text() == "precious"
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(SystemExit, match="is a file: give a folder"):
+        main([str(ckpt), "--out", str(tmp_path / "file.txt")])
+    assert (tmp_path / "file.txt").read_text() == "x"

@@ -368,8 +368,8 @@ def test_nan_nesting_and_lone_surrogates_are_400_not_500(backend):
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--port", "70000", "a TCP port is 0-65535, got 70000"),
     ("--port", "-1", "must be at least 0, got -1"),
-    ("--max-audio-seconds", "nan", "must be a positive number of seconds, got nan"),
-    ("--max-audio-seconds", "0", "must be a positive number of seconds, got 0"),
+    ("--max-audio-seconds", "nan", "must be a number of seconds above 0, got nan"),
+    ("--max-audio-seconds", "0", "must be a number of seconds above 0, got 0"),
     ("--max-audio-bytes", "0", "must be at least 1, got 0"),
     ("--max-tokens-limit", "0", "must be at least 1, got 0"),
     ("--max-request-bytes", "x", "expected an integer, got 'x'"),

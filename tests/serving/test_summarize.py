@@ -148,9 +148,10 @@ def test_a_clip_too_long_for_the_lms_context_is_an_error_row(composed_export: Pa
     settings = Settings(instruction=DEFAULT_INSTRUCTION, generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
     rows = summarize_files(model, [str(short), str(long)], settings, progress=False)
     assert "summary" in rows[0]  # 0.6 s fits
-    assert rows[1]["error"] == (f"{long}: too long for this model: its 1 s take {positions} of the LM's "
-                                f"{positions + MAX_NEW_TOKENS - 1} positions, and the summary may take {MAX_NEW_TOKENS} "
-                                "more; split the file (or lower --max-new-tokens)")
+    assert rows[1]["error"] == (f"{long}: too long for this model: its 1 s and the instruction take {positions} of "
+                                f"the LM's {positions + MAX_NEW_TOKENS - 1} positions, and the summary may take "
+                                f"{MAX_NEW_TOKENS} more; split the file (or shorten the instruction, or lower "
+                                "--max-new-tokens)")
 
 
 def test_an_encoder_failure_while_counting_positions_is_that_files_row(composed_export, tmp_path, monkeypatch):
