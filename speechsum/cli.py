@@ -84,10 +84,12 @@ def main(argv: list[str] | None = None) -> None:
 
         lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
     except (OSError, ValueError) as err:
-        # a tool's own OSError/ValueError is about its arguments or inputs; in training, only the kinds below
-        if not (args[0] in TOOLS or is_input_error(err)) or os.environ.get("SPEECHSUM_TRACEBACK"):
+        # a tool's own OSError/ValueError is about its arguments or inputs; in training, only the kinds
+        # below, also where jsonargparse wraps them (a stage's __init__ failing inside the CLI's parsing)
+        cause = err if args[0] in TOOLS else input_error_in_chain(err)
+        if cause is None or os.environ.get("SPEECHSUM_TRACEBACK"):
             raise
-        print(f"speechsum {args[0]}: error: {err}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        print(f"speechsum {args[0]}: error: {cause}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -111,16 +113,24 @@ def check_ckpt_path(args: list[str]) -> None:
                              "(no trainer state to resume); to start from its weights set model.init_args.init_from")
 
 
-def is_input_error(err: BaseException) -> bool:
-    """Whether ``err`` is about the user's input (a manifest line, an audio file, a missing path) and
-    its message says all there is to say: such errors end a command with that message, not a traceback."""
+def input_error_in_chain(err: BaseException) -> BaseException | None:
+    """The first error in ``err``'s chain (itself, then its causes) that is about the user's input (a
+    manifest line, an audio file, a checkpoint, a missing path) and whose message says all there is to
+    say: such errors end a command with that message, not a traceback. None if there is none."""
     from speechsum.data.audio import AudioTooLongError, BadSampleError, CorruptAudioError
     from speechsum.data.hf_dataset import HFDatasetError
     from speechsum.data.manifest import ManifestError
+    from speechsum.models.checkpoint import CheckpointError
 
-    return isinstance(err, (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError,
-                            FileNotFoundError,
-                            IsADirectoryError, NotADirectoryError, PermissionError))
+    kinds = (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError, CheckpointError,
+             FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def check_config_files(args: list[str]) -> None:

@@ -345,3 +345,14 @@ def test_weights_of_another_shape_are_named_with_the_config_to_use(tmp_path):
     with pytest.raises(ValueError, match=r"^run\.ckpt: 1 weights have other shapes than this model's, e.g. .*"
                                          r"it was trained with another model config"):
         match_state_dict(model, state, "run.ckpt")
+
+
+def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_data, capsys):
+    """The stage's error reached the user inside ~90 lines of jsonargparse's union-type report."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "zero.ckpt").write_bytes(b"\n")
+    for name, message in (("missing.ckpt", "No such file or directory"), ("zero.ckpt", "not a readable PyTorch checkpoint")):
+        with pytest.raises(SystemExit) as info:
+            main(["validate", "--config", str(config), "--model.init_args.init_from", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and message in err and str(tmp_path / name) in err and "Union" not in err

@@ -58,6 +58,11 @@ CLASS_PATH_KEYS = ("class_path", "_class_path")
 NOT_REBUILDABLE = "speechsum_not_rebuildable"
 
 
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (unreadable, not a stage checkpoint, weights that do not fit
+    the model); the message names the file and what to do."""
+
 def current_class_path(class_path: str) -> str:
     """``class_path`` under today's layout: a whole class path in :data:`LEGACY_MODULES`, else its
     module (everything before the last dot) looked up there; anything else is returned unchanged."""
@@ -91,19 +96,21 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         raise  # a missing file or a folder: the OS's message names it
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+        refused = [line for line in lines if "GLOBAL" in line or "Unsupported global" in line]
         if isinstance(err, pickle.UnpicklingError) and refused:
             reason = refused[0].split(" Please use")[0]  # torch's advice is to allow-list the object: not here
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: refused: the checkpoint holds objects beyond tensors and plain values, which only "
                 f"the full pickle loader (able to run code) could read; re-save it with weights and configs only "
                 f"({reason})"
             ) from None
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                         f"{lines[0] if lines else err!r}); give the `.ckpt` a stage wrote, e.g. "
-                         "RUN/sft/checkpoints/last.ckpt") from None
+        # torch's first line on a file that is no checkpoint advises weights_only=False (running its code): not here
+        advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        detail = next((line for line in lines if not line.startswith(advice)), lines[0] if lines else repr(err))
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {detail}); give the "
+                              "`.ckpt` a stage wrote, e.g. RUN/sft/checkpoints/last.ckpt") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path}: not a stage checkpoint (no `state_dict` mapping)")
+        raise CheckpointError(f"{path}: not a stage checkpoint (no `state_dict` mapping)")
     return checkpoint
 
 
@@ -111,7 +118,7 @@ def require_rebuildable(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Refuse a checkpoint marked :data:`NOT_REBUILDABLE`: a model rebuilt from it would be wrong."""
     reason = checkpoint.get(NOT_REBUILDABLE)
     if reason:
-        raise ValueError(f"{path}: cannot be rebuilt from its model config and saved weights: {reason}")
+        raise CheckpointError(f"{path}: cannot be rebuilt from its model config and saved weights: {reason}")
 
 
 def model_config_from_yaml(path: str | Path) -> dict:
@@ -120,9 +127,9 @@ def model_config_from_yaml(path: str | Path) -> dict:
     try:
         model_config = config["model"]["init_args"]["model"]
     except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: no model.init_args.model (a speechsum stage config is expected)") from err
+        raise CheckpointError(f"{path}: no model.init_args.model (a speechsum stage config is expected)") from err
     if not isinstance(model_config, dict):
-        raise ValueError(f"{path}: model.init_args.model must be a mapping with class_path, got {model_config!r}")
+        raise CheckpointError(f"{path}: model.init_args.model must be a mapping with class_path, got {model_config!r}")
     return model_config
 
 
@@ -130,7 +137,7 @@ def model_config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -
     """``hyper_parameters["model"]`` (saved when the stage was built by the Lightning CLI)."""
     model_config = checkpoint.get("hyper_parameters", {}).get("model")
     if not isinstance(model_config, dict):
-        raise ValueError(f"{path}: the checkpoint does not record its model config; pass its config.yaml")
+        raise CheckpointError(f"{path}: the checkpoint does not record its model config; pass its config.yaml")
     return json.loads(json.dumps(model_config, default=str))  # plain JSON values, as a YAML gives
 
 
@@ -160,11 +167,11 @@ def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], sour
         matched[key] = value
     unexpected = sorted(matched.keys() - own.keys())
     if unexpected:
-        raise ValueError(f"{source}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
+        raise CheckpointError(f"{source}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
     reshaped = [f"{key} {tuple(value.shape)} vs the model's {tuple(own[key].shape)}"
                 for key, value in matched.items() if tuple(value.shape) != tuple(own[key].shape)]
     if reshaped:
-        raise ValueError(f"{source}: {len(reshaped)} weights have other shapes than this model's, e.g. {reshaped[:2]}: "
+        raise CheckpointError(f"{source}: {len(reshaped)} weights have other shapes than this model's, e.g. {reshaped[:2]}: "
                          "it was trained with another model config (LoRA rank, sizes); rebuild the model from the "
                          "config it was trained with")
     return matched
@@ -184,7 +191,7 @@ def load_model_weights(
     matched = match_state_dict(model, state_dict, source)
     fresh = sorted({name for name, _ in model.trainable_parameters()} - matched.keys())
     if fresh and require_trainable:
-        raise ValueError(f"{source}: lacks {len(fresh)} trainable weights of this model, e.g. {fresh[:3]}")
+        raise CheckpointError(f"{source}: lacks {len(fresh)} trainable weights of this model, e.g. {fresh[:3]}")
     model.load_state_dict(matched, strict=False)
     return fresh
 
@@ -204,5 +211,5 @@ def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple
     try:
         load_model_weights(model, checkpoint["state_dict"], str(path))
     except ValueError as err:
-        raise ValueError(f"{err} ({built_from}: is it the config this checkpoint was trained with?)") from None
+        raise CheckpointError(f"{err} ({built_from}: is it the config this checkpoint was trained with?)") from None
     return model, hparams
