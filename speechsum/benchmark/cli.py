@@ -98,7 +98,9 @@ def benchmark_info(directory: str | Path) -> str:
                     record = json.loads(line)
                     meta = record["meta"]
                     durations[meta["doc_id"]] = float(record["duration"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                    if not 0 <= durations[meta["doc_id"]] < float("inf"):
+                        raise ValueError(f"duration {record['duration']!r} is not a number of seconds")
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as err:
                     raise ValueError(f"{manifest}:{number}: not a benchmark record ({err})") from err
                 examples += 1
                 for field in ("genre", "style", "lang"):

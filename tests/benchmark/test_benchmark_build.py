@@ -223,6 +223,13 @@ def test_info_names_a_broken_benchmark_json(tmp_path, content):
         main(["info", str(tmp_path)])
 
 
+@pytest.mark.parametrize("duration", ["-5.0", "NaN", "1" + "0" * 400])
+def test_info_names_a_manifest_line_without_a_duration_in_seconds(tmp_path, duration):
+    (tmp_path / "test.jsonl").write_text('{"meta": {"doc_id": "d"}, "duration": ' + duration + "}\n")
+    with pytest.raises(SystemExit, match=r"test\.jsonl:1: not a benchmark record \("):
+        main(["info", str(tmp_path)])
+
+
 def test_compact_unnamed_world_reports_decisions_without_the_unheard_decider():
     """Who decided is said only by a turn's label and voice; ``compact-unnamed`` leaves it out of the
     reference (the students' CTC audio tokens carry no voice) and is otherwise ``compact``: the same
