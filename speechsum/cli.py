@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 OVERVIEW = """\
 speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
@@ -93,12 +94,29 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def config_paths(args: list[str]) -> list[str]:
+    """The ``--config`` / ``-c`` files of a Lightning CLI command line, in every spelling."""
+    paths = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith(("--config=", "-c="))]
+    return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
+
+
 def check_ckpt_path(args: list[str]) -> None:
-    """Exit 2 naming ``--ckpt_path`` when it is not a readable stage checkpoint (Lightning's
-    EOFError / KeyError from deep inside ``torch.load`` did not say which file); ``last``, ``best``
-    and ``hpc`` are Lightning's own names and left to it."""
+    """Exit 2 naming ``ckpt_path`` (on the command line or in a ``--config`` file) when it is not a
+    readable training checkpoint (Lightning's EOFError / KeyError from deep inside ``torch.load``
+    did not say which file); ``last``, ``best``, ``hpc`` and ``registry`` are Lightning's own names."""
+    import yaml
+
     values = [value for flag, value in zip(args, args[1:]) if flag == "--ckpt_path"]
     values += [arg.split("=", 1)[1] for arg in args if arg.startswith("--ckpt_path=")]
+    for path in config_paths(args):
+        try:
+            with open(path, encoding="utf-8") as file:
+                config = yaml.safe_load(file)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # not a file (inline YAML) or reported by check_config_files / the CLI
+        if isinstance(config, dict) and isinstance(config.get("ckpt_path"), str):
+            values.append(config["ckpt_path"])
     for value in values:
         if value in ("last", "best", "hpc", "registry", "null", "None"):
             continue
@@ -106,11 +124,19 @@ def check_ckpt_path(args: list[str]) -> None:
 
         try:
             checkpoint = read_checkpoint(value, mmap=True)
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"speechsum {args[0]}: error: --ckpt_path {value}: {err}") from None
+        except (OSError, ValueError):
+            try:
+                checkpoint = read_checkpoint(value)  # without mmap: torch's message then says what is wrong
+            except (OSError, ValueError) as err:
+                _exit_with(args[0], f"ckpt_path {value}: {err}")
         if "pytorch-lightning_version" not in checkpoint:
-            raise SystemExit(f"speechsum {args[0]}: error: --ckpt_path {value}: not a Lightning training checkpoint "
-                             "(no trainer state to resume); to start from its weights set model.init_args.init_from")
+            _exit_with(args[0], f"ckpt_path {value}: not a Lightning training checkpoint (no trainer state to resume); "
+                                "to start from its weights set model.init_args.init_from")
+
+
+def _exit_with(command: str, message: str) -> NoReturn:
+    print(f"speechsum {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def input_error_in_chain(err: BaseException) -> BaseException | None:
@@ -141,11 +167,8 @@ def check_config_files(args: list[str]) -> None:
     import yaml
     from jsonargparse import get_loader
 
-    paths = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
-    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith(("--config=", "-c="))]
-    paths += [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
     load = get_loader("yaml")
-    for path in paths:
+    for path in config_paths(args):
         try:
             with open(path, encoding="utf-8") as file:
                 load(file.read())

@@ -324,11 +324,18 @@ def test_a_ckpt_path_that_is_not_a_training_checkpoint_is_named(tmp_path, toy_da
     (tmp_path / "zero.ckpt").write_bytes(b"")
     (tmp_path / "text.ckpt").write_text("hello")
     torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
-    for name, message in (("zero.ckpt", "not a readable PyTorch checkpoint"), ("text.ckpt", "not a readable PyTorch checkpoint"),
+    (tmp_path / "in_config.yaml").write_text(f"ckpt_path: {tmp_path / 'zero.ckpt'}\n")
+    for name, message in (("zero.ckpt", "not a readable PyTorch checkpoint (EOFError"),
+                          ("text.ckpt", "not a readable PyTorch checkpoint"),
                           ("weights.ckpt", "not a Lightning training checkpoint"), ("missing.ckpt", "No such file")):
-        with pytest.raises(SystemExit) as info:
-            main(["validate", "--config", str(config), "--ckpt_path", str(tmp_path / name)])
-        assert f"--ckpt_path {tmp_path / name}: " in str(info.value) and message in str(info.value)
+        for where in (["--ckpt_path", str(tmp_path / name)], ["--config", str(tmp_path / "in_config.yaml")]):
+            if where[0] == "--config" and name != "zero.ckpt":
+                continue
+            with pytest.raises(SystemExit) as info:
+                main(["validate", "--config", str(config), *where])
+            err = capsys.readouterr().err
+            assert info.value.code == 2 and f"ckpt_path {tmp_path / name}: " in err and message in err
+            assert "mmap" not in err
 
 
 def test_weights_of_another_shape_are_named_with_the_config_to_use(tmp_path):
@@ -351,7 +358,8 @@ def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_da
     """The stage's error reached the user inside ~90 lines of jsonargparse's union-type report."""
     config = run_config(tmp_path, toy_data)
     (tmp_path / "zero.ckpt").write_bytes(b"\n")
-    for name, message in (("missing.ckpt", "No such file or directory"), ("zero.ckpt", "not a readable PyTorch checkpoint")):
+    for name, message in (("missing.ckpt", "init_from " + str(tmp_path / "missing.ckpt") + ": No such file or directory"),
+                          ("zero.ckpt", "not a readable PyTorch checkpoint")):
         with pytest.raises(SystemExit) as info:
             main(["validate", "--config", str(config), "--model.init_args.init_from", str(tmp_path / name)])
         err = capsys.readouterr().err

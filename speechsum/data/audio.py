@@ -100,7 +100,7 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
             block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
         except RuntimeError as err:  # libsndfile's own error types
             if not unknown_length or done == 0:
-                raise CorruptAudioError(f"{path}: unreadable after frame {done} ({done / handle.samplerate:.2f} s; "
+                raise CorruptAudioError(f"{path}: unreadable in the block after frame {done} ({done / handle.samplerate:.2f} s; "
                                         f"{err}): the file is cut short or corrupt; re-export it or drop it") from None
             log.warning("%s: the header gives no length and libsndfile stopped after %d frames (%.2f s; %s): "
                         "what follows (a part of the last FLAC block) is not read; re-encode the file "

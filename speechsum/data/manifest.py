@@ -21,6 +21,7 @@ import codecs
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -152,8 +153,8 @@ def parse_line(
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
     except RecursionError:
         raise ValueError("invalid JSON (nested deeper than Python's recursion limit)") from None
-    except ValueError as err:  # an integer literal longer than Python converts (4300 digits)
-        raise ValueError(f"invalid JSON: a number too long to read ({err})") from None
+    except ValueError:  # an integer literal longer than Python converts
+        raise ValueError(f"invalid JSON: a number with more than {sys.get_int_max_str_digits()} digits") from None
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     _check_types(record)

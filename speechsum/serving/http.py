@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,6 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
         length_header = lengths[0] if lengths else None
+        if self.headers.defects:  # a header line the parser could not read: it drops every header after it
+            self.close_connection = True
+            raise APIError(400, f"Malformed request headers ({self.headers.defects[0]}): write each as 'Name: value', "
+                                "with no space before the colon.")
         if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
             self.close_connection = True
             raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
@@ -181,9 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")
         try:
-            length = int(length_header or 0)
-            if length < 0:
-                raise ValueError
+            text = (length_header if length_header is not None else "0").strip()
+            if not (text.isascii() and text.isdigit()):
+                raise ValueError  # digits only: int() would also read "", "+2" and "1_0"
+            length = int(text)
         except ValueError:
             self.close_connection = True
             raise APIError(400, f"Invalid Content-Length header {length_header!r}: send the body's size in "
@@ -244,8 +250,9 @@ def _json_object(body: bytes) -> dict:
                             "unpaired \\uD800-\\uDFFF escape): not valid Unicode text.") from None
     except RecursionError:
         raise APIError(400, "Request body is nested deeper than this server parses.") from None
-    except ValueError as error:  # an integer literal longer than Python converts (4300 digits)
-        raise APIError(400, f"Request body holds a number this server cannot read: {error}.") from None
+    except ValueError:  # an integer literal longer than Python converts
+        raise APIError(400, "Request body holds a number with more digits than this server reads "
+                            f"({sys.get_int_max_str_digits()}).") from None
     if not isinstance(value, dict):
         raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
     return value

@@ -18,6 +18,7 @@ from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import (
+    CheckpointError,
     load_model_weights,
     match_state_dict,
     read_checkpoint,
@@ -117,7 +118,11 @@ class SpeechStageModule(L.LightningModule):
         """Start from an earlier stage's checkpoint (weights only; see
         :func:`speechsum.models.checkpoint.load_model_weights`): trainable weights the checkpoint
         does not have (a new LoRA adapter) keep their fresh init and are logged."""
-        checkpoint = read_checkpoint(path)
+        try:
+            checkpoint = read_checkpoint(path)
+        except OSError as err:  # missing, a folder: say which option named it
+            raise CheckpointError(f"init_from {path}: {err.strerror or err}; give the .ckpt of an earlier stage, e.g. "
+                                  "RUN/align/checkpoints/last.ckpt") from None
         require_rebuildable(checkpoint, path)
         state = checkpoint["state_dict"]
         fresh = load_model_weights(self.model, state, path, require_trainable=False)

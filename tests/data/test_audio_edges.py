@@ -99,5 +99,5 @@ def test_a_flac_cut_short_is_an_error_naming_file_and_frame(tmp_path: Path):
     path = tmp_path / "cut.flac"
     sf.write(path, TONE, 16_000)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CorruptAudioError, match=rf"^{path}: unreadable after frame \d+ \(.* s; .*\): the file is cut short or corrupt"):
+    with pytest.raises(CorruptAudioError, match=rf"^{path}: unreadable in the block after frame \d+ \(.* s; .*\): the file is cut short or corrupt"):
         load_audio(str(path), 16_000)
