@@ -280,5 +280,6 @@ def main(argv: list[str] | None = None, table: StageTable = PIPELINE) -> None:
     except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"speechsum pipeline: {err}") from err
     except KeyboardInterrupt:
-        print("speechsum pipeline: interrupted; the same command continues where this run stopped", file=sys.stderr)
+        again = "the same command without --from" if args.from_stage else "the same command"
+        print(f"speechsum pipeline: interrupted; {again} continues where this run stopped", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
