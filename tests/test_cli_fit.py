@@ -118,6 +118,15 @@ def test_cli_help_lists_commands_and_options(capsys):
     assert "--model.policy" in capsys.readouterr().out
 
 
+def test_python_dash_m_speechsum_is_the_speechsum_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "speechsum", "toyscore", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "usage: speechsum toyscore" in done.stdout
+
+
 def stage_options(capsys, stage: str) -> dict[str, str]:
     """``--model.help STAGE``: option → its help text (with the default)."""
     with pytest.raises(SystemExit):
