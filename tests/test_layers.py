@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline",),
     ("lightning_cli",),
     ("cli",),
+    ("__main__",),  # python -m speechsum: the command line itself
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
