@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             print(OVERVIEW)
             if not args:
                 return
-        check_config_files(args)
-        check_ckpt_path(args)
+        check_ckpt_path(args, check_config_files(args))
         from speechsum.lightning_cli import lightning_cli
 
         lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
@@ -101,22 +100,14 @@ def config_paths(args: list[str]) -> list[str]:
     return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
 
 
-def check_ckpt_path(args: list[str]) -> None:
-    """Exit 2 naming ``ckpt_path`` (on the command line or in a ``--config`` file) when it is not a
-    readable training checkpoint (Lightning's EOFError / KeyError from deep inside ``torch.load``
-    did not say which file); ``last``, ``best``, ``hpc`` and ``registry`` are Lightning's own names."""
-    import yaml
-
+def check_ckpt_path(args: list[str], configs: list) -> None:
+    """Exit 2 naming ``ckpt_path`` (on the command line or in one of the parsed ``--config`` files,
+    ``configs``) when it is not a readable training checkpoint (Lightning's EOFError / KeyError from
+    deep inside ``torch.load`` did not say which file); ``last``, ``best``, ``hpc`` and ``registry``
+    are Lightning's own names."""
     values = [value for flag, value in zip(args, args[1:]) if flag == "--ckpt_path"]
     values += [arg.split("=", 1)[1] for arg in args if arg.startswith("--ckpt_path=")]
-    for path in config_paths(args):
-        try:
-            with open(path, encoding="utf-8") as file:
-                config = yaml.safe_load(file)
-        except (OSError, ValueError, yaml.YAMLError):
-            continue  # not a file (inline YAML) or reported by check_config_files / the CLI
-        if isinstance(config, dict) and isinstance(config.get("ckpt_path"), str):
-            values.append(config["ckpt_path"])
+    values += [c["ckpt_path"] for c in configs if isinstance(c, dict) and isinstance(c.get("ckpt_path"), str)]
     for value in values:
         if value in ("last", "best", "hpc", "registry", "null", "None"):
             continue
@@ -159,19 +150,21 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     return None
 
 
-def check_config_files(args: list[str]) -> None:
+def check_config_files(args: list[str]) -> list:
     """Exit 2 naming the file, line and column when a ``--config``/``-c`` file is not valid YAML or
     not UTF-8 (the Lightning CLI would report a ``"<unicode string>"`` and not say which of several
     files). Parsed with the Lightning CLI's own YAML loader (jsonargparse's), so whatever it accepts
-    passes; anything else (a missing file, YAML text given inline) is left to it."""
+    passes; anything else (a missing file, YAML text given inline) is left to it. Returns what the
+    files hold."""
     import yaml
     from jsonargparse import get_loader
 
     load = get_loader("yaml")
+    configs = []
     for path in config_paths(args):
         try:
             with open(path, encoding="utf-8") as file:
-                load(file.read())
+                configs.append(load(file.read()))
         except UnicodeDecodeError as err:
             print(f"error: {path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8",
                   file=sys.stderr)
@@ -184,6 +177,7 @@ def check_config_files(args: list[str]) -> None:
             raise SystemExit(2) from None
         except Exception:  # noqa: BLE001  (a missing file, inline YAML, …: the Lightning CLI reports it)
             continue
+    return configs
 
 if __name__ == "__main__":
     main()

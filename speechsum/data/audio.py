@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
@@ -28,7 +29,12 @@ UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2
 
 
 class AudioTooLongError(ValueError):
-    """Raised when a clip exceeds ``max_seconds`` under the ``"error"`` policy."""
+    """Raised when a clip exceeds ``max_seconds`` under the ``"error"`` policy; ``seconds``: its
+    length from the header (None when the header does not say)."""
+
+    def __init__(self, message: str, seconds: float | None = None):
+        super().__init__(message)
+        self.seconds = seconds
 
 
 class CorruptAudioError(ValueError):
@@ -75,6 +81,23 @@ def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
         raise OutOfRangeAudioError(path, start + frame, rate, float(np.abs(block[frame]).max()))
 
 
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as an audio file without waiting on it, or None (a readable
+    regular file): missing, a folder, a FIFO/socket/device (opening one waits for a writer forever),
+    unreadable, or a name the file system refuses (too long, a NUL byte)."""
+    path = Path(path)
+    try:
+        if path.is_file():
+            return None if os.access(path, os.R_OK) else "permission denied"
+        if path.is_dir():
+            return "a folder, not an audio file"
+        if path.exists():
+            return "not a regular file (a FIFO, socket or device); save the audio to a file first"
+        return "no such file"
+    except (OSError, ValueError) as err:
+        return f"unusable path ({err})"
+
+
 def open_audio(source: str | BinaryIO) -> sf.SoundFile:
     """``sf.SoundFile`` for reading; a path goes as the OS's bytes, since soundfile encodes a str
     strictly as UTF-8 and a file name that is not UTF-8 reaches Python as lone surrogates."""
@@ -116,20 +139,11 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
         yield block
 
 
-def check_samples(source: str | BinaryIO) -> None:
-    """Scan a float file (:data:`FLOAT_SUBTYPES`) block by block and raise :class:`BadSampleError`
-    at the first NaN/Inf or out-of-range sample; integer PCM (normalised to [-1, 1], no NaN) is
-    not read, only its header. Memory stays at one block whatever the file's length."""
-    with open_audio(source) as handle:
-        if handle.subtype in FLOAT_SUBTYPES:
-            for _ in _read_blocks(handle, str(source), header_frames(handle)):
-                pass
-
-
 def audio_seconds(source: str | BinaryIO) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
-    block by block when the header leaves the length out; float files are scanned for bad samples
-    (:func:`check_samples`). Raises a ``ValueError`` naming the source for an unreadable, cut or
+    block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
+    scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
+    and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for an unreadable, cut or
     empty file or a bad sample."""
     try:
         with open_audio(source) as handle:
@@ -180,7 +194,7 @@ def load_audio(
         too_long_error = (f"is longer than max_audio_seconds={max_seconds}; raise the limit or set "
                           "too_long_audio='truncate'")
         if limit is not None and frames is not None and frames > limit and too_long == "error":
-            raise AudioTooLongError(f"{path}: {frames / rate:.2f} s {too_long_error}")  # from the header alone
+            raise AudioTooLongError(f"{path}: {frames / rate:.2f} s {too_long_error}", frames / rate)  # from the header
         if limit is not None and (frames is None or frames > limit):
             # a header without a length: one frame past the limit says whether the clip is too long
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from speechsum.data.audio import audio_seconds
+from speechsum.data.audio import audio_seconds, path_problem
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ def audio_source(value: Any, label: str, root: Path | None) -> str | NamedAudio:
 
 def probe_audio(source: str | NamedAudio) -> float:
     """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
-    if isinstance(source, str) and not os.path.isfile(source):
-        raise ValueError(f"audio file not found: {source}")
+    problem = path_problem(source) if isinstance(source, str) else None
+    if problem:
+        raise ValueError(f"audio {source}: {problem}")
     try:
         return audio_seconds(source)
     finally:

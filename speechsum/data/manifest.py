@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from speechsum.data.audio import audio_seconds
+from speechsum.data.audio import audio_seconds, path_problem
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,9 @@ def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
 def _probe_audio(path: Path) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
-    try:
-        regular = path.is_file()
-        exists = regular or path.exists()
-    except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
-        raise ValueError(f"field 'audio': unusable path {str(path)!r}: {err}") from None
-    if not regular:
-        what = "a directory" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
-        raise ValueError(f"field 'audio': {path} is {what}" if exists else f"field 'audio': file not found: {path}")
+    problem = path_problem(path)
+    if problem:
+        raise ValueError(f"field 'audio': {path}: {problem}")
     try:
         return audio_seconds(str(path))
     except ValueError as err:

@@ -201,11 +201,7 @@ def check_from_until(from_stages: list[str] | None, until: list[str] | None, tab
 
 def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:
     """The whole run (``main`` without parsing) of ``table``'s stages; returns the summary it wrote."""
-    threads = args.threads or default_threads()
-    if args.lanes < 1 or threads < 1:
-        raise ValueError(f"--lanes ({args.lanes}) and --threads ({threads}) must be at least 1")
-    if not 0 <= args.checkpoint_every < float("inf"):
-        raise ValueError(f"--checkpoint-every must be a number of seconds of at least 0, got {args.checkpoint_every}")
+    threads = args.threads or default_threads()  # --lanes, --threads, --checkpoint-every: checked by argparse
     check_from_until(args.from_stage, args.until, table)
     config_file = Path(args.config) if args.config else preset_path(args.preset)
     config = load_pipeline_config(config_file)

@@ -122,11 +122,11 @@ def _unsupported(body: dict) -> None:
             or body.get("function_call") not in (None, "none"):
         raise _bad("Tool and function calls are not supported by speechsum serve.", "tools")
     for name, neutral in NEUTRAL_ONLY.items():  # OpenAI's and vLLM's sampling options this server does not apply
-        if name in body and body[name] is not None and (isinstance(body[name], bool) != isinstance(neutral[0], bool)
-                                                        or body[name] not in neutral):
+        value = body.get(name)
+        if value is not None and not (isinstance(value, bool) == isinstance(neutral[0], bool) and value in neutral):
             shown = " or ".join(json.dumps(v) for v in neutral)
             raise _bad(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
-                       f"{json.dumps(body[name])[:80]}.", name)
+                       f"{json.dumps(value)[:80]}.", name)
 
 
 def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:

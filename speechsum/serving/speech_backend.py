@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechsum.data.audio import AudioTooLongError, BadSampleError, header_frames, load_audio, open_audio
+from speechsum.data.audio import AudioTooLongError, BadSampleError, load_audio
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
@@ -53,27 +53,18 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
         path = Path(folder) / f"input.{audio.format}"
         path.write_bytes(audio.data)
         try:
-            with open_audio(str(path)) as handle:
-                frames, rate = header_frames(handle), handle.samplerate
-        except (RuntimeError, OSError) as error:
-            raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
-                       audio.param) from None
-        limit = f"the limit of {max_seconds:g} s (the model's maximum or --max-audio-seconds); send a shorter clip."
-        if max_seconds is not None and frames is not None and frames > round(max_seconds * rate):
-            raise _bad(f"{audio.param}: {frames / rate:.2f} s of audio ({frames} samples at {rate} Hz) exceed {limit}",
-                       audio.param)
-        try:
             waveform = load_audio(str(path), sample_rate, max_seconds, too_long="error")
-        except AudioTooLongError:  # a header without a length (streamed FLAC), read up to the limit
-            raise _bad(f"{audio.param}: the audio exceeds {limit}", audio.param) from None
+        except AudioTooLongError as error:  # from the header, or read up to the limit when it has no length
+            length = f"{error.seconds:.2f} s of audio exceed" if error.seconds is not None else "the audio exceeds"
+            raise _bad(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
+                       "--max-audio-seconds); send a shorter clip.", audio.param) from None
         except BadSampleError as error:
             raise _bad(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
             raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                        audio.param) from None
     if waveform.size == 0:
-        raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz "
-                   f"({frames if frames is not None else 'unknown'} frames at {rate} Hz).", audio.param)
+        raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param)
     return waveform
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechsum.data.audio import AudioTooLongError, load_audio
+from speechsum.data.audio import AudioTooLongError, load_audio, path_problem
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.models.base import SpeechLLM
@@ -66,16 +65,10 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     """``path`` as mono float32 at the model's rate; longer than :func:`audio_limit` is an error
     (or cut to it when ``truncate``); an empty file is an error."""
     limit = audio_limit(model)
-    file = Path(path)
-    if not file.exists():
-        raise ValueError(f"{path}: no such file")
-    if file.is_dir():
-        raise ValueError(f"{path}: a folder, not an audio file")
-    if not file.is_file():  # opening a FIFO would wait for a writer forever
-        raise ValueError(f"{path}: not a regular file (a FIFO, socket or device); save the audio to a file first")
-    if not os.access(file, os.R_OK):
-        raise ValueError(f"{path}: permission denied")
-    if file.stat().st_size == 0:
+    problem = path_problem(path)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    if Path(path).stat().st_size == 0:
         raise ValueError(f"{path}: an empty file (0 bytes)")
     try:
         waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")

@@ -1,4 +1,4 @@
-"""NaN/Inf samples: load_audio and check_samples refuse them naming the file and frame; the manifest
+"""NaN/Inf samples: load_audio and audio_seconds refuse them naming the file and frame; the manifest
 refuses or skips the line (naming manifest, line and audio path)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import NonFiniteAudioError, check_samples, load_audio
+from speechsum.data.audio import NonFiniteAudioError, audio_seconds, load_audio
 from speechsum.data.manifest import ManifestError, SkippedLine, load_manifest
 from tests.data.wavs import poke, sparse_wav
 
@@ -60,7 +60,7 @@ def test_frame_is_counted_across_blocks(tmp_path: Path):
         load_audio(path, 16_000)
     assert str(info.value) == message
     with pytest.raises(NonFiniteAudioError) as info:
-        check_samples(path)
+        audio_seconds(path)
     assert str(info.value) == message
 
 
@@ -72,11 +72,11 @@ def test_non_finite_past_the_truncation_point_is_never_read(tmp_path: Path):
 
 def test_finite_float_file_passes(tmp_path: Path):
     path = float_wav(tmp_path / "ok.wav", np.full(1_000, 0.25))
-    check_samples(path)  # no error
+    audio_seconds(path)  # no error
     np.testing.assert_array_equal(load_audio(path, 16_000), np.full(1_000, 0.25, dtype=np.float32))
 
 
-def test_check_samples_scans_two_hours_in_one_block_of_memory(tmp_path: Path):
+def test_audio_seconds_scans_two_hours_in_one_block_of_memory(tmp_path: Path):
     """2 h of 8 kHz float silence (230 MB of samples) with a NaN in the very last frame."""
     frames = 2 * 3600 * 8_000
     path = sparse_wav(tmp_path / "long.wav", frames, 8_000, "FLOAT")
@@ -84,7 +84,7 @@ def test_check_samples_scans_two_hours_in_one_block_of_memory(tmp_path: Path):
     tracemalloc.start()
     try:
         with pytest.raises(NonFiniteAudioError) as info:
-            check_samples(str(path))
+            audio_seconds(str(path))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -103,8 +103,8 @@ def no_sample_reads(monkeypatch):
     monkeypatch.setattr(sf.SoundFile, "blocks", refuse)
 
 
-def test_check_samples_does_not_read_integer_pcm(tmp_path: Path, no_sample_reads):
-    check_samples(str(sparse_wav(tmp_path / "pcm.wav", 16_000, 16_000, "PCM_16")))
+def test_audio_seconds_does_not_read_integer_pcm(tmp_path: Path, no_sample_reads):
+    audio_seconds(str(sparse_wav(tmp_path / "pcm.wav", 16_000, 16_000, "PCM_16")))
 
 
 # --- manifest validation ---------------------------------------------------------------------

@@ -352,7 +352,7 @@ def test_skip_mode_records_skipped_lines(tmp_path: Path, toy_data, processor):
     dm.setup("fit")
     assert dm.skipped["train"] == [
         SkippedLine(3, "invalid JSON: Expecting ',' delimiter (column 16)"),
-        SkippedLine(26, f"field 'audio': file not found: {tmp_path / 'gone.wav'}"),
+        SkippedLine(26, f"field 'audio': {tmp_path / 'gone.wav'}: no such file"),
     ]
     assert len(dm.datasets["train"]) == 24
     assert sum(len(b) for b in dm.train_dataloader()) == 24

@@ -80,7 +80,7 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "audio_not_found": (
             record("b", "audio/nope.wav"),
             {},
-            f"field 'audio': file not found: {(audio / 'nope.wav').resolve()}",
+            f"field 'audio': {(audio / 'nope.wav').resolve()}: no such file",
         ),
         "instruction_number": (
             record("b", "audio/b.wav", instruction=3),
@@ -121,10 +121,10 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "audio_name_too_long": (
             record("b", "audio/" + "x" * 300 + ".wav"),
             {},
-            f"field 'audio': unusable path {str((audio / ('x' * 300 + '.wav')).resolve())!r}: "
-            f"[Errno 36] File name too long: {str((audio / ('x' * 300 + '.wav')).resolve())!r}",
+            f"field 'audio': {(audio / ('x' * 300 + '.wav')).resolve()}: unusable path "
+            f"([Errno 36] File name too long: {str((audio / ('x' * 300 + '.wav')).resolve())!r})",
         ),
-        "audio_is_a_folder": (record("b", "audio"), {}, f"field 'audio': {audio.resolve()} is a directory"),
+        "audio_is_a_folder": (record("b", "audio"), {}, f"field 'audio': {audio.resolve()}: a folder, not an audio file"),
         "escapes_folder": (
             record("b", "../x.wav"),
             {},
@@ -311,7 +311,7 @@ def test_skip_mode_keeps_good_lines_and_reports_bad_ones(root: Path, caplog):
     assert examples[0].audio == str((root / "audio" / "a.wav").resolve())  # the first "a" is kept
     expected = [
         SkippedLine(2, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
-        SkippedLine(5, f"field 'audio': file not found: {(root / 'audio' / 'missing.wav').resolve()}"),
+        SkippedLine(5, f"field 'audio': {(root / 'audio' / 'missing.wav').resolve()}: no such file"),
         SkippedLine(6, "duplicate id 'a'"),
         SkippedLine(7, "field 'instruction' must be a string, got int"),
     ]
