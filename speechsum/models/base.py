@@ -11,17 +11,16 @@ from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
     GenerationMixin,
-    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
 )
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
+from speechsum.models.sampling import sampling_processors
 
 
 def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementation: str | None = None,
@@ -47,32 +46,6 @@ def mask_after_stop(token_ids: Tensor, stop_ids: list[int]) -> Tensor:
     is_stop = torch.isin(token_ids, torch.tensor(stop_ids, device=token_ids.device)).long()
     stops_before = is_stop.cumsum(-1) - is_stop
     return (stops_before == 0).long()
-
-
-class GumbelMaxSampler(LogitsProcessor):
-    """Exact categorical sampling inside greedy decoding (the Gumbel-max trick): with
-    ``g_v = −log(−log u_v)``, ``u_v ~ U(0, 1)`` i.i.d., ``argmax_v(scores_v + g_v)`` is distributed as
-    ``softmax(scores)``. Returns the perturbed scores, so ``generate``'s argmax draws the sample.
-    Same distribution as ``softmax`` + ``torch.multinomial`` (which draws an exponential per
-    vocabulary entry: about 3× slower on CPU); −inf scores (suppressed / top-p-filtered ids)
-    stay −inf and are never drawn."""
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        noise = torch.empty_like(scores, dtype=torch.float32).uniform_()
-        noise.clamp_(min=torch.finfo(torch.float32).tiny).log_().neg_().log_()  # −g = log(−log u)
-        return scores.float() - noise
-
-
-def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList:
-    """Temperature, nucleus filter and :class:`GumbelMaxSampler`, in the order ``generate`` applies
-    its own sampling warpers (after the other processors, e.g. suppressed tokens)."""
-    processors = LogitsProcessorList()
-    if temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(temperature))
-    if top_p < 1.0:
-        processors.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
-    processors.append(GumbelMaxSampler())
-    return processors
 
 
 class SpeechLLM(nn.Module, ABC):
@@ -176,24 +149,7 @@ class SpeechLLM(nn.Module, ABC):
         stop token (a response with no stop token was cut at ``max_new_tokens``). Runs in eval
         mode (no dropout, KV cache on) and restores the previous mode."""
         stop_ids = self.processor.stop_token_ids
-        # Sampling runs as greedy decoding over Gumbel-perturbed scores (GumbelMaxSampler): the
-        # same distribution as generate's softmax + multinomial, cheaper per decoding step.
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,  # greedy: HF adds no top-k/top-p warpers (sampling is the Gumbel processor)
-            # fields left unset are filled from the checkpoint's generation_config: pin them so only
-            # these arguments decide decoding (samples stay exact samples of the policy)
-            num_beams=1,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            length_penalty=1.0,
-            min_new_tokens=0,
-            bad_words_ids=None,
-            eos_token_id=stop_ids,
-            pad_token_id=self.processor.pad_id,
-            suppress_tokens=[self.audio_token_id],
-            use_cache=True,
-        )
+        config = self.greedy_config(max_new_tokens)
         processors = sampling_processors(temperature, top_p) if do_sample else None
         if num_return_sequences > 1:  # greedy generate decodes one sequence per row
             batch = batch.repeat_interleave(num_return_sequences)
@@ -204,6 +160,28 @@ class SpeechLLM(nn.Module, ABC):
         finally:
             self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
+
+    def greedy_config(self, max_new_tokens: int) -> GenerationConfig:
+        """HF ``generate``'s settings for :meth:`generate`: greedy, every field that a checkpoint's
+        ``generation_config`` could fill pinned (so only :meth:`generate`'s arguments decide how to
+        decode and samples stay exact samples of the policy), stop at any stop token, pad after it,
+        never emit the audio placeholder. Sampling runs as greedy decoding over Gumbel-perturbed
+        scores (:func:`~speechsum.models.sampling.sampling_processors`): the distribution of
+        ``generate``'s softmax + multinomial, cheaper per step."""
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            length_penalty=1.0,
+            min_new_tokens=0,
+            bad_words_ids=None,
+            eos_token_id=self.processor.stop_token_ids,
+            pad_token_id=self.processor.pad_id,
+            suppress_tokens=[self.audio_token_id],
+            use_cache=True,
+        )
 
     def _decode(self, batch: SpeechBatch, config: GenerationConfig, processors: LogitsProcessorList | None) -> Tensor:
         """New tokens ``(B, N)``: :func:`~speechsum.models.decode.decode` when the LM allows it

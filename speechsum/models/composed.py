@@ -308,20 +308,22 @@ class ComposedSpeechLLM(SpeechLLM):
     def encode_audio(self, audio: dict) -> tuple[Tensor, Tensor | None]:
         """Audio embeddings of every clip's real frames, concatenated: ``(Σ_i ceil(T_i / stack), d_llm)``,
         and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None);
-        the others' embeddings are 0 (not computed: they take no part in the LLM's attention)."""
+        the others' embeddings are 0 (not computed: they take no part in the LLM's attention). The
+        projector runs on the real frames only, not on the padding after shorter clips."""
         frames, counts = self._projector_inputs(audio)
+        positions = torch.arange(math.ceil(frames.shape[1] / self.projector.stack), device=frames.device)
+        valid = positions[None, :] < torch.tensor(counts, device=frames.device)[:, None]  # (B, T')
         if not isinstance(self.projector, CTCProjector):
-            tokens = self.projector(frames)
-            return torch.cat([tokens[i, :n] for i, n in enumerate(counts)]), None
-        padded_logits = self.projector.logits(frames)
-        logits = torch.cat([padded_logits[i, :n] for i, n in enumerate(counts)])  # (Σ_i …, V + 1)
+            return self.projector.rows(frames, valid), None
+        logits = self.projector.row_logits(frames, valid)  # (Σ_i …, V + 1)
         table = self.llm.get_input_embeddings().weight
         if not self.ctc_compress:
             return self.projector.embed(logits, table), None
         # compressed-away frames are masked out of attention and their outputs never read: only the
         # kept ones need softmax(logits) @ table (the projector's costliest part), the rest stay 0
-        kept_padded = ctc_keep_mask(padded_logits.argmax(-1), self.projector.blank)
-        keep = torch.cat([kept_padded[i, :n] for i, n in enumerate(counts)])
+        labels = torch.full(valid.shape, self.projector.blank, device=frames.device)
+        labels[valid] = logits.max(-1).indices  # max's indices: argmax (first of ties), twice as fast on CPU
+        keep = ctc_keep_mask(labels, self.projector.blank)[valid]
         kept = self.projector.embed(logits[keep], table)
         return kept.new_zeros(logits.shape[0], kept.shape[-1]).masked_scatter(keep[:, None], kept), keep
 

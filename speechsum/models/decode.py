@@ -122,12 +122,15 @@ def decode(
     sequence = torch.cat([seen, seen.new_full((batch, max_new_tokens), pad_id)], dim=1)
     start = seen.shape[1]
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    # a stopped row's token is pad_id whatever it scores: its processors see one finite id (the
+    # off-distribution scores after a stop token would widen the nucleus filter's work for nothing)
+    stopped_scores = torch.full((vocab,), float("-inf"), device=device).index_fill(0, torch.tensor([0], device=device), 0.0)
     steps = 0
     for t in range(max_new_tokens):
         scores = logits.float().masked_fill(suppressed, float("-inf"))
         if logits_processor:
-            scores = logits_processor(sequence[:, : start + t], scores)
-        tokens = scores.argmax(-1).masked_fill(~unfinished, pad_id)
+            scores = logits_processor(sequence[:, : start + t], torch.where(unfinished[:, None], scores, stopped_scores))
+        tokens = scores.max(-1).indices.masked_fill(~unfinished, pad_id)  # = argmax (first of ties), faster on CPU
         sequence[:, start + t] = tokens
         unfinished &= ~torch.isin(tokens, stops)
         steps = t + 1

@@ -35,10 +35,19 @@ class FrameStackProjector(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         """``(B, T, d_enc)`` → ``(B, ceil(T / stack), d_llm)``."""
+        return self.mlp(self.stacked(frames))
+
+    def stacked(self, frames: Tensor) -> Tensor:
+        """``(B, T, d_enc)`` → ``(B, ceil(T / stack), stack·d_enc)``, T zero-padded to a multiple of ``stack``."""
         batch, length, dim = frames.shape
         padded = math.ceil(length / self.stack) * self.stack
         frames = nn.functional.pad(frames, (0, 0, 0, padded - length))
-        return self.mlp(frames.reshape(batch, padded // self.stack, dim * self.stack))
+        return frames.reshape(batch, padded // self.stack, dim * self.stack)
+
+    def rows(self, frames: Tensor, valid: Tensor) -> Tensor:
+        """The outputs at the ``valid`` ``(B, ceil(T / stack))`` positions only, ``(Σ valid, d_llm)``
+        in row-major order: ``forward(frames)[valid]`` without computing the padded positions."""
+        return self.mlp(self.stacked(frames)[valid])
 
 
 class CTCProjector(nn.Module):
@@ -64,6 +73,10 @@ class CTCProjector(nn.Module):
     def logits(self, frames: Tensor) -> Tensor:
         """``(B, T, d_enc)`` → CTC logits ``(B, ceil(T / stack), vocab_size + 1)``."""
         return self.head(self.frames(frames))
+
+    def row_logits(self, frames: Tensor, valid: Tensor) -> Tensor:
+        """``logits(frames)[valid]`` ``(Σ valid, vocab_size + 1)`` without computing the padded positions."""
+        return self.head(self.frames.rows(frames, valid))
 
     def embed(self, logits: Tensor, token_embeddings: Tensor) -> Tensor:
         """Audio embeddings ``softmax(logits) @ [E; e_blank]`` ``(B, T', d_llm)`` for the LLM's input

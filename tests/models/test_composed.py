@@ -14,7 +14,7 @@ from speechsum.losses import masked_cross_entropy
 from speechsum.models.base import mask_after_stop, sequence_positions
 from speechsum.models.composed import whisper_output_frames
 from speechsum.models.policy import lora_disabled
-from speechsum.models.projectors import FrameStackProjector
+from speechsum.models.projectors import CTCProjector, FrameStackProjector
 
 
 def examples(seconds=(0.7, 1.3, 2.0), seed=0):
@@ -38,6 +38,18 @@ def test_helpers_match_hand_computed_values():
 def test_projector_stacks_frames():
     projector = FrameStackProjector(encoder_dim=3, llm_dim=5, stack=4)
     assert projector(torch.randn(2, 9, 3)).shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "ctc"])
+def test_projectors_compute_the_valid_positions_only(kind):
+    torch.manual_seed(0)
+    projector = FrameStackProjector(6, 5, stack=4) if kind == "mlp" else CTCProjector(6, 5, vocab_size=11, stack=4)
+    frames = torch.randn(3, 10, 6)  # 3 positions of 4 frames each, the last one zero-padded
+    valid = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    padded = projector(frames) if kind == "mlp" else projector.logits(frames)
+    rows = projector.rows(frames, valid) if kind == "mlp" else projector.row_logits(frames, valid)
+    assert rows.shape == (6, padded.shape[-1])
+    torch.testing.assert_close(rows, padded[valid], rtol=1e-6, atol=1e-7)
 
 
 def test_prompt_has_one_audio_token_per_projected_frame(tiny_composed):

@@ -13,10 +13,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessorList
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.models import decode as decode_module
 from speechsum.models import static_decoder
-from speechsum.models.base import SpeechLLM, sampling_processors, sequence_positions
+from speechsum.models.base import SpeechLLM, sequence_positions
 from speechsum.models.composed import ComposedSpeechLLM, drop_compressed_audio
 from speechsum.models.decode import Prompt, decode, fast_path_reason, left_packed_order
 from speechsum.models.policy import TrainingPolicy
+from speechsum.models.sampling import NucleusFilter, sampling_processors
 from speechsum.models.static_decoder import StaticCacheDecoder
 from speechsum.models.text_llm import TextLLM
 from tests.conftest import tiny_backbone_args
@@ -131,20 +132,31 @@ def models_llama() -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def test_stop_tokens_pad_rows_and_end_the_loop_like_hf(models):
+@pytest.mark.parametrize("sampling", [{}, {"do_sample": True, "temperature": 0.8, "top_p": 0.9}])
+def test_stop_tokens_pad_rows_and_end_the_loop_like_hf(models, monkeypatch, sampling):
     model = models["composed_ctc_phi"]
     batch = batch_for("composed_ctc_phi", model)
-    free, _ = model.generate(batch, max_new_tokens=16)
+    torch.manual_seed(0)
+    free, _ = model.generate(batch, max_new_tokens=16, **sampling)
     stops = model.processor.extra_stop_token_ids
+    seen = []  # what the nucleus filter scores, per fast-path step
+    nucleus_call = NucleusFilter.__call__
+    monkeypatch.setattr(NucleusFilter, "__call__", lambda self, ids, scores: seen.append(scores.clone())
+                        or nucleus_call(self, ids, scores))
     # stop at row 0's 3rd token and row 1's 6th: rows end at different steps, the rest may run on
     model.processor.extra_stop_token_ids = (int(free[0, 2]), int(free[1, 5]))
     try:
-        hf, ours = both_paths(model, batch, max_new_tokens=16)
+        hf, ours = both_paths(model, batch, max_new_tokens=16, seed=0, **sampling)
     finally:
         model.processor.extra_stop_token_ids = stops
     assert_same(hf, ours)
     assert ours[1][0].sum() <= 3 and ours[1][1].sum() <= 6
     assert (ours[0][0, ours[1][0].sum():] == model.processor.pad_id).all()
+    if sampling:  # after its stop token a row's processors see one finite score (its token is pad anyway)
+        fast_steps = seen[len(seen) // 2:]
+        finite = torch.stack([torch.isfinite(step).sum(-1) for step in fast_steps])  # (steps, rows)
+        assert (finite[3:, 0] == 1).all() and (finite[:3, 0] > 1).all()
+        assert (finite[6:, 1] == 1).all()
 
 
 @pytest.mark.parametrize("backbone", ["phi4mm_tiny", "qwen2_audio_tiny"])
