@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
     parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
                         help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "
-                        "OMP_NUM_THREADS, all N for a stage nothing can run beside (benchmark, report) or with "
+                        "OMP_NUM_THREADS, all N for a stage nothing can run beside (benchmark, dpo, evaluate_dpo, "
+                        "report) or with "
                         "--lanes 1; fixed per stage, so a run's numbers do not depend on the machine's load "
                         "(default: $OMP_NUM_THREADS if set, else the CPUs this process may use)")
     parser.add_argument("--teacher", choices=["inprocess", "serve", "remote"], default=None,

@@ -38,7 +38,10 @@ def stage_folder(ctx) -> list[Path]:
 class Stage:
     """One stage. ``run(ctx)`` runs it and returns its outputs; ``outputs(ctx)`` names what it writes
     (deleted before it runs again, caches kept). A ``resumes`` stage (``speechsum fit``) keeps its
-    folder: its run function continues from the last checkpoint or clears the folder itself."""
+    folder: its run function continues from the last checkpoint or clears the folder itself.
+    ``after`` names stages it waits for, when they run too, without reading their outputs: once
+    every stage is ordered before or after it, nothing runs beside it and it gets every thread
+    (:meth:`StageTable.runs_alone`); ``--until`` does not pull them in."""
 
     name: str
     needs: tuple[str, ...]
@@ -47,6 +50,12 @@ class Stage:
     outputs: StageFunction = stage_folder
     resumes: bool = False
     reads: tuple[str, ...] = ()  # the pipeline-config sections (dotted paths) of its own settings
+    after: tuple[str, ...] = ()
+
+    @property
+    def waits_for(self) -> tuple[str, ...]:
+        """The stages that must be complete before it starts (when they run): ``needs`` and ``after``."""
+        return self.needs + self.after
 
 
 class StageTable:
@@ -59,12 +68,12 @@ class StageTable:
         if len(self._by_name) != len(self.stages):
             raise ValueError(f"duplicate stage names in {self.names}")
         for number, stage in enumerate(self.stages):
-            late = [need for need in stage.needs if need not in self.names[:number]]
+            late = [need for need in stage.waits_for if need not in self.names[:number]]
             if late:
                 raise ValueError(f"stage {stage.name} needs {late}, which are not listed before it")
         self._chain: dict[str, int] = {}
         for stage in reversed(self.stages):  # every stage built on it comes later
-            after = [self._chain[other.name] for other in self.stages if stage.name in other.needs]
+            after = [self._chain[other.name] for other in self.stages if stage.name in other.waits_for]
             self._chain[stage.name] = 1 + max(after, default=0)
 
     def __iter__(self) -> Iterator[Stage]:
@@ -95,10 +104,14 @@ class StageTable:
         return [other for other in self.names if name in self.upstream(other)]
 
     def runs_alone(self, name: str) -> bool:
-        """Whether every other stage is built from ``name`` or ``name`` from it: no stage can ever run
-        beside it (the benchmark, the report)."""
-        related = self.upstream(name) | set(self.downstream(name)) | {name}
-        return related == set(self.names)
+        """Whether every other stage always ends before ``name`` starts or starts after it ends
+        (through ``needs`` and ``after``): no stage can ever run beside it (the benchmark, DPO, the report)."""
+        def before(stage: str) -> set[str]:
+            waits = set(self[stage].waits_for)
+            return waits.union(*(before(other) for other in waits))
+
+        later = {other for other in self.names if name in before(other)}
+        return before(name) | later | {name} == set(self.names)
 
     def chain(self, name: str) -> int:
         """The number of stages on the longest chain from ``name`` to the end, ``name`` included: of
@@ -114,7 +127,9 @@ class StageTable:
         """One line per stage for ``--help``: name, what it does, what it needs."""
         width = max(map(len, self.names))
         return "\n".join(f"  {stage.name:<{width}}  {stage.describe}"
-                         + (f" (needs {', '.join(stage.needs)})" if stage.needs else "") for stage in self)
+                         + (f" (needs {', '.join(stage.needs)}" if stage.needs else "")
+                         + (f"; after {', '.join(stage.after)}" if stage.after else "") + (")" if stage.needs else "")
+                         for stage in self)
 
     def with_runs(self, runs: Mapping[str, StageFunction]) -> StageTable:
         """The same table with some stages' run functions replaced (tests run stand-ins)."""
@@ -145,9 +160,12 @@ PIPELINE = StageTable([
           reads=("stages.kd", "teacher")),
     Stage("pairs", ("kd",), run_pairs, "sample and judge preference pairs from the KD student",
           outputs=pairs_outputs, reads=("pairs", "judge")),
-    Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True, reads=("stages.dpo",)),
     student_evaluation("evaluate_sft", "sft", "SFT"),
     student_evaluation("evaluate_kd", "kd", "KD"),
+    # after the other evaluations, so DPO and its evaluation run alone, with every thread: on the
+    # default preset the other lane has nothing left to do by then anyway
+    Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True, reads=("stages.dpo",),
+          after=("baselines", "evaluate_sft", "evaluate_kd")),
     student_evaluation("evaluate_dpo", "dpo", "DPO"),
     Stage("report", ("baselines", "evaluate_sft", "evaluate_kd", "evaluate_dpo"), run_report,
           "write and print the report table and charts", outputs=report_outputs, reads=("report", "evaluate")),

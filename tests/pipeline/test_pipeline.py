@@ -253,15 +253,17 @@ def test_from_and_until_take_comma_lists_and_evaluate_means_every_student_evalua
 
 
 def test_the_stage_table_lists_every_stage_after_what_it_needs():
-    assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs", "dpo",
-                      "evaluate_sft", "evaluate_kd", "evaluate_dpo", "report")
+    assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs",
+                      "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report")
     assert PIPELINE.downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
     assert PIPELINE.upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
     assert [s.name for s in PIPELINE if s.resumes] == list(TRAINING_STAGES)
     assert PIPELINE.label("align") == "[3/13] align"
-    # the scheduler's priority: the longest chain of stages still to come (kd before evaluate_sft)
+    # the scheduler's priority: the longest chain of stages still to come (kd before evaluate_sft),
+    # counting the stages that wait for it (dpo waits for the evaluations without reading them)
     assert {s: PIPELINE.chain(s) for s in ("text_lm", "text_teacher", "kd", "baselines", "evaluate_sft", "report")} \
-        == {"text_lm": 8, "text_teacher": 6, "kd": 5, "baselines": 2, "evaluate_sft": 2, "report": 1}
+        == {"text_lm": 8, "text_teacher": 6, "kd": 5, "baselines": 4, "evaluate_sft": 4, "report": 1}
+    assert PIPELINE.upstream("dpo") == {"benchmark", "text_lm", "align", "text_teacher", "sft", "kd", "pairs"}
     first = PIPELINE.epilog().splitlines()[:3]
     assert first == ["  benchmark     build the bundled benchmark, the text corpus and the tokenizer",
                      "  text_lm       train the text backbone (needs benchmark)",
@@ -347,7 +349,7 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     out = run_pipeline(run, "--from", "dpo")
     rerun = {stage for stage in STAGES if marker_path(run, stage).stat().st_mtime_ns != first[stage]}
     assert rerun == {"dpo", "evaluate_dpo", "report"}
-    assert out.count("complete, skipped") == 10 and "[9/13] dpo … done in" in out
+    assert out.count("complete, skipped") == 10 and "[11/13] dpo … done in" in out
     assert {p: p.stat().st_mtime_ns for p in rows if p.parent.name != "dpo"} == {
         p: t for p, t in rows.items() if p.parent.name != "dpo"}
     assert {row.split(",")[0] for row in (run / "evaluate" / "summary.csv").read_text().splitlines()[1:]} == {
