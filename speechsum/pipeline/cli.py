@@ -59,7 +59,7 @@ from speechsum.utils.io import remove_stale_temporaries, write_atomic
 EPILOG = f"""\
 stages, in order (those whose needs are complete run at the same time, --lanes; the longest chain first):
 {PIPELINE.epilog()}
-Presets (configs/pipeline/): tiny (tests, minutes), default (12-14 min on a 2-core CPU), large.
+Presets (configs/pipeline/): tiny (tests, minutes), default (9.5-11.5 min on a 2-core CPU), large.
 Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 """
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "text/cascade baselines, report. Rerunning continues after the last complete stage.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", default="default",
-                        help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (12-14 min on a 2-core "
+                        help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (9.5-11.5 min on a 2-core "
                         "CPU), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
     parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
