@@ -100,7 +100,7 @@ def decode(
         stop_ids: a row is done after emitting any of these; later tokens of it are ``pad_id``.
         suppress_ids: ids never generated (their score is −inf).
         logits_processor: applied to the float32 scores ``(B, V)`` after suppression, e.g.
-            :func:`speechsum.models.base.sampling_processors`.
+            :func:`speechsum.models.sampling.sampling_processors`.
         processor_ids: ``(B, L)`` ids the processors see before the new tokens (``(B, 0)`` if
             None, as ``generate`` with ``inputs_embeds``).
     """

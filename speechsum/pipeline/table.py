@@ -103,15 +103,18 @@ class StageTable:
         """Every stage built on ``name``, directly or not, in table order."""
         return [other for other in self.names if name in self.upstream(other)]
 
+    def before(self, name: str) -> set[str]:
+        """Every stage that ends before ``name`` starts when both run: what it needs or waits for
+        (``after``), directly or not. The scheduler waits for those of them that are planned, also
+        through an ``after`` stage that is not (so a ``--until`` leaving it out keeps the order)."""
+        waits = set(self[name].waits_for)
+        return waits.union(*(self.before(other) for other in waits))
+
     def runs_alone(self, name: str) -> bool:
         """Whether every other stage always ends before ``name`` starts or starts after it ends
-        (through ``needs`` and ``after``): no stage can ever run beside it (the benchmark, DPO, the report)."""
-        def before(stage: str) -> set[str]:
-            waits = set(self[stage].waits_for)
-            return waits.union(*(before(other) for other in waits))
-
-        later = {other for other in self.names if name in before(other)}
-        return before(name) | later | {name} == set(self.names)
+        (:meth:`before`): no stage can ever run beside it (the benchmark, DPO, the report)."""
+        later = {other for other in self.names if name in self.before(other)}
+        return self.before(name) | later | {name} == set(self.names)
 
     def chain(self, name: str) -> int:
         """The number of stages on the longest chain from ``name`` to the end, ``name`` included: of
@@ -124,12 +127,14 @@ class StageTable:
         return f"[{self.names.index(name) + 1}/{len(self.names)}] {name}"
 
     def epilog(self) -> str:
-        """One line per stage for ``--help``: name, what it does, what it needs."""
+        """One line per stage for ``--help``: name, what it does, what it needs and waits for."""
         width = max(map(len, self.names))
-        return "\n".join(f"  {stage.name:<{width}}  {stage.describe}"
-                         + (f" (needs {', '.join(stage.needs)}" if stage.needs else "")
-                         + (f"; after {', '.join(stage.after)}" if stage.after else "") + (")" if stage.needs else "")
-                         for stage in self)
+        lines = []
+        for stage in self:
+            order = ([f"needs {', '.join(stage.needs)}"] if stage.needs else []) + (
+                [f"after {', '.join(stage.after)}"] if stage.after else [])
+            lines.append(f"  {stage.name:<{width}}  {stage.describe}" + (f" ({'; '.join(order)})" if order else ""))
+        return "\n".join(lines)
 
     def with_runs(self, runs: Mapping[str, StageFunction]) -> StageTable:
         """The same table with some stages' run functions replaced (tests run stand-ins)."""

@@ -66,7 +66,17 @@ def test_nucleus_filter_matches_hf_top_p_away_from_rounding_ties(top_p):
     assert torch.isinf(ours[:, 7]).all()
 
 
-def test_nucleus_filter_refuses_top_p_outside_0_1():
-    for top_p in (0.0, -0.1, 1.5):
+def test_nucleus_filter_at_the_ends_of_top_p_and_on_nan_rows_does_what_hf_does():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 500, generator=generator) * 30  # nearly all mass on one id, a long tail
+    ids = torch.zeros(4, 0, dtype=torch.long)
+    assert torch.equal(NucleusFilter(1.0, candidates=16)(ids, logits), logits)  # top-p 1 filters nothing
+    only_top = NucleusFilter(0.0, candidates=16)(ids, logits)  # top-p 0 keeps the most likely id
+    assert torch.equal(only_top, TopPLogitsWarper(top_p=0.0, min_tokens_to_keep=1)(ids, logits))
+    assert (torch.isfinite(only_top).sum(-1) == 1).all()
+    logits[1, 3] = float("nan")  # a broken row is left to the warper, not silently filtered to -inf
+    ours, hf = NucleusFilter(0.9, candidates=16)(ids, logits), TopPLogitsWarper(0.9, min_tokens_to_keep=1)(ids, logits)
+    assert torch.equal(ours.isnan(), hf.isnan()) and torch.equal(ours[~ours.isnan()], hf[~hf.isnan()])
+    for top_p in (-0.1, 1.5):
         with pytest.raises(ValueError, match="top_p"):
             NucleusFilter(top_p)

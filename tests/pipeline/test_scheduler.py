@@ -280,3 +280,15 @@ def test_bad_options_are_refused_before_the_run_dir_is_made(tmp_path, capsys, op
     with pytest.raises(SystemExit):
         pipeline.main(["--preset", "tiny", "--run-dir", str(tmp_path / "run"), option, value])
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_order_through_a_stage_left_out_still_holds(tmp_path):
+    """align waits for text_lm (``after``), which waits for the benchmark: with --until benchmark,align
+    text_lm does not run, yet align still starts after the benchmark (it counts as running alone)."""
+    stand_ins = stand_in_stages(tmp_path / "pids", {"benchmark": 0.5})
+    table = StageTable(replace(stage, needs=(), after=("text_lm",)) if stage.name == "align" else stage
+                       for stage in stand_ins)
+    assert table.before("align") == {"text_lm", "benchmark"} and table.runs_alone("align") is False
+    stages = run_in_process(tmp_path / "run", table, "--threads", "2", "--until", "benchmark,align")["stages"]
+    assert set(stages) == {"benchmark", "align"}
+    assert stages["benchmark"]["end_s"] <= stages["align"]["start_s"]
