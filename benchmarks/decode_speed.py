@@ -153,8 +153,7 @@ def timed_generate(model: ComposedSpeechLLM, timer: PhaseTimer, batch: SpeechBat
         config = model.greedy_config(kwargs["max_new_tokens"])
         config.do_sample, config.top_k = True, 0
         config.temperature, config.top_p = kwargs.get("temperature", 1.0), kwargs.get("top_p", 1.0)
-        model.eval()
-        with torch.no_grad():
+        with torch.no_grad():  # main() put the model in eval mode
             ids = model.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config)
         mask = mask_after_stop(ids, model.processor.stop_token_ids)
     else:

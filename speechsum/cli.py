@@ -6,7 +6,6 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
 
 OVERVIEW = """\
 speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
@@ -93,25 +92,29 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def flag_values(args: list[str], *flags: str) -> list[str]:
+    """The values of ``flags`` on a command line, written ``--flag VALUE`` or ``--flag=VALUE``."""
+    values = [value for flag, value in zip(args, args[1:]) if flag in flags]
+    return values + [arg.split("=", 1)[1] for arg in args if arg.startswith(tuple(f"{flag}=" for flag in flags))]
+
+
 def config_paths(args: list[str]) -> list[str]:
     """The ``--config`` / ``-c`` files of a Lightning CLI command line, in every spelling."""
-    paths = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
-    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith(("--config=", "-c="))]
+    paths = flag_values(args, "--config", "-c")
     return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
 
 
 def check_ckpt_path(args: list[str], configs: list) -> None:
-    """Exit 2 naming ``ckpt_path`` (on the command line or in one of the parsed ``--config`` files,
-    ``configs``) when it is not a readable training checkpoint (Lightning's EOFError / KeyError from
-    deep inside ``torch.load`` did not say which file); ``last``, ``best``, ``hpc`` and ``registry``
-    are Lightning's own names."""
-    values = [value for flag, value in zip(args, args[1:]) if flag == "--ckpt_path"]
-    values += [arg.split("=", 1)[1] for arg in args if arg.startswith("--ckpt_path=")]
+    """Raise :class:`~speechsum.models.checkpoint.CheckpointError` naming ``ckpt_path`` (on the
+    command line or in one of the parsed ``--config`` files, ``configs``) when it is not a readable
+    training checkpoint (Lightning's EOFError / KeyError from deep inside ``torch.load`` did not say
+    which file); ``last``, ``best``, ``hpc`` and ``registry`` are Lightning's own names."""
+    values = flag_values(args, "--ckpt_path")
     values += [c["ckpt_path"] for c in configs if isinstance(c, dict) and isinstance(c.get("ckpt_path"), str)]
     for value in values:
         if value in ("last", "best", "hpc", "registry", "null", "None"):
             continue
-        from speechsum.models.checkpoint import read_checkpoint
+        from speechsum.models.checkpoint import CheckpointError, read_checkpoint
 
         try:
             checkpoint = read_checkpoint(value, mmap=True)
@@ -119,15 +122,10 @@ def check_ckpt_path(args: list[str], configs: list) -> None:
             try:
                 checkpoint = read_checkpoint(value)  # without mmap: torch's message then says what is wrong
             except (OSError, ValueError) as err:
-                _exit_with(args[0], f"ckpt_path {value}: {err}")
+                raise CheckpointError(f"ckpt_path {value}: {err}") from err
         if "pytorch-lightning_version" not in checkpoint:
-            _exit_with(args[0], f"ckpt_path {value}: not a Lightning training checkpoint (no trainer state to resume); "
-                                "to start from its weights set model.init_args.init_from")
-
-
-def _exit_with(command: str, message: str) -> NoReturn:
-    print(f"speechsum {command}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+            raise CheckpointError(f"ckpt_path {value}: not a Lightning training checkpoint (no trainer state to "
+                                  "resume); to start from its weights set model.init_args.init_from")
 
 
 def input_error_in_chain(err: BaseException) -> BaseException | None:

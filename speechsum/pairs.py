@@ -32,7 +32,13 @@ from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, Pa
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import load_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
-from speechsum.utils.arguments import at_least, number, positive_seconds
+from speechsum.utils.arguments import (
+    at_least,
+    nucleus_top_p,
+    positive_seconds,
+    samples_per_input,
+    sampling_temperature,
+)
 from speechsum.utils.io import write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
 
@@ -50,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML the checkpoint was trained with (the run's saved config.yaml or the stage config)")
     parser.add_argument("--manifest", required=True, help="JSONL manifest of prompts (audio, instruction, transcript)")
     parser.add_argument("--out", required=True, help="output preference manifest (JSONL, written atomically at the end)")
-    parser.add_argument("--num-samples", type=at_least(2, 64), default=4,
+    parser.add_argument("--num-samples", type=samples_per_input, default=4,
                         help="summaries sampled per example, 2-64: a pair needs two (default 4)")
-    parser.add_argument("--temperature", type=number(0.0, low_open=True), default=1.0, help="sampling temperature (default 1.0)")
-    parser.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling top-p (default 1.0: off)")
+    parser.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling top-p (default 1.0: off)")
     parser.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest sampled summary in tokens (256)")
     parser.add_argument("--batch-size", type=at_least(1), default=8, help="examples per generation batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device for sampling (default: cuda if available)")

@@ -334,17 +334,16 @@ def test_a_ckpt_path_that_is_not_a_training_checkpoint_is_named(tmp_path, toy_da
     (tmp_path / "text.ckpt").write_text("hello")
     torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
     (tmp_path / "in_config.yaml").write_text(f"ckpt_path: {tmp_path / 'zero.ckpt'}\n")
-    for name, message in (("zero.ckpt", "not a readable PyTorch checkpoint (EOFError"),
-                          ("text.ckpt", "not a readable PyTorch checkpoint"),
-                          ("weights.ckpt", "not a Lightning training checkpoint"), ("missing.ckpt", "No such file")):
-        for where in (["--ckpt_path", str(tmp_path / name)], ["--config", str(tmp_path / "in_config.yaml")]):
-            if where[0] == "--config" and name != "zero.ckpt":
-                continue
-            with pytest.raises(SystemExit) as info:
-                main(["validate", "--config", str(config), *where])
-            err = capsys.readouterr().err
-            assert info.value.code == 2 and f"ckpt_path {tmp_path / name}: " in err and message in err
-            assert "mmap" not in err
+    on_command_line = [(["--ckpt_path", str(tmp_path / name)], name, message) for name, message in (
+        ("zero.ckpt", "not a readable PyTorch checkpoint (EOFError"), ("text.ckpt", "not a readable PyTorch checkpoint"),
+        ("weights.ckpt", "not a Lightning training checkpoint"), ("missing.ckpt", "No such file"))]
+    in_config = (["--config", str(tmp_path / "in_config.yaml")], "zero.ckpt", "not a readable PyTorch checkpoint (EOFError")
+    for where, name, message in [*on_command_line, in_config]:
+        with pytest.raises(SystemExit) as info:
+            main(["validate", "--config", str(config), *where])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"ckpt_path {tmp_path / name}: " in err and message in err
+        assert "mmap" not in err
 
 
 def test_weights_of_another_shape_are_named_with_the_config_to_use(tmp_path):

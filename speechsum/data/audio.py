@@ -71,6 +71,8 @@ class OutOfRangeAudioError(BadSampleError):
 def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
     """Raise :class:`BadSampleError` if ``block`` (frames × channels, from frame ``start``) holds a
     NaN/Inf or a sample beyond ±``MAX_SAMPLE``."""
+    if (np.abs(block) <= MAX_SAMPLE).all():  # one pass for the usual case (NaN fails it too)
+        return
     finite = np.isfinite(block)
     if not finite.all():
         frame = int(np.argmin(finite.all(axis=1)))
@@ -84,11 +86,13 @@ def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
 def path_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be read as an audio file without waiting on it, or None (a readable
     regular file): missing, a folder, a FIFO/socket/device (opening one waits for a writer forever),
-    unreadable, or a name the file system refuses (too long, a NUL byte)."""
+    unreadable, empty, or a name the file system refuses (too long, a NUL byte)."""
     path = Path(path)
     try:
         if path.is_file():
-            return None if os.access(path, os.R_OK) else "permission denied"
+            if not os.access(path, os.R_OK):
+                return "permission denied"
+            return "an empty file (0 bytes)" if path.stat().st_size == 0 else None
         if path.is_dir():
             return "a folder, not an audio file"
         if path.exists():
@@ -99,9 +103,15 @@ def path_problem(path: str | os.PathLike) -> str | None:
 
 
 def open_audio(source: str | BinaryIO) -> sf.SoundFile:
-    """``sf.SoundFile`` for reading; a path goes as the OS's bytes, since soundfile encodes a str
-    strictly as UTF-8 and a file name that is not UTF-8 reaches Python as lone surrogates."""
-    return sf.SoundFile(os.fsencode(source) if isinstance(source, str) else source)
+    """``sf.SoundFile`` for reading. soundfile encodes a str path strictly as UTF-8, and a file name
+    that is not UTF-8 reaches Python as lone surrogates: such a path goes as the OS's bytes (any
+    other as itself, so libsndfile's messages show it as written)."""
+    if isinstance(source, str):
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:
+            return sf.SoundFile(os.fsencode(source))
+    return sf.SoundFile(source)
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
@@ -143,8 +153,11 @@ def audio_seconds(source: str | BinaryIO) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
     scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
-    and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for an unreadable, cut or
-    empty file or a bad sample."""
+    and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
+    path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file or a bad sample."""
+    problem = path_problem(source) if isinstance(source, str) else None
+    if problem:
+        raise ValueError(f"{source}: {problem}")
     try:
         with open_audio(source) as handle:
             frames, rate = header_frames(handle), handle.samplerate

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from speechsum.data.audio import audio_seconds, path_problem
+from speechsum.data.audio import audio_seconds
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,6 @@ def audio_source(value: Any, label: str, root: Path | None) -> str | NamedAudio:
 
 def probe_audio(source: str | NamedAudio) -> float:
     """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
-    problem = path_problem(source) if isinstance(source, str) else None
-    if problem:
-        raise ValueError(f"audio {source}: {problem}")
     try:
         return audio_seconds(source)
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speechsum.utils.arguments import at_least
 from speechsum.utils.io import read_jsonl, write_jsonl
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
@@ -135,13 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Write a tiny synthetic tone-language audio-instruction set (manifests + WAVs).",
     )
     parser.add_argument("--out", required=True, help="folder for train/val/test .jsonl manifests and audio/")
-    parser.add_argument("--train", type=int, default=256, help="training examples (default 256)")
-    parser.add_argument("--val", type=int, default=32, help="validation examples (default 32)")
-    parser.add_argument("--test", type=int, default=32, help="test examples (default 32)")
+    parser.add_argument("--train", type=at_least(1), default=256, help="training examples (default 256)")
+    parser.add_argument("--val", type=at_least(1), default=32, help="validation examples (default 32)")
+    parser.add_argument("--test", type=at_least(1), default=32, help="test examples (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
-    if min(args.train, args.val, args.test) < 1:
-        parser.error("--train, --val and --test must each be at least 1")
     paths = write_toy_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")

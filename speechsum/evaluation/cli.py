@@ -12,7 +12,7 @@ from pathlib import Path
 
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
-from speechsum.utils.arguments import at_least, number, positive_seconds
+from speechsum.utils.arguments import at_least, nucleus_top_p, positive_seconds, sampling_temperature
 from speechsum.utils.io import read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
-    g.add_argument("--temperature", type=number(0.0, low_open=True), default=1.0, help="sampling temperature (with --do-sample)")
-    g.add_argument("--top-p", type=number(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling mass (with --do-sample)")
+    g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample)")
+    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")

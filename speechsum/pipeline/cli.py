@@ -143,7 +143,7 @@ def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] |
     markers of what runs and of every stage built on it are deleted now, so an interrupted run never
     leaves a stage on top of outputs it was not built from. A planned stage may resume an interrupted
     run unless a stage it needs runs too or it is in ``redo`` (``--from``)."""
-    wanted = [s for s in table.names if until is None or any(s == u or s in table.upstream(u) for u in until)]
+    wanted = table.until(until)
     planned: list[str] = []
     kept: dict[str, dict] = {}
     fresh: set[str] = set()
@@ -193,7 +193,7 @@ def check_from_until(from_stages: list[str] | None, until: list[str] | None, tab
     finished work thrown away) and nothing redone."""
     if not from_stages or not until:
         return
-    outside = [s for s in from_stages if not any(s == u or s in table.upstream(u) for u in until)]
+    outside = [s for s in from_stages if s not in table.until(until)]
     if outside:
         raise ValueError(f"--from {','.join(outside)} is not among the stages --until {','.join(until)} runs (those "
                          "and what they are built from): nothing would be redone. Drop --until, or --from a stage "

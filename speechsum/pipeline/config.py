@@ -21,14 +21,16 @@ none of the old ``init_args``).
 
 from __future__ import annotations
 
+import argparse
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, resume_checkpoint_callback
+from speechsum.utils.arguments import at_least, nucleus_top_p, samples_per_input, sampling_temperature
 from speechsum.utils.io import project_file
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
@@ -67,10 +69,17 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "report": {"metric": None, "baseline": None},
 }
 SECTION_CHOICES = {"judge.kind": ("fact", "openai"), "teacher.mode": ("inprocess", "serve", "remote")}
-AT_LEAST = {"pairs.num_samples": 2, "benchmark.text_documents": 0}  # a pair needs two samples; other counts: 1
-AT_LEAST_ONE = {"pairs.train_examples", "pairs.val_examples", "pairs.num_samples", "pairs.max_new_tokens",
-                "pairs.batch_size", "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
-                "benchmark.workers", "benchmark.vocab_size", "benchmark.text_documents"}
+# the commands' own argparse checks of the options these settings become: what a stage's command would
+# refuse hours into a run is refused when the YAML is loaded
+FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(("pairs.train_examples", "pairs.val_examples", "pairs.max_new_tokens", "pairs.batch_size",
+                     "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
+                     "benchmark.workers", "benchmark.vocab_size"), at_least(1)),
+    "benchmark.text_documents": at_least(0),
+    "pairs.num_samples": samples_per_input,
+    "pairs.temperature": sampling_temperature,
+    "pairs.top_p": nucleus_top_p,
+}
 
 
 def section_options(config: Mapping, name: str) -> dict:
@@ -89,7 +98,8 @@ def _same_kind(value: Any, default: Any) -> bool:
 def check_sections(config: Mapping, path: Path | str) -> None:
     """Refuse a settings section that is not a mapping, an unknown key in one (a typo would silently
     take the default), a value of another type than its default's, a value outside the choices, and
-    a count below 1 — when the YAML is loaded, not when the stage that reads it starts."""
+    a number its command would refuse (:data:`FIELD_CHECKS`) — when the YAML is loaded, not when the
+    stage that reads it starts."""
     for name, defaults in SECTION_DEFAULTS.items():
         section = config.get(name)
         if section is None or (name == "benchmark" and section is False):
@@ -103,13 +113,17 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             field, default = f"{name}.{key}", defaults[key]
             if field in SECTION_CHOICES and value not in SECTION_CHOICES[field]:
                 raise ValueError(f"{path}: {field}: {value!r} is not one of {', '.join(SECTION_CHOICES[field])}")
-            if field in AT_LEAST_ONE:
+            if field in FIELD_CHECKS:
                 if value is None and default is None:
                     continue
-                low = AT_LEAST.get(field, 1)
-                if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                    raise ValueError(f"{path}: {field}: expected a whole number of at least {low}"
-                                     f"{' (or null: all)' if default is None else ''}, got {value!r}")
+                problem = f"expected a number, got {value!r}"
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    try:
+                        FIELD_CHECKS[field](str(value))
+                        continue
+                    except argparse.ArgumentTypeError as err:
+                        problem = str(err)
+                raise ValueError(f"{path}: {field}: {problem}{' (null: all)' if default is None else ''}")
             elif value is not None and default is not None and not _same_kind(value, default):
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
                                  f"{default!r}, got {value!r}")

@@ -94,10 +94,20 @@ class StageTable:
 
     def upstream(self, name: str) -> set[str]:
         """Every stage ``name`` is built from, directly or not."""
-        needed = set(self[name].needs)
-        for need in self[name].needs:
-            needed |= self.upstream(need)
-        return needed
+        return self._reachable(name, lambda stage: stage.needs)
+
+    def _reachable(self, name: str, edges: Callable[[Stage], tuple[str, ...]]) -> set[str]:
+        """The stages ``edges`` lead to from ``name``, directly or not."""
+        direct = set(edges(self[name]))
+        return direct.union(*(self._reachable(other, edges) for other in direct))
+
+    def until(self, stages: Iterable[str] | None) -> list[str]:
+        """The stages ``--until stages`` runs, in table order: those and what they are built from
+        (None: every stage)."""
+        if stages is None:
+            return list(self.names)
+        wanted = set(stages).union(*(self.upstream(stage) for stage in stages))
+        return [name for name in self.names if name in wanted]
 
     def downstream(self, name: str) -> list[str]:
         """Every stage built on ``name``, directly or not, in table order."""
@@ -107,8 +117,7 @@ class StageTable:
         """Every stage that ends before ``name`` starts when both run: what it needs or waits for
         (``after``), directly or not. The scheduler waits for those of them that are planned, also
         through an ``after`` stage that is not (so a ``--until`` leaving it out keeps the order)."""
-        waits = set(self[name].waits_for)
-        return waits.union(*(self.before(other) for other in waits))
+        return self._reachable(name, lambda stage: stage.waits_for)
 
     def runs_alone(self, name: str) -> bool:
         """Whether every other stage always ends before ``name`` starts or starts after it ends

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from speechsum.serving.protocol import (
     Sampling,
     TokenLogprob,
 )
+from speechsum.utils.io import finite_json_number
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
@@ -77,11 +77,7 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"'{name}' must be a number, got {json_type(value)}.", name)
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an integer beyond a float's range
-        finite = False
-    if not finite:
+    if not finite_json_number(value):
         raise _bad(f"'{name}' must be a finite number, got {value}.", name)
     if value > high or value < low or (low_open and value == low):
         raise _bad(f"'{name}' must be in {'(' if low_open else '['}{low}, {high}], got {value}.", name)

@@ -31,6 +31,7 @@ from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
+from speechsum.utils.arguments import at_least
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import write_jsonl
 
@@ -68,8 +69,6 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     problem = path_problem(path)
     if problem:
         raise ValueError(f"{path}: {problem}")
-    if Path(path).stat().st_size == 0:
-        raise ValueError(f"{path}: an empty file (0 bytes)")
     try:
         waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")
     except AudioTooLongError:
@@ -219,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                         help=f"what to write (default, and when empty or only spaces: {DEFAULT_INSTRUCTION!r}, as serve)")
     parser.add_argument("--out", default=None, metavar="FILE.jsonl", help="output file (default: print the rows)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="files per generate call (default 4)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="longest summary in tokens (default 256)")
+    parser.add_argument("--batch-size", type=at_least(1), default=4, metavar="N", help="files per generate call (default 4)")
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=256, metavar="N", help="longest summary in tokens (default 256)")
     parser.add_argument("--truncate", action="store_true",
                         help="summarise the first part of a file longer than the model's maximum instead of refusing it")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 … (default cpu)")
@@ -230,8 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise SystemExit("speechsum summarize: --batch-size and --max-new-tokens must be at least 1")
     if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
         raise SystemExit(f"speechsum summarize: --out {args.out}: give a file path in an existing folder "
                          "(checked before any audio is summarised)")

@@ -49,3 +49,6 @@ def port(text: str) -> int:
 
 
 positive_seconds = number(0.0, low_open=True, what="a number of seconds")
+sampling_temperature = number(0.0, low_open=True)
+nucleus_top_p = number(0.0, 1.0, low_open=True)
+samples_per_input = at_least(2, 64)  # a preference pair needs two

@@ -10,6 +10,7 @@ and the target is untouched: no ``.tmp`` leftovers, no half-written results. Dir
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -91,6 +92,15 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
             except UnicodeEncodeError:
                 line = json.dumps(row, ensure_ascii=True).encode("ascii")
             handle.write(line + b"\n")
+
+
+def finite_json_number(value: int | float) -> bool:
+    """Whether a number parsed from JSON is finite; an integer too large for a float is not (JSON
+    integers are unbounded, and ``math.isfinite`` raises ``OverflowError`` on one)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

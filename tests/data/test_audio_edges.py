@@ -18,6 +18,7 @@ from speechsum.data.audio import (
     OutOfRangeAudioError,
     audio_seconds,
     load_audio,
+    open_audio,
 )
 from speechsum.data.manifest import ManifestError, load_manifest
 from speechsum.utils.io import read_jsonl, write_jsonl
@@ -89,6 +90,14 @@ def test_a_file_name_that_is_not_utf8_is_read_and_written_back(tmp_path: Path):
     write_jsonl(tmp_path / "rows.jsonl", [{"audio": name}, {"audio": "fine ü"}])
     assert b"\\udcff" in (tmp_path / "rows.jsonl").read_bytes()  # valid UTF-8 JSON, the surrogate escaped
     assert read_jsonl(tmp_path / "rows.jsonl") == [{"audio": name}, {"audio": "fine ü"}]
+
+
+def test_libsndfile_names_a_utf8_path_as_written(tmp_path: Path):
+    path = tmp_path / "notes ü.wav"
+    path.write_text("not audio")
+    with pytest.raises(sf.LibsndfileError) as error:
+        open_audio(str(path))
+    assert f"Error opening {str(path)!r}" in str(error.value)  # the str, not b'…' (only non-UTF-8 names go as bytes)
 
 
 def test_a_flac_cut_short_is_an_error_naming_file_and_frame(tmp_path: Path):

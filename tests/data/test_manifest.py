@@ -38,6 +38,7 @@ def root(tmp_path: Path) -> Path:
     folder = tmp_path / "data"
     write_wav(folder / "audio" / "a.wav", 16_000)
     write_wav(folder / "audio" / "b.wav", 8_000)
+    (folder / "audio" / "empty.wav").write_bytes(b"")
     return folder
 
 
@@ -125,6 +126,7 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"([Errno 36] File name too long: {str((audio / ('x' * 300 + '.wav')).resolve())!r})",
         ),
         "audio_is_a_folder": (record("b", "audio"), {}, f"field 'audio': {audio.resolve()}: a folder, not an audio file"),
+        "audio_is_empty": (record("b", "audio/empty.wav"), {}, f"field 'audio': {(audio / 'empty.wav').resolve()}: an empty file (0 bytes)"),
         "escapes_folder": (
             record("b", "../x.wav"),
             {},
@@ -169,6 +171,7 @@ BAD_CASES = [
     "number_too_long",
     "audio_name_too_long",
     "audio_is_a_folder",
+    "audio_is_empty",
     "escapes_folder",
     "duplicate_id",
     "lone_surrogate",

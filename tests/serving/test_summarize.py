@@ -198,3 +198,10 @@ def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export
     assert rows[2]["error"] == f"{empty}: an empty file (0 bytes)"
     assert rows[3]["error"].startswith(f"{text}: not readable as audio (")
     assert rows[3]["error"].endswith("summarize reads WAV, FLAC, OGG and MP3 files (convert others, e.g. with ffmpeg)")
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--max-new-tokens"])
+def test_counts_below_one_are_argparse_errors_naming_the_option(option, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["clip.wav", "--model", "student/", option, "0"])
+    assert info.value.code == 2 and f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
