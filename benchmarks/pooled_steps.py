@@ -3,11 +3,14 @@
 One run samples examples but not training runs; runs of the same settings in other benchmark worlds
 (``benchmark.seed``) do both. This pools the paired differences of every run of a group (each run's
 examples joined by id, then all runs' differences side by side) and gives the mean, its paired-
-bootstrap 95 % CI and the sign-flip p-value (:func:`speechsum.evaluation.paired.paired_comparison`).
+bootstrap 95 % CI and the sign-flip p-value (:func:`speechsum.evaluation.paired.paired_comparison`),
+both over recordings: a run's examples that share an audio file are one unit, as in ``speechsum report``.
 
 A run is a pipeline run folder (``RUN/evaluate/{sft,kd,dpo}/predictions.jsonl``) or a folder with the
-``scores.csv`` that ``--write-scores`` makes of one (``id,split,sft,kd,dpo``: the per-example metric,
-small enough to keep next to a run's report in ``benchmarks/results/``)::
+``scores.csv`` that ``--write-scores`` makes of one (``id,split,recording,sft,kd,dpo``: the per-example
+metric and the example's audio file relative to the run's audio folder, small enough to keep next to a
+run's report in ``benchmarks/results/``; a file without ``recording``, written before 2026-12-06,
+makes every example its own unit)::
 
     python -m benchmarks.pooled_steps --split val default=RUN0,RUN1,RUN2 temp03=RUN3,RUN4,RUN5
     python -m benchmarks.pooled_steps --split val --against default default=RUN0,RUN1,RUN2 temp03=RUN3,RUN4,RUN5
@@ -23,11 +26,18 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from speechsum.evaluation.paired import PairedResult, check_prediction_rows, join_scores, paired_comparison
+from speechsum.evaluation.paired import (
+    JoinedScores,
+    PairedResult,
+    check_prediction_rows,
+    join_scores,
+    paired_comparison,
+)
 from speechsum.utils.io import read_jsonl
 
 STUDENTS = ("sft", "kd", "dpo")
@@ -36,7 +46,7 @@ STEPS = (("sft", "kd"), ("kd", "dpo"), ("sft", "dpo"))
 
 def student_rows(run: Path, metric: str = "fact_judge") -> dict[str, list[dict]]:
     """``{student: rows}`` of a run folder or a ``scores.csv`` folder, rows as ``predictions.jsonl``
-    holds them (``{id, split, scores: {metric: value}}``; a missing score is None), sorted by
+    holds them (``{id, split, audio, scores: {metric: value}}``; a missing score is None), sorted by
     (split, id): one order for both sources, so the bootstrap draws the same resamples."""
     saved = run / "scores.csv" if run.is_dir() else run
     if saved.is_file():
@@ -66,7 +76,8 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
                     raise ValueError(f"{path}: line {number}: {student} is not a number ({err})") from err
                 if value is not None and not math.isfinite(value):
                     raise ValueError(f"{path}: line {number}: {student} is {value}, not a finite score")
-                rows[student].append({"id": line["id"], "split": line["split"], "scores": {metric: value}})
+                row = {"id": line["id"], "split": line["split"], "scores": {metric: value}}
+                rows[student].append(row | ({"audio": line["recording"]} if line.get("recording") else {}))
     check_prediction_rows(rows[STUDENTS[0]], path)  # every student has a row per line: one check covers them
     for student_list in rows.values():
         student_list.sort(key=lambda row: (row["split"], row["id"]))
@@ -74,30 +85,37 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
 
 
 def write_scores(run: Path, out: Path, metric: str = "fact_judge") -> int:
-    """Write ``run``'s per-example scores as ``scores.csv`` (id, split, sft, kd, dpo); returns the rows."""
+    """Write ``run``'s per-example scores as ``scores.csv`` (id, split, recording, sft, kd, dpo; the
+    recording relative to the folder all the run's audio files share); returns the rows."""
     table: dict[tuple[str, str], dict[str, object]] = {}
     for student, rows in student_rows(run, metric).items():
         for row in rows:
-            table.setdefault((row["split"], row["id"]), {})[student] = (row.get("scores") or {}).get(metric)
+            entry = table.setdefault((row["split"], row["id"]), {})
+            entry[student] = (row.get("scores") or {}).get(metric)
+            entry.setdefault("recording", row.get("audio") or "")
+    audio = [str(entry["recording"]) for entry in table.values() if entry["recording"]]
+    shared = os.path.commonpath([os.path.dirname(path) for path in audio]) if audio else ""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["id", "split", *STUDENTS])
-        for (split, example), scores in sorted(table.items()):
-            cells = [scores.get(s) for s in STUDENTS]
-            writer.writerow([example, split, *("" if v is None else f"{float(v):.12g}" for v in cells)])
+        writer.writerow(["id", "split", "recording", *STUDENTS])
+        for (split, example), entry in sorted(table.items()):
+            recording = os.path.relpath(str(entry["recording"]), shared) if entry["recording"] else ""
+            cells = [entry.get(s) for s in STUDENTS]
+            writer.writerow([example, split, recording, *("" if v is None else f"{float(v):.12g}" for v in cells)])
     return len(table)
 
 
-def side_by_side(pairs: list[tuple[np.ndarray, np.ndarray]], empty: str) -> PairedResult:
-    """:func:`paired_comparison` of B − A over several runs' joined ``(A, B)`` scores laid side by
-    side (``empty``: the error when no run has a pair)."""
+def side_by_side(pairs: list[JoinedScores], empty: str) -> PairedResult:
+    """:func:`paired_comparison` of B − A over several runs' joined scores laid side by side, each
+    run's recordings its own units (``empty``: the error when no run has a pair)."""
     if not pairs:
         raise ValueError(empty)
-    scores_a, scores_b = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    scores_a, scores_b = np.concatenate([p.a for p in pairs]), np.concatenate([p.b for p in pairs])
     if not scores_a.size:
         raise ValueError(empty)
-    return paired_comparison(scores_a, scores_b)
+    recordings = [f"{number}:{recording}" for number, p in enumerate(pairs) for recording in p.recordings]
+    return paired_comparison(scores_a, scores_b, groups=recordings)
 
 
 def pooled_steps(runs: list[dict[str, list[dict]]], split: str, metric: str = "fact_judge") -> dict[str, PairedResult]:
@@ -142,7 +160,7 @@ def student_means(runs: list[dict[str, list[dict]]], split: str, metric: str = "
     """Each student's mean over the examples of ``split`` of every run (missing scores left out)."""
     means = {}
     for student in STUDENTS:
-        values = np.concatenate([join_scores(rows[student], rows[student], metric, split)[0] for rows in runs])
+        values = np.concatenate([join_scores(rows[student], rows[student], metric, split).a for rows in runs])
         means[student] = float(values.mean()) if values.size else float("nan")
     return means
 
@@ -190,7 +208,7 @@ def print_tables(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|")
     for name, runs in groups.items():
         steps, means = pooled_steps(runs, args.split, args.metric), student_means(runs, args.split, args.metric)
-        print(f"| {name} | {steps['kd-sft'].n} | {means['sft']:.2f} / {means['kd']:.2f} / {means['dpo']:.2f} | "
+        print(f"| {name} | {steps['kd-sft'].size()} | {means['sft']:.2f} / {means['kd']:.2f} / {means['dpo']:.2f} | "
               + " | ".join(map(cell, steps.values())) + " |")
     if args.against is None:
         return
@@ -202,7 +220,7 @@ def print_tables(args: argparse.Namespace) -> None:
                 against = pooled_against(runs, groups[args.against], args.split, args.metric)
             except ValueError as err:
                 raise ValueError(f"{name} against {args.against}: {err}") from err
-            counts = " / ".join(str(r.n) for r in against.values())
+            counts = " / ".join(r.size() for r in against.values())
             print(f"| {name} | {counts} | " + " | ".join(map(cell, against.values())) + " |")
 
 if __name__ == "__main__":

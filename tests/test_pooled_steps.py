@@ -63,6 +63,24 @@ def test_scores_csv_gives_the_same_pooled_steps(two_runs, tmp_path):
     assert pooled_steps(saved, "val") == pooled_steps([student_rows(run) for run in two_runs], "val")
 
 
+def test_examples_of_one_recording_are_one_unit_in_runs_and_in_scores_csv(tmp_path):
+    run = tmp_path / "w"
+    for student, values in {"sft": (1.0, 2.0, 3.0), "kd": (2.0, 4.0, 2.0), "dpo": (3.0, 4.0, 4.0)}.items():
+        folder = run / "evaluate" / student
+        folder.mkdir(parents=True)
+        rows = [{"id": f"d{i // 2}-{i}", "split": "val", "audio": f"/data/audio/d{i // 2}.wav", "scores": {"fact_judge": v}}
+                for i, v in enumerate(values)]
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "saved" / "scores.csv"
+    assert write_scores(run, out) == 3
+    assert out.read_text().splitlines()[:2] == ["id,split,recording,sft,kd,dpo", "d0-0,val,d0.wav,1,2,3"]
+    steps = pooled_steps([student_rows(run)], "val")
+    assert pooled_steps([student_rows(out.parent)], "val") == steps
+    # KD − SFT: d = (+1, +2 | −1) from recordings d0 and d1: sums (3, −1); flips |±3 ± 1| ≥ 2 for 4 of 4
+    assert (steps["kd-sft"].n, steps["kd-sft"].units, steps["kd-sft"].p_value) == (3, 2, 1.0)
+    assert steps["kd-sft"].mean == pytest.approx(2 / 3)
+
+
 def test_cli_prints_one_row_per_group_and_names_a_missing_run(two_runs, tmp_path, capsys):
     main(["--split", "val", f"both={two_runs[0]},{two_runs[1]}", f"one={two_runs[0]}"])
     lines = capsys.readouterr().out.splitlines()

@@ -239,7 +239,7 @@ def report_parser() -> argparse.ArgumentParser:
         "mean [95% CI]; relative improvement of each stage over the previous; share of the text-teacher gap each "
         "stage closes = (stage - baseline) / (teacher - baseline); paired comparisons on the same examples (each "
         "stage vs the previous, final vs cascade and teacher: mean difference, paired-bootstrap 95% CI, sign-flip "
-        "permutation p). Writes report.md, report.csv, paired.csv, chart_<metric>.png.",
+        "permutation p, both over recordings: examples sharing an audio file are one unit). Writes report.md, report.csv, paired.csv, chart_<metric>.png.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="folders with a metrics.json (a system's run folder) or whose subfolders have one")

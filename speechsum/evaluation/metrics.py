@@ -145,12 +145,16 @@ def compression_ratio(summary: str, source_text: str) -> float:
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, num_resamples: int = 1000,
-                 seed: int = 0) -> tuple[float, float, float]:
+                 seed: int = 0, counts: Sequence[int] | np.ndarray | None = None) -> tuple[float, float, float]:
     """``(mean, low, high)``: the sample mean and its percentile-bootstrap CI.
 
     Draws ``num_resamples`` resamples of size n with replacement (``numpy.random.default_rng(seed)``),
     takes each resample's mean, and returns the ``(1-confidence)/2`` and ``(1+confidence)/2`` quantiles
     of those means. NaNs are an error; n = 1 gives ``(v, v, v)``.
+
+    ``counts``: ``values[g]`` is then the sum of cluster g's ``counts[g]`` observations (a cluster
+    bootstrap): the mean is ``Σ values / Σ counts`` and each resample of n clusters gives
+    ``Σ values[idx] / Σ counts[idx]``. All counts 1 is the plain bootstrap, draw for draw.
     """
     data = np.asarray(values, dtype=np.float64).ravel()
     if data.size == 0:
@@ -159,14 +163,18 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
         raise ValueError("bootstrap_ci: values contain NaN")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"bootstrap_ci: confidence must be in (0, 1), got {confidence}")
+    sizes = None if counts is None else np.asarray(counts, dtype=np.float64).ravel()
+    if sizes is not None and (sizes.shape != data.shape or (sizes < 1).any()):
+        raise ValueError(f"bootstrap_ci: counts must be {data.size} positive numbers, one per cluster sum")
     rng = np.random.default_rng(seed)
     rows_per_chunk = max(1, 4_000_000 // data.size)  # bounds memory to ~32 MB of indices per chunk
-    means = np.concatenate([
-        data[rng.integers(0, data.size, size=(min(rows_per_chunk, num_resamples - start), data.size))].mean(1)
-        for start in range(0, num_resamples, rows_per_chunk)])
+    means = []
+    for start in range(0, num_resamples, rows_per_chunk):
+        draws = rng.integers(0, data.size, size=(min(rows_per_chunk, num_resamples - start), data.size))
+        means.append(data[draws].mean(1) if sizes is None else data[draws].sum(1) / sizes[draws].sum(1))
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(data.mean()), float(low), float(high)
+    low, high = np.quantile(np.concatenate(means), [alpha, 1.0 - alpha])
+    return float(data.mean() if sizes is None else data.sum() / sizes.sum()), float(low), float(high)
 
 
 class ExampleScores(Metric):

@@ -14,6 +14,14 @@ systems were scored on):
   Otherwise Monte Carlo with ``num_permutations`` seeded uniform sign vectors:
   ``p = (1 + #{T(s) ≥ T_obs}) / (1 + num_permutations)`` (never 0; Phipson & Smyth 2010).
   ``≥`` is taken with a relative tolerance of 1e-9 so ties in floating point count as ties.
+
+**Examples that share a recording are not independent** (the benchmark asks two instructions about
+each recording; a student that mishears it errs on both). Given ``groups`` (one key per example,
+e.g. its audio file), the unit is the group: with ``D_g = Σ_{i∈g} d_i`` and ``n_g`` examples in
+group g (G groups), the mean is still ``Σ D_g / Σ n_g = d̄``; the bootstrap resamples G groups
+(``Σ D_g* / Σ n_g*``, :func:`~speechsum.evaluation.metrics.bootstrap_ci` with ``counts``) and the
+sign-flip test flips each group's differences together (the test above on the ``D_g``). With every
+group of one example both reduce to the per-example versions, draw for draw.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,7 +43,8 @@ _TOLERANCE = 1e-9
 @dataclass(frozen=True)
 class PairedResult:
     """``mean`` difference (B − A) with its bootstrap CI ``[low, high]``, the permutation ``p_value``,
-    ``n`` paired examples, and whether the p-value is ``exact`` (full enumeration)."""
+    ``n`` paired examples, whether the p-value is ``exact`` (full enumeration), and the number of
+    independent ``units`` resampled and sign-flipped (groups of examples; ``n`` without groups)."""
 
     mean: float
     low: float
@@ -42,6 +52,11 @@ class PairedResult:
     p_value: float
     n: int
     exact: bool
+    units: int
+
+    def size(self) -> str:
+        """``"300"``, or ``"300 (150)"``: n examples from fewer independent units."""
+        return str(self.n) if self.units == self.n else f"{self.n} ({self.units})"
 
 
 def _differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -79,16 +94,26 @@ def sign_flip_p_value(differences: Sequence[float] | np.ndarray, num_permutation
 
 
 def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence[float] | np.ndarray,
-                      num_resamples: int = 10_000, seed: int = 0, exact_max_n: int = EXACT_MAX_N) -> PairedResult:
+                      num_resamples: int = 10_000, seed: int = 0, exact_max_n: int = EXACT_MAX_N,
+                      groups: Sequence[object] | None = None) -> PairedResult:
     """B − A on the same examples (``scores_a[i]`` and ``scores_b[i]`` belong to example i): mean, 95 %
-    paired-bootstrap CI and sign-flip p-value, both seeded with ``seed`` and ``num_resamples`` draws."""
+    paired-bootstrap CI and sign-flip p-value, both seeded with ``seed`` and ``num_resamples`` draws;
+    ``groups[i]``: example i's group (its recording), resampled and flipped as one unit (module docstring)."""
     a, b = np.asarray(scores_a, dtype=np.float64).ravel(), np.asarray(scores_b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired comparison: {a.size} scores for A but {b.size} for B")
     d = _differences(b - a)
-    mean, low, high = bootstrap_ci(d, confidence=0.95, num_resamples=num_resamples, seed=seed)
-    p_value, exact = sign_flip_p_value(d, num_resamples, seed, exact_max_n)
-    return PairedResult(mean, low, high, p_value, int(d.size), exact)
+    sums, counts = d, None
+    if groups is not None:
+        if len(groups) != d.size:
+            raise ValueError(f"paired comparison: {len(groups)} groups for {d.size} examples")
+        index = {key: number for number, key in enumerate(dict.fromkeys(groups))}
+        codes = np.fromiter((index[key] for key in groups), dtype=np.int64, count=d.size)
+        if len(index) < d.size:
+            sums, counts = np.bincount(codes, weights=d), np.bincount(codes)
+    mean, low, high = bootstrap_ci(sums, confidence=0.95, num_resamples=num_resamples, seed=seed, counts=counts)
+    p_value, exact = sign_flip_p_value(sums, num_resamples, seed, exact_max_n)
+    return PairedResult(mean, low, high, p_value, int(d.size), exact, int(sums.size))
 
 
 def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:
@@ -108,14 +133,27 @@ def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:
     return rows
 
 
-def join_scores(rows_a: list[dict], rows_b: list[dict], metric: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+class JoinedScores(NamedTuple):
+    """Paired scores ``a`` and ``b`` (one entry per example, in A's order) and each example's
+    ``recording``: its ``audio`` (examples that share one are one unit of the paired tests), or its id
+    when the row names no audio."""
+
+    a: np.ndarray
+    b: np.ndarray
+    recordings: list[str]
+
+
+def join_scores(rows_a: list[dict], rows_b: list[dict], metric: str, split: str) -> JoinedScores:
     """Scores of ``metric`` for the examples of ``split`` both prediction lists hold, joined by ``id``
-    (rows as in ``predictions.jsonl``: ``{id, split, scores: {metric: value | None}}``); examples where
-    either score is missing (None or NaN) are left out. Returns ``(a, b)`` in A's order."""
-    def by_id(rows: list[dict]) -> dict[str, float]:
-        values = {row["id"]: (row.get("scores") or {}).get(metric) for row in rows if row.get("split") == split}
-        return {key: float(v) for key, v in values.items() if v is not None and math.isfinite(float(v))}
+    (rows as in ``predictions.jsonl``: ``{id, split, audio, scores: {metric: value | None}}``); examples
+    where either score is missing (None or NaN) are left out."""
+    def by_id(rows: list[dict]) -> dict[str, tuple[float, str | None]]:
+        values = {row["id"]: ((row.get("scores") or {}).get(metric), row.get("audio"))
+                  for row in rows if row.get("split") == split}
+        return {key: (float(v), audio if isinstance(audio, str) and audio else None)
+                for key, (v, audio) in values.items() if v is not None and math.isfinite(float(v))}
 
     a, b = by_id(rows_a), by_id(rows_b)
     shared = [key for key in a if key in b]
-    return np.array([a[k] for k in shared]), np.array([b[k] for k in shared])
+    recordings = [a[k][1] or b[k][1] or f"id:{k}" for k in shared]
+    return JoinedScores(np.array([a[k][0] for k in shared]), np.array([b[k][0] for k in shared]), recordings)

@@ -17,7 +17,8 @@ Paired comparisons (:mod:`speechsum.evaluation.paired`), per split, on the examp
 answered (``predictions.jsonl`` rows joined by ``id``): each student stage vs the previous one, the
 final student vs the first one (when there are three or more), vs the cascade and vs the text
 teacher. ``Δ = B − A`` (B the later / final system), a 95 % paired-bootstrap CI and a two-sided
-sign-flip permutation p-value (seeded; exact for n ≤ 16). Markdown shows the main metric; the CSV
+sign-flip permutation p-value (seeded; exact for n ≤ 16), both over recordings: examples that share
+an audio file are resampled and sign-flipped together. Markdown shows the main metric; the CSV
 also the faithfulness metrics.
 
 Per system and split, a table each for fact recall, hallucination rate and repetition rate
@@ -254,9 +255,9 @@ def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], met
             continue
         for metric in metrics:
             for split in splits:
-                scores_a, scores_b = join_scores(rows_a, rows_b, metric, split)
-                if scores_a.size:
-                    result = paired_comparison(scores_a, scores_b, num_resamples, seed)
+                joined = join_scores(rows_a, rows_b, metric, split)
+                if joined.a.size:
+                    result = paired_comparison(joined.a, joined.b, num_resamples, seed, groups=joined.recordings)
                     comparisons.append(Comparison(a.name, b.name, split, metric, result))
                 elif all(_scored(rows_, metric, split) for rows_ in (rows_a, rows_b)):
                     unpaired.append((a.name, b.name, split, metric))
@@ -287,9 +288,11 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
     if not shown and not missing and not apart:
         return []
     lines = ["", f"## Paired comparisons ({metric}, same examples)", "",
-             f"Δ = B − A over the examples both systems answered (joined by id within each split); 95 % CI: paired "
+             f"Δ = B − A over the n examples both systems answered (joined by id within each split); 95 % CI: paired "
              f"bootstrap, {num_resamples:,} resamples (seed {seed}); p: two-sided sign-flip permutation test "
-             f"(exact for n ≤ 16, else {num_resamples:,} seeded sign vectors).", ""]
+             f"(exact for up to 16 units, else {num_resamples:,} seeded sign vectors). The unit of both is the "
+             "recording: examples that share an audio file are not independent, so they are resampled and "
+             "sign-flipped together (n (k): n examples from k recordings).", ""]
     if missing:
         lines += [f"Left out, no or an empty predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
     if apart:
@@ -297,7 +300,7 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
     lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
     for c in shown:
         r = c.result
-        lines.append(f"| {labels[c.b]} − {labels[c.a]} | {c.split} | {r.n} | {r.mean:+.3f} | "
+        lines.append(f"| {labels[c.b]} − {labels[c.a]} | {c.split} | {r.size()} | {r.mean:+.3f} | "
                      f"[{r.low:+.3f}, {r.high:+.3f}] | {_p(r.p_value)} |")
     return lines
 
@@ -348,13 +351,14 @@ def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: di
 
 
 def render_paired_csv(comparisons: list[Comparison]) -> str:
-    """One line per comparison × split × metric: ``diff = b − a`` with CI, p-value, n, exact."""
+    """One line per comparison × split × metric: ``diff = b − a`` with CI, p-value, n examples from
+    ``recordings`` recordings (the tests' units), exact."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["a", "b", "split", "metric", "n", "diff", "low", "high", "p_value", "exact"])
+    writer.writerow(["a", "b", "split", "metric", "n", "recordings", "diff", "low", "high", "p_value", "exact"])
     for c in comparisons:
         r = c.result
-        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.mean, r.low, r.high, r.p_value, int(r.exact)])
+        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.units, r.mean, r.low, r.high, r.p_value, int(r.exact)])
     return buffer.getvalue()
 
 

@@ -166,3 +166,16 @@ def test_example_scores_gathers_across_two_processes(tmp_path):
                                 nprocs=2, join=True)
     for rank in range(2):
         assert torch.load(tmp_path / f"out.{rank}")["judge"].tolist() == [1.0, 3.0, 2.0]
+
+
+def test_cluster_bootstrap_ci():
+    sums, counts = np.array([4.0, -1.0, 4.0, 0.5]), np.array([2, 1, 2, 1])
+    mean, low, high = bootstrap_ci(sums, counts=counts, num_resamples=500, seed=2)
+    assert mean == pytest.approx(7.5 / 6)
+    # each resample: the ratio Σ sums / Σ counts of 4 clusters drawn with the same generator
+    draws = np.random.default_rng(2).integers(0, 4, size=(500, 4))
+    ratios = sums[draws].sum(1) / counts[draws].sum(1)
+    assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.025, 0.975])))
+    assert bootstrap_ci(sums, counts=np.ones(4)) == bootstrap_ci(sums)  # clusters of one: the plain bootstrap
+    with pytest.raises(ValueError, match="counts must be 4 positive numbers"):
+        bootstrap_ci(sums, counts=[1, 0, 1, 1])

@@ -57,8 +57,39 @@ def test_join_by_id_within_split_skips_missing_scores():
               {"id": "z", "split": "test", "scores": {"m": None}}, {"id": "x", "split": "other", "scores": {"m": 9.0}}]
     rows_b = [{"id": "y", "split": "test", "scores": {"m": 5.0}}, {"id": "x", "split": "test", "scores": {"m": 3.0}},
               {"id": "z", "split": "test", "scores": {"m": 4.0}}, {"id": "w", "split": "test", "scores": {"m": 1.0}}]
-    a, b = join_scores(rows_a, rows_b, "m", "test")
-    assert a.tolist() == [1.0, 2.0] and b.tolist() == [3.0, 5.0]
+    joined = join_scores(rows_a, rows_b, "m", "test")
+    assert joined.a.tolist() == [1.0, 2.0] and joined.b.tolist() == [3.0, 5.0]
+    assert joined.recordings == ["id:x", "id:y"]  # no audio: each example its own unit
+
+
+def test_join_names_each_example_by_its_recording():
+    rows_a = [{"id": "d1-q", "split": "test", "audio": "/a/d1.wav", "scores": {"m": 1.0}},
+              {"id": "d1-s", "split": "test", "audio": "/a/d1.wav", "scores": {"m": 2.0}},
+              {"id": "d2-q", "split": "test", "audio": "", "scores": {"m": 3.0}}]
+    rows_b = [{"id": "d2-q", "split": "test", "audio": "/a/d2.wav", "scores": {"m": 1.0}},
+              {"id": "d1-s", "split": "test", "scores": {"m": 1.0}}, {"id": "d1-q", "split": "test", "scores": {"m": 1.0}}]
+    assert join_scores(rows_a, rows_b, "m", "test").recordings == ["/a/d1.wav", "/a/d1.wav", "/a/d2.wav"]
+
+
+def test_examples_sharing_a_recording_are_one_unit():
+    # d = (1, 3 | -1 | 2, 2) in recordings r1, r2, r3: sums D = (4, -1, 4), counts (2, 1, 2), mean 7 / 5.
+    # Sign flips of the three sums: |±4 ± 1 ± 4| ∈ {9, 7, 1, 1, 1, 1, 7, 9}: 4 of 8 reach 7 → p = 0.5
+    # (per example: Σ = 7 − 2F for a flipped subset of sum F; F ≤ 0 or F ≥ 7 for 6 of 32 subsets → 0.1875).
+    # Bootstrap over recordings: all three draws r2 (chance 1/27 > 2.5 %) gives -1, draws of r1 and r3
+    # only (8/27 > 2.5 %) give 2 → CI [-1, 2].
+    a = np.zeros(5)
+    d = np.array([1.0, 3.0, -1.0, 2.0, 2.0])
+    groups = ["r1", "r1", "r2", "r3", "r3"]
+    clustered = paired_comparison(a, d, num_resamples=10_000, groups=groups)
+    assert (clustered.mean, clustered.low, clustered.high) == pytest.approx((1.4, -1.0, 2.0))
+    assert (clustered.p_value, clustered.exact, clustered.n, clustered.units) == (0.5, True, 5, 3)
+    assert clustered.size() == "5 (3)"
+    per_example = paired_comparison(a, d, num_resamples=10_000)
+    assert (per_example.p_value, per_example.units, per_example.size()) == (0.1875, 5, "5")
+    # one example per group is the per-example comparison, draw for draw
+    assert paired_comparison(a, d, groups=["r1", "r2", "r3", "r4", "r5"]) == per_example
+    with pytest.raises(ValueError, match="4 groups for 5 examples"):
+        paired_comparison(a, d, groups=groups[:4])
 
 
 def test_errors():

@@ -236,3 +236,25 @@ def test_a_duplicated_prediction_id_is_an_error_naming_the_line(runs, tmp_path):
         report_main([str(runs), "--out", str(tmp_path / "r")])
     assert str(stop.value) == (f"speechsum report: {path}: row {len(lines) + 1}: id 'test-3' appears twice in split "
                                "'test' (one row per example)")
+
+
+def test_paired_units_are_recordings(runs, tmp_path):
+    """Two examples per audio file: the paired table and CSV count the recordings, the tests' units."""
+    for name in ("sft", "kd"):
+        path = runs / name / "predictions.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for number, row in enumerate(rows):
+            row["audio"] = f"/data/audio/{row['split']}-{number // 2}.wav"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    paths = build_report([runs], tmp_path / "report", num_resamples=10_000, seed=0)
+    table = table_rows(paths["markdown"].read_text(), "## Paired comparisons (fact_judge, same examples)")
+    assert table[1] == ["student + KD (kd) − student + SFT (sft)", "test", "40 (20)", "+1.500", "[+1.500, +1.500]",
+                        "1.0e-04"]
+    assert "examples that share an audio file are not independent" in paths["markdown"].read_text()
+    with open(paths["paired_csv"], newline="") as handle:
+        paired = {(r["a"], r["b"], r["metric"], r["split"]): r for r in csv.DictReader(handle)}
+    assert (paired["sft", "kd", "fact_judge", "test"]["n"], paired["sft", "kd", "fact_judge", "test"]["recordings"]) == (
+        "40", "20")
+    assert paired["kd", "dpo", "fact_judge", "test"]["recordings"] == "20"  # one side naming the audio is enough
+    # neither the cascade's nor DPO's rows name audio: each example its own unit
+    assert paired["cascade", "dpo", "fact_judge", "test"]["recordings"] == paired["cascade", "dpo", "fact_judge", "test"]["n"]
