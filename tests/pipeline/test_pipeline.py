@@ -173,6 +173,27 @@ def test_presets_resolve_for_every_training_stage(preset, tmp_path):
         assert "runs/benchmark" not in yaml.safe_dump(resolved)
 
 
+def test_large_preset_is_the_default_recipe_evaluated_on_more_examples():
+    """The large preset promises the default run's table with tighter intervals: every training setting
+    and every train/val document the same (documents are seeded by id, so larger test splits leave
+    them alone), only the test splits and the evaluation larger."""
+    default, large = (yaml.safe_load((CONFIGS / "pipeline" / f"{name}.yaml").read_text()) for name in ("default", "large"))
+    split_flags = ("--test-docs", "--test-unseen-docs", "--test-xling-docs")
+    default_args, large_args = (dict(zip(c["benchmark"]["args"][::2], c["benchmark"]["args"][1::2])) for c in (default, large))
+    assert {k: v for k, v in large_args.items() if k not in split_flags} == {
+        k: v for k, v in default_args.items() if k not in split_flags}
+    assert all(large_args[flag] >= 3 * default_args[flag] for flag in split_flags)
+    for section in set(default) | set(large):
+        if section not in ("benchmark", "evaluate"):
+            assert large.get(section) == default.get(section), section
+    assert {k: v for k, v in large["benchmark"].items() if k != "args"} == {
+        k: v for k, v in default["benchmark"].items() if k != "args"}
+    assert large["evaluate"]["examples_per_split"] is None and not large["evaluate"]["system_splits"]
+    assert set(default["evaluate"]["metrics"].split(",")) <= set(large["evaluate"]["metrics"].split(","))
+    assert {k: v for k, v in large["evaluate"].items() if k not in ("system_splits", "metrics")} == {
+        k: v for k, v in default["evaluate"].items() if k not in ("system_splits", "metrics")}
+
+
 # -- markers and helpers ---------------------------------------------------------------------------
 def test_markers_clear_from_a_stage_on_and_broken_markers_do_not_count(tmp_path):
     for stage in STAGES:
