@@ -17,7 +17,6 @@ Schema (one JSON object per line):
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from speechsum.data.audio import audio_seconds
-from speechsum.utils.io import finite_json_number
+from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +112,6 @@ def _probe_audio(path: Path) -> float:
         raise ValueError(f"field 'audio': {err}") from err
 
 
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        bad = raw[err.start : err.end].hex(" ")
-        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
-
-
 def parse_line(
     text: str,
     root: Path,
@@ -196,33 +187,30 @@ def load_manifest(
     examples: list[Example] = []
     seen: set[str] = set()
     skipped: list[SkippedLine] = []
-    with path.open("rb") as handle:  # bytes: an undecodable line is a bad line, not a crash
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]  # editors on Windows write one
-            try:
-                text = _decode(raw)
-                if not text.strip():
-                    continue
-                example = parse_line(
-                    text,
-                    root,
-                    require_summary=require_summary,
-                    require_transcript=require_transcript,
-                    require_preference=require_preference,
-                    allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
-                    require_instruction=require_instruction,
-                )
-                if example.id in seen:
-                    raise ValueError(f"duplicate id {example.id!r}")
-            except ValueError as err:
-                if on_bad_example == "error":
-                    raise ManifestError(path, number, str(err)) from err
-                skipped.append(SkippedLine(number, str(err)))
-                log.warning("skipping %s:%d: %s", path, number, err)
+    for number, raw in raw_lines(path):  # bytes: an undecodable line is a bad line, not a crash
+        try:
+            text = decode_utf8(raw)
+            if not text.strip():
                 continue
-            seen.add(example.id)
-            examples.append(example)
+            example = parse_line(
+                text,
+                root,
+                require_summary=require_summary,
+                require_transcript=require_transcript,
+                require_preference=require_preference,
+                allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
+                require_instruction=require_instruction,
+            )
+            if example.id in seen:
+                raise ValueError(f"duplicate id {example.id!r}")
+        except ValueError as err:
+            if on_bad_example == "error":
+                raise ManifestError(path, number, str(err)) from err
+            skipped.append(SkippedLine(number, str(err)))
+            log.warning("skipping %s:%d: %s", path, number, err)
+            continue
+        seen.add(example.id)
+        examples.append(example)
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples:

@@ -9,6 +9,7 @@ and the target is untouched: no ``.tmp`` leftovers, no half-written results. Dir
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -103,16 +104,44 @@ def finite_json_number(value: int | float) -> bool:
         return False
 
 
+def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """``(number, bytes)`` of each line of a file, from 1, split on ``\\n`` only (JSON Lines' line
+    end; ``str.splitlines`` also splits inside JSON strings at U+2028, U+2029, U+0085 …); a leading
+    UTF-8 BOM is dropped. Every reader of a JSONL manifest goes through it, so line numbers agree."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield number, raw[len(codecs.BOM_UTF8):] if number == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+
+
+def decode_utf8(raw: bytes) -> str:
+    """``raw`` as UTF-8; a ``ValueError`` naming the bad bytes and their offset if it is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.end].hex(" ")
+        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
+
+
+def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(number, text)`` of the non-blank lines of a UTF-8 JSONL file (:func:`raw_lines`), without
+    their line end; a line that is not UTF-8 raises ``ValueError`` naming file and line."""
+    for number, raw in raw_lines(path):
+        try:
+            text = decode_utf8(raw)
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from err
+        if text.strip():
+            yield number, text.rstrip("\r\n")
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSONL file; a bad line raises naming file and line."""
+    """Rows of a JSONL file (:func:`jsonl_lines`); a bad line raises naming file and line."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+    for number, line in jsonl_lines(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
     return rows
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from speechsum.utils.io import atomic_path, read_jsonl, write_atomic, write_dir_atomically, write_jsonl
+from speechsum.utils.io import (
+    atomic_path,
+    jsonl_lines,
+    read_jsonl,
+    write_atomic,
+    write_dir_atomically,
+    write_jsonl,
+)
 
 
 def test_write_atomic_and_jsonl_round_trip(tmp_path):
@@ -113,3 +120,16 @@ def test_remove_stale_temporaries_after_a_kill(tmp_path):
     removed = remove_stale_temporaries(tmp_path)
     assert [p.name for p in removed] == [".report.csv.k3j2.tmp", ".model.tmp-x1"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["report.csv", "stage"]
+
+
+def test_jsonl_lines_split_on_newline_only(tmp_path):
+    """U+2028, U+2029, U+0085 inside JSON strings (``ensure_ascii=False``) are no line ends, as in
+    load_manifest (``str.splitlines`` split there); a BOM is dropped; a non-UTF-8 line is named."""
+    rows = [{"id": "a", "text": "one\u2028two\u2029three\x85four\x1cfive"}, {"id": "b"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n\n" for r in rows).encode())
+    assert read_jsonl(path) == rows
+    assert [number for number, _ in jsonl_lines(path)] == [1, 3]
+    path.write_bytes(path.read_bytes() + b'{"id": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"rows.jsonl:5: not valid UTF-8: byte\(s\) ff"):
+        read_jsonl(path)
