@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +53,31 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux: ``/proc/self/status``); elsewhere set
+    and restored once (a race only with threads creating files at that instant)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_mode(tmp: Path, target: Path, full: int) -> None:
+    """Give ``tmp`` (mkstemp's 0600 / mkdtemp's 0700) the mode it would have had if created plainly:
+    ``target``'s own when it exists (an overwrite keeps it), else ``full & ~umask``."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = full & ~_umask()
+    os.chmod(tmp, mode)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; write the file there (any library: ``torch.save``,
@@ -59,7 +85,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     an error it is removed and ``path`` keeps its old content (or stays absent).
 
     Unique per writer (``mkstemp``), so concurrent writers of one target (DDP ranks) never share a
-    temporary file; the last rename wins with a complete file.
+    temporary file; the last rename wins with a complete file. The file gets the mode a plain
+    ``open(path, "w")`` gives: the old file's, or 0666 less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +97,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
+        _give_mode(tmp, path, 0o666)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -148,7 +176,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def write_dir_atomically(target: str | Path, write: Callable[[Path], None], replace: bool = True) -> None:
     """Run ``write(tmp_dir)`` on a fresh temporary sibling of ``target``, then rename it to ``target``,
     so ``target`` is never seen half-written. On an error the temporary folder is removed and
-    ``target`` is untouched.
+    ``target`` is untouched. The folder gets ``target``'s mode, or 0777 less the umask.
 
     ``replace=True``: an existing ``target`` is moved aside and deleted. ``replace=False``: the
     first complete writer wins (a cache filled by concurrent processes); a later one discards its copy.
@@ -159,6 +187,7 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
     old = None
     try:
         write(tmp)
+        _give_mode(tmp, target, 0o777)
         if target.exists():
             if not replace:
                 return

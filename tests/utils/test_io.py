@@ -133,3 +133,30 @@ def test_jsonl_lines_split_on_newline_only(tmp_path):
     path.write_bytes(path.read_bytes() + b'{"id": "\xff"}\n')
     with pytest.raises(ValueError, match=r"rows.jsonl:5: not valid UTF-8: byte\(s\) ff"):
         read_jsonl(path)
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
+    """Not mkstemp's 0600 / mkdtemp's 0700: 0666 / 0777 less the umask, or the overwritten file's mode."""
+    import os
+    import stat
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "new.json", "{}")
+        with atomic_path(tmp_path / "any.npy") as tmp:
+            tmp.write_bytes(b"x")
+        write_dir_atomically(tmp_path / "model", lambda d: (d / "w.txt").write_text("1"))
+        assert (mode(tmp_path / "new.json"), mode(tmp_path / "any.npy"), mode(tmp_path / "model")) == (0o644, 0o644, 0o755)
+        os.chmod(tmp_path / "new.json", 0o664)
+        os.chmod(tmp_path / "model", 0o750)
+        write_jsonl(tmp_path / "new.json", [{"id": 1}])
+        write_dir_atomically(tmp_path / "model", lambda d: (d / "w.txt").write_text("2"))
+        assert (mode(tmp_path / "new.json"), mode(tmp_path / "model")) == (0o664, 0o750)
+        os.umask(0o027)
+        write_atomic(tmp_path / "private.txt", "x")
+        assert mode(tmp_path / "private.txt") == 0o640
+    finally:
+        os.umask(old)
