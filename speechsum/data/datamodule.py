@@ -106,7 +106,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         require_transcript: demand ``transcript`` on every line (KD teachers read it; a text LLM
             backbone, ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded).
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
-        allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder.
+        allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder (or a local
+            ``hf_dataset``'s folder).
         num_workers: DataLoader worker processes (audio decoding and features run there).
         seed: seeds batch shuffling (the epoch is added each epoch).
     """
@@ -238,6 +239,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             require_summary=self.require_summary and split != "predict",
             require_transcript=self.require_transcript,
             require_preference=self.preference and split != "predict",
+            allow_paths_outside_dataset_dir=self.allow_paths_outside_manifest_dir,
         )
         self.skipped[split] = skipped
         log.info("%s: %d examples from %s[%s] (%d skipped)", split, len(examples), self.hf_dataset, name, len(skipped))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,17 +91,22 @@ def _check_types(record: dict) -> None:
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
 
 
-def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
+def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
+    """The audio file a manifest line or a local dataset's row names: an absolute path as is (no
+    ``~`` expansion: data, not shell input); a relative one joined to ``root`` and normalised. The
+    check is lexical: ``..`` leaving ``root`` is refused unless ``allow_outside``, a symlink inside
+    ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
+    if "\0" in value:
+        raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
     path = Path(value)
-    if path.is_absolute():
+    if path.is_absolute() or root is None:
         return path
-    resolved = (root / path).resolve()
-    if not allow_outside and not resolved.is_relative_to(root.resolve()):
-        raise ValueError(
-            f"field 'audio': relative path {value!r} escapes the manifest folder {root}; "
-            "use an absolute path or set allow_paths_outside_manifest_dir=True"
-        )
-    return resolved
+    root = Path(os.path.abspath(root))
+    joined = Path(os.path.normpath(root / path))
+    if not allow_outside and not joined.is_relative_to(root):
+        raise ValueError(f"relative path {value!r} escapes the {folder} {root}; "
+                         "use an absolute path or set allow_paths_outside_manifest_dir=True")
+    return joined
 
 
 def _probe_audio(path: Path) -> float:
@@ -141,7 +147,10 @@ def parse_line(
     for name in required:
         if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
             raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
-    audio = _resolve_audio(root, record["audio"], allow_paths_outside_manifest_dir)
+    try:
+        audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
+    except ValueError as err:
+        raise ValueError(f"field 'audio': {err}") from None
     duration = _probe_audio(audio)
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
