@@ -110,17 +110,23 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def json_line(row: dict, encoding: str | None = "utf-8") -> str:
+    """``row`` as one line of JSON, not ASCII-escaped when ``encoding`` can encode it; else (a lone
+    surrogate from a file name that is not UTF-8, or a narrow terminal encoding) ASCII-escaped
+    (``\\udcff``): valid JSON that reads back as the same string."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode(encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(row, ensure_ascii=True)
+    return line
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """One JSON object per line (UTF-8, not ASCII-escaped), streamed, written atomically. A row
-    holding a lone surrogate (a file name that is not UTF-8) is written ASCII-escaped (``\\udcff``):
-    valid JSON that reads back as the same string."""
+    """One JSON object per line (UTF-8, :func:`json_line`), streamed, written atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for row in rows:
-            try:
-                line = json.dumps(row, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                line = json.dumps(row, ensure_ascii=True).encode("ascii")
-            handle.write(line + b"\n")
+            handle.write(json_line(row).encode("utf-8") + b"\n")
 
 
 def finite_json_number(value: int | float) -> bool:

@@ -160,3 +160,12 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
         assert mode(tmp_path / "private.txt") == 0o640
     finally:
         os.umask(old)
+
+
+def test_json_line_escapes_only_what_the_encoding_cannot_hold():
+    from speechsum.utils.io import json_line
+
+    assert json_line({"a": "é"}) == '{"a": "é"}'
+    assert json_line({"a": "\udcff é"}) == '{"a": "\\udcff \\u00e9"}'
+    assert json_line({"a": "é"}, "ascii") == '{"a": "\\u00e9"}'
+    assert json.loads(json_line({"a": "\udcff"})) == {"a": "\udcff"}
