@@ -127,9 +127,9 @@ def probe_audio(source: str | NamedAudio) -> float:
 
 
 def _text(value: Any, field: str, required: bool) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise ValueError(f"missing or empty {field}")
+    if value is None or value == "" or (required and isinstance(value, str) and not value.strip()):
+        if required:  # as in manifests, a required text of only whitespace is missing
+            raise ValueError(f"missing or empty {field}" + (" (only whitespace)" if value else ""))
         return None
     if isinstance(value, int) and not isinstance(value, bool) and field == "id":
         return str(value)

@@ -154,6 +154,8 @@ def parse_line(
     duration = _probe_audio(audio)
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
+    if record.get("duration") is not None and record["duration"] < 0:
+        raise ValueError(f"field 'duration' must be a finite number of seconds, not negative (got {record['duration']})")
     return Example(
         id=record["id"],
         audio=str(audio),

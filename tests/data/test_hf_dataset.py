@@ -213,3 +213,15 @@ def test_relative_audio_paths_stay_in_the_dataset_folder_as_in_manifests(tmp_pat
                                                        f"escapes the dataset folder {folder}")):
         load("../elsewhere/x.wav")
     assert load("../elsewhere/x.wav", allow_paths_outside_dataset_dir=True)[0][0].duration == 0.5
+
+
+def test_a_whitespace_only_instruction_is_refused_as_in_manifests(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav", "a.wav"], "instruction": ["Say it.", " \n\t"]})
+    with pytest.raises(HFDatasetError, match=re.escape("row 1, column 'instruction'): missing or empty instruction "
+                                                       "(only whitespace)")):
+        load_hf_split(str(tmp_path), "train", table)
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, on_bad_example="skip")
+    assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]

@@ -110,6 +110,11 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             {},
             "field 'duration' must be a finite number of seconds",
         ),
+        "duration_negative": (
+            record("b", "audio/b.wav", duration=-1.5),
+            {},
+            "field 'duration' must be a finite number of seconds, not negative (got -1.5)",
+        ),
         "duration_too_large_for_a_float": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "duration": 1' + "0" * 400 + "}",
             {},
@@ -168,6 +173,7 @@ BAD_CASES = [
     "duration_string",
     "duration_bool",
     "duration_nan",
+    "duration_negative",
     "duration_too_large_for_a_float",
     "number_too_long",
     "audio_name_too_long",
