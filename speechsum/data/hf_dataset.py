@@ -117,10 +117,10 @@ def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool 
     return str(audio_path(value["path"], root, allow_outside, folder="dataset folder"))
 
 
-def probe_audio(source: str | NamedAudio) -> float:
+def probe_audio(source: str | NamedAudio, max_seconds: float | None = None) -> float:
     """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
     try:
-        return audio_seconds(source)
+        return audio_seconds(source, max_seconds)
     finally:
         if isinstance(source, NamedAudio):
             source.seek(0)
@@ -161,12 +161,14 @@ def load_hf_split(
     require_transcript: bool = False,
     require_preference: bool = False,
     allow_paths_outside_dataset_dir: bool = False,
+    max_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine], HFAudio]:
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
     ``SkippedLine.line`` is the row index. ``Example.audio`` names the row (``dataset[split][row]``);
     the returned :class:`HFAudio` opens it for :class:`~speechsum.data.datamodule.SpeechSumDataset`.
-    A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``.
+    A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
+    a clip longer than ``max_audio_seconds`` (when given) is a bad row.
     """
     datasets = import_datasets()
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
@@ -190,7 +192,7 @@ def load_hf_split(
                     values[field] = _text(record[column], field, field in required)
             field = "audio"
             source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir)
-            duration = probe_audio(source)
+            duration = probe_audio(source, max_audio_seconds)
             field = "id"
             example_id = values.get("id") or f"{split}-{row}"
             if example_id in seen:

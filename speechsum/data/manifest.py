@@ -109,11 +109,11 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     return joined
 
 
-def _probe_audio(path: Path) -> float:
+def _probe_audio(path: Path, max_seconds: float | None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
     try:
-        return audio_seconds(str(path))
+        return audio_seconds(str(path), max_seconds)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from err
 
@@ -127,8 +127,10 @@ def parse_line(
     require_preference: bool = False,
     allow_paths_outside_manifest_dir: bool = False,
     require_instruction: bool = True,
+    max_audio_seconds: float | None = None,
 ) -> Example:
-    """Parse and validate one manifest line; raises ``ValueError`` with the reason."""
+    """Parse and validate one manifest line; raises ``ValueError`` with the reason (also for audio
+    longer than ``max_audio_seconds``, when given)."""
     try:
         record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
@@ -151,7 +153,7 @@ def parse_line(
         audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from None
-    duration = _probe_audio(audio)
+    duration = _probe_audio(audio, max_audio_seconds)
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
     if record.get("duration") is not None and record["duration"] < 0:
@@ -179,6 +181,7 @@ def load_manifest(
     require_preference: bool = False,
     allow_paths_outside_manifest_dir: bool = False,
     require_instruction: bool = True,
+    max_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine]]:
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
@@ -188,6 +191,7 @@ def load_manifest(
     ``on_bad_example="error"`` raises :class:`ManifestError` at the first bad line; ``"skip"`` logs
     every bad line with its reason and a total count, and returns the good ones. The duration comes
     from the audio header; only float-sample files are read (block by block, for NaN/Inf).
+    ``max_audio_seconds``: a longer clip is a bad line (``too_long_audio: error``, known at load).
     """
     path = Path(path)
     if not path.is_file():
@@ -211,6 +215,7 @@ def load_manifest(
                 require_preference=require_preference,
                 allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
                 require_instruction=require_instruction,
+                max_audio_seconds=max_audio_seconds,
             )
             if example.id in seen:
                 raise ValueError(f"duplicate id {example.id!r}")

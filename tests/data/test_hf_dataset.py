@@ -225,3 +225,17 @@ def test_a_whitespace_only_instruction_is_refused_as_in_manifests(tmp_path):
         load_hf_split(str(tmp_path), "train", table)
     examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, on_bad_example="skip")
     assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
+
+
+def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", np.zeros(8000, np.float32), 16_000)
+    sf.write(tmp_path / "long.wav", np.zeros(48_000, np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav", "long.wav"], "instruction": ["Say it."] * 2})
+    with pytest.raises(HFDatasetError, match=re.escape("row 1, column 'audio'): ") + ".*long.wav: 3.00 s is longer "
+                       "than max_audio_seconds=2.0"):
+        load_hf_split(str(tmp_path), "train", table, max_audio_seconds=2.0)
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, max_audio_seconds=2.0, on_bad_example="skip")
+    assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
+    assert len(load_hf_split(str(tmp_path), "train", table)[0]) == 2
