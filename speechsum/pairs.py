@@ -39,7 +39,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
-from speechsum.utils.io import write_jsonl
+from speechsum.utils.io import jsonl_lines, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -232,10 +232,9 @@ def build_judge(args) -> PairwiseJudge:
 def raw_records(path: str) -> dict[str, dict]:
     """The manifest's lines as JSON (validated already by ``load_manifest``), by id."""
     records = {}
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records[record["id"]] = record
+    for _, line in jsonl_lines(path):
+        record = json.loads(line)
+        records[record["id"]] = record
     return records
 
 

@@ -159,3 +159,13 @@ def test_the_fact_judge_on_data_without_meta_is_refused_before_sampling(tmp_path
     assert not (tmp_path / "pairs.jsonl.cache" / "samples.jsonl").exists()
     with pytest.raises(SystemExit):
         build_parser().parse_args([*argv, "--num-samples", "1"])
+
+
+def test_raw_records_keep_line_separator_characters_in_strings(tmp_path):
+    """A valid manifest whose strings hold U+2028/U+2029/U+0085 unescaped: read whole, not split."""
+    from speechsum.pairs import raw_records
+
+    rows = [{"id": f"x{i}", "audio": "a.wav", "transcript": f"line\u2028break\u2029para\x85next {i}"} for i in range(2)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert raw_records(str(path)) == {r["id"]: r for r in rows}

@@ -27,7 +27,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from speechsum.models.tokenizer import AUDIO_TOKEN, BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
-from speechsum.utils.io import write_dir_atomically
+from speechsum.utils.io import jsonl_lines, write_dir_atomically
 
 SPECIAL_TOKENS = (*BYTE_TOKENIZER_SPECIALS, AUDIO_TOKEN)  # endoftext, pad, im_start, im_end, audio
 TEXT_FIELDS = ("transcript", "instruction", "summary")
@@ -78,22 +78,19 @@ def manifest_texts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path} (build the benchmark first: speechsum benchmark build)")
     seen: dict[str, None] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: invalid JSON: {err.msg} (column {err.colno})") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            for name in TEXT_FIELDS:
-                value = record.get(name)
-                if value is not None and not isinstance(value, str):
-                    raise ValueError(f"{path}:{number}: field '{name}' must be a string")
-                if value:
-                    seen.setdefault(value)
+    for number, line in jsonl_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: invalid JSON: {err.msg} (column {err.colno})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object")
+        for name in TEXT_FIELDS:
+            value = record.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{path}:{number}: field '{name}' must be a string")
+            if value:
+                seen.setdefault(value)
     if not seen:
         raise ValueError(f"{path}: no transcript, instruction or summary text to train a tokenizer on")
     return list(seen)

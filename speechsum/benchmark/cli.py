@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from speechsum.utils.arguments import at_least
+from speechsum.utils.io import jsonl_lines
 
 DESCRIPTION = """\
 The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by construction).
@@ -90,21 +91,18 @@ def benchmark_info(directory: str | Path) -> str:
     for manifest in manifests:
         durations: dict[str, float] = {}
         examples = 0
-        with manifest.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    meta = record["meta"]
-                    durations[meta["doc_id"]] = float(record["duration"])
-                    if not 0 <= durations[meta["doc_id"]] < float("inf"):
-                        raise ValueError(f"duration {record['duration']!r} is not a number of seconds")
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as err:
-                    raise ValueError(f"{manifest}:{number}: not a benchmark record ({err})") from err
-                examples += 1
-                for field in ("genre", "style", "lang"):
-                    breakdown[field][manifest.stem][meta.get(field, "?")] += 1
+        for number, line in jsonl_lines(manifest):
+            try:
+                record = json.loads(line)
+                meta = record["meta"]
+                durations[meta["doc_id"]] = float(record["duration"])
+                if not 0 <= durations[meta["doc_id"]] < float("inf"):
+                    raise ValueError(f"duration {record['duration']!r} is not a number of seconds")
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as err:
+                raise ValueError(f"{manifest}:{number}: not a benchmark record ({err})") from err
+            examples += 1
+            for field in ("genre", "style", "lang"):
+                breakdown[field][manifest.stem][meta.get(field, "?")] += 1
         values = list(durations.values()) or [0.0]
         lines.append(f"{manifest.stem:<12} {len(durations):>6} {examples:>9} {sum(values) / 3600:>7.3f} "
                      f"{sum(values) / len(values):>7.1f} {min(values):>6.1f} {max(values):>6.1f}")

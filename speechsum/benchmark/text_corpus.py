@@ -44,7 +44,7 @@ from speechsum.benchmark.build import doc_language_and_genre, make_records
 from speechsum.benchmark.documents import XLING_LANGS, generate_document
 from speechsum.benchmark.lexicon import WORLDS
 from speechsum.data.transcripts import spoken_text
-from speechsum.utils.io import write_dir_atomically
+from speechsum.utils.io import jsonl_lines, write_dir_atomically
 
 SILENCE = "silence.wav"
 WORDS_PER_SECOND = 2.5  # nominal duration of a text-only document, for its manifest line
@@ -59,12 +59,11 @@ def _read_split(bench: Path, split: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: build the benchmark first (speechsum benchmark build)")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(_absolute_audio(json.loads(line), bench))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{number}: not a benchmark record ({err})") from err
+    for number, line in jsonl_lines(path):
+        try:
+            records.append(_absolute_audio(json.loads(line), bench))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: not a benchmark record ({err})") from err
     return records
 
 

@@ -149,12 +149,24 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
         yield block
 
 
-def audio_seconds(source: str | BinaryIO) -> float:
+def _too_long_advice(max_seconds: float) -> str:
+    return f"is longer than max_audio_seconds={max_seconds}; raise the limit or set too_long_audio='truncate'"
+
+
+def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: float | None) -> None:
+    """Raise :class:`AudioTooLongError` when ``frames`` at ``rate`` Hz exceed ``max_seconds`` (the
+    limit in frames rounded: ``max_seconds * rate`` is inexact, 0.7 * 22050 = 15434.999…)."""
+    if max_seconds is not None and frames > round(max_seconds * rate):
+        raise AudioTooLongError(f"{source}: {frames / rate:.2f} s {_too_long_advice(max_seconds)}", frames / rate)
+
+
+def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
     scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
-    path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file or a bad sample."""
+    path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file or a bad
+    sample; :class:`AudioTooLongError` for one longer than ``max_seconds`` (when given)."""
     problem = path_problem(source) if isinstance(source, str) else None
     if problem:
         raise ValueError(f"{source}: {problem}")
@@ -169,6 +181,7 @@ def audio_seconds(source: str | BinaryIO) -> float:
         raise ValueError(f"unreadable audio file {source}: {err}") from err
     if frames == 0 or rate <= 0:
         raise ValueError(f"empty audio file {source} (0 samples)")
+    check_length(source, frames, rate, max_seconds)
     return frames / rate
 
 
@@ -202,17 +215,14 @@ def load_audio(
     """
     with open_audio(path) as handle:
         rate, frames = handle.samplerate, header_frames(handle)
-        # round: max_seconds * rate is inexact in floating point (0.7 * 22050 = 15434.999…)
-        limit = None if max_seconds is None else round(max_seconds * rate)
-        too_long_error = (f"is longer than max_audio_seconds={max_seconds}; raise the limit or set "
-                          "too_long_audio='truncate'")
-        if limit is not None and frames is not None and frames > limit and too_long == "error":
-            raise AudioTooLongError(f"{path}: {frames / rate:.2f} s {too_long_error}", frames / rate)  # from the header
+        limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
+        if frames is not None and too_long == "error":
+            check_length(path, frames, rate, max_seconds)  # from the header
         if limit is not None and (frames is None or frames > limit):
             # a header without a length: one frame past the limit says whether the clip is too long
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit)
             if len(waveform) > limit:
-                raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_error}")
+                raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
             waveform = _read_mono(handle, path, frames)
     if rate != sample_rate:

@@ -96,7 +96,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         max_audio_seconds: longest clip fed to the model; None uses the backbone's limit
             (30 s for Whisper-family encoders).
         too_long_audio: "truncate" keeps the first ``max_audio_seconds`` (only those frames are
-            read, so hours-long files cost what is kept); "error" stops.
+            read, so hours-long files cost what is kept); "error" makes a longer clip a bad example
+            at setup (its length is known then), stopping or skipped per ``on_bad_example``.
         on_bad_example: "error" stops at a bad manifest line (bad JSON or fields, missing, empty or
             unreadable audio, NaN/Inf samples); "skip" logs it and records it in ``skipped``.
         require_summary: demand ``summary`` on every train/val/test line (SFT's target). Set False
@@ -106,7 +107,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         require_transcript: demand ``transcript`` on every line (KD teachers read it; a text LLM
             backbone, ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded).
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
-        allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder.
+        allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder (or a local
+            ``hf_dataset``'s folder).
         num_workers: DataLoader worker processes (audio decoding and features run there).
         seed: seeds batch shuffling (the epoch is added each epoch).
     """
@@ -188,6 +190,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         processor = self._resolve_processor()
         limit = self.max_audio_seconds or processor.max_audio_seconds
         read_audio = getattr(processor, "reads_audio", True)
+        refuse_longer = limit if self.too_long_audio == "error" and read_audio else None  # a bad example at load
         if getattr(processor, "reads_transcripts", False) and not self.require_transcript:
             raise ValueError(
                 "this model reads transcripts, not audio (a text LLM): set `data.require_transcript: true` "
@@ -198,7 +201,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             if split in self.datasets:
                 continue
             if path is None:
-                self._setup_hf_split(split, processor.sample_rate, limit, read_audio)
+                self._setup_hf_split(split, processor.sample_rate, limit, read_audio, refuse_longer)
                 continue
             examples, skipped = load_manifest(
                 path,
@@ -207,6 +210,7 @@ class SpeechSumDataModule(L.LightningDataModule):
                 require_transcript=self.require_transcript,
                 require_preference=self.preference and split != "predict",
                 allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
+                max_audio_seconds=refuse_longer,
             )
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
@@ -215,7 +219,9 @@ class SpeechSumDataModule(L.LightningDataModule):
             )
             self._warn_over_budget(split)
 
-    def _setup_hf_split(self, split: str, sample_rate: int, limit: float | None, read_audio: bool) -> None:
+    def _setup_hf_split(
+        self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None
+    ) -> None:
         """Load ``split`` from ``hf_dataset`` when it maps the split to one the dataset has."""
         if self.hf_dataset is None or split not in self.hf_splits:
             return
@@ -238,6 +244,8 @@ class SpeechSumDataModule(L.LightningDataModule):
             require_summary=self.require_summary and split != "predict",
             require_transcript=self.require_transcript,
             require_preference=self.preference and split != "predict",
+            allow_paths_outside_dataset_dir=self.allow_paths_outside_manifest_dir,
+            max_audio_seconds=refuse_longer,
         )
         self.skipped[split] = skipped
         log.info("%s: %d examples from %s[%s] (%d skipped)", split, len(examples), self.hf_dataset, name, len(skipped))

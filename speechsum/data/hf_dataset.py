@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from speechsum.data.audio import audio_seconds
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine
+from speechsum.data.manifest import Example, OnBadExample, SkippedLine, audio_path
 
 log = logging.getLogger(__name__)
 
@@ -105,33 +105,31 @@ def _resolve_columns(
     return resolved
 
 
-def audio_source(value: Any, label: str, root: Path | None) -> str | NamedAudio:
-    """What soundfile opens for one ``Audio(decode=False)`` cell: its bytes, else its file path."""
+def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool = False) -> str | NamedAudio:
+    """What soundfile opens for one ``Audio(decode=False)`` cell: its bytes, else its file path
+    (:func:`~speechsum.data.manifest.audio_path`: a relative one inside the dataset folder ``root``)."""
     if isinstance(value, str):  # a plain path column
         value = {"bytes": None, "path": value}
     if not isinstance(value, dict) or not (value.get("bytes") or value.get("path")):
         raise ValueError("no audio (neither bytes nor a path)")
     if value.get("bytes"):
         return NamedAudio(value["bytes"], label)
-    path = Path(value["path"]).expanduser()
-    if not path.is_absolute() and root is not None:
-        path = root / path
-    return str(path)
+    return str(audio_path(value["path"], root, allow_outside, folder="dataset folder"))
 
 
-def probe_audio(source: str | NamedAudio) -> float:
+def probe_audio(source: str | NamedAudio, max_seconds: float | None = None) -> float:
     """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
     try:
-        return audio_seconds(source)
+        return audio_seconds(source, max_seconds)
     finally:
         if isinstance(source, NamedAudio):
             source.seek(0)
 
 
 def _text(value: Any, field: str, required: bool) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise ValueError(f"missing or empty {field}")
+    if value is None or value == "" or (required and isinstance(value, str) and not value.strip()):
+        if required:  # as in manifests, a required text of only whitespace is missing
+            raise ValueError(f"missing or empty {field}" + (" (only whitespace)" if value else ""))
         return None
     if isinstance(value, int) and not isinstance(value, bool) and field == "id":
         return str(value)
@@ -143,12 +141,13 @@ def _text(value: Any, field: str, required: bool) -> str | None:
 class HFAudio:
     """Opens the audio of example ``i`` of one split (picklable: DataLoader workers get it)."""
 
-    def __init__(self, table: Any, column: str, rows: list[int], label: str, root: Path | None):
+    def __init__(self, table: Any, column: str, rows: list[int], label: str, root: Path | None, allow_outside: bool):
         self.table, self.column, self.rows, self.label, self.root = table, column, rows, label, root
+        self.allow_outside = allow_outside
 
     def __call__(self, index: int) -> str | NamedAudio:
         row = self.rows[index]
-        return audio_source(self.table[row][self.column], f"{self.label} row {row}", self.root)
+        return audio_source(self.table[row][self.column], f"{self.label} row {row}", self.root, self.allow_outside)
 
 
 def load_hf_split(
@@ -161,11 +160,15 @@ def load_hf_split(
     require_summary: bool = False,
     require_transcript: bool = False,
     require_preference: bool = False,
+    allow_paths_outside_dataset_dir: bool = False,
+    max_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine], HFAudio]:
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
     ``SkippedLine.line`` is the row index. ``Example.audio`` names the row (``dataset[split][row]``);
     the returned :class:`HFAudio` opens it for :class:`~speechsum.data.datamodule.SpeechSumDataset`.
+    A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
+    a clip longer than ``max_audio_seconds`` (when given) is a bad row.
     """
     datasets = import_datasets()
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
@@ -188,8 +191,8 @@ def load_hf_split(
                 if field != "audio":
                     values[field] = _text(record[column], field, field in required)
             field = "audio"
-            source = audio_source(record[mapped["audio"]], f"{label} row {row}", root)
-            duration = probe_audio(source)
+            source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir)
+            duration = probe_audio(source, max_audio_seconds)
             field = "id"
             example_id = values.get("id") or f"{split}-{row}"
             if example_id in seen:
@@ -213,4 +216,4 @@ def load_hf_split(
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
     if not examples:
         raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped)")
-    return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root)
+    return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir)

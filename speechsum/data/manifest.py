@@ -17,16 +17,16 @@ Schema (one JSON object per line):
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from speechsum.data.audio import audio_seconds
-from speechsum.utils.io import finite_json_number
+from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines
 
 log = logging.getLogger(__name__)
 
@@ -91,34 +91,31 @@ def _check_types(record: dict) -> None:
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
 
 
-def _resolve_audio(root: Path, value: str, allow_outside: bool) -> Path:
+def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
+    """The audio file a manifest line or a local dataset's row names: an absolute path as is (no
+    ``~`` expansion: data, not shell input); a relative one joined to ``root`` and normalised. The
+    check is lexical: ``..`` leaving ``root`` is refused unless ``allow_outside``, a symlink inside
+    ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
+    if "\0" in value:
+        raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
     path = Path(value)
-    if path.is_absolute():
+    if path.is_absolute() or root is None:
         return path
-    resolved = (root / path).resolve()
-    if not allow_outside and not resolved.is_relative_to(root.resolve()):
-        raise ValueError(
-            f"field 'audio': relative path {value!r} escapes the manifest folder {root}; "
-            "use an absolute path or set allow_paths_outside_manifest_dir=True"
-        )
-    return resolved
+    root = Path(os.path.abspath(root))
+    joined = Path(os.path.normpath(root / path))
+    if not allow_outside and not joined.is_relative_to(root):
+        raise ValueError(f"relative path {value!r} escapes the {folder} {root}; "
+                         "use an absolute path or set allow_paths_outside_manifest_dir=True")
+    return joined
 
 
-def _probe_audio(path: Path) -> float:
+def _probe_audio(path: Path, max_seconds: float | None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
     try:
-        return audio_seconds(str(path))
+        return audio_seconds(str(path), max_seconds)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from err
-
-
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        bad = raw[err.start : err.end].hex(" ")
-        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
 
 
 def parse_line(
@@ -130,8 +127,10 @@ def parse_line(
     require_preference: bool = False,
     allow_paths_outside_manifest_dir: bool = False,
     require_instruction: bool = True,
+    max_audio_seconds: float | None = None,
 ) -> Example:
-    """Parse and validate one manifest line; raises ``ValueError`` with the reason."""
+    """Parse and validate one manifest line; raises ``ValueError`` with the reason (also for audio
+    longer than ``max_audio_seconds``, when given)."""
     try:
         record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
@@ -150,10 +149,15 @@ def parse_line(
     for name in required:
         if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
             raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
-    audio = _resolve_audio(root, record["audio"], allow_paths_outside_manifest_dir)
-    duration = _probe_audio(audio)
+    try:
+        audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
+    except ValueError as err:
+        raise ValueError(f"field 'audio': {err}") from None
+    duration = _probe_audio(audio, max_audio_seconds)
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
+    if record.get("duration") is not None and record["duration"] < 0:
+        raise ValueError(f"field 'duration' must be a finite number of seconds, not negative (got {record['duration']})")
     return Example(
         id=record["id"],
         audio=str(audio),
@@ -177,6 +181,7 @@ def load_manifest(
     require_preference: bool = False,
     allow_paths_outside_manifest_dir: bool = False,
     require_instruction: bool = True,
+    max_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine]]:
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
@@ -186,6 +191,7 @@ def load_manifest(
     ``on_bad_example="error"`` raises :class:`ManifestError` at the first bad line; ``"skip"`` logs
     every bad line with its reason and a total count, and returns the good ones. The duration comes
     from the audio header; only float-sample files are read (block by block, for NaN/Inf).
+    ``max_audio_seconds``: a longer clip is a bad line (``too_long_audio: error``, known at load).
     """
     path = Path(path)
     if not path.is_file():
@@ -196,33 +202,31 @@ def load_manifest(
     examples: list[Example] = []
     seen: set[str] = set()
     skipped: list[SkippedLine] = []
-    with path.open("rb") as handle:  # bytes: an undecodable line is a bad line, not a crash
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]  # editors on Windows write one
-            try:
-                text = _decode(raw)
-                if not text.strip():
-                    continue
-                example = parse_line(
-                    text,
-                    root,
-                    require_summary=require_summary,
-                    require_transcript=require_transcript,
-                    require_preference=require_preference,
-                    allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
-                    require_instruction=require_instruction,
-                )
-                if example.id in seen:
-                    raise ValueError(f"duplicate id {example.id!r}")
-            except ValueError as err:
-                if on_bad_example == "error":
-                    raise ManifestError(path, number, str(err)) from err
-                skipped.append(SkippedLine(number, str(err)))
-                log.warning("skipping %s:%d: %s", path, number, err)
+    for number, raw in raw_lines(path):  # bytes: an undecodable line is a bad line, not a crash
+        try:
+            text = decode_utf8(raw)
+            if not text.strip():
                 continue
-            seen.add(example.id)
-            examples.append(example)
+            example = parse_line(
+                text,
+                root,
+                require_summary=require_summary,
+                require_transcript=require_transcript,
+                require_preference=require_preference,
+                allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
+                require_instruction=require_instruction,
+                max_audio_seconds=max_audio_seconds,
+            )
+            if example.id in seen:
+                raise ValueError(f"duplicate id {example.id!r}")
+        except ValueError as err:
+            if on_bad_example == "error":
+                raise ManifestError(path, number, str(err)) from err
+            skipped.append(SkippedLine(number, str(err)))
+            log.warning("skipping %s:%d: %s", path, number, err)
+            continue
+        seen.add(example.id)
+        examples.append(example)
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples:

@@ -118,8 +118,6 @@ def score_main(argv: list[str] | None = None) -> None:
     path = parser.parse_args(argv).predictions
     try:
         scores = score_predictions(path)
-    except UnicodeDecodeError as err:
-        raise SystemExit(f"speechsum toyscore: {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise SystemExit(f"speechsum toyscore: {path}: {err.strerror or err}") from None
     except ValueError as err:

@@ -110,14 +110,23 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def _manifests(args: argparse.Namespace) -> dict[str, Path]:
     from speechsum.evaluation.evaluate import parse_manifest_arg
 
-    manifests = dict(parse_manifest_arg(text) for text in args.manifest)
+    manifests: dict[str, Path] = {}
+
+    def add(split: str, path: Path, given: str) -> None:
+        if split in manifests:  # a dict would silently keep only the last
+            raise SystemExit(f"speechsum evaluate: split {split!r} given twice ({manifests[split]} and {given}); "
+                             "name each manifest's split: --manifest SPLIT=PATH (e.g. test_a=A/test.jsonl)")
+        manifests[split] = path
+
+    for text in args.manifest:
+        add(*parse_manifest_arg(text), f"--manifest {text}")
     if args.benchmark_dir:
         folder = Path(args.benchmark_dir)
-        splits = args.split or [s for s in DEFAULT_SPLITS if (folder / f"{s}.jsonl").is_file()]
+        splits = list(dict.fromkeys(args.split)) or [s for s in DEFAULT_SPLITS if (folder / f"{s}.jsonl").is_file()]
         for split in splits:
             if not (folder / f"{split}.jsonl").is_file():
                 raise FileNotFoundError(f"{folder / f'{split}.jsonl'}: no such split in --benchmark-dir")
-            manifests[split] = folder / f"{split}.jsonl"
+            add(split, folder / f"{split}.jsonl", f"{folder / f'{split}.jsonl'} from --benchmark-dir")
     if not manifests:
         raise SystemExit("speechsum evaluate: give --manifest PATH or --benchmark-dir DIR")
     return manifests

@@ -38,7 +38,7 @@ from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
-from speechsum.utils.io import write_atomic, write_jsonl
+from speechsum.utils.io import read_jsonl, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 FORMAT = "speechsum-eval/1"
@@ -140,9 +140,7 @@ def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Exam
     waveforms = [load_audio(e.audio, 16_000) for e in examples]
     transcripts = transcriber.transcribe(waveforms, sample_rate=16_000, progress=True)
     lines, cascaded = [], []
-    with manifest.open(encoding="utf-8-sig") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    by_id = {r["id"]: r for r in records}
+    by_id = {r["id"]: r for r in read_jsonl(manifest)}
     for example, transcript in zip(examples, transcripts):
         record = dict(by_id[example.id])
         record["meta"] = dict(record.get("meta") or {}) | {"reference_transcript": record.get("transcript")}

@@ -276,7 +276,8 @@ class ComposedSpeechLLM(SpeechLLM):
                 subset = mel_frames[rows]
                 return self.encoder_frames(features[rows, :, : int(subset.max())], subset)
 
-            return self.feature_cache.frames(self.encoder_id(), keys, compute, features.device)
+            return self.feature_cache.frames(self.encoder_id(), keys, compute, features.device,
+                                             width=self.encoder.config.d_model)
 
     def precompute_audio(self, audio: dict) -> dict:
         """A copy of ``audio`` with ``encoder_frames`` ``(B, T_max, d_enc)`` (zero-padded) and

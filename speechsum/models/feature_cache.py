@@ -12,7 +12,8 @@ Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encode
 
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
-dataloader workers) write identical bytes. An unreadable file counts as a miss and is rewritten.
+dataloader workers) write identical bytes. An unreadable file (empty, cut short, not ``.npy``) or
+one whose array is not ``(T, d_enc)`` float16 counts as a miss and is rewritten.
 """
 
 from __future__ import annotations
@@ -71,18 +72,23 @@ class EncoderFeatureCache:
     def path(self, encoder_id: str, content_key: str) -> Path:
         return self.root / encoder_id / f"{content_key}.npy"
 
-    def get(self, encoder_id: str, content_key: str) -> np.ndarray | None:
-        """The clip's frames ``(T, d)`` float16, or None when absent or unreadable."""
+    def get(self, encoder_id: str, content_key: str, width: int | None = None) -> np.ndarray | None:
+        """The clip's frames ``(T, d)`` float16 (``d == width`` when given), or None when absent,
+        unreadable or of another shape or type."""
         path = self.path(encoder_id, content_key)
         if not path.is_file():
             return None
+        # .npy only (np.load also opens zip files); memory-mapped, so a header promising more than
+        # the file holds raises ValueError instead of allocating that much
         try:
-            frames = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
+            frames = np.array(np.lib.format.open_memmap(path, mode="r"))
+        except (OSError, ValueError) as err:  # EOF, bad magic or header, cut-short data, object dtype
             log.warning("feature cache: unreadable %s (%s); recomputing it", path, err)
             return None
-        if frames.ndim != 2 or frames.dtype != np.float16:
-            log.warning("feature cache: %s holds %s %s, not (T, d) float16; recomputing it", path, frames.dtype, frames.shape)
+        if frames.ndim != 2 or frames.dtype != np.float16 or width not in (None, frames.shape[1]):
+            want = f"(T, {width})" if width is not None else "(T, d)"
+            log.warning("feature cache: %s holds %s %s, not %s float16; recomputing it", path, frames.dtype,
+                        frames.shape, want)
             return None
         return frames
 
@@ -99,17 +105,18 @@ class EncoderFeatureCache:
         content_keys: Sequence[str],
         compute: Callable[[list[int]], list[Tensor]],
         device: torch.device,
+        width: int | None = None,
     ) -> list[Tensor]:
         """Frames of every clip: hits read from disk, misses computed in ONE call
         ``compute(miss_rows) -> [frames (T_i, d)]`` and written. Counts are per distinct clip. All returned frames are the
         float16-rounded values (so a clip's frames are the same whether it hit or missed), cast to
-        float32 on ``device``."""
+        float32 on ``device``. ``width``: the encoder's ``d``; a cached file of another is a miss."""
         found: dict[str, Tensor] = {}
         missing: dict[str, int] = {}  # key -> first row of each missing clip (a repeat is computed once)
         for row, key in enumerate(content_keys):
             if key in found or key in missing:
                 continue
-            frames = self.get(encoder_id, key)
+            frames = self.get(encoder_id, key, width)
             if frames is None:
                 missing[key] = row
             else:

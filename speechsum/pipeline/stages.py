@@ -42,7 +42,7 @@ from speechsum.pipeline.config import (
     trains_text_lms,
 )
 from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
-from speechsum.utils.io import write_atomic
+from speechsum.utils.io import jsonl_lines, write_atomic, write_jsonl
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
 SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
@@ -202,8 +202,7 @@ def subset_manifest(source: Path, out: Path, limit: int | None) -> list[str]:
     absolute audio paths (relative ones resolve against the source's folder); returns the ids."""
     if limit is not None and limit < 1:
         raise ValueError(f"examples per split must be at least 1 (got {limit}); null takes every example")
-    numbered = [(number, line) for number, line in
-                enumerate(source.read_text(encoding="utf-8-sig").splitlines(), start=1) if line.strip()]
+    numbered = list(jsonl_lines(source))
     if limit is not None and limit < len(numbered):
         step = len(numbered) / limit
         numbered = [numbered[int(i * step)] for i in range(limit)]
@@ -216,7 +215,7 @@ def subset_manifest(source: Path, out: Path, limit: int | None) -> list[str]:
         if isinstance(record.get("audio"), str) and not Path(record["audio"]).is_absolute():
             record["audio"] = str((source.parent / record["audio"]).resolve())
         rows.append(record)
-    write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(out, rows)
     return [r.get("id") for r in rows]
 
 
@@ -264,7 +263,7 @@ def run_pairs(ctx) -> list[Path]:
         command.append("--add-reference")
     ctx.run(command + [str(a) for a in opts["args"]])
     train_set = set(train_ids)
-    lines = [line for line in (folder / "all.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for _, line in jsonl_lines(folder / "all.jsonl")]
     train = [line for line in lines if json.loads(line)["id"] in train_set]
     val = [line for line in lines if json.loads(line)["id"] not in train_set]
     if not train or not val:

@@ -16,7 +16,6 @@ with ``max_audio_seconds`` refuses longer files, unless ``--truncate`` keeps the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import at_least
 from speechsum.utils.devices import check_device
-from speechsum.utils.io import write_jsonl
+from speechsum.utils.io import json_line, write_jsonl
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)  # unreadable/missing file, libsndfile, non-finite, too long
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         write_jsonl(args.out, rows)
     else:
         for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+            print(json_line(row, sys.stdout.encoding))
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"speechsum summarize: {failed} of {len(rows)} files failed", file=sys.stderr)

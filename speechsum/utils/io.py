@@ -9,10 +9,12 @@ and the target is untouched: no ``.tmp`` leftovers, no half-written results. Dir
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -51,6 +53,31 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux: ``/proc/self/status``); elsewhere set
+    and restored once (a race only with threads creating files at that instant)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_mode(tmp: Path, target: Path, full: int) -> None:
+    """Give ``tmp`` (mkstemp's 0600 / mkdtemp's 0700) the mode it would have had if created plainly:
+    ``target``'s own when it exists (an overwrite keeps it), else ``full & ~umask``."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = full & ~_umask()
+    os.chmod(tmp, mode)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; write the file there (any library: ``torch.save``,
@@ -58,7 +85,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     an error it is removed and ``path`` keeps its old content (or stays absent).
 
     Unique per writer (``mkstemp``), so concurrent writers of one target (DDP ranks) never share a
-    temporary file; the last rename wins with a complete file.
+    temporary file; the last rename wins with a complete file. The file gets the mode a plain
+    ``open(path, "w")`` gives: the old file's, or 0666 less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +97,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
+        _give_mode(tmp, path, 0o666)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -81,17 +110,23 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def json_line(row: dict, encoding: str | None = "utf-8") -> str:
+    """``row`` as one line of JSON, not ASCII-escaped when ``encoding`` can encode it; else (a lone
+    surrogate from a file name that is not UTF-8, or a narrow terminal encoding) ASCII-escaped
+    (``\\udcff``): valid JSON that reads back as the same string."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode(encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(row, ensure_ascii=True)
+    return line
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """One JSON object per line (UTF-8, not ASCII-escaped), streamed, written atomically. A row
-    holding a lone surrogate (a file name that is not UTF-8) is written ASCII-escaped (``\\udcff``):
-    valid JSON that reads back as the same string."""
+    """One JSON object per line (UTF-8, :func:`json_line`), streamed, written atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for row in rows:
-            try:
-                line = json.dumps(row, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                line = json.dumps(row, ensure_ascii=True).encode("ascii")
-            handle.write(line + b"\n")
+            handle.write(json_line(row).encode("utf-8") + b"\n")
 
 
 def finite_json_number(value: int | float) -> bool:
@@ -103,23 +138,51 @@ def finite_json_number(value: int | float) -> bool:
         return False
 
 
+def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """``(number, bytes)`` of each line of a file, from 1, split on ``\\n`` only (JSON Lines' line
+    end; ``str.splitlines`` also splits inside JSON strings at U+2028, U+2029, U+0085 …); a leading
+    UTF-8 BOM is dropped. Every reader of a JSONL manifest goes through it, so line numbers agree."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield number, raw[len(codecs.BOM_UTF8):] if number == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+
+
+def decode_utf8(raw: bytes) -> str:
+    """``raw`` as UTF-8; a ``ValueError`` naming the bad bytes and their offset if it is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.end].hex(" ")
+        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
+
+
+def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(number, text)`` of the non-blank lines of a UTF-8 JSONL file (:func:`raw_lines`), without
+    their line end; a line that is not UTF-8 raises ``ValueError`` naming file and line."""
+    for number, raw in raw_lines(path):
+        try:
+            text = decode_utf8(raw)
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from err
+        if text.strip():
+            yield number, text.rstrip("\r\n")
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSONL file; a bad line raises naming file and line."""
+    """Rows of a JSONL file (:func:`jsonl_lines`); a bad line raises naming file and line."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+    for number, line in jsonl_lines(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
     return rows
 
 
 def write_dir_atomically(target: str | Path, write: Callable[[Path], None], replace: bool = True) -> None:
     """Run ``write(tmp_dir)`` on a fresh temporary sibling of ``target``, then rename it to ``target``,
     so ``target`` is never seen half-written. On an error the temporary folder is removed and
-    ``target`` is untouched.
+    ``target`` is untouched. The folder gets ``target``'s mode, or 0777 less the umask.
 
     ``replace=True``: an existing ``target`` is moved aside and deleted. ``replace=False``: the
     first complete writer wins (a cache filled by concurrent processes); a later one discards its copy.
@@ -130,6 +193,7 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
     old = None
     try:
         write(tmp)
+        _give_mode(tmp, target, 0o777)
         if target.exists():
             if not replace:
                 return

@@ -424,3 +424,26 @@ def test_default_limit_is_the_encoder_limit(toy_data, processor):
     dm = datamodule(processor, train_manifest=str(toy_data["train"]))
     dm.setup("fit")
     assert dm.datasets["train"].max_audio_seconds == processor.max_audio_seconds  # composed: None, no limit
+
+
+def test_a_clip_over_the_limit_under_too_long_error_is_a_bad_line_at_setup(tmp_path: Path, toy_data, processor):
+    """Its length is known from the header at load: refused then (file, line, field) or skipped and
+    counted, not a stop mid-training when its batch comes."""
+    manifest = copy_manifest(toy_data["train"], tmp_path / "train.jsonl")
+    lines = read_lines(manifest)
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(3 * 16_000, np.float32), 16_000)
+    lines.insert(1, {**lines[0], "id": "long", "audio": str(long)})  # line 2
+    write_lines(manifest, lines)
+    reason = f"field 'audio': {long}: 3.00 s is longer than max_audio_seconds=2.5"
+    dm = datamodule(processor, train_manifest=str(manifest), max_audio_seconds=2.5, too_long_audio="error")
+    with pytest.raises(ManifestError, match=rf"train\.jsonl:2: {reason}"):
+        dm.setup("fit")
+    dm = datamodule(processor, train_manifest=str(manifest), max_audio_seconds=2.5, too_long_audio="error",
+                    on_bad_example="skip")
+    dm.setup("fit")
+    assert [s.line for s in dm.skipped["train"]] == [2] and dm.skipped["train"][0].reason.startswith(reason)
+    assert "long" not in [e.id for e in dm.datasets["train"].examples]
+    dm = datamodule(processor, train_manifest=str(manifest), max_audio_seconds=2.5)  # truncate: kept
+    dm.setup("fit")
+    assert dm.skipped["train"] == [] and len(dm.datasets["train"]) == 25

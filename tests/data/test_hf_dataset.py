@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -188,3 +189,53 @@ def test_fit_from_the_cli_on_a_saved_dataset(renamed_dataset, toy_data, tmp_path
     config_path.write_text(yaml.safe_dump(config))
     cli = lightning_cli(["fit", "--config", str(config_path)])
     assert cli.trainer.global_step > 0 and torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+
+
+def test_relative_audio_paths_stay_in_the_dataset_folder_as_in_manifests(tmp_path):
+    """One rule (manifest.audio_path): ``..`` out of a local dataset's folder is refused, ``~`` is
+    not expanded (neither is it in manifests), a symlinked folder inside is followed."""
+    from speechsum.data.hf_dataset import load_hf_split
+
+    tone = (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+    folder, outside = tmp_path / "ds", tmp_path / "elsewhere"
+    for wav in (outside / "x.wav", folder / "~" / "y.wav"):
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, tone, 16_000)
+    (folder / "linked").symlink_to(outside, target_is_directory=True)
+
+    def load(path: str, **kwargs):
+        table = datasets.Dataset.from_dict({"audio": [path], "instruction": ["Say it."]})
+        return load_hf_split(str(folder), "train", table, **kwargs)
+
+    assert load("linked/x.wav")[0][0].duration == 0.5
+    assert load("~/y.wav")[0][0].duration == 0.5  # the folder named "~" inside the dataset folder
+    with pytest.raises(HFDatasetError, match=re.escape(f"row 0, column 'audio'): relative path '../elsewhere/x.wav' "
+                                                       f"escapes the dataset folder {folder}")):
+        load("../elsewhere/x.wav")
+    assert load("../elsewhere/x.wav", allow_paths_outside_dataset_dir=True)[0][0].duration == 0.5
+
+
+def test_a_whitespace_only_instruction_is_refused_as_in_manifests(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav", "a.wav"], "instruction": ["Say it.", " \n\t"]})
+    with pytest.raises(HFDatasetError, match=re.escape("row 1, column 'instruction'): missing or empty instruction "
+                                                       "(only whitespace)")):
+        load_hf_split(str(tmp_path), "train", table)
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, on_bad_example="skip")
+    assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
+
+
+def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", np.zeros(8000, np.float32), 16_000)
+    sf.write(tmp_path / "long.wav", np.zeros(48_000, np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav", "long.wav"], "instruction": ["Say it."] * 2})
+    with pytest.raises(HFDatasetError, match=re.escape("row 1, column 'audio'): ") + ".*long.wav: 3.00 s is longer "
+                       "than max_audio_seconds=2.0"):
+        load_hf_split(str(tmp_path), "train", table, max_audio_seconds=2.0)
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, max_audio_seconds=2.0, on_bad_example="skip")
+    assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
+    assert len(load_hf_split(str(tmp_path), "train", table)[0]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             {},
             "field 'duration' must be a finite number of seconds",
         ),
+        "duration_negative": (
+            record("b", "audio/b.wav", duration=-1.5),
+            {},
+            "field 'duration' must be a finite number of seconds, not negative (got -1.5)",
+        ),
         "duration_too_large_for_a_float": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "duration": 1' + "0" * 400 + "}",
             {},
@@ -167,6 +173,7 @@ BAD_CASES = [
     "duration_string",
     "duration_bool",
     "duration_nan",
+    "duration_negative",
     "duration_too_large_for_a_float",
     "number_too_long",
     "audio_name_too_long",
@@ -419,3 +426,26 @@ def test_bom_after_the_first_line_is_a_bad_line(root: Path):
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert info.value.line == 2 and info.value.reason.startswith("invalid JSON: Unexpected UTF-8 BOM")
+
+
+def test_a_symlinked_folder_inside_the_manifest_folder_is_followed(root: Path, tmp_path: Path, monkeypatch):
+    """Containment is lexical: ``audio -> /elsewhere/audio`` is fine, ``..`` out of the folder is not,
+    and the refusal names the folder absolute (a relative manifest path printed it as ``.``)."""
+    write_wav(tmp_path / "elsewhere" / "audio" / "x.wav", 8_000)
+    data = tmp_path / "linked"
+    data.mkdir()
+    (data / "audio").symlink_to(tmp_path / "elsewhere" / "audio", target_is_directory=True)
+    monkeypatch.chdir(data)
+    examples, _ = load_manifest(write_manifest(Path("m.jsonl"), [record("x", "audio/x.wav")]))
+    assert examples[0].audio == str(data / "audio" / "x.wav") and examples[0].duration == 0.5
+    with pytest.raises(ManifestError, match=re.escape(f"'audio/../../elsewhere/audio/x.wav' escapes the manifest "
+                                                      f"folder {data}; use an absolute path")):
+        load_manifest(write_manifest(Path("m.jsonl"), [record("x", "audio/../../elsewhere/audio/x.wav")]))
+
+
+def test_a_nul_character_in_the_audio_path_names_the_field(root: Path):
+    manifest = write_manifest(root / "m.jsonl", [record("a"), record("b", "audio/a\u0000.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.line == 2
+    assert info.value.reason == "field 'audio': 'audio/a\\x00.wav' holds a NUL character (at character 7): no file name can"

@@ -66,7 +66,7 @@ def test_toydata_refuses_empty_splits(tmp_path, counts):
     (b'{"prediction": "x", "reference": "y"}\n{oops\n', "predictions.jsonl:2: invalid JSON"),
     (b'{"prediction": "x"}\n', "predictions.jsonl:1: needs string field(s) reference (a `speechsum predict` row)"),
     (b'[1]\n', "predictions.jsonl:1: needs string field(s) prediction, reference"),
-    (b'{"prediction": "caf\xe9"}\n', "predictions.jsonl: not UTF-8 text (invalid continuation byte at byte 19)"),
+    (b'{"prediction": "caf\xe9"}\n', "predictions.jsonl:1: not valid UTF-8: byte(s) e9 at byte offset 19"),
 ])
 def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, message):
     from speechsum.data.toy import score_main

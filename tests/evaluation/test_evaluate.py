@@ -218,3 +218,22 @@ def test_evaluate_help_documents_every_option():
     for option in ("--system", "--systems", "--system-splits", "--manifest", "--max-new-tokens", "--do-sample", "--judge-model",
                    "--api-key-env", "--bertscore-model", "--bertscore-layer", "--wandb", "--devices"):
         assert option in text
+
+
+def test_a_split_name_given_twice_is_refused(tmp_path):
+    """Two manifests with one split name (same stem, or the same SPLIT=): refused, not one dropped."""
+    from speechsum.evaluation.cli import _manifests
+
+    for folder in ("A", "B"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "test.jsonl").write_text("{}\n")
+    a, b = tmp_path / "A" / "test.jsonl", tmp_path / "B" / "test.jsonl"
+    for manifests in ([str(a), str(b)], [f"test={a}", f"test={b}"], [str(a), f"test={b}"]):
+        args = evaluate_parser().parse_args(["--out", str(tmp_path / "out"), *[x for m in manifests for x in ("--manifest", m)]])
+        with pytest.raises(SystemExit, match=r"split 'test' given twice .*--manifest SPLIT=PATH"):
+            _manifests(args)
+    args = evaluate_parser().parse_args(["--out", "o", "--manifest", str(a), "--benchmark-dir", str(tmp_path / "B")])
+    with pytest.raises(SystemExit, match="split 'test' given twice"):
+        _manifests(args)
+    args = evaluate_parser().parse_args(["--out", "o", "--manifest", f"a={a}", "--manifest", f"b={b}"])
+    assert _manifests(args) == {"a": a, "b": b}

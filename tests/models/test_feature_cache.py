@@ -145,3 +145,25 @@ def test_precomputed_audio_gives_the_same_logprobs_also_repeated(tmp_path, use_c
     del model._encode_windows
     expected_ids, expected_mask = model.generate(batch, max_new_tokens=5)
     assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut_in_header", "cut_in_data", "npz", "not_npy", "wrong_width", "one_dim"])
+def test_an_empty_cut_short_or_misshapen_file_is_a_miss_and_rewritten(tmp_path, damage):
+    """np.load raised EOFError on a 0-byte file (a raw traceback ended training)."""
+    cache = EncoderFeatureCache(tmp_path)
+    frames = torch.randn(5, 4)
+    cache.put("enc", "key", frames)
+    path = cache.path("enc", "key")
+    whole = path.read_bytes()
+    if damage in ("npz", "wrong_width", "one_dim"):
+        bad = {"npz": np.zeros((5, 4), np.float16), "wrong_width": np.zeros((5, 3), np.float16),
+               "one_dim": np.zeros(20, np.float16)}[damage]
+        with open(path, "wb") as file:
+            (np.savez if damage == "npz" else np.save)(file, bad)
+    else:
+        path.write_bytes({"empty": b"", "cut_in_header": whole[:40], "cut_in_data": whole[:-3],
+                          "not_npy": b"hello world" * 8}[damage])
+    out = cache.frames("enc", ["key"], lambda rows: [frames], torch.device("cpu"), width=4)
+    assert (cache.hits, cache.misses, cache.writes) == (0, 1, 2)
+    torch.testing.assert_close(out[0], frames.half().float())
+    assert cache.get("enc", "key", width=4).shape == (5, 4)

@@ -223,6 +223,19 @@ def test_subset_manifest_spreads_and_makes_audio_absolute(tmp_path):
     assert len(subset_manifest(source, tmp_path / "all.jsonl", None)) == 10
 
 
+def test_subset_manifest_keeps_line_separators_in_strings_and_the_files_line_numbers(tmp_path):
+    """U+2028/U+2029/U+0085 inside strings are no line ends (as in load_manifest): the rows come
+    through whole, and a bad line is named by its number in the file."""
+    source = tmp_path / "test.jsonl"
+    rows = [{"id": f"x{i}", "audio": "/a.wav", "summary": f"a\u2028b\u2029c\x85d {i}"} for i in range(2)]
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert subset_manifest(source, tmp_path / "out.jsonl", None) == ["x0", "x1"]
+    assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().split(b"\n") if line] == rows
+    source.write_text(source.read_text(encoding="utf-8") + "{bad\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="test.jsonl: line 3: invalid JSON"):
+        subset_manifest(source, tmp_path / "out.jsonl", None)
+
+
 def test_a_student_stage_left_out_by_evaluate_systems_leaves_the_other_rows_in_the_summary(tmp_path):
     """evaluate_sft with `evaluate.systems: [kd, dpo]`: nothing evaluated, and RUN/evaluate/summary.csv
     rebuilt from the rows there (its own was deleted before it ran)."""

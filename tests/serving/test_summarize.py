@@ -205,3 +205,21 @@ def test_counts_below_one_are_argparse_errors_naming_the_option(option, capsys):
     with pytest.raises(SystemExit) as info:
         main(["clip.wav", "--model", "student/", option, "0"])
     assert info.value.code == 2 and f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_rows_on_a_strict_utf8_stdout_survive_a_file_name_that_is_not_utf8(composed_export, tmp_path, monkeypatch):
+    """A surrogate-escaped name raised UnicodeEncodeError on print and the rows after it were lost."""
+    import io
+    import os
+    import sys
+
+    good = write_wavs(tmp_path / "audio", rate=16_000, stereo=False)[0]
+    odd = Path(os.fsdecode(bytes(tmp_path / "audio") + b"/caf\xe9.wav"))
+    odd.write_bytes(good.read_bytes())
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    main([str(odd), str(good), "--model", str(composed_export), "--max-new-tokens", "2", "--no-progress"])
+    stdout.flush()
+    rows = [json.loads(line) for line in stdout.buffer.getvalue().decode("utf-8").splitlines()]
+    assert [row["audio"] for row in rows] == [str(odd), str(good)]
+    assert all("error" not in row for row in rows)

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from speechsum.utils.io import atomic_path, read_jsonl, write_atomic, write_dir_atomically, write_jsonl
+from speechsum.utils.io import (
+    atomic_path,
+    jsonl_lines,
+    read_jsonl,
+    write_atomic,
+    write_dir_atomically,
+    write_jsonl,
+)
 
 
 def test_write_atomic_and_jsonl_round_trip(tmp_path):
@@ -113,3 +120,52 @@ def test_remove_stale_temporaries_after_a_kill(tmp_path):
     removed = remove_stale_temporaries(tmp_path)
     assert [p.name for p in removed] == [".report.csv.k3j2.tmp", ".model.tmp-x1"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["report.csv", "stage"]
+
+
+def test_jsonl_lines_split_on_newline_only(tmp_path):
+    """U+2028, U+2029, U+0085 inside JSON strings (``ensure_ascii=False``) are no line ends, as in
+    load_manifest (``str.splitlines`` split there); a BOM is dropped; a non-UTF-8 line is named."""
+    rows = [{"id": "a", "text": "one\u2028two\u2029three\x85four\x1cfive"}, {"id": "b"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n\n" for r in rows).encode())
+    assert read_jsonl(path) == rows
+    assert [number for number, _ in jsonl_lines(path)] == [1, 3]
+    path.write_bytes(path.read_bytes() + b'{"id": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"rows.jsonl:5: not valid UTF-8: byte\(s\) ff"):
+        read_jsonl(path)
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
+    """Not mkstemp's 0600 / mkdtemp's 0700: 0666 / 0777 less the umask, or the overwritten file's mode."""
+    import os
+    import stat
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "new.json", "{}")
+        with atomic_path(tmp_path / "any.npy") as tmp:
+            tmp.write_bytes(b"x")
+        write_dir_atomically(tmp_path / "model", lambda d: (d / "w.txt").write_text("1"))
+        assert (mode(tmp_path / "new.json"), mode(tmp_path / "any.npy"), mode(tmp_path / "model")) == (0o644, 0o644, 0o755)
+        os.chmod(tmp_path / "new.json", 0o664)
+        os.chmod(tmp_path / "model", 0o750)
+        write_jsonl(tmp_path / "new.json", [{"id": 1}])
+        write_dir_atomically(tmp_path / "model", lambda d: (d / "w.txt").write_text("2"))
+        assert (mode(tmp_path / "new.json"), mode(tmp_path / "model")) == (0o664, 0o750)
+        os.umask(0o027)
+        write_atomic(tmp_path / "private.txt", "x")
+        assert mode(tmp_path / "private.txt") == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_json_line_escapes_only_what_the_encoding_cannot_hold():
+    from speechsum.utils.io import json_line
+
+    assert json_line({"a": "é"}) == '{"a": "é"}'
+    assert json_line({"a": "\udcff é"}) == '{"a": "\\udcff \\u00e9"}'
+    assert json_line({"a": "é"}, "ascii") == '{"a": "\\u00e9"}'
+    assert json.loads(json_line({"a": "\udcff"})) == {"a": "\udcff"}
