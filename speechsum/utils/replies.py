@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 
 
-class MalformedReply(Exception):
+class MalformedReply(ValueError):
     """A 200 reply whose body is not the API's shape (no choices, an error object, …)."""
 
 
