@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import socket
@@ -297,3 +298,35 @@ def test_endpoint_failure_names_the_endpoint_and_masks_an_echoed_key(monkeypatch
     assert stop.startswith("speechsum x: the endpoint http://127.0.0.1:1/v1") and "sk-echoed" not in stop
     assert "$SPEECHSUM_TEST_KEY" in stop and "cached in c.jsonl" in stop
     assert endpoint_failure("speechsum x", client, "SPEECHSUM_TEST_KEY", KeyError("a bug"), "c.jsonl") is None
+
+
+def test_the_timeout_bounds_a_whole_request_not_each_read():
+    """A server dripping its answer a byte every 50 ms never idles past a per-read timeout."""
+    class Drip(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 200}}]})
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            try:
+                for byte in (head + body).encode():
+                    self.wfile.write(bytes([byte]))
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the client gave up
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = openai_client(f"http://127.0.0.1:{server.server_address[1]}/v1", timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            _chat(client)
+        assert time.monotonic() - started < 1.5  # the drip would take ~14 s
+    finally:
+        server.shutdown()
+        server.server_close()
