@@ -40,7 +40,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.io import jsonl_lines, write_jsonl
-from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
+from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,16 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
                 counts[result["kind"]] += 1
             return result
 
-        results = map_concurrent(judge_one, examples, max_workers=args.concurrency, desc="judging",
-                                 postfix=lambda: {"pairs": counts["pair"], "ties": counts["tie"],
-                                                  "failures": counts["unjudged"]})
+        try:
+            results = map_concurrent(judge_one, examples, max_workers=args.concurrency, desc="judging",
+                                     postfix=lambda: {"pairs": counts["pair"], "ties": counts["tie"],
+                                                      "failures": counts["unjudged"]})
+        except Exception as error:  # e.g. a 401: one line naming the endpoint, not a traceback
+            client = getattr(judge, "client", None)
+            stop = client and endpoint_failure("speechsum pairs", client, args.api_key_env, error, cache_dir)
+            if not stop:
+                raise
+            raise stop from error
     finally:
         samples_cache.close()
         verdicts_cache.close()

@@ -5,17 +5,21 @@
 
 ``ScriptedChatBackend`` answers chat completions with ``reply(messages)`` and can fail on purpose
 (first n requests, every k-th request, with any HTTP status) and records every request it saw.
+``JSONServer`` is a bare server answering 200 with any JSON (wrongly shaped replies, NaN).
 For seeded network faults (timeouts, 429, 5xx, malformed or truncated bodies, dropped connections)
 put ``tests.fault_proxy.FaultProxy`` in front of either server.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from time import sleep
+from typing import Any
 
 from speechsum.serving.cli import build_server
 from speechsum.serving.protocol import (
@@ -42,6 +46,45 @@ def serve_in_thread(backend: Backend, api_key: str | None = None, **server_optio
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class JSONServer:
+    """A bare loopback server (not speechsum serve) answering each POST with 200 and the JSON of
+    ``answer(request_body)`` (NaN written as NaN): ``with JSONServer(answer) as server`` gives
+    ``server.url`` (the base URL) and ``server.requests`` (POSTs so far)."""
+
+    def __init__(self, answer: Callable[[dict], Any]) -> None:
+        self.requests = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                owner.requests += 1
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                data = json.dumps(answer(request)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> JSONServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 @dataclass

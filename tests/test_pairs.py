@@ -131,6 +131,19 @@ def test_pairs_resume_after_crashes_without_duplicates_losses_or_rejudging(stude
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_rejected_judge_key_stops_pairs_with_one_clear_line(student, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAIRS_TEST_KEY", "sk-wrong-0123456789")
+    with serve_in_thread(ScriptedChatBackend(shorter_wins), api_key="sk-right") as url:
+        args = pair_args(student, tmp_path, url, api_key_env="PAIRS_TEST_KEY")
+        with pytest.raises(SystemExit) as stop:
+            run_pairs(args)
+    message = str(stop.value)
+    assert message.startswith(f"speechsum pairs: the endpoint {url}") and "AuthenticationError" in message
+    assert "$PAIRS_TEST_KEY" in message and "sk-wrong" not in message and "sk-right" not in message
+    assert f"cached in {tmp_path / 'pairs.jsonl.cache'}" in message and "rerun the same command" in message
+    assert (tmp_path / "pairs.jsonl.cache" / "samples.jsonl").exists()  # the samples are kept for the rerun
+
+
 def test_pairs_output_is_a_valid_preference_manifest(student, tmp_path):
     from speechsum.data.manifest import load_manifest
 

@@ -208,8 +208,7 @@ class HFBackend:
         input_ids = torch.tensor([ids], device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed % 2**63)
+            torch.manual_seed(sampling.rng_seed())
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                       generation_config=config, stopping_criteria=stopping)
         logits = torch.stack(out.logits, dim=1).float()  # (rows, L, V)

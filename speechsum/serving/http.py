@@ -23,6 +23,7 @@ LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
 class APIServer(ThreadingHTTPServer):
@@ -33,6 +34,7 @@ class APIServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog (the standard library's 5 resets bursts of connections)
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
                  max_request_bytes: int, limits: fmt.Limits) -> None:
@@ -42,6 +44,14 @@ class APIServer(ThreadingHTTPServer):
         self.max_request_bytes = max_request_bytes
         self.limits = limits
         self.created = int(time.time())
+
+    def handle_error(self, request: Any, client_address: tuple) -> None:
+        """A client that went away is one log line; anything else keeps the standard traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, CLIENT_GONE):
+            LOG.info("%s: the client closed the connection (%s)", client_address[0], type(error).__name__)
+            return
+        super().handle_error(request, client_address)
 
     @property
     def base_url(self) -> str:
@@ -116,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         reason = message or self.responses.get(code, ("Error",))[0]
         method = getattr(self, "command", None) or "request"
         text = f"Method {method} is not supported by this server." if code == 501 else f"{reason}."
-        self._send(code, APIError(code, text).body())
+        self._send_error(APIError(code, text))
 
     # ------------------------------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:
@@ -124,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         status, usage = 500, None
         try:
+            self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/"):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
             body = self._read_body()
@@ -131,14 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
             usage = payload.get("usage")
             self._send(status, payload)
         except APIError as error:
-            status = error.status
-            self._send(status, error.body(), error.headers)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            status = self._send_error(error)
+        except CLIENT_GONE:
             status, self.close_connection = 499, True  # the client went away; nothing to answer
         except Exception:  # a bug or backend failure: log it, answer 500 without internals
             LOG.error("internal error on %s %s:\n%s", method, path, traceback.format_exc())
-            status = 500
-            self._send(500, APIError(500, "Internal server error; see the server log.").body())
+            status = self._send_error(APIError(500, "Internal server error; see the server log."))
         finally:
             tokens = f" prompt_tokens={usage['prompt_tokens']} completion_tokens={usage['completion_tokens']}" if usage else ""
             LOG.info('%s "%s %s" %d %.0fms%s', self.client_address[0], method, path, status,
@@ -171,13 +180,15 @@ class _Handler(BaseHTTPRequestHandler):
                             "POST /v1/completions and POST /v1/chat/completions.", code="not_found")
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def _read_body(self) -> bytes:
-        lengths = self.headers.get_all("Content-Length") or []
-        length_header = lengths[0] if lengths else None
+    def _check_headers(self) -> None:
         if self.headers.defects:  # a header line the parser could not read: it drops every header after it
             self.close_connection = True
             raise APIError(400, f"Malformed request headers ({self.headers.defects[0]}): write each as 'Name: value', "
                                 "with no space before the colon.")
+
+    def _read_body(self) -> bytes:
+        lengths = self.headers.get_all("Content-Length") or []
+        length_header = lengths[0] if lengths else None
         if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
             self.close_connection = True
             raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
@@ -215,6 +226,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(given.encode(), expected.encode()):
             self.close_connection = True
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def _send_error(self, error: APIError) -> int:
+        """Answer ``error``; the status for the request log: the error's, or 499 when the client is gone."""
+        try:
+            self._send(error.status, error.body(), error.headers)
+            return error.status
+        except CLIENT_GONE:
+            self.close_connection = True
+            return 499
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         try:

@@ -27,6 +27,7 @@ from speechsum.serving.protocol import (
     TokenLogprob,
 )
 from speechsum.utils.io import finite_json_number
+from speechsum.utils.replies import json_type
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
@@ -91,12 +92,6 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
     if not isinstance(value, bool):
         raise _bad(f"'{name}' must be true or false, got {json_type(value)}.", name)
     return value
-
-
-def json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
 
 
 def check_model(body: dict, served: str) -> None:

@@ -6,6 +6,7 @@ The HTTP layer (:mod:`speechsum.serving.http`) parses OpenAI-style JSON into the
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -71,6 +72,11 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW
+
+    def rng_seed(self) -> int:
+        """The seed a backend gives ``torch.manual_seed`` (inside a forked RNG): the request's, else
+        fresh OS randomness, so unseeded requests sample differently (also across restarts)."""
+        return self.seed % 2**63 if self.seed is not None else secrets.randbits(63)
 
 
 @dataclass

@@ -107,8 +107,7 @@ class SpeechBackend:
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
         with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._devices()):
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed % 2**63)
+            torch.manual_seed(sampling.rng_seed())
             if max_tokens == 0:
                 return ChatOutput(prompt_tokens, [Generation("", "length", None, 0)] * sampling.n)
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)

@@ -53,7 +53,7 @@ from speechsum.utils.remote import (
     ChatJsonAsker,
     JsonlCache,
     cache_key,
-    is_retryable,
+    endpoint_failure,
     map_concurrent,
     openai_client,
 )
@@ -248,14 +248,10 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
         synthesizer = Synthesizer(settings, client, cache, progress=progress)
         try:
             rows = synthesizer.run(examples, out.parent)
-        except Exception as error:  # an API error, or a transient one retried in vain (e.g. malformed bodies)
-            if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
+        except Exception as error:
+            if (stop := endpoint_failure("speechsum synth", client, args.api_key_env, error, cache_file)) is None:
                 raise
-            raise SystemExit(
-                f"speechsum synth: the endpoint failed ({type(error).__name__}: {error}). Everything finished so "
-                f"far is cached in {cache_file}; fix the cause (URL, model name, key in ${args.api_key_env}, "
-                "server load) and rerun the same command to resume."
-            ) from error
+            raise stop from error
     write_jsonl(out, rows)
     counts = synthesizer.counts
     stats = {

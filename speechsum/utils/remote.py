@@ -26,7 +26,9 @@ from typing import Any, Generic, TypeVar
 import openai
 from tqdm.auto import tqdm
 
+from speechsum.utils.deadline import DeadlineTransport
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
+from speechsum.utils.replies import MalformedReply, chat_text
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +43,7 @@ TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     openai.InternalServerError: "5xx: the server failed or is overloaded",
     json.JSONDecodeError: "a 200 whose body is not valid JSON (malformed, or cut short without a length)",
     openai.APIResponseValidationError: "a body that is not the API's schema",
+    MalformedReply: "a 200 whose JSON is not a completion (no choices, an error object, a message of the wrong type)",
 }
 TRANSIENT_STATUS = (408, 429)  # besides every 5xx
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(TRANSIENT_ERRORS)
@@ -54,6 +57,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     without ``--api-key-env``); for the official API an unset variable is an error. Azure OpenAI:
     ``base_url="https://<resource>.openai.azure.com/openai/v1/"`` with the Azure key in the variable.
     ``max_retries=0``: retries happen in :func:`with_retries`, where they are counted.
+    ``timeout``: seconds per request in total, connect to last byte (:class:`DeadlineTransport`).
     """
     key = os.environ.get(api_key_env) if api_key_env else None
     if not key:
@@ -63,7 +67,23 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
                 f"(export {api_key_env}=...) or give a base_url of a self-hosted endpoint."
             )
         key = PLACEHOLDER_KEY
-    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
+    http_client = openai.DefaultHttpxClient(transport=DeadlineTransport(timeout))
+    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0, http_client=http_client)
+
+
+def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, error: BaseException,
+                     cache: object) -> SystemExit | None:
+    """The exit of a resumable command whose endpoint failed (an API error, or a transient one
+    retried in vain): one message naming the endpoint, the key's variable (its value masked if the
+    server echoed it) and the ``cache`` a rerun resumes from; None for any other error."""
+    if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
+        return None
+    reason = f"{type(error).__name__}: {error}"
+    if key := os.environ.get(api_key_env):
+        reason = reason.replace(key, "***")
+    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}). Everything finished so far "
+                      f"is cached in {cache}; fix the cause (URL, model name, key in ${api_key_env}, server "
+                      "load) and rerun the same command to resume.")
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -232,17 +252,19 @@ class ChatJsonAsker:
         return {**counts, **self.retries.as_dict()}
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        """One chat completion (no retries): the reply's text ("" when the server sent none)."""
+        """One chat completion (no retries): the reply's text ("" when the server sent none);
+        :class:`MalformedReply` (retried) for a body that is not a chat completion."""
         with self._lock:
             self.calls += 1
         response = self.client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
         )
-        usage = response.usage
+        usage = getattr(response, "usage", None)
+        prompt, completion = (getattr(usage, name, 0) for name in ("prompt_tokens", "completion_tokens"))
         with self._lock:
-            self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
-            self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-        return response.choices[0].message.content or ""
+            self.prompt_tokens += prompt if isinstance(prompt, int) else 0
+            self.completion_tokens += completion if isinstance(completion, int) else 0
+        return chat_text(response, str(self.client.base_url))
 
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``

@@ -160,6 +160,12 @@ def test_sampling_n_seed_and_several_prompts(client):
     assert first.usage.completion_tokens <= 6 * 6 and all(c.finish_reason in ("stop", "length") for c in first.choices)
 
 
+def test_unseeded_sampling_differs_between_requests(client):
+    kwargs = dict(model=MODEL, prompt="Alpha", max_tokens=24, temperature=1.0, n=2)  # ~260 ids, near uniform
+    first, again = client.completions.create(**kwargs), client.completions.create(**kwargs)
+    assert [c.text for c in first.choices] != [c.text for c in again.choices]  # not torch's default seed each time
+
+
 def test_stop_strings_cut_the_text(client):
     base = client.completions.create(model=MODEL, prompt="Notes:", max_tokens=20, temperature=0).choices[0].text
     assert len(base) > 5 and base[5] != "\ufffd"

@@ -108,6 +108,15 @@ def test_sampling_n_with_a_seed_is_reproducible(client, wavs) -> None:
     assert [c.message.content for c in first.choices] == [c.message.content for c in second.choices]
 
 
+def test_unseeded_sampling_differs_between_requests(client, wavs) -> None:
+    def sample():
+        reply = client.chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()),
+                                               temperature=2.0, n=4, max_tokens=12)
+        return [c.message.content for c in reply.choices]
+
+    assert sample() != sample()  # not torch's default seed each time
+
+
 def bad_request(client, messages, model: str = MODEL, **kwargs) -> str:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=model, messages=messages, max_tokens=4, **kwargs)

@@ -147,3 +147,58 @@ def test_sequence_level_teacher_writes_summaries_over_chat(teacher_dir, batch_an
     assert written == expected and all(isinstance(s, str) for s in written)
     # a second call is answered from the cache, with no server running
     assert remote.write_summaries(batch, max_new_tokens=12) == written
+
+
+def _scoring_reply(prompt: list[int], break_it) -> dict:
+    """A well-formed echo + prompt_logprobs reply for ``prompt`` (top-2: the token and id 1), then ``break_it``."""
+    logprobs = {"tokens": [f"token_id:{t}" for t in prompt], "token_logprobs": [None] + [-1.0] * (len(prompt) - 1),
+                "top_logprobs": [None] + [{f"token_id:{t}": -1.0, "token_id:1": -2.0} for t in prompt[1:]]}
+    choice = {"index": 0, "text": "", "logprobs": logprobs, "finish_reason": "length",
+              "prompt_logprobs": [None] + [{str(t): {"logprob": -1.0}, "1": {"logprob": -2.0}} for t in prompt[1:]]}
+    reply = {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": [choice]}
+    break_it(reply, choice, logprobs, choice["prompt_logprobs"])
+    return reply
+
+
+BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); the last position is 4
+    "nan": ("echo", lambda r, c, lp, pl: lp["token_logprobs"].__setitem__(-1, float("nan")),
+            "logprobs.token_logprobs[4] is nan"),
+    "positive": ("echo", lambda r, c, lp, pl: lp["token_logprobs"].__setitem__(-1, 5.0),
+                 "logprobs.token_logprobs[4] is 5.0"),
+    "null log-prob": ("echo", lambda r, c, lp, pl: lp["token_logprobs"].__setitem__(-1, None),
+                      "logprobs.token_logprobs[4] is None"),
+    "short": ("echo", lambda r, c, lp, pl: lp["token_logprobs"].pop(), "logprobs.token_logprobs has 4 entries"),
+    "null top": ("echo", lambda r, c, lp, pl: lp["top_logprobs"].__setitem__(-1, None),
+                 "logprobs.top_logprobs[4] is null"),
+    "list top": ("echo", lambda r, c, lp, pl: lp["top_logprobs"].__setitem__(-1, [["token_id:1", -1.0]]),
+                 "logprobs.top_logprobs[4] is an array"),
+    "nan top": ("echo", lambda r, c, lp, pl: lp["top_logprobs"].__setitem__(-1, {"token_id:9": float("nan")}),
+                "logprobs.top_logprobs[4]['token_id:9'] is nan"),
+    "bad id": ("echo", lambda r, c, lp, pl: lp["tokens"].__setitem__(-1, "token_id:abc"),
+               "logprobs.tokens[4]: token 'token_id:abc' has no integer id"),
+    "logprobs a string": ("echo", lambda r, c, lp, pl: c.__setitem__("logprobs", "oops"), "does not echo the 5"),
+    "pl bare float": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, {"9": -1.0}),
+                      "prompt_logprobs[4]['9'] is a number without a 'logprob'"),
+    "pl no logprob": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, {"9": {"rank": 1}}),
+                      "prompt_logprobs[4]['9'] is an object without a 'logprob'"),
+    "pl nan": ("prompt_logprobs", lambda r, c, lp, pl: pl[-1]["9"].__setitem__("logprob", float("nan")),
+               "prompt_logprobs[4]['9'].logprob is nan"),
+    "pl list": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, [1, 2]),
+                "no prompt_logprobs for position 4 (token 9): an array"),
+    "empty choices": ("echo", lambda r, c, lp, pl: r.__setitem__("choices", []), "an empty choices array"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_REPLIES)
+def test_remote_teacher_refuses_malformed_or_non_finite_scores(name):
+    from tests.servers import JSONServer
+
+    scoring, break_it, what = BROKEN_REPLIES[name]
+    with JSONServer(lambda request: _scoring_reply(request["prompt"], break_it)) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, scoring=scoring, attempts=1)
+        with pytest.raises(ValueError) as error:
+            teacher._score_one(([5, 6, 7], [8, 9]))
+    assert str(error.value).startswith(server.url) and what in str(error.value)
+    with JSONServer(lambda request: _scoring_reply(request["prompt"], lambda *parts: None)) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, scoring=scoring, attempts=1)
+        assert teacher._score_one(([5, 6, 7], [8, 9]))[0] == [-1.0, -1.0]  # the unbroken reply reads

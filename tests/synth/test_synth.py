@@ -21,7 +21,7 @@ from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES
 from speechsum.synth.run import build_parser, main, run_synth, stats_path
 from speechsum.utils.remote import JsonlCache
 from tests.conftest import REPO
-from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.servers import JSONServer, ScriptedChatBackend, serve_in_thread
 
 SECRET = "sk-test-synth-0123456789-never-written"
 K, KEEP, RECORDINGS = 5, 2, 6
@@ -187,6 +187,16 @@ def test_crash_then_rerun_resumes(tmp_path, recordings, monkeypatch):
     with serve_in_thread(ScriptedChatBackend(ScriptedLLM())) as url:
         stats = synth(url, recordings, out, "--num-queries", "4", "--limit", "1")
     assert stats["answers_asked"] >= 2
+
+
+def test_wrongly_shaped_replies_stop_synth_naming_the_endpoint(tmp_path, recordings, monkeypatch):
+    monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
+    with JSONServer(lambda request: {"choices": []}) as server, pytest.raises(SystemExit) as stop:
+        synth(server.url, recordings, tmp_path / "out" / "train.jsonl")
+    message = str(stop.value)
+    assert message.startswith(f"speechsum synth: the endpoint {server.url}") and "MalformedReply" in message
+    assert "an empty choices array" in message and "rerun the same command" in message
+    assert "$SYNTH_TEST_KEY" in message and SECRET not in message and server.requests >= 3  # asked again
 
 
 def test_bad_input_line_names_file_and_line(tmp_path, recordings):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import re
 import socket
 import threading
 import time
@@ -13,14 +15,16 @@ import pytest
 from speechsum.utils.remote import (
     ChatJsonAsker,
     JsonlCache,
+    MalformedReply,
     RetryCounter,
     backoff_delay,
     cache_key,
+    endpoint_failure,
     map_concurrent,
     openai_client,
     with_retries,
 )
-from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.servers import JSONServer, ScriptedChatBackend, serve_in_thread
 
 MESSAGES = [{"role": "user", "content": "Summarise: the meeting moved to Friday."}]
 
@@ -257,3 +261,72 @@ def test_chat_json_asker_reasks_malformed_and_handles_http_outcomes():
                               give_up_after_retries=False)
         with pytest.raises(openai.InternalServerError):
             asker.ask(MESSAGES, _parse_number)
+
+
+WRONG_SHAPES = {  # 200 bodies that are no chat completion, and what the error names
+    "empty choices": ({"choices": []}, "an empty choices array"),
+    "no choices": ({"id": "x", "object": "chat.completion"}, "no choices"),
+    "null choices": ({"choices": None}, "no choices"),
+    "error object": ({"error": {"message": "internal"}}, "an error instead of choices: {'message': 'internal'}"),
+    "message a string": ({"choices": [{"index": 0, "message": "hi"}]}, "choices[0].message is a string"),
+    "content a list": ({"choices": [{"index": 0, "message": {"role": "assistant", "content": [{"text": "x"}]}}]},
+                       "choices[0].message.content is an array"),
+    "an array": ([1, 2], "the reply is an array"),
+    "choices an object": ({"choices": {"0": {}}}, "choices is an object"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_SHAPES)
+def test_chat_json_asker_asks_again_then_fails_cleanly_on_wrongly_shaped_replies(name):
+    body, what = WRONG_SHAPES[name]
+    with JSONServer(lambda request: body) as server:
+        asker = ChatJsonAsker(openai_client(server.url), "m", request_attempts=2, backoff_seconds=0.001)
+        answer = asker.ask(MESSAGES, _parse_number)
+        assert answer.value is None and server.requests == 2  # asked again, then given up
+        assert answer.error.startswith("request failed: MalformedReply") and server.url in answer.error
+        assert what in answer.error and asker.retries.by_error == {"MalformedReply": 1}
+        strict = ChatJsonAsker(openai_client(server.url), "m", request_attempts=1, give_up_after_retries=False)
+        with pytest.raises(MalformedReply, match=re.escape(what)):
+            strict.ask(MESSAGES, _parse_number)
+
+
+def test_endpoint_failure_names_the_endpoint_and_masks_an_echoed_key(monkeypatch):
+    monkeypatch.setenv("SPEECHSUM_TEST_KEY", "sk-echoed-123")
+    client = openai_client("http://127.0.0.1:1/v1", "SPEECHSUM_TEST_KEY")
+    echoed = openai.OpenAIError("Incorrect API key provided: sk-echoed-123")
+    stop = str(endpoint_failure("speechsum x", client, "SPEECHSUM_TEST_KEY", echoed, "c.jsonl"))
+    assert stop.startswith("speechsum x: the endpoint http://127.0.0.1:1/v1") and "sk-echoed" not in stop
+    assert "$SPEECHSUM_TEST_KEY" in stop and "cached in c.jsonl" in stop
+    assert endpoint_failure("speechsum x", client, "SPEECHSUM_TEST_KEY", KeyError("a bug"), "c.jsonl") is None
+
+
+def test_the_timeout_bounds_a_whole_request_not_each_read():
+    """A server dripping its answer a byte every 50 ms never idles past a per-read timeout."""
+    class Drip(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 200}}]})
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            try:
+                for byte in (head + body).encode():
+                    self.wfile.write(bytes([byte]))
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the client gave up
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = openai_client(f"http://127.0.0.1:{server.server_address[1]}/v1", timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            _chat(client)
+        assert time.monotonic() - started < 1.5  # the drip would take ~14 s
+    finally:
+        server.shutdown()
+        server.server_close()

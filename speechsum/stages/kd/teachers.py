@@ -26,7 +26,9 @@ from transformers import PreTrainedTokenizerBase
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
+from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores
 from speechsum.utils.remote import RetryCounter, with_retries
+from speechsum.utils.replies import chat_text, first_choice
 
 
 @dataclass
@@ -215,16 +217,6 @@ class HFTeacher(Teacher):
         return self.lm.processor.decode_responses(ids, mask)
 
 
-def _token_id(name: str) -> int:
-    """``"token_id:123"`` (``return_tokens_as_token_ids``) → 123."""
-    if not name.startswith("token_id:"):
-        raise ValueError(
-            f"the server named a token {name!r} instead of 'token_id:<id>': it must support "
-            "`return_tokens_as_token_ids` (vLLM, speechsum serve) so that scores map to token ids exactly"
-        )
-    return int(name[len("token_id:") :])
-
-
 class OpenAICompatibleTeacher(Teacher):
     """A teacher behind an OpenAI-compatible API, through the official ``openai`` client.
 
@@ -308,8 +300,9 @@ class OpenAICompatibleTeacher(Teacher):
     def _call(self, request):
         return with_retries(request, attempts=self.attempts, on_retry=self.retries)
 
-    def _score_one(self, item: tuple[list[int], list[int]]) -> tuple[list[float], list[list[tuple[int, float]]]]:
-        """(token log-probs, top-k [(id, log-prob)] best first) of each completion token."""
+    def _score_one(self, item: tuple[list[int], list[int]]) -> Scores:
+        """(token log-probs, top-k [(id, log-prob)] best first) of each completion token, checked
+        (:mod:`speechsum.stages.kd.remote_scores`)."""
         prompt, completion = item
         k = self.top_k
         extra = {"return_tokens_as_token_ids": True}
@@ -318,34 +311,14 @@ class OpenAICompatibleTeacher(Teacher):
             kwargs = {}
         else:
             kwargs = {"echo": True, "logprobs": k}
-        response = self._call(
-            lambda: self.client.completions.create(
+        endpoint = str(self.client.base_url)
+        choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
+            lambda: first_choice(self.client.completions.create(
                 model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra, **kwargs
-            )
+            ), endpoint)
         )
-        choice = response.choices[0]
-        start = len(prompt)
-        token_lps, tops = [], []
-        if self.scoring == "prompt_logprobs":
-            entries = (choice.model_extra or {}).get("prompt_logprobs") or []
-            for position, token in zip(range(start, start + len(completion)), completion):
-                entry = entries[position] if position < len(entries) else None
-                if not entry or str(token) not in entry:
-                    raise ValueError(f"{self.base_url}: no prompt_logprobs for position {position} (token {token})")
-                token_lps.append(float(entry[str(token)]["logprob"]))
-                ranked = sorted(entry.items(), key=lambda kv: kv[1]["logprob"], reverse=True)[:k]
-                tops.append([(int(t), float(v["logprob"])) for t, v in ranked])
-            return token_lps, tops
-        logprobs = choice.logprobs
-        if logprobs is None or len(logprobs.tokens) < start + len(completion):
-            raise ValueError(f"{self.base_url}: the reply does not echo the {start + len(completion)} prompt tokens sent")
-        for position, token in zip(range(start, start + len(completion)), completion):
-            if _token_id(logprobs.tokens[position]) != token:
-                raise ValueError(f"{self.base_url}: echoed token {logprobs.tokens[position]} at {position}, sent {token}")
-            token_lps.append(float(logprobs.token_logprobs[position]))
-            ranked = sorted(logprobs.top_logprobs[position].items(), key=lambda kv: kv[1], reverse=True)[:k]
-            tops.append([(_token_id(name), float(lp)) for name, lp in ranked])
-        return token_lps, tops
+        read = prompt_logprob_scores if self.scoring == "prompt_logprobs" else echo_scores
+        return read(choice, endpoint, len(prompt), completion, k)
 
     def score(self, batch: SpeechBatch, completion_ids: Tensor, completion_mask: Tensor) -> TeacherScores:
         from speechsum.utils.remote import map_concurrent
@@ -386,13 +359,12 @@ class OpenAICompatibleTeacher(Teacher):
             key = cache_key("seq-kd-v2", self.model, messages, max_new_tokens, self.summary_temperature)
             if self._cache is not None and (hit := self._cache.get(key)) is not None:
                 return hit["summary"]
-            response = self._call(
-                lambda: self.client.chat.completions.create(
+            summary = self._call(
+                lambda: chat_text(self.client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_new_tokens,
                     temperature=self.summary_temperature,
-                )
-            )
-            summary = (response.choices[0].message.content or "").strip()
+                ), str(self.client.base_url))
+            ).strip()
             if self._cache is not None:
                 self._cache.put(key, {"summary": summary})
             return summary

@@ -1,0 +1,54 @@
+"""Checking the shape of an OpenAI-compatible endpoint's 200 replies before reading them.
+
+The ``openai`` client builds its reply objects without validating them, so a body such as
+``{"choices": []}``, ``{"error": ...}`` or a JSON array arrives as an object whose fields are
+missing, None or of the wrong type. :func:`first_choice` and :func:`chat_text` read a reply or
+raise :class:`MalformedReply` naming the endpoint and what was wrong (a transient error in
+:data:`speechsum.utils.remote.TRANSIENT_ERRORS`: the request is asked again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+
+class MalformedReply(ValueError):
+    """A 200 reply whose body is not the API's shape (no choices, an error object, …)."""
+
+
+def json_type(value: Any) -> str:
+    """How a parsed JSON value is named in messages: "an object", "an array", "a string", …"""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def first_choice(response: Any, endpoint: str) -> Any:
+    """``response.choices[0]``, or :class:`MalformedReply` naming ``endpoint`` (its base URL)."""
+    if not isinstance(response, pydantic.BaseModel):
+        raise MalformedReply(f"{endpoint}: the reply is {json_type(response)}, not a completion object")
+    choices = getattr(response, "choices", None)
+    if choices is None or choices == []:
+        error = (response.model_extra or {}).get("error")
+        what = "no choices" if choices is None else "an empty choices array"
+        raise MalformedReply(f"{endpoint}: the reply holds " + (
+            f"an error instead of choices: {str(error)[:200]}" if error is not None else what))
+    if not isinstance(choices, list):
+        raise MalformedReply(f"{endpoint}: the reply's choices is {json_type(choices)}, not an array")
+    if not isinstance(choices[0], pydantic.BaseModel):
+        raise MalformedReply(f"{endpoint}: the reply's choices[0] is {json_type(choices[0])}, not an object")
+    return choices[0]
+
+
+def chat_text(response: Any, endpoint: str) -> str:
+    """The text of a chat completion's first choice ("" when the server sent none), or :class:`MalformedReply`."""
+    message = getattr(first_choice(response, endpoint), "message", None)
+    if not isinstance(message, pydantic.BaseModel):
+        raise MalformedReply(f"{endpoint}: the reply's choices[0].message is {json_type(message)}, not an object")
+    content = message.content
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(f"{endpoint}: the reply's choices[0].message.content is {json_type(content)}, "
+                             "not a string")
+    return content or ""
