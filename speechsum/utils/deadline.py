@@ -11,7 +11,9 @@ library the installed ``openai`` uses (``httpx2``/``httpcore2``, or ``httpx``/``
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,74 +21,109 @@ from typing import Any
 
 import openai
 
-_NAME = next(c.__module__.split(".")[0] for c in openai.DefaultHttpxClient.__mro__ if c.__module__.startswith("httpx"))
-_httpx = importlib.import_module(_NAME)  # httpx2, or httpx for an older openai
-_httpcore = importlib.import_module(_NAME.replace("httpx", "httpcore"))
-
+log = logging.getLogger(__name__)
 Left = Callable[[float | None, type[Exception]], float]
 
 
-class _Stream(_httpcore.NetworkStream):
-    """A connection whose reads and writes wait at most the time left to the request's deadline."""
-
-    def __init__(self, stream: _httpcore.NetworkStream, left: Left) -> None:
-        self._stream, self._left = stream, left
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, self._left(timeout, _httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, self._left(timeout, _httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> _httpcore.NetworkStream:
-        left = self._left(timeout, _httpcore.ConnectTimeout)
-        return _Stream(self._stream.start_tls(ssl_context, server_hostname, left), self._left)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
+def deadline_http_client(seconds: float) -> Any | None:
+    """``openai.DefaultHttpxClient`` whose every request ends within ``seconds``, or None (the client's
+    default, a limit per operation, with one warning) where the installed ``openai`` builds on an
+    HTTP library layout this module does not know."""
+    transport_class = _transport_class()
+    if transport_class is not None:
+        try:
+            return openai.DefaultHttpxClient(transport=transport_class(seconds))
+        except (AttributeError, TypeError) as err:  # a pool without the network backend we wrap
+            _unsupported(f"{type(err).__name__}: {err}")
+    return None
 
 
-class _Backend(_httpcore.NetworkBackend):
-    def __init__(self, backend: _httpcore.NetworkBackend, left: Left) -> None:
-        self._backend, self._left = backend, left
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> _httpcore.NetworkStream:
-        stream = self._backend.connect_tcp(host, port, self._left(timeout, _httpcore.ConnectTimeout), local_address,
-                                           socket_options)
-        return _Stream(stream, self._left)
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> _httpcore.NetworkStream:
-        stream = self._backend.connect_unix_socket(path, self._left(timeout, _httpcore.ConnectTimeout), socket_options)
-        return _Stream(stream, self._left)
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
+@functools.cache
+def _unsupported(reason: str) -> None:
+    log.warning("remote clients: no total time limit per request with this openai/httpx (%s); "
+                "the timeout limits each connect, write and read", reason)
 
 
-class DeadlineTransport(_httpx.HTTPTransport):
-    """An ``HTTPTransport`` whose every request ends within ``seconds`` (connect to last byte)."""
+@functools.cache
+def _transport_class() -> type | None:
+    """``DeadlineTransport`` built on the HTTP library the installed ``openai`` uses (``httpx2`` /
+    ``httpcore2``, or ``httpx`` / ``httpcore`` in older releases); None when it cannot be found."""
+    name = next((c.__module__.split(".")[0] for c in openai.DefaultHttpxClient.__mro__
+                 if c.__module__.startswith("httpx")), None)
+    try:
+        httpx = importlib.import_module(name or "")
+        httpcore = importlib.import_module((name or "").replace("httpx", "httpcore"))
+    except (ImportError, ValueError) as err:
+        _unsupported(f"no httpx/httpcore pair ({err})")
+        return None
+    return _build(httpx, httpcore)
 
-    def __init__(self, seconds: float, **options: Any) -> None:
-        super().__init__(**options)
-        self.seconds = seconds
-        self._deadline = threading.local()  # per thread: a sync request runs, and is read, on one thread
-        self._pool._network_backend = _Backend(self._pool._network_backend, self._left)
 
-    def _left(self, timeout: float | None, error: type[Exception]) -> float:
-        deadline = getattr(self._deadline, "at", None)
-        if deadline is None:
-            return timeout
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise error(f"no complete answer within {self.seconds:g} s")
-        return left if timeout is None else min(timeout, left)
+def _build(httpx: Any, httpcore: Any) -> type:
+    """The transport class on these modules: a network backend wrapped so that each connect, read and
+    write gets at most the time left to the request's deadline."""
 
-    def handle_request(self, request: _httpx.Request) -> _httpx.Response:
-        self._deadline.at = time.monotonic() + self.seconds
-        return super().handle_request(request)
+    class _Stream(httpcore.NetworkStream):
+        """A connection whose reads and writes wait at most the time left to the request's deadline."""
+
+        def __init__(self, stream: httpcore.NetworkStream, left: Left) -> None:
+            self._stream, self._left = stream, left
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self._stream.read(max_bytes, self._left(timeout, httpcore.ReadTimeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._stream.write(buffer, self._left(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self._stream.close()
+
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                      timeout: float | None = None) -> httpcore.NetworkStream:
+            left = self._left(timeout, httpcore.ConnectTimeout)
+            return _Stream(self._stream.start_tls(ssl_context, server_hostname, left), self._left)
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._stream.get_extra_info(info)
+
+    class _Backend(httpcore.NetworkBackend):
+        def __init__(self, backend: httpcore.NetworkBackend, left: Left) -> None:
+            self._backend, self._left = backend, left
+
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                        socket_options: Any = None) -> httpcore.NetworkStream:
+            stream = self._backend.connect_tcp(host, port, self._left(timeout, httpcore.ConnectTimeout), local_address,
+                                               socket_options)
+            return _Stream(stream, self._left)
+
+        def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                socket_options: Any = None) -> httpcore.NetworkStream:
+            stream = self._backend.connect_unix_socket(path, self._left(timeout, httpcore.ConnectTimeout), socket_options)
+            return _Stream(stream, self._left)
+
+        def sleep(self, seconds: float) -> None:
+            self._backend.sleep(seconds)
+
+    class DeadlineTransport(httpx.HTTPTransport):
+        """An ``HTTPTransport`` whose every request ends within ``seconds`` (connect to last byte)."""
+
+        def __init__(self, seconds: float, **options: Any) -> None:
+            super().__init__(**options)
+            self.seconds = seconds
+            self._deadline = threading.local()  # per thread: a sync request runs, and is read, on one thread
+            self._pool._network_backend = _Backend(self._pool._network_backend, self._left)
+
+        def _left(self, timeout: float | None, error: type[Exception]) -> float:
+            deadline = getattr(self._deadline, "at", None)
+            if deadline is None:
+                return timeout
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise error(f"no complete answer within {self.seconds:g} s")
+            return left if timeout is None else min(timeout, left)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            self._deadline.at = time.monotonic() + self.seconds
+            return super().handle_request(request)
+
+    return DeadlineTransport

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import openai
 from tqdm.auto import tqdm
 
-from speechsum.utils.deadline import DeadlineTransport
+from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import MalformedReply, chat_text
 
@@ -57,7 +57,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     without ``--api-key-env``); for the official API an unset variable is an error. Azure OpenAI:
     ``base_url="https://<resource>.openai.azure.com/openai/v1/"`` with the Azure key in the variable.
     ``max_retries=0``: retries happen in :func:`with_retries`, where they are counted.
-    ``timeout``: seconds per request in total, connect to last byte (:class:`DeadlineTransport`).
+    ``timeout``: seconds per request in total, connect to last byte (:func:`deadline_http_client`).
     """
     key = os.environ.get(api_key_env) if api_key_env else None
     if not key:
@@ -67,8 +67,8 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
                 f"(export {api_key_env}=...) or give a base_url of a self-hosted endpoint."
             )
         key = PLACEHOLDER_KEY
-    http_client = openai.DefaultHttpxClient(transport=DeadlineTransport(timeout))
-    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0, http_client=http_client)
+    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0,
+                         http_client=deadline_http_client(timeout))
 
 
 def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, error: BaseException,

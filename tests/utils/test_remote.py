@@ -330,3 +330,21 @@ def test_the_timeout_bounds_a_whole_request_not_each_read():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_unknown_http_library_layout_keeps_the_per_read_timeout(monkeypatch, caplog):
+    """Where the installed openai's transport has no network backend to wrap, the client still works,
+    with the default per-operation timeout and one warning (not a crash of every remote command)."""
+    from speechsum.utils import deadline
+
+    class NoBackend:
+        def __init__(self, seconds):
+            raise AttributeError("'ConnectionPool' object has no attribute '_network_backend'")
+
+    deadline._unsupported.cache_clear()
+    monkeypatch.setattr(deadline, "_transport_class", lambda: NoBackend)
+    with caplog.at_level("WARNING", logger="speechsum.utils.deadline"):
+        assert deadline.deadline_http_client(3.0) is None
+        with JSONServer(lambda request: {"choices": [{"index": 0, "message": {"role": "assistant", "content": "7"}}]}) as server:
+            assert _chat(openai_client(server.url, timeout=3.0)) == "7"
+    assert "no total time limit per request" in caplog.text
