@@ -105,15 +105,33 @@ def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence
     d = _differences(b - a)
     sums, counts = d, None
     if groups is not None:
-        if len(groups) != d.size:
-            raise ValueError(f"paired comparison: {len(groups)} groups for {d.size} examples")
-        index = {key: number for number, key in enumerate(dict.fromkeys(groups))}
-        codes = np.fromiter((index[key] for key in groups), dtype=np.int64, count=d.size)
-        if len(index) < d.size:
+        codes = _group_codes(groups, d.size)
+        if codes.max() + 1 < d.size:
             sums, counts = np.bincount(codes, weights=d), np.bincount(codes)
     mean, low, high = bootstrap_ci(sums, confidence=0.95, num_resamples=num_resamples, seed=seed, counts=counts)
+    if sums.size == 1 < d.size:  # one unit holding every example: no interval to resample
+        low = high = math.nan
     p_value, exact = sign_flip_p_value(sums, num_resamples, seed, exact_max_n)
     return PairedResult(mean, low, high, p_value, int(d.size), exact, int(sums.size))
+
+
+def _group_codes(groups: Sequence[object], n: int) -> np.ndarray:
+    """``groups`` as integer codes ``0…G-1`` in order of first appearance; a None or NaN key is its
+    own group (a row naming no recording), never merged with the other such rows."""
+    keys = list(groups)
+    if len(keys) != n:
+        raise ValueError(f"paired comparison: {len(keys)} groups for {n} examples")
+    index: dict[object, int] = {}
+    codes = np.empty(n, dtype=np.int64)
+    for position, key in enumerate(keys):
+        if key is None or (isinstance(key, float) and math.isnan(key)):
+            key = object()  # unique: equal to no other key
+        try:
+            codes[position] = index.setdefault(key, len(index))
+        except TypeError as err:
+            raise ValueError(f"paired comparison: group {position} is {key!r}, not a hashable key "
+                             "(give one string or number per example)") from err
+    return codes
 
 
 def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:

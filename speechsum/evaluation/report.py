@@ -17,7 +17,7 @@ Paired comparisons (:mod:`speechsum.evaluation.paired`), per split, on the examp
 answered (``predictions.jsonl`` rows joined by ``id``): each student stage vs the previous one, the
 final student vs the first one (when there are three or more), vs the cascade and vs the text
 teacher. ``Δ = B − A`` (B the later / final system), a 95 % paired-bootstrap CI and a two-sided
-sign-flip permutation p-value (seeded; exact for n ≤ 16), both over recordings: examples that share
+sign-flip permutation p-value (seeded; exact for up to 16 units), both over recordings: examples that share
 an audio file are resampled and sign-flipped together. Markdown shows the main metric; the CSV
 also the faithfulness metrics.
 
@@ -300,8 +300,9 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
     lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
     for c in shown:
         r = c.result
+        interval = "— (one recording)" if math.isnan(r.low) else f"[{r.low:+.3f}, {r.high:+.3f}]"
         lines.append(f"| {labels[c.b]} − {labels[c.a]} | {c.split} | {r.size()} | {r.mean:+.3f} | "
-                     f"[{r.low:+.3f}, {r.high:+.3f}] | {_p(r.p_value)} |")
+                     f"{interval} | {_p(r.p_value)} |")
     return lines
 
 

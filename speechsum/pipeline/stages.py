@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from speechsum.data.manifest import audio_path
 from speechsum.evaluation.cli import summary_csv
 from speechsum.pipeline.config import (
     STUDENT_SYSTEMS,
@@ -212,8 +213,11 @@ def subset_manifest(source: Path, out: Path, limit: int | None) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{source}: line {number}: invalid JSON ({err})") from err
-        if isinstance(record.get("audio"), str) and not Path(record["audio"]).is_absolute():
-            record["audio"] = str((source.parent / record["audio"]).resolve())
+        if isinstance(record.get("audio"), str):  # joined and normalised as load_manifest does (symlinks kept)
+            try:
+                record["audio"] = str(audio_path(record["audio"], source.parent, allow_outside=True))
+            except ValueError as err:
+                raise ValueError(f"{source}: line {number}: field 'audio': {err}") from err
         rows.append(record)
     write_jsonl(out, rows)
     return [r.get("id") for r in rows]

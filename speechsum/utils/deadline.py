@@ -31,8 +31,12 @@ def deadline_http_client(seconds: float) -> Any | None:
     HTTP library layout this module does not know."""
     transport_class = _transport_class()
     if transport_class is not None:
+        # the client's own connection limits (openai's: 1,000, 100 kept alive) are ignored once a
+        # transport is given, so the transport gets them
+        limits = getattr(getattr(openai, "_constants", None), "DEFAULT_CONNECTION_LIMITS", None)
         try:
-            return openai.DefaultHttpxClient(transport=transport_class(seconds))
+            transport = transport_class(seconds, **({"limits": limits} if limits is not None else {}))
+            return openai.DefaultHttpxClient(transport=transport)
         except (AttributeError, TypeError) as err:  # a pool without the network backend we wrap
             _unsupported(f"{type(err).__name__}: {err}")
     return None
@@ -48,15 +52,15 @@ def _unsupported(reason: str) -> None:
 def _transport_class() -> type | None:
     """``DeadlineTransport`` built on the HTTP library the installed ``openai`` uses (``httpx2`` /
     ``httpcore2``, or ``httpx`` / ``httpcore`` in older releases); None when it cannot be found."""
-    name = next((c.__module__.split(".")[0] for c in openai.DefaultHttpxClient.__mro__
-                 if c.__module__.startswith("httpx")), None)
     try:
+        name = next((c.__module__.split(".")[0] for c in openai.DefaultHttpxClient.__mro__
+                     if c.__module__.startswith("httpx")), None)
         httpx = importlib.import_module(name or "")
         httpcore = importlib.import_module((name or "").replace("httpx", "httpcore"))
-    except (ImportError, ValueError) as err:
-        _unsupported(f"no httpx/httpcore pair ({err})")
+        return _build(httpx, httpcore)
+    except (AttributeError, ImportError, TypeError, ValueError) as err:  # no such pair, or other classes
+        _unsupported(f"no httpx/httpcore layout to build on ({type(err).__name__}: {err})")
         return None
-    return _build(httpx, httpcore)
 
 
 def _build(httpx: Any, httpcore: Any) -> type:

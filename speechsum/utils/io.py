@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import math
 import os
 import shutil
@@ -20,6 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # versioned LLM prompts (package data)
 CHECKOUT_ROOT = Path(__file__).resolve().parents[2]  # the repository root when run from a checkout
@@ -75,7 +78,10 @@ def _give_mode(tmp: Path, target: Path, full: int) -> None:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except OSError:
         mode = full & ~_umask()
-    os.chmod(tmp, mode)
+    try:
+        os.chmod(tmp, mode)
+    except OSError as err:  # a file system without modes (vfat, some CIFS mounts): write as before
+        log.debug("atomic write: cannot set mode %o on %s (%s)", mode, tmp, err)
 
 
 @contextmanager
@@ -193,10 +199,10 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
     old = None
     try:
         write(tmp)
-        _give_mode(tmp, target, 0o777)
+        if target.exists() and not replace:
+            return
+        _give_mode(tmp, target, 0o777)  # after the early return: a read-only mode would keep rmtree out
         if target.exists():
-            if not replace:
-                return
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
         try:

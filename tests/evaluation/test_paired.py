@@ -97,3 +97,14 @@ def test_errors():
         paired_comparison([], [])
     with pytest.raises(ValueError, match="3 scores for A but 2 for B"):
         paired_comparison([1, 2, 3], [1, 2])
+
+
+def test_groups_without_a_key_stay_apart_and_one_group_has_no_interval():
+    a, d = np.zeros(4), np.array([1.0, 2.0, 3.0, 4.0])
+    # None / NaN name no recording: each its own unit, as without groups
+    for missing in ([None] * 4, [float("nan")] * 4, np.full(4, np.nan)):
+        assert paired_comparison(a, d, groups=missing) == paired_comparison(a, d)
+    one = paired_comparison(a, d, groups=["r"] * 4)
+    assert (one.mean, one.units, one.p_value) == (2.5, 1, 1.0) and np.isnan(one.low) and np.isnan(one.high)
+    with pytest.raises(ValueError, match=r"group 0 is \[1\], not a hashable key"):
+        paired_comparison(a, d, groups=[[1], [1], [2], [2]])

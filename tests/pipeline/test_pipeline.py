@@ -223,6 +223,21 @@ def test_subset_manifest_spreads_and_makes_audio_absolute(tmp_path):
     assert len(subset_manifest(source, tmp_path / "all.jsonl", None)) == 10
 
 
+def test_subset_manifest_joins_paths_as_load_manifest_does(tmp_path):
+    """Relative paths are joined and normalised, not resolved: a symlinked audio folder keeps its
+    name (load_manifest's rule); a NUL in ``audio`` names the file, line and field."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "audio").symlink_to(tmp_path / "elsewhere")
+    source = tmp_path / "data" / "test.jsonl"
+    source.write_text(json.dumps({"id": "a", "audio": "audio/./x.wav"}) + "\n" + json.dumps({"id": "b", "audio": "y\0.wav"}) + "\n")
+    with pytest.raises(ValueError, match=r"test.jsonl: line 2: field 'audio': .*NUL character"):
+        subset_manifest(source, tmp_path / "out.jsonl", None)
+    source.write_text(json.dumps({"id": "a", "audio": "audio/./x.wav"}) + "\n")
+    subset_manifest(source, tmp_path / "out.jsonl", None)
+    assert json.loads((tmp_path / "out.jsonl").read_text())["audio"] == str(tmp_path / "data" / "audio" / "x.wav")
+
+
 def test_subset_manifest_keeps_line_separators_in_strings_and_the_files_line_numbers(tmp_path):
     """U+2028/U+2029/U+0085 inside strings are no line ends (as in load_manifest): the rows come
     through whole, and a bad line is named by its number in the file."""

@@ -348,3 +348,30 @@ def test_an_unknown_http_library_layout_keeps_the_per_read_timeout(monkeypatch, 
         with JSONServer(lambda request: {"choices": [{"index": 0, "message": {"role": "assistant", "content": "7"}}]}) as server:
             assert _chat(openai_client(server.url, timeout=3.0)) == "7"
     assert "no total time limit per request" in caplog.text
+
+
+def test_a_http_library_without_the_wrapped_classes_keeps_the_per_read_timeout(monkeypatch, caplog):
+    import importlib
+    import types
+
+    from speechsum.utils import deadline
+
+    real_import = importlib.import_module
+    monkeypatch.setattr(deadline.importlib, "import_module",  # an httpcore without NetworkStream & co.
+                        lambda name: types.ModuleType(name) if name.startswith("httpcore") else real_import(name))
+    deadline._transport_class.cache_clear()
+    deadline._unsupported.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="speechsum.utils.deadline"):
+            assert deadline.deadline_http_client(3.0) is None
+        assert "no httpx/httpcore layout to build on (AttributeError" in caplog.text
+    finally:
+        deadline._transport_class.cache_clear()
+
+
+def test_the_deadline_client_keeps_openais_connection_limits():
+    from speechsum.utils.deadline import deadline_http_client
+
+    client = deadline_http_client(3.0)
+    pool = client._transport._pool  # the limits a transport-less DefaultHttpxClient would get
+    assert (pool._max_connections, pool._max_keepalive_connections) == (1000, 100)
