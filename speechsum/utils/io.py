@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import stat
 import sys
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # versioned LLM prompts (package data)
 CHECKOUT_ROOT = Path(__file__).resolve().parents[2]  # the repository root when run from a checkout
@@ -145,12 +147,16 @@ def finite_json_number(value: int | float) -> bool:
 
 
 def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """``(number, bytes)`` of each line of a file, from 1, split on ``\\n`` only (JSON Lines' line
-    end; ``str.splitlines`` also splits inside JSON strings at U+2028, U+2029, U+0085 …); a leading
+    """``(number, bytes)`` of each line of a file, from 1, ended by ``\\n``, ``\\r\\n`` or a lone
+    ``\\r`` (a classic Mac file; JSON strings hold no raw CR or LF), not by the other characters
+    ``str.splitlines`` splits at (U+2028, U+2029, U+0085 … may stand inside JSON strings); a leading
     UTF-8 BOM is dropped. Every reader of a JSONL manifest goes through it, so line numbers agree."""
+    number = 0
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            yield number, raw[len(codecs.BOM_UTF8):] if number == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+        for raw in handle:
+            for line in _LONE_CR.split(raw) if b"\r" in raw else (raw,):
+                number += 1
+                yield number, line[len(codecs.BOM_UTF8):] if number == 1 and line.startswith(codecs.BOM_UTF8) else line
 
 
 def decode_utf8(raw: bytes) -> str:

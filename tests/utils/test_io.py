@@ -135,6 +135,15 @@ def test_jsonl_lines_split_on_newline_only(tmp_path):
         read_jsonl(path)
 
 
+def test_lines_end_at_lf_crlf_or_a_lone_cr(tmp_path):
+    """A classic-Mac (CR-only) JSONL file reads line by line, numbered as an editor shows it; CRLF
+    stays one line end (JSON strings hold no raw CR, so splitting there cuts no row)."""
+    path = tmp_path / "mac.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a"}\r{"id": "b"}\r\r{"id": "c"}\r\n{"id": "d"}\n{"id": "e"}\r')
+    assert read_jsonl(path) == [{"id": k} for k in "abcde"]
+    assert [number for number, _ in jsonl_lines(path)] == [1, 2, 4, 5, 6]
+
+
 def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
     """Not mkstemp's 0600 / mkdtemp's 0700: 0666 / 0777 less the umask, or the overwritten file's mode."""
     import os
