@@ -114,7 +114,8 @@ def side_by_side(pairs: list[JoinedScores], empty: str) -> PairedResult:
     scores_a, scores_b = np.concatenate([p.a for p in pairs]), np.concatenate([p.b for p in pairs])
     if not scores_a.size:
         raise ValueError(empty)
-    recordings = [f"{number}:{recording}" for number, p in enumerate(pairs) for recording in p.recordings]
+    recordings = [None if recording is None else (number, recording)  # None: a unit of its own
+                  for number, p in enumerate(pairs) for recording in p.recordings]
     return paired_comparison(scores_a, scores_b, groups=recordings)
 
 

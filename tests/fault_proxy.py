@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from tests.servers import ThreadedServer
+
 RELAYED_HEADERS = ("content-type", "retry-after", "retry-after-ms")
 
 
@@ -95,7 +97,7 @@ class ProxiedRequest:
     fault: str
 
 
-class FaultProxy:
+class FaultProxy(ThreadedServer):
     """The proxy (module docstring). Counters: ``requests`` (every request seen), ``faults``
     (per fault kind), ``delivered`` (answers relayed whole), ``delivered_digests`` (the distinct
     requests among them)."""
@@ -112,11 +114,10 @@ class FaultProxy:
         self.log: list[ProxiedRequest] = []
         self._seen: Counter = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        super().__init__(ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class()))
         self._server.daemon_threads = True
         self._server.block_on_close = False  # a hanging "timeout" must not hold up shutdown
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}{target.path}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # -- counters ---------------------------------------------------------------------------------
     @property
@@ -192,12 +193,3 @@ class FaultProxy:
                 pass
 
         return Handler
-
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

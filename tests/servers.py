@@ -33,22 +33,34 @@ from speechsum.serving.protocol import (
 )
 
 
+class ThreadedServer:
+    """A loopback HTTP server serving in a daemon thread inside ``with`` (shut down, closed and
+    joined on exit): the lifecycle every test server here shares."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
 @contextmanager
 def serve_in_thread(backend: Backend, api_key: str | None = None, **server_options) -> Iterator[str]:
     """Run ``build_server(backend, port=0, api_key=...)`` in a daemon thread; yield its base URL
     ``"http://127.0.0.1:PORT/v1"``; shut it down on exit. ``server_options`` go to build_server."""
     server = build_server(backend, host="127.0.0.1", port=0, api_key=api_key, **server_options)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with ThreadedServer(server):
         yield server.base_url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
-class JSONServer:
+class JSONServer(ThreadedServer):
     """A bare loopback server (not speechsum serve) answering each POST with 200 and the JSON of
     ``answer(request_body)`` (NaN written as NaN): ``with JSONServer(answer) as server`` gives
     ``server.url`` (the base URL) and ``server.requests`` (POSTs so far)."""
@@ -73,18 +85,8 @@ class JSONServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> JSONServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 @dataclass

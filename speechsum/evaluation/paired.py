@@ -153,12 +153,12 @@ def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:
 
 class JoinedScores(NamedTuple):
     """Paired scores ``a`` and ``b`` (one entry per example, in A's order) and each example's
-    ``recording``: its ``audio`` (examples that share one are one unit of the paired tests), or its id
-    when the row names no audio."""
+    ``recording``: its ``audio`` (examples that share one are one unit of the paired tests), or None
+    when neither row names audio (the example is then a unit of its own)."""
 
     a: np.ndarray
     b: np.ndarray
-    recordings: list[str]
+    recordings: list[str | None]
 
 
 def join_scores(rows_a: list[dict], rows_b: list[dict], metric: str, split: str) -> JoinedScores:
@@ -173,5 +173,5 @@ def join_scores(rows_a: list[dict], rows_b: list[dict], metric: str, split: str)
 
     a, b = by_id(rows_a), by_id(rows_b)
     shared = [key for key in a if key in b]
-    recordings = [a[k][1] or b[k][1] or f"id:{k}" for k in shared]
+    recordings = [a[k][1] or b[k][1] for k in shared]
     return JoinedScores(np.array([a[k][0] for k in shared]), np.array([b[k][0] for k in shared]), recordings)

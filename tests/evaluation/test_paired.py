@@ -59,7 +59,7 @@ def test_join_by_id_within_split_skips_missing_scores():
               {"id": "z", "split": "test", "scores": {"m": 4.0}}, {"id": "w", "split": "test", "scores": {"m": 1.0}}]
     joined = join_scores(rows_a, rows_b, "m", "test")
     assert joined.a.tolist() == [1.0, 2.0] and joined.b.tolist() == [3.0, 5.0]
-    assert joined.recordings == ["id:x", "id:y"]  # no audio: each example its own unit
+    assert joined.recordings == [None, None]  # no audio: each example its own unit
 
 
 def test_join_names_each_example_by_its_recording():
