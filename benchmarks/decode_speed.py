@@ -3,8 +3,9 @@
 
 The student is configs/sft.yaml's: a Whisper tiny.en-sized encoder (frozen; run once per batch by
 ``precompute_audio``, as KD and pairs do), the CTC projector with compression, and the backbone LM of
-configs/benchmark/text_lm.yaml (Phi, hidden 128, 4 layers, 2 heads, partial rotary, BPE vocab
-4096) with LoRA r=16 α=32 on every linear layer; all random-init (a random LM never emits its stop
+configs/benchmark/text_lm.yaml (Phi, hidden 128, 4 layers, 2 heads, partial rotary, the fused tanh
+GELU; vocabulary ``--vocab``: 2210 ids, what the default preset's compact-world BPE holds, or 4096, the
+full world's) with LoRA r=16 α=32 on every linear layer; all random-init (a random LM never emits its stop
 token, so every row decodes ``max_new_tokens``), with two changes that make it decode like a trained
 student: the CTC blank logit is raised until compression keeps ``--ctc-keep`` of the audio frames,
 the share an aligned projector keeps (``--ctc-keep 1``: the random projector's 45–85 %), and the LM
@@ -32,25 +33,27 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.common import pipeline_llm, with_vocab
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.models.base import mask_after_stop, sequence_positions
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.projectors import ctc_keep_mask
 
-STUDENT_LLM = {  # configs/benchmark/text_lm.yaml, vocab_size = the benchmark BPE's 4096
-    "model_type": "phi", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
-    "num_attention_heads": 2, "max_position_embeddings": 2048, "tie_word_embeddings": False, "vocab_size": 4096,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
-}
 WHISPER_TINY = {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6, "encoder_ffn_dim": 1536,
                 "decoder_layers": 1, "decoder_attention_heads": 6, "decoder_ffn_dim": 64, "num_mel_bins": 80}
 NUCLEUS = 4  # a trained student (README run): median 1 id, 90th percentile 4-5 at T 0.8 / top-p 0.9
 INSTRUCTION = "Write a short summary of the call: who spoke, what was decided, and the next steps."
 
 
-def build_student() -> ComposedSpeechLLM:
-    return ComposedSpeechLLM(llm=STUDENT_LLM, encoder=WHISPER_TINY, projector="ctc", end_of_turn="<|im_end|>",
+DEFAULT_VOCAB = 2210  # the default preset's student (compact world): its BPE's ids incl. <|audio|> etc.
+
+
+def build_student(vocab_size: int = DEFAULT_VOCAB, hidden_act: str = "gelu_pytorch_tanh") -> ComposedSpeechLLM:
+    """The benchmark student, random-init: configs/benchmark/text_lm.yaml's LM with ``vocab_size``
+    ids (``hidden_act="gelu_new"``: Phi's unfused GELU, as the configs had before 2026-12-04)."""
+    llm = {**with_vocab(pipeline_llm("configs/benchmark/text_lm.yaml"), vocab_size), "hidden_act": hidden_act}
+    return ComposedSpeechLLM(llm=llm, encoder=WHISPER_TINY, projector="ctc", end_of_turn="<|im_end|>",
                              user_prompt="Transcript:\n{audio}\n\n{instruction}")
 
 
@@ -207,16 +210,22 @@ def main() -> None:
                              "at most this many ids, as a trained student's (0: the random head's, nearly the whole "
                              "vocabulary)")
     parser.add_argument("--bf16", action="store_true", help="under bf16 autocast, as the stages' bf16-mixed runs")
+    parser.add_argument("--vocab", type=int, default=DEFAULT_VOCAB,
+                        help=f"the student LM's vocabulary (default {DEFAULT_VOCAB}: the default preset's compact-world "
+                             "BPE; 4096: the full world's, as this benchmark measured until 2026-12-06)")
+    parser.add_argument("--act", default="gelu_pytorch_tanh", choices=["gelu_pytorch_tanh", "gelu_new"],
+                        help="the LM's GELU: the configs' fused kernel, or Phi's default 5-op gelu_new")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = build_student()
+    model = build_student(args.vocab, args.act)
     model.eval()
     batch = student_batch(model, args.batch_size, tuple(args.seconds))
     if args.ctc_keep < 1.0:
         emulate_alignment(model, batch, args.ctc_keep)
     head_scale = emulate_training(model, batch, args.nucleus) if args.nucleus else 1.0
     kept = model.embed_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)[1].sum(1)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batch {args.batch_size}, prompt "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); vocabulary {args.vocab}, {args.act}; "
+          f"batch {args.batch_size}, prompt "
           f"{batch.prompt_ids.shape[1]} tokens ({int(kept.min())}-{int(kept.max())} attended after CTC "
           f"compression), LM head scaled ×{head_scale:g} (median nucleus ≤ {args.nucleus or 'all'} ids), "
           f"bf16 autocast: {args.bf16}")
