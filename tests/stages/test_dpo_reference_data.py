@@ -68,6 +68,7 @@ def test_a_hugging_face_split_gets_reference_logprobs(tmp_path: Path):
     from_manifest, manifest_file = reference_table(module, val_manifest=str(manifest))
     from_dataset, dataset_file = reference_table(module, hf_dataset=str(tmp_path / "ds"))
     assert dataset_file != manifest_file and dataset_file.is_file()
+    assert reference_table(module, hf_dataset=str(tmp_path / "ds"))[1] == dataset_file  # a rerun hits
     assert from_dataset.keys() == from_manifest.keys()
     for key, (chosen, rejected) in from_manifest.items():
         assert from_dataset[key] == pytest.approx((chosen, rejected), abs=1e-4)
