@@ -132,13 +132,13 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     """The first error in ``err``'s chain (itself, then its causes) that is about the user's input (a
     manifest line, an audio file, a checkpoint, a missing path) and whose message says all there is to
     say: such errors end a command with that message, not a traceback. None if there is none."""
-    from speechsum.data.audio import AudioTooLongError, BadSampleError, CorruptAudioError
+    from speechsum.data.audio import AudioTooLongError, BadSampleError, CorruptAudioError, SampleRateError
     from speechsum.data.hf_dataset import HFDatasetError
     from speechsum.data.manifest import ManifestError
     from speechsum.models.checkpoint import CheckpointError
 
-    kinds = (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError, CheckpointError,
-             FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    kinds = (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError, SampleRateError,
+             CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, kinds):

@@ -26,6 +26,9 @@ BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan ho
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
+# sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
+# header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 
 
 class AudioTooLongError(ValueError):
@@ -39,6 +42,18 @@ class AudioTooLongError(ValueError):
 
 class CorruptAudioError(ValueError):
     """libsndfile opened the file but could not decode it to its end (a file cut short)."""
+
+
+class SampleRateError(ValueError):
+    """A header's sample rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`]: no recording's."""
+
+
+def check_rate(source: str | BinaryIO, rate: int) -> None:
+    """Raise :class:`SampleRateError` naming ``source`` when ``rate`` is no recording's."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise SampleRateError(f"{source}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, "
+                              "no recording's (speech is 8-48 kHz): the header is likely damaged; re-export the "
+                              "file or drop it from the manifest")
 
 
 class BadSampleError(ValueError):
@@ -155,9 +170,14 @@ def _too_long_advice(max_seconds: float) -> str:
 
 def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: float | None) -> None:
     """Raise :class:`AudioTooLongError` when ``frames`` at ``rate`` Hz exceed ``max_seconds`` (the
-    limit in frames rounded: ``max_seconds * rate`` is inexact, 0.7 * 22050 = 15434.999…)."""
-    if max_seconds is not None and frames > round(max_seconds * rate):
-        raise AudioTooLongError(f"{source}: {frames / rate:.2f} s {_too_long_advice(max_seconds)}", frames / rate)
+    limit in frames rounded: ``max_seconds * rate`` is inexact, 0.7 * 22050 = 15434.999…). The
+    message gives the samples when two decimals hide the excess (30.00 s over a limit of 30)."""
+    if max_seconds is None or frames <= (limit := round(max_seconds * rate)):
+        return
+    length = f"{frames / rate:.2f} s"
+    if float(length[:-2]) <= max_seconds:
+        length += f" ({frames} samples at {rate} Hz; the limit is {limit})"
+    raise AudioTooLongError(f"{source}: {length} {_too_long_advice(max_seconds)}", frames / rate)
 
 
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> float:
@@ -165,17 +185,19 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
     scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
-    path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file or a bad
-    sample; :class:`AudioTooLongError` for one longer than ``max_seconds`` (when given)."""
+    path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
+    sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
+    for one longer than ``max_seconds`` (when given)."""
     problem = path_problem(source) if isinstance(source, str) else None
     if problem:
         raise ValueError(f"{source}: {problem}")
     try:
         with open_audio(source) as handle:
             frames, rate = header_frames(handle), handle.samplerate
+            check_rate(source, rate)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-    except (BadSampleError, CorruptAudioError):
+    except (BadSampleError, CorruptAudioError, SampleRateError):
         raise  # their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
         raise ValueError(f"unreadable audio file {source}: {err}") from err
@@ -211,10 +233,12 @@ def load_audio(
     Clips longer than ``max_seconds`` are cut to the first ``max_seconds`` (``too_long="truncate"``:
     only those frames are read and resampled) or rejected from the header alone with
     :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
-    read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame).
+    read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame), a sample rate
+    no recording has :class:`SampleRateError`.
     """
     with open_audio(path) as handle:
         rate, frames = handle.samplerate, header_frames(handle)
+        check_rate(path, rate)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
         if frames is not None and too_long == "error":
             check_length(path, frames, rate, max_seconds)  # from the header

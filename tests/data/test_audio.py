@@ -138,7 +138,8 @@ def test_error_policy_raises_naming_the_file(tmp_path: Path):
     with pytest.raises(AudioTooLongError) as info:
         load_audio(path, 16_000, max_seconds=1.0, too_long="error")
     message = str(info.value)
-    assert message.startswith(f"{path}: 1.00 s is longer than max_audio_seconds=1.0")
+    assert message.startswith(f"{path}: 1.00 s (16001 samples at 16000 Hz; the limit is 16000) is longer than "
+                              "max_audio_seconds=1.0")
     assert isinstance(info.value, ValueError)
 
 

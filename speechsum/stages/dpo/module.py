@@ -25,6 +25,7 @@ from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.dpo.reference_logprobs import (
     cache_path,
     compute_reference_logps,
+    data_fingerprint,
     encode_audio_once,
     encoder_trains,
     load_table,
@@ -203,7 +204,7 @@ class DPOModule(SpeechStageModule):
             if dataset is None:
                 continue
             settings = f"{precision}|{dataset.max_audio_seconds}|{dataset.too_long_audio}|{self.model.input_settings()}"
-            path = cache_path(cache_dir, self.reference_id, datamodule.manifests[split], settings)
+            path = cache_path(cache_dir, self.reference_id, data_fingerprint(dataset), settings)
             table = load_table(path)
             if table is not None and {e.id for e in dataset.examples} <= table.keys():
                 log.info("%s: reference log-probs loaded from %s", split, path)

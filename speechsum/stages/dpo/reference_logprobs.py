@@ -7,10 +7,13 @@ Shapes: B pairs, R response tokens (chosen and rejected padded to one length).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -177,18 +180,28 @@ def weights_fingerprint(model: nn.Module, frozen_sample: int = 4096) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+def data_fingerprint(dataset: Any) -> str:
+    """SHA-256 of what a split's reference log-probs depend on (``dataset``: a
+    :class:`~speechsum.data.datamodule.SpeechSumDataset`): every example's fields and, for an audio
+    file, its size and modification time, so that a clip replaced at the same path is recomputed, never
+    served stale; for a Hugging Face split (audio in its table) the table's fingerprint as well."""
+    digest = hashlib.sha256(str(getattr(getattr(dataset.open_audio, "table", None), "_fingerprint", "")).encode())
+    for example in dataset.examples:
+        digest.update(json.dumps(asdict(example), sort_keys=True, default=str).encode())
+        if dataset.open_audio is None:  # `audio` is a file's path
+            try:
+                stat = os.stat(example.audio)
+                digest.update(f"|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(b"|unreadable\n")
     return digest.hexdigest()
 
 
-def cache_path(cache_dir: str | Path, reference_id: str, manifest: str | Path, settings: str) -> Path:
-    """``{cache_dir}/reference-{hash}.pt``, the hash over (reference weights, manifest bytes, settings
-    such as precision and audio truncation) — a different model or data set never hits it."""
-    key = hashlib.sha256(f"{reference_id}|{file_sha256(manifest)}|{settings}".encode()).hexdigest()[:24]
+def cache_path(cache_dir: str | Path, reference_id: str, data: str, settings: str) -> Path:
+    """``{cache_dir}/reference-{hash}.pt``, the hash over (reference weights, the data's
+    :func:`data_fingerprint`, settings such as precision and audio truncation) — a different model,
+    data set or changed clip never hits it."""
+    key = hashlib.sha256(f"{reference_id}|{data}|{settings}".encode()).hexdigest()[:24]
     return Path(cache_dir) / f"reference-{key}.pt"
 
 

@@ -1,0 +1,123 @@
+"""Unusual but valid audio as users' data holds it (every WAV subtype, other containers, odd rates,
+many channels) read to the model's rate; rates no recording has, refused naming the file; a clip one
+sample over the limit said to be over."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    AudioTooLongError,
+    audio_seconds,
+    load_audio,
+)
+from speechsum.data.manifest import ManifestError, load_manifest
+
+
+def tone(frames: int, rate: int, channels: int = 1, frequency: float = 440.0) -> np.ndarray:
+    x = (0.3 * np.sin(2 * np.pi * frequency * np.arange(frames) / rate)).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+# (file name, soundfile format, subtype, rate): what libsndfile writes and reads back
+FORMATS = [
+    *[(f"{s.lower()}.wav", "WAV", s, 16_000)
+      for s in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW", "IMA_ADPCM", "MS_ADPCM")],
+    ("wavex.wav", "WAVEX", "PCM_16", 16_000),
+    ("rf64.wav", "RF64", "PCM_16", 16_000),
+    ("a.aiff", "AIFF", "PCM_16", 22_050),
+    ("f24.flac", "FLAC", "PCM_24", 48_000),
+    ("v.ogg", "OGG", "VORBIS", 44_100),
+    ("o.opus", "OGG", "OPUS", 48_000),
+    ("m.mp3", "MP3", "MPEG_LAYER_III", 44_100),
+]
+
+
+@pytest.mark.parametrize(("name", "container", "subtype", "rate"), FORMATS, ids=[f[0] for f in FORMATS])
+def test_every_format_libsndfile_writes_reads_as_the_tone(tmp_path: Path, name: str, container: str,
+                                                          subtype: str, rate: int):
+    if container not in sf.available_formats():
+        pytest.skip(f"this libsndfile does not write {container}")
+    path = tmp_path / name
+    sf.write(path, tone(rate // 2, rate, channels=2), rate, format=container, subtype=subtype)
+    seconds = audio_seconds(str(path))
+    waveform = load_audio(str(path), 16_000)
+    assert 0.5 <= seconds < 0.52  # ADPCM pads to its block
+    assert waveform.dtype == np.float32 and abs(len(waveform) - seconds * 16_000) <= 1
+    spectrum = np.abs(np.fft.rfft(waveform[:8_000] * np.hanning(8_000)))
+    assert abs(np.argmax(spectrum) * 2 - 440) <= 4  # 2 Hz bins: the pitch survives codec and resampler
+    assert 0.2 < np.abs(waveform[1_000:7_000]).max() < 0.45  # lossy codecs move the peak a little
+
+
+@pytest.mark.parametrize("channels", [6, 8])
+def test_many_channels_in_opposite_phase_mix_to_silence(tmp_path: Path, channels: int):
+    x = tone(1_600, 16_000)
+    data = np.stack([x if c % 2 else -x for c in range(channels)], axis=1)
+    sf.write(tmp_path / "c.wav", data, 16_000, subtype="PCM_24")
+    waveform = load_audio(str(tmp_path / "c.wav"), 16_000)
+    assert waveform.shape == (1_600,) and np.abs(waveform).max() < 1e-6  # 24-bit rounding of x and -x
+
+
+@pytest.mark.parametrize("rate", [8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 384_000])
+def test_rates_from_telephone_to_384k_resample_to_the_same_length(tmp_path: Path, rate: int):
+    sf.write(tmp_path / "r.wav", tone(rate, rate), rate, subtype="PCM_16")
+    assert len(load_audio(str(tmp_path / "r.wav"), 16_000)) == 16_000
+
+
+def raw_wav(path: Path, rate: int, frames: int = 1_000) -> Path:
+    """A 16-bit mono WAV whose header gives ``rate`` (any 31-bit value: no writer checks it)."""
+    data = (tone(frames, 16_000) * 32_767).astype("<i2").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, rate, (2 * rate) % 2**32, 2, 16)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + fmt
+                     + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+@pytest.mark.parametrize("rate", [1, 7, MIN_SAMPLE_RATE - 1, MAX_SAMPLE_RATE + 1, 2**31 - 1])
+def test_a_rate_no_recording_has_is_refused_naming_file_and_rate(tmp_path: Path, rate: int):
+    """1 000 frames said to be at 1 Hz would be 1 000 s (16 M samples) of nothing after resampling,
+    and at 2**31 Hz none at all: a damaged header, refused with what to do instead of fed to the model."""
+    path = raw_wav(tmp_path / "odd.wav", rate)
+    expected = (rf"^{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, no "
+                r"recording's \(speech is 8-48 kHz\): the header is likely damaged; re-export the file")
+    for read in (lambda: audio_seconds(str(path)), lambda: load_audio(str(path), 16_000)):
+        with pytest.raises(ValueError, match=expected):
+            read()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "odd.wav", "instruction": "Sum up."}) + "\n"
+                        + json.dumps({"id": "b", "audio": "fine.wav", "instruction": "Sum up."}) + "\n")
+    raw_wav(tmp_path / "fine.wav", 16_000)
+    with pytest.raises(ManifestError, match=r"m\.jsonl:1: field 'audio': .*odd\.wav: sample rate"):
+        load_manifest(manifest)
+    examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [e.id for e in examples] == ["b"] and [s.line for s in skipped] == [1]
+
+
+@pytest.mark.parametrize("rate", [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE])
+def test_the_rates_at_the_bounds_are_read(tmp_path: Path, rate: int):
+    path = raw_wav(tmp_path / "edge.wav", rate, frames=rate // 100)  # 10 ms
+    assert audio_seconds(str(path)) == 0.01 and len(load_audio(str(path), 16_000)) == 160
+
+
+@pytest.mark.parametrize("rate", [8_000, 22_050, 44_100])
+def test_one_sample_over_the_limit_is_said_to_be_over(tmp_path: Path, rate: int):
+    """``30.00 s is longer than max_audio_seconds=30.0`` read as a contradiction: the message gives
+    the samples when two decimals hide the excess."""
+    path = tmp_path / "over.wav"
+    sf.write(path, np.zeros(30 * rate + 1), rate, subtype="PCM_16")
+    message = (f"{path}: 30.00 s ({30 * rate + 1} samples at {rate} Hz; the limit is {30 * rate}) is longer "
+               "than max_audio_seconds=30.0; raise the limit or set too_long_audio='truncate'")
+    for read in (lambda: audio_seconds(str(path), 30.0), lambda: load_audio(str(path), 16_000, 30.0, "error")):
+        with pytest.raises(AudioTooLongError) as info:
+            read()
+        assert str(info.value) == message
+    sf.write(path, np.zeros(30 * rate), rate, subtype="PCM_16")  # at the limit: read in full
+    assert len(load_audio(str(path), 16_000, 30.0, "error")) == 480_000

@@ -1,0 +1,74 @@
+"""The DPO reference's precomputed log-probs follow the audio, not only the manifest's bytes: a clip
+replaced at the same path is recomputed, never served stale; a Hugging Face split (no manifest file)
+gets its own cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.stages.dpo.module import DPOModule
+from tests.stages.test_dpo import as_kd_checkpoint, tiny_model
+
+datasets = pytest.importorskip("datasets")
+
+
+def pairs_manifest(folder: Path, count: int = 3) -> Path:
+    """``count`` preference pairs over 16-kHz noise clips written with soundfile."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(count):
+        sf.write(folder / f"clip{i}.wav", 0.1 * rng.standard_normal(8_000 + 1_600 * i), 16_000, subtype="PCM_16")
+        rows.append({"id": f"p{i}", "audio": f"clip{i}.wav", "instruction": "Sum up.",
+                     "chosen": "A call about rent.", "rejected": "A call about rent rent rent."})
+    manifest = folder / "pairs.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def reference_table(module: DPOModule, **data) -> tuple[dict, Path]:
+    datamodule = SpeechSumDataModule(require_summary=False, preference=True, max_batch_size=4, **data)
+    datamodule.processor = module.processor
+    datamodule.setup("validate")
+    module.reference_table, module.reference_cache_files = {}, []
+    module.prepare_reference_table(datamodule, ["val"])
+    return dict(module.reference_table), module.reference_cache_files[0]
+
+
+def test_a_clip_replaced_at_the_same_path_is_recomputed(tmp_path: Path):
+    manifest = pairs_manifest(tmp_path)
+    module = DPOModule(as_kd_checkpoint(tiny_model()), reference="precomputed", reference_cache_dir=str(tmp_path / "c"))
+    before, first_file = reference_table(module, val_manifest=str(manifest))
+    assert reference_table(module, val_manifest=str(manifest)) == (before, first_file)  # unchanged: a hit
+    clip = tmp_path / "clip1.wav"
+    stamp = clip.stat()
+    sf.write(clip, 0.3 * np.sin(np.arange(9_600) / 5.0), 16_000, subtype="PCM_16")  # same length, new sound
+    os.utime(clip, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    after, second_file = reference_table(module, val_manifest=str(manifest))
+    assert second_file != first_file
+    assert after["p0"] == before["p0"] and after["p2"] == before["p2"]
+    assert after["p1"] != before["p1"]  # the new audio's log-probs, not the old clip's
+
+
+def test_a_hugging_face_split_gets_reference_logprobs(tmp_path: Path):
+    """No manifest file to hash (``manifests['val']`` is None): was a TypeError in setup."""
+    manifest = pairs_manifest(tmp_path)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        row["audio"] = str(tmp_path / row["audio"])
+    table = datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]}).cast_column("audio", datasets.Audio())
+    datasets.DatasetDict({"validation": table}).save_to_disk(str(tmp_path / "ds"))
+    module = DPOModule(as_kd_checkpoint(tiny_model()), reference="precomputed", reference_cache_dir=str(tmp_path / "c"))
+    from_manifest, manifest_file = reference_table(module, val_manifest=str(manifest))
+    from_dataset, dataset_file = reference_table(module, hf_dataset=str(tmp_path / "ds"))
+    assert dataset_file != manifest_file and dataset_file.is_file()
+    assert reference_table(module, hf_dataset=str(tmp_path / "ds"))[1] == dataset_file  # a rerun hits
+    assert from_dataset.keys() == from_manifest.keys()
+    for key, (chosen, rejected) in from_manifest.items():
+        assert from_dataset[key] == pytest.approx((chosen, rejected), abs=1e-4)
