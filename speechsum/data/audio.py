@@ -26,6 +26,8 @@ BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan ho
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
+# what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
+AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
 
 
 class AudioTooLongError(ValueError):
