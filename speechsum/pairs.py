@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from speechsum.data.batch import SpeechCollator
-from speechsum.data.datamodule import SpeechSumDataset
+from speechsum.data.dataset import SpeechSumDataset
+from speechsum.data.loader import SpeechLoader
 from speechsum.data.manifest import Example, load_manifest
 from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
 from speechsum.models.base import SpeechLLM
@@ -138,8 +138,8 @@ def sample_summaries(student: Student, examples: list[Example], cache: JsonlCach
     model = student.model.to(device).eval()
     processor = model.processor
     limit = student.max_audio_seconds or processor.max_audio_seconds
-    dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate")
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=SpeechCollator(processor))
+    dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate", advice=None)  # no skip option here
+    loader = SpeechLoader(dataset, batch_size=args.batch_size, collate_fn=SpeechCollator(processor))
     torch.manual_seed(args.seed)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature, top_p=args.top_p

@@ -29,6 +29,8 @@ UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
+# what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
+AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
 
 
 class AudioTooLongError(ValueError):

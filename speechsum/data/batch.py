@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechsum.data.loader import LoaderError, SkippedExample
 from speechsum.data.manifest import Example
 from speechsum.data.processor import SpeechProcessor
 
@@ -32,9 +33,17 @@ class SpeechBatch:
     chosen_mask: Tensor | None = None
     rejected_ids: Tensor | None = None  # (B, Rr)
     rejected_mask: Tensor | None = None
+    skipped: list[SkippedExample] = field(default_factory=list)  # left out (on_bad_example: skip)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def empty(cls, skipped: list[SkippedExample]) -> SpeechBatch:
+        """A batch of no example, all of whose examples were left out (``SpeechLoader`` drops it)."""
+        none = torch.zeros((0, 0), dtype=torch.long)
+        return cls(ids=[], audio={}, audio_seconds=torch.zeros(0), prompt_ids=none, prompt_mask=none,
+                   instructions=[], transcripts=[], references=[], skipped=skipped)
 
     def repeat_interleave(self, n: int) -> SpeechBatch:
         """Each example ``n`` times in a row (rows ``b*n … b*n+n-1`` are example b), the layout of
@@ -49,17 +58,26 @@ class SpeechBatch:
                 return [item for item in value for _ in range(n)]
             return value
 
-        return replace(self, **{f.name: repeat(getattr(self, f.name)) for f in fields(self)})
+        return replace(self, **{f.name: repeat(getattr(self, f.name)) for f in fields(self) if f.name != "skipped"})
 
 
 class SpeechCollator:
-    """Turns ``[(Example, waveform)]`` into a :class:`SpeechBatch` with the backbone's processor."""
+    """Turns ``[(Example, waveform)]`` into a :class:`SpeechBatch` with the backbone's processor.
+    :class:`SkippedExample` items are left out and listed in ``skipped``; a :class:`LoaderError`
+    item is raised."""
 
     def __init__(self, processor: SpeechProcessor, preference: bool = False):
         self.processor = processor
         self.preference = preference
 
-    def __call__(self, items: Sequence[tuple[Example, np.ndarray]]) -> SpeechBatch:
+    def __call__(self, items: Sequence[tuple[Example, np.ndarray] | SkippedExample | LoaderError]) -> SpeechBatch:
+        for item in items:
+            if isinstance(item, LoaderError):
+                item.reraise()
+        skipped = [item for item in items if isinstance(item, SkippedExample)]
+        items = [item for item in items if not isinstance(item, SkippedExample)]
+        if not items:
+            return SpeechBatch.empty(skipped)
         examples = [example for example, _ in items]
         waveforms = [waveform for _, waveform in items]
         instructions = [e.instruction for e in examples]
@@ -78,6 +96,7 @@ class SpeechCollator:
             transcripts=[e.transcript for e in examples],
             references=[e.summary for e in examples],
             langs=[e.lang for e in examples],
+            skipped=skipped,
         )
         if all(e.summary for e in examples):
             batch.response_ids, batch.response_mask = self.processor.encode_responses(

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import lightning as L
-import numpy as np
-from torch.utils.data import DataLoader, Dataset
 
-from speechsum.data.audio import TooLong, load_audio
-from speechsum.data.batch import SpeechCollator
+from speechsum.data.audio import TooLong
+from speechsum.data.batch import SpeechBatch, SpeechCollator
+from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.hf_dataset import DEFAULT_SPLITS, load_hf_split, load_splits
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.loader import SpeechLoader
+from speechsum.data.manifest import OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
 
@@ -25,52 +25,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 SPLITS = ("train", "val", "test", "predict")
-
-
-class SpeechSumDataset(Dataset):
-    """Validated examples; item ``i`` is ``(example, mono waveform at sample_rate)``."""
-
-    def __init__(
-        self,
-        examples: list[Example],
-        sample_rate: int,
-        max_audio_seconds: float | None = None,
-        too_long_audio: TooLong = "truncate",
-        read_audio: bool = True,
-        open_audio: Callable[[int], Any] | None = None,
-    ):
-        self.examples = examples
-        self.sample_rate = sample_rate
-        self.max_audio_seconds = max_audio_seconds
-        self.too_long_audio = too_long_audio
-        self.read_audio = read_audio  # False for text LMs: the waveform is an empty array
-        self.open_audio = open_audio  # example index -> what soundfile reads; None: the path in `audio`
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> tuple[Example, np.ndarray]:
-        example = self.examples[index]
-        if not self.read_audio:
-            return example, np.zeros(0, dtype=np.float32)
-        source = example.audio if self.open_audio is None else self.open_audio(index)
-        waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
-        return example, waveform
-
-    @property
-    def durations(self) -> list[float]:
-        """Seconds the model will see per example (after truncation)."""
-        limit = self.max_audio_seconds or float("inf")
-        return [min(e.duration, limit) for e in self.examples]
-
-    @property
-    def lengths(self) -> list[float]:
-        """What batches are bucketed by: the durations, or for a dataset that reads no audio (a
-        text LM's) the characters of instruction + transcript + summary, which its sequence
-        lengths follow (its clips, silence for text-only documents, say nothing of them)."""
-        if self.read_audio:
-            return self.durations
-        return [float(len(e.instruction) + len(e.transcript or "") + len(e.summary or "")) for e in self.examples]
 
 
 class SpeechSumDataModule(L.LightningDataModule):
@@ -99,7 +53,9 @@ class SpeechSumDataModule(L.LightningDataModule):
             read, so hours-long files cost what is kept); "error" makes a longer clip a bad example
             at setup (its length is known then), stopping or skipped per ``on_bad_example``.
         on_bad_example: "error" stops at a bad manifest line (bad JSON or fields, missing, empty or
-            unreadable audio, NaN/Inf samples); "skip" logs it and records it in ``skipped``.
+            unreadable audio, NaN/Inf samples), also one whose audio fails only when its batch is
+            read (corrupt past a header that passed at load); "skip" logs it and records it in
+            ``skipped`` (such an example is left out of its batch; a batch left empty is not run).
         require_summary: demand ``summary`` on every train/val/test line (SFT's target). Set False
             for data with no reference summary: on-policy KD (the student samples its own) or DPO
             (``chosen``/``rejected`` instead); a batch with any summary missing has
@@ -166,7 +122,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.seed = seed
         self.processor: SpeechProcessor | None = None
         self.datasets: dict[str, SpeechSumDataset] = {}
-        self.skipped: dict[str, list[SkippedLine]] = {}
+        self.skipped: dict[str, list[SkippedLine]] = {}  # bad lines/rows: at load, then as batches are read
+        self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
 
     def _stage_splits(self, stage: str | None) -> list[str]:
         return {
@@ -215,7 +172,8 @@ class SpeechSumDataModule(L.LightningDataModule):
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
             self.datasets[split] = SpeechSumDataset(
-                examples, processor.sample_rate, limit, self.too_long_audio, read_audio=read_audio
+                examples, processor.sample_rate, limit, self.too_long_audio, read_audio=read_audio,
+                on_bad_example=self.on_bad_example,
             )
             self._warn_over_budget(split)
 
@@ -250,7 +208,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.skipped[split] = skipped
         log.info("%s: %d examples from %s[%s] (%d skipped)", split, len(examples), self.hf_dataset, name, len(skipped))
         self.datasets[split] = SpeechSumDataset(
-            examples, sample_rate, limit, self.too_long_audio, read_audio=read_audio, open_audio=open_audio
+            examples, sample_rate, limit, self.too_long_audio, read_audio=read_audio, open_audio=open_audio,
+            on_bad_example=self.on_bad_example,
         )
         self._warn_over_budget(split)
 
@@ -266,7 +225,7 @@ class SpeechSumDataModule(L.LightningDataModule):
                 split, len(over), self.max_batch_seconds, example.id, seconds, example.audio,
             )
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> SpeechLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
         dataset = self.datasets[split]
@@ -281,29 +240,56 @@ class SpeechSumDataModule(L.LightningDataModule):
             resume_offset=self._batches_done_this_epoch if split == "train" else None,
             lengths=dataset.lengths if split == "train" else None,  # evaluation order as before
         )
-        return DataLoader(
+        return SpeechLoader(
             dataset,
             batch_sampler=batch_sampler,
             collate_fn=SpeechCollator(self._resolve_processor(), preference=self.preference and split != "predict"),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and split == "train",
+            on_skipped=partial(self._record_skipped, split),
         )
 
-    def _batches_done_this_epoch(self) -> int:
-        """Training batches of the current epoch already run: 0, except when resuming mid-epoch."""
-        trainer = self.trainer
-        return trainer.fit_loop.epoch_loop.batch_progress.current.ready if trainer is not None else 0
+    def _record_skipped(self, split: str, batch: SpeechBatch) -> None:
+        """In the main process: the examples ``batch`` left out join ``skipped[split]`` (each once,
+        not once per epoch) with a warning; an emptied training batch is counted for resuming."""
+        recorded = self.skipped.setdefault(split, [])
+        for example in batch.skipped:
+            entry = SkippedLine(example.line, example.reason)
+            if entry not in recorded:
+                recorded.append(entry)
+                log.warning("skipping %s", example.message)
+        if split == "train" and not len(batch):
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            self._emptied = (epoch, self._emptied[1] + 1 if self._emptied[0] == epoch else 1)
 
-    def train_dataloader(self) -> DataLoader:
+    def _batches_done_this_epoch(self) -> int:
+        """Planned training batches of the current epoch already passed: 0, except when resuming
+        mid-epoch: the batches run, and those left empty (never run) before them."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        epoch, emptied = self._emptied
+        return done + emptied if done and epoch == trainer.current_epoch else done
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the (epoch, count) of training batches left empty, for resuming."""
+        return {"emptied_train_batches": list(self._emptied)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        epoch, emptied = state_dict.get("emptied_train_batches", (0, 0))
+        self._emptied = (int(epoch), int(emptied))
+
+    def train_dataloader(self) -> SpeechLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> SpeechLoader | list:
         if self.manifests["val"] is None and "val" not in self.datasets:
             return []  # Lightning: no validation loop (no val manifest; no val split in hf_dataset)
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> SpeechLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> SpeechLoader:
         return self._loader("predict", shuffle=False)

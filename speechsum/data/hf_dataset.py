@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from speechsum.data.audio import audio_seconds
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine, audio_path
+from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def load_hf_split(
             duration=duration, summary=values.get("summary"), transcript=values.get("transcript"),
             lang=values.get("lang") or "en", chosen=values.get("chosen"), rejected=values.get("rejected"),
             meta={"dataset": name_or_path, "split": split, "row": row},
+            origin=Origin(name_or_path, row, split=split, column=mapped["audio"]),
         ))
     if skipped:
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -50,8 +50,20 @@ class SkippedLine:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where an example was read: a manifest ``file`` and its ``line`` (from 1), or, with ``split``
+    set, a Hugging Face dataset's name, split and row (``line``, from 0) and its audio ``column``."""
+
+    file: str
+    line: int
+    split: str | None = None
+    column: str = "audio"
+
+
+@dataclass(frozen=True)
 class Example:
-    """One validated manifest line. ``audio`` is an absolute path; ``duration`` in seconds."""
+    """One validated manifest line. ``audio`` is an absolute path; ``duration`` in seconds;
+    ``origin``: where it was read (not part of its value), for errors found when its audio is read."""
 
     id: str
     audio: str
@@ -63,6 +75,7 @@ class Example:
     chosen: str | None = None
     rejected: str | None = None
     meta: dict | None = None
+    origin: Origin | None = field(default=None, compare=False, repr=False)
 
 
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
@@ -226,7 +239,7 @@ def load_manifest(
             log.warning("skipping %s:%d: %s", path, number, err)
             continue
         seen.add(example.id)
-        examples.append(example)
+        examples.append(replace(example, origin=Origin(str(path), number)))
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples:

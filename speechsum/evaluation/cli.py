@@ -57,6 +57,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", action="append", default=[], metavar="NAME",
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per system)")
+    d.add_argument("--on-bad-example", choices=("error", "skip"), default="error",
+                   help="a bad manifest line or audio that fails to read: stop (default), or skip it, log it and "
+                   "list it under `skipped` in metrics.json (never scored)")
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest generated answer in tokens (default 256); "
                    "answers cut here are flagged `truncated`")
@@ -222,6 +225,7 @@ def evaluate_main(argv: list[str]) -> None:
         top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
         accelerator=args.accelerator, devices=devices, strategy=args.strategy, precision=args.precision,
         seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache, asr_dtype=args.asr_dtype,
+        on_bad_example=args.on_bad_example,
     )
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:

@@ -11,7 +11,9 @@ accelerator, devices, strategy and precision are Lightning's), every example is 
   ``hallucinated`` entities and the judges' details;
 - ``metrics.json``: the system (name, kind, role, stage, path), generation settings, metric
   descriptions, and ``results``: means with 95 % bootstrap CIs over all examples, per split,
-  per genre and per instruction style;
+  per genre and per instruction style, ``num_examples`` (scored) and ``skipped``: the examples left
+  out under ``on_bad_example="skip"`` (``--on-bad-example skip``: a bad manifest line, or audio that
+  fails when read), each ``{split, line, reason}``, never in the predictions nor the means;
 - ``predictions.csv``: the same rows flattened for spreadsheets.
 
 Under DDP every rank generates and scores its share; the scores are aggregated through the
@@ -32,8 +34,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from speechsum.data.audio import AUDIO_ERRORS
 from speechsum.data.datamodule import SpeechSumDataModule
-from speechsum.data.manifest import Example, load_manifest
+from speechsum.data.dataset import skip_or_raise
+from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
@@ -87,6 +91,7 @@ class EvalOptions:
     num_resamples: int = 1000
     asr_cache: str | None = None  # JSONL of Whisper transcripts (cascade); None: <out>/asr_cache.jsonl
     asr_dtype: str = "float32"  # the cascade's Whisper: float32 | bfloat16
+    on_bad_example: OnBadExample = "error"  # "skip": leave bad lines / unreadable audio out, listed in metrics.json
     trainer_kwargs: dict = field(default_factory=dict)
 
     @property
@@ -131,13 +136,31 @@ def _is_global_zero() -> bool:
     return not initialized or torch.distributed.get_rank() == 0
 
 
-def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example]) -> tuple[Path, list[Example]]:
-    """A copy of ``manifest`` whose ``transcript`` is Whisper's transcript of the audio (the
-    reference transcript is kept as ``meta.reference_transcript``), written to ``out``; returns
-    ``(out, examples as in the copy)`` so the copy need not be parsed (and its audio probed) again."""
+def read_for_asr(examples: list[Example], on_bad_example: OnBadExample) -> tuple[list[Example], list, list[SkippedLine]]:
+    """``(examples, their 16 kHz waveforms, skipped)``: audio that fails to read raises or, under
+    "skip", is left out and listed (:func:`~speechsum.data.dataset.skip_or_raise`)."""
     from speechsum.data.audio import load_audio
 
-    waveforms = [load_audio(e.audio, 16_000) for e in examples]
+    kept, waveforms, skipped = [], [], []
+    for example in examples:
+        try:
+            waveforms.append(load_audio(example.audio, 16_000))
+        except AUDIO_ERRORS as err:
+            skip = skip_or_raise(example, err, on_bad_example)
+            log.warning("skipping %s", skip.message)
+            skipped.append(SkippedLine(skip.line, skip.reason))
+            continue
+        kept.append(example)
+    return kept, waveforms, skipped
+
+
+def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example],
+                     on_bad_example: OnBadExample = "error") -> tuple[Path, list[Example], list[SkippedLine]]:
+    """A copy of ``manifest`` whose ``transcript`` is Whisper's transcript of the audio (the
+    reference transcript is kept as ``meta.reference_transcript``), written to ``out``; returns
+    ``(out, examples as in the copy, examples skipped for their audio)`` so the copy need not be
+    parsed (and its audio probed) again."""
+    examples, waveforms, skipped = read_for_asr(examples, on_bad_example)
     transcripts = transcriber.transcribe(waveforms, sample_rate=16_000, progress=True)
     lines, cascaded = [], []
     by_id = {r["id"]: r for r in read_jsonl(manifest)}
@@ -149,21 +172,22 @@ def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Exam
         lines.append(record)
         cascaded.append(replace(example, transcript=record["transcript"], meta=record["meta"]))
     write_jsonl(out, lines)
-    return out, cascaded
+    return out, cascaded, skipped
 
 
-def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions) -> list[dict]:
-    """This rank's predictions ``{id, prediction, truncated, num_tokens}`` for ``manifest``
-    (all of them in a single process)."""
+def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions) -> tuple[list[dict], list[SkippedLine]]:
+    """This rank's predictions ``{id, prediction, truncated, num_tokens}`` for ``manifest`` (all of
+    them in a single process), and the lines skipped (``options.on_bad_example``) at load or read."""
     reads_transcripts = getattr(model.processor, "reads_transcripts", False)
     datamodule = SpeechSumDataModule(
         predict_manifest=str(manifest), max_batch_seconds=options.max_batch_seconds,
         max_batch_size=options.batch_size, num_buckets=1, require_transcript=reads_transcripts,
-        allow_paths_outside_manifest_dir=True,
+        allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
     )
     datamodule.processor = model.processor
     outputs = _trainer(options).predict(GenerationModule(model, options.generation), datamodule=datamodule)
-    return list({row["id"]: row for batch in outputs or [] for row in batch}.values())
+    rows = list({row["id"]: row for batch in outputs or [] for row in batch}.values())
+    return rows, datamodule.skipped.get("predict", [])
 
 
 def _example_row(spec: SystemSpec, split: str, example: Example, index: int) -> dict:
@@ -176,9 +200,11 @@ def _example_row(spec: SystemSpec, split: str, example: Example, index: int) -> 
 
 
 def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, options: EvalOptions,
-                transcribers: dict, first_index: int) -> tuple[list[dict], list[dict]]:
-    """(info rows of every example of the split, this rank's generated rows joined with their info)."""
-    examples, _ = load_manifest(manifest, require_summary=True, allow_paths_outside_manifest_dir=True)
+                transcribers: dict, first_index: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """(info rows of every example of the split, this rank's generated rows joined with their info,
+    the skipped lines ``{split, line, reason}`` this rank knows of)."""
+    examples, skipped = load_manifest(manifest, require_summary=True, allow_paths_outside_manifest_dir=True,
+                                      on_bad_example=options.on_bad_example)
     source = manifest
     if spec.kind == "cascade":
         if spec.asr_model not in transcribers:
@@ -188,17 +214,22 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
             transcribers[spec.asr_model] = WhisperTranscriber(spec.asr_model, batch_size=options.batch_size, cache=cache,
                                                               dtype=options.asr_dtype)
         asr_path = Path(options.out) / spec.name / "asr" / f"{split}.jsonl"
-        source, examples = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples)
+        source, examples, unread = cascade_manifest(manifest, asr_path, transcribers[spec.asr_model], examples,
+                                                    options.on_bad_example)
+        skipped += unread
     info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]
     by_id = {row["id"]: row for row in info}
     local = []
-    for generated in generate_split(model, source, options):
+    generated_rows, read_skipped = generate_split(model, source, options)
+    known = {s.line for s in skipped}  # the data module loads the same lines (the cascade: its copy, all readable)
+    skipped += [s for s in read_skipped if s.line not in known]
+    for generated in generated_rows:
         row = by_id[generated["id"]] | generated
         if spec.kind == "cascade":
             row["asr_transcript"] = row["transcript"]
             row["transcript"] = row["meta"].get("reference_transcript")
         local.append(row)
-    return info, local
+    return info, local, [{"split": split, "line": s.line, "reason": s.reason} for s in skipped]
 
 
 def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalOptions, scorer: Scorer,
@@ -213,13 +244,18 @@ def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalO
     transcribers = {} if transcribers is None else transcribers
     info: list[dict] = []
     local: list[dict] = []
+    skipped: list[dict] = []
     for split, manifest in manifests.items():
-        split_info, split_local = _split_rows(spec, split, manifest, model, options, transcribers, len(info))
+        split_info, split_local, split_skipped = _split_rows(spec, split, manifest, model, options, transcribers,
+                                                             len(info))
         info += split_info
         local += split_local
+        skipped += split_skipped
     scorer.score(local)  # each rank scores its own share
     values = collect_scores(local, sorted(scorer.descriptions))
     rows = sorted({row["index"]: row for row in _gather(local)}.values(), key=lambda row: row["index"])
+    skipped = sorted({(s["split"], s["line"]): s for s in _gather(skipped)}.values(),
+                     key=lambda s: (list(manifests).index(s["split"]), s["line"]))
     if not _is_global_zero():
         return {}
     positions = values.pop("example_position")
@@ -233,6 +269,7 @@ def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalO
         "results": aggregate(values, groups, options.num_resamples, options.seed),
         "unjudged": sum(1 for row in rows if "llm_judge" in row and row["scores"].get("llm_judge") is None),
         "num_examples": len(rows),
+        "skipped": skipped,
         "seconds": round(time.time() - started, 2),
     }
     for row in rows:
@@ -242,6 +279,9 @@ def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalO
     write_atomic(run_dir / "predictions.csv", predictions_csv(rows))
     write_atomic(run_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     log.info("%s: %d examples, metrics in %s", spec.name, len(rows), run_dir / "metrics.json")
+    if skipped:
+        log.warning("%s: %d example(s) skipped (bad line or unreadable audio), not scored; listed under `skipped` "
+                    "in %s", spec.name, len(skipped), run_dir / "metrics.json")
     return result
 
 

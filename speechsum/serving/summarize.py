@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechsum.data.audio import AudioTooLongError, load_audio, path_problem
+from speechsum.data.audio import AUDIO_ERRORS, AudioTooLongError, load_audio, path_problem
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.models.base import SpeechLLM
@@ -35,7 +35,6 @@ from speechsum.utils.devices import check_device
 from speechsum.utils.io import json_line, write_jsonl
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
-AUDIO_ERRORS = (OSError, RuntimeError, ValueError)  # unreadable/missing file, libsndfile, non-finite, too long
 
 
 @dataclass

@@ -19,7 +19,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` outputs as JSONL (one line per example) when the epoch ends.
 
     The file appears whole or not at all (:func:`speechsum.utils.io.write_jsonl`). Under DDP each rank
-    writes ``<stem>.rank<N>.jsonl``.
+    writes ``<stem>.rank<N>.jsonl``. Examples the data module skipped are not in it (a warning
+    names their lines).
     """
 
     def __init__(self, output_path: str = "predictions.jsonl"):
@@ -37,6 +38,10 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         write_jsonl(path, (row for batch_rows in predictions for row in batch_rows))
+        skipped = getattr(trainer.datamodule, "skipped", {}).get("predict", [])
+        if skipped:  # each logged when it was skipped; said once more where the output is
+            log.warning("%s: %d example(s) skipped (on_bad_example: skip), not in it: lines %s", path, len(skipped),
+                        ", ".join(str(s.line) for s in skipped))
 
 
 class ExportHFModel(L.Callback):

@@ -60,16 +60,24 @@ def test_error_mode_refuses_non_finite_audio(tmp_path: Path, toy_data, processor
 
 
 def test_audio_spoiled_after_validation_fails_when_read(tmp_path: Path, toy_data, processor):
-    """The read-time check: a file that turns bad after setup is refused, naming the file."""
+    """The read-time check: a file that turns bad after setup is refused, naming the manifest line
+    and the file (tests/data/test_corrupt_audio.py: skipped under on_bad_example: skip)."""
     good = tmp_path / "late.wav"
     sf.write(good, np.full(1_600, 0.1, dtype=np.float32), 16_000, subtype="FLOAT")
     lines = read_lines(copy_manifest(toy_data["train"], tmp_path / "c.jsonl"))
     lines.append({"id": "late", "audio": str(good), "instruction": "x", "summary": "y"})
-    dm = datamodule(processor, train_manifest=str(write_lines(tmp_path / "train.jsonl", lines)))
+    manifest = write_lines(tmp_path / "train.jsonl", lines)
+    dm = datamodule(processor, train_manifest=str(manifest))
     dm.setup("fit")
     nan_wav(good, frame=7)
-    with pytest.raises(NonFiniteAudioError, match=rf"^{good}: non-finite sample \(NaN or Inf\) at frame 7 "):
+    with pytest.raises(ManifestError) as info:
         dm.datasets["train"][24]
+    assert isinstance(info.value.__cause__, NonFiniteAudioError)
+    assert str(info.value) == (
+        f"{manifest}:25: field 'audio': {good}: non-finite sample (NaN or Inf) at frame 7 (0.00 s); the audio is "
+        "corrupt: re-export it or drop it from the manifest (found when its batch was read; its header passed at "
+        "load): replace the file or remove the example, or set on_bad_example: skip to leave such examples out"
+    )
 
 
 def test_clips_over_the_batch_budget_are_logged(toy_data, processor, caplog):

@@ -14,9 +14,9 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from peft.tuners.lora import LoraLayer
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from speechsum.data.batch import SpeechBatch, SpeechCollator
+from speechsum.data.loader import SpeechLoader
 from speechsum.losses import dpo_loss
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import NOT_REBUILDABLE
@@ -225,7 +225,7 @@ class DPOModule(SpeechStageModule):
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
         self.model.to(device)
         size = datamodule.max_batch_size or 8
-        loader = DataLoader(
+        loader = SpeechLoader(  # an example whose audio fails is skipped or raised as in training
             dataset, batch_size=size, collate_fn=SpeechCollator(self.processor, preference=True), shuffle=False
         )
         plugin = self.trainer.precision_plugin if self._trainer is not None else None

@@ -1,0 +1,107 @@
+"""SpeechSumDataset: validated examples → ``(example, waveform)`` items, and what happens when audio
+that passed at load fails when read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from speechsum.data.audio import AUDIO_ERRORS, TooLong, load_audio
+from speechsum.data.hf_dataset import HFDatasetError
+from speechsum.data.loader import LoaderError, SkippedExample
+from speechsum.data.manifest import Example, ManifestError, OnBadExample
+
+SKIP_ADVICE = "or set on_bad_example: skip to leave such examples out"
+
+
+def audio_error(example: Example, err: Exception, advice: str | None = SKIP_ADVICE) -> ValueError:
+    """The error for an example whose audio failed when it was read (after its header passed at
+    load): a :class:`ManifestError` naming the manifest file, line and field ``audio`` (an
+    :class:`HFDatasetError` naming the dataset's split, row and column), with what to do."""
+    reason = (f"{err} (found when its batch was read; its header passed at load): replace the file or remove "
+              f"the example{', ' + advice if advice else ''}")
+    origin = example.origin
+    if origin is None:
+        return ValueError(f"example {example.id!r}: field 'audio': {reason}")
+    if origin.split is None:
+        return ManifestError(origin.file, origin.line, f"field 'audio': {reason}")
+    return HFDatasetError(origin.file, origin.split, reason, row=origin.line, column=origin.column)
+
+
+def skip_or_raise(example: Example, err: Exception, on_bad_example: OnBadExample,
+                  advice: str | None = SKIP_ADVICE) -> SkippedExample:
+    """``example``'s audio failed with ``err``: raise :func:`audio_error` ("error"), or say how it is
+    skipped ("skip"; ``reason`` without the manifest file and line, as a bad line at load)."""
+    if on_bad_example == "error":
+        raise audio_error(example, err, advice) from err
+    error = audio_error(example, err, None)
+    reason = error.reason if isinstance(error, ManifestError) else str(error)
+    return SkippedExample(example.id, example.origin.line if example.origin is not None else -1, reason, str(error))
+
+
+class SpeechSumDataset(Dataset):
+    """Validated examples; item ``i`` is ``(example, mono waveform at sample_rate)``.
+
+    Audio that fails when read raises :func:`audio_error` (``advice``: its last hint, None for
+    none), or under ``on_bad_example="skip"`` item ``i`` is a :class:`SkippedExample`, which the
+    collator leaves out of the batch."""
+
+    def __init__(
+        self,
+        examples: list[Example],
+        sample_rate: int,
+        max_audio_seconds: float | None = None,
+        too_long_audio: TooLong = "truncate",
+        read_audio: bool = True,
+        open_audio: Callable[[int], Any] | None = None,
+        on_bad_example: OnBadExample = "error",
+        advice: str | None = SKIP_ADVICE,
+    ):
+        self.examples = examples
+        self.sample_rate = sample_rate
+        self.max_audio_seconds = max_audio_seconds
+        self.too_long_audio = too_long_audio
+        self.read_audio = read_audio  # False for text LMs: the waveform is an empty array
+        self.open_audio = open_audio  # example index -> what soundfile reads; None: the path in `audio`
+        self.on_bad_example = on_bad_example
+        self.advice = advice
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[Example, np.ndarray] | SkippedExample:
+        example = self.examples[index]
+        if not self.read_audio:
+            return example, np.zeros(0, dtype=np.float32)
+        try:
+            source = example.audio if self.open_audio is None else self.open_audio(index)
+            waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
+        except AUDIO_ERRORS as err:
+            return skip_or_raise(example, err, self.on_bad_example, self.advice)
+        return example, waveform
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """One batch's items (what a DataLoader fetches); an exception is caught and handed on as a
+        :class:`LoaderError` item, raised as itself in the main process (see ``loader.py``)."""
+        try:
+            return [self[index] for index in indices]
+        except Exception as err:
+            return [LoaderError(err)]
+
+    @property
+    def durations(self) -> list[float]:
+        """Seconds the model will see per example (after truncation)."""
+        limit = self.max_audio_seconds or float("inf")
+        return [min(e.duration, limit) for e in self.examples]
+
+    @property
+    def lengths(self) -> list[float]:
+        """What batches are bucketed by: the durations, or for a dataset that reads no audio (a
+        text LM's) the characters of instruction + transcript + summary, which its sequence
+        lengths follow (its clips, silence for text-only documents, say nothing of them)."""
+        if self.read_audio:
+            return self.durations
+        return [float(len(e.instruction) + len(e.transcript or "") + len(e.summary or "")) for e in self.examples]
