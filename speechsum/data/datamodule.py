@@ -166,6 +166,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.seed = seed
         self.processor: SpeechProcessor | None = None
         self.datasets: dict[str, SpeechSumDataset] = {}
+        self.checked_examples: dict[str, list[Example]] = {}  # split -> examples validated already (not reloaded)
         self.skipped: dict[str, list[SkippedLine]] = {}
 
     def _stage_splits(self, stage: str | None) -> list[str]:
@@ -200,18 +201,21 @@ class SpeechSumDataModule(L.LightningDataModule):
             path = self.manifests[split]
             if split in self.datasets:
                 continue
-            if path is None:
+            if split in self.checked_examples:
+                examples, skipped = self.checked_examples[split], []
+            elif path is None:
                 self._setup_hf_split(split, processor.sample_rate, limit, read_audio, refuse_longer)
                 continue
-            examples, skipped = load_manifest(
-                path,
-                on_bad_example=self.on_bad_example,
-                require_summary=self.require_summary and split != "predict",
-                require_transcript=self.require_transcript,
-                require_preference=self.preference and split != "predict",
-                allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
-                max_audio_seconds=refuse_longer,
-            )
+            else:
+                examples, skipped = load_manifest(
+                    path,
+                    on_bad_example=self.on_bad_example,
+                    require_summary=self.require_summary and split != "predict",
+                    require_transcript=self.require_transcript,
+                    require_preference=self.preference and split != "predict",
+                    allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
+                    max_audio_seconds=refuse_longer,
+                )
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
             self.datasets[split] = SpeechSumDataset(

@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+from speechsum.evaluation.evaluate import MANIFEST_RULE
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import at_least, nucleus_top_p, positive_seconds, sampling_temperature
@@ -52,7 +53,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "cascade=test. Repeatable.")
     d = p.add_argument_group("data")
     d.add_argument("--manifest", action="append", default=[], metavar="[SPLIT=]PATH",
-                   help="a test manifest with reference summaries (split name: the file stem unless given). Repeatable.")
+                   help="a test manifest with reference summaries (split name: the file stem unless given; "
+                   f"{MANIFEST_RULE}). Repeatable.")
     d.add_argument("--benchmark-dir", metavar="DIR", help="a folder with <split>.jsonl manifests (the bundled benchmark)")
     d.add_argument("--split", action="append", default=[], metavar="NAME",
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -97,13 +98,27 @@ class EvalOptions:
         )
 
 
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MANIFEST_RULE = ("split at the first '=' only when the text is not an existing file and the part before it is a split "
+                 "name (letters, digits, _ . -; no '/'), so runs/lr=0.1/test.jsonl is one path and "
+                 "test=runs/lr=0.1/test.jsonl is split test of that path")
+
+
 def parse_manifest_arg(text: str) -> tuple[str, Path]:
-    """``[SPLIT=]PATH`` → (split, path); the split defaults to the file's stem (test_unseen.jsonl → test_unseen)."""
+    """``[SPLIT=]PATH`` → (split, path); the split defaults to the file's stem (test_unseen.jsonl → test_unseen).
+    The text is split at its first '=' only when it is not an existing file and the part before the
+    '=' is a split name (:data:`SPLIT_NAME`), so paths holding '=' (``runs/lr=0.1/test.jsonl``) work
+    with and without ``SPLIT=``."""
     split, sep, path = text.partition("=")
-    if not sep:
+    named = bool(sep) and SPLIT_NAME.fullmatch(split) is not None and not Path(text).is_file()
+    if not named:
         split, path = Path(text).stem, text
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--manifest {text}: {path} is a folder, not a manifest file (give the .jsonl inside; "
+                                "a benchmark folder goes to --benchmark-dir)")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+        reading = f" (read as SPLIT=PATH: split {split!r}; no file named {text} either)" if named else ""
+        raise FileNotFoundError(f"--manifest {text}: no manifest file {path}{reading}")
     return split, Path(path)
 
 
@@ -152,18 +167,24 @@ def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Exam
     return out, cascaded
 
 
-def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions) -> list[dict]:
+def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions,
+                   examples: list[Example] | None = None) -> list[dict]:
     """This rank's predictions ``{id, prediction, truncated, num_tokens}`` for ``manifest``
-    (all of them in a single process)."""
-    reads_transcripts = getattr(model.processor, "reads_transcripts", False)
+    (all of them in a single process); ``examples``: the manifest's, loaded and checked already."""
     datamodule = SpeechSumDataModule(
         predict_manifest=str(manifest), max_batch_seconds=options.max_batch_seconds,
-        max_batch_size=options.batch_size, num_buckets=1, require_transcript=reads_transcripts,
+        max_batch_size=options.batch_size, num_buckets=1, require_transcript=_reads_transcripts(model),
         allow_paths_outside_manifest_dir=True,
     )
     datamodule.processor = model.processor
+    if examples is not None:
+        datamodule.checked_examples["predict"] = examples  # not parsed and its audio probed a second time
     outputs = _trainer(options).predict(GenerationModule(model, options.generation), datamodule=datamodule)
     return list({row["id"]: row for batch in outputs or [] for row in batch}.values())
+
+
+def _reads_transcripts(model: SpeechLLM) -> bool:
+    return getattr(model.processor, "reads_transcripts", False)
 
 
 def _example_row(spec: SystemSpec, split: str, example: Example, index: int) -> dict:
@@ -178,7 +199,9 @@ def _example_row(spec: SystemSpec, split: str, example: Example, index: int) -> 
 def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, options: EvalOptions,
                 transcribers: dict, first_index: int) -> tuple[list[dict], list[dict]]:
     """(info rows of every example of the split, this rank's generated rows joined with their info)."""
-    examples, _ = load_manifest(manifest, require_summary=True, allow_paths_outside_manifest_dir=True)
+    needs_transcript = _reads_transcripts(model) and spec.kind != "cascade"  # a cascade reads Whisper's
+    examples, _ = load_manifest(manifest, require_summary=True, require_transcript=needs_transcript,
+                                allow_paths_outside_manifest_dir=True)
     source = manifest
     if spec.kind == "cascade":
         if spec.asr_model not in transcribers:
@@ -192,7 +215,7 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
     info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]
     by_id = {row["id"]: row for row in info}
     local = []
-    for generated in generate_split(model, source, options):
+    for generated in generate_split(model, source, options, examples):
         row = by_id[generated["id"]] | generated
         if spec.kind == "cascade":
             row["asr_transcript"] = row["transcript"]
