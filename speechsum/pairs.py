@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -39,7 +38,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
-from speechsum.utils.io import jsonl_lines, write_jsonl
+from speechsum.utils.io import jsonl_lines, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class Student:
 
 def data_max_audio_seconds(config: str | Path) -> float | None:
     """``data.max_audio_seconds`` of a stage config YAML (``data.init_args`` also read); None when unset."""
-    settings = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    settings = read_yaml(config)
     data = (settings.get("data") if isinstance(settings, dict) else None) or {}
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
         data = data["init_args"]

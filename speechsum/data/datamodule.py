@@ -17,6 +17,7 @@ from speechsum.data.hf_dataset import DEFAULT_SPLITS, load_hf_split, load_splits
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
+from speechsum.utils.arguments import ConfigError, check_count, check_number
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,15 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.hf_splits = dict(DEFAULT_SPLITS if hf_splits is None else hf_splits)
         unknown = sorted(set(self.hf_splits) - set(SPLITS))
         if unknown:
-            raise ValueError(f"data.hf_splits: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+            raise ConfigError(f"data.hf_splits: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+        check_number("data.max_batch_seconds", max_batch_seconds, 0.0, low_open=True)
+        if max_batch_size is not None:
+            check_count("data.max_batch_size", max_batch_size, 1, " (or null: no cap)")
+        check_count("data.num_buckets", num_buckets, 1)
+        if max_audio_seconds is not None:
+            check_number("data.max_audio_seconds", max_audio_seconds, 0.0, low_open=True,
+                         note=" (or null: the backbone's limit)")
+        check_count("data.num_workers", num_workers, 0)
         self._explicit_hf_splits = set(hf_splits or ())
         self.hf_columns = hf_columns
         self._hf_tables: dict[str, Any] | None = None

@@ -203,6 +203,8 @@ def evaluate_main(argv: list[str]) -> None:
         specs += load_systems_file(args.systems)
     if not specs:
         raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")
+    for spec in specs:
+        spec.check_source()  # all of them before the first runs
     manifests = _manifests(args)
     apply_system_splits(specs, args.system_splits, manifests)
     out = Path(args.out)

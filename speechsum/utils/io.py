@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 _LONE_CR = re.compile(rb"\r(?!\n)")
@@ -166,6 +167,29 @@ def decode_utf8(raw: bytes) -> str:
     except UnicodeDecodeError as err:
         bad = raw[err.start : err.end].hex(" ")
         raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
+
+
+def yaml_error_text(path: str | Path, err: Exception) -> str:
+    """``PATH:LINE:COLUMN: not valid YAML: PROBLEM`` for a PyYAML error (it names a ``"<unicode string>"``)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    return f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"
+
+
+def read_yaml(path: str | Path) -> Any:
+    """What a UTF-8 YAML file holds (``yaml.safe_load``); not YAML or not UTF-8: a ``ValueError``
+    naming the file (and the line and column); a missing file or a folder: the ``OSError`` naming it."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                         f"{err.start}); save the YAML as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(yaml_error_text(path, err)) from None
 
 
 def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:

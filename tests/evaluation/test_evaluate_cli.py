@@ -115,3 +115,48 @@ def test_each_manifest_is_read_and_checked_once_per_system(tmp_path, monkeypatch
     assert reads == ["no_transcript.jsonl"]
     predictions = [json.loads(line) for line in (tmp_path / "out" / "cascade" / "predictions.jsonl").open()]
     assert len(predictions) == 4 and predictions[2]["transcript"] is None and predictions[2]["asr_transcript"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"systems:\n  - kind: text\n   name: x\n", "bad.yaml:3:4: not valid YAML: "),
+    (b"- {kind: text, name: caf\xe9}\n", "bad.yaml: not UTF-8 text (byte b'\\xe9' at offset 24)"),
+])
+def test_a_broken_yaml_file_is_named_with_line_and_column(tmp_path, capsys, text, message):
+    """`--systems FILE` and a student's stage YAML: PyYAML's traceback ('<unicode string>') or a
+    bare codec error before; now one line naming the file (and line and column), exit 2."""
+    from speechsum.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(text)
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    for system in (["--systems", str(bad)], ["--system", f"student:s:{bad}"]):
+        with pytest.raises(SystemExit) as info:
+            main(["evaluate", *system, "--manifest", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"speechsum evaluate: error: {tmp_path}/{message}" in err, err
+        assert "Traceback" not in err
+
+
+def test_a_system_that_cannot_load_is_refused_before_any_system_runs(tmp_path, capsys):
+    """A folder without a model (a typo'd run folder) as the last system: refused up front, naming
+    the system and what is missing, not after the others ran (nor as transformers' tokenizer essay)."""
+    from speechsum.cli import main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    backbone = save_tiny_text_lm(tmp_path / "backbone", seed=2)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello\n")
+    common = ["evaluate", "--manifest", str(manifests["test"]), "--out", str(tmp_path / "out"), "--metrics", "rouge",
+              "--accelerator", "cpu", "--system", f"text:backbone:{backbone}"]
+    for system, message in ((f"text:x:{tmp_path / 'empty'}", f"system 'x': {tmp_path / 'empty'} is not a Hugging Face "
+                             "model folder (no config.json)"),
+                            (f"cascade:x:{tmp_path / 'notes.txt'}", f"system 'x': {tmp_path / 'notes.txt'} is not a "
+                             ".ckpt, a .yaml config or a model directory"),
+                            (f"student:x:{tmp_path / 'empty'}", f"system 'x': {tmp_path / 'empty'} is not a .ckpt, a "
+                             ".yaml config (students need a checkpoint or config)")):
+        with pytest.raises(SystemExit) as info:
+            main([*common, "--system", system])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"speechsum evaluate: error: {message}" in err, err
+        assert not (tmp_path / "out").exists()
