@@ -38,7 +38,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
-from speechsum.utils.io import jsonl_lines, read_yaml, write_jsonl
+from speechsum.utils.io import check_output_path, jsonl_lines, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -239,12 +239,13 @@ def raw_records(path: str) -> dict[str, dict]:
 
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
+    check_output_path(args.out, "--out")  # before hours of sampling
+    if args.cache:
+        check_output_path(args.cache, "--cache", folder=True)
     judge = judge or build_judge(args)
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai")
     records = raw_records(args.manifest)
     out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder: give the JSONL file to write")
     if isinstance(judge, FactPairJudge):  # known before sampling, which can take hours
         no_meta = [e.id for e in examples if not e.meta]
         if no_meta:

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.utils.arguments import at_least
-from speechsum.utils.io import read_jsonl, write_jsonl
+from speechsum.utils.io import check_output_path, read_jsonl, write_jsonl
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=at_least(1), default=32, help="test examples (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
+    check_output_path(args.out, "--out", folder=True)
     paths = write_toy_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")

@@ -14,7 +14,7 @@ from speechsum.evaluation.evaluate import MANIFEST_RULE
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import at_least, nucleus_top_p, positive_seconds, sampling_temperature
-from speechsum.utils.io import read_jsonl, write_atomic
+from speechsum.utils.io import check_output_path, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -197,6 +197,10 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.judges.rubric import RubricJudge
 
     args = evaluate_parser().parse_args(argv)
+    check_output_path(args.out, "--out", folder=True)  # not after the first system's predictions
+    for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
+        if path:
+            check_output_path(path, option)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     specs = [SystemSpec.parse(text) for text in args.system]
     if args.systems:
@@ -268,6 +272,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 def report_main(argv: list[str]) -> None:
     args = report_parser().parse_args(argv)
+    check_output_path(args.out, "--out", folder=True)
     try:
         paths = build_report(args.run_dirs, args.out, metric=args.metric, baseline=args.baseline)
     except (ValueError, FileNotFoundError) as err:

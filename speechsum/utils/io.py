@@ -113,6 +113,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_output_path(path: str | Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output ``path`` (given with ``option``) that no writer can use:
+    one under a file (``NotADirectoryError``), a file where a folder goes (``folder=True``:
+    ``NotADirectoryError``) or a folder where a file goes (``IsADirectoryError``); the message names
+    the option and the file in the way. Missing folders are fine: writers create them."""
+    path = Path(path)
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {blocking} is a file, not a folder")
+    if folder and path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{option} {path} is a file: give a folder")
+    if not folder and path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder: give a file path")
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
