@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.utils.arguments import at_least
-from speechsum.utils.io import check_output_path, read_jsonl, write_jsonl
+from speechsum.utils.io import atomic_path, check_output_path, read_jsonl, write_jsonl
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
@@ -62,7 +62,8 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
             if rng.random() < 0.25:
                 waveform = np.stack([waveform, waveform], axis=1)  # stereo
             name = f"audio/{split}-{index:05d}.wav"
-            sf.write(out / name, waveform, rate)
+            with atomic_path(out / name) as temporary:  # never a cut WAV, also on Ctrl-C
+                sf.write(temporary, waveform, rate, format="WAV")
             lines.append(
                 {
                     "id": f"{split}-{index:05d}",
