@@ -67,3 +67,36 @@ def test_every_command_refuses_an_unusable_output_first(tmp_path, toy_data, bloc
     assert message in err and "Errno" not in err and "Traceback" not in err, err
     assert time.monotonic() - started < 30  # no model was built, nothing generated
     assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(("stage", "callback", "key", "blocked", "message"), [
+    ("predict", "PredictionWriter", "output_path", "file/predictions.jsonl",
+     "trainer.callbacks PredictionWriter.output_path {path}: {tmp}/file is a file, not a folder"),
+    ("predict", "PredictionWriter", "output_path", "folder",
+     "trainer.callbacks PredictionWriter.output_path {path} is a folder: give a file path"),
+    ("fit", "ExportHFModel", "out_dir", "file/model",
+     "trainer.callbacks ExportHFModel.out_dir {path}: {tmp}/file is a file, not a folder"),
+    ("fit", "ExportHFModel", "out_dir", "model", "trainer.callbacks ExportHFModel: ComposedSpeechLLM has no "
+     "save_pretrained(out_dir) to export with"),
+])
+def test_a_callbacks_unusable_output_is_refused_before_the_run(tmp_path, toy_data, blocker, capsys, stage, callback,
+                                                                 key, blocked, message):
+    """`speechsum predict` generated every prediction, then ended in a FileExistsError traceback
+    (and `fit` trained, then failed to export)."""
+    import yaml
+
+    from tests.helpers import run_config
+
+    (tmp_path / "folder").mkdir()
+    config_path = run_config(tmp_path, toy_data, max_steps=1, limit_val_batches=0)
+    config = yaml.safe_load(config_path.read_text())
+    config["trainer"]["callbacks"].append({"class_path": f"speechsum.training.callbacks.{callback}",
+                                           "init_args": {key: str(tmp_path / blocked)}})
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as info:
+        main([stage, "--config", str(config_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"speechsum {stage}: error: {message.format(path=tmp_path / blocked, tmp=tmp_path)}" in err
+    assert "Traceback" not in err and blocker.read_text() == "x"
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
