@@ -79,9 +79,15 @@ def main(argv: list[str] | None = None) -> None:
             if not args:
                 return
         check_ckpt_path(args, check_config_files(args))
-        from speechsum.lightning_cli import lightning_cli
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-        lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+        from speechsum.lightning_cli import lightning_cli
+        from speechsum.utils.arguments import ConfigError
+
+        try:
+            lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+        except MisconfigurationException as err:  # Lightning's own check of a trainer setting: its message says it
+            raise ConfigError(str(err)) from err
     except (OSError, ValueError) as err:
         # a tool's own OSError/ValueError is about its arguments or inputs; in training, only the kinds
         # below, also where jsonargparse wraps them (a stage's __init__ failing inside the CLI's parsing)
@@ -136,9 +142,10 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     from speechsum.data.hf_dataset import HFDatasetError
     from speechsum.data.manifest import ManifestError
     from speechsum.models.checkpoint import CheckpointError
+    from speechsum.utils.arguments import ConfigError
 
     kinds = (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError, SampleRateError,
-             CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+             CheckpointError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, kinds):
@@ -157,6 +164,8 @@ def check_config_files(args: list[str]) -> list:
     import yaml
     from jsonargparse import get_loader
 
+    from speechsum.utils.io import yaml_error_text
+
     load = get_loader("yaml")
     configs = []
     for path in config_paths(args):
@@ -168,13 +177,16 @@ def check_config_files(args: list[str]) -> list:
                   file=sys.stderr)
             raise SystemExit(2) from None
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-            problem = getattr(err, "problem", None) or str(err)
-            print(f"error: {where}: not valid YAML: {problem}", file=sys.stderr)
+            print(f"error: {yaml_error_text(path, err)}", file=sys.stderr)
             raise SystemExit(2) from None
         except Exception:  # noqa: BLE001  (a missing file, inline YAML, …: the Lightning CLI reports it)
             continue
+        if not isinstance(configs[-1], dict):  # jsonargparse: "Unexpected config: ", naming no file
+            problem = ("an empty config file (no settings); fill it or leave the --config out" if configs[-1] is None
+                       else "a config file is a mapping of settings (trainer:, model:, data:, ...), "
+                       f"got a {type(configs[-1]).__name__}")
+            print(f"error: {path}: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     return configs
 
 if __name__ == "__main__":

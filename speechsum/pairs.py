@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from speechsum.data.batch import SpeechCollator
@@ -39,7 +38,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
-from speechsum.utils.io import jsonl_lines, write_jsonl
+from speechsum.utils.io import check_output_path, jsonl_lines, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class Student:
 
 def data_max_audio_seconds(config: str | Path) -> float | None:
     """``data.max_audio_seconds`` of a stage config YAML (``data.init_args`` also read); None when unset."""
-    settings = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    settings = read_yaml(config)
     data = (settings.get("data") if isinstance(settings, dict) else None) or {}
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
         data = data["init_args"]
@@ -240,12 +239,13 @@ def raw_records(path: str) -> dict[str, dict]:
 
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
+    check_output_path(args.out, "--out")  # before hours of sampling
+    if args.cache:
+        check_output_path(args.cache, "--cache", folder=True)
     judge = judge or build_judge(args)
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai")
     records = raw_records(args.manifest)
     out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder: give the JSONL file to write")
     if isinstance(judge, FactPairJudge):  # known before sampling, which can take hours
         no_meta = [e.id for e in examples if not e.meta]
         if no_meta:

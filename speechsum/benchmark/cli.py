@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from speechsum.utils.arguments import at_least
-from speechsum.utils.io import jsonl_lines
+from speechsum.utils.io import check_output_path, jsonl_lines
 
 DESCRIPTION = """\
 The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by construction).
@@ -128,6 +128,8 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"speechsum benchmark info: {err}") from None
         return
     from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, build_benchmark
+
+    check_output_path(args.out, "--out", folder=True)
 
     # SIGTERM -> SystemExit, so a killed build removes its temporary folder and stops its workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

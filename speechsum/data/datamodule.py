@@ -14,9 +14,10 @@ from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.hf_dataset import DEFAULT_SPLITS, load_hf_split, load_splits
 from speechsum.data.loader import SpeechLoader
-from speechsum.data.manifest import OnBadExample, SkippedLine, load_manifest
+from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
+from speechsum.utils.arguments import ConfigError, check_count, check_number
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,15 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.hf_splits = dict(DEFAULT_SPLITS if hf_splits is None else hf_splits)
         unknown = sorted(set(self.hf_splits) - set(SPLITS))
         if unknown:
-            raise ValueError(f"data.hf_splits: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+            raise ConfigError(f"data.hf_splits: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+        check_number("data.max_batch_seconds", max_batch_seconds, 0.0, low_open=True)
+        if max_batch_size is not None:
+            check_count("data.max_batch_size", max_batch_size, 1, " (or null: no cap)")
+        check_count("data.num_buckets", num_buckets, 1)
+        if max_audio_seconds is not None:
+            check_number("data.max_audio_seconds", max_audio_seconds, 0.0, low_open=True,
+                         note=" (or null: the backbone's limit)")
+        check_count("data.num_workers", num_workers, 0)
         self._explicit_hf_splits = set(hf_splits or ())
         self.hf_columns = hf_columns
         self._hf_tables: dict[str, Any] | None = None
@@ -122,6 +131,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.seed = seed
         self.processor: SpeechProcessor | None = None
         self.datasets: dict[str, SpeechSumDataset] = {}
+        self.checked_examples: dict[str, list[Example]] = {}  # split -> examples validated already (not reloaded)
         self.skipped: dict[str, list[SkippedLine]] = {}  # bad lines/rows: at load, then as batches are read
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
 
@@ -157,18 +167,21 @@ class SpeechSumDataModule(L.LightningDataModule):
             path = self.manifests[split]
             if split in self.datasets:
                 continue
-            if path is None:
+            if split in self.checked_examples:
+                examples, skipped = self.checked_examples[split], []
+            elif path is None:
                 self._setup_hf_split(split, processor.sample_rate, limit, read_audio, refuse_longer)
                 continue
-            examples, skipped = load_manifest(
-                path,
-                on_bad_example=self.on_bad_example,
-                require_summary=self.require_summary and split != "predict",
-                require_transcript=self.require_transcript,
-                require_preference=self.preference and split != "predict",
-                allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
-                max_audio_seconds=refuse_longer,
-            )
+            else:
+                examples, skipped = load_manifest(
+                    path,
+                    on_bad_example=self.on_bad_example,
+                    require_summary=self.require_summary and split != "predict",
+                    require_transcript=self.require_transcript,
+                    require_preference=self.preference and split != "predict",
+                    allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
+                    max_audio_seconds=refuse_longer,
+                )
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
             self.datasets[split] = SpeechSumDataset(

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.utils.arguments import at_least
-from speechsum.utils.io import read_jsonl, write_jsonl
+from speechsum.utils.io import atomic_path, check_output_path, read_jsonl, write_jsonl
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
@@ -62,7 +62,8 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
             if rng.random() < 0.25:
                 waveform = np.stack([waveform, waveform], axis=1)  # stereo
             name = f"audio/{split}-{index:05d}.wav"
-            sf.write(out / name, waveform, rate)
+            with atomic_path(out / name) as temporary:  # never a cut WAV, also on Ctrl-C
+                sf.write(temporary, waveform, rate, format="WAV")
             lines.append(
                 {
                     "id": f"{split}-{index:05d}",
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=at_least(1), default=32, help="test examples (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
+    check_output_path(args.out, "--out", folder=True)
     paths = write_toy_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")

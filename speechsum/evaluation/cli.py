@@ -10,10 +10,11 @@ import logging
 import os
 from pathlib import Path
 
+from speechsum.evaluation.evaluate import MANIFEST_RULE
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import at_least, nucleus_top_p, positive_seconds, sampling_temperature
-from speechsum.utils.io import read_jsonl, write_atomic
+from speechsum.utils.io import check_output_path, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -52,7 +53,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "cascade=test. Repeatable.")
     d = p.add_argument_group("data")
     d.add_argument("--manifest", action="append", default=[], metavar="[SPLIT=]PATH",
-                   help="a test manifest with reference summaries (split name: the file stem unless given). Repeatable.")
+                   help="a test manifest with reference summaries (split name: the file stem unless given; "
+                   f"{MANIFEST_RULE}). Repeatable.")
     d.add_argument("--benchmark-dir", metavar="DIR", help="a folder with <split>.jsonl manifests (the bundled benchmark)")
     d.add_argument("--split", action="append", default=[], metavar="NAME",
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
@@ -198,12 +200,18 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.judges.rubric import RubricJudge
 
     args = evaluate_parser().parse_args(argv)
+    check_output_path(args.out, "--out", folder=True)  # not after the first system's predictions
+    for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
+        if path:
+            check_output_path(path, option)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     specs = [SystemSpec.parse(text) for text in args.system]
     if args.systems:
         specs += load_systems_file(args.systems)
     if not specs:
         raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")
+    for spec in specs:
+        spec.check_source()  # all of them before the first runs
     manifests = _manifests(args)
     apply_system_splits(specs, args.system_splits, manifests)
     out = Path(args.out)
@@ -268,6 +276,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 def report_main(argv: list[str]) -> None:
     args = report_parser().parse_args(argv)
+    check_output_path(args.out, "--out", folder=True)
     try:
         paths = build_report(args.run_dirs, args.out, metric=args.metric, baseline=args.baseline)
     except (ValueError, FileNotFoundError) as err:

@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -102,13 +103,27 @@ class EvalOptions:
         )
 
 
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MANIFEST_RULE = ("split at the first '=' only when the text is not an existing file and the part before it is a split "
+                 "name (letters, digits, _ . -; no '/'), so runs/lr=0.1/test.jsonl is one path and "
+                 "test=runs/lr=0.1/test.jsonl is split test of that path")
+
+
 def parse_manifest_arg(text: str) -> tuple[str, Path]:
-    """``[SPLIT=]PATH`` → (split, path); the split defaults to the file's stem (test_unseen.jsonl → test_unseen)."""
+    """``[SPLIT=]PATH`` → (split, path); the split defaults to the file's stem (test_unseen.jsonl → test_unseen).
+    The text is split at its first '=' only when it is not an existing file and the part before the
+    '=' is a split name (:data:`SPLIT_NAME`), so paths holding '=' (``runs/lr=0.1/test.jsonl``) work
+    with and without ``SPLIT=``."""
     split, sep, path = text.partition("=")
-    if not sep:
+    named = bool(sep) and SPLIT_NAME.fullmatch(split) is not None and not Path(text).is_file()
+    if not named:
         split, path = Path(text).stem, text
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--manifest {text}: {path} is a folder, not a manifest file (give the .jsonl inside; "
+                                "a benchmark folder goes to --benchmark-dir)")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+        reading = f" (read as SPLIT=PATH: split {split!r}; no file named {text} either)" if named else ""
+        raise FileNotFoundError(f"--manifest {text}: no manifest file {path}{reading}")
     return split, Path(path)
 
 
@@ -175,19 +190,26 @@ def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Exam
     return out, cascaded, skipped
 
 
-def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions) -> tuple[list[dict], list[SkippedLine]]:
+def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions,
+                   examples: list[Example] | None = None) -> tuple[list[dict], list[SkippedLine]]:
     """This rank's predictions ``{id, prediction, truncated, num_tokens}`` for ``manifest`` (all of
-    them in a single process), and the lines skipped (``options.on_bad_example``) at load or read."""
-    reads_transcripts = getattr(model.processor, "reads_transcripts", False)
+    them in a single process), and the lines skipped (``options.on_bad_example``) at load or read;
+    ``examples``: the manifest's, loaded and checked already (then only read-time skips are new)."""
     datamodule = SpeechSumDataModule(
         predict_manifest=str(manifest), max_batch_seconds=options.max_batch_seconds,
-        max_batch_size=options.batch_size, num_buckets=1, require_transcript=reads_transcripts,
+        max_batch_size=options.batch_size, num_buckets=1, require_transcript=_reads_transcripts(model),
         allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
     )
     datamodule.processor = model.processor
+    if examples is not None:
+        datamodule.checked_examples["predict"] = examples  # not parsed and its audio probed a second time
     outputs = _trainer(options).predict(GenerationModule(model, options.generation), datamodule=datamodule)
     rows = list({row["id"]: row for batch in outputs or [] for row in batch}.values())
     return rows, datamodule.skipped.get("predict", [])
+
+
+def _reads_transcripts(model: SpeechLLM) -> bool:
+    return getattr(model.processor, "reads_transcripts", False)
 
 
 def _example_row(spec: SystemSpec, split: str, example: Example, index: int) -> dict:
@@ -203,8 +225,9 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
                 transcribers: dict, first_index: int) -> tuple[list[dict], list[dict], list[dict]]:
     """(info rows of every example of the split, this rank's generated rows joined with their info,
     the skipped lines ``{split, line, reason}`` this rank knows of)."""
-    examples, skipped = load_manifest(manifest, require_summary=True, allow_paths_outside_manifest_dir=True,
-                                      on_bad_example=options.on_bad_example)
+    needs_transcript = _reads_transcripts(model) and spec.kind != "cascade"  # a cascade reads Whisper's
+    examples, skipped = load_manifest(manifest, require_summary=True, require_transcript=needs_transcript,
+                                      allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example)
     source = manifest
     if spec.kind == "cascade":
         if spec.asr_model not in transcribers:
@@ -220,8 +243,8 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
     info = [_example_row(spec, split, e, first_index + i) for i, e in enumerate(examples)]
     by_id = {row["id"]: row for row in info}
     local = []
-    generated_rows, read_skipped = generate_split(model, source, options)
-    known = {s.line for s in skipped}  # the data module loads the same lines (the cascade: its copy, all readable)
+    generated_rows, read_skipped = generate_split(model, source, options, examples)
+    known = {s.line for s in skipped}  # lines skipped at load are not in `examples`: only read-time skips are new
     skipped += [s for s in read_skipped if s.line not in known]
     for generated in generated_rows:
         row = by_id[generated["id"]] | generated

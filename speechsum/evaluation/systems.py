@@ -25,10 +25,9 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import yaml
-
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import instantiate_speech_llm, load_speech_llm, model_config_from_yaml
+from speechsum.utils.io import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +104,27 @@ class SystemSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check_source(self) -> None:
+        """A ``ValueError`` naming the system when ``path`` is no kind of model it can be built from
+        (cheap: no weights are read), so that ``evaluate`` refuses it before any system runs."""
+        path = Path(self.path)
+        if path.suffix in (".yaml", ".yml", ".ckpt") and path.is_file():
+            return
+        if path.is_dir() and self.kind in ("text", "cascade"):
+            if not (path / "config.json").is_file():
+                raise ValueError(f"system {self.name!r}: {path} is not a Hugging Face model folder (no config.json)")
+            return
+        raise ValueError(
+            f"system {self.name!r}: {path} is not a .ckpt, a .yaml config"
+            + (" or a model directory" if self.kind != "student" else " (students need a checkpoint or config)")
+        )
+
 
 def load_systems_file(path: str | Path) -> list[SystemSpec]:
     """Systems from YAML: a list (or ``systems:`` list) of mappings with :class:`SystemSpec` fields.
     Relative paths resolve against the file's folder."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path)
     entries = data.get("systems") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a list of systems (or a `systems:` list)")
@@ -135,6 +149,7 @@ def load_systems_file(path: str | Path) -> list[SystemSpec]:
 
 def build_model(spec: SystemSpec) -> SpeechLLM:
     """The system's ``SpeechLLM`` in eval mode; sets ``spec.stage`` for students when unset."""
+    spec.check_source()
     path = Path(spec.path)
     if path.suffix in (".yaml", ".yml"):
         model = instantiate_speech_llm(model_config_from_yaml(path))
@@ -143,15 +158,10 @@ def build_model(spec: SystemSpec) -> SpeechLLM:
         model, hparams = load_speech_llm(path, spec.config)
         stage_class = str(hparams.get("_class_path", "")).rpartition(".")[2]
         spec.stage = spec.stage or STAGE_OF_CLASS.get(stage_class, stage_class.lower() or None)
-    elif path.is_dir() and spec.kind in ("text", "cascade"):
+    else:  # a model folder (check_source)
         from speechsum.models.text_llm import TextLLM
 
         model = TextLLM(llm=str(path))
-    else:
-        raise ValueError(
-            f"system {spec.name!r}: {path} is not a .ckpt, a .yaml config"
-            + (" or a model directory" if spec.kind != "student" else " (students need a checkpoint or config)")
-        )
     reads_transcripts = getattr(model.processor, "reads_transcripts", False)
     if spec.kind == "student" and reads_transcripts:
         raise ValueError(f"system {spec.name!r}: kind student but {path} is a text LM; use kind text")

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from speechsum.models import import_backbones
 from speechsum.models.base import SpeechLLM
+from speechsum.utils.io import read_yaml
 
 # Old module (or class path) → new, for class paths recorded before the re-layout (issue 14).
 # Kept for one release: checkpoints and configs saved since then use the new paths.
@@ -123,7 +123,7 @@ def require_rebuildable(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 def model_config_from_yaml(path: str | Path) -> dict:
     """``model.init_args.model`` of a stage config YAML (or a run's saved ``config.yaml``)."""
-    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    config = read_yaml(path) or {}
     try:
         model_config = config["model"]["init_args"]["model"]
     except (KeyError, TypeError) as err:

@@ -27,11 +27,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, resume_checkpoint_callback
 from speechsum.utils.arguments import at_least, nucleus_top_p, samples_per_input, sampling_temperature
-from speechsum.utils.io import project_file
+from speechsum.utils.io import project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
 STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
@@ -213,13 +211,7 @@ def load_yaml(path: str | Path) -> dict:
     path = find_config_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML: {err}") from err
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
-                         f"{err.start}); save the YAML as UTF-8") from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

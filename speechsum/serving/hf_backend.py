@@ -77,6 +77,9 @@ class HFBackend:
         path = Path(model_dir)
         if not path.is_dir():
             raise FileNotFoundError(f"--model {model_dir}: not a directory (expected a saved HF model + tokenizer)")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--model {model_dir}: no config.json: not a saved HF model + tokenizer, nor a "
+                                    "folder written by `speechsum export`")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
         self._setup(model, AutoTokenizer.from_pretrained(path), served_model_name or path.resolve().name)

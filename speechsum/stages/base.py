@@ -25,6 +25,7 @@ from speechsum.models.checkpoint import (
     require_rebuildable,
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.arguments import check_count, check_number
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.io import write_jsonl
 
@@ -89,6 +90,13 @@ class SpeechStageModule(L.LightningModule):
         checkpoint_trainable_only: bool = True,
     ):
         super().__init__()
+        check_number("model.init_args.learning_rate", learning_rate, 0.0)
+        check_number("model.init_args.weight_decay", weight_decay, 0.0)
+        check_count("model.init_args.warmup_steps", warmup_steps, 0)
+        check_number("model.init_args.min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+        check_count("model.init_args.num_val_samples", num_val_samples, 0)
+        if generation is not None:
+            generation.check("model.init_args.generation")
         self.save_hyperparameters(ignore=[] if built_by_lightning_cli() else list(self.object_arguments))
         self.model = model
         self.learning_rate = learning_rate

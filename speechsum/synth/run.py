@@ -48,7 +48,7 @@ from speechsum.synth.prompts import (
     summary_messages,
 )
 from speechsum.utils.arguments import at_least, number, positive_seconds
-from speechsum.utils.io import write_atomic, write_jsonl
+from speechsum.utils.io import check_output_path, write_atomic, write_jsonl
 from speechsum.utils.remote import (
     ChatJsonAsker,
     JsonlCache,
@@ -230,6 +230,9 @@ def stats_path(out: Path) -> Path:
 def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     """The whole job (``main`` without argument parsing); returns the stats it wrote."""
     started = time.monotonic()
+    check_output_path(args.out, "--out")  # not after the paid LLM calls
+    if args.cache:
+        check_output_path(args.cache, "--cache")
     settings = SynthSettings(
         model=args.model, num_queries=args.num_queries, keep=args.keep, min_importance=args.min_importance,
         styles=args.styles.split(",") if args.styles else list(STYLES), query_temperature=args.query_temperature,

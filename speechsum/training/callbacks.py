@@ -10,7 +10,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from speechsum.utils.io import write_dir_atomically, write_jsonl
+from speechsum.utils.arguments import ConfigError
+from speechsum.utils.io import check_output_path, write_dir_atomically, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def __init__(self, output_path: str = "predictions.jsonl"):
         super().__init__(write_interval="epoch")
+        check_output_path(output_path, "trainer.callbacks PredictionWriter.output_path")  # not after predicting
         self.output_path = Path(output_path)
 
     def write_on_epoch_end(
@@ -54,12 +56,18 @@ class ExportHFModel(L.Callback):
     """
 
     def __init__(self, out_dir: str):
+        check_output_path(out_dir, "trainer.callbacks ExportHFModel.out_dir", folder=True)  # not after training
         self.out_dir = Path(out_dir)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        model = getattr(pl_module, "model", None)
+        if stage == "fit" and not hasattr(model, "save_pretrained"):  # known before training, not after it
+            raise ConfigError(f"trainer.callbacks ExportHFModel: {type(model).__name__} has no save_pretrained(out_dir) "
+                              "to export with (it exports text LMs, e.g. configs/benchmark/text_lm.yaml); use "
+                              "`speechsum export CKPT` for a speech student")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.model
-        if not hasattr(model, "save_pretrained"):
-            raise TypeError(f"ExportHFModel: {type(model).__name__} has no save_pretrained(out_dir) to export with")
         if trainer.is_global_zero:
             write_dir_atomically(self.out_dir, model.save_pretrained)
             log.info("exported %s to %s", type(model).__name__, self.out_dir)

@@ -1,5 +1,7 @@
 """argparse ``type=`` checks shared by the commands: a bad value is an argparse error naming the
-option ("argument --batch-size: must be at least 1, got 0"), before any work starts."""
+option ("argument --batch-size: must be at least 1, got 0"), before any work starts; and the same
+checks for the settings of the classes the Lightning CLI builds (:class:`ConfigError` naming the
+setting as the YAML spells it: "data.max_batch_size must be at least 1 ..., got 0")."""
 
 from __future__ import annotations
 
@@ -25,6 +27,20 @@ def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def bounds_text(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> str:
+    """``above 0 and at most 1``: the interval a number must lie in, in words."""
+    text = f"{'above' if low_open else 'at least'} {low:g}"
+    if high < math.inf:
+        text += f" and {'below' if high_open else 'at most'} {high:g}"
+    return text
+
+
+def in_bounds(value: float, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> bool:
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    return math.isfinite(value) and above and below
+
+
 def number(low: float, high: float = math.inf, low_open: bool = False, what: str = "a number") -> Callable[[str], float]:
     """A finite float in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
 
@@ -33,12 +49,29 @@ def number(low: float, high: float = math.inf, low_open: bool = False, what: str
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
-            bounds = f"{'above' if low_open else 'at least'} {low:g}" + (f" and at most {high:g}" if high < math.inf else "")
-            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, got {text}")
+        if not in_bounds(value, low, high, low_open):
+            raise argparse.ArgumentTypeError(f"must be {what} {bounds_text(low, high, low_open)}, got {text}")
         return value
 
     return parse
+
+
+class ConfigError(ValueError):
+    """A setting of a stage, data module or backbone that cannot work; the message names it as the
+    config spells it. ``speechsum`` ends with the message (exit 2), not a traceback."""
+
+
+def check_count(name: str, value: int, low: int, note: str = "") -> None:
+    """``value`` (an integer setting called ``name``) is at least ``low``; ``note``: e.g. what null means."""
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}{note}, got {value!r}")
+
+
+def check_number(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False,
+                 high_open: bool = False, note: str = "") -> None:
+    """``value`` (a real-valued setting called ``name``) is finite and within the bounds."""
+    if not in_bounds(value, low, high, low_open, high_open):
+        raise ConfigError(f"{name} must be a number {bounds_text(low, high, low_open, high_open)}{note}, got {value!r}")
 
 
 def port(text: str) -> int:

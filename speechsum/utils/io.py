@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 _LONE_CR = re.compile(rb"\r(?!\n)")
@@ -112,6 +113,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_output_path(path: str | Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output ``path`` (given with ``option``) that no writer can use:
+    one under a file (``NotADirectoryError``), a file where a folder goes (``folder=True``:
+    ``NotADirectoryError``) or a folder where a file goes (``IsADirectoryError``); the message names
+    the option and the file in the way. Missing folders are fine: writers create them."""
+    path = Path(path)
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {blocking} is a file, not a folder")
+    if folder and path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{option} {path} is a file: give a folder")
+    if not folder and path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder: give a file path")
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -166,6 +182,29 @@ def decode_utf8(raw: bytes) -> str:
     except UnicodeDecodeError as err:
         bad = raw[err.start : err.end].hex(" ")
         raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
+
+
+def yaml_error_text(path: str | Path, err: Exception) -> str:
+    """``PATH:LINE:COLUMN: not valid YAML: PROBLEM`` for a PyYAML error (it names a ``"<unicode string>"``)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    return f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"
+
+
+def read_yaml(path: str | Path) -> Any:
+    """What a UTF-8 YAML file holds (``yaml.safe_load``); not YAML or not UTF-8: a ``ValueError``
+    naming the file (and the line and column); a missing file or a folder: the ``OSError`` naming it."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                         f"{err.start}); save the YAML as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(yaml_error_text(path, err)) from None
 
 
 def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:

@@ -78,3 +78,30 @@ def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, messag
     assert str(stop.value).startswith(f"speechsum toyscore: {tmp_path}/{message}")
     with pytest.raises(SystemExit, match="missing.jsonl: No such file or directory"):
         score_main([str(tmp_path / "missing.jsonl")])
+
+
+def test_an_interrupted_write_leaves_no_cut_wav(tmp_path):
+    """A write that fails part way (RLIMIT_FSIZE in a subprocess: the kernel refuses bytes past
+    4 KiB, less than any clip) leaves no truncated WAV that a rerun's manifest could point at."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        from speechsum.data.toy import write_toy_dataset
+        try:
+            write_toy_dataset({str(tmp_path / "toy")!r}, {{"train": 2}}, seed=0)
+        except Exception as err:
+            print("refused", type(err).__name__)
+            sys.exit(0)
+        sys.exit("the oversized write did not fail")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused")
+    assert sorted(p.name for p in (tmp_path / "toy").rglob("*")) == ["audio"]

@@ -33,6 +33,7 @@ from speechsum.stages.dpo.reference_logprobs import (
     save_table,
     weights_fingerprint,
 )
+from speechsum.utils.arguments import ConfigError, check_number
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,13 @@ class DPOModule(SpeechStageModule):
     ):
         super().__init__(model, **kwargs)
         if loss_type not in ("sigmoid", "ipo"):
-            raise ValueError(f"loss_type must be 'sigmoid' or 'ipo', got {loss_type!r}")
+            raise ConfigError(f"model.init_args.loss_type must be 'sigmoid' or 'ipo', got {loss_type!r}")
         if reference not in ("precomputed", "frozen_copy", "lora_disabled"):
-            raise ValueError(f"reference must be precomputed, frozen_copy or lora_disabled, got {reference!r}")
+            raise ConfigError(f"model.init_args.reference must be precomputed, frozen_copy or lora_disabled, "
+                              f"got {reference!r}")
+        check_number("model.init_args.beta", beta, 0.0, low_open=True)
+        check_number("model.init_args.label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
+        check_number("model.init_args.rpo_alpha", rpo_alpha, 0.0)
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.rpo_alpha = rpo_alpha
         self.reference = reference
@@ -113,7 +118,7 @@ class DPOModule(SpeechStageModule):
         self._initial_extras: dict[str, Tensor] = {}
         if reference == "lora_disabled":
             if not fold_lora_into_base(self.model):
-                raise ValueError("reference: lora_disabled needs a LoRA policy (policy.llm: lora)")
+                raise ConfigError("model.init_args.reference: lora_disabled needs a LoRA policy (policy.llm: lora)")
             self._initial_extras = {
                 n: p.detach().clone() for n, p in self.model.trainable_parameters() if "lora_" not in n
             }

@@ -33,6 +33,7 @@ from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallback
 from speechsum.stages.kd.teachers import Teacher, TeacherScores
+from speechsum.utils.arguments import ConfigError, check_count, check_number
 from speechsum.utils.text_analysis import repetition_rate
 
 KDLoss = Literal["jsd", "forward_kl", "reverse_kl", "sampled_token"]
@@ -100,12 +101,16 @@ class OnPolicyKDModule(SpeechStageModule):
         **kwargs,
     ):
         super().__init__(model, **kwargs)
-        if not 0.0 <= lmbda <= 1.0:
-            raise ValueError(f"lmbda is a probability, got {lmbda}")
+        check_number("model.init_args.lmbda", lmbda, 0.0, 1.0)
+        check_number("model.init_args.beta", beta, 0.0, 1.0)
+        check_number("model.init_args.temperature", temperature, 0.0, low_open=True)
+        check_number("model.init_args.top_p", top_p, 0.0, 1.0, low_open=True)
+        check_count("model.init_args.max_new_tokens", max_new_tokens, 1)
+        check_number("model.init_args.loss_temperature", loss_temperature, 0.0, low_open=True)
         if loss not in ("jsd", "forward_kl", "reverse_kl", "sampled_token"):
-            raise ValueError(f"unknown loss {loss!r}")
+            raise ConfigError(f"model.init_args.loss: unknown loss {loss!r}")
         if not teacher.can_score and not (seq_kd and lmbda == 0.0):
-            raise ValueError(
+            raise ConfigError(
                 "this teacher cannot score tokens (scoring: none): only sequence-level KD works — set "
                 "seq_kd: true and lmbda: 0 (the student learns the teacher's summaries by cross-entropy)"
             )

@@ -1,0 +1,162 @@
+"""`speechsum evaluate`'s command line: how ``--manifest [SPLIT=]PATH`` is read when the path itself
+holds '=' (``runs/lr=0.1/test.jsonl``), and what a wrong one says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from speechsum.evaluation.cli import _manifests, evaluate_parser
+from speechsum.evaluation.evaluate import parse_manifest_arg
+
+
+@pytest.fixture
+def lr_run(tmp_path: Path, monkeypatch) -> Path:
+    """``runs/lr=0.1/test.jsonl`` under a temporary working folder (relative paths as users type them)."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "lr=0.1"
+    folder.mkdir(parents=True)
+    (folder / "test.jsonl").write_text("{}\n")
+    return folder / "test.jsonl"
+
+
+def test_a_path_with_an_equals_sign_is_one_path(lr_run):
+    """Before the first '=' is ``runs/lr``: not a split name (a '/'), so the whole text is the path."""
+    assert parse_manifest_arg("runs/lr=0.1/test.jsonl") == ("test", Path("runs/lr=0.1/test.jsonl"))
+    assert parse_manifest_arg(str(lr_run)) == ("test", lr_run)
+
+
+def test_split_then_a_path_with_an_equals_sign(lr_run):
+    """``SPLIT=PATH`` splits at the first '=' only: the path keeps its own '='."""
+    assert parse_manifest_arg("test_a=runs/lr=0.1/test.jsonl") == ("test_a", Path("runs/lr=0.1/test.jsonl"))
+    assert parse_manifest_arg(f"unseen={lr_run}") == ("unseen", lr_run)
+
+
+def test_an_existing_file_named_like_split_path_is_that_file(tmp_path, monkeypatch):
+    """A file literally called ``lr=0.1.jsonl`` is that file (split ``lr=0.1``), not split ``lr`` of ``0.1.jsonl``."""
+    monkeypatch.chdir(tmp_path)
+    Path("lr=0.1.jsonl").write_text("{}\n")
+    assert parse_manifest_arg("lr=0.1.jsonl") == ("lr=0.1", Path("lr=0.1.jsonl"))
+    Path("0.1.jsonl").write_text("{}\n")  # both readings exist: the whole text, an existing file, wins
+    assert parse_manifest_arg("lr=0.1.jsonl") == ("lr=0.1", Path("lr=0.1.jsonl"))
+
+
+def test_a_missing_manifest_names_both_readings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "--manifest test=runs/x.jsonl: no manifest file runs/x.jsonl (read as SPLIT=PATH: split 'test'; "
+            "no file named test=runs/x.jsonl either)")):
+        parse_manifest_arg("test=runs/x.jsonl")
+    with pytest.raises(FileNotFoundError, match=re.escape("--manifest runs/lr=0.1/x.jsonl: no manifest file "
+                                                          "runs/lr=0.1/x.jsonl")):
+        parse_manifest_arg("runs/lr=0.1/x.jsonl")
+    with pytest.raises(FileNotFoundError, match=re.escape("--manifest =x.jsonl: no manifest file =x.jsonl")):
+        parse_manifest_arg("=x.jsonl")  # an empty split name is no split name
+
+
+def test_a_folder_is_not_a_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("runs").mkdir()
+    with pytest.raises(IsADirectoryError, match=re.escape("--manifest runs: runs is a folder, not a manifest file")):
+        parse_manifest_arg("runs")
+    with pytest.raises(IsADirectoryError, match=re.escape("--manifest test=runs: runs is a folder")):
+        parse_manifest_arg("test=runs")
+
+
+def test_both_forms_through_the_command_line(lr_run):
+    args = evaluate_parser().parse_args(["--out", "o", "--manifest", "runs/lr=0.1/test.jsonl",
+                                         "--manifest", "again=runs/lr=0.1/test.jsonl"])
+    assert _manifests(args) == {"test": Path("runs/lr=0.1/test.jsonl"), "again": Path("runs/lr=0.1/test.jsonl")}
+
+
+def test_help_states_the_rule():
+    text = " ".join(evaluate_parser().format_help().split())
+    assert "split at the first '=' only when the text is not an existing file and the part before it is a split name" in text
+
+
+def test_each_manifest_is_read_and_checked_once_per_system(tmp_path, monkeypatch):
+    """The examples checked for the scores are the ones generation reads: the manifest (its JSON,
+    fields and every audio header) is validated once per system and split, not again by the data
+    module; a text LM still needs a transcript on every line (file and line named)."""
+    import json
+
+    from speechsum.data import datamodule, manifest
+    from speechsum.data.manifest import ManifestError
+    from speechsum.evaluation import evaluate as evaluate_module
+    from speechsum.evaluation.cli import evaluate_main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    backbone = save_tiny_text_lm(tmp_path / "backbone", seed=2)
+    reads: list[str] = []
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return manifest.load_manifest(path, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "load_manifest", counted)
+    monkeypatch.setattr(datamodule, "load_manifest", counted)
+    common = ["--system", f"text:backbone:{backbone}", "--out", str(tmp_path / "out"), "--max-new-tokens", "2",
+              "--metrics", "fact_judge", "--accelerator", "cpu", "--bootstrap-resamples", "5"]
+    evaluate_main([*common, "--manifest", str(manifests["test"]), "--manifest", str(manifests["test_unseen"])])
+    assert reads == ["test.jsonl", "test_unseen.jsonl"]
+    assert len(json.loads((tmp_path / "out" / "backbone" / "metrics.json").read_text())["splits"]) == 2
+    rows = [json.loads(line) for line in manifests["test"].read_text().splitlines()]
+    del rows[2]["transcript"]
+    no_transcript = tmp_path / "data" / "no_transcript.jsonl"
+    no_transcript.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ManifestError, match=re.escape(f"{no_transcript}:3: ")) as info:
+        evaluate_main([*common, "--manifest", str(no_transcript)])
+    assert "transcript" in info.value.reason
+    reads.clear()  # a cascade needs none (Whisper writes it); its transcribed copy is not read back
+    evaluate_main([*common[2:], "--system", f"cascade:cascade:{backbone}", "--manifest", str(no_transcript)])
+    assert reads == ["no_transcript.jsonl"]
+    predictions = [json.loads(line) for line in (tmp_path / "out" / "cascade" / "predictions.jsonl").open()]
+    assert len(predictions) == 4 and predictions[2]["transcript"] is None and predictions[2]["asr_transcript"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"systems:\n  - kind: text\n   name: x\n", "bad.yaml:3:4: not valid YAML: "),
+    (b"- {kind: text, name: caf\xe9}\n", "bad.yaml: not UTF-8 text (byte b'\\xe9' at offset 24)"),
+])
+def test_a_broken_yaml_file_is_named_with_line_and_column(tmp_path, capsys, text, message):
+    """`--systems FILE` and a student's stage YAML: PyYAML's traceback ('<unicode string>') or a
+    bare codec error before; now one line naming the file (and line and column), exit 2."""
+    from speechsum.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(text)
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    for system in (["--systems", str(bad)], ["--system", f"student:s:{bad}"]):
+        with pytest.raises(SystemExit) as info:
+            main(["evaluate", *system, "--manifest", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"speechsum evaluate: error: {tmp_path}/{message}" in err, err
+        assert "Traceback" not in err
+
+
+def test_a_system_that_cannot_load_is_refused_before_any_system_runs(tmp_path, capsys):
+    """A folder without a model (a typo'd run folder) as the last system: refused up front, naming
+    the system and what is missing, not after the others ran (nor as transformers' tokenizer essay)."""
+    from speechsum.cli import main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    backbone = save_tiny_text_lm(tmp_path / "backbone", seed=2)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello\n")
+    common = ["evaluate", "--manifest", str(manifests["test"]), "--out", str(tmp_path / "out"), "--metrics", "rouge",
+              "--accelerator", "cpu", "--system", f"text:backbone:{backbone}"]
+    for system, message in ((f"text:x:{tmp_path / 'empty'}", f"system 'x': {tmp_path / 'empty'} is not a Hugging Face "
+                             "model folder (no config.json)"),
+                            (f"cascade:x:{tmp_path / 'notes.txt'}", f"system 'x': {tmp_path / 'notes.txt'} is not a "
+                             ".ckpt, a .yaml config or a model directory"),
+                            (f"student:x:{tmp_path / 'empty'}", f"system 'x': {tmp_path / 'empty'} is not a .ckpt, a "
+                             ".yaml config (students need a checkpoint or config)")):
+        with pytest.raises(SystemExit) as info:
+            main([*common, "--system", system])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"speechsum evaluate: error: {message}" in err, err
+        assert not (tmp_path / "out").exists()

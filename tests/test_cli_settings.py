@@ -1,0 +1,105 @@
+"""Settings the training commands cannot work with (a zero batch size, a negative learning rate,
+top_p outside (0, 1], ...) end ``speechsum fit|validate|...`` at once with one line naming the
+setting as the config spells it, exit 2; before, some were a traceback from deep in the run (the
+sampler, AdamW) and others were taken silently (a batch-size-free bucket count of -5, sampling at
+temperature 0 in validation hours later)."""
+
+from __future__ import annotations
+
+import pytest
+
+from speechsum.cli import main
+from speechsum.utils.arguments import ConfigError
+from tests.helpers import run_config
+
+BAD_SETTINGS = [
+    (["--data.max_batch_size", "0"], "data.max_batch_size must be at least 1 (or null: no cap), got 0"),
+    (["--data.max_batch_size", "-1"], "data.max_batch_size must be at least 1 (or null: no cap), got -1"),
+    (["--data.max_batch_seconds", "0"], "data.max_batch_seconds must be a number above 0, got 0.0"),
+    (["--data.num_buckets", "0"], "data.num_buckets must be at least 1, got 0"),
+    (["--data.max_audio_seconds", "-2"], "data.max_audio_seconds must be a number above 0 (or null: the backbone's "
+                                          "limit), got -2.0"),
+    (["--data.num_workers", "-1"], "data.num_workers must be at least 0, got -1"),
+    (["--data.hf_splits", "{bogus: train}"], "data.hf_splits: unknown split(s) ['bogus']"),
+    (["--model.init_args.learning_rate", "-1"], "model.init_args.learning_rate must be a number at least 0, got -1.0"),
+    (["--model.init_args.weight_decay", "-0.1"], "model.init_args.weight_decay must be a number at least 0, got -0.1"),
+    (["--model.init_args.warmup_steps", "-1"], "model.init_args.warmup_steps must be at least 0, got -1"),
+    (["--model.init_args.min_lr_ratio", "2"], "model.init_args.min_lr_ratio must be a number at least 0 and at most 1, got 2.0"),
+    (["--model.init_args.num_val_samples", "-1"], "model.init_args.num_val_samples must be at least 0, got -1"),
+    (["--model.init_args.generation.max_new_tokens", "0"],
+     "model.init_args.generation.max_new_tokens must be at least 1, got 0"),
+    (["--model.init_args.generation.temperature", "0"],
+     "model.init_args.generation.temperature must be a number above 0, got 0.0"),
+    (["--model.init_args.generation.top_p", "1.5"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 1.5"),
+    (["--model.init_args.generation.top_p", "0"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 0.0"),
+    (["--trainer.max_steps", "-5"], "`max_steps` must be a non-negative integer or -1"),  # Lightning's own words
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_SETTINGS, ids=[" ".join(o) for o, _ in BAD_SETTINGS])
+def test_a_setting_out_of_range_is_one_line_naming_it(tmp_path, toy_data, capsys, options, message):
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), *options])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"speechsum fit: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+def test_the_shipped_settings_pass(tiny_composed):
+    """The defaults (and 0 warm-up steps, a learning rate of 0, greedy decoding) are accepted."""
+    from speechsum.data.datamodule import SpeechSumDataModule
+    from speechsum.models.generation import GenerationSettings
+    from speechsum.stages.sft import SFTModule
+
+    SpeechSumDataModule(max_batch_size=None)
+    SFTModule(tiny_composed, learning_rate=0.0, warmup_steps=0, num_val_samples=0,
+              generation=GenerationSettings(max_new_tokens=1, top_p=1.0))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"temperature": 0.0}, "model.init_args.temperature must be a number above 0, got 0.0"),
+    ({"top_p": 0.0}, "model.init_args.top_p must be a number above 0 and at most 1, got 0.0"),
+    ({"max_new_tokens": 0}, "model.init_args.max_new_tokens must be at least 1, got 0"),
+    ({"beta": 1.5}, "model.init_args.beta must be a number at least 0 and at most 1, got 1.5"),
+    ({"loss_temperature": -1.0}, "model.init_args.loss_temperature must be a number above 0, got -1.0"),
+    ({"lmbda": 2.0}, "model.init_args.lmbda must be a number at least 0 and at most 1, got 2.0"),
+])
+def test_kd_sampling_settings_are_checked(tiny_composed, kwargs, message):
+    from speechsum.stages.kd.module import OnPolicyKDModule
+    from speechsum.stages.kd.teachers import OpenAICompatibleTeacher
+
+    teacher = OpenAICompatibleTeacher("gpt-4o", base_url="http://127.0.0.1:9/v1", scoring="none")
+    with pytest.raises(ConfigError) as info:
+        OnPolicyKDModule(tiny_composed, teacher, **{"seq_kd": True, "lmbda": 0.0, **kwargs})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"beta": 0.0}, "model.init_args.beta must be a number above 0, got 0.0"),
+    ({"label_smoothing": 0.5}, "model.init_args.label_smoothing must be a number at least 0 and below 0.5, got 0.5"),
+    ({"rpo_alpha": -1.0}, "model.init_args.rpo_alpha must be a number at least 0, got -1.0"),
+])
+def test_dpo_settings_are_checked(tiny_composed, kwargs, message):
+    from speechsum.stages.dpo.module import DPOModule
+
+    with pytest.raises(ConfigError) as info:
+        DPOModule(tiny_composed, reference="frozen_copy", **kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "empty.yaml: an empty config file (no settings); fill it or leave the --config out"),
+    ("# only a comment\n", "empty.yaml: an empty config file (no settings); fill it or leave the --config out"),
+    ("- trainer\n- model\n", "empty.yaml: a config file is a mapping of settings (trainer:, model:, data:, ...), "
+                             "got a list"),
+    ("hello\n", "empty.yaml: a config file is a mapping of settings (trainer:, model:, data:, ...), got a str"),
+])
+def test_a_config_file_without_settings_is_named(tmp_path, capsys, text, message):
+    """jsonargparse said 'Unexpected config: ' and not which file."""
+    (tmp_path / "empty.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(tmp_path / "empty.yaml")])
+    assert info.value.code == 2
+    assert f"error: {tmp_path}/{message}" in capsys.readouterr().err
