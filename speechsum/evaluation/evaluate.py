@@ -43,7 +43,7 @@ from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
-from speechsum.utils.io import read_jsonl, write_atomic, write_jsonl
+from speechsum.utils.io import decode_utf8, raw_lines, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 FORMAT = "speechsum-eval/1"
@@ -169,6 +169,13 @@ def read_for_asr(examples: list[Example], on_bad_example: OnBadExample) -> tuple
     return kept, waveforms, skipped
 
 
+def loaded_records(manifest: Path, examples: list[Example]) -> dict[str, dict]:
+    """id → the raw JSON object of the manifest line each of ``examples`` was loaded from (its
+    ``origin``); the other lines are not parsed: under ``on_bad_example="skip"`` they may be no JSON."""
+    lines = {example.origin.line: example.id for example in examples if example.origin is not None}
+    return {lines[number]: json.loads(decode_utf8(raw)) for number, raw in raw_lines(manifest) if number in lines}
+
+
 def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example],
                      on_bad_example: OnBadExample = "error") -> tuple[Path, list[Example], list[SkippedLine]]:
     """A copy of ``manifest`` whose ``transcript`` is Whisper's transcript of the audio (the
@@ -178,9 +185,9 @@ def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Exam
     examples, waveforms, skipped = read_for_asr(examples, on_bad_example)
     transcripts = transcriber.transcribe(waveforms, sample_rate=16_000, progress=True)
     lines, cascaded = [], []
-    by_id = {r["id"]: r for r in read_jsonl(manifest)}
+    records = loaded_records(manifest, examples)
     for example, transcript in zip(examples, transcripts):
-        record = dict(by_id[example.id])
+        record = dict(records[example.id])
         record["meta"] = dict(record.get("meta") or {}) | {"reference_transcript": record.get("transcript")}
         record["audio"] = example.audio  # absolute: the copy lives elsewhere
         record["transcript"] = transcript or " "

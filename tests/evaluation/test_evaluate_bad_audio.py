@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from speechsum.data.manifest import ManifestError
+from speechsum.data.manifest import ManifestError, load_manifest
 from speechsum.evaluation.cli import evaluate_main
+from speechsum.evaluation.evaluate import cascade_manifest
 from speechsum.utils.io import read_jsonl
 from tests.conftest import CONFIGS
 from tests.data.test_corrupt_audio import ADVICE, FOUND, corrupt_flac, read_error
@@ -34,3 +35,29 @@ def test_skipped_examples_are_listed_not_scored(tmp_path):
     metrics = json.loads((tmp_path / "out" / "base" / "metrics.json").read_text())
     assert metrics["num_examples"] == 4
     assert metrics["skipped"] == [{"split": "test", "line": 5, "reason": f"field 'audio': {read_error(bad)} {FOUND}"}]
+
+
+class _EchoASR:
+    def transcribe(self, waveforms, sample_rate, progress):
+        return [f"asr {len(w)}" for w in waveforms]
+
+
+def test_the_cascade_copy_keeps_to_the_lines_loaded_under_skip(tmp_path):
+    """Under ``--on-bad-example skip`` the cascade's ASR copy is built from the lines that loaded:
+    a line that is no JSON object (skipped at load) or whose audio fails when read is left out,
+    not a ValueError/KeyError from re-reading the whole manifest."""
+    manifests = write_eval_set(tmp_path / "data")
+    corrupt_flac(tmp_path / "data" / "audio" / "bad.flac")
+    lines = [json.dumps(line) for line in read_jsonl(manifests["test"])]
+    lines[1:1] = ["{not json", json.dumps(["a list"]), json.dumps({"audio": "audio/test-0.wav"})]
+    lines.append(json.dumps({**json.loads(lines[0]), "id": "bad", "audio": "audio/bad.flac"}))
+    manifests["test"].write_text("".join(line + "\n" for line in lines))
+    examples, skipped = load_manifest(manifests["test"], require_summary=True, on_bad_example="skip")
+    assert [s.line for s in skipped] == [2, 3, 4]
+
+    out, cascaded, unread = cascade_manifest(manifests["test"], tmp_path / "asr.jsonl", _EchoASR(), examples, "skip")
+    assert [e.id for e in cascaded] == [f"test-{i}" for i in range(4)]
+    assert [s.line for s in unread] == [8]
+    copy = read_jsonl(out)
+    assert [r["id"] for r in copy] == [e.id for e in cascaded]
+    assert all(r["transcript"].startswith("asr ") and r["meta"]["reference_transcript"] for r in copy)
