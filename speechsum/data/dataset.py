@@ -14,7 +14,7 @@ from speechsum.data.hf_dataset import HFDatasetError
 from speechsum.data.loader import LoaderError, SkippedExample
 from speechsum.data.manifest import Example, ManifestError, OnBadExample
 
-SKIP_ADVICE = "or set on_bad_example: skip to leave such examples out"
+SKIP_ADVICE = "or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
 
 
 def audio_error(example: Example, err: Exception, advice: str | None = SKIP_ADVICE) -> ValueError:

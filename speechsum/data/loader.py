@@ -1,7 +1,7 @@
 """The DataLoader every batch consumer uses: clean errors from workers, skipped examples seen in the
 main process, no empty batches.
 
-A :class:`~speechsum.data.datamodule.SpeechSumDataset` item whose audio fails when its batch is read
+A :class:`~speechsum.data.dataset.SpeechSumDataset` item whose audio fails when its batch is read
 (corrupt past a header that passed at load) is, under ``on_bad_example: skip``, a
 :class:`SkippedExample`: the collator leaves it out and lists it in ``SpeechBatch.skipped``, which
 travels with the batch from a worker to the main process, where :class:`SpeechLoader` hands it to
@@ -132,3 +132,23 @@ class SpeechLoader(DataLoader):
                 self.on_skipped(batch)
             if len(batch):
                 yield batch
+            else:
+                refuse_empty_batch(batch, process_count())
+
+
+def process_count() -> int:
+    """Processes in the default ``torch.distributed`` group (1 when none is initialised)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def refuse_empty_batch(batch: SpeechBatch, processes: int) -> None:
+    """A batch whose every example was skipped is dropped in a single process; with ``processes`` > 1
+    (DDP / FSDP) dropping it would leave this rank one step short of the others, which then wait in a
+    collective until the process group times out, so the run stops here naming the examples."""
+    if processes > 1:
+        raise RuntimeError(
+            f"every example of a batch was skipped (on_bad_example: skip) in a run of {processes} processes, "
+            "where a rank cannot drop a step the others take: replace or remove these examples and rerun:\n  "
+            + "\n  ".join(example.message for example in batch.skipped))

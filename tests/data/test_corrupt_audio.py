@@ -16,12 +16,12 @@ import soundfile as sf
 from speechsum.cli import input_error_in_chain
 from speechsum.data.audio import CorruptAudioError, NonFiniteAudioError, audio_seconds, load_audio
 from speechsum.data.hf_dataset import HFDatasetError
-from speechsum.data.loader import LoaderError, SpeechLoader
+from speechsum.data.loader import LoaderError, SpeechLoader, refuse_empty_batch
 from speechsum.data.manifest import ManifestError, SkippedLine
 from tests.data.test_datamodule import _RecordIds, copy_manifest, datamodule, read_lines, write_lines
 
 FOUND = "(found when its batch was read; its header passed at load): replace the file or remove the example"
-ADVICE = f"{FOUND}, or set on_bad_example: skip to leave such examples out"
+ADVICE = f"{FOUND}, or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
 
 
 @pytest.fixture
@@ -107,6 +107,23 @@ def test_a_batch_left_empty_is_not_yielded(tmp_path: Path, toy_data, processor):
     batches = list(loader)
     assert len(loader) == 25 and len(batches) == 24 and all(len(b) == 1 for b in batches)
     assert "bad" not in {b.ids[0] for b in batches} and [s.line for s in dm.skipped["train"]] == [25]
+
+
+def test_a_batch_left_empty_stops_a_multi_process_run_naming_its_examples(tmp_path: Path, toy_data, processor):
+    """Under DDP / FSDP a rank that drops a step leaves the others waiting in a collective: a batch
+    whose every example was skipped ends the run there, naming them; a single process drops it."""
+    manifest, _ = with_corrupt_line(tmp_path, toy_data["train"])
+    dm = datamodule(processor, train_manifest=str(manifest), on_bad_example="skip", max_batch_size=1)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    empty = next(loader.collate_fn([loader.dataset[i]]) for i, e in enumerate(loader.dataset.examples) if e.id == "bad")
+    assert len(empty) == 0 and [s.id for s in empty.skipped] == ["bad"]
+    refuse_empty_batch(empty, 1)  # one process: dropped
+    with pytest.raises(RuntimeError) as caught:
+        refuse_empty_batch(empty, 2)
+    message = str(caught.value)
+    assert message.startswith("every example of a batch was skipped (on_bad_example: skip) in a run of 2 processes")
+    assert f"{manifest}:25: field 'audio'" in message
 
 
 class Crash(RuntimeError):

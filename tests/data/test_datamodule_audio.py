@@ -76,7 +76,7 @@ def test_audio_spoiled_after_validation_fails_when_read(tmp_path: Path, toy_data
     assert str(info.value) == (
         f"{manifest}:25: field 'audio': {good}: non-finite sample (NaN or Inf) at frame 7 (0.00 s); the audio is "
         "corrupt: re-export it or drop it from the manifest (found when its batch was read; its header passed at "
-        "load): replace the file or remove the example, or set on_bad_example: skip to leave such examples out"
+        "load): replace the file or remove the example, or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
     )
 
 
