@@ -164,7 +164,7 @@ def check_config_files(args: list[str]) -> list:
     import yaml
     from jsonargparse import get_loader
 
-    from speechsum.utils.io import yaml_error_text
+    from speechsum.utils.io import not_utf8_text, yaml_error_text
 
     load = get_loader("yaml")
     configs = []
@@ -173,8 +173,7 @@ def check_config_files(args: list[str]) -> list:
             with open(path, encoding="utf-8") as file:
                 configs.append(load(file.read()))
         except UnicodeDecodeError as err:
-            print(f"error: {path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8",
-                  file=sys.stderr)
+            print(f"error: {not_utf8_text(path, err)}", file=sys.stderr)
             raise SystemExit(2) from None
         except yaml.YAMLError as err:
             print(f"error: {yaml_error_text(path, err)}", file=sys.stderr)

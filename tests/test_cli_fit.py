@@ -245,7 +245,7 @@ def test_throughput_is_logged_per_window(tmp_path, toy_data):
 @pytest.mark.parametrize(("text", "message"), [
     (b"trainer:\n  max_steps: [1, 2\n", "bad.yaml:3:1: not valid YAML: did not find expected ',' or ']'"),
     (b"trainer:\n  max_steps: 5\n foo: 1\n", "bad.yaml:3:2: not valid YAML: did not find expected key"),
-    (b"trainer:\n  max_steps: 5 # caf\xe9\n", "bad.yaml: not UTF-8 text (byte 29: invalid continuation byte)"),
+    (b"trainer:\n  max_steps: 5 # caf\xe9\n", "bad.yaml: not UTF-8 text (byte b'\\xe9' at offset 29)"),
 ])
 def test_a_broken_config_file_is_named_with_line_and_column(tmp_path, capsys, text, message):
     from speechsum.cli import main

@@ -191,6 +191,12 @@ def yaml_error_text(path: str | Path, err: Exception) -> str:
     return f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"
 
 
+def not_utf8_text(path: str | Path, err: UnicodeDecodeError) -> str:
+    """``PATH: not UTF-8 text (byte b'\\xff' at offset N); save the YAML as UTF-8``."""
+    return (f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset {err.start}); "
+            "save the YAML as UTF-8")
+
+
 def read_yaml(path: str | Path) -> Any:
     """What a UTF-8 YAML file holds (``yaml.safe_load``); not YAML or not UTF-8: a ``ValueError``
     naming the file (and the line and column); a missing file or a folder: the ``OSError`` naming it."""
@@ -199,8 +205,7 @@ def read_yaml(path: str | Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
-                         f"{err.start}); save the YAML as UTF-8") from None
+        raise ValueError(not_utf8_text(path, err)) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
