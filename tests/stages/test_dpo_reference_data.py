@@ -72,3 +72,27 @@ def test_a_hugging_face_split_gets_reference_logprobs(tmp_path: Path):
     assert from_dataset.keys() == from_manifest.keys()
     for key, (chosen, rejected) in from_manifest.items():
         assert from_dataset[key] == pytest.approx((chosen, rejected), abs=1e-4)
+
+
+def test_the_fingerprint_follows_the_examples_not_where_the_manifest_lies(tmp_path: Path):
+    """A copy of the manifest under another name (or with a blank line inserted: other line numbers)
+    holds the same examples and audio: the same cache key; another summary or a touched clip: another."""
+    from dataclasses import replace
+
+    from speechsum.data.dataset import SpeechSumDataset
+    from speechsum.data.manifest import load_manifest
+    from speechsum.stages.dpo.reference_logprobs import data_fingerprint
+
+    manifest = pairs_manifest(tmp_path)
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text("\n" + manifest.read_text())
+
+    def fingerprint(path: Path, **change) -> str:
+        examples = [replace(e, **change) for e in load_manifest(path, require_summary=False, require_preference=True)[0]]
+        return data_fingerprint(SpeechSumDataset(examples, 16_000))
+
+    assert fingerprint(copy) == fingerprint(manifest)
+    assert fingerprint(manifest, chosen="Another summary.") != fingerprint(manifest)
+    before = fingerprint(manifest)
+    os.utime(tmp_path / "clip0.wav", ns=(1, 1))
+    assert fingerprint(manifest) != before
