@@ -166,7 +166,7 @@ def load_hf_split(
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
     ``SkippedLine.line`` is the row index. ``Example.audio`` names the row (``dataset[split][row]``);
-    the returned :class:`HFAudio` opens it for :class:`~speechsum.data.datamodule.SpeechSumDataset`.
+    the returned :class:`HFAudio` opens it for :class:`~speechsum.data.dataset.SpeechSumDataset`.
     A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
     a clip longer than ``max_audio_seconds`` (when given) is a bad row.
     """

@@ -93,7 +93,7 @@ def test_data_module_never_opens_audio_for_a_text_llm(tiny_text_llm, toy_data, m
     def no_audio(*args, **kwargs):
         raise AssertionError("audio was decoded for a text LLM")
 
-    monkeypatch.setattr("speechsum.data.datamodule.load_audio", no_audio)
+    monkeypatch.setattr("speechsum.data.dataset.load_audio", no_audio)
     dm = data_module(toy_data, tiny_text_llm)
     dm.setup("fit")
     batches = list(dm.train_dataloader())

@@ -182,7 +182,7 @@ def weights_fingerprint(model: nn.Module, frozen_sample: int = 4096) -> str:
 
 def data_fingerprint(dataset: Any) -> str:
     """SHA-256 of what a split's reference log-probs depend on (``dataset``: a
-    :class:`~speechsum.data.datamodule.SpeechSumDataset`): every example's fields and, for an audio
+    :class:`~speechsum.data.dataset.SpeechSumDataset`): every example's fields and, for an audio
     file, its size and modification time, so that a clip replaced at the same path is recomputed, never
     served stale; for a Hugging Face split (audio in its table) the table's fingerprint as well."""
     digest = hashlib.sha256(str(getattr(getattr(dataset.open_audio, "table", None), "_fingerprint", "")).encode())
