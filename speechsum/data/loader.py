@@ -125,7 +125,12 @@ class SpeechLoader(DataLoader):
         self.on_skipped = on_skipped or warn_skipped
 
     def __iter__(self) -> Iterator[SpeechBatch]:  # type: ignore[override]
-        for batch in super().__iter__():
+        # the DataLoader's iterator is made here, as DataLoader.__iter__ makes it (drawing its base seed
+        # from the global generator now, not at the first batch): the random draws after it stay DataLoader's
+        return self._batches(super().__iter__())
+
+    def _batches(self, loaded: Iterator[Any]) -> Iterator[SpeechBatch]:
+        for batch in loaded:
             if isinstance(batch, LoaderError):
                 batch.reraise()
             if batch.skipped:

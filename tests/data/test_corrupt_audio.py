@@ -287,3 +287,32 @@ def test_fit_skips_corrupt_train_and_val_examples_and_errors_cleanly(tmp_path: P
     error = capsys.readouterr().err
     assert f"speechsum fit: error: {manifests['train']}:25: field 'audio': " in error
     assert "DataLoader worker" not in error and "Traceback" not in error
+
+
+def test_the_loader_draws_from_the_global_generator_as_a_dataloader_does(tmp_path: Path, toy_data, processor):
+    """``iter()`` draws the DataLoader's base seed at once, as ``DataLoader.__iter__`` does (a lazy
+    generator drew it at the first batch instead, which moved every later random draw: the pairs
+    stage sampled other summaries than before the loader existed)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from speechsum.data.batch import SpeechCollator
+    from speechsum.data.dataset import SpeechSumDataset
+    from speechsum.data.manifest import load_manifest
+
+    examples, _ = load_manifest(toy_data["train"])
+    dataset = SpeechSumDataset(examples, processor.sample_rate)
+
+    def states(loader_class) -> list[torch.Tensor]:
+        loader = loader_class(dataset, batch_size=4, collate_fn=SpeechCollator(processor))
+        torch.manual_seed(0)
+        seen = []
+        for _ in loader:  # a random draw in the loop body, as sampling does
+            seen.append(torch.random.get_rng_state())
+            torch.rand(1)
+        iterator = iter(loader)
+        seen.append(torch.random.get_rng_state())
+        next(iterator)
+        return seen + [torch.random.get_rng_state()]
+
+    assert all(torch.equal(a, b) for a, b in zip(states(SpeechLoader), states(DataLoader), strict=True))
