@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from speechsum.evaluation.paired import PairedResult, check_prediction_rows, join_scores, paired_comparison
+from speechsum.evaluation.runs import load_runs, order_runs, skipped_note
 from speechsum.utils.io import read_jsonl, write_atomic
 
-ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
-STAGE_ORDER = ("base", "sft", "kd", "dpo")
 SPLIT_ORDER = ("test", "test_unseen", "test_xling")
 MAIN_METRIC_PREFERENCE = ("llm_judge", "fact_judge", "rougeL")
 METRIC_ALIASES = {"rouge": "rougeL", "bertscore": "bertscore_f1", "judge": "llm_judge"}
@@ -77,47 +75,6 @@ class Comparison:
     split: str
     metric: str
     result: PairedResult
-
-
-def load_runs(run_dirs: list[str | Path]) -> list[dict]:
-    """``metrics.json`` of every run folder; a folder without one contributes its subfolders'."""
-    runs = []
-    for run_dir in map(Path, run_dirs):
-        files = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else sorted(run_dir.glob("*/metrics.json"))
-        if not files:
-            raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
-        for file in files:
-            try:
-                run = json.loads(file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{file}:{err.lineno}: invalid JSON ({err.msg})") from err
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-            system = run.get("system") if isinstance(run, dict) else None
-            if not isinstance(system, dict) or not isinstance(system.get("name"), str) or not isinstance(run.get("results"), dict):
-                raise ValueError(f"{file}: not a `speechsum evaluate` metrics.json (needs an object with "
-                                 "`system.name` and `results`)")
-            runs.append(run | {"_path": str(file.parent)})
-    names = [run["system"]["name"] for run in runs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"several runs share the system name(s) {duplicates}; give each system its own name")
-    return runs
-
-
-def _sort_key(indexed_run: tuple[int, dict]) -> tuple:
-    index, run = indexed_run
-    system = run["system"]
-    role = system.get("role") or "student"
-    role_rank = ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
-    stage = system.get("stage")
-    stage_rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
-    return (role_rank, stage_rank if role == "student" else 0, index)
-
-
-def order_runs(runs: list[dict]) -> list[dict]:
-    """The paper's row order: teacher, backbone, (other text LMs), cascade, students by stage."""
-    return [run for _, run in sorted(enumerate(runs), key=_sort_key)]
 
 
 def row_label(system: dict) -> str:
@@ -308,11 +265,13 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
 
 def render_markdown(rows: list[Row], splits: list[str], metric: str, description: str, improvements: dict,
                     baseline: str | None, gaps: dict, faithfulness: dict[str, tuple[list[Row], str]] | None = None,
-                    paired: list[str] | None = None) -> str:
-    """The report as Markdown: the main table, the two derived tables, the paired comparisons
-    (``paired``: lines from :func:`render_paired`), then one table per faithfulness metric."""
+                    paired: list[str] | None = None, notes: list[str] | None = None) -> str:
+    """The report as Markdown: the main table (``notes`` above it, e.g. :func:`skipped_note`), the two
+    derived tables, the paired comparisons (``paired``: lines from :func:`render_paired`), then one
+    table per faithfulness metric."""
     header = "| system | " + " | ".join(splits) + " |\n|---|" + "---|" * len(splits) + "\n"
-    lines = [f"# speechsum report: {metric}\n", f"{description}\n", "Cells: mean [95 % bootstrap CI].\n", header.rstrip()]
+    lines = [f"# speechsum report: {metric}\n", f"{description}\n", *(notes or []), "Cells: mean [95 % bootstrap CI].\n",
+             header.rstrip()]
     lines += ["| " + row.label + " | " + " | ".join(_fmt(row.cells.get(s)) for s in splits) + " |" for row in rows]
     labels = {row.name: row.label for row in rows}
     if improvements:
@@ -410,7 +369,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "paired_csv": out / "paired.csv",
              "chart": out / f"chart_{metric}.png"}
     write_atomic(paths["markdown"], render_markdown(rows, splits, metric, description, improvements, baseline_name,
-                                                    gaps, described, paired))
+                                                    gaps, described, paired, skipped_note(runs)))
     write_atomic(paths["csv"], render_csv(rows, splits, metric, improvements, gaps, faithfulness))
     write_atomic(paths["paired_csv"], render_paired_csv(comparisons))
     write_atomic(paths["chart"], plot_chart(rows, splits, metric))

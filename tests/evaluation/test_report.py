@@ -258,3 +258,21 @@ def test_paired_units_are_recordings(runs, tmp_path):
     assert paired["kd", "dpo", "fact_judge", "test"]["recordings"] == "20"  # one side naming the audio is enough
     # neither the cascade's nor DPO's rows name audio: each example its own unit
     assert paired["cascade", "dpo", "fact_judge", "test"]["recordings"] == paired["cascade", "dpo", "fact_judge", "test"]["n"]
+
+
+def test_examples_evaluate_skipped_are_named_above_the_table(runs, tmp_path):
+    """Nothing silently lost: a system evaluated on fewer examples (``--on-bad-example skip``) says so."""
+    path = runs / "kd" / "metrics.json"
+    result = json.loads(path.read_text())
+    result["skipped"] = [{"split": "test", "line": 5, "reason": "x"}, {"split": "test", "line": 9, "reason": "y"},
+                         {"split": "test_xling", "line": 2, "reason": "z"}]
+    path.write_text(json.dumps(result))
+    markdown = (tmp_path / "out" / "report.md")
+    build_report([runs], tmp_path / "out")
+    text = markdown.read_text()
+    assert ("Not scored (skipped under `--on-bad-example skip`; lines and reasons in each system's metrics.json): "
+            "kd: 2 on test, 1 on test_xling.\n") in text
+    assert text.index("Not scored") < text.index("| system |")
+    path.write_text(json.dumps(result | {"skipped": []}))
+    build_report([runs], tmp_path / "out")
+    assert "Not scored" not in markdown.read_text()

@@ -1,0 +1,64 @@
+"""The ``metrics.json`` of ``speechsum evaluate`` runs, as the report reads them: loaded and checked,
+put in the paper's row order, and what each skipped."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
+STAGE_ORDER = ("base", "sft", "kd", "dpo")
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[dict]:
+    """``metrics.json`` of every run folder; a folder without one contributes its subfolders'."""
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        files = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else sorted(run_dir.glob("*/metrics.json"))
+        if not files:
+            raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
+        for file in files:
+            try:
+                run = json.loads(file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file}:{err.lineno}: invalid JSON ({err.msg})") from err
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+            system = run.get("system") if isinstance(run, dict) else None
+            if not isinstance(system, dict) or not isinstance(system.get("name"), str) or not isinstance(run.get("results"), dict):
+                raise ValueError(f"{file}: not a `speechsum evaluate` metrics.json (needs an object with "
+                                 "`system.name` and `results`)")
+            runs.append(run | {"_path": str(file.parent)})
+    names = [run["system"]["name"] for run in runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several runs share the system name(s) {duplicates}; give each system its own name")
+    return runs
+
+
+def _sort_key(indexed_run: tuple[int, dict]) -> tuple:
+    index, run = indexed_run
+    system = run["system"]
+    role = system.get("role") or "student"
+    role_rank = ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+    stage = system.get("stage")
+    stage_rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    return (role_rank, stage_rank if role == "student" else 0, index)
+
+
+def order_runs(runs: list[dict]) -> list[dict]:
+    """The paper's row order: teacher, backbone, (other text LMs), cascade, students by stage."""
+    return [run for _, run in sorted(enumerate(runs), key=_sort_key)]
+
+
+def skipped_note(runs: list[dict]) -> list[str]:
+    """A line naming, per system, how many examples ``speechsum evaluate`` skipped on each split
+    (``metrics.json``'s ``skipped``: not scored, so that system's means are over fewer examples)."""
+    parts = []
+    for run in order_runs(runs):
+        splits = Counter(str(item.get("split")) for item in run.get("skipped") or [] if isinstance(item, dict))
+        if splits:
+            parts.append(f"{run['system']['name']}: " + ", ".join(f"{n} on {split}" for split, n in splits.items()))
+    return [f"Not scored (skipped under `--on-bad-example skip`; lines and reasons in each system's metrics.json): "
+            f"{'; '.join(parts)}.\n"] if parts else []
