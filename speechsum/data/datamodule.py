@@ -174,13 +174,8 @@ class SpeechSumDataModule(L.LightningDataModule):
                 continue
             else:
                 examples, skipped = load_manifest(
-                    path,
-                    on_bad_example=self.on_bad_example,
-                    require_summary=self.require_summary and split != "predict",
-                    require_transcript=self.require_transcript,
-                    require_preference=self.preference and split != "predict",
-                    allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
-                    max_audio_seconds=refuse_longer,
+                    path, allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
+                    **self._requirements(split, refuse_longer),
                 )
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
@@ -189,6 +184,13 @@ class SpeechSumDataModule(L.LightningDataModule):
                 on_bad_example=self.on_bad_example,
             )
             self._warn_over_budget(split)
+
+    def _requirements(self, split: str, refuse_longer: float | None) -> dict[str, Any]:
+        """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /
+        ``load_hf_split`` keywords): a prediction split needs no reference or preference pair."""
+        return {"on_bad_example": self.on_bad_example, "require_summary": self.require_summary and split != "predict",
+                "require_transcript": self.require_transcript,
+                "require_preference": self.preference and split != "predict", "max_audio_seconds": refuse_longer}
 
     def _setup_hf_split(
         self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None
@@ -211,12 +213,8 @@ class SpeechSumDataModule(L.LightningDataModule):
             name,
             self._hf_tables[name],
             columns=self.hf_columns,
-            on_bad_example=self.on_bad_example,
-            require_summary=self.require_summary and split != "predict",
-            require_transcript=self.require_transcript,
-            require_preference=self.preference and split != "predict",
             allow_paths_outside_dataset_dir=self.allow_paths_outside_manifest_dir,
-            max_audio_seconds=refuse_longer,
+            **self._requirements(split, refuse_longer),
         )
         self.skipped[split] = skipped
         log.info("%s: %d examples from %s[%s] (%d skipped)", split, len(examples), self.hf_dataset, name, len(skipped))

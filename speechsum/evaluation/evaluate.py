@@ -35,9 +35,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from speechsum.data.audio import AUDIO_ERRORS
 from speechsum.data.datamodule import SpeechSumDataModule
-from speechsum.data.dataset import skip_or_raise
+from speechsum.data.dataset import SpeechSumDataset
+from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
@@ -152,20 +152,17 @@ def _is_global_zero() -> bool:
 
 
 def read_for_asr(examples: list[Example], on_bad_example: OnBadExample) -> tuple[list[Example], list, list[SkippedLine]]:
-    """``(examples, their 16 kHz waveforms, skipped)``: audio that fails to read raises or, under
-    "skip", is left out and listed (:func:`~speechsum.data.dataset.skip_or_raise`)."""
-    from speechsum.data.audio import load_audio
-
+    """``(examples, their 16 kHz waveforms, skipped)``: read as a :class:`SpeechSumDataset` reads its
+    items, so audio that fails raises or, under "skip", is left out, logged and listed."""
+    dataset = SpeechSumDataset(examples, 16_000, on_bad_example=on_bad_example)
     kept, waveforms, skipped = [], [], []
-    for example in examples:
-        try:
-            waveforms.append(load_audio(example.audio, 16_000))
-        except AUDIO_ERRORS as err:
-            skip = skip_or_raise(example, err, on_bad_example)
-            log.warning("skipping %s", skip.message)
-            skipped.append(SkippedLine(skip.line, skip.reason))
-            continue
-        kept.append(example)
+    for item in map(dataset.__getitem__, range(len(dataset))):
+        if isinstance(item, SkippedExample):
+            log.warning("skipping %s", item.message)
+            skipped.append(SkippedLine(item.line, item.reason))
+        else:
+            kept.append(item[0])
+            waveforms.append(item[1])
     return kept, waveforms, skipped
 
 
