@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 OVERVIEW = """\
 speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
             print(OVERVIEW)
             if not args:
                 return
+        args = with_project_configs(args)
+        if argv is None:
+            sys.argv[1:] = args  # LightningCLI reads sys.argv itself (and warns when given both)
         check_ckpt_path(args, check_config_files(args))
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         from speechsum.utils.arguments import ConfigError
 
         try:
-            lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+            lightning_cli(None if argv is None else args)
         except MisconfigurationException as err:  # Lightning's own check of a trainer setting: its message says it
             raise ConfigError(str(err)) from err
     except (OSError, ValueError) as err:
@@ -108,6 +112,35 @@ def config_paths(args: list[str]) -> list[str]:
     """The ``--config`` / ``-c`` files of a Lightning CLI command line, in every spelling."""
     paths = flag_values(args, "--config", "-c")
     return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
+
+
+def with_project_configs(args: list[str]) -> list[str]:
+    """``args`` with each ``--config``/``-c`` file that is not in the working folder but is one of
+    the project's own (``configs/trainer/cpu.yaml``: in the checkout speechsum runs from, or among the
+    wheel's installed configs, :func:`speechsum.utils.io.project_file`) replaced by that file's path,
+    said on stderr: the README's commands work from any folder, as ``speechsum pipeline``'s do."""
+    from speechsum.utils.io import project_file
+
+    def resolved(path: str) -> str:
+        found = project_file(path)
+        if found == Path(path) or not found.is_file():
+            return path
+        print(f"speechsum: --config {path}: not in this folder; using the project's {found}", file=sys.stderr)
+        return str(found)
+
+    out, after_flag = [], False
+    for arg in args:
+        if after_flag:
+            out.append(resolved(arg))
+        elif arg.startswith(("--config=", "-c=")):
+            flag, value = arg.split("=", 1)
+            out.append(f"{flag}={resolved(value)}")
+        elif arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
+            out.append("-c" + resolved(arg[2:]))
+        else:
+            out.append(arg)
+        after_flag = arg in ("--config", "-c")
+    return out
 
 
 def check_ckpt_path(args: list[str], configs: list) -> None:

@@ -372,3 +372,33 @@ def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_da
             main(["validate", "--config", str(config), "--model.init_args.init_from", str(tmp_path / name)])
         err = capsys.readouterr().err
         assert info.value.code == 2 and message in err and str(tmp_path / name) in err and "Union" not in err
+
+
+def test_the_projects_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):
+    """`speechsum fit --config configs/trainer/cpu.yaml` in a folder without configs/ uses the
+    project's (checkout or installed wheel), says so, and leaves inline YAML, missing files and a
+    folder's own file of that name alone."""
+    from speechsum.cli import main, with_project_configs
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", "configs/trainer/cpu.yaml", "-c", "configs/model/composed_tiny.yaml",
+            "--config=configs/data/toy.yaml", "-cconfigs/sft.yaml", "--config", "trainer: {max_steps: 2}",
+            "--config", "configs/none.yaml", "--trainer.max_steps", "configs/kd.yaml"]
+    assert with_project_configs(args) == [
+        "fit", "--config", str(repo / "configs/trainer/cpu.yaml"), "-c", str(repo / "configs/model/composed_tiny.yaml"),
+        f"--config={repo / 'configs/data/toy.yaml'}", f"-c{repo / 'configs/sft.yaml'}", "--config", "trainer: {max_steps: 2}",
+        "--config", "configs/none.yaml", "--trainer.max_steps", "configs/kd.yaml"]
+    assert "configs/trainer/cpu.yaml: not in this folder; using the project's" in capsys.readouterr().err
+    (tmp_path / "configs" / "trainer").mkdir(parents=True)
+    (tmp_path / "configs" / "trainer" / "cpu.yaml").write_text("trainer: {max_steps: 1}\n")
+    assert with_project_configs(["fit", "--config", "configs/trainer/cpu.yaml"]) == ["fit", "--config", "configs/trainer/cpu.yaml"]
+
+    (tmp_path / "configs" / "trainer" / "cpu.yaml").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "configs/trainer/cpu.yaml", "--config", "configs/model/composed_tiny.yaml",
+              "--trainer.max_steps", "3", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["max_steps"] == 3 and printed["trainer"]["accelerator"] == "cpu"
+    assert "ComposedSpeechLLM" in printed["model"]["init_args"]["model"]["class_path"]
