@@ -22,6 +22,7 @@ from typing import Any
 
 from speechsum.data.audio import audio_seconds
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path
+from speechsum.data.text_checks import first_reserved, text_fields
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,15 @@ def load_hf_split(
     require_preference: bool = False,
     allow_paths_outside_dataset_dir: bool = False,
     max_audio_seconds: float | None = None,
+    reserved_text: tuple[str, ...] = (),
 ) -> tuple[list[Example], list[SkippedLine], HFAudio]:
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
     ``SkippedLine.line`` is the row index. ``Example.audio`` names the row (``dataset[split][row]``);
     the returned :class:`HFAudio` opens it for :class:`~speechsum.data.dataset.SpeechSumDataset`.
     A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
-    a clip longer than ``max_audio_seconds`` (when given) is a bad row.
+    a clip longer than ``max_audio_seconds`` (when given) is a bad row, as is a text the model reads
+    that holds one of ``reserved_text`` (its tokenizer's special tokens).
     """
     datasets = import_datasets()
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
@@ -190,6 +193,10 @@ def load_hf_split(
             for field, column in mapped.items():
                 if field != "audio":
                     values[field] = _text(record[column], field, field in required)
+            reserved = first_reserved(values, reserved_text, text_fields(require_transcript))
+            if reserved:
+                field = reserved[0]
+                raise ValueError(f"{field} {reserved[1]}")
             field = "audio"
             source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir)
             duration = probe_audio(source, max_audio_seconds)
