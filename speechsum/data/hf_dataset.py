@@ -2,7 +2,8 @@
 
 The audio column is read with ``datasets.Audio(decode=False)`` (the stored bytes or file path) and
 decoded with soundfile, so neither FFmpeg nor torchcodec is needed: any format libsndfile reads works
-(wav, flac, ogg; mp3 with libsndfile ≥ 1.1). Every row is checked as a manifest line is (required
+(wav, flac, ogg; mp3 with libsndfile ≥ 1.1). A column of in-memory ``{array, sampling_rate}`` structs
+(not an ``Audio`` feature) is read as those samples (:func:`array_audio`). Every row is checked as a manifest line is (required
 fields present and non-empty strings, audio readable, non-empty, free of NaN/Inf, unique ids); a bad
 row raises :class:`HFDatasetError` naming the dataset, split, row and column, or is skipped and
 counted under ``on_bad_example="skip"``.
@@ -20,8 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile as sf
+
 from speechsum.data.audio import audio_seconds
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path
+from speechsum.data.text_checks import first_reserved, text_fields
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +110,45 @@ def _resolve_columns(
     return resolved
 
 
-def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool = False) -> str | NamedAudio:
+INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31, "int64": 2**63}
+
+
+def array_dtype(feature: Any) -> str | None:
+    """The sample dtype of an in-memory audio column (a struct ``{array, sampling_rate}`` that is not
+    an ``Audio`` feature: arrays as written, not encoded), else None."""
+    inner = feature.get("array") if isinstance(feature, dict) else None
+    while inner is not None and hasattr(inner, "feature"):
+        inner = inner.feature
+    return getattr(inner, "dtype", None)
+
+
+def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
+    """An in-memory ``{array, sampling_rate}`` cell as float WAV bytes: integer samples scaled to
+    [-1, 1) (uint8 centred on 128), a ``(channels, n)`` or ``(n, channels)`` array as channels."""
+    rate = value.get("sampling_rate")
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+        raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
+    samples = np.asarray(value["array"], dtype=np.float64)
+    if samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
+        samples = samples.T  # (channels, n), as datasets decodes multi-channel audio
+    if samples.ndim not in (1, 2) or samples.size == 0 or (samples.ndim == 2 and samples.shape[1] > 8):
+        raise ValueError(f"the audio array has shape {samples.shape}: give samples (n,) or (n, channels ≤ 8)")
+    if dtype == "uint8":
+        samples = (samples - 128.0) / 128.0
+    elif dtype in INT_SCALE:
+        samples = samples / INT_SCALE[dtype]
+    buffer = io.BytesIO()
+    sf.write(buffer, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    return NamedAudio(buffer.getvalue(), label)
+
+
+def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool = False,
+                 dtype: str | None = None) -> str | NamedAudio:
     """What soundfile opens for one ``Audio(decode=False)`` cell: its bytes, else its file path
-    (:func:`~speechsum.data.manifest.audio_path`: a relative one inside the dataset folder ``root``)."""
+    (:func:`~speechsum.data.manifest.audio_path`: a relative one inside the dataset folder ``root``);
+    for an in-memory ``{array, sampling_rate}`` cell (sample ``dtype``), :func:`array_audio`."""
+    if dtype is not None and isinstance(value, dict):
+        return array_audio(value, label, dtype)
     if isinstance(value, str):  # a plain path column
         value = {"bytes": None, "path": value}
     if not isinstance(value, dict) or not (value.get("bytes") or value.get("path")):
@@ -141,13 +182,15 @@ def _text(value: Any, field: str, required: bool) -> str | None:
 class HFAudio:
     """Opens the audio of example ``i`` of one split (picklable: DataLoader workers get it)."""
 
-    def __init__(self, table: Any, column: str, rows: list[int], label: str, root: Path | None, allow_outside: bool):
+    def __init__(self, table: Any, column: str, rows: list[int], label: str, root: Path | None, allow_outside: bool,
+                 dtype: str | None = None):
         self.table, self.column, self.rows, self.label, self.root = table, column, rows, label, root
-        self.allow_outside = allow_outside
+        self.allow_outside, self.dtype = allow_outside, dtype
 
     def __call__(self, index: int) -> str | NamedAudio:
         row = self.rows[index]
-        return audio_source(self.table[row][self.column], f"{self.label} row {row}", self.root, self.allow_outside)
+        return audio_source(self.table[row][self.column], f"{self.label} row {row}", self.root, self.allow_outside,
+                            self.dtype)
 
 
 def load_hf_split(
@@ -162,20 +205,24 @@ def load_hf_split(
     require_preference: bool = False,
     allow_paths_outside_dataset_dir: bool = False,
     max_audio_seconds: float | None = None,
+    reserved_text: tuple[str, ...] = (),
 ) -> tuple[list[Example], list[SkippedLine], HFAudio]:
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
     ``SkippedLine.line`` is the row index. ``Example.audio`` names the row (``dataset[split][row]``);
     the returned :class:`HFAudio` opens it for :class:`~speechsum.data.dataset.SpeechSumDataset`.
     A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
-    a clip longer than ``max_audio_seconds`` (when given) is a bad row.
+    a clip longer than ``max_audio_seconds`` (when given) is a bad row, as is a text the model reads
+    that holds one of ``reserved_text`` (its tokenizer's special tokens).
     """
     datasets = import_datasets()
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
     required += (["transcript"] if require_transcript else []) + (["chosen", "rejected"] if require_preference else [])
     mapped = _resolve_columns(table, name_or_path, split, columns, required)
     table = table.select_columns(sorted(set(mapped.values())))
-    if not isinstance(table.features[mapped["audio"]], datasets.Audio) or table.features[mapped["audio"]].decode:
+    dtype = array_dtype(table.features[mapped["audio"]])  # in-memory arrays are read as they are: no torchcodec
+    if dtype is None and (not isinstance(table.features[mapped["audio"]], datasets.Audio)
+                          or table.features[mapped["audio"]].decode):
         table = table.cast_column(mapped["audio"], datasets.Audio(decode=False))
     root = Path(name_or_path).expanduser() if Path(name_or_path).expanduser().exists() else None
     label = f"{name_or_path}[{split}]"
@@ -190,8 +237,13 @@ def load_hf_split(
             for field, column in mapped.items():
                 if field != "audio":
                     values[field] = _text(record[column], field, field in required)
+            reserved = first_reserved(values, reserved_text, text_fields(require_transcript))
+            if reserved:
+                field = reserved[0]
+                raise ValueError(f"{field} {reserved[1]}")
             field = "audio"
-            source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir)
+            source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir,
+                                  dtype)
             duration = probe_audio(source, max_audio_seconds)
             field = "id"
             example_id = values.get("id") or f"{split}-{row}"
@@ -217,4 +269,4 @@ def load_hf_split(
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
     if not examples:
         raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped)")
-    return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir)
+    return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir, dtype)

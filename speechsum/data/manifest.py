@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from speechsum.data.audio import audio_seconds
+from speechsum.data.text_checks import first_reserved, text_fields
 from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,11 @@ def parse_line(
     allow_paths_outside_manifest_dir: bool = False,
     require_instruction: bool = True,
     max_audio_seconds: float | None = None,
+    reserved_text: tuple[str, ...] = (),
 ) -> Example:
     """Parse and validate one manifest line; raises ``ValueError`` with the reason (also for audio
-    longer than ``max_audio_seconds``, when given)."""
+    longer than ``max_audio_seconds``, when given, and for a text field the model tokenizes that
+    holds one of ``reserved_text``, its tokenizer's special tokens: :mod:`speechsum.data.text_checks`)."""
     try:
         record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
@@ -162,6 +165,9 @@ def parse_line(
     for name in required:
         if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
             raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
+    reserved = first_reserved(record, reserved_text, text_fields(require_transcript))
+    if reserved:
+        raise ValueError(f"field '{reserved[0]}' {reserved[1]}")
     try:
         audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
     except ValueError as err:
@@ -195,6 +201,7 @@ def load_manifest(
     allow_paths_outside_manifest_dir: bool = False,
     require_instruction: bool = True,
     max_audio_seconds: float | None = None,
+    reserved_text: tuple[str, ...] = (),
 ) -> tuple[list[Example], list[SkippedLine]]:
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
@@ -205,6 +212,7 @@ def load_manifest(
     every bad line with its reason and a total count, and returns the good ones. The duration comes
     from the audio header; only float-sample files are read (block by block, for NaN/Inf).
     ``max_audio_seconds``: a longer clip is a bad line (``too_long_audio: error``, known at load).
+    ``reserved_text``: the model tokenizer's special tokens, which no text field it reads may hold.
     """
     path = Path(path)
     if not path.is_file():
@@ -229,6 +237,7 @@ def load_manifest(
                 allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
                 require_instruction=require_instruction,
                 max_audio_seconds=max_audio_seconds,
+                reserved_text=reserved_text,
             )
             if example.id in seen:
                 raise ValueError(f"duplicate id {example.id!r}")

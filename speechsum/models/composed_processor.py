@@ -80,10 +80,13 @@ class ComposedProcessor(SpeechProcessor):
         return cached
 
     def _render_prompt_parts(self, instruction: str) -> tuple[list[int], list[int]]:
-        content = self.user_prompt.replace("{audio}", AUDIO_MARKER).replace("{instruction}", instruction)
+        marker = AUDIO_MARKER  # one the instruction and the system prompt do not hold (it is split on)
+        while marker in instruction + self.user_prompt + (self.system_prompt or ""):
+            marker = marker.replace(">>", "#>>")
+        content = self.user_prompt.replace("{audio}", marker).replace("{instruction}", instruction)
         messages = self.chat_messages(content)
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        before, after = text.split(AUDIO_MARKER)
+        before, after = text.split(marker)
         encode = self.tokenizer
         return (
             encode(before, add_special_tokens=False)["input_ids"],

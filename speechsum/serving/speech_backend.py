@@ -34,6 +34,7 @@ from speechsum.serving.summarize import (
     DEFAULT_INSTRUCTION,
     audio_limit,
     context_length,
+    instruction_problem,
     prompt_positions,
     summarize_waveforms,
 )
@@ -125,7 +126,11 @@ class SpeechBackend:
         if len(request.messages) != 1 or len(request.audio) != 1:
             raise _bad(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
                        f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
-        return request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
+        instruction = request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
+        problem = instruction_problem(self.model, instruction)
+        if problem:
+            raise _bad(f"messages[0]: the text part {problem}.", "messages[0].content")
+        return instruction
 
     def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,
                      fit: bool) -> int:

@@ -28,6 +28,7 @@ from torch import Tensor
 from speechsum.data.audio import AUDIO_ERRORS, AudioTooLongError, load_audio, path_problem
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
+from speechsum.data.text_checks import reserved_in, reserved_strings
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import at_least
@@ -52,6 +53,12 @@ def audio_limit(model: SpeechLLM) -> float | None:
     encoder input; for other backbones the ``max_audio_seconds`` they were built with, if any."""
     limit = getattr(model.processor, "max_audio_seconds", None)
     return float(limit) if limit else None
+
+
+def instruction_problem(model: SpeechLLM, instruction: str) -> str | None:
+    """Why ``instruction`` cannot be the model's prompt text (it holds a special token of its
+    tokenizer: :mod:`speechsum.data.text_checks`), or None."""
+    return reserved_in(instruction, reserved_strings(model.processor.tokenizer))
 
 
 def require_speech(model: SpeechLLM, source: str) -> None:
@@ -245,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = load_model(args.model, args.config)
         require_speech(model, args.model)
+        problem = instruction_problem(model, instruction)
+        if problem:
+            raise ValueError(f"--instruction {problem}")
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum summarize: {err}") from None
     model.to(args.device)

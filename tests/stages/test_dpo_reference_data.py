@@ -96,3 +96,19 @@ def test_the_fingerprint_follows_the_examples_not_where_the_manifest_lies(tmp_pa
     before = fingerprint(manifest)
     os.utime(tmp_path / "clip0.wav", ns=(1, 1))
     assert fingerprint(manifest) != before
+
+
+def test_an_id_shared_by_train_and_val_with_other_pairs_is_refused(tmp_path: Path):
+    """The reference table is keyed by id: val's values replaced train's, so training used val's."""
+    train = pairs_manifest(tmp_path)
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    rows[1]["chosen"] = "Another summary entirely."
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    module = DPOModule(as_kd_checkpoint(tiny_model()), reference="precomputed", reference_cache_dir=str(tmp_path / "c"))
+    datamodule = SpeechSumDataModule(require_summary=False, preference=True, max_batch_size=4,
+                                     train_manifest=str(train), val_manifest=str(val))
+    datamodule.processor = module.processor
+    datamodule.setup("fit")
+    with pytest.raises(ValueError, match=r"val: example id\(s\) \['p1'\]"):
+        module.prepare_reference_table(datamodule, ["train", "val"])

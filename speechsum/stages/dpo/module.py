@@ -218,6 +218,11 @@ class DPOModule(SpeechStageModule):
                 if self._trainer is None or self.trainer.is_global_zero:
                     save_table(path, table, {"reference_id": self.reference_id, "split": split})
                 log.info("%s: reference log-probs of %d pairs cached in %s", split, len(table), path)
+            clash = sorted(i for i in table.keys() & self.reference_table.keys() if table[i] != self.reference_table[i])
+            if clash:  # one table, keyed by id: the later split's values would silently replace the earlier's
+                raise ValueError(f"{split}: example id(s) {clash[:3]} are also ids of another split with other "
+                                 "pairs or audio (DPO's reference log-probs are looked up by id): give every "
+                                 "split's examples distinct ids")
             self.reference_table.update(table)
             self.reference_cache_files.append(path)
 

@@ -1,0 +1,64 @@
+"""A Hugging Face dataset whose audio column holds in-memory ``{array, sampling_rate}`` structs (not an
+``Audio`` feature): read as the samples they are, any dtype and channel layout, no torchcodec needed;
+a row without a sampling rate or with an empty array is a bad row naming split, row and column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.data.hf_dataset import HFDatasetError
+
+datasets = pytest.importorskip("datasets")
+
+RATE = 16_000
+WAVE = 0.25 * np.sin(np.linspace(0, 200 * np.pi, RATE))  # 1 s in [-0.25, 0.25]
+
+
+@pytest.fixture
+def processor(tiny_composed):
+    return tiny_composed.processor
+
+
+def setup_rows(processor, audio: list[dict], **kwargs) -> SpeechSumDataModule:
+    rows = [{"audio": cell, "instruction": "Summarise.", "summary": "ok"} for cell in audio]
+    dm = SpeechSumDataModule(hf_dataset="memory", hf_splits={"train": "train"}, max_batch_seconds=60.0, **kwargs)
+    dm.processor = processor
+    dm._hf_tables = {"train": datasets.Dataset.from_list(rows)}
+    dm.setup("fit")
+    return dm
+
+
+@pytest.mark.parametrize(("samples", "scale"), [
+    (WAVE.astype(np.float32), 1.0),
+    (WAVE, 1.0),
+    ((WAVE * 2**15).astype(np.int16), 2**15),
+    ((WAVE * 2**31).astype(np.int32), 2**31),
+    (np.stack([WAVE, WAVE]).astype(np.float32), 1.0),  # (2, n)
+    (np.stack([WAVE, WAVE], axis=1).astype(np.float32), 1.0),  # (n, 2)
+])
+def test_in_memory_arrays_read_as_their_samples(processor, samples, scale) -> None:
+    dm = setup_rows(processor, [{"array": samples, "sampling_rate": RATE}])
+    example, waveform = dm.datasets["train"][0]
+    assert example.duration == pytest.approx(1.0)
+    np.testing.assert_allclose(waveform, WAVE, atol=2 / scale + 1e-6)
+
+
+def test_uint8_is_centred(processor) -> None:
+    samples = np.round(WAVE * 128 + 128).astype(np.uint8)
+    _, waveform = setup_rows(processor, [{"array": samples, "sampling_rate": RATE}]).datasets["train"][0]
+    np.testing.assert_allclose(waveform, WAVE, atol=1 / 64)
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ({"array": WAVE.astype(np.float32)}, "sampling_rate"),
+    ({"array": np.zeros(0, np.float32), "sampling_rate": RATE}, "shape"),
+])
+def test_bad_array_rows_name_split_row_column_or_are_skipped(processor, cell, message) -> None:
+    good = {"array": WAVE.astype(np.float32), "sampling_rate": RATE}
+    with pytest.raises(HFDatasetError, match=message) as caught:
+        setup_rows(processor, [good, cell])
+    assert (caught.value.split, caught.value.row, caught.value.column) == ("train", 1, "audio")
+    dm = setup_rows(processor, [good, cell], on_bad_example="skip")
+    assert [s.line for s in dm.skipped["train"]] == [1] and len(dm.datasets["train"]) == 1
