@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from speechsum.data.dataset import example_error, skip_or_raise
 from speechsum.data.loader import LoaderError, SkippedExample
-from speechsum.data.manifest import Example
+from speechsum.data.manifest import Example, OnBadExample
 from speechsum.data.processor import SpeechProcessor
 
 
@@ -64,11 +65,16 @@ class SpeechBatch:
 class SpeechCollator:
     """Turns ``[(Example, waveform)]`` into a :class:`SpeechBatch` with the backbone's processor.
     :class:`SkippedExample` items are left out and listed in ``skipped``; a :class:`LoaderError`
-    item is raised."""
+    item is raised. ``responses``: encode the reference summaries (not for generation, which reads the
+    prompt only); ``on_too_long``: what an example longer than the LM's context is (:func:`too_long_rows`;
+    None: not checked, for callers that bound the length themselves)."""
 
-    def __init__(self, processor: SpeechProcessor, preference: bool = False):
+    def __init__(self, processor: SpeechProcessor, preference: bool = False, responses: bool = True,
+                 on_too_long: OnBadExample | None = None):
         self.processor = processor
         self.preference = preference
+        self.responses = responses
+        self.on_too_long = on_too_long
 
     def __call__(self, items: Sequence[tuple[Example, np.ndarray] | SkippedExample | LoaderError]) -> SpeechBatch:
         for item in items:
@@ -98,7 +104,7 @@ class SpeechCollator:
             langs=[e.lang for e in examples],
             skipped=skipped,
         )
-        if all(e.summary for e in examples):
+        if self.responses and all(e.summary for e in examples):
             batch.response_ids, batch.response_mask = self.processor.encode_responses(
                 [e.summary for e in examples]
             )
@@ -107,4 +113,49 @@ class SpeechCollator:
             batch.rejected_ids, batch.rejected_mask = self.processor.encode_responses(
                 [e.rejected for e in examples]
             )
-        return batch
+        too_long = too_long_rows(batch, self.processor) if self.on_too_long is not None else {}
+        if not too_long:
+            return batch
+        for row, (field_name, reason) in too_long.items():  # raises under "error"
+            items[row] = skip_or_raise(examples[row], lambda advice, row=row, field_name=field_name, reason=reason:
+                                       example_error(examples[row], field_name, reason(advice)), self.on_too_long)
+        return self(items + skipped)  # the rest, collated again
+
+
+def too_long_rows(batch: SpeechBatch, processor: SpeechProcessor) -> dict[int, tuple[str, Callable[[str | None], str]]]:
+    """Rows of ``batch`` whose prompt + longest response take more positions than the LM reads
+    (``processor.context_length``; the audio positions a CTC-compressing model drops itself are not
+    counted): row → (the field taking most of them, its reason given an advice or None)."""
+    limit = processor.context_length
+    if limit is None:
+        return {}
+    audio_id = getattr(processor, "audio_token_id", None)
+    placeholders = ((batch.prompt_ids == audio_id) * batch.prompt_mask).sum(1) if audio_id is not None else 0
+    prompt = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
+    text = (batch.prompt_mask.sum(1) - placeholders).tolist()
+    audio = (prompt - torch.as_tensor(text)).tolist()
+    responses = {name: getattr(batch, f"{name}_mask") for name in ("response", "chosen", "rejected")}
+    prompt_field = "transcript" if getattr(processor, "reads_transcripts", False) else "instruction"
+    rows = {}
+    for row in range(len(batch)):
+        lengths = {"summary" if name == "response" else name: int(mask[row].sum())
+                   for name, mask in responses.items() if mask is not None}
+        parts = {"audio": audio[row]} if audio[row] else {}  # not known here when the model compresses it
+        parts[prompt_field] = text[row]
+        if lengths:
+            longest = max(lengths, key=lengths.get)
+            parts[longest] = lengths[longest]
+        total = sum(parts.values())
+        if total <= limit:
+            continue
+        field = max(parts, key=parts.get)
+        said = ", ".join(f"{name} {count}" for name, count in parts.items())
+        hint = "lower data.max_audio_seconds" if field == "audio" else f"shorten the {field}"
+
+        def reason(advice: str | None, total=total, said=said, hint=hint) -> str:
+            return (f"the example takes {total} positions ({said}, with the chat template) and the model's LM reads "
+                    f"at most {limit} (max_position_embeddings): {hint} or use a model with a longer context"
+                    f"{', ' + advice if advice else ''}")
+
+        rows[row] = (field, reason)
+    return rows

@@ -256,7 +256,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         return SpeechLoader(
             dataset,
             batch_sampler=batch_sampler,
-            collate_fn=SpeechCollator(self._resolve_processor(), preference=self.preference and split != "predict"),
+            collate_fn=SpeechCollator(self._resolve_processor(), preference=self.preference and split != "predict",
+                                      responses=split != "predict", on_too_long=self.on_bad_example),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and split == "train",
             on_skipped=partial(self._record_skipped, split),

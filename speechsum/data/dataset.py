@@ -17,29 +17,37 @@ from speechsum.data.manifest import Example, ManifestError, OnBadExample
 SKIP_ADVICE = "or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
 
 
-def audio_error(example: Example, err: Exception, advice: str | None = SKIP_ADVICE) -> ValueError:
-    """The error for an example whose audio failed when it was read (after its header passed at
-    load): a :class:`ManifestError` naming the manifest file, line and field ``audio`` (an
-    :class:`HFDatasetError` naming the dataset's split, row and column), with what to do."""
-    reason = (f"{err} (found when its batch was read; its header passed at load): replace the file or remove "
-              f"the example{', ' + advice if advice else ''}")
+def example_error(example: Example, field: str, reason: str) -> ValueError:
+    """The error for ``example`` whose ``field`` is bad (found after it loaded): a
+    :class:`ManifestError` naming the manifest file, line and field (an :class:`HFDatasetError`
+    naming the dataset's split, row and column), or a ValueError naming the example's id."""
     origin = example.origin
     if origin is None:
-        return ValueError(f"example {example.id!r}: field 'audio': {reason}")
+        return ValueError(f"example {example.id!r}: field {field!r}: {reason}")
     if origin.split is None:
-        return ManifestError(origin.file, origin.line, f"field 'audio': {reason}")
-    return HFDatasetError(origin.file, origin.split, reason, row=origin.line, column=origin.column)
+        return ManifestError(origin.file, origin.line, f"field {field!r}: {reason}")
+    column = origin.column if field == "audio" else field
+    return HFDatasetError(origin.file, origin.split, reason, row=origin.line, column=column)
 
 
-def skip_or_raise(example: Example, err: Exception, on_bad_example: OnBadExample,
-                  advice: str | None = SKIP_ADVICE) -> SkippedExample:
-    """``example``'s audio failed with ``err``: raise :func:`audio_error` ("error"), or say how it is
-    skipped ("skip"; ``reason`` without the manifest file and line, as a bad line at load)."""
+def audio_error(example: Example, err: Exception, advice: str | None = SKIP_ADVICE) -> ValueError:
+    """The error for an example whose audio failed when it was read (after its header passed at
+    load), with what to do (:func:`example_error`, field ``audio``)."""
+    reason = (f"{err} (found when its batch was read; its header passed at load): replace the file or remove "
+              f"the example{', ' + advice if advice else ''}")
+    return example_error(example, "audio", reason)
+
+
+def skip_or_raise(example: Example, error: Callable[[str | None], ValueError], on_bad_example: OnBadExample,
+                  advice: str | None = SKIP_ADVICE, cause: Exception | None = None) -> SkippedExample:
+    """``example`` is bad in a way found when its batch was read: raise ``error(advice)`` ("error"),
+    or say how it is skipped ("skip"; ``reason`` without the manifest file and line, as a bad line at
+    load, from ``error(None)``)."""
     if on_bad_example == "error":
-        raise audio_error(example, err, advice) from err
-    error = audio_error(example, err, None)
-    reason = error.reason if isinstance(error, ManifestError) else str(error)
-    return SkippedExample(example.id, example.origin.line if example.origin is not None else -1, reason, str(error))
+        raise error(advice) from cause
+    skipped = error(None)
+    reason = skipped.reason if isinstance(skipped, ManifestError) else str(skipped)
+    return SkippedExample(example.id, example.origin.line if example.origin is not None else -1, reason, str(skipped))
 
 
 class SpeechSumDataset(Dataset):
@@ -80,7 +88,8 @@ class SpeechSumDataset(Dataset):
             source = example.audio if self.open_audio is None else self.open_audio(index)
             waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
         except AUDIO_ERRORS as err:
-            return skip_or_raise(example, err, self.on_bad_example, self.advice)
+            return skip_or_raise(example, lambda advice, err=err: audio_error(example, err, advice), self.on_bad_example,
+                                 self.advice, cause=err)
         return example, waveform
 
     def __getitems__(self, indices: list[int]) -> list:

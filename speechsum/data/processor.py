@@ -52,6 +52,12 @@ class SpeechProcessor(ABC):
     tokenizer: PreTrainedTokenizerBase
     end_of_turn: str  # appended to every response; generation stops on it
     system_prompt: str | None = None
+    context_length: int | None = None  # positions the LM reads (prompt + response); set by the backbone
+
+    def prompt_positions_at_least(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
+        """``(B,)`` positions the LM reads for each prompt, at least: exact, unless the model drops
+        audio positions itself (a CTC-compressing backbone's processor counts its text only)."""
+        return prompt_mask.sum(1)
 
     def chat_messages(self, user_content: str | list) -> list[dict]:
         """One user turn holding the audio and the instruction, after the system prompt if any."""

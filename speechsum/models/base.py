@@ -112,7 +112,17 @@ class SpeechLLM(nn.Module, ABC):
                 stop_ids += [eos] if isinstance(eos, int) else list(eos or [])
                 module.generation_config = GenerationConfig()
         self.processor.extra_stop_token_ids = tuple(dict.fromkeys(stop_ids))
+        self.processor.context_length = self.context_length()
         apply_training_policy(self, self.module_groups(), policy or TrainingPolicy())
+
+    def context_length(self) -> int | None:
+        """The LM's ``max_position_embeddings`` (prompt + completion positions), None when it has none."""
+        config = getattr(self.causal_lm(), "config", None)
+        if config is None:
+            return None
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(text, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
 
     def response_logits(self, batch: SpeechBatch, response_ids: Tensor, response_mask: Tensor) -> Tensor:
         """Logits ``(B, R, V)`` where ``[:, j]`` predicts ``response_ids[:, j]`` given audio, prompt

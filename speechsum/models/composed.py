@@ -167,6 +167,7 @@ class ComposedSpeechLLM(SpeechLLM):
             user_prompt=user_prompt,
         )
         self.audio_token_id = self.processor.audio_token_id
+        self.processor.compresses_audio = self.ctc_compress
         self.feature_cache = EncoderFeatureCache(feature_cache) if feature_cache else None
         self._encoder_id: tuple[tuple, str] | None = None
         self._cache_notice_logged = False
@@ -353,6 +354,7 @@ class ComposedSpeechLLM(SpeechLLM):
     ) -> Tensor:
         inputs_embeds, kept_mask = self.embed_prompt(audio, input_ids, attention_mask)
         if self.ctc_compress:  # skipped audio positions take no position id
+            self._check_context(kept_mask)
             if logits_to_keep > 0:  # and, when only the last positions' logits are read, no place at all
                 inputs_embeds, kept_mask = drop_compressed_audio(inputs_embeds, kept_mask, input_ids == self.audio_token_id)
             position_ids = sequence_positions(kept_mask)
@@ -367,6 +369,18 @@ class ComposedSpeechLLM(SpeechLLM):
 
     def causal_lm(self) -> nn.Module:
         return self.llm
+
+    def _check_context(self, kept_mask: Tensor) -> None:
+        """A row longer than the LM's context after CTC compression is an error (the collator counts the
+        text of each example, :func:`speechsum.data.batch.too_long_rows`, not the audio positions kept)."""
+        limit = self.processor.context_length
+        if limit is None or kept_mask.shape[1] <= limit:
+            return
+        longest = int(kept_mask.sum(1).max())
+        if longest > limit:
+            raise ValueError(f"a sequence of this batch takes {longest} positions (its audio after CTC compression, "
+                             f"prompt and response) and the LM reads at most {limit} (max_position_embeddings): "
+                             "lower data.max_audio_seconds, shorten the summaries or use a model with a longer context")
 
     def decode_prompt(self, audio: dict[str, Tensor], prompt_ids: Tensor, prompt_mask: Tensor) -> Prompt:
         inputs_embeds, kept_mask = self.embed_prompt(audio, prompt_ids, prompt_mask)

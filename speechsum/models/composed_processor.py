@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from transformers import PreTrainedTokenizerBase, WhisperFeatureExtractor
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences
@@ -65,6 +66,13 @@ class ComposedProcessor(SpeechProcessor):
         self.system_prompt = system_prompt
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}  # instruction -> parts
+
+    compresses_audio = False  # the model keeps only some audio positions (CTC compression): set by it
+
+    def prompt_positions_at_least(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
+        if not self.compresses_audio:
+            return prompt_mask.sum(1)
+        return (prompt_mask * (prompt_ids != self.audio_token_id)).sum(1)
 
     def audio_tokens(self, mel_frames: int) -> int:
         return math.ceil(whisper_output_frames(mel_frames) / self.stack)

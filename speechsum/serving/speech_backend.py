@@ -33,7 +33,6 @@ from speechsum.serving.protocol import (
 from speechsum.serving.summarize import (
     DEFAULT_INSTRUCTION,
     audio_limit,
-    context_length,
     instruction_problem,
     prompt_positions,
     summarize_waveforms,
@@ -85,7 +84,7 @@ class SpeechBackend:
             raise ValueError("SpeechBackend serves speech students; a text LM is served as a causal LM directory")
         self.model = model.eval()
         self.model_name = served_model_name
-        self.max_model_len = context_length(model)
+        self.max_model_len = model.context_length()
         limits = [x for x in (max_audio_seconds, audio_limit(model)) if x is not None]
         self.max_audio_seconds = min(limits) if limits else None
         self._lock = threading.Lock()

@@ -105,16 +105,6 @@ def to_device(batch: SpeechBatch, device: torch.device | str) -> SpeechBatch:
     return replace(batch, audio=audio, prompt_ids=move(batch.prompt_ids), prompt_mask=move(batch.prompt_mask))
 
 
-def context_length(model: SpeechLLM) -> int | None:
-    """The LM's ``max_position_embeddings`` (prompt + completion positions), None when it has none."""
-    config = getattr(model.causal_lm(), "config", None)
-    if config is None:
-        return None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    value = getattr(text, "max_position_embeddings", None)
-    return int(value) if isinstance(value, int) and value > 0 else None
-
-
 def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str, fits: int | None = None) -> int:
     """Positions the LM reads for one clip's prompt: CTC-compressed audio counts only the frames it
     keeps, which takes an encoder pass; the placeholder count (an upper bound, free) is returned
@@ -159,7 +149,7 @@ def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, 
         row["error"] = message
         print(f"speechsum summarize: {message}", file=sys.stderr)
 
-    context = context_length(model)
+    context = model.context_length()
     for chunk in _chunks(rows, settings.batch_size):
         loaded = []
         for row in chunk:

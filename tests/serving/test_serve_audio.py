@@ -197,7 +197,7 @@ def test_cli_serves_exports_and_checkpoints_as_speech_students(export_dir, tmp_p
 def test_the_lms_context_bounds_audio_and_completion(model, wavs) -> None:
     """A prompt whose kept audio positions and instruction fill the LM's context is a 400; a request
     without max_tokens gets the room left; /v1/models reports the context."""
-    from speechsum.serving.summarize import context_length, prompt_positions
+    from speechsum.serving.summarize import prompt_positions
 
     config = model.causal_lm().config
     saved = config.max_position_embeddings
@@ -207,7 +207,7 @@ def test_the_lms_context_bounds_audio_and_completion(model, wavs) -> None:
     config.max_position_embeddings = positions + 3
     try:
         backend = SpeechBackend(model, MODEL)
-        assert backend.max_model_len == context_length(model) == positions + 3
+        assert backend.max_model_len == model.context_length() == positions + 3
         with serve_in_thread(backend) as base:
             client = openai_client(base)
             assert client.models.list().data[0].model_extra["max_model_len"] == positions + 3

@@ -236,7 +236,8 @@ class DPOModule(SpeechStageModule):
         self.model.to(device)
         size = datamodule.max_batch_size or 8
         loader = SpeechLoader(  # an example whose audio fails is skipped or raised as in training
-            dataset, batch_size=size, collate_fn=SpeechCollator(self.processor, preference=True), shuffle=False
+            dataset, batch_size=size, shuffle=False,
+            collate_fn=SpeechCollator(self.processor, preference=True, on_too_long=dataset.on_bad_example),
         )
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
 
