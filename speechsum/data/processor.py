@@ -21,6 +21,15 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 
+def require_chat_template(tokenizer: PreTrainedTokenizerBase, owner: str) -> None:
+    """ValueError naming ``owner`` when ``tokenizer`` has no chat template (a base LM's tokenizer,
+    e.g. GPT-2's): prompts are rendered with it, so this fails when the model is built, not at
+    the first batch."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{owner}'s tokenizer has no chat template: set tokenizer.chat_template (e.g. "
+                         "speechsum.models.tokenizer.CHATML_TEMPLATE) or pass a tokenizer that has one")
+
+
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[Tensor, Tensor]:
     """Pad token lists to one ``(B, L)`` long tensor on ``side`` ("left"/"right"); returns (ids, mask)."""
     length = max((len(s) for s in sequences), default=0)

@@ -12,7 +12,9 @@ from transformers import (
     GenerationConfig,
     GenerationMixin,
     LogitsProcessorList,
+    PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from speechsum.data.batch import SpeechBatch
@@ -31,9 +33,30 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     its choice); not saved with the model."""
     if isinstance(spec, str):
         return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
-    spec = {**(config_defaults or {}), **spec}
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    fields = {key: value for key, value in {**(config_defaults or {}), **spec}.items() if key != "model_type"}
+    config = AutoConfig.for_model(spec["model_type"], **fields)
+    drop_out_of_vocab_ids(config, keep=spec)
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+
+
+def drop_out_of_vocab_ids(config: PretrainedConfig, keep: dict) -> None:
+    """Set to None the pad / bos / eos ids that the user's config dict ``keep`` does not name but
+    that lie outside ``config``'s vocabulary (a config class default such as Phi-3's
+    ``pad_token_id=32000``, or a tokenizer's id beyond a smaller table that grows later): an
+    embedding ``padding_idx`` beyond the table fails to build."""
+    text = config.get_text_config()
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(text, key, None)
+        ids = value if isinstance(value, list) else [value]
+        if key not in keep and value is not None and any(not 0 <= i < text.vocab_size for i in ids):
+            setattr(text, key, None)
+
+
+def tokenizer_config_defaults(tokenizer: PreTrainedTokenizerBase) -> dict:
+    """Config fields a random-init LM takes from its tokenizer unless its config dict sets them:
+    eos and pad ids, no bos (not the config class's defaults, e.g. Llama's ``eos_token_id=2``,
+    which would become a stop token, :meth:`SpeechLLM.finish_init`)."""
+    return {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
 
 
 def sequence_positions(attention_mask: Tensor) -> Tensor:

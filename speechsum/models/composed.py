@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from speechsum.models.base import SpeechLLM, load_causal_lm, sequence_positions
+from speechsum.models.base import SpeechLLM, load_causal_lm, sequence_positions, tokenizer_config_defaults
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
 from speechsum.models.decode import Prompt, left_packed_order
 from speechsum.models.encoder_windows import encode_in_windows
@@ -63,7 +63,9 @@ def drop_compressed_audio(embeds: Tensor, mask: Tensor, is_audio: Tensor) -> tup
     masked (``is_audio`` and mask 0), each row's other positions kept in order and ending at the
     last column, shorter rows left-padded with masked positions. Masked keys take no part in
     attention and no position id, so the LM gives every remaining position the same logits from
-    a sequence that is often half as long (a 30-s clip: 375 audio positions, ~25-40 % attended)."""
+    a sequence that is often half as long (a 30-s clip: 375 audio positions, ~25-40 % attended),
+    except under sliding-window attention, whose window spans sequence slots, masked ones too:
+    there only the packed sequence is what training scores, so generation packs it as well."""
     order = left_packed_order(~(is_audio & (mask == 0)))
     if order is None:
         return embeds, mask
@@ -136,12 +138,12 @@ class ComposedSpeechLLM(SpeechLLM):
         super().__init__()
         with seeded_init(init_seed):
             self.encoder, feature_extractor = _load_encoder(encoder)
-            self.llm = load_causal_lm(llm, dtype, attn_implementation)
             if tokenizer is None and isinstance(llm, str):
                 tokenizer = llm
             tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()
             if AUDIO_TOKEN not in tok.get_vocab():
                 tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+            self.llm = load_causal_lm(llm, dtype, attn_implementation, config_defaults=tokenizer_config_defaults(tok))
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))
             encoder_dim, llm_dim = self.encoder.config.d_model, self.llm.config.get_text_config().hidden_size
@@ -395,6 +397,8 @@ class ComposedSpeechLLM(SpeechLLM):
         logits_processor: LogitsProcessorList | None = None,
     ) -> Tensor:
         inputs_embeds, kept_mask = self.embed_prompt(audio, prompt_ids, prompt_mask)
+        if self.ctc_compress:  # as forward reads the prompt: sliding windows count the kept positions only
+            inputs_embeds, kept_mask = drop_compressed_audio(inputs_embeds, kept_mask, prompt_ids == self.audio_token_id)
         return self.llm.generate(  # position ids = cumsum(mask) - 1, as in forward
             inputs_embeds=inputs_embeds,
             attention_mask=kept_mask,

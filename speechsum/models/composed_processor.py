@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase, WhisperFeatureExtractor
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences
+from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
 from speechsum.models.feature_cache import audio_content_key
 from speechsum.models.tokenizer import AUDIO_TOKEN
 
@@ -56,6 +56,7 @@ class ComposedProcessor(SpeechProcessor):
     ):
         if user_prompt.count("{audio}") != 1 or user_prompt.count("{instruction}") != 1:
             raise ValueError(f"user_prompt must contain '{{audio}}' and '{{instruction}}' once each, got {user_prompt!r}")
+        require_chat_template(tokenizer, "ComposedSpeechLLM")
         self.user_prompt = user_prompt
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer

@@ -22,8 +22,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences
-from speechsum.models.base import NativeSpeechLLM, load_causal_lm
+from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
+from speechsum.models.base import NativeSpeechLLM, load_causal_lm, tokenizer_config_defaults
 from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.text_prompt import text_messages
@@ -40,8 +40,7 @@ class TextProcessor(SpeechProcessor):
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None = None, system_prompt: str | None = None
     ):
-        if tokenizer.chat_template is None:
-            raise ValueError("TextLLM's tokenizer has no chat template (set tokenizer.chat_template)")
+        require_chat_template(tokenizer, "TextLLM")
         self.tokenizer = tokenizer
         self.end_of_turn = end_of_turn or tokenizer.eos_token
         self.system_prompt = system_prompt
@@ -132,8 +131,7 @@ class TextLLM(NativeSpeechLLM):
             tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
         with seeded_init(init_seed):
             # a random-init LM: the tokenizer's vocabulary size and eos/pad ids unless the dict sets them
-            defaults = {"vocab_size": len(tok), "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-                        "bos_token_id": None}
+            defaults = {"vocab_size": len(tok), **tokenizer_config_defaults(tok)}
             self.llm = load_causal_lm(llm, dtype, attn_implementation, config_defaults=defaults)
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))
