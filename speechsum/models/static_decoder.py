@@ -66,7 +66,8 @@ def rope_length_limit(decoder: nn.Module) -> int | None:
 
 def unsupported_reason(model: nn.Module, max_position: int = 0) -> str | None:
     """None when :class:`StaticCacheDecoder` reproduces ``model``'s decoding up to position id
-    ``max_position``, else why not."""
+    ``max_position`` (also a bound on the cache's slots: prompt width + new tokens), else why not. A
+    sliding window wider than that is full attention (Phi-4-mini's and Phi-4-multimodal's 262,144)."""
     decoder = find_decoder(model)
     if decoder is None or model.get_output_embeddings() is None:
         return f"{type(model).__name__}: no decoder stack (layers + rotary_emb) and LM head found"
@@ -78,10 +79,13 @@ def unsupported_reason(model: nn.Module, max_position: int = 0) -> str | None:
         return f"model_type {config.model_type!r} has no static-cache step (supported: {sorted(LAYOUTS)})"
     if getattr(config, "qk_layernorm", False):
         return "q/k layer norms are not implemented"
-    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
-        return "sliding-window attention is not implemented"
-    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
-        return "layers other than full attention are not implemented"
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    kinds = set(getattr(config, "layer_types", None) or [])
+    if kinds - {"full_attention", "sliding_attention"}:
+        return f"layers other than full or sliding-window attention are not implemented ({sorted(kinds)})"
+    if window is not None or "sliding_attention" in kinds:  # full attention while every position is in the window
+        if window is None or max_position >= window:
+            return f"sliding-window attention (window {window}) within this generation's {max_position} positions is not implemented"
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "attn_logit_softcapping", None):
         return "logit soft-capping is not implemented"
     for module in model.modules():

@@ -35,11 +35,13 @@ ARCHITECTURES = {
     "qwen3": ({**SIZES, "num_key_value_heads": 2, "head_dim": 16}, False),
     "mistral": ({**SIZES, "num_key_value_heads": 2, "sliding_window": None}, True),
     "mistral_sliding": ({**SIZES, "model_type": "mistral", "num_key_value_heads": 2, "sliding_window": WINDOW}, False),
+    "mistral_wide_window": ({**SIZES, "model_type": "mistral", "num_key_value_heads": 2, "sliding_window": 4096}, True),
     "gemma": ({**SIZES, "num_key_value_heads": 1, "head_dim": 16}, False),
     "gemma2": ({**SIZES, "num_key_value_heads": 2, "head_dim": 16, "sliding_window": WINDOW}, False),
     "gemma3_text": ({**SIZES, "num_key_value_heads": 2, "head_dim": 16, "sliding_window": WINDOW}, False),
     "phi": (SIZES, True),
     "phi3": ({**SIZES, "num_key_value_heads": 2}, True),  # its config's default pad id (32000) is beyond the table
+    "phi3_wide_window": ({**SIZES, "model_type": "phi3", "num_key_value_heads": 2, "sliding_window": 262144}, True),  # Phi-4-mini's
     "gpt2": ({"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 512}, False),  # learned absolute positions
     "gpt_neox": (SIZES, False),
     "opt": ({"hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -112,7 +114,7 @@ def test_every_architecture_decodes_like_hf_generate_and_scores_like_its_forward
     assert int((kept == 0).sum()) > int((batch.prompt_mask == 0).sum())  # holes inside the prompts
     decode_module._fallbacks_logged.clear()
     with caplog.at_level(logging.INFO, logger="speechsum.models.decode"):
-        reason = fast_path_reason(lm)
+        reason = fast_path_reason(lm, int(batch.prompt_mask.sum(1).max()) + 12)  # as generate asks
         assert_same(*both_paths(model, batch, max_new_tokens=12))
     fast = ARCHITECTURES[name][1]
     assert (reason is None) == fast, reason
