@@ -145,8 +145,10 @@ class StageContext:
                     self._process = None
                 process.stdout.close()
         self.peak_rss_gib = max(self.peak_rss_gib, usage.ru_maxrss / 2**20)  # KiB on Linux
+        # stopped because the run is stopping: not this stage's failure, and not its success either
+        # (a command may end a SIGTERM with exit code 0, as Lightning's fit did)
+        self.check_stop()
         if process.returncode != 0:
-            self.check_stop()  # killed because the run is stopping: not this stage's failure
             tail = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             raise StageFailed(f"stage {self.stage}: `{line}` exited with code {process.returncode}.\n"
                               f"Last lines of {self.log_file}:\n  " + "\n  ".join(tail))
