@@ -78,6 +78,26 @@ def _raise_terminated(*_: object) -> None:
     raise Terminated
 
 
+DIE_WITH_PARENT = "SPEECHSUM_DIE_WITH_PARENT"  # set by the pipeline for the commands it runs
+
+
+def die_with_parent() -> None:
+    """Under ``SPEECHSUM_DIE_WITH_PARENT=1`` (Linux): get SIGTERM when the process that started this
+    one dies, also by SIGKILL (the OOM killer, ``kill -9``), so no orphan goes on writing into a run
+    folder that a rerun is redoing. The variable is taken out of the environment: it is for the
+    pipeline's own children only."""
+    if os.environ.pop(DIE_WITH_PARENT, None) != "1" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a command. Ctrl-C or SIGTERM ends it with one line and exit code 128 + the signal
     (130, 143), not a traceback; ``speechsum fit`` keeps Lightning's own handling of both (its
@@ -86,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     command = args[0] if args else "speechsum"
     if args and args[0] in TOOLS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning's Trainer adds its own handler to it
+    die_with_parent()
     try:
         _main(args, argv)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from speechsum.cli import DIE_WITH_PARENT
 from speechsum.pipeline.progress import ProgressBoard, echo, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.stages import delete_outputs, stop_process
@@ -102,7 +103,8 @@ class StageContext:
     def environment(self) -> dict[str, str]:
         """The environment of this stage's commands: this process's, with the thread count set."""
         threads = str(self.threads)
-        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                DIE_WITH_PARENT: "1"}  # a pipeline killed with SIGKILL leaves no stage running (speechsum.cli)
 
     def check_stop(self) -> None:
         if self.stop.is_set():

@@ -102,3 +102,33 @@ def test_fit_stopped_by_sigterm_exits_143_not_0(tmp_path, toy_data, capsys):
         main(["fit", "--config", str(config)])
     assert stop.value.code == 128 + signal.SIGTERM
     assert "speechsum fit: interrupted (SIGTERM); --ckpt_path last resumes" in capsys.readouterr().err
+
+
+PARENT = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "SPEECHSUM_DIE_WITH_PARENT": "1"})
+assert child.stdout.readline().strip() == "started"
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_a_pipeline_command_ends_when_the_pipeline_is_killed(tmp_path):
+    """SIGKILL (the OOM killer, kill -9) of the pipeline: its running command must not go on as an
+    orphan writing into the run folder that a rerun redoes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, SLOW_TOOL], stdout=subprocess.PIPE, text=True, env=env,
+                              cwd=ROOT)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the command outlived the pipeline that started it")
