@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,11 +67,66 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class Terminated(SystemExit):
+    """SIGTERM (a scheduler's stop, ``kill PID``) as an exception, so ``finally`` blocks run: atomic
+    writes remove their temporary files and caches are closed, as on Ctrl-C."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+def _raise_terminated(*_: object) -> None:
+    raise Terminated
+
+
+DIE_WITH_PARENT = "SPEECHSUM_DIE_WITH_PARENT"  # set by the pipeline for the commands it runs
+
+
+def die_with_parent() -> None:
+    """Under ``SPEECHSUM_DIE_WITH_PARENT=1`` (Linux): get SIGTERM when the process that started this
+    one dies, also by SIGKILL (the OOM killer, ``kill -9``), so no orphan goes on writing into a run
+    folder that a rerun is redoing. The variable is taken out of the environment: it is for the
+    pipeline's own children only."""
+    if os.environ.pop(DIE_WITH_PARENT, None) != "1" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run a command. Ctrl-C or SIGTERM ends it with one line and exit code 128 + the signal
+    (130, 143), not a traceback; ``speechsum fit`` keeps Lightning's own handling of both (its
+    SIGTERM stop would otherwise exit 0, as if training had finished)."""
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "speechsum"
+    if args and args[0] in TOOLS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning's Trainer adds its own handler to it
+    die_with_parent()
+    try:
+        _main(args, argv)
+    except KeyboardInterrupt:
+        print(f"speechsum {command}: interrupted (Ctrl-C); rerun the same command to continue", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    except SystemExit as stop:  # Lightning's SIGTERMException is one, with code None: exit 0
+        lightning = sys.modules.get("lightning.pytorch.utilities.exceptions")
+        if not isinstance(stop, (Terminated, getattr(lightning, "SIGTERMException", Terminated))):
+            raise
+        again = "--ckpt_path last resumes from the last checkpoint" if command == "fit" else \
+            "rerun the same command to continue"
+        print(f"speechsum {command}: interrupted (SIGTERM); {again}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def _main(args: list[str], argv: list[str] | None) -> None:
     from speechsum.utils.denormals import flush_denormals
 
     flush_denormals()  # every command: subnormal floats slow x86 arithmetic ~100x (utils/denormals.py)
-    args = sys.argv[1:] if argv is None else argv
     try:
         if args and args[0] in TOOLS:
             _tool(args[0])(args[1:])

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from speechsum.cli import DIE_WITH_PARENT
 from speechsum.pipeline.progress import ProgressBoard, echo, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.stages import delete_outputs, stop_process
@@ -102,7 +103,8 @@ class StageContext:
     def environment(self) -> dict[str, str]:
         """The environment of this stage's commands: this process's, with the thread count set."""
         threads = str(self.threads)
-        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                DIE_WITH_PARENT: "1"}  # a pipeline killed with SIGKILL leaves no stage running (speechsum.cli)
 
     def check_stop(self) -> None:
         if self.stop.is_set():
@@ -145,8 +147,10 @@ class StageContext:
                     self._process = None
                 process.stdout.close()
         self.peak_rss_gib = max(self.peak_rss_gib, usage.ru_maxrss / 2**20)  # KiB on Linux
+        # stopped because the run is stopping: not this stage's failure, and not its success either
+        # (a command may end a SIGTERM with exit code 0, as Lightning's fit did)
+        self.check_stop()
         if process.returncode != 0:
-            self.check_stop()  # killed because the run is stopping: not this stage's failure
             tail = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             raise StageFailed(f"stage {self.stage}: `{line}` exited with code {process.returncode}.\n"
                               f"Last lines of {self.log_file}:\n  " + "\n  ".join(tail))

@@ -14,12 +14,12 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -315,41 +315,56 @@ def map_concurrent(
     postfix: Callable[[], dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> list[R | BaseException]:
-    """``[fn(x) for x in items]`` on a pool of ``max_workers`` threads, results in input order.
+    """``[fn(x) for x in items]`` on ``max_workers`` threads, results in input order.
 
-    At most ``max_workers`` calls run at once and at most 2·``max_workers`` are queued, so huge
-    inputs and Ctrl-C behave. A tqdm bar (``desc``) advances per finished item and shows
-    ``postfix()`` (e.g. counts of ties/failures kept by the caller) after each. An exception in
-    ``fn`` is returned in that item's slot when ``return_exceptions``, else the remaining work is
-    cancelled and the first exception (in completion order) is raised.
+    At most ``max_workers`` calls run at once; each worker takes the next item when it is free. A
+    tqdm bar (``desc``) advances per finished item and shows ``postfix()`` (e.g. counts of
+    ties/failures kept by the caller) after each. An exception in ``fn`` is returned in that item's
+    slot when ``return_exceptions``, else no further item starts, the calls running are waited for
+    (what they cache is kept) and the first exception (in completion order) is raised. On Ctrl-C or
+    SIGTERM (``KeyboardInterrupt``, ``SystemExit``) nothing is waited for: the workers are daemon
+    threads, so a call still in flight (a remote request with a long timeout and its retries)
+    never keeps the process alive.
     """
     items = list(items)
     results: list[Any] = [None] * len(items)
     if max_workers < 1:
         raise ValueError(f"max_workers must be >= 1, got {max_workers}")
     bar = tqdm(total=len(items), desc=desc, disable=not progress, dynamic_ncols=True)
-    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="map_concurrent")
-    pending: dict[Future, int] = {}
-    next_index = 0
+    todo, take, stop = iter(enumerate(items)), threading.Lock(), threading.Event()
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with take:
+                index, item = next(todo, (None, None))
+            if index is None:
+                return
+            try:
+                finished.put((index, fn(item), None))
+            except BaseException as error:  # handed to the calling thread
+                finished.put((index, None, error))
+
+    workers = [threading.Thread(target=worker, name=f"map_concurrent_{i}", daemon=True)
+               for i in range(min(max_workers, len(items)))]
+    for thread in workers:
+        thread.start()
     try:
-        while next_index < len(items) or pending:
-            while next_index < len(items) and len(pending) < 2 * max_workers:
-                pending[pool.submit(fn, items[next_index])] = next_index
-                next_index += 1
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = pending.pop(future)
-                error = future.exception()
-                if error is not None and not return_exceptions:
-                    raise error
-                results[index] = error if error is not None else future.result()
-                bar.update(1)
+        for _ in items:
+            index, value, error = finished.get()
+            if error is not None and not return_exceptions:
+                raise error
+            results[index] = error if error is not None else value
+            bar.update(1)
             if postfix is not None:
                 bar.set_postfix(postfix(), refresh=False)
+    except Exception:
+        stop.set()
+        for thread in workers:
+            thread.join()
+        raise
     finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop.set()
         bar.close()
     return results
 

@@ -22,7 +22,9 @@ from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
 from tests.conftest import REPO
 
 STAND_IN = """\
-import json, os, pathlib, sys, time
+import json, os, pathlib, signal, sys, time
+if {term_exits_0!r}:  # as `speechsum fit` did: Lightning stops on SIGTERM with exit code 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 pathlib.Path({pid_file!r}).write_text(str(os.getpid()))
 print("threads", os.environ["OMP_NUM_THREADS"], flush=True)
 deadline = time.monotonic() + 20
@@ -34,7 +36,7 @@ sys.exit({code})
 
 
 def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: str | None = None,
-                    fail_after: tuple[str, ...] = ()) -> StageTable:
+                    fail_after: tuple[str, ...] = (), term_exits_0: bool = False) -> StageTable:
     """The pipeline with stage functions that each run one real subprocess (writes its pid, sleeps, exits);
     the ``fail`` stage exits with code 3, once the stages in ``fail_after`` have written their pids."""
     pids.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,7 @@ def stand_in_stages(pids: Path, seconds: dict[str, float] | None = None, fail: s
         def run(ctx) -> list[Path]:
             waits = [str(pids / other) for other in fail_after] if stage == fail else []
             code = STAND_IN.format(pid_file=str(pids / stage), seconds=(seconds or {}).get(stage, 0.0),
-                                   code=3 if stage == fail else 0, wait_for=waits)
+                                   code=3 if stage == fail else 0, wait_for=waits, term_exits_0=term_exits_0)
             ctx.run([sys.executable, "-c", code])
             return []
         return run
@@ -213,16 +215,19 @@ def test_a_changed_setting_is_pointed_out_on_its_stage_and_those_built_on_it_onl
     assert skipped == set(STAGES) and changed == flagged
 
 
-def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path):
+@pytest.mark.parametrize("term_exits_0", [False, True], ids=["killed", "exits-0"])
+def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_exits_0):
     """`kill PID` of the pipeline while the backbone and the teacher train: both commands end,
-    neither gets a marker, the exit code is 128 + SIGTERM; the next run does the rest."""
+    neither gets a marker (also when a command stopped by SIGTERM exits 0), the exit code is
+    128 + SIGTERM; the next run does the rest."""
     pids, run = tmp_path / "pids", tmp_path / "run"
     script = tmp_path / "stand_in_pipeline.py"
     script.write_text(
         "import sys\nsys.path.insert(0, sys.argv[1])\n"
         "from pathlib import Path\nimport speechsum.pipeline.cli as pipeline\n"
         "from tests.pipeline.test_scheduler import stand_in_stages\n"
-        "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}))\n")
+        "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}, "
+        f"term_exits_0={term_exits_0}))\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
                                 "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
