@@ -111,16 +111,23 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _main(args, argv)
     except KeyboardInterrupt:
-        print(f"speechsum {command}: interrupted (Ctrl-C); rerun the same command to continue", file=sys.stderr)
+        print(f"\nspeechsum {command}: interrupted (Ctrl-C); {_again(command)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     except SystemExit as stop:  # Lightning's SIGTERMException is one, with code None: exit 0
         lightning = sys.modules.get("lightning.pytorch.utilities.exceptions")
         if not isinstance(stop, (Terminated, getattr(lightning, "SIGTERMException", Terminated))):
             raise
-        again = "--ckpt_path last resumes from the last checkpoint" if command == "fit" else \
-            "rerun the same command to continue"
-        print(f"speechsum {command}: interrupted (SIGTERM); {again}", file=sys.stderr)
+        print(f"\nspeechsum {command}: interrupted (SIGTERM); {_again(command)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def _again(command: str) -> str:
+    """What to do after an interrupted ``command``: the resumable ones continue where they stopped."""
+    if command == "fit":
+        return "--ckpt_path last resumes from the last checkpoint"
+    if command in ("pipeline", "pairs", "synth"):
+        return "rerun the same command to continue where it stopped"
+    return "rerun the same command"
 
 
 def _main(args: list[str], argv: list[str] | None) -> None:

@@ -119,6 +119,7 @@ class Synthesizer:
             "summary": ChatJsonAsker(client, settings.model, temperature=settings.summary_temperature, **common),
         }
         self.counts: Counter = Counter()
+        self.first_failure: str | None = None  # what the first failed ask said
         self._lock = threading.Lock()
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -134,6 +135,8 @@ class Synthesizer:
         if not answer.ok:
             log.warning("%s: %s failed: %s", label, step, answer.error)
             self._count(f"failed_{step}")
+            with self._lock:
+                self.first_failure = self.first_failure or f"{label}: {step}: {answer.error}"
             return None
         self._count("asked")
         value = {"value": answer.value}
@@ -255,8 +258,13 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
             if (stop := endpoint_failure("speechsum synth", client, args.api_key_env, error, cache_file)) is None:
                 raise
             raise stop from error
-    write_jsonl(out, rows)
     counts = synthesizer.counts
+    if examples and not rows and synthesizer.first_failure:  # a wrong --model or endpoint fails every ask alike
+        failed = sum(v for k, v in counts.items() if k.startswith("failed_"))
+        raise ValueError(f"no example written: {failed} of {failed + counts['asked']} requests failed and none of the "
+                         f"{len(examples)} recordings gave one (the first: {synthesizer.first_failure}); check --model "
+                         f"{settings.model!r} and --base-url. Nothing was written to {out}")
+    write_jsonl(out, rows)
     stats = {
         "out": str(out),
         "manifest": str(args.manifest),

@@ -199,6 +199,19 @@ def test_wrongly_shaped_replies_stop_synth_naming_the_endpoint(tmp_path, recordi
     assert "$SYNTH_TEST_KEY" in message and SECRET not in message and server.requests >= 3  # asked again
 
 
+def test_a_model_the_endpoint_does_not_serve_fails_the_run_not_every_example_silently(tmp_path, recordings, monkeypatch):
+    monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
+    out = tmp_path / "out" / "train.jsonl"
+    args = ["--manifest", str(recordings), "--out", str(out), "--model", "no-such-model", "--api-key-env", "SYNTH_TEST_KEY",
+            "--backoff-seconds", "0.01", "--no-progress"]
+    with serve_in_thread(ScriptedChatBackend(ScriptedLLM())) as url, pytest.raises(SystemExit) as stop:
+        main([*args, "--base-url", url])
+    message = str(stop.value)
+    assert message.startswith("speechsum synth: no example written: ") and f"none of the {RECORDINGS} recordings" in message
+    assert "no-such-model" in message and "check --model 'no-such-model' and --base-url" in message
+    assert not out.exists() and not stats_path(out).exists() and SECRET not in message
+
+
 def test_bad_input_line_names_file_and_line(tmp_path, recordings):
     lines = recordings.read_text().splitlines()
     record = json.loads(lines[2])
