@@ -135,3 +135,15 @@ def test_pairwise_judge_reads_past_reasoning_and_counts_position_bias():
         verdict = judge.compare(item, good, bad)  # A in both orders: position bias
     assert verdict.winner == "tie" and verdict.details["ab"] == verdict.details["ba"] == "A"
     assert judge.usage()["order_disagreements"] == 1
+
+
+def test_judge_max_tokens_option_reaches_the_pair_judge():
+    """Reasoning judges need thousands of tokens: `speechsum pairs` and `evaluate` take --judge-max-tokens."""
+    from speechsum.evaluation.cli import evaluate_parser
+    from speechsum.pairs import build_judge, build_parser
+
+    paths = ["--ckpt", "c", "--config", "c", "--manifest", "m", "--out", "o", "--judge", "openai", "--judge-base-url",
+             "http://127.0.0.1:1/v1"]
+    assert build_judge(build_parser().parse_args(paths)).asker.max_tokens == 256
+    assert build_judge(build_parser().parse_args([*paths, "--judge-max-tokens", "4096"])).asker.max_tokens == 4096
+    assert evaluate_parser().parse_args(["--out", "o", "--judge-max-tokens", "4096"]).judge_max_tokens == 4096
