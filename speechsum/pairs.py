@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds before a judge request is abandoned and retried (default 60)")
     parser.add_argument("--judge-attempts", type=at_least(1), default=4,
                         help="tries per judge request on timeouts, 429, 5xx and malformed replies (default 4)")
+    parser.add_argument("--judge-max-tokens", type=at_least(1), default=256,
+                        help="tokens per judge answer (default 256; reasoning models need thousands)")
     parser.add_argument("--concurrency", type=at_least(1), default=8, help="examples judged at once (default 8)")
     parser.add_argument("--pairing", choices=["round-robin", "first-two"], default="round-robin",
                         help="round-robin: judge every pair of distinct samples, pick most vs fewest wins; "
@@ -233,7 +235,8 @@ def build_judge(args) -> PairwiseJudge:
     if args.judge == "fact":
         return FactPairJudge()
     return OpenAIJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
-                       timeout=args.judge_timeout, request_attempts=args.judge_attempts)
+                       timeout=args.judge_timeout, request_attempts=args.judge_attempts,
+                       max_tokens=args.judge_max_tokens)
 
 
 def raw_records(path: str) -> dict[str, dict]:

@@ -104,6 +104,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     j.add_argument("--judge-workers", type=at_least(1), default=8, help="concurrent judge requests (default 8)")
     j.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                    help="seconds before a judge request is abandoned and retried (default 60)")
+    j.add_argument("--judge-max-tokens", type=at_least(1), default=256,
+                   help="tokens per judge answer (default 256; reasoning models need thousands)")
     w = p.add_argument_group("Weights & Biases")
     w.add_argument("--wandb", action="store_true", help="log metrics and a table of examples (audio, instruction, "
                    "reference, prediction, scores) per system; offline unless WANDB_MODE=online")
@@ -224,7 +226,7 @@ def evaluate_main(argv: list[str]) -> None:
             raise SystemExit("speechsum evaluate: metric llm_judge needs --judge-model (and --judge-base-url)")
         judge = RubricJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                             cache_path=args.judge_cache or out / "llm_judge_cache.jsonl", max_workers=args.judge_workers,
-                            timeout=args.judge_timeout)
+                            timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
     devices = int(args.devices) if args.devices.isdigit() else args.devices

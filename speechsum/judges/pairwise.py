@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -100,11 +101,14 @@ class MalformedVerdict(ValueError):
 
 
 def parse_pair_verdict(text: str) -> tuple[str, str]:
-    """``(winner, reasons)`` from the first ``{...}`` in ``text`` (code fences allowed); winner must
-    be A, B or tie (case-insensitive). Raises :class:`MalformedVerdict`."""
-    data = first_json_object(text, MalformedVerdict)
-    winner = data.get("winner")
-    canonical = {w.lower(): w for w in WINNERS}.get(str(winner).strip().lower()) if winner is not None else None
+    """``(winner, reasons)`` from the JSON object holding ``winner`` (:func:`first_json_object`: a
+    reasoning block, code fences and prose around it ignored; two objects with different winners
+    refused); winner must be A, B or tie (case-insensitive, "Summary A" read as A). Raises
+    :class:`MalformedVerdict`."""
+    data = first_json_object(text, MalformedVerdict, key="winner")
+    winner = data["winner"]
+    label = re.sub(r"^(?:summary|answer)\s+", "", winner.strip(" *.\"'").lower()) if isinstance(winner, str) else None
+    canonical = {w.lower(): w for w in WINNERS}.get(label) if label is not None else None
     if canonical is None:
         raise MalformedVerdict(f"'winner' must be A, B or tie, got {winner!r}")
     reasons = data.get("reasons", "")
@@ -156,6 +160,8 @@ class OpenAIJudge(PairwiseJudge):
         )
         self.name = f"openai:{model}"
         self.prompt_version = PROMPT_VERSION
+        self.order_disagreements = 0  # pairs whose two orders disagreed (position bias): ties
+        self._lock = threading.Lock()
 
     @property
     def calls(self) -> int:
@@ -172,8 +178,10 @@ class OpenAIJudge(PairwiseJudge):
         return self.asker.retries
 
     def usage(self) -> dict:
-        """API use so far, for logs and stats files (:meth:`ChatJsonAsker.usage`): calls, retries by error, …"""
-        return self.asker.usage()
+        """API use so far, for logs and stats files (:meth:`ChatJsonAsker.usage`): calls, retries by error,
+        malformed answers, …, and ``order_disagreements`` (pairs made ties by position bias)."""
+        with self._lock:
+            return {**self.asker.usage(), "order_disagreements": self.order_disagreements}
 
     def ask(self, item: JudgeInput, a: str, b: str) -> tuple[str | None, str]:
         """One order: ``(winner, reasons)``, or ``(None, error)`` after ``parse_attempts`` malformed
@@ -195,4 +203,6 @@ class OpenAIJudge(PairwiseJudge):
         details = {"ab": first, "ba": swapped, "reasons_ab": first_reasons, "reasons_ba": swapped_reasons}
         if first == second:
             return PairVerdict(first, first_reasons, details)
+        with self._lock:
+            self.order_disagreements += 1
         return PairVerdict("tie", f"order disagreement ({first} vs {second} after swapping)", details)

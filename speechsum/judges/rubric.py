@@ -66,6 +66,8 @@ class MalformedVerdict(ValueError):
 
 
 def _score_value(value: object, name: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():  # "6": a quoted integer, not a guess
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
         raise MalformedVerdict(f"{name!r} must be an integer 1-7, got {value!r}")
     if not 1 <= int(value) <= 7:
@@ -74,11 +76,11 @@ def _score_value(value: object, name: str) -> int:
 
 
 def parse_verdict(text: str) -> RubricVerdict:
-    """Parse the judge's answer: the first ``{...}`` object in ``text`` (code fences allowed) with an
-    integer ``score`` in 1..7; criteria present must be integers in 1..7 too."""
-    data = first_json_object(text, MalformedVerdict)
-    if "score" not in data:
-        raise MalformedVerdict(f"no 'score' field: {json.dumps(data)[:80]!r}")
+    """Parse the judge's answer: the JSON object holding ``score`` (:func:`first_json_object`: a
+    reasoning block, code fences and prose around it ignored; two objects with different scores
+    refused), an integer in 1..7 (or its digits quoted); criteria present must be integers in 1..7 too.
+    A score only in prose ("Score: 6/7"), out of range (0, 8, 6.5, "six") or a refusal raises."""
+    data = first_json_object(text, MalformedVerdict, key="score")
     criteria = {name: _score_value(data[name], name) for name in CRITERIA if name in data}
     return RubricVerdict(score=_score_value(data["score"], "score"), criteria=criteria, reasons=str(data.get("reasons", "")))
 

@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import openai
 from tqdm.auto import tqdm
 
+from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import MalformedReply, chat_text
@@ -201,7 +201,8 @@ class ChatJsonAsker:
 
     :meth:`ask` sends ``messages`` (e.g. a system prompt + a user turn) and parses the reply with
     the caller's ``parse`` (which raises ``ValueError`` on a malformed answer). A malformed answer is
-    asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed.
+    asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed; its
+    error says when the reply was cut at ``max_tokens`` or held only reasoning (``reasoning_content``).
     Each ask goes through :func:`with_retries` (the transient failures of :func:`is_retryable`:
     timeouts, dropped or cut-short connections, malformed bodies, 408/429/5xx; ``request_attempts``
     tries, exponential backoff). HTTP outcomes:
@@ -254,6 +255,11 @@ class ChatJsonAsker:
     def complete(self, messages: list[dict[str, str]]) -> str:
         """One chat completion (no retries): the reply's text ("" when the server sent none);
         :class:`MalformedReply` (retried) for a body that is not a chat completion."""
+        return self._complete(messages)[0]
+
+    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str]:
+        """:meth:`complete`'s text and a note on why it may hold no answer: cut at ``max_tokens``, or
+        only reasoning sent (``reasoning_content``, which is never read as the answer)."""
         with self._lock:
             self.calls += 1
         response = self.client.chat.completions.create(
@@ -264,7 +270,12 @@ class ChatJsonAsker:
         with self._lock:
             self.prompt_tokens += prompt if isinstance(prompt, int) else 0
             self.completion_tokens += completion if isinstance(completion, int) else 0
-        return chat_text(response, str(self.client.base_url))
+        text = chat_text(response, str(self.client.base_url))
+        choice = response.choices[0]
+        reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
+        notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
+        notes += ["the reply holds only reasoning, no answer"] if reasoning and not text.strip() else []
+        return text, "; ".join(notes)
 
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
@@ -272,8 +283,8 @@ class ChatJsonAsker:
         error = ""
         for attempt in range(1, self.parse_attempts + 1):
             try:
-                text = with_retries(
-                    lambda: self.complete(messages), self.request_attempts, self.backoff_seconds, on_retry=self.retries
+                text, note = with_retries(
+                    lambda: self._complete(messages), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
                 return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
@@ -286,23 +297,10 @@ class ChatJsonAsker:
             except ValueError as err:
                 with self._lock:
                     self.malformed += 1
-                error = str(err)
+                error = f"{err} ({note})" if note else str(err)
                 LOG.warning("%s: malformed answer%s (attempt %d/%d): %s",
-                            self.model, f" for {label}" if label else "", attempt, self.parse_attempts, err)
+                            self.model, f" for {label}" if label else "", attempt, self.parse_attempts, error)
         return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
-
-
-def first_json_object(text: str, error: type[ValueError] = ValueError) -> dict:
-    """The first ``{...}`` in an LLM's answer (code fences and chatter around it allowed), parsed;
-    raises ``error`` (a ``ValueError`` subclass, so :meth:`ChatJsonAsker.ask` asks again) when
-    there is none or it is not valid JSON."""
-    match = re.search(r"\{.*\}", text or "", flags=re.DOTALL)
-    if match is None:
-        raise error(f"no JSON object in the answer: {(text or '')[:80]!r}")
-    try:
-        return json.loads(match.group(0))
-    except json.JSONDecodeError as err:
-        raise error(f"invalid JSON ({err.msg}): {match.group(0)[:80]!r}") from err
 
 
 def map_concurrent(

@@ -1,0 +1,88 @@
+"""Reading the final answer out of an LLM's reply text, as real judge and generator models write it.
+
+Models wrap the JSON object a prompt asks for in many ways: ```json fences, prose before or after,
+an explanation holding more braces, curly quotes instead of straight ones, and — reasoning models
+(Qwen3, DeepSeek-R1, …) — a ``<think>…</think>`` block before the answer that may itself hold numbers
+or JSON-looking text. :func:`final_answer` drops the reasoning (and refuses an answer whose reasoning
+never closed: it was cut before the answer); :func:`first_json_object` finds the answer's JSON object.
+Nothing is ever guessed: every doubt raises (a ``ValueError``, so
+:meth:`speechsum.utils.remote.ChatJsonAsker.ask` asks again and counts it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_DECODER = json.JSONDecoder()
+_REASONING_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)
+_REASONING_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
+_CURLY_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"'})
+
+
+def final_answer(text: str | None, error: type[ValueError] = ValueError) -> str:
+    """``text`` without its reasoning: what follows the last ``</think>`` (or ``</thinking>``,
+    ``</reasoning>``; templates that open the block in the prompt send only the closing tag).
+    Raises ``error`` when a reasoning block opens and never closes (no final answer)."""
+    text = text or ""
+    closes = list(_REASONING_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    if (opened := _REASONING_OPEN.search(text)) is not None:
+        raise error(f"the reasoning block {opened.group(0)} never closes: no final answer (cut at max_tokens?)")
+    return text
+
+
+def _object_end(text: str, start: int) -> int:
+    """Where the brace opened at ``start`` closes (strings respected), or ``len(text)``."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped = char == "\\"
+            in_string = char != '"'
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}" and (depth := depth - 1) == 0:
+            return index + 1
+    return len(text)
+
+
+def json_objects(text: str) -> list[dict]:
+    """Every top-level JSON object in ``text``, in order. A ``{`` that opens no valid object (a
+    template echo ``{"score": <1-7>}``, a cut answer) is skipped with everything inside it, so no
+    object nested in it is mistaken for an answer."""
+    objects, position = [], 0
+    while (start := text.find("{", position)) != -1:
+        try:
+            value, position = _DECODER.raw_decode(text, start)
+            objects.append(value)
+        except json.JSONDecodeError:
+            position = _object_end(text, start)
+    return objects
+
+
+def first_json_object(text: str | None, error: type[ValueError] = ValueError, key: str | None = None) -> dict:
+    """The JSON object an LLM answered with: the first top-level ``{...}`` of its :func:`final_answer`
+    (reasoning dropped; code fences and chatter around it allowed; curly quotes read as straight ones
+    when nothing parses otherwise). With ``key``: the first object holding ``key``, and objects that
+    hold different values of ``key`` ("I first thought {"score": 3} … final: {"score": 5}") are an
+    ambiguous answer. Raises ``error`` (a ``ValueError`` subclass, so :meth:`ChatJsonAsker.ask` asks
+    again) when there is no such object or the answer is ambiguous."""
+    answer = final_answer(text, error)
+    candidates: list[dict] = []
+    for variant in (answer, answer.translate(_CURLY_QUOTES)):
+        candidates = [o for o in json_objects(variant) if key is None or key in o]
+        if candidates:
+            break
+    if not candidates:
+        what = "JSON object" if key is None else f"JSON object with {key!r}"
+        raise error(f"no {what} in the answer: {answer.strip()[:80]!r}")
+    if key is not None and len({json.dumps(o[key], sort_keys=True) for o in candidates}) > 1:
+        values = ", ".join(json.dumps(o[key]) for o in candidates)
+        raise error(f"ambiguous answer: {len(candidates)} JSON objects with different {key!r} ({values})")
+    return candidates[0]
