@@ -223,7 +223,7 @@ class OpenAICompatibleTeacher(Teacher):
     Token-level scoring (``scoring: echo`` or ``prompt_logprobs``) needs a server that scores
     supplied text — vLLM or ``speechsum serve``: one ``/v1/completions`` request per example with
     ``prompt`` = teacher prompt ids + completion ids (a list of ints, so nothing is re-tokenised),
-    ``max_tokens=0`` and either ``echo=True, logprobs=top_k`` (OpenAI legacy format) or vLLM's
+    ``max_tokens=0``, ``echo=True`` and either ``logprobs=top_k`` (OpenAI legacy format) or vLLM's
     ``prompt_logprobs=top_k``, always with ``return_tokens_as_token_ids``. The reply gives, per
     completion position, the log-prob of the supplied token and the top-k alternatives; the echoed
     ids are checked against the ones sent. Requests run concurrently (``max_workers``) with
@@ -305,10 +305,12 @@ class OpenAICompatibleTeacher(Teacher):
         (:mod:`speechsum.stages.kd.remote_scores`)."""
         prompt, completion = item
         k = self.top_k
+        # echo in both modes: vLLM runs echo + max_tokens=0 as one scored forward, and refuses
+        # max_tokens=0 without echo ("max_tokens must be at least 1", SamplingParams)
         extra = {"return_tokens_as_token_ids": True}
         if self.scoring == "prompt_logprobs":
             extra["prompt_logprobs"] = k
-            kwargs = {}
+            kwargs = {"echo": True}
         else:
             kwargs = {"echo": True, "logprobs": k}
         endpoint = str(self.client.base_url)
