@@ -1,5 +1,5 @@
 """The remote KD teacher against a server answering exactly as vLLM does (tests/vllm_server.py):
-the teacher's scores are the scripted ones."""
+the teacher's scores are the scripted ones, and vLLM's refusals become errors naming the setting."""
 
 from __future__ import annotations
 
@@ -65,3 +65,26 @@ def test_teacher_scores_equal_what_the_vllm_server_was_scripted_with(scoring):
             seen["-9999.0 in the top-k"] += best[K - 1] == CLAMP
     assert all(seen.values()), seen  # the script reached every case vLLM can send
     assert (scores.topk_ids[~mask.bool()] == -1).all()
+
+
+@pytest.mark.parametrize("scoring, param", [("echo", "logprobs"), ("prompt_logprobs", "prompt_logprobs")])
+def test_top_k_above_vllm_max_logprobs_names_the_settings(scoring, param):
+    batch, ids, mask, _ = batch_and_completion()
+    with VLLMServer(scripted_distribution(len(tokenizer()), K), max_logprobs=20) as server:
+        with pytest.raises(ValueError) as error:
+            teacher(server.url, scoring, top_k=21).score(batch, ids, mask)
+    message = str(error.value)
+    assert "greater than max allowed: 20" in message and f"parameter={param}" in message  # vLLM's own words
+    assert "top_k" in message and "--max-logprobs 21" in message and server.url in message
+
+
+@pytest.mark.parametrize("scoring", ["echo", "prompt_logprobs"])
+def test_context_length_exceeded_names_the_settings(scoring):
+    batch, ids, mask, prompts = batch_and_completion()
+    with VLLMServer(scripted_distribution(len(tokenizer()), K), max_model_len=len(prompts[0]) + 2) as server:
+        with pytest.raises(ValueError) as error:
+            teacher(server.url, scoring).score(batch, ids, mask)
+    message = str(error.value)
+    assert "context length is only" in message  # vLLM's own words
+    assert "--max-model-len" in message and "max_new_tokens" in message
+    assert any(f"({len(p)} tokens" in message for p in prompts)  # the prompt that did not fit

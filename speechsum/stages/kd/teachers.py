@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 
+import openai
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
@@ -26,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
-from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores
+from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, first_choice
 
@@ -314,11 +315,15 @@ class OpenAICompatibleTeacher(Teacher):
         else:
             kwargs = {"echo": True, "logprobs": k}
         endpoint = str(self.client.base_url)
-        choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
-            lambda: first_choice(self.client.completions.create(
-                model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra, **kwargs
-            ), endpoint)
-        )
+        try:
+            choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
+                lambda: first_choice(self.client.completions.create(
+                    model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra,
+                    **kwargs,
+                ), endpoint)
+            )
+        except openai.BadRequestError as error:  # top_k above --max-logprobs, past the context, …
+            raise refusal(error, endpoint, k, len(prompt), len(completion)) from error
         read = prompt_logprob_scores if self.scoring == "prompt_logprobs" else echo_scores
         return read(choice, endpoint, len(prompt), completion, k)
 
