@@ -62,8 +62,9 @@ def serve_in_thread(backend: Backend, api_key: str | None = None, **server_optio
 
 class JSONServer(ThreadedServer):
     """A bare loopback server (not speechsum serve) answering each POST with 200 and the JSON of
-    ``answer(request_body)`` (NaN written as NaN): ``with JSONServer(answer) as server`` gives
-    ``server.url`` (the base URL) and ``server.requests`` (POSTs so far)."""
+    ``answer(request_body)`` (NaN written as NaN; an answer ``(status, body)`` sets the status):
+    ``with JSONServer(answer) as server`` gives ``server.url`` (the base URL) and
+    ``server.requests`` (POSTs so far)."""
 
     def __init__(self, answer: Callable[[dict], Any]) -> None:
         self.requests = 0
@@ -78,8 +79,10 @@ class JSONServer(ThreadedServer):
             def do_POST(self) -> None:  # noqa: N802
                 owner.requests += 1
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                data = json.dumps(answer(request)).encode()
-                self.send_response(200)
+                reply = answer(request)
+                status, reply = reply if isinstance(reply, tuple) else (200, reply)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

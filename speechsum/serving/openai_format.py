@@ -190,6 +190,8 @@ def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest
     max_tokens = _max_tokens(body, ("max_tokens",), limits, min(limits.default_completion_tokens, limits.max_tokens))
     sampling = _sampling(body, limits, max_tokens)
     echo = _boolean(body, "echo")
+    if max_tokens == 0 and not echo:  # as vLLM (SamplingParams); echo + 0 is the one-pass scoring request
+        raise _bad("max_tokens must be at least 1, got 0; 0 only scores the prompt, with 'echo': true.", "max_tokens")
     logprobs = _integer(body, "logprobs", None, 0, limits.max_logprobs)
     prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, limits.max_logprobs)
     as_ids = _boolean(body, "return_tokens_as_token_ids")

@@ -111,7 +111,8 @@ def test_echo_logprobs_equal_a_direct_forward_pass(client, reference, as_text):
 def test_prompt_logprobs_vllm_extension(client, reference):
     model, tokenizer = reference
     ids = tokenizer("Decision: ship on May 3.").input_ids
-    reply = client.completions.create(model=MODEL, prompt=ids, max_tokens=0, extra_body={"prompt_logprobs": 2})
+    reply = client.completions.create(model=MODEL, prompt=ids, echo=True, max_tokens=0,
+                                      extra_body={"prompt_logprobs": 2})
     prompt_logprobs = reply.choices[0].prompt_logprobs
     direct = direct_logprobs(model, ids)
     assert prompt_logprobs[0] is None and len(prompt_logprobs) == len(ids)
@@ -172,8 +173,8 @@ def test_stop_strings_cut_the_text(client):
     stop = base[5]
     cut = client.completions.create(model=MODEL, prompt="Notes:", max_tokens=20, temperature=0, stop=[stop])
     assert cut.choices[0].text == base[: base.index(stop)] and cut.choices[0].finish_reason == "stop"
-    echo = client.completions.create(model=MODEL, prompt="Notes:", max_tokens=0)
-    assert echo.choices[0].text == "" and echo.choices[0].finish_reason == "length"
+    echo = client.completions.create(model=MODEL, prompt="Notes:", echo=True, max_tokens=0)
+    assert echo.choices[0].text == "Notes:" and echo.choices[0].finish_reason == "length"
 
 
 def test_chat_completions_with_logprobs(client, reference, backend):
@@ -232,7 +233,8 @@ def test_api_key_is_enforced(backend, caplog):
     ("completion", dict(model=MODEL, prompt="x", max_tokens=-1), "'max_tokens' must be at least 0"),
     ("completion", dict(model=MODEL, prompt="x", max_tokens=65), "above this server's limit of 64"),
     ("completion", dict(model=MODEL, prompt="x" * 90, max_tokens=10), "maximum context length is 96"),
-    ("completion", dict(model=MODEL, prompt="x" * 100, max_tokens=0), "prompt has 100 tokens"),
+    ("completion", dict(model=MODEL, prompt="x" * 100, echo=True, max_tokens=0), "prompt has 100 tokens"),
+    ("completion", dict(model=MODEL, prompt="x", max_tokens=0), "max_tokens must be at least 1, got 0"),  # as vLLM
     ("completion", dict(model=MODEL, prompt="x", logprobs=21), "'logprobs' must be between 0 and 20"),
     ("completion", dict(model=MODEL, prompt=[1, 999999]), "outside this model's vocabulary"),
     ("completion", dict(model=MODEL, prompt="x", temperature=3), "'temperature' must be in [0.0, 2.0]"),

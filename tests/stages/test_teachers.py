@@ -202,3 +202,18 @@ def test_remote_teacher_refuses_malformed_or_non_finite_scores(name):
     with JSONServer(lambda request: _scoring_reply(request["prompt"], lambda *parts: None)) as server:
         teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, scoring=scoring, attempts=1)
         assert teacher._score_one(([5, 6, 7], [8, 9]))[0] == [-1.0, -1.0]  # the unbroken reply reads
+
+
+@pytest.mark.parametrize("scoring", ["echo", "prompt_logprobs"])
+def test_speechsum_serve_refusing_top_k_names_the_settings(teacher_dir, batch_and_completion, scoring):
+    """As against vLLM (tests/stages/test_vllm_teacher.py), in speechsum serve's own words."""
+    from speechsum.serving.cli import HFBackend
+    from tests.servers import serve_in_thread
+
+    batch, ids, mask = batch_and_completion
+    backend = HFBackend(teacher_dir)
+    with serve_in_thread(backend, max_logprobs=4) as url:
+        remote = OpenAICompatibleTeacher(backend.model_name, base_url=url, top_k=5, scoring=scoring, attempts=1)
+        remote.attach(student_tokenizer(), "<|im_end|>")
+        with pytest.raises(ValueError, match=r"between 0 and 4, got 5.*top_k=5.*--max-logprobs 5"):
+            remote.score(batch, ids, mask)

@@ -6,6 +6,8 @@ Per completion position a reply gives the supplied token's log-prob and the top-
 lists long enough, entries of the right type, ids that are integers, log-probs finite and
 ≤ 0 (up to :data:`LOGPROB_SLACK` of float rounding). Anything else is a ``ValueError`` naming the
 endpoint, the field and the position: a broken server must not feed NaN or garbage into KD.
+A request the server refuses (HTTP 400: top-k above its limit, prompt beyond its context) becomes
+:func:`refusal`, naming the setting to change.
 """
 
 from __future__ import annotations
@@ -40,6 +42,26 @@ def logprob(value: Any, endpoint: str, where: str) -> float:
             or value > LOGPROB_SLACK:
         raise ValueError(f"{endpoint}: {where} is {value!r}; a log-probability is a finite number <= 0")
     return min(float(value), 0.0)
+
+
+def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completion_tokens: int) -> ValueError:
+    """A 400 answer to a scoring request (``openai.BadRequestError``) as an error naming what to
+    change. Read from vLLM's words ("Requested sample|prompt logprobs of k, which is greater than
+    max allowed", param ``logprobs``/``prompt_logprobs``; "context length") and speechsum serve's."""
+    reason = str(getattr(error, "message", None) or error)
+    code = str(getattr(error, "code", None))
+    if getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason:
+        hint = (f"top_k={top_k} asks for more log-probs per position than the server returns: lower the teacher's "
+                f"top_k (model.teacher.init_args.top_k), or restart the server with --max-logprobs {top_k} "
+                "(vllm serve and speechsum serve alike)")
+    elif "context length" in reason.lower() or code == "context_length_exceeded":
+        hint = (f"the teacher's prompt ({prompt_tokens} tokens: chat template, instruction, transcript) plus the "
+                f"student's completion ({completion_tokens} tokens) exceed the teacher's context: serve the teacher "
+                "with a longer one (vllm serve --max-model-len, up to what the model supports), lower the student's "
+                "completions (model.max_new_tokens), or shorten the longest transcripts")
+    else:
+        hint = "the server refused this request (HTTP 400), which retrying cannot change"
+    return ValueError(f"{endpoint}: the teacher's scoring request was refused ({reason}): {hint}.")
 
 
 def _best(scored: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:

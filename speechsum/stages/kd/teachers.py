@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 
+import openai
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
@@ -26,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
-from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores
+from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, first_choice
 
@@ -223,7 +224,7 @@ class OpenAICompatibleTeacher(Teacher):
     Token-level scoring (``scoring: echo`` or ``prompt_logprobs``) needs a server that scores
     supplied text — vLLM or ``speechsum serve``: one ``/v1/completions`` request per example with
     ``prompt`` = teacher prompt ids + completion ids (a list of ints, so nothing is re-tokenised),
-    ``max_tokens=0`` and either ``echo=True, logprobs=top_k`` (OpenAI legacy format) or vLLM's
+    ``max_tokens=0``, ``echo=True`` and either ``logprobs=top_k`` (OpenAI legacy format) or vLLM's
     ``prompt_logprobs=top_k``, always with ``return_tokens_as_token_ids``. The reply gives, per
     completion position, the log-prob of the supplied token and the top-k alternatives; the echoed
     ids are checked against the ones sent. Requests run concurrently (``max_workers``) with
@@ -305,18 +306,24 @@ class OpenAICompatibleTeacher(Teacher):
         (:mod:`speechsum.stages.kd.remote_scores`)."""
         prompt, completion = item
         k = self.top_k
+        # echo in both modes: vLLM runs echo + max_tokens=0 as one scored forward, and refuses
+        # max_tokens=0 without echo ("max_tokens must be at least 1", SamplingParams)
         extra = {"return_tokens_as_token_ids": True}
         if self.scoring == "prompt_logprobs":
             extra["prompt_logprobs"] = k
-            kwargs = {}
+            kwargs = {"echo": True}
         else:
             kwargs = {"echo": True, "logprobs": k}
         endpoint = str(self.client.base_url)
-        choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
-            lambda: first_choice(self.client.completions.create(
-                model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra, **kwargs
-            ), endpoint)
-        )
+        try:
+            choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
+                lambda: first_choice(self.client.completions.create(
+                    model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra,
+                    **kwargs,
+                ), endpoint)
+            )
+        except openai.BadRequestError as error:  # top_k above --max-logprobs, past the context, …
+            raise refusal(error, endpoint, k, len(prompt), len(completion)) from error
         read = prompt_logprob_scores if self.scoring == "prompt_logprobs" else echo_scores
         return read(choice, endpoint, len(prompt), completion, k)
 
