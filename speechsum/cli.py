@@ -214,20 +214,26 @@ def check_ckpt_path(args: list[str], configs: list) -> None:
     values = flag_values(args, "--ckpt_path")
     values += [c["ckpt_path"] for c in configs if isinstance(c, dict) and isinstance(c.get("ckpt_path"), str)]
     for value in values:
-        if value in ("last", "best", "hpc", "registry", "null", "None"):
-            continue
-        from speechsum.models.checkpoint import CheckpointError, read_checkpoint
+        if value not in ("last", "best", "hpc", "registry", "null", "None"):
+            check_training_checkpoint(value)
 
+
+def check_training_checkpoint(path: str, named: str | None = None) -> None:
+    """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
+    Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
+    from speechsum.models.checkpoint import CheckpointError, read_checkpoint
+
+    named = named or path
+    try:
+        checkpoint = read_checkpoint(path, mmap=True)
+    except (OSError, ValueError):
         try:
-            checkpoint = read_checkpoint(value, mmap=True)
-        except (OSError, ValueError):
-            try:
-                checkpoint = read_checkpoint(value)  # without mmap: torch's message then says what is wrong
-            except (OSError, ValueError) as err:
-                raise CheckpointError(f"ckpt_path {value}: {err}") from err
-        if "pytorch-lightning_version" not in checkpoint:
-            raise CheckpointError(f"ckpt_path {value}: not a Lightning training checkpoint (no trainer state to "
-                                  "resume); to start from its weights set model.init_args.init_from")
+            checkpoint = read_checkpoint(path)  # without mmap: torch's message then says what is wrong
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"ckpt_path {named}: {err}") from err
+    if "pytorch-lightning_version" not in checkpoint:
+        raise CheckpointError(f"ckpt_path {named}: not a Lightning training checkpoint (no trainer state to "
+                              "resume); to start from its weights set model.init_args.init_from")
 
 
 def input_error_in_chain(err: BaseException) -> BaseException | None:

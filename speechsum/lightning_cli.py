@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from lightning.pytorch.cli import LightningCLI
 
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
@@ -14,6 +16,41 @@ import_backbones()  # every backbone by its short name (--model.model.help Compo
 
 class SpeechSumCLI(LightningCLI):
     """LightningCLI with the stage module chosen by ``model.class_path`` and one DataModule."""
+
+    def before_fit(self) -> None:
+        self._check_last_checkpoint()
+
+    before_validate = before_test = before_predict = before_fit
+
+    def _check_last_checkpoint(self) -> None:
+        """``--ckpt_path last``: the checkpoint Lightning will pick (the newest ``last*.ckpt`` of the
+        checkpoint callbacks' folders) is checked as an explicit path is (``cli.check_ckpt_path``), so a
+        file cut short by a crash or a full disk is named, not a traceback from inside ``torch.load``."""
+        if self.config.get(self.subcommand, {}).get("ckpt_path") != "last":
+            return
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from speechsum.cli import check_training_checkpoint
+        from speechsum.models.checkpoint import CheckpointError
+
+        found: set[str] = set()
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and hasattr(callback, "_find_last_checkpoints"):
+                found |= callback._find_last_checkpoints(self.trainer)
+        existing = [path for path in found if os.path.exists(path)]
+        if not existing:
+            return
+        newest = max(existing, key=os.path.getmtime)  # as Lightning chooses
+        try:
+            check_training_checkpoint(newest, named=f"last ({newest})")
+        except CheckpointError as err:
+            if err.__cause__ is None:  # readable, but not a training checkpoint: its message says so
+                raise
+            source = err.__cause__.__context__ or err.__cause__  # torch's own error, when there is one
+            cause = f"{type(source).__name__}: {str(source).splitlines()[0].split('. ')[0]}"
+            raise CheckpointError(f"ckpt_path last: {newest} cannot be read ({cause}): it was cut short or corrupted, "
+                                  "e.g. by a crash or a full disk while it was written. Delete it to resume from an "
+                                  "older checkpoint (--ckpt_path FILE) or start again without --ckpt_path") from err
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:

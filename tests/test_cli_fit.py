@@ -346,6 +346,24 @@ def test_a_ckpt_path_that_is_not_a_training_checkpoint_is_named(tmp_path, toy_da
         assert "mmap" not in err
 
 
+def test_a_last_checkpoint_cut_short_is_named_with_what_to_do(tmp_path, toy_data, capsys):
+    """`--ckpt_path last` after a crash or a full disk cut the newest checkpoint: one line naming the
+    file Lightning would read (a torch.load traceback before); an intact one still resumes."""
+    config = run_config(tmp_path, toy_data, max_steps=2, limit_val_batches=0)
+    main(["fit", "--config", str(config)])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    data = last.resolve().read_bytes()
+    main(["validate", "--config", str(config), "--ckpt_path", "last"])  # readable: runs
+    last.resolve().write_bytes(data[: len(data) // 2])
+    for command in ("fit", "validate"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--config", str(config), "--ckpt_path", "last"])
+        err = capsys.readouterr().err
+        assert info.value.code == 2, err
+        assert f"error: ckpt_path last: {last} cannot be read (RuntimeError: PytorchStreamReader failed" in err
+        assert "Delete it to resume from an older checkpoint (--ckpt_path FILE) or start again without --ckpt_path" in err
+
+
 def test_weights_of_another_shape_are_named_with_the_config_to_use(tmp_path):
     from speechsum.models.checkpoint import match_state_dict
     from speechsum.models.composed import ComposedSpeechLLM
