@@ -79,15 +79,18 @@ def _raise_terminated(*_: object) -> None:
     raise Terminated
 
 
-DIE_WITH_PARENT = "SPEECHSUM_DIE_WITH_PARENT"  # set by the pipeline for the commands it runs
+DIE_WITH_PARENT = "SPEECHSUM_DIE_WITH_PARENT"  # the pipeline's pid, set for the commands it runs
 
 
 def die_with_parent() -> None:
-    """Under ``SPEECHSUM_DIE_WITH_PARENT=1`` (Linux): get SIGTERM when the process that started this
-    one dies, also by SIGKILL (the OOM killer, ``kill -9``), so no orphan goes on writing into a run
-    folder that a rerun is redoing. The variable is taken out of the environment: it is for the
-    pipeline's own children only."""
-    if os.environ.pop(DIE_WITH_PARENT, None) != "1" or not sys.platform.startswith("linux"):
+    """Under ``SPEECHSUM_DIE_WITH_PARENT=<the parent's pid>`` (Linux): get SIGTERM when the process
+    that started this one dies, also by SIGKILL (the OOM killer, ``kill -9``), so no orphan goes on
+    writing into a run folder that a rerun is redoing. The variable is taken out of the environment:
+    it is for the pipeline's own children only. The parent is known by its pid, not by "my parent is
+    now init": a pipeline that is itself pid 1 (a container's command) is alive, and an orphan may be
+    adopted by a subreaper instead of pid 1."""
+    parent = os.environ.pop(DIE_WITH_PARENT, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
         return
     import ctypes
 
@@ -95,7 +98,7 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before the call
+    if os.getppid() != int(parent):  # the parent died before the call
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -148,7 +148,8 @@ def sample_summaries(student: Student, examples: list[Example], cache: JsonlCach
                                 f"field '{found[0]}' {found[1]}")
     limit = student.max_audio_seconds or processor.max_audio_seconds
     dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate", advice=None)  # no skip option here
-    loader = SpeechLoader(dataset, batch_size=args.batch_size, collate_fn=SpeechCollator(processor, responses=False, on_too_long="error"))
+    collate = SpeechCollator(processor, responses=False, on_too_long="error", advice=None)
+    loader = SpeechLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
     torch.manual_seed(args.seed)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature, top_p=args.top_p

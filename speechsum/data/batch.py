@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechsum.data.dataset import example_error, skip_or_raise
+from speechsum.data.dataset import SKIP_ADVICE, example_error, skip_or_raise
 from speechsum.data.loader import LoaderError, SkippedExample
 from speechsum.data.manifest import Example, OnBadExample
 from speechsum.data.processor import SpeechProcessor
@@ -67,11 +67,13 @@ class SpeechCollator:
     :class:`SkippedExample` items are left out and listed in ``skipped``; a :class:`LoaderError`
     item is raised. ``responses``: encode the reference summaries (not for generation, which reads the
     prompt only); ``on_too_long``: what an example longer than the LM's context is (:func:`too_long_rows`;
-    None: not checked, for callers that bound the length themselves)."""
+    None: not checked, for callers that bound the length themselves); ``advice``: the error's last hint
+    (None where the caller has no skip option, as the dataset's ``advice``)."""
 
     def __init__(self, processor: SpeechProcessor, preference: bool = False, responses: bool = True,
-                 on_too_long: OnBadExample | None = None):
+                 on_too_long: OnBadExample | None = None, advice: str | None = SKIP_ADVICE):
         self.processor = processor
+        self.advice = advice
         self.preference = preference
         self.responses = responses
         self.on_too_long = on_too_long
@@ -118,7 +120,8 @@ class SpeechCollator:
             return batch
         for row, (field_name, reason) in too_long.items():  # raises under "error"
             items[row] = skip_or_raise(examples[row], lambda advice, row=row, field_name=field_name, reason=reason:
-                                       example_error(examples[row], field_name, reason(advice)), self.on_too_long)
+                                       example_error(examples[row], field_name, reason(advice)), self.on_too_long,
+                                       self.advice)
         return self(items + skipped)  # the rest, collated again
 
 

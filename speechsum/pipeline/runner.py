@@ -104,7 +104,7 @@ class StageContext:
         """The environment of this stage's commands: this process's, with the thread count set."""
         threads = str(self.threads)
         return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                DIE_WITH_PARENT: "1"}  # a pipeline killed with SIGKILL leaves no stage running (speechsum.cli)
+                DIE_WITH_PARENT: str(os.getpid())}  # a pipeline killed with SIGKILL leaves no stage running (speechsum.cli)
 
     def check_stop(self) -> None:
         if self.stop.is_set():

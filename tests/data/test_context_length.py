@@ -141,3 +141,18 @@ def test_ctc_compressed_audio_is_checked_in_the_forward():
     with pytest.raises(ValueError, match=r"takes \d+ positions \(its audio after CTC compression, prompt and response\) "
                                          rf"and the LM reads at most {text_positions + 1}"):
         model(batch.audio, input_ids, mask, mask.cumsum(1) - 1)
+
+
+def test_pairs_names_no_skip_option_it_does_not_have(tmp_path, toy_data):
+    """`speechsum pairs` refuses a too-long example (it has no on_bad_example): its error must not tell
+    the user to set one, as its audio errors do not."""
+    from speechsum.data.manifest import load_manifest
+    from speechsum.pairs import sample_summaries
+    from tests.data.test_text_content import _Args, _NoCache
+
+    model = composed(context=16)  # the audio of any toy clip takes more
+    examples, _ = load_manifest(toy_data["train"])
+    student = type("Student", (), {"model": model, "max_audio_seconds": None})()
+    with pytest.raises(ManifestError, match="reads at most 16") as caught:
+        sample_summaries(student, examples[:2], _NoCache(), {e.id: e.id for e in examples}, _Args())
+    assert "on_bad_example" not in str(caught.value) and "on-bad-example" not in str(caught.value)

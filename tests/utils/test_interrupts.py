@@ -107,7 +107,7 @@ def test_fit_stopped_by_sigterm_exits_143_not_0(tmp_path, toy_data, capsys):
 PARENT = """
 import os, subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "SPEECHSUM_DIE_WITH_PARENT": "1"})
+                         env={**os.environ, "SPEECHSUM_DIE_WITH_PARENT": str(os.getpid())})
 assert child.stdout.readline().strip() == "started"
 print(child.pid, flush=True)
 child.wait()
@@ -132,3 +132,38 @@ def test_a_pipeline_command_ends_when_the_pipeline_is_killed(tmp_path):
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the command outlived the pipeline that started it")
+
+
+ALIVE_PARENT_IS_PID_1 = """
+import os
+os.getppid = lambda: 1  # started by a pipeline that is pid 1 (a container's command), still running
+os.environ["SPEECHSUM_DIE_WITH_PARENT"] = "1"
+from speechsum.cli import die_with_parent
+die_with_parent()
+print("running", flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_pipeline_command_runs_when_the_pipeline_is_pid_1():
+    """A pipeline run as a container's command is pid 1: its commands, whose parent pid is then 1,
+    must not take it for a dead parent (they all ended at once with SIGTERM)."""
+    result = subprocess.run([sys.executable, "-c", ALIVE_PARENT_IS_PID_1], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "running"), result.stderr
+
+
+DEAD_PARENT = """
+import os
+os.environ["SPEECHSUM_DIE_WITH_PARENT"] = str(os.getppid() + 1)  # a parent that has already gone
+from speechsum.cli import die_with_parent
+die_with_parent()
+print("running", flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_pipeline_command_whose_pipeline_died_before_it_started_ends():
+    result = subprocess.run([sys.executable, "-c", DEAD_PARENT], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=60)
+    assert result.returncode == -signal.SIGTERM and not result.stdout
