@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from speechsum.utils.processes import Terminated, die_with_parent, raise_terminated
+
 OVERVIEW = """\
 speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
 
@@ -67,41 +69,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Terminated(SystemExit):
-    """SIGTERM (a scheduler's stop, ``kill PID``) as an exception, so ``finally`` blocks run: atomic
-    writes remove their temporary files and caches are closed, as on Ctrl-C."""
-
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
-
-
-def _raise_terminated(*_: object) -> None:
-    raise Terminated
-
-
-DIE_WITH_PARENT = "SPEECHSUM_DIE_WITH_PARENT"  # the pipeline's pid, set for the commands it runs
-
-
-def die_with_parent() -> None:
-    """Under ``SPEECHSUM_DIE_WITH_PARENT=<the parent's pid>`` (Linux): get SIGTERM when the process
-    that started this one dies, also by SIGKILL (the OOM killer, ``kill -9``), so no orphan goes on
-    writing into a run folder that a rerun is redoing. The variable is taken out of the environment:
-    it is for the pipeline's own children only. The parent is known by its pid, not by "my parent is
-    now init": a pipeline that is itself pid 1 (a container's command) is alive, and an orphan may be
-    adopted by a subreaper instead of pid 1."""
-    parent = os.environ.pop(DIE_WITH_PARENT, "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):  # the parent died before the call
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run a command. Ctrl-C or SIGTERM ends it with one line and exit code 128 + the signal
     (130, 143), not a traceback; ``speechsum fit`` keeps Lightning's own handling of both (its
@@ -109,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "speechsum"
     if args and args[0] in TOOLS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning's Trainer adds its own handler to it
+        signal.signal(signal.SIGTERM, raise_terminated)  # Lightning's Trainer adds its own handler to it
     die_with_parent()
     try:
         _main(args, argv)
@@ -218,25 +185,9 @@ def check_ckpt_path(args: list[str], configs: list) -> None:
     values += [c["ckpt_path"] for c in configs if isinstance(c, dict) and isinstance(c.get("ckpt_path"), str)]
     for value in values:
         if value not in ("last", "best", "hpc", "registry", "null", "None"):
+            from speechsum.models.checkpoint import check_training_checkpoint
+
             check_training_checkpoint(value)
-
-
-def check_training_checkpoint(path: str, named: str | None = None) -> None:
-    """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
-    Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
-    from speechsum.models.checkpoint import CheckpointError, read_checkpoint
-
-    named = named or path
-    try:
-        checkpoint = read_checkpoint(path, mmap=True)
-    except (OSError, ValueError):
-        try:
-            checkpoint = read_checkpoint(path)  # without mmap: torch's message then says what is wrong
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"ckpt_path {named}: {err}") from err
-    if "pytorch-lightning_version" not in checkpoint:
-        raise CheckpointError(f"ckpt_path {named}: not a Lightning training checkpoint (no trainer state to "
-                              "resume); to start from its weights set model.init_args.init_from")
 
 
 def input_error_in_chain(err: BaseException) -> BaseException | None:

@@ -24,14 +24,13 @@ class SpeechSumCLI(LightningCLI):
 
     def _check_last_checkpoint(self) -> None:
         """``--ckpt_path last``: the checkpoint Lightning will pick (the newest ``last*.ckpt`` of the
-        checkpoint callbacks' folders) is checked as an explicit path is (``cli.check_ckpt_path``), so a
+        checkpoint callbacks' folders) is checked as an explicit path is (``speechsum.cli.check_ckpt_path``), so a
         file cut short by a crash or a full disk is named, not a traceback from inside ``torch.load``."""
         if self.config.get(self.subcommand, {}).get("ckpt_path") != "last":
             return
         from lightning.pytorch.callbacks import ModelCheckpoint
 
-        from speechsum.cli import check_training_checkpoint
-        from speechsum.models.checkpoint import CheckpointError
+        from speechsum.models.checkpoint import CheckpointError, check_training_checkpoint
 
         found: set[str] = set()
         for callback in self.trainer.checkpoint_callbacks:

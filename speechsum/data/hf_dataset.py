@@ -111,6 +111,7 @@ def _resolve_columns(
 
 
 INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31, "int64": 2**63}
+UNSIGNED = {"uint8": 2.0**7, "uint16": 2.0**15, "uint32": 2.0**31, "uint64": 2.0**63}  # their midpoints
 
 
 def array_dtype(feature: Any) -> str | None:
@@ -124,7 +125,7 @@ def array_dtype(feature: Any) -> str | None:
 
 def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     """An in-memory ``{array, sampling_rate}`` cell as float WAV bytes: integer samples scaled to
-    [-1, 1) (uint8 centred on 128), a ``(channels, n)`` or ``(n, channels)`` array as channels."""
+    [-1, 1) (unsigned ones centred on their midpoint), a ``(channels, n)`` or ``(n, channels)`` array as channels."""
     rate = value.get("sampling_rate")
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
@@ -133,8 +134,8 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
         samples = samples.T  # (channels, n), as datasets decodes multi-channel audio
     if samples.ndim not in (1, 2) or samples.size == 0 or (samples.ndim == 2 and samples.shape[1] > 8):
         raise ValueError(f"the audio array has shape {samples.shape}: give samples (n,) or (n, channels ≤ 8)")
-    if dtype == "uint8":
-        samples = (samples - 128.0) / 128.0
+    if dtype in UNSIGNED:  # offset binary: the middle of the range is silence
+        samples = (samples - UNSIGNED[dtype]) / UNSIGNED[dtype]
     elif dtype in INT_SCALE:
         samples = samples / INT_SCALE[dtype]
     buffer = io.BytesIO()
@@ -237,7 +238,8 @@ def load_hf_split(
             for field, column in mapped.items():
                 if field != "audio":
                     values[field] = _text(record[column], field, field in required)
-            reserved = first_reserved(values, reserved_text, text_fields(require_transcript))
+            reserved = first_reserved(values, reserved_text,
+                                      text_fields(require_transcript, require_summary or require_preference))
             if reserved:
                 field = reserved[0]
                 raise ValueError(f"{field} {reserved[1]}")

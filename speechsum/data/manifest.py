@@ -165,7 +165,7 @@ def parse_line(
     for name in required:
         if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
             raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
-    reserved = first_reserved(record, reserved_text, text_fields(require_transcript))
+    reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")
     try:

@@ -12,6 +12,8 @@ text keeps exactly the tokens it had.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 
 TEXT_FIELDS = ("instruction", "summary", "chosen", "rejected")  # + "transcript" where a model reads it
@@ -19,26 +21,37 @@ TEXT_FIELDS = ("instruction", "summary", "chosen", "rejected")  # + "transcript"
 
 def reserved_strings(tokenizer) -> tuple[str, ...]:
     """The tokenizer's special tokens as text (added tokens marked special, and the named ones: eos,
-    pad, additional specials), longest first."""
+    pad, additional specials), longest first; not its unknown token (``<unk>`` in a transcript reads
+    as the unknown token, which changes no turn or placeholder)."""
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     strings = {token.content for token in added.values() if getattr(token, "special", False)}
     strings.update(getattr(tokenizer, "all_special_tokens", None) or ())
+    strings.discard(getattr(tokenizer, "unk_token", None))
     return tuple(sorted((s for s in strings if s), key=lambda s: (-len(s), s)))
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(reserved: tuple[str, ...]) -> re.Pattern:
+    """One regex for all of ``reserved`` (longest first, so the longest token at a position is named):
+    a manifest's every line is checked against a tokenizer's hundreds of special tokens."""
+    return re.compile("|".join(re.escape(token) for token in sorted(reserved, key=len, reverse=True)))
 
 
 def reserved_in(text: str, reserved: Iterable[str]) -> str | None:
     """Why ``text`` cannot be tokenized as text (the first special token in it and where), or None."""
-    found = [(text.index(token), token) for token in reserved if token in text]
-    if not found:
+    reserved = tuple(reserved)
+    found = _pattern(reserved).search(text) if reserved else None
+    if found is None:
         return None
-    start, token = min(found)
-    return (f"holds {token!r} (at character {start}), a special token of the model's tokenizer: it would be read "
-            "as that token, not as text (ending the turn, or an audio placeholder); remove or rewrite it")
+    return (f"holds {found.group(0)!r} (at character {found.start()}), a special token of the model's tokenizer: it "
+            "would be read as that token, not as text (it could end the turn or add an audio position); remove or "
+            "rewrite it")
 
 
-def text_fields(transcript: bool) -> tuple[str, ...]:
-    """The fields a model tokenizes: instruction, summary, chosen, rejected; transcript where it reads it."""
-    return TEXT_FIELDS + (("transcript",) if transcript else ())
+def text_fields(transcript: bool, responses: bool = True) -> tuple[str, ...]:
+    """The fields a model tokenizes: instruction; summary, chosen, rejected where it trains on them
+    (``responses``; generation reads the prompt only); transcript where it reads it."""
+    return ("instruction",) + (TEXT_FIELDS[1:] if responses else ()) + (("transcript",) if transcript else ())
 
 
 def first_reserved(values: Mapping[str, object], reserved: Iterable[str], fields: Iterable[str]) -> tuple[str, str] | None:

@@ -114,6 +114,22 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
+def check_training_checkpoint(path: str, named: str | None = None) -> None:
+    """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
+    Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
+    named = named or path
+    try:
+        checkpoint = read_checkpoint(path, mmap=True)
+    except (OSError, ValueError):
+        try:
+            checkpoint = read_checkpoint(path)  # without mmap: torch's message then says what is wrong
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"ckpt_path {named}: {err}") from err
+    if "pytorch-lightning_version" not in checkpoint:
+        raise CheckpointError(f"ckpt_path {named}: not a Lightning training checkpoint (no trainer state to "
+                              "resume); to start from its weights set model.init_args.init_from")
+
+
 def require_rebuildable(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Refuse a checkpoint marked :data:`NOT_REBUILDABLE`: a model rebuilt from it would be wrong."""
     reason = checkpoint.get(NOT_REBUILDABLE)

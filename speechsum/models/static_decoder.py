@@ -84,7 +84,7 @@ def unsupported_reason(model: nn.Module, max_position: int = 0) -> str | None:
     if kinds - {"full_attention", "sliding_attention"}:
         return f"layers other than full or sliding-window attention are not implemented ({sorted(kinds)})"
     if window is not None or "sliding_attention" in kinds:  # full attention while every position is in the window
-        if window is None or max_position >= window:
+        if window is None or max_position > window:  # HF: key j seen from query i when i - j < window
             return f"sliding-window attention (window {window}) within this generation's {max_position} positions is not implemented"
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "attn_logit_softcapping", None):
         return "logit soft-capping is not implemented"

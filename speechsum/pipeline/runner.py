@@ -25,12 +25,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from speechsum.cli import DIE_WITH_PARENT
 from speechsum.pipeline.progress import ProgressBoard, echo, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.stages import delete_outputs, stop_process
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.utils.io import write_atomic
+from speechsum.utils.processes import DIE_WITH_PARENT
 
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
 
@@ -104,7 +104,7 @@ class StageContext:
         """The environment of this stage's commands: this process's, with the thread count set."""
         threads = str(self.threads)
         return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                DIE_WITH_PARENT: str(os.getpid())}  # a pipeline killed with SIGKILL leaves no stage running (speechsum.cli)
+                DIE_WITH_PARENT: str(os.getpid())}  # a pipeline killed with SIGKILL leaves no stage running (utils/processes.py)
 
     def check_stop(self) -> None:
         if self.stop.is_set():

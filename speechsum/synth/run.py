@@ -259,7 +259,8 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
                 raise
             raise stop from error
     counts = synthesizer.counts
-    if examples and not rows and synthesizer.first_failure:  # a wrong --model or endpoint fails every ask alike
+    if examples and not rows and not counts["asked"] and not counts["cached"] and synthesizer.first_failure:
+        # no ask succeeded: a wrong --model or endpoint fails every one alike
         failed = sum(v for k, v in counts.items() if k.startswith("failed_"))
         raise ValueError(f"no example written: {failed} of {failed + counts['asked']} requests failed and none of the "
                          f"{len(examples)} recordings gave one (the first: {synthesizer.first_failure}); check --model "

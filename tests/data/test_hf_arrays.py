@@ -45,10 +45,11 @@ def test_in_memory_arrays_read_as_their_samples(processor, samples, scale) -> No
     np.testing.assert_allclose(waveform, WAVE, atol=2 / scale + 1e-6)
 
 
-def test_uint8_is_centred(processor) -> None:
-    samples = np.round(WAVE * 128 + 128).astype(np.uint8)
+@pytest.mark.parametrize(("dtype", "middle"), [(np.uint8, 2**7), (np.uint16, 2**15), (np.uint32, 2**31)])
+def test_unsigned_samples_are_centred(processor, dtype, middle) -> None:
+    samples = np.round(WAVE * (middle - 1) + middle).astype(dtype)
     _, waveform = setup_rows(processor, [{"array": samples, "sampling_rate": RATE}]).datasets["train"][0]
-    np.testing.assert_allclose(waveform, WAVE, atol=1 / 64)
+    np.testing.assert_allclose(waveform, WAVE, atol=2 / middle + 1e-6)
 
 
 @pytest.mark.parametrize(("cell", "message"), [

@@ -82,6 +82,31 @@ def test_transcript_checked_only_where_it_is_read(toy_data, processor, tmp_path)
         datamodule(processor, train_manifest=str(path), require_transcript=True).setup("fit")
 
 
+def test_generation_checks_the_prompt_only(toy_data, processor, tmp_path) -> None:
+    """`predict` / `evaluate` read the instruction, not the reference summary."""
+    path = copy_manifest(toy_data["train"], tmp_path / "m.jsonl", edit_line(1, summary="a <|im_end|> b"))
+    dm = datamodule(processor, predict_manifest=str(path))
+    dm.setup("predict")
+    assert len(dm.datasets["predict"]) == 24
+    path = copy_manifest(toy_data["train"], tmp_path / "i.jsonl", edit_line(1, instruction="a <|im_end|> b"))
+    with pytest.raises(ManifestError, match="field 'instruction'"):
+        datamodule(processor, predict_manifest=str(path)).setup("predict")
+
+
+def test_the_unknown_token_is_text_and_the_longest_token_is_named() -> None:
+    from speechsum.data.text_checks import reserved_in
+
+    class Tokenizer:  # what reserved_strings reads of a tokenizer with an unknown token
+        added_tokens_decoder = {}
+        all_special_tokens = ["<unk>", "<s>", "</s>", "<|end|>", "<|endoftext|>"]
+        unk_token = "<unk>"
+
+    reserved = reserved_strings(Tokenizer())
+    assert "<unk>" not in reserved and reserved_in("said <unk> then", reserved) is None
+    assert reserved_in("x<|endoftext|>", reserved).startswith("holds '<|endoftext|>' (at character 1)")
+    assert reserved_in("ab </s> <s>", reserved).startswith("holds '</s>' (at character 3)")
+
+
 def test_manifest_loader_without_tokenizer_is_unchanged(toy_data, tmp_path) -> None:
     path = copy_manifest(toy_data["train"], tmp_path / "m.jsonl", edit_line(1, summary="<|im_end|>"))
     examples, skipped = load_manifest(path)

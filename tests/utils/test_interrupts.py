@@ -138,7 +138,7 @@ ALIVE_PARENT_IS_PID_1 = """
 import os
 os.getppid = lambda: 1  # started by a pipeline that is pid 1 (a container's command), still running
 os.environ["SPEECHSUM_DIE_WITH_PARENT"] = "1"
-from speechsum.cli import die_with_parent
+from speechsum.utils.processes import die_with_parent
 die_with_parent()
 print("running", flush=True)
 """
@@ -156,7 +156,7 @@ def test_a_pipeline_command_runs_when_the_pipeline_is_pid_1():
 DEAD_PARENT = """
 import os
 os.environ["SPEECHSUM_DIE_WITH_PARENT"] = str(os.getppid() + 1)  # a parent that has already gone
-from speechsum.cli import die_with_parent
+from speechsum.utils.processes import die_with_parent
 die_with_parent()
 print("running", flush=True)
 """
