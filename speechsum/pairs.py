@@ -24,10 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from speechsum.data.batch import SpeechCollator
-from speechsum.data.dataset import SpeechSumDataset
+from speechsum.data.dataset import SpeechSumDataset, example_error
 from speechsum.data.loader import SpeechLoader
-from speechsum.data.manifest import Example, ManifestError, load_manifest
-from speechsum.data.text_checks import first_reserved, reserved_strings, text_fields
+from speechsum.data.manifest import Example, load_manifest
+from speechsum.data.text_checks import first_reserved, text_fields
 from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import load_speech_llm
@@ -139,13 +139,10 @@ def sample_summaries(student: Student, examples: list[Example], cache: JsonlCach
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = student.model.to(device).eval()
     processor = model.processor
-    reserved = reserved_strings(processor.tokenizer)
     for example in todo:  # the manifest loaded before the student, whose tokenizer says what is reserved
-        found = first_reserved(vars(example), reserved, text_fields(False))
+        found = first_reserved(vars(example), processor.reserved_text, text_fields(False))
         if found:
-            origin = example.origin
-            raise ManifestError(origin.file if origin else "manifest", origin.line if origin else 0,
-                                f"field '{found[0]}' {found[1]}")
+            raise example_error(example, *found)
     limit = student.max_audio_seconds or processor.max_audio_seconds
     dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate", advice=None)  # no skip option here
     collate = SpeechCollator(processor, responses=False, on_too_long="error", advice=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -119,46 +119,44 @@ class SpeechCollator:
         if not too_long:
             return batch
         for row, (field_name, reason) in too_long.items():  # raises under "error"
-            items[row] = skip_or_raise(examples[row], lambda advice, row=row, field_name=field_name, reason=reason:
-                                       example_error(examples[row], field_name, reason(advice)), self.on_too_long,
-                                       self.advice)
+            items[row] = skip_or_raise(
+                examples[row], lambda advice, row=row, field_name=field_name, reason=reason: example_error(
+                    examples[row], field_name, reason + (f", {advice}" if advice else "")),
+                self.on_too_long, self.advice)
         return self(items + skipped)  # the rest, collated again
 
 
-def too_long_rows(batch: SpeechBatch, processor: SpeechProcessor) -> dict[int, tuple[str, Callable[[str | None], str]]]:
+def too_long_rows(batch: SpeechBatch, processor: SpeechProcessor) -> dict[int, tuple[str, str]]:
     """Rows of ``batch`` whose prompt + longest response take more positions than the LM reads
     (``processor.context_length``; the audio positions a CTC-compressing model drops itself are not
-    counted): row → (the field taking most of them, its reason given an advice or None)."""
+    counted): row → (the field taking most of them, why). Per batch: one vectorised sum, messages only
+    for the rows over the limit."""
     limit = processor.context_length
     if limit is None:
         return {}
+    responses = {"summary" if name == "response" else name: mask.sum(1)
+                 for name in ("response", "chosen", "rejected") if (mask := getattr(batch, f"{name}_mask")) is not None}
+    prompt = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
+    longest_response = torch.stack(list(responses.values())).amax(0) if responses else torch.zeros_like(prompt)
+    over = ((prompt + longest_response) > limit).nonzero().flatten().tolist()
+    if not over:
+        return {}
     audio_id = getattr(processor, "audio_token_id", None)
     placeholders = ((batch.prompt_ids == audio_id) * batch.prompt_mask).sum(1) if audio_id is not None else 0
-    prompt = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
-    text = (batch.prompt_mask.sum(1) - placeholders).tolist()
-    audio = (prompt - torch.as_tensor(text)).tolist()
-    responses = {name: getattr(batch, f"{name}_mask") for name in ("response", "chosen", "rejected")}
+    text = batch.prompt_mask.sum(1) - placeholders
     prompt_field = "transcript" if getattr(processor, "reads_transcripts", False) else "instruction"
     rows = {}
-    for row in range(len(batch)):
-        lengths = {"summary" if name == "response" else name: int(mask[row].sum())
-                   for name, mask in responses.items() if mask is not None}
-        parts = {"audio": audio[row]} if audio[row] else {}  # not known here when the model compresses it
-        parts[prompt_field] = text[row]
-        if lengths:
-            longest = max(lengths, key=lengths.get)
-            parts[longest] = lengths[longest]
-        total = sum(parts.values())
-        if total <= limit:
-            continue
+    for row in over:
+        audio = int(prompt[row] - text[row])  # 0 when the model compresses it: not known here
+        parts = {"audio": audio} if audio else {}
+        parts[prompt_field] = int(text[row])
+        if responses:
+            name = max(responses, key=lambda n: int(responses[n][row]))
+            parts[name] = int(responses[name][row])
         field = max(parts, key=parts.get)
         said = ", ".join(f"{name} {count}" for name, count in parts.items())
         hint = "lower data.max_audio_seconds" if field == "audio" else f"shorten the {field}"
-
-        def reason(advice: str | None, total=total, said=said, hint=hint) -> str:
-            return (f"the example takes {total} positions ({said}, with the chat template) and the model's LM reads "
-                    f"at most {limit} (max_position_embeddings): {hint} or use a model with a longer context"
-                    f"{', ' + advice if advice else ''}")
-
-        rows[row] = (field, reason)
+        rows[row] = (field, f"the example takes {sum(parts.values())} positions ({said}, with the chat template) and "
+                            f"the model's LM reads at most {limit} (max_position_embeddings): {hint} or use a model "
+                            "with a longer context")
     return rows

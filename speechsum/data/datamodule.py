@@ -17,7 +17,6 @@ from speechsum.data.loader import SpeechLoader
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
-from speechsum.data.text_checks import reserved_strings
 from speechsum.utils.arguments import ConfigError, check_count, check_number
 
 log = logging.getLogger(__name__)
@@ -192,7 +191,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         return {"on_bad_example": self.on_bad_example, "require_summary": self.require_summary and split != "predict",
                 "require_transcript": self.require_transcript,
                 "require_preference": self.preference and split != "predict", "max_audio_seconds": refuse_longer,
-                "reserved_text": reserved_strings(self._resolve_processor().tokenizer)}
+                "reserved_text": self._resolve_processor().reserved_text}
 
     def _setup_hf_split(
         self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None

@@ -11,6 +11,7 @@ Token layout shared by every stage (B = batch, P = prompt length, R = response l
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
+
+from speechsum.data.text_checks import reserved_strings
 
 
 def require_chat_template(tokenizer: PreTrainedTokenizerBase, owner: str) -> None:
@@ -62,6 +65,12 @@ class SpeechProcessor(ABC):
     end_of_turn: str  # appended to every response; generation stops on it
     system_prompt: str | None = None
     context_length: int | None = None  # positions the LM reads (prompt + response); set by the backbone
+
+    @functools.cached_property
+    def reserved_text(self) -> tuple[str, ...]:
+        """The tokenizer's special tokens as text, which no text the model reads may hold
+        (:func:`speechsum.data.text_checks.reserved_strings`; worked out once)."""
+        return reserved_strings(self.tokenizer)
 
     def prompt_positions_at_least(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
         """``(B,)`` positions the LM reads for each prompt, at least: exact, unless the model drops

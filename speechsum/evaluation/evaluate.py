@@ -39,7 +39,6 @@ from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
-from speechsum.data.text_checks import reserved_strings
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
@@ -233,7 +232,7 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
     needs_transcript = _reads_transcripts(model) and spec.kind != "cascade"  # a cascade reads Whisper's
     examples, skipped = load_manifest(manifest, require_summary=True, require_transcript=needs_transcript,
                                       allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
-                                      reserved_text=reserved_strings(model.processor.tokenizer))
+                                      reserved_text=model.processor.reserved_text)
     source = manifest
     if spec.kind == "cascade":
         if spec.asr_model not in transcribers:

@@ -28,7 +28,7 @@ from torch import Tensor
 from speechsum.data.audio import AUDIO_ERRORS, AudioTooLongError, load_audio, path_problem
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
-from speechsum.data.text_checks import reserved_in, reserved_strings
+from speechsum.data.text_checks import reserved_in
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import at_least
@@ -58,7 +58,7 @@ def audio_limit(model: SpeechLLM) -> float | None:
 def instruction_problem(model: SpeechLLM, instruction: str) -> str | None:
     """Why ``instruction`` cannot be the model's prompt text (it holds a special token of its
     tokenizer: :mod:`speechsum.data.text_checks`), or None."""
-    return reserved_in(instruction, reserved_strings(model.processor.tokenizer))
+    return reserved_in(instruction, model.processor.reserved_text)
 
 
 def require_speech(model: SpeechLLM, source: str) -> None:
