@@ -13,6 +13,7 @@ import soundfile as sf
 import yaml
 
 from tests.conftest import CONFIGS
+from tests.servers import prompt_text
 
 FAKE_OPENAI_KEY = "sk-fake-openai-key-for-eval-tests-7f3a"
 FAKE_WANDB_KEY = "fakewandbkey0123456789abcdef0123456789abcd"
@@ -87,7 +88,7 @@ def fit_tiny_student(folder: Path, manifests: dict[str, Path]) -> Path:
 
 def scripted_judge_reply(messages: list[dict]) -> str:
     """A deterministic judge: score from a hash of the candidate (1..7)."""
-    candidate = messages[-1]["content"].rpartition("CANDIDATE:\n")[2]
+    candidate = prompt_text(messages).rpartition("CANDIDATE:\n")[2]
     score = 1 + zlib.crc32(candidate.encode()) % 7
     return json.dumps({"accuracy": score, "coherence": score, "style": score, "hallucination": score,
                        "instruction_following": score, "score": score, "reasons": "scripted"})

@@ -92,6 +92,12 @@ class JSONServer(ThreadedServer):
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
 
+def prompt_text(messages: list[dict]) -> str:
+    """The first user turn: the prompt a scripted judge answers (a re-ask after a malformed answer adds
+    the answer and a correction after it)."""
+    return next(message["content"] for message in messages if message["role"] == "user")
+
+
 @dataclass
 class RecordedRequest:
     """One request the scripted backend received: its 1-based number, kind ("chat"/"completion"),

@@ -14,7 +14,7 @@ from speechsum.cli import lightning_cli
 from speechsum.judges.pairwise import OpenAIJudge
 from speechsum.pairs import build_parser, load_student, main, run_pairs
 from tests.helpers import run_config
-from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 
 
 class Crash(RuntimeError):
@@ -23,7 +23,7 @@ class Crash(RuntimeError):
 
 def shorter_wins(messages: list[dict]) -> str:
     """A scripted judge: the shorter summary wins (a position-independent rule), equal length ties."""
-    user = messages[-1]["content"]
+    user = prompt_text(messages)
     a = re.search(r"SUMMARY A:\n(.*?)\n\nSUMMARY B:", user, re.DOTALL).group(1)
     b = re.search(r"SUMMARY B:\n(.*)$", user, re.DOTALL).group(1)
     winner = "A" if len(a) < len(b) else "B" if len(b) < len(a) else "tie"

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import openai
@@ -203,6 +204,9 @@ class ChatJsonAsker:
     the caller's ``parse`` (which raises ``ValueError`` on a malformed answer). A malformed answer is
     asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed; its
     error says when the reply was cut at ``max_tokens`` or held only reasoning (``reasoning_content``).
+    A re-ask is ``messages`` + the malformed reply (assistant turn) + :func:`correction_turn` (what
+    was wrong, answer again with the JSON only): a judge at temperature 0 given the same messages
+    would give the same reply again.
     Each ask goes through :func:`with_retries` (the transient failures of :func:`is_retryable`:
     timeouts, dropped or cut-short connections, malformed bodies, 408/429/5xx; ``request_attempts``
     tries, exponential backoff). HTTP outcomes:
@@ -281,10 +285,11 @@ class ChatJsonAsker:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
         (e.g. an example id) only names the item in log warnings."""
         error = ""
+        asked = messages
         for attempt in range(1, self.parse_attempts + 1):
             try:
                 text, note = with_retries(
-                    lambda: self._complete(messages), self.request_attempts, self.backoff_seconds, on_retry=self.retries
+                    partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
                 return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
@@ -300,7 +305,15 @@ class ChatJsonAsker:
                 error = f"{err} ({note})" if note else str(err)
                 LOG.warning("%s: malformed answer%s (attempt %d/%d): %s",
                             self.model, f" for {label}" if label else "", attempt, self.parse_attempts, error)
+                asked = [*messages, {"role": "assistant", "content": text}, correction_turn(error)]
         return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
+
+
+def correction_turn(error: str) -> dict[str, str]:
+    """The user turn a re-ask adds after a malformed reply (which goes before it as the assistant's
+    turn): what could not be read, and to answer again with only the JSON the instructions ask for."""
+    return {"role": "user", "content": f"Your answer could not be read ({error}). Answer again, following the "
+                                       "instructions above, with only the JSON object they ask for and no other text."}
 
 
 def map_concurrent(

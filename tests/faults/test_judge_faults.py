@@ -17,7 +17,7 @@ from speechsum.pairs import build_parser, run_pairs
 from speechsum.serving.protocol import APIError
 from speechsum.utils.remote import JsonlCache
 from tests.fault_proxy import FaultProxy
-from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 from tests.test_pairs import shorter_wins
 
 TIMEOUT = 2.0  # the client's: far above a scripted answer's time even on a busy machine; the proxy hangs longer
@@ -26,7 +26,7 @@ ITEMS = [RubricItem(f"Summarise call {i}.", "word " * (i + 1), f"Call {i}: " + "
 
 def rubric_reply(messages: list[dict]) -> str:
     """A deterministic rubric verdict: the score depends on the candidate's length."""
-    words = len(messages[-1]["content"].split("CANDIDATE:\n")[1].split())
+    words = len(prompt_text(messages).split("CANDIDATE:\n")[1].split())
     score = words % 7 + 1
     return json.dumps({"accuracy": score, "coherence": 7, "score": score, "reasons": f"{words} words"})
 

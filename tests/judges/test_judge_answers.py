@@ -11,7 +11,7 @@ import pytest
 from speechsum.judges.pairwise import JudgeInput, MalformedVerdict, OpenAIJudge, parse_pair_verdict
 from speechsum.judges.rubric import MalformedVerdict as MalformedRubric
 from speechsum.judges.rubric import RubricItem, RubricJudge, parse_verdict
-from tests.servers import JSONServer, ScriptedChatBackend, serve_in_thread
+from tests.servers import JSONServer, ScriptedChatBackend, prompt_text, serve_in_thread
 
 FULL = {"accuracy": 6, "coherence": 7, "style": 5, "hallucination": 7, "instruction_following": 6, "score": 6,
         "reasons": "Accurate."}
@@ -122,7 +122,7 @@ def test_pairwise_judge_reads_past_reasoning_and_counts_position_bias():
     item, good, bad = JudgeInput("doc-1", "Summarise.", "Ana: 40,000 euros."), "40,000 euros.", "45,000 euros."
 
     def reasoning_judge(messages: list[dict]) -> str:  # the faithful answer, after reasoning naming the other
-        a_is_good = "SUMMARY A:\n40,000" in messages[-1]["content"]
+        a_is_good = "SUMMARY A:\n40,000" in prompt_text(messages)
         right, wrong = ("A", "B") if a_is_good else ("B", "A")
         return f'<think>{{"winner": "{wrong}"}} looks right... no.</think>\n{{"winner": "{right}", "reasons": "x"}}'
 

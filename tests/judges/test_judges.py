@@ -16,14 +16,14 @@ from speechsum.judges.pairwise import (
     OpenAIJudge,
     parse_pair_verdict,
 )
-from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 
 ITEM = JudgeInput("doc-1", "Summarise the call.", "Ana: the budget is 40,000 euros.", None)
 GOOD, BAD = "The budget is 40,000 euros.", "The budget is 45,000 euros, says Kevin."
 
 
 def summaries(messages: list[dict]) -> tuple[str, str]:
-    user = messages[-1]["content"]
+    user = prompt_text(messages)
     a = re.search(r"SUMMARY A:\n(.*?)\n\nSUMMARY B:", user, re.DOTALL).group(1)
     b = re.search(r"SUMMARY B:\n(.*)$", user, re.DOTALL).group(1)
     return a, b

@@ -21,7 +21,7 @@ from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES
 from speechsum.synth.run import build_parser, main, run_synth, stats_path
 from speechsum.utils.remote import JsonlCache
 from tests.conftest import REPO
-from tests.servers import JSONServer, ScriptedChatBackend, serve_in_thread
+from tests.servers import JSONServer, ScriptedChatBackend, prompt_text, serve_in_thread
 
 SECRET = "sk-test-synth-0123456789-never-written"
 K, KEEP, RECORDINGS = 5, 2, 6
@@ -47,7 +47,7 @@ class ScriptedLLM:
         self._lock = threading.Lock()
 
     def __call__(self, messages: list[dict]) -> str:
-        user = messages[-1]["content"]
+        user = prompt_text(messages)
         transcript = re.search(r"TRANSCRIPT:\n(.*?)(\n\nQUER|$)", user, re.DOTALL).group(1)
         recording = int(re.match(r"Recording (\d+)", transcript).group(1))
         step = "queries" if "NUMBER OF QUERIES:" in user else "rating" if "\nQUERIES:\n" in user else "summary"

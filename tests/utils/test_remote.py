@@ -19,6 +19,7 @@ from speechsum.utils.remote import (
     RetryCounter,
     backoff_delay,
     cache_key,
+    correction_turn,
     endpoint_failure,
     map_concurrent,
     openai_client,
@@ -236,7 +237,21 @@ def test_chat_json_asker_reasks_malformed_and_handles_http_outcomes():
         answer = asker.ask(MESSAGES, _parse_number, label="doc-1")
     assert answer.ok and (answer.value, answer.attempts, answer.error) == (7, 3, "")
     assert (asker.calls, asker.malformed, asker.retries.retries, backend.count) == (4, 2, 1, 4)
-    assert backend.requests[-1].messages == MESSAGES
+    bad_x = '{"n": "x"}'
+    assert [request.messages for request in backend.requests[1:]] == [  # a re-ask shows the last bad reply
+        MESSAGES,
+        [*MESSAGES, {"role": "assistant", "content": "seven"}, correction_turn("no integer 'n' in 'seven'")],
+        [*MESSAGES, {"role": "assistant", "content": bad_x}, correction_turn(f"no integer 'n' in {bad_x!r}")],
+    ]
+    assert correction_turn("e")["content"] == (
+        "Your answer could not be read (e). Answer again, following the instructions above, with only the JSON "
+        "object they ask for and no other text.")
+
+    # a deterministic judge, which repeats itself given the same messages, answers once told what was wrong
+    backend = ScriptedChatBackend(lambda messages: '{"n": 3}' if len(messages) > 1 else "Score: 3")
+    with serve_in_thread(backend) as url:
+        answer = ChatJsonAsker(openai_client(url), "scripted", parse_attempts=2).ask(MESSAGES, _parse_number)
+    assert (answer.value, answer.attempts, backend.count) == (3, 2, 2)
 
     backend = ScriptedChatBackend(lambda messages: "never valid")
     with serve_in_thread(backend) as url:
