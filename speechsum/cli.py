@@ -71,8 +71,8 @@ def __getattr__(name: str):
 
 def main(argv: list[str] | None = None) -> None:
     """Run a command. Ctrl-C or SIGTERM ends it with one line and exit code 128 + the signal
-    (130, 143), not a traceback; ``speechsum fit`` keeps Lightning's own handling of both (its
-    SIGTERM stop would otherwise exit 0, as if training had finished)."""
+    (130, 143), not a traceback; ``speechsum fit`` keeps Lightning's own handling of both, with these
+    codes too (its SIGTERM stop would exit 0, as if training had finished, and its Ctrl-C 1)."""
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "speechsum"
     if args and args[0] in TOOLS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

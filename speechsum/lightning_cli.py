@@ -22,6 +22,16 @@ class SpeechSumCLI(LightningCLI):
 
     before_validate = before_test = before_predict = before_fit
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning ends a run stopped by Ctrl-C with ``sys.exit(1)``, a failure's code; it is raised
+        again as the ``KeyboardInterrupt`` it was, so ``speechsum.cli.main`` says so and exits 130."""
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit as stop:
+            if stop.code == 1 and self.trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+
     def _check_last_checkpoint(self) -> None:
         """``--ckpt_path last``: the checkpoint Lightning will pick (the newest ``last*.ckpt`` of the
         checkpoint callbacks' folders) is checked as an explicit path is (``speechsum.cli.check_ckpt_path``), so a

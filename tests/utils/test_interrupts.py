@@ -104,6 +104,30 @@ def test_fit_stopped_by_sigterm_exits_143_not_0(tmp_path, toy_data, capsys):
     assert "speechsum fit: interrupted (SIGTERM); --ckpt_path last resumes" in capsys.readouterr().err
 
 
+class CtrlCAtBatch(TermAtBatch):
+    """Ctrl-C (SIGINT, which Python raises as KeyboardInterrupt) when training batch ``batch`` starts."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_fit_stopped_by_ctrl_c_exits_130_not_1(tmp_path, toy_data, capsys):
+    """Lightning's own Ctrl-C handling ends with sys.exit(1), the code of a failure."""
+    config = run_config(tmp_path, toy_data, max_epochs=3)
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["callbacks"].append({"class_path": f"{__name__}.CtrlCAtBatch", "init_args": {"batch": 1}})
+    config.write_text(yaml.safe_dump(data))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main(["fit", "--config", str(config)])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert stop.value.code == 128 + signal.SIGINT
+    assert "speechsum fit: interrupted (Ctrl-C); --ckpt_path last resumes" in capsys.readouterr().err
+
+
 PARENT = """
 import os, subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True,
