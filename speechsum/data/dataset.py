@@ -26,8 +26,7 @@ def example_error(example: Example, field: str, reason: str) -> ValueError:
         return ValueError(f"example {example.id!r}: field {field!r}: {reason}")
     if origin.split is None:
         return ManifestError(origin.file, origin.line, f"field {field!r}: {reason}")
-    column = origin.column if field == "audio" else field
-    return HFDatasetError(origin.file, origin.split, reason, row=origin.line, column=column)
+    return HFDatasetError(origin.file, origin.split, reason, row=origin.line, column=origin.column(field))
 
 
 def audio_error(example: Example, err: Exception, advice: str | None = SKIP_ADVICE) -> ValueError:

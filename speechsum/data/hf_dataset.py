@@ -265,7 +265,7 @@ def load_hf_split(
             duration=duration, summary=values.get("summary"), transcript=values.get("transcript"),
             lang=values.get("lang") or "en", chosen=values.get("chosen"), rejected=values.get("rejected"),
             meta={"dataset": name_or_path, "split": split, "row": row},
-            origin=Origin(name_or_path, row, split=split, column=mapped["audio"]),
+            origin=Origin(name_or_path, row, split=split, columns=tuple(mapped.items())),
         ))
     if skipped:
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))

@@ -53,12 +53,17 @@ class SkippedLine:
 @dataclass(frozen=True)
 class Origin:
     """Where an example was read: a manifest ``file`` and its ``line`` (from 1), or, with ``split``
-    set, a Hugging Face dataset's name, split and row (``line``, from 0) and its audio ``column``."""
+    set, a Hugging Face dataset's name, split and row (``line``, from 0) and its ``columns``
+    (``(field, column)`` pairs: which dataset column holds each speechsum field)."""
 
     file: str
     line: int
     split: str | None = None
-    column: str = "audio"
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def column(self, field: str) -> str:
+        """The dataset column that holds ``field`` (the field's own name when not mapped)."""
+        return dict(self.columns).get(field, field)
 
 
 @dataclass(frozen=True)

@@ -156,3 +156,20 @@ def test_pairs_names_no_skip_option_it_does_not_have(tmp_path, toy_data):
     with pytest.raises(ManifestError, match="reads at most 16") as caught:
         sample_summaries(student, examples[:2], _NoCache(), {e.id: e.id for e in examples}, _Args())
     assert "on_bad_example" not in str(caught.value) and "on-bad-example" not in str(caught.value)
+
+
+def test_a_hugging_face_row_past_the_context_names_the_datasets_own_column(tmp_path, toy_data):
+    """The error names the column the dataset calls the summary (`target`), not speechsum's field name."""
+    pytest.importorskip("datasets")
+    from speechsum.data.hf_dataset import HFDatasetError
+    from tests.data.test_hf_dataset import RENAMED, manifest_rows, save_dataset
+
+    rows = manifest_rows(toy_data["train"], 3)
+    rows[1] = {**rows[1], "summary": "word " * 500}
+    renamed = [{("key" if k == "id" else k): v for k, v in row.items()} for row in rows]
+    folder = save_dataset(tmp_path / "hf", {"train": renamed}, {k: v for k, v in RENAMED.items() if k != "id"})
+    dm = datamodule(composed(context=2048).processor, hf_dataset=str(folder), hf_columns=RENAMED)
+    dm.setup("fit")
+    with pytest.raises(HFDatasetError) as info:
+        list(dm.train_dataloader())
+    assert (info.value.split, info.value.row, info.value.column) == ("train", 1, "target")
