@@ -15,6 +15,7 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.protocol import APIError, Backend
@@ -160,7 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"status": "ok"}
         if path == "/v1/models" and reading:
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
-        if path == f"/v1/models/{backend.model_name}" and reading:
+        if path.startswith("/v1/models/"):
+            name = unquote(path.removeprefix("/v1/models/"))
+            if not reading:
+                raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+            if name != backend.model_name:
+                raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
+                               param="model", code="model_not_found")
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
         if path == "/v1/completions" and method == "POST":
             request = _json_object(body)
@@ -211,7 +218,12 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{self.server.max_request_bytes} bytes (--max-request-bytes, plus the "
                                 "base64 size of --max-audio-bytes when the model reads audio).",
                            code="request_too_large")
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:  # the client closed mid-body: what came is not the request it meant
+            self.close_connection = True
+            raise APIError(400, f"Request body ended after {len(body)} of the {length} bytes its Content-Length "
+                                "announced: send the whole body.")
+        return body
 
     def _check_key(self) -> None:
         expected = self.server.api_key
