@@ -187,6 +187,10 @@ class HFBackend:
         if self.max_model_len is None:
             return sampling.max_tokens
         room = self.max_model_len - prompt_length
+        if sampling.fit_to_context and room <= 0:  # as vLLM: an empty completion would only look like an answer
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens, and the prompt "
+                                f"takes all {prompt_length} of them: no room is left for the completion. Shorten the "
+                                "prompt.", param="messages", code="context_length_exceeded")
         if sampling.fit_to_context:
             return min(sampling.max_tokens, room)
         if sampling.max_tokens > room:

@@ -11,39 +11,19 @@ from urllib.parse import urlparse
 import openai
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from speechsum.models.tokenizer import build_byte_tokenizer
 from speechsum.serving.cli import HFBackend, build_parser, main
 from speechsum.utils.remote import map_concurrent, openai_client
 from tests.servers import serve_in_thread
-
-MODEL = "tiny-teacher"
-CONTEXT = 96
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tokenizer = build_byte_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+from tests.serving.tiny_lm import CONTEXT, MODEL
 
 
 @pytest.fixture(scope="module")
 def reference(model_dir):
     """The same model loaded independently of the server, for direct forward passes."""
     return AutoModelForCausalLM.from_pretrained(model_dir).eval(), build_byte_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def backend(model_dir):
-    return HFBackend(model_dir, served_model_name=MODEL)
 
 
 @pytest.fixture(scope="module")
