@@ -1,10 +1,13 @@
-"""The tiny text LM's context bounds a chat request's prompt plus completion (``speechsum serve``)."""
+"""Chat requests a text LM cannot answer (``speechsum serve``): a prompt that fills the context, messages
+its chat template refuses."""
 
 from __future__ import annotations
 
 import openai
 import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from speechsum.serving.hf_backend import HFBackend
 from speechsum.utils.remote import openai_client
 from tests.servers import serve_in_thread
 from tests.serving.tiny_lm import CONTEXT, MODEL
@@ -30,3 +33,22 @@ def test_a_chat_prompt_that_fills_the_context_is_refused_not_answered_empty(back
                                             f"takes all {CONTEXT} of them: no room is left for the completion. Shorten "
                                             "the prompt.")
     assert (caught.value.body["param"], caught.value.body["code"]) == ("messages", "context_length_exceeded")
+
+
+def test_messages_the_chat_template_refuses_are_a_400_naming_its_reason(model_dir):
+    """Before: a template's raise_exception (Gemma: no system role; Mistral: roles must alternate)
+    was a 500 "Internal server error", which clients retry as a server fault."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                               "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}"
+                               "{% endfor %}")
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with serve_in_thread(HFBackend.from_objects(model, tokenizer, MODEL)) as url:
+        client = openai_client(url)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=MODEL, max_tokens=2, messages=[
+                {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+        assert client.chat.completions.create(model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["message"] == ("The model's chat template refuses these messages: System role not "
+                                            "supported. Change their roles or order to what it takes.")
+    assert caught.value.body["param"] == "messages"
