@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
-from speechsum.serving.protocol import APIError, Backend
+from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -173,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
             request = _json_object(body)
             fmt.check_model(request, backend.model_name)
             requests, as_ids = fmt.parse_completion(request, limits)
-            outputs = [backend.complete(r) for r in requests]
+            outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         if path == "/v1/chat/completions" and method == "POST":
             request = _json_object(body)
@@ -263,6 +263,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _complete_one(backend: Backend, request: CompletionRequest, index: int, prompts: int) -> CompletionOutput:
+    """``backend.complete(request)``; an error names the prompt (``prompt[index]``) when there are several."""
+    try:
+        return backend.complete(request)
+    except APIError as error:
+        if prompts > 1:
+            error.message = f"prompt[{index}]: {error.message}"
+        raise
 
 
 def _json_object(body: bytes) -> dict:

@@ -217,6 +217,9 @@ def test_api_key_is_enforced(backend, caplog):
     ("completion", dict(model=MODEL, prompt="x", max_tokens=0), "max_tokens must be at least 1, got 0"),  # as vLLM
     ("completion", dict(model=MODEL, prompt="x", logprobs=21), "'logprobs' must be between 0 and 20"),
     ("completion", dict(model=MODEL, prompt=[1, 999999]), "outside this model's vocabulary"),
+    ("completion", dict(model=MODEL, prompt=[[1, 2], [3, -4]], max_tokens=1),
+     "prompt[1]: Token ids [-4] are outside this model's vocabulary"),
+    ("completion", dict(model=MODEL, prompt=["ab", ""], max_tokens=1), "prompt[1]: The prompt is empty after tokenization."),
     ("completion", dict(model=MODEL, prompt="x", temperature=3), "'temperature' must be in [0.0, 2.0]"),
     ("completion", dict(model=MODEL, prompt="x", temperature=10**400), "'temperature' must be a finite number"),
     ("completion", dict(model=MODEL, prompt="x", frequency_penalty=0.5),
