@@ -89,8 +89,9 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
 
 def check_model(body: dict, served: str) -> None:
     model = body.get("model")
-    if model is not None and model != served:
-        raise _bad(f"The model '{model}' does not exist; this server serves '{served}'.", "model", "model_not_found")
+    if model is not None and model != served:  # 404, as OpenAI and vLLM answer
+        raise APIError(404, f"The model '{model}' does not exist; this server serves '{served}'.", param="model",
+                       code="model_not_found")
 
 
 def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
