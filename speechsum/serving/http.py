@@ -200,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
                                 "Content-Length.")
+        if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
+            self.close_connection = True
+            raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
+                           code="length_required")
         if len(set(lengths)) > 1:
             self.close_connection = True
             raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")

@@ -115,6 +115,22 @@ def test_a_body_cut_short_of_its_content_length_is_not_run(served):
                        "announced: send the whole body.")
 
 
+def test_a_post_without_content_length_is_411_and_its_body_never_runs(served):
+    """Before: 400 "Empty request body" (the body was there), and the body was read as the next
+    request on the connection."""
+    backend, url = served
+    parts = urlparse(url)
+    before = backend.count
+    smuggled = json.dumps({"prompt": "hi"}).encode()
+    next_request = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n" + next_request)
+        answer = sock.makefile("rb").read().decode()  # the server closes the connection after its 411
+    assert answer.startswith("HTTP/1.1 411") and answer.count("HTTP/1.1") == 1 and backend.count == before
+    assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
+        "A POST needs a Content-Length header (the body's size in bytes).")
+
+
 def test_a_model_route_names_the_model_and_takes_only_get(served):
     _, url = served
     client = openai_client(url)
