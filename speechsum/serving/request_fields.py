@@ -25,7 +25,7 @@ NEUTRAL_ONLY: dict[str, tuple] = {
     "frequency_penalty": (0,), "presence_penalty": (0,), "repetition_penalty": (1,), "top_k": (-1, 0),
     "min_p": (0,), "min_tokens": (0,), "ignore_eos": (False,), "length_penalty": (1,), "use_beam_search": (False,),
 }
-# OpenAI fields that only choose or label the reply's bookkeeping: accepted, no effect (docs/serve.md)
+# OpenAI fields that cannot change the reply (labels, storage, latency hints): accepted, no effect (docs/serve.md)
 IGNORED_CHAT_FIELDS = ("user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
                        "prediction", "parallel_tool_calls")
 IGNORED_COMPLETION_FIELDS = ("user",)
@@ -38,6 +38,7 @@ CHAT_FEATURES = {
     "verbosity": "it has no verbosity control",
     "web_search_options": "it has no web search",
 }
+# accepted only empty / at their default (as logit_bias on both routes): check_fields says which
 TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call")
 COMPLETION_ONLY = ("best_of", "suffix")
 
