@@ -89,6 +89,8 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
 
 def check_model(body: dict, served: str) -> None:
     model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad(f"'model' must be a string (the served model's name, '{served}'), got {json_type(model)}.", "model")
     if model is not None and model != served:  # 404, as OpenAI and vLLM answer
         raise APIError(404, f"The model '{model}' does not exist; this server serves '{served}'.", param="model",
                        code="model_not_found")

@@ -53,6 +53,8 @@ def _refusal(create, **kwargs) -> dict:
      "got \"low\".", "reasoning_effort"),
     (False, dict(prompt="hi", extra_body={"stream": 0}), "'stream' must be true or false, got 0.", "stream"),
     (True, dict(messages=USER, max_tokens=0), "'max_tokens' must be at least 1, got 0.", "max_tokens"),
+    (True, dict(messages=USER, extra_body={"model": 5}),  # was a 404 "The model '5' does not exist"
+     "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
     (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
      "max_completion_tokens"),
 ])
