@@ -24,6 +24,7 @@ LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
+POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
@@ -138,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/"):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
-            body = self._read_body()
+            body = self._read_body(path)
             status, payload = self._route(method, path, body)
             usage = payload.get("usage")
             self._send(status, payload)
@@ -180,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
             fmt.check_model(request, backend.model_name)
             chat, as_ids = fmt.parse_chat(request, limits)
             return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
-        known = ("/health", "/v1/models", "/v1/completions", "/v1/chat/completions")
+        known = ("/health", "/v1/models", *POST_ROUTES)
         if path in known:
             raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
         raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
@@ -193,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(400, f"Malformed request headers ({self.headers.defects[0]}): write each as 'Name: value', "
                                 "with no space before the colon.")
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, path: str) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
         length_header = lengths[0] if lengths else None
         if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
@@ -202,8 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
                                 "Content-Length.")
         if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
             self.close_connection = True
-            raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
-                           code="length_required")
+            if path in POST_ROUTES:  # elsewhere the route's own answer (404, 405) says more
+                raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
+                               code="length_required")
         if len(set(lengths)) > 1:
             self.close_connection = True
             raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")
