@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import torch
+from jinja2.exceptions import TemplateError, TemplateSyntaxError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
 
 from speechsum.serving.protocol import (
@@ -137,7 +138,13 @@ class HFBackend:
         if not getattr(self.tokenizer, "chat_template", None):
             raise APIError(400, f"Model '{self.model_name}' has no chat template; use /v1/completions.",
                            param="messages")
-        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        try:
+            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        except TemplateSyntaxError:  # the template itself is broken: the server's fault
+            raise
+        except TemplateError as error:  # its raise_exception: e.g. roles must alternate, no system role
+            raise APIError(400, f"The model's chat template refuses these messages: {str(error).rstrip('.')}. Change "
+                                "their roles or order to what it takes.", param="messages") from None
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         self._check_prompt(ids, "messages")
         return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))
@@ -187,6 +194,10 @@ class HFBackend:
         if self.max_model_len is None:
             return sampling.max_tokens
         room = self.max_model_len - prompt_length
+        if sampling.fit_to_context and room <= 0:  # as vLLM: an empty completion would only look like an answer
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens, and the prompt "
+                                f"takes all {prompt_length} of them: no room is left for the completion. Shorten the "
+                                "prompt.", param="messages", code="context_length_exceeded")
         if sampling.fit_to_context:
             return min(sampling.max_tokens, room)
         if sampling.max_tokens > room:

@@ -15,14 +15,16 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
-from speechsum.serving.protocol import APIError, Backend
+from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
+POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
@@ -137,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/"):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
-            body = self._read_body()
+            body = self._read_body(path)
             status, payload = self._route(method, path, body)
             usage = payload.get("usage")
             self._send(status, payload)
@@ -160,20 +162,26 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"status": "ok"}
         if path == "/v1/models" and reading:
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
-        if path == f"/v1/models/{backend.model_name}" and reading:
+        if path.startswith("/v1/models/"):
+            name = unquote(path.removeprefix("/v1/models/"))
+            if not reading:
+                raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+            if name != backend.model_name:
+                raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
+                               param="model", code="model_not_found")
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
         if path == "/v1/completions" and method == "POST":
             request = _json_object(body)
             fmt.check_model(request, backend.model_name)
             requests, as_ids = fmt.parse_completion(request, limits)
-            outputs = [backend.complete(r) for r in requests]
+            outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         if path == "/v1/chat/completions" and method == "POST":
             request = _json_object(body)
             fmt.check_model(request, backend.model_name)
             chat, as_ids = fmt.parse_chat(request, limits)
             return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
-        known = ("/health", "/v1/models", "/v1/completions", "/v1/chat/completions")
+        known = ("/health", "/v1/models", *POST_ROUTES)
         if path in known:
             raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
         raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
@@ -186,13 +194,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(400, f"Malformed request headers ({self.headers.defects[0]}): write each as 'Name: value', "
                                 "with no space before the colon.")
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, path: str) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
         length_header = lengths[0] if lengths else None
         if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
             self.close_connection = True
             raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
                                 "Content-Length.")
+        if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
+            self.close_connection = True
+            if path in POST_ROUTES:  # elsewhere the route's own answer (404, 405) says more
+                raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
+                               code="length_required")
         if len(set(lengths)) > 1:
             self.close_connection = True
             raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")
@@ -211,7 +224,12 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{self.server.max_request_bytes} bytes (--max-request-bytes, plus the "
                                 "base64 size of --max-audio-bytes when the model reads audio).",
                            code="request_too_large")
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:  # the client closed mid-body: what came is not the request it meant
+            self.close_connection = True
+            raise APIError(400, f"Request body ended after {len(body)} of the {length} bytes its Content-Length "
+                                "announced: send the whole body.")
+        return body
 
     def _check_key(self) -> None:
         expected = self.server.api_key
@@ -251,6 +269,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _complete_one(backend: Backend, request: CompletionRequest, index: int, prompts: int) -> CompletionOutput:
+    """``backend.complete(request)``; an error names the prompt (``prompt[index]``) when there are several."""
+    try:
+        return backend.complete(request)
+    except APIError as error:
+        if prompts > 1:
+            error.message = f"prompt[{index}]: {error.message}"
+        raise
 
 
 def _json_object(body: bytes) -> dict:

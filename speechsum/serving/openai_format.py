@@ -26,6 +26,7 @@ from speechsum.serving.protocol import (
     Sampling,
     TokenLogprob,
 )
+from speechsum.serving.request_fields import check_fields
 from speechsum.utils.io import finite_json_number
 from speechsum.utils.replies import json_type
 
@@ -46,14 +47,6 @@ class Limits:
     max_prompts: int = 256
     default_completion_tokens: int = 16  # OpenAI's default for /v1/completions
     max_audio_bytes: int = 0  # largest input_audio file; 0: the backend reads no audio
-
-
-# sampling options of OpenAI's API and vLLM's that decoding here does not apply: accepted only at
-# the value that changes nothing, so a request never gets a different decoding than it asked for
-NEUTRAL_ONLY: dict[str, tuple] = {
-    "frequency_penalty": (0,), "presence_penalty": (0,), "repetition_penalty": (1,), "top_k": (-1, 0),
-    "min_p": (0,), "min_tokens": (0,), "ignore_eos": (False,), "length_penalty": (1,), "use_beam_search": (False,),
-}
 
 
 def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -96,28 +89,11 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
 
 def check_model(body: dict, served: str) -> None:
     model = body.get("model")
-    if model is not None and model != served:
-        raise _bad(f"The model '{model}' does not exist; this server serves '{served}'.", "model", "model_not_found")
-
-
-def _unsupported(body: dict) -> None:
-    if body.get("stream"):
-        raise _bad("Streaming is not supported by speechsum serve; set 'stream' to false.", "stream")
-    if body.get("best_of") not in (None, 1):
-        raise _bad("'best_of' other than 1 is not supported.", "best_of")
-    if body.get("logit_bias"):
-        raise _bad("'logit_bias' is not supported.", "logit_bias")
-    if body.get("suffix"):
-        raise _bad("'suffix' is not supported.", "suffix")
-    if body.get("tools") or body.get("functions") or body.get("tool_choice") not in (None, "none") \
-            or body.get("function_call") not in (None, "none"):
-        raise _bad("Tool and function calls are not supported by speechsum serve.", "tools")
-    for name, neutral in NEUTRAL_ONLY.items():  # OpenAI's and vLLM's sampling options this server does not apply
-        value = body.get(name)
-        if value is not None and not (isinstance(value, bool) == isinstance(neutral[0], bool) and value in neutral):
-            shown = " or ".join(json.dumps(v) for v in neutral)
-            raise _bad(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
-                       f"{json.dumps(value)[:80]}.", name)
+    if model is not None and not isinstance(model, str):
+        raise _bad(f"'model' must be a string (the served model's name, '{served}'), got {json_type(model)}.", "model")
+    if model is not None and model != served:  # 404, as OpenAI and vLLM answer
+        raise APIError(404, f"The model '{model}' does not exist; this server serves '{served}'.", param="model",
+                       code="model_not_found")
 
 
 def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
@@ -144,9 +120,9 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
     )
 
 
-def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int | None) -> int | None:
+def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int | None, low: int) -> int | None:
     for name in names:
-        value = _integer(body, name, None, 0)
+        value = _integer(body, name, None, low)
         if value is not None:
             if value > limits.max_tokens:
                 raise _bad(
@@ -158,26 +134,43 @@ def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int
     return default
 
 
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _prompt_kind(value: Any) -> str | None:
+    """What one element of a ``prompt`` array is: "id", "text", "ids" (a token id array) or None."""
+    if _is_token_id(value):
+        return "id"
+    return "text" if isinstance(value, str) else "ids" if isinstance(value, list) else None
+
+
 def _prompts(body: dict, limits: Limits) -> list[str | list[int]]:
     if "prompt" not in body:
         raise _bad("Missing required field 'prompt' (a string, an array of strings or of token ids).", "prompt")
     prompt = body["prompt"]
     if isinstance(prompt, str):
-        prompts: list = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = list(prompt)
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, list) and p for p in prompt):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for p in prompt for t in p):
-            raise _bad("'prompt' token id lists must hold integers only.", "prompt")
-        prompts = [list(p) for p in prompt]
-    else:
-        raise _bad(
-            "'prompt' must be a non-empty string, array of strings, array of token ids or array of "
-            "token id arrays.",
-            "prompt",
-        )
+        return [prompt]
+    if not isinstance(prompt, list) or not prompt:
+        raise _bad("'prompt' must be a non-empty string, array of strings, array of token ids or array of token id "
+                   f"arrays; got {json_type(prompt)}{' (empty)' if prompt == [] else ''}.", "prompt")
+    kind = _prompt_kind(prompt[0])
+    if kind is None:
+        raise _bad(f"'prompt[0]' must be a string, a token id or a token id array; got {json.dumps(prompt[0])[:40]}.",
+                   "prompt")
+    for index, element in enumerate(prompt):
+        if _prompt_kind(element) != kind:
+            expected = {"id": "a token id (an integer)", "text": "a string", "ids": "a token id array"}[kind]
+            raise _bad(f"'prompt[{index}]' must be {expected}, as 'prompt[0]' is; got {json.dumps(element)[:40]}.",
+                       "prompt")
+        if kind == "ids":
+            if not element:
+                raise _bad(f"'prompt[{index}]' is an empty token id array.", "prompt")
+            wrong = next((j for j, token in enumerate(element) if not _is_token_id(token)), None)
+            if wrong is not None:
+                raise _bad(f"'prompt[{index}][{wrong}]' must be a token id (an integer), got "
+                           f"{json.dumps(element[wrong])[:40]}.", "prompt")
+    prompts: list = [prompt] if kind == "id" else [list(p) if kind == "ids" else p for p in prompt]
     if len(prompts) > limits.max_prompts:
         raise _bad(f"At most {limits.max_prompts} prompts per request, got {len(prompts)}.", "prompt")
     return prompts
@@ -185,9 +178,10 @@ def _prompts(body: dict, limits: Limits) -> list[str | list[int]]:
 
 def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest], bool]:
     """Validate a ``/v1/completions`` body → one request per prompt and ``return_tokens_as_token_ids``."""
-    _unsupported(body)
+    check_fields(body, chat=False)
     prompts = _prompts(body, limits)
-    max_tokens = _max_tokens(body, ("max_tokens",), limits, min(limits.default_completion_tokens, limits.max_tokens))
+    max_tokens = _max_tokens(body, ("max_tokens",), limits, min(limits.default_completion_tokens, limits.max_tokens),
+                             low=0)
     sampling = _sampling(body, limits, max_tokens)
     echo = _boolean(body, "echo")
     if max_tokens == 0 and not echo:  # as vLLM (SamplingParams); echo + 0 is the one-pass scoring request
@@ -253,8 +247,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 raise _bad(f"messages[{index}].content[{position}].text must be a string, got "
                            f"{json_type(part.get('text'))}.", f"messages[{index}].content[{position}].text")
             else:
-                raise _bad(f"messages[{index}].content: only text and input_audio parts are supported.",
-                           f"messages[{index}].content")
+                where = f"messages[{index}].content[{position}]"
+                got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
+                raise _bad(f"{where} is {got}: only text and input_audio parts are supported.", f"{where}.type")
         return "".join(texts), audio
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
@@ -262,7 +257,7 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
 
 def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     """Validate a ``/v1/chat/completions`` body → the request and ``return_tokens_as_token_ids``."""
-    _unsupported(body)
+    check_fields(body, chat=True)
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):
         raise _bad(f"'messages' must be an array of {{role, content}} objects, got {json_type(messages)}.", "messages")
@@ -282,7 +277,8 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         text, parts = _message_content(message, index, limits)
         clean.append({"role": role, "content": text})
         audio += parts
-    max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"), limits, None)
+    # at least 1, as OpenAI and vLLM: a chat request has no echo, so 0 would ask for nothing
+    max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"), limits, None, low=1)
     sampling = _sampling(body, limits, max_tokens)
     logprobs = _boolean(body, "logprobs")
     top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)

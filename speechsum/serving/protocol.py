@@ -41,13 +41,8 @@ class APIError(Exception):
 
 
 def _default_error_type(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        404: "not_found_error",
-        413: "invalid_request_error",
-        429: "rate_limit_error",
-    }.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    # OpenAI's types: its 401s and 404s are "invalid_request_error" too (code: invalid_api_key, model_not_found)
+    return {429: "rate_limit_error"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
 GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (vLLM's _SAMPLING_EPS)

@@ -103,16 +103,14 @@ class SpeechBackend:
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
         prompt_tokens = self._prompt_tokens(waveform, instruction)
         max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context)
-        settings = GenerationSettings(max_new_tokens=max(max_tokens, 1), do_sample=not greedy,
+        settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
         with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._devices()):
             torch.manual_seed(sampling.rng_seed())
-            if max_tokens == 0:
-                return ChatOutput(prompt_tokens, [Generation("", "length", None, 0)] * sampling.n)
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
-        generations = [self._generation(out.texts[i], bool(out.truncated[i]), int(out.num_tokens[i]), sampling.stop)
-                       for i in range(rows)]
+        generations = [self._generation(out.texts[i], bool(out.truncated[i]), out.ids[i][out.mask[i].bool()].tolist(),
+                                        sampling.stop) for i in range(rows)]
         return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n)
 
     # ------------------------------------------------------------------------------------ internals
@@ -158,9 +156,23 @@ class SpeechBackend:
     def _prompt_tokens(self, waveform: np.ndarray, instruction: str) -> int:
         return int(self.model.processor.encode_prompts([waveform], [instruction]).prompt_mask.sum())
 
-    @staticmethod
-    def _generation(text: str, truncated: bool, num_tokens: int, stops: list[str]) -> Generation:
+    def _generation(self, text: str, truncated: bool, ids: list[int], stops: list[str]) -> Generation:
+        """One response (``ids``: its tokens, a final stop token included) cut at the first stop string."""
         cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
         if cut >= 0:
-            return Generation(text[:cut], "stop", None, num_tokens)
-        return Generation(text, "length" if truncated else "stop", None, num_tokens)
+            return Generation(text[:cut], "stop", None, self._tokens_for(ids, cut))
+        return Generation(text, "length" if truncated else "stop", None, len(ids))
+
+    def _tokens_for(self, ids: list[int], chars: int) -> int:
+        """How many of ``ids`` it takes to decode to ``chars`` characters: the completion tokens of a
+        response a stop string cut there (as the text backend counts them: the tokens up to the cut)."""
+        decode = self.model.processor.decode_responses
+        low, high = 0, len(ids)
+        while low < high:  # the decoded prefix grows with the tokens it holds
+            middle = (low + high) // 2
+            prefix = torch.tensor([ids[:middle]], dtype=torch.long)
+            if len(decode(prefix, torch.ones_like(prefix))[0]) >= chars:
+                high = middle
+            else:
+                low = middle + 1
+        return low

@@ -11,39 +11,19 @@ from urllib.parse import urlparse
 import openai
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from speechsum.models.tokenizer import build_byte_tokenizer
 from speechsum.serving.cli import HFBackend, build_parser, main
 from speechsum.utils.remote import map_concurrent, openai_client
 from tests.servers import serve_in_thread
-
-MODEL = "tiny-teacher"
-CONTEXT = 96
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tokenizer = build_byte_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+from tests.serving.tiny_lm import CONTEXT, MODEL
 
 
 @pytest.fixture(scope="module")
 def reference(model_dir):
     """The same model loaded independently of the server, for direct forward passes."""
     return AutoModelForCausalLM.from_pretrained(model_dir).eval(), build_byte_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def backend(model_dir):
-    return HFBackend(model_dir, served_model_name=MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +207,6 @@ def test_api_key_is_enforced(backend, caplog):
 
 @pytest.mark.parametrize("kind, request_kwargs, message", [
     ("chat", dict(model=MODEL, messages=[]), "Missing required field 'messages'"),
-    ("chat", dict(model="gpt-9", messages=[{"role": "user", "content": "x"}]), "model 'gpt-9' does not exist"),
     ("chat", dict(model=MODEL, messages=[{"role": "boss", "content": "x"}]), "messages[0].role"),
     ("chat", dict(model=MODEL, messages=[{"role": "user", "content": "x"}], top_logprobs=2), "requires 'logprobs'"),
     ("completion", dict(model=MODEL, prompt="x", max_tokens=-1), "'max_tokens' must be at least 0"),
@@ -237,6 +216,9 @@ def test_api_key_is_enforced(backend, caplog):
     ("completion", dict(model=MODEL, prompt="x", max_tokens=0), "max_tokens must be at least 1, got 0"),  # as vLLM
     ("completion", dict(model=MODEL, prompt="x", logprobs=21), "'logprobs' must be between 0 and 20"),
     ("completion", dict(model=MODEL, prompt=[1, 999999]), "outside this model's vocabulary"),
+    ("completion", dict(model=MODEL, prompt=[[1, 2], [3, -4]], max_tokens=1),
+     "prompt[1]: Token ids [-4] are outside this model's vocabulary"),
+    ("completion", dict(model=MODEL, prompt=["ab", ""], max_tokens=1), "prompt[1]: The prompt is empty after tokenization."),
     ("completion", dict(model=MODEL, prompt="x", temperature=3), "'temperature' must be in [0.0, 2.0]"),
     ("completion", dict(model=MODEL, prompt="x", temperature=10**400), "'temperature' must be a finite number"),
     ("completion", dict(model=MODEL, prompt="x", frequency_penalty=0.5),
@@ -260,6 +242,17 @@ def test_bad_requests_get_400_with_a_helpful_message(client, kind, request_kwarg
     with pytest.raises(openai.BadRequestError) as caught:
         create(**request_kwargs)
     assert message in caught.value.body["message"] and caught.value.status_code == 400
+
+
+def test_an_unknown_model_is_a_404_as_openai_answers(client):
+    """Before: 400 (OpenAI and vLLM answer 404 model_not_found; a 400 reads as a bad request to retry
+    item by item, a 404 stops the run)."""
+    for create, kwargs in ((client.chat.completions.create, dict(messages=[{"role": "user", "content": "x"}])),
+                           (client.completions.create, dict(prompt="x"))):
+        with pytest.raises(openai.NotFoundError) as caught:
+            create(model="gpt-9", max_tokens=1, **kwargs)
+        assert caught.value.body == {"message": f"The model 'gpt-9' does not exist; this server serves '{MODEL}'.",
+                                     "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
 
 
 def test_malformed_bodies_routes_and_size_limit(backend):

@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
+import torch
 
 from speechsum.data.audio import load_audio
 from speechsum.models.generation import GenerationSettings, generate_texts
@@ -96,6 +97,20 @@ def test_base64_with_line_breaks_reads_as_the_same_audio(client, model, wavs) ->
     messages[0]["content"][0]["input_audio"]["data"] = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
     reply = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=6)
     assert reply.choices[0].message.content == expected_text(model, wavs[0])
+
+
+def test_a_stop_string_counts_only_the_tokens_up_to_it(client, model, wavs) -> None:
+    """Before, usage counted every generated token (here 12) however early the stop string cut the text."""
+    clip = load_audio(str(wavs[0]), 16_000)
+    out = generate_texts(model, batch_for(model, [clip], INSTRUCTION), GenerationSettings(max_new_tokens=12))
+    text, ids = out.texts[0], out.ids[0][out.mask[0].bool()]
+    cut = next(i for i in range(2, len(text)) if text.find(text[i]) == i and text[i] != "\ufffd")
+    reply = client.chat.completions.create(model=MODEL, messages=audio_message(wavs[0].read_bytes()), temperature=0,
+                                           max_tokens=12, stop=[text[cut]])
+    decode = model.processor.decode_responses
+    kept = next(k for k in range(len(ids) + 1) if len(decode(ids[None, :k], torch.ones(1, k))[0]) >= cut)
+    assert reply.choices[0].message.content == text[:cut] and reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens == kept < 12
 
 
 def test_sampling_n_with_a_seed_is_reproducible(client, wavs) -> None:

@@ -217,3 +217,20 @@ def test_speechsum_serve_refusing_top_k_names_the_settings(teacher_dir, batch_an
         remote.attach(student_tokenizer(), "<|im_end|>")
         with pytest.raises(ValueError, match=r"between 0 and 4, got 5.*top_k=5.*--max-logprobs 5"):
             remote.score(batch, ids, mask)
+
+
+def test_a_teacher_model_name_the_server_does_not_serve_is_named(teacher_dir, batch_and_completion):
+    """speechsum serve answers it 404, as vLLM and OpenAI: before, a raw openai.NotFoundError."""
+    from speechsum.serving.cli import HFBackend
+    from tests.servers import serve_in_thread
+
+    batch, ids, mask = batch_and_completion
+    with serve_in_thread(HFBackend(teacher_dir, served_model_name="teacher")) as url:
+        remote = OpenAICompatibleTeacher("techer", base_url=url, top_k=2, attempts=1)
+        remote.attach(student_tokenizer(), "<|im_end|>")
+        with pytest.raises(ValueError) as error:
+            remote.score(batch, ids, mask)
+    assert str(error.value) == (f"{url}/: the teacher's scoring request was refused (Error code: 404 - The model "
+                                "'techer' does not exist; this server serves 'teacher'.): the endpoint does not serve "
+                                "this model name: set the teacher's model (model.teacher.init_args.model) to the name "
+                                "its /v1/models lists.")

@@ -206,9 +206,16 @@ def test_a_model_the_endpoint_does_not_serve_fails_the_run_not_every_example_sil
             "--backoff-seconds", "0.01", "--no-progress"]
     with serve_in_thread(ScriptedChatBackend(ScriptedLLM())) as url, pytest.raises(SystemExit) as stop:
         main([*args, "--base-url", url])
+    message = str(stop.value)  # speechsum serve answers an unknown model 404, as OpenAI and vLLM: the first call stops
+    assert message.startswith(f"speechsum synth: the endpoint {url}/ failed (NotFoundError: Error code: 404 - ")
+    assert "The model 'no-such-model' does not exist; this server serves 'scripted'." in message
+    assert not out.exists() and not stats_path(out).exists() and SECRET not in message
+    refusing = ScriptedChatBackend(ScriptedLLM(), fail_every=1, fail_status=400)  # every example refused: 400s
+    with serve_in_thread(refusing) as url, pytest.raises(SystemExit) as stop:
+        main([*(a if a != "no-such-model" else "scripted" for a in args), "--base-url", url])
     message = str(stop.value)
     assert message.startswith("speechsum synth: no example written: ") and f"none of the {RECORDINGS} recordings" in message
-    assert "no-such-model" in message and "check --model 'no-such-model' and --base-url" in message
+    assert "check --model 'scripted' and --base-url" in message
     assert not out.exists() and not stats_path(out).exists() and SECRET not in message
 
 

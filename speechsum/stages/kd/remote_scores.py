@@ -45,12 +45,16 @@ def logprob(value: Any, endpoint: str, where: str) -> float:
 
 
 def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completion_tokens: int) -> ValueError:
-    """A 400 answer to a scoring request (``openai.BadRequestError``) as an error naming what to
-    change. Read from vLLM's words ("Requested sample|prompt logprobs of k, which is greater than
-    max allowed", param ``logprobs``/``prompt_logprobs``; "context length") and speechsum serve's."""
+    """A 400 or 404 answer to a scoring request (``openai.BadRequestError``, ``NotFoundError``) as an
+    error naming what to change. Read from vLLM's words ("Requested sample|prompt logprobs of k,
+    which is greater than max allowed", param ``logprobs``/``prompt_logprobs``; "context length")
+    and speechsum serve's; a 404 is a model name the endpoint does not serve."""
     reason = str(getattr(error, "message", None) or error)
     code = str(getattr(error, "code", None))
-    if getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason:
+    if getattr(error, "status_code", None) == 404 or code == "model_not_found":
+        hint = ("the endpoint does not serve this model name: set the teacher's model "
+                "(model.teacher.init_args.model) to the name its /v1/models lists")
+    elif getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason:
         hint = (f"top_k={top_k} asks for more log-probs per position than the server returns: lower the teacher's "
                 f"top_k (model.teacher.init_args.top_k), or restart the server with --max-logprobs {top_k} "
                 "(vllm serve and speechsum serve alike)")

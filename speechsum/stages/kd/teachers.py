@@ -322,7 +322,7 @@ class OpenAICompatibleTeacher(Teacher):
                     **kwargs,
                 ), endpoint)
             )
-        except openai.BadRequestError as error:  # top_k above --max-logprobs, past the context, …
+        except (openai.BadRequestError, openai.NotFoundError) as error:  # top_k above --max-logprobs, past the context, …
             raise refusal(error, endpoint, k, len(prompt), len(completion)) from error
         read = prompt_logprob_scores if self.scoring == "prompt_logprobs" else echo_scores
         return read(choice, endpoint, len(prompt), completion, k)

@@ -1,0 +1,54 @@
+"""Chat requests a text LM cannot answer (``speechsum serve``): a prompt that fills the context, messages
+its chat template refuses."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from speechsum.serving.hf_backend import HFBackend
+from speechsum.utils.remote import openai_client
+from tests.servers import serve_in_thread
+from tests.serving.tiny_lm import CONTEXT, MODEL
+
+
+def _chat_prompt_tokens(backend, content: str) -> int:
+    messages = [{"role": "user", "content": content}]
+    text = backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return len(backend.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def test_a_chat_prompt_that_fills_the_context_is_refused_not_answered_empty(backend):
+    """Before: 200 with an empty message, completion_tokens 0 and finish_reason 'length'."""
+    overhead = _chat_prompt_tokens(backend, "")
+    with serve_in_thread(backend) as url:
+        client = openai_client(url)
+        last_fit = client.chat.completions.create(model=MODEL, temperature=0,
+                                                  messages=[{"role": "user", "content": "a" * (CONTEXT - overhead - 1)}])
+        assert last_fit.usage.prompt_tokens == CONTEXT - 1 and last_fit.usage.completion_tokens == 1
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "a" * (CONTEXT - overhead)}])
+    assert caught.value.body["message"] == (f"This model's maximum context length is {CONTEXT} tokens, and the prompt "
+                                            f"takes all {CONTEXT} of them: no room is left for the completion. Shorten "
+                                            "the prompt.")
+    assert (caught.value.body["param"], caught.value.body["code"]) == ("messages", "context_length_exceeded")
+
+
+def test_messages_the_chat_template_refuses_are_a_400_naming_its_reason(model_dir):
+    """Before: a template's raise_exception (Gemma: no system role; Mistral: roles must alternate)
+    was a 500 "Internal server error", which clients retry as a server fault."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                               "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}"
+                               "{% endfor %}")
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with serve_in_thread(HFBackend.from_objects(model, tokenizer, MODEL)) as url:
+        client = openai_client(url)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=MODEL, max_tokens=2, messages=[
+                {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+        assert client.chat.completions.create(model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["message"] == ("The model's chat template refuses these messages: System role not "
+                                            "supported. Change their roles or order to what it takes.")
+    assert caught.value.body["param"] == "messages"

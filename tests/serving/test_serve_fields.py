@@ -1,0 +1,150 @@
+"""Request fields ``speechsum serve`` would not apply are refused by name, never ignored (no model:
+``ScriptedChatBackend``; the official openai client and raw sockets on loopback)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import openai
+import pytest
+
+from speechsum.utils.remote import openai_client
+from tests.servers import ScriptedChatBackend, serve_in_thread
+
+MODEL = "scripted"
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[ScriptedChatBackend, str]]:
+    backend = ScriptedChatBackend(lambda messages: "ok")
+    with serve_in_thread(backend) as url:
+        yield backend, url
+
+
+def _refusal(create, **kwargs) -> dict:
+    with pytest.raises(openai.BadRequestError) as caught:
+        create(model=MODEL, **kwargs)
+    assert caught.value.status_code == 400
+    return caught.value.body
+
+
+@pytest.mark.parametrize(("chat", "kwargs", "message", "param"), [
+    (True, dict(messages=USER, extra_body={"foo": 1}),
+     "Unrecognized request argument supplied: 'foo'. speechsum serve does not read it on /v1/chat/completions; "
+     "remove it (the fields it reads are listed in docs/serve.md).", "foo"),
+    (False, dict(prompt="hi", extra_body={"max_completion_tokens": 2}),  # was ignored: 16 tokens came back
+     "Unrecognized request argument supplied: 'max_completion_tokens'. speechsum serve does not read it on "
+     "/v1/completions; remove it (the fields it reads are listed in docs/serve.md).", "max_completion_tokens"),
+    (True, dict(messages=USER, extra_body={"echo": True}),
+     "Unrecognized request argument supplied: 'echo'. speechsum serve does not read it on /v1/chat/completions; "
+     "remove it (the fields it reads are listed in docs/serve.md).", "echo"),
+    (True, dict(messages=USER, modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}),
+     "'modalities' is not supported by speechsum serve: it answers with text only; leave 'modalities' out or send "
+     "[\"text\"]; got [\"text\", \"audio\"].", "modalities"),
+    (True, dict(messages=USER, stream_options={"include_usage": True}),
+     "'stream_options' is not supported by speechsum serve: it does not stream; got {\"include_usage\": true}.",
+     "stream_options"),
+    (True, dict(messages=USER, reasoning_effort="low"),
+     "'reasoning_effort' is not supported by speechsum serve: the served model is not an OpenAI reasoning model; "
+     "got \"low\".", "reasoning_effort"),
+    (False, dict(prompt="hi", extra_body={"stream": 0}), "'stream' must be true or false, got 0.", "stream"),
+    (True, dict(messages=USER, max_tokens=0), "'max_tokens' must be at least 1, got 0.", "max_tokens"),
+    (True, dict(messages=USER, extra_body={"model": 5}),  # was a 404 "The model '5' does not exist"
+     "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
+    (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
+     "max_completion_tokens"),
+])
+def test_fields_the_server_would_not_apply_are_refused_by_name(served, chat, kwargs, message, param):
+    backend, url = served
+    client = openai_client(url)
+    before = backend.count
+    body = _refusal(client.chat.completions.create if chat else client.completions.create, **kwargs)
+    assert (body["message"], body["param"]) == (message, param)
+    assert backend.count == before  # refused before the backend ran
+
+
+def test_bookkeeping_fields_are_accepted_and_ignored(served):
+    _, url = served
+    reply = openai_client(url).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi", "name": "ana"}], user="u-1", metadata={"run": "a"},
+        store=False, service_tier="auto", modalities=["text"], parallel_tool_calls=False,
+        prediction={"type": "content", "content": "ok"})
+    assert reply.choices[0].message.content == "ok"
+    assert openai_client(url).completions.create(model=MODEL, prompt="hi", user="u-1").choices[0].text == "ok"
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ([1, "a"], "'prompt[1]' must be a token id (an integer), as 'prompt[0]' is; got \"a\"."),
+    ([1, 2.0], "'prompt[1]' must be a token id (an integer), as 'prompt[0]' is; got 2.0."),
+    (["a", ["b"]], "'prompt[1]' must be a string, as 'prompt[0]' is; got [\"b\"]."),
+    ([[1], [2, True]], "'prompt[1][1]' must be a token id (an integer), got true."),
+    ([[1], []], "'prompt[1]' is an empty token id array."),
+    ([None], "'prompt[0]' must be a string, a token id or a token id array; got null."),
+])
+def test_a_wrong_prompt_element_is_named(served, prompt, message):
+    _, url = served
+    body = _refusal(openai_client(url).completions.create, prompt=prompt)
+    assert (body["message"], body["param"]) == (message, "prompt")
+
+
+def test_an_unsupported_content_part_is_named(served):
+    _, url = served
+    messages = [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                             {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
+    body = _refusal(openai_client(url).chat.completions.create, messages=messages)
+    assert body["message"] == ("messages[0].content[1] is type \"image_url\": only text and input_audio parts are "
+                               "supported.") and body["param"] == "messages[0].content[1].type"
+
+
+def test_a_body_cut_short_of_its_content_length_is_not_run(served):
+    """A client that closed mid-body: the bytes that came parse as a complete request and were run."""
+    backend, url = served
+    parts = urlparse(url)
+    body = json.dumps({"prompt": "hi", "max_tokens": 2}).encode()
+    before = backend.count
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (len(body) + 50)
+                     + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.makefile("rb").read().decode()
+    assert answer.startswith("HTTP/1.1 400") and backend.count == before
+    message = json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"]
+    assert message == (f"Request body ended after {len(body)} of the {len(body) + 50} bytes its Content-Length "
+                       "announced: send the whole body.")
+
+
+def test_a_post_without_content_length_is_411_and_its_body_never_runs(served):
+    """Before: 400 "Empty request body" (the body was there), and the body was read as the next
+    request on the connection."""
+    backend, url = served
+    parts = urlparse(url)
+    before = backend.count
+    smuggled = json.dumps({"prompt": "hi"}).encode()
+    next_request = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n" + next_request)
+        answer = sock.makefile("rb").read().decode()  # the server closes the connection after its 411
+    assert answer.startswith("HTTP/1.1 411") and answer.count("HTTP/1.1") == 1 and backend.count == before
+    assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
+        "A POST needs a Content-Length header (the body's size in bytes).")
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:  # not a POST route: its 405
+        sock.sendall(b"POST /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" + next_request)
+        answer = sock.makefile("rb").read().decode()
+    assert answer.startswith("HTTP/1.1 405") and answer.count("HTTP/1.1") == 1 and backend.count == before
+
+
+def test_a_model_route_names_the_model_and_takes_only_get(served):
+    _, url = served
+    client = openai_client(url)
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-4o")
+    assert caught.value.body["message"] == "The model 'gpt-4o' does not exist; this server serves 'scripted'."
+    assert caught.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.models.delete(MODEL)
+    assert caught.value.status_code == 405
