@@ -46,6 +46,26 @@ class CorruptAudioError(ValueError):
     """libsndfile opened the file but could not decode it to its end (a file cut short)."""
 
 
+# what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
+FORMATS_ADVICE = ("speechsum reads what libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...; not M4A/AAC, "
+                  "WMA or video): convert it, e.g. `ffmpeg -i in.m4a out.wav`, or drop it")
+RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sample format or channels; convert it to "
+              "WAV giving them, e.g. `sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav`")
+
+
+class UnreadableAudioError(ValueError):
+    """libsndfile could not open the file as audio; ``reason``: why, without the file's name."""
+
+    def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE):
+        self.reason = reason
+        super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {advice}" if advice else ""))
+
+
+class EmptyAudioError(ValueError):
+    """The clip has no samples at the rate it is read at: a header of 0 frames, or a clip shorter than
+    one sample there (1 frame at 44.1 kHz is none at 16 kHz)."""
+
+
 class SampleRateError(ValueError):
     """A header's sample rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`]: no recording's."""
 
@@ -114,6 +134,8 @@ def path_problem(path: str | os.PathLike) -> str | None:
             return "a folder, not an audio file"
         if path.exists():
             return "not a regular file (a FIFO, socket or device); save the audio to a file first"
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)}): its target is missing, or the links loop"
         return "no such file"
     except (OSError, ValueError) as err:
         return f"unusable path ({err})"
@@ -122,13 +144,25 @@ def path_problem(path: str | os.PathLike) -> str | None:
 def open_audio(source: str | BinaryIO) -> sf.SoundFile:
     """``sf.SoundFile`` for reading. soundfile encodes a str path strictly as UTF-8, and a file name
     that is not UTF-8 reaches Python as lone surrogates: such a path goes as the OS's bytes (any
-    other as itself, so libsndfile's messages show it as written)."""
-    if isinstance(source, str):
-        try:
-            source.encode("utf-8")
-        except UnicodeEncodeError:
-            return sf.SoundFile(os.fsencode(source))
-    return sf.SoundFile(source)
+    other as itself). A file that cannot be opened raises a ``ValueError`` naming it: the
+    :func:`path_problem` (a file gone since the manifest was loaded), else :class:`UnreadableAudioError`."""
+    if isinstance(source, str) and Path(source).suffix.lower() == ".raw":  # soundfile would ask for a rate
+        raise UnreadableAudioError(source, RAW_REASON, advice=None)
+    try:
+        if isinstance(source, str):
+            try:
+                source.encode("utf-8")
+            except UnicodeEncodeError:
+                return sf.SoundFile(os.fsencode(source))
+        return sf.SoundFile(source)
+    except RuntimeError as err:  # libsndfile's errors
+        problem = path_problem(source) if isinstance(source, str) else None
+        if problem:
+            raise ValueError(f"{source}: {problem}") from None
+        reason = getattr(err, "error_string", str(err)).rstrip(".")
+        if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
+            reason = f"no audio libsndfile can decode (it reports: {reason})"
+        raise UnreadableAudioError(source, reason) from None
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
@@ -199,8 +233,8 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
             check_rate(source, rate)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-    except (BadSampleError, CorruptAudioError, SampleRateError):
-        raise  # their messages name the file already
+    except ValueError:
+        raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
         raise ValueError(f"unreadable audio file {source}: {err}") from err
     if frames == 0 or rate <= 0:
@@ -236,7 +270,7 @@ def load_audio(
     only those frames are read and resampled) or rejected from the header alone with
     :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
     read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame), a sample rate
-    no recording has :class:`SampleRateError`.
+    no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
     """
     with open_audio(path) as handle:
         rate, frames = handle.samplerate, header_frames(handle)
@@ -251,6 +285,10 @@ def load_audio(
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
             waveform = _read_mono(handle, path, frames)
+    frames_read = len(waveform)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")
+    if waveform.size == 0:
+        raise EmptyAudioError(f"{path}: no samples at {sample_rate} Hz (it holds {frames_read} frame(s) at {rate} Hz); "
+                              "replace the file or drop it")
     return np.ascontiguousarray(waveform, dtype=np.float32)

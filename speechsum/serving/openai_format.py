@@ -223,7 +223,7 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
                        code="audio_too_large")
     try:  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
         data = base64.b64decode("".join(encoded.split()), validate=True)
-    except binascii.Error as error:
+    except (binascii.Error, ValueError) as error:  # ValueError: a character outside ASCII
         raise _bad(f"{param}.data is not valid standard base64 ({error}): encode the file's bytes with the "
                    "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", f"{param}.data") from None
     if not data:

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechsum.data.audio import AudioTooLongError, BadSampleError, load_audio
+from speechsum.data.audio import (
+    AudioTooLongError,
+    BadSampleError,
+    EmptyAudioError,
+    UnreadableAudioError,
+    load_audio,
+)
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
@@ -60,11 +66,14 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
                        "--max-audio-seconds); send a shorter clip.", audio.param) from None
         except BadSampleError as error:
             raise _bad(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
+        except EmptyAudioError:
+            raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
+        except UnreadableAudioError as error:
+            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); send WAV, MP3, FLAC "
+                       "or OGG audio.", audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
             raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                        audio.param) from None
-    if waveform.size == 0:
-        raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param)
     return waveform
 
 

@@ -127,7 +127,7 @@ def bad_request(client, messages, model: str = MODEL, **kwargs) -> str:
 def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     param = "messages[0].content[0].input_audio"
     message = bad_request(client, audio_message(b"RIFF\x00\x00 this is not audio"))
-    assert message.startswith(f"{param}: not a readable wav file (")
+    assert message == f"{param}: not a readable wav file (Format not recognised); send WAV, MP3, FLAC or OGG audio."
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full(800, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
     assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))
@@ -138,6 +138,10 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
     assert "e.g. `base64 -w0 clip.wav`" in bad_request(client, broken)
+    broken[0]["content"][0]["input_audio"]["data"] = "UklGRü=="  # a character outside ASCII: was a 500
+    assert bad_request(client, broken) == (f"{param}.data is not valid standard base64 (string argument should contain "
+                                           "only ASCII characters): encode the file's bytes with the +/ alphabet and = "
+                                           "padding, e.g. `base64 -w0 clip.wav`.")
     broken[0]["content"][0]["input_audio"]["data"] = "data:audio/wav;base64,UklGRg=="
     assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: URL; "
                                            "drop the 'data:audio/wav;base64,' prefix.")
