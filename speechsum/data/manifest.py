@@ -103,6 +103,10 @@ def _check_types(record: dict) -> None:
         raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}")
     if record.get("meta") is not None and not isinstance(record["meta"], dict):
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
+    if record.get("offset") is not None:  # NeMo-style segments: reading the whole file would pair it with a part's text
+        raise ValueError(f"field 'offset' ({record['offset']!r}): speechsum reads whole audio files, not segments; cut "
+                         "the segment into its own file (e.g. `ffmpeg -ss OFFSET -t DURATION -i in.wav part.wav`) "
+                         "and drop 'offset'")
 
 
 def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
