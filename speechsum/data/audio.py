@@ -165,6 +165,16 @@ def open_audio(source: str | BinaryIO) -> sf.SoundFile:
         raise UnreadableAudioError(source, reason) from None
 
 
+def data_cut_short(handle: sf.SoundFile) -> str | None:
+    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``) is larger
+    than what the file holds, e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports
+    the frames that are there, so nothing else says that a WAV was cut short."""
+    for line in handle.extra_info.splitlines():
+        if "(should be" in line and line.split(":")[0].strip() in ("data", "SSND"):
+            return line.strip()
+    return None
+
+
 def header_frames(handle: sf.SoundFile) -> int | None:
     """Frames the header says the file holds; None when it leaves the length out (a streamed or
     piped FLAC: libsndfile then reports 2**63 - 1)."""
@@ -233,6 +243,10 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
             check_rate(source, rate)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
+            if frames and (claim := data_cut_short(handle)):
+                log.warning("%s: its header's data chunk is larger than the file (libsndfile: %r): cut short (a "
+                            "download or copy that stopped?); its %.2f s are read: re-fetch it or drop it",
+                            source, claim, frames / rate)
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
