@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines
 log = logging.getLogger(__name__)
 
 OnBadExample = Literal["error", "skip"]
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, file:// … (a scheme, then //)
 
 
 class ManifestError(ValueError):
@@ -116,6 +118,8 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
     if "\0" in value:
         raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
+    if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
+        raise ValueError(f"{value!r} is a URL; speechsum reads local files: download it and give its path")
     path = Path(value)
     if path.is_absolute() or root is None:
         return path
