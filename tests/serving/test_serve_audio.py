@@ -159,6 +159,8 @@ def test_audio_limits(client, url, tmp_path) -> None:
     long.write_bytes(b"")
     sf.write(long, np.zeros(8_000 * 6, dtype=np.int16), 8_000)  # 6 s in 96 kB
     assert "6.00 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
+    sf.write(long, np.zeros(8_000 * 5 + 1, dtype=np.int16), 8_000)  # one sample over: "5.00 s exceed 5 s" before
+    assert "5.0001 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
     # a body larger than the request limit + the audio's base64 is refused from its Content-Length alone
     parsed = urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
