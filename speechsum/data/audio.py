@@ -25,6 +25,7 @@ TooLong = Literal["error", "truncate"]
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
+TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
@@ -263,12 +264,18 @@ def _read_mono(handle: sf.SoundFile, path: str, frames: int | None) -> np.ndarra
     if frames is None:  # the length is learnt by reading
         parts = list(mono)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    waveform = np.empty(frames, dtype=np.float32)  # filled in place: memory for the kept frames only
+    # filled in place: memory for the kept frames only. The header is trusted up to TRUSTED_SECONDS: a
+    # corrupt FLAC or MP3 header can promise days in a few kB, and allocating them was a MemoryError
+    waveform = np.empty(min(frames, TRUSTED_SECONDS * handle.samplerate), dtype=np.float32)
     done = 0
     for block in mono:
+        if done + len(block) > len(waveform):  # frames really there beyond the trusted length: grow
+            grown = np.empty(min(frames, max(2 * len(waveform), done + len(block))), dtype=np.float32)
+            grown[:done] = waveform[:done]
+            waveform = grown
         waveform[done : done + len(block)] = block
         done += len(block)
-    return waveform[:done]
+    return waveform[:done] if done == len(waveform) else waveform[:done].copy()  # not the unfilled rest
 
 
 def load_audio(
