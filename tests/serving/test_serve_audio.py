@@ -161,6 +161,14 @@ def test_audio_limits(client, url, tmp_path) -> None:
     assert "6.00 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
     sf.write(long, np.zeros(8_000 * 5 + 1, dtype=np.int16), 8_000)  # one sample over: "5.00 s exceed 5 s" before
     assert "5.0001 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
+    # 99 kB under the 100 kB limit, its base64 wrapped at 76 columns as `base64` prints it: the line breaks
+    # counted as data made it "about 100302 bytes", a 413
+    sf.write(long, np.zeros(49_478, dtype=np.int16), 16_000)
+    assert long.stat().st_size == 99_000
+    wrapped = audio_message(long.read_bytes())
+    encoded = wrapped[0]["content"][0]["input_audio"]["data"]
+    wrapped[0]["content"][0]["input_audio"]["data"] = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    assert client.chat.completions.create(model=MODEL, messages=wrapped, max_tokens=2).choices[0].finish_reason
     # a body larger than the request limit + the audio's base64 is refused from its Content-Length alone
     parsed = urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
