@@ -212,12 +212,11 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
         raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)}; got {kind!r}.", f"{param}.format")
-    encoded = audio["data"]
+    encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
     if encoded[:5].lower() == "data:":
         raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
                    f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
-    encoded = "".join(encoded.split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
-    size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # not counting them: a file under the limit is under it
+    size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # the file's bytes: one under the limit is under it
     if size > limits.max_audio_bytes:
         raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
                             f"{limits.max_audio_bytes} bytes (--max-audio-bytes).", param=param,

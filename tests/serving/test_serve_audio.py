@@ -142,9 +142,10 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     assert bad_request(client, broken) == (f"{param}.data is not valid standard base64 (string argument should contain "
                                            "only ASCII characters): encode the file's bytes with the +/ alphabet and = "
                                            "padding, e.g. `base64 -w0 clip.wav`.")
-    broken[0]["content"][0]["input_audio"]["data"] = "data:audio/wav;base64,UklGRg=="
-    assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: URL; "
-                                           "drop the 'data:audio/wav;base64,' prefix.")
+    for url in ("data:audio/wav;base64,UklGRg==", "\n  data:audio/wav;base64,UklGRg=="):  # after a blank: was "not base64"
+        broken[0]["content"][0]["input_audio"]["data"] = url
+        assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: "
+                                               "URL; drop the 'data:audio/wav;base64,' prefix.")
     wrong = audio_message(b"x")
     wrong[0]["content"][0]["input_audio"]["format"] = "aac"
     assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)
