@@ -26,6 +26,7 @@ BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan ho
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
+STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
@@ -169,9 +170,12 @@ def open_audio(source: str | BinaryIO) -> sf.SoundFile:
 def data_cut_short(handle: sf.SoundFile) -> str | None:
     """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``) is larger
     than what the file holds, e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports
-    the frames that are there, so nothing else says that a WAV was cut short."""
+    the frames that are there, so nothing else says that a WAV was cut short. A streaming writer's
+    placeholder size (``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None."""
     for line in handle.extra_info.splitlines():
-        if "(should be" in line and line.split(":")[0].strip() in ("data", "SSND"):
+        name, _, rest = line.partition(":")
+        declared = rest.split("(should be")[0].strip()
+        if "(should be" in rest and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
             return line.strip()
     return None
 

@@ -116,3 +116,16 @@ def test_a_file_cut_short_after_its_header_is_read_as_is_with_a_warning(tmp_path
     sf.write(path, TONE, 16_000, format=container, subtype="PCM_16")
     load_manifest(manifest_of(tmp_path, path.name))
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]  # a whole file: no word
+
+
+@pytest.mark.parametrize("placeholder", [0xFFFFFFFF, 0x7FFFF000])
+def test_a_streamed_wavs_placeholder_size_is_no_cut(tmp_path: Path, placeholder: int, caplog):
+    """ffmpeg writing to a pipe leaves 0xFFFFFFFF, arecord 0x7FFFF000: the whole file is there."""
+    path = tmp_path / "streamed.wav"
+    sf.write(path, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = placeholder.to_bytes(4, "little")  # the data chunk's size, after the canonical 36-byte header
+    path.write_bytes(bytes(data))
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 1.0
+    assert not [r for r in caplog.records if "cut short" in r.getMessage()]
