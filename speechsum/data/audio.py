@@ -25,6 +25,8 @@ TooLong = Literal["error", "truncate"]
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
+TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
+STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
@@ -44,6 +46,26 @@ class AudioTooLongError(ValueError):
 
 class CorruptAudioError(ValueError):
     """libsndfile opened the file but could not decode it to its end (a file cut short)."""
+
+
+# what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
+FORMATS_ADVICE = ("speechsum reads what libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...; not M4A/AAC, "
+                  "WMA or video): convert it, e.g. `ffmpeg -i in.m4a out.wav`, or drop it")
+RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sample format or channels; convert it to "
+              "WAV giving them, e.g. `sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav`")
+
+
+class UnreadableAudioError(ValueError):
+    """libsndfile could not open the file as audio; ``reason``: why, without the file's name."""
+
+    def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE):
+        self.reason = reason
+        super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {advice}" if advice else ""))
+
+
+class EmptyAudioError(ValueError):
+    """The clip has no samples at the rate it is read at: a header of 0 frames, or a clip shorter than
+    one sample there (1 frame at 44.1 kHz is none at 16 kHz)."""
 
 
 class SampleRateError(ValueError):
@@ -114,6 +136,8 @@ def path_problem(path: str | os.PathLike) -> str | None:
             return "a folder, not an audio file"
         if path.exists():
             return "not a regular file (a FIFO, socket or device); save the audio to a file first"
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)}): its target is missing, or the links loop"
         return "no such file"
     except (OSError, ValueError) as err:
         return f"unusable path ({err})"
@@ -122,13 +146,38 @@ def path_problem(path: str | os.PathLike) -> str | None:
 def open_audio(source: str | BinaryIO) -> sf.SoundFile:
     """``sf.SoundFile`` for reading. soundfile encodes a str path strictly as UTF-8, and a file name
     that is not UTF-8 reaches Python as lone surrogates: such a path goes as the OS's bytes (any
-    other as itself, so libsndfile's messages show it as written)."""
-    if isinstance(source, str):
-        try:
-            source.encode("utf-8")
-        except UnicodeEncodeError:
-            return sf.SoundFile(os.fsencode(source))
-    return sf.SoundFile(source)
+    other as itself). A file that cannot be opened raises a ``ValueError`` naming it: the
+    :func:`path_problem` (a file gone since the manifest was loaded), else :class:`UnreadableAudioError`."""
+    if isinstance(source, str) and Path(source).suffix.lower() == ".raw":  # soundfile would ask for a rate
+        raise UnreadableAudioError(source, RAW_REASON, advice=None)
+    try:
+        if isinstance(source, str):
+            try:
+                source.encode("utf-8")
+            except UnicodeEncodeError:
+                return sf.SoundFile(os.fsencode(source))
+        return sf.SoundFile(source)
+    except RuntimeError as err:  # libsndfile's errors
+        problem = path_problem(source) if isinstance(source, str) else None
+        if problem:
+            raise ValueError(f"{source}: {problem}") from None
+        reason = getattr(err, "error_string", str(err)).rstrip(".")
+        if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
+            reason = f"no audio libsndfile can decode (it reports: {reason})"
+        raise UnreadableAudioError(source, reason) from None
+
+
+def data_cut_short(handle: sf.SoundFile) -> str | None:
+    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``) is larger
+    than what the file holds, e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports
+    the frames that are there, so nothing else says that a WAV was cut short. A streaming writer's
+    placeholder size (``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None."""
+    for line in handle.extra_info.splitlines():
+        name, _, rest = line.partition(":")
+        declared = rest.split("(should be")[0].strip()
+        if "(should be" in rest and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
+            return line.strip()
+    return None
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
@@ -199,8 +248,12 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
             check_rate(source, rate)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-    except (BadSampleError, CorruptAudioError, SampleRateError):
-        raise  # their messages name the file already
+            if frames and (claim := data_cut_short(handle)):
+                log.warning("%s: its header's data chunk is larger than the file (libsndfile: %r): cut short (a "
+                            "download or copy that stopped?); its %.2f s are read: re-fetch it or drop it",
+                            source, claim, frames / rate)
+    except ValueError:
+        raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
         raise ValueError(f"unreadable audio file {source}: {err}") from err
     if frames == 0 or rate <= 0:
@@ -215,12 +268,18 @@ def _read_mono(handle: sf.SoundFile, path: str, frames: int | None) -> np.ndarra
     if frames is None:  # the length is learnt by reading
         parts = list(mono)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    waveform = np.empty(frames, dtype=np.float32)  # filled in place: memory for the kept frames only
+    # filled in place: memory for the kept frames only. The header is trusted up to TRUSTED_SECONDS: a
+    # corrupt FLAC or MP3 header can promise days in a few kB, and allocating them was a MemoryError
+    waveform = np.empty(min(frames, TRUSTED_SECONDS * handle.samplerate), dtype=np.float32)
     done = 0
     for block in mono:
+        if done + len(block) > len(waveform):  # frames really there beyond the trusted length: grow
+            grown = np.empty(min(frames, max(2 * len(waveform), done + len(block))), dtype=np.float32)
+            grown[:done] = waveform[:done]
+            waveform = grown
         waveform[done : done + len(block)] = block
         done += len(block)
-    return waveform[:done]
+    return waveform[:done] if done == len(waveform) else waveform[:done].copy()  # not the unfilled rest
 
 
 def load_audio(
@@ -236,7 +295,7 @@ def load_audio(
     only those frames are read and resampled) or rejected from the header alone with
     :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
     read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame), a sample rate
-    no recording has :class:`SampleRateError`.
+    no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
     """
     with open_audio(path) as handle:
         rate, frames = handle.samplerate, header_frames(handle)
@@ -251,6 +310,10 @@ def load_audio(
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
             waveform = _read_mono(handle, path, frames)
+    frames_read = len(waveform)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")
+    if waveform.size == 0:
+        raise EmptyAudioError(f"{path}: no samples at {sample_rate} Hz (it holds {frames_read} frame(s) at {rate} Hz); "
+                              "replace the file or drop it")
     return np.ascontiguousarray(waveform, dtype=np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 import lightning as L
 
@@ -17,7 +17,7 @@ from speechsum.data.loader import SpeechLoader
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
-from speechsum.utils.arguments import ConfigError, check_count, check_number
+from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class SpeechSumDataModule(L.LightningDataModule):
             check_number("data.max_audio_seconds", max_audio_seconds, 0.0, low_open=True,
                          note=" (or null: the backbone's limit)")
         check_count("data.num_workers", num_workers, 0)
+        check_choice("data.too_long_audio", too_long_audio, get_args(TooLong))
+        check_choice("data.on_bad_example", on_bad_example, get_args(OnBadExample))
         self._explicit_hf_splits = set(hf_splits or ())
         self.hf_columns = hf_columns
         self._hf_tables: dict[str, Any] | None = None

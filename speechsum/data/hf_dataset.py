@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from speechsum.data.audio import audio_seconds
+from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path
 from speechsum.data.text_checks import first_reserved, text_fields
 
@@ -129,6 +129,7 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     rate = value.get("sampling_rate")
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
+    check_rate(label, rate)  # before soundfile, which cannot write a rate of 2**31 or more
     samples = np.asarray(value["array"], dtype=np.float64)
     if samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
         samples = samples.T  # (channels, n), as datasets decodes multi-channel audio

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines
 log = logging.getLogger(__name__)
 
 OnBadExample = Literal["error", "skip"]
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, file:// … (a scheme, then //)
 
 
 class ManifestError(ValueError):
@@ -108,6 +110,10 @@ def _check_types(record: dict) -> None:
         raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}")
     if record.get("meta") is not None and not isinstance(record["meta"], dict):
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
+    if record.get("offset") is not None:  # NeMo-style segments: reading the whole file would pair it with a part's text
+        raise ValueError(f"field 'offset' ({record['offset']!r}): speechsum reads whole audio files, not segments; cut "
+                         "the segment into its own file (e.g. `ffmpeg -ss OFFSET -t DURATION -i in.wav part.wav`) "
+                         "and drop 'offset'")
 
 
 def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
@@ -117,6 +123,8 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
     if "\0" in value:
         raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
+    if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
+        raise ValueError(f"{value!r} is a URL; speechsum reads local files: download it and give its path")
     path = Path(value)
     if path.is_absolute() or root is None:
         return path

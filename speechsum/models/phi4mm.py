@@ -37,7 +37,9 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
     The prompt is Phi's ``<|user|>{audio token}{instruction}<|end|><|assistant|>`` (the chat
     template's rendering); the processor expands the tokenizer's audio token (``<|endoftext11|>``
     on the hub, ``<|audio|>`` in the byte tokenizer) to ``audio_embed_sizes[i]`` tokens, one per
-    80 ms. Features are padded to the batch's longest clip; there is no fixed input length.
+    80 ms. Features are padded to the batch's longest clip; there is no fixed input length. A clip
+    shorter than one analysis window (``win_length``, 25 ms) is padded with silence to one window: the
+    feature extractor fails on it alone and gives it no audio token in a batch.
 
     Audio tensors: ``audio_input_features`` ``(B, T, 80)`` log-mel frames (10 ms);
     ``audio_attention_mask`` ``(B, T)`` bool (added for a single clip too, where the feature
@@ -66,10 +68,14 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
             messages, chat_template=template, add_generation_prompt=True, tokenize=False
         )
 
+    def _at_least_one_window(self, waveform: np.ndarray) -> np.ndarray:
+        window = self.processor.audio_processor.win_length
+        return waveform if len(waveform) >= window else np.pad(waveform, (0, window - len(waveform)))
+
     def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
         inputs = self.processor(
             text=[self.prompt_text(instruction) for instruction in instructions],
-            audio=[np.asarray(w, dtype=np.float32) for w in waveforms],
+            audio=[self._at_least_one_window(np.asarray(w, dtype=np.float32)) for w in waveforms],
             padding=True,
             return_tensors="pt",
             audio_kwargs={"sampling_rate": self.sample_rate},

@@ -206,18 +206,18 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
         raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)}; got {kind!r}.", f"{param}.format")
-    encoded = audio["data"]
+    encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
     if encoded[:5].lower() == "data:":
         raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
                    f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
-    size = len(encoded) * 3 // 4
+    size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # the file's bytes: one under the limit is under it
     if size > limits.max_audio_bytes:
         raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
                             f"{limits.max_audio_bytes} bytes (--max-audio-bytes).", param=param,
                        code="audio_too_large")
-    try:  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
-        data = base64.b64decode("".join(encoded.split()), validate=True)
-    except binascii.Error as error:
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as error:  # ValueError: a character outside ASCII
         raise _bad(f"{param}.data is not valid standard base64 ({error}): encode the file's bytes with the "
                    "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", f"{param}.data") from None
     if not data:

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechsum.data.audio import AudioTooLongError, BadSampleError, load_audio
+from speechsum.data.audio import (
+    AudioTooLongError,
+    BadSampleError,
+    EmptyAudioError,
+    UnreadableAudioError,
+    load_audio,
+)
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
@@ -55,17 +61,28 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
         try:
             waveform = load_audio(str(path), sample_rate, max_seconds, too_long="error")
         except AudioTooLongError as error:  # from the header, or read up to the limit when it has no length
-            length = f"{error.seconds:.2f} s of audio exceed" if error.seconds is not None else "the audio exceeds"
+            length = "the audio exceeds" if error.seconds is None else f"{seconds_over(error.seconds, max_seconds)} s of audio exceed"
             raise _bad(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
                        "--max-audio-seconds); send a shorter clip.", audio.param) from None
         except BadSampleError as error:
             raise _bad(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
+        except EmptyAudioError:
+            raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
+        except UnreadableAudioError as error:
+            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); send WAV, MP3, FLAC "
+                       "or OGG audio.", audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
             raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                        audio.param) from None
-    if waveform.size == 0:
-        raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param)
     return waveform
+
+
+def seconds_over(seconds: float, limit: float) -> str:
+    """``seconds`` to two decimals, or to as many as show it over ``limit`` (1.0000625, not "1.00", over 1)."""
+    for digits in range(2, 8):
+        if float(text := f"{seconds:.{digits}f}") > limit:
+            return text
+    return f"{seconds!r}"
 
 
 def _reason(error: Exception, path: Path) -> str:

@@ -16,6 +16,7 @@ with ``max_audio_seconds`` refuses longer files, unless ``--truncate`` keeps the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -69,7 +70,7 @@ def require_speech(model: SpeechLLM, source: str) -> None:
 
 def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     """``path`` as mono float32 at the model's rate; longer than :func:`audio_limit` is an error
-    (or cut to it when ``truncate``); an empty file is an error."""
+    (or cut to it when ``truncate``); an empty one is an error (:class:`~speechsum.data.audio.EmptyAudioError`)."""
     limit = audio_limit(model)
     problem = path_problem(path)
     if problem:
@@ -80,11 +81,6 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
         raise AudioTooLongError(
             f"{path}: longer than this model's maximum of {limit:g} s; pass --truncate to summarise its first {limit:g} s"
         ) from None
-    except RuntimeError as err:  # libsndfile: not audio, or a format it does not know
-        raise ValueError(f"{path}: not readable as audio ({err}); summarize reads WAV, FLAC, OGG and MP3 "
-                         "files (convert others, e.g. with ffmpeg)") from None
-    if waveform.size == 0:
-        raise ValueError(f"{path}: no audio samples")
     return waveform
 
 
@@ -224,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
+    # os.path.realpath, not Path.resolve: a loop of symbolic links is that file's error row, not a traceback here
+    if args.out and (Path(args.out).is_dir() or not Path(os.path.realpath(args.out)).parent.is_dir()):
         raise SystemExit(f"speechsum summarize: --out {args.out}: give a file path in an existing folder "
                          "(checked before any audio is summarised)")
-    if args.out and any(Path(audio).resolve() == Path(args.out).resolve() for audio in args.audio):
+    if args.out and any(os.path.realpath(audio) == os.path.realpath(args.out) for audio in args.audio):
         raise SystemExit(f"speechsum summarize: --out {args.out} is one of the audio files; it would be overwritten")
     instruction = args.instruction.strip() or DEFAULT_INSTRUCTION
     try:

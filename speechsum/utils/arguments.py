@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Callable
 
 
@@ -69,8 +70,10 @@ def check_count(name: str, value: int, low: int, note: str = "") -> None:
 
 def check_number(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False,
                  high_open: bool = False, note: str = "") -> None:
-    """``value`` (a real-valued setting called ``name``) is finite and within the bounds."""
-    if not in_bounds(value, low, high, low_open, high_open):
+    """``value`` (a real-valued setting called ``name``) is a finite number within the bounds (a str
+    such as "30" raised a TypeError from the comparison, and True passed as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not in_bounds(value, low, high, low_open,
+                                                                                         high_open):
         raise ConfigError(f"{name} must be a number {bounds_text(low, high, low_open, high_open)}{note}, got {value!r}")
 
 
@@ -85,3 +88,10 @@ positive_seconds = number(0.0, low_open=True, what="a number of seconds")
 sampling_temperature = number(0.0, low_open=True)
 nucleus_top_p = number(0.0, 1.0, low_open=True)
 samples_per_input = at_least(2, 64)  # a preference pair needs two
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """``value`` (a setting called ``name``) is one of ``choices``: the Python API takes any str, and
+    a value compared only with one choice (``on_bad_example == "error"``) was silently the other."""
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")

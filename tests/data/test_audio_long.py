@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from speechsum.data.audio import AudioTooLongError, load_audio
+from speechsum.data.audio import TRUSTED_SECONDS, AudioTooLongError, CorruptAudioError, load_audio
 from tests.data.wavs import poke, sparse_wav
 
 TWO_HOURS = 2 * 3600
@@ -97,3 +98,33 @@ def test_header_longer_than_the_data_reads_what_is_there(tmp_path: Path):
     with path.open("r+b") as handle:
         handle.truncate(44 + 2 * 70_000)
     np.testing.assert_array_equal(load_audio(str(path), 16_000), np.zeros(70_000, dtype=np.float32))
+
+
+def test_a_flac_header_promising_weeks_allocates_an_hour_at_most(tmp_path: Path):
+    """A corrupt STREAMINFO (here: the largest sample count, 2**36 - 1: 50 days at 16 kHz) in a 1-s
+    file: the read buffer was allocated from the header, a MemoryError (275 GB) instead of the file's error."""
+    path = tmp_path / "liar.flac"
+    sf.write(path, np.full(16_000, 0.25, dtype=np.float32), 16_000, format="FLAC")
+    data = bytearray(path.read_bytes())
+    data[21] |= 0x0F  # the 36-bit sample count: low nibble of byte 21, bytes 22-25
+    data[22:26] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 2**36 - 1
+
+    def read() -> None:
+        with pytest.raises(CorruptAudioError, match=f"^{path}: unreadable in the block after frame 0 "):
+            load_audio(str(path), 16_000)
+
+    _, peak, _ = traced(read)
+    assert peak < TRUSTED_SECONDS * 16_000 * 4 + 1_000_000
+
+
+def test_a_clip_longer_than_the_trusted_hour_is_read_whole(tmp_path: Path):
+    """Past TRUSTED_SECONDS the buffer grows as frames arrive: every frame is kept, in order."""
+    frames = 2 * TRUSTED_SECONDS * 1_000 + 123  # two hours and a bit at 1 kHz
+    path = sparse_wav(tmp_path / "long.wav", frames, 1_000, "FLOAT")
+    poke(path, 5, 0.5)
+    poke(path, frames - 1, -0.25)
+    waveform = load_audio(str(path), 1_000)
+    assert waveform.shape == (frames,)
+    assert (waveform[5], waveform[-1], float(np.abs(waveform).sum())) == (0.5, -0.25, 0.75)

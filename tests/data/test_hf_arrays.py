@@ -55,6 +55,9 @@ def test_unsigned_samples_are_centred(processor, dtype, middle) -> None:
 @pytest.mark.parametrize(("cell", "message"), [
     ({"array": WAVE.astype(np.float32)}, "sampling_rate"),
     ({"array": np.zeros(0, np.float32), "sampling_rate": RATE}, "shape"),
+    # soundfile cannot write a rate of 2**31: an OverflowError traceback, not a bad row
+    ({"array": WAVE.astype(np.float32), "sampling_rate": 2**31},
+     r"memory\[train\] row 1: sample rate 2147483648 Hz is outside 1000-1000000 Hz"),
 ])
 def test_bad_array_rows_name_split_row_column_or_are_skipped(processor, cell, message) -> None:
     good = {"array": WAVE.astype(np.float32), "sampling_rate": RATE}

@@ -214,3 +214,21 @@ def test_system_prompt_comes_first(name: str) -> None:
     batch = SpeechCollator(backbone.processor)(make_items()[:1])
     prompt = backbone.processor.tokenizer.decode(batch.prompt_ids[0][batch.prompt_mask[0].bool()])
     assert prompt.index("You write short minutes.") < prompt.index("Summarise the call")
+
+
+@pytest.mark.parametrize("samples", [1, 160, 399])
+def test_phi4mm_reads_a_clip_shorter_than_one_window_as_that_clip_padded_to_one(samples: int) -> None:
+    """Under 25 ms (400 samples, one analysis window) its feature extractor raised "maximum size for
+    tensor at dimension 1 is N but size is 400" alone, and gave the clip no audio token in a batch."""
+    backbone = build_backbone("phi4mm_tiny").eval()
+    short = (0.1 * np.random.default_rng(1).standard_normal(samples)).astype(np.float32)
+    example = Example(id="short", audio="x", instruction="Summarise the call", duration=samples / 16_000, summary="ok")
+    collate = SpeechCollator(backbone.processor)
+    alone, padded = collate([(example, short)]), collate([(example, np.pad(short, (0, 400 - samples)))])
+    assert alone.audio["audio_embed_sizes"].tolist() == [1]
+    torch.testing.assert_close(alone.audio["audio_input_features"], padded.audio["audio_input_features"], atol=0, rtol=0)
+    batch = collate([(example, short), make_items()[0]])
+    assert batch.audio["audio_embed_sizes"].tolist()[0] == 1
+    with torch.no_grad():
+        logprobs = backbone.response_logprobs(alone, alone.response_ids, alone.response_mask)
+    assert torch.isfinite(logprobs).all()

@@ -142,7 +142,7 @@ def bad_request(client, messages, model: str = MODEL, **kwargs) -> str:
 def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     param = "messages[0].content[0].input_audio"
     message = bad_request(client, audio_message(b"RIFF\x00\x00 this is not audio"))
-    assert message.startswith(f"{param}: not a readable wav file (")
+    assert message == f"{param}: not a readable wav file (Format not recognised); send WAV, MP3, FLAC or OGG audio."
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full(800, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
     assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))
@@ -153,9 +153,14 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
     assert "e.g. `base64 -w0 clip.wav`" in bad_request(client, broken)
-    broken[0]["content"][0]["input_audio"]["data"] = "data:audio/wav;base64,UklGRg=="
-    assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: URL; "
-                                           "drop the 'data:audio/wav;base64,' prefix.")
+    broken[0]["content"][0]["input_audio"]["data"] = "UklGRü=="  # a character outside ASCII: was a 500
+    assert bad_request(client, broken) == (f"{param}.data is not valid standard base64 (string argument should contain "
+                                           "only ASCII characters): encode the file's bytes with the +/ alphabet and = "
+                                           "padding, e.g. `base64 -w0 clip.wav`.")
+    for url in ("data:audio/wav;base64,UklGRg==", "\n  data:audio/wav;base64,UklGRg=="):  # after a blank: was "not base64"
+        broken[0]["content"][0]["input_audio"]["data"] = url
+        assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: "
+                                               "URL; drop the 'data:audio/wav;base64,' prefix.")
     wrong = audio_message(b"x")
     wrong[0]["content"][0]["input_audio"]["format"] = "aac"
     assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)
@@ -170,6 +175,16 @@ def test_audio_limits(client, url, tmp_path) -> None:
     long.write_bytes(b"")
     sf.write(long, np.zeros(8_000 * 6, dtype=np.int16), 8_000)  # 6 s in 96 kB
     assert "6.00 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
+    sf.write(long, np.zeros(8_000 * 5 + 1, dtype=np.int16), 8_000)  # one sample over: "5.00 s exceed 5 s" before
+    assert "5.0001 s of audio exceed the limit of 5 s" in bad_request(client, audio_message(long.read_bytes()))
+    # 99 kB under the 100 kB limit, its base64 wrapped at 76 columns as `base64` prints it: the line breaks
+    # counted as data made it "about 100302 bytes", a 413
+    sf.write(long, np.zeros(49_478, dtype=np.int16), 16_000)
+    assert long.stat().st_size == 99_000
+    wrapped = audio_message(long.read_bytes())
+    encoded = wrapped[0]["content"][0]["input_audio"]["data"]
+    wrapped[0]["content"][0]["input_audio"]["data"] = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    assert client.chat.completions.create(model=MODEL, messages=wrapped, max_tokens=2).choices[0].finish_reason
     # a body larger than the request limit + the audio's base64 is refused from its Content-Length alone
     parsed = urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)

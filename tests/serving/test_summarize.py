@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import load_audio
+from speechsum.data.audio import FORMATS_ADVICE, RAW_REASON, load_audio
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.serving.export import export_checkpoint, load_exported
 from speechsum.serving.summarize import DEFAULT_INSTRUCTION, main
@@ -174,7 +174,8 @@ def test_an_encoder_failure_while_counting_positions_is_that_files_row(composed_
 
 def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export: Path, tmp_path: Path) -> None:
     """A FIFO (opening it waited forever), an empty file, text named .wav, and a file name that is not
-    UTF-8 (its row could not be written, and every other row was lost with it)."""
+    UTF-8 (its row could not be written, and every other row was lost with it); a loop of symbolic
+    links and a headerless .raw file (tracebacks that lost every row), one frame at 44.1 kHz (none at 16 kHz)."""
     import os
 
     good = write_wavs(tmp_path / "audio")[0]
@@ -186,18 +187,29 @@ def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export
     text.write_text("meeting notes\n")
     odd = os.fsdecode(os.fsencode(str(tmp_path / "audio")) + b"/bad\xffname.wav")
     sf.write(os.fsencode(odd), sf.read(good)[0], 16_000)
+    loop = tmp_path / "audio" / "loop.wav"
+    os.symlink(tmp_path / "audio" / "back.wav", loop)
+    os.symlink(loop, tmp_path / "audio" / "back.wav")
+    raw = tmp_path / "audio" / "pcm.raw"
+    sf.write(raw, sf.read(good)[0], 16_000, format="RAW", subtype="PCM_16")
+    blip = tmp_path / "audio" / "blip.wav"
+    sf.write(blip, [0.5], 44_100)
     out = tmp_path / "summaries.jsonl"
     with pytest.raises(SystemExit) as exit_info:
-        main([str(good), str(fifo), str(empty), str(text), odd, "--model", str(composed_export), "--out", str(out),
-              "--max-new-tokens", "3", "--no-progress"])
+        main([str(good), str(fifo), str(empty), str(text), odd, str(loop), str(raw), str(blip), "--model",
+              str(composed_export), "--out", str(out), "--max-new-tokens", "3", "--no-progress"])
     assert exit_info.value.code == 1
     rows = read_jsonl(out)
-    assert [row["audio"] for row in rows] == [str(good), str(fifo), str(empty), str(text), odd]
+    assert [row["audio"] for row in rows] == [str(good), str(fifo), str(empty), str(text), odd, str(loop), str(raw),
+                                              str(blip)]
+    assert rows[5]["error"] == (f"{loop}: a broken symbolic link (to {tmp_path / 'audio' / 'back.wav'}): its target "
+                                "is missing, or the links loop")
+    assert rows[6]["error"] == f"unreadable audio file {raw}: {RAW_REASON}"
+    assert rows[7]["error"] == f"{blip}: no samples at 16000 Hz (it holds 1 frame(s) at 44100 Hz); replace the file or drop it"
     assert "summary" in rows[0] and "summary" in rows[4]  # the odd name is read and written back
     assert rows[1]["error"] == f"{fifo}: not a regular file (a FIFO, socket or device); save the audio to a file first"
     assert rows[2]["error"] == f"{empty}: an empty file (0 bytes)"
-    assert rows[3]["error"].startswith(f"{text}: not readable as audio (")
-    assert rows[3]["error"].endswith("summarize reads WAV, FLAC, OGG and MP3 files (convert others, e.g. with ffmpeg)")
+    assert rows[3]["error"] == f"unreadable audio file {text}: Format not recognised; {FORMATS_ADVICE}"
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--max-new-tokens"])

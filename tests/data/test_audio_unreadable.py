@@ -1,0 +1,131 @@
+"""Files libsndfile cannot open, or that hold no sample at the model's rate: the error names the file,
+says why in words that fit (not libsndfile's "File does not exist" for a file that exists) and what
+to do, at load (manifest line, Hugging Face row) and when a batch is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import FORMATS_ADVICE, RAW_REASON, EmptyAudioError, UnreadableAudioError, load_audio
+from speechsum.data.dataset import SpeechSumDataset
+from speechsum.data.loader import SkippedExample
+from speechsum.data.manifest import ManifestError, load_manifest
+
+TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)).astype(np.float32)  # 1 s at 16 kHz
+
+
+def manifest_of(folder: Path, audio: str) -> Path:
+    path = folder / "train.jsonl"
+    path.write_text(json.dumps({"id": "a", "audio": audio, "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    return path
+
+
+def load_error(folder: Path, audio: str) -> str:
+    manifest = manifest_of(folder, audio)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.line == 1
+    return info.value.reason
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("notes.wav", b"meeting notes, not audio\n" * 8, "Format not recognised"),
+    ("call.m4a", b"\x00\x00\x00\x20ftypM4A " + bytes(600), "Format not recognised"),
+    # no MP3 frame anywhere: libsndfile says "File does not exist or is not a regular file", of a file that does
+    ("noise.mp3", np.random.default_rng(0).integers(0, 255, 4_000, dtype=np.uint8).tobytes(),
+     "no audio libsndfile can decode (it reports: File does not exist or is not a regular file (possibly a pipe?))"),
+])
+def test_a_file_libsndfile_cannot_open_says_which_formats_work(tmp_path: Path, name: str, data: bytes, reason: str):
+    (tmp_path / name).write_bytes(data)
+    assert load_error(tmp_path, name) == (f"field 'audio': unreadable audio file {tmp_path / name}: {reason}; "
+                                          f"{FORMATS_ADVICE}")
+
+
+@pytest.mark.parametrize("name", ["pcm.raw", "PCM.RAW"])
+def test_a_headerless_raw_file_says_how_to_convert_it(tmp_path: Path, name: str):
+    """soundfile asked for a sample rate (a TypeError, which `speechsum summarize` did not catch)."""
+    sf.write(tmp_path / name, TONE, 16_000, format="RAW", subtype="PCM_16")
+    assert load_error(tmp_path, name) == f"field 'audio': unreadable audio file {tmp_path / name}: {RAW_REASON}"
+    with pytest.raises(UnreadableAudioError):
+        load_audio(str(tmp_path / name), 16_000)
+
+
+def test_broken_and_looping_symbolic_links_are_named_as_such(tmp_path: Path):
+    os.symlink(tmp_path / "gone.wav", tmp_path / "dangling.wav")
+    os.symlink(tmp_path / "b.wav", tmp_path / "a.wav")
+    os.symlink(tmp_path / "a.wav", tmp_path / "b.wav")
+    assert load_error(tmp_path, "dangling.wav") == (
+        f"field 'audio': {tmp_path / 'dangling.wav'}: a broken symbolic link (to {tmp_path / 'gone.wav'}): "
+        "its target is missing, or the links loop")
+    assert load_error(tmp_path, "a.wav") == (
+        f"field 'audio': {tmp_path / 'a.wav'}: a broken symbolic link (to {tmp_path / 'b.wav'}): "
+        "its target is missing, or the links loop")
+
+
+def test_a_file_gone_since_the_manifest_was_loaded_is_named_when_its_batch_is_read(tmp_path: Path):
+    """libsndfile said only "System error"."""
+    sf.write(tmp_path / "clip.wav", TONE, 16_000)
+    examples, _ = load_manifest(manifest_of(tmp_path, "clip.wav"))
+    (tmp_path / "clip.wav").unlink()
+    with pytest.raises(ManifestError, match=re.escape(f"field 'audio': {tmp_path / 'clip.wav'}: no such file (found when")):
+        SpeechSumDataset(examples, 16_000)[0]
+
+
+def test_a_clip_with_no_sample_at_the_models_rate_is_a_bad_example(tmp_path: Path):
+    """One frame at 44.1 kHz is none at 16 kHz: it passed at load and was read as an empty waveform,
+    which the composed backbone turned into a mel frame of padding and Phi-4-MM crashed on."""
+    sf.write(tmp_path / "blip.wav", TONE[:1], 44_100)
+    examples, _ = load_manifest(manifest_of(tmp_path, "blip.wav"))
+    reason = f"{tmp_path / 'blip.wav'}: no samples at 16000 Hz (it holds 1 frame(s) at 44100 Hz); replace the file or drop it"
+    with pytest.raises(EmptyAudioError, match=f"^{re.escape(reason)}$"):
+        load_audio(str(tmp_path / "blip.wav"), 16_000)
+    with pytest.raises(ManifestError, match=re.escape(f"train.jsonl:1: field 'audio': {reason} (found when its batch")):
+        SpeechSumDataset(examples, 16_000)[0]
+    skipped = SpeechSumDataset(examples, 16_000, on_bad_example="skip")[0]
+    assert isinstance(skipped, SkippedExample) and skipped.line == 1 and reason in skipped.reason
+    assert load_audio(str(tmp_path / "blip.wav"), 44_100).shape == (1,)  # at its own rate it has its sample
+
+
+def test_unreadable_audio_is_a_value_error_the_loops_catch(tmp_path: Path):
+    (tmp_path / "notes.wav").write_text("not audio")
+    with pytest.raises(ValueError, match=re.escape(f"unreadable audio file {tmp_path / 'notes.wav'}: Format not recognised; ")):
+        load_audio(str(tmp_path / "notes.wav"), 16_000)
+
+
+@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF"])
+def test_a_file_cut_short_after_its_header_is_read_as_is_with_a_warning(tmp_path: Path, container: str, caplog):
+    """libsndfile reports the frames that are there, so the warning for a header that promises more
+    than the data holds never fired for these: a half-downloaded clip trained without a word."""
+    path = tmp_path / f"half.{container.lower()}"
+    sf.write(path, TONE, 16_000, format=container, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert 0.45 < examples[0].duration < 0.5
+    [record] = [r for r in caplog.records if "cut short" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(f"{path}: its header's data chunk is larger than the file (libsndfile: ")
+    assert record.getMessage().endswith(f"its {examples[0].duration:.2f} s are read: re-fetch it or drop it")
+    caplog.clear()
+    sf.write(path, TONE, 16_000, format=container, subtype="PCM_16")
+    load_manifest(manifest_of(tmp_path, path.name))
+    assert not [r for r in caplog.records if "cut short" in r.getMessage()]  # a whole file: no word
+
+
+@pytest.mark.parametrize("placeholder", [0xFFFFFFFF, 0x7FFFF000])
+def test_a_streamed_wavs_placeholder_size_is_no_cut(tmp_path: Path, placeholder: int, caplog):
+    """ffmpeg writing to a pipe leaves 0xFFFFFFFF, arecord 0x7FFFF000: the whole file is there."""
+    path = tmp_path / "streamed.wav"
+    sf.write(path, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = placeholder.to_bytes(4, "little")  # the data chunk's size, after the canonical 36-byte header
+    path.write_bytes(bytes(data))
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 1.0
+    assert not [r for r in caplog.records if "cut short" in r.getMessage()]

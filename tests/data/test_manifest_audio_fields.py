@@ -1,0 +1,40 @@
+"""Audio a manifest line names that speechsum does not read: a segment of its file (NeMo's ``offset``;
+speechsum reads whole files, so it is refused naming the field, not trained on the whole file with the
+segment's text) and a URL (refused saying to download it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.manifest import ManifestError, load_manifest
+
+
+def test_an_offset_is_refused_and_skip_mode_counts_it(tmp_path: Path):
+    sf.write(tmp_path / "long.wav", np.zeros(16_000 * 3, dtype=np.float32), 16_000)
+    lines = [{"id": "whole", "audio": "long.wav", "instruction": "Sum up.", "duration": 3.0},
+             {"id": "part", "audio": "long.wav", "instruction": "Sum up.", "offset": 1.5, "duration": 0.5},
+             {"id": "zero", "audio": "long.wav", "instruction": "Sum up.", "offset": None}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    reason = ("field 'offset' (1.5): speechsum reads whole audio files, not segments; cut the segment into its own "
+              "file (e.g. `ffmpeg -ss OFFSET -t DURATION -i in.wav part.wav`) and drop 'offset'")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert (info.value.line, info.value.reason) == (2, reason)
+    examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [e.id for e in examples] == ["whole", "zero"] and [(s.line, s.reason) for s in skipped] == [(2, reason)]
+
+
+@pytest.mark.parametrize("url", ["https://example.com/call.wav", "s3://bucket/call.flac", "file:///data/call.wav"])
+def test_a_url_as_audio_says_to_download_it(tmp_path: Path, url: str):
+    """It was joined to the manifest folder and reported as "no such file" of a path nobody wrote."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": url, "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': {url!r} is a URL; speechsum reads local files: download it and give its path"
