@@ -25,6 +25,7 @@ from speechsum.models.checkpoint import (
     require_rebuildable,
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.utils.arguments import check_count, check_number
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.io import write_jsonl
@@ -110,6 +111,7 @@ class SpeechStageModule(L.LightningModule):
         self._val_samples: list[dict[str, str]] = []
         self._reset_window()
         self._init_weights: set[str] = set()  # state-dict keys loaded from init_from, kept in checkpoints
+        self._resumed_rng_states: dict[str, Any] | None = None  # set by a resume, used at its first step
         if init_from:
             self.load_weights(init_from)
 
@@ -149,12 +151,43 @@ class SpeechStageModule(L.LightningModule):
                 if not p.requires_grad
             } - self._init_weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = {f"model.{name}" for name, _ in self.model.trainable_parameters()}
         missing = sorted(trainable - checkpoint["state_dict"].keys())
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} trainable weights of this model, e.g. {missing[:3]}")
+        self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)
+
+    def _continue_random_draws(self) -> None:
+        """At the first training batch after ``--ckpt_path``: the global generators continue as in
+        the uninterrupted run (dropout, KD's sampled completions): the checkpoint's states, then the
+        seeds that run's loaders drew after the save (a validation's; a new epoch's training loader's)."""
+        states, self._resumed_rng_states = self._resumed_rng_states, None
+        if states is None:
+            return
+        restore_rng_states(states)
+        new_epoch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready == 0
+        for _ in range(int(states.get("validation_follows", False)) + int(new_epoch)):
+            torch.empty((), dtype=torch.int64).random_()  # what DataLoader.__iter__ draws
+
+    def _validation_follows(self) -> bool:
+        """Whether the checkpoint is saved at the end of a training batch that Lightning follows
+        with a validation (its own test), which a resumed run skips."""
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return False
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        if progress.completed == progress.processed:  # not in on_train_batch_end (e.g. at the epoch's end)
+            return False
+        return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """After the resumed loader drew its seed, before any hook of the first step."""
+        if self._resumed_rng_states is not None and self.trainer.training:
+            self._continue_random_draws()
+        return batch
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
