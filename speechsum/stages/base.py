@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +32,8 @@ from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.io import write_jsonl
 
 log = logging.getLogger(__name__)
+# on_after_batch_transfer below is the module's on purpose (SpeechSumDataModule has none): Lightning says so each run
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule` but")
 
 
 def built_by_lightning_cli() -> bool:
@@ -154,10 +157,15 @@ class SpeechStageModule(L.LightningModule):
         checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of another model config (``--ckpt_path``) is refused naming the file and the
+        weights that do not fit (a size-mismatch traceback from ``load_state_dict`` before)."""
+        source = f"ckpt_path {self._trainer.ckpt_path}" if self._trainer is not None else "checkpoint"
+        match_state_dict(self.model, checkpoint["state_dict"], source)
         trainable = {f"model.{name}" for name, _ in self.model.trainable_parameters()}
         missing = sorted(trainable - checkpoint["state_dict"].keys())
         if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} trainable weights of this model, e.g. {missing[:3]}")
+            raise CheckpointError(f"{source}: lacks {len(missing)} trainable weights of this model, e.g. "
+                                  f"{missing[:3]}: it was trained with another model config or training policy")
         self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)
 
     def _continue_random_draws(self) -> None:
