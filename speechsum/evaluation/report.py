@@ -37,9 +37,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.evaluation.paired import PairedResult, check_prediction_rows, join_scores, paired_comparison
+from speechsum.evaluation.paired import PairedResult, join_scores, paired_comparison, read_prediction_rows
 from speechsum.evaluation.runs import load_runs, order_runs, skipped_note
-from speechsum.utils.io import read_jsonl, write_atomic
+from speechsum.utils.io import write_atomic
 
 SPLIT_ORDER = ("test", "test_unseen", "test_xling")
 MAIN_METRIC_PREFERENCE = ("llm_judge", "fact_judge", "rougeL")
@@ -194,7 +194,7 @@ def load_predictions(run: dict) -> list[dict] | None:
     """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent
     or empty (both are named in the report: nothing to compare)."""
     path = Path(run["_path"]) / "predictions.jsonl"
-    return (check_prediction_rows(read_jsonl(path), path) or None) if path.is_file() else None
+    return (read_prediction_rows(path) or None) if path.is_file() else None
 
 
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
