@@ -296,3 +296,15 @@ def test_examples_evaluate_skipped_are_named_above_the_table(runs, tmp_path):
     path.write_text(json.dumps(result | {"skipped": []}))
     build_report([runs], tmp_path / "out")
     assert "Not scored" not in markdown.read_text()
+
+
+def test_a_system_folder_without_metrics_is_named_not_left_out(runs, tmp_path):
+    """kd's `speechsum evaluate` stopped before its metrics.json: the report left kd out silently and
+    compared dpo with sft as "the previous stage"."""
+    (runs / "kd" / "metrics.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (f"speechsum report: {runs / 'kd'}: predictions.jsonl but no metrics.json: its "
+                               "`speechsum evaluate` did not finish (stopped, or still running); run it again, or "
+                               "remove the folder")
+    assert not (tmp_path / "r").exists()
