@@ -166,6 +166,20 @@ def read_prediction_rows(path: str | Path) -> list[dict]:
     return check_prediction_rows([row for _, row in numbered], path, [line for line, _ in numbered])
 
 
+def check_same_examples(rows_a: list[dict], path_a: str | Path, rows_b: list[dict], path_b: str | Path) -> None:
+    """Rows of two ``predictions.jsonl`` that share ``(split, id)`` are one example: a ValueError
+    naming both files when their ``instruction`` or ``reference`` differ (systems evaluated on other
+    manifests, e.g. an earlier run's folder left in the same ``--out``, would be paired silently)."""
+    by_key = {(row["split"], row["id"]): row for row in rows_b}
+    for row in rows_a:
+        other = by_key.get((row["split"], row["id"]), {})
+        for field in ("instruction", "reference"):
+            if field in row and field in other and row[field] != other[field]:
+                raise ValueError(f"{path_a} and {path_b}: id {row['id']!r} of split {row['split']!r} has another "
+                                 f"{field} in each: the systems answered different test manifests (an earlier run's "
+                                 "system folder in the same --out?); evaluate them on the same manifests")
+
+
 class JoinedScores(NamedTuple):
     """Paired scores ``a`` and ``b`` (one entry per example, in A's order) and each example's
     ``recording``: its ``audio`` (examples that share one are one unit of the paired tests), or None

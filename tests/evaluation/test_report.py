@@ -308,3 +308,18 @@ def test_a_system_folder_without_metrics_is_named_not_left_out(runs, tmp_path):
                                "`speechsum evaluate` did not finish (stopped, or still running); run it again, or "
                                "remove the folder")
     assert not (tmp_path / "r").exists()
+
+
+def test_systems_that_answered_other_manifests_are_not_paired(runs, tmp_path):
+    """kd's folder left by an earlier `speechsum evaluate` on another test set whose ids overlap:
+    its rows were paired with sft's by id, silently."""
+    for name, summary in (("sft", "The meeting moved to May."), ("kd", "Another recording altogether.")):
+        path = runs / name / "predictions.jsonl"
+        rows = [json.loads(line) | {"reference": summary} for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (
+        f"speechsum report: {runs / 'sft' / 'predictions.jsonl'} and {runs / 'kd' / 'predictions.jsonl'}: id 'test-0' "
+        "of split 'test' has another reference in each: the systems answered different test manifests (an earlier "
+        "run's system folder in the same --out?); evaluate them on the same manifests")
