@@ -189,7 +189,10 @@ class SpeechStageModule(L.LightningModule):
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         if progress.completed == progress.processed:  # not in on_train_batch_end (e.g. at the epoch's end)
             return False
-        return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        # Lightning's private test (2.x); without it a resume after a validation is off by one draw
+        should_check = getattr(trainer.fit_loop.epoch_loop, "_should_check_val_fx", None)
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        return bool(should_check is not None and fetcher is not None and should_check(fetcher))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """After the resumed loader drew its seed, before any hook of the first step."""
