@@ -37,8 +37,8 @@ from speechsum.evaluation.paired import (
     check_prediction_rows,
     join_scores,
     paired_comparison,
+    read_prediction_rows,
 )
-from speechsum.utils.io import read_jsonl
 
 STUDENTS = ("sft", "kd", "dpo")
 STEPS = (("sft", "kd"), ("kd", "dpo"), ("sft", "dpo"))
@@ -56,7 +56,7 @@ def student_rows(run: Path, metric: str = "fact_judge") -> dict[str, list[dict]]
         path = run / "evaluate" / student / "predictions.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{run}: neither scores.csv nor {path}")
-        rows[student] = check_prediction_rows(read_jsonl(path), path)
+        rows[student] = read_prediction_rows(path)
         rows[student].sort(key=lambda row: (row["split"], row["id"]))
     return rows
 

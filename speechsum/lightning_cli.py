@@ -17,6 +17,28 @@ import_backbones()  # every backbone by its short name (--model.model.help Compo
 class SpeechSumCLI(LightningCLI):
     """LightningCLI with the stage module chosen by ``model.class_path`` and one DataModule."""
 
+    def _parse_ckpt_path(self) -> None:
+        """An explicit ``--ckpt_path FILE``: a checkpoint of another stage is refused naming both
+        (jsonargparse's ~30-line report of the merged configs before). ``fit`` keeps the config as
+        given: Lightning would replace its whole model section by the checkpoint's hyperparameters,
+        silently (a resumed KD stage called the teacher URL of the interrupted run). The other
+        commands keep Lightning's way: the model is rebuilt as the checkpoint was trained."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return
+        from speechsum.models.checkpoint import CheckpointError, current_class_path, read_checkpoint
+
+        saved = (read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters") or {}).get("_class_path")
+        configured = (self.config[subcommand].get("model") or {}).get("class_path")
+        if saved and configured and current_class_path(saved) != current_class_path(configured):
+            raise CheckpointError(
+                f"ckpt_path {ckpt_path}: a checkpoint of {saved.rpartition('.')[2]}, but this config's stage is "
+                f"{configured.rpartition('.')[2]}: resume it with the config it was trained with, or start this "
+                f"stage from its weights with --model.init_args.init_from {ckpt_path} (and no --ckpt_path)")
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
+
     def before_fit(self) -> None:
         self._check_last_checkpoint()
 

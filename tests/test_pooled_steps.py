@@ -106,11 +106,11 @@ def test_bad_inputs_name_the_file_and_line(two_runs, tmp_path):
     with pytest.raises(ValueError, match=r"kd/predictions.jsonl:4: invalid JSON"):
         student_rows(two_runs[0])
     predictions.write_text(predictions.read_text().replace("{not json", '{"split": "val"}'))
-    with pytest.raises(ValueError, match=r"kd/predictions.jsonl: row 4: not a prediction row \(needs an object with a string or integer `id`"):
+    with pytest.raises(ValueError, match=r"kd/predictions.jsonl:4: not a prediction row \(needs an object with a string or integer `id`"):
         student_rows(two_runs[0])
     first = predictions.read_text().splitlines()[0]
     predictions.write_text(predictions.read_text().replace('{"split": "val"}', first))
-    with pytest.raises(ValueError, match=r"kd/predictions.jsonl: row 4: id '\w+' appears twice in split 'val'"):
+    with pytest.raises(ValueError, match=r"kd/predictions.jsonl:4: id '\w+' appears twice in split 'val'"):
         student_rows(two_runs[0])
     (bad / "scores.csv").write_text("id,split,sft,kd,dpo\na,val,1,2,3\na,val,1,2,3\n")
     with pytest.raises(ValueError, match="scores.csv: row 2: id 'a' appears twice in split 'val'"):

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.utils.arguments import at_least
-from speechsum.utils.io import atomic_path, check_output_path, read_jsonl, write_jsonl
+from speechsum.utils.io import atomic_path, check_output_path, read_numbered_jsonl, write_jsonl
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
@@ -83,13 +83,19 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
 def score_predictions(path: str | Path) -> dict[str, float]:
     """Scores of a ``predictions.jsonl`` on the toy set: exact match, first-word accuracy, and
     word-level F1 of the word lists (the distinct words heard vs. the reference's)."""
-    rows = read_jsonl(path)
-    if not rows:
+    numbered = read_numbered_jsonl(path)
+    if not numbered:
         raise ValueError(f"{path}: no predictions (an empty file)")
-    for number, row in enumerate(rows, start=1):
+    first_line_of: dict[object, int] = {}
+    for number, row in numbered:
         bad = [key for key in ("prediction", "reference") if not isinstance(row, dict) or not isinstance(row.get(key), str)]
         if bad:
             raise ValueError(f"{path}:{number}: needs string field(s) {', '.join(bad)} (a `speechsum predict` row)")
+        example = row.get("id")
+        if isinstance(example, str | int) and first_line_of.setdefault(example, number) != number:
+            raise ValueError(f"{path}:{number}: id {example!r} is also on line {first_line_of[example]} (each example "
+                             "once: a repeated one would count twice)")
+    rows = [row for _, row in numbered]
     first = [r for r in rows if r["reference"].startswith("The first word")]
     lists = [r for r in rows if r["reference"].startswith("Words:")]
     f1_scores = []

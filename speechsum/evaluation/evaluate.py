@@ -303,6 +303,9 @@ def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalO
     for row in rows:
         row.pop("meta", None)  # large (facts, entities); the manifest has it
         row.pop("index", None)
+    # metrics.json last, and an earlier run's gone first: a folder with it holds one run's files, never
+    # this run's predictions beside the last run's metrics (speechsum report refuses a folder without it)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
     write_jsonl(run_dir / "predictions.jsonl", rows)
     write_atomic(run_dir / "predictions.csv", predictions_csv(rows))
     write_atomic(run_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")

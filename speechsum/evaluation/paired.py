@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from speechsum.evaluation.metrics import bootstrap_ci
+from speechsum.utils.io import read_numbered_jsonl
 
 EXACT_MAX_N = 16  # 2^16 = 65,536 sign vectors: exact enumeration is cheap up to here
 _TOLERANCE = 1e-9
@@ -134,21 +135,49 @@ def _group_codes(groups: Sequence[object], n: int) -> np.ndarray:
     return codes
 
 
-def check_prediction_rows(rows: list, path: str | Path) -> list[dict]:
-    """``rows`` (of ``path``, a ``predictions.jsonl``) unchanged when each is an object with ``id`` and
-    ``split`` and no ``(split, id)`` repeats; else a ValueError naming the file and line (the joins
-    below pair examples by id, so a repeated one would silently keep its last row)."""
+def check_prediction_rows(rows: list, path: str | Path, lines: Sequence[int] | None = None) -> list[dict]:
+    """``rows`` (of ``path``, a ``predictions.jsonl``; ``lines``: each row's line in it) unchanged when
+    each is an object with ``id`` and ``split``, its ``scores`` (if any) an object of numbers or nulls,
+    and no ``(split, id)`` repeats; else a ValueError naming file, line and field (the joins below pair
+    examples by id, so a repeated one would silently keep its last row)."""
     seen = set()
     for number, row in enumerate(rows, start=1):
+        where = f"{path}:{lines[number - 1]}" if lines is not None else f"{path}: row {number}"
         if not isinstance(row, dict) or not isinstance(row.get("id"), str | int) or not isinstance(row.get("split"), str):
-            raise ValueError(f"{path}: row {number}: not a prediction row (needs an object with a string or "
+            raise ValueError(f"{where}: not a prediction row (needs an object with a string or "
                              "integer `id` and a string `split`)")
         key = (row["split"], row["id"])
         if key in seen:
-            raise ValueError(f"{path}: row {number}: id {row['id']!r} appears twice in split {row['split']!r} "
+            raise ValueError(f"{where}: id {row['id']!r} appears twice in split {row['split']!r} "
                              "(one row per example)")
         seen.add(key)
+        scores = row.get("scores")
+        if scores is not None and not isinstance(scores, dict):
+            raise ValueError(f"{where}: `scores` is {scores!r}, not an object of metric: score")
+        for metric, value in (scores or {}).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{where}: scores.{metric} is {value!r}: a score is a number, or null when missing")
     return rows
+
+
+def read_prediction_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``predictions.jsonl``, checked by :func:`check_prediction_rows` (errors name its lines)."""
+    numbered = read_numbered_jsonl(path)
+    return check_prediction_rows([row for _, row in numbered], path, [line for line, _ in numbered])
+
+
+def check_same_examples(rows_a: list[dict], path_a: str | Path, rows_b: list[dict], path_b: str | Path) -> None:
+    """Rows of two ``predictions.jsonl`` that share ``(split, id)`` are one example: a ValueError
+    naming both files when their ``instruction`` or ``reference`` differ (systems evaluated on other
+    manifests, e.g. an earlier run's folder left in the same ``--out``, would be paired silently)."""
+    by_key = {(row["split"], row["id"]): row for row in rows_b}
+    for row in rows_a:
+        other = by_key.get((row["split"], row["id"]), {})
+        for field in ("instruction", "reference"):
+            if field in row and field in other and row[field] != other[field]:
+                raise ValueError(f"{path_a} and {path_b}: id {row['id']!r} of split {row['split']!r} has another "
+                                 f"{field} in each: the systems answered different test manifests (an earlier run's "
+                                 "system folder in the same --out?); evaluate them on the same manifests")
 
 
 class JoinedScores(NamedTuple):

@@ -37,9 +37,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.evaluation.paired import PairedResult, check_prediction_rows, join_scores, paired_comparison
+from speechsum.evaluation.paired import (
+    PairedResult,
+    check_same_examples,
+    join_scores,
+    paired_comparison,
+    read_prediction_rows,
+)
 from speechsum.evaluation.runs import load_runs, order_runs, skipped_note
-from speechsum.utils.io import read_jsonl, write_atomic
+from speechsum.utils.io import write_atomic
 
 SPLIT_ORDER = ("test", "test_unseen", "test_xling")
 MAIN_METRIC_PREFERENCE = ("llm_judge", "fact_judge", "rougeL")
@@ -194,7 +200,7 @@ def load_predictions(run: dict) -> list[dict] | None:
     """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent
     or empty (both are named in the report: nothing to compare)."""
     path = Path(run["_path"]) / "predictions.jsonl"
-    return (check_prediction_rows(read_jsonl(path), path) or None) if path.is_file() else None
+    return (read_prediction_rows(path) or None) if path.is_file() else None
 
 
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
@@ -204,12 +210,14 @@ def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], met
     comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
     ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""
     predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
+    paths = {run["system"]["name"]: Path(run["_path"]) / "predictions.jsonl" for run in runs}
     comparisons, missing, unpaired = [], set(), []
     for a, b in comparison_pairs(rows):
         rows_a, rows_b = predictions[a.name], predictions[b.name]
         if rows_a is None or rows_b is None:
             missing |= {row.name for row, rows_ in ((a, rows_a), (b, rows_b)) if rows_ is None}
             continue
+        check_same_examples(rows_a, paths[a.name], rows_b, paths[b.name])
         for metric in metrics:
             for split in splits:
                 joined = join_scores(rows_a, rows_b, metric, split)

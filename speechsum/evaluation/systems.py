@@ -66,8 +66,10 @@ class SystemSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"system {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name or ""):
-            raise ValueError(f"system name {self.name!r}: use letters, digits, '_', '-', '.', '+' only")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name or "") or self.name in (".", ".."):
+            # "." and ".." would write the run folder <out>/<name> into --out itself or its parent
+            raise ValueError(f"system name {self.name!r}: use letters, digits, '_', '-', '.', '+' only "
+                             "(not '.' or '..')")
         if self.role is None:
             if self.kind == "text":
                 self.role = self.name if self.name in ("teacher", "backbone") else "text"
@@ -136,6 +138,13 @@ def load_systems_file(path: str | Path) -> list[SystemSpec]:
         unknown = sorted(entry.keys() - allowed)
         if unknown:
             raise ValueError(f"{path}: system #{number}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+        missing = [key for key in ("kind", "name", "path") if key not in entry]
+        wrong = [f"{key} ({type(value).__name__})" for key, value in entry.items()
+                 if value is not None and key != "splits" and not isinstance(value, str)]
+        if missing or wrong:
+            raise ValueError(f"{path}: system #{number}: " + "; ".join(
+                ([f"missing field(s) {', '.join(missing)}"] if missing else [])
+                + ([f"field(s) {', '.join(wrong)} must be text"] if wrong else [])))
         entry = dict(entry)
         for key in ("path", "config", "asr_model"):
             if entry.get(key) and not Path(entry[key]).is_absolute():

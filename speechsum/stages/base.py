@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,11 +26,14 @@ from speechsum.models.checkpoint import (
     require_rebuildable,
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.utils.arguments import check_count, check_number
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.io import write_jsonl
 
 log = logging.getLogger(__name__)
+# on_after_batch_transfer below is the module's on purpose (SpeechSumDataModule has none): Lightning says so each run
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule` but")
 
 
 def built_by_lightning_cli() -> bool:
@@ -110,6 +114,7 @@ class SpeechStageModule(L.LightningModule):
         self._val_samples: list[dict[str, str]] = []
         self._reset_window()
         self._init_weights: set[str] = set()  # state-dict keys loaded from init_from, kept in checkpoints
+        self._resumed_rng_states: dict[str, Any] | None = None  # set by a resume, used at its first step
         if init_from:
             self.load_weights(init_from)
 
@@ -149,12 +154,51 @@ class SpeechStageModule(L.LightningModule):
                 if not p.requires_grad
             } - self._init_weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of another model config (``--ckpt_path``) is refused naming the file and the
+        weights that do not fit (a size-mismatch traceback from ``load_state_dict`` before)."""
+        source = f"ckpt_path {self._trainer.ckpt_path}" if self._trainer is not None else "checkpoint"
+        match_state_dict(self.model, checkpoint["state_dict"], source)
         trainable = {f"model.{name}" for name, _ in self.model.trainable_parameters()}
         missing = sorted(trainable - checkpoint["state_dict"].keys())
         if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} trainable weights of this model, e.g. {missing[:3]}")
+            raise CheckpointError(f"{source}: lacks {len(missing)} trainable weights of this model, e.g. "
+                                  f"{missing[:3]}: it was trained with another model config or training policy")
+        self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)
+
+    def _continue_random_draws(self) -> None:
+        """At the first training batch after ``--ckpt_path``: the global generators continue as in
+        the uninterrupted run (dropout, KD's sampled completions): the checkpoint's states, then the
+        seeds that run's loaders drew after the save (a validation's; a new epoch's training loader's)."""
+        states, self._resumed_rng_states = self._resumed_rng_states, None
+        if states is None:
+            return
+        restore_rng_states(states)
+        new_epoch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready == 0
+        for _ in range(int(states.get("validation_follows", False)) + int(new_epoch)):
+            torch.empty((), dtype=torch.int64).random_()  # what DataLoader.__iter__ draws
+
+    def _validation_follows(self) -> bool:
+        """Whether the checkpoint is saved at the end of a training batch that Lightning follows
+        with a validation (its own test), which a resumed run skips."""
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return False
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        if progress.completed == progress.processed:  # not in on_train_batch_end (e.g. at the epoch's end)
+            return False
+        # Lightning's private test (2.x); without it a resume after a validation is off by one draw
+        should_check = getattr(trainer.fit_loop.epoch_loop, "_should_check_val_fx", None)
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        return bool(should_check is not None and fetcher is not None and should_check(fetcher))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """After the resumed loader drew its seed, before any hook of the first step."""
+        if self._resumed_rng_states is not None and self.trainer.training:
+            self._continue_random_draws()
+        return batch
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

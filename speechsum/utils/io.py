@@ -224,15 +224,21 @@ def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield number, text.rstrip("\r\n")
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSONL file (:func:`jsonl_lines`); a bad line raises naming file and line."""
+def read_numbered_jsonl(path: str | Path) -> list[tuple[int, Any]]:
+    """``(line number, row)`` of a JSONL file's rows (:func:`jsonl_lines`: blank lines are skipped,
+    so a row's place in the list is not its line); a bad line raises naming file and line."""
     rows = []
     for number, line in jsonl_lines(path):
         try:
-            rows.append(json.loads(line))
+            rows.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
     return rows
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file (:func:`read_numbered_jsonl`); a bad line raises naming file and line."""
+    return [row for _, row in read_numbered_jsonl(path)]
 
 
 def write_dir_atomically(target: str | Path, write: Callable[[Path], None], replace: bool = True) -> None:

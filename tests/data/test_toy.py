@@ -67,6 +67,12 @@ def test_toydata_refuses_empty_splits(tmp_path, counts):
     (b'{"prediction": "x"}\n', "predictions.jsonl:1: needs string field(s) reference (a `speechsum predict` row)"),
     (b'[1]\n', "predictions.jsonl:1: needs string field(s) prediction, reference"),
     (b'{"prediction": "caf\xe9"}\n', "predictions.jsonl:1: not valid UTF-8: byte(s) e9 at byte offset 19"),
+    # the line in the file, blank lines counted (was the row's place: line 2)
+    (b'\n{"prediction": "x", "reference": "y"}\n\n\n{"prediction": null, "reference": "y"}\n',
+     "predictions.jsonl:5: needs string field(s) prediction"),
+    # a repeated example counted twice before
+    (b'{"id": "a", "prediction": "x", "reference": "y"}\n{"id": "a", "prediction": "x", "reference": "y"}\n',
+     "predictions.jsonl:2: id 'a' is also on line 1 (each example once: a repeated one would count twice)"),
 ])
 def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, message):
     from speechsum.data.toy import score_main

@@ -171,6 +171,25 @@ def test_system_specs_and_errors(tmp_path):
         build_model(SystemSpec("student", "s", str(tmp_path)))
 
 
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{kind: student, name: a}", "system #1: missing field(s) path"),  # was SystemSpec.__init__() missing 1 ...
+    ("{kind: text, name: 5, path: x}", "system #1: field(s) name (int) must be text"),  # was "expected string ..."
+    ("{name: 5, path: [x]}", "system #1: missing field(s) kind; field(s) name (int), path (list) must be text"),
+    # <out>/.. : the run folder was --out's parent (metrics.json, predictions.jsonl written there)
+    ("{kind: text, name: '..', path: .}", "system #1: system name '..': use letters, digits, '_', '-', '.', '+' "
+                                         "only (not '.' or '..')"),
+    ("{kind: text, name: '.', path: .}", "system #1: system name '.': use letters"),
+])
+def test_a_bad_systems_file_entry_names_the_field(tmp_path, entry, message):
+    systems = tmp_path / "systems.yaml"
+    systems.write_text(f"- {entry}\n")
+    with pytest.raises(ValueError) as info:
+        load_systems_file(systems)
+    assert str(info.value).startswith(f"{systems}: {message}")
+    with pytest.raises(ValueError, match=r"system name '\.\.': use letters"):
+        SystemSpec.parse(f"text:..:{tmp_path}")
+
+
 def test_system_splits_restrict_a_system_to_named_splits(tmp_path):
     manifests = {"test": tmp_path / "test.jsonl", "test_unseen": tmp_path / "u.jsonl"}
     spec = SystemSpec("text", "backbone", str(tmp_path), splits=["test"])

@@ -160,3 +160,27 @@ def test_a_system_that_cannot_load_is_refused_before_any_system_runs(tmp_path, c
         err = capsys.readouterr().err
         assert info.value.code == 2 and f"speechsum evaluate: error: {message}" in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_that_fails_leaves_no_earlier_metrics_beside_its_predictions(tmp_path):
+    """A second `speechsum evaluate` into the same --out that fails after writing predictions.jsonl
+    left the first run's metrics.json beside them (the report read one run's means and the other's
+    examples); now that folder has none, and the report names it."""
+    from speechsum.evaluation.cli import evaluate_main, report_main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    args = ["--system", f"text:backbone:{save_tiny_text_lm(tmp_path / 'backbone', seed=2)}", "--out",
+            str(tmp_path / "out"), "--max-new-tokens", "2", "--metrics", "fact_judge", "--accelerator", "cpu",
+            "--bootstrap-resamples", "5"]
+    evaluate_main([*args, "--manifest", str(manifests["test"])])
+    run = tmp_path / "out" / "backbone"
+    (run / "predictions.csv").unlink()
+    (run / "predictions.csv").mkdir()  # the CSV cannot be written over a folder
+    (run / "predictions.csv" / "keep").write_text("")
+    with pytest.raises(OSError):
+        evaluate_main([*args, "--manifest", str(manifests["test_unseen"])])
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 2  # test_unseen's
+    assert not (run / "metrics.json").exists()
+    with pytest.raises(SystemExit, match=f"{run}: predictions.jsonl but no metrics.json"):
+        report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")])

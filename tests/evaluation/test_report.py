@@ -229,13 +229,33 @@ def test_a_bad_statistic_names_file_split_and_metric(runs, tmp_path, stat_value,
 
 
 def test_a_duplicated_prediction_id_is_an_error_naming_the_line(runs, tmp_path):
+    """Its line in the file, blank lines counted (the row's place among the rows before: "row 9")."""
     path = runs / "kd" / "predictions.jsonl"
     lines = path.read_text().splitlines()
-    path.write_text("\n".join([*lines, lines[3]]) + "\n")
+    path.write_text("\n".join(["", *lines, "", lines[3]]) + "\n")
     with pytest.raises(SystemExit) as stop:
         report_main([str(runs), "--out", str(tmp_path / "r")])
-    assert str(stop.value) == (f"speechsum report: {path}: row {len(lines) + 1}: id 'test-3' appears twice in split "
+    assert str(stop.value) == (f"speechsum report: {path}:{len(lines) + 3}: id 'test-3' appears twice in split "
                                "'test' (one row per example)")
+
+
+@pytest.mark.parametrize(("scores", "message"), [
+    ({"fact_judge": "high"}, "scores.fact_judge is 'high': a score is a number, or null when missing"),
+    ({"fact_judge": [5.0]}, "scores.fact_judge is [5.0]: a score is a number, or null when missing"),
+    ({"fact_judge": True}, "scores.fact_judge is True: a score is a number, or null when missing"),
+    ([5.0], "`scores` is [5.0], not an object of metric: score"),
+])
+def test_a_score_that_is_no_number_names_file_line_and_field(runs, tmp_path, scores, message):
+    """A string score ended the report with "could not convert string to float: 'high'" (no file), a
+    list with a TypeError traceback, a list of scores with an AttributeError traceback; True counted as 1."""
+    path = runs / "kd" / "predictions.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = json.dumps(json.loads(lines[1]) | {"scores": scores})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == f"speechsum report: {path}:2: {message}"
+    assert not (tmp_path / "r").exists()
 
 
 def test_paired_units_are_recordings(runs, tmp_path):
@@ -276,3 +296,30 @@ def test_examples_evaluate_skipped_are_named_above_the_table(runs, tmp_path):
     path.write_text(json.dumps(result | {"skipped": []}))
     build_report([runs], tmp_path / "out")
     assert "Not scored" not in markdown.read_text()
+
+
+def test_a_system_folder_without_metrics_is_named_not_left_out(runs, tmp_path):
+    """kd's `speechsum evaluate` stopped before its metrics.json: the report left kd out silently and
+    compared dpo with sft as "the previous stage"."""
+    (runs / "kd" / "metrics.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (f"speechsum report: {runs / 'kd'}: predictions.jsonl but no metrics.json: its "
+                               "`speechsum evaluate` did not finish (stopped, or still running); run it again, or "
+                               "remove the folder")
+    assert not (tmp_path / "r").exists()
+
+
+def test_systems_that_answered_other_manifests_are_not_paired(runs, tmp_path):
+    """kd's folder left by an earlier `speechsum evaluate` on another test set whose ids overlap:
+    its rows were paired with sft's by id, silently."""
+    for name, summary in (("sft", "The meeting moved to May."), ("kd", "Another recording altogether.")):
+        path = runs / name / "predictions.jsonl"
+        rows = [json.loads(line) | {"reference": summary} for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (
+        f"speechsum report: {runs / 'sft' / 'predictions.jsonl'} and {runs / 'kd' / 'predictions.jsonl'}: id 'test-0' "
+        "of split 'test' has another reference in each: the systems answered different test manifests (an earlier "
+        "run's system folder in the same --out?); evaluate them on the same manifests")

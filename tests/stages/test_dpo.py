@@ -242,6 +242,22 @@ def test_precomputed_reference_equals_recomputed_and_is_loaded_from_disk(pairs, 
         trained.prepare_reference_table(datamodule, ["val"])
 
 
+def test_a_damaged_reference_cache_is_computed_again(pairs, tmp_path, caplog):
+    """A cache file cut short (outside its atomic write, e.g. a partial copy of the run folder)
+    ended the stage's setup with a torch.load traceback; now it is named and computed again."""
+    cache = dict(reference="precomputed", reference_cache_dir=str(tmp_path / "cache"))
+    module = DPOModule(as_kd_checkpoint(tiny_model()), **cache)
+    datamodule, batch = first_batch(pairs, module.processor, "val")
+    module.prepare_reference_table(datamodule, ["val"])
+    [path] = module.reference_cache_files
+    path.write_bytes(path.read_bytes()[:100])
+    rerun = DPOModule(as_kd_checkpoint(tiny_model()), **cache)
+    rerun.prepare_reference_table(datamodule, ["val"])
+    assert f"{path}: unreadable reference log-probs (RuntimeError: " in caplog.text
+    assert rerun.reference_table == module.reference_table
+    assert rerun.reference_cache_files == [path] and torch.load(path, weights_only=True)["ids"]
+
+
 def dpo_config(tmp_path: Path, pairs: dict[str, Path], reference: str, **trainer) -> Path:
     config_path = run_config(tmp_path, {"train": pairs["train"], "val": pairs["val"], "test": pairs["test"]},
                              **trainer)

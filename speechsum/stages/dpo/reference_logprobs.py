@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -237,7 +238,16 @@ def save_table(path: Path, table: dict[str, tuple[float, float]], info: dict) ->
 
 
 def load_table(path: Path) -> dict[str, tuple[float, float]] | None:
+    """The cached table at ``path``; None when there is none or it cannot be read (damaged outside
+    :func:`save_table`'s atomic write, e.g. a copy cut short): it is then computed again, said in a
+    warning naming it (a torch.load traceback before)."""
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return {i: (c, r) for i, c, r in zip(payload["ids"], payload["chosen"].tolist(), payload["rejected"].tolist())}
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return {i: (c, r) for i, c, r in zip(payload["ids"], payload["chosen"].tolist(), payload["rejected"].tolist(),
+                                             strict=True)}
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as err:
+        log.warning("%s: unreadable reference log-probs (%s: %s); computing them again", path, type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "")
+        return None

@@ -1,0 +1,69 @@
+"""`speechsum fit|validate --ckpt_path` with a checkpoint that does not belong to the config: another
+stage, another model shape; and an explicit checkpoint file never overrides the fit config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from speechsum.cli import main
+from tests.helpers import run_config
+from tests.stages.test_ctc_align import align_config
+
+
+def trained(config, steps: int = 1):
+    main(["fit", "--config", str(config), "--trainer.max_steps", str(steps)])
+    return config.parent / "run" / "checkpoints" / "last.ckpt"
+
+
+def error_of(capsys, args: list[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err, err
+    return err
+
+
+def test_a_checkpoint_of_another_stage_is_refused_naming_both(tmp_path, toy_data, capsys):
+    """jsonargparse's ~30-line report of two merged configs before ("Parsing of ckpt_path
+    hyperparameters failed!")."""
+    aligned = trained(align_config(tmp_path / "align", toy_data))
+    sft = run_config(tmp_path / "sft", toy_data)
+    for command in ("fit", "validate"):
+        err = error_of(capsys, [command, "--config", str(sft), "--ckpt_path", str(aligned)])
+        assert (f"error: ckpt_path {aligned}: a checkpoint of CTCAlignModule, but this config's stage is SFTModule: "
+                "resume it with the config it was trained with, or start this stage from its weights with "
+                f"--model.init_args.init_from {aligned} (and no --ckpt_path)") in err
+
+
+def test_a_checkpoint_of_another_model_shape_names_the_weights(tmp_path, toy_data, capsys):
+    """A LoRA rank changed in the config, then `--ckpt_path last`: a size-mismatch traceback before."""
+    config = run_config(tmp_path, toy_data)
+    last = trained(config)
+    changed = yaml.safe_load(config.read_text())
+    changed["model"]["init_args"]["model"]["init_args"]["policy"]["lora_r"] = 8
+    config.write_text(yaml.safe_dump(changed))
+    err = error_of(capsys, ["fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_steps", "2"])
+    assert f"error: ckpt_path {last}: 28 weights have other shapes than this model's, e.g. " in err
+    assert "q_proj.lora_A.default.weight (16, 64) vs the model's (8, 64)" in err
+    assert "it was trained with another model config (LoRA rank, sizes)" in err
+
+
+def test_fit_from_a_checkpoint_file_keeps_the_configs_settings(tmp_path, toy_data):
+    """Lightning replaced the whole model section by the checkpoint's hyperparameters: a LoRA rank
+    changed in the config was silently ignored, and a resumed KD stage called the interrupted run's
+    teacher URL."""
+    config = run_config(tmp_path, toy_data)
+    changed = yaml.safe_load(config.read_text())
+    changed["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1  # a mid-epoch checkpoint
+    config.write_text(yaml.safe_dump(changed))
+    first = torch.load(trained(config), weights_only=True)
+    changed["model"]["init_args"]["num_val_samples"] = 1
+    config.write_text(yaml.safe_dump(changed))
+    saved = tmp_path / "step1.ckpt"
+    saved.write_bytes((tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes())
+    main(["fit", "--config", str(config), "--ckpt_path", str(saved), "--trainer.max_steps", "2"])
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["hyper_parameters"]["num_val_samples"] == 2
+    assert resumed["global_step"] == 2 and resumed["hyper_parameters"]["num_val_samples"] == 1
