@@ -192,7 +192,10 @@ class SpeechStageModule(L.LightningModule):
         # Lightning's private test (2.x); without it a resume after a validation is off by one draw
         should_check = getattr(trainer.fit_loop.epoch_loop, "_should_check_val_fx", None)
         fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-        return bool(should_check is not None and fetcher is not None and should_check(fetcher))
+        try:
+            return bool(should_check is not None and fetcher is not None and should_check(fetcher))
+        except Exception:  # another Lightning's private API: resume is off by one draw, never a failed save
+            return False
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """After the resumed loader drew its seed, before any hook of the first step."""
