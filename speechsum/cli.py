@@ -133,6 +133,13 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             raise
         print(f"speechsum {args[0]}: error: {cause}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as err:  # an endpoint's refusal (a judge, a remote teacher): one line, its key masked
+        remote = sys.modules.get("speechsum.utils.remote")  # not loaded: no endpoint was called
+        failure = remote.endpoint_error_text(err) if remote else None
+        if failure is None or os.environ.get("SPEECHSUM_TRACEBACK"):
+            raise
+        print(f"speechsum {args[0]}: error: {failure}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def flag_values(args: list[str], *flags: str) -> list[str]:
