@@ -112,6 +112,7 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             print(OVERVIEW)
             if not args:
                 return
+        check_command(args[0])
         args = with_project_configs(args)
         if argv is None:
             sys.argv[1:] = args  # LightningCLI reads sys.argv itself (and warns when given both)
@@ -140,6 +141,25 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             raise
         print(f"speechsum {args[0]}: error: {failure}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def check_command(word: str) -> None:
+    """Exit 2 when ``word`` (the first argument, not an option) is no command, suggesting the closest
+    one: the Lightning CLI's own error listed only fit, validate, test and predict, also for a
+    misspelled tool (``speechsum evalute``)."""
+    import difflib
+
+    commands = [*LIGHTNING_COMMANDS, *TOOLS]
+    if word.startswith("-") or word in commands:
+        return
+    close = difflib.get_close_matches(word, commands, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    print(f"speechsum: unknown command {word!r}{hint}; commands: {', '.join(commands)} (speechsum --help)",
+          file=sys.stderr)
+    raise SystemExit(2)
 
 
 def flag_values(args: list[str], *flags: str) -> list[str]:

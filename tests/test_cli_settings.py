@@ -103,3 +103,15 @@ def test_a_config_file_without_settings_is_named(tmp_path, capsys, text, message
         main(["fit", "--config", str(tmp_path / "empty.yaml")])
     assert info.value.code == 2
     assert f"error: {tmp_path}/{message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("word", "hint"), [("evalute", " (did you mean 'evaluate'?)"), ("fitt", " (did you mean 'fit'?)"),
+                                            ("xyzzy", "")])
+def test_an_unknown_command_suggests_the_closest_of_all_commands(capsys, word, hint):
+    """The Lightning CLI answered a misspelled tool with 'choose from fit, validate, test, predict'."""
+    with pytest.raises(SystemExit) as info:
+        main([word])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"speechsum: unknown command {word!r}{hint}; commands: fit, validate, test, predict, toydata, toyscore, "
+        "benchmark, serve, export, summarize, pairs, evaluate, report, synth, pipeline (speechsum --help)\n")
