@@ -162,18 +162,6 @@ def check_command(word: str) -> None:
     raise SystemExit(2)
 
 
-def flag_values(args: list[str], *flags: str) -> list[str]:
-    """The values of ``flags`` on a command line, written ``--flag VALUE`` or ``--flag=VALUE``."""
-    values = [value for flag, value in zip(args, args[1:]) if flag in flags]
-    return values + [arg.split("=", 1)[1] for arg in args if arg.startswith(tuple(f"{flag}=" for flag in flags))]
-
-
-def config_paths(args: list[str]) -> list[str]:
-    """The ``--config`` / ``-c`` files of a Lightning CLI command line, in every spelling."""
-    paths = flag_values(args, "--config", "-c")
-    return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
-
-
 def with_project_configs(args: list[str]) -> list[str]:
     """``args`` with each ``--config``/``-c`` file that is not in the working folder but is one of
     the project's own (``configs/trainer/cpu.yaml``: in the checkout speechsum runs from, or among the
@@ -208,6 +196,8 @@ def check_ckpt_path(args: list[str], configs: list) -> None:
     command line or in one of the parsed ``--config`` files, ``configs``) when it is not a readable
     training checkpoint (Lightning's EOFError / KeyError from deep inside ``torch.load`` did not say
     which file); ``last``, ``best``, ``hpc`` and ``registry`` are Lightning's own names."""
+    from speechsum.utils.config_keys import flag_values
+
     values = flag_values(args, "--ckpt_path")
     values += [c["ckpt_path"] for c in configs if isinstance(c, dict) and isinstance(c.get("ckpt_path"), str)]
     for value in values:
@@ -247,6 +237,7 @@ def check_config_files(args: list[str]) -> list:
     import yaml
     from jsonargparse import get_loader
 
+    from speechsum.utils.config_keys import config_paths
     from speechsum.utils.io import not_utf8_text, yaml_error_text
 
     load = get_loader("yaml")

@@ -115,3 +115,32 @@ def test_an_unknown_command_suggests_the_closest_of_all_commands(capsys, word, h
     assert capsys.readouterr().err == (
         f"speechsum: unknown command {word!r}{hint}; commands: fit, validate, test, predict, toydata, toyscore, "
         "benchmark, serve, export, summarize, pairs, evaluate, report, synth, pipeline (speechsum --help)\n")
+
+
+UNKNOWN_KEYS = [
+    ("trainer:\n  max_stepz: 3\n", "  trainer.max_stepz (did you mean 'trainer.max_steps'?): in {file}:2\n"),
+    ("model:\n  init_args:\n    learning_rat: 3\n",
+     "  learning_rat (a setting of speechsum.stages.sft.SFTModule) (did you mean 'learning_rate'?): in {file}:3\n"),
+    ("model:\n  init_args:\n    model:\n      init_args:\n        stak: 4\n",
+     "  stak (a setting of speechsum.models.composed.ComposedSpeechLLM) (did you mean 'stack'?): in {file}:5\n"),
+]
+
+
+@pytest.mark.parametrize(("text", "note"), UNKNOWN_KEYS, ids=["trainer", "stage", "backbone"])
+def test_an_unknown_key_in_a_config_file_is_named_with_file_line_and_the_closest_key(tmp_path, toy_data, capsys,
+                                                                                     text, note):
+    """jsonargparse named neither the file (of several stacked) nor the line, and suggested nothing."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "typo.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(tmp_path / "typo.yaml")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(note.format(file=tmp_path / "typo.yaml"))
+
+
+def test_a_misspelled_option_suggests_the_closest(tmp_path, toy_data, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(run_config(tmp_path, toy_data)), "--data.batch_size", "3"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith("error: unrecognized arguments: --data.batch_size 3\n"
+                                            "  --data.batch_size (did you mean '--data.max_batch_size'?)\n")
