@@ -144,3 +144,17 @@ def test_a_misspelled_option_suggests_the_closest(tmp_path, toy_data, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.endswith("error: unrecognized arguments: --data.batch_size 3\n"
                                             "  --data.batch_size (did you mean '--data.max_batch_size'?)\n")
+
+
+@pytest.mark.parametrize("tool", ["serve", "evaluate", "pairs", "synth"])
+def test_a_key_given_as_api_key_env_is_refused_without_echoing_it(capsys, tool):
+    """``--api-key-env sk-…`` (the key, not its variable's name) was echoed in 'the environment
+    variable sk-… is not set. Export it (export sk-…=...)', or sent as is with a --base-url."""
+    with pytest.raises(SystemExit) as info:
+        main([tool, "--api-key-env", "sk-PROBE-123"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "sk-PROBE" not in error
+    assert error.endswith("error: argument --api-key-env: expected the name of the environment variable holding the "
+                          "API key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself: export the key in "
+                          "a variable and give its name (the value given is not repeated here)\n")

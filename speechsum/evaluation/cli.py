@@ -13,7 +13,13 @@ from pathlib import Path
 from speechsum.evaluation.evaluate import MANIFEST_RULE
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
-from speechsum.utils.arguments import at_least, nucleus_top_p, positive_seconds, sampling_temperature
+from speechsum.utils.arguments import (
+    at_least,
+    key_variable,
+    nucleus_top_p,
+    positive_seconds,
+    sampling_temperature,
+)
 from speechsum.utils.io import check_output_path, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
-    j.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    j.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                    help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
     j.add_argument("--judge-cache", default=None, metavar="PATH",
                    help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")

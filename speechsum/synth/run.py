@@ -47,7 +47,7 @@ from speechsum.synth.prompts import (
     rate_messages,
     summary_messages,
 )
-from speechsum.utils.arguments import at_least, number, positive_seconds
+from speechsum.utils.arguments import at_least, key_variable, number, positive_seconds
 from speechsum.utils.io import check_output_path, write_atomic, write_jsonl
 from speechsum.utils.remote import (
     ChatJsonAsker,
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, speechsum serve), "
                         "https://<resource>.openai.azure.com/openai/v1/ (Azure); default: api.openai.com")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    p.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (the key itself is never "
                         "accepted on the command line, logged or cached)")
     p.add_argument("--num-queries", type=at_least(1), default=8, help="K: queries written per transcript")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 
@@ -59,6 +60,27 @@ def number(low: float, high: float = math.inf, low_open: bool = False, what: str
 class ConfigError(ValueError):
     """A setting of a stage, data module or backbone that cannot work; the message names it as the
     config spells it. ``speechsum`` ends with the message (exit 2), not a traceback."""
+
+
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+KEY_VARIABLE_HINT = ("expected the name of the environment variable holding the API key (letters, digits and _, "
+                     "e.g. OPENAI_API_KEY), not the key itself: export the key in a variable and give its name "
+                     "(the value given is not repeated here)")
+
+
+def key_variable(text: str) -> str:
+    """argparse ``type=`` of ``--api-key-env``: a variable's name; a key given there (``sk-…``) is
+    refused without being echoed, as it would be by every message naming the variable."""
+    if not ENV_VAR_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(KEY_VARIABLE_HINT)
+    return text
+
+
+def check_key_variable(setting: str, name: str | None) -> None:
+    """:class:`ConfigError` when ``name`` (the setting ``setting``, e.g. ``api_key_env``) is not a
+    variable's name: a key put there would be saved in configs and checkpoints and shown in errors."""
+    if name is not None and not ENV_VAR_NAME.fullmatch(name):
+        raise ConfigError(f"{setting}: {KEY_VARIABLE_HINT}")
 
 
 def check_count(name: str, value: int, low: int, note: str = "") -> None:

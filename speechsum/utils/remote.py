@@ -26,6 +26,7 @@ import openai
 from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
+from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import MalformedReply, chat_text
@@ -60,6 +61,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     ``max_retries=0``: retries happen in :func:`with_retries`, where they are counted.
     ``timeout``: seconds per request in total, connect to last byte (:func:`deadline_http_client`).
     """
+    check_key_variable("api_key_env", api_key_env or None)
     key = os.environ.get(api_key_env) if api_key_env else None
     if not key:
         if base_url is None:

@@ -120,6 +120,8 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": False}}, "stages.sft: expected a mapping"),
     ({"benchmark": None, "data": {"train": "a", "val": "b", "tests": {"t": "c"}}}, "set `text_lms: null`"),
     ({"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "api_key": "sk-x"}}, "judge.api_key"),
+    ({"benchmark": {"size": "tiny"}, "teacher": {"api_key_env": "sk-PROBE-123"}},
+     "teacher.api_key_env: expected the name of the environment variable holding the API key"),
     # the settings sections are checked when the YAML is loaded, not when their stage starts hours later
     ({"benchmark": {"size": "tiny"}, "judge": {"kind": "opanai"}}, "judge.kind: 'opanai' is not one of fact, openai"),
     ({"benchmark": {"size": "tiny"}, "teacher": {"mode": "remtoe"}}, "teacher.mode: 'remtoe' is not one of"),
