@@ -28,6 +28,18 @@ def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after an option's help only where it says something: not after a required
+    option, a None or False default, or help that already gives its default ("(default: None)"
+    after ``--manifest``, which has none, read as if it were optional)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.required or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def bounds_text(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> str:
     """``above 0 and at most 1``: the interval a number must lie in, in words."""
     text = f"{'above' if low_open else 'at least'} {low:g}"
