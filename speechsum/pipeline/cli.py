@@ -96,6 +96,15 @@ def stage_list(text: str) -> list[str]:
     return list(dict.fromkeys(stage for name in names for stage in STAGE_GROUPS.get(name, (name,))))
 
 
+def preset_name(name: str) -> str:
+    """argparse ``type=`` of ``--preset``: a preset that is not there is a usage error (exit 2)."""
+    try:
+        preset_path(name)
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--preset {name}: ")) from None
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechsum pipeline", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "align the student's projector, SFT, on-policy KD, preference pairs, DPO, evaluate every stage and the "
         "text/cascade baselines, report. Rerunning continues after the last complete stage.")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", default="default",
+    source.add_argument("--preset", type=preset_name, default="default",
                         help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (9.5-11.5 min on a 2-core "
                         "CPU), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")

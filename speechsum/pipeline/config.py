@@ -215,6 +215,8 @@ def find_config_file(path: str | Path) -> Path:
 
 def load_yaml(path: str | Path) -> dict:
     path = find_config_file(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
     data = read_yaml(path)

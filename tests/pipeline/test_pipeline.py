@@ -157,6 +157,12 @@ def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     assert str(path) in str(error.value)
 
 
+def test_a_folder_given_as_the_pipeline_config_is_named_as_one(tmp_path):
+    """It was reported as "no such config file"."""
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path))} is a folder: give a YAML file$"):
+        load_pipeline_config(tmp_path)
+
+
 def test_section_options_fill_in_the_defaults_and_keep_good_values(tmp_path):
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({"benchmark": {"size": "tiny"}, "pairs": {"temperature": 1, "train_examples": 3},

@@ -280,10 +280,13 @@ def test_from_a_stage_until_does_not_run_is_refused_before_anything_is_cleared(t
     ("--lanes", "0", "argument --lanes: must be at least 1, got 0"),
     ("--threads", "-3", "argument --threads: must be at least 1, got -3"),
     ("--checkpoint-every", "nan", "argument --checkpoint-every: must be a number of seconds at least 0"),
+    # a usage error (exit 2) like the others, not a runtime one (exit 1) after the arguments were taken
+    ("--preset", "bogus", "argument --preset: no configs/pipeline/bogus.yaml; presets: default, full, large, tiny"),
 ])
 def test_bad_options_are_refused_before_the_run_dir_is_made(tmp_path, capsys, option, value, message):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         pipeline.main(["--preset", "tiny", "--run-dir", str(tmp_path / "run"), option, value])
+    assert stop.value.code == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
