@@ -246,7 +246,9 @@ class OpenAICompatibleTeacher(Teacher):
         top_k: alternatives per position (vLLM allows up to its ``--max-logprobs``, default 20).
         scoring: "echo", "prompt_logprobs" or "none" (see above).
         system_prompt: optional system message of the teacher's prompts.
-        max_workers / timeout / attempts: concurrency, seconds per request, tries per request.
+        max_workers: requests in flight at once.
+        timeout: seconds per request.
+        attempts: tries per request.
         summary_temperature: sampling temperature of written summaries (0: greedy).
         cache_path: JSONL cache of written summaries (None: no cache).
     """
