@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import pkgutil
@@ -48,3 +49,35 @@ def test_the_help_explains_the_options_that_had_only_their_type(capsys, options,
     with pytest.raises(SystemExit):
         main(["fit", *options])
     assert line in " ".join(capsys.readouterr().out.split())
+
+
+def tool_parsers() -> dict[str, argparse.ArgumentParser]:
+    from speechsum.benchmark.cli import _parser as benchmark_parser
+    from speechsum.evaluation.cli import evaluate_parser, report_parser
+    from speechsum.pairs import build_parser as pairs_parser
+    from speechsum.pipeline.cli import build_parser as pipeline_parser
+    from speechsum.serving.cli import build_parser as serve_parser
+    from speechsum.serving.export import build_parser as export_parser
+    from speechsum.serving.summarize import build_parser as summarize_parser
+    from speechsum.synth.run import build_parser as synth_parser
+
+    parsers = {"evaluate": evaluate_parser(), "report": report_parser(), "pairs": pairs_parser(),
+               "pipeline": pipeline_parser(), "serve": serve_parser(), "export": export_parser(),
+               "summarize": summarize_parser(), "synth": synth_parser()}
+    commands = next(a for a in benchmark_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parsers.update({f"benchmark {name}": parser for name, parser in commands.choices.items() if parser.add_help})
+    return parsers
+
+
+def test_every_tool_option_with_a_default_says_it():
+    """``speechsum benchmark build --help`` did not say that --size is default, --seed 0, --world full."""
+    silent = []
+    for tool, parser in tool_parsers().items():
+        automatic = issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+        for action in parser._actions:
+            if not action.option_strings or action.required or action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            default = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+            if not automatic and default not in (action.help or ""):
+                silent.append(f"{tool} {action.option_strings[0]} (default {default})")
+    assert silent == []

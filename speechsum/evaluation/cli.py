@@ -66,7 +66,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per system)")
     d.add_argument("--on-bad-example", choices=("error", "skip"), default="error",
-                   help="a bad manifest line or audio that fails to read: stop (default), or skip it, log it and "
+                   help="a bad manifest line or audio that fails to read: error: stop (the default), or skip: skip it, log it and "
                    "list it under `skipped` in metrics.json (never scored)")
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest generated answer in tokens (default 256); "
@@ -75,8 +75,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
-    g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample)")
-    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample)")
+    g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample; default 1.0)")
+    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample; default 1.0: off)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
