@@ -134,13 +134,26 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             raise
         print(f"speechsum {args[0]}: error: {cause}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception as err:  # an endpoint's refusal (a judge, a remote teacher): one line, its key masked
-        remote = sys.modules.get("speechsum.utils.remote")  # not loaded: no endpoint was called
-        failure = remote.endpoint_error_text(err) if remote else None
-        if failure is None or os.environ.get("SPEECHSUM_TRACEBACK"):
+    except Exception as err:
+        found = known_runtime_error(err)
+        if found is None or os.environ.get("SPEECHSUM_TRACEBACK"):
             raise
+        failure, code = found
         print(f"speechsum {args[0]}: error: {failure}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(code) from None
+
+
+def known_runtime_error(err: Exception) -> tuple[str, int] | None:
+    """(one line, exit code) for an error that ends any command without a traceback: a trainer
+    setting Lightning refuses (``speechsum evaluate --devices 0``; exit 2), an endpoint's refusal (a
+    judge, a remote teacher; its key masked; exit 1). None for any other error. Modules not loaded
+    are not looked at: nothing of theirs ran."""
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
+    if lightning is not None and isinstance(err, lightning.MisconfigurationException):
+        return str(err), 2
+    remote = sys.modules.get("speechsum.utils.remote")
+    failure = remote.endpoint_error_text(err) if remote is not None else None
+    return (failure, 1) if failure else None
 
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

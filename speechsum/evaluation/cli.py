@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from speechsum.evaluation.evaluate import MANIFEST_RULE
@@ -38,6 +39,20 @@ examples:
 Each system gets <out>/<name>/{predictions.jsonl,predictions.csv,metrics.json}; <out>/summary.csv
 lists every mean and CI. Then: speechsum report <out> --out <out>/report
 """
+
+
+def device_count(text: str) -> int | str:
+    """``--devices``: what Lightning's Trainer takes, checked here (it raised a TypeError for ``abc``)."""
+    if text == "auto" or re.fullmatch(r"\d+(,\d+)+", text):
+        return text  # indices: Lightning parses "0,1"
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1 and count != -1:
+        raise argparse.ArgumentTypeError(f"expected a number of devices (1, 4), -1 (all), auto, or indices (0,1); "
+                                         f"got {text!r}")
+    return count
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -80,7 +95,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
-    t.add_argument("--devices", default="1", help="devices per node, e.g. 1, 4 or auto (default 1)")
+    t.add_argument("--devices", type=device_count, default=1,
+                   help="devices per node: a number (1, 4), -1 (all), auto, or indices (0,1) (default 1)")
     t.add_argument("--strategy", default="auto", help="auto, ddp, … (default auto; DDP is untested here)")
     t.add_argument("--precision", default=None, help="e.g. bf16-mixed, 32-true (default: Lightning's)")
     m = p.add_argument_group("metrics")
@@ -235,11 +251,10 @@ def evaluate_main(argv: list[str]) -> None:
                             timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
-    devices = int(args.devices) if args.devices.isdigit() else args.devices
     options = EvalOptions(
         out=str(out), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
         top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
-        accelerator=args.accelerator, devices=devices, strategy=args.strategy, precision=args.precision,
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
         seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache, asr_dtype=args.asr_dtype,
         on_bad_example=args.on_bad_example,
     )
