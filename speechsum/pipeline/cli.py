@@ -197,6 +197,19 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def check_run_dir_is_a_run(run_dir: Path) -> None:
+    """Refuse an existing ``--run-dir`` that holds files but no earlier run (no ``.state/``): the
+    stages delete and rewrite their folders there (``data/``, ``sft/``, ``evaluate/``, …) and stale
+    temporaries anywhere below, so ``--run-dir .`` or a project folder would lose what it keeps."""
+    if not run_dir.is_dir() or (run_dir / ".state").is_dir():
+        return
+    kept = sorted(path.name for path in run_dir.iterdir() if path.name != "logs")
+    if kept:
+        shown = ", ".join(kept[:5]) + (", …" if len(kept) > 5 else "")
+        raise ValueError(f"--run-dir {run_dir} holds files ({shown}) but no earlier pipeline run (no .state/); the "
+                         "stages delete and replace their folders there: give a new or empty folder")
+
+
 def check_from_until(from_stages: list[str] | None, until: list[str] | None, table: StageTable) -> None:
     """Refuse ``--from`` stages that ``--until`` would not run: their markers would be deleted (the
     finished work thrown away) and nothing redone."""
@@ -218,6 +231,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     run_dir = Path(args.run_dir).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
+    check_run_dir_is_a_run(run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     with run_dir_lock(run_dir):
         return _run_locked(args, table, config_file, config, run_dir, threads)
