@@ -112,6 +112,7 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             print(OVERVIEW)
             if not args:
                 return
+        check_command(args[0])
         args = with_project_configs(args)
         if argv is None:
             sys.argv[1:] = args  # LightningCLI reads sys.argv itself (and warns when given both)
@@ -133,18 +134,45 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             raise
         print(f"speechsum {args[0]}: error: {cause}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as err:
+        found = known_runtime_error(err)
+        if found is None or os.environ.get("SPEECHSUM_TRACEBACK"):
+            raise
+        failure, code = found
+        print(f"speechsum {args[0]}: error: {failure}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
-def flag_values(args: list[str], *flags: str) -> list[str]:
-    """The values of ``flags`` on a command line, written ``--flag VALUE`` or ``--flag=VALUE``."""
-    values = [value for flag, value in zip(args, args[1:]) if flag in flags]
-    return values + [arg.split("=", 1)[1] for arg in args if arg.startswith(tuple(f"{flag}=" for flag in flags))]
+def known_runtime_error(err: Exception) -> tuple[str, int] | None:
+    """(one line, exit code) for an error that ends any command without a traceback: a trainer
+    setting Lightning refuses (``speechsum evaluate --devices 0``; exit 2), an endpoint's refusal (a
+    judge, a remote teacher; its key masked; exit 1). None for any other error. Modules not loaded
+    are not looked at: nothing of theirs ran."""
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
+    if lightning is not None and isinstance(err, lightning.MisconfigurationException):
+        return str(err), 2
+    remote = sys.modules.get("speechsum.utils.remote")
+    failure = remote.endpoint_error_text(err) if remote is not None else None
+    return (failure, 1) if failure else None
 
 
-def config_paths(args: list[str]) -> list[str]:
-    """The ``--config`` / ``-c`` files of a Lightning CLI command line, in every spelling."""
-    paths = flag_values(args, "--config", "-c")
-    return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def check_command(word: str) -> None:
+    """Exit 2 when ``word`` (the first argument, not an option) is no command, suggesting the closest
+    one: the Lightning CLI's own error listed only fit, validate, test and predict, also for a
+    misspelled tool (``speechsum evalute``)."""
+    import difflib
+
+    commands = [*LIGHTNING_COMMANDS, *TOOLS]
+    if word.startswith("-") or word in commands:
+        return
+    close = difflib.get_close_matches(word, commands, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    print(f"speechsum: unknown command {word!r}{hint}; commands: {', '.join(commands)} (speechsum --help)",
+          file=sys.stderr)
+    raise SystemExit(2)
 
 
 def with_project_configs(args: list[str]) -> list[str]:
@@ -181,6 +209,8 @@ def check_ckpt_path(args: list[str], configs: list) -> None:
     command line or in one of the parsed ``--config`` files, ``configs``) when it is not a readable
     training checkpoint (Lightning's EOFError / KeyError from deep inside ``torch.load`` did not say
     which file); ``last``, ``best``, ``hpc`` and ``registry`` are Lightning's own names."""
+    from speechsum.utils.config_keys import flag_values
+
     values = flag_values(args, "--ckpt_path")
     values += [c["ckpt_path"] for c in configs if isinstance(c, dict) and isinstance(c.get("ckpt_path"), str)]
     for value in values:
@@ -220,6 +250,7 @@ def check_config_files(args: list[str]) -> list:
     import yaml
     from jsonargparse import get_loader
 
+    from speechsum.utils.config_keys import config_paths
     from speechsum.utils.io import not_utf8_text, yaml_error_text
 
     load = get_loader("yaml")

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import NoReturn
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
+from speechsum.utils.config_keys import config_paths, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
+
+
+class SpeechSumArgumentParser(LightningArgumentParser):
+    """Its errors about an unknown setting also name the closest accepted one and the ``--config``
+    file and line the setting is on (:func:`speechsum.utils.config_keys.unknown_key_note`)."""
+
+    config_files: list[str] = []  # of the command line being parsed (SpeechSumCLI.parse_arguments)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        parser = getattr(ex, "subcommand_parser", None) or self
+        known = [action.dest for action in parser._actions if action.option_strings]
+        super().error(message + unknown_key_note(message, self.config_files, known), ex)
 
 
 class SpeechSumCLI(LightningCLI):
@@ -38,6 +53,13 @@ class SpeechSumCLI(LightningCLI):
                 f"stage from its weights with --model.init_args.init_from {ckpt_path} (and no --ckpt_path)")
         if subcommand != "fit":
             super()._parse_ckpt_path()
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        given = sys.argv[1:] if args is None else args
+        files = config_paths([str(arg) for arg in given]) if isinstance(given, list) else []
+        for each in (parser, *getattr(self, "_subcommand_parsers", {}).values()):
+            each.config_files = files
+        super().parse_arguments(parser, args)
 
     def before_fit(self) -> None:
         self._check_last_checkpoint()
@@ -90,6 +112,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumC
         SpeechSumDataModule,
         subclass_mode_model=True,
         auto_configure_optimizers=False,
+        parser_class=SpeechSumArgumentParser,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

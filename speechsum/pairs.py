@@ -34,6 +34,7 @@ from speechsum.models.checkpoint import load_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.utils.arguments import (
     at_least,
+    key_variable,
     nucleus_top_p,
     positive_seconds,
     samples_per_input,
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--judge-model", default="gpt-4.1", help="judge model name at the endpoint (gpt-4.1)")
     parser.add_argument("--judge-base-url", default=None,
                         help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: api.openai.com)")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    parser.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                         help="environment variable holding the judge's API key (default OPENAI_API_KEY)")
     parser.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                         help="seconds before a judge request is abandoned and retried (default 60)")

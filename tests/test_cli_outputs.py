@@ -78,6 +78,9 @@ def test_every_command_refuses_an_unusable_output_first(tmp_path, toy_data, bloc
      "trainer.callbacks ExportHFModel.out_dir {path}: {tmp}/file is a file, not a folder"),
     ("fit", "ExportHFModel", "out_dir", "model", "trainer.callbacks ExportHFModel: ComposedSpeechLLM has no "
      "save_pretrained(out_dir) to export with"),
+    # e.g. the run's own folder: replacing it at the end of fit deleted its checkpoints
+    ("fit", "ExportHFModel", "out_dir", "kept", "trainer.callbacks ExportHFModel.out_dir {path} is a folder that holds "
+     "other files (no config.json: not an earlier exported model, which would be replaced): give a new or empty folder"),
 ])
 def test_a_callbacks_unusable_output_is_refused_before_the_run(tmp_path, toy_data, blocker, capsys, stage, callback,
                                                                  key, blocked, message):
@@ -88,6 +91,8 @@ def test_a_callbacks_unusable_output_is_refused_before_the_run(tmp_path, toy_dat
     from tests.helpers import run_config
 
     (tmp_path / "folder").mkdir()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("keep me")
     config_path = run_config(tmp_path, toy_data, max_steps=1, limit_val_batches=0)
     config = yaml.safe_load(config_path.read_text())
     config["trainer"]["callbacks"].append({"class_path": f"speechsum.training.callbacks.{callback}",

@@ -103,3 +103,58 @@ def test_a_config_file_without_settings_is_named(tmp_path, capsys, text, message
         main(["fit", "--config", str(tmp_path / "empty.yaml")])
     assert info.value.code == 2
     assert f"error: {tmp_path}/{message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("word", "hint"), [("evalute", " (did you mean 'evaluate'?)"), ("fitt", " (did you mean 'fit'?)"),
+                                            ("xyzzy", "")])
+def test_an_unknown_command_suggests_the_closest_of_all_commands(capsys, word, hint):
+    """The Lightning CLI answered a misspelled tool with 'choose from fit, validate, test, predict'."""
+    with pytest.raises(SystemExit) as info:
+        main([word])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"speechsum: unknown command {word!r}{hint}; commands: fit, validate, test, predict, toydata, toyscore, "
+        "benchmark, serve, export, summarize, pairs, evaluate, report, synth, pipeline (speechsum --help)\n")
+
+
+UNKNOWN_KEYS = [
+    ("trainer:\n  max_stepz: 3\n", "  trainer.max_stepz (did you mean 'trainer.max_steps'?): in {file}:2\n"),
+    ("model:\n  init_args:\n    learning_rat: 3\n",
+     "  learning_rat (a setting of speechsum.stages.sft.SFTModule) (did you mean 'learning_rate'?): in {file}:3\n"),
+    ("model:\n  init_args:\n    model:\n      init_args:\n        stak: 4\n",
+     "  stak (a setting of speechsum.models.composed.ComposedSpeechLLM) (did you mean 'stack'?): in {file}:5\n"),
+]
+
+
+@pytest.mark.parametrize(("text", "note"), UNKNOWN_KEYS, ids=["trainer", "stage", "backbone"])
+def test_an_unknown_key_in_a_config_file_is_named_with_file_line_and_the_closest_key(tmp_path, toy_data, capsys,
+                                                                                     text, note):
+    """jsonargparse named neither the file (of several stacked) nor the line, and suggested nothing."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "typo.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(tmp_path / "typo.yaml")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(note.format(file=tmp_path / "typo.yaml"))
+
+
+def test_a_misspelled_option_suggests_the_closest(tmp_path, toy_data, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(run_config(tmp_path, toy_data)), "--data.batch_size", "3"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith("error: unrecognized arguments: --data.batch_size 3\n"
+                                            "  --data.batch_size (did you mean '--data.max_batch_size'?)\n")
+
+
+@pytest.mark.parametrize("tool", ["serve", "evaluate", "pairs", "synth"])
+def test_a_key_given_as_api_key_env_is_refused_without_echoing_it(capsys, tool):
+    """``--api-key-env sk-…`` (the key, not its variable's name) was echoed in 'the environment
+    variable sk-… is not set. Export it (export sk-…=...)', or sent as is with a --base-url."""
+    with pytest.raises(SystemExit) as info:
+        main([tool, "--api-key-env", "sk-PROBE-123"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "sk-PROBE" not in error
+    assert error.endswith("error: argument --api-key-env: expected the name of the environment variable holding the "
+                          "API key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself: export the key in "
+                          "a variable and give its name (the value given is not repeated here)\n")

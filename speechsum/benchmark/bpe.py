@@ -27,7 +27,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from speechsum.models.tokenizer import AUDIO_TOKEN, BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
-from speechsum.utils.io import jsonl_lines, write_dir_atomically
+from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SPECIAL_TOKENS = (*BYTE_TOKENIZER_SPECIALS, AUDIO_TOKEN)  # endoftext, pad, im_start, im_end, audio
 TEXT_FIELDS = ("transcript", "instruction", "summary")
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         "transcripts, instructions and summaries, and save it as a Hugging Face tokenizer directory.",
     )
     parser.add_argument("--data", required=True, help="benchmark directory holding train.jsonl")
-    parser.add_argument("--out", required=True, help="output directory (replaced whole if it exists)")
+    parser.add_argument("--out", required=True, help="output directory: new, empty, or an earlier tokenizer (replaced whole); a folder holding "
+                        "anything else is refused")
     parser.add_argument(
         "--vocab-size",
         type=int,
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         help=f"largest vocabulary: 256 bytes + 5 specials + merges (default {DEFAULT_VOCAB_SIZE})",
     )
     args = parser.parse_args(argv)
+    check_replaceable_folder(args.out, "--out", "tokenizer.json", "tokenizer")
     texts = manifest_texts(Path(args.data) / "train.jsonl")
     tokenizer = train_bpe_tokenizer(texts, args.vocab_size, args.out)
     sample = texts[0]

@@ -37,15 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, help="output directory (created; built atomically next to it)")
     build.add_argument("--size", default="default", choices=list(SIZES),
                        help="preset: tiny (tests, seconds), small (~300 train examples), default "
-                            "(3000 train examples, 100 val, 200 per test split)")
-    build.add_argument("--seed", type=int, default=0, help="seed; same seed -> identical manifests and audio")
+                            "(3000 train examples, 100 val, 200 per test split; the default)")
+    build.add_argument("--seed", type=int, default=0, help="seed; same seed -> identical manifests and audio (default 0)")
     build.add_argument("--workers", type=at_least(1), default=2, help="processes synthesising audio (default 2)")
     build.add_argument("--world", default="full", choices=list(WORLDS),
                        help="pools and document shape: full (the original generator, hundreds of entity words) "
                             "or compact (10 first and 10 last names, 6 cities, 8 numbers, shorter documents: every entity word "
                             "is heard hundreds of times in an hour of speech), or compact-unnamed (compact whose "
                             "references say 'it was decided to ...' instead of naming the speaker who decided, "
-                            "which only the turn label and voice say: docs/world.md)")
+                            "which only the turn label and voice say: docs/world.md). Default full")
     build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for split in ALL_SPLITS:

@@ -44,7 +44,7 @@ from speechsum.benchmark.build import doc_language_and_genre, make_records
 from speechsum.benchmark.documents import XLING_LANGS, generate_document
 from speechsum.benchmark.lexicon import WORLDS
 from speechsum.data.transcripts import spoken_text
-from speechsum.utils.io import jsonl_lines, write_dir_atomically
+from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SILENCE = "silence.wav"
 WORDS_PER_SECOND = 2.5  # nominal duration of a text-only document, for its manifest line
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         "text-only documents from the benchmark's generator, in the benchmark's world (no audio).",
     )
     parser.add_argument("--data", required=True, help="benchmark directory (train.jsonl, val.jsonl)")
-    parser.add_argument("--out", required=True, help="output directory (replaced whole if it exists)")
+    parser.add_argument("--out", required=True, help="output directory: new, empty, or an earlier text corpus (replaced whole); a folder "
+                        "holding anything else is refused")
     parser.add_argument("--documents", type=int, default=12000,
                         help="extra text-only documents (default 12000: ~10 s to write, ~1 pass of the text LMs)")
     parser.add_argument("--instructions", type=int, default=1,
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world", choices=sorted(WORLDS), default=None,
                         help="the generator's world (default: 'world' in DATA/benchmark.json, else full)")
     args = parser.parse_args(argv)
+    try:
+        check_replaceable_folder(args.out, "--out", SILENCE, "text corpus")
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
     try:
         out = write_text_corpus(args.data, args.out, args.documents, args.instructions, args.seed,
                                 args.unseen_share, args.xling_share, args.world, args.unlabeled_share)

@@ -32,8 +32,11 @@ class SpeechSumDataModule(L.LightningDataModule):
     """Audio-instruction data from JSONL manifests or a Hugging Face dataset, batched by total audio duration.
 
     Args:
-        train_manifest / val_manifest / test_manifest / predict_manifest: JSONL manifest paths
-            (schema in docs/data.md); predict needs no ``summary`` (see ``require_summary``).
+        train_manifest: JSONL manifest of the training split (schema in docs/data.md).
+        val_manifest: JSONL manifest of the validation split.
+        test_manifest: JSONL manifest of ``speechsum test``.
+        predict_manifest: JSONL manifest of ``speechsum predict`` (no ``summary`` needed, see
+            ``require_summary``).
         hf_dataset: a Hugging Face dataset for the splits without a manifest: a folder written by
             ``save_to_disk`` (offline), else a hub name given to ``datasets.load_dataset`` as is
             (needs the network or the HF cache). Needs ``pip install 'speechsum[hf]'``.

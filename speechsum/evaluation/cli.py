@@ -8,12 +8,19 @@ import io
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from speechsum.evaluation.evaluate import MANIFEST_RULE
 from speechsum.evaluation.report import build_report
 from speechsum.evaluation.scoring import METRIC_GROUPS
-from speechsum.utils.arguments import at_least, nucleus_top_p, positive_seconds, sampling_temperature
+from speechsum.utils.arguments import (
+    at_least,
+    key_variable,
+    nucleus_top_p,
+    positive_seconds,
+    sampling_temperature,
+)
 from speechsum.utils.io import check_output_path, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,20 @@ examples:
 Each system gets <out>/<name>/{predictions.jsonl,predictions.csv,metrics.json}; <out>/summary.csv
 lists every mean and CI. Then: speechsum report <out> --out <out>/report
 """
+
+
+def device_count(text: str) -> int | str:
+    """``--devices``: what Lightning's Trainer takes, checked here (it raised a TypeError for ``abc``)."""
+    if text == "auto" or re.fullmatch(r"\d+(,\d+)+", text):
+        return text  # indices: Lightning parses "0,1"
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1 and count != -1:
+        raise argparse.ArgumentTypeError(f"expected a number of devices (1, 4), -1 (all), auto, or indices (0,1); "
+                                         f"got {text!r}")
+    return count
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -60,7 +81,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per system)")
     d.add_argument("--on-bad-example", choices=("error", "skip"), default="error",
-                   help="a bad manifest line or audio that fails to read: stop (default), or skip it, log it and "
+                   help="a bad manifest line or audio that fails to read: error: stop (the default), or skip: skip it, log it and "
                    "list it under `skipped` in metrics.json (never scored)")
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest generated answer in tokens (default 256); "
@@ -69,12 +90,13 @@ def evaluate_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
-    g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample)")
-    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample)")
+    g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample; default 1.0)")
+    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample; default 1.0: off)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
-    t.add_argument("--devices", default="1", help="devices per node, e.g. 1, 4 or auto (default 1)")
+    t.add_argument("--devices", type=device_count, default=1,
+                   help="devices per node: a number (1, 4), -1 (all), auto, or indices (0,1) (default 1)")
     t.add_argument("--strategy", default="auto", help="auto, ddp, … (default auto; DDP is untested here)")
     t.add_argument("--precision", default=None, help="e.g. bf16-mixed, 32-true (default: Lightning's)")
     m = p.add_argument_group("metrics")
@@ -97,7 +119,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
-    j.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    j.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                    help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
     j.add_argument("--judge-cache", default=None, metavar="PATH",
                    help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")
@@ -229,11 +251,10 @@ def evaluate_main(argv: list[str]) -> None:
                             timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
-    devices = int(args.devices) if args.devices.isdigit() else args.devices
     options = EvalOptions(
         out=str(out), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
         top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
-        accelerator=args.accelerator, devices=devices, strategy=args.strategy, precision=args.precision,
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
         seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache, asr_dtype=args.asr_dtype,
         on_bad_example=args.on_bad_example,
     )

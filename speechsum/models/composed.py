@@ -95,8 +95,8 @@ class ComposedSpeechLLM(SpeechLLM):
         end_of_turn: token that ends a response (default: the tokenizer's eos token).
         system_prompt: optional system message in every prompt.
         user_prompt: the user turn, with ``{audio}`` and ``{instruction}`` placeholders (default
-            ``"{audio}\n{instruction}"``). The bundled benchmark uses the text LMs' own layout
-            (``"Transcript:\n{audio}\n\n{instruction}"``), so a CTC-aligned student starts where
+            ``"{audio}\\n{instruction}"``). The bundled benchmark uses the text LMs' own layout
+            (``"Transcript:\\n{audio}\\n\\n{instruction}"``), so a CTC-aligned student starts where
             its backbone reads text.
         policy: which parameters train (default: frozen encoder, projector, LoRA r=16 α=32).
         dtype: weight dtype for pretrained LLMs ("bfloat16", …; default: the checkpoint's).

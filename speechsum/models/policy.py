@@ -21,7 +21,9 @@ class TrainingPolicy:
         train_encoder: train the audio encoder (the paper keeps it frozen).
         train_projector: train the audio→LLM projector.
         llm: "lora" (adapters on a frozen LLM, as in the paper), "full" or "frozen".
-        lora_r / lora_alpha / lora_dropout: LoRA rank, scale numerator (scale = alpha/r) and dropout.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator (scale = alpha/r).
+        lora_dropout: dropout on the LoRA adapters' input.
         lora_target_modules: module names or "all-linear" (every linear layer of the LLM but its head).
         gradient_checkpointing: recompute LLM activations in the backward pass to save memory.
     """

@@ -55,7 +55,8 @@ class CTCProjector(nn.Module):
     (index ``vocab_size``); :meth:`embed` turns them into LLM input embeddings.
 
     Args:
-        encoder_dim / llm_dim: encoder and LLM widths.
+        encoder_dim: the encoder's width.
+        llm_dim: the LLM's width.
         vocab_size: rows of the LLM's input-embedding table.
         stack: encoder frames per audio token (4 → 80 ms with Whisper).
         hidden_dim: MLP width (default: 2 × the LLM width).

@@ -96,6 +96,15 @@ def stage_list(text: str) -> list[str]:
     return list(dict.fromkeys(stage for name in names for stage in STAGE_GROUPS.get(name, (name,))))
 
 
+def preset_name(name: str) -> str:
+    """argparse ``type=`` of ``--preset``: a preset that is not there is a usage error (exit 2)."""
+    try:
+        preset_path(name)
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--preset {name}: ")) from None
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechsum pipeline", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "align the student's projector, SFT, on-policy KD, preference pairs, DPO, evaluate every stage and the "
         "text/cascade baselines, report. Rerunning continues after the last complete stage.")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", default="default",
+    source.add_argument("--preset", type=preset_name, default="default",
                         help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (9.5-11.5 min on a 2-core "
                         "CPU), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
@@ -188,6 +197,19 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def check_run_dir_is_a_run(run_dir: Path) -> None:
+    """Refuse an existing ``--run-dir`` that holds files but no earlier run (no ``.state/``): the
+    stages delete and rewrite their folders there (``data/``, ``sft/``, ``evaluate/``, …) and stale
+    temporaries anywhere below, so ``--run-dir .`` or a project folder would lose what it keeps."""
+    if not run_dir.is_dir() or (run_dir / ".state").is_dir():
+        return
+    kept = sorted(path.name for path in run_dir.iterdir() if path.name != "logs")
+    if kept:
+        shown = ", ".join(kept[:5]) + (", …" if len(kept) > 5 else "")
+        raise ValueError(f"--run-dir {run_dir} holds files ({shown}) but no earlier pipeline run (no .state/); the "
+                         "stages delete and replace their folders there: give a new or empty folder")
+
+
 def check_from_until(from_stages: list[str] | None, until: list[str] | None, table: StageTable) -> None:
     """Refuse ``--from`` stages that ``--until`` would not run: their markers would be deleted (the
     finished work thrown away) and nothing redone."""
@@ -209,6 +231,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     run_dir = Path(args.run_dir).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
+    check_run_dir_is_a_run(run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     with run_dir_lock(run_dir):
         return _run_locked(args, table, config_file, config, run_dir, threads)

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, resume_checkpoint_callback
-from speechsum.utils.arguments import at_least, nucleus_top_p, samples_per_input, sampling_temperature
+from speechsum.utils.arguments import (
+    at_least,
+    check_key_variable,
+    nucleus_top_p,
+    samples_per_input,
+    sampling_temperature,
+)
 from speechsum.utils.io import project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
@@ -209,6 +215,8 @@ def find_config_file(path: str | Path) -> Path:
 
 def load_yaml(path: str | Path) -> dict:
     path = find_config_file(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
     data = read_yaml(path)
@@ -248,6 +256,8 @@ def load_pipeline_config(path: str | Path) -> dict:
         if isinstance(config.get(section), dict) and "api_key" in config[section]:
             raise ValueError(f"{path}: {section}.api_key: keys are never read from files; put the key in an "
                              f"environment variable and name it with {section}.api_key_env")
+        if isinstance(config.get(section), dict) and isinstance(config[section].get("api_key_env"), str):
+            check_key_variable(f"{path}: {section}.api_key_env", config[section]["api_key_env"])
     check_sections(config, path)
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")

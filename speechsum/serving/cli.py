@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
-from speechsum.utils.arguments import at_least, port, positive_seconds
+from speechsum.utils.arguments import at_least, key_variable, port, positive_seconds
 from speechsum.utils.devices import check_device
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                         "0.0.0.0 exposes the server to the network — set an API key then)")
     parser.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    parser.add_argument("--api-key-env", default=None, metavar="NAME",
+    parser.add_argument("--api-key-env", type=key_variable, default=None, metavar="NAME",
                         help="name of an environment variable holding the API key clients must send as "
                         "'Authorization: Bearer <key>' (default: no key needed). The key is never logged.")
     parser.add_argument("--served-model-name", default=None, metavar="NAME",

@@ -46,7 +46,7 @@ from speechsum.serving.hf_layout import (
     lora_layers,
 )
 from speechsum.serving.model_card import render_model_card
-from speechsum.utils.io import check_output_path, write_dir_atomically
+from speechsum.utils.io import check_replaceable_folder, write_dir_atomically
 
 EXPORT_FILE = "speechsum_export.json"
 EXPORT_FORMAT = 1
@@ -184,11 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_out_dir(out: str | Path) -> None:
     """Refuse an ``--out`` that is a file, or a non-empty folder that no export wrote (no
     ``speechsum_export.json``): replacing it would delete whatever the user keeps there."""
-    out = Path(out)
-    check_output_path(out, "--out", folder=True)
-    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_FILE).is_file():
-        raise ValueError(f"--out {out} is a folder that holds other files (no {EXPORT_FILE}: not an earlier "
-                         "export, which would be replaced): give a new or empty folder")
+    check_replaceable_folder(out, "--out", EXPORT_FILE, "export")
 
 
 def main(argv: list[str] | None = None) -> None:

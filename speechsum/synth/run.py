@@ -47,7 +47,7 @@ from speechsum.synth.prompts import (
     rate_messages,
     summary_messages,
 )
-from speechsum.utils.arguments import at_least, number, positive_seconds
+from speechsum.utils.arguments import DefaultsHelpFormatter, at_least, key_variable, number, positive_seconds
 from speechsum.utils.io import check_output_path, write_atomic, write_jsonl
 from speechsum.utils.remote import (
     ChatJsonAsker,
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build SFT data from your audio + transcripts (the paper's stage-1 recipe): an LLM writes "
                     "diverse summarisation queries per transcript, rates their importance, keeps the best and "
                     "writes their summaries. Resumable: rerun the same command after a crash.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--manifest", required=True, help="input JSONL manifest with id, audio and transcript per line")
     p.add_argument("--out", required=True, help="output training manifest (JSONL); stats go to <stem>.stats.json")
@@ -311,12 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, speechsum serve), "
                         "https://<resource>.openai.azure.com/openai/v1/ (Azure); default: api.openai.com")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+    p.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (the key itself is never "
                         "accepted on the command line, logged or cached)")
     p.add_argument("--num-queries", type=at_least(1), default=8, help="K: queries written per transcript")
     p.add_argument("--keep", type=at_least(1), default=3, help="N: best-rated queries kept per transcript (1..K)")
-    p.add_argument("--min-importance", type=int, default=1,
+    p.add_argument("--min-importance", type=at_least(1, 10), default=1,
                    help="drop kept queries rated below this importance (1-10)")
     p.add_argument("--styles", default=None,
                    help=f"comma-separated query styles to draw from (default all: {','.join(STYLES)})")

@@ -11,7 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from speechsum.utils.arguments import ConfigError
-from speechsum.utils.io import check_output_path, write_dir_atomically, write_jsonl
+from speechsum.utils.io import check_output_path, check_replaceable_folder, write_dir_atomically, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,15 @@ class ExportHFModel(L.Callback):
 
     Calls ``pl_module.model.save_pretrained(dir)`` (e.g. :meth:`speechsum.models.text_llm.TextLLM.
     save_pretrained`: model + tokenizer, LoRA merged) into a temporary sibling of ``out_dir`` and
-    renames it into place, so ``out_dir`` is never half-written; an existing ``out_dir`` is
-    replaced. Only global rank 0 writes.
+    renames it into place, so ``out_dir`` is never half-written; an earlier export there (a
+    ``config.json``) is replaced, a folder holding anything else is refused. Only global rank 0 writes.
     """
 
     def __init__(self, out_dir: str):
-        check_output_path(out_dir, "trainer.callbacks ExportHFModel.out_dir", folder=True)  # not after training
+        try:  # not after training; a folder it did not write (the run's own, with its checkpoints) is never replaced
+            check_replaceable_folder(out_dir, "trainer.callbacks ExportHFModel.out_dir", "config.json", "exported model")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         self.out_dir = Path(out_dir)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import re
 from collections.abc import Callable
 
 
@@ -26,6 +27,18 @@ def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after an option's help only where it says something: not after a required
+    option, a None or False default, or help that already gives its default ("(default: None)"
+    after ``--manifest``, which has none, read as if it were optional)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.required or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def bounds_text(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> str:
@@ -60,6 +73,27 @@ def number(low: float, high: float = math.inf, low_open: bool = False, what: str
 class ConfigError(ValueError):
     """A setting of a stage, data module or backbone that cannot work; the message names it as the
     config spells it. ``speechsum`` ends with the message (exit 2), not a traceback."""
+
+
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+KEY_VARIABLE_HINT = ("expected the name of the environment variable holding the API key (letters, digits and _, "
+                     "e.g. OPENAI_API_KEY), not the key itself: export the key in a variable and give its name "
+                     "(the value given is not repeated here)")
+
+
+def key_variable(text: str) -> str:
+    """argparse ``type=`` of ``--api-key-env``: a variable's name; a key given there (``sk-…``) is
+    refused without being echoed, as it would be by every message naming the variable."""
+    if not ENV_VAR_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(KEY_VARIABLE_HINT)
+    return text
+
+
+def check_key_variable(setting: str, name: str | None) -> None:
+    """:class:`ConfigError` when ``name`` (the setting ``setting``, e.g. ``api_key_env``) is not a
+    variable's name: a key put there would be saved in configs and checkpoints and shown in errors."""
+    if name is not None and not ENV_VAR_NAME.fullmatch(name):
+        raise ConfigError(f"{setting}: {KEY_VARIABLE_HINT}")
 
 
 def check_count(name: str, value: int, low: int, note: str = "") -> None:

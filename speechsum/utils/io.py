@@ -128,6 +128,17 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         raise IsADirectoryError(f"{option} {path} is a folder: give a file path")
 
 
+def check_replaceable_folder(path: str | Path, option: str, own_file: str, writer: str) -> None:
+    """Refuse, before any work, an output folder that a command replaces whole when it is a file,
+    or a non-empty folder without ``own_file`` (not an earlier output of ``writer``): replacing it
+    would delete whatever the user keeps there (``--out ~``, ``--out notes.txt``)."""
+    path = Path(path)
+    check_output_path(path, option, folder=True)
+    if path.is_dir() and any(path.iterdir()) and not (path / own_file).is_file():
+        raise ValueError(f"{option} {path} is a folder that holds other files (no {own_file}: not an earlier "
+                         f"{writer}, which would be replaced): give a new or empty folder")
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -250,6 +261,8 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
     first complete writer wins (a cache filled by concurrent processes); a later one discards its copy.
     """
     target = Path(target)
+    if target.exists() and not target.is_dir():  # a file is never replaced by a folder
+        raise NotADirectoryError(f"{target} is a file, not a folder: give a folder to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     old = None

@@ -27,6 +27,7 @@ import openai
 from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
+from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import MalformedReply, chat_text
@@ -36,6 +37,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 PLACEHOLDER_KEY = "EMPTY"  # what vLLM and speechsum serve accept when they run without a key
+KEYS_IN_USE: set[str] = set()  # every key a client was made with: masked where an endpoint's message is shown
 # The retry policy, as a table: errors that say "try again later", not "this request is wrong".
 TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     openai.APITimeoutError: "no answer within the client's timeout",
@@ -60,6 +62,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     ``max_retries=0``: retries happen in :func:`with_retries`, where they are counted.
     ``timeout``: seconds per request in total, connect to last byte (:func:`deadline_http_client`).
     """
+    check_key_variable("api_key_env", api_key_env or None)
     key = os.environ.get(api_key_env) if api_key_env else None
     if not key:
         if base_url is None:
@@ -68,6 +71,8 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
                 f"(export {api_key_env}=...) or give a base_url of a self-hosted endpoint."
             )
         key = PLACEHOLDER_KEY
+    else:
+        KEYS_IN_USE.add(key)
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0,
                          http_client=deadline_http_client(timeout))
 
@@ -79,12 +84,35 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     server echoed it) and the ``cache`` a rerun resumes from; None for any other error."""
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
-    reason = f"{type(error).__name__}: {error}"
-    if key := os.environ.get(api_key_env):
-        reason = reason.replace(key, "***")
+    reason = without_keys(f"{type(error).__name__}: {error}")
     return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}). Everything finished so far "
                       f"is cached in {cache}; fix the cause (URL, model name, key in ${api_key_env}, server "
                       "load) and rerun the same command to resume.")
+
+
+def without_keys(text: str) -> str:
+    """``text`` with every API key in use (:data:`KEYS_IN_USE`) replaced by ``***``: servers echo the
+    key they refused ("Incorrect API key provided: sk-…")."""
+    for key in KEYS_IN_USE:
+        text = text.replace(key, "***")
+    return text
+
+
+def endpoint_error_text(error: BaseException) -> str | None:
+    """One line for the first error from an OpenAI-compatible endpoint in ``error``'s chain (a 401,
+    a 404 for a wrong model name, a connection refused after the retries), keys masked, with what to
+    check; None when the chain holds none."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, openai.OpenAIError):
+            url = getattr(getattr(error, "request", None), "url", None)
+            where = f"the endpoint {url}" if url else "the OpenAI-compatible endpoint"
+            return without_keys(f"{where} failed ({type(error).__name__}: {error}); check its URL, the model "
+                                "name, and the API key in the environment variable named by api_key_env / "
+                                "--api-key-env, then rerun")
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def is_retryable(error: BaseException) -> bool:

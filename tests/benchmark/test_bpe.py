@@ -70,3 +70,30 @@ def test_cli_trains_on_the_train_split_only(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"train.jsonl:2: invalid JSON"):
         main(["--data", str(bench), "--out", str(tmp_path / "tok2")])
     assert not (tmp_path / "tok2").exists()
+
+
+def test_cli_never_replaces_a_file_or_a_folder_it_did_not_write(tmp_path, capsys):
+    """``--out`` was "replaced whole if it exists": a file given by mistake became a tokenizer
+    folder (the file gone) and ``--out ~`` would have deleted the home folder."""
+    from speechsum.cli import main as speechsum
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    rows = [{"id": f"x{i}", "audio": "a.wav", "instruction": "Sum up.", "summary": "Ana pays.",
+             "transcript": f"Ana: I pay invoice {i}."} for i in range(5)]
+    (bench / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    notes, mine = tmp_path / "notes.txt", tmp_path / "mine"
+    notes.write_text("keep me")
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me too")
+    for out, message in ((notes, f"--out {notes} is a file: give a folder"),
+                         (mine, f"--out {mine} is a folder that holds other files (no tokenizer.json: not an earlier "
+                                "tokenizer, which would be replaced): give a new or empty folder")):
+        with pytest.raises(SystemExit) as stop:
+            speechsum(["benchmark", "tokenizer", "--data", str(bench), "--out", str(out), "--vocab-size", "300"])
+        assert stop.value.code == 2
+        assert f"speechsum benchmark: error: {message}\n" in capsys.readouterr().err
+    assert notes.read_text() == "keep me" and (mine / "thesis.tex").read_text() == "keep me too"
+    for _ in range(2):  # an earlier tokenizer is replaced
+        main(["--data", str(bench), "--out", str(tmp_path / "tok"), "--vocab-size", "300"])
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()

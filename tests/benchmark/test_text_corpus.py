@@ -120,3 +120,23 @@ def test_the_cli_refuses_bad_shares_with_a_usage_error(toy_data, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--unlabeled-share", "-1"])
     assert "unlabeled_share must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_the_cli_never_replaces_a_file_or_a_folder_it_did_not_write(toy_data, tmp_path, capsys):
+    """``--out`` was "replaced whole if it exists", also a file, or the benchmark's own folder."""
+    from speechsum.benchmark.text_corpus import main
+
+    data = toy_data["train"].parent
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for out, message in ((notes, f"--out {notes} is a file: give a folder"),
+                         (data, f"--out {data} is a folder that holds other files (no silence.wav: not an earlier "
+                                "text corpus, which would be replaced): give a new or empty folder")):
+        with pytest.raises(SystemExit) as stop:
+            main(["--data", str(data), "--out", str(out), "--documents", "2"])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.endswith(f"error: {message}\n")
+    assert notes.read_text() == "keep me" and toy_data["train"].is_file()
+    for _ in range(2):  # an earlier text corpus is replaced
+        main(["--data", str(data), "--out", str(tmp_path / "corpus"), "--documents", "2"])
+    assert (tmp_path / "corpus" / "train.jsonl").is_file()

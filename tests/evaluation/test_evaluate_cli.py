@@ -184,3 +184,34 @@ def test_a_rerun_that_fails_leaves_no_earlier_metrics_beside_its_predictions(tmp
     assert not (run / "metrics.json").exists()
     with pytest.raises(SystemExit, match=f"{run}: predictions.jsonl but no metrics.json"):
         report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")])
+
+def test_a_devices_value_lightning_cannot_take_is_a_usage_error(capsys):
+    """``--devices abc`` or ``0`` reached Lightning's Trainer: a TypeError or MisconfigurationException traceback."""
+    from speechsum.cli import main
+
+    for value in ("abc", "0"):
+        with pytest.raises(SystemExit) as stop:
+            main(["evaluate", "--out", "x", "--devices", value])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.endswith(f"error: argument --devices: expected a number of devices (1, 4), -1 "
+                                                f"(all), auto, or indices (0,1); got {value!r}\n")
+    parser = evaluate_parser()
+    assert [parser.parse_args(["--out", "x", "--devices", v]).devices for v in ("4", "-1", "auto", "0,1")] == \
+        [4, -1, "auto", "0,1"]
+
+
+def test_an_accelerator_this_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch):
+    """Lightning's MisconfigurationException ended `speechsum evaluate` with a traceback."""
+    from speechsum.cli import main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    monkeypatch.delenv("SPEECHSUM_TRACEBACK", raising=False)
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out",
+              str(tmp_path / "out"), "--metrics", "rouge", "--accelerator", "mps"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "speechsum evaluate: error: `MPSAccelerator` can not run on your system since the accelerator is not " \
+           "available." in error and "Traceback" not in error

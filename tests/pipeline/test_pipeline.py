@@ -120,6 +120,8 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": False}}, "stages.sft: expected a mapping"),
     ({"benchmark": None, "data": {"train": "a", "val": "b", "tests": {"t": "c"}}}, "set `text_lms: null`"),
     ({"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "api_key": "sk-x"}}, "judge.api_key"),
+    ({"benchmark": {"size": "tiny"}, "teacher": {"api_key_env": "sk-PROBE-123"}},
+     "teacher.api_key_env: expected the name of the environment variable holding the API key"),
     # the settings sections are checked when the YAML is loaded, not when their stage starts hours later
     ({"benchmark": {"size": "tiny"}, "judge": {"kind": "opanai"}}, "judge.kind: 'opanai' is not one of fact, openai"),
     ({"benchmark": {"size": "tiny"}, "teacher": {"mode": "remtoe"}}, "teacher.mode: 'remtoe' is not one of"),
@@ -153,6 +155,12 @@ def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         load_pipeline_config(path)
     assert str(path) in str(error.value)
+
+
+def test_a_folder_given_as_the_pipeline_config_is_named_as_one(tmp_path):
+    """It was reported as "no such config file"."""
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path))} is a folder: give a YAML file$"):
+        load_pipeline_config(tmp_path)
 
 
 def test_section_options_fill_in_the_defaults_and_keep_good_values(tmp_path):

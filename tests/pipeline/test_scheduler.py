@@ -170,14 +170,15 @@ def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
 
 def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
     table = stand_in_stages(tmp_path / "pids")
-    run_in_process(tmp_path, table)
-    marker_path(tmp_path, "text_teacher").unlink()  # e.g. lost, or broken by a crash
-    summary = run_in_process(tmp_path, table)
+    run = tmp_path / "run"  # the pids are beside it
+    run_in_process(run, table)
+    marker_path(run, "text_teacher").unlink()  # e.g. lost, or broken by a crash
+    summary = run_in_process(run, table)
     ran = [s for s, v in summary["stages"].items() if v["status"] == "ran"]
     assert ran == ["text_teacher", "baselines", "kd", "pairs", "evaluate_kd", "dpo", "evaluate_dpo", "report"]
-    summary = run_in_process(tmp_path, table, "--from", "align", "--until", "sft")
+    summary = run_in_process(run, table, "--from", "align", "--until", "sft")
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["align", "sft"]
-    assert [s for s in STAGES if not read_marker(tmp_path, s)] == [
+    assert [s for s in STAGES if not read_marker(run, s)] == [
         "kd", "pairs", "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report"]
 
 
@@ -258,32 +259,37 @@ def test_a_second_pipeline_on_the_same_run_dir_is_refused_and_touches_nothing(tm
     """Two pipelines on one folder deleted each other's stage outputs; the second is now refused
     while the first holds the folder's lock (freed when its process ends, however it ends)."""
     table = stand_in_stages(tmp_path / "pids")
-    run_in_process(tmp_path, table)
-    markers = {s: marker_path(tmp_path, s).read_bytes() for s in STAGES}
-    with pipeline.run_dir_lock(tmp_path):
+    run = tmp_path / "run"  # the pids are beside it
+    run_in_process(run, table)
+    markers = {s: marker_path(run, s).read_bytes() for s in STAGES}
+    with pipeline.run_dir_lock(run):
         with pytest.raises(RuntimeError, match=rf"^another speechsum pipeline \(pid {os.getpid()}\) is running in "
-                                               rf"{tmp_path}: wait for it"):
-            run_in_process(tmp_path, table, "--from", "benchmark")
-    assert {s: marker_path(tmp_path, s).read_bytes() for s in STAGES} == markers
-    assert run_in_process(tmp_path, table)["stages"]["report"]["status"] == "skipped"  # the lock is free again
+                                               rf"{run}: wait for it"):
+            run_in_process(run, table, "--from", "benchmark")
+    assert {s: marker_path(run, s).read_bytes() for s in STAGES} == markers
+    assert run_in_process(run, table)["stages"]["report"]["status"] == "skipped"  # the lock is free again
 
 
 def test_from_a_stage_until_does_not_run_is_refused_before_anything_is_cleared(tmp_path):
     table = stand_in_stages(tmp_path / "pids")
-    run_in_process(tmp_path, table)
+    run = tmp_path / "run"  # the pids are beside it
+    run_in_process(run, table)
     with pytest.raises(ValueError, match="--from sft is not among the stages --until text_lm runs"):
-        run_in_process(tmp_path, table, "--from", "sft", "--until", "text_lm")
-    assert all(read_marker(tmp_path, s) for s in STAGES)  # SFT and what is built on it were kept
+        run_in_process(run, table, "--from", "sft", "--until", "text_lm")
+    assert all(read_marker(run, s) for s in STAGES)  # SFT and what is built on it were kept
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--lanes", "0", "argument --lanes: must be at least 1, got 0"),
     ("--threads", "-3", "argument --threads: must be at least 1, got -3"),
     ("--checkpoint-every", "nan", "argument --checkpoint-every: must be a number of seconds at least 0"),
+    # a usage error (exit 2) like the others, not a runtime one (exit 1) after the arguments were taken
+    ("--preset", "bogus", "argument --preset: no configs/pipeline/bogus.yaml; presets: default, full, large, tiny"),
 ])
 def test_bad_options_are_refused_before_the_run_dir_is_made(tmp_path, capsys, option, value, message):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         pipeline.main(["--preset", "tiny", "--run-dir", str(tmp_path / "run"), option, value])
+    assert stop.value.code == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
@@ -297,3 +303,19 @@ def test_an_order_through_a_stage_left_out_still_holds(tmp_path):
     stages = run_in_process(tmp_path / "run", table, "--threads", "2", "--until", "benchmark,align")["stages"]
     assert set(stages) == {"benchmark", "align"}
     assert stages["benchmark"]["end_s"] <= stages["align"]["start_s"]
+
+
+def test_a_run_dir_holding_other_files_is_refused_before_anything_is_deleted(tmp_path):
+    """``--run-dir .`` or a project folder: the benchmark stage deleted its ``data/`` (its output)."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "keep.txt").write_text("mine")
+    (project / "notes.txt").write_text("mine too")
+    with pytest.raises(ValueError) as error:
+        run_in_process(project, stand_in_stages(tmp_path / "pids"), "--until", "benchmark")
+    assert str(error.value) == (f"--run-dir {project} holds files (data, notes.txt) but no earlier pipeline run (no "
+                                ".state/); the stages delete and replace their folders there: give a new or empty folder")
+    assert (project / "data" / "keep.txt").read_text() == "mine" and sorted(p.name for p in project.iterdir()) == [
+        "data", "notes.txt"]
+    run_in_process(tmp_path / "run", stand_in_stages(tmp_path / "pids"), "--until", "benchmark")
+    run_in_process(tmp_path / "run", stand_in_stages(tmp_path / "pids"), "--until", "benchmark")  # an earlier run's

@@ -211,3 +211,22 @@ def test_a_teacher_object_never_becomes_a_hyperparameter(tiny_composed):
     module = build_module(tiny_composed, lmbda=0.25)
     assert module.hparams["lmbda"] == 0.25 and module.hparams["max_new_tokens"] == 6
     assert not {"model", "teacher"} & (module.hparams.keys() | module.hparams_initial.keys())
+
+
+def test_a_key_given_as_the_teachers_api_key_env_is_refused_unsaved_and_unshown(tmp_path, toy_data, capsys):
+    """The key where its variable's name belongs: before, it went into config.yaml, hparams and the
+    checkpoint, and the error said "the environment variable sk-… is not set" at the first request."""
+    from speechsum.cli import main
+
+    key = "sk-PROBE-123-the-key-itself"
+    remote = {"class_path": "speechsum.stages.kd.teachers.OpenAICompatibleTeacher",
+              "init_args": {"model": "teacher", "base_url": "http://127.0.0.1:9/v1", "scoring": "none", "api_key_env": key}}
+    config = kd_config(tmp_path, toy_data, teacher=remote, seq_kd=True, lmbda=0.0)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), "--trainer.max_steps", "1"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert ("speechsum fit: error: OpenAICompatibleTeacher api_key_env: expected the name of the environment variable "
+            "holding the API key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself") in error
+    assert key not in error
+    assert not [path for path in (tmp_path / "run").rglob("*") if path.is_file() and key.encode() in path.read_bytes()]

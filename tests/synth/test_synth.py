@@ -267,3 +267,24 @@ def test_killed_process_then_rerun_loses_and_repeats_nothing(tmp_path, recording
     assert len(rows) == RECORDINGS * KEEP and len({r["id"] for r in rows}) == len(rows)
     with JsonlCache(cache_file) as cache:
         assert len(cache) == total and cache.duplicates == 0
+
+
+def test_help_shows_defaults_only_where_there_are_some(capsys):
+    """``(default: None)`` followed the required --manifest, --out and --model, as if they were optional."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "--manifest MANIFEST input JSONL manifest with id, audio and transcript per line --out" in text
+    assert "K: queries written per transcript (default: 8)" in text
+
+
+def test_min_importance_out_of_range_is_a_usage_error(capsys):
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["synth", "--manifest", "m.jsonl", "--out", "o.jsonl", "--model", "m", "--min-importance", "50"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith("error: argument --min-importance: must be at most 10, got 50\n")

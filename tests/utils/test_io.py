@@ -76,6 +76,15 @@ def test_atomic_path_for_any_writer(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
+def test_write_dir_atomically_never_replaces_a_file(tmp_path):
+    """It moved the file aside, put the folder in its place and left the file as ``.NAME.old-PID``."""
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=f"^{target} is a file, not a folder: give a folder to write$"):
+        write_dir_atomically(target, lambda d: (d / "w.txt").write_text("1"))
+    assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_write_dir_atomically_replaces_or_keeps_the_first(tmp_path):
     target = tmp_path / "model"
     write_dir_atomically(target, lambda d: (d / "w.txt").write_text("1"))

@@ -28,6 +28,7 @@ from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
 from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
+from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, first_choice
 
@@ -245,7 +246,9 @@ class OpenAICompatibleTeacher(Teacher):
         top_k: alternatives per position (vLLM allows up to its ``--max-logprobs``, default 20).
         scoring: "echo", "prompt_logprobs" or "none" (see above).
         system_prompt: optional system message of the teacher's prompts.
-        max_workers / timeout / attempts: concurrency, seconds per request, tries per request.
+        max_workers: requests in flight at once.
+        timeout: seconds per request.
+        attempts: tries per request.
         summary_temperature: sampling temperature of written summaries (0: greedy).
         cache_path: JSONL cache of written summaries (None: no cache).
     """
@@ -267,6 +270,7 @@ class OpenAICompatibleTeacher(Teacher):
     ):
         if scoring not in ("echo", "prompt_logprobs", "none"):
             raise ValueError(f"scoring must be 'echo', 'prompt_logprobs' or 'none', got {scoring!r}")
+        check_key_variable("OpenAICompatibleTeacher api_key_env", api_key_env)
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.tokenizer_name, self.top_k, self.scoring = tokenizer, top_k, scoring
         self.system_prompt, self.max_workers = system_prompt, max_workers
