@@ -19,8 +19,9 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from speechsum.utils.chat_json import ChatJsonAsker
 from speechsum.utils.io import PROMPTS_DIR
-from speechsum.utils.remote import ChatJsonAsker, RetryCounter, first_json_object, openai_client
+from speechsum.utils.remote import RetryCounter, first_json_object, openai_client
 
 PROMPT_PATH = PROMPTS_DIR / "pairwise_judge_v1.md"
 PAIRWISE_PROMPT = PROMPT_PATH.read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ The rubric (accuracy, coherence, style, hallucination, instruction following →
 1–7 score) lives in ``speechsum/prompts/rubric_judge_v1.md``; its version string is
 :data:`RUBRIC_VERSION` plus a hash of the file, so editing the prompt never reuses old verdicts.
 The judge must answer with one JSON object ``{"score": 1-7, "accuracy": …, "reasons": …}``.
-Asking, re-asking and HTTP retries are :class:`speechsum.utils.remote.ChatJsonAsker`'s: a malformed
+Asking, re-asking and HTTP retries are :class:`speechsum.utils.chat_json.ChatJsonAsker`'s: a malformed
 answer is asked again (``parse_attempts`` times) and then counted *unjudged* (``score=None``), never
 guessed; transient failures (timeouts, refused or cut-short connections, malformed bodies, 429, 5xx:
 :func:`speechsum.utils.remote.is_retryable`) are retried with backoff and counted (:meth:`RubricJudge.usage`,
@@ -20,8 +20,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from speechsum.utils.chat_json import ChatJsonAsker
 from speechsum.utils.io import PROMPTS_DIR
-from speechsum.utils.remote import ChatJsonAsker, JsonlCache, first_json_object, map_concurrent, openai_client
+from speechsum.utils.remote import JsonlCache, first_json_object, map_concurrent, openai_client
 
 log = logging.getLogger(__name__)
 

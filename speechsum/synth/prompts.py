@@ -4,7 +4,7 @@ Three versioned prompts in ``speechsum/prompts/`` — ``synth_queries_v1.md`` (w
 ``synth_rate_v1.md`` (importance 1–10 per query), ``synth_summary_v1.md`` (answer one query). A
 prompt's version is its name plus a hash of the file, part of every cache key: editing a prompt
 never reuses answers written with the old text. Each parser raises ``ValueError`` on a malformed
-answer (so :class:`speechsum.utils.remote.ChatJsonAsker` asks again), never guesses.
+answer (so :class:`speechsum.utils.chat_json.ChatJsonAsker` asks again), never guesses.
 """
 
 from __future__ import annotations

@@ -48,9 +48,9 @@ from speechsum.synth.prompts import (
     summary_messages,
 )
 from speechsum.utils.arguments import DefaultsHelpFormatter, at_least, key_variable, number, positive_seconds
+from speechsum.utils.chat_json import ChatJsonAsker
 from speechsum.utils.io import check_output_path, write_atomic, write_jsonl
 from speechsum.utils.remote import (
-    ChatJsonAsker,
     JsonlCache,
     cache_key,
     endpoint_failure,

@@ -6,7 +6,7 @@ an explanation holding more braces, curly quotes instead of straight ones, and â
 or JSON-looking text. :func:`final_answer` drops the reasoning (and refuses an answer whose reasoning
 never closed: it was cut before the answer); :func:`first_json_object` finds the answer's JSON object.
 Nothing is ever guessed: every doubt raises (a ``ValueError``, so
-:meth:`speechsum.utils.remote.ChatJsonAsker.ask` asks again and counts it).
+:meth:`speechsum.utils.chat_json.ChatJsonAsker.ask` asks again and counts it).
 """
 
 from __future__ import annotations

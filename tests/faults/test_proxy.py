@@ -8,7 +8,8 @@ import time
 import openai
 import pytest
 
-from speechsum.utils.remote import ChatJsonAsker, RetryCounter, openai_client, with_retries
+from speechsum.utils.chat_json import ChatJsonAsker
+from speechsum.utils.remote import RetryCounter, openai_client, with_retries
 from tests.fault_proxy import FAULTS, FaultProxy
 from tests.servers import ScriptedChatBackend, serve_in_thread
 

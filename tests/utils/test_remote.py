@@ -12,14 +12,13 @@ import time
 import openai
 import pytest
 
+from speechsum.utils.chat_json import ChatJsonAsker, correction_turn
 from speechsum.utils.remote import (
-    ChatJsonAsker,
     JsonlCache,
     MalformedReply,
     RetryCounter,
     backoff_delay,
     cache_key,
-    correction_turn,
     endpoint_failure,
     map_concurrent,
     openai_client,

@@ -1,0 +1,152 @@
+"""Structured (JSON) answers from an OpenAI-compatible chat endpoint: ask, read, re-ask a malformed
+answer with what was wrong, give up without guessing (the LLM judges' and ``speechsum synth``'s asker)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Generic, TypeVar
+
+import openai
+
+from speechsum.utils.remote import RetryCounter, is_retryable, with_retries
+from speechsum.utils.replies import chat_text
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class JsonAnswer(Generic[T]):
+    """What :meth:`ChatJsonAsker.ask` got: ``value`` (the parsed answer) or None with ``error``
+    (why not); ``attempts``: asks made (1..parse_attempts)."""
+
+    value: T | None
+    error: str = ""
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+class ChatJsonAsker:
+    """Ask an OpenAI-compatible ``/v1/chat/completions`` for a structured (JSON) answer, robustly.
+
+    :meth:`ask` sends ``messages`` (e.g. a system prompt + a user turn) and parses the reply with
+    the caller's ``parse`` (which raises ``ValueError`` on a malformed answer). A malformed answer is
+    asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed; its
+    error says when the reply was cut at ``max_tokens`` or held only reasoning (``reasoning_content``).
+    A re-ask is ``messages`` + the malformed reply (assistant turn) + :func:`correction_turn` (what
+    was wrong, answer again with the JSON only): a judge at temperature 0 given the same messages
+    would give the same reply again.
+    Each ask goes through :func:`with_retries` (the transient failures of :func:`is_retryable`:
+    timeouts, dropped or cut-short connections, malformed bodies, 408/429/5xx; ``request_attempts``
+    tries, exponential backoff). HTTP outcomes:
+
+    - 400 (e.g. prompt too long): this item only → ``value=None``, ``error="request failed: …"``;
+    - retries exhausted / other 5xx: the same when ``give_up_after_retries`` (default), else raised;
+    - 401/403/404 and any other 4xx: a configuration error → raised, stopping the run.
+
+    Thread-safe counters: ``calls`` (HTTP requests, retries included), ``malformed`` (unparsable
+    answers), ``retries`` (a :class:`RetryCounter`), ``prompt_tokens`` / ``completion_tokens``
+    (summed from the answers' ``usage``; 0 added when a server sends none).
+    """
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        *,
+        parse_attempts: int = 3,
+        request_attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        give_up_after_retries: bool = True,
+    ):
+        if parse_attempts < 1:
+            raise ValueError(f"parse_attempts must be >= 1, got {parse_attempts}")
+        self.client = client
+        self.model = model
+        self.parse_attempts = parse_attempts
+        self.request_attempts = request_attempts
+        self.backoff_seconds = backoff_seconds
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.give_up_after_retries = give_up_after_retries
+        self.retries = RetryCounter()
+        self.calls = 0
+        self.malformed = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._lock = threading.Lock()
+
+    def usage(self) -> dict:
+        """For stats files and logs: HTTP calls, retries (by error, backoff slept), malformed answers, tokens."""
+        with self._lock:
+            counts = {"api_calls": self.calls, "malformed_answers": self.malformed,
+                      "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {**counts, **self.retries.as_dict()}
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """One chat completion (no retries): the reply's text ("" when the server sent none);
+        :class:`MalformedReply` (retried) for a body that is not a chat completion."""
+        return self._complete(messages)[0]
+
+    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str]:
+        """:meth:`complete`'s text and a note on why it may hold no answer: cut at ``max_tokens``, or
+        only reasoning sent (``reasoning_content``, which is never read as the answer)."""
+        with self._lock:
+            self.calls += 1
+        response = self.client.chat.completions.create(
+            model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+        )
+        usage = getattr(response, "usage", None)
+        prompt, completion = (getattr(usage, name, 0) for name in ("prompt_tokens", "completion_tokens"))
+        with self._lock:
+            self.prompt_tokens += prompt if isinstance(prompt, int) else 0
+            self.completion_tokens += completion if isinstance(completion, int) else 0
+        text = chat_text(response, str(self.client.base_url))
+        choice = response.choices[0]
+        reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
+        notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
+        notes += ["the reply holds only reasoning, no answer"] if reasoning and not text.strip() else []
+        return text, "; ".join(notes)
+
+    def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
+        """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
+        (e.g. an example id) only names the item in log warnings."""
+        error = ""
+        asked = messages
+        for attempt in range(1, self.parse_attempts + 1):
+            try:
+                text, note = with_retries(
+                    partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
+                )
+            except openai.BadRequestError as err:
+                return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
+            except Exception as err:
+                if not (self.give_up_after_retries and is_retryable(err)):
+                    raise
+                return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
+            try:
+                return JsonAnswer(parse(text), "", attempt)
+            except ValueError as err:
+                with self._lock:
+                    self.malformed += 1
+                error = f"{err} ({note})" if note else str(err)
+                LOG.warning("%s: malformed answer%s (attempt %d/%d): %s",
+                            self.model, f" for {label}" if label else "", attempt, self.parse_attempts, error)
+                asked = [*messages, {"role": "assistant", "content": text}, correction_turn(error)]
+        return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
+
+
+def correction_turn(error: str) -> dict[str, str]:
+    """The user turn a re-ask adds after a malformed reply (which goes before it as the assistant's
+    turn): what could not be read, and to answer again with only the JSON the instructions ask for."""
+    return {"role": "user", "content": f"Your answer could not be read ({error}). Answer again, following the "
+                                       "instructions above, with only the JSON object they ask for and no other text."}
