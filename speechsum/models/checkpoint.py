@@ -183,7 +183,10 @@ def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], sour
         matched[key] = value
     unexpected = sorted(matched.keys() - own.keys())
     if unexpected:
-        raise CheckpointError(f"{source}: has weights this model lacks, e.g. {unexpected[:3]} (a different backbone?)")
+        parts = sorted({key.split(".")[0] for key in unexpected})
+        raise CheckpointError(f"{source}: has weights this model lacks ({len(unexpected)} under {', '.join(parts)}, e.g. "
+                              f"{unexpected[:3]}): it was trained with another model config (backbone, projector, "
+                              "LoRA targets); build the model from the config it was trained with")
     reshaped = [f"{key} {tuple(value.shape)} vs the model's {tuple(own[key].shape)}"
                 for key, value in matched.items() if tuple(value.shape) != tuple(own[key].shape)]
     if reshaped:

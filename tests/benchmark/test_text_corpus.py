@@ -120,6 +120,11 @@ def test_the_cli_refuses_bad_shares_with_a_usage_error(toy_data, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--unlabeled-share", "-1"])
     assert "unlabeled_share must be in [0, 1]" in capsys.readouterr().err
+    for option, value, message in (("--documents", "-1", "must be at least 0, got -1"),
+                                   ("--instructions", "0", "must be at least 1, got 0")):
+        with pytest.raises(SystemExit) as exit_info:  # -1 documents wrote none, silently
+            main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), option, value])
+        assert exit_info.value.code == 2 and f"argument {option}: {message}" in capsys.readouterr().err
 
 
 def test_the_cli_never_replaces_a_file_or_a_folder_it_did_not_write(toy_data, tmp_path, capsys):

@@ -20,7 +20,10 @@ from speechsum.models.checkpoint import (
     load_speech_llm,
     read_checkpoint,
 )
+from speechsum.models.composed import ComposedSpeechLLM
+from speechsum.models.policy import TrainingPolicy
 from speechsum.pairs import load_student
+from tests.conftest import tiny_backbone_args
 from tests.helpers import run_config
 
 OLD_KD_CLASS = "speechsum.stages.kd.OnPolicyKDModule"  # before issue 14: the module speechsum/stages/kd.py
@@ -159,10 +162,16 @@ def test_weights_match_across_lora_wrapping_and_must_fit(tiny_composed):
     trainable = {f"model.{n}": p.detach() + 1 for n, p in model.trainable_parameters()}
     fresh = load_model_weights(model, {f"model.{plain}": value, **trainable}, "x.ckpt")
     assert fresh == [] and torch.equal(model.state_dict()[wrapped], value)
-    with pytest.raises(ValueError, match=r"x\.ckpt: has weights this model lacks, e\.g\. \['no\.such'\]"):
+    with pytest.raises(ValueError, match=r"x\.ckpt: has weights this model lacks \(1 under no, e\.g\. \['no\.such'\]\): it was trained with "
+                       r"another model config \(backbone, projector, LoRA targets\); build the model from the config"):
         load_model_weights(model, {"model.no.such": value}, "x.ckpt")
-    with pytest.raises(ValueError, match=r"x\.ckpt: has weights this model lacks, e\.g\. \['<not model\.\*> teacher"):
+    with pytest.raises(ValueError, match=r"x\.ckpt: has weights this model lacks \(1 under <not model, e\.g\. \['<not model\.\*> teacher"):
         load_model_weights(model, {"teacher.w": value}, "x.ckpt")
+    args = tiny_backbone_args()  # a CTC projector's checkpoint into an MLP projector's model
+    ctc = ComposedSpeechLLM(**{**args, "policy": TrainingPolicy(**args["policy"]), "projector": "ctc"}).state_dict()
+    ctc_only = {f"model.{k}": v for k, v in ctc.items() if k not in own}
+    with pytest.raises(ValueError, match=rf"x\.ckpt: has weights this model lacks \({len(ctc_only)} under projector, "):
+        load_model_weights(model, ctc_only, "x.ckpt")
     first = sorted(trainable)[0]
     with pytest.raises(ValueError, match=r"x\.ckpt: lacks 1 trainable weights of this model"):
         load_model_weights(model, {k: v for k, v in trainable.items() if k != first}, "x.ckpt")
