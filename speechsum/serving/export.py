@@ -5,7 +5,8 @@
 What the directory holds (``speechsum_export.json`` records which layout and how to rebuild):
 
 - Phi-4-MM, Qwen2-Audio, text LMs: the model (``config.json``, ``model.safetensors``,
-  ``generation_config.json`` stopping at the end-of-turn token) and its processor/tokenizer at
+  ``generation_config.json`` stopping at the end-of-turn token, never emitting the audio
+  placeholder) and its processor/tokenizer at
   the top, so ``Phi4MultimodalForCausalLM`` / ``Qwen2AudioForConditionalGeneration`` /
   ``AutoModelForCausalLM.from_pretrained(DIR)`` and vLLM load it.
 - composed (Whisper encoder + projector + LM): ``llm/`` (the LM and tokenizer, a normal causal-LM
@@ -61,6 +62,15 @@ def _policy(init_args: dict, lora_kept: bool) -> dict:
     return policy
 
 
+def exported_generation_config(model: SpeechLLM) -> GenerationConfig:
+    """What the exported ``generation_config.json`` holds: the stopping, padding and suppressed
+    audio placeholder of :meth:`SpeechLLM.greedy_config`, so HF ``generate`` on the exported model
+    decodes the tokens speechsum's ``generate`` does (not its length or greedy/sampling choice)."""
+    greedy = model.greedy_config(max_new_tokens=1)
+    return GenerationConfig(eos_token_id=greedy.eos_token_id, pad_token_id=greedy.pad_token_id,
+                            suppress_tokens=greedy.suppress_tokens)
+
+
 def export_model(
     model: SpeechLLM, model_config: dict, out: str | Path, merge_lora: bool = False, card: str = ""
 ) -> Path:
@@ -80,14 +90,13 @@ def export_model(
         "lora_merged": has_lora and merge_lora,
         "extra": {name: file for name, (_, file) in sorted(layout.extra.items())},
     }
-    processor = model.processor
 
     def write(folder: Path) -> None:
         hf_folder = folder / layout.hf_dir
         hf_folder.mkdir(parents=True, exist_ok=True)
         hf_model = layout.hf_model
         saved_generation = hf_model.generation_config
-        hf_model.generation_config = GenerationConfig(eos_token_id=processor.stop_token_ids, pad_token_id=processor.pad_id)
+        hf_model.generation_config = exported_generation_config(model)
         try:
             hf_model.save_pretrained(str(hf_folder), state_dict=clean_state_dict(hf_model, merge=merge_lora))
         finally:

@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoProcessor,
     AutoTokenizer,
+    GenerationConfig,
     Phi4MultimodalFeatureExtractor,
     Phi4MultimodalForCausalLM,
     Phi4MultimodalProcessor,
@@ -141,3 +142,23 @@ def test_an_out_folder_holding_other_files_or_a_file_is_refused(tmp_path: Path) 
     with pytest.raises(SystemExit, match="is a file: give a folder"):
         main([str(ckpt), "--out", str(tmp_path / "file.txt")])
     assert (tmp_path / "file.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio_tiny", "phi4mm_tiny", "text_llm"])
+def test_hf_generate_on_the_export_decodes_speechsums_tokens(name: str, tmp_path: Path) -> None:
+    """The exported ``generation_config.json`` carries speechsum's stop tokens, pad id and the
+    suppressed audio placeholder: before, HF ``generate`` emitted ``<|AUDIO|>`` where speechsum
+    never does and the two greedy outputs parted."""
+    torch.manual_seed(2)  # LoRA's init: Qwen2-Audio's HF greedy output then holds <|AUDIO|> unless suppressed
+    model, ckpt = trained_student(name, tmp_path / "run")
+    out = export_checkpoint(ckpt, tmp_path / "export", merge_lora=True)
+    saved = GenerationConfig.from_pretrained(out)
+    assert saved.suppress_tokens == [model.audio_token_id]
+    assert saved.eos_token_id == model.processor.stop_token_ids
+    native = native_reload(name, out)[0] if name != "text_llm" else AutoModelForCausalLM.from_pretrained(out).eval()
+    batch = batch_for(model)
+    expected = generate_texts(model, batch, GenerationSettings(max_new_tokens=30)).ids
+    with torch.no_grad():
+        got = native.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, **batch.audio,
+                              max_new_tokens=30, do_sample=False)[:, batch.prompt_ids.shape[1]:]
+    assert torch.equal(got, expected)
