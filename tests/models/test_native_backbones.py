@@ -232,3 +232,23 @@ def test_phi4mm_reads_a_clip_shorter_than_one_window_as_that_clip_padded_to_one(
     with torch.no_grad():
         logprobs = backbone.response_logprobs(alone, alone.response_ids, alone.response_mask)
     assert torch.isfinite(logprobs).all()
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_a_bfloat16_model_with_its_fp32_projector_runs_without_autocast(name: str, tmp_path: Path) -> None:
+    """Loaded in bf16 (as configs/model/{qwen2_audio,phi4mm}.yaml do), the trained projector is
+    kept in fp32; outside autocast (summarize, serve, a loaded export) the forward raised "mat1 and
+    mat2 must have the same dtype" (Qwen2-Audio) or "Input type (float) and bias type (c10::BFloat16)"
+    (Phi-4-MM). It now runs and scores as the same weights in fp32 do, to bf16 precision."""
+    saved = build_backbone(name, policy=FROZEN)
+    saved.hf.to(torch.bfloat16)
+    save_backbone(saved, tmp_path)
+    models = {dtype: build_backbone(name, model=str(tmp_path), dtype=dtype).eval() for dtype in ("bfloat16", "float32")}
+    assert next(models["bfloat16"].module_groups().projector[0].parameters()).dtype == torch.float32
+    assert models["bfloat16"].hf.get_input_embeddings().weight.dtype == torch.bfloat16
+    batch = SpeechCollator(models["float32"].processor)(make_items())
+    with torch.no_grad():
+        scores = {dtype: m.response_logprobs(batch, batch.response_ids, batch.response_mask) for dtype, m in models.items()}
+    torch.testing.assert_close(scores["bfloat16"], scores["float32"], atol=0.1, rtol=0)
+    ids, mask = models["bfloat16"].generate(batch, max_new_tokens=3)
+    assert ids.shape[0] == len(DURATIONS)
