@@ -23,11 +23,12 @@ from transformers.image_processing_utils import ImageProcessingMixin
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import sequence_positions
+from speechsum.models.checkpoint import instantiate_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.models.phi4mm import Phi4MultimodalSpeechProcessor
 from speechsum.models.qwen2_audio import Qwen2AudioSpeechProcessor
 from speechsum.serving.export import EXPORT_FILE, export_checkpoint, load_exported, main
-from tests.serving.export_fixtures import BACKBONES, batch_for, trained_student, waveforms
+from tests.serving.export_fixtures import BACKBONES, batch_for, model_config, trained_student, waveforms
 
 GREEDY = GenerationSettings(max_new_tokens=6)
 
@@ -162,3 +163,28 @@ def test_hf_generate_on_the_export_decodes_speechsums_tokens(name: str, tmp_path
         got = native.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, **batch.audio,
                               max_new_tokens=30, do_sample=False)[:, batch.prompt_ids.shape[1]:]
     assert torch.equal(got, expected)
+
+
+def test_a_checkpoint_whose_base_folder_moved_is_a_clear_error(tmp_path: Path) -> None:
+    """The model config names its base by path; once that folder moved, export (and summarize,
+    serve) printed jsonargparse's "Does not validate against any of the Union subtypes" and a dump
+    of the config around HF's "Repo id must be in the form 'repo_name'"."""
+    base = tmp_path / "base"
+    student = instantiate_speech_llm(model_config("qwen2_audio_tiny"))
+    student.hf.save_pretrained(base)
+    student.processor.processor.save_pretrained(base)
+    config = model_config("qwen2_audio_tiny")
+    config["init_args"]["model"] = str(base)
+    model = instantiate_speech_llm(config)
+    ckpt = tmp_path / "last.ckpt"
+    trainable = dict(model.trainable_parameters())
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items() if k in trainable},
+                "hyper_parameters": {"model": config}}, ckpt)
+    main([str(ckpt), "--out", str(tmp_path / "export")])  # loads while the base is in place
+    base.rename(tmp_path / "moved")
+    with pytest.raises(SystemExit) as raised:
+        main([str(ckpt), "--out", str(tmp_path / "export2")])
+    assert str(raised.value).startswith(
+        f"speechsum export: {ckpt}: the model config names folders that do not exist: model={base} (moved or "
+        "deleted since training?); put them back, or pass --config with a stage config naming their new place (")
+    assert not (tmp_path / "export2").exists()
