@@ -117,7 +117,7 @@ def test_model_card_holds_the_runs_stages_and_metrics(tmp_path: Path) -> None:
     main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])
     main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])  # an earlier export is replaced
     card = (tmp_path / "export" / "README.md").read_text()
-    assert "training stages of the run: sft → dpo" in card
+    assert "training stages of this student: sft → dpo" in card
     assert "| student_dpo | student | dpo | 8 | 0.432 [0.400, 0.460] |" in card
     assert "| dpo | 6.1 |" in card
 
@@ -181,6 +181,7 @@ def test_a_checkpoint_whose_base_folder_moved_is_a_clear_error(tmp_path: Path) -
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items() if k in trainable},
                 "hyper_parameters": {"model": config}}, ckpt)
     main([str(ckpt), "--out", str(tmp_path / "export")])  # loads while the base is in place
+    assert f"- base: model: `{base}`\n" in (tmp_path / "export" / "README.md").read_text()
     base.rename(tmp_path / "moved")
     with pytest.raises(SystemExit) as raised:
         main([str(ckpt), "--out", str(tmp_path / "export2")])
@@ -188,3 +189,19 @@ def test_a_checkpoint_whose_base_folder_moved_is_a_clear_error(tmp_path: Path) -
         f"speechsum export: {ckpt}: the model config names folders that do not exist: model={base} (moved or "
         "deleted since training?); put them back, or pass --config with a stage config naming their new place (")
     assert not (tmp_path / "export2").exists()
+
+
+def test_model_card_names_the_students_base_data_and_stages_up_to_its_own(tmp_path: Path) -> None:
+    """Exporting an SFT checkpoint of a run that went on to KD and DPO, the card said "training
+    stages of the run: align → sft → kd → dpo", named no base model and no training data."""
+    run = tmp_path / "run"
+    _, ckpt = trained_student("text_llm", run / "sft" / "checkpoints")
+    for stage in ("align", "kd", "dpo"):
+        (run / stage / "checkpoints").mkdir(parents=True)
+        (run / stage / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "sft" / "config.yaml").write_text("data:\n  train_manifest: runs/x/data/train.jsonl\n")
+    main([str(ckpt), "--out", str(tmp_path / "export")])
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "- training stages of this student: align → sft\n" in card
+    assert "- training data of this stage: train_manifest: `runs/x/data/train.jsonl`\n" in card
+    assert "- base: random-init (a config dict, no pretrained weights)\n" in card
