@@ -8,7 +8,8 @@ What the directory holds (``speechsum_export.json`` records which layout and how
   ``generation_config.json`` stopping at the end-of-turn token, never emitting the audio
   placeholder) and its processor/tokenizer at
   the top, so ``Phi4MultimodalForCausalLM`` / ``Qwen2AudioForConditionalGeneration`` /
-  ``AutoModelForCausalLM.from_pretrained(DIR)`` and vLLM load it.
+  ``AutoModelForCausalLM.from_pretrained(DIR)`` and vLLM load it; ``speechsum_trained/`` holds the
+  trained projector (and encoder) again at full precision for :func:`load_exported`.
 - composed (Whisper encoder + projector + LM): ``llm/`` (the LM and tokenizer, a normal causal-LM
   directory), ``encoder/`` (``WhisperEncoder.from_pretrained`` + its feature extractor),
   ``projector.safetensors``.

@@ -28,6 +28,7 @@ from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.models.phi4mm import Phi4MultimodalSpeechProcessor
 from speechsum.models.qwen2_audio import Qwen2AudioSpeechProcessor
 from speechsum.serving.export import EXPORT_FILE, export_checkpoint, load_exported, main
+from speechsum.serving.hf_layout import save_phi4_processor
 from tests.serving.export_fixtures import BACKBONES, batch_for, model_config, trained_student, waveforms
 
 GREEDY = GenerationSettings(max_new_tokens=6)
@@ -205,3 +206,34 @@ def test_model_card_names_the_students_base_data_and_stages_up_to_its_own(tmp_pa
     assert "- training stages of this student: align → sft\n" in card
     assert "- training data of this stage: train_manifest: `runs/x/data/train.jsonl`\n" in card
     assert "- base: random-init (a config dict, no pretrained weights)\n" in card
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio_tiny", "phi4mm_tiny"])
+def test_a_bfloat16_student_round_trips_with_its_fp32_projector(name: str, tmp_path: Path) -> None:
+    """Loaded in bf16, the student trains its projector in fp32; the export's ``from_pretrained``
+    loaded ``model.safetensors`` in bf16 and rounded it (log-probs ~4e-3 off with the adapter kept).
+    The trained parts are now also saved on their own: the adapter export is exact again."""
+    base = tmp_path / "base"
+    plain_config = model_config(name)
+    plain_config["init_args"]["policy"] = {"llm": "frozen"}  # no LoRA: the base folder's names are HF's
+    plain = instantiate_speech_llm(plain_config)
+    plain.hf.to(torch.bfloat16).save_pretrained(base)
+    if name == "qwen2_audio_tiny":
+        plain.processor.processor.save_pretrained(base)
+    else:
+        save_phi4_processor(plain, base)
+    config = model_config(name)
+    config["init_args"].update(model=str(base), dtype="bfloat16")
+    model = instantiate_speech_llm(config).eval()
+    trainable = dict(model.trainable_parameters())
+    with torch.no_grad():
+        for parameter in trainable.values():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items() if k in trainable},
+                "hyper_parameters": {"model": config}}, ckpt)
+    batch = batch_for(model)
+    expected_logprobs, expected_ids = logprobs_and_greedy(model, batch)
+    logprobs, ids = logprobs_and_greedy(load_exported(export_checkpoint(ckpt, tmp_path / "export")), batch)
+    torch.testing.assert_close(logprobs, expected_logprobs, atol=0.0, rtol=0.0)
+    assert torch.equal(ids, expected_ids)
