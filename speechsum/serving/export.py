@@ -125,6 +125,10 @@ def export_checkpoint(
 ) -> Path:
     """``speechsum export``: the checkpoint's model (:func:`load_speech_llm`) written by
     :func:`export_model` with a model card built from the run around ``ckpt``."""
+    if Path(ckpt).is_dir():
+        what = "an exported folder already (it loads as it is: summarize/serve --model DIR)" if is_exported(ckpt) \
+            else "a folder"
+        raise ValueError(f"{ckpt} is {what}; export takes a stage checkpoint file, e.g. RUN/sft/checkpoints/last.ckpt")
     model, hparams = load_speech_llm(ckpt, config)
     if config is not None:
         model_config = model_config_from_yaml(config)

@@ -237,3 +237,19 @@ def test_a_bfloat16_student_round_trips_with_its_fp32_projector(name: str, tmp_p
     logprobs, ids = logprobs_and_greedy(load_exported(export_checkpoint(ckpt, tmp_path / "export")), batch)
     torch.testing.assert_close(logprobs, expected_logprobs, atol=0.0, rtol=0.0)
     assert torch.equal(ids, expected_ids)
+
+
+def test_an_exported_folder_or_a_folder_given_as_the_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    """Before: "speechsum export: [Errno 21] Is a directory: 'DIR'"."""
+    _, ckpt = trained_student("text_llm", tmp_path / "run")
+    exported = export_checkpoint(ckpt, tmp_path / "export")
+    with pytest.raises(SystemExit) as raised:
+        main([str(exported), "--out", str(tmp_path / "again")])
+    assert str(raised.value) == (
+        f"speechsum export: {exported} is an exported folder already (it loads as it is: summarize/serve --model "
+        "DIR); export takes a stage checkpoint file, e.g. RUN/sft/checkpoints/last.ckpt")
+    with pytest.raises(SystemExit) as raised:
+        main([str(tmp_path / "run"), "--out", str(tmp_path / "again")])
+    assert str(raised.value) == (f"speechsum export: {tmp_path / 'run'} is a folder; export takes a stage checkpoint "
+                                 "file, e.g. RUN/sft/checkpoints/last.ckpt")
+    assert not (tmp_path / "again").exists()
