@@ -252,3 +252,18 @@ def test_a_bfloat16_model_with_its_fp32_projector_runs_without_autocast(name: st
     torch.testing.assert_close(scores["bfloat16"], scores["float32"], atol=0.1, rtol=0)
     ids, mask = models["bfloat16"].generate(batch, max_new_tokens=3)
     assert ids.shape[0] == len(DURATIONS)
+
+
+@pytest.mark.parametrize("samples", [1, 160, 320])
+def test_qwen2_audio_reads_a_clip_shorter_than_one_window_as_that_clip_padded_to_one(samples: int) -> None:
+    """Under 25 ms (400 samples, n_fft) Qwen2-Audio's processor gave the clip no audio token, alone
+    or in a batch: the model was asked to summarise a recording it never received."""
+    backbone = build_backbone("qwen2_audio_tiny").eval()
+    short = (0.1 * np.random.default_rng(1).standard_normal(samples)).astype(np.float32)
+    example = Example(id="short", audio="x", instruction="Summarise the call", duration=samples / 16_000, summary="ok")
+    collate = SpeechCollator(backbone.processor)
+    alone, padded = collate([(example, short)]), collate([(example, np.pad(short, (0, 400 - samples)))])
+    assert int((alone.prompt_ids == backbone.audio_token_id).sum()) == 1
+    torch.testing.assert_close(alone.audio["input_features"], padded.audio["input_features"], atol=0, rtol=0)
+    batch = collate([(example, short), make_items()[0]])
+    assert int((batch.prompt_ids[0] == backbone.audio_token_id).sum()) == 1
