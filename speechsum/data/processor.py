@@ -33,6 +33,13 @@ def require_chat_template(tokenizer: PreTrainedTokenizerBase, owner: str) -> Non
                          "speechsum.models.tokenizer.CHATML_TEMPLATE) or pass a tokenizer that has one")
 
 
+def at_least_one_window(waveform: np.ndarray, window: int) -> np.ndarray:
+    """``waveform`` as float32, padded with silence to ``window`` samples when shorter: native
+    feature extractors give a clip under one analysis window no audio token (or fail on it)."""
+    waveform = np.asarray(waveform, dtype=np.float32)
+    return waveform if len(waveform) >= window else np.pad(waveform, (0, window - len(waveform)))
+
+
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[Tensor, Tensor]:
     """Pad token lists to one ``(B, L)`` long tensor on ``side`` ("left"/"right"); returns (ids, mask)."""
     length = max((len(s) for s in sequences), default=0)

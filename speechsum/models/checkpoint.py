@@ -166,7 +166,27 @@ def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SpeechLLM, "model", fail_untyped=False)
     config = parser.parse_object({"model": current_class_paths(model_config)})
-    return parser.instantiate_classes(config).model
+    try:
+        return parser.instantiate_classes(config).model
+    except ValueError as err:  # jsonargparse buries the constructor's own error in a dump of the config
+        if err.__cause__ is None:
+            raise
+        missing = missing_folders(model_config.get("init_args") or {})
+        if missing:
+            raise CheckpointError(
+                f"the model config names folders that do not exist: {', '.join(missing)} (moved or deleted since "
+                "training?); put them back, or pass --config with a stage config naming their new place "
+                f"({type(err.__cause__).__name__}: {err.__cause__})"
+            ) from None
+        raise CheckpointError(f"{model_config.get('class_path')}: {err.__cause__}") from err.__cause__
+
+
+def missing_folders(init_args: dict) -> list[str]:
+    """``key=value`` of each init arg that is written as a local path (``/``, ``./``, ``../``, ``~``)
+    and names nothing on disk."""
+    return [f"{key}={value}" for key, value in init_args.items()
+            if isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
+            and not Path(value).expanduser().exists()]
 
 
 def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -226,7 +246,10 @@ def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple
         model_config, built_from = model_config_from_yaml(config), f"the model built from {config}"
     else:
         model_config, built_from = model_config_from_checkpoint(checkpoint, path), "its saved model config"
-    model = instantiate_speech_llm(model_config)
+    try:
+        model = instantiate_speech_llm(model_config)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     try:
         load_model_weights(model, checkpoint["state_dict"], str(path))
     except ValueError as err:

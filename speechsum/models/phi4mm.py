@@ -18,7 +18,7 @@ from transformers import (
 )
 from transformers.image_processing_utils import ImageProcessingMixin
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor
+from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
@@ -68,14 +68,10 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
             messages, chat_template=template, add_generation_prompt=True, tokenize=False
         )
 
-    def _at_least_one_window(self, waveform: np.ndarray) -> np.ndarray:
-        window = self.processor.audio_processor.win_length
-        return waveform if len(waveform) >= window else np.pad(waveform, (0, window - len(waveform)))
-
     def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
         inputs = self.processor(
             text=[self.prompt_text(instruction) for instruction in instructions],
-            audio=[self._at_least_one_window(np.asarray(w, dtype=np.float32)) for w in waveforms],
+            audio=[at_least_one_window(w, self.processor.audio_processor.win_length) for w in waveforms],
             padding=True,
             return_tensors="pt",
             audio_kwargs={"sampling_rate": self.sample_rate},

@@ -74,6 +74,28 @@ def apply_training_policy(model: nn.Module, groups: ModuleGroups, policy: Traini
             # Weights loaded in bf16 still train in fp32 (under bf16-mixed autocast): AdamW steps
             # below bf16's resolution would otherwise be lost.
             parameter.data = parameter.data.float()
+    for module in [groups.encoder, *groups.projector]:
+        module.register_forward_pre_hook(cast_inputs_to_own_dtype, with_kwargs=True)
+
+
+def cast_inputs_to_own_dtype(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Forward pre-hook: floating-point inputs in ``module``'s weight dtype when autocast is off.
+
+    A model loaded in bf16 trains its projector (and encoder, when trained) in fp32; bf16-mixed
+    autocast bridges the dtypes in training, but inference without autocast (``summarize``,
+    ``serve``, ``evaluate`` at 32-true, an export loaded back) fed bf16 encoder frames to the fp32
+    projector (Qwen2-Audio) or fp32 features to the bf16 encoder (Phi-4-MM) and failed. Under
+    autocast, or with one dtype throughout, nothing changes."""
+    weight = next(module.parameters(), None)
+    if weight is None or torch.is_autocast_enabled(weight.device.type):
+        return None
+
+    def cast(value: object) -> object:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != weight.dtype:
+            return value.to(weight.dtype)
+        return value
+
+    return tuple(cast(value) for value in args), {key: cast(value) for key, value in kwargs.items()}
 
 
 @contextlib.contextmanager

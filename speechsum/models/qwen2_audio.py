@@ -14,7 +14,7 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor
+from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
@@ -34,6 +34,8 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
     ``2 * max_source_positions`` frames (3000 frames = 30 s for the released model), so every clip
     is zero-padded to that length, ``feature_attention_mask`` marking its real frames, and a clip
     longer than ``max_audio_seconds`` is an error (the data module truncates or rejects it first).
+    A clip shorter than one analysis window (``n_fft``, 25 ms) is padded with silence to one window:
+    the processor gave it no audio token, so the model summarised nothing heard.
 
     Audio tensors: ``input_features`` ``(B, n_mels, 2 * max_source_positions)`` and
     ``feature_attention_mask`` ``(B, 2 * max_source_positions)``.
@@ -72,7 +74,7 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
             )
         inputs = self.processor(
             text=[self.prompt_text(instruction) for instruction in instructions],
-            audio=[np.asarray(w, dtype=np.float32) for w in waveforms],
+            audio=[at_least_one_window(w, self.processor.feature_extractor.n_fft) for w in waveforms],
             padding=True,
             return_tensors="pt",
             audio_kwargs={"sampling_rate": self.sample_rate, "max_length": self.max_samples},

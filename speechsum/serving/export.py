@@ -5,9 +5,11 @@
 What the directory holds (``speechsum_export.json`` records which layout and how to rebuild):
 
 - Phi-4-MM, Qwen2-Audio, text LMs: the model (``config.json``, ``model.safetensors``,
-  ``generation_config.json`` stopping at the end-of-turn token) and its processor/tokenizer at
+  ``generation_config.json`` stopping at the end-of-turn token, never emitting the audio
+  placeholder) and its processor/tokenizer at
   the top, so ``Phi4MultimodalForCausalLM`` / ``Qwen2AudioForConditionalGeneration`` /
-  ``AutoModelForCausalLM.from_pretrained(DIR)`` and vLLM load it.
+  ``AutoModelForCausalLM.from_pretrained(DIR)`` and vLLM load it; ``speechsum_trained/`` holds the
+  trained projector (and encoder) again at full precision for :func:`load_exported`.
 - composed (Whisper encoder + projector + LM): ``llm/`` (the LM and tokenizer, a normal causal-LM
   directory), ``encoder/`` (``WhisperEncoder.from_pretrained`` + its feature extractor),
   ``projector.safetensors``.
@@ -61,6 +63,15 @@ def _policy(init_args: dict, lora_kept: bool) -> dict:
     return policy
 
 
+def exported_generation_config(model: SpeechLLM) -> GenerationConfig:
+    """What the exported ``generation_config.json`` holds: the stopping, padding and suppressed
+    audio placeholder of :meth:`SpeechLLM.greedy_config`, so HF ``generate`` on the exported model
+    decodes the tokens speechsum's ``generate`` does (not its length or greedy/sampling choice)."""
+    greedy = model.greedy_config(max_new_tokens=1)
+    return GenerationConfig(eos_token_id=greedy.eos_token_id, pad_token_id=greedy.pad_token_id,
+                            suppress_tokens=greedy.suppress_tokens)
+
+
 def export_model(
     model: SpeechLLM, model_config: dict, out: str | Path, merge_lora: bool = False, card: str = ""
 ) -> Path:
@@ -80,14 +91,13 @@ def export_model(
         "lora_merged": has_lora and merge_lora,
         "extra": {name: file for name, (_, file) in sorted(layout.extra.items())},
     }
-    processor = model.processor
 
     def write(folder: Path) -> None:
         hf_folder = folder / layout.hf_dir
         hf_folder.mkdir(parents=True, exist_ok=True)
         hf_model = layout.hf_model
         saved_generation = hf_model.generation_config
-        hf_model.generation_config = GenerationConfig(eos_token_id=processor.stop_token_ids, pad_token_id=processor.pad_id)
+        hf_model.generation_config = exported_generation_config(model)
         try:
             hf_model.save_pretrained(str(hf_folder), state_dict=clean_state_dict(hf_model, merge=merge_lora))
         finally:
@@ -115,6 +125,10 @@ def export_checkpoint(
 ) -> Path:
     """``speechsum export``: the checkpoint's model (:func:`load_speech_llm`) written by
     :func:`export_model` with a model card built from the run around ``ckpt``."""
+    if Path(ckpt).is_dir():
+        what = "an exported folder already (it loads as it is: summarize/serve --model DIR)" if is_exported(ckpt) \
+            else "a folder"
+        raise ValueError(f"{ckpt} is {what}; export takes a stage checkpoint file, e.g. RUN/sft/checkpoints/last.ckpt")
     model, hparams = load_speech_llm(ckpt, config)
     if config is not None:
         model_config = model_config_from_yaml(config)

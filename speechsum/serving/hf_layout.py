@@ -74,21 +74,34 @@ def layout_of(model: SpeechLLM) -> Layout:
         return Layout(model.llm, ".", lambda folder: model.processor.tokenizer.save_pretrained(str(folder)),
                       {"llm": ".", "tokenizer": None, "dtype": None, "copy_init": False}, path_args=("llm",))
     if isinstance(model, Phi4MultimodalSpeechLLM):
-        return Layout(model.hf, ".", lambda folder: _save_phi4_processor(model, folder),
-                      {"model": ".", "dtype": None, "revision": None, "speech_lora": None}, path_args=("model",))
+        return Layout(model.hf, ".", lambda folder: save_phi4_processor(model, folder),
+                      {"model": ".", "dtype": None, "revision": None, "speech_lora": None}, path_args=("model",),
+                      extra=_trained_audio_parts(model))
     if isinstance(model, Qwen2AudioSpeechLLM):
         return Layout(model.hf, ".", lambda folder: model.processor.processor.save_pretrained(str(folder)),
-                      {"model": ".", "dtype": None}, path_args=("model",))
+                      {"model": ".", "dtype": None}, path_args=("model",), extra=_trained_audio_parts(model))
     raise ValueError(
         f"cannot export a {type(model).__name__}: export knows ComposedSpeechLLM, TextLLM, Phi4MultimodalSpeechLLM "
         "and Qwen2AudioSpeechLLM"
     )
 
 
+def _trained_audio_parts(model: SpeechLLM) -> dict[str, tuple[nn.Module, str]]:
+    """A native backbone's trained projector (and encoder, when it trains), also saved on their own:
+    they train in fp32 when the model is loaded in bf16/fp16, and ``from_pretrained`` loads every
+    weight of ``model.safetensors`` in the config's dtype, which rounded them on the way back."""
+    groups = model.module_groups()
+    parts = {f"projector.{i}": module for i, module in enumerate(groups.projector)}
+    if any(parameter.requires_grad for parameter in groups.encoder.parameters()):
+        parts["encoder"] = groups.encoder
+    return {name: (module, f"speechsum_trained/{name}.safetensors") for name, module in parts.items()
+            if any(parameter.requires_grad for parameter in module.parameters())}
+
+
 _NOT_INIT_KEYS = {"architectures", "transformers_version", "model_type", "torch_dtype", "dtype", "_name_or_path"}
 
 
-def _save_phi4_processor(model: SpeechLLM, folder: Path) -> None:
+def save_phi4_processor(model: SpeechLLM, folder: Path) -> None:
     """Phi-4-MM's feature extractor, tokenizer (with its chat template) and processor config. The
     image processor (which needs torchvision) is not written: speech-only, as speechsum runs it."""
     processor = model.processor.processor

@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+import yaml
+
 log = logging.getLogger(__name__)
 
 STAGES = ("align", "sft", "kd", "dpo")  # pipeline stage folders, in training order
@@ -45,9 +47,37 @@ def find_metrics(ckpt: Path) -> list[tuple[Path, dict]]:
 
 
 def stages_of_run(ckpt: Path) -> list[str]:
-    """Training stages with a checkpoint in the run (in training order)."""
+    """Training stages with a checkpoint in the run (in training order) up to the checkpoint's own
+    stage: a later stage of the run did not train this student."""
     run = run_folder(ckpt)
-    return [stage for stage in STAGES if list((run / stage / "checkpoints").glob("*.ckpt"))]
+    stages = [stage for stage in STAGES if list((run / stage / "checkpoints").glob("*.ckpt"))]
+    own = ckpt.resolve().parent.parent.name
+    return stages[: stages.index(own) + 1] if own in stages else stages
+
+
+def training_data(ckpt: Path) -> list[str]:
+    """The training data named by the stage's ``config.yaml`` (beside the checkpoint or one folder
+    up, as ``speechsum fit`` and the pipeline write it): ``train_manifest`` and ``hf_dataset``."""
+    for folder in (ckpt.resolve().parent, ckpt.resolve().parent.parent):
+        path = folder / "config.yaml"
+        if not path.is_file():
+            continue
+        try:
+            data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+        except (OSError, yaml.YAMLError, AttributeError) as err:
+            log.warning("%s: not used in the model card (%s)", path, err)
+            return []
+        data = data.get("init_args", data) if isinstance(data, dict) else {}
+        return [f"{key}: `{data[key]}`" for key in ("train_manifest", "hf_dataset") if data.get(key)]
+    return []
+
+
+def base_models(model_config: dict) -> list[str]:
+    """The pretrained models the backbone was built on (``model``, ``llm``, ``encoder``,
+    ``tokenizer`` given as hub ids or folders); a random-init config dict names none."""
+    init_args = model_config.get("init_args") or {}
+    return [f"{key}: `{init_args[key]}`" for key in ("model", "llm", "encoder", "tokenizer")
+            if isinstance(init_args.get(key), str)]
 
 
 def metrics_table(entries: list[tuple[Path, dict]]) -> list[str]:
@@ -78,12 +108,16 @@ def render_model_card(ckpt: Path, hparams: dict, model_config: dict, merge_lora:
         "A speech LLM that summarises speech, trained with speechsum (SFT → on-policy KD → DPO, "
         "Ling et al., arXiv 2509.19631).", "",
         f"- backbone: `{model_config.get('class_path', '?')}`",
+        f"- base: {', '.join(base_models(model_config)) or 'random-init (a config dict, no pretrained weights)'}",
         f"- exported from: `{ckpt.name}` (stage module `{stage_class}`)",
         f"- LoRA: {'merged into the weights' if merge_lora else 'kept as a PEFT adapter (adapter/) where the model has one'}",
     ]
+    data = training_data(ckpt)
+    if data:
+        lines.append(f"- training data of this stage: {', '.join(data)}")
     stages = stages_of_run(ckpt)
     if stages:
-        lines.append(f"- training stages of the run: {' → '.join(stages)}")
+        lines.append(f"- training stages of this student: {' → '.join(stages)}")
     lines += ["", "## Use", "", "```python", "from speechsum.serving.export import load_exported",
               "model = load_exported('THIS_DIR')  # a speechsum SpeechLLM", "```", "",
               "```bash", "speechsum summarize meeting.wav --model THIS_DIR", "```", ""]

@@ -232,3 +232,38 @@ def test_phi4mm_reads_a_clip_shorter_than_one_window_as_that_clip_padded_to_one(
     with torch.no_grad():
         logprobs = backbone.response_logprobs(alone, alone.response_ids, alone.response_mask)
     assert torch.isfinite(logprobs).all()
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_a_bfloat16_model_with_its_fp32_projector_runs_without_autocast(name: str, tmp_path: Path) -> None:
+    """Loaded in bf16 (as configs/model/{qwen2_audio,phi4mm}.yaml do), the trained projector is
+    kept in fp32; outside autocast (summarize, serve, a loaded export) the forward raised "mat1 and
+    mat2 must have the same dtype" (Qwen2-Audio) or "Input type (float) and bias type (c10::BFloat16)"
+    (Phi-4-MM). It now runs and scores as the same weights in fp32 do, to bf16 precision."""
+    saved = build_backbone(name, policy=FROZEN)
+    saved.hf.to(torch.bfloat16)
+    save_backbone(saved, tmp_path)
+    models = {dtype: build_backbone(name, model=str(tmp_path), dtype=dtype).eval() for dtype in ("bfloat16", "float32")}
+    assert next(models["bfloat16"].module_groups().projector[0].parameters()).dtype == torch.float32
+    assert models["bfloat16"].hf.get_input_embeddings().weight.dtype == torch.bfloat16
+    batch = SpeechCollator(models["float32"].processor)(make_items())
+    with torch.no_grad():
+        scores = {dtype: m.response_logprobs(batch, batch.response_ids, batch.response_mask) for dtype, m in models.items()}
+    torch.testing.assert_close(scores["bfloat16"], scores["float32"], atol=0.1, rtol=0)
+    ids, mask = models["bfloat16"].generate(batch, max_new_tokens=3)
+    assert ids.shape[0] == len(DURATIONS)
+
+
+@pytest.mark.parametrize("samples", [1, 160, 320])
+def test_qwen2_audio_reads_a_clip_shorter_than_one_window_as_that_clip_padded_to_one(samples: int) -> None:
+    """Under 25 ms (400 samples, n_fft) Qwen2-Audio's processor gave the clip no audio token, alone
+    or in a batch: the model was asked to summarise a recording it never received."""
+    backbone = build_backbone("qwen2_audio_tiny").eval()
+    short = (0.1 * np.random.default_rng(1).standard_normal(samples)).astype(np.float32)
+    example = Example(id="short", audio="x", instruction="Summarise the call", duration=samples / 16_000, summary="ok")
+    collate = SpeechCollator(backbone.processor)
+    alone, padded = collate([(example, short)]), collate([(example, np.pad(short, (0, 400 - samples)))])
+    assert int((alone.prompt_ids == backbone.audio_token_id).sum()) == 1
+    torch.testing.assert_close(alone.audio["input_features"], padded.audio["input_features"], atol=0, rtol=0)
+    batch = collate([(example, short), make_items()[0]])
+    assert int((batch.prompt_ids[0] == backbone.audio_token_id).sum()) == 1

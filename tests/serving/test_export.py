@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoProcessor,
     AutoTokenizer,
+    GenerationConfig,
     Phi4MultimodalFeatureExtractor,
     Phi4MultimodalForCausalLM,
     Phi4MultimodalProcessor,
@@ -22,11 +23,13 @@ from transformers.image_processing_utils import ImageProcessingMixin
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import sequence_positions
+from speechsum.models.checkpoint import instantiate_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.models.phi4mm import Phi4MultimodalSpeechProcessor
 from speechsum.models.qwen2_audio import Qwen2AudioSpeechProcessor
 from speechsum.serving.export import EXPORT_FILE, export_checkpoint, load_exported, main
-from tests.serving.export_fixtures import BACKBONES, batch_for, trained_student, waveforms
+from speechsum.serving.hf_layout import save_phi4_processor
+from tests.serving.export_fixtures import BACKBONES, batch_for, model_config, trained_student, waveforms
 
 GREEDY = GenerationSettings(max_new_tokens=6)
 
@@ -115,7 +118,7 @@ def test_model_card_holds_the_runs_stages_and_metrics(tmp_path: Path) -> None:
     main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])
     main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])  # an earlier export is replaced
     card = (tmp_path / "export" / "README.md").read_text()
-    assert "training stages of the run: sft → dpo" in card
+    assert "training stages of this student: sft → dpo" in card
     assert "| student_dpo | student | dpo | 8 | 0.432 [0.400, 0.460] |" in card
     assert "| dpo | 6.1 |" in card
 
@@ -141,3 +144,112 @@ def test_an_out_folder_holding_other_files_or_a_file_is_refused(tmp_path: Path) 
     with pytest.raises(SystemExit, match="is a file: give a folder"):
         main([str(ckpt), "--out", str(tmp_path / "file.txt")])
     assert (tmp_path / "file.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio_tiny", "phi4mm_tiny", "text_llm"])
+def test_hf_generate_on_the_export_decodes_speechsums_tokens(name: str, tmp_path: Path) -> None:
+    """The exported ``generation_config.json`` carries speechsum's stop tokens, pad id and the
+    suppressed audio placeholder: before, HF ``generate`` emitted ``<|AUDIO|>`` where speechsum
+    never does and the two greedy outputs parted."""
+    torch.manual_seed(2)  # LoRA's init: Qwen2-Audio's HF greedy output then holds <|AUDIO|> unless suppressed
+    model, ckpt = trained_student(name, tmp_path / "run")
+    out = export_checkpoint(ckpt, tmp_path / "export", merge_lora=True)
+    saved = GenerationConfig.from_pretrained(out)
+    assert saved.suppress_tokens == [model.audio_token_id]
+    assert saved.eos_token_id == model.processor.stop_token_ids
+    native = native_reload(name, out)[0] if name != "text_llm" else AutoModelForCausalLM.from_pretrained(out).eval()
+    batch = batch_for(model)
+    expected = generate_texts(model, batch, GenerationSettings(max_new_tokens=30)).ids
+    with torch.no_grad():
+        got = native.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, **batch.audio,
+                              max_new_tokens=30, do_sample=False)[:, batch.prompt_ids.shape[1]:]
+    assert torch.equal(got, expected)
+
+
+def test_a_checkpoint_whose_base_folder_moved_is_a_clear_error(tmp_path: Path) -> None:
+    """The model config names its base by path; once that folder moved, export (and summarize,
+    serve) printed jsonargparse's "Does not validate against any of the Union subtypes" and a dump
+    of the config around HF's "Repo id must be in the form 'repo_name'"."""
+    base = tmp_path / "base"
+    student = instantiate_speech_llm(model_config("qwen2_audio_tiny"))
+    student.hf.save_pretrained(base)
+    student.processor.processor.save_pretrained(base)
+    config = model_config("qwen2_audio_tiny")
+    config["init_args"]["model"] = str(base)
+    model = instantiate_speech_llm(config)
+    ckpt = tmp_path / "last.ckpt"
+    trainable = dict(model.trainable_parameters())
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items() if k in trainable},
+                "hyper_parameters": {"model": config}}, ckpt)
+    main([str(ckpt), "--out", str(tmp_path / "export")])  # loads while the base is in place
+    assert f"- base: model: `{base}`\n" in (tmp_path / "export" / "README.md").read_text()
+    base.rename(tmp_path / "moved")
+    with pytest.raises(SystemExit) as raised:
+        main([str(ckpt), "--out", str(tmp_path / "export2")])
+    assert str(raised.value).startswith(
+        f"speechsum export: {ckpt}: the model config names folders that do not exist: model={base} (moved or "
+        "deleted since training?); put them back, or pass --config with a stage config naming their new place (")
+    assert not (tmp_path / "export2").exists()
+
+
+def test_model_card_names_the_students_base_data_and_stages_up_to_its_own(tmp_path: Path) -> None:
+    """Exporting an SFT checkpoint of a run that went on to KD and DPO, the card said "training
+    stages of the run: align → sft → kd → dpo", named no base model and no training data."""
+    run = tmp_path / "run"
+    _, ckpt = trained_student("text_llm", run / "sft" / "checkpoints")
+    for stage in ("align", "kd", "dpo"):
+        (run / stage / "checkpoints").mkdir(parents=True)
+        (run / stage / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "sft" / "config.yaml").write_text("data:\n  train_manifest: runs/x/data/train.jsonl\n")
+    main([str(ckpt), "--out", str(tmp_path / "export")])
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "- training stages of this student: align → sft\n" in card
+    assert "- training data of this stage: train_manifest: `runs/x/data/train.jsonl`\n" in card
+    assert "- base: random-init (a config dict, no pretrained weights)\n" in card
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio_tiny", "phi4mm_tiny"])
+def test_a_bfloat16_student_round_trips_with_its_fp32_projector(name: str, tmp_path: Path) -> None:
+    """Loaded in bf16, the student trains its projector in fp32; the export's ``from_pretrained``
+    loaded ``model.safetensors`` in bf16 and rounded it (log-probs ~4e-3 off with the adapter kept).
+    The trained parts are now also saved on their own: the adapter export is exact again."""
+    base = tmp_path / "base"
+    plain_config = model_config(name)
+    plain_config["init_args"]["policy"] = {"llm": "frozen"}  # no LoRA: the base folder's names are HF's
+    plain = instantiate_speech_llm(plain_config)
+    plain.hf.to(torch.bfloat16).save_pretrained(base)
+    if name == "qwen2_audio_tiny":
+        plain.processor.processor.save_pretrained(base)
+    else:
+        save_phi4_processor(plain, base)
+    config = model_config(name)
+    config["init_args"].update(model=str(base), dtype="bfloat16")
+    model = instantiate_speech_llm(config).eval()
+    trainable = dict(model.trainable_parameters())
+    with torch.no_grad():
+        for parameter in trainable.values():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items() if k in trainable},
+                "hyper_parameters": {"model": config}}, ckpt)
+    batch = batch_for(model)
+    expected_logprobs, expected_ids = logprobs_and_greedy(model, batch)
+    logprobs, ids = logprobs_and_greedy(load_exported(export_checkpoint(ckpt, tmp_path / "export")), batch)
+    torch.testing.assert_close(logprobs, expected_logprobs, atol=0.0, rtol=0.0)
+    assert torch.equal(ids, expected_ids)
+
+
+def test_an_exported_folder_or_a_folder_given_as_the_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    """Before: "speechsum export: [Errno 21] Is a directory: 'DIR'"."""
+    _, ckpt = trained_student("text_llm", tmp_path / "run")
+    exported = export_checkpoint(ckpt, tmp_path / "export")
+    with pytest.raises(SystemExit) as raised:
+        main([str(exported), "--out", str(tmp_path / "again")])
+    assert str(raised.value) == (
+        f"speechsum export: {exported} is an exported folder already (it loads as it is: summarize/serve --model "
+        "DIR); export takes a stage checkpoint file, e.g. RUN/sft/checkpoints/last.ckpt")
+    with pytest.raises(SystemExit) as raised:
+        main([str(tmp_path / "run"), "--out", str(tmp_path / "again")])
+    assert str(raised.value) == (f"speechsum export: {tmp_path / 'run'} is a folder; export takes a stage checkpoint "
+                                 "file, e.g. RUN/sft/checkpoints/last.ckpt")
+    assert not (tmp_path / "again").exists()
