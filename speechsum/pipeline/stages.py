@@ -163,7 +163,10 @@ def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.
             while True:
                 ctx.check_stop()
                 if process.poll() is not None:
-                    raise RuntimeError(f"speechsum serve exited with code {process.returncode}; see {log_path}")
+                    last = (log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines() or [""])[-1]
+                    raise RuntimeError(f"stage {ctx.stage}: the teacher server (speechsum serve, extra options from "
+                                       f"teacher.serve_args: {extra_args}) exited with code {process.returncode}: "
+                                       f"{last.strip()} (log {log_path})")
                 request = urllib.request.Request(f"{base_url}/models",
                                                  headers={"Authorization": f"Bearer {os.environ[SERVE_KEY_ENV]}"})
                 try:

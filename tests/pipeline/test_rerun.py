@@ -5,6 +5,7 @@ judging stages would fail on are refused before any stage runs."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 import speechsum.pipeline.cli as pipeline
+from speechsum.pipeline.runner import StageContext
+from speechsum.pipeline.stages import SERVE_KEY_ENV, teacher_server
 from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
 from tests.conftest import REPO
 from tests.pipeline.test_scheduler import run_in_process, skipped_with_changed_settings, stand_in_stages
@@ -110,3 +113,16 @@ def test_a_judge_with_its_key_set_or_a_self_hosted_url_is_accepted(tmp_path, mon
                                                    "--until", "benchmark"])
         assert ran(pipeline.run_pipeline(args, table)) == ["benchmark"]
     assert "sk-test" not in (tmp_path / "run0" / "pipeline_config.yaml").read_text()
+
+
+def test_a_teacher_server_that_refuses_its_options_is_named_with_its_error(tmp_path):
+    """``teacher.serve_args: [--bogus-flag]`` ended the run with ``speechsum serve exited with code 2;
+    see LOG``: no stage, no setting, no reason."""
+    ctx = StageContext(tmp_path, {}, "kd", wandb=False, verbose=False, teacher_mode="serve")
+    with pytest.raises(RuntimeError) as error, teacher_server(ctx, str(tmp_path / "model"), ["--bogus-flag"]):
+        pass
+    log = tmp_path / "logs" / "kd_teacher_server.log"
+    assert str(error.value) == ("stage kd: the teacher server (speechsum serve, extra options from teacher.serve_args: "
+                                "['--bogus-flag']) exited with code 2: speechsum serve: error: unrecognized arguments: "
+                                f"--bogus-flag (log {log})")
+    assert SERVE_KEY_ENV not in os.environ
