@@ -254,12 +254,11 @@ def check_endpoints(config: dict, path: Path) -> None:
         raise ValueError(f"{path}: teacher.mode remote needs {' and '.join(missing)} (the endpoint's URL, e.g. "
                          "http://localhost:8000/v1, and the model name it serves); or use --teacher inprocess / serve")
     judge = section_options(config, "judge")
-    variable = judge["api_key_env"] or "OPENAI_API_KEY"
-    if judge["kind"] == "openai" and not judge["base_url"] and not (judge["api_key_env"] and os.environ.get(variable)):
+    variable = judge["api_key_env"]  # not null: checked on load
+    if judge["kind"] == "openai" and not judge["base_url"] and not os.environ.get(variable):
         raise ValueError(f"{path}: judge.kind openai asks api.openai.com (judge.base_url is null), which needs a key, "
-                         f"but judge.api_key_env {judge['api_key_env'] or 'is null'}"
-                         f"{' is not set' if judge['api_key_env'] else ''}: export {variable}=... (and name it in "
-                         "judge.api_key_env) before the run, or set judge.base_url to a self-hosted endpoint")
+                         f"but judge.api_key_env {variable} is not set: export {variable}=... before the run, or "
+                         "set judge.base_url to a self-hosted endpoint")
 
 
 def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:

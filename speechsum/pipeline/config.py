@@ -128,13 +128,16 @@ def check_sections(config: Mapping, path: Path | str) -> None:
                     except argparse.ArgumentTypeError as err:
                         problem = str(err)
                 raise ValueError(f"{path}: {field}: {problem}{' (null: all)' if default is None else ''}")
-            elif value is not None and default is not None and not _same_kind(value, default):
+            elif default is not None and not _same_kind(value, default):  # null too: the stages read a value
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
-                                 f"{default!r}, got {value!r}")
+                                 f"{default!r}, got {value!r}" + (" (leave the key out for the default)" * (value is None)))
     evaluate = config.get("evaluate") or {}
     unknown_systems = [system for system in evaluate.get("systems") or [] if system not in EVAL_SYSTEMS]
     if unknown_systems:
         raise ValueError(f"{path}: evaluate.systems: unknown {unknown_systems}; allowed: {', '.join(EVAL_SYSTEMS)}")
+    if evaluate.get("systems") == []:
+        raise ValueError(f"{path}: evaluate.systems: empty, so the report would have no row; list some of "
+                         f"{', '.join(EVAL_SYSTEMS)} (or end the run before the evaluations with --until dpo)")
     system_splits = evaluate.get("system_splits") or {}
     if any(name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
         raise ValueError(f"{path}: evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) "

@@ -89,8 +89,8 @@ def edited_tiny(tmp_path: Path, **sections: dict) -> Path:
      "it serves); or use --teacher inprocess / serve"),
     ({"judge": {"kind": "openai", "api_key_env": "SPEECHSUM_TEST_UNSET_KEY"}}, [],
      "judge.kind openai asks api.openai.com (judge.base_url is null), which needs a key, but judge.api_key_env "
-     "SPEECHSUM_TEST_UNSET_KEY is not set: export SPEECHSUM_TEST_UNSET_KEY=... (and name it in judge.api_key_env) "
-     "before the run, or set judge.base_url to a self-hosted endpoint"),
+     "SPEECHSUM_TEST_UNSET_KEY is not set: export SPEECHSUM_TEST_UNSET_KEY=... before the run, or set judge.base_url "
+     "to a self-hosted endpoint"),
 ])
 def test_endpoint_settings_the_kd_or_judge_stages_would_fail_on_are_refused_first(tmp_path, capsys, monkeypatch,
                                                                                    sections, extra, message):
@@ -126,3 +126,26 @@ def test_a_teacher_server_that_refuses_its_options_is_named_with_its_error(tmp_p
                                 "['--bogus-flag']) exited with code 2: speechsum serve: error: unrecognized arguments: "
                                 f"--bogus-flag (log {log})")
     assert SERVE_KEY_ENV not in os.environ
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("evaluate", "systems", None, "evaluate.systems: expected list like the default ['teacher', 'backbone', 'cascade', "
+     "'sft', 'kd', 'dpo'], got None (leave the key out for the default)"),
+    ("evaluate", "metrics", None, "evaluate.metrics: expected str like the default 'rouge,fact_judge', got None (leave "
+     "the key out for the default)"),
+    ("judge", "api_key_env", None, "judge.api_key_env: expected str like the default 'OPENAI_API_KEY', got None (leave "
+     "the key out for the default)"),
+    ("teacher", "serve_args", None, "teacher.serve_args: expected list like the default [], got None (leave the key "
+     "out for the default)"),
+    ("evaluate", "systems", [], "evaluate.systems: empty, so the report would have no row; list some of teacher, "
+     "backbone, cascade, sft, kd, dpo (or end the run before the evaluations with --until dpo)"),
+])
+def test_a_null_setting_or_no_evaluated_system_is_refused_on_load(tmp_path, section, key, value, message):
+    """Accepted on load, these crashed a stage with a TypeError traceback (``evaluate.systems: null``:
+    'NoneType' object is not iterable in the baselines stage) or failed the report at the very end."""
+    preset = yaml.safe_load(TINY.read_text())
+    config = edited_tiny(tmp_path, **{section: {**(preset.get(section) or {}), key: value}})
+    args = pipeline.build_parser().parse_args(["--config", str(config), "--run-dir", str(tmp_path / "run")])
+    with pytest.raises(ValueError) as error:
+        pipeline.run_pipeline(args, stand_in_stages(tmp_path / "pids"))
+    assert str(error.value) == f"{config}: {message}" and not (tmp_path / "run").exists()
