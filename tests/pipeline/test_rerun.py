@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import speechsum.pipeline.cli as pipeline
+from speechsum.pipeline.config import load_pipeline_config
 from speechsum.pipeline.runner import StageContext
 from speechsum.pipeline.stages import SERVE_KEY_ENV, teacher_server
 from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
@@ -149,3 +150,19 @@ def test_a_null_setting_or_no_evaluated_system_is_refused_on_load(tmp_path, sect
     with pytest.raises(ValueError) as error:
         pipeline.run_pipeline(args, stand_in_stages(tmp_path / "pids"))
     assert str(error.value) == f"{config}: {message}" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("text_lms", "message"), [
+    # the typo was dropped: the backbone trained the base YAML's 300 steps instead of the 3 asked for
+    ({"backbone": {"config": "configs/benchmark/text_lm.yaml", "overides": {"trainer": {"max_steps": 3}}}},
+     "text_lms.backbone: expected a mapping with config, overrides; unknown key(s) ['overides']"),
+    ({"teachr": {}}, "text_lms.teachr: unknown stage; allowed: backbone, teacher"),
+    ({"teacher": {"config": "configs/benchmark/nope.yaml"}},
+     "text_lms.teacher.config: no such config file 'configs/benchmark/nope.yaml'"),
+    (True, "text_lms: expected a mapping of stage (backbone, teacher) to its settings, got True"),
+])
+def test_text_lm_settings_are_checked_on_load_as_the_student_stages_are(tmp_path, text_lms, message):
+    config = edited_tiny(tmp_path, text_lms=text_lms)
+    with pytest.raises(ValueError) as error:
+        load_pipeline_config(config)
+    assert str(error.value) == f"{config}: {message}"
