@@ -39,7 +39,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from speechsum.pipeline.config import load_pipeline_config, preset_path
+from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.runner import (
@@ -145,10 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_outputs(marker: dict, run_dir: Path) -> list[str]:
+    """The outputs a complete stage's marker lists under ``run_dir`` that are no longer there (deleted
+    by hand, or lost): the stage runs again rather than hand them to the stages built on it. Paths
+    outside ``run_dir`` (a run folder moved since, or a stage's outputs elsewhere) are not checked."""
+    outputs = [Path(path) for path in marker.get("outputs") or []]
+    return [str(path) for path in outputs if path.is_relative_to(run_dir) and not path.exists()]
+
+
 def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] | None, redo: Collection[str] = (),
                 table: StageTable = PIPELINE) -> tuple[list[str], dict[str, dict], set[str]]:
     """(the stages to run, in order; the markers of the complete ones kept; the planned stages that
-    must start from scratch). A stage runs when its marker is missing or a stage it needs runs; the
+    must start from scratch). A stage runs when its marker is missing, an output its marker lists is gone
+    (:func:`missing_outputs`) or a stage it needs runs; the
     markers of what runs and of every stage built on it are deleted now, so an interrupted run never
     leaves a stage on top of outputs it was not built from. A planned stage may resume an interrupted
     run unless a stage it needs runs too or it is in ``redo`` (``--from``)."""
@@ -159,7 +168,11 @@ def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] |
     for stage in wanted:  # the table lists every stage after the stages it needs
         rebuilt = any(need in planned for need in table[stage].needs)
         marker = read_marker(run_dir, stage)
-        if marker is not None and not rebuilt:
+        gone = missing_outputs(marker, run_dir) if marker is not None else []
+        if gone:
+            say(f"{table.label(stage)} … runs again: its output {gone[0]} is gone"
+                + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""))
+        if marker is not None and not rebuilt and not gone:
             changed = " (its config changed since: --from to redo)" if marker.get("config_hash") != digests[stage] else ""
             say(f"{table.label(stage)} … complete, skipped (took {format_duration(marker['elapsed_s'])}){changed}")
             kept[stage] = marker
@@ -222,12 +235,39 @@ def check_from_until(from_stages: list[str] | None, until: list[str] | None, tab
                          "it runs")
 
 
+def with_teacher_mode(config: dict, mode: str | None) -> dict:
+    """``config`` with ``--teacher`` as its ``teacher.mode`` when that differs: the mode the KD stage
+    runs with is then the one its marker's settings digest and ``RUN/pipeline_config.yaml`` record
+    (a flag left out of both let a KD trained against another teacher be reused without a word)."""
+    if mode is None or mode == section_options(config, "teacher")["mode"]:
+        return config
+    return {**config, "teacher": {**(config.get("teacher") or {}), "mode": mode}}
+
+
+def check_endpoints(config: dict, path: Path) -> None:
+    """Refuse, before any stage runs, an endpoint setting the KD or judging stages would fail on only
+    after the stages before them: a remote teacher without its URL or model name, and a judge on
+    api.openai.com whose key variable is not set (a self-hosted ``judge.base_url`` needs no key)."""
+    teacher = section_options(config, "teacher")
+    missing = [f"teacher.{key}" for key in ("base_url", "model") if teacher["mode"] == "remote" and not teacher[key]]
+    if missing:
+        raise ValueError(f"{path}: teacher.mode remote needs {' and '.join(missing)} (the endpoint's URL, e.g. "
+                         "http://localhost:8000/v1, and the model name it serves); or use --teacher inprocess / serve")
+    judge = section_options(config, "judge")
+    variable = judge["api_key_env"]  # not null: checked on load
+    if judge["kind"] == "openai" and not judge["base_url"] and not os.environ.get(variable):
+        raise ValueError(f"{path}: judge.kind openai asks api.openai.com (judge.base_url is null), which needs a key, "
+                         f"but judge.api_key_env {variable} is not set: export {variable}=... before the run, or "
+                         "set judge.base_url to a self-hosted endpoint")
+
+
 def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:
     """The whole run (``main`` without parsing) of ``table``'s stages; returns the summary it wrote."""
     threads = args.threads or default_threads()  # --lanes, --threads, --checkpoint-every: checked by argparse
     check_from_until(args.from_stage, args.until, table)
     config_file = Path(args.config) if args.config else preset_path(args.preset)
-    config = load_pipeline_config(config_file)
+    config = with_teacher_mode(load_pipeline_config(config_file), args.teacher)
+    check_endpoints(config, config_file)
     run_dir = Path(args.run_dir).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")

@@ -39,6 +39,7 @@ from speechsum.utils.io import project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
 STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
+TEXT_LMS = ("backbone", "teacher")  # the text LMs the pipeline trains (pipeline YAML `text_lms:`)
 BENCHMARK_PREFIX = "runs/benchmark"
 PROGRESS_CALLBACK = {"class_path": "speechsum.pipeline.progress_callback.ProgressLines"}
 PRESET_DIR = Path("configs") / "pipeline"  # resolved by project_file: checkout, then the installed wheel
@@ -128,13 +129,16 @@ def check_sections(config: Mapping, path: Path | str) -> None:
                     except argparse.ArgumentTypeError as err:
                         problem = str(err)
                 raise ValueError(f"{path}: {field}: {problem}{' (null: all)' if default is None else ''}")
-            elif value is not None and default is not None and not _same_kind(value, default):
+            elif default is not None and not _same_kind(value, default):  # null too: the stages read a value
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
-                                 f"{default!r}, got {value!r}")
+                                 f"{default!r}, got {value!r}" + (" (leave the key out for the default)" * (value is None)))
     evaluate = config.get("evaluate") or {}
     unknown_systems = [system for system in evaluate.get("systems") or [] if system not in EVAL_SYSTEMS]
     if unknown_systems:
         raise ValueError(f"{path}: evaluate.systems: unknown {unknown_systems}; allowed: {', '.join(EVAL_SYSTEMS)}")
+    if evaluate.get("systems") == []:
+        raise ValueError(f"{path}: evaluate.systems: empty, so the report would have no row; list some of "
+                         f"{', '.join(EVAL_SYSTEMS)} (or end the run before the evaluations with --until dpo)")
     system_splits = evaluate.get("system_splits") or {}
     if any(name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
         raise ValueError(f"{path}: evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) "
@@ -261,29 +265,40 @@ def load_pipeline_config(path: str | Path) -> dict:
     check_sections(config, path)
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
-    stages = config.get("stages") or {}
-    if not isinstance(stages, dict):
-        raise ValueError(f"{path}: stages: expected a mapping of stage ({', '.join(STUDENT_STAGES)}) to its settings, "
-                         f"got {stages!r}")
-    for stage, spec in stages.items():
-        if stage not in STUDENT_STAGES:
-            raise ValueError(f"{path}: stages.{stage}: unknown stage; allowed: {', '.join(STUDENT_STAGES)}")
-        if stage == "align" and spec is False:
-            continue  # no alignment stage: SFT starts from the model as configured
-        unknown_keys = sorted(set(spec or {}) - {"config", "remote_config", "overrides"}) if isinstance(spec, dict) else None
-        if spec is not None and (not isinstance(spec, dict) or unknown_keys):
-            raise ValueError(f"{path}: stages.{stage}: expected a mapping with config, remote_config (kd), overrides"
-                             + (" (or false: no alignment stage)" if stage == "align" else ""))
-        spec = spec or {}
-        for key in ("config", "remote_config"):  # a missing file, found now and not after the stages before it
-            files = spec.get(key)
-            for file in [files] if isinstance(files, str) else files or []:
-                if not isinstance(file, str) or not find_config_file(file).is_file():
-                    raise ValueError(f"{path}: stages.{stage}.{key}: no such config file {file!r}")
-        if not isinstance(spec.get("overrides") or {}, dict):
-            raise ValueError(f"{path}: stages.{stage}.overrides: expected a mapping deep-merged onto the stage's "
-                             f"config, got {spec['overrides']!r}")
+    check_stage_specs(config, path)
     return config
+
+
+def check_stage_specs(config: Mapping, path: Path | str) -> None:
+    """``stages:`` (align, sft, kd, dpo) and ``text_lms:`` (backbone, teacher) map a known stage to
+    ``config`` (its files present), ``overrides`` (a mapping) and, under ``stages``, ``remote_config``:
+    anything else is refused now, not silently ignored (``overides``) or found after the stages before it."""
+    for section, allowed, keys in (("stages", STUDENT_STAGES, ("config", "remote_config", "overrides")),
+                                   ("text_lms", TEXT_LMS, ("config", "overrides"))):
+        specs = config.get(section) or {}
+        if not isinstance(specs, dict):
+            raise ValueError(f"{path}: {section}: expected a mapping of stage ({', '.join(allowed)}) to its settings, "
+                             f"got {specs!r}")
+        for stage, spec in specs.items():
+            where = f"{path}: {section}.{stage}"
+            if stage not in allowed:
+                raise ValueError(f"{where}: unknown stage; allowed: {', '.join(allowed)}")
+            if section == "stages" and stage == "align" and spec is False:
+                continue  # no alignment stage: SFT starts from the model as configured
+            unknown = sorted(set(spec) - set(keys)) if isinstance(spec, dict) else []
+            if spec is not None and (not isinstance(spec, dict) or unknown):
+                raise ValueError(f"{where}: expected a mapping with {', '.join(keys)}"
+                                 + (" (or false: no alignment stage)" if stage == "align" else "")
+                                 + (f"; unknown key(s) {unknown}" if unknown else f", got {spec!r}"))
+            spec = spec or {}
+            for key in ("config", "remote_config"):  # a missing file, found now and not after the stages before it
+                files = spec.get(key)
+                for file in [files] if isinstance(files, str) else files or []:
+                    if not isinstance(file, str) or not find_config_file(file).is_file():
+                        raise ValueError(f"{where}.{key}: no such config file {file!r}")
+            if not isinstance(spec.get("overrides") or {}, dict):
+                raise ValueError(f"{where}.overrides: expected a mapping deep-merged onto the stage's config, "
+                                 f"got {spec['overrides']!r}")
 
 
 def aligns(config: dict) -> bool:

@@ -78,7 +78,8 @@ def run_benchmark(ctx) -> list[Path]:
                  "--unlabeled-share", str(opts["text_unlabeled_share"])])
         ctx.run([*SPEECHSUM, "benchmark", "tokenizer", "--data", str(run / "text_corpus"),
                  "--out", str(run / "tokenizer"), "--vocab-size", str(opts["vocab_size"])])
-    return [run / "data", run / "text_corpus", run / "tokenizer"]
+        return [run / "data", run / "text_corpus", run / "tokenizer"]
+    return [run / "data"]  # what the marker lists must exist: a rerun redoes a stage whose outputs are gone
 
 
 def benchmark_outputs(ctx) -> list[Path]:
@@ -162,7 +163,10 @@ def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.
             while True:
                 ctx.check_stop()
                 if process.poll() is not None:
-                    raise RuntimeError(f"speechsum serve exited with code {process.returncode}; see {log_path}")
+                    last = (log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines() or [""])[-1]
+                    raise RuntimeError(f"stage {ctx.stage}: the teacher server (speechsum serve, extra options from "
+                                       f"teacher.serve_args: {extra_args}) exited with code {process.returncode}: "
+                                       f"{last.strip()} (log {log_path})")
                 request = urllib.request.Request(f"{base_url}/models",
                                                  headers={"Authorization": f"Bearer {os.environ[SERVE_KEY_ENV]}"})
                 try:

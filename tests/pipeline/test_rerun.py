@@ -1,0 +1,168 @@
+"""What a rerun of the pipeline on an edited run folder or with other options does (the real
+scheduler and planner, stand-in stage commands): a stage whose outputs were deleted runs again, a
+``--teacher`` flag counts as a change of the KD stage's settings, and endpoint settings the KD and
+judging stages would fail on are refused before any stage runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import speechsum.pipeline.cli as pipeline
+from speechsum.pipeline.config import load_pipeline_config
+from speechsum.pipeline.runner import StageContext
+from speechsum.pipeline.stages import SERVE_KEY_ENV, teacher_server
+from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
+from tests.conftest import REPO
+from tests.pipeline.test_scheduler import run_in_process, skipped_with_changed_settings, stand_in_stages
+
+TINY = REPO / "configs" / "pipeline" / "tiny.yaml"
+
+
+def output_writing_stages() -> StageTable:
+    """The pipeline with stages that each run one subprocess writing ``RUN/<stage>/out.txt`` (their output)."""
+    def stage_function(stage: str):
+        def run(ctx) -> list[Path]:
+            out = ctx.run_dir / stage / "out.txt"
+            ctx.run([sys.executable, "-c", f"import pathlib; p = pathlib.Path({str(out)!r}); "
+                     "p.parent.mkdir(parents=True, exist_ok=True); p.write_text('done')"])
+            return [out]
+        return run
+    return PIPELINE.with_runs({stage: stage_function(stage) for stage in STAGES})
+
+
+def ran(summary: dict) -> list[str]:
+    return [stage for stage, entry in summary["stages"].items() if entry["status"] == "ran"]
+
+
+def test_a_stage_whose_outputs_were_deleted_runs_again_with_what_is_built_on_it(tmp_path, capsys):
+    """Deleting ``RUN/sft/`` left its marker: SFT was skipped and KD was handed a missing checkpoint."""
+    table, run = output_writing_stages(), tmp_path / "run"
+    run_in_process(run, table)
+    shutil.rmtree(run / "sft")
+    capsys.readouterr()
+    summary = run_in_process(run, table)
+    assert ran(summary) == ["sft", "kd", "pairs", "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report"]
+    assert f"[6/13] sft … runs again: its output {run}/sft/out.txt is gone\n" in capsys.readouterr().out
+    assert (run / "sft" / "out.txt").read_text() == "done"
+    assert ran(run_in_process(run, table)) == []  # everything is there again
+
+
+def test_a_moved_run_folder_is_not_redone(tmp_path):
+    """The markers name their outputs by absolute path: a moved folder's are not counted as gone."""
+    table = output_writing_stages()
+    run_in_process(tmp_path / "run", table)
+    (tmp_path / "run").rename(tmp_path / "moved")
+    assert ran(run_in_process(tmp_path / "moved", table)) == []
+
+
+def test_a_teacher_flag_counts_as_a_changed_kd_setting_and_is_recorded(tmp_path, capsys):
+    """``--teacher serve`` on a run whose KD trained in-process: KD was skipped without a word and
+    ``pipeline_config.yaml`` said ``mode: inprocess``."""
+    table, run = stand_in_stages(tmp_path / "pids"), tmp_path / "run"
+    run_in_process(run, table)
+    run_in_process(run, table, "--teacher", "inprocess")  # the YAML's own mode: nothing to point out
+    assert skipped_with_changed_settings(capsys.readouterr().out) == (set(STAGES), set())
+    summary = run_in_process(run, table, "--teacher", "serve")
+    assert ran(summary) == []
+    assert skipped_with_changed_settings(capsys.readouterr().out) == (
+        set(STAGES), {"kd", "pairs", "dpo", "evaluate_kd", "evaluate_dpo", "report"})
+    assert yaml.safe_load((run / "pipeline_config.yaml").read_text())["teacher"] == {"mode": "serve"}
+
+
+def edited_tiny(tmp_path: Path, **sections: dict) -> Path:
+    config = yaml.safe_load(TINY.read_text())
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump({**config, **sections}))
+    return edited
+
+
+@pytest.mark.parametrize(("sections", "extra", "message"), [
+    ({}, ["--teacher", "remote"], "teacher.mode remote needs teacher.base_url and teacher.model (the endpoint's URL, "
+     "e.g. http://localhost:8000/v1, and the model name it serves); or use --teacher inprocess / serve"),
+    ({"teacher": {"mode": "remote", "base_url": "http://127.0.0.1:9/v1"}}, [],
+     "teacher.mode remote needs teacher.model (the endpoint's URL, e.g. http://localhost:8000/v1, and the model name "
+     "it serves); or use --teacher inprocess / serve"),
+    ({"judge": {"kind": "openai", "api_key_env": "SPEECHSUM_TEST_UNSET_KEY"}}, [],
+     "judge.kind openai asks api.openai.com (judge.base_url is null), which needs a key, but judge.api_key_env "
+     "SPEECHSUM_TEST_UNSET_KEY is not set: export SPEECHSUM_TEST_UNSET_KEY=... before the run, or set judge.base_url "
+     "to a self-hosted endpoint"),
+])
+def test_endpoint_settings_the_kd_or_judge_stages_would_fail_on_are_refused_first(tmp_path, capsys, monkeypatch,
+                                                                                   sections, extra, message):
+    """These failed only once KD, the baselines or the pairs started (after the training stages before them)."""
+    monkeypatch.delenv("SPEECHSUM_TEST_UNSET_KEY", raising=False)
+    config = edited_tiny(tmp_path, **sections)
+    with pytest.raises(SystemExit) as stop:
+        pipeline.main(["--config", str(config), "--run-dir", str(tmp_path / "run"), *extra])
+    assert stop.value.code == f"speechsum pipeline: {config}: {message}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_judge_with_its_key_set_or_a_self_hosted_url_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEECHSUM_TEST_KEY", "sk-test")
+    table = stand_in_stages(tmp_path / "pids")
+    for number, judge in enumerate([{"kind": "openai", "api_key_env": "SPEECHSUM_TEST_KEY"},
+                                    {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "UNSET_X"}]):
+        config = edited_tiny(tmp_path, judge=judge)
+        args = pipeline.build_parser().parse_args(["--config", str(config), "--run-dir", str(tmp_path / f"run{number}"),
+                                                   "--until", "benchmark"])
+        assert ran(pipeline.run_pipeline(args, table)) == ["benchmark"]
+    assert "sk-test" not in (tmp_path / "run0" / "pipeline_config.yaml").read_text()
+
+
+def test_a_teacher_server_that_refuses_its_options_is_named_with_its_error(tmp_path):
+    """``teacher.serve_args: [--bogus-flag]`` ended the run with ``speechsum serve exited with code 2;
+    see LOG``: no stage, no setting, no reason."""
+    ctx = StageContext(tmp_path, {}, "kd", wandb=False, verbose=False, teacher_mode="serve")
+    with pytest.raises(RuntimeError) as error, teacher_server(ctx, str(tmp_path / "model"), ["--bogus-flag"]):
+        pass
+    log = tmp_path / "logs" / "kd_teacher_server.log"
+    assert str(error.value) == ("stage kd: the teacher server (speechsum serve, extra options from teacher.serve_args: "
+                                "['--bogus-flag']) exited with code 2: speechsum serve: error: unrecognized arguments: "
+                                f"--bogus-flag (log {log})")
+    assert SERVE_KEY_ENV not in os.environ
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("evaluate", "systems", None, "evaluate.systems: expected list like the default ['teacher', 'backbone', 'cascade', "
+     "'sft', 'kd', 'dpo'], got None (leave the key out for the default)"),
+    ("evaluate", "metrics", None, "evaluate.metrics: expected str like the default 'rouge,fact_judge', got None (leave "
+     "the key out for the default)"),
+    ("judge", "api_key_env", None, "judge.api_key_env: expected str like the default 'OPENAI_API_KEY', got None (leave "
+     "the key out for the default)"),
+    ("teacher", "serve_args", None, "teacher.serve_args: expected list like the default [], got None (leave the key "
+     "out for the default)"),
+    ("evaluate", "systems", [], "evaluate.systems: empty, so the report would have no row; list some of teacher, "
+     "backbone, cascade, sft, kd, dpo (or end the run before the evaluations with --until dpo)"),
+])
+def test_a_null_setting_or_no_evaluated_system_is_refused_on_load(tmp_path, section, key, value, message):
+    """Accepted on load, these crashed a stage with a TypeError traceback (``evaluate.systems: null``:
+    'NoneType' object is not iterable in the baselines stage) or failed the report at the very end."""
+    preset = yaml.safe_load(TINY.read_text())
+    config = edited_tiny(tmp_path, **{section: {**(preset.get(section) or {}), key: value}})
+    args = pipeline.build_parser().parse_args(["--config", str(config), "--run-dir", str(tmp_path / "run")])
+    with pytest.raises(ValueError) as error:
+        pipeline.run_pipeline(args, stand_in_stages(tmp_path / "pids"))
+    assert str(error.value) == f"{config}: {message}" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("text_lms", "message"), [
+    # the typo was dropped: the backbone trained the base YAML's 300 steps instead of the 3 asked for
+    ({"backbone": {"config": "configs/benchmark/text_lm.yaml", "overides": {"trainer": {"max_steps": 3}}}},
+     "text_lms.backbone: expected a mapping with config, overrides; unknown key(s) ['overides']"),
+    ({"teachr": {}}, "text_lms.teachr: unknown stage; allowed: backbone, teacher"),
+    ({"teacher": {"config": "configs/benchmark/nope.yaml"}},
+     "text_lms.teacher.config: no such config file 'configs/benchmark/nope.yaml'"),
+    (True, "text_lms: expected a mapping of stage (backbone, teacher) to its settings, got True"),
+])
+def test_text_lm_settings_are_checked_on_load_as_the_student_stages_are(tmp_path, text_lms, message):
+    config = edited_tiny(tmp_path, text_lms=text_lms)
+    with pytest.raises(ValueError) as error:
+        load_pipeline_config(config)
+    assert str(error.value) == f"{config}: {message}"
