@@ -114,3 +114,25 @@ def test_two_process_ddp_fit(tmp_path, toy_data):
     assert recorded(seen, 0, 0) != recorded(seen, 0, 1)
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == sum(steps_per_epoch)
+
+
+def test_validation_samples_under_ddp_come_from_every_rank(tmp_path, toy_data):
+    """Rank 0 alone asked ``trainer.log_dir`` (a broadcast under DDP) to write the validation samples
+    while rank 1 went on: the first validation hung for ever. Now the fit ends, and the samples are
+    the first ``num_val_samples`` of the whole validation set in its batch order, from both ranks."""
+    config = run_config(tmp_path, toy_data, max_epochs=1, devices=WORLD, strategy="ddp", num_sanity_val_steps=0,
+                        limit_train_batches=1)
+    data = yaml.safe_load(config.read_text())
+    data["model"]["init_args"]["num_val_samples"] = 6
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    fit_in_subprocess(config, tmp_path)
+
+    examples, _ = load_manifest(toy_data["val"])
+    batches = DurationBucketBatchSampler(None, [e.duration for e in examples], 8.0, num_buckets=2, max_batch_size=4,
+                                         shuffle=False).global_batches()
+    assert len(batches[0]) < 6, "the toy layout no longer puts the first 6 examples in two batches"
+    first = [examples[i].id for batch in batches for i in batch][:6]
+    (written,) = (tmp_path / "run" / "logs").glob("version_*/samples/step*.jsonl")
+    rows = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [row["id"] for row in rows] == first
+    assert all(set(row) == {"id", "instruction", "reference", "prediction"} for row in rows)
