@@ -38,8 +38,9 @@ class DurationBucketBatchSampler(BatchSampler):
 
     Distributed: ``sampler`` only tells the layout. When Lightning injects a
     ``DistributedSampler`` (its default under DDP), each rank takes every ``world``-th batch of the
-    common list, which is first trimmed (``drop_last``) or padded with repeats to a multiple of
-    ``world`` so that all ranks run the same number of steps.
+    common list, which is first trimmed (``drop_last``) or padded with repeats (cycling through the
+    list when it is shorter than the padding) to a multiple of ``world`` so that all ranks run the
+    same number of steps.
 
     Resuming mid-epoch: ``resume_offset()`` returns how many of this epoch's batches were already
     trained (the data module reads it from the restored fit loop); they are skipped. ``len()``
@@ -135,8 +136,8 @@ class DurationBucketBatchSampler(BatchSampler):
         if self.drop_last:
             batches = batches[: len(batches) - len(batches) % world]
         else:
-            missing = (world - len(batches) % world) % world
-            batches = batches + batches[:missing]
+            missing = (world - len(batches) % world) % world  # more than len(batches) with more ranks than batches
+            batches = batches + [batches[i % len(batches)] for i in range(missing)]
         return batches[rank::world]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -43,6 +43,7 @@ from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import decode_utf8, raw_lines, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,7 @@ def _trainer(options: EvalOptions) -> L.Trainer:
 
 def _gather(rows: list[dict]) -> list[dict]:
     """All ranks' rows on every rank (identity in a single process)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return rows
-    gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather_object(gathered, rows)
-    return [row for part in gathered for row in part]
+    return [row for part in gather_objects(rows) for row in part]
 
 
 def _is_global_zero() -> bool:

@@ -61,6 +61,9 @@ class CTCAlignModule(SpeechStageModule):
     def training_step(self, batch: SpeechBatch, batch_idx: int) -> Tensor:
         loss, infeasible, *_ = self.ctc_step(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        blank = self.model.projector.blank_embedding
+        if blank.requires_grad:  # DDP refuses a trainable weight the loss never reaches: CTC does not use it
+            loss = loss + 0.0 * blank.sum()  # a gradient of 0, and no update (no weight decay on vectors)
         self.log("train/ctc_infeasible", infeasible.float(), reduce_fx="sum", on_step=False, on_epoch=True,
                  batch_size=len(batch))
         return loss

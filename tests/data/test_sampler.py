@@ -280,3 +280,13 @@ def test_lightning_can_inject_a_distributed_sampler():
             _set_sampler_epoch(injected, epoch)
             per_rank.append([list(b) for b in injected])
         assert per_rank == [expected[0::2], expected[1::2]]
+
+
+@pytest.mark.parametrize(("examples", "world"), [(1, 4), (2, 8), (3, 8)])
+def test_ddp_more_ranks_than_batches_gives_every_rank_a_batch(examples: int, world: int):
+    # a small validation set on many GPUs: one batch, 4 or 8 ranks. The padding took the first
+    # `missing` batches once, so ranks 2+ got no batch and the others waited for them in a collective.
+    samplers = ranks([1.0] * examples, drop_last=False, world=world, num_buckets=1)
+    (common,) = make([1.0] * examples, num_buckets=1).global_batches()
+    assert [list(sampler) for sampler in samplers] == [[common]] * world
+    assert [len(sampler) for sampler in samplers] == [1] * world

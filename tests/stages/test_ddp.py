@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -11,9 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 import yaml
 
+from speechsum.cli import lightning_cli
 from speechsum.data.manifest import load_manifest
 from speechsum.data.sampler import DurationBucketBatchSampler
 from tests.conftest import REPO
@@ -43,8 +46,8 @@ def recorded(folder: Path, rank: int, epoch: int) -> list[list[str]]:
     return [row["ids"] for row in rows]
 
 
-def fit_in_subprocess(config: Path, cwd: Path) -> str:
-    """``speechsum fit --config CONFIG`` in a fresh process (the DDP launcher starts the other
+def fit_in_subprocess(config: Path, cwd: Path, command: str = "fit") -> str:
+    """``speechsum fit --config CONFIG`` (or another ``command``) in a fresh process (the DDP launcher starts the other
     ranks) with this repo importable (callbacks by class_path); asserts success, returns stderr."""
     speechsum = Path(sys.executable).with_name("speechsum")
     env = {
@@ -52,7 +55,7 @@ def fit_in_subprocess(config: Path, cwd: Path) -> str:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     result = subprocess.run(
-        [str(speechsum), "fit", "--config", str(config)],
+        [str(speechsum), command, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -114,3 +117,49 @@ def test_two_process_ddp_fit(tmp_path, toy_data):
     assert recorded(seen, 0, 0) != recorded(seen, 0, 1)
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == sum(steps_per_epoch)
+
+
+def test_validation_samples_under_ddp_come_from_every_rank(tmp_path, toy_data):
+    """Rank 0 alone asked ``trainer.log_dir`` (a broadcast under DDP) to write the validation samples
+    while rank 1 went on: the first validation hung for ever. Now the fit ends, and the samples are
+    the first ``num_val_samples`` of the whole validation set in its batch order, from both ranks."""
+    config = run_config(tmp_path, toy_data, max_epochs=1, devices=WORLD, strategy="ddp", num_sanity_val_steps=0,
+                        limit_train_batches=1)
+    data = yaml.safe_load(config.read_text())
+    data["model"]["init_args"]["num_val_samples"] = 6
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    fit_in_subprocess(config, tmp_path)
+
+    examples, _ = load_manifest(toy_data["val"])
+    batches = DurationBucketBatchSampler(None, [e.duration for e in examples], 8.0, num_buckets=2, max_batch_size=4,
+                                         shuffle=False).global_batches()
+    assert len(batches[0]) < 6, "the toy layout no longer puts the first 6 examples in two batches"
+    first = [examples[i].id for batch in batches for i in batch][:6]
+    (written,) = (tmp_path / "run" / "logs").glob("version_*/samples/step*.jsonl")
+    rows = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [row["id"] for row in rows] == first
+    assert all(set(row) == {"id", "instruction", "reference", "prediction"} for row in rows)
+
+
+def test_synced_validation_means_are_exact_when_ranks_hold_unequal_examples(tmp_path, toy_data):
+    """7 validation examples: batches of 4 and 3, one per rank. Lightning averaged the summed batch
+    size over the ranks in an integer tensor (3, not 3.5), so val/loss came out 7/6 of its value."""
+    lines = [json.loads(line) for line in toy_data["val"].read_text().splitlines()][:7]
+    for line in lines:
+        line["audio"] = str(toy_data["val"].parent / line["audio"])
+    val = tmp_path / "val7.jsonl"
+    val.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = run_config(tmp_path, {**toy_data, "val": val}, devices=WORLD, strategy="ddp")
+    data = yaml.safe_load(config.read_text())
+    data["model"]["init_args"]["num_val_samples"] = 0
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    examples, _ = load_manifest(val)
+    sizes = [len(b) for b in DurationBucketBatchSampler(None, [e.duration for e in examples], 8.0, num_buckets=2,
+                                                         max_batch_size=4, shuffle=False).global_batches()]
+    assert sizes == [4, 3], sizes
+    fit_in_subprocess(config, tmp_path, "validate")
+    (metrics,) = (tmp_path / "run" / "logs").glob("version_*/metrics.csv")
+    ddp = float(next(csv.DictReader(metrics.open()))["val/loss"])
+
+    single = lightning_cli(["validate", "--config", str(config), "--trainer.devices", "1", "--trainer.strategy", "auto"])
+    assert ddp == pytest.approx(float(single.trainer.callback_metrics["val/loss"]), rel=1e-5)

@@ -16,6 +16,8 @@ import torch
 import yaml
 
 from speechsum.data.manifest import load_manifest
+from tests.conftest import tiny_backbone_args
+from tests.stages.test_ctc_align import align_config
 from tests.stages.test_ddp import WORLD, fit_in_subprocess
 from tests.stages.test_dpo import dpo_config, pairs  # noqa: F401  (pairs: the preference-data fixture)
 from tests.stages.test_kd import TEACHER_LLM, kd_config
@@ -134,3 +136,14 @@ def test_dpo_under_ddp(tmp_path, pairs):  # noqa: F811
     # has no reference model during training; its table is computed in setup on every rank.)
     states = ddp_fit(dpo_config(tmp_path, pairs, "frozen_copy"), tmp_path)
     check_ranks(states, pairs["train"], "reference copy")
+
+
+def test_align_under_ddp(tmp_path, toy_data):
+    # The CTC projector's blank_embedding is trainable (SFT uses it) but the CTC loss never reaches
+    # it: DDP stopped the first step ("parameters that were not used in producing the loss").
+    config = align_config(tmp_path, toy_data)
+    before = torch.zeros(tiny_backbone_args()["llm"]["hidden_size"])
+    states = ddp_fit(config, tmp_path)
+    check_ranks(states, toy_data["train"], None)
+    for state in states:
+        assert torch.equal(state["trainable_after"]["projector.blank_embedding"], before)  # no update, as before
