@@ -97,7 +97,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
     t.add_argument("--devices", type=device_count, default=1,
                    help="devices per node: a number (1, 4), -1 (all), auto, or indices (0,1) (default 1)")
-    t.add_argument("--strategy", default="auto", help="auto, ddp, … (default auto; DDP is untested here)")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, … (default auto; with --devices N: ddp runs N processes, tested on CPU)")
     t.add_argument("--precision", default=None, help="e.g. bf16-mixed, 32-true (default: Lightning's)")
     m = p.add_argument_group("metrics")
     m.add_argument("--metrics", default=None, metavar="LIST",

@@ -18,7 +18,8 @@ accelerator, devices, strategy and precision are Lightning's), every example is 
 
 Under DDP every rank generates and scores its share; the scores are aggregated through the
 torchmetrics collector ``ExampleScores`` (synced across ranks, padded duplicates dropped) and the
-rows are gathered to rank 0, which writes the files. Only the single-process path is tested here.
+rows are gathered to rank 0, which writes the files: two CPU processes write what one writes
+(tests/evaluation/test_evaluate_ddp.py).
 """
 
 from __future__ import annotations
