@@ -13,7 +13,7 @@ import soundfile as sf
 import yaml
 
 from tests.conftest import CONFIGS
-from tests.servers import prompt_text
+from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 
 FAKE_OPENAI_KEY = "sk-fake-openai-key-for-eval-tests-7f3a"
 FAKE_WANDB_KEY = "fakewandbkey0123456789abcdef0123456789abcd"
@@ -108,7 +108,6 @@ def eval_run(tmp_path_factory) -> dict:
 
 def _evaluate_once(tmp_path_factory) -> dict:
     from speechsum.evaluation.cli import evaluate_main
-    from tests.servers import ScriptedChatBackend, serve_in_thread
 
     root = tmp_path_factory.mktemp("eval")
     manifests = write_eval_set(root / "data")
