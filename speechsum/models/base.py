@@ -22,7 +22,8 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
-from speechsum.models.sampling import sampling_processors
+from speechsum.models.sampling import check_decoding, sampling_processors
+from speechsum.utils.arguments import ConfigError, check_count
 
 
 def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementation: str | None = None,
@@ -69,6 +70,18 @@ def mask_after_stop(token_ids: Tensor, stop_ids: list[int]) -> Tensor:
     is_stop = torch.isin(token_ids, torch.tensor(stop_ids, device=token_ids.device)).long()
     stops_before = is_stop.cumsum(-1) - is_stop
     return (stops_before == 0).long()
+
+
+def check_generate(max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, num_return_sequences: int,
+                   context: int | None) -> None:
+    """:meth:`SpeechLLM.generate`'s arguments (:func:`~speechsum.models.sampling.check_decoding`; the
+    temperature and top_p only when sampling: greedy decoding with ``temperature=0`` is the usual
+    way to ask for it), ``do_sample`` a bool, ``num_return_sequences`` an integer ≥ 1."""
+    if not isinstance(do_sample, bool):
+        raise ConfigError(f"generate(): do_sample must be True or False, got {do_sample!r}")
+    check_decoding("generate(): ", max_new_tokens, temperature if do_sample else None, top_p if do_sample else None,
+                   context)
+    check_count("generate(): num_return_sequences", num_return_sequences, 1)
 
 
 class SpeechLLM(nn.Module, ABC):
@@ -180,7 +193,11 @@ class SpeechLLM(nn.Module, ABC):
         ``(B * num_return_sequences, N)``, row ``b * n + k`` the k-th sample of example b (see
         ``SpeechBatch.repeat_interleave``); the mask covers tokens up to and including the first
         stop token (a response with no stop token was cut at ``max_new_tokens``). Runs in eval
-        mode (no dropout, KV cache on) and restores the previous mode."""
+        mode (no dropout, KV cache on) and restores the previous mode. Settings no decoding can use
+        are a :class:`~speechsum.utils.arguments.ConfigError` naming the argument (before, 0 samples
+        gave one per example, ``top_p=1.5`` or ``do_sample="no"`` ran silently, a huge
+        ``max_new_tokens`` failed allocating the cache): see :func:`check_generate`."""
+        check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, self.context_length())
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
         processors = sampling_processors(temperature, top_p) if do_sample else None

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
 from speechsum.models.base import SpeechLLM
-from speechsum.utils.arguments import check_count, check_number
+from speechsum.models.sampling import check_decoding
 
 
 @dataclass
@@ -26,9 +26,7 @@ class GenerationSettings:
         """:class:`~speechsum.utils.arguments.ConfigError` naming ``name.field`` for a value no
         decoding can use (the temperature and top_p are checked also when greedy: a config that
         turns sampling on later must not fail then)."""
-        check_count(f"{name}.max_new_tokens", self.max_new_tokens, 1)
-        check_number(f"{name}.temperature", self.temperature, 0.0, low_open=True)
-        check_number(f"{name}.top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_decoding(f"{name}.", self.max_new_tokens, self.temperature, self.top_p)
 
 
 @dataclass

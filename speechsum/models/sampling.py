@@ -9,6 +9,8 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
+from speechsum.utils.arguments import ConfigError, check_count, check_number
+
 
 class GumbelMaxSampler(LogitsProcessor):
     """Exact categorical sampling inside greedy decoding (the Gumbel-max trick): with
@@ -74,3 +76,20 @@ def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList
         processors.append(NucleusFilter(top_p))
     processors.append(GumbelMaxSampler())
     return processors
+
+
+def check_decoding(prefix: str, max_new_tokens: int, temperature: float | None = None, top_p: float | None = None,
+                   context: int | None = None) -> None:
+    """:class:`~speechsum.utils.arguments.ConfigError` for decoding settings no generation can use,
+    named ``prefix`` + the field (``generation.top_p``): ``max_new_tokens`` an integer ≥ 1 and at
+    most the LM's ``context`` (prompt and completion share it; a larger value only made the decoder
+    allocate its cache for it: gigabytes, or an allocation error); ``temperature`` (None: not
+    checked) a finite number above 0; ``top_p`` (None: not checked) in (0, 1]."""
+    check_count(f"{prefix}max_new_tokens", max_new_tokens, 1)
+    if context is not None and max_new_tokens > context:
+        raise ConfigError(f"{prefix}max_new_tokens must be at most the LM's context of {context} positions (the prompt "
+                          f"and the completion share it), got {max_new_tokens}; lower it")
+    if temperature is not None:
+        check_number(f"{prefix}temperature", temperature, 0.0, low_open=True)
+    if top_p is not None:
+        check_number(f"{prefix}top_p", top_p, 0.0, 1.0, low_open=True)

@@ -97,7 +97,10 @@ def check_key_variable(setting: str, name: str | None) -> None:
 
 
 def check_count(name: str, value: int, low: int, note: str = "") -> None:
-    """``value`` (an integer setting called ``name``) is at least ``low``; ``note``: e.g. what null means."""
+    """``value`` (an integer setting called ``name``) is an integer of at least ``low``; ``note``: e.g.
+    what null means (the Python API takes any value: 3.5 failed deep inside torch, True passed as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer of at least {low}{note}, got {value!r}")
     if value < low:
         raise ConfigError(f"{name} must be at least {low}{note}, got {value!r}")
 
