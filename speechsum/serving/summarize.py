@@ -32,7 +32,7 @@ from speechsum.data.manifest import Example
 from speechsum.data.text_checks import reserved_in
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
-from speechsum.utils.arguments import at_least
+from speechsum.utils.arguments import ConfigError, at_least, check_count
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import json_line, write_jsonl
 
@@ -60,6 +60,26 @@ def instruction_problem(model: SpeechLLM, instruction: str) -> str | None:
     """Why ``instruction`` cannot be the model's prompt text (it holds a special token of its
     tokenizer: :mod:`speechsum.data.text_checks`), or None."""
     return reserved_in(instruction, model.processor.reserved_text)
+
+
+def checked_settings(model: SpeechLLM, settings: Settings, instruction_name: str = "settings.instruction") -> Settings:
+    """``settings`` with the instruction stripped (blank: :data:`DEFAULT_INSTRUCTION`, as ``serve``);
+    a ``ValueError`` naming the setting for one no file could be summarised with: an instruction
+    that is no valid text or holds a special token (:func:`instruction_problem`), a batch size
+    below 1, decoding settings :meth:`GenerationSettings.check` refuses."""
+    if not isinstance(settings.instruction, str):
+        raise ConfigError(f"{instruction_name} must be text, got {settings.instruction!r}")
+    instruction = settings.instruction.strip() or DEFAULT_INSTRUCTION
+    try:
+        instruction.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{instruction_name} is not valid Unicode text (a lone surrogate)") from None
+    problem = instruction_problem(model, instruction)
+    if problem:
+        raise ConfigError(f"{instruction_name} {problem}")
+    check_count("settings.batch_size", settings.batch_size, 1)
+    settings.generation.check("settings.generation")
+    return replace(settings, instruction=instruction)
 
 
 def require_speech(model: SpeechLLM, source: str) -> None:
@@ -135,9 +155,11 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, progress: bool = True) -> list[dict]:
     """One row per file, in input order (see the module docstring); errors go to stderr and into
-    the file's row. Files are read one batch at a time."""
+    the file's row. Files are read one batch at a time. Settings no file could be summarised with
+    are a ``ValueError`` first (:func:`checked_settings`)."""
     from tqdm.auto import tqdm
 
+    settings = checked_settings(model, settings)
     rows: list[dict] = [{"audio": str(path), "instruction": settings.instruction} for path in paths]
     bar = tqdm(total=len(rows), desc="summarize", unit="file", disable=not progress)
 
@@ -226,27 +248,21 @@ def main(argv: list[str] | None = None) -> None:
                          "(checked before any audio is summarised)")
     if args.out and any(os.path.realpath(audio) == os.path.realpath(args.out) for audio in args.audio):
         raise SystemExit(f"speechsum summarize: --out {args.out} is one of the audio files; it would be overwritten")
-    instruction = args.instruction.strip() or DEFAULT_INSTRUCTION
     try:
-        instruction.encode("utf-8")
         check_device(args.device)
-    except UnicodeEncodeError:
-        raise SystemExit("speechsum summarize: --instruction is not valid Unicode text (a lone surrogate)") from None
     except ValueError as err:
         raise SystemExit(f"speechsum summarize: {err}") from None
     from speechsum.serving.export import load_model
 
+    settings = Settings(instruction=args.instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
+                        batch_size=args.batch_size, truncate=args.truncate)
     try:
         model = load_model(args.model, args.config)
         require_speech(model, args.model)
-        problem = instruction_problem(model, instruction)
-        if problem:
-            raise ValueError(f"--instruction {problem}")
+        settings = checked_settings(model, settings, instruction_name="--instruction")
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum summarize: {err}") from None
     model.to(args.device)
-    settings = Settings(instruction=instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
-                        batch_size=args.batch_size, truncate=args.truncate)
     rows = summarize_files(model, args.audio, settings, progress=not args.no_progress)
     if args.out:
         write_jsonl(args.out, rows)

@@ -12,19 +12,12 @@ import soundfile as sf
 
 from speechsum.data.audio import FORMATS_ADVICE, RAW_REASON, load_audio
 from speechsum.models.generation import GenerationSettings, generate_texts
-from speechsum.serving.export import export_checkpoint, load_exported
+from speechsum.serving.export import load_exported
 from speechsum.serving.summarize import DEFAULT_INSTRUCTION, main
 from speechsum.utils.io import read_jsonl
 from tests.serving.export_fixtures import batch_for, trained_student, waveforms, write_wavs
 
 MAX_NEW_TOKENS = 6
-
-
-@pytest.fixture(scope="module")
-def composed_export(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("composed")
-    _, ckpt = trained_student("composed_tiny", folder / "run")
-    return export_checkpoint(ckpt, folder / "export")
 
 
 def write_formats(folder: Path) -> list[Path]:

@@ -1,0 +1,53 @@
+"""``speechsum summarize``'s Python API (``summarize_files``, ``summarize_waveforms``) refuses settings
+and waveforms no summary could come from, naming them, as the command line does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from speechsum.models.generation import GenerationSettings
+from speechsum.serving.export import load_exported
+from speechsum.serving.summarize import DEFAULT_INSTRUCTION, Settings, main, summarize_files
+from tests.serving.export_fixtures import write_wavs
+
+SPECIAL = ("holds '<|im_end|>' (at character 5), a special token of the model's tokenizer: it would be read as that "
+           "token, not as text (it could end the turn or add an audio position); remove or rewrite it")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (Settings(instruction="List <|im_end|>"), f"settings.instruction {SPECIAL}"),
+    (Settings(instruction="caf\udce9"), "settings.instruction is not valid Unicode text (a lone surrogate)"),
+    (Settings(instruction=None), "settings.instruction must be text, got None"),
+    (Settings(batch_size=0), "settings.batch_size must be at least 1, got 0"),
+    (Settings(generation=GenerationSettings(max_new_tokens=0)), "settings.generation.max_new_tokens must be at least 1, got 0"),
+    (Settings(generation=GenerationSettings(max_new_tokens=4, do_sample=True, temperature=0.0)),
+     "settings.generation.temperature must be a number above 0, got 0.0"),
+])
+def test_summarize_files_refuses_settings_naming_them(composed_export: Path, tmp_path: Path, settings, message) -> None:
+    """Before: the special token went into every prompt unchecked (only the command line checked it),
+    batch size 0 raised range()'s 'arg 3 must not be zero', and bad decoding settings gave every file
+    an error row quoting transformers."""
+    model = load_exported(composed_export)
+    clip = write_wavs(tmp_path, rate=16_000, stereo=False)[0]
+    with pytest.raises(ValueError) as info:
+        summarize_files(model, [str(clip)], settings, progress=False)
+    assert str(info.value) == message
+
+
+def test_a_blank_instruction_is_the_default_in_python_as_on_the_command_line(composed_export: Path, tmp_path: Path):
+    """Before: the command line read '  ' as the default instruction, summarize_files prompted with it."""
+    model = load_exported(composed_export)
+    clip = str(write_wavs(tmp_path, rate=16_000, stereo=False)[0])
+    generation = GenerationSettings(max_new_tokens=4)
+    blank = summarize_files(model, [clip], Settings(instruction=" \n ", generation=generation), progress=False)
+    default = summarize_files(model, [clip], Settings(generation=generation), progress=False)
+    assert blank == default and blank[0]["instruction"] == DEFAULT_INSTRUCTION
+
+
+def test_the_command_line_names_its_option(composed_export: Path, tmp_path: Path) -> None:
+    clip = write_wavs(tmp_path, rate=16_000, stereo=False)[0]
+    with pytest.raises(SystemExit) as info:
+        main([str(clip), "--model", str(composed_export), "--instruction", "List <|im_end|>"])
+    assert str(info.value) == f"speechsum summarize: --instruction {SPECIAL}"
