@@ -122,6 +122,24 @@ def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
         raise OutOfRangeAudioError(path, start + frame, rate, float(np.abs(block[frame]).max()))
 
 
+def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``waveform`` (given in Python, not read by :func:`load_audio`) as an array, if it is what a
+    processor reads: mono float samples, at least one, finite and within ±``MAX_SAMPLE``; else a
+    ``ValueError`` naming ``name`` and what to do (a stereo array, int16 samples, an empty or NaN
+    clip were summarised without a word)."""
+    array = np.asarray(waveform)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: an array of shape {array.shape}; a waveform is mono samples, one dimension: "
+                         "average the channels first (e.g. waveform.mean(axis=0) for channels first)")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name}: {array.dtype} samples; a waveform is float samples within [-1, 1]: convert it "
+                         "(int16: waveform / 32768)")
+    if array.size == 0:
+        raise EmptyAudioError(f"{name}: no samples")
+    _check_block(array[:, None], name, 0, sample_rate)
+    return array
+
+
 def path_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be read as an audio file without waiting on it, or None (a readable
     regular file): missing, a folder, a FIFO/socket/device (opening one waits for a writer forever),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechsum.data.audio import AUDIO_ERRORS, AudioTooLongError, load_audio, path_problem
+from speechsum.data.audio import AUDIO_ERRORS, AudioTooLongError, check_waveform, load_audio, path_problem
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.manifest import Example
 from speechsum.data.text_checks import reserved_in
@@ -105,8 +105,11 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
 
 
 def batch_of(model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], names: Sequence[str]) -> SpeechBatch:
-    """A prompt-only :class:`SpeechBatch` of the waveforms (no references)."""
-    items = [(Example(id=name, audio=name, instruction=instruction, duration=len(w) / model.processor.sample_rate), w)
+    """A prompt-only :class:`SpeechBatch` of the waveforms (no references); a waveform that is not
+    mono float samples, empty or not finite is a ``ValueError`` naming it (:func:`check_waveform`)."""
+    rate = model.processor.sample_rate
+    waveforms = [check_waveform(name, w, rate) for name, w in zip(names, waveforms)]
+    items = [(Example(id=name, audio=name, instruction=instruction, duration=len(w) / rate), w)
              for name, instruction, w in zip(names, instructions, waveforms)]
     return SpeechCollator(model.processor)(items)
 
@@ -141,8 +144,12 @@ def summarize_waveforms(
     model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], generation: GenerationSettings,
     names: Sequence[str] | None = None, num_return_sequences: int = 1,
 ) -> GeneratedTexts:
-    """Generate for one batch of waveforms (at the model's sample rate) on the model's device."""
-    names = list(names) if names is not None else [str(i) for i in range(len(waveforms))]
+    """Generate for one batch of waveforms (at the model's sample rate) on the model's device: one
+    instruction (and name, if given) per waveform."""
+    names = list(names) if names is not None else [f"waveforms[{i}]" for i in range(len(waveforms))]
+    if not len(waveforms) == len(instructions) == len(names):  # zip would drop the extra ones silently
+        raise ValueError(f"summarize_waveforms: {len(waveforms)} waveforms, {len(instructions)} instructions and "
+                         f"{len(names)} names; give one instruction (and name) per waveform")
     device = next(model.parameters()).device
     batch = to_device(batch_of(model, waveforms, instructions, names), device)
     return generate_texts(model, batch, generation, num_return_sequences=num_return_sequences)

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.export import load_exported
-from speechsum.serving.summarize import DEFAULT_INSTRUCTION, Settings, main, summarize_files
+from speechsum.serving.summarize import (
+    DEFAULT_INSTRUCTION,
+    Settings,
+    main,
+    summarize_files,
+    summarize_waveforms,
+)
 from tests.serving.export_fixtures import write_wavs
 
 SPECIAL = ("holds '<|im_end|>' (at character 5), a special token of the model's tokenizer: it would be read as that "
@@ -51,3 +58,28 @@ def test_the_command_line_names_its_option(composed_export: Path, tmp_path: Path
     with pytest.raises(SystemExit) as info:
         main([str(clip), "--model", str(composed_export), "--instruction", "List <|im_end|>"])
     assert str(info.value) == f"speechsum summarize: --instruction {SPECIAL}"
+
+
+@pytest.mark.parametrize(("waveform", "message"), [
+    (np.zeros((2, 16_000), np.float32), "waveforms[0]: an array of shape (2, 16000); a waveform is mono samples, one "
+                                        "dimension: average the channels first (e.g. waveform.mean(axis=0) for channels first)"),
+    (np.zeros(16_000, np.int16), "waveforms[0]: int16 samples; a waveform is float samples within [-1, 1]: convert it "
+                                 "(int16: waveform / 32768)"),
+    (np.zeros(0, np.float32), "waveforms[0]: no samples"),
+    (np.array([0.0, np.nan], np.float32), "waveforms[0]: non-finite sample (NaN or Inf) at frame 1 (0.00 s); the audio "
+                                          "is corrupt: re-export it or drop it from the manifest"),
+])
+def test_summarize_waveforms_refuses_arrays_that_are_no_mono_float_clip(composed_export: Path, waveform, message):
+    """Before: each of these was summarised without a word (a stereo array read as 2 samples long)."""
+    model = load_exported(composed_export)
+    with pytest.raises(ValueError) as info:
+        summarize_waveforms(model, [waveform], [DEFAULT_INSTRUCTION], GenerationSettings(max_new_tokens=2))
+    assert str(info.value) == message
+
+
+def test_summarize_waveforms_needs_one_instruction_per_waveform(composed_export: Path):
+    """Before: zip dropped the second clip and one summary came back for two."""
+    model = load_exported(composed_export)
+    clips = [np.zeros(8_000, np.float32)] * 2
+    with pytest.raises(ValueError, match=r"^summarize_waveforms: 2 waveforms, 1 instructions and 2 names; give one "):
+        summarize_waveforms(model, clips, [DEFAULT_INSTRUCTION], GenerationSettings(max_new_tokens=2))
