@@ -88,11 +88,26 @@ def require_speech(model: SpeechLLM, source: str) -> None:
         raise ValueError(f"{source}: a text LM (it reads transcripts, not audio); use a speech student")
 
 
+def input_problem(path: str) -> str | None:
+    """Why ``path`` is no audio file to summarise (:func:`~speechsum.data.audio.path_problem`), with
+    what to do for what a user passes by mistake: a folder, a pattern the shell left unexpanded (no
+    file matches it), a manifest (libsndfile's "Format not recognised" and its ffmpeg advice misled)."""
+    problem = path_problem(path)
+    if problem and os.path.isdir(path):
+        return f"{problem}; pass the audio files in it (e.g. {Path(path) / '*.wav'})"
+    if problem and not os.path.lexists(path) and any(char in Path(path).name for char in "*?["):
+        return f"{problem}: no file matches this pattern (the shell passes a pattern that matches nothing as it is)"
+    if problem is None and Path(path).suffix.lower() in (".jsonl", ".json"):
+        return ("a JSON(L) file, not audio; speechsum summarize takes audio files: pass the recordings a manifest "
+                "names, or run a model over a manifest with speechsum evaluate --manifest")
+    return problem
+
+
 def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     """``path`` as mono float32 at the model's rate; longer than :func:`audio_limit` is an error
     (or cut to it when ``truncate``); an empty one is an error (:class:`~speechsum.data.audio.EmptyAudioError`)."""
     limit = audio_limit(model)
-    problem = path_problem(path)
+    problem = input_problem(path)
     if problem:
         raise ValueError(f"{path}: {problem}")
     try:

@@ -127,7 +127,7 @@ def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: 
               "--max-new-tokens", str(MAX_NEW_TOKENS), "--no-progress"])
     assert exit_info.value.code == 1
     folder_row, clip_row = read_jsonl(out)
-    assert folder_row["error"] == f"{tmp_path}: a folder, not an audio file"
+    assert folder_row["error"] == f"{tmp_path}: a folder, not an audio file; pass the audio files in it (e.g. {tmp_path}/*.wav)"
     assert clip_row["instruction"] == DEFAULT_INSTRUCTION and "summary" in clip_row  # as serve: blank = the default
 
 

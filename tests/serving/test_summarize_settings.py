@@ -17,6 +17,7 @@ from speechsum.serving.summarize import (
     summarize_files,
     summarize_waveforms,
 )
+from speechsum.utils.io import read_jsonl
 from tests.serving.export_fixtures import write_wavs
 
 SPECIAL = ("holds '<|im_end|>' (at character 5), a special token of the model's tokenizer: it would be read as that "
@@ -83,3 +84,19 @@ def test_summarize_waveforms_needs_one_instruction_per_waveform(composed_export:
     clips = [np.zeros(8_000, np.float32)] * 2
     with pytest.raises(ValueError, match=r"^summarize_waveforms: 2 waveforms, 1 instructions and 2 names; give one "):
         summarize_waveforms(model, clips, [DEFAULT_INSTRUCTION], GenerationSettings(max_new_tokens=2))
+
+
+def test_a_pattern_that_matched_nothing_and_a_manifest_get_rows_saying_what_to_pass(composed_export: Path, tmp_path: Path):
+    """Before: 'no such file' for a pattern the shell left as it is, and for a manifest libsndfile's
+    'Format not recognised' with advice to convert it with ffmpeg."""
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text('{"id": "a", "audio": "a.wav", "instruction": "Summarize."}\n')
+    pattern = tmp_path / "*.flac"
+    out = tmp_path / "rows.jsonl"
+    with pytest.raises(SystemExit):
+        main([str(pattern), str(manifest), "--model", str(composed_export), "--out", str(out), "--no-progress"])
+    assert [row["error"] for row in read_jsonl(out)] == [
+        f"{pattern}: no such file: no file matches this pattern (the shell passes a pattern that matches nothing as it is)",
+        f"{manifest}: a JSON(L) file, not audio; speechsum summarize takes audio files: pass the recordings a manifest "
+        "names, or run a model over a manifest with speechsum evaluate --manifest",
+    ]
