@@ -23,7 +23,7 @@ from speechsum.losses import token_log_probs
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
-from speechsum.utils.arguments import ConfigError, check_count
+from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
 
 
 def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementation: str | None = None,
@@ -196,11 +196,14 @@ class SpeechLLM(nn.Module, ABC):
         mode (no dropout, KV cache on) and restores the previous mode. Settings no decoding can use
         are a :class:`~speechsum.utils.arguments.ConfigError` naming the argument (before, 0 samples
         gave one per example, ``top_p=1.5`` or ``do_sample="no"`` ran silently, a huge
-        ``max_new_tokens`` failed allocating the cache): see :func:`check_generate`."""
+        ``max_new_tokens`` failed allocating the cache): see :func:`check_generate`. A sampling
+        ``temperature`` below ``GREEDY_BELOW`` (1e-5) decodes greedily, as ``serve`` and vLLM do
+        (1e-40 overflowed the scores to inf and drew id 0, 1, 0, …)."""
         check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, self.context_length())
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
-        processors = sampling_processors(temperature, top_p) if do_sample else None
+        sampled = do_sample and temperature >= GREEDY_BELOW  # below: greedy, as serve and vLLM
+        processors = sampling_processors(temperature, top_p) if sampled else None
         if num_return_sequences > 1:  # greedy generate decodes one sequence per row
             batch = batch.repeat_interleave(num_return_sequences)
         was_training = self.training

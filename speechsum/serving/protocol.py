@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from speechsum.utils.arguments import GREEDY_BELOW
+
 
 class APIError(Exception):
     """A request the server answers with an OpenAI-style error body and HTTP ``status``.
@@ -43,9 +45,6 @@ class APIError(Exception):
 def _default_error_type(status: int) -> str:
     # OpenAI's types: its 401s and 404s are "invalid_request_error" too (code: invalid_api_key, model_not_found)
     return {429: "rate_limit_error"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
-
-GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (vLLM's _SAMPLING_EPS)
 
 
 @dataclass

@@ -123,6 +123,9 @@ def port(text: str) -> int:
 
 positive_seconds = number(0.0, low_open=True, what="a number of seconds")
 sampling_temperature = number(0.0, low_open=True)
+# temperatures under this decode greedily (vLLM's _SAMPLING_EPS): logits divided by 1e-40 overflow
+# float32 to ±inf, and the argmax over several inf scores is the first id, not the likeliest one
+GREEDY_BELOW = 1e-5
 nucleus_top_p = number(0.0, 1.0, low_open=True)
 samples_per_input = at_least(2, 64)  # a preference pair needs two
 

@@ -64,3 +64,14 @@ def test_greedy_generate_ignores_the_sampling_settings(tiny_composed):
     ids, _ = tiny_composed.generate(batch, max_new_tokens=3)
     same, _ = tiny_composed.generate(batch, max_new_tokens=3, temperature=0.0, top_p=0.0)
     assert torch.equal(ids, same)
+
+
+@pytest.mark.parametrize("temperature", [1e-6, 1e-40, 1e-300])
+def test_sampling_below_the_greedy_temperature_gives_the_greedy_tokens(tiny_composed, temperature):
+    """Before: logits divided by 1e-40 overflowed float32 to ±inf and the argmax over the inf scores
+    drew the first ids (0, 1, 0, …), not the likeliest; serve already decoded these greedily."""
+    batch = batch_for(tiny_composed, waveforms()[:2])
+    greedy, _ = tiny_composed.generate(batch, max_new_tokens=6)
+    torch.manual_seed(0)
+    sampled, _ = tiny_composed.generate(batch, max_new_tokens=6, do_sample=True, temperature=temperature, top_p=0.9)
+    assert torch.equal(sampled, greedy)
