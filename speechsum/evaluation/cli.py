@@ -18,6 +18,7 @@ from speechsum.utils.arguments import (
     at_least,
     key_variable,
     nucleus_top_p,
+    numpy_seed,
     positive_seconds,
     sampling_temperature,
 )
@@ -92,7 +93,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
     g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample; default 1.0)")
     g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample; default 1.0: off)")
-    g.add_argument("--seed", type=int, default=0, help="seed for sampling and the bootstrap (default 0)")
+    g.add_argument("--seed", type=numpy_seed, default=0,
+                   help="seed for sampling and the bootstrap, 0 to 2**32-1 (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default auto)")
     t.add_argument("--devices", type=device_count, default=1,

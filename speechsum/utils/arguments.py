@@ -128,6 +128,7 @@ sampling_temperature = number(0.0, low_open=True)
 GREEDY_BELOW = 1e-5
 nucleus_top_p = number(0.0, 1.0, low_open=True)
 samples_per_input = at_least(2, 64)  # a preference pair needs two
+numpy_seed = at_least(0, 2**32 - 1)  # what Lightning's seed_everything (numpy's legacy seeding) takes
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

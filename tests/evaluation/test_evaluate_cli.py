@@ -215,3 +215,16 @@ def test_an_accelerator_this_machine_lacks_is_one_line(tmp_path, capsys, monkeyp
     error = capsys.readouterr().err
     assert "speechsum evaluate: error: `MPSAccelerator` can not run on your system since the accelerator is not " \
            "available." in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize(("value", "problem"), [("-1", "must be at least 0, got -1"),
+                                                 ("4294967296", "must be at most 4294967295, got 4294967296")])
+def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_option(capsys, value, problem):
+    """Before: Lightning's seed_everything said '-1 is not in bounds, numpy accepts from 0 to 4294967295'
+    once the first system had been loaded, naming no option."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--out", "x", "--seed", value])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: argument --seed: {problem}\n")
