@@ -62,23 +62,33 @@ def instruction_problem(model: SpeechLLM, instruction: str) -> str | None:
     return reserved_in(instruction, model.processor.reserved_text)
 
 
-def checked_settings(model: SpeechLLM, settings: Settings, instruction_name: str = "settings.instruction") -> Settings:
+API_NAMES = {"instruction": "settings.instruction", "max_new_tokens": "settings.generation.max_new_tokens"}
+CLI_NAMES = {"instruction": "--instruction", "max_new_tokens": "--max-new-tokens"}
+
+
+def checked_settings(model: SpeechLLM, settings: Settings, names: dict[str, str] = API_NAMES) -> Settings:
     """``settings`` with the instruction stripped (blank: :data:`DEFAULT_INSTRUCTION`, as ``serve``);
-    a ``ValueError`` naming the setting for one no file could be summarised with: an instruction
-    that is no valid text or holds a special token (:func:`instruction_problem`), a batch size
-    below 1, decoding settings :meth:`GenerationSettings.check` refuses."""
+    a ``ValueError`` naming the setting (as ``names`` spell them) for one no file could be summarised
+    with: an instruction that is no valid text or holds a special token (:func:`instruction_problem`),
+    a batch size below 1, decoding settings :meth:`GenerationSettings.check` refuses, a summary
+    length that leaves the prompt no room in the LM's context (every file's row said to split it)."""
     if not isinstance(settings.instruction, str):
-        raise ConfigError(f"{instruction_name} must be text, got {settings.instruction!r}")
+        raise ConfigError(f"{names['instruction']} must be text, got {settings.instruction!r}")
     instruction = settings.instruction.strip() or DEFAULT_INSTRUCTION
     try:
         instruction.encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigError(f"{instruction_name} is not valid Unicode text (a lone surrogate)") from None
+        raise ConfigError(f"{names['instruction']} is not valid Unicode text (a lone surrogate)") from None
     problem = instruction_problem(model, instruction)
     if problem:
-        raise ConfigError(f"{instruction_name} {problem}")
+        raise ConfigError(f"{names['instruction']} {problem}")
     check_count("settings.batch_size", settings.batch_size, 1)
     settings.generation.check("settings.generation")
+    context = model.context_length()
+    if context is not None and settings.generation.max_new_tokens >= context:
+        raise ConfigError(f"{names['max_new_tokens']} {settings.generation.max_new_tokens} leaves no room for the "
+                          f"prompt in the LM's context of {context} positions (the audio, the instruction and the "
+                          "summary share it); lower it")
     return replace(settings, instruction=instruction)
 
 
@@ -281,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = load_model(args.model, args.config)
         require_speech(model, args.model)
-        settings = checked_settings(model, settings, instruction_name="--instruction")
+        settings = checked_settings(model, settings, CLI_NAMES)
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum summarize: {err}") from None
     model.to(args.device)

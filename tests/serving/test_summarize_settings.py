@@ -23,6 +23,9 @@ from tests.serving.export_fixtures import write_wavs
 SPECIAL = ("holds '<|im_end|>' (at character 5), a special token of the model's tokenizer: it would be read as that "
            "token, not as text (it could end the turn or add an audio position); remove or rewrite it")
 
+NO_ROOM = ("leaves no room for the prompt in the LM's context of 2048 positions (the audio, the instruction and the "
+           "summary share it); lower it")
+
 
 @pytest.mark.parametrize(("settings", "message"), [
     (Settings(instruction="List <|im_end|>"), f"settings.instruction {SPECIAL}"),
@@ -32,11 +35,12 @@ SPECIAL = ("holds '<|im_end|>' (at character 5), a special token of the model's 
     (Settings(generation=GenerationSettings(max_new_tokens=0)), "settings.generation.max_new_tokens must be at least 1, got 0"),
     (Settings(generation=GenerationSettings(max_new_tokens=4, do_sample=True, temperature=0.0)),
      "settings.generation.temperature must be a number above 0, got 0.0"),
+    (Settings(generation=GenerationSettings(max_new_tokens=2048)), f"settings.generation.max_new_tokens 2048 {NO_ROOM}"),
 ])
 def test_summarize_files_refuses_settings_naming_them(composed_export: Path, tmp_path: Path, settings, message) -> None:
     """Before: the special token went into every prompt unchecked (only the command line checked it),
     batch size 0 raised range()'s 'arg 3 must not be zero', and bad decoding settings gave every file
-    an error row quoting transformers."""
+    an error row quoting transformers, a summary as long as the context an error row saying to split the file."""
     model = load_exported(composed_export)
     clip = write_wavs(tmp_path, rate=16_000, stereo=False)[0]
     with pytest.raises(ValueError) as info:
@@ -59,6 +63,9 @@ def test_the_command_line_names_its_option(composed_export: Path, tmp_path: Path
     with pytest.raises(SystemExit) as info:
         main([str(clip), "--model", str(composed_export), "--instruction", "List <|im_end|>"])
     assert str(info.value) == f"speechsum summarize: --instruction {SPECIAL}"
+    with pytest.raises(SystemExit) as info:  # before: every file's row said to split it
+        main([str(clip), "--model", str(composed_export), "--max-new-tokens", "100000"])
+    assert str(info.value) == f"speechsum summarize: --max-new-tokens 100000 {NO_ROOM}"
 
 
 @pytest.mark.parametrize(("waveform", "message"), [
