@@ -3,7 +3,8 @@
 A file is written to a unique temporary sibling, flushed and ``fsync``-ed, then renamed over the
 target with ``os.replace`` (atomic on POSIX), and the folder is ``fsync``-ed so the rename itself
 survives a crash. On any error (a full disk, a size limit, Ctrl-C) the temporary file is removed
-and the target is untouched: no ``.tmp`` leftovers, no half-written results. Directories
+and the target is untouched: no ``.tmp`` leftovers, no half-written results. A device or FIFO
+(``/dev/null``) is written in place. Directories
 (``write_dir_atomically``) work the same way with a temporary sibling folder.
 """
 
@@ -87,6 +88,15 @@ def _give_mode(tmp: Path, target: Path, full: int) -> None:
         log.debug("atomic write: cannot set mode %o on %s (%s)", mode, tmp, err)
 
 
+def is_special_file(path: Path) -> bool:
+    """Whether ``path`` exists (after symbolic links) as neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; write the file there (any library: ``torch.save``,
@@ -96,8 +106,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     Unique per writer (``mkstemp``), so concurrent writers of one target (DDP ranks) never share a
     temporary file; the last rename wins with a complete file. The file gets the mode a plain
     ``open(path, "w")`` gives: the old file's, or 0666 less the umask.
+
+    A ``path`` that is (or links to) a device, FIFO or socket (``--out /dev/null``, ``/dev/stdout``)
+    is yielded itself and written in place, as a shell redirection does: a rename would replace the
+    node (run as root, ``/dev/null`` became a regular file holding the output).
     """
     path = Path(path)
+    if is_special_file(path):
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -126,6 +143,22 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         raise NotADirectoryError(f"{option} {path} is a file: give a folder")
     if not folder and path.is_dir():
         raise IsADirectoryError(f"{option} {path} is a folder: give a file path")
+
+
+def check_can_write(path: str | Path, option: str) -> None:
+    """Refuse, before any work, a file ``path`` (given with ``option``) in an existing folder where
+    no file can be created (read-only, ``/proc``): :func:`atomic_path` would fail only when the work
+    is done, losing it. A device or FIFO is written in place and not probed."""
+    path = Path(path)
+    if is_special_file(path):
+        return
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise PermissionError(f"{option} {path}: cannot create a file in {path.parent} ({err.strerror or err}); give a "
+                              "path in a folder you can write") from None
+    os.close(handle)
+    os.unlink(name)
 
 
 def check_replaceable_folder(path: str | Path, option: str, own_file: str, writer: str) -> None:

@@ -107,3 +107,12 @@ def test_a_pattern_that_matched_nothing_and_a_manifest_get_rows_saying_what_to_p
         f"{manifest}: a JSON(L) file, not audio; speechsum summarize takes audio files: pass the recordings a manifest "
         "names, or run a model over a manifest with speechsum evaluate --manifest",
     ]
+
+
+def test_an_out_folder_where_no_file_can_be_created_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Before: every file was summarised, then writing the rows failed ('No such file or directory:
+    /proc/.rows.jsonl.xxxx.tmp') and the work was lost (a read-only folder: the same for other users)."""
+    with pytest.raises(SystemExit) as info:
+        main(["clip.wav", "--model", str(tmp_path / "no-model"), "--out", "/proc/rows.jsonl"])
+    assert str(info.value) == ("speechsum summarize: --out /proc/rows.jsonl: cannot create a file in /proc (No such "
+                               "file or directory); give a path in a folder you can write")

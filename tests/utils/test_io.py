@@ -187,3 +187,20 @@ def test_json_line_escapes_only_what_the_encoding_cannot_hold():
     assert json_line({"a": "\udcff é"}) == '{"a": "\\udcff \\u00e9"}'
     assert json_line({"a": "é"}, "ascii") == '{"a": "\\u00e9"}'
     assert json.loads(json_line({"a": "\udcff"})) == {"a": "\udcff"}
+
+
+def test_a_fifo_target_is_written_into_not_replaced(tmp_path):
+    """``--out /dev/null`` or ``/dev/stdout``: the rename replaced the device node with a regular file
+    (as root, /dev/null itself); a FIFO stands in for a device here."""
+    import os
+    import stat
+
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so that the writer's open returns
+    try:
+        write_jsonl(fifo, [{"a": 1}, {"b": "ü"}])
+        assert os.read(reader, 1 << 16) == '{"a": 1}\n{"b": "ü"}\n'.encode()
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
