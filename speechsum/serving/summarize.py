@@ -171,6 +171,9 @@ def summarize_waveforms(
 ) -> GeneratedTexts:
     """Generate for one batch of waveforms (at the model's sample rate) on the model's device: one
     instruction (and name, if given) per waveform."""
+    if isinstance(waveforms, np.ndarray) or isinstance(instructions, str):
+        raise TypeError("summarize_waveforms: give lists, one entry per clip: [waveform], [instruction] (a single "
+                        "array or string was read as one clip per sample or character)")
     names = list(names) if names is not None else [f"waveforms[{i}]" for i in range(len(waveforms))]
     if not len(waveforms) == len(instructions) == len(names):  # zip would drop the extra ones silently
         raise ValueError(f"summarize_waveforms: {len(waveforms)} waveforms, {len(instructions)} instructions and "
@@ -191,6 +194,9 @@ def summarize_files(model: SpeechLLM, paths: Sequence[str], settings: Settings, 
     are a ``ValueError`` first (:func:`checked_settings`)."""
     from tqdm.auto import tqdm
 
+    if isinstance(paths, str | os.PathLike):
+        raise TypeError(f"summarize_files: give a list of paths, e.g. [{str(paths)!r}] (a single path was read as "
+                        "one file per character)")
     settings = checked_settings(model, settings)
     rows: list[dict] = [{"audio": str(path), "instruction": settings.instruction} for path in paths]
     bar = tqdm(total=len(rows), desc="summarize", unit="file", disable=not progress)

@@ -116,3 +116,16 @@ def test_an_out_folder_where_no_file_can_be_created_is_refused_before_any_work(t
         main(["clip.wav", "--model", str(tmp_path / "no-model"), "--out", "/proc/rows.jsonl"])
     assert str(info.value) == ("speechsum summarize: --out /proc/rows.jsonl: cannot create a file in /proc (No such "
                                "file or directory); give a path in a folder you can write")
+
+
+def test_a_single_path_or_array_instead_of_a_list_is_refused(composed_export: Path, tmp_path: Path):
+    """Before: summarize_files(model, "clip.wav", …) gave one error row per character ('c: no such
+    file', …) and summarize_waveforms(model, waveform, "Summarize.", …) one clip per sample."""
+    model = load_exported(composed_export)
+    clip = write_wavs(tmp_path, rate=16_000, stereo=False)[0]
+    with pytest.raises(TypeError) as info:
+        summarize_files(model, str(clip), Settings(), progress=False)
+    assert str(info.value) == (f"summarize_files: give a list of paths, e.g. [{str(clip)!r}] (a single path was read "
+                               "as one file per character)")
+    with pytest.raises(TypeError, match=r"^summarize_waveforms: give lists, one entry per clip: \[waveform\], "):
+        summarize_waveforms(model, np.zeros(8_000, np.float32), DEFAULT_INSTRUCTION, GenerationSettings(max_new_tokens=2))
