@@ -39,14 +39,26 @@ def sentences_per_line(text: str) -> str:
     return "\n".join(split_sentences(text))
 
 
+def check_text_pairs(caller: str, predictions: Sequence[str], references: Sequence[str]) -> None:
+    """A ``ValueError`` naming ``caller`` unless both are lists of texts of one length: a single string
+    was scored as one example per character, a None failed deep inside the scorer."""
+    for name, texts in (("predictions", predictions), ("references", references)):
+        if isinstance(texts, str):
+            raise ValueError(f"{caller}: {name} is one string; give a list of texts, one per example ([text])")
+        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise ValueError(f"{caller}: {name}[{bad}] is {texts[bad]!r}, not text")
+    if len(predictions) != len(references):
+        raise ValueError(f"{caller}: {len(predictions)} predictions but {len(references)} references")
+
+
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
     """Per example ``{rouge1, rouge2, rougeL, rougeLsum}`` F1 from ``rouge_score.RougeScorer`` with
     ``use_stemmer=True``, both texts passed through :func:`sentences_per_line` (newlines do not change
     rouge1/2/L, whose tokenizer splits on non-alphanumerics; they define Lsum's summary-level LCS)."""
     from rouge_score import rouge_scorer
 
-    if len(predictions) != len(references):
-        raise ValueError(f"rouge_scores: {len(predictions)} predictions but {len(references)} references")
+    check_text_pairs("rouge_scores", predictions, references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
     out = []
     for pred, ref in zip(predictions, references):
@@ -110,8 +122,7 @@ class BertScorer:
 
     def f1(self, predictions: Sequence[str], references: Sequence[str], progress: bool = True) -> list[float]:
         """BERTScore F1 per (prediction, reference) pair, in batches of ``batch_size`` pairs."""
-        if len(predictions) != len(references):
-            raise ValueError(f"BertScorer.f1: {len(predictions)} predictions but {len(references)} references")
+        check_text_pairs("BertScorer.f1", predictions, references)
         out = [0.0] * len(predictions)
         todo = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
         chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]

@@ -179,3 +179,24 @@ def test_cluster_bootstrap_ci():
     assert bootstrap_ci(sums, counts=np.ones(4)) == bootstrap_ci(sums)  # clusters of one: the plain bootstrap
     with pytest.raises(ValueError, match="counts must be 4 positive numbers"):
         bootstrap_ci(sums, counts=[1, 0, 1, 1])
+
+
+@pytest.mark.parametrize(("predictions", "references", "message"), [
+    ("the cat", "the dog", "rouge_scores: predictions is one string; give a list of texts, one per example ([text])"),
+    (["the cat"], "the dog", "rouge_scores: references is one string; give a list of texts, one per example ([text])"),
+    (["the cat", None], ["a", "b"], "rouge_scores: predictions[1] is None, not text"),
+    (["the cat"], ["a", "b"], "rouge_scores: 1 predictions but 2 references"),
+])
+def test_rouge_scores_refuses_what_is_no_list_of_texts(predictions, references, message):
+    """Before: two strings were scored as one example per character (7 rows for 'the cat'), a None
+    raised AttributeError: 'NoneType' object has no attribute 'splitlines'."""
+    with pytest.raises(ValueError) as info:
+        rouge_scores(predictions, references)
+    assert str(info.value) == message
+
+
+def test_awkward_predictions_score_zero_not_an_error():
+    """Empty, blank, control characters and emoji hold no word: every ROUGE is 0.0, no crash."""
+    scores = rouge_scores(["", "   \n\t", "\x00\x01", "🎉🎉"], ["the cat ran"] * 4)
+    assert scores == [dict.fromkeys(("rouge1", "rouge2", "rougeL", "rougeLsum"), 0.0)] * 4
+    assert [repetition_rate(text) for text in ("", "  ", "a " * 3)] == [0.0, 0.0, 0.0]
