@@ -18,6 +18,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from tqdm.auto import tqdm
 
+from speechsum.utils.arguments import check_count
 from speechsum.utils.text_analysis import (
     count_words,
     repetition_rate,
@@ -161,7 +162,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
 
     Draws ``num_resamples`` resamples of size n with replacement (``numpy.random.default_rng(seed)``),
     takes each resample's mean, and returns the ``(1-confidence)/2`` and ``(1+confidence)/2`` quantiles
-    of those means. NaNs are an error; n = 1 gives ``(v, v, v)``.
+    of those means. NaN or infinite values and fewer than one resample are errors; n = 1 gives ``(v, v, v)``.
 
     ``counts``: ``values[g]`` is then the sum of cluster g's ``counts[g]`` observations (a cluster
     bootstrap): the mean is ``Σ values / Σ counts`` and each resample of n clusters gives
@@ -172,6 +173,9 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
         raise ValueError("bootstrap_ci: no values")
     if np.isnan(data).any():
         raise ValueError("bootstrap_ci: values contain NaN")
+    if np.isinf(data).any():  # the mean is inf and the quantiles NaN (inf - inf)
+        raise ValueError(f"bootstrap_ci: values contain an infinite value at index {int(np.argmax(np.isinf(data)))}")
+    check_count("bootstrap_ci: num_resamples", num_resamples, 1)
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"bootstrap_ci: confidence must be in (0, 1), got {confidence}")
     sizes = None if counts is None else np.asarray(counts, dtype=np.float64).ravel()

@@ -125,6 +125,18 @@ def test_bootstrap_ci():
         bootstrap_ci([])
 
 
+@pytest.mark.parametrize(("values", "options", "message"), [
+    ([1.0, 2.0, float("inf")], {}, "bootstrap_ci: values contain an infinite value at index 2"),
+    ([1.0, 2.0], {"num_resamples": 0}, "bootstrap_ci: num_resamples must be at least 1, got 0"),
+])
+def test_bootstrap_ci_refuses_what_gives_no_interval(values, options, message):
+    """Before: an infinite value gave (inf, nan, nan) with a RuntimeWarning, 0 resamples numpy's
+    'need at least one array to concatenate'."""
+    with pytest.raises(ValueError) as info:
+        bootstrap_ci(values, **options)
+    assert str(info.value) == message
+
+
 def test_example_scores_collects_every_example():
     metric = ExampleScores(["rouge1", "judge"])
     metric.update({"rouge1": [0.5, 0.25], "judge": torch.tensor([7.0, 3.0])})
