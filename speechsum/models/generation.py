@@ -22,11 +22,12 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
 
-    def check(self, name: str = "generation") -> None:
+    def check(self, name: str = "generation", context: int | None = None) -> None:
         """:class:`~speechsum.utils.arguments.ConfigError` naming ``name.field`` for a value no
         decoding can use (the temperature and top_p are checked also when greedy: a config that
-        turns sampling on later must not fail then)."""
-        check_decoding(f"{name}.", self.max_new_tokens, self.temperature, self.top_p)
+        turns sampling on later must not fail then); ``context``: the LM's, which bounds
+        ``max_new_tokens`` (:func:`~speechsum.models.sampling.check_decoding`)."""
+        check_decoding(f"{name}.", self.max_new_tokens, self.temperature, self.top_p, context)
 
 
 @dataclass

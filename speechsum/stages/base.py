@@ -101,7 +101,7 @@ class SpeechStageModule(L.LightningModule):
         check_number("model.init_args.min_lr_ratio", min_lr_ratio, 0.0, 1.0)
         check_count("model.init_args.num_val_samples", num_val_samples, 0)
         if generation is not None:
-            generation.check("model.init_args.generation")
+            generation.check("model.init_args.generation", model.context_length())
         self.save_hyperparameters(ignore=[] if built_by_lightning_cli() else list(self.object_arguments))
         self.model = model
         self.learning_rate = learning_rate

@@ -30,10 +30,11 @@ from speechsum.losses import (
 )
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.models.sampling import check_decoding
 from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallback
 from speechsum.stages.kd.teachers import Teacher, TeacherScores
-from speechsum.utils.arguments import ConfigError, check_count, check_number
+from speechsum.utils.arguments import ConfigError, check_number
 from speechsum.utils.text_analysis import repetition_rate
 
 KDLoss = Literal["jsd", "forward_kl", "reverse_kl", "sampled_token"]
@@ -103,9 +104,7 @@ class OnPolicyKDModule(SpeechStageModule):
         super().__init__(model, **kwargs)
         check_number("model.init_args.lmbda", lmbda, 0.0, 1.0)
         check_number("model.init_args.beta", beta, 0.0, 1.0)
-        check_number("model.init_args.temperature", temperature, 0.0, low_open=True)
-        check_number("model.init_args.top_p", top_p, 0.0, 1.0, low_open=True)
-        check_count("model.init_args.max_new_tokens", max_new_tokens, 1)
+        check_decoding("model.init_args.", max_new_tokens, temperature, top_p, model.context_length())
         check_number("model.init_args.loss_temperature", loss_temperature, 0.0, low_open=True)
         if loss not in ("jsd", "forward_kl", "reverse_kl", "sampled_token"):
             raise ConfigError(f"model.init_args.loss: unknown loss {loss!r}")
