@@ -91,8 +91,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
-    g.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (with --do-sample; default 1.0)")
-    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (with --do-sample; default 1.0: off)")
+    g.add_argument("--temperature", type=sampling_temperature, default=1.0,
+                   help="sampling temperature (only with --do-sample; below 1e-5: greedy; default 1.0)")
+    g.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling mass (only with --do-sample; default 1.0: off)")
     g.add_argument("--seed", type=numpy_seed, default=0,
                    help="seed for sampling and the bootstrap, 0 to 2**32-1 (default 0)")
     t = p.add_argument_group("Lightning trainer (generation runs in Trainer.predict)")
@@ -225,7 +226,13 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
 
-    args = evaluate_parser().parse_args(argv)
+    parser = evaluate_parser()
+    args = parser.parse_args(argv)
+    ignored = [f"{option} {value:g}" for option, value in (("--temperature", args.temperature), ("--top-p", args.top_p))
+               if value != 1.0 and not args.do_sample]
+    if ignored:  # greedy decoding would drop them while metrics.json recorded them as the decoding settings
+        parser.error(f"{' and '.join(ignored)} only apply with --do-sample (decoding is greedy without it): add "
+                     "--do-sample or drop them")
     check_output_path(args.out, "--out", folder=True)  # not after the first system's predictions
     for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
         if path:

@@ -228,3 +228,14 @@ def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_option(capsys, val
         main(["evaluate", "--out", "x", "--seed", value])
     assert stop.value.code == 2
     assert capsys.readouterr().err.endswith(f"error: argument --seed: {problem}\n")
+
+
+def test_sampling_settings_without_do_sample_are_a_usage_error(capsys):
+    """Before: decoding stayed greedy and metrics.json recorded 'temperature: 0.7' as its decoding setting."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--out", "x", "--temperature", "0.7", "--top-p", "0.9"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith("error: --temperature 0.7 and --top-p 0.9 only apply with --do-sample "
+                                            "(decoding is greedy without it): add --do-sample or drop them\n")
