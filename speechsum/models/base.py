@@ -84,6 +84,19 @@ def check_generate(max_new_tokens: int, do_sample: bool, temperature: float, top
     check_count("generate(): num_return_sequences", num_return_sequences, 1)
 
 
+def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: int | None) -> None:
+    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at
+    least: audio a CTC-compressing backbone drops is not counted): the LM would read positions it was
+    never trained on and generate without a word (the collators check this only when asked)."""
+    if context is None or batch.prompt_mask.numel() == 0:
+        return
+    positions = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
+    row = int(positions.argmax())
+    if int(positions[row]) > context:
+        raise ValueError(f"generate(): the prompt of example {row} takes {int(positions[row])} positions, more than the "
+                         f"LM's context of {context}; shorten its audio, instruction or transcript")
+
+
 class SpeechLLM(nn.Module, ABC):
     """An audio-conditioned causal LM.
 
@@ -199,7 +212,9 @@ class SpeechLLM(nn.Module, ABC):
         ``max_new_tokens`` failed allocating the cache): see :func:`check_generate`. A sampling
         ``temperature`` below ``GREEDY_BELOW`` (1e-5) decodes greedily, as ``serve`` and vLLM do
         (1e-40 overflowed the scores to inf and drew id 0, 1, 0, …)."""
-        check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, self.context_length())
+        context = self.context_length()
+        check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, context)
+        check_prompt_fits(self.processor, batch, context)
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
         sampled = do_sample and temperature >= GREEDY_BELOW  # below: greedy, as serve and vLLM

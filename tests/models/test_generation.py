@@ -75,3 +75,15 @@ def test_sampling_below_the_greedy_temperature_gives_the_greedy_tokens(tiny_comp
     torch.manual_seed(0)
     sampled, _ = tiny_composed.generate(batch, max_new_tokens=6, do_sample=True, temperature=temperature, top_p=0.9)
     assert torch.equal(sampled, greedy)
+
+
+def test_a_prompt_longer_than_the_context_is_refused(tiny_composed):
+    """Before: generate read positions past the LM's context without a word (only the collators, when
+    asked, and summarize/serve checked it)."""
+    batch = batch_for(tiny_composed, waveforms()[:2], instruction="word " * 3000)
+    longest = batch.prompt_mask.sum(1).argmax()  # the 1.0-s clip, example 1
+    positions = int(batch.prompt_mask.sum(1)[longest])
+    with pytest.raises(ValueError) as info:
+        tiny_composed.generate(batch, max_new_tokens=2)
+    assert str(info.value) == (f"generate(): the prompt of example {int(longest)} takes {positions} positions, more than the LM's "
+                               "context of 2048; shorten its audio, instruction or transcript")
