@@ -116,6 +116,15 @@ def _check_types(record: dict) -> None:
                          "and drop 'offset'")
 
 
+def same_pair(chosen: str | None, rejected: str | None) -> str | None:
+    """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text give
+    a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused."""
+    if chosen is None or chosen != rejected:
+        return None
+    return ("'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is constant, its "
+            "gradient 0); give the worse summary as 'rejected' or drop the example")
+
+
 def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
     """The audio file a manifest line or a local dataset's row names: an absolute path as is (no
     ``~`` expansion: data, not shell input); a relative one joined to ``root`` and normalised. The
@@ -181,6 +190,8 @@ def parse_line(
     reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")
+    if require_preference and (pair_problem := same_pair(record["chosen"], record["rejected"])):
+        raise ValueError(f"field 'rejected': {pair_problem}")
     try:
         audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
     except ValueError as err:

@@ -79,6 +79,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             {"require_preference": True},
             "missing field 'rejected'",
         ),
+        "same_pair": (
+            record("b", "audio/b.wav", chosen="Ana sends the budget.", rejected="Ana sends the budget."),
+            {"require_preference": True},
+            "field 'rejected': 'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is "
+            "constant, its gradient 0); give the worse summary as 'rejected' or drop the example",
+        ),
         "audio_not_found": (
             record("b", "audio/nope.wav"),
             {},
@@ -166,6 +172,7 @@ BAD_CASES = [
     "missing_transcript",
     "missing_chosen",
     "missing_rejected",
+    "same_pair",
     "audio_not_found",
     "instruction_number",
     "id_number",
