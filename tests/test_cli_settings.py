@@ -47,6 +47,14 @@ def test_a_setting_out_of_range_is_one_line_naming_it(tmp_path, toy_data, capsys
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
 
 
+def test_log_every_n_steps_0_turns_logging_off_as_lightning_has_it(tmp_path, toy_data):
+    """Lightning takes 0 for "no logging"; the stages' throughput window divided by it (ZeroDivisionError)."""
+    config = run_config(tmp_path, toy_data, max_steps=2, log_every_n_steps=0)
+    main(["fit", "--config", str(config)])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert not any("train/" in path.read_text() for path in (tmp_path / "run").rglob("metrics.csv"))
+
+
 def test_the_shipped_settings_pass(tiny_composed):
     """The defaults (and 0 warm-up steps, a learning rate of 0, greedy decoding) are accepted."""
     from speechsum.data.datamodule import SpeechSumDataModule

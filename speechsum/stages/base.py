@@ -242,7 +242,10 @@ class SpeechStageModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: SpeechBatch, batch_idx: int) -> None:
         """Throughput over each logging window (``log_every_n_steps`` batches, data loading
         included). Counts stay on the device between logs; the one ``float()`` per window
-        synchronises, so GPU timings are real."""
+        synchronises, so GPU timings are real. ``log_every_n_steps: 0`` is Lightning's "no logging":
+        nothing is counted."""
+        if not self.trainer.log_every_n_steps:
+            return
         window = self._window
         window["tokens"] += batch.prompt_mask.sum()
         if batch.response_mask is not None:
