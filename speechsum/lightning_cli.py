@@ -12,6 +12,7 @@ import speechsum.stages  # noqa: F401  (every stage module by its short name, se
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
+from speechsum.utils.arguments import check_count, check_number
 from speechsum.utils.config_keys import config_paths, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
@@ -61,6 +62,10 @@ class SpeechSumCLI(LightningCLI):
             each.config_files = files
         super().parse_arguments(parser, args)
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_trainer_settings(config.get("trainer") or {})
+
     def before_fit(self) -> None:
         self._check_last_checkpoint()
 
@@ -104,6 +109,18 @@ class SpeechSumCLI(LightningCLI):
             raise CheckpointError(f"ckpt_path last: {newest} cannot be read ({cause}): it was cut short or corrupted, "
                                   "e.g. by a crash or a full disk while it was written. Delete it to resume from an "
                                   "older checkpoint (--ckpt_path FILE) or start again without --ckpt_path") from err
+
+
+def check_trainer_settings(trainer) -> None:
+    """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
+    ZeroDivisionError traceback at the first step or validation), and a negative
+    ``accumulate_grad_batches``, by which it divides the loss: gradient ascent, silently."""
+    check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    if trainer.get("check_val_every_n_epoch") is not None:
+        check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
+    if trainer.get("val_check_interval") is not None:
+        check_number("trainer.val_check_interval", trainer["val_check_interval"], 0.0, low_open=True,
+                     note=" (batches, or a fraction of the epoch)")
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:

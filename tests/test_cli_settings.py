@@ -33,6 +33,13 @@ BAD_SETTINGS = [
     (["--model.init_args.generation.top_p", "1.5"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 1.5"),
     (["--model.init_args.generation.top_p", "0"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 0.0"),
     (["--trainer.max_steps", "-5"], "`max_steps` must be a non-negative integer or -1"),  # Lightning's own words
+    # Lightning divided by these: a ZeroDivisionError at the first step or validation; and the loss by a
+    # negative accumulate_grad_batches: gradient ascent, silently
+    (["--trainer.accumulate_grad_batches", "0"], "trainer.accumulate_grad_batches must be at least 1, got 0"),
+    (["--trainer.accumulate_grad_batches", "-2"], "trainer.accumulate_grad_batches must be at least 1, got -2"),
+    (["--trainer.check_val_every_n_epoch", "0"], "trainer.check_val_every_n_epoch must be at least 1 (or null), got 0"),
+    (["--trainer.val_check_interval", "0"], "trainer.val_check_interval must be a number above 0 (batches, or a "
+                                            "fraction of the epoch), got 0"),
 ]
 
 
