@@ -64,8 +64,10 @@ class SpeechSumDataModule(L.LightningDataModule):
             for data with no reference summary: on-policy KD (the student samples its own) or DPO
             (``chosen``/``rejected`` instead); a batch with any summary missing has
             ``response_ids=None``. Predict never requires it.
-        require_transcript: demand ``transcript`` on every line (KD teachers read it; a text LLM
-            backbone, ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded).
+        require_transcript: demand ``transcript`` on every line (a text LLM backbone,
+            ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded). A stage
+            whose ``reads_transcripts`` is true (KD: its teacher reads them) demands it on every
+            train/val/test line whatever this says.
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
         allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder (or a local
             ``hf_dataset``'s folder).
@@ -194,9 +196,15 @@ class SpeechSumDataModule(L.LightningDataModule):
         """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /
         ``load_hf_split`` keywords): a prediction split needs no reference or preference pair."""
         return {"on_bad_example": self.on_bad_example, "require_summary": self.require_summary and split != "predict",
-                "require_transcript": self.require_transcript,
+                "require_transcript": self.require_transcript or (split != "predict" and self._stage_reads_transcripts()),
                 "require_preference": self.preference and split != "predict", "max_audio_seconds": refuse_longer,
                 "reserved_text": self._resolve_processor().reserved_text}
+
+    def _stage_reads_transcripts(self) -> bool:
+        """Whether the trainer's stage module reads every example's transcript (KD: its teacher does), so
+        a line without one is a bad line at load rather than a crash at its batch, mid-training."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return bool(getattr(module, "reads_transcripts", False))
 
     def _setup_hf_split(
         self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None

@@ -81,6 +81,8 @@ class SpeechStageModule(L.LightningModule):
 
     # init arguments that are live objects outside the CLI (never saved as hyperparameters then)
     object_arguments: ClassVar[tuple[str, ...]] = ("model",)
+    # whether training and evaluation read every example's transcript (the data then requires it at load)
+    reads_transcripts: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -83,6 +83,7 @@ class OnPolicyKDModule(SpeechStageModule):
     """
 
     object_arguments = ("model", "teacher")  # never pickle a teacher (or its weights) into checkpoints
+    reads_transcripts = True  # the teacher reads them: a line without one is a bad line at load
 
     def __init__(
         self,
