@@ -12,9 +12,9 @@ import lightning as L
 from speechsum.data.audio import TooLong
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset
-from speechsum.data.hf_dataset import DEFAULT_SPLITS, load_hf_split, load_splits
+from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_split, load_splits
 from speechsum.data.loader import SpeechLoader
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
 from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
@@ -141,6 +141,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.checked_examples: dict[str, list[Example]] = {}  # split -> examples validated already (not reloaded)
         self.skipped: dict[str, list[SkippedLine]] = {}  # bad lines/rows: at load, then as batches are read
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
+        self._unusable: dict[str, dict[str, str]] = {}  # split -> id -> message: examples skipped when read
 
     def _stage_splits(self, stage: str | None) -> list[str]:
         return {
@@ -284,9 +285,25 @@ class SpeechSumDataModule(L.LightningDataModule):
             if entry not in recorded:
                 recorded.append(entry)
                 log.warning("skipping %s", example.message)
+            self._unusable.setdefault(split, {}).setdefault(example.id, example.message)
         if split == "train" and not len(batch):
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             self._emptied = (epoch, self._emptied[1] + 1 if self._emptied[0] == epoch else 1)
+        self._refuse_when_none_is_usable(split)
+
+    def _refuse_when_none_is_usable(self, split: str) -> None:
+        """Once every example of ``split`` has been skipped when read, stop as a split whose every line is
+        bad at load stops: its loop would run no step at all (a fit ran its epochs without training and
+        exited 0, saving the untrained model)."""
+        dataset, unusable = self.datasets.get(split), self._unusable.get(split, {})
+        if dataset is None or len(unusable) < len(dataset):
+            return
+        reason = (f"no usable examples: all {len(dataset)} were skipped (on_bad_example: skip) when their batches "
+                  f"were read, e.g. {next(iter(unusable.values()))}")
+        origin = dataset.examples[0].origin
+        if origin is not None and origin.split is not None:
+            raise HFDatasetError(origin.file, origin.split, reason)
+        raise ManifestError(origin.file if origin is not None else split, 0, reason)
 
     def _batches_done_this_epoch(self) -> int:
         """Planned training batches of the current epoch already passed: 0, except when resuming
