@@ -173,3 +173,41 @@ def test_a_key_given_as_api_key_env_is_refused_without_echoing_it(capsys, tool):
     assert error.endswith("error: argument --api-key-env: expected the name of the environment variable holding the "
                           "API key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself: export the key in "
                           "a variable and give its name (the value given is not repeated here)\n")
+
+
+@pytest.fixture(scope="module")
+def lm_folder(tmp_path_factory):
+    """A tiny text LM saved as a Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
+    from speechsum.models.text_llm import TextLLM
+    from tests.stages.test_kd import TEACHER_LLM
+
+    folder = tmp_path_factory.mktemp("lm") / "lm"
+    TextLLM(llm=TEACHER_LLM, end_of_turn="<|im_end|>", init_seed=7).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("removed", "message"), [
+    ("config.json", "{folder} cannot be loaded: ValueError: Unrecognized model in {folder}. Should have a `model_type` "
+                    "key in its config.json."),
+    ("model.safetensors", "{folder} cannot be loaded: OSError: Error no file named model.safetensors, or "
+                          "pytorch_model.bin, found in directory {folder}."),
+    ("", "{folder} does not exist: give a Hugging Face model folder or hub id (OSError: Repo id must be in the form "
+         "'repo_name' or 'namespace/repo_name': '{folder}'. Use `repo_type` argument if needed.)"),
+])
+def test_a_model_folder_that_cannot_be_loaded_is_one_line_naming_the_setting(tmp_path, toy_data, capsys, lm_folder,
+                                                                            removed, message):
+    """jsonargparse said 'Does not validate against any of the Union subtypes' around a dump of the
+    whole config, with the loader's own error in a traceback (exit 1)."""
+    import shutil
+
+    folder = tmp_path / "llm"
+    if removed:
+        shutil.copytree(lm_folder, folder)
+        (folder / removed).unlink()
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--model.init_args.model.init_args.llm", str(folder)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    expected = "model.init_args.model.init_args.llm: " + message.format(folder=folder)
+    assert f"speechsum fit: error: {expected}\n" in err and "Traceback" not in err and "Given value" not in err
