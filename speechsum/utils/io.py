@@ -186,6 +186,27 @@ def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line[len(codecs.BOM_UTF8):] if number == 1 and line.startswith(codecs.BOM_UTF8) else line
 
 
+COMPRESSED = {  # leading bytes of a compressed file -> (its format, how to get the text back)
+    b"\x1f\x8b": ("gzip", "gunzip -k FILE"),
+    b"BZh": ("bzip2", "bunzip2 -k FILE"),
+    b"\xfd7zXZ\x00": ("xz", "unxz -k FILE"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd FILE"),
+    b"PK\x03\x04": ("zip", "unzip FILE"),
+}
+
+
+def compressed_text_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as text lines when it is a compressed file (``train.jsonl.gz``:
+    every line would be an undecodable bad line), with the command that decompresses it; else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    for magic, (name, command) in COMPRESSED.items():
+        if head.startswith(magic):
+            return (f"a {name}-compressed file, not JSON Lines text: decompress it ({command.replace('FILE', str(path))})"
+                    " and give the file that comes out")
+    return None
+
+
 def decode_utf8(raw: bytes) -> str:
     """``raw`` as UTF-8; a ``ValueError`` naming the bad bytes and their offset if it is not."""
     try:

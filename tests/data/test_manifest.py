@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import logging
+import lzma
 import re
 import sys
 from pathlib import Path
@@ -421,6 +424,22 @@ def test_utf8_bom_and_crlf_are_accepted(root: Path):
     assert [e.id for e in examples] == ["a", "b"]
     assert examples[1].summary == "naïve"
     assert skipped == []
+
+
+@pytest.mark.parametrize(("name", "compress", "command"), [
+    ("gzip", gzip.compress, "gunzip -k"),
+    ("bzip2", bz2.compress, "bunzip2 -k"),
+    ("xz", lzma.compress, "unxz -k"),
+], ids=["gzip", "bzip2", "xz"])
+def test_a_compressed_manifest_is_named_with_the_command_that_decompresses_it(root: Path, name, compress, command):
+    """Before: line 1 'not valid UTF-8: byte(s) 8b at byte offset 1', and under skip every line a bad line."""
+    manifest = root / f"m.jsonl.{name}"
+    manifest.write_bytes(compress((json.dumps(record("a")) + "\n").encode()))
+    for mode in ("error", "skip"):
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest, on_bad_example=mode)
+        assert str(info.value) == (f"{manifest}:1: a {name}-compressed file, not JSON Lines text: decompress it "
+                                   f"({command} {manifest}) and give the file that comes out")
 
 
 def test_bom_after_the_first_line_is_a_bad_line(root: Path):
