@@ -154,6 +154,23 @@ def _probe_audio(path: Path, max_seconds: float | None) -> float:
         raise ValueError(f"field 'audio': {err}") from err
 
 
+def _layout_hint(line: str) -> str:
+    """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
+    object followed by a comma (a JSON array's items), or a line holding only a bracket (an array or
+    object spread over several lines)."""
+    if line.endswith(","):
+        try:
+            if isinstance(json.loads(line[:-1]), dict):
+                return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
+        except (ValueError, RecursionError):
+            pass
+    if line in ("[", "{"):
+        return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
+                f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
+                f"jq -c '{'.[]' if line == '[' else '.'}' FILE > FILE.jsonl)")
+    return ""
+
+
 def parse_line(
     text: str,
     root: Path,
@@ -172,7 +189,7 @@ def parse_line(
     try:
         record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){_layout_hint(text.strip())}") from err
     except RecursionError:
         raise ValueError("invalid JSON (nested deeper than Python's recursion limit)") from None
     except ValueError:  # an integer literal longer than Python converts

@@ -57,6 +57,25 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "invalid JSON: Expecting property name enclosed in double quotes (column 12)",
         ),
         "json_list": ("[1, 2]", {}, "expected a JSON object, got list"),
+        "trailing_comma": (
+            json.dumps(record("b", "audio/b.wav")) + ",",
+            {},
+            f"invalid JSON: Extra data (column {len(json.dumps(record('b', 'audio/b.wav'))) + 1}): a ',' after the "
+            "object; JSON Lines has one object per line and no commas between them: remove it",
+        ),
+        "array_spread_over_lines": (
+            "[",
+            {},
+            "invalid JSON: Expecting value (column 2): a line holding only '[', as in a JSON array spread over several "
+            "lines; JSON Lines has one whole object per line (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
+        ),
+        "object_spread_over_lines": (
+            "{",
+            {},
+            "invalid JSON: Expecting property name enclosed in double quotes (column 2): a line holding only '{', as "
+            "in a JSON object spread over several lines; JSON Lines has one whole object per line (convert it, e.g. "
+            "jq -c '.' FILE > FILE.jsonl)",
+        ),
         "json_too_deep": ("[" * 100_000 + "]" * 100_000, {}, "invalid JSON (nested deeper than Python's recursion limit)"),
         "json_string": ('"just text"', {}, "expected a JSON object, got str"),
         "missing_id": ({"audio": "audio/b.wav", "instruction": "x"}, {}, "missing field 'id'"),
@@ -163,6 +182,9 @@ BAD_CASES = [
     "invalid_json",
     "truncated_json",
     "json_list",
+    "trailing_comma",
+    "array_spread_over_lines",
+    "object_spread_over_lines",
     "json_too_deep",
     "blank_id",
     "blank_summary",
