@@ -145,6 +145,15 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     return joined
 
 
+def _working_folder_hint(value: str, resolved: Path, root: Path) -> str:
+    """For a relative audio path missing from the manifest's folder but there from the working folder
+    (paths written relative to where the manifest was made): the rule and what to do; else ""."""
+    if Path(value).is_absolute() or os.path.lexists(resolved) or not Path(value).is_file():
+        return ""
+    return (f" (relative audio paths resolve against the manifest's folder {Path(os.path.abspath(root))}, not the "
+            f"working folder, where {value} is: write them relative to the manifest's folder, or absolute)")
+
+
 def _probe_audio(path: Path, max_seconds: float | None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
@@ -213,7 +222,10 @@ def parse_line(
         audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from None
-    duration = _probe_audio(audio, max_audio_seconds)
+    try:
+        duration = _probe_audio(audio, max_audio_seconds)
+    except ValueError as err:
+        raise ValueError(f"{err}{_working_folder_hint(record['audio'], audio, root)}") from err
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
     if record.get("duration") is not None and record["duration"] < 0:

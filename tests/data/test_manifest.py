@@ -308,6 +308,24 @@ def test_relative_audio_resolves_against_manifest_folder(root: Path, tmp_path: P
     assert all(Path(e.audio).is_absolute() for e in examples)
 
 
+def test_a_path_written_relative_to_the_working_folder_is_refused_saying_the_rule(root: Path, monkeypatch):
+    """Before: only 'no such file' for a path nobody wrote (the manifest folder joined to the working folder's path)."""
+    monkeypatch.chdir(root.parent)
+    lists = root / "lists"
+    lists.mkdir()
+    manifest = write_manifest(lists / "m.jsonl", [record("a", "data/audio/a.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (
+        f"field 'audio': {lists / 'data' / 'audio' / 'a.wav'}: no such file (relative audio paths resolve against the "
+        f"manifest's folder {lists}, not the working folder, where data/audio/a.wav is: write them relative to the "
+        "manifest's folder, or absolute)")
+    monkeypatch.chdir(lists)  # missing from both: the plain reason
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': {lists / 'data' / 'audio' / 'a.wav'}: no such file"
+
+
 def test_absolute_audio_path(root: Path, tmp_path: Path):
     outside = write_wav(tmp_path / "elsewhere" / "z.wav", 22_050, rate=22_050)
     manifest = write_manifest(root / "m.jsonl", [record("z", str(outside.resolve()))])
