@@ -65,9 +65,10 @@ class SpeechSumDataModule(L.LightningDataModule):
             (``chosen``/``rejected`` instead); a batch with any summary missing has
             ``response_ids=None``. Predict never requires it.
         require_transcript: demand ``transcript`` on every line (a text LLM backbone,
-            ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded). A stage
-            whose ``reads_transcripts`` is true (KD: its teacher reads them) demands it on every
-            train/val/test line whatever this says.
+            ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded). The
+            fields the trainer's stage reads (its ``required_fields``: KD's transcript, SFT's summary,
+            DPO's pair) are demanded on every train/val/test line whatever ``require_*`` and
+            ``preference`` say.
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
         allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder (or a local
             ``hf_dataset``'s folder).
@@ -196,16 +197,25 @@ class SpeechSumDataModule(L.LightningDataModule):
     def _requirements(self, split: str, refuse_longer: float | None) -> dict[str, Any]:
         """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /
         ``load_hf_split`` keywords): a prediction split needs no reference or preference pair."""
-        return {"on_bad_example": self.on_bad_example, "require_summary": self.require_summary and split != "predict",
-                "require_transcript": self.require_transcript or (split != "predict" and self._stage_reads_transcripts()),
-                "require_preference": self.preference and split != "predict", "max_audio_seconds": refuse_longer,
+        needs = self._stage_fields(split)
+        return {"on_bad_example": self.on_bad_example,
+                "require_summary": (self.require_summary or "summary" in needs) and split != "predict",
+                "require_transcript": self.require_transcript or "transcript" in needs,
+                "require_preference": self._preference(split), "max_audio_seconds": refuse_longer,
                 "reserved_text": self._resolve_processor().reserved_text}
 
-    def _stage_reads_transcripts(self) -> bool:
-        """Whether the trainer's stage module reads every example's transcript (KD: its teacher does), so
-        a line without one is a bad line at load rather than a crash at its batch, mid-training."""
+    def _stage_fields(self, split: str) -> tuple[str, ...]:
+        """The fields the trainer's stage module reads from every example of ``split`` (its
+        ``required_fields``: SFT's summary, KD's transcript, DPO's pair; none to predict), required at
+        load whatever ``require_*`` say: a line without one is a bad line there, not a crash when its
+        batch is reached, mid-training."""
         module = self.trainer.lightning_module if self.trainer is not None else None
-        return bool(getattr(module, "reads_transcripts", False))
+        required_fields = getattr(module, "required_fields", None)
+        return tuple(required_fields(split)) if callable(required_fields) and split != "predict" else ()
+
+    def _preference(self, split: str) -> bool:
+        """Whether ``split``'s lines must hold, and its batches carry, a ``chosen``/``rejected`` pair."""
+        return split != "predict" and (self.preference or "chosen" in self._stage_fields(split))
 
     def _setup_hf_split(
         self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None
@@ -269,7 +279,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         return SpeechLoader(
             dataset,
             batch_sampler=batch_sampler,
-            collate_fn=SpeechCollator(self._resolve_processor(), preference=self.preference and split != "predict",
+            collate_fn=SpeechCollator(self._resolve_processor(), preference=self._preference(split),
                                       responses=split != "predict", on_too_long=self.on_bad_example),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and split == "train",

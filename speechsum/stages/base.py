@@ -81,8 +81,6 @@ class SpeechStageModule(L.LightningModule):
 
     # init arguments that are live objects outside the CLI (never saved as hyperparameters then)
     object_arguments: ClassVar[tuple[str, ...]] = ("model",)
-    # whether training and evaluation read every example's transcript (the data then requires it at load)
-    reads_transcripts: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -125,6 +123,11 @@ class SpeechStageModule(L.LightningModule):
     @property
     def processor(self) -> SpeechProcessor:
         return self.model.processor
+
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        """The manifest fields this stage reads from every example of ``split`` (train, val, test);
+        the data module requires them at load, so a line without one is a bad line there."""
+        return ()
 
     def setup(self, stage: str) -> None:
         """Trainer-driven runs (the CLI, notebooks) flush subnormal floats: utils/denormals.py."""

@@ -128,6 +128,9 @@ class DPOModule(SpeechStageModule):
             object.__setattr__(self, "_reference_model", reference_model)  # not a submodule: never saved
         self.reference_id = weights_fingerprint(self.model)  # identity of the reference weights
 
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        return ("chosen", "rejected")
+
     @property
     def shares_prompt(self) -> bool:
         """``share_prompt``, or where it is None: whether the module is on a CPU."""

@@ -83,7 +83,6 @@ class OnPolicyKDModule(SpeechStageModule):
     """
 
     object_arguments = ("model", "teacher")  # never pickle a teacher (or its weights) into checkpoints
-    reads_transcripts = True  # the teacher reads them: a line without one is a bad line at load
 
     def __init__(
         self,
@@ -121,6 +120,11 @@ class OnPolicyKDModule(SpeechStageModule):
         self.seq_kd, self.teacher_overlap, self.rollout_seed = seq_kd, teacher_overlap, rollout_seed
         self.pending_rollout: KDRollout | None = None
         teacher.attach(self.processor.tokenizer, self.processor.end_of_turn)
+
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        """The teacher reads every transcript; an off-policy step (lmbda < 1, no seq_kd) trains on the summary."""
+        off_policy_reference = split == "train" and self.lmbda < 1 and not self.seq_kd
+        return ("transcript",) + (("summary",) if off_policy_reference else ())
 
     def configure_callbacks(self) -> list:
         trainer = getattr(self, "_trainer", None)
