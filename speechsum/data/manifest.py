@@ -28,7 +28,7 @@ from typing import Literal
 
 from speechsum.data.audio import audio_seconds
 from speechsum.data.text_checks import first_reserved, text_fields
-from speechsum.utils.io import compressed_text_problem, decode_utf8, finite_json_number, raw_lines
+from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines, text_lines_problem
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +272,9 @@ def load_manifest(
         if path.is_dir():
             raise IsADirectoryError(f"manifest {path} is a directory: give the JSONL file in it")
         raise FileNotFoundError(f"manifest not found: {path}")
-    compressed = compressed_text_problem(path)
-    if compressed:  # a problem of the whole file: not a bad line to skip
-        raise ManifestError(path, 1, compressed)
+    unreadable = text_lines_problem(path)
+    if unreadable:  # a problem of the whole file: not a bad line to skip
+        raise ManifestError(path, 1, unreadable)
     root = path.parent
     examples: list[Example] = []
     seen: set[str] = set()

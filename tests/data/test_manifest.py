@@ -482,6 +482,24 @@ def test_a_compressed_manifest_is_named_with_the_command_that_decompresses_it(ro
                                    f"({command} {manifest}) and give the file that comes out")
 
 
+@pytest.mark.parametrize(("encoding", "head", "name"), [
+    ("utf-16-le", b"\xff\xfe", "UTF-16LE"),  # Windows PowerShell 5: python make_manifest.py > train.jsonl
+    ("utf-16-le", b"", "UTF-16LE"),
+    ("utf-16-be", b"\xfe\xff", "UTF-16BE"),
+    ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32LE"),
+])
+def test_a_utf16_manifest_is_named_with_how_to_save_it_as_utf8(root: Path, encoding, head, name):
+    """Before: line 1 'not valid UTF-8: byte(s) ff at byte offset 0', and under skip every line a bad line."""
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(head + (json.dumps(record("a")) + "\r\n").encode(encoding))
+    for mode in ("error", "skip"):
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest, on_bad_example=mode)
+        assert str(info.value) == (f"{manifest}:1: {name} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {name} -t "
+                                   f"UTF-8 {manifest} > m.utf8.jsonl; Windows PowerShell's > writes UTF-16, Out-File "
+                                   "-Encoding utf8 does not)")
+
+
 def test_bom_after_the_first_line_is_a_bad_line(root: Path):
     lines = [
         json.dumps(record("a")).encode(),
