@@ -17,6 +17,7 @@ Schema (one JSON object per line):
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ class Example:
 
 
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
+FIELDS = (*_STRING_FIELDS, "duration", "meta", "offset")
 
 
 def _check_unicode(text: str, where: str) -> None:
@@ -163,6 +165,15 @@ def _probe_audio(path: Path, max_seconds: float | None) -> float:
         raise ValueError(f"field 'audio': {err}") from err
 
 
+def _misnamed(name: str, record: dict) -> str:
+    """For a missing field ``name``: the line's own key that looks meant for it ('Summary',
+    'transcription', NeMo's 'audio_filepath'), with what to do; else ""."""
+    own = [key for key in record if isinstance(key, str) and key not in FIELDS]
+    close = [key for key in own if key.casefold() == name or key.casefold().startswith(name)]
+    close = close or difflib.get_close_matches(name, own, n=1, cutoff=0.8)
+    return f" (the line has {close[0]!r}: rename it to '{name}')" if close else ""
+
+
 def _layout_hint(line: str) -> str:
     """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
     object followed by a comma (a JSON array's items), or a line holding only a bracket (an array or
@@ -212,7 +223,8 @@ def parse_line(
     required += ["chosen", "rejected"] if require_preference else []
     for name in required:
         if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
-            raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
+            raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else "")
+                             + _misnamed(name, record))
     reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")

@@ -230,6 +230,18 @@ def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
     assert isinstance(error, ValueError)
 
 
+@pytest.mark.parametrize(("line", "requirement", "field", "key"), [
+    ({"id": "b", "audio_filepath": "audio/b.wav", "instruction": "x"}, {}, "audio", "audio_filepath"),  # NeMo's name
+    (record("b", "audio/b.wav", Summary="s"), {"require_summary": True}, "summary", "Summary"),
+    (record("b", "audio/b.wav", transcription="t"), {"require_transcript": True}, "transcript", "transcription"),
+])
+def test_a_missing_field_names_the_lines_key_meant_for_it(root: Path, line, requirement, field, key):
+    manifest = write_manifest(root / "m.jsonl", [line])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest, **requirement)
+    assert info.value.reason == f"missing field '{field}' (the line has '{key}': rename it to '{field}')"
+
+
 def test_unreadable_audio(root: Path):
     (root / "audio" / "text.wav").write_text("this is text, not audio\n")
     manifest = write_manifest(root / "m.jsonl", [record("t", "audio/text.wav")])
