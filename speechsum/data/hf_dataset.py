@@ -274,5 +274,6 @@ def load_hf_split(
     if skipped:
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
     if not examples:
-        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped)")
+        first = f", e.g. {skipped[0].reason}" if skipped else ""  # it names the row
+        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped{first})")
     return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir, dtype)

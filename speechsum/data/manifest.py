@@ -320,5 +320,6 @@ def load_manifest(
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples:
-        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped)")
+        first = f", e.g. line {skipped[0].line}: {skipped[0].reason}" if skipped else ""
+        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped{first})")
     return examples, skipped
