@@ -62,6 +62,17 @@ def test_log_every_n_steps_0_turns_logging_off_as_lightning_has_it(tmp_path, toy
     assert not any("train/" in path.read_text() for path in (tmp_path / "run").rglob("metrics.csv"))
 
 
+def test_fit_without_a_train_manifest_is_one_line_naming_the_setting(tmp_path, toy_data, capsys):
+    """Before: RuntimeError: no train data ... a traceback, exit 1."""
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--data.train_manifest", "null"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert ("speechsum fit: error: no train data: set `train_manifest` (or `hf_dataset` with that split) in the data "
+            "config\n") in err and "Traceback" not in err
+
+
 def test_the_shipped_settings_pass(tiny_composed):
     """The defaults (and 0 warm-up steps, a learning rate of 0, greedy decoding) are accepted."""
     from speechsum.data.datamodule import SpeechSumDataModule

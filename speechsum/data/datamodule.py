@@ -263,7 +263,7 @@ class SpeechSumDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> SpeechLoader:
         if split not in self.datasets:
-            raise RuntimeError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
+            raise ConfigError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
         dataset = self.datasets[split]
         batch_sampler = DurationBucketBatchSampler(
             None,

@@ -283,6 +283,9 @@ def load_manifest(
     if not path.is_file():
         if path.is_dir():
             raise IsADirectoryError(f"manifest {path} is a directory: give the JSONL file in it")
+        if path.exists():  # a FIFO, e.g. bash's <(...), read once per split and with no folder for the audio paths
+            raise ManifestError(path, 0, "not a regular file (a pipe such as bash's <(...), or a device): write the "
+                                "manifest to a file (its relative audio paths resolve against that file's folder)")
         raise FileNotFoundError(f"manifest not found: {path}")
     unreadable = text_lines_problem(path)
     if unreadable:  # a problem of the whole file: not a bad line to skip

@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import lzma
+import os
 import re
 import sys
 from pathlib import Path
@@ -420,6 +421,16 @@ def test_empty_manifest_raises(root: Path):
 def test_missing_manifest_file(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         load_manifest(tmp_path / "nope.jsonl")
+
+
+def test_a_manifest_that_is_a_pipe_is_named_so(root: Path):
+    """bash's --data.train_manifest <(jq -c ...) is a FIFO: it was 'manifest not found'."""
+    fifo = root / "m.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(fifo)
+    assert str(info.value) == (f"{fifo}:0: not a regular file (a pipe such as bash's <(...), or a device): write the "
+                               "manifest to a file (its relative audio paths resolve against that file's folder)")
 
 
 def test_error_mode_stops_at_first_bad_line(root: Path):
