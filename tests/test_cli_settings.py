@@ -28,6 +28,10 @@ BAD_SETTINGS = [
     (["--model.init_args.num_val_samples", "-1"], "model.init_args.num_val_samples must be at least 0, got -1"),
     (["--model.init_args.generation.max_new_tokens", "0"],
      "model.init_args.generation.max_new_tokens must be at least 1, got 0"),
+    # decoding allocates a KV cache for prompt + max_new_tokens: 100000 failed to allocate at the first validation
+    (["--model.init_args.generation.max_new_tokens", "100000"],
+     "model.init_args.generation.max_new_tokens must be below the LM's context of 2048 positions "
+     "(max_position_embeddings, the prompt included), got 100000"),
     (["--model.init_args.generation.temperature", "0"],
      "model.init_args.generation.temperature must be a number above 0, got 0.0"),
     (["--model.init_args.generation.top_p", "1.5"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 1.5"),
@@ -88,6 +92,8 @@ def test_the_shipped_settings_pass(tiny_composed):
     ({"temperature": 0.0}, "model.init_args.temperature must be a number above 0, got 0.0"),
     ({"top_p": 0.0}, "model.init_args.top_p must be a number above 0 and at most 1, got 0.0"),
     ({"max_new_tokens": 0}, "model.init_args.max_new_tokens must be at least 1, got 0"),
+    ({"max_new_tokens": 2048}, "model.init_args.max_new_tokens must be below the LM's context of 2048 positions "
+                               "(max_position_embeddings, the prompt included), got 2048"),
     ({"beta": 1.5}, "model.init_args.beta must be a number at least 0 and at most 1, got 1.5"),
     ({"loss_temperature": -1.0}, "model.init_args.loss_temperature must be a number above 0, got -1.0"),
     ({"lmbda": 2.0}, "model.init_args.lmbda must be a number at least 0 and at most 1, got 2.0"),

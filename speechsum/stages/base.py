@@ -27,7 +27,7 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
-from speechsum.utils.arguments import check_count, check_number
+from speechsum.utils.arguments import ConfigError, check_count, check_number
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_jsonl
@@ -53,6 +53,16 @@ def built_by_lightning_cli() -> bool:
     except ImportError:
         return False
     return _given_hyperparameters.get() is not None
+
+
+def check_completion_length(name: str, max_new_tokens: int, model: SpeechLLM) -> None:
+    """``max_new_tokens`` (the setting ``name``) leaves room for a prompt in ``model``'s LM context:
+    decoding allocates a KV cache for prompt + that many tokens up front (100000 tokens was a
+    hundreds-of-GB allocation failing at the first validation, hours in)."""
+    limit = model.context_length()
+    if limit is not None and max_new_tokens >= limit:
+        raise ConfigError(f"{name} must be below the LM's context of {limit} positions (max_position_embeddings, "
+                          f"the prompt included), got {max_new_tokens}")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -102,6 +112,7 @@ class SpeechStageModule(L.LightningModule):
         check_count("model.init_args.num_val_samples", num_val_samples, 0)
         if generation is not None:
             generation.check("model.init_args.generation")
+            check_completion_length("model.init_args.generation.max_new_tokens", generation.max_new_tokens, model)
         self.save_hyperparameters(ignore=[] if built_by_lightning_cli() else list(self.object_arguments))
         self.model = model
         self.learning_rate = learning_rate

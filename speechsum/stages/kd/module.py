@@ -30,7 +30,7 @@ from speechsum.losses import (
 )
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
-from speechsum.stages.base import SpeechStageModule
+from speechsum.stages.base import SpeechStageModule, check_completion_length
 from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallback
 from speechsum.stages.kd.teachers import Teacher, TeacherScores
 from speechsum.utils.arguments import ConfigError, check_count, check_number
@@ -106,6 +106,7 @@ class OnPolicyKDModule(SpeechStageModule):
         check_number("model.init_args.temperature", temperature, 0.0, low_open=True)
         check_number("model.init_args.top_p", top_p, 0.0, 1.0, low_open=True)
         check_count("model.init_args.max_new_tokens", max_new_tokens, 1)
+        check_completion_length("model.init_args.max_new_tokens", max_new_tokens, model)
         check_number("model.init_args.loss_temperature", loss_temperature, 0.0, low_open=True)
         if loss not in ("jsd", "forward_kl", "reverse_kl", "sampled_token"):
             raise ConfigError(f"model.init_args.loss: unknown loss {loss!r}")
