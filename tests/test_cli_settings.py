@@ -112,6 +112,8 @@ def test_kd_sampling_settings_are_checked(tiny_composed, kwargs, message):
     ({"beta": 0.0}, "model.init_args.beta must be a number above 0, got 0.0"),
     ({"label_smoothing": 0.5}, "model.init_args.label_smoothing must be a number at least 0 and below 0.5, got 0.5"),
     ({"rpo_alpha": -1.0}, "model.init_args.rpo_alpha must be a number at least 0, got -1.0"),
+    ({"loss_type": "ipo", "label_smoothing": 0.1}, "model.init_args.label_smoothing (0.1) is for loss_type: sigmoid; "
+     "the ipo loss has no labels to smooth: set label_smoothing: 0 or loss_type: sigmoid"),
 ])
 def test_dpo_settings_are_checked(tiny_composed, kwargs, message):
     from speechsum.stages.dpo.module import DPOModule

@@ -106,6 +106,9 @@ class DPOModule(SpeechStageModule):
                               f"got {reference!r}")
         check_number("model.init_args.beta", beta, 0.0, low_open=True)
         check_number("model.init_args.label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
+        if loss_type == "ipo" and label_smoothing:  # the IPO loss has no labels to smooth: it was ignored silently
+            raise ConfigError(f"model.init_args.label_smoothing ({label_smoothing}) is for loss_type: sigmoid; the ipo "
+                              "loss has no labels to smooth: set label_smoothing: 0 or loss_type: sigmoid")
         check_number("model.init_args.rpo_alpha", rpo_alpha, 0.0)
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.rpo_alpha = rpo_alpha
