@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -12,6 +13,7 @@ import speechsum.stages  # noqa: F401  (every stage module by its short name, se
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
+from speechsum.utils.arguments import ConfigError, check_count, check_number
 from speechsum.utils.config_keys import config_paths, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
@@ -61,6 +63,20 @@ class SpeechSumCLI(LightningCLI):
             each.config_files = files
         super().parse_arguments(parser, args)
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_trainer_settings(config.get("trainer") or {})
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            refusal = construction_error(err, config.as_dict())
+            if refusal is None:
+                raise
+            raise refusal from err.__cause__
+
     def before_fit(self) -> None:
         self._check_last_checkpoint()
 
@@ -104,6 +120,51 @@ class SpeechSumCLI(LightningCLI):
             raise CheckpointError(f"ckpt_path last: {newest} cannot be read ({cause}): it was cut short or corrupted, "
                                   "e.g. by a crash or a full disk while it was written. Delete it to resume from an "
                                   "older checkpoint (--ckpt_path FILE) or start again without --ckpt_path") from err
+
+
+def check_trainer_settings(trainer) -> None:
+    """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
+    ZeroDivisionError traceback at the first step or validation), and a negative
+    ``accumulate_grad_batches``, by which it divides the loss: gradient ascent, silently."""
+    check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    if trainer.get("check_val_every_n_epoch") is not None:
+        check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
+    if trainer.get("val_check_interval") is not None:
+        check_number("trainer.val_check_interval", trainer["val_check_interval"], 0.0, low_open=True,
+                     note=" (batches, or a fraction of the epoch)")
+
+
+def path_settings(config: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(dotted key, value)`` of every string of ``config`` written as a path (with a ``/``)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            yield from path_settings(value, f"{prefix}{key}.")
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            yield from path_settings(value, f"{prefix}{index}.")
+    elif isinstance(config, str) and "/" in config:
+        yield prefix.rstrip("."), config
+
+
+def construction_error(err: ValueError, config: dict) -> ConfigError | None:
+    """The error of a class the config names that a library raised while it was built (a model folder
+    without config.json, weights or tokenizer files; one that does not exist, which Hugging Face calls
+    an invalid repo id), as one line naming the setting: jsonargparse reports it as "Does not validate
+    against any of the Union subtypes" around a dump of the whole config. None for speechsum's own
+    errors (they name their setting), the file errors ``speechsum`` ends with plainly, and the rest."""
+    cause = err.__cause__
+    plain = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    if (not isinstance(cause, (ValueError, OSError)) or isinstance(cause, plain)
+            or type(cause).__module__.startswith("speechsum")):
+        return None
+    text = f"{type(cause).__name__}: {cause}"
+    for key, value in path_settings(config):
+        if value in str(cause) and not os.path.exists(os.path.expanduser(value)):
+            return ConfigError(f"{key}: {value} does not exist: give a Hugging Face model folder or hub id ({text})")
+        if value in str(cause):
+            return ConfigError(f"{key}: {value} cannot be loaded: {text}")
+    model = (config.get("model") or {}).get("class_path")
+    return ConfigError(f"{f'model ({model})' if model else 'a class of the config'} cannot be built: {text}")
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:

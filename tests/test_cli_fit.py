@@ -171,8 +171,11 @@ def test_wandb_offline_logs_samples_and_no_secret(tmp_path, toy_data, monkeypatc
             assert b"sk-secret-must-not-leak" not in path.read_bytes(), path
 
 
-def test_bf16_mixed_precision_on_cpu(tmp_path, toy_data):
-    config = run_config(tmp_path, toy_data, max_steps=2, limit_val_batches=0, precision="bf16-mixed")
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "16-true"])
+def test_half_precisions_on_cpu(tmp_path, toy_data, precision):
+    """The true-half precisions make the default dtype half: the Whisper encoder's padding mask was made
+    in it ('Expected attn_mask dtype to be bool or float or to match query dtype'; fp16: an overflow)."""
+    config = run_config(tmp_path, toy_data, max_steps=2, limit_val_batches=0, precision=precision)
     cli = lightning_cli(["fit", "--config", str(config)])
     assert cli.trainer.global_step == 2
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

@@ -36,6 +36,13 @@ BAD_SETTINGS = [
     (["--model.init_args.generation.top_p", "1.5"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 1.5"),
     (["--model.init_args.generation.top_p", "0"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 0.0"),
     (["--trainer.max_steps", "-5"], "`max_steps` must be a non-negative integer or -1"),  # Lightning's own words
+    # Lightning divided by these: a ZeroDivisionError at the first step or validation; and the loss by a
+    # negative accumulate_grad_batches: gradient ascent, silently
+    (["--trainer.accumulate_grad_batches", "0"], "trainer.accumulate_grad_batches must be at least 1, got 0"),
+    (["--trainer.accumulate_grad_batches", "-2"], "trainer.accumulate_grad_batches must be at least 1, got -2"),
+    (["--trainer.check_val_every_n_epoch", "0"], "trainer.check_val_every_n_epoch must be at least 1 (or null), got 0"),
+    (["--trainer.val_check_interval", "0"], "trainer.val_check_interval must be a number above 0 (batches, or a "
+                                            "fraction of the epoch), got 0"),
 ]
 
 
@@ -48,6 +55,25 @@ def test_a_setting_out_of_range_is_one_line_naming_it(tmp_path, toy_data, capsys
     assert info.value.code == 2, err
     assert f"speechsum fit: error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+def test_log_every_n_steps_0_turns_logging_off_as_lightning_has_it(tmp_path, toy_data):
+    """Lightning takes 0 for "no logging"; the stages' throughput window divided by it (ZeroDivisionError)."""
+    config = run_config(tmp_path, toy_data, max_steps=2, log_every_n_steps=0)
+    main(["fit", "--config", str(config)])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert not any("train/" in path.read_text() for path in (tmp_path / "run").rglob("metrics.csv"))
+
+
+def test_fit_without_a_train_manifest_is_one_line_naming_the_setting(tmp_path, toy_data, capsys):
+    """Before: RuntimeError: no train data ... a traceback, exit 1."""
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--data.train_manifest", "null"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert ("speechsum fit: error: no train data: set `train_manifest` (or `hf_dataset` with that split) in the data "
+            "config\n") in err and "Traceback" not in err
 
 
 def test_the_shipped_settings_pass(tiny_composed):
@@ -85,6 +111,8 @@ def test_kd_sampling_settings_are_checked(tiny_composed, kwargs, message):
     ({"beta": 0.0}, "model.init_args.beta must be a number above 0, got 0.0"),
     ({"label_smoothing": 0.5}, "model.init_args.label_smoothing must be a number at least 0 and below 0.5, got 0.5"),
     ({"rpo_alpha": -1.0}, "model.init_args.rpo_alpha must be a number at least 0, got -1.0"),
+    ({"loss_type": "ipo", "label_smoothing": 0.1}, "model.init_args.label_smoothing (0.1) is for loss_type: sigmoid; "
+     "the ipo loss has no labels to smooth: set label_smoothing: 0 or loss_type: sigmoid"),
 ])
 def test_dpo_settings_are_checked(tiny_composed, kwargs, message):
     from speechsum.stages.dpo.module import DPOModule
@@ -163,3 +191,41 @@ def test_a_key_given_as_api_key_env_is_refused_without_echoing_it(capsys, tool):
     assert error.endswith("error: argument --api-key-env: expected the name of the environment variable holding the "
                           "API key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself: export the key in "
                           "a variable and give its name (the value given is not repeated here)\n")
+
+
+@pytest.fixture(scope="module")
+def lm_folder(tmp_path_factory):
+    """A tiny text LM saved as a Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
+    from speechsum.models.text_llm import TextLLM
+    from tests.stages.test_kd import TEACHER_LLM
+
+    folder = tmp_path_factory.mktemp("lm") / "lm"
+    TextLLM(llm=TEACHER_LLM, end_of_turn="<|im_end|>", init_seed=7).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("removed", "message"), [
+    ("config.json", "{folder} cannot be loaded: ValueError: Unrecognized model in {folder}. Should have a `model_type` "
+                    "key in its config.json."),
+    ("model.safetensors", "{folder} cannot be loaded: OSError: Error no file named model.safetensors, or "
+                          "pytorch_model.bin, found in directory {folder}."),
+    ("", "{folder} does not exist: give a Hugging Face model folder or hub id (OSError: Repo id must be in the form "
+         "'repo_name' or 'namespace/repo_name': '{folder}'. Use `repo_type` argument if needed.)"),
+])
+def test_a_model_folder_that_cannot_be_loaded_is_one_line_naming_the_setting(tmp_path, toy_data, capsys, lm_folder,
+                                                                            removed, message):
+    """jsonargparse said 'Does not validate against any of the Union subtypes' around a dump of the
+    whole config, with the loader's own error in a traceback (exit 1)."""
+    import shutil
+
+    folder = tmp_path / "llm"
+    if removed:
+        shutil.copytree(lm_folder, folder)
+        (folder / removed).unlink()
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--model.init_args.model.init_args.llm", str(folder)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    expected = "model.init_args.model.init_args.llm: " + message.format(folder=folder)
+    assert f"speechsum fit: error: {expected}\n" in err and "Traceback" not in err and "Given value" not in err

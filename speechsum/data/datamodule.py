@@ -12,9 +12,9 @@ import lightning as L
 from speechsum.data.audio import TooLong
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset
-from speechsum.data.hf_dataset import DEFAULT_SPLITS, load_hf_split, load_splits
+from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_split, load_splits
 from speechsum.data.loader import SpeechLoader
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
 from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
@@ -64,8 +64,11 @@ class SpeechSumDataModule(L.LightningDataModule):
             for data with no reference summary: on-policy KD (the student samples its own) or DPO
             (``chosen``/``rejected`` instead); a batch with any summary missing has
             ``response_ids=None``. Predict never requires it.
-        require_transcript: demand ``transcript`` on every line (KD teachers read it; a text LLM
-            backbone, ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded).
+        require_transcript: demand ``transcript`` on every line (a text LLM backbone,
+            ``speechsum.models.text_llm.TextLLM``, needs it and then no audio is decoded). The
+            fields the trainer's stage reads (its ``required_fields``: KD's transcript, SFT's summary,
+            DPO's pair) are demanded on every train/val/test line whatever ``require_*`` and
+            ``preference`` say.
         preference: demand ``chosen``/``rejected`` and put them in the batch (DPO).
         allow_paths_outside_manifest_dir: let relative audio paths leave the manifest folder (or a local
             ``hf_dataset``'s folder).
@@ -139,6 +142,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.checked_examples: dict[str, list[Example]] = {}  # split -> examples validated already (not reloaded)
         self.skipped: dict[str, list[SkippedLine]] = {}  # bad lines/rows: at load, then as batches are read
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
+        self._unusable: dict[str, dict[str, str]] = {}  # split -> id -> message: examples skipped when read
 
     def _stage_splits(self, stage: str | None) -> list[str]:
         return {
@@ -193,10 +197,25 @@ class SpeechSumDataModule(L.LightningDataModule):
     def _requirements(self, split: str, refuse_longer: float | None) -> dict[str, Any]:
         """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /
         ``load_hf_split`` keywords): a prediction split needs no reference or preference pair."""
-        return {"on_bad_example": self.on_bad_example, "require_summary": self.require_summary and split != "predict",
-                "require_transcript": self.require_transcript,
-                "require_preference": self.preference and split != "predict", "max_audio_seconds": refuse_longer,
+        needs = self._stage_fields(split)
+        return {"on_bad_example": self.on_bad_example,
+                "require_summary": (self.require_summary or "summary" in needs) and split != "predict",
+                "require_transcript": self.require_transcript or "transcript" in needs,
+                "require_preference": self._preference(split), "max_audio_seconds": refuse_longer,
                 "reserved_text": self._resolve_processor().reserved_text}
+
+    def _stage_fields(self, split: str) -> tuple[str, ...]:
+        """The fields the trainer's stage module reads from every example of ``split`` (its
+        ``required_fields``: SFT's summary, KD's transcript, DPO's pair; none to predict), required at
+        load whatever ``require_*`` say: a line without one is a bad line there, not a crash when its
+        batch is reached, mid-training."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        required_fields = getattr(module, "required_fields", None)
+        return tuple(required_fields(split)) if callable(required_fields) and split != "predict" else ()
+
+    def _preference(self, split: str) -> bool:
+        """Whether ``split``'s lines must hold, and its batches carry, a ``chosen``/``rejected`` pair."""
+        return split != "predict" and (self.preference or "chosen" in self._stage_fields(split))
 
     def _setup_hf_split(
         self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None
@@ -244,7 +263,7 @@ class SpeechSumDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> SpeechLoader:
         if split not in self.datasets:
-            raise RuntimeError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
+            raise ConfigError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
         dataset = self.datasets[split]
         batch_sampler = DurationBucketBatchSampler(
             None,
@@ -260,7 +279,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         return SpeechLoader(
             dataset,
             batch_sampler=batch_sampler,
-            collate_fn=SpeechCollator(self._resolve_processor(), preference=self.preference and split != "predict",
+            collate_fn=SpeechCollator(self._resolve_processor(), preference=self._preference(split),
                                       responses=split != "predict", on_too_long=self.on_bad_example),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and split == "train",
@@ -276,9 +295,25 @@ class SpeechSumDataModule(L.LightningDataModule):
             if entry not in recorded:
                 recorded.append(entry)
                 log.warning("skipping %s", example.message)
+            self._unusable.setdefault(split, {}).setdefault(example.id, example.message)
         if split == "train" and not len(batch):
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             self._emptied = (epoch, self._emptied[1] + 1 if self._emptied[0] == epoch else 1)
+        self._refuse_when_none_is_usable(split)
+
+    def _refuse_when_none_is_usable(self, split: str) -> None:
+        """Once every example of ``split`` has been skipped when read, stop as a split whose every line is
+        bad at load stops: its loop would run no step at all (a fit ran its epochs without training and
+        exited 0, saving the untrained model)."""
+        dataset, unusable = self.datasets.get(split), self._unusable.get(split, {})
+        if dataset is None or len(unusable) < len(dataset):
+            return
+        reason = (f"no usable examples: all {len(dataset)} were skipped (on_bad_example: skip) when their batches "
+                  f"were read, e.g. {next(iter(unusable.values()))}")
+        origin = dataset.examples[0].origin
+        if origin is not None and origin.split is not None:
+            raise HFDatasetError(origin.file, origin.split, reason)
+        raise ManifestError(origin.file if origin is not None else split, 0, reason)
 
     def _batches_done_this_epoch(self) -> int:
         """Planned training batches of the current epoch already passed: 0, except when resuming

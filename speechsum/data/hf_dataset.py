@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
-from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path
+from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
 from speechsum.data.text_checks import first_reserved, text_fields
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,9 @@ def load_hf_split(
             if reserved:
                 field = reserved[0]
                 raise ValueError(f"{field} {reserved[1]}")
+            if require_preference and (pair_problem := same_pair(values["chosen"], values["rejected"])):
+                field = "rejected"
+                raise ValueError(pair_problem)
             field = "audio"
             source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir,
                                   dtype)
@@ -271,5 +274,6 @@ def load_hf_split(
     if skipped:
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
     if not examples:
-        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped)")
+        first = f", e.g. {skipped[0].reason}" if skipped else ""  # it names the row
+        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped{first})")
     return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir, dtype)

@@ -17,6 +17,7 @@ Schema (one JSON object per line):
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Literal
 
 from speechsum.data.audio import audio_seconds
 from speechsum.data.text_checks import first_reserved, text_fields
-from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines
+from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines, text_lines_problem
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Example:
 
 
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
+FIELDS = (*_STRING_FIELDS, "duration", "meta", "offset")
 
 
 def _check_unicode(text: str, where: str) -> None:
@@ -116,6 +118,15 @@ def _check_types(record: dict) -> None:
                          "and drop 'offset'")
 
 
+def same_pair(chosen: str | None, rejected: str | None) -> str | None:
+    """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text give
+    a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused."""
+    if chosen is None or chosen != rejected:
+        return None
+    return ("'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is constant, its "
+            "gradient 0); give the worse summary as 'rejected' or drop the example")
+
+
 def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
     """The audio file a manifest line or a local dataset's row names: an absolute path as is (no
     ``~`` expansion: data, not shell input); a relative one joined to ``root`` and normalised. The
@@ -136,6 +147,15 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     return joined
 
 
+def _working_folder_hint(value: str, resolved: Path, root: Path) -> str:
+    """For a relative audio path missing from the manifest's folder but there from the working folder
+    (paths written relative to where the manifest was made): the rule and what to do; else ""."""
+    if Path(value).is_absolute() or os.path.lexists(resolved) or not Path(value).is_file():
+        return ""
+    return (f" (relative audio paths resolve against the manifest's folder {Path(os.path.abspath(root))}, not the "
+            f"working folder, where {value} is: write them relative to the manifest's folder, or absolute)")
+
+
 def _probe_audio(path: Path, max_seconds: float | None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
@@ -143,6 +163,32 @@ def _probe_audio(path: Path, max_seconds: float | None) -> float:
         return audio_seconds(str(path), max_seconds)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from err
+
+
+def _misnamed(name: str, record: dict) -> str:
+    """For a missing field ``name``: the line's own key that looks meant for it ('Summary',
+    'transcription', NeMo's 'audio_filepath'), with what to do; else ""."""
+    own = [key for key in record if isinstance(key, str) and key not in FIELDS]
+    close = [key for key in own if key.casefold() == name or key.casefold().startswith(name)]
+    close = close or difflib.get_close_matches(name, own, n=1, cutoff=0.8)
+    return f" (the line has {close[0]!r}: rename it to '{name}')" if close else ""
+
+
+def _layout_hint(line: str) -> str:
+    """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
+    object followed by a comma (a JSON array's items), or a line holding only a bracket (an array or
+    object spread over several lines)."""
+    if line.endswith(","):
+        try:
+            if isinstance(json.loads(line[:-1]), dict):
+                return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
+        except (ValueError, RecursionError):
+            pass
+    if line in ("[", "{"):
+        return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
+                f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
+                f"jq -c '{'.[]' if line == '[' else '.'}' FILE > FILE.jsonl)")
+    return ""
 
 
 def parse_line(
@@ -163,7 +209,7 @@ def parse_line(
     try:
         record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
     except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){_layout_hint(text.strip())}") from err
     except RecursionError:
         raise ValueError("invalid JSON (nested deeper than Python's recursion limit)") from None
     except ValueError:  # an integer literal longer than Python converts
@@ -177,15 +223,21 @@ def parse_line(
     required += ["chosen", "rejected"] if require_preference else []
     for name in required:
         if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
-            raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else ""))
+            raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else "")
+                             + _misnamed(name, record))
     reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")
+    if require_preference and (pair_problem := same_pair(record["chosen"], record["rejected"])):
+        raise ValueError(f"field 'rejected': {pair_problem}")
     try:
         audio = audio_path(record["audio"], root, allow_paths_outside_manifest_dir)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from None
-    duration = _probe_audio(audio, max_audio_seconds)
+    try:
+        duration = _probe_audio(audio, max_audio_seconds)
+    except ValueError as err:
+        raise ValueError(f"{err}{_working_folder_hint(record['audio'], audio, root)}") from err
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
     if record.get("duration") is not None and record["duration"] < 0:
@@ -231,7 +283,13 @@ def load_manifest(
     if not path.is_file():
         if path.is_dir():
             raise IsADirectoryError(f"manifest {path} is a directory: give the JSONL file in it")
+        if path.exists():  # a FIFO, e.g. bash's <(...), read once per split and with no folder for the audio paths
+            raise ManifestError(path, 0, "not a regular file (a pipe such as bash's <(...), or a device): write the "
+                                "manifest to a file (its relative audio paths resolve against that file's folder)")
         raise FileNotFoundError(f"manifest not found: {path}")
+    unreadable = text_lines_problem(path)
+    if unreadable:  # a problem of the whole file: not a bad line to skip
+        raise ManifestError(path, 1, unreadable)
     root = path.parent
     examples: list[Example] = []
     seen: set[str] = set()
@@ -265,5 +323,6 @@ def load_manifest(
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples:
-        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped)")
+        first = f", e.g. line {skipped[0].line}: {skipped[0].reason}" if skipped else ""
+        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped{first})")
     return examples, skipped

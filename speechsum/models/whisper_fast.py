@@ -114,7 +114,9 @@ class FastWhisperEncoder:
         key_valid = torch.arange(t, device=hidden.device)[None, :] < ((mel_frames + 1) // 2)[:, None]
         key_bias = None  # additive (N, 1, 1, T') mask, only when some row has padding
         if not bool(key_valid.all()):
-            key_bias = torch.zeros(key_valid.shape, device=hidden.device)
+            # float32 whatever the default dtype (Lightning's 16-true / bf16-true set it): SDPA takes a float32
+            # mask with a query of any dtype, not a half one with a float32 query, and fp16 cannot hold bf16's min
+            key_bias = torch.zeros(key_valid.shape, device=hidden.device, dtype=torch.float32)
             key_bias = key_bias.masked_fill_(~key_valid, torch.finfo(torch.bfloat16).min)[:, None, None, :]
         hidden = hidden.reshape(n * t, d)
         for layer in self.layers:

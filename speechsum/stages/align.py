@@ -42,6 +42,9 @@ class CTCAlignModule(SpeechStageModule):
         super().__init__(model, learning_rate=learning_rate, warmup_steps=warmup_steps, **kwargs)
         self.strip_speaker_labels = strip_speaker_labels
 
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        return ("transcript",)
+
     def spoken_texts(self, batch: SpeechBatch) -> list[str]:
         missing = [i for i, text in zip(batch.ids, batch.transcripts) if not text]
         if missing:

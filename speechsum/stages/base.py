@@ -27,7 +27,7 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
-from speechsum.utils.arguments import check_count, check_number
+from speechsum.utils.arguments import ConfigError, check_count, check_number
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_jsonl
@@ -123,6 +123,11 @@ class SpeechStageModule(L.LightningModule):
     @property
     def processor(self) -> SpeechProcessor:
         return self.model.processor
+
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        """The manifest fields this stage reads from every example of ``split`` (train, val, test);
+        the data module requires them at load, so a line without one is a bad line there."""
+        return ()
 
     def setup(self, stage: str) -> None:
         """Trainer-driven runs (the CLI, notebooks) flush subnormal floats: utils/denormals.py."""
@@ -242,7 +247,10 @@ class SpeechStageModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: SpeechBatch, batch_idx: int) -> None:
         """Throughput over each logging window (``log_every_n_steps`` batches, data loading
         included). Counts stay on the device between logs; the one ``float()`` per window
-        synchronises, so GPU timings are real."""
+        synchronises, so GPU timings are real. ``log_every_n_steps: 0`` is Lightning's "no logging":
+        nothing is counted."""
+        if not self.trainer.log_every_n_steps:
+            return
         window = self._window
         window["tokens"] += batch.prompt_mask.sum()
         if batch.response_mask is not None:

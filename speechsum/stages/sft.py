@@ -13,6 +13,9 @@ class SFTModule(SpeechStageModule):
     """Supervised fine-tuning. Loss: token-mean cross-entropy on response tokens only (audio and
     prompt positions carry no loss); see :func:`speechsum.losses.masked_cross_entropy`."""
 
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        return ("summary",)
+
     def sft_loss(self, batch: SpeechBatch) -> Tensor:
         if batch.response_ids is None:
             raise ValueError("SFT needs a reference `summary` on every manifest line")

@@ -219,6 +219,37 @@ def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line[len(codecs.BOM_UTF8):] if number == 1 and line.startswith(codecs.BOM_UTF8) else line
 
 
+COMPRESSED = {  # leading bytes of a compressed file -> (its format, how to get the text back)
+    b"\x1f\x8b": ("gzip", "gunzip -k FILE"),
+    b"BZh": ("bzip2", "bunzip2 -k FILE"),
+    b"\xfd7zXZ\x00": ("xz", "unxz -k FILE"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd FILE"),
+    b"PK\x03\x04": ("zip", "unzip FILE"),
+}
+WIDE_TEXT = {  # leading bytes of UTF-16/32 text (a byte-order mark, or ASCII "{" with its zero bytes)
+    b"\xff\xfe\x00\x00": "UTF-32LE", b"\x00\x00\xfe\xff": "UTF-32BE", b"\xff\xfe": "UTF-16LE",
+    b"\xfe\xff": "UTF-16BE", b"{\x00\x00\x00": "UTF-32LE", b"{\x00": "UTF-16LE", b"\x00{": "UTF-16BE",
+}
+
+
+def text_lines_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as UTF-8 text lines at all, with what to do, or None: a compressed
+    file (``train.jsonl.gz``) or UTF-16/32 text (what Windows PowerShell's ``>`` writes). Each of its
+    lines would otherwise be an undecodable bad line."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    for magic, (name, command) in COMPRESSED.items():
+        if head.startswith(magic):
+            return (f"a {name}-compressed file, not JSON Lines text: decompress it ({command.replace('FILE', str(path))})"
+                    " and give the file that comes out")
+    for magic, encoding in WIDE_TEXT.items():
+        if head.startswith(magic):
+            return (f"{encoding} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8 {path} > "
+                    f"{Path(path).stem}.utf8{Path(path).suffix}; Windows PowerShell's > writes UTF-16, "
+                    "Out-File -Encoding utf8 does not)")
+    return None
+
+
 def decode_utf8(raw: bytes) -> str:
     """``raw`` as UTF-8; a ``ValueError`` naming the bad bytes and their offset if it is not."""
     try:

@@ -289,6 +289,42 @@ def test_fit_skips_corrupt_train_and_val_examples_and_errors_cleanly(tmp_path: P
     assert "DataLoader worker" not in error and "Traceback" not in error
 
 
+def test_a_fit_whose_every_train_example_is_skipped_when_read_stops_naming_the_manifest(tmp_path: Path, toy_data,
+                                                                                         capsys):
+    """Before, its epochs ran no step, and fit exited 0 saving the untrained model as last.ckpt."""
+    from speechsum.cli import main
+    from tests.helpers import run_config
+
+    config = run_config(tmp_path, toy_data, max_epochs=2)
+    lines = [{"id": f"b{i}", "audio": str(corrupt_flac(tmp_path / f"bad{i}.flac")), "instruction": "x", "summary": "y"}
+             for i in range(3)]
+    manifest = write_lines(tmp_path / "train.jsonl", lines)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--data.train_manifest", str(manifest), "--data.on_bad_example", "skip"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert (f"speechsum fit: error: {manifest}:0: no usable examples: all 3 were skipped (on_bad_example: skip) when "
+            f"their batches were read, e.g. {manifest}:") in error and "Traceback" not in error
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_dataset_split_whose_every_row_is_skipped_when_read_is_named(tmp_path: Path, processor):
+    datasets = pytest.importorskip("datasets")
+    from tests.data.test_hf_dataset import datamodule as hf_datamodule
+
+    bad = corrupt_flac(tmp_path / "bad.flac")
+    folder = tmp_path / "ds"
+    rows = {"audio": [str(bad)], "instruction": ["x"], "summary": ["y"], "id": ["b"]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(folder))
+    dm = hf_datamodule(processor, hf_dataset=str(folder), on_bad_example="skip")
+    dm.setup("fit")
+    with pytest.raises(HFDatasetError) as info:
+        list(dm.train_dataloader())
+    where = f"dataset {folder} (split 'train', row 0, column 'audio'): {read_error(bad)}"
+    assert str(info.value) == (f"dataset {folder} (split 'train'): no usable examples: all 1 were skipped "
+                               f"(on_bad_example: skip) when their batches were read, e.g. {where} {FOUND}")
+
+
 def test_the_loader_draws_from_the_global_generator_as_a_dataloader_does(tmp_path: Path, toy_data, processor):
     """``iter()`` draws the DataLoader's base seed at once, as ``DataLoader.__iter__`` does (a lazy
     generator drew it at the first batch instead, which moved every later random draw: the pairs

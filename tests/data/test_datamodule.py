@@ -17,6 +17,7 @@ from speechsum.data.audio import load_audio
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.manifest import ManifestError, SkippedLine
+from speechsum.utils.arguments import ConfigError
 
 SMALL = {"max_batch_seconds": 6.0, "max_batch_size": 4, "num_buckets": 3}
 
@@ -374,7 +375,7 @@ def test_missing_processor_is_a_helpful_error(toy_data):
 
 def test_loader_without_data_is_a_helpful_error(toy_data, processor):
     dm = datamodule(processor, train_manifest=str(toy_data["train"]))
-    with pytest.raises(RuntimeError, match=r"no test data: set `test_manifest`"):
+    with pytest.raises(ConfigError, match=r"no test data: set `test_manifest`"):  # speechsum: one line, exit 2
         dm.test_dataloader()
     dm.setup("fit")
     assert dm.val_dataloader() == []  # no val manifest: Lightning skips validation

@@ -227,6 +227,32 @@ def test_a_whitespace_only_instruction_is_refused_as_in_manifests(tmp_path):
     assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
 
 
+def test_a_pair_whose_chosen_is_its_rejected_is_a_bad_row_as_in_manifests(tmp_path):
+    """DPO trained on such a pair at a constant loss ln 2 with no gradient, silently."""
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav", "a.wav"], "instruction": ["Say it.", "Say it."],
+                                        "chosen": ["A tone.", "A tone."], "rejected": ["Silence.", "A tone."]})
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "train", table, require_preference=True)
+    assert str(error.value) == (f"dataset {tmp_path} (split 'train', row 1, column 'rejected'): 'chosen' and 'rejected' "
+                                "are the same text: the pair teaches DPO nothing (its loss is constant, its gradient "
+                                "0); give the worse summary as 'rejected' or drop the example")
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, require_preference=True, on_bad_example="skip")
+    assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
+
+
+def test_a_split_whose_every_row_is_skipped_names_the_first_reason(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    table = datasets.Dataset.from_dict({"audio": ["a.wav"], "instruction": ["Say it."]})
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "train", table, on_bad_example="skip")
+    row = f"dataset {tmp_path} (split 'train', row 0, column 'audio'): {tmp_path / 'a.wav'}: no such file"
+    assert str(error.value) == f"dataset {tmp_path} (split 'train'): no usable examples (1 row(s) skipped, e.g. {row})"
+
+
 def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
     from speechsum.data.hf_dataset import load_hf_split
 

@@ -54,6 +54,25 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "invalid JSON: Expecting property name enclosed in double quotes (column 12)",
         ),
         "json_list": ("[1, 2]", {}, "expected a JSON object, got list"),
+        "trailing_comma": (
+            json.dumps(record("b", "audio/b.wav")) + ",",
+            {},
+            f"invalid JSON: Extra data (column {len(json.dumps(record('b', 'audio/b.wav'))) + 1}): a ',' after the "
+            "object; JSON Lines has one object per line and no commas between them: remove it",
+        ),
+        "array_spread_over_lines": (
+            "[",
+            {},
+            "invalid JSON: Expecting value (column 2): a line holding only '[', as in a JSON array spread over several "
+            "lines; JSON Lines has one whole object per line (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
+        ),
+        "object_spread_over_lines": (
+            "{",
+            {},
+            "invalid JSON: Expecting property name enclosed in double quotes (column 2): a line holding only '{', as "
+            "in a JSON object spread over several lines; JSON Lines has one whole object per line (convert it, e.g. "
+            "jq -c '.' FILE > FILE.jsonl)",
+        ),
         "json_too_deep": ("[" * 100_000 + "]" * 100_000, {}, "invalid JSON (nested deeper than Python's recursion limit)"),
         "json_string": ('"just text"', {}, "expected a JSON object, got str"),
         "missing_id": ({"audio": "audio/b.wav", "instruction": "x"}, {}, "missing field 'id'"),
@@ -78,6 +97,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             record("b", "audio/b.wav", chosen="c"),
             {"require_preference": True},
             "missing field 'rejected'",
+        ),
+        "same_pair": (
+            record("b", "audio/b.wav", chosen="Ana sends the budget.", rejected="Ana sends the budget."),
+            {"require_preference": True},
+            "field 'rejected': 'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is "
+            "constant, its gradient 0); give the worse summary as 'rejected' or drop the example",
         ),
         "audio_not_found": (
             record("b", "audio/nope.wav"),
@@ -154,6 +179,9 @@ BAD_CASES = [
     "invalid_json",
     "truncated_json",
     "json_list",
+    "trailing_comma",
+    "array_spread_over_lines",
+    "object_spread_over_lines",
     "json_too_deep",
     "blank_id",
     "blank_summary",
@@ -166,6 +194,7 @@ BAD_CASES = [
     "missing_transcript",
     "missing_chosen",
     "missing_rejected",
+    "same_pair",
     "audio_not_found",
     "instruction_number",
     "id_number",
@@ -345,7 +374,8 @@ def test_skip_mode_with_only_bad_lines_raises(root: Path):
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest, on_bad_example="skip")
     assert (info.value.path, info.value.line) == (str(manifest), 0)
-    assert info.value.reason == "no usable examples (2 line(s) skipped)"
+    # the first reason too: under skip the warnings naming each may be thousands of lines up
+    assert info.value.reason == "no usable examples (2 line(s) skipped, e.g. line 1: invalid JSON: Expecting value (column 1))"
 
 
 def test_empty_manifest_raises(root: Path):

@@ -230,3 +230,38 @@ def test_a_key_given_as_the_teachers_api_key_env_is_refused_unsaved_and_unshown(
             "holding the API key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself") in error
     assert key not in error
     assert not [path for path in (tmp_path / "run").rglob("*") if path.is_file() and key.encode() in path.read_bytes()]
+
+
+def test_a_line_without_a_transcript_is_a_bad_line_at_load_when_the_teacher_reads_them(tmp_path, toy_data, teacher_dir,
+                                                                                         capsys):
+    """With data.require_transcript left at its default (false), such a line crashed KD with a traceback
+    when its batch reached the teacher, after the steps before it; ``predict`` still needs none."""
+    import json
+
+    from speechsum.cli import main
+
+    config = kd_config(tmp_path, toy_data, hf_teacher(teacher_dir))
+    settings = yaml.safe_load(config.read_text())
+    settings["data"]["require_transcript"] = False
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    rows = [json.loads(line) for line in toy_data["train"].read_text().splitlines()]
+    for row in rows:
+        row["audio"] = str(toy_data["train"].parent / row["audio"])
+    del rows[7]["transcript"]
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--data.train_manifest", str(manifest), "--trainer.max_steps", "20"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"speechsum fit: error: {manifest}:8: missing field 'transcript'\n" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # before any step
+
+    main(["fit", "--config", str(config), "--data.train_manifest", str(manifest), "--data.on_bad_example", "skip",
+          "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    predict = tmp_path / "predict.jsonl"
+    predict.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "transcript"}) + "\n" for row in rows[:2]))
+    main(["predict", "--config", str(config), "--data.predict_manifest", str(predict), "--ckpt_path",
+          str(tmp_path / "run" / "checkpoints" / "last.ckpt")])
+    assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 2

@@ -38,3 +38,62 @@ def test_hyperparameters_outside_the_cli_never_hold_the_model(tiny_composed):
     module = SFTModule(tiny_composed, learning_rate=0.5)
     assert "model" not in module.hparams and module.hparams["learning_rate"] == 0.5
     assert "model" not in module.hparams_initial
+
+
+def without(manifest, field: str, line: int, out):
+    """``manifest`` with absolute audio paths and ``field`` removed from its line ``line`` (from 1)."""
+    import json
+
+    rows = [json.loads(text) for text in manifest.read_text().splitlines()]
+    for row in rows:
+        row["audio"] = str(manifest.parent / row["audio"])
+    rows[line - 1].pop(field, None)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return out
+
+
+def test_a_field_the_stage_reads_is_required_at_load_whatever_the_data_config_says(tmp_path, toy_data, capsys):
+    """SFT with data.require_summary: false and a line without a summary crashed at that line's batch
+    ('SFT needs a reference `summary` on every manifest line', a traceback after the steps before it)."""
+    import pytest
+
+    from speechsum.cli import main
+    from tests.helpers import run_config
+
+    config = run_config(tmp_path, toy_data, max_steps=20)
+    manifest = without(toy_data["train"], "summary", 6, tmp_path / "train.jsonl")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--data.train_manifest", str(manifest), "--data.require_summary", "false"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"speechsum fit: error: {manifest}:6: missing field 'summary'\n" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_dpo_reads_its_pairs_with_data_preference_left_false(tmp_path, toy_data):
+    """Before: 'DPO needs `chosen` and `rejected` on every manifest line (data: preference: true)', a
+    traceback at the first step though every line had its pair."""
+    import json
+
+    import yaml
+
+    from speechsum.cli import lightning_cli
+    from tests.helpers import run_config
+
+    pairs = {}
+    for split in ("train", "val"):
+        rows = [json.loads(text) for text in toy_data[split].read_text().splitlines()]
+        for row in rows:
+            row["audio"] = str(toy_data[split].parent / row["audio"])
+            row["chosen"], row["rejected"] = row["summary"], row["summary"] + " Also golf golf."
+        pairs[split] = tmp_path / f"{split}_pairs.jsonl"
+        pairs[split].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = run_config(tmp_path, toy_data, max_steps=2)
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["class_path"] = "speechsum.stages.dpo.DPOModule"
+    settings["model"]["init_args"].update({"reference": "frozen_copy", "num_val_samples": 0})
+    settings["data"].update({"train_manifest": str(pairs["train"]), "val_manifest": str(pairs["val"])})
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    cli = lightning_cli(["fit", "--config", str(config)])
+    assert cli.trainer.global_step == 2 and cli.datamodule.preference is False
+    assert "train/rewards/margin" in cli.trainer.logged_metrics

@@ -106,6 +106,9 @@ class DPOModule(SpeechStageModule):
                               f"got {reference!r}")
         check_number("model.init_args.beta", beta, 0.0, low_open=True)
         check_number("model.init_args.label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
+        if loss_type == "ipo" and label_smoothing:  # the IPO loss has no labels to smooth: it was ignored silently
+            raise ConfigError(f"model.init_args.label_smoothing ({label_smoothing}) is for loss_type: sigmoid; the ipo "
+                              "loss has no labels to smooth: set label_smoothing: 0 or loss_type: sigmoid")
         check_number("model.init_args.rpo_alpha", rpo_alpha, 0.0)
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.rpo_alpha = rpo_alpha
@@ -127,6 +130,9 @@ class DPOModule(SpeechStageModule):
             reference_model = copy.deepcopy(self.model, memo=frozen).requires_grad_(False).eval()
             object.__setattr__(self, "_reference_model", reference_model)  # not a submodule: never saved
         self.reference_id = weights_fingerprint(self.model)  # identity of the reference weights
+
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        return ("chosen", "rejected")
 
     @property
     def shares_prompt(self) -> bool:

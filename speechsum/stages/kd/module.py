@@ -120,6 +120,11 @@ class OnPolicyKDModule(SpeechStageModule):
         self.pending_rollout: KDRollout | None = None
         teacher.attach(self.processor.tokenizer, self.processor.end_of_turn)
 
+    def required_fields(self, split: str) -> tuple[str, ...]:
+        """The teacher reads every transcript; an off-policy step (lmbda < 1, no seq_kd) trains on the summary."""
+        off_policy_reference = split == "train" and self.lmbda < 1 and not self.seq_kd
+        return ("transcript",) + (("summary",) if off_policy_reference else ())
+
     def configure_callbacks(self) -> list:
         trainer = getattr(self, "_trainer", None)
         if trainer is not None and any(isinstance(c, TeacherScoringCallback) for c in trainer.callbacks):

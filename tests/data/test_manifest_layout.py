@@ -1,0 +1,98 @@
+"""load_manifest on files that are not JSON Lines as speechsum reads them (compressed, UTF-16, a pipe),
+and lines whose keys or paths were written for another tool or another folder: refused saying what
+the file or line shows and what to do."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+from pathlib import Path
+
+import pytest
+
+from speechsum.data.manifest import ManifestError, load_manifest
+from tests.data.test_manifest import record, write_manifest, write_wav
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A manifest folder with ``audio/a.wav`` (1 s, 16 kHz)."""
+    write_wav(tmp_path / "data" / "audio" / "a.wav", 16_000)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize(("line", "requirement", "field", "key"), [
+    ({"id": "b", "audio_filepath": "audio/b.wav", "instruction": "x"}, {}, "audio", "audio_filepath"),  # NeMo's name
+    (record("b", "audio/b.wav", Summary="s"), {"require_summary": True}, "summary", "Summary"),
+    (record("b", "audio/b.wav", transcription="t"), {"require_transcript": True}, "transcript", "transcription"),
+])
+def test_a_missing_field_names_the_lines_key_meant_for_it(root: Path, line, requirement, field, key):
+    manifest = write_manifest(root / "m.jsonl", [line])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest, **requirement)
+    assert info.value.reason == f"missing field '{field}' (the line has '{key}': rename it to '{field}')"
+
+
+def test_a_path_written_relative_to_the_working_folder_is_refused_saying_the_rule(root: Path, monkeypatch):
+    """Before: only 'no such file' for a path nobody wrote (the manifest folder joined to the working folder's path)."""
+    monkeypatch.chdir(root.parent)
+    lists = root / "lists"
+    lists.mkdir()
+    manifest = write_manifest(lists / "m.jsonl", [record("a", "data/audio/a.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (
+        f"field 'audio': {lists / 'data' / 'audio' / 'a.wav'}: no such file (relative audio paths resolve against the "
+        f"manifest's folder {lists}, not the working folder, where data/audio/a.wav is: write them relative to the "
+        "manifest's folder, or absolute)")
+    monkeypatch.chdir(lists)  # missing from both: the plain reason
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': {lists / 'data' / 'audio' / 'a.wav'}: no such file"
+
+
+def test_a_manifest_that_is_a_pipe_is_named_so(root: Path):
+    """bash's --data.train_manifest <(jq -c ...) is a FIFO: it was 'manifest not found'."""
+    fifo = root / "m.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(fifo)
+    assert str(info.value) == (f"{fifo}:0: not a regular file (a pipe such as bash's <(...), or a device): write the "
+                               "manifest to a file (its relative audio paths resolve against that file's folder)")
+
+
+@pytest.mark.parametrize(("name", "compress", "command"), [
+    ("gzip", gzip.compress, "gunzip -k"),
+    ("bzip2", bz2.compress, "bunzip2 -k"),
+    ("xz", lzma.compress, "unxz -k"),
+], ids=["gzip", "bzip2", "xz"])
+def test_a_compressed_manifest_is_named_with_the_command_that_decompresses_it(root: Path, name, compress, command):
+    """Before: line 1 'not valid UTF-8: byte(s) 8b at byte offset 1', and under skip every line a bad line."""
+    manifest = root / f"m.jsonl.{name}"
+    manifest.write_bytes(compress((json.dumps(record("a")) + "\n").encode()))
+    for mode in ("error", "skip"):
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest, on_bad_example=mode)
+        assert str(info.value) == (f"{manifest}:1: a {name}-compressed file, not JSON Lines text: decompress it "
+                                   f"({command} {manifest}) and give the file that comes out")
+
+
+@pytest.mark.parametrize(("encoding", "head", "name"), [
+    ("utf-16-le", b"\xff\xfe", "UTF-16LE"),  # Windows PowerShell 5: python make_manifest.py > train.jsonl
+    ("utf-16-le", b"", "UTF-16LE"),
+    ("utf-16-be", b"\xfe\xff", "UTF-16BE"),
+    ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32LE"),
+])
+def test_a_utf16_manifest_is_named_with_how_to_save_it_as_utf8(root: Path, encoding, head, name):
+    """Before: line 1 'not valid UTF-8: byte(s) ff at byte offset 0', and under skip every line a bad line."""
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(head + (json.dumps(record("a")) + "\r\n").encode(encoding))
+    for mode in ("error", "skip"):
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest, on_bad_example=mode)
+        assert str(info.value) == (f"{manifest}:1: {name} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {name} -t "
+                                   f"UTF-8 {manifest} > m.utf8.jsonl; Windows PowerShell's > writes UTF-16, Out-File "
+                                   "-Encoding utf8 does not)")
