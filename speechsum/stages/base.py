@@ -27,7 +27,7 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
-from speechsum.utils.arguments import ConfigError, check_count, check_number
+from speechsum.utils.arguments import check_count, check_number
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_jsonl
