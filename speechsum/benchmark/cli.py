@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                             "or compact (10 first and 10 last names, 6 cities, 8 numbers, shorter documents: every entity word "
                             "is heard hundreds of times in an hour of speech), or compact-unnamed (compact whose "
                             "references say 'it was decided to ...' instead of naming the speaker who decided, "
-                            "which only the turn label and voice say: docs/world.md). Default full")
+                            "which only the turn label and voice say: docs/world.md), or compact-heard (compact where another "
+                            "speaker answers each decision by the decider's name, so who decided is said). Default full")
     build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for split in ALL_SPLITS:

@@ -202,6 +202,13 @@ class _Builder:
         english = pool_en[index % len(pool_en)].format(**(slots if slots_en is None else slots_en))
         self.say(speaker, pool_spoken[index].format(**slots), english)
 
+    def say_decider(self, decider: int, count: int, name: str) -> None:
+        """The next speaker answers a decision by the decider's name. The wording follows from the turn
+        count, not from the random stream, so the rest of the document is drawn as without it."""
+        spoken, english = (xl.DECIDER_ACKS[self.lang], xl.DECIDER_ACKS_EN) if self.xling else (en.DECIDER_ACKS,) * 2
+        index = len(self.turns) % len(spoken)
+        self.say((decider + 1) % count, spoken[index].format(name=name), english[index].format(name=name))
+
     def other(self, speakers: list[Speaker], not_this: int) -> int:
         return self.rng.choice([i for i in range(len(speakers)) if i != not_this])
 
@@ -275,6 +282,8 @@ def generate_document(doc_id: str, split: str, seed: int, genre: str, lang: str 
             speaker = b.other(speakers, owner)
         spoken_slots = _with_caps({**fact["_spoken"], "topic": topic[lang]})
         b.say(speaker, spoken_template.format(**spoken_slots), en_template.format(**_with_caps(fact["slots"])))
+        if fact["kind"] == "decision" and pools.decider_said:
+            b.say_decider(speaker, count, fact["slots"]["decider"])
         if asks_owner:
             b.say_choice(owner, *agrees)
         elif rng.random() < 0.35:

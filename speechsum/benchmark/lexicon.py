@@ -191,7 +191,9 @@ class World:
     launch"), which only the speaker's turn label and voice say. ``compact-unnamed`` is ``compact``
     (the same documents, audio and draws) with decisions reported without a name ("it was decided to
     extend …"): the students' CTC audio tokens carry no voice, so a named decider is a fact they
-    cannot hear (docs/world.md, twelfth round).
+    cannot hear (docs/world.md, twelfth round). ``decider_said``: another speaker answers the decision
+    by the decider's full name ("Good call, Emma Novak."), so who decided is said, not only voiced;
+    ``compact-heard`` is ``compact`` (the same draws) with that one turn added (sixteenth round).
     """
 
     name: str
@@ -215,6 +217,7 @@ class World:
     second_action: float = 0.4                          # probability of a second action item
     chitchat: tuple[int, int] = (1, 2)                  # chit-chat exchanges (distractor entities)
     named_decider: bool = True                          # "<decider> decided to …" vs "it was decided to …"
+    decider_said: bool = False                          # the decision is answered by the decider's name
 
 
 def _pick(pool, names: str) -> tuple:
@@ -250,4 +253,5 @@ COMPACT = World(
     chitchat=(1, 1),
 )
 COMPACT_UNNAMED = replace(COMPACT, name="compact-unnamed", named_decider=False)
-WORLDS = {world.name: world for world in (FULL, COMPACT, COMPACT_UNNAMED)}
+COMPACT_HEARD = replace(COMPACT, name="compact-heard", decider_said=True)
+WORLDS = {world.name: world for world in (FULL, COMPACT, COMPACT_UNNAMED, COMPACT_HEARD)}

@@ -108,6 +108,7 @@ CHITCHAT = [  # (question, answer); slots: {city} {pet} {food} {hobby} {number}
 ]
 ACKS = ["Sounds good.", "Okay, noted.", "Great, thanks.", "Makes sense to me.", "Right.", "Perfect.",
         "Good to know.", "Okay."]
+DECIDER_ACKS = ["Good call, {name}.", "Agreed, {name}.", "Thanks, {name}, that settles it.", "Fine by me, {name}."]
 AGREES = ["Sure, I can do that.", "Yes, no problem.", "Okay, will do.", "Sure, I'll take care of it."]
 CLOSINGS = {
     "meeting": ["Great, that's all for today. Thanks everyone.", "Okay, let's wrap up here. Thanks, all.",

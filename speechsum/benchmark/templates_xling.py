@@ -72,6 +72,7 @@ CHITCHAT = {
            ("Könnt ihr mich gut hören?", "Ja, alles klar.")],
 }
 ACKS = {"es": ["Perfecto.", "De acuerdo.", "Vale, entendido."], "de": ["Alles klar.", "Gut, notiert.", "Einverstanden."]}
+DECIDER_ACKS = {"es": ["Buena idea, {name}.", "De acuerdo, {name}."], "de": ["Gute Idee, {name}.", "Einverstanden, {name}."]}
 AGREES = {"es": ["Sí, claro.", "Vale, lo hago."], "de": ["Ja, mache ich.", "Klar, kein Problem."]}
 CLOSINGS = {
     "es": ["Muy bien, eso es todo por hoy. Gracias a todos.", "Gracias, hasta pronto."],
@@ -82,5 +83,6 @@ CHITCHAT_EN = [("How was your weekend?", "Very good, I went to {city} with my do
                ("Can you hear me well?", "Yes, perfectly.")]
 INTROS_EN = ["Hi, I'm {name}.", "Hello everyone, {name} here."]
 ACKS_EN = ["Perfect.", "Agreed.", "Okay, understood."]
+DECIDER_ACKS_EN = ["Good idea, {name}.", "Agreed, {name}."]
 AGREES_EN = ["Yes, of course.", "Sure, no problem."]
 CLOSINGS_EN = ["Very good, that's all for today. Thanks everyone.", "Thanks, see you soon."]

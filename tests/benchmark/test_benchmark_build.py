@@ -253,3 +253,21 @@ def test_compact_unnamed_world_reports_decisions_without_the_unheard_decider():
     doc, fact = decisions[0]
     text = render_reference("bullets", [fact], [0], genre_noun="meeting", topic=doc.topic)
     assert text == f"- It was decided to {fact['slots']['verb']} the {fact['slots']['obj']}."
+
+
+def test_compact_heard_world_says_who_decided_in_one_added_turn():
+    """``compact-heard`` is ``compact`` with one turn added after each decision: the next speaker answers
+    it by the decider's full name. Everything else (speakers, facts, the other turns) is drawn the same."""
+    for lang in ("en", "es"):
+        for i in range(12):
+            args = (f"d-{i}", "test", 3, GENRES[i % 4], lang)
+            compact, heard = (generate_document(*args, world=world) for world in ("compact", "compact-heard"))
+            assert heard.speakers == compact.speakers and heard.facts == compact.facts
+            decision = next(f for f in heard.facts if f["kind"] == "decision")
+            name = decision["slots"]["decider"]
+            decider = [s.name for s in heard.speakers].index(name)
+            spoken = heard.spoken_text(english=False)
+            assert spoken.count(name.lower()) == compact.spoken_text(english=False).count(name.lower()) + 1
+            said = [t for t in heard.turns if name in t.text and t not in compact.turns]
+            assert len(said) == 1 and said[0].speaker == (decider + 1) % len(heard.speakers)
+            assert decision["text"] == f"{name} decided to {decision['slots']['verb']} the {decision['slots']['obj']}"
