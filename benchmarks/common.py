@@ -42,7 +42,8 @@ def pipeline_llm(config: str) -> dict:
 
 def model_shapes(name: str) -> tuple[dict, dict, str]:
     """(student, teacher, world) of a benchmark workload: ``pipeline`` = the default pipeline's
-    text backbone and teacher in its compact world (whose BPE has ~2.2 k tokens); ``llama`` = the
+    text backbone and teacher in the compact world (whose BPE has ~2.2 k tokens; the default run's
+    compact-heard adds one short turn per document, measured in compact before 2026-12-06); ``llama`` = the
     Llama 4×256 / 6×384 pair of the benchmarks before 2026-12-05, in the full world."""
     if name == "pipeline":
         return pipeline_llm("configs/benchmark/text_lm.yaml"), pipeline_llm("configs/benchmark/text_teacher.yaml"), "compact"
