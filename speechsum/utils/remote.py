@@ -255,7 +255,7 @@ def map_concurrent(
         thread.start()
     try:
         for _ in items:
-            index, value, error = finished.get()
+            index, value, error = _next_finished(finished)
             if error is not None and not return_exceptions:
                 raise error
             results[index] = error if error is not None else value
@@ -271,6 +271,17 @@ def map_concurrent(
         stop.set()
         bar.close()
     return results
+
+
+def _next_finished(finished: queue.SimpleQueue) -> tuple:
+    """The next ``(index, value, error)`` a worker put. Waits in short slices: a wait without a timeout
+    blocks in C, and a Ctrl-C delivered to a worker thread (or by ``_thread.interrupt_main``) would only
+    be raised in the main thread once the next call finished, however long that takes."""
+    while True:
+        try:
+            return finished.get(timeout=0.1)
+        except queue.Empty:
+            continue
 
 
 def cache_key(*parts: Any) -> str:

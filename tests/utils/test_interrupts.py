@@ -31,7 +31,12 @@ def test_ctrl_c_in_map_concurrent_does_not_wait_for_the_calls_in_flight():
         time.sleep(30)  # a remote call that will not answer soon
         return x
 
-    threading.Thread(target=lambda: started.wait(10) and _thread.interrupt_main(), daemon=True).start()
+    def interrupt_once_waiting() -> None:  # the main thread is waiting for a result by then
+        if started.wait(10):
+            time.sleep(0.5)
+            _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_waiting, daemon=True).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         map_concurrent(slow, range(8), max_workers=4, progress=False)
