@@ -207,11 +207,9 @@ class SpeechLLM(nn.Module, ABC):
         ``SpeechBatch.repeat_interleave``); the mask covers tokens up to and including the first
         stop token (a response with no stop token was cut at ``max_new_tokens``). Runs in eval
         mode (no dropout, KV cache on) and restores the previous mode. Settings no decoding can use
-        are a :class:`~speechsum.utils.arguments.ConfigError` naming the argument (before, 0 samples
-        gave one per example, ``top_p=1.5`` or ``do_sample="no"`` ran silently, a huge
-        ``max_new_tokens`` failed allocating the cache): see :func:`check_generate`. A sampling
-        ``temperature`` below ``GREEDY_BELOW`` (1e-5) decodes greedily, as ``serve`` and vLLM do
-        (1e-40 overflowed the scores to inf and drew id 0, 1, 0, …)."""
+        are a :class:`~speechsum.utils.arguments.ConfigError` naming the argument
+        (:func:`check_generate`); a sampling ``temperature`` below ``GREEDY_BELOW`` (1e-5) decodes
+        greedily, as ``serve`` and vLLM do (smaller ones overflow the scaled scores)."""
         context = self.context_length()
         check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, context)
         check_prompt_fits(self.processor, batch, context)
