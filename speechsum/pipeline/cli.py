@@ -52,9 +52,11 @@ from speechsum.pipeline.runner import (
     run_stages,
     write_json_atomic,
 )
+from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.arguments import at_least, number
 from speechsum.utils.io import remove_stale_temporaries, write_atomic
+from speechsum.utils.warm_start import WarmStarter
 
 EPILOG = f"""\
 stages, in order (those whose needs are complete run at the same time, --lanes; the longest chain first):
@@ -137,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=number(0.0, 1e7, what="a number of seconds"), default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                         help="seconds of training between the resume checkpoints of the fit stages: a killed "
                         f"stage redoes at most this much when rerun (default {CHECKPOINT_EVERY_S:g}; 0 = every step)")
+    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                        help="start every command as a fresh Python process, each importing torch, Lightning and "
+                        "transformers again (about 6 s of CPU each on a 2-core CPU); by default they are forked "
+                        "from one process that has imported them once (same results)")
     parser.add_argument("--wandb", action="store_true",
                         help="keep the stages' W&B loggers and log evaluation tables (offline unless WANDB_MODE=online)")
     parser.add_argument("--verbose", action="store_true",
@@ -297,10 +303,12 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
         markers = [marker_path(run_dir, need) for need in table[stage].needs]
         return StageContext(run_dir, config, stage, args.wandb, args.verbose, args.teacher, stage_threads, stop,
                             resume=stage not in fresh, checkpoint_every_s=args.checkpoint_every,
-                            needs_finished=max((m.stat().st_mtime for m in markers if m.exists()), default=0.0))
+                            needs_finished=max((m.stat().st_mtime for m in markers if m.exists()), default=0.0),
+                            starter=starter)
 
     board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
-    finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
+    with WarmStarter(WARM_MODULES) if args.warm_start else contextlib.nullcontext() as starter:
+        finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
     stages = {}
     for stage in table.names:
         if stage in kept:

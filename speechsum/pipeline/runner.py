@@ -19,6 +19,7 @@ import queue
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from speechsum.pipeline.stages import delete_outputs, stop_process
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.utils.io import write_atomic
 from speechsum.utils.processes import DIE_WITH_PARENT
+from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
 
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
 
@@ -79,8 +81,10 @@ class StageContext:
 
     def __init__(self, run_dir: Path, config: dict, stage: str, wandb: bool, verbose: bool,
                  teacher_mode: str | None, threads: int = 1, stop: threading.Event | None = None,
-                 resume: bool = False, needs_finished: float = 0.0, checkpoint_every_s: float = CHECKPOINT_EVERY_S):
+                 resume: bool = False, needs_finished: float = 0.0, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                 starter: WarmStarter | None = None):
         self.run_dir, self.config, self.stage = run_dir, config, stage
+        self.starter = starter  # warm starts for ``python -m`` commands (utils/warm_start.py); None: fresh ones
         self.wandb, self.verbose, self.teacher_mode = wandb, verbose, teacher_mode
         self.threads, self.checkpoint_every_s = threads, checkpoint_every_s
         self.resume, self.needs_finished = resume, needs_finished
@@ -89,7 +93,7 @@ class StageContext:
         self.on_output: Callable[[str], None] | None = None  # each output line (the live progress)
         self.peak_rss_gib = 0.0  # the largest of this stage's commands (and their own children)
         self.log_file = self.log_path(stage)
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen | WarmProcess | None = None
         self._lock = threading.Lock()
 
     def log_path(self, stage: str) -> Path:
@@ -117,6 +121,17 @@ class StageContext:
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(self._process.pid, sig)
 
+    def launch(self, command: list[str]) -> subprocess.Popen | WarmProcess:
+        """Start ``command`` with :meth:`environment`, its output (stdout and stderr) in ``.stdout``:
+        forked from the warm-start server when there is one and the command is ``python -m ...``."""
+        if self.starter is not None and command[:2] == [sys.executable, "-m"] and len(command) > 2:
+            try:
+                return self.starter.start(command[2], command[3:], self.environment())
+            except RuntimeError as err:
+                self.note(f"{err}; starting the command as a fresh process")
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env=self.environment())
+
     def run(self, command: list[str]) -> None:
         """Run ``command``; its output goes to the stage log (and the console with --verbose)."""
         line = shlex.join(command)
@@ -126,8 +141,7 @@ class StageContext:
             log.flush()
             with self._lock:  # a stop either finds this process or keeps it from starting
                 self.check_stop()
-                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                           errors="replace", env=self.environment())
+                process = self.launch(command)
                 self._process = process
             try:
                 for text in process.stdout:
@@ -136,9 +150,7 @@ class StageContext:
                         echo(f"[{self.stage}] {text}")
                     if self.on_output is not None:
                         self.on_output(text)
-                # wait4, not wait: the resource usage of this child alone (its peak RSS)
-                _, status, usage = os.wait4(process.pid, 0)
-                process.returncode = os.waitstatus_to_exitcode(status)
+                _, peak_rss_kib = wait_with_peak_rss(process)
             except BaseException:
                 stop_process(process)
                 raise
@@ -146,7 +158,7 @@ class StageContext:
                 with self._lock:
                     self._process = None
                 process.stdout.close()
-        self.peak_rss_gib = max(self.peak_rss_gib, usage.ru_maxrss / 2**20)  # KiB on Linux
+        self.peak_rss_gib = max(self.peak_rss_gib, peak_rss_kib / 2**20)
         # stopped because the run is stopping: not this stage's failure, and not its success either
         # (a command may end a SIGTERM with exit code 0, as Lightning's fit did)
         self.check_stop()

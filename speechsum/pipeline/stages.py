@@ -46,6 +46,9 @@ from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_
 from speechsum.utils.io import jsonl_lines, write_atomic, write_jsonl
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
+# what the warm-start server imports once for all the stages' commands (utils/warm_start.py)
+WARM_MODULES = ("torch", "transformers", "lightning.pytorch", "torchmetrics", "speechsum.lightning_cli",
+                "speechsum.stages", "speechsum.evaluation.evaluate", "speechsum.pairs")
 SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
 STUDENTS_FOLDER = "evaluate"
 

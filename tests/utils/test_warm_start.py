@@ -1,0 +1,185 @@
+"""Warm starts (utils/warm_start.py): a command forked from the server sees and does what a fresh
+``python -m`` process does, trains the same weights, and ends with whoever started it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechsum.pipeline.stages import WARM_MODULES
+from speechsum.utils.warm_start import WarmStarter, torch_threads, wait_with_peak_rss
+from tests.helpers import run_config
+
+PROBE = "tests.utils.warm_probe"
+MODULES = ["torch", "tests.utils.warm_probe_import"]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", **extra}
+
+
+def fresh(module: str, args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env)
+    with process.stdout:
+        output = process.stdout.read()
+    return wait_with_peak_rss(process)[0], output
+
+
+def warm(starter: WarmStarter, module: str, args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    process = starter.start(module, args, env)
+    with process.stdout:
+        output = process.stdout.read()
+    return process.wait(), output
+
+
+def seen(output: str) -> dict:
+    return json.loads(output.splitlines()[0])
+
+
+@pytest.fixture
+def starter():
+    with WarmStarter(MODULES) as started:
+        yield started
+
+
+@pytest.mark.parametrize("threads", [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+                                     {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "1"}], ids=["same", "mkl-over-omp"])
+def test_a_warm_command_sees_what_a_fresh_one_sees(starter, threads):
+    env = environment(WARM_PROBE="x", WARM_PROBE_IMPORT="at import", **threads)
+    results = [fresh(PROBE, ["exit", "0", "more"], env), warm(starter, PROBE, ["exit", "0", "more"], env)]
+    expected = {"argv": ["exit", "0", "more"], "argv0": "warm_probe.py", "name": "__main__", "cwd": os.getcwd(),
+                "probe_env": "x", "at_import": "at import", "threads": int(threads["MKL_NUM_THREADS"]), "stdin": ""}
+    for code, output in results:
+        assert code == 0
+        assert {k: v for k, v in seen(output).items() if k not in ("pid", "ppid")} == expected
+        assert "to stderr" in output
+
+
+@pytest.mark.parametrize(("args", "code", "text"), [
+    (["exit", "3"], 3, None),
+    (["exit", "300"], 300 & 0xFF, None),
+    (["exit-text"], 1, "a message for stderr"),
+    (["raise"], 1, "ValueError: raised by the probe"),
+])
+def test_exit_codes_and_errors_are_a_fresh_process_s(starter, args, code, text):
+    for got, output in (fresh(PROBE, args, environment()), warm(starter, PROBE, args, environment())):
+        assert got == code
+        assert text is None or text in output
+
+
+def test_a_signal_ends_it_and_wait_can_time_out_and_wait_again(starter):
+    process = starter.start(PROBE, ["sleep", "60"], environment())
+    assert seen(process.stdout.readline())["pid"] == process.pid
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=0.2)
+    process.terminate()
+    assert process.wait(timeout=20) == -signal.SIGTERM
+    process.stdout.close()
+
+
+def test_peak_rss_is_the_command_s_own(starter):
+    env = environment()
+    small = starter.start(PROBE, ["exit", "0"], env)
+    small.stdout.read()
+    _, base_kib = small.wait_with_peak_rss()
+    big = starter.start(PROBE, ["allocate", "300"], env)
+    big.stdout.read()
+    code, peak_kib = big.wait_with_peak_rss()
+    assert code == 0
+    assert 280 * 1024 < peak_kib - base_kib < 400 * 1024
+    small.stdout.close()
+    big.stdout.close()
+
+
+def test_the_server_restarts_when_what_its_imports_read_has_changed(starter):
+    first = seen(warm(starter, PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="a"))[1])
+    per_command = seen(warm(starter, PROBE, ["exit", "0"],
+                            environment(WARM_PROBE_IMPORT="a", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                                        SPEECHSUM_ANY="y"))[1])
+    changed = seen(warm(starter, PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="b"))[1])
+    assert (first["at_import"], per_command["at_import"], changed["at_import"]) == ("a", "a", "b")
+    assert first["ppid"] == per_command["ppid"] != changed["ppid"]  # one server, then a new one
+    assert per_command["threads"] == 1
+
+
+def test_close_stops_the_commands_still_running():
+    starter = WarmStarter(MODULES)
+    process = starter.start(PROBE, ["sleep", "60"], environment())
+    process.stdout.readline()
+    starter.close()
+    assert process.wait(timeout=20) == -signal.SIGTERM
+    process.stdout.close()
+
+
+def ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_server_and_its_commands_end_when_the_starting_process_is_killed():
+    script = (
+        "import json, os, signal, sys\n"
+        "from speechsum.utils.warm_start import WarmStarter\n"
+        f"starter = WarmStarter({MODULES!r})\n"
+        f"process = starter.start({PROBE!r}, ['sleep', '60'], dict(os.environ))\n"
+        "process.stdout.readline()\n"
+        "print(json.dumps([starter._server.pid, process.pid]), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd(),
+                            timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    pids = json.loads(result.stdout)
+    deadline = time.monotonic() + 30
+    while not all(ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(ended(pid) for pid in pids)
+
+
+def test_fit_forked_from_the_server_trains_the_weights_a_fresh_process_trains(tmp_path, toy_data):
+    env = environment(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with WarmStarter(WARM_MODULES) as pipeline_starter:
+        states = {}
+        for name, launch in (("fresh", fresh), ("warm", lambda *a: warm(pipeline_starter, *a))):
+            config = run_config(tmp_path / name, toy_data, max_steps=3)
+            code, output = launch("speechsum.cli", ["fit", "--config", str(config)], env)
+            assert code == 0, output[-2000:]
+            checkpoint = tmp_path / name / "run" / "checkpoints" / "last.ckpt"
+            states[name] = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert states["warm"].keys() == states["fresh"].keys()
+    assert all(torch.equal(states["warm"][key], value) for key, value in states["fresh"].items())
+
+
+def test_a_server_that_dies_fails_its_start_and_the_pipeline_starts_the_command_fresh(tmp_path):
+    from speechsum.pipeline.runner import StageContext
+
+    with WarmStarter(MODULES) as starter:
+        with pytest.raises(RuntimeError, match="warm starts failed: the (warm-start )?server"):
+            starter.start(PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="die"))
+        with pytest.raises(RuntimeError, match="warm starts failed"):  # no second try
+            starter.start(PROBE, ["exit", "0"], environment())
+        (tmp_path / "logs").mkdir()
+        ctx = StageContext(tmp_path, {}, "probe", wandb=False, verbose=False, teacher_mode=None, starter=starter)
+        ctx.run([sys.executable, "-m", PROBE, "exit", "0"])
+    log = ctx.log_file.read_text()
+    assert "warm starts failed" in log and "starting the command as a fresh process" in log
+    assert '"argv": ["exit", "0"]' in log and ctx.peak_rss_gib > 0
+
+
+@pytest.mark.parametrize(("env", "threads"), [({}, 0), ({"OMP_NUM_THREADS": "3"}, 3), ({"MKL_NUM_THREADS": "2"}, 2),
+                                              ({"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "2"}, 2),
+                                              ({"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "0"}, 3),
+                                              ({"OMP_NUM_THREADS": "x"}, 0)])
+def test_torch_threads_follows_aten_s_rule(env, threads):
+    assert torch_threads(env) == threads

@@ -1,0 +1,7 @@
+"""Read at import time (by the warm-start server when it preloads this module); "die" ends the process."""
+
+import os
+
+AT_IMPORT = os.environ.get("WARM_PROBE_IMPORT")
+if AT_IMPORT == "die":  # a server that dies while importing
+    os._exit(3)
