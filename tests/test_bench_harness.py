@@ -88,3 +88,15 @@ def test_json_results_go_into_a_new_folder(tmp_path, capsys):
     assert emit(result, str(out)) is result
     assert json.loads(out.read_text()) == {"ratio": 2.02, "path": str(tmp_path)}
     assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
+
+
+def test_warm_start_benchmark_times_both_starts_of_a_real_command(tmp_path, toy_data):
+    from benchmarks.warm_start import main
+    from tests.helpers import run_config
+
+    out = tmp_path / "warm_start.json"
+    main(["--config", str(run_config(tmp_path, toy_data)), "--repeats", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert len(result["fresh_s"]) == len(result["warm_s"]) == 1
+    assert result["fresh_median_s"] > 0 and result["warm_median_s"] > 0
+    assert result["command"].endswith("--print_config")

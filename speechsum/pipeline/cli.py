@@ -139,10 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=number(0.0, 1e7, what="a number of seconds"), default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                         help="seconds of training between the resume checkpoints of the fit stages: a killed "
                         f"stage redoes at most this much when rerun (default {CHECKPOINT_EVERY_S:g}; 0 = every step)")
-    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+    parser.add_argument("--no-warm-start", action="store_true",
                         help="start every command as a fresh Python process, each importing torch, Lightning and "
                         "transformers again (about 6 s of CPU each on a 2-core CPU); by default they are forked "
-                        "from one process that has imported them once (same results)")
+                        "from one process that has imported them once (same results; Linux only)")
     parser.add_argument("--wandb", action="store_true",
                         help="keep the stages' W&B loggers and log evaluation tables (offline unless WANDB_MODE=online)")
     parser.add_argument("--verbose", action="store_true",
@@ -307,7 +307,8 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
                             starter=starter)
 
     board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
-    with WarmStarter(WARM_MODULES) if args.warm_start else contextlib.nullcontext() as starter:
+    warm = not args.no_warm_start and sys.platform.startswith("linux")  # fork after importing torch: Linux only
+    with WarmStarter(WARM_MODULES) if warm else contextlib.nullcontext() as starter:
         finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
     stages = {}
     for stage in table.names:

@@ -8,13 +8,15 @@ modules it is given, then waits) on first use and hands it each command over a U
 private folder: module, arguments, environment, working folder, and the write end of a pipe for the
 command's output (stdout and stderr). The server forks; the child takes that pipe as fd 1 and 2,
 that environment and folder, sets torch's thread count from ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
-(read by OpenMP only when torch was first imported, in the server), and runs the module as ``__main__`` (``runpy``), as
-``python -m`` does; its exit code and peak RSS (``wait4``) come back over the socket. A command sees
-what a fresh one sees, with one difference: modules imported in the server read the environment at
-import time, so the server is restarted when anything but the per-command settings
-(:data:`PER_COMMAND`) differs from the environment it was started with. The server ends when its
-stdin closes: when the :class:`WarmStarter` is closed or its process dies (also by SIGKILL), and it
-then stops the commands still running.
+(read by OpenMP only when torch was first imported, in the server), and runs the module as
+``__main__`` (``runpy``), as ``python -m`` does; its exit code and peak RSS (``wait4``) come back over the socket.
+
+Modules imported in the server read the environment at import time, so a command whose environment
+differs from the server's in anything but the per-command settings (:data:`PER_COMMAND`,
+``SPEECHSUM_*``) or whose folder differs gets a new server; the old one is told ``retire`` on its
+stdin, finishes the commands it runs and ends. A server ends at once when its stdin closes: when
+the :class:`WarmStarter` is closed or its process dies (also by SIGKILL); it then stops the commands
+still running (SIGTERM, SIGKILL after 15 s).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class WarmStarter:
         self._server: subprocess.Popen | None = None
         self._folder: str | None = None
         self._key: tuple | None = None
+        self._retired: list[subprocess.Popen] = []  # servers finishing their commands (another environment)
         self.failure = ""  # why a start failed: no further tries
 
     def __enter__(self) -> WarmStarter:
@@ -134,10 +137,11 @@ class WarmStarter:
     def _address(self, env: dict[str, str], cwd: str) -> str:
         """The socket of a running server whose imports saw ``env`` and ``cwd``; started if needed."""
         with self._lock:
+            self._retired = [server for server in self._retired if server.poll() is None]  # reaps the ended
             key = server_key(env, cwd)
             if self._server is not None and self._server.poll() is None and self._key == key:
                 return os.path.join(self._folder, "socket")
-            self._close_server()
+            self._retire_server()
             self._folder = tempfile.mkdtemp(prefix="speechsum-warm-")  # mode 0700: our user's only
             address = os.path.join(self._folder, "socket")
             with socket.socket(socket.AF_UNIX) as listener:
@@ -180,22 +184,31 @@ class WarmStarter:
         stdout = open(read_end, encoding="utf-8", errors="replace")  # noqa: SIM115 (the caller reads and closes it)
         return WarmProcess(connection, stdout, command)
 
-    def _close_server(self) -> None:
+    def _retire_server(self) -> None:
+        """Let the current server finish the commands it runs, then end; it takes no new ones."""
         if self._server is not None:
-            self._server.stdin.close()  # the server's signal to end
-            try:
-                self._server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
+            with contextlib.suppress(OSError):  # it has died
+                self._server.stdin.write(b"retire\n")
+                self._server.stdin.flush()
+            self._retired.append(self._server)
             self._server = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
     def close(self) -> None:
+        """End every server; commands still running are stopped (SIGTERM, SIGKILL after 15 s)."""
         with self._lock:
-            self._close_server()
+            self._retire_server()
+            for server in self._retired:
+                with contextlib.suppress(OSError):
+                    server.stdin.close()  # the signal to end now
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+            self._retired = []
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -331,14 +344,19 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
     selector.register(wake_read, selectors.EVENT_READ)
     selector.register(0, selectors.EVENT_READ)
     running: dict[int, socket.socket] = {}
+    retiring = False
     while True:
         for key, _ in selector.select():
-            if key.fd == 0 and not os.read(0, 1):  # the starter closed stdin, or died
-                _stop_all(running)
-                return
+            if key.fd == 0:
+                if not os.read(0, 64):  # the starter closed stdin, or died
+                    _stop_all(running)
+                    return
+                selector.unregister(listener)  # "retire": no new commands; end after the running ones
+                listener.close()
+                retiring = True
             if key.fd == wake_read:
                 _drain(wake_read)
-            elif key.fd == listener.fileno():
+            elif not retiring and key.fd == listener.fileno():
                 connection, _ = listener.accept()
                 try:
                     request, output = _receive(connection)
@@ -355,6 +373,8 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
                     connection.sendall(f"pid {pid}\n".encode())
                 running[pid] = connection
         _reap(running)
+        if retiring and not running:
+            return
 
 
 def _reap(running: dict[int, socket.socket], block: bool = False) -> None:

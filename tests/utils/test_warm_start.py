@@ -183,3 +183,16 @@ def test_a_server_that_dies_fails_its_start_and_the_pipeline_starts_the_command_
                                               ({"OMP_NUM_THREADS": "x"}, 0)])
 def test_torch_threads_follows_aten_s_rule(env, threads):
     assert torch_threads(env) == threads
+
+
+def test_a_new_environment_leaves_the_old_server_s_running_command_alone(starter):
+    first = starter.start(PROBE, ["sleep", "2"], environment(WARM_PROBE_IMPORT="a"))
+    old_server = seen(first.stdout.readline())["ppid"]
+    code, output = warm(starter, PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="b"))
+    assert code == 0 and seen(output)["ppid"] != old_server
+    assert first.wait(timeout=30) == 0  # not stopped: the retired server let it finish
+    first.stdout.close()
+    deadline = time.monotonic() + 20
+    while not ended(old_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ended(old_server)  # and then ended
