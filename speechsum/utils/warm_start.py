@@ -322,6 +322,9 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
     import importlib
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the commands (same process group), not us
+    # an import asking torch.cuda.is_available() must not initialise the CUDA driver here: a forked child
+    # could not use it (NVML answers instead; the children get their own environment back)
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     for name in modules:
         try:
             importlib.import_module(name)
