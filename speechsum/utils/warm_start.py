@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 PER_COMMAND = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # and every SPEECHSUM_* variable
 LENGTH = struct.Struct("!I")
+FOLDER_PREFIX = "speechsum-warm-"  # the private folder of a server's socket
 
 
 def server_key(env: dict[str, str], cwd: str) -> tuple:
@@ -142,7 +143,7 @@ class WarmStarter:
             if self._server is not None and self._server.poll() is None and self._key == key:
                 return os.path.join(self._folder, "socket")
             self._retire_server()
-            self._folder = tempfile.mkdtemp(prefix="speechsum-warm-")  # mode 0700: our user's only
+            self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # mode 0700: our user's only
             address = os.path.join(self._folder, "socket")
             with socket.socket(socket.AF_UNIX) as listener:
                 listener.bind(address)
@@ -337,6 +338,7 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
         return
     sys.stderr.flush()
     listener = socket.socket(fileno=listener_fd)
+    folder = os.path.dirname(listener.getsockname())  # the starter's private folder: ours to remove at the end
     wake_read, wake_write = os.pipe()  # SIGCHLD wakes the select below
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -351,8 +353,10 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
     while True:
         for key, _ in selector.select():
             if key.fd == 0:
-                if not os.read(0, 64):  # the starter closed stdin, or died
+                if not os.read(0, 64):  # the starter closed stdin, or died (then nobody else removes the folder)
                     _stop_all(running)
+                    if os.path.basename(folder).startswith(FOLDER_PREFIX):
+                        shutil.rmtree(folder, ignore_errors=True)
                     return
                 selector.unregister(listener)  # "retire": no new commands; end after the running ones
                 listener.close()
