@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoTokenizer,
     GenerationConfig,
     GenerationMixin,
     LogitsProcessorList,
@@ -24,6 +26,25 @@ from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
 from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spm.model", "sentencepiece.bpe.model")
+
+
+def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(spec)``, refusing a local folder without tokenizer files and a
+    tokenizer of at most one id: transformers 5 builds an empty GPT-2 tokenizer for such a folder
+    without a word (every text then encodes to no tokens)."""
+    path = Path(spec)
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(f"{path}: no tokenizer files in this folder (none of {', '.join(TOKENIZER_FILES)}): "
+                          "save the tokenizer beside the model (tokenizer.save_pretrained(folder)) or give "
+                          "the folder that has it")
+    tokenizer = AutoTokenizer.from_pretrained(spec)
+    if len(tokenizer) <= 1:
+        raise ConfigError(f"{spec}: the tokenizer loaded from it has {len(tokenizer)} id(s): not a tokenizer of "
+                          "a language model; give the folder with its tokenizer.json / tokenizer_config.json")
+    return tokenizer
 
 
 def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementation: str | None = None,

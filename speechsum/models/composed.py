@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import (
-    AutoTokenizer,
     GenerationConfig,
     LogitsProcessorList,
     WhisperConfig,
@@ -21,7 +20,13 @@ from transformers import (
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from speechsum.models.base import SpeechLLM, load_causal_lm, sequence_positions, tokenizer_config_defaults
+from speechsum.models.base import (
+    SpeechLLM,
+    load_causal_lm,
+    load_tokenizer,
+    sequence_positions,
+    tokenizer_config_defaults,
+)
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
 from speechsum.models.decode import Prompt, left_packed_order
 from speechsum.models.encoder_windows import encode_in_windows
@@ -140,7 +145,7 @@ class ComposedSpeechLLM(SpeechLLM):
             self.encoder, feature_extractor = _load_encoder(encoder)
             if tokenizer is None and isinstance(llm, str):
                 tokenizer = llm
-            tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()
+            tok = load_tokenizer(tokenizer) if tokenizer else build_byte_tokenizer()
             if AUDIO_TOKEN not in tok.get_vocab():
                 tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
             self.llm = load_causal_lm(llm, dtype, attn_implementation, config_defaults=tokenizer_config_defaults(tok))

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 from transformers import (
-    AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
-from speechsum.models.base import NativeSpeechLLM, load_causal_lm, tokenizer_config_defaults
+from speechsum.models.base import NativeSpeechLLM, load_causal_lm, load_tokenizer, tokenizer_config_defaults
 from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.text_prompt import text_messages
@@ -126,7 +125,7 @@ class TextLLM(NativeSpeechLLM):
             raise ValueError("copy_init applies to random-init LLMs only: give llm as a config dict")
         if tokenizer is None and isinstance(llm, str):
             tokenizer = llm
-        tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else build_byte_tokenizer()
+        tok = load_tokenizer(tokenizer) if tokenizer else build_byte_tokenizer()
         if AUDIO_TOKEN not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
         with seeded_init(init_seed):

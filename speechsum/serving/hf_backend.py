@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 from jinja2.exceptions import TemplateError, TemplateSyntaxError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
+from transformers import AutoModelForCausalLM, GenerationConfig, StoppingCriteria
 
+from speechsum.models.base import load_tokenizer
 from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
@@ -83,7 +84,7 @@ class HFBackend:
                                     "folder written by `speechsum export`")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
-        self._setup(model, AutoTokenizer.from_pretrained(path), served_model_name or path.resolve().name)
+        self._setup(model, load_tokenizer(path), served_model_name or path.resolve().name)
 
     @classmethod
     def from_objects(cls, model: torch.nn.Module, tokenizer, served_model_name: str = "model") -> HFBackend:

@@ -291,13 +291,12 @@ class OpenAICompatibleTeacher(Teacher):
         return self._client
 
     def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
-        from transformers import AutoTokenizer
-
+        from speechsum.models.base import load_tokenizer
         from speechsum.models.text_llm import TextProcessor
 
         tokenizer = student_tokenizer
         if self.tokenizer_name is not None:
-            tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+            tokenizer = load_tokenizer(self.tokenizer_name)
             if self.can_score:
                 check_vocab(student_tokenizer, tokenizer)
         self._prompter = TextProcessor(tokenizer, end_of_turn=end_of_turn, system_prompt=self.system_prompt)
