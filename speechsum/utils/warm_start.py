@@ -234,7 +234,8 @@ def _exit_code(stop: SystemExit) -> int:
 
 
 def run_as_main(module: str, args: list[str]) -> int:
-    """Run ``module`` as ``python -m module *args`` would, up to the interpreter's exit; its code."""
+    """Run ``module`` as ``python -m module *args`` would, up to the interpreter's exit; its code
+    (``-SIGINT``: an uncaught KeyboardInterrupt, which the interpreter ends by killing itself with SIGINT)."""
     import atexit
     import runpy
     import traceback
@@ -247,7 +248,7 @@ def run_as_main(module: str, args: list[str]) -> int:
         code = _exit_code(stop)
     except KeyboardInterrupt:
         traceback.print_exc()
-        code = 128 + signal.SIGINT
+        code = -signal.SIGINT
     except BaseException:  # noqa: BLE001 (printed, as the interpreter does)
         traceback.print_exc()
         code = 1
@@ -298,6 +299,10 @@ def _child(request: dict, output: int, server_fds: list[int]) -> None:
         if "torch" in sys.modules and threads:
             sys.modules["torch"].set_num_threads(threads)
         code = run_as_main(request["module"], request["args"])
+        if code < 0:  # ended by a signal, as the interpreter ends an uncaught KeyboardInterrupt
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+            code = 128 - code  # still alive (the signal blocked): the interpreter's fallback
     except BaseException:  # noqa: BLE001 (setting up the command failed: said on its output)
         import traceback
 

@@ -69,6 +69,7 @@ def test_a_warm_command_sees_what_a_fresh_one_sees(starter, threads):
     (["exit", "300"], 300 & 0xFF, None),
     (["exit-text"], 1, "a message for stderr"),
     (["raise"], 1, "ValueError: raised by the probe"),
+    (["interrupt"], -signal.SIGINT, "KeyboardInterrupt"),  # the interpreter ends itself with SIGINT
 ])
 def test_exit_codes_and_errors_are_a_fresh_process_s(starter, args, code, text):
     for got, output in (fresh(PROBE, args, environment()), warm(starter, PROBE, args, environment())):
