@@ -213,14 +213,19 @@ class WarmStarter:
 
 # -- the server ---------------------------------------------------------------------------------
 def _receive(connection: socket.socket) -> tuple[dict, int]:
-    """A request and the command's output fd."""
+    """A request and the command's output fd (closed if the request is bad)."""
     data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 1)
-    while len(data) < LENGTH.size or len(data) < LENGTH.size + LENGTH.unpack_from(data)[0]:
-        more = connection.recv(1 << 16)
-        if not more:
-            raise EOFError("the request ended early")
-        data += more
-    return json.loads(data[LENGTH.size:]), fds[0]
+    try:
+        while len(data) < LENGTH.size or len(data) < LENGTH.size + LENGTH.unpack_from(data)[0]:
+            more = connection.recv(1 << 16)
+            if not more:
+                raise EOFError("the request ended early")
+            data += more
+        return json.loads(data[LENGTH.size:]), fds[0]
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _exit_code(stop: SystemExit) -> int:

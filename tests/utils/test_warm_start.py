@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from speechsum.pipeline.stages import WARM_MODULES
-from speechsum.utils.warm_start import WarmStarter, torch_threads, wait_with_peak_rss
+from speechsum.utils.warm_start import LENGTH, WarmStarter, torch_threads, wait_with_peak_rss
 from tests.helpers import run_config
 
 PROBE = "tests.utils.warm_probe"
@@ -197,3 +198,19 @@ def test_a_new_environment_leaves_the_old_server_s_running_command_alone(starter
     while not ended(old_server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ended(old_server)  # and then ended
+
+
+def test_a_bad_request_s_output_pipe_is_closed_by_the_server(starter):
+    warm(starter, PROBE, ["exit", "0"], environment())  # the server is up
+    read_end, write_end = os.pipe()
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(os.path.join(starter._folder, "socket"))
+        socket.send_fds(connection, [LENGTH.pack(100) + b"{"], [write_end])
+        connection.shutdown(socket.SHUT_WR)  # the request ends early
+        os.close(write_end)
+        connection.settimeout(20)
+        assert connection.recv(64) == b""  # the server dropped it
+    code, _ = warm(starter, PROBE, ["exit", "0"], environment())  # and a later command does not hold it either
+    with os.fdopen(read_end, "rb") as output:
+        os.set_blocking(read_end, False)
+        assert code == 0 and output.read() == b""  # end of file: no write end left open
