@@ -347,6 +347,7 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
         return
     sys.stderr.flush()
     listener = socket.socket(fileno=listener_fd)
+    address = listener.getsockname()  # in the starter's private folder
     wake_read, wake_write = os.pipe()  # SIGCHLD wakes the select below
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -361,8 +362,11 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
     while True:
         for key, _ in selector.select():
             if key.fd == 0:
-                if not os.read(0, 64):  # the starter closed stdin, or died
+                if not os.read(0, 64):  # the starter closed stdin, or died (and left its folder behind)
                     _stop_all(running)
+                    with contextlib.suppress(OSError):  # already removed by the starter
+                        os.unlink(address)
+                        os.rmdir(os.path.dirname(address))
                     return
                 selector.unregister(listener)  # "retire": no new commands; end after the running ones
                 listener.close()

@@ -137,16 +137,17 @@ def test_the_server_and_its_commands_end_when_the_starting_process_is_killed():
         f"starter = WarmStarter({MODULES!r})\n"
         f"process = starter.start({PROBE!r}, ['sleep', '60'], dict(os.environ))\n"
         "process.stdout.readline()\n"
-        "print(json.dumps([starter._server.pid, process.pid]), flush=True)\n"
+        "print(json.dumps([starter._server.pid, process.pid, starter._folder]), flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd(),
                             timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    pids = json.loads(result.stdout)
+    *pids, folder = json.loads(result.stdout)
     deadline = time.monotonic() + 30
     while not all(ended(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(ended(pid) for pid in pids)
+    assert not Path(folder).exists()  # the server took its socket's folder with it
 
 
 def test_fit_forked_from_the_server_trains_the_weights_a_fresh_process_trains(tmp_path, toy_data):
