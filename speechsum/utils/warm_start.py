@@ -232,8 +232,8 @@ def _exit_code(stop: SystemExit) -> int:
     """The exit status ``python`` gives for an uncaught ``SystemExit``."""
     if stop.code is None:
         return 0
-    if isinstance(stop.code, int):
-        return stop.code & 0xFF
+    if isinstance(stop.code, int):  # a C long, else -1 (exit status 255)
+        return stop.code & 0xFF if -(2**63) <= stop.code < 2**63 else 255
     print(stop.code, file=sys.stderr)
     return 1
 

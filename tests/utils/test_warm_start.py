@@ -68,6 +68,8 @@ def test_a_warm_command_sees_what_a_fresh_one_sees(starter, threads):
 @pytest.mark.parametrize(("args", "code", "text"), [
     (["exit", "3"], 3, None),
     (["exit", "300"], 300 & 0xFF, None),
+    (["exit", "-2"], 254, None),
+    (["exit", str(2**64)], 255, None),  # beyond a C long: the interpreter's exit(-1)
     (["exit-text"], 1, "a message for stderr"),
     (["raise"], 1, "ValueError: raised by the probe"),
     (["interrupt"], -signal.SIGINT, "KeyboardInterrupt"),  # the interpreter ends itself with SIGINT
