@@ -64,6 +64,8 @@ class WarmProcess:
 
     def _reply(self, timeout: float | None) -> list[str]:
         """The server's next line, split; [] when the server has gone."""
+        if self._connection.fileno() == -1:  # closed: the server had gone
+            return []
         self._connection.settimeout(timeout)
         while b"\n" not in self._buffer:
             try:
@@ -94,6 +96,7 @@ class WarmProcess:
         if self.returncode is None:
             reply = self._reply(timeout)
             if len(reply) != 3 or reply[0] != "exit":
+                self._connection.close()
                 raise RuntimeError(f"the warm-start server ended before `{self._command}` (pid {self.pid}) did")
             self.returncode, self.peak_rss_kib = int(reply[1]), int(reply[2])
             self._connection.close()

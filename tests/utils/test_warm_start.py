@@ -217,3 +217,18 @@ def test_a_bad_request_s_output_pipe_is_closed_by_the_server(starter):
     with os.fdopen(read_end, "rb") as output:
         os.set_blocking(read_end, False)
         assert code == 0 and output.read() == b""  # end of file: no write end left open
+
+
+def test_a_server_that_dies_under_a_command_fails_its_wait_and_leaves_no_file_open(starter):
+    warm(starter, PROBE, ["exit", "0"], environment())  # the server is up
+    open_before = set(os.listdir("/proc/self/fd"))
+    process = starter.start(PROBE, ["sleep", "60"], environment())
+    process.stdout.readline()
+    os.kill(starter._server.pid, signal.SIGKILL)
+    process.kill()  # its parent has gone: nobody else ends it
+    process.stdout.read()
+    for _ in range(2):  # the wait, then stop_process's
+        with pytest.raises(RuntimeError, match="the warm-start server ended before"):
+            process.wait(timeout=20)
+    process.stdout.close()
+    assert set(os.listdir("/proc/self/fd")) == open_before
