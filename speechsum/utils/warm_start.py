@@ -70,7 +70,7 @@ class WarmProcess:
         while b"\n" not in self._buffer:
             try:
                 data = self._connection.recv(4096)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0
                 raise subprocess.TimeoutExpired(self._command, timeout) from None
             if not data:
                 return []
