@@ -65,11 +65,13 @@ class WarmProcess:
 
     def _reply(self, timeout: float | None) -> list[str]:
         """The server's next line, split; [] when the server has gone."""
+        if self._connection.fileno() == -1:  # closed: the server had gone
+            return []
         self._connection.settimeout(timeout)
         while b"\n" not in self._buffer:
             try:
                 data = self._connection.recv(4096)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0
                 raise subprocess.TimeoutExpired(self._command, timeout) from None
             if not data:
                 return []
@@ -95,6 +97,7 @@ class WarmProcess:
         if self.returncode is None:
             reply = self._reply(timeout)
             if len(reply) != 3 or reply[0] != "exit":
+                self._connection.close()
                 raise RuntimeError(f"the warm-start server ended before `{self._command}` (pid {self.pid}) did")
             self.returncode, self.peak_rss_kib = int(reply[1]), int(reply[2])
             self._connection.close()
@@ -214,28 +217,34 @@ class WarmStarter:
 
 # -- the server ---------------------------------------------------------------------------------
 def _receive(connection: socket.socket) -> tuple[dict, int]:
-    """A request and the command's output fd."""
+    """A request and the command's output fd (closed if the request is bad)."""
     data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 1)
-    while len(data) < LENGTH.size or len(data) < LENGTH.size + LENGTH.unpack_from(data)[0]:
-        more = connection.recv(1 << 16)
-        if not more:
-            raise EOFError("the request ended early")
-        data += more
-    return json.loads(data[LENGTH.size:]), fds[0]
+    try:
+        while len(data) < LENGTH.size or len(data) < LENGTH.size + LENGTH.unpack_from(data)[0]:
+            more = connection.recv(1 << 16)
+            if not more:
+                raise EOFError("the request ended early")
+            data += more
+        return json.loads(data[LENGTH.size:]), fds[0]
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _exit_code(stop: SystemExit) -> int:
     """The exit status ``python`` gives for an uncaught ``SystemExit``."""
     if stop.code is None:
         return 0
-    if isinstance(stop.code, int):
-        return stop.code & 0xFF
+    if isinstance(stop.code, int):  # a C long, else -1 (exit status 255)
+        return stop.code & 0xFF if -(2**63) <= stop.code < 2**63 else 255
     print(stop.code, file=sys.stderr)
     return 1
 
 
 def run_as_main(module: str, args: list[str]) -> int:
-    """Run ``module`` as ``python -m module *args`` would, up to the interpreter's exit; its code."""
+    """Run ``module`` as ``python -m module *args`` would, up to the interpreter's exit; its code
+    (``-SIGINT``: an uncaught KeyboardInterrupt, which the interpreter ends by killing itself with SIGINT)."""
     import atexit
     import runpy
     import traceback
@@ -248,7 +257,7 @@ def run_as_main(module: str, args: list[str]) -> int:
         code = _exit_code(stop)
     except KeyboardInterrupt:
         traceback.print_exc()
-        code = 128 + signal.SIGINT
+        code = -signal.SIGINT
     except BaseException:  # noqa: BLE001 (printed, as the interpreter does)
         traceback.print_exc()
         code = 1
@@ -299,6 +308,10 @@ def _child(request: dict, output: int, server_fds: list[int]) -> None:
         if "torch" in sys.modules and threads:
             sys.modules["torch"].set_num_threads(threads)
         code = run_as_main(request["module"], request["args"])
+        if code < 0:  # ended by a signal, as the interpreter ends an uncaught KeyboardInterrupt
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+            code = 128 - code  # still alive (the signal blocked): the interpreter's fallback
     except BaseException:  # noqa: BLE001 (setting up the command failed: said on its output)
         import traceback
 
@@ -338,7 +351,7 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
         return
     sys.stderr.flush()
     listener = socket.socket(fileno=listener_fd)
-    folder = os.path.dirname(listener.getsockname())  # the starter's private folder: ours to remove at the end
+    address = listener.getsockname()  # in the starter's private folder
     wake_read, wake_write = os.pipe()  # SIGCHLD wakes the select below
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -353,10 +366,11 @@ def serve(listener_fd: int, modules: Sequence[str]) -> None:
     while True:
         for key, _ in selector.select():
             if key.fd == 0:
-                if not os.read(0, 64):  # the starter closed stdin, or died (then nobody else removes the folder)
+                if not os.read(0, 64):  # the starter closed stdin, or died (and left its folder behind)
                     _stop_all(running)
-                    if os.path.basename(folder).startswith(FOLDER_PREFIX):
-                        shutil.rmtree(folder, ignore_errors=True)
+                    with contextlib.suppress(OSError):  # already removed by the starter
+                        os.unlink(address)
+                        os.rmdir(os.path.dirname(address))
                     return
                 selector.unregister(listener)  # "retire": no new commands; end after the running ones
                 listener.close()

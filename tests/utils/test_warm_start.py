@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from speechsum.pipeline.stages import WARM_MODULES
-from speechsum.utils.warm_start import WarmStarter, torch_threads, wait_with_peak_rss
+from speechsum.utils.warm_start import LENGTH, WarmStarter, torch_threads, wait_with_peak_rss
 from tests.helpers import run_config
 
 PROBE = "tests.utils.warm_probe"
@@ -67,8 +68,11 @@ def test_a_warm_command_sees_what_a_fresh_one_sees(starter, threads):
 @pytest.mark.parametrize(("args", "code", "text"), [
     (["exit", "3"], 3, None),
     (["exit", "300"], 300 & 0xFF, None),
+    (["exit", "-2"], 254, None),
+    (["exit", str(2**64)], 255, None),  # beyond a C long: the interpreter's exit(-1)
     (["exit-text"], 1, "a message for stderr"),
     (["raise"], 1, "ValueError: raised by the probe"),
+    (["interrupt"], -signal.SIGINT, "KeyboardInterrupt"),  # the interpreter ends itself with SIGINT
 ])
 def test_exit_codes_and_errors_are_a_fresh_process_s(starter, args, code, text):
     for got, output in (fresh(PROBE, args, environment()), warm(starter, PROBE, args, environment())):
@@ -79,8 +83,9 @@ def test_exit_codes_and_errors_are_a_fresh_process_s(starter, args, code, text):
 def test_a_signal_ends_it_and_wait_can_time_out_and_wait_again(starter):
     process = starter.start(PROBE, ["sleep", "60"], environment())
     assert seen(process.stdout.readline())["pid"] == process.pid
-    with pytest.raises(subprocess.TimeoutExpired):
-        process.wait(timeout=0.2)
+    for timeout in (0.2, 0):  # 0: a poll, as Popen's
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
     process.terminate()
     assert process.wait(timeout=20) == -signal.SIGTERM
     process.stdout.close()
@@ -145,7 +150,7 @@ def test_the_server_and_its_commands_end_when_the_starting_process_is_killed():
     while not all(ended(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(ended(pid) for pid in pids)
-    assert not Path(folder).exists()  # the server removed its socket's folder: nobody else would
+    assert not Path(folder).exists()  # the server took its socket's folder with it
 
 
 def test_fit_forked_from_the_server_trains_the_weights_a_fresh_process_trains(tmp_path, toy_data):
@@ -197,3 +202,34 @@ def test_a_new_environment_leaves_the_old_server_s_running_command_alone(starter
     while not ended(old_server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ended(old_server)  # and then ended
+
+
+def test_a_bad_request_s_output_pipe_is_closed_by_the_server(starter):
+    warm(starter, PROBE, ["exit", "0"], environment())  # the server is up
+    read_end, write_end = os.pipe()
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(os.path.join(starter._folder, "socket"))
+        socket.send_fds(connection, [LENGTH.pack(100) + b"{"], [write_end])
+        connection.shutdown(socket.SHUT_WR)  # the request ends early
+        os.close(write_end)
+        connection.settimeout(20)
+        assert connection.recv(64) == b""  # the server dropped it
+    code, _ = warm(starter, PROBE, ["exit", "0"], environment())  # and a later command does not hold it either
+    with os.fdopen(read_end, "rb") as output:
+        os.set_blocking(read_end, False)
+        assert code == 0 and output.read() == b""  # end of file: no write end left open
+
+
+def test_a_server_that_dies_under_a_command_fails_its_wait_and_leaves_no_file_open(starter):
+    warm(starter, PROBE, ["exit", "0"], environment())  # the server is up
+    open_before = set(os.listdir("/proc/self/fd"))
+    process = starter.start(PROBE, ["sleep", "60"], environment())
+    process.stdout.readline()
+    os.kill(starter._server.pid, signal.SIGKILL)
+    process.kill()  # its parent has gone: nobody else ends it
+    process.stdout.read()
+    for _ in range(2):  # the wait, then stop_process's
+        with pytest.raises(RuntimeError, match="the warm-start server ended before"):
+            process.wait(timeout=20)
+    process.stdout.close()
+    assert set(os.listdir("/proc/self/fd")) == open_before

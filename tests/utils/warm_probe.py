@@ -1,6 +1,6 @@
 """A command for tests/utils/test_warm_start.py: ``python -m tests.utils.warm_probe ACTION [ARG]``
 prints what it sees as one JSON line, then does ACTION: ``exit CODE``, ``exit-text``, ``raise``,
-``sleep``, ``allocate MIB``."""
+``interrupt``, ``sleep``, ``allocate MIB``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ if action == "exit-text":
     raise SystemExit("a message for stderr")
 if action == "raise":
     raise ValueError("raised by the probe")
+if action == "interrupt":  # an uncaught Ctrl-C
+    raise KeyboardInterrupt
 if action == "sleep":
     time.sleep(float(argument or 60))
 if action == "allocate":
