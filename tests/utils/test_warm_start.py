@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from speechsum.pipeline.stages import WARM_MODULES
-from speechsum.utils.warm_start import LENGTH, WarmStarter, torch_threads, wait_with_peak_rss
+from speechsum.utils.warm_server import torch_threads
+from speechsum.utils.warm_start import LENGTH, WarmStarter, wait_with_peak_rss
 from tests.helpers import run_config
 
 PROBE = "tests.utils.warm_probe"
@@ -233,3 +234,23 @@ def test_a_server_that_dies_under_a_command_fails_its_wait_and_leaves_no_file_op
             process.wait(timeout=20)
     process.stdout.close()
     assert set(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_a_command_keeps_sigint_ignored_when_its_starter_was_started_so():
+    script = (  # a background job of a non-interactive shell starts with SIGINT ignored; its children too
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from speechsum.utils.warm_start import WarmStarter\n"
+        f"with WarmStarter({MODULES!r}) as starter:\n"
+        f"    process = starter.start({PROBE!r}, ['sleep', '60'], dict(os.environ))\n"
+        "    process.stdout.readline()\n"
+        "    process.send_signal(signal.SIGINT)\n"
+        "    try:\n"
+        "        process.wait(timeout=2)\n"
+        "        print('ended by SIGINT')\n"
+        "    except Exception:\n"
+        "        print('ignored SIGINT')\n"
+        "        process.kill()\n"
+        "        process.wait()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ignored SIGINT", result.stderr
