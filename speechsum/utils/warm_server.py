@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import LENGTH
 
 # SIGINT as this process got it (Python's handler, or ignored when the starter ran with SIGINT ignored,
@@ -109,8 +110,8 @@ def _child(request: dict, output: int, server_fds: list[int]) -> None:
         os.close(output)
         os.chdir(request["cwd"])
         env = dict(request["env"])
-        if "SPEECHSUM_DIE_WITH_PARENT" in env:  # its parent is this server now (utils/processes.py)
-            env["SPEECHSUM_DIE_WITH_PARENT"] = str(os.getppid())
+        if DIE_WITH_PARENT in env:  # its parent is this server now
+            env[DIE_WITH_PARENT] = str(os.getppid())
         os.environ.clear()
         os.environ.update(env)
         threads = torch_threads(env)
