@@ -43,7 +43,7 @@ from speechsum.pipeline.config import (
     trains_text_lms,
 )
 from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
-from speechsum.utils.io import jsonl_lines, write_atomic, write_jsonl
+from speechsum.utils.io import atomic_path, jsonl_lines, write_atomic, write_jsonl
 
 SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
 # what the warm-start server imports once for all the stages' commands (utils/warm_start.py)
@@ -118,7 +118,15 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
     path = folder / "config.yaml"
     write_atomic(path, text)
     ctx.run([*SPEECHSUM, "fit", "--config", str(path), *(["--ckpt_path", str(checkpoint)] if checkpoint else [])])
-    outputs = [path, folder / "checkpoints" / "last.ckpt"]
+    last = folder / "checkpoints" / "last.ckpt"
+    if checkpoint is not None and checkpoint.parent.name == RESUME_FOLDER and not last.exists():
+        # killed after its final resume checkpoint, before last.ckpt: resumed there, fit had no step left to
+        # train and saved nothing; that checkpoint is the trained model
+        last.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(last) as partial:
+            shutil.copyfile(checkpoint, partial)
+        ctx.note(f"{checkpoint.name} was the last step: copied to {last}")
+    outputs = [path, last]
     if stage in ("text_lm", "text_teacher"):
         outputs.append(folder / "model" / "config.json")
     missing = [str(p) for p in outputs if not p.exists()]

@@ -162,3 +162,24 @@ def test_a_killed_fit_stage_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
         assert (killed / "text_lm" / "model" / name).read_bytes() == (whole / "text_lm" / "model" / name).read_bytes()
     print(f"\ntext_lm uninterrupted {whole_s:.1f} s; killed after {first_s:.1f} s + resumed {rerun_s:.1f} s: "
           f"{first_s + rerun_s - whole_s:.1f} s lost to the kill")
+
+
+def test_a_fit_stage_killed_after_its_last_resume_checkpoint_ends_with_it(tmp_path):
+    """Killed after the final step's resume checkpoint but before ``last.ckpt`` (the window the chaos
+    test met): resumed there, fit has no step left and saves nothing; that checkpoint becomes
+    ``last.ckpt`` (the stage failed with "last.ckpt is missing")."""
+    run, config = tmp_path / "run", CONFIGS / "pipeline" / "tiny.yaml"
+    finish(pipeline(config, run, until="align"))
+    trained = torch.load(run / "align" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    resume = run / "align" / "resume"
+    resume.mkdir()
+    shutil.copyfile(run / "align" / "checkpoints" / "last.ckpt", resume / f"resume-step={trained['global_step']}.ckpt")
+    shutil.rmtree(run / "align" / "checkpoints")
+    (run / ".state" / "align.json").unlink()
+
+    out = finish(pipeline(config, run, until="align"))
+    assert "was the last step: copied to" in out
+    last = torch.load(run / "align" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == trained["global_step"]
+    assert all(torch.equal(last["state_dict"][k], v) for k, v in trained["state_dict"].items())
+    assert not resume.exists()
