@@ -39,10 +39,15 @@ LENGTH = struct.Struct("!I")
 FOLDER_PREFIX = "speechsum-warm-"  # the private folder of a server's socket
 
 
+def speechsum_own(name: str) -> bool:
+    """A speechsum variable (a key's value, the pipeline's pid): per command, never the server's."""
+    return name.startswith("SPEECHSUM_")
+
+
 def server_key(env: dict[str, str], cwd: str) -> tuple:
     """What a server's imports may have read: its environment without the per-command settings, and
     its working folder (``sys.path[0]`` of ``python -m``)."""
-    kept = {k: v for k, v in env.items() if k not in PER_COMMAND and not k.startswith("SPEECHSUM_")}
+    kept = {k: v for k, v in env.items() if k not in PER_COMMAND and not speechsum_own(k)}
     return tuple(sorted(kept.items())), cwd
 
 
@@ -152,7 +157,7 @@ class WarmStarter:
                 self._server = subprocess.Popen(
                     [sys.executable, "-m", "speechsum.utils.warm_server", str(listener.fileno()), *self.modules],
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=[listener.fileno()], cwd=cwd,
-                    env={k: v for k, v in env.items() if not k.startswith("SPEECHSUM_")})
+                    env={k: v for k, v in env.items() if not speechsum_own(k)})  # keys stay with the commands
             self._key = key
             return address
 
