@@ -179,6 +179,8 @@ class ComposedSpeechLLM(SpeechLLM):
         self._encoder_id: tuple[tuple, str] | None = None
         self._cache_notice_logged = False
         self.finish_init(policy)
+        # a cached clip's frames need no log-mel features: the processor leaves them to input_features
+        self.processor.defer_log_mel = self.feature_cache is not None and self.encoder_frozen()
         if self.feature_cache is not None and not self.encoder_frozen():
             self._log_cache_off("the encoder trains (policy.train_encoder: true)")
         if encoder_dtype != "float32" and not self.encoder_frozen():
@@ -267,24 +269,24 @@ class ComposedSpeechLLM(SpeechLLM):
         computed. A frozen encoder runs without autograd and in eval mode (deterministic)."""
         if "encoder_frames" in audio:
             return [f[:n] for f, n in zip(audio["encoder_frames"], audio["encoder_lengths"].tolist())]
-        features, mel_frames = audio["input_features"], audio["mel_frames"]
+        mel_frames = audio["mel_frames"]
         if not self.encoder_frozen():
             if self.feature_cache is not None:
                 self._log_cache_off("the encoder trains")
-            return self.encoder_frames(features, mel_frames)
+            return self.encoder_frames(self.processor.input_features(audio), mel_frames)
         with torch.no_grad(), _eval_mode(self.encoder):
             keys = audio.get("content_keys")
             if self.feature_cache is None:
-                return self.encoder_frames(features, mel_frames)
+                return self.encoder_frames(self.processor.input_features(audio), mel_frames)
             if keys is None or len(keys) != len(mel_frames):
                 self._log_cache_off("the audio dict has no content key per clip (audio['content_keys'])")
-                return self.encoder_frames(features, mel_frames)
+                return self.encoder_frames(self.processor.input_features(audio), mel_frames)
 
             def compute(rows: list[int]) -> list[Tensor]:
                 subset = mel_frames[rows]
-                return self.encoder_frames(features[rows, :, : int(subset.max())], subset)
+                return self.encoder_frames(self.processor.input_features(audio, rows)[:, :, : int(subset.max())], subset)
 
-            return self.feature_cache.frames(self.encoder_id(), keys, compute, features.device,
+            return self.feature_cache.frames(self.encoder_id(), keys, compute, mel_frames.device,
                                              width=self.encoder.config.d_model)
 
     def precompute_audio(self, audio: dict) -> dict:

@@ -28,6 +28,13 @@ def stft_ready(waveform: np.ndarray, n_fft: int) -> np.ndarray:
     return np.pad(waveform, (0, short)) if short > 0 else waveform
 
 
+def log_mel_frames(num_samples: int, n_fft: int, hop_length: int) -> int:
+    """Mel frames Whisper's feature extractor gives a clip of ``num_samples`` samples (unpadded,
+    untruncated, after :func:`stft_ready`): its centred STFT has ``1 + n // hop_length`` frames and
+    the extractor drops the last, so ``n // hop_length`` with ``n = max(num_samples, n_fft // 2 + 1)``."""
+    return max(num_samples, n_fft // 2 + 1) // hop_length
+
+
 def whisper_output_frames(mel_frames: int) -> int:
     """Encoder frames for ``mel_frames`` mel frames: conv2 has stride 2, so ``ceil(T / 2)``."""
     return (mel_frames + 1) // 2
@@ -102,9 +109,10 @@ class ComposedProcessor(SpeechProcessor):
             encode(after, add_special_tokens=False)["input_ids"],
         )
 
-    def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
-        # Each clip gets its own features (zero beyond its end) so that, with the encoder's
-        # padding mask, a clip's audio embeddings do not depend on what else is in the batch.
+    def log_mel(self, waveforms: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
+        """Each clip's own log-mel features, zero beyond its end: ``(B, n_mels, T_max)`` float32, and
+        its frame count ``(B,)``. Per clip, so that (with the encoder's padding mask) a clip's audio
+        embeddings do not depend on what else is in the batch."""
         features = [
             self.feature_extractor(
                 stft_ready(waveform, self.feature_extractor.n_fft), sampling_rate=self.sample_rate,
@@ -116,14 +124,50 @@ class ComposedProcessor(SpeechProcessor):
         input_features = torch.zeros(len(features), features[0].shape[0], int(mel_frames.max()))
         for row, feature in enumerate(features):
             input_features[row, :, : feature.shape[-1]] = feature
+        return input_features, mel_frames
+
+    def input_features(self, audio: dict, rows: list[int] | None = None) -> Tensor:
+        """Log-mel features ``(len(rows), n_mels, T)`` of the audio dict's clips (all rows when None):
+        the processor's ``input_features``, or, where it deferred them (``processor.defer_log_mel``),
+        computed now from the dict's ``waveforms`` exactly as the processor would have
+        (:meth:`log_mel`)."""
+        if "input_features" in audio:
+            return audio["input_features"] if rows is None else audio["input_features"][rows]
+        if "waveforms" not in audio:
+            raise ValueError("the audio dict has neither `input_features` nor `waveforms`: build it with the model's processor "
+                             "(model.processor.encode_prompts)")
+        rows = list(range(len(audio["mel_frames"]))) if rows is None else rows
+        waveforms, num_samples = audio["waveforms"].cpu(), audio["num_samples"].tolist()
+        features, mel_frames = self.log_mel([waveforms[row, : num_samples[row]].numpy() for row in rows])
+        if mel_frames.tolist() != audio["mel_frames"][rows].tolist():
+            raise RuntimeError(f"log-mel frame counts {mel_frames.tolist()} differ from the processor's "
+                               f"{audio['mel_frames'][rows].tolist()} (a feature extractor of other settings?)")
+        return features.to(audio["mel_frames"].device)
+
+    defer_log_mel = False  # set by a model whose frozen encoder's frames come from a feature cache
+
+    def encode_prompts(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str]) -> PromptInputs:
+        """The prompts, and the audio dict: ``input_features`` ``(B, n_mels, T_max)`` (:meth:`log_mel`),
+        ``mel_frames`` ``(B,)`` and ``content_keys``. With ``defer_log_mel`` the dict holds the clips
+        instead of their features (``waveforms`` ``(B, N_max)`` float32 zero-padded, ``num_samples``
+        ``(B,)``), and the model computes features only for clips its feature cache does not hold
+        (:meth:`input_features`): a cached clip needs none, and its log-mel is
+        most of the collation's time."""
+        if self.defer_log_mel:
+            fe = self.feature_extractor
+            mel_frames = torch.tensor([log_mel_frames(len(w), fe.n_fft, fe.hop_length) for w in waveforms])
+            num_samples = torch.tensor([len(w) for w in waveforms])
+            padded = torch.zeros(len(waveforms), max(int(num_samples.max()), 1))
+            for row, waveform in enumerate(waveforms):
+                padded[row, : len(waveform)] = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
+            audio = {"waveforms": padded, "num_samples": num_samples}
+        else:
+            input_features, mel_frames = self.log_mel(waveforms)
+            audio = {"input_features": input_features}
         prompts = []
         for frames, instruction in zip(mel_frames.tolist(), instructions):
             before, after = self._prompt_parts(instruction)
             prompts.append(before + [self.audio_token_id] * self.audio_tokens(frames) + after)
         prompt_ids, prompt_mask = pad_sequences(prompts, self.pad_id, side="left")
-        audio = {
-            "input_features": input_features,
-            "mel_frames": mel_frames,
-            "content_keys": [audio_content_key(w, self.sample_rate) for w in waveforms],
-        }
+        audio |= {"mel_frames": mel_frames, "content_keys": [audio_content_key(w, self.sample_rate) for w in waveforms]}
         return PromptInputs(audio=audio, prompt_ids=prompt_ids, prompt_mask=prompt_mask)
