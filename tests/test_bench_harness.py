@@ -100,3 +100,21 @@ def test_warm_start_benchmark_times_both_starts_of_a_real_command(tmp_path, toy_
     assert len(result["fresh_s"]) == len(result["warm_s"]) == 1
     assert result["fresh_median_s"] > 0 and result["warm_median_s"] > 0
     assert result["command"].endswith("--print_config")
+
+
+def test_collate_speed_benchmark_times_both_collations_of_a_cached_stage(tmp_path, toy_data):
+    import yaml
+
+    from benchmarks.collate_speed import main
+    from tests.helpers import run_config
+
+    config_path = run_config(tmp_path, toy_data)
+    config = yaml.safe_load(config_path.read_text())
+    config["model"]["init_args"]["model"]["init_args"]["feature_cache"] = str(tmp_path / "cache")
+    config_path.write_text(yaml.safe_dump(config))
+    result = main(["--config", str(config_path), "--batches", "2", "--repeats", "1", "--output", str(tmp_path / "r.json")])
+    assert result["batches"] == 2 and len(result["passes"]["eager"]) == len(result["passes"]["deferred"]) == 1
+    assert result["s_per_batch"]["eager"] > 0 and result["s_per_batch"]["deferred"] > 0
+    assert json.loads((tmp_path / "r.json").read_text())["speedup"] == result["speedup"]
+    with pytest.raises(SystemExit, match="does not defer"):  # no feature cache: nothing to compare
+        main(["--config", str(run_config(tmp_path / "plain", toy_data)), "--batches", "1"])
