@@ -53,7 +53,9 @@ def ctc_alignment_loss(
         return logits.sum() * 0.0, (~feasible).sum()
     rows = feasible.nonzero().squeeze(-1)
     flat_targets = torch.tensor([tok for b in rows.tolist() for tok in targets[b]], device=logits.device)
-    log_probs = logits[rows].float().log_softmax(-1).transpose(0, 1)  # (T, B', C)
+    if len(rows) < len(logits):  # an index copy of (B', T, C) and its backward: only when rows are left out
+        logits = logits[rows]
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B', C)
     total = torch.nn.functional.ctc_loss(
         log_probs, flat_targets, frame_counts[rows], lengths[rows], blank=blank, reduction="sum"
     )

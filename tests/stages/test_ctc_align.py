@@ -45,6 +45,22 @@ def test_ctc_loss_counts_infeasible_rows_and_skips_them():
     assert none.item() == 0.0 and infeasible.item() == 1
 
 
+def test_ctc_loss_of_all_feasible_rows_equals_the_row_selected_one_bit_for_bit():
+    """Every row feasible: the logits are used as they are (no index copy), with the same loss and
+    gradient as through the selection of all rows, to the last bit."""
+    logits = torch.randn(3, 6, 5, requires_grad=True)
+    counts, targets = torch.tensor([6, 4, 5]), [[1, 2], [3], [0, 0, 2]]
+    loss, infeasible = ctc_alignment_loss(logits, counts, targets, blank=4)
+    (gradient,) = torch.autograd.grad(loss, logits)
+    selected = logits[torch.arange(3)]
+    log_probs = selected.log_softmax(-1).transpose(0, 1)
+    flat = torch.tensor([token for target in targets for token in target])
+    lengths = torch.tensor([len(t) for t in targets])
+    reference = torch.nn.functional.ctc_loss(log_probs, flat, counts, lengths, blank=4, reduction="sum") / lengths.sum()
+    (reference_gradient,) = torch.autograd.grad(reference, logits)
+    assert infeasible.item() == 0 and torch.equal(loss, reference) and torch.equal(gradient, reference_gradient)
+
+
 def test_keep_mask_and_collapse():
     blank = 9
     labels = torch.tensor([[blank, 3, 3, blank, 3, 4, 4, blank]])
