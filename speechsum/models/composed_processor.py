@@ -109,14 +109,15 @@ class ComposedProcessor(SpeechProcessor):
             encode(after, add_special_tokens=False)["input_ids"],
         )
 
-    def log_mel(self, waveforms: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
-        """Each clip's own log-mel features, zero beyond its end: ``(B, n_mels, T_max)`` float32, and
-        its frame count ``(B,)``. Per clip, so that (with the encoder's padding mask) a clip's audio
-        embeddings do not depend on what else is in the batch."""
+    def log_mel(self, waveforms: Sequence[np.ndarray], device: str = "cpu") -> tuple[Tensor, Tensor]:
+        """Each clip's own log-mel features, zero beyond its end: ``(B, n_mels, T_max)`` float32 on the
+        CPU, and its frame count ``(B,)``; ``device``: where the extractor's STFT runs. Per clip, so
+        that (with the encoder's padding mask) a clip's audio embeddings do not depend on what else is
+        in the batch."""
         features = [
             self.feature_extractor(
                 stft_ready(waveform, self.feature_extractor.n_fft), sampling_rate=self.sample_rate,
-                padding="longest", truncation=False, return_tensors="pt",
+                padding="longest", truncation=False, return_tensors="pt", device=device,
             )["input_features"][0]
             for waveform in waveforms
         ]
@@ -129,8 +130,8 @@ class ComposedProcessor(SpeechProcessor):
     def input_features(self, audio: dict, rows: list[int] | None = None) -> Tensor:
         """Log-mel features ``(len(rows), n_mels, T)`` of the audio dict's clips (all rows when None):
         the processor's ``input_features``, or, where it deferred them (``processor.defer_log_mel``),
-        computed now from the dict's ``waveforms`` exactly as the processor would have
-        (:meth:`log_mel`)."""
+        computed now from the dict's ``waveforms`` by :meth:`log_mel` (on the dict's device: on the CPU
+        the processor's very values; on a GPU its STFT, within float rounding of them)."""
         if "input_features" in audio:
             return audio["input_features"] if rows is None else audio["input_features"][rows]
         if "waveforms" not in audio:
@@ -138,11 +139,12 @@ class ComposedProcessor(SpeechProcessor):
                              "(model.processor.encode_prompts)")
         rows = list(range(len(audio["mel_frames"]))) if rows is None else rows
         waveforms, num_samples = audio["waveforms"].cpu(), audio["num_samples"].tolist()
-        features, mel_frames = self.log_mel([waveforms[row, : num_samples[row]].numpy() for row in rows])
+        device = audio["mel_frames"].device  # on a GPU, the STFT of a cache miss runs there
+        features, mel_frames = self.log_mel([waveforms[row, : num_samples[row]].numpy() for row in rows], str(device))
         if mel_frames.tolist() != audio["mel_frames"][rows].tolist():
             raise RuntimeError(f"log-mel frame counts {mel_frames.tolist()} differ from the processor's "
                                f"{audio['mel_frames'][rows].tolist()} (a feature extractor of other settings?)")
-        return features.to(audio["mel_frames"].device)
+        return features.to(device)
 
     defer_log_mel = False  # set by a model whose frozen encoder's frames come from a feature cache
 

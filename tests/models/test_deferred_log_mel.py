@@ -57,7 +57,7 @@ def test_a_cached_clip_needs_no_log_mel(tmp_path, monkeypatch):
     batch = SpeechCollator(model.processor)(items())
     first = logprobs(model, batch)
 
-    def no_log_mel(waveforms):
+    def no_log_mel(*args):
         raise AssertionError("log-mel computed for a cached clip")
 
     monkeypatch.setattr(model.processor, "log_mel", no_log_mel)
@@ -73,7 +73,7 @@ def test_one_new_clip_computes_only_its_own_features(tmp_path, monkeypatch):
     batch = SpeechCollator(model.processor)(items(seconds=(0.7, 1.3, 2.0)))
     computed = []
     log_mel = model.processor.log_mel
-    monkeypatch.setattr(model.processor, "log_mel", lambda waveforms: computed.append(len(waveforms)) or log_mel(waveforms))
+    monkeypatch.setattr(model.processor, "log_mel", lambda waveforms, *rest: computed.append(len(waveforms)) or log_mel(waveforms, *rest))
     logprobs(model, batch)
     assert computed == [1]
 
