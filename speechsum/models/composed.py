@@ -321,18 +321,19 @@ class ComposedSpeechLLM(SpeechLLM):
         and, under CTC compression, which of them the LLM attends to ``(Σ_i …,)`` bool (else None);
         the others' embeddings are 0 (not computed: they take no part in the LLM's attention). The
         projector runs on the real frames only, not on the padding after shorter clips."""
-        frames, counts = self._projector_inputs(audio)
-        positions = torch.arange(math.ceil(frames.shape[1] / self.projector.stack), device=frames.device)
-        valid = positions[None, :] < torch.tensor(counts, device=frames.device)[:, None]  # (B, T')
+        dtype = next(self.projector.parameters()).dtype
+        clips = [frames.to(dtype) for frames in self.clip_frames(audio)]
         if not isinstance(self.projector, CTCProjector):
-            return self.projector.rows(frames, valid), None
-        logits = self.projector.row_logits(frames, valid)  # (Σ_i …, V + 1)
+            return self.projector.clip_rows(clips), None
+        logits = self.projector.clip_logits(clips)  # (Σ_i …, V + 1)
         table = self.llm.get_input_embeddings().weight
         if not self.ctc_compress:
             return self.projector.embed(logits, table), None
         # compressed-away frames are masked out of attention and their outputs never read: only the
         # kept ones need softmax(logits) @ table (the projector's costliest part), the rest stay 0
-        labels = torch.full(valid.shape, self.projector.blank, device=frames.device)
+        counts = torch.tensor([math.ceil(len(clip) / self.projector.stack) for clip in clips], device=logits.device)
+        valid = torch.arange(int(counts.max()), device=logits.device)[None, :] < counts[:, None]  # (B, T')
+        labels = torch.full(valid.shape, self.projector.blank, device=logits.device)
         labels[valid] = logits.max(-1).indices  # max's indices: argmax (first of ties), twice as fast on CPU
         keep = ctc_keep_mask(labels, self.projector.blank)[valid]
         kept = self.projector.embed(logits[keep], table)

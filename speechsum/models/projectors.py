@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,10 +45,18 @@ class FrameStackProjector(nn.Module):
         frames = nn.functional.pad(frames, (0, 0, 0, padded - length))
         return frames.reshape(batch, padded // self.stack, dim * self.stack)
 
-    def rows(self, frames: Tensor, valid: Tensor) -> Tensor:
-        """The outputs at the ``valid`` ``(B, ceil(T / stack))`` positions only, ``(Σ valid, d_llm)``
-        in row-major order: ``forward(frames)[valid]`` without computing the padded positions."""
-        return self.mlp(self.stacked(frames)[valid])
+    def stacked_clips(self, clips: Sequence[Tensor]) -> Tensor:
+        """Each clip's frames ``(T_i, d_enc)`` stacked as :meth:`stacked` stacks them (``T_i``
+        zero-padded to a multiple of ``stack``), concatenated: ``(Σ_i ceil(T_i / stack), stack·d_enc)``,
+        the rows ``stacked(pad_sequence(clips))[valid]`` without building the padded batch."""
+        width = self.mlp[0].in_features  # stack · d_enc
+        parts = [nn.functional.pad(clip, (0, 0, 0, -clip.shape[0] % self.stack)).reshape(-1, width) for clip in clips]
+        return torch.cat(parts) if parts else self.mlp[0].weight.new_zeros(0, width)
+
+    def clip_rows(self, clips: Sequence[Tensor]) -> Tensor:
+        """The outputs at every clip's real positions only, ``(Σ_i ceil(T_i / stack), d_llm)``, clip by
+        clip: ``forward(pad_sequence(clips))[valid]`` without computing (or copying) the padding."""
+        return self.mlp(self.stacked_clips(clips))
 
 
 class CTCProjector(nn.Module):
@@ -75,9 +84,10 @@ class CTCProjector(nn.Module):
         """``(B, T, d_enc)`` → CTC logits ``(B, ceil(T / stack), vocab_size + 1)``."""
         return self.head(self.frames(frames))
 
-    def row_logits(self, frames: Tensor, valid: Tensor) -> Tensor:
-        """``logits(frames)[valid]`` ``(Σ valid, vocab_size + 1)`` without computing the padded positions."""
-        return self.head(self.frames.rows(frames, valid))
+    def clip_logits(self, clips: Sequence[Tensor]) -> Tensor:
+        """``logits(pad_sequence(clips))[valid]`` ``(Σ_i ceil(T_i / stack), vocab_size + 1)``, clip by
+        clip, without computing the padded positions (:meth:`FrameStackProjector.clip_rows`)."""
+        return self.head(self.frames.clip_rows(clips))
 
     def embed(self, logits: Tensor, token_embeddings: Tensor) -> Tensor:
         """Audio embeddings ``softmax(logits) @ [E; e_blank]`` ``(B, T', d_llm)`` for the LLM's input

@@ -41,15 +41,19 @@ def test_projector_stacks_frames():
 
 
 @pytest.mark.parametrize("kind", ["mlp", "ctc"])
-def test_projectors_compute_the_valid_positions_only(kind):
+def test_projectors_compute_each_clips_real_positions_only(kind):
     torch.manual_seed(0)
     projector = FrameStackProjector(6, 5, stack=4) if kind == "mlp" else CTCProjector(6, 5, vocab_size=11, stack=4)
-    frames = torch.randn(3, 10, 6)  # 3 positions of 4 frames each, the last one zero-padded
-    valid = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    clips = [torch.randn(10, 6), torch.randn(3, 6), torch.randn(0, 6), torch.randn(8, 6)]  # 3, 1, 0, 2 positions
+    frames = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)  # (4, 10, 6): the last position zero-padded
+    valid = torch.tensor([[True] * 3, [True, False, False], [False] * 3, [True, True, False]])
     padded = projector(frames) if kind == "mlp" else projector.logits(frames)
-    rows = projector.rows(frames, valid) if kind == "mlp" else projector.row_logits(frames, valid)
+    rows = projector.clip_rows(clips) if kind == "mlp" else projector.clip_logits(clips)
     assert rows.shape == (6, padded.shape[-1])
     torch.testing.assert_close(rows, padded[valid], rtol=1e-6, atol=1e-7)
+    stacked = projector.frames if kind == "ctc" else projector  # the rows themselves: the padded batch's, bit for bit
+    assert torch.equal(stacked.stacked_clips(clips), stacked.stacked(frames)[valid])
+    assert stacked.stacked_clips([]).shape == (0, 24)
 
 
 def test_prompt_has_one_audio_token_per_projected_frame(tiny_composed):
