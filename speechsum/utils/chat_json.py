@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 import openai
 
 from speechsum.utils.remote import RetryCounter, is_retryable, with_retries
-from speechsum.utils.replies import chat_text
+from speechsum.utils.replies import chat_text, fetch_reply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,15 +102,16 @@ class ChatJsonAsker:
         only reasoning sent (``reasoning_content``, which is never read as the answer)."""
         with self._lock:
             self.calls += 1
-        response = self.client.chat.completions.create(
+        endpoint = str(self.client.base_url)
+        response = fetch_reply(endpoint, lambda: self.client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
-        )
+        ))
         usage = getattr(response, "usage", None)
         prompt, completion = (getattr(usage, name, 0) for name in ("prompt_tokens", "completion_tokens"))
         with self._lock:
             self.prompt_tokens += prompt if isinstance(prompt, int) else 0
             self.completion_tokens += completion if isinstance(completion, int) else 0
-        text = chat_text(response, str(self.client.base_url))
+        text = chat_text(response, endpoint)
         choice = response.choices[0]
         reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
         notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []

@@ -28,7 +28,7 @@ from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exporte
 from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
-from speechsum.utils.replies import MalformedReply
+from speechsum.utils.replies import EndpointError, MalformedReply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +46,8 @@ TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     openai.APIResponseValidationError: "a body that is not the API's schema",
     MalformedReply: "a 200 whose JSON is not a completion (no choices, an error object, a message of the wrong type)",
 }
+MALFORMED_ADVICE = ("; check that base_url is the OpenAI-compatible API's (ending in /v1) and that nothing in between "
+                    "(a proxy, a login page) answers in its place, then rerun")
 TRANSIENT_STATUS = (408, 429)  # besides every 5xx
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(TRANSIENT_ERRORS)
 
@@ -98,10 +100,14 @@ def without_keys(text: str) -> str:
 
 def endpoint_error_text(error: BaseException) -> str | None:
     """One line for the first error from an OpenAI-compatible endpoint in ``error``'s chain (a 401,
-    a 404 for a wrong model name, a connection refused after the retries), keys masked, with what to
-    check; None when the chain holds none."""
+    a 404 for a wrong model name, a connection refused after the retries, an :class:`EndpointError`
+    such as a reply that is not a completion), keys masked, with what to check; None when the chain
+    holds none."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
+        if isinstance(error, EndpointError):  # it names the endpoint; a reply that is no completion says what to check
+            advice = MALFORMED_ADVICE if isinstance(error, MalformedReply) else ""
+            return without_keys(f"{error}{advice}")
         if isinstance(error, openai.OpenAIError):
             url = getattr(getattr(error, "request", None), "url", None)
             where = f"the endpoint {url}" if url else "the OpenAI-compatible endpoint"

@@ -204,6 +204,27 @@ def test_remote_teacher_refuses_malformed_or_non_finite_scores(name):
         assert teacher._score_one(([5, 6, 7], [8, 9]))[0] == [-1.0, -1.0]  # the unbroken reply reads
 
 
+@pytest.mark.parametrize("body, what", [
+    (b"", "the reply body is not JSON (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"),
+    (b'{"choices": "caf\xe9"}', "the reply body is not UTF-8 text (UnicodeDecodeError: 'utf-8' codec can't decode "
+                                "byte 0xe9 in position 16: invalid continuation byte)"),
+])
+def test_a_teacher_reply_that_cannot_be_decoded_is_asked_again_then_ends_fit_with_one_line(body, what):
+    """Before: a bare JSONDecodeError (or a UnicodeDecodeError, not even retried) and a traceback naming no endpoint."""
+    from speechsum.cli import known_error
+    from speechsum.utils.replies import MalformedReply
+    from tests.servers import JSONServer
+
+    with JSONServer(lambda request: body) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, attempts=2)
+        with pytest.raises(MalformedReply) as error:
+            teacher._score_one(([5, 6, 7], [8, 9]))
+    assert server.requests == 2 and str(error.value) == f"{server.url}/: {what}"
+    assert known_error("fit", error.value) == (
+        f"{server.url}/: {what}; check that base_url is the OpenAI-compatible API's (ending in /v1) and that "
+        "nothing in between (a proxy, a login page) answers in its place, then rerun", 1)
+
+
 @pytest.mark.parametrize("scoring", ["echo", "prompt_logprobs"])
 def test_speechsum_serve_refusing_top_k_names_the_settings(teacher_dir, batch_and_completion, scoring):
     """As against vLLM (tests/stages/test_vllm_teacher.py), in speechsum serve's own words."""
@@ -234,3 +255,6 @@ def test_a_teacher_model_name_the_server_does_not_serve_is_named(teacher_dir, ba
                                 "'techer' does not exist; this server serves 'teacher'.): the endpoint does not serve "
                                 "this model name: set the teacher's model (model.teacher.init_args.model) to the name "
                                 "its /v1/models lists.")
+    from speechsum.cli import known_error  # `speechsum fit` ends with this line, not a traceback
+
+    assert known_error("fit", error.value) == (str(error.value), 1)

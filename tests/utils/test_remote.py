@@ -287,6 +287,11 @@ WRONG_SHAPES = {  # 200 bodies that are no chat completion, and what the error n
                        "choices[0].message.content is an array"),
     "an array": ([1, 2], "the reply is an array"),
     "choices an object": ({"choices": {"0": {}}}, "choices is an object"),
+    # bodies the client cannot decode: a bare UnicodeDecodeError before (not retried, no endpoint named)
+    "not UTF-8": (b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "caf\xe9"}}]}',
+                  "the reply body is not UTF-8 text (UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9 in "
+                  "position 74: invalid continuation byte)"),
+    "empty body": (b"", "the reply body is not JSON (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"),
 }
 
 
