@@ -13,6 +13,7 @@ import re
 import sys
 import time
 import traceback
+from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +26,10 @@ DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
+GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
+AUDIO_ROUTE_HINT = ("; audio goes in a chat completion: an input_audio content part (base64 file) of the user "
+                    "message, to a speech student (docs/serve.md)")
+HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
@@ -139,8 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/"):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
-            body = self._read_body(path)
-            status, payload = self._route(method, path, body)
+            self._check_route(method, path)  # before the body too: a 404/405 says more than its size (413)
+            body = self._read_body()
+            status, payload = self._route(path, body)
             usage = payload.get("usage")
             self._send(status, payload)
         except APIError as error:
@@ -155,46 +161,60 @@ class _Handler(BaseHTTPRequestHandler):
             LOG.info('%s "%s %s" %d %.0fms%s', self.client_address[0], method, path, status,
                      1000 * (time.perf_counter() - started), tokens)
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def _check_route(self, method: str, path: str) -> None:
+        """404 for a path this server has no route for, 405 for a method its route does not take;
+        answered without reading the body, so the connection is closed when one may follow."""
+        reads = path in GET_ROUTES or path.startswith("/v1/models/")
+        if (reads and method in ("GET", "HEAD")) or (path in POST_ROUTES and method == "POST"):
+            return
+        if self._body_may_follow():
+            self.close_connection = True  # the unread body must not be parsed as the next request
+        if reads or path in POST_ROUTES:
+            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+        hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
+        raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
+                            f"POST /v1/completions and POST /v1/chat/completions{hint}.", code="not_found")
+
+    def _body_may_follow(self) -> bool:
+        lengths = self.headers.get_all("Content-Length") or []
+        return (self.headers.get("Transfer-Encoding") is not None or any(v.strip() != "0" for v in lengths)
+                or (not lengths and self.command == "POST"))
+
+    def _route(self, path: str, body: bytes) -> tuple[int, dict]:
+        """The answer to a request :meth:`_check_route` let through."""
         backend, limits = self.server.backend, self.server.limits
-        reading = method in ("GET", "HEAD")
-        if path == "/health" and reading:
+        if path == "/health":
             return 200, {"status": "ok"}
-        if path == "/v1/models" and reading:
+        if path == "/v1/models":
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
         if path.startswith("/v1/models/"):
             name = unquote(path.removeprefix("/v1/models/"))
-            if not reading:
-                raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
             if name != backend.model_name:
                 raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
                                param="model", code="model_not_found")
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
-        if path == "/v1/completions" and method == "POST":
+        if path == "/v1/completions":
             request = _json_object(body)
             fmt.check_model(request, backend.model_name)
             requests, as_ids = fmt.parse_completion(request, limits)
             outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
-        if path == "/v1/chat/completions" and method == "POST":
-            request = _json_object(body)
-            fmt.check_model(request, backend.model_name)
-            chat, as_ids = fmt.parse_chat(request, limits)
-            return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
-        known = ("/health", "/v1/models", *POST_ROUTES)
-        if path in known:
-            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
-        raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
-                            "POST /v1/completions and POST /v1/chat/completions.", code="not_found")
+        request = _json_object(body)  # POST /v1/chat/completions
+        fmt.check_model(request, backend.model_name)
+        chat, as_ids = fmt.parse_chat(request, limits)
+        return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _check_headers(self) -> None:
-        if self.headers.defects:  # a header line the parser could not read: it drops every header after it
+        # a header line the parser could not read: it drops every header after it. Not the defects it notes
+        # for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines
+        broken = [d for d in self.headers.defects if isinstance(d, HEADER_LINE_DEFECTS)]
+        if broken:
             self.close_connection = True
-            raise APIError(400, f"Malformed request headers ({self.headers.defects[0]}): write each as 'Name: value', "
+            raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
                                 "with no space before the colon.")
 
-    def _read_body(self, path: str) -> bytes:
+    def _read_body(self) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
         length_header = lengths[0] if lengths else None
         if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
@@ -203,9 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
                                 "Content-Length.")
         if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
             self.close_connection = True
-            if path in POST_ROUTES:  # elsewhere the route's own answer (404, 405) says more
-                raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
-                               code="length_required")
+            raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
+                           code="length_required")
         if len(set(lengths)) > 1:
             self.close_connection = True
             raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")

@@ -73,3 +73,47 @@ def test_a_malformed_authorization_header_is_named():
         answer = sock.makefile("rb").read().decode()  # the server closes after a malformed request
     assert answer.startswith("HTTP/1.1 400") and "Malformed request headers" in answer
     assert "s3cret" not in answer
+
+
+def _answer(sock: socket.socket) -> str:
+    return sock.makefile("rb").read().decode()  # to the end: the server closes after a refused body
+
+
+def test_an_unknown_route_or_method_is_answered_before_its_body_is_read():
+    """Before: a body over the size limit was a 413 (and one under it was read whole) although no route
+    takes it; an OpenAI audio upload (POST /v1/audio/transcriptions) was told its size, not where audio goes."""
+    backend = ScriptedChatBackend(lambda m: "x")
+    with serve_in_thread(backend, max_request_bytes=1000) as url:
+        with _connect(url) as sock:  # the body is never sent: the answer must not wait for it
+            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 30000000\r\n"
+                         b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 404") and "Connection: close" in answer
+        assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"error": {
+            "message": "Unknown route POST /v1/audio/transcriptions. This server offers GET /v1/models, POST "
+                       "/v1/completions and POST /v1/chat/completions; audio goes in a chat completion: an "
+                       "input_audio content part (base64 file) of the user message, to a speech student "
+                       "(docs/serve.md).", "type": "invalid_request_error", "param": None, "code": "not_found"}}
+        with _connect(url) as sock:
+            sock.sendall(b"PUT /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 405") and "Method PUT is not allowed on /v1/chat/completions." in answer
+        with _connect(url) as sock:  # a POST route still sizes its body first
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
+            assert _answer(sock).startswith("HTTP/1.1 413")
+        assert _chat_status(url) == 200 and backend.count == 1  # still serving; only that request ran
+
+
+def test_a_multipart_body_is_read_as_any_other_not_refused_as_malformed_headers():
+    """Before: the header parser's notes on a multipart Content-Type (no boundary in a body it was not
+    given) were taken for an unreadable header line: 400 'Malformed request headers … no space before
+    the colon', and the connection closed."""
+    body = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nscripted\r\n--b--\r\n"
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(_post(body, "Content-Type: multipart/form-data; boundary=b\r\n") + _post(CHAT))
+        answers = ""
+        while answers.count("HTTP/1.1 ") < 2 and (part := sock.recv(65536)):  # keep-alive: both are answered
+            answers += part.decode()
+    first = answers.split("HTTP/1.1 ")[1]
+    assert first.startswith("400") and "Request body is not valid JSON: Expecting value at line 1 column 1." in first
+    assert "Malformed request headers" not in answers and answers.split("HTTP/1.1 ")[2].startswith("200")
