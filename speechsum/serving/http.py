@@ -98,6 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the openai client (httpx) expects
     server_version = "speechsum-serve"
     timeout = 300  # seconds a connection may sit idle or stall mid-request before it is dropped
+    continue_pending = False  # the request sent Expect: 100-continue, not yet answered
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:  # one line per request is ours
         pass
@@ -125,6 +126,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:  # noqa: N802  (GET's status and headers, no body)
         self._handle("HEAD")
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: the interim answer waits until the key, the route and the body's
+        size have passed (:meth:`_read_body`), so a refused upload is answered before it is sent (the
+        standard library said "100 Continue" at once: curl then sent a large body into a 401 or 413)."""
+        self.continue_pending = True
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the standard library answers itself (a method no ``do_*`` handles, a malformed
@@ -157,6 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
             LOG.error("internal error on %s %s:\n%s", method, path, traceback.format_exc())
             status = self._send_error(APIError(500, "Internal server error; see the server log."))
         finally:
+            self.continue_pending = False
             tokens = f" prompt_tokens={usage['prompt_tokens']} completion_tokens={usage['completion_tokens']}" if usage else ""
             LOG.info('%s "%s %s" %d %.0fms%s', self.client_address[0], method, path, status,
                      1000 * (time.perf_counter() - started), tokens)
@@ -243,6 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{self.server.max_request_bytes} bytes (--max-request-bytes, plus the "
                                 "base64 size of --max-audio-bytes when the model reads audio).",
                            code="request_too_large")
+        if self.continue_pending and length > 0:
+            self.send_response_only(100)
+            self.end_headers()
         body = self.rfile.read(length) if length > 0 else b""
         if len(body) < length:  # the client closed mid-body: what came is not the request it meant
             self.close_connection = True

@@ -117,3 +117,17 @@ def test_a_multipart_body_is_read_as_any_other_not_refused_as_malformed_headers(
     first = answers.split("HTTP/1.1 ")[1]
     assert first.startswith("400") and "Request body is not valid JSON: Expecting value at line 1 column 1." in first
     assert "Malformed request headers" not in answers and answers.split("HTTP/1.1 ")[2].startswith("200")
+
+
+def test_expect_100_continue_is_answered_only_once_the_request_may_send_its_body():
+    """Before: "100 Continue" went out at once, so curl sent a large audio body into a 401 (or 404, 413)."""
+    expect = "Expect: 100-continue\r\n"
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x"), api_key="s3cret") as url:
+        with _connect(url) as sock:  # a wrong key: the final answer comes first, and the body is never sent
+            sock.sendall(_post(CHAT, expect + "Authorization: Bearer wrong\r\n")[: -len(CHAT)])
+            assert _answer(sock).startswith("HTTP/1.1 401")
+        with _connect(url) as sock:
+            sock.sendall(_post(CHAT, expect + "Authorization: Bearer s3cret\r\n")[: -len(CHAT)])
+            assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(CHAT)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
