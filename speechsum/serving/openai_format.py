@@ -53,6 +53,11 @@ def _bad(message: str, param: str | None = None, code: str | None = None) -> API
     return APIError(400, message, param=param, code=code)
 
 
+def _got(obj: dict, name: str) -> str:
+    """What a request sent for ``obj[name]``, in JSON's words: "'format' is missing" or "got \"WAV\"" (not Python's None)."""
+    return f"got {json.dumps(obj[name])[:80]}" if name in obj else f"'{name}' is missing"
+
+
 def _integer(body: dict, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
@@ -205,7 +210,8 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
         raise _bad(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
-        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)}; got {kind!r}.", f"{param}.format")
+        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
+                   f"{_got(audio, 'format')}.", f"{param}.format")
     encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
     if encoded[:5].lower() == "data:":
         raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
@@ -272,7 +278,7 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
             raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
                        f"messages[{index}]")
         if role not in CHAT_ROLES:
-            raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}.",
+            raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {_got(message, 'role')}.",
                        f"messages[{index}].role")
         text, parts = _message_content(message, index, limits)
         clean.append({"role": role, "content": text})

@@ -57,6 +57,13 @@ def _refusal(create, **kwargs) -> dict:
      "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
     (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
      "max_completion_tokens"),
+    # in JSON's words (before: "got None" for a missing role, "got ['user']" for an array)
+    (True, dict(messages=[{"content": "hi"}]),
+     "messages[0].role must be one of system, developer, user, assistant, tool; 'role' is missing.", "messages[0].role"),
+    (True, dict(messages=[{"role": ["user"], "content": "hi"}]),
+     "messages[0].role must be one of system, developer, user, assistant, tool; got [\"user\"].", "messages[0].role"),
+    (True, dict(messages=[{"role": None, "content": "hi"}]),
+     "messages[0].role must be one of system, developer, user, assistant, tool; got null.", "messages[0].role"),
 ])
 def test_fields_the_server_would_not_apply_are_refused_by_name(served, chat, kwargs, message, param):
     backend, url = served
@@ -148,3 +155,18 @@ def test_a_model_route_names_the_model_and_takes_only_get(served):
     with pytest.raises(openai.APIStatusError) as caught:
         client.models.delete(MODEL)
     assert caught.value.status_code == 405
+
+
+@pytest.mark.parametrize(("audio", "message"), [
+    ({"data": "UklGRg=="}, "'format' is missing"),  # before: "got None"
+    ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a"'),
+])
+def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
+    backend = ScriptedChatBackend(lambda messages: "ok")
+    backend.reads_audio = True  # parsed as for a speech student: the format is checked before any decoding
+    with serve_in_thread(backend) as url:
+        body = _refusal(openai_client(url).chat.completions.create,
+                        messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": audio}]}])
+    param = "messages[0].content[0].input_audio.format"
+    assert body == {"message": f"{param} must be one of wav, mp3, flac, ogg (the file's format); {message}.",
+                    "type": "invalid_request_error", "param": param, "code": None}
