@@ -181,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         if reads or path in POST_ROUTES:
             raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
         hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
+        if f"/v1{path}" in (*POST_ROUTES, *GET_ROUTES):  # a client's base_url without its /v1
+            hint = f" (did you mean /v1{path}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
         raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
                             f"POST /v1/completions and POST /v1/chat/completions{hint}.", code="not_found")
 

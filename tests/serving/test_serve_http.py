@@ -8,6 +8,9 @@ import struct
 import time
 from urllib.parse import urlparse
 
+import openai
+import pytest
+
 from speechsum.serving.http import APIServer, build_server
 from tests.servers import ScriptedChatBackend, serve_in_thread
 
@@ -131,3 +134,17 @@ def test_expect_100_continue_is_answered_only_once_the_request_may_send_its_body
             assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
             sock.sendall(CHAT)
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_route_without_its_v1_prefix_says_where_base_url_goes_wrong():
+    """A client given base_url http://HOST:PORT (no /v1) posts to /chat/completions: the 404 says so."""
+    from speechsum.utils.remote import openai_client
+
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:
+        client = openai_client(url.removesuffix("/v1"))
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.body["message"] == (
+        "Unknown route POST /chat/completions. This server offers GET /v1/models, POST /v1/completions and POST "
+        "/v1/chat/completions (did you mean /v1/chat/completions? A client's base_url ends in /v1: "
+        "http://HOST:PORT/v1).")
