@@ -27,6 +27,7 @@ DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
 AUDIO_ROUTE_HINT = ("; audio goes in a chat completion: an input_audio content part (base64 file) of the user "
                     "message, to a speech student (docs/serve.md)")
 HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
@@ -136,12 +137,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the standard library answers itself (a method no ``do_*`` handles, a malformed
-        request line, headers too long), as this server's JSON error instead of an HTML page."""
+        request line, headers too long), as this server's JSON error instead of an HTML page, with a
+        status line (a line it could not read left HTTP/0.9's bare body) and a 4xx: a client's
+        mistake, not the server's (its 501 and 505 read as 5xx errors to retry)."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # any later version: the status line and headers are written
         reason = message or self.responses.get(code, ("Error",))[0]
-        method = getattr(self, "command", None) or "request"
-        text = f"Method {method} is not supported by this server." if code == 501 else f"{reason}."
-        self._send_error(APIError(code, text))
+        if code == 501:  # a method no route takes
+            method = getattr(self, "command", None) or "request"
+            case = f" (methods are upper-case: {method.upper()})" if method.upper() in HTTP_METHODS else ""
+            code, reason = 405, f"Method {method} is not supported by this server{case}"
+        elif code == 505:
+            code, reason = 400, f"{reason}: send HTTP/1.1 requests"
+        self._send_error(APIError(code, f"{reason}.", code="method_not_allowed" if code == 405 else None))
 
     # ------------------------------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:

@@ -148,3 +148,18 @@ def test_a_route_without_its_v1_prefix_says_where_base_url_goes_wrong():
         "Unknown route POST /chat/completions. This server offers GET /v1/models, POST /v1/completions and POST "
         "/v1/chat/completions (did you mean /v1/chat/completions? A client's base_url ends in /v1: "
         "http://HOST:PORT/v1).")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b"PRI * HTTP/2.0", "Invalid HTTP version (2.0): send HTTP/1.1 requests."),
+    (b"POST /v1/chat/completions", "Bad HTTP/0.9 request type ('POST')."),
+    (b"GARBAGE", "Bad request syntax ('GARBAGE')."),
+])
+def test_an_unreadable_request_line_gets_a_status_line_and_a_4xx(line, message):
+    """Before: HTTP/0.9's bare body (no status line: curl reports "Received HTTP/0.9") and, for an
+    HTTP/2 preface, a 505 server_error."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(line + b"\r\n\r\n")
+        answer = _answer(sock)
+    assert answer.startswith("HTTP/1.1 400 Bad Request\r\n")
+    assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == message
