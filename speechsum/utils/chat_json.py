@@ -17,6 +17,7 @@ from speechsum.utils.replies import chat_text, fetch_reply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+REQUEST_FAILED = "request failed"  # how a JsonAnswer's error starts when the endpoint refused or failed the request
 
 
 @dataclass
@@ -129,11 +130,11 @@ class ChatJsonAsker:
                     partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
-                return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
+                return JsonAnswer(None, f"{REQUEST_FAILED}: {type(err).__name__}: {err}", attempt)
             except Exception as err:
                 if not (self.give_up_after_retries and is_retryable(err)):
                     raise
-                return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
+                return JsonAnswer(None, f"{REQUEST_FAILED}: {type(err).__name__}: {err}", attempt)
             try:
                 return JsonAnswer(parse(text), "", attempt)
             except ValueError as err:
