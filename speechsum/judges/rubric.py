@@ -20,10 +20,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from speechsum.utils.chat_json import REQUEST_FAILED, ChatJsonAsker
+from speechsum.utils.chat_json import ChatJsonAsker, check_not_all_refused
 from speechsum.utils.io import PROMPTS_DIR
-from speechsum.utils.remote import JsonlCache, first_json_object, map_concurrent, openai_client, without_keys
-from speechsum.utils.replies import EndpointError
+from speechsum.utils.remote import JsonlCache, first_json_object, map_concurrent, openai_client
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +157,7 @@ class RubricJudge:
     def score(self, items: list[RubricItem]) -> list[RubricVerdict]:
         """Verdicts in input order (concurrent requests, progress bar)."""
         verdicts = map_concurrent(self.score_one, items, max_workers=self.max_workers, desc="LLM judge")
-        refused = [v for v in verdicts if (v.error or "").startswith(REQUEST_FAILED)]
-        if items and len(refused) == len(items):  # a 400 for every one: the judge's settings, not the answers
-            raise EndpointError(without_keys(
-                f"{self.client.base_url}: the LLM judge refused all {len(items)} requests (the first: "
-                f"{refused[0].error}); check the judge's model {self.model!r}, max_tokens and temperature (some "
-                "reasoning models take no temperature 0), then rerun"))
+        check_not_all_refused([v.error for v in verdicts], str(self.client.base_url), self.model, "the LLM judge")
         unjudged = sum(not v.judged for v in verdicts)
         if unjudged:
             log.warning("LLM judge: %d of %d answers unjudged (malformed or rejected)", unjudged, len(items))

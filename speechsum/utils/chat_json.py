@@ -12,8 +12,8 @@ from typing import Generic, TypeVar
 
 import openai
 
-from speechsum.utils.remote import RetryCounter, is_retryable, with_retries
-from speechsum.utils.replies import chat_text, fetch_reply
+from speechsum.utils.remote import RetryCounter, is_retryable, with_retries, without_keys
+from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -152,3 +152,15 @@ def correction_turn(error: str) -> dict[str, str]:
     turn): what could not be read, and to answer again with only the JSON the instructions ask for."""
     return {"role": "user", "content": f"Your answer could not be read ({error}). Answer again, following the "
                                        "instructions above, with only the JSON object they ask for and no other text."}
+
+
+def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, judge: str) -> None:
+    """Raise :class:`EndpointError` when every ask behind ``errors`` (one per item: the
+    :class:`JsonAnswer` error, None for an answer) was a request the endpoint refused or failed: the
+    judge's settings are wrong (a model that takes no temperature 0 answers each 400), not the
+    answers, and leaving every item unjudged would hide it."""
+    refused = [error for error in errors if error and error.startswith(REQUEST_FAILED)]
+    if errors and len(refused) == len(errors):
+        raise EndpointError(without_keys(
+            f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); check the judge's "
+            f"model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0), then rerun"))
