@@ -186,6 +186,15 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
     "pl list": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, [1, 2]),
                 "no prompt_logprobs for position 4 (token 9): an array"),
     "empty choices": ("echo", lambda r, c, lp, pl: r.__setitem__("choices", []), "an empty choices array"),
+    # scores left out (an API that does not score supplied text): the error says which servers do
+    "no logprobs": ("echo", lambda r, c, lp, pl: c.__setitem__("logprobs", None),
+                    "does not echo the 5 prompt tokens sent; token-level KD needs a server that scores supplied text"),
+    "no top_logprobs": ("echo", lambda r, c, lp, pl: lp.__setitem__("top_logprobs", None),
+                        "logprobs.top_logprobs is null; the 5 echoed tokens need one each; token-level KD needs"),
+    "no prompt_logprobs": ("prompt_logprobs", lambda r, c, lp, pl: c.pop("prompt_logprobs"),
+                           "prompt_logprobs is null, not an array; token-level KD needs a server that scores supplied "
+                           "text (echo + logprobs, or vLLM's prompt_logprobs): vLLM or speechsum serve; the OpenAI and "
+                           "Azure APIs do not (set the teacher's scoring: none, sequence-level KD)"),
 }
 
 

@@ -20,6 +20,9 @@ import pydantic
 from speechsum.utils.replies import EndpointError, json_type
 
 LOGPROB_SLACK = 1e-4  # a log-prob may print a hair above 0 (float rounding); read as 0
+NO_SCORES = ("; token-level KD needs a server that scores supplied text (echo + logprobs, or vLLM's prompt_logprobs): "
+             "vLLM or speechsum serve; the OpenAI and Azure APIs do not (set the teacher's scoring: none, "
+             "sequence-level KD)")
 Scores = tuple[list[float], list[list[tuple[int, float]]]]  # token log-probs, top-k [(id, log-prob)] best first
 
 
@@ -78,12 +81,12 @@ def echo_scores(choice: Any, endpoint: str, start: int, completion: list[int], k
     logprobs = getattr(choice, "logprobs", None)
     if not isinstance(logprobs, pydantic.BaseModel) or not isinstance(logprobs.tokens, list) \
             or len(logprobs.tokens) < end:
-        raise EndpointError(f"{endpoint}: the reply does not echo the {end} prompt tokens sent")
+        raise EndpointError(f"{endpoint}: the reply does not echo the {end} prompt tokens sent{NO_SCORES}")
     for name in ("token_logprobs", "top_logprobs"):
         values = getattr(logprobs, name, None)
         if not isinstance(values, list) or len(values) < end:
             shown = f"has {len(values)} entries" if isinstance(values, list) else f"is {json_type(values)}"
-            raise EndpointError(f"{endpoint}: logprobs.{name} {shown}; the {end} echoed tokens need one each")
+            raise EndpointError(f"{endpoint}: logprobs.{name} {shown}; the {end} echoed tokens need one each{NO_SCORES}")
     token_lps, tops = [], []
     for position, token in zip(range(start, end), completion):
         if token_id(logprobs.tokens[position], endpoint, f"logprobs.tokens[{position}]") != token:
@@ -103,7 +106,7 @@ def prompt_logprob_scores(choice: Any, endpoint: str, start: int, completion: li
     end = start + len(completion)
     entries = (getattr(choice, "model_extra", None) or {}).get("prompt_logprobs")
     if not isinstance(entries, list):
-        raise EndpointError(f"{endpoint}: the reply's prompt_logprobs is {json_type(entries)}, not an array")
+        raise EndpointError(f"{endpoint}: the reply's prompt_logprobs is {json_type(entries)}, not an array{NO_SCORES}")
     token_lps, tops = [], []
     for position, token in zip(range(start, end), completion):
         entry = entries[position] if position < len(entries) else None
