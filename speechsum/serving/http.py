@@ -241,6 +241,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
                                 "Content-Length.")
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":  # a compressed body read as JSON was "not UTF-8" (gzip's first bytes)
+            self.close_connection = True
+            raise APIError(415, f"Content-Encoding {encoding!r} request bodies are not supported; send the JSON "
+                                "uncompressed.", code="unsupported_content_encoding")
         if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
             self.close_connection = True
             raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",

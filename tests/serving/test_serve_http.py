@@ -163,3 +163,18 @@ def test_an_unreadable_request_line_gets_a_status_line_and_a_4xx(line, message):
         answer = _answer(sock)
     assert answer.startswith("HTTP/1.1 400 Bad Request\r\n")
     assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == message
+
+
+def test_a_compressed_body_is_refused_by_its_content_encoding():
+    """Before: a gzip body was read as JSON: 400 'Request body is not UTF-8: … byte 0x8b …'."""
+    import gzip
+
+    body = gzip.compress(CHAT)
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:
+        with _connect(url) as sock:
+            sock.sendall(_post(body, "Content-Encoding: gzip\r\n"))
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 415 Unsupported Media Type") and json.loads(
+            answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
+            "Content-Encoding 'gzip' request bodies are not supported; send the JSON uncompressed.")
+        assert _chat_status(url) == 200
