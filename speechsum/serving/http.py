@@ -286,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         given = header[7:].strip() if header.lower().startswith("bearer ") else self.headers.get("api-key", "")
         if not given:
             self.close_connection = True  # the unread body must not be parsed as the next request
-            raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>' (the server was "
+            # a key sent without "Bearer " (or another scheme) is no key to this server; never echoed
+            sent = " (the Authorization header sent does not start with 'Bearer ')" if header.strip() else ""
+            raise APIError(401, f"Missing API key{sent}: send 'Authorization: Bearer <key>' (the server was "
                                 "started with --api-key-env).", code="missing_api_key")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             self.close_connection = True

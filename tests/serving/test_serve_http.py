@@ -178,3 +178,16 @@ def test_a_compressed_body_is_refused_by_its_content_encoding():
             answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
             "Content-Encoding 'gzip' request bodies are not supported; send the JSON uncompressed.")
         assert _chat_status(url) == 200
+
+
+def test_a_key_sent_without_bearer_is_told_so_and_never_echoed():
+    """Before: 'Missing API key' although an Authorization header came (the bare key, or Basic)."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x"), api_key="s3cret") as url:
+        for header in ("Authorization: s3cret\r\n", "Authorization: Basic czNjcmV0\r\n"):
+            with _connect(url) as sock:
+                sock.sendall(_post(CHAT, header))
+                answer = _answer(sock)
+            assert answer.startswith("HTTP/1.1 401") and "s3cret" not in answer and "czNj" not in answer
+            assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
+                "Missing API key (the Authorization header sent does not start with 'Bearer '): send "
+                "'Authorization: Bearer <key>' (the server was started with --api-key-env).")
