@@ -63,7 +63,7 @@ def _integer(body: dict, name: str, default: int | None, low: int, high: int | N
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(f"'{name}' must be an integer, got {json_type(value)}.", name)
+        raise _bad(f"'{name}' must be an integer, {_got(body, name)}.", name)
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise _bad(f"'{name}' must be {bounds}, got {value}.", name)
@@ -75,7 +75,7 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(f"'{name}' must be a number, got {json_type(value)}.", name)
+        raise _bad(f"'{name}' must be a number, {_got(body, name)}.", name)
     if not finite_json_number(value):
         raise _bad(f"'{name}' must be a finite number, got {value}.", name)
     if value > high or value < low or (low_open and value == low):
@@ -88,7 +88,7 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise _bad(f"'{name}' must be true or false, got {json_type(value)}.", name)
+        raise _bad(f"'{name}' must be true or false, {_got(body, name)}.", name)
     return value
 
 

@@ -57,6 +57,12 @@ def _refusal(create, **kwargs) -> dict:
      "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
     (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
      "max_completion_tokens"),
+    # the value sent, in JSON (before: "got a number", "got a string": which number, why a string?)
+    (True, dict(messages=USER, max_tokens=2.5), "'max_tokens' must be an integer, got 2.5.", "max_tokens"),
+    (True, dict(messages=USER, extra_body={"n": "2"}), "'n' must be an integer, got \"2\".", "n"),
+    (True, dict(messages=USER, extra_body={"temperature": "0.7"}), "'temperature' must be a number, got \"0.7\".",
+     "temperature"),
+    (False, dict(prompt="hi", extra_body={"echo": "yes"}), "'echo' must be true or false, got \"yes\".", "echo"),
     # in JSON's words (before: "got None" for a missing role, "got ['user']" for an array)
     (True, dict(messages=[{"content": "hi"}]),
      "messages[0].role must be one of system, developer, user, assistant, tool; 'role' is missing.", "messages[0].role"),
