@@ -33,6 +33,8 @@ from speechsum.utils.replies import json_type
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
+AUDIO_URL_HINT = ("; send the audio as {\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, "
+                  "\"format\": \"wav\"}} (vLLM's audio_url data: URL holds that base64 after its comma)")
 
 
 @dataclass
@@ -255,7 +257,8 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
             else:
                 where = f"messages[{index}].content[{position}]"
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
-                raise _bad(f"{where} is {got}: only text and input_audio parts are supported.", f"{where}.type")
+                hint = AUDIO_URL_HINT if kind == "audio_url" else ""
+                raise _bad(f"{where} is {got}: only text and input_audio parts are supported{hint}.", f"{where}.type")
         return "".join(texts), audio
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")

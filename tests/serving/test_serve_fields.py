@@ -63,6 +63,12 @@ def _refusal(create, **kwargs) -> dict:
     (True, dict(messages=USER, extra_body={"temperature": "0.7"}), "'temperature' must be a number, got \"0.7\".",
      "temperature"),
     (False, dict(prompt="hi", extra_body={"echo": "yes"}), "'echo' must be true or false, got \"yes\".", "echo"),
+    # vLLM's audio part: how to send it here (before: only "only text and input_audio parts are supported")
+    (True, dict(messages=[{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "data:audio/wav;"
+                                                                                         "base64,UklGRg=="}}]}]),
+     "messages[0].content[0] is type \"audio_url\": only text and input_audio parts are supported; send the audio as "
+     "{\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, \"format\": \"wav\"}} (vLLM's "
+     "audio_url data: URL holds that base64 after its comma).", "messages[0].content[0].type"),
     # in JSON's words (before: "got None" for a missing role, "got ['user']" for an array)
     (True, dict(messages=[{"content": "hi"}]),
      "messages[0].role must be one of system, developer, user, assistant, tool; 'role' is missing.", "messages[0].role"),
