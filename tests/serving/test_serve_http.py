@@ -191,3 +191,17 @@ def test_a_key_sent_without_bearer_is_told_so_and_never_echoed():
             assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
                 "Missing API key (the Authorization header sent does not start with 'Bearer '): send "
                 "'Authorization: Bearer <key>' (the server was started with --api-key-env).")
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ("BREW", "Method BREW is not supported by this server."),
+    ("post", "Method post is not supported by this server (methods are upper-case: POST)."),
+])
+def test_an_unknown_method_is_a_405_not_a_501_that_clients_retry(method, message):
+    """Before: 501 server_error, which the openai client raises as InternalServerError (retried)."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(f"{method} /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answer = _answer(sock)
+    assert answer.startswith("HTTP/1.1 405 Method Not Allowed\r\n")
+    assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"error": {
+        "message": message, "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}}
