@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import sys
 import time
 import traceback
@@ -46,6 +47,8 @@ class APIServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
                  max_request_bytes: int, limits: fmt.Limits) -> None:
+        if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.backend = backend
         self.api_key = api_key
@@ -64,7 +67,7 @@ class APIServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def build_server(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import threading
 import time
 from urllib.parse import urlparse
 
@@ -205,3 +206,23 @@ def test_an_unknown_method_is_a_405_not_a_501_that_clients_retry(method, message
     assert answer.startswith("HTTP/1.1 405 Method Not Allowed\r\n")
     assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"error": {
         "message": message, "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}}
+
+
+def test_an_ipv6_host_is_served():
+    """Before: --host ::1 failed 'Address family for hostname not supported' (IPv4 sockets only)."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as error:  # a machine without IPv6
+        pytest.skip(f"no IPv6 loopback: {error}")
+    server = build_server(ScriptedChatBackend(lambda m: "x"), host="::1", port=0)
+    try:
+        assert server.base_url.startswith("http://[::1]:")
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        from speechsum.utils.remote import openai_client
+
+        reply = openai_client(server.base_url).chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "x"
+    finally:
+        server.shutdown()
+        server.server_close()
