@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 import openai
 
-from speechsum.utils.remote import RetryCounter, is_retryable, with_retries, without_keys
+from speechsum.utils.remote import RetryCounter, error_text, is_retryable, with_retries, without_keys
 from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 
 LOG = logging.getLogger(__name__)
@@ -130,11 +130,11 @@ class ChatJsonAsker:
                     partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
-                return JsonAnswer(None, f"{REQUEST_FAILED}: {type(err).__name__}: {err}", attempt)
+                return JsonAnswer(None, f"{REQUEST_FAILED}: {error_text(err)}", attempt)
             except Exception as err:
                 if not (self.give_up_after_retries and is_retryable(err)):
                     raise
-                return JsonAnswer(None, f"{REQUEST_FAILED}: {type(err).__name__}: {err}", attempt)
+                return JsonAnswer(None, f"{REQUEST_FAILED}: {error_text(err)}", attempt)
             try:
                 return JsonAnswer(parse(text), "", attempt)
             except ValueError as err:

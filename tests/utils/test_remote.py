@@ -419,3 +419,6 @@ def test_a_connection_error_is_shown_with_its_cause():
         _chat(client)
     stop = str(endpoint_failure("speechsum x", client, "OPENAI_API_KEY", error.value, "c.jsonl"))
     assert "failed (APIConnectionError: Connection error. (ConnectError: [Errno 111] Connection refused))" in stop
+    answer = ChatJsonAsker(client, "m", request_attempts=1).ask(MESSAGES, lambda text: text)  # a judge's item
+    assert answer.error == ("request failed: APIConnectionError: Connection error. (ConnectError: [Errno 111] "
+                            "Connection refused)")
