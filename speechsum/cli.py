@@ -126,21 +126,25 @@ def _main(args: list[str], argv: list[str] | None) -> None:
             lightning_cli(None if argv is None else args)
         except MisconfigurationException as err:  # Lightning's own check of a trainer setting: its message says it
             raise ConfigError(str(err)) from err
-    except (OSError, ValueError) as err:
-        # a tool's own OSError/ValueError is about its arguments or inputs; in training, only the kinds
-        # below, also where jsonargparse wraps them (a stage's __init__ failing inside the CLI's parsing)
-        cause = err if args[0] in TOOLS else input_error_in_chain(err)
-        if cause is None or os.environ.get("SPEECHSUM_TRACEBACK"):
-            raise
-        print(f"speechsum {args[0]}: error: {cause}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
     except Exception as err:
-        found = known_runtime_error(err)
+        found = known_error(args[0], err)
         if found is None or os.environ.get("SPEECHSUM_TRACEBACK"):
             raise
         failure, code = found
         print(f"speechsum {args[0]}: error: {failure}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(code) from None
+
+
+def known_error(command: str, err: Exception) -> tuple[str, int] | None:
+    """(one line, exit code) for an error that ends ``command`` without a traceback: an input error
+    (exit 2; a tool's own OSError/ValueError is about its arguments or inputs; in training, only the
+    kinds of :func:`input_error_in_chain`, also where jsonargparse wraps them: a stage's __init__
+    failing inside the CLI's parsing), else :func:`known_runtime_error`. None for any other error."""
+    if isinstance(err, OSError | ValueError):
+        cause = err if command in TOOLS else input_error_in_chain(err)
+        if cause is not None:
+            return str(cause), 2
+    return known_runtime_error(err)
 
 
 def known_runtime_error(err: Exception) -> tuple[str, int] | None:

@@ -40,6 +40,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
+from speechsum.utils.chat_json import check_not_all_refused
 from speechsum.utils.io import check_output_path, jsonl_lines, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
@@ -299,6 +300,10 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     finally:
         samples_cache.close()
         verdicts_cache.close()
+    client = getattr(judge, "client", None)
+    if client is not None:  # a remote judge that refused every request: no empty pairs file, one line
+        check_not_all_refused([r.get("reasons") if r["kind"] == "unjudged" else None for r in results
+                               if r["kind"] != "identical"], str(client.base_url), args.judge_model, "the pair judge")
     rows = [output_row(e, records[e.id], r, judge, out.parent) for e, r in zip(examples, results) if r["kind"] == "pair"]
     write_jsonl(out, rows)
     summary = {

@@ -62,7 +62,8 @@ def serve_in_thread(backend: Backend, api_key: str | None = None, **server_optio
 
 class JSONServer(ThreadedServer):
     """A bare loopback server (not speechsum serve) answering each POST with 200 and the JSON of
-    ``answer(request_body)`` (NaN written as NaN; an answer ``(status, body)`` sets the status):
+    ``answer(request_body)`` (NaN written as NaN; bytes sent as they are, e.g. not UTF-8; an answer
+    ``(status, body)`` sets the status):
     ``with JSONServer(answer) as server`` gives ``server.url`` (the base URL) and
     ``server.requests`` (POSTs so far)."""
 
@@ -81,7 +82,7 @@ class JSONServer(ThreadedServer):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reply = answer(request)
                 status, reply = reply if isinstance(reply, tuple) else (200, reply)
-                data = json.dumps(reply).encode()
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

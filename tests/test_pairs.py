@@ -144,6 +144,21 @@ def test_a_rejected_judge_key_stops_pairs_with_one_clear_line(student, tmp_path,
     assert (tmp_path / "pairs.jsonl.cache" / "samples.jsonl").exists()  # the samples are kept for the rerun
 
 
+def test_a_judge_refusing_every_request_stops_pairs_before_an_empty_file(student, tmp_path):
+    """Before: every example unjudged, an empty pairs.jsonl written and exit 0 (a judge model that
+    takes no temperature 0 answers each request 400); DPO then failed on no data."""
+    from speechsum.utils.replies import EndpointError
+
+    backend = ScriptedChatBackend(shorter_wins, fail_every=1, fail_status=400)
+    with serve_in_thread(backend) as url:
+        with pytest.raises(EndpointError) as error:
+            run_pairs(pair_args(student, tmp_path, url, concurrency=1))
+    assert str(error.value).startswith(f"{url}/: the pair judge refused all ")
+    assert "(the first: request failed: BadRequestError: Error code: 400 - scripted failure of request 1); check " \
+           "the judge's model 'scripted', max_tokens and temperature" in str(error.value)
+    assert not (tmp_path / "pairs.jsonl").exists() and backend.count >= 1
+
+
 def test_pairs_output_is_a_valid_preference_manifest(student, tmp_path):
     from speechsum.data.manifest import load_manifest
 

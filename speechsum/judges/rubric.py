@@ -20,7 +20,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from speechsum.utils.chat_json import ChatJsonAsker
+from speechsum.utils.chat_json import ChatJsonAsker, check_not_all_refused
 from speechsum.utils.io import PROMPTS_DIR
 from speechsum.utils.remote import JsonlCache, first_json_object, map_concurrent, openai_client
 
@@ -157,6 +157,7 @@ class RubricJudge:
     def score(self, items: list[RubricItem]) -> list[RubricVerdict]:
         """Verdicts in input order (concurrent requests, progress bar)."""
         verdicts = map_concurrent(self.score_one, items, max_workers=self.max_workers, desc="LLM judge")
+        check_not_all_refused([v.error for v in verdicts], str(self.client.base_url), self.model, "the LLM judge")
         unjudged = sum(not v.judged for v in verdicts)
         if unjudged:
             log.warning("LLM judge: %d of %d answers unjudged (malformed or rejected)", unjudged, len(items))

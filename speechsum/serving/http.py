@@ -10,9 +10,11 @@ import hmac
 import json
 import logging
 import re
+import socket
 import sys
 import time
 import traceback
+from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +27,11 @@ DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
+GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
+AUDIO_ROUTE_HINT = ("; audio goes in a chat completion: an input_audio content part (base64 file) of the user "
+                    "message, to a speech student (docs/serve.md)")
+HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
@@ -40,6 +47,8 @@ class APIServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
                  max_request_bytes: int, limits: fmt.Limits) -> None:
+        if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.backend = backend
         self.api_key = api_key
@@ -58,7 +67,7 @@ class APIServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def build_server(
@@ -93,6 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the openai client (httpx) expects
     server_version = "speechsum-serve"
     timeout = 300  # seconds a connection may sit idle or stall mid-request before it is dropped
+    continue_pending = False  # the request sent Expect: 100-continue, not yet answered
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:  # one line per request is ours
         pass
@@ -121,14 +131,29 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802  (GET's status and headers, no body)
         self._handle("HEAD")
 
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: the interim answer waits until the key, the route and the body's
+        size have passed (:meth:`_read_body`), so a refused upload is answered before it is sent (the
+        standard library said "100 Continue" at once: curl then sent a large body into a 401 or 413)."""
+        self.continue_pending = True
+        return True
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the standard library answers itself (a method no ``do_*`` handles, a malformed
-        request line, headers too long), as this server's JSON error instead of an HTML page."""
+        request line, headers too long), as this server's JSON error instead of an HTML page, with a
+        status line (a line it could not read left HTTP/0.9's bare body) and a 4xx: a client's
+        mistake, not the server's (its 501 and 505 read as 5xx errors to retry)."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # any later version: the status line and headers are written
         reason = message or self.responses.get(code, ("Error",))[0]
-        method = getattr(self, "command", None) or "request"
-        text = f"Method {method} is not supported by this server." if code == 501 else f"{reason}."
-        self._send_error(APIError(code, text))
+        if code == 501:  # a method no route takes
+            method = getattr(self, "command", None) or "request"
+            case = f" (methods are upper-case: {method.upper()})" if method.upper() in HTTP_METHODS else ""
+            code, reason = 405, f"Method {method} is not supported by this server{case}"
+        elif code == 505:
+            code, reason = 400, f"{reason}: send HTTP/1.1 requests"
+        self._send_error(APIError(code, f"{reason}.", code="method_not_allowed" if code == 405 else None))
 
     # ------------------------------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:
@@ -139,8 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/"):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
-            body = self._read_body(path)
-            status, payload = self._route(method, path, body)
+            self._check_route(method, path)  # before the body too: a 404/405 says more than its size (413)
+            body = self._read_body()
+            status, payload = self._route(path, body)
             usage = payload.get("usage")
             self._send(status, payload)
         except APIError as error:
@@ -151,61 +177,82 @@ class _Handler(BaseHTTPRequestHandler):
             LOG.error("internal error on %s %s:\n%s", method, path, traceback.format_exc())
             status = self._send_error(APIError(500, "Internal server error; see the server log."))
         finally:
+            self.continue_pending = False
             tokens = f" prompt_tokens={usage['prompt_tokens']} completion_tokens={usage['completion_tokens']}" if usage else ""
             LOG.info('%s "%s %s" %d %.0fms%s', self.client_address[0], method, path, status,
                      1000 * (time.perf_counter() - started), tokens)
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def _check_route(self, method: str, path: str) -> None:
+        """404 for a path this server has no route for, 405 for a method its route does not take;
+        answered without reading the body, so the connection is closed when one may follow."""
+        reads = path in GET_ROUTES or path.startswith("/v1/models/")
+        if (reads and method in ("GET", "HEAD")) or (path in POST_ROUTES and method == "POST"):
+            return
+        if self._body_may_follow():
+            self.close_connection = True  # the unread body must not be parsed as the next request
+        if reads or path in POST_ROUTES:
+            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+        hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
+        if f"/v1{path}" in (*POST_ROUTES, *GET_ROUTES):  # a client's base_url without its /v1
+            hint = f" (did you mean /v1{path}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
+        raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
+                            f"POST /v1/completions and POST /v1/chat/completions{hint}.", code="not_found")
+
+    def _body_may_follow(self) -> bool:
+        lengths = self.headers.get_all("Content-Length") or []
+        return (self.headers.get("Transfer-Encoding") is not None or any(v.strip() != "0" for v in lengths)
+                or (not lengths and self.command == "POST"))
+
+    def _route(self, path: str, body: bytes) -> tuple[int, dict]:
+        """The answer to a request :meth:`_check_route` let through."""
         backend, limits = self.server.backend, self.server.limits
-        reading = method in ("GET", "HEAD")
-        if path == "/health" and reading:
+        if path == "/health":
             return 200, {"status": "ok"}
-        if path == "/v1/models" and reading:
+        if path == "/v1/models":
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
         if path.startswith("/v1/models/"):
             name = unquote(path.removeprefix("/v1/models/"))
-            if not reading:
-                raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
             if name != backend.model_name:
                 raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
                                param="model", code="model_not_found")
             return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
-        if path == "/v1/completions" and method == "POST":
+        if path == "/v1/completions":
             request = _json_object(body)
             fmt.check_model(request, backend.model_name)
             requests, as_ids = fmt.parse_completion(request, limits)
             outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
-        if path == "/v1/chat/completions" and method == "POST":
-            request = _json_object(body)
-            fmt.check_model(request, backend.model_name)
-            chat, as_ids = fmt.parse_chat(request, limits)
-            return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
-        known = ("/health", "/v1/models", *POST_ROUTES)
-        if path in known:
-            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
-        raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
-                            "POST /v1/completions and POST /v1/chat/completions.", code="not_found")
+        request = _json_object(body)  # POST /v1/chat/completions
+        fmt.check_model(request, backend.model_name)
+        chat, as_ids = fmt.parse_chat(request, limits)
+        return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _check_headers(self) -> None:
-        if self.headers.defects:  # a header line the parser could not read: it drops every header after it
+        # a header line the parser could not read: it drops every header after it. Not the defects it notes
+        # for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines
+        broken = [d for d in self.headers.defects if isinstance(d, HEADER_LINE_DEFECTS)]
+        if broken:
             self.close_connection = True
-            raise APIError(400, f"Malformed request headers ({self.headers.defects[0]}): write each as 'Name: value', "
+            raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
                                 "with no space before the colon.")
 
-    def _read_body(self, path: str) -> bytes:
+    def _read_body(self) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
         length_header = lengths[0] if lengths else None
         if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
             self.close_connection = True
             raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
                                 "Content-Length.")
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":  # a compressed body read as JSON was "not UTF-8" (gzip's first bytes)
+            self.close_connection = True
+            raise APIError(415, f"Content-Encoding {encoding!r} request bodies are not supported; send the JSON "
+                                "uncompressed.", code="unsupported_content_encoding")
         if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
             self.close_connection = True
-            if path in POST_ROUTES:  # elsewhere the route's own answer (404, 405) says more
-                raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
-                               code="length_required")
+            raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
+                           code="length_required")
         if len(set(lengths)) > 1:
             self.close_connection = True
             raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")
@@ -224,6 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{self.server.max_request_bytes} bytes (--max-request-bytes, plus the "
                                 "base64 size of --max-audio-bytes when the model reads audio).",
                            code="request_too_large")
+        if self.continue_pending and length > 0:
+            self.send_response_only(100)
+            self.end_headers()
         body = self.rfile.read(length) if length > 0 else b""
         if len(body) < length:  # the client closed mid-body: what came is not the request it meant
             self.close_connection = True
@@ -239,7 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
         given = header[7:].strip() if header.lower().startswith("bearer ") else self.headers.get("api-key", "")
         if not given:
             self.close_connection = True  # the unread body must not be parsed as the next request
-            raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>' (the server was "
+            # a key sent without "Bearer " (or another scheme) is no key to this server; never echoed
+            sent = " (the Authorization header sent does not start with 'Bearer ')" if header.strip() else ""
+            raise APIError(401, f"Missing API key{sent}: send 'Authorization: Bearer <key>' (the server was "
                                 "started with --api-key-env).", code="missing_api_key")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             self.close_connection = True

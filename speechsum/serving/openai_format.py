@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from speechsum.serving.logprobs_format import chat_logprobs, legacy_logprobs, vllm_prompt_logprobs
 from speechsum.serving.protocol import (
     APIError,
     AudioInput,
@@ -24,7 +25,6 @@ from speechsum.serving.protocol import (
     CompletionRequest,
     Generation,
     Sampling,
-    TokenLogprob,
 )
 from speechsum.serving.request_fields import check_fields
 from speechsum.utils.io import finite_json_number
@@ -33,6 +33,8 @@ from speechsum.utils.replies import json_type
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
+AUDIO_URL_HINT = ("; send the audio as {\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, "
+                  "\"format\": \"wav\"}} (vLLM's audio_url data: URL holds that base64 after its comma)")
 
 
 @dataclass
@@ -53,12 +55,17 @@ def _bad(message: str, param: str | None = None, code: str | None = None) -> API
     return APIError(400, message, param=param, code=code)
 
 
+def _got(obj: dict, name: str) -> str:
+    """What a request sent for ``obj[name]``, in JSON's words: "'format' is missing" or "got \"WAV\"" (not Python's None)."""
+    return f"got {json.dumps(obj[name])[:80]}" if name in obj else f"'{name}' is missing"
+
+
 def _integer(body: dict, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(f"'{name}' must be an integer, got {json_type(value)}.", name)
+        raise _bad(f"'{name}' must be an integer, {_got(body, name)}.", name)
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise _bad(f"'{name}' must be {bounds}, got {value}.", name)
@@ -70,7 +77,7 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(f"'{name}' must be a number, got {json_type(value)}.", name)
+        raise _bad(f"'{name}' must be a number, {_got(body, name)}.", name)
     if not finite_json_number(value):
         raise _bad(f"'{name}' must be a finite number, got {value}.", name)
     if value > high or value < low or (low_open and value == low):
@@ -83,7 +90,7 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise _bad(f"'{name}' must be true or false, got {json_type(value)}.", name)
+        raise _bad(f"'{name}' must be true or false, {_got(body, name)}.", name)
     return value
 
 
@@ -205,7 +212,8 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
         raise _bad(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
-        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)}; got {kind!r}.", f"{param}.format")
+        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
+                   f"{_got(audio, 'format')}.", f"{param}.format")
     encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
     if encoded[:5].lower() == "data:":
         raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
@@ -249,7 +257,8 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
             else:
                 where = f"messages[{index}].content[{position}]"
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
-                raise _bad(f"{where} is {got}: only text and input_audio parts are supported.", f"{where}.type")
+                hint = AUDIO_URL_HINT if kind == "audio_url" else ""
+                raise _bad(f"{where} is {got}: only text and input_audio parts are supported{hint}.", f"{where}.type")
         return "".join(texts), audio
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
@@ -272,7 +281,7 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
             raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
                        f"messages[{index}]")
         if role not in CHAT_ROLES:
-            raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}.",
+            raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {_got(message, 'role')}.",
                        f"messages[{index}].role")
         text, parts = _message_content(message, index, limits)
         clean.append({"role": role, "content": text})
@@ -297,59 +306,6 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-
-
-def _token_name(token_id: int, text: str, as_ids: bool) -> str:
-    return f"token_id:{token_id}" if as_ids else text
-
-
-def legacy_logprobs(tokens: list[TokenLogprob], k: int, as_ids: bool) -> dict:
-    """OpenAI legacy ``logprobs``: tokens, token_logprobs, top_logprobs (top-k ∪ the chosen token,
-    None where the token has no log-prob) and text_offset (character offsets into the choice's text)."""
-    names, values, tops, offsets = [], [], [], []
-    offset = 0
-    for token in tokens:
-        names.append(_token_name(token.token_id, token.text, as_ids))
-        values.append(token.logprob)
-        offsets.append(offset)
-        offset += len(token.text)
-        if token.logprob is None:
-            tops.append(None)
-            continue
-        top: dict[str, float] = {}
-        for token_id, text, logprob in token.top[:k]:
-            top.setdefault(_token_name(token_id, text, as_ids), logprob)
-        top.setdefault(_token_name(token.token_id, token.text, as_ids), token.logprob)
-        tops.append(top)
-    return {"tokens": names, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
-
-
-def vllm_prompt_logprobs(tokens: list[TokenLogprob], k: int) -> list[dict | None]:
-    """vLLM's ``prompt_logprobs``: per prompt token None (first) or {id: {logprob, rank, decoded_token}}
-    for the top-k and the actual token."""
-    rendered: list[dict | None] = []
-    for token in tokens:
-        if token.logprob is None:
-            rendered.append(None)
-            continue
-        entry = {}
-        for rank, (token_id, text, logprob) in enumerate(token.top[:k], start=1):
-            entry[str(token_id)] = {"logprob": logprob, "rank": rank, "decoded_token": text}
-        entry.setdefault(str(token.token_id), {"logprob": token.logprob, "rank": token.rank, "decoded_token": token.text})
-        rendered.append(entry)
-    return rendered
-
-
-def chat_logprobs(tokens: list[TokenLogprob], k: int, as_ids: bool) -> dict:
-    """OpenAI chat ``logprobs``: {"content": [{token, logprob, bytes, top_logprobs: k entries}], "refusal": None}."""
-
-    def item(token_id: int, text: str, logprob: float) -> dict:
-        return {"token": _token_name(token_id, text, as_ids), "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
-    content = [
-        {**item(t.token_id, t.text, t.logprob), "top_logprobs": [item(*alt) for alt in t.top[:k]]} for t in tokens
-    ]
-    return {"content": content, "refusal": None}
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -12,11 +12,12 @@ from typing import Generic, TypeVar
 
 import openai
 
-from speechsum.utils.remote import RetryCounter, is_retryable, with_retries
-from speechsum.utils.replies import chat_text
+from speechsum.utils.remote import RetryCounter, error_text, is_retryable, with_retries, without_keys
+from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+REQUEST_FAILED = "request failed"  # how a JsonAnswer's error starts when the endpoint refused or failed the request
 
 
 @dataclass
@@ -102,15 +103,16 @@ class ChatJsonAsker:
         only reasoning sent (``reasoning_content``, which is never read as the answer)."""
         with self._lock:
             self.calls += 1
-        response = self.client.chat.completions.create(
+        endpoint = str(self.client.base_url)
+        response = fetch_reply(endpoint, lambda: self.client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
-        )
+        ))
         usage = getattr(response, "usage", None)
         prompt, completion = (getattr(usage, name, 0) for name in ("prompt_tokens", "completion_tokens"))
         with self._lock:
             self.prompt_tokens += prompt if isinstance(prompt, int) else 0
             self.completion_tokens += completion if isinstance(completion, int) else 0
-        text = chat_text(response, str(self.client.base_url))
+        text = chat_text(response, endpoint)
         choice = response.choices[0]
         reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
         notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
@@ -128,11 +130,11 @@ class ChatJsonAsker:
                     partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
-                return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
+                return JsonAnswer(None, f"{REQUEST_FAILED}: {error_text(err)}", attempt)
             except Exception as err:
                 if not (self.give_up_after_retries and is_retryable(err)):
                     raise
-                return JsonAnswer(None, f"request failed: {type(err).__name__}: {err}", attempt)
+                return JsonAnswer(None, f"{REQUEST_FAILED}: {error_text(err)}", attempt)
             try:
                 return JsonAnswer(parse(text), "", attempt)
             except ValueError as err:
@@ -150,3 +152,15 @@ def correction_turn(error: str) -> dict[str, str]:
     turn): what could not be read, and to answer again with only the JSON the instructions ask for."""
     return {"role": "user", "content": f"Your answer could not be read ({error}). Answer again, following the "
                                        "instructions above, with only the JSON object they ask for and no other text."}
+
+
+def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, judge: str) -> None:
+    """Raise :class:`EndpointError` when every ask behind ``errors`` (one per item: the
+    :class:`JsonAnswer` error, None for an answer) was a request the endpoint refused or failed: the
+    judge's settings are wrong (a model that takes no temperature 0 answers each 400), not the
+    answers, and leaving every item unjudged would hide it."""
+    refused = [error for error in errors if error and error.startswith(REQUEST_FAILED)]
+    if errors and len(refused) == len(errors):
+        raise EndpointError(without_keys(
+            f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); check the judge's "
+            f"model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0), then rerun"))

@@ -25,10 +25,10 @@ import openai
 from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
-from speechsum.utils.arguments import check_key_variable
+from speechsum.utils.arguments import ConfigError, check_key_variable
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
-from speechsum.utils.replies import MalformedReply
+from speechsum.utils.replies import EndpointError, MalformedReply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +46,8 @@ TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     openai.APIResponseValidationError: "a body that is not the API's schema",
     MalformedReply: "a 200 whose JSON is not a completion (no choices, an error object, a message of the wrong type)",
 }
+MALFORMED_ADVICE = ("; check that base_url is the OpenAI-compatible API's (ending in /v1) and that nothing in between "
+                    "(a proxy, a login page) answers in its place, then rerun")
 TRANSIENT_STATUS = (408, 429)  # besides every 5xx
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(TRANSIENT_ERRORS)
 
@@ -59,8 +61,13 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     ``base_url="https://<resource>.openai.azure.com/openai/v1/"`` with the Azure key in the variable.
     ``max_retries=0``: retries happen in :func:`with_retries`, where they are counted.
     ``timeout``: seconds per request in total, connect to last byte (:func:`deadline_http_client`).
+    A ``base_url`` that is not an http(s) URL (``127.0.0.1:8000/v1``) is a ``ConfigError`` naming it.
     """
     check_key_variable("api_key_env", api_key_env or None)
+    if base_url is not None and not str(base_url).strip().lower().startswith(("http://", "https://")):
+        # the client's own error is a bare "Connection error." (retried in vain), its cause unshown
+        raise ConfigError(f"base_url {base_url!r} is not an http:// or https:// URL; write it whole, e.g. "
+                          f"http://{str(base_url).strip().split('://')[-1] or '127.0.0.1:8000/v1'}")
     key = os.environ.get(api_key_env) if api_key_env else None
     if not key:
         if base_url is None:
@@ -82,10 +89,20 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     server echoed it) and the ``cache`` a rerun resumes from; None for any other error."""
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
-    reason = without_keys(f"{type(error).__name__}: {error}")
+    reason = without_keys(error_text(error))
     return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}). Everything finished so far "
                       f"is cached in {cache}; fix the cause (URL, model name, key in ${api_key_env}, server "
                       "load) and rerun the same command to resume.")
+
+
+def error_text(error: BaseException) -> str:
+    """``Type: message`` of an endpoint's error; a connection error's or timeout's cause added (the
+    client says only "Connection error."; its cause says refused, unknown host, TLS…)."""
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    if isinstance(error, openai.APIConnectionError) and cause is not None and str(cause):
+        text += f" ({type(cause).__name__}: {cause})"
+    return text
 
 
 def without_keys(text: str) -> str:
@@ -98,14 +115,18 @@ def without_keys(text: str) -> str:
 
 def endpoint_error_text(error: BaseException) -> str | None:
     """One line for the first error from an OpenAI-compatible endpoint in ``error``'s chain (a 401,
-    a 404 for a wrong model name, a connection refused after the retries), keys masked, with what to
-    check; None when the chain holds none."""
+    a 404 for a wrong model name, a connection refused after the retries, an :class:`EndpointError`
+    such as a reply that is not a completion), keys masked, with what to check; None when the chain
+    holds none."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
+        if isinstance(error, EndpointError):  # it names the endpoint; a reply that is no completion says what to check
+            advice = MALFORMED_ADVICE if isinstance(error, MalformedReply) else ""
+            return without_keys(f"{error}{advice}")
         if isinstance(error, openai.OpenAIError):
             url = getattr(getattr(error, "request", None), "url", None)
             where = f"the endpoint {url}" if url else "the OpenAI-compatible endpoint"
-            return without_keys(f"{where} failed ({type(error).__name__}: {error}); check its URL, the model "
+            return without_keys(f"{where} failed ({error_text(error)}); check its URL, the model "
                                 "name, and the API key in the environment variable named by api_key_env / "
                                 "--api-key-env, then rerun")
         seen.add(id(error))

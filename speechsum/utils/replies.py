@@ -4,18 +4,39 @@ The ``openai`` client builds its reply objects without validating them, so a bod
 ``{"choices": []}``, ``{"error": ...}`` or a JSON array arrives as an object whose fields are
 missing, None or of the wrong type. :func:`first_choice` and :func:`chat_text` read a reply or
 raise :class:`MalformedReply` naming the endpoint and what was wrong (a transient error in
-:data:`speechsum.utils.remote.TRANSIENT_ERRORS`: the request is asked again).
+:data:`speechsum.utils.remote.TRANSIENT_ERRORS`: the request is asked again); inside
+:func:`fetch_reply`, so is a body the client cannot decode (not UTF-8, not JSON).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pydantic
 
+T = TypeVar("T")
 
-class MalformedReply(ValueError):
-    """A 200 reply whose body is not the API's shape (no choices, an error object, …)."""
+
+class EndpointError(ValueError):
+    """An endpoint's answer a run cannot use; the message names the endpoint (its base URL) and what
+    was wrong, so a command ends with it in one line (``speechsum.cli``), not a traceback."""
+
+
+class MalformedReply(EndpointError):
+    """A 200 reply whose body is not the API's shape (not UTF-8 JSON, no choices, an error object, …)."""
+
+
+def fetch_reply(endpoint: str, request: Callable[[], T]) -> T:
+    """``request()``, an ``openai`` client call; a reply body the client cannot decode raises
+    :class:`MalformedReply` naming ``endpoint`` (the client itself raises a bare ``UnicodeDecodeError``
+    for a body that is not UTF-8, which no retry policy took for an endpoint's fault, or ``JSONDecodeError``)."""
+    try:
+        return request()
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        what = "UTF-8 text" if isinstance(error, UnicodeDecodeError) else "JSON"
+        raise MalformedReply(f"{endpoint}: the reply body is not {what} ({type(error).__name__}: {error})") from error
 
 
 def json_type(value: Any) -> str:

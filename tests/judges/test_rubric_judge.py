@@ -97,3 +97,27 @@ def test_api_key_from_env_is_sent_and_never_stored(tmp_path, monkeypatch):
         with pytest.raises(Exception, match="401|[Uu]nauthori|[Ii]ncorrect|[Ii]nvalid"):
             judge(url, tmp_path, api_key_env="JUDGE_KEY_FOR_TEST", cache_path=None).score_one(ITEM)
     assert secret not in (tmp_path / "judge_cache.jsonl").read_text()
+
+
+def test_a_judge_that_refuses_every_request_stops_the_evaluation_naming_why(tmp_path):
+    """Before: every answer was left unjudged with one warning that did not say why (a judge model that
+    takes no temperature 0 answers each request 400), and the evaluation went on without the metric."""
+    from speechsum.cli import known_error
+    from speechsum.utils.replies import EndpointError
+
+    backend = ScriptedChatBackend(lambda messages: json.dumps(VALID), fail_every=1, fail_status=400)
+    items = [ITEM, RubricItem("Title?", "A title.", "text")]
+    with serve_in_thread(backend) as url:
+        with pytest.raises(EndpointError) as error:
+            judge(url, tmp_path, max_workers=1).score(items)
+        assert backend.count == 2  # a 400 is not retried
+    answers = iter([json.dumps(VALID)])  # one judged answer: the run goes on, the other unjudged
+    partly = ScriptedChatBackend(lambda messages: next(answers, "no json"))
+    assert str(error.value) == (
+        f"{url}/: the LLM judge refused all 2 requests (the first: request failed: BadRequestError: Error code: 400 "
+        "- scripted failure of request 1); check the judge's model 'scripted', max_tokens and temperature (some "
+        "reasoning models take no temperature 0), then rerun")
+    assert known_error("evaluate", error.value) == (str(error.value), 2)
+    with serve_in_thread(partly) as url:
+        verdicts = judge(url, tmp_path, parse_attempts=1, max_workers=1, cache_path=None).score(items)
+    assert [v.score for v in verdicts] == [6, None]

@@ -57,6 +57,25 @@ def _refusal(create, **kwargs) -> dict:
      "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
     (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
      "max_completion_tokens"),
+    # the value sent, in JSON (before: "got a number", "got a string": which number, why a string?)
+    (True, dict(messages=USER, max_tokens=2.5), "'max_tokens' must be an integer, got 2.5.", "max_tokens"),
+    (True, dict(messages=USER, extra_body={"n": "2"}), "'n' must be an integer, got \"2\".", "n"),
+    (True, dict(messages=USER, extra_body={"temperature": "0.7"}), "'temperature' must be a number, got \"0.7\".",
+     "temperature"),
+    (False, dict(prompt="hi", extra_body={"echo": "yes"}), "'echo' must be true or false, got \"yes\".", "echo"),
+    # vLLM's audio part: how to send it here (before: only "only text and input_audio parts are supported")
+    (True, dict(messages=[{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "data:audio/wav;"
+                                                                                         "base64,UklGRg=="}}]}]),
+     "messages[0].content[0] is type \"audio_url\": only text and input_audio parts are supported; send the audio as "
+     "{\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, \"format\": \"wav\"}} (vLLM's "
+     "audio_url data: URL holds that base64 after its comma).", "messages[0].content[0].type"),
+    # in JSON's words (before: "got None" for a missing role, "got ['user']" for an array)
+    (True, dict(messages=[{"content": "hi"}]),
+     "messages[0].role must be one of system, developer, user, assistant, tool; 'role' is missing.", "messages[0].role"),
+    (True, dict(messages=[{"role": ["user"], "content": "hi"}]),
+     "messages[0].role must be one of system, developer, user, assistant, tool; got [\"user\"].", "messages[0].role"),
+    (True, dict(messages=[{"role": None, "content": "hi"}]),
+     "messages[0].role must be one of system, developer, user, assistant, tool; got null.", "messages[0].role"),
 ])
 def test_fields_the_server_would_not_apply_are_refused_by_name(served, chat, kwargs, message, param):
     backend, url = served
@@ -148,3 +167,18 @@ def test_a_model_route_names_the_model_and_takes_only_get(served):
     with pytest.raises(openai.APIStatusError) as caught:
         client.models.delete(MODEL)
     assert caught.value.status_code == 405
+
+
+@pytest.mark.parametrize(("audio", "message"), [
+    ({"data": "UklGRg=="}, "'format' is missing"),  # before: "got None"
+    ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a"'),
+])
+def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
+    backend = ScriptedChatBackend(lambda messages: "ok")
+    backend.reads_audio = True  # parsed as for a speech student: the format is checked before any decoding
+    with serve_in_thread(backend) as url:
+        body = _refusal(openai_client(url).chat.completions.create,
+                        messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": audio}]}])
+    param = "messages[0].content[0].input_audio.format"
+    assert body == {"message": f"{param} must be one of wav, mp3, flac, ogg (the file's format); {message}.",
+                    "type": "invalid_request_error", "param": param, "code": None}

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import threading
 import time
 from urllib.parse import urlparse
+
+import openai
+import pytest
 
 from speechsum.serving.http import APIServer, build_server
 from tests.servers import ScriptedChatBackend, serve_in_thread
@@ -73,3 +77,152 @@ def test_a_malformed_authorization_header_is_named():
         answer = sock.makefile("rb").read().decode()  # the server closes after a malformed request
     assert answer.startswith("HTTP/1.1 400") and "Malformed request headers" in answer
     assert "s3cret" not in answer
+
+
+def _answer(sock: socket.socket) -> str:
+    return sock.makefile("rb").read().decode()  # to the end: the server closes after a refused body
+
+
+def test_an_unknown_route_or_method_is_answered_before_its_body_is_read():
+    """Before: a body over the size limit was a 413 (and one under it was read whole) although no route
+    takes it; an OpenAI audio upload (POST /v1/audio/transcriptions) was told its size, not where audio goes."""
+    backend = ScriptedChatBackend(lambda m: "x")
+    with serve_in_thread(backend, max_request_bytes=1000) as url:
+        with _connect(url) as sock:  # the body is never sent: the answer must not wait for it
+            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 30000000\r\n"
+                         b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 404") and "Connection: close" in answer
+        assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"error": {
+            "message": "Unknown route POST /v1/audio/transcriptions. This server offers GET /v1/models, POST "
+                       "/v1/completions and POST /v1/chat/completions; audio goes in a chat completion: an "
+                       "input_audio content part (base64 file) of the user message, to a speech student "
+                       "(docs/serve.md).", "type": "invalid_request_error", "param": None, "code": "not_found"}}
+        with _connect(url) as sock:
+            sock.sendall(b"PUT /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 405") and "Method PUT is not allowed on /v1/chat/completions." in answer
+        with _connect(url) as sock:  # a POST route still sizes its body first
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
+            assert _answer(sock).startswith("HTTP/1.1 413")
+        assert _chat_status(url) == 200 and backend.count == 1  # still serving; only that request ran
+
+
+def test_a_multipart_body_is_read_as_any_other_not_refused_as_malformed_headers():
+    """Before: the header parser's notes on a multipart Content-Type (no boundary in a body it was not
+    given) were taken for an unreadable header line: 400 'Malformed request headers … no space before
+    the colon', and the connection closed."""
+    body = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nscripted\r\n--b--\r\n"
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(_post(body, "Content-Type: multipart/form-data; boundary=b\r\n") + _post(CHAT))
+        answers = ""
+        while answers.count("HTTP/1.1 ") < 2 and (part := sock.recv(65536)):  # keep-alive: both are answered
+            answers += part.decode()
+    first = answers.split("HTTP/1.1 ")[1]
+    assert first.startswith("400") and "Request body is not valid JSON: Expecting value at line 1 column 1." in first
+    assert "Malformed request headers" not in answers and answers.split("HTTP/1.1 ")[2].startswith("200")
+
+
+def test_expect_100_continue_is_answered_only_once_the_request_may_send_its_body():
+    """Before: "100 Continue" went out at once, so curl sent a large audio body into a 401 (or 404, 413)."""
+    expect = "Expect: 100-continue\r\n"
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x"), api_key="s3cret") as url:
+        with _connect(url) as sock:  # a wrong key: the final answer comes first, and the body is never sent
+            sock.sendall(_post(CHAT, expect + "Authorization: Bearer wrong\r\n")[: -len(CHAT)])
+            assert _answer(sock).startswith("HTTP/1.1 401")
+        with _connect(url) as sock:
+            sock.sendall(_post(CHAT, expect + "Authorization: Bearer s3cret\r\n")[: -len(CHAT)])
+            assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(CHAT)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_route_without_its_v1_prefix_says_where_base_url_goes_wrong():
+    """A client given base_url http://HOST:PORT (no /v1) posts to /chat/completions: the 404 says so."""
+    from speechsum.utils.remote import openai_client
+
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:
+        client = openai_client(url.removesuffix("/v1"))
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.body["message"] == (
+        "Unknown route POST /chat/completions. This server offers GET /v1/models, POST /v1/completions and POST "
+        "/v1/chat/completions (did you mean /v1/chat/completions? A client's base_url ends in /v1: "
+        "http://HOST:PORT/v1).")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b"PRI * HTTP/2.0", "Invalid HTTP version (2.0): send HTTP/1.1 requests."),
+    (b"POST /v1/chat/completions", "Bad HTTP/0.9 request type ('POST')."),
+    (b"GARBAGE", "Bad request syntax ('GARBAGE')."),
+])
+def test_an_unreadable_request_line_gets_a_status_line_and_a_4xx(line, message):
+    """Before: HTTP/0.9's bare body (no status line: curl reports "Received HTTP/0.9") and, for an
+    HTTP/2 preface, a 505 server_error."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(line + b"\r\n\r\n")
+        answer = _answer(sock)
+    assert answer.startswith("HTTP/1.1 400 Bad Request\r\n")
+    assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == message
+
+
+def test_a_compressed_body_is_refused_by_its_content_encoding():
+    """Before: a gzip body was read as JSON: 400 'Request body is not UTF-8: … byte 0x8b …'."""
+    import gzip
+
+    body = gzip.compress(CHAT)
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:
+        with _connect(url) as sock:
+            sock.sendall(_post(body, "Content-Encoding: gzip\r\n"))
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 415 Unsupported Media Type") and json.loads(
+            answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
+            "Content-Encoding 'gzip' request bodies are not supported; send the JSON uncompressed.")
+        assert _chat_status(url) == 200
+
+
+def test_a_key_sent_without_bearer_is_told_so_and_never_echoed():
+    """Before: 'Missing API key' although an Authorization header came (the bare key, or Basic)."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x"), api_key="s3cret") as url:
+        for header in ("Authorization: s3cret\r\n", "Authorization: Basic czNjcmV0\r\n"):
+            with _connect(url) as sock:
+                sock.sendall(_post(CHAT, header))
+                answer = _answer(sock)
+            assert answer.startswith("HTTP/1.1 401") and "s3cret" not in answer and "czNj" not in answer
+            assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
+                "Missing API key (the Authorization header sent does not start with 'Bearer '): send "
+                "'Authorization: Bearer <key>' (the server was started with --api-key-env).")
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ("BREW", "Method BREW is not supported by this server."),
+    ("post", "Method post is not supported by this server (methods are upper-case: POST)."),
+])
+def test_an_unknown_method_is_a_405_not_a_501_that_clients_retry(method, message):
+    """Before: 501 server_error, which the openai client raises as InternalServerError (retried)."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(f"{method} /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answer = _answer(sock)
+    assert answer.startswith("HTTP/1.1 405 Method Not Allowed\r\n")
+    assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"error": {
+        "message": message, "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}}
+
+
+def test_an_ipv6_host_is_served():
+    """Before: --host ::1 failed 'Address family for hostname not supported' (IPv4 sockets only)."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as error:  # a machine without IPv6
+        pytest.skip(f"no IPv6 loopback: {error}")
+    server = build_server(ScriptedChatBackend(lambda m: "x"), host="::1", port=0)
+    try:
+        assert server.base_url.startswith("http://[::1]:")
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        from speechsum.utils.remote import openai_client
+
+        reply = openai_client(server.base_url).chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "x"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -186,6 +186,15 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
     "pl list": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, [1, 2]),
                 "no prompt_logprobs for position 4 (token 9): an array"),
     "empty choices": ("echo", lambda r, c, lp, pl: r.__setitem__("choices", []), "an empty choices array"),
+    # scores left out (an API that does not score supplied text): the error says which servers do
+    "no logprobs": ("echo", lambda r, c, lp, pl: c.__setitem__("logprobs", None),
+                    "does not echo the 5 prompt tokens sent; token-level KD needs a server that scores supplied text"),
+    "no top_logprobs": ("echo", lambda r, c, lp, pl: lp.__setitem__("top_logprobs", None),
+                        "logprobs.top_logprobs is null; the 5 echoed tokens need one each; token-level KD needs"),
+    "no prompt_logprobs": ("prompt_logprobs", lambda r, c, lp, pl: c.pop("prompt_logprobs"),
+                           "prompt_logprobs is null, not an array; token-level KD needs a server that scores supplied "
+                           "text (echo + logprobs, or vLLM's prompt_logprobs): vLLM or speechsum serve; the OpenAI and "
+                           "Azure APIs do not (set the teacher's scoring: none, sequence-level KD)"),
 }
 
 
@@ -202,6 +211,27 @@ def test_remote_teacher_refuses_malformed_or_non_finite_scores(name):
     with JSONServer(lambda request: _scoring_reply(request["prompt"], lambda *parts: None)) as server:
         teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, scoring=scoring, attempts=1)
         assert teacher._score_one(([5, 6, 7], [8, 9]))[0] == [-1.0, -1.0]  # the unbroken reply reads
+
+
+@pytest.mark.parametrize("body, what", [
+    (b"", "the reply body is not JSON (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"),
+    (b'{"choices": "caf\xe9"}', "the reply body is not UTF-8 text (UnicodeDecodeError: 'utf-8' codec can't decode "
+                                "byte 0xe9 in position 16: invalid continuation byte)"),
+])
+def test_a_teacher_reply_that_cannot_be_decoded_is_asked_again_then_ends_fit_with_one_line(body, what):
+    """Before: a bare JSONDecodeError (or a UnicodeDecodeError, not even retried) and a traceback naming no endpoint."""
+    from speechsum.cli import known_error
+    from speechsum.utils.replies import MalformedReply
+    from tests.servers import JSONServer
+
+    with JSONServer(lambda request: body) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, attempts=2)
+        with pytest.raises(MalformedReply) as error:
+            teacher._score_one(([5, 6, 7], [8, 9]))
+    assert server.requests == 2 and str(error.value) == f"{server.url}/: {what}"
+    assert known_error("fit", error.value) == (
+        f"{server.url}/: {what}; check that base_url is the OpenAI-compatible API's (ending in /v1) and that "
+        "nothing in between (a proxy, a login page) answers in its place, then rerun", 1)
 
 
 @pytest.mark.parametrize("scoring", ["echo", "prompt_logprobs"])
@@ -234,3 +264,6 @@ def test_a_teacher_model_name_the_server_does_not_serve_is_named(teacher_dir, ba
                                 "'techer' does not exist; this server serves 'teacher'.): the endpoint does not serve "
                                 "this model name: set the teacher's model (model.teacher.init_args.model) to the name "
                                 "its /v1/models lists.")
+    from speechsum.cli import known_error  # `speechsum fit` ends with this line, not a traceback
+
+    assert known_error("fit", error.value) == (str(error.value), 1)

@@ -287,6 +287,11 @@ WRONG_SHAPES = {  # 200 bodies that are no chat completion, and what the error n
                        "choices[0].message.content is an array"),
     "an array": ([1, 2], "the reply is an array"),
     "choices an object": ({"choices": {"0": {}}}, "choices is an object"),
+    # bodies the client cannot decode: a bare UnicodeDecodeError before (not retried, no endpoint named)
+    "not UTF-8": (b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "caf\xe9"}}]}',
+                  "the reply body is not UTF-8 text (UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9 in "
+                  "position 74: invalid continuation byte)"),
+    "empty body": (b"", "the reply body is not JSON (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"),
 }
 
 
@@ -389,3 +394,31 @@ def test_the_deadline_client_keeps_openais_connection_limits():
     client = deadline_http_client(3.0)
     pool = client._transport._pool  # the limits a transport-less DefaultHttpxClient would get
     assert (pool._max_connections, pool._max_keepalive_connections) == (1000, 100)
+
+
+@pytest.mark.parametrize(("base_url", "example"), [("127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+                                                  ("ftp://host/v1", "http://host/v1")])
+def test_a_base_url_that_is_no_http_url_is_refused_naming_it(base_url, example):
+    """Before: every request failed 'APIConnectionError: Connection error.' (retried in vain), the missing
+    http:// said nowhere."""
+    from speechsum.utils.arguments import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        openai_client(base_url)
+    assert str(error.value) == (f"base_url {base_url!r} is not an http:// or https:// URL; write it whole, e.g. "
+                                f"{example}")
+
+
+def test_a_connection_error_is_shown_with_its_cause():
+    """Before: '(APIConnectionError: Connection error.)', whatever the cause (refused, unknown host, TLS)."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once closed
+    client = openai_client(f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(openai.APIConnectionError) as error:
+        _chat(client)
+    stop = str(endpoint_failure("speechsum x", client, "OPENAI_API_KEY", error.value, "c.jsonl"))
+    assert "failed (APIConnectionError: Connection error. (ConnectError: [Errno 111] Connection refused))" in stop
+    answer = ChatJsonAsker(client, "m", request_attempts=1).ask(MESSAGES, lambda text: text)  # a judge's item
+    assert answer.error == ("request failed: APIConnectionError: Connection error. (ConnectError: [Errno 111] "
+                            "Connection refused)")

@@ -4,7 +4,7 @@ Per completion position a reply gives the supplied token's log-prob and the top-
 ``echo`` + ``logprobs`` (the OpenAI legacy format, token names ``token_id:<id>``) or vLLM's
 ``prompt_logprobs`` (per position ``{"<id>": {"logprob": ...}}``). Every value read is checked:
 lists long enough, entries of the right type, ids that are integers, log-probs finite and
-≤ 0 (up to :data:`LOGPROB_SLACK` of float rounding). Anything else is a ``ValueError`` naming the
+≤ 0 (up to :data:`LOGPROB_SLACK` of float rounding). Anything else is an ``EndpointError`` (a ValueError) naming the
 endpoint, the field and the position: a broken server must not feed NaN or garbage into KD.
 A request the server refuses (HTTP 400: top-k above its limit, prompt beyond its context) becomes
 :func:`refusal`, naming the setting to change.
@@ -17,22 +17,25 @@ from typing import Any
 
 import pydantic
 
-from speechsum.utils.replies import json_type
+from speechsum.utils.replies import EndpointError, json_type
 
 LOGPROB_SLACK = 1e-4  # a log-prob may print a hair above 0 (float rounding); read as 0
+NO_SCORES = ("; token-level KD needs a server that scores supplied text (echo + logprobs, or vLLM's prompt_logprobs): "
+             "vLLM or speechsum serve; the OpenAI and Azure APIs do not (set the teacher's scoring: none, "
+             "sequence-level KD)")
 Scores = tuple[list[float], list[list[tuple[int, float]]]]  # token log-probs, top-k [(id, log-prob)] best first
 
 
 def token_id(name: Any, endpoint: str, where: str) -> int:
     """``"token_id:123"`` (``return_tokens_as_token_ids``) → 123."""
     if not isinstance(name, str) or not name.startswith("token_id:"):
-        raise ValueError(
+        raise EndpointError(
             f"{endpoint}: {where}: the server named a token {name!r} instead of 'token_id:<id>': it must support "
             "`return_tokens_as_token_ids` (vLLM, speechsum serve) so that scores map to token ids exactly"
         )
     digits = name[len("token_id:"):]
     if not (digits.isascii() and digits.isdigit()):
-        raise ValueError(f"{endpoint}: {where}: token {name!r} has no integer id")
+        raise EndpointError(f"{endpoint}: {where}: token {name!r} has no integer id")
     return int(digits)
 
 
@@ -40,11 +43,11 @@ def logprob(value: Any, endpoint: str, where: str) -> float:
     """``value`` as a log-probability: a finite number ≤ 0 (+ :data:`LOGPROB_SLACK`), else ValueError."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or value > LOGPROB_SLACK:
-        raise ValueError(f"{endpoint}: {where} is {value!r}; a log-probability is a finite number <= 0")
+        raise EndpointError(f"{endpoint}: {where} is {value!r}; a log-probability is a finite number <= 0")
     return min(float(value), 0.0)
 
 
-def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completion_tokens: int) -> ValueError:
+def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completion_tokens: int) -> EndpointError:
     """A 400 or 404 answer to a scoring request (``openai.BadRequestError``, ``NotFoundError``) as an
     error naming what to change. Read from vLLM's words ("Requested sample|prompt logprobs of k,
     which is greater than max allowed", param ``logprobs``/``prompt_logprobs``; "context length")
@@ -65,7 +68,7 @@ def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completio
                 "completions (model.max_new_tokens), or shorten the longest transcripts")
     else:
         hint = "the server refused this request (HTTP 400), which retrying cannot change"
-    return ValueError(f"{endpoint}: the teacher's scoring request was refused ({reason}): {hint}.")
+    return EndpointError(f"{endpoint}: the teacher's scoring request was refused ({reason}): {hint}.")
 
 
 def _best(scored: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
@@ -78,21 +81,21 @@ def echo_scores(choice: Any, endpoint: str, start: int, completion: list[int], k
     logprobs = getattr(choice, "logprobs", None)
     if not isinstance(logprobs, pydantic.BaseModel) or not isinstance(logprobs.tokens, list) \
             or len(logprobs.tokens) < end:
-        raise ValueError(f"{endpoint}: the reply does not echo the {end} prompt tokens sent")
+        raise EndpointError(f"{endpoint}: the reply does not echo the {end} prompt tokens sent{NO_SCORES}")
     for name in ("token_logprobs", "top_logprobs"):
         values = getattr(logprobs, name, None)
         if not isinstance(values, list) or len(values) < end:
             shown = f"has {len(values)} entries" if isinstance(values, list) else f"is {json_type(values)}"
-            raise ValueError(f"{endpoint}: logprobs.{name} {shown}; the {end} echoed tokens need one each")
+            raise EndpointError(f"{endpoint}: logprobs.{name} {shown}; the {end} echoed tokens need one each{NO_SCORES}")
     token_lps, tops = [], []
     for position, token in zip(range(start, end), completion):
         if token_id(logprobs.tokens[position], endpoint, f"logprobs.tokens[{position}]") != token:
-            raise ValueError(f"{endpoint}: echoed token {logprobs.tokens[position]} at {position}, sent {token}")
+            raise EndpointError(f"{endpoint}: echoed token {logprobs.tokens[position]} at {position}, sent {token}")
         token_lps.append(logprob(logprobs.token_logprobs[position], endpoint, f"logprobs.token_logprobs[{position}]"))
         where = f"logprobs.top_logprobs[{position}]"
         top = logprobs.top_logprobs[position]
         if not isinstance(top, dict):
-            raise ValueError(f"{endpoint}: {where} is {json_type(top)}, not an object of token -> log-prob")
+            raise EndpointError(f"{endpoint}: {where} is {json_type(top)}, not an object of token -> log-prob")
         tops.append(_best([(token_id(name, endpoint, where), logprob(value, endpoint, f"{where}[{name!r}]"))
                            for name, value in top.items()], k))
     return token_lps, tops
@@ -103,20 +106,20 @@ def prompt_logprob_scores(choice: Any, endpoint: str, start: int, completion: li
     end = start + len(completion)
     entries = (getattr(choice, "model_extra", None) or {}).get("prompt_logprobs")
     if not isinstance(entries, list):
-        raise ValueError(f"{endpoint}: the reply's prompt_logprobs is {json_type(entries)}, not an array")
+        raise EndpointError(f"{endpoint}: the reply's prompt_logprobs is {json_type(entries)}, not an array{NO_SCORES}")
     token_lps, tops = [], []
     for position, token in zip(range(start, end), completion):
         entry = entries[position] if position < len(entries) else None
         where = f"prompt_logprobs[{position}]"
         if not isinstance(entry, dict) or str(token) not in entry:
             shown = "" if entry is None or isinstance(entry, dict) else f": {json_type(entry)}, not an object"
-            raise ValueError(f"{endpoint}: no prompt_logprobs for position {position} (token {token}){shown}")
+            raise EndpointError(f"{endpoint}: no prompt_logprobs for position {position} (token {token}){shown}")
         scored = []
         for name, value in entry.items():
             if not (name.isascii() and name.isdigit()):
-                raise ValueError(f"{endpoint}: {where} names token {name!r}, not an integer id")
+                raise EndpointError(f"{endpoint}: {where} names token {name!r}, not an integer id")
             if not isinstance(value, dict) or "logprob" not in value:
-                raise ValueError(f"{endpoint}: {where}[{name!r}] is {json_type(value)} without a 'logprob'")
+                raise EndpointError(f"{endpoint}: {where}[{name!r}] is {json_type(value)} without a 'logprob'")
             scored.append((int(name), logprob(value["logprob"], endpoint, f"{where}[{name!r}].logprob")))
         token_lps.append(dict(scored)[token])
         tops.append(_best(scored, k))

@@ -30,7 +30,7 @@ from speechsum.models.policy import TrainingPolicy
 from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
 from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.remote import RetryCounter, with_retries
-from speechsum.utils.replies import chat_text, first_choice
+from speechsum.utils.replies import chat_text, fetch_reply, first_choice
 
 
 @dataclass
@@ -320,10 +320,10 @@ class OpenAICompatibleTeacher(Teacher):
         endpoint = str(self.client.base_url)
         try:
             choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
-                lambda: first_choice(self.client.completions.create(
+                lambda: first_choice(fetch_reply(endpoint, lambda: self.client.completions.create(
                     model=self.model, prompt=prompt + completion, max_tokens=0, temperature=0.0, extra_body=extra,
                     **kwargs,
-                ), endpoint)
+                )), endpoint)
             )
         except (openai.BadRequestError, openai.NotFoundError) as error:  # top_k above --max-logprobs, past the context, …
             raise refusal(error, endpoint, k, len(prompt), len(completion)) from error
@@ -369,11 +369,12 @@ class OpenAICompatibleTeacher(Teacher):
             key = cache_key("seq-kd-v2", self.model, messages, max_new_tokens, self.summary_temperature)
             if self._cache is not None and (hit := self._cache.get(key)) is not None:
                 return hit["summary"]
+            endpoint = str(self.client.base_url)
             summary = self._call(
-                lambda: chat_text(self.client.chat.completions.create(
+                lambda: chat_text(fetch_reply(endpoint, lambda: self.client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_new_tokens,
                     temperature=self.summary_temperature,
-                ), str(self.client.base_url))
+                )), endpoint)
             ).strip()
             if self._cache is not None:
                 self._cache.put(key, {"summary": summary})
