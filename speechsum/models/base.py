@@ -25,6 +25,7 @@ from speechsum.losses import token_log_probs
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
+from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
@@ -45,6 +46,18 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerBase:
         raise ConfigError(f"{spec}: the tokenizer loaded from it has {len(tokenizer)} id(s): not a tokenizer of "
                           "a language model; give the folder with its tokenizer.json / tokenizer_config.json")
     return tokenizer
+
+
+def backbone_tokenizer(tokenizer: str | Path | None, llm: str | dict) -> PreTrainedTokenizerBase:
+    """A backbone's tokenizer: ``tokenizer`` (default: the ``llm`` folder or hub id when ``llm`` is
+    one; for a config-dict ``llm`` without one, the in-process byte tokenizer), with the audio
+    placeholder ``<|audio|>`` added when it lacks it."""
+    if tokenizer is None and isinstance(llm, str):
+        tokenizer = llm
+    tok = load_tokenizer(tokenizer) if tokenizer else build_byte_tokenizer()
+    if AUDIO_TOKEN not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+    return tok
 
 
 def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementation: str | None = None,

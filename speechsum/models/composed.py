@@ -22,8 +22,8 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechsum.models.base import (
     SpeechLLM,
+    backbone_tokenizer,
     load_causal_lm,
-    load_tokenizer,
     sequence_positions,
     tokenizer_config_defaults,
 )
@@ -37,7 +37,6 @@ from speechsum.models.feature_cache import (
 )
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.projectors import CTCProjector, FrameStackProjector, ctc_keep_mask
-from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.models.whisper_ct2 import resolve_whisper_path
 from speechsum.models.whisper_fast import ENCODER_DTYPES, FastWhisperEncoder
 
@@ -143,11 +142,7 @@ class ComposedSpeechLLM(SpeechLLM):
         super().__init__()
         with seeded_init(init_seed):
             self.encoder, feature_extractor = _load_encoder(encoder)
-            if tokenizer is None and isinstance(llm, str):
-                tokenizer = llm
-            tok = load_tokenizer(tokenizer) if tokenizer else build_byte_tokenizer()
-            if AUDIO_TOKEN not in tok.get_vocab():
-                tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+            tok = backbone_tokenizer(tokenizer, llm)
             self.llm = load_causal_lm(llm, dtype, attn_implementation, config_defaults=tokenizer_config_defaults(tok))
             if len(tok) > self.llm.get_input_embeddings().num_embeddings:
                 self.llm.resize_token_embeddings(len(tok))

@@ -22,11 +22,16 @@ from transformers import (
 )
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
-from speechsum.models.base import NativeSpeechLLM, load_causal_lm, load_tokenizer, tokenizer_config_defaults
+from speechsum.models.base import (
+    NativeSpeechLLM,
+    backbone_tokenizer,
+    load_causal_lm,
+    tokenizer_config_defaults,
+)
 from speechsum.models.copy_init import init_copy_circuits
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.text_prompt import text_messages
-from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
+from speechsum.models.tokenizer import AUDIO_TOKEN
 
 
 class TextProcessor(SpeechProcessor):
@@ -123,11 +128,7 @@ class TextLLM(NativeSpeechLLM):
         super().__init__()
         if copy_init and not isinstance(llm, dict):
             raise ValueError("copy_init applies to random-init LLMs only: give llm as a config dict")
-        if tokenizer is None and isinstance(llm, str):
-            tokenizer = llm
-        tok = load_tokenizer(tokenizer) if tokenizer else build_byte_tokenizer()
-        if AUDIO_TOKEN not in tok.get_vocab():
-            tok.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+        tok = backbone_tokenizer(tokenizer, llm)
         with seeded_init(init_seed):
             # a random-init LM: the tokenizer's vocabulary size and eos/pad ids unless the dict sets them
             defaults = {"vocab_size": len(tok), **tokenizer_config_defaults(tok)}
