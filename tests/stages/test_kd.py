@@ -187,6 +187,27 @@ def test_a_teacher_that_cannot_score_needs_sequence_level_kd(tiny_composed):
     assert "teacher" not in module.hparams  # a teacher object is never pickled into checkpoints
 
 
+def test_an_empty_teacher_summary_carries_no_loss_in_sequence_level_kd(tiny_composed, toy_data, caplog):
+    """A teacher that wrote nothing (a content filter, max_tokens spent on reasoning): before, the
+    student learnt the empty summary, i.e. to end its answer at once."""
+    import logging
+
+    from speechsum.stages.kd.module import OnPolicyKDModule
+    from speechsum.stages.kd.teachers import HFTeacher
+
+    class TerseTeacher(HFTeacher):
+        def write_summaries(self, batch, max_new_tokens):
+            return [" ", *["A short summary."] * (len(batch) - 1)]
+
+    module = OnPolicyKDModule(tiny_composed, TerseTeacher(TEACHER_LLM), max_new_tokens=6, seq_kd=True, lmbda=0.0)
+    batch = one_batch(module, toy_data)
+    with caplog.at_level(logging.WARNING, logger="speechsum.stages.kd.module"):
+        rollout = module.make_rollout(batch, "train")
+    assert not rollout.on_policy and rollout.completion_mask[0].sum() == 0
+    assert (rollout.completion_mask[1:].sum(1) > 0).all()
+    assert f"the teacher wrote no summary for 1 of {len(batch)} examples ({batch.ids[0]})" in caplog.text
+
+
 def test_kd_with_a_remote_teacher_over_http(tmp_path, toy_data, teacher_dir):
     """Teacher behind `speechsum serve` on loopback: top-k scores, the top-k + tail loss, overlap on."""
     from speechsum.serving.cli import HFBackend

@@ -12,6 +12,7 @@ The frozen audio encoder runs once per batch: its output is reused by generation
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any, Literal
@@ -36,6 +37,8 @@ from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallba
 from speechsum.stages.kd.teachers import Teacher, TeacherScores
 from speechsum.utils.arguments import ConfigError, check_number
 from speechsum.utils.text_analysis import repetition_rate
+
+log = logging.getLogger(__name__)
 
 KDLoss = Literal["jsd", "forward_kl", "reverse_kl", "sampled_token"]
 LOSS_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0}
@@ -156,6 +159,12 @@ class OnPolicyKDModule(SpeechStageModule):
         if self.seq_kd:
             texts = self.teacher.write_summaries(batch, self.max_new_tokens)
             ids, mask = self.processor.encode_responses(texts)
+            empty = [row for row, text in enumerate(texts) if not text.strip()]
+            if empty:  # as a target, an empty summary would teach the student to end its answer at once
+                mask[empty] = 0
+                log.warning("the teacher wrote no summary for %d of %d examples (%s): they carry no loss in this step; "
+                            "check the teacher's replies (a content filter, or max_tokens spent on reasoning?)",
+                            len(empty), len(texts), ", ".join(batch.ids[row] for row in empty[:3]))
             device = batch.prompt_ids.device
             return KDRollout(
                 completion_ids=ids.to(device), completion_mask=mask.to(device), on_policy=False, texts=texts,
