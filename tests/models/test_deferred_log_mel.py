@@ -17,7 +17,7 @@ def cached_bytes(root):
     return {name: (root / name).read_bytes() for name in cached_files(root)}
 
 
-@pytest.mark.parametrize("num_samples", [1, 159, 160, 200, 201, 202, 399, 400, 401, 16_000, 16_001, 480_123])
+@pytest.mark.parametrize("num_samples", [0, 1, 159, 160, 200, 201, 202, 399, 400, 401, 16_000, 16_001, 480_123])
 def test_frame_count_is_the_extractors(num_samples):
     model = build()
     extractor = model.processor.feature_extractor
@@ -32,12 +32,13 @@ def test_only_a_cached_frozen_encoder_defers(tmp_path):
     assert not build(tmp_path, train_encoder=True).processor.defer_log_mel
 
 
-def test_deferred_features_give_the_same_batch_frames_and_logprobs(tmp_path):
+@pytest.mark.parametrize("seconds", [(0.7, 1.3, 2.0), (0.00625, 0.0125, 31.0)])  # 100 and 200 samples; 2 windows
+def test_deferred_features_give_the_same_batch_frames_and_logprobs(tmp_path, seconds):
     model, eager_model = build(tmp_path / "deferred"), build(tmp_path / "eager")
-    deferred = SpeechCollator(model.processor)(items())
+    deferred = SpeechCollator(model.processor)(items(seconds))
     assert set(deferred.audio) == {"waveforms", "num_samples", "mel_frames", "content_keys"}
     eager_model.processor.defer_log_mel = False
-    eager = SpeechCollator(eager_model.processor)(items())
+    eager = SpeechCollator(eager_model.processor)(items(seconds))
     assert "waveforms" not in eager.audio
     assert torch.equal(deferred.prompt_ids, eager.prompt_ids) and torch.equal(deferred.audio["mel_frames"],
                                                                               eager.audio["mel_frames"])
