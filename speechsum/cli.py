@@ -228,17 +228,11 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     from speechsum.data.hf_dataset import HFDatasetError
     from speechsum.data.manifest import ManifestError
     from speechsum.models.checkpoint import CheckpointError
-    from speechsum.utils.arguments import ConfigError
+    from speechsum.utils.arguments import ConfigError, error_in_chain
 
     kinds = (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError, SampleRateError,
              CheckpointError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kinds):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return error_in_chain(err, kinds)
 
 
 def check_config_files(args: list[str]) -> list:

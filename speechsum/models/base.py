@@ -22,6 +22,7 @@ from transformers import (
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
+from speechsum.models.config_fields import check_config_fields
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
@@ -55,8 +56,13 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     its choice); not saved with the model."""
     if isinstance(spec, str):
         return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
+    if not isinstance(spec.get("model_type"), str):
+        raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
+                          f"{spec!r}; a --config stacked after another replaces the llm dict whole, so repeat its "
+                          "model_type and every field it needs")
     fields = {key: value for key, value in {**(config_defaults or {}), **spec}.items() if key != "model_type"}
     config = AutoConfig.for_model(spec["model_type"], **fields)
+    check_config_fields(config, spec, "llm")
     drop_out_of_vocab_ids(config, keep=spec)
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 
