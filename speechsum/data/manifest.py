@@ -191,6 +191,22 @@ def _layout_hint(line: str) -> str:
     return ""
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object of a manifest line that names a key twice."""
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``' ``object_pairs_hook``: a key given twice in one object is refused (JSON keeps the
+    last value without a word: ``{"id": "a", ..., "id": "b"}`` silently became example ``b``)."""
+    record: dict = {}
+    for key, value in pairs:
+        if key in record:
+            raise RepeatedKeyError(f"field {key!r} is given twice in one object ({record[key]!r}, then {value!r}): "
+                                   "JSON would keep the last silently; keep the one meant")
+        record[key] = value
+    return record
+
+
 def parse_line(
     text: str,
     root: Path,
@@ -206,8 +222,10 @@ def parse_line(
     """Parse and validate one manifest line; raises ``ValueError`` with the reason (also for audio
     longer than ``max_audio_seconds``, when given, and for a text field the model tokenizes that
     holds one of ``reserved_text``, its tokenizer's special tokens: :mod:`speechsum.data.text_checks`)."""
-    try:
-        record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
+    try:  # a trailing newline would shift the error column
+        record = json.loads(text.rstrip("\r\n"), object_pairs_hook=_object_without_repeated_keys)
+    except RepeatedKeyError as err:
+        raise ValueError(str(err)) from None
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){_layout_hint(text.strip())}") from err
     except RecursionError:
@@ -322,7 +340,10 @@ def load_manifest(
         examples.append(replace(example, origin=Origin(str(path), number)))
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
+    if not examples and not skipped:
+        raise ManifestError(path, 0, "no usable examples: the file holds no JSON line (it is empty or blank); write "
+                            "one JSON object per line")
     if not examples:
-        first = f", e.g. line {skipped[0].line}: {skipped[0].reason}" if skipped else ""
-        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped{first})")
+        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped, e.g. line "
+                            f"{skipped[0].line}: {skipped[0].reason})")
     return examples, skipped

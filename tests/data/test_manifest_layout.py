@@ -96,3 +96,23 @@ def test_a_utf16_manifest_is_named_with_how_to_save_it_as_utf8(root: Path, encod
         assert str(info.value) == (f"{manifest}:1: {name} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {name} -t "
                                    f"UTF-8 {manifest} > m.utf8.jsonl; Windows PowerShell's > writes UTF-16, Out-File "
                                    "-Encoding utf8 does not)")
+
+
+@pytest.mark.parametrize("on_bad_example", ["error", "skip"])
+def test_a_key_given_twice_in_a_line_is_a_bad_line_not_the_last_value(root: Path, on_bad_example: str):
+    """JSON keeps the last of two equal keys: ``{"id": "a", …, "id": "b"}`` was silently example ``b``."""
+    manifest = root / "m.jsonl"
+    good = json.dumps(record("a", "audio/a.wav"))
+    manifest.write_text(f"{good}\n" + good[:-1] + ', "meta": {"k": 1, "k": 2}}\n' + good[:-1] + ', "id": "b"}\n')
+    reason = "field 'k' is given twice in one object (1, then 2): JSON would keep the last silently; keep the one meant"
+    if on_bad_example == "error":
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest)
+        assert str(info.value) == f"{manifest}:2: {reason}"
+        return
+    examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [example.id for example in examples] == ["a"]
+    assert [(line.line, line.reason) for line in skipped] == [
+        (2, reason),
+        (3, "field 'id' is given twice in one object ('a', then 'b'): JSON would keep the last silently; keep the one "
+            "meant")]
