@@ -35,6 +35,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
+from speechsum.utils.config_keys import unknown_keys_note
 from speechsum.utils.io import project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
@@ -113,7 +114,8 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             raise ValueError(f"{path}: {name}: expected a mapping of settings ({', '.join(defaults)}), got {section!r}")
         unknown = sorted(set(section) - set(defaults))
         if unknown:
-            raise ValueError(f"{path}: {name}: unknown key(s) {unknown}; allowed: {', '.join(defaults)}")
+            raise ValueError(f"{path}: {name}: unknown key(s) {unknown}{unknown_keys_note(path, name, unknown, list(defaults))}; "
+                             f"allowed: {', '.join(defaults)}")
         for key, value in section.items():
             field, default = f"{name}.{key}", defaults[key]
             if field in SECTION_CHOICES and value not in SECTION_CHOICES[field]:
@@ -244,7 +246,8 @@ def load_pipeline_config(path: str | Path) -> dict:
     config = load_yaml(path)
     unknown = sorted(set(config) - TOP_LEVEL_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+        raise ValueError(f"{path}: unknown key(s) {unknown}{unknown_keys_note(path, None, unknown, sorted(TOP_LEVEL_KEYS))}; "
+                         f"allowed: {sorted(TOP_LEVEL_KEYS)}")
     if not config.get("benchmark") and not config.get("data"):
         raise ValueError(f"{path}: give `benchmark:` (build the bundled benchmark) or `data:` "
                          "({train, val, tests: {name: path}}: your own manifests)")

@@ -112,7 +112,9 @@ def test_real_model_wiring(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"benchmark": {"size": "tiny"}, "text_lm": {}}, "unknown key"),
+    ({"benchmark": {"size": "tiny"}, "text_lm": {}}, "unknown key(s) ['text_lm'] (text_lm on line 3, did you mean 'text_lms'?)"),
+    ({"benchmark": {"size": "tiny"}, "trainer": {}}, "unknown key(s) ['trainer'] (trainer on line 3): a config of "
+                                                     "speechsum fit? the pipeline takes one as stages.STAGE.config"),
     ({"benchmark": None, "text_lms": None, "teacher_model": "t"}, "give `benchmark:`"),
     ({"benchmark": None, "data": {"train": "a", "val": "b"}, "teacher_model": "t"}, "missing ['tests']"),
     ({"benchmark": {"size": "tiny"}, "text_lms": None}, "teacher_model"),
@@ -135,7 +137,7 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "evaluate": {"examples_per_split": 0}}, "evaluate.examples_per_split: must be at least 1, got 0 (null: all)"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"systems": ["kdd"]}}, "evaluate.systems: unknown ['kdd']"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"system_splits": {"cascade": "test"}}}, "evaluate.system_splits:"),
-    ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede']"),
+    ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede'] (sede on line 2, did you mean 'seed'?)"),
     # found at load, not after the stages before the one that reads them
     ({"benchmark": {"size": "tiny"}, "pairs": {"num_samples": 1}}, "pairs.num_samples: must be at least 2, got 1"),
     # the same limits as the command the setting goes to (speechsum pairs refuses these)
