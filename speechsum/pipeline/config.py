@@ -314,7 +314,9 @@ def preset_path(name: str) -> Path:
     path = folder / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}")
+        own = (f"; a YAML of your own goes to --config {name}" if name.endswith((".yaml", ".yml")) or "/" in name
+               else "")
+        raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}{own}")
     return path
 
 
