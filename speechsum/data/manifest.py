@@ -347,3 +347,10 @@ def load_manifest(
         raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped, e.g. line "
                             f"{skipped[0].line}: {skipped[0].reason})")
     return examples, skipped
+
+
+def loaded_records(manifest: str | Path, examples: list[Example]) -> dict[str, dict]:
+    """id → the raw JSON object of the manifest line each of ``examples`` was loaded from (its
+    ``origin``); the other lines are not parsed: under ``on_bad_example="skip"`` they may be no JSON."""
+    lines = {example.origin.line: example.id for example in examples if example.origin is not None}
+    return {lines[number]: json.loads(decode_utf8(raw)) for number, raw in raw_lines(manifest) if number in lines}
