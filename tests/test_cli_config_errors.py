@@ -2,11 +2,13 @@
 misspelt field of a backbone's config dict (``llm: {hiden_size: 64}``: transformers kept it unread and
 built the model with its default width), an ``llm`` dict without ``model_type`` (a ``KeyError``
 traceback), a value of the wrong type and a ``class_path`` that names no class (jsonargparse's report
-named neither the file nor the line and suggested nothing)."""
+named neither the file nor the line and suggested nothing); and a backbone dict stacked over another,
+which replaced it whole."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 from transformers import AutoConfig, Qwen2AudioConfig, WhisperConfig
 
 from speechsum.cli import main
@@ -21,10 +23,10 @@ CONFIG_MISTAKES = [
     (BACKBONE + "        llm:\n          model_type: llama\n          hiden_size: 64\n",
      "speechsum fit: error: llm.hiden_size ({file}:7): not a field of LlamaConfig (did you mean 'hidden_size'?); "
      "transformers would keep it unread and build the model with its default: fix or remove it\n"),
-    (BACKBONE + "        llm:\n          hidden_size: 64\n",
+    ("model:\n  init_args:\n    model:\n      class_path: ComposedSpeechLLM\n      init_args:\n        llm:\n"
+     "          hidden_size: 64\n        encoder: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2}\n",
      "speechsum fit: error: llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
-     "{{'hidden_size': 64}}; a --config stacked after another replaces the llm dict whole, so repeat its model_type "
-     "and every field it needs\n"),
+     "{{'hidden_size': 64}}: add it, or give a hub id or model folder instead of the dict\n"),
     ("model:\n  init_args:\n    learning_rate: fast\n",
      "  learning_rate: expected a number, got fast: in {file}:3\n"),
     ("trainer:\n  max_epochs: two\n", "  max_epochs: expected an integer, got two: in {file}:2\n"),
@@ -60,3 +62,16 @@ def test_unknown_fields_of_sub_configs_are_found_and_fields_transformers_renames
             "num_labels": 3, "tie_word_embeddings": True}
     check_config_fields(AutoConfig.for_model(**fine), fine, "llm")
     check_config_fields(WhisperConfig(d_model=32, encoder_layers=1), {"d_model": 32, "encoder_layers": 1}, "encoder")
+
+
+def test_a_backbone_dict_stacked_over_another_merges_into_it_as_other_sections_do(tmp_path, toy_data, capsys):
+    """jsonargparse replaced a dict-typed setting whole: this override dropped d_model and every other
+    field of the encoder, which was then built with Whisper's defaults without a word."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "deeper.yaml").write_text(BACKBONE + "        encoder:\n          encoder_layers: 3\n")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), f"--config={tmp_path / 'deeper.yaml'}", "--print_config"])
+    assert info.value.code == 0
+    encoder = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"]["init_args"]["encoder"]
+    assert encoder == {"d_model": 32, "encoder_layers": 3, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                       "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 80}

@@ -58,8 +58,7 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
         return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
     if not isinstance(spec.get("model_type"), str):
         raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
-                          f"{spec!r}; a --config stacked after another replaces the llm dict whole, so repeat its "
-                          "model_type and every field it needs")
+                          f"{spec!r}: add it, or give a hub id or model folder instead of the dict")
     fields = {key: value for key, value in {**(config_defaults or {}), **spec}.items() if key != "model_type"}
     config = AutoConfig.for_model(spec["model_type"], **fields)
     check_config_fields(config, spec, "llm")

@@ -36,6 +36,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.config_keys import unknown_keys_note
+from speechsum.utils.config_stack import deep_merge
 from speechsum.utils.io import project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
@@ -145,18 +146,6 @@ def check_sections(config: Mapping, path: Path | str) -> None:
     if any(name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
         raise ValueError(f"{path}: evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) "
                          f"to a list of test splits, e.g. {{cascade: [test]}}; got {system_splits!r}")
-
-
-def deep_merge(base: Any, override: Any) -> Any:
-    """``override`` merged into a copy of ``base`` (see the module docstring for the rules)."""
-    if not isinstance(base, dict) or not isinstance(override, dict):
-        return copy.deepcopy(override)
-    if "class_path" in override and override["class_path"] != base.get("class_path"):
-        return copy.deepcopy(override)
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
-    return merged
 
 
 def rewrite_paths(node: Any, mapping: dict[str, str]) -> Any:
