@@ -12,7 +12,8 @@ import yaml
 from transformers import AutoConfig, Qwen2AudioConfig, WhisperConfig
 
 from speechsum.cli import main
-from speechsum.models.config_fields import UnknownConfigField, check_config_fields
+from speechsum.models.base import load_causal_lm
+from speechsum.models.config_fields import UnknownConfigField, check_config_fields, typed_values
 from tests.helpers import run_config
 
 BACKBONE = "model:\n  init_args:\n    model:\n      init_args:\n"
@@ -75,3 +76,16 @@ def test_a_backbone_dict_stacked_over_another_merges_into_it_as_other_sections_d
     encoder = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"]["init_args"]["encoder"]
     assert encoder == {"d_model": 32, "encoder_layers": 3, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
                        "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 80}
+
+
+def test_backbone_fields_set_on_the_command_line_are_read_as_yaml_not_refused_as_text():
+    """``--model.init_args.model.init_args.llm.hidden_size 32`` reached transformers as '32', which its
+    typed configs refused inside a dump of the whole config."""
+    text = {"d_model": "32", "encoder_layers": 1, "activation_function": "gelu", "dropout": "0.1",
+            "scale_embedding": "true", "max_source_positions": "not a number"}
+    assert typed_values(WhisperConfig, text) == {"d_model": 32, "encoder_layers": 1, "activation_function": "gelu",
+                                                 "dropout": 0.1, "scale_embedding": True,
+                                                 "max_source_positions": "not a number"}
+    model = load_causal_lm({"model_type": "llama", "hidden_size": "32", "num_attention_heads": "4", "vocab_size": "300",
+                            "num_hidden_layers": "1", "intermediate_size": "64"})
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (32, 1, 300)

@@ -1,14 +1,18 @@
-"""Fields of a backbone's config dict that its transformers config class does not know.
+"""Fields of a backbone's config dict that its transformers config class does not know, and values
+a command line gave as text.
 
 ``AutoConfig.for_model("llama", hiden_size=128)`` and ``WhisperConfig(d_modle=64)`` store the misspelt
 field as an attribute nobody reads and build the model with the default (a 4096-wide Llama instead
-of a 128-wide one), without a word; :func:`check_config_fields` refuses such a field instead."""
+of a 128-wide one), without a word; :func:`check_config_fields` refuses such a field instead. A field
+set on the command line (``--model.init_args.model.init_args.encoder.encoder_layers 1``) arrives as
+the string ``'1'``, which transformers' typed configs refuse; :func:`typed_values` reads it as YAML."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
 
+import yaml
 from transformers import PretrainedConfig
 
 from speechsum.utils.arguments import ConfigError
@@ -53,3 +57,18 @@ def check_config_fields(config: PretrainedConfig, spec: Mapping, setting: str) -
     if unknown:
         path, config_class, known = unknown[0]
         raise UnknownConfigField(setting, path, config_class, known)
+
+
+def typed_values(config_class: type[PretrainedConfig], spec: Mapping) -> dict:
+    """``spec`` with each string given for a field whose default in ``config_class`` is no string read
+    as YAML (``'1'`` → 1, ``'true'`` → True, ``'[1, 2]'`` → a list): jsonargparse passes a value set
+    on the command line inside a dict setting as text. Other values are kept as they are."""
+    defaults = config_class().to_dict()
+    typed = dict(spec)
+    for key, value in spec.items():
+        if isinstance(value, str) and defaults.get(key) is not None and not isinstance(defaults[key], str):
+            try:
+                typed[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass  # left as given: the config class names the field and the type it wants
+    return typed
