@@ -156,6 +156,26 @@ def _working_folder_hint(value: str, resolved: Path, root: Path) -> str:
             f"working folder, where {value} is: write them relative to the manifest's folder, or absolute)")
 
 
+def _near_miss_hint(value: str, resolved: Path, root: Path) -> str:
+    """For an audio path that names no file: the file it likely meant, when one is there written
+    with '/' for Windows' '\\', without the spaces around it, with '~' expanded (it is not), or with
+    letters in another case; else ""."""
+    if os.path.lexists(resolved):
+        return ""
+    tries = [("written with Windows' '\\' separators: write '/'", value.replace("\\", "/")),
+             ("spaces around the path: remove them", value.strip()),
+             ("'~' is not expanded: give the full path", os.path.expanduser(value) if value.startswith("~") else value)]
+    for advice, candidate in tries:
+        full = Path(os.path.normpath(Path(os.path.abspath(root)) / candidate))  # an absolute candidate stays itself
+        if candidate != value and full.is_file():
+            return f" ({advice}; {full} is there)"
+    if resolved.parent.is_dir():
+        same = [entry for entry in os.listdir(resolved.parent) if entry.casefold() == resolved.name.casefold()]
+        if same:
+            return f" (names are case-sensitive; {resolved.parent / same[0]} is there)"
+    return ""
+
+
 def _probe_audio(path: Path, max_seconds: float | None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
@@ -255,7 +275,8 @@ def parse_line(
     try:
         duration = _probe_audio(audio, max_audio_seconds)
     except ValueError as err:
-        raise ValueError(f"{err}{_working_folder_hint(record['audio'], audio, root)}") from err
+        hint = _working_folder_hint(record["audio"], audio, root) or _near_miss_hint(record["audio"], audio, root)
+        raise ValueError(f"{err}{hint}") from err
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
     if record.get("duration") is not None and record["duration"] < 0:

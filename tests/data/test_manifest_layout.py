@@ -116,3 +116,26 @@ def test_a_key_given_twice_in_a_line_is_a_bad_line_not_the_last_value(root: Path
         (2, reason),
         (3, "field 'id' is given twice in one object ('a', then 'b'): JSON would keep the last silently; keep the one "
             "meant")]
+
+
+@pytest.mark.parametrize(("written", "hint"), [
+    ("audio\\a.wav", "written with Windows' '\\' separators: write '/'"),
+    (" audio/a.wav", "spaces around the path: remove them"),
+    ("audio/A.WAV", "names are case-sensitive"),
+])
+def test_an_audio_path_that_misses_a_file_by_a_slip_names_the_file_there(root: Path, written: str, hint: str):
+    """It said only 'no such file' for a path written on Windows, padded with a space or in other case."""
+    manifest = write_manifest(root / "m.jsonl", [record("b", written)])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': {os.path.normpath(root / written)}: no such file ({hint}; "
+                                 f"{root / 'audio' / 'a.wav'} is there)")
+
+
+def test_a_path_starting_with_a_tilde_names_the_expanded_file(root: Path, monkeypatch):
+    monkeypatch.setenv("HOME", str(root / "audio"))
+    manifest = write_manifest(root / "m.jsonl", [record("b", "~/a.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': {root / '~' / 'a.wav'}: no such file ('~' is not expanded: give the "
+                                 f"full path; {root / 'audio' / 'a.wav'} is there)")
