@@ -121,7 +121,8 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     if problem:
         raise ValueError(f"{path}: {problem}")
     try:
-        waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")
+        waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error",
+                              warn_cut_short=True)
     except AudioTooLongError:
         raise AudioTooLongError(
             f"{path}: longer than this model's maximum of {limit:g} s; pass --truncate to summarise its first {limit:g} s"
