@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings(instruction=args.instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
                         batch_size=args.batch_size, truncate=args.truncate)
+    if not Path(args.model).exists():  # torch's "[Errno 2] No such file or directory: 'x'" named no option
+        raise SystemExit(f"speechsum summarize: --model {args.model}: no such file or folder; give a folder written by "
+                         "`speechsum export` or the .ckpt a stage wrote, e.g. RUN/dpo/checkpoints/last.ckpt")
     try:
         model = load_model(args.model, args.config)
         require_speech(model, args.model)

@@ -121,6 +121,11 @@ def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: 
     assert clip.read_bytes() == before
     with pytest.raises(SystemExit, match="--device cuda:999: "):
         main([str(clip), "--model", str(composed_export), "--device", "cuda:999"])
+    with pytest.raises(SystemExit) as exit_info:  # was "[Errno 2] No such file or directory: '…'", naming no option
+        main([str(clip), "--model", str(tmp_path / "student")])
+    assert exit_info.value.code == (f"speechsum summarize: --model {tmp_path / 'student'}: no such file or folder; give "
+                                    "a folder written by `speechsum export` or the .ckpt a stage wrote, e.g. "
+                                    "RUN/dpo/checkpoints/last.ckpt")
     out = tmp_path / "rows.jsonl"
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), str(clip), "--model", str(composed_export), "--out", str(out), "--instruction", "  ",
