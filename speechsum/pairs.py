@@ -39,7 +39,7 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
-from speechsum.utils.io import check_output_path, read_yaml, write_jsonl
+from speechsum.utils.io import check_input_file, check_output_path, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -266,6 +266,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
             raise ValueError(f"{args.manifest}: {len(no_meta)} example(s) have no `meta` (facts, entities), e.g. "
                              f"{no_meta[:3]}: the fact judge (--judge fact) scores the bundled benchmark's examples "
                              "only; use --judge openai for other data")
+    check_input_file(args.ckpt, "--ckpt")
+    check_input_file(args.config, "--config")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:

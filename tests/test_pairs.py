@@ -213,3 +213,20 @@ def test_manifest_records_keep_line_separator_characters_in_strings(tmp_path):
     write_wav(tmp_path / "a.wav", 16_000)
     examples, _ = load_manifest(path)
     assert loaded_records(path, examples) == {r["id"]: r for r in rows}
+
+
+@pytest.mark.parametrize(("option", "message"), [("--ckpt", "--ckpt {path}: no such file"),
+                                                 ("--config", "--config {path}: no such file")])
+def test_a_missing_checkpoint_or_config_is_named_by_its_option_and_leaves_no_cache(tmp_path, toy_data, option, message):
+    """It was '[Errno 2] No such file or directory: ...' after the cache folder had been made."""
+    given = {"--ckpt": tmp_path / "student.ckpt", "--config": tmp_path / "config.yaml"}
+    for path in given.values():
+        path.write_text("x")
+    given[option] = tmp_path / "missing"
+    argv = ["--ckpt", str(given["--ckpt"]), "--config", str(given["--config"]), "--manifest", str(toy_data["val"]),
+            "--out", str(tmp_path / "pairs.jsonl"), "--judge", "openai", "--judge-model", "m", "--judge-base-url",
+            "http://127.0.0.1:9/v1"]
+    with pytest.raises(FileNotFoundError) as info:
+        run_pairs(build_parser().parse_args(argv))
+    assert str(info.value) == message.format(path=tmp_path / "missing")
+    assert not (tmp_path / "pairs.jsonl.cache").exists()

@@ -152,6 +152,16 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         _probe_folder(nearest, path, option)
 
 
+def check_input_file(path: str | Path, option: str) -> None:
+    """Refuse an input ``path`` (given with ``option``) that is no file to read, naming the option:
+    ``open``'s "[Errno 2] No such file or directory: 'x'" named none."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder: give a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such file")
+
+
 def check_can_write(path: str | Path, option: str) -> None:
     """Refuse, before any work, a file ``path`` (given with ``option``) in an existing folder where
     no file can be created (read-only, ``/proc``): :func:`atomic_path` would fail only when the work

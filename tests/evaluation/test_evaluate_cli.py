@@ -239,3 +239,15 @@ def test_sampling_settings_without_do_sample_are_a_usage_error(capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.endswith("error: --temperature 0.7 and --top-p 0.9 only apply with --do-sample "
                                             "(decoding is greedy without it): add --do-sample or drop them\n")
+
+
+def test_a_missing_systems_file_is_named_by_its_option(tmp_path, capsys):
+    """It was '[Errno 2] No such file or directory: ...', naming no option."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--systems", str(tmp_path / "systems.yaml"), "--manifest", str(tmp_path / "t.jsonl"),
+              "--out", str(tmp_path / "eval")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"speechsum evaluate: error: --systems {tmp_path / 'systems.yaml'}: "
+                                              "no such file\n")
