@@ -34,7 +34,7 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import ConfigError, at_least, check_count
 from speechsum.utils.devices import check_device
-from speechsum.utils.io import check_can_write, json_line, write_jsonl
+from speechsum.utils.io import check_can_write, check_input_file, json_line, write_jsonl
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 
@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"speechsum summarize: --model {args.model}: no such file or folder; give a folder written by "
                          "`speechsum export` or the .ckpt a stage wrote, e.g. RUN/dpo/checkpoints/last.ckpt")
     try:
+        if args.config:
+            check_input_file(args.config, "--config")
         model = load_model(args.model, args.config)
         require_speech(model, args.model)
         settings = checked_settings(model, settings, CLI_NAMES)

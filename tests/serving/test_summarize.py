@@ -126,6 +126,9 @@ def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: 
     assert exit_info.value.code == (f"speechsum summarize: --model {tmp_path / 'student'}: no such file or folder; give "
                                     "a folder written by `speechsum export` or the .ckpt a stage wrote, e.g. "
                                     "RUN/dpo/checkpoints/last.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(clip), "--model", str(clip), "--config", str(tmp_path / "stage.yaml")])
+    assert exit_info.value.code == f"speechsum summarize: --config {tmp_path / 'stage.yaml'}: no such file"
     out = tmp_path / "rows.jsonl"
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), str(clip), "--model", str(composed_export), "--out", str(out), "--instruction", "  ",
