@@ -120,6 +120,8 @@ def parse_manifest_arg(text: str) -> tuple[str, Path]:
     named = bool(sep) and SPLIT_NAME.fullmatch(split) is not None and not Path(text).is_file()
     if not named:
         split, path = Path(text).stem, text
+    if not path.strip():  # Path("") is the working folder: it was "'' is a folder"
+        raise FileNotFoundError(f"--manifest {text!r}: no path given; write --manifest [SPLIT=]PATH")
     if Path(path).is_dir():
         raise IsADirectoryError(f"--manifest {text}: {path} is a folder, not a manifest file (give the .jsonl inside; "
                                 "a benchmark folder goes to --benchmark-dir)")
