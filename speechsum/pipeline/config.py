@@ -230,6 +230,16 @@ def load_stage_base(config: str | list[str]) -> dict:
     return merged
 
 
+def check_data_files(data: dict, path: str | Path) -> None:
+    """Each manifest of ``data:`` is a file (relative: to the working folder), found when the YAML is
+    loaded, not by the stage that reads it after the ones before it."""
+    if not isinstance(data["tests"], dict):
+        raise ValueError(f"{path}: data.tests: expected a mapping {{name: manifest}}, got {data['tests']!r}")
+    for key, manifest in [("train", data["train"]), ("val", data["val"]), *(("tests." + k, v) for k, v in data["tests"].items())]:
+        if not Path(str(manifest)).is_file():
+            raise ValueError(f"{path}: data.{key}: no manifest file {manifest} (relative to the working folder {Path.cwd()})")
+
+
 def load_pipeline_config(path: str | Path) -> dict:
     """A pipeline YAML, checked for unknown top-level keys and the benchmark-or-data rule."""
     config = load_yaml(path)
@@ -258,6 +268,8 @@ def load_pipeline_config(path: str | Path) -> dict:
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
     check_stage_specs(config, path)
+    if config.get("data"):
+        check_data_files(config["data"], path)
     return config
 
 

@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         check_out_dir(args.out)
-        check_input_file(args.ckpt, "CKPT")
+        if not Path(args.ckpt).is_dir():  # a folder gets its own advice from export_checkpoint
+            check_input_file(args.ckpt, "CKPT")
         if args.config:
             check_input_file(args.config, "--config")
         out = export_checkpoint(args.ckpt, args.out, merge_lora=args.merge_lora, config=args.config)
