@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from speechsum.utils.config_stack import with_stacked_dicts_merged
 from speechsum.utils.processes import Terminated, die_with_parent, raise_terminated
 
 OVERVIEW = """\
@@ -114,9 +115,11 @@ def _main(args: list[str], argv: list[str] | None) -> None:
                 return
         check_command(args[0])
         args = with_project_configs(args)
+        configs = check_config_files(args)
+        args = with_stacked_dicts_merged(args)
         if argv is None:
             sys.argv[1:] = args  # LightningCLI reads sys.argv itself (and warns when given both)
-        check_ckpt_path(args, check_config_files(args))
+        check_ckpt_path(args, configs)
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
         from speechsum.lightning_cli import lightning_cli
@@ -232,17 +235,11 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     from speechsum.data.hf_dataset import HFDatasetError
     from speechsum.data.manifest import ManifestError
     from speechsum.models.checkpoint import CheckpointError
-    from speechsum.utils.arguments import ConfigError
+    from speechsum.utils.arguments import ConfigError, error_in_chain
 
     kinds = (ManifestError, HFDatasetError, BadSampleError, CorruptAudioError, AudioTooLongError, SampleRateError,
              CheckpointError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kinds):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return error_in_chain(err, kinds)
 
 
 def check_config_files(args: list[str]) -> list:

@@ -12,9 +12,10 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
+from speechsum.models.config_fields import UnknownConfigField
 from speechsum.stages.base import SpeechStageModule
-from speechsum.utils.arguments import ConfigError, check_count, check_number
-from speechsum.utils.config_keys import config_paths, unknown_key_note
+from speechsum.utils.arguments import ConfigError, check_count, check_number, error_in_chain
+from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
 
@@ -72,6 +73,10 @@ class SpeechSumCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as err:
             config = self.config.get(self.subcommand) if self.subcommand else self.config
+            unknown = error_in_chain(err, (UnknownConfigField,))
+            if unknown is not None:
+                where = key_locations(self.parser.config_files, "model", unknown.field)
+                raise ConfigError(unknown.located(", ".join(where))) from unknown
             refusal = construction_error(err, config.as_dict())
             if refusal is None:
                 raise

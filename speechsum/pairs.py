@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import logging
 import threading
 from collections import Counter
@@ -25,8 +24,8 @@ from tqdm.auto import tqdm
 
 from speechsum.data.batch import SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset, example_error
-from speechsum.data.loader import SpeechLoader
-from speechsum.data.manifest import Example, load_manifest
+from speechsum.data.loader import SkippedExample, SpeechLoader, warn_skipped
+from speechsum.data.manifest import Example, load_manifest, loaded_records
 from speechsum.data.text_checks import first_reserved, text_fields
 from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
 from speechsum.models.base import SpeechLLM
@@ -41,7 +40,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.chat_json import check_not_all_refused
-from speechsum.utils.io import check_output_path, jsonl_lines, read_yaml, write_jsonl
+from speechsum.utils.io import check_input_file, check_output_path, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -89,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also put the example's reference summary (if it has one) among the candidates the "
                         "judge ranks; useful when a weak student's samples all tie (e.g. all at the fact judge's "
                         "floor). Off by default: pairs are then purely on-policy, as in the paper")
+    parser.add_argument("--on-bad-example", choices=["error", "skip"], default="error",
+                        help="a bad manifest line or audio that fails to read: error: stop (the default); skip: "
+                        "leave it out, log it and count it in the summary (it gets no pair)")
     parser.add_argument("--cache", default=None,
                         help="folder of the resumable caches samples.jsonl and verdicts.jsonl (default: OUT.cache)")
     return parser
@@ -132,12 +134,15 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def sample_summaries(student: Student, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args) -> int:
+def sample_summaries(
+    student: Student, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args
+) -> tuple[int, list[SkippedExample]]:
     """Sample ``num_samples`` summaries for every example not in ``cache``; returns how many examples
-    were sampled now. Each batch's samples are cached as soon as they exist."""
+    were sampled now and those whose audio failed when read (``--on-bad-example skip``; "error" raises
+    naming the manifest line). Each batch's samples are cached as soon as they exist."""
     todo = [e for e in examples if cache.get(keys[e.id]) is None]
     if not todo:
-        return 0
+        return 0, []
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = student.model.to(device).eval()
     processor = model.processor
@@ -146,9 +151,16 @@ def sample_summaries(student: Student, examples: list[Example], cache: JsonlCach
         if found:
             raise example_error(example, *found)
     limit = student.max_audio_seconds or processor.max_audio_seconds
-    dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate", advice=None)  # no skip option here
+    on_bad_example = getattr(args, "on_bad_example", "error")
+    dataset = SpeechSumDataset(todo, processor.sample_rate, limit, "truncate", on_bad_example=on_bad_example, advice=None)
     collate = SpeechCollator(processor, responses=False, on_too_long="error", advice=None)
-    loader = SpeechLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
+    skipped: list[SkippedExample] = []
+
+    def record_skipped(batch) -> None:
+        warn_skipped(batch)
+        skipped.extend(batch.skipped)
+
+    loader = SpeechLoader(dataset, batch_size=args.batch_size, collate_fn=collate, on_skipped=record_skipped)
     torch.manual_seed(args.seed)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature, top_p=args.top_p
@@ -162,7 +174,7 @@ def sample_summaries(student: Student, examples: list[Example], cache: JsonlCach
         for row, example_id in enumerate(batch.ids):
             samples = texts[row * args.num_samples : (row + 1) * args.num_samples]
             cache.put(keys[example_id], {"id": example_id, "samples": samples})
-    return len(todo)
+    return len(todo) - len(skipped), skipped
 
 
 # -- judging -------------------------------------------------------------------------------------
@@ -239,23 +251,15 @@ def build_judge(args) -> PairwiseJudge:
                        max_tokens=args.judge_max_tokens)
 
 
-def raw_records(path: str) -> dict[str, dict]:
-    """The manifest's lines as JSON (validated already by ``load_manifest``), by id."""
-    records = {}
-    for _, line in jsonl_lines(path):
-        record = json.loads(line)
-        records[record["id"]] = record
-    return records
-
-
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
     check_output_path(args.out, "--out")  # before hours of sampling
     if args.cache:
         check_output_path(args.cache, "--cache", folder=True)
     judge = judge or build_judge(args)
-    examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai")
-    records = raw_records(args.manifest)
+    examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai",
+                                      on_bad_example=getattr(args, "on_bad_example", "error"))
+    records = loaded_records(args.manifest, examples)
     out = Path(args.out)
     if isinstance(judge, FactPairJudge):  # known before sampling, which can take hours
         no_meta = [e.id for e in examples if not e.meta]
@@ -263,6 +267,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
             raise ValueError(f"{args.manifest}: {len(no_meta)} example(s) have no `meta` (facts, entities), e.g. "
                              f"{no_meta[:3]}: the fact judge (--judge fact) scores the bundled benchmark's examples "
                              "only; use --judge openai for other data")
+    check_input_file(args.ckpt, "--ckpt")
+    check_input_file(args.config, "--config")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:
@@ -272,7 +278,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
         todo = [e for e in examples if samples_cache.get(keys[e.id]) is None]
         if todo and student is None:
             student = load_student(args.ckpt, args.config)
-        sampled = sample_summaries(student, examples, samples_cache, keys, args) if todo else 0
+        sampled, unread = sample_summaries(student, examples, samples_cache, keys, args) if todo else (0, [])
+        examples = [e for e in examples if samples_cache.get(keys[e.id]) is not None]  # less those unread
 
         counts: Counter = Counter()
         lock = threading.Lock()
@@ -309,6 +316,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     summary = {
         "examples": len(examples),
         "skipped_lines": len(skipped),
+        "skipped_unreadable_audio": len(unread),
         "sampled_now": sampled,
         "pairs": counts["pair"],
         "ties": counts["tie"],
@@ -323,6 +331,9 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     print(f"  dropped: {summary['ties']} ties, {summary['unjudged']} unjudged (failed/malformed verdicts), "
           f"{summary['identical_samples']} with < 2 distinct samples; judge {judge.identity}, "
           f"{summary['judge_calls']} judge calls this run, {sampled} examples sampled this run")
+    if skipped or unread:
+        print(f"  skipped (--on-bad-example skip): {len(skipped)} bad manifest line(s), {len(unread)} example(s) "
+              "whose audio failed when read; each is logged above")
     if summary["judge_usage"]:
         print(f"  judge endpoint: {summary['judge_usage']}")
     return summary

@@ -105,3 +105,19 @@ def test_a_callbacks_unusable_output_is_refused_before_the_run(tmp_path, toy_dat
     assert f"speechsum {stage}: error: {message.format(path=tmp_path / blocked, tmp=tmp_path)}" in err
     assert "Traceback" not in err and blocker.read_text() == "x"
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["evaluate", "--system", "student:s:none.ckpt", "--manifest", "m.jsonl", "--out", "/proc/speechsum-eval"], "--out"),
+    (["pipeline", "--preset", "tiny", "--run-dir", "/proc/speechsum-run"], "--run-dir"),
+    (["toydata", "--out", "/proc/speechsum-toy/data"], "--out"),
+])
+def test_an_output_folder_where_nothing_can_be_created_is_refused_first(capsys, argv, option):
+    """A folder in a read-only place (/proc here: root writes anywhere else) failed with a bare
+    '[Errno 2] No such file or directory' naming no option, evaluate's after its first system ran."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {option} {argv[-1]}: cannot create a file in /proc (No such file or directory); give a path in a " \
+           "folder you can write\n" in err

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from speechsum.cli import lightning_cli
+from speechsum.data.manifest import load_manifest
 from speechsum.judges.pairwise import OpenAIJudge
 from speechsum.pairs import build_parser, load_student, main, run_pairs
+from tests.data.test_manifest import write_wav
 from tests.helpers import run_config
 from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 
@@ -160,12 +162,38 @@ def test_a_judge_refusing_every_request_stops_pairs_before_an_empty_file(student
 
 
 def test_pairs_output_is_a_valid_preference_manifest(student, tmp_path):
-    from speechsum.data.manifest import load_manifest
-
     with serve_in_thread(ScriptedChatBackend(shorter_wins)) as url:
         run_pairs(pair_args(student, tmp_path, url, pairing="first-two"))
     examples, _ = load_manifest(tmp_path / "pairs.jsonl", require_preference=True)
     assert examples and all(e.chosen != e.rejected for e in examples)
+
+
+@pytest.mark.parametrize("on_bad_example", ["error", "skip"])
+def test_bad_lines_and_audio_stop_pairs_or_are_skipped_and_counted(student, tmp_path, capsys, on_bad_example):
+    """Before, pairs had no skip: one bad line or corrupt file among thousands stopped the run."""
+    from tests.data.test_corrupt_audio import corrupt_flac
+
+    lines = student["manifest"].read_text().splitlines()
+    good = json.loads(lines[0])
+    bad_audio = {**good, "id": "corrupt", "audio": str(corrupt_flac(tmp_path / "bad.flac"))}
+    manifest = tmp_path / "prompts.jsonl"
+    for index, line in enumerate(lines):  # the toy manifest's audio paths are relative to its folder
+        record = json.loads(line)
+        record["audio"] = str(student["manifest"].parent / record["audio"])
+        lines[index] = json.dumps(record)
+    manifest.write_text("\n".join([*lines, "{not json", json.dumps(bad_audio)]) + "\n")
+    with serve_in_thread(ScriptedChatBackend(shorter_wins)) as url:
+        args = pair_args({**student, "manifest": manifest}, tmp_path, url, on_bad_example=on_bad_example)
+        if on_bad_example == "error":
+            with pytest.raises(ValueError, match=rf"^{manifest}:9: invalid JSON: "):
+                run_pairs(args)
+            return
+        summary = run_pairs(args)
+    assert (summary["examples"], summary["skipped_lines"], summary["skipped_unreadable_audio"]) == (8, 1, 1)
+    assert "skipped (--on-bad-example skip): 1 bad manifest line(s), 1 example(s) whose audio failed when read" in (
+        capsys.readouterr().out)
+    rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert rows and "corrupt" not in {row["id"] for row in rows}
 
 
 def test_help_documents_every_option(capsys):
@@ -174,7 +202,7 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--ckpt", "--config", "--manifest", "--out", "--num-samples", "--temperature", "--top-p",
                    "--max-new-tokens", "--batch-size", "--judge", "--judge-model", "--judge-base-url",
-                   "--api-key-env", "--concurrency", "--cache", "--pairing"):
+                   "--api-key-env", "--concurrency", "--cache", "--pairing", "--on-bad-example"):
         assert option in text
 
 
@@ -189,11 +217,31 @@ def test_the_fact_judge_on_data_without_meta_is_refused_before_sampling(tmp_path
         build_parser().parse_args([*argv, "--num-samples", "1"])
 
 
-def test_raw_records_keep_line_separator_characters_in_strings(tmp_path):
+def test_manifest_records_keep_line_separator_characters_in_strings(tmp_path):
     """A valid manifest whose strings hold U+2028/U+2029/U+0085 unescaped: read whole, not split."""
-    from speechsum.pairs import raw_records
+    from speechsum.data.manifest import loaded_records
 
-    rows = [{"id": f"x{i}", "audio": "a.wav", "transcript": f"line\u2028break\u2029para\x85next {i}"} for i in range(2)]
+    rows = [{"id": f"x{i}", "audio": "a.wav", "instruction": "x", "transcript": f"line\u2028break\u2029para\x85next {i}"}
+            for i in range(2)]
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    assert raw_records(str(path)) == {r["id"]: r for r in rows}
+    write_wav(tmp_path / "a.wav", 16_000)
+    examples, _ = load_manifest(path)
+    assert loaded_records(path, examples) == {r["id"]: r for r in rows}
+
+
+@pytest.mark.parametrize(("option", "message"), [("--ckpt", "--ckpt {path}: no such file"),
+                                                 ("--config", "--config {path}: no such file")])
+def test_a_missing_checkpoint_or_config_is_named_by_its_option_and_leaves_no_cache(tmp_path, toy_data, option, message):
+    """It was '[Errno 2] No such file or directory: ...' after the cache folder had been made."""
+    given = {"--ckpt": tmp_path / "student.ckpt", "--config": tmp_path / "config.yaml"}
+    for path in given.values():
+        path.write_text("x")
+    given[option] = tmp_path / "missing"
+    argv = ["--ckpt", str(given["--ckpt"]), "--config", str(given["--config"]), "--manifest", str(toy_data["val"]),
+            "--out", str(tmp_path / "pairs.jsonl"), "--judge", "openai", "--judge-model", "m", "--judge-base-url",
+            "http://127.0.0.1:9/v1"]
+    with pytest.raises(FileNotFoundError) as info:
+        run_pairs(build_parser().parse_args(argv))
+    assert str(info.value) == message.format(path=tmp_path / "missing")
+    assert not (tmp_path / "pairs.jsonl.cache").exists()

@@ -198,6 +198,14 @@ def data_cut_short(handle: sf.SoundFile) -> str | None:
     return None
 
 
+def warn_if_cut_short(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
+    """Log a warning naming ``source`` when its header promises more data than the file holds
+    (:func:`data_cut_short`); ``seconds``: what is there."""
+    if claim := data_cut_short(handle):
+        log.warning("%s: its header's data chunk is larger than the file (libsndfile: %r): cut short (a download or "
+                    "copy that stopped?); its %.2f s are read: re-fetch it or drop it", source, claim, seconds)
+
+
 def header_frames(handle: sf.SoundFile) -> int | None:
     """Frames the header says the file holds; None when it leaves the length out (a streamed or
     piped FLAC: libsndfile then reports 2**63 - 1)."""
@@ -266,10 +274,8 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
             check_rate(source, rate)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-            if frames and (claim := data_cut_short(handle)):
-                log.warning("%s: its header's data chunk is larger than the file (libsndfile: %r): cut short (a "
-                            "download or copy that stopped?); its %.2f s are read: re-fetch it or drop it",
-                            source, claim, frames / rate)
+            if frames:
+                warn_if_cut_short(handle, source, frames / rate)
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
@@ -305,6 +311,7 @@ def load_audio(
     sample_rate: int,
     max_seconds: float | None = None,
     too_long: TooLong = "truncate",
+    warn_cut_short: bool = False,
 ) -> np.ndarray:
     """Read ``path`` as a mono float32 waveform at ``sample_rate`` Hz, shape ``(samples,)``.
 
@@ -314,6 +321,8 @@ def load_audio(
     :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
     read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame), a sample rate
     no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
+    ``warn_cut_short``: warn about a file cut short (:func:`warn_if_cut_short`) where no manifest load
+    (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
     """
     with open_audio(path) as handle:
         rate, frames = handle.samplerate, header_frames(handle)
@@ -328,6 +337,8 @@ def load_audio(
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
             waveform = _read_mono(handle, path, frames)
+        if warn_cut_short:
+            warn_if_cut_short(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from functools import partial
 from typing import Any, get_args
@@ -182,10 +183,15 @@ class SpeechSumDataModule(L.LightningDataModule):
                 self._setup_hf_split(split, processor.sample_rate, limit, read_audio, refuse_longer)
                 continue
             else:
-                examples, skipped = load_manifest(
-                    path, allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
-                    **self._requirements(split, refuse_longer),
-                )
+                try:
+                    examples, skipped = load_manifest(
+                        path, allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
+                        **self._requirements(split, refuse_longer),
+                    )
+                except (FileNotFoundError, IsADirectoryError) as err:  # which of the four settings?
+                    relative = isinstance(err, FileNotFoundError) and not os.path.isabs(path)
+                    raise type(err)(f"data.{split}_manifest: {err}"
+                                    + (f" (relative to the working folder {os.getcwd()})" if relative else "")) from None
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
             self.datasets[split] = SpeechSumDataset(

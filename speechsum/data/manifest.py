@@ -156,6 +156,26 @@ def _working_folder_hint(value: str, resolved: Path, root: Path) -> str:
             f"working folder, where {value} is: write them relative to the manifest's folder, or absolute)")
 
 
+def _near_miss_hint(value: str, resolved: Path, root: Path) -> str:
+    """For an audio path that names no file: the file it likely meant, when one is there written
+    with '/' for Windows' '\\', without the spaces around it, with '~' expanded (it is not), or with
+    letters in another case; else ""."""
+    if os.path.lexists(resolved):
+        return ""
+    tries = [("written with Windows' '\\' separators: write '/'", value.replace("\\", "/")),
+             ("spaces around the path: remove them", value.strip()),
+             ("'~' is not expanded: give the full path", os.path.expanduser(value) if value.startswith("~") else value)]
+    for advice, candidate in tries:
+        full = Path(os.path.normpath(Path(os.path.abspath(root)) / candidate))  # an absolute candidate stays itself
+        if candidate != value and full.is_file():
+            return f" ({advice}; {full} is there)"
+    if resolved.parent.is_dir():
+        same = [entry for entry in os.listdir(resolved.parent) if entry.casefold() == resolved.name.casefold()]
+        if same:
+            return f" (names are case-sensitive; {resolved.parent / same[0]} is there)"
+    return ""
+
+
 def _probe_audio(path: Path, max_seconds: float | None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
@@ -191,6 +211,22 @@ def _layout_hint(line: str) -> str:
     return ""
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object of a manifest line that names a key twice."""
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``' ``object_pairs_hook``: a key given twice in one object is refused (JSON keeps the
+    last value without a word: ``{"id": "a", ..., "id": "b"}`` silently became example ``b``)."""
+    record: dict = {}
+    for key, value in pairs:
+        if key in record:
+            raise RepeatedKeyError(f"field {key!r} is given twice in one object ({record[key]!r}, then {value!r}): "
+                                   "JSON would keep the last silently; keep the one meant")
+        record[key] = value
+    return record
+
+
 def parse_line(
     text: str,
     root: Path,
@@ -206,8 +242,10 @@ def parse_line(
     """Parse and validate one manifest line; raises ``ValueError`` with the reason (also for audio
     longer than ``max_audio_seconds``, when given, and for a text field the model tokenizes that
     holds one of ``reserved_text``, its tokenizer's special tokens: :mod:`speechsum.data.text_checks`)."""
-    try:
-        record = json.loads(text.rstrip("\r\n"))  # a trailing newline would shift the error column
+    try:  # a trailing newline would shift the error column
+        record = json.loads(text.rstrip("\r\n"), object_pairs_hook=_object_without_repeated_keys)
+    except RepeatedKeyError as err:
+        raise ValueError(str(err)) from None
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){_layout_hint(text.strip())}") from err
     except RecursionError:
@@ -237,7 +275,8 @@ def parse_line(
     try:
         duration = _probe_audio(audio, max_audio_seconds)
     except ValueError as err:
-        raise ValueError(f"{err}{_working_folder_hint(record['audio'], audio, root)}") from err
+        hint = _working_folder_hint(record["audio"], audio, root) or _near_miss_hint(record["audio"], audio, root)
+        raise ValueError(f"{err}{hint}") from err
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
     if record.get("duration") is not None and record["duration"] < 0:
@@ -322,7 +361,17 @@ def load_manifest(
         examples.append(replace(example, origin=Origin(str(path), number)))
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
+    if not examples and not skipped:
+        raise ManifestError(path, 0, "no usable examples: the file holds no JSON line (it is empty or blank); write "
+                            "one JSON object per line")
     if not examples:
-        first = f", e.g. line {skipped[0].line}: {skipped[0].reason}" if skipped else ""
-        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped{first})")
+        raise ManifestError(path, 0, f"no usable examples ({len(skipped)} line(s) skipped, e.g. line "
+                            f"{skipped[0].line}: {skipped[0].reason})")
     return examples, skipped
+
+
+def loaded_records(manifest: str | Path, examples: list[Example]) -> dict[str, dict]:
+    """id → the raw JSON object of the manifest line each of ``examples`` was loaded from (its
+    ``origin``); the other lines are not parsed: under ``on_bad_example="skip"`` they may be no JSON."""
+    lines = {example.origin.line: example.id for example in examples if example.origin is not None}
+    return {lines[number]: json.loads(decode_utf8(raw)) for number, raw in raw_lines(manifest) if number in lines}

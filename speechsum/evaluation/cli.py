@@ -22,7 +22,7 @@ from speechsum.utils.arguments import (
     positive_seconds,
     sampling_temperature,
 )
-from speechsum.utils.io import check_output_path, read_jsonl, write_atomic
+from speechsum.utils.io import check_input_file, check_output_path, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -240,6 +240,7 @@ def evaluate_main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     specs = [SystemSpec.parse(text) for text in args.system]
     if args.systems:
+        check_input_file(args.systems, "--systems")
         specs += load_systems_file(args.systems)
     if not specs:
         raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")

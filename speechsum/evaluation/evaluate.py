@@ -39,13 +39,13 @@ import torch
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest, loaded_records
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.utils.distributed import gather_objects
-from speechsum.utils.io import decode_utf8, raw_lines, write_atomic, write_jsonl
+from speechsum.utils.io import write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 FORMAT = "speechsum-eval/1"
@@ -120,6 +120,8 @@ def parse_manifest_arg(text: str) -> tuple[str, Path]:
     named = bool(sep) and SPLIT_NAME.fullmatch(split) is not None and not Path(text).is_file()
     if not named:
         split, path = Path(text).stem, text
+    if not path.strip():  # Path("") is the working folder: it was "'' is a folder"
+        raise FileNotFoundError(f"--manifest {text!r}: no path given; write --manifest [SPLIT=]PATH")
     if Path(path).is_dir():
         raise IsADirectoryError(f"--manifest {text}: {path} is a folder, not a manifest file (give the .jsonl inside; "
                                 "a benchmark folder goes to --benchmark-dir)")
@@ -162,13 +164,6 @@ def read_for_asr(examples: list[Example], on_bad_example: OnBadExample) -> tuple
             kept.append(item[0])
             waveforms.append(item[1])
     return kept, waveforms, skipped
-
-
-def loaded_records(manifest: Path, examples: list[Example]) -> dict[str, dict]:
-    """id → the raw JSON object of the manifest line each of ``examples`` was loaded from (its
-    ``origin``); the other lines are not parsed: under ``on_bad_example="skip"`` they may be no JSON."""
-    lines = {example.origin.line: example.id for example in examples if example.origin is not None}
-    return {lines[number]: json.loads(decode_utf8(raw)) for number, raw in raw_lines(manifest) if number in lines}
 
 
 def cascade_manifest(manifest: Path, out: Path, transcriber, examples: list[Example],

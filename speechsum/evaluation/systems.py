@@ -109,6 +109,8 @@ class SystemSpec:
     def check_source(self) -> None:
         """A ``ValueError`` naming the system when ``path`` is no kind of model it can be built from
         (cheap: no weights are read), so that ``evaluate`` refuses it before any system runs."""
+        if not str(self.path).strip():  # Path("") is the working folder: it was ". is not a .ckpt"
+            raise ValueError(f"system {self.name!r}: no path given; write KIND:NAME:PATH")
         path = Path(self.path)
         if path.suffix in (".yaml", ".yml", ".ckpt") and path.is_file():
             return

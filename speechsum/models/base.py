@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from transformers import (
+    CONFIG_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -22,6 +23,7 @@ from transformers import (
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
+from speechsum.models.config_fields import check_config_fields, typed_values
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
@@ -68,8 +70,14 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     its choice); not saved with the model."""
     if isinstance(spec, str):
         return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
+    if not isinstance(spec.get("model_type"), str):
+        raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
+                          f"{spec!r}: add it, or give a hub id or model folder instead of the dict")
+    if spec["model_type"] in CONFIG_MAPPING:
+        spec = typed_values(CONFIG_MAPPING[spec["model_type"]], spec)
     fields = {key: value for key, value in {**(config_defaults or {}), **spec}.items() if key != "model_type"}
     config = AutoConfig.for_model(spec["model_type"], **fields)
+    check_config_fields(config, spec, "llm")
     drop_out_of_vocab_ids(config, keep=spec)
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 

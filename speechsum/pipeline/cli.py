@@ -55,7 +55,7 @@ from speechsum.pipeline.runner import (
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.arguments import at_least, number
-from speechsum.utils.io import remove_stale_temporaries, write_atomic
+from speechsum.utils.io import check_output_path, remove_stale_temporaries, write_atomic
 from speechsum.utils.warm_start import WarmStarter
 
 EPILOG = f"""\
@@ -277,6 +277,7 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     run_dir = Path(args.run_dir).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
+    check_output_path(run_dir, "--run-dir", folder=True)  # under a file, or where nothing can be created
     check_run_dir_is_a_run(run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     with run_dir_lock(run_dir):

@@ -35,6 +35,8 @@ from speechsum.utils.arguments import (
     samples_per_input,
     sampling_temperature,
 )
+from speechsum.utils.config_keys import unknown_keys_note
+from speechsum.utils.config_stack import deep_merge
 from speechsum.utils.io import project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
@@ -113,7 +115,8 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             raise ValueError(f"{path}: {name}: expected a mapping of settings ({', '.join(defaults)}), got {section!r}")
         unknown = sorted(set(section) - set(defaults))
         if unknown:
-            raise ValueError(f"{path}: {name}: unknown key(s) {unknown}; allowed: {', '.join(defaults)}")
+            raise ValueError(f"{path}: {name}: unknown key(s) {unknown}{unknown_keys_note(path, name, unknown, list(defaults))}; "
+                             f"allowed: {', '.join(defaults)}")
         for key, value in section.items():
             field, default = f"{name}.{key}", defaults[key]
             if field in SECTION_CHOICES and value not in SECTION_CHOICES[field]:
@@ -143,18 +146,6 @@ def check_sections(config: Mapping, path: Path | str) -> None:
     if any(name not in EVAL_SYSTEMS or not isinstance(splits, list) for name, splits in system_splits.items()):
         raise ValueError(f"{path}: evaluate.system_splits: expected a mapping of system ({', '.join(EVAL_SYSTEMS)}) "
                          f"to a list of test splits, e.g. {{cascade: [test]}}; got {system_splits!r}")
-
-
-def deep_merge(base: Any, override: Any) -> Any:
-    """``override`` merged into a copy of ``base`` (see the module docstring for the rules)."""
-    if not isinstance(base, dict) or not isinstance(override, dict):
-        return copy.deepcopy(override)
-    if "class_path" in override and override["class_path"] != base.get("class_path"):
-        return copy.deepcopy(override)
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
-    return merged
 
 
 def rewrite_paths(node: Any, mapping: dict[str, str]) -> Any:
@@ -239,12 +230,23 @@ def load_stage_base(config: str | list[str]) -> dict:
     return merged
 
 
+def check_data_files(data: dict, path: str | Path) -> None:
+    """Each manifest of ``data:`` is a file (relative: to the working folder), found when the YAML is
+    loaded, not by the stage that reads it after the ones before it."""
+    if not isinstance(data["tests"], dict):
+        raise ValueError(f"{path}: data.tests: expected a mapping {{name: manifest}}, got {data['tests']!r}")
+    for key, manifest in [("train", data["train"]), ("val", data["val"]), *(("tests." + k, v) for k, v in data["tests"].items())]:
+        if not Path(str(manifest)).is_file():
+            raise ValueError(f"{path}: data.{key}: no manifest file {manifest} (relative to the working folder {Path.cwd()})")
+
+
 def load_pipeline_config(path: str | Path) -> dict:
     """A pipeline YAML, checked for unknown top-level keys and the benchmark-or-data rule."""
     config = load_yaml(path)
     unknown = sorted(set(config) - TOP_LEVEL_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+        raise ValueError(f"{path}: unknown key(s) {unknown}{unknown_keys_note(path, None, unknown, sorted(TOP_LEVEL_KEYS))}; "
+                         f"allowed: {sorted(TOP_LEVEL_KEYS)}")
     if not config.get("benchmark") and not config.get("data"):
         raise ValueError(f"{path}: give `benchmark:` (build the bundled benchmark) or `data:` "
                          "({train, val, tests: {name: path}}: your own manifests)")
@@ -266,6 +268,8 @@ def load_pipeline_config(path: str | Path) -> dict:
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
     check_stage_specs(config, path)
+    if config.get("data"):
+        check_data_files(config["data"], path)
     return config
 
 
@@ -311,7 +315,9 @@ def preset_path(name: str) -> Path:
     path = folder / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}")
+        own = (f"; a YAML of your own goes to --config {name}" if name.endswith((".yaml", ".yml")) or "/" in name
+               else "")
+        raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}{own}")
     return path
 
 

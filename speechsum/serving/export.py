@@ -48,7 +48,7 @@ from speechsum.serving.hf_layout import (
     lora_layers,
 )
 from speechsum.serving.model_card import render_model_card
-from speechsum.utils.io import check_replaceable_folder, write_dir_atomically
+from speechsum.utils.io import check_input_file, check_replaceable_folder, write_dir_atomically
 
 EXPORT_FILE = "speechsum_export.json"
 EXPORT_FORMAT = 1
@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         check_out_dir(args.out)
+        if not Path(args.ckpt).is_dir():  # a folder gets its own advice from export_checkpoint
+            check_input_file(args.ckpt, "CKPT")
+        if args.config:
+            check_input_file(args.config, "--config")
         out = export_checkpoint(args.ckpt, args.out, merge_lora=args.merge_lora, config=args.config)
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum export: {err}") from None

@@ -34,7 +34,7 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import ConfigError, at_least, check_count
 from speechsum.utils.devices import check_device
-from speechsum.utils.io import check_can_write, json_line, write_jsonl
+from speechsum.utils.io import check_can_write, check_input_file, json_line, write_jsonl
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 
@@ -121,7 +121,8 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
     if problem:
         raise ValueError(f"{path}: {problem}")
     try:
-        waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error")
+        waveform = load_audio(path, model.processor.sample_rate, limit, too_long="truncate" if truncate else "error",
+                              warn_cut_short=True)
     except AudioTooLongError:
         raise AudioTooLongError(
             f"{path}: longer than this model's maximum of {limit:g} s; pass --truncate to summarise its first {limit:g} s"
@@ -299,7 +300,12 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings(instruction=args.instruction, generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
                         batch_size=args.batch_size, truncate=args.truncate)
+    if not Path(args.model).exists():  # torch's "[Errno 2] No such file or directory: 'x'" named no option
+        raise SystemExit(f"speechsum summarize: --model {args.model}: no such file or folder; give a folder written by "
+                         "`speechsum export` or the .ckpt a stage wrote, e.g. RUN/dpo/checkpoints/last.ckpt")
     try:
+        if args.config:
+            check_input_file(args.config, "--config")
         model = load_model(args.model, args.config)
         require_speech(model, args.model)
         settings = checked_settings(model, settings, CLI_NAMES)

@@ -75,6 +75,18 @@ class ConfigError(ValueError):
     config spells it. ``speechsum`` ends with the message (exit 2), not a traceback."""
 
 
+def error_in_chain(err: BaseException | None, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first error of ``kinds`` in ``err``'s chain (itself, then its causes or contexts: jsonargparse
+    and Lightning wrap the errors of the classes they build), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KEY_VARIABLE_HINT = ("expected the name of the environment variable holding the API key (letters, digits and _, "
                      "e.g. OPENAI_API_KEY), not the key itself: export the key in a variable and give its name "

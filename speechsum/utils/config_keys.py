@@ -8,7 +8,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Iterator
 
 import yaml
@@ -18,6 +20,13 @@ NESTED_KEY = re.compile(r"Option '([^']+)' is not accepted")
 TOP_KEY = re.compile(r'^Parser key "([^"]+)"')
 CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*Option '([^']+)' is not accepted")
 UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.*)")
+PARSER_KEY = re.compile(r'Parser key "([^"]+)":')
+EXPECTED = re.compile(r"Expected a <class '([^']+)'>")
+GIVEN = re.compile(r"(?:Got value|Given value): (.*)$", re.MULTILINE)
+MISSING_CLASS = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*(?:module '[^']+' has no attribute|No module "
+                           r"named)")
+TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null",
+              "dict": "a mapping", "list": "a list"}
 
 
 def flag_values(args: list[str], *flags: str) -> list[str]:
@@ -32,20 +41,21 @@ def config_paths(args: list[str]) -> list[str]:
     return paths + [arg[2:] for arg in args if arg.startswith("-c") and len(arg) > 2 and arg[2] != "="]
 
 
-def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int]]:
-    """(path of mapping keys, 1-based line) of every key in a composed YAML document."""
+def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int, yaml.Node]]:
+    """(path of mapping keys, 1-based line, value node) of every key in a composed YAML document."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             path = (*prefix, str(key.value))
-            yield path, key.start_mark.line + 1
+            yield path, key.start_mark.line + 1, value
             yield from _key_lines(value, path)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             yield from _key_lines(item, prefix)
 
 
-def key_locations(files: list[str], under: str, name: str) -> list[str]:
-    """``FILE:LINE`` of each key ``name`` below the top-level key ``under``'s first part in ``files``."""
+def key_locations(files: list[str], under: str, name: str, value: str | None = None) -> list[str]:
+    """``FILE:LINE`` of each key ``name`` below the top-level key ``under``'s first part in ``files``
+    (only those whose scalar value is ``value`` when it is given)."""
     found = []
     for file in files:
         try:
@@ -54,8 +64,9 @@ def key_locations(files: list[str], under: str, name: str) -> list[str]:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue  # reported on its own by the CLI
         if document is not None:
-            found += [f"{file}:{line}" for path, line in _key_lines(document)
-                      if path[0] == under.split(".")[0] and path[-1] == name]
+            found += [f"{file}:{line}" for path, line, node in _key_lines(document)
+                      if path[0] == under.split(".")[0] and path[-1] == name
+                      and (value is None or isinstance(node, yaml.ScalarNode) and node.value == value)]
     return found
 
 
@@ -78,7 +89,8 @@ def init_parameters(class_path: str) -> list[str]:
     return names
 
 
-def _closest(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'X'?)`` for the choice closest to ``word``; "" when none is close."""
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -90,14 +102,60 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str]) -> s
     if match := SUBCOMMAND_KEY.search(message):
         key = match.group(1)
         where = key_locations(files, key, key.rsplit(".", 1)[-1])
-        return f"\n  {key}{_closest(key, known_keys)}" + (f": in {', '.join(where)}" if where else "")
+        return f"\n  {key}{did_you_mean(key, known_keys)}" + (f": in {', '.join(where)}" if where else "")
     if (top := TOP_KEY.search(message)) and (match := CLASS_PATH.search(message)):
         class_path, name = match.groups()
         where = key_locations(files, top.group(1), name)
-        return (f"\n  {name} (a setting of {class_path}){_closest(name, init_parameters(class_path))}"
+        return (f"\n  {name} (a setting of {class_path}){did_you_mean(name, init_parameters(class_path))}"
                 + (f": in {', '.join(where)}" if where else ""))
+    if match := MISSING_CLASS.search(message):
+        return _missing_class_note(match.group(1), files)
+    if (keys := PARSER_KEY.findall(message)) and (expected := EXPECTED.findall(message)) and GIVEN.search(message):
+        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files)
     if match := UNRECOGNIZED.search(message):
         options = [f"--{key}" for key in known_keys]
-        notes = [f"{word}{_closest(word, options)}" for word in match.group(1).split() if word.startswith("--")]
+        notes = [f"{word}{did_you_mean(word, options)}" for word in match.group(1).split() if word.startswith("--")]
         return "".join(f"\n  {note}" for note in notes if "did you mean" in note)
     return ""
+
+
+def _wrong_type_note(keys: list[str], expected: list[str], given: str, files: list[str]) -> str:
+    """A value of the wrong type: jsonargparse names the innermost key alone (``learning_rate``, of
+    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first."""
+    name = keys[-1].rsplit(".", 1)[-1]
+    words = " or ".join(dict.fromkeys(TYPE_WORDS.get(kind, kind) for kind in expected if kind != "NoneType"))
+    where = key_locations(files, keys[0], name, given) or key_locations(files, keys[0], name)
+    return f"\n  {name}: expected {words}, got {given}" + (f": in {', '.join(where)}" if where else "")
+
+
+def speechsum_classes() -> list[str]:
+    """``module.Class`` of every class defined in an imported speechsum module."""
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("speechsum.") and module is not None:
+            found += [f"{module_name}.{name}" for name, value in vars(module).items()
+                      if inspect.isclass(value) and value.__module__ == module_name and not name.startswith("_")]
+    return found
+
+
+def _missing_class_note(class_path: str, files: list[str]) -> str:
+    """A ``class_path`` that names no class: the speechsum class with the closest name, and where it is."""
+    classes = speechsum_classes()
+    close = difflib.get_close_matches(class_path.rsplit(".", 1)[-1], [path.rsplit(".", 1)[-1] for path in classes], n=1)
+    hint = f" (did you mean {next(path for path in classes if path.endswith('.' + close[0]))!r}?)" if close else ""
+    where = [place for top in ("model", "data", "trainer") for place in key_locations(files, top, "class_path", class_path)]
+    return f"\n  class_path {class_path!r}: no such class{hint}" + (f": in {', '.join(where)}" if where else "")
+
+
+def unknown_keys_note(path: str | os.PathLike, section: str | None, unknown: list[str], allowed: list[str]) -> str:
+    """`` (KEY on line N, did you mean 'K'?; ...)`` for the ``unknown`` keys of ``section`` (None: the
+    top level) of the YAML at ``path`` (a pipeline config), with a hint when it is a config of
+    ``speechsum fit`` instead: a misspelled key is found without reading the whole file."""
+    notes = []
+    for key in unknown:
+        lines = [place.rsplit(":", 1)[1] for place in key_locations([str(path)], section or key, key)]
+        hint = did_you_mean(key, allowed).strip()[1:-1]  # "did you mean 'seed'?"
+        notes.append(", ".join([f"{key} on line {lines[0]}" if lines else key] + ([hint] if hint else [])))
+    fit_config = section is None and {"trainer", "model"} & set(unknown)
+    return f" ({'; '.join(notes)})" + (": a config of speechsum fit? the pipeline takes one as stages.STAGE.config"
+                                       if fit_config else "")

@@ -134,7 +134,9 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
     """Refuse, before any work, an output ``path`` (given with ``option``) that no writer can use:
     one under a file (``NotADirectoryError``), a file where a folder goes (``folder=True``:
     ``NotADirectoryError``) or a folder where a file goes (``IsADirectoryError``); the message names
-    the option and the file in the way. Missing folders are fine: writers create them."""
+    the option and the file in the way. Missing folders are fine: writers create them; but the
+    nearest folder that exists must take a new file (``PermissionError``: read-only, ``/proc``), or
+    the work would be lost when its output is written."""
     path = Path(path)
     blocking = next((parent for parent in path.parents if parent.exists()), None)
     if blocking is not None and not blocking.is_dir():
@@ -143,6 +145,21 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         raise NotADirectoryError(f"{option} {path} is a file: give a folder")
     if not folder and path.is_dir():
         raise IsADirectoryError(f"{option} {path} is a folder: give a file path")
+    if is_special_file(path):
+        return
+    nearest = path if folder and path.is_dir() else blocking
+    if nearest is not None:
+        _probe_folder(nearest, path, option)
+
+
+def check_input_file(path: str | Path, option: str) -> None:
+    """Refuse an input ``path`` (given with ``option``) that is no file to read, naming the option:
+    ``open``'s "[Errno 2] No such file or directory: 'x'" named none."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder: give a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such file")
 
 
 def check_can_write(path: str | Path, option: str) -> None:
@@ -150,12 +167,16 @@ def check_can_write(path: str | Path, option: str) -> None:
     no file can be created (read-only, ``/proc``): :func:`atomic_path` would fail only when the work
     is done, losing it. A device or FIFO is written in place and not probed."""
     path = Path(path)
-    if is_special_file(path):
-        return
+    if not is_special_file(path):
+        _probe_folder(path.parent, path, option)
+
+
+def _probe_folder(folder: Path, path: Path, option: str) -> None:
+    """``PermissionError`` naming ``option`` and ``path`` when no file can be created in ``folder``."""
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as err:
-        raise PermissionError(f"{option} {path}: cannot create a file in {path.parent} ({err.strerror or err}); give a "
+        raise PermissionError(f"{option} {path}: cannot create a file in {folder} ({err.strerror or err}); give a "
                               "path in a folder you can write") from None
     os.close(handle)
     os.unlink(name)

@@ -367,6 +367,21 @@ def test_error_mode_stops_on_a_bad_line(tmp_path: Path, toy_data, processor):
         dm.setup("fit")
 
 
+def test_a_missing_manifest_names_its_setting_and_the_folder_it_is_relative_to(tmp_path: Path, toy_data, processor,
+                                                                                monkeypatch):
+    """It said 'manifest not found: val.jsonl', not which of the four manifest settings, nor from where."""
+    monkeypatch.chdir(tmp_path)
+    dm = datamodule(processor, train_manifest=str(toy_data["train"]), val_manifest="data/val.jsonl")
+    with pytest.raises(FileNotFoundError) as info:
+        dm.setup("fit")
+    assert str(info.value) == (f"data.val_manifest: manifest not found: data/val.jsonl (relative to the working folder "
+                               f"{tmp_path})")
+    (tmp_path / "data" / "val.jsonl").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError) as info:
+        dm.setup("fit")
+    assert str(info.value) == "data.val_manifest: manifest data/val.jsonl is a directory: give the JSONL file in it"
+
+
 def test_missing_processor_is_a_helpful_error(toy_data):
     dm = SpeechSumDataModule(train_manifest=str(toy_data["train"]))
     with pytest.raises(RuntimeError, match=r"no processor: attach one with `datamodule\.processor = "):

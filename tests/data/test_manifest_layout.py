@@ -96,3 +96,46 @@ def test_a_utf16_manifest_is_named_with_how_to_save_it_as_utf8(root: Path, encod
         assert str(info.value) == (f"{manifest}:1: {name} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {name} -t "
                                    f"UTF-8 {manifest} > m.utf8.jsonl; Windows PowerShell's > writes UTF-16, Out-File "
                                    "-Encoding utf8 does not)")
+
+
+@pytest.mark.parametrize("on_bad_example", ["error", "skip"])
+def test_a_key_given_twice_in_a_line_is_a_bad_line_not_the_last_value(root: Path, on_bad_example: str):
+    """JSON keeps the last of two equal keys: ``{"id": "a", …, "id": "b"}`` was silently example ``b``."""
+    manifest = root / "m.jsonl"
+    good = json.dumps(record("a", "audio/a.wav"))
+    manifest.write_text(f"{good}\n" + good[:-1] + ', "meta": {"k": 1, "k": 2}}\n' + good[:-1] + ', "id": "b"}\n')
+    reason = "field 'k' is given twice in one object (1, then 2): JSON would keep the last silently; keep the one meant"
+    if on_bad_example == "error":
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest)
+        assert str(info.value) == f"{manifest}:2: {reason}"
+        return
+    examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [example.id for example in examples] == ["a"]
+    assert [(line.line, line.reason) for line in skipped] == [
+        (2, reason),
+        (3, "field 'id' is given twice in one object ('a', then 'b'): JSON would keep the last silently; keep the one "
+            "meant")]
+
+
+@pytest.mark.parametrize(("written", "hint"), [
+    ("audio\\a.wav", "written with Windows' '\\' separators: write '/'"),
+    (" audio/a.wav", "spaces around the path: remove them"),
+    ("audio/A.WAV", "names are case-sensitive"),
+])
+def test_an_audio_path_that_misses_a_file_by_a_slip_names_the_file_there(root: Path, written: str, hint: str):
+    """It said only 'no such file' for a path written on Windows, padded with a space or in other case."""
+    manifest = write_manifest(root / "m.jsonl", [record("b", written)])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': {os.path.normpath(root / written)}: no such file ({hint}; "
+                                 f"{root / 'audio' / 'a.wav'} is there)")
+
+
+def test_a_path_starting_with_a_tilde_names_the_expanded_file(root: Path, monkeypatch):
+    monkeypatch.setenv("HOME", str(root / "audio"))
+    manifest = write_manifest(root / "m.jsonl", [record("b", "~/a.wav")])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': {root / '~' / 'a.wav'}: no such file ('~' is not expanded: give the "
+                                 f"full path; {root / 'audio' / 'a.wav'} is there)")

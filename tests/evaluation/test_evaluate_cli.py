@@ -239,3 +239,34 @@ def test_sampling_settings_without_do_sample_are_a_usage_error(capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.endswith("error: --temperature 0.7 and --top-p 0.9 only apply with --do-sample "
                                             "(decoding is greedy without it): add --do-sample or drop them\n")
+
+
+def test_a_missing_systems_file_is_named_by_its_option(tmp_path, capsys):
+    """It was '[Errno 2] No such file or directory: ...', naming no option."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--systems", str(tmp_path / "systems.yaml"), "--manifest", str(tmp_path / "t.jsonl"),
+              "--out", str(tmp_path / "eval")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"speechsum evaluate: error: --systems {tmp_path / 'systems.yaml'}: "
+                                              "no such file\n")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--manifest", "test=", "--system", "student:s:{ckpt}"], "--manifest 'test=': no path given; write --manifest [SPLIT=]PATH"),
+    (["--manifest", "", "--system", "student:s:{ckpt}"], "--manifest '': no path given; write --manifest [SPLIT=]PATH"),
+    (["--manifest", "{manifest}", "--system", "student:s:"], "system 's': no path given; write KIND:NAME:PATH"),
+])
+def test_an_empty_path_is_said_to_be_missing_not_the_working_folder(tmp_path, capsys, argv, message):
+    """Path('') is '.': an empty --manifest was 'a folder, not a manifest file', an empty system path '. is not a .ckpt'."""
+    from speechsum.cli import main
+
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    (tmp_path / "x.ckpt").write_bytes(b"")  # never read: the arguments are refused first
+    argv = [arg.replace("{manifest}", str(tmp_path / "t.jsonl")).replace("{ckpt}", str(tmp_path / "x.ckpt"))
+            for arg in argv]
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", *argv, "--out", str(tmp_path / "eval")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"speechsum evaluate: error: {message}\n")

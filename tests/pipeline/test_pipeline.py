@@ -94,17 +94,21 @@ def test_stage_config_is_rewritten_overridden_and_has_no_wandb(tmp_path):
 
 def test_real_model_wiring(tmp_path):
     """`data:` manifests, `backbone:` and `teacher_model:` replace the benchmark's paths."""
+    d = tmp_path / "d"  # the manifests must exist: they are checked when the YAML is loaded
+    d.mkdir()
+    for name in ("train", "val", "ami"):
+        (d / f"{name}.jsonl").write_text("{}\n")
     config_path = tmp_path / "real.yaml"
     config_path.write_text(yaml.safe_dump({
         "benchmark": None, "text_lms": None, "backbone": "org/backbone", "teacher_model": "org/teacher",
-        "data": {"train": "/d/train.jsonl", "val": "/d/val.jsonl", "tests": {"ami": "/d/ami.jsonl"}}}))
+        "data": {"train": f"{d}/train.jsonl", "val": f"{d}/val.jsonl", "tests": {"ami": f"{d}/ami.jsonl"}}}))
     config = load_pipeline_config(config_path)
     kd = resolve_stage_config(config, "kd", tmp_path, teacher={"mode": "inprocess"})
     align = resolve_stage_config(config, "align", tmp_path)
-    assert align["data"]["train_manifest"] == "/d/train.jsonl" and align["data"]["val_manifest"] == "/d/val.jsonl"
+    assert align["data"]["train_manifest"] == f"{d}/train.jsonl" and align["data"]["val_manifest"] == f"{d}/val.jsonl"
     assert "test_manifest" not in align["data"]
     assert align["model"]["init_args"]["model"]["init_args"]["llm"] == "org/backbone"
-    assert kd["data"]["train_manifest"] == "/d/train.jsonl" and kd["data"]["test_manifest"] == "/d/ami.jsonl"
+    assert kd["data"]["train_manifest"] == f"{d}/train.jsonl" and kd["data"]["test_manifest"] == f"{d}/ami.jsonl"
     assert kd["model"]["init_args"]["model"]["init_args"]["llm"] == "org/backbone"
     assert kd["model"]["init_args"]["teacher"]["init_args"]["model"] == "org/teacher"
     dpo = resolve_stage_config(config, "dpo", tmp_path)
@@ -112,7 +116,9 @@ def test_real_model_wiring(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"benchmark": {"size": "tiny"}, "text_lm": {}}, "unknown key"),
+    ({"benchmark": {"size": "tiny"}, "text_lm": {}}, "unknown key(s) ['text_lm'] (text_lm on line 3, did you mean 'text_lms'?)"),
+    ({"benchmark": {"size": "tiny"}, "trainer": {}}, "unknown key(s) ['trainer'] (trainer on line 3): a config of "
+                                                     "speechsum fit? the pipeline takes one as stages.STAGE.config"),
     ({"benchmark": None, "text_lms": None, "teacher_model": "t"}, "give `benchmark:`"),
     ({"benchmark": None, "data": {"train": "a", "val": "b"}, "teacher_model": "t"}, "missing ['tests']"),
     ({"benchmark": {"size": "tiny"}, "text_lms": None}, "teacher_model"),
@@ -135,7 +141,7 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "evaluate": {"examples_per_split": 0}}, "evaluate.examples_per_split: must be at least 1, got 0 (null: all)"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"systems": ["kdd"]}}, "evaluate.systems: unknown ['kdd']"),
     ({"benchmark": {"size": "tiny"}, "evaluate": {"system_splits": {"cascade": "test"}}}, "evaluate.system_splits:"),
-    ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede']"),
+    ({"benchmark": {"size": "tiny", "sede": 1}}, "benchmark: unknown key(s) ['sede'] (sede on line 2, did you mean 'seed'?)"),
     # found at load, not after the stages before the one that reads them
     ({"benchmark": {"size": "tiny"}, "pairs": {"num_samples": 1}}, "pairs.num_samples: must be at least 2, got 1"),
     # the same limits as the command the setting goes to (speechsum pairs refuses these)
@@ -148,6 +154,11 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/sft.yaml", "overrides": [1]}}},
      "stages.sft.overrides: expected a mapping"),
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": [1, 2]}, "stages: expected a mapping of stage"),
+    # a manifest of data: that is not there, found at load and not by the stage that reads it
+    ({"benchmark": None, "text_lms": None, "teacher_model": "t", "data": {"train": "no/train.jsonl", "val": "v",
+      "tests": {"t": "c"}}}, "data.train: no manifest file no/train.jsonl (relative to the working folder "),
+    ({"benchmark": None, "text_lms": None, "teacher_model": "t", "data": {"train": "a", "val": "v", "tests": ["c"]}},
+     "data.tests: expected a mapping {name: manifest}, got ['c']"),
 ])
 def test_bad_pipeline_configs_name_the_file_and_key(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
@@ -426,7 +437,10 @@ def test_docs_worked_example_resolves_and_type_checks(tmp_path):
 
     docs = (REPO / "docs" / "pipeline.md").read_text()
     block = docs.split("```yaml\n# my_phi4mm.yaml\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "phi4mm.yaml").write_text(block)
+    for name in re.findall(r"/data/(\S+\.jsonl)", block):  # its manifests must exist: checked when it is loaded
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_text("{}\n")
+    (tmp_path / "phi4mm.yaml").write_text(block.replace("/data/", f"{tmp_path}/data/"))
     config = load_pipeline_config(tmp_path / "phi4mm.yaml")
     teacher = {"mode": "remote", **{k: config["teacher"][k] for k in ("base_url", "model", "api_key_env")}}
     for stage in ("sft", "kd", "dpo"):
@@ -445,14 +459,15 @@ def test_docs_worked_example_resolves_and_type_checks(tmp_path):
 
 def test_a_failing_stage_stops_with_its_log_and_leaves_no_marker(tmp_path):
     """Your own manifests (benchmark: null, text_lms: null, no alignment): the benchmark, text-LM
-    and align stages are skipped with a note; SFT fails on the missing manifest -> exit code, the
-    log named, no marker; `--until sft` leaves out the teacher."""
+    and align stages are skipped with a note; SFT fails on the manifest that is no JSON -> exit code,
+    the log named, no marker; `--until sft` leaves out the teacher."""
+    (tmp_path / "bad.jsonl").write_text("not json\n")  # a missing one is refused when the YAML is loaded
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump({
         "benchmark": None, "text_lms": None, "backbone": str(tmp_path / "backbone"),
         "teacher_model": str(tmp_path / "teacher"), "stages": {"align": False},
-        "data": {"train": str(tmp_path / "missing.jsonl"), "val": str(tmp_path / "missing.jsonl"),
-                 "tests": {"test": str(tmp_path / "missing.jsonl")}}}))
+        "data": {"train": str(tmp_path / "bad.jsonl"), "val": str(tmp_path / "bad.jsonl"),
+                 "tests": {"test": str(tmp_path / "bad.jsonl")}}}))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "speechsum.cli", "pipeline", "--config", str(config),
@@ -463,7 +478,7 @@ def test_a_failing_stage_stops_with_its_log_and_leaves_no_marker(tmp_path):
     assert "stages.align: false" in result.stdout
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark", "text_lm", "align"]
     saved = yaml.safe_load((run / "sft" / "config.yaml").read_text())
-    assert saved["data"]["train_manifest"] == str(tmp_path / "missing.jsonl")
+    assert saved["data"]["train_manifest"] == str(tmp_path / "bad.jsonl")
 
 
 def test_kd_under_teacher_serve_resumes_against_a_new_server(tmp_path):

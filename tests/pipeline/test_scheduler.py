@@ -285,6 +285,8 @@ def test_from_a_stage_until_does_not_run_is_refused_before_anything_is_cleared(t
     ("--checkpoint-every", "nan", "argument --checkpoint-every: must be a number of seconds at least 0"),
     # a usage error (exit 2) like the others, not a runtime one (exit 1) after the arguments were taken
     ("--preset", "bogus", "argument --preset: no configs/pipeline/bogus.yaml; presets: default, full, large, tiny"),
+    ("--preset", "mine.yaml", "argument --preset: no configs/pipeline/mine.yaml.yaml; presets: default, full, large, "
+                              "tiny; a YAML of your own goes to --config mine.yaml"),
 ])
 def test_bad_options_are_refused_before_the_run_dir_is_made(tmp_path, capsys, option, value, message):
     with pytest.raises(SystemExit) as stop:

@@ -253,3 +253,17 @@ def test_an_exported_folder_or_a_folder_given_as_the_checkpoint_is_a_clear_error
     assert str(raised.value) == (f"speechsum export: {tmp_path / 'run'} is a folder; export takes a stage checkpoint "
                                  "file, e.g. RUN/sft/checkpoints/last.ckpt")
     assert not (tmp_path / "again").exists()
+
+
+def test_a_missing_checkpoint_or_config_is_named_by_its_argument(tmp_path):
+    """Both were '[Errno 2] No such file or directory: ...', naming no argument."""
+    from speechsum.serving.export import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "out")])
+    assert info.value.code == f"speechsum export: CKPT {tmp_path / 'none.ckpt'}: no such file"
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "last.ckpt"), "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")])
+    assert info.value.code == f"speechsum export: --config {tmp_path / 'c.yaml'}: no such file"
+    assert not (tmp_path / "out").exists()

@@ -121,6 +121,14 @@ def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: 
     assert clip.read_bytes() == before
     with pytest.raises(SystemExit, match="--device cuda:999: "):
         main([str(clip), "--model", str(composed_export), "--device", "cuda:999"])
+    with pytest.raises(SystemExit) as exit_info:  # was "[Errno 2] No such file or directory: '…'", naming no option
+        main([str(clip), "--model", str(tmp_path / "student")])
+    assert exit_info.value.code == (f"speechsum summarize: --model {tmp_path / 'student'}: no such file or folder; give "
+                                    "a folder written by `speechsum export` or the .ckpt a stage wrote, e.g. "
+                                    "RUN/dpo/checkpoints/last.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(clip), "--model", str(clip), "--config", str(tmp_path / "stage.yaml")])
+    assert exit_info.value.code == f"speechsum summarize: --config {tmp_path / 'stage.yaml'}: no such file"
     out = tmp_path / "rows.jsonl"
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), str(clip), "--model", str(composed_export), "--out", str(out), "--instruction", "  ",
@@ -228,3 +236,17 @@ def test_rows_on_a_strict_utf8_stdout_survive_a_file_name_that_is_not_utf8(compo
     rows = [json.loads(line) for line in stdout.buffer.getvalue().decode("utf-8").splitlines()]
     assert [row["audio"] for row in rows] == [str(odd), str(good)]
     assert all("error" not in row for row in rows)
+
+
+def test_a_wav_cut_short_is_summarised_with_a_warning_naming_it(composed_export: Path, tmp_path: Path, caplog) -> None:
+    """A manifest load warned about it; summarize read what was there without a word."""
+    whole = write_wavs(tmp_path / "audio", rate=16_000, stereo=False)[1]  # 1 s
+    data = whole.read_bytes()
+    cut = tmp_path / "audio" / "cut.wav"
+    cut.write_bytes(data[: 44 + 16_000])  # the header and 0.5 s of 16-bit samples
+    out = tmp_path / "summaries.jsonl"
+    main([str(cut), "--model", str(composed_export), "--out", str(out), "--max-new-tokens", "3", "--no-progress"])
+    assert read_jsonl(out)[0]["audio_seconds"] == 0.5
+    assert [record.getMessage() for record in caplog.records if record.name == "speechsum.data.audio"] == [
+        f"{cut}: its header's data chunk is larger than the file (libsndfile: 'data : 32000 (should be 16000)'): cut "
+        "short (a download or copy that stopped?); its 0.50 s are read: re-fetch it or drop it"]

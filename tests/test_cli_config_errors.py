@@ -1,0 +1,91 @@
+"""Config mistakes of ``speechsum fit|validate|test|predict`` that were silent or named no file: a
+misspelt field of a backbone's config dict (``llm: {hiden_size: 64}``: transformers kept it unread and
+built the model with its default width), an ``llm`` dict without ``model_type`` (a ``KeyError``
+traceback), a value of the wrong type and a ``class_path`` that names no class (jsonargparse's report
+named neither the file nor the line and suggested nothing); and a backbone dict stacked over another,
+which replaced it whole."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from transformers import AutoConfig, Qwen2AudioConfig, WhisperConfig
+
+from speechsum.cli import main
+from speechsum.models.base import load_causal_lm
+from speechsum.models.config_fields import UnknownConfigField, check_config_fields, typed_values
+from tests.helpers import run_config
+
+BACKBONE = "model:\n  init_args:\n    model:\n      init_args:\n"
+CONFIG_MISTAKES = [
+    (BACKBONE + "        encoder:\n          d_modle: 64\n",
+     "speechsum fit: error: encoder.d_modle ({file}:6): not a field of WhisperConfig (did you mean 'd_model'?); "
+     "transformers would keep it unread and build the model with its default: fix or remove it\n"),
+    (BACKBONE + "        llm:\n          model_type: llama\n          hiden_size: 64\n",
+     "speechsum fit: error: llm.hiden_size ({file}:7): not a field of LlamaConfig (did you mean 'hidden_size'?); "
+     "transformers would keep it unread and build the model with its default: fix or remove it\n"),
+    ("model:\n  init_args:\n    model:\n      class_path: ComposedSpeechLLM\n      init_args:\n        llm:\n"
+     "          hidden_size: 64\n        encoder: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2}\n",
+     "speechsum fit: error: llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
+     "{{'hidden_size': 64}}: add it, or give a hub id or model folder instead of the dict\n"),
+    ("model:\n  init_args:\n    learning_rate: fast\n",
+     "  learning_rate: expected a number, got fast: in {file}:3\n"),
+    ("trainer:\n  max_epochs: two\n", "  max_epochs: expected an integer, got two: in {file}:2\n"),
+    ("model:\n  class_path: speechsum.stages.sft.SFTModul\n",
+     "  class_path 'speechsum.stages.sft.SFTModul': no such class (did you mean 'speechsum.stages.sft.SFTModule'?): "
+     "in {file}:2\n"),
+    (BACKBONE.replace("      init_args:\n", "      class_path: nosuch.Composed\n"),
+     "  class_path 'nosuch.Composed': no such class (did you mean 'speechsum.models.composed.ComposedSpeechLLM'?): "
+     "in {file}:4\n"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
+                         ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer",
+                              "stage-class", "backbone-class"])
+def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "mistake.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(tmp_path / "mistake.yaml")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(
+        message.format(file=tmp_path / "mistake.yaml"))
+
+
+def test_unknown_fields_of_sub_configs_are_found_and_fields_transformers_renames_pass():
+    spec = {"text_config": {"model_type": "qwen2", "vocab_size": 300, "hiden_size": 64}}
+    with pytest.raises(UnknownConfigField, match=r"^model\.text_config\.hiden_size: not a field of Qwen2Config "):
+        check_config_fields(Qwen2AudioConfig(**spec), spec, "model")
+    fine = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "torch_dtype": "float32",
+            "num_labels": 3, "tie_word_embeddings": True}
+    check_config_fields(AutoConfig.for_model(**fine), fine, "llm")
+    check_config_fields(WhisperConfig(d_model=32, encoder_layers=1), {"d_model": 32, "encoder_layers": 1}, "encoder")
+
+
+def test_a_backbone_dict_stacked_over_another_merges_into_it_as_other_sections_do(tmp_path, toy_data, capsys):
+    """jsonargparse replaced a dict-typed setting whole: this override dropped d_model and every other
+    field of the encoder, which was then built with Whisper's defaults without a word."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "deeper.yaml").write_text(BACKBONE + "        encoder:\n          encoder_layers: 3\n")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), f"--config={tmp_path / 'deeper.yaml'}", "--print_config"])
+    assert info.value.code == 0
+    encoder = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"]["init_args"]["encoder"]
+    assert encoder == {"d_model": 32, "encoder_layers": 3, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                       "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 80}
+
+
+def test_backbone_fields_set_on_the_command_line_are_read_as_yaml_not_refused_as_text():
+    """``--model.init_args.model.init_args.llm.hidden_size 32`` reached transformers as '32', which its
+    typed configs refused inside a dump of the whole config."""
+    text = {"d_model": "32", "encoder_layers": 1, "activation_function": "gelu", "dropout": "0.1",
+            "scale_embedding": "true", "max_source_positions": "not a number"}
+    assert typed_values(WhisperConfig, text) == {"d_model": 32, "encoder_layers": 1, "activation_function": "gelu",
+                                                 "dropout": 0.1, "scale_embedding": True,
+                                                 "max_source_positions": "not a number"}
+    model = load_causal_lm({"model_type": "llama", "hidden_size": "32", "num_attention_heads": "4", "vocab_size": "300",
+                            "num_hidden_layers": "1", "intermediate_size": "64"})
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (32, 1, 300)
