@@ -23,7 +23,7 @@ from transformers import (
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
-from speechsum.models.config_fields import check_config_fields, typed_values
+from speechsum.models.config_fields import checked_config
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
@@ -73,11 +73,10 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     if not isinstance(spec.get("model_type"), str):
         raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
                           f"{spec!r}: add it, or give a hub id or model folder instead of the dict")
-    if spec["model_type"] in CONFIG_MAPPING:
-        spec = typed_values(CONFIG_MAPPING[spec["model_type"]], spec)
-    fields = {key: value for key, value in {**(config_defaults or {}), **spec}.items() if key != "model_type"}
-    config = AutoConfig.for_model(spec["model_type"], **fields)
-    check_config_fields(config, spec, "llm")
+    if spec["model_type"] not in CONFIG_MAPPING:
+        AutoConfig.for_model(spec["model_type"])  # transformers' own error, naming the types it knows
+    fields = {key: value for key, value in spec.items() if key != "model_type"}
+    config = checked_config(CONFIG_MAPPING[spec["model_type"]], fields, "llm", defaults=config_defaults)
     drop_out_of_vocab_ids(config, keep=spec)
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
 

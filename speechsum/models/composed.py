@@ -28,7 +28,7 @@ from speechsum.models.base import (
     tokenizer_config_defaults,
 )
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
-from speechsum.models.config_fields import check_config_fields, typed_values
+from speechsum.models.config_fields import checked_config
 from speechsum.models.decode import Prompt, left_packed_order
 from speechsum.models.encoder_windows import encode_in_windows
 from speechsum.models.feature_cache import (
@@ -59,9 +59,7 @@ def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtra
         spec = resolve_whisper_path(spec)  # "bundled:whisper-tiny.en" → converted local directory
         encoder = WhisperModel.from_pretrained(spec).get_encoder()
         return encoder, WhisperFeatureExtractor.from_pretrained(spec)
-    spec = typed_values(WhisperConfig, spec)
-    config = WhisperConfig(**spec)
-    check_config_fields(config, spec, "encoder")
+    config = checked_config(WhisperConfig, spec, "encoder")
     return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
 
 

@@ -72,3 +72,15 @@ def typed_values(config_class: type[PretrainedConfig], spec: Mapping) -> dict:
             except yaml.YAMLError:
                 pass  # left as given: the config class names the field and the type it wants
     return typed
+
+
+def checked_config(config_class: type[PretrainedConfig], spec: Mapping, setting: str, defaults: Mapping | None = None,
+                   fixed: Mapping | None = None) -> PretrainedConfig:
+    """``config_class`` built from the config dict ``spec`` of the backbone setting ``setting`` (its
+    command-line text read by :func:`typed_values`): ``defaults`` fill the fields ``spec`` leaves out,
+    ``fixed`` override it; a field of ``spec`` the class does not know is refused
+    (:func:`check_config_fields`)."""
+    spec = typed_values(config_class, spec)
+    config = config_class(**{**(defaults or {}), **spec, **(fixed or {})})
+    check_config_fields(config, spec, setting)
+    return config

@@ -20,7 +20,7 @@ from transformers.image_processing_utils import ImageProcessingMixin
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import check_config_fields, typed_values
+from speechsum.models.config_fields import checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -106,9 +106,7 @@ def _load(
     tokenizer._set_model_specific_special_tokens({"audio_token": AUDIO_TOKEN, "image_token": IMAGE_TOKEN})
     tokenizer.chat_template = PHI_CHAT_TEMPLATE
     ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.eos_token_id}
-    spec = typed_values(Phi4MultimodalConfig, spec)
-    config = Phi4MultimodalConfig(**{**spec, **ids, "eos_token_id": [tokenizer.eos_token_id]})
-    check_config_fields(config, spec, "model")
+    config = checked_config(Phi4MultimodalConfig, spec, "model", fixed={**ids, "eos_token_id": [tokenizer.eos_token_id]})
     if config.vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size must be at least {len(tokenizer)} (the byte tokenizer's size)")
     config.audio_config.audio_token_id = tokenizer.audio_token_id

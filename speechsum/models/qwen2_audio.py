@@ -16,7 +16,7 @@ from transformers import (
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import check_config_fields, typed_values
+from speechsum.models.config_fields import checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -94,9 +94,8 @@ def _load(
         model = Qwen2AudioForConditionalGeneration.from_pretrained(spec, dtype=dtype or "auto")
         return model, AutoProcessor.from_pretrained(spec)
     tokenizer = build_byte_tokenizer(AUDIO_SPECIAL_TOKENS)
-    spec = typed_values(Qwen2AudioConfig, spec)
-    config = Qwen2AudioConfig(**{**spec, "audio_token_id": tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)})
-    check_config_fields(config, spec, "model")
+    config = checked_config(Qwen2AudioConfig, spec, "model",
+                            fixed={"audio_token_id": tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)})
     if config.text_config.vocab_size < len(tokenizer):
         raise ValueError(
             f"text_config.vocab_size must be at least {len(tokenizer)} (the byte tokenizer's size)"
