@@ -265,24 +265,24 @@ class ComposedSpeechLLM(SpeechLLM):
         computed. A frozen encoder runs without autograd and in eval mode (deterministic)."""
         if "encoder_frames" in audio:
             return [f[:n] for f, n in zip(audio["encoder_frames"], audio["encoder_lengths"].tolist())]
-        mel_frames = audio["mel_frames"]
+        mel_frames, keys = audio["mel_frames"], audio.get("content_keys")
+
+        def encode(rows: list[int] | None = None) -> list[Tensor]:
+            """The encoder on ``rows`` (all when None), their features padded to their own longest clip."""
+            subset = mel_frames if rows is None else mel_frames[rows]
+            return self.encoder_frames(self.processor.input_features(audio, rows)[:, :, : int(subset.max())], subset)
+
         if not self.encoder_frozen():
             if self.feature_cache is not None:
                 self._log_cache_off("the encoder trains")
-            return self.encoder_frames(self.processor.input_features(audio), mel_frames)
+            return encode()
         with torch.no_grad(), _eval_mode(self.encoder):
-            keys = audio.get("content_keys")
             if self.feature_cache is None:
-                return self.encoder_frames(self.processor.input_features(audio), mel_frames)
+                return encode()
             if keys is None or len(keys) != len(mel_frames):
                 self._log_cache_off("the audio dict has no content key per clip (audio['content_keys'])")
-                return self.encoder_frames(self.processor.input_features(audio), mel_frames)
-
-            def compute(rows: list[int]) -> list[Tensor]:
-                subset = mel_frames[rows]
-                return self.encoder_frames(self.processor.input_features(audio, rows)[:, :, : int(subset.max())], subset)
-
-            return self.feature_cache.frames(self.encoder_id(), keys, compute, mel_frames.device,
+                return encode()
+            return self.feature_cache.frames(self.encoder_id(), keys, encode, mel_frames.device,
                                              width=self.encoder.config.d_model)
 
     def precompute_audio(self, audio: dict) -> dict:
