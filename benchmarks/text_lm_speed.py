@@ -13,7 +13,11 @@ with fused AdamW; the first ``--warmup`` steps are not timed. Variants run alter
 - ``joint_layout``: + one left-padded block per row (:func:`speechsum.stages.text_lm.joint_left_padded`,
   :class:`~speechsum.stages.text_lm.TextLMModule` now);
 - ``eager_attention``: + transformers' eager attention;
-- ``after``: + the fused tanh GELU (``gelu_pytorch_tanh``): what configs/benchmark/text_*.yaml train with;
+- ``fused_gelu``: + the fused tanh GELU (``gelu_pytorch_tanh``);
+- ``after``: + the token log-probs of the loss in row chunks (:func:`speechsum.losses.token_log_probs`,
+  the same values and gradients) over every position's row: what configs/benchmark/text_*.yaml
+  train with (the variants above it compute them as before: autograd through a float32 copy of the
+  ``[:, :-1]`` slice of the logits);
 - ``after_length_buckets``: ``after`` on batches from 4 text-length buckets (less padding; not
   used by the configs: it trained the backbone worse per step, RESULTS.md);
 - ``erf_gelu``: ``after`` with the exact (erf) GELU, another activation function: torch's CPU
@@ -29,6 +33,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 from torch import Tensor
@@ -38,16 +43,18 @@ from benchmarks.common import emit, machine_description
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.sampler import DurationBucketBatchSampler
 from speechsum.lightning_cli import lightning_cli
-from speechsum.losses import masked_cross_entropy
+from speechsum.losses import masked_cross_entropy, masked_mean
 from speechsum.models.base import sequence_positions
+from speechsum.stages import text_lm
 
-VARIANTS = {  # name: (4 text-length buckets, joint layout, attention, activation)
-    "before": (False, False, "sdpa", "gelu_new"),
-    "joint_layout": (False, True, "sdpa", "gelu_new"),
-    "eager_attention": (False, True, "eager", "gelu_new"),
-    "after": (False, True, "eager", "gelu_pytorch_tanh"),
-    "after_length_buckets": (True, True, "eager", "gelu_pytorch_tanh"),
-    "erf_gelu": (False, True, "eager", "gelu"),
+VARIANTS = {  # name: (4 text-length buckets, joint layout, attention, activation, chunked token log-probs)
+    "before": (False, False, "sdpa", "gelu_new", False),
+    "joint_layout": (False, True, "sdpa", "gelu_new", False),
+    "eager_attention": (False, True, "eager", "gelu_new", False),
+    "fused_gelu": (False, True, "eager", "gelu_pytorch_tanh", False),
+    "after": (False, True, "eager", "gelu_pytorch_tanh", True),
+    "after_length_buckets": (True, True, "eager", "gelu_pytorch_tanh", True),
+    "erf_gelu": (False, True, "eager", "gelu", True),
 }
 LENGTH_BUCKETS = 4
 
@@ -65,15 +72,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def separately_padded_step(module, batch: SpeechBatch) -> Tensor:
+def autograd_token_log_probs(logits: Tensor, token_ids: Tensor) -> Tensor:
+    """The token log-probs before the chunked function: autograd through a float32 copy."""
+    logits = logits.float()
+    return logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def autograd_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Tensor:
+    return masked_mean(-autograd_token_log_probs(logits, target_ids), mask)
+
+
+def sliced_text_lm_losses(logits: Tensor, input_ids: Tensor, attention_mask: Tensor, is_response: Tensor):
+    """:func:`speechsum.stages.text_lm.text_lm_losses` before the chunked token log-probs: the
+    ``[:, :-1]`` slice of the logits through :func:`autograd_token_log_probs`."""
+    next_token_log_probs = autograd_token_log_probs(logits[:, :-1], input_ids[:, 1:])
+    is_next_response = is_response[:, 1:]
+    prompt_pairs = attention_mask[:, :-1] * attention_mask[:, 1:] * (1 - is_next_response)
+    return masked_mean(-next_token_log_probs, is_next_response), masked_mean(-next_token_log_probs, prompt_pairs)
+
+
+def separately_padded_step(module, batch: SpeechBatch, cross_entropy: Callable = masked_cross_entropy) -> Tensor:
     """The training step before the joint layout: [left-padded prompt | right-padded response]."""
     prompt_length = batch.prompt_ids.shape[1]
     input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)
     attention_mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1)
     logits = module.model(batch.audio, input_ids, attention_mask, sequence_positions(attention_mask))
-    response_loss = masked_cross_entropy(logits[:, prompt_length - 1 : -1], batch.response_ids, batch.response_mask)
+    response_loss = cross_entropy(logits[:, prompt_length - 1 : -1], batch.response_ids, batch.response_mask)
     prompt_pairs = batch.prompt_mask[:, :-1] * batch.prompt_mask[:, 1:]
-    prompt_loss = masked_cross_entropy(logits[:, : prompt_length - 1], batch.prompt_ids[:, 1:], prompt_pairs)
+    prompt_loss = cross_entropy(logits[:, : prompt_length - 1], batch.prompt_ids[:, 1:], prompt_pairs)
     return response_loss + module.prompt_loss_weight * prompt_loss
 
 
@@ -93,7 +119,7 @@ def epoch_batches(datamodule, length_buckets: bool, count: int) -> list[SpeechBa
 
 def time_pass(build: Callable, variant: tuple, batches: list[SpeechBatch], warmup: int, precision: str) -> float:
     """Real tokens per second over the timed steps of one pass of a fresh model."""
-    _, joint, attention, activation = variant
+    _, joint, attention, activation, chunked_log_probs = variant
     module = build()
     llm = module.model.llm
     llm.set_attn_implementation(attention)
@@ -110,7 +136,14 @@ def time_pass(build: Callable, variant: tuple, batches: list[SpeechBatch], warmu
         if step == warmup:
             started = time.perf_counter()
         with autocast:
-            loss = module.training_step(batch, step) if joint else separately_padded_step(module, batch)
+            if not joint:
+                loss = separately_padded_step(module, batch, masked_cross_entropy if chunked_log_probs
+                                              else autograd_cross_entropy)
+            elif chunked_log_probs:
+                loss = module.training_step(batch, step)
+            else:
+                with mock.patch.object(text_lm, "text_lm_losses", sliced_text_lm_losses):
+                    loss = module.training_step(batch, step)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -9,11 +9,10 @@ from torch import Tensor
 
 
 def token_log_probs(logits: Tensor, token_ids: Tensor) -> Tensor:
-    """``log softmax(logits)[..., token_ids]``: ``(B, R, V)`` logits, ``(B, R)`` ids → ``(B, R)`` float32.
-
-    Computed as ``logits[id] − logsumexp(logits)``, which never materialises a second ``(B, R, V)`` tensor."""
-    logits = logits.float()
-    return logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    """``log softmax(logits)[..., token_ids]``: ``(…, V)`` logits (any float dtype), ``(…)`` ids →
+    ``(…)`` float32, as ``logits[id] − logsumexp(logits)`` in float32, computed in row chunks
+    (:class:`_FusedTokenLogProbs`): no float32 copy of ``logits`` is made or kept for the backward."""
+    return _FusedTokenLogProbs.apply(logits, token_ids)
 
 
 def masked_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Tensor:
@@ -221,6 +220,59 @@ class _FusedJSD(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return (grad * grad_output).reshape(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
+
+
+def _row_blocks(logits: Tensor) -> list[Tensor]:
+    """``logits`` ``(…, V)`` as 2-D ``(n, V)`` views of its rows in order, without a copy where the
+    last two dims are contiguous (e.g. one block per row of a ``[:, :-1]`` slice of ``(B, L, V)``)."""
+    try:
+        return [logits.view(-1, logits.shape[-1])]
+    except RuntimeError:
+        return list(logits.reshape(-1, *logits.shape[-2:]))
+
+
+class _FusedTokenLogProbs(torch.autograd.Function):
+    """``log p[id] = x[id] − logsumexp(x)`` per row of float32 ``x = logits``, with the gradient
+
+        ∂ log p[id] / ∂x = onehot(id) − softmax(x),
+
+    each chunk of rows cast to float32 in cache (:data:`FUSED_CHUNK`). The same float32 operations
+    as autograd through ``logits.float()`` (``logsumexp`` per row, ``−g · exp(x − lse)``, then ``+ g``
+    at ``id``), so values and gradients equal it bit for bit; only ``logits`` and ``lse`` are kept."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, token_ids: Tensor) -> Tensor:
+        ids = token_ids.reshape(-1)
+        log_probs = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
+        log_norms = torch.empty_like(log_probs)
+        for span, rows in _float_chunks(logits):
+            log_norms[span] = rows.logsumexp(-1)
+            log_probs[span] = rows.gather(-1, ids[span, None]).squeeze(-1)
+        ctx.save_for_backward(logits, ids, log_norms)
+        return log_probs.sub_(log_norms).reshape(token_ids.shape)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        logits, ids, log_norms = ctx.saved_tensors
+        weights = grad_output.reshape(-1, 1).float()
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        grad_rows = grad.view(-1, logits.shape[-1])
+        for span, rows in _float_chunks(logits):
+            rows.sub_(log_norms[span, None]).exp_().mul_(weights[span].neg())
+            grad_rows[span] = rows.scatter_add_(-1, ids[span, None], weights[span])
+        return grad, None
+
+
+def _float_chunks(logits: Tensor):
+    """``(slice of flat row indices, float32 copy of those rows)`` for chunks of ``logits``' rows."""
+    vocab = logits.shape[-1]
+    step = max(1, (FUSED_CHUNK if logits.device.type == "cpu" else FUSED_CHUNK_ACCELERATOR) // vocab)
+    start = 0
+    for block in _row_blocks(logits):
+        for offset in range(0, block.shape[0], step):
+            rows = block[offset : offset + step].to(torch.float32, copy=True)
+            yield slice(start + offset, start + offset + rows.shape[0]), rows
+        start += block.shape[0]
 
 
 def _guarded_product(p: Tensor, log_ratio: Tensor) -> Tensor:

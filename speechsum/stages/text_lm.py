@@ -65,7 +65,10 @@ def text_lm_losses(
     real (mask ``attention_mask[:, :-1] · attention_mask[:, 1:] · (1 − is_response[:, 1:])``). One
     log-softmax serves both.
     """
-    next_token_log_probs = token_log_probs(logits[:, :-1], input_ids[:, 1:])
+    # every position's row is scored (the last against a dummy id, then dropped): the logits'
+    # gradient is then written whole, with no (B, N, V) zero-padding for a [:, :-1] slice
+    next_ids = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)
+    next_token_log_probs = token_log_probs(logits, next_ids)[:, :-1]
     is_next_response = is_response[:, 1:]
     prompt_pairs = attention_mask[:, :-1] * attention_mask[:, 1:] * (1 - is_next_response)
     return masked_mean(-next_token_log_probs, is_next_response), masked_mean(-next_token_log_probs, prompt_pairs)

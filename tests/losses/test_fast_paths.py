@@ -1,12 +1,14 @@
-"""The fast path of the KD step against its plain reference: the fused generalized-JSD (value and
-student gradient vs autograd through the elementwise terms)."""
+"""Fast loss paths against their plain references: the fused generalized-JSD of the KD step (value
+and student gradient vs autograd through the elementwise terms) and the chunked token log-probs of
+every cross-entropy (bit for bit vs autograd through a float32 copy of the logits)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from speechsum.losses import _jsd_terms, _reduce_kd, generalized_jsd_loss
+from speechsum import losses
+from speechsum.losses import _jsd_terms, _reduce_kd, generalized_jsd_loss, token_log_probs
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
@@ -49,3 +51,49 @@ def test_fused_jsd_with_minus_infinity_logits():
         masked = generalized_jsd_loss(student, teacher, labels, beta=beta)
         (masked_grad,) = torch.autograd.grad(masked, student)
         assert masked.item() == 0.0 and (masked_grad == 0).all()
+
+
+def autograd_token_log_probs(logits, token_ids):
+    """The formula before the chunked function: autograd through ``logits.float()``."""
+    logits = logits.float()
+    return logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def values_and_grads(function, logits, token_ids, weights):
+    logits = logits.detach().requires_grad_()
+    values = function(logits[:, :-1], token_ids)  # a slice, as the losses take it: not contiguous
+    (grad,) = torch.autograd.grad((values * weights).sum(), logits)
+    return values, grad
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_chunked_token_log_probs_equal_autograd_bit_for_bit(dtype, monkeypatch):
+    monkeypatch.setattr(losses, "FUSED_CHUNK", 3 * 97)  # 3 rows per chunk: chunks cross row blocks unevenly
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(4, 9, 97, generator=generator) * 4).to(dtype)
+    logits[0, 2, 5:40] = -float("inf")  # suppressed ids, as decoding and masked heads give
+    token_ids = torch.randint(0, 97, (4, 8), generator=generator)
+    weights = torch.randn(4, 8, generator=generator)
+    weights[1, 3:] = 0.0
+    values, grad = values_and_grads(token_log_probs, logits, token_ids, weights)
+    reference, reference_grad = values_and_grads(autograd_token_log_probs, logits, token_ids, weights)
+    assert values.dtype == torch.float32 and grad.dtype == dtype
+    assert torch.equal(values, reference)
+    assert torch.equal(grad, reference_grad)
+    assert grad[:, -1].abs().sum() == 0 and grad[1, 3:8].abs().sum() == 0
+
+
+def test_chunked_token_log_probs_hand_computed_and_leave_float32_logits_untouched():
+    logits = torch.tensor([[0.0, 1.0, 2.0], [3.0, 3.0, 3.0]], requires_grad=True)
+    before = logits.detach().clone()
+    values = token_log_probs(logits, torch.tensor([2, 0]))
+    log_norm = torch.log(torch.tensor(1.0) + torch.e + torch.e**2)
+    torch.testing.assert_close(values, torch.stack([2.0 - log_norm, -torch.log(torch.tensor(3.0))]))
+    (grad,) = torch.autograd.grad(values.sum(), logits)
+    softmax = before.softmax(-1)
+    torch.testing.assert_close(grad, torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]) - softmax)
+    assert torch.equal(logits.detach(), before)  # the float32 rows are copied before the in-place backward
+    with torch.no_grad():  # evaluation: no graph, the same values
+        assert torch.equal(token_log_probs(logits, torch.tensor([2, 0])), values.detach())
+    one_row = token_log_probs(before[0], torch.tensor(2))  # any leading shape, even none
+    assert one_row.shape == () and one_row == values[0]

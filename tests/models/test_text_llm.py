@@ -230,6 +230,29 @@ def test_text_lm_losses_equal_the_separately_padded_layout(tiny_text_llm, toy_da
         assert module.training_step(batch, 0).item() == pytest.approx(separately_padded_step(module, batch).item(), rel=1e-5)
 
 
+def test_text_lm_losses_equal_the_sliced_autograd_losses_bit_for_bit():
+    """Every position's row through the chunked token log-probs (the last row against a dummy id)
+    gives the losses and logits gradient of the ``[:, :-1]`` slice through autograd, the step
+    before it (benchmarks/text_lm_speed.py's variants up to ``fused_gelu``)."""
+    from benchmarks.text_lm_speed import sliced_text_lm_losses
+    from speechsum.stages.text_lm import text_lm_losses
+
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 7, 50, generator=generator) * 3).to(torch.bfloat16)
+    input_ids = torch.randint(0, 50, (3, 7), generator=generator)
+    attention_mask = torch.tensor([[1] * 7, [0, 0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1]])
+    is_response = torch.tensor([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1]])
+    results = []
+    for losses in (text_lm_losses, sliced_text_lm_losses):
+        leaf = logits.detach().requires_grad_()
+        response_loss, prompt_loss = losses(leaf, input_ids, attention_mask, is_response)
+        (grad,) = torch.autograd.grad(response_loss + 0.7 * prompt_loss, leaf)
+        results.append((response_loss, prompt_loss, grad))
+    (response, prompt, grad), (reference_response, reference_prompt, reference_grad) = results
+    assert torch.equal(response, reference_response) and torch.equal(prompt, reference_prompt)
+    assert torch.equal(grad, reference_grad) and grad[:, -1].abs().sum() == 0
+
+
 def test_text_corpus_adds_text_only_documents(tmp_path, toy_data):
     from speechsum.benchmark.text_corpus import write_text_corpus
     from speechsum.data.manifest import load_manifest
