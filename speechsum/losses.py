@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def token_log_probs(logits: Tensor, token_ids: Tensor) -> Tensor:
@@ -252,6 +254,7 @@ class _FusedTokenLogProbs(torch.autograd.Function):
         return log_probs.sub_(log_norms).reshape(token_ids.shape)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: Tensor):
         logits, ids, log_norms = ctx.saved_tensors
         weights = grad_output.reshape(-1, 1).float()
@@ -263,7 +266,7 @@ class _FusedTokenLogProbs(torch.autograd.Function):
         return grad, None
 
 
-def _float_chunks(logits: Tensor):
+def _float_chunks(logits: Tensor) -> Iterator[tuple[slice, Tensor]]:
     """``(slice of flat row indices, float32 copy of those rows)`` for chunks of ``logits``' rows."""
     vocab = logits.shape[-1]
     step = max(1, (FUSED_CHUNK if logits.device.type == "cpu" else FUSED_CHUNK_ACCELERATOR) // vocab)
