@@ -267,3 +267,28 @@ def test_a_teacher_model_name_the_server_does_not_serve_is_named(teacher_dir, ba
     from speechsum.cli import known_error  # `speechsum fit` ends with this line, not a traceback
 
     assert known_error("fit", error.value) == (str(error.value), 1)
+
+
+def test_a_remote_teachers_token_id_beyond_the_students_logits_is_named_not_an_index_crash(tiny_composed,
+                                                                                           batch_and_completion):
+    """Before: a top-k id the student has no logit for reached the loss's gather: an index error
+    traceback on the CPU (a device-side assert on CUDA), naming neither the endpoint nor the cause."""
+    from speechsum.stages.kd.module import OnPolicyKDModule
+    from speechsum.utils.replies import EndpointError
+    from tests.servers import JSONServer
+
+    def wider_vocabulary(reply, choice, logprobs, prompt_logprobs):  # the served model's vocabulary is larger
+        for top in logprobs["top_logprobs"][1:]:
+            top["token_id:100000"] = -0.5
+
+    batch, ids, mask = batch_and_completion
+    with JSONServer(lambda request: _scoring_reply(request["prompt"], wider_vocabulary)) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, attempts=1)
+        teacher.attach(student_tokenizer(), "<|im_end|>")
+        scores = teacher.score(batch, ids, mask)
+    module = OnPolicyKDModule(tiny_composed, teacher, max_new_tokens=6)
+    logits = torch.zeros(*ids.shape, tiny_composed.llm.get_input_embeddings().num_embeddings)
+    with pytest.raises(EndpointError) as error:
+        module.kd_loss(logits, ids, mask, scores)
+    assert str(error.value).startswith(f"{server.url}/: the teacher's top-k names token id 100000, beyond the "
+                                       f"student's {logits.shape[-1]} logits")

@@ -30,7 +30,7 @@ from speechsum.models.policy import TrainingPolicy
 from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
 from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.remote import RetryCounter, with_retries
-from speechsum.utils.replies import chat_text, fetch_reply, first_choice
+from speechsum.utils.replies import EndpointError, chat_text, fetch_reply, first_choice
 
 
 @dataclass
@@ -121,6 +121,14 @@ class Teacher(ABC):
     @abstractmethod
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         """The teacher's own summaries (greedy) of each example: the targets of sequence-level KD."""
+
+    def check_scores(self, scores: TeacherScores, vocab_size: int) -> None:
+        """Raise ``ValueError`` unless ``scores`` fit a student with ``vocab_size`` logits per position."""
+        if scores.logits is not None and scores.logits.shape[-1] != vocab_size:
+            raise ValueError(
+                f"student logits have {vocab_size} entries, the teacher's {scores.logits.shape[-1]}: give both "
+                "models the same vocabulary size"
+            )
 
 
 class HFTeacher(Teacher):
@@ -290,6 +298,24 @@ class OpenAICompatibleTeacher(Teacher):
             self._client = openai_client(self.base_url, self.api_key_env, self.timeout)
         return self._client
 
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to (named in every error about its replies)."""
+        return str(self.client.base_url)
+
+    def check_scores(self, scores: TeacherScores, vocab_size: int) -> None:
+        """An :class:`EndpointError` for a top-k token id the student has no logit for (the server's
+        model has a larger vocabulary): the loss would index past the student's logits."""
+        ids = scores.topk_ids
+        largest = int(ids.max()) if ids is not None and ids.numel() else -1
+        if largest >= vocab_size:
+            raise EndpointError(
+                f"{self.endpoint}: the teacher's top-k names token id {largest}, beyond the student's {vocab_size} "
+                "logits: the served model's vocabulary is not the student's. Serve a teacher with the student's "
+                "tokenizer and vocabulary size for token-level KD, or set the teacher's scoring: none "
+                "(sequence-level KD)"
+            )
+
     def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
         from speechsum.models.base import load_tokenizer
         from speechsum.models.text_llm import TextProcessor
@@ -317,7 +343,7 @@ class OpenAICompatibleTeacher(Teacher):
             kwargs = {"echo": True}
         else:
             kwargs = {"echo": True, "logprobs": k}
-        endpoint = str(self.client.base_url)
+        endpoint = self.endpoint
         try:
             choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
                 lambda: first_choice(fetch_reply(endpoint, lambda: self.client.completions.create(
@@ -369,7 +395,7 @@ class OpenAICompatibleTeacher(Teacher):
             key = cache_key("seq-kd-v2", self.model, messages, max_new_tokens, self.summary_temperature)
             if self._cache is not None and (hit := self._cache.get(key)) is not None:
                 return hit["summary"]
-            endpoint = str(self.client.base_url)
+            endpoint = self.endpoint
             summary = self._call(
                 lambda: chat_text(fetch_reply(endpoint, lambda: self.client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_new_tokens,
