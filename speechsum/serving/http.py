@@ -165,6 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/v1/"):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
             self._check_route(method, path)  # before the body too: a 404/405 says more than its size (413)
+            if method == "OPTIONS":  # what the route takes, no body (a client's or proxy's capability check)
+                status = self._send_no_content({"Allow": _allowed_methods(path)})
+                return
             body = self._read_body()
             status, payload = self._route(path, body)
             usage = payload.get("usage")
@@ -185,13 +188,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_route(self, method: str, path: str) -> None:
         """404 for a path this server has no route for, 405 for a method its route does not take;
         answered without reading the body, so the connection is closed when one may follow."""
-        reads = path in GET_ROUTES or path.startswith("/v1/models/")
-        if (reads and method in ("GET", "HEAD")) or (path in POST_ROUTES and method == "POST"):
+        allowed = _allowed_methods(path)
+        if allowed and method in allowed.split(", "):
             return
         if self._body_may_follow():
             self.close_connection = True  # the unread body must not be parsed as the next request
-        if reads or path in POST_ROUTES:
-            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+        if allowed:  # Allow: what the route takes, as a 405 must say (RFC 9110)
+            raise APIError(405, f"Method {method} is not allowed on {path} (it takes {allowed}).",
+                           code="method_not_allowed", headers={"Allow": allowed})
         hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
         if f"/v1{path}" in (*POST_ROUTES, *GET_ROUTES):  # a client's base_url without its /v1
             hint = f" (did you mean /v1{path}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
@@ -306,6 +310,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return 499
 
+    def _send_no_content(self, headers: dict[str, str]) -> int:
+        self.send_response(204)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        return 204
+
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         try:
             data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -321,6 +334,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _allowed_methods(path: str) -> str | None:
+    """The methods a route takes, as an ``Allow`` header lists them; None for a path with no route."""
+    if path in GET_ROUTES or path.startswith("/v1/models/"):
+        return "GET, HEAD, OPTIONS"
+    return "POST, OPTIONS" if path in POST_ROUTES else None
 
 
 def _complete_one(backend: Backend, request: CompletionRequest, index: int, prompts: int) -> CompletionOutput:

@@ -101,7 +101,7 @@ def test_an_unknown_route_or_method_is_answered_before_its_body_is_read():
         with _connect(url) as sock:
             sock.sendall(b"PUT /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
             answer = _answer(sock)
-        assert answer.startswith("HTTP/1.1 405") and "Method PUT is not allowed on /v1/chat/completions." in answer
+        assert answer.startswith("HTTP/1.1 405") and "Method PUT is not allowed on /v1/chat/completions (it takes POST, OPTIONS)." in answer
         with _connect(url) as sock:  # a POST route still sizes its body first
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
             assert _answer(sock).startswith("HTTP/1.1 413")
@@ -226,3 +226,21 @@ def test_an_ipv6_host_is_served():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_405_names_the_allowed_methods_and_options_answers_them():
+    """Before: a 405 without the Allow header a 405 must carry (RFC 9110), and OPTIONS, the request
+    that asks for it, was itself a 405 error."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:
+        for method, path, allowed in (("DELETE", "/v1/chat/completions", "POST, OPTIONS"),
+                                      ("POST", "/v1/models", "GET, HEAD, OPTIONS")):
+            with _connect(url) as sock:
+                sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+                head = sock.recv(65536).decode()
+            assert head.startswith("HTTP/1.1 405") and f"\r\nAllow: {allowed}\r\n" in head
+        with _connect(url) as sock:  # keep-alive: the next request on the connection is answered too
+            options = b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(options + _post(CHAT, "Connection: close\r\n"))
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 204 No Content\r\n") and "\r\nAllow: POST, OPTIONS\r\n" in answer
+        assert "HTTP/1.1 200 OK" in answer.split("\r\n\r\n", 1)[1]
