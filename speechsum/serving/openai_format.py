@@ -128,16 +128,16 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
 
 
 def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int | None, low: int) -> int | None:
-    for name in names:
-        value = _integer(body, name, None, low)
-        if value is not None:
-            if value > limits.max_tokens:
-                raise _bad(
-                    f"'{name}' is {value}, above this server's limit of {limits.max_tokens} "
-                    "(--max-tokens-limit).",
-                    name,
-                )
-            return value
+    given = {name: value for name in names if (value := _integer(body, name, None, low)) is not None}
+    if len(set(given.values())) > 1:  # one would be dropped unseen: say so rather than pick
+        shown = " and ".join(f"'{name}' is {value}" for name, value in given.items())
+        raise _bad(f"{shown}: send one of them ('max_tokens' is the older name of 'max_completion_tokens').",
+                   names[-1])
+    for name, value in given.items():
+        if value > limits.max_tokens:
+            raise _bad(f"'{name}' is {value}, above this server's limit of {limits.max_tokens} (--max-tokens-limit).",
+                       name)
+        return value
     return default
 
 

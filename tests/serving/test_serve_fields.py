@@ -57,6 +57,10 @@ def _refusal(create, **kwargs) -> dict:
      "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
     (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
      "max_completion_tokens"),
+    # both names, two values: max_completion_tokens won unseen (before)
+    (True, dict(messages=USER, max_tokens=3, max_completion_tokens=5),
+     "'max_completion_tokens' is 5 and 'max_tokens' is 3: send one of them ('max_tokens' is the older name of "
+     "'max_completion_tokens').", "max_tokens"),
     # the value sent, in JSON (before: "got a number", "got a string": which number, why a string?)
     (True, dict(messages=USER, max_tokens=2.5), "'max_tokens' must be an integer, got 2.5.", "max_tokens"),
     (True, dict(messages=USER, extra_body={"n": "2"}), "'n' must be an integer, got \"2\".", "n"),
