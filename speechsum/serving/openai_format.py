@@ -234,7 +234,7 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
 
 
 def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, list[AudioInput]]:
-    """The message's text (text parts joined) and its ``input_audio`` parts."""
+    """The message's text (text parts joined by line breaks, as vLLM) and its ``input_audio`` parts."""
     content = message.get("content")
     if content is None or content == []:
         if message.get("role") == "assistant":  # an assistant turn may be empty
@@ -259,7 +259,7 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
                 hint = AUDIO_URL_HINT if kind == "audio_url" else ""
                 raise _bad(f"{where} is {got}: only text and input_audio parts are supported{hint}.", f"{where}.type")
-        return "".join(texts), audio
+        return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
 

@@ -145,7 +145,7 @@ class AudioInput:
 @dataclass
 class ChatRequest:
     """A ``/v1/chat/completions`` request: OpenAI ``messages`` (role + string content: the text
-    parts joined); ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per
+    parts joined by line breaks); ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per
     token; ``audio``: the ``input_audio`` parts (only for backends that read audio)."""
 
     messages: list[dict]

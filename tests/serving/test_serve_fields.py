@@ -114,6 +114,15 @@ def test_a_wrong_prompt_element_is_named(served, prompt, message):
     assert (body["message"], body["param"]) == (message, "prompt")
 
 
+def test_text_parts_reach_the_model_on_separate_lines_as_vllm_joins_them():
+    """Before: joined with nothing, so parts "Summarize the meeting." and "Transcript: we met." reached the
+    chat template as "Summarize the meeting.Transcript: we met." (vLLM joins them with a line break)."""
+    with serve_in_thread(ScriptedChatBackend(lambda messages: messages[0]["content"])) as url:
+        parts = [{"type": "text", "text": "Summarize the meeting."}, {"type": "text", "text": "Transcript: we met."}]
+        reply = openai_client(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": parts}])
+    assert reply.choices[0].message.content == "Summarize the meeting.\nTranscript: we met."
+
+
 def test_an_unsupported_content_part_is_named(served):
     _, url = served
     messages = [{"role": "user", "content": [{"type": "text", "text": "a"},
