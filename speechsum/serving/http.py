@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
+from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -169,9 +170,12 @@ class _Handler(BaseHTTPRequestHandler):
                 status = self._send_no_content({"Allow": _allowed_methods(path)})
                 return
             body = self._read_body()
-            status, payload = self._route(path, body)
+            status, payload, stream = self._route(path, body)
             usage = payload.get("usage")
-            self._send(status, payload)
+            if stream is None:
+                self._send(status, payload)
+            else:
+                self._send_bytes(status, "text/event-stream", event_stream(stream_chunks(payload, stream), _json_bytes))
         except APIError as error:
             status = self._send_error(error)
         except CLIENT_GONE:
@@ -207,29 +211,31 @@ class _Handler(BaseHTTPRequestHandler):
         return (self.headers.get("Transfer-Encoding") is not None or any(v.strip() != "0" for v in lengths)
                 or (not lengths and self.command == "POST"))
 
-    def _route(self, path: str, body: bytes) -> tuple[int, dict]:
-        """The answer to a request :meth:`_check_route` let through."""
+    def _route(self, path: str, body: bytes) -> tuple[int, dict, bool | None]:
+        """The answer to a request :meth:`_check_route` let through, and how to send it: None as one
+        JSON object, else as a stream (True: with a usage chunk; :func:`stream_mode`)."""
         backend, limits = self.server.backend, self.server.limits
         if path == "/health":
-            return 200, {"status": "ok"}
+            return 200, {"status": "ok"}, None
         if path == "/v1/models":
-            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
+            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created), None
         if path.startswith("/v1/models/"):
             name = unquote(path.removeprefix("/v1/models/"))
             if name != backend.model_name:
                 raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
                                param="model", code="model_not_found")
-            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
+            card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
+            return 200, card, None
+        request = _json_object(body)
+        fmt.check_model(request, backend.model_name)
         if path == "/v1/completions":
-            request = _json_object(body)
-            fmt.check_model(request, backend.model_name)
             requests, as_ids = fmt.parse_completion(request, limits)
             outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
-            return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
-        request = _json_object(body)  # POST /v1/chat/completions
-        fmt.check_model(request, backend.model_name)
-        chat, as_ids = fmt.parse_chat(request, limits)
-        return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+            reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
+        else:  # POST /v1/chat/completions
+            chat, as_ids = fmt.parse_chat(request, limits)
+            reply = fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+        return 200, reply, stream_mode(request)
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _check_headers(self) -> None:
@@ -320,12 +326,11 @@ class _Handler(BaseHTTPRequestHandler):
         return 204
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        try:
-            data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate echoed from a request: escape it, send valid JSON
-            data = json.dumps(payload, ensure_ascii=True, allow_nan=False).encode("ascii")
+        self._send_bytes(status, "application/json", _json_bytes(payload), headers)
+
+    def _send_bytes(self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -334,6 +339,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _json_bytes(payload: dict) -> bytes:
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from a request: escape it, send valid JSON
+        return json.dumps(payload, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _allowed_methods(path: str) -> str | None:

@@ -46,8 +46,9 @@ def _refusal(create, **kwargs) -> dict:
      "'modalities' is not supported by speechsum serve: it answers with text only; leave 'modalities' out or send "
      "[\"text\"]; got [\"text\", \"audio\"].", "modalities"),
     (True, dict(messages=USER, stream_options={"include_usage": True}),
-     "'stream_options' is not supported by speechsum serve: it does not stream; got {\"include_usage\": true}.",
-     "stream_options"),
+     "'stream_options' is only allowed when 'stream' is true.", "stream_options"),
+    (True, dict(messages=USER, stream=True, stream_options={"include_usage": 1}),
+     "'stream_options' takes only {\"include_usage\": true or false}; got {\"include_usage\": 1}.", "stream_options"),
     (True, dict(messages=USER, reasoning_effort="low"),
      "'reasoning_effort' is not supported by speechsum serve: the served model is not an OpenAI reasoning model; "
      "got \"low\".", "reasoning_effort"),
