@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import re
+import select
 import socket
 import sys
 import time
@@ -230,14 +231,27 @@ class _Handler(BaseHTTPRequestHandler):
         fmt.check_model(request, backend.model_name)
         if path == "/v1/completions":
             requests, as_ids = fmt.parse_completion(request, limits)
+            for one in requests:
+                one.client_gone = self._client_gone
             outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         else:  # POST /v1/chat/completions
             chat, as_ids = fmt.parse_chat(request, limits)
+            chat.client_gone = self._client_gone
             reply = fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
         return 200, reply, stream_mode(request)
 
     # ------------------------------------------------------------------------------------------ plumbing
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its connection (its end reads as closed, or was reset); a
+        pipelined next request reads as data, not as gone. As nginx's 499: a half-close counts as gone."""
+        try:
+            if not select.select([self.connection], [], [], 0)[0]:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _check_headers(self) -> None:
         # a header line the parser could not read: it drops every header after it. Not the defects it notes
         # for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines
