@@ -15,6 +15,7 @@ only completion positions are aligned between teacher and student. Kinds:
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
@@ -31,6 +32,8 @@ from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logpro
 from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import EndpointError, chat_text, fetch_reply, first_choice
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -289,6 +292,7 @@ class OpenAICompatibleTeacher(Teacher):
         self._cache = None
         self._prompter = None
         self.retries = RetryCounter()  # transient endpoint errors retried (logged as teacher/retries)
+        self._warned_short_top = False
 
     @property
     def client(self):
@@ -367,6 +371,7 @@ class OpenAICompatibleTeacher(Teacher):
         ids, mask = completion_ids.tolist(), completion_mask.tolist()
         completions = [[t for t, m in zip(row, row_mask) if m] for row, row_mask in zip(ids, mask)]
         results = map_concurrent(self._score_one, list(zip(prompts, completions)), self.max_workers, progress=False)
+        self._note_short_top([len(top) for _, tops in results for top in tops])
         shape = completion_ids.shape
         token_lps = torch.zeros(shape)
         top_lps = torch.full((*shape, self.top_k), -float("inf"))
@@ -383,6 +388,17 @@ class OpenAICompatibleTeacher(Teacher):
         return TeacherScores(topk_log_probs=top_lps, topk_ids=top_ids, token_log_probs=token_lps).to(
             completion_ids.device
         )
+
+    def _note_short_top(self, sizes: list[int]) -> None:
+        """One warning when the server sent fewer alternatives per position than ``top_k`` everywhere
+        (a server capping its log-probs): the loss then puts the rest of the teacher's mass in the tail."""
+        most = max(sizes, default=self.top_k)
+        if most < self.top_k and not self._warned_short_top:
+            self._warned_short_top = True
+            LOG.warning("%s returned at most %d alternatives per position where top_k=%d were asked: the server caps "
+                        "its log-probs; KD runs on those %d plus the tail (lower top_k to match, or serve the teacher "
+                        "with vLLM or speechsum serve --max-logprobs %d)", self.endpoint, most, self.top_k, most,
+                        self.top_k)
 
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         from speechsum.models.text_prompt import text_messages
