@@ -28,10 +28,17 @@ from transformers import PreTrainedTokenizerBase
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
-from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
+from speechsum.stages.kd.remote_scores import (
+    Scores,
+    check_top_ids,
+    echo_scores,
+    prompt_logprob_scores,
+    refusal,
+    short_top_warning,
+)
 from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.remote import RetryCounter, with_retries
-from speechsum.utils.replies import EndpointError, chat_text, fetch_reply, first_choice
+from speechsum.utils.replies import chat_text, fetch_reply, first_choice
 
 LOG = logging.getLogger(__name__)
 
@@ -308,17 +315,7 @@ class OpenAICompatibleTeacher(Teacher):
         return str(self.client.base_url)
 
     def check_scores(self, scores: TeacherScores, vocab_size: int) -> None:
-        """An :class:`EndpointError` for a top-k token id the student has no logit for (the server's
-        model has a larger vocabulary): the loss would index past the student's logits."""
-        ids = scores.topk_ids
-        largest = int(ids.max()) if ids is not None and ids.numel() else -1
-        if largest >= vocab_size:
-            raise EndpointError(
-                f"{self.endpoint}: the teacher's top-k names token id {largest}, beyond the student's {vocab_size} "
-                "logits: the served model's vocabulary is not the student's. Serve a teacher with the student's "
-                "tokenizer and vocabulary size for token-level KD, or set the teacher's scoring: none "
-                "(sequence-level KD)"
-            )
+        check_top_ids(scores.topk_ids, vocab_size, self.endpoint)
 
     def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
         from speechsum.models.base import load_tokenizer
@@ -390,15 +387,11 @@ class OpenAICompatibleTeacher(Teacher):
         )
 
     def _note_short_top(self, sizes: list[int]) -> None:
-        """One warning when the server sent fewer alternatives per position than ``top_k`` everywhere
-        (a server capping its log-probs): the loss then puts the rest of the teacher's mass in the tail."""
-        most = max(sizes, default=self.top_k)
-        if most < self.top_k and not self._warned_short_top:
+        """One warning (:func:`short_top_warning`) per teacher, not per batch."""
+        warning = None if self._warned_short_top else short_top_warning(sizes, self.top_k, self.endpoint)
+        if warning:
             self._warned_short_top = True
-            LOG.warning("%s returned at most %d alternatives per position where top_k=%d were asked: the server caps "
-                        "its log-probs; KD runs on those %d plus the tail (lower top_k to match, or serve the teacher "
-                        "with vLLM or speechsum serve --max-logprobs %d)", self.endpoint, most, self.top_k, most,
-                        self.top_k)
+            LOG.warning(warning)
 
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         from speechsum.models.text_prompt import text_messages
