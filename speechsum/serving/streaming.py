@@ -10,7 +10,7 @@ carries ``"usage": null`` and a last chunk with no choices carries the usage; th
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
 
 from speechsum.serving.protocol import APIError
 
@@ -61,6 +61,6 @@ def stream_chunks(reply: dict, include_usage: bool) -> list[dict]:
     return chunks
 
 
-def event_stream(chunks: list[dict], encode: Any) -> bytes:
+def event_stream(chunks: list[dict], encode: Callable[[dict], bytes]) -> bytes:
     """The body of a ``text/event-stream`` answer: each chunk as ``data: <json>``, then ``data: [DONE]``."""
     return b"".join(b"data: " + encode(chunk) + b"\n\n" for chunk in chunks) + DONE
