@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
+from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 
@@ -48,7 +49,7 @@ class APIServer(ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog (the standard library's 5 resets bursts of connections)
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
-                 max_request_bytes: int, limits: fmt.Limits) -> None:
+                 max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = ()) -> None:
         if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -56,6 +57,7 @@ class APIServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.max_request_bytes = max_request_bytes
         self.limits = limits
+        self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
         self.created = int(time.time())
 
     def handle_error(self, request: Any, client_address: tuple) -> None:
@@ -82,6 +84,7 @@ def build_server(
     max_logprobs: int = 20,
     max_n: int = 16,
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
+    allowed_origins: tuple[str, ...] = (),
 ) -> APIServer:
     """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
 
@@ -90,13 +93,14 @@ def build_server(
     ``max_tokens``; ``max_logprobs``: largest top-k; ``max_n``: most samples per prompt.
     ``max_audio_bytes``: largest ``input_audio`` file, for a backend that reads audio
     (``backend.reads_audio``); its base64 size is added to the body limit, so a larger body is
-    refused from its Content-Length before anything is read or decoded.
+    refused from its Content-Length before anything is read or decoded. ``allowed_origins``: browser
+    origins answered with CORS headers ("*": any; default none, :mod:`speechsum.serving.cors`).
     """
     audio_bytes = max_audio_bytes if getattr(backend, "reads_audio", False) else 0
     limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n,
                         max_audio_bytes=audio_bytes)
     body_limit = max_request_bytes + 4 * -(-audio_bytes // 3)  # + the audio's base64 length
-    return APIServer((host, port), backend, api_key or None, body_limit, limits)
+    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -164,11 +168,13 @@ class _Handler(BaseHTTPRequestHandler):
         status, usage = 500, None
         try:
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/") and method != "OPTIONS":  # a CORS preflight carries no key
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
             self._check_route(method, path)  # before the body too: a 404/405 says more than its size (413)
             if method == "OPTIONS":  # what the route takes, no body (a client's or proxy's capability check)
-                status = self._send_no_content({"Allow": _allowed_methods(path)})
+                methods = _allowed_methods(path)
+                cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
+                status = self._send_no_content({"Allow": methods, **cors})
                 return
             body = self._read_body()
             status, payload, stream = self._route(path, body)
@@ -346,7 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        cors = cors_headers(getattr(self, "headers", None), self.server.allowed_origins)  # none: request line unread
+        for name, value in {**cors, **(headers or {})}.items():
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
