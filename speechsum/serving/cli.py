@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key-env", type=key_variable, default=None, metavar="NAME",
                         help="name of an environment variable holding the API key clients must send as "
                         "'Authorization: Bearer <key>' (default: no key needed). The key is never logged.")
+    parser.add_argument("--allowed-origins", nargs="+", default=[], metavar="ORIGIN",
+                        help="browser origins (e.g. http://localhost:3000, or '*' for any) whose requests get CORS "
+                        "headers, so a web page there can call the server (default: none)")
     parser.add_argument("--served-model-name", default=None, metavar="NAME",
                         help="model name clients use in requests and see in /v1/models (default: the directory name)")
     parser.add_argument("--max-request-bytes", type=at_least(1), default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server = build_server(backend, host=args.host, port=args.port, api_key=api_key,
                               max_request_bytes=args.max_request_bytes, max_tokens_limit=args.max_tokens_limit,
-                              max_logprobs=args.max_logprobs, max_audio_bytes=args.max_audio_bytes)
+                              max_logprobs=args.max_logprobs, max_audio_bytes=args.max_audio_bytes,
+                              allowed_origins=tuple(args.allowed_origins))
     except OSError as err:  # the port is taken, the address is not this machine's or does not resolve
         raise SystemExit(f"speechsum serve: cannot listen on {args.host}:{args.port}: {err.strerror or err}; "
                          "pick another --port (0: any free one) or --host") from None

@@ -26,6 +26,7 @@ from speechsum.serving.protocol import (
     Generation,
     Sampling,
     TokenLogprob,
+    check_client,
 )
 
 CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
@@ -112,10 +113,12 @@ class HFBackend:
     # ------------------------------------------------------------------------------------ public API
     def complete(self, request: CompletionRequest) -> CompletionOutput:
         with self._lock:  # the tokenizer too: fast tokenizers are not safe to share between threads
+            check_client(request.client_gone)
             return self._complete(request)
 
     def chat(self, request: ChatRequest) -> ChatOutput:
         with self._lock:
+            check_client(request.client_gone)
             return self._chat(request)
 
     def _complete(self, request: CompletionRequest) -> CompletionOutput:

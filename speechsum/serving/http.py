@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import re
+import select
 import socket
 import sys
 import time
@@ -20,7 +21,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
+from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
+from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -46,7 +49,7 @@ class APIServer(ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog (the standard library's 5 resets bursts of connections)
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
-                 max_request_bytes: int, limits: fmt.Limits) -> None:
+                 max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = ()) -> None:
         if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -54,6 +57,7 @@ class APIServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.max_request_bytes = max_request_bytes
         self.limits = limits
+        self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
         self.created = int(time.time())
 
     def handle_error(self, request: Any, client_address: tuple) -> None:
@@ -80,6 +84,7 @@ def build_server(
     max_logprobs: int = 20,
     max_n: int = 16,
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
+    allowed_origins: tuple[str, ...] = (),
 ) -> APIServer:
     """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
 
@@ -88,13 +93,14 @@ def build_server(
     ``max_tokens``; ``max_logprobs``: largest top-k; ``max_n``: most samples per prompt.
     ``max_audio_bytes``: largest ``input_audio`` file, for a backend that reads audio
     (``backend.reads_audio``); its base64 size is added to the body limit, so a larger body is
-    refused from its Content-Length before anything is read or decoded.
+    refused from its Content-Length before anything is read or decoded. ``allowed_origins``: browser
+    origins answered with CORS headers ("*": any; default none, :mod:`speechsum.serving.cors`).
     """
     audio_bytes = max_audio_bytes if getattr(backend, "reads_audio", False) else 0
     limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n,
                         max_audio_bytes=audio_bytes)
     body_limit = max_request_bytes + 4 * -(-audio_bytes // 3)  # + the audio's base64 length
-    return APIServer((host, port), backend, api_key or None, body_limit, limits)
+    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -162,13 +168,21 @@ class _Handler(BaseHTTPRequestHandler):
         status, usage = 500, None
         try:
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/") and method != "OPTIONS":  # a CORS preflight carries no key
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
             self._check_route(method, path)  # before the body too: a 404/405 says more than its size (413)
+            if method == "OPTIONS":  # what the route takes, no body (a client's or proxy's capability check)
+                methods = _allowed_methods(path)
+                cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
+                status = self._send_no_content({"Allow": methods, **cors})
+                return
             body = self._read_body()
-            status, payload = self._route(path, body)
+            status, payload, stream = self._route(path, body)
             usage = payload.get("usage")
-            self._send(status, payload)
+            if stream is None:
+                self._send(status, payload)
+            else:
+                self._send_bytes(status, "text/event-stream", event_stream(stream_chunks(payload, stream), _json_bytes))
         except APIError as error:
             status = self._send_error(error)
         except CLIENT_GONE:
@@ -185,13 +199,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_route(self, method: str, path: str) -> None:
         """404 for a path this server has no route for, 405 for a method its route does not take;
         answered without reading the body, so the connection is closed when one may follow."""
-        reads = path in GET_ROUTES or path.startswith("/v1/models/")
-        if (reads and method in ("GET", "HEAD")) or (path in POST_ROUTES and method == "POST"):
+        allowed = _allowed_methods(path)
+        if allowed and method in allowed.split(", "):
             return
         if self._body_may_follow():
             self.close_connection = True  # the unread body must not be parsed as the next request
-        if reads or path in POST_ROUTES:
-            raise APIError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+        if allowed:  # Allow: what the route takes, as a 405 must say (RFC 9110)
+            raise APIError(405, f"Method {method} is not allowed on {path} (it takes {allowed}).",
+                           code="method_not_allowed", headers={"Allow": allowed})
         hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
         if f"/v1{path}" in (*POST_ROUTES, *GET_ROUTES):  # a client's base_url without its /v1
             hint = f" (did you mean /v1{path}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
@@ -203,31 +218,46 @@ class _Handler(BaseHTTPRequestHandler):
         return (self.headers.get("Transfer-Encoding") is not None or any(v.strip() != "0" for v in lengths)
                 or (not lengths and self.command == "POST"))
 
-    def _route(self, path: str, body: bytes) -> tuple[int, dict]:
-        """The answer to a request :meth:`_check_route` let through."""
+    def _route(self, path: str, body: bytes) -> tuple[int, dict, bool | None]:
+        """The answer to a request :meth:`_check_route` let through, and how to send it: None as one
+        JSON object, else as a stream (True: with a usage chunk; :func:`stream_mode`)."""
         backend, limits = self.server.backend, self.server.limits
         if path == "/health":
-            return 200, {"status": "ok"}
+            return 200, {"status": "ok"}, None
         if path == "/v1/models":
-            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
+            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created), None
         if path.startswith("/v1/models/"):
             name = unquote(path.removeprefix("/v1/models/"))
             if name != backend.model_name:
                 raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
                                param="model", code="model_not_found")
-            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
-        if path == "/v1/completions":
-            request = _json_object(body)
-            fmt.check_model(request, backend.model_name)
-            requests, as_ids = fmt.parse_completion(request, limits)
-            outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
-            return 200, fmt.completion_response(backend.model_name, requests, outputs, as_ids)
-        request = _json_object(body)  # POST /v1/chat/completions
+            card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
+            return 200, card, None
+        request = _json_object(body)
         fmt.check_model(request, backend.model_name)
-        chat, as_ids = fmt.parse_chat(request, limits)
-        return 200, fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+        if path == "/v1/completions":
+            requests, as_ids = fmt.parse_completion(request, limits)
+            for one in requests:
+                one.client_gone = self._client_gone
+            outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
+            reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
+        else:  # POST /v1/chat/completions
+            chat, as_ids = fmt.parse_chat(request, limits)
+            chat.client_gone = self._client_gone
+            reply = fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+        return 200, reply, stream_mode(request)
 
     # ------------------------------------------------------------------------------------------ plumbing
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its connection (its end reads as closed, or was reset); a
+        pipelined next request reads as data, not as gone. As nginx's 499: a half-close counts as gone."""
+        try:
+            if not select.select([self.connection], [], [], 0)[0]:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _check_headers(self) -> None:
         # a header line the parser could not read: it drops every header after it. Not the defects it notes
         # for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines
@@ -306,21 +336,44 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return 499
 
+    def _send_no_content(self, headers: dict[str, str]) -> int:
+        self.send_response(204)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        return 204
+
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        try:
-            data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate echoed from a request: escape it, send valid JSON
-            data = json.dumps(payload, ensure_ascii=True, allow_nan=False).encode("ascii")
+        self._send_bytes(status, "application/json", _json_bytes(payload), headers)
+
+    def _send_bytes(self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        cors = cors_headers(getattr(self, "headers", None), self.server.allowed_origins)  # none: request line unread
+        for name, value in {**cors, **(headers or {})}.items():
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _json_bytes(payload: dict) -> bytes:
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from a request: escape it, send valid JSON
+        return json.dumps(payload, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _allowed_methods(path: str) -> str | None:
+    """The methods a route takes, as an ``Allow`` header lists them; None for a path with no route."""
+    if path in GET_ROUTES or path.startswith("/v1/models/"):
+        return "GET, HEAD, OPTIONS"
+    return "POST, OPTIONS" if path in POST_ROUTES else None
 
 
 def _complete_one(backend: Backend, request: CompletionRequest, index: int, prompts: int) -> CompletionOutput:

@@ -128,16 +128,16 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
 
 
 def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int | None, low: int) -> int | None:
-    for name in names:
-        value = _integer(body, name, None, low)
-        if value is not None:
-            if value > limits.max_tokens:
-                raise _bad(
-                    f"'{name}' is {value}, above this server's limit of {limits.max_tokens} "
-                    "(--max-tokens-limit).",
-                    name,
-                )
-            return value
+    given = {name: value for name in names if (value := _integer(body, name, None, low)) is not None}
+    if len(set(given.values())) > 1:  # one would be dropped unseen: say so rather than pick
+        shown = " and ".join(f"'{name}' is {value}" for name, value in given.items())
+        raise _bad(f"{shown}: send one of them ('max_tokens' is the older name of 'max_completion_tokens').",
+                   names[-1])
+    for name, value in given.items():
+        if value > limits.max_tokens:
+            raise _bad(f"'{name}' is {value}, above this server's limit of {limits.max_tokens} (--max-tokens-limit).",
+                       name)
+        return value
     return default
 
 
@@ -234,7 +234,7 @@ def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioI
 
 
 def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, list[AudioInput]]:
-    """The message's text (text parts joined) and its ``input_audio`` parts."""
+    """The message's text (text parts joined by line breaks, as vLLM) and its ``input_audio`` parts."""
     content = message.get("content")
     if content is None or content == []:
         if message.get("role") == "assistant":  # an assistant turn may be empty
@@ -259,7 +259,7 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
                 hint = AUDIO_URL_HINT if kind == "audio_url" else ""
                 raise _bad(f"{where} is {got}: only text and input_audio parts are supported{hint}.", f"{where}.type")
-        return "".join(texts), audio
+        return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
 

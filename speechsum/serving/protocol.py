@@ -7,6 +7,7 @@ The HTTP layer (:mod:`speechsum.serving.http`) parses OpenAI-style JSON into the
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -45,6 +46,22 @@ class APIError(Exception):
 def _default_error_type(status: int) -> str:
     # OpenAI's types: its 401s and 404s are "invalid_request_error" too (code: invalid_api_key, model_not_found)
     return {429: "rate_limit_error"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+class ClientGone(ConnectionAbortedError):
+    """The client closed its connection while its request waited for the model: nothing to answer."""
+
+
+def client_present() -> bool:
+    return False
+
+
+def check_client(client_gone: Callable[[], bool]) -> None:
+    """Raise :class:`ClientGone` when the request's client has closed its connection: a backend calls
+    it once the model is its (after waiting for the lock), so a request its client gave up on (a timeout,
+    then a retry) is not generated for nobody while the retry waits behind it."""
+    if client_gone():
+        raise ClientGone("the client closed its connection while its request waited for the model")
 
 
 @dataclass
@@ -112,6 +129,7 @@ class CompletionRequest:
     echo: bool = False
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    client_gone: Callable[[], bool] = field(default=client_present, repr=False, compare=False)
 
     @property
     def prompt_top_k(self) -> int | None:
@@ -145,7 +163,7 @@ class AudioInput:
 @dataclass
 class ChatRequest:
     """A ``/v1/chat/completions`` request: OpenAI ``messages`` (role + string content: the text
-    parts joined); ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per
+    parts joined by line breaks); ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per
     token; ``audio``: the ``input_audio`` parts (only for backends that read audio)."""
 
     messages: list[dict]
@@ -153,6 +171,7 @@ class ChatRequest:
     top_logprobs: int | None = None
     json_mode: bool = False
     audio: list[AudioInput] = field(default_factory=list)
+    client_gone: Callable[[], bool] = field(default=client_present, repr=False, compare=False)
 
 
 @dataclass

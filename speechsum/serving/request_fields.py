@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 
 from speechsum.serving.protocol import APIError
+from speechsum.serving.streaming import stream_mode
 
 # read and applied, per route
 COMMON_FIELDS = ("model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs", "stream",
-                 "return_tokens_as_token_ids")
+                 "stream_options", "return_tokens_as_token_ids")
 COMPLETION_FIELDS = COMMON_FIELDS + ("prompt", "echo", "prompt_logprobs")
 CHAT_FIELDS = COMMON_FIELDS + ("messages", "max_completion_tokens", "top_logprobs", "response_format")
 
@@ -33,7 +34,6 @@ IGNORED_COMPLETION_FIELDS = ("user",)
 CHAT_FEATURES = {
     "modalities": "it answers with text only; leave 'modalities' out or send [\"text\"]",
     "audio": "it answers with text only (send input audio as an input_audio content part)",
-    "stream_options": "it does not stream",
     "reasoning_effort": "the served model is not an OpenAI reasoning model",
     "verbosity": "it has no verbosity control",
     "web_search_options": "it has no web search",
@@ -49,7 +49,8 @@ def _bad(message: str, param: str) -> APIError:
 
 def check_fields(body: dict, chat: bool) -> None:
     """400 for a field of ``body`` this server would not apply: unknown names, features it lacks
-    (streaming, tools, audio output…) and sampling options at a value other than the neutral one."""
+    (tools, audio output…), a ``stream`` or ``stream_options`` it cannot read, and sampling options at
+    a value other than the neutral one."""
     read = CHAT_FIELDS if chat else COMPLETION_FIELDS
     ignored = IGNORED_CHAT_FIELDS if chat else IGNORED_COMPLETION_FIELDS
     extra = (*TOOL_FIELDS, *CHAT_FEATURES) if chat else COMPLETION_ONLY
@@ -59,11 +60,7 @@ def check_fields(body: dict, chat: bool) -> None:
             route = "/v1/chat/completions" if chat else "/v1/completions"
             raise _bad(f"Unrecognized request argument supplied: {name!r}. speechsum serve does not read it on "
                        f"{route}; remove it (the fields it reads are listed in docs/serve.md).", name)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad(f"'stream' must be true or false, got {json.dumps(stream)[:80]}.", "stream")
-    if stream:
-        raise _bad("Streaming is not supported by speechsum serve; set 'stream' to false.", "stream")
+    stream_mode(body)
     if body.get("best_of") not in (None, 1):
         raise _bad("'best_of' other than 1 is not supported.", "best_of")
     if body.get("logit_bias"):

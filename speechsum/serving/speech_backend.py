@@ -35,6 +35,7 @@ from speechsum.serving.protocol import (
     CompletionOutput,
     CompletionRequest,
     Generation,
+    check_client,
 )
 from speechsum.serving.summarize import (
     DEFAULT_INSTRUCTION,
@@ -124,6 +125,7 @@ class SpeechBackend:
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
         with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._devices()):
+            check_client(request.client_gone)
             torch.manual_seed(sampling.rng_seed())
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
         generations = [self._generation(out.texts[i], bool(out.truncated[i]), out.ids[i][out.mask[i].bool()].tolist(),

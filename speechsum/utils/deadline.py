@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 Left = Callable[[float | None, type[Exception]], float]
 
 
-def deadline_http_client(seconds: float) -> Any | None:
+def deadline_http_client(seconds: float, **options: Any) -> Any | None:
     """``openai.DefaultHttpxClient`` whose every request ends within ``seconds``, or None (the client's
     default, a limit per operation, with one warning) where the installed ``openai`` builds on an
-    HTTP library layout this module does not know."""
+    HTTP library layout this module does not know. ``options`` go to the client (e.g. ``event_hooks``)."""
     transport_class = _transport_class()
     if transport_class is not None:
         # the client's own connection limits (openai's: 1,000, 100 kept alive) are ignored once a
@@ -36,7 +36,7 @@ def deadline_http_client(seconds: float) -> Any | None:
         limits = getattr(getattr(openai, "_constants", None), "DEFAULT_CONNECTION_LIMITS", None)
         try:
             transport = transport_class(seconds, **({"limits": limits} if limits is not None else {}))
-            return openai.DefaultHttpxClient(transport=transport)
+            return openai.DefaultHttpxClient(transport=transport, **options)
         except (AttributeError, TypeError) as err:  # a pool without the network backend we wrap
             _unsupported(f"{type(err).__name__}: {err}")
     return None

@@ -78,8 +78,24 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
+    hooks = {"response": [refuse_method_changing_redirect]}
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0,
-                         http_client=deadline_http_client(timeout))
+                         http_client=deadline_http_client(timeout, event_hooks=hooks))
+
+
+def refuse_method_changing_redirect(response: Any) -> None:
+    """An ``openai.APIStatusError`` (not retried) for a POST answered with a 301, 302 or 303 redirect:
+    followed, it arrives as a GET (HTTP clients change the method), whose 404 or 405 named neither the
+    redirect nor base_url. 307 and 308 keep the method and body, and are followed."""
+    request = response.request
+    if request.method != "POST" or response.status_code not in (301, 302, 303):
+        return
+    target = response.headers.get("location", "")
+    response.read()
+    raise openai.APIStatusError(
+        f"POST {request.url} was redirected ({response.status_code}) to {target!r}, which a client follows as a "
+        "GET: set base_url to the address the redirect points to (an http:// base_url behind an https-only "
+        "proxy: write https://)", response=response, body=None)
 
 
 def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, error: BaseException,

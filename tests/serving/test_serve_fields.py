@@ -46,8 +46,9 @@ def _refusal(create, **kwargs) -> dict:
      "'modalities' is not supported by speechsum serve: it answers with text only; leave 'modalities' out or send "
      "[\"text\"]; got [\"text\", \"audio\"].", "modalities"),
     (True, dict(messages=USER, stream_options={"include_usage": True}),
-     "'stream_options' is not supported by speechsum serve: it does not stream; got {\"include_usage\": true}.",
-     "stream_options"),
+     "'stream_options' is only allowed when 'stream' is true.", "stream_options"),
+    (True, dict(messages=USER, stream=True, stream_options={"include_usage": 1}),
+     "'stream_options' takes only {\"include_usage\": true or false}; got {\"include_usage\": 1}.", "stream_options"),
     (True, dict(messages=USER, reasoning_effort="low"),
      "'reasoning_effort' is not supported by speechsum serve: the served model is not an OpenAI reasoning model; "
      "got \"low\".", "reasoning_effort"),
@@ -57,6 +58,10 @@ def _refusal(create, **kwargs) -> dict:
      "'model' must be a string (the served model's name, 'scripted'), got a number.", "model"),
     (True, dict(messages=USER, max_completion_tokens=0), "'max_completion_tokens' must be at least 1, got 0.",
      "max_completion_tokens"),
+    # both names, two values: max_completion_tokens won unseen (before)
+    (True, dict(messages=USER, max_tokens=3, max_completion_tokens=5),
+     "'max_completion_tokens' is 5 and 'max_tokens' is 3: send one of them ('max_tokens' is the older name of "
+     "'max_completion_tokens').", "max_tokens"),
     # the value sent, in JSON (before: "got a number", "got a string": which number, why a string?)
     (True, dict(messages=USER, max_tokens=2.5), "'max_tokens' must be an integer, got 2.5.", "max_tokens"),
     (True, dict(messages=USER, extra_body={"n": "2"}), "'n' must be an integer, got \"2\".", "n"),
@@ -108,6 +113,15 @@ def test_a_wrong_prompt_element_is_named(served, prompt, message):
     _, url = served
     body = _refusal(openai_client(url).completions.create, prompt=prompt)
     assert (body["message"], body["param"]) == (message, "prompt")
+
+
+def test_text_parts_reach_the_model_on_separate_lines_as_vllm_joins_them():
+    """Before: joined with nothing, so parts "Summarize the meeting." and "Transcript: we met." reached the
+    chat template as "Summarize the meeting.Transcript: we met." (vLLM joins them with a line break)."""
+    with serve_in_thread(ScriptedChatBackend(lambda messages: messages[0]["content"])) as url:
+        parts = [{"type": "text", "text": "Summarize the meeting."}, {"type": "text", "text": "Transcript: we met."}]
+        reply = openai_client(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": parts}])
+    assert reply.choices[0].message.content == "Summarize the meeting.\nTranscript: we met."
 
 
 def test_an_unsupported_content_part_is_named(served):

@@ -101,7 +101,7 @@ def test_an_unknown_route_or_method_is_answered_before_its_body_is_read():
         with _connect(url) as sock:
             sock.sendall(b"PUT /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
             answer = _answer(sock)
-        assert answer.startswith("HTTP/1.1 405") and "Method PUT is not allowed on /v1/chat/completions." in answer
+        assert answer.startswith("HTTP/1.1 405") and "Method PUT is not allowed on /v1/chat/completions (it takes POST, OPTIONS)." in answer
         with _connect(url) as sock:  # a POST route still sizes its body first
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
             assert _answer(sock).startswith("HTTP/1.1 413")
@@ -226,3 +226,49 @@ def test_an_ipv6_host_is_served():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_405_names_the_allowed_methods_and_options_answers_them():
+    """Before: a 405 without the Allow header a 405 must carry (RFC 9110), and OPTIONS, the request
+    that asks for it, was itself a 405 error."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:
+        for method, path, allowed in (("DELETE", "/v1/chat/completions", "POST, OPTIONS"),
+                                      ("POST", "/v1/models", "GET, HEAD, OPTIONS")):
+            with _connect(url) as sock:
+                sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+                head = sock.recv(65536).decode()
+            assert head.startswith("HTTP/1.1 405") and f"\r\nAllow: {allowed}\r\n" in head
+        with _connect(url) as sock:  # keep-alive: the next request on the connection is answered too
+            options = b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(options + _post(CHAT, "Connection: close\r\n"))
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 204 No Content\r\n") and "\r\nAllow: POST, OPTIONS\r\n" in answer
+        assert "HTTP/1.1 200 OK" in answer.split("\r\n\r\n", 1)[1]
+
+
+def _exchange(url: str, request: str) -> tuple[str, dict[str, str]]:
+    with _connect(url) as sock:
+        sock.sendall(request.encode())
+        head = _answer(sock).split("\r\n\r\n", 1)[0].split("\r\n")
+    return head[0], dict(line.split(": ", 1) for line in head[1:])
+
+
+def test_allowed_browser_origins_get_cors_headers_and_a_keyless_preflight():
+    """Before: a browser page could not call the server at all: its preflight (OPTIONS, no key) was a 401
+    or 405, and no answer carried Access-Control-Allow-Origin."""
+    page = "http://localhost:3000"
+    preflight = ("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-"
+                 "Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n")
+    chat = _post(CHAT, "Authorization: Bearer s3cret\r\nOrigin: {origin}\r\nConnection: close\r\n").decode()
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x"), api_key="s3cret", allowed_origins=(page,)) as url:
+        status, headers = _exchange(url, preflight.replace("{origin}", page))
+        assert status == "HTTP/1.1 204 No Content" and headers["Access-Control-Allow-Origin"] == page
+        assert headers["Access-Control-Allow-Methods"] == "POST, OPTIONS"
+        assert headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+        status, headers = _exchange(url, chat.replace("{origin}", page))
+        assert status == "HTTP/1.1 200 OK" and headers["Access-Control-Allow-Origin"] == page
+        status, headers = _exchange(url, chat.replace("{origin}", "http://elsewhere.example"))
+        assert status == "HTTP/1.1 200 OK" and "Access-Control-Allow-Origin" not in headers
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:  # the default: no origin allowed
+        status, headers = _exchange(url, preflight.replace("{origin}", page))
+        assert status == "HTTP/1.1 204 No Content" and "Access-Control-Allow-Origin" not in headers

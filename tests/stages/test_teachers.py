@@ -267,3 +267,49 @@ def test_a_teacher_model_name_the_server_does_not_serve_is_named(teacher_dir, ba
     from speechsum.cli import known_error  # `speechsum fit` ends with this line, not a traceback
 
     assert known_error("fit", error.value) == (str(error.value), 1)
+
+
+def test_a_remote_teachers_token_id_beyond_the_students_logits_is_named_not_an_index_crash(tiny_composed,
+                                                                                           batch_and_completion):
+    """Before: a top-k id the student has no logit for reached the loss's gather: an index error
+    traceback on the CPU (a device-side assert on CUDA), naming neither the endpoint nor the cause."""
+    from speechsum.stages.kd.module import OnPolicyKDModule
+    from speechsum.utils.replies import EndpointError
+    from tests.servers import JSONServer
+
+    def wider_vocabulary(reply, choice, logprobs, prompt_logprobs):  # the served model's vocabulary is larger
+        for top in logprobs["top_logprobs"][1:]:
+            top["token_id:100000"] = -0.5
+
+    batch, ids, mask = batch_and_completion
+    with JSONServer(lambda request: _scoring_reply(request["prompt"], wider_vocabulary)) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, attempts=1)
+        teacher.attach(student_tokenizer(), "<|im_end|>")
+        scores = teacher.score(batch, ids, mask)
+    module = OnPolicyKDModule(tiny_composed, teacher, max_new_tokens=6)
+    logits = torch.zeros(*ids.shape, tiny_composed.llm.get_input_embeddings().num_embeddings)
+    with pytest.raises(EndpointError) as error:
+        module.kd_loss(logits, ids, mask, scores)
+    assert str(error.value).startswith(f"{server.url}/: the teacher's top-k names token id 100000, beyond the "
+                                       f"student's {logits.shape[-1]} logits")
+
+
+def test_a_server_sending_fewer_alternatives_than_top_k_is_told_once(batch_and_completion, caplog):
+    """Before: a server that caps its log-probs (2 where top_k=5 were asked) went unnoticed: the loss
+    silently ran on 2 alternatives plus the tail."""
+    import logging
+
+    from tests.servers import JSONServer
+
+    batch, ids, mask = batch_and_completion
+    with JSONServer(lambda request: _scoring_reply(request["prompt"], lambda *parts: None)) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=5, attempts=1)
+        teacher.attach(student_tokenizer(), "<|im_end|>")
+        with caplog.at_level(logging.WARNING, logger="speechsum.stages.kd.teachers"):
+            scores = teacher.score(batch, ids, mask)
+            teacher.score(batch, ids, mask)
+    assert (scores.topk_ids[mask.bool()][:, 2:] == -1).all()  # the 3 missing slots stay empty
+    warnings = [r.getMessage() for r in caplog.records if "alternatives per position" in r.getMessage()]
+    assert warnings == [f"{server.url}/ returned at most 2 alternatives per position where top_k=5 were asked: the "
+                        "server caps its log-probs; KD runs on those 2 plus the tail (lower top_k to match, or serve "
+                        "the teacher with vLLM or speechsum serve --max-logprobs 5)"]

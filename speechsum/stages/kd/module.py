@@ -193,12 +193,8 @@ class OnPolicyKDModule(SpeechStageModule):
             return sampled_token_kd_loss(token_log_probs(student_logits, ids), scores.sampled_log_probs(ids), mask)
         beta = LOSS_BETA.get(self.loss_name, self.beta)
         labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+        self.teacher.check_scores(scores, student_logits.shape[-1])
         if scores.logits is not None:
-            if scores.logits.shape[-1] != student_logits.shape[-1]:
-                raise ValueError(
-                    f"student logits have {student_logits.shape[-1]} entries, the teacher's "
-                    f"{scores.logits.shape[-1]}: give both models the same vocabulary size"
-                )
             return generalized_jsd_loss(student_logits, scores.logits, labels, beta, self.loss_temperature)
         return topk_tail_jsd_loss(
             student_logits, scores.topk_log_probs, scores.topk_ids, labels, beta, self.loss_temperature

@@ -71,6 +71,28 @@ def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completio
     return EndpointError(f"{endpoint}: the teacher's scoring request was refused ({reason}): {hint}.")
 
 
+def check_top_ids(ids: Any, vocab_size: int, endpoint: str) -> None:
+    """An :class:`EndpointError` for a top-k token id (a tensor of them, −1 = empty) the student has no
+    logit for (the server's model has a larger vocabulary): the loss would index past the student's logits."""
+    largest = int(ids.max()) if ids is not None and ids.numel() else -1
+    if largest >= vocab_size:
+        raise EndpointError(
+            f"{endpoint}: the teacher's top-k names token id {largest}, beyond the student's {vocab_size} logits: the "
+            "served model's vocabulary is not the student's. Serve a teacher with the student's tokenizer and "
+            "vocabulary size for token-level KD, or set the teacher's scoring: none (sequence-level KD)")
+
+
+def short_top_warning(sizes: list[int], top_k: int, endpoint: str) -> str | None:
+    """What to say when every position got fewer alternatives (``sizes``) than ``top_k`` (a server capping its
+    log-probs: the loss then puts the rest of the teacher's mass in the tail); None when one got them all."""
+    most = max(sizes, default=top_k)
+    if most >= top_k:
+        return None
+    return (f"{endpoint} returned at most {most} alternatives per position where top_k={top_k} were asked: the server "
+            f"caps its log-probs; KD runs on those {most} plus the tail (lower top_k to match, or serve the teacher "
+            f"with vLLM or speechsum serve --max-logprobs {top_k})")
+
+
 def _best(scored: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
     return sorted(scored, key=lambda pair: pair[1], reverse=True)[:k]
 

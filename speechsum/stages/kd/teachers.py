@@ -15,6 +15,7 @@ only completion positions are aligned between teacher and student. Kinds:
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
@@ -27,10 +28,19 @@ from transformers import PreTrainedTokenizerBase
 from speechsum.data.batch import SpeechBatch
 from speechsum.losses import token_log_probs
 from speechsum.models.policy import TrainingPolicy
-from speechsum.stages.kd.remote_scores import Scores, echo_scores, prompt_logprob_scores, refusal
+from speechsum.stages.kd.remote_scores import (
+    Scores,
+    check_top_ids,
+    echo_scores,
+    prompt_logprob_scores,
+    refusal,
+    short_top_warning,
+)
 from speechsum.utils.arguments import check_key_variable
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, fetch_reply, first_choice
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,6 +131,14 @@ class Teacher(ABC):
     @abstractmethod
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         """The teacher's own summaries (greedy) of each example: the targets of sequence-level KD."""
+
+    def check_scores(self, scores: TeacherScores, vocab_size: int) -> None:
+        """Raise ``ValueError`` unless ``scores`` fit a student with ``vocab_size`` logits per position."""
+        if scores.logits is not None and scores.logits.shape[-1] != vocab_size:
+            raise ValueError(
+                f"student logits have {vocab_size} entries, the teacher's {scores.logits.shape[-1]}: give both "
+                "models the same vocabulary size"
+            )
 
 
 class HFTeacher(Teacher):
@@ -281,6 +299,7 @@ class OpenAICompatibleTeacher(Teacher):
         self._cache = None
         self._prompter = None
         self.retries = RetryCounter()  # transient endpoint errors retried (logged as teacher/retries)
+        self._warned_short_top = False
 
     @property
     def client(self):
@@ -289,6 +308,14 @@ class OpenAICompatibleTeacher(Teacher):
 
             self._client = openai_client(self.base_url, self.api_key_env, self.timeout)
         return self._client
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to (named in every error about its replies)."""
+        return str(self.client.base_url)
+
+    def check_scores(self, scores: TeacherScores, vocab_size: int) -> None:
+        check_top_ids(scores.topk_ids, vocab_size, self.endpoint)
 
     def attach(self, student_tokenizer: PreTrainedTokenizerBase, end_of_turn: str) -> None:
         from speechsum.models.base import load_tokenizer
@@ -317,7 +344,7 @@ class OpenAICompatibleTeacher(Teacher):
             kwargs = {"echo": True}
         else:
             kwargs = {"echo": True, "logprobs": k}
-        endpoint = str(self.client.base_url)
+        endpoint = self.endpoint
         try:
             choice = self._call(  # a reply without a choice is asked again (MalformedReply is transient)
                 lambda: first_choice(fetch_reply(endpoint, lambda: self.client.completions.create(
@@ -341,6 +368,7 @@ class OpenAICompatibleTeacher(Teacher):
         ids, mask = completion_ids.tolist(), completion_mask.tolist()
         completions = [[t for t, m in zip(row, row_mask) if m] for row, row_mask in zip(ids, mask)]
         results = map_concurrent(self._score_one, list(zip(prompts, completions)), self.max_workers, progress=False)
+        self._note_short_top([len(top) for _, tops in results for top in tops])
         shape = completion_ids.shape
         token_lps = torch.zeros(shape)
         top_lps = torch.full((*shape, self.top_k), -float("inf"))
@@ -358,6 +386,13 @@ class OpenAICompatibleTeacher(Teacher):
             completion_ids.device
         )
 
+    def _note_short_top(self, sizes: list[int]) -> None:
+        """One warning (:func:`short_top_warning`) per teacher, not per batch."""
+        warning = None if self._warned_short_top else short_top_warning(sizes, self.top_k, self.endpoint)
+        if warning:
+            self._warned_short_top = True
+            LOG.warning(warning)
+
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         from speechsum.models.text_prompt import text_messages
         from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
@@ -369,7 +404,7 @@ class OpenAICompatibleTeacher(Teacher):
             key = cache_key("seq-kd-v2", self.model, messages, max_new_tokens, self.summary_temperature)
             if self._cache is not None and (hit := self._cache.get(key)) is not None:
                 return hit["summary"]
-            endpoint = str(self.client.base_url)
+            endpoint = self.endpoint
             summary = self._call(
                 lambda: chat_text(fetch_reply(endpoint, lambda: self.client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_new_tokens,

@@ -1,0 +1,33 @@
+"""Cross-origin (CORS) headers of ``speechsum serve``, for browser clients of origins it was told to allow.
+
+Off by default (``--allowed-origins`` empty: no CORS header, so a web page cannot read the answers);
+``--allowed-origins '*'`` allows any origin, as vLLM's default. A preflight (``OPTIONS`` with
+``Origin``) carries no credentials, so it is answered without the API key; the request it announces
+still needs one.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+
+PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
+
+
+def cors_headers(headers: Message | None, allowed: tuple[str, ...]) -> dict[str, str]:
+    """``Access-Control-Allow-Origin`` for a request from an allowed ``Origin``; {} otherwise."""
+    origin = headers.get("Origin") if headers is not None else None
+    if not origin or not allowed:
+        return {}
+    if "*" in allowed:
+        return {"Access-Control-Allow-Origin": "*"}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin in allowed else {}
+
+
+def preflight_headers(headers: Message, allowed: tuple[str, ...], methods: str) -> dict[str, str]:
+    """A preflight's answer headers: the origin's, the route's ``methods`` and the headers it asked to send."""
+    origin = cors_headers(headers, allowed)
+    if not origin:
+        return {}
+    asked = headers.get("Access-Control-Request-Headers") or "Authorization, Content-Type"
+    return {**origin, "Access-Control-Allow-Methods": methods, "Access-Control-Allow-Headers": asked,
+            "Access-Control-Max-Age": PREFLIGHT_MAX_AGE}
