@@ -9,6 +9,7 @@ flow into features and losses. A header that leaves the length out (streamed FLA
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import BinaryIO, Literal
 import numpy as np
 import soundfile as sf
 import soxr
+
+from speechsum.data.mp3_frames import mp3_samples
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,7 @@ FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
 STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
+MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
@@ -162,6 +166,48 @@ def path_problem(path: str | os.PathLike) -> str | None:
 
 
 def open_audio(source: str | BinaryIO) -> sf.SoundFile:
+    """``sf.SoundFile`` for reading (:func:`_open_soundfile`), for an MP3 once
+    :func:`check_mp3_length` finds that libsndfile reads all of it."""
+    handle = _open_soundfile(source)
+    try:
+        check_mp3_length(handle, source)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _mp3_file_samples(source: str | BinaryIO) -> int | None:
+    """:func:`~speechsum.data.mp3_frames.mp3_samples` of the file ``source`` (a path: mapped, not
+    read into memory; a file object: read, its position kept)."""
+    if isinstance(source, str):
+        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return mp3_samples(mapped)
+    position = source.tell()
+    try:
+        source.seek(0)
+        return mp3_samples(source.read())
+    finally:
+        source.seek(position)
+
+
+def check_mp3_length(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """Raise :class:`UnreadableAudioError` naming ``source`` when ``handle`` is an MP3 whose frames
+    (:func:`~speechsum.data.mp3_frames.mp3_samples`) hold more than :data:`MP3_SLACK` samples beyond
+    the length libsndfile took from its first frame (and reads no further): a VBR file without a
+    Xing header, or files joined together, of which only the first part would be read."""
+    if handle.format != "MP3":
+        return
+    samples = _mp3_file_samples(source)
+    if samples is not None and samples - handle.frames > MP3_SLACK:
+        rate = handle.samplerate
+        raise UnreadableAudioError(source, f"its MP3 frames hold {samples / rate:.2f} s but libsndfile reads only the "
+                                   f"first {handle.frames / rate:.2f} s (the length its first frame gives: a "
+                                   "variable-bitrate file without a Xing header, or files joined together)",
+                                   advice="re-encode it, e.g. `ffmpeg -i in.mp3 out.flac`, and use that")
+
+
+def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
     """``sf.SoundFile`` for reading. soundfile encodes a str path strictly as UTF-8, and a file name
     that is not UTF-8 reaches Python as lone surrogates: such a path goes as the OS's bytes (any
     other as itself). A file that cannot be opened raises a ``ValueError`` naming it: the
