@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsum.data.cut_short import CorruptAudioError, check_not_cut_to_nothing, warn_if_cut_short
 from speechsum.data.mp3_frames import mp3_samples
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan ho
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
-STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
 MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
@@ -46,10 +46,6 @@ class AudioTooLongError(ValueError):
     def __init__(self, message: str, seconds: float | None = None):
         super().__init__(message)
         self.seconds = seconds
-
-
-class CorruptAudioError(ValueError):
-    """libsndfile opened the file but could not decode it to its end (a file cut short)."""
 
 
 # what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
@@ -231,27 +227,6 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         raise UnreadableAudioError(source, reason) from None
 
 
-def data_cut_short(handle: sf.SoundFile) -> str | None:
-    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``) is larger
-    than what the file holds, e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports
-    the frames that are there, so nothing else says that a WAV was cut short. A streaming writer's
-    placeholder size (``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None."""
-    for line in handle.extra_info.splitlines():
-        name, _, rest = line.partition(":")
-        declared = rest.split("(should be")[0].strip()
-        if "(should be" in rest and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
-            return line.strip()
-    return None
-
-
-def warn_if_cut_short(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
-    """Log a warning naming ``source`` when its header promises more data than the file holds
-    (:func:`data_cut_short`); ``seconds``: what is there."""
-    if claim := data_cut_short(handle):
-        log.warning("%s: its header's data chunk is larger than the file (libsndfile: %r): cut short (a download or "
-                    "copy that stopped?); its %.2f s are read: re-fetch it or drop it", source, claim, seconds)
-
-
 def header_frames(handle: sf.SoundFile) -> int | None:
     """Frames the header says the file holds; None when it leaves the length out (a streamed or
     piped FLAC: libsndfile then reports 2**63 - 1)."""
@@ -322,6 +297,8 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
             if frames:
                 warn_if_cut_short(handle, source, frames / rate)
+            else:
+                check_not_cut_to_nothing(handle, source)
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
@@ -383,7 +360,9 @@ def load_audio(
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
             waveform = _read_mono(handle, path, frames)
-        if warn_cut_short:
+        if len(waveform) == 0:
+            check_not_cut_to_nothing(handle, path)
+        elif warn_cut_short:
             warn_if_cut_short(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
     if rate != sample_rate:

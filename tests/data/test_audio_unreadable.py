@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import FORMATS_ADVICE, RAW_REASON, EmptyAudioError, UnreadableAudioError, load_audio
+from speechsum.data.audio import (
+    FORMATS_ADVICE,
+    RAW_REASON,
+    CorruptAudioError,
+    EmptyAudioError,
+    UnreadableAudioError,
+    load_audio,
+)
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import ManifestError, load_manifest
@@ -129,3 +136,30 @@ def test_a_streamed_wavs_placeholder_size_is_no_cut(tmp_path: Path, placeholder:
     examples, _ = load_manifest(manifest_of(tmp_path, path.name))
     assert examples[0].duration == 1.0
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]
+
+
+def test_an_ogg_vorbis_file_cut_short_is_said_to_be_cut_not_empty(tmp_path: Path):
+    """libsndfile reports 0 frames for a Vorbis stream without its last page: the error said "empty
+    audio file (0 samples)" of a 4-s clip missing a tenth of its bytes."""
+    path = tmp_path / "cut.ogg"
+    sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="VORBIS")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 9 // 10])
+    reason = load_error(tmp_path, path.name)
+    assert reason.startswith(f"field 'audio': {path}: its Ogg stream ends without its end-of-stream page (libsndfile: ")
+    assert "cut short (a download or copy that stopped?), and libsndfile reads no sample of it: re-fetch it" in reason
+    with pytest.raises(CorruptAudioError, match=re.escape(f"{path}: its Ogg stream ends without its end-of-stream page")):
+        load_audio(str(path), 16_000)
+
+
+def test_an_opus_file_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_path: Path, caplog):
+    path = tmp_path / "cut.opus"
+    sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="OPUS")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    [record] = [r for r in caplog.records if "cut short" in r.getMessage()]
+    assert record.getMessage().startswith(f"{path}: its Ogg stream ends without its end-of-stream page (libsndfile: ")
+    assert record.getMessage().endswith(f"its {examples[0].duration:.2f} s are read: re-fetch it or drop it")
+    caplog.clear()
+    sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="OPUS")
+    load_manifest(manifest_of(tmp_path, path.name))
+    assert not [r for r in caplog.records if "cut short" in r.getMessage()]  # a whole file: no word
