@@ -166,6 +166,20 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)
 
 
+@pytest.mark.parametrize(("name", "container", "subtype", "libsndfile"), [
+    ("cut.wav", "WAV", "PCM_16", "its header's data chunk is larger than the file (libsndfile: 'data : 128000 (should be "),
+    ("cut.ogg", "OGG", "OPUS", "its Ogg stream ends without its end-of-stream page (libsndfile: 'Ogg : "),
+])
+def test_a_file_cut_short_is_a_400_not_a_summary_of_its_first_part(client, tmp_path, name, container, subtype,
+                                                                   libsndfile) -> None:
+    """A truncated upload was summarised as if its first part were the whole recording, without a word."""
+    path = tmp_path / name
+    sf.write(path, 0.3 * np.sin(np.arange(64_000) / 5), 16_000, format=container, subtype=subtype)
+    message = bad_request(client, audio_message(path.read_bytes()[: path.stat().st_size // 2], fmt=name[-3:]))
+    assert message.startswith(f"messages[0].content[0].input_audio: the file is cut short: {libsndfile}")
+    assert message.endswith(" s are there: send the whole file.")
+
+
 def test_audio_limits(client, url, tmp_path) -> None:
     long = tmp_path / "long.wav"
     sf.write(long, np.zeros(16_000 * 6, dtype=np.int16), 16_000)  # 6 s > 5 s, 192 kB > 100 kB
