@@ -9,6 +9,7 @@ Vorbis file cut so is reported as 0 frames, and it is an error saying so, not "e
 from __future__ import annotations
 
 import logging
+import re
 from typing import BinaryIO
 
 import soundfile as sf
@@ -16,6 +17,7 @@ import soundfile as sf
 log = logging.getLogger(__name__)
 
 STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
+RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
 # libsndfile's words for an Ogg stream cut short (which it logs depends on where the cut is, and on reading)
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
 
@@ -25,15 +27,20 @@ class CorruptAudioError(ValueError):
 
 
 def data_cut_short(handle: sf.SoundFile) -> str | None:
-    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``) is larger
-    than what the file holds, e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports
-    the frames that are there, so nothing else says that a WAV was cut short. A streaming writer's
-    placeholder size (``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None."""
+    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``, W64's
+    ``riff``, RF64's ``ds64`` frame count) is larger than what the file holds, e.g. ``data : 32000
+    (should be 956)``, or None. libsndfile then reports the frames that are there, so nothing else
+    says that a WAV was cut short. A streaming writer's placeholder size (``0xFFFFFFFF`` from a pipe,
+    arecord's ``0x7FFFF000``) is no promise: None."""
     for line in handle.extra_info.splitlines():
         name, _, rest = line.partition(":")
-        declared = rest.split("(should be")[0].strip()
-        if "(should be" in rest and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
+        declared, should_be, actual = (part.strip(" )") for part in rest.partition("(should be"))
+        if should_be and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
             return line.strip()
+        if name.strip() == "riff" and declared.isdigit() and actual.isdigit() and int(actual) < int(declared):
+            return line.strip()  # W64's data line does not say: its riff size does
+        if (match := RF64_COUNT.search(line)) and int(match[1]) < int(match[2]):
+            return line.strip(" *")
     return None
 
 

@@ -106,7 +106,7 @@ def test_unreadable_audio_is_a_value_error_the_loops_catch(tmp_path: Path):
         load_audio(str(tmp_path / "notes.wav"), 16_000)
 
 
-@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF"])
+@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF", "W64", "RF64"])
 def test_a_file_cut_short_after_its_header_is_read_as_is_with_a_warning(tmp_path: Path, container: str, caplog):
     """libsndfile reports the frames that are there, so the warning for a header that promises more
     than the data holds never fired for these: a half-downloaded clip trained without a word."""
