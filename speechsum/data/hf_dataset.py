@@ -110,8 +110,11 @@ def _resolve_columns(
     return resolved
 
 
-INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31, "int64": 2**63}
-UNSIGNED = {"uint8": 2.0**7, "uint16": 2.0**15, "uint32": 2.0**31, "uint64": 2.0**63}  # their midpoints
+INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31}
+UNSIGNED = {"uint8": 2.0**7, "uint16": 2.0**15, "uint32": 2.0**31}  # their midpoints
+# no audio has 64-bit integer samples: such an array is int16/int32 samples widened (a list of Python ints
+# becomes int64 in Arrow, as np.array of ints does), and scaled by 2**63 it was silence
+UNSCALED = ("int64", "uint64")
 
 
 def array_dtype(feature: Any) -> str | None:
@@ -125,7 +128,8 @@ def array_dtype(feature: Any) -> str | None:
 
 def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     """An in-memory ``{array, sampling_rate}`` cell as float WAV bytes: integer samples scaled to
-    [-1, 1) (unsigned ones centred on their midpoint), a ``(channels, n)`` or ``(n, channels)`` array as channels."""
+    [-1, 1) (unsigned ones centred on their midpoint; 64-bit ones, of no known scale, refused), a
+    ``(channels, n)`` or ``(n, channels)`` array as channels."""
     rate = value.get("sampling_rate")
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
@@ -135,6 +139,11 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
         samples = samples.T  # (channels, n), as datasets decodes multi-channel audio
     if samples.ndim not in (1, 2) or samples.size == 0 or (samples.ndim == 2 and samples.shape[1] > 8):
         raise ValueError(f"the audio array has shape {samples.shape}: give samples (n,) or (n, channels ≤ 8)")
+    if dtype in UNSCALED:
+        raise ValueError(f"the audio array holds {dtype} samples (peak {int(np.abs(samples).max())}), a width no audio "
+                         "has (a list of Python ints is stored as int64), so their scale is unknown: store them with "
+                         "their own dtype (e.g. np.asarray(samples, dtype=np.int16)) or as floats within [-1, 1] "
+                         "(int16 samples / 32768)")
     if dtype in UNSIGNED:  # offset binary: the middle of the range is silence
         samples = (samples - UNSIGNED[dtype]) / UNSIGNED[dtype]
     elif dtype in INT_SCALE:
