@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechsum.data.cut_short import CorruptAudioError, check_not_cut_to_nothing, warn_if_cut_short
+from speechsum.data.cut_short import CorruptAudioError, check_zero_frames, warn_if_cut_short
 from speechsum.data.mp3_frames import mp3_samples
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
             if frames:
                 warn_if_cut_short(handle, source, frames / rate)
             else:
-                check_not_cut_to_nothing(handle, source)
+                check_zero_frames(handle, source)
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
@@ -361,7 +361,7 @@ def load_audio(
         else:
             waveform = _read_mono(handle, path, frames)
         if len(waveform) == 0:
-            check_not_cut_to_nothing(handle, path)
+            check_zero_frames(handle, path)
         elif warn_cut_short:
             warn_if_cut_short(handle, path, len(waveform) / rate)
     frames_read = len(waveform)

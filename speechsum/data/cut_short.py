@@ -3,7 +3,8 @@ a WAV/AIFF data chunk larger than the file, an Ogg stream without its end-of-str
 
 libsndfile reads what is there (a WAV's frames, an Opus stream's pages) without an error, so
 nothing else says that the file was cut: those are read with a warning naming the file. An Ogg
-Vorbis file cut so is reported as 0 frames, and it is an error saying so, not "empty".
+Vorbis file cut so is reported as 0 frames, and so is a WAV whose data size was never written (0,
+samples following): each is an error saying so, not "empty".
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 
 STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
 RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
+# libsndfile's log lines for a WAV data chunk of 0 bytes followed by what is no chunk (samples)
+FILE_LENGTH = re.compile(r"^Length : (\d+)$", re.MULTILINE)
+EMPTY_DATA = re.compile(r"^data : 0$", re.MULTILINE)
+UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Exiting parser")
 # libsndfile's words for an Ogg stream cut short (which it logs depends on where the cut is, and on reading)
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
 
@@ -59,10 +64,25 @@ def warn_if_cut_short(handle: sf.SoundFile, source: str | BinaryIO, seconds: flo
                     "drop it", source, how, seconds)
 
 
-def check_not_cut_to_nothing(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+def bytes_after_empty_data(handle: sf.SoundFile) -> int | None:
+    """Bytes that follow a WAV data chunk whose header says 0 bytes (a writer stopped before it wrote
+    the sizes: the samples are there, but libsndfile reads none), or None."""
+    info = handle.extra_info
+    length, stop = FILE_LENGTH.search(info), UNKNOWN_AFTER.search(info)
+    if not (length and stop and EMPTY_DATA.search(info)):
+        return None
+    return int(length[1]) - int(stop[1]) or None
+
+
+def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
-    when it was cut short (an Ogg Vorbis file without its last page is read as 0 frames), which
-    would otherwise be called empty."""
+    when the file says why, which would otherwise be called empty: a WAV whose header's data size
+    was never written (:func:`bytes_after_empty_data`), or a file cut short (an Ogg Vorbis file
+    without its last page is read as 0 frames)."""
+    if following := bytes_after_empty_data(handle):
+        raise CorruptAudioError(f"{source}: its header's data chunk says 0 bytes, but {following} bytes follow it (a "
+                                "recording whose writer stopped before it wrote the sizes?), and libsndfile reads no "
+                                "sample of it: rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
     if how := cut_short(handle):
         raise CorruptAudioError(f"{source}: {how}: cut short (a download or copy that stopped?), and libsndfile reads "
                                 "no sample of it: re-fetch it, or recover what is there with e.g. `ffmpeg -i in.ogg "

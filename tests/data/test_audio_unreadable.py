@@ -163,3 +163,21 @@ def test_an_opus_file_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_pat
     sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="OPUS")
     load_manifest(manifest_of(tmp_path, path.name))
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]  # a whole file: no word
+
+
+def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: Path):
+    """A recorder stopped before it wrote the sizes leaves "data : 0" before its samples: libsndfile
+    reads none, and the error said "empty audio file (0 samples)" of a second of speech."""
+    path = tmp_path / "unfinished.wav"
+    sf.write(path, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[4:8] = data[40:44] = bytes(4)  # the RIFF and data sizes, after the canonical 36-byte header
+    path.write_bytes(bytes(data))
+    expected = (f"{path}: its header's data chunk says 0 bytes, but 32000 bytes follow it (a recording whose writer "
+                "stopped before it wrote the sizes?), and libsndfile reads no sample of it: rewrite the header, e.g. "
+                "`sox --ignore-length in.wav out.wav`, or drop it")
+    assert load_error(tmp_path, path.name) == f"field 'audio': {expected}"
+    with pytest.raises(CorruptAudioError, match=re.escape(expected)):
+        load_audio(str(path), 16_000)
+    sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty
+    assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples)"
