@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechsum.data.cut_short import CorruptAudioError, check_zero_frames, warn_if_cut_short
+from speechsum.data.cut_short import CorruptAudioError, check_zero_frames, warn_if_damaged
 from speechsum.data.mp3_frames import mp3_samples
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> f
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
             if frames:
-                warn_if_cut_short(handle, source, frames / rate)
+                warn_if_damaged(handle, source, frames / rate)
             else:
                 check_zero_frames(handle, source)
     except ValueError:
@@ -344,7 +344,7 @@ def load_audio(
     :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
     read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame), a sample rate
     no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
-    ``warn_cut_short``: warn about a file cut short (:func:`warn_if_cut_short`) where no manifest load
+    ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
     """
     with open_audio(path) as handle:
@@ -363,7 +363,7 @@ def load_audio(
         if len(waveform) == 0:
             check_zero_frames(handle, path)
         elif warn_cut_short:
-            warn_if_cut_short(handle, path, len(waveform) / rate)
+            warn_if_damaged(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")

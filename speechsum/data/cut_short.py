@@ -1,10 +1,11 @@
-"""Audio files cut short (a download or copy that stopped), as libsndfile's log for the file tells:
-a WAV/AIFF data chunk larger than the file, an Ogg stream without its end-of-stream page.
+"""Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
+the file tells: cut short (a download or copy that stopped: a WAV/AIFF/W64/RF64 data chunk larger
+than the file, an Ogg stream without its end-of-stream page), or samples a WAV header does not count
+(a recorder stopped before it wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it).
 
-libsndfile reads what is there (a WAV's frames, an Opus stream's pages) without an error, so
-nothing else says that the file was cut: those are read with a warning naming the file. An Ogg
-Vorbis file cut so is reported as 0 frames, and so is a WAV whose data size was never written (0,
-samples following): each is an error saying so, not "empty".
+What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file of which
+libsndfile reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error
+saying why (:func:`check_zero_frames`), not "empty".
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ log = logging.getLogger(__name__)
 
 STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
 RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
-# libsndfile's log lines for a WAV data chunk of 0 bytes followed by what is no chunk (samples)
+# libsndfile's log lines for a WAV data chunk followed by what is no chunk (samples it does not count)
 FILE_LENGTH = re.compile(r"^Length : (\d+)$", re.MULTILINE)
-EMPTY_DATA = re.compile(r"^data : 0$", re.MULTILINE)
+DATA_SIZE = re.compile(r"^data : (\d+)$", re.MULTILINE)
+BYTES_PER_SECOND = re.compile(r"^ +Bytes/sec +: (\d+)$", re.MULTILINE)
 UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Exiting parser")
 # libsndfile's words for an Ogg stream cut short (which it logs depends on where the cut is, and on reading)
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
+CUT = "cut short (a download or copy that stopped?)"
+REFETCH = "re-fetch it or drop it"
 
 
 class CorruptAudioError(ValueError):
@@ -49,41 +53,46 @@ def data_cut_short(handle: sf.SoundFile) -> str | None:
     return None
 
 
-def cut_short(handle: sf.SoundFile) -> str | None:
-    """How ``handle``'s file shows that it was cut short, in words with libsndfile's own, or None."""
-    if claim := data_cut_short(handle):
-        return f"its header's data chunk is larger than the file (libsndfile: {claim!r})"
-    ogg = next((line.strip() for line in handle.extra_info.splitlines() if any(words in line for words in OGG_CUT)), None)
-    return f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r})" if ogg else None
-
-
-def warn_if_cut_short(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
-    """Log a warning naming ``source`` when it was cut short (:func:`cut_short`); ``seconds``: what is there."""
-    if how := cut_short(handle):
-        log.warning("%s: %s: cut short (a download or copy that stopped?); its %.2f s are read: re-fetch it or "
-                    "drop it", source, how, seconds)
-
-
-def bytes_after_empty_data(handle: sf.SoundFile) -> int | None:
-    """Bytes that follow a WAV data chunk whose header says 0 bytes (a writer stopped before it wrote
-    the sizes: the samples are there, but libsndfile reads none), or None."""
+def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
+    """``(declared, following)``: a WAV data chunk's size and the bytes after it that are no chunk,
+    when those look like samples its header does not count: any after a data size of 0, else a
+    second's worth or more. None otherwise (a few bytes of padding)."""
     info = handle.extra_info
-    length, stop = FILE_LENGTH.search(info), UNKNOWN_AFTER.search(info)
-    if not (length and stop and EMPTY_DATA.search(info)):
+    length, stop, data = FILE_LENGTH.search(info), UNKNOWN_AFTER.search(info), DATA_SIZE.search(info)
+    if not (length and stop and data):
         return None
-    return int(length[1]) - int(stop[1]) or None
+    declared, following = int(data[1]), int(length[1]) - int(stop[1])
+    per_second = BYTES_PER_SECOND.search(info)
+    second = int(per_second[1]) if per_second else 0
+    if following > 0 and (declared == 0 or following >= max(second, 1)):
+        return declared, following
+    return None
+
+
+def damage(handle: sf.SoundFile) -> tuple[str, str] | None:
+    """What in ``handle``'s file libsndfile does not read, in words with its own, and what to do; or None."""
+    if claim := data_cut_short(handle):
+        return f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH
+    if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
+        return (f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
+                "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it")
+    if uncounted := uncounted_bytes(handle):
+        return (f"its header's data chunk says {uncounted[0]} bytes, but {uncounted[1]} bytes that are no chunk follow "
+                "it (samples it does not count: a recording whose writer stopped before it wrote the sizes?)",
+                "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
+    return None
+
+
+def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
+    """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`);
+    ``seconds``: what it reads."""
+    if found := damage(handle):
+        log.warning("%s: %s; its %.2f s are read: %s", source, found[0], seconds, found[1])
 
 
 def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
-    when the file says why, which would otherwise be called empty: a WAV whose header's data size
-    was never written (:func:`bytes_after_empty_data`), or a file cut short (an Ogg Vorbis file
-    without its last page is read as 0 frames)."""
-    if following := bytes_after_empty_data(handle):
-        raise CorruptAudioError(f"{source}: its header's data chunk says 0 bytes, but {following} bytes follow it (a "
-                                "recording whose writer stopped before it wrote the sizes?), and libsndfile reads no "
-                                "sample of it: rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
-    if how := cut_short(handle):
-        raise CorruptAudioError(f"{source}: {how}: cut short (a download or copy that stopped?), and libsndfile reads "
-                                "no sample of it: re-fetch it, or recover what is there with e.g. `ffmpeg -i in.ogg "
-                                "out.flac`, or drop it")
+    when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
+    data size was never written), which would otherwise be called empty."""
+    if found := damage(handle):
+        raise CorruptAudioError(f"{source}: {found[0]}, and libsndfile reads no sample of it: {found[1]}")

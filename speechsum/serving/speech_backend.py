@@ -7,7 +7,7 @@ format is the student's own (fixed in training), so system and assistant message
 The audio is written to a temporary file, its duration read from the header and refused above the
 limit (the server's ``--max-audio-seconds`` or the backbone's own maximum) before the samples are
 decoded by :func:`speechsum.data.audio.load_audio`; a file that cannot be read is a 400, and so is a
-file cut short (a truncated upload), of which only the first part would be summarised.
+file of which only the first part is read (a truncated upload), which would be summarised as the whole.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from speechsum.data.audio import (
     UnreadableAudioError,
     load_audio,
 )
-from speechsum.data.cut_short import cut_short
+from speechsum.data.cut_short import damage
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
@@ -77,18 +77,19 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
         except (RuntimeError, OSError, ValueError) as error:
             raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                        audio.param) from None
-        _refuse_cut_short(path, audio, len(waveform) / sample_rate)
+        _refuse_partial(path, audio, len(waveform) / sample_rate)
     return waveform
 
 
-def _refuse_cut_short(path: Path, audio: AudioInput, seconds: float) -> None:
-    """A 400 naming the part when its file was cut short (:func:`~speechsum.data.cut_short.cut_short`):
-    its first ``seconds`` would be summarised as if they were the whole recording."""
+def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
+    """A 400 naming the part when libsndfile reads only a part of its file (:func:`~speechsum.data.cut_short.damage`:
+    cut short, a header that does not count all its samples): its first ``seconds`` would be summarised
+    as if they were the whole recording."""
     with sf.SoundFile(str(path)) as handle:
-        how = cut_short(handle)
-    if how:
-        raise _bad(f"{audio.param}: the file is cut short: {how}; only its first {seconds:.2f} s are there: send "
-                   "the whole file.", audio.param)
+        found = damage(handle)
+    if found:
+        raise _bad(f"{audio.param}: {found[0]}; only its first {seconds:.2f} s are read: send the whole file.",
+                   audio.param)
 
 
 def seconds_over(seconds: float, limit: float) -> str:

@@ -158,7 +158,8 @@ def test_an_opus_file_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_pat
     examples, _ = load_manifest(manifest_of(tmp_path, path.name))
     [record] = [r for r in caplog.records if "cut short" in r.getMessage()]
     assert record.getMessage().startswith(f"{path}: its Ogg stream ends without its end-of-stream page (libsndfile: ")
-    assert record.getMessage().endswith(f"its {examples[0].duration:.2f} s are read: re-fetch it or drop it")
+    assert record.getMessage().endswith(f"its {examples[0].duration:.2f} s are read: re-fetch it, or re-encode what is "
+                                        "there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it")
     caplog.clear()
     sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="OPUS")
     load_manifest(manifest_of(tmp_path, path.name))
@@ -173,11 +174,28 @@ def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: 
     data = bytearray(path.read_bytes())
     data[4:8] = data[40:44] = bytes(4)  # the RIFF and data sizes, after the canonical 36-byte header
     path.write_bytes(bytes(data))
-    expected = (f"{path}: its header's data chunk says 0 bytes, but 32000 bytes follow it (a recording whose writer "
-                "stopped before it wrote the sizes?), and libsndfile reads no sample of it: rewrite the header, e.g. "
-                "`sox --ignore-length in.wav out.wav`, or drop it")
+    expected = (f"{path}: its header's data chunk says 0 bytes, but 32000 bytes that are no chunk follow it (samples "
+                "it does not count: a recording whose writer stopped before it wrote the sizes?), and libsndfile reads "
+                "no sample of it: rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
     assert load_error(tmp_path, path.name) == f"field 'audio': {expected}"
     with pytest.raises(CorruptAudioError, match=re.escape(expected)):
         load_audio(str(path), 16_000)
     sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty
     assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples)"
+
+
+def test_samples_a_wav_header_does_not_count_are_warned_about(tmp_path: Path, caplog):
+    """A recorder that wrote its sizes at 0.5 s and stopped at 3 s: libsndfile reads 0.5 s, and the
+    rest was left out without a word."""
+    path = tmp_path / "stopped.wav"
+    sf.write(path, np.tile(TONE, 3), 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = (16_000).to_bytes(4, "little")  # the data chunk's size: 0.5 s of 16-bit samples
+    path.write_bytes(bytes(data))
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 0.5
+    [record] = [r for r in caplog.records if "no chunk" in r.getMessage()]
+    assert record.getMessage() == (
+        f"{path}: its header's data chunk says 16000 bytes, but 80000 bytes that are no chunk follow it (samples it "
+        "does not count: a recording whose writer stopped before it wrote the sizes?); its 0.50 s are read: rewrite "
+        "the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
