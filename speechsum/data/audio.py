@@ -11,20 +11,22 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from speechsum.data.cut_short import CorruptAudioError, check_zero_frames, warn_if_damaged
-from speechsum.data.mp3_frames import mp3_samples
+from speechsum.data.mp3_frames import Buffer, mp3_samples
+from speechsum.data.ogg_pages import ogg_links
 
 log = logging.getLogger(__name__)
 
 TooLong = Literal["error", "truncate"]
+T = TypeVar("T")
 
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
@@ -162,45 +164,49 @@ def path_problem(path: str | os.PathLike) -> str | None:
 
 
 def open_audio(source: str | BinaryIO) -> sf.SoundFile:
-    """``sf.SoundFile`` for reading (:func:`_open_soundfile`), for an MP3 once
-    :func:`check_mp3_length` finds that libsndfile reads all of it."""
+    """``sf.SoundFile`` for reading (:func:`_open_soundfile`), once :func:`check_whole_stream` finds
+    that libsndfile reads all of it."""
     handle = _open_soundfile(source)
     try:
-        check_mp3_length(handle, source)
+        check_whole_stream(handle, source)
     except BaseException:
         handle.close()
         raise
     return handle
 
 
-def _mp3_file_samples(source: str | BinaryIO) -> int | None:
-    """:func:`~speechsum.data.mp3_frames.mp3_samples` of the file ``source`` (a path: mapped, not
-    read into memory; a file object: read, its position kept)."""
+def _walk_file(source: str | BinaryIO, walk: Callable[[Buffer], T]) -> T:
+    """``walk`` over the bytes of the file ``source`` (a path: mapped, not read into memory; a file
+    object: read, its position kept)."""
     if isinstance(source, str):
         with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return mp3_samples(mapped)
+            return walk(mapped)
     position = source.tell()
     try:
         source.seek(0)
-        return mp3_samples(source.read())
+        return walk(source.read())
     finally:
         source.seek(position)
 
 
-def check_mp3_length(handle: sf.SoundFile, source: str | BinaryIO) -> None:
-    """Raise :class:`UnreadableAudioError` naming ``source`` when ``handle`` is an MP3 whose frames
-    (:func:`~speechsum.data.mp3_frames.mp3_samples`) hold more than :data:`MP3_SLACK` samples beyond
-    the length libsndfile took from its first frame (and reads no further): a VBR file without a
-    Xing header, or files joined together, of which only the first part would be read."""
-    if handle.format != "MP3":
-        return
-    samples = _mp3_file_samples(source)
-    if samples is not None and samples - handle.frames > MP3_SLACK:
-        rate = handle.samplerate
+def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """Raise :class:`UnreadableAudioError` naming ``source`` when libsndfile would read only the first
+    part of it, without an error: an MP3 whose frames (:func:`~speechsum.data.mp3_frames.mp3_samples`)
+    hold more than :data:`MP3_SLACK` samples beyond the length it took from the first frame (a VBR
+    file without a Xing header, files joined together), or an Ogg file of several streams one after
+    another (:func:`~speechsum.data.ogg_pages.ogg_links`: chained, as joined files or a web-radio capture)."""
+    rate = handle.samplerate
+    if handle.format == "MP3" and (samples := _walk_file(source, mp3_samples)) is not None \
+            and samples - handle.frames > MP3_SLACK:
         raise UnreadableAudioError(source, f"its MP3 frames hold {samples / rate:.2f} s but libsndfile reads only the "
                                    f"first {handle.frames / rate:.2f} s (the length its first frame gives: a "
                                    "variable-bitrate file without a Xing header, or files joined together)",
-                                   advice="re-encode it, e.g. `ffmpeg -i in.mp3 out.flac`, and use that")
+                                   "re-encode it, e.g. `ffmpeg -i in.mp3 out.flac`, and use that")
+    if handle.format == "OGG" and (links := _walk_file(source, ogg_links)) > 1:
+        raise UnreadableAudioError(source, f"it holds {links} Ogg streams one after another (chained: files joined "
+                                   "together, or a web-radio capture), and libsndfile reads only the first "
+                                   f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
+                                   "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
 
 
 def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
