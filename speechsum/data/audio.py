@@ -163,12 +163,13 @@ def path_problem(path: str | os.PathLike) -> str | None:
         return f"unusable path ({err})"
 
 
-def open_audio(source: str | BinaryIO) -> sf.SoundFile:
-    """``sf.SoundFile`` for reading (:func:`_open_soundfile`), once :func:`check_whole_stream` finds
-    that libsndfile reads all of it."""
+def open_audio(source: str | BinaryIO, whole: bool = True) -> sf.SoundFile:
+    """``sf.SoundFile`` for reading (:func:`_open_soundfile`); ``whole``: once :func:`check_whole_stream`
+    finds that libsndfile reads all of it (False: the caller checks, if it reads to the end)."""
     handle = _open_soundfile(source)
     try:
-        check_whole_stream(handle, source)
+        if whole:
+            check_whole_stream(handle, source)
     except BaseException:
         handle.close()
         raise
@@ -353,7 +354,7 @@ def load_audio(
     ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
     """
-    with open_audio(path) as handle:
+    with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
@@ -365,6 +366,7 @@ def load_audio(
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
+            check_whole_stream(handle, path)
             waveform = _read_mono(handle, path, frames)
         if len(waveform) == 0:
             check_zero_frames(handle, path)

@@ -20,7 +20,8 @@ _MPEG2 = {1: (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
           2: (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
 _MPEG2[3] = _MPEG2[2]
 _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version bits
-_VBR_TAGS = (b"Xing", b"Info", b"VBRI")  # a first frame holding one is a header, decoded as no samples
+_VBR_TAGS = (b"Xing", b"Info", b"VBRI")
+ID3V1_SIZE = 128  # the tag that may follow the last frame  # a first frame holding one is a header, decoded as no samples
 
 
 def _frame(header: int) -> tuple[int, int] | None:
@@ -48,12 +49,31 @@ def _id3v2_size(data: Buffer) -> int:
     return 10 + size + (10 if head[5] & 0x10 else 0)  # flag 0x10: a footer follows
 
 
+def _vbr_header_end(view: memoryview, offset: int) -> int | None:
+    """Where the frames end by the byte count of the Xing/Info/VBRI header in the frame at ``offset``
+    (a count that includes that frame), or None (no header, or one without a byte count)."""
+    head = bytes(view[offset : offset + 60])
+    for tag in (b"Xing", b"Info"):
+        at = head.find(tag, 4)
+        if at >= 0 and int.from_bytes(head[at + 4 : at + 8], "big") & 2:  # flag 2: the byte count is there
+            flags_end = at + 8 + (4 if head[at + 7] & 1 else 0)  # flag 1: a frame count comes first
+            return offset + int.from_bytes(head[flags_end : flags_end + 4], "big")
+    if head[36:40] == b"VBRI":
+        return offset + int.from_bytes(head[46:50], "big")
+    return None
+
+
 def mp3_samples(data: Buffer) -> int | None:
     """Samples (per channel) in the MP3 ``data``: the frames from its start (after an ID3v2 tag) up to
-    the first byte that is not a frame (an ID3v1/APE tag, the end), without a VBR header frame; None
-    when no frame starts there or the stream is free format."""
+    the first byte that is not a frame (an ID3v1/APE tag, the end), without a VBR header frame. None
+    when no frame starts there, the stream is free format, or its VBR header's byte count reaches the
+    end of ``data`` (but for an ID3v1 tag): libsndfile's length, from that header, is then the whole
+    file's, and the walk (which touches every frame of the file) is not needed."""
     view = memoryview(data)
     offset, samples, first = _id3v2_size(view), 0, True
+    end = _vbr_header_end(view, offset) if offset + 4 <= len(view) else None
+    if end is not None and 0 <= len(view) - end <= ID3V1_SIZE:
+        return None
     while offset + 4 <= len(view):
         frame = _frame(int.from_bytes(view[offset : offset + 4], "big"))
         if frame is None:

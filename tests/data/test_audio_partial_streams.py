@@ -16,6 +16,7 @@ import soundfile as sf
 from speechsum.data.audio import UnreadableAudioError, audio_seconds, load_audio
 from speechsum.data.hf_dataset import NamedAudio
 from speechsum.data.manifest import ManifestError, load_manifest
+from speechsum.data.mp3_frames import mp3_samples
 from speechsum.data.ogg_pages import ogg_links
 
 RATE = 16_000
@@ -33,6 +34,8 @@ def test_mp3s_joined_together_are_refused_naming_the_file_and_both_lengths(tmp_p
     joined = tmp_path / "joined.mp3"
     joined.write_bytes(part + part)
     assert sf.info(str(joined)).frames == 2 * RATE  # libsndfile reads the first part only
+    assert mp3_samples(part) is None  # its Xing header counts the bytes of the whole file: no walk needed
+    assert mp3_samples(part + part) > 4 * RATE  # the first part's header counts half: walked
     for read in (lambda: load_audio(str(joined), RATE), lambda: audio_seconds(str(joined)),
                  lambda: audio_seconds(NamedAudio(joined.read_bytes(), "train[3].audio"))):
         with pytest.raises(UnreadableAudioError) as info:
@@ -84,3 +87,13 @@ def test_streams_multiplexed_side_by_side_are_one_link():
     assert ogg_links(multiplexed) == 1
     assert ogg_links(multiplexed + ogg_page(2, 3) + ogg_page(4, 3)) == 2
     assert ogg_links(multiplexed + b"junk after the last page") == 1
+
+
+def test_a_prefix_libsndfile_holds_is_read_from_a_joined_mp3_under_truncation(tmp_path: Path):
+    """Truncated to its first second, a joined MP3 loses nothing (and its frames are not walked)."""
+    part = mp3_bytes(tmp_path / "part.mp3", 2.0)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(part + part)
+    assert len(load_audio(str(joined), RATE, max_seconds=1.0)) == RATE
+    with pytest.raises(UnreadableAudioError, match="reads only the first 2.00 s"):
+        load_audio(str(joined), RATE, max_seconds=3.0)  # more than libsndfile reads: refused
