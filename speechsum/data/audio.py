@@ -58,10 +58,11 @@ RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sampl
 
 
 class UnreadableAudioError(ValueError):
-    """libsndfile could not open the file as audio; ``reason``: why, without the file's name."""
+    """libsndfile could not open the file as audio, or would read only a part of it; ``reason``: why,
+    without the file's name; ``advice``: what to do (None: the reason says it)."""
 
     def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE):
-        self.reason = reason
+        self.reason, self.advice = reason, advice
         super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {advice}" if advice else ""))
 
 

@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 
 from speechsum.data.audio import (
+    FORMATS_ADVICE,
     AudioTooLongError,
     BadSampleError,
     EmptyAudioError,
@@ -71,9 +72,10 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
             raise _bad(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
         except EmptyAudioError:
             raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
-        except UnreadableAudioError as error:
-            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); send WAV, MP3, FLAC "
-                       "or OGG audio.", audio.param) from None
+        except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
+            advice = "send WAV, MP3, FLAC or OGG audio" if error.advice in (FORMATS_ADVICE, None) else error.advice
+            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",
+                       audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
             raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                        audio.param) from None

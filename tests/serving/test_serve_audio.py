@@ -181,6 +181,17 @@ def test_a_file_cut_short_is_a_400_not_a_summary_of_its_first_part(client, tmp_p
     assert message.endswith(" s are read: send the whole file.")
 
 
+def test_an_mp3_libsndfile_reads_only_in_part_is_a_400_saying_what_to_do(client, tmp_path) -> None:
+    """Two MP3s joined: the first part was summarised as the whole; then "send WAV, MP3, ..." of an MP3."""
+    part = tmp_path / "part.mp3"
+    sf.write(part, 0.3 * np.sin(np.arange(16_000) / 5), 16_000, format="MP3")
+    message = bad_request(client, audio_message(part.read_bytes() * 2, fmt="mp3"))
+    assert message.startswith("messages[0].content[0].input_audio: not a readable mp3 file (its MP3 frames hold ")
+    assert message.endswith("libsndfile reads only the first 1.00 s (the length its first frame gives: a variable-bitrate "
+                            "file without a Xing header, or files joined together)); re-encode it, e.g. `ffmpeg -i "
+                            "in.mp3 out.flac`, and use that.")
+
+
 def test_audio_limits(client, url, tmp_path) -> None:
     long = tmp_path / "long.wav"
     sf.write(long, np.zeros(16_000 * 6, dtype=np.int16), 16_000)  # 6 s > 5 s, 192 kB > 100 kB
