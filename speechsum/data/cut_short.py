@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import soundfile as sf
 
@@ -29,6 +29,7 @@ UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Ex
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
 CUT = "cut short (a download or copy that stopped?)"
 REFETCH = "re-fetch it or drop it"
+REWRITE = "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`"
 
 
 class CorruptAudioError(ValueError):
@@ -69,17 +70,26 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
     return None
 
 
-def damage(handle: sf.SoundFile) -> tuple[str, str] | None:
-    """What in ``handle``'s file libsndfile does not read, in words with its own, and what to do; or None."""
+class Damage(NamedTuple):
+    """What in a file libsndfile does not read (in words with its own), what to do, and whether the
+    file was cut short (else its header does not count all of it)."""
+
+    what: str
+    advice: str
+    cut: bool
+
+
+def damage(handle: sf.SoundFile) -> Damage | None:
+    """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None."""
     if claim := data_cut_short(handle):
-        return f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH
+        return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
-        return (f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
-                "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it")
+        return Damage(f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
+                      "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it", True)
     if uncounted := uncounted_bytes(handle):
-        return (f"its header's data chunk says {uncounted[0]} bytes, but {uncounted[1]} bytes that are no chunk follow "
-                "it (samples it does not count: a recording whose writer stopped before it wrote the sizes?)",
-                "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
+        return Damage(f"its header's data chunk says {uncounted[0]} bytes, but {uncounted[1]} bytes that are no chunk "
+                      "follow it (samples it does not count: a recording whose writer stopped before it wrote the "
+                      "sizes?)", f"{REWRITE}, or drop it", False)
     return None
 
 
@@ -87,7 +97,7 @@ def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float
     """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`);
     ``seconds``: what it reads."""
     if found := damage(handle):
-        log.warning("%s: %s; its %.2f s are read: %s", source, found[0], seconds, found[1])
+        log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
 
 
 def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
@@ -95,4 +105,4 @@ def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
     data size was never written), which would otherwise be called empty."""
     if found := damage(handle):
-        raise CorruptAudioError(f"{source}: {found[0]}, and libsndfile reads no sample of it: {found[1]}")
+        raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")

@@ -20,8 +20,8 @@ _MPEG2 = {1: (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
           2: (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
 _MPEG2[3] = _MPEG2[2]
 _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version bits
-_VBR_TAGS = (b"Xing", b"Info", b"VBRI")
-ID3V1_SIZE = 128  # the tag that may follow the last frame  # a first frame holding one is a header, decoded as no samples
+_VBR_TAGS = (b"Xing", b"Info", b"VBRI")  # a first frame holding one is a header, decoded as no samples
+ID3V1_SIZE = 128  # the tag that may follow the last frame
 
 
 def _frame(header: int) -> tuple[int, int] | None:

@@ -28,7 +28,7 @@ from speechsum.data.audio import (
     UnreadableAudioError,
     load_audio,
 )
-from speechsum.data.cut_short import damage
+from speechsum.data.cut_short import REWRITE, damage
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
@@ -90,8 +90,8 @@ def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
     with sf.SoundFile(str(path)) as handle:
         found = damage(handle)
     if found:
-        raise _bad(f"{audio.param}: {found[0]}; only its first {seconds:.2f} s are read: send the whole file.",
-                   audio.param)
+        advice = "send the whole file" if found.cut else f"send it with a header that counts all of it ({REWRITE})"
+        raise _bad(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
 
 
 def seconds_over(seconds: float, limit: float) -> str:

@@ -181,6 +181,19 @@ def test_a_file_cut_short_is_a_400_not_a_summary_of_its_first_part(client, tmp_p
     assert message.endswith(" s are read: send the whole file.")
 
 
+def test_a_wav_whose_header_counts_only_its_first_part_is_a_400(client, tmp_path) -> None:
+    """Sizes written at 0.5 s by a recorder that went on to 3 s: the first 0.5 s were summarised as the whole."""
+    path = tmp_path / "stopped.wav"
+    sf.write(path, 0.3 * np.sin(np.arange(48_000) / 5), 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = (16_000).to_bytes(4, "little")  # the data chunk's size, after the canonical 36-byte header
+    assert bad_request(client, audio_message(bytes(data))) == (
+        "messages[0].content[0].input_audio: its header's data chunk says 16000 bytes, but 80000 bytes that are no "
+        "chunk follow it (samples it does not count: a recording whose writer stopped before it wrote the sizes?); "
+        "only its first 0.50 s are read: send it with a header that counts all of it (rewrite the header, e.g. "
+        "`sox --ignore-length in.wav out.wav`).")
+
+
 def test_an_mp3_libsndfile_reads_only_in_part_is_a_400_saying_what_to_do(client, tmp_path) -> None:
     """Two MP3s joined: the first part was summarised as the whole; then "send WAV, MP3, ..." of an MP3."""
     part = tmp_path / "part.mp3"
