@@ -286,21 +286,25 @@ def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: fl
     raise AudioTooLongError(f"{source}: {length} {_too_long_advice(max_seconds)}", frames / rate)
 
 
-def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> float:
+def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
     scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
     path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
-    for one longer than ``max_seconds`` (when given)."""
+    for one longer than ``max_seconds`` (when given); :class:`UnreadableAudioError` for a file
+    libsndfile reads only the first part of (:func:`check_whole_stream`), unless it will be cut to
+    ``truncate_at`` seconds (when given) and that part is as long."""
     problem = path_problem(source) if isinstance(source, str) else None
     if problem:
         raise ValueError(f"{source}: {problem}")
     try:
-        with open_audio(source) as handle:
+        with open_audio(source, whole=False) as handle:
             frames, rate = header_frames(handle), handle.samplerate
             check_rate(source, rate)
+            if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
+                check_whole_stream(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
             if frames:

@@ -169,10 +169,10 @@ def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool 
     return str(audio_path(value["path"], root, allow_outside, folder="dataset folder"))
 
 
-def probe_audio(source: str | NamedAudio, max_seconds: float | None = None) -> float:
+def probe_audio(source: str | NamedAudio, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
     try:
-        return audio_seconds(source, max_seconds)
+        return audio_seconds(source, max_seconds, truncate_at)
     finally:
         if isinstance(source, NamedAudio):
             source.seek(0)
@@ -217,6 +217,7 @@ def load_hf_split(
     allow_paths_outside_dataset_dir: bool = False,
     max_audio_seconds: float | None = None,
     reserved_text: tuple[str, ...] = (),
+    truncate_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine], HFAudio]:
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
@@ -224,7 +225,8 @@ def load_hf_split(
     the returned :class:`HFAudio` opens it for :class:`~speechsum.data.dataset.SpeechSumDataset`.
     A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
     a clip longer than ``max_audio_seconds`` (when given) is a bad row, as is a text the model reads
-    that holds one of ``reserved_text`` (its tokenizer's special tokens).
+    that holds one of ``reserved_text`` (its tokenizer's special tokens); ``truncate_audio_seconds``:
+    as for :func:`~speechsum.data.manifest.load_manifest`.
     """
     datasets = import_datasets()
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
@@ -259,7 +261,7 @@ def load_hf_split(
             field = "audio"
             source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir,
                                   dtype)
-            duration = probe_audio(source, max_audio_seconds)
+            duration = probe_audio(source, max_audio_seconds, truncate_audio_seconds)
             field = "id"
             example_id = values.get("id") or f"{split}-{row}"
             if example_id in seen:

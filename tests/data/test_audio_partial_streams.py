@@ -18,6 +18,7 @@ from speechsum.data.hf_dataset import NamedAudio
 from speechsum.data.manifest import ManifestError, load_manifest
 from speechsum.data.mp3_frames import mp3_samples
 from speechsum.data.ogg_pages import ogg_links
+from tests.data.test_datamodule import copy_manifest, datamodule, read_lines, write_lines
 
 RATE = 16_000
 
@@ -97,3 +98,26 @@ def test_a_prefix_libsndfile_holds_is_read_from_a_joined_mp3_under_truncation(tm
     assert len(load_audio(str(joined), RATE, max_seconds=1.0)) == RATE
     with pytest.raises(UnreadableAudioError, match="reads only the first 2.00 s"):
         load_audio(str(joined), RATE, max_seconds=3.0)  # more than libsndfile reads: refused
+
+
+@pytest.mark.parametrize(("too_long", "seconds", "loads"), [("truncate", 1.0, True), ("truncate", 3.0, False),
+                                                              ("error", 5.0, False)])
+def test_a_datamodule_takes_a_joined_mp3_only_when_it_reads_a_part_libsndfile_holds(
+        tmp_path: Path, toy_data, tiny_composed, too_long: str, seconds: float, loads: bool):
+    """Cut to its first second, a joined MP3 (2 s that libsndfile reads, 4 s in all) was read right
+    before the check, so it is no bad line; read to more than the 2 s, it is one."""
+    part = mp3_bytes(tmp_path / "part.mp3", 2.0)
+    (tmp_path / "joined.mp3").write_bytes(part + part)
+    lines = read_lines(copy_manifest(toy_data["train"], tmp_path / "c.jsonl"))
+    lines.append({"id": "joined", "audio": str(tmp_path / "joined.mp3"), "instruction": "x", "summary": "y"})
+    manifest = write_lines(tmp_path / "train.jsonl", lines)
+    dm = datamodule(tiny_composed.processor, train_manifest=str(manifest), max_audio_seconds=seconds,
+                    too_long_audio=too_long)
+    if not loads:
+        with pytest.raises(ManifestError, match=rf"^{manifest}:25: field 'audio': unreadable audio file .*joined\.mp3: "
+                           "its MP3 frames hold 4"):
+            dm.setup("fit")
+        return
+    dm.setup("fit")
+    example, waveform = dm.datasets["train"][24]
+    assert example.id == "joined" and len(waveform) == RATE
