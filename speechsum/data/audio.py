@@ -9,24 +9,30 @@ flow into features and losses. A header that leaves the length out (streamed FLA
 from __future__ import annotations
 
 import logging
+import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsum.data.cut_short import CorruptAudioError, check_zero_frames, warn_if_damaged
+from speechsum.data.mp3_frames import Buffer, mp3_samples
+from speechsum.data.ogg_pages import ogg_links
+
 log = logging.getLogger(__name__)
 
 TooLong = Literal["error", "truncate"]
+T = TypeVar("T")
 
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
-STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
+MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
@@ -44,10 +50,6 @@ class AudioTooLongError(ValueError):
         self.seconds = seconds
 
 
-class CorruptAudioError(ValueError):
-    """libsndfile opened the file but could not decode it to its end (a file cut short)."""
-
-
 # what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
 FORMATS_ADVICE = ("speechsum reads what libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...; not M4A/AAC, "
                   "WMA or video): convert it, e.g. `ffmpeg -i in.m4a out.wav`, or drop it")
@@ -56,10 +58,11 @@ RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sampl
 
 
 class UnreadableAudioError(ValueError):
-    """libsndfile could not open the file as audio; ``reason``: why, without the file's name."""
+    """libsndfile could not open the file as audio, or would read only a part of it; ``reason``: why,
+    without the file's name; ``advice``: what to do (None: the reason says it)."""
 
     def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE):
-        self.reason = reason
+        self.reason, self.advice = reason, advice
         super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {advice}" if advice else ""))
 
 
@@ -161,7 +164,54 @@ def path_problem(path: str | os.PathLike) -> str | None:
         return f"unusable path ({err})"
 
 
-def open_audio(source: str | BinaryIO) -> sf.SoundFile:
+def open_audio(source: str | BinaryIO, whole: bool = True) -> sf.SoundFile:
+    """``sf.SoundFile`` for reading (:func:`_open_soundfile`); ``whole``: once :func:`check_whole_stream`
+    finds that libsndfile reads all of it (False: the caller checks, if it reads to the end)."""
+    handle = _open_soundfile(source)
+    try:
+        if whole:
+            check_whole_stream(handle, source)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _walk_file(source: str | BinaryIO, walk: Callable[[Buffer], T]) -> T:
+    """``walk`` over the bytes of the file ``source`` (a path: mapped, not read into memory; a file
+    object: read, its position kept)."""
+    if isinstance(source, str):
+        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return walk(mapped)
+    position = source.tell()
+    try:
+        source.seek(0)
+        return walk(source.read())
+    finally:
+        source.seek(position)
+
+
+def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """Raise :class:`UnreadableAudioError` naming ``source`` when libsndfile would read only the first
+    part of it, without an error: an MP3 whose frames (:func:`~speechsum.data.mp3_frames.mp3_samples`)
+    hold more than :data:`MP3_SLACK` samples beyond the length it took from the first frame (a VBR
+    file without a Xing header, files joined together), or an Ogg file of several streams one after
+    another (:func:`~speechsum.data.ogg_pages.ogg_links`: chained, as joined files or a web-radio capture)."""
+    rate = handle.samplerate
+    if handle.format == "MP3" and (samples := _walk_file(source, mp3_samples)) is not None \
+            and samples - handle.frames > MP3_SLACK:
+        raise UnreadableAudioError(source, f"its MP3 frames hold {samples / rate:.2f} s but libsndfile reads only the "
+                                   f"first {handle.frames / rate:.2f} s (the length its first frame gives: a "
+                                   "variable-bitrate file without a Xing header, or files joined together)",
+                                   "re-encode it, e.g. `ffmpeg -i in.mp3 out.flac`, and use that")
+    if handle.format == "OGG" and (links := _walk_file(source, ogg_links)) > 1:
+        raise UnreadableAudioError(source, f"it holds {links} Ogg streams one after another (chained: files joined "
+                                   "together, or a web-radio capture), and libsndfile reads only the first "
+                                   f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
+                                   "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
+
+
+def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
     """``sf.SoundFile`` for reading. soundfile encodes a str path strictly as UTF-8, and a file name
     that is not UTF-8 reaches Python as lone surrogates: such a path goes as the OS's bytes (any
     other as itself). A file that cannot be opened raises a ``ValueError`` naming it: the
@@ -183,27 +233,6 @@ def open_audio(source: str | BinaryIO) -> sf.SoundFile:
         if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
             reason = f"no audio libsndfile can decode (it reports: {reason})"
         raise UnreadableAudioError(source, reason) from None
-
-
-def data_cut_short(handle: sf.SoundFile) -> str | None:
-    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``) is larger
-    than what the file holds, e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports
-    the frames that are there, so nothing else says that a WAV was cut short. A streaming writer's
-    placeholder size (``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None."""
-    for line in handle.extra_info.splitlines():
-        name, _, rest = line.partition(":")
-        declared = rest.split("(should be")[0].strip()
-        if "(should be" in rest and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
-            return line.strip()
-    return None
-
-
-def warn_if_cut_short(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
-    """Log a warning naming ``source`` when its header promises more data than the file holds
-    (:func:`data_cut_short`); ``seconds``: what is there."""
-    if claim := data_cut_short(handle):
-        log.warning("%s: its header's data chunk is larger than the file (libsndfile: %r): cut short (a download or "
-                    "copy that stopped?); its %.2f s are read: re-fetch it or drop it", source, claim, seconds)
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
@@ -257,25 +286,31 @@ def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: fl
     raise AudioTooLongError(f"{source}: {length} {_too_long_advice(max_seconds)}", frames / rate)
 
 
-def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None) -> float:
+def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
     scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
     path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
-    for one longer than ``max_seconds`` (when given)."""
+    for one longer than ``max_seconds`` (when given); :class:`UnreadableAudioError` for a file
+    libsndfile reads only the first part of (:func:`check_whole_stream`), unless it will be cut to
+    ``truncate_at`` seconds (when given) and that part is as long."""
     problem = path_problem(source) if isinstance(source, str) else None
     if problem:
         raise ValueError(f"{source}: {problem}")
     try:
-        with open_audio(source) as handle:
+        with open_audio(source, whole=False) as handle:
             frames, rate = header_frames(handle), handle.samplerate
             check_rate(source, rate)
+            if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
+                check_whole_stream(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
             if frames:
-                warn_if_cut_short(handle, source, frames / rate)
+                warn_if_damaged(handle, source, frames / rate)
+            else:
+                check_zero_frames(handle, source)
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
@@ -321,10 +356,10 @@ def load_audio(
     :class:`AudioTooLongError` (``too_long="error"``). A NaN/Inf or out-of-range sample in what is
     read raises :class:`BadSampleError` (a ``ValueError`` naming the file and frame), a sample rate
     no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
-    ``warn_cut_short``: warn about a file cut short (:func:`warn_if_cut_short`) where no manifest load
+    ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
     """
-    with open_audio(path) as handle:
+    with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
@@ -336,9 +371,12 @@ def load_audio(
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
+            check_whole_stream(handle, path)
             waveform = _read_mono(handle, path, frames)
-        if warn_cut_short:
-            warn_if_cut_short(handle, path, len(waveform) / rate)
+        if len(waveform) == 0:
+            check_zero_frames(handle, path)
+        elif warn_cut_short:
+            warn_if_damaged(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")

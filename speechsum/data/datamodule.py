@@ -167,7 +167,6 @@ class SpeechSumDataModule(L.LightningDataModule):
         processor = self._resolve_processor()
         limit = self.max_audio_seconds or processor.max_audio_seconds
         read_audio = getattr(processor, "reads_audio", True)
-        refuse_longer = limit if self.too_long_audio == "error" and read_audio else None  # a bad example at load
         if getattr(processor, "reads_transcripts", False) and not self.require_transcript:
             raise ValueError(
                 "this model reads transcripts, not audio (a text LLM): set `data.require_transcript: true` "
@@ -180,13 +179,13 @@ class SpeechSumDataModule(L.LightningDataModule):
             if split in self.checked_examples:
                 examples, skipped = self.checked_examples[split], []
             elif path is None:
-                self._setup_hf_split(split, processor.sample_rate, limit, read_audio, refuse_longer)
+                self._setup_hf_split(split, processor.sample_rate, limit, read_audio)
                 continue
             else:
                 try:
                     examples, skipped = load_manifest(
                         path, allow_paths_outside_manifest_dir=self.allow_paths_outside_manifest_dir,
-                        **self._requirements(split, refuse_longer),
+                        **self._requirements(split, limit, read_audio),
                     )
                 except (FileNotFoundError, IsADirectoryError) as err:  # which of the four settings?
                     relative = isinstance(err, FileNotFoundError) and not os.path.isabs(path)
@@ -200,14 +199,19 @@ class SpeechSumDataModule(L.LightningDataModule):
             )
             self._warn_over_budget(split)
 
-    def _requirements(self, split: str, refuse_longer: float | None) -> dict[str, Any]:
+    def _requirements(self, split: str, limit: float | None, read_audio: bool) -> dict[str, Any]:
         """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /
-        ``load_hf_split`` keywords): a prediction split needs no reference or preference pair."""
+        ``load_hf_split`` keywords): a prediction split needs no reference or preference pair; a clip
+        longer than ``limit`` is a bad example at load under ``too_long_audio: error``, and is cut to
+        it when read under ``truncate`` (then a file libsndfile reads only a part of is fine if that
+        part is as long)."""
         needs = self._stage_fields(split)
         return {"on_bad_example": self.on_bad_example,
                 "require_summary": (self.require_summary or "summary" in needs) and split != "predict",
                 "require_transcript": self.require_transcript or "transcript" in needs,
-                "require_preference": self._preference(split), "max_audio_seconds": refuse_longer,
+                "require_preference": self._preference(split),
+                "max_audio_seconds": limit if self.too_long_audio == "error" and read_audio else None,
+                "truncate_audio_seconds": limit if self.too_long_audio == "truncate" and read_audio else None,
                 "reserved_text": self._resolve_processor().reserved_text}
 
     def _stage_fields(self, split: str) -> tuple[str, ...]:
@@ -224,7 +228,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         return split != "predict" and (self.preference or "chosen" in self._stage_fields(split))
 
     def _setup_hf_split(
-        self, split: str, sample_rate: int, limit: float | None, read_audio: bool, refuse_longer: float | None
+        self, split: str, sample_rate: int, limit: float | None, read_audio: bool
     ) -> None:
         """Load ``split`` from ``hf_dataset`` when it maps the split to one the dataset has."""
         if self.hf_dataset is None or split not in self.hf_splits:
@@ -245,7 +249,7 @@ class SpeechSumDataModule(L.LightningDataModule):
             self._hf_tables[name],
             columns=self.hf_columns,
             allow_paths_outside_dataset_dir=self.allow_paths_outside_manifest_dir,
-            **self._requirements(split, refuse_longer),
+            **self._requirements(split, limit, read_audio),
         )
         self.skipped[split] = skipped
         log.info("%s: %d examples from %s[%s] (%d skipped)", split, len(examples), self.hf_dataset, name, len(skipped))

@@ -110,8 +110,11 @@ def _resolve_columns(
     return resolved
 
 
-INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31, "int64": 2**63}
-UNSIGNED = {"uint8": 2.0**7, "uint16": 2.0**15, "uint32": 2.0**31, "uint64": 2.0**63}  # their midpoints
+INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31}
+UNSIGNED = {"uint8": 2.0**7, "uint16": 2.0**15, "uint32": 2.0**31}  # their midpoints
+# no audio has 64-bit integer samples: such an array is int16/int32 samples widened (a list of Python ints
+# becomes int64 in Arrow, as np.array of ints does), and scaled by 2**63 it was silence
+UNSCALED = ("int64", "uint64")
 
 
 def array_dtype(feature: Any) -> str | None:
@@ -125,7 +128,8 @@ def array_dtype(feature: Any) -> str | None:
 
 def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     """An in-memory ``{array, sampling_rate}`` cell as float WAV bytes: integer samples scaled to
-    [-1, 1) (unsigned ones centred on their midpoint), a ``(channels, n)`` or ``(n, channels)`` array as channels."""
+    [-1, 1) (unsigned ones centred on their midpoint; 64-bit ones, of no known scale, refused), a
+    ``(channels, n)`` or ``(n, channels)`` array as channels."""
     rate = value.get("sampling_rate")
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
@@ -135,6 +139,11 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
         samples = samples.T  # (channels, n), as datasets decodes multi-channel audio
     if samples.ndim not in (1, 2) or samples.size == 0 or (samples.ndim == 2 and samples.shape[1] > 8):
         raise ValueError(f"the audio array has shape {samples.shape}: give samples (n,) or (n, channels ≤ 8)")
+    if dtype in UNSCALED:
+        raise ValueError(f"the audio array holds {dtype} samples (peak {int(np.abs(samples).max())}), a width no audio "
+                         "has (a list of Python ints is stored as int64), so their scale is unknown: store them with "
+                         "their own dtype (e.g. np.asarray(samples, dtype=np.int16)) or as floats within [-1, 1] "
+                         "(int16 samples / 32768)")
     if dtype in UNSIGNED:  # offset binary: the middle of the range is silence
         samples = (samples - UNSIGNED[dtype]) / UNSIGNED[dtype]
     elif dtype in INT_SCALE:
@@ -160,10 +169,10 @@ def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool 
     return str(audio_path(value["path"], root, allow_outside, folder="dataset folder"))
 
 
-def probe_audio(source: str | NamedAudio, max_seconds: float | None = None) -> float:
+def probe_audio(source: str | NamedAudio, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration in seconds (:func:`~speechsum.data.audio.audio_seconds`, as for manifests)."""
     try:
-        return audio_seconds(source, max_seconds)
+        return audio_seconds(source, max_seconds, truncate_at)
     finally:
         if isinstance(source, NamedAudio):
             source.seek(0)
@@ -208,6 +217,7 @@ def load_hf_split(
     allow_paths_outside_dataset_dir: bool = False,
     max_audio_seconds: float | None = None,
     reserved_text: tuple[str, ...] = (),
+    truncate_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine], HFAudio]:
     """Validate every row of one split; returns ``(examples, skipped rows, audio opener)``.
 
@@ -215,7 +225,8 @@ def load_hf_split(
     the returned :class:`HFAudio` opens it for :class:`~speechsum.data.dataset.SpeechSumDataset`.
     A relative audio path must stay inside a local dataset's folder unless ``allow_paths_outside_dataset_dir``;
     a clip longer than ``max_audio_seconds`` (when given) is a bad row, as is a text the model reads
-    that holds one of ``reserved_text`` (its tokenizer's special tokens).
+    that holds one of ``reserved_text`` (its tokenizer's special tokens); ``truncate_audio_seconds``:
+    as for :func:`~speechsum.data.manifest.load_manifest`.
     """
     datasets = import_datasets()
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
@@ -250,7 +261,7 @@ def load_hf_split(
             field = "audio"
             source = audio_source(record[mapped["audio"]], f"{label} row {row}", root, allow_paths_outside_dataset_dir,
                                   dtype)
-            duration = probe_audio(source, max_audio_seconds)
+            duration = probe_audio(source, max_audio_seconds, truncate_audio_seconds)
             field = "id"
             example_id = values.get("id") or f"{split}-{row}"
             if example_id in seen:

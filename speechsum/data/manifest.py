@@ -176,11 +176,11 @@ def _near_miss_hint(value: str, resolved: Path, root: Path) -> str:
     return ""
 
 
-def _probe_audio(path: Path, max_seconds: float | None) -> float:
+def _probe_audio(path: Path, max_seconds: float | None, truncate_at: float | None = None) -> float:
     """The file's duration in seconds (:func:`~speechsum.data.audio.audio_seconds`: from the header;
     float files are also scanned, block by block, for NaN/Inf and out-of-range samples)."""
     try:
-        return audio_seconds(str(path), max_seconds)
+        return audio_seconds(str(path), max_seconds, truncate_at)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from err
 
@@ -238,6 +238,7 @@ def parse_line(
     require_instruction: bool = True,
     max_audio_seconds: float | None = None,
     reserved_text: tuple[str, ...] = (),
+    truncate_audio_seconds: float | None = None,
 ) -> Example:
     """Parse and validate one manifest line; raises ``ValueError`` with the reason (also for audio
     longer than ``max_audio_seconds``, when given, and for a text field the model tokenizes that
@@ -273,7 +274,7 @@ def parse_line(
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from None
     try:
-        duration = _probe_audio(audio, max_audio_seconds)
+        duration = _probe_audio(audio, max_audio_seconds, truncate_audio_seconds)
     except ValueError as err:
         hint = _working_folder_hint(record["audio"], audio, root) or _near_miss_hint(record["audio"], audio, root)
         raise ValueError(f"{err}{hint}") from err
@@ -306,6 +307,7 @@ def load_manifest(
     require_instruction: bool = True,
     max_audio_seconds: float | None = None,
     reserved_text: tuple[str, ...] = (),
+    truncate_audio_seconds: float | None = None,
 ) -> tuple[list[Example], list[SkippedLine]]:
     """Read and validate a JSONL manifest; returns ``(examples, skipped_lines)``.
 
@@ -316,6 +318,8 @@ def load_manifest(
     every bad line with its reason and a total count, and returns the good ones. The duration comes
     from the audio header; only float-sample files are read (block by block, for NaN/Inf).
     ``max_audio_seconds``: a longer clip is a bad line (``too_long_audio: error``, known at load).
+    ``truncate_audio_seconds``: clips are cut to this when read (``too_long_audio: truncate``), so a
+    file libsndfile reads only the first part of is no bad line if that part is as long.
     ``reserved_text``: the model tokenizer's special tokens, which no text field it reads may hold.
     """
     path = Path(path)
@@ -347,6 +351,7 @@ def load_manifest(
                 allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
                 require_instruction=require_instruction,
                 max_audio_seconds=max_audio_seconds,
+                truncate_audio_seconds=truncate_audio_seconds,
                 reserved_text=reserved_text,
             )
             if example.id in seen:

@@ -6,7 +6,8 @@ stereo averaged) and text parts (the instruction; none: :data:`DEFAULT_INSTRUCTI
 format is the student's own (fixed in training), so system and assistant messages are refused.
 The audio is written to a temporary file, its duration read from the header and refused above the
 limit (the server's ``--max-audio-seconds`` or the backbone's own maximum) before the samples are
-decoded by :func:`speechsum.data.audio.load_audio`; a file that cannot be read is a 400.
+decoded by :func:`speechsum.data.audio.load_audio`; a file that cannot be read is a 400, and so is a
+file of which only the first part is read (a truncated upload), which would be summarised as the whole.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from speechsum.data.audio import (
+    FORMATS_ADVICE,
     AudioTooLongError,
     BadSampleError,
     EmptyAudioError,
     UnreadableAudioError,
     load_audio,
 )
+from speechsum.data.cut_short import REWRITE, damage
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
@@ -69,13 +73,26 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
             raise _bad(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
         except EmptyAudioError:
             raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
-        except UnreadableAudioError as error:
-            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); send WAV, MP3, FLAC "
-                       "or OGG audio.", audio.param) from None
+        except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
+            advice = "send WAV, MP3, FLAC or OGG audio" if error.advice in (FORMATS_ADVICE, None) else error.advice
+            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",
+                       audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
             raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                        audio.param) from None
+        _refuse_partial(path, audio, len(waveform) / sample_rate)
     return waveform
+
+
+def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
+    """A 400 naming the part when libsndfile reads only a part of its file (:func:`~speechsum.data.cut_short.damage`:
+    cut short, a header that does not count all its samples): its first ``seconds`` would be summarised
+    as if they were the whole recording."""
+    with sf.SoundFile(str(path)) as handle:
+        found = damage(handle)
+    if found:
+        advice = "send the whole file" if found.cut else f"send it with a header that counts all of it ({REWRITE})"
+        raise _bad(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
 
 
 def seconds_over(seconds: float, limit: float) -> str:

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import FORMATS_ADVICE, RAW_REASON, EmptyAudioError, UnreadableAudioError, load_audio
+from speechsum.data.audio import (
+    FORMATS_ADVICE,
+    RAW_REASON,
+    CorruptAudioError,
+    EmptyAudioError,
+    UnreadableAudioError,
+    load_audio,
+)
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import ManifestError, load_manifest
@@ -99,7 +106,7 @@ def test_unreadable_audio_is_a_value_error_the_loops_catch(tmp_path: Path):
         load_audio(str(tmp_path / "notes.wav"), 16_000)
 
 
-@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF"])
+@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF", "W64", "RF64"])
 def test_a_file_cut_short_after_its_header_is_read_as_is_with_a_warning(tmp_path: Path, container: str, caplog):
     """libsndfile reports the frames that are there, so the warning for a header that promises more
     than the data holds never fired for these: a half-downloaded clip trained without a word."""
@@ -129,3 +136,66 @@ def test_a_streamed_wavs_placeholder_size_is_no_cut(tmp_path: Path, placeholder:
     examples, _ = load_manifest(manifest_of(tmp_path, path.name))
     assert examples[0].duration == 1.0
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]
+
+
+def test_an_ogg_vorbis_file_cut_short_is_said_to_be_cut_not_empty(tmp_path: Path):
+    """libsndfile reports 0 frames for a Vorbis stream without its last page: the error said "empty
+    audio file (0 samples)" of a 4-s clip missing a tenth of its bytes."""
+    path = tmp_path / "cut.ogg"
+    sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="VORBIS")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 9 // 10])
+    reason = load_error(tmp_path, path.name)
+    assert reason.startswith(f"field 'audio': {path}: its Ogg stream ends without its end-of-stream page (libsndfile: ")
+    assert "cut short (a download or copy that stopped?), and libsndfile reads no sample of it: re-fetch it" in reason
+    with pytest.raises(CorruptAudioError, match=re.escape(f"{path}: its Ogg stream ends without its end-of-stream page")):
+        load_audio(str(path), 16_000)
+
+
+def test_an_opus_file_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_path: Path, caplog):
+    path = tmp_path / "cut.opus"
+    sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="OPUS")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    [record] = [r for r in caplog.records if "cut short" in r.getMessage()]
+    assert record.getMessage().startswith(f"{path}: its Ogg stream ends without its end-of-stream page (libsndfile: ")
+    assert record.getMessage().endswith(f"its {examples[0].duration:.2f} s are read: re-fetch it, or re-encode what is "
+                                        "there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it")
+    caplog.clear()
+    sf.write(path, np.tile(TONE, 4), 16_000, format="OGG", subtype="OPUS")
+    load_manifest(manifest_of(tmp_path, path.name))
+    assert not [r for r in caplog.records if "cut short" in r.getMessage()]  # a whole file: no word
+
+
+def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: Path):
+    """A recorder stopped before it wrote the sizes leaves "data : 0" before its samples: libsndfile
+    reads none, and the error said "empty audio file (0 samples)" of a second of speech."""
+    path = tmp_path / "unfinished.wav"
+    sf.write(path, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[4:8] = data[40:44] = bytes(4)  # the RIFF and data sizes, after the canonical 36-byte header
+    path.write_bytes(bytes(data))
+    expected = (f"{path}: its header's data chunk says 0 bytes, but 32000 bytes that are no chunk follow it (samples "
+                "it does not count: a recording whose writer stopped before it wrote the sizes?), and libsndfile reads "
+                "no sample of it: rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
+    assert load_error(tmp_path, path.name) == f"field 'audio': {expected}"
+    with pytest.raises(CorruptAudioError, match=re.escape(expected)):
+        load_audio(str(path), 16_000)
+    sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty
+    assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples)"
+
+
+def test_samples_a_wav_header_does_not_count_are_warned_about(tmp_path: Path, caplog):
+    """A recorder that wrote its sizes at 0.5 s and stopped at 3 s: libsndfile reads 0.5 s, and the
+    rest was left out without a word."""
+    path = tmp_path / "stopped.wav"
+    sf.write(path, np.tile(TONE, 3), 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = (16_000).to_bytes(4, "little")  # the data chunk's size: 0.5 s of 16-bit samples
+    path.write_bytes(bytes(data))
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 0.5
+    [record] = [r for r in caplog.records if "no chunk" in r.getMessage()]
+    assert record.getMessage() == (
+        f"{path}: its header's data chunk says 16000 bytes, but 80000 bytes that are no chunk follow it (samples it "
+        "does not count: a recording whose writer stopped before it wrote the sizes?); its 0.50 s are read: rewrite "
+        "the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")

@@ -66,3 +66,13 @@ def test_bad_array_rows_name_split_row_column_or_are_skipped(processor, cell, me
     assert (caught.value.split, caught.value.row, caught.value.column) == ("train", 1, "audio")
     dm = setup_rows(processor, [good, cell], on_bad_example="skip")
     assert [s.line for s in dm.skipped["train"]] == [1] and len(dm.datasets["train"]) == 1
+
+
+@pytest.mark.parametrize("samples", [(WAVE * 2**15).astype(np.int16).tolist(), (WAVE * 2**15).astype(np.int64)])
+def test_64_bit_integer_samples_are_refused_not_read_as_silence(processor, samples) -> None:
+    """A list of Python ints (int16 samples) is stored as int64: scaled by 2**63 it trained on ~1e-15."""
+    expected = (r"split 'train', row 0, column 'audio'\): the audio array holds int64 samples \(peak 8191\), a width "
+                r"no audio has .*np\.asarray\(samples, dtype=np\.int16\)")
+    with pytest.raises(HFDatasetError, match=expected) as caught:
+        setup_rows(processor, [{"array": samples, "sampling_rate": RATE}])
+    assert (caught.value.split, caught.value.row, caught.value.column) == ("train", 0, "audio")

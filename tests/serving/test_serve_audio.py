@@ -166,6 +166,45 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)
 
 
+@pytest.mark.parametrize(("name", "container", "subtype", "libsndfile"), [
+    ("cut.wav", "WAV", "PCM_16", "its header's data chunk is larger than the file (libsndfile: 'data : 128000 (should be "),
+    ("cut.ogg", "OGG", "OPUS", "its Ogg stream ends without its end-of-stream page (libsndfile: 'Ogg : "),
+])
+def test_a_file_cut_short_is_a_400_not_a_summary_of_its_first_part(client, tmp_path, name, container, subtype,
+                                                                   libsndfile) -> None:
+    """A truncated upload was summarised as if its first part were the whole recording, without a word."""
+    path = tmp_path / name
+    sf.write(path, 0.3 * np.sin(np.arange(64_000) / 5), 16_000, format=container, subtype=subtype)
+    message = bad_request(client, audio_message(path.read_bytes()[: path.stat().st_size // 2], fmt=name[-3:]))
+    assert message.startswith(f"messages[0].content[0].input_audio: {libsndfile}")
+    assert "): cut short (a download or copy that stopped?); only its first " in message
+    assert message.endswith(" s are read: send the whole file.")
+
+
+def test_a_wav_whose_header_counts_only_its_first_part_is_a_400(client, tmp_path) -> None:
+    """Sizes written at 0.5 s by a recorder that went on to 3 s: the first 0.5 s were summarised as the whole."""
+    path = tmp_path / "stopped.wav"
+    sf.write(path, 0.3 * np.sin(np.arange(48_000) / 5), 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = (16_000).to_bytes(4, "little")  # the data chunk's size, after the canonical 36-byte header
+    assert bad_request(client, audio_message(bytes(data))) == (
+        "messages[0].content[0].input_audio: its header's data chunk says 16000 bytes, but 80000 bytes that are no "
+        "chunk follow it (samples it does not count: a recording whose writer stopped before it wrote the sizes?); "
+        "only its first 0.50 s are read: send it with a header that counts all of it (rewrite the header, e.g. "
+        "`sox --ignore-length in.wav out.wav`).")
+
+
+def test_an_mp3_libsndfile_reads_only_in_part_is_a_400_saying_what_to_do(client, tmp_path) -> None:
+    """Two MP3s joined: the first part was summarised as the whole; then "send WAV, MP3, ..." of an MP3."""
+    part = tmp_path / "part.mp3"
+    sf.write(part, 0.3 * np.sin(np.arange(16_000) / 5), 16_000, format="MP3")
+    message = bad_request(client, audio_message(part.read_bytes() * 2, fmt="mp3"))
+    assert message.startswith("messages[0].content[0].input_audio: not a readable mp3 file (its MP3 frames hold ")
+    assert message.endswith("libsndfile reads only the first 1.00 s (the length its first frame gives: a variable-bitrate "
+                            "file without a Xing header, or files joined together)); re-encode it, e.g. `ffmpeg -i "
+                            "in.mp3 out.flac`, and use that.")
+
+
 def test_audio_limits(client, url, tmp_path) -> None:
     long = tmp_path / "long.wav"
     sf.write(long, np.zeros(16_000 * 6, dtype=np.int16), 16_000)  # 6 s > 5 s, 192 kB > 100 kB

@@ -247,6 +247,6 @@ def test_a_wav_cut_short_is_summarised_with_a_warning_naming_it(composed_export:
     out = tmp_path / "summaries.jsonl"
     main([str(cut), "--model", str(composed_export), "--out", str(out), "--max-new-tokens", "3", "--no-progress"])
     assert read_jsonl(out)[0]["audio_seconds"] == 0.5
-    assert [record.getMessage() for record in caplog.records if record.name == "speechsum.data.audio"] == [
+    assert [record.getMessage() for record in caplog.records if record.name == "speechsum.data.cut_short"] == [
         f"{cut}: its header's data chunk is larger than the file (libsndfile: 'data : 32000 (should be 16000)'): cut "
         "short (a download or copy that stopped?); its 0.50 s are read: re-fetch it or drop it"]

@@ -1,0 +1,108 @@
+"""Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
+the file tells: cut short (a download or copy that stopped: a WAV/AIFF/W64/RF64 data chunk larger
+than the file, an Ogg stream without its end-of-stream page), or samples a WAV header does not count
+(a recorder stopped before it wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it).
+
+What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file of which
+libsndfile reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error
+saying why (:func:`check_zero_frames`), not "empty".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import BinaryIO, NamedTuple
+
+import soundfile as sf
+
+log = logging.getLogger(__name__)
+
+STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
+RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
+# libsndfile's log lines for a WAV data chunk followed by what is no chunk (samples it does not count)
+FILE_LENGTH = re.compile(r"^Length : (\d+)$", re.MULTILINE)
+DATA_SIZE = re.compile(r"^data : (\d+)$", re.MULTILINE)
+BYTES_PER_SECOND = re.compile(r"^ +Bytes/sec +: (\d+)$", re.MULTILINE)
+UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Exiting parser")
+# libsndfile's words for an Ogg stream cut short (which it logs depends on where the cut is, and on reading)
+OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
+CUT = "cut short (a download or copy that stopped?)"
+REFETCH = "re-fetch it or drop it"
+REWRITE = "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`"
+
+
+class CorruptAudioError(ValueError):
+    """libsndfile opened the file but could not decode it to its end (a file cut short)."""
+
+
+def data_cut_short(handle: sf.SoundFile) -> str | None:
+    """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``, W64's
+    ``riff``, RF64's ``ds64`` frame count) is larger than what the file holds, e.g. ``data : 32000
+    (should be 956)``, or None. libsndfile then reports the frames that are there, so nothing else
+    says that a WAV was cut short. A streaming writer's placeholder size (``0xFFFFFFFF`` from a pipe,
+    arecord's ``0x7FFFF000``) is no promise: None."""
+    for line in handle.extra_info.splitlines():
+        name, _, rest = line.partition(":")
+        declared, should_be, actual = (part.strip(" )") for part in rest.partition("(should be"))
+        if should_be and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
+            return line.strip()
+        if name.strip() == "riff" and declared.isdigit() and actual.isdigit() and int(actual) < int(declared):
+            return line.strip()  # W64's data line does not say: its riff size does
+        if (match := RF64_COUNT.search(line)) and int(match[1]) < int(match[2]):
+            return line.strip(" *")
+    return None
+
+
+def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
+    """``(declared, following)``: a WAV data chunk's size and the bytes after it that are no chunk,
+    when those look like samples its header does not count: any after a data size of 0, else a
+    second's worth or more. None otherwise (a few bytes of padding)."""
+    info = handle.extra_info
+    length, stop, data = FILE_LENGTH.search(info), UNKNOWN_AFTER.search(info), DATA_SIZE.search(info)
+    if not (length and stop and data):
+        return None
+    declared, following = int(data[1]), int(length[1]) - int(stop[1])
+    per_second = BYTES_PER_SECOND.search(info)
+    second = int(per_second[1]) if per_second else 0
+    if following > 0 and (declared == 0 or following >= max(second, 1)):
+        return declared, following
+    return None
+
+
+class Damage(NamedTuple):
+    """What in a file libsndfile does not read (in words with its own), what to do, and whether the
+    file was cut short (else its header does not count all of it)."""
+
+    what: str
+    advice: str
+    cut: bool
+
+
+def damage(handle: sf.SoundFile) -> Damage | None:
+    """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None."""
+    if claim := data_cut_short(handle):
+        return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
+    if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
+        return Damage(f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
+                      "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it", True)
+    if uncounted := uncounted_bytes(handle):
+        return Damage(f"its header's data chunk says {uncounted[0]} bytes, but {uncounted[1]} bytes that are no chunk "
+                      "follow it (samples it does not count: a recording whose writer stopped before it wrote the "
+                      "sizes?)", f"{REWRITE}, or drop it", False)
+    return None
+
+
+def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
+    """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`);
+    ``seconds``: what it reads."""
+    if found := damage(handle):
+        log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
+
+
+def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
+    when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
+    data size was never written), which would otherwise be called empty."""
+    if found := damage(handle):
+        raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")

@@ -1,0 +1,123 @@
+"""Files libsndfile reads only the first part of, without an error: MP3s whose first frame gives a
+length shorter than their frames hold (files joined together; a variable-bitrate file without a
+Xing header) and chained Ogg files (streams one after another). They are refused naming the file
+and what to do, where they were read in part without a word; tagged MP3s and multiplexed Ogg
+streams, which libsndfile reads whole, still read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.hf_dataset import NamedAudio
+from speechsum.data.manifest import ManifestError, load_manifest
+from speechsum.data.mp3_frames import mp3_samples
+from speechsum.data.ogg_pages import ogg_links
+from tests.data.test_datamodule import copy_manifest, datamodule, read_lines, write_lines
+
+RATE = 16_000
+
+
+def mp3_bytes(path: Path, seconds: float) -> bytes:
+    """A tone (loudness varying, so the bitrate does) written as a VBR MP3 with a Xing header."""
+    time = np.arange(int(seconds * RATE)) / RATE
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * time) * (1 + np.sin(3 * time)) / 2, RATE, format="MP3")
+    return path.read_bytes()
+
+
+def test_mp3s_joined_together_are_refused_naming_the_file_and_both_lengths(tmp_path: Path):
+    part = mp3_bytes(tmp_path / "part.mp3", 2.0)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(part + part)
+    assert sf.info(str(joined)).frames == 2 * RATE  # libsndfile reads the first part only
+    assert mp3_samples(part) is None  # its Xing header counts the bytes of the whole file: no walk needed
+    assert mp3_samples(part + part) > 4 * RATE  # the first part's header counts half: walked
+    for read in (lambda: load_audio(str(joined), RATE), lambda: audio_seconds(str(joined)),
+                 lambda: audio_seconds(NamedAudio(joined.read_bytes(), "train[3].audio"))):
+        with pytest.raises(UnreadableAudioError) as info:
+            read()
+        message = str(info.value)
+        assert "reads only the first 2.00 s" in message and "ffmpeg -i in.mp3 out.flac" in message
+        assert str(joined) in message or "train[3].audio" in message
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "joined.mp3", "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    with pytest.raises(ManifestError, match=r"train\.jsonl:1: field 'audio': .*joined\.mp3.*MP3 frames hold 4\.\d\d s"):
+        load_manifest(manifest)
+
+
+def test_an_mp3_with_id3_tags_at_both_ends_reads_whole(tmp_path: Path):
+    size = 50_000  # an ID3v2 tag (cover art, say) before the frames, an ID3v1 tag after them
+    id3v2 = b"ID3\x03\x00\x00" + bytes([(size >> 21) & 127, (size >> 14) & 127, (size >> 7) & 127, size & 127])
+    path = tmp_path / "tagged.mp3"
+    path.write_bytes(id3v2 + bytes(size) + mp3_bytes(tmp_path / "plain.mp3", 2.0) + b"TAG" + bytes(125))
+    assert audio_seconds(str(path)) == 2.0
+    assert len(load_audio(str(path), RATE)) == 2 * RATE
+
+
+@pytest.mark.parametrize(("name", "subtype"), [("joined.ogg", "VORBIS"), ("joined.opus", "OPUS")])
+def test_chained_ogg_files_are_refused_naming_the_file_and_what_is_read(tmp_path: Path, name: str, subtype: str):
+    part = tmp_path / f"part-{name}"
+    sf.write(part, 0.3 * np.sin(np.arange(2 * RATE) / 5), RATE, format="OGG", subtype=subtype)
+    joined = tmp_path / name
+    joined.write_bytes(part.read_bytes() * 3)
+    assert len(sf.read(joined)[0]) == 2 * RATE  # libsndfile reads the first stream only
+    with pytest.raises(UnreadableAudioError) as info:
+        audio_seconds(str(joined))
+    assert str(info.value) == (
+        f"unreadable audio file {joined}: it holds 3 Ogg streams one after another (chained: files joined together, "
+        "or a web-radio capture), and libsndfile reads only the first (2.00 s); decode it with a tool that reads every "
+        "stream of a chained file, e.g. `sox in.ogg out.flac`, and use that")
+    with pytest.raises(UnreadableAudioError, match="it holds 3 Ogg streams"):
+        load_audio(str(joined), RATE)
+    assert audio_seconds(str(part)) == 2.0  # one stream: read whole
+
+
+def ogg_page(kind: int, serial: int, payload: bytes = b"x") -> bytes:
+    """One Ogg page (its CRC left 0: the walk reads headers only) of header type ``kind``."""
+    return b"OggS" + bytes([0, kind]) + bytes(8) + serial.to_bytes(4, "little") + bytes(8) + bytes([1, len(payload)]) + payload
+
+
+def test_streams_multiplexed_side_by_side_are_one_link():
+    """An audio stream with a Skeleton track beside it begins two streams at once: one link, not chained."""
+    multiplexed = ogg_page(2, 1) + ogg_page(2, 2) + ogg_page(0, 1) + ogg_page(4, 2) + ogg_page(4, 1)
+    assert ogg_links(multiplexed) == 1
+    assert ogg_links(multiplexed + ogg_page(2, 3) + ogg_page(4, 3)) == 2
+    assert ogg_links(multiplexed + b"junk after the last page") == 1
+
+
+def test_a_prefix_libsndfile_holds_is_read_from_a_joined_mp3_under_truncation(tmp_path: Path):
+    """Truncated to its first second, a joined MP3 loses nothing (and its frames are not walked)."""
+    part = mp3_bytes(tmp_path / "part.mp3", 2.0)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(part + part)
+    assert len(load_audio(str(joined), RATE, max_seconds=1.0)) == RATE
+    with pytest.raises(UnreadableAudioError, match="reads only the first 2.00 s"):
+        load_audio(str(joined), RATE, max_seconds=3.0)  # more than libsndfile reads: refused
+
+
+@pytest.mark.parametrize(("too_long", "seconds", "loads"), [("truncate", 1.0, True), ("truncate", 3.0, False),
+                                                              ("error", 5.0, False)])
+def test_a_datamodule_takes_a_joined_mp3_only_when_it_reads_a_part_libsndfile_holds(
+        tmp_path: Path, toy_data, tiny_composed, too_long: str, seconds: float, loads: bool):
+    """Cut to its first second, a joined MP3 (2 s that libsndfile reads, 4 s in all) was read right
+    before the check, so it is no bad line; read to more than the 2 s, it is one."""
+    part = mp3_bytes(tmp_path / "part.mp3", 2.0)
+    (tmp_path / "joined.mp3").write_bytes(part + part)
+    lines = read_lines(copy_manifest(toy_data["train"], tmp_path / "c.jsonl"))
+    lines.append({"id": "joined", "audio": str(tmp_path / "joined.mp3"), "instruction": "x", "summary": "y"})
+    manifest = write_lines(tmp_path / "train.jsonl", lines)
+    dm = datamodule(tiny_composed.processor, train_manifest=str(manifest), max_audio_seconds=seconds,
+                    too_long_audio=too_long)
+    if not loads:
+        with pytest.raises(ManifestError, match=rf"^{manifest}:25: field 'audio': unreadable audio file .*joined\.mp3: "
+                           "its MP3 frames hold 4"):
+            dm.setup("fit")
+        return
+    dm.setup("fit")
+    example, waveform = dm.datasets["train"][24]
+    assert example.id == "joined" and len(waveform) == RATE
