@@ -111,6 +111,8 @@ class SpeechSumCLI(LightningCLI):
         for callback in self.trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and hasattr(callback, "_find_last_checkpoints"):
                 found |= callback._find_last_checkpoints(self.trainer)
+        folders = [str(c.dirpath) for c in self.trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        refuse_missing_last(self.subcommand, found, folders)
         existing = [path for path in found if os.path.exists(path)]
         if not existing:
             return
@@ -125,6 +127,27 @@ class SpeechSumCLI(LightningCLI):
             raise CheckpointError(f"ckpt_path last: {newest} cannot be read ({cause}): it was cut short or corrupted, "
                                   "e.g. by a crash or a full disk while it was written. Delete it to resume from an "
                                   "older checkpoint (--ckpt_path FILE) or start again without --ckpt_path") from err
+
+
+def refuse_missing_last(subcommand: str, found: set[str], folders: list[str]) -> None:
+    """``--ckpt_path last`` where Lightning would load nothing and go on with fresh weights (its
+    warning only): a ``last.ckpt`` link whose checkpoint is gone, or, for validate/test/predict
+    (which would score an untrained model), no last checkpoint at all. ``fit`` with none starts
+    training, as Lightning means it to (set before the first run)."""
+    from speechsum.models.checkpoint import CheckpointError
+
+    dangling = sorted(path for path in found if os.path.islink(path) and not os.path.exists(path))
+    if dangling:
+        raise CheckpointError(
+            f"ckpt_path last: {dangling[0]} links to {os.readlink(dangling[0])}, which does not exist (deleted, moved, "
+            "or its save was cut off); put it back, pass --ckpt_path FILE of another checkpoint, or delete the link "
+            f"{'to start training afresh' if subcommand == 'fit' else 'and train again'}")
+    if subcommand != "fit" and not any(os.path.exists(path) for path in found):
+        raise CheckpointError(
+            f"ckpt_path last: no last checkpoint in {', '.join(folders) or 'any checkpoint folder (no ModelCheckpoint)'}, "
+            f"so {subcommand} would run the "
+            "untrained model; run `speechsum fit` with this config first (a ModelCheckpoint with save_last), or "
+            "pass --ckpt_path FILE")
 
 
 def check_trainer_settings(trainer) -> None:

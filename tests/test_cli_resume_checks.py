@@ -67,3 +67,19 @@ def test_fit_from_a_checkpoint_file_keeps_the_configs_settings(tmp_path, toy_dat
     resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["hyper_parameters"]["num_val_samples"] == 2
     assert resumed["global_step"] == 2 and resumed["hyper_parameters"]["num_val_samples"] == 1
+
+
+def test_a_last_link_to_a_missing_checkpoint_or_none_at_all_is_refused(tmp_path, toy_data, capsys):
+    """Lightning warned only, then fit started over and validate/test/predict ran the untrained model."""
+    config = run_config(tmp_path, toy_data)
+    for command in ("validate", "predict"):  # nothing trained yet
+        err = error_of(capsys, [command, "--config", str(config), "--ckpt_path", "last"])
+        assert (f"error: ckpt_path last: no last checkpoint in {tmp_path / 'run' / 'checkpoints'}, so {command} would "
+                "run the untrained model; run `speechsum fit` with this config first") in err
+    last = trained(config)
+    target = last.resolve()
+    target.unlink()
+    for command in ("fit", "test"):
+        err = error_of(capsys, [command, "--config", str(config), "--ckpt_path", "last"])
+        assert f"error: ckpt_path last: {last} links to {target.name}, which does not exist" in err
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()
