@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import json
 import logging
 import threading
 from collections import Counter
@@ -134,6 +135,23 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def audio_hash(path: str) -> str:
+    """The audio file's content (sha256): a clip rewritten at the same path (a data set rebuilt) is
+    sampled again, not answered from the cache with the old clip's summaries. A file that cannot be
+    read has none: sampling it names the problem (or skips it, ``--on-bad-example skip``)."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()[:16]
+    except OSError:
+        return "unreadable"
+
+
+def judged_input_hash(item: JudgeInput) -> str:
+    """What the judge reads besides the two summaries (instruction, transcript, meta): a verdict
+    cached for another version of the example is not reused."""
+    return text_hash(json.dumps([item.instruction, item.transcript, item.meta], sort_keys=True, default=str))
+
+
 def sample_summaries(
     student: Student, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args
 ) -> tuple[int, list[SkippedExample]]:
@@ -194,7 +212,8 @@ def judge_example(judge: PairwiseJudge, cache: JsonlCache, item: JudgeInput, sam
     wanted = [(0, 1)] if pairing == "first-two" else list(itertools.combinations(range(len(texts)), 2))
     verdicts: dict[tuple[int, int], PairVerdict] = {}
     for i, j in wanted:
-        key = cache_key("pair", item.id, text_hash(texts[i]), text_hash(texts[j]), judge.identity)
+        key = cache_key("pair", item.id, judged_input_hash(item), text_hash(texts[i]), text_hash(texts[j]),
+                        judge.identity)
         hit = cache.get(key)
         if hit is not None:
             verdicts[i, j] = PairVerdict(hit["winner"], hit["reasons"], hit["details"])
@@ -274,7 +293,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     try:
         settings = (checkpoint_identity(args.ckpt), args.num_samples, args.temperature, args.top_p,
                     args.max_new_tokens, args.seed)
-        keys = {e.id: cache_key("samples", e.id, e.audio, e.instruction, *settings) for e in examples}
+        keys = {e.id: cache_key("samples", e.id, e.audio, audio_hash(e.audio), e.instruction, *settings)
+                for e in examples}
         todo = [e for e in examples if samples_cache.get(keys[e.id]) is None]
         if todo and student is None:
             student = load_student(args.ckpt, args.config)

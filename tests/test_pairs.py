@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -245,3 +246,26 @@ def test_a_missing_checkpoint_or_config_is_named_by_its_option_and_leaves_no_cac
         run_pairs(build_parser().parse_args(argv))
     assert str(info.value) == message.format(path=tmp_path / "missing")
     assert not (tmp_path / "pairs.jsonl.cache").exists()
+
+
+def test_a_rebuilt_manifest_is_sampled_and_judged_again_not_answered_from_the_cache(student, tmp_path):
+    """Same ids, audio paths and instructions, new clips or transcripts (a data set rebuilt), same
+    cache: the old clips' summaries and the verdicts on the old transcripts were reused silently."""
+    data = tmp_path / "data"
+    shutil.copytree(student["manifest"].parent / "audio", data / "audio")
+    manifest = data / "val.jsonl"
+    lines = [json.loads(line) for line in student["manifest"].read_text().splitlines()]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    backend = ScriptedChatBackend(shorter_wins)
+    with serve_in_thread(backend) as url:
+        args = pair_args(student, tmp_path, url, manifest=manifest)
+        assert run_pairs(args)["sampled_now"] == 8
+        asked = backend.count
+        manifest.write_text("".join(json.dumps({**line, "transcript": line["transcript"] + " alpha"}) + "\n"
+                                    for line in lines))
+        assert run_pairs(args)["sampled_now"] == 0 and backend.count > asked  # same clips: new verdicts only
+        clips = sorted((data / "audio").glob("val-*.wav"))
+        contents = [clip.read_bytes() for clip in clips]
+        for clip, content in zip(clips, contents[1:] + contents[:1]):
+            clip.write_bytes(content)
+        assert run_pairs(args)["sampled_now"] == 8
