@@ -14,16 +14,17 @@ from speechsum.models.checkpoint import CheckpointError
 REDO = "it was cut short or corrupted (an export or copy interrupted, a full disk?); export or copy the folder again"
 
 
-def check_model_folder(spec: str | Path) -> None:
-    """Raise :class:`CheckpointError` naming the first ``*.json`` / ``*.safetensors`` file directly in
-    folder ``spec`` that does not read whole; anything that is not a local folder (a hub id) is left
-    to transformers."""
+def check_model_folder(spec: str | Path, recursive: bool = False) -> None:
+    """Raise :class:`CheckpointError` naming the first ``*.json`` / ``*.safetensors`` file in folder
+    ``spec`` (and its subfolders when ``recursive``: a ``speechsum export`` folder) that does not read
+    whole; anything that is not a local folder (a hub id) is left to transformers."""
     folder = Path(spec)
     if not folder.is_dir():
         return
-    for path in sorted(folder.glob("*.json")):
+    files = folder.rglob if recursive else folder.glob
+    for path in sorted(files("*.json")):
         check_json_file(path)
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in sorted(files("*.safetensors")):
         check_safetensors_file(path)
 
 
