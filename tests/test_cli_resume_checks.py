@@ -82,4 +82,18 @@ def test_a_last_link_to_a_missing_checkpoint_or_none_at_all_is_refused(tmp_path,
     for command in ("fit", "test"):
         err = error_of(capsys, [command, "--config", str(config), "--ckpt_path", "last"])
         assert f"error: ckpt_path last: {last} links to {target.name}, which does not exist" in err
+        assert "pass --ckpt_path FILE of another checkpoint, put the file back, or delete the link" in err
     assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_a_last_link_left_behind_by_a_kill_names_the_newest_whole_checkpoint(tmp_path, toy_data, capsys):
+    """Lightning saves a new checkpoint, removes the previous one, then moves the link: a kill in
+    between leaves the link on the removed file and the newest checkpoint beside it."""
+    config = run_config(tmp_path, toy_data)
+    last = trained(config)
+    newest = last.parent / "epoch=0-step=2.ckpt"
+    newest.write_bytes(last.resolve().read_bytes())
+    (last.parent / "cut.ckpt").write_bytes(newest.read_bytes()[:100])  # newer, but not whole
+    last.resolve().unlink()
+    err = error_of(capsys, ["fit", "--config", str(config), "--ckpt_path", "last"])
+    assert f"pass --ckpt_path {newest} (the newest whole checkpoint beside it)" in err
