@@ -377,11 +377,12 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files and
-    ``.NAME.tmp-XXXX`` folders (SIGKILL runs no cleanup; the targets themselves are whole or
-    absent). Call it only while nothing writes there. Returns what was removed."""
+    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files,
+    ``.NAME.tmp-XXXX`` folders and the ``.NAME.old-PID`` folder a replaced target is moved to for a
+    moment (:func:`write_dir_atomically`: SIGKILL runs no cleanup; the targets themselves are whole
+    or absent). Call it only while nothing writes there. Returns what was removed."""
     folder = Path(folder)
-    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*")})
+    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*"), *folder.rglob(".*.old-*")})
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
