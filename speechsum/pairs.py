@@ -41,7 +41,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.chat_json import check_not_all_refused
-from speechsum.utils.io import check_input_file, check_output_path, read_yaml, write_jsonl
+from speechsum.utils.io import check_input_file, check_output_path, file_sha256, read_yaml, write_jsonl
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,7 @@ def audio_hash(path: str) -> str:
     """The audio file's content (sha256): a clip rewritten at the same path (a data set rebuilt) is
     sampled again, not answered from the cache with the old clip's summaries. A file that cannot be
     read has none: sampling it names the problem (or skips it, ``--on-bad-example skip``)."""
-    try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()[:16]
-    except OSError:
-        return "unreadable"
+    return (file_sha256(path) or "unreadable")[:16]
 
 
 def judged_input_hash(item: JudgeInput) -> str:

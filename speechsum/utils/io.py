@@ -11,6 +11,7 @@ and the target is untouched: no ``.tmp`` leftovers, no half-written results. A d
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import logging
 import math
@@ -191,6 +192,15 @@ def check_replaceable_folder(path: str | Path, option: str, own_file: str, write
     if path.is_dir() and any(path.iterdir()) and not (path / own_file).is_file():
         raise ValueError(f"{option} {path} is a folder that holds other files (no {own_file}: not an earlier "
                          f"{writer}, which would be replaced): give a new or empty folder")
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 (hex) of a file's bytes; None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
