@@ -41,7 +41,14 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.chat_json import check_not_all_refused
-from speechsum.utils.io import check_input_file, check_output_path, file_sha256, read_yaml, write_jsonl
+from speechsum.utils.io import (
+    check_input_file,
+    check_not_an_input,
+    check_output_path,
+    file_sha256,
+    read_yaml,
+    write_jsonl,
+)
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -269,6 +276,7 @@ def build_judge(args) -> PairwiseJudge:
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
     check_output_path(args.out, "--out")  # before hours of sampling
+    check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
     if args.cache:
         check_output_path(args.cache, "--cache", folder=True)
     judge = judge or build_judge(args)

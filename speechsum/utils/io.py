@@ -153,6 +153,17 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         _probe_folder(nearest, path, option)
 
 
+def check_not_an_input(path: str | Path, option: str, inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse an output ``path`` (given with ``option``) that is one of the command's ``inputs``
+    (``(option, path)`` pairs; the same file through a link too): the output would replace it, and
+    the input would be lost once the work is done."""
+    target = os.path.realpath(path)
+    for name, given in inputs:
+        if given is not None and os.path.realpath(given) == target:
+            raise ValueError(f"{option} {path} is the {name} file: the output would replace that input; give "
+                             f"another {option} path")
+
+
 def check_input_file(path: str | Path, option: str) -> None:
     """Refuse an input ``path`` (given with ``option``) that is no file to read, naming the option:
     ``open``'s "[Errno 2] No such file or directory: 'x'" named none."""
