@@ -149,9 +149,8 @@ def refuse_missing_last(subcommand: str, found: set[str], folders: list[str]) ->
     if subcommand != "fit" and not any(os.path.exists(path) for path in found):
         raise CheckpointError(
             f"ckpt_path last: no last checkpoint in {', '.join(folders) or 'any checkpoint folder (no ModelCheckpoint)'}, "
-            f"so {subcommand} would run the "
-            "untrained model; run `speechsum fit` with this config first (a ModelCheckpoint with save_last), or "
-            "pass --ckpt_path FILE")
+            f"so {subcommand} would run the untrained model; run `speechsum fit` with this config first (a "
+            "ModelCheckpoint with save_last), or pass --ckpt_path FILE")
 
 
 def whole_checkpoints(folder: str) -> list[str]:
