@@ -8,7 +8,7 @@ rerun it after each kill until it completes, and check that nothing was lost.
    samples in (0, reference wall), so the kills spread over every stage. Then one last rerun.
 3. Checks: (a) report.md / report.csv / paired.csv and every ``predictions.jsonl`` under
    baselines/ and evaluate/ equal the reference's cell for cell (run-dir paths and timing fields
-   ignored); (b) nothing is half-written: no ``*.tmp`` file or ``.*.tmp-*`` folder, every
+   ignored); (b) nothing is half-written: no ``*.tmp`` file or ``.*.tmp-*`` / ``.*.old-*`` folder, every
    ``.jsonl`` parses, every ``.ckpt`` loads with ``torch.load(weights_only=True)``; (c) every
    training stage started again with a whole checkpoint of an interrupted run logged "resuming
    from" (and none "starting over" for any reason but having no whole checkpoint); (d) the time
@@ -198,7 +198,7 @@ def half_written(run_dir: Path) -> list[str]:
     """Temporary files left behind, ``.jsonl`` files that do not parse, checkpoints that do not load."""
     import torch
 
-    leftovers = [*run_dir.rglob("*.tmp"), *run_dir.rglob(".*.tmp-*")]  # write_atomic / write_dir_atomically
+    leftovers = [*run_dir.rglob("*.tmp"), *run_dir.rglob(".*.tmp-*"), *run_dir.rglob(".*.old-*")]  # atomic writes
     problems = [f"temporary file left: {p}" for p in leftovers]
     for path in run_dir.rglob("*.jsonl"):
         try:

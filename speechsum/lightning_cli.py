@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -111,6 +112,8 @@ class SpeechSumCLI(LightningCLI):
         for callback in self.trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and hasattr(callback, "_find_last_checkpoints"):
                 found |= callback._find_last_checkpoints(self.trainer)
+        folders = [str(c.dirpath) for c in self.trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        refuse_missing_last(self.subcommand, found, folders)
         existing = [path for path in found if os.path.exists(path)]
         if not existing:
             return
@@ -125,6 +128,37 @@ class SpeechSumCLI(LightningCLI):
             raise CheckpointError(f"ckpt_path last: {newest} cannot be read ({cause}): it was cut short or corrupted, "
                                   "e.g. by a crash or a full disk while it was written. Delete it to resume from an "
                                   "older checkpoint (--ckpt_path FILE) or start again without --ckpt_path") from err
+
+
+def refuse_missing_last(subcommand: str, found: set[str], folders: list[str]) -> None:
+    """``--ckpt_path last`` where Lightning would load nothing and go on with fresh weights (its
+    warning only): a ``last.ckpt`` link whose checkpoint is gone, or, for validate/test/predict
+    (which would score an untrained model), no last checkpoint at all. ``fit`` with none starts
+    training, as Lightning means it to (set before the first run)."""
+    from speechsum.models.checkpoint import CheckpointError
+
+    dangling = sorted(path for path in found if os.path.islink(path) and not os.path.exists(path))
+    if dangling:
+        beside = whole_checkpoints(os.path.dirname(dangling[0]))
+        instead = f"--ckpt_path {beside[-1]} (the newest whole checkpoint beside it)" if beside else \
+            "--ckpt_path FILE of another checkpoint"
+        raise CheckpointError(
+            f"ckpt_path last: {dangling[0]} links to {os.readlink(dangling[0])}, which does not exist (deleted, moved, "
+            f"or a kill came between a checkpoint's save and the link's update); pass {instead}, put the file back, "
+            f"or delete the link {'to start training afresh' if subcommand == 'fit' else 'and train again'}")
+    if subcommand != "fit" and not any(os.path.exists(path) for path in found):
+        raise CheckpointError(
+            f"ckpt_path last: no last checkpoint in {', '.join(folders) or 'any checkpoint folder (no ModelCheckpoint)'}, "
+            f"so {subcommand} would run the untrained model; run `speechsum fit` with this config first (a "
+            "ModelCheckpoint with save_last), or pass --ckpt_path FILE")
+
+
+def whole_checkpoints(folder: str) -> list[str]:
+    """The readable ``*.ckpt`` files (not links) of ``folder``, oldest first."""
+    from speechsum.pipeline.resume import readable
+
+    files = [entry.path for entry in os.scandir(folder) if entry.name.endswith(".ckpt") and entry.is_file(follow_symlinks=False)]
+    return sorted((path for path in files if readable(Path(path))), key=os.path.getmtime)
 
 
 def check_trainer_settings(trainer) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import json
 import logging
 import threading
 from collections import Counter
@@ -40,7 +41,14 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.chat_json import check_not_all_refused
-from speechsum.utils.io import check_input_file, check_output_path, read_yaml, write_jsonl
+from speechsum.utils.io import (
+    check_input_file,
+    check_not_an_input,
+    check_output_path,
+    file_sha256,
+    read_yaml,
+    write_jsonl,
+)
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,19 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def audio_hash(path: str) -> str:
+    """The audio file's content (sha256): a clip rewritten at the same path (a data set rebuilt) is
+    sampled again, not answered from the cache with the old clip's summaries. A file that cannot be
+    read has none: sampling it names the problem (or skips it, ``--on-bad-example skip``)."""
+    return (file_sha256(path) or "unreadable")[:16]
+
+
+def judged_input_hash(item: JudgeInput) -> str:
+    """What the judge reads besides the two summaries (instruction, transcript, meta): a verdict
+    cached for another version of the example is not reused."""
+    return text_hash(json.dumps([item.instruction, item.transcript, item.meta], sort_keys=True, default=str))
+
+
 def sample_summaries(
     student: Student, examples: list[Example], cache: JsonlCache, keys: dict[str, str], args
 ) -> tuple[int, list[SkippedExample]]:
@@ -194,7 +215,8 @@ def judge_example(judge: PairwiseJudge, cache: JsonlCache, item: JudgeInput, sam
     wanted = [(0, 1)] if pairing == "first-two" else list(itertools.combinations(range(len(texts)), 2))
     verdicts: dict[tuple[int, int], PairVerdict] = {}
     for i, j in wanted:
-        key = cache_key("pair", item.id, text_hash(texts[i]), text_hash(texts[j]), judge.identity)
+        key = cache_key("pair", item.id, judged_input_hash(item), text_hash(texts[i]), text_hash(texts[j]),
+                        judge.identity)
         hit = cache.get(key)
         if hit is not None:
             verdicts[i, j] = PairVerdict(hit["winner"], hit["reasons"], hit["details"])
@@ -254,6 +276,7 @@ def build_judge(args) -> PairwiseJudge:
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
     check_output_path(args.out, "--out")  # before hours of sampling
+    check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
     if args.cache:
         check_output_path(args.cache, "--cache", folder=True)
     judge = judge or build_judge(args)
@@ -274,7 +297,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     try:
         settings = (checkpoint_identity(args.ckpt), args.num_samples, args.temperature, args.top_p,
                     args.max_new_tokens, args.seed)
-        keys = {e.id: cache_key("samples", e.id, e.audio, e.instruction, *settings) for e in examples}
+        keys = {e.id: cache_key("samples", e.id, e.audio, audio_hash(e.audio), e.instruction, *settings)
+                for e in examples}
         todo = [e for e in examples if samples_cache.get(keys[e.id]) is None]
         if todo and student is None:
             student = load_student(args.ckpt, args.config)

@@ -81,6 +81,10 @@ def test_every_command_refuses_an_unusable_output_first(tmp_path, toy_data, bloc
     # e.g. the run's own folder: replacing it at the end of fit deleted its checkpoints
     ("fit", "ExportHFModel", "out_dir", "kept", "trainer.callbacks ExportHFModel.out_dir {path} is a folder that holds "
      "other files (no config.json: not an earlier exported model, which would be replaced): give a new or empty folder"),
+    # the run's folder before its first run (nothing there yet): fit trained, then the export deleted its checkpoints
+    ("fit", "ExportHFModel", "out_dir", "run", "trainer.callbacks ExportHFModel.out_dir {path}: the run writes to it "
+     "(ModelCheckpoint.dirpath {path}/checkpoints), and the export replaces that folder whole at the end of fit, "
+     "which would delete what the run wrote there; give a folder of its own, e.g. {path}/model"),
 ])
 def test_a_callbacks_unusable_output_is_refused_before_the_run(tmp_path, toy_data, blocker, capsys, stage, callback,
                                                                  key, blocked, message):

@@ -7,9 +7,10 @@ import pytest
 import torch
 import yaml
 
-from speechsum.cli import main
+from speechsum.cli import lightning_cli, main
 from tests.helpers import run_config
 from tests.stages.test_ctc_align import align_config
+from tests.test_cli_fit import SimulatedCrash, checkpoint_every
 
 
 def trained(config, steps: int = 1):
@@ -67,3 +68,57 @@ def test_fit_from_a_checkpoint_file_keeps_the_configs_settings(tmp_path, toy_dat
     resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["hyper_parameters"]["num_val_samples"] == 2
     assert resumed["global_step"] == 2 and resumed["hyper_parameters"]["num_val_samples"] == 1
+
+
+def test_a_last_link_to_a_missing_checkpoint_or_none_at_all_is_refused(tmp_path, toy_data, capsys):
+    """Lightning warned only, then fit started over and validate/test/predict ran the untrained model."""
+    config = run_config(tmp_path, toy_data)
+    for command in ("validate", "predict"):  # nothing trained yet
+        err = error_of(capsys, [command, "--config", str(config), "--ckpt_path", "last"])
+        assert (f"error: ckpt_path last: no last checkpoint in {tmp_path / 'run' / 'checkpoints'}, so {command} would "
+                "run the untrained model; run `speechsum fit` with this config first") in err
+    last = trained(config)
+    target = last.resolve()
+    target.unlink()
+    for command in ("fit", "test"):
+        err = error_of(capsys, [command, "--config", str(config), "--ckpt_path", "last"])
+        assert f"error: ckpt_path last: {last} links to {target.name}, which does not exist" in err
+        assert "pass --ckpt_path FILE of another checkpoint, put the file back, or delete the link" in err
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_a_last_link_left_behind_by_a_kill_names_the_newest_whole_checkpoint(tmp_path, toy_data, capsys):
+    """Lightning saves a new checkpoint, removes the previous one, then moves the link: a kill in
+    between leaves the link on the removed file and the newest checkpoint beside it."""
+    config = run_config(tmp_path, toy_data)
+    last = trained(config)
+    newest = last.parent / "epoch=0-step=2.ckpt"
+    newest.write_bytes(last.resolve().read_bytes())
+    (last.parent / "cut.ckpt").write_bytes(newest.read_bytes()[:100])  # newer, but not whole
+    last.resolve().unlink()
+    err = error_of(capsys, ["fit", "--config", str(config), "--ckpt_path", "last"])
+    assert f"pass --ckpt_path {newest} (the newest whole checkpoint beside it)" in err
+
+
+def test_resuming_mid_epoch_on_another_train_manifest_is_refused(tmp_path, toy_data, capsys):
+    """The batch sampler skips the batches already trained: of a plan made from other data, the rest
+    of the epoch silently left examples out (and trained others twice)."""
+    config = run_config(tmp_path, toy_data, limit_val_batches=0)
+    checkpoint_every(config, 1)
+    crashing = yaml.safe_load(config.read_text())
+    crashing["trainer"]["callbacks"].append({"class_path": "tests.test_cli_fit.CrashAtEpoch",
+                                             "init_args": {"epoch": 0, "batch": 3}})
+    (tmp_path / "crashing.yaml").write_text(yaml.safe_dump(crashing))
+    with pytest.raises(SimulatedCrash):
+        lightning_cli(["fit", "--config", str(tmp_path / "crashing.yaml")])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    lines = toy_data["train"].read_text().splitlines(keepends=True)
+    fewer = toy_data["train"].parent / "train_fewer.jsonl"  # beside it: the audio paths are relative
+    fewer.write_text("".join(lines[:-4]))
+    err = error_of(capsys, ["fit", "--config", str(config), "--ckpt_path", "last", "--data.train_manifest", str(fewer)])
+    assert (f"error: ckpt_path {last}: resumes epoch 0 after its batch 3, but the training data or batching changed "
+            f"since it was saved (data.train_manifest {fewer}: 20 examples now") in err
+    err = error_of(capsys, ["fit", "--config", str(config), "--ckpt_path", "last", "--data.max_batch_size", "2"])
+    assert "resumes epoch 0 after its batch 3, but the training data or batching changed" in err
+    cli = lightning_cli(["fit", "--config", str(config), "--ckpt_path", "last"])  # the same data: resumes
+    assert cli.trainer.global_step > 3

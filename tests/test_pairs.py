@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -44,14 +45,18 @@ def student(tmp_path_factory, toy_data):
     return {"config": config, "ckpt": folder / "student.ckpt", "manifest": toy_data["val"]}
 
 
-def pair_args(student, tmp_path, url: str, **overrides):
+def pair_argv(student, tmp_path, url: str, **overrides) -> list[str]:
     argv = ["--ckpt", str(student["ckpt"]), "--config", str(student["config"]), "--manifest",
             str(student["manifest"]), "--out", str(tmp_path / "pairs.jsonl"), "--num-samples", "3",
             "--max-new-tokens", "10", "--batch-size", "3", "--judge", "openai", "--judge-model", "scripted",
             "--judge-base-url", url, "--concurrency", "2"]
     for name, value in overrides.items():
         argv += [f"--{name.replace('_', '-')}", str(value)]
-    return build_parser().parse_args(argv)
+    return argv
+
+
+def pair_args(student, tmp_path, url: str, **overrides):
+    return build_parser().parse_args(pair_argv(student, tmp_path, url, **overrides))
 
 
 def test_load_student_restores_the_checkpoint_weights(student):
@@ -245,3 +250,46 @@ def test_a_missing_checkpoint_or_config_is_named_by_its_option_and_leaves_no_cac
         run_pairs(build_parser().parse_args(argv))
     assert str(info.value) == message.format(path=tmp_path / "missing")
     assert not (tmp_path / "pairs.jsonl.cache").exists()
+
+
+def test_a_rebuilt_manifest_is_sampled_and_judged_again_not_answered_from_the_cache(student, tmp_path):
+    """Same ids, audio paths and instructions, new clips or transcripts (a data set rebuilt), same
+    cache: the old clips' summaries and the verdicts on the old transcripts were reused silently."""
+    data = tmp_path / "data"
+    shutil.copytree(student["manifest"].parent / "audio", data / "audio")
+    manifest = data / "val.jsonl"
+    lines = [json.loads(line) for line in student["manifest"].read_text().splitlines()]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    backend = ScriptedChatBackend(shorter_wins)
+    with serve_in_thread(backend) as url:
+        args = pair_args(student, tmp_path, url, manifest=manifest)
+        assert run_pairs(args)["sampled_now"] == 8
+        asked = backend.count
+        manifest.write_text("".join(json.dumps({**line, "transcript": line["transcript"] + " alpha"}) + "\n"
+                                    for line in lines))
+        assert run_pairs(args)["sampled_now"] == 0 and backend.count > asked  # same clips: new verdicts only
+        clips = sorted((data / "audio").glob("val-*.wav"))
+        contents = [clip.read_bytes() for clip in clips]
+        for clip, content in zip(clips, contents[1:] + contents[:1]):
+            clip.write_bytes(content)
+        assert run_pairs(args)["sampled_now"] == 8
+
+
+def test_an_out_that_is_the_input_manifest_is_refused_before_sampling(student, tmp_path, capsys):
+    """`--out` the `--manifest` file (or a link to it): the pairs replaced the input manifest."""
+    from speechsum.cli import main as speechsum
+
+    manifest = tmp_path / "val.jsonl"
+    shutil.copy(student["manifest"], manifest)
+    (tmp_path / "audio").symlink_to(student["manifest"].parent / "audio")
+    (tmp_path / "link.jsonl").symlink_to(manifest)
+    original = manifest.read_text()
+    with serve_in_thread(ScriptedChatBackend(shorter_wins)) as url:
+        for out in (manifest, tmp_path / "link.jsonl"):
+            argv = pair_argv(student, tmp_path, url, manifest=manifest, out=out)
+            with pytest.raises(SystemExit) as info:
+                speechsum(["pairs", *argv])
+            err = capsys.readouterr().err
+            assert info.value.code == 2 and (f"speechsum pairs: error: --out {out} is the --manifest file: the output "
+                                             "would replace that input; give another --out path") in err
+    assert manifest.read_text() == original and not (tmp_path / "val.jsonl.cache").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import warnings
@@ -143,6 +145,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.checked_examples: dict[str, list[Example]] = {}  # split -> examples validated already (not reloaded)
         self.skipped: dict[str, list[SkippedLine]] = {}  # bad lines/rows: at load, then as batches are read
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
+        self._saved_train_plan: str | None = None  # train_plan() of the checkpoint training resumes from
         self._unusable: dict[str, dict[str, str]] = {}  # split -> id -> message: examples skipped when read
 
     def _stage_splits(self, stage: str | None) -> list[str]:
@@ -332,16 +335,47 @@ class SpeechSumDataModule(L.LightningDataModule):
         if trainer is None:
             return 0
         done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if done:
+            self._refuse_another_train_plan(done)
         epoch, emptied = self._emptied
         return done + emptied if done and epoch == trainer.current_epoch else done
 
+    def train_plan(self) -> str | None:
+        """A digest of what this epoch's training batches are planned from: the examples (id, audio,
+        duration, length), the batching settings, the seed and the world size."""
+        dataset = self.datasets.get("train")
+        if dataset is None:
+            return None
+        world = self.trainer.world_size if self.trainer is not None else 1
+        settings = [self.max_batch_seconds, self.num_buckets, self.max_batch_size, self.seed, world]
+        examples = [[e.id, str(e.audio), e.duration] for e in dataset.examples]
+        text = json.dumps([settings, examples, list(dataset.lengths)], default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _refuse_another_train_plan(self, done: int) -> None:
+        """Resuming mid-epoch skips the ``done`` batches already trained: of another plan (a changed
+        train manifest or batching setting) that skips other examples, silently. Refused."""
+        if self._saved_train_plan is None or self._saved_train_plan == self.train_plan():
+            return
+        from speechsum.models.checkpoint import CheckpointError  # not at import: it loads the models
+
+        raise CheckpointError(
+            f"ckpt_path {self.trainer.ckpt_path}: resumes epoch {self.trainer.current_epoch} after its batch {done}, "
+            f"but the training data or batching changed since it was saved (data.train_manifest "
+            f"{self.manifests['train']}: {len(self.datasets['train'])} examples now; data.max_batch_seconds, "
+            "max_batch_size, num_buckets, seed, devices): the rest of the epoch would skip examples it never "
+            "trained on. Resume with the data and settings it was trained with, or start from its weights "
+            "with --model.init_args.init_from CKPT (no --ckpt_path)")
+
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the (epoch, count) of training batches left empty, for resuming."""
-        return {"emptied_train_batches": list(self._emptied)}
+        """Saved in checkpoints: the (epoch, count) of training batches left empty, and the
+        :meth:`train_plan`, for resuming."""
+        return {"emptied_train_batches": list(self._emptied), "train_plan": self.train_plan()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         epoch, emptied = state_dict.get("emptied_train_batches", (0, 0))
         self._emptied = (int(epoch), int(emptied))
+        self._saved_train_plan = state_dict.get("train_plan")  # None in checkpoints from before 2026-12-06
 
     def train_dataloader(self) -> SpeechLoader:
         return self._loader("train", shuffle=True)

@@ -180,6 +180,20 @@ def summary_csv(results: dict[str, dict]) -> str:
     return buffer.getvalue()
 
 
+def drop_summary_rows(path: Path, systems: set[str]) -> None:
+    """Remove the rows of ``systems`` from an earlier run's ``summary.csv`` before they are evaluated
+    again: a run that fails or is killed midway left their old means there, beside the new folders of
+    the systems it had finished. The other systems' rows stay (the pipeline's student stages share it)."""
+    if not path.is_file():
+        return
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    kept = [row for row in rows[1:] if row and row[0] not in systems]
+    if len(kept) < len(rows) - 1:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows[:1] + kept)
+        write_atomic(path, buffer.getvalue())
+
+
 def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: int, config: dict) -> None:
     """One W&B run (offline unless WANDB_MODE=online): flat metrics and an examples table per system."""
     import wandb
@@ -268,6 +282,7 @@ def evaluate_main(argv: list[str]) -> None:
         seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache, asr_dtype=args.asr_dtype,
         on_bad_example=args.on_bad_example,
     )
+    drop_summary_rows(out / "summary.csv", {spec.name for spec in specs})
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:
         return  # not global rank 0

@@ -43,6 +43,10 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerBase:
         raise ConfigError(f"{path}: no tokenizer files in this folder (none of {', '.join(TOKENIZER_FILES)}): "
                           "save the tokenizer beside the model (tokenizer.save_pretrained(folder)) or give "
                           "the folder that has it")
+    # imported here: model_folder imports checkpoint.py, which imports this module
+    from speechsum.models.model_folder import check_model_folder
+
+    check_model_folder(spec)
     tokenizer = AutoTokenizer.from_pretrained(spec)
     if len(tokenizer) <= 1:
         raise ConfigError(f"{spec}: the tokenizer loaded from it has {len(tokenizer)} id(s): not a tokenizer of "
@@ -69,6 +73,9 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     the fields it leaves out). ``attn_implementation``: transformers' attention kernels (default:
     its choice); not saved with the model."""
     if isinstance(spec, str):
+        from speechsum.models.model_folder import check_model_folder
+
+        check_model_folder(spec)
         return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
     if not isinstance(spec.get("model_type"), str):
         raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "

@@ -36,6 +36,7 @@ from speechsum.models.feature_cache import (
     encoder_identity,
     weights_version,
 )
+from speechsum.models.model_folder import check_model_folder
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.projectors import CTCProjector, FrameStackProjector, ctc_keep_mask
 from speechsum.models.whisper_ct2 import resolve_whisper_path
@@ -57,6 +58,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
     if isinstance(spec, str):
         spec = resolve_whisper_path(spec)  # "bundled:whisper-tiny.en" → converted local directory
+        check_model_folder(spec)
         encoder = WhisperModel.from_pretrained(spec).get_encoder()
         return encoder, WhisperFeatureExtractor.from_pretrained(spec)
     config = checked_config(WhisperConfig, spec, "encoder")

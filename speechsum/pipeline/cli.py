@@ -179,7 +179,7 @@ def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] |
             say(f"{table.label(stage)} … runs again: its output {gone[0]} is gone"
                 + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""))
         if marker is not None and not rebuilt and not gone:
-            changed = " (its config changed since: --from to redo)" if marker.get("config_hash") != digests[stage] else ""
+            changed = " (its config or data changed since: --from to redo)" if marker.get("config_hash") != digests[stage] else ""
             say(f"{table.label(stage)} … complete, skipped (took {format_duration(marker['elapsed_s'])}){changed}")
             kept[stage] = marker
             continue

@@ -37,7 +37,7 @@ from speechsum.utils.arguments import (
 )
 from speechsum.utils.config_keys import unknown_keys_note
 from speechsum.utils.config_stack import deep_merge
-from speechsum.utils.io import project_file, read_yaml
+from speechsum.utils.io import file_sha256, project_file, read_yaml
 
 TRAINING_STAGES = ("text_lm", "align", "text_teacher", "sft", "kd", "dpo")
 STUDENT_STAGES = ("align", "sft", "kd", "dpo")  # the speech student's fit stages (pipeline YAML `stages:`)
@@ -393,10 +393,16 @@ def trains_text_lms(config: dict) -> bool:
 
 def shared_settings(config: Mapping) -> dict:
     """What every stage's settings depend on (:meth:`StageTable.config_digests`): the user's data
-    and models, and whether the pipeline trains the text LMs and aligns."""
-    return {"data": config.get("data"), "backbone": config.get("backbone"),
-            "teacher_model": config.get("teacher_model"), "trains_text_lms": trains_text_lms(config),
-            "aligns": aligns(config)}
+    and models (the contents of the ``data:`` manifests too: one edited in place changes every
+    stage's digest), and whether the pipeline trains the text LMs and aligns."""
+    settings = {"data": config.get("data"), "backbone": config.get("backbone"),
+                "teacher_model": config.get("teacher_model"), "trains_text_lms": trains_text_lms(config),
+                "aligns": aligns(config)}
+    if config.get("data"):
+        data = config["data"]
+        files = [data["train"], data["val"], *data["tests"].values()]
+        settings["data_contents"] = {str(path): file_sha256(path) for path in files}
+    return settings
 
 
 def teacher_model_path(config: dict, run_dir: Path) -> str:

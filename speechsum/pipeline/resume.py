@@ -44,9 +44,13 @@ def readable(path: Path) -> bool:
 
 
 def newest_checkpoint(stage_dir: Path) -> Path | None:
-    """The readable checkpoint of ``stage_dir`` with the highest step: ``checkpoints/last.ckpt`` or
-    the resume checkpoint (None when there is none)."""
-    candidates = [stage_dir / "checkpoints" / "last.ckpt", *sorted((stage_dir / RESUME_FOLDER).glob("*.ckpt"))]
+    """The readable checkpoint of ``stage_dir`` with the highest step: ``checkpoints/last.ckpt``, the
+    resume checkpoint or another of ``checkpoints/`` (the newest one when a kill left ``last.ckpt``
+    dangling: Lightning saves a new checkpoint, removes the old one, then relinks); None when there
+    is none."""
+    candidates = [stage_dir / "checkpoints" / "last.ckpt",
+                  *sorted(path for path in (stage_dir / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt"),
+                  *sorted((stage_dir / RESUME_FOLDER).glob("*.ckpt"))]
     steps = {path: checkpoint_step(path) for path in candidates if readable(path)}
     known = [path for path, step in steps.items() if step is not None]
     return max(known, key=lambda path: steps[path]) if known else None

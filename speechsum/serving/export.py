@@ -39,6 +39,7 @@ from speechsum.models.checkpoint import (
     model_config_from_checkpoint,
     model_config_from_yaml,
 )
+from speechsum.models.model_folder import check_model_folder
 from speechsum.serving.hf_layout import (
     adapter_config,
     adapter_tensors,
@@ -149,6 +150,7 @@ def load_exported(path: str | Path) -> SpeechLLM:
     folder = Path(path)
     if not is_exported(folder):
         raise ValueError(f"{folder}: no {EXPORT_FILE}; not a directory written by `speechsum export`")
+    check_model_folder(folder, recursive=True)
     manifest = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
     if manifest.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{folder}: export format {manifest.get('format')!r}; this speechsum reads {EXPORT_FORMAT}")

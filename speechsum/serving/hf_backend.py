@@ -17,6 +17,7 @@ from jinja2.exceptions import TemplateError, TemplateSyntaxError
 from transformers import AutoModelForCausalLM, GenerationConfig, StoppingCriteria
 
 from speechsum.models.base import load_tokenizer
+from speechsum.models.model_folder import check_model_folder
 from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
@@ -84,6 +85,7 @@ class HFBackend:
             raise FileNotFoundError(f"--model {model_dir}: no config.json: not a saved HF model + tokenizer, nor a "
                                     "folder written by `speechsum export`")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
+        check_model_folder(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
         self._setup(model, load_tokenizer(path), served_model_name or path.resolve().name)
 

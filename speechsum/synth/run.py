@@ -49,7 +49,7 @@ from speechsum.synth.prompts import (
 )
 from speechsum.utils.arguments import DefaultsHelpFormatter, at_least, key_variable, number, positive_seconds
 from speechsum.utils.chat_json import ChatJsonAsker
-from speechsum.utils.io import check_output_path, write_atomic, write_jsonl
+from speechsum.utils.io import check_not_an_input, check_output_path, write_atomic, write_jsonl
 from speechsum.utils.remote import (
     JsonlCache,
     cache_key,
@@ -234,6 +234,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     """The whole job (``main`` without argument parsing); returns the stats it wrote."""
     started = time.monotonic()
     check_output_path(args.out, "--out")  # not after the paid LLM calls
+    check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
     if args.cache:
         check_output_path(args.cache, "--cache")
     settings = SynthSettings(

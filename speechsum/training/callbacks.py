@@ -52,7 +52,8 @@ class ExportHFModel(L.Callback):
     Calls ``pl_module.model.save_pretrained(dir)`` (e.g. :meth:`speechsum.models.text_llm.TextLLM.
     save_pretrained`: model + tokenizer, LoRA merged) into a temporary sibling of ``out_dir`` and
     renames it into place, so ``out_dir`` is never half-written; an earlier export there (a
-    ``config.json``) is replaced, a folder holding anything else is refused. Only global rank 0 writes.
+    ``config.json``) is replaced, a folder holding anything else is refused, and so is one the run
+    writes its checkpoints or logs into (checked at setup). Only global rank 0 writes.
     """
 
     def __init__(self, out_dir: str):
@@ -63,11 +64,28 @@ class ExportHFModel(L.Callback):
         self.out_dir = Path(out_dir)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._refuse_the_runs_own_folders(trainer)
         model = getattr(pl_module, "model", None)
         if stage == "fit" and not hasattr(model, "save_pretrained"):  # known before training, not after it
             raise ConfigError(f"trainer.callbacks ExportHFModel: {type(model).__name__} has no save_pretrained(out_dir) "
                               "to export with (it exports text LMs, e.g. configs/benchmark/text_lm.yaml); use "
                               "`speechsum export CKPT` for a speech student")
+
+    def _refuse_the_runs_own_folders(self, trainer: L.Trainer) -> None:
+        """``out_dir`` is replaced whole at the end of fit: one that is (or holds) a folder the run
+        writes its checkpoints or logs to, not there yet when the run starts, lost them all then."""
+        places = [(f"{type(c).__name__}.dirpath", c.dirpath) for c in trainer.checkpoint_callbacks
+                  if getattr(c, "dirpath", None)]
+        places += [("trainer.default_root_dir", trainer.default_root_dir)]
+        places += [(f"{type(lg).__name__}.save_dir", lg.save_dir) for lg in trainer.loggers if lg.save_dir]
+        out = self.out_dir.resolve()
+        for name, place in places:
+            if Path(place).resolve().is_relative_to(out):
+                raise ConfigError(
+                    f"trainer.callbacks ExportHFModel.out_dir {self.out_dir}: the run writes to it ({name} {place}), "
+                    "and the export replaces that folder whole at the end of fit, which would delete what the run "
+                    f"wrote there; give a folder of its own, e.g. {self.out_dir / 'model'}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.model

@@ -11,6 +11,7 @@ and the target is untouched: no ``.tmp`` leftovers, no half-written results. A d
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import logging
 import math
@@ -152,6 +153,17 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         _probe_folder(nearest, path, option)
 
 
+def check_not_an_input(path: str | Path, option: str, inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse an output ``path`` (given with ``option``) that is one of the command's ``inputs``
+    (``(option, path)`` pairs; the same file through a link too): the output would replace it, and
+    the input would be lost once the work is done."""
+    target = os.path.realpath(path)
+    for name, given in inputs:
+        if given is not None and os.path.realpath(given) == target:
+            raise ValueError(f"{option} {path} is the {name} file: the output would replace that input; give "
+                             f"another {option} path")
+
+
 def check_input_file(path: str | Path, option: str) -> None:
     """Refuse an input ``path`` (given with ``option``) that is no file to read, naming the option:
     ``open``'s "[Errno 2] No such file or directory: 'x'" named none."""
@@ -191,6 +203,15 @@ def check_replaceable_folder(path: str | Path, option: str, own_file: str, write
     if path.is_dir() and any(path.iterdir()) and not (path / own_file).is_file():
         raise ValueError(f"{option} {path} is a folder that holds other files (no {own_file}: not an earlier "
                          f"{writer}, which would be replaced): give a new or empty folder")
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 (hex) of a file's bytes; None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -377,11 +398,12 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files and
-    ``.NAME.tmp-XXXX`` folders (SIGKILL runs no cleanup; the targets themselves are whole or
-    absent). Call it only while nothing writes there. Returns what was removed."""
+    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files,
+    ``.NAME.tmp-XXXX`` folders and the ``.NAME.old-PID`` folder a replaced target is moved to for a
+    moment (:func:`write_dir_atomically`: SIGKILL runs no cleanup; the targets themselves are whole
+    or absent). Call it only while nothing writes there. Returns what was removed."""
     folder = Path(folder)
-    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*")})
+    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*"), *folder.rglob(".*.old-*")})
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

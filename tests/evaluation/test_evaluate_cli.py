@@ -185,6 +185,29 @@ def test_a_rerun_that_fails_leaves_no_earlier_metrics_beside_its_predictions(tmp
     with pytest.raises(SystemExit, match=f"{run}: predictions.jsonl but no metrics.json"):
         report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")])
 
+def test_a_rerun_that_fails_leaves_no_earlier_summary_rows_of_its_systems(tmp_path):
+    """summary.csv kept the first run's means of a system the failed rerun had started again (its
+    folder already held the rerun's files); the rows of systems it did not touch stay."""
+    from speechsum.evaluation.cli import evaluate_main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    backbone = f"text:backbone:{save_tiny_text_lm(tmp_path / 'backbone', seed=2)}"
+    other = f"text:other:{save_tiny_text_lm(tmp_path / 'other', seed=3)}"
+    args = ["--out", str(tmp_path / "out"), "--max-new-tokens", "2", "--metrics", "fact_judge", "--accelerator", "cpu",
+            "--bootstrap-resamples", "5", "--manifest", str(manifests["test"])]
+    evaluate_main([*args, "--system", backbone, "--system", other])
+    summary = tmp_path / "out" / "summary.csv"
+    assert {line.split(",")[0] for line in summary.read_text().splitlines()[1:]} == {"backbone", "other"}
+    run = tmp_path / "out" / "backbone"
+    (run / "predictions.csv").unlink()
+    (run / "predictions.csv").mkdir()  # the CSV cannot be written over a folder: the rerun fails
+    (run / "predictions.csv" / "keep").write_text("")
+    with pytest.raises(OSError):
+        evaluate_main([*args, "--system", backbone])
+    assert {line.split(",")[0] for line in summary.read_text().splitlines()[1:]} == {"other"}
+
+
 def test_a_devices_value_lightning_cannot_take_is_a_usage_error(capsys):
     """``--devices abc`` or ``0`` reached Lightning's Trainer: a TypeError or MisconfigurationException traceback."""
     from speechsum.cli import main

@@ -57,6 +57,17 @@ def test_the_newest_whole_checkpoint_is_picked(tmp_path):
     assert newest_checkpoint(stage) is None
 
 
+def test_a_dangling_last_link_falls_back_to_the_newest_checkpoint_beside_it(tmp_path):
+    """A kill between Lightning's save of step 8, its removal of step 4 and its relink: the stage
+    started over although a whole step-8 checkpoint was there."""
+    stage = tmp_path / "sft"
+    (stage / "checkpoints").mkdir(parents=True)
+    (stage / "checkpoints" / "last.ckpt").symlink_to("epoch=0-step=4.ckpt")
+    newest = save_checkpoint(stage / "checkpoints" / "epoch=0-step=8.ckpt", 8)
+    save_checkpoint(stage / "resume" / "resume-step=6.ckpt", 6)
+    assert newest_checkpoint(stage) == newest
+
+
 def test_kd_under_teacher_serve_resumes_although_the_servers_port_changed(tmp_path):
     """`--teacher serve` starts the teacher server on a free port each run: the resolved KD config
     differs only in that URL, which the resume check ignores (and only that)."""

@@ -5,6 +5,7 @@ stopping the other stages, and what reruns after a stage runs again."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def test_a_stage_that_runs_again_reruns_the_stages_built_on_it(tmp_path):
 def skipped_with_changed_settings(out: str) -> tuple[set[str], set[str]]:
     """(stages skipped, those of them whose settings changed) from a run's event lines."""
     skipped = {line.split("] ", 1)[1].split(" … ")[0] for line in out.splitlines() if "complete, skipped" in line}
-    changed = {line.split("] ", 1)[1].split(" … ")[0] for line in out.splitlines() if "config changed since" in line}
+    changed = {line.split("] ", 1)[1].split(" … ")[0] for line in out.splitlines() if "data changed since: --from to redo" in line}
     return skipped, changed
 
 
@@ -321,3 +322,26 @@ def test_a_run_dir_holding_other_files_is_refused_before_anything_is_deleted(tmp
         "data", "notes.txt"]
     run_in_process(tmp_path / "run", stand_in_stages(tmp_path / "pids"), "--until", "benchmark")
     run_in_process(tmp_path / "run", stand_in_stages(tmp_path / "pids"), "--until", "benchmark")  # an earlier run's
+
+
+def test_a_data_manifest_edited_in_place_is_pointed_out_on_every_stage(tmp_path, capsys, toy_data):
+    """`data:` names the same files, their lines changed: every stage said complete, nothing more."""
+    data = tmp_path / "data"
+    shutil.copytree(toy_data["train"].parent, data)
+    preset = yaml.safe_load((REPO / "configs" / "pipeline" / "tiny.yaml").read_text())
+    own = {**preset, "benchmark": None, "text_lms": None, "backbone": None, "teacher_model": str(tmp_path),
+           "data": {"train": str(data / "train.jsonl"), "val": str(data / "val.jsonl"),
+                    "tests": {"test": str(data / "test.jsonl")}}}
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(own))
+    args = pipeline.build_parser().parse_args(["--config", str(tmp_path / "own.yaml"), "--run-dir", str(tmp_path / "run")])
+    table = stand_in_stages(tmp_path / "pids")
+    ran = [s for s, v in pipeline.run_pipeline(args, table)["stages"].items() if v["status"] == "ran"]
+    pipeline.run_pipeline(args, table)
+    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
+    assert skipped == set(ran) and not changed
+    lines = (data / "train.jsonl").read_text().splitlines(keepends=True)
+    (data / "train.jsonl").write_text("".join(lines[:-1]))
+    summary = pipeline.run_pipeline(args, table)
+    assert all(s["status"] != "ran" for s in summary["stages"].values())  # pointed out, not rerun
+    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
+    assert skipped == changed == set(ran)

@@ -267,3 +267,24 @@ def test_a_missing_checkpoint_or_config_is_named_by_its_argument(tmp_path):
         main([str(tmp_path / "last.ckpt"), "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")])
     assert info.value.code == f"speechsum export: --config {tmp_path / 'c.yaml'}: no such file"
     assert not (tmp_path / "out").exists()
+
+
+def test_an_exported_file_cut_short_is_named(tmp_path: Path) -> None:
+    """A copy of an export cut short: json's or safetensors' error named no file (a truncated
+    adapter_config.json or encoder/config.json even loaded)."""
+    import shutil
+
+    from speechsum.models.checkpoint import CheckpointError
+
+    _, ckpt = trained_student("composed_tiny", tmp_path / "run")
+    out = export_checkpoint(ckpt, tmp_path / "export")
+    for name in (EXPORT_FILE, "projector.safetensors", "llm/adapter/adapter_config.json",
+                 "llm/adapter/adapter_model.safetensors", "encoder/config.json"):
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(out, copy)
+        data = (copy / name).read_bytes()
+        (copy / name).write_bytes(data[: len(data) // 2])
+        with pytest.raises(CheckpointError, match="cut short or corrupted") as info:
+            load_exported(copy)
+        assert str(info.value).startswith(f"{copy / name}: "), name

@@ -288,3 +288,16 @@ def test_min_importance_out_of_range_is_a_usage_error(capsys):
         main(["synth", "--manifest", "m.jsonl", "--out", "o.jsonl", "--model", "m", "--min-importance", "50"])
     assert stop.value.code == 2
     assert capsys.readouterr().err.endswith("error: argument --min-importance: must be at most 10, got 50\n")
+
+
+def test_an_out_that_is_the_input_manifest_is_refused_before_any_call(tmp_path, recordings):
+    """`--out` the `--manifest` file: the training manifest replaced the recordings' manifest."""
+    from speechsum.cli import main as speechsum
+
+    original = recordings.read_text()
+    with pytest.raises(SystemExit) as info:
+        speechsum(["synth", "--manifest", str(recordings), "--out", str(recordings), "--model", "m", "--base-url",
+                   "http://127.0.0.1:9/v1"])
+    assert info.value.code == (f"speechsum synth: --out {recordings} is the --manifest file: the output would "
+                               "replace that input; give another --out path")
+    assert recordings.read_text() == original

@@ -126,8 +126,10 @@ def test_remove_stale_temporaries_after_a_kill(tmp_path):
     (tmp_path / ".report.csv.k3j2.tmp").write_text("half")
     (tmp_path / "stage" / ".model.tmp-x1").mkdir(parents=True)
     (tmp_path / "stage" / ".model.tmp-x1" / "w.bin").write_text("half")
+    (tmp_path / "stage" / ".export.old-4242").mkdir()  # a kill between write_dir_atomically's two renames
+    (tmp_path / "stage" / ".export.old-4242" / "w.bin").write_text("the replaced version")
     removed = remove_stale_temporaries(tmp_path)
-    assert [p.name for p in removed] == [".report.csv.k3j2.tmp", ".model.tmp-x1"]
+    assert [p.name for p in removed] == [".report.csv.k3j2.tmp", ".export.old-4242", ".model.tmp-x1"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["report.csv", "stage"]
 
 

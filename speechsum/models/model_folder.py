@@ -1,0 +1,50 @@
+"""A local Hugging Face model folder checked before transformers loads it: a ``*.json`` or
+``*.safetensors`` file cut short (an export or a copy interrupted, a full disk) is named with what
+to do. transformers' own errors named no file (``JSONDecodeError: Expecting property name … line
+176``, ``SafetensorError: incomplete metadata, file not fully covered``) or, for a broken
+``generation_config.json``, none at all: the model loaded with default generation settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from speechsum.models.checkpoint import CheckpointError
+
+REDO = "it was cut short or corrupted (an export or copy interrupted, a full disk?); export or copy the folder again"
+
+
+def check_model_folder(spec: str | Path, recursive: bool = False) -> None:
+    """Raise :class:`CheckpointError` naming the first ``*.json`` / ``*.safetensors`` file in folder
+    ``spec`` (and its subfolders when ``recursive``: a ``speechsum export`` folder) that does not read
+    whole; anything that is not a local folder (a hub id) is left to transformers."""
+    folder = Path(spec)
+    if not folder.is_dir():
+        return
+    files = folder.rglob if recursive else folder.glob
+    for path in sorted(files("*.json")):
+        check_json_file(path)
+    for path in sorted(files("*.safetensors")):
+        check_safetensors_file(path)
+
+
+def check_json_file(path: Path) -> None:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}): {REDO}") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}): "
+                              f"{REDO}") from None
+
+
+def check_safetensors_file(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - SafetensorError derives from Exception only
+        raise CheckpointError(f"{path}: not a whole safetensors file ({err}): {REDO}") from None
