@@ -357,9 +357,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         train manifest or batching setting) that skips other examples, silently. Refused."""
         if self._saved_train_plan is None or self._saved_train_plan == self.train_plan():
             return
-        from speechsum.models.checkpoint import CheckpointError  # not at import: it loads the models
-
-        raise CheckpointError(
+        raise ConfigError(
             f"ckpt_path {self.trainer.ckpt_path}: resumes epoch {self.trainer.current_epoch} after its batch {done}, "
             f"but the training data or batching changed since it was saved (data.train_manifest "
             f"{self.manifests['train']}: {len(self.datasets['train'])} examples now; data.max_batch_seconds, "
