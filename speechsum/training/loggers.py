@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -9,16 +10,24 @@ from typing import Any, Literal
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from speechsum.utils.io import write_atomic
+
 RUN_ID_FILE = "wandb_run_id"  # in save_dir: the W&B run this run folder logs into
+log = logging.getLogger(__name__)
 
 
 def read_run_id(save_dir: str | Path) -> str | None:
-    """The W&B run id recorded in ``save_dir`` (None when the folder has not logged to W&B yet)."""
+    """The W&B run id recorded in ``save_dir`` (None when the folder has not logged to W&B yet, or
+    when the file is empty: its write was cut short before it was written atomically; warned)."""
     path = Path(save_dir) / RUN_ID_FILE
     if not path.is_file():
         return None
     run_id = path.read_text(encoding="utf-8").strip()
-    if not run_id or any(c.isspace() for c in run_id):
+    if not run_id:
+        log.warning("%s is empty (a write cut short): this fit starts a new W&B run; put the old run's id "
+                    "in the file (or give the logger's `id`) to continue that one instead", path)
+        return None
+    if any(c.isspace() for c in run_id):
         raise ValueError(f"{path}: not a W&B run id ({run_id!r}); delete the file to start a new W&B run")
     return run_id
 
@@ -74,4 +83,4 @@ class WandbLogger(LightningWandbLogger):
         path = Path(self.save_dir) / RUN_ID_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text(encoding="utf-8").strip() != run_id:
-            path.write_text(run_id + "\n", encoding="utf-8")
+            write_atomic(path, run_id + "\n")  # a kill mid-write leaves the old file or none, never an empty one

@@ -82,3 +82,11 @@ def test_an_explicit_id_wins_and_a_broken_id_file_is_named(tmp_path, monkeypatch
     (tmp_path / RUN_ID_FILE).write_text("two words")
     with pytest.raises(ValueError, match=RUN_ID_FILE):
         WandbLogger(save_dir=str(tmp_path))
+
+
+def test_an_empty_id_file_left_by_a_cut_write_starts_a_new_run_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    (tmp_path / RUN_ID_FILE).write_text("")
+    with caplog.at_level("WARNING", logger="speechsum.training.loggers"):
+        assert WandbLogger(save_dir=str(tmp_path))._id is None
+    assert f"{tmp_path / RUN_ID_FILE} is empty" in caplog.text and "new W&B run" in caplog.text
