@@ -214,9 +214,9 @@ def judge_example(judge: PairwiseJudge, cache: JsonlCache, item: JudgeInput, sam
         return {"kind": "identical"}
     wanted = [(0, 1)] if pairing == "first-two" else list(itertools.combinations(range(len(texts)), 2))
     verdicts: dict[tuple[int, int], PairVerdict] = {}
+    judged_input = judged_input_hash(item)  # the same for every pair of this example
     for i, j in wanted:
-        key = cache_key("pair", item.id, judged_input_hash(item), text_hash(texts[i]), text_hash(texts[j]),
-                        judge.identity)
+        key = cache_key("pair", item.id, judged_input, text_hash(texts[i]), text_hash(texts[j]), judge.identity)
         hit = cache.get(key)
         if hit is not None:
             verdicts[i, j] = PairVerdict(hit["winner"], hit["reasons"], hit["details"])

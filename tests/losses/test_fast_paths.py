@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.text_lm_speed import autograd_token_log_probs  # the formula before the chunked function
 from speechsum import losses
 from speechsum.losses import _jsd_terms, _reduce_kd, generalized_jsd_loss, token_log_probs
 
@@ -51,12 +52,6 @@ def test_fused_jsd_with_minus_infinity_logits():
         masked = generalized_jsd_loss(student, teacher, labels, beta=beta)
         (masked_grad,) = torch.autograd.grad(masked, student)
         assert masked.item() == 0.0 and (masked_grad == 0).all()
-
-
-def autograd_token_log_probs(logits, token_ids):
-    """The formula before the chunked function: autograd through ``logits.float()``."""
-    logits = logits.float()
-    return logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
 def values_and_grads(function, logits, token_ids, weights):
