@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from benchmarks.text_lm_speed import autograd_token_log_probs  # the formula before the chunked function
-from speechsum import losses
-from speechsum.losses import _jsd_terms, _reduce_kd, generalized_jsd_loss, token_log_probs
+from speechsum.losses import chunks, generalized_jsd_loss, token_log_probs
+from speechsum.losses.kd import _jsd_terms, _reduce_kd
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
@@ -63,7 +63,7 @@ def values_and_grads(function, logits, token_ids, weights):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_chunked_token_log_probs_equal_autograd_bit_for_bit(dtype, monkeypatch):
-    monkeypatch.setattr(losses, "FUSED_CHUNK", 3 * 97)  # 3 rows per chunk: chunks cross row blocks unevenly
+    monkeypatch.setattr(chunks, "FUSED_CHUNK", 3 * 97)  # 3 rows per chunk: chunks cross row blocks unevenly
     generator = torch.Generator().manual_seed(0)
     logits = (torch.randn(4, 9, 97, generator=generator) * 4).to(dtype)
     logits[0, 2, 5:40] = -float("inf")  # suppressed ids, as decoding and masked heads give

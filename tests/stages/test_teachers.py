@@ -11,7 +11,8 @@ from speechsum.data.batch import SpeechBatch
 from speechsum.models.text_llm import TextLLM
 from speechsum.models.text_prompt import text_messages
 from speechsum.models.tokenizer import build_byte_tokenizer
-from speechsum.stages.kd.teachers import HFTeacher, OpenAICompatibleTeacher, check_vocab
+from speechsum.stages.kd.teacher_base import check_vocab
+from speechsum.stages.kd.teachers import HFTeacher, OpenAICompatibleTeacher
 
 TEACHER_LLM = {
     "model_type": "llama",

@@ -34,7 +34,7 @@ from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.models.sampling import check_decoding
 from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallback
-from speechsum.stages.kd.teachers import Teacher, TeacherScores
+from speechsum.stages.kd.teacher_base import Teacher, TeacherScores
 from speechsum.utils.arguments import ConfigError, check_number
 from speechsum.utils.text_analysis import repetition_rate
 

@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
-from speechsum.stages.kd.teachers import Teacher, TeacherScores
+from speechsum.stages.kd.teacher_base import Teacher, TeacherScores
 
 
 @dataclass

@@ -1,77 +1,23 @@
-"""Losses as pure tensor functions. Shapes: B batch, R response positions, V vocabulary."""
+"""Knowledge-distillation losses (stage 2): the KL family, generalized JSD, top-k + tail, sampled-token.
+
+Conventions for every KD loss here. P_t = teacher, P_s = student distribution over the
+vocabulary at one response position, both computed from ``logits / temperature``:
+  forward KL  = KL(P_t ‖ P_s) = Σ_v P_t(v) · (log P_t(v) − log P_s(v))   (mode covering)
+  reverse KL  = KL(P_s ‖ P_t) = Σ_v P_s(v) · (log P_s(v) − log P_t(v))   (mode seeking)
+``labels`` (B, R): positions with ``labels == -100`` carry no loss (None: all positions count).
+Reductions of the elementwise terms ``(B, R, V)``:
+  "batchmean": sum over kept positions and vocabulary / number of kept positions (1 if none)
+  "sum": the total;  "mean": the total / (kept positions · V);  "none": ``(B, R, V)``, 0 where masked.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-
-def token_log_probs(logits: Tensor, token_ids: Tensor) -> Tensor:
-    """``log softmax(logits)[..., token_ids]``: ``(…, V)`` logits (any float dtype), ``(…)`` ids →
-    ``(…)`` float32, as ``logits[id] − logsumexp(logits)`` in float32, computed in row chunks
-    (:class:`_FusedTokenLogProbs`): no float32 copy of ``logits`` is made or kept for the backward."""
-    return _FusedTokenLogProbs.apply(logits, token_ids)
-
-
-def masked_cross_entropy(logits: Tensor, target_ids: Tensor, mask: Tensor) -> Tensor:
-    """Token-level cross-entropy over the positions where ``mask`` is 1.
-
-    loss = − Σ_{b,j} mask[b,j] · log softmax(logits[b,j])[target_ids[b,j]]  /  max(1, Σ mask)
-
-    ``logits`` (B, R, V), ``target_ids`` (B, R), ``mask`` (B, R). Each response token weighs the
-    same, whatever the length of its response. Computed in float32.
-    """
-    return masked_mean(-token_log_probs(logits, target_ids), mask)
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """``Σ mask · values / max(1, Σ mask)``: the mean over the kept positions (0 when none is)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def ctc_alignment_loss(
-    logits: Tensor, frame_counts: Tensor, targets: list[list[int]], blank: int
-) -> tuple[Tensor, Tensor]:
-    """CTC loss per target token, for speech–text alignment (stage 0).
-
-    loss = Σ_b −log p_CTC(targets[b] | logits[b, :frame_counts[b]])  /  Σ_b |targets[b]|
-
-    over the feasible rows only; p_CTC sums over every blank-augmented path that collapses to the
-    target (Graves et al. 2006). ``logits`` (B, T, C) with blank class ``blank``. A row is
-    infeasible when its frames cannot hold its target: ``frame_counts[b] < |targets[b]| +`` (number
-    of adjacent repeated tokens), or when its target is empty (nothing to align). Returns ``(loss, number of infeasible rows)``; loss is 0 (with a
-    graph) when no row is feasible or no target has tokens. Computed in float32.
-    """
-    lengths = torch.tensor([len(t) for t in targets], device=logits.device)
-    repeats = torch.tensor([sum(a == b for a, b in zip(t, t[1:])) for t in targets], device=logits.device)
-    feasible = (frame_counts.to(logits.device) >= lengths + repeats) & (lengths > 0)
-    if not bool(feasible.any()):
-        return logits.sum() * 0.0, (~feasible).sum()
-    rows = feasible.nonzero().squeeze(-1)
-    flat_targets = torch.tensor([tok for b in rows.tolist() for tok in targets[b]], device=logits.device)
-    if len(rows) < len(logits):  # an index copy of (B', T, C) and its backward: only when rows are left out
-        logits = logits[rows]
-    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B', C)
-    total = torch.nn.functional.ctc_loss(
-        log_probs, flat_targets, frame_counts[rows], lengths[rows], blank=blank, reduction="sum"
-    )
-    return total / lengths[rows].sum(), (~feasible).sum()
-
-
-# -- knowledge distillation (stage 2) -----------------------------------------------------------
-# Conventions for every KD loss below. P_t = teacher, P_s = student distribution over the
-# vocabulary at one response position, both computed from ``logits / temperature``:
-#   forward KL  = KL(P_t ‖ P_s) = Σ_v P_t(v) · (log P_t(v) − log P_s(v))   (mode covering)
-#   reverse KL  = KL(P_s ‖ P_t) = Σ_v P_s(v) · (log P_s(v) − log P_t(v))   (mode seeking)
-# ``labels`` (B, R): positions with ``labels == -100`` carry no loss (None: all positions count).
-# Reductions of the elementwise terms ``(B, R, V)``:
-#   "batchmean": sum over kept positions and vocabulary / number of kept positions (1 if none)
-#   "sum": the total;  "mean": the total / (kept positions · V);  "none": ``(B, R, V)``, 0 where masked.
+from speechsum.losses.chunks import rows_per_chunk
 
 IGNORE_INDEX = -100
 KD_REDUCTIONS = ("batchmean", "sum", "mean", "none")
@@ -141,7 +87,7 @@ def generalized_jsd_loss(
     β = 0 is exactly forward KL(P_t ‖ P_s), β = 1 exactly reverse KL(P_s ‖ P_t). β = 0.5 is the
     symmetric JSD (at most log 2 per position). Logits ``(B, R, V)`` (any float dtype; computed in
     float32, in log space: log M is a ``logaddexp``, never a log of a sum of probabilities). See
-    the module's KD conventions for ``labels`` and ``reduction``.
+    the module's conventions for ``labels`` and ``reduction``.
     """
     if reduction in ("batchmean", "sum", "mean") and not teacher_logits.requires_grad:
         _check_beta(beta)
@@ -158,10 +104,6 @@ def _kept_positions(logits: Tensor, labels: Tensor | None) -> Tensor:
     if labels is None:
         return torch.ones(logits.shape[:-1], device=logits.device)
     return (labels != IGNORE_INDEX).float()
-
-
-FUSED_CHUNK = 1 << 18  # vocabulary entries per chunk of rows on CPU (1 MiB of float32: stays in cache)
-FUSED_CHUNK_ACCELERATOR = 1 << 26  # on GPUs: 256 MiB of float32 per chunk, few kernel launches
 
 
 class _FusedJSD(torch.autograd.Function):
@@ -185,8 +127,7 @@ class _FusedJSD(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         grad = torch.empty(student_rows.shape, dtype=torch.float32, device=student_rows.device) if need_grad else None
         total = torch.zeros((), dtype=torch.float32, device=student_rows.device)
-        chunk = FUSED_CHUNK if student_rows.device.type == "cpu" else FUSED_CHUNK_ACCELERATOR
-        step = max(1, chunk // vocab)
+        step = rows_per_chunk(vocab, student_rows.device)
         for start in range(0, student_rows.shape[0], step):
             rows = slice(start, start + step)
             w = row_weights[rows]
@@ -222,60 +163,6 @@ class _FusedJSD(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return (grad * grad_output).reshape(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
-
-
-def _row_blocks(logits: Tensor) -> list[Tensor]:
-    """``logits`` ``(…, V)`` as 2-D ``(n, V)`` views of its rows in order, without a copy where the
-    last two dims are contiguous (e.g. one block per row of a ``[:, :-1]`` slice of ``(B, L, V)``)."""
-    try:
-        return [logits.view(-1, logits.shape[-1])]
-    except RuntimeError:
-        return list(logits.reshape(-1, *logits.shape[-2:]))
-
-
-class _FusedTokenLogProbs(torch.autograd.Function):
-    """``log p[id] = x[id] − logsumexp(x)`` per row of float32 ``x = logits``, with the gradient
-
-        ∂ log p[id] / ∂x = onehot(id) − softmax(x),
-
-    each chunk of rows cast to float32 in cache (:data:`FUSED_CHUNK`). The same float32 operations
-    as autograd through ``logits.float()`` (``logsumexp`` per row, ``−g · exp(x − lse)``, then ``+ g``
-    at ``id``), so values and gradients equal it bit for bit; only ``logits`` and ``lse`` are kept."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, token_ids: Tensor) -> Tensor:
-        ids = token_ids.reshape(-1)
-        log_probs = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
-        log_norms = torch.empty_like(log_probs)
-        for span, rows in _float_chunks(logits):
-            log_norms[span] = rows.logsumexp(-1)
-            log_probs[span] = rows.gather(-1, ids[span, None]).squeeze(-1)
-        ctx.save_for_backward(logits, ids, log_norms)
-        return log_probs.sub_(log_norms).reshape(token_ids.shape)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output: Tensor):
-        logits, ids, log_norms = ctx.saved_tensors
-        weights = grad_output.reshape(-1, 1).float()
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        grad_rows = grad.view(-1, logits.shape[-1])
-        for span, rows in _float_chunks(logits):
-            rows.sub_(log_norms[span, None]).exp_().mul_(weights[span].neg())
-            grad_rows[span] = rows.scatter_add_(-1, ids[span, None], weights[span])
-        return grad, None
-
-
-def _float_chunks(logits: Tensor) -> Iterator[tuple[slice, Tensor]]:
-    """``(slice of flat row indices, float32 copy of those rows)`` for chunks of ``logits``' rows."""
-    vocab = logits.shape[-1]
-    step = max(1, (FUSED_CHUNK if logits.device.type == "cpu" else FUSED_CHUNK_ACCELERATOR) // vocab)
-    start = 0
-    for block in _row_blocks(logits):
-        for offset in range(0, block.shape[0], step):
-            rows = block[offset : offset + step].to(torch.float32, copy=True)
-            yield slice(start + offset, start + offset + rows.shape[0]), rows
-        start += block.shape[0]
 
 
 def _guarded_product(p: Tensor, log_ratio: Tensor) -> Tensor:
@@ -379,39 +266,3 @@ def sampled_token_kd_loss(student_log_probs: Tensor, teacher_log_probs: Tensor, 
     reward = (teacher_log_probs.float() - student).detach()
     mask = mask.to(student.dtype)
     return -(reward * student * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def dpo_loss(
-    policy_chosen_logps: Tensor,
-    policy_rejected_logps: Tensor,
-    ref_chosen_logps: Tensor,
-    ref_rejected_logps: Tensor,
-    beta: float = 0.1,
-    loss_type: str = "sigmoid",
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Direct Preference Optimisation (Rafailov et al. 2023), per example; inputs are ``(B,)``
-    sequence log-probs (sums over response tokens) of the chosen (c) and rejected (r) response
-    under the policy (π) and the frozen reference (ref).
-
-        logits  = β · ((π_c − ref_c) − (π_r − ref_r))
-        sigmoid : loss = −(1 − ε) · log σ(logits) − ε · log σ(−logits)   (ε = label_smoothing,
-                  the conservative DPO of noisy preferences; ε = 0 is plain DPO)
-        ipo     : loss = (logits / β − 1 / (2β))²                         (Azar et al. 2023)
-        rewards : chosen = β · (π_c − ref_c), rejected = β · (π_r − ref_r)  (detached)
-
-    Returns ``(losses, chosen_rewards, rejected_rewards)``, each ``(B,)`` float32; the caller
-    takes the mean of ``losses``.
-    """
-    from torch.nn.functional import logsigmoid
-
-    chosen_logratios = policy_chosen_logps.float() - ref_chosen_logps.float()
-    rejected_logratios = policy_rejected_logps.float() - ref_rejected_logps.float()
-    logits = beta * (chosen_logratios - rejected_logratios)
-    if loss_type == "sigmoid":
-        losses = -(1.0 - label_smoothing) * logsigmoid(logits) - label_smoothing * logsigmoid(-logits)
-    elif loss_type == "ipo":
-        losses = (logits / beta - 1.0 / (2.0 * beta)) ** 2
-    else:
-        raise ValueError(f"dpo_loss: unknown loss_type {loss_type!r} (use 'sigmoid' or 'ipo')")
-    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
