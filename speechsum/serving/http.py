@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
+from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
@@ -49,7 +50,8 @@ class APIServer(ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog (the standard library's 5 resets bursts of connections)
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
-                 max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = ()) -> None:
+                 max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = (),
+                 max_waiting: int = DEFAULT_MAX_WAITING) -> None:
         if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -58,6 +60,7 @@ class APIServer(ThreadingHTTPServer):
         self.max_request_bytes = max_request_bytes
         self.limits = limits
         self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
+        self.queue = ModelQueue(max_waiting)  # backpressure: a 503 once max_waiting requests wait for the model
         self.created = int(time.time())
 
     def handle_error(self, request: Any, client_address: tuple) -> None:
@@ -85,6 +88,7 @@ def build_server(
     max_n: int = 16,
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
     allowed_origins: tuple[str, ...] = (),
+    max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> APIServer:
     """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
 
@@ -95,12 +99,14 @@ def build_server(
     (``backend.reads_audio``); its base64 size is added to the body limit, so a larger body is
     refused from its Content-Length before anything is read or decoded. ``allowed_origins``: browser
     origins answered with CORS headers ("*": any; default none, :mod:`speechsum.serving.cors`).
+    ``max_waiting``: most requests waiting for the model besides the one it serves; one more gets a
+    503 with ``Retry-After`` (:mod:`speechsum.serving.admission`).
     """
     audio_bytes = max_audio_bytes if getattr(backend, "reads_audio", False) else 0
     limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n,
                         max_audio_bytes=audio_bytes)
     body_limit = max_request_bytes + 4 * -(-audio_bytes // 3)  # + the audio's base64 length
-    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins))
+    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins), max_waiting)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -239,12 +245,15 @@ class _Handler(BaseHTTPRequestHandler):
             requests, as_ids = fmt.parse_completion(request, limits)
             for one in requests:
                 one.client_gone = self._client_gone
-            outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
+            with self.server.queue.slot():
+                outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         else:  # POST /v1/chat/completions
             chat, as_ids = fmt.parse_chat(request, limits)
             chat.client_gone = self._client_gone
-            reply = fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+            with self.server.queue.slot():
+                output = backend.chat(chat)
+            reply = fmt.chat_response(backend.model_name, chat, output, as_ids)
         return 200, reply, stream_mode(request)
 
     # ------------------------------------------------------------------------------------------ plumbing
