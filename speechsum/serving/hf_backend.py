@@ -60,6 +60,15 @@ def token_pieces(tokenizer, ids: list[int], context: list[int] = ()) -> list[str
     return pieces
 
 
+def template_roles(messages: list[dict], template: str | dict) -> list[dict]:
+    """``messages`` as the chat template takes them: OpenAI's ``developer`` role (its newer name of
+    ``system``) as ``system``, unless the template names the developer role itself (gpt-oss's does);
+    a template that knows neither rendered ``<|im_start|>developer``, a turn no model was trained on."""
+    if "developer" in str(template):
+        return messages
+    return [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
+
+
 class _StopOnStrings(StoppingCriteria):
     """Per-sequence stop once the generated text (after ``prompt_length``) contains a stop string."""
 
@@ -145,7 +154,8 @@ class HFBackend:
             raise APIError(400, f"Model '{self.model_name}' has no chat template; use /v1/completions.",
                            param="messages")
         try:
-            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            messages = template_roles(request.messages, self.tokenizer.chat_template)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except TemplateSyntaxError:  # the template itself is broken: the server's fault
             raise
         except TemplateError as error:  # its raise_exception: e.g. roles must alternate, no system role

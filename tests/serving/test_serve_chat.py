@@ -52,3 +52,22 @@ def test_messages_the_chat_template_refuses_are_a_400_naming_its_reason(model_di
     assert caught.value.body["message"] == ("The model's chat template refuses these messages: System role not "
                                             "supported. Change their roles or order to what it takes.")
     assert caught.value.body["param"] == "messages"
+
+
+def test_a_developer_message_reaches_the_template_as_system_unless_it_names_developer(backend, model_dir):
+    """Before: a ``developer`` message (OpenAI's newer name of ``system``, what the openai client sends for
+    o1-style prompts) was rendered ``<|im_start|>developer``, a turn the model never saw in training."""
+    def ask(client, role: str):
+        return client.chat.completions.create(model=MODEL, temperature=0, max_tokens=3, messages=[
+            {"role": role, "content": "be brief"}, {"role": "user", "content": "hi"}])
+
+    with serve_in_thread(backend) as url:
+        client = openai_client(url)
+        as_developer, as_system = ask(client, "developer"), ask(client, "system")
+    assert as_developer.usage.prompt_tokens == as_system.usage.prompt_tokens == 39
+    assert as_developer.choices[0].message.content == as_system.choices[0].message.content
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # a template with a developer role of its own keeps it
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{# developer #}"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with serve_in_thread(HFBackend.from_objects(model, tokenizer, MODEL)) as url:
+        assert ask(openai_client(url), "developer").usage.prompt_tokens == len("developer: be brief\nuser: hi\n")
