@@ -26,7 +26,7 @@ from speechsum.serving.protocol import (
     Generation,
     Sampling,
 )
-from speechsum.serving.request_fields import check_fields
+from speechsum.serving.request_fields import check_fields, check_message_fields
 from speechsum.utils.io import finite_json_number
 from speechsum.utils.replies import json_type
 
@@ -270,6 +270,8 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):
         raise _bad(f"'messages' must be an array of {{role, content}} objects, got {json_type(messages)}.", "messages")
+    if messages == []:
+        raise _bad("'messages' is empty: send at least one message ({role, content}).", "messages")
     if not messages:
         raise _bad("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
     clean, audio = [], []
@@ -277,12 +279,10 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         if not isinstance(message, dict):
             raise _bad(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
         role = message.get("role")
-        if message.get("tool_calls") or message.get("function_call"):
-            raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
-                       f"messages[{index}]")
         if role not in CHAT_ROLES:
             raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {_got(message, 'role')}.",
                        f"messages[{index}].role")
+        check_message_fields(message, index)
         text, parts = _message_content(message, index, limits)
         clean.append({"role": role, "content": text})
         audio += parts
@@ -293,16 +293,29 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
     if top is not None and not logprobs:
         raise _bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
-    response_format = body.get("response_format")
-    json_mode = False
-    if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
-        if kind not in RESPONSE_FORMATS:
-            raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}.", "response_format")
-        json_mode = kind != "text"
+    json_mode = _json_mode(body.get("response_format"))
     request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode,
                           audio=audio)
     return request, _boolean(body, "return_tokens_as_token_ids")
+
+
+def _json_mode(response_format: Any) -> bool:
+    """Whether ``response_format`` asks for JSON ({"type": "json_object"} or a "json_schema" with its
+    schema object); a 400 naming what is wrong in it."""
+    if response_format is None:
+        return False
+    if not isinstance(response_format, dict):
+        raise _bad("'response_format' must be an object such as {\"type\": \"json_object\"}, got "
+                   f"{json.dumps(response_format)[:80]}.", "response_format")
+    kind = response_format.get("type")
+    if kind not in RESPONSE_FORMATS:
+        raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}; "
+                   f"{_got(response_format, 'type')}.", "response_format.type")
+    if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
+        raise _bad("'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
+                   f"'response_format.type' is \"json_schema\"; {_got(response_format, 'json_schema')}.",
+                   "response_format.json_schema")
+    return kind != "text"
 
 
 # ----------------------------------------------------------------------------------------------- rendering

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import openai
@@ -16,13 +15,6 @@ from tests.servers import ScriptedChatBackend, serve_in_thread
 
 MODEL = "scripted"
 USER = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[ScriptedChatBackend, str]]:
-    backend = ScriptedChatBackend(lambda messages: "ok")
-    with serve_in_thread(backend) as url:
-        yield backend, url
 
 
 def _refusal(create, **kwargs) -> dict:
