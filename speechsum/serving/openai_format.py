@@ -7,14 +7,13 @@ client and vLLM-style clients parse the responses unchanged.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from speechsum.serving.audio_parts import audio_url_part, input_audio_part
 from speechsum.serving.logprobs_format import chat_logprobs, legacy_logprobs, vllm_prompt_logprobs
 from speechsum.serving.protocol import (
     APIError,
@@ -32,9 +31,6 @@ from speechsum.utils.replies import json_type
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
-AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
-AUDIO_URL_HINT = ("; send the audio as {\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, "
-                  "\"format\": \"wav\"}} (vLLM's audio_url data: URL holds that base64 after its comma)")
 
 
 @dataclass
@@ -200,39 +196,6 @@ def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest
     return requests, as_ids
 
 
-def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioInput:
-    """An ``input_audio`` part → :class:`AudioInput`; the size is checked from the base64 length
-    before decoding (413 above ``limits.max_audio_bytes``)."""
-    param = f"messages[{index}].content[{position}].input_audio"
-    if not limits.max_audio_bytes:
-        raise _bad(f"{param}: this model does not read audio; serve a speech student exported with "
-                   "`speechsum export` to send input_audio.", param)
-    audio = part.get("input_audio")
-    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
-        raise _bad(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
-    kind = audio.get("format")
-    if kind not in AUDIO_FORMATS:
-        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
-                   f"{_got(audio, 'format')}.", f"{param}.format")
-    encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
-    if encoded[:5].lower() == "data:":
-        raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
-                   f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
-    size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # the file's bytes: one under the limit is under it
-    if size > limits.max_audio_bytes:
-        raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
-                            f"{limits.max_audio_bytes} bytes (--max-audio-bytes).", param=param,
-                       code="audio_too_large")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as error:  # ValueError: a character outside ASCII
-        raise _bad(f"{param}.data is not valid standard base64 ({error}): encode the file's bytes with the "
-                   "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", f"{param}.data") from None
-    if not data:
-        raise _bad(f"{param}.data is empty.", f"{param}.data")
-    return AudioInput(data, kind, index, param)
-
-
 def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, list[AudioInput]]:
     """The message's text (text parts joined by line breaks, as vLLM) and its ``input_audio`` parts."""
     content = message.get("content")
@@ -248,7 +211,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
         for position, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "input_audio":
-                audio.append(_audio_part(part, index, position, limits))
+                audio.append(input_audio_part(part, index, position, limits.max_audio_bytes))
+            elif kind == "audio_url":  # vLLM's
+                audio.append(audio_url_part(part, index, position, limits.max_audio_bytes))
             elif kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif kind == "text":
@@ -257,8 +222,8 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
             else:
                 where = f"messages[{index}].content[{position}]"
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
-                hint = AUDIO_URL_HINT if kind == "audio_url" else ""
-                raise _bad(f"{where} is {got}: only text and input_audio parts are supported{hint}.", f"{where}.type")
+                raise _bad(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
+                           f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
