@@ -71,3 +71,14 @@ def test_a_developer_message_reaches_the_template_as_system_unless_it_names_deve
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     with serve_in_thread(HFBackend.from_objects(model, tokenizer, MODEL)) as url:
         assert ask(openai_client(url), "developer").usage.prompt_tokens == len("developer: be brief\nuser: hi\n")
+
+
+def test_a_last_assistant_message_is_answered_in_a_new_turn_as_openai_and_vllm(backend):
+    """A conversation ending with the assistant's turn gets the template's generation prompt after it (a new
+    assistant turn, vLLM's default add_generation_prompt), not a continuation of that turn."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    text = backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text.endswith("hello<|im_end|>\n<|im_start|>assistant\n")
+    with serve_in_thread(backend) as url:
+        reply = openai_client(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+    assert reply.usage.prompt_tokens == len(backend.tokenizer(text, add_special_tokens=False).input_ids) == 39
