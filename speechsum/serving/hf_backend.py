@@ -155,12 +155,19 @@ class HFBackend:
                            param="messages")
         try:
             messages = template_roles(request.messages, self.tokenizer.chat_template)
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=request.add_generation_prompt,
+                                                      continue_final_message=request.continue_final_message)
         except TemplateSyntaxError:  # the template itself is broken: the server's fault
             raise
         except TemplateError as error:  # its raise_exception: e.g. roles must alternate, no system role
             raise APIError(400, f"The model's chat template refuses these messages: {str(error).rstrip('.')}. Change "
                                 "their roles or order to what it takes.", param="messages") from None
+        except ValueError as error:  # transformers: a final message it cannot find in the rendered text
+            if not request.continue_final_message:
+                raise
+            raise APIError(400, f"The last message cannot be continued with this model's chat template ({error}).",
+                           param="continue_final_message") from None
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         self._check_prompt(ids, "messages")
         return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))

@@ -259,9 +259,25 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     if top is not None and not logprobs:
         raise _bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     json_mode = _json_mode(body.get("response_format"))
+    add_prompt, continue_final = _turn_options(body, clean)
     request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode,
-                          audio=audio)
+                          audio=audio, add_generation_prompt=add_prompt, continue_final_message=continue_final)
     return request, _boolean(body, "return_tokens_as_token_ids")
+
+
+def _turn_options(body: dict, messages: list[dict]) -> tuple[bool, bool]:
+    """vLLM's ``add_generation_prompt`` (default true) and ``continue_final_message`` (default false):
+    continuing needs the last message to be the assistant's, and implies no generation prompt unless
+    one is asked for too (a 400, as vLLM: the two contradict)."""
+    continue_final = _boolean(body, "continue_final_message")
+    add_prompt = _boolean(body, "add_generation_prompt", default=not continue_final)
+    if continue_final and add_prompt:
+        raise _bad("'continue_final_message' and 'add_generation_prompt' cannot both be true: continue the last "
+                   "message or open a new assistant turn.", "continue_final_message")
+    if continue_final and messages[-1]["role"] != "assistant":
+        raise _bad(f"'continue_final_message' continues the last message, which must be the assistant's; "
+                   f"messages[{len(messages) - 1}] is the {messages[-1]['role']}'s.", "continue_final_message")
+    return add_prompt, continue_final
 
 
 def _json_mode(response_format: Any) -> bool:

@@ -19,7 +19,8 @@ from speechsum.serving.streaming import stream_mode
 COMMON_FIELDS = ("model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs", "stream",
                  "stream_options", "return_tokens_as_token_ids")
 COMPLETION_FIELDS = COMMON_FIELDS + ("prompt", "echo", "prompt_logprobs")
-CHAT_FIELDS = COMMON_FIELDS + ("messages", "max_completion_tokens", "top_logprobs", "response_format")
+CHAT_FIELDS = COMMON_FIELDS + ("messages", "max_completion_tokens", "top_logprobs", "response_format",
+                               "add_generation_prompt", "continue_final_message")  # the last two: vLLM's
 
 # OpenAI's and vLLM's sampling options that decoding here does not apply: accepted only at the
 # value that changes nothing

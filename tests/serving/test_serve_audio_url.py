@@ -64,3 +64,13 @@ def test_an_audio_url_over_the_size_limit_is_a_413_before_decoding(served):
     with pytest.raises(openai.APIStatusError) as caught:
         _ask(client, {"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64," + "A" * (len(wav) * 2)}})
     assert caught.value.status_code == 413 and caught.value.body["code"] == "audio_too_large"
+
+
+def test_a_speech_student_refuses_to_leave_out_its_generation_prompt(served):
+    client, wav = served
+    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, max_tokens=2, extra_body={"add_generation_prompt": False},
+                                       messages=[{"role": "user", "content": [part]}])
+    assert caught.value.body["message"] == ("'add_generation_prompt': false is not supported by a speech student: its "
+                                            "prompt format is fixed in training.")

@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from speechsum.serving.hf_backend import HFBackend
+from speechsum.serving.protocol import Sampling
 from speechsum.utils.remote import openai_client
 from tests.servers import serve_in_thread
 from tests.serving.tiny_lm import CONTEXT, MODEL
@@ -82,3 +83,18 @@ def test_a_last_assistant_message_is_answered_in_a_new_turn_as_openai_and_vllm(b
     with serve_in_thread(backend) as url:
         reply = openai_client(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
     assert reply.usage.prompt_tokens == len(backend.tokenizer(text, add_special_tokens=False).input_ids) == 39
+
+
+def test_continue_final_message_continues_the_assistants_turn_as_vllm(backend):
+    """vLLM's prefill: ``continue_final_message`` renders the last (assistant) message open, no generation
+    prompt after it (before: an unrecognised field, 400); greedy, it continues "hel" as the model would."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hel"}]
+    with serve_in_thread(backend) as url:
+        reply = openai_client(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=3, temperature=0,
+                                                           extra_body={"continue_final_message": True})
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhel"
+    ids = backend.tokenizer(prompt, add_special_tokens=False).input_ids
+    assert reply.usage.prompt_tokens == len(ids) == 24
+    expected = backend._generate(ids, Sampling(max_tokens=3, temperature=0.0), None)[0]
+    assert reply.choices[0].message.content == expected.text
+

@@ -100,6 +100,15 @@ def test_a_message_field_openai_lacks_or_of_the_wrong_type_is_named(served, mess
      "'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
      "'response_format.type' is \"json_schema\"; 'json_schema' is missing.", "response_format.json_schema"),
     ({"messages": []}, "'messages' is empty: send at least one message ({role, content}).", "messages"),
+    ({"continue_final_message": True},  # vLLM's prefill continues the assistant's turn only
+     "'continue_final_message' continues the last message, which must be the assistant's; messages[0] is the user's.",
+     "continue_final_message"),
+    ({"messages": [*USER, {"role": "assistant", "content": "he"}], "continue_final_message": True,
+      "add_generation_prompt": True},
+     "'continue_final_message' and 'add_generation_prompt' cannot both be true: continue the last message or open a "
+     "new assistant turn.", "continue_final_message"),
+    ({"add_generation_prompt": "no"}, "'add_generation_prompt' must be true or false, got \"no\".",
+     "add_generation_prompt"),
 ])
 def test_a_top_level_field_of_the_wrong_type_or_value_is_named(served, fields, error, param):
     status, _, body = _post(served[1], {"model": MODEL, "messages": USER, **fields})
