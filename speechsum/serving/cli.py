@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechsum.serving.admission import DEFAULT_MAX_WAITING
 from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
 from speechsum.utils.arguments import at_least, key_variable, port, positive_seconds
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-audio-seconds", type=positive_seconds, default=DEFAULT_MAX_AUDIO_SECONDS, metavar="S",
                         help="speech students: longest clip (lowered to the backbone's own maximum, e.g. 30 s for "
                         f"Qwen2-Audio); longer gets HTTP 400 (default {DEFAULT_MAX_AUDIO_SECONDS:g})")
+    parser.add_argument("--max-waiting", type=at_least(0), default=DEFAULT_MAX_WAITING, metavar="N",
+                        help="most requests waiting for the model while it generates for another (model calls run one "
+                        "at a time); one more is answered at once with HTTP 503 and a Retry-After header, which "
+                        f"OpenAI clients retry (default {DEFAULT_MAX_WAITING}; 0: none waits)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weights dtype (default: as saved in the model directory's config)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         server = build_server(backend, host=args.host, port=args.port, api_key=api_key,
                               max_request_bytes=args.max_request_bytes, max_tokens_limit=args.max_tokens_limit,
                               max_logprobs=args.max_logprobs, max_audio_bytes=args.max_audio_bytes,
-                              allowed_origins=tuple(args.allowed_origins))
+                              allowed_origins=tuple(args.allowed_origins), max_waiting=args.max_waiting)
     except OSError as err:  # the port is taken, the address is not this machine's or does not resolve
         raise SystemExit(f"speechsum serve: cannot listen on {args.host}:{args.port}: {err.strerror or err}; "
                          "pick another --port (0: any free one) or --host") from None

@@ -60,6 +60,15 @@ def token_pieces(tokenizer, ids: list[int], context: list[int] = ()) -> list[str
     return pieces
 
 
+def template_roles(messages: list[dict], template: str | dict) -> list[dict]:
+    """``messages`` as the chat template takes them: OpenAI's ``developer`` role (its newer name of
+    ``system``) as ``system``, unless the template names the developer role itself (gpt-oss's does);
+    a template that knows neither rendered ``<|im_start|>developer``, a turn no model was trained on."""
+    if "developer" in str(template):
+        return messages
+    return [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
+
+
 class _StopOnStrings(StoppingCriteria):
     """Per-sequence stop once the generated text (after ``prompt_length``) contains a stop string."""
 
@@ -145,12 +154,20 @@ class HFBackend:
             raise APIError(400, f"Model '{self.model_name}' has no chat template; use /v1/completions.",
                            param="messages")
         try:
-            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            messages = template_roles(request.messages, self.tokenizer.chat_template)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=request.add_generation_prompt,
+                                                      continue_final_message=request.continue_final_message)
         except TemplateSyntaxError:  # the template itself is broken: the server's fault
             raise
         except TemplateError as error:  # its raise_exception: e.g. roles must alternate, no system role
             raise APIError(400, f"The model's chat template refuses these messages: {str(error).rstrip('.')}. Change "
                                 "their roles or order to what it takes.", param="messages") from None
+        except ValueError as error:  # transformers: a final message it cannot find in the rendered text
+            if not request.continue_final_message:
+                raise
+            raise APIError(400, f"The last message cannot be continued with this model's chat template ({error}).",
+                           param="continue_final_message") from None
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         self._check_prompt(ids, "messages")
         return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))

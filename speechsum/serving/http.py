@@ -7,9 +7,7 @@ slow clients do not block others — the backend serialises model calls itself.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import re
 import select
 import socket
 import sys
@@ -21,14 +19,16 @@ from typing import Any
 from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
+from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
+from speechsum.serving.json_body import check_content_type, json_bytes, json_object
 from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
+from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
@@ -49,7 +49,8 @@ class APIServer(ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog (the standard library's 5 resets bursts of connections)
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
-                 max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = ()) -> None:
+                 max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = (),
+                 max_waiting: int = DEFAULT_MAX_WAITING) -> None:
         if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -58,6 +59,7 @@ class APIServer(ThreadingHTTPServer):
         self.max_request_bytes = max_request_bytes
         self.limits = limits
         self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
+        self.queue = ModelQueue(max_waiting)  # backpressure: a 503 once max_waiting requests wait for the model
         self.created = int(time.time())
 
     def handle_error(self, request: Any, client_address: tuple) -> None:
@@ -85,6 +87,7 @@ def build_server(
     max_n: int = 16,
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
     allowed_origins: tuple[str, ...] = (),
+    max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> APIServer:
     """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
 
@@ -95,12 +98,14 @@ def build_server(
     (``backend.reads_audio``); its base64 size is added to the body limit, so a larger body is
     refused from its Content-Length before anything is read or decoded. ``allowed_origins``: browser
     origins answered with CORS headers ("*": any; default none, :mod:`speechsum.serving.cors`).
+    ``max_waiting``: most requests waiting for the model besides the one it serves; one more gets a
+    503 with ``Retry-After`` (:mod:`speechsum.serving.admission`).
     """
     audio_bytes = max_audio_bytes if getattr(backend, "reads_audio", False) else 0
     limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n,
                         max_audio_bytes=audio_bytes)
     body_limit = max_request_bytes + 4 * -(-audio_bytes // 3)  # + the audio's base64 length
-    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins))
+    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins), max_waiting)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -165,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         started = time.perf_counter()
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        status, usage = 500, None
+        status, usage, self.ignored = 500, None, []
         try:
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/") and method != "OPTIONS":  # a CORS preflight carries no key
@@ -182,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             if stream is None:
                 self._send(status, payload)
             else:
-                self._send_bytes(status, "text/event-stream", event_stream(stream_chunks(payload, stream), _json_bytes))
+                self._send_bytes(status, "text/event-stream", event_stream(stream_chunks(payload, stream), json_bytes))
         except APIError as error:
             status = self._send_error(error)
         except CLIENT_GONE:
@@ -193,8 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.continue_pending = False
             tokens = f" prompt_tokens={usage['prompt_tokens']} completion_tokens={usage['completion_tokens']}" if usage else ""
-            LOG.info('%s "%s %s" %d %.0fms%s', self.client_address[0], method, path, status,
-                     1000 * (time.perf_counter() - started), tokens)
+            ignored = f" ignored={','.join(self.ignored)}" if self.ignored else ""  # accepted fields with no effect
+            LOG.info('%s "%s %s" %d %.0fms%s%s', self.client_address[0], method, path, status,
+                     1000 * (time.perf_counter() - started), tokens, ignored)
 
     def _check_route(self, method: str, path: str) -> None:
         """404 for a path this server has no route for, 405 for a method its route does not take;
@@ -233,18 +239,23 @@ class _Handler(BaseHTTPRequestHandler):
                                param="model", code="model_not_found")
             card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
             return 200, card, None
-        request = _json_object(body)
+        request = json_object(body)
         fmt.check_model(request, backend.model_name)
         if path == "/v1/completions":
             requests, as_ids = fmt.parse_completion(request, limits)
+            self.ignored = ignored_fields(request, chat=False)
             for one in requests:
                 one.client_gone = self._client_gone
-            outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
+            with self.server.queue.slot():
+                outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
             reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         else:  # POST /v1/chat/completions
             chat, as_ids = fmt.parse_chat(request, limits)
+            self.ignored = ignored_fields(request, chat=True)
             chat.client_gone = self._client_gone
-            reply = fmt.chat_response(backend.model_name, chat, backend.chat(chat), as_ids)
+            with self.server.queue.slot():
+                output = backend.chat(chat)
+            reply = fmt.chat_response(backend.model_name, chat, output, as_ids)
         return 200, reply, stream_mode(request)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -279,6 +290,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise APIError(415, f"Content-Encoding {encoding!r} request bodies are not supported; send the JSON "
                                 "uncompressed.", code="unsupported_content_encoding")
+        if self.command == "POST":
+            try:  # before the body is read: a form or an upload is told at once what to send
+                check_content_type(self.headers.get("Content-Type"))
+            except APIError:
+                self.close_connection = True  # the unread body must not be parsed as the next request
+                raise
         if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
             self.close_connection = True
             raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
@@ -346,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 204
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        self._send_bytes(status, "application/json", _json_bytes(payload), headers)
+        self._send_bytes(status, "application/json", json_bytes(payload), headers)
 
     def _send_bytes(self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -360,13 +377,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-
-
-def _json_bytes(payload: dict) -> bytes:
-    try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate echoed from a request: escape it, send valid JSON
-        return json.dumps(payload, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _allowed_methods(path: str) -> str | None:
@@ -384,28 +394,3 @@ def _complete_one(backend: Backend, request: CompletionRequest, index: int, prom
         if prompts > 1:
             error.message = f"prompt[{index}]: {error.message}"
         raise
-
-
-def _json_object(body: bytes) -> dict:
-    if not body:
-        raise APIError(400, "Empty request body: send a JSON object.")
-    try:
-        value = json.loads(body.decode("utf-8"))
-        if SURROGATE_ESCAPE.search(body):  # maybe unpaired: a str no tokenizer or reply could encode
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeDecodeError as error:
-        raise APIError(400, f"Request body is not UTF-8: {error}.") from None
-    except json.JSONDecodeError as error:
-        raise APIError(400, f"Request body is not valid JSON: {error.msg} at line {error.lineno} "
-                            f"column {error.colno}.") from None
-    except UnicodeEncodeError as error:
-        raise APIError(400, f"Request body holds a lone UTF-16 surrogate ({error.object[error.start]!r}, an "
-                            "unpaired \\uD800-\\uDFFF escape): not valid Unicode text.") from None
-    except RecursionError:
-        raise APIError(400, "Request body is nested deeper than this server parses.") from None
-    except ValueError:  # an integer literal longer than Python converts
-        raise APIError(400, "Request body holds a number with more digits than this server reads "
-                            f"({sys.get_int_max_str_digits()}).") from None
-    if not isinstance(value, dict):
-        raise APIError(400, f"Request body must be a JSON object, got {fmt.json_type(value)}.")
-    return value

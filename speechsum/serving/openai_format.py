@@ -7,14 +7,13 @@ client and vLLM-style clients parse the responses unchanged.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from speechsum.serving.audio_parts import audio_url_part, input_audio_part
 from speechsum.serving.logprobs_format import chat_logprobs, legacy_logprobs, vllm_prompt_logprobs
 from speechsum.serving.protocol import (
     APIError,
@@ -26,15 +25,12 @@ from speechsum.serving.protocol import (
     Generation,
     Sampling,
 )
-from speechsum.serving.request_fields import check_fields
+from speechsum.serving.request_fields import check_fields, check_message_fields
 from speechsum.utils.io import finite_json_number
 from speechsum.utils.replies import json_type
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
-AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
-AUDIO_URL_HINT = ("; send the audio as {\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, "
-                  "\"format\": \"wav\"}} (vLLM's audio_url data: URL holds that base64 after its comma)")
 
 
 @dataclass
@@ -200,39 +196,6 @@ def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest
     return requests, as_ids
 
 
-def _audio_part(part: dict, index: int, position: int, limits: Limits) -> AudioInput:
-    """An ``input_audio`` part → :class:`AudioInput`; the size is checked from the base64 length
-    before decoding (413 above ``limits.max_audio_bytes``)."""
-    param = f"messages[{index}].content[{position}].input_audio"
-    if not limits.max_audio_bytes:
-        raise _bad(f"{param}: this model does not read audio; serve a speech student exported with "
-                   "`speechsum export` to send input_audio.", param)
-    audio = part.get("input_audio")
-    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
-        raise _bad(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
-    kind = audio.get("format")
-    if kind not in AUDIO_FORMATS:
-        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
-                   f"{_got(audio, 'format')}.", f"{param}.format")
-    encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
-    if encoded[:5].lower() == "data:":
-        raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
-                   f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
-    size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # the file's bytes: one under the limit is under it
-    if size > limits.max_audio_bytes:
-        raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
-                            f"{limits.max_audio_bytes} bytes (--max-audio-bytes).", param=param,
-                       code="audio_too_large")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as error:  # ValueError: a character outside ASCII
-        raise _bad(f"{param}.data is not valid standard base64 ({error}): encode the file's bytes with the "
-                   "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", f"{param}.data") from None
-    if not data:
-        raise _bad(f"{param}.data is empty.", f"{param}.data")
-    return AudioInput(data, kind, index, param)
-
-
 def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, list[AudioInput]]:
     """The message's text (text parts joined by line breaks, as vLLM) and its ``input_audio`` parts."""
     content = message.get("content")
@@ -248,7 +211,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
         for position, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "input_audio":
-                audio.append(_audio_part(part, index, position, limits))
+                audio.append(input_audio_part(part, index, position, limits.max_audio_bytes))
+            elif kind == "audio_url":  # vLLM's
+                audio.append(audio_url_part(part, index, position, limits.max_audio_bytes))
             elif kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif kind == "text":
@@ -257,8 +222,8 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
             else:
                 where = f"messages[{index}].content[{position}]"
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
-                hint = AUDIO_URL_HINT if kind == "audio_url" else ""
-                raise _bad(f"{where} is {got}: only text and input_audio parts are supported{hint}.", f"{where}.type")
+                raise _bad(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
+                           f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
     raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
@@ -270,6 +235,8 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):
         raise _bad(f"'messages' must be an array of {{role, content}} objects, got {json_type(messages)}.", "messages")
+    if messages == []:
+        raise _bad("'messages' is empty: send at least one message ({role, content}).", "messages")
     if not messages:
         raise _bad("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
     clean, audio = [], []
@@ -277,12 +244,10 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         if not isinstance(message, dict):
             raise _bad(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
         role = message.get("role")
-        if message.get("tool_calls") or message.get("function_call"):
-            raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
-                       f"messages[{index}]")
         if role not in CHAT_ROLES:
             raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {_got(message, 'role')}.",
                        f"messages[{index}].role")
+        check_message_fields(message, index)
         text, parts = _message_content(message, index, limits)
         clean.append({"role": role, "content": text})
         audio += parts
@@ -293,16 +258,45 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
     if top is not None and not logprobs:
         raise _bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
-    response_format = body.get("response_format")
-    json_mode = False
-    if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
-        if kind not in RESPONSE_FORMATS:
-            raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}.", "response_format")
-        json_mode = kind != "text"
+    json_mode = _json_mode(body.get("response_format"))
+    add_prompt, continue_final = _turn_options(body, clean)
     request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode,
-                          audio=audio)
+                          audio=audio, add_generation_prompt=add_prompt, continue_final_message=continue_final)
     return request, _boolean(body, "return_tokens_as_token_ids")
+
+
+def _turn_options(body: dict, messages: list[dict]) -> tuple[bool, bool]:
+    """vLLM's ``add_generation_prompt`` (default true) and ``continue_final_message`` (default false):
+    continuing needs the last message to be the assistant's, and implies no generation prompt unless
+    one is asked for too (a 400, as vLLM: the two contradict)."""
+    continue_final = _boolean(body, "continue_final_message")
+    add_prompt = _boolean(body, "add_generation_prompt", default=not continue_final)
+    if continue_final and add_prompt:
+        raise _bad("'continue_final_message' and 'add_generation_prompt' cannot both be true: continue the last "
+                   "message or open a new assistant turn.", "continue_final_message")
+    if continue_final and messages[-1]["role"] != "assistant":
+        raise _bad(f"'continue_final_message' continues the last message, which must be the assistant's; "
+                   f"messages[{len(messages) - 1}] is the {messages[-1]['role']}'s.", "continue_final_message")
+    return add_prompt, continue_final
+
+
+def _json_mode(response_format: Any) -> bool:
+    """Whether ``response_format`` asks for JSON ({"type": "json_object"} or a "json_schema" with its
+    schema object); a 400 naming what is wrong in it."""
+    if response_format is None:
+        return False
+    if not isinstance(response_format, dict):
+        raise _bad("'response_format' must be an object such as {\"type\": \"json_object\"}, got "
+                   f"{json.dumps(response_format)[:80]}.", "response_format")
+    kind = response_format.get("type")
+    if kind not in RESPONSE_FORMATS:
+        raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}; "
+                   f"{_got(response_format, 'type')}.", "response_format.type")
+    if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
+        raise _bad("'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
+                   f"'response_format.type' is \"json_schema\"; {_got(response_format, 'json_schema')}.",
+                   "response_format.json_schema")
+    return kind != "text"
 
 
 # ----------------------------------------------------------------------------------------------- rendering

@@ -164,13 +164,17 @@ class AudioInput:
 class ChatRequest:
     """A ``/v1/chat/completions`` request: OpenAI ``messages`` (role + string content: the text
     parts joined by line breaks); ``top_logprobs`` None = no log-probs, k ≥ 0 = log-probs with k alternatives per
-    token; ``audio``: the ``input_audio`` parts (only for backends that read audio)."""
+    token; ``audio``: the ``input_audio`` parts (only for backends that read audio). vLLM's
+    ``add_generation_prompt`` (open a new assistant turn after the messages, the default) and
+    ``continue_final_message`` (continue the last, assistant, message instead: a prefill)."""
 
     messages: list[dict]
     sampling: Sampling
     top_logprobs: int | None = None
     json_mode: bool = False
     audio: list[AudioInput] = field(default_factory=list)
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
     client_gone: Callable[[], bool] = field(default=client_present, repr=False, compare=False)
 
 

@@ -4,7 +4,8 @@ A field is either *read* (validated and applied by :mod:`speechsum.serving.opena
 but not applied* (accepted only at the value that changes nothing, e.g. ``presence_penalty: 0``),
 *accepted and ignored* (bookkeeping that cannot change the reply: ``user``, ``metadata``…, listed
 in docs/serve.md) or unrecognised: a 400 naming it, as OpenAI's "Unrecognized request argument
-supplied", so a request never gets a different decoding than it asked for.
+supplied", so a request never gets a different decoding than it asked for. A message's fields
+likewise (:func:`check_message_fields`); the ignored ones are named in the request's log line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from speechsum.serving.streaming import stream_mode
 COMMON_FIELDS = ("model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs", "stream",
                  "stream_options", "return_tokens_as_token_ids")
 COMPLETION_FIELDS = COMMON_FIELDS + ("prompt", "echo", "prompt_logprobs")
-CHAT_FIELDS = COMMON_FIELDS + ("messages", "max_completion_tokens", "top_logprobs", "response_format")
+CHAT_FIELDS = COMMON_FIELDS + ("messages", "max_completion_tokens", "top_logprobs", "response_format",
+                               "add_generation_prompt", "continue_final_message")  # the last two: vLLM's
 
 # OpenAI's and vLLM's sampling options that decoding here does not apply: accepted only at the
 # value that changes nothing
@@ -26,10 +28,17 @@ NEUTRAL_ONLY: dict[str, tuple] = {
     "frequency_penalty": (0,), "presence_penalty": (0,), "repetition_penalty": (1,), "top_k": (-1, 0),
     "min_p": (0,), "min_tokens": (0,), "ignore_eos": (False,), "length_penalty": (1,), "use_beam_search": (False,),
 }
-# OpenAI fields that cannot change the reply (labels, storage, latency hints): accepted, no effect (docs/serve.md)
-IGNORED_CHAT_FIELDS = ("user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
-                       "prediction", "parallel_tool_calls")
-IGNORED_COMPLETION_FIELDS = ("user",)
+# OpenAI fields that cannot change the reply (labels, storage, latency hints): accepted, no effect (docs/serve.md),
+# when of their JSON type or null (as OpenAI checks them), and named in the request's log line
+IGNORED_CHAT_FIELDS: dict[str, type] = {
+    "user": str, "metadata": dict, "store": bool, "service_tier": str, "safety_identifier": str,
+    "prompt_cache_key": str, "prediction": dict, "parallel_tool_calls": bool}
+IGNORED_COMPLETION_FIELDS: dict[str, type] = {"user": str}
+# a message's fields besides role and content (the chat template gets those two): accepted, not shown
+# to the model, when of their JSON type; tool_calls, function_call and audio only empty (check_message_fields)
+IGNORED_MESSAGE_FIELDS: dict[str, type] = {"name": str, "refusal": str, "tool_call_id": str, "annotations": list}
+MESSAGE_FIELDS = ("role", "content", "tool_calls", "function_call", "audio", *IGNORED_MESSAGE_FIELDS)
+JSON_TYPE_NAMES = {str: "a string", dict: "an object", bool: "true or false", list: "an array"}
 # OpenAI fields for features this server lacks: refused unless null (or the one harmless value)
 CHAT_FEATURES = {
     "modalities": "it answers with text only; leave 'modalities' out or send [\"text\"]",
@@ -61,15 +70,21 @@ def check_fields(body: dict, chat: bool) -> None:
             raise _bad(f"Unrecognized request argument supplied: {name!r}. speechsum serve does not read it on "
                        f"{route}; remove it (the fields it reads are listed in docs/serve.md).", name)
     stream_mode(body)
-    if body.get("best_of") not in (None, 1):
-        raise _bad("'best_of' other than 1 is not supported.", "best_of")
-    if body.get("logit_bias"):
-        raise _bad("'logit_bias' is not supported.", "logit_bias")
-    if body.get("suffix"):
-        raise _bad("'suffix' is not supported.", "suffix")
-    if body.get("tools") or body.get("functions") or body.get("tool_choice") not in (None, "none") \
-            or body.get("function_call") not in (None, "none"):
-        raise _bad("Tool and function calls are not supported by speechsum serve.", "tools")
+    for name, kind in ignored.items():
+        _check_type(body, name, kind, name)
+    best_of = body.get("best_of")
+    if best_of is not None and (isinstance(best_of, bool) or best_of != 1):
+        raise _bad(f"'best_of' other than 1 is not supported; got {json.dumps(best_of)[:80]}.", "best_of")
+    if body.get("logit_bias") not in (None, {}):
+        raise _bad(f"'logit_bias' is not supported (only {{}} or null); got {json.dumps(body['logit_bias'])[:80]}.",
+                   "logit_bias")
+    if body.get("suffix") not in (None, ""):
+        raise _bad(f"'suffix' is not supported; got {json.dumps(body['suffix'])[:80]}.", "suffix")
+    for name in TOOL_FIELDS:  # tools and functions only empty, tool_choice and function_call only "none"
+        value = body.get(name)
+        if value is not None and value != ("none" if name.endswith(("choice", "call")) else []):
+            raise _bad(f"Tool and function calls are not supported by speechsum serve: leave '{name}' out; got "
+                       f"{json.dumps(value)[:80]}.", name)
     for name, feature in CHAT_FEATURES.items():
         value = body.get(name)
         if value is not None and not (name == "modalities" and value == ["text"]):
@@ -81,3 +96,38 @@ def check_fields(body: dict, chat: bool) -> None:
             shown = " or ".join(json.dumps(v) for v in neutral)
             raise _bad(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
                        f"{json.dumps(value)[:80]}.", name)
+
+
+def _check_type(obj: dict, name: str, kind: type, param: str) -> None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise _bad(f"'{param}' must be {JSON_TYPE_NAMES[kind]} (or null), got {json.dumps(value)[:80]}.", param)
+
+
+def check_message_fields(message: dict, index: int) -> None:
+    """400 for a field of ``messages[index]`` that OpenAI's messages do not have (named, as OpenAI
+    refuses it), or one of theirs of the wrong type; tool calls and audio references only empty."""
+    for name in message:
+        if name not in MESSAGE_FIELDS:
+            raise _bad(f"messages[{index}] has an unrecognized field {name!r}: a message takes "
+                       f"{', '.join(MESSAGE_FIELDS)}; remove it.", f"messages[{index}].{name}")
+    for name, kind in IGNORED_MESSAGE_FIELDS.items():
+        _check_type(message, name, kind, f"messages[{index}].{name}")
+    if message.get("tool_calls") or message.get("function_call"):
+        raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
+                   f"messages[{index}]")
+    if message.get("audio") is not None:
+        raise _bad(f"messages[{index}].audio: a reference to an earlier audio answer is not supported (this server "
+                   "answers with text only); send audio input as an input_audio content part.",
+                   f"messages[{index}].audio")
+
+
+def ignored_fields(body: dict, chat: bool) -> list[str]:
+    """The fields of a valid ``body`` that were accepted with no effect, for the request log: top-level
+    bookkeeping (``user``, ``metadata``…) and messages' ``name``, ``refusal``…"""
+    ignored = IGNORED_CHAT_FIELDS if chat else IGNORED_COMPLETION_FIELDS
+    found = [name for name in body if name in ignored and body[name] is not None]
+    for index, message in enumerate((body.get("messages") or []) if chat else []):
+        found += [f"messages[{index}].{name}" for name in message
+                  if name in IGNORED_MESSAGE_FIELDS and message[name] not in (None, [], "")]
+    return found

@@ -156,6 +156,9 @@ class SpeechBackend:
                 raise _bad(f"messages[{index}]: a speech student answers one user message (audio + instruction); "
                            f"its prompt format is fixed in training, so '{message['role']}' messages are not "
                            "supported.", f"messages[{index}].role")
+        if not request.add_generation_prompt:
+            raise _bad("'add_generation_prompt': false is not supported by a speech student: its prompt format is "
+                       "fixed in training.", "add_generation_prompt")
         if len(request.messages) != 1 or len(request.audio) != 1:
             raise _bad(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
                        f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")

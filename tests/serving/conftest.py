@@ -1,12 +1,15 @@
-"""Fixtures of the serving tests: the tiny text LM on disk and its backend; a tiny exported composed student."""
+"""Fixtures of the serving tests: the tiny text LM on disk and its backend; a tiny exported composed student;
+a loopback server of a scripted backend answering "ok" (``served``: the backend and its base URL)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from speechsum.serving.hf_backend import HFBackend
+from tests.servers import ScriptedChatBackend, serve_in_thread
 from tests.serving.export_fixtures import trained_student
 from tests.serving.tiny_lm import MODEL, save_tiny_lm
 
@@ -29,3 +32,10 @@ def composed_export(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("composed")
     _, ckpt = trained_student("composed_tiny", folder / "run")
     return export_checkpoint(ckpt, folder / "export")
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[ScriptedChatBackend, str]]:
+    backend = ScriptedChatBackend(lambda messages: "ok")
+    with serve_in_thread(backend) as url:
+        yield backend, url

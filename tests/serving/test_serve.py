@@ -206,7 +206,7 @@ def test_api_key_is_enforced(backend, caplog):
 
 
 @pytest.mark.parametrize("kind, request_kwargs, message", [
-    ("chat", dict(model=MODEL, messages=[]), "Missing required field 'messages'"),
+    ("chat", dict(model=MODEL, messages=[]), "'messages' is empty: send at least one message ({role, content})."),
     ("chat", dict(model=MODEL, messages=[{"role": "boss", "content": "x"}]), "messages[0].role"),
     ("chat", dict(model=MODEL, messages=[{"role": "user", "content": "x"}], top_logprobs=2), "requires 'logprobs'"),
     ("completion", dict(model=MODEL, prompt="x", max_tokens=-1), "'max_tokens' must be at least 0"),

@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from speechsum.serving.hf_backend import HFBackend
+from speechsum.serving.protocol import Sampling
 from speechsum.utils.remote import openai_client
 from tests.servers import serve_in_thread
 from tests.serving.tiny_lm import CONTEXT, MODEL
@@ -52,3 +53,48 @@ def test_messages_the_chat_template_refuses_are_a_400_naming_its_reason(model_di
     assert caught.value.body["message"] == ("The model's chat template refuses these messages: System role not "
                                             "supported. Change their roles or order to what it takes.")
     assert caught.value.body["param"] == "messages"
+
+
+def test_a_developer_message_reaches_the_template_as_system_unless_it_names_developer(backend, model_dir):
+    """Before: a ``developer`` message (OpenAI's newer name of ``system``, what the openai client sends for
+    o1-style prompts) was rendered ``<|im_start|>developer``, a turn the model never saw in training."""
+    def ask(client, role: str):
+        return client.chat.completions.create(model=MODEL, temperature=0, max_tokens=3, messages=[
+            {"role": role, "content": "be brief"}, {"role": "user", "content": "hi"}])
+
+    with serve_in_thread(backend) as url:
+        client = openai_client(url)
+        as_developer, as_system = ask(client, "developer"), ask(client, "system")
+    assert as_developer.usage.prompt_tokens == as_system.usage.prompt_tokens == 39
+    assert as_developer.choices[0].message.content == as_system.choices[0].message.content
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # a template with a developer role of its own keeps it
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{# developer #}"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with serve_in_thread(HFBackend.from_objects(model, tokenizer, MODEL)) as url:
+        assert ask(openai_client(url), "developer").usage.prompt_tokens == len("developer: be brief\nuser: hi\n")
+
+
+def test_a_last_assistant_message_is_answered_in_a_new_turn_as_openai_and_vllm(backend):
+    """A conversation ending with the assistant's turn gets the template's generation prompt after it (a new
+    assistant turn, vLLM's default add_generation_prompt), not a continuation of that turn."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    text = backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text.endswith("hello<|im_end|>\n<|im_start|>assistant\n")
+    with serve_in_thread(backend) as url:
+        reply = openai_client(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+    assert reply.usage.prompt_tokens == len(backend.tokenizer(text, add_special_tokens=False).input_ids) == 39
+
+
+def test_continue_final_message_continues_the_assistants_turn_as_vllm(backend):
+    """vLLM's prefill: ``continue_final_message`` renders the last (assistant) message open, no generation
+    prompt after it (before: an unrecognised field, 400); greedy, it continues "hel" as the model would."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hel"}]
+    with serve_in_thread(backend) as url:
+        reply = openai_client(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=3, temperature=0,
+                                                           extra_body={"continue_final_message": True})
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhel"
+    ids = backend.tokenizer(prompt, add_special_tokens=False).input_ids
+    assert reply.usage.prompt_tokens == len(ids) == 24
+    expected = backend._generate(ids, Sampling(max_tokens=3, temperature=0.0), None)[0]
+    assert reply.choices[0].message.content == expected.text
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import openai
@@ -16,13 +15,6 @@ from tests.servers import ScriptedChatBackend, serve_in_thread
 
 MODEL = "scripted"
 USER = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[ScriptedChatBackend, str]]:
-    backend = ScriptedChatBackend(lambda messages: "ok")
-    with serve_in_thread(backend) as url:
-        yield backend, url
 
 
 def _refusal(create, **kwargs) -> dict:
@@ -68,12 +60,11 @@ def _refusal(create, **kwargs) -> dict:
     (True, dict(messages=USER, extra_body={"temperature": "0.7"}), "'temperature' must be a number, got \"0.7\".",
      "temperature"),
     (False, dict(prompt="hi", extra_body={"echo": "yes"}), "'echo' must be true or false, got \"yes\".", "echo"),
-    # vLLM's audio part: how to send it here (before: only "only text and input_audio parts are supported")
+    # vLLM's audio part is read (tests/serving/test_serve_audio_url.py); a model without audio says so
     (True, dict(messages=[{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "data:audio/wav;"
                                                                                          "base64,UklGRg=="}}]}]),
-     "messages[0].content[0] is type \"audio_url\": only text and input_audio parts are supported; send the audio as "
-     "{\"type\": \"input_audio\", \"input_audio\": {\"data\": <the file in base64>, \"format\": \"wav\"}} (vLLM's "
-     "audio_url data: URL holds that base64 after its comma).", "messages[0].content[0].type"),
+     "messages[0].content[0].audio_url: this model does not read audio; serve a speech student exported with "
+     "`speechsum export` to send input_audio.", "messages[0].content[0].audio_url"),
     # in JSON's words (before: "got None" for a missing role, "got ['user']" for an array)
     (True, dict(messages=[{"content": "hi"}]),
      "messages[0].role must be one of system, developer, user, assistant, tool; 'role' is missing.", "messages[0].role"),
@@ -129,7 +120,8 @@ def test_an_unsupported_content_part_is_named(served):
     messages = [{"role": "user", "content": [{"type": "text", "text": "a"},
                                              {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
     body = _refusal(openai_client(url).chat.completions.create, messages=messages)
-    assert body["message"] == ("messages[0].content[1] is type \"image_url\": only text and input_audio parts are "
+    assert body["message"] == ("messages[0].content[1] is type \"image_url\": only text, input_audio and audio_url (a "
+                               "data: URL) parts are "
                                "supported.") and body["param"] == "messages[0].content[1].type"
 
 

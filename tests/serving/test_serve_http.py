@@ -108,19 +108,23 @@ def test_an_unknown_route_or_method_is_answered_before_its_body_is_read():
         assert _chat_status(url) == 200 and backend.count == 1  # still serving; only that request ran
 
 
-def test_a_multipart_body_is_read_as_any_other_not_refused_as_malformed_headers():
+def test_a_multipart_body_is_refused_by_its_content_type_not_as_malformed_headers():
     """Before: the header parser's notes on a multipart Content-Type (no boundary in a body it was not
     given) were taken for an unreadable header line: 400 'Malformed request headers … no space before
-    the colon', and the connection closed."""
+    the colon'. A body that is not JSON by its Content-Type is a 415 saying what to send, answered
+    before the body is read (the connection is closed: the unread body is no next request)."""
     body = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nscripted\r\n--b--\r\n"
     with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
         sock.sendall(_post(body, "Content-Type: multipart/form-data; boundary=b\r\n") + _post(CHAT))
         answers = ""
-        while answers.count("HTTP/1.1 ") < 2 and (part := sock.recv(65536)):  # keep-alive: both are answered
+        while part := sock.recv(65536):
             answers += part.decode()
-    first = answers.split("HTTP/1.1 ")[1]
-    assert first.startswith("400") and "Request body is not valid JSON: Expecting value at line 1 column 1." in first
-    assert "Malformed request headers" not in answers and answers.split("HTTP/1.1 ")[2].startswith("200")
+    assert answers.startswith("HTTP/1.1 415") and answers.count("HTTP/1.1 ") == 1 and "Connection: close" in answers
+    assert json.loads(answers.split("\r\n\r\n", 1)[1])["error"] == {
+        "message": "Content-Type 'multipart/form-data; boundary=b' is not JSON: send the request as a JSON object "
+                   "with 'Content-Type: application/json'.",
+        "type": "invalid_request_error", "param": None, "code": "unsupported_media_type"}
+    assert "Malformed request headers" not in answers
 
 
 def test_expect_100_continue_is_answered_only_once_the_request_may_send_its_body():

@@ -1,0 +1,66 @@
+"""Backpressure of ``speechsum serve``: a bounded queue in front of the model.
+
+Model calls run one at a time, so requests beyond the one being generated wait. At most
+``max_waiting`` of them may wait; one more is answered at once with a 503 (OpenAI's "overloaded"
+status, which the ``openai`` client and :func:`speechsum.utils.remote.with_retries` retry) and a
+``Retry-After`` from the recent time per request, instead of waiting without bound (before
+2026-12-06 every request queued, each holding its body and decoded audio, until clients timed out).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from speechsum.serving.protocol import APIError
+
+DEFAULT_MAX_WAITING = 32
+MAX_RETRY_AFTER = 60  # seconds; the openai client ignores a longer Retry-After (and backs off itself)
+SMOOTHING = 0.3  # weight of the latest request in the running time per request
+
+
+class ModelQueue:
+    """Admits a request to the model when fewer than ``max_waiting`` wait besides the one served."""
+
+    def __init__(self, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+        if max_waiting < 0:
+            raise ValueError(f"max_waiting must be at least 0, got {max_waiting}")
+        self.max_waiting = max_waiting
+        self.admitted = 0  # the request being served and those waiting for the model
+        self.seconds_per_request: float | None = None  # running mean of the time one request holds the model
+        self._lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        return max(self.admitted - 1, 0)
+
+    def retry_after(self) -> int:
+        """Whole seconds until the queue has likely moved on by one request (1 before any finished)."""
+        per_request = self.seconds_per_request or 1.0
+        return min(MAX_RETRY_AFTER, max(1, math.ceil(per_request * max(self.admitted, 1))))
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a place in the queue for the ``with`` body (the backend call); a 503 when it is full."""
+        with self._lock:
+            if self.admitted > self.max_waiting:
+                retry = self.retry_after()
+                queued = {0: "no request may wait", 1: "1 request waits"}.get(self.waiting, f"{self.waiting} requests wait")
+                raise APIError(503, f"The server is overloaded: the model is busy and {queued} for it (--max-waiting "
+                                    f"{self.max_waiting}). Retry in {retry} s (the Retry-After header).",
+                               code="server_overloaded", headers={"Retry-After": str(retry)})
+            ahead = self.admitted
+            self.admitted += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            # the time it waited behind the others and its own, shared by them: about one request's time
+            each = (time.monotonic() - started) / (ahead + 1)
+            with self._lock:
+                self.admitted -= 1
+                previous = self.seconds_per_request
+                self.seconds_per_request = each if previous is None else (1 - SMOOTHING) * previous + SMOOTHING * each

@@ -1,0 +1,76 @@
+"""vLLM's ``audio_url`` content part with a ``data:`` URL, served by a speech student as the same file in an
+``input_audio`` part (before 2026-12-06 a 400 telling vLLM-style clients to rewrite their request)."""
+
+from __future__ import annotations
+
+import base64
+
+import openai
+import pytest
+
+from speechsum.serving.export import load_exported
+from speechsum.serving.speech_backend import SpeechBackend
+from speechsum.utils.remote import openai_client
+from tests.servers import serve_in_thread
+from tests.serving.export_fixtures import write_wavs
+
+MODEL = "student"
+
+
+@pytest.fixture(scope="module")
+def served(composed_export, tmp_path_factory):
+    wav = write_wavs(tmp_path_factory.mktemp("audio"))[0].read_bytes()
+    with serve_in_thread(SpeechBackend(load_exported(composed_export), MODEL), max_audio_bytes=len(wav) + 10) as url:
+        yield openai_client(url), wav
+
+
+def _ask(client, part: dict):
+    return client.chat.completions.create(model=MODEL, temperature=0, max_tokens=6, messages=[
+        {"role": "user", "content": [part, {"type": "text", "text": "List the action items"}]}])
+
+
+def test_an_audio_url_data_url_reads_as_the_same_input_audio(served):
+    client, wav = served
+    encoded = base64.b64encode(wav).decode()
+    reference = _ask(client, {"type": "input_audio", "input_audio": {"data": encoded, "format": "wav"}})
+    for media_type in ("audio/wav", "audio/x-wav", "AUDIO/WAV"):
+        reply = _ask(client, {"type": "audio_url", "audio_url": {"url": f"data:{media_type};base64,{encoded}"}})
+        assert reply.choices[0].message.content == reference.choices[0].message.content
+        assert reply.usage.model_dump() == reference.usage.model_dump()
+
+
+URL_FIELD = "messages[0].content[0].audio_url.url"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("https://example.com/a.wav", f"{URL_FIELD}: this server does not download audio (https URL); send the file "
+                                  "inline as a data:audio/wav;base64,… URL or an input_audio part."),
+    ("data:audio/wav,RIFF", f"{URL_FIELD} must be a base64 data: URL (data:audio/wav;base64,…), got "
+                            "'data:audio/wav,RIFF'."),
+    ("data:audio/webm;base64,UklGRg==", f"{URL_FIELD}: media type 'audio/webm' is not audio this server reads; use "
+                                        "audio/wav, audio/mpeg, audio/flac or audio/ogg."),
+    ("data:audio/wav;base64,not base64!", f"{URL_FIELD} is not valid standard base64 (Only base64 data is allowed): "
+                                          "encode the file's bytes with the +/ alphabet and = padding, e.g. "
+                                          "`base64 -w0 clip.wav`."),
+])
+def test_an_audio_url_this_server_cannot_read_is_named(served, url, message):
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(served[0], {"type": "audio_url", "audio_url": {"url": url}})
+    assert (caught.value.body["message"], caught.value.body["param"]) == (message, URL_FIELD)
+
+
+def test_an_audio_url_over_the_size_limit_is_a_413_before_decoding(served):
+    client, wav = served
+    with pytest.raises(openai.APIStatusError) as caught:
+        _ask(client, {"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64," + "A" * (len(wav) * 2)}})
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "audio_too_large"
+
+
+def test_a_speech_student_refuses_to_leave_out_its_generation_prompt(served):
+    client, wav = served
+    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, max_tokens=2, extra_body={"add_generation_prompt": False},
+                                       messages=[{"role": "user", "content": [part]}])
+    assert caught.value.body["message"] == ("'add_generation_prompt': false is not supported by a speech student: its "
+                                            "prompt format is fixed in training.")

@@ -1,0 +1,94 @@
+"""Backpressure of ``speechsum serve``: at most ``--max-waiting`` requests wait for the model; one
+more is a 503 with ``Retry-After`` at once (before: every request queued without bound)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import openai
+import pytest
+
+from speechsum.serving.admission import ModelQueue
+from speechsum.serving.cli import build_parser, build_server
+from speechsum.serving.protocol import APIError
+from speechsum.utils.remote import openai_client
+from tests.servers import ThreadedServer
+from tests.serving.tiny_lm import MODEL
+
+BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+
+
+def _post(port: int, body: str = BODY) -> tuple[int, dict, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = (response.status, dict(response.getheaders()), json.loads(response.read()))
+    connection.close()
+    return answer
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_drains(backend):
+    server = build_server(backend, port=0, max_waiting=1)
+    port = server.server_address[1]
+    answers: list[int] = []
+    with ThreadedServer(server):
+        with backend._lock:  # the model busy: requests queue
+            blocked = [threading.Thread(target=lambda: answers.append(_post(port)[0])) for _ in range(2)]
+            for thread in blocked:
+                thread.start()
+            _wait_for(lambda: server.queue.admitted == 2)  # one "served" (waiting on the lock) + one waiting
+            status, headers, body = _post(port)
+            assert (status, headers["Retry-After"]) == (503, "2")  # 1 s per request before any finished, × 2 ahead
+            assert body == {"error": {
+                "message": "The server is overloaded: the model is busy and 1 request waits for it (--max-waiting 1). "
+                           "Retry in 2 s (the Retry-After header).",
+                "type": "server_error", "param": None, "code": "server_overloaded"}}
+            with pytest.raises(openai.InternalServerError) as caught:  # the official client sees a 503 (retried)
+                openai_client(server.base_url).chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            assert caught.value.status_code == 503
+            # a request that is wrong anyway is told so, not told to retry; health checks still answer
+            assert _post(port, json.dumps({"model": MODEL, "messages": []}))[0] == 400
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/health")
+            assert connection.getresponse().status == 200
+            connection.close()
+        for thread in blocked:
+            thread.join(timeout=30)
+        assert answers == [200, 200] and server.queue.admitted == 0
+        assert _post(port)[0] == 200  # drained: served again
+
+
+def test_max_waiting_zero_serves_one_at_a_time_and_the_option_is_documented(capsys):
+    queue = ModelQueue(0)
+    with queue.slot():
+        with pytest.raises(APIError) as caught, queue.slot():
+            pass
+        assert caught.value.status == 503 and "no request may wait for it (--max-waiting 0)" in caught.value.message
+    with queue.slot():  # freed
+        assert queue.admitted == 1
+    assert build_parser().parse_args(["--model", "m"]).max_waiting == 32
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--max-waiting", "-1"])
+    assert "argument --max-waiting: must be at least 0, got -1" in capsys.readouterr().err
+    help_text = " ".join(build_parser().format_help().split())
+    assert "answered at once with HTTP 503 and a Retry-After header" in help_text and "(default 32; 0: none waits)" in help_text
+
+
+def test_retry_after_follows_the_time_per_request():
+    queue = ModelQueue(4)
+    queue.seconds_per_request = 2.5
+    queue.admitted = 3
+    assert queue.retry_after() == 8  # ceil(2.5 × 3)
+    queue.seconds_per_request = 100.0
+    assert queue.retry_after() == 60  # the openai client ignores longer waits
