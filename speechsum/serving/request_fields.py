@@ -35,8 +35,10 @@ IGNORED_CHAT_FIELDS: dict[str, type] = {
     "prompt_cache_key": str, "prediction": dict, "parallel_tool_calls": bool}
 IGNORED_COMPLETION_FIELDS: dict[str, type] = {"user": str}
 # a message's fields besides role and content (the chat template gets those two): accepted, not shown
-# to the model, when of their JSON type; tool_calls, function_call and audio only empty (check_message_fields)
-IGNORED_MESSAGE_FIELDS: dict[str, type] = {"name": str, "refusal": str, "tool_call_id": str, "annotations": list}
+# to the model, when of their JSON type; tool_calls, function_call and audio only empty (check_message_fields).
+# reasoning / reasoning_content: what vLLM's reasoning parsers add to a reply, echoed back by multi-turn clients
+IGNORED_MESSAGE_FIELDS: dict[str, type] = {"name": str, "refusal": str, "tool_call_id": str, "annotations": list,
+                                           "reasoning": str, "reasoning_content": str}
 MESSAGE_FIELDS = ("role", "content", "tool_calls", "function_call", "audio", *IGNORED_MESSAGE_FIELDS)
 JSON_TYPE_NAMES = {str: "a string", dict: "an object", bool: "true or false", list: "an array"}
 # OpenAI fields for features this server lacks: refused unless null (or the one harmless value)

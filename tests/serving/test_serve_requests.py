@@ -66,7 +66,9 @@ def test_a_utf8_byte_order_mark_is_read_as_json_reads_it(served):
 @pytest.mark.parametrize(("message", "error", "param"), [
     ({"role": "user", "content": "hi", "foo": 1},  # was ignored silently
      "messages[0] has an unrecognized field 'foo': a message takes role, content, tool_calls, function_call, audio, "
-     "name, refusal, tool_call_id, annotations; remove it.", "messages[0].foo"),
+     "name, refusal, tool_call_id, annotations, reasoning, reasoning_content; remove it.", "messages[0].foo"),
+    ({"role": "assistant", "content": "hi", "reasoning_content": 5},
+     "'messages[0].reasoning_content' must be a string (or null), got 5.", "messages[0].reasoning_content"),
     ({"role": "user", "content": "hi", "name": 5}, "'messages[0].name' must be a string (or null), got 5.",
      "messages[0].name"),
     ({"role": "assistant", "content": "hi", "audio": {"id": "audio_1"}},
@@ -135,3 +137,13 @@ def test_a_reply_message_sent_back_is_accepted_and_what_is_ignored_is_logged(ser
                                              {"role": "assistant", "content": "ok"}, *USER]
     line = next(r.getMessage() for r in caplog.records if '"POST /v1/chat/completions" 200' in r.getMessage())
     assert line.endswith(" ignored=user,messages[0].name")
+
+
+def test_a_reasoning_models_reply_echoed_back_is_accepted(served):
+    """vLLM's reasoning parsers add ``reasoning`` / ``reasoning_content`` to a reply; multi-turn clients send the
+    reply back as it came: accepted, not shown to the model."""
+    backend, url = served
+    reply = {"role": "assistant", "content": "ok", "reasoning": "think", "reasoning_content": "think"}
+    status, _, body = _post(url, {"model": MODEL, "messages": [*USER, reply, *USER]})
+    assert (status, body["choices"][0]["message"]["content"]) == (200, "ok")
+    assert backend.requests[-1].messages == [*USER, {"role": "assistant", "content": "ok"}, *USER]
