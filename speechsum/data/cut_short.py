@@ -16,6 +16,9 @@ from typing import BinaryIO, NamedTuple
 
 import soundfile as sf
 
+from speechsum.data.file_walk import walk_file
+from speechsum.data.mp3_frames import mp3_walk
+
 log = logging.getLogger(__name__)
 
 STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
@@ -29,6 +32,7 @@ UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Ex
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
 CUT = "cut short (a download or copy that stopped?)"
 REFETCH = "re-fetch it or drop it"
+MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
 REWRITE = "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`"
 
 
@@ -79,8 +83,26 @@ class Damage(NamedTuple):
     cut: bool
 
 
-def damage(handle: sf.SoundFile) -> Damage | None:
-    """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None."""
+def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
+    """For an MP3 cut short (:func:`~speechsum.data.mp3_frames.mp3_walk`): its last frame runs past the
+    end of the file (a constant-bitrate file has no header that counts its frames, so nothing else
+    says so), or its Xing/VBRI header counts more samples than its frames hold; what, or None."""
+    if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None:
+        return None
+    if walked.cut:
+        return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)"
+    if handle.frames - walked.samples > MP3_SLACK:
+        rate = handle.samplerate
+        return (f"its first frame's header counts {handle.frames / rate:.2f} s but its frames hold "
+                f"{walked.samples / rate:.2f} s")
+    return None
+
+
+def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage | None:
+    """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
+    file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
+    if source is not None and (mp3 := mp3_cut_short(handle, source)):
+        return Damage(f"{mp3}: {CUT}", REFETCH, True)
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
@@ -96,7 +118,7 @@ def damage(handle: sf.SoundFile) -> Damage | None:
 def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
     """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`);
     ``seconds``: what it reads."""
-    if found := damage(handle):
+    if found := damage(handle, source):
         log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
 
 
@@ -104,5 +126,5 @@ def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
     when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
     data size was never written), which would otherwise be called empty."""
-    if found := damage(handle):
+    if found := damage(handle, source):
         raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")

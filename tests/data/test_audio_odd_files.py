@@ -1,0 +1,204 @@
+"""Odd audio files as real data holds them: FLAC files joined byte for byte (libsndfile read the first
+silently), MP3s cut short without a frame count (read short silently), WAVs whose chunks libsndfile
+cannot use (its words: "No 'data' chunk marker", "SF_INFO struct incomplete"), files that are no
+audio at all (a Git LFS pointer, an HTML page, an image, text) and audio files cut inside their
+header (its advice was to convert a format it reads). Each is named with what it is and what to do,
+at load, with the manifest's file, line and field."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import FORMATS_ADVICE, UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.flac_streams import flac_stream_starts
+from speechsum.data.manifest import ManifestError, load_manifest
+from speechsum.data.mp3_frames import Mp3Walk, mp3_walk
+
+RATE = 16_000
+TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.float32)  # 1 s
+REPLACE = "replace it with the recording, or drop it"
+DAMAGED = "re-fetch or re-export it, or drop it"
+
+
+def load_error(folder: Path, audio: str) -> ManifestError:
+    manifest = folder / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": audio, "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert (info.value.path, info.value.line) == (str(manifest), 1)
+    return info.value
+
+
+def joined_flac(tmp_path: Path) -> tuple[Path, int]:
+    first, second = tmp_path / "first.flac", tmp_path / "second.flac"
+    sf.write(first, TONE, RATE)
+    sf.write(second, TONE[: RATE // 2], RATE)
+    joined = tmp_path / "joined.flac"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    return joined, first.stat().st_size
+
+
+def test_flac_files_joined_byte_for_byte_are_refused_naming_the_file_and_where_the_second_begins(tmp_path: Path):
+    joined, split = joined_flac(tmp_path)
+    assert flac_stream_starts((tmp_path / "first.flac").read_bytes()) == [0]
+    assert flac_stream_starts(joined.read_bytes()) == [0, split]
+    with sf.SoundFile(joined) as handle:
+        assert handle.frames == RATE  # libsndfile: the first file's 1 s of the 1.5 s, without a word
+    error = load_error(tmp_path, "joined.flac")
+    assert error.reason == (
+        f"field 'audio': unreadable audio file {joined}: it holds 2 FLAC streams one after another (files joined "
+        f"byte for byte, e.g. by `cat`; the second begins at byte {split}), and libsndfile reads only the first "
+        "(1.00 s); join the recordings' audio instead (e.g. `sox first.flac second.flac joined.flac`), or keep "
+        f"the first stream (`head -c {split} in.flac > first.flac`), or drop it")
+    with pytest.raises(UnreadableAudioError, match="2 FLAC streams"):
+        load_audio(str(joined), RATE)
+    # cut to a part the first stream holds, it reads as any file libsndfile reads a prefix of (as joined MP3s)
+    first = sf.read(tmp_path / "first.flac", dtype="float32")[0]
+    assert np.array_equal(load_audio(str(joined), RATE, max_seconds=0.5), first[: RATE // 2])
+
+
+def cbr_mp3(seconds: float = 3.0) -> tuple[bytes, int]:
+    """A constant-bitrate MP3 (16 kHz mono, 360-byte frames of 576 samples) and its Info frame's size."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", RATE, 1, format="MP3", bitrate_mode="CONSTANT", compression_level=0.5) as handle:
+        handle.write(np.tile(TONE, int(seconds)))
+    data = buffer.getvalue()
+    assert data[13:17] == b"Info" and data[2] >> 4 == 9  # the frame counter, then 64 kbit/s frames
+    return data, 360
+
+
+def test_a_constant_bitrate_mp3_cut_short_is_read_with_a_warning_naming_its_cut_frame(tmp_path: Path, caplog):
+    data, info = cbr_mp3()
+    whole, cut = tmp_path / "whole.mp3", tmp_path / "cut.mp3"
+    whole.write_bytes(data[info:])  # no Info frame: libsndfile takes the length from the file's size
+    cut.write_bytes(data[info:-100])  # a download that stopped mid-frame
+    assert mp3_walk(whole.read_bytes()) == Mp3Walk(86 * 576, None)
+    assert mp3_walk(cut.read_bytes()) == Mp3Walk(86 * 576, (260, 360))
+    with caplog.at_level(logging.WARNING):
+        assert audio_seconds(str(whole)) == 3.096
+        assert caplog.records == []
+        audio_seconds(str(cut))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cut}: its last MP3 frame is cut off (260 of its 360 bytes are there): cut short (a download or copy "
+        "that stopped?); its 3.09 s are read: re-fetch it or drop it"]
+    assert len(load_audio(str(cut), RATE)) == 85 * 576  # the whole frames
+
+
+def test_an_mp3_with_a_frame_counter_cut_at_a_frame_boundary_is_said_to_hold_less(tmp_path: Path, caplog):
+    data, _ = cbr_mp3()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: len(data) // 2 // 360 * 360])  # 43 frames: the Info frame and 42 of audio
+    with caplog.at_level(logging.WARNING):
+        assert audio_seconds(str(cut)) == 3.0  # the header's count
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cut}: its first frame's header counts 3.00 s but its frames hold 1.51 s: cut short (a download or copy "
+        "that stopped?); its 3.00 s are read: re-fetch it or drop it"]
+
+
+def wav_chunks(*chunks: bytes) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def fmt_chunk(rate: int = RATE, channels: int = 1) -> bytes:
+    return b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, (rate * 2 * channels) % 2**32, 2 * channels, 16)
+
+
+def data_chunk(samples: np.ndarray) -> bytes:
+    pcm = (samples * 32767).astype("<i2").tobytes()
+    return b"data" + struct.pack("<I", len(pcm)) + pcm
+
+
+@pytest.mark.parametrize(("chunks", "reason", "advice"), [
+    ((data_chunk(TONE), fmt_chunk()), "its 'fmt ' chunk (the sample format) comes after its 'data' chunk (the samples), "
+     "an order libsndfile does not read", "rewrite it with the chunks in order, e.g. `ffmpeg -i in.wav out.wav` (which "
+     "reads either order), and use that"),
+    ((fmt_chunk(rate=0), data_chunk(TONE)), "its header gives a sample rate of 0 Hz: the header is damaged",
+     "re-export the file or drop it"),
+    ((fmt_chunk(rate=2**32 - 1), data_chunk(TONE)), "its header gives a sample rate of 4294967295 Hz: the header is "
+     "damaged", "re-export the file or drop it"),
+    ((fmt_chunk(channels=0), data_chunk(TONE)), "its header gives 0 channels: the header is damaged",
+     "re-export the file or drop it"),
+    ((), "it has no 'fmt ' chunk (the sample format) after its RIFF header (nothing): cut short or not written whole",
+     DAMAGED),
+    ((b"LIST" + struct.pack("<I", 4) + b"INFO",), "it has no 'fmt ' chunk (the sample format) after its RIFF header "
+     "(only 'LIST'): cut short or not written whole", DAMAGED),
+], ids=["fmt-after-data", "rate-0", "rate-2**32-1", "no-channels", "riff-header-only", "no-fmt"])
+def test_a_wav_whose_chunks_libsndfile_cannot_use_says_which_and_what_to_do(tmp_path: Path, chunks: tuple,
+                                                                             reason: str, advice: str):
+    path = tmp_path / "odd.wav"
+    path.write_bytes(wav_chunks(*chunks))
+    assert load_error(tmp_path, "odd.wav").reason == f"field 'audio': unreadable audio file {path}: {reason}; {advice}"
+    with pytest.raises(UnreadableAudioError) as error:
+        load_audio(str(path), RATE)
+    assert (error.value.reason, error.value.advice) == (reason, advice)
+
+
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1"
+               b"258daaa5e2ca24d17e2393\nsize 1048576\n")
+
+
+@pytest.mark.parametrize(("data", "reason", "advice"), [
+    (LFS_POINTER, "a Git LFS pointer (a small text file standing for the audio), not the audio itself",
+     "fetch the audio, e.g. `git lfs pull` in its repository, or drop it"),
+    (b"\n<!DOCTYPE html>\n<html><body>403 Forbidden</body></html>\n", "an HTML/XML page, not audio (a download that "
+     "saved an error or login page?)", REPLACE),
+    (b"\x89PNG\r\n\x1a\n" + bytes(100), "a PNG image, not audio", REPLACE),
+    (b"\xff\xd8\xff\xe0" + bytes(100), "a JPEG image, not audio", REPLACE),
+    ("Sprecher 1: Grüß Gott\n".encode() * 30, "a text file, not audio (it starts 'Sprecher 1: Grüß Gott\\nSprecher "
+     "1: Grüß G')", REPLACE),
+], ids=["git-lfs-pointer", "html", "png", "jpeg", "text"])
+@pytest.mark.parametrize("name", ["clip.wav", "clip.flac", "clip.mp3"])
+def test_a_file_that_is_no_audio_says_what_it_is_whatever_its_extension(tmp_path: Path, name: str, data: bytes,
+                                                                         reason: str, advice: str):
+    (tmp_path / name).write_bytes(data)
+    error = load_error(tmp_path, name)
+    assert error.reason == f"field 'audio': unreadable audio file {tmp_path / name}: {reason}; {advice}"
+
+
+@pytest.mark.parametrize(("container", "subtype", "keep", "name", "libsndfile"), [
+    ("FLAC", "PCM_16", 12, "FLAC", "File contains data in an unimplemented format"),
+    ("OGG", "VORBIS", 100, "Ogg", "Supported file format but file is malformed"),
+    ("AIFF", "PCM_16", 44, "AIFF", "Unspecified internal error"),
+    ("WAV", "PCM_16", 4, "WAV", "Format not recognised"),
+    ("MP3", "MPEG_LAYER_III", 44, "MP3", "no audio libsndfile can decode (it reports: File does not exist or is not a "
+     "regular file (possibly a pipe?))"),
+])
+def test_an_audio_file_cut_inside_its_header_is_said_damaged_not_a_format_to_convert(
+        tmp_path: Path, container: str, subtype: str, keep: int, name: str, libsndfile: str):
+    path = tmp_path / f"cut.{container.lower()}"
+    sf.write(path, TONE, RATE, format=container, subtype=subtype)
+    path.write_bytes(path.read_bytes()[:keep])
+    assert load_error(tmp_path, path.name).reason == (
+        f"field 'audio': unreadable audio file {path}: it starts as {name} audio but libsndfile cannot read it "
+        f"({libsndfile}; the file is {keep} bytes): damaged or cut short; {DAMAGED}")
+
+
+def test_random_bytes_keep_the_format_advice(tmp_path: Path):
+    path = tmp_path / "noise.bin"
+    path.write_bytes(bytes([0x00, 0x01, 0x9A]) + np.random.default_rng(1).integers(0, 255, 600, dtype=np.uint8).tobytes())
+    assert load_error(tmp_path, "noise.bin").reason == (
+        f"field 'audio': unreadable audio file {path}: Format not recognised; {FORMATS_ADVICE}")
+
+
+def test_skip_mode_counts_every_odd_file_and_keeps_the_good_one(tmp_path: Path, caplog):
+    joined, _ = joined_flac(tmp_path)
+    sf.write(tmp_path / "good.wav", TONE, RATE)
+    (tmp_path / "pointer.wav").write_bytes(LFS_POINTER)
+    (tmp_path / "late_fmt.wav").write_bytes(wav_chunks(data_chunk(TONE), fmt_chunk()))
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(i), "audio": audio, "instruction": "Sum up.", "summary": "ok"})
+                                + "\n" for i, audio in enumerate([joined.name, "good.wav", "pointer.wav", "late_fmt.wav"])))
+    examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert [e.id for e in examples] == ["1"] and examples[0].duration == 1.0
+    assert [s.line for s in skipped] == [1, 3, 4]
+    assert "2 FLAC streams" in skipped[0].reason and "Git LFS pointer" in skipped[1].reason
+    assert "'fmt ' chunk (the sample format) comes after" in skipped[2].reason
