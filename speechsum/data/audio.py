@@ -18,11 +18,17 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechsum.data.cut_short import MP3_SLACK, CorruptAudioError, check_zero_frames, warn_if_damaged
-from speechsum.data.file_walk import Buffer, walk_file
+from speechsum.data.cut_short import (
+    MP3_SLACK,
+    CorruptAudioError,
+    check_flac_frames,
+    check_zero_frames,
+    warn_if_damaged,
+)
+from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
-from speechsum.data.not_audio import HEAD_BYTES, Diagnosis, damaged, not_audio, riff_problem
+from speechsum.data.not_audio import Diagnosis, diagnose
 from speechsum.data.ogg_pages import ogg_links
 
 log = logging.getLogger(__name__)
@@ -234,12 +240,8 @@ def _diagnose(source: str | BinaryIO, reason: str) -> Diagnosis | None:
     """What the bytes of a file libsndfile could not open, saying ``reason``, say of it
     (:mod:`~speechsum.data.not_audio`): no audio, a container it does not read, WAV chunks it cannot
     use, an audio file damaged or cut short; None when they do not tell."""
-    def diagnose(data: Buffer) -> Diagnosis | None:
-        head = bytes(data[:HEAD_BYTES])
-        return not_audio(head) or riff_problem(data) or damaged(head, len(data), reason)
-
     try:
-        return walk_file(source, diagnose)
+        return walk_file(source, lambda data: diagnose(data, reason))
     except (OSError, ValueError):  # unreadable, or not mappable: libsndfile's reason stands
         return None
 
@@ -312,6 +314,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
         with open_audio(source, whole=False) as handle:
             frames, rate = header_frames(handle), handle.samplerate
             check_rate(source, rate)
+            check_flac_frames(handle, source)
             if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
@@ -371,6 +374,7 @@ def load_audio(
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)
+        check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
         if frames is not None and too_long == "error":
             check_length(path, frames, rate, max_seconds)  # from the header

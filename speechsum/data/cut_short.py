@@ -17,6 +17,7 @@ from typing import BinaryIO, NamedTuple
 import soundfile as sf
 
 from speechsum.data.file_walk import walk_file
+from speechsum.data.flac_streams import flac_frames_offset
 from speechsum.data.mp3_frames import mp3_walk
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,19 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
                       "follow it (samples it does not count: a recording whose writer stopped before it wrote the "
                       "sizes?)", f"{REWRITE}, or drop it", False)
     return None
+
+
+def check_flac_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose header gives samples
+    but that ends with its metadata (:func:`~speechsum.data.flac_streams.flac_frames_offset`): no
+    audio frame follows (a download that stopped after the header). Its header passed for the whole
+    length, and the file failed only when its batch was read."""
+    if handle.format != "FLAC" or handle.frames == 0:
+        return
+    offset, size = walk_file(source, lambda data: (flac_frames_offset(data), len(data)))
+    if offset is not None and offset >= size:
+        raise CorruptAudioError(f"{source}: its header gives {handle.frames / handle.samplerate:.2f} s, but the file "
+                                f"ends in its metadata ({size} bytes), before any audio frame: {CUT}; {REFETCH}")
 
 
 def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:

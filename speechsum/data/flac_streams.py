@@ -20,3 +20,18 @@ def flac_stream_starts(data: Buffer) -> list[int]:
     """Byte offsets at which a FLAC stream (its "fLaC" marker and STREAMINFO header) begins in ``data``,
     in order; one for a whole FLAC file (after an ID3v2 tag, if any), none for no FLAC."""
     return [match.start() for match in STREAM_HEADER.finditer(data)]
+
+
+def flac_frames_offset(data: Buffer) -> int | None:
+    """Byte offset of the first audio frame of the FLAC stream at the start of ``data`` (after its
+    "fLaC" marker and metadata blocks; beyond ``len(data)`` when the metadata runs past the end), or
+    None when ``data`` does not start with a FLAC stream."""
+    if bytes(data[:4]) != b"fLaC":
+        return None
+    offset = 4
+    while offset + 4 <= len(data):
+        header = int.from_bytes(data[offset : offset + 4], "big")  # last-block bit, 7-bit type, 24-bit length
+        offset += 4 + (header & 0xFFFFFF)
+        if header >> 31:
+            return offset
+    return max(offset, len(data) + 1)  # the last metadata block never came: no frame can follow

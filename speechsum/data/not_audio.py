@@ -102,3 +102,10 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
         return Diagnosis(f"it has no 'fmt ' chunk (the sample format) after its RIFF header ({where}): cut short "
                          "or not written whole", "re-fetch or re-export it, or drop it")
     return None
+
+
+def diagnose(data: Buffer, reason: str) -> Diagnosis | None:
+    """Why libsndfile, saying ``reason``, could not open the file ``data``, where its bytes tell:
+    :func:`not_audio`, :func:`riff_problem`, else :func:`damaged`; None when they do not tell."""
+    head = bytes(data[:HEAD_BYTES])
+    return not_audio(head) or riff_problem(data) or damaged(head, len(data), reason)

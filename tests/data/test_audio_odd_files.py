@@ -17,8 +17,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import FORMATS_ADVICE, UnreadableAudioError, audio_seconds, load_audio
-from speechsum.data.flac_streams import flac_stream_starts
+from speechsum.data.audio import (
+    FORMATS_ADVICE,
+    CorruptAudioError,
+    UnreadableAudioError,
+    audio_seconds,
+    load_audio,
+)
+from speechsum.data.flac_streams import flac_frames_offset, flac_stream_starts
 from speechsum.data.manifest import ManifestError, load_manifest
 from speechsum.data.mp3_frames import Mp3Walk, mp3_walk
 
@@ -202,3 +208,20 @@ def test_skip_mode_counts_every_odd_file_and_keeps_the_good_one(tmp_path: Path, 
     assert [s.line for s in skipped] == [1, 3, 4]
     assert "2 FLAC streams" in skipped[0].reason and "Git LFS pointer" in skipped[1].reason
     assert "'fmt ' chunk (the sample format) comes after" in skipped[2].reason
+
+
+def test_a_flac_that_ends_in_its_metadata_is_refused_at_load_not_when_its_batch_is_read(tmp_path: Path):
+    """Its header passed at load for 1 s; reading it failed mid-training ("flac decoder lost sync")."""
+    path = tmp_path / "header.flac"
+    sf.write(path, TONE, RATE)
+    data = path.read_bytes()
+    offset = flac_frames_offset(data)
+    assert data[offset : offset + 2] == b"\xff\xf8"  # the first frame's sync code
+    for keep in (offset, 44):  # no frame; the metadata cut (cut shorter, libsndfile cannot open it: above)
+        path.write_bytes(data[:keep])
+        message = (f"{path}: its header gives 1.00 s, but the file ends in its metadata ({keep} bytes), before any "
+                   "audio frame: cut short (a download or copy that stopped?); re-fetch it or drop it")
+        assert load_error(tmp_path, "header.flac").reason == f"field 'audio': {message}"
+        with pytest.raises(CorruptAudioError) as error:
+            load_audio(str(path), RATE)
+        assert str(error.value) == message
