@@ -225,3 +225,9 @@ def test_a_flac_that_ends_in_its_metadata_is_refused_at_load_not_when_its_batch_
         with pytest.raises(CorruptAudioError) as error:
             load_audio(str(path), RATE)
         assert str(error.value) == message
+
+
+def test_a_dash_for_standard_input_says_audio_is_read_from_files(tmp_path: Path):
+    """It was "<manifest folder>/-: no such file", of a path nobody wrote."""
+    assert load_error(tmp_path, "-").reason == ("field 'audio': '-' (standard input, to some tools) names no file: "
+                                                "audio is read from files; give its path")
