@@ -28,8 +28,9 @@ from speechsum.data.cut_short import (
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
-from speechsum.data.not_audio import Diagnosis, diagnose
+from speechsum.data.not_audio import diagnose_file
 from speechsum.data.ogg_pages import ogg_links
+from speechsum.data.wav_order import open_in_order
 
 log = logging.getLogger(__name__)
 
@@ -228,22 +229,14 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         problem = path_problem(source) if isinstance(source, str) else None
         if problem:
             raise ValueError(f"{source}: {problem}") from None
+        if (reordered := open_in_order(source)) is not None:  # a WAV whose 'fmt ' chunk follows its 'data'
+            return reordered
         reason = getattr(err, "error_string", str(err)).rstrip(".")
         if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
             reason = f"no audio libsndfile can decode (it reports: {reason})"
-        if diagnosis := _diagnose(source, reason):
+        if diagnosis := diagnose_file(source, reason):
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE) from None
         raise UnreadableAudioError(source, reason) from None
-
-
-def _diagnose(source: str | BinaryIO, reason: str) -> Diagnosis | None:
-    """What the bytes of a file libsndfile could not open, saying ``reason``, say of it
-    (:mod:`~speechsum.data.not_audio`): no audio, a container it does not read, WAV chunks it cannot
-    use, an audio file damaged or cut short; None when they do not tell."""
-    try:
-        return walk_file(source, lambda data: diagnose(data, reason))
-    except (OSError, ValueError):  # unreadable, or not mappable: libsndfile's reason stands
-        return None
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:

@@ -1,14 +1,15 @@
 """Why libsndfile could not open a file, in words a user can act on, where the file's bytes tell:
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), a container
-libsndfile does not read (MP4/M4A, WMA, Matroska/WebM), or a WAV whose chunks libsndfile cannot use
-(its ``fmt `` chunk after ``data``, a sample rate or channel count of 0)."""
+libsndfile does not read (MP4/M4A, WMA, Matroska/WebM), a WAV whose chunks libsndfile cannot use
+(no ``fmt `` chunk, a sample rate or channel count of 0), or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
-from speechsum.data.file_walk import Buffer
+from speechsum.data.file_walk import Buffer, walk_file
+from speechsum.data.wav_order import riff_chunks
 
 HEAD_BYTES = 512  # what :func:`not_audio` looks at
 REPLACE = "replace it with the recording, or drop it"
@@ -78,25 +79,20 @@ def not_audio(head: bytes) -> Diagnosis | None:
 
 
 def riff_problem(data: Buffer) -> Diagnosis | None:
-    """Why libsndfile cannot read the RIFF/WAVE ``data``, where its chunks tell: a ``fmt `` chunk
-    (the sample format) after the ``data`` chunk, none at all, or a sample rate or channel count of
-    0; None for a file that is no RIFF WAVE or whose chunks look usable."""
+    """Why libsndfile cannot read the RIFF/WAVE ``data``, where its chunks tell: no ``fmt `` chunk
+    (the sample format), or one giving a sample rate or channel count of 0 (wherever it is: one after
+    the ``data`` chunk is read, :mod:`~speechsum.data.wav_order`); None for a file that is no RIFF
+    WAVE or whose chunks look usable."""
     if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
         return None
-    offset, seen = 12, []
-    while offset + 8 <= len(data):
-        name, size = bytes(data[offset : offset + 4]), struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+    seen = []
+    for name, offset, _ in riff_chunks(data):
         seen.append(name)
         if name == b"fmt " and offset + 16 <= len(data):
             channels, rate = struct.unpack("<HI", data[offset + 10 : offset + 16])
-            if b"data" in seen:
-                return Diagnosis("its 'fmt ' chunk (the sample format) comes after its 'data' chunk (the samples), "
-                                 "an order libsndfile does not read", "rewrite it with the chunks in order, e.g. "
-                                 "`ffmpeg -i in.wav out.wav` (which reads either order), and use that")
             if not 0 < rate < 2**31 or channels == 0:  # libsndfile: "SF_INFO struct incomplete"
                 value = f"a sample rate of {rate} Hz" if not 0 < rate < 2**31 else "0 channels"
                 return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
-        offset += 8 + size + (size & 1)  # chunks are padded to an even size
     if b"fmt " not in seen:
         where = "nothing" if not seen else "only " + ", ".join(repr(name.decode("latin-1")) for name in seen)
         return Diagnosis(f"it has no 'fmt ' chunk (the sample format) after its RIFF header ({where}): cut short "
@@ -109,3 +105,12 @@ def diagnose(data: Buffer, reason: str) -> Diagnosis | None:
     :func:`not_audio`, :func:`riff_problem`, else :func:`damaged`; None when they do not tell."""
     head = bytes(data[:HEAD_BYTES])
     return not_audio(head) or riff_problem(data) or damaged(head, len(data), reason)
+
+
+def diagnose_file(source: str | BinaryIO, reason: str) -> Diagnosis | None:
+    """:func:`diagnose` of the file ``source`` (a path or a seekable file object); None also when
+    it cannot be read (libsndfile's ``reason`` then stands)."""
+    try:
+        return walk_file(source, lambda data: diagnose(data, reason))
+    except (OSError, ValueError):  # unreadable, or not mappable
+        return None

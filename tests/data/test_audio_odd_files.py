@@ -123,21 +123,52 @@ def data_chunk(samples: np.ndarray) -> bytes:
     return b"data" + struct.pack("<I", len(pcm)) + pcm
 
 
+def list_chunk(text: bytes) -> bytes:
+    return b"LIST" + struct.pack("<I", len(text)) + text + b"\0" * (len(text) & 1)
+
+
+@pytest.mark.parametrize(("chunks", "samples"), [
+    ((data_chunk(TONE), fmt_chunk()), TONE),
+    ((list_chunk(b"INFOodd"), data_chunk(TONE[:-1]), list_chunk(b"INFO"), fmt_chunk()), TONE[:-1]),  # padded chunks
+], ids=["data-fmt", "list-data-list-fmt"])
+def test_a_wav_whose_fmt_chunk_follows_its_data_is_read_as_the_same_wav_in_order(tmp_path: Path, chunks: tuple,
+                                                                                 samples: np.ndarray):
+    """libsndfile said "No 'data' chunk marker" of a file that has one."""
+    late, ordered = tmp_path / "late.wav", tmp_path / "ordered.wav"
+    late.write_bytes(wav_chunks(*chunks))
+    ordered.write_bytes(wav_chunks(fmt_chunk(), data_chunk(samples)))
+    expected = load_audio(str(ordered), RATE)
+    assert len(expected) == len(samples)
+    assert np.array_equal(load_audio(str(late), RATE), expected)
+    assert audio_seconds(str(late)) == len(samples) / RATE
+    assert audio_seconds(io.BytesIO(late.read_bytes())) == len(samples) / RATE  # a dataset row's bytes
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "late.wav", "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    assert load_manifest(manifest)[0][0].duration == len(samples) / RATE
+
+
+def test_a_wav_whose_fmt_chunk_follows_a_data_chunk_and_is_cut_off_says_so(tmp_path: Path):
+    late = tmp_path / "late.wav"
+    late.write_bytes(wav_chunks(data_chunk(TONE), fmt_chunk())[: -24 - RATE])  # the fmt chunk and half the samples
+    assert load_error(tmp_path, "late.wav").reason == (
+        f"field 'audio': unreadable audio file {late}: it has no 'fmt ' chunk (the sample format) after its RIFF "
+        f"header (only 'data'): cut short or not written whole; {DAMAGED}")
+
+
 @pytest.mark.parametrize(("chunks", "reason", "advice"), [
-    ((data_chunk(TONE), fmt_chunk()), "its 'fmt ' chunk (the sample format) comes after its 'data' chunk (the samples), "
-     "an order libsndfile does not read", "rewrite it with the chunks in order, e.g. `ffmpeg -i in.wav out.wav` (which "
-     "reads either order), and use that"),
     ((fmt_chunk(rate=0), data_chunk(TONE)), "its header gives a sample rate of 0 Hz: the header is damaged",
      "re-export the file or drop it"),
     ((fmt_chunk(rate=2**32 - 1), data_chunk(TONE)), "its header gives a sample rate of 4294967295 Hz: the header is "
      "damaged", "re-export the file or drop it"),
     ((fmt_chunk(channels=0), data_chunk(TONE)), "its header gives 0 channels: the header is damaged",
      "re-export the file or drop it"),
+    ((data_chunk(TONE), fmt_chunk(rate=0)), "its header gives a sample rate of 0 Hz: the header is damaged",
+     "re-export the file or drop it"),
     ((), "it has no 'fmt ' chunk (the sample format) after its RIFF header (nothing): cut short or not written whole",
      DAMAGED),
     ((b"LIST" + struct.pack("<I", 4) + b"INFO",), "it has no 'fmt ' chunk (the sample format) after its RIFF header "
      "(only 'LIST'): cut short or not written whole", DAMAGED),
-], ids=["fmt-after-data", "rate-0", "rate-2**32-1", "no-channels", "riff-header-only", "no-fmt"])
+], ids=["rate-0", "rate-2**32-1", "no-channels", "rate-0-after-data", "riff-header-only", "no-fmt"])
 def test_a_wav_whose_chunks_libsndfile_cannot_use_says_which_and_what_to_do(tmp_path: Path, chunks: tuple,
                                                                              reason: str, advice: str):
     path = tmp_path / "odd.wav"
@@ -199,7 +230,7 @@ def test_skip_mode_counts_every_odd_file_and_keeps_the_good_one(tmp_path: Path, 
     joined, _ = joined_flac(tmp_path)
     sf.write(tmp_path / "good.wav", TONE, RATE)
     (tmp_path / "pointer.wav").write_bytes(LFS_POINTER)
-    (tmp_path / "late_fmt.wav").write_bytes(wav_chunks(data_chunk(TONE), fmt_chunk()))
+    (tmp_path / "late_fmt.wav").write_bytes(wav_chunks(fmt_chunk(rate=0), data_chunk(TONE)))
     manifest = tmp_path / "train.jsonl"
     manifest.write_text("".join(json.dumps({"id": str(i), "audio": audio, "instruction": "Sum up.", "summary": "ok"})
                                 + "\n" for i, audio in enumerate([joined.name, "good.wav", "pointer.wav", "late_fmt.wav"])))
@@ -207,7 +238,7 @@ def test_skip_mode_counts_every_odd_file_and_keeps_the_good_one(tmp_path: Path, 
     assert [e.id for e in examples] == ["1"] and examples[0].duration == 1.0
     assert [s.line for s in skipped] == [1, 3, 4]
     assert "2 FLAC streams" in skipped[0].reason and "Git LFS pointer" in skipped[1].reason
-    assert "'fmt ' chunk (the sample format) comes after" in skipped[2].reason
+    assert "a sample rate of 0 Hz" in skipped[2].reason
 
 
 def test_a_flac_that_ends_in_its_metadata_is_refused_at_load_not_when_its_batch_is_read(tmp_path: Path):
