@@ -262,3 +262,13 @@ def test_a_dash_for_standard_input_says_audio_is_read_from_files(tmp_path: Path)
     """It was "<manifest folder>/-: no such file", of a path nobody wrote."""
     assert load_error(tmp_path, "-").reason == ("field 'audio': '-' (standard input, to some tools) names no file: "
                                                 "audio is read from files; give its path")
+
+
+def test_the_server_decodes_a_wav_whose_fmt_chunk_follows_its_data(tmp_path: Path):
+    """Its check for a partial file opened it with plain soundfile again: an uncaught libsndfile error."""
+    from speechsum.serving.protocol import AudioInput
+    from speechsum.serving.speech_backend import decode_audio
+
+    late = AudioInput(wav_chunks(data_chunk(TONE), fmt_chunk()), "wav", 0, "messages[0].content[0].input_audio")
+    ordered = AudioInput(wav_chunks(fmt_chunk(), data_chunk(TONE)), "wav", 0, "messages[0].content[0].input_audio")
+    assert np.array_equal(decode_audio(late, RATE, None), decode_audio(ordered, RATE, None))
