@@ -89,7 +89,7 @@ def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
     cut short, a header that does not count all its samples): its first ``seconds`` would be summarised
     as if they were the whole recording."""
     with open_audio(str(path), whole=False) as handle:  # as load_audio opened it (a WAV with its fmt chunk last)
-        found = damage(handle)
+        found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
     if found:
         advice = "send the whole file" if found.cut else f"send it with a header that counts all of it ({REWRITE})"
         raise _bad(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)

@@ -272,3 +272,16 @@ def test_the_server_decodes_a_wav_whose_fmt_chunk_follows_its_data(tmp_path: Pat
     late = AudioInput(wav_chunks(data_chunk(TONE), fmt_chunk()), "wav", 0, "messages[0].content[0].input_audio")
     ordered = AudioInput(wav_chunks(fmt_chunk(), data_chunk(TONE)), "wav", 0, "messages[0].content[0].input_audio")
     assert np.array_equal(decode_audio(late, RATE, None), decode_audio(ordered, RATE, None))
+
+
+def test_the_server_refuses_an_mp3_upload_cut_short_naming_its_cut_frame():
+    from speechsum.serving.protocol import APIError, AudioInput
+    from speechsum.serving.speech_backend import decode_audio
+
+    data, info = cbr_mp3()
+    assert len(decode_audio(AudioInput(data[info:], "mp3", 0, "input_audio"), RATE, None)) == 86 * 576
+    with pytest.raises(APIError) as error:
+        decode_audio(AudioInput(data[info:-100], "mp3", 0, "input_audio"), RATE, None)
+    assert (error.value.status, str(error.value)) == (400, (
+        "input_audio: its last MP3 frame is cut off (260 of its 360 bytes are there): cut short (a download or copy "
+        "that stopped?); only its first 3.06 s are read: send the whole file."))
