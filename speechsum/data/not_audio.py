@@ -78,21 +78,42 @@ def not_audio(head: bytes) -> Diagnosis | None:
     return None
 
 
+# WAVE format tags libsndfile decodes: PCM, MS ADPCM, float, A-law, µ-law, IMA ADPCM, GSM 6.10, G.721, MPEG, MP3
+DECODED_TAGS = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0050, 0x0055})
+CODEC_NAMES = {0x00FF: "AAC", 0x1610: "AAC", 0x0161: "WMA", 0x0162: "WMA", 0x0163: "WMA", 0x704F: "Opus",
+               0xF1AC: "FLAC", 0x2000: "AC-3", 0x2001: "DTS", 0x0092: "AC-3"}
+EXTENSIBLE = 0xFFFE  # the codec's tag is then the first two bytes of the fmt chunk's sub-format GUID
+
+
+def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
+    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): a codec libsndfile does not decode, or None."""
+    tag = struct.unpack("<H", data[offset + 8 : offset + 10])[0]
+    if tag == EXTENSIBLE and size >= 26 and offset + 34 <= len(data):
+        tag = struct.unpack("<H", data[offset + 32 : offset + 34])[0]
+    if tag in DECODED_TAGS or tag == EXTENSIBLE:
+        return None
+    name = f" ({CODEC_NAMES[tag]})" if tag in CODEC_NAMES else ""
+    return Diagnosis(f"its samples are in a codec libsndfile does not decode (WAVE format tag 0x{tag:04X}{name})",
+                     "convert it to PCM, e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`, or drop it")
+
+
 def riff_problem(data: Buffer) -> Diagnosis | None:
     """Why libsndfile cannot read the RIFF/WAVE ``data``, where its chunks tell: no ``fmt `` chunk
-    (the sample format), or one giving a sample rate or channel count of 0 (wherever it is: one after
+    (the sample format), one giving a sample rate or channel count of 0 or a codec it does not decode (wherever it is: one after
     the ``data`` chunk is read, :mod:`~speechsum.data.wav_order`); None for a file that is no RIFF
     WAVE or whose chunks look usable."""
     if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
         return None
     seen = []
-    for name, offset, _ in riff_chunks(data):
+    for name, offset, size in riff_chunks(data):
         seen.append(name)
         if name == b"fmt " and offset + 16 <= len(data):
             channels, rate = struct.unpack("<HI", data[offset + 10 : offset + 16])
             if not 0 < rate < 2**31 or channels == 0:  # libsndfile: "SF_INFO struct incomplete"
                 value = f"a sample rate of {rate} Hz" if not 0 < rate < 2**31 else "0 channels"
                 return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
+            if codec := _codec_problem(data, offset, size):
+                return codec
     if b"fmt " not in seen:
         where = "nothing" if not seen else "only " + ", ".join(repr(name.decode("latin-1")) for name in seen)
         return Diagnosis(f"it has no 'fmt ' chunk (the sample format) after its RIFF header ({where}): cut short "

@@ -285,3 +285,24 @@ def test_the_server_refuses_an_mp3_upload_cut_short_naming_its_cut_frame():
     assert (error.value.status, str(error.value)) == (400, (
         "input_audio: its last MP3 frame is cut off (260 of its 360 bytes are there): cut short (a download or copy "
         "that stopped?); only its first 3.06 s are read: send the whole file."))
+
+
+def codec_fmt(tag: int, extra: bytes) -> bytes:
+    return b"fmt " + struct.pack("<IHHIIHH", 16 + len(extra), tag, 1, RATE, 4_000, 1, 0) + extra
+
+
+KSDATAFORMAT_TAIL = bytes.fromhex("000000001000800000aa00389b71")  # the GUID after its 2-byte (then 0-padded) tag
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [
+    (codec_fmt(0x00FF, struct.pack("<HH", 2, 0x1408)), "0x00FF (AAC)"),
+    (codec_fmt(0xFFFE, struct.pack("<HHI", 22, 0, 4) + struct.pack("<H", 0x1610) + KSDATAFORMAT_TAIL), "0x1610 (AAC)"),
+    (codec_fmt(0x9999, struct.pack("<H", 0)), "0x9999"),
+], ids=["aac", "extensible-aac", "unknown"])
+def test_a_wav_holding_a_codec_libsndfile_does_not_decode_names_it_not_damage(tmp_path: Path, fmt: bytes, codec: str):
+    """libsndfile: "Malformed 'fmt ' chunk", which read as a damaged file to re-fetch."""
+    path = tmp_path / "codec.wav"
+    path.write_bytes(wav_chunks(fmt, b"data" + struct.pack("<I", 4_000) + bytes(4_000)))
+    assert load_error(tmp_path, "codec.wav").reason == (
+        f"field 'audio': unreadable audio file {path}: its samples are in a codec libsndfile does not decode (WAVE "
+        f"format tag {codec}); convert it to PCM, e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`, or drop it")
