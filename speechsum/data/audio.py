@@ -312,10 +312,10 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
                 check_whole_stream(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-            if frames:
-                warn_if_damaged(handle, source, frames / rate)
-            else:
+            if not frames:
                 check_zero_frames(handle, source)
+            elif (found := warn_if_damaged(handle, source, frames / rate)) and found.frames is not None:
+                frames = found.frames  # an MP3 cut short: its whole frames, fewer than its header's count
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types

@@ -76,26 +76,30 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
 
 
 class Damage(NamedTuple):
-    """What in a file libsndfile does not read (in words with its own), what to do, and whether the
-    file was cut short (else its header does not count all of it)."""
+    """What in a file libsndfile does not read (in words with its own), what to do, whether the
+    file was cut short (else its header does not count all of it), and the frames libsndfile reads
+    when only the damage tells (an MP3's whole frames, fewer than its header gives; else None)."""
 
     what: str
     advice: str
     cut: bool
+    frames: int | None = None
 
 
-def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
+def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, int] | None:
     """For an MP3 cut short (:func:`~speechsum.data.mp3_frames.mp3_walk`): its last frame runs past the
     end of the file (a constant-bitrate file has no header that counts its frames, so nothing else
-    says so), or its Xing/VBRI header counts more samples than its frames hold; what, or None."""
+    says so), or its Xing/VBRI header counts more samples than its frames hold: what, and the frames
+    libsndfile reads (what its whole frames hold, at most its header's); else None."""
     if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None:
         return None
+    frames = min(handle.frames, walked.samples)
     if walked.cut:
-        return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)"
+        return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)", frames
     if handle.frames - walked.samples > MP3_SLACK:
         rate = handle.samplerate
         return (f"its first frame's header counts {handle.frames / rate:.2f} s but its frames hold "
-                f"{walked.samples / rate:.2f} s")
+                f"{walked.samples / rate:.2f} s"), frames
     return None
 
 
@@ -103,7 +107,7 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
     """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
     file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
     if source is not None and (mp3 := mp3_cut_short(handle, source)):
-        return Damage(f"{mp3}: {CUT}", REFETCH, True)
+        return Damage(f"{mp3[0]}: {CUT}", REFETCH, True, mp3[1])
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
@@ -118,7 +122,7 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
 
 def check_flac_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose header gives samples
-    but that ends with its metadata (:func:`~speechsum.data.flac_streams.flac_frames_offset`): no
+    but that ends in its metadata (:func:`~speechsum.data.flac_streams.flac_frames_offset`): no
     audio frame follows (a download that stopped after the header). Its header passed for the whole
     length, and the file failed only when its batch was read."""
     if handle.format != "FLAC" or handle.frames == 0:
@@ -129,11 +133,13 @@ def check_flac_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
                                 f"ends in its metadata ({size} bytes), before any audio frame: {CUT}; {REFETCH}")
 
 
-def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
-    """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`);
-    ``seconds``: what it reads."""
+def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> Damage | None:
+    """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`, which
+    it returns); ``seconds``: what it reads (by the header: the damage's frames where it gives them)."""
     if found := damage(handle, source):
+        seconds = seconds if found.frames is None else found.frames / handle.samplerate
         log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
+    return found
 
 
 def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:

@@ -64,7 +64,7 @@ def _vbr_header_end(view: memoryview, offset: int) -> int | None:
 
 
 class Mp3Walk(NamedTuple):
-    """What a walk over an MP3's frames found: ``samples`` (per channel) in its frames, and ``cut``:
+    """What a walk over an MP3's frames found: ``samples`` (per channel) in its whole frames, and ``cut``:
     ``(bytes there, bytes it needs)`` of a last frame that runs past the end of the file (cut short),
     or None."""
 
@@ -88,16 +88,16 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
         if frame is None:
             break
         length, count = frame
+        if offset + length > len(view):  # its samples are not counted: libsndfile decodes whole frames
+            return Mp3Walk(samples, (len(view) - offset, length))
         if not (first and any(tag in bytes(view[offset + 4 : offset + 48]) for tag in _VBR_TAGS)):
             samples += count
-        if offset + length > len(view):
-            return Mp3Walk(samples, (len(view) - offset, length))
         offset, first = offset + length, False
     return None if first else Mp3Walk(samples, None)
 
 
 def mp3_samples(data: Buffer) -> int | None:
-    """Samples (per channel) in the MP3 ``data``'s frames (:func:`mp3_walk`; a last frame cut short
-    counts whole), or None where :func:`mp3_walk` gives None."""
+    """Samples (per channel) in the MP3 ``data``'s whole frames (:func:`mp3_walk`), or None where
+    :func:`mp3_walk` gives None."""
     walked = mp3_walk(data)
     return None if walked is None else walked.samples
