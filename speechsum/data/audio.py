@@ -321,7 +321,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
         raise ValueError(f"unreadable audio file {source}: {err}") from err
     if frames == 0 or rate <= 0:
-        raise ValueError(f"empty audio file {source} (0 samples)")
+        raise ValueError(f"empty audio file {source} (0 samples): no recording in it; replace it or drop it")
     check_length(source, frames, rate, max_seconds)
     return frames / rate
 

@@ -181,7 +181,7 @@ def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: 
     with pytest.raises(CorruptAudioError, match=re.escape(expected)):
         load_audio(str(path), 16_000)
     sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty
-    assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples)"
+    assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples): no recording in it; replace it or drop it"
 
 
 def test_samples_a_wav_header_does_not_count_are_warned_about(tmp_path: Path, caplog):
