@@ -21,6 +21,7 @@ import soxr
 from speechsum.data.cut_short import (
     MP3_SLACK,
     CorruptAudioError,
+    check_flac_end,
     check_flac_frames,
     check_zero_frames,
     warn_if_damaged,
@@ -310,6 +311,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
             check_flac_frames(handle, source)
             if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
+                check_flac_end(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
             if not frames:

@@ -307,3 +307,18 @@ def test_a_wav_holding_a_codec_libsndfile_does_not_decode_names_it_not_damage(tm
     assert load_error(tmp_path, "codec.wav").reason == (
         f"field 'audio': unreadable audio file {path}: its samples are in a codec libsndfile does not decode (WAVE "
         f"format tag {codec}); convert it to PCM, e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`, or drop it")
+
+
+@pytest.mark.parametrize(("rate", "channels", "subtype"), [
+    (8_000, 1, "PCM_S8"), (16_000, 2, "PCM_16"), (44_100, 6, "PCM_24"), (96_000, 2, "PCM_24")])
+@pytest.mark.parametrize("frames", [1, 100, 4_095, 4_096, 4_097, 40_000])
+def test_whole_flacs_of_every_shape_pass_the_check_of_their_end(tmp_path: Path, rate: int, channels: int,
+                                                                subtype: str, frames: int):
+    path = tmp_path / "whole.flac"
+    noise = np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels)).astype(np.float32)
+    sf.write(path, noise, rate, subtype=subtype)
+    assert audio_seconds(str(path)) == frames / rate
+    assert np.array_equal(load_audio(str(path), rate), sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1))
+    path.write_bytes(path.read_bytes()[:-1])  # one byte short: the last frame's checksum
+    with pytest.raises(CorruptAudioError, match="libsndfile cannot decode its last"):
+        audio_seconds(str(path))
