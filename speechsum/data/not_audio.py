@@ -19,7 +19,7 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image
           (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"))
 # audio formats libsndfile reads, by their first bytes -> their name
 _AUDIO = ((b"RIFF", "WAV"), (b"RF64", "RF64"), (b"BW64", "BW64"), (b"riff", "W64"), (b"FORM", "AIFF"),
-          (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"caff", "CAF"), (b"ID3", "MP3"), (b".snd", "AU"))
+          (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"caff", "CAF"), (b"ID3", "MP3"), (b".snd", "AU"), (b"NIST_1A", "NIST SPHERE"))
 # containers of audio libsndfile does not decode -> their name
 _CONTAINERS = ((b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF (WMA/WMV) file"),
                (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"))
@@ -53,6 +53,9 @@ def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:
 def not_audio(head: bytes) -> Diagnosis | None:
     """What the file starting with ``head`` (its first :data:`HEAD_BYTES` bytes) is, when its bytes
     say it is no audio libsndfile reads; None when they do not tell (an audio format's first bytes)."""
+    if head.startswith(b"NIST_1A") and b"shorten" in head:  # its text header's sample_coding (TIMIT, WSJ, ...)
+        return Diagnosis("a NIST SPHERE file whose samples are shorten-compressed, which libsndfile does not decode",
+                         "convert it, e.g. `sph2pipe -f wav in.sph out.wav`, or drop it")
     if audio_format(head):
         return None
     if head.startswith(b"version https://git-lfs"):

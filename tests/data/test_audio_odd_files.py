@@ -322,3 +322,22 @@ def test_whole_flacs_of_every_shape_pass_the_check_of_their_end(tmp_path: Path, 
     path.write_bytes(path.read_bytes()[:-1])  # one byte short: the last frame's checksum
     with pytest.raises(CorruptAudioError, match="libsndfile cannot decode its last"):
         audio_seconds(str(path))
+
+
+def sphere(coding: str) -> bytes:
+    header = (f"NIST_1A\n   1024\nsample_count -i 16000\nsample_rate -i 16000\nchannel_count -i 1\nsample_n_bytes -i 2\n"
+              f"sample_byte_format -s2 01\nsample_coding -s{len(coding)} {coding}\nsample_sig_bits -i 16\nend_head\n")
+    return header.encode().ljust(1024, b" ")
+
+
+def test_a_nist_sphere_file_is_not_taken_for_text(tmp_path: Path):
+    """Its header is text: a shorten-compressed SPHERE file (TIMIT, WSJ) was called "a text file"."""
+    (tmp_path / "a.sph").write_bytes(sphere("pcm,embedded-shorten-v2.00") + bytes(range(256)) * 20)
+    assert load_error(tmp_path, "a.sph").reason == (
+        f"field 'audio': unreadable audio file {tmp_path / 'a.sph'}: a NIST SPHERE file whose samples are "
+        "shorten-compressed, which libsndfile does not decode; convert it, e.g. `sph2pipe -f wav in.sph out.wav`, "
+        "or drop it")
+    (tmp_path / "b.sph").write_bytes(sphere("pcm") + (TONE * 32767).astype("<i2").tobytes())
+    assert audio_seconds(str(tmp_path / "b.sph")) == 1.0  # a PCM one reads
+    (tmp_path / "c.sph").write_bytes(sphere("pcm")[:300])
+    assert "it starts as NIST SPHERE audio but libsndfile cannot read it" in load_error(tmp_path, "c.sph").reason
