@@ -34,8 +34,8 @@ class Diagnosis(NamedTuple):
 
 def audio_format(head: bytes) -> str | None:
     """The name of the audio format libsndfile reads that a file starting with ``head`` has (an MP3
-    by its first frame's sync bits), or None."""
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+    by its first frame's sync bits and a layer: ADTS AAC has the sync and layer 0), or None."""
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
         return "MP3"
     return next((name for magic, name in _AUDIO if head.startswith(magic)), None)
 
@@ -61,6 +61,8 @@ def not_audio(head: bytes) -> Diagnosis | None:
     if head.startswith(b"version https://git-lfs"):
         return Diagnosis("a Git LFS pointer (a small text file standing for the audio), not the audio itself",
                          "fetch the audio, e.g. `git lfs pull` in its repository, or drop it")
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # 12 sync bits, then layer 0
+        return Diagnosis("an AAC stream (ADTS), which libsndfile does not read", None)
     if head[4:8] == b"ftyp":
         return Diagnosis("an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read", None)
     for magic, name in _CONTAINERS:
