@@ -18,7 +18,7 @@ import soundfile as sf
 
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_frames_offset
-from speechsum.data.mp3_frames import mp3_walk
+from speechsum.data.mp3_frames import ID3V1_SIZE, mp3_walk
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,15 @@ class Damage(NamedTuple):
 def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, int] | None:
     """For an MP3 cut short (:func:`~speechsum.data.mp3_frames.mp3_walk`): its last frame runs past the
     end of the file (a constant-bitrate file has no header that counts its frames, so nothing else
-    says so), or its Xing/VBRI header counts more samples than its frames hold: what, and the frames
-    libsndfile reads (what its whole frames hold, at most its header's); else None."""
+    says so), or its Xing/VBRI header counts more samples than its frames, which reach its end (but
+    for an ID3v1 tag), hold: what, and the frames libsndfile reads (what its whole frames hold, at
+    most its header's); else None (frames that stop at bytes that are none: libsndfile may read on)."""
     if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None:
         return None
     frames = min(handle.frames, walked.samples)
     if walked.cut:
         return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)", frames
-    if handle.frames - walked.samples > MP3_SLACK:
+    if handle.frames - walked.samples > MP3_SLACK and walked.rest <= ID3V1_SIZE:
         rate = handle.samplerate
         return (f"its first frame's header counts {handle.frames / rate:.2f} s but its frames hold "
                 f"{walked.samples / rate:.2f} s"), frames
@@ -140,7 +141,8 @@ def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose last
     :data:`FLAC_TAIL` frames, by its header's length, cannot be decoded: cut short (or damaged at its
     end). Its header passed for the whole length and the file failed when its batch was read, deep in
-    training; decoding its end costs one seek and a frame or two. ``handle`` is left at its start."""
+    training; decoding its end costs one seek and a frame or two. ``handle`` is left at its start
+    when its end decodes."""
     if handle.format != "FLAC" or not 0 < handle.frames < 2**62:  # 2**63 - 1: the header gives no length
         return
     tail = min(handle.frames, FLAC_TAIL)

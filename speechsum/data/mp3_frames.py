@@ -64,12 +64,13 @@ def _vbr_header_end(view: memoryview, offset: int) -> int | None:
 
 
 class Mp3Walk(NamedTuple):
-    """What a walk over an MP3's frames found: ``samples`` (per channel) in its whole frames, and ``cut``:
+    """What a walk over an MP3's frames found: ``samples`` (per channel) in its whole frames; ``cut``:
     ``(bytes there, bytes it needs)`` of a last frame that runs past the end of the file (cut short),
-    or None."""
+    or None; ``rest``: the bytes after the last whole frame (0: the frames reach the end)."""
 
     samples: int
     cut: tuple[int, int] | None
+    rest: int
 
 
 def mp3_walk(data: Buffer) -> Mp3Walk | None:
@@ -89,11 +90,11 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
             break
         length, count = frame
         if offset + length > len(view):  # its samples are not counted: libsndfile decodes whole frames
-            return Mp3Walk(samples, (len(view) - offset, length))
+            return Mp3Walk(samples, (len(view) - offset, length), len(view) - offset)
         if not (first and any(tag in bytes(view[offset + 4 : offset + 48]) for tag in _VBR_TAGS)):
             samples += count
         offset, first = offset + length, False
-    return None if first else Mp3Walk(samples, None)
+    return None if first else Mp3Walk(samples, None, len(view) - offset)
 
 
 def mp3_samples(data: Buffer) -> int | None:

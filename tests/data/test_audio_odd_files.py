@@ -86,8 +86,8 @@ def test_a_constant_bitrate_mp3_cut_short_is_read_with_a_warning_naming_its_cut_
     whole, cut = tmp_path / "whole.mp3", tmp_path / "cut.mp3"
     whole.write_bytes(data[info:])  # no Info frame: libsndfile takes the length from the file's size
     cut.write_bytes(data[info:-100])  # a download that stopped mid-frame
-    assert mp3_walk(whole.read_bytes()) == Mp3Walk(86 * 576, None)
-    assert mp3_walk(cut.read_bytes()) == Mp3Walk(85 * 576, (260, 360))  # the whole frames
+    assert mp3_walk(whole.read_bytes()) == Mp3Walk(86 * 576, None, 0)
+    assert mp3_walk(cut.read_bytes()) == Mp3Walk(85 * 576, (260, 360), 260)  # the whole frames
     with caplog.at_level(logging.WARNING):
         assert audio_seconds(str(whole)) == 3.096
         assert caplog.records == []
@@ -341,3 +341,15 @@ def test_a_nist_sphere_file_is_not_taken_for_text(tmp_path: Path):
     assert audio_seconds(str(tmp_path / "b.sph")) == 1.0  # a PCM one reads
     (tmp_path / "c.sph").write_bytes(sphere("pcm")[:300])
     assert "it starts as NIST SPHERE audio but libsndfile cannot read it" in load_error(tmp_path, "c.sph").reason
+
+
+def test_an_mp3_whose_frames_stop_at_junk_before_its_end_is_not_said_cut(tmp_path: Path, caplog):
+    """The walk stops at bytes that are no frame (junk in the middle, which a decoder skips): it
+    cannot tell that the frames after them are missing, so it says nothing."""
+    data, _ = cbr_mp3()
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(data[: 360 * 40] + b"\0" * 1000 + data[360 * 40 :])
+    assert mp3_walk(junk.read_bytes()) == Mp3Walk(39 * 576, None, len(data) - 360 * 40 + 1000)
+    with caplog.at_level(logging.WARNING):
+        assert audio_seconds(str(junk)) == 3.0  # its Info header's count, as before
+    assert caplog.records == []
