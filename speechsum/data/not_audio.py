@@ -1,7 +1,8 @@
 """Why libsndfile could not open a file, in words a user can act on, where the file's bytes tell:
-a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), a container
-libsndfile does not read (MP4/M4A, WMA, Matroska/WebM), a WAV whose chunks libsndfile cannot use
-(no ``fmt `` chunk, a sample rate or channel count of 0), or audio damaged or cut inside its header."""
+a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
+libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, shorten-compressed NIST SPHERE),
+a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
+codec it does not decode), or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 

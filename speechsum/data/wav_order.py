@@ -51,7 +51,8 @@ class InOrder(io.RawIOBase):
     def __init__(self, file: BinaryIO, fmt: bytes, start: int, size: int, owned: bool):
         super().__init__()
         self._file, self._start, self._owned = file, start, owned
-        self._head = b"RIFF" + struct.pack("<I", 4 + len(fmt) + 8 + size) + b"WAVE" + fmt + b"data" + struct.pack("<I", size)
+        riff = min(4 + len(fmt) + 8 + size, 0xFFFFFFFF)  # a size the 32 bits hold
+        self._head = b"RIFF" + struct.pack("<I", riff) + b"WAVE" + fmt + b"data" + struct.pack("<I", size)
         available = max(0, file.seek(0, io.SEEK_END) - start)
         self._length, self._position = len(self._head) + min(size, available), 0
 
