@@ -9,30 +9,38 @@ flow into features and losses. A header that leaves the length out (streamed FLA
 from __future__ import annotations
 
 import logging
-import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar
+from typing import BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from speechsum.data.cut_short import CorruptAudioError, check_zero_frames, warn_if_damaged
-from speechsum.data.mp3_frames import Buffer, mp3_samples
+from speechsum.data.cut_short import (
+    MP3_SLACK,
+    CorruptAudioError,
+    check_flac_end,
+    check_flac_frames,
+    check_zero_frames,
+    warn_if_damaged,
+)
+from speechsum.data.file_walk import walk_file
+from speechsum.data.flac_streams import flac_stream_starts
+from speechsum.data.mp3_frames import mp3_samples
+from speechsum.data.not_audio import diagnose_file
 from speechsum.data.ogg_pages import ogg_links
+from speechsum.data.wav_order import open_in_order
 
 log = logging.getLogger(__name__)
 
 TooLong = Literal["error", "truncate"]
-T = TypeVar("T")
 
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
-MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
 # header is damaged, and resampling would make 1 000 frames "at 1 Hz" 16 M samples or "at 2 GHz" none
@@ -177,38 +185,31 @@ def open_audio(source: str | BinaryIO, whole: bool = True) -> sf.SoundFile:
     return handle
 
 
-def _walk_file(source: str | BinaryIO, walk: Callable[[Buffer], T]) -> T:
-    """``walk`` over the bytes of the file ``source`` (a path: mapped, not read into memory; a file
-    object: read, its position kept)."""
-    if isinstance(source, str):
-        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return walk(mapped)
-    position = source.tell()
-    try:
-        source.seek(0)
-        return walk(source.read())
-    finally:
-        source.seek(position)
-
-
 def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """Raise :class:`UnreadableAudioError` naming ``source`` when libsndfile would read only the first
     part of it, without an error: an MP3 whose frames (:func:`~speechsum.data.mp3_frames.mp3_samples`)
     hold more than :data:`MP3_SLACK` samples beyond the length it took from the first frame (a VBR
-    file without a Xing header, files joined together), or an Ogg file of several streams one after
-    another (:func:`~speechsum.data.ogg_pages.ogg_links`: chained, as joined files or a web-radio capture)."""
+    file without a Xing header, files joined together), an Ogg file of several streams one after
+    another (:func:`~speechsum.data.ogg_pages.ogg_links`: chained, as joined files or a web-radio capture),
+    or a FLAC file of several (:func:`~speechsum.data.flac_streams.flac_stream_starts`: joined with ``cat``)."""
     rate = handle.samplerate
-    if handle.format == "MP3" and (samples := _walk_file(source, mp3_samples)) is not None \
+    if handle.format == "MP3" and (samples := walk_file(source, mp3_samples)) is not None \
             and samples - handle.frames > MP3_SLACK:
         raise UnreadableAudioError(source, f"its MP3 frames hold {samples / rate:.2f} s but libsndfile reads only the "
                                    f"first {handle.frames / rate:.2f} s (the length its first frame gives: a "
                                    "variable-bitrate file without a Xing header, or files joined together)",
                                    "re-encode it, e.g. `ffmpeg -i in.mp3 out.flac`, and use that")
-    if handle.format == "OGG" and (links := _walk_file(source, ogg_links)) > 1:
+    if handle.format == "OGG" and (links := walk_file(source, ogg_links)) > 1:
         raise UnreadableAudioError(source, f"it holds {links} Ogg streams one after another (chained: files joined "
                                    "together, or a web-radio capture), and libsndfile reads only the first "
                                    f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
                                    "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
+    if handle.format == "FLAC" and len(starts := walk_file(source, flac_stream_starts)) > 1:
+        raise UnreadableAudioError(source, f"it holds {len(starts)} FLAC streams one after another (files joined "
+                                   f"byte for byte, e.g. by `cat`; the second begins at byte {starts[1]}), and "
+                                   f"libsndfile reads only the first ({handle.frames / rate:.2f} s)",
+                                   "join the recordings' audio instead (e.g. `sox first.flac second.flac joined.flac`), "
+                                   f"or keep the first stream (`head -c {starts[1]} in.flac > first.flac`), or drop it")
 
 
 def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
@@ -229,9 +230,13 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         problem = path_problem(source) if isinstance(source, str) else None
         if problem:
             raise ValueError(f"{source}: {problem}") from None
+        if (reordered := open_in_order(source)) is not None:  # a WAV whose 'fmt ' chunk follows its 'data'
+            return reordered
         reason = getattr(err, "error_string", str(err)).rstrip(".")
         if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
             reason = f"no audio libsndfile can decode (it reports: {reason})"
+        if diagnosis := diagnose_file(source, reason):
+            raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE) from None
         raise UnreadableAudioError(source, reason) from None
 
 
@@ -303,20 +308,22 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
         with open_audio(source, whole=False) as handle:
             frames, rate = header_frames(handle), handle.samplerate
             check_rate(source, rate)
+            check_flac_frames(handle, source)
             if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
+                check_flac_end(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
-            if frames:
-                warn_if_damaged(handle, source, frames / rate)
-            else:
+            if not frames:
                 check_zero_frames(handle, source)
+            elif (found := warn_if_damaged(handle, source, frames / rate)) and found.frames is not None:
+                frames = found.frames  # an MP3 cut short: its whole frames, fewer than its header's count
     except ValueError:
         raise  # ours (unopenable, bad sample, cut short, sample rate): their messages name the file already
     except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError types
         raise ValueError(f"unreadable audio file {source}: {err}") from err
     if frames == 0 or rate <= 0:
-        raise ValueError(f"empty audio file {source} (0 samples)")
+        raise ValueError(f"empty audio file {source} (0 samples): no recording in it; replace it or drop it")
     check_length(source, frames, rate, max_seconds)
     return frames / rate
 
@@ -362,6 +369,7 @@ def load_audio(
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)
+        check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
         if frames is not None and too_long == "error":
             check_length(path, frames, rate, max_seconds)  # from the header

@@ -16,6 +16,10 @@ from typing import BinaryIO, NamedTuple
 
 import soundfile as sf
 
+from speechsum.data.file_walk import walk_file
+from speechsum.data.flac_streams import flac_frames_offset
+from speechsum.data.mp3_frames import ID3V1_SIZE, mp3_walk
+
 log = logging.getLogger(__name__)
 
 STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
@@ -29,6 +33,7 @@ UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Ex
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
 CUT = "cut short (a download or copy that stopped?)"
 REFETCH = "re-fetch it or drop it"
+MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
 REWRITE = "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`"
 
 
@@ -71,16 +76,39 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
 
 
 class Damage(NamedTuple):
-    """What in a file libsndfile does not read (in words with its own), what to do, and whether the
-    file was cut short (else its header does not count all of it)."""
+    """What in a file libsndfile does not read (in words with its own), what to do, whether the
+    file was cut short (else its header does not count all of it), and the frames libsndfile reads
+    when only the damage tells (an MP3's whole frames, fewer than its header gives; else None)."""
 
     what: str
     advice: str
     cut: bool
+    frames: int | None = None
 
 
-def damage(handle: sf.SoundFile) -> Damage | None:
-    """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None."""
+def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, int] | None:
+    """For an MP3 cut short (:func:`~speechsum.data.mp3_frames.mp3_walk`): its last frame runs past the
+    end of the file (a constant-bitrate file has no header that counts its frames, so nothing else
+    says so), or its Xing/VBRI header counts more samples than its frames, which reach its end (but
+    for an ID3v1 tag), hold: what, and the frames libsndfile reads (what its whole frames hold, at
+    most its header's); else None (frames that stop at bytes that are none: libsndfile may read on)."""
+    if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None:
+        return None
+    frames = min(handle.frames, walked.samples)
+    if walked.cut:
+        return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)", frames
+    if handle.frames - walked.samples > MP3_SLACK and walked.rest <= ID3V1_SIZE:
+        rate = handle.samplerate
+        return (f"its first frame's header counts {handle.frames / rate:.2f} s but its frames hold "
+                f"{walked.samples / rate:.2f} s"), frames
+    return None
+
+
+def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage | None:
+    """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
+    file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
+    if source is not None and (mp3 := mp3_cut_short(handle, source)):
+        return Damage(f"{mp3[0]}: {CUT}", REFETCH, True, mp3[1])
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
@@ -93,16 +121,56 @@ def damage(handle: sf.SoundFile) -> Damage | None:
     return None
 
 
-def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> None:
-    """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`);
-    ``seconds``: what it reads."""
-    if found := damage(handle):
+def check_flac_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose header gives samples
+    but that ends in its metadata (:func:`~speechsum.data.flac_streams.flac_frames_offset`): no
+    audio frame follows (a download that stopped after the header). Its header passed for the whole
+    length, and the file failed only when its batch was read."""
+    if handle.format != "FLAC" or handle.frames == 0:
+        return
+    offset, size = walk_file(source, lambda data: (flac_frames_offset(data), len(data)))
+    if offset is not None and offset >= size:
+        raise CorruptAudioError(f"{source}: its header gives {handle.frames / handle.samplerate:.2f} s, but the file "
+                                f"ends in its metadata ({size} bytes), before any audio frame: {CUT}; {REFETCH}")
+
+
+FLAC_TAIL = 4096  # frames decoded at the end of a FLAC file to find it cut (a common block size: one or two frames)
+
+
+def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+    """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose last
+    :data:`FLAC_TAIL` frames, by its header's length, cannot be decoded: cut short (or damaged at its
+    end). Its header passed for the whole length and the file failed when its batch was read, deep in
+    training; decoding its end costs one seek and a frame or two. ``handle`` is left at its start
+    when its end decodes."""
+    if handle.format != "FLAC" or not 0 < handle.frames < 2**62:  # 2**63 - 1: the header gives no length
+        return
+    tail = min(handle.frames, FLAC_TAIL)
+    try:
+        handle.seek(handle.frames - tail)
+        failure = None if len(handle.read(tail, dtype="float32")) == tail else "fewer samples than that"
+    except RuntimeError as err:  # libsndfile's errors (after which it may not seek back)
+        failure = str(err).rstrip(".")
+    if not failure:
+        handle.seek(0)
+    else:
+        rate = handle.samplerate
+        raise CorruptAudioError(f"{source}: its header gives {handle.frames / rate:.2f} s, but libsndfile cannot decode "
+                                f"its last {tail} samples ({failure}): {CUT} or damaged at its end; {REFETCH}")
+
+
+def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> Damage | None:
+    """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`, which
+    it returns); ``seconds``: what it reads (by the header: the damage's frames where it gives them)."""
+    if found := damage(handle, source):
+        seconds = seconds if found.frames is None else found.frames / handle.samplerate
         log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
+    return found
 
 
 def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
     when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
     data size was never written), which would otherwise be called empty."""
-    if found := damage(handle):
+    if found := damage(handle, source):
         raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")

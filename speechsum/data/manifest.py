@@ -134,6 +134,8 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
     if "\0" in value:
         raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
+    if value.strip() == "-":  # a shell's "standard input", joined to the folder a file nobody meant
+        raise ValueError("'-' (standard input, to some tools) names no file: audio is read from files; give its path")
     if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
         raise ValueError(f"{value!r} is a URL; speechsum reads local files: download it and give its path")
     path = Path(value)

@@ -8,9 +8,9 @@ one's header) are so read only in part, with no error: :func:`mp3_samples` count
 
 from __future__ import annotations
 
-import mmap
+from typing import NamedTuple
 
-Buffer = bytes | bytearray | memoryview | mmap.mmap  # what the walk reads
+from speechsum.data.file_walk import Buffer
 
 # kbit/s by bitrate index, for (MPEG-1?, layer); index 0 (free format) and 15 (invalid) are None
 _MPEG1 = {1: (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
@@ -63,11 +63,21 @@ def _vbr_header_end(view: memoryview, offset: int) -> int | None:
     return None
 
 
-def mp3_samples(data: Buffer) -> int | None:
-    """Samples (per channel) in the MP3 ``data``: the frames from its start (after an ID3v2 tag) up to
-    the first byte that is not a frame (an ID3v1/APE tag, the end), without a VBR header frame. None
-    when no frame starts there, the stream is free format, or its VBR header's byte count reaches the
-    end of ``data`` (but for an ID3v1 tag): libsndfile's length, from that header, is then the whole
+class Mp3Walk(NamedTuple):
+    """What a walk over an MP3's frames found: ``samples`` (per channel) in its whole frames; ``cut``:
+    ``(bytes there, bytes it needs)`` of a last frame that runs past the end of the file (cut short),
+    or None; ``rest``: the bytes after the last whole frame (0: the frames reach the end)."""
+
+    samples: int
+    cut: tuple[int, int] | None
+    rest: int
+
+
+def mp3_walk(data: Buffer) -> Mp3Walk | None:
+    """Walk the MP3 ``data``'s frames from its start (after an ID3v2 tag) up to the first byte that
+    is not a frame (an ID3v1/APE tag, the end), not counting a VBR header frame. None when no frame
+    starts there, the stream is free format, or its VBR header's byte count reaches the end of
+    ``data`` (but for an ID3v1 tag): libsndfile's length, from that header, is then the whole
     file's, and the walk (which touches every frame of the file) is not needed."""
     view = memoryview(data)
     offset, samples, first = _id3v2_size(view), 0, True
@@ -79,7 +89,16 @@ def mp3_samples(data: Buffer) -> int | None:
         if frame is None:
             break
         length, count = frame
+        if offset + length > len(view):  # its samples are not counted: libsndfile decodes whole frames
+            return Mp3Walk(samples, (len(view) - offset, length), len(view) - offset)
         if not (first and any(tag in bytes(view[offset + 4 : offset + 48]) for tag in _VBR_TAGS)):
             samples += count
         offset, first = offset + length, False
-    return None if first else samples
+    return None if first else Mp3Walk(samples, None, len(view) - offset)
+
+
+def mp3_samples(data: Buffer) -> int | None:
+    """Samples (per channel) in the MP3 ``data``'s whole frames (:func:`mp3_walk`), or None where
+    :func:`mp3_walk` gives None."""
+    walked = mp3_walk(data)
+    return None if walked is None else walked.samples

@@ -7,7 +7,7 @@ many there are.
 
 from __future__ import annotations
 
-from speechsum.data.mp3_frames import Buffer
+from speechsum.data.file_walk import Buffer
 
 PAGE_HEADER = 27  # "OggS", version, type, granule (8), serial (4), sequence (4), CRC (4), segment count
 FIRST_PAGE, LAST_PAGE = 0x02, 0x04  # header-type bits: beginning and end of a stream

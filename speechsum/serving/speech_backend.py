@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from speechsum.data.audio import (
@@ -27,6 +26,7 @@ from speechsum.data.audio import (
     EmptyAudioError,
     UnreadableAudioError,
     load_audio,
+    open_audio,
 )
 from speechsum.data.cut_short import REWRITE, damage
 from speechsum.models.base import SpeechLLM
@@ -88,8 +88,8 @@ def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
     """A 400 naming the part when libsndfile reads only a part of its file (:func:`~speechsum.data.cut_short.damage`:
     cut short, a header that does not count all its samples): its first ``seconds`` would be summarised
     as if they were the whole recording."""
-    with sf.SoundFile(str(path)) as handle:
-        found = damage(handle)
+    with open_audio(str(path), whole=False) as handle:  # as load_audio opened it (a WAV with its fmt chunk last)
+        found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
     if found:
         advice = "send the whole file" if found.cut else f"send it with a header that counts all of it ({REWRITE})"
         raise _bad(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)

@@ -98,8 +98,8 @@ def test_libsndfile_names_a_utf8_path_as_written(tmp_path: Path):
     path.write_text("not audio")
     with pytest.raises(UnreadableAudioError) as error:
         open_audio(str(path))
-    assert str(error.value).startswith(f"unreadable audio file {path}: Format not recognised; ")  # the str, not b'…'
-    assert error.value.reason == "Format not recognised"
+    assert str(error.value).startswith(f"unreadable audio file {path}: a text file, not audio ")  # the str, not b'…'
+    assert error.value.reason == "a text file, not audio (it starts 'not audio')"
 
 
 def test_a_flac_cut_short_is_an_error_naming_file_and_frame(tmp_path: Path):

@@ -43,8 +43,9 @@ def load_error(folder: Path, audio: str) -> str:
 
 
 @pytest.mark.parametrize(("name", "data", "reason"), [
-    ("notes.wav", b"meeting notes, not audio\n" * 8, "Format not recognised"),
-    ("call.m4a", b"\x00\x00\x00\x20ftypM4A " + bytes(600), "Format not recognised"),
+    ("call.m4a", b"\x00\x00\x00\x20ftypM4A " + bytes(600), "an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read"),
+    ("call.wma", bytes.fromhex("3026b2758e66cf11") + bytes(600), "an ASF (WMA/WMV) file, which libsndfile does not read"),
+    ("call.aac", bytes.fromhex("fff15080") + bytes(600), "an AAC stream (ADTS), which libsndfile does not read"),
     # no MP3 frame anywhere: libsndfile says "File does not exist or is not a regular file", of a file that does
     ("noise.mp3", np.random.default_rng(0).integers(0, 255, 4_000, dtype=np.uint8).tobytes(),
      "no audio libsndfile can decode (it reports: File does not exist or is not a regular file (possibly a pipe?))"),
@@ -102,7 +103,7 @@ def test_a_clip_with_no_sample_at_the_models_rate_is_a_bad_example(tmp_path: Pat
 
 def test_unreadable_audio_is_a_value_error_the_loops_catch(tmp_path: Path):
     (tmp_path / "notes.wav").write_text("not audio")
-    with pytest.raises(ValueError, match=re.escape(f"unreadable audio file {tmp_path / 'notes.wav'}: Format not recognised; ")):
+    with pytest.raises(ValueError, match=re.escape(f"unreadable audio file {tmp_path / 'notes.wav'}: a text file, not audio ")):
         load_audio(str(tmp_path / "notes.wav"), 16_000)
 
 
@@ -181,7 +182,7 @@ def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: 
     with pytest.raises(CorruptAudioError, match=re.escape(expected)):
         load_audio(str(path), 16_000)
     sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty
-    assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples)"
+    assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples): no recording in it; replace it or drop it"
 
 
 def test_samples_a_wav_header_does_not_count_are_warned_about(tmp_path: Path, caplog):

@@ -245,7 +245,7 @@ def test_empty_audio(root: Path):
         load_manifest(manifest)
     path = (root / "audio" / "empty.wav").resolve()
     assert (info.value.path, info.value.line) == (str(manifest), 2)
-    assert info.value.reason == f"field 'audio': empty audio file {path} (0 samples)"
+    assert info.value.reason == f"field 'audio': empty audio file {path} (0 samples): no recording in it; replace it or drop it"
 
 
 def test_required_fields_present_pass(root: Path):

@@ -142,7 +142,8 @@ def bad_request(client, messages, model: str = MODEL, **kwargs) -> str:
 def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     param = "messages[0].content[0].input_audio"
     message = bad_request(client, audio_message(b"RIFF\x00\x00 this is not audio"))
-    assert message == f"{param}: not a readable wav file (Format not recognised); send WAV, MP3, FLAC or OGG audio."
+    assert message == (f"{param}: not a readable wav file (it starts as WAV audio but libsndfile cannot read it (Format "
+                       "not recognised; the file is 24 bytes): damaged or cut short); re-fetch or re-export it, or drop it.")
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full(800, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
     assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import FORMATS_ADVICE, RAW_REASON, load_audio
+from speechsum.data.audio import RAW_REASON, load_audio
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.serving.export import load_exported
 from speechsum.serving.summarize import DEFAULT_INSTRUCTION, main
@@ -210,7 +210,8 @@ def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export
     assert "summary" in rows[0] and "summary" in rows[4]  # the odd name is read and written back
     assert rows[1]["error"] == f"{fifo}: not a regular file (a FIFO, socket or device); save the audio to a file first"
     assert rows[2]["error"] == f"{empty}: an empty file (0 bytes)"
-    assert rows[3]["error"] == f"unreadable audio file {text}: Format not recognised; {FORMATS_ADVICE}"
+    assert rows[3]["error"] == (f"unreadable audio file {text}: a text file, not audio (it starts 'meeting notes\\n'); "
+                                "replace it with the recording, or drop it")
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--max-new-tokens"])

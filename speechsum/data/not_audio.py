@@ -1,0 +1,143 @@
+"""Why libsndfile could not open a file, in words a user can act on, where the file's bytes tell:
+a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
+libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, shorten-compressed NIST SPHERE),
+a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
+codec it does not decode), or audio damaged or cut inside its header."""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO, NamedTuple
+
+from speechsum.data.file_walk import Buffer, walk_file
+from speechsum.data.wav_order import riff_chunks
+
+HEAD_BYTES = 512  # what :func:`not_audio` looks at
+REPLACE = "replace it with the recording, or drop it"
+# magic bytes at the start of a file -> what the file is
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
+          (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"))
+# audio formats libsndfile reads, by their first bytes -> their name
+_AUDIO = ((b"RIFF", "WAV"), (b"RF64", "RF64"), (b"BW64", "BW64"), (b"riff", "W64"), (b"FORM", "AIFF"),
+          (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"caff", "CAF"), (b"ID3", "MP3"), (b".snd", "AU"), (b"NIST_1A", "NIST SPHERE"))
+# containers of audio libsndfile does not decode -> their name
+_CONTAINERS = ((b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF (WMA/WMV) file"),
+               (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"))
+
+
+class Diagnosis(NamedTuple):
+    """What a file is, why libsndfile does not read it, and what to do (None: the usual format advice)."""
+
+    reason: str
+    advice: str | None
+
+
+def audio_format(head: bytes) -> str | None:
+    """The name of the audio format libsndfile reads that a file starting with ``head`` has (an MP3
+    by its first frame's sync bits and a layer: ADTS AAC has the sync and layer 0), or None."""
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
+        return "MP3"
+    return next((name for magic, name in _AUDIO if head.startswith(magic)), None)
+
+
+def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:
+    """For a file of ``size`` bytes starting with ``head`` that libsndfile could not open, saying
+    ``reason``: when it starts as an audio format libsndfile reads, that it is damaged or cut short
+    (not a format to convert); else None."""
+    if (name := audio_format(head)) is None:
+        return None
+    return Diagnosis(f"it starts as {name} audio but libsndfile cannot read it ({reason}; the file is {size} "
+                     "bytes): damaged or cut short", "re-fetch or re-export it, or drop it")
+
+
+def not_audio(head: bytes) -> Diagnosis | None:
+    """What the file starting with ``head`` (its first :data:`HEAD_BYTES` bytes) is, when its bytes
+    say it is no audio libsndfile reads; None when they do not tell (an audio format's first bytes)."""
+    if head.startswith(b"NIST_1A") and b"shorten" in head:  # its text header's sample_coding (TIMIT, WSJ, ...)
+        return Diagnosis("a NIST SPHERE file whose samples are shorten-compressed, which libsndfile does not decode",
+                         "convert it, e.g. `sph2pipe -f wav in.sph out.wav`, or drop it")
+    if audio_format(head):
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return Diagnosis("a Git LFS pointer (a small text file standing for the audio), not the audio itself",
+                         "fetch the audio, e.g. `git lfs pull` in its repository, or drop it")
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # 12 sync bits, then layer 0
+        return Diagnosis("an AAC stream (ADTS), which libsndfile does not read", None)
+    if head[4:8] == b"ftyp":
+        return Diagnosis("an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read", None)
+    for magic, name in _CONTAINERS:
+        if head.startswith(magic):
+            return Diagnosis(f"{name}, which libsndfile does not read", None)
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:15].lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return Diagnosis("an HTML/XML page, not audio (a download that saved an error or login page?)", REPLACE)
+    for magic, name in _MAGIC:
+        if stripped.startswith(magic):
+            return Diagnosis(f"{name}, not audio", REPLACE)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # a multi-byte character cut at the end of the head is still text
+        text = head[: err.start].decode("utf-8") if err.start >= len(head) - 3 else ""
+    if text and all(char.isprintable() or char in "\t\r\n" for char in text):
+        return Diagnosis(f"a text file, not audio (it starts {text[:40]!r})", REPLACE)
+    return None
+
+
+# WAVE format tags libsndfile decodes: PCM, MS ADPCM, float, A-law, µ-law, IMA ADPCM, GSM 6.10, G.721, MPEG, MP3
+DECODED_TAGS = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0050, 0x0055})
+CODEC_NAMES = {0x00FF: "AAC", 0x1610: "AAC", 0x0161: "WMA", 0x0162: "WMA", 0x0163: "WMA", 0x704F: "Opus",
+               0xF1AC: "FLAC", 0x2000: "AC-3", 0x2001: "DTS", 0x0092: "AC-3"}
+EXTENSIBLE = 0xFFFE  # the codec's tag is then the first two bytes of the fmt chunk's sub-format GUID
+
+
+def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
+    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): a codec libsndfile does not decode, or None."""
+    tag = struct.unpack("<H", data[offset + 8 : offset + 10])[0]
+    if tag == EXTENSIBLE and size >= 26 and offset + 34 <= len(data):
+        tag = struct.unpack("<H", data[offset + 32 : offset + 34])[0]
+    if tag in DECODED_TAGS or tag == EXTENSIBLE:
+        return None
+    name = f" ({CODEC_NAMES[tag]})" if tag in CODEC_NAMES else ""
+    return Diagnosis(f"its samples are in a codec libsndfile does not decode (WAVE format tag 0x{tag:04X}{name})",
+                     "convert it to PCM, e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`, or drop it")
+
+
+def riff_problem(data: Buffer) -> Diagnosis | None:
+    """Why libsndfile cannot read the RIFF/WAVE ``data``, where its chunks tell: no ``fmt `` chunk
+    (the sample format), one giving a sample rate or channel count of 0 or a codec it does not decode (wherever it is: one after
+    the ``data`` chunk is read, :mod:`~speechsum.data.wav_order`); None for a file that is no RIFF
+    WAVE or whose chunks look usable."""
+    if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
+        return None
+    seen = []
+    for name, offset, size in riff_chunks(data):
+        seen.append(name)
+        if name == b"fmt " and offset + 16 <= len(data):
+            channels, rate = struct.unpack("<HI", data[offset + 10 : offset + 16])
+            if not 0 < rate < 2**31 or channels == 0:  # libsndfile: "SF_INFO struct incomplete"
+                value = f"a sample rate of {rate} Hz" if not 0 < rate < 2**31 else "0 channels"
+                return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
+            if codec := _codec_problem(data, offset, size):
+                return codec
+    if b"fmt " not in seen:
+        where = "nothing" if not seen else "only " + ", ".join(repr(name.decode("latin-1")) for name in seen)
+        return Diagnosis(f"it has no 'fmt ' chunk (the sample format) after its RIFF header ({where}): cut short "
+                         "or not written whole", "re-fetch or re-export it, or drop it")
+    return None
+
+
+def diagnose(data: Buffer, reason: str) -> Diagnosis | None:
+    """Why libsndfile, saying ``reason``, could not open the file ``data``, where its bytes tell:
+    :func:`not_audio`, :func:`riff_problem`, else :func:`damaged`; None when they do not tell."""
+    head = bytes(data[:HEAD_BYTES])
+    return not_audio(head) or riff_problem(data) or damaged(head, len(data), reason)
+
+
+def diagnose_file(source: str | BinaryIO, reason: str) -> Diagnosis | None:
+    """:func:`diagnose` of the file ``source`` (a path or a seekable file object); None also when
+    it cannot be read (libsndfile's ``reason`` then stands)."""
+    try:
+        return walk_file(source, lambda data: diagnose(data, reason))
+    except (OSError, ValueError):  # unreadable, or not mappable
+        return None

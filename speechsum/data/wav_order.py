@@ -1,0 +1,107 @@
+"""A WAV whose ``fmt `` chunk (the sample format) comes after its ``data`` chunk, read as if in order.
+
+RIFF lets chunks come in any order, but libsndfile needs ``fmt `` before ``data`` (its error: "No
+'data' chunk marker"), and some writers put it last. :func:`in_order` presents such a file to
+soundfile as the RIFF header, the ``fmt `` chunk and the ``data`` chunk, the samples read from where
+they are (nothing is copied); the other chunks (LIST, ...) are left out. Closing the ``SoundFile``
+does not close a virtual file: :class:`InOrder` closes the file it opened when it is collected.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import soundfile as sf
+
+from speechsum.data.file_walk import Buffer, walk_file
+
+
+def riff_chunks(data: Buffer) -> Iterator[tuple[bytes, int, int]]:
+    """``(name, offset of its header, size)`` of each chunk header of the RIFF/WAVE ``data``, in
+    order, up to the end (none for a file that is no RIFF WAVE)."""
+    if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(data):
+        size = struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        yield bytes(data[offset : offset + 4]), offset, size
+        offset += 8 + size + (size & 1)  # chunks are padded to an even size
+
+
+def chunks_out_of_order(data: Buffer) -> tuple[bytes, int, int] | None:
+    """For the RIFF/WAVE ``data`` whose ``fmt `` chunk follows its ``data`` chunk: ``(the fmt chunk's
+    bytes, its header included; where the samples start; the data chunk's size)``; else None."""
+    samples = None
+    for name, offset, size in riff_chunks(data):
+        if name == b"fmt ":
+            fmt = bytes(data[offset : offset + 8 + size])
+            return (fmt + b"\0" * (size & 1), *samples) if samples and len(fmt) == 8 + size else None
+        if name == b"data" and samples is None:
+            samples = offset + 8, size
+    return None
+
+
+class InOrder(io.RawIOBase):
+    """The file ``file`` whose chunks :func:`chunks_out_of_order` found, read as header, ``fmt ``,
+    ``data`` (the samples there are, up to the size the chunk gives); ``owned``: close ``file`` too."""
+
+    def __init__(self, file: BinaryIO, fmt: bytes, start: int, size: int, owned: bool):
+        super().__init__()
+        self._file, self._start, self._owned = file, start, owned
+        riff = min(4 + len(fmt) + 8 + size, 0xFFFFFFFF)  # a size the 32 bits hold
+        self._head = b"RIFF" + struct.pack("<I", riff) + b"WAVE" + fmt + b"data" + struct.pack("<I", size)
+        available = max(0, file.seek(0, io.SEEK_END) - start)
+        self._length, self._position = len(self._head) + min(size, available), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = (0, self._position, self._length)[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 (a writable buffer)
+        view, done = memoryview(buffer).cast("B"), 0
+        if self._position < len(self._head):
+            part = self._head[self._position : self._position + len(view)]
+            view[: len(part)] = part
+            done = len(part)
+        want = min(len(view), self._length - self._position) - done
+        if want > 0:
+            self._file.seek(self._start + self._position + done - len(self._head))
+            done += self._file.readinto(view[done : done + want]) or 0
+        self._position += done
+        return done
+
+    def close(self) -> None:
+        if self._owned and not self._file.closed:
+            self._file.close()
+        super().close()
+
+
+def open_in_order(source: str | BinaryIO) -> sf.SoundFile | None:
+    """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through :class:`InOrder`
+    when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk and libsndfile reads it so; else None."""
+    try:
+        found = walk_file(source, chunks_out_of_order)
+    except (OSError, ValueError):
+        return None
+    if found is None:
+        return None
+    file = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 (closed with InOrder)
+    reordered = InOrder(file, *found, owned=isinstance(source, str))
+    try:
+        return sf.SoundFile(reordered)
+    except RuntimeError:  # not readable in order either: the caller says why
+        reordered.close()
+        return None
