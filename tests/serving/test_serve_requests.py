@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 from urllib.parse import urlparse
 
 import pytest
@@ -135,8 +136,11 @@ def test_a_reply_message_sent_back_is_accepted_and_what_is_ignored_is_logged(ser
     assert again.choices[0].message.content == "ok"
     assert backend.requests[-1].messages == [{"role": "developer", "content": "be brief"}, *USER,
                                              {"role": "assistant", "content": "ok"}, *USER]
-    line = next(r.getMessage() for r in caplog.records if '"POST /v1/chat/completions" 200' in r.getMessage())
-    assert line.endswith(" ignored=user,messages[0].name")
+    deadline = time.monotonic() + 10.0  # the server thread logs the request after the reply is written
+    while not (lines := [r.getMessage() for r in caplog.records if '"POST /v1/chat/completions" 200' in r.getMessage()]):
+        assert time.monotonic() < deadline, "no request log line"
+        time.sleep(0.01)
+    assert lines[-1].endswith(" ignored=user,messages[0].name")
 
 
 def test_a_reasoning_models_reply_echoed_back_is_accepted(served):
