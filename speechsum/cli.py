@@ -139,10 +139,16 @@ def _main(args: list[str], argv: list[str] | None) -> None:
 
 
 def known_error(command: str, err: Exception) -> tuple[str, int] | None:
-    """(one line, exit code) for an error that ends ``command`` without a traceback: an input error
+    """(one line, exit code) for an error that ends ``command`` without a traceback: a full disk
+    (exit 1, :func:`~speechsum.utils.write_errors.write_failure_text`), an input error
     (exit 2; a tool's own OSError/ValueError is about its arguments or inputs; in training, only the
     kinds of :func:`input_error_in_chain`, also where jsonargparse wraps them: a stage's __init__
     failing inside the CLI's parsing), else :func:`known_runtime_error`. None for any other error."""
+    from speechsum.utils.write_errors import write_failure_text
+
+    full = write_failure_text(err, _again(command))
+    if full is not None:  # not the input's fault: exit 1
+        return full, 1
     if isinstance(err, OSError | ValueError):
         cause = err if command in TOOLS else input_error_in_chain(err)
         if cause is not None:

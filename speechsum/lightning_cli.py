@@ -65,6 +65,14 @@ class SpeechSumCLI(LightningCLI):
             each.config_files = files
         super().parse_arguments(parser, args)
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, saving checkpoints whole or not at all (:func:`use_atomic_checkpoints`)."""
+        from speechsum.training.checkpoint_io import use_atomic_checkpoints
+
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer.strategy)
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_trainer_settings(config.get("trainer") or {})

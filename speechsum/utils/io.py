@@ -26,6 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from speechsum.utils.temp_owner import owner_tag, remove_dead_writers_leftovers
+from speechsum.utils.write_errors import DISK_FULL
+
 log = logging.getLogger(__name__)
 _LONE_CR = re.compile(rb"\r(?!\n)")
 
@@ -117,7 +120,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield path
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}-", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
     try:
@@ -127,6 +130,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _give_mode(tmp, path, 0o666)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as err:
+        if err.errno in DISK_FULL and err.filename is None:  # a write() names no file: name the output
+            err.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -361,7 +368,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def write_dir_atomically(target: str | Path, write: Callable[[Path], None], replace: bool = True) -> None:
     """Run ``write(tmp_dir)`` on a fresh temporary sibling of ``target``, then rename it to ``target``,
     so ``target`` is never seen half-written. On an error the temporary folder is removed and
-    ``target`` is untouched. The folder gets ``target``'s mode, or 0777 less the umask.
+    ``target`` is untouched; what a killed earlier writer of ``target`` left beside it is removed
+    first (:func:`~speechsum.utils.temp_owner.remove_dead_writers_leftovers`). The folder gets
+    ``target``'s mode, or 0777 less the umask.
 
     ``replace=True``: an existing ``target`` is moved aside and deleted. ``replace=False``: the
     first complete writer wins (a cache filled by concurrent processes); a later one discards its copy.
@@ -370,7 +379,8 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
     if target.exists() and not target.is_dir():  # a file is never replaced by a folder
         raise NotADirectoryError(f"{target} is a file, not a folder: give a folder to write")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_dead_writers_leftovers(target)  # of a run of this command killed while it wrote target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{owner_tag()}-", dir=target.parent))
     old = None
     try:
         write(tmp)
@@ -396,17 +406,3 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files,
-    ``.NAME.tmp-XXXX`` folders and the ``.NAME.old-PID`` folder a replaced target is moved to for a
-    moment (:func:`write_dir_atomically`: SIGKILL runs no cleanup; the targets themselves are whole
-    or absent). Call it only while nothing writes there. Returns what was removed."""
-    folder = Path(folder)
-    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*"), *folder.rglob(".*.old-*")})
-    for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return stale
