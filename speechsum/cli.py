@@ -248,6 +248,18 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     return error_in_chain(err, kinds)
 
 
+def missing_config_text(value: str) -> str | None:
+    """Why a ``--config`` value is no config file (missing, or a folder), or None: a file, or YAML
+    given inline (``--config '{trainer: {max_steps: 2}}'``, which jsonargparse also takes)."""
+    if os.path.isfile(value) or any(mark in value for mark in ("\n", "{", ": ")):
+        return None
+    if os.path.isdir(value):
+        return f"--config {value} is a folder: give a YAML file, e.g. configs/sft_tiny.yaml"
+    if value.endswith((".yaml", ".yml", ".json")) or os.sep in value:
+        return f"--config {value}: no such file (from {os.getcwd()}): give the path of a YAML file, e.g. configs/sft_tiny.yaml"
+    return None
+
+
 def check_config_files(args: list[str]) -> list:
     """Exit 2 naming the file, line and column when a ``--config``/``-c`` file is not valid YAML or
     not UTF-8 (the Lightning CLI would report a ``"<unicode string>"`` and not say which of several
@@ -263,6 +275,10 @@ def check_config_files(args: list[str]) -> list:
     load = get_loader("yaml")
     configs = []
     for path in config_paths(args):
+        missing = missing_config_text(path)
+        if missing is not None:  # jsonargparse: its whole usage, then "File does not exist"
+            print(f"error: {missing}", file=sys.stderr)
+            raise SystemExit(2)
         try:
             with open(path, encoding="utf-8") as file:
                 configs.append(load(file.read()))

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
-from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from speechsum.cli import lightning_cli, main
+from speechsum.cli import lightning_cli
 from speechsum.training import checkpoint_io
 from speechsum.training.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoints
 from speechsum.utils.temp_owner import HOST_TAG
 from speechsum.utils.write_errors import WriteError
-from tests.helpers import run_config
+from tests.helpers import failed_command, run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,6 +100,9 @@ def test_the_default_io_is_replaced_and_a_chosen_one_kept():
     plain = SingleDeviceStrategy("cpu", checkpoint_io=TorchCheckpointIO())
     use_atomic_checkpoints(plain)
     assert type(plain.checkpoint_io) is AtomicCheckpointIO
+    ddp = DDPStrategy(accelerator=None)
+    use_atomic_checkpoints(ddp)
+    assert type(ddp.checkpoint_io) is AtomicCheckpointIO
     wrapped = SingleDeviceStrategy("cpu", checkpoint_io=AsyncCheckpointIO())
     use_atomic_checkpoints(wrapped)
     assert type(wrapped.checkpoint_io.checkpoint_io) is AtomicCheckpointIO
@@ -117,11 +120,9 @@ def test_fit_saves_through_it_and_a_full_disk_is_one_line(tmp_path, toy_data, ow
     cli = lightning_cli(["--config", str(config)], run=False)
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
     full_disk(monkeypatch)
-    with pytest.raises(SystemExit) as info:
-        main(["fit", "--config", str(config)])
-    err = capsys.readouterr().err
+    code, err = failed_command(["fit", "--config", str(config)], capsys)
     folder = tmp_path / "run" / "checkpoints"
-    assert info.value.code == 1, err
+    assert code == 1, err
     assert err.endswith(f"speechsum fit: error: checkpoint {folder / 'epoch=0-step=1.ckpt'} could not be written (No "
                         "space left on device); nothing was left under that name and the checkpoints saved before are "
                         f"whole: free space in {folder} (or give ModelCheckpoint.dirpath on another disk), then resume "
