@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from speechsum.utils.temp_owner import owner_tag, remove_dead_writers_leftovers
+from speechsum.utils.temp_owner import is_special_file, owner_tag, remove_dead_writers_leftovers
 from speechsum.utils.write_errors import DISK_FULL
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,6 @@ def _give_mode(tmp: Path, target: Path, full: int) -> None:
         os.chmod(tmp, mode)
     except OSError as err:  # a file system without modes (vfat, some CIFS mounts): write as before
         log.debug("atomic write: cannot set mode %o on %s (%s)", mode, tmp, err)
-
-
-def is_special_file(path: Path) -> bool:
-    """Whether ``path`` exists (after symbolic links) as neither a regular file nor a folder."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 @contextmanager
@@ -222,7 +213,9 @@ def file_sha256(path: str | Path) -> str | None:
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring)."""
+    """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring); what a killed
+    earlier writer of ``path`` left beside it goes first (:func:`remove_dead_writers_leftovers`)."""
+    remove_dead_writers_leftovers(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
@@ -240,7 +233,8 @@ def json_line(row: dict, encoding: str | None = "utf-8") -> str:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """One JSON object per line (UTF-8, :func:`json_line`), streamed, written atomically."""
+    """One JSON object per line (UTF-8, :func:`json_line`), streamed, written atomically (as :func:`write_atomic`)."""
+    remove_dead_writers_leftovers(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for row in rows:
             handle.write(json_line(row).encode("utf-8") + b"\n")

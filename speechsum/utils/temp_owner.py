@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
@@ -47,7 +48,18 @@ def remove_dead_writers_leftovers(target: str | Path) -> list[Path]:
     two renames: the version before is whole, the new one may not be). Temporaries named without an
     owner (older speechsum) or of a live writer are left alone. Returns what was removed."""
     target = Path(target)
+    if is_special_file(target):  # /dev/null, /dev/stdout: written in place, nothing beside it is ours
+        return []
     return _remove_dead(target.parent, re.escape(target.name), target)
+
+
+def is_special_file(path: Path) -> bool:
+    """Whether ``path`` exists (after symbolic links) as neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def remove_dead_writers_temporaries(folder: str | Path) -> list[Path]:

@@ -85,3 +85,23 @@ def test_a_folder_writer_killed_mid_write_leaves_nothing_after_the_next_write(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == [names[1], "model"]
     assert [p.name for p in remove_dead_writers_leftovers(tmp_path / "report.csv")] == [names[1]]
     assert (tmp_path / "model" / "w.bin").read_text() == "whole"
+
+
+def test_file_writers_remove_a_dead_writers_temporary_of_their_output(tmp_path):
+    """`speechsum summarize --out`, `evaluate`, `pairs`... killed mid-write left `.OUT.PID.HOST-XXXX.tmp`
+    beside the output; the next write of that output removes it (a live writer's stays)."""
+    from speechsum.data.toy import write_toy_dataset
+    from speechsum.utils.io import write_atomic, write_jsonl
+
+    dead = dead_pid()
+    live = f".rows.jsonl.{os.getpid()}.{HOST_TAG}-live.tmp"
+    for name in (f".rows.jsonl.{dead}.{HOST_TAG}-k2x9.tmp", f".summary.csv.{dead}.{HOST_TAG}-k2x9.tmp", live):
+        (tmp_path / name).write_text("half")
+    write_jsonl(tmp_path / "rows.jsonl", [{"id": "a"}])
+    write_atomic(tmp_path / "summary.csv", "a,b\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live, "rows.jsonl", "summary.csv"]
+    toy = tmp_path / "toy"
+    (toy / "audio").mkdir(parents=True)
+    (toy / "audio" / f".train-00000.wav.{dead}.{HOST_TAG}-k2x9.tmp").write_bytes(b"RIFF")
+    write_toy_dataset(toy, {"train": 1}, seed=0)
+    assert sorted(p.name for p in (toy / "audio").iterdir()) == ["train-00000.wav"]
