@@ -114,3 +114,19 @@ def test_predict_on_a_full_disk_is_one_line_and_writes_nothing(tmp_path, toy_dat
                         "written whole or not at all: nothing half-written was left); free space on that disk (rerun "
                         "the same command)\n(set SPEECHSUM_TRACEBACK=1 for the traceback)\n")
     assert not output.exists() and not list(output.parent.glob(".predictions.jsonl*"))
+
+
+@pytest.mark.parametrize(("config", "line", "key"), [
+    ("trainer/ddp.yaml", 6, "trainer.strategy.clas_path"), ("model/qwen2_audio_tiny.yaml", 3, "model.clas_path")])
+def test_a_misspelt_class_path_key_is_named_with_its_line(tmp_path, capsys, config, line, key):
+    """jsonargparse's report ended "model: expected , got {'clas_path': ...}", naming neither the key nor the line."""
+    from tests.conftest import CONFIGS
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / config).read_text().replace("class_path:", "clas_path:", 1))
+    stack = [CONFIGS / "trainer" / "cpu.yaml", CONFIGS / "model" / "composed_tiny.yaml", bad]
+    code, err = failed_command(["fit", *(arg for path in stack for arg in ("--config", str(path))), "--print_config"],
+                               capsys)
+    assert code == 2
+    assert err.endswith(f"\n  {key} (did you mean 'class_path'?): not a key of a class setting (class_path, "
+                        f"init_args): in {bad}:{line}\n")
