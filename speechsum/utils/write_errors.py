@@ -9,6 +9,9 @@ import errno
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota exceeded, file size limit
 
 
+FOREIGN_WORDS = ("No space left on device", "Disk quota exceeded", "os error 28")  # of libraries that raise no OSError
+
+
 class WriteError(OSError):
     """An output that could not be written; its message (``strerror``) names the file and what to do."""
 
@@ -25,9 +28,11 @@ def write_failure_text(err: BaseException, again: str) -> str | None:
         seen.add(id(current))
         if isinstance(current, WriteError):
             return str(current)
-        if isinstance(current, OSError) and current.errno in DISK_FULL:
-            where = f"{current.filename}: " if current.filename else ""
-            return (f"{where}cannot write: {current.strerror or current} (outputs are written whole or not at all: "
+        full = isinstance(current, OSError) and current.errno in DISK_FULL
+        if full or any(words in str(current) for words in FOREIGN_WORDS):  # Rust's / C++'s errors: safetensors, torch
+            where = f"{current.filename}: " if full and current.filename else ""
+            reason = current.strerror if full and current.strerror else str(current).strip().splitlines()[0][:200]
+            return (f"{where}cannot write: {reason} (outputs are written whole or not at all: "
                     f"nothing half-written was left); free space on that disk ({again})")
         current = current.__cause__ or current.__context__
     return None

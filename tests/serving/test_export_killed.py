@@ -46,3 +46,26 @@ def test_an_export_killed_mid_write_is_cleaned_up_by_the_next_one(tmp_path: Path
     assert capsys.readouterr().out == f"exported {ckpt} -> {out}\n"
     assert [p.name for p in out.parent.iterdir()] == ["student"]
     assert (out / EXPORT_FILE).is_file()
+
+
+def test_an_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    """safetensors (Rust) reports a full disk as its own error, no OSError: it was a traceback."""
+    from speechsum.serving import export
+    from tests.helpers import failed_command
+
+    class SafetensorError(Exception):
+        pass
+
+    def no_space(state, path, metadata=None):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                              'left on device" })')
+
+    _, ckpt = trained_student("composed_tiny", tmp_path / "run")
+    monkeypatch.setattr(export, "save_file", no_space)
+    code, err = failed_command(["export", str(ckpt), "--out", str(tmp_path / "student")], capsys)
+    assert code == 1, err
+    assert err.endswith('\nspeechsum export: error: cannot write: Error while serializing: IoError(Os { code: 28, kind: '
+                        'StorageFull, message: "No space left on device" }) (outputs are written whole or not at all: '
+                        "nothing half-written was left); free space on that disk (rerun the same command)\n"
+                        "(set SPEECHSUM_TRACEBACK=1 for the traceback)\n") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
