@@ -382,7 +382,7 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
             return
         _give_mode(tmp, target, 0o777)  # after the early return: a read-only mode would keep rmtree out
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            old = target.with_name(f".{target.name}.old-{owner_tag()}")
             os.replace(target, old)
         try:
             os.replace(tmp, target)

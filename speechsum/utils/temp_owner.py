@@ -3,7 +3,7 @@ killed writer (SIGKILL runs no cleanup) and never those of a writer still at wor
 
 :func:`speechsum.utils.io.atomic_path` writes ``.NAME.<owner>-XXXX.tmp`` and
 :func:`speechsum.utils.io.write_dir_atomically` ``.NAME.tmp-<owner>-XXXX`` (and moves a replaced
-folder to ``.NAME.old-<pid>`` for a moment), where ``<owner>`` is ``PID.HOST``: the writer's process
+folder to ``.NAME.old-<owner>`` for a moment), where ``<owner>`` is ``PID.HOST``: the writer's process
 id and a short tag of its machine (a folder on a shared file system is written from several).
 """
 
@@ -35,15 +35,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _dead_owner(pid: str, host: str | None) -> bool:
-    """Whether the writer ``pid`` of this machine (``host`` None: of an ``.old-PID`` folder, whose
-    name has no host) is gone; a writer of another machine is never judged dead."""
-    return (host is None or host == HOST_TAG) and int(pid) != os.getpid() and not _alive(int(pid))
+def _dead_owner(pid: str, host: str) -> bool:
+    """Whether the writer ``pid`` of this machine is gone; a writer of another machine is never judged dead."""
+    return host == HOST_TAG and int(pid) != os.getpid() and not _alive(int(pid))
 
 
 def remove_dead_writers_leftovers(target: str | Path) -> list[Path]:
     """Delete what atomic writes of ``target`` by processes of this machine that no longer run left
-    beside it: their temporary files and folders, and a replaced version moved aside (``.old-PID``),
+    beside it: their temporary files and folders, and a replaced version moved aside (``.old-PID.HOST``),
     which is put back instead when ``target`` itself is missing (the writer was killed between its
     two renames: the version before is whole, the new one may not be). Temporaries named without an
     owner (older speechsum) or of a live writer are left alone. Returns what was removed."""
@@ -71,7 +70,7 @@ def remove_dead_writers_temporaries(folder: str | Path) -> list[Path]:
 
 def _remove_dead(folder: Path, name: str, target: Path | None) -> list[Path]:
     temporary = re.compile(rf"\.{name}\.(?:tmp-)?(\d+)\.([0-9a-f]{{6}})-[^/]+")
-    replaced = re.compile(rf"\.{name}\.old-(\d+)") if target is not None else None
+    replaced = re.compile(rf"\.{name}\.old-(\d+)\.([0-9a-f]{{6}})") if target is not None else None
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError:
@@ -80,10 +79,10 @@ def _remove_dead(folder: Path, name: str, target: Path | None) -> list[Path]:
     for entry in entries:
         found = temporary.fullmatch(entry.name)
         aside = replaced.fullmatch(entry.name) if replaced is not None else None
-        if aside and _dead_owner(aside.group(1), None) and not os.path.lexists(target):
+        if aside and _dead_owner(*aside.groups()) and not os.path.lexists(target):
             os.replace(entry.path, target)
             continue
-        if not (found and _dead_owner(*found.groups())) and not (aside and _dead_owner(aside.group(1), None)):
+        if not (found and _dead_owner(*found.groups())) and not (aside and _dead_owner(*aside.groups())):
             continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
@@ -95,7 +94,7 @@ def _remove_dead(folder: Path, name: str, target: Path | None) -> list[Path]:
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files,
-    ``.NAME.tmp-XXXX`` folders and the ``.NAME.old-PID`` folder a replaced target is moved to for a
+    ``.NAME.tmp-XXXX`` folders and the ``.NAME.old-PID.HOST`` folder a replaced target is moved to for a
     moment (:func:`speechsum.utils.io.write_dir_atomically`: SIGKILL runs no cleanup; the targets themselves are whole
     or absent). Call it only while nothing writes there. Returns what was removed."""
     folder = Path(folder)

@@ -32,10 +32,11 @@ def test_temporaries_are_named_by_their_writer(tmp_path):
 
 def test_only_a_dead_writers_leftovers_of_that_target_are_removed(tmp_path):
     dead, other_host = dead_pid(), "0" * 6 if HOST_TAG != "0" * 6 else "1" * 6
-    leftovers = [f".model.tmp-{dead}.{HOST_TAG}-k2x9", f".model.{dead}.{HOST_TAG}-a1b2.tmp", f".model.old-{dead}"]
+    leftovers = [f".model.tmp-{dead}.{HOST_TAG}-k2x9", f".model.{dead}.{HOST_TAG}-a1b2.tmp",
+                 f".model.old-{dead}.{HOST_TAG}"]
     kept = [f".model.tmp-{os.getpid()}.{HOST_TAG}-live",  # a writer still at work (here: this process)
             f".model.tmp-{dead}.{other_host}-nfs1",  # of another machine: its pid means nothing here
-            ".model.tmp-k2x9",  # older speechsum: no owner in the name
+            ".model.tmp-k2x9", f".model.old-{dead}",  # older speechsum: no owner (or no host) in the name
             f".other.tmp-{dead}.{HOST_TAG}-k2x9",  # another target's
             "model"]
     for name in leftovers + kept:
@@ -48,8 +49,8 @@ def test_only_a_dead_writers_leftovers_of_that_target_are_removed(tmp_path):
 def test_a_replaced_version_left_aside_is_put_back_when_the_target_is_missing(tmp_path):
     """A kill between write_dir_atomically's two renames: the old version is whole, the new one may not be."""
     dead = dead_pid()
-    (tmp_path / f".export.old-{dead}").mkdir()
-    (tmp_path / f".export.old-{dead}" / "w.bin").write_text("previous")
+    (tmp_path / f".export.old-{dead}.{HOST_TAG}").mkdir()
+    (tmp_path / f".export.old-{dead}.{HOST_TAG}" / "w.bin").write_text("previous")
     (tmp_path / f".export.tmp-{dead}.{HOST_TAG}-x1").mkdir()
     assert [p.name for p in remove_dead_writers_leftovers(tmp_path / "export")] == [f".export.tmp-{dead}.{HOST_TAG}-x1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
