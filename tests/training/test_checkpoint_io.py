@@ -129,3 +129,20 @@ def test_fit_saves_through_it_and_a_full_disk_is_one_line(tmp_path, toy_data, ow
                         "with --ckpt_path last\n(set SPEECHSUM_TRACEBACK=1 for the traceback)\n")
     assert "Traceback" not in err
     assert list(folder.iterdir()) == [] and list(own_tempdir.iterdir()) == []
+
+
+def test_ctrl_c_mid_save_leaves_the_old_checkpoint_and_no_temporary(tmp_path, own_tempdir, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, folder / "last.ckpt")
+
+    def interrupted(obj, file):
+        file.write(b"PK\x03\x04 part of a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, folder / "last.ckpt")
+    monkeypatch.undo()
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"] and list(own_tempdir.iterdir()) == []
+    assert io.load_checkpoint(folder / "last.ckpt") == {"step": 1}
