@@ -139,10 +139,16 @@ def _main(args: list[str], argv: list[str] | None) -> None:
 
 
 def known_error(command: str, err: Exception) -> tuple[str, int] | None:
-    """(one line, exit code) for an error that ends ``command`` without a traceback: an input error
+    """(one line, exit code) for an error that ends ``command`` without a traceback: a full disk
+    (exit 1, :func:`~speechsum.utils.write_errors.write_failure_text`), an input error
     (exit 2; a tool's own OSError/ValueError is about its arguments or inputs; in training, only the
     kinds of :func:`input_error_in_chain`, also where jsonargparse wraps them: a stage's __init__
     failing inside the CLI's parsing), else :func:`known_runtime_error`. None for any other error."""
+    from speechsum.utils.write_errors import write_failure_text
+
+    full = write_failure_text(err, _again(command))
+    if full is not None:  # not the input's fault: exit 1
+        return full, 1
     if isinstance(err, OSError | ValueError):
         cause = err if command in TOOLS else input_error_in_chain(err)
         if cause is not None:
@@ -242,6 +248,18 @@ def input_error_in_chain(err: BaseException) -> BaseException | None:
     return error_in_chain(err, kinds)
 
 
+def missing_config_text(value: str) -> str | None:
+    """Why a ``--config`` value is no config file (missing, or a folder), or None: a file, or YAML
+    given inline (``--config '{trainer: {max_steps: 2}}'``, which jsonargparse also takes)."""
+    if os.path.isfile(value) or any(mark in value for mark in ("\n", "{", ": ")):
+        return None
+    if os.path.isdir(value):
+        return f"--config {value} is a folder: give a YAML file, e.g. configs/sft_tiny.yaml"
+    if value.endswith((".yaml", ".yml", ".json")) or os.sep in value:
+        return f"--config {value}: no such file (from {os.getcwd()}): give the path of a YAML file, e.g. configs/sft_tiny.yaml"
+    return None
+
+
 def check_config_files(args: list[str]) -> list:
     """Exit 2 naming the file, line and column when a ``--config``/``-c`` file is not valid YAML or
     not UTF-8 (the Lightning CLI would report a ``"<unicode string>"`` and not say which of several
@@ -257,6 +275,10 @@ def check_config_files(args: list[str]) -> list:
     load = get_loader("yaml")
     configs = []
     for path in config_paths(args):
+        missing = missing_config_text(path)
+        if missing is not None:  # jsonargparse: its whole usage, then "File does not exist"
+            print(f"error: {missing}", file=sys.stderr)
+            raise SystemExit(2)
         try:
             with open(path, encoding="utf-8") as file:
                 configs.append(load(file.read()))

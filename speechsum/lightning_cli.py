@@ -65,9 +65,18 @@ class SpeechSumCLI(LightningCLI):
             each.config_files = files
         super().parse_arguments(parser, args)
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, saving checkpoints whole or not at all (:func:`use_atomic_checkpoints`)."""
+        from speechsum.training.checkpoint_io import use_atomic_checkpoints
+
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer.strategy)
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_trainer_settings(config.get("trainer") or {})
+        check_run_folders(self.subcommand, config.get("trainer") or {})
 
     def instantiate_classes(self) -> None:
         try:
@@ -171,6 +180,28 @@ def check_trainer_settings(trainer) -> None:
     if trainer.get("val_check_interval") is not None:
         check_number("trainer.val_check_interval", trainer["val_check_interval"], 0.0, low_open=True,
                      note=" (batches, or a fraction of the epoch)")
+
+
+def check_run_folders(subcommand: str | None, trainer: Any) -> None:
+    """Refuse, before the model is built, a folder the run writes to where nothing can be created (a
+    file in the way, a read-only place), naming the setting: the loggers' ``save_dir`` (an
+    ``[Errno 2]`` naming only the path before) and, for ``fit``, each ``ModelCheckpoint``'s
+    ``dirpath`` (the first save failed after the first epoch's training)."""
+    from speechsum.utils.io import check_output_path
+
+    def entries(value: Any) -> list[dict]:
+        listed = [entry.as_dict() if hasattr(entry, "as_dict") else entry
+                  for entry in (value if isinstance(value, list) else [value])]
+        return [entry for entry in listed if isinstance(entry, dict) and isinstance(entry.get("init_args"), dict)]
+
+    places = [(f"trainer.logger {entry['class_path'].rpartition('.')[2]}.save_dir", entry["init_args"].get("save_dir"))
+              for entry in entries(trainer.get("logger"))]
+    if subcommand in (None, "fit"):
+        places += [(f"trainer.callbacks {entry['class_path'].rpartition('.')[2]}.dirpath", entry["init_args"].get("dirpath"))
+                   for entry in entries(trainer.get("callbacks")) if str(entry.get("class_path")).endswith("Checkpoint")]
+    for option, path in places:
+        if isinstance(path, str | os.PathLike) and "://" not in str(path):
+            check_output_path(path, option, folder=True)
 
 
 def path_settings(config: Any, prefix: str = "") -> Iterator[tuple[str, str]]:

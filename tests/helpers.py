@@ -33,3 +33,14 @@ def run_config(tmp_path: Path, toy_data: dict[str, Path], **trainer_overrides) -
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def failed_command(argv: list[str], capsys) -> tuple[int | str | None, str]:
+    """(exit code, stderr) of a ``speechsum`` command that must end with ``SystemExit``."""
+    import pytest
+
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code, capsys.readouterr().err

@@ -332,6 +332,21 @@ def load_manifest(
             raise ManifestError(path, 0, "not a regular file (a pipe such as bash's <(...), or a device): write the "
                                 "manifest to a file (its relative audio paths resolve against that file's folder)")
         raise FileNotFoundError(f"manifest not found: {path}")
+    try:
+        return _load_lines(path, on_bad_example, dict(
+            require_summary=require_summary, require_transcript=require_transcript,
+            require_preference=require_preference, allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
+            require_instruction=require_instruction, max_audio_seconds=max_audio_seconds,
+            truncate_audio_seconds=truncate_audio_seconds, reserved_text=reserved_text))
+    except OSError as err:  # the manifest itself (permissions, an I/O error): the audio files' errors are bad lines
+        if err.filename is not None and os.path.abspath(err.filename) != os.path.abspath(path):
+            raise
+        raise ManifestError(path, 0, f"cannot be read ({err.strerror or err}): check that the file is readable "
+                            "(permissions, disk), or give another manifest") from err
+
+
+def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple[list[Example], list[SkippedLine]]:
+    """:func:`load_manifest`'s reading of the lines of ``path``, ``checks`` the keywords of :func:`parse_line`."""
     unreadable = text_lines_problem(path)
     if unreadable:  # a problem of the whole file: not a bad line to skip
         raise ManifestError(path, 1, unreadable)
@@ -344,18 +359,7 @@ def load_manifest(
             text = decode_utf8(raw)
             if not text.strip():
                 continue
-            example = parse_line(
-                text,
-                root,
-                require_summary=require_summary,
-                require_transcript=require_transcript,
-                require_preference=require_preference,
-                allow_paths_outside_manifest_dir=allow_paths_outside_manifest_dir,
-                require_instruction=require_instruction,
-                max_audio_seconds=max_audio_seconds,
-                truncate_audio_seconds=truncate_audio_seconds,
-                reserved_text=reserved_text,
-            )
+            example = parse_line(text, root, **checks)
             if example.id in seen:
                 raise ValueError(f"duplicate id {example.id!r}")
         except ValueError as err:

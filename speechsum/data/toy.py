@@ -17,6 +17,7 @@ import soundfile as sf
 
 from speechsum.utils.arguments import at_least
 from speechsum.utils.io import atomic_path, check_output_path, read_numbered_jsonl, write_jsonl
+from speechsum.utils.temp_owner import remove_dead_writers_temporaries
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 INSTRUCTIONS = {
@@ -50,6 +51,7 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
     sizes = sizes or {"train": 256, "val": 32, "test": 32}
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
+    remove_dead_writers_temporaries(out / "audio")  # the WAV a killed earlier run was writing
     rng = random.Random(seed)
     manifests = {}
     for split, size in sizes.items():

@@ -55,7 +55,8 @@ from speechsum.pipeline.runner import (
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.arguments import at_least, number
-from speechsum.utils.io import check_output_path, remove_stale_temporaries, write_atomic
+from speechsum.utils.io import check_output_path, write_atomic
+from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
 
 EPILOG = f"""\

@@ -34,6 +34,7 @@ from speechsum.utils.arguments import (
     nucleus_top_p,
     samples_per_input,
     sampling_temperature,
+    share,
 )
 from speechsum.utils.config_keys import unknown_keys_note
 from speechsum.utils.config_stack import deep_merge
@@ -83,6 +84,8 @@ FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
                      "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
                      "benchmark.workers", "benchmark.vocab_size"), at_least(1)),
     "benchmark.text_documents": at_least(0),
+    **dict.fromkeys(("benchmark.text_unseen_share", "benchmark.text_xling_share", "benchmark.text_unlabeled_share"),
+                    share),
     "pairs.num_samples": samples_per_input,
     "pairs.temperature": sampling_temperature,
     "pairs.top_p": nucleus_top_p,

@@ -134,6 +134,7 @@ def port(text: str) -> int:
 
 
 positive_seconds = number(0.0, low_open=True, what="a number of seconds")
+share = number(0.0, 1.0, what="a share")  # of documents, 0-1
 sampling_temperature = number(0.0, low_open=True)
 # temperatures under this decode greedily (vLLM's _SAMPLING_EPS): logits divided by 1e-40 overflow
 # float32 to ±inf, and the argmax over several inf scores is the first id, not the likeliest one

@@ -95,6 +95,13 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+GIVEN_VALUE = re.compile(r"Given value: (\{.*)")
+SPEC_KEYS = ("class_path", "init_args", "dict_kwargs")
+REQUIRED = re.compile(r"the following arguments are required: ([\w.]+)")
+STAGE_HINT = ("speechsum.stages.sft.SFTModule, OnPolicyKDModule or DPOModule (see configs/sft_tiny.yaml, "
+              "configs/kd.yaml, configs/dpo.yaml)")
+
+
 def unknown_key_note(message: str, files: list[str], known_keys: list[str]) -> str:
     """What to add to jsonargparse's ``message`` about an unknown setting: the closest accepted
     name and, for one read from ``files``, each ``FILE:LINE`` it is on; "" for other messages.
@@ -110,6 +117,19 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str]) -> s
                 + (f": in {', '.join(where)}" if where else ""))
     if match := MISSING_CLASS.search(message):
         return _missing_class_note(match.group(1), files)
+    if (keys := PARSER_KEY.findall(message)) and (given := GIVEN_VALUE.search(message)):
+        misspelt = [key for key in re.findall(r"'(\w+)': ", given.group(1))
+                    if key not in SPEC_KEYS and difflib.get_close_matches(key, SPEC_KEYS, n=1, cutoff=0.75)]
+        if misspelt:
+            where = key_locations(files, keys[0], misspelt[0])
+            return (f"\n  {keys[0]}.{misspelt[0]}{did_you_mean(misspelt[0], list(SPEC_KEYS))}: not a key of a class "
+                    "setting (class_path, init_args)" + (f": in {', '.join(where)}" if where else ""))
+    if (keys := PARSER_KEY.findall(message)) and "'class_path': None" in message:
+        where = [place for null in ("null", "~", "") for place in key_locations(files, keys[0], "class_path", null)]
+        return (f"\n  {keys[0]}.class_path: empty (null): give the class to build{', a stage: ' + STAGE_HINT if keys[0] == 'model' else ''}"
+                + (f": in {', '.join(where)}" if where else ""))
+    if (required := REQUIRED.search(message)) and required.group(1).rsplit(".", 1)[-1] == "model":
+        return f"\n  {required.group(1)}: no model in the config: add a model: section whose class_path is a stage: {STAGE_HINT}"
     if (keys := PARSER_KEY.findall(message)) and (expected := EXPECTED.findall(message)) and GIVEN.search(message):
         return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files)
     if match := UNRECOGNIZED.search(message):

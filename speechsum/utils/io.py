@@ -26,6 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from speechsum.utils.temp_owner import is_special_file, owner_tag, remove_dead_writers_leftovers
+from speechsum.utils.write_errors import DISK_FULL
+
 log = logging.getLogger(__name__)
 _LONE_CR = re.compile(rb"\r(?!\n)")
 
@@ -89,15 +92,6 @@ def _give_mode(tmp: Path, target: Path, full: int) -> None:
         log.debug("atomic write: cannot set mode %o on %s (%s)", mode, tmp, err)
 
 
-def is_special_file(path: Path) -> bool:
-    """Whether ``path`` exists (after symbolic links) as neither a regular file nor a folder."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; write the file there (any library: ``torch.save``,
@@ -117,7 +111,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield path
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}-", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
     try:
@@ -127,6 +121,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _give_mode(tmp, path, 0o666)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as err:
+        if err.errno in DISK_FULL and err.filename is None:  # a write() names no file: name the output
+            err.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -215,7 +213,9 @@ def file_sha256(path: str | Path) -> str | None:
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring)."""
+    """Write ``data`` (str as UTF-8) to ``path`` atomically (see the module docstring); what a killed
+    earlier writer of ``path`` left beside it goes first (:func:`remove_dead_writers_leftovers`)."""
+    remove_dead_writers_leftovers(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
@@ -233,7 +233,8 @@ def json_line(row: dict, encoding: str | None = "utf-8") -> str:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """One JSON object per line (UTF-8, :func:`json_line`), streamed, written atomically."""
+    """One JSON object per line (UTF-8, :func:`json_line`), streamed, written atomically (as :func:`write_atomic`)."""
+    remove_dead_writers_leftovers(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for row in rows:
             handle.write(json_line(row).encode("utf-8") + b"\n")
@@ -361,7 +362,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def write_dir_atomically(target: str | Path, write: Callable[[Path], None], replace: bool = True) -> None:
     """Run ``write(tmp_dir)`` on a fresh temporary sibling of ``target``, then rename it to ``target``,
     so ``target`` is never seen half-written. On an error the temporary folder is removed and
-    ``target`` is untouched. The folder gets ``target``'s mode, or 0777 less the umask.
+    ``target`` is untouched; what a killed earlier writer of ``target`` left beside it is removed
+    first (:func:`~speechsum.utils.temp_owner.remove_dead_writers_leftovers`). The folder gets
+    ``target``'s mode, or 0777 less the umask.
 
     ``replace=True``: an existing ``target`` is moved aside and deleted. ``replace=False``: the
     first complete writer wins (a cache filled by concurrent processes); a later one discards its copy.
@@ -370,7 +373,8 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
     if target.exists() and not target.is_dir():  # a file is never replaced by a folder
         raise NotADirectoryError(f"{target} is a file, not a folder: give a folder to write")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_dead_writers_leftovers(target)  # of a run of this command killed while it wrote target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{owner_tag()}-", dir=target.parent))
     old = None
     try:
         write(tmp)
@@ -378,7 +382,7 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
             return
         _give_mode(tmp, target, 0o777)  # after the early return: a read-only mode would keep rmtree out
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            old = target.with_name(f".{target.name}.old-{owner_tag()}")
             os.replace(target, old)
         try:
             os.replace(tmp, target)
@@ -396,17 +400,3 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None], repl
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete what killed atomic writes left under ``folder``: ``.NAME.XXXX.tmp`` files,
-    ``.NAME.tmp-XXXX`` folders and the ``.NAME.old-PID`` folder a replaced target is moved to for a
-    moment (:func:`write_dir_atomically`: SIGKILL runs no cleanup; the targets themselves are whole
-    or absent). Call it only while nothing writes there. Returns what was removed."""
-    folder = Path(folder)
-    stale = sorted({*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp-*"), *folder.rglob(".*.old-*")})
-    for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return stale

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -271,3 +272,24 @@ def test_compact_heard_world_says_who_decided_in_one_added_turn():
             said = [t for t in heard.turns if name in t.text and t not in compact.turns]
             assert len(said) == 1 and said[0].speaker == (decider + 1) % len(heard.speakers)
             assert decision["text"] == f"{name} decided to {decision['slots']['verb']} the {decision['slots']['obj']}"
+
+
+def test_cli_build_removes_what_a_killed_build_of_the_same_out_left(tmp_path, monkeypatch, capsys):
+    """A build killed by SIGKILL leaves its temporary folder (named by its pid); the next build to
+    that --out removes it, and leaves one of a build still running (here: this process's pid)."""
+    import numpy as np
+
+    from speechsum.utils.temp_owner import HOST_TAG
+    from tests.utils.test_temp_owner import dead_pid
+
+    monkeypatch.setattr(bench, "synthesize_document", lambda doc, seed: np.zeros(int(bench.MIN_SECONDS + 1) * bench.SAMPLE_RATE, np.float32))
+    killed = tmp_path / f".bench.tmp-{dead_pid()}.{HOST_TAG}-k2x9"
+    (killed / "audio").mkdir(parents=True)
+    (killed / "audio" / "train-000000.wav").write_bytes(b"RIFF half")
+    running = tmp_path / f".bench.tmp-{os.getpid()}.{HOST_TAG}-live"
+    running.mkdir()
+    main(["build", "--out", str(tmp_path / "bench"), "--size", "tiny", "--workers", "1", "--no-progress",
+          "--train-docs", "1", "--val-docs", "1", "--test-docs", "1", "--test-unseen-docs", "1",
+          "--test-xling-docs", "1"])
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "bench"]

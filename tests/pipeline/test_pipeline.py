@@ -149,6 +149,11 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "pairs": {"temperature": 0}}, "pairs.temperature: must be a number above 0"),
     ({"benchmark": {"size": "tiny"}, "pairs": {"top_p": 0.0}}, "pairs.top_p: must be a number above 0 and at most 1"),
     ({"benchmark": {"size": "tiny", "text_documents": -5}}, "benchmark.text_documents: must be at least 0, got -5"),
+    # refused by the textcorpus stage only, after the benchmark was built
+    ({"benchmark": {"size": "tiny", "text_unseen_share": -0.5}},
+     "benchmark.text_unseen_share: must be a share at least 0 and at most 1, got -0.5"),
+    ({"benchmark": {"size": "tiny", "text_xling_share": 2}}, "benchmark.text_xling_share: must be a share at least 0 "
+     "and at most 1, got 2"),
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/nope.yaml"}}},
      "stages.sft.config: no such config file 'configs/nope.yaml'"),
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/sft.yaml", "overrides": [1]}}},

@@ -120,7 +120,7 @@ def test_project_file_resolves_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_remove_stale_temporaries_after_a_kill(tmp_path):
-    from speechsum.utils.io import remove_stale_temporaries
+    from speechsum.utils.temp_owner import remove_stale_temporaries
 
     (tmp_path / "report.csv").write_text("whole\n")
     (tmp_path / ".report.csv.k3j2.tmp").write_text("half")
