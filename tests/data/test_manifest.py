@@ -14,6 +14,8 @@ import soundfile as sf
 
 from speechsum.data.manifest import Example, ManifestError, SkippedLine, load_manifest
 
+CAFE_NFC, CAFE_NFD = "caf\u00e9.wav", "cafe\u0301.wav"  # one name, accent composed / decomposed
+
 
 def write_wav(path: Path, samples: int, rate: int = 16_000, channels: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,11 +37,12 @@ def record(id: str = "a", audio: str = "audio/a.wav", **fields) -> dict:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A manifest folder with ``audio/a.wav`` (1 s, 16 kHz) and ``audio/b.wav``."""
+    """A manifest folder with ``audio/a.wav`` (1 s, 16 kHz), ``audio/b.wav`` and ``audio/café.wav`` (NFD)."""
     folder = tmp_path / "data"
     write_wav(folder / "audio" / "a.wav", 16_000)
     write_wav(folder / "audio" / "b.wav", 8_000)
     (folder / "audio" / "empty.wav").write_bytes(b"")
+    write_wav(folder / "audio" / CAFE_NFD, 8_000)  # an accented name as macOS writes it (NFD)
     return folder
 
 
@@ -112,18 +115,19 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "instruction_number": (
             record("b", "audio/b.wav", instruction=3),
             {},
-            "field 'instruction' must be a string, got int",
+            'field \'instruction\' must be a string, got int (write it as a JSON string, in quotes: "3")',
         ),
-        "id_number": (record(7, "audio/b.wav"), {}, "field 'id' must be a string, got int"),
+        "id_number": (record(7, "audio/b.wav"), {}, 'field \'id\' must be a string, got int (write it as a JSON string, in '
+                      'quotes: "7")'),
         "summary_list": (
             record("b", "audio/b.wav", summary=["s"]),
             {},
-            "field 'summary' must be a string, got list",
+            "field 'summary' must be a string, got list (a list: join its items into one string)",
         ),
         "duration_string": (
             record("b", "audio/b.wav", duration="1.5"),
             {},
-            "field 'duration' must be a number of seconds, got str",
+            "field 'duration' must be a number of seconds, got str (write 1.5 without the quotes)",
         ),
         "duration_bool": (
             record("b", "audio/b.wav", duration=True),
@@ -165,6 +169,58 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "use an absolute path or set allow_paths_outside_manifest_dir=True",
         ),
         "duplicate_id": (record("a", "audio/b.wav"), {}, "duplicate id 'a'"),
+        "json_array_on_one_line": (
+            json.dumps([record("b", "audio/b.wav"), record("c", "audio/b.wav")]),
+            {},
+            "expected a JSON object, got list: a JSON array of 2 objects on one line; JSON Lines has one object per "
+            "line (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
+        ),
+        "nul_in_summary": (
+            record("b", "audio/b.wav", summary="Ana\u0000 sends it."),
+            {},
+            "field 'summary' holds the control character U+0000 at character 3 (a binary file's bytes or terminal "
+            "colour codes pasted in?): remove it, or replace it with the character meant",
+        ),
+        "terminal_colour_codes_in_transcript": (
+            record("b", "audio/b.wav", transcript="\u001b[31mAna:\u001b[0m hi"),
+            {},
+            "field 'transcript' holds the control character U+001B at character 0 (a binary file's bytes or terminal "
+            "colour codes pasted in?): remove it, or replace it with the character meant",
+        ),
+        "c1_control_in_instruction": (
+            record("b", "audio/b.wav", instruction="What\u0092s decided?"),
+            {},
+            "field 'instruction' holds the control character U+0092 at character 4 (text decoded with the wrong "
+            "encoding? Windows-1252 read as Latin-1 gives these): remove it, or replace it with the character meant",
+        ),
+        "zero_width_summary": (
+            record("b", "audio/b.wav", summary="\u200b\u200b "),
+            {"require_summary": True},
+            "missing field 'summary' (only invisible characters, e.g. zero-width spaces)",
+        ),
+        "nfd_duplicate_of_nfc_id": (
+            record("cafe\u0301", "audio/b.wav"),
+            {"first_id": "caf\u00e9"},
+            "duplicate id 'cafe\u0301': line 1 has 'caf\u00e9', the same text in another Unicode normalization (NFC/NFD: "
+            "composed or decomposed accents); give each example its own id",
+        ),
+        "long_duplicate_id": (
+            record("i" * 5000, "audio/b.wav"),
+            {"first_id": "i" * 5000},
+            f"duplicate id {'i' * 60!r}… (5000 characters)",
+        ),
+        "audio_name_in_another_unicode_normalization": (
+            record("b", f"audio/{CAFE_NFC}"),
+            {},
+            f"field 'audio': {audio.resolve() / CAFE_NFC}: no such file (the name on disk is in Unicode NFD "
+            f"(accents decomposed), the path is not: write it as on disk; {audio.resolve() / CAFE_NFD} is there)",
+        ),
+        "tilde_path": (
+            record("b", "~/calls/b.wav"),
+            {},
+            f"field 'audio': {root.resolve() / '~/calls/b.wav'}: no such file ('~' is not expanded: data paths are read "
+            "as written; give the full path)",
+        ),
         "lone_surrogate": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "Sum up \\ud83d please."}',
             {},
@@ -211,13 +267,23 @@ BAD_CASES = [
     "escapes_folder",
     "duplicate_id",
     "lone_surrogate",
+    "json_array_on_one_line",
+    "nul_in_summary",
+    "terminal_colour_codes_in_transcript",
+    "c1_control_in_instruction",
+    "zero_width_summary",
+    "nfd_duplicate_of_nfc_id",
+    "long_duplicate_id",
+    "audio_name_in_another_unicode_normalization",
+    "tilde_path",
 ]
 
 
 @pytest.mark.parametrize("name", BAD_CASES)
 def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
     bad, kwargs, reason = bad_case(root, name)
-    good = record("a", "audio/a.wav", summary="s", transcript="t", chosen="c", rejected="r")
+    first_id = kwargs.pop("first_id", "a")  # the good line's id, for the cases of a repeated one
+    good = record(first_id, "audio/a.wav", summary="s", transcript="t", chosen="c", rejected="r")
     manifest = write_manifest(root / "m.jsonl", [good, "", bad])  # the bad line is line 3
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest, **kwargs)
@@ -352,7 +418,7 @@ def test_skip_mode_keeps_good_lines_and_reports_bad_ones(root: Path, caplog):
         SkippedLine(2, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
         SkippedLine(5, f"field 'audio': {(root / 'audio' / 'missing.wav').resolve()}: no such file"),
         SkippedLine(6, "duplicate id 'a'"),
-        SkippedLine(7, "field 'instruction' must be a string, got int"),
+        SkippedLine(7, 'field \'instruction\' must be a string, got int (write it as a JSON string, in quotes: "5")'),
     ]
     assert skipped == expected
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
