@@ -13,6 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from speechsum.utils.answers import whole_number
 from speechsum.utils.io import PROMPTS_DIR
 from speechsum.utils.remote import first_json_object
 
@@ -99,14 +100,11 @@ def parse_queries(text: str, num_queries: int, styles: list[str]) -> list[dict]:
 
 
 def parse_scores(text: str, num_queries: int) -> list[int]:
-    """``{"scores": [...]}``: exactly ``num_queries`` integers in 1..10."""
+    """``{"scores": [...]}``: exactly ``num_queries`` integers in 1..10 (:func:`whole_number`)."""
     scores = first_json_object(text).get("scores")
     if not isinstance(scores, list) or len(scores) != num_queries:
         raise ValueError(f"expected 'scores' with {num_queries} integers, got {str(scores)[:80]!r}")
-    for score in scores:
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score) or not 1 <= score <= 10:
-            raise ValueError(f"importance scores must be integers 1-10, got {score!r}")
-    return [int(s) for s in scores]
+    return [whole_number(score, f"scores[{number}]", 1, 10) for number, score in enumerate(scores)]
 
 
 def parse_summary(text: str) -> str:

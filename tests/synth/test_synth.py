@@ -17,7 +17,7 @@ import pytest
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.manifest import load_manifest
 from speechsum.serving.protocol import APIError
-from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES
+from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES, parse_scores
 from speechsum.synth.run import build_parser, main, run_synth, stats_path
 from speechsum.utils.remote import JsonlCache
 from tests.conftest import REPO
@@ -301,3 +301,14 @@ def test_an_out_that_is_the_input_manifest_is_refused_before_any_call(tmp_path, 
     assert info.value.code == (f"speechsum synth: --out {recordings} is the --manifest file: the output would "
                                "replace that input; give another --out path")
     assert recordings.read_text() == original
+
+
+@pytest.mark.parametrize(("answer", "shown"), [('{"scores": [Infinity, 2]}', "inf"), ('{"scores": [1e400, 2]}', "inf"),
+                                               ('{"scores": [NaN, 2]}', "nan"), ('{"scores": ["7", 2.0]}', None)])
+def test_an_importance_no_integer_can_hold_is_a_malformed_answer_not_a_crash(answer, shown):
+    """Before: int(inf) raised OverflowError, not ValueError: the whole run stopped instead of asking again."""
+    if shown is None:
+        assert parse_scores(answer, 2) == [7, 2]
+        return
+    with pytest.raises(ValueError, match=re.escape(f"'scores[0]' must be an integer 1-10, got {shown}")):
+        parse_scores(answer, 2)
