@@ -113,12 +113,13 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
 
 def error_text(error: BaseException) -> str:
     """``Type: message`` of an endpoint's error; a connection error's or timeout's cause added (the
-    client says only "Connection error."; its cause says refused, unknown host, TLS…)."""
+    client says only "Connection error."; its cause says refused, unknown host, TLS…); keys masked
+    (:func:`without_keys`)."""
     text = f"{type(error).__name__}: {error}"
     cause = error.__cause__
     if isinstance(error, openai.APIConnectionError) and cause is not None and str(cause):
         text += f" ({type(cause).__name__}: {cause})"
-    return text
+    return without_keys(text)  # it is logged and kept (a verdict's error): no key a server echoed
 
 
 def without_keys(text: str) -> str:

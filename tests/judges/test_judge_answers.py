@@ -110,6 +110,11 @@ SERVED = {  # a 200 body → (score, requests made, words the error names)
     "cut at max_tokens": (completion('{"score": 6, "rea', "length"), None, 2, "cut at max_tokens=256"),
     "<think> cut at max_tokens": (completion('<think>{"score": 4} but', "length"), None, 2, "never closes"),
     "Infinity as the score": (completion('{"score": Infinity}'), None, 2, "must be an integer 1-7, got inf"),
+    "refusal, null content": (completion(None, refusal="I can't help with that."), None, 2,
+                              "no JSON object with 'score' in the answer: '' (the model refused: \"I can't help with that.\")"),
+    "tool call, null content": (completion(None, tool_calls=[{"id": "t1", "type": "function", "function": {
+        "name": "score", "arguments": '{"score": 6}'}}]), None, 2,
+        "(the reply is a tool call, not text: serve the model without tools or tool_choice for it)"),
 }
 
 
