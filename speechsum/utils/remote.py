@@ -106,9 +106,34 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
     reason = without_keys(error_text(error))
-    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}). Everything finished so far "
-                      f"is cached in {cache}; fix the cause (URL, model name, key in ${api_key_env}, server "
-                      "load) and rerun the same command to resume.")
+    advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
+                                                          "server load)")
+    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything finished so "
+                      f"far is cached in {cache}; rerun the same command to resume.")
+
+
+def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
+                    "--api-key-env") -> str:
+    """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
+    the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
+    status = getattr(error, "status_code", None)
+    if status == 401:
+        return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
+                "started without a key needs none)")
+    if status == 403:
+        return "the API key has no access to this model or endpoint: check the key's permissions and the model name"
+    if status == 404:
+        return ("no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), "
+                "and that the endpoint serves the model name (GET base_url/models lists them)")
+    if status == 429:
+        return "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing)"
+    if isinstance(status, int) and status >= 500:
+        return "the server failed after every retry: check its logs and load"
+    if isinstance(error, openai.APITimeoutError):
+        return "no answer within the timeout after every retry: raise the timeout or lower the concurrency"
+    if isinstance(error, openai.APIConnectionError):
+        return "unreachable after every retry: check that a server runs at base_url (host, port, http/https)"
+    return ""
 
 
 def error_text(error: BaseException) -> str:
@@ -143,9 +168,9 @@ def endpoint_error_text(error: BaseException) -> str | None:
         if isinstance(error, openai.OpenAIError):
             url = getattr(getattr(error, "request", None), "url", None)
             where = f"the endpoint {url}" if url else "the OpenAI-compatible endpoint"
-            return without_keys(f"{where} failed ({error_text(error)}); check its URL, the model "
-                                "name, and the API key in the environment variable named by api_key_env / "
-                                "--api-key-env, then rerun")
+            advice = endpoint_advice(error) or ("check its URL, the model name, and the API key in the environment "
+                                                "variable named by api_key_env / --api-key-env")
+            return without_keys(f"{where} failed ({error_text(error)}); {advice}, then rerun")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -338,3 +338,17 @@ def test_a_summary_the_teacher_refused_is_not_cached_and_a_cut_one_is_told(batch
             "again next time") in caplog.text
     assert (f"{server.url}/: a summary the teacher wrote was cut at max_new_tokens=4 (finish_reason length)"
             in caplog.text)
+
+
+def test_a_teacher_base_url_that_is_not_the_api_root_is_named_not_taken_for_a_model_name(batch_and_completion):
+    """Before: any 404 said "the endpoint does not serve this model name", also a base_url missing its /v1."""
+    from tests.servers import JSONServer
+
+    with JSONServer(lambda request: (404, {"detail": "Not Found"})) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, attempts=1)
+        with pytest.raises(ValueError) as error:
+            teacher._score_one(([5, 6, 7], [8, 9]))
+    assert str(error.value) == (
+        f"{server.url}/: the teacher's scoring request was refused (Error code: 404): no "
+        "such route (a 404 that names no model): set the teacher's base_url (model.teacher.init_args.base_url) to "
+        "the API's root, ending in /v1 (http://HOST:PORT/v1).")

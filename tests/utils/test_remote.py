@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import json
 import re
@@ -19,6 +20,7 @@ from speechsum.utils.remote import (
     RetryCounter,
     backoff_delay,
     cache_key,
+    endpoint_error_text,
     endpoint_failure,
     map_concurrent,
     openai_client,
@@ -422,3 +424,41 @@ def test_a_connection_error_is_shown_with_its_cause():
     answer = ChatJsonAsker(client, "m", request_attempts=1).ask(MESSAGES, lambda text: text)  # a judge's item
     assert answer.error == ("request failed: APIConnectionError: Connection error. (ConnectError: [Errno 111] "
                             "Connection refused)")
+
+
+@pytest.mark.parametrize(("after", "low", "high"), [
+    (lambda now: email.utils.formatdate(now + 3, usegmt=True), 2.0, 3.0),  # an HTTP date 3 s ahead (whole seconds)
+    (lambda now: email.utils.formatdate(now - 60, usegmt=True), 0.0005, 0.001),  # one gone by: the backoff
+    (lambda now: "soon", 0.0005, 0.001),  # unreadable: the backoff
+    (lambda now: "3600", 30.0, 30.0),  # an hour: capped at max_backoff
+])
+def test_retry_after_as_an_http_date_or_unreadable_over_http(after, low, high):
+    backend = ScriptedChatBackend(lambda m: "ok", fail_first_n=1, fail_status=429, retry_after=after(time.time()))
+    delays: list[float] = []
+    with serve_in_thread(backend) as url:
+        assert with_retries(lambda: _chat(openai_client(url)), backoff_seconds=0.001, sleep=delays.append) == "ok"
+    assert len(delays) == 1 and low <= delays[0] <= high, delays
+
+
+ADVICE = {  # status → what the one-line error says to do
+    401: "the API key was missing or refused: export a valid key in the environment variable named by api_key_env / "
+         "--api-key-env (a self-hosted server started without a key needs none), then rerun",
+    403: "the API key has no access to this model or endpoint: check the key's permissions and the model name, then "
+         "rerun",
+    404: "no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), and "
+         "that the endpoint serves the model name (GET base_url/models lists them), then rerun",
+    429: "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing), "
+         "then rerun",
+    502: "the server failed after every retry: check its logs and load, then rerun",
+}
+
+
+@pytest.mark.parametrize("status", ADVICE)
+def test_an_endpoint_error_says_what_to_do_for_its_status(status):
+    """Before: every status got "check its URL, the model name, and the API key", a 503 or 429 alike."""
+    with JSONServer(lambda request: (status, {"error": {"message": "Not Found"}})) as server:
+        with pytest.raises(openai.APIStatusError) as error:
+            _chat(openai_client(server.url))
+    assert endpoint_error_text(error.value) == (
+        f"the endpoint {server.url}/chat/completions failed ({type(error.value).__name__}: Error code: {status} - Not "
+        f"Found); {ADVICE[status]}")
