@@ -27,6 +27,7 @@ import soundfile as sf
 from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
 from speechsum.data.text_checks import (
+    CONTROL_CHECKED,
     blank,
     control_character,
     first_reserved,
@@ -196,7 +197,7 @@ def _text(value: Any, field: str, required: bool) -> str | None:
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string, got {type(value).__name__}")
-    if problem := control_character(value):
+    if field in CONTROL_CHECKED and (problem := control_character(value)):
         raise ValueError(f"{field} {problem}")
     return value
 

@@ -36,6 +36,7 @@ from speechsum.data.manifest_hints import (
     working_folder_hint,
 )
 from speechsum.data.text_checks import (
+    CONTROL_CHECKED,
     blank,
     control_character,
     first_reserved,
@@ -132,7 +133,7 @@ def _check_types(record: dict) -> None:
                              + _type_advice(record[name]))
         if isinstance(record.get(name), str):
             _check_unicode(record[name], f"field '{name}'")
-            if name != "audio" and (problem := control_character(record[name])):  # audio: audio_path checks it
+            if name in CONTROL_CHECKED and (problem := control_character(record[name])):
                 raise ValueError(f"field '{name}' {problem}")
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
@@ -140,10 +141,28 @@ def _check_types(record: dict) -> None:
                          + (_number_advice(duration) if isinstance(duration, str) else ""))
     if record.get("meta") is not None and not isinstance(record["meta"], dict):
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
+    if (where := _non_finite(record.get("meta"), "meta")) is not None:  # carried into outputs as no JSON reads it
+        raise ValueError(f"field '{where[0]}' is {where[1]}, which JSON has no number for (NaN, Infinity, or one "
+                         "beyond a float's range): write null, or a number")
     if record.get("offset") is not None:  # NeMo-style segments: reading the whole file would pair it with a part's text
         raise ValueError(f"field 'offset' ({record['offset']!r}): speechsum reads whole audio files, not segments; cut "
                          "the segment into its own file (e.g. `ffmpeg -ss OFFSET -t DURATION -i in.wav part.wav`) "
                          "and drop 'offset'")
+
+
+def _non_finite(value: object, where: str) -> tuple[str, float] | None:
+    """``(path, value)`` of a NaN or infinite float in a parsed JSON value, or None (walked without
+    recursion: JSON nests as deep as the parser's own limit)."""
+    stack = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not finite_json_number(item):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}", inner) for key, inner in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", inner) for index, inner in reversed(list(enumerate(item))))
+    return None
 
 
 def _number_advice(value: object) -> str:

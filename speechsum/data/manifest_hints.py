@@ -58,19 +58,26 @@ def misnamed(name: str, record: dict, fields: tuple[str, ...]) -> str:
 
 def layout_hint(line: str) -> str:
     """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
-    object followed by a comma (a JSON array's items), or a line holding only a bracket (an array or
-    object spread over several lines)."""
-    if line.endswith(","):
-        try:
-            if isinstance(json.loads(line[:-1]), dict):
-                return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
-        except (ValueError, RecursionError):
-            pass
+    object followed by a comma (a JSON array's items), an object after the array's opening bracket or
+    before its closing one, or a line holding only a bracket (an array or object spread over several
+    lines)."""
+    if line.endswith(",") and _is_object(line[:-1]):
+        return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
+    if (line.startswith("[") or line.endswith("]")) and _is_object(line.lstrip("[").rstrip(",]").strip()):
+        return (": an object inside a JSON array's brackets; JSON Lines has one object per line, without brackets or "
+                "commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)")
     if line in ("[", "{"):
         return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
                 f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
                 f"jq -c '{'.[]' if line == '[' else '.'}' FILE > FILE.jsonl)")
     return ""
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def array_hint(record: object) -> str:

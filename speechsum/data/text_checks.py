@@ -70,14 +70,18 @@ def first_reserved(values: Mapping[str, object], reserved: Iterable[str], fields
     return None
 
 
-# C0 controls but TAB, LF and CR; DEL; the C1 controls (what Windows-1252 text read as Latin-1 holds)
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0 controls but TAB, LF and CR; DEL; the C1 controls but NEL (U+0085, a line end): what Windows-1252 text
+# read as Latin-1 holds
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
+# the fields people write; not chosen / rejected, the policy's own samples (a byte-level tokenizer writes any byte)
+CONTROL_CHECKED = ("id", "instruction", "summary", "transcript", "lang")
 
 
 def control_character(text: str) -> str | None:
     """Why ``text`` is no plain text (the first control character in it and where, with what to do),
     or None. Tabs and line ends are text; NUL, ESC (terminal colour codes), form feeds and the C1
-    range are not: a tokenizer would read them as characters the model never saw in training."""
+    range are not: a tokenizer would read them as characters the model never saw in training.
+    Checked in the fields of :data:`CONTROL_CHECKED`."""
     found = _CONTROL.search(text)
     if found is None:
         return None

@@ -221,6 +221,30 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"field 'audio': {root.resolve() / '~/calls/b.wav'}: no such file ('~' is not expanded: data paths are read "
             "as written; give the full path)",
         ),
+        "nan_in_meta": (
+            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"judge": {"scores": [6, NaN]}}}',
+            {},
+            "field 'meta.judge.scores[1]' is nan, which JSON has no number for (NaN, Infinity, or one beyond a "
+            "float's range): write null, or a number",
+        ),
+        "huge_number_in_meta": (
+            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"speed": -1e400}}',
+            {},
+            "field 'meta.speed' is -inf, which JSON has no number for (NaN, Infinity, or one beyond a float's range): "
+            "write null, or a number",
+        ),
+        "first_item_of_a_json_array": (
+            "[" + json.dumps(record("b", "audio/b.wav")) + ",",
+            {},
+            "invalid JSON: Expecting value (column 67): an object inside a JSON array's brackets; JSON Lines has one "
+            "object per line, without brackets or commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
+        ),
+        "last_item_of_a_json_array": (
+            json.dumps(record("b", "audio/b.wav")) + "]",
+            {},
+            "invalid JSON: Extra data (column 65): an object inside a JSON array's brackets; JSON Lines has one "
+            "object per line, without brackets or commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
+        ),
         "lone_surrogate": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "Sum up \\ud83d please."}',
             {},
@@ -276,6 +300,10 @@ BAD_CASES = [
     "long_duplicate_id",
     "audio_name_in_another_unicode_normalization",
     "tilde_path",
+    "nan_in_meta",
+    "huge_number_in_meta",
+    "first_item_of_a_json_array",
+    "last_item_of_a_json_array",
 ]
 
 
@@ -547,3 +575,12 @@ def test_a_nul_character_in_the_audio_path_names_the_field(root: Path):
         load_manifest(manifest)
     assert info.value.line == 2
     assert info.value.reason == "field 'audio': 'audio/a\\x00.wav' holds a NUL character (at character 7): no file name can"
+
+
+def test_control_characters_are_refused_only_where_people_write_text(root: Path):
+    """chosen / rejected are a policy's own samples (a byte-level tokenizer writes any byte: `speechsum pairs` output
+    must load for DPO); U+0085 (NEL) is a line end, U+2028/U+2029 separators, tab and CR/LF are text."""
+    line = record("a", chosen="Ana sends \x03it.", rejected="\x1b[0m", transcript="one\x85two\u2028three\tfour\r\nfive")
+    examples, skipped = load_manifest(write_manifest(root / "m.jsonl", [line]), require_preference=True)
+    assert (examples[0].chosen, examples[0].rejected, examples[0].transcript, skipped) == (
+        "Ana sends \x03it.", "\x1b[0m", "one\x85two\u2028three\tfour\r\nfive", [])
