@@ -68,7 +68,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         # the client's own error is a bare "Connection error." (retried in vain), its cause unshown
         raise ConfigError(f"base_url {base_url!r} is not an http:// or https:// URL; write it whole, e.g. "
                           f"http://{str(base_url).strip().split('://')[-1] or '127.0.0.1:8000/v1'}")
-    key = os.environ.get(api_key_env) if api_key_env else None
+    key = usable_key(os.environ.get(api_key_env), api_key_env) if api_key_env else None
     if not key:
         if base_url is None:
             raise ValueError(
@@ -81,6 +81,23 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     hooks = {"response": [refuse_method_changing_redirect]}
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0,
                          http_client=deadline_http_client(timeout, event_hooks=hooks))
+
+
+def usable_key(key: str | None, variable: str) -> str | None:
+    """The API key of environment variable ``variable`` without the spaces and line end around it (a key
+    read from a file: ``export KEY=$(< key.txt)`` of a Windows file keeps its CR, which the HTTP client
+    refused with an error quoting the whole key, retried as a connection error); a ``ConfigError``
+    naming the variable, never the key, when a character inside it cannot go into an HTTP header."""
+    if key is None:
+        return None
+    if key.strip():
+        KEYS_IN_USE.add(key)  # masked as given, too
+    key = key.strip()
+    bad = next((index for index, char in enumerate(key) if not "!" <= char <= "~"), None)
+    if bad is not None:
+        raise ConfigError(f"the API key in ${variable} holds a character an HTTP header cannot carry (a space, a line "
+                          f"end or a non-ASCII letter) at position {bad}: export the key exactly as issued")
+    return key
 
 
 def refuse_method_changing_redirect(response: Any) -> None:

@@ -462,3 +462,21 @@ def test_an_endpoint_error_says_what_to_do_for_its_status(status):
     assert endpoint_error_text(error.value) == (
         f"the endpoint {server.url}/chat/completions failed ({type(error.value).__name__}: Error code: {status} - Not "
         f"Found); {ADVICE[status]}")
+
+
+def test_a_key_read_with_its_line_end_reaches_the_server_and_one_no_header_carries_is_refused(monkeypatch):
+    """Before: a key with the CR of a Windows file was refused by the HTTP client with an error quoting the whole key
+    (b'Bearer sk-...\\r', not masked), retried as a connection error and ended "unreachable"."""
+    from speechsum.utils.arguments import ConfigError
+
+    with serve_in_thread(ScriptedChatBackend(lambda m: "ok"), api_key="sk-right-0123") as url:
+        for given in ("sk-right-0123\r\n", "sk-right-0123\n", "  sk-right-0123\t"):
+            monkeypatch.setenv("SPEECHSUM_TEST_KEY", given)
+            assert _chat(openai_client(url, "SPEECHSUM_TEST_KEY")) == "ok"
+        for given, position in (("sk-ri ght-0123", 5), ("sk-r\u00e9ght-0123", 4), ("sk-right\r\n-0123", 8)):
+            monkeypatch.setenv("SPEECHSUM_TEST_KEY", given)
+            with pytest.raises(ConfigError) as error:
+                openai_client(url, "SPEECHSUM_TEST_KEY")
+            assert str(error.value) == (
+                f"the API key in $SPEECHSUM_TEST_KEY holds a character an HTTP header cannot carry (a space, a line end "
+                f"or a non-ASCII letter) at position {position}: export the key exactly as issued")
