@@ -142,6 +142,8 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
     if status == 404:
         return ("no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), "
                 "and that the endpoint serves the model name (GET base_url/models lists them)")
+    if status == 429 and getattr(error, "code", None) == "insufficient_quota":
+        return "the account's quota is used up (no retry ends that): add credit with the provider, or use another key"
     if status == 429:
         return "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing)"
     if isinstance(status, int) and status >= 500:
@@ -195,7 +197,11 @@ def endpoint_error_text(error: BaseException) -> str | None:
 
 def is_retryable(error: BaseException) -> bool:
     """The retry policy: transient errors (:data:`TRANSIENT_ERRORS`; HTTP 408, 429 and 5xx) are
-    retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not."""
+    retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not, nor
+    a 429 whose code says the account's quota is used up (OpenAI's ``insufficient_quota``: no wait
+    ends it)."""
+    if isinstance(error, openai.RateLimitError) and getattr(error, "code", None) == "insufficient_quota":
+        return False
     if isinstance(error, RETRYABLE_ERRORS):
         return True
     return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in TRANSIENT_STATUS)

@@ -480,3 +480,16 @@ def test_a_key_read_with_its_line_end_reaches_the_server_and_one_no_header_carri
             assert str(error.value) == (
                 f"the API key in $SPEECHSUM_TEST_KEY holds a character an HTTP header cannot carry (a space, a line end "
                 f"or a non-ASCII letter) at position {position}: export the key exactly as issued")
+
+
+def test_a_used_up_quota_is_not_retried_and_says_so():
+    """OpenAI answers a used-up quota 429 like a rate limit; before, it was retried with backoff every time in vain."""
+    quota = {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                       "code": "insufficient_quota"}}
+    with JSONServer(lambda request: (429, quota)) as server:
+        with pytest.raises(openai.RateLimitError) as error:
+            with_retries(lambda: _chat(openai_client(server.url)), attempts=4, backoff_seconds=0.001)
+        assert server.requests == 1
+    assert endpoint_error_text(error.value).endswith(
+        "You exceeded your current quota.); the account's quota is used up (no retry ends that): add credit with the "
+        "provider, or use another key, then rerun")
