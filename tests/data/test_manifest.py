@@ -14,8 +14,6 @@ import soundfile as sf
 
 from speechsum.data.manifest import Example, ManifestError, SkippedLine, load_manifest
 
-CAFE_NFC, CAFE_NFD = "caf\u00e9.wav", "cafe\u0301.wav"  # one name, accent composed / decomposed
-
 
 def write_wav(path: Path, samples: int, rate: int = 16_000, channels: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,12 +35,11 @@ def record(id: str = "a", audio: str = "audio/a.wav", **fields) -> dict:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A manifest folder with ``audio/a.wav`` (1 s, 16 kHz), ``audio/b.wav`` and ``audio/café.wav`` (NFD)."""
+    """A manifest folder with ``audio/a.wav`` (1 s, 16 kHz) and ``audio/b.wav``."""
     folder = tmp_path / "data"
     write_wav(folder / "audio" / "a.wav", 16_000)
     write_wav(folder / "audio" / "b.wav", 8_000)
     (folder / "audio" / "empty.wav").write_bytes(b"")
-    write_wav(folder / "audio" / CAFE_NFD, 8_000)  # an accented name as macOS writes it (NFD)
     return folder
 
 
@@ -169,82 +166,6 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "use an absolute path or set allow_paths_outside_manifest_dir=True",
         ),
         "duplicate_id": (record("a", "audio/b.wav"), {}, "duplicate id 'a'"),
-        "json_array_on_one_line": (
-            json.dumps([record("b", "audio/b.wav"), record("c", "audio/b.wav")]),
-            {},
-            "expected a JSON object, got list: a JSON array of 2 objects on one line; JSON Lines has one object per "
-            "line (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
-        ),
-        "nul_in_summary": (
-            record("b", "audio/b.wav", summary="Ana\u0000 sends it."),
-            {},
-            "field 'summary' holds the control character U+0000 at character 3 (a binary file's bytes or terminal "
-            "colour codes pasted in?): remove it, or replace it with the character meant",
-        ),
-        "terminal_colour_codes_in_transcript": (
-            record("b", "audio/b.wav", transcript="\u001b[31mAna:\u001b[0m hi"),
-            {},
-            "field 'transcript' holds the control character U+001B at character 0 (a binary file's bytes or terminal "
-            "colour codes pasted in?): remove it, or replace it with the character meant",
-        ),
-        "c1_control_in_instruction": (
-            record("b", "audio/b.wav", instruction="What\u0092s decided?"),
-            {},
-            "field 'instruction' holds the control character U+0092 at character 4 (text decoded with the wrong "
-            "encoding? Windows-1252 read as Latin-1 gives these): remove it, or replace it with the character meant",
-        ),
-        "zero_width_summary": (
-            record("b", "audio/b.wav", summary="\u200b\u200b "),
-            {"require_summary": True},
-            "missing field 'summary' (only invisible characters, e.g. zero-width spaces)",
-        ),
-        "nfd_duplicate_of_nfc_id": (
-            record("cafe\u0301", "audio/b.wav"),
-            {"first_id": "caf\u00e9"},
-            "duplicate id 'cafe\u0301': line 1 has 'caf\u00e9', the same text in another Unicode normalization (NFC/NFD: "
-            "composed or decomposed accents); give each example its own id",
-        ),
-        "long_duplicate_id": (
-            record("i" * 5000, "audio/b.wav"),
-            {"first_id": "i" * 5000},
-            f"duplicate id {'i' * 60!r}… (5000 characters)",
-        ),
-        "audio_name_in_another_unicode_normalization": (
-            record("b", f"audio/{CAFE_NFC}"),
-            {},
-            f"field 'audio': {audio.resolve() / CAFE_NFC}: no such file (the name on disk is in Unicode NFD "
-            f"(accents decomposed), the path is not: write it as on disk; {audio.resolve() / CAFE_NFD} is there)",
-        ),
-        "tilde_path": (
-            record("b", "~/calls/b.wav"),
-            {},
-            f"field 'audio': {root.resolve() / '~/calls/b.wav'}: no such file ('~' is not expanded: data paths are read "
-            "as written; give the full path)",
-        ),
-        "nan_in_meta": (
-            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"judge": {"scores": [6, NaN]}}}',
-            {},
-            "field 'meta.judge.scores[1]' is nan, which JSON has no number for (NaN, Infinity, or one beyond a "
-            "float's range): write null, or a number",
-        ),
-        "huge_number_in_meta": (
-            '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"speed": -1e400}}',
-            {},
-            "field 'meta.speed' is -inf, which JSON has no number for (NaN, Infinity, or one beyond a float's range): "
-            "write null, or a number",
-        ),
-        "first_item_of_a_json_array": (
-            "[" + json.dumps(record("b", "audio/b.wav")) + ",",
-            {},
-            "invalid JSON: Expecting value (column 67): an object inside a JSON array's brackets; JSON Lines has one "
-            "object per line, without brackets or commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
-        ),
-        "last_item_of_a_json_array": (
-            json.dumps(record("b", "audio/b.wav")) + "]",
-            {},
-            "invalid JSON: Extra data (column 65): an object inside a JSON array's brackets; JSON Lines has one "
-            "object per line, without brackets or commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)",
-        ),
         "lone_surrogate": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "Sum up \\ud83d please."}',
             {},
@@ -291,26 +212,12 @@ BAD_CASES = [
     "escapes_folder",
     "duplicate_id",
     "lone_surrogate",
-    "json_array_on_one_line",
-    "nul_in_summary",
-    "terminal_colour_codes_in_transcript",
-    "c1_control_in_instruction",
-    "zero_width_summary",
-    "nfd_duplicate_of_nfc_id",
-    "long_duplicate_id",
-    "audio_name_in_another_unicode_normalization",
-    "tilde_path",
-    "nan_in_meta",
-    "huge_number_in_meta",
-    "first_item_of_a_json_array",
-    "last_item_of_a_json_array",
 ]
 
 
-@pytest.mark.parametrize("name", BAD_CASES)
-def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
-    bad, kwargs, reason = bad_case(root, name)
-    first_id = kwargs.pop("first_id", "a")  # the good line's id, for the cases of a repeated one
+def check_bad_line(root: Path, bad: dict | str, kwargs: dict, reason: str, first_id: str = "a") -> Path:
+    """A manifest of a good line (id ``first_id``), a blank one and ``bad``: loading it raises naming line 3 and
+    ``reason``; returns the manifest."""
     good = record(first_id, "audio/a.wav", summary="s", transcript="t", chosen="c", rejected="r")
     manifest = write_manifest(root / "m.jsonl", [good, "", bad])  # the bad line is line 3
     with pytest.raises(ManifestError) as info:
@@ -319,6 +226,12 @@ def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
     assert (error.path, error.line, error.reason) == (str(manifest), 3, reason)
     assert str(error) == f"{manifest}:3: {reason}"
     assert isinstance(error, ValueError)
+    return manifest
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
+    check_bad_line(root, *bad_case(root, name))
 
 
 def test_unreadable_audio(root: Path):
@@ -576,11 +489,3 @@ def test_a_nul_character_in_the_audio_path_names_the_field(root: Path):
     assert info.value.line == 2
     assert info.value.reason == "field 'audio': 'audio/a\\x00.wav' holds a NUL character (at character 7): no file name can"
 
-
-def test_control_characters_are_refused_only_where_people_write_text(root: Path):
-    """chosen / rejected are a policy's own samples (a byte-level tokenizer writes any byte: `speechsum pairs` output
-    must load for DPO); U+0085 (NEL) is a line end, U+2028/U+2029 separators, tab and CR/LF are text."""
-    line = record("a", chosen="Ana sends \x03it.", rejected="\x1b[0m", transcript="one\x85two\u2028three\tfour\r\nfive")
-    examples, skipped = load_manifest(write_manifest(root / "m.jsonl", [line]), require_preference=True)
-    assert (examples[0].chosen, examples[0].rejected, examples[0].transcript, skipped) == (
-        "Ana sends \x03it.", "\x1b[0m", "one\x85two\u2028three\tfour\r\nfive", [])
