@@ -115,6 +115,8 @@ SERVED = {  # a 200 body → (score, requests made, words the error names)
     "tool call, null content": (completion(None, tool_calls=[{"id": "t1", "type": "function", "function": {
         "name": "score", "arguments": '{"score": 6}'}}]), None, 2,
         "(the reply is a tool call, not text: serve the model without tools or tool_choice for it)"),
+    "content filter, null content": (completion(None, "content_filter"), None, 2,
+                                     "(stopped by the endpoint's content filter (finish_reason content_filter))"),
 }
 
 

@@ -328,7 +328,7 @@ class OpenAICompatibleTeacher(Teacher):
 
             summary, choice = self._call(ask)
             if not summary:  # a refusal or a tool call: not cached, so a rerun asks again
-                why = "; ".join(no_text_notes(choice.message)) or "empty content"
+                why = "; ".join(no_text_notes(choice)) or "empty content"
                 LOG.warning("%s wrote no summary (%s); not cached: asked again next time", endpoint, why)
                 return summary
             if getattr(choice, "finish_reason", None) == "length":
