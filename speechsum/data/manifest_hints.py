@@ -44,6 +44,9 @@ def near_miss_hint(value: str, resolved: Path, root: Path) -> str:
             return f" (names are case-sensitive; {resolved.parent / same[0]} is there)"
     if value.startswith("~"):
         return " ('~' is not expanded: data paths are read as written; give the full path)"
+    if len(value) > 2 and value[0].isascii() and value[0].isalpha() and value[1] == ":" and value[2] in "\\/":
+        return (f" ({value[:2]} is a Windows drive: on this machine write the path the file has here, e.g. "
+                f"/mnt/{value[0].lower()}/... under WSL, or relative to the manifest's folder)")
     return ""
 
 

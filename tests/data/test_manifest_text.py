@@ -13,6 +13,7 @@ from speechsum.data.manifest import load_manifest
 from tests.data.test_manifest import check_bad_line, record, write_manifest, write_wav
 
 CAFE_NFC, CAFE_NFD = "caf\u00e9.wav", "cafe\u0301.wav"  # one name, accent composed / decomposed
+WINDOWS_PATH = "D:\\calls\\b.wav"
 
 
 @pytest.fixture
@@ -80,6 +81,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"field 'audio': {root.resolve() / '~/calls/b.wav'}: no such file ('~' is not expanded: data paths are read "
             "as written; give the full path)",
         ),
+        "windows_drive_path": (
+            record("b", WINDOWS_PATH),
+            {},
+            f"field 'audio': {root.resolve() / WINDOWS_PATH}: no such file (D: is a Windows drive: on this machine "
+            "write the path the file has here, e.g. /mnt/d/... under WSL, or relative to the manifest's folder)",
+        ),
         "nan_in_meta": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"judge": {"scores": [6, NaN]}}}',
             {},
@@ -118,6 +125,7 @@ CASES = [
     "long_duplicate_id",
     "audio_name_in_another_unicode_normalization",
     "tilde_path",
+    "windows_drive_path",
     "nan_in_meta",
     "huge_number_in_meta",
     "first_item_of_a_json_array",
