@@ -87,6 +87,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"field 'audio': {root.resolve() / WINDOWS_PATH}: no such file (D: is a Windows drive: on this machine "
             "write the path the file has here, e.g. /mnt/d/... under WSL, or relative to the manifest's folder)",
         ),
+        "chosen_as_chat_messages": (
+            record("b", "audio/b.wav", chosen=[{"role": "assistant", "content": "Ana sends it."}], rejected="No."),
+            {"require_preference": True},
+            "field 'chosen' must be a string, got list (chat messages, as in TRL's conversational format: give the "
+            "text, the assistant message's 'content', as the string)",
+        ),
         "nan_in_meta": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "x", "meta": {"judge": {"scores": [6, NaN]}}}',
             {},
@@ -126,6 +132,7 @@ CASES = [
     "audio_name_in_another_unicode_normalization",
     "tilde_path",
     "windows_drive_path",
+    "chosen_as_chat_messages",
     "nan_in_meta",
     "huge_number_in_meta",
     "first_item_of_a_json_array",
