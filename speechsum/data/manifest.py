@@ -149,7 +149,7 @@ def _check_types(record: dict) -> None:
         raise ValueError(f"field '{where[0]}' is {where[1]}, which JSON has no number for (NaN, Infinity, or one "
                          "beyond a float's range): write null, or a number")
     if record.get("offset") is not None:  # NeMo-style segments: reading the whole file would pair it with a part's text
-        raise ValueError(f"field 'offset' ({record['offset']!r}): speechsum reads whole audio files, not segments; cut "
+        raise ValueError(f"field 'offset' ({shown(record['offset'])}): speechsum reads whole audio files, not segments; cut "
                          "the segment into its own file (e.g. `ffmpeg -ss OFFSET -t DURATION -i in.wav part.wav`) "
                          "and drop 'offset'")
 
@@ -192,16 +192,16 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     check is lexical: ``..`` leaving ``root`` is refused unless ``allow_outside``, a symlink inside
     ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
     if "\0" in value:
-        raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
+        raise ValueError(f"{shown(value)} holds a NUL character (at character {value.index(chr(0))}): no file name can")
     if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
-        raise ValueError(f"{value!r} is a URL; speechsum reads local files: download it and give its path")
+        raise ValueError(f"{shown(value)} is a URL; speechsum reads local files: download it and give its path")
     path = Path(value)
     if path.is_absolute() or root is None:
         return path
     root = Path(os.path.abspath(root))
     joined = Path(os.path.normpath(root / path))
     if not allow_outside and not joined.is_relative_to(root):
-        raise ValueError(f"relative path {value!r} escapes the {folder} {root}; "
+        raise ValueError(f"relative path {shown(value)} escapes the {folder} {root}; "
                          "use an absolute path or set allow_paths_outside_manifest_dir=True")
     return joined
 
