@@ -26,7 +26,15 @@ import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
-from speechsum.data.text_checks import first_reserved, text_fields
+from speechsum.data.text_checks import (
+    CONTROL_CHECKED,
+    blank,
+    control_character,
+    first_reserved,
+    id_clash,
+    remember_id,
+    text_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +187,18 @@ def probe_audio(source: str | NamedAudio, max_seconds: float | None = None, trun
 
 
 def _text(value: Any, field: str, required: bool) -> str | None:
-    if value is None or value == "" or (required and isinstance(value, str) and not value.strip()):
-        if required:  # as in manifests, a required text of only whitespace is missing
-            raise ValueError(f"missing or empty {field}" + (" (only whitespace)" if value else ""))
+    if value is None or value == "" or (required and isinstance(value, str) and blank(value)):
+        if required:  # as in manifests, a required text of only whitespace (or invisible characters) is missing
+            what = "" if not value else " (only whitespace)" if not value.strip() else \
+                " (only invisible characters, e.g. zero-width spaces)"
+            raise ValueError(f"missing or empty {field}{what}")
         return None
     if isinstance(value, int) and not isinstance(value, bool) and field == "id":
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string, got {type(value).__name__}")
+    if field in CONTROL_CHECKED and (problem := control_character(value)):
+        raise ValueError(f"{field} {problem}")
     return value
 
 
@@ -242,7 +254,7 @@ def load_hf_split(
     examples: list[Example] = []
     rows: list[int] = []
     skipped: list[SkippedLine] = []
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, str]] = {}  # ids in NFC form -> (as given, where)
     for row, record in enumerate(table):
         field = "id"
         try:
@@ -264,8 +276,8 @@ def load_hf_split(
             duration = probe_audio(source, max_audio_seconds, truncate_audio_seconds)
             field = "id"
             example_id = values.get("id") or f"{split}-{row}"
-            if example_id in seen:
-                raise ValueError(f"duplicate id {example_id!r}")
+            if clash := id_clash(example_id, seen):
+                raise ValueError(clash)
         except ValueError as err:
             error = HFDatasetError(name_or_path, split, str(err), row=row, column=mapped.get(field, field))
             if on_bad_example == "error":
@@ -273,7 +285,7 @@ def load_hf_split(
             skipped.append(SkippedLine(row, str(error)))
             log.warning("skipping %s", error)
             continue
-        seen.add(example_id)
+        remember_id(example_id, f"row {row}", seen)
         rows.append(row)
         examples.append(Example(
             id=example_id, audio=f"{label} row {row}", instruction=values.get("instruction") or "",

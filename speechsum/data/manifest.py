@@ -17,7 +17,6 @@ Schema (one JSON object per line):
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -28,7 +27,24 @@ from pathlib import Path
 from typing import Literal
 
 from speechsum.data.audio import audio_seconds
-from speechsum.data.text_checks import first_reserved, text_fields
+from speechsum.data.manifest_hints import (
+    array_hint,
+    cut_short_hint,
+    layout_hint,
+    misnamed,
+    near_miss_hint,
+    working_folder_hint,
+)
+from speechsum.data.text_checks import (
+    CONTROL_CHECKED,
+    blank,
+    control_character,
+    first_reserved,
+    id_clash,
+    remember_id,
+    shown,
+    text_fields,
+)
 from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines, text_lines_problem
 
 log = logging.getLogger(__name__)
@@ -101,21 +117,64 @@ def _check_unicode(text: str, where: str) -> None:
                          "(an unpaired \\uD800-\\uDFFF escape): not valid Unicode text") from None
 
 
+def _type_advice(value: object) -> str:
+    """What to write instead of a JSON value of the wrong type in a text field."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f" (write it as a JSON string, in quotes: \"{value}\")"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return " (a list: join its items into one string)"
+    messages = value if isinstance(value, list) else [value]
+    if messages and all(isinstance(item, dict) and "content" in item for item in messages):
+        return (" (chat messages, as in TRL's conversational format: give the text, the assistant message's "
+                "'content', as the string)")
+    return ""
+
+
 def _check_types(record: dict) -> None:
     for name in _STRING_FIELDS:
         if name in record and record[name] is not None and not isinstance(record[name], str):
-            raise ValueError(f"field '{name}' must be a string, got {type(record[name]).__name__}")
+            raise ValueError(f"field '{name}' must be a string, got {type(record[name]).__name__}"
+                             + _type_advice(record[name]))
         if isinstance(record.get(name), str):
             _check_unicode(record[name], f"field '{name}'")
+            if name in CONTROL_CHECKED and (problem := control_character(record[name])):
+                raise ValueError(f"field '{name}' {problem}")
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
-        raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}")
+        raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}"
+                         + (_number_advice(duration) if isinstance(duration, str) else ""))
     if record.get("meta") is not None and not isinstance(record["meta"], dict):
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
+    if (where := _non_finite(record.get("meta"), "meta")) is not None:  # carried into outputs as no JSON reads it
+        raise ValueError(f"field '{where[0]}' is {where[1]}, which JSON has no number for (NaN, Infinity, or one "
+                         "beyond a float's range): write null, or a number")
     if record.get("offset") is not None:  # NeMo-style segments: reading the whole file would pair it with a part's text
-        raise ValueError(f"field 'offset' ({record['offset']!r}): speechsum reads whole audio files, not segments; cut "
+        raise ValueError(f"field 'offset' ({shown(record['offset'])}): speechsum reads whole audio files, not segments; cut "
                          "the segment into its own file (e.g. `ffmpeg -ss OFFSET -t DURATION -i in.wav part.wav`) "
                          "and drop 'offset'")
+
+
+def _non_finite(value: object, where: str) -> tuple[str, float] | None:
+    """``(path, value)`` of a NaN or infinite float in a parsed JSON value, or None (walked without
+    recursion: JSON nests as deep as the parser's own limit)."""
+    stack = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not finite_json_number(item):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}", inner) for key, inner in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", inner) for index, inner in reversed(list(enumerate(item))))
+    return None
+
+
+def _number_advice(value: object) -> str:
+    """For a number written as a JSON string ("1.5"): write it without the quotes; else ""."""
+    try:
+        return f" (write {value.strip()} without the quotes)" if finite_json_number(float(value)) else ""
+    except (TypeError, ValueError):
+        return ""
 
 
 def same_pair(chosen: str | None, rejected: str | None) -> str | None:
@@ -133,49 +192,20 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
     check is lexical: ``..`` leaving ``root`` is refused unless ``allow_outside``, a symlink inside
     ``root`` is followed wherever it points. Without ``root`` (a hub dataset) the path is as written."""
     if "\0" in value:
-        raise ValueError(f"{value!r} holds a NUL character (at character {value.index(chr(0))}): no file name can")
+        raise ValueError(f"{shown(value)} holds a NUL character (at character {value.index(chr(0))}): no file name can")
     if value.strip() == "-":  # a shell's "standard input", joined to the folder a file nobody meant
         raise ValueError("'-' (standard input, to some tools) names no file: audio is read from files; give its path")
     if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
-        raise ValueError(f"{value!r} is a URL; speechsum reads local files: download it and give its path")
+        raise ValueError(f"{shown(value)} is a URL; speechsum reads local files: download it and give its path")
     path = Path(value)
     if path.is_absolute() or root is None:
         return path
     root = Path(os.path.abspath(root))
     joined = Path(os.path.normpath(root / path))
     if not allow_outside and not joined.is_relative_to(root):
-        raise ValueError(f"relative path {value!r} escapes the {folder} {root}; "
+        raise ValueError(f"relative path {shown(value)} escapes the {folder} {root}; "
                          "use an absolute path or set allow_paths_outside_manifest_dir=True")
     return joined
-
-
-def _working_folder_hint(value: str, resolved: Path, root: Path) -> str:
-    """For a relative audio path missing from the manifest's folder but there from the working folder
-    (paths written relative to where the manifest was made): the rule and what to do; else ""."""
-    if Path(value).is_absolute() or os.path.lexists(resolved) or not Path(value).is_file():
-        return ""
-    return (f" (relative audio paths resolve against the manifest's folder {Path(os.path.abspath(root))}, not the "
-            f"working folder, where {value} is: write them relative to the manifest's folder, or absolute)")
-
-
-def _near_miss_hint(value: str, resolved: Path, root: Path) -> str:
-    """For an audio path that names no file: the file it likely meant, when one is there written
-    with '/' for Windows' '\\', without the spaces around it, with '~' expanded (it is not), or with
-    letters in another case; else ""."""
-    if os.path.lexists(resolved):
-        return ""
-    tries = [("written with Windows' '\\' separators: write '/'", value.replace("\\", "/")),
-             ("spaces around the path: remove them", value.strip()),
-             ("'~' is not expanded: give the full path", os.path.expanduser(value) if value.startswith("~") else value)]
-    for advice, candidate in tries:
-        full = Path(os.path.normpath(Path(os.path.abspath(root)) / candidate))  # an absolute candidate stays itself
-        if candidate != value and full.is_file():
-            return f" ({advice}; {full} is there)"
-    if resolved.parent.is_dir():
-        same = [entry for entry in os.listdir(resolved.parent) if entry.casefold() == resolved.name.casefold()]
-        if same:
-            return f" (names are case-sensitive; {resolved.parent / same[0]} is there)"
-    return ""
 
 
 def _probe_audio(path: Path, max_seconds: float | None, truncate_at: float | None = None) -> float:
@@ -185,32 +215,6 @@ def _probe_audio(path: Path, max_seconds: float | None, truncate_at: float | Non
         return audio_seconds(str(path), max_seconds, truncate_at)
     except ValueError as err:
         raise ValueError(f"field 'audio': {err}") from err
-
-
-def _misnamed(name: str, record: dict) -> str:
-    """For a missing field ``name``: the line's own key that looks meant for it ('Summary',
-    'transcription', NeMo's 'audio_filepath'), with what to do; else ""."""
-    own = [key for key in record if isinstance(key, str) and key not in FIELDS]
-    close = [key for key in own if key.casefold() == name or key.casefold().startswith(name)]
-    close = close or difflib.get_close_matches(name, own, n=1, cutoff=0.8)
-    return f" (the line has {close[0]!r}: rename it to '{name}')" if close else ""
-
-
-def _layout_hint(line: str) -> str:
-    """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
-    object followed by a comma (a JSON array's items), or a line holding only a bracket (an array or
-    object spread over several lines)."""
-    if line.endswith(","):
-        try:
-            if isinstance(json.loads(line[:-1]), dict):
-                return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
-        except (ValueError, RecursionError):
-            pass
-    if line in ("[", "{"):
-        return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
-                f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
-                f"jq -c '{'.[]' if line == '[' else '.'}' FILE > FILE.jsonl)")
-    return ""
 
 
 class RepeatedKeyError(ValueError):
@@ -223,7 +227,7 @@ def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
     record: dict = {}
     for key, value in pairs:
         if key in record:
-            raise RepeatedKeyError(f"field {key!r} is given twice in one object ({record[key]!r}, then {value!r}): "
+            raise RepeatedKeyError(f"field {key!r} is given twice in one object ({shown(record[key])}, then {shown(value)}): "
                                    "JSON would keep the last silently; keep the one meant")
         record[key] = value
     return record
@@ -250,22 +254,24 @@ def parse_line(
     except RepeatedKeyError as err:
         raise ValueError(str(err)) from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){_layout_hint(text.strip())}") from err
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){layout_hint(text.strip())}") from err
     except RecursionError:
         raise ValueError("invalid JSON (nested deeper than Python's recursion limit)") from None
     except ValueError:  # an integer literal longer than Python converts
         raise ValueError(f"invalid JSON: a number with more than {sys.get_int_max_str_digits()} digits") from None
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}{array_hint(record)}")
     _check_types(record)
     required = ["id", "audio"] + (["instruction"] if require_instruction else [])
     required += ["summary"] if require_summary else []
     required += ["transcript"] if require_transcript else []
     required += ["chosen", "rejected"] if require_preference else []
     for name in required:
-        if not record.get(name) or (isinstance(record[name], str) and not record[name].strip()):
-            raise ValueError(f"missing field '{name}'" + (" (only whitespace)" if record.get(name) else "")
-                             + _misnamed(name, record))
+        value = record.get(name)
+        if not value or blank(value):
+            what = "" if not value else " (only whitespace)" if not value.strip() else \
+                " (only invisible characters, e.g. zero-width spaces)"
+            raise ValueError(f"missing field '{name}'{what}{misnamed(name, record, FIELDS)}")
     reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")
@@ -278,7 +284,7 @@ def parse_line(
     try:
         duration = _probe_audio(audio, max_audio_seconds, truncate_audio_seconds)
     except ValueError as err:
-        hint = _working_folder_hint(record["audio"], audio, root) or _near_miss_hint(record["audio"], audio, root)
+        hint = working_folder_hint(record["audio"], audio, root) or near_miss_hint(record["audio"], audio, root)
         raise ValueError(f"{err}{hint}") from err
     if record.get("duration") is not None and not finite_json_number(record["duration"]):
         raise ValueError("field 'duration' must be a finite number of seconds")
@@ -352,7 +358,7 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
         raise ManifestError(path, 1, unreadable)
     root = path.parent
     examples: list[Example] = []
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, str]] = {}  # ids in NFC form -> (as given, where)
     skipped: list[SkippedLine] = []
     for number, raw in raw_lines(path):  # bytes: an undecodable line is a bad line, not a crash
         try:
@@ -360,15 +366,16 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
             if not text.strip():
                 continue
             example = parse_line(text, root, **checks)
-            if example.id in seen:
-                raise ValueError(f"duplicate id {example.id!r}")
+            if clash := id_clash(example.id, seen):
+                raise ValueError(clash)
         except ValueError as err:
+            reason = f"{err}{cut_short_hint(raw, str(err))}"
             if on_bad_example == "error":
-                raise ManifestError(path, number, str(err)) from err
-            skipped.append(SkippedLine(number, str(err)))
-            log.warning("skipping %s:%d: %s", path, number, err)
+                raise ManifestError(path, number, reason) from err
+            skipped.append(SkippedLine(number, reason))
+            log.warning("skipping %s:%d: %s", path, number, reason)
             continue
-        seen.add(example.id)
+        remember_id(example.id, f"line {number}", seen)
         examples.append(replace(example, origin=Origin(str(path), number)))
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))

@@ -8,12 +8,17 @@ fill (the native processors expand every occurrence in the prompt). Such text is
 enters (manifest lines and dataset rows as they load, ``speechsum pairs``, ``speechsum serve`` and
 ``summarize`` requests), naming the field and the token, rather than tokenized another way: clean
 text keeps exactly the tokens it had.
+
+Also here, for manifest lines and dataset rows alike: text that is no plain text (a control
+character), text that shows nothing (only whitespace and invisible format characters), and ids that
+are one id in another Unicode normalization.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 
 TEXT_FIELDS = ("instruction", "summary", "chosen", "rejected")  # + "transcript" where a model reads it
@@ -63,3 +68,59 @@ def first_reserved(values: Mapping[str, object], reserved: Iterable[str], fields
         if problem:
             return name, problem
     return None
+
+
+# C0 controls but TAB, LF and CR; DEL; the C1 controls but NEL (U+0085, a line end): what Windows-1252 text
+# read as Latin-1 holds
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
+# the fields people write; not chosen / rejected, the policy's own samples (a byte-level tokenizer writes any byte)
+CONTROL_CHECKED = ("id", "instruction", "summary", "transcript", "lang")
+
+
+def control_character(text: str) -> str | None:
+    """Why ``text`` is no plain text (the first control character in it and where, with what to do),
+    or None. Tabs and line ends are text; NUL, ESC (terminal colour codes), form feeds and the C1
+    range are not: a tokenizer would read them as characters the model never saw in training.
+    Checked in the fields of :data:`CONTROL_CHECKED`."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    code = ord(found.group(0))
+    cause = ("text decoded with the wrong encoding? Windows-1252 read as Latin-1 gives these" if code >= 0x80
+             else "a binary file's bytes or terminal colour codes pasted in?")
+    return (f"holds the control character U+{code:04X} at character {found.start()} ({cause}): remove it, or "
+            "replace it with the character meant")
+
+
+def blank(text: str) -> bool:
+    """Whether ``text`` holds nothing visible: only whitespace and invisible format characters
+    (zero-width spaces and joiners, byte-order marks, direction marks), which ``str.strip`` keeps."""
+    return all(char.isspace() or unicodedata.category(char) in ("Cf", "Cc") for char in text)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a message, a long string cut to its first ``limit`` characters (a repeated
+    transcript would otherwise put megabytes into one error line)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 20 else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def id_clash(example_id: str, seen: dict[str, tuple[str, str]]) -> str | None:
+    """Why ``example_id`` cannot join the ids in ``seen`` (NFC form → (id, where it was given)), or
+    None: the same id again, or one that differs only in Unicode normalization ("café" as one
+    code point or as "e" + a combining accent, which look the same and name one example). Add an
+    accepted id with :func:`remember_id`."""
+    first = seen.get(unicodedata.normalize("NFC", example_id))
+    if first is None:
+        return None
+    if first[0] == example_id:
+        return f"duplicate id {shown(example_id)}"
+    return (f"duplicate id {shown(example_id)}: {first[1]} has {shown(first[0])}, the same text in another Unicode "
+            "normalization (NFC/NFD: composed or decomposed accents); give each example its own id")
+
+
+def remember_id(example_id: str, where: str, seen: dict[str, tuple[str, str]]) -> None:
+    """Add ``example_id`` (given at ``where``, e.g. "line 3") to ``seen`` for :func:`id_clash`."""
+    seen[unicodedata.normalize("NFC", example_id)] = (example_id, where)

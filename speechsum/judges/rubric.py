@@ -20,6 +20,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from speechsum.utils.answers import whole_number
 from speechsum.utils.chat_json import ChatJsonAsker, check_not_all_refused
 from speechsum.utils.io import PROMPTS_DIR
 from speechsum.utils.remote import JsonlCache, first_json_object, map_concurrent, openai_client
@@ -67,13 +68,7 @@ class MalformedVerdict(ValueError):
 
 
 def _score_value(value: object, name: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():  # "6": a quoted integer, not a guess
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise MalformedVerdict(f"{name!r} must be an integer 1-7, got {value!r}")
-    if not 1 <= int(value) <= 7:
-        raise MalformedVerdict(f"{name!r} must be in 1..7, got {value!r}")
-    return int(value)
+    return whole_number(value, name, 1, 7, MalformedVerdict)
 
 
 def parse_verdict(text: str) -> RubricVerdict:

@@ -13,6 +13,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from speechsum.data.text_checks import blank, control_character
+from speechsum.utils.answers import whole_number
 from speechsum.utils.io import PROMPTS_DIR
 from speechsum.utils.remote import first_json_object
 
@@ -88,6 +90,8 @@ def parse_queries(text: str, num_queries: int, styles: list[str]) -> list[dict]:
         if not isinstance(item, dict) or not isinstance(item.get("query"), str) or not isinstance(item.get("style"), str):
             raise ValueError(f"query {number}: expected {{'style': str, 'query': str}}, got {str(item)[:80]!r}")
         style, query = item["style"].strip().lower(), " ".join(item["query"].split())
+        if problem := control_character(query):  # the output manifest's loader would refuse the line
+            raise ValueError(f"query {number} {problem}")
         if style not in styles:
             raise ValueError(f"query {number}: unknown style {style!r} (allowed: {', '.join(styles)})")
         if _normalised(query) and _normalised(query) not in seen:
@@ -99,19 +103,19 @@ def parse_queries(text: str, num_queries: int, styles: list[str]) -> list[dict]:
 
 
 def parse_scores(text: str, num_queries: int) -> list[int]:
-    """``{"scores": [...]}``: exactly ``num_queries`` integers in 1..10."""
+    """``{"scores": [...]}``: exactly ``num_queries`` integers in 1..10 (:func:`whole_number`)."""
     scores = first_json_object(text).get("scores")
     if not isinstance(scores, list) or len(scores) != num_queries:
         raise ValueError(f"expected 'scores' with {num_queries} integers, got {str(scores)[:80]!r}")
-    for score in scores:
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score) or not 1 <= score <= 10:
-            raise ValueError(f"importance scores must be integers 1-10, got {score!r}")
-    return [int(s) for s in scores]
+    return [whole_number(score, f"scores[{number}]", 1, 10) for number, score in enumerate(scores)]
 
 
 def parse_summary(text: str) -> str:
-    """``{"summary": "..."}`` with a non-empty string."""
+    """``{"summary": "..."}`` with a string that shows something and holds no control character
+    (:mod:`speechsum.data.text_checks`: the output manifest must load)."""
     summary = first_json_object(text).get("summary")
-    if not isinstance(summary, str) or not summary.strip():
+    if not isinstance(summary, str) or blank(summary):
         raise ValueError("no non-empty 'summary' string in the answer")
+    if problem := control_character(summary):  # the output manifest's loader would refuse the line
+        raise ValueError(f"the summary {problem}")
     return summary.strip()

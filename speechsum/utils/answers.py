@@ -12,6 +12,7 @@ Nothing is ever guessed: every doubt raises (a ``ValueError``, so
 from __future__ import annotations
 
 import json
+import math
 import re
 
 _DECODER = json.JSONDecoder()
@@ -86,3 +87,18 @@ def first_json_object(text: str | None, error: type[ValueError] = ValueError, ke
         values = ", ".join(json.dumps(o[key]) for o in candidates)
         raise error(f"ambiguous answer: {len(candidates)} JSON objects with different {key!r} ({values})")
     return candidates[0]
+
+
+def whole_number(value: object, name: str, low: int, high: int, error: type[ValueError] = ValueError) -> int:
+    """``value``, a judge's or rater's score, as an integer in ``low..high``: a JSON integer, an integral
+    number (6.0) or its digits quoted ("6"). Anything else raises ``error`` naming ``name``: 6.5, "six",
+    true, a list, and NaN, Infinity or 1e400, which JSON parsers read as floats no integer can hold."""
+    if isinstance(value, str) and value.strip().isdigit():  # "6": a quoted integer, not a guess
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            (isinstance(value, float) and not math.isfinite(value)) or value != int(value):
+        shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:80]}…"
+        raise error(f"{name!r} must be an integer {low}-{high}, got {shown}")
+    if not low <= value <= high:
+        raise error(f"{name!r} must be in {low}..{high}, got {value!r}")
+    return int(value)

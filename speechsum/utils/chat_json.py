@@ -117,6 +117,7 @@ class ChatJsonAsker:
         reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
         notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
         notes += ["the reply holds only reasoning, no answer"] if reasoning and not text.strip() else []
+        notes += no_text_notes(choice) if not text.strip() else []
         return text, "; ".join(notes)
 
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
@@ -145,6 +146,22 @@ class ChatJsonAsker:
                             self.model, f" for {label}" if label else "", attempt, self.parse_attempts, error)
                 asked = [*messages, {"role": "assistant", "content": text}, correction_turn(error)]
         return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
+
+
+def no_text_notes(choice: object) -> list[str]:
+    """Why a chat reply's choice holds no text, as far as it says: the model refused (``refusal``), the
+    endpoint's content filter stopped it (``finish_reason: content_filter``), or it called a tool
+    instead of answering (``tool_calls``, ``function_call``)."""
+    notes = []
+    message = getattr(choice, "message", None)
+    if getattr(choice, "finish_reason", None) == "content_filter":
+        notes.append("stopped by the endpoint's content filter (finish_reason content_filter)")
+    refusal = getattr(message, "refusal", None)
+    if isinstance(refusal, str) and refusal.strip():
+        notes.append(f"the model refused: {refusal.strip()[:120]!r}")
+    if getattr(message, "tool_calls", None) or getattr(message, "function_call", None):
+        notes.append("the reply is a tool call, not text: serve the model without tools or tool_choice for it")
+    return notes
 
 
 def correction_turn(error: str) -> dict[str, str]:

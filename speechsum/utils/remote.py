@@ -68,7 +68,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         # the client's own error is a bare "Connection error." (retried in vain), its cause unshown
         raise ConfigError(f"base_url {base_url!r} is not an http:// or https:// URL; write it whole, e.g. "
                           f"http://{str(base_url).strip().split('://')[-1] or '127.0.0.1:8000/v1'}")
-    key = os.environ.get(api_key_env) if api_key_env else None
+    key = usable_key(os.environ.get(api_key_env), api_key_env) if api_key_env else None
     if not key:
         if base_url is None:
             raise ValueError(
@@ -81,6 +81,23 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     hooks = {"response": [refuse_method_changing_redirect]}
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0,
                          http_client=deadline_http_client(timeout, event_hooks=hooks))
+
+
+def usable_key(key: str | None, variable: str) -> str | None:
+    """The API key of environment variable ``variable`` without the spaces and line end around it (a key
+    read from a file: ``export KEY=$(< key.txt)`` of a Windows file keeps its CR, which the HTTP client
+    refused with an error quoting the whole key, retried as a connection error); a ``ConfigError``
+    naming the variable, never the key, when a character inside it cannot go into an HTTP header."""
+    if key is None:
+        return None
+    if key.strip():
+        KEYS_IN_USE.add(key)  # masked as given, too
+    key = key.strip()
+    bad = next((index for index, char in enumerate(key) if not "!" <= char <= "~"), None)
+    if bad is not None:
+        raise ConfigError(f"the API key in ${variable} holds a character an HTTP header cannot carry (a space, a line "
+                          f"end or a non-ASCII letter) at position {bad}: export the key exactly as issued")
+    return key
 
 
 def refuse_method_changing_redirect(response: Any) -> None:
@@ -106,19 +123,47 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
     reason = without_keys(error_text(error))
-    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}). Everything finished so far "
-                      f"is cached in {cache}; fix the cause (URL, model name, key in ${api_key_env}, server "
-                      "load) and rerun the same command to resume.")
+    advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
+                                                          "server load)")
+    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything finished so "
+                      f"far is cached in {cache}; rerun the same command to resume.")
+
+
+def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
+                    "--api-key-env") -> str:
+    """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
+    the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
+    status = getattr(error, "status_code", None)
+    if status == 401:
+        return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
+                "started without a key needs none)")
+    if status == 403:
+        return "the API key has no access to this model or endpoint: check the key's permissions and the model name"
+    if status == 404:
+        return ("no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), "
+                "and that the endpoint serves the model name (GET base_url/models lists them)")
+    if status == 429 and getattr(error, "code", None) == "insufficient_quota":
+        return "the account's quota is used up (no retry ends that): add credit with the provider, or use another key"
+    if status == 429:
+        return "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing)"
+    if isinstance(status, int) and status >= 500:
+        return "the server failed after every retry: check its logs and load"
+    if isinstance(error, openai.APITimeoutError):
+        return "no answer within the timeout after every retry: raise the timeout or lower the concurrency"
+    if isinstance(error, openai.APIConnectionError):
+        return "unreachable after every retry: check that a server runs at base_url (host, port, http/https)"
+    return ""
 
 
 def error_text(error: BaseException) -> str:
     """``Type: message`` of an endpoint's error; a connection error's or timeout's cause added (the
-    client says only "Connection error."; its cause says refused, unknown host, TLS…)."""
+    client says only "Connection error."; its cause says refused, unknown host, TLS…); keys masked
+    (:func:`without_keys`)."""
     text = f"{type(error).__name__}: {error}"
     cause = error.__cause__
     if isinstance(error, openai.APIConnectionError) and cause is not None and str(cause):
         text += f" ({type(cause).__name__}: {cause})"
-    return text
+    return without_keys(text)  # it is logged and kept (a verdict's error): no key a server echoed
 
 
 def without_keys(text: str) -> str:
@@ -142,9 +187,9 @@ def endpoint_error_text(error: BaseException) -> str | None:
         if isinstance(error, openai.OpenAIError):
             url = getattr(getattr(error, "request", None), "url", None)
             where = f"the endpoint {url}" if url else "the OpenAI-compatible endpoint"
-            return without_keys(f"{where} failed ({error_text(error)}); check its URL, the model "
-                                "name, and the API key in the environment variable named by api_key_env / "
-                                "--api-key-env, then rerun")
+            advice = endpoint_advice(error) or ("check its URL, the model name, and the API key in the environment "
+                                                "variable named by api_key_env / --api-key-env")
+            return without_keys(f"{where} failed ({error_text(error)}); {advice}, then rerun")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
@@ -152,7 +197,11 @@ def endpoint_error_text(error: BaseException) -> str | None:
 
 def is_retryable(error: BaseException) -> bool:
     """The retry policy: transient errors (:data:`TRANSIENT_ERRORS`; HTTP 408, 429 and 5xx) are
-    retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not."""
+    retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not, nor
+    a 429 whose code says the account's quota is used up (OpenAI's ``insufficient_quota``: no wait
+    ends it)."""
+    if isinstance(error, openai.RateLimitError) and getattr(error, "code", None) == "insufficient_quota":
+        return False
     if isinstance(error, RETRYABLE_ERRORS):
         return True
     return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code in TRANSIENT_STATUS)

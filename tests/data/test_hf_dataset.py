@@ -265,3 +265,29 @@ def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
     examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, max_audio_seconds=2.0, on_bad_example="skip")
     assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
     assert len(load_hf_split(str(tmp_path), "train", table)[0]) == 2
+
+
+@pytest.mark.parametrize(("column", "values", "reason"), [
+    ("instruction", ["Say it.", "\u200b\u2060"], "missing or empty instruction (only invisible characters, e.g. "
+                                                 "zero-width spaces)"),
+    ("summary", ["A tone.", "A \x00tone."], "summary holds the control character U+0000 at character 2 (a binary "
+                                           "file's bytes or terminal colour codes pasted in?): remove it, or replace "
+                                           "it with the character meant"),
+    ("id", ["caf\u00e9", "cafe\u0301"], "duplicate id 'cafe\u0301': row 0 has 'caf\u00e9', the same text in another "
+                                        "Unicode normalization (NFC/NFD: composed or decomposed accents); give each "
+                                        "example its own id"),
+])
+def test_invisible_control_and_renormalized_text_are_bad_rows_as_in_manifests(tmp_path, column, values, reason):
+    """Before: a zero-width instruction and a NUL in a summary were kept as text, an NFD id beside its NFC twin kept
+    as a second example."""
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    columns = {"id": ["a", "b"], "audio": ["a.wav", "a.wav"], "instruction": ["Say it.", "Say it."],
+               "summary": ["A tone.", "A tone."], column: values}
+    table = datasets.Dataset.from_dict(columns)
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "train", table, require_summary=True)
+    assert str(error.value) == f"dataset {tmp_path} (split 'train', row 1, column {column!r}): {reason}"
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, require_summary=True, on_bad_example="skip")
+    assert [e.id for e in examples] == [values[0] if column == "id" else "a"] and [s.line for s in skipped] == [1]

@@ -112,18 +112,19 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "instruction_number": (
             record("b", "audio/b.wav", instruction=3),
             {},
-            "field 'instruction' must be a string, got int",
+            'field \'instruction\' must be a string, got int (write it as a JSON string, in quotes: "3")',
         ),
-        "id_number": (record(7, "audio/b.wav"), {}, "field 'id' must be a string, got int"),
+        "id_number": (record(7, "audio/b.wav"), {}, 'field \'id\' must be a string, got int (write it as a JSON string, in '
+                      'quotes: "7")'),
         "summary_list": (
             record("b", "audio/b.wav", summary=["s"]),
             {},
-            "field 'summary' must be a string, got list",
+            "field 'summary' must be a string, got list (a list: join its items into one string)",
         ),
         "duration_string": (
             record("b", "audio/b.wav", duration="1.5"),
             {},
-            "field 'duration' must be a number of seconds, got str",
+            "field 'duration' must be a number of seconds, got str (write 1.5 without the quotes)",
         ),
         "duration_bool": (
             record("b", "audio/b.wav", duration=True),
@@ -214,10 +215,10 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name", BAD_CASES)
-def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
-    bad, kwargs, reason = bad_case(root, name)
-    good = record("a", "audio/a.wav", summary="s", transcript="t", chosen="c", rejected="r")
+def check_bad_line(root: Path, bad: dict | str, kwargs: dict, reason: str, first_id: str = "a") -> Path:
+    """A manifest of a good line (id ``first_id``), a blank one and ``bad``: loading it raises naming line 3 and
+    ``reason``; returns the manifest."""
+    good = record(first_id, "audio/a.wav", summary="s", transcript="t", chosen="c", rejected="r")
     manifest = write_manifest(root / "m.jsonl", [good, "", bad])  # the bad line is line 3
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest, **kwargs)
@@ -225,6 +226,12 @@ def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
     assert (error.path, error.line, error.reason) == (str(manifest), 3, reason)
     assert str(error) == f"{manifest}:3: {reason}"
     assert isinstance(error, ValueError)
+    return manifest
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_line_raises_with_path_line_and_reason(root: Path, name: str):
+    check_bad_line(root, *bad_case(root, name))
 
 
 def test_unreadable_audio(root: Path):
@@ -352,7 +359,7 @@ def test_skip_mode_keeps_good_lines_and_reports_bad_ones(root: Path, caplog):
         SkippedLine(2, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
         SkippedLine(5, f"field 'audio': {(root / 'audio' / 'missing.wav').resolve()}: no such file"),
         SkippedLine(6, "duplicate id 'a'"),
-        SkippedLine(7, "field 'instruction' must be a string, got int"),
+        SkippedLine(7, 'field \'instruction\' must be a string, got int (write it as a JSON string, in quotes: "5")'),
     ]
     assert skipped == expected
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -481,3 +488,4 @@ def test_a_nul_character_in_the_audio_path_names_the_field(root: Path):
         load_manifest(manifest)
     assert info.value.line == 2
     assert info.value.reason == "field 'audio': 'audio/a\\x00.wav' holds a NUL character (at character 7): no file name can"
+

@@ -139,3 +139,41 @@ def test_a_path_starting_with_a_tilde_names_the_expanded_file(root: Path, monkey
         load_manifest(manifest)
     assert info.value.reason == (f"field 'audio': {root / '~' / 'a.wav'}: no such file ('~' is not expanded: give the "
                                  f"full path; {root / 'audio' / 'a.wav'} is there)")
+
+
+@pytest.mark.parametrize("on_bad_example", ["error", "skip"])
+def test_a_file_cut_short_mid_write_names_its_partial_last_line(root: Path, on_bad_example: str, caplog):
+    """Before: only "invalid JSON: Unterminated string", which did not say the file was cut off."""
+    whole = json.dumps(record("a", "audio/a.wav"))
+    manifest = root / "m.jsonl"
+    manifest.write_text(whole + "\n" + json.dumps(record("b", "audio/a.wav"))[:20], encoding="utf-8")
+    reason = ("invalid JSON: Expecting value (column 21); it is the file's last line and has no line "
+              "end: the file looks cut short while being written (write it again, or delete this partial line)")
+    if on_bad_example == "error":
+        with pytest.raises(ManifestError) as info:
+            load_manifest(manifest)
+        assert (info.value.line, info.value.reason) == (2, reason)
+        return
+    examples, skipped = load_manifest(manifest, on_bad_example="skip")
+    assert ([e.id for e in examples], [(s.line, s.reason) for s in skipped]) == (["a"], [(2, reason)])
+    assert f"{manifest}: skipped 1 bad line(s), kept 1" in caplog.text
+
+
+def test_a_bad_line_that_ends_with_a_newline_gets_no_cut_short_hint(root: Path):
+    manifest = write_manifest(root / "m.jsonl", [record("a", "audio/a.wav"), '{"id": "b",'])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == "invalid JSON: Expecting property name enclosed in double quotes (column 12)"
+
+
+@pytest.mark.parametrize(("head", "name"), [(b"RIFF\x24\x00\x00\x00WAVEfmt ", "WAV audio"), (b"fLaC\x00\x00", "FLAC audio"),
+                                            (b"PAR1\x15\x04", "Parquet table")])
+def test_an_audio_file_or_table_given_as_the_manifest_is_named_so(root: Path, head: bytes, name: str):
+    """Before: "not valid UTF-8: byte(s) 80 at byte offset 24" for a WAV file given in the manifest's place."""
+    manifest = root / "m.jsonl"
+    manifest.write_bytes(head + bytes(range(256)) * 4)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert (info.value.line, info.value.reason) == (1, (
+        f"a {name} file, not JSON Lines text: give the JSONL file here (one JSON object per line; an audio file is "
+        "named in a line's 'audio' field, a Parquet or Arrow dataset goes to data.hf_dataset)"))

@@ -32,7 +32,8 @@ def test_a_judge_endpoint_that_refuses_the_key_is_one_line_without_the_key(tmp_p
     error = capsys.readouterr().err
     assert KEY not in error and "Traceback" not in error
     assert (f"speechsum evaluate: error: the endpoint {server.url}/chat/completions failed (AuthenticationError: "
-            "Error code: 401 - Incorrect API key provided: ***.); check its URL, the model name, and the API key "
-            "in the environment variable named by api_key_env / --api-key-env, then rerun\n") in error
+            "Error code: 401 - Incorrect API key provided: ***.); the API key was missing or refused: export a valid "
+            "key in the environment variable named by api_key_env / --api-key-env (a self-hosted server started "
+            "without a key needs none), then rerun\n") in error
     for path in (tmp_path / "out").rglob("*"):
         assert not path.is_file() or KEY.encode() not in path.read_bytes(), path

@@ -44,6 +44,10 @@ RUBRIC_REFUSED = {  # answer → what the error says; the judge asks again, then
     "0": ('{"score": 0}', "in 1..7"), "8": ('{"score": 8}', "in 1..7"), "10 (out of 10)": ('{"score": 10}', "in 1..7"),
     "6.5": ('{"score": 6.5}', "integer"), "six": ('{"score": "six"}', "integer"),
     "criterion out of range": ('{"score": 5, "accuracy": 9}', "in 1..7"),
+    "Infinity": ('{"score": Infinity}', "'score' must be an integer 1-7, got inf"),
+    "1e400 (read as infinity)": ('{"score": 1e400}', "'score' must be an integer 1-7, got inf"),
+    "NaN": ('{"score": NaN}', "'score' must be an integer 1-7, got nan"),
+    "-Infinity criterion": ('{"score": 5, "style": -Infinity}', "'style' must be an integer 1-7, got -inf"),
 }
 
 PAIR_SCORED = {  # answer → winner
@@ -105,6 +109,14 @@ SERVED = {  # a 200 body → (score, requests made, words the error names)
     "reasoning_content, null content": (completion(None, reasoning_content='{"score": 3}'), None, 2, "only reasoning"),
     "cut at max_tokens": (completion('{"score": 6, "rea', "length"), None, 2, "cut at max_tokens=256"),
     "<think> cut at max_tokens": (completion('<think>{"score": 4} but', "length"), None, 2, "never closes"),
+    "Infinity as the score": (completion('{"score": Infinity}'), None, 2, "must be an integer 1-7, got inf"),
+    "refusal, null content": (completion(None, refusal="I can't help with that."), None, 2,
+                              "no JSON object with 'score' in the answer: '' (the model refused: \"I can't help with that.\")"),
+    "tool call, null content": (completion(None, tool_calls=[{"id": "t1", "type": "function", "function": {
+        "name": "score", "arguments": '{"score": 6}'}}]), None, 2,
+        "(the reply is a tool call, not text: serve the model without tools or tool_choice for it)"),
+    "content filter, null content": (completion(None, "content_filter"), None, 2,
+                                     "(stopped by the endpoint's content filter (finish_reason content_filter))"),
 }
 
 

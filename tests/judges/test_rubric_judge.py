@@ -14,7 +14,7 @@ from speechsum.judges.rubric import (
     parse_verdict,
     user_message,
 )
-from tests.servers import ScriptedChatBackend, serve_in_thread
+from tests.servers import JSONServer, ScriptedChatBackend, serve_in_thread
 
 VALID = {"accuracy": 6, "coherence": 7, "style": 5, "hallucination": 7, "instruction_following": 6,
          "score": 6, "reasons": "Accurate and concise."}
@@ -121,3 +121,14 @@ def test_a_judge_that_refuses_every_request_stops_the_evaluation_naming_why(tmp_
     with serve_in_thread(partly) as url:
         verdicts = judge(url, tmp_path, parse_attempts=1, max_workers=1, cache_path=None).score(items)
     assert [v.score for v in verdicts] == [6, None]
+
+
+def test_a_key_the_server_echoes_in_a_refusal_is_masked_in_the_kept_verdict(tmp_path, monkeypatch):
+    """Before: a 400 quoting the key ("Incorrect API key provided: sk-…") went into the unjudged verdict's
+    error as it was, and from there into predictions.jsonl and the logs."""
+    secret = "sk-test-echoed-0123456789"
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", secret)
+    with JSONServer(lambda request: (400, {"error": {"message": f"Incorrect API key provided: {secret}"}})) as server:
+        verdict = judge(server.url, tmp_path, api_key_env="JUDGE_KEY_FOR_TEST").score_one(ITEM)
+    assert (verdict.score, verdict.error) == (
+        None, "request failed: BadRequestError: Error code: 400 - Incorrect API key provided: ***")

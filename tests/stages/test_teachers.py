@@ -314,3 +314,41 @@ def test_a_server_sending_fewer_alternatives_than_top_k_is_told_once(batch_and_c
     assert warnings == [f"{server.url}/ returned at most 2 alternatives per position where top_k=5 were asked: the "
                         "server caps its log-probs; KD runs on those 2 plus the tail (lower top_k to match, or serve "
                         "the teacher with vLLM or speechsum serve --max-logprobs 5)"]
+
+
+def _chat_reply(content: str | None, finish_reason: str = "stop", **message) -> dict:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content, **message}}]}
+
+
+def test_a_summary_the_teacher_refused_is_not_cached_and_a_cut_one_is_told(batch_and_completion, tmp_path, caplog):
+    """Before: a refusal (content null) was cached as the summary "", so every later epoch and rerun trained
+    without that example's target; a summary cut at max_new_tokens became a target silently."""
+    from tests.servers import JSONServer
+
+    batch, _, _ = batch_and_completion
+    replies = iter([_chat_reply(None, refusal="I can't help with that."), _chat_reply("do re", "length")])
+    with JSONServer(lambda request: next(replies, _chat_reply("Do re mi fa."))) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, scoring="none", max_workers=1,
+                                          cache_path=str(tmp_path / "c.jsonl"))
+        assert teacher.write_summaries(batch, max_new_tokens=4) == ["", "do re"]
+        assert teacher.write_summaries(batch, max_new_tokens=4) == ["Do re mi fa.", "do re"]  # asked again; cached
+        assert server.requests == 3 and teacher.cut_summaries == 1
+    assert (f"{server.url}/ wrote no summary (the model refused: \"I can't help with that.\"); not cached: asked "
+            "again next time") in caplog.text
+    assert (f"{server.url}/: a summary the teacher wrote was cut at max_new_tokens=4 (finish_reason length)"
+            in caplog.text)
+
+
+def test_a_teacher_base_url_that_is_not_the_api_root_is_named_not_taken_for_a_model_name(batch_and_completion):
+    """Before: any 404 said "the endpoint does not serve this model name", also a base_url missing its /v1."""
+    from tests.servers import JSONServer
+
+    with JSONServer(lambda request: (404, {"detail": "Not Found"})) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, top_k=2, attempts=1)
+        with pytest.raises(ValueError) as error:
+            teacher._score_one(([5, 6, 7], [8, 9]))
+    assert str(error.value) == (
+        f"{server.url}/: the teacher's scoring request was refused (Error code: 404): no "
+        "such route (a 404 that names no model): set the teacher's base_url (model.teacher.init_args.base_url) to "
+        "the API's root, ending in /v1 (http://HOST:PORT/v1).")

@@ -17,7 +17,7 @@ import pytest
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.manifest import load_manifest
 from speechsum.serving.protocol import APIError
-from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES
+from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES, parse_queries, parse_scores, parse_summary
 from speechsum.synth.run import build_parser, main, run_synth, stats_path
 from speechsum.utils.remote import JsonlCache
 from tests.conftest import REPO
@@ -301,3 +301,27 @@ def test_an_out_that_is_the_input_manifest_is_refused_before_any_call(tmp_path, 
     assert info.value.code == (f"speechsum synth: --out {recordings} is the --manifest file: the output would "
                                "replace that input; give another --out path")
     assert recordings.read_text() == original
+
+
+@pytest.mark.parametrize(("answer", "shown"), [('{"scores": [Infinity, 2]}', "inf"), ('{"scores": [1e400, 2]}', "inf"),
+                                               ('{"scores": [NaN, 2]}', "nan"), ('{"scores": ["7", 2.0]}', None)])
+def test_an_importance_no_integer_can_hold_is_a_malformed_answer_not_a_crash(answer, shown):
+    """Before: int(inf) raised OverflowError, not ValueError: the whole run stopped instead of asking again."""
+    if shown is None:
+        assert parse_scores(answer, 2) == [7, 2]
+        return
+    with pytest.raises(ValueError, match=re.escape(f"'scores[0]' must be an integer 1-10, got {shown}")):
+        parse_scores(answer, 2)
+
+
+def test_answers_the_output_manifest_would_refuse_are_malformed_and_asked_again():
+    """Before: a summary or query holding a control character (or a summary of zero-width spaces) was written to the
+    training manifest, whose loader then refused that line: the synth run's output did not load."""
+    with pytest.raises(ValueError, match=re.escape("the summary holds the control character U+001B at character 0")):
+        parse_summary('{"summary": "\\u001b[1mAna sends the budget."}')
+    with pytest.raises(ValueError, match="no non-empty 'summary' string"):
+        parse_summary('{"summary": "\\u200b\\u200b"}')
+    queries = {"queries": [{"style": "bullets", "query": "List the\u0000 decisions."}]}  # JSON writes it \u0000
+    with pytest.raises(ValueError, match=re.escape("query 1 holds the control character U+0000 at character 8")):
+        parse_queries(json.dumps(queries), 1, ["bullets"])
+    assert parse_summary('{"summary": " Ana sends the budget.\\n- by Friday "}') == "Ana sends the budget.\n- by Friday"

@@ -206,3 +206,17 @@ def test_a_fifo_target_is_written_into_not_replaced(tmp_path):
     finally:
         os.close(reader)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("[" * 100_000 + "]" * 100_000, "invalid JSON (nested deeper than Python's recursion limit)"),
+    ('{"n": 1' + "0" * 5000 + "}", "invalid JSON (Exceeds the limit (4300 digits) for integer string conversion: "
+     "value has 5001 digits; use sys.set_int_max_str_digits() to increase the limit)"),
+])
+def test_read_jsonl_names_file_and_line_of_any_unreadable_line(tmp_path, line, reason):
+    """Before: a bare RecursionError / ValueError naming neither file nor line."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": 1}\n\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        read_jsonl(path)
+    assert str(info.value) == f"{path}:3: {reason}"

@@ -51,10 +51,14 @@ def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completio
     """A 400 or 404 answer to a scoring request (``openai.BadRequestError``, ``NotFoundError``) as an
     error naming what to change. Read from vLLM's words ("Requested sample|prompt logprobs of k,
     which is greater than max allowed", param ``logprobs``/``prompt_logprobs``; "context length")
-    and speechsum serve's; a 404 is a model name the endpoint does not serve."""
+    and speechsum serve's; a 404 is a model name the endpoint does not serve, or (naming no model) a
+    base_url that is not the API's root."""
     reason = str(getattr(error, "message", None) or error)
     code = str(getattr(error, "code", None))
-    if getattr(error, "status_code", None) == 404 or code == "model_not_found":
+    if getattr(error, "status_code", None) == 404 and code != "model_not_found" and "model" not in reason.lower():
+        hint = ("no such route (a 404 that names no model): set the teacher's base_url "
+                "(model.teacher.init_args.base_url) to the API's root, ending in /v1 (http://HOST:PORT/v1)")
+    elif getattr(error, "status_code", None) == 404 or code == "model_not_found":
         hint = ("the endpoint does not serve this model name: set the teacher's model "
                 "(model.teacher.init_args.model) to the name its /v1/models lists")
     elif getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import openai
 import torch
@@ -36,6 +37,7 @@ from speechsum.stages.kd.remote_scores import (
 )
 from speechsum.stages.kd.teacher_base import Teacher, TeacherScores, check_vocab, require_transcripts
 from speechsum.utils.arguments import check_key_variable
+from speechsum.utils.chat_json import no_text_notes
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, fetch_reply, first_choice
 
@@ -201,6 +203,7 @@ class OpenAICompatibleTeacher(Teacher):
         self._prompter = None
         self.retries = RetryCounter()  # transient endpoint errors retried (logged as teacher/retries)
         self._warned_short_top = False
+        self.cut_summaries = 0  # written summaries cut at max_new_tokens (finish_reason length)
 
     @property
     def client(self):
@@ -294,6 +297,15 @@ class OpenAICompatibleTeacher(Teacher):
             self._warned_short_top = True
             LOG.warning(warning)
 
+    def _note_cut_summary(self, endpoint: str, max_new_tokens: int) -> None:
+        """Count a written summary cut at ``max_new_tokens``; warn at the first (a target that stops
+        mid-sentence teaches the student to stop there)."""
+        self.cut_summaries += 1  # a count for logs: no lock (the teacher is saved with the module's hyperparameters)
+        if self.cut_summaries == 1:
+            LOG.warning("%s: a summary the teacher wrote was cut at max_new_tokens=%d (finish_reason length): the student "
+                        "learns to stop where it was cut; raise the KD module's max_new_tokens (model.max_new_tokens). "
+                        "Cut summaries are counted in teacher.cut_summaries", endpoint, max_new_tokens)
+
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         from speechsum.models.text_prompt import text_messages
         from speechsum.utils.remote import JsonlCache, cache_key, map_concurrent
@@ -306,12 +318,21 @@ class OpenAICompatibleTeacher(Teacher):
             if self._cache is not None and (hit := self._cache.get(key)) is not None:
                 return hit["summary"]
             endpoint = self.endpoint
-            summary = self._call(
-                lambda: chat_text(fetch_reply(endpoint, lambda: self.client.chat.completions.create(
+
+            def ask() -> tuple[str, Any]:
+                reply = fetch_reply(endpoint, lambda: self.client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_new_tokens,
                     temperature=self.summary_temperature,
-                )), endpoint)
-            ).strip()
+                ))
+                return chat_text(reply, endpoint).strip(), reply.choices[0]
+
+            summary, choice = self._call(ask)
+            if not summary:  # a refusal or a tool call: not cached, so a rerun asks again
+                why = "; ".join(no_text_notes(choice)) or "empty content"
+                LOG.warning("%s wrote no summary (%s); not cached: asked again next time", endpoint, why)
+                return summary
+            if getattr(choice, "finish_reason", None) == "length":
+                self._note_cut_summary(endpoint, max_new_tokens)
             if self._cache is not None:
                 self._cache.put(key, {"summary": summary})
             return summary

@@ -1,0 +1,100 @@
+"""What to do about a bad manifest line: hints added to :mod:`speechsum.data.manifest`'s errors when
+the line shows what was meant (a misnamed field, a path written relative to another folder, with
+'~', Windows separators or another Unicode normalization; JSON laid out as an array, not as lines;
+a file cut short while being written)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import unicodedata
+from pathlib import Path
+
+
+def working_folder_hint(value: str, resolved: Path, root: Path) -> str:
+    """For a relative audio path missing from the manifest's folder but there from the working folder
+    (paths written relative to where the manifest was made): the rule and what to do; else ""."""
+    if Path(value).is_absolute() or os.path.lexists(resolved) or not Path(value).is_file():
+        return ""
+    return (f" (relative audio paths resolve against the manifest's folder {Path(os.path.abspath(root))}, not the "
+            f"working folder, where {value} is: write them relative to the manifest's folder, or absolute)")
+
+
+def near_miss_hint(value: str, resolved: Path, root: Path) -> str:
+    """For an audio path that names no file: the file it likely meant, when one is there written
+    with '/' for Windows' '\\', without the spaces around it, with '~' expanded (it is not), in
+    another Unicode normalization (a name with accents copied from macOS, which writes them
+    decomposed), or with letters in another case; else "" (for a path starting with '~': that it
+    is not expanded)."""
+    if os.path.lexists(resolved):
+        return ""
+    tries = [("written with Windows' '\\' separators: write '/'", value.replace("\\", "/")),
+             ("spaces around the path: remove them", value.strip()),
+             ("'~' is not expanded: give the full path", os.path.expanduser(value) if value.startswith("~") else value)]
+    tries += [(f"the name on disk is in Unicode {form} (accents {'composed' if form == 'NFC' else 'decomposed'}), the "
+               "path is not: write it as on disk", unicodedata.normalize(form, value)) for form in ("NFC", "NFD")]
+    for advice, candidate in tries:
+        full = Path(os.path.normpath(Path(os.path.abspath(root)) / candidate))  # an absolute candidate stays itself
+        if candidate != value and full.is_file():
+            return f" ({advice}; {full} is there)"
+    if resolved.parent.is_dir():
+        same = [entry for entry in os.listdir(resolved.parent) if entry.casefold() == resolved.name.casefold()]
+        if same:
+            return f" (names are case-sensitive; {resolved.parent / same[0]} is there)"
+    if value.startswith("~"):
+        return " ('~' is not expanded: data paths are read as written; give the full path)"
+    if len(value) > 2 and value[0].isascii() and value[0].isalpha() and value[1] == ":" and value[2] in "\\/":
+        return (f" ({value[:2]} is a Windows drive: on this machine write the path the file has here, e.g. "
+                f"/mnt/{value[0].lower()}/... under WSL, or relative to the manifest's folder)")
+    return ""
+
+
+def misnamed(name: str, record: dict, fields: tuple[str, ...]) -> str:
+    """For a missing field ``name``: the line's own key, not one of the known ``fields``, that looks
+    meant for it ('Summary', 'transcription', NeMo's 'audio_filepath'), with what to do; else ""."""
+    own = [key for key in record if isinstance(key, str) and key not in fields]
+    close = [key for key in own if key.casefold() == name or key.casefold().startswith(name)]
+    close = close or difflib.get_close_matches(name, own, n=1, cutoff=0.8)
+    return f" (the line has {close[0]!r}: rename it to '{name}')" if close else ""
+
+
+def layout_hint(line: str) -> str:
+    """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
+    object followed by a comma (a JSON array's items), an object after the array's opening bracket or
+    before its closing one, or a line holding only a bracket (an array or object spread over several
+    lines)."""
+    if line.endswith(",") and _is_object(line[:-1]):
+        return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
+    if (line.startswith("[") or line.endswith("]")) and _is_object(line.lstrip("[").rstrip(",]").strip()):
+        return (": an object inside a JSON array's brackets; JSON Lines has one object per line, without brackets or "
+                "commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)")
+    if line in ("[", "{"):
+        return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
+                f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
+                f"jq -c '{'.[]' if line == '[' else '.'}' FILE > FILE.jsonl)")
+    return ""
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def array_hint(record: object) -> str:
+    """What to do when a line holds a JSON array of objects (a whole JSON file on one line); else ""."""
+    if not (isinstance(record, list) and record and all(isinstance(item, dict) for item in record)):
+        return ""
+    return (f": a JSON array of {len(record)} objects on one line; JSON Lines has one object per line (convert it, "
+            "e.g. jq -c '.[]' FILE > FILE.jsonl)")
+
+
+def cut_short_hint(raw: bytes, reason: str) -> str:
+    """For a line that is no valid JSON and has no line end (the file's last line): the file looks
+    cut short while it was being written; else ""."""
+    if not reason.startswith("invalid JSON") or raw.endswith((b"\n", b"\r")):
+        return ""
+    return ("; it is the file's last line and has no line end: the file looks cut short while being written (write "
+            "it again, or delete this partial line)")
