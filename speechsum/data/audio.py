@@ -354,6 +354,7 @@ def load_audio(
     max_seconds: float | None = None,
     too_long: TooLong = "truncate",
     warn_cut_short: bool = False,
+    checked_at_load: bool = False,
 ) -> np.ndarray:
     """Read ``path`` as a mono float32 waveform at ``sample_rate`` Hz, shape ``(samples,)``.
 
@@ -365,11 +366,15 @@ def load_audio(
     no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
     ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
+    ``checked_at_load``: ``path`` passed :func:`audio_seconds` when its manifest or dataset loaded, so
+    the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
+    only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
     """
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)
-        check_flac_frames(handle, path)
+        if not checked_at_load:
+            check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
         if frames is not None and too_long == "error":
             check_length(path, frames, rate, max_seconds)  # from the header
@@ -379,7 +384,8 @@ def load_audio(
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
         else:
-            check_whole_stream(handle, path)
+            if not checked_at_load:
+                check_whole_stream(handle, path)
             waveform = _read_mono(handle, path, frames)
         if len(waveform) == 0:
             check_zero_frames(handle, path)

@@ -50,7 +50,9 @@ def skip_or_raise(example: Example, error: Callable[[str | None], ValueError], o
 
 
 class SpeechSumDataset(Dataset):
-    """Validated examples; item ``i`` is ``(example, mono waveform at sample_rate)``.
+    """Validated examples (of :func:`~speechsum.data.manifest.load_manifest` or :func:`~speechsum.data.hf_dataset.load_hf_split`:
+    their audio passed the whole-file checks at load, not repeated per read); item ``i`` is
+    ``(example, mono waveform at sample_rate)``.
 
     Audio that fails when read raises :func:`audio_error` (``advice``: its last hint, None for
     none), or under ``on_bad_example="skip"`` item ``i`` is a :class:`SkippedExample`, which the
@@ -85,7 +87,8 @@ class SpeechSumDataset(Dataset):
             return example, np.zeros(0, dtype=np.float32)
         try:
             source = example.audio if self.open_audio is None else self.open_audio(index)
-            waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio)
+            waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio,
+                                  checked_at_load=True)  # examples of load_manifest / load_hf_split
         except AUDIO_ERRORS as err:
             return skip_or_raise(example, lambda advice, err=err: audio_error(example, err, advice), self.on_bad_example,
                                  self.advice, cause=err)

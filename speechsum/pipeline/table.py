@@ -87,9 +87,10 @@ class StageTable:
         :func:`shared_settings` and the digests of the stages it needs. A changed setting changes
         the digest of its stage and of every stage built on it, and of no other."""
         digests: dict[str, str] = {}
+        shared = shared_settings(config)  # hashes the data: manifests: once, not once per stage
         for stage in self.stages:
             own = {path: get_path(config, path) for path in stage.reads}
-            digests[stage.name] = cache_key(shared_settings(config), own, [digests[n] for n in stage.needs])[:16]
+            digests[stage.name] = cache_key(shared, own, [digests[n] for n in stage.needs])[:16]
         return digests
 
     def upstream(self, name: str) -> set[str]:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
-from speechsum.serving.protocol import APIError, AudioInput
+from speechsum.serving.protocol import APIError, AudioInput, bad_request, sent_value
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
 MEDIA_TYPES = {  # a data: URL's media type → the format libsndfile reads it as
@@ -19,18 +18,10 @@ MEDIA_TYPES = {  # a data: URL's media type → the format libsndfile reads it a
 }
 
 
-def _bad(message: str, param: str) -> APIError:
-    return APIError(400, message, param=param)
-
-
-def _got(obj: dict, name: str) -> str:
-    return f"got {json.dumps(obj[name])[:80]}" if name in obj else f"'{name}' is missing"
-
-
 def _reads_audio(param: str, max_audio_bytes: int) -> None:
     if not max_audio_bytes:
-        raise _bad(f"{param}: this model does not read audio; serve a speech student exported with "
-                   "`speechsum export` to send input_audio.", param)
+        raise bad_request(f"{param}: this model does not read audio; serve a speech student exported with "
+                          "`speechsum export` to send input_audio.", param)
 
 
 def _decode(encoded: str, param: str, field: str, max_audio_bytes: int) -> bytes:
@@ -43,10 +34,10 @@ def _decode(encoded: str, param: str, field: str, max_audio_bytes: int) -> bytes
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as error:  # ValueError: a character outside ASCII
-        raise _bad(f"{field} is not valid standard base64 ({error}): encode the file's bytes with the "
-                   "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", field) from None
+        raise bad_request(f"{field} is not valid standard base64 ({error}): encode the file's bytes with the "
+                          "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", field) from None
     if not data:
-        raise _bad(f"{field} is empty.", field)
+        raise bad_request(f"{field} is empty.", field)
     return data
 
 
@@ -56,15 +47,15 @@ def input_audio_part(part: dict, index: int, position: int, max_audio_bytes: int
     _reads_audio(param, max_audio_bytes)
     audio = part.get("input_audio")
     if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
-        raise _bad(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
+        raise bad_request(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
-        raise _bad(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
-                   f"{_got(audio, 'format')}.", f"{param}.format")
+        raise bad_request(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
+                          f"{sent_value(audio, 'format')}.", f"{param}.format")
     encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
     if encoded[:5].lower() == "data:":
-        raise _bad(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
-                   f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
+        raise bad_request(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
+                          f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
     return AudioInput(_decode(encoded, param, f"{param}.data", max_audio_bytes), kind, index, param)
 
 
@@ -76,20 +67,20 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
     audio = part.get("audio_url")
     url = audio.get("url") if isinstance(audio, dict) else None
     if not isinstance(url, str):
-        raise _bad(f"{param} must be an object with 'url' (a data:audio/wav;base64,… URL of the file).", param)
+        raise bad_request(f"{param} must be an object with 'url' (a data:audio/wav;base64,… URL of the file).", param)
     url = url.strip()
     field = f"{param}.url"
     if url[:5].lower() != "data:":
         scheme = url.split(":", 1)[0][:20] if ":" in url else "no scheme"
-        raise _bad(f"{field}: this server does not download audio ({scheme} URL); send the file inline as a "
-                   "data:audio/wav;base64,… URL or an input_audio part.", field)
+        raise bad_request(f"{field}: this server does not download audio ({scheme} URL); send the file inline as a "
+                          "data:audio/wav;base64,… URL or an input_audio part.", field)
     header, comma, payload = url[5:].partition(",")
     labels = [p.strip().lower() for p in header.split(";")]
     if not comma or "base64" not in labels[1:]:
         shown = url if len(url) <= 40 else url[:40] + "…"
-        raise _bad(f"{field} must be a base64 data: URL (data:audio/wav;base64,…), got '{shown}'.", field)
+        raise bad_request(f"{field} must be a base64 data: URL (data:audio/wav;base64,…), got '{shown}'.", field)
     kind = MEDIA_TYPES.get(labels[0])
     if kind is None:
-        raise _bad(f"{field}: media type {labels[0] or '(none)'!r} is not audio this server reads; use "
-                   "audio/wav, audio/mpeg, audio/flac or audio/ogg.", field)
+        raise bad_request(f"{field}: media type {labels[0] or '(none)'!r} is not audio this server reads; use "
+                          "audio/wav, audio/mpeg, audio/flac or audio/ogg.", field)
     return AudioInput(_decode("".join(payload.split()), param, field, max_audio_bytes), kind, index, param)

@@ -24,6 +24,8 @@ from speechsum.serving.protocol import (
     CompletionRequest,
     Generation,
     Sampling,
+    bad_request,
+    sent_value,
 )
 from speechsum.serving.request_fields import check_fields, check_message_fields
 from speechsum.utils.io import finite_json_number
@@ -47,24 +49,15 @@ class Limits:
     max_audio_bytes: int = 0  # largest input_audio file; 0: the backend reads no audio
 
 
-def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, param=param, code=code)
-
-
-def _got(obj: dict, name: str) -> str:
-    """What a request sent for ``obj[name]``, in JSON's words: "'format' is missing" or "got \"WAV\"" (not Python's None)."""
-    return f"got {json.dumps(obj[name])[:80]}" if name in obj else f"'{name}' is missing"
-
-
 def _integer(body: dict, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(f"'{name}' must be an integer, {_got(body, name)}.", name)
+        raise bad_request(f"'{name}' must be an integer, {sent_value(body, name)}.", name)
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise _bad(f"'{name}' must be {bounds}, got {value}.", name)
+        raise bad_request(f"'{name}' must be {bounds}, got {value}.", name)
     return value
 
 
@@ -73,11 +66,11 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(f"'{name}' must be a number, {_got(body, name)}.", name)
+        raise bad_request(f"'{name}' must be a number, {sent_value(body, name)}.", name)
     if not finite_json_number(value):
-        raise _bad(f"'{name}' must be a finite number, got {value}.", name)
+        raise bad_request(f"'{name}' must be a finite number, got {value}.", name)
     if value > high or value < low or (low_open and value == low):
-        raise _bad(f"'{name}' must be in {'(' if low_open else '['}{low}, {high}], got {value}.", name)
+        raise bad_request(f"'{name}' must be in {'(' if low_open else '['}{low}, {high}], got {value}.", name)
     return float(value)
 
 
@@ -86,14 +79,14 @@ def _boolean(body: dict, name: str, default: bool = False) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise _bad(f"'{name}' must be true or false, {_got(body, name)}.", name)
+        raise bad_request(f"'{name}' must be true or false, {sent_value(body, name)}.", name)
     return value
 
 
 def check_model(body: dict, served: str) -> None:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise _bad(f"'model' must be a string (the served model's name, '{served}'), got {json_type(model)}.", "model")
+        raise bad_request(f"'model' must be a string (the served model's name, '{served}'), got {json_type(model)}.", "model")
     if model is not None and model != served:  # 404, as OpenAI and vLLM answer
         raise APIError(404, f"The model '{model}' does not exist; this server serves '{served}'.", param="model",
                        code="model_not_found")
@@ -108,9 +101,9 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         stops = list(stop)
     else:
-        raise _bad("'stop' must be a string or an array of strings.", "stop")
+        raise bad_request("'stop' must be a string or an array of strings.", "stop")
     if any(s == "" for s in stops):
-        raise _bad("'stop' strings must not be empty.", "stop")
+        raise bad_request("'stop' strings must not be empty.", "stop")
     fit = max_tokens is None
     return Sampling(
         max_tokens=limits.max_tokens if fit else max_tokens,
@@ -127,11 +120,11 @@ def _max_tokens(body: dict, names: tuple[str, ...], limits: Limits, default: int
     given = {name: value for name in names if (value := _integer(body, name, None, low)) is not None}
     if len(set(given.values())) > 1:  # one would be dropped unseen: say so rather than pick
         shown = " and ".join(f"'{name}' is {value}" for name, value in given.items())
-        raise _bad(f"{shown}: send one of them ('max_tokens' is the older name of 'max_completion_tokens').",
-                   names[-1])
+        raise bad_request(f"{shown}: send one of them ('max_tokens' is the older name of 'max_completion_tokens').",
+                          names[-1])
     for name, value in given.items():
         if value > limits.max_tokens:
-            raise _bad(f"'{name}' is {value}, above this server's limit of {limits.max_tokens} (--max-tokens-limit).",
+            raise bad_request(f"'{name}' is {value}, above this server's limit of {limits.max_tokens} (--max-tokens-limit).",
                        name)
         return value
     return default
@@ -150,32 +143,32 @@ def _prompt_kind(value: Any) -> str | None:
 
 def _prompts(body: dict, limits: Limits) -> list[str | list[int]]:
     if "prompt" not in body:
-        raise _bad("Missing required field 'prompt' (a string, an array of strings or of token ids).", "prompt")
+        raise bad_request("Missing required field 'prompt' (a string, an array of strings or of token ids).", "prompt")
     prompt = body["prompt"]
     if isinstance(prompt, str):
         return [prompt]
     if not isinstance(prompt, list) or not prompt:
-        raise _bad("'prompt' must be a non-empty string, array of strings, array of token ids or array of token id "
-                   f"arrays; got {json_type(prompt)}{' (empty)' if prompt == [] else ''}.", "prompt")
+        raise bad_request("'prompt' must be a non-empty string, array of strings, array of token ids or array of token id "
+                          f"arrays; got {json_type(prompt)}{' (empty)' if prompt == [] else ''}.", "prompt")
     kind = _prompt_kind(prompt[0])
     if kind is None:
-        raise _bad(f"'prompt[0]' must be a string, a token id or a token id array; got {json.dumps(prompt[0])[:40]}.",
-                   "prompt")
+        raise bad_request(f"'prompt[0]' must be a string, a token id or a token id array; got {json.dumps(prompt[0])[:40]}.",
+                          "prompt")
     for index, element in enumerate(prompt):
         if _prompt_kind(element) != kind:
             expected = {"id": "a token id (an integer)", "text": "a string", "ids": "a token id array"}[kind]
-            raise _bad(f"'prompt[{index}]' must be {expected}, as 'prompt[0]' is; got {json.dumps(element)[:40]}.",
+            raise bad_request(f"'prompt[{index}]' must be {expected}, as 'prompt[0]' is; got {json.dumps(element)[:40]}.",
                        "prompt")
         if kind == "ids":
             if not element:
-                raise _bad(f"'prompt[{index}]' is an empty token id array.", "prompt")
+                raise bad_request(f"'prompt[{index}]' is an empty token id array.", "prompt")
             wrong = next((j for j, token in enumerate(element) if not _is_token_id(token)), None)
             if wrong is not None:
-                raise _bad(f"'prompt[{index}][{wrong}]' must be a token id (an integer), got "
+                raise bad_request(f"'prompt[{index}][{wrong}]' must be a token id (an integer), got "
                            f"{json.dumps(element[wrong])[:40]}.", "prompt")
     prompts: list = [prompt] if kind == "id" else [list(p) if kind == "ids" else p for p in prompt]
     if len(prompts) > limits.max_prompts:
-        raise _bad(f"At most {limits.max_prompts} prompts per request, got {len(prompts)}.", "prompt")
+        raise bad_request(f"At most {limits.max_prompts} prompts per request, got {len(prompts)}.", "prompt")
     return prompts
 
 
@@ -188,7 +181,7 @@ def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest
     sampling = _sampling(body, limits, max_tokens)
     echo = _boolean(body, "echo")
     if max_tokens == 0 and not echo:  # as vLLM (SamplingParams); echo + 0 is the one-pass scoring request
-        raise _bad("max_tokens must be at least 1, got 0; 0 only scores the prompt, with 'echo': true.", "max_tokens")
+        raise bad_request("max_tokens must be at least 1, got 0; 0 only scores the prompt, with 'echo': true.", "max_tokens")
     logprobs = _integer(body, "logprobs", None, 0, limits.max_logprobs)
     prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, limits.max_logprobs)
     as_ids = _boolean(body, "return_tokens_as_token_ids")
@@ -202,8 +195,8 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
     if content is None or content == []:
         if message.get("role") == "assistant":  # an assistant turn may be empty
             return "", []
-        raise _bad(f"messages[{index}].content is missing or empty: send the message's text (a string or an "
-                   "array of content parts).", f"messages[{index}].content")
+        raise bad_request(f"messages[{index}].content is missing or empty: send the message's text (a string or an "
+                          "array of content parts).", f"messages[{index}].content")
     if isinstance(content, str):
         return content, []
     if isinstance(content, list):
@@ -217,15 +210,15 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
             elif kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif kind == "text":
-                raise _bad(f"messages[{index}].content[{position}].text must be a string, got "
+                raise bad_request(f"messages[{index}].content[{position}].text must be a string, got "
                            f"{json_type(part.get('text'))}.", f"messages[{index}].content[{position}].text")
             else:
                 where = f"messages[{index}].content[{position}]"
                 got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
-                raise _bad(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
+                raise bad_request(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
                            f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
-    raise _bad(f"messages[{index}].content must be a string or an array of content parts.",
+    raise bad_request(f"messages[{index}].content must be a string or an array of content parts.",
                f"messages[{index}].content")
 
 
@@ -234,18 +227,18 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     check_fields(body, chat=True)
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):
-        raise _bad(f"'messages' must be an array of {{role, content}} objects, got {json_type(messages)}.", "messages")
+        raise bad_request(f"'messages' must be an array of {{role, content}} objects, got {json_type(messages)}.", "messages")
     if messages == []:
-        raise _bad("'messages' is empty: send at least one message ({role, content}).", "messages")
+        raise bad_request("'messages' is empty: send at least one message ({role, content}).", "messages")
     if not messages:
-        raise _bad("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
+        raise bad_request("Missing required field 'messages' (a non-empty array of {role, content}).", "messages")
     clean, audio = [], []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _bad(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
+            raise bad_request(f"messages[{index}] must be an object with 'role' and 'content'.", f"messages[{index}]")
         role = message.get("role")
         if role not in CHAT_ROLES:
-            raise _bad(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {_got(message, 'role')}.",
+            raise bad_request(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {sent_value(message, 'role')}.",
                        f"messages[{index}].role")
         check_message_fields(message, index)
         text, parts = _message_content(message, index, limits)
@@ -257,7 +250,7 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     logprobs = _boolean(body, "logprobs")
     top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
     if top is not None and not logprobs:
-        raise _bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+        raise bad_request("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     json_mode = _json_mode(body.get("response_format"))
     add_prompt, continue_final = _turn_options(body, clean)
     request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode,
@@ -272,11 +265,11 @@ def _turn_options(body: dict, messages: list[dict]) -> tuple[bool, bool]:
     continue_final = _boolean(body, "continue_final_message")
     add_prompt = _boolean(body, "add_generation_prompt", default=not continue_final)
     if continue_final and add_prompt:
-        raise _bad("'continue_final_message' and 'add_generation_prompt' cannot both be true: continue the last "
-                   "message or open a new assistant turn.", "continue_final_message")
+        raise bad_request("'continue_final_message' and 'add_generation_prompt' cannot both be true: continue the last "
+                          "message or open a new assistant turn.", "continue_final_message")
     if continue_final and messages[-1]["role"] != "assistant":
-        raise _bad(f"'continue_final_message' continues the last message, which must be the assistant's; "
-                   f"messages[{len(messages) - 1}] is the {messages[-1]['role']}'s.", "continue_final_message")
+        raise bad_request(f"'continue_final_message' continues the last message, which must be the assistant's; "
+                          f"messages[{len(messages) - 1}] is the {messages[-1]['role']}'s.", "continue_final_message")
     return add_prompt, continue_final
 
 
@@ -286,16 +279,16 @@ def _json_mode(response_format: Any) -> bool:
     if response_format is None:
         return False
     if not isinstance(response_format, dict):
-        raise _bad("'response_format' must be an object such as {\"type\": \"json_object\"}, got "
-                   f"{json.dumps(response_format)[:80]}.", "response_format")
+        raise bad_request("'response_format' must be an object such as {\"type\": \"json_object\"}, got "
+                          f"{json.dumps(response_format)[:80]}.", "response_format")
     kind = response_format.get("type")
     if kind not in RESPONSE_FORMATS:
-        raise _bad(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}; "
-                   f"{_got(response_format, 'type')}.", "response_format.type")
+        raise bad_request(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}; "
+                          f"{sent_value(response_format, 'type')}.", "response_format.type")
     if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
-        raise _bad("'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
-                   f"'response_format.type' is \"json_schema\"; {_got(response_format, 'json_schema')}.",
-                   "response_format.json_schema")
+        raise bad_request("'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
+                          f"'response_format.type' is \"json_schema\"; {sent_value(response_format, 'json_schema')}.",
+                          "response_format.json_schema")
     return kind != "text"
 
 

@@ -6,6 +6,7 @@ The HTTP layer (:mod:`speechsum.serving.http`) parses OpenAI-style JSON into the
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,16 @@ class APIError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    """A 400 naming the request field ``param``."""
+    return APIError(400, message, param=param, code=code)
+
+
+def sent_value(obj: dict, name: str) -> str:
+    """What a request sent for ``obj[name]``, in JSON's words: "'format' is missing" or "got \"WAV\"" (not Python's None)."""
+    return f"got {json.dumps(obj[name])[:80]}" if name in obj else f"'{name}' is missing"
 
 
 def _default_error_type(status: int) -> str:

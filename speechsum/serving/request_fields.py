@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from speechsum.serving.protocol import APIError
+from speechsum.serving.protocol import bad_request
 from speechsum.serving.streaming import stream_mode
 
 # read and applied, per route
@@ -54,10 +54,6 @@ TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call")
 COMPLETION_ONLY = ("best_of", "suffix")
 
 
-def _bad(message: str, param: str) -> APIError:
-    return APIError(400, message, param=param)
-
-
 def check_fields(body: dict, chat: bool) -> None:
     """400 for a field of ``body`` this server would not apply: unknown names, features it lacks
     (tools, audio output…), a ``stream`` or ``stream_options`` it cannot read, and sampling options at
@@ -69,41 +65,41 @@ def check_fields(body: dict, chat: bool) -> None:
     for name in body:
         if name not in known:
             route = "/v1/chat/completions" if chat else "/v1/completions"
-            raise _bad(f"Unrecognized request argument supplied: {name!r}. speechsum serve does not read it on "
-                       f"{route}; remove it (the fields it reads are listed in docs/serve.md).", name)
+            raise bad_request(f"Unrecognized request argument supplied: {name!r}. speechsum serve does not read it on "
+                              f"{route}; remove it (the fields it reads are listed in docs/serve.md).", name)
     stream_mode(body)
     for name, kind in ignored.items():
         _check_type(body, name, kind, name)
     best_of = body.get("best_of")
     if best_of is not None and (isinstance(best_of, bool) or best_of != 1):
-        raise _bad(f"'best_of' other than 1 is not supported; got {json.dumps(best_of)[:80]}.", "best_of")
+        raise bad_request(f"'best_of' other than 1 is not supported; got {json.dumps(best_of)[:80]}.", "best_of")
     if body.get("logit_bias") not in (None, {}):
-        raise _bad(f"'logit_bias' is not supported (only {{}} or null); got {json.dumps(body['logit_bias'])[:80]}.",
-                   "logit_bias")
+        raise bad_request(f"'logit_bias' is not supported (only {{}} or null); got {json.dumps(body['logit_bias'])[:80]}.",
+                          "logit_bias")
     if body.get("suffix") not in (None, ""):
-        raise _bad(f"'suffix' is not supported; got {json.dumps(body['suffix'])[:80]}.", "suffix")
+        raise bad_request(f"'suffix' is not supported; got {json.dumps(body['suffix'])[:80]}.", "suffix")
     for name in TOOL_FIELDS:  # tools and functions only empty, tool_choice and function_call only "none"
         value = body.get(name)
         if value is not None and value != ("none" if name.endswith(("choice", "call")) else []):
-            raise _bad(f"Tool and function calls are not supported by speechsum serve: leave '{name}' out; got "
-                       f"{json.dumps(value)[:80]}.", name)
+            raise bad_request(f"Tool and function calls are not supported by speechsum serve: leave '{name}' out; got "
+                              f"{json.dumps(value)[:80]}.", name)
     for name, feature in CHAT_FEATURES.items():
         value = body.get(name)
         if value is not None and not (name == "modalities" and value == ["text"]):
-            raise _bad(f"'{name}' is not supported by speechsum serve: {feature}; got {json.dumps(value)[:80]}.",
-                       name)
+            raise bad_request(f"'{name}' is not supported by speechsum serve: {feature}; got {json.dumps(value)[:80]}.",
+                              name)
     for name, neutral in NEUTRAL_ONLY.items():
         value = body.get(name)
         if value is not None and not (isinstance(value, bool) == isinstance(neutral[0], bool) and value in neutral):
             shown = " or ".join(json.dumps(v) for v in neutral)
-            raise _bad(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
-                       f"{json.dumps(value)[:80]}.", name)
+            raise bad_request(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
+                              f"{json.dumps(value)[:80]}.", name)
 
 
 def _check_type(obj: dict, name: str, kind: type, param: str) -> None:
     value = obj.get(name)
     if value is not None and not isinstance(value, kind):
-        raise _bad(f"'{param}' must be {JSON_TYPE_NAMES[kind]} (or null), got {json.dumps(value)[:80]}.", param)
+        raise bad_request(f"'{param}' must be {JSON_TYPE_NAMES[kind]} (or null), got {json.dumps(value)[:80]}.", param)
 
 
 def check_message_fields(message: dict, index: int) -> None:
@@ -111,17 +107,17 @@ def check_message_fields(message: dict, index: int) -> None:
     refuses it), or one of theirs of the wrong type; tool calls and audio references only empty."""
     for name in message:
         if name not in MESSAGE_FIELDS:
-            raise _bad(f"messages[{index}] has an unrecognized field {name!r}: a message takes "
-                       f"{', '.join(MESSAGE_FIELDS)}; remove it.", f"messages[{index}].{name}")
+            raise bad_request(f"messages[{index}] has an unrecognized field {name!r}: a message takes "
+                              f"{', '.join(MESSAGE_FIELDS)}; remove it.", f"messages[{index}].{name}")
     for name, kind in IGNORED_MESSAGE_FIELDS.items():
         _check_type(message, name, kind, f"messages[{index}].{name}")
     if message.get("tool_calls") or message.get("function_call"):
-        raise _bad(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
-                   f"messages[{index}]")
+        raise bad_request(f"messages[{index}]: tool and function calls are not supported by speechsum serve.",
+                          f"messages[{index}]")
     if message.get("audio") is not None:
-        raise _bad(f"messages[{index}].audio: a reference to an earlier audio answer is not supported (this server "
-                   "answers with text only); send audio input as an input_audio content part.",
-                   f"messages[{index}].audio")
+        raise bad_request(f"messages[{index}].audio: a reference to an earlier audio answer is not supported (this server "
+                          "answers with text only); send audio input as an input_audio content part.",
+                          f"messages[{index}].audio")
 
 
 def ignored_fields(body: dict, chat: bool) -> list[str]:

@@ -39,6 +39,7 @@ from speechsum.serving.protocol import (
     CompletionOutput,
     CompletionRequest,
     Generation,
+    bad_request,
     check_client,
 )
 from speechsum.serving.summarize import (
@@ -53,10 +54,6 @@ DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
 
 
-def _bad(message: str, param: str | None) -> APIError:
-    return APIError(400, message, param=param)
-
-
 def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
     """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
     is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header)."""
@@ -67,19 +64,19 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
             waveform = load_audio(str(path), sample_rate, max_seconds, too_long="error")
         except AudioTooLongError as error:  # from the header, or read up to the limit when it has no length
             length = "the audio exceeds" if error.seconds is None else f"{seconds_over(error.seconds, max_seconds)} s of audio exceed"
-            raise _bad(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
-                       "--max-audio-seconds); send a shorter clip.", audio.param) from None
+            raise bad_request(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
+                              "--max-audio-seconds); send a shorter clip.", audio.param) from None
         except BadSampleError as error:
-            raise _bad(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
+            raise bad_request(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
         except EmptyAudioError:
-            raise _bad(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
+            raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
         except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
             advice = "send WAV, MP3, FLAC or OGG audio" if error.advice in (FORMATS_ADVICE, None) else error.advice
-            raise _bad(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",
-                       audio.param) from None
+            raise bad_request(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",
+                              audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
-            raise _bad(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
-                       audio.param) from None
+            raise bad_request(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
+                              audio.param) from None
         _refuse_partial(path, audio, len(waveform) / sample_rate)
     return waveform
 
@@ -92,7 +89,7 @@ def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
         found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
     if found:
         advice = "send the whole file" if found.cut else f"send it with a header that counts all of it ({REWRITE})"
-        raise _bad(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
+        raise bad_request(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
 
 
 def seconds_over(seconds: float, limit: float) -> str:
@@ -131,7 +128,7 @@ class SpeechBackend:
     def chat(self, request: ChatRequest) -> ChatOutput:
         instruction = self._instruction(request)
         if request.top_logprobs is not None:
-            raise _bad("'logprobs' are not supported for audio requests.", "logprobs")
+            raise bad_request("'logprobs' are not supported for audio requests.", "logprobs")
         waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds)
         sampling = request.sampling
         greedy = sampling.greedy
@@ -153,19 +150,19 @@ class SpeechBackend:
     def _instruction(self, request: ChatRequest) -> str:
         for index, message in enumerate(request.messages):
             if message["role"] != "user":
-                raise _bad(f"messages[{index}]: a speech student answers one user message (audio + instruction); "
-                           f"its prompt format is fixed in training, so '{message['role']}' messages are not "
-                           "supported.", f"messages[{index}].role")
+                raise bad_request(f"messages[{index}]: a speech student answers one user message (audio + instruction); "
+                                  f"its prompt format is fixed in training, so '{message['role']}' messages are not "
+                                  "supported.", f"messages[{index}].role")
         if not request.add_generation_prompt:
-            raise _bad("'add_generation_prompt': false is not supported by a speech student: its prompt format is "
-                       "fixed in training.", "add_generation_prompt")
+            raise bad_request("'add_generation_prompt': false is not supported by a speech student: its prompt format is "
+                              "fixed in training.", "add_generation_prompt")
         if len(request.messages) != 1 or len(request.audio) != 1:
-            raise _bad(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
-                       f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
+            raise bad_request(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
+                              f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
         instruction = request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
         problem = instruction_problem(self.model, instruction)
         if problem:
-            raise _bad(f"messages[0]: the text part {problem}.", "messages[0].content")
+            raise bad_request(f"messages[0]: the text part {problem}.", "messages[0].content")
         return instruction
 
     def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,

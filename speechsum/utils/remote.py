@@ -79,8 +79,9 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     else:
         KEYS_IN_USE.add(key)
     hooks = {"response": [refuse_method_changing_redirect]}
-    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0,
-                         http_client=deadline_http_client(timeout, event_hooks=hooks))
+    # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
+    http_client = deadline_http_client(timeout, event_hooks=hooks) or openai.DefaultHttpxClient(event_hooks=hooks)
+    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0, http_client=http_client)
 
 
 def usable_key(key: str | None, variable: str) -> str | None:
@@ -122,7 +123,7 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     server echoed it) and the ``cache`` a rerun resumes from; None for any other error."""
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
-    reason = without_keys(error_text(error))
+    reason = error_text(error)  # keys masked there
     advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
                                                           "server load)")
     return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything finished so "

@@ -121,3 +121,24 @@ def test_a_datamodule_takes_a_joined_mp3_only_when_it_reads_a_part_libsndfile_ho
     dm.setup("fit")
     example, waveform = dm.datasets["train"][24]
     assert example.id == "joined" and len(waveform) == RATE
+
+
+def test_the_whole_file_walk_runs_at_load_not_on_every_read_of_a_dataset(tmp_path: Path, monkeypatch):
+    """An MP3's frame walk (and a FLAC's stream search) runs when the manifest loads; the dataset reads
+    the clip every epoch without walking it again. ``load_audio`` alone (serve, summarize) still walks."""
+    from speechsum.data import audio
+    from speechsum.data.dataset import SpeechSumDataset
+
+    mp3_bytes(tmp_path / "a.mp3", 1.0)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "a.mp3", "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    walks = []
+    monkeypatch.setattr(audio, "walk_file", lambda source, walk: walks.append(source) or walk(Path(source).read_bytes()))
+    examples, _ = load_manifest(manifest)
+    assert walks == [str(tmp_path / "a.mp3")]
+    dataset = SpeechSumDataset(examples, RATE)
+    epochs = [dataset[0][1] for _ in range(3)]
+    assert len(epochs[0]) > 0.9 * RATE and all(np.array_equal(epochs[0], waveform) for waveform in epochs)
+    assert len(walks) == 1
+    load_audio(str(tmp_path / "a.mp3"), RATE)
+    assert len(walks) == 2

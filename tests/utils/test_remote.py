@@ -22,6 +22,7 @@ from speechsum.utils.remote import (
     endpoint_failure,
     map_concurrent,
     openai_client,
+    refuse_method_changing_redirect,
     with_retries,
 )
 from tests.servers import JSONServer, ScriptedChatBackend, serve_in_thread
@@ -365,8 +366,10 @@ def test_an_unknown_http_library_layout_keeps_the_per_read_timeout(monkeypatch, 
     with caplog.at_level("WARNING", logger="speechsum.utils.deadline"):
         assert deadline.deadline_http_client(3.0) is None
         with JSONServer(lambda request: {"choices": [{"index": 0, "message": {"role": "assistant", "content": "7"}}]}) as server:
-            assert _chat(openai_client(server.url, timeout=3.0)) == "7"
+            client = openai_client(server.url, timeout=3.0)
+            assert _chat(client) == "7"
     assert "no total time limit per request" in caplog.text
+    assert refuse_method_changing_redirect in client._client.event_hooks["response"]  # the redirect check stays
 
 
 def test_a_http_library_without_the_wrapped_classes_keeps_the_per_read_timeout(monkeypatch, caplog):
