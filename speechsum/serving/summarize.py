@@ -34,7 +34,7 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import ConfigError, at_least, check_count
 from speechsum.utils.devices import check_device
-from speechsum.utils.io import check_can_write, check_input_file, json_line, write_jsonl
+from speechsum.utils.io import check_can_write, check_input_file, check_not_an_input, json_line, write_jsonl
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 
@@ -285,12 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.out and (Path(args.out).is_dir() or not Path(os.path.realpath(args.out)).parent.is_dir()):
         raise SystemExit(f"speechsum summarize: --out {args.out}: give a file path in an existing folder "
                          "(checked before any audio is summarised)")
-    if args.out and any(os.path.realpath(audio) == os.path.realpath(args.out) for audio in args.audio):
-        raise SystemExit(f"speechsum summarize: --out {args.out} is one of the audio files; it would be overwritten")
     try:
         if args.out:
+            check_not_an_input(args.out, "--out", [("audio", audio) for audio in args.audio])
             check_can_write(args.out, "--out")
-    except PermissionError as err:
+    except (PermissionError, ValueError) as err:
         raise SystemExit(f"speechsum summarize: {err}") from None
     try:
         check_device(args.device)

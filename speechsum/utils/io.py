@@ -26,8 +26,6 @@ from typing import Any
 
 from speechsum.utils.temp_owner import is_special_file, owner_tag, remove_dead_writers_leftovers
 from speechsum.utils.text_files import (  # noqa: F401  (re-exported: readers import them from here)
-    COMPRESSED,
-    WIDE_TEXT,
     decode_utf8,
     jsonl_lines,
     raw_lines,

@@ -116,7 +116,7 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(tmp_pa
 def test_a_folder_an_input_as_out_and_a_bad_device_are_refused(composed_export: Path, tmp_path: Path, capsys) -> None:
     clip = write_wavs(tmp_path, rate=16_000)[0]
     before = clip.read_bytes()
-    with pytest.raises(SystemExit, match="is one of the audio files; it would be overwritten"):
+    with pytest.raises(SystemExit, match="is the audio file: the output would replace that input"):
         main([str(clip), "--model", str(composed_export), "--out", str(clip)])
     assert clip.read_bytes() == before
     with pytest.raises(SystemExit, match="--device cuda:999: "):
