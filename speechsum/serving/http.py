@@ -21,8 +21,9 @@ from urllib.parse import unquote
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
-from speechsum.serving.json_body import check_content_type, json_bytes, json_object
+from speechsum.serving.json_body import json_bytes, json_object
 from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
+from speechsum.serving.request_body import read_body
 from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 
@@ -279,54 +280,20 @@ class _Handler(BaseHTTPRequestHandler):
                                 "with no space before the colon.")
 
     def _read_body(self) -> bytes:
-        lengths = self.headers.get_all("Content-Length") or []
-        length_header = lengths[0] if lengths else None
-        if self.headers.get("Transfer-Encoding") is not None:  # any coding: where the body ends is not ours to guess
-            self.close_connection = True
-            raise APIError(400, "Transfer-Encoding (chunked or other) request bodies are not supported; send "
-                                "Content-Length.")
-        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding != "identity":  # a compressed body read as JSON was "not UTF-8" (gzip's first bytes)
-            self.close_connection = True
-            raise APIError(415, f"Content-Encoding {encoding!r} request bodies are not supported; send the JSON "
-                                "uncompressed.", code="unsupported_content_encoding")
-        if self.command == "POST":
-            try:  # before the body is read: a form or an upload is told at once what to send
-                check_content_type(self.headers.get("Content-Type"))
-            except APIError:
-                self.close_connection = True  # the unread body must not be parsed as the next request
-                raise
-        if not lengths and self.command == "POST":  # a body may follow; without its length it would run as a request
-            self.close_connection = True
-            raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes).",
-                           code="length_required")
-        if len(set(lengths)) > 1:
-            self.close_connection = True
-            raise APIError(400, f"Conflicting Content-Length headers {lengths}: send one.")
+        """The request's body (:func:`~speechsum.serving.request_body.read_body`): Content-Length or
+        chunked, within the size limit; the ``100 Continue`` sent once it may come. Any error closes the
+        connection: the unread rest of the body must not be parsed as the next request."""
         try:
-            text = (length_header if length_header is not None else "0").strip()
-            if not (text.isascii() and text.isdigit()):
-                raise ValueError  # digits only: int() would also read "", "+2" and "1_0"
-            length = int(text)
-        except ValueError:
+            return read_body(self.headers, self.rfile, self.command, self.server.max_request_bytes, self._send_continue)
+        except APIError:
             self.close_connection = True
-            raise APIError(400, f"Invalid Content-Length header {length_header!r}: send the body's size in "
-                                "bytes.") from None
-        if length > self.server.max_request_bytes:
-            self.close_connection = True  # the unread body must not be parsed as the next request
-            raise APIError(413, f"Request body of {length} bytes exceeds this server's limit of "
-                                f"{self.server.max_request_bytes} bytes (--max-request-bytes, plus the "
-                                "base64 size of --max-audio-bytes when the model reads audio).",
-                           code="request_too_large")
-        if self.continue_pending and length > 0:
+            raise
+
+    def _send_continue(self) -> None:
+        if self.continue_pending:
+            self.continue_pending = False
             self.send_response_only(100)
             self.end_headers()
-        body = self.rfile.read(length) if length > 0 else b""
-        if len(body) < length:  # the client closed mid-body: what came is not the request it meant
-            self.close_connection = True
-            raise APIError(400, f"Request body ended after {len(body)} of the {length} bytes its Content-Length "
-                                "announced: send the whole body.")
-        return body
 
     def _check_key(self) -> None:
         expected = self.server.api_key

@@ -33,6 +33,7 @@ from speechsum.utils.replies import json_type
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+MAX_STOPS = 4  # OpenAI's limit on stop sequences
 
 
 @dataclass
@@ -104,6 +105,8 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
         raise bad_request("'stop' must be a string or an array of strings.", "stop")
     if any(s == "" for s in stops):
         raise bad_request("'stop' strings must not be empty.", "stop")
+    if len(stops) > MAX_STOPS:  # as OpenAI: "Up to 4 sequences"
+        raise bad_request(f"'stop' holds {len(stops)} sequences; at most {MAX_STOPS} are allowed.", "stop")
     fit = max_tokens is None
     return Sampling(
         max_tokens=limits.max_tokens if fit else max_tokens,
@@ -241,6 +244,9 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
             raise bad_request(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}; {sent_value(message, 'role')}.",
                        f"messages[{index}].role")
         check_message_fields(message, index)
+        if role == "tool" and not message.get("tool_call_id"):
+            raise bad_request(f"Missing required parameter: 'messages[{index}].tool_call_id' (a 'tool' message answers "
+                              "the assistant's tool call of that id).", f"messages[{index}].tool_call_id")
         text, parts = _message_content(message, index, limits)
         clean.append({"role": role, "content": text})
         audio += parts
@@ -251,10 +257,10 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
     top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
     if top is not None and not logprobs:
         raise bad_request("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
-    json_mode = _json_mode(body.get("response_format"))
+    _check_response_format(body.get("response_format"))
     add_prompt, continue_final = _turn_options(body, clean)
-    request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, json_mode=json_mode,
-                          audio=audio, add_generation_prompt=add_prompt, continue_final_message=continue_final)
+    request = ChatRequest(clean, sampling, top_logprobs=(top or 0) if logprobs else None, audio=audio,
+                          add_generation_prompt=add_prompt, continue_final_message=continue_final)
     return request, _boolean(body, "return_tokens_as_token_ids")
 
 
@@ -273,23 +279,23 @@ def _turn_options(body: dict, messages: list[dict]) -> tuple[bool, bool]:
     return add_prompt, continue_final
 
 
-def _json_mode(response_format: Any) -> bool:
-    """Whether ``response_format`` asks for JSON ({"type": "json_object"} or a "json_schema" with its
-    schema object); a 400 naming what is wrong in it."""
+def _check_response_format(response_format: Any) -> None:
+    """``response_format``: null or ``{"type": "text"}``; a 400 naming what is wrong otherwise. JSON
+    modes (``json_object``, ``json_schema``) are refused: decoding here cannot constrain the output to
+    JSON, and a client that asked for it would parse free text as if it were."""
     if response_format is None:
-        return False
+        return
     if not isinstance(response_format, dict):
-        raise bad_request("'response_format' must be an object such as {\"type\": \"json_object\"}, got "
+        raise bad_request("'response_format' must be an object such as {\"type\": \"text\"}, got "
                           f"{json.dumps(response_format)[:80]}.", "response_format")
     kind = response_format.get("type")
     if kind not in RESPONSE_FORMATS:
         raise bad_request(f"'response_format.type' must be one of {', '.join(RESPONSE_FORMATS)}; "
                           f"{sent_value(response_format, 'type')}.", "response_format.type")
-    if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
-        raise bad_request("'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
-                          f"'response_format.type' is \"json_schema\"; {sent_value(response_format, 'json_schema')}.",
-                          "response_format.json_schema")
-    return kind != "text"
+    if kind != "text":
+        raise bad_request(f"'response_format' {{\"type\": \"{kind}\"}} is not supported by speechsum serve: it cannot "
+                          "constrain the model's output to JSON. Leave 'response_format' out (or send {\"type\": "
+                          "\"text\"}), ask for JSON in the prompt and validate the reply.", "response_format.type")
 
 
 # ----------------------------------------------------------------------------------------------- rendering

@@ -182,7 +182,6 @@ class ChatRequest:
     messages: list[dict]
     sampling: Sampling
     top_logprobs: int | None = None
-    json_mode: bool = False
     audio: list[AudioInput] = field(default_factory=list)
     add_generation_prompt: bool = True
     continue_final_message: bool = False

@@ -40,6 +40,9 @@ IGNORED_COMPLETION_FIELDS: dict[str, type] = {"user": str}
 IGNORED_MESSAGE_FIELDS: dict[str, type] = {"name": str, "refusal": str, "tool_call_id": str, "annotations": list,
                                            "reasoning": str, "reasoning_content": str}
 MESSAGE_FIELDS = ("role", "content", "tool_calls", "function_call", "audio", *IGNORED_MESSAGE_FIELDS)
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")  # OpenAI's
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI's limits
+PENALTIES = ("frequency_penalty", "presence_penalty")  # OpenAI's range: [-2, 2]
 JSON_TYPE_NAMES = {str: "a string", dict: "an object", bool: "true or false", list: "an array"}
 # OpenAI fields for features this server lacks: refused unless null (or the one harmless value)
 CHAT_FEATURES = {
@@ -70,9 +73,15 @@ def check_fields(body: dict, chat: bool) -> None:
     stream_mode(body)
     for name, kind in ignored.items():
         _check_type(body, name, kind, name)
+    if chat:
+        _check_metadata(body.get("metadata"))
+        if body.get("service_tier") not in (None, *SERVICE_TIERS):
+            raise bad_request(f"'service_tier' must be one of {', '.join(SERVICE_TIERS)} (or null); got "
+                              f"{json.dumps(body['service_tier'])[:80]}.", "service_tier")
     best_of = body.get("best_of")
     if best_of is not None and (isinstance(best_of, bool) or best_of != 1):
         raise bad_request(f"'best_of' other than 1 is not supported; got {json.dumps(best_of)[:80]}.", "best_of")
+    _check_logit_bias(body.get("logit_bias"))
     if body.get("logit_bias") not in (None, {}):
         raise bad_request(f"'logit_bias' is not supported (only {{}} or null); got {json.dumps(body['logit_bias'])[:80]}.",
                           "logit_bias")
@@ -90,10 +99,53 @@ def check_fields(body: dict, chat: bool) -> None:
                               name)
     for name, neutral in NEUTRAL_ONLY.items():
         value = body.get(name)
+        if name in PENALTIES and value is not None:  # OpenAI's range first: a value it refuses is told so
+            _check_penalty(name, value)
         if value is not None and not (isinstance(value, bool) == isinstance(neutral[0], bool) and value in neutral):
             shown = " or ".join(json.dumps(v) for v in neutral)
             raise bad_request(f"'{name}' is not supported by speechsum serve (only {shown}, which changes nothing); got "
                               f"{json.dumps(value)[:80]}.", name)
+
+
+def _check_penalty(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_request(f"'{name}' must be a number in [-2.0, 2.0], got {json.dumps(value)[:80]}.", name)
+    if not -2 <= value <= 2:
+        raise bad_request(f"'{name}' must be in [-2.0, 2.0], got {json.dumps(value)[:80]}.", name)
+
+
+def _check_logit_bias(bias: object) -> None:
+    """OpenAI's shape of a ``logit_bias`` object: token ids (integers, as JSON keys are strings) to
+    biases in [-100, 100]; a 400 naming the first entry that is not (the feature itself is refused after)."""
+    if not isinstance(bias, dict):
+        return
+    for key, value in bias.items():
+        if not (key.strip().isascii() and key.strip().isdigit()):
+            raise bad_request(f"'logit_bias' keys must be token ids (non-negative integers, e.g. \"50256\"), got "
+                              f"{json.dumps(key)[:80]}.", "logit_bias")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
+            raise bad_request(f"'logit_bias' values must be numbers in [-100, 100], got {json.dumps(value)[:80]} for "
+                              f"token {key.strip()}.", "logit_bias")
+
+
+def _check_metadata(metadata: object) -> None:
+    """OpenAI's limits on ``metadata``: at most 16 pairs, keys of at most 64 characters, string values of
+    at most 512 (an object or null is checked before)."""
+    if not isinstance(metadata, dict):
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise bad_request(f"'metadata' holds {len(metadata)} pairs; at most {MAX_METADATA_PAIRS} are allowed.",
+                          "metadata")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise bad_request(f"'metadata' key {json.dumps(key)[:40]}… is {len(key)} characters long; keys are at most "
+                              f"{MAX_METADATA_KEY}.", "metadata")
+        if not isinstance(value, str):
+            raise bad_request(f"'metadata.{key}' must be a string (metadata values are strings of at most "
+                              f"{MAX_METADATA_VALUE} characters), got {json.dumps(value)[:80]}.", "metadata")
+        if len(value) > MAX_METADATA_VALUE:
+            raise bad_request(f"'metadata.{key}' is {len(value)} characters long; values are at most "
+                              f"{MAX_METADATA_VALUE}.", "metadata")
 
 
 def _check_type(obj: dict, name: str, kind: type, param: str) -> None:

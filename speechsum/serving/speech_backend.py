@@ -156,6 +156,9 @@ class SpeechBackend:
         if not request.add_generation_prompt:
             raise bad_request("'add_generation_prompt': false is not supported by a speech student: its prompt format is "
                               "fixed in training.", "add_generation_prompt")
+        if len(request.audio) > 1:  # the second part named, as the one to leave out
+            raise bad_request(f"{request.audio[1].param}: a speech student reads one audio part per request, and this "
+                              f"request holds {len(request.audio)}; send one clip per request.", request.audio[1].param)
         if len(request.messages) != 1 or len(request.audio) != 1:
             raise bad_request(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
                               f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")

@@ -74,3 +74,17 @@ def test_a_speech_student_refuses_to_leave_out_its_generation_prompt(served):
                                        messages=[{"role": "user", "content": [part]}])
     assert caught.value.body["message"] == ("'add_generation_prompt': false is not supported by a speech student: its "
                                             "prompt format is fixed in training.")
+
+
+def test_a_second_audio_part_is_named_as_the_one_to_leave_out(served):
+    """Before: param "messages" and "got 1 messages and 2 audio parts", which part to drop left to guess."""
+    client, wav = served
+    encoded = base64.b64encode(wav).decode()
+    parts = [{"type": "input_audio", "input_audio": {"data": encoded, "format": "wav"}},
+             {"type": "text", "text": "and this one"},
+             {"type": "audio_url", "audio_url": {"url": f"data:audio/wav;base64,{encoded}"}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, max_tokens=2, messages=[{"role": "user", "content": parts}])
+    assert (caught.value.body["message"], caught.value.body["param"]) == (
+        "messages[0].content[2].audio_url: a speech student reads one audio part per request, and this request holds "
+        "2; send one clip per request.", "messages[0].content[2].audio_url")

@@ -155,7 +155,7 @@ def test_a_post_without_content_length_is_411_and_its_body_never_runs(served):
         answer = sock.makefile("rb").read().decode()  # the server closes the connection after its 411
     assert answer.startswith("HTTP/1.1 411") and answer.count("HTTP/1.1") == 1 and backend.count == before
     assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"] == (
-        "A POST needs a Content-Length header (the body's size in bytes).")
+        "A POST needs a Content-Length header (the body's size in bytes) or 'Transfer-Encoding: chunked'.")
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:  # not a POST route: its 405
         sock.sendall(b"POST /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" + next_request)
         answer = sock.makefile("rb").read().decode()

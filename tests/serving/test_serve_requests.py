@@ -95,13 +95,19 @@ def test_a_message_field_openai_lacks_or_of_the_wrong_type_is_named(served, mess
      "tools"),
     ({"logit_bias": 0}, "'logit_bias' is not supported (only {} or null); got 0.", "logit_bias"),  # was accepted
     ({"response_format": "json_object"},  # was "'response_format.type' must be one of …" of a string
-     "'response_format' must be an object such as {\"type\": \"json_object\"}, got \"json_object\".",
+     "'response_format' must be an object such as {\"type\": \"text\"}, got \"json_object\".",
      "response_format"),
     ({"response_format": {"type": "xml"}},
      "'response_format.type' must be one of text, json_object, json_schema; got \"xml\".", "response_format.type"),
-    ({"response_format": {"type": "json_schema"}},  # was accepted without its schema
-     "'response_format.json_schema' must be an object ({\"name\": ..., \"schema\": {...}}) when "
-     "'response_format.type' is \"json_schema\"; 'json_schema' is missing.", "response_format.json_schema"),
+    # JSON modes were accepted and not enforced: free text came back to a client that parses it as JSON
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+     "'response_format' {\"type\": \"json_schema\"} is not supported by speechsum serve: it cannot constrain the "
+     "model's output to JSON. Leave 'response_format' out (or send {\"type\": \"text\"}), ask for JSON in the prompt "
+     "and validate the reply.", "response_format.type"),
+    ({"response_format": {"type": "json_object"}},
+     "'response_format' {\"type\": \"json_object\"} is not supported by speechsum serve: it cannot constrain the "
+     "model's output to JSON. Leave 'response_format' out (or send {\"type\": \"text\"}), ask for JSON in the prompt "
+     "and validate the reply.", "response_format.type"),
     ({"messages": []}, "'messages' is empty: send at least one message ({role, content}).", "messages"),
     ({"continue_final_message": True},  # vLLM's prefill continues the assistant's turn only
      "'continue_final_message' continues the last message, which must be the assistant's; messages[0] is the user's.",
