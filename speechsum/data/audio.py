@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsum.data.audio_paths import path_problem
 from speechsum.data.cut_short import (
     MP3_SLACK,
     CorruptAudioError,
@@ -149,27 +150,6 @@ def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndar
         raise EmptyAudioError(f"{name}: no samples")
     _check_block(array[:, None], name, 0, sample_rate)
     return array
-
-
-def path_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be read as an audio file without waiting on it, or None (a readable
-    regular file): missing, a folder, a FIFO/socket/device (opening one waits for a writer forever),
-    unreadable, empty, or a name the file system refuses (too long, a NUL byte)."""
-    path = Path(path)
-    try:
-        if path.is_file():
-            if not os.access(path, os.R_OK):
-                return "permission denied"
-            return "an empty file (0 bytes)" if path.stat().st_size == 0 else None
-        if path.is_dir():
-            return "a folder, not an audio file"
-        if path.exists():
-            return "not a regular file (a FIFO, socket or device); save the audio to a file first"
-        if path.is_symlink():
-            return f"a broken symbolic link (to {os.readlink(path)}): its target is missing, or the links loop"
-        return "no such file"
-    except (OSError, ValueError) as err:
-        return f"unusable path ({err})"
 
 
 def open_audio(source: str | BinaryIO, whole: bool = True) -> sf.SoundFile:
@@ -370,6 +350,8 @@ def load_audio(
     the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
     only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
     """
+    if isinstance(path, str) and (problem := path_problem(path)):  # opening a FIFO would wait for a writer
+        raise ValueError(f"{path}: {problem}")
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)

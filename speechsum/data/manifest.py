@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from speechsum.data.audio import audio_seconds
+from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
     array_hint,
     cut_short_hint,
@@ -50,7 +50,6 @@ from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines, text_
 log = logging.getLogger(__name__)
 
 OnBadExample = Literal["error", "skip"]
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, file:// … (a scheme, then //)
 
 
 class ManifestError(ValueError):
@@ -195,8 +194,8 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
         raise ValueError(f"{shown(value)} holds a NUL character (at character {value.index(chr(0))}): no file name can")
     if value.strip() == "-":  # a shell's "standard input", joined to the folder a file nobody meant
         raise ValueError("'-' (standard input, to some tools) names no file: audio is read from files; give its path")
-    if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
-        raise ValueError(f"{shown(value)} is a URL; speechsum reads local files: download it and give its path")
+    if problem := url_problem(value):  # joined to the folder it would be "no such file" of a path nobody wrote
+        raise ValueError(f"{shown(value)} is {problem}")
     path = Path(value)
     if path.is_absolute() or root is None:
         return path

@@ -30,7 +30,7 @@ def test_an_offset_is_refused_and_skip_mode_counts_it(tmp_path: Path):
     assert [e.id for e in examples] == ["whole", "zero"] and [(s.line, s.reason) for s in skipped] == [(2, reason)]
 
 
-@pytest.mark.parametrize("url", ["https://example.com/call.wav", "s3://bucket/call.flac", "file:///data/call.wav"])
+@pytest.mark.parametrize("url", ["https://example.com/call.wav", "s3://bucket/call.flac", "file://server/data/call.wav"])
 def test_a_url_as_audio_says_to_download_it(tmp_path: Path, url: str):
     """It was joined to the manifest folder and reported as "no such file" of a path nobody wrote."""
     manifest = tmp_path / "m.jsonl"
@@ -38,3 +38,13 @@ def test_a_url_as_audio_says_to_download_it(tmp_path: Path, url: str):
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert info.value.reason == f"field 'audio': {url!r} is a URL; speechsum reads local files: download it and give its path"
+
+
+def test_a_file_url_as_audio_names_the_path_to_give(tmp_path: Path):
+    """It was told to download a file that is on this machine."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "file:///data/my%20call.wav", "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == ("field 'audio': 'file:///data/my%20call.wav' is a file:// URL; speechsum reads paths, "
+                                 "not URLs: give the path it names, /data/my call.wav")
