@@ -22,6 +22,7 @@ from speechsum.data.audio_paths import path_problem
 from speechsum.data.cut_short import (
     MP3_SLACK,
     CorruptAudioError,
+    check_early_end,
     check_flac_end,
     check_flac_frames,
     check_zero_frames,
@@ -31,7 +32,7 @@ from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
 from speechsum.data.not_audio import diagnose_file
-from speechsum.data.ogg_pages import ogg_links
+from speechsum.data.ogg_pages import ogg_end_frames, ogg_links
 from speechsum.data.wav_order import open_in_order
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,11 @@ def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
                                    "together, or a web-radio capture), and libsndfile reads only the first "
                                    f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
                                    "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
+    if handle.format == "OGG" and (end := walk_file(source, lambda data: ogg_end_frames(data, rate))) is not None \
+            and end - handle.frames > MP3_SLACK:
+        raise UnreadableAudioError(source, f"its last Ogg page ends at {end / rate:.2f} s but libsndfile reads only "
+                                   f"{handle.frames / rate:.2f} s (it cannot read a page of it: damaged)",
+                                   "re-export or re-fetch it, or drop it")
     if handle.format == "FLAC" and len(starts := walk_file(source, flac_stream_starts)) > 1:
         raise UnreadableAudioError(source, f"it holds {len(starts)} FLAC streams one after another (files joined "
                                    f"byte for byte, e.g. by `cat`; the second begins at byte {starts[1]}), and "
@@ -226,11 +232,11 @@ def header_frames(handle: sf.SoundFile) -> int | None:
     return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
 
 
-def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterator[np.ndarray]:
+def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[np.ndarray]:
     """Checked float32 blocks (frames × channels) from the start, up to ``frames`` frames (None: to
     the end) or the end of the data, whichever comes first (a header may promise more than a cut
-    file holds, or say nothing)."""
-    done, unknown_length = 0, header_frames(handle) is None
+    file holds, or say nothing; a file that is not cut short and ends early: :func:`check_early_end`)."""
+    path, done, unknown_length = str(source), 0, header_frames(handle) is None
     # libsndfile fails on the last FLAC block of a file whose header has no length, and a failed read
     # returns nothing: small reads there lose only the frames it cannot decode (~10 ms)
     size = 1024 if unknown_length else BLOCK_FRAMES
@@ -247,8 +253,7 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
             return
         if len(block) == 0:
             if not unknown_length and frames is not None and done < frames:
-                log.warning("%s: the header promises %d frames but the file ends after %d (%.2f s): cut short? "
-                            "Using what is there.", path, frames, done, done / handle.samplerate)
+                check_early_end(handle, source, frames, done)
             return
         _check_block(block, path, done, handle.samplerate)
         done += len(block)
@@ -293,7 +298,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
                 check_whole_stream(handle, source)
                 check_flac_end(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
-                frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
+                frames = sum(len(block) for block in _read_blocks(handle, source, frames))
             if not frames:
                 check_zero_frames(handle, source)
             elif (found := warn_if_damaged(handle, source, frames / rate)) and found.frames is not None:
@@ -308,7 +313,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
     return frames / rate
 
 
-def _read_mono(handle: sf.SoundFile, path: str, frames: int | None) -> np.ndarray:
+def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None) -> np.ndarray:
     """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32."""
     mono = (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0] for block in _read_blocks(handle, path, frames))
     if frames is None:  # the length is learnt by reading

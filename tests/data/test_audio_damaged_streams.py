@@ -1,0 +1,115 @@
+"""MP3 and Ogg files damaged mid-stream (bytes overwritten, not cut short): their decoder skips what
+it cannot read, and libsndfile read a part of the file as the whole recording, with a "cut short?"
+warning at most. Now refused, at load where the last Ogg page's granule position tells (one look at
+the file's end), else when the file is read, naming the manifest line; skip mode counts it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.data.audio import CorruptAudioError, UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.dataset import SpeechSumDataset
+from speechsum.data.loader import SkippedExample
+from speechsum.data.manifest import ManifestError, load_manifest
+from speechsum.data.ogg_pages import ogg_end_frames
+
+SUBTYPES = {"mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS")}
+REDO = "re-export or re-fetch it, or drop it"
+
+
+def encoded(path: Path, seconds: float, rate: int = 16_000, channels: int = 1) -> Path:
+    """A 300-Hz tone of ``seconds`` encoded as ``path``'s extension says."""
+    t = np.arange(round(rate * seconds)) / rate
+    tone = np.repeat((0.3 * np.sin(2 * np.pi * 300 * t))[:, None], channels, axis=1).astype(np.float32)
+    container, subtype = SUBTYPES[path.suffix[1:]]
+    sf.write(path, tone, rate, format=container, subtype=subtype)
+    return path
+
+
+def damaged(path: Path, seconds: float, where: float) -> Path:
+    """``path`` encoded, then 400 bytes from ``where`` (a fraction of its size) overwritten with 0xFF."""
+    data = encoded(path, seconds).read_bytes()
+    at = int(len(data) * where)
+    path.write_bytes(data[:at] + b"\xff" * 400 + data[at + 400 :])
+    return path
+
+
+def mid_stream(path: Path, header: str, decoded: str) -> str:
+    return (f"{path}: its header gives {header} s, but libsndfile decodes only {decoded} s of it and the file is not "
+            f"cut short: damaged mid-stream (bytes overwritten or lost); {REDO}")
+
+
+@pytest.mark.parametrize(("name", "decoded"), [("bad.mp3", "2.27"), ("bad.opus", "4.00"), ("bad.ogg", "17.70")])
+def test_a_file_damaged_mid_stream_is_an_error_when_read_not_a_part_read_as_the_whole(tmp_path: Path, name: str,
+                                                                                       decoded: str, caplog):
+    """Before: the MP3 read 2.27 s of its 5, the Opus 4 of its 5, with "cut short? Using what is there." logged."""
+    seconds = 20 if name.endswith(".ogg") else 5
+    bad = damaged(tmp_path / name, seconds, 0.5)
+    assert audio_seconds(str(bad)) == seconds  # its header, page and frame walks pass: found when read
+    with caplog.at_level(logging.WARNING), pytest.raises(CorruptAudioError) as info:
+        load_audio(str(bad), 16_000)
+    assert str(info.value) == mid_stream(bad, f"{seconds}.00", decoded)
+    assert caplog.records == []
+
+
+def test_read_through_a_manifest_it_names_the_line_and_skip_mode_counts_it(tmp_path: Path):
+    bad, _ = damaged(tmp_path / "bad.mp3", 5, 0.5), encoded(tmp_path / "good.mp3", 5)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": name, "audio": f"{name}.mp3", "instruction": "Sum up."}) + "\n"
+                                for name in ("good", "bad")))
+    examples, skipped = load_manifest(manifest)
+    assert ([e.duration for e in examples], skipped) == ([5.0, 5.0], [])
+    with pytest.raises(ManifestError) as info:
+        _ = SpeechSumDataset(examples, 16_000)[1]
+    assert (info.value.line, info.value.reason) == (2, (
+        f"field 'audio': {mid_stream(bad, '5.00', '2.27')} (found when its batch was read; its header passed at "
+        "load): replace the file or remove the example, or set on_bad_example: skip (speechsum evaluate: "
+        "--on-bad-example skip) to leave such examples out"))
+    dataset = SpeechSumDataset(examples, 16_000, on_bad_example="skip")
+    assert len(dataset[0][1]) == 80_000
+    item = dataset[1]
+    assert isinstance(item, SkippedExample) and (item.id, item.line) == ("bad", 2)
+    assert item.reason.startswith(f"field 'audio': {mid_stream(bad, '5.00', '2.27')} (found when its batch was read")
+
+
+def test_an_ogg_file_whose_last_page_is_damaged_is_refused_at_load(tmp_path: Path):
+    """libsndfile takes an Ogg file's length from the last page it can read: 15.70 s of a 20 s recording, without
+    a word, at load and when read. Its last page's header still says 20 s."""
+    bad = damaged(tmp_path / "bad.ogg", 20, 0.97)
+    expected = (f"unreadable audio file {bad}: its last Ogg page ends at 20.00 s but libsndfile reads only 15.70 s "
+                f"(it cannot read a page of it: damaged); {REDO}")
+    with pytest.raises(UnreadableAudioError) as info:
+        audio_seconds(str(bad))
+    assert str(info.value) == expected
+    with pytest.raises(UnreadableAudioError) as info:
+        load_audio(str(bad), 16_000)
+    assert str(info.value) == expected
+
+
+def test_an_ogg_file_of_which_no_sample_decodes_is_said_damaged_not_cut_short(tmp_path: Path):
+    """It ends with its end-of-stream page; it was called "cut short (a download or copy that stopped?)"."""
+    bad = damaged(tmp_path / "bad.ogg", 5, 0.5)
+    with pytest.raises(CorruptAudioError) as info:
+        load_audio(str(bad), 16_000, checked_at_load=True)  # a dataset's read: the end was looked at when it loaded
+    assert str(info.value) == (
+        f"{bad}: it ends with its end-of-stream page, so it is not cut short, but libsndfile cannot read a page of it "
+        "(libsndfile: 'Ogg : File ended unexpectedly without an End-Of-Stream flag set.'): damaged mid-stream, and "
+        f"libsndfile reads no sample of it: {REDO}")
+
+
+@pytest.mark.parametrize("name", ["a.ogg", "a.opus"])
+@pytest.mark.parametrize("rate", [8_000, 16_000, 48_000])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("seconds", [0.01, 3.3, 31.0])
+def test_whole_ogg_files_end_where_libsndfile_reads_them_to(tmp_path: Path, name: str, rate: int, channels: int,
+                                                          seconds: float):
+    path = encoded(tmp_path / name, seconds, rate, channels)
+    with sf.SoundFile(path) as handle:
+        assert ogg_end_frames(path.read_bytes(), handle.samplerate) == handle.frames
+    assert audio_seconds(str(path)) == pytest.approx(seconds, abs=0.02)
