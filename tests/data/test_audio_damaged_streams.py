@@ -113,3 +113,16 @@ def test_whole_ogg_files_end_where_libsndfile_reads_them_to(tmp_path: Path, name
     with sf.SoundFile(path) as handle:
         assert ogg_end_frames(path.read_bytes(), handle.samplerate) == handle.frames
     assert audio_seconds(str(path)) == pytest.approx(seconds, abs=0.02)
+
+
+def test_the_server_refuses_an_upload_damaged_mid_stream(tmp_path: Path):
+    """It summarised the 2.27 s libsndfile decoded as the whole recording."""
+    from speechsum.serving.protocol import APIError, AudioInput
+    from speechsum.serving.speech_backend import decode_audio
+
+    data = damaged(tmp_path / "bad.mp3", 5, 0.5).read_bytes()
+    with pytest.raises(APIError) as error:
+        decode_audio(AudioInput(data, "mp3", 0, "input_audio"), 16_000, None)
+    assert (error.value.status, str(error.value)) == (400, (
+        "input_audio: not a readable mp3 file (its header gives 5.00 s, but libsndfile decodes only 2.27 s of it and "
+        f"the file is not cut short: damaged mid-stream (bytes overwritten or lost); {REDO})."))
