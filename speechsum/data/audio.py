@@ -42,6 +42,7 @@ TooLong = Literal["error", "truncate"]
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
+LOUD_SAMPLE = 2.0  # |float sample| above this (6 dB over full scale) is read with a warning at load
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
@@ -279,7 +280,8 @@ def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: fl
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
-    scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
+    scanned block by block for bad samples (memory: one block; a peak over :data:`LOUD_SAMPLE` is
+    logged); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
     path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
@@ -298,7 +300,14 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
                 check_whole_stream(handle, source)
                 check_flac_end(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
-                frames = sum(len(block) for block in _read_blocks(handle, source, frames))
+                done, peak = 0, 0.0
+                for block in _read_blocks(handle, source, frames):
+                    done, peak = done + len(block), max(peak, float(np.abs(block).max()))
+                frames = done
+                if peak > LOUD_SAMPLE:
+                    log.warning("%s: float samples up to %.3g, %.0f dB over full scale (1.0): read as they are, louder "
+                                "than any recording; normalise it (e.g. `sox --norm in.wav out.wav`) if that was not "
+                                "meant", source, peak, 20 * np.log10(peak))
             if not frames:
                 check_zero_frames(handle, source)
             elif (found := warn_if_damaged(handle, source, frames / rate)) and found.frames is not None:
