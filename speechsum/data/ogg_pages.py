@@ -55,19 +55,39 @@ def ends_with_stream_end(data: Buffer) -> bool:
     return offset is not None and bool(memoryview(data)[offset + 5] & LAST_PAGE)
 
 
+# samples one packet decodes to at most: Vorbis (a block of 8192, half of it output), Opus (120 ms at 48 kHz)
+MAX_PACKET_SAMPLES = {b"\x01vorbis": 4096, b"OpusHead": 5760}
+
+
+def _first_audio_page(view: memoryview) -> tuple[int, int] | None:
+    """``(granule position, packets that end in it)`` of the first page with a positive granule
+    position (the first that ends audio packets), or None."""
+    offset = 0
+    while offset + PAGE_HEADER <= len(view) and view[offset : offset + 4] == b"OggS":
+        segments = view[offset + PAGE_HEADER - 1]
+        table = view[offset + PAGE_HEADER : offset + PAGE_HEADER + segments]
+        if (granule := int.from_bytes(view[offset + 6 : offset + 14], "little", signed=True)) > 0:
+            return granule, sum(1 for lace in table if lace < 255)  # a packet ends at a lacing value under 255
+        offset += PAGE_HEADER + segments + sum(table)
+    return None
+
+
 def ogg_end_frames(data: Buffer, rate: int) -> int | None:
     """Frames at ``rate`` Hz that the Ogg Vorbis or Opus ``data`` holds by its last page's granule
     position (its header's, read whatever its payload), less an Opus stream's pre-skip; None for
-    another codec or when the file does not end with a whole page (:func:`last_page`). libsndfile
-    takes the length from the last page it can read: a damaged last page made a file shorter
-    without a word."""
+    another codec, a file that does not end with a whole page (:func:`last_page`), or a stream whose
+    granule positions do not start at 0 (its first audio page's is more than its packets decode to:
+    a part cut from a longer stream, whose start libsndfile subtracts). libsndfile takes the length
+    from the last page it can read: a damaged last page made a file shorter without a word."""
     view = memoryview(data)
     if len(view) < PAGE_HEADER or view[:4] != b"OggS" or (offset := last_page(view)) is None:
         return None
     head = bytes(view[PAGE_HEADER + view[PAGE_HEADER - 1] :][:19])  # the first packet: the codec's header
+    codec = next((magic for magic in MAX_PACKET_SAMPLES if head.startswith(magic)), None)
+    if codec is None or (first := _first_audio_page(view)) is None:
+        return None
+    skip = int.from_bytes(head[10:12], "little") if codec == b"OpusHead" else 0
+    if first[0] > first[1] * MAX_PACKET_SAMPLES[codec] + skip:
+        return None
     granule = int.from_bytes(view[offset + 6 : offset + 14], "little", signed=True)
-    if head.startswith(b"\x01vorbis"):
-        return granule
-    if head.startswith(b"OpusHead"):
-        return (granule - int.from_bytes(head[10:12], "little")) * rate // OPUS_RATE
-    return None
+    return granule if codec != b"OpusHead" else (granule - skip) * rate // OPUS_RATE
