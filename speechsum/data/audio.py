@@ -26,6 +26,7 @@ from speechsum.data.cut_short import (
     check_flac_end,
     check_flac_frames,
     check_zero_frames,
+    read_past_failure,
     warn_if_damaged,
 )
 from speechsum.data.file_walk import walk_file
@@ -245,6 +246,10 @@ def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | Non
         try:
             block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
         except RuntimeError as err:  # libsndfile's own error types
+            if not unknown_length and (rest := read_past_failure(handle, source, done, frames)) is not None:
+                _check_block(rest, path, done, handle.samplerate)
+                yield from [rest] if len(rest) else []
+                return
             if not unknown_length or done == 0:
                 raise CorruptAudioError(f"{path}: unreadable in the block after frame {done} ({done / handle.samplerate:.2f} s; "
                                         f"{err}): the file is cut short or corrupt; re-export it or drop it") from None

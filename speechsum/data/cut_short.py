@@ -14,11 +14,12 @@ import logging
 import re
 from typing import BinaryIO, NamedTuple
 
+import numpy as np
 import soundfile as sf
 
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_frames_offset
-from speechsum.data.mp3_frames import ID3V1_SIZE, mp3_walk
+from speechsum.data.mp3_frames import ID3V1_SIZE, frames_follow, mp3_walk
 from speechsum.data.ogg_pages import ends_with_stream_end
 
 log = logging.getLogger(__name__)
@@ -201,3 +202,32 @@ def check_early_end(handle: sf.SoundFile, source: str | BinaryIO, frames: int, d
                                 "overwritten or lost); re-export or re-fetch it, or drop it")
     log.warning("%s: the header promises %d frames but the file ends after %d (%.2f s): cut short? Using what is "
                 "there.", source, frames, done, done / rate)
+
+
+SALVAGE_STEP = 1152  # frames per read after a failed one: the most an MP3 frame holds
+
+
+def read_past_failure(handle: sf.SoundFile, source: str | BinaryIO, done: int, frames: int | None) -> np.ndarray | None:
+    """For an MP3 whose read of the block after frame ``done`` failed because the file ends in bytes
+    that are no frames (a tag libsndfile does not skip, e.g. APEv2 with cover art, Lyrics3; no frame
+    follows them) that its header's length (the file's size over the bitrate) counts: its frames
+    from ``done`` up to ``frames`` (None: all), read in small steps, as one block (frames × channels),
+    with a warning naming ``source``. None for
+    any other failure (damage mid-stream: frames follow the bytes), which stays an error."""
+    if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None or walked.cut \
+            or walked.rest <= ID3V1_SIZE or walk_file(source, lambda data: frames_follow(data, len(data) - walked.rest)):
+        return None
+    blocks, got = [np.zeros((0, handle.channels), np.float32)], done
+    end = walked.samples if frames is None else min(frames, walked.samples)
+    try:
+        handle.seek(done)
+        while got < end and len(block := handle.read(min(SALVAGE_STEP, end - got), dtype="float32", always_2d=True)):
+            blocks.append(block)
+            got += len(block)
+    except RuntimeError:  # the frame before the tag: its samples are lost (at most one step)
+        pass
+    if end - got > SALVAGE_STEP:
+        return None
+    log.warning("%s: its last %d bytes are no MP3 frames (a tag libsndfile does not skip, e.g. APEv2 or Lyrics3?) and "
+                "its header's length counts them: its frames are read, %.2f s", source, walked.rest, got / handle.samplerate)
+    return np.concatenate(blocks)

@@ -160,3 +160,27 @@ def test_a_stream_whose_granule_positions_start_late_is_read_whole_not_called_da
     assert ogg_end_frames(path.read_bytes(), 16_000) is None
     assert audio_seconds(str(path)) == pytest.approx(5.0, abs=0.02)
     assert len(load_audio(str(path), 16_000)) == pytest.approx(80_000, abs=300)
+
+
+def test_an_mp3_ending_in_a_tag_libsndfile_does_not_skip_reads_its_frames(tmp_path: Path, caplog):
+    """A constant-bitrate MP3 without a frame counter whose last bytes are an APEv2 tag with cover art: its header's
+    length (the file's size over the bitrate) counts the tag, mpg123 gives up on it, and the read failed: "cut short
+    or corrupt", deep in training, for a whole recording. Bytes that are no frames with frames after them (damage in
+    the middle) stay an error."""
+    from tests.data.test_audio_odd_files import cbr_mp3
+
+    data, info = cbr_mp3(10.0)
+    whole, tagged, damaged_inside = tmp_path / "whole.mp3", tmp_path / "tagged.mp3", tmp_path / "inside.mp3"
+    tag = b"APETAGEX" + bytes(24) + b"\x89PNG" + b"\x11" * 50_000 + b"APETAGEX" + bytes(24)
+    whole.write_bytes(data[info:])
+    tagged.write_bytes(data[info:] + tag)
+    damaged_inside.write_bytes(data[info : info + 360 * 100] + tag + data[info + 360 * 100 :])
+    expected = load_audio(str(whole), 16_000)
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.cut_short"):
+        np.testing.assert_allclose(load_audio(str(tagged), 16_000, checked_at_load=True), expected, atol=1e-6)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tagged}: its last {len(tag)} bytes are no MP3 frames (a tag libsndfile does not skip, e.g. APEv2 or "
+        "Lyrics3?) and its header's length counts them: its frames are read, 10.08 s"]
+    np.testing.assert_allclose(load_audio(str(tagged), 16_000, max_seconds=9.0), expected[:144_000], atol=1e-6)
+    with pytest.raises(CorruptAudioError, match="unreadable in the block after frame 0 "):
+        load_audio(str(damaged_inside), 16_000)
