@@ -12,9 +12,9 @@ URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, file:// … (
 
 
 def url_problem(value: str) -> str | None:
-    """Why ``value``, a URL (a scheme, then ``//``), names no file to read, with what to do; None
-    for a path. A ``file://`` URL names a local file: its path is given."""
-    if not URL.match(value):
+    """Why ``value``, a URL (a scheme, then ``//``; or ``file:/path``), names no file to read, with
+    what to do; None for a path. A ``file:`` URL names a local file: its path is given."""
+    if not URL.match(value) and value[:6].lower() != "file:/":
         return None
     parts = urlsplit(value)
     if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost"):

@@ -41,6 +41,7 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path):
     ("http://127.0.0.1:9/call.wav", "a URL; speechsum reads local files: download it and give its path"),
     ("file:///data/call%201.wav", "a file:// URL; speechsum reads paths, not URLs: give the path it names, "
                                   "/data/call 1.wav"),
+    ("file:/data/call.wav", "a file:// URL; speechsum reads paths, not URLs: give the path it names, /data/call.wav"),
 ])
 def test_a_url_is_named_as_one_not_as_a_missing_file(url: str, problem: str):
     """Both were "no such file" (offline: nothing is fetched)."""
