@@ -18,19 +18,22 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsum.data.audio_paths import path_problem
 from speechsum.data.cut_short import (
     MP3_SLACK,
     CorruptAudioError,
+    check_early_end,
     check_flac_end,
     check_flac_frames,
     check_zero_frames,
+    read_past_failure,
     warn_if_damaged,
 )
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
 from speechsum.data.not_audio import diagnose_file
-from speechsum.data.ogg_pages import ogg_links
+from speechsum.data.ogg_pages import ogg_end_frames, ogg_links
 from speechsum.data.wav_order import open_in_order
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ TooLong = Literal["error", "truncate"]
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
+LOUD_SAMPLE = 2.0  # |float sample| above this (6 dB over full scale) is read with a warning at load
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
@@ -151,27 +155,6 @@ def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndar
     return array
 
 
-def path_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be read as an audio file without waiting on it, or None (a readable
-    regular file): missing, a folder, a FIFO/socket/device (opening one waits for a writer forever),
-    unreadable, empty, or a name the file system refuses (too long, a NUL byte)."""
-    path = Path(path)
-    try:
-        if path.is_file():
-            if not os.access(path, os.R_OK):
-                return "permission denied"
-            return "an empty file (0 bytes)" if path.stat().st_size == 0 else None
-        if path.is_dir():
-            return "a folder, not an audio file"
-        if path.exists():
-            return "not a regular file (a FIFO, socket or device); save the audio to a file first"
-        if path.is_symlink():
-            return f"a broken symbolic link (to {os.readlink(path)}): its target is missing, or the links loop"
-        return "no such file"
-    except (OSError, ValueError) as err:
-        return f"unusable path ({err})"
-
-
 def open_audio(source: str | BinaryIO, whole: bool = True) -> sf.SoundFile:
     """``sf.SoundFile`` for reading (:func:`_open_soundfile`); ``whole``: once :func:`check_whole_stream`
     finds that libsndfile reads all of it (False: the caller checks, if it reads to the end)."""
@@ -204,6 +187,11 @@ def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
                                    "together, or a web-radio capture), and libsndfile reads only the first "
                                    f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
                                    "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
+    if handle.format == "OGG" and (end := walk_file(source, lambda data: ogg_end_frames(data, rate))) is not None \
+            and end - handle.frames > MP3_SLACK:
+        raise UnreadableAudioError(source, f"its last Ogg page ends at {end / rate:.2f} s but libsndfile reads only "
+                                   f"{handle.frames / rate:.2f} s (it cannot read a page of it: damaged)",
+                                   "re-export or re-fetch it, or drop it")
     if handle.format == "FLAC" and len(starts := walk_file(source, flac_stream_starts)) > 1:
         raise UnreadableAudioError(source, f"it holds {len(starts)} FLAC streams one after another (files joined "
                                    f"byte for byte, e.g. by `cat`; the second begins at byte {starts[1]}), and "
@@ -246,11 +234,11 @@ def header_frames(handle: sf.SoundFile) -> int | None:
     return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
 
 
-def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterator[np.ndarray]:
+def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[np.ndarray]:
     """Checked float32 blocks (frames × channels) from the start, up to ``frames`` frames (None: to
     the end) or the end of the data, whichever comes first (a header may promise more than a cut
-    file holds, or say nothing)."""
-    done, unknown_length = 0, header_frames(handle) is None
+    file holds, or say nothing; a file that is not cut short and ends early: :func:`check_early_end`)."""
+    path, done, unknown_length = str(source), 0, header_frames(handle) is None
     # libsndfile fails on the last FLAC block of a file whose header has no length, and a failed read
     # returns nothing: small reads there lose only the frames it cannot decode (~10 ms)
     size = 1024 if unknown_length else BLOCK_FRAMES
@@ -258,6 +246,10 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
         try:
             block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
         except RuntimeError as err:  # libsndfile's own error types
+            if not unknown_length and (rest := read_past_failure(handle, source, done, frames)) is not None:
+                _check_block(rest, path, done, handle.samplerate)
+                yield from [rest] if len(rest) else []
+                return
             if not unknown_length or done == 0:
                 raise CorruptAudioError(f"{path}: unreadable in the block after frame {done} ({done / handle.samplerate:.2f} s; "
                                         f"{err}): the file is cut short or corrupt; re-export it or drop it") from None
@@ -267,8 +259,7 @@ def _read_blocks(handle: sf.SoundFile, path: str, frames: int | None) -> Iterato
             return
         if len(block) == 0:
             if not unknown_length and frames is not None and done < frames:
-                log.warning("%s: the header promises %d frames but the file ends after %d (%.2f s): cut short? "
-                            "Using what is there.", path, frames, done, done / handle.samplerate)
+                check_early_end(handle, source, frames, done)
             return
         _check_block(block, path, done, handle.samplerate)
         done += len(block)
@@ -294,7 +285,8 @@ def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: fl
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
     block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
-    scanned block by block for bad samples (memory: one block); integer PCM, normalised to [-1, 1]
+    scanned block by block for bad samples (memory: one block; a peak over :data:`LOUD_SAMPLE` is
+    logged); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
     path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
@@ -313,7 +305,14 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
                 check_whole_stream(handle, source)
                 check_flac_end(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
-                frames = sum(len(block) for block in _read_blocks(handle, str(source), frames))
+                done, peak = 0, 0.0
+                for block in _read_blocks(handle, source, frames):
+                    done, peak = done + len(block), max(peak, float(np.abs(block).max()))
+                frames = done
+                if peak > LOUD_SAMPLE:
+                    log.warning("%s: float samples up to %.3g, %.0f dB over full scale (1.0): read as they are, louder "
+                                "than any recording; normalise it (e.g. `sox --norm in.wav out.wav`) if that was not "
+                                "meant", source, peak, 20 * np.log10(peak))
             if not frames:
                 check_zero_frames(handle, source)
             elif (found := warn_if_damaged(handle, source, frames / rate)) and found.frames is not None:
@@ -328,7 +327,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
     return frames / rate
 
 
-def _read_mono(handle: sf.SoundFile, path: str, frames: int | None) -> np.ndarray:
+def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None) -> np.ndarray:
     """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32."""
     mono = (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0] for block in _read_blocks(handle, path, frames))
     if frames is None:  # the length is learnt by reading
@@ -370,6 +369,8 @@ def load_audio(
     the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
     only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
     """
+    if isinstance(path, str) and (problem := path_problem(path)):  # opening a FIFO would wait for a writer
+        raise ValueError(f"{path}: {problem}")
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         check_rate(path, rate)

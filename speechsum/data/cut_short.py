@@ -14,11 +14,13 @@ import logging
 import re
 from typing import BinaryIO, NamedTuple
 
+import numpy as np
 import soundfile as sf
 
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_frames_offset
-from speechsum.data.mp3_frames import ID3V1_SIZE, mp3_walk
+from speechsum.data.mp3_frames import ID3V1_SIZE, frames_follow, mp3_walk
+from speechsum.data.ogg_pages import ends_with_stream_end
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +79,15 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
 
 class Damage(NamedTuple):
     """What in a file libsndfile does not read (in words with its own), what to do, whether the
-    file was cut short (else its header does not count all of it), and the frames libsndfile reads
-    when only the damage tells (an MP3's whole frames, fewer than its header gives; else None)."""
+    file was cut short (else its header does not count all of it), the frames libsndfile reads
+    when only the damage tells (an MP3's whole frames, fewer than its header gives; else None), and
+    whether it is damaged inside instead (``mid_stream``: refused, not read in part)."""
 
     what: str
     advice: str
     cut: bool
     frames: int | None = None
+    mid_stream: bool = False  # damaged inside (not cut short): an error, not a part to read
 
 
 def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, int] | None:
@@ -112,6 +116,10 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
+        if source is not None and walk_file(source, ends_with_stream_end):
+            return Damage(f"it ends with its end-of-stream page, so it is not cut short, but libsndfile cannot read a "
+                          f"page of it (libsndfile: {ogg!r}): damaged mid-stream", "re-export or re-fetch it, or drop it",
+                          True, mid_stream=True)
         return Damage(f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
                       "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it", True)
     if uncounted := uncounted_bytes(handle):
@@ -161,8 +169,11 @@ def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO) -> None:
 
 def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> Damage | None:
     """Log a warning naming ``source`` when libsndfile does not read all of it (:func:`damage`, which
-    it returns); ``seconds``: what it reads (by the header: the damage's frames where it gives them)."""
-    if found := damage(handle, source):
+    it returns; :class:`CorruptAudioError` for one damaged mid-stream); ``seconds``: what it reads (by
+    the header: the damage's frames where it gives them)."""
+    if (found := damage(handle, source)) and found.mid_stream:
+        raise CorruptAudioError(f"{source}: {found.what}; {found.advice}")
+    if found:
         seconds = seconds if found.frames is None else found.frames / handle.samplerate
         log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
     return found
@@ -174,3 +185,49 @@ def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     data size was never written), which would otherwise be called empty."""
     if found := damage(handle, source):
         raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")
+
+
+def check_early_end(handle: sf.SoundFile, source: str | BinaryIO, frames: int, done: int) -> None:
+    """libsndfile stopped after ``done`` of the ``frames`` frames ``handle``'s header gives: a warning
+    naming ``source`` where the file says why (:func:`damage`: cut short, which its load warned about
+    too) or the shortfall is within :data:`MP3_SLACK`; else :class:`CorruptAudioError`. A file damaged
+    mid-stream (an MP3 or Ogg Opus file with bytes overwritten or lost) passed its load for the header's
+    length, and its decoder skips what it cannot read: without the error, a part of it was trained on
+    as the whole recording."""
+    rate = handle.samplerate
+    if frames - done > MP3_SLACK and ((found := damage(handle, source)) is None or found.mid_stream):
+        raise CorruptAudioError(f"{source}: {found.what}; {found.advice}" if found else
+                                f"{source}: its header gives {frames / rate:.2f} s, but libsndfile decodes only "
+                                f"{done / rate:.2f} s of it and the file is not cut short: damaged mid-stream (bytes "
+                                "overwritten or lost); re-export or re-fetch it, or drop it")
+    log.warning("%s: the header promises %d frames but the file ends after %d (%.2f s): cut short? Using what is "
+                "there.", source, frames, done, done / rate)
+
+
+SALVAGE_STEP = 1152  # frames per read after a failed one: the most an MP3 frame holds
+
+
+def read_past_failure(handle: sf.SoundFile, source: str | BinaryIO, done: int, frames: int | None) -> np.ndarray | None:
+    """For an MP3 whose read of the block after frame ``done`` failed because the file ends in bytes
+    that are no frames (a tag libsndfile does not skip, e.g. APEv2 with cover art, Lyrics3; no frame
+    follows them) that its header's length (the file's size over the bitrate) counts: its frames
+    from ``done`` up to ``frames`` (None: all), read in small steps, as one block (frames × channels),
+    with a warning naming ``source``. None for
+    any other failure (damage mid-stream: frames follow the bytes), which stays an error."""
+    if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None or walked.cut \
+            or walked.rest <= ID3V1_SIZE or walk_file(source, lambda data: frames_follow(data, len(data) - walked.rest)):
+        return None
+    blocks, got = [np.zeros((0, handle.channels), np.float32)], done
+    end = walked.samples if frames is None else min(frames, walked.samples)
+    try:
+        handle.seek(done)
+        while got < end and len(block := handle.read(min(SALVAGE_STEP, end - got), dtype="float32", always_2d=True)):
+            blocks.append(block)
+            got += len(block)
+    except RuntimeError:  # the frame before the tag: its samples are lost (at most one step)
+        pass
+    if end - got > SALVAGE_STEP:
+        return None
+    log.warning("%s: its last %d bytes are no MP3 frames (a tag libsndfile does not skip, e.g. APEv2 or Lyrics3?) and "
+                "its header's length counts them: its frames are read, %.2f s", source, walked.rest, got / handle.samplerate)
+    return np.concatenate(blocks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import warnings
 from functools import partial
@@ -144,6 +145,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self.datasets: dict[str, SpeechSumDataset] = {}
         self.checked_examples: dict[str, list[Example]] = {}  # split -> examples validated already (not reloaded)
         self.skipped: dict[str, list[SkippedLine]] = {}  # bad lines/rows: at load, then as batches are read
+        self.truncated: dict[str, int] = {}  # clips cut to max_audio_seconds when read (too_long_audio: truncate)
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
         self._saved_train_plan: str | None = None  # train_plan() of the checkpoint training resumes from
         self._unusable: dict[str, dict[str, str]] = {}  # split -> id -> message: examples skipped when read
@@ -263,8 +265,17 @@ class SpeechSumDataModule(L.LightningDataModule):
         self._warn_over_budget(split)
 
     def _warn_over_budget(self, split: str) -> None:
-        """Log the clips that alone exceed ``max_batch_seconds`` (each becomes a batch of its own)."""
+        """Log the clips that alone exceed ``max_batch_seconds`` (each becomes a batch of its own), and
+        count and log those cut to ``max_audio_seconds`` when read (``self.truncated``)."""
         dataset = self.datasets[split]
+        cut = [e for e in dataset.examples if dataset.read_audio and e.duration > (dataset.max_audio_seconds or math.inf)]
+        self.truncated[split] = len(cut)
+        if cut:
+            longest = max(cut, key=lambda example: example.duration)
+            log.warning("%s: %d clip(s) longer than max_audio_seconds=%g are cut to their first %g s when read "
+                        "(too_long_audio: truncate; longest: %s, %.1f s, %s): the model sees only that part; set "
+                        "too_long_audio: error to refuse them, or raise max_audio_seconds", split, len(cut),
+                        dataset.max_audio_seconds, dataset.max_audio_seconds, longest.id, longest.duration, longest.audio)
         over = [(d, e) for d, e in zip(dataset.durations, dataset.examples) if d > self.max_batch_seconds]
         if over:
             seconds, example = max(over, key=lambda pair: pair[0])

@@ -20,19 +20,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from speechsum.data.audio import audio_seconds
+from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
     array_hint,
     cut_short_hint,
     layout_hint,
     misnamed,
     near_miss_hint,
+    number_advice,
+    type_advice,
     working_folder_hint,
 )
 from speechsum.data.text_checks import (
@@ -50,7 +52,6 @@ from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines, text_
 log = logging.getLogger(__name__)
 
 OnBadExample = Literal["error", "skip"]
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, file:// … (a scheme, then //)
 
 
 class ManifestError(ValueError):
@@ -101,6 +102,8 @@ class Example:
     rejected: str | None = None
     meta: dict | None = None
     origin: Origin | None = field(default=None, compare=False, repr=False)
+    # the line's 'duration' where it disagrees with the audio's length (:func:`duration_disagrees`), else None
+    stated_duration: float | None = field(default=None, compare=False, repr=False)
 
 
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
@@ -117,24 +120,11 @@ def _check_unicode(text: str, where: str) -> None:
                          "(an unpaired \\uD800-\\uDFFF escape): not valid Unicode text") from None
 
 
-def _type_advice(value: object) -> str:
-    """What to write instead of a JSON value of the wrong type in a text field."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f" (write it as a JSON string, in quotes: \"{value}\")"
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return " (a list: join its items into one string)"
-    messages = value if isinstance(value, list) else [value]
-    if messages and all(isinstance(item, dict) and "content" in item for item in messages):
-        return (" (chat messages, as in TRL's conversational format: give the text, the assistant message's "
-                "'content', as the string)")
-    return ""
-
-
 def _check_types(record: dict) -> None:
     for name in _STRING_FIELDS:
         if name in record and record[name] is not None and not isinstance(record[name], str):
             raise ValueError(f"field '{name}' must be a string, got {type(record[name]).__name__}"
-                             + _type_advice(record[name]))
+                             + type_advice(record[name]))
         if isinstance(record.get(name), str):
             _check_unicode(record[name], f"field '{name}'")
             if name in CONTROL_CHECKED and (problem := control_character(record[name])):
@@ -142,7 +132,7 @@ def _check_types(record: dict) -> None:
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
         raise ValueError(f"field 'duration' must be a number of seconds, got {type(duration).__name__}"
-                         + (_number_advice(duration) if isinstance(duration, str) else ""))
+                         + (number_advice(duration) if isinstance(duration, str) else ""))
     if record.get("meta") is not None and not isinstance(record["meta"], dict):
         raise ValueError(f"field 'meta' must be a JSON object, got {type(record['meta']).__name__}")
     if (where := _non_finite(record.get("meta"), "meta")) is not None:  # carried into outputs as no JSON reads it
@@ -169,14 +159,6 @@ def _non_finite(value: object, where: str) -> tuple[str, float] | None:
     return None
 
 
-def _number_advice(value: object) -> str:
-    """For a number written as a JSON string ("1.5"): write it without the quotes; else ""."""
-    try:
-        return f" (write {value.strip()} without the quotes)" if finite_json_number(float(value)) else ""
-    except (TypeError, ValueError):
-        return ""
-
-
 def same_pair(chosen: str | None, rejected: str | None) -> str | None:
     """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text give
     a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused."""
@@ -184,6 +166,12 @@ def same_pair(chosen: str | None, rejected: str | None) -> str | None:
         return None
     return ("'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is constant, its "
             "gradient 0); give the worse summary as 'rejected' or drop the example")
+
+
+def duration_disagrees(stated: float, measured: float) -> bool:
+    """Whether a line's ``stated`` duration is more than 1 s and 10 % off the audio's ``measured``
+    one: not rounding, but another file than the line was written for, or milliseconds."""
+    return abs(stated - measured) > max(1.0, 0.1 * measured)
 
 
 def audio_path(value: str, root: Path | None, allow_outside: bool = False, folder: str = "manifest folder") -> Path:
@@ -195,8 +183,8 @@ def audio_path(value: str, root: Path | None, allow_outside: bool = False, folde
         raise ValueError(f"{shown(value)} holds a NUL character (at character {value.index(chr(0))}): no file name can")
     if value.strip() == "-":  # a shell's "standard input", joined to the folder a file nobody meant
         raise ValueError("'-' (standard input, to some tools) names no file: audio is read from files; give its path")
-    if URL.match(value):  # joined to the folder it would be "no such file" of a path nobody wrote
-        raise ValueError(f"{shown(value)} is a URL; speechsum reads local files: download it and give its path")
+    if problem := url_problem(value):  # joined to the folder it would be "no such file" of a path nobody wrote
+        raise ValueError(f"{shown(value)} is {problem}")
     path = Path(value)
     if path.is_absolute() or root is None:
         return path
@@ -301,6 +289,8 @@ def parse_line(
         chosen=record.get("chosen"),
         rejected=record.get("rejected"),
         meta=record.get("meta"),
+        stated_duration=record.get("duration") if record.get("duration") is not None
+        and duration_disagrees(record["duration"], duration) else None,
     )
 
 
@@ -360,6 +350,7 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
     examples: list[Example] = []
     seen: dict[str, tuple[str, str]] = {}  # ids in NFC form -> (as given, where)
     skipped: list[SkippedLine] = []
+    disagreeing: list[tuple[int, Example]] = []  # lines whose 'duration' is not their audio's
     for number, raw in raw_lines(path):  # bytes: an undecodable line is a bad line, not a crash
         try:
             text = decode_utf8(raw)
@@ -376,7 +367,15 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
             log.warning("skipping %s:%d: %s", path, number, reason)
             continue
         remember_id(example.id, f"line {number}", seen)
+        if example.stated_duration is not None:
+            disagreeing.append((number, example))
         examples.append(replace(example, origin=Origin(str(path), number)))
+    if disagreeing:
+        line, first = disagreeing[0]
+        log.warning("%s: %d line(s) give a 'duration' more than 1 s and 10%% off their audio's length (e.g. line %d: %g s, "
+                    "its audio %s %.2f s); the audio's length is used: check that those lines name the right files "
+                    "(and that 'duration' is in seconds)", path, len(disagreeing), line, first.stated_duration,
+                    first.audio, first.duration)
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples and not skipped:

@@ -1,7 +1,7 @@
 """What to do about a bad manifest line: hints added to :mod:`speechsum.data.manifest`'s errors when
 the line shows what was meant (a misnamed field, a path written relative to another folder, with
 '~', Windows separators or another Unicode normalization; JSON laid out as an array, not as lines;
-a file cut short while being written)."""
+a file cut short while being written; a value of the wrong type written as what it should be)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import json
 import os
 import unicodedata
 from pathlib import Path
+
+from speechsum.utils.io import finite_json_number
 
 
 def working_folder_hint(value: str, resolved: Path, root: Path) -> str:
@@ -98,3 +100,24 @@ def cut_short_hint(raw: bytes, reason: str) -> str:
         return ""
     return ("; it is the file's last line and has no line end: the file looks cut short while being written (write "
             "it again, or delete this partial line)")
+
+
+def type_advice(value: object) -> str:
+    """What to write instead of a JSON value of the wrong type in a text field."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f" (write it as a JSON string, in quotes: \"{value}\")"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return " (a list: join its items into one string)"
+    messages = value if isinstance(value, list) else [value]
+    if messages and all(isinstance(item, dict) and "content" in item for item in messages):
+        return (" (chat messages, as in TRL's conversational format: give the text, the assistant message's "
+                "'content', as the string)")
+    return ""
+
+
+def number_advice(value: object) -> str:
+    """For a number written as a JSON string ("1.5"): write it without the quotes; else ""."""
+    try:
+        return f" (write {value.strip()} without the quotes)" if finite_json_number(float(value)) else ""
+    except (TypeError, ValueError):
+        return ""

@@ -102,3 +102,17 @@ def mp3_samples(data: Buffer) -> int | None:
     :func:`mp3_walk` gives None."""
     walked = mp3_walk(data)
     return None if walked is None else walked.samples
+
+
+def frames_follow(data: Buffer, offset: int, chain: int = 3) -> bool:
+    """Whether ``chain`` MP3 frames in a row start somewhere from ``offset`` of ``data`` (a decoder
+    resyncs on them: bytes that are no frame in the middle of a stream, not a tag at its end)."""
+    at = data.find(b"\xff", offset)
+    while 0 <= at <= len(data) - 4:
+        position, found = at, 0
+        while found < chain and position + 4 <= len(data) and (frame := _frame(int.from_bytes(data[position : position + 4], "big"))):
+            position, found = position + frame[0], found + 1
+        if found == chain:
+            return True
+        at = data.find(b"\xff", at + 1)
+    return False

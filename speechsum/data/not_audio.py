@@ -2,7 +2,7 @@
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
 libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, shorten-compressed NIST SPHERE),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
-codec it does not decode), or audio damaged or cut inside its header."""
+codec it does not decode, several ``data`` chunks), or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
 
 def riff_problem(data: Buffer) -> Diagnosis | None:
     """Why libsndfile cannot read the RIFF/WAVE ``data``, where its chunks tell: no ``fmt `` chunk
-    (the sample format), one giving a sample rate or channel count of 0 or a codec it does not decode (wherever it is: one after
-    the ``data`` chunk is read, :mod:`~speechsum.data.wav_order`); None for a file that is no RIFF
-    WAVE or whose chunks look usable."""
+    (the sample format), one giving a sample rate or channel count of 0 or a codec it does not decode
+    (wherever it is: one after the ``data`` chunk is read, :mod:`~speechsum.data.wav_order`), or
+    several ``data`` chunks; None for a file that is no RIFF WAVE or whose chunks look usable."""
     if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
         return None
     seen = []
@@ -120,6 +120,9 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
                 return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
             if codec := _codec_problem(data, offset, size):
                 return codec
+    if seen.count(b"data") > 1:  # libsndfile: "SF_INFO struct incomplete"
+        return Diagnosis(f"it holds {seen.count(b'data')} 'data' chunks (sample blocks) where a WAV has one, which "
+                         "libsndfile does not read", "re-export it from its source as one WAV, or drop it")
     if b"fmt " not in seen:
         where = "nothing" if not seen else "only " + ", ".join(repr(name.decode("latin-1")) for name in seen)
         return Diagnosis(f"it has no 'fmt ' chunk (the sample format) after its RIFF header ({where}): cut short "

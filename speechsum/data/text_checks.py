@@ -10,8 +10,8 @@ enters (manifest lines and dataset rows as they load, ``speechsum pairs``, ``spe
 text keeps exactly the tokens it had.
 
 Also here, for manifest lines and dataset rows alike: text that is no plain text (a control
-character), text that shows nothing (only whitespace and invisible format characters), and ids that
-are one id in another Unicode normalization.
+character, a bidirectional override or isolate), text that shows nothing (only whitespace and
+invisible format characters), and ids that are one id in another Unicode normalization.
 """
 
 from __future__ import annotations
@@ -81,15 +81,34 @@ def control_character(text: str) -> str | None:
     """Why ``text`` is no plain text (the first control character in it and where, with what to do),
     or None. Tabs and line ends are text; NUL, ESC (terminal colour codes), form feeds and the C1
     range are not: a tokenizer would read them as characters the model never saw in training.
-    Checked in the fields of :data:`CONTROL_CHECKED`."""
+    Checked in the fields of :data:`CONTROL_CHECKED`, with :func:`bidi_control`."""
     found = _CONTROL.search(text)
     if found is None:
-        return None
+        return bidi_control(text)
     code = ord(found.group(0))
     cause = ("text decoded with the wrong encoding? Windows-1252 read as Latin-1 gives these" if code >= 0x80
              else "a binary file's bytes or terminal colour codes pasted in?")
     return (f"holds the control character U+{code:04X} at character {found.start()} ({cause}): remove it, or "
             "replace it with the character meant")
+
+
+# the explicit bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069); not the marks
+# LRM, RLM and ALM (U+200E, U+200F, U+061C), which right-to-left text uses as punctuation
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def bidi_control(text: str) -> str | None:
+    """Why ``text`` is no plain text (the first bidirectional embedding, override or isolate
+    character in it, e.g. U+202E RIGHT-TO-LEFT OVERRIDE, and where, with what to do), or None. They
+    change the order in which text is shown, not what it says, so what a reader sees is not the
+    characters a tokenizer reads ("Trojan Source" text); right-to-left text needs none of them."""
+    found = _BIDI.search(text)
+    if found is None:
+        return None
+    char = found.group(0)
+    return (f"holds the bidirectional control character U+{ord(char):04X} ({unicodedata.name(char)}) at character "
+            f"{found.start()}: it reorders how the text is shown, so what is seen is not what the model reads; "
+            "remove it (right-to-left text needs none)")
 
 
 def blank(text: str) -> bool:

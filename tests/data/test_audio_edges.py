@@ -4,6 +4,7 @@ float samples far outside [-1, 1], file names that are not UTF-8."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -81,6 +82,23 @@ def test_loud_but_plausible_float_audio_is_read(tmp_path: Path):
     data[10] = 1.8  # a float file can clip above full scale
     sf.write(tmp_path / "hot.wav", data, 16_000, subtype="FLOAT")
     assert load_audio(str(tmp_path / "hot.wav"), 16_000)[10] == pytest.approx(1.8)
+
+
+def test_float_audio_far_over_full_scale_is_read_with_a_warning_at_load(tmp_path: Path, caplog):
+    """Before: a float file peaking at 10 (20 dB over full scale, e.g. samples scaled by a wrong factor) loaded
+    without a word, features far from any recording's; 1.8 (a float file clipping above full scale) still says nothing."""
+    data = np.full(1_600, 0.1, dtype=np.float32)
+    data[10], data[20] = 1.8, -10.0
+    sf.write(tmp_path / "loud.wav", data, 16_000, subtype="FLOAT")
+    sf.write(tmp_path / "hot.wav", np.minimum(data, 1.8) * (data > -5), 16_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.audio"):
+        assert audio_seconds(str(tmp_path / "hot.wav")) == 0.1
+        assert caplog.records == []
+        assert audio_seconds(str(tmp_path / "loud.wav")) == 0.1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'loud.wav'}: float samples up to 10, 20 dB over full scale (1.0): read as they are, louder than "
+        "any recording; normalise it (e.g. `sox --norm in.wav out.wav`) if that was not meant"]
+    assert load_audio(str(tmp_path / "loud.wav"), 16_000)[20] == -10.0  # read as it is
 
 
 def test_a_file_name_that_is_not_utf8_is_read_and_written_back(tmp_path: Path):

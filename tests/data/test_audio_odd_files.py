@@ -169,7 +169,9 @@ def test_a_wav_whose_fmt_chunk_follows_a_data_chunk_and_is_cut_off_says_so(tmp_p
      DAMAGED),
     ((b"LIST" + struct.pack("<I", 4) + b"INFO",), "it has no 'fmt ' chunk (the sample format) after its RIFF header "
      "(only 'LIST'): cut short or not written whole", DAMAGED),
-], ids=["rate-0", "rate-2**32-1", "no-channels", "rate-0-after-data", "riff-header-only", "no-fmt"])
+    ((fmt_chunk(), data_chunk(TONE[:800]), data_chunk(TONE[800:])), "it holds 2 'data' chunks (sample blocks) where a "
+     "WAV has one, which libsndfile does not read", "re-export it from its source as one WAV, or drop it"),
+], ids=["rate-0", "rate-2**32-1", "no-channels", "rate-0-after-data", "riff-header-only", "no-fmt", "two-data"])
 def test_a_wav_whose_chunks_libsndfile_cannot_use_says_which_and_what_to_do(tmp_path: Path, chunks: tuple,
                                                                              reason: str, advice: str):
     path = tmp_path / "odd.wav"

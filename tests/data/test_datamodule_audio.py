@@ -99,3 +99,25 @@ def test_no_warning_when_clips_fit_the_budget(toy_data, processor, caplog):
     with caplog.at_level(logging.WARNING, logger="speechsum.data.datamodule"):
         dm.setup("fit")
     assert caplog.records == []
+
+
+def test_clips_cut_to_max_audio_seconds_are_counted_and_logged(toy_data, processor, caplog):
+    """Before: too_long_audio: truncate (the default) cut them without a word."""
+    dm = datamodule(processor, train_manifest=str(toy_data["train"]), val_manifest=str(toy_data["val"]),
+                    max_audio_seconds=1.0)
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.datamodule"):
+        dm.setup("fit")
+    messages = []
+    for split in ("train", "val"):
+        examples = dm.datasets[split].examples
+        longest = max(examples, key=lambda example: example.duration)
+        cut = sum(example.duration > 1.0 for example in examples)
+        assert cut and dm.truncated[split] == cut
+        messages.append(f"{split}: {cut} clip(s) longer than max_audio_seconds=1 are cut to their first 1 s when read "
+                        f"(too_long_audio: truncate; longest: {longest.id}, {longest.duration:.1f} s, {longest.audio}): "
+                        "the model sees only that part; set too_long_audio: error to refuse them, or raise "
+                        "max_audio_seconds")
+    assert [r.getMessage() for r in caplog.records] == messages
+    dm = datamodule(processor, train_manifest=str(toy_data["train"]))  # no limit (the composed backbone's): none cut
+    dm.setup("fit")
+    assert dm.truncated == {"train": 0}

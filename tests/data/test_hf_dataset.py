@@ -273,6 +273,9 @@ def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
     ("summary", ["A tone.", "A \x00tone."], "summary holds the control character U+0000 at character 2 (a binary "
                                            "file's bytes or terminal colour codes pasted in?): remove it, or replace "
                                            "it with the character meant"),
+    ("transcript", ["t", "a \u2067b"], "transcript holds the bidirectional control character U+2067 (RIGHT-TO-LEFT "
+                                       "ISOLATE) at character 2: it reorders how the text is shown, so what is seen "
+                                       "is not what the model reads; remove it (right-to-left text needs none)"),
     ("id", ["caf\u00e9", "cafe\u0301"], "duplicate id 'cafe\u0301': row 0 has 'caf\u00e9', the same text in another "
                                         "Unicode normalization (NFC/NFD: composed or decomposed accents); give each "
                                         "example its own id"),

@@ -53,6 +53,20 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "field 'instruction' holds the control character U+0092 at character 4 (text decoded with the wrong "
             "encoding? Windows-1252 read as Latin-1 gives these): remove it, or replace it with the character meant",
         ),
+        "right_to_left_override_in_summary": (
+            record("b", "audio/b.wav", summary="Pay \u202e0001\u202c dollars."),
+            {},
+            "field 'summary' holds the bidirectional control character U+202E (RIGHT-TO-LEFT OVERRIDE) at character 4: "
+            "it reorders how the text is shown, so what is seen is not what the model reads; remove it (right-to-left "
+            "text needs none)",
+        ),
+        "isolate_in_id": (
+            record("call\u20667", "audio/b.wav"),
+            {},
+            "field 'id' holds the bidirectional control character U+2066 (LEFT-TO-RIGHT ISOLATE) at character 4: it "
+            "reorders how the text is shown, so what is seen is not what the model reads; remove it (right-to-left "
+            "text needs none)",
+        ),
         "zero_width_summary": (
             record("b", "audio/b.wav", summary="\u200b\u200b "),
             {"require_summary": True},
@@ -126,6 +140,8 @@ CASES = [
     "nul_in_summary",
     "terminal_colour_codes_in_transcript",
     "c1_control_in_instruction",
+    "right_to_left_override_in_summary",
+    "isolate_in_id",
     "zero_width_summary",
     "nfd_duplicate_of_nfc_id",
     "long_duplicate_id",
@@ -158,3 +174,24 @@ def test_control_characters_are_refused_only_where_people_write_text(root: Path)
     examples, skipped = load_manifest(write_manifest(root / "m.jsonl", [line]), require_preference=True)
     assert (examples[0].chosen, examples[0].rejected, examples[0].transcript, skipped) == (
         "Ana sends \x03it.", "\x1b[0m", "one\x85two\u2028three\tfour\r\nfive", [])
+
+
+@pytest.mark.parametrize("char", [chr(code) for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))])
+@pytest.mark.parametrize("field", ["id", "instruction", "summary", "transcript", "lang"])
+def test_every_bidirectional_override_and_isolate_is_refused_in_every_written_field(root: Path, char: str, field: str):
+    """Before: U+202A-U+202E and U+2066-U+2069 loaded, so a summary shown as "Pay 1000" could be read as "Pay 0001"."""
+    line = {**record("a", "audio/a.wav", transcript="t"), field: f"ab{char}"}
+    examples, skipped = load_manifest(write_manifest(root / "m.jsonl", [line, record("b", "audio/b.wav")]),
+                                      on_bad_example="skip")
+    assert [e.id for e in examples] == ["b"]
+    assert skipped[0].reason.startswith(f"field '{field}' holds the bidirectional control character U+{ord(char):04X} (")
+    assert skipped[0].reason.endswith(" at character 2: it reorders how the text is shown, so what is seen is not "
+                                      "what the model reads; remove it (right-to-left text needs none)")
+
+
+def test_right_to_left_text_and_its_marks_load_and_policy_samples_are_not_checked(root: Path):
+    """Arabic and Hebrew with LRM / RLM / ALM (U+200E, U+200F, U+061C) are text; chosen / rejected are a policy's own."""
+    text = "\u05e9\u05dc\u05d5\u05dd \u200f123\u200e \u0645\u0631\u062d\u0628\u0627\u061c"
+    line = record("a", "audio/a.wav", summary=text, chosen="x\u202ey", rejected="z")
+    examples, skipped = load_manifest(write_manifest(root / "m.jsonl", [line]), require_preference=True)
+    assert (examples[0].summary, examples[0].chosen, skipped) == (text, "x\u202ey", [])

@@ -171,7 +171,7 @@ class _Args:
 
 
 def test_json_round_trip_of_plain_unicode(toy_data, processor, tmp_path) -> None:
-    text = "مرحبا \u202e emoji 😀 e\u0301 tab\t"
+    text = "مرحبا \u200f emoji 😀 e\u0301 tab\t"
     path = copy_manifest(toy_data["train"], tmp_path / "m.jsonl", edit_line(1, summary=text))
     dm = datamodule(processor, train_manifest=str(path))
     dm.setup("fit")

@@ -1,0 +1,51 @@
+"""load_audio, as `speechsum summarize` and a dataset's reads use it, on paths that are no audio
+file: a FIFO (opening one waited for a writer forever) and URLs (said to be "no such file")."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from speechsum.data.audio import load_audio
+from speechsum.serving.summarize import input_problem
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path):
+    """load_audio opened it with libsndfile, which blocks until something writes to it: a summarize or a dataset
+    read of a path replaced by a pipe since its manifest loaded hung."""
+    fifo = tmp_path / "call.wav"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            load_audio(str(fifo), 16_000)
+        except BaseException as err:  # noqa: BLE001 (handed to the test thread)
+            outcome.append(err)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # unblock the reader so the test process can end
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("load_audio waited on the FIFO")
+    assert isinstance(outcome[0], ValueError)
+    assert str(outcome[0]) == f"{fifo}: not a regular file (a FIFO, socket or device); save the audio to a file first"
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://127.0.0.1:9/call.wav", "a URL; speechsum reads local files: download it and give its path"),
+    ("file:///data/call%201.wav", "a file:// URL; speechsum reads paths, not URLs: give the path it names, "
+                                  "/data/call 1.wav"),
+    ("file:/data/call.wav", "a file:// URL; speechsum reads paths, not URLs: give the path it names, /data/call.wav"),
+])
+def test_a_url_is_named_as_one_not_as_a_missing_file(url: str, problem: str):
+    """Both were "no such file" (offline: nothing is fetched)."""
+    with pytest.raises(ValueError) as info:
+        load_audio(url, 16_000)
+    assert str(info.value) == f"{url}: {problem}"
+    assert input_problem(url) == problem
