@@ -40,6 +40,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from speechsum.pipeline.checks import check_stage_configs
+from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
@@ -291,7 +292,8 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     config = with_teacher_mode(load_pipeline_config(config_file), args.teacher)
     check_endpoints(config, config_file)
     run_dir = Path(args.run_dir).resolve()
-    check_stage_configs(config, config_file, run_dir, table.until(args.until))  # before any stage runs
+    check_command_args(config, config_file)  # before any stage runs: the stages' options and configs
+    check_stage_configs(config, config_file, run_dir, table.until(args.until))
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
     check_output_path(run_dir, "--run-dir", folder=True)  # under a file, or where nothing can be created

@@ -16,6 +16,7 @@ import yaml
 
 import speechsum.pipeline.cli as pipeline
 from speechsum.pipeline.checks import check_stage_configs
+from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import TRAINING_STAGES, load_pipeline_config
 from speechsum.pipeline.table import PIPELINE, STAGES
 from tests.conftest import CONFIGS
@@ -204,3 +205,32 @@ def test_from_a_stage_whose_inputs_are_not_there_is_refused(tmp_path):
     pipeline.run_pipeline(args, table)
     args.from_stage = ["dpo"]
     assert pipeline.run_pipeline(args, table)["stages"]["dpo"]["status"] == "ran"
+
+
+@pytest.mark.parametrize(("section", "args", "message"), [
+    ("evaluate", ["--asr-dtpye", "bfloat16"], "evaluate.args: --asr-dtpye is not an option of speechsum evaluate (did "
+     "you mean '--asr-dtype'?) (these options go to speechsum evaluate: see its --help)"),
+    ("evaluate", ["--asr-dtype=float16"], "evaluate.args: --asr-dtype float16: not one of float32, bfloat16 (these "
+     "options go to speechsum evaluate: see its --help)"),
+    ("benchmark", ["--world", "compact-hread"], "benchmark.args: --world compact-hread: not one of full, compact, "
+     "compact-unnamed, compact-heard (these options go to speechsum benchmark build: see its --help)"),
+    ("benchmark", ["--wor", "full"], "benchmark.args: --wor is an abbreviation of --workers, --world of speechsum "
+     "benchmark build (these options go to speechsum benchmark build: see its --help)"),
+    ("pairs", ["--num-sample", "3", "--zap"], "pairs.args: --zap is not an option of speechsum pairs (these "
+     "options go to speechsum pairs: see its --help)"),
+])
+def test_an_option_a_stages_command_would_refuse_is_refused_when_the_run_starts(section, args, message, tmp_path):
+    config = copy.deepcopy(DEFAULT)
+    config[section] = {**config.get(section, {}), "args": args}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    table = PIPELINE.with_runs({stage: lambda ctx: pytest.fail(f"{ctx.stage} ran") for stage in STAGES})
+    run_args = pipeline.build_parser().parse_args(["--config", str(path), "--run-dir", str(tmp_path / "run")])
+    with pytest.raises(ValueError) as error:
+        pipeline.run_pipeline(run_args, table)
+    assert str(error.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_presets_command_options_pass(preset):
+    check_command_args(load_pipeline_config(preset), preset)
