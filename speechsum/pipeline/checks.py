@@ -120,7 +120,9 @@ def where(config: Mapping, stage: str, path: Path | str, keys: list[str]) -> str
         elif isinstance(node, Mapping) and key in node:
             node = node[key]
         else:
-            files = spec["config"] if isinstance(spec["config"], str) else ", ".join(spec["config"])
+            remote = stage == "kd" and section_options(config, "teacher")["mode"] != "inprocess"
+            base = spec["remote_config"] if remote else spec["config"]  # as resolve_stage_config picks it
+            files = base if isinstance(base, str) else ", ".join(base)
             return f"{path}: {stage_label(stage)} (config {files}): "
     return f"{path}: {stage_label(stage)}.overrides."
 

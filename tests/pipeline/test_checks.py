@@ -234,3 +234,16 @@ def test_an_option_a_stages_command_would_refuse_is_refused_when_the_run_starts(
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_presets_command_options_pass(preset):
     check_command_args(load_pipeline_config(preset), preset)
+
+
+def test_under_a_remote_teacher_the_kd_stage_is_checked_on_its_remote_config(tmp_path):
+    own = tmp_path / "my_kd_remote.yaml"
+    kd = yaml.safe_load((CONFIGS / "kd_remote.yaml").read_text())
+    kd["model"]["init_args"]["teacher"]["init_args"]["max_concurency"] = 4
+    own.write_text(yaml.safe_dump(kd))
+    config = copy.deepcopy(DEFAULT)
+    config["stages"]["kd"]["remote_config"] = str(own)
+    config["teacher"] = {"mode": "remote", "base_url": "http://127.0.0.1:9/v1", "model": "t"}
+    message = checked(tmp_path, config)
+    assert message.startswith(f"stages.kd (config {own}): model.init_args.teacher.init_args.max_concurency: unknown "
+                              "setting of ")
