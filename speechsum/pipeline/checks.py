@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,12 @@ from speechsum.pipeline.config import (
     stage_spec,
     trains_text_lms,
 )
+from speechsum.pipeline.parse_report import describe
 from speechsum.pipeline.stage_values import check_stage_values
 from speechsum.pipeline.teacher_server import SERVE_KEY_ENV
 from speechsum.utils.arguments import ConfigError
-from speechsum.utils.config_keys import did_you_mean, init_parameters
 
 SERVE_URL_STAND_IN = "http://127.0.0.1:1/v1"  # the KD stage's own teacher server: its port is known only then
-# jsonargparse's report of a config it refuses, nested by indentation
-PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
-CLASS = re.compile(r"^Problem with given class_path '([^']+)':")
-UNKNOWN = re.compile(r"^(?:Group '([^']+)' does not accept option|Option) '([^']+)'(?: is not accepted)?$")
-WRONG_TYPE = re.compile(r"^Expected a <class '([^']+)'>\. Got value: (.*)$")
-NO_CLASS = re.compile(r"^(module '[^']+' has no attribute '[^']+'|No module named .*)$")
-TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "dict": "a mapping",
-              "list": "a list"}
 
 
 def stage_label(stage: str) -> str:
@@ -127,69 +118,14 @@ def where(config: Mapping, stage: str, path: Path | str, keys: list[str]) -> str
     return f"{path}: {stage_label(stage)}.overrides."
 
 
-def locate(resolved: Mapping, steps: list[tuple[str, str]]) -> tuple[list[str], str | None]:
-    """The dotted key (split) in ``resolved`` that jsonargparse's nesting ``steps`` point at: a
-    ``("key", "trainer.callbacks")`` step descends by those keys, a ``("class", C)`` step into
-    ``init_args`` where the setting is written ``{class_path, init_args}`` (a dataclass such as
-    ``generation`` is a plain mapping), a list into its item of class C; and the class last met."""
-    keys: list[str] = []
-    node: Any = resolved
-    owner = None
-    for kind, name in steps:
-        if kind == "class":
-            owner = name
-            if isinstance(node, list):
-                found = [i for i, item in enumerate(node) if isinstance(item, Mapping) and item.get("class_path") == name]
-                if found:
-                    keys.append(str(found[0]))
-                    node = node[found[0]]
-            if isinstance(node, Mapping) and "class_path" in node:
-                keys.append("init_args")
-                node = node.get("init_args") or {}
-            continue
-        for key in name.split("."):
-            keys.append(key)
-            node = node.get(key) if isinstance(node, Mapping) else None
-    return keys, owner
-
-
 def parse_problem(message: str, config: Mapping, stage: str, path: Path | str, resolved: Mapping) -> str:
-    """jsonargparse's report (``message``) as one line: the deepest problem it names, at its place."""
-    best: tuple[list[tuple[str, str]], str, tuple[str, ...]] | None = None
-    stack: list[tuple[int, tuple[str, str]]] = []
-    for line in message.splitlines():
-        text = line.strip().removeprefix("- ")
-        indent = len(line) - len(line.lstrip(" -"))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        steps = [step for _, step in stack]
-        if match := PARSER_KEY.match(text):
-            stack.append((indent, ("key", match.group(1))))
-        elif match := CLASS.match(text):
-            stack.append((indent, ("class", match.group(1))))
-        else:
-            for kind, pattern in (("unknown", UNKNOWN), ("type", WRONG_TYPE), ("class", NO_CLASS)):
-                if (match := pattern.match(text)) and (best is None or len(steps) >= len(best[0])):
-                    best = (steps, kind, match.groups())
-    if best is None:
-        first = message.strip().splitlines()[0] if message.strip() else message
-        return f"{path}: {stage_label(stage)}: its assembled config does not parse: {first}"
-    steps, kind, groups = best
-    if kind == "unknown":
-        group, name = groups
-        steps = [*steps, ("key", group)] if group else steps
-        keys, owner = locate(resolved, steps)
-        known = init_parameters(owner) if owner else [dest.rpartition(".")[2] for dest in known_keys(".".join(keys))]
-        return (f"{where(config, stage, path, [*keys, name])}{'.'.join([*keys, name])}: unknown setting"
-                f"{f' of {owner}' if owner else ''}{did_you_mean(name, known)}: correct or remove it")
-    keys, owner = locate(resolved, steps)
-    if kind == "type":
-        expected, given = groups
-        return (f"{where(config, stage, path, keys)}{'.'.join(keys)}: expected {TYPE_WORDS.get(expected, expected)}, "
-                f"got {given!r}: give {TYPE_WORDS.get(expected, 'a ' + expected)}")
-    keys = keys[:-1] if keys and keys[-1] == "init_args" else keys
-    return (f"{where(config, stage, path, [*keys, 'class_path'])}{'.'.join([*keys, 'class_path'])}: no class {owner} "
-            f"({groups[0]}): give an importable class (module.Class)")
+    """jsonargparse's report (``message``) as one line: its deepest problem, at its place."""
+    found = describe(message, resolved, known_keys)
+    if found is None:
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        return f"{path}: {stage_label(stage)}: its assembled config does not parse: {' '.join(lines[:2])[:200]}"
+    keys, problem = found
+    return f"{where(config, stage, path, keys)}{'.'.join(keys)}: {problem}"
 
 
 def known_keys(prefix: str) -> list[str]:

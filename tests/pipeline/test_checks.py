@@ -92,6 +92,21 @@ def test_the_kd_stage_is_checked_with_the_teacher_it_will_get(mode, tmp_path):
      "stages.dpo.overrides.model.init_args.beta: expected a number, got 'high': give a number"),
     (edited("kd", "trainer", max_steps=1.5),
      "stages.kd.overrides.trainer.max_steps: expected an integer, got '1.5': give an integer"),
+    (edited("dpo", "model.init_args", loss_type="dpo"),
+     "stages.dpo.overrides.model.init_args.loss_type: expected one of 'sigmoid', 'ipo', got 'dpo': give one of "
+     "'sigmoid', 'ipo'"),
+    (edited("dpo", "trainer", precision="bf17"),
+     "stages.dpo.overrides.trainer.precision: expected an integer, one of 'transformer-engine', "
+     "'transformer-engine-float16', '16-true', '16-mixed', 'bf16-true', 'bf16-mixed', '32-true', '64-true', one of "
+     "'64', '32', '16', 'bf16' or null, got bf17"),
+    (edited("dpo", "model", class_path=None),
+     "stages.dpo.overrides.model.class_path: empty (null): give the class to build (module.Class)"),
+    (edited("dpo", "model", clas_path="speechsum.stages.dpo.DPOModule"),
+     "stages.dpo.overrides.model.clas_path: unknown key (did you mean 'class_path'?): a class setting takes "
+     "class_path and init_args"),
+    (edited("dpo", "model.init_args", generation=[64]),
+     "stages.dpo.overrides.model.init_args.generation: expected the settings of GenerationSettings (a mapping), "
+     "got [64]"),
     # values that can only be mistakes: named with the range allowed
     (edited("kd", "trainer", max_steps=0), "stages.kd.overrides.trainer.max_steps must be at least 1 (or -1: no "
                                            "limit), got 0"),
