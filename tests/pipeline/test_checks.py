@@ -126,6 +126,12 @@ def test_the_kd_stage_is_checked_with_the_teacher_it_will_get(mode, tmp_path):
                                                       "number above 0, got -1"),
     (edited("dpo", "model.init_args.generation", max_new_tokens=0),
      "stages.dpo.overrides.model.init_args.generation.max_new_tokens must be at least 1, got 0"),
+    (edited("align", "model.init_args.model.init_args", encoder_dtype="bfloat61"),
+     "stages.align.overrides.model.init_args.model.init_args.encoder_dtype: expected one of 'float32', 'bfloat16', "
+     "got 'bfloat61': give one of 'float32', 'bfloat16'"),
+    (edited("sft", "model.init_args.model.init_args", projector="linear"),
+     "stages.sft.overrides.model.init_args.model.init_args.projector: expected one of 'mlp', 'ctc', got 'linear': "
+     "give one of 'mlp', 'ctc'"),
     (edited("sft", "data", max_batch_size=0),
      "stages.sft.overrides.data.max_batch_size must be at least 1 (or null), got 0"),
     (edited("sft", "trainer", accumulate_grad_batches=-2),
