@@ -15,7 +15,8 @@ from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
 from speechsum.models.config_fields import UnknownConfigField
 from speechsum.stages.base import SpeechStageModule
-from speechsum.utils.arguments import ConfigError, check_count, check_number, error_in_chain
+from speechsum.training.trainer_settings import check_trainer_settings
+from speechsum.utils.arguments import ConfigError, error_in_chain
 from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
@@ -168,18 +169,6 @@ def whole_checkpoints(folder: str) -> list[str]:
 
     files = [entry.path for entry in os.scandir(folder) if entry.name.endswith(".ckpt") and entry.is_file(follow_symlinks=False)]
     return sorted((path for path in files if readable(Path(path))), key=os.path.getmtime)
-
-
-def check_trainer_settings(trainer) -> None:
-    """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
-    ZeroDivisionError traceback at the first step or validation), and a negative
-    ``accumulate_grad_batches``, by which it divides the loss: gradient ascent, silently."""
-    check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
-    if trainer.get("check_val_every_n_epoch") is not None:
-        check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
-    if trainer.get("val_check_interval") is not None:
-        check_number("trainer.val_check_interval", trainer["val_check_interval"], 0.0, low_open=True,
-                     note=" (batches, or a fraction of the epoch)")
 
 
 def check_run_folders(subcommand: str | None, trainer: Any) -> None:

@@ -39,6 +39,8 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+from speechsum.pipeline.checks import check_stage_configs
+from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
@@ -242,6 +244,20 @@ def check_from_until(from_stages: list[str] | None, until: list[str] | None, tab
                          "it runs")
 
 
+def check_from_inputs(run_dir: Path, from_stages: list[str] | None, table: StageTable) -> None:
+    """Refuse ``--from`` a stage whose inputs are not there: the stages it is built on (and not redone
+    by this ``--from``) have no marker in ``run_dir``, so the run would build them first, from scratch
+    (the whole pipeline for ``--from dpo`` in a new folder, or a mistyped ``--run-dir``)."""
+    redone = {name for stage in from_stages or [] for name in (stage, *table.downstream(stage))}
+    for stage in from_stages or []:
+        missing = [name for name in table.names if name in table.upstream(stage) and name not in redone
+                   and read_marker(run_dir, name) is None]
+        if missing:
+            raise ValueError(f"--from {stage}: {', '.join(missing)}, which it is built on, "
+                             f"{'is' if len(missing) == 1 else 'are'} not complete in --run-dir {run_dir}: give the "
+                             "folder of an earlier run, or leave out --from to build them first")
+
+
 def with_teacher_mode(config: dict, mode: str | None) -> dict:
     """``config`` with ``--teacher`` as its ``teacher.mode`` when that differs: the mode the KD stage
     runs with is then the one its marker's settings digest and ``RUN/pipeline_config.yaml`` record
@@ -276,10 +292,13 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     config = with_teacher_mode(load_pipeline_config(config_file), args.teacher)
     check_endpoints(config, config_file)
     run_dir = Path(args.run_dir).resolve()
+    check_command_args(config, config_file)  # before any stage runs: the stages' options and configs
+    check_stage_configs(config, config_file, run_dir, table.until(args.until))
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
     check_output_path(run_dir, "--run-dir", folder=True)  # under a file, or where nothing can be created
     check_run_dir_is_a_run(run_dir)
+    check_from_inputs(run_dir, args.from_stage, table)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     with run_dir_lock(run_dir):
         return _run_locked(args, table, config_file, config, run_dir, threads)

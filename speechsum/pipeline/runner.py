@@ -28,8 +28,9 @@ from pathlib import Path
 
 from speechsum.pipeline.progress import ProgressBoard, echo, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
-from speechsum.pipeline.stages import delete_outputs, stop_process
+from speechsum.pipeline.stages import delete_outputs
 from speechsum.pipeline.table import Stage, StageTable
+from speechsum.pipeline.teacher_server import stop_process
 from speechsum.utils.io import write_atomic
 from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss

@@ -13,18 +13,9 @@ student rows, ``evaluate/<system>/`` each written by a stage of its own), ``repo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,13 +34,12 @@ from speechsum.pipeline.config import (
     trains_text_lms,
 )
 from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
+from speechsum.pipeline.teacher_server import SERVE_KEY_ENV, SPEECHSUM, teacher_server
 from speechsum.utils.io import atomic_path, jsonl_lines, write_atomic, write_jsonl
 
-SPEECHSUM = [sys.executable, "-m", "speechsum.cli"]
 # what the warm-start server imports once for all the stages' commands (utils/warm_start.py)
 WARM_MODULES = ("torch", "transformers", "lightning.pytorch", "torchmetrics", "speechsum.lightning_cli",
                 "speechsum.stages", "speechsum.evaluation.evaluate", "speechsum.pairs")
-SERVE_KEY_ENV = "SPEECHSUM_PIPELINE_TEACHER_KEY"  # the key of the teacher server the KD stage starts
 STUDENTS_FOLDER = "evaluate"
 
 
@@ -135,65 +125,6 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
                            f"(see {ctx.log_path(stage)})")
     delete_outputs([folder / RESUME_FOLDER])  # complete: nothing left to resume
     return outputs
-
-
-def stop_process(process: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace_s`` seconds; waits for the process to end."""
-    process.terminate()
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.0) -> Iterator[str]:
-    """Run ``speechsum serve`` for ``model`` on a free loopback port; yield its base URL once
-    ``/v1/models`` answers; always stop it (its log: RUN/logs/kd_teacher_server.log). The server
-    wants a fresh random key, held in the environment variable :data:`SERVE_KEY_ENV` of this process
-    and its children only (never written anywhere)."""
-    port = free_port()
-    os.environ[SERVE_KEY_ENV] = secrets.token_hex(16)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    log_path = ctx.run_dir / "logs" / "kd_teacher_server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [*SPEECHSUM, "serve", "--model", model, "--port", str(port), "--served-model-name", "teacher",
-               "--api-key-env", SERVE_KEY_ENV, "--log-level", "WARNING", *map(str, extra_args)]
-    ctx.note(f"teacher server: {base_url} (log {log_path})")
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ctx.environment())
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                ctx.check_stop()
-                if process.poll() is not None:
-                    last = (log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines() or [""])[-1]
-                    raise RuntimeError(f"stage {ctx.stage}: the teacher server (speechsum serve, extra options from "
-                                       f"teacher.serve_args: {extra_args}) exited with code {process.returncode}: "
-                                       f"{last.strip()} (log {log_path})")
-                request = urllib.request.Request(f"{base_url}/models",
-                                                 headers={"Authorization": f"Bearer {os.environ[SERVE_KEY_ENV]}"})
-                try:
-                    with urllib.request.urlopen(request, timeout=5) as response:
-                        if response.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"speechsum serve did not answer {base_url}/models within {timeout:.0f} s; "
-                                       f"see {log_path}")
-                time.sleep(0.5)
-            yield base_url
-        finally:
-            os.environ.pop(SERVE_KEY_ENV, None)
-            stop_process(process)
 
 
 def run_kd(ctx) -> list[Path]:

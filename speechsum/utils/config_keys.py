@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import yaml
 
@@ -51,6 +52,33 @@ def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> Iterator[tuple[
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             yield from _key_lines(item, prefix)
+
+
+def duplicate_key(path: str | Path) -> str | None:
+    """``PATH:LINE: key 'K' (under 'a.b') is given twice (first on line N): ...`` for the first key a
+    YAML mapping of ``path`` repeats (PyYAML keeps the last silently, so the first is lost); None when
+    none repeats or the file does not compose (its own error is reported where it is read)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            document = yaml.compose(stream)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    nodes: list[tuple[tuple[str, ...], yaml.Node]] = [((), document)] if document is not None else []
+    while nodes:
+        prefix, node = nodes.pop(0)
+        children = [(prefix, item) for item in node.value] if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                name, line = str(key.value), key.start_mark.line + 1
+                if name in seen:
+                    under = f" (under '{'.'.join(prefix)}')" if prefix else ""
+                    return (f"{path}:{line}: key '{name}'{under} is given twice (first on line {seen[name]}); YAML "
+                            "would keep only the last: merge the two or delete one")
+                seen[name] = line
+                children.append(((*prefix, name), value))
+        nodes += children
+    return None
 
 
 def key_locations(files: list[str], under: str, name: str, value: str | None = None) -> list[str]:

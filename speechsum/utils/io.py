@@ -258,7 +258,9 @@ def yaml_error_text(path: str | Path, err: Exception) -> str:
     """``PATH:LINE:COLUMN: not valid YAML: PROBLEM`` for a PyYAML error (it names a ``"<unicode string>"``)."""
     mark = getattr(err, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-    return f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}"
+    problem = str(getattr(err, "problem", None) or err)
+    tabs = "; YAML indents with spaces, never tabs: replace the tabs" if "'\\t'" in problem else ""
+    return f"{where}: not valid YAML: {problem}{tabs}"
 
 
 def not_utf8_text(path: str | Path, err: UnicodeDecodeError) -> str:

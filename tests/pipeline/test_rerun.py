@@ -16,8 +16,8 @@ import yaml
 import speechsum.pipeline.cli as pipeline
 from speechsum.pipeline.config import load_pipeline_config
 from speechsum.pipeline.runner import StageContext
-from speechsum.pipeline.stages import SERVE_KEY_ENV, teacher_server
 from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
+from speechsum.pipeline.teacher_server import SERVE_KEY_ENV, teacher_server
 from tests.conftest import REPO
 from tests.pipeline.test_scheduler import run_in_process, skipped_with_changed_settings, stand_in_stages
 

@@ -1,0 +1,81 @@
+"""The extra command-line options a pipeline YAML passes to a stage's command (``benchmark.args``,
+``pairs.args``, ``evaluate.args``, ``teacher.serve_args``), checked when the run starts against that
+command's own parser: an option it does not take, or a value outside an option's choices, made the
+stage's command exit with a usage error only when that stage started, after the stages before it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from speechsum.pipeline.sections import section_options
+from speechsum.utils.config_keys import did_you_mean
+
+
+def benchmark_build_parser() -> argparse.ArgumentParser:
+    """The parser of ``speechsum benchmark build``."""
+    from speechsum.benchmark.cli import _parser
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["build"]
+
+
+def pairs_parser() -> argparse.ArgumentParser:
+    from speechsum.pairs import build_parser
+
+    return build_parser()
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    from speechsum.evaluation.cli import evaluate_parser as parser
+
+    return parser()
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    from speechsum.serving.cli import build_parser
+
+    return build_parser()
+
+
+# the setting, and the command (and its parser) that gets its options
+COMMAND_ARGS: dict[str, tuple[str, Callable[[], argparse.ArgumentParser]]] = {
+    "benchmark.args": ("speechsum benchmark build", benchmark_build_parser),
+    "pairs.args": ("speechsum pairs", pairs_parser),
+    "evaluate.args": ("speechsum evaluate", evaluate_parser),
+    "teacher.serve_args": ("speechsum serve", serve_parser),
+}
+
+
+def option_problem(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
+    """What ``parser`` would refuse among the ``--long`` options of ``args`` (an option it does not
+    take, one abbreviation of several, a value outside its choices); None when nothing."""
+    options = parser._option_string_actions
+    for index, arg in enumerate(args):
+        if not arg.startswith("--") or arg == "--":
+            continue
+        name, equals, value = arg.partition("=")
+        matches = [name] if name in options else [o for o in options if o.startswith(name)] * parser.allow_abbrev
+        if len(matches) != 1:
+            longs = [o for o in options if o.startswith("--")]
+            return (f"{name} is {'an abbreviation of ' + ', '.join(matches) if matches else 'not an option'} of "
+                    f"{parser.prog}{'' if matches else did_you_mean(name, longs)}")
+        action = options[matches[0]]
+        given = value if equals else (args[index + 1] if index + 1 < len(args) else None)
+        if action.choices is not None and action.type in (None, str) and action.nargs is None and given is not None \
+                and given not in action.choices:
+            return f"{name} {given}: not one of {', '.join(map(str, action.choices))}"
+    return None
+
+
+def check_command_args(config: Mapping, path: Path | str) -> None:
+    """Refuse, when the run starts, an extra option of a stage's command that the command would refuse."""
+    for field, (command, parser_of) in COMMAND_ARGS.items():
+        section, key = field.split(".")
+        if section == "benchmark" and not config.get("benchmark"):
+            continue
+        args = [str(arg) for arg in section_options(config, section)[key]]
+        problem = option_problem(parser_of(), args) if args else None
+        if problem:
+            raise ValueError(f"{path}: {field}: {problem} (these options go to {command}: see its --help)")

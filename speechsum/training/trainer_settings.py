@@ -1,0 +1,20 @@
+"""Trainer settings that Lightning takes and then fails on, refused before a run starts: by
+``speechsum fit`` (:mod:`speechsum.lightning_cli`) and by ``speechsum pipeline`` for every stage up front."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from speechsum.utils.arguments import check_count, check_number
+
+
+def check_trainer_settings(trainer: Mapping) -> None:
+    """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
+    ZeroDivisionError traceback at the first step or validation), and a negative
+    ``accumulate_grad_batches``, by which it divides the loss: gradient ascent, silently."""
+    check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    if trainer.get("check_val_every_n_epoch") is not None:
+        check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
+    if trainer.get("val_check_interval") is not None:
+        check_number("trainer.val_check_interval", trainer["val_check_interval"], 0.0, low_open=True,
+                     note=" (batches, or a fraction of the epoch)")
