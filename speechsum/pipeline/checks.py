@@ -25,7 +25,7 @@ from speechsum.pipeline.config import (
 )
 from speechsum.pipeline.parse_report import describe
 from speechsum.pipeline.stage_values import check_stage_values
-from speechsum.pipeline.teacher_server import SERVE_KEY_ENV
+from speechsum.pipeline.stages import kd_teacher
 from speechsum.utils.arguments import ConfigError
 
 SERVE_URL_STAND_IN = "http://127.0.0.1:1/v1"  # the KD stage's own teacher server: its port is known only then
@@ -65,12 +65,10 @@ def stage_parser() -> Any:
 
 
 def teacher_for_check(config: Mapping) -> dict:
-    """The KD teacher as the runner hands it to the stage (:func:`speechsum.pipeline.stages.run_kd`);
+    """The KD teacher as the runner hands it to the stage (:func:`speechsum.pipeline.stages.kd_teacher`);
     under ``serve`` with a stand-in URL (the server's port is chosen when the stage starts)."""
     settings = section_options(config, "teacher")
-    if settings["mode"] == "serve":
-        return {"mode": "serve", "base_url": SERVE_URL_STAND_IN, "model": "teacher", "api_key_env": SERVE_KEY_ENV}
-    return {**settings, "mode": settings["mode"]}
+    return kd_teacher(settings, settings["mode"], SERVE_URL_STAND_IN)
 
 
 def checked_stages(config: Mapping, wanted: Collection[str]) -> list[str]:
@@ -89,12 +87,12 @@ def check_stage_configs(config: dict, path: Path | str, run_dir: Path, wanted: C
                                             teacher=teacher_for_check(config) if stage == "kd" else None)
         except ValueError as err:
             raise ValueError(f"{path}: {stage_label(stage)}: {err}") from None
-        try:
-            stage_parser().parse_args(["--config", yaml.safe_dump(resolved, sort_keys=False)])
+        try:  # values as the stage will get them: its loader reads `5e-4` as a number, PyYAML as text
+            parsed = stage_parser().parse_args(["--config", yaml.safe_dump(resolved, sort_keys=False)])
         except argparse.ArgumentError as err:
             raise ValueError(parse_problem(str(err), config, stage, path, resolved)) from None
         try:
-            check_stage_values(resolved)
+            check_stage_values(parsed.as_dict())
         except ConfigError as err:
             key, _, problem = str(err).partition(" ")
             raise ValueError(f"{where(config, stage, path, key.split('.'))}{key} {problem}") from None

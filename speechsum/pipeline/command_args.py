@@ -75,6 +75,8 @@ def check_command_args(config: Mapping, path: Path | str) -> None:
         section, key = field.split(".")
         if section == "benchmark" and not config.get("benchmark"):
             continue
+        if field == "teacher.serve_args" and section_options(config, "teacher")["mode"] != "serve":
+            continue  # options of a server this run does not start
         args = [str(arg) for arg in section_options(config, section)[key]]
         problem = option_problem(parser_of(), args) if args else None
         if problem:

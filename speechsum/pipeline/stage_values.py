@@ -40,7 +40,7 @@ def check_steps(name: str, value: Any) -> None:
 def check_stage_values(resolved: Mapping) -> None:
     """A :class:`~speechsum.utils.arguments.ConfigError` whose message starts with the dotted key
     (``model.init_args.beta must be …``) for the first value of ``resolved`` (a stage's assembled
-    Lightning config, already parsed) outside its range."""
+    Lightning config as the stage's parser read it: defaults filled in, `5e-4` a number) outside its range."""
     trainer = resolved.get("trainer") or {}
     check_trainer_settings(trainer)
     check_steps("trainer.max_steps", trainer.get("max_steps"))

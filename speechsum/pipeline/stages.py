@@ -127,20 +127,28 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
     return outputs
 
 
+def kd_teacher(settings: dict, mode: str, serve_url: str) -> dict:
+    """The ``teacher`` settings the KD stage gets (:func:`resolve_stage_config`): ``serve`` points at
+    our own server at ``serve_url``, ``remote`` at the YAML's endpoint, ``inprocess`` needs none."""
+    if mode == "serve":
+        return {"mode": "serve", "base_url": serve_url, "model": "teacher", "api_key_env": SERVE_KEY_ENV}
+    if mode == "remote":
+        if not settings["base_url"] or not settings["model"]:
+            raise ValueError("teacher.mode remote needs teacher.base_url and teacher.model in the pipeline YAML")
+        return {**settings, "mode": "remote"}
+    if mode != "inprocess":
+        raise ValueError(f"teacher mode {mode!r}: use inprocess, serve or remote")
+    return {"mode": "inprocess"}
+
+
 def run_kd(ctx) -> list[Path]:
     """On-policy KD with the teacher in-process, behind a ``speechsum serve`` we start, or remote."""
     settings = section_options(ctx.config, "teacher")
     mode = ctx.teacher_mode or settings["mode"]
     if mode == "serve":
         with teacher_server(ctx, teacher_model_path(ctx.config, ctx.run_dir), settings["serve_args"]) as url:
-            return run_fit(ctx, {"mode": "serve", "base_url": url, "model": "teacher", "api_key_env": SERVE_KEY_ENV})
-    if mode == "remote":
-        if not settings["base_url"] or not settings["model"]:
-            raise ValueError("teacher.mode remote needs teacher.base_url and teacher.model in the pipeline YAML")
-        return run_fit(ctx, {**settings, "mode": "remote"})
-    if mode != "inprocess":
-        raise ValueError(f"teacher mode {mode!r}: use inprocess, serve or remote")
-    return run_fit(ctx, {"mode": "inprocess"})
+            return run_fit(ctx, kd_teacher(settings, mode, url))
+    return run_fit(ctx, kd_teacher(settings, mode, ""))
 
 
 # -- manifests ------------------------------------------------------------------------------------
