@@ -188,8 +188,8 @@ def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
                                    f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
                                    "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
     if handle.format == "OGG" and (end := walk_file(source, lambda data: ogg_end_frames(data, rate))) is not None \
-            and end - handle.frames > MP3_SLACK:
-        raise UnreadableAudioError(source, f"its last Ogg page ends at {end / rate:.2f} s but libsndfile reads only "
+            and end.frames - end.start - handle.frames > MP3_SLACK:  # a late start is subtracted: at most end.start
+        raise UnreadableAudioError(source, f"its last Ogg page ends at {end.frames / rate:.2f} s but libsndfile reads only "
                                    f"{handle.frames / rate:.2f} s (it cannot read a page of it: damaged)",
                                    "re-export or re-fetch it, or drop it")
     if handle.format == "FLAC" and len(starts := walk_file(source, flac_stream_starts)) > 1:
