@@ -79,9 +79,10 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
 
 class Damage(NamedTuple):
     """What in a file libsndfile does not read (in words with its own), what to do, whether the
-    file was cut short (else its header does not count all of it), the frames libsndfile reads
-    when only the damage tells (an MP3's whole frames, fewer than its header gives; else None), and
-    whether it is damaged inside instead (``mid_stream``: refused, not read in part)."""
+    file was cut short (``cut``; else its header does not count all of it, or it is damaged inside),
+    the frames libsndfile reads when only the damage tells (an MP3's whole frames, fewer than its
+    header gives; else None), and whether it is damaged inside (``mid_stream``: whole but for a page
+    libsndfile cannot read; refused, not read in part)."""
 
     what: str
     advice: str
@@ -119,7 +120,7 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
         if source is not None and walk_file(source, ends_with_stream_end):
             return Damage(f"it ends with its end-of-stream page, so it is not cut short, but libsndfile cannot read a "
                           f"page of it (libsndfile: {ogg!r}): damaged mid-stream", "re-export or re-fetch it, or drop it",
-                          True, mid_stream=True)
+                          False, mid_stream=True)
         return Damage(f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
                       "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it", True)
     if uncounted := uncounted_bytes(handle):
