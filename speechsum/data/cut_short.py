@@ -1,11 +1,16 @@
 """Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
-the file tells: cut short (a download or copy that stopped: a WAV/AIFF/W64/RF64 data chunk larger
-than the file, an Ogg stream without its end-of-stream page), or samples a WAV header does not count
-(a recorder stopped before it wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it).
+the file (or, for an MP3 or Ogg file, its bytes) tells: cut short (a download or copy that stopped:
+a WAV/AIFF/W64/RF64 data chunk larger than the file, an Ogg stream without its end-of-stream page, an
+MP3 whose last frame is cut off), samples a WAV header does not count (a recorder stopped before it
+wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
+file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose decoder stops short).
 
-What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file of which
-libsndfile reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error
-saying why (:func:`check_zero_frames`), not "empty".
+What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file damaged
+mid-stream is an error (:func:`warn_if_damaged`, :func:`check_early_end`); a file of which libsndfile
+reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error saying why
+(:func:`check_zero_frames`), not "empty". Also the checks that find a FLAC cut short at load
+(:func:`check_flac_frames`, :func:`check_flac_end`), and the salvage of an MP3 ending in a tag
+libsndfile does not skip (:func:`read_past_failure`: its frames are read, with a warning).
 """
 
 from __future__ import annotations
