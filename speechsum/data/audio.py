@@ -12,12 +12,13 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
 from speechsum.data.audio_paths import path_problem
 from speechsum.data.cut_short import (
     MP3_SLACK,
@@ -38,8 +39,6 @@ from speechsum.data.wav_order import open_in_order
 
 log = logging.getLogger(__name__)
 
-TooLong = Literal["error", "truncate"]
-
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
@@ -51,15 +50,6 @@ UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 # what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
-
-
-class AudioTooLongError(ValueError):
-    """Raised when a clip exceeds ``max_seconds`` under the ``"error"`` policy; ``seconds``: its
-    length from the header (None when the header does not say)."""
-
-    def __init__(self, message: str, seconds: float | None = None):
-        super().__init__(message)
-        self.seconds = seconds
 
 
 # what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
@@ -122,11 +112,12 @@ class OutOfRangeAudioError(BadSampleError):
                          "drop it from the manifest")
 
 
-def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
-    """Raise :class:`BadSampleError` if ``block`` (frames × channels, from frame ``start``) holds a
-    NaN/Inf or a sample beyond ±``MAX_SAMPLE``."""
-    if (np.abs(block) <= MAX_SAMPLE).all():  # one pass for the usual case (NaN fails it too)
-        return
+def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> float:
+    """``block``'s peak magnitude (frames × channels, from frame ``start``; 0 for none); :class:`BadSampleError`
+    if it holds a NaN/Inf or a sample beyond ±``MAX_SAMPLE``."""
+    peak = float(np.abs(block).max()) if block.size else 0.0
+    if peak <= MAX_SAMPLE:  # one pass for the usual case (a NaN peak fails it too)
+        return peak
     finite = np.isfinite(block)
     if not finite.all():
         frame = int(np.argmin(finite.all(axis=1)))
@@ -135,6 +126,7 @@ def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> None:
     if loud.any():
         frame = int(np.argmax(loud))
         raise OutOfRangeAudioError(path, start + frame, rate, float(np.abs(block[frame]).max()))
+    return peak  # not reached: a peak over MAX_SAMPLE is a NaN/Inf or a loud sample
 
 
 def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -188,8 +180,8 @@ def check_whole_stream(handle: sf.SoundFile, source: str | BinaryIO) -> None:
                                    f"({handle.frames / rate:.2f} s)", "decode it with a tool that reads every stream "
                                    "of a chained file, e.g. `sox in.ogg out.flac`, and use that")
     if handle.format == "OGG" and (end := walk_file(source, lambda data: ogg_end_frames(data, rate))) is not None \
-            and end - handle.frames > MP3_SLACK:
-        raise UnreadableAudioError(source, f"its last Ogg page ends at {end / rate:.2f} s but libsndfile reads only "
+            and end.frames - end.start - handle.frames > MP3_SLACK:  # a late start is subtracted: at most end.start
+        raise UnreadableAudioError(source, f"its last Ogg page ends at {end.frames / rate:.2f} s but libsndfile reads only "
                                    f"{handle.frames / rate:.2f} s (it cannot read a page of it: damaged)",
                                    "re-export or re-fetch it, or drop it")
     if handle.format == "FLAC" and len(starts := walk_file(source, flac_stream_starts)) > 1:
@@ -234,8 +226,8 @@ def header_frames(handle: sf.SoundFile) -> int | None:
     return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
 
 
-def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[np.ndarray]:
-    """Checked float32 blocks (frames × channels) from the start, up to ``frames`` frames (None: to
+def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[tuple[np.ndarray, float]]:
+    """Checked float32 blocks (frames × channels) with their peaks from the start, up to ``frames`` frames (None: to
     the end) or the end of the data, whichever comes first (a header may promise more than a cut
     file holds, or say nothing; a file that is not cut short and ends early: :func:`check_early_end`)."""
     path, done, unknown_length = str(source), 0, header_frames(handle) is None
@@ -247,8 +239,8 @@ def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | Non
             block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
         except RuntimeError as err:  # libsndfile's own error types
             if not unknown_length and (rest := read_past_failure(handle, source, done, frames)) is not None:
-                _check_block(rest, path, done, handle.samplerate)
-                yield from [rest] if len(rest) else []
+                peak = _check_block(rest, path, done, handle.samplerate)
+                yield from [(rest, peak)] if len(rest) else []
                 return
             if not unknown_length or done == 0:
                 raise CorruptAudioError(f"{path}: unreadable in the block after frame {done} ({done / handle.samplerate:.2f} s; "
@@ -261,25 +253,9 @@ def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | Non
             if not unknown_length and frames is not None and done < frames:
                 check_early_end(handle, source, frames, done)
             return
-        _check_block(block, path, done, handle.samplerate)
+        peak = _check_block(block, path, done, handle.samplerate)
         done += len(block)
-        yield block
-
-
-def _too_long_advice(max_seconds: float) -> str:
-    return f"is longer than max_audio_seconds={max_seconds}; raise the limit or set too_long_audio='truncate'"
-
-
-def check_length(source: str | BinaryIO, frames: int, rate: int, max_seconds: float | None) -> None:
-    """Raise :class:`AudioTooLongError` when ``frames`` at ``rate`` Hz exceed ``max_seconds`` (the
-    limit in frames rounded: ``max_seconds * rate`` is inexact, 0.7 * 22050 = 15434.999…). The
-    message gives the samples when two decimals hide the excess (30.00 s over a limit of 30)."""
-    if max_seconds is None or frames <= (limit := round(max_seconds * rate)):
-        return
-    length = f"{frames / rate:.2f} s"
-    if float(length[:-2]) <= max_seconds:
-        length += f" ({frames} samples at {rate} Hz; the limit is {limit})"
-    raise AudioTooLongError(f"{source}: {length} {_too_long_advice(max_seconds)}", frames / rate)
+        yield block, peak
 
 
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
@@ -306,8 +282,8 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
                 check_flac_end(handle, source)
             if handle.subtype in FLOAT_SUBTYPES or frames is None:
                 done, peak = 0, 0.0
-                for block in _read_blocks(handle, source, frames):
-                    done, peak = done + len(block), max(peak, float(np.abs(block).max()))
+                for block, block_peak in _read_blocks(handle, source, frames):
+                    done, peak = done + len(block), max(peak, block_peak)
                 frames = done
                 if peak > LOUD_SAMPLE:
                     log.warning("%s: float samples up to %.3g, %.0f dB over full scale (1.0): read as they are, louder "
@@ -329,7 +305,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
 
 def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None) -> np.ndarray:
     """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32."""
-    mono = (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0] for block in _read_blocks(handle, path, frames))
+    mono = (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0] for block, _ in _read_blocks(handle, path, frames))
     if frames is None:  # the length is learnt by reading
         parts = list(mono)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
@@ -383,7 +359,7 @@ def load_audio(
             # a header without a length: one frame past the limit says whether the clip is too long
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit)
             if len(waveform) > limit:
-                raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {_too_long_advice(max_seconds)}")
+                raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")
         else:
             if not checked_at_load:
                 check_whole_stream(handle, path)

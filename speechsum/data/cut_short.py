@@ -1,11 +1,16 @@
 """Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
-the file tells: cut short (a download or copy that stopped: a WAV/AIFF/W64/RF64 data chunk larger
-than the file, an Ogg stream without its end-of-stream page), or samples a WAV header does not count
-(a recorder stopped before it wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it).
+the file (or, for an MP3 or Ogg file, its bytes) tells: cut short (a download or copy that stopped:
+a WAV/AIFF/W64/RF64 data chunk larger than the file, an Ogg stream without its end-of-stream page, an
+MP3 whose last frame is cut off), samples a WAV header does not count (a recorder stopped before it
+wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
+file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose decoder stops short).
 
-What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file of which
-libsndfile reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error
-saying why (:func:`check_zero_frames`), not "empty".
+What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file damaged
+mid-stream is an error (:func:`warn_if_damaged`, :func:`check_early_end`); a file of which libsndfile
+reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error saying why
+(:func:`check_zero_frames`), not "empty". Also the checks that find a FLAC cut short at load
+(:func:`check_flac_frames`, :func:`check_flac_end`), and the salvage of an MP3 ending in a tag
+libsndfile does not skip (:func:`read_past_failure`: its frames are read, with a warning).
 """
 
 from __future__ import annotations
@@ -79,9 +84,10 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
 
 class Damage(NamedTuple):
     """What in a file libsndfile does not read (in words with its own), what to do, whether the
-    file was cut short (else its header does not count all of it), the frames libsndfile reads
-    when only the damage tells (an MP3's whole frames, fewer than its header gives; else None), and
-    whether it is damaged inside instead (``mid_stream``: refused, not read in part)."""
+    file was cut short (``cut``; else its header does not count all of it, or it is damaged inside),
+    the frames libsndfile reads when only the damage tells (an MP3's whole frames, fewer than its
+    header gives; else None), and whether it is damaged inside (``mid_stream``: whole but for a page
+    libsndfile cannot read; refused, not read in part)."""
 
     what: str
     advice: str
@@ -119,7 +125,7 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
         if source is not None and walk_file(source, ends_with_stream_end):
             return Damage(f"it ends with its end-of-stream page, so it is not cut short, but libsndfile cannot read a "
                           f"page of it (libsndfile: {ogg!r}): damaged mid-stream", "re-export or re-fetch it, or drop it",
-                          True, mid_stream=True)
+                          False, mid_stream=True)
         return Damage(f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
                       "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it", True)
     if uncounted := uncounted_bytes(handle):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import warnings
 from functools import partial
@@ -18,6 +17,7 @@ from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_split, load_splits
 from speechsum.data.loader import SpeechLoader
+from speechsum.data.long_clips import warn_long_clips
 from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
@@ -265,25 +265,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         self._warn_over_budget(split)
 
     def _warn_over_budget(self, split: str) -> None:
-        """Log the clips that alone exceed ``max_batch_seconds`` (each becomes a batch of its own), and
-        count and log those cut to ``max_audio_seconds`` when read (``self.truncated``)."""
-        dataset = self.datasets[split]
-        cut = [e for e in dataset.examples if dataset.read_audio and e.duration > (dataset.max_audio_seconds or math.inf)]
-        self.truncated[split] = len(cut)
-        if cut:
-            longest = max(cut, key=lambda example: example.duration)
-            log.warning("%s: %d clip(s) longer than max_audio_seconds=%g are cut to their first %g s when read "
-                        "(too_long_audio: truncate; longest: %s, %.1f s, %s): the model sees only that part; set "
-                        "too_long_audio: error to refuse them, or raise max_audio_seconds", split, len(cut),
-                        dataset.max_audio_seconds, dataset.max_audio_seconds, longest.id, longest.duration, longest.audio)
-        over = [(d, e) for d, e in zip(dataset.durations, dataset.examples) if d > self.max_batch_seconds]
-        if over:
-            seconds, example = max(over, key=lambda pair: pair[0])
-            log.warning(
-                "%s: %d clip(s) longer than max_batch_seconds=%g, each a batch of its own over the budget "
-                "(longest: %s, %.1f s, %s); set max_audio_seconds to truncate them",
-                split, len(over), self.max_batch_seconds, example.id, seconds, example.audio,
-            )
+        """Log the clips over the batch budget or cut when read (:func:`warn_long_clips`), counting the cut."""
+        self.truncated[split] = warn_long_clips(split, self.datasets[split], self.max_batch_seconds)
 
     def _loader(self, split: str, shuffle: bool) -> SpeechLoader:
         if split not in self.datasets:

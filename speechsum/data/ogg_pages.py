@@ -8,6 +8,8 @@ file ends whole (:func:`ends_with_stream_end`): what a damaged page, which libsn
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from speechsum.data.file_walk import Buffer
 
 PAGE_HEADER = 27  # "OggS", version, type, granule (8), serial (4), sequence (4), CRC (4), segment count
@@ -55,39 +57,75 @@ def ends_with_stream_end(data: Buffer) -> bool:
     return offset is not None and bool(memoryview(data)[offset + 5] & LAST_PAGE)
 
 
-# samples one packet decodes to at most: Vorbis (a block of 8192, half of it output), Opus (120 ms at 48 kHz)
-MAX_PACKET_SAMPLES = {b"\x01vorbis": 4096, b"OpusHead": 5760}
+OPUS_FRAME_SAMPLES = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480, 960) * 4  # by TOC config
+MIN_OPUS_PACKET = 120  # the shortest Opus packet: one frame of 2.5 ms at 48 kHz
+CONTINUED = 0x01  # header-type bit: the page's first packet began on the page before
 
 
-def _first_audio_page(view: memoryview) -> tuple[int, int] | None:
-    """``(granule position, packets that end in it)`` of the first page with a positive granule
-    position (the first that ends audio packets), or None."""
+def opus_packet_samples(packet: Buffer) -> int:
+    """48 kHz samples an Opus ``packet`` decodes to, by its TOC byte (RFC 6716, 3.1): frame size × frames;
+    :data:`MIN_OPUS_PACKET` for one too short to say."""
+    if len(packet) == 0 or (packet[0] & 3 == 3 and len(packet) < 2):
+        return MIN_OPUS_PACKET
+    frames = (1, 2, 2, packet[1] & 0x3F if len(packet) > 1 else 1)[packet[0] & 3]
+    return OPUS_FRAME_SAMPLES[packet[0] >> 3] * frames
+
+
+def _first_audio_page(view: memoryview) -> int | None:
+    """Offset of the first page with a positive granule position (the first that ends audio packets), or None."""
     offset = 0
     while offset + PAGE_HEADER <= len(view) and view[offset : offset + 4] == b"OggS":
         segments = view[offset + PAGE_HEADER - 1]
-        table = view[offset + PAGE_HEADER : offset + PAGE_HEADER + segments]
-        if (granule := int.from_bytes(view[offset + 6 : offset + 14], "little", signed=True)) > 0:
-            return granule, sum(1 for lace in table if lace < 255)  # a packet ends at a lacing value under 255
-        offset += PAGE_HEADER + segments + sum(table)
+        if int.from_bytes(view[offset + 6 : offset + 14], "little", signed=True) > 0:
+            return offset
+        offset += PAGE_HEADER + segments + sum(view[offset + PAGE_HEADER : offset + PAGE_HEADER + segments])
     return None
 
 
-def ogg_end_frames(data: Buffer, rate: int) -> int | None:
-    """Frames at ``rate`` Hz that the Ogg Vorbis or Opus ``data`` holds by its last page's granule
-    position (its header's, read whatever its payload), less an Opus stream's pre-skip; None for
-    another codec, a file that does not end with a whole page (:func:`last_page`), or a stream whose
-    granule positions do not start at 0 (its first audio page's is more than its packets decode to:
-    a part cut from a longer stream, whose start libsndfile subtracts). libsndfile takes the length
-    from the last page it can read: a damaged last page made a file shorter without a word."""
+def _least_samples(view: memoryview, offset: int, head: bytes) -> int:
+    """Fewest samples (at the stream's granule rate) that the packets ending in the page at ``offset`` decode
+    to: for Opus, what their TOC bytes say (each :data:`MIN_OPUS_PACKET` if the page continues a packet);
+    for Vorbis, its short block ``blocksize_0`` / 2 per packet after the first (which decodes to none; the
+    header in ``head`` gives the block size)."""
+    table = bytes(view[offset + PAGE_HEADER : offset + PAGE_HEADER + view[offset + PAGE_HEADER - 1]])
+    ends = [at for at, lace in enumerate(table) if lace < 255]  # a packet ends at a lacing value under 255
+    if head.startswith(b"\x01vorbis"):
+        return max(0, len(ends) - 1) * (1 << (head[28] & 0x0F)) // 2 if len(head) > 28 else 0
+    if view[offset + 5] & CONTINUED:
+        return len(ends) * MIN_OPUS_PACKET
+    body, start, samples = offset + PAGE_HEADER + len(table), 0, 0
+    for end in ends:
+        size = sum(table[start : end + 1])
+        samples += opus_packet_samples(view[body : body + size])
+        body, start = body + size, end + 1
+    return samples
+
+
+class OggEnd(NamedTuple):
+    """Where an Ogg stream ends, in frames at the rate asked for: ``frames`` by its last page's granule
+    position; ``start``: the largest start offset its first audio page allows (which libsndfile subtracts)."""
+
+    frames: int
+    start: int
+
+
+def ogg_end_frames(data: Buffer, rate: int) -> OggEnd | None:
+    """Where the Ogg Vorbis or Opus ``data`` ends (:class:`OggEnd`) by its last page's granule position (its
+    header's, read whatever its payload), less an Opus stream's pre-skip, at ``rate`` Hz; with the largest
+    start offset its first audio page allows (its granule position less the fewest samples its packets
+    decode to, :func:`_least_samples`: a stream cut from a longer one keeps its place in it, and libsndfile
+    subtracts that start). None for another codec or a file that does not end with a whole page
+    (:func:`last_page`). libsndfile takes the length from the last page it can read: a damaged last page
+    made a file shorter without a word; a whole file reads at least ``frames - start``."""
     view = memoryview(data)
     if len(view) < PAGE_HEADER or view[:4] != b"OggS" or (offset := last_page(view)) is None:
         return None
-    head = bytes(view[PAGE_HEADER + view[PAGE_HEADER - 1] :][:19])  # the first packet: the codec's header
-    codec = next((magic for magic in MAX_PACKET_SAMPLES if head.startswith(magic)), None)
-    if codec is None or (first := _first_audio_page(view)) is None:
+    head = bytes(view[PAGE_HEADER + view[PAGE_HEADER - 1] :][:30])  # the first packet: the codec's header
+    if not head.startswith((b"\x01vorbis", b"OpusHead")) or (first := _first_audio_page(view)) is None:
         return None
-    skip = int.from_bytes(head[10:12], "little") if codec == b"OpusHead" else 0
-    if first[0] > first[1] * MAX_PACKET_SAMPLES[codec] + skip:
-        return None
+    start = max(0, int.from_bytes(view[first + 6 : first + 14], "little", signed=True) - _least_samples(view, first, head))
     granule = int.from_bytes(view[offset + 6 : offset + 14], "little", signed=True)
-    return granule if codec != b"OpusHead" else (granule - skip) * rate // OPUS_RATE
+    if not head.startswith(b"OpusHead"):
+        return OggEnd(granule, start)
+    skip = int.from_bytes(head[10:12], "little")
+    return OggEnd((granule - skip) * rate // OPUS_RATE, start * rate // OPUS_RATE)

@@ -83,12 +83,13 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
 
 def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
     """A 400 naming the part when libsndfile reads only a part of its file (:func:`~speechsum.data.cut_short.damage`:
-    cut short, a header that does not count all its samples): its first ``seconds`` would be summarised
-    as if they were the whole recording."""
+    cut short, a header that does not count all its samples, a page damaged inside): its first ``seconds``
+    would be summarised as if they were the whole recording."""
     with open_audio(str(path), whole=False) as handle:  # as load_audio opened it (a WAV with its fmt chunk last)
         found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
     if found:
-        advice = "send the whole file" if found.cut else f"send it with a header that counts all of it ({REWRITE})"
+        advice = ("re-export or re-fetch it and send that" if found.mid_stream else "send the whole file" if found.cut
+                  else f"send it with a header that counts all of it ({REWRITE})")
         raise bad_request(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
 
 

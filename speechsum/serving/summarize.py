@@ -99,7 +99,7 @@ def require_speech(model: SpeechLLM, source: str) -> None:
 
 
 def input_problem(path: str) -> str | None:
-    """Why ``path`` is no audio file to summarise (:func:`~speechsum.data.audio.path_problem`), with
+    """Why ``path`` is no audio file to summarise (:func:`~speechsum.data.audio_paths.path_problem`), with
     what to do for what a user passes by mistake: a folder, a pattern the shell left unexpanded (no
     file matches it), a manifest (libsndfile's "Format not recognised" and its ffmpeg advice misled)."""
     problem = path_problem(path)

@@ -111,8 +111,14 @@ def test_whole_ogg_files_end_where_libsndfile_reads_them_to(tmp_path: Path, name
                                                           seconds: float):
     path = encoded(tmp_path / name, seconds, rate, channels)
     with sf.SoundFile(path) as handle:
-        assert ogg_end_frames(path.read_bytes(), handle.samplerate) == handle.frames
+        end, frames = ogg_end_frames(path.read_bytes(), handle.samplerate), handle.frames
+    assert end.frames == frames
+    if name.endswith(".opus"):  # its packets' TOC bytes give the first page's samples exactly: no start allowed
+        assert end.start == 0
+    else:  # Vorbis: the first page's packets decode to at least their short blocks, so a start up to the rest
+        assert 0 <= end.start <= end.frames
     assert audio_seconds(str(path)) == pytest.approx(seconds, abs=0.02)
+    assert len(load_audio(str(path), rate)) == frames
 
 
 def test_the_server_refuses_an_upload_damaged_mid_stream(tmp_path: Path):
@@ -157,9 +163,44 @@ def test_a_stream_whose_granule_positions_start_late_is_read_whole_not_called_da
     """Its last page's granule is far past what libsndfile reads (it subtracts the start): no damage."""
     path = encoded(tmp_path / name, 5)
     path.write_bytes(shifted_granules(path.read_bytes(), 4_800_000))
-    assert ogg_end_frames(path.read_bytes(), 16_000) is None
+    end = ogg_end_frames(path.read_bytes(), 16_000)
+    assert end.frames - end.start <= 80_256  # what libsndfile reads of it (Opus: 80 000)
     assert audio_seconds(str(path)) == pytest.approx(5.0, abs=0.02)
     assert len(load_audio(str(path), 16_000)) == pytest.approx(80_000, abs=300)
+
+
+@pytest.mark.parametrize(("name", "frames"), [("a.ogg", 80_256), ("a.opus", 80_000)])
+@pytest.mark.parametrize("shift", [4_800, 48_000])
+def test_a_stream_starting_a_little_late_is_read_whole_not_called_damaged(tmp_path: Path, name: str, frames: int,
+                                                                         shift: int):
+    """A start offset within what the first page's packets could decode to (an Opus page of 49 packets of 20 ms hides
+    up to 0.9 s; a Vorbis one more) was not seen as late: libsndfile subtracts it, and the whole file was refused at
+    load as "damaged" (its last Ogg page ends at 6.00 s but libsndfile reads only 5.00 s)."""
+    path = encoded(tmp_path / name, 5)
+    path.write_bytes(shifted_granules(path.read_bytes(), shift))
+    assert audio_seconds(str(path)) == frames / 16_000
+    assert len(load_audio(str(path), 16_000)) == frames
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": name, "instruction": "Sum up."}) + "\n")
+    examples, skipped = load_manifest(manifest)
+    assert ([e.duration for e in examples], skipped) == ([frames / 16_000], [])
+
+
+@pytest.mark.parametrize("shift", [4_800, 48_000])
+def test_an_opus_stream_starting_late_is_still_refused_when_its_last_page_is_damaged(tmp_path: Path, shift: int):
+    """Its first page's packets give its start exactly, so a late start hides no damage at the end."""
+    bad = encoded(tmp_path / "bad.opus", 20)
+    bad.write_bytes(shifted_granules(bad.read_bytes(), shift))
+    data = bad.read_bytes()
+    at = int(len(data) * 0.97)
+    bad.write_bytes(data[:at] + b"\xff" * 400 + data[at + 400 :])
+    with sf.SoundFile(bad) as handle:
+        read = handle.frames / 16_000
+    assert read < 19.5
+    with pytest.raises(UnreadableAudioError) as info:
+        audio_seconds(str(bad))
+    assert str(info.value) == (f"unreadable audio file {bad}: its last Ogg page ends at {20 + shift / 48_000:.2f} s but "
+                               f"libsndfile reads only {read:.2f} s (it cannot read a page of it: damaged); {REDO}")
 
 
 def test_an_mp3_ending_in_a_tag_libsndfile_does_not_skip_reads_its_frames(tmp_path: Path, caplog):

@@ -101,6 +101,17 @@ def test_float_audio_far_over_full_scale_is_read_with_a_warning_at_load(tmp_path
     assert load_audio(str(tmp_path / "loud.wav"), 16_000)[20] == -10.0  # read as it is
 
 
+def test_the_sample_check_gives_the_peak_the_loud_audio_warning_reports():
+    """The check of each block computes |samples| once: its peak is reused for the warning, not computed again."""
+    from speechsum.data.audio import _check_block
+
+    block = np.array([[0.1, -0.2], [-10.0, 1.8]], dtype=np.float32)
+    assert _check_block(block, "a.wav", 0, 16_000) == 10.0
+    assert _check_block(np.zeros((0, 2), np.float32), "a.wav", 0, 16_000) == 0.0
+    with pytest.raises(OutOfRangeAudioError, match=r"^a\.wav: sample of magnitude 2e\+03 at frame 6 "):
+        _check_block(np.array([[0.5], [2_000.0]], np.float32), "a.wav", 5, 16_000)
+
+
 def test_a_file_name_that_is_not_utf8_is_read_and_written_back(tmp_path: Path):
     name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.wav")  # Python's str for such a name
     sf.write(os.fsencode(name), TONE[:1_600], 16_000)

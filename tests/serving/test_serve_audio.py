@@ -195,6 +195,19 @@ def test_a_wav_whose_header_counts_only_its_first_part_is_a_400(client, tmp_path
         "`sox --ignore-length in.wav out.wav`).")
 
 
+def test_an_ogg_file_damaged_inside_is_a_400_saying_re_export_not_send_the_whole(client, tmp_path) -> None:
+    """A whole Opus file whose last page libsndfile cannot read (a byte flipped in it: 4.97 of its 5.20 s read, too
+    few lost to refuse at its load): it was told "it is not cut short ... send the whole file", which it was."""
+    path = tmp_path / "inside.ogg"
+    sf.write(path, 0.3 * np.sin(np.arange(83_200) / 5), 16_000, format="OGG", subtype="OPUS")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    assert bad_request(client, audio_message(bytes(data), fmt="ogg")) == (
+        "messages[0].content[0].input_audio: it ends with its end-of-stream page, so it is not cut short, but "
+        "libsndfile cannot read a page of it (libsndfile: 'Ogg : Last page lacks an end-of-stream bit.'): damaged "
+        "mid-stream; only its first 4.97 s are read: re-export or re-fetch it and send that.")
+
+
 def test_an_mp3_libsndfile_reads_only_in_part_is_a_400_saying_what_to_do(client, tmp_path) -> None:
     """Two MP3s joined: the first part was summarised as the whole; then "send WAV, MP3, ..." of an MP3."""
     part = tmp_path / "part.mp3"
