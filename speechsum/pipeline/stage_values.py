@@ -1,7 +1,7 @@
 """Values of a training stage's assembled config that can only be a mistake in a pipeline, refused
 when the pipeline starts (:mod:`speechsum.pipeline.checks`), not when the stage that reads them starts
-after every stage before it. The stage modules refuse most of them when they are built (the same
-bounds here); a few they take are refused here only: ``trainer.max_steps`` or ``max_epochs`` 0 (the
+after every stage before it. The stage modules refuse most of them when they are built (the bounds of
+:mod:`speechsum.training.setting_bounds`); a few they take are refused here only: ``trainer.max_steps`` or ``max_epochs`` 0 (the
 stage would train nothing and hand its untrained model on) and a ``learning_rate`` of 0 (likewise)."""
 
 from __future__ import annotations
@@ -11,22 +11,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from speechsum.models.sampling import check_decoding
+from speechsum.training.setting_bounds import (
+    CLASS_NUMBERS,
+    STAGE_COUNTS,
+    STAGE_NUMBERS,
+    Bounds,
+    check_settings,
+)
 from speechsum.training.trainer_settings import check_trainer_settings
 from speechsum.utils.arguments import check_count, check_number
 
-# model.init_args.KEY of every stage module: (low, high, low_open, high_open)
-MODEL_NUMBERS: dict[str, tuple[float, float, bool, bool]] = {
-    "learning_rate": (0.0, math.inf, True, False), "weight_decay": (0.0, math.inf, False, False),
-    "min_lr_ratio": (0.0, 1.0, False, False),
-}
-MODEL_COUNTS = {"warmup_steps": 0, "num_val_samples": 0}
-# of one stage module only (the class name ends the model's class_path)
-CLASS_NUMBERS: dict[str, dict[str, tuple[float, float, bool, bool]]] = {
-    "DPOModule": {"beta": (0.0, math.inf, True, False), "label_smoothing": (0.0, 0.5, False, True),
-                  "rpo_alpha": (0.0, math.inf, False, False)},
-    "OnPolicyKDModule": {"lmbda": (0.0, 1.0, False, False), "beta": (0.0, 1.0, False, False),
-                         "loss_temperature": (0.0, math.inf, True, False)},
-}
+# the stage modules' own bounds, with a learning rate of 0 refused too (the stage would train nothing)
+MODEL_NUMBERS: dict[str, Bounds] = {**STAGE_NUMBERS, "learning_rate": (0.0, math.inf, True, False)}
 DATA_NUMBERS = {"max_batch_seconds": (0.0, math.inf, True, False)}
 DATA_COUNTS = {"max_batch_size": 1, "num_buckets": 1, "num_workers": 0}
 
@@ -48,12 +44,7 @@ def check_stage_values(resolved: Mapping) -> None:
     model = resolved.get("model") or {}
     settings = model.get("init_args") or {}
     stage_class = str(model.get("class_path", "")).rpartition(".")[2]
-    for key, (low, high, low_open, high_open) in {**MODEL_NUMBERS, **CLASS_NUMBERS.get(stage_class, {})}.items():
-        if key in settings:
-            check_number(f"model.init_args.{key}", settings[key], low, high, low_open, high_open)
-    for key, low in MODEL_COUNTS.items():
-        if key in settings:
-            check_count(f"model.init_args.{key}", settings[key], low)
+    check_settings(settings, {**MODEL_NUMBERS, **CLASS_NUMBERS.get(stage_class, {})}, STAGE_COUNTS)
     if stage_class == "OnPolicyKDModule":
         check_decoding("model.init_args.", settings.get("max_new_tokens", 128), settings.get("temperature", 1.0),
                        settings.get("top_p", 1.0))

@@ -27,7 +27,7 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
-from speechsum.utils.arguments import check_count, check_number
+from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_jsonl
@@ -95,11 +95,8 @@ class SpeechStageModule(L.LightningModule):
         checkpoint_trainable_only: bool = True,
     ):
         super().__init__()
-        check_number("model.init_args.learning_rate", learning_rate, 0.0)
-        check_number("model.init_args.weight_decay", weight_decay, 0.0)
-        check_count("model.init_args.warmup_steps", warmup_steps, 0)
-        check_number("model.init_args.min_lr_ratio", min_lr_ratio, 0.0, 1.0)
-        check_count("model.init_args.num_val_samples", num_val_samples, 0)
+        check_settings({"learning_rate": learning_rate, "weight_decay": weight_decay, "min_lr_ratio": min_lr_ratio,
+                        "warmup_steps": warmup_steps, "num_val_samples": num_val_samples}, STAGE_NUMBERS, STAGE_COUNTS)
         if generation is not None:
             generation.check("model.init_args.generation", model.context_length())
         self.save_hyperparameters(ignore=[] if built_by_lightning_cli() else list(self.object_arguments))

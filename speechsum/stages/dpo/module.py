@@ -33,7 +33,8 @@ from speechsum.stages.dpo.reference_logprobs import (
     save_table,
     weights_fingerprint,
 )
-from speechsum.utils.arguments import ConfigError, check_number
+from speechsum.training.setting_bounds import CLASS_NUMBERS, check_settings
+from speechsum.utils.arguments import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,11 @@ class DPOModule(SpeechStageModule):
         if reference not in ("precomputed", "frozen_copy", "lora_disabled"):
             raise ConfigError(f"model.init_args.reference must be precomputed, frozen_copy or lora_disabled, "
                               f"got {reference!r}")
-        check_number("model.init_args.beta", beta, 0.0, low_open=True)
-        check_number("model.init_args.label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
+        check_settings({"beta": beta, "label_smoothing": label_smoothing, "rpo_alpha": rpo_alpha},
+                       CLASS_NUMBERS["DPOModule"])
         if loss_type == "ipo" and label_smoothing:  # the IPO loss has no labels to smooth: it was ignored silently
             raise ConfigError(f"model.init_args.label_smoothing ({label_smoothing}) is for loss_type: sigmoid; the ipo "
                               "loss has no labels to smooth: set label_smoothing: 0 or loss_type: sigmoid")
-        check_number("model.init_args.rpo_alpha", rpo_alpha, 0.0)
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.rpo_alpha = rpo_alpha
         self.reference = reference

@@ -35,7 +35,8 @@ from speechsum.models.sampling import check_decoding
 from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.kd.scoring_callback import KDRollout, TeacherScoringCallback
 from speechsum.stages.kd.teacher_base import Teacher, TeacherScores
-from speechsum.utils.arguments import ConfigError, check_number
+from speechsum.training.setting_bounds import CLASS_NUMBERS, check_settings
+from speechsum.utils.arguments import ConfigError
 from speechsum.utils.text_analysis import repetition_rate
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,9 @@ class OnPolicyKDModule(SpeechStageModule):
         **kwargs,
     ):
         super().__init__(model, **kwargs)
-        check_number("model.init_args.lmbda", lmbda, 0.0, 1.0)
-        check_number("model.init_args.beta", beta, 0.0, 1.0)
+        check_settings({"lmbda": lmbda, "beta": beta, "loss_temperature": loss_temperature},
+                       CLASS_NUMBERS["OnPolicyKDModule"])
         check_decoding("model.init_args.", max_new_tokens, temperature, top_p, model.context_length())
-        check_number("model.init_args.loss_temperature", loss_temperature, 0.0, low_open=True)
         if loss not in ("jsd", "forward_kl", "reverse_kl", "sampled_token"):
             raise ConfigError(f"model.init_args.loss: unknown loss {loss!r}")
         if not teacher.can_score and not (seq_kd and lmbda == 0.0):
