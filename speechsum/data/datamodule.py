@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, get_args
 
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 SPLITS = ("train", "val", "test", "predict")
+
+
+def check_data_sizes(settings: Mapping[str, Any]) -> None:
+    """A ``ConfigError`` naming ``data.NAME`` for the first batch/clip size or count in ``settings`` outside
+    its range (also ``speechsum pipeline``'s check when a run starts); ``max_batch_size`` and
+    ``max_audio_seconds`` may be null; names missing from ``settings`` are not checked."""
+    if "max_batch_seconds" in settings:
+        check_number("data.max_batch_seconds", settings["max_batch_seconds"], 0.0, low_open=True)
+    if settings.get("max_batch_size") is not None:
+        check_count("data.max_batch_size", settings["max_batch_size"], 1, " (or null: no cap)")
+    if "num_buckets" in settings:
+        check_count("data.num_buckets", settings["num_buckets"], 1)
+    if settings.get("max_audio_seconds") is not None:
+        check_number("data.max_audio_seconds", settings["max_audio_seconds"], 0.0, low_open=True,
+                     note=" (or null: the backbone's limit)")
+    if "num_workers" in settings:
+        check_count("data.num_workers", settings["num_workers"], 0)
 
 
 class SpeechSumDataModule(L.LightningDataModule):
@@ -116,14 +134,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         unknown = sorted(set(self.hf_splits) - set(SPLITS))
         if unknown:
             raise ConfigError(f"data.hf_splits: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
-        check_number("data.max_batch_seconds", max_batch_seconds, 0.0, low_open=True)
-        if max_batch_size is not None:
-            check_count("data.max_batch_size", max_batch_size, 1, " (or null: no cap)")
-        check_count("data.num_buckets", num_buckets, 1)
-        if max_audio_seconds is not None:
-            check_number("data.max_audio_seconds", max_audio_seconds, 0.0, low_open=True,
-                         note=" (or null: the backbone's limit)")
-        check_count("data.num_workers", num_workers, 0)
+        check_data_sizes({"max_batch_seconds": max_batch_seconds, "max_batch_size": max_batch_size,
+                          "num_buckets": num_buckets, "max_audio_seconds": max_audio_seconds, "num_workers": num_workers})
         check_choice("data.too_long_audio", too_long_audio, get_args(TooLong))
         check_choice("data.on_bad_example", on_bad_example, get_args(OnBadExample))
         self._explicit_hf_splits = set(hf_splits or ())

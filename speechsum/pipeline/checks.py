@@ -20,6 +20,7 @@ from speechsum.pipeline.config import (
     aligns,
     resolve_stage_config,
     section_options,
+    stage_base_file,
     stage_spec,
     trains_text_lms,
 )
@@ -109,8 +110,7 @@ def where(config: Mapping, stage: str, path: Path | str, keys: list[str]) -> str
         elif isinstance(node, Mapping) and key in node:
             node = node[key]
         else:
-            remote = stage == "kd" and section_options(config, "teacher")["mode"] != "inprocess"
-            base = spec["remote_config"] if remote else spec["config"]  # as resolve_stage_config picks it
+            base = stage_base_file(spec, stage, section_options(config, "teacher")["mode"])
             files = base if isinstance(base, str) else ", ".join(base)
             return f"{path}: {stage_label(stage)} (config {files}): "
     return f"{path}: {stage_label(stage)}.overrides."

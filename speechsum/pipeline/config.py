@@ -250,6 +250,14 @@ def stage_spec(config: dict, stage: str) -> dict:
     return {**defaults, **spec}
 
 
+def stage_base_file(spec: dict, stage: str, teacher_mode: str | None) -> str | list | None:
+    """The base config file(s) of a training stage: the KD stage reads ``remote_config`` when its
+    teacher is behind an endpoint (``serve`` or ``remote``), every stage ``config`` otherwise."""
+    if stage == "kd" and teacher_mode not in (None, "inprocess"):
+        return spec["remote_config"]
+    return spec.get("config")
+
+
 def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = False,
                          teacher: dict | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
     """The Lightning config of a training stage, ready for ``speechsum fit`` (module docstring).
@@ -257,9 +265,7 @@ def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = 
     ``teacher`` (KD only): ``{"mode": "inprocess"|"serve"|"remote", "base_url", "model",
     "api_key_env"}`` as the runner decided it (for ``serve`` with the actual port)."""
     spec = stage_spec(config, stage)
-    base_file = spec.get("config")
-    if stage == "kd" and teacher and teacher["mode"] != "inprocess":
-        base_file = spec["remote_config"]
+    base_file = stage_base_file(spec, stage, teacher["mode"] if teacher else None)
     if not base_file:
         raise ValueError(f"stage {stage}: no base config (set `config:` for it in the pipeline YAML)")
     run = str(run_dir)

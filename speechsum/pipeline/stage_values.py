@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from speechsum.data.datamodule import check_data_sizes
 from speechsum.models.sampling import check_decoding
 from speechsum.training.setting_bounds import (
     CLASS_NUMBERS,
@@ -19,12 +20,10 @@ from speechsum.training.setting_bounds import (
     check_settings,
 )
 from speechsum.training.trainer_settings import check_trainer_settings
-from speechsum.utils.arguments import check_count, check_number
+from speechsum.utils.arguments import check_count
 
 # the stage modules' own bounds, with a learning rate of 0 refused too (the stage would train nothing)
 MODEL_NUMBERS: dict[str, Bounds] = {**STAGE_NUMBERS, "learning_rate": (0.0, math.inf, True, False)}
-DATA_NUMBERS = {"max_batch_seconds": (0.0, math.inf, True, False)}
-DATA_COUNTS = {"max_batch_size": 1, "num_buckets": 1, "num_workers": 0}
 
 
 def check_steps(name: str, value: Any) -> None:
@@ -52,10 +51,4 @@ def check_stage_values(resolved: Mapping) -> None:
     if isinstance(generation, Mapping):
         check_decoding("model.init_args.generation.", generation.get("max_new_tokens", 128),
                        generation.get("temperature", 1.0), generation.get("top_p", 1.0))
-    data = resolved.get("data") or {}
-    for key, (low, high, low_open, high_open) in DATA_NUMBERS.items():
-        if data.get(key) is not None:
-            check_number(f"data.{key}", data[key], low, high, low_open, high_open)
-    for key, low in DATA_COUNTS.items():
-        if data.get(key) is not None:
-            check_count(f"data.{key}", data[key], low, " (or null)" if key == "max_batch_size" else "")
+    check_data_sizes(resolved.get("data") or {})

@@ -141,7 +141,9 @@ def test_the_kd_stage_is_checked_with_the_teacher_it_will_get(mode, tmp_path):
      "stages.sft.overrides.model.init_args.model.init_args.projector: expected one of 'mlp', 'ctc', got 'linear': "
      "give one of 'mlp', 'ctc'"),
     (edited("sft", "data", max_batch_size=0),
-     "stages.sft.overrides.data.max_batch_size must be at least 1 (or null), got 0"),
+     "stages.sft.overrides.data.max_batch_size must be at least 1 (or null: no cap), got 0"),
+    (edited("sft", "data", max_audio_seconds=-1),
+     "stages.sft.overrides.data.max_audio_seconds must be a number above 0 (or null: the backbone's limit), got -1.0"),
     (edited("sft", "trainer", accumulate_grad_batches=-2),
      "stages.sft.overrides.trainer.accumulate_grad_batches must be at least 1, got -2"),
 ])
