@@ -81,6 +81,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", action="append", default=[], metavar="NAME",
                    help=f"splits to take from --benchmark-dir (default: those of {', '.join(DEFAULT_SPLITS)} present)")
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per system)")
+    d.add_argument("--encode-only", action="store_true",
+                   help="only write the student systems' frozen-encoder frames of every test clip to their feature "
+                   "cache (model.init_args.feature_cache), batched as the evaluation batches them, and stop: nothing "
+                   "is generated or scored; <out>/features.json counts the clips encoded and already cached. Later "
+                   "evaluations of students with the same frozen encoder read the frames instead of encoding "
+                   "(the pipeline's `features` stage)")
     d.add_argument("--on-bad-example", choices=("error", "skip"), default="error",
                    help="a bad manifest line or audio that fails to read: error: stop (the default), or skip: skip it, log it and "
                    "list it under `skipped` in metrics.json (never scored)")
@@ -234,8 +240,42 @@ def apply_system_splits(specs: list, options: list[str], manifests: dict[str, Pa
             raise SystemExit(f"speechsum evaluate: {err}") from err
 
 
+def options_from_args(args: argparse.Namespace):
+    """The :class:`~speechsum.evaluation.evaluate.EvalOptions` of ``speechsum evaluate``'s arguments."""
+    from speechsum.evaluation.evaluate import EvalOptions
+
+    return EvalOptions(
+        out=args.out, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+        top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
+        seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache, asr_dtype=args.asr_dtype,
+        on_bad_example=args.on_bad_example,
+    )
+
+
+def encode_main(specs: list, manifests: dict[str, Path], options, out: Path) -> None:
+    """``--encode-only``: every student's feature cache filled (:mod:`speechsum.evaluation.encode`),
+    ``<out>/features.json`` written, one line per system printed."""
+    from speechsum.evaluation.encode import encode_system
+
+    others = [f"{spec.name} ({spec.kind})" for spec in specs if spec.kind != "student"]
+    if others:
+        raise SystemExit(f"speechsum evaluate: --encode-only takes student systems only (speech LLMs whose frozen "
+                         f"encoder reads a feature cache), not {', '.join(others)}")
+    summaries = [encode_system(spec, manifests, options) for spec in specs]
+    write_atomic(out / "features.json", json.dumps(summaries, indent=2) + "\n")
+    for summary in summaries:
+        if "skipped" in summary:
+            print(f"{summary['system']}: nothing encoded: {summary['skipped']}")
+            continue
+        encoded = sum(split["clips_encoded"] for split in summary["splits"].values())
+        cached = sum(split["clips_cached"] for split in summary["splits"].values())
+        print(f"{summary['system']}: {encoded} clips encoded, {cached} already cached, in {summary['cache']} "
+              f"({summary['seconds']:.0f} s)")
+
+
 def evaluate_main(argv: list[str]) -> None:
-    from speechsum.evaluation.evaluate import EvalOptions, evaluate
+    from speechsum.evaluation.evaluate import evaluate
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
@@ -263,6 +303,9 @@ def evaluate_main(argv: list[str]) -> None:
     manifests = _manifests(args)
     apply_system_splits(specs, args.system_splits, manifests)
     out = Path(args.out)
+    if args.encode_only:
+        encode_main(specs, manifests, options_from_args(args), out)
+        return
     metrics = args.metrics.split(",") if args.metrics else ["rouge", "bertscore", "fact_judge"]
     if args.judge_model and "llm_judge" not in metrics and not args.metrics:
         metrics.append("llm_judge")
@@ -275,13 +318,7 @@ def evaluate_main(argv: list[str]) -> None:
                             timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
-    options = EvalOptions(
-        out=str(out), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
-        top_p=args.top_p, batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
-        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
-        seed=args.seed, num_resamples=args.bootstrap_resamples, asr_cache=args.asr_cache, asr_dtype=args.asr_dtype,
-        on_bad_example=args.on_bad_example,
-    )
+    options = options_from_args(args)
     drop_summary_rows(out / "summary.csv", {spec.name for spec in specs})
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:

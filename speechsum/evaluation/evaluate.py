@@ -131,7 +131,8 @@ def parse_manifest_arg(text: str) -> tuple[str, Path]:
     return split, Path(path)
 
 
-def _trainer(options: EvalOptions) -> L.Trainer:
+def predict_trainer(options: EvalOptions) -> L.Trainer:
+    """The Lightning trainer of every predict loop here (no logger, no checkpoints)."""
     kwargs = dict(
         accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,
         logger=False, enable_checkpointing=False, enable_model_summary=False,
@@ -192,6 +193,17 @@ def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions,
     """This rank's predictions ``{id, prediction, truncated, num_tokens}`` for ``manifest`` (all of
     them in a single process), and the lines skipped (``options.on_bad_example``) at load or read;
     ``examples``: the manifest's, loaded and checked already (then only read-time skips are new)."""
+    datamodule = predict_datamodule(model, manifest, options, examples)
+    outputs = predict_trainer(options).predict(GenerationModule(model, options.generation), datamodule=datamodule)
+    rows = list({row["id"]: row for batch in outputs or [] for row in batch}.values())
+    return rows, datamodule.skipped.get("predict", [])
+
+
+def predict_datamodule(model: SpeechLLM, manifest: Path, options: EvalOptions,
+                       examples: list[Example] | None = None) -> SpeechSumDataModule:
+    """The data module every system's predict loop reads ``manifest`` through: manifest order, at
+    most ``options.batch_size`` examples and ``options.max_batch_seconds`` of audio per batch.
+    ``examples``: the manifest's, loaded and checked already (:func:`load_split`)."""
     datamodule = SpeechSumDataModule(
         predict_manifest=str(manifest), max_batch_seconds=options.max_batch_seconds,
         max_batch_size=options.batch_size, num_buckets=1, require_transcript=_reads_transcripts(model),
@@ -200,9 +212,16 @@ def generate_split(model: SpeechLLM, manifest: Path, options: EvalOptions,
     datamodule.processor = model.processor
     if examples is not None:
         datamodule.checked_examples["predict"] = examples  # not parsed and its audio probed a second time
-    outputs = _trainer(options).predict(GenerationModule(model, options.generation), datamodule=datamodule)
-    rows = list({row["id"]: row for batch in outputs or [] for row in batch}.values())
-    return rows, datamodule.skipped.get("predict", [])
+    return datamodule
+
+
+def load_split(spec: SystemSpec, manifest: Path, model: SpeechLLM, options: EvalOptions) -> tuple[list[Example], list[SkippedLine]]:
+    """The examples of ``manifest`` that ``spec`` is evaluated on (each with a reference summary;
+    with the reference transcript for a text LM) and the lines skipped (``options.on_bad_example``)."""
+    needs_transcript = _reads_transcripts(model) and spec.kind != "cascade"  # a cascade reads Whisper's
+    return load_manifest(manifest, require_summary=True, require_transcript=needs_transcript,
+                         allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
+                         reserved_text=model.processor.reserved_text)
 
 
 def _reads_transcripts(model: SpeechLLM) -> bool:
@@ -222,10 +241,7 @@ def _split_rows(spec: SystemSpec, split: str, manifest: Path, model: SpeechLLM, 
                 transcribers: dict, first_index: int) -> tuple[list[dict], list[dict], list[dict]]:
     """(info rows of every example of the split, this rank's generated rows joined with their info,
     the skipped lines ``{split, line, reason}`` this rank knows of)."""
-    needs_transcript = _reads_transcripts(model) and spec.kind != "cascade"  # a cascade reads Whisper's
-    examples, skipped = load_manifest(manifest, require_summary=True, require_transcript=needs_transcript,
-                                      allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
-                                      reserved_text=model.processor.reserved_text)
+    examples, skipped = load_split(spec, manifest, model, options)
     source = manifest
     if spec.kind == "cascade":
         if spec.asr_model not in transcribers:

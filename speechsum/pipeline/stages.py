@@ -273,6 +273,37 @@ def write_students_summary(folder: Path) -> None:
     write_atomic(folder / "summary.csv", summary_csv(results))
 
 
+def test_manifest_args(ctx, out: Path, limit: int | None) -> list[str]:
+    """``--manifest NAME=PATH`` for every test split, each the first ``limit`` examples of the split
+    written to ``out/manifests/NAME.jsonl`` (the same subsets for every stage that asks)."""
+    args = []
+    for name, source in manifests(ctx)["tests"].items():
+        subset = out / "manifests" / f"{name}.jsonl"
+        subset_manifest(source, subset, limit)
+        args += ["--manifest", f"{name}={subset}"]
+    return args
+
+
+def run_features(ctx) -> list[Path]:
+    """``speechsum evaluate --encode-only`` with the first evaluated student stage's model (built from
+    its resolved config, no trained weights: only its frozen encoder is run) on the test subsets the
+    student evaluations read, into RUN/features/: every test clip's encoder frames go to the feature
+    cache once, and the student evaluations (two of them side by side) read them instead of each
+    encoding the clips. Batched as they batch, so their predictions do not change."""
+    opts = section_options(ctx.config, "evaluate")
+    students = [name for name in opts["systems"] if name in STUDENT_SYSTEMS]
+    if not students:
+        ctx.note(f"{ctx.stage}: no student among evaluate.systems; nothing to encode")
+        return []
+    out = ctx.run_dir / ctx.stage
+    student = out / f"{students[0]}_config.yaml"
+    write_atomic(student, yaml.safe_dump(resolve_stage_config(ctx.config, students[0], ctx.run_dir), sort_keys=False))
+    command = [*SPEECHSUM, "evaluate", "--encode-only", "--out", str(out), "--batch-size", str(opts["batch_size"]),
+               *test_manifest_args(ctx, out, opts["examples_per_split"]), "--system", f"student:features:{student}"]
+    ctx.run(command + [str(a) for a in opts["args"]])
+    return [out / "features.json"]
+
+
 def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[Path]:
     """``speechsum evaluate`` of the wanted systems among ``rows`` on every test split
     (``examples_per_split`` each) into ``RUN/<folder>/`` (default ``RUN/<stage>/``): the ``baselines``
@@ -291,11 +322,7 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
             write_students_summary(out)  # without this stage's row (deleted before it ran)
         return []
     command = [*SPEECHSUM, "evaluate", "--out", str(out), "--max-new-tokens", str(opts["max_new_tokens"]),
-               "--batch-size", str(opts["batch_size"])]
-    for name, source in manifests(ctx)["tests"].items():
-        subset = out / "manifests" / f"{name}.jsonl"
-        subset_manifest(source, subset, opts["examples_per_split"])
-        command += ["--manifest", f"{name}={subset}"]
+               "--batch-size", str(opts["batch_size"]), *test_manifest_args(ctx, out, opts["examples_per_split"])]
     metrics = opts["metrics"]
     if judge["kind"] == "openai":
         metrics = ",".join(dict.fromkeys([*metrics.split(","), "llm_judge"]))

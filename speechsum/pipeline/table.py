@@ -18,6 +18,7 @@ from speechsum.pipeline.stages import (
     report_outputs,
     run_benchmark,
     run_evaluate,
+    run_features,
     run_fit,
     run_kd,
     run_pairs,
@@ -153,10 +154,11 @@ class StageTable:
 
 def student_evaluation(name: str, system: str, after: str) -> Stage:
     """The stage that evaluates the student after ``after`` (row ``system``, in ``RUN/evaluate/``) as
-    soon as that student exists, in a lane the training chain leaves free."""
+    soon as that student exists, in a lane the training chain leaves free, once ``features`` has
+    encoded the test audio (when it runs)."""
     return Stage(name, (system,), partial(run_evaluate, rows=(system,), folder=STUDENTS_FOLDER),
                  f"evaluate the student after {after}", outputs=partial(student_row, system=system),
-                 reads=("evaluate", "judge"))
+                 reads=("evaluate", "judge"), after=("features",))
 
 
 PIPELINE = StageTable([
@@ -167,6 +169,9 @@ PIPELINE = StageTable([
           reads=("stages.align",)),
     Stage("text_teacher", ("benchmark",), run_fit, "train the text teacher", resumes=True,
           reads=("text_lms.teacher",)),
+    Stage("features", ("text_lm",), run_features,
+          "encode the test audio once for the student evaluations (frozen-encoder feature cache)",
+          reads=("evaluate", "stages.sft")),
     Stage("baselines", ("text_lm", "text_teacher"), partial(run_evaluate, rows=BASELINE_SYSTEMS),
           "evaluate the text teacher, the backbone and the ASR cascade", reads=("evaluate", "judge")),
     Stage("sft", ("align",), run_fit, "supervised fine-tuning of the speech student", resumes=True,

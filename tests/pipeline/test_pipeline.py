@@ -330,16 +330,18 @@ def test_from_and_until_take_comma_lists_and_evaluate_means_every_student_evalua
 
 
 def test_the_stage_table_lists_every_stage_after_what_it_needs():
-    assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "baselines", "sft", "kd", "pairs",
+    assert STAGES == ("benchmark", "text_lm", "align", "text_teacher", "features", "baselines", "sft", "kd", "pairs",
                       "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report")
     assert PIPELINE.downstream("text_lm") == [s for s in STAGES if s not in ("benchmark", "text_lm", "text_teacher")]
     assert PIPELINE.upstream("sft") == {"benchmark", "text_lm", "align"}  # not the teacher
     assert [s.name for s in PIPELINE if s.resumes] == list(TRAINING_STAGES)
-    assert PIPELINE.label("align") == "[3/13] align"
+    assert PIPELINE.label("align") == "[3/14] align"
     # the scheduler's priority: the longest chain of stages still to come (kd before evaluate_sft),
     # counting the stages that wait for it (dpo waits for the evaluations without reading them)
-    assert {s: PIPELINE.chain(s) for s in ("text_lm", "text_teacher", "kd", "baselines", "evaluate_sft", "report")} \
-        == {"text_lm": 8, "text_teacher": 6, "kd": 5, "baselines": 4, "evaluate_sft": 4, "report": 1}
+    # features (5) before baselines (4): the evaluations, which wait for it, are on more chains' way
+    assert {s: PIPELINE.chain(s) for s in ("text_lm", "text_teacher", "features", "kd", "baselines", "evaluate_sft",
+                                           "report")} \
+        == {"text_lm": 8, "text_teacher": 6, "features": 5, "kd": 5, "baselines": 4, "evaluate_sft": 4, "report": 1}
     assert PIPELINE.upstream("dpo") == {"benchmark", "text_lm", "align", "text_teacher", "sft", "kd", "pairs"}
     first = PIPELINE.epilog().splitlines()[:3]
     assert first == ["  benchmark     build the bundled benchmark, the text corpus and the tokenizer",
@@ -366,7 +368,7 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     run = tmp_path / "run"
     out = run_pipeline(run)
     for number, stage in enumerate(STAGES, start=1):
-        assert f"[{number}/13] {stage} … done in " in out
+        assert f"[{number}/14] {stage} … done in " in out
     # benchmark, text LMs (HF directories), the aligned projector, student checkpoints, pairs
     for split in ("train", "val", "test", "test_unseen", "test_xling"):
         assert (run / "data" / f"{split}.jsonl").stat().st_size > 0
@@ -406,7 +408,7 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     assert set(stages) == set(STAGES) and all(s["status"] == "ran" for s in stages.values())
     assert summary["peak_child_rss_gib"] > 0.1 and summary["peak_rss_at_once_gib"] >= summary["peak_child_rss_gib"]
     assert stages["text_teacher"]["start_s"] < stages["text_lm"]["end_s"]  # the two lanes ran at once
-    assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]
+    assert stages["features"]["start_s"] < stages["sft"]["end_s"]  # beside the training chain
     assert summary["wall_s"] < summary["stages_s"]
     markers = {stage: read_marker(run, stage) for stage in STAGES}
     assert all(m and m["commands"] for m in markers.values())
@@ -417,7 +419,7 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     started = time.monotonic()
     out = run_pipeline(run)
     assert time.monotonic() - started < 30
-    assert out.count("complete, skipped") == 13 and "running" not in out
+    assert out.count("complete, skipped") == 14 and "running" not in out
     assert {stage: marker_path(run, stage).stat().st_mtime_ns for stage in STAGES} == first
     assert {p: p.stat().st_mtime_ns for p in (run / "logs").glob("*.log")} == logs
 
@@ -426,7 +428,7 @@ def test_tiny_pipeline_end_to_end_then_resume_then_from_dpo(tmp_path):
     out = run_pipeline(run, "--from", "dpo")
     rerun = {stage for stage in STAGES if marker_path(run, stage).stat().st_mtime_ns != first[stage]}
     assert rerun == {"dpo", "evaluate_dpo", "report"}
-    assert out.count("complete, skipped") == 10 and "[11/13] dpo … done in" in out
+    assert out.count("complete, skipped") == 11 and "[12/14] dpo … done in" in out
     assert {p: p.stat().st_mtime_ns for p in rows if p.parent.name != "dpo"} == {
         p: t for p, t in rows.items() if p.parent.name != "dpo"}
     assert {row.split(",")[0] for row in (run / "evaluate" / "summary.csv").read_text().splitlines()[1:]} == {

@@ -48,7 +48,7 @@ def test_a_stage_whose_outputs_were_deleted_runs_again_with_what_is_built_on_it(
     capsys.readouterr()
     summary = run_in_process(run, table)
     assert ran(summary) == ["sft", "kd", "pairs", "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report"]
-    assert f"[6/13] sft … runs again: its output {run}/sft/out.txt is gone\n" in capsys.readouterr().out
+    assert f"[7/14] sft … runs again: its output {run}/sft/out.txt is gone\n" in capsys.readouterr().out
     assert (run / "sft" / "out.txt").read_text() == "done"
     assert ran(run_in_process(run, table)) == []  # everything is there again
 

@@ -160,7 +160,7 @@ def test_a_killed_fit_stage_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
     started = time.monotonic()
     out = finish(pipeline(config, killed))
     rerun_s = time.monotonic() - started
-    assert "[1/13] benchmark … complete, skipped" in out
+    assert "[1/14] benchmark … complete, skipped" in out
     assert f"[text_lm] resuming from {killed}/text_lm/" in out
     assert "Restoring states from the checkpoint path" in (killed / "logs" / "text_lm.log").read_text()
     assert not (killed / "text_lm" / "resume").exists()  # complete: the resume checkpoints are gone

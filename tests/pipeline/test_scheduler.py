@@ -161,7 +161,7 @@ def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
     assert str(run / "logs" / "text_teacher.log") in str(error.value)
     assert not alive(int((pids / "text_lm").read_text()))
     out = capsys.readouterr().out
-    assert "[4/13] text_teacher … FAILED" in out and "[2/13] text_lm … stopped" in out
+    assert "[4/14] text_teacher … FAILED" in out and "[2/14] text_lm … stopped" in out
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
 
     summary = run_in_process(run, stand_in_stages(pids))
@@ -243,7 +243,7 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
         children = [int((pids / name).read_text()) for name in ("text_lm", "text_teacher")]
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
-        assert "[2/13] text_lm … running" in out and "text_lm … done" not in out
+        assert "[2/14] text_lm … running" in out and "text_lm … done" not in out
         assert process.returncode == 128 + signal.SIGTERM
         assert not any(alive(pid) for pid in children)
     finally:
