@@ -23,7 +23,9 @@ trained only on labeled transcripts cannot read what a speech student hears (doc
 The extra lines join the benchmark's real ``train.jsonl`` lines in ``OUT/train.jsonl``;
 ``OUT/val.jsonl`` is the benchmark's val split. Every line's ``audio`` points at the real clip
 (benchmark lines) or at one short silent WAV (text-only lines): manifests stay valid, and text LMs
-never decode audio anyway.
+never decode audio anyway. A text-only line's ``duration`` is that WAV's length, 0.1 s, what loading
+measures (before 2026-12-07 it was a nominal spoken length, 2.5 words/s, which every text LM stage
+warned about as a line naming the wrong file).
 
     speechsum benchmark textcorpus --data BENCH_DIR --out DIR [--documents N] [--unseen-share F] [--xling-share F]
                                    [--unlabeled-share F]
@@ -48,7 +50,9 @@ from speechsum.utils.arguments import at_least
 from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SILENCE = "silence.wav"
-WORDS_PER_SECOND = 2.5  # nominal duration of a text-only document, for its manifest line
+SILENCE_RATE = 16000
+SILENCE_FRAMES = 1600
+SILENCE_SECONDS = SILENCE_FRAMES / SILENCE_RATE  # the silent WAV's length: the text-only lines' 'duration'
 
 
 def _absolute_audio(record: dict, bench: Path) -> dict:
@@ -107,9 +111,11 @@ def _check_shares(unseen_share: float, xling_share: float, unlabeled_share: floa
 
 
 def text_records(documents: int, instructions: int, seed: int, audio: str, world: str = "full",
-                 unseen_share: float = 0.0, xling_share: float = 0.0, unlabeled_share: float = 0.0) -> list[dict]:
+                 unseen_share: float = 0.0, xling_share: float = 0.0, unlabeled_share: float = 0.0,
+                 audio_seconds: float = SILENCE_SECONDS) -> list[dict]:
     """``documents`` text-only documents of ``world`` × ``instructions`` manifest records each
-    (languages and phrasing drawn by :func:`document_kind`, speaker labels by :func:`is_unlabeled`)."""
+    (languages and phrasing drawn by :func:`document_kind`, speaker labels by :func:`is_unlabeled`),
+    each naming ``audio``, whose length ``audio_seconds`` is its ``duration``."""
     _check_shares(unseen_share, xling_share, unlabeled_share)
     records = []
     for index in tqdm(range(documents), desc="text-only documents", unit="doc"):
@@ -117,8 +123,7 @@ def text_records(documents: int, instructions: int, seed: int, audio: str, world
         _, genre = doc_language_and_genre("train", index)
         lang, unseen = document_kind(seed, index, unseen_share, xling_share)
         doc = generate_document(doc_id, "train", seed, genre, lang, unseen=unseen, world=world)
-        duration = len(doc.transcript().split()) / WORDS_PER_SECOND
-        doc_records = make_records(doc, seed, instructions, audio, duration, unseen=unseen)
+        doc_records = make_records(doc, seed, instructions, audio, audio_seconds, unseen=unseen)
         if is_unlabeled(seed, index, unlabeled_share):
             for record in doc_records:
                 record["transcript"] = spoken_text(record["transcript"], strip_speaker_labels=True)
@@ -138,7 +143,7 @@ def write_text_corpus(bench: str | Path, out: str | Path, documents: int = 12000
     out = Path(out)
 
     def write(tmp: Path) -> None:
-        sf.write(tmp / SILENCE, np.zeros(1600, np.float32), 16000)
+        sf.write(tmp / SILENCE, np.zeros(SILENCE_FRAMES, np.float32), SILENCE_RATE)
         extra = text_records(documents, instructions, seed, str((out / SILENCE).resolve()), world,
                              unseen_share, xling_share, unlabeled_share)
         for name, records in (("train", train + extra), ("val", val)):

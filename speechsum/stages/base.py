@@ -26,6 +26,7 @@ from speechsum.models.checkpoint import (
     require_rebuildable,
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.utils.denormals import flush_denormals
@@ -114,6 +115,7 @@ class SpeechStageModule(L.LightningModule):
         self._reset_window()
         self._init_weights: set[str] = set()  # state-dict keys loaded from init_from, kept in checkpoints
         self._resumed_rng_states: dict[str, Any] | None = None  # set by a resume, used at its first step
+        self._eval_mode_notice = FrozenEvalModeNotice()  # Lightning's warning about the frozen parts' eval mode
         if init_from:
             self.load_weights(init_from)
 
@@ -129,6 +131,17 @@ class SpeechStageModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Trainer-driven runs (the CLI, notebooks) flush subnormal floats: utils/denormals.py."""
         flush_denormals()
+
+    def on_fit_start(self) -> None:
+        """The frozen parts' modules stay in eval mode as loaded: said in one line, not as Lightning's
+        warning that they may lead to unexpected behaviour (:mod:`speechsum.training.eval_mode`)."""
+        self._eval_mode_notice.start(self)
+
+    def on_train_start(self) -> None:
+        self._eval_mode_notice.stop()
+
+    def teardown(self, stage: str) -> None:
+        self._eval_mode_notice.stop()
 
     # -- weights and checkpoints --------------------------------------------------------------
     def load_weights(self, path: str) -> None:

@@ -145,3 +145,20 @@ def test_the_cli_never_replaces_a_file_or_a_folder_it_did_not_write(toy_data, tm
     for _ in range(2):  # an earlier text corpus is replaced
         main(["--data", str(data), "--out", str(tmp_path / "corpus"), "--documents", "2"])
     assert (tmp_path / "corpus" / "train.jsonl").is_file()
+
+
+def test_the_corpus_loads_without_a_duration_warning(toy_data, tmp_path, caplog):
+    """Its text-only lines gave a nominal spoken length (2.5 words/s, e.g. 44.8 s) for a 0.1 s silent WAV:
+    every text LM stage warned that all 12,000 of them named the wrong file."""
+    import logging
+
+    from speechsum.data.manifest import load_manifest
+
+    out = write_text_corpus(toy_data["train"].parent, tmp_path / "corpus", documents=5, instructions=2, seed=1)
+    extra = [json.loads(line) for line in (out / "train.jsonl").open() if '"lmtext-' in line]
+    assert len(extra) == 10 and {(r["audio"], r["duration"]) for r in extra} == {(str(out / "silence.wav"), 0.1)}
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.manifest"):
+        examples, skipped = load_manifest(out / "train.jsonl", require_summary=True, require_transcript=True)
+    assert (len(examples), skipped, caplog.records) == (24 + 10, [], [])
+    assert {e.duration for e in examples if e.id.startswith("lmtext-")} == {0.1}
+    assert all(e.stated_duration is None for e in examples)
