@@ -6,6 +6,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def hide_upstream_notices() -> None:
+    """Leave out of every command's output one warning about a library's own code, not the user's
+    run: Lightning 2.6's ``_pytree`` builds torch's deprecated ``LeafSpec`` on every Trainer call,
+    so torch ≥ 2.10 warned in every fit and evaluate log (Lightning-AI/pytorch-lightning#21326).
+    Matched by message, category and the module that raises it: the same warning from any other
+    code is still shown."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a command. Ctrl-C or SIGTERM ends it with one line and exit code 128 + the signal
     (130, 143), not a traceback; ``speechsum fit`` keeps Lightning's own handling of both, with these
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] in TOOLS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, raise_terminated)  # Lightning's Trainer adds its own handler to it
     die_with_parent()
+    hide_upstream_notices()
     try:
         _main(args, argv)
     except KeyboardInterrupt:

@@ -125,3 +125,21 @@ def test_an_output_folder_where_nothing_can_be_created_is_refused_first(capsys, 
     err = capsys.readouterr().err
     assert f"error: {option} {argv[-1]}: cannot create a file in /proc (No such file or directory); give a path in a " \
            "folder you can write\n" in err
+
+
+def test_lightnings_own_leafspec_deprecation_is_left_out_and_the_same_warning_elsewhere_is_not():
+    """torch ≥ 2.10 warns about Lightning 2.6's own pytree code on every Trainer call: hidden by
+    message, category and raising module only (speechsum.cli.hide_upstream_notices)."""
+    import warnings
+
+    from speechsum.cli import hide_upstream_notices
+
+    message = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()` instead."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hide_upstream_notices()
+        for module in ("lightning.pytorch.utilities._pytree", "my_project.trees"):
+            warnings.warn_explicit(message, FutureWarning, "x.py", 1, module=module)
+        warnings.warn_explicit("another FutureWarning", FutureWarning, "x.py", 2,
+                               module="lightning.pytorch.utilities._pytree")
+    assert [(str(w.message)[:40], w.lineno) for w in caught] == [(message[:40], 1), ("another FutureWarning", 2)]
