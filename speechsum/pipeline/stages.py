@@ -295,9 +295,16 @@ def run_features(ctx) -> list[Path]:
     if not students:
         ctx.note(f"{ctx.stage}: no student among evaluate.systems; nothing to encode")
         return []
+    resolved = resolve_stage_config(ctx.config, students[0], ctx.run_dir)
+    backbone = (((resolved.get("model") or {}).get("init_args") or {}).get("model") or {}).get("init_args") or {}
+    if not backbone.get("feature_cache") or (backbone.get("policy") or {}).get("train_encoder"):
+        # not built to find out: a native backbone (Phi-4-multimodal, Qwen2-Audio) takes minutes to load
+        ctx.note(f"{ctx.stage}: the {students[0]} student reads no feature cache (model.init_args.model.init_args."
+                 "feature_cache unset, or its encoder trains); nothing to encode ahead")
+        return []
     out = ctx.run_dir / ctx.stage
     student = out / f"{students[0]}_config.yaml"
-    write_atomic(student, yaml.safe_dump(resolve_stage_config(ctx.config, students[0], ctx.run_dir), sort_keys=False))
+    write_atomic(student, yaml.safe_dump(resolved, sort_keys=False))
     command = [*SPEECHSUM, "evaluate", "--encode-only", "--out", str(out), "--batch-size", str(opts["batch_size"]),
                *test_manifest_args(ctx, out, opts["examples_per_split"]), "--system", f"student:features:{student}"]
     ctx.run(command + [str(a) for a in opts["args"]])
