@@ -513,4 +513,3 @@ def test_a_pipeline_yaml_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes("benchmark: {size: tiny}  # café\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not UTF-8 text \(byte b'\\xe9' at offset \d+\)"):
         load_pipeline_config(path)
-
