@@ -41,6 +41,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.chat_json import check_not_all_refused
+from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
     check_input_file,
     check_not_an_input,
@@ -279,6 +280,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
     if args.cache:
         check_output_path(args.cache, "--cache", folder=True)
+    if args.device:  # torch.device("tpu9") or CUDA on a machine without one: a traceback after the model loaded
+        check_device(args.device)
     judge = judge or build_judge(args)
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai",
                                       on_bad_example=getattr(args, "on_bad_example", "error"))

@@ -293,3 +293,19 @@ def test_an_out_that_is_the_input_manifest_is_refused_before_sampling(student, t
             assert info.value.code == 2 and (f"speechsum pairs: error: --out {out} is the --manifest file: the output "
                                              "would replace that input; give another --out path") in err
     assert manifest.read_text() == original and not (tmp_path / "val.jsonl.cache").exists()
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("tpu9", "--device 'tpu9' is not a torch device"),
+    ("cuda:7", "--device cuda:7: "),
+])
+def test_a_bad_device_is_named_before_the_checkpoint_is_loaded(tmp_path, toy_data, device, message):
+    """It was a RuntimeError/AssertionError traceback from torch, after the model had been loaded."""
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    argv = ["--ckpt", str(tmp_path / "never-loaded.ckpt"), "--config", "none.yaml", "--manifest", str(toy_data["val"]),
+            "--out", str(tmp_path / "pairs.jsonl"), "--device", device]
+    with pytest.raises(ValueError) as info:
+        run_pairs(build_parser().parse_args(argv))
+    assert str(info.value).startswith(message)
+    assert not (tmp_path / "pairs.jsonl.cache").exists()

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+FORMAT = "speechsum-eval/1"  # what speechsum.evaluation.evaluate writes as metrics.json's `format`
 ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
 STAGE_ORDER = ("base", "sft", "kd", "dpo")
 
@@ -20,6 +21,9 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
         if unfinished and files != [run_dir / "metrics.json"]:  # was left out silently: the next row became "previous"
             raise ValueError(f"{unfinished[0]}: predictions.jsonl but no metrics.json: its `speechsum evaluate` did "
                              "not finish (stopped, or still running); run it again, or remove the folder")
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir}: " + ("a file, not a run folder" if run_dir.exists() else "no such folder")
+                                    + "; give the folder `speechsum evaluate --out` wrote, or one system's folder in it")
         if not files:
             raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
         for file in files:
@@ -33,6 +37,10 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
             if not isinstance(system, dict) or not isinstance(system.get("name"), str) or not isinstance(run.get("results"), dict):
                 raise ValueError(f"{file}: not a `speechsum evaluate` metrics.json (needs an object with "
                                  "`system.name` and `results`)")
+            if run.get("format", FORMAT) != FORMAT:  # another version's layout: its numbers would be misread
+                raise ValueError(f"{file}: format {run['format']!r}, not {FORMAT!r}, the one this speechsum reads; "
+                                 "evaluate the system again with this version (or report it with the version that "
+                                 "wrote it)")
             runs.append(run | {"_path": str(file.parent)})
     names = [run["system"]["name"] for run in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
