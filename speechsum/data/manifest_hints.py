@@ -65,7 +65,10 @@ def layout_hint(line: str) -> str:
     """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
     object followed by a comma (a JSON array's items), an object after the array's opening bracket or
     before its closing one, or a line holding only a bracket (an array or object spread over several
-    lines)."""
+    lines), or NUL bytes (binary data, or a file a crash padded with zeros)."""
+    if "\0" in line:
+        return (f": it holds NUL bytes (the first at character {line.index(chr(0)) + 1}), which no JSON text has: the "
+                "file holds binary data there (e.g. zeros a crash or a full disk left); rewrite the line, or delete it")
     if line.endswith(",") and _is_object(line[:-1]):
         return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
     if (line.startswith("[") or line.endswith("]")) and _is_object(line.lstrip("[").rstrip(",]").strip()):
@@ -86,9 +89,12 @@ def _is_object(text: str) -> bool:
 
 
 def array_hint(record: object) -> str:
-    """What to do when a line holds a JSON array of objects (a whole JSON file on one line); else ""."""
+    """What to do when a line holds JSON that is no object: for an array of objects (a whole JSON file
+    on one line), convert the file; for anything else (a number, a string, a list), write the line's
+    example as an object."""
     if not (isinstance(record, list) and record and all(isinstance(item, dict) for item in record)):
-        return ""
+        return ('; each line is one JSON object, e.g. {"id": "call-1", "audio": "call-1.wav", "instruction": '
+                '"Summarise the call"}: write this line as one, or delete it')
     return (f": a JSON array of {len(record)} objects on one line; JSON Lines has one object per line (convert it, "
             "e.g. jq -c '.[]' FILE > FILE.jsonl)")
 

@@ -43,6 +43,10 @@ def root(tmp_path: Path) -> Path:
     return folder
 
 
+OBJECT_ADVICE = ('; each line is one JSON object, e.g. {"id": "call-1", "audio": "call-1.wav", "instruction": '
+                 '"Summarise the call"}: write this line as one, or delete it')
+
+
 def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
     """(bad line, load_manifest kwargs, exact reason) for each bad-line case."""
     audio = root / "audio"
@@ -53,7 +57,10 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             {},
             "invalid JSON: Expecting property name enclosed in double quotes (column 12)",
         ),
-        "json_list": ("[1, 2]", {}, "expected a JSON object, got list"),
+        "json_list": ("[1, 2]", {}, "expected a JSON object, got list" + OBJECT_ADVICE),
+        "nul_bytes": ("\0\0\0", {}, "invalid JSON: Expecting value (column 1): it holds NUL bytes (the first at "
+                      "character 1), which no JSON text has: the file holds binary data there (e.g. zeros a crash or a "
+                      "full disk left); rewrite the line, or delete it"),
         "trailing_comma": (
             json.dumps(record("b", "audio/b.wav")) + ",",
             {},
@@ -74,7 +81,7 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "jq -c '.' FILE > FILE.jsonl)",
         ),
         "json_too_deep": ("[" * 100_000 + "]" * 100_000, {}, "invalid JSON (nested deeper than Python's recursion limit)"),
-        "json_string": ('"just text"', {}, "expected a JSON object, got str"),
+        "json_string": ('"just text"', {}, "expected a JSON object, got str" + OBJECT_ADVICE),
         "missing_id": ({"audio": "audio/b.wav", "instruction": "x"}, {}, "missing field 'id'"),
         "missing_audio": ({"id": "b", "instruction": "x"}, {}, "missing field 'audio'"),
         "missing_instruction": ({"id": "b", "audio": "audio/b.wav"}, {}, "missing field 'instruction'"),
@@ -178,6 +185,7 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
 
 BAD_CASES = [
     "invalid_json",
+    "nul_bytes",
     "truncated_json",
     "json_list",
     "trailing_comma",
