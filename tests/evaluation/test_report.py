@@ -142,7 +142,18 @@ def test_errors_name_the_problem(runs, tmp_path):
     (b'{"system": {"name": "x"}}', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": \xff}', "not UTF-8 text"),
     (b'{"system": ', "metrics.json:1: invalid JSON"),
-    (b'{"format": "speechsum-eval/2", "system": {"name": "x"}, "results": {}}',
+    (b'{"system": {"name": "x", "stage": ["sft"]}, "results": {"all": {}}}',
+     "metrics.json: system.stage must be a string or null, got ['sft']; give the metrics.json `speechsum evaluate` "
+     "wrote (evaluate the system again if it was edited)"),
+    (b'{"system": {"name": "x", "role": {"a": 1}}, "results": {"all": {}}}', "system.role must be a string or null"),
+    (b'{"system": {"name": "x"}, "results": {}}', "results.all must be an object of metrics, got None"),
+    (b'{"system": {"name": "x"}, "results": {"all": {}, "split": [1]}}',
+     "results.split must be an object (one entry per split), got [1]"),
+    (b'{"system": {"name": "x"}, "results": {"all": {}, "split": {"test": [1]}}}',
+     "results.split.test must be an object of metrics, got [1]"),
+    (b'{"system": {"name": "x"}, "results": {"all": {}}, "skipped": "x"}',
+     "skipped must be a list of objects (split, line, reason), got 'x'"),
+    (b'{"format": "speechsum-eval/2", "system": {"name": "x"}, "results": {"all": {}}}',
      "metrics.json: format 'speechsum-eval/2', not 'speechsum-eval/1', the one this speechsum reads; evaluate the system "
      "again with this version (or report it with the version that wrote it)"),
 ])
