@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from speechsum.evaluation.cli import _manifests, evaluate_parser
+from speechsum.evaluation.cli import _manifests, evaluate_main, evaluate_parser
 from speechsum.evaluation.evaluate import parse_manifest_arg
 
 
@@ -340,3 +340,20 @@ def test_metrics_naming_no_metric_is_a_usage_error_not_the_default_set(capsys, v
     assert capsys.readouterr().err.endswith(f"error: --metrics {value!r} names no metric: give a comma-separated subset "
                                             "of rouge,bertscore,fact_judge,llm_judge, or leave --metrics out for the "
                                             "default\n")
+
+
+@pytest.mark.parametrize("how", ["option", "yaml"])
+def test_an_empty_list_of_splits_for_a_system_is_refused(tmp_path, how):
+    """Before: ``--system-splits t=,`` (or ``splits: []``) ran the system on no split and wrote a
+    metrics.json of 0 examples, without a word."""
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text("{}")  # not loaded: the splits are checked first
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    (tmp_path / "systems.yaml").write_text(f"- {{kind: text, name: t, path: {tmp_path / 'lm'}, splits: []}}\n")
+    given = ["--system-splits", "t=,"] if how == "option" else []
+    systems = ["--system", f"text:t:{tmp_path / 'lm'}"] if how == "option" else ["--systems", str(tmp_path / "systems.yaml")]
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([*systems, *given, "--manifest", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "o")])
+    assert stop.value.code == ("speechsum evaluate: system 't': an empty list of splits: name at least one test split "
+                               "(test), or leave them out for every one")
+    assert not (tmp_path / "o").exists()
