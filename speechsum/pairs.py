@@ -50,6 +50,7 @@ from speechsum.utils.io import (
     read_yaml,
     write_jsonl,
 )
+from speechsum.utils.jsonl_cache import remove_if_empty
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_input_file(args.ckpt, "--ckpt")
     check_input_file(args.config, "--config")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    fresh_cache = not cache_dir.exists()  # not left behind empty by a run that fails before sampling
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:
         settings = (checkpoint_identity(args.ckpt), args.num_samples, args.temperature, args.top_p,
@@ -334,6 +336,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     finally:
         samples_cache.close()
         verdicts_cache.close()
+        if fresh_cache:
+            remove_if_empty(cache_dir)
     client = getattr(judge, "client", None)
     if client is not None:  # a remote judge that refused every request: no empty pairs file, one line
         check_not_all_refused([r.get("reasons") if r["kind"] == "unjudged" else None for r in results
