@@ -27,11 +27,12 @@ class SpeechSumArgumentParser(LightningArgumentParser):
     file and line the setting is on (:func:`speechsum.utils.config_keys.unknown_key_note`)."""
 
     config_files: list[str] = []  # of the command line being parsed (SpeechSumCLI.parse_arguments)
+    command_line: list[str] = []  # that command line's arguments
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self
         known = [action.dest for action in parser._actions if action.option_strings]
-        super().error(message + unknown_key_note(message, self.config_files, known), ex)
+        super().error(message + unknown_key_note(message, self.config_files, known, self.command_line), ex)
 
 
 class SpeechSumCLI(LightningCLI):
@@ -61,9 +62,10 @@ class SpeechSumCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         given = sys.argv[1:] if args is None else args
-        files = config_paths([str(arg) for arg in given]) if isinstance(given, list) else []
+        command_line = [str(arg) for arg in given] if isinstance(given, list) else []
+        files = config_paths(command_line)
         for each in (parser, *getattr(self, "_subcommand_parsers", {}).values()):
-            each.config_files = files
+            each.config_files, each.command_line = files, command_line
         super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:

@@ -41,6 +41,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.chat_json import check_not_all_refused
+from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
     check_input_file,
     check_not_an_input,
@@ -49,6 +50,7 @@ from speechsum.utils.io import (
     read_yaml,
     write_jsonl,
 )
+from speechsum.utils.jsonl_cache import remove_if_empty
 from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
     if args.cache:
         check_output_path(args.cache, "--cache", folder=True)
+    if args.device:  # torch.device("tpu9") or CUDA on a machine without one: a traceback after the model loaded
+        check_device(args.device)
     judge = judge or build_judge(args)
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai",
                                       on_bad_example=getattr(args, "on_bad_example", "error"))
@@ -293,6 +297,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_input_file(args.ckpt, "--ckpt")
     check_input_file(args.config, "--config")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    fresh_cache = not cache_dir.exists()  # not left behind empty by a run that fails before sampling
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:
         settings = (checkpoint_identity(args.ckpt), args.num_samples, args.temperature, args.top_p,
@@ -331,6 +336,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     finally:
         samples_cache.close()
         verdicts_cache.close()
+        if fresh_cache:
+            remove_if_empty(cache_dir)
     client = getattr(judge, "client", None)
     if client is not None:  # a remote judge that refused every request: no empty pairs file, one line
         check_not_all_refused([r.get("reasons") if r["kind"] == "unjudged" else None for r in results

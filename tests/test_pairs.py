@@ -293,3 +293,35 @@ def test_an_out_that_is_the_input_manifest_is_refused_before_sampling(student, t
             assert info.value.code == 2 and (f"speechsum pairs: error: --out {out} is the --manifest file: the output "
                                              "would replace that input; give another --out path") in err
     assert manifest.read_text() == original and not (tmp_path / "val.jsonl.cache").exists()
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("tpu9", "--device 'tpu9' is not a torch device"),
+    ("cuda:7", "--device cuda:7: "),
+])
+def test_a_bad_device_is_named_before_the_checkpoint_is_loaded(tmp_path, toy_data, device, message):
+    """It was a RuntimeError/AssertionError traceback from torch, after the model had been loaded."""
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    argv = ["--ckpt", str(tmp_path / "never-loaded.ckpt"), "--config", "none.yaml", "--manifest", str(toy_data["val"]),
+            "--out", str(tmp_path / "pairs.jsonl"), "--device", device]
+    with pytest.raises(ValueError) as info:
+        run_pairs(build_parser().parse_args(argv))
+    assert str(info.value).startswith(message)
+    assert not (tmp_path / "pairs.jsonl.cache").exists()
+
+
+def test_an_unreadable_checkpoint_leaves_no_empty_cache_folder(tmp_path, toy_data):
+    """Before: the error named the checkpoint, and OUT.cache/ was left holding two empty files."""
+    (tmp_path / "student.ckpt").write_text("not a checkpoint")
+    (tmp_path / "config.yaml").write_text("x")
+    argv = ["--ckpt", str(tmp_path / "student.ckpt"), "--config", str(tmp_path / "config.yaml"), "--manifest",
+            str(toy_data["val"]), "--out", str(tmp_path / "pairs.jsonl"), "--judge", "openai", "--judge-model", "m",
+            "--judge-base-url", "http://127.0.0.1:9/v1", "--device", "cpu"]
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        run_pairs(build_parser().parse_args(argv))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "student.ckpt"]
+    (tmp_path / "kept.cache").mkdir()  # a cache folder that was there before the run is left as it was
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        run_pairs(build_parser().parse_args([*argv, "--cache", str(tmp_path / "kept.cache")]))
+    assert sorted(p.name for p in (tmp_path / "kept.cache").iterdir()) == ["samples.jsonl", "verdicts.jsonl"]

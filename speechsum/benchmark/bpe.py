@@ -27,6 +27,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from speechsum.models.tokenizer import AUDIO_TOKEN, BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
+from speechsum.utils.arguments import at_least
 from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SPECIAL_TOKENS = (*BYTE_TOKENIZER_SPECIALS, AUDIO_TOKEN)  # endoftext, pad, im_start, im_end, audio
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                         "anything else is refused")
     parser.add_argument(
         "--vocab-size",
-        type=int,
+        type=at_least(256 + len(SPECIAL_TOKENS)),  # checked before the train split is read
         default=DEFAULT_VOCAB_SIZE,
         help=f"largest vocabulary: 256 bytes + 5 specials + merges (default {DEFAULT_VOCAB_SIZE})",
     )

@@ -69,9 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _record_problem(err: Exception) -> str:
+    """What a benchmark manifest line lacks: a ``KeyError`` said only the key (``('duration')``)."""
+    if not isinstance(err, KeyError):
+        return str(err)
+    key = err.args[0]
+    return f"no field {key!r}" if key in ("meta", "duration") else f"no field 'meta.{key}'"
+
+
 def benchmark_info(directory: str | Path) -> str:
     """A plain-text table: documents, examples, hours per split; counts per genre, style, language."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: " + ("a file, not a folder" if directory.exists() else "no such folder")
+                                + "; give the folder `speechsum benchmark build --out` wrote")
     lines = []
     summary_path = directory / "benchmark.json"
     if summary_path.is_file():
@@ -100,7 +111,8 @@ def benchmark_info(directory: str | Path) -> str:
                 if not 0 <= durations[meta["doc_id"]] < float("inf"):
                     raise ValueError(f"duration {record['duration']!r} is not a number of seconds")
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as err:
-                raise ValueError(f"{manifest}:{number}: not a benchmark record ({err})") from err
+                raise ValueError(f"{manifest}:{number}: not a benchmark record ({_record_problem(err)}); give the "
+                                 "folder `speechsum benchmark build --out` wrote") from err
             examples += 1
             for field in ("genre", "style", "lang"):
                 breakdown[field][manifest.stem][meta.get(field, "?")] += 1

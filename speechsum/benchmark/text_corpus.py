@@ -47,6 +47,7 @@ from speechsum.benchmark.documents import XLING_LANGS, generate_document
 from speechsum.benchmark.lexicon import WORLDS
 from speechsum.data.transcripts import spoken_text
 from speechsum.utils.arguments import at_least
+from speechsum.utils.arguments import share as share_arg
 from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SILENCE = "silence.wav"
@@ -168,13 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instructions", type=at_least(1), default=1,
                         help="instructions (distinct styles) per extra document (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the extra documents (default 1)")
-    parser.add_argument("--unseen-share", type=float, default=0.0,
+    parser.add_argument("--unseen-share", type=share_arg, default=0.0,
                         help="share of the extra documents written with the unseen-phrasing templates "
                         "(like test_unseen; default 0)")
-    parser.add_argument("--xling-share", type=float, default=0.0,
+    parser.add_argument("--xling-share", type=share_arg, default=0.0,
                         help="share of the extra documents written in Spanish/German with English summaries "
                         "(like test_xling; default 0)")
-    parser.add_argument("--unlabeled-share", type=float, default=0.0,
+    parser.add_argument("--unlabeled-share", type=share_arg, default=0.0,
                         help="share of the extra documents whose transcript has no 'Name:' speaker labels "
                         "and no line breaks, as the audio says it (an independent draw; default 0)")
     parser.add_argument("--world", choices=sorted(WORLDS), default=None,

@@ -50,6 +50,7 @@ UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 # what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
+_SILENT_WARNED: set[str] = set()  # files load_audio has warned are all zeros (read once per epoch: said once)
 
 
 # what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
@@ -341,6 +342,7 @@ def load_audio(
     no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
     ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
+    A clip of only zeros is read with a warning (once per file), as no speech is in it.
     ``checked_at_load``: ``path`` passed :func:`audio_seconds` when its manifest or dataset loaded, so
     the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
     only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
@@ -369,6 +371,10 @@ def load_audio(
         elif warn_cut_short:
             warn_if_damaged(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
+    if isinstance(path, str) and path not in _SILENT_WARNED and not waveform.any():  # once per file and process
+        _SILENT_WARNED.add(path)
+        log.warning("%s: every sample is 0 (digital silence, %.2f s): there is no speech in it to summarise; check the "
+                    "recording (a muted or failed capture?) or drop it", path, frames_read / rate)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")
     if waveform.size == 0:

@@ -209,7 +209,8 @@ class SpeechSumDataModule(L.LightningDataModule):
                     raise type(err)(f"data.{split}_manifest: {err}"
                                     + (f" (relative to the working folder {os.getcwd()})" if relative else "")) from None
             self.skipped[split] = skipped
-            log.info("%s: %d examples from %s (%d skipped)", split, len(examples), path, len(skipped))
+            log.info("%s: %d examples from %s (%s)", split, len(examples), path, f"{len(skipped)} skipped"
+                     if split not in self.checked_examples else "checked when first loaded: what it skipped is logged there")
             self.datasets[split] = SpeechSumDataset(
                 examples, processor.sample_rate, limit, self.too_long_audio, read_audio=read_audio,
                 on_bad_example=self.on_bad_example,

@@ -1,7 +1,7 @@
 """What to do about a bad manifest line: hints added to :mod:`speechsum.data.manifest`'s errors when
 the line shows what was meant (a misnamed field, a path written relative to another folder, with
 '~', Windows separators or another Unicode normalization; JSON laid out as an array, not as lines;
-a file cut short while being written; a value of the wrong type written as what it should be)."""
+a comment, a byte-order mark or another format; a file cut short while being written; a value of the wrong type written as what it should be)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import unicodedata
 from pathlib import Path
 
 from speechsum.utils.io import finite_json_number
+
+EXAMPLE_LINE = '{"id": "call-1", "audio": "call-1.wav", "instruction": "Summarise the call"}'  # what a line looks like
 
 
 def working_folder_hint(value: str, resolved: Path, root: Path) -> str:
@@ -65,7 +67,10 @@ def layout_hint(line: str) -> str:
     """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
     object followed by a comma (a JSON array's items), an object after the array's opening bracket or
     before its closing one, or a line holding only a bracket (an array or object spread over several
-    lines)."""
+    lines), or NUL bytes (binary data, or a file a crash padded with zeros)."""
+    if "\0" in line:
+        return (f": it holds NUL bytes (the first at character {line.index(chr(0)) + 1}), which no JSON text has: the "
+                "file holds binary data there (e.g. zeros a crash or a full disk left); rewrite the line, or delete it")
     if line.endswith(",") and _is_object(line[:-1]):
         return ": a ',' after the object; JSON Lines has one object per line and no commas between them: remove it"
     if (line.startswith("[") or line.endswith("]")) and _is_object(line.lstrip("[").rstrip(",]").strip()):
@@ -75,7 +80,22 @@ def layout_hint(line: str) -> str:
         return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
                 f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
                 f"jq -c '{'.[]' if line == '[' else '.'}' FILE > FILE.jsonl)")
-    return ""
+    return _not_json_hint(line)
+
+
+def _not_json_hint(line: str) -> str:
+    """What to do with a line that is not JSON at all: a UTF-8 byte-order mark (files saved with one and
+    joined by ``cat``), a comment, or another format (CSV, TSV, YAML); else ""."""
+    if line.startswith("\ufeff"):
+        return (": the line starts with a UTF-8 byte-order mark (U+FEFF), as where files saved with one are joined "
+                "(cat a.jsonl b.jsonl): remove it (e.g. sed -i 's/^\\xEF\\xBB\\xBF//' FILE)")
+    if line.startswith(("#", "//")):
+        return ": a comment line; JSON Lines has no comments: delete it"
+    if not line or line[0] in '{["0123456789' or line[0] == "-" and line[1:2].isdigit() \
+            or line.startswith(("true", "false", "null")):  # JSON's own start (an object cut short, a number, ...)
+        return ""
+    return (f": the line is no JSON (it starts {line[:30]!r}); a manifest line is one JSON object, e.g. {EXAMPLE_LINE} "
+            "(a CSV, TSV or YAML file: convert it to JSON Lines)")
 
 
 def _is_object(text: str) -> bool:
@@ -86,9 +106,11 @@ def _is_object(text: str) -> bool:
 
 
 def array_hint(record: object) -> str:
-    """What to do when a line holds a JSON array of objects (a whole JSON file on one line); else ""."""
+    """What to do when a line holds JSON that is no object: for an array of objects (a whole JSON file
+    on one line), convert the file; for anything else (a number, a string, a list), write the line's
+    example as an object."""
     if not (isinstance(record, list) and record and all(isinstance(item, dict) for item in record)):
-        return ""
+        return f"; each line is one JSON object, e.g. {EXAMPLE_LINE}: write this line as one, or delete it"
     return (f": a JSON array of {len(record)} objects on one line; JSON Lines has one object per line (convert it, "
             "e.g. jq -c '.[]' FILE > FILE.jsonl)")
 

@@ -1,6 +1,6 @@
 """Why libsndfile could not open a file, in words a user can act on, where the file's bytes tell:
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
-libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, shorten-compressed NIST SPHERE),
+libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
 codec it does not decode, several ``data`` chunks), or audio damaged or cut inside its header."""
 
@@ -23,7 +23,7 @@ _AUDIO = ((b"RIFF", "WAV"), (b"RF64", "RF64"), (b"BW64", "BW64"), (b"riff", "W64
           (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"caff", "CAF"), (b"ID3", "MP3"), (b".snd", "AU"), (b"NIST_1A", "NIST SPHERE"))
 # containers of audio libsndfile does not decode -> their name
 _CONTAINERS = ((b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF (WMA/WMV) file"),
-               (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"))
+               (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"), (b"#!AMR", "an AMR file (a phone's voice recording)"))
 
 
 class Diagnosis(NamedTuple):

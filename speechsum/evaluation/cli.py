@@ -56,6 +56,19 @@ def device_count(text: str) -> int | str:
     return count
 
 
+def lightning_precision(text: str) -> str:
+    """``--precision``: one Lightning's Trainer takes, checked here (it was refused only once the first
+    system had loaded, naming no option)."""
+    from typing import get_args
+
+    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    allowed = (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+    if text not in allowed:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}; got {text!r}")
+    return text
+
+
 def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="speechsum evaluate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATE_EPILOG,
@@ -107,7 +120,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", type=device_count, default=1,
                    help="devices per node: a number (1, 4), -1 (all), auto, or indices (0,1) (default 1)")
     t.add_argument("--strategy", default="auto", help="auto, ddp, … (default auto; with --devices N: ddp runs N processes, tested on CPU)")
-    t.add_argument("--precision", default=None, help="e.g. bf16-mixed, 32-true (default: Lightning's)")
+    t.add_argument("--precision", type=lightning_precision, default=None, help="e.g. bf16-mixed, 32-true (default: Lightning's)")
     m = p.add_argument_group("metrics")
     m.add_argument("--metrics", default=None, metavar="LIST",
                    help=f"comma-separated subset of {','.join(METRIC_GROUPS)} (default rouge,bertscore,fact_judge "
@@ -160,11 +173,17 @@ def _manifests(args: argparse.Namespace) -> dict[str, Path]:
         add(*parse_manifest_arg(text), f"--manifest {text}")
     if args.benchmark_dir:
         folder = Path(args.benchmark_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--benchmark-dir {folder}: " + ("a file, not a folder" if folder.exists() else
+                                    "no such folder") + " (give the folder `speechsum benchmark build` wrote)")
         splits = list(dict.fromkeys(args.split)) or [s for s in DEFAULT_SPLITS if (folder / f"{s}.jsonl").is_file()]
         for split in splits:
             if not (folder / f"{split}.jsonl").is_file():
                 raise FileNotFoundError(f"{folder / f'{split}.jsonl'}: no such split in --benchmark-dir")
             add(split, folder / f"{split}.jsonl", f"{folder / f'{split}.jsonl'} from --benchmark-dir")
+        if not splits:
+            raise FileNotFoundError(f"--benchmark-dir {folder}: none of {', '.join(f'{s}.jsonl' for s in DEFAULT_SPLITS)} "
+                                    "is there; name its manifests' splits with --split NAME")
     if not manifests:
         raise SystemExit("speechsum evaluate: give --manifest PATH or --benchmark-dir DIR")
     return manifests
@@ -287,6 +306,9 @@ def evaluate_main(argv: list[str]) -> None:
     if ignored:  # greedy decoding would drop them while metrics.json recorded them as the decoding settings
         parser.error(f"{' and '.join(ignored)} only apply with --do-sample (decoding is greedy without it): add "
                      "--do-sample or drop them")
+    if args.metrics is not None and not args.metrics.strip(" ,"):  # was the default set, silently
+        parser.error(f"--metrics {args.metrics!r} names no metric: give a comma-separated subset of "
+                     f"{','.join(METRIC_GROUPS)}, or leave --metrics out for the default")
     check_output_path(args.out, "--out", folder=True)  # not after the first system's predictions
     for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
         if path:

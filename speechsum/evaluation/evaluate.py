@@ -40,6 +40,7 @@ from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest, loaded_records
+from speechsum.evaluation.runs import FORMAT
 from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
@@ -48,7 +49,6 @@ from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
-FORMAT = "speechsum-eval/1"
 
 
 class GenerationModule(L.LightningModule):

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+FORMAT = "speechsum-eval/1"  # what speechsum.evaluation.evaluate writes as metrics.json's `format`
 ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
 STAGE_ORDER = ("base", "sft", "kd", "dpo")
 
@@ -20,6 +21,9 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
         if unfinished and files != [run_dir / "metrics.json"]:  # was left out silently: the next row became "previous"
             raise ValueError(f"{unfinished[0]}: predictions.jsonl but no metrics.json: its `speechsum evaluate` did "
                              "not finish (stopped, or still running); run it again, or remove the folder")
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir}: " + ("a file, not a run folder" if run_dir.exists() else "no such folder")
+                                    + "; give the folder `speechsum evaluate --out` wrote, or one system's folder in it")
         if not files:
             raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
         for file in files:
@@ -33,12 +37,41 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
             if not isinstance(system, dict) or not isinstance(system.get("name"), str) or not isinstance(run.get("results"), dict):
                 raise ValueError(f"{file}: not a `speechsum evaluate` metrics.json (needs an object with "
                                  "`system.name` and `results`)")
+            if problem := _layout_problem(run):
+                raise ValueError(f"{file}: {problem}; give the metrics.json `speechsum evaluate` wrote (evaluate the "
+                                 "system again if it was edited)")
+            if run.get("format", FORMAT) != FORMAT:  # another version's layout: its numbers would be misread
+                raise ValueError(f"{file}: format {run['format']!r}, not {FORMAT!r}, the one this speechsum reads; "
+                                 "evaluate the system again with this version (or report it with the version that "
+                                 "wrote it)")
             runs.append(run | {"_path": str(file.parent)})
     names = [run["system"]["name"] for run in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"several runs share the system name(s) {duplicates}; give each system its own name")
     return runs
+
+
+def _layout_problem(run: dict) -> str | None:
+    """What of a metrics.json's layout the report reads is not as ``speechsum evaluate`` writes it
+    (the statistics themselves are checked where they are read); None when all is."""
+    for key in ("role", "stage"):
+        if not isinstance(run["system"].get(key), str | None):
+            return f"system.{key} must be a string or null, got {run['system'][key]!r}"
+    groups = run["results"]
+    if not isinstance(groups.get("all"), dict):
+        return f"results.all must be an object of metrics, got {groups.get('all')!r}"
+    for group, members in groups.items():
+        if group == "all":
+            continue
+        if not isinstance(members, dict):
+            return f"results.{group} must be an object (one entry per {group}), got {members!r}"
+        for member, scores in members.items():
+            if not isinstance(scores, dict):
+                return f"results.{group}.{member} must be an object of metrics, got {scores!r}"
+    if not isinstance(run.get("skipped"), list | None) or any(not isinstance(item, dict) for item in run.get("skipped") or []):
+        return f"skipped must be a list of objects (split, line, reason), got {run['skipped']!r}"
+    return None
 
 
 def _sort_key(indexed_run: tuple[int, dict]) -> tuple:

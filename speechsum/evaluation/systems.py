@@ -89,6 +89,9 @@ class SystemSpec:
         not among them is an error."""
         if self.splits is None:
             return dict(manifests)
+        if not self.splits:  # it ran on nothing and wrote an empty metrics.json
+            raise ValueError(f"system {self.name!r}: an empty list of splits: name at least one test split "
+                             f"({', '.join(manifests) or 'none given'}), or leave them out for every one")
         unknown = [split for split in self.splits if split not in manifests]
         if unknown:
             raise ValueError(f"system {self.name!r}: splits {unknown} are not among the test manifests "

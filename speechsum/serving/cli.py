@@ -16,10 +16,12 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from speechsum.serving.admission import DEFAULT_MAX_WAITING
+from speechsum.serving.cors import allowed_origin
 from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
 from speechsum.utils.arguments import at_least, key_variable, port, positive_seconds
@@ -42,6 +44,16 @@ def __getattr__(name: str) -> Any:  # HFBackend imports torch/transformers: only
     raise AttributeError(name)
 
 
+def _given(what: str) -> Callable[[str], str]:
+    """argparse ``type=`` refusing an empty or blank value, which was taken as the default: an empty
+    ``--host`` bound every interface (as 0.0.0.0), an empty ``--served-model-name`` the folder's name."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{text!r} is empty or blank: give {what}")
+        return text
+    return check
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechsum serve",
@@ -56,16 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "completions with input_audio parts")
     parser.add_argument("--config", default=None, metavar="YAML",
                         help="stage config for a checkpoint without saved hyperparameters (speech students)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+    parser.add_argument("--host", type=_given("an address: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"),
+                        default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                         "0.0.0.0 exposes the server to the network — set an API key then)")
     parser.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     parser.add_argument("--api-key-env", type=key_variable, default=None, metavar="NAME",
                         help="name of an environment variable holding the API key clients must send as "
                         "'Authorization: Bearer <key>' (default: no key needed). The key is never logged.")
-    parser.add_argument("--allowed-origins", nargs="+", default=[], metavar="ORIGIN",
+    parser.add_argument("--allowed-origins", nargs="+", type=allowed_origin, default=[], metavar="ORIGIN",
                         help="browser origins (e.g. http://localhost:3000, or '*' for any) whose requests get CORS "
                         "headers, so a web page there can call the server (default: none)")
-    parser.add_argument("--served-model-name", default=None, metavar="NAME",
+    parser.add_argument("--served-model-name", type=_given("a name, or leave the option out for the directory's"),
+                        default=None, metavar="NAME",
                         help="model name clients use in requests and see in /v1/models (default: the directory name)")
     parser.add_argument("--max-request-bytes", type=at_least(1), default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
                         help=f"largest request body accepted; larger gets HTTP 413 (default {DEFAULT_MAX_REQUEST_BYTES})")

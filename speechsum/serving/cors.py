@@ -8,9 +8,23 @@ still needs one.
 
 from __future__ import annotations
 
+import argparse
+import re
 from email.message import Message
 
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
+# what a browser sends as Origin: lower-case scheme://host[:port], no path (or 'null', of a file:// page)
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9.\-\[\]:]+|null")
+
+
+def allowed_origin(text: str) -> str:
+    """argparse ``type=`` of ``--allowed-origins``: ``*``, or an origin as browsers send it; one they
+    never send (``http://localhost:3000/`` with its slash, a path, capitals) matched no request, so
+    every browser call failed CORS without a word on the server."""
+    if text == "*" or ORIGIN.fullmatch(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is no origin a browser sends: write scheme://host[:port] in lower case, "
+                                     "without a path or a trailing '/' (e.g. http://localhost:3000), or '*' for any")
 
 
 def cors_headers(headers: Message | None, allowed: tuple[str, ...]) -> dict[str, str]:

@@ -80,12 +80,14 @@ class SynthSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.keep <= self.num_queries:
-            raise ValueError(f"keep must be in 1..num_queries={self.num_queries}, got {self.keep}")
+            raise ValueError(f"--keep {self.keep}: keeps that many of the --num-queries {self.num_queries} queries per "
+                             f"recording, so it must be 1 to {self.num_queries}: lower --keep or raise --num-queries")
         if not 1 <= self.min_importance <= 10:
             raise ValueError(f"min_importance must be in 1..10, got {self.min_importance}")
         unknown = [s for s in self.styles if s not in STYLES]
         if unknown or not self.styles:
-            raise ValueError(f"unknown or no styles {unknown}; choose from {', '.join(STYLES)}")
+            raise ValueError(f"--styles: unknown or no styles {unknown}; choose from {', '.join(STYLES)}, comma-separated "
+                             "(or leave --styles out for all of them)")
 
 
 @dataclass
@@ -239,7 +241,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
         check_output_path(args.cache, "--cache")
     settings = SynthSettings(
         model=args.model, num_queries=args.num_queries, keep=args.keep, min_importance=args.min_importance,
-        styles=args.styles.split(",") if args.styles else list(STYLES), query_temperature=args.query_temperature,
+        styles=args.styles.split(",") if args.styles is not None else list(STYLES), query_temperature=args.query_temperature,
         summary_temperature=args.summary_temperature, max_tokens=args.max_tokens, concurrency=args.concurrency,
         parse_attempts=args.parse_attempts, request_attempts=args.request_attempts,
         backoff_seconds=args.backoff_seconds,

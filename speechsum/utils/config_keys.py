@@ -130,9 +130,10 @@ STAGE_HINT = ("speechsum.stages.sft.SFTModule, OnPolicyKDModule or DPOModule (se
               "configs/kd.yaml, configs/dpo.yaml)")
 
 
-def unknown_key_note(message: str, files: list[str], known_keys: list[str]) -> str:
+def unknown_key_note(message: str, files: list[str], known_keys: list[str], command_line: list[str] = ()) -> str:
     """What to add to jsonargparse's ``message`` about an unknown setting: the closest accepted
-    name and, for one read from ``files``, each ``FILE:LINE`` it is on; "" for other messages.
+    name and, for one read from ``files``, each ``FILE:LINE`` it is on (a value of the wrong type
+    given on ``command_line``, the arguments: that option); "" for other messages.
     ``known_keys``: the dotted settings (``trainer.max_steps``) the command takes."""
     if match := SUBCOMMAND_KEY.search(message):
         key = match.group(1)
@@ -159,7 +160,7 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str]) -> s
     if (required := REQUIRED.search(message)) and required.group(1).rsplit(".", 1)[-1] == "model":
         return f"\n  {required.group(1)}: no model in the config: add a model: section whose class_path is a stage: {STAGE_HINT}"
     if (keys := PARSER_KEY.findall(message)) and (expected := EXPECTED.findall(message)) and GIVEN.search(message):
-        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files)
+        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files, list(command_line))
     if match := UNRECOGNIZED.search(message):
         options = [f"--{key}" for key in known_keys]
         notes = [f"{word}{did_you_mean(word, options)}" for word in match.group(1).split() if word.startswith("--")]
@@ -167,11 +168,17 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str]) -> s
     return ""
 
 
-def _wrong_type_note(keys: list[str], expected: list[str], given: str, files: list[str]) -> str:
+def _wrong_type_note(keys: list[str], expected: list[str], given: str, files: list[str], command_line: list[str]) -> str:
     """A value of the wrong type: jsonargparse names the innermost key alone (``learning_rate``, of
-    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first."""
+    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first.
+    A value given on ``command_line`` (which overrides the files) is named as that option, not as the
+    files' line of the same key, whose value is fine."""
     name = keys[-1].rsplit(".", 1)[-1]
     words = " or ".join(dict.fromkeys(TYPE_WORDS.get(kind, kind) for kind in expected if kind != "NoneType"))
+    options = [arg.split("=", 1)[0] for arg in command_line if arg.startswith(f"--{keys[0].split('.')[0]}.")
+               and arg.split("=", 1)[0].rsplit(".", 1)[-1] == name]
+    if options:
+        return f"\n  {name}: expected {words}, got {given}: on the command line ({options[-1]} {given})"
     where = key_locations(files, keys[0], name, given) or key_locations(files, keys[0], name)
     return f"\n  {name}: expected {words}, got {given}" + (f": in {', '.join(where)}" if where else "")
 

@@ -202,3 +202,17 @@ class JsonlCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def remove_if_empty(folder: str | os.PathLike) -> bool:
+    """Delete ``folder`` when it holds nothing but empty files (caches a run opened and then failed
+    before it stored anything, e.g. on an unreadable checkpoint); returns whether it did."""
+    folder = Path(folder)
+    entries = list(folder.iterdir()) if folder.is_dir() else None
+    if entries is None or any(not entry.is_file() or entry.is_symlink() or entry.stat().st_size for entry in entries):
+        return False
+    for entry in entries:
+        entry.unlink()
+    folder.rmdir()
+    return True
+

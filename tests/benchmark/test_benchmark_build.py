@@ -231,6 +231,27 @@ def test_info_names_a_manifest_line_without_a_duration_in_seconds(tmp_path, dura
         main(["info", str(tmp_path)])
 
 
+@pytest.mark.parametrize(("line", "problem"), [('{"meta": {"doc_id": "d"}}', "no field 'duration'"),
+                                              ('{"meta": {}, "duration": 1.0}', "no field 'meta.doc_id'")])
+def test_info_names_the_field_a_manifest_line_lacks(tmp_path, line, problem):
+    """Before: 'not a benchmark record ('duration')', the bare KeyError."""
+    (tmp_path / "test.jsonl").write_text(line + "\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["info", str(tmp_path)])
+    assert str(stop.value) == (f"speechsum benchmark info: {tmp_path / 'test.jsonl'}:1: not a benchmark record "
+                               f"({problem}); give the folder `speechsum benchmark build --out` wrote")
+
+
+@pytest.mark.parametrize(("name", "problem"), [("missing", "no such folder"), ("file", "a file, not a folder")])
+def test_info_on_a_path_that_is_no_folder_says_so(tmp_path, name, problem):
+    """Before: 'no *.jsonl manifests in missing; build one', for a mistyped path or a file."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        main(["info", str(tmp_path / name)])
+    assert str(stop.value) == (f"speechsum benchmark info: {tmp_path / name}: {problem}; give the folder "
+                               "`speechsum benchmark build --out` wrote")
+
+
 def test_compact_unnamed_world_reports_decisions_without_the_unheard_decider():
     """Who decided is said only by a turn's label and voice; ``compact-unnamed`` leaves it out of the
     reference (the students' CTC audio tokens carry no voice) and is otherwise ``compact``: the same

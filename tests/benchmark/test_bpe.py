@@ -97,3 +97,12 @@ def test_cli_never_replaces_a_file_or_a_folder_it_did_not_write(tmp_path, capsys
     for _ in range(2):  # an earlier tokenizer is replaced
         main(["--data", str(bench), "--out", str(tmp_path / "tok"), "--vocab-size", "300"])
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
+
+
+def test_a_vocab_size_below_the_bytes_and_specials_is_a_usage_error_before_the_data_is_read(tmp_path, capsys):
+    """Before: refused as 'vocab_size must be at least 261' only after the train split was read."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "tok"), "--vocab-size", "10"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: argument --vocab-size: must be at least {256 + len(SPECIAL_TOKENS)}, "
+                                            "got 10\n")

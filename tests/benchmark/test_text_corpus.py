@@ -116,10 +116,14 @@ def test_the_cli_refuses_bad_shares_with_a_usage_error(toy_data, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--xling-share", "2"])
     assert exit_info.value.code == 2
-    assert "xling_share must be in [0, 1]" in capsys.readouterr().err
+    # named by its option, before the train split is read (was 'xling_share must be in [0, 1]')
+    assert "error: argument --xling-share: must be a share at least 0 and at most 1, got 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--data", str(toy_data["train"].parent), "--out", str(tmp_path / "c"), "--unlabeled-share", "-1"])
-    assert "unlabeled_share must be in [0, 1]" in capsys.readouterr().err
+    assert "argument --unlabeled-share: must be a share at least 0 and at most 1, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "c"), "--unseen-share", "nan"])
+    assert "argument --unseen-share: must be a share at least 0 and at most 1, got nan" in capsys.readouterr().err
     for option, value, message in (("--documents", "-1", "must be at least 0, got -1"),
                                    ("--instructions", "0", "must be at least 1, got 0")):
         with pytest.raises(SystemExit) as exit_info:  # -1 documents wrote none, silently

@@ -139,3 +139,17 @@ def test_a_flac_cut_short_is_an_error_naming_file_and_frame(tmp_path: Path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CorruptAudioError, match=rf"^{path}: unreadable in the block after frame \d+ \(.* s; .*\): the file is cut short or corrupt"):
         load_audio(str(path), 16_000)
+
+
+def test_a_clip_of_only_zeros_is_read_with_one_warning_per_file(tmp_path: Path, caplog):
+    """Before: digital silence (a muted or failed capture) was read and summarised without a word."""
+    path = str(tmp_path / "muted.wav")
+    sf.write(path, np.zeros(8_000, dtype=np.int16), 16_000, subtype="PCM_16")
+    sf.write(tmp_path / "quiet.wav", np.r_[np.zeros(7_999), 1e-4], 16_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.audio"):
+        for _ in range(3):  # e.g. once per epoch
+            assert not load_audio(path, 16_000).any()
+        load_audio(str(tmp_path / "quiet.wav"), 16_000)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: every sample is 0 (digital silence, 0.50 s): there is no speech in it to summarise; check the "
+        "recording (a muted or failed capture?) or drop it"]

@@ -46,6 +46,9 @@ def load_error(folder: Path, audio: str) -> str:
     ("call.m4a", b"\x00\x00\x00\x20ftypM4A " + bytes(600), "an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read"),
     ("call.wma", bytes.fromhex("3026b2758e66cf11") + bytes(600), "an ASF (WMA/WMV) file, which libsndfile does not read"),
     ("call.aac", bytes.fromhex("fff15080") + bytes(600), "an AAC stream (ADTS), which libsndfile does not read"),
+    ("call.webm", bytes.fromhex("1a45dfa3") + bytes(600), "a Matroska/WebM file, which libsndfile does not read"),
+    # a phone's voice memo: its magic is text, and it was 'Format not recognised'
+    ("memo.amr", b"#!AMR\n" + bytes(600), "an AMR file (a phone's voice recording), which libsndfile does not read"),
     # no MP3 frame anywhere: libsndfile says "File does not exist or is not a regular file", of a file that does
     ("noise.mp3", np.random.default_rng(0).integers(0, 255, 4_000, dtype=np.uint8).tobytes(),
      "no audio libsndfile can decode (it reports: File does not exist or is not a regular file (possibly a pipe?))"),

@@ -43,17 +43,38 @@ def root(tmp_path: Path) -> Path:
     return folder
 
 
+OBJECT_ADVICE = ('; each line is one JSON object, e.g. {"id": "call-1", "audio": "call-1.wav", "instruction": '
+                 '"Summarise the call"}: write this line as one, or delete it')
+
+
+NOT_JSON_ADVICE = ('; a manifest line is one JSON object, e.g. {"id": "call-1", "audio": "call-1.wav", "instruction": '
+                   '"Summarise the call"} (a CSV, TSV or YAML file: convert it to JSON Lines)')
+
+
 def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
     """(bad line, load_manifest kwargs, exact reason) for each bad-line case."""
     audio = root / "audio"
     cases = {
-        "invalid_json": ("not json", {}, "invalid JSON: Expecting value (column 1)"),
+        "invalid_json": ("not json", {}, "invalid JSON: Expecting value (column 1): the line is no JSON (it starts "
+                         "'not json')" + NOT_JSON_ADVICE),
+        "csv_header": ("id,audio,instruction", {}, "invalid JSON: Expecting value (column 1): the line is no JSON (it "
+                       "starts 'id,audio,instruction')" + NOT_JSON_ADVICE),
+        "yaml_item": ("- id: b", {}, "invalid JSON: Expecting value (column 1): the line is no JSON (it starts '- id: b')"
+                      + NOT_JSON_ADVICE),
+        "comment": ("# the test set", {}, "invalid JSON: Expecting value (column 1): a comment line; JSON Lines has no "
+                    "comments: delete it"),
+        "joined_bom": ("\ufeff" + json.dumps(record("b", "audio/b.wav")), {}, "invalid JSON: Unexpected UTF-8 BOM (decode "
+                       "using utf-8-sig) (column 1): the line starts with a UTF-8 byte-order mark (U+FEFF), as where files "
+                       "saved with one are joined (cat a.jsonl b.jsonl): remove it (e.g. sed -i 's/^\\xEF\\xBB\\xBF//' FILE)"),
         "truncated_json": (
             '{"id": "b",',
             {},
             "invalid JSON: Expecting property name enclosed in double quotes (column 12)",
         ),
-        "json_list": ("[1, 2]", {}, "expected a JSON object, got list"),
+        "json_list": ("[1, 2]", {}, "expected a JSON object, got list" + OBJECT_ADVICE),
+        "nul_bytes": ("\0\0\0", {}, "invalid JSON: Expecting value (column 1): it holds NUL bytes (the first at "
+                      "character 1), which no JSON text has: the file holds binary data there (e.g. zeros a crash or a "
+                      "full disk left); rewrite the line, or delete it"),
         "trailing_comma": (
             json.dumps(record("b", "audio/b.wav")) + ",",
             {},
@@ -74,7 +95,7 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "jq -c '.' FILE > FILE.jsonl)",
         ),
         "json_too_deep": ("[" * 100_000 + "]" * 100_000, {}, "invalid JSON (nested deeper than Python's recursion limit)"),
-        "json_string": ('"just text"', {}, "expected a JSON object, got str"),
+        "json_string": ('"just text"', {}, "expected a JSON object, got str" + OBJECT_ADVICE),
         "missing_id": ({"audio": "audio/b.wav", "instruction": "x"}, {}, "missing field 'id'"),
         "missing_audio": ({"id": "b", "instruction": "x"}, {}, "missing field 'audio'"),
         "missing_instruction": ({"id": "b", "audio": "audio/b.wav"}, {}, "missing field 'instruction'"),
@@ -178,6 +199,11 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
 
 BAD_CASES = [
     "invalid_json",
+    "csv_header",
+    "yaml_item",
+    "comment",
+    "joined_bom",
+    "nul_bytes",
     "truncated_json",
     "json_list",
     "trailing_comma",
@@ -382,7 +408,8 @@ def test_skip_mode_with_only_bad_lines_raises(root: Path):
         load_manifest(manifest, on_bad_example="skip")
     assert (info.value.path, info.value.line) == (str(manifest), 0)
     # the first reason too: under skip the warnings naming each may be thousands of lines up
-    assert info.value.reason == "no usable examples (2 line(s) skipped, e.g. line 1: invalid JSON: Expecting value (column 1))"
+    assert info.value.reason == ("no usable examples (2 line(s) skipped, e.g. line 1: invalid JSON: Expecting value (column "
+                                 "1): the line is no JSON (it starts 'nope')" + NOT_JSON_ADVICE + ")")
 
 
 def test_empty_manifest_raises(root: Path):

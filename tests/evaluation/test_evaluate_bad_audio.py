@@ -61,3 +61,24 @@ def test_the_cascade_copy_keeps_to_the_lines_loaded_under_skip(tmp_path):
     copy = read_jsonl(out)
     assert [r["id"] for r in copy] == [e.id for e in cascaded]
     assert all(r["transcript"].startswith("asr ") and r["meta"]["reference_transcript"] for r in copy)
+
+
+def test_the_prediction_log_does_not_say_0_skipped_after_lines_were_skipped(tmp_path, caplog):
+    """Before: 'skipped 1 bad line(s), kept 4', then 'predict: 4 examples from ... (0 skipped)' for the
+    same manifest (its lines, checked once, are handed to the prediction's data module)."""
+    from tests.eval_fixtures import save_tiny_text_lm
+
+    manifests = write_eval_set(tmp_path / "data")
+    lines = read_jsonl(manifests["test"])
+    lines.append({**lines[0], "id": "gone", "audio": "audio/gone.wav"})
+    manifests["test"].write_text("".join(json.dumps(line) + "\n" for line in lines))
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    caplog.set_level("INFO")
+    evaluate_main(["--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out", str(tmp_path / "out"),
+                   "--max-new-tokens", "2", "--metrics", "rouge", "--accelerator", "cpu", "--bootstrap-resamples", "20",
+                   "--on-bad-example", "skip"])
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"{manifests['test']}: skipped 1 bad line(s), kept 4" in messages
+    assert f"predict: 4 examples from {manifests['test']} (checked when first loaded: what it skipped is logged there)" \
+        in messages
+    assert not [message for message in messages if "(0 skipped)" in message]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from speechsum.evaluation.cli import _manifests, evaluate_parser
+from speechsum.evaluation.cli import _manifests, evaluate_main, evaluate_parser
 from speechsum.evaluation.evaluate import parse_manifest_arg
 
 
@@ -293,3 +293,67 @@ def test_an_empty_path_is_said_to_be_missing_not_the_working_folder(tmp_path, ca
         main(["evaluate", *argv, "--out", str(tmp_path / "eval")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith(f"speechsum evaluate: error: {message}\n")
+
+
+def test_a_precision_lightning_cannot_take_is_a_usage_error_naming_the_option(capsys):
+    """Before: Lightning refused ``--precision 7`` once the first system had loaded, naming no option."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--out", "x", "--precision", "7"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith("error: argument --precision: expected one of transformer-engine, "
+                                            "transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, "
+                                            "32-true, 64-true, 64, 32, 16, bf16; got '7'\n")
+    assert evaluate_parser().parse_args(["--out", "x", "--precision", "bf16-mixed"]).precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: d / "missing", "--benchmark-dir {d}: no such folder (give the folder `speechsum benchmark build` wrote)"),
+    (lambda d: d / "bench.jsonl", "--benchmark-dir {d}: a file, not a folder (give the folder `speechsum benchmark build` "
+                                  "wrote)"),
+    (lambda d: d, "--benchmark-dir {d}: none of test.jsonl, test_unseen.jsonl, test_xling.jsonl is there; name its "
+                  "manifests' splits with --split NAME"),
+])
+def test_a_benchmark_dir_without_test_manifests_is_named(tmp_path, capsys, make, message):
+    """Before: 'give --manifest PATH or --benchmark-dir DIR', to a user who had given --benchmark-dir."""
+    from speechsum.cli import main
+
+    (tmp_path / "bench.jsonl").write_text("{}\n")
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text("{}")  # not loaded: the manifests are checked first
+    folder = make(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--system", f"text:t:{tmp_path / 'lm'}", "--benchmark-dir", str(folder), "--out", str(tmp_path / "o")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(f"speechsum evaluate: error: {message.format(d=folder)}\n")
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_metrics_naming_no_metric_is_a_usage_error_not_the_default_set(capsys, value):
+    """Before: ``--metrics ''`` ran the default metrics (BERTScore included) without a word."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--out", "x", "--system", "text:t:lm", "--manifest", "m.jsonl", "--metrics", value])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: --metrics {value!r} names no metric: give a comma-separated subset "
+                                            "of rouge,bertscore,fact_judge,llm_judge, or leave --metrics out for the "
+                                            "default\n")
+
+
+@pytest.mark.parametrize("how", ["option", "yaml"])
+def test_an_empty_list_of_splits_for_a_system_is_refused(tmp_path, how):
+    """Before: ``--system-splits t=,`` (or ``splits: []``) ran the system on no split and wrote a
+    metrics.json of 0 examples, without a word."""
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text("{}")  # not loaded: the splits are checked first
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    (tmp_path / "systems.yaml").write_text(f"- {{kind: text, name: t, path: {tmp_path / 'lm'}, splits: []}}\n")
+    given = ["--system-splits", "t=,"] if how == "option" else []
+    systems = ["--system", f"text:t:{tmp_path / 'lm'}"] if how == "option" else ["--systems", str(tmp_path / "systems.yaml")]
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([*systems, *given, "--manifest", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "o")])
+    assert stop.value.code == ("speechsum evaluate: system 't': an empty list of splits: name at least one test split "
+                               "(test), or leave them out for every one")
+    assert not (tmp_path / "o").exists()

@@ -130,6 +130,7 @@ def test_errors_name_the_problem(runs, tmp_path):
         build_report([runs], tmp_path / "r", metric="llm_judge")
     with pytest.raises(ValueError, match="baseline 'nobody' is not one of the systems"):
         build_report([runs], tmp_path / "r", baseline="nobody")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         build_report([tmp_path / "empty"], tmp_path / "r")
 
@@ -141,6 +142,20 @@ def test_errors_name_the_problem(runs, tmp_path):
     (b'{"system": {"name": "x"}}', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": \xff}', "not UTF-8 text"),
     (b'{"system": ', "metrics.json:1: invalid JSON"),
+    (b'{"system": {"name": "x", "stage": ["sft"]}, "results": {"all": {}}}',
+     "metrics.json: system.stage must be a string or null, got ['sft']; give the metrics.json `speechsum evaluate` "
+     "wrote (evaluate the system again if it was edited)"),
+    (b'{"system": {"name": "x", "role": {"a": 1}}, "results": {"all": {}}}', "system.role must be a string or null"),
+    (b'{"system": {"name": "x"}, "results": {}}', "results.all must be an object of metrics, got None"),
+    (b'{"system": {"name": "x"}, "results": {"all": {}, "split": [1]}}',
+     "results.split must be an object (one entry per split), got [1]"),
+    (b'{"system": {"name": "x"}, "results": {"all": {}, "split": {"test": [1]}}}',
+     "results.split.test must be an object of metrics, got [1]"),
+    (b'{"system": {"name": "x"}, "results": {"all": {}}, "skipped": "x"}',
+     "skipped must be a list of objects (split, line, reason), got 'x'"),
+    (b'{"format": "speechsum-eval/2", "system": {"name": "x"}, "results": {"all": {}}}',
+     "metrics.json: format 'speechsum-eval/2', not 'speechsum-eval/1', the one this speechsum reads; evaluate the system "
+     "again with this version (or report it with the version that wrote it)"),
 ])
 def test_a_broken_metrics_json_is_a_clear_error_naming_it(tmp_path, capsys, content, message):
     (tmp_path / "run").mkdir()
@@ -323,3 +338,14 @@ def test_systems_that_answered_other_manifests_are_not_paired(runs, tmp_path):
         f"speechsum report: {runs / 'sft' / 'predictions.jsonl'} and {runs / 'kd' / 'predictions.jsonl'}: id 'test-0' "
         "of split 'test' has another reference in each: the systems answered different test manifests (an earlier "
         "run's system folder in the same --out?); evaluate them on the same manifests")
+
+
+@pytest.mark.parametrize(("name", "problem"), [("missing", "no such folder"), ("file.json", "a file, not a run folder")])
+def test_a_run_dir_that_is_no_folder_is_said_so(tmp_path, name, problem):
+    """Before: 'no metrics.json here or one level below (run `speechsum evaluate` first)' for a mistyped path."""
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(tmp_path / name), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (f"speechsum report: {tmp_path / name}: {problem}; give the folder `speechsum evaluate "
+                               "--out` wrote, or one system's folder in it")
+    assert not (tmp_path / "r").exists()

@@ -290,6 +290,23 @@ def test_min_importance_out_of_range_is_a_usage_error(capsys):
     assert capsys.readouterr().err.endswith("error: argument --min-importance: must be at most 10, got 50\n")
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    # before: an empty --styles drew from every style without a word
+    (["--styles", ""], "speechsum synth: --styles: unknown or no styles ['']; choose from " + ", ".join(STYLES)
+     + ", comma-separated (or leave --styles out for all of them)"),
+    (["--num-queries", "2", "--keep", "3"], "speechsum synth: --keep 3: keeps that many of the --num-queries 2 "
+     "queries per recording, so it must be 1 to 2: lower --keep or raise --num-queries"),
+])
+def test_settings_that_cannot_work_are_refused_naming_the_options(tmp_path, recordings, options, message):
+    from speechsum.cli import main as speechsum
+
+    with pytest.raises(SystemExit) as info:
+        speechsum(["synth", "--manifest", str(recordings), "--out", str(tmp_path / "o.jsonl"), "--model", "m",
+                   "--base-url", "http://127.0.0.1:9/v1", *options])
+    assert info.value.code == message
+    assert not list(tmp_path.glob("o.jsonl*"))
+
+
 def test_an_out_that_is_the_input_manifest_is_refused_before_any_call(tmp_path, recordings):
     """`--out` the `--manifest` file: the training manifest replaced the recordings' manifest."""
     from speechsum.cli import main as speechsum
