@@ -13,23 +13,21 @@ BIN    := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# pip byte-compiles every installed file in one thread (about 50 s of the install on a 2-core
-# machine); --no-compile and one compileall over all cores does the same work in about half the wall
-# time. A file that does not compile is skipped, as pip skips it. The test tools (the dev extra) are
+# pip byte-compiles every installed file (--no-compile: it does not). Python compiles a module when it
+# is first imported and keeps the .pyc, so only the modules the commands use are compiled, once: the
+# install took 24-43 s less and the pipeline's start 6-13 s more on a 2-core EPYC than with every file
+# compiled over both cores (benchmarks/RESULTS.md, 2026-12-07). The test tools (the dev extra) are
 # installed by `make test` only: `make run` does not need them.
-COMPILE := $(BIN)/python -m compileall -qq -j 0 $(VENV)/lib >/dev/null || true
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "Python's venv module is missing: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --no-compile $(TORCH) -e .
-	$(COMPILE)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-compile $(TORCH) -e '.[dev]'
-	$(COMPILE)
 	touch $@
 
 ## The main job: the whole recipe on the bundled benchmark (configs/pipeline/default.yaml, about
