@@ -25,6 +25,7 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
 from speechsum.models.config_fields import checked_config
 from speechsum.models.decode import Prompt, decode, fast_path_reason
+from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
 from speechsum.models.sampling import check_decoding, sampling_processors
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
@@ -267,12 +268,8 @@ class SpeechLLM(nn.Module, ABC):
         processors = sampling_processors(temperature, top_p) if sampled else None
         if num_return_sequences > 1:  # greedy generate decodes one sequence per row
             batch = batch.repeat_interleave(num_return_sequences)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             new_tokens = self._decode(batch, config, processors)
-        finally:
-            self.train(was_training)
         return new_tokens, mask_after_stop(new_tokens, stop_ids)
 
     def greedy_config(self, max_new_tokens: int) -> GenerationConfig:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -37,22 +35,13 @@ from speechsum.models.feature_cache import (
     weights_version,
 )
 from speechsum.models.model_folder import check_model_folder
+from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.projectors import CTCProjector, FrameStackProjector, ctc_keep_mask
 from speechsum.models.whisper_ct2 import resolve_whisper_path
 from speechsum.models.whisper_fast import ENCODER_DTYPES, FastWhisperEncoder
 
 log = logging.getLogger(__name__)
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode (no dropout), restoring its mode after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
@@ -278,7 +267,7 @@ class ComposedSpeechLLM(SpeechLLM):
             if self.feature_cache is not None:
                 self._log_cache_off("the encoder trains")
             return encode()
-        with torch.no_grad(), _eval_mode(self.encoder):
+        with torch.no_grad(), eval_mode(self.encoder):
             if self.feature_cache is None:
                 return encode()
             if keys is None or len(keys) != len(mel_frames):

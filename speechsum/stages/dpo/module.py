@@ -20,6 +20,7 @@ from speechsum.data.loader import SpeechLoader
 from speechsum.losses import dpo_loss
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import NOT_REBUILDABLE
+from speechsum.models.modes import eval_mode
 from speechsum.models.policy import lora_disabled
 from speechsum.stages.base import SpeechStageModule
 from speechsum.stages.dpo.reference_logprobs import (
@@ -166,19 +167,17 @@ class DPOModule(SpeechStageModule):
             with torch.no_grad():
                 yield self._reference_model
             return
-        was_training = model.training
         trainable = dict(model.trainable_parameters())
         saved = {name: trainable[name].data for name in self._initial_extras}
-        model.eval()
-        try:
-            for name, initial in self._initial_extras.items():
-                trainable[name].data = initial.to(saved[name].device)
-            with torch.no_grad(), lora_disabled(model) if self.reference == "lora_disabled" else contextlib.nullcontext():
-                yield model
-        finally:
-            for name, data in saved.items():
-                trainable[name].data = data
-            model.train(was_training)
+        with eval_mode(model):
+            try:
+                for name, initial in self._initial_extras.items():
+                    trainable[name].data = initial.to(saved[name].device)
+                with torch.no_grad(), lora_disabled(model) if self.reference == "lora_disabled" else contextlib.nullcontext():
+                    yield model
+            finally:
+                for name, data in saved.items():
+                    trainable[name].data = data
 
     def reference_logps(self, batch: SpeechBatch, audio: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Reference sequence log-probs ``(B,)`` of chosen and rejected. ``audio``: the batch's
