@@ -273,7 +273,7 @@ def write_students_summary(folder: Path) -> None:
     write_atomic(folder / "summary.csv", summary_csv(results))
 
 
-def test_manifest_args(ctx, out: Path, limit: int | None) -> list[str]:
+def split_manifest_args(ctx, out: Path, limit: int | None) -> list[str]:
     """``--manifest NAME=PATH`` for every test split, each the first ``limit`` examples of the split
     written to ``out/manifests/NAME.jsonl`` (the same subsets for every stage that asks)."""
     args = []
@@ -306,7 +306,7 @@ def run_features(ctx) -> list[Path]:
     student = out / f"{students[0]}_config.yaml"
     write_atomic(student, yaml.safe_dump(resolved, sort_keys=False))
     command = [*SPEECHSUM, "evaluate", "--encode-only", "--out", str(out), "--batch-size", str(opts["batch_size"]),
-               *test_manifest_args(ctx, out, opts["examples_per_split"]), "--system", f"student:features:{student}"]
+               *split_manifest_args(ctx, out, opts["examples_per_split"]), "--system", f"student:features:{student}"]
     ctx.run(command + [str(a) for a in opts["args"]])
     return [out / "features.json"]
 
@@ -329,7 +329,7 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
             write_students_summary(out)  # without this stage's row (deleted before it ran)
         return []
     command = [*SPEECHSUM, "evaluate", "--out", str(out), "--max-new-tokens", str(opts["max_new_tokens"]),
-               "--batch-size", str(opts["batch_size"]), *test_manifest_args(ctx, out, opts["examples_per_split"])]
+               "--batch-size", str(opts["batch_size"]), *split_manifest_args(ctx, out, opts["examples_per_split"])]
     metrics = opts["metrics"]
     if judge["kind"] == "openai":
         metrics = ",".join(dict.fromkeys([*metrics.split(","), "llm_judge"]))
