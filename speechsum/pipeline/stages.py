@@ -28,6 +28,7 @@ from speechsum.pipeline.config import (
     STUDENT_SYSTEMS,
     aligns,
     backbone_path,
+    get_path,
     resolve_stage_config,
     section_options,
     teacher_model_path,
@@ -296,8 +297,8 @@ def run_features(ctx) -> list[Path]:
         ctx.note(f"{ctx.stage}: no student among evaluate.systems; nothing to encode")
         return []
     resolved = resolve_stage_config(ctx.config, students[0], ctx.run_dir)
-    backbone = (((resolved.get("model") or {}).get("init_args") or {}).get("model") or {}).get("init_args") or {}
-    if not backbone.get("feature_cache") or (backbone.get("policy") or {}).get("train_encoder"):
+    backbone = "model.init_args.model.init_args"
+    if not get_path(resolved, f"{backbone}.feature_cache") or get_path(resolved, f"{backbone}.policy.train_encoder"):
         # not built to find out: a native backbone (Phi-4-multimodal, Qwen2-Audio) takes minutes to load
         ctx.note(f"{ctx.stage}: the {students[0]} student reads no feature cache (model.init_args.model.init_args."
                  "feature_cache unset, or its encoder trains); nothing to encode ahead")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from speechsum.pipeline.config import load_pipeline_config, preset_path, set_path
@@ -38,9 +39,10 @@ def test_the_features_stage_encodes_the_student_evaluations_test_subsets_with_th
     assert (backbone["feature_cache"], backbone["encoder_dtype"]) == (str(tmp_path / "feature_cache"), "bfloat16")
 
 
-def test_the_features_stage_encodes_nothing_for_a_student_without_a_feature_cache(tmp_path, capsys):
+@pytest.mark.parametrize(("key", "value"), [("feature_cache", None), ("policy.train_encoder", True)])
+def test_the_features_stage_encodes_nothing_for_a_student_that_reads_no_feature_cache(tmp_path, capsys, key, value):
     config = load_pipeline_config(preset_path("default"))
-    set_path(config, "stages.sft.overrides.model.init_args.model.init_args.feature_cache", None)
+    set_path(config, f"stages.sft.overrides.model.init_args.model.init_args.{key}", value)
     commands = []
     assert PIPELINE["features"].run(features_ctx(tmp_path, config, commands)) == [] and commands == []
     assert "the sft student reads no feature cache" in capsys.readouterr().out
