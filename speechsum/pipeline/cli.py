@@ -52,6 +52,7 @@ from speechsum.pipeline.runner import (
     marker_path,
     peak_at_once,
     run_stages,
+    stage_environment,
     write_json_atomic,
 )
 from speechsum.pipeline.stages import WARM_MODULES
@@ -292,20 +293,24 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     config = with_teacher_mode(load_pipeline_config(config_file), args.teacher)
     check_endpoints(config, config_file)
     run_dir = Path(args.run_dir).resolve()
-    check_command_args(config, config_file)  # before any stage runs: the stages' options and configs
-    check_stage_configs(config, config_file, run_dir, table.until(args.until))
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
-    check_output_path(run_dir, "--run-dir", folder=True)  # under a file, or where nothing can be created
-    check_run_dir_is_a_run(run_dir)
-    check_from_inputs(run_dir, args.from_stage, table)
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    with run_dir_lock(run_dir):
-        return _run_locked(args, table, config_file, config, run_dir, threads)
+    warm = not args.no_warm_start and sys.platform.startswith("linux")  # fork after importing torch: Linux only
+    with WarmStarter(WARM_MODULES) if warm else contextlib.nullcontext() as starter:
+        if starter is not None:  # the server imports torch & co. on the other core while the checks below run
+            starter.warm_up(stage_environment(threads))
+        check_command_args(config, config_file)  # before any stage runs: the stages' options and configs
+        check_stage_configs(config, config_file, run_dir, table.until(args.until))
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"--run-dir {run_dir} is a file: give a folder (it is created if missing)")
+        check_output_path(run_dir, "--run-dir", folder=True)  # under a file, or where nothing can be created
+        check_run_dir_is_a_run(run_dir)
+        check_from_inputs(run_dir, args.from_stage, table)
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(run_dir):
+            return _run_locked(args, table, config_file, config, run_dir, threads, starter)
 
 
 def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, config: dict, run_dir: Path,
-                threads: int) -> dict:
+                threads: int, starter: WarmStarter | None) -> dict:
     remove_stale_temporaries(run_dir)  # no stage runs yet: only what a killed run's atomic writes left
     digests = table.config_digests(config)  # stored in each stage's marker: a changed setting is pointed out
     write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
@@ -328,9 +333,9 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
                             starter=starter)
 
     board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
-    warm = not args.no_warm_start and sys.platform.startswith("linux")  # fork after importing torch: Linux only
-    with WarmStarter(WARM_MODULES) if warm else contextlib.nullcontext() as starter:
-        finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
+    finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
+    if starter is not None:
+        starter.close()  # before the summary: its servers' memory is not needed any more
     stages = {}
     for stage in table.names:
         if stage in kept:

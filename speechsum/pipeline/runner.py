@@ -106,10 +106,8 @@ class StageContext:
             log.write(f"[pipeline] {message}\n")
 
     def environment(self) -> dict[str, str]:
-        """The environment of this stage's commands: this process's, with the thread count set."""
-        threads = str(self.threads)
-        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                DIE_WITH_PARENT: str(os.getpid())}  # a pipeline killed with SIGKILL leaves no stage running (utils/processes.py)
+        """The environment of this stage's commands (:func:`stage_environment`)."""
+        return stage_environment(self.threads)
 
     def check_stop(self) -> None:
         if self.stop.is_set():
@@ -186,6 +184,13 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(marker_path(ctx.run_dir, stage.name), marker)
     return marker
+
+
+def stage_environment(threads: int) -> dict[str, str]:
+    """The environment of a stage's commands: this process's, with the thread count set."""
+    count = str(threads)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count,
+            DIE_WITH_PARENT: str(os.getpid())}  # a pipeline killed with SIGKILL leaves no stage running (utils/processes.py)
 
 
 def stage_threads(table: StageTable, stage: str, lanes: int, threads: int) -> int:

@@ -123,7 +123,7 @@ class StageTable:
 
     def runs_alone(self, name: str) -> bool:
         """Whether every other stage always ends before ``name`` starts or starts after it ends
-        (:meth:`before`): no stage can ever run beside it (the benchmark, DPO, the report)."""
+        (:meth:`before`): no stage can ever run beside it (the benchmark, the report)."""
         later = {other for other in self.names if name in self.before(other)}
         return self.before(name) | later | {name} == set(self.names)
 
@@ -182,10 +182,10 @@ PIPELINE = StageTable([
           outputs=pairs_outputs, reads=("pairs", "judge")),
     student_evaluation("evaluate_sft", "sft", "SFT"),
     student_evaluation("evaluate_kd", "kd", "KD"),
-    # after the other evaluations, so DPO and its evaluation run alone, with every thread: on the
-    # default preset the other lane has nothing left to do by then anyway
-    Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True, reads=("stages.dpo",),
-          after=("baselines", "evaluate_sft", "evaluate_kd")),
+    # as soon as the pairs exist, with one lane's threads, beside the baselines and the SFT and KD
+    # evaluations (it waited for them until 2026-12-07, to run alone with every thread: on a 2-core
+    # EPYC the other lane then idled while the baselines ended; the same weights with 1 or 2 threads there)
+    Stage("dpo", ("pairs",), run_fit, "DPO on the preference pairs", resumes=True, reads=("stages.dpo",)),
     student_evaluation("evaluate_dpo", "dpo", "DPO"),
     Stage("report", ("baselines", "evaluate_sft", "evaluate_kd", "evaluate_dpo"), run_report,
           "write and print the report table and charts", outputs=report_outputs, reads=("report", "evaluate")),

@@ -133,6 +133,7 @@ class WarmStarter:
         self._folder: str | None = None
         self._key: tuple | None = None
         self._retired: list[subprocess.Popen] = []  # servers finishing their commands (another environment)
+        self._idle: set[subprocess.Popen] = set()  # servers that have started no command yet
         self.failure = ""  # why a start failed: no further tries
 
     def __enter__(self) -> WarmStarter:
@@ -141,12 +142,15 @@ class WarmStarter:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _address(self, env: dict[str, str], cwd: str) -> str:
-        """The socket of a running server whose imports saw ``env`` and ``cwd``; started if needed."""
+    def _address(self, env: dict[str, str], cwd: str, for_command: bool = True) -> str:
+        """The socket of a running server whose imports saw ``env`` and ``cwd``; started if needed
+        (``for_command``: a command is about to be sent to it)."""
         with self._lock:
             self._retired = [server for server in self._retired if server.poll() is None]  # reaps the ended
             key = server_key(env, cwd)
             if self._server is not None and self._server.poll() is None and self._key == key:
+                if for_command:
+                    self._idle.discard(self._server)
                 return os.path.join(self._folder, "socket")
             self._retire_server()
             self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # mode 0700: our user's only
@@ -159,7 +163,19 @@ class WarmStarter:
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=[listener.fileno()], cwd=cwd,
                     env={k: v for k, v in env.items() if not speechsum_own(k)})  # keys stay with the commands
             self._key = key
+            if not for_command:
+                self._idle.add(self._server)
             return address
+
+    def warm_up(self, env: dict[str, str], cwd: str | None = None) -> None:
+        """Start the server for commands run with ``env`` in ``cwd`` now, so that its imports run while
+        this process does other work instead of delaying the first :meth:`start`."""
+        if self.failure:
+            return
+        try:
+            self._address(env, cwd or os.getcwd(), for_command=False)
+        except OSError as err:
+            self.failure = f"warm starts failed: the server could not start ({err})"
 
     def start(self, module: str, args: Sequence[str], env: dict[str, str], cwd: str | None = None) -> WarmProcess:
         """Run ``python -m module *args`` with ``env`` in ``cwd`` (default: this process's folder)."""
@@ -208,6 +224,8 @@ class WarmStarter:
         with self._lock:
             self._retire_server()
             for server in self._retired:
+                if server in self._idle:  # nothing of it to finish: not worth waiting for its imports
+                    server.kill()
                 with contextlib.suppress(OSError):
                     server.stdin.close()  # the signal to end now
                 try:
@@ -215,4 +233,4 @@ class WarmStarter:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
-            self._retired = []
+            self._retired, self._idle = [], set()

@@ -337,11 +337,12 @@ def test_the_stage_table_lists_every_stage_after_what_it_needs():
     assert [s.name for s in PIPELINE if s.resumes] == list(TRAINING_STAGES)
     assert PIPELINE.label("align") == "[3/14] align"
     # the scheduler's priority: the longest chain of stages still to come (kd before evaluate_sft),
-    # counting the stages that wait for it (dpo waits for the evaluations without reading them)
-    # features (5) before baselines (4): the evaluations, which wait for it, are on more chains' way
+    # counting the stages that wait for it (the evaluations wait for features without reading it):
+    # features (3) before baselines (2), dpo (3) before the SFT and KD evaluations (2)
     assert {s: PIPELINE.chain(s) for s in ("text_lm", "text_teacher", "features", "kd", "baselines", "evaluate_sft",
-                                           "report")} \
-        == {"text_lm": 8, "text_teacher": 6, "features": 5, "kd": 5, "baselines": 4, "evaluate_sft": 4, "report": 1}
+                                           "dpo", "report")} \
+        == {"text_lm": 8, "text_teacher": 6, "features": 3, "kd": 5, "baselines": 2, "evaluate_sft": 2, "dpo": 3,
+            "report": 1}
     assert PIPELINE.upstream("dpo") == {"benchmark", "text_lm", "align", "text_teacher", "sft", "kd", "pairs"}
     first = PIPELINE.epilog().splitlines()[:3]
     assert first == ["  benchmark     build the bundled benchmark, the text corpus and the tokenizer",

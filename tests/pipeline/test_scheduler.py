@@ -95,8 +95,9 @@ def test_independent_stages_run_at_once_with_the_threads_split(tmp_path):
 def test_the_critical_chain_goes_first_and_the_students_are_evaluated_beside_the_baselines(tmp_path):
     """Baselines that hold one lane long after the teacher: the student's chain (kd, pairs) takes the
     other lane before evaluate_sft, which was ready since SFT ended; the SFT and KD evaluations follow
-    in that lane while the baselines still run, each with one thread; DPO waits for the baselines and
-    both evaluations, then it, its evaluation and the report run alone, with both threads."""
+    in that lane while the baselines still run, each with one thread; DPO starts once the pairs
+    exist, before the evaluations it is ready with (a longer chain), beside the baselines, with one
+    thread like its evaluation; only the report runs alone, with both threads."""
     table = stand_in_stages(tmp_path / "pids", {
         "text_teacher": 0.5, "baselines": 4.0, "sft": 0.8, "kd": 0.3, "pairs": 0.3, "dpo": 0.3})
     stages = run_in_process(tmp_path / "run", table, "--threads", "2")["stages"]
@@ -104,11 +105,11 @@ def test_the_critical_chain_goes_first_and_the_students_are_evaluated_beside_the
         assert all(stages[need]["end_s"] <= stages[stage.name]["start_s"] for need in stage.waits_for), stage.name
     assert stages["baselines"]["start_s"] < stages["sft"]["end_s"]  # so one lane is free when SFT ends
     assert stages["kd"]["start_s"] < stages["evaluate_sft"]["start_s"]  # ready together: kd first
-    assert stages["pairs"]["end_s"] <= stages["evaluate_sft"]["start_s"]
+    assert stages["pairs"]["end_s"] <= stages["dpo"]["start_s"] < stages["evaluate_sft"]["start_s"]
     assert stages["evaluate_sft"]["start_s"] < stages["evaluate_kd"]["start_s"] < stages["baselines"]["end_s"]
-    assert stages["baselines"]["end_s"] <= stages["dpo"]["start_s"]
+    assert stages["dpo"]["end_s"] < stages["baselines"]["end_s"]  # DPO does not wait for the baselines
     assert {s: stages[s]["threads"] for s in ("evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report")} == {
-        "evaluate_sft": 1, "evaluate_kd": 1, "dpo": 2, "evaluate_dpo": 2, "report": 2}
+        "evaluate_sft": 1, "evaluate_kd": 1, "dpo": 1, "evaluate_dpo": 1, "report": 2}
 
     summary = run_in_process(tmp_path / "run", table, "--from", "evaluate_sft,evaluate_kd")
     assert [s for s, v in summary["stages"].items() if v["status"] == "ran"] == ["evaluate_sft", "evaluate_kd", "report"]
@@ -118,20 +119,21 @@ def test_the_critical_chain_goes_first_and_the_students_are_evaluated_beside_the
 
 def test_a_stage_gets_the_same_threads_whether_or_not_another_runs_beside_it(tmp_path):
     """Baselines that end at once leave the student's chain (kd, pairs) alone in the machine: each
-    still gets threads // lanes (its numbers must not depend on the timing); the benchmark, DPO
-    (which waits for the other evaluations), its evaluation and the report, which nothing can run
-    beside, get every thread; so does a --from rerun of dpo, and a --from rerun of kd keeps 2."""
-    alone = ["benchmark", "dpo", "evaluate_dpo", "report"]
+    still gets threads // lanes (its numbers must not depend on the timing), DPO too; the benchmark
+    and the report, which nothing can run beside, get every thread; a --from rerun of dpo or kd keeps 2."""
+    alone = ["benchmark", "report"]
     assert [s for s in STAGES if PIPELINE.runs_alone(s)] == alone
     table = stand_in_stages(tmp_path / "pids", {"baselines": 0.0, "sft": 0.3, "kd": 0.3, "evaluate_kd": 0.6})
     stages = run_in_process(tmp_path / "run", table, "--threads", "4")["stages"]
     assert stages["baselines"]["end_s"] <= stages["kd"]["start_s"]  # kd and pairs ran with nothing beside
-    assert stages["pairs"]["end_s"] < stages["evaluate_kd"]["end_s"] <= stages["dpo"]["start_s"]  # dpo waited
+    assert stages["pairs"]["end_s"] <= stages["dpo"]["start_s"] < stages["evaluate_kd"]["end_s"]  # beside it
     assert {s: v["threads"] for s, v in stages.items()} == {s: 4 if s in alone else 2 for s in STAGES}
     log = (tmp_path / "run" / "logs" / "dpo.log").read_text()
+    assert "OMP_NUM_THREADS=2" in log and "threads 2" in log
+    log = (tmp_path / "run" / "logs" / "report.log").read_text()
     assert "OMP_NUM_THREADS=4" in log and "threads 4" in log
     rerun = run_in_process(tmp_path / "run", table, "--threads", "4", "--from", "dpo", "--until", "dpo")["stages"]
-    assert rerun["dpo"]["status"] == "ran" and rerun["dpo"]["threads"] == 4
+    assert rerun["dpo"]["status"] == "ran" and rerun["dpo"]["threads"] == 2
     rerun = run_in_process(tmp_path / "run", table, "--threads", "4", "--from", "kd", "--until", "kd")["stages"]
     assert rerun["kd"]["status"] == "ran" and rerun["kd"]["threads"] == 2
     serial = run_in_process(tmp_path / "serial", table, "--threads", "4", "--lanes", "1", "--until", "sft")["stages"]
@@ -139,12 +141,15 @@ def test_a_stage_gets_the_same_threads_whether_or_not_another_runs_beside_it(tmp
 
 
 def test_after_orders_stages_without_pulling_them_into_until(tmp_path):
-    """``after`` is an order, not a dependency: --until dpo runs dpo and what it is built from, not
-    the evaluations it waits for when they run; a table whose ``after`` names a later stage is refused."""
+    """``after`` is an order, not a dependency: --until evaluate_sft runs it and what it is built
+    from, not ``features``, which it waits for when that runs; a table whose ``after`` names a later
+    stage is refused."""
     table = stand_in_stages(tmp_path / "pids")
-    stages = run_in_process(tmp_path / "run", table, "--threads", "2", "--until", "dpo")["stages"]
-    assert set(stages) == {"benchmark", "text_lm", "align", "text_teacher", "sft", "kd", "pairs", "dpo"}
-    assert stages["dpo"]["threads"] == 2
+    stages = run_in_process(tmp_path / "run", table, "--threads", "2", "--until", "evaluate_sft")["stages"]
+    assert set(stages) == {"benchmark", "text_lm", "align", "sft", "evaluate_sft"}
+    assert stages["evaluate_sft"]["threads"] == 1
+    stages = run_in_process(tmp_path / "both", table, "--threads", "2", "--until", "evaluate_sft,features")["stages"]
+    assert stages["features"]["end_s"] <= stages["evaluate_sft"]["start_s"]
     with pytest.raises(ValueError, match="not listed before it"):
         StageTable([replace(PIPELINE["benchmark"], after=("report",)), *PIPELINE.stages[1:]])
 

@@ -117,6 +117,27 @@ def test_the_server_restarts_when_what_its_imports_read_has_changed(starter):
     assert per_command["threads"] == 1
 
 
+def test_warm_up_starts_the_server_that_the_first_command_then_runs_in():
+    with WarmStarter(MODULES) as starter:
+        starter.warm_up(environment(WARM_PROBE_IMPORT="a"))
+        server = starter._server
+        assert server is not None and server.poll() is None  # started before any command
+        probe = seen(warm(starter, PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="a", OMP_NUM_THREADS="1",
+                                                                  MKL_NUM_THREADS="1"))[1])
+        assert (probe["ppid"], probe["at_import"], probe["threads"]) == (server.pid, "a", 1)
+    assert server.returncode == 0  # told to end, it ended on its own
+
+
+def test_close_does_not_wait_for_a_warmed_up_server_that_ran_no_command():
+    """A pipeline whose checks fail right after warming up ends at once, not after the imports."""
+    starter = WarmStarter(MODULES)
+    starter.warm_up(environment(WARM_PROBE_IMPORT="slow"))
+    server = starter._server
+    starter.close()
+    assert server.returncode == -signal.SIGKILL
+    starter.close()  # twice is fine
+
+
 def test_close_stops_the_commands_still_running():
     starter = WarmStarter(MODULES)
     process = starter.start(PROBE, ["sleep", "60"], environment())
