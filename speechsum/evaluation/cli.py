@@ -11,8 +11,9 @@ import os
 import re
 from pathlib import Path
 
-from speechsum.evaluation.evaluate import MANIFEST_RULE
+from speechsum.evaluation.manifest_args import MANIFEST_RULE
 from speechsum.evaluation.report import build_report
+from speechsum.evaluation.runs import summary_csv
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import (
     at_least,
@@ -159,7 +160,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 
 def _manifests(args: argparse.Namespace) -> dict[str, Path]:
-    from speechsum.evaluation.evaluate import parse_manifest_arg
+    from speechsum.evaluation.manifest_args import parse_manifest_arg
 
     manifests: dict[str, Path] = {}
 
@@ -187,22 +188,6 @@ def _manifests(args: argparse.Namespace) -> dict[str, Path]:
     if not manifests:
         raise SystemExit("speechsum evaluate: give --manifest PATH or --benchmark-dir DIR")
     return manifests
-
-
-def summary_csv(results: dict[str, dict]) -> str:
-    """One line per (system, group kind, group, metric): mean, low, high, n."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["system", "role", "stage", "group_by", "group", "metric", "mean", "low", "high", "n"])
-    for name, result in results.items():
-        system = result["system"]
-        for group_by, groups in result["results"].items():
-            groups = {"all": groups} if group_by == "all" else groups
-            for group, stats in groups.items():
-                for metric, stat in stats.items():
-                    writer.writerow([name, system["role"], system.get("stage") or "", group_by, group, metric,
-                                     stat["mean"], stat["low"], stat["high"], stat["n"]])
-    return buffer.getvalue()
 
 
 def drop_summary_rows(path: Path, systems: set[str]) -> None:

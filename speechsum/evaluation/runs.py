@@ -1,8 +1,10 @@
 """The ``metrics.json`` of ``speechsum evaluate`` runs, as the report reads them: loaded and checked,
-put in the paper's row order, and what each skipped."""
+put in the paper's row order, and what each skipped; and their ``summary.csv`` lines."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -99,3 +101,19 @@ def skipped_note(runs: list[dict]) -> list[str]:
             parts.append(f"{run['system']['name']}: " + ", ".join(f"{n} on {split}" for split, n in splits.items()))
     return [f"Not scored (skipped under `--on-bad-example skip`; lines and reasons in each system's metrics.json): "
             f"{'; '.join(parts)}.\n"] if parts else []
+
+
+def summary_csv(results: dict[str, dict]) -> str:
+    """One line per (system, group kind, group, metric): mean, low, high, n."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["system", "role", "stage", "group_by", "group", "metric", "mean", "low", "high", "n"])
+    for name, result in results.items():
+        system = result["system"]
+        for group_by, groups in result["results"].items():
+            groups = {"all": groups} if group_by == "all" else groups
+            for group, stats in groups.items():
+                for metric, stat in stats.items():
+                    writer.writerow([name, system["role"], system.get("stage") or "", group_by, group, metric,
+                                     stat["mean"], stat["low"], stat["high"], stat["n"]])
+    return buffer.getvalue()

@@ -39,7 +39,6 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from speechsum.pipeline.checks import check_stage_configs
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
 from speechsum.pipeline.progress import ProgressBoard, say
@@ -297,6 +296,8 @@ def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict
     with WarmStarter(WARM_MODULES) if warm else contextlib.nullcontext() as starter:
         if starter is not None:  # the server imports torch & co. on the other core while the checks below run
             starter.warm_up(stage_environment(threads))
+        from speechsum.pipeline.checks import check_stage_configs  # imports Lightning: after the warm-up
+
         check_command_args(config, config_file)  # before any stage runs: the stages' options and configs
         check_stage_configs(config, config_file, run_dir, table.until(args.until))
         if run_dir.exists() and not run_dir.is_dir():

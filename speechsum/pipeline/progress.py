@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from speechsum.pipeline.progress_callback import PREFIX
+PREFIX = "[progress]"  # starts the lines progress_callback.progress_line writes (this module imports no Lightning)
 
 PLAIN_EVERY_S = 30.0
 _lock = threading.Lock()

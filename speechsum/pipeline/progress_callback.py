@@ -10,7 +10,7 @@ import time
 
 import lightning.pytorch as pl
 
-PREFIX = "[progress]"
+from speechsum.pipeline.progress import PREFIX
 
 
 def progress_line(step: int, total: int | float, metrics: dict[str, float]) -> str:

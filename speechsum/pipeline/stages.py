@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from speechsum.data.manifest import audio_path
-from speechsum.evaluation.cli import summary_csv
+from speechsum.evaluation.runs import summary_csv
 from speechsum.pipeline.config import (
     STUDENT_SYSTEMS,
     aligns,

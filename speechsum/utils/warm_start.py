@@ -35,6 +35,9 @@ import threading
 from collections.abc import Sequence
 
 PER_COMMAND = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # and every SPEECHSUM_* variable
+# set by importing Lightning (lightning.fabric) and torch's inductor in any process, the server's too: a
+# command's environment that has them only because the pipeline imported Lightning after warm_up is the same
+SET_BY_IMPORTS = ("PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR")
 LENGTH = struct.Struct("!I")
 FOLDER_PREFIX = "speechsum-warm-"  # the private folder of a server's socket
 
@@ -45,9 +48,9 @@ def speechsum_own(name: str) -> bool:
 
 
 def server_key(env: dict[str, str], cwd: str) -> tuple:
-    """What a server's imports may have read: its environment without the per-command settings, and
-    its working folder (``sys.path[0]`` of ``python -m``)."""
-    kept = {k: v for k, v in env.items() if k not in PER_COMMAND and not speechsum_own(k)}
+    """What a server's imports may have read: its environment without the per-command settings and
+    :data:`SET_BY_IMPORTS`, and its working folder (``sys.path[0]`` of ``python -m``)."""
+    kept = {k: v for k, v in env.items() if k not in PER_COMMAND + SET_BY_IMPORTS and not speechsum_own(k)}
     return tuple(sorted(kept.items())), cwd
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from speechsum.evaluation.cli import _manifests, evaluate_main, evaluate_parser
-from speechsum.evaluation.evaluate import parse_manifest_arg
+from speechsum.evaluation.manifest_args import parse_manifest_arg
 
 
 @pytest.fixture

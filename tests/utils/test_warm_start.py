@@ -117,14 +117,21 @@ def test_the_server_restarts_when_what_its_imports_read_has_changed(starter):
     assert per_command["threads"] == 1
 
 
-def test_warm_up_starts_the_server_that_the_first_command_then_runs_in():
+def test_warm_up_starts_the_server_that_the_first_command_then_runs_in(monkeypatch):
+    """The pipeline warms up before it imports Lightning, which sets two variables; its commands'
+    environments then have them, and still run in the warmed-up server (whose own imports set them)."""
+    monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)  # as before importing Lightning
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     with WarmStarter(MODULES) as starter:
         starter.warm_up(environment(WARM_PROBE_IMPORT="a"))
         server = starter._server
         assert server is not None and server.poll() is None  # started before any command
-        probe = seen(warm(starter, PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="a", OMP_NUM_THREADS="1",
-                                                                  MKL_NUM_THREADS="1"))[1])
+        after_imports = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor_x"}
+        probe = seen(warm(starter, PROBE, ["exit", "0"], environment(
+            WARM_PROBE_IMPORT="a", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **after_imports))[1])
         assert (probe["ppid"], probe["at_import"], probe["threads"]) == (server.pid, "a", 1)
+        changed = seen(warm(starter, PROBE, ["exit", "0"], environment(WARM_PROBE_IMPORT="a", OTHER="1"))[1])
+        assert changed["ppid"] != server.pid  # any other variable still means a new server
     assert server.returncode == 0  # told to end, it ended on its own
 
 
