@@ -30,6 +30,7 @@ from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
     array_hint,
     cut_short_hint,
+    empty_field,
     layout_hint,
     misnamed,
     near_miss_hint,
@@ -256,6 +257,8 @@ def parse_line(
     required += ["chosen", "rejected"] if require_preference else []
     for name in required:
         value = record.get(name)
+        if (empty := empty_field(name, record)) is not None:
+            raise ValueError(empty)
         if not value or blank(value):
             what = "" if not value else " (only whitespace)" if not value.strip() else \
                 " (only invisible characters, e.g. zero-width spaces)"

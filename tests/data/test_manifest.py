@@ -97,7 +97,23 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "missing_id": ({"audio": "audio/b.wav", "instruction": "x"}, {}, "missing field 'id'"),
         "missing_audio": ({"id": "b", "instruction": "x"}, {}, "missing field 'audio'"),
         "missing_instruction": ({"id": "b", "audio": "audio/b.wav"}, {}, "missing field 'instruction'"),
-        "empty_instruction": (record("b", "audio/b.wav", instruction=""), {}, "missing field 'instruction'"),
+        "empty_instruction": (record("b", "audio/b.wav", instruction=""), {}, 'field \'instruction\' is empty (""): write '
+                              'what the model is to do (e.g. "Summarise the call"), or delete the line'),
+        "null_instruction": (record("b", "audio/b.wav", instruction=None), {}, "field 'instruction' is null: write what "
+                             'the model is to do (e.g. "Summarise the call"), or delete the line'),
+        "empty_summary": (record("b", "audio/b.wav", summary=""), {"require_summary": True}, 'field \'summary\' is empty '
+                          '(""): write the reference summary (for data without references, on-policy KD or DPO, set '
+                          "require_summary: false in the data config), or delete the line"),
+        "null_summary": (record("b", "audio/b.wav", summary=None), {"require_summary": True}, "field 'summary' is null: "
+                         "write the reference summary (for data without references, on-policy KD or DPO, set "
+                         "require_summary: false in the data config), or delete the line"),
+        "null_id": (record(None, "audio/b.wav"), {}, "field 'id' is null: give the example a unique id, or delete the line"),
+        "empty_audio_path": (record("b", ""), {}, 'field \'audio\' is empty (""): give the path of its audio file, or '
+                             "delete the line"),
+        "null_transcript": (record("b", "audio/b.wav", summary="s", transcript=None), {"require_transcript": True},
+                            "field 'transcript' is null: write what was said in the audio, or delete the line"),
+        "empty_rejected": (record("b", "audio/b.wav", chosen="c", rejected=""), {"require_preference": True},
+                           'field \'rejected\' is empty (""): write the judge\'s worse summary, or delete the line'),
         "blank_id": (record(" ", "audio/b.wav"), {}, "missing field 'id' (only whitespace)"),
         "blank_summary": (record("b", "audio/b.wav", summary=" \t"), {"require_summary": True},
                           "missing field 'summary' (only whitespace)"),
@@ -215,6 +231,13 @@ BAD_CASES = [
     "missing_audio",
     "missing_instruction",
     "empty_instruction",
+    "null_instruction",
+    "empty_summary",
+    "null_summary",
+    "null_id",
+    "empty_audio_path",
+    "null_transcript",
+    "empty_rejected",
     "missing_summary",
     "missing_transcript",
     "missing_chosen",
