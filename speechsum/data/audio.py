@@ -34,7 +34,7 @@ from speechsum.data.cut_short import (
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
-from speechsum.data.not_audio import diagnose_file
+from speechsum.data.not_audio import FORMATS_ADVICE, diagnose_file, formats_advice
 from speechsum.data.ogg_pages import ogg_end_frames, ogg_links
 from speechsum.data.wav_order import open_in_order
 
@@ -53,9 +53,6 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
 
 
-# what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
-FORMATS_ADVICE = ("speechsum reads what libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...; not M4A/AAC, "
-                  "WMA or video): convert it, e.g. `ffmpeg -i in.m4a out.wav`, or drop it")
 RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sample format or channels; convert it to "
               "WAV giving them, e.g. `sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav`")
 
@@ -64,9 +61,10 @@ class UnreadableAudioError(ValueError):
     """libsndfile could not open the file as audio, or would read only a part of it; ``reason``: why,
     without the file's name; ``advice``: what to do (None: the reason says it)."""
 
-    def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE):
-        self.reason, self.advice = reason, advice
-        super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {advice}" if advice else ""))
+    def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE, suffix: str = ""):
+        self.formats = advice is FORMATS_ADVICE  # the usual advice: which formats work (its example fits the file)
+        self.reason, self.advice = reason, formats_advice(source, suffix) if self.formats else advice
+        super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {self.advice}" if self.advice else ""))
 
 
 class EmptyAudioError(ValueError):
@@ -217,7 +215,7 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
             reason = f"no audio libsndfile can decode (it reports: {reason})"
         if diagnosis := diagnose_file(source, reason):
-            raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE) from None
+            raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from speechsum.data.audio import (
-    FORMATS_ADVICE,
     AudioTooLongError,
     BadSampleError,
     EmptyAudioError,
@@ -71,7 +70,7 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
         except EmptyAudioError:
             raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
         except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
-            advice = "send WAV, MP3, FLAC or OGG audio" if error.advice in (FORMATS_ADVICE, None) else error.advice
+            advice = "send WAV, MP3, FLAC or OGG audio" if error.formats or error.advice is None else error.advice
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",
                               audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
