@@ -193,7 +193,8 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"([Errno 36] File name too long: {str((audio / ('x' * 300 + '.wav')).resolve())!r})",
         ),
         "audio_is_a_folder": (record("b", "audio"), {}, f"field 'audio': {audio.resolve()}: a folder, not an audio file"),
-        "audio_is_empty": (record("b", "audio/empty.wav"), {}, f"field 'audio': {(audio / 'empty.wav').resolve()}: an empty file (0 bytes)"),
+        "audio_is_empty": (record("b", "audio/empty.wav"), {}, f"field 'audio': {(audio / 'empty.wav').resolve()}: an empty file (0 bytes: a download "
+                           "or copy that failed?): replace it with the recording, or drop it"),
         "escapes_folder": (
             record("b", "../x.wav"),
             {},
