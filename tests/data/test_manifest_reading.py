@@ -153,9 +153,25 @@ def test_invalid_utf8_line_names_file_and_line(root: Path):
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     error = info.value
-    reason = f"not valid UTF-8: byte(s) e9 at byte offset {bad.index(0xE9)} (invalid continuation byte)"
+    reason = (f"not valid UTF-8: byte(s) e9 at byte offset {bad.index(0xE9)} (invalid continuation byte); in "
+              "Windows-1252 (Latin-1) it reads 'é': if the file was saved so, convert it to UTF-8 (e.g. iconv -f "
+              "WINDOWS-1252 -t UTF-8 FILE > FILE.utf8)")  # before: no word on what to do
     assert (error.path, error.line, error.reason) == (str(manifest), 3, reason)
     assert str(error) == f"{manifest}:3: {reason}"
+
+
+LEGACY = ("; in Windows-1252 (Latin-1) it reads '{}': if the file was saved so, convert it to UTF-8 (e.g. iconv -f "
+          "WINDOWS-1252 -t UTF-8 FILE > FILE.utf8)")
+
+
+def test_a_line_of_utf8_then_a_bad_byte_gets_no_windows_1252_advice(root: Path):
+    """Valid UTF-8 before the bad byte: a file mixing encodings (or damaged), not one saved as Windows-1252."""
+    manifest = root / "m.jsonl"
+    manifest.write_bytes('{"id": "b", "audio": "audio/b.wav", "instruction": "Grüße \xff"}\n'.encode("latin-1")
+                         .replace("Grüße".encode("latin-1"), "Grüße".encode()))
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason.endswith("(invalid start byte)")
 
 
 def test_skip_mode_counts_invalid_utf8_lines(root: Path, caplog):
@@ -172,10 +188,11 @@ def test_skip_mode_counts_invalid_utf8_lines(root: Path, caplog):
     assert [e.id for e in examples] == ["a", "b"]
     assert examples[1].summary == "Grüße, 東京"
     expected = [
-        SkippedLine(2, "not valid UTF-8: byte(s) ff at byte offset 0 (invalid start byte)"),
+        SkippedLine(2, "not valid UTF-8: byte(s) ff at byte offset 0 (invalid start byte)" + LEGACY.format("ÿ")),
         SkippedLine(
             4,
-            f"not valid UTF-8: byte(s) c3 at byte offset {lines[3].index(0xC3)} (invalid continuation byte)",
+            f"not valid UTF-8: byte(s) c3 at byte offset {lines[3].index(0xC3)} (invalid continuation byte)"
+            + LEGACY.format("Ã"),
         ),
     ]
     assert skipped == expected
