@@ -75,3 +75,25 @@ def test_serve_refuses_a_key_no_client_can_send_naming_the_option(tmp_path, monk
         "speechsum serve: --api-key-env SPEECHSUM_SERVE_TEST_KEY: the API key in $SPEECHSUM_SERVE_TEST_KEY holds a "
         "character an HTTP header cannot carry (a space, a line end or a non-ASCII letter) at position 3: export the "
         "key exactly as issued")
+
+
+@pytest.mark.parametrize(("url", "message"), BAD_URLS[1:3])
+def test_synth_base_url_is_checked_as_the_judges_are(tmp_path, capsys, url, message):
+    from speechsum.synth.run import main as synth_main
+
+    with pytest.raises(SystemExit) as stop:
+        synth_main(["--manifest", "m.jsonl", "--out", str(tmp_path / "o.jsonl"), "--model", "m", "--base-url", url])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: argument --base-url: {message}\n")
+
+
+def test_synth_refuses_an_unsendable_key_naming_the_option_before_reading_the_manifest(tmp_path, monkeypatch):
+    from speechsum.synth.run import main as synth_main
+
+    monkeypatch.setenv("SPEECHSUM_JUDGE_KEY", "sk-\u00e9")
+    with pytest.raises(SystemExit) as stop:
+        synth_main(["--manifest", str(tmp_path / "never-read.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--model", "m",
+                    "--api-key-env", "SPEECHSUM_JUDGE_KEY"])
+    assert stop.value.code == ("speechsum synth: --api-key-env SPEECHSUM_JUDGE_KEY: the API key in $SPEECHSUM_JUDGE_KEY "
+                               "holds a character an HTTP header cannot carry (a space, a line end or a non-ASCII "
+                               "letter) at position 3: export the key exactly as issued")
