@@ -160,6 +160,8 @@ def type_advice(value: object) -> str:
         return f" (write it as a JSON string, in quotes: \"{value}\")"
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return " (a list: join its items into one string)"
+    if isinstance(value, dict) and isinstance(value.get("path"), str):  # a Hugging Face datasets Audio value
+        return f" (an object with 'path', as Hugging Face datasets store audio: give the path itself, {value['path']!r})"
     messages = value if isinstance(value, list) else [value]
     if messages and all(isinstance(item, dict) and "content" in item for item in messages):
         return (" (chat messages, as in TRL's conversational format: give the text, the assistant message's "

@@ -144,6 +144,9 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             {},
             f"field 'audio': {(audio / 'nope.wav').resolve()}: no such file",
         ),
+        "audio_hf_object": (record("b", {"path": "audio/b.wav", "bytes": None}), {}, "field 'audio' must be a string, got "
+                            "dict (an object with 'path', as Hugging Face datasets store audio: give the path itself, "
+                            "'audio/b.wav')"),  # before: no word on what to write
         "instruction_number": (
             record("b", "audio/b.wav", instruction=3),
             {},
@@ -245,6 +248,7 @@ BAD_CASES = [
     "missing_rejected",
     "same_pair",
     "audio_not_found",
+    "audio_hf_object",
     "instruction_number",
     "id_number",
     "summary_list",
