@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from speechsum.benchmark.build import SIZES
-from speechsum.utils.arguments import at_least, nucleus_top_p, samples_per_input, sampling_temperature, share
+from speechsum.utils.arguments import (
+    at_least,
+    base_url_problem,
+    nucleus_top_p,
+    samples_per_input,
+    sampling_temperature,
+    share,
+)
 from speechsum.utils.config_keys import unknown_keys_note
 
 BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
@@ -105,6 +112,10 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             elif default is not None and not _same_kind(value, default):  # null too: the stages read a value
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
                                  f"{default!r}, got {value!r}" + (" (leave the key out for the default)" * (value is None)))
+    for name in ("judge", "teacher"):  # speechsum pairs / the KD teacher refused it hours into the run
+        url = (config.get(name) or {}).get("base_url")
+        if isinstance(url, str) and (problem := base_url_problem(url)):
+            raise ValueError(f"{path}: {name}.base_url: {problem}")
     evaluate = config.get("evaluate") or {}
     unknown_systems = [system for system in evaluate.get("systems") or [] if system not in EVAL_SYSTEMS]
     if unknown_systems:
