@@ -215,7 +215,10 @@ def construction_error(err: ValueError, config: dict) -> ConfigError | None:
     errors (they name their setting), the file errors ``speechsum`` ends with plainly, and the rest."""
     cause = err.__cause__
     plain = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
-    if (not isinstance(cause, (ValueError, OSError)) or isinstance(cause, plain)
+    # a TypeError of transformers' typed configs (llm: {hidden_size: abc}), torch's RuntimeError of a size it cannot
+    # make, an ArithmeticError: each a traceback before
+    built = (ValueError, OSError, TypeError, RuntimeError, ArithmeticError)
+    if (not isinstance(cause, built) or isinstance(cause, plain)
             or type(cause).__module__.startswith("speechsum")):
         return None
     text = f"{type(cause).__name__}: {cause}"

@@ -34,6 +34,7 @@ from speechsum.models.checkpoint import load_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.utils.arguments import (
     at_least,
+    endpoint_url,
     key_variable,
     nucleus_top_p,
     positive_seconds,
@@ -51,7 +52,7 @@ from speechsum.utils.io import (
     write_jsonl,
 )
 from speechsum.utils.jsonl_cache import remove_if_empty
-from speechsum.utils.remote import JsonlCache, cache_key, endpoint_failure, map_concurrent
+from speechsum.utils.remote import JsonlCache, cache_key, check_key_option, endpoint_failure, map_concurrent
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fact: the bundled benchmark's offline fact judge (needs meta.facts); "
                         "openai: an LLM judge through an OpenAI-compatible endpoint (default fact)")
     parser.add_argument("--judge-model", default="gpt-4.1", help="judge model name at the endpoint (gpt-4.1)")
-    parser.add_argument("--judge-base-url", default=None,
+    parser.add_argument("--judge-base-url", type=endpoint_url, default=None,
                         help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: api.openai.com)")
     parser.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                         help="environment variable holding the judge's API key (default OPENAI_API_KEY)")
@@ -283,6 +284,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
         check_output_path(args.cache, "--cache", folder=True)
     if args.device:  # torch.device("tpu9") or CUDA on a machine without one: a traceback after the model loaded
         check_device(args.device)
+    if judge is None and args.judge == "openai":  # before sampling: the judge's key as the options name it
+        check_key_option(args.api_key_env, args.judge_base_url)
     judge = judge or build_judge(args)
     examples, skipped = load_manifest(args.manifest, require_transcript=args.judge == "openai",
                                       on_bad_example=getattr(args, "on_bad_example", "error"))

@@ -37,12 +37,26 @@ CONFIG_MISTAKES = [
     (BACKBONE.replace("      init_args:\n", "      class_path: nosuch.Composed\n"),
      "  class_path 'nosuch.Composed': no such class (did you mean 'speechsum.models.composed.ComposedSpeechLLM'?): "
      "in {file}:4\n"),
+    # these three were tracebacks: transformers' typed config, torch's negative size, a division by zero at the first batch
+    (BACKBONE + "        llm:\n          model_type: llama\n          hidden_size: abc\n",
+     "speechsum fit: error: llm: LlamaConfig refuses these fields (StrictDataclassFieldValidationError: Validation error "
+     "for field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str (value: 'abc')); fix the field it "
+     "names\n"),
+    (BACKBONE + "        llm:\n          model_type: llama\n          intermediate_size: -1\n",
+     "speechsum fit: error: model (speechsum.stages.sft.SFTModule) cannot be built: RuntimeError: Trying to create "
+     "tensor with negative dimension -1: [-1, 64]\n"),
+    (BACKBONE + "        stack: 0\n",
+     "speechsum fit: error: stack must be at least 1 (encoder frames per audio token, e.g. 4: 80 ms with Whisper), got "
+     "0\n"),
+    (BACKBONE + "        projector_hidden: 0\n",  # was taken as the default width without a word
+     "speechsum fit: error: projector_hidden must be at least 1 (or null: the default width), got 0\n"),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
                          ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer",
-                              "stage-class", "backbone-class"])
+                              "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "stack-0",
+                              "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
     config = run_config(tmp_path, toy_data)
     (tmp_path / "mistake.yaml").write_text(text)

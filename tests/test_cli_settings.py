@@ -43,6 +43,11 @@ BAD_SETTINGS = [
     (["--trainer.check_val_every_n_epoch", "0"], "trainer.check_val_every_n_epoch must be at least 1 (or null), got 0"),
     (["--trainer.val_check_interval", "0"], "trainer.val_check_interval must be a number above 0 (batches, or a "
                                             "fraction of the epoch), got 0"),
+    # norm clipping multiplied the gradients by -1/norm: gradient ascent, silently; NaN: Lightning blamed a second value
+    (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be a number at least 0 (or null: no "
+                                            "clipping), got -1"),
+    (["--trainer.gradient_clip_val", ".nan"], "trainer.gradient_clip_val must be a number at least 0 (or null: no "
+                                             "clipping), got nan"),
 ]
 
 

@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
+from speechsum.data.audio_notes import MixEnergy, clip_notes, say_once
 from speechsum.data.audio_paths import path_problem
 from speechsum.data.cut_short import (
     MP3_SLACK,
@@ -33,7 +34,7 @@ from speechsum.data.cut_short import (
 from speechsum.data.file_walk import walk_file
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
-from speechsum.data.not_audio import diagnose_file
+from speechsum.data.not_audio import FORMATS_ADVICE, diagnose_file, formats_advice
 from speechsum.data.ogg_pages import ogg_end_frames, ogg_links
 from speechsum.data.wav_order import open_in_order
 
@@ -50,12 +51,8 @@ UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 # what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
-_SILENT_WARNED: set[str] = set()  # files load_audio has warned are all zeros (read once per epoch: said once)
 
 
-# what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
-FORMATS_ADVICE = ("speechsum reads what libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...; not M4A/AAC, "
-                  "WMA or video): convert it, e.g. `ffmpeg -i in.m4a out.wav`, or drop it")
 RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sample format or channels; convert it to "
               "WAV giving them, e.g. `sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav`")
 
@@ -64,9 +61,10 @@ class UnreadableAudioError(ValueError):
     """libsndfile could not open the file as audio, or would read only a part of it; ``reason``: why,
     without the file's name; ``advice``: what to do (None: the reason says it)."""
 
-    def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE):
-        self.reason, self.advice = reason, advice
-        super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {advice}" if advice else ""))
+    def __init__(self, source: str | BinaryIO, reason: str, advice: str | None = FORMATS_ADVICE, suffix: str = ""):
+        self.formats = advice is FORMATS_ADVICE  # the usual advice: which formats work (its example fits the file)
+        self.reason, self.advice = reason, formats_advice(source, suffix) if self.formats else advice
+        super().__init__(f"unreadable audio file {source}: {reason}" + (f"; {self.advice}" if self.advice else ""))
 
 
 class EmptyAudioError(ValueError):
@@ -217,7 +215,7 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         if "does not exist" in reason:  # its words when no decoder takes a file that exists (an MP3 with no valid frame)
             reason = f"no audio libsndfile can decode (it reports: {reason})"
         if diagnosis := diagnose_file(source, reason):
-            raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE) from None
+            raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
 
 
@@ -304,9 +302,21 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
     return frames / rate
 
 
-def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None) -> np.ndarray:
+def _mixed(blocks: Iterator[tuple[np.ndarray, float]], mix: MixEnergy | None) -> Iterator[np.ndarray]:
+    """Each block averaged to mono; ``mix`` (for a multichannel file) counts the energies of both."""
+    for block, _ in blocks:
+        if block.shape[1] == 1:
+            yield block[:, 0]
+            continue
+        mono = block.mean(axis=1)
+        if mix is not None:
+            mix.add(block, mono)
+        yield mono
+
+
+def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None, mix: MixEnergy | None = None) -> np.ndarray:
     """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32."""
-    mono = (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0] for block, _ in _read_blocks(handle, path, frames))
+    mono = _mixed(_read_blocks(handle, path, frames), mix)
     if frames is None:  # the length is learnt by reading
         parts = list(mono)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
@@ -331,6 +341,7 @@ def load_audio(
     too_long: TooLong = "truncate",
     warn_cut_short: bool = False,
     checked_at_load: bool = False,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Read ``path`` as a mono float32 waveform at ``sample_rate`` Hz, shape ``(samples,)``.
 
@@ -342,7 +353,9 @@ def load_audio(
     no recording has :class:`SampleRateError`, no sample at ``sample_rate`` :class:`EmptyAudioError`.
     ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
-    A clip of only zeros is read with a warning (once per file), as no speech is in it.
+    A clip of only zeros, or whose channels cancel when averaged to mono (opposite phase), is read with
+    a warning (once per file and process), as no speech is in it; ``notes``: a list such warnings are
+    added to instead (:mod:`speechsum.data.audio_notes`), for a caller that reports them itself.
     ``checked_at_load``: ``path`` passed :func:`audio_seconds` when its manifest or dataset loaded, so
     the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
     only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
@@ -351,6 +364,7 @@ def load_audio(
         raise ValueError(f"{path}: {problem}")
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
+        mix = MixEnergy() if handle.channels > 1 else None
         check_rate(path, rate)
         if not checked_at_load:
             check_flac_frames(handle, path)
@@ -359,22 +373,23 @@ def load_audio(
             check_length(path, frames, rate, max_seconds)  # from the header
         if limit is not None and (frames is None or frames > limit):
             # a header without a length: one frame past the limit says whether the clip is too long
-            waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit)
+            waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix)
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")
         else:
             if not checked_at_load:
                 check_whole_stream(handle, path)
-            waveform = _read_mono(handle, path, frames)
+            waveform = _read_mono(handle, path, frames, mix)
         if len(waveform) == 0:
             check_zero_frames(handle, path)
         elif warn_cut_short:
             warn_if_damaged(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
-    if isinstance(path, str) and path not in _SILENT_WARNED and not waveform.any():  # once per file and process
-        _SILENT_WARNED.add(path)
-        log.warning("%s: every sample is 0 (digital silence, %.2f s): there is no speech in it to summarise; check the "
-                    "recording (a muted or failed capture?) or drop it", path, frames_read / rate)
+    found = clip_notes(path, waveform, rate, mix)
+    if notes is None:
+        say_once(found, log)
+    else:
+        notes.extend(found)
     if rate != sample_rate:
         waveform = soxr.resample(waveform, rate, sample_rate, quality="HQ")
     if waveform.size == 0:

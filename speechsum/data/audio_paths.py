@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+# a file of 0 bytes: what to do with it
+EMPTY_FILE = "an empty file (0 bytes: a download or copy that failed?): replace it with the recording, or drop it"
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, file:// … (a scheme, then //)
 
 
@@ -30,8 +32,8 @@ def path_problem(path: str | os.PathLike) -> str | None:
     try:
         if path.is_file():
             if not os.access(path, os.R_OK):
-                return "permission denied"
-            return "an empty file (0 bytes)" if path.stat().st_size == 0 else None
+                return "permission denied: make it readable (chmod a+r), or drop it"
+            return EMPTY_FILE if path.stat().st_size == 0 else None
         if path.is_dir():
             return "a folder, not an audio file"
         if path.exists():

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from speechsum.data.dataset import SKIP_ADVICE, example_error, skip_or_raise
-from speechsum.data.loader import LoaderError, SkippedExample
+from speechsum.data.loader import AudioNote, LoaderError, SkippedExample
 from speechsum.data.manifest import Example, OnBadExample
 from speechsum.data.processor import SpeechProcessor
 
@@ -35,16 +35,17 @@ class SpeechBatch:
     rejected_ids: Tensor | None = None  # (B, Rr)
     rejected_mask: Tensor | None = None
     skipped: list[SkippedExample] = field(default_factory=list)  # left out (on_bad_example: skip)
+    notes: list[str] = field(default_factory=list)  # warnings about its clips (silence, ...), said by SpeechLoader
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @classmethod
-    def empty(cls, skipped: list[SkippedExample]) -> SpeechBatch:
+    def empty(cls, skipped: list[SkippedExample], notes: list[str] | None = None) -> SpeechBatch:
         """A batch of no example, all of whose examples were left out (``SpeechLoader`` drops it)."""
         none = torch.zeros((0, 0), dtype=torch.long)
         return cls(ids=[], audio={}, audio_seconds=torch.zeros(0), prompt_ids=none, prompt_mask=none,
-                   instructions=[], transcripts=[], references=[], skipped=skipped)
+                   instructions=[], transcripts=[], references=[], skipped=skipped, notes=notes or [])
 
     def repeat_interleave(self, n: int) -> SpeechBatch:
         """Each example ``n`` times in a row (rows ``b*n … b*n+n-1`` are example b), the layout of
@@ -59,7 +60,8 @@ class SpeechBatch:
                 return [item for item in value for _ in range(n)]
             return value
 
-        return replace(self, **{f.name: repeat(getattr(self, f.name)) for f in fields(self) if f.name != "skipped"})
+        return replace(self, **{f.name: repeat(getattr(self, f.name)) for f in fields(self)
+                               if f.name not in ("skipped", "notes")})
 
 
 class SpeechCollator:
@@ -83,9 +85,10 @@ class SpeechCollator:
             if isinstance(item, LoaderError):
                 item.reraise()
         skipped = [item for item in items if isinstance(item, SkippedExample)]
-        items = [item for item in items if not isinstance(item, SkippedExample)]
+        notes = [item for item in items if isinstance(item, AudioNote)]
+        items = [item for item in items if not isinstance(item, SkippedExample | AudioNote)]
         if not items:
-            return SpeechBatch.empty(skipped)
+            return SpeechBatch.empty(skipped, [note.message for note in notes])
         examples = [example for example, _ in items]
         waveforms = [waveform for _, waveform in items]
         instructions = [e.instruction for e in examples]
@@ -105,6 +108,7 @@ class SpeechCollator:
             references=[e.summary for e in examples],
             langs=[e.lang for e in examples],
             skipped=skipped,
+            notes=[note.message for note in notes],
         )
         if self.responses and all(e.summary for e in examples):
             batch.response_ids, batch.response_mask = self.processor.encode_responses(
@@ -123,7 +127,7 @@ class SpeechCollator:
                 examples[row], lambda advice, row=row, field_name=field_name, reason=reason: example_error(
                     examples[row], field_name, reason + (f", {advice}" if advice else "")),
                 self.on_too_long, self.advice)
-        return self(items + skipped)  # the rest, collated again
+        return self(items + skipped + notes)  # the rest, collated again
 
 
 def too_long_rows(batch: SpeechBatch, processor: SpeechProcessor) -> dict[int, tuple[str, str]]:

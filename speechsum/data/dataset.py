@@ -10,8 +10,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from speechsum.data.audio import AUDIO_ERRORS, TooLong, load_audio
+from speechsum.data.audio_notes import say_once
 from speechsum.data.hf_dataset import HFDatasetError
-from speechsum.data.loader import LoaderError, SkippedExample
+from speechsum.data.loader import AudioNote, LoaderError, SkippedExample
 from speechsum.data.manifest import Example, ManifestError, OnBadExample
 
 SKIP_ADVICE = "or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
@@ -81,24 +82,37 @@ class SpeechSumDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int) -> tuple[Example, np.ndarray] | SkippedExample:
+    def _read(self, index: int) -> tuple[tuple[Example, np.ndarray] | SkippedExample, list[str]]:
+        """Item ``index`` and the warnings its clip gave (silence, channels that cancel), each naming
+        the example's manifest line (dataset row) and file."""
         example = self.examples[index]
         if not self.read_audio:
-            return example, np.zeros(0, dtype=np.float32)
+            return (example, np.zeros(0, dtype=np.float32)), []
+        notes: list[str] = []
         try:
             source = example.audio if self.open_audio is None else self.open_audio(index)
             waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio,
-                                  checked_at_load=True)  # examples of load_manifest / load_hf_split
+                                  checked_at_load=True, notes=notes)  # examples of load_manifest / load_hf_split
         except AUDIO_ERRORS as err:
             return skip_or_raise(example, lambda advice, err=err: audio_error(example, err, advice), self.on_bad_example,
-                                 self.advice, cause=err)
-        return example, waveform
+                                 self.advice, cause=err), []
+        return (example, waveform), [str(example_error(example, "audio", note)) for note in notes]
+
+    def __getitem__(self, index: int) -> tuple[Example, np.ndarray] | SkippedExample:
+        item, notes = self._read(index)
+        say_once(notes)  # read directly (evaluate's ASR pass); batches carry them to the main process instead
+        return item
 
     def __getitems__(self, indices: list[int]) -> list:
-        """One batch's items (what a DataLoader fetches); an exception is caught and handed on as a
-        :class:`LoaderError` item, raised as itself in the main process (see ``loader.py``)."""
+        """One batch's items (what a DataLoader fetches), followed by an :class:`AudioNote` per warning
+        a clip gave, which the collator carries to the main process; an exception is caught and handed
+        on as a :class:`LoaderError` item, raised as itself in the main process (see ``loader.py``)."""
         try:
-            return [self[index] for index in indices]
+            items: list = []
+            for index in indices:
+                item, notes = self._read(index)
+                items += [item, *map(AudioNote, notes)]
+            return items
         except Exception as err:
             return [LoaderError(err)]
 

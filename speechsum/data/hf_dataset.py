@@ -26,6 +26,7 @@ import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
+from speechsum.data.manifest_hints import empty_value, fill_advice
 from speechsum.data.text_checks import (
     CONTROL_CHECKED,
     blank,
@@ -188,6 +189,8 @@ def probe_audio(source: str | NamedAudio, max_seconds: float | None = None, trun
 
 def _text(value: Any, field: str, required: bool) -> str | None:
     if value is None or value == "" or (required and isinstance(value, str) and blank(value)):
+        if required and value in (None, ""):  # a null cell or an empty string, named as such (was "missing or empty")
+            raise ValueError(f"{field} is {empty_value(value)}: {fill_advice(field)}, or drop the row")
         if required:  # as in manifests, a required text of only whitespace (or invisible characters) is missing
             what = "" if not value else " (only whitespace)" if not value.strip() else \
                 " (only invisible characters, e.g. zero-width spaces)"

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from torch.utils.data import DataLoader, get_worker_info
 
+from speechsum.data.audio_notes import say_once
+
 if TYPE_CHECKING:
     from speechsum.data.batch import SpeechBatch
 
@@ -36,6 +38,13 @@ class SkippedExample(NamedTuple):
     line: int  # the manifest line (a Hugging Face dataset's row)
     reason: str  # what ``SkippedLine.reason`` holds for a bad line found at load
     message: str  # the error "error" raises: manifest file, line, field, audio file and cause
+
+
+class AudioNote(NamedTuple):
+    """A warning about an example's clip found when it was read (digital silence, channels that cancel:
+    :mod:`speechsum.data.audio_notes`), carried with its batch to the main process, which says it once."""
+
+    message: str
 
 
 def _rebuild(kind: type[BaseException], args: tuple, state: dict) -> BaseException:
@@ -135,6 +144,7 @@ class SpeechLoader(DataLoader):
                 batch.reraise()
             if batch.skipped:
                 self.on_skipped(batch)
+            say_once(batch.notes)  # each once per file, whatever the epochs and workers
             if len(batch):
                 yield batch
             else:

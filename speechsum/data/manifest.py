@@ -30,6 +30,7 @@ from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
     array_hint,
     cut_short_hint,
+    empty_field,
     layout_hint,
     misnamed,
     near_miss_hint,
@@ -48,6 +49,7 @@ from speechsum.data.text_checks import (
     text_fields,
 )
 from speechsum.utils.io import decode_utf8, finite_json_number, raw_lines, text_lines_problem
+from speechsum.utils.json_keys import RepeatedKeyError, object_without_repeated_keys
 
 log = logging.getLogger(__name__)
 
@@ -205,22 +207,6 @@ def _probe_audio(path: Path, max_seconds: float | None, truncate_at: float | Non
         raise ValueError(f"field 'audio': {err}") from err
 
 
-class RepeatedKeyError(ValueError):
-    """A JSON object of a manifest line that names a key twice."""
-
-
-def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
-    """``json.loads``' ``object_pairs_hook``: a key given twice in one object is refused (JSON keeps the
-    last value without a word: ``{"id": "a", ..., "id": "b"}`` silently became example ``b``)."""
-    record: dict = {}
-    for key, value in pairs:
-        if key in record:
-            raise RepeatedKeyError(f"field {key!r} is given twice in one object ({shown(record[key])}, then {shown(value)}): "
-                                   "JSON would keep the last silently; keep the one meant")
-        record[key] = value
-    return record
-
-
 def parse_line(
     text: str,
     root: Path,
@@ -238,9 +224,10 @@ def parse_line(
     longer than ``max_audio_seconds``, when given, and for a text field the model tokenizes that
     holds one of ``reserved_text``, its tokenizer's special tokens: :mod:`speechsum.data.text_checks`)."""
     try:  # a trailing newline would shift the error column
-        record = json.loads(text.rstrip("\r\n"), object_pairs_hook=_object_without_repeated_keys)
-    except RepeatedKeyError as err:
-        raise ValueError(str(err)) from None
+        record = json.loads(text.rstrip("\r\n"), object_pairs_hook=object_without_repeated_keys)
+    except RepeatedKeyError as err:  # JSON would keep the last silently: {"id": "a", ..., "id": "b"} was example b
+        raise ValueError(f"field {err.key!r} is given twice in one object ({shown(err.first)}, then {shown(err.then)}): "
+                         "JSON would keep the last silently; keep the one meant") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err.msg} (column {err.colno}){layout_hint(text.strip())}") from err
     except RecursionError:
@@ -256,6 +243,8 @@ def parse_line(
     required += ["chosen", "rejected"] if require_preference else []
     for name in required:
         value = record.get(name)
+        if (empty := empty_field(name, record)) is not None:
+            raise ValueError(empty)
         if not value or blank(value):
             what = "" if not value else " (only whitespace)" if not value.strip() else \
                 " (only invisible characters, e.g. zero-width spaces)"

@@ -63,6 +63,36 @@ def misnamed(name: str, record: dict, fields: tuple[str, ...]) -> str:
     return f" (the line has {close[0]!r}: rename it to '{name}')" if close else ""
 
 
+_FILL_ADVICE = {
+    "id": "give the example a unique id",
+    "audio": "give the path of its audio file",
+    "instruction": "write what the model is to do (e.g. \"Summarise the call\")",
+    "summary": "write the reference summary (for data without references, on-policy KD or DPO, set "
+               "require_summary: false in the data config)",
+    "transcript": "write what was said in the audio",
+    "chosen": "write the judge's better summary",
+    "rejected": "write the judge's worse summary",
+}
+
+
+def empty_field(name: str, record: dict) -> str | None:
+    """For a required field ``name`` that the line has but left empty (``""``) or ``null``: what it
+    holds and what to do; None when the line has no such key (then it is missing)."""
+    if name not in record or record[name] not in ("", None):
+        return None
+    return f"field '{name}' is {empty_value(record[name])}: {fill_advice(name)}, or delete the line"
+
+
+def empty_value(value: str | None) -> str:
+    """How an empty required text is named in errors: ``null`` or ``empty ("")``."""
+    return "null" if value is None else 'empty ("")'
+
+
+def fill_advice(name: str) -> str:
+    """What to write in a required text field ``name`` left empty."""
+    return _FILL_ADVICE.get(name, "fill it in")
+
+
 def layout_hint(line: str) -> str:
     """What to do when a line that is not JSON shows the file is laid out as JSON, not JSON Lines: an
     object followed by a comma (a JSON array's items), an object after the array's opening bracket or
@@ -130,6 +160,8 @@ def type_advice(value: object) -> str:
         return f" (write it as a JSON string, in quotes: \"{value}\")"
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return " (a list: join its items into one string)"
+    if isinstance(value, dict) and isinstance(value.get("path"), str):  # a Hugging Face datasets Audio value
+        return f" (an object with 'path', as Hugging Face datasets store audio: give the path itself, {value['path']!r})"
     messages = value if isinstance(value, list) else [value]
     if messages and all(isinstance(item, dict) and "content" in item for item in messages):
         return (" (chat messages, as in TRL's conversational format: give the text, the assistant message's "

@@ -7,6 +7,7 @@ codec it does not decode, several ``data`` chunks), or audio damaged or cut insi
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from speechsum.data.file_walk import Buffer, walk_file
@@ -14,6 +15,19 @@ from speechsum.data.wav_order import riff_chunks
 
 HEAD_BYTES = 512  # what :func:`not_audio` looks at
 REPLACE = "replace it with the recording, or drop it"
+# what to do with a file libsndfile cannot open: which formats it reads, how to convert the others
+FORMATS_ADVICE = ("speechsum reads what libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...; not M4A/AAC, "
+                  "WMA or video): convert it, e.g. `ffmpeg -i in.m4a out.wav`, or drop it")
+
+
+def formats_advice(source: object, suffix: str = "") -> str:
+    """:data:`FORMATS_ADVICE` whose example converts a file of ``source``'s own extension (``in.webm``),
+    else of ``suffix`` (the format its bytes show), else ``in.m4a``."""
+    own = Path(source).suffix.lower() if isinstance(source, str) else ""
+    extension = own if 2 <= len(own) <= 6 and own[1:].isalnum() else suffix or ".m4a"
+    return FORMATS_ADVICE.replace("in.m4a", f"in{extension}")
+
+
 # magic bytes at the start of a file -> what the file is
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
           (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
@@ -22,8 +36,9 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image
 _AUDIO = ((b"RIFF", "WAV"), (b"RF64", "RF64"), (b"BW64", "BW64"), (b"riff", "W64"), (b"FORM", "AIFF"),
           (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"caff", "CAF"), (b"ID3", "MP3"), (b".snd", "AU"), (b"NIST_1A", "NIST SPHERE"))
 # containers of audio libsndfile does not decode -> their name
-_CONTAINERS = ((b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF (WMA/WMV) file"),
-               (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"), (b"#!AMR", "an AMR file (a phone's voice recording)"))
+_CONTAINERS = ((b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF (WMA/WMV) file", ".wma"),
+               (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file", ".webm"),
+               (b"#!AMR", "an AMR file (a phone's voice recording)", ".amr"))
 
 
 class Diagnosis(NamedTuple):
@@ -31,6 +46,7 @@ class Diagnosis(NamedTuple):
 
     reason: str
     advice: str | None
+    suffix: str = ""  # the format's usual extension, for the advice's example when the file's name has none
 
 
 def audio_format(head: bytes) -> str | None:
@@ -63,12 +79,12 @@ def not_audio(head: bytes) -> Diagnosis | None:
         return Diagnosis("a Git LFS pointer (a small text file standing for the audio), not the audio itself",
                          "fetch the audio, e.g. `git lfs pull` in its repository, or drop it")
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # 12 sync bits, then layer 0
-        return Diagnosis("an AAC stream (ADTS), which libsndfile does not read", None)
+        return Diagnosis("an AAC stream (ADTS), which libsndfile does not read", None, ".aac")
     if head[4:8] == b"ftyp":
-        return Diagnosis("an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read", None)
-    for magic, name in _CONTAINERS:
+        return Diagnosis("an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read", None, ".m4a")
+    for magic, name, suffix in _CONTAINERS:
         if head.startswith(magic):
-            return Diagnosis(f"{name}, which libsndfile does not read", None)
+            return Diagnosis(f"{name}, which libsndfile does not read", None, suffix)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:15].lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
         return Diagnosis("an HTML/XML page, not audio (a download that saved an error or login page?)", REPLACE)

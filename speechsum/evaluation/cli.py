@@ -17,6 +17,7 @@ from speechsum.evaluation.runs import summary_csv
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import (
     at_least,
+    endpoint_url,
     key_variable,
     nucleus_top_p,
     numpy_seed,
@@ -140,7 +141,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "bfloat16 is faster on CPUs with AVX512-BF16/AMX and on GPUs; default float32)")
     m.add_argument("--bootstrap-resamples", type=at_least(1), default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
-    j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
+    j.add_argument("--judge-base-url", type=endpoint_url, default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
     j.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                    help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
@@ -283,6 +284,7 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
+    from speechsum.utils.remote import check_key_option
 
     parser = evaluate_parser()
     args = parser.parse_args(argv)
@@ -320,6 +322,7 @@ def evaluate_main(argv: list[str]) -> None:
     if "llm_judge" in metrics:
         if not args.judge_model:
             raise SystemExit("speechsum evaluate: metric llm_judge needs --judge-model (and --judge-base-url)")
+        check_key_option(args.api_key_env, args.judge_base_url)  # naming the options, before any system runs
         judge = RubricJudge(args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env,
                             cache_path=args.judge_cache or out / "llm_judge_cache.jsonl", max_workers=args.judge_workers,
                             timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)

@@ -81,6 +81,12 @@ def checked_config(config_class: type[PretrainedConfig], spec: Mapping, setting:
     ``fixed`` override it; a field of ``spec`` the class does not know is refused
     (:func:`check_config_fields`)."""
     spec = typed_values(config_class, spec)
-    config = config_class(**{**(defaults or {}), **spec, **(fixed or {})})
+    try:
+        config = config_class(**{**(defaults or {}), **spec, **(fixed or {})})
+    except Exception as err:  # noqa: BLE001  (typed configs' StrictDataclass errors, TypeError, ZeroDivisionError, ...)
+        # was a traceback (jsonargparse's wrapper around a dump of the whole config)
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"{setting}: {config_class.__name__} refuses these fields ({type(err).__name__}: {text}); "
+                          "fix the field it names") from err
     check_config_fields(config, spec, setting)
     return config

@@ -17,6 +17,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from speechsum.utils.arguments import check_count
+
+
+def check_sizes(stack: int, hidden_dim: int | None) -> None:
+    """A ``ConfigError`` naming the backbone setting for a ``stack`` below 1 (0 divided by zero when
+    batches were counted, a negative one failed as a tensor of negative size) or a ``projector_hidden``
+    below 1 (0 was taken as the default without a word)."""
+    check_count("stack", stack, 1, " (encoder frames per audio token, e.g. 4: 80 ms with Whisper)")
+    if hidden_dim is not None:
+        check_count("projector_hidden", hidden_dim, 1, " (or null: the default width)")
+
 
 class FrameStackProjector(nn.Module):
     """Stacks ``stack`` consecutive encoder frames and maps them to the LLM width with a 2-layer MLP.
@@ -28,6 +39,7 @@ class FrameStackProjector(nn.Module):
 
     def __init__(self, encoder_dim: int, llm_dim: int, stack: int = 4, hidden_dim: int | None = None):
         super().__init__()
+        check_sizes(stack, hidden_dim)
         self.stack = stack
         hidden_dim = hidden_dim or llm_dim
         self.mlp = nn.Sequential(
@@ -73,6 +85,7 @@ class CTCProjector(nn.Module):
 
     def __init__(self, encoder_dim: int, llm_dim: int, vocab_size: int, stack: int = 4, hidden_dim: int | None = None):
         super().__init__()
+        check_sizes(stack, hidden_dim)
         hidden_dim = hidden_dim or 2 * llm_dim
         self.stack = stack
         self.blank = vocab_size

@@ -9,7 +9,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from speechsum.utils.arguments import at_least, nucleus_top_p, samples_per_input, sampling_temperature, share
+from speechsum.benchmark.build import SIZES
+from speechsum.utils.arguments import (
+    at_least,
+    base_url_problem,
+    nucleus_top_p,
+    samples_per_input,
+    sampling_temperature,
+    share,
+)
 from speechsum.utils.config_keys import unknown_keys_note
 
 BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
@@ -29,13 +37,26 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
                  "systems": list(EVAL_SYSTEMS), "system_splits": {}, "args": []},
     "report": {"metric": None, "baseline": None},
 }
-SECTION_CHOICES = {"judge.kind": ("fact", "openai"), "teacher.mode": ("inprocess", "serve", "remote")}
+# benchmark.size: its build's sizes (an unknown one failed as `--size: invalid choice` when the stage ran)
+SECTION_CHOICES = {"judge.kind": ("fact", "openai"), "teacher.mode": ("inprocess", "serve", "remote"),
+                   "benchmark.size": tuple(SIZES)}
+
+
+def _vocab_size(text: str) -> int:
+    """``benchmark.vocab_size`` as ``speechsum benchmark tokenizer --vocab-size`` takes it: the 256 bytes and
+    its special tokens at least (a smaller one failed when that stage ran, after the benchmark was built)."""
+    from speechsum.benchmark.bpe import SPECIAL_TOKENS
+
+    return at_least(256 + len(SPECIAL_TOKENS))(text)
+
+
 # the commands' own argparse checks of the options these settings become: what a stage's command would
 # refuse hours into a run is refused when the YAML is loaded
 FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
     **dict.fromkeys(("pairs.train_examples", "pairs.val_examples", "pairs.max_new_tokens", "pairs.batch_size",
                      "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
-                     "benchmark.workers", "benchmark.vocab_size"), at_least(1)),
+                     "benchmark.workers"), at_least(1)),
+    "benchmark.vocab_size": _vocab_size,
     "benchmark.text_documents": at_least(0),
     **dict.fromkeys(("benchmark.text_unseen_share", "benchmark.text_xling_share", "benchmark.text_unlabeled_share"),
                     share),
@@ -91,6 +112,10 @@ def check_sections(config: Mapping, path: Path | str) -> None:
             elif default is not None and not _same_kind(value, default):  # null too: the stages read a value
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
                                  f"{default!r}, got {value!r}" + (" (leave the key out for the default)" * (value is None)))
+    for name in ("judge", "teacher"):  # speechsum pairs / the KD teacher refused it hours into the run
+        url = (config.get(name) or {}).get("base_url")
+        if isinstance(url, str) and (problem := base_url_problem(url)):
+            raise ValueError(f"{path}: {name}.base_url: {problem}")
     evaluate = config.get("evaluate") or {}
     unknown_systems = [system for system in evaluate.get("systems") or [] if system not in EVAL_SYSTEMS]
     if unknown_systems:

@@ -24,7 +24,7 @@ from speechsum.serving.admission import DEFAULT_MAX_WAITING
 from speechsum.serving.cors import allowed_origin
 from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
-from speechsum.utils.arguments import at_least, key_variable, port, positive_seconds
+from speechsum.utils.arguments import at_least, key_problem, key_variable, port, positive_seconds
 from speechsum.utils.devices import check_device
 
 if TYPE_CHECKING:
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.api_key_env:
         # clients' keys are read without surrounding whitespace (a key file's newline), so is this one
         api_key = (os.environ.get(args.api_key_env) or "").strip()
+        if problem := key_problem(api_key, args.api_key_env):  # no client could send it: every request a 401
+            raise SystemExit(f"speechsum serve: --api-key-env {args.api_key_env}: {problem}")
         if not api_key:
             raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set, empty or only "
                              "whitespace. "

@@ -9,6 +9,7 @@ import sys
 from email.message import Message
 
 from speechsum.serving.protocol import APIError
+from speechsum.utils.json_keys import RepeatedKeyError, object_without_repeated_keys
 from speechsum.utils.replies import json_type
 
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
@@ -41,11 +42,14 @@ def json_object(body: bytes) -> dict:
     if not body:
         raise APIError(400, "Empty request body: send a JSON object.")
     try:
-        value = json.loads(body.decode("utf-8-sig"))  # -sig: a BOM (PowerShell, Notepad files) as json.loads(bytes)
+        value = json.loads(body.decode("utf-8-sig"), object_pairs_hook=object_without_repeated_keys)  # -sig: a BOM (PowerShell, Notepad files) as json.loads(bytes)
         if SURROGATE_ESCAPE.search(body):  # maybe unpaired: a str no tokenizer or reply could encode
             json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeDecodeError as error:
         raise APIError(400, f"Request body is not UTF-8: {error}.") from None
+    except RepeatedKeyError as error:
+        raise APIError(400, f"Request body gives the key {error.key!r} twice in one object: a JSON parser keeps one "
+                            "of the two silently; send it once.", param=error.key) from None
     except json.JSONDecodeError as error:
         raise APIError(400, f"Request body is not valid JSON: {error.msg} at line {error.lineno} "
                             f"column {error.colno}.") from None

@@ -12,6 +12,7 @@ file of which only the first part is read (a truncated upload), which would be s
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from pathlib import Path
@@ -20,7 +21,6 @@ import numpy as np
 import torch
 
 from speechsum.data.audio import (
-    FORMATS_ADVICE,
     AudioTooLongError,
     BadSampleError,
     EmptyAudioError,
@@ -53,6 +53,8 @@ from speechsum.serving.summarize import (
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
 
+LOG = logging.getLogger(__name__)
+
 
 def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
     """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
@@ -60,8 +62,9 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
     with tempfile.TemporaryDirectory(prefix="speechsum-audio-") as folder:
         path = Path(folder) / f"input.{audio.format}"
         path.write_bytes(audio.data)
+        notes: list[str] = []  # silence, channels that cancel: logged naming the part, not the temporary file
         try:
-            waveform = load_audio(str(path), sample_rate, max_seconds, too_long="error")
+            waveform = load_audio(str(path), sample_rate, max_seconds, too_long="error", notes=notes)
         except AudioTooLongError as error:  # from the header, or read up to the limit when it has no length
             length = "the audio exceeds" if error.seconds is None else f"{seconds_over(error.seconds, max_seconds)} s of audio exceed"
             raise bad_request(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
@@ -71,13 +74,15 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
         except EmptyAudioError:
             raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
         except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
-            advice = "send WAV, MP3, FLAC or OGG audio" if error.advice in (FORMATS_ADVICE, None) else error.advice
+            advice = "send WAV, MP3, FLAC or OGG audio" if error.formats or error.advice is None else error.advice
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",
                               audio.param) from None
         except (RuntimeError, OSError, ValueError) as error:
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                               audio.param) from None
         _refuse_partial(path, audio, len(waveform) / sample_rate)
+    for note in notes:
+        LOG.warning("%s", note.replace(str(path), f"{audio.param} (a {audio.format} file)"))
     return waveform
 
 

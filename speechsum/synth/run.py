@@ -47,12 +47,20 @@ from speechsum.synth.prompts import (
     rate_messages,
     summary_messages,
 )
-from speechsum.utils.arguments import DefaultsHelpFormatter, at_least, key_variable, number, positive_seconds
+from speechsum.utils.arguments import (
+    DefaultsHelpFormatter,
+    at_least,
+    endpoint_url,
+    key_variable,
+    number,
+    positive_seconds,
+)
 from speechsum.utils.chat_json import ChatJsonAsker
 from speechsum.utils.io import check_not_an_input, check_output_path, write_atomic, write_jsonl
 from speechsum.utils.remote import (
     JsonlCache,
     cache_key,
+    check_key_option,
     endpoint_failure,
     map_concurrent,
     openai_client,
@@ -239,6 +247,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
     if args.cache:
         check_output_path(args.cache, "--cache")
+    check_key_option(args.api_key_env, args.base_url, url_option="--base-url")  # before the manifest's audio is read
     settings = SynthSettings(
         model=args.model, num_queries=args.num_queries, keep=args.keep, min_importance=args.min_importance,
         styles=args.styles.split(",") if args.styles is not None else list(STYLES), query_temperature=args.query_temperature,
@@ -311,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="input JSONL manifest with id, audio and transcript per line")
     p.add_argument("--out", required=True, help="output training manifest (JSONL); stats go to <stem>.stats.json")
     p.add_argument("--model", required=True, help="model name the endpoint serves, e.g. gpt-4o or a vLLM model id")
-    p.add_argument("--base-url", default=None,
+    p.add_argument("--base-url", type=endpoint_url, default=None,
                    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, speechsum serve), "
                         "https://<resource>.openai.azure.com/openai/v1/ (Azure); default: api.openai.com")
     p.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",

@@ -11,10 +11,13 @@ from speechsum.utils.arguments import check_count, check_number
 def check_trainer_settings(trainer: Mapping) -> None:
     """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
     ZeroDivisionError traceback at the first step or validation), and a negative
-    ``accumulate_grad_batches``, by which it divides the loss: gradient ascent, silently."""
+    ``accumulate_grad_batches``, by which it divides the loss, or ``gradient_clip_val``, by which norm
+    clipping scales the gradients: gradient ascent, silently (NaN: Lightning's error blamed a second value)."""
     check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
     if trainer.get("check_val_every_n_epoch") is not None:
         check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
     if trainer.get("val_check_interval") is not None:
         check_number("trainer.val_check_interval", trainer["val_check_interval"], 0.0, low_open=True,
                      note=" (batches, or a fraction of the epoch)")
+    if trainer.get("gradient_clip_val") is not None:
+        check_number("trainer.gradient_clip_val", trainer["gradient_clip_val"], 0.0, note=" (or null: no clipping)")

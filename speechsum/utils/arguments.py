@@ -9,6 +9,7 @@ import argparse
 import math
 import numbers
 import re
+import urllib.parse
 from collections.abc import Callable
 
 
@@ -99,6 +100,47 @@ def key_variable(text: str) -> str:
     if not ENV_VAR_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(KEY_VARIABLE_HINT)
     return text
+
+
+def base_url_problem(url: object) -> str | None:
+    """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
+    scheme, a space inside, no host, a port that is no number from 1 to 65535; None when it can be (the
+    client's own error for these was a bare "Connection error.", retried in vain, or only after sampling)."""
+    text = str(url).strip()
+    if not text.lower().startswith(("http://", "https://")):
+        return (f"{str(url)!r} is not an http:// or https:// URL; write it whole, e.g. "
+                f"http://{text.split('://')[-1] or '127.0.0.1:8000/v1'}")
+    if (space := next((index for index, char in enumerate(text) if char.isspace()), None)) is not None:
+        return f"{str(url)!r} holds a space or line end (at character {space}): write the URL without it"
+    parts = urllib.parse.urlsplit(text)
+    if not parts.hostname:
+        return f"{str(url)!r} names no host: write it whole, e.g. {parts.scheme}://127.0.0.1:8000/v1"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
+                f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
+    return None
+
+
+def endpoint_url(text: str) -> str:
+    """argparse ``type=`` of an endpoint option (``--judge-base-url``): an http(s) URL with a host
+    (:func:`base_url_problem`), as given."""
+    if problem := base_url_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def key_problem(key: str, variable: str) -> str | None:
+    """Why the API ``key`` (stripped) of environment variable ``variable`` cannot go into an HTTP header
+    (a space, a line end or a non-ASCII letter inside), naming the variable, never the key; else None."""
+    bad = next((index for index, char in enumerate(key) if not "!" <= char <= "~"), None)
+    if bad is None:
+        return None
+    return (f"the API key in ${variable} holds a character an HTTP header cannot carry (a space, a line end or a "
+            f"non-ASCII letter) at position {bad}: export the key exactly as issued")
 
 
 def check_key_variable(setting: str, name: str | None) -> None:

@@ -25,7 +25,7 @@ import openai
 from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
-from speechsum.utils.arguments import ConfigError, check_key_variable
+from speechsum.utils.arguments import ConfigError, base_url_problem, check_key_variable, key_problem
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import EndpointError, MalformedReply
@@ -64,10 +64,9 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     A ``base_url`` that is not an http(s) URL (``127.0.0.1:8000/v1``) is a ``ConfigError`` naming it.
     """
     check_key_variable("api_key_env", api_key_env or None)
-    if base_url is not None and not str(base_url).strip().lower().startswith(("http://", "https://")):
+    if base_url is not None and (problem := base_url_problem(base_url)):
         # the client's own error is a bare "Connection error." (retried in vain), its cause unshown
-        raise ConfigError(f"base_url {base_url!r} is not an http:// or https:// URL; write it whole, e.g. "
-                          f"http://{str(base_url).strip().split('://')[-1] or '127.0.0.1:8000/v1'}")
+        raise ConfigError(f"base_url {problem}")
     key = usable_key(os.environ.get(api_key_env), api_key_env) if api_key_env else None
     if not key:
         if base_url is None:
@@ -94,11 +93,23 @@ def usable_key(key: str | None, variable: str) -> str | None:
     if key.strip():
         KEYS_IN_USE.add(key)  # masked as given, too
     key = key.strip()
-    bad = next((index for index, char in enumerate(key) if not "!" <= char <= "~"), None)
-    if bad is not None:
-        raise ConfigError(f"the API key in ${variable} holds a character an HTTP header cannot carry (a space, a line "
-                          f"end or a non-ASCII letter) at position {bad}: export the key exactly as issued")
+    if problem := key_problem(key, variable):
+        raise ConfigError(problem)
     return key
+
+
+def check_key_option(variable: str, base_url: str | None, option: str = "--api-key-env",
+                     url_option: str = "--judge-base-url") -> None:
+    """Before any work: the key in the environment variable that command-line ``option`` names can be sent
+    (:func:`usable_key`), and is set where no ``base_url`` (a self-hosted endpoint) lets it be unset; a
+    ``ConfigError`` naming the option and the variable, never the key."""
+    try:
+        key = usable_key(os.environ.get(variable), variable)
+    except ConfigError as err:
+        raise ConfigError(f"{option} {variable}: {err}") from None
+    if not key and base_url is None:
+        raise ConfigError(f"{option} {variable}: that environment variable is not set, and the official API needs a "
+                          f"key: export it (export {variable}=...), or give {url_option} of a self-hosted endpoint")
 
 
 def refuse_method_changing_redirect(response: Any) -> None:

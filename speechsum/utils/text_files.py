@@ -69,12 +69,28 @@ def text_lines_problem(path: str | Path) -> str | None:
 
 
 def decode_utf8(raw: bytes) -> str:
-    """``raw`` as UTF-8; a ``ValueError`` naming the bad bytes and their offset if it is not."""
+    """``raw`` as UTF-8; a ``ValueError`` naming the bad bytes and their offset if it is not (and, for a
+    line whose first non-ASCII byte is the bad one, what it reads as in Windows-1252 and how to convert)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         bad = raw[err.start : err.end].hex(" ")
-        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})") from err
+        raise ValueError(f"not valid UTF-8: byte(s) {bad} at byte offset {err.start} ({err.reason})"
+                         f"{_legacy_hint(raw, err.start)}") from err
+
+
+def _legacy_hint(raw: bytes, start: int) -> str:
+    """For a line not UTF-8 from its first non-ASCII byte, at ``start``, that reads as Windows-1252 (a
+    superset of Latin-1's letters: Excel's and Notepad's legacy "ANSI" files): the character the byte is
+    there, and how to convert the file; else "" (valid UTF-8 before it: a mix, not a legacy file)."""
+    if any(byte >= 0x80 for byte in raw[:start]):
+        return ""
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return ""
+    return (f"; in Windows-1252 (Latin-1) it reads {text[start]!r}: if the file was saved so, convert it to UTF-8 "
+            "(e.g. iconv -f WINDOWS-1252 -t UTF-8 FILE > FILE.utf8)")
 
 
 def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:

@@ -153,3 +153,33 @@ def test_a_clip_of_only_zeros_is_read_with_one_warning_per_file(tmp_path: Path, 
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: every sample is 0 (digital silence, 0.50 s): there is no speech in it to summarise; check the "
         "recording (a muted or failed capture?) or drop it"]
+
+
+def test_stereo_whose_channels_cancel_is_read_with_one_warning_naming_it(tmp_path: Path, caplog):
+    """Before: a stereo file with one channel in opposite phase averaged to silence (or to 1 % of it) without a word."""
+    tone = TONE[:8_000]
+    exact, near = str(tmp_path / "exact.wav"), str(tmp_path / "near.wav")
+    sf.write(exact, np.stack([tone, -tone], axis=1), 16_000, subtype="FLOAT")
+    sf.write(near, np.stack([tone, -0.98 * tone], axis=1), 16_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.audio"):
+        for _ in range(2):  # e.g. once per epoch
+            assert not load_audio(exact, 16_000).any()
+        assert np.abs(load_audio(near, 16_000)).max() == pytest.approx(0.003, abs=1e-4)
+    advice = ("one channel is in opposite phase to another, so the model hears (almost) nothing; keep one channel (e.g. "
+              "`sox in.wav out.wav remix 1`) or invert one before mixing (`sox in.wav out.wav remix 1,2i`)")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{exact}: its channels cancel when averaged to mono (the mix is to exact zeros, 0.50 s): {advice}",
+        f"{near}: its channels cancel when averaged to mono (the mix is 40 dB below its channels, 0.50 s): {advice}"]
+
+
+@pytest.mark.parametrize("right", ["same", "silent", "other_voice"])
+def test_stereo_whose_channels_add_is_read_as_their_mean_without_a_warning(tmp_path: Path, caplog, right):
+    tone = TONE[:8_000]
+    other = (0.3 * np.sin(2 * np.pi * 123 * np.arange(8_000) / 16_000)).astype(np.float32)
+    channels = np.stack([tone, {"same": tone, "silent": 0 * tone, "other_voice": other}[right]], axis=1)
+    path = str(tmp_path / "stereo.wav")
+    sf.write(path, channels, 16_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING):
+        waveform = load_audio(path, 16_000)
+    assert np.array_equal(waveform, channels.mean(axis=1))
+    assert caplog.records == []

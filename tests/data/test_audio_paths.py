@@ -49,3 +49,17 @@ def test_a_url_is_named_as_one_not_as_a_missing_file(url: str, problem: str):
         load_audio(url, 16_000)
     assert str(info.value) == f"{url}: {problem}"
     assert input_problem(url) == problem
+
+
+def test_an_empty_or_unreadable_file_says_what_to_do(tmp_path: Path, monkeypatch):
+    """Before: 'an empty file (0 bytes)' and 'permission denied', without a word on what to do."""
+    from speechsum.data import audio_paths
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        load_audio(str(empty), 16_000)
+    assert str(info.value) == (f"{empty}: an empty file (0 bytes: a download or copy that failed?): replace it with the "
+                               "recording, or drop it")
+    monkeypatch.setattr(audio_paths.os, "access", lambda path, mode: False)  # as a user without read permission
+    assert audio_paths.path_problem(empty) == "permission denied: make it readable (chmod a+r), or drop it"

@@ -54,9 +54,14 @@ def load_error(folder: Path, audio: str) -> str:
      "no audio libsndfile can decode (it reports: File does not exist or is not a regular file (possibly a pipe?))"),
 ])
 def test_a_file_libsndfile_cannot_open_says_which_formats_work(tmp_path: Path, name: str, data: bytes, reason: str):
+    """The example command converts the file's own extension (it said `ffmpeg -i in.m4a out.wav` of a .webm)."""
     (tmp_path / name).write_bytes(data)
+    suffix = name.rsplit(".", 1)[1]
     assert load_error(tmp_path, name) == (f"field 'audio': unreadable audio file {tmp_path / name}: {reason}; "
-                                          f"{FORMATS_ADVICE}")
+                                          + FORMATS_ADVICE.replace("`ffmpeg -i in.m4a out.wav`", f"`ffmpeg -i in.{suffix} out.wav`"))
+    unnamed = {"m4a": "m4a", "wma": "wma", "aac": "aac", "webm": "webm", "amr": "amr", "mp3": "m4a"}[suffix]
+    (tmp_path / "call").write_bytes(data)  # no extension: the one its bytes show
+    assert load_error(tmp_path, "call").endswith(f"convert it, e.g. `ffmpeg -i in.{unnamed} out.wav`, or drop it")
 
 
 @pytest.mark.parametrize("name", ["pcm.raw", "PCM.RAW"])

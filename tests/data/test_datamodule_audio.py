@@ -121,3 +121,23 @@ def test_clips_cut_to_max_audio_seconds_are_counted_and_logged(toy_data, process
     dm = datamodule(processor, train_manifest=str(toy_data["train"]))  # no limit (the composed backbone's): none cut
     dm.setup("fit")
     assert dm.truncated == {"train": 0}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_silent_clip_is_said_once_in_the_main_process_naming_its_manifest_line(tmp_path: Path, toy_data, processor,
+                                                                                  caplog, workers):
+    """Before: with num_workers > 0 the warning was logged in the workers, once per epoch (the validation loader's
+    workers are made anew each epoch), without the manifest line, and not where the main process logs."""
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8_000, dtype=np.int16), 16_000, subtype="PCM_16")
+    lines = read_lines(copy_manifest(toy_data["val"], tmp_path / "c.jsonl"))
+    lines.append({"id": "silent", "audio": str(silent), "instruction": "x", "summary": "y"})
+    manifest = write_lines(tmp_path / f"val{workers}.jsonl", lines)
+    dm = datamodule(processor, train_manifest=str(manifest), val_manifest=str(manifest), num_workers=workers)
+    dm.setup("fit")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # epochs
+            assert sum(len(batch) for batch in dm.val_dataloader()) == len(lines)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{manifest}:{len(lines)}: field 'audio': {silent}: every sample is 0 (digital silence, 0.50 s): there is no "
+        "speech in it to summarise; check the recording (a muted or failed capture?) or drop it"]

@@ -130,7 +130,8 @@ def bad_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("row, column, reason", [
-    (1, "summary", "missing or empty summary"),
+    (1, "summary", 'summary is empty (""): write the reference summary (for data without references, on-policy KD or '
+                   "DPO, set require_summary: false in the data config), or drop the row"),
     (2, "audio", "unreadable audio"),
     (3, "audio", "non-finite sample"),
     (4, "audio", "empty audio"),
@@ -225,6 +226,16 @@ def test_a_whitespace_only_instruction_is_refused_as_in_manifests(tmp_path):
         load_hf_split(str(tmp_path), "train", table)
     examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, on_bad_example="skip")
     assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
+
+
+def test_a_null_instruction_is_named_null_not_missing(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav", "a.wav"], "instruction": ["Say it.", None]})
+    with pytest.raises(HFDatasetError, match=re.escape("row 1, column 'instruction'): instruction is null: write what the "
+                                                       'model is to do (e.g. "Summarise the call"), or drop the row')):
+        load_hf_split(str(tmp_path), "train", table)
 
 
 def test_a_pair_whose_chosen_is_its_rejected_is_a_bad_row_as_in_manifests(tmp_path):

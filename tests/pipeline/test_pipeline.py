@@ -154,6 +154,14 @@ def test_real_model_wiring(tmp_path):
      "benchmark.text_unseen_share: must be a share at least 0 and at most 1, got -0.5"),
     ({"benchmark": {"size": "tiny", "text_xling_share": 2}}, "benchmark.text_xling_share: must be a share at least 0 "
      "and at most 1, got 2"),
+    # refused by the tokenizer stage (after the benchmark was built), and by the benchmark stage as `--size`
+    ({"benchmark": {"size": "tiny", "vocab_size": 100}}, "benchmark.vocab_size: must be at least 261, got 100"),
+    ({"benchmark": {"size": "huge"}}, "benchmark.size: 'huge' is not one of tiny, small, default"),
+    # refused by speechsum pairs (--judge-base-url) after SFT and KD, or by the KD teacher's first request
+    ({"benchmark": {"size": "tiny"}, "judge": {"kind": "openai", "base_url": "localhost:8000/v1"}},
+     "judge.base_url: 'localhost:8000/v1' is not an http:// or https:// URL; write it whole, e.g. http://localhost:8000/v1"),
+    ({"benchmark": {"size": "tiny"}, "teacher": {"mode": "remote", "base_url": "http:///v1"}},
+     "teacher.base_url: 'http:///v1' names no host: write it whole, e.g. http://127.0.0.1:8000/v1"),
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/nope.yaml"}}},
      "stages.sft.config: no such config file 'configs/nope.yaml'"),
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": {"sft": {"config": "configs/sft.yaml", "overrides": [1]}}},

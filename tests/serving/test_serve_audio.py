@@ -319,3 +319,18 @@ def test_a_streamed_flac_without_a_length_is_summarised(client, wavs, tmp_path) 
     reply = client.chat.completions.create(model=MODEL, messages=audio_message(flac.read_bytes(), fmt="flac"),
                                            max_tokens=4, temperature=0)
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_clip_whose_channels_cancel_is_summarised_with_a_warning_naming_the_part(client, tmp_path, caplog) -> None:
+    """Before: logged naming the server's temporary file (or, for opposite phase, not at all)."""
+    import logging
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8_000) / 16_000)).astype(np.float32)
+    path = tmp_path / "cancel.wav"
+    sf.write(path, np.stack([tone, -tone], axis=1), 16_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="speechsum.serving.speech_backend"):
+        client.chat.completions.create(model=MODEL, messages=audio_message(path.read_bytes()), max_tokens=2)
+    assert [r.getMessage() for r in caplog.records if r.name == "speechsum.serving.speech_backend"] == [
+        "messages[0].content[0].input_audio (a wav file): its channels cancel when averaged to mono (the mix is to exact "
+        "zeros, 0.50 s): one channel is in opposite phase to another, so the model hears (almost) nothing; keep one "
+        "channel (e.g. `sox in.wav out.wav remix 1`) or invert one before mixing (`sox in.wav out.wav remix 1,2i`)"]

@@ -157,3 +157,17 @@ def test_a_reasoning_models_reply_echoed_back_is_accepted(served):
     status, _, body = _post(url, {"model": MODEL, "messages": [*USER, reply, *USER]})
     assert (status, body["choices"][0]["message"]["content"]) == (200, "ok")
     assert backend.requests[-1].messages == [*USER, {"role": "assistant", "content": "ok"}, *USER]
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    (b'{"model": "scripted", "model": "other", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    (b'{"model": "scripted", "messages": [{"role": "user", "content": "a", "content": "b"}]}', "content"),
+])
+def test_a_key_given_twice_is_a_400_not_the_last_one_silently(served, body, key):
+    """Before: JSON kept the last value without a word (the first request was answered as for model 'other')."""
+    _, url = served
+    status, _, answer = _post(url, body)
+    assert status == 400
+    assert answer["error"]["message"] == (f"Request body gives the key {key!r} twice in one object: a JSON parser keeps "
+                                          "one of the two silently; send it once.")
+    assert answer["error"]["param"] == key

@@ -209,7 +209,8 @@ def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export
     assert rows[7]["error"] == f"{blip}: no samples at 16000 Hz (it holds 1 frame(s) at 44100 Hz); replace the file or drop it"
     assert "summary" in rows[0] and "summary" in rows[4]  # the odd name is read and written back
     assert rows[1]["error"] == f"{fifo}: not a regular file (a FIFO, socket or device); save the audio to a file first"
-    assert rows[2]["error"] == f"{empty}: an empty file (0 bytes)"
+    assert rows[2]["error"] == (f"{empty}: an empty file (0 bytes: a download or copy that failed?): replace it with "
+                                "the recording, or drop it")
     assert rows[3]["error"] == (f"unreadable audio file {text}: a text file, not audio (it starts 'meeting notes\\n'); "
                                 "replace it with the recording, or drop it")
 

@@ -253,6 +253,26 @@ def test_a_key_given_as_the_teachers_api_key_env_is_refused_unsaved_and_unshown(
     assert not [path for path in (tmp_path / "run").rglob("*") if path.is_file() and key.encode() in path.read_bytes()]
 
 
+@pytest.mark.parametrize(("url", "problem"), [
+    ("127.0.0.1:8000/v1", "'127.0.0.1:8000/v1' is not an http:// or https:// URL; write it whole, e.g. "
+                          "http://127.0.0.1:8000/v1"),
+    ("http:///v1", "'http:///v1' names no host: write it whole, e.g. http://127.0.0.1:8000/v1"),
+])
+def test_a_teachers_base_url_no_client_can_reach_is_refused_before_training(tmp_path, toy_data, capsys, url, problem):
+    """Before: refused by the client at the first training step naming no setting, or (no host) tried as a
+    connection error, retried, after the model and the run folder were made."""
+    from speechsum.cli import main
+
+    remote = {"class_path": "speechsum.stages.kd.teachers.OpenAICompatibleTeacher",
+              "init_args": {"model": "teacher", "base_url": url, "scoring": "none", "attempts": 1}}
+    config = kd_config(tmp_path, toy_data, teacher=remote, seq_kd=True, lmbda=0.0)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), "--trainer.max_steps", "1"])
+    assert stop.value.code == 2
+    assert f"speechsum fit: error: OpenAICompatibleTeacher base_url {problem}\n" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_line_without_a_transcript_is_a_bad_line_at_load_when_the_teacher_reads_them(tmp_path, toy_data, teacher_dir,
                                                                                          capsys):
     """With data.require_transcript left at its default (false), such a line crashed KD with a traceback

@@ -36,7 +36,7 @@ from speechsum.stages.kd.remote_scores import (
     short_top_warning,
 )
 from speechsum.stages.kd.teacher_base import Teacher, TeacherScores, check_vocab, require_transcripts
-from speechsum.utils.arguments import check_key_variable
+from speechsum.utils.arguments import ConfigError, base_url_problem, check_key_variable
 from speechsum.utils.chat_json import no_text_notes
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, fetch_reply, first_choice
@@ -192,6 +192,8 @@ class OpenAICompatibleTeacher(Teacher):
         if scoring not in ("echo", "prompt_logprobs", "none"):
             raise ValueError(f"scoring must be 'echo', 'prompt_logprobs' or 'none', got {scoring!r}")
         check_key_variable("OpenAICompatibleTeacher api_key_env", api_key_env)
+        if base_url is not None and (problem := base_url_problem(base_url)):  # was found at the first training step
+            raise ConfigError(f"OpenAICompatibleTeacher base_url {problem}")
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.tokenizer_name, self.top_k, self.scoring = tokenizer, top_k, scoring
         self.system_prompt, self.max_workers = system_prompt, max_workers
