@@ -31,7 +31,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 ## The main job: the whole recipe on the bundled benchmark (configs/pipeline/default.yaml, about
-## 9 minutes on a 2-core Xeon with AMX, 14-15 on a 2-core EPYC) -> runs/pipeline/, ending with the report table. Rerunning resumes
+## 9 minutes on a 2-core Xeon with AMX, 13-15 on a 2-core EPYC) -> runs/pipeline/, ending with the report table. Rerunning resumes
 ## after the last complete stage; options (--preset, --from, --until, ...): docs/pipeline.md.
 run: install
 	$(BIN)/speechsum pipeline

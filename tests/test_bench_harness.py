@@ -118,3 +118,19 @@ def test_collate_speed_benchmark_times_both_collations_of_a_cached_stage(tmp_pat
     assert json.loads((tmp_path / "r.json").read_text())["speedup"] == result["speedup"]
     with pytest.raises(SystemExit, match="does not defer"):  # no feature cache: nothing to compare
         main(["--config", str(run_config(tmp_path / "plain", toy_data)), "--batches", "1"])
+
+
+def test_the_schedule_replay_reproduces_a_run_and_prices_the_dpo_lane():
+    """benchmarks/schedule_sim.py on the committed EPYC runs: the old table on the old run's stage
+    times gives its wall (780.6 s measured), and the current table on the same times is 35 s shorter."""
+    from pathlib import Path
+
+    from benchmarks.schedule_sim import old_dpo_table, simulate
+    from speechsum.pipeline.table import PIPELINE
+
+    summary = Path(__file__).parents[1] / "benchmarks/results/pipeline/epyc_dpo_lane_2026-12-07/pipeline_summary_b41db2e.json"
+    seconds = {name: stage["elapsed_s"] for name, stage in json.loads(summary.read_text())["stages"].items()}
+    old = simulate(old_dpo_table(), seconds)
+    assert round(old["report"][1], 1) == 778.7 and old["dpo"][0] == old["baselines"][1]  # DPO waited for them
+    new = simulate(PIPELINE, {**seconds, "dpo": 69.0, "evaluate_dpo": 27.1})  # the one-thread times
+    assert round(new["report"][1], 1) == 743.4 and new["dpo"][0] == new["pairs"][1]
