@@ -1,6 +1,6 @@
 """Replay a pipeline run's stage times through a stage table's schedule: what ``speechsum pipeline``
 would have taken with the same stage durations under another table (the scheduler's rule: at most
-``lanes`` stages at once; of the stages ready, the longest chain first, ties in table order).
+``lanes`` stages at once, in :meth:`StageTable.start_order`).
 
 A stage's duration is its ``elapsed_s`` in the summary, unless ``--seconds STAGE=S`` gives another
 (e.g. DPO's one-thread time where the run gave it two). The simulation ignores start-up costs and the
@@ -31,9 +31,8 @@ def simulate(table: StageTable, seconds: Mapping[str, float], lanes: int = 2) ->
     spans: dict[str, tuple[float, float]] = {}
     now = 0.0
     while len(done) < len(table.names):
-        ready = [s.name for s in table if s.name not in done and s.name not in running
-                 and all(w in done for w in s.waits_for)]
-        ready.sort(key=lambda name: -table.chain(name))  # stable: ties keep table order
+        ready = table.start_order(s.name for s in table if s.name not in done and s.name not in running
+                                  and all(w in done for w in s.waits_for))
         for name in ready[:max(0, lanes - len(running))]:
             running[name] = now + seconds[name]
             spans[name] = (now, running[name])

@@ -239,8 +239,8 @@ def run_stages(planned: list[str], table: StageTable,
 
     try:
         while pending or running:
-            ready = sorted((s for s in pending if all(need in finished or need not in planned
-                                                      for need in table.before(s))), key=lambda s: -table.chain(s))
+            ready = table.start_order(s for s in pending if all(need in finished or need not in planned
+                                                                for need in table.before(s)))
             starting = [] if stop.is_set() else ready[: max(0, lanes - len(running))]
             for stage in starting:
                 ctx = make_context(stage, stage_threads(table, stage, lanes, threads), stop)

@@ -133,6 +133,11 @@ class StageTable:
         which pairs, dpo, evaluate and report wait for, before evaluate_sft)."""
         return self._chain[name]
 
+    def start_order(self, ready: Iterable[str]) -> list[str]:
+        """``ready`` stages in the order the scheduler starts them: the longest :meth:`chain` first,
+        ties in table order."""
+        return sorted(ready, key=lambda name: (-self.chain(name), self.names.index(name)))
+
     def label(self, name: str) -> str:
         """``[3/13] align``: the stage's place in the table, for progress lines."""
         return f"[{self.names.index(name) + 1}/{len(self.names)}] {name}"
