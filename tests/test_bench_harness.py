@@ -134,3 +134,22 @@ def test_the_schedule_replay_reproduces_a_run_and_prices_the_dpo_lane():
     assert round(old["report"][1], 1) == 778.7 and old["dpo"][0] == old["baselines"][1]  # DPO waited for them
     new = simulate(PIPELINE, {**seconds, "dpo": 69.0, "evaluate_dpo": 27.1})  # the one-thread times
     assert round(new["report"][1], 1) == 743.4 and new["dpo"][0] == new["pairs"][1]
+
+
+def test_the_schedule_replay_bounds_what_any_start_order_could_save():
+    """The work on two lanes (the benchmark and report alone) bounds the wall of any start order:
+    on the committed EPYC run of the current table it is 760.7 s against the replayed 763.5 s, so
+    ordering by duration instead of chain length could save 3 s at most there."""
+    from pathlib import Path
+
+    from benchmarks.schedule_sim import lower_bound, simulate
+    from speechsum.pipeline.table import PIPELINE
+
+    summary = Path(__file__).parents[1] / "benchmarks/results/pipeline/epyc_dpo_lane_2026-12-07/pipeline_summary_2c1c6b1.json"
+    seconds = {name: stage["elapsed_s"] for name, stage in json.loads(summary.read_text())["stages"].items()}
+    bound = lower_bound(PIPELINE, seconds)
+    assert round(bound["work_s"], 1) == 760.7 and round(bound["path_s"], 1) == 727.6
+    assert bound["wall_s"] == bound["work_s"]
+    assert round(simulate(PIPELINE, seconds)["report"][1], 1) == 763.5
+    toy = {name: 1.0 for name in PIPELINE.names}  # one second each: the chain decides
+    assert lower_bound(PIPELINE, toy)["path_s"] == max(PIPELINE.chain(name) for name in PIPELINE.names)
