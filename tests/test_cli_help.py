@@ -81,3 +81,10 @@ def test_every_tool_option_with_a_default_says_it():
             if not automatic and default not in (action.help or ""):
                 silent.append(f"{tool} {action.option_strings[0]} (default {default})")
     assert silent == []
+
+
+def test_pipeline_threads_help_names_the_stages_that_run_alone():
+    """--threads said that dpo and evaluate_dpo got every thread after they had stopped running
+    alone (2026-12-07): the list is now read from the stage table."""
+    (threads,) = [a for a in tool_parsers()["pipeline"]._actions if "--threads" in a.option_strings]
+    assert "nothing can run beside (benchmark, report) or" in threads.help

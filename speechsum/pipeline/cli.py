@@ -78,6 +78,9 @@ def read_marker(run_dir: Path, stage: str) -> dict | None:
         return None
 
 
+RUNS_ALONE = [name for name in PIPELINE.names if PIPELINE.runs_alone(name)]  # all threads (--threads)
+
+
 def clear_markers_from(run_dir: Path, stage: str, table: StageTable = PIPELINE) -> list[str]:
     """Delete the markers of ``stage`` and of every stage built on it; returns the stages cleared."""
     cleared = []
@@ -131,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
     parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
                         help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "
-                        "OMP_NUM_THREADS, all N for a stage nothing can run beside (benchmark, dpo, evaluate_dpo, "
-                        "report) or with "
+                        f"OMP_NUM_THREADS, all N for a stage nothing can run beside ({', '.join(RUNS_ALONE)}) or with "
                         "--lanes 1; fixed per stage, so a run's numbers do not depend on the machine's load "
                         "(default: $OMP_NUM_THREADS if set, else the CPUs this process may use)")
     parser.add_argument("--teacher", choices=["inprocess", "serve", "remote"], default=None,
