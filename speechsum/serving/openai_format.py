@@ -340,9 +340,12 @@ def chat_response(model: str, request: ChatRequest, output: ChatOutput, as_ids: 
                                                     "refusal": None, "tool_calls": []},
                         "logprobs": logprobs, "finish_reason": generation.finish_reason, "stop_reason": None})
     completion_total = sum(g.num_tokens for g in output.generations)
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": choices, "usage": _usage(output.num_prompt_tokens, completion_total),
-            "system_fingerprint": None}
+    reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+             "model": model, "choices": choices, "usage": _usage(output.num_prompt_tokens, completion_total),
+             "system_fingerprint": None}
+    if output.warnings:  # answered, but the client should know (silent audio): an extra field OpenAI clients keep
+        reply["warnings"] = [{"code": w.code, "param": w.param, "message": w.message} for w in output.warnings]
+    return reply
 
 
 def models_response(model: str, max_model_len: int | None, created: int) -> dict:

@@ -39,6 +39,7 @@ from speechsum.serving.protocol import (
     CompletionOutput,
     CompletionRequest,
     Generation,
+    ReplyWarning,
     bad_request,
     check_client,
 )
@@ -52,13 +53,17 @@ from speechsum.serving.summarize import (
 
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
+SILENT_AUDIO = "silent_audio"  # the warning code of a clip the model hears nothing in (docs/serve.md)
 
 LOG = logging.getLogger(__name__)
 
 
-def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
+def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
+                 warnings: list[ReplyWarning] | None = None) -> np.ndarray:
     """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
-    is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header)."""
+    is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header).
+    A clip with no sound in it (every sample 0, or channels that cancel in the mono mix) is logged
+    and, as a ``silent_audio`` :class:`ReplyWarning` naming the part, added to ``warnings``."""
     with tempfile.TemporaryDirectory(prefix="speechsum-audio-") as folder:
         path = Path(folder) / f"input.{audio.format}"
         path.write_bytes(audio.data)
@@ -82,7 +87,10 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
                               audio.param) from None
         _refuse_partial(path, audio, len(waveform) / sample_rate)
     for note in notes:
-        LOG.warning("%s", note.replace(str(path), f"{audio.param} (a {audio.format} file)"))
+        message = note.replace(str(path), f"{audio.param} (a {audio.format} file)")
+        LOG.warning("%s", message)
+        if warnings is not None:
+            warnings.append(ReplyWarning(SILENT_AUDIO, audio.param, message))
     return waveform
 
 
@@ -135,7 +143,8 @@ class SpeechBackend:
         instruction = self._instruction(request)
         if request.top_logprobs is not None:
             raise bad_request("'logprobs' are not supported for audio requests.", "logprobs")
-        waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds)
+        warnings: list[ReplyWarning] = []
+        waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
         sampling = request.sampling
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
@@ -150,7 +159,7 @@ class SpeechBackend:
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
         generations = [self._generation(out.texts[i], bool(out.truncated[i]), out.ids[i][out.mask[i].bool()].tolist(),
                                         sampling.stop) for i in range(rows)]
-        return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n)
+        return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n, warnings)
 
     # ------------------------------------------------------------------------------------ internals
     def _instruction(self, request: ChatRequest) -> str:
