@@ -9,6 +9,7 @@ import base64
 import binascii
 
 from speechsum.serving.protocol import APIError, AudioInput, bad_request, sent_value
+from speechsum.serving.request_fields import check_part_fields
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
 MEDIA_TYPES = {  # a data: URL's media type → the format libsndfile reads it as
@@ -48,6 +49,7 @@ def input_audio_part(part: dict, index: int, position: int, max_audio_bytes: int
     audio = part.get("input_audio")
     if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
         raise bad_request(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
+    check_part_fields(audio, ("data", "format"), param, "an input_audio object")
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
         raise bad_request(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
@@ -68,6 +70,7 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
     url = audio.get("url") if isinstance(audio, dict) else None
     if not isinstance(url, str):
         raise bad_request(f"{param} must be an object with 'url' (a data:audio/wav;base64,… URL of the file).", param)
+    check_part_fields(audio, ("url",), param, "an audio_url object")
     url = url.strip()
     field = f"{param}.url"
     if url[:5].lower() != "data:":

@@ -27,11 +27,12 @@ from speechsum.serving.protocol import (
     bad_request,
     sent_value,
 )
-from speechsum.serving.request_fields import check_fields, check_message_fields
+from speechsum.serving.request_fields import check_fields, check_message_fields, check_part_fields
 from speechsum.utils.io import finite_json_number
 from speechsum.utils.replies import json_type
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+PART_TYPES = ("text", "input_audio", "audio_url")  # a content part: its type and one field of that name
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOPS = 4  # OpenAI's limit on stop sequences
 
@@ -206,6 +207,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
         texts, audio = [], []
         for position, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
+            if kind in PART_TYPES:
+                check_part_fields(part, ("type", kind), f"messages[{index}].content[{position}]",
+                                  f"{'a' if kind == 'text' else 'an'} {kind} part")
             if kind == "input_audio":
                 audio.append(input_audio_part(part, index, position, limits.max_audio_bytes))
             elif kind == "audio_url":  # vLLM's

@@ -11,10 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.serving.export import load_exported
-from speechsum.serving.speech_backend import SpeechBackend
 from speechsum.utils.remote import openai_client
-from tests.servers import serve_in_thread
 
 MODEL = "student"
 PARAM = "messages[0].content[0].input_audio"
@@ -23,9 +20,8 @@ SILENT = (f"{PARAM} (a wav file): every sample is 0 (digital silence, 0.50 s): t
 
 
 @pytest.fixture(scope="module")
-def url(composed_export):
-    with serve_in_thread(SpeechBackend(load_exported(composed_export), MODEL, max_audio_seconds=5.0)) as base:
-        yield base
+def url(speech_url):
+    return speech_url
 
 
 def _messages(samples: np.ndarray, tmp_path) -> list[dict]:
