@@ -54,6 +54,8 @@ from speechsum.serving.summarize import (
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
 SILENT_AUDIO = "silent_audio"  # the warning code of a clip the model hears nothing in (docs/serve.md)
+FORMAT_MISMATCH = "format_mismatch"  # the warning code of a part whose format is not its file's
+FILE_FORMATS = {"wav": ("WAV", "WAVEX", "W64", "RF64"), "mp3": ("MP3",), "flac": ("FLAC",), "ogg": ("OGG",)}  # libsndfile's
 
 LOG = logging.getLogger(__name__)
 
@@ -62,8 +64,9 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
                  warnings: list[ReplyWarning] | None = None) -> np.ndarray:
     """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
     is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header).
-    A clip with no sound in it (every sample 0, or channels that cancel in the mono mix) is logged
-    and, as a ``silent_audio`` :class:`ReplyWarning` naming the part, added to ``warnings``."""
+    A clip with no sound in it (every sample 0, or channels that cancel in the mono mix), or whose
+    bytes are another format than the part's ``format`` (read as its bytes say), is logged and added
+    to ``warnings`` (a ``silent_audio`` or ``format_mismatch`` :class:`ReplyWarning` naming the part)."""
     with tempfile.TemporaryDirectory(prefix="speechsum-audio-") as folder:
         path = Path(folder) / f"input.{audio.format}"
         path.write_bytes(audio.data)
@@ -85,7 +88,10 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
         except (RuntimeError, OSError, ValueError) as error:
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                               audio.param) from None
-        _refuse_partial(path, audio, len(waveform) / sample_rate)
+        mismatch = _format_mismatch(audio, _refuse_partial(path, audio, len(waveform) / sample_rate))
+    if warnings is not None and mismatch is not None:
+        LOG.warning("%s", mismatch.message)
+        warnings.append(mismatch)
     for note in notes:
         message = note.replace(str(path), f"{audio.param} (a {audio.format} file)")
         LOG.warning("%s", message)
@@ -94,16 +100,29 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
     return waveform
 
 
-def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
+def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> str:
     """A 400 naming the part when libsndfile reads only a part of its file (:func:`~speechsum.data.cut_short.damage`:
     cut short, a header that does not count all its samples, a page damaged inside): its first ``seconds``
-    would be summarised as if they were the whole recording."""
+    would be summarised as if they were the whole recording. Else the format libsndfile read it as ("WAV")."""
     with open_audio(str(path), whole=False) as handle:  # as load_audio opened it (a WAV with its fmt chunk last)
         found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
+        read_as = handle.format
     if found:
         advice = ("re-export or re-fetch it and send that" if found.mid_stream else "send the whole file" if found.cut
                   else f"send it with a header that counts all of it ({REWRITE})")
         raise bad_request(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
+    return read_as
+
+
+def _format_mismatch(audio: AudioInput, read_as: str) -> ReplyWarning | None:
+    """A ``format_mismatch`` warning when the part's format (``input_audio.format``, or an ``audio_url``'s
+    media type) is not what libsndfile read its bytes as, ``read_as``: read right, but labelled wrongly."""
+    if read_as in FILE_FORMATS[audio.format]:
+        return None
+    field = f"{audio.param}.format" if audio.param.endswith("input_audio") else f"{audio.param}.url"
+    return ReplyWarning(FORMAT_MISMATCH, field, f"{audio.param}: sent as {audio.format} ({field}), but the file is "
+                                                f"{read_as} audio: it was read as {read_as}, as its bytes say; send "
+                                                "the file's own format.")
 
 
 def seconds_over(seconds: float, limit: float) -> str:
