@@ -16,7 +16,7 @@ import traceback
 from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:
         started = time.perf_counter()
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path = route_path(self.path)
         status, usage, self.ignored = 500, None, []
         try:
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
@@ -344,6 +344,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def route_path(target: str) -> str:
+    """The route of a request target: its path without query or trailing ``/``, in origin-form
+    (``/v1/models?x``) or absolute-form (``http://host:8000/v1/models``, as a client sends it to a
+    proxy; RFC 9112 §3.2.2: a server must accept it — before 2026-12-07 a 404)."""
+    if target[:8].lower().startswith(("http://", "https://")):
+        target = urlsplit(target).path
+    return target.split("?", 1)[0].rstrip("/") or "/"
 
 
 def _allowed_methods(path: str) -> str | None:
