@@ -215,8 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(405, f"Method {method} is not allowed on {path} (it takes {allowed}).",
                            code="method_not_allowed", headers={"Allow": allowed})
         hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
-        if f"/v1{path}" in (*POST_ROUTES, *GET_ROUTES):  # a client's base_url without its /v1
-            hint = f" (did you mean /v1{path}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
+        if meant := _meant_route(path):  # a client's base_url without its /v1, with it twice, or Azure's paths
+            hint = f" (did you mean {meant}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
         raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
                             f"POST /v1/completions and POST /v1/chat/completions{hint}.", code="not_found")
 
@@ -353,6 +353,16 @@ def route_path(target: str) -> str:
     if target[:8].lower().startswith(("http://", "https://")):
         target = urlsplit(target).path
     return target.split("?", 1)[0].rstrip("/") or "/"
+
+
+def _meant_route(path: str) -> str | None:
+    """The route a path that has none was meant for: the one it ends with (``/chat/completions``: a
+    base_url without /v1; ``/v1/v1/models``: with it twice; ``/openai/deployments/NAME/chat/completions``:
+    Azure's); None when it ends with none of them."""
+    for route in ("/v1/chat/completions", "/v1/completions", "/v1/models"):
+        if path.endswith(route.removeprefix("/v1")):
+            return route
+    return None
 
 
 def _allowed_methods(path: str) -> str | None:

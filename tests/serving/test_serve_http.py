@@ -292,3 +292,21 @@ def test_an_absolute_form_request_target_is_served_as_its_path(served):
         sock.sendall(f"GET HTTP://127.0.0.1:{port}/v1/models/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         head, body = _answer(sock).split("\r\n\r\n", 1)
     assert head.startswith("HTTP/1.1 200") and json.loads(body)["data"][0]["id"] == "scripted"
+
+
+@pytest.mark.parametrize(("method", "target", "meant"), [
+    ("POST", "/v1/v1/chat/completions", "/v1/chat/completions"),  # base_url http://HOST:PORT/v1/v1
+    ("POST", "/openai/deployments/scripted/chat/completions?api-version=2024-10-21", "/v1/chat/completions"),  # Azure's
+    ("POST", "/api/v1/completions", "/v1/completions"),
+    ("GET", "/v1/v1/models", "/v1/models"),
+])
+def test_a_route_under_another_prefix_names_the_one_meant(served, method, target, meant):
+    """Before: only a path missing its /v1 got the hint; these got the bare list of routes."""
+    _, url = served
+    with _connect(url) as sock:
+        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode())
+        head, body = _answer(sock).split("\r\n\r\n", 1)
+    path = target.split("?")[0]
+    assert head.startswith("HTTP/1.1 404") and json.loads(body)["error"]["message"] == (
+        f"Unknown route {method} {path}. This server offers GET /v1/models, POST /v1/completions and POST "
+        f"/v1/chat/completions (did you mean {meant}? A client's base_url ends in /v1: http://HOST:PORT/v1).")
