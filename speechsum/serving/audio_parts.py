@@ -10,6 +10,7 @@ import binascii
 
 from speechsum.serving.protocol import APIError, AudioInput, bad_request, sent_value
 from speechsum.serving.request_fields import check_part_fields
+from speechsum.utils.replies import json_type
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
 MEDIA_TYPES = {  # a data: URL's media type → the format libsndfile reads it as
@@ -47,8 +48,11 @@ def input_audio_part(part: dict, index: int, position: int, max_audio_bytes: int
     param = f"messages[{index}].content[{position}].input_audio"
     _reads_audio(param, max_audio_bytes)
     audio = part.get("input_audio")
-    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+    if not isinstance(audio, dict) or audio.get("data") is None:
         raise bad_request(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
+    if not isinstance(audio["data"], str):
+        raise bad_request(f"{param}.data must be a string (the file's bytes in base64, e.g. `base64 -w0 clip.wav`), got "
+                          f"{json_type(audio['data'])}.", f"{param}.data")
     check_part_fields(audio, ("data", "format"), param, "an input_audio object")
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:

@@ -56,6 +56,16 @@ def test_a_part_field_its_type_does_not_take_is_a_400_naming_it(speech_url, part
                                                         "param": param, "code": None}})
 
 
+@pytest.mark.parametrize(("data", "got"), [([82, 73, 70, 70], "an array"), (5, "a number"),
+                                           ({"base64": "UklGRg=="}, "an object")])
+def test_input_audio_data_that_is_not_a_string_is_named(speech_url, data, got):
+    """Before: "messages[0].content[0].input_audio must be an object with 'data' …" of an object with data."""
+    param = "messages[0].content[0].input_audio.data"
+    assert _post(speech_url, [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]) == (400, {
+        "error": {"message": f"{param} must be a string (the file's bytes in base64, e.g. `base64 -w0 clip.wav`), got "
+                             f"{got}.", "type": "invalid_request_error", "param": param, "code": None}})
+
+
 def test_parts_with_only_their_fields_are_answered(speech_url):
     status, reply = _post(speech_url, [{"type": "input_audio", "input_audio": AUDIO}, {"type": "text", "text": "hi"}])
     assert (status, reply["object"], len(reply["choices"])) == (200, "chat.completion", 1)
