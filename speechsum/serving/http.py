@@ -184,11 +184,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             body = self._read_body()
             status, payload, stream = self._route(path, body)
-            usage = payload.get("usage")
+            usage, headers = payload.get("usage"), fmt.warning_header(payload.get("warnings") or [])
             if stream is None:
-                self._send(status, payload)
+                self._send(status, payload, headers)
             else:
-                self._send_bytes(status, "text/event-stream", event_stream(stream_chunks(payload, stream), json_bytes))
+                chunks = event_stream(stream_chunks(payload, stream), json_bytes)
+                self._send_bytes(status, "text/event-stream", chunks, headers)
         except APIError as error:
             status = self._send_error(error)
         except CLIENT_GONE:

@@ -352,6 +352,16 @@ def chat_response(model: str, request: ChatRequest, output: ChatOutput, as_ids: 
     return reply
 
 
+def warning_header(warnings: list[dict]) -> dict[str, str]:
+    """A reply's ``warnings`` (silent audio…) as an HTTP ``Warning`` header too (``199``: a miscellaneous
+    warning; one quoted warn-value each, ASCII), so ``curl -i`` and proxies' logs show them; {} for none."""
+    values = []
+    for warning in warnings:
+        text = "".join(c if " " <= c <= "~" else "?" for c in f"{warning['code']}: {warning['message']}")
+        values.append('199 speechsum-serve "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return {"Warning": ", ".join(values)} if values else {}
+
+
 def models_response(model: str, max_model_len: int | None, created: int) -> dict:
     card = {"id": model, "object": "model", "created": created, "owned_by": "speechsum", "root": model,
             "max_model_len": max_model_len}
@@ -359,4 +369,4 @@ def models_response(model: str, max_model_len: int | None, created: int) -> dict
 
 
 __all__ = ["Generation", "Limits", "check_model", "parse_chat", "parse_completion", "completion_response",
-           "chat_response", "models_response"]
+           "chat_response", "models_response", "warning_header"]

@@ -36,10 +36,12 @@ TONE = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8_000) / 16_000)
 
 
 def test_silent_audio_is_answered_with_a_warning_the_client_sees(url, tmp_path) -> None:
-    reply = openai_client(url).chat.completions.create(model=MODEL, messages=_messages(np.zeros(8_000), tmp_path),
-                                                       max_tokens=2, temperature=0)
+    raw = openai_client(url).chat.completions.with_raw_response.create(
+        model=MODEL, messages=_messages(np.zeros(8_000), tmp_path), max_tokens=2, temperature=0)
+    reply = raw.parse()
     assert reply.choices[0].finish_reason in ("stop", "length")  # still answered, in OpenAI's shape
     assert reply.model_extra["warnings"] == [{"code": "silent_audio", "param": PARAM, "message": SILENT}]
+    assert raw.headers["warning"] == f'199 speechsum-serve "silent_audio: {SILENT}"'  # curl -i shows it too
 
 
 def test_a_streamed_reply_carries_the_warning_in_its_first_chunk(url, tmp_path) -> None:
@@ -55,6 +57,7 @@ def test_audio_with_sound_has_no_warnings_field(url, tmp_path) -> None:
     request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         reply = json.loads(response.read())
+        assert response.headers["Warning"] is None
     assert set(reply) == {"id", "object", "created", "model", "choices", "usage", "system_fingerprint"}
 
 
@@ -82,3 +85,11 @@ def test_an_audio_url_whose_media_type_is_not_its_files_names_the_url(url, tmp_p
         "code": "format_mismatch", "param": f"{where}.url",
         "message": f"{where}: sent as mp3 ({where}.url), but the file is WAV audio: it was read as WAV, as its bytes "
                    "say; send the file's own format."}]
+
+
+def test_the_warning_header_quotes_each_warning_in_ascii() -> None:
+    from speechsum.serving.openai_format import warning_header
+
+    assert warning_header([]) == {}
+    assert warning_header([{"code": "a", "message": 'say "hi" \\ é\n'}, {"code": "b", "message": "x"}]) == {
+        "Warning": '199 speechsum-serve "a: say \\"hi\\" \\\\ ??", 199 speechsum-serve "b: x"'}
