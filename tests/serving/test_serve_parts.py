@@ -1,6 +1,7 @@
 """Content parts of a chat message with a field their type does not take: a 400 naming it (before
 2026-12-07 the field was dropped unread: a text part's ``input_audio`` lost its audio, an
-``input_audio.sample_rate`` was not applied), against the tiny student on loopback."""
+``input_audio.sample_rate`` was not applied); an ``audio_url`` of no stated media type, read by its bytes;
+against the tiny student on loopback."""
 
 from __future__ import annotations
 
@@ -69,3 +70,20 @@ def test_input_audio_data_that_is_not_a_string_is_named(speech_url, data, got):
 def test_parts_with_only_their_fields_are_answered(speech_url):
     status, reply = _post(speech_url, [{"type": "input_audio", "input_audio": AUDIO}, {"type": "text", "text": "hi"}])
     assert (status, reply["object"], len(reply["choices"])) == (200, "chat.completion", 1)
+
+
+@pytest.mark.parametrize("media_type", ["application/octet-stream", ""])
+def test_an_audio_url_of_no_stated_type_is_read_by_its_bytes(speech_url, media_type):
+    """A browser's readAsDataURL of a Blob without a type; before: a 400 "media type … is not audio"."""
+    url = f"data:{media_type};base64,{AUDIO['data']}"
+    status, reply = _post(speech_url, [{"type": "audio_url", "audio_url": {"url": url}}])
+    assert (status, reply["object"], "warnings" in reply) == (200, "chat.completion", False)  # read as the WAV it is
+
+
+def test_an_audio_url_of_no_stated_type_that_is_no_audio_is_a_400(speech_url):
+    field = "messages[0].content[0].audio_url.url"
+    url = f"data:application/octet-stream;base64,{base64.b64encode(b'hello, world').decode()}"
+    assert _post(speech_url, [{"type": "audio_url", "audio_url": {"url": url}}]) == (400, {"error": {
+        "message": f"{field}: media type 'application/octet-stream' does not say the format, and the bytes are not WAV, "
+                   "MP3, FLAC or OGG audio; send one of those as audio/wav, audio/mpeg, audio/flac or audio/ogg.",
+        "type": "invalid_request_error", "param": field, "code": None}})
