@@ -39,8 +39,8 @@ def test_silent_audio_is_answered_with_a_warning_the_client_sees(speech_url, tmp
 
 
 def test_a_streamed_reply_carries_the_warning_in_its_first_chunk(speech_url, tmp_path) -> None:
-    stream = openai_client(speech_url).chat.completions.create(model=MODEL, messages=_messages(np.zeros(8_000), tmp_path),
-                                                        max_tokens=2, temperature=0, stream=True)
+    stream = openai_client(speech_url).chat.completions.create(
+        model=MODEL, messages=_messages(np.zeros(8_000), tmp_path), max_tokens=2, temperature=0, stream=True)
     chunks = list(stream)
     assert [c.model_extra.get("warnings") for c in chunks] == [[{"code": "silent_audio", "param": PARAM,
                                                                    "message": SILENT}], None]
@@ -72,8 +72,8 @@ def test_a_format_that_is_not_the_files_is_read_as_its_bytes_with_a_warning(spee
 def test_an_audio_url_whose_media_type_is_not_its_files_names_the_url(speech_url, tmp_path) -> None:
     data = _messages(TONE, tmp_path)[0]["content"][0]["input_audio"]["data"]
     part = {"type": "audio_url", "audio_url": {"url": f"data:audio/mpeg;base64,{data}"}}
-    reply = openai_client(speech_url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [part]}],
-                                                       max_tokens=2)
+    reply = openai_client(speech_url).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": [part]}], max_tokens=2)
     where = "messages[0].content[0].audio_url"
     assert reply.model_extra["warnings"] == [{
         "code": "format_mismatch", "param": f"{where}.url",
