@@ -153,6 +153,9 @@ class SpeechBackend:
         limits = [x for x in (max_audio_seconds, audio_limit(model)) if x is not None]
         self.max_audio_seconds = min(limits) if limits else None
         self._lock = threading.Lock()
+        # one clip decoded at a time: its samples at its own rate (a 1.4 MB FLAC of 600 s at 655 kHz decodes to
+        # 1.5 GB) fit memory once, not once per request waiting for the model (--max-waiting of them)
+        self._decoding = threading.Lock()
 
     def complete(self, request: CompletionRequest) -> CompletionOutput:
         raise APIError(400, f"Model '{self.model_name}' is a speech model: use /v1/chat/completions with an "
@@ -163,7 +166,8 @@ class SpeechBackend:
         if request.top_logprobs is not None:
             raise bad_request("'logprobs' are not supported for audio requests.", "logprobs")
         warnings: list[ReplyWarning] = []
-        waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
+        with self._decoding:
+            waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
         sampling = request.sampling
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
