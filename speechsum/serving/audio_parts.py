@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 
+from speechsum.data.not_audio import HEAD_BYTES, audio_format
 from speechsum.serving.protocol import APIError, AudioInput, bad_request, sent_value
+from speechsum.serving.request_fields import check_part_fields
+from speechsum.utils.replies import json_type
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")  # OpenAI's input_audio takes wav and mp3
 MEDIA_TYPES = {  # a data: URL's media type → the format libsndfile reads it as
@@ -16,6 +19,9 @@ MEDIA_TYPES = {  # a data: URL's media type → the format libsndfile reads it a
     "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mpeg3": "mp3", "audio/x-mpeg-3": "mp3",
     "audio/flac": "flac", "audio/x-flac": "flac", "audio/ogg": "ogg", "application/ogg": "ogg", "audio/opus": "ogg",
 }
+
+GENERIC_MEDIA_TYPES = ("application/octet-stream", "")  # bytes of no stated type: the format is sniffed
+SNIFFED_FORMATS = {"WAV": "wav", "RF64": "wav", "BW64": "wav", "W64": "wav", "MP3": "mp3", "FLAC": "flac", "Ogg": "ogg"}
 
 
 def _reads_audio(param: str, max_audio_bytes: int) -> None:
@@ -46,8 +52,12 @@ def input_audio_part(part: dict, index: int, position: int, max_audio_bytes: int
     param = f"messages[{index}].content[{position}].input_audio"
     _reads_audio(param, max_audio_bytes)
     audio = part.get("input_audio")
-    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+    if not isinstance(audio, dict) or audio.get("data") is None:
         raise bad_request(f"{param} must be an object with 'data' (base64 audio file) and 'format'.", param)
+    if not isinstance(audio["data"], str):
+        raise bad_request(f"{param}.data must be a string (the file's bytes in base64, e.g. `base64 -w0 clip.wav`), got "
+                          f"{json_type(audio['data'])}.", f"{param}.data")
+    check_part_fields(audio, ("data", "format"), param, "an input_audio object")
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
         raise bad_request(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
@@ -68,6 +78,7 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
     url = audio.get("url") if isinstance(audio, dict) else None
     if not isinstance(url, str):
         raise bad_request(f"{param} must be an object with 'url' (a data:audio/wav;base64,… URL of the file).", param)
+    check_part_fields(audio, ("url",), param, "an audio_url object")
     url = url.strip()
     field = f"{param}.url"
     if url[:5].lower() != "data:":
@@ -80,7 +91,15 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
         shown = url if len(url) <= 40 else url[:40] + "…"
         raise bad_request(f"{field} must be a base64 data: URL (data:audio/wav;base64,…), got '{shown}'.", field)
     kind = MEDIA_TYPES.get(labels[0])
-    if kind is None:
+    generic = labels[0] in GENERIC_MEDIA_TYPES
+    if kind is None and not generic:
         raise bad_request(f"{field}: media type {labels[0] or '(none)'!r} is not audio this server reads; use "
                           "audio/wav, audio/mpeg, audio/flac or audio/ogg.", field)
-    return AudioInput(_decode("".join(payload.split()), param, field, max_audio_bytes), kind, index, param)
+    data = _decode("".join(payload.split()), param, field, max_audio_bytes)
+    if generic:  # a Blob without a type (a browser's readAsDataURL): the format its bytes show
+        kind = SNIFFED_FORMATS.get(audio_format(data[:HEAD_BYTES]) or "")
+        if kind is None:
+            raise bad_request(f"{field}: media type {labels[0] or '(none)'!r} does not say the format, and the bytes are "
+                              "not WAV, MP3, FLAC or OGG audio; send one of those as audio/wav, audio/mpeg, audio/flac "
+                              "or audio/ogg.", field)
+    return AudioInput(data, kind, index, param)

@@ -16,7 +16,7 @@ import traceback
 from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:
         started = time.perf_counter()
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path = route_path(self.path)
         status, usage, self.ignored = 500, None, []
         try:
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
@@ -184,11 +184,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             body = self._read_body()
             status, payload, stream = self._route(path, body)
-            usage = payload.get("usage")
+            usage, headers = payload.get("usage"), fmt.warning_header(payload.get("warnings") or [])
             if stream is None:
-                self._send(status, payload)
+                self._send(status, payload, headers)
             else:
-                self._send_bytes(status, "text/event-stream", event_stream(stream_chunks(payload, stream), json_bytes))
+                chunks = event_stream(stream_chunks(payload, stream), json_bytes)
+                self._send_bytes(status, "text/event-stream", chunks, headers)
         except APIError as error:
             status = self._send_error(error)
         except CLIENT_GONE:
@@ -215,8 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(405, f"Method {method} is not allowed on {path} (it takes {allowed}).",
                            code="method_not_allowed", headers={"Allow": allowed})
         hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
-        if f"/v1{path}" in (*POST_ROUTES, *GET_ROUTES):  # a client's base_url without its /v1
-            hint = f" (did you mean /v1{path}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
+        if meant := _meant_route(path):  # a client's base_url without its /v1, with it twice, or Azure's paths
+            hint = f" (did you mean {meant}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
         raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
                             f"POST /v1/completions and POST /v1/chat/completions{hint}.", code="not_found")
 
@@ -344,6 +345,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def route_path(target: str) -> str:
+    """The route of a request target: its path without query or trailing ``/``, in origin-form
+    (``/v1/models?x``) or absolute-form (``http://host:8000/v1/models``, as a client sends it to a
+    proxy; RFC 9112 §3.2.2: a server must accept it — before 2026-12-07 a 404)."""
+    if target[:8].lower().startswith(("http://", "https://")):
+        target = urlsplit(target).path
+    return target.split("?", 1)[0].rstrip("/") or "/"
+
+
+def _meant_route(path: str) -> str | None:
+    """The route a path that has none was meant for: the one it ends with (``/chat/completions``: a
+    base_url without /v1; ``/v1/v1/models``: with it twice; ``/openai/deployments/NAME/chat/completions``:
+    Azure's); None when it ends with none of them."""
+    for route in ("/v1/chat/completions", "/v1/completions", "/v1/models"):
+        if path.endswith(route.removeprefix("/v1")):
+            return route
+    return None
 
 
 def _allowed_methods(path: str) -> str | None:

@@ -12,6 +12,7 @@ from speechsum.serving.protocol import APIError
 from speechsum.utils.json_keys import RepeatedKeyError, object_without_repeated_keys
 from speechsum.utils.replies import json_type
 
+UTF16_LE_BOM, UTF16_BE_BOM = b"\xff\xfe", b"\xfe\xff"
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape in U+D800-U+DFFF (raw UTF-8 cannot hold one)
 
 
@@ -41,6 +42,9 @@ def json_object(body: bytes) -> dict:
     what is wrong with it otherwise."""
     if not body:
         raise APIError(400, "Empty request body: send a JSON object.")
+    if (utf16 := _utf16(body)) is not None:  # PowerShell 5's Out-File / -Encoding Unicode, Notepad's "Unicode"
+        raise APIError(400, f"Request body is UTF-16 ({utf16}), not UTF-8: send it as UTF-8 JSON (PowerShell: "
+                            "-Encoding utf8; a file saved as 'Unicode': save it as UTF-8).")
     try:
         value = json.loads(body.decode("utf-8-sig"), object_pairs_hook=object_without_repeated_keys)  # -sig: a BOM (PowerShell, Notepad files) as json.loads(bytes)
         if SURROGATE_ESCAPE.search(body):  # maybe unpaired: a str no tokenizer or reply could encode
@@ -64,6 +68,17 @@ def json_object(body: bytes) -> dict:
     if not isinstance(value, dict):
         raise APIError(400, f"Request body must be a JSON object, got {json_type(value)}.")
     return value
+
+
+def _utf16(body: bytes) -> str | None:
+    """How ``body`` shows it is UTF-16 JSON ("a little-endian byte-order mark", "a 0 byte after each
+    ASCII character"), or None."""
+    if body[:2] in (UTF16_LE_BOM, UTF16_BE_BOM):
+        return f"a {'little' if body[:2] == UTF16_LE_BOM else 'big'}-endian byte-order mark"
+    head = body[:64]
+    if len(head) >= 4 and (not any(head[1::2]) or not any(head[0::2])) and any(head):
+        return "a 0 byte beside each ASCII character"
+    return None
 
 
 def json_bytes(payload: dict) -> bytes:

@@ -27,11 +27,12 @@ from speechsum.serving.protocol import (
     bad_request,
     sent_value,
 )
-from speechsum.serving.request_fields import check_fields, check_message_fields
+from speechsum.serving.request_fields import check_fields, check_message_fields, check_part_fields
 from speechsum.utils.io import finite_json_number
 from speechsum.utils.replies import json_type
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+PART_TYPES = ("text", "input_audio", "audio_url")  # a content part: its type and one field of that name
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOPS = 4  # OpenAI's limit on stop sequences
 
@@ -206,6 +207,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
         texts, audio = [], []
         for position, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
+            if kind in PART_TYPES:
+                check_part_fields(part, ("type", kind), f"messages[{index}].content[{position}]",
+                                  f"{'a' if kind == 'text' else 'an'} {kind} part")
             if kind == "input_audio":
                 audio.append(input_audio_part(part, index, position, limits.max_audio_bytes))
             elif kind == "audio_url":  # vLLM's
@@ -340,9 +344,22 @@ def chat_response(model: str, request: ChatRequest, output: ChatOutput, as_ids: 
                                                     "refusal": None, "tool_calls": []},
                         "logprobs": logprobs, "finish_reason": generation.finish_reason, "stop_reason": None})
     completion_total = sum(g.num_tokens for g in output.generations)
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": choices, "usage": _usage(output.num_prompt_tokens, completion_total),
-            "system_fingerprint": None}
+    reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+             "model": model, "choices": choices, "usage": _usage(output.num_prompt_tokens, completion_total),
+             "system_fingerprint": None}
+    if output.warnings:  # answered, but the client should know (silent audio): an extra field OpenAI clients keep
+        reply["warnings"] = [{"code": w.code, "param": w.param, "message": w.message} for w in output.warnings]
+    return reply
+
+
+def warning_header(warnings: list[dict]) -> dict[str, str]:
+    """A reply's ``warnings`` (silent audio…) as an HTTP ``Warning`` header too (``199``: a miscellaneous
+    warning; one quoted warn-value each, ASCII), so ``curl -i`` and proxies' logs show them; {} for none."""
+    values = []
+    for warning in warnings:
+        text = "".join(c if " " <= c <= "~" else "?" for c in f"{warning['code']}: {warning['message']}")
+        values.append('199 speechsum-serve "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return {"Warning": ", ".join(values)} if values else {}
 
 
 def models_response(model: str, max_model_len: int | None, created: int) -> dict:
@@ -352,4 +369,4 @@ def models_response(model: str, max_model_len: int | None, created: int) -> dict
 
 
 __all__ = ["Generation", "Limits", "check_model", "parse_chat", "parse_completion", "completion_response",
-           "chat_response", "models_response"]
+           "chat_response", "models_response", "warning_header"]

@@ -189,9 +189,23 @@ class ChatRequest:
 
 
 @dataclass
+class ReplyWarning:
+    """Something about a request that was answered anyway but that its client should know (the
+    reply's ``warnings``): ``code`` (e.g. ``silent_audio``), the request field ``param`` it concerns
+    and a ``message`` saying what to check."""
+
+    code: str
+    param: str
+    message: str
+
+
+@dataclass
 class ChatOutput:
+    """A chat request's result: prompt length, generations and ``warnings`` for the client."""
+
     num_prompt_tokens: int
     generations: list[Generation]
+    warnings: list[ReplyWarning] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -172,6 +172,15 @@ def check_message_fields(message: dict, index: int) -> None:
                           f"messages[{index}].audio")
 
 
+def check_part_fields(obj: dict, allowed: tuple[str, ...], param: str, what: str) -> None:
+    """400 for a key of a content part (or of its ``input_audio`` / ``audio_url`` object) at ``param``
+    that ``what`` does not take: it would be dropped unread (a text part's ``input_audio``: the audio)."""
+    for name in obj:
+        if name not in allowed:
+            raise bad_request(f"{param} has an unrecognized field {json.dumps(name)[:40]}: {what} takes "
+                              f"{', '.join(allowed)}; remove it.", f"{param}.{name}")
+
+
 def ignored_fields(body: dict, chat: bool) -> list[str]:
     """The fields of a valid ``body`` that were accepted with no effect, for the request log: top-level
     bookkeeping (``user``, ``metadata``…) and messages' ``name``, ``refusal``…"""

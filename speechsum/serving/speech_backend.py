@@ -39,6 +39,7 @@ from speechsum.serving.protocol import (
     CompletionOutput,
     CompletionRequest,
     Generation,
+    ReplyWarning,
     bad_request,
     check_client,
 )
@@ -52,13 +53,20 @@ from speechsum.serving.summarize import (
 
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
+SILENT_AUDIO = "silent_audio"  # the warning code of a clip the model hears nothing in (docs/serve.md)
+FORMAT_MISMATCH = "format_mismatch"  # the warning code of a part whose format is not its file's
+FILE_FORMATS = {"wav": ("WAV", "WAVEX", "W64", "RF64"), "mp3": ("MP3",), "flac": ("FLAC",), "ogg": ("OGG",)}  # libsndfile's
 
 LOG = logging.getLogger(__name__)
 
 
-def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None) -> np.ndarray:
+def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
+                 warnings: list[ReplyWarning] | None = None) -> np.ndarray:
     """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
-    is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header)."""
+    is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header).
+    A clip with no sound in it (every sample 0, or channels that cancel in the mono mix), or whose
+    bytes are another format than the part's ``format`` (read as its bytes say), is logged and added
+    to ``warnings`` (a ``silent_audio`` or ``format_mismatch`` :class:`ReplyWarning` naming the part)."""
     with tempfile.TemporaryDirectory(prefix="speechsum-audio-") as folder:
         path = Path(folder) / f"input.{audio.format}"
         path.write_bytes(audio.data)
@@ -80,22 +88,41 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None)
         except (RuntimeError, OSError, ValueError) as error:
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({_reason(error, path)}).",
                               audio.param) from None
-        _refuse_partial(path, audio, len(waveform) / sample_rate)
+        mismatch = _format_mismatch(audio, _refuse_partial(path, audio, len(waveform) / sample_rate))
+    if warnings is not None and mismatch is not None:
+        LOG.warning("%s", mismatch.message)
+        warnings.append(mismatch)
     for note in notes:
-        LOG.warning("%s", note.replace(str(path), f"{audio.param} (a {audio.format} file)"))
+        message = note.replace(str(path), f"{audio.param} (a {audio.format} file)")
+        LOG.warning("%s", message)
+        if warnings is not None:
+            warnings.append(ReplyWarning(SILENT_AUDIO, audio.param, message))
     return waveform
 
 
-def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> None:
+def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> str:
     """A 400 naming the part when libsndfile reads only a part of its file (:func:`~speechsum.data.cut_short.damage`:
     cut short, a header that does not count all its samples, a page damaged inside): its first ``seconds``
-    would be summarised as if they were the whole recording."""
+    would be summarised as if they were the whole recording. Else the format libsndfile read it as ("WAV")."""
     with open_audio(str(path), whole=False) as handle:  # as load_audio opened it (a WAV with its fmt chunk last)
         found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
+        read_as = handle.format
     if found:
         advice = ("re-export or re-fetch it and send that" if found.mid_stream else "send the whole file" if found.cut
                   else f"send it with a header that counts all of it ({REWRITE})")
         raise bad_request(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)
+    return read_as
+
+
+def _format_mismatch(audio: AudioInput, read_as: str) -> ReplyWarning | None:
+    """A ``format_mismatch`` warning when the part's format (``input_audio.format``, or an ``audio_url``'s
+    media type) is not what libsndfile read its bytes as, ``read_as``: read right, but labelled wrongly."""
+    if read_as in FILE_FORMATS[audio.format]:
+        return None
+    field = f"{audio.param}.format" if audio.param.endswith("input_audio") else f"{audio.param}.url"
+    return ReplyWarning(FORMAT_MISMATCH, field, f"{audio.param}: sent as {audio.format} ({field}), but the file is "
+                                                f"{read_as} audio: it was read as {read_as}, as its bytes say; send "
+                                                "the file's own format.")
 
 
 def seconds_over(seconds: float, limit: float) -> str:
@@ -126,6 +153,9 @@ class SpeechBackend:
         limits = [x for x in (max_audio_seconds, audio_limit(model)) if x is not None]
         self.max_audio_seconds = min(limits) if limits else None
         self._lock = threading.Lock()
+        # one clip decoded at a time: its samples at its own rate (a 1.4 MB FLAC of 600 s at 655 kHz decodes to
+        # 1.5 GB) fit memory once, not once per request waiting for the model (--max-waiting of them)
+        self._decoding = threading.Lock()
 
     def complete(self, request: CompletionRequest) -> CompletionOutput:
         raise APIError(400, f"Model '{self.model_name}' is a speech model: use /v1/chat/completions with an "
@@ -135,7 +165,9 @@ class SpeechBackend:
         instruction = self._instruction(request)
         if request.top_logprobs is not None:
             raise bad_request("'logprobs' are not supported for audio requests.", "logprobs")
-        waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds)
+        warnings: list[ReplyWarning] = []
+        with self._decoding:
+            waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
         sampling = request.sampling
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
@@ -150,7 +182,7 @@ class SpeechBackend:
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
         generations = [self._generation(out.texts[i], bool(out.truncated[i]), out.ids[i][out.mask[i].bool()].tolist(),
                                         sampling.stop) for i in range(rows)]
-        return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n)
+        return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n, warnings)
 
     # ------------------------------------------------------------------------------------ internals
     def _instruction(self, request: ChatRequest) -> str:

@@ -5,6 +5,7 @@ is sent as the chunks an OpenAI stream holds, so streaming clients (the ``openai
 ``stream=True``, LangChain, chat UIs) read it unchanged: per choice a chunk with the text (and its
 log-probs), then one with its ``finish_reason``; with ``stream_options.include_usage`` every chunk
 carries ``"usage": null`` and a last chunk with no choices carries the usage; then ``data: [DONE]``.
+A reply's ``warnings`` (silent audio) ride in its first chunk.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def stream_chunks(reply: dict, include_usage: bool) -> list[dict]:
     else:  # a completion choice carries its text and finish_reason in one chunk, as vLLM's last one
         parts = list(reply["choices"])
     chunks = [_chunk(reply, [part], include_usage) for part in parts]
+    if "warnings" in reply:  # the reply's warnings (silent audio) in its first chunk, before any text
+        chunks[0]["warnings"] = reply["warnings"]
     if include_usage:
         chunks.append({**_chunk(reply, [], include_usage), "usage": reply["usage"]})
     return chunks

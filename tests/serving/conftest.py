@@ -1,5 +1,6 @@
 """Fixtures of the serving tests: the tiny text LM on disk and its backend; a tiny exported composed student;
-a loopback server of a scripted backend answering "ok" (``served``: the backend and its base URL)."""
+a loopback server of a scripted backend answering "ok" (``served``: the backend and its base URL) and one of the
+student (``speech_url``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def composed_export(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("composed")
     _, ckpt = trained_student("composed_tiny", folder / "run")
     return export_checkpoint(ckpt, folder / "export")
+
+
+@pytest.fixture(scope="module")
+def speech_url(composed_export) -> Iterator[str]:
+    """A loopback server of the tiny composed student (served as "student", clips up to 5 s)."""
+    from speechsum.serving.export import load_exported
+    from speechsum.serving.speech_backend import SpeechBackend
+
+    with serve_in_thread(SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -276,3 +276,37 @@ def test_allowed_browser_origins_get_cors_headers_and_a_keyless_preflight():
     with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:  # the default: no origin allowed
         status, headers = _exchange(url, preflight.replace("{origin}", page))
         assert status == "HTTP/1.1 204 No Content" and "Access-Control-Allow-Origin" not in headers
+
+
+def test_an_absolute_form_request_target_is_served_as_its_path(served):
+    """As a client configured with a proxy sends it (RFC 9112 §3.2.2: a server must accept it); before: a 404
+    "Unknown route POST http://127.0.0.1:PORT/v1/chat/completions"."""
+    _, url = served
+    port = urlparse(url).port
+    with _connect(url) as sock:
+        sock.sendall(f"POST http://127.0.0.1:{port}/v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Connection: close\r\nContent-Length: {len(CHAT)}\r\n\r\n".encode() + CHAT)
+        head, body = _answer(sock).split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 200") and json.loads(body)["choices"][0]["message"]["content"] == "ok"
+    with _connect(url) as sock:
+        sock.sendall(f"GET HTTP://127.0.0.1:{port}/v1/models/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head, body = _answer(sock).split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 200") and json.loads(body)["data"][0]["id"] == "scripted"
+
+
+@pytest.mark.parametrize(("method", "target", "meant"), [
+    ("POST", "/v1/v1/chat/completions", "/v1/chat/completions"),  # base_url http://HOST:PORT/v1/v1
+    ("POST", "/openai/deployments/scripted/chat/completions?api-version=2024-10-21", "/v1/chat/completions"),  # Azure's
+    ("POST", "/api/v1/completions", "/v1/completions"),
+    ("GET", "/v1/v1/models", "/v1/models"),
+])
+def test_a_route_under_another_prefix_names_the_one_meant(served, method, target, meant):
+    """Before: only a path missing its /v1 got the hint; these got the bare list of routes."""
+    _, url = served
+    with _connect(url) as sock:
+        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode())
+        head, body = _answer(sock).split("\r\n\r\n", 1)
+    path = target.split("?")[0]
+    assert head.startswith("HTTP/1.1 404") and json.loads(body)["error"]["message"] == (
+        f"Unknown route {method} {path}. This server offers GET /v1/models, POST /v1/completions and POST "
+        f"/v1/chat/completions (did you mean {meant}? A client's base_url ends in /v1: http://HOST:PORT/v1).")

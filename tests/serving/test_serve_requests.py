@@ -171,3 +171,17 @@ def test_a_key_given_twice_is_a_400_not_the_last_one_silently(served, body, key)
     assert answer["error"]["message"] == (f"Request body gives the key {key!r} twice in one object: a JSON parser keeps "
                                           "one of the two silently; send it once.")
     assert answer["error"]["param"] == key
+
+
+@pytest.mark.parametrize(("encoding", "how"), [
+    ("utf-16", "a little-endian byte-order mark"),  # PowerShell 5's Out-File, Notepad's "Unicode"
+    ("utf-16-le", "a 0 byte beside each ASCII character"),
+    ("utf-16-be", "a 0 byte beside each ASCII character"),
+])
+def test_a_utf16_body_is_told_to_be_sent_as_utf8(served, encoding, how):
+    """Before: "not UTF-8: … can't decode byte 0xff", or (no byte-order mark) "not valid JSON: Expecting value"."""
+    body = json.dumps({"model": MODEL, "messages": USER}).encode(encoding)
+    status, _, answer = _post(served[1], body)
+    assert (status, answer["error"]["message"]) == (400, f"Request body is UTF-16 ({how}), not UTF-8: send it as UTF-8 "
+                                                         "JSON (PowerShell: -Encoding utf8; a file saved as 'Unicode': "
+                                                         "save it as UTF-8).")

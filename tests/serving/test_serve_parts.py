@@ -1,0 +1,89 @@
+"""Content parts of a chat message with a field their type does not take: a 400 naming it (before
+2026-12-07 the field was dropped unread: a text part's ``input_audio`` lost its audio, an
+``input_audio.sample_rate`` was not applied); an ``audio_url`` of no stated media type, read by its bytes;
+against the tiny student on loopback."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+MODEL = "student"
+
+
+def _wav_base64() -> str:
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8_000) / 16_000), 16_000, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+AUDIO = {"data": _wav_base64(), "format": "wav"}
+
+
+def _post(url: str, parts: list[dict]) -> tuple[int, dict]:
+    parsed = urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    body = {"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": parts}]}
+    connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = response.status, json.loads(response.read())
+    connection.close()
+    return answer
+
+
+@pytest.mark.parametrize(("parts", "param", "message"), [
+    ([{"type": "text", "text": "Summarize", "input_audio": AUDIO}], "messages[0].content[0].input_audio",
+     'messages[0].content[0] has an unrecognized field "input_audio": a text part takes type, text; remove it.'),
+    ([{"type": "input_audio", "input_audio": AUDIO, "text": "Summarize"}], "messages[0].content[0].text",
+     'messages[0].content[0] has an unrecognized field "text": an input_audio part takes type, input_audio; remove it.'),
+    ([{"type": "input_audio", "input_audio": {**AUDIO, "sample_rate": 8000}}],
+     "messages[0].content[0].input_audio.sample_rate",
+     'messages[0].content[0].input_audio has an unrecognized field "sample_rate": an input_audio object takes data, '
+     "format; remove it."),
+    ([{"type": "text", "text": "hi"}, {"type": "audio_url", "audio_url": {"url": f"data:audio/wav;base64,{AUDIO['data']}",
+                                                                            "format": "mp3"}}],
+     "messages[0].content[1].audio_url.format",
+     'messages[0].content[1].audio_url has an unrecognized field "format": an audio_url object takes url; remove it.'),
+])
+def test_a_part_field_its_type_does_not_take_is_a_400_naming_it(speech_url, parts, param, message):
+    assert _post(speech_url, parts) == (400, {"error": {"message": message, "type": "invalid_request_error",
+                                                        "param": param, "code": None}})
+
+
+@pytest.mark.parametrize(("data", "got"), [([82, 73, 70, 70], "an array"), (5, "a number"),
+                                           ({"base64": "UklGRg=="}, "an object")])
+def test_input_audio_data_that_is_not_a_string_is_named(speech_url, data, got):
+    """Before: "messages[0].content[0].input_audio must be an object with 'data' …" of an object with data."""
+    param = "messages[0].content[0].input_audio.data"
+    assert _post(speech_url, [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]) == (400, {
+        "error": {"message": f"{param} must be a string (the file's bytes in base64, e.g. `base64 -w0 clip.wav`), got "
+                             f"{got}.", "type": "invalid_request_error", "param": param, "code": None}})
+
+
+def test_parts_with_only_their_fields_are_answered(speech_url):
+    status, reply = _post(speech_url, [{"type": "input_audio", "input_audio": AUDIO}, {"type": "text", "text": "hi"}])
+    assert (status, reply["object"], len(reply["choices"])) == (200, "chat.completion", 1)
+
+
+@pytest.mark.parametrize("media_type", ["application/octet-stream", ""])
+def test_an_audio_url_of_no_stated_type_is_read_by_its_bytes(speech_url, media_type):
+    """A browser's readAsDataURL of a Blob without a type; before: a 400 "media type … is not audio"."""
+    url = f"data:{media_type};base64,{AUDIO['data']}"
+    status, reply = _post(speech_url, [{"type": "audio_url", "audio_url": {"url": url}}])
+    assert (status, reply["object"], "warnings" in reply) == (200, "chat.completion", False)  # read as the WAV it is
+
+
+def test_an_audio_url_of_no_stated_type_that_is_no_audio_is_a_400(speech_url):
+    field = "messages[0].content[0].audio_url.url"
+    url = f"data:application/octet-stream;base64,{base64.b64encode(b'hello, world').decode()}"
+    assert _post(speech_url, [{"type": "audio_url", "audio_url": {"url": url}}]) == (400, {"error": {
+        "message": f"{field}: media type 'application/octet-stream' does not say the format, and the bytes are not WAV, "
+                   "MP3, FLAC or OGG audio; send one of those as audio/wav, audio/mpeg, audio/flac or audio/ogg.",
+        "type": "invalid_request_error", "param": field, "code": None}})
