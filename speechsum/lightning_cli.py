@@ -13,7 +13,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
-from speechsum.models.config_fields import UnknownConfigField
+from speechsum.models.config_fields import ConfigFieldError
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.trainer_settings import check_trainer_settings
 from speechsum.utils.arguments import ConfigError, error_in_chain
@@ -86,10 +86,11 @@ class SpeechSumCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as err:
             config = self.config.get(self.subcommand) if self.subcommand else self.config
-            unknown = error_in_chain(err, (UnknownConfigField,))
-            if unknown is not None:
-                where = key_locations(self.parser.config_files, "model", unknown.field)
-                raise ConfigError(unknown.located(", ".join(where))) from unknown
+            field = error_in_chain(err, (ConfigFieldError,))
+            if field is not None:
+                value = None if field.value is None else str(field.value)
+                where = key_locations(self.parser.config_files, "model", field.field, value)
+                raise ConfigError(field.located(", ".join(where))) from field
             refusal = construction_error(err, config.as_dict())
             if refusal is None:
                 raise

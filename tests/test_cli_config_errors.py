@@ -13,7 +13,13 @@ from transformers import AutoConfig, Qwen2AudioConfig, WhisperConfig
 
 from speechsum.cli import main
 from speechsum.models.base import load_causal_lm
-from speechsum.models.config_fields import UnknownConfigField, check_config_fields, typed_values
+from speechsum.models.config_fields import (
+    ConfigFieldError,
+    UnknownConfigField,
+    check_config_fields,
+    check_sizes,
+    typed_values,
+)
 from tests.helpers import run_config
 
 BACKBONE = "model:\n  init_args:\n    model:\n      init_args:\n"
@@ -43,8 +49,27 @@ CONFIG_MISTAKES = [
      "for field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str (value: 'abc')); fix the field it "
      "names\n"),
     (BACKBONE + "        llm:\n          model_type: llama\n          intermediate_size: -1\n",
-     "speechsum fit: error: model (speechsum.stages.sft.SFTModule) cannot be built: RuntimeError: Trying to create "
-     "tensor with negative dimension -1: [-1, 64]\n"),
+     "speechsum fit: error: llm.intermediate_size ({file}:7): must be a positive integer (a size of the model), got "
+     "-1: write 1 or more (LlamaConfig's default: 11008)\n"),
+    # built no layers without a word (encoder_layers: -1 or 0), or failed deep inside torch or transformers
+    (BACKBONE + "        encoder:\n          encoder_layers: -1\n",
+     "speechsum fit: error: encoder.encoder_layers ({file}:6): must be a positive integer (a size of the model), got "
+     "-1: write 1 or more (WhisperConfig's default: 4)\n"),
+    (BACKBONE + "        encoder:\n          d_model: 0\n",
+     "speechsum fit: error: encoder.d_model ({file}:6): must be a positive integer (a size of the model), got 0: "
+     "write 1 or more (WhisperConfig's default: 384)\n"),
+    (BACKBONE + "        encoder:\n          encoder_attention_heads: -2\n",
+     "speechsum fit: error: encoder.encoder_attention_heads ({file}:6): must be a positive integer (a size of the "
+     "model), got -2: write 1 or more (WhisperConfig's default: 6)\n"),
+    (BACKBONE + "        encoder:\n          encoder_ffn_dim: 0\n",
+     "speechsum fit: error: encoder.encoder_ffn_dim ({file}:6): must be a positive integer (a size of the model), got "
+     "0: write 1 or more (WhisperConfig's default: 1536)\n"),
+    (BACKBONE + "        encoder:\n          encoder_attention_heads: 3\n",
+     "speechsum fit: error: encoder.encoder_attention_heads ({file}:6): 3 heads do not divide d_model 32: write a "
+     "divisor of 32, or a d_model that 3 divides\n"),
+    (BACKBONE + "        llm:\n          model_type: llama\n          num_hidden_layers: 0\n",
+     "speechsum fit: error: llm.num_hidden_layers ({file}:7): must be a positive integer (a size of the model), got "
+     "0: write 1 or more (LlamaConfig's default: 32)\n"),
     (BACKBONE + "        stack: 0\n",
      "speechsum fit: error: stack must be at least 1 (encoder frames per audio token, e.g. 4: 80 ms with Whisper), got "
      "0\n"),
@@ -55,7 +80,9 @@ CONFIG_MISTAKES = [
 
 @pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
                          ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer",
-                              "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "stack-0",
+                              "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
+                              "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
+                              "llm-layers-0", "stack-0",
                               "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
     config = run_config(tmp_path, toy_data)
@@ -90,6 +117,21 @@ def test_a_backbone_dict_stacked_over_another_merges_into_it_as_other_sections_d
     encoder = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"]["init_args"]["encoder"]
     assert encoder == {"d_model": 32, "encoder_layers": 3, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
                        "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 80}
+
+
+def test_a_size_set_on_the_command_line_is_checked_as_in_a_file_and_sub_configs_too(tmp_path, toy_data, capsys):
+    config = run_config(tmp_path, toy_data)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--model.init_args.model.init_args.encoder.encoder_layers", "-1"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(
+        "speechsum fit: error: encoder.encoder_layers: must be a positive integer (a size of the model), got -1: write "
+        "1 or more (WhisperConfig's default: 4)\n")
+    with pytest.raises(ConfigFieldError) as sub:
+        check_sizes(Qwen2AudioConfig, {"audio_config": {"model_type": "qwen2_audio_encoder", "d_model": -8}}, "model")
+    assert str(sub.value) == ("model.audio_config.d_model: must be a positive integer (a size of the model), got -8: "
+                              "write 1 or more")
+    check_sizes(WhisperConfig, {"d_model": 32, "decoder_layers": 0, "dropout": 0.0, "scale_embedding": False}, "encoder")
 
 
 def test_backbone_fields_set_on_the_command_line_are_read_as_yaml_not_refused_as_text():
