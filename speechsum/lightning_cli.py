@@ -13,10 +13,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
-from speechsum.models.config_fields import ConfigFieldError
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.trainer_settings import check_trainer_settings
-from speechsum.utils.arguments import ConfigError, error_in_chain
+from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
 from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)

@@ -13,13 +13,8 @@ from transformers import AutoConfig, Qwen2AudioConfig, WhisperConfig
 
 from speechsum.cli import main
 from speechsum.models.base import load_causal_lm
-from speechsum.models.config_fields import (
-    ConfigFieldError,
-    UnknownConfigField,
-    check_config_fields,
-    check_sizes,
-    typed_values,
-)
+from speechsum.models.config_fields import UnknownConfigField, check_config_fields, check_sizes, typed_values
+from speechsum.utils.arguments import ConfigFieldError
 from tests.helpers import run_config
 
 BACKBONE = "model:\n  init_args:\n    model:\n      init_args:\n"
@@ -70,6 +65,12 @@ CONFIG_MISTAKES = [
     (BACKBONE + "        llm:\n          model_type: llama\n          num_hidden_layers: 0\n",
      "speechsum fit: error: llm.num_hidden_layers ({file}:7): must be a positive integer (a size of the model), got "
      "0: write 1 or more (LlamaConfig's default: 32)\n"),
+    (BACKBONE + "        end_of_turn: ''\n",  # was the eos token without a word
+     "speechsum fit: error: end_of_turn ({file}:5): '' is no token: leave it out (null) for the default "
+     "'<|endoftext|>', or give one token of the tokenizer's vocabulary\n"),
+    (BACKBONE + "        end_of_turn: nope\n",  # was a traceback at the first batch
+     "speechsum fit: error: end_of_turn ({file}:5): 'nope' is not one token of the tokenizer's vocabulary: give one of "
+     "its tokens that ends a turn (its special tokens: '<|endoftext|>', '<|pad|>')\n"),
     (BACKBONE + "        stack: 0\n",
      "speechsum fit: error: stack must be at least 1 (encoder frames per audio token, e.g. 4: 80 ms with Whisper), got "
      "0\n"),
@@ -82,7 +83,7 @@ CONFIG_MISTAKES = [
                          ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer",
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
-                              "llm-layers-0", "stack-0",
+                              "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "stack-0",
                               "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
     config = run_config(tmp_path, toy_data)

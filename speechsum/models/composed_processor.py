@@ -11,7 +11,13 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase, WhisperFeatureExtractor
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
+from speechsum.data.processor import (
+    PromptInputs,
+    SpeechProcessor,
+    checked_end_of_turn,
+    pad_sequences,
+    require_chat_template,
+)
 from speechsum.models.feature_cache import audio_content_key
 from speechsum.models.tokenizer import AUDIO_TOKEN
 
@@ -70,7 +76,7 @@ class ComposedProcessor(SpeechProcessor):
         self.stack = stack
         self.sample_rate = feature_extractor.sampling_rate
         self.max_audio_seconds = max_audio_seconds
-        self.end_of_turn = end_of_turn or tokenizer.eos_token
+        self.end_of_turn = checked_end_of_turn(tokenizer, end_of_turn, tokenizer.eos_token, AUDIO_TOKEN)
         self.system_prompt = system_prompt
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}  # instruction -> parts

@@ -15,22 +15,8 @@ from collections.abc import Mapping
 import yaml
 from transformers import PretrainedConfig
 
-from speechsum.utils.arguments import ConfigError
+from speechsum.utils.arguments import ConfigError, ConfigFieldError
 from speechsum.utils.config_keys import did_you_mean
-
-
-class ConfigFieldError(ConfigError):
-    """A field of a config dict (``setting``, e.g. ``llm``) that cannot work; ``path``: its dotted place
-    below the setting, ``field`` its name as written, ``value`` its value (None: not repeated)."""
-
-    def __init__(self, setting: str, path: str, problem: str, value: object = None):
-        self.setting, self.path, self.field, self.problem = setting, path, path.rsplit(".", 1)[-1], problem
-        self.value = value
-        super().__init__(self.located(""))
-
-    def located(self, where: str) -> str:
-        """The message, with ``where`` (``FILE:LINE``, "" for none) after the field's name."""
-        return f"{self.setting}.{self.path}{f' ({where})' if where else ''}: {self.problem}"
 
 
 class UnknownConfigField(ConfigFieldError):

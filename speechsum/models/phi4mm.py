@@ -18,7 +18,7 @@ from transformers import (
 )
 from transformers.image_processing_utils import ImageProcessingMixin
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
+from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.config_fields import checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
@@ -57,7 +57,7 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.sample_rate = processor.audio_processor.sampling_rate
-        self.end_of_turn = end_of_turn
+        self.end_of_turn = checked_end_of_turn(self.tokenizer, end_of_turn, "<|end|>", processor.audio_token)
         self.system_prompt = system_prompt
         self.audio_token_id = processor.audio_token_id
 

@@ -14,7 +14,7 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
+from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
 from speechsum.models.config_fields import checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
@@ -56,7 +56,7 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
         self.sample_rate = feature_extractor.sampling_rate
         self.max_samples = 2 * max_source_positions * feature_extractor.hop_length
         self.max_audio_seconds = self.max_samples / self.sample_rate
-        self.end_of_turn = end_of_turn
+        self.end_of_turn = checked_end_of_turn(self.tokenizer, end_of_turn, "<|im_end|>", processor.audio_token)
         self.system_prompt = system_prompt
         self.audio_token_id = processor.audio_token_id
 

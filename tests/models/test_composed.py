@@ -305,6 +305,45 @@ def test_user_prompt_places_audio_and_instruction():
         ComposedSpeechLLM(**args, user_prompt="{instruction} only")
 
 
+END_OF_TURN_REFUSALS = [
+    # a blank one was the eos token without a word; the others failed at the first batch with a traceback
+    ("", "end_of_turn: '' is no token: leave it out (null) for the default '<|endoftext|>', or give one token of the "
+         "tokenizer's vocabulary"),
+    (" ", "end_of_turn: ' ' is no token: leave it out (null) for the default '<|endoftext|>', or give one token of the "
+          "tokenizer's vocabulary"),
+    ("nope", "end_of_turn: 'nope' is not one token of the tokenizer's vocabulary: give one of its tokens that ends a "
+             "turn (its special tokens: '<|endoftext|>', '<|pad|>')"),
+    ("<|im_end|> ", "end_of_turn: '<|im_end|> ' is not one token of the tokenizer's vocabulary: give one of its tokens "
+                    "that ends a turn (its special tokens: '<|endoftext|>', '<|pad|>')"),
+    ("<|audio|>", "end_of_turn: '<|audio|>' is the audio placeholder: give one of its tokens that ends a turn (its "
+                  "special tokens: '<|endoftext|>', '<|pad|>')"),
+]
+
+
+@pytest.mark.parametrize(("end_of_turn", "message"), END_OF_TURN_REFUSALS, ids=["empty", "blank", "unknown",
+                                                                                "two-tokens", "audio"])
+def test_an_end_of_turn_that_is_no_token_of_the_vocabulary_is_refused_when_built(end_of_turn, message):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.utils.arguments import ConfigFieldError
+    from tests.conftest import tiny_backbone_args
+
+    with pytest.raises(ConfigFieldError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, "end_of_turn": end_of_turn})
+    assert str(info.value) == message
+    assert (info.value.field, info.value.value) == ("end_of_turn", end_of_turn)
+
+
+def test_an_end_of_turn_of_the_vocabulary_ends_every_response():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from tests.conftest import tiny_backbone_args
+
+    args = {**tiny_backbone_args(), "policy": None}
+    model = ComposedSpeechLLM(**{**args, "end_of_turn": "<|im_end|>"})
+    ids, mask = model.processor.encode_responses(["do re"])
+    assert model.processor.tokenizer.decode(ids[0][mask[0].bool()]) == "do re<|im_end|>"
+    assert ComposedSpeechLLM(**{**args, "end_of_turn": None}).processor.end_of_turn == "<|endoftext|>"
+
+
 def test_attn_implementation_is_chosen_and_gives_the_same_logprobs(tiny_composed):
     from speechsum.models.composed import ComposedSpeechLLM
     from speechsum.models.policy import TrainingPolicy

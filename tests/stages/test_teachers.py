@@ -83,6 +83,16 @@ def test_hf_teacher_rejects_a_teacher_with_another_vocabulary(tmp_path):
         teacher.attach(swapped, "<|im_end|>")
 
 
+def test_a_teachers_blank_end_of_turn_is_refused_not_taken_for_its_eos_token():
+    """``end_of_turn: ""`` counted as the teacher's own (not the student's, the default) and was then
+    replaced by the teacher tokenizer's eos token, without a word."""
+    from speechsum.utils.arguments import ConfigFieldError
+
+    with pytest.raises(ConfigFieldError, match=r"^end_of_turn: '' is no token: leave it out \(null\) for the default "
+                                               r"'<\|endoftext\|>', or give one token of the tokenizer's vocabulary$"):
+        HFTeacher(TEACHER_LLM, end_of_turn="")
+
+
 def test_hf_teacher_scores_line_up_token_for_token(teacher_dir, batch_and_completion):
     batch, ids, mask = batch_and_completion
     teacher = HFTeacher(str(teacher_dir))
