@@ -32,6 +32,10 @@ CONFIG_MISTAKES = [
     ("model:\n  init_args:\n    learning_rate: fast\n",
      "  learning_rate: expected a number, got fast: in {file}:3\n"),
     ("trainer:\n  max_epochs: two\n", "  max_epochs: expected an integer, got two: in {file}:2\n"),
+    # a choice (a Literal) was "expected , got float16": the choices left out
+    (BACKBONE + "        encoder_dtype: float16\n",
+     "  encoder_dtype: expected one of 'float32', 'bfloat16', got float16: in {file}:5\n"),
+    ("data:\n  too_long_audio: cut\n", "  too_long_audio: expected one of 'error', 'truncate', got cut: in {file}:2\n"),
     ("model:\n  class_path: speechsum.stages.sft.SFTModul\n",
      "  class_path 'speechsum.stages.sft.SFTModul': no such class (did you mean 'speechsum.stages.sft.SFTModule'?): "
      "in {file}:2\n"),
@@ -80,7 +84,8 @@ CONFIG_MISTAKES = [
 
 
 @pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
-                         ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer",
+                         ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer", "choice-nested",
+                              "choice-data",
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
                               "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "stack-0",

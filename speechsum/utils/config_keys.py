@@ -22,7 +22,8 @@ TOP_KEY = re.compile(r'^Parser key "([^"]+)"')
 CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*Option '([^']+)' is not accepted")
 UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.*)")
 PARSER_KEY = re.compile(r'Parser key "([^"]+)":')
-EXPECTED = re.compile(r"Expected a <class '([^']+)'>")
+# a type (<class 'int'>) or a choice (typing.Literal['float32', 'bfloat16']: named as "expected , got ..." before)
+EXPECTED = re.compile(r"Expected a (?:<class '([^']+)'>|typing\.Literal\[([^\]]*)\])")
 GIVEN = re.compile(r"(?:Got value|Given value): (.*)$", re.MULTILINE)
 MISSING_CLASS = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*(?:module '[^']+' has no attribute|No module "
                            r"named)")
@@ -168,13 +169,15 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
     return ""
 
 
-def _wrong_type_note(keys: list[str], expected: list[str], given: str, files: list[str], command_line: list[str]) -> str:
+def _wrong_type_note(keys: list[str], expected: list[tuple[str, str]], given: str, files: list[str], command_line: list[str]) -> str:
     """A value of the wrong type: jsonargparse names the innermost key alone (``learning_rate``, of
-    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first.
+    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first;
+    ``expected``: (type name, "") or ("", the choices) of each type it names.
     A value given on ``command_line`` (which overrides the files) is named as that option, not as the
     files' line of the same key, whose value is fine."""
     name = keys[-1].rsplit(".", 1)[-1]
-    words = " or ".join(dict.fromkeys(TYPE_WORDS.get(kind, kind) for kind in expected if kind != "NoneType"))
+    kinds = [TYPE_WORDS.get(kind, kind) if kind else f"one of {choices}" for kind, choices in expected]
+    words = " or ".join(dict.fromkeys(kind for kind in kinds if kind != "null"))
     options = [arg.split("=", 1)[0] for arg in command_line if arg.startswith(f"--{keys[0].split('.')[0]}.")
                and arg.split("=", 1)[0].rsplit(".", 1)[-1] == name]
     if options:
