@@ -75,6 +75,11 @@ CONFIG_MISTAKES = [
     (BACKBONE + "        end_of_turn: nope\n",  # was a traceback at the first batch
      "speechsum fit: error: end_of_turn ({file}:5): 'nope' is not one token of the tokenizer's vocabulary: give one of "
      "its tokens that ends a turn (its special tokens: '<|endoftext|>', '<|pad|>')\n"),
+    (BACKBONE + "        dtype: bf16\n",  # an AttributeError traceback from getattr(torch, 'bf16') with a hub LM
+     "speechsum fit: error: dtype ({file}:5): 'bf16' is no floating-point torch dtype: write bfloat16, float16 or "
+     "float32, or null for the checkpoint's own\n"),
+    (BACKBONE + "        max_audio_seconds: -5\n",  # every clip was cut to nothing and blamed on its audio file
+     "speechsum fit: error: max_audio_seconds must be a number above 0 (or null: no limit), got -5.0\n"),
     (BACKBONE + "        stack: 0\n",
      "speechsum fit: error: stack must be at least 1 (encoder frames per audio token, e.g. 4: 80 ms with Whisper), got "
      "0\n"),
@@ -88,7 +93,8 @@ CONFIG_MISTAKES = [
                               "choice-data",
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
-                              "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "stack-0",
+                              "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "dtype-name",
+                              "max-audio-negative", "stack-0",
                               "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
     config = run_config(tmp_path, toy_data)

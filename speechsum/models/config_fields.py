@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 
+import torch
 import yaml
 from transformers import PretrainedConfig
 
@@ -64,6 +65,18 @@ def check_head_split(config: PretrainedConfig, spec: Mapping, setting: str) -> N
             if value % count:
                 raise ConfigFieldError(setting, heads, f"{count} heads do not divide {width} {value}: write a "
                                        f"divisor of {value}, or a {width} that {count} divides", count)
+
+
+def check_weight_dtype(dtype: str | None) -> None:
+    """Raise :class:`ConfigFieldError` unless the ``dtype`` setting of a backbone or teacher is None,
+    ``auto`` or a floating-point torch dtype's name (``bfloat16``): ``bf16`` was an AttributeError
+    traceback from ``getattr(torch, dtype)``, ``int8`` transformers' error naming no setting."""
+    if dtype is None or dtype == "auto":
+        return
+    kind = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if not isinstance(kind, torch.dtype) or not kind.is_floating_point:
+        raise ConfigFieldError("", "dtype", f"{dtype!r} is no floating-point torch dtype: write bfloat16, float16 or "
+                               "float32, or null for the checkpoint's own", dtype)
 
 
 def _unknown_fields(config: PretrainedConfig, spec: Mapping, prefix: str = "") -> list[tuple[str, type, list[str]]]:

@@ -20,7 +20,7 @@ from transformers.image_processing_utils import ImageProcessingMixin
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import checked_config
+from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -94,6 +94,7 @@ def _audio_processor(features: Phi4MultimodalFeatureExtractor, tokenizer: PreTra
 def _load(
     spec: str | dict, dtype: str | None, revision: str | None, speech_lora: str | None
 ) -> tuple[Phi4MultimodalForCausalLM, Phi4MultimodalProcessor]:
+    check_weight_dtype(dtype)
     if isinstance(spec, str):
         model = Phi4MultimodalForCausalLM.from_pretrained(spec, revision=revision, dtype=dtype or "auto")
         if speech_lora:  # the checkpoint's speech adapter, merged: the base the policy trains on

@@ -16,7 +16,7 @@ from transformers import (
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import checked_config
+from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -90,6 +90,7 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
 def _load(
     spec: str | dict, dtype: str | None
 ) -> tuple[Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor]:
+    check_weight_dtype(dtype)
     if isinstance(spec, str):
         model = Qwen2AudioForConditionalGeneration.from_pretrained(spec, dtype=dtype or "auto")
         return model, AutoProcessor.from_pretrained(spec)

@@ -93,6 +93,19 @@ def test_a_teachers_blank_end_of_turn_is_refused_not_taken_for_its_eos_token():
         HFTeacher(TEACHER_LLM, end_of_turn="")
 
 
+def test_a_teachers_dtype_is_a_floating_point_torch_dtype_or_auto(teacher_dir):
+    """``bf16`` was an AttributeError traceback (``getattr(torch, 'bf16')``), and so was ``auto``, which
+    the student's backbone takes (the checkpoint's own)."""
+    from speechsum.utils.arguments import ConfigFieldError
+
+    with pytest.raises(ConfigFieldError) as info:
+        HFTeacher(str(teacher_dir), dtype="bf16")
+    assert str(info.value) == ("dtype: 'bf16' is no floating-point torch dtype: write bfloat16, float16 or float32, or "
+                               "null for the checkpoint's own")
+    assert next(HFTeacher(str(teacher_dir), dtype="auto").lm.parameters()).dtype == torch.float32
+    assert next(HFTeacher(str(teacher_dir), dtype="bfloat16").lm.parameters()).dtype == torch.bfloat16
+
+
 def test_hf_teacher_scores_line_up_token_for_token(teacher_dir, batch_and_completion):
     batch, ids, mask = batch_and_completion
     teacher = HFTeacher(str(teacher_dir))

@@ -88,7 +88,7 @@ class HFTeacher(Teacher):
             dtype=dtype,
             init_seed=init_seed,
         )
-        if dtype is not None:
+        if dtype not in (None, "auto"):  # checked by TextLLM
             self.lm.to(getattr(torch, dtype))
         self.lm.eval()
         self.device = torch.device(device) if device else None
