@@ -75,6 +75,10 @@ CONFIG_MISTAKES = [
     (BACKBONE + "        end_of_turn: nope\n",  # was a traceback at the first batch
      "speechsum fit: error: end_of_turn ({file}:5): 'nope' is not one token of the tokenizer's vocabulary: give one of "
      "its tokens that ends a turn (its special tokens: '<|endoftext|>', '<|pad|>')\n"),
+    (BACKBONE + "        user_prompt: '<|audio|>{{audio}} {{instruction}}'\n",  # a traceback at the first batch
+     "speechsum fit: error: user_prompt ({file}:5): holds '<|audio|>' (at character 0), a special token of the model's "
+     "tokenizer: it would be read as that token, not as text (it could end the turn or add an audio position); remove "
+     "or rewrite it\n"),
     (BACKBONE + "        dtype: bf16\n",  # an AttributeError traceback from getattr(torch, 'bf16') with a hub LM
      "speechsum fit: error: dtype ({file}:5): 'bf16' is no floating-point torch dtype: write bfloat16, float16 or "
      "float32, or null for the checkpoint's own\n"),
@@ -93,7 +97,7 @@ CONFIG_MISTAKES = [
                               "choice-data",
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
-                              "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "dtype-name",
+                              "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "user-prompt-special", "dtype-name",
                               "max-audio-negative", "stack-0",
                               "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from speechsum.data.text_checks import reserved_strings
+from speechsum.data.text_checks import reserved_in, reserved_strings
 from speechsum.utils.arguments import ConfigFieldError
 
 
@@ -101,6 +101,15 @@ class SpeechProcessor(ABC):
         """The tokenizer's special tokens as text, which no text the model reads may hold
         (:func:`speechsum.data.text_checks.reserved_strings`; worked out once)."""
         return reserved_strings(self.tokenizer)
+
+    def check_prompt_settings(self, **texts: str | None) -> None:
+        """:class:`ConfigFieldError` for the first prompt setting of ``texts`` (``system_prompt="..."``)
+        that holds a special token of the tokenizer: ``<|audio|>`` added a position no audio filled (a
+        traceback at the first batch), ``<|im_end|>`` closed the turn early, without a word."""
+        for name, text in texts.items():
+            problem = reserved_in(text, self.reserved_text) if isinstance(text, str) else None
+            if problem:
+                raise ConfigFieldError("", name, problem, text)
 
     def prompt_positions_at_least(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
         """``(B,)`` positions the LM reads for each prompt, at least: exact, unless the model drops

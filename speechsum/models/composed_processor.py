@@ -81,6 +81,7 @@ class ComposedProcessor(SpeechProcessor):
         self.max_audio_seconds = max_audio_seconds
         self.end_of_turn = checked_end_of_turn(tokenizer, end_of_turn, tokenizer.eos_token, AUDIO_TOKEN)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt, user_prompt=user_prompt)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}  # instruction -> parts
 

@@ -59,6 +59,7 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
         self.sample_rate = processor.audio_processor.sampling_rate
         self.end_of_turn = checked_end_of_turn(self.tokenizer, end_of_turn, "<|end|>", processor.audio_token)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt)
         self.audio_token_id = processor.audio_token_id
 
     def prompt_text(self, instruction: str) -> str:

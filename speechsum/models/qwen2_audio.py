@@ -58,6 +58,7 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
         self.max_audio_seconds = self.max_samples / self.sample_rate
         self.end_of_turn = checked_end_of_turn(self.tokenizer, end_of_turn, "<|im_end|>", processor.audio_token)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt)
         self.audio_token_id = processor.audio_token_id
 
     def prompt_text(self, instruction: str) -> str:

@@ -54,6 +54,7 @@ class TextProcessor(SpeechProcessor):
         self.tokenizer = tokenizer
         self.end_of_turn = checked_end_of_turn(tokenizer, end_of_turn, tokenizer.eos_token, AUDIO_TOKEN)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt)
 
     def prompt_ids(self, instruction: str, transcript: str) -> list[int]:
         """Token ids of one chat-formatted prompt, ending in the assistant turn header."""

@@ -344,6 +344,28 @@ def test_an_end_of_turn_of_the_vocabulary_ends_every_response():
     assert ComposedSpeechLLM(**{**args, "end_of_turn": None}).processor.end_of_turn == "<|endoftext|>"
 
 
+SPECIAL_TOKEN_TEXT = ("a special token of the model's tokenizer: it would be read as that token, not as text (it "
+                      "could end the turn or add an audio position); remove or rewrite it")
+
+
+@pytest.mark.parametrize(("setting", "text", "message"), [
+    # "93 audio placeholders but 90 audio frames", a traceback at the first batch
+    ("user_prompt", "<|audio|>{audio}\n{instruction}", "user_prompt: holds '<|audio|>' (at character 0), "),
+    ("system_prompt", "Listen: <|audio|>", "system_prompt: holds '<|audio|>' (at character 8), "),
+    # closed the system turn early without a word
+    ("system_prompt", "Be brief.<|im_end|>", "system_prompt: holds '<|im_end|>' (at character 9), "),
+])
+def test_a_prompt_setting_holding_a_special_token_is_refused_when_built(setting, text, message):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.utils.arguments import ConfigFieldError
+    from tests.conftest import tiny_backbone_args
+
+    with pytest.raises(ConfigFieldError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, setting: text})
+    assert str(info.value) == message + SPECIAL_TOKEN_TEXT
+    assert (info.value.field, info.value.value) == (setting, text)
+
+
 def test_attn_implementation_is_chosen_and_gives_the_same_logprobs(tiny_composed):
     from speechsum.models.composed import ComposedSpeechLLM
     from speechsum.models.policy import TrainingPolicy

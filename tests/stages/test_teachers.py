@@ -93,6 +93,14 @@ def test_a_teachers_blank_end_of_turn_is_refused_not_taken_for_its_eos_token():
         HFTeacher(TEACHER_LLM, end_of_turn="")
 
 
+def test_a_teachers_system_prompt_holding_a_special_token_is_refused():
+    """It closed the teacher's system turn early, without a word."""
+    from speechsum.utils.arguments import ConfigFieldError
+
+    with pytest.raises(ConfigFieldError, match=r"^system_prompt: holds '<\|im_end\|>' \(at character 4\), a special "):
+        HFTeacher(TEACHER_LLM, system_prompt="Hi. <|im_end|>")
+
+
 def test_a_teachers_dtype_is_a_floating_point_torch_dtype_or_auto(teacher_dir):
     """``bf16`` was an AttributeError traceback (``getattr(torch, 'bf16')``), and so was ``auto``, which
     the student's backbone takes (the checkpoint's own)."""
