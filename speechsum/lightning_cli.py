@@ -14,7 +14,7 @@ import speechsum.stages  # noqa: F401  (every stage module by its short name, se
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
-from speechsum.training.trainer_settings import check_trainer_settings
+from speechsum.training.trainer_settings import check_seed, check_trainer_settings
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
 from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
 
@@ -74,6 +74,12 @@ class SpeechSumCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer.strategy)
         return trainer
+
+    def _set_seed(self) -> None:
+        """Lightning's seeding, after :func:`check_seed` (a seed numpy cannot take was its traceback)."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_seed(config.get("seed_everything"))
+        super()._set_seed()
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config

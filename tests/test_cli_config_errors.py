@@ -163,15 +163,18 @@ def test_backbone_fields_set_on_the_command_line_are_read_as_yaml_not_refused_as
     assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (32, 1, 300)
 
 
-@pytest.mark.parametrize("option", [["--data.max_batch_size", "x"], ["--data.max_batch_size=x"]])
+@pytest.mark.parametrize("option", [["--data.max_batch_size", "x"], ["--data.max_batch_size=x"],
+                                    ["--seed_everything", "x"]])
 def test_a_wrong_type_on_the_command_line_is_named_as_that_option_not_a_config_line(tmp_path, toy_data, capsys, option):
     """Before: 'max_batch_size: expected an integer, got x: in CONFIG:LINE', the config's own (valid)
     line of that key, when the bad value had been typed on the command line."""
     config = run_config(tmp_path, toy_data)
-    assert "max_batch_size" in config.read_text()  # the key the note pointed at before
+    assert "max_batch_size" in config.read_text() and "seed_everything" in config.read_text()  # keys the note named
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(config), *option])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(
-        "  max_batch_size: expected an integer, got x: on the command line (--data.max_batch_size x)\n")
+    expected = ("  seed_everything: expected true or false or an integer, got x: on the command line (--seed_everything x)"
+                if "--seed_everything" in option else
+                "  max_batch_size: expected an integer, got x: on the command line (--data.max_batch_size x)")
+    assert err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(expected + "\n")

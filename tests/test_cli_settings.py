@@ -46,6 +46,11 @@ BAD_SETTINGS = [
     # norm clipping multiplied the gradients by -1/norm: gradient ascent, silently; NaN: Lightning blamed a second value
     (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be a number at least 0 (or null: no "
                                             "clipping), got -1"),
+    # Lightning's seed_everything: "-1 is not in bounds, numpy accepts from 0 to 4294967295", a traceback
+    (["--seed_everything", "-1"], "seed_everything must be an integer from 0 to 4294967295 (what numpy's seeding "
+                                  "takes), true for a random seed, or false, got -1"),
+    (["--seed_everything", "4294967296"], "seed_everything must be an integer from 0 to 4294967295 (what numpy's "
+                                          "seeding takes), true for a random seed, or false, got 4294967296"),
     (["--trainer.gradient_clip_val", ".nan"], "trainer.gradient_clip_val must be a number at least 0 (or null: no "
                                              "clipping), got nan"),
 ]

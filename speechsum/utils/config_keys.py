@@ -178,8 +178,9 @@ def _wrong_type_note(keys: list[str], expected: list[tuple[str, str]], given: st
     name = keys[-1].rsplit(".", 1)[-1]
     kinds = [TYPE_WORDS.get(kind, kind) if kind else f"one of {choices}" for kind, choices in expected]
     words = " or ".join(dict.fromkeys(kind for kind in kinds if kind != "null"))
-    options = [arg.split("=", 1)[0] for arg in command_line if arg.startswith(f"--{keys[0].split('.')[0]}.")
-               and arg.split("=", 1)[0].rsplit(".", 1)[-1] == name]
+    flags = [arg.split("=", 1)[0] for arg in command_line]
+    options = [flag for flag in flags if flag == f"--{keys[-1]}"  # a top-level key: --seed_everything abc
+               or flag.startswith(f"--{keys[0].split('.')[0]}.") and flag.rsplit(".", 1)[-1] == name]
     if options:
         return f"\n  {name}: expected {words}, got {given}: on the command line ({options[-1]} {given})"
     where = key_locations(files, keys[0], name, given) or key_locations(files, keys[0], name)
