@@ -36,6 +36,8 @@ CONFIG_MISTAKES = [
     (BACKBONE + "        encoder_dtype: float16\n",
      "  encoder_dtype: expected one of 'float32', 'bfloat16', got float16: in {file}:5\n"),
     ("data:\n  too_long_audio: cut\n", "  too_long_audio: expected one of 'error', 'truncate', got cut: in {file}:2\n"),
+    ("model: SFT\n",  # "expected , got SFT": jsonargparse names a class setting's types by null only
+     "  model: expected a class (module.Class) or a mapping with class_path and init_args, got SFT: in {file}:1\n"),
     ("model:\n  class_path: speechsum.stages.sft.SFTModul\n",
      "  class_path 'speechsum.stages.sft.SFTModul': no such class (did you mean 'speechsum.stages.sft.SFTModule'?): "
      "in {file}:2\n"),
@@ -94,7 +96,7 @@ CONFIG_MISTAKES = [
 
 @pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
                          ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer", "choice-nested",
-                              "choice-data",
+                              "choice-data", "class-setting",
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
                               "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "user-prompt-special", "dtype-name",
