@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -12,6 +12,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.trainer_settings import check_seed, check_trainer_settings
@@ -85,6 +86,10 @@ class SpeechSumCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_trainer_settings(config.get("trainer") or {})
         check_run_folders(self.subcommand, config.get("trainer") or {})
+        data = config.get("data")
+        data = data.as_dict() if hasattr(data, "as_dict") else data
+        if isinstance(data, Mapping):
+            warn_shared_manifests(data)
 
     def instantiate_classes(self) -> None:
         try:
