@@ -101,6 +101,9 @@ class SpeechSumCLI(LightningCLI):
                 value = None if field.value is None else str(field.value)
                 where = key_locations(self.parser.config_files, "model", field.field, value)
                 raise ConfigError(field.located(", ".join(where))) from field
+            own = error_in_chain(err.__cause__, (ConfigError,))
+            if own is not None:  # a speechsum check inside a nested class jsonargparse wraps (policy: {lora_r: 0})
+                raise own from None
             refusal = construction_error(err, config.as_dict())
             if refusal is None:
                 raise

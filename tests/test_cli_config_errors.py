@@ -86,6 +86,8 @@ CONFIG_MISTAKES = [
      "float32, or null for the checkpoint's own\n"),
     (BACKBONE + "        max_audio_seconds: -5\n",  # every clip was cut to nothing and blamed on its audio file
      "speechsum fit: error: max_audio_seconds must be a number above 0 (or null: no limit), got -5.0\n"),
+    (BACKBONE + "        policy:\n          lora_r: 0\n",  # peft's error inside a dump of the policy, naming no setting
+     "speechsum fit: error: policy.lora_r must be at least 1, got 0\n"),
     (BACKBONE + "        stack: 0\n",
      "speechsum fit: error: stack must be at least 1 (encoder frames per audio token, e.g. 4: 80 ms with Whisper), got "
      "0\n"),
@@ -100,7 +102,7 @@ CONFIG_MISTAKES = [
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
                               "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "user-prompt-special", "dtype-name",
-                              "max-audio-negative", "stack-0",
+                              "max-audio-negative", "lora-r-0", "stack-0",
                               "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
     config = run_config(tmp_path, toy_data)

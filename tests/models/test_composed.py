@@ -167,6 +167,24 @@ def test_other_training_policies(llm_mode):
     assert model.llm.is_gradient_checkpointing
 
 
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"lora_r": 0}, "policy.lora_r must be at least 1, got 0"),  # peft's "`r` should be a positive integer"
+    ({"lora_alpha": 0}, "policy.lora_alpha must be a number above 0 (the adapters' scale is alpha/r), got 0"),  # no-op
+    ({"lora_dropout": -0.1}, "policy.lora_dropout must be a number at least 0 and below 1, got -0.1"),  # no dropout
+    ({"lora_target_modules": []}, "policy.lora_target_modules is empty ([]): give module names (e.g. [q_proj, v_proj]) "
+                                  "or 'all-linear'"),
+    ({"llm": "lorra"}, "policy.llm must be one of 'lora', 'full', 'frozen', got 'lorra'"),  # was frozen, silently
+])
+def test_a_training_policy_that_cannot_work_is_refused_naming_the_setting(settings, message):
+    from speechsum.models.policy import TrainingPolicy
+    from speechsum.utils.arguments import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        TrainingPolicy(**settings)
+    assert str(info.value) == message
+    assert TrainingPolicy(llm="full", lora_r=0).lora_r == 0  # LoRA settings matter with llm: lora only
+
+
 def test_loads_pretrained_parts_from_local_directories(tmp_path, tiny_composed):
     """The hub-id code path (from_pretrained) on directories written by save_pretrained."""
     from transformers import (
