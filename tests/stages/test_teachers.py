@@ -93,6 +93,24 @@ def test_a_teachers_blank_end_of_turn_is_refused_not_taken_for_its_eos_token():
         HFTeacher(TEACHER_LLM, end_of_turn="")
 
 
+@pytest.mark.parametrize(("settings", "message"), [
+    # each was taken and failed at the first training step (a timeout of 0: retried until "unreachable")
+    ({"top_k": 0}, "OpenAICompatibleTeacher top_k must be at least 1, got 0"),
+    ({"max_workers": 0}, "OpenAICompatibleTeacher max_workers must be at least 1, got 0"),
+    ({"attempts": 0}, "OpenAICompatibleTeacher attempts must be at least 1, got 0"),
+    ({"timeout": 0}, "OpenAICompatibleTeacher timeout must be a number above 0 (seconds per request), got 0"),
+    ({"summary_temperature": -0.5}, "OpenAICompatibleTeacher summary_temperature must be a number at least 0 (0: "
+                                    "greedy), got -0.5"),
+    ({"model": " "}, "OpenAICompatibleTeacher model must name the model the endpoint serves, got ' '"),
+])
+def test_a_remote_teachers_setting_that_cannot_work_is_refused_when_built(settings, message):
+    from speechsum.utils.arguments import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        OpenAICompatibleTeacher(**{"model": "m", "base_url": "http://127.0.0.1:9/v1", **settings})
+    assert str(info.value) == message
+
+
 def test_a_teachers_system_prompt_holding_a_special_token_is_refused():
     """It closed the teacher's system turn early, without a word."""
     from speechsum.utils.arguments import ConfigFieldError
