@@ -111,6 +111,20 @@ def test_a_remote_teachers_setting_that_cannot_work_is_refused_when_built(settin
     assert str(info.value) == message
 
 
+def test_a_teacher_device_this_machine_lacks_is_refused_before_the_model_loads(monkeypatch):
+    """'Torch not compiled with CUDA enabled' (an AssertionError traceback) once the weights had loaded."""
+    from speechsum.utils.arguments import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        HFTeacher(TEACHER_LLM, device="cuda:1")
+    assert str(info.value) == (f"HFTeacher device cuda:1: this machine has no CUDA device that torch {torch.__version__} "
+                               "can use; set it to cpu")
+    with pytest.raises(ConfigError, match=r"^HFTeacher device 'gpu' is not a torch device \(.*\); use cpu, cuda or "
+                                          r"cuda:N$"):
+        HFTeacher(TEACHER_LLM, device="gpu")
+
+
 def test_a_teachers_system_prompt_holding_a_special_token_is_refused():
     """It closed the teacher's system turn early, without a word."""
     from speechsum.utils.arguments import ConfigFieldError

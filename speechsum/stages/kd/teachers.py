@@ -84,7 +84,13 @@ class HFTeacher(Teacher):
         init_seed: int = 0,
     ):
         from speechsum.models.text_llm import TextLLM
+        from speechsum.utils.devices import check_device
 
+        if device is not None:  # before the model loads: "Torch not compiled with CUDA enabled" was a traceback
+            try:
+                check_device(device, "HFTeacher device")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         self.lm = TextLLM(
             llm=model,
             tokenizer=tokenizer,
