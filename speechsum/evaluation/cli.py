@@ -308,6 +308,12 @@ def evaluate_main(argv: list[str]) -> None:
         specs += load_systems_file(args.systems)
     if not specs:
         raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")
+    first = {}
+    for spec in specs:  # one folder <out>/NAME each: --system-splits and --encode-only took the last silently
+        if spec.name in first:
+            raise SystemExit(f"speechsum evaluate: system name {spec.name!r} is given twice ({first[spec.name]} and "
+                             f"{spec.path}): give each system its own name (its outputs go to {args.out}/NAME)")
+        first[spec.name] = spec.path
     for spec in specs:
         spec.check_source()  # all of them before the first runs
     manifests = _manifests(args)

@@ -282,6 +282,22 @@ def test_a_bertscore_layer_past_the_models_last_is_refused_before_any_system_run
     assert not (tmp_path / "out" / "t").exists()  # nothing generated
 
 
+def test_a_system_name_given_twice_is_refused_before_anything_runs(tmp_path):
+    """Two systems named alike share <out>/NAME: --system-splits and --encode-only took the last silently."""
+    from speechsum.cli import main
+
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "systems.yaml").write_text(f"- {{kind: text, name: lm, path: {tmp_path / 'b'}}}\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--system", f"text:lm:{tmp_path / 'a'}", "--systems", str(tmp_path / "systems.yaml"),
+              "--manifest", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "out"), "--encode-only"])
+    assert stop.value.code == (f"speechsum evaluate: system name 'lm' is given twice ({tmp_path / 'a'} and "
+                               f"{tmp_path / 'b'}): give each system its own name (its outputs go to "
+                               f"{tmp_path / 'out'}/NAME)")
+
+
 def test_sampling_settings_without_do_sample_are_a_usage_error(capsys):
     """Before: decoding stayed greedy and metrics.json recorded 'temperature: 0.7' as its decoding setting."""
     from speechsum.cli import main
