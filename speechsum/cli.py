@@ -277,11 +277,12 @@ def check_config_files(args: list[str]) -> list:
     not UTF-8 (the Lightning CLI would report a ``"<unicode string>"`` and not say which of several
     files). Parsed with the Lightning CLI's own YAML loader (jsonargparse's), so whatever it accepts
     passes; anything else (a missing file, YAML text given inline) is left to it. Returns what the
-    files hold."""
+    files hold. A key given twice in one mapping and a section (trainer, model, data) that holds
+    no settings are refused too, naming the line."""
     import yaml
     from jsonargparse import get_loader
 
-    from speechsum.utils.config_keys import config_paths
+    from speechsum.utils.config_keys import config_paths, duplicate_key, non_mapping_section
     from speechsum.utils.io import not_utf8_text, yaml_error_text
 
     load = get_loader("yaml")
@@ -307,6 +308,9 @@ def check_config_files(args: list[str]) -> list:
                        else "a config file is a mapping of settings (trainer:, model:, data:, ...), "
                        f"got a {type(configs[-1]).__name__}")
             print(f"error: {path}: {problem}", file=sys.stderr)
+            raise SystemExit(2)
+        if (problem := duplicate_key(path) or non_mapping_section(path)) is not None:  # silently lost settings
+            print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
     return configs
 

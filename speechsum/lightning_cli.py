@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -12,11 +12,11 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 import speechsum.stages  # noqa: F401  (every stage module by its short name, see speechsum/stages/__init__.py)
 from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
-from speechsum.models.config_fields import UnknownConfigField
 from speechsum.stages.base import SpeechStageModule
-from speechsum.training.trainer_settings import check_trainer_settings
-from speechsum.utils.arguments import ConfigError, error_in_chain
+from speechsum.training.trainer_settings import check_seed, check_trainer_settings
+from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
 from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
@@ -76,20 +76,34 @@ class SpeechSumCLI(LightningCLI):
         use_atomic_checkpoints(trainer.strategy)
         return trainer
 
+    def _set_seed(self) -> None:
+        """Lightning's seeding, after :func:`check_seed` (a seed numpy cannot take was its traceback)."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_seed(config.get("seed_everything"))
+        super()._set_seed()
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_trainer_settings(config.get("trainer") or {})
         check_run_folders(self.subcommand, config.get("trainer") or {})
+        data = config.get("data")
+        data = data.as_dict() if hasattr(data, "as_dict") else data
+        if isinstance(data, Mapping):
+            warn_shared_manifests(data)
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except ValueError as err:
             config = self.config.get(self.subcommand) if self.subcommand else self.config
-            unknown = error_in_chain(err, (UnknownConfigField,))
-            if unknown is not None:
-                where = key_locations(self.parser.config_files, "model", unknown.field)
-                raise ConfigError(unknown.located(", ".join(where))) from unknown
+            field = error_in_chain(err, (ConfigFieldError,))
+            if field is not None:
+                value = None if field.value is None else str(field.value)
+                where = key_locations(self.parser.config_files, "model", field.field, value)
+                raise ConfigError(field.located(", ".join(where))) from field
+            own = error_in_chain(err.__cause__, (ConfigError,))
+            if own is not None:  # a speechsum check inside a nested class jsonargparse wraps (policy: {lora_r: 0})
+                raise own from None
             refusal = construction_error(err, config.as_dict())
             if refusal is None:
                 raise

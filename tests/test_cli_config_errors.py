@@ -13,7 +13,8 @@ from transformers import AutoConfig, Qwen2AudioConfig, WhisperConfig
 
 from speechsum.cli import main
 from speechsum.models.base import load_causal_lm
-from speechsum.models.config_fields import UnknownConfigField, check_config_fields, typed_values
+from speechsum.models.config_fields import UnknownConfigField, check_config_fields, check_sizes, typed_values
+from speechsum.utils.arguments import ConfigFieldError
 from tests.helpers import run_config
 
 BACKBONE = "model:\n  init_args:\n    model:\n      init_args:\n"
@@ -31,6 +32,12 @@ CONFIG_MISTAKES = [
     ("model:\n  init_args:\n    learning_rate: fast\n",
      "  learning_rate: expected a number, got fast: in {file}:3\n"),
     ("trainer:\n  max_epochs: two\n", "  max_epochs: expected an integer, got two: in {file}:2\n"),
+    # a choice (a Literal) was "expected , got float16": the choices left out
+    (BACKBONE + "        encoder_dtype: float16\n",
+     "  encoder_dtype: expected one of 'float32', 'bfloat16', got float16: in {file}:5\n"),
+    ("data:\n  too_long_audio: cut\n", "  too_long_audio: expected one of 'error', 'truncate', got cut: in {file}:2\n"),
+    ("model: SFT\n",  # "expected , got SFT": jsonargparse names a class setting's types by null only
+     "  model: expected a class (module.Class) or a mapping with class_path and init_args, got SFT: in {file}:1\n"),
     ("model:\n  class_path: speechsum.stages.sft.SFTModul\n",
      "  class_path 'speechsum.stages.sft.SFTModul': no such class (did you mean 'speechsum.stages.sft.SFTModule'?): "
      "in {file}:2\n"),
@@ -43,8 +50,44 @@ CONFIG_MISTAKES = [
      "for field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str (value: 'abc')); fix the field it "
      "names\n"),
     (BACKBONE + "        llm:\n          model_type: llama\n          intermediate_size: -1\n",
-     "speechsum fit: error: model (speechsum.stages.sft.SFTModule) cannot be built: RuntimeError: Trying to create "
-     "tensor with negative dimension -1: [-1, 64]\n"),
+     "speechsum fit: error: llm.intermediate_size ({file}:7): must be a positive integer (a size of the model), got "
+     "-1: write 1 or more (LlamaConfig's default: 11008)\n"),
+    # built no layers without a word (encoder_layers: -1 or 0), or failed deep inside torch or transformers
+    (BACKBONE + "        encoder:\n          encoder_layers: -1\n",
+     "speechsum fit: error: encoder.encoder_layers ({file}:6): must be a positive integer (a size of the model), got "
+     "-1: write 1 or more (WhisperConfig's default: 4)\n"),
+    (BACKBONE + "        encoder:\n          d_model: 0\n",
+     "speechsum fit: error: encoder.d_model ({file}:6): must be a positive integer (a size of the model), got 0: "
+     "write 1 or more (WhisperConfig's default: 384)\n"),
+    (BACKBONE + "        encoder:\n          encoder_attention_heads: -2\n",
+     "speechsum fit: error: encoder.encoder_attention_heads ({file}:6): must be a positive integer (a size of the "
+     "model), got -2: write 1 or more (WhisperConfig's default: 6)\n"),
+    (BACKBONE + "        encoder:\n          encoder_ffn_dim: 0\n",
+     "speechsum fit: error: encoder.encoder_ffn_dim ({file}:6): must be a positive integer (a size of the model), got "
+     "0: write 1 or more (WhisperConfig's default: 1536)\n"),
+    (BACKBONE + "        encoder:\n          encoder_attention_heads: 3\n",
+     "speechsum fit: error: encoder.encoder_attention_heads ({file}:6): 3 heads do not divide d_model 32: write a "
+     "divisor of 32, or a d_model that 3 divides\n"),
+    (BACKBONE + "        llm:\n          model_type: llama\n          num_hidden_layers: 0\n",
+     "speechsum fit: error: llm.num_hidden_layers ({file}:7): must be a positive integer (a size of the model), got "
+     "0: write 1 or more (LlamaConfig's default: 32)\n"),
+    (BACKBONE + "        end_of_turn: ''\n",  # was the eos token without a word
+     "speechsum fit: error: end_of_turn ({file}:5): '' is no token: leave it out (null) for the default "
+     "'<|endoftext|>', or give one token of the tokenizer's vocabulary\n"),
+    (BACKBONE + "        end_of_turn: nope\n",  # was a traceback at the first batch
+     "speechsum fit: error: end_of_turn ({file}:5): 'nope' is not one token of the tokenizer's vocabulary: give one of "
+     "its tokens that ends a turn (its special tokens: '<|endoftext|>', '<|pad|>')\n"),
+    (BACKBONE + "        user_prompt: '<|audio|>{{audio}} {{instruction}}'\n",  # a traceback at the first batch
+     "speechsum fit: error: user_prompt ({file}:5): holds '<|audio|>' (at character 0), a special token of the model's "
+     "tokenizer: it would be read as that token, not as text (it could end the turn or add an audio position); remove "
+     "or rewrite it\n"),
+    (BACKBONE + "        dtype: bf16\n",  # an AttributeError traceback from getattr(torch, 'bf16') with a hub LM
+     "speechsum fit: error: dtype ({file}:5): 'bf16' is no floating-point torch dtype: write bfloat16, float16 or "
+     "float32, or null for the checkpoint's own\n"),
+    (BACKBONE + "        max_audio_seconds: -5\n",  # every clip was cut to nothing and blamed on its audio file
+     "speechsum fit: error: max_audio_seconds must be a number above 0 (or null: no limit), got -5.0\n"),
+    (BACKBONE + "        policy:\n          lora_r: 0\n",  # peft's error inside a dump of the policy, naming no setting
+     "speechsum fit: error: policy.lora_r must be at least 1, got 0\n"),
     (BACKBONE + "        stack: 0\n",
      "speechsum fit: error: stack must be at least 1 (encoder frames per audio token, e.g. 4: 80 ms with Whisper), got "
      "0\n"),
@@ -54,8 +97,12 @@ CONFIG_MISTAKES = [
 
 
 @pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
-                         ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer",
-                              "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "stack-0",
+                         ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer", "choice-nested",
+                              "choice-data", "class-setting",
+                              "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
+                              "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
+                              "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "user-prompt-special", "dtype-name",
+                              "max-audio-negative", "lora-r-0", "stack-0",
                               "projector-hidden-0"])
 def test_config_mistakes_end_with_the_setting_file_and_line(tmp_path, toy_data, capsys, text, message):
     config = run_config(tmp_path, toy_data)
@@ -92,6 +139,21 @@ def test_a_backbone_dict_stacked_over_another_merges_into_it_as_other_sections_d
                        "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 80}
 
 
+def test_a_size_set_on_the_command_line_is_checked_as_in_a_file_and_sub_configs_too(tmp_path, toy_data, capsys):
+    config = run_config(tmp_path, toy_data)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--model.init_args.model.init_args.encoder.encoder_layers", "-1"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(
+        "speechsum fit: error: encoder.encoder_layers: must be a positive integer (a size of the model), got -1: write "
+        "1 or more (WhisperConfig's default: 4)\n")
+    with pytest.raises(ConfigFieldError) as sub:
+        check_sizes(Qwen2AudioConfig, {"audio_config": {"model_type": "qwen2_audio_encoder", "d_model": -8}}, "model")
+    assert str(sub.value) == ("model.audio_config.d_model: must be a positive integer (a size of the model), got -8: "
+                              "write 1 or more")
+    check_sizes(WhisperConfig, {"d_model": 32, "decoder_layers": 0, "dropout": 0.0, "scale_embedding": False}, "encoder")
+
+
 def test_backbone_fields_set_on_the_command_line_are_read_as_yaml_not_refused_as_text():
     """``--model.init_args.model.init_args.llm.hidden_size 32`` reached transformers as '32', which its
     typed configs refused inside a dump of the whole config."""
@@ -105,15 +167,18 @@ def test_backbone_fields_set_on_the_command_line_are_read_as_yaml_not_refused_as
     assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (32, 1, 300)
 
 
-@pytest.mark.parametrize("option", [["--data.max_batch_size", "x"], ["--data.max_batch_size=x"]])
+@pytest.mark.parametrize("option", [["--data.max_batch_size", "x"], ["--data.max_batch_size=x"],
+                                    ["--seed_everything", "x"]])
 def test_a_wrong_type_on_the_command_line_is_named_as_that_option_not_a_config_line(tmp_path, toy_data, capsys, option):
     """Before: 'max_batch_size: expected an integer, got x: in CONFIG:LINE', the config's own (valid)
     line of that key, when the bad value had been typed on the command line."""
     config = run_config(tmp_path, toy_data)
-    assert "max_batch_size" in config.read_text()  # the key the note pointed at before
+    assert "max_batch_size" in config.read_text() and "seed_everything" in config.read_text()  # keys the note named
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(config), *option])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(
-        "  max_batch_size: expected an integer, got x: on the command line (--data.max_batch_size x)\n")
+    expected = ("  seed_everything: expected true or false or an integer, got x: on the command line (--seed_everything x)"
+                if "--seed_everything" in option else
+                "  max_batch_size: expected an integer, got x: on the command line (--data.max_batch_size x)")
+    assert err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(expected + "\n")

@@ -46,6 +46,11 @@ BAD_SETTINGS = [
     # norm clipping multiplied the gradients by -1/norm: gradient ascent, silently; NaN: Lightning blamed a second value
     (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be a number at least 0 (or null: no "
                                             "clipping), got -1"),
+    # Lightning's seed_everything: "-1 is not in bounds, numpy accepts from 0 to 4294967295", a traceback
+    (["--seed_everything", "-1"], "seed_everything must be an integer from 0 to 4294967295 (what numpy's seeding "
+                                  "takes), true for a random seed, or false, got -1"),
+    (["--seed_everything", "4294967296"], "seed_everything must be an integer from 0 to 4294967295 (what numpy's "
+                                          "seeding takes), true for a random seed, or false, got 4294967296"),
     (["--trainer.gradient_clip_val", ".nan"], "trainer.gradient_clip_val must be a number at least 0 (or null: no "
                                              "clipping), got nan"),
 ]
@@ -141,6 +146,33 @@ def test_a_config_file_without_settings_is_named(tmp_path, capsys, text, message
         main(["fit", "--config", str(tmp_path / "empty.yaml")])
     assert info.value.code == 2
     assert f"error: {tmp_path}/{message}" in capsys.readouterr().err
+
+
+SECTION = "a section of settings (a mapping, each setting indented under it), got {}: write its settings under it, or delete the key"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # the earlier files' trainer settings were replaced by Lightning's defaults without a word (logs, checkpoints
+    # and progress bar in the working folder)
+    ("trainer: 5\n", "stack.yaml:1: trainer: " + SECTION.format("'5'")),
+    ("trainer:\n  # max_steps: 5\n", "stack.yaml:1: trainer: " + SECTION.format("empty (null)")),
+    # TypeError tracebacks ("argument after ** must be a mapping")
+    ("data:\n  # num_workers: 2\n", "stack.yaml:1: data: " + SECTION.format("empty (null)")),
+    ("data: [1]\n", "stack.yaml:1: data: " + SECTION.format("a list")),
+    # PyYAML kept the last, silently
+    ("trainer:\n  max_steps: 1\n  max_steps: 2\n", "stack.yaml:3: key 'max_steps' (under 'trainer') is given twice "
+                                                   "(first on line 2); YAML would keep only the last: merge the two or "
+                                                   "delete one"),
+])
+def test_a_section_without_settings_or_a_key_given_twice_is_named_with_its_line(tmp_path, toy_data, capsys, text,
+                                                                                 message):
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    (tmp_path / "stack.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(tmp_path / "stack.yaml")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/{message}\n"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lightning_logs").exists()
 
 
 @pytest.mark.parametrize(("word", "hint"), [("evalute", " (did you mean 'evaluate'?)"), ("fitt", " (did you mean 'fit'?)"),

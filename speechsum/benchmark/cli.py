@@ -25,6 +25,7 @@ The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by con
 
 def _parser() -> argparse.ArgumentParser:
     from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, SIZES
+    from speechsum.benchmark.instructions import STYLES
     from speechsum.benchmark.lexicon import WORLDS
 
     parser = argparse.ArgumentParser(prog="speechsum benchmark", description=DESCRIPTION,
@@ -54,12 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         help_text = (f"number of {split} documents (overrides the size preset)" if split != KD_SPLIT else
                      f"number of {KD_SPLIT} documents (default 0: no {KD_SPLIT}.jsonl): more training audio whose "
                      "lines have a transcript and instructions but no summary, for on-policy KD")
-        build.add_argument(f"--{flag}-docs", type=at_least(1), default=None, metavar="N", help=help_text)
-    build.add_argument("--train-instructions", type=at_least(1), default=None, metavar="K",
+        # 0 kd_train documents is what its help calls the default (it was refused when written)
+        build.add_argument(f"--{flag}-docs", type=at_least(0 if split == KD_SPLIT else 1), default=None, metavar="N",
+                           help=help_text)
+    build.add_argument("--train-instructions", type=at_least(1, len(STYLES)), default=None, metavar="K",
                        help="instructions (distinct styles, 1-6) per training (and kd_train) document "
                             "(overrides the preset)")
-    build.add_argument("--eval-instructions", type=at_least(1), default=None, metavar="K",
-                       help="instructions per document of val and the test splits (overrides the preset)")
+    build.add_argument("--eval-instructions", type=at_least(1, len(STYLES)), default=None, metavar="K",
+                       help=f"instructions (distinct styles, 1-{len(STYLES)}) per document of val and the test splits "
+                            "(overrides the preset)")
     info = commands.add_parser("info", help="print counts and durations per split, genre, style, language")
     info.add_argument("dir", help="a built benchmark directory")
     commands.add_parser("tokenizer", help="train the byte-level BPE on a benchmark (speechsum.benchmark.bpe)",

@@ -36,6 +36,7 @@ from speechsum.data.manifest_hints import (
     near_miss_hint,
     number_advice,
     type_advice,
+    unread_key,
     working_folder_hint,
 )
 from speechsum.data.text_checks import (
@@ -106,6 +107,8 @@ class Example:
     origin: Origin | None = field(default=None, compare=False, repr=False)
     # the line's 'duration' where it disagrees with the audio's length (:func:`duration_disagrees`), else None
     stated_duration: float | None = field(default=None, compare=False, repr=False)
+    # (key, field): a key not read that looks meant for an absent field ('transcipt'), :func:`unread_key`
+    unread_key: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
@@ -280,6 +283,7 @@ def parse_line(
         meta=record.get("meta"),
         stated_duration=record.get("duration") if record.get("duration") is not None
         and duration_disagrees(record["duration"], duration) else None,
+        unread_key=unread_key(record, FIELDS),
     )
 
 
@@ -340,6 +344,7 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
     seen: dict[str, tuple[str, str]] = {}  # ids in NFC form -> (as given, where)
     skipped: list[SkippedLine] = []
     disagreeing: list[tuple[int, Example]] = []  # lines whose 'duration' is not their audio's
+    unread: dict[tuple[str, str], list[int]] = {}  # (key, the field it looks meant for) -> its lines
     for number, raw in raw_lines(path):  # bytes: an undecodable line is a bad line, not a crash
         try:
             text = decode_utf8(raw)
@@ -358,6 +363,8 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
         remember_id(example.id, f"line {number}", seen)
         if example.stated_duration is not None:
             disagreeing.append((number, example))
+        if example.unread_key is not None:
+            unread.setdefault(example.unread_key, []).append(number)
         examples.append(replace(example, origin=Origin(str(path), number)))
     if disagreeing:
         line, first = disagreeing[0]
@@ -365,6 +372,9 @@ def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple
                     "its audio %s %.2f s); the audio's length is used: check that those lines name the right files "
                     "(and that 'duration' is in seconds)", path, len(disagreeing), line, first.stated_duration,
                     first.audio, first.duration)
+    for (key, name), numbers in unread.items():
+        log.warning("%s: %d line(s) have the key %r (e.g. line %d), which speechsum does not read (did you mean %r?): "
+                    "its value is not used; rename it to %r", path, len(numbers), key, numbers[0], name, name)
     if skipped:
         log.warning("%s: skipped %d bad line(s), kept %d", path, len(skipped), len(examples))
     if not examples and not skipped:

@@ -63,6 +63,20 @@ def misnamed(name: str, record: dict, fields: tuple[str, ...]) -> str:
     return f" (the line has {close[0]!r}: rename it to '{name}')" if close else ""
 
 
+def unread_key(record: dict, fields: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(key, field)`` for the first key of a good line that speechsum does not read but that looks
+    meant for one of ``fields`` the line lacks ('Transcript', 'transcipt', 'sumary', 'durration'):
+    its value would be dropped without a word; else None."""
+    absent = [name for name in fields if name not in record]
+    for key in record:
+        if isinstance(key, str) and key not in fields:
+            close = [name for name in absent if key.casefold() == name]
+            close = close or difflib.get_close_matches(key.casefold(), absent, n=1, cutoff=0.85)
+            if close:
+                return key, close[0]
+    return None
+
+
 _FILL_ADVICE = {
     "id": "give the example a unique id",
     "audio": "give the path of its audio file",

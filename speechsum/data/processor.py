@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from speechsum.data.text_checks import reserved_strings
+from speechsum.data.text_checks import reserved_in, reserved_strings
+from speechsum.utils.arguments import ConfigFieldError
 
 
 def require_chat_template(tokenizer: PreTrainedTokenizerBase, owner: str) -> None:
@@ -31,6 +32,28 @@ def require_chat_template(tokenizer: PreTrainedTokenizerBase, owner: str) -> Non
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{owner}'s tokenizer has no chat template: set tokenizer.chat_template (e.g. "
                          "speechsum.models.tokenizer.CHATML_TEMPLATE) or pass a tokenizer that has one")
+
+
+def checked_end_of_turn(tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None, default: str | None,
+                        audio_token: str | None = None) -> str:
+    """``end_of_turn`` (``default`` when None) once it is one token of ``tokenizer``'s vocabulary and
+    not the backbone's ``audio_token``: the token every response ends with and generation stops on;
+    else :class:`ConfigFieldError` when the model is built. A blank one was taken as the eos token
+    without a word; one outside the vocabulary (``nope``, two words) failed at the first batch with a
+    traceback, and so did the audio placeholder (its count no longer matched the clips' frames)."""
+    if end_of_turn is not None and (not isinstance(end_of_turn, str) or not end_of_turn.strip()):
+        raise ConfigFieldError("", "end_of_turn", f"{end_of_turn!r} is no token: leave it out (null) for the "
+                               f"default {default!r}, or give one token of the tokenizer's vocabulary", end_of_turn)
+    token = default if end_of_turn is None else end_of_turn
+    token_id = tokenizer.convert_tokens_to_ids(token) if token is not None else None
+    if token_id is None or token_id == tokenizer.unk_token_id or token == audio_token:
+        specials = [t for t in tokenizer.all_special_tokens if t not in (tokenizer.unk_token, audio_token)][:6]
+        given = ("the tokenizer has no eos token" if token is None else
+                 f"{token!r} is the audio placeholder" if token == audio_token else
+                 f"{token!r} is not one token of the tokenizer's vocabulary")
+        raise ConfigFieldError("", "end_of_turn", f"{given}: give one of its tokens that ends a turn (its special "
+                               f"tokens: {', '.join(map(repr, specials)) or 'none'})", end_of_turn)
+    return token
 
 
 def at_least_one_window(waveform: np.ndarray, window: int) -> np.ndarray:
@@ -78,6 +101,15 @@ class SpeechProcessor(ABC):
         """The tokenizer's special tokens as text, which no text the model reads may hold
         (:func:`speechsum.data.text_checks.reserved_strings`; worked out once)."""
         return reserved_strings(self.tokenizer)
+
+    def check_prompt_settings(self, **texts: str | None) -> None:
+        """:class:`ConfigFieldError` for the first prompt setting of ``texts`` (``system_prompt="..."``)
+        that holds a special token of the tokenizer: ``<|audio|>`` added a position no audio filled (a
+        traceback at the first batch), ``<|im_end|>`` closed the turn early, without a word."""
+        for name, text in texts.items():
+            problem = reserved_in(text, self.reserved_text) if isinstance(text, str) else None
+            if problem:
+                raise ConfigFieldError("", name, problem, text)
 
     def prompt_positions_at_least(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
         """``(B,)`` positions the LM reads for each prompt, at least: exact, unless the model drops

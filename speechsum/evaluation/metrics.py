@@ -7,7 +7,9 @@ judge); this module re-exports :func:`repetition_rate` from there.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,6 +82,52 @@ def default_bertscore_model() -> Path:
     return model_dir
 
 
+def bertscore_layers(model: str) -> int | None:
+    """Hidden layers of the BERTScore model ``model`` by its folder's ``config.json``; None for a hub id
+    or a config naming none (nothing is downloaded to find out)."""
+    try:
+        config = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    counts = [config.get(key) for key in ("num_hidden_layers", "n_layers", "num_layers") if isinstance(config, dict)]
+    return next((count for count in counts if isinstance(count, int) and not isinstance(count, bool)), None)
+
+
+def check_bertscore_layer(model: str, name: str, layer: int) -> None:
+    """ValueError unless ``layer`` is a hidden layer of the BERTScore model ``model`` (called ``name``):
+    0 (its embeddings) to its layer count. bert-score's own check was an AssertionError (a negative
+    layer, one past the last) after every system had generated."""
+    layers = bertscore_layers(model)
+    top = f" to {layers}" if layers is not None else " or more"
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0 or (layers is not None and layer > layers):
+        has = f"{name} has {layers} hidden layers" if layers is not None else "a layer index is 0 or more"
+        raise ValueError(f"BERTScore layer {layer!r}: {has}; give a layer from 0 (its embeddings){top} "
+                         "(--bertscore-layer)")
+
+
+def check_bertscore_baseline(path: str, layer: int) -> None:
+    """ValueError unless the bert-score baseline CSV ``path`` has a row for ``layer`` (rows after the
+    header are layers 0, 1, ...) with numbers P, R, F below 1 after its LAYER column: bert-score reads
+    that row by position after every system had generated (an IndexError), and a baseline of 1
+    divided by zero."""
+    try:
+        with open(path, encoding="utf-8", newline="") as stream:
+            rows = [row for row in csv.reader(stream) if row][1:]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"BERTScore baseline {path}: cannot be read as CSV ({err})") from None
+    fix = "give a bert-score baseline CSV: a LAYER,P,R,F header, then one row per layer from 0"
+    if len(rows) <= layer:
+        raise ValueError(f"BERTScore baseline {path}: no row for layer {layer} ({len(rows)} rows after the header); "
+                         f"{fix} to at least {layer}")
+    try:
+        values = [float(value) for value in rows[layer][1:4]]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(value) and value < 1 for value in values):
+        raise ValueError(f"BERTScore baseline {path}: row {layer + 2} (layer {layer}) is {','.join(rows[layer])!r}, "
+                         f"not three numbers P,R,F below 1 after its LAYER; {fix}")
+
+
 class BertScorer:
     """BERTScore F1 (Zhang et al. 2020, no idf) with ``bert_score.BERTScorer``, loaded once on first use.
 
@@ -100,6 +148,9 @@ class BertScorer:
             raise FileNotFoundError(f"BERTScore baseline file not found: {baseline_path}")
         self.model = str(model) if model is not None else str(default_bertscore_model())
         self.model_name = str(model) if model is not None else DEFAULT_BERTSCORE_NAME
+        check_bertscore_layer(self.model, self.model_name, num_layers)
+        if baseline_path is not None:
+            check_bertscore_baseline(str(baseline_path), num_layers)
         self.num_layers, self.rescale, self.batch_size, self.device = num_layers, rescale, batch_size, device
         self.baseline_path = str(baseline_path) if baseline_path is not None else None
         self._scorer = None

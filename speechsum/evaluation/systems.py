@@ -166,7 +166,7 @@ def build_model(spec: SystemSpec) -> SpeechLLM:
     spec.check_source()
     path = Path(spec.path)
     if path.suffix in (".yaml", ".yml"):
-        model = instantiate_speech_llm(model_config_from_yaml(path))
+        model = instantiate_speech_llm(model_config_from_yaml(path), path)
         spec.stage = spec.stage or "base"
     elif path.suffix == ".ckpt":
         model, hparams = load_speech_llm(path, spec.config)

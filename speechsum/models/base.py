@@ -23,7 +23,7 @@ from transformers import (
 from speechsum.data.batch import SpeechBatch
 from speechsum.data.processor import SpeechProcessor
 from speechsum.losses import token_log_probs
-from speechsum.models.config_fields import checked_config
+from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
@@ -73,6 +73,7 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     or a random-init one from a config dict (``model_type`` plus fields; ``config_defaults`` fill
     the fields it leaves out). ``attn_implementation``: transformers' attention kernels (default:
     its choice); not saved with the model."""
+    check_weight_dtype(dtype)
     if isinstance(spec, str):
         from speechsum.models.model_folder import check_model_folder
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 
 from speechsum.models import import_backbones
 from speechsum.models.base import SpeechLLM
+from speechsum.utils.config_keys import unknown_key_note
 from speechsum.utils.io import read_yaml
 
 # Old module (or class path) → new, for class paths recorded before the re-layout (issue 14).
@@ -157,15 +159,31 @@ def model_config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -
     return json.loads(json.dumps(model_config, default=str))  # plain JSON values, as a YAML gives
 
 
-def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
+def model_config_problem(message: str, model_config: dict, source: str | Path | None) -> str:
+    """One line for jsonargparse's refusal ``message`` of the model config ``model_config`` (read from
+    the stage YAML ``source``, None: a checkpoint or export): no ``class_path``, or the setting it names
+    (a misspelt one, a value of the wrong type, a class that does not exist) and its ``FILE:LINE``."""
+    where = f"{source}: " if source else ""
+    if not isinstance(model_config.get("class_path"), str):
+        return (f"{where}model.init_args.model has no class_path: add the backbone's class, e.g. class_path: "
+                "speechsum.models.composed.ComposedSpeechLLM")
+    note = unknown_key_note(message, [str(source)] if source else [], []).strip()
+    return f"{where}the model config does not build: {note or ' '.join(message.split())}"
+
+
+def instantiate_speech_llm(model_config: dict, source: str | Path | None = None) -> SpeechLLM:
     """A ``SpeechLLM`` from ``{"class_path": …, "init_args": …}`` with jsonargparse, as the CLI
-    builds it (nested dataclasses such as the training policy typed the same way)."""
+    builds it (nested dataclasses such as the training policy typed the same way); ``source``: the
+    stage YAML it was read from, named with the line of a setting it refuses."""
     from jsonargparse import ArgumentParser
 
     import_backbones()
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SpeechLLM, "model", fail_untyped=False)
-    config = parser.parse_object({"model": current_class_paths(model_config)})
+    try:
+        config = parser.parse_object({"model": current_class_paths(model_config)})
+    except ArgumentError as err:  # was a traceback ending in a dump of the whole config
+        raise CheckpointError(model_config_problem(str(err), model_config, source)) from None
     try:
         return parser.instantiate_classes(config).model
     except ValueError as err:  # jsonargparse buries the constructor's own error in a dump of the config
@@ -247,7 +265,7 @@ def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple
     else:
         model_config, built_from = model_config_from_checkpoint(checkpoint, path), "its saved model config"
     try:
-        model = instantiate_speech_llm(model_config)
+        model = instantiate_speech_llm(model_config, config)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     try:

@@ -27,7 +27,7 @@ from speechsum.models.base import (
 )
 from speechsum.models.composed_processor import DEFAULT_USER_PROMPT, ComposedProcessor, whisper_output_frames
 from speechsum.models.config_fields import checked_config
-from speechsum.models.decode import Prompt, left_packed_order
+from speechsum.models.decode import Prompt, drop_compressed_audio
 from speechsum.models.encoder_windows import encode_in_windows
 from speechsum.models.feature_cache import (
     EncoderFeatureCache,
@@ -52,20 +52,6 @@ def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtra
         return encoder, WhisperFeatureExtractor.from_pretrained(spec)
     config = checked_config(WhisperConfig, spec, "encoder")
     return WhisperEncoder(config), WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-
-
-def drop_compressed_audio(embeds: Tensor, mask: Tensor, is_audio: Tensor) -> tuple[Tensor, Tensor]:
-    """``embeds`` ``(B, L, C)`` and ``mask`` ``(B, L)`` without the audio positions CTC compression
-    masked (``is_audio`` and mask 0), each row's other positions kept in order and ending at the
-    last column, shorter rows left-padded with masked positions. Masked keys take no part in
-    attention and no position id, so the LM gives every remaining position the same logits from
-    a sequence that is often half as long (a 30-s clip: 375 audio positions, ~25-40 % attended),
-    except under sliding-window attention, whose window spans sequence slots, masked ones too:
-    there only the packed sequence is what training scores, so generation packs it as well."""
-    order = left_packed_order(~(is_audio & (mask == 0)))
-    if order is None:
-        return embeds, mask
-    return torch.gather(embeds, 1, order[..., None].expand(-1, -1, embeds.shape[-1])), torch.gather(mask, 1, order)
 
 
 class ComposedSpeechLLM(SpeechLLM):

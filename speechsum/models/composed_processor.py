@@ -11,9 +11,16 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase, WhisperFeatureExtractor
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
+from speechsum.data.processor import (
+    PromptInputs,
+    SpeechProcessor,
+    checked_end_of_turn,
+    pad_sequences,
+    require_chat_template,
+)
 from speechsum.models.feature_cache import audio_content_key
 from speechsum.models.tokenizer import AUDIO_TOKEN
+from speechsum.utils.arguments import check_number
 
 PROMPT_CACHE_SIZE = 4096  # distinct instructions whose rendered prompt parts are kept
 AUDIO_MARKER = "<<AUDIO>>"  # stands where the audio goes while the chat template is rendered
@@ -69,9 +76,12 @@ class ComposedProcessor(SpeechProcessor):
         self.tokenizer = tokenizer
         self.stack = stack
         self.sample_rate = feature_extractor.sampling_rate
+        if max_audio_seconds is not None:  # a negative one cut every clip to nothing, blamed on the audio file
+            check_number("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, note=" (or null: no limit)")
         self.max_audio_seconds = max_audio_seconds
-        self.end_of_turn = end_of_turn or tokenizer.eos_token
+        self.end_of_turn = checked_end_of_turn(tokenizer, end_of_turn, tokenizer.eos_token, AUDIO_TOKEN)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt, user_prompt=user_prompt)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}  # instruction -> parts
 

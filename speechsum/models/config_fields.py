@@ -12,26 +12,71 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 
+import torch
 import yaml
 from transformers import PretrainedConfig
 
-from speechsum.utils.arguments import ConfigError
+from speechsum.utils.arguments import ConfigError, ConfigFieldError
 from speechsum.utils.config_keys import did_you_mean
 
 
-class UnknownConfigField(ConfigError):
-    """A field of a config dict (``setting``, e.g. ``llm``) its config class does not take; ``field``:
-    its name as written (``hiden_size``), ``path`` its dotted place below the setting."""
+class UnknownConfigField(ConfigFieldError):
+    """A field its config class (``config_class``, whose fields are ``known``) does not take (``hiden_size``)."""
 
     def __init__(self, setting: str, path: str, config_class: type, known: list[str]):
-        self.setting, self.path, self.field = setting, path, path.rsplit(".", 1)[-1]
-        self.problem = (f"not a field of {config_class.__name__}{did_you_mean(self.field, known)}; transformers "
-                        "would keep it unread and build the model with its default: fix or remove it")
-        super().__init__(self.located(""))
+        field = path.rsplit(".", 1)[-1]
+        super().__init__(setting, path, f"not a field of {config_class.__name__}{did_you_mean(field, known)}; "
+                         "transformers would keep it unread and build the model with its default: fix or remove it")
 
-    def located(self, where: str) -> str:
-        """The message, with ``where`` (``FILE:LINE``, "" for none) after the field's name."""
-        return f"{self.setting}.{self.path}{f' ({where})' if where else ''}: {self.problem}"
+
+# sizes of a backbone that must be at least 1: at 0 or below, transformers built no layers (encoder_layers: -1)
+# or a head that ignores its sign, without a word, or failed deep inside torch (ZeroDivisionError, negative dimension)
+SIZE_FIELDS = frozenset({
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "vocab_size", "max_position_embeddings", "d_model", "encoder_layers", "encoder_attention_heads",
+    "encoder_ffn_dim", "num_mel_bins", "max_source_positions",
+})
+
+
+def check_sizes(config_class: type[PretrainedConfig], spec: Mapping, setting: str, prefix: str = "") -> None:
+    """Raise :class:`ConfigFieldError` for the first size field (:data:`SIZE_FIELDS`) of the config dict
+    ``spec`` given as an integer below 1, naming ``config_class``'s default as an example; sub-config
+    dicts (``text_config``, ``audio_config``) are checked as well."""
+    for key, value in spec.items():
+        if isinstance(value, Mapping):
+            check_sizes(config_class, value, setting, f"{prefix}{key}.")
+        elif key in SIZE_FIELDS and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            default = config_class().to_dict().get(key) if not prefix else None
+            example = f" ({config_class.__name__}'s default: {default})" if isinstance(default, int) else ""
+            raise ConfigFieldError(setting, f"{prefix}{key}", f"must be a positive integer (a size of the model), "
+                                   f"got {value}: write 1 or more{example}", value)
+
+
+# (width, heads): a Whisper encoder splits its width among its heads (else a ValueError naming neither field)
+SPLIT_WIDTHS = (("d_model", "encoder_attention_heads"),)
+
+
+def check_head_split(config: PretrainedConfig, spec: Mapping, setting: str) -> None:
+    """Raise :class:`ConfigFieldError` when ``spec`` set a width or head count (:data:`SPLIT_WIDTHS`) of
+    ``config`` (built from it) and the heads do not divide the width."""
+    for width, heads in SPLIT_WIDTHS:
+        if (width in spec or heads in spec) and hasattr(config, width) and hasattr(config, heads):
+            value, count = getattr(config, width), getattr(config, heads)
+            if value % count:
+                raise ConfigFieldError(setting, heads, f"{count} heads do not divide {width} {value}: write a "
+                                       f"divisor of {value}, or a {width} that {count} divides", count)
+
+
+def check_weight_dtype(dtype: str | None) -> None:
+    """Raise :class:`ConfigFieldError` unless the ``dtype`` setting of a backbone or teacher is None,
+    ``auto`` or a floating-point torch dtype's name (``bfloat16``): ``bf16`` was an AttributeError
+    traceback from ``getattr(torch, dtype)``, ``int8`` transformers' error naming no setting."""
+    if dtype is None or dtype == "auto":
+        return
+    kind = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if not isinstance(kind, torch.dtype) or not kind.is_floating_point:
+        raise ConfigFieldError("", "dtype", f"{dtype!r} is no floating-point torch dtype: write bfloat16, float16 or "
+                               "float32, or null for the checkpoint's own", dtype)
 
 
 def _unknown_fields(config: PretrainedConfig, spec: Mapping, prefix: str = "") -> list[tuple[str, type, list[str]]]:
@@ -78,9 +123,11 @@ def checked_config(config_class: type[PretrainedConfig], spec: Mapping, setting:
                    fixed: Mapping | None = None) -> PretrainedConfig:
     """``config_class`` built from the config dict ``spec`` of the backbone setting ``setting`` (its
     command-line text read by :func:`typed_values`): ``defaults`` fill the fields ``spec`` leaves out,
-    ``fixed`` override it; a field of ``spec`` the class does not know is refused
-    (:func:`check_config_fields`)."""
+    ``fixed`` override it; a field of ``spec`` the class does not know (:func:`check_config_fields`),
+    a size below 1 (:func:`check_sizes`) and heads that do not divide their width
+    (:func:`check_head_split`) are refused."""
     spec = typed_values(config_class, spec)
+    check_sizes(config_class, spec, setting)
     try:
         config = config_class(**{**(defaults or {}), **spec, **(fixed or {})})
     except Exception as err:  # noqa: BLE001  (typed configs' StrictDataclass errors, TypeError, ZeroDivisionError, ...)
@@ -89,4 +136,5 @@ def checked_config(config_class: type[PretrainedConfig], spec: Mapping, setting:
         raise ConfigError(f"{setting}: {config_class.__name__} refuses these fields ({type(err).__name__}: {text}); "
                           "fix the field it names") from err
     check_config_fields(config, spec, setting)
+    check_head_split(config, spec, setting)
     return config

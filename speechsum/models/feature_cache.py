@@ -65,6 +65,10 @@ class EncoderFeatureCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        blocking = next((path for path in (self.root, *self.root.parents) if path.exists()), None)
+        if blocking is not None and not blocking.is_dir():  # was "[Errno 20] Not a directory" at the first batch
+            raise NotADirectoryError(f"feature_cache {root}: {blocking} is a file, not a folder: give a folder for "
+                                     "the cache (or null for none)")
         self.hits = 0
         self.misses = 0
         self.writes = 0

@@ -18,9 +18,9 @@ from transformers import (
 )
 from transformers.image_processing_utils import ImageProcessingMixin
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
+from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import checked_config
+from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -57,8 +57,9 @@ class Phi4MultimodalSpeechProcessor(SpeechProcessor):
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.sample_rate = processor.audio_processor.sampling_rate
-        self.end_of_turn = end_of_turn
+        self.end_of_turn = checked_end_of_turn(self.tokenizer, end_of_turn, "<|end|>", processor.audio_token)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt)
         self.audio_token_id = processor.audio_token_id
 
     def prompt_text(self, instruction: str) -> str:
@@ -94,6 +95,7 @@ def _audio_processor(features: Phi4MultimodalFeatureExtractor, tokenizer: PreTra
 def _load(
     spec: str | dict, dtype: str | None, revision: str | None, speech_lora: str | None
 ) -> tuple[Phi4MultimodalForCausalLM, Phi4MultimodalProcessor]:
+    check_weight_dtype(dtype)
     if isinstance(spec, str):
         model = Phi4MultimodalForCausalLM.from_pretrained(spec, revision=revision, dtype=dtype or "auto")
         if speech_lora:  # the checkpoint's speech adapter, merged: the base the policy trains on

@@ -12,6 +12,8 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
+
 
 @dataclass
 class TrainingPolicy:
@@ -36,6 +38,22 @@ class TrainingPolicy:
     lora_dropout: float = 0.05
     lora_target_modules: str | list[str] = field(default="all-linear")
     gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        """Settings that cannot work, refused naming them: peft's errors for ``lora_r: 0`` or
+        ``lora_dropout: 1.5`` named no setting, ``lora_alpha: 0`` scaled the adapters to nothing (the
+        LLM trained nothing) and a negative dropout was no dropout, without a word; an ``llm`` mode
+        other than the three (the Python API) was ``frozen``."""
+        check_choice("policy.llm", self.llm, ("lora", "full", "frozen"))
+        if self.llm != "lora":
+            return
+        check_count("policy.lora_r", self.lora_r, 1)
+        check_number("policy.lora_alpha", self.lora_alpha, 0.0, low_open=True, note=" (the adapters' scale is alpha/r)")
+        check_number("policy.lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
+        targets = self.lora_target_modules
+        if not (targets.strip() if isinstance(targets, str) else targets):
+            raise ConfigError(f"policy.lora_target_modules is empty ({targets!r}): give module names (e.g. [q_proj, "
+                              "v_proj]) or 'all-linear'")
 
 
 @dataclass

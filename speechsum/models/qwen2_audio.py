@@ -14,9 +14,9 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window
+from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import checked_config
+from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -56,8 +56,9 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
         self.sample_rate = feature_extractor.sampling_rate
         self.max_samples = 2 * max_source_positions * feature_extractor.hop_length
         self.max_audio_seconds = self.max_samples / self.sample_rate
-        self.end_of_turn = end_of_turn
+        self.end_of_turn = checked_end_of_turn(self.tokenizer, end_of_turn, "<|im_end|>", processor.audio_token)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt)
         self.audio_token_id = processor.audio_token_id
 
     def prompt_text(self, instruction: str) -> str:
@@ -90,6 +91,7 @@ class Qwen2AudioSpeechProcessor(SpeechProcessor):
 def _load(
     spec: str | dict, dtype: str | None
 ) -> tuple[Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor]:
+    check_weight_dtype(dtype)
     if isinstance(spec, str):
         model = Qwen2AudioForConditionalGeneration.from_pretrained(spec, dtype=dtype or "auto")
         return model, AutoProcessor.from_pretrained(spec)

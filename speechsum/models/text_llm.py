@@ -21,7 +21,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from speechsum.data.processor import PromptInputs, SpeechProcessor, pad_sequences, require_chat_template
+from speechsum.data.processor import (
+    PromptInputs,
+    SpeechProcessor,
+    checked_end_of_turn,
+    pad_sequences,
+    require_chat_template,
+)
 from speechsum.models.base import (
     NativeSpeechLLM,
     backbone_tokenizer,
@@ -46,8 +52,9 @@ class TextProcessor(SpeechProcessor):
     ):
         require_chat_template(tokenizer, "TextLLM")
         self.tokenizer = tokenizer
-        self.end_of_turn = end_of_turn or tokenizer.eos_token
+        self.end_of_turn = checked_end_of_turn(tokenizer, end_of_turn, tokenizer.eos_token, AUDIO_TOKEN)
         self.system_prompt = system_prompt
+        self.check_prompt_settings(system_prompt=system_prompt)
 
     def prompt_ids(self, instruction: str, transcript: str) -> list[int]:
         """Token ids of one chat-formatted prompt, ending in the assistant turn header."""

@@ -19,7 +19,7 @@ from speechsum.training.setting_bounds import (
     Bounds,
     check_settings,
 )
-from speechsum.training.trainer_settings import check_trainer_settings
+from speechsum.training.trainer_settings import check_seed, check_trainer_settings
 from speechsum.utils.arguments import check_count
 
 # the stage modules' own bounds, with a learning rate of 0 refused too (the stage would train nothing)
@@ -37,6 +37,7 @@ def check_stage_values(resolved: Mapping) -> None:
     (``model.init_args.beta must be …``) for the first value of ``resolved`` (a stage's assembled
     Lightning config as the stage's parser read it: defaults filled in, `5e-4` a number) outside its range."""
     trainer = resolved.get("trainer") or {}
+    check_seed(resolved.get("seed_everything"))
     check_trainer_settings(trainer)
     check_steps("trainer.max_steps", trainer.get("max_steps"))
     check_steps("trainer.max_epochs", trainer.get("max_epochs"))

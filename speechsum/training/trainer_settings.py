@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from speechsum.utils.arguments import check_count, check_number
+from speechsum.utils.arguments import ConfigError, check_count, check_number
+
+SEED_RANGE = (0, 2**32 - 1)  # what Lightning's seed_everything (numpy's legacy seeding) takes
 
 
 def check_trainer_settings(trainer: Mapping) -> None:
@@ -21,3 +23,14 @@ def check_trainer_settings(trainer: Mapping) -> None:
                      note=" (batches, or a fraction of the epoch)")
     if trainer.get("gradient_clip_val") is not None:
         check_number("trainer.gradient_clip_val", trainer["gradient_clip_val"], 0.0, note=" (or null: no clipping)")
+
+
+def check_seed(seed: object) -> None:
+    """``seed_everything``: true (a random seed), false or null (none), or an integer numpy seeds with;
+    another was Lightning's ValueError traceback ("-1 is not in bounds, numpy accepts ...")."""
+    if isinstance(seed, bool) or seed is None:
+        return
+    low, high = SEED_RANGE
+    if not isinstance(seed, int) or not low <= seed <= high:
+        raise ConfigError(f"seed_everything must be an integer from {low} to {high} (what numpy's seeding takes), "
+                          f"true for a random seed, or false, got {seed!r}")

@@ -76,6 +76,23 @@ class ConfigError(ValueError):
     config spells it. ``speechsum`` ends with the message (exit 2), not a traceback."""
 
 
+class ConfigFieldError(ConfigError):
+    """A field of a setting that cannot work: ``setting`` (``llm``; "" for a setting of its own, e.g.
+    ``end_of_turn``), ``path`` the field's dotted place below it, ``field`` its name as written,
+    ``value`` its value as the config writes it (None: not repeated). The command line finds the
+    field's ``FILE:LINE`` in the config files and puts it after the name (:meth:`located`)."""
+
+    def __init__(self, setting: str, path: str, problem: str, value: object = None):
+        self.setting, self.path, self.field, self.problem = setting, path, path.rsplit(".", 1)[-1], problem
+        self.value = value
+        super().__init__(self.located(""))
+
+    def located(self, where: str) -> str:
+        """The message, with ``where`` (``FILE:LINE``, "" for none) after the field's name."""
+        name = f"{self.setting}.{self.path}" if self.setting else self.path
+        return f"{name}{f' ({where})' if where else ''}: {self.problem}"
+
+
 def error_in_chain(err: BaseException | None, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
     """The first error of ``kinds`` in ``err``'s chain (itself, then its causes or contexts: jsonargparse
     and Lightning wrap the errors of the classes they build), or None."""

@@ -22,7 +22,8 @@ TOP_KEY = re.compile(r'^Parser key "([^"]+)"')
 CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*Option '([^']+)' is not accepted")
 UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.*)")
 PARSER_KEY = re.compile(r'Parser key "([^"]+)":')
-EXPECTED = re.compile(r"Expected a <class '([^']+)'>")
+# a type (<class 'int'>) or a choice (typing.Literal['float32', 'bfloat16']: named as "expected , got ..." before)
+EXPECTED = re.compile(r"Expected a (?:<class '([^']+)'>|typing\.Literal\[([^\]]*)\])")
 GIVEN = re.compile(r"(?:Got value|Given value): (.*)$", re.MULTILINE)
 MISSING_CLASS = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*(?:module '[^']+' has no attribute|No module "
                            r"named)")
@@ -54,15 +55,41 @@ def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> Iterator[tuple[
             yield from _key_lines(item, prefix)
 
 
+def _composed(path: str | Path) -> yaml.Node | None:
+    """The YAML document of ``path`` as nodes (with their lines), None when empty or it does not compose
+    (its own error is reported where it is read)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return yaml.compose(stream)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+SECTIONS = ("trainer", "model", "data")  # the Lightning CLI's sections of settings
+
+
+def non_mapping_section(path: str | Path) -> str | None:
+    """``PATH:LINE: trainer: ...`` for the first top-level section of a ``speechsum fit`` config
+    (:data:`SECTIONS`) whose value is no mapping of settings nor text (a class path, a config file's
+    path, which jsonargparse reads): ``trainer: 5``, or ``trainer:`` with its
+    settings commented out (null) replaced the earlier config files' trainer settings with Lightning's
+    defaults without a word; ``data: [..]`` or null was a TypeError traceback."""
+    document = _composed(path)
+    for key, value in document.value if isinstance(document, yaml.MappingNode) else ():
+        text = isinstance(value, yaml.ScalarNode) and value.tag.endswith(":str")  # a class path or a config file
+        if key.value in SECTIONS and not isinstance(value, yaml.MappingNode) and not text:
+            given = ("empty (null)" if value.tag.endswith(":null") else
+                     f"{value.value!r}" if isinstance(value, yaml.ScalarNode) else "a list")
+            return (f"{path}:{key.start_mark.line + 1}: {key.value}: a section of settings (a mapping, each setting "
+                    f"indented under it), got {given}: write its settings under it, or delete the key")
+    return None
+
+
 def duplicate_key(path: str | Path) -> str | None:
     """``PATH:LINE: key 'K' (under 'a.b') is given twice (first on line N): ...`` for the first key a
     YAML mapping of ``path`` repeats (PyYAML keeps the last silently, so the first is lost); None when
     none repeats or the file does not compose (its own error is reported where it is read)."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            document = yaml.compose(stream)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+    document = _composed(path)
     nodes: list[tuple[tuple[str, ...], yaml.Node]] = [((), document)] if document is not None else []
     while nodes:
         prefix, node = nodes.pop(0)
@@ -160,7 +187,8 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
     if (required := REQUIRED.search(message)) and required.group(1).rsplit(".", 1)[-1] == "model":
         return f"\n  {required.group(1)}: no model in the config: add a model: section whose class_path is a stage: {STAGE_HINT}"
     if (keys := PARSER_KEY.findall(message)) and (expected := EXPECTED.findall(message)) and GIVEN.search(message):
-        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files, list(command_line))
+        subclass = "Not a valid subclass" in message or "Expected a dot import path" in message
+        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files, list(command_line), subclass)
     if match := UNRECOGNIZED.search(message):
         options = [f"--{key}" for key in known_keys]
         notes = [f"{word}{did_you_mean(word, options)}" for word in match.group(1).split() if word.startswith("--")]
@@ -168,15 +196,21 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
     return ""
 
 
-def _wrong_type_note(keys: list[str], expected: list[str], given: str, files: list[str], command_line: list[str]) -> str:
+def _wrong_type_note(keys: list[str], expected: list[tuple[str, str]], given: str, files: list[str],
+                     command_line: list[str], subclass: bool = False) -> str:
     """A value of the wrong type: jsonargparse names the innermost key alone (``learning_rate``, of
-    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first.
+    which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first;
+    ``expected``: (type name, "") or ("", the choices) of each type it names; ``subclass``: the setting
+    is a class setting, which jsonargparse's message names by null only ("expected , got 5" before).
     A value given on ``command_line`` (which overrides the files) is named as that option, not as the
     files' line of the same key, whose value is fine."""
     name = keys[-1].rsplit(".", 1)[-1]
-    words = " or ".join(dict.fromkeys(TYPE_WORDS.get(kind, kind) for kind in expected if kind != "NoneType"))
-    options = [arg.split("=", 1)[0] for arg in command_line if arg.startswith(f"--{keys[0].split('.')[0]}.")
-               and arg.split("=", 1)[0].rsplit(".", 1)[-1] == name]
+    kinds = [TYPE_WORDS.get(kind, kind) if kind else f"one of {choices}" for kind, choices in expected]
+    words = " or ".join(dict.fromkeys(kind for kind in kinds if kind != "null"))
+    words = words or ("a class (module.Class) or a mapping with class_path and init_args" if subclass else "another type")
+    flags = [arg.split("=", 1)[0] for arg in command_line]
+    options = [flag for flag in flags if flag == f"--{keys[-1]}"  # a top-level key: --seed_everything abc
+               or flag.startswith(f"--{keys[0].split('.')[0]}.") and flag.rsplit(".", 1)[-1] == name]
     if options:
         return f"\n  {name}: expected {words}, got {given}: on the command line ({options[-1]} {given})"
     where = key_locations(files, keys[0], name, given) or key_locations(files, keys[0], name)

@@ -216,6 +216,28 @@ def test_kd_train_split_is_more_audio_without_summaries(tiny, tmp_path, capsys):
         bench.resolve_plan("tiny", {"kd_train": -1})
 
 
+@pytest.mark.parametrize(("option", "problem"), [
+    (["--train-instructions", "7"], "argument --train-instructions: must be at most 6, got 7"),  # named no option
+    (["--eval-instructions", "0"], "argument --eval-instructions: must be at least 1, got 0"),
+    (["--kd-train-docs", "-1"], "argument --kd-train-docs: must be at least 0, got -1"),
+])
+def test_build_options_out_of_range_are_usage_errors_naming_the_option(tmp_path, capsys, option, problem):
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "--out", str(tmp_path / "b"), "--size", "tiny", *option])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(f"speechsum benchmark build: error: {problem}\n")
+    assert not (tmp_path / "b").exists()
+
+
+def test_kd_train_docs_0_is_its_default_not_an_error(tmp_path):
+    """Its help says 'default 0: no kd_train.jsonl'; written out, 0 was refused ('must be at least 1')."""
+    from speechsum.benchmark.cli import _parser
+
+    args = _parser().parse_args(["build", "--out", str(tmp_path / "b"), "--kd-train-docs", "0"])
+    assert args.kd_train_docs == 0
+    assert bench.resolve_plan("tiny", {"kd_train": 0})["kd_train"].documents == 0
+
+
 @pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"version": "1.0"}', b"\xff\xfe"])
 def test_info_names_a_broken_benchmark_json(tmp_path, content):
     (tmp_path / "benchmark.json").write_bytes(content)

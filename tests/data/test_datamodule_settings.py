@@ -29,3 +29,41 @@ def test_numpy_numbers_and_the_literals_are_accepted() -> None:
     data = SpeechSumDataModule(train_manifest="train.jsonl", max_audio_seconds=np.float32(2.5),
                                max_batch_seconds=np.int64(60), on_bad_example="skip", too_long_audio="error")
     assert (data.max_audio_seconds, data.on_bad_example, data.too_long_audio) == (2.5, "skip", "error")
+
+
+def test_a_held_out_manifest_that_is_the_train_file_is_warned_about(tmp_path, caplog, monkeypatch) -> None:
+    """val_manifest = train_manifest (by another path, a link) validated on the training examples, without a word."""
+    import logging
+
+    from speechsum.data.split_files import warn_shared_manifests
+
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    (tmp_path / "val.jsonl").write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "train.jsonl")
+    monkeypatch.chdir(tmp_path)
+    data = {"train_manifest": str(tmp_path / "train.jsonl"), "val_manifest": "link.jsonl",
+            "test_manifest": "./train.jsonl", "predict_manifest": "train.jsonl"}
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.split_files"):
+        notes = warn_shared_manifests(data)
+    assert notes == [
+        "data.val_manifest is the train manifest's file (link.jsonl): the val scores are measured on the examples the "
+        "model trains on; give a held-out manifest",
+        "data.test_manifest is the train manifest's file (./train.jsonl): the test scores are measured on the examples "
+        "the model trains on; give a held-out manifest"]
+    assert [r.getMessage() for r in caplog.records] == notes
+    assert warn_shared_manifests({**data, "val_manifest": "val.jsonl", "test_manifest": None}) == []
+    assert warn_shared_manifests({"train_manifest": "missing.jsonl", "val_manifest": "missing.jsonl"}) == []
+
+
+def test_speechsum_fit_warns_when_the_val_manifest_is_the_train_manifest(tmp_path, toy_data, caplog) -> None:
+    import logging
+
+    from speechsum.cli import main
+    from tests.helpers import run_config
+
+    config = run_config(tmp_path, toy_data, max_steps=1, limit_val_batches=0)
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.split_files"):
+        main(["fit", "--config", str(config), "--data.val_manifest", str(toy_data["train"])])
+    assert [r.getMessage() for r in caplog.records if r.name == "speechsum.data.split_files"] == [
+        f"data.val_manifest is the train manifest's file ({toy_data['train']}): the val scores are measured on the "
+        "examples the model trains on; give a held-out manifest"]

@@ -237,3 +237,22 @@ def test_a_symlinked_folder_inside_the_manifest_folder_is_followed(root: Path, t
     with pytest.raises(ManifestError, match=re.escape(f"'audio/../../elsewhere/audio/x.wav' escapes the manifest "
                                                       f"folder {data}; use an absolute path")):
         load_manifest(write_manifest(Path("m.jsonl"), [record("x", "audio/../../elsewhere/audio/x.wav")]))
+
+
+def test_a_key_that_looks_meant_for_an_absent_field_is_named_in_one_warning_per_key(root: Path, caplog):
+    """'transcipt', 'Lang': values speechsum does not read, dropped without a word (the transcript a
+    text teacher or the evaluation's hallucination check reads was then missing)."""
+    manifest = write_manifest(root / "m.jsonl", [
+        record("a", transcipt="bravo"), record("b", transcipt="echo"), record("c", Lang="de"),
+        record("d", transcript="golf", speaker="s1", summary_en="x"),  # other keys: nothing to say
+    ])
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.manifest"):
+        examples, _ = load_manifest(manifest)
+    assert [(e.id, e.transcript, e.lang) for e in examples] == [("a", None, "en"), ("b", None, "en"), ("c", None, "en"),
+                                                                ("d", "golf", "en")]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{manifest}: 2 line(s) have the key 'transcipt' (e.g. line 1), which speechsum does not read (did you mean "
+        "'transcript'?): its value is not used; rename it to 'transcript'",
+        f"{manifest}: 1 line(s) have the key 'Lang' (e.g. line 3), which speechsum does not read (did you mean "
+        "'lang'?): its value is not used; rename it to 'lang'",
+    ]

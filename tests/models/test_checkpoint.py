@@ -113,6 +113,54 @@ def test_the_model_comes_from_the_saved_hyperparameters_or_the_config(saved_stag
         assert hparams["_class_path"] == "speechsum.stages.sft.SFTModule"
 
 
+def _edited(init_args: dict, edit: str) -> None:
+    if edit == "typo":
+        init_args["stak"] = init_args.pop("stack")
+    elif edit == "type":
+        init_args["stack"] = "four"
+    else:
+        init_args["projector"] = "linear"
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    ("typo", "stak (a setting of speechsum.models.composed.ComposedSpeechLLM) (did you mean 'stack'?): in {file}:{line}"),
+    ("type", "stack: expected an integer, got four: in {file}:{line}"),
+    ("choice", "projector: expected one of 'mlp', 'ctc', got linear: in {file}:{line}"),
+    ("no-class", None),
+])
+def test_a_config_whose_model_does_not_build_is_one_line_naming_the_setting(saved_stage, tmp_path, edit,
+                                                                            problem):
+    """``--config`` of summarize, export, evaluate and pairs: each was an ArgumentError traceback ending
+    in a dump of the whole model config."""
+    from speechsum.cli import main
+    from speechsum.models.checkpoint import CheckpointError
+
+    config = yaml.safe_load(saved_stage["config"].read_text())
+    model = config["model"]["init_args"]["model"]
+    if edit == "no-class":
+        del model["class_path"]
+    else:
+        _edited(model["init_args"], edit)
+    path = tmp_path / f"{edit}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    key = {"typo": "stak:", "type": "stack:", "choice": "projector:"}.get(edit, "class_path:")
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith(key))
+    ckpt = saved_stage["ckpt"]
+    message = (f"{path}: model.init_args.model has no class_path: add the backbone's class, e.g. class_path: "
+               "speechsum.models.composed.ComposedSpeechLLM" if problem is None else
+               f"{path}: the model config does not build: {problem.format(file=path, line=line)}")
+    with pytest.raises(CheckpointError) as info:
+        load_speech_llm(ckpt, path)
+    assert str(info.value) == f"{ckpt}: {message}"
+    with pytest.raises(CheckpointError) as info:
+        build_model(SystemSpec("student", "s", str(path)))
+    assert str(info.value) == message
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(ckpt), "--config", str(path), "--out", str(tmp_path / "out")])
+    assert stop.value.code == f"speechsum export: {ckpt}: {message}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_checkpoint_with_pre_issue_14_class_paths_still_loads(saved_stage, tmp_path):
     ckpt, config = legacy_copy(saved_stage, tmp_path)
     model, hparams = load_speech_llm(ckpt)

@@ -167,6 +167,24 @@ def test_other_training_policies(llm_mode):
     assert model.llm.is_gradient_checkpointing
 
 
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"lora_r": 0}, "policy.lora_r must be at least 1, got 0"),  # peft's "`r` should be a positive integer"
+    ({"lora_alpha": 0}, "policy.lora_alpha must be a number above 0 (the adapters' scale is alpha/r), got 0"),  # no-op
+    ({"lora_dropout": -0.1}, "policy.lora_dropout must be a number at least 0 and below 1, got -0.1"),  # no dropout
+    ({"lora_target_modules": []}, "policy.lora_target_modules is empty ([]): give module names (e.g. [q_proj, v_proj]) "
+                                  "or 'all-linear'"),
+    ({"llm": "lorra"}, "policy.llm must be one of 'lora', 'full', 'frozen', got 'lorra'"),  # was frozen, silently
+])
+def test_a_training_policy_that_cannot_work_is_refused_naming_the_setting(settings, message):
+    from speechsum.models.policy import TrainingPolicy
+    from speechsum.utils.arguments import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        TrainingPolicy(**settings)
+    assert str(info.value) == message
+    assert TrainingPolicy(llm="full", lora_r=0).lora_r == 0  # LoRA settings matter with llm: lora only
+
+
 def test_loads_pretrained_parts_from_local_directories(tmp_path, tiny_composed):
     """The hub-id code path (from_pretrained) on directories written by save_pretrained."""
     from transformers import (
@@ -303,6 +321,67 @@ def test_user_prompt_places_audio_and_instruction():
     assert f"Transcript:\n{audio}\n\nSummarise the call." in text
     with pytest.raises(ValueError, match="user_prompt must contain"):
         ComposedSpeechLLM(**args, user_prompt="{instruction} only")
+
+
+END_OF_TURN_REFUSALS = [
+    # a blank one was the eos token without a word; the others failed at the first batch with a traceback
+    ("", "end_of_turn: '' is no token: leave it out (null) for the default '<|endoftext|>', or give one token of the "
+         "tokenizer's vocabulary"),
+    (" ", "end_of_turn: ' ' is no token: leave it out (null) for the default '<|endoftext|>', or give one token of the "
+          "tokenizer's vocabulary"),
+    ("nope", "end_of_turn: 'nope' is not one token of the tokenizer's vocabulary: give one of its tokens that ends a "
+             "turn (its special tokens: '<|endoftext|>', '<|pad|>')"),
+    ("<|im_end|> ", "end_of_turn: '<|im_end|> ' is not one token of the tokenizer's vocabulary: give one of its tokens "
+                    "that ends a turn (its special tokens: '<|endoftext|>', '<|pad|>')"),
+    ("<|audio|>", "end_of_turn: '<|audio|>' is the audio placeholder: give one of its tokens that ends a turn (its "
+                  "special tokens: '<|endoftext|>', '<|pad|>')"),
+]
+
+
+@pytest.mark.parametrize(("end_of_turn", "message"), END_OF_TURN_REFUSALS, ids=["empty", "blank", "unknown",
+                                                                                "two-tokens", "audio"])
+def test_an_end_of_turn_that_is_no_token_of_the_vocabulary_is_refused_when_built(end_of_turn, message):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.utils.arguments import ConfigFieldError
+    from tests.conftest import tiny_backbone_args
+
+    with pytest.raises(ConfigFieldError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, "end_of_turn": end_of_turn})
+    assert str(info.value) == message
+    assert (info.value.field, info.value.value) == ("end_of_turn", end_of_turn)
+
+
+def test_an_end_of_turn_of_the_vocabulary_ends_every_response():
+    from speechsum.models.composed import ComposedSpeechLLM
+    from tests.conftest import tiny_backbone_args
+
+    args = {**tiny_backbone_args(), "policy": None}
+    model = ComposedSpeechLLM(**{**args, "end_of_turn": "<|im_end|>"})
+    ids, mask = model.processor.encode_responses(["do re"])
+    assert model.processor.tokenizer.decode(ids[0][mask[0].bool()]) == "do re<|im_end|>"
+    assert ComposedSpeechLLM(**{**args, "end_of_turn": None}).processor.end_of_turn == "<|endoftext|>"
+
+
+SPECIAL_TOKEN_TEXT = ("a special token of the model's tokenizer: it would be read as that token, not as text (it "
+                      "could end the turn or add an audio position); remove or rewrite it")
+
+
+@pytest.mark.parametrize(("setting", "text", "message"), [
+    # "93 audio placeholders but 90 audio frames", a traceback at the first batch
+    ("user_prompt", "<|audio|>{audio}\n{instruction}", "user_prompt: holds '<|audio|>' (at character 0), "),
+    ("system_prompt", "Listen: <|audio|>", "system_prompt: holds '<|audio|>' (at character 8), "),
+    # closed the system turn early without a word
+    ("system_prompt", "Be brief.<|im_end|>", "system_prompt: holds '<|im_end|>' (at character 9), "),
+])
+def test_a_prompt_setting_holding_a_special_token_is_refused_when_built(setting, text, message):
+    from speechsum.models.composed import ComposedSpeechLLM
+    from speechsum.utils.arguments import ConfigFieldError
+    from tests.conftest import tiny_backbone_args
+
+    with pytest.raises(ConfigFieldError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, setting: text})
+    assert str(info.value) == message + SPECIAL_TOKEN_TEXT
+    assert (info.value.field, info.value.value) == (setting, text)
 
 
 def test_attn_implementation_is_chosen_and_gives_the_same_logprobs(tiny_composed):

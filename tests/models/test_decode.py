@@ -14,8 +14,8 @@ from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.models import decode as decode_module
 from speechsum.models import static_decoder
 from speechsum.models.base import SpeechLLM, sequence_positions
-from speechsum.models.composed import ComposedSpeechLLM, drop_compressed_audio
-from speechsum.models.decode import Prompt, decode, fast_path_reason, left_packed_order
+from speechsum.models.composed import ComposedSpeechLLM
+from speechsum.models.decode import Prompt, decode, drop_compressed_audio, fast_path_reason, left_packed_order
 from speechsum.models.policy import TrainingPolicy
 from speechsum.models.sampling import NucleusFilter, sampling_processors
 from speechsum.models.static_decoder import StaticCacheDecoder

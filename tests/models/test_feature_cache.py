@@ -50,6 +50,18 @@ def test_content_key_is_waveform_and_rate():
     assert audio_content_key(wave, 16000) != audio_content_key(wave[:-1], 16000)
 
 
+@pytest.mark.parametrize("below", ["", "sub/dir"])
+def test_a_cache_folder_that_is_a_file_is_refused_when_the_model_is_built(tmp_path, below):
+    """It was '[Errno 20] Not a directory: FILE/<encoder id>' at the first batch, naming no setting."""
+    (tmp_path / "cache").write_text("not a folder")
+    root = tmp_path / "cache" / below if below else tmp_path / "cache"
+    with pytest.raises(NotADirectoryError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, "feature_cache": str(root)})
+    assert str(info.value) == (f"feature_cache {root}: {tmp_path / 'cache'} is a file, not a folder: give a folder for "
+                               "the cache (or null for none)")
+    assert EncoderFeatureCache(tmp_path / "new" / "cache").root == tmp_path / "new" / "cache"  # made when written
+
+
 def test_hits_misses_and_same_outputs_as_without_cache(tmp_path):
     model = build(tmp_path)
     batch = SpeechCollator(model.processor)(items())

@@ -151,6 +151,14 @@ def test_a_mistake_in_a_stages_overrides_is_one_line_naming_the_file_stage_and_k
     assert checked(tmp_path, config) == message
 
 
+def test_a_seed_numpy_cannot_take_is_named_before_the_run(tmp_path):
+    """Lightning's seed_everything raised "-1 is not in bounds, numpy accepts ..." (a traceback) when the stage began."""
+    config = copy.deepcopy(DEFAULT)
+    config["stages"]["sft"]["overrides"]["seed_everything"] = -1
+    assert checked(tmp_path, config) == ("stages.sft.overrides.seed_everything must be an integer from 0 to 4294967295 "
+                                         "(what numpy's seeding takes), true for a random seed, or false, got -1")
+
+
 def test_a_mistake_in_a_stages_own_config_file_names_that_file(tmp_path):
     own = tmp_path / "my_dpo.yaml"
     dpo = yaml.safe_load((CONFIGS / "dpo.yaml").read_text())

@@ -36,7 +36,13 @@ from speechsum.stages.kd.remote_scores import (
     short_top_warning,
 )
 from speechsum.stages.kd.teacher_base import Teacher, TeacherScores, check_vocab, require_transcripts
-from speechsum.utils.arguments import ConfigError, base_url_problem, check_key_variable
+from speechsum.utils.arguments import (
+    ConfigError,
+    base_url_problem,
+    check_count,
+    check_key_variable,
+    check_number,
+)
 from speechsum.utils.chat_json import no_text_notes
 from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, fetch_reply, first_choice
@@ -78,7 +84,13 @@ class HFTeacher(Teacher):
         init_seed: int = 0,
     ):
         from speechsum.models.text_llm import TextLLM
+        from speechsum.utils.devices import check_device
 
+        if device is not None:  # before the model loads: "Torch not compiled with CUDA enabled" was a traceback
+            try:
+                check_device(device, "HFTeacher device")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         self.lm = TextLLM(
             llm=model,
             tokenizer=tokenizer,
@@ -88,7 +100,7 @@ class HFTeacher(Teacher):
             dtype=dtype,
             init_seed=init_seed,
         )
-        if dtype is not None:
+        if dtype not in (None, "auto"):  # checked by TextLLM
             self.lm.to(getattr(torch, dtype))
         self.lm.eval()
         self.device = torch.device(device) if device else None
@@ -194,6 +206,13 @@ class OpenAICompatibleTeacher(Teacher):
         check_key_variable("OpenAICompatibleTeacher api_key_env", api_key_env)
         if base_url is not None and (problem := base_url_problem(base_url)):  # was found at the first training step
             raise ConfigError(f"OpenAICompatibleTeacher base_url {problem}")
+        if not isinstance(model, str) or not model.strip():  # every request was refused by the server
+            raise ConfigError(f"OpenAICompatibleTeacher model must name the model the endpoint serves, got {model!r}")
+        # each was taken and failed at the first training step (or, for a timeout, retried until unreachable)
+        for name, count in (("top_k", top_k), ("max_workers", max_workers), ("attempts", attempts)):
+            check_count(f"OpenAICompatibleTeacher {name}", count, 1)
+        check_number("OpenAICompatibleTeacher timeout", timeout, 0.0, low_open=True, note=" (seconds per request)")
+        check_number("OpenAICompatibleTeacher summary_temperature", summary_temperature, 0.0, note=" (0: greedy)")
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.tokenizer_name, self.top_k, self.scoring = tokenizer, top_k, scoring
         self.system_prompt, self.max_workers = system_prompt, max_workers
