@@ -44,6 +44,7 @@ from speechsum.utils.arguments import (
 from speechsum.utils.chat_json import check_not_all_refused
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
+    check_cache_path,
     check_input_file,
     check_not_an_input,
     check_output_path,
@@ -311,6 +312,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_input_file(args.ckpt, "--ckpt")
     check_input_file(args.config, "--config")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    for name in ("samples.jsonl", "verdicts.jsonl"):
+        check_cache_path(cache_dir / name, "--cache", [("--manifest", args.manifest)], [("--out", out)])
     fresh_cache = not cache_dir.exists()  # not left behind empty by a run that fails before sampling
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:
