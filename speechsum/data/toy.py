@@ -25,6 +25,7 @@ INSTRUCTIONS = {
     "first": ("What was the first word?", "Name the opening word."),
 }
 SAMPLE_RATES = (16_000, 22_050, 8_000)
+TOY_REFERENCE_STARTS = ("The first word", "Words:")  # how summary_for's two kinds of answer begin
 WORD_SECONDS, GAP_SECONDS = 0.25, 0.05
 
 
@@ -93,13 +94,17 @@ def score_predictions(path: str | Path) -> dict[str, float]:
         bad = [key for key in ("prediction", "reference") if not isinstance(row, dict) or not isinstance(row.get(key), str)]
         if bad:
             raise ValueError(f"{path}:{number}: needs string field(s) {', '.join(bad)} (a `speechsum predict` row)")
+        if not row["reference"].startswith(TOY_REFERENCE_STARTS):  # other data scored 0.0x, looking like a bad model
+            raise ValueError(f"{path}:{number}: reference {row['reference'][:60]!r} is not one of the toy set's "
+                             "('The first word was …' or 'Words: …'): toyscore scores predictions on `speechsum "
+                             "toydata` data; score other data with `speechsum evaluate`")
         example = row.get("id")
         if isinstance(example, str | int) and first_line_of.setdefault(example, number) != number:
             raise ValueError(f"{path}:{number}: id {example!r} is also on line {first_line_of[example]} (each example "
                              "once: a repeated one would count twice)")
     rows = [row for _, row in numbered]
-    first = [r for r in rows if r["reference"].startswith("The first word")]
-    lists = [r for r in rows if r["reference"].startswith("Words:")]
+    first = [r for r in rows if r["reference"].startswith(TOY_REFERENCE_STARTS[0])]
+    lists = [r for r in rows if r["reference"].startswith(TOY_REFERENCE_STARTS[1])]
     f1_scores = []
     for row in lists:
         said = {w for w in WORDS if w in row["prediction"]}

@@ -63,16 +63,21 @@ def test_toydata_refuses_empty_splits(tmp_path, counts):
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "predictions.jsonl: no predictions (an empty file)"),
-    (b'{"prediction": "x", "reference": "y"}\n{oops\n', "predictions.jsonl:2: invalid JSON"),
+    (b'{"prediction": "x", "reference": "Words: echo."}\n{oops\n', "predictions.jsonl:2: invalid JSON"),
     (b'{"prediction": "x"}\n', "predictions.jsonl:1: needs string field(s) reference (a `speechsum predict` row)"),
     (b'[1]\n', "predictions.jsonl:1: needs string field(s) prediction, reference"),
     (b'{"prediction": "caf\xe9"}\n', "predictions.jsonl:1: not valid UTF-8: byte(s) e9 at byte offset 19"),
     # the line in the file, blank lines counted (was the row's place: line 2)
-    (b'\n{"prediction": "x", "reference": "y"}\n\n\n{"prediction": null, "reference": "y"}\n',
+    (b'\n{"prediction": "x", "reference": "Words: echo."}\n\n\n{"prediction": null, "reference": "Words: echo."}\n',
      "predictions.jsonl:5: needs string field(s) prediction"),
     # a repeated example counted twice before
-    (b'{"id": "a", "prediction": "x", "reference": "y"}\n{"id": "a", "prediction": "x", "reference": "y"}\n',
+    (b'{"id": "a", "prediction": "x", "reference": "Words: echo."}\n{"id": "a", "prediction": "x", "reference": "Words: echo."}\n',
      "predictions.jsonl:2: id 'a' is also on line 1 (each example once: a repeated one would count twice)"),
+    # predictions on other data (a benchmark's) were scored: exact match 0.0x, as if the model were bad
+    (b'{"prediction": "x", "reference": "Words: echo."}\n{"prediction": "x", "reference": "In this meeting, Tom decided."}\n',
+     "predictions.jsonl:2: reference 'In this meeting, Tom decided.' is not one of the toy set's ('The first word was "
+     "\u2026' or 'Words: \u2026'): toyscore scores predictions on `speechsum toydata` data; score other data with "
+     "`speechsum evaluate`"),
 ])
 def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, message):
     from speechsum.data.toy import score_main
