@@ -186,6 +186,15 @@ def check_input_file(path: str | Path, option: str) -> None:
         raise FileNotFoundError(f"{option} {path}: no such file")
 
 
+def check_not_a_file(path: str | Path, option: str, holds: str) -> None:
+    """Refuse an input folder (given with ``option``) that is a file, e.g. the manifest itself for
+    the folder holding it: it was reported as "FILE/train.jsonl not found"."""
+    path = Path(path)
+    if path.is_file():
+        hint = f" ({path.parent})" if path.name == holds else ""
+        raise NotADirectoryError(f"{option} {path} is a file: give the folder that holds {holds}{hint}")
+
+
 def check_can_write(path: str | Path, option: str) -> None:
     """Refuse, before any work, a file ``path`` (given with ``option``) in an existing folder where
     no file can be created (read-only, ``/proc``): :func:`atomic_path` would fail only when the work
