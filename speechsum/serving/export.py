@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -50,6 +51,8 @@ from speechsum.serving.hf_layout import (
 )
 from speechsum.serving.model_card import render_model_card
 from speechsum.utils.io import check_input_file, check_replaceable_folder, write_dir_atomically
+
+LOG = logging.getLogger(__name__)
 
 EXPORT_FILE = "speechsum_export.json"
 EXPORT_FORMAT = 1
@@ -135,6 +138,10 @@ def export_checkpoint(
         model_config = model_config_from_yaml(config)
     else:
         model_config = model_config_from_checkpoint({"hyper_parameters": hparams}, ckpt)
+    if merge_lora and not lora_layers(layout_of(model).hf_model):  # the card said "LoRA: merged into the weights"
+        LOG.warning("speechsum export: %s has no LoRA adapters: --merge-lora has nothing to merge (the weights are "
+                    "exported as they are)", ckpt)
+        merge_lora = False
     card = render_model_card(Path(ckpt), hparams, model_config, merge_lora)
     return export_model(model, model_config, out, merge_lora=merge_lora, card=card)
 
