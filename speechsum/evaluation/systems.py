@@ -26,7 +26,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from speechsum.models.base import SpeechLLM
-from speechsum.models.checkpoint import instantiate_speech_llm, load_speech_llm, model_config_from_yaml
+from speechsum.models.checkpoint import (
+    CheckpointError,
+    instantiate_speech_llm,
+    load_speech_llm,
+    model_config_from_yaml,
+)
 from speechsum.utils.io import read_yaml
 
 log = logging.getLogger(__name__)
@@ -166,7 +171,11 @@ def build_model(spec: SystemSpec) -> SpeechLLM:
     spec.check_source()
     path = Path(spec.path)
     if path.suffix in (".yaml", ".yml"):
-        model = instantiate_speech_llm(model_config_from_yaml(path))
+        model_config = model_config_from_yaml(path)
+        try:
+            model = instantiate_speech_llm(model_config)
+        except CheckpointError as err:  # name the YAML, as load_speech_llm names the checkpoint
+            raise CheckpointError(f"system {spec.name!r}: {path}: {err}") from None
         spec.stage = spec.stage or "base"
     elif path.suffix == ".ckpt":
         model, hparams = load_speech_llm(path, spec.config)

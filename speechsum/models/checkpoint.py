@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +153,11 @@ def model_config_from_yaml(path: str | Path) -> dict:
 
 def model_config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> dict:
     """``hyper_parameters["model"]`` (saved when the stage was built by the Lightning CLI)."""
-    model_config = checkpoint.get("hyper_parameters", {}).get("model")
+    hparams = checkpoint.get("hyper_parameters")
+    model_config = hparams.get("model") if isinstance(hparams, dict) else None  # a list was an AttributeError
     if not isinstance(model_config, dict):
-        raise CheckpointError(f"{path}: the checkpoint does not record its model config; pass its config.yaml")
+        raise CheckpointError(f"{path}: the checkpoint does not record its model config; pass the config.yaml it was "
+                              "trained with (--config)")
     return json.loads(json.dumps(model_config, default=str))  # plain JSON values, as a YAML gives
 
 
@@ -165,7 +169,11 @@ def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
     import_backbones()
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SpeechLLM, "model", fail_untyped=False)
-    config = parser.parse_object({"model": current_class_paths(model_config)})
+    try:
+        config = parser.parse_object({"model": current_class_paths(model_config)})
+    except ArgumentError as err:  # was a traceback ending in jsonargparse's dump of the union's subtypes
+        raise CheckpointError(f"model config {model_config.get('class_path')!r} is not a speechsum backbone it can "
+                              f"build ({_first_reason(str(err))}); give the config it was trained with") from None
     try:
         return parser.instantiate_classes(config).model
     except ValueError as err:  # jsonargparse buries the constructor's own error in a dump of the config
@@ -179,6 +187,13 @@ def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
                 f"({type(err.__cause__).__name__}: {err.__cause__})"
             ) from None
         raise CheckpointError(f"{model_config.get('class_path')}: {err.__cause__}") from err.__cause__
+
+
+def _first_reason(message: str) -> str:
+    """The SpeechLLM reason in jsonargparse's "Does not validate against any of the Union
+    subtypes" error (not the NoneType one), on one line."""
+    found = re.search(r"Errors:\n\s*- (.*?)\n\s*- Expected a <class 'NoneType'>", message, re.DOTALL)
+    return " ".join((found.group(1) if found else message).split())
 
 
 def missing_folders(init_args: dict) -> list[str]:
@@ -241,7 +256,8 @@ def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple
     the checkpoint's own hyperparameters; every trainable weight must come from the checkpoint."""
     checkpoint = read_checkpoint(path)
     require_rebuildable(checkpoint, path)
-    hparams = current_class_paths(checkpoint.get("hyper_parameters") or {})
+    saved = checkpoint.get("hyper_parameters")
+    hparams = current_class_paths(saved if isinstance(saved, dict) else {})
     if config is not None:
         model_config, built_from = model_config_from_yaml(config), f"the model built from {config}"
     else:
