@@ -28,6 +28,7 @@ from pathlib import Path
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import (
     CheckpointError,
+    UnbuildableModelConfig,
     instantiate_speech_llm,
     load_speech_llm,
     model_config_from_yaml,
@@ -174,8 +175,9 @@ def build_model(spec: SystemSpec) -> SpeechLLM:
         model_config = model_config_from_yaml(path)
         try:
             model = instantiate_speech_llm(model_config)
-        except CheckpointError as err:  # name the YAML, as load_speech_llm names the checkpoint
-            raise CheckpointError(f"system {spec.name!r}: {path}: {err}") from None
+        except UnbuildableModelConfig as err:  # name the YAML, as load_speech_llm names the checkpoint
+            raise CheckpointError(f"system {spec.name!r}: {path}: {err}; give a stage config whose model is a "
+                                  "speechsum backbone (e.g. configs/sft_tiny.yaml)") from None
         spec.stage = spec.stage or "base"
     elif path.suffix == ".ckpt":
         model, hparams = load_speech_llm(path, spec.config)

@@ -65,6 +65,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used (unreadable, not a stage checkpoint, weights that do not fit
     the model); the message names the file and what to do."""
 
+
+class UnbuildableModelConfig(CheckpointError):
+    """A model config jsonargparse cannot build (unknown class or option); callers add what to do."""
+
 def current_class_path(class_path: str) -> str:
     """``class_path`` under today's layout: a whole class path in :data:`LEGACY_MODULES`, else its
     module (everything before the last dot) looked up there; anything else is returned unchanged."""
@@ -172,8 +176,8 @@ def instantiate_speech_llm(model_config: dict) -> SpeechLLM:
     try:
         config = parser.parse_object({"model": current_class_paths(model_config)})
     except ArgumentError as err:  # was a traceback ending in jsonargparse's dump of the union's subtypes
-        raise CheckpointError(f"model config {model_config.get('class_path')!r} is not a speechsum backbone it can "
-                              f"build ({_first_reason(str(err))}); give the config it was trained with") from None
+        raise UnbuildableModelConfig(f"model config {model_config.get('class_path')!r} is not a speechsum backbone "
+                                     f"it can build ({_first_reason(str(err))})") from None
     try:
         return parser.instantiate_classes(config).model
     except ValueError as err:  # jsonargparse buries the constructor's own error in a dump of the config
@@ -264,6 +268,9 @@ def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple
         model_config, built_from = model_config_from_checkpoint(checkpoint, path), "its saved model config"
     try:
         model = instantiate_speech_llm(model_config)
+    except UnbuildableModelConfig as err:
+        advice = "give the config it was trained with" if config else "pass the config.yaml it was trained with (--config)"
+        raise CheckpointError(f"{path}: {err}; {advice}") from None
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     try:

@@ -186,14 +186,14 @@ def test_weights_match_across_lora_wrapping_and_must_fit(tiny_composed):
                             "with (--config)"),
     # a saved model config jsonargparse cannot build: was its traceback, ending in a dump of the union's subtypes
     ({"model": {"class_path": "nope.Nope"}}, "model config 'nope.Nope' is not a speechsum backbone it can build "
-     "(Problem with given class_path 'nope.Nope': No module named 'nope'); give the config it was trained with"),
+     "(Problem with given class_path 'nope.Nope': No module named 'nope'); pass the config.yaml it was trained with (--config)"),
     ({"model": {"class_path": "speechsum.models.composed.ComposedSpeechLLM", "init_args": {"bogus": 1}}},
      "model config 'speechsum.models.composed.ComposedSpeechLLM' is not a speechsum backbone it can build (Problem "
-     "with given class_path 'speechsum.models.composed.ComposedSpeechLLM': Option 'bogus' is not accepted); give the "
-     "config it was trained with"),
+     "with given class_path 'speechsum.models.composed.ComposedSpeechLLM': Option 'bogus' is not accepted); pass the "
+     "config.yaml it was trained with (--config)"),
     ({"model": {"class_path": "torch.nn.Linear"}}, "model config 'torch.nn.Linear' is not a speechsum backbone it can "
-     "build (Import path torch.nn.Linear does not correspond to a subclass of SpeechLLM); give the config it was "
-     "trained with"),
+     "build (Import path torch.nn.Linear does not correspond to a subclass of SpeechLLM); pass the config.yaml it was "
+     "trained with (--config)"),
 ])
 def test_a_checkpoint_whose_saved_model_config_cannot_be_built_is_one_clear_error(tmp_path, hyper_parameters, message):
     ckpt = tmp_path / "stage.ckpt"
@@ -210,4 +210,5 @@ def test_an_evaluated_student_yaml_naming_no_backbone_is_named(tmp_path):
         build_model(SystemSpec(kind="student", name="base", path=str(config)))
     assert str(caught.value) == (f"system 'base': {config}: model config 'torch.nn.Linear' is not a speechsum backbone "
                                  "it can build (Import path torch.nn.Linear does not correspond to a subclass of "
-                                 "SpeechLLM); give the config it was trained with")
+                                 "SpeechLLM); give a stage config whose model is a speechsum backbone (e.g. "
+                                 "configs/sft_tiny.yaml)")
