@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 from argparse import ArgumentError
@@ -124,6 +125,12 @@ def check_training_checkpoint(path: str, named: str | None = None) -> None:
     """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
     Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
     named = named or path
+    if os.path.isdir(path):  # was "[Errno 21] Is a directory"
+        folder = Path(path)
+        found = sorted([*folder.glob("*.ckpt"), *folder.glob("checkpoints/*.ckpt")], key=lambda f: f.name != "last.ckpt")
+        example = str(found[0]) if found else f"{path}/checkpoints/last.ckpt"
+        raise CheckpointError(f"ckpt_path {named} is a folder: give a checkpoint file, e.g. {example}"
+                              + ("" if found else " (there is no .ckpt in it)"))
     try:
         checkpoint = read_checkpoint(path, mmap=True)
     except (OSError, ValueError):
