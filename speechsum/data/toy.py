@@ -9,6 +9,7 @@ to exercise loading and resampling. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 
@@ -142,6 +143,24 @@ def score_main(argv: list[str] | None = None) -> None:
         print(f"  {name:<20} {'n/a (no examples of this kind)' if value is None else f'{value:.3f}'}")
 
 
+def check_no_other_manifests(out: Path) -> None:
+    """Refuse an ``--out`` holding a train/val/test manifest that is not the toy set's (its first
+    line no toy answer): ``toydata --out runs/x/data`` replaced a benchmark's manifests silently."""
+    for split in ("train", "val", "test"):
+        path = out / f"{split}.jsonl"
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = next((line for line in handle if line.strip()), "")
+        try:
+            summary = json.loads(first).get("summary") if first else ""
+        except (ValueError, AttributeError):
+            summary = None
+        if first and not (isinstance(summary, str) and summary.startswith(TOY_REFERENCE_STARTS)):
+            raise SystemExit(f"speechsum toydata: --out {out}: {path} is not a toy-set manifest and would be "
+                             "replaced; give a new or empty folder (or an earlier toydata folder)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="speechsum toydata",
@@ -154,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     check_output_path(args.out, "--out", folder=True)
+    check_no_other_manifests(Path(args.out))
     paths = write_toy_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")

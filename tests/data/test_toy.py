@@ -116,3 +116,22 @@ def test_an_interrupted_write_leaves_no_cut_wav(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("refused")
     assert sorted(p.name for p in (tmp_path / "toy").rglob("*")) == ["audio"]
+
+
+def test_toydata_never_replaces_another_data_sets_manifests(tmp_path):
+    """``toydata --out runs/x/data`` replaced a benchmark's train/val/test.jsonl silently."""
+    from speechsum.data.toy import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    benchmark_line = json.dumps({"id": "b1", "audio": "audio/test-000000.wav", "summary": "Tom decided."}) + "\n"
+    (data / "test.jsonl").write_text(benchmark_line)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(data), "--train", "2", "--val", "1", "--test", "1"])
+    assert stop.value.code == (f"speechsum toydata: --out {data}: {data / 'test.jsonl'} is not a toy-set manifest and "
+                               "would be replaced; give a new or empty folder (or an earlier toydata folder)")
+    assert sorted(p.name for p in data.iterdir()) == ["test.jsonl"]
+    assert (data / "test.jsonl").read_text() == benchmark_line
+    main(["--out", str(tmp_path / "toy"), "--train", "2", "--val", "1", "--test", "1"])
+    main(["--out", str(tmp_path / "toy"), "--train", "3", "--val", "1", "--test", "1"])  # an earlier toy set is replaced
+    assert len((tmp_path / "toy" / "train.jsonl").read_text().splitlines()) == 3
