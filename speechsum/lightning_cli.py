@@ -111,6 +111,9 @@ class SpeechSumCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_last_checkpoint()
+        if self.config.get(self.subcommand, {}).get("ckpt_path") == "best":
+            refuse_best(self.subcommand, [str(c.dirpath) for c in self.trainer.checkpoint_callbacks
+                                          if getattr(c, "dirpath", None)])
 
     before_validate = before_test = before_predict = before_fit
 
@@ -177,6 +180,21 @@ def refuse_missing_last(subcommand: str, found: set[str], folders: list[str]) ->
             f"ckpt_path last: no last checkpoint in {', '.join(folders) or 'any checkpoint folder (no ModelCheckpoint)'}, "
             f"so {subcommand} would run the untrained model; run `speechsum fit` with this config first (a "
             "ModelCheckpoint with save_last), or pass --ckpt_path FILE")
+
+
+def refuse_best(subcommand: str, folders: list[str]) -> None:
+    """``--ckpt_path best``: Lightning knows the best checkpoint only within the ``fit`` run that saved
+    it (``ModelCheckpoint.best_model_path``); a new command always failed, in a traceback saying the
+    callback was "not configured to save the best model" (also when it was)."""
+    from speechsum.models.checkpoint import CheckpointError
+
+    saved = [path for folder in folders if os.path.isdir(folder) for path in whole_checkpoints(folder)
+             if not os.path.basename(path).startswith("last")]
+    example = f"e.g. {saved[-1]}, the newest in {os.path.dirname(saved[-1])}" if saved else \
+        f"a checkpoint of {', '.join(folders) or 'the run'}"
+    raise CheckpointError(f"ckpt_path best: which checkpoint was best is known only inside the fit run that saved it, "
+                          f"not to a new `speechsum {subcommand}`; pass --ckpt_path FILE ({example}; its name says "
+                          "its epoch and step) or --ckpt_path last")
 
 
 def whole_checkpoints(folder: str) -> list[str]:

@@ -44,6 +44,7 @@ from speechsum.utils.arguments import (
 from speechsum.utils.chat_json import check_not_all_refused
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
+    check_cache_path,
     check_input_file,
     check_not_an_input,
     check_output_path,
@@ -201,6 +202,17 @@ def sample_summaries(
     return len(todo) - len(skipped), skipped
 
 
+def cached_samples(cache: JsonlCache, key: str) -> list[str]:
+    """The summaries cached under ``key``, checked: an entry whose ``samples`` were text, not a list
+    of texts, was judged letter by letter."""
+    samples = cache.get(key).get("samples")
+    if not (isinstance(samples, list) and samples and all(isinstance(s, str) for s in samples)):
+        shown = json.dumps(samples, ensure_ascii=False)[:200]
+        raise ValueError(f"{cache.path}: the entry with key {key}: samples must be a list of summary texts, got "
+                         f"{shown}. Remove that line or the file to rebuild the cache.")
+    return list(samples)
+
+
 # -- judging -------------------------------------------------------------------------------------
 def distinct(samples: list[str]) -> list[str]:
     return [s for s in dict.fromkeys(s.strip() for s in samples) if s]
@@ -222,7 +234,7 @@ def judge_example(judge: PairwiseJudge, cache: JsonlCache, item: JudgeInput, sam
         key = cache_key("pair", item.id, judged_input, text_hash(texts[i]), text_hash(texts[j]), judge.identity)
         hit = cache.get(key)
         if hit is not None:
-            verdicts[i, j] = PairVerdict(hit["winner"], hit["reasons"], hit["details"])
+            verdicts[i, j] = PairVerdict.from_cache(hit, f"{cache.path}: the entry with key {key}")
             continue
         verdict = judge.compare(item, texts[i], texts[j])
         if not verdict.judged:
@@ -300,6 +312,8 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_input_file(args.ckpt, "--ckpt")
     check_input_file(args.config, "--config")
     cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    for name in ("samples.jsonl", "verdicts.jsonl"):
+        check_cache_path(cache_dir / name, "--cache", [("--manifest", args.manifest)], [("--out", out)])
     fresh_cache = not cache_dir.exists()  # not left behind empty by a run that fails before sampling
     samples_cache, verdicts_cache = JsonlCache(cache_dir / "samples.jsonl"), JsonlCache(cache_dir / "verdicts.jsonl")
     try:
@@ -318,7 +332,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
 
         def judge_one(example: Example) -> dict:
             item = JudgeInput(example.id, example.instruction, example.transcript, example.meta)
-            samples = list(samples_cache.get(keys[example.id])["samples"])
+            samples = cached_samples(samples_cache, keys[example.id])
             if getattr(args, "add_reference", False) and example.summary:
                 samples.append(example.summary)
             result = judge_example(judge, verdicts_cache, item, samples, args.pairing)

@@ -122,3 +122,21 @@ def test_resuming_mid_epoch_on_another_train_manifest_is_refused(tmp_path, toy_d
     assert "resumes epoch 0 after its batch 3, but the training data or batching changed" in err
     cli = lightning_cli(["fit", "--config", str(config), "--ckpt_path", "last"])  # the same data: resumes
     assert cli.trainer.global_step > 3
+
+
+def test_a_folder_or_best_as_ckpt_path_names_a_checkpoint_file_to_give(tmp_path, toy_data, capsys):
+    """A folder was "[Errno 21] Is a directory"; `best` always failed in a new command (Lightning knows
+    the best only inside the fit run), in a traceback saying ModelCheckpoint was "not configured"."""
+    config = run_config(tmp_path, toy_data)
+    err = error_of(capsys, ["validate", "--config", str(config), "--ckpt_path", str(tmp_path)])
+    assert (f"error: ckpt_path {tmp_path} is a folder: give a checkpoint file, e.g. "
+            f"{tmp_path}/checkpoints/last.ckpt (there is no .ckpt in it)\n") in err
+    last = trained(config)
+    err = error_of(capsys, ["validate", "--config", str(config), "--ckpt_path", str(tmp_path / "run")])
+    assert f"error: ckpt_path {tmp_path / 'run'} is a folder: give a checkpoint file, e.g. {last}\n" in err
+    saved = sorted(p for p in last.parent.glob("*.ckpt") if p.name != "last.ckpt")
+    for command in ("validate", "test"):
+        err = error_of(capsys, [command, "--config", str(config), "--ckpt_path", "best"])
+        assert (f"error: ckpt_path best: which checkpoint was best is known only inside the fit run that saved it, not "
+                f"to a new `speechsum {command}`; pass --ckpt_path FILE (e.g. {saved[-1]}, the newest in "
+                f"{last.parent}; its name says its epoch and step) or --ckpt_path last\n") in err

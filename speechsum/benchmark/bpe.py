@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerFast
 
 from speechsum.models.tokenizer import AUDIO_TOKEN, BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
 from speechsum.utils.arguments import at_least
-from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
+from speechsum.utils.io import check_not_a_file, check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SPECIAL_TOKENS = (*BYTE_TOKENIZER_SPECIALS, AUDIO_TOKEN)  # endoftext, pad, im_start, im_end, audio
 TEXT_FIELDS = ("transcript", "instruction", "summary")
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     check_replaceable_folder(args.out, "--out", "tokenizer.json", "tokenizer")
+    check_not_a_file(args.data, "--data", "train.jsonl")
     texts = manifest_texts(Path(args.data) / "train.jsonl")
     tokenizer = train_bpe_tokenizer(texts, args.vocab_size, args.out)
     sample = texts[0]

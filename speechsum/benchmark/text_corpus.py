@@ -48,7 +48,7 @@ from speechsum.benchmark.lexicon import WORLDS
 from speechsum.data.transcripts import spoken_text
 from speechsum.utils.arguments import at_least
 from speechsum.utils.arguments import share as share_arg
-from speechsum.utils.io import check_replaceable_folder, jsonl_lines, write_dir_atomically
+from speechsum.utils.io import check_not_a_file, check_replaceable_folder, jsonl_lines, write_dir_atomically
 
 SILENCE = "silence.wav"
 SILENCE_RATE = 16000
@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as err:
         parser.error(str(err))
     try:
+        check_not_a_file(args.data, "--data", "train.jsonl")
         out = write_text_corpus(args.data, args.out, args.documents, args.instructions, args.seed,
                                 args.unseen_share, args.xling_share, args.world, args.unlabeled_share)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         parser.error(str(err))
     lines = sum(1 for _ in (out / "train.jsonl").open(encoding="utf-8"))
     print(f"text corpus: {lines} training lines → {out / 'train.jsonl'}")

@@ -9,6 +9,7 @@ to exercise loading and resampling. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 
@@ -25,6 +26,7 @@ INSTRUCTIONS = {
     "first": ("What was the first word?", "Name the opening word."),
 }
 SAMPLE_RATES = (16_000, 22_050, 8_000)
+TOY_REFERENCE_STARTS = ("The first word", "Words:")  # how summary_for's two kinds of answer begin
 WORD_SECONDS, GAP_SECONDS = 0.25, 0.05
 
 
@@ -93,13 +95,17 @@ def score_predictions(path: str | Path) -> dict[str, float]:
         bad = [key for key in ("prediction", "reference") if not isinstance(row, dict) or not isinstance(row.get(key), str)]
         if bad:
             raise ValueError(f"{path}:{number}: needs string field(s) {', '.join(bad)} (a `speechsum predict` row)")
+        if not row["reference"].startswith(TOY_REFERENCE_STARTS):  # other data scored 0.0x, looking like a bad model
+            raise ValueError(f"{path}:{number}: reference {row['reference'][:60]!r} is not one of the toy set's "
+                             "('The first word was …' or 'Words: …'): toyscore scores predictions on `speechsum "
+                             "toydata` data; score other data with `speechsum evaluate`")
         example = row.get("id")
         if isinstance(example, str | int) and first_line_of.setdefault(example, number) != number:
             raise ValueError(f"{path}:{number}: id {example!r} is also on line {first_line_of[example]} (each example "
                              "once: a repeated one would count twice)")
     rows = [row for _, row in numbered]
-    first = [r for r in rows if r["reference"].startswith("The first word")]
-    lists = [r for r in rows if r["reference"].startswith("Words:")]
+    first = [r for r in rows if r["reference"].startswith(TOY_REFERENCE_STARTS[0])]
+    lists = [r for r in rows if r["reference"].startswith(TOY_REFERENCE_STARTS[1])]
     f1_scores = []
     for row in lists:
         said = {w for w in WORDS if w in row["prediction"]}
@@ -137,6 +143,24 @@ def score_main(argv: list[str] | None = None) -> None:
         print(f"  {name:<20} {'n/a (no examples of this kind)' if value is None else f'{value:.3f}'}")
 
 
+def check_no_other_manifests(out: Path) -> None:
+    """Refuse an ``--out`` holding a train/val/test manifest that is not the toy set's (its first
+    line no toy answer): ``toydata --out runs/x/data`` replaced a benchmark's manifests silently."""
+    for split in ("train", "val", "test"):
+        path = out / f"{split}.jsonl"
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = next((line for line in handle if line.strip()), "")
+        try:
+            summary = json.loads(first).get("summary") if first else ""
+        except (ValueError, AttributeError):
+            summary = None
+        if first and not (isinstance(summary, str) and summary.startswith(TOY_REFERENCE_STARTS)):
+            raise SystemExit(f"speechsum toydata: --out {out}: {path} is not a toy-set manifest and would be "
+                             "replaced; give a new or empty folder (or an earlier toydata folder)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="speechsum toydata",
@@ -149,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     check_output_path(args.out, "--out", folder=True)
+    check_no_other_manifests(Path(args.out))
     paths = write_toy_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")

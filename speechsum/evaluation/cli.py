@@ -24,7 +24,7 @@ from speechsum.utils.arguments import (
     positive_seconds,
     sampling_temperature,
 )
-from speechsum.utils.io import check_input_file, check_output_path, read_jsonl, write_atomic
+from speechsum.utils.io import check_cache_path, check_input_file, check_output_path, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -317,6 +317,10 @@ def evaluate_main(argv: list[str]) -> None:
     for spec in specs:
         spec.check_source()  # all of them before the first runs
     manifests = _manifests(args)
+    for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
+        if path:
+            check_cache_path(path, option, [*((f"--manifest (split {s})", p) for s, p in manifests.items()),
+                                            ("--systems", args.systems)])
     apply_system_splits(specs, args.system_splits, manifests)
     out = Path(args.out)
     if args.encode_only:

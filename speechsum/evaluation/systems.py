@@ -26,7 +26,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from speechsum.models.base import SpeechLLM
-from speechsum.models.checkpoint import instantiate_speech_llm, load_speech_llm, model_config_from_yaml
+from speechsum.models.checkpoint import (
+    instantiate_speech_llm,
+    load_speech_llm,
+    model_config_from_yaml,
+)
 from speechsum.utils.io import read_yaml
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,7 @@ class SystemSpec:
         (cheap: no weights are read), so that ``evaluate`` refuses it before any system runs."""
         if not str(self.path).strip():  # Path("") is the working folder: it was ". is not a .ckpt"
             raise ValueError(f"system {self.name!r}: no path given; write KIND:NAME:PATH")
+        self.check_extra_paths()
         path = Path(self.path)
         if path.suffix in (".yaml", ".yml", ".ckpt") and path.is_file():
             return
@@ -125,6 +130,18 @@ class SystemSpec:
             f"system {self.name!r}: {path} is not a .ckpt, a .yaml config"
             + (" or a model directory" if self.kind != "student" else " (students need a checkpoint or config)")
         )
+
+
+    def check_extra_paths(self) -> None:
+        """``config`` a file, ``asr_model`` (written as a local path) a folder: they failed only
+        when the system ran, naming neither field nor system ('[Errno 2] …', 'Repo id must use …')."""
+        if self.config is not None and not Path(self.config).is_file():
+            raise ValueError(f"system {self.name!r}: config {self.config}: no such file (a stage config to rebuild "
+                             "the student from; leave it out to use the checkpoint's own)")
+        local = str(self.asr_model or "").startswith(("/", "./", "../", "~"))
+        if local and not Path(self.asr_model).expanduser().is_dir():
+            raise ValueError(f"system {self.name!r}: asr_model {self.asr_model}: no such folder (a Whisper model "
+                             "folder; leave it out for the bundled Whisper tiny.en)")
 
 
 def load_systems_file(path: str | Path) -> list[SystemSpec]:

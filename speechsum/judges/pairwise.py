@@ -51,6 +51,17 @@ class PairVerdict:
     def judged(self) -> bool:
         return self.winner is not None
 
+    @classmethod
+    def from_cache(cls, value: dict, where: str) -> PairVerdict:
+        """A verdict read back from a cache (``where`` names the file and entry), checked: a
+        hand-edited or foreign entry raised a bare ``KeyError``, or a winner "C" counted as B."""
+        winner, reasons, details = value.get("winner"), value.get("reasons", ""), value.get("details", {})
+        if winner not in WINNERS or not isinstance(reasons, str) or not isinstance(details, dict):
+            shown = json.dumps(value, ensure_ascii=False)[:200]
+            raise ValueError(f"{where}: not a pair verdict (expected winner A, B or tie, text reasons and an object "
+                             f"details), got {shown}. Remove that line or the file to rebuild the cache.")
+        return cls(winner, reasons, details)
+
 
 class PairwiseJudge(ABC):
     """Compares two summaries of one input. Thread-safe ``compare``; ``calls`` counts judge work."""

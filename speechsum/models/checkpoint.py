@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from argparse import ArgumentError
 from pathlib import Path
@@ -64,6 +65,11 @@ NOT_REBUILDABLE = "speechsum_not_rebuildable"
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (unreadable, not a stage checkpoint, weights that do not fit
     the model); the message names the file and what to do."""
+
+
+class UnbuildableModelConfig(CheckpointError):
+    """A model config jsonargparse cannot build (unknown class or option); callers add what to do."""
+
 
 def current_class_path(class_path: str) -> str:
     """``class_path`` under today's layout: a whole class path in :data:`LEGACY_MODULES`, else its
@@ -120,6 +126,12 @@ def check_training_checkpoint(path: str, named: str | None = None) -> None:
     """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
     Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
     named = named or path
+    if os.path.isdir(path):  # was "[Errno 21] Is a directory"
+        folder = Path(path)
+        found = sorted([*folder.glob("*.ckpt"), *folder.glob("checkpoints/*.ckpt")], key=lambda f: f.name != "last.ckpt")
+        example = str(found[0]) if found else f"{path}/checkpoints/last.ckpt"
+        raise CheckpointError(f"ckpt_path {named} is a folder: give a checkpoint file, e.g. {example}"
+                              + ("" if found else " (there is no .ckpt in it)"))
     try:
         checkpoint = read_checkpoint(path, mmap=True)
     except (OSError, ValueError):
@@ -153,9 +165,11 @@ def model_config_from_yaml(path: str | Path) -> dict:
 
 def model_config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> dict:
     """``hyper_parameters["model"]`` (saved when the stage was built by the Lightning CLI)."""
-    model_config = checkpoint.get("hyper_parameters", {}).get("model")
+    hparams = checkpoint.get("hyper_parameters")
+    model_config = hparams.get("model") if isinstance(hparams, dict) else None  # a list was an AttributeError
     if not isinstance(model_config, dict):
-        raise CheckpointError(f"{path}: the checkpoint does not record its model config; pass its config.yaml")
+        raise CheckpointError(f"{path}: the checkpoint does not record its model config; pass the config.yaml it was "
+                              "trained with (--config)")
     return json.loads(json.dumps(model_config, default=str))  # plain JSON values, as a YAML gives
 
 
@@ -167,6 +181,9 @@ def model_config_problem(message: str, model_config: dict, source: str | Path | 
     if not isinstance(model_config.get("class_path"), str):
         return (f"{where}model.init_args.model has no class_path: add the backbone's class, e.g. class_path: "
                 "speechsum.models.composed.ComposedSpeechLLM")
+    if "does not correspond to a subclass" in message:  # jsonargparse: "expected another type, got {…}"
+        return (f"{where}model.init_args.model: {model_config['class_path']} is not a speechsum backbone (a SpeechLLM): "
+                "give one, e.g. class_path: speechsum.models.composed.ComposedSpeechLLM")
     note = unknown_key_note(message, [str(source)] if source else [], []).strip()
     return f"{where}the model config does not build: {note or ' '.join(message.split())}"
 
@@ -183,7 +200,7 @@ def instantiate_speech_llm(model_config: dict, source: str | Path | None = None)
     try:
         config = parser.parse_object({"model": current_class_paths(model_config)})
     except ArgumentError as err:  # was a traceback ending in a dump of the whole config
-        raise CheckpointError(model_config_problem(str(err), model_config, source)) from None
+        raise UnbuildableModelConfig(model_config_problem(str(err), model_config, source)) from None
     try:
         return parser.instantiate_classes(config).model
     except ValueError as err:  # jsonargparse buries the constructor's own error in a dump of the config
@@ -259,13 +276,17 @@ def load_speech_llm(path: str | Path, config: str | Path | None = None) -> tuple
     the checkpoint's own hyperparameters; every trainable weight must come from the checkpoint."""
     checkpoint = read_checkpoint(path)
     require_rebuildable(checkpoint, path)
-    hparams = current_class_paths(checkpoint.get("hyper_parameters") or {})
+    saved = checkpoint.get("hyper_parameters")
+    hparams = current_class_paths(saved if isinstance(saved, dict) else {})
     if config is not None:
         model_config, built_from = model_config_from_yaml(config), f"the model built from {config}"
     else:
         model_config, built_from = model_config_from_checkpoint(checkpoint, path), "its saved model config"
     try:
         model = instantiate_speech_llm(model_config, config)
+    except UnbuildableModelConfig as err:
+        advice = "" if config else "; pass the config.yaml it was trained with (--config)"
+        raise UnbuildableModelConfig(f"{path}: {err}{advice}") from None
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     try:

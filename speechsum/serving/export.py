@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from transformers import GenerationConfig
 
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import (
+    UnbuildableModelConfig,
     instantiate_speech_llm,
     load_speech_llm,
     model_config_from_checkpoint,
@@ -50,6 +52,8 @@ from speechsum.serving.hf_layout import (
 )
 from speechsum.serving.model_card import render_model_card
 from speechsum.utils.io import check_input_file, check_replaceable_folder, write_dir_atomically
+
+LOG = logging.getLogger(__name__)
 
 EXPORT_FILE = "speechsum_export.json"
 EXPORT_FORMAT = 1
@@ -135,6 +139,10 @@ def export_checkpoint(
         model_config = model_config_from_yaml(config)
     else:
         model_config = model_config_from_checkpoint({"hyper_parameters": hparams}, ckpt)
+    if merge_lora and not lora_layers(layout_of(model).hf_model):  # the card said "LoRA: merged into the weights"
+        LOG.warning("speechsum export: %s has no LoRA adapters: --merge-lora has nothing to merge (the weights are "
+                    "exported as they are)", ckpt)
+        merge_lora = False
     card = render_model_card(Path(ckpt), hparams, model_config, merge_lora)
     return export_model(model, model_config, out, merge_lora=merge_lora, card=card)
 
@@ -144,6 +152,33 @@ def is_exported(path: str | Path) -> bool:
     return (Path(path) / EXPORT_FILE).is_file()
 
 
+def read_export_manifest(folder: Path) -> tuple[dict, dict]:
+    """``speechsum_export.json`` of ``folder`` and the model config in it (path arguments made
+    absolute), checked: a list there was an AttributeError, a missing ``llm/`` advised ``--config``."""
+    where = folder / EXPORT_FILE
+    manifest = json.loads(where.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(manifest).__name__}; export the checkpoint again")
+    if manifest.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{folder}: export format {manifest.get('format')!r}; this speechsum reads {EXPORT_FORMAT}")
+    model, path_args, extra = manifest.get("model"), manifest.get("path_args"), manifest.get("extra")
+    if not (isinstance(model, dict) and isinstance(model.get("init_args"), dict) and isinstance(path_args, list)
+            and isinstance(extra, dict) and isinstance(manifest.get("adapter"), str | None)):
+        raise ValueError(f"{where}: not what `speechsum export` writes (model.init_args, path_args, extra, adapter); "
+                         "export the checkpoint again")
+    config = json.loads(json.dumps(model))
+    parts = [config["init_args"][key] for key in path_args if isinstance(config["init_args"].get(key), str)]
+    parts += [*extra.values(), *([manifest["adapter"]] if manifest["adapter"] else [])]
+    missing = [part for part in dict.fromkeys(map(str, parts)) if not (folder / part).exists()]
+    if missing:
+        raise ValueError(f"{folder}: an incomplete export, {', '.join(missing)} missing (a copy cut short?); export the "
+                         "checkpoint again, or copy the whole folder")
+    for key in path_args:
+        if isinstance(config["init_args"].get(key), str):
+            config["init_args"][key] = str((folder / config["init_args"][key]).resolve())
+    return manifest, config
+
+
 def load_exported(path: str | Path) -> SpeechLLM:
     """The :class:`SpeechLLM` of an exported directory, in eval mode: the same model (weights,
     prompt format, stop tokens) as the checkpoint it was exported from."""
@@ -151,14 +186,11 @@ def load_exported(path: str | Path) -> SpeechLLM:
     if not is_exported(folder):
         raise ValueError(f"{folder}: no {EXPORT_FILE}; not a directory written by `speechsum export`")
     check_model_folder(folder, recursive=True)
-    manifest = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
-    if manifest.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{folder}: export format {manifest.get('format')!r}; this speechsum reads {EXPORT_FORMAT}")
-    config = json.loads(json.dumps(manifest["model"]))
-    for key in manifest["path_args"]:
-        if isinstance(config["init_args"].get(key), str):
-            config["init_args"][key] = str((folder / config["init_args"][key]).resolve())
-    model = instantiate_speech_llm(config)
+    manifest, config = read_export_manifest(folder)
+    try:
+        model = instantiate_speech_llm(config)
+    except UnbuildableModelConfig as err:
+        raise ValueError(f"{folder / EXPORT_FILE}: {err}; export the checkpoint again with this speechsum") from None
     layout = layout_of(model)
     for name, file in manifest["extra"].items():
         layout.extra[name][0].load_state_dict(load_file(str(folder / file)))

@@ -56,7 +56,13 @@ from speechsum.utils.arguments import (
     positive_seconds,
 )
 from speechsum.utils.chat_json import ChatJsonAsker
-from speechsum.utils.io import check_not_an_input, check_output_path, write_atomic, write_jsonl
+from speechsum.utils.io import (
+    check_cache_path,
+    check_not_an_input,
+    check_output_path,
+    write_atomic,
+    write_jsonl,
+)
 from speechsum.utils.remote import (
     JsonlCache,
     cache_key,
@@ -247,6 +253,8 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
     if args.cache:
         check_output_path(args.cache, "--cache")
+        check_cache_path(args.cache, "--cache", [("--manifest", args.manifest)],
+                         [("--out", args.out), ("--out's stats", stats_path(Path(args.out)))])
     check_key_option(args.api_key_env, args.base_url, url_option="--base-url")  # before the manifest's audio is read
     settings = SynthSettings(
         model=args.model, num_queries=args.num_queries, keep=args.keep, min_importance=args.min_importance,

@@ -175,9 +175,16 @@ def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, j
     """Raise :class:`EndpointError` when every ask behind ``errors`` (one per item: the
     :class:`JsonAnswer` error, None for an answer) was a request the endpoint refused or failed: the
     judge's settings are wrong (a model that takes no temperature 0 answers each 400), not the
-    answers, and leaving every item unjudged would hide it."""
+    answers, and leaving every item unjudged would hide it. So is every item unjudged by answers that
+    could not be read (a model that answers in prose, or is cut at max_tokens): the run ended with
+    exit 0 and an empty pairs file, or an evaluation without the metric."""
     refused = [error for error in errors if error and error.startswith(REQUEST_FAILED)]
     if errors and len(refused) == len(errors):
         raise EndpointError(without_keys(
             f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); check the judge's "
             f"model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0), then rerun"))
+    if errors and all(errors):
+        raise EndpointError(without_keys(
+            f"{endpoint}: {judge} gave no usable answer for any of the {len(errors)} items (the first: {errors[0]}); "
+            f"check the judge's model {model!r} (one that answers in the JSON asked for) and max_tokens (reasoning "
+            "models need thousands), then rerun"))

@@ -156,15 +156,24 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         _probe_folder(nearest, path, option)
 
 
-def check_not_an_input(path: str | Path, option: str, inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+def check_not_an_input(path: str | Path, option: str, inputs: Iterable[tuple[str, str | Path | None]],
+                       harm: str = "the output would replace that input") -> None:
     """Refuse an output ``path`` (given with ``option``) that is one of the command's ``inputs``
     (``(option, path)`` pairs; the same file through a link too): the output would replace it, and
-    the input would be lost once the work is done."""
+    the input would be lost once the work is done (``harm`` says how, in the message)."""
     target = os.path.realpath(path)
     for name, given in inputs:
         if given is not None and os.path.realpath(given) == target:
-            raise ValueError(f"{option} {path} is the {name} file: the output would replace that input; give "
-                             f"another {option} path")
+            raise ValueError(f"{option} {path} is the {name} file: {harm}; give another {option} path")
+
+
+def check_cache_path(path: str | Path, option: str, inputs: Iterable[tuple[str, str | Path | None]],
+                     outputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+    """Refuse a resumable cache file (given with ``option``) that is one of the command's ``inputs``
+    (a cache is appended to, and an unreadable last line cut off: a one-line manifest was emptied)
+    or of its ``outputs`` (written whole at the end, over the cache)."""
+    check_not_an_input(path, option, inputs, "the cache would be appended to that input (or cut it)")
+    check_not_an_input(path, option, outputs, "that output, written at the end, would replace the cache")
 
 
 def check_input_file(path: str | Path, option: str) -> None:
@@ -175,6 +184,15 @@ def check_input_file(path: str | Path, option: str) -> None:
         raise IsADirectoryError(f"{option} {path} is a folder: give a file")
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path}: no such file")
+
+
+def check_not_a_file(path: str | Path, option: str, holds: str) -> None:
+    """Refuse an input folder (given with ``option``) that is a file, e.g. the manifest itself for
+    the folder holding it: it was reported as "FILE/train.jsonl not found"."""
+    path = Path(path)
+    if path.is_file():
+        hint = f" ({path.parent})" if path.name == holds else ""
+        raise NotADirectoryError(f"{option} {path} is a file: give the folder that holds {holds}{hint}")
 
 
 def check_can_write(path: str | Path, option: str) -> None:

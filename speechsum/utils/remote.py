@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -181,8 +182,11 @@ def error_text(error: BaseException) -> str:
 def without_keys(text: str) -> str:
     """``text`` with every API key in use (:data:`KEYS_IN_USE`) replaced by ``***``: servers echo the
     key they refused ("Incorrect API key provided: sk-…")."""
-    for key in KEYS_IN_USE:
-        text = text.replace(key, "***")
+    for key in sorted(KEYS_IN_USE, key=len, reverse=True):
+        if len(key) >= 8:
+            text = text.replace(key, "***")
+        else:  # a short key ("x", "dummy") only where it stands alone: "Expecting" became "E***pecting"
+            text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "***", text)
     return text
 
 

@@ -106,3 +106,20 @@ def test_a_vocab_size_below_the_bytes_and_specials_is_a_usage_error_before_the_d
     assert stop.value.code == 2
     assert capsys.readouterr().err.endswith(f"error: argument --vocab-size: must be at least {256 + len(SPECIAL_TOKENS)}, "
                                             "got 10\n")
+
+
+@pytest.mark.parametrize("command", ["tokenizer", "textcorpus"])
+def test_a_data_that_is_the_manifest_file_names_its_folder(tmp_path, capsys, command):
+    """``--data BENCH/train.jsonl`` (the manifest, not its folder) was 'BENCH/train.jsonl/train.jsonl not found'."""
+    from speechsum.cli import main as speechsum
+
+    manifest = tmp_path / "bench" / "train.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"id": "x", "audio": "a.wav", "transcript": "Ana: I pay."}) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        speechsum(["benchmark", command, "--data", str(manifest), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    prefix = "speechsum benchmark: error:" if command == "tokenizer" else "speechsum benchmark textcorpus: error:"
+    assert capsys.readouterr().err.splitlines()[-2 if command == "tokenizer" else -1] == (
+        f"{prefix} --data {manifest} is a file: give the folder that holds train.jsonl ({manifest.parent})")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]

@@ -63,16 +63,21 @@ def test_toydata_refuses_empty_splits(tmp_path, counts):
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "predictions.jsonl: no predictions (an empty file)"),
-    (b'{"prediction": "x", "reference": "y"}\n{oops\n', "predictions.jsonl:2: invalid JSON"),
+    (b'{"prediction": "x", "reference": "Words: echo."}\n{oops\n', "predictions.jsonl:2: invalid JSON"),
     (b'{"prediction": "x"}\n', "predictions.jsonl:1: needs string field(s) reference (a `speechsum predict` row)"),
     (b'[1]\n', "predictions.jsonl:1: needs string field(s) prediction, reference"),
     (b'{"prediction": "caf\xe9"}\n', "predictions.jsonl:1: not valid UTF-8: byte(s) e9 at byte offset 19"),
     # the line in the file, blank lines counted (was the row's place: line 2)
-    (b'\n{"prediction": "x", "reference": "y"}\n\n\n{"prediction": null, "reference": "y"}\n',
+    (b'\n{"prediction": "x", "reference": "Words: echo."}\n\n\n{"prediction": null, "reference": "Words: echo."}\n',
      "predictions.jsonl:5: needs string field(s) prediction"),
     # a repeated example counted twice before
-    (b'{"id": "a", "prediction": "x", "reference": "y"}\n{"id": "a", "prediction": "x", "reference": "y"}\n',
+    (b'{"id": "a", "prediction": "x", "reference": "Words: echo."}\n{"id": "a", "prediction": "x", "reference": "Words: echo."}\n',
      "predictions.jsonl:2: id 'a' is also on line 1 (each example once: a repeated one would count twice)"),
+    # predictions on other data (a benchmark's) were scored: exact match 0.0x, as if the model were bad
+    (b'{"prediction": "x", "reference": "Words: echo."}\n{"prediction": "x", "reference": "In this meeting, Tom decided."}\n',
+     "predictions.jsonl:2: reference 'In this meeting, Tom decided.' is not one of the toy set's ('The first word was "
+     "\u2026' or 'Words: \u2026'): toyscore scores predictions on `speechsum toydata` data; score other data with "
+     "`speechsum evaluate`"),
 ])
 def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, message):
     from speechsum.data.toy import score_main
@@ -111,3 +116,22 @@ def test_an_interrupted_write_leaves_no_cut_wav(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("refused")
     assert sorted(p.name for p in (tmp_path / "toy").rglob("*")) == ["audio"]
+
+
+def test_toydata_never_replaces_another_data_sets_manifests(tmp_path):
+    """``toydata --out runs/x/data`` replaced a benchmark's train/val/test.jsonl silently."""
+    from speechsum.data.toy import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    benchmark_line = json.dumps({"id": "b1", "audio": "audio/test-000000.wav", "summary": "Tom decided."}) + "\n"
+    (data / "test.jsonl").write_text(benchmark_line)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(data), "--train", "2", "--val", "1", "--test", "1"])
+    assert stop.value.code == (f"speechsum toydata: --out {data}: {data / 'test.jsonl'} is not a toy-set manifest and "
+                               "would be replaced; give a new or empty folder (or an earlier toydata folder)")
+    assert sorted(p.name for p in data.iterdir()) == ["test.jsonl"]
+    assert (data / "test.jsonl").read_text() == benchmark_line
+    main(["--out", str(tmp_path / "toy"), "--train", "2", "--val", "1", "--test", "1"])
+    main(["--out", str(tmp_path / "toy"), "--train", "3", "--val", "1", "--test", "1"])  # an earlier toy set is replaced
+    assert len((tmp_path / "toy" / "train.jsonl").read_text().splitlines()) == 3

@@ -225,3 +225,35 @@ def test_weights_match_across_lora_wrapping_and_must_fit(tiny_composed):
         load_model_weights(model, {k: v for k, v in trainable.items() if k != first}, "x.ckpt")
     fresh = load_model_weights(model, {k: v for k, v in trainable.items() if k != first}, "x", require_trainable=False)
     assert fresh == [first.removeprefix("model.")]
+
+
+@pytest.mark.parametrize(("hyper_parameters", "message"), [
+    # a list where the mapping goes: was "AttributeError: 'list' object has no attribute 'get'"
+    ([1], "the checkpoint does not record its model config; pass the config.yaml it was trained with (--config)"),
+    ({"model": "composed"}, "the checkpoint does not record its model config; pass the config.yaml it was trained "
+                            "with (--config)"),
+    # a saved model config jsonargparse cannot build: was its traceback, ending in a dump of the union's subtypes
+    ({"model": {"class_path": "nope.Nope"}}, "the model config does not build: class_path 'nope.Nope': no such class; "
+     "pass the config.yaml it was trained with (--config)"),
+    ({"model": {"class_path": "speechsum.models.composed.ComposedSpeechLLM", "init_args": {"bogus": 1}}},
+     "the model config does not build: bogus (a setting of speechsum.models.composed.ComposedSpeechLLM); pass the "
+     "config.yaml it was trained with (--config)"),
+    ({"model": {"class_path": "torch.nn.Linear"}}, "model.init_args.model: torch.nn.Linear is not a speechsum backbone "
+     "(a SpeechLLM): give one, e.g. class_path: speechsum.models.composed.ComposedSpeechLLM; pass the config.yaml it "
+     "was trained with (--config)"),
+])
+def test_a_checkpoint_whose_saved_model_config_cannot_be_built_is_one_clear_error(tmp_path, hyper_parameters, message):
+    ckpt = tmp_path / "stage.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": hyper_parameters}, ckpt)
+    with pytest.raises(ValueError) as caught:
+        load_speech_llm(ckpt)
+    assert str(caught.value) == f"{ckpt}: {message}"
+
+
+def test_an_evaluated_student_yaml_naming_no_backbone_is_named(tmp_path):
+    config = tmp_path / "student.yaml"
+    config.write_text("model:\n  init_args:\n    model:\n      class_path: torch.nn.Linear\n")
+    with pytest.raises(ValueError) as caught:
+        build_model(SystemSpec(kind="student", name="base", path=str(config)))
+    assert str(caught.value) == (f"{config}: model.init_args.model: torch.nn.Linear is not a speechsum backbone (a "
+                                 "SpeechLLM): give one, e.g. class_path: speechsum.models.composed.ComposedSpeechLLM")

@@ -288,3 +288,22 @@ def test_an_exported_file_cut_short_is_named(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match="cut short or corrupted") as info:
             load_exported(copy)
         assert str(info.value).startswith(f"{copy / name}: "), name
+
+
+def test_merge_lora_on_a_model_without_lora_says_so_and_the_card_claims_no_merge(tmp_path: Path, caplog) -> None:
+    """Before: accepted silently, and the model card said "LoRA: merged into the weights"."""
+    config = model_config("composed_tiny")
+    config["init_args"]["policy"]["llm"] = "frozen"  # no LoRA adapters: the projector alone is trained
+    model = instantiate_speech_llm(config)
+    state = {f"model.{key}": value for key, value in model.state_dict().items()
+             if key in dict(model.trainable_parameters())}
+    ckpt = tmp_path / "align.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"model": config}}, ckpt)
+    with caplog.at_level("WARNING", logger="speechsum.serving.export"):
+        main([str(ckpt), "--out", str(tmp_path / "export"), "--merge-lora"])
+    assert caplog.messages == [f"speechsum export: {ckpt} has no LoRA adapters: --merge-lora has nothing to merge "
+                               "(the weights are exported as they are)"]
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "- LoRA: kept as a PEFT adapter (adapter/) where the model has one" in card
+    assert "merged" not in card
+    assert json.loads((tmp_path / "export" / EXPORT_FILE).read_text())["lora_merged"] is False
