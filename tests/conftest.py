@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Python installs its Ctrl-C handler (KeyboardInterrupt) only when SIGINT is not ignored at start, and a
+# shell starts a background job (`make test &`, nohup) with SIGINT ignored: the Ctrl-C tests then saw no
+# KeyboardInterrupt, nor did the commands they start (exec keeps an ignored signal). Every test runs with it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
