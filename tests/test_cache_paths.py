@@ -90,3 +90,16 @@ def test_evaluate_refuses_a_cache_that_is_a_test_manifest(tmp_path, one_line_man
                        f"appended to that input (or cut it); give another {option} path")
     assert one_line_manifest.read_text() == original
     assert not (tmp_path / "eval").exists()
+
+
+def test_synth_refuses_a_cache_that_is_a_hard_link_of_the_manifest(tmp_path, one_line_manifest, monkeypatch,
+                                                                   capsys):
+    """Another name of the manifest's file (a hard link: no symbolic link to resolve) is the manifest too."""
+    monkeypatch.setenv("CACHE_PATHS_TEST_KEY", "k")
+    original = one_line_manifest.read_text()
+    cache = tmp_path / "cache.jsonl"
+    cache.hardlink_to(one_line_manifest)
+    message = refused(synth_argv(one_line_manifest, tmp_path / "out.jsonl", cache), capsys)
+    assert message == (f"speechsum synth: --cache {cache} is the --manifest file: the cache would be "
+                       "appended to that input (or cut it); give another --cache path")
+    assert one_line_manifest.read_text() == original

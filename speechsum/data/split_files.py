@@ -7,19 +7,11 @@ import logging
 import os
 from collections.abc import Mapping
 
+from speechsum.utils.io import same_file
+
 log = logging.getLogger(__name__)
 
 HELD_OUT = ("val", "test")  # splits whose scores mean something only on examples not trained on
-
-
-def same_file(first: object, second: object) -> bool:
-    """Whether the paths ``first`` and ``second`` name one existing file (through links too)."""
-    if not isinstance(first, str | os.PathLike) or not isinstance(second, str | os.PathLike):
-        return False
-    try:
-        return os.path.samefile(first, second)
-    except OSError:  # a missing file: reported where it is read
-        return False
 
 
 def warn_shared_manifests(data: Mapping) -> list[str]:
@@ -28,7 +20,8 @@ def warn_shared_manifests(data: Mapping) -> list[str]:
     train = data.get("train_manifest")
     notes = [f"data.{split}_manifest is the train manifest's file ({data[f'{split}_manifest']}): the {split} scores "
              "are measured on the examples the model trains on; give a held-out manifest"
-             for split in HELD_OUT if same_file(train, data.get(f"{split}_manifest"))]
+             for split in HELD_OUT
+             if same_file(train, data.get(f"{split}_manifest")) and os.path.exists(train)]  # a missing one: reported where read
     for note in notes:
         log.warning(note)
     return notes

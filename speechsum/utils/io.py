@@ -156,14 +156,26 @@ def check_output_path(path: str | Path, option: str, folder: bool = False) -> No
         _probe_folder(nearest, path, option)
 
 
+def same_file(first: object, second: object) -> bool:
+    """Whether the paths ``first`` and ``second`` name one file: the same path once links are
+    resolved (a file not written yet too), or one existing file through a hard link."""
+    if not isinstance(first, str | os.PathLike) or not isinstance(second, str | os.PathLike):
+        return False
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # a missing file: reported where it is read
+        return False
+
+
 def check_not_an_input(path: str | Path, option: str, inputs: Iterable[tuple[str, str | Path | None]],
                        harm: str = "the output would replace that input") -> None:
     """Refuse an output ``path`` (given with ``option``) that is one of the command's ``inputs``
-    (``(option, path)`` pairs; the same file through a link too): the output would replace it, and
-    the input would be lost once the work is done (``harm`` says how, in the message)."""
-    target = os.path.realpath(path)
+    (``(option, path)`` pairs; the same file through a link too, :func:`same_file`): the output
+    would replace it, and the input would be lost once the work is done (``harm`` says how)."""
     for name, given in inputs:
-        if given is not None and os.path.realpath(given) == target:
+        if given is not None and same_file(given, path):
             raise ValueError(f"{option} {path} is the {name} file: {harm}; give another {option} path")
 
 
