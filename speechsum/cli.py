@@ -37,7 +37,8 @@ Tools:
   speechsum synth ...                   SFT data from your audio: an LLM writes queries and summaries
   speechsum toydata --out DIR           write a tiny synthetic audio-instruction set
   speechsum toyscore PREDICTIONS        score predictions on that set
-Run `speechsum <command> --help` for every option of a command.
+Run `speechsum <command> --help` for every option of a command; `speechsum --version` for the versions
+(speechsum and the libraries it trains with) to put in a bug report.
 """
 
 
@@ -113,6 +114,23 @@ def _again(command: str) -> str:
     return "rerun the same command"
 
 
+def versions_line() -> str:
+    """``speechsum 0.1.0 (torch 2.x, transformers 5.x, lightning 2.x, python 3.x)``: the installed
+    versions, read from the packages' metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from speechsum import __version__
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "lightning"))
+    return f"speechsum {__version__} ({libraries}, python {sys.version.split()[0]})"
+
+
 def _main(args: list[str], argv: list[str] | None) -> None:
     from speechsum.utils.denormals import flush_denormals
 
@@ -120,6 +138,9 @@ def _main(args: list[str], argv: list[str] | None) -> None:
     try:
         if args and args[0] in TOOLS:
             _tool(args[0])(args[1:])
+            return
+        if args and args[0] in ("-V", "--version"):
+            print(versions_line())
             return
         if not args or args[0] in ("-h", "--help"):
             print(OVERVIEW)

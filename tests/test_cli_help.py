@@ -9,6 +9,7 @@ import argparse
 import importlib
 import inspect
 import pkgutil
+import sys
 
 import pytest
 from jsonargparse._parameter_resolvers import get_signature_parameters
@@ -88,3 +89,16 @@ def test_pipeline_threads_help_names_the_stages_that_run_alone():
     alone (2026-12-07): the list is now read from the stage table."""
     (threads,) = [a for a in tool_parsers()["pipeline"]._actions if "--threads" in a.option_strings]
     assert "nothing can run beside (benchmark, report) or" in threads.help
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_names_speechsum_and_the_libraries_it_trains_with(flag, capsys):
+    """What a bug report needs; it was "unrecognized arguments: --version" from the Lightning CLI."""
+    from importlib.metadata import version
+
+    import speechsum
+
+    main([flag])
+    assert capsys.readouterr().out == (f"speechsum {speechsum.__version__} (torch {version('torch')}, transformers "
+                                       f"{version('transformers')}, lightning {version('lightning')}, python "
+                                       f"{sys.version.split()[0]})\n")
