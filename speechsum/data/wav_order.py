@@ -1,7 +1,10 @@
-"""A WAV whose ``fmt `` chunk (the sample format) comes after its ``data`` chunk, read as if in order.
+"""A WAV whose ``fmt `` chunk (the sample format) comes after its ``data`` chunk, or whose chunk of an odd
+size before them lacks its pad byte, read as if in order.
 
 RIFF lets chunks come in any order, but libsndfile needs ``fmt `` before ``data`` (its error: "No
-'data' chunk marker"), and some writers put it last. :func:`in_order` presents such a file to
+'data' chunk marker"), and some writers put it last; RIFF pads a chunk of odd size to an even one, and
+some writers leave the pad byte out (a ``LIST``, ``bext`` or ``JUNK`` chunk of odd size: libsndfile then
+reads the next chunk's name one byte late and says the same). :func:`open_in_order` presents such a file to
 soundfile as the RIFF header, the ``fmt `` chunk and the ``data`` chunk, the samples read from where
 they are (nothing is copied); the other chunks (LIST, ...) are left out. Closing the ``SoundFile``
 does not close a virtual file: :class:`InOrder` closes the file it opened when it is collected.
@@ -19,28 +22,44 @@ import soundfile as sf
 from speechsum.data.file_walk import Buffer, walk_file
 
 
-def riff_chunks(data: Buffer) -> Iterator[tuple[bytes, int, int]]:
+def _chunk_name_at(data: Buffer, offset: int) -> bool:
+    """Whether a chunk name (four printable ASCII characters, as ``LIST``, ``fmt ``) starts at ``offset``."""
+    name = bytes(data[offset : offset + 4])
+    return len(name) == 4 and all(32 <= byte < 127 for byte in name)
+
+
+def riff_chunks(data: Buffer, unpadded: bool = False) -> Iterator[tuple[bytes, int, int]]:
     """``(name, offset of its header, size)`` of each chunk header of the RIFF/WAVE ``data``, in
-    order, up to the end (none for a file that is no RIFF WAVE)."""
+    order, up to the end (none for a file that is no RIFF WAVE). ``unpadded``: a chunk of odd size
+    whose pad byte is missing (a chunk name right after it, none a byte later) is followed from there."""
     if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
         return
     offset = 12
     while offset + 8 <= len(data):
         size = struct.unpack("<I", data[offset + 4 : offset + 8])[0]
         yield bytes(data[offset : offset + 4]), offset, size
-        offset += 8 + size + (size & 1)  # chunks are padded to an even size
+        offset += 8 + size
+        if size & 1 and not (unpadded and _chunk_name_at(data, offset) and not _chunk_name_at(data, offset + 1)):
+            offset += 1  # chunks are padded to an even size
 
 
 def chunks_out_of_order(data: Buffer) -> tuple[bytes, int, int] | None:
-    """For the RIFF/WAVE ``data`` whose ``fmt `` chunk follows its ``data`` chunk: ``(the fmt chunk's
+    """For the RIFF/WAVE ``data`` whose ``fmt `` chunk follows its ``data`` chunk, or that libsndfile
+    cannot walk for a pad byte missing before them (:func:`riff_chunks` ``unpadded``): ``(the fmt chunk's
     bytes, its header included; where the samples start; the data chunk's size)``; else None."""
-    samples = None
-    for name, offset, size in riff_chunks(data):
-        if name == b"fmt ":
+    chunks = list(riff_chunks(data, unpadded=True))
+    unpadded = chunks != list(riff_chunks(data))
+    samples, fmt = None, None
+    for name, offset, size in chunks:
+        if name == b"fmt " and fmt is None:
             fmt = bytes(data[offset : offset + 8 + size])
-            return (fmt + b"\0" * (size & 1), *samples) if samples and len(fmt) == 8 + size else None
+            if len(fmt) != 8 + size or not (samples or unpadded):
+                return None
+            fmt += b"\0" * (size & 1)
         if name == b"data" and samples is None:
             samples = offset + 8, size
+        if fmt and samples:
+            return fmt, *samples
     return None
 
 
@@ -91,7 +110,8 @@ class InOrder(io.RawIOBase):
 
 def open_in_order(source: str | BinaryIO) -> sf.SoundFile | None:
     """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through :class:`InOrder`
-    when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk and libsndfile reads it so; else None."""
+    when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk, or whose chunks lack a pad byte
+    (:func:`chunks_out_of_order`), and libsndfile reads it so; else None."""
     try:
         found = walk_file(source, chunks_out_of_order)
     except (OSError, ValueError):
