@@ -4,7 +4,8 @@ size before them lacks its pad byte, read as if in order.
 RIFF lets chunks come in any order, but libsndfile needs ``fmt `` before ``data`` (its error: "No
 'data' chunk marker"), and some writers put it last; RIFF pads a chunk of odd size to an even one, and
 some writers leave the pad byte out (a ``LIST``, ``bext`` or ``JUNK`` chunk of odd size: libsndfile then
-reads the next chunk's name one byte late and says the same). :func:`open_in_order` presents such a file to
+reads the next chunk's name one byte late and says the same). A BW64 file, RF64 under another name, is read
+as RF64 (:func:`as_rf64`). :func:`open_in_order` presents such a file to
 soundfile as the RIFF header, the ``fmt `` chunk and the ``data`` chunk, the samples read from where
 they are (nothing is copied); the other chunks (LIST, ...) are left out. Closing the ``SoundFile``
 does not close a virtual file: :class:`InOrder` closes the file it opened when it is collected.
@@ -63,17 +64,15 @@ def chunks_out_of_order(data: Buffer) -> tuple[bytes, int, int] | None:
     return None
 
 
-class InOrder(io.RawIOBase):
-    """The file ``file`` whose chunks :func:`chunks_out_of_order` found, read as header, ``fmt ``,
-    ``data`` (the samples there are, up to the size the chunk gives); ``owned``: close ``file`` too."""
+class Spliced(io.RawIOBase):
+    """``head``, then the bytes of ``file`` from ``start`` on (``size`` of them at most), read as one
+    file; ``owned``: close ``file`` too."""
 
-    def __init__(self, file: BinaryIO, fmt: bytes, start: int, size: int, owned: bool):
+    def __init__(self, file: BinaryIO, head: bytes, start: int, size: int, owned: bool):
         super().__init__()
-        self._file, self._start, self._owned = file, start, owned
-        riff = min(4 + len(fmt) + 8 + size, 0xFFFFFFFF)  # a size the 32 bits hold
-        self._head = b"RIFF" + struct.pack("<I", riff) + b"WAVE" + fmt + b"data" + struct.pack("<I", size)
+        self._file, self._head, self._start, self._owned = file, head, start, owned
         available = max(0, file.seek(0, io.SEEK_END) - start)
-        self._length, self._position = len(self._head) + min(size, available), 0
+        self._length, self._position = len(head) + min(size, available), 0
 
     def readable(self) -> bool:
         return True
@@ -108,18 +107,36 @@ class InOrder(io.RawIOBase):
         super().close()
 
 
+class InOrder(Spliced):
+    """The file ``file`` whose chunks :func:`chunks_out_of_order` found, read as header, ``fmt ``,
+    ``data`` (the samples there are, up to the size the chunk gives); ``owned``: close ``file`` too."""
+
+    def __init__(self, file: BinaryIO, fmt: bytes, start: int, size: int, owned: bool):
+        riff = min(4 + len(fmt) + 8 + size, 0xFFFFFFFF)  # a size the 32 bits hold
+        head = b"RIFF" + struct.pack("<I", riff) + b"WAVE" + fmt + b"data" + struct.pack("<I", size)
+        super().__init__(file, head, start, size, owned)
+
+
+def as_rf64(file: BinaryIO, owned: bool) -> Spliced:
+    """A BW64 file (ITU-R BS.2088, broadcast audio past 4 GB: RF64 under another name, which libsndfile
+    does not know) read as the RF64 it is: its first four bytes, "BW64", read as "RF64"."""
+    return Spliced(file, b"RF64", 4, 2**63, owned)
+
+
 def open_in_order(source: str | BinaryIO) -> sf.SoundFile | None:
     """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through :class:`InOrder`
     when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk, or whose chunks lack a pad byte
-    (:func:`chunks_out_of_order`), and libsndfile reads it so; else None."""
+    (:func:`chunks_out_of_order`), or a BW64 file (:func:`as_rf64`), and libsndfile reads it so; else None."""
     try:
         found = walk_file(source, chunks_out_of_order)
+        bw64 = found is None and walk_file(source, lambda data: bytes(data[:4]) == b"BW64")
     except (OSError, ValueError):
         return None
-    if found is None:
+    if found is None and not bw64:
         return None
     file = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 (closed with InOrder)
-    reordered = InOrder(file, *found, owned=isinstance(source, str))
+    owned = isinstance(source, str)
+    reordered = InOrder(file, *found, owned=owned) if found else as_rf64(file, owned)
     try:
         return sf.SoundFile(reordered)
     except RuntimeError:  # not readable in order either: the caller says why

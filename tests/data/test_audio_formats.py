@@ -57,6 +57,20 @@ def test_every_format_libsndfile_writes_reads_as_the_tone(tmp_path: Path, name: 
     assert 0.2 < np.abs(waveform[1_000:7_000]).max() < 0.45  # lossy codecs move the peak a little
 
 
+def test_a_bw64_file_is_read_as_the_rf64_it_is(tmp_path: Path):
+    """BW64 (ITU-R BS.2088, broadcast audio past 4 GB) is RF64 whose first four bytes say "BW64": libsndfile does
+    not know the name ("Format not recognised"), and the file was refused as damaged or cut short."""
+    rf64, bw64 = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(rf64, tone(16_000, 16_000, channels=2), 16_000, format="RF64", subtype="PCM_24")
+    bw64.write_bytes(b"BW64" + rf64.read_bytes()[4:])
+    expected = load_audio(str(rf64), 16_000)
+    assert np.array_equal(load_audio(str(bw64), 16_000), expected) and len(expected) == 16_000
+    assert np.array_equal(load_audio(str(bw64), 16_000, max_seconds=0.5), expected[:8_000])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "b.wav", "instruction": "Sum up."}) + "\n")
+    assert load_manifest(manifest)[0][0].duration == 1.0
+
+
 @pytest.mark.parametrize("channels", [6, 8])
 def test_many_channels_in_opposite_phase_mix_to_silence(tmp_path: Path, channels: int):
     x = tone(1_600, 16_000)
