@@ -4,11 +4,11 @@ size before them lacks its pad byte, read as if in order.
 RIFF lets chunks come in any order, but libsndfile needs ``fmt `` before ``data`` (its error: "No
 'data' chunk marker"), and some writers put it last; RIFF pads a chunk of odd size to an even one, and
 some writers leave the pad byte out (a ``LIST``, ``bext`` or ``JUNK`` chunk of odd size: libsndfile then
-reads the next chunk's name one byte late and says the same). A BW64 file, RF64 under another name, is read
-as RF64 (:func:`as_rf64`). :func:`open_in_order` presents such a file to
+reads the next chunk's name one byte late and says the same). :func:`open_in_order` presents such a file to
 soundfile as the RIFF header, the ``fmt `` chunk and the ``data`` chunk, the samples read from where
-they are (nothing is copied); the other chunks (LIST, ...) are left out. Closing the ``SoundFile``
-does not close a virtual file: :class:`InOrder` closes the file it opened when it is collected.
+they are (nothing is copied); the other chunks (LIST, ...) are left out. A BW64 file (RF64 under another
+name) and a CAF file whose data size says "to the end" are read through such a view too. Closing the
+``SoundFile`` does not close a virtual file: :class:`Spliced` closes the file it opened when it is collected.
 """
 
 from __future__ import annotations
@@ -107,36 +107,56 @@ class Spliced(io.RawIOBase):
         super().close()
 
 
-class InOrder(Spliced):
-    """The file ``file`` whose chunks :func:`chunks_out_of_order` found, read as header, ``fmt ``,
-    ``data`` (the samples there are, up to the size the chunk gives); ``owned``: close ``file`` too."""
+def in_order(data: Buffer) -> tuple[bytes, int, int] | None:
+    """For the file ``data`` whose chunks :func:`chunks_out_of_order` found: ``(head, start, size)`` of a
+    :class:`Spliced` view reading it as RIFF header, ``fmt ``, ``data`` (the samples there are, up to the
+    size the chunk gives); else None."""
+    if (found := chunks_out_of_order(data)) is None:
+        return None
+    fmt, start, size = found
+    riff = min(4 + len(fmt) + 8 + size, 0xFFFFFFFF)  # a size the 32 bits hold
+    return b"RIFF" + struct.pack("<I", riff) + b"WAVE" + fmt + b"data" + struct.pack("<I", size), start, size
 
-    def __init__(self, file: BinaryIO, fmt: bytes, start: int, size: int, owned: bool):
-        riff = min(4 + len(fmt) + 8 + size, 0xFFFFFFFF)  # a size the 32 bits hold
-        head = b"RIFF" + struct.pack("<I", riff) + b"WAVE" + fmt + b"data" + struct.pack("<I", size)
-        super().__init__(file, head, start, size, owned)
+
+def bw64_as_rf64(data: Buffer) -> tuple[bytes, int, int] | None:
+    """For a BW64 file (ITU-R BS.2088, broadcast audio past 4 GB: RF64 under another name, which libsndfile
+    does not know): the view reading it as the RF64 it is, "RF64" for its first four bytes; else None."""
+    return (b"RF64", 4, 2**63) if bytes(data[:4]) == b"BW64" else None
 
 
-def as_rf64(file: BinaryIO, owned: bool) -> Spliced:
-    """A BW64 file (ITU-R BS.2088, broadcast audio past 4 GB: RF64 under another name, which libsndfile
-    does not know) read as the RF64 it is: its first four bytes, "BW64", read as "RF64"."""
-    return Spliced(file, b"RF64", 4, 2**63, owned)
+def caf_data_to_end(data: Buffer) -> tuple[bytes, int, int] | None:
+    """For a CAF file whose ``data`` chunk gives its size as -1 (Apple's "to the end of the file", left
+    by a recorder still writing, which libsndfile calls malformed): the view giving the size the file
+    holds; else None. Chunks: a 4-byte type and a signed 64-bit big-endian size, after an 8-byte header."""
+    if bytes(data[:4]) != b"caff":
+        return None
+    offset = 8
+    while offset + 12 <= len(data):
+        name, size = bytes(data[offset : offset + 4]), struct.unpack(">q", data[offset + 4 : offset + 12])[0]
+        if name == b"data" and size == -1:
+            return bytes(data[: offset + 4]) + struct.pack(">q", len(data) - offset - 12), offset + 12, 2**63
+        if size < 0:
+            return None
+        offset += 12 + size
+    return None
+
+
+VIEWS = (in_order, bw64_as_rf64, caf_data_to_end)  # files libsndfile refuses that a view of them it reads
 
 
 def open_in_order(source: str | BinaryIO) -> sf.SoundFile | None:
-    """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through :class:`InOrder`
-    when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk, or whose chunks lack a pad byte
-    (:func:`chunks_out_of_order`), or a BW64 file (:func:`as_rf64`), and libsndfile reads it so; else None."""
+    """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through a :class:`Spliced`
+    view (:data:`VIEWS`) when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk or whose chunks
+    lack a pad byte (:func:`in_order`), a BW64 file (:func:`bw64_as_rf64`) or a CAF file whose data size
+    is -1 (:func:`caf_data_to_end`), and libsndfile reads it so; else None."""
     try:
-        found = walk_file(source, chunks_out_of_order)
-        bw64 = found is None and walk_file(source, lambda data: bytes(data[:4]) == b"BW64")
+        found = walk_file(source, lambda data: next(filter(None, (view(data) for view in VIEWS)), None))
     except (OSError, ValueError):
         return None
-    if found is None and not bw64:
+    if found is None:
         return None
-    file = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 (closed with InOrder)
-    owned = isinstance(source, str)
-    reordered = InOrder(file, *found, owned=owned) if found else as_rf64(file, owned)
+    file = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 (closed with the view)
+    reordered = Spliced(file, *found, owned=isinstance(source, str))
     try:
         return sf.SoundFile(reordered)
     except RuntimeError:  # not readable in order either: the caller says why

@@ -71,6 +71,20 @@ def test_a_bw64_file_is_read_as_the_rf64_it_is(tmp_path: Path):
     assert load_manifest(manifest)[0][0].duration == 1.0
 
 
+def test_a_caf_whose_data_size_says_to_the_end_of_the_file_is_read(tmp_path: Path):
+    """Apple's CAF lets the last chunk's size be -1, "to the end of the file" (a recorder still writing): libsndfile
+    calls it malformed, and the file was refused as damaged or cut short."""
+    whole, open_ended = tmp_path / "a.caf", tmp_path / "b.caf"
+    sf.write(whole, tone(16_000, 16_000), 16_000, format="CAF", subtype="PCM_16")
+    data = bytearray(whole.read_bytes())
+    size_at = data.find(b"data") + 4
+    data[size_at : size_at + 8] = struct.pack(">q", -1)
+    open_ended.write_bytes(bytes(data))
+    expected = load_audio(str(whole), 16_000)
+    assert np.array_equal(load_audio(str(open_ended), 16_000), expected) and len(expected) == 16_000
+    assert audio_seconds(str(open_ended)) == 1.0
+
+
 @pytest.mark.parametrize("channels", [6, 8])
 def test_many_channels_in_opposite_phase_mix_to_silence(tmp_path: Path, channels: int):
     x = tone(1_600, 16_000)
