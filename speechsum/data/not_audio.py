@@ -2,7 +2,8 @@
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
 libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
-codec it does not decode, several ``data`` chunks), or audio damaged or cut inside its header."""
+codec it does not decode, several ``data`` chunks), an Ogg stream in a codec it does not decode (Speex),
+or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 
@@ -146,11 +147,30 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
     return None
 
 
+# the first packet of an Ogg stream libsndfile does not decode -> (what it is, its usual extension, a tool that decodes it)
+_OGG_CODECS = ((b"Speex   ", "an Ogg Speex stream", ".spx", "`speexdec in.spx out.wav`"),
+               (b"\x80theora", "an Ogg Theora video (its first stream)", ".ogv", "`ffmpeg -i in.ogv out.wav`"))
+
+
+def ogg_codec_problem(head: bytes) -> Diagnosis | None:
+    """For an Ogg file starting with ``head`` whose first stream is in a codec libsndfile does not decode
+    (Speex, as old voice recordings hold; Theora video), what it is and how to convert it; else None."""
+    if not head.startswith(b"OggS") or len(head) < 28:
+        return None
+    packet = head[27 + head[26] :]  # after the page header and its segment table
+    for magic, name, suffix, tool in _OGG_CODECS:
+        if packet.startswith(magic):
+            return Diagnosis(f"{name}, which libsndfile does not decode (it reads Ogg Vorbis and Opus)",
+                             f"convert it, e.g. {tool}, or drop it", suffix)
+    return None
+
+
 def diagnose(data: Buffer, reason: str) -> Diagnosis | None:
     """Why libsndfile, saying ``reason``, could not open the file ``data``, where its bytes tell:
-    :func:`not_audio`, :func:`riff_problem`, else :func:`damaged`; None when they do not tell."""
+    :func:`not_audio`, :func:`riff_problem`, :func:`ogg_codec_problem`, else :func:`damaged`; None when
+    they do not tell."""
     head = bytes(data[:HEAD_BYTES])
-    return not_audio(head) or riff_problem(data) or damaged(head, len(data), reason)
+    return not_audio(head) or riff_problem(data) or ogg_codec_problem(head) or damaged(head, len(data), reason)
 
 
 def diagnose_file(source: str | BinaryIO, reason: str) -> Diagnosis | None:

@@ -20,6 +20,7 @@ from speechsum.data.audio import (
     load_audio,
 )
 from speechsum.data.manifest import ManifestError, load_manifest
+from tests.data.test_audio_damaged_streams import ogg_crc
 
 
 def tone(frames: int, rate: int, channels: int = 1, frequency: float = 440.0) -> np.ndarray:
@@ -83,6 +84,33 @@ def test_a_caf_whose_data_size_says_to_the_end_of_the_file_is_read(tmp_path: Pat
     expected = load_audio(str(whole), 16_000)
     assert np.array_equal(load_audio(str(open_ended), 16_000), expected) and len(expected) == 16_000
     assert audio_seconds(str(open_ended)) == 1.0
+
+
+def ogg_page(packet: bytes, kind: int, sequence: int, granule: int = 0) -> bytes:
+    """One Ogg page (``kind`` 2: the first of its stream, 4: the last) holding ``packet``, its checksum right."""
+    lacing = bytes([255] * (len(packet) // 255) + [len(packet) % 255])
+    page = bytearray(b"OggS" + bytes([0, kind]) + struct.pack("<qII", granule, 1234, sequence) + bytes(4)
+                     + bytes([len(lacing)]) + lacing + packet)
+    page[22:26] = ogg_crc(bytes(page)).to_bytes(4, "little")
+    return bytes(page)
+
+
+@pytest.mark.parametrize(("name", "first_packet", "reason", "tool"), [
+    ("clip.spx", b"Speex   1.2rc1" + bytes(66), "an Ogg Speex stream", "`speexdec in.spx out.wav`"),
+    ("clip.ogg", b"\x80theora" + bytes(40), "an Ogg Theora video (its first stream)", "`ffmpeg -i in.ogv out.wav`"),
+], ids=["speex", "theora"])
+def test_an_ogg_stream_in_a_codec_libsndfile_does_not_decode_is_named_not_called_damaged(
+        tmp_path: Path, name: str, first_packet: bytes, reason: str, tool: str):
+    """Before: "it starts as Ogg audio but libsndfile cannot read it (Unspecified internal error …): damaged or cut
+    short; re-fetch or re-export it" of a whole Speex recording."""
+    path = tmp_path / name
+    path.write_bytes(ogg_page(first_packet, 2, 0) + ogg_page(bytes(40), 0, 1) + ogg_page(bytes(200), 4, 2, 320))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": name, "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': unreadable audio file {path}: {reason}, which libsndfile does not "
+                                 f"decode (it reads Ogg Vorbis and Opus); convert it, e.g. {tool}, or drop it")
 
 
 @pytest.mark.parametrize("channels", [6, 8])
