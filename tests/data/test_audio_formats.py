@@ -113,6 +113,26 @@ def test_an_ogg_stream_in_a_codec_libsndfile_does_not_decode_is_named_not_called
                                  f"decode (it reads Ogg Vorbis and Opus); convert it, e.g. {tool}, or drop it")
 
 
+@pytest.mark.parametrize(("name", "container", "subtype", "encoding", "reason"), [
+    ("clip.caf", "CAF", "PCM_16", (b"lpcm", b"aac "), "a CAF file whose samples are in an encoding libsndfile does not "
+     "decode ('aac '); convert it to PCM, e.g. `ffmpeg -i in.caf out.wav`"),
+    ("clip.aifc", "AIFF", "ULAW", (b"ulaw", b"QDM2"), "an AIFF-C file whose samples are in an encoding libsndfile does "
+     "not decode ('QDM2'); convert it to PCM, e.g. `ffmpeg -i in.aifc out.wav`"),
+], ids=["caf-aac", "aifc-qdesign"])
+def test_a_caf_or_aifc_in_an_encoding_libsndfile_does_not_decode_is_named_not_called_damaged(
+        tmp_path: Path, name: str, container: str, subtype: str, encoding: tuple, reason: str):
+    """Before: "it starts as CAF audio but libsndfile cannot read it (Supported file format but unsupported
+    encoding …): damaged or cut short; re-fetch or re-export it" of a whole AAC-in-CAF recording."""
+    path = tmp_path / name
+    sf.write(path, tone(1_600, 16_000), 16_000, format=container, subtype=subtype)
+    path.write_bytes(path.read_bytes().replace(*encoding, 1))  # the header's four characters naming the encoding
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": name, "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': unreadable audio file {path}: {reason}, or drop it"
+
+
 @pytest.mark.parametrize("channels", [6, 8])
 def test_many_channels_in_opposite_phase_mix_to_silence(tmp_path: Path, channels: int):
     x = tone(1_600, 16_000)
