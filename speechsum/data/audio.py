@@ -36,14 +36,23 @@ from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
 from speechsum.data.not_audio import FORMATS_ADVICE, diagnose_file, formats_advice
 from speechsum.data.ogg_pages import ogg_end_frames, ogg_links
+from speechsum.data.sample_checks import (  # noqa: F401 (BadSampleError … are this module's errors too)
+    LOUD_SAMPLE,
+    MAX_SAMPLE,
+    UNSCALED_SAMPLE,
+    BadSampleError,
+    NonFiniteAudioError,
+    OutOfRangeAudioError,
+    Peak,
+    UnscaledAudioError,
+    check_block,
+)
 from speechsum.data.wav_order import open_in_order
 
 log = logging.getLogger(__name__)
 
 BLOCK_FRAMES = 1 << 16  # frames per read: ~4 s at 16 kHz; bounds what a scan holds at once
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # sample formats that can store NaN/Inf and unbounded values
-MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused, see OutOfRangeAudioError
-LOUD_SAMPLE = 2.0  # |float sample| above this (6 dB over full scale) is read with a warning at load
 TRUSTED_SECONDS = 3_600  # read buffers take a header's length up to this; beyond, they grow as frames arrive
 UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2**63 - 1
 # sample rates a recording can have (telephone speech: 8 kHz; studio: up to 768 kHz); outside them the
@@ -84,53 +93,9 @@ def check_rate(source: str | BinaryIO, rate: int) -> None:
                               "file or drop it from the manifest")
 
 
-class BadSampleError(ValueError):
-    """A sample the features cannot take; the message names the file, the frame and what to do."""
-
-    def __init__(self, path: str, frame: int, rate: int, what: str, advice: str):
-        self.path, self.frame, self.what = str(path), frame, what
-        super().__init__(f"{path}: {what} at frame {frame} ({frame / rate:.2f} s); {advice}")
-
-
-class NonFiniteAudioError(BadSampleError):
-    """A NaN or infinite sample (a float file can hold them)."""
-
-    def __init__(self, path: str, frame: int, rate: int):
-        super().__init__(path, frame, rate, "non-finite sample (NaN or Inf)",
-                         "the audio is corrupt: re-export it or drop it from the manifest")
-
-
-class OutOfRangeAudioError(BadSampleError):
-    """A float sample beyond ±``MAX_SAMPLE``: no recording, and its power spectrum overflows float32
-    (1e30 turns every feature into NaN and a training step's weights with it)."""
-
-    def __init__(self, path: str, frame: int, rate: int, magnitude: float):
-        super().__init__(path, frame, rate, f"sample of magnitude {magnitude:.3g}",
-                         f"float audio is expected within [-1, 1] (beyond ±{MAX_SAMPLE:g} it is not a recording "
-                         "and its features overflow): normalise it (int16-scale floats: divide by 32768) or "
-                         "drop it from the manifest")
-
-
-def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> float:
-    """``block``'s peak magnitude (frames × channels, from frame ``start``; 0 for none); :class:`BadSampleError`
-    if it holds a NaN/Inf or a sample beyond ±``MAX_SAMPLE``."""
-    peak = float(np.abs(block).max()) if block.size else 0.0
-    if peak <= MAX_SAMPLE:  # one pass for the usual case (a NaN peak fails it too)
-        return peak
-    finite = np.isfinite(block)
-    if not finite.all():
-        frame = int(np.argmin(finite.all(axis=1)))
-        raise NonFiniteAudioError(path, start + frame, rate)
-    loud = (np.abs(block) > MAX_SAMPLE).any(axis=1)
-    if loud.any():
-        frame = int(np.argmax(loud))
-        raise OutOfRangeAudioError(path, start + frame, rate, float(np.abs(block[frame]).max()))
-    return peak  # not reached: a peak over MAX_SAMPLE is a NaN/Inf or a loud sample
-
-
 def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """``waveform`` (given in Python, not read by :func:`load_audio`) as an array, if it is what a
-    processor reads: mono float samples, at least one, finite and within ±``MAX_SAMPLE``; else a
+    processor reads: mono float samples, at least one, finite and within ±``UNSCALED_SAMPLE``; else a
     ``ValueError`` naming ``name`` and what to do (a stereo array, int16 samples, an empty or NaN
     clip were summarised without a word)."""
     array = np.asarray(waveform)
@@ -142,7 +107,9 @@ def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndar
                          "(int16: waveform / 32768)")
     if array.size == 0:
         raise EmptyAudioError(f"{name}: no samples")
-    _check_block(array[:, None], name, 0, sample_rate)
+    peak = Peak()
+    peak.add(array[:, None], check_block(array[:, None], name, 0, sample_rate), 0)
+    peak.check(name, sample_rate)
     return array
 
 
@@ -226,6 +193,17 @@ def header_frames(handle: sf.SoundFile) -> int | None:
 
 
 def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[tuple[np.ndarray, float]]:
+    """:func:`_checked_blocks`, then :class:`UnscaledAudioError` if what they hold peaks beyond ±``UNSCALED_SAMPLE``
+    (a float file written at a wrong scale), naming that peak."""
+    peak, done = Peak(), 0
+    for block, block_peak in _checked_blocks(handle, source, frames):
+        peak.add(block, block_peak, done)
+        done += len(block)
+        yield block, block_peak
+    peak.check(str(source), handle.samplerate)
+
+
+def _checked_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[tuple[np.ndarray, float]]:
     """Checked float32 blocks (frames × channels) with their peaks from the start, up to ``frames`` frames (None: to
     the end) or the end of the data, whichever comes first (a header may promise more than a cut
     file holds, or say nothing; a file that is not cut short and ends early: :func:`check_early_end`)."""
@@ -238,7 +216,7 @@ def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | Non
             block = handle.read(size if frames is None else min(size, frames - done), dtype="float32", always_2d=True)
         except RuntimeError as err:  # libsndfile's own error types
             if not unknown_length and (rest := read_past_failure(handle, source, done, frames)) is not None:
-                peak = _check_block(rest, path, done, handle.samplerate)
+                peak = check_block(rest, path, done, handle.samplerate)
                 yield from [(rest, peak)] if len(rest) else []
                 return
             if not unknown_length or done == 0:
@@ -252,7 +230,7 @@ def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | Non
             if not unknown_length and frames is not None and done < frames:
                 check_early_end(handle, source, frames, done)
             return
-        peak = _check_block(block, path, done, handle.samplerate)
+        peak = check_block(block, path, done, handle.samplerate)
         done += len(block)
         yield block, peak
 

@@ -27,9 +27,12 @@ def url_problem(value: str) -> str | None:
 def path_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be read as an audio file without waiting on it, or None (a readable
     regular file): missing, a folder, a FIFO/socket/device (opening one waits for a writer forever),
-    unreadable, empty, a name the file system refuses (too long, a NUL byte), or a URL (:func:`url_problem`)."""
+    unreadable, empty, a name the file system refuses (too long, a NUL byte), a file's name with a trailing
+    ``/`` (which opening refuses: "System error"), or a URL (:func:`url_problem`)."""
     text, path = os.fspath(path), Path(path)
     try:
+        if path.is_file() and not os.path.isfile(text):  # pathlib drops a trailing '/' ('a.wav/'), open() does not
+            return f"a path ending in '/' names a folder, but {path} is a file: write it without the '/'"
         if path.is_file():
             if not os.access(path, os.R_OK):
                 return "permission denied: make it readable (chmod a+r), or drop it"

@@ -33,9 +33,10 @@ STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer
 RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
 # libsndfile's log lines for a WAV data chunk followed by what is no chunk (samples it does not count)
 FILE_LENGTH = re.compile(r"^Length : (\d+)$", re.MULTILINE)
-DATA_SIZE = re.compile(r"^data : (\d+)$", re.MULTILINE)
+DATA_SIZE = re.compile(r"^data : (\d+)$|^  Data size : (\d+)$", re.MULTILINE)  # WAV's data chunk; RF64's ds64
 BYTES_PER_SECOND = re.compile(r"^ +Bytes/sec +: (\d+)$", re.MULTILINE)
-UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (\d+)\. Exiting parser")
+# WAV's parser gives the marker's position; RF64's, in hex, the position after it (4 bytes on)
+UNKNOWN_AFTER = re.compile(r"Unknown chunk marker \(\w+\) at position (?:(\d+)|0x([0-9A-Fa-f]+))\. Exiting parser")
 # libsndfile's words for an Ogg stream cut short (which it logs depends on where the cut is, and on reading)
 OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last page lacks an end-of-stream bit")
 CUT = "cut short (a download or copy that stopped?)"
@@ -74,7 +75,7 @@ def uncounted_bytes(handle: sf.SoundFile) -> tuple[int, int] | None:
     length, stop, data = FILE_LENGTH.search(info), UNKNOWN_AFTER.search(info), DATA_SIZE.search(info)
     if not (length and stop and data):
         return None
-    declared, following = int(data[1]), int(length[1]) - int(stop[1])
+    declared, following = int(data[1] or data[2]), int(length[1]) - (int(stop[1]) if stop[1] else int(stop[2], 16) - 4)
     per_second = BYTES_PER_SECOND.search(info)
     second = int(per_second[1]) if per_second else 0
     if following > 0 and (declared == 0 or following >= max(second, 1)):
@@ -129,9 +130,12 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
         return Damage(f"its Ogg stream ends without its end-of-stream page (libsndfile: {ogg!r}): {CUT}",
                       "re-fetch it, or re-encode what is there (e.g. `ffmpeg -i in.ogg out.flac`), or drop it", True)
     if uncounted := uncounted_bytes(handle):
-        return Damage(f"its header's data chunk says {uncounted[0]} bytes, but {uncounted[1]} bytes that are no chunk "
-                      "follow it (samples it does not count: a recording whose writer stopped before it wrote the "
-                      "sizes?)", f"{REWRITE}, or drop it", False)
+        rf64 = handle.format == "RF64"  # its sizes are in its ds64 chunk (the data chunk says 0xFFFFFFFF)
+        return Damage(f"its header's {'ds64 chunk gives a data size of' if rf64 else 'data chunk says'} {uncounted[0]} "
+                      f"bytes, but {uncounted[1]} bytes that are no chunk follow {'its data chunk' if rf64 else 'it'} "
+                      "(samples it does not count: a recording whose writer stopped before it wrote the sizes?)",
+                      "rewrite its ds64 chunk's sizes to count them or re-export it from its source, or drop it" if rf64
+                      else f"{REWRITE}, or drop it", False)
     return None
 
 

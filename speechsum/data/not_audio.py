@@ -2,7 +2,8 @@
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
 libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
-codec it does not decode, several ``data`` chunks), or audio damaged or cut inside its header."""
+codec it does not decode, several ``data`` chunks), an Ogg stream, CAF or AIFF-C file in a codec it does
+not decode (Speex; AAC in a CAF), or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 
@@ -146,11 +147,65 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
     return None
 
 
+# the first packet of an Ogg stream libsndfile does not decode -> (what it is, its usual extension, a tool that decodes it)
+_OGG_CODECS = ((b"Speex   ", "an Ogg Speex stream", ".spx", "`speexdec in.spx out.wav`"),
+               (b"\x80theora", "an Ogg Theora video (its first stream)", ".ogv", "`ffmpeg -i in.ogv out.wav`"))
+
+
+def ogg_codec_problem(head: bytes) -> Diagnosis | None:
+    """For an Ogg file starting with ``head`` whose first stream is in a codec libsndfile does not decode
+    (Speex, as old voice recordings hold; Theora video), what it is and how to convert it; else None."""
+    if not head.startswith(b"OggS") or len(head) < 28:
+        return None
+    packet = head[27 + head[26] :]  # after the page header and its segment table
+    for magic, name, suffix, tool in _OGG_CODECS:
+        if packet.startswith(magic):
+            return Diagnosis(f"{name}, which libsndfile does not decode (it reads Ogg Vorbis and Opus)",
+                             f"convert it, e.g. {tool}, or drop it", suffix)
+    return None
+
+
+# sample encodings libsndfile decodes in a CAF file ('desc' chunk) and an AIFF-C file ('COMM' compression type)
+CAF_DECODED = frozenset({b"lpcm", b"ulaw", b"alaw", b"alac"})
+AIFC_DECODED = frozenset({b"NONE", b"none", b"twos", b"sowt", b"fl32", b"FL32", b"fl64", b"FL64", b"ulaw", b"ULAW",
+                          b"alaw", b"ALAW", b"ima4", b"GSM ", b"raw ", b"in24", b"42ni", b"in32", b"23ni", b"DWVW"})
+
+
+def _aifc_compression(data: Buffer) -> bytes | None:
+    """The compression type of the AIFF-C ``data``'s ``COMM`` chunk, or None (no AIFF-C, or none found)."""
+    if bytes(data[:4]) != b"FORM" or bytes(data[8:12]) != b"AIFC":
+        return None
+    offset = 12
+    while offset + 8 <= len(data):
+        size = struct.unpack(">I", data[offset + 4 : offset + 8])[0]
+        if bytes(data[offset : offset + 4]) == b"COMM":
+            return bytes(data[offset + 26 : offset + 30]) if size >= 22 and offset + 30 <= len(data) else None
+        offset += 8 + size + (size & 1)
+    return None
+
+
+def encoding_problem(data: Buffer) -> Diagnosis | None:
+    """For a CAF or AIFF-C file whose samples are in an encoding libsndfile does not decode (AAC, Opus or MP3
+    in a CAF; QDesign, MACE in an AIFF-C): its name (the header's four characters) and how to convert it; else None."""
+    if bytes(data[:4]) == b"caff" and bytes(data[8:12]) == b"desc" and len(data) >= 32:
+        name, encoding, example = "a CAF", bytes(data[28:32]), "in.caf"
+        if encoding in CAF_DECODED:
+            return None
+    elif (encoding := _aifc_compression(data)) is not None and encoding not in AIFC_DECODED:
+        name, example = "an AIFF-C", "in.aifc"
+    else:
+        return None
+    return Diagnosis(f"{name} file whose samples are in an encoding libsndfile does not decode "
+                     f"({encoding.decode('latin-1')!r})", f"convert it to PCM, e.g. `ffmpeg -i {example} out.wav`, or drop it")
+
+
 def diagnose(data: Buffer, reason: str) -> Diagnosis | None:
     """Why libsndfile, saying ``reason``, could not open the file ``data``, where its bytes tell:
-    :func:`not_audio`, :func:`riff_problem`, else :func:`damaged`; None when they do not tell."""
+    :func:`not_audio`, :func:`riff_problem`, :func:`ogg_codec_problem`, :func:`encoding_problem`, else
+    :func:`damaged`; None when they do not tell."""
     head = bytes(data[:HEAD_BYTES])
-    return not_audio(head) or riff_problem(data) or damaged(head, len(data), reason)
+    return (not_audio(head) or riff_problem(data) or ogg_codec_problem(head) or encoding_problem(data)
+            or damaged(head, len(data), reason))
 
 
 def diagnose_file(source: str | BinaryIO, reason: str) -> Diagnosis | None:

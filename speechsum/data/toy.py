@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,31 @@ def summary_for(style: str, words: list[str]) -> str:
     return "Words: " + ", ".join(distinct) + "."
 
 
+def toy_audio_named(manifest: Path, split: str) -> set[str]:
+    """The WAVs (``audio/{split}-NNNNN.wav``, as toydata names them) that ``manifest``, an earlier toy
+    set's, names; none for a missing file (lines that are no JSON object are passed over)."""
+    pattern, named = re.compile(rf"audio/{re.escape(split)}-\d{{5}}\.wav"), set()
+    try:
+        lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return named
+    for line in lines:
+        try:
+            audio = json.loads(line).get("audio")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(audio, str) and pattern.fullmatch(audio):
+            named.add(audio)
+    return named
+
+
 def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0) -> dict[str, Path]:
-    """Write ``{split}.jsonl`` manifests and WAVs under ``out``; returns the manifest paths."""
+    """Write ``{split}.jsonl`` manifests and WAVs under ``out``; returns the manifest paths. The WAVs an
+    earlier toy set's manifest of a split named and the new one does not (an earlier, larger run's) are
+    removed once the new manifest is written; other files in ``out`` are left alone."""
     sizes = sizes or {"train": 256, "val": 32, "test": 32}
     out = Path(out)
+    earlier = {split: toy_audio_named(out / f"{split}.jsonl", split) for split in sizes}
     (out / "audio").mkdir(parents=True, exist_ok=True)
     remove_dead_writers_temporaries(out / "audio")  # the WAV a killed earlier run was writing
     rng = random.Random(seed)
@@ -81,6 +103,8 @@ def write_toy_dataset(out: str | Path, sizes: dict[str, int] | None = None, seed
         path = out / f"{split}.jsonl"
         write_jsonl(path, lines)
         manifests[split] = path
+        for stale in sorted(earlier[split] - {line["audio"] for line in lines}):
+            (out / stale).unlink(missing_ok=True)
     return manifests
 
 
@@ -166,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="speechsum toydata",
         description="Write a tiny synthetic tone-language audio-instruction set (manifests + WAVs).",
     )
-    parser.add_argument("--out", required=True, help="folder for train/val/test .jsonl manifests and audio/")
+    parser.add_argument("--out", required=True, help="folder for train/val/test .jsonl manifests and audio/ (an earlier toy set there is replaced: its WAVs the new manifests do not name are removed, other files kept)")
     parser.add_argument("--train", type=at_least(1), default=256, help="training examples (default 256)")
     parser.add_argument("--val", type=at_least(1), default=32, help="validation examples (default 32)")
     parser.add_argument("--test", type=at_least(1), default=32, help="test examples (default 32)")

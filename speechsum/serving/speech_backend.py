@@ -25,6 +25,7 @@ from speechsum.data.audio import (
     BadSampleError,
     EmptyAudioError,
     UnreadableAudioError,
+    UnscaledAudioError,
     load_audio,
     open_audio,
 )
@@ -78,7 +79,10 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
             raise bad_request(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
                               "--max-audio-seconds); send a shorter clip.", audio.param) from None
         except BadSampleError as error:
-            raise bad_request(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.", audio.param) from None
+            scale = (" Send float samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`."
+                     if isinstance(error, UnscaledAudioError) else "")
+            raise bad_request(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.{scale}",
+                              audio.param) from None
         except EmptyAudioError:
             raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
         except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of

@@ -18,7 +18,9 @@ from speechsum.data.audio import (
     CorruptAudioError,
     OutOfRangeAudioError,
     UnreadableAudioError,
+    UnscaledAudioError,
     audio_seconds,
+    check_waveform,
     load_audio,
     open_audio,
 )
@@ -101,9 +103,41 @@ def test_float_audio_far_over_full_scale_is_read_with_a_warning_at_load(tmp_path
     assert load_audio(str(tmp_path / "loud.wav"), 16_000)[20] == -10.0  # read as it is
 
 
+def test_float_audio_at_a_wrong_scale_is_refused_naming_its_peak(tmp_path: Path):
+    """Before: a float WAV of samples around ±30 (a writer's wrong scale, 30 dB over full scale) loaded with a
+    warning at load and was read as it is by `speechsum summarize` and `serve` without a word. Clipping headroom
+    (1.8, or 10 with its warning, above) is read; beyond ±16 (24 dB over full scale) the file is refused, naming
+    its peak and where it is, wherever the peak lies (here in the second block read, not the first sample over 16)."""
+    data = np.full(80_000, 0.1, dtype=np.float32)
+    data[5], data[70_000], data[70_100] = 20.0, -31.5, 25.0
+    path = tmp_path / "scaled.wav"
+    sf.write(path, np.stack([data, data / 2], axis=1), 16_000, subtype="FLOAT")
+    expected = (f"{path}: float sample of 31.5 (its peak, 30 dB over full scale) at frame 70000 (4.38 s); float "
+                "audio is within [-1, 1], a little over it where a float file clips (read as it is); beyond ±16 "
+                "its writer used a wrong scale: normalise it (e.g. `sox --norm in.wav out.wav`, or divide the "
+                "samples by the factor they were scaled by) or drop it from the manifest")
+    for read in (lambda: load_audio(str(path), 16_000), lambda: audio_seconds(str(path))):
+        with pytest.raises(UnscaledAudioError) as info:
+            read()
+        assert (str(info.value), info.value.frame, info.value.peak) == (expected, 70_000, 31.5)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "scaled.wav", "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': {expected}"
+    # the part read when truncated: its own peak
+    with pytest.raises(UnscaledAudioError, match=r"scaled\.wav: float sample of 20 \(its peak, 26 dB over full scale\) at frame 5 "):
+        load_audio(str(path), 16_000, max_seconds=1.0)
+    with pytest.raises(UnscaledAudioError, match=r"^waveform 1: float sample of 31\.5 \(its peak, 30 dB .* at frame 70000 "):
+        check_waveform("waveform 1", data, 16_000)
+    data[[5, 70_000, 70_100]] = [16.0, -1.5, 1.0]  # 16 itself: read (with the warning at load)
+    sf.write(path, data, 16_000, subtype="FLOAT")
+    assert load_audio(str(path), 16_000)[5] == 16.0 and audio_seconds(str(path)) == 5.0
+
+
 def test_the_sample_check_gives_the_peak_the_loud_audio_warning_reports():
     """The check of each block computes |samples| once: its peak is reused for the warning, not computed again."""
-    from speechsum.data.audio import _check_block
+    from speechsum.data.sample_checks import check_block as _check_block
 
     block = np.array([[0.1, -0.2], [-10.0, 1.8]], dtype=np.float32)
     assert _check_block(block, "a.wav", 0, 16_000) == 10.0

@@ -20,6 +20,7 @@ from speechsum.data.audio import (
     load_audio,
 )
 from speechsum.data.manifest import ManifestError, load_manifest
+from tests.data.test_audio_damaged_streams import ogg_crc
 
 
 def tone(frames: int, rate: int, channels: int = 1, frequency: float = 440.0) -> np.ndarray:
@@ -55,6 +56,81 @@ def test_every_format_libsndfile_writes_reads_as_the_tone(tmp_path: Path, name: 
     spectrum = np.abs(np.fft.rfft(waveform[:8_000] * np.hanning(8_000)))
     assert abs(np.argmax(spectrum) * 2 - 440) <= 4  # 2 Hz bins: the pitch survives codec and resampler
     assert 0.2 < np.abs(waveform[1_000:7_000]).max() < 0.45  # lossy codecs move the peak a little
+
+
+def test_a_bw64_file_is_read_as_the_rf64_it_is(tmp_path: Path):
+    """BW64 (ITU-R BS.2088, broadcast audio past 4 GB) is RF64 whose first four bytes say "BW64": libsndfile does
+    not know the name ("Format not recognised"), and the file was refused as damaged or cut short."""
+    rf64, bw64 = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(rf64, tone(16_000, 16_000, channels=2), 16_000, format="RF64", subtype="PCM_24")
+    bw64.write_bytes(b"BW64" + rf64.read_bytes()[4:])
+    expected = load_audio(str(rf64), 16_000)
+    assert np.array_equal(load_audio(str(bw64), 16_000), expected) and len(expected) == 16_000
+    assert np.array_equal(load_audio(str(bw64), 16_000, max_seconds=0.5), expected[:8_000])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "b.wav", "instruction": "Sum up."}) + "\n")
+    assert load_manifest(manifest)[0][0].duration == 1.0
+
+
+def test_a_caf_whose_data_size_says_to_the_end_of_the_file_is_read(tmp_path: Path):
+    """Apple's CAF lets the last chunk's size be -1, "to the end of the file" (a recorder still writing): libsndfile
+    calls it malformed, and the file was refused as damaged or cut short."""
+    whole, open_ended = tmp_path / "a.caf", tmp_path / "b.caf"
+    sf.write(whole, tone(16_000, 16_000), 16_000, format="CAF", subtype="PCM_16")
+    data = bytearray(whole.read_bytes())
+    size_at = data.find(b"data") + 4
+    data[size_at : size_at + 8] = struct.pack(">q", -1)
+    open_ended.write_bytes(bytes(data))
+    expected = load_audio(str(whole), 16_000)
+    assert np.array_equal(load_audio(str(open_ended), 16_000), expected) and len(expected) == 16_000
+    assert audio_seconds(str(open_ended)) == 1.0
+
+
+def ogg_page(packet: bytes, kind: int, sequence: int, granule: int = 0) -> bytes:
+    """One Ogg page (``kind`` 2: the first of its stream, 4: the last) holding ``packet``, its checksum right."""
+    lacing = bytes([255] * (len(packet) // 255) + [len(packet) % 255])
+    page = bytearray(b"OggS" + bytes([0, kind]) + struct.pack("<qII", granule, 1234, sequence) + bytes(4)
+                     + bytes([len(lacing)]) + lacing + packet)
+    page[22:26] = ogg_crc(bytes(page)).to_bytes(4, "little")
+    return bytes(page)
+
+
+@pytest.mark.parametrize(("name", "first_packet", "reason", "tool"), [
+    ("clip.spx", b"Speex   1.2rc1" + bytes(66), "an Ogg Speex stream", "`speexdec in.spx out.wav`"),
+    ("clip.ogg", b"\x80theora" + bytes(40), "an Ogg Theora video (its first stream)", "`ffmpeg -i in.ogv out.wav`"),
+], ids=["speex", "theora"])
+def test_an_ogg_stream_in_a_codec_libsndfile_does_not_decode_is_named_not_called_damaged(
+        tmp_path: Path, name: str, first_packet: bytes, reason: str, tool: str):
+    """Before: "it starts as Ogg audio but libsndfile cannot read it (Unspecified internal error …): damaged or cut
+    short; re-fetch or re-export it" of a whole Speex recording."""
+    path = tmp_path / name
+    path.write_bytes(ogg_page(first_packet, 2, 0) + ogg_page(bytes(40), 0, 1) + ogg_page(bytes(200), 4, 2, 320))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": name, "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': unreadable audio file {path}: {reason}, which libsndfile does not "
+                                 f"decode (it reads Ogg Vorbis and Opus); convert it, e.g. {tool}, or drop it")
+
+
+@pytest.mark.parametrize(("name", "container", "subtype", "encoding", "reason"), [
+    ("clip.caf", "CAF", "PCM_16", (b"lpcm", b"aac "), "a CAF file whose samples are in an encoding libsndfile does not "
+     "decode ('aac '); convert it to PCM, e.g. `ffmpeg -i in.caf out.wav`"),
+    ("clip.aifc", "AIFF", "ULAW", (b"ulaw", b"QDM2"), "an AIFF-C file whose samples are in an encoding libsndfile does "
+     "not decode ('QDM2'); convert it to PCM, e.g. `ffmpeg -i in.aifc out.wav`"),
+], ids=["caf-aac", "aifc-qdesign"])
+def test_a_caf_or_aifc_in_an_encoding_libsndfile_does_not_decode_is_named_not_called_damaged(
+        tmp_path: Path, name: str, container: str, subtype: str, encoding: tuple, reason: str):
+    """Before: "it starts as CAF audio but libsndfile cannot read it (Supported file format but unsupported
+    encoding …): damaged or cut short; re-fetch or re-export it" of a whole AAC-in-CAF recording."""
+    path = tmp_path / name
+    sf.write(path, tone(1_600, 16_000), 16_000, format=container, subtype=subtype)
+    path.write_bytes(path.read_bytes().replace(*encoding, 1))  # the header's four characters naming the encoding
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": name, "instruction": "Sum up."}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == f"field 'audio': unreadable audio file {path}: {reason}, or drop it"
 
 
 @pytest.mark.parametrize("channels", [6, 8])

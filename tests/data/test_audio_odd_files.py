@@ -148,6 +148,28 @@ def test_a_wav_whose_fmt_chunk_follows_its_data_is_read_as_the_same_wav_in_order
     assert load_manifest(manifest)[0][0].duration == len(samples) / RATE
 
 
+def unpadded_chunk(name: bytes, body: bytes) -> bytes:
+    return name + struct.pack("<I", len(body)) + body  # an odd size without its pad byte
+
+
+@pytest.mark.parametrize("chunks", [
+    (fmt_chunk(), unpadded_chunk(b"LIST", b"INFOISFTabc\0x"), data_chunk(TONE)),
+    (unpadded_chunk(b"JUNK", b"odd"), fmt_chunk(), unpadded_chunk(b"bext", b"x" * 603), data_chunk(TONE)),
+    (data_chunk(TONE), unpadded_chunk(b"LIST", b"INFOodd"), fmt_chunk()),
+], ids=["list-before-data", "junk-before-fmt-bext-before-data", "fmt-after-data"])
+def test_a_wav_whose_odd_sized_chunk_lacks_its_pad_byte_is_read(tmp_path: Path, chunks: tuple):
+    """Before: libsndfile read the next chunk's name a byte late ("No 'data' chunk marker") and the file was
+    refused as damaged or cut short; it is read as the same WAV with its chunks padded."""
+    odd, padded = tmp_path / "odd.wav", tmp_path / "padded.wav"
+    odd.write_bytes(wav_chunks(*chunks))
+    padded.write_bytes(wav_chunks(fmt_chunk(), data_chunk(TONE)))
+    assert np.array_equal(load_audio(str(odd), RATE), load_audio(str(padded), RATE))
+    assert audio_seconds(str(odd)) == 1.0
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "odd.wav", "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    assert load_manifest(manifest)[0][0].duration == 1.0
+
+
 def test_a_wav_whose_fmt_chunk_follows_a_data_chunk_and_is_cut_off_says_so(tmp_path: Path):
     late = tmp_path / "late.wav"
     late.write_bytes(wav_chunks(data_chunk(TONE), fmt_chunk())[: -24 - RATE])  # the fmt chunk and half the samples

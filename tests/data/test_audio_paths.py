@@ -7,9 +7,11 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
-from speechsum.data.audio import load_audio
+from speechsum.data.audio import audio_seconds, load_audio
 from speechsum.serving.summarize import input_problem
 
 
@@ -63,3 +65,16 @@ def test_an_empty_or_unreadable_file_says_what_to_do(tmp_path: Path, monkeypatch
                                "recording, or drop it")
     monkeypatch.setattr(audio_paths.os, "access", lambda path, mode: False)  # as a user without read permission
     assert audio_paths.path_problem(empty) == "permission denied: make it readable (chmod a+r), or drop it"
+
+
+@pytest.mark.parametrize("suffix", ["/", "/."])
+def test_a_files_name_with_a_trailing_slash_says_to_drop_it(tmp_path: Path, suffix: str):
+    """pathlib drops a trailing '/' ('clip.wav/' is 'clip.wav', a file), open() refuses it (ENOTDIR): the error
+    was libsndfile's bare "System error" with the advice to convert the file to a format it reads."""
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(1_600, np.float32), 16_000)
+    expected = f"{clip}{suffix}: a path ending in '/' names a folder, but {clip} is a file: write it without the '/'"
+    for read in (lambda: load_audio(f"{clip}{suffix}", 16_000), lambda: audio_seconds(f"{clip}{suffix}")):
+        with pytest.raises(ValueError) as info:
+            read()
+        assert str(info.value) == expected

@@ -193,6 +193,24 @@ def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: 
     assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples): no recording in it; replace it or drop it"
 
 
+def test_an_rf64_whose_sizes_were_never_written_is_said_so_not_empty(tmp_path: Path):
+    """An RF64 recorder (a broadcast one, for recordings past 4 GB) writes its sizes in its ds64 chunk at the end:
+    stopped before, they are 0, and the error said "empty audio file (0 samples)" of a second of speech (libsndfile
+    logs RF64's stop in hex, which the check of a WAV's "data : 0" did not read)."""
+    path = tmp_path / "unfinished.wav"
+    sf.write(path, TONE, 16_000, format="RF64", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[20:44] = bytes(24)  # the ds64 chunk's RIFF size, data size and sample count
+    path.write_bytes(bytes(data))
+    expected = (f"{path}: its header's ds64 chunk gives a data size of 0 bytes, but 32000 bytes that are no chunk "
+                "follow its data chunk (samples it does not count: a recording whose writer stopped before it wrote "
+                "the sizes?), and libsndfile reads no sample of it: rewrite its ds64 chunk's sizes to count them or "
+                "re-export it from its source, or drop it")
+    assert load_error(tmp_path, path.name) == f"field 'audio': {expected}"
+    with pytest.raises(CorruptAudioError, match=re.escape(expected)):
+        load_audio(str(path), 16_000)
+
+
 def test_samples_a_wav_header_does_not_count_are_warned_about(tmp_path: Path, caplog):
     """A recorder that wrote its sizes at 0.5 s and stopped at 3 s: libsndfile reads 0.5 s, and the
     rest was left out without a word."""

@@ -135,3 +135,24 @@ def test_toydata_never_replaces_another_data_sets_manifests(tmp_path):
     main(["--out", str(tmp_path / "toy"), "--train", "2", "--val", "1", "--test", "1"])
     main(["--out", str(tmp_path / "toy"), "--train", "3", "--val", "1", "--test", "1"])  # an earlier toy set is replaced
     assert len((tmp_path / "toy" / "train.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_smaller_rerun_removes_the_earlier_runs_wavs_but_not_the_users_files(tmp_path):
+    """Before: `toydata` run again with fewer examples left the earlier run's WAVs beyond the new counts in
+    audio/ (train-00003.wav … here), which no manifest named. A file the user put there, one that looks like
+    toydata's but that no toy manifest named, and the other splits' WAVs stay."""
+    from speechsum.data.toy import main
+
+    out = tmp_path / "toy"
+    main(["--out", str(out), "--train", "5", "--val", "2", "--test", "2"])
+    (out / "audio" / "notes.txt").write_text("mine")
+    (out / "audio" / "train-00099.wav").write_bytes(b"RIFF mine")  # toydata's pattern, no manifest's
+    (out / "mine.wav").write_bytes(b"RIFF")
+    main(["--out", str(out), "--train", "3", "--val", "2", "--test", "1"])
+    assert sorted(p.name for p in (out / "audio").iterdir()) == [
+        "notes.txt", "test-00000.wav", "train-00000.wav", "train-00001.wav", "train-00002.wav", "train-00099.wav",
+        "val-00000.wav", "val-00001.wav"]
+    assert sorted(p.name for p in out.iterdir()) == ["audio", "mine.wav", "test.jsonl", "train.jsonl", "val.jsonl"]
+    named = {json.loads(line)["audio"] for split in ("train", "val", "test")
+             for line in (out / f"{split}.jsonl").read_text().splitlines()}
+    assert named == {f"audio/{p.name}" for p in (out / "audio").glob("*-0000?.wav")}

@@ -150,6 +150,10 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     loud = tmp_path / "loud.wav"
     sf.write(loud, np.full(800, 1e30, dtype=np.float32), 16_000, subtype="FLOAT")  # NaN features before
     assert bad_request(client, audio_message(loud.read_bytes())) == f"{param}: the audio holds a sample of magnitude 1e+30 at frame 0."
+    sf.write(loud, np.linspace(-30.0, 30.0, 800, dtype=np.float32), 16_000, subtype="FLOAT")  # served as it was before
+    assert bad_request(client, audio_message(loud.read_bytes())) == (
+        f"{param}: the audio holds a float sample of 30 (its peak, 30 dB over full scale) at frame 0. Send float "
+        "samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`.")
     broken = audio_message(b"x")
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
