@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,13 @@ def _legacy_hint(raw: bytes, start: int) -> str:
 
 def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """``(number, text)`` of the non-blank lines of a UTF-8 JSONL file (:func:`raw_lines`), without
-    their line end; a line that is not UTF-8 raises ``ValueError`` naming file and line."""
+    their line end; a line that is not UTF-8 raises ``ValueError`` naming file and line, and a file
+    that is no UTF-8 text at all (UTF-16, compressed: :func:`text_lines_problem`) one naming the file
+    (its first bad byte got Windows-1252 advice, or a UTF-16 line without a BOM "invalid JSON")."""
+    if os.path.isfile(path):  # not a pipe: its first bytes would be lost to the check
+        problem = text_lines_problem(path)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
     for number, raw in raw_lines(path):
         try:
             text = decode_utf8(raw)
