@@ -254,6 +254,22 @@ def test_a_duplicated_prediction_id_is_an_error_naming_the_line(runs, tmp_path):
                                "'test' (one row per example)")
 
 
+@pytest.mark.parametrize(("encoding", "name"), [
+    ("utf-16", "UTF-16LE"),  # with a BOM: PowerShell 5's > and Out-File; it got Windows-1252 advice for byte ff
+    ("utf-16-le", "UTF-16LE"),  # no BOM: the NUL bytes read as UTF-8, and the line was "invalid JSON"
+    ("utf-16-be", "UTF-16BE"),
+])
+def test_a_utf16_predictions_file_is_said_to_be_utf16(runs, tmp_path, encoding, name):
+    path = runs / "kd" / "predictions.jsonl"
+    path.write_bytes(path.read_text().encode(encoding))
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (f"speechsum report: {path}: {name} text, not UTF-8: save it as UTF-8 (e.g. iconv -f "
+                               f"{name} -t UTF-8 {path} > predictions.utf8.jsonl; Windows PowerShell's > writes "
+                               "UTF-16, Out-File -Encoding utf8 does not)")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(("scores", "message"), [
     ({"fact_judge": "high"}, "scores.fact_judge is 'high': a score is a number, or null when missing"),
     ({"fact_judge": [5.0]}, "scores.fact_judge is [5.0]: a score is a number, or null when missing"),
