@@ -21,6 +21,7 @@ import soxr
 from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
 from speechsum.data.audio_notes import MixEnergy, clip_notes, say_once
 from speechsum.data.audio_paths import path_problem
+from speechsum.data.clip_advice import DROP_FROM_MANIFEST, without_manifest
 from speechsum.data.cut_short import (
     MP3_SLACK,
     CorruptAudioError,
@@ -81,7 +82,7 @@ def check_rate(source: str | BinaryIO, rate: int) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise SampleRateError(f"{source}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, "
                               "no recording's (speech is 8-48 kHz): the header is likely damaged; re-export the "
-                              "file or drop it from the manifest")
+                              f"file or {DROP_FROM_MANIFEST}")
 
 
 class BadSampleError(ValueError):
@@ -97,7 +98,7 @@ class NonFiniteAudioError(BadSampleError):
 
     def __init__(self, path: str, frame: int, rate: int):
         super().__init__(path, frame, rate, "non-finite sample (NaN or Inf)",
-                         "the audio is corrupt: re-export it or drop it from the manifest")
+                         f"the audio is corrupt: re-export it or {DROP_FROM_MANIFEST}")
 
 
 class OutOfRangeAudioError(BadSampleError):
@@ -108,7 +109,7 @@ class OutOfRangeAudioError(BadSampleError):
         super().__init__(path, frame, rate, f"sample of magnitude {magnitude:.3g}",
                          f"float audio is expected within [-1, 1] (beyond ±{MAX_SAMPLE:g} it is not a recording "
                          "and its features overflow): normalise it (int16-scale floats: divide by 32768) or "
-                         "drop it from the manifest")
+                         f"{DROP_FROM_MANIFEST}")
 
 
 def _check_block(block: np.ndarray, path: str, start: int, rate: int) -> float:
@@ -142,7 +143,10 @@ def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndar
                          "(int16: waveform / 32768)")
     if array.size == 0:
         raise EmptyAudioError(f"{name}: no samples")
-    _check_block(array[:, None], name, 0, sample_rate)
+    try:
+        _check_block(array[:, None], name, 0, sample_rate)
+    except BadSampleError as err:
+        raise without_manifest(err, "leave the clip out") from None
     return array
 
 
