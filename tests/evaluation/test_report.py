@@ -125,6 +125,25 @@ def test_png_chart_and_cli(runs, tmp_path, capsys):
     assert not list((tmp_path / "r").glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
+def test_a_failure_while_making_the_report_leaves_the_earlier_report_whole(runs, tmp_path, monkeypatch):
+    """The chart was made after report.md and both CSVs were written: its failure left them new beside
+    the earlier chart (one report's table, another's chart)."""
+    from speechsum.evaluation import report
+
+    out = tmp_path / "r"
+    build_report([runs], out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    (runs / "kd" / "predictions.jsonl").unlink()  # a report that differs from the earlier one
+
+    def broken_chart(*args):
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(report, "plot_chart", broken_chart)
+    with pytest.raises(RuntimeError, match="no font"):
+        build_report([runs], out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(ValueError, match="metric 'llm_judge' missing in run"):
         build_report([runs], tmp_path / "r", metric="llm_judge")
