@@ -154,12 +154,22 @@ def test_errors_name_the_problem(runs, tmp_path):
         build_report([tmp_path / "empty"], tmp_path / "r")
 
 
+def test_a_metrics_json_with_a_byte_order_mark_is_read(runs, tmp_path):
+    """An editor's UTF-8 BOM (Notepad) stopped the report: "invalid JSON (Unexpected UTF-8 BOM …)"."""
+    path = runs / "kd" / "metrics.json"
+    expected = build_report([runs], tmp_path / "plain")["markdown"].read_text()
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert build_report([runs], tmp_path / "bom")["markdown"].read_text() == expected
+
+
 @pytest.mark.parametrize("content, message", [
     (b'{"results": {}}', "not a `speechsum evaluate` metrics.json"),
     (b'[1, 2]', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": {"name": 3}, "results": {}}', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": {"name": "x"}}', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": \xff}', "not UTF-8 text"),
+    ('{"system": 1}'.encode("utf-16"), "metrics.json: UTF-16LE text, not UTF-8: save it as UTF-8 (e.g. iconv -f "
+                                      "UTF-16LE -t UTF-8"),  # before: "not UTF-8 text (invalid start byte at byte 0)"
     (b'{"system": ', "metrics.json:1: invalid JSON"),
     (b'{"system": {"name": "x", "stage": ["sft"]}, "results": {"all": {}}}',
      "metrics.json: system.stage must be a string or null, got ['sft']; give the metrics.json `speechsum evaluate` "
