@@ -52,20 +52,35 @@ def text_lines_problem(path: str | Path) -> str | None:
     file or data table given in the JSONL file's place. Each of its lines would otherwise be an
     undecodable bad line."""
     with open(path, "rb") as handle:
-        head = handle.read(6)
+        head = handle.read(64)
     for magic, (name, command) in COMPRESSED.items():
         if head.startswith(magic):
             return (f"a {name}-compressed file, not JSON Lines text: decompress it ({command.replace('FILE', str(path))})"
                     " and give the file that comes out")
-    for magic, encoding in WIDE_TEXT.items():
-        if head.startswith(magic):
-            return (f"{encoding} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8 {path} > "
-                    f"{Path(path).stem}.utf8{Path(path).suffix}; Windows PowerShell's > writes UTF-16, "
-                    "Out-File -Encoding utf8 does not)")
+    encoding = WIDE_TEXT.get(next((magic for magic in WIDE_TEXT if head.startswith(magic)), b""), _zero_pattern(head))
+    if encoding:
+        return (f"{encoding} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8 {path} > "
+                f"{Path(path).stem}.utf8{Path(path).suffix}; Windows PowerShell's > writes UTF-16, "
+                "Out-File -Encoding utf8 does not)")
     for magic, name in NOT_TEXT.items():
         if head.startswith(magic):
             return (f"a {name} file, not JSON Lines text: give the JSONL file here (one JSON object per line; an audio "
                     "file is named in a line's 'audio' field, a Parquet or Arrow dataset goes to data.hf_dataset)")
+    return None
+
+
+def _zero_pattern(head: bytes) -> str | None:
+    """``UTF-16LE`` / ``UTF-16BE`` for leading bytes of ASCII text in UTF-16 without a byte-order mark
+    (a 0 byte after or before each character; whatever the first character: a blank line, a space),
+    else None. At least 4 characters are asked for: a 0 byte beside each of fewer is no pattern."""
+    pairs = len(head) // 2
+    if pairs < 4:
+        return None
+    even, odd = head[0 : 2 * pairs : 2], head[1 : 2 * pairs : 2]
+    if not any(odd) and all(even):
+        return "UTF-16LE"
+    if not any(even) and all(odd):
+        return "UTF-16BE"
     return None
 
 
