@@ -22,6 +22,7 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,17 +163,20 @@ def resolve_plan(size: str, documents: dict[str, int] | None = None,
 WORKERS_PER_CORE = 4  # synthesis is CPU-bound: beyond this, processes only add memory and start-up time
 
 
-def usable_workers(workers: int) -> int:
-    """``workers``, or :data:`WORKERS_PER_CORE` per CPU core when it asks for more, with a warning
-    saying so (``--workers 100000`` tried to spawn 100,000 Python processes). The manifests and audio
-    do not depend on the count, so the result is the same; ``benchmark.json`` records the count used."""
+def usable_workers(workers: int, say: Callable[[str], None] | None = None) -> int:
+    """``workers``, or :data:`WORKERS_PER_CORE` per CPU core when it asks for more, saying so with
+    ``say`` (None: a ``UserWarning``) (``--workers 100000`` tried to spawn 100,000 Python processes).
+    The manifests and audio do not depend on the count; ``benchmark.json`` records the count used."""
     cores = os.cpu_count() or 1
     most = max(1, int(WORKERS_PER_CORE * cores))
     if workers <= most:
         return workers
-    warnings.warn(f"--workers {workers} is more than {WORKERS_PER_CORE} processes per CPU core ({cores} here): using "
-                  f"{most} (the benchmark does not depend on the count; more processes would only add memory)",
-                  stacklevel=3)
+    note = (f"--workers {workers} is more than {WORKERS_PER_CORE} processes per CPU core ({cores} here): using "
+            f"{most} (the benchmark does not depend on the count; more processes would only add memory)")
+    if say is None:
+        warnings.warn(note, stacklevel=3)
+    else:
+        say(note)
     return most
 
 
