@@ -119,7 +119,7 @@ def versions_line() -> str:
     versions, read from the packages' metadata (nothing imported)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from speechsum import __version__
+    import speechsum
 
     def installed(package: str) -> str:
         try:
@@ -128,7 +128,7 @@ def versions_line() -> str:
             return "not installed"
 
     libraries = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "lightning"))
-    return f"speechsum {__version__} ({libraries}, python {sys.version.split()[0]})"
+    return f"speechsum {speechsum.__version__} ({libraries}, python {sys.version.split()[0]})"
 
 
 def _main(args: list[str], argv: list[str] | None) -> None:

@@ -15,7 +15,7 @@ from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
-from speechsum.training.trainer_settings import check_seed, check_trainer_settings
+from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
 from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
 
@@ -85,6 +85,8 @@ class SpeechSumCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_trainer_settings(config.get("trainer") or {})
+        if self.subcommand == "fit":
+            check_fit_length(config.get("trainer") or {})
         check_run_folders(self.subcommand, config.get("trainer") or {})
         data = config.get("data")
         data = data.as_dict() if hasattr(data, "as_dict") else data

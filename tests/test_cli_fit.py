@@ -249,6 +249,9 @@ def test_throughput_is_logged_per_window(tmp_path, toy_data):
     (b"trainer:\n  max_steps: [1, 2\n", "bad.yaml:3:1: not valid YAML: did not find expected ',' or ']'"),
     (b"trainer:\n  max_steps: 5\n foo: 1\n", "bad.yaml:3:2: not valid YAML: did not find expected key"),
     (b"trainer:\n  max_steps: 5 # caf\xe9\n", "bad.yaml: not UTF-8 text (byte b'\\xe9' at offset 29)"),
+    # LibYAML's words name no tab: the hint on tabs that PyYAML's error got was missing here
+    (b"trainer:\n\tmax_steps: 5\n", "bad.yaml:2:1: not valid YAML: found character that cannot start any token; "
+                                     "YAML indents with spaces, never tabs: replace the tabs\n"),
 ])
 def test_a_broken_config_file_is_named_with_line_and_column(tmp_path, capsys, text, message):
     from speechsum.cli import main

@@ -36,6 +36,12 @@ BAD_SETTINGS = [
     (["--model.init_args.generation.top_p", "1.5"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 1.5"),
     (["--model.init_args.generation.top_p", "0"], "model.init_args.generation.top_p must be a number above 0 and at most 1, got 0.0"),
     (["--trainer.max_steps", "-5"], "`max_steps` must be a non-negative integer or -1"),  # Lightning's own words
+    # 0 trained nothing and saved the untrained model as the run's checkpoint (the pipeline refused it already)
+    (["--trainer.max_steps", "0"], "trainer.max_steps must be at least 1 (or -1: no limit), got 0: fit would train "
+                                   "nothing and save the untrained model as its checkpoint; to load a model without "
+                                   "training, run `speechsum validate` with the same config"),
+    (["--trainer.max_epochs", "0"], "trainer.max_epochs must be at least 1 (or -1: no limit), got 0: fit would "
+                                    "train nothing"),
     # Lightning divided by these: a ZeroDivisionError at the first step or validation; and the loss by a
     # negative accumulate_grad_batches: gradient ascent, silently
     (["--trainer.accumulate_grad_batches", "0"], "trainer.accumulate_grad_batches must be at least 1, got 0"),
@@ -65,6 +71,13 @@ def test_a_setting_out_of_range_is_one_line_naming_it(tmp_path, toy_data, capsys
     assert info.value.code == 2, err
     assert f"speechsum fit: error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+def test_max_steps_minus_1_means_no_limit_and_stays_accepted(tmp_path, toy_data):
+    """-1 is Lightning's "no limit" (max_epochs decides); only 0 is refused."""
+    config = run_config(tmp_path, toy_data, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    main(["fit", "--config", str(config)])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_log_every_n_steps_0_turns_logging_off_as_lightning_has_it(tmp_path, toy_data):

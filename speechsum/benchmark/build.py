@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import random
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +160,26 @@ def resolve_plan(size: str, documents: dict[str, int] | None = None,
     return plan
 
 
+WORKERS_PER_CORE = 4  # synthesis is CPU-bound: beyond this, processes only add memory and start-up time
+
+
+def usable_workers(workers: int, say: Callable[[str], None] | None = None) -> int:
+    """``workers``, or :data:`WORKERS_PER_CORE` per CPU core when it asks for more, saying so with
+    ``say`` (None: a ``UserWarning``) (``--workers 100000`` tried to spawn 100,000 Python processes).
+    The manifests and audio do not depend on the count; ``benchmark.json`` records the count used."""
+    cores = os.cpu_count() or 1
+    most = max(1, int(WORKERS_PER_CORE * cores))
+    if workers <= most:
+        return workers
+    note = (f"--workers {workers} is more than {WORKERS_PER_CORE} processes per CPU core ({cores} here): using "
+            f"{most} (the benchmark does not depend on the count; more processes would only add memory)")
+    if say is None:
+        warnings.warn(note, stacklevel=3)
+    else:
+        say(note)
+    return most
+
+
 def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, workers: int = 2,
                     documents: dict[str, int] | None = None, instructions: dict[str, int] | None = None,
                     world: str = "full", overwrite: bool = False, progress: bool = True) -> dict:
@@ -171,6 +193,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    workers = usable_workers(workers)
     if world not in WORLDS:
         raise ValueError(f"unknown world {world!r}; choose one of {', '.join(WORLDS)}")
     start = time.perf_counter()

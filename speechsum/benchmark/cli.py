@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
         except (ValueError, FileNotFoundError) as err:
             raise SystemExit(f"speechsum benchmark info: {err}") from None
         return
-    from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, build_benchmark
+    from speechsum.benchmark.build import ALL_SPLITS, KD_SPLIT, build_benchmark, usable_workers
 
     check_output_path(args.out, "--out", folder=True)
 
@@ -154,7 +154,8 @@ def main(argv: list[str]) -> None:
     documents = {split: getattr(args, f"{split}_docs") for split in ALL_SPLITS}
     instructions = {split: args.train_instructions if split in ("train", KD_SPLIT) else args.eval_instructions
                     for split in ALL_SPLITS}
-    summary = build_benchmark(args.out, size=args.size, seed=args.seed, workers=args.workers,
+    workers = usable_workers(args.workers, lambda note: print(f"speechsum benchmark build: warning: {note}", file=sys.stderr))
+    summary = build_benchmark(args.out, size=args.size, seed=args.seed, workers=workers,
                               documents=documents, instructions=instructions, world=args.world,
                               overwrite=args.overwrite,
                               progress=not args.no_progress)

@@ -21,6 +21,7 @@ import soxr
 from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
 from speechsum.data.audio_notes import MixEnergy, clip_notes, say_once
 from speechsum.data.audio_paths import path_problem
+from speechsum.data.clip_advice import DROP_FROM_MANIFEST, without_manifest
 from speechsum.data.cut_short import (
     MP3_SLACK,
     CorruptAudioError,
@@ -90,7 +91,7 @@ def check_rate(source: str | BinaryIO, rate: int) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise SampleRateError(f"{source}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, "
                               "no recording's (speech is 8-48 kHz): the header is likely damaged; re-export the "
-                              "file or drop it from the manifest")
+                              f"file or {DROP_FROM_MANIFEST}")
 
 
 def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -108,8 +109,11 @@ def check_waveform(name: str, waveform: np.ndarray, sample_rate: int) -> np.ndar
     if array.size == 0:
         raise EmptyAudioError(f"{name}: no samples")
     peak = Peak()
-    peak.add(array[:, None], check_block(array[:, None], name, 0, sample_rate), 0)
-    peak.check(name, sample_rate)
+    try:
+        peak.add(array[:, None], check_block(array[:, None], name, 0, sample_rate), 0)
+        peak.check(name, sample_rate)
+    except BadSampleError as err:
+        raise without_manifest(err, "leave the clip out") from None
     return array
 
 

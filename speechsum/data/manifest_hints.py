@@ -120,6 +120,9 @@ def layout_hint(line: str) -> str:
     if (line.startswith("[") or line.endswith("]")) and _is_object(line.lstrip("[").rstrip(",]").strip()):
         return (": an object inside a JSON array's brackets; JSON Lines has one object per line, without brackets or "
                 "commas (convert it, e.g. jq -c '.[]' FILE > FILE.jsonl)")
+    if line.startswith("{") and _objects_on_one_line(line) > 1:
+        return (f": {_objects_on_one_line(line)} JSON objects on one line (a line break lost between them?); JSON "
+                "Lines has one object per line: put each on its own line")
     if line in ("[", "{"):
         return (f": a line holding only {line!r}, as in a JSON {'array' if line == '[' else 'object'} spread over "
                 f"several lines; JSON Lines has one whole object per line (convert it, e.g. "
@@ -140,6 +143,21 @@ def _not_json_hint(line: str) -> str:
         return ""
     return (f": the line is no JSON (it starts {line[:30]!r}); a manifest line is one JSON object, e.g. {EXAMPLE_LINE} "
             "(a CSV, TSV or YAML file: convert it to JSON Lines)")
+
+
+def _objects_on_one_line(line: str) -> int:
+    """How many whole JSON objects ``line`` holds one after another (spaces between them allowed),
+    counted up to the first text that is no such object (0: it starts with none)."""
+    decoder, count, at = json.JSONDecoder(), 0, 0
+    while at < len(line):
+        try:
+            value, end = decoder.raw_decode(line, at)
+        except (ValueError, RecursionError):
+            return count
+        if not isinstance(value, dict):
+            return count
+        count, at = count + 1, len(line) - len(line[end:].lstrip())
+    return count
 
 
 def _is_object(text: str) -> bool:

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from speechsum.data.clip_advice import DROP_FROM_MANIFEST
+
 MAX_SAMPLE = 1000.0  # |float sample| above this (60 dB over full scale) is refused at once, see OutOfRangeAudioError
 # |float sample| above this (24 dB over full scale) anywhere in what is read: no recording's headroom, a wrong
 # scale (see UnscaledAudioError); refused once the file's peak is known
@@ -29,7 +31,7 @@ class NonFiniteAudioError(BadSampleError):
 
     def __init__(self, path: str, frame: int, rate: int):
         super().__init__(path, frame, rate, "non-finite sample (NaN or Inf)",
-                         "the audio is corrupt: re-export it or drop it from the manifest")
+                         f"the audio is corrupt: re-export it or {DROP_FROM_MANIFEST}")
 
 
 class OutOfRangeAudioError(BadSampleError):
@@ -40,7 +42,7 @@ class OutOfRangeAudioError(BadSampleError):
         super().__init__(path, frame, rate, f"sample of magnitude {magnitude:.3g}",
                          f"float audio is expected within [-1, 1] (beyond ±{MAX_SAMPLE:g} it is not a recording "
                          "and its features overflow): normalise it (int16-scale floats: divide by 32768) or "
-                         "drop it from the manifest")
+                         f"{DROP_FROM_MANIFEST}")
 
 
 class UnscaledAudioError(BadSampleError):
@@ -53,7 +55,7 @@ class UnscaledAudioError(BadSampleError):
                          "over full scale)", f"float audio is within [-1, 1], a little over it where a float file "
                          f"clips (read as it is); beyond ±{UNSCALED_SAMPLE:g} its writer used a wrong scale: "
                          "normalise it (e.g. `sox --norm in.wav out.wav`, or divide the samples by the factor "
-                         "they were scaled by) or drop it from the manifest")
+                         f"they were scaled by) or {DROP_FROM_MANIFEST}")
 
 
 def check_block(block: np.ndarray, path: str, start: int, rate: int) -> float:

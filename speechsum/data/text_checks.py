@@ -135,7 +135,7 @@ def id_clash(example_id: str, seen: dict[str, tuple[str, str]]) -> str | None:
     if first is None:
         return None
     if first[0] == example_id:
-        return f"duplicate id {shown(example_id)}"
+        return f"duplicate id {shown(example_id)} ({first[1]} has it too): give each example its own id"
     return (f"duplicate id {shown(example_id)}: {first[1]} has {shown(first[0])}, the same text in another Unicode "
             "normalization (NFC/NFD: composed or decomposed accents); give each example its own id")
 

@@ -29,6 +29,9 @@ INSTRUCTIONS = {
 SAMPLE_RATES = (16_000, 22_050, 8_000)
 TOY_REFERENCE_STARTS = ("The first word", "Words:")  # how summary_for's two kinds of answer begin
 WORD_SECONDS, GAP_SECONDS = 0.25, 0.05
+# per split: a WAV each, about 60 kB, so 6 GB at most (--train 100000000 wrote until the disk was full);
+# the files' 5-digit numbers are named for it too
+MAX_EXAMPLES = 100_000
 
 
 def tone_clip(words: list[str], sample_rate: int) -> np.ndarray:
@@ -190,10 +193,13 @@ def main(argv: list[str] | None = None) -> None:
         prog="speechsum toydata",
         description="Write a tiny synthetic tone-language audio-instruction set (manifests + WAVs).",
     )
-    parser.add_argument("--out", required=True, help="folder for train/val/test .jsonl manifests and audio/ (an earlier toy set there is replaced: its WAVs the new manifests do not name are removed, other files kept)")
-    parser.add_argument("--train", type=at_least(1), default=256, help="training examples (default 256)")
-    parser.add_argument("--val", type=at_least(1), default=32, help="validation examples (default 32)")
-    parser.add_argument("--test", type=at_least(1), default=32, help="test examples (default 32)")
+    parser.add_argument("--out", required=True, help="folder for train/val/test .jsonl manifests and audio/ (an "
+                        "earlier toy set there is replaced: its WAVs the new manifests do not name are removed, other "
+                        "files kept)")
+    count = at_least(1, MAX_EXAMPLES)
+    parser.add_argument("--train", type=count, default=256, help=f"training examples (default 256, at most {MAX_EXAMPLES:,})")
+    parser.add_argument("--val", type=count, default=32, help="validation examples (default 32)")
+    parser.add_argument("--test", type=count, default=32, help="test examples (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     check_output_path(args.out, "--out", folder=True)

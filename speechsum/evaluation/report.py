@@ -376,9 +376,13 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
     out = Path(out)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "paired_csv": out / "paired.csv",
              "chart": out / f"chart_{metric}.png"}
-    write_atomic(paths["markdown"], render_markdown(rows, splits, metric, description, improvements, baseline_name,
-                                                    gaps, described, paired, skipped_note(runs)))
-    write_atomic(paths["csv"], render_csv(rows, splits, metric, improvements, gaps, faithfulness))
-    write_atomic(paths["paired_csv"], render_paired_csv(comparisons))
-    write_atomic(paths["chart"], plot_chart(rows, splits, metric))
+    contents = {  # all made before any is written: a failure (the chart's) left a new report.md beside old files
+        "markdown": render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps, described,
+                                    paired, skipped_note(runs)),
+        "csv": render_csv(rows, splits, metric, improvements, gaps, faithfulness),
+        "paired_csv": render_paired_csv(comparisons),
+        "chart": plot_chart(rows, splits, metric),
+    }
+    for name, content in contents.items():
+        write_atomic(paths[name], content)
     return paths

@@ -9,6 +9,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from speechsum.utils.io import text_lines_problem
+
 FORMAT = "speechsum-eval/1"  # what speechsum.evaluation.evaluate writes as metrics.json's `format`
 ROLE_ORDER = ("teacher", "backbone", "text", "cascade", "student")
 STAGE_ORDER = ("base", "sft", "kd", "dpo")
@@ -29,12 +31,13 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
         if not files:
             raise FileNotFoundError(f"{run_dir}: no metrics.json here or one level below (run `speechsum evaluate` first)")
         for file in files:
-            try:
-                run = json.loads(file.read_text(encoding="utf-8"))
+            try:  # utf-8-sig: a byte-order mark an editor added is dropped, as the JSONL readers drop it
+                run = json.loads(file.read_text(encoding="utf-8-sig"))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{file}:{err.lineno}: invalid JSON ({err.msg})") from err
             except UnicodeDecodeError as err:
-                raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+                problem = text_lines_problem(file) or f"not UTF-8 text ({err.reason} at byte {err.start})"
+                raise ValueError(f"{file}: {problem}") from err  # UTF-16: said so, with how to convert it
             system = run.get("system") if isinstance(run, dict) else None
             if not isinstance(system, dict) or not isinstance(system.get("name"), str) or not isinstance(run.get("results"), dict):
                 raise ValueError(f"{file}: not a `speechsum evaluate` metrics.json (needs an object with "

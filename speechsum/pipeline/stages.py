@@ -168,6 +168,9 @@ def subset_manifest(source: Path, out: Path, limit: int | None) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{source}: line {number}: invalid JSON ({err})") from err
+        if not isinstance(record, dict):  # record.get was an AttributeError traceback
+            raise ValueError(f"{source}: line {number}: expected a JSON object (one example), got "
+                             f"{type(record).__name__}; write one object per line")
         if isinstance(record.get("audio"), str):  # joined and normalised as load_manifest does (symlinks kept)
             try:
                 record["audio"] = str(audio_path(record["audio"], source.parent, allow_outside=True))

@@ -126,8 +126,10 @@ def build_backend(args: argparse.Namespace) -> Backend:
 
         from speechsum.serving.export import load_model
         from speechsum.serving.speech_backend import SpeechBackend
+        from speechsum.serving.summarize import check_finite_weights
 
         model = load_model(args.model, args.config)
+        check_finite_weights(model, args.model)  # it would answer every request with token 0 repeated
         if args.dtype:
             model.to(getattr(torch, args.dtype))
         return SpeechBackend(model.to(args.device), name, max_audio_seconds=args.max_audio_seconds)

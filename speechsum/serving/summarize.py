@@ -26,8 +26,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechsum.data.audio import AUDIO_ERRORS, AudioTooLongError, check_waveform, load_audio, path_problem
+from speechsum.data.audio import (
+    AUDIO_ERRORS,
+    AudioTooLongError,
+    BadSampleError,
+    SampleRateError,
+    check_waveform,
+    load_audio,
+    path_problem,
+)
 from speechsum.data.batch import SpeechBatch, SpeechCollator
+from speechsum.data.clip_advice import without_manifest
 from speechsum.data.manifest import Example
 from speechsum.data.text_checks import reserved_in
 from speechsum.models.base import SpeechLLM
@@ -98,6 +107,18 @@ def require_speech(model: SpeechLLM, source: str) -> None:
         raise ValueError(f"{source}: a text LM (it reads transcripts, not audio); use a speech student")
 
 
+def check_finite_weights(model: SpeechLLM, source: str) -> None:
+    """A ``ValueError`` naming ``source`` and its first parameter that holds a NaN or Inf: such a model
+    scores every token NaN, and greedy decoding then emits token 0 again and again ('!!!!'), which
+    was written as each file's summary without a word."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            raise ValueError(f"{source}: the model's weights hold NaN or Inf (first in {name}), so every summary "
+                             "would be noise: the training that wrote it diverged (or the file is damaged); summarise "
+                             "with a checkpoint saved before the loss became NaN (RUN/STAGE/checkpoints/, exported with "
+                             "speechsum export), or train again with a lower learning rate")
+
+
 def input_problem(path: str) -> str | None:
     """Why ``path`` is no audio file to summarise (:func:`~speechsum.data.audio_paths.path_problem`), with
     what to do for what a user passes by mistake: a folder, a pattern the shell left unexpanded (no
@@ -127,6 +148,8 @@ def read_clip(path: str, model: SpeechLLM, truncate: bool) -> np.ndarray:
         raise AudioTooLongError(
             f"{path}: longer than this model's maximum of {limit:g} s; pass --truncate to summarise its first {limit:g} s"
         ) from None
+    except (BadSampleError, SampleRateError) as err:  # no manifest names the file
+        raise without_manifest(err, "leave the file out") from None
     return waveform
 
 
@@ -307,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
             check_input_file(args.config, "--config")
         model = load_model(args.model, args.config)
         require_speech(model, args.model)
+        check_finite_weights(model, args.model)
         settings = checked_settings(model, settings, CLI_NAMES)
     except (OSError, ValueError) as err:
         raise SystemExit(f"speechsum summarize: {err}") from None

@@ -25,6 +25,18 @@ def check_trainer_settings(trainer: Mapping) -> None:
         check_number("trainer.gradient_clip_val", trainer["gradient_clip_val"], 0.0, note=" (or null: no clipping)")
 
 
+def check_fit_length(trainer: Mapping) -> None:
+    """``trainer.max_steps`` / ``max_epochs`` 0 for ``fit``: Lightning trains nothing and the run ends
+    with the untrained (or init_from) weights saved as its checkpoint, as if trained; -1 (no limit) and
+    null stay, and other negatives get Lightning's own error."""
+    for key in ("max_steps", "max_epochs"):
+        value = trainer.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+            raise ConfigError(f"trainer.{key} must be at least 1 (or -1: no limit), got 0: fit would train nothing "
+                              "and save the untrained model as its checkpoint; to load a model without training, "
+                              "run `speechsum validate` with the same config")
+
+
 def check_seed(seed: object) -> None:
     """``seed_everything``: true (a random seed), false or null (none), or an integer numpy seeds with;
     another was Lightning's ValueError traceback ("-1 is not in bounds, numpy accepts ...")."""

@@ -120,6 +120,12 @@ class ChatJsonAsker:
         notes += no_text_notes(choice) if not text.strip() else []
         return text, "; ".join(notes)
 
+    def _request_failed(self, err: BaseException) -> str:
+        """An item's error for a request the endpoint refused or failed, naming the endpoint (the item's
+        error is kept in predictions and pairs files, where the run's URL is not), keys masked."""
+        endpoint, text = str(self.client.base_url), error_text(err)
+        return without_keys(f"{REQUEST_FAILED}{'' if endpoint in text else f' at {endpoint}'}: {text}")
+
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
         (e.g. an example id) only names the item in log warnings."""
@@ -131,11 +137,11 @@ class ChatJsonAsker:
                     partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
-                return JsonAnswer(None, f"{REQUEST_FAILED}: {error_text(err)}", attempt)
+                return JsonAnswer(None, self._request_failed(err), attempt)
             except Exception as err:
                 if not (self.give_up_after_retries and is_retryable(err)):
                     raise
-                return JsonAnswer(None, f"{REQUEST_FAILED}: {error_text(err)}", attempt)
+                return JsonAnswer(None, self._request_failed(err), attempt)
             try:
                 return JsonAnswer(parse(text), "", attempt)
             except ValueError as err:
@@ -178,7 +184,8 @@ def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, j
     answers, and leaving every item unjudged would hide it. So is every item unjudged by answers that
     could not be read (a model that answers in prose, or is cut at max_tokens): the run ended with
     exit 0 and an empty pairs file, or an evaluation without the metric."""
-    refused = [error for error in errors if error and error.startswith(REQUEST_FAILED)]
+    refused = [error.replace(f"{REQUEST_FAILED} at {endpoint}:", f"{REQUEST_FAILED}:", 1)  # named once, first
+               for error in errors if error and error.startswith(REQUEST_FAILED)]
     if errors and len(refused) == len(errors):
         raise EndpointError(without_keys(
             f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); check the judge's "

@@ -289,8 +289,21 @@ def yaml_error_text(path: str | Path, err: Exception) -> str:
     mark = getattr(err, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
     problem = str(getattr(err, "problem", None) or err)
-    tabs = "; YAML indents with spaces, never tabs: replace the tabs" if "'\\t'" in problem else ""
+    tabs = "; YAML indents with spaces, never tabs: replace the tabs" if "'\\t'" in problem or _tab_at(path, mark) else ""
     return f"{where}: not valid YAML: {problem}{tabs}"
+
+
+def _tab_at(path: str | Path, mark: Any) -> bool:
+    """Whether the file's line at ``mark`` is indented with a tab (LibYAML, as the Lightning CLI's loader
+    uses, says "found character that cannot start any token" without naming the tab PyYAML names)."""
+    if mark is None:
+        return False
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return "\t" in line[: len(line) - len(line.lstrip())]
 
 
 def not_utf8_text(path: str | Path, err: UnicodeDecodeError) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,20 +52,35 @@ def text_lines_problem(path: str | Path) -> str | None:
     file or data table given in the JSONL file's place. Each of its lines would otherwise be an
     undecodable bad line."""
     with open(path, "rb") as handle:
-        head = handle.read(6)
+        head = handle.read(64)
     for magic, (name, command) in COMPRESSED.items():
         if head.startswith(magic):
             return (f"a {name}-compressed file, not JSON Lines text: decompress it ({command.replace('FILE', str(path))})"
                     " and give the file that comes out")
-    for magic, encoding in WIDE_TEXT.items():
-        if head.startswith(magic):
-            return (f"{encoding} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8 {path} > "
-                    f"{Path(path).stem}.utf8{Path(path).suffix}; Windows PowerShell's > writes UTF-16, "
-                    "Out-File -Encoding utf8 does not)")
+    encoding = WIDE_TEXT.get(next((magic for magic in WIDE_TEXT if head.startswith(magic)), b""), _zero_pattern(head))
+    if encoding:
+        return (f"{encoding} text, not UTF-8: save it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8 {path} > "
+                f"{Path(path).stem}.utf8{Path(path).suffix}; Windows PowerShell's > writes UTF-16, "
+                "Out-File -Encoding utf8 does not)")
     for magic, name in NOT_TEXT.items():
         if head.startswith(magic):
             return (f"a {name} file, not JSON Lines text: give the JSONL file here (one JSON object per line; an audio "
                     "file is named in a line's 'audio' field, a Parquet or Arrow dataset goes to data.hf_dataset)")
+    return None
+
+
+def _zero_pattern(head: bytes) -> str | None:
+    """``UTF-16LE`` / ``UTF-16BE`` for leading bytes of ASCII text in UTF-16 without a byte-order mark
+    (a 0 byte after or before each character; whatever the first character: a blank line, a space),
+    else None. At least 4 characters are asked for: a 0 byte beside each of fewer is no pattern."""
+    pairs = len(head) // 2
+    if pairs < 4:
+        return None
+    even, odd = head[0 : 2 * pairs : 2], head[1 : 2 * pairs : 2]
+    if not any(odd) and all(even):
+        return "UTF-16LE"
+    if not any(even) and all(odd):
+        return "UTF-16BE"
     return None
 
 
@@ -95,7 +111,13 @@ def _legacy_hint(raw: bytes, start: int) -> str:
 
 def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """``(number, text)`` of the non-blank lines of a UTF-8 JSONL file (:func:`raw_lines`), without
-    their line end; a line that is not UTF-8 raises ``ValueError`` naming file and line."""
+    their line end; a line that is not UTF-8 raises ``ValueError`` naming file and line, and a file
+    that is no UTF-8 text at all (UTF-16, compressed: :func:`text_lines_problem`) one naming the file
+    (its first bad byte got Windows-1252 advice, or a UTF-16 line without a BOM "invalid JSON")."""
+    if os.path.isfile(path):  # not a pipe: its first bytes would be lost to the check
+        problem = text_lines_problem(path)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
     for number, raw in raw_lines(path):
         try:
             text = decode_utf8(raw)

@@ -229,6 +229,24 @@ def test_build_options_out_of_range_are_usage_errors_naming_the_option(tmp_path,
     assert not (tmp_path / "b").exists()
 
 
+def test_workers_beyond_4_per_core_are_clamped_with_a_warning(tiny, tmp_path, monkeypatch, capsys):
+    """--workers 100000 tried to spawn 100,000 processes; the count decides nothing in the output."""
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    assert bench.usable_workers(8) == 8
+    with pytest.warns(UserWarning, match="^--workers 9 is more than 4 processes per CPU core \\(2 here\\): using 8 "):
+        assert bench.usable_workers(9) == 8  # the Python API's build_benchmark warns so
+    monkeypatch.setattr(bench, "WORKERS_PER_CORE", 0.5)  # so that the clamped build runs in this process
+    capsys.readouterr()
+    main(["build", "--out", str(tmp_path / "b"), "--size", "tiny", "--seed", "0", "--workers", "100000",
+          "--no-progress"])
+    assert capsys.readouterr().err == (
+        "speechsum benchmark build: warning: --workers 100000 is more than 0.5 processes per CPU core (2 here): using "
+        "1 (the benchmark does not depend on the count; more processes would only add memory)\n")
+    assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["workers"] == 1
+    for split in SPLITS:
+        assert (tmp_path / "b" / f"{split}.jsonl").read_bytes() == (tiny / f"{split}.jsonl").read_bytes(), split
+
+
 def test_kd_train_docs_0_is_its_default_not_an_error(tmp_path):
     """Its help says 'default 0: no kd_train.jsonl'; written out, 0 was refused ('must be at least 1')."""
     from speechsum.benchmark.cli import _parser

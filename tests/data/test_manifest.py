@@ -79,6 +79,12 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"invalid JSON: Extra data (column {len(json.dumps(record('b', 'audio/b.wav'))) + 1}): a ',' after the "
             "object; JSON Lines has one object per line and no commas between them: remove it",
         ),
+        "two_objects_on_one_line": (  # before: "invalid JSON: Extra data (column N)" alone
+            json.dumps(record("b", "audio/b.wav")) + " " + json.dumps(record("c", "audio/b.wav")),
+            {},
+            f"invalid JSON: Extra data (column {len(json.dumps(record('b', 'audio/b.wav'))) + 2}): 2 JSON objects on "
+            "one line (a line break lost between them?); JSON Lines has one object per line: put each on its own line",
+        ),
         "array_spread_over_lines": (
             "[",
             {},
@@ -204,7 +210,8 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             f"field 'audio': relative path '../x.wav' escapes the manifest folder {root}; "
             "use an absolute path or set allow_paths_outside_manifest_dir=True",
         ),
-        "duplicate_id": (record("a", "audio/b.wav"), {}, "duplicate id 'a'"),
+        "duplicate_id": (record("a", "audio/b.wav"), {}, "duplicate id 'a' (line 1 has it too): give each example its "
+                         "own id"),  # before: named neither the first line nor what to do
         "lone_surrogate": (
             '{"id": "b", "audio": "audio/b.wav", "instruction": "Sum up \\ud83d please."}',
             {},
@@ -225,6 +232,7 @@ BAD_CASES = [
     "truncated_json",
     "json_list",
     "trailing_comma",
+    "two_objects_on_one_line",
     "array_spread_over_lines",
     "object_spread_over_lines",
     "json_too_deep",

@@ -86,10 +86,12 @@ def test_a_compressed_manifest_is_named_with_the_command_that_decompresses_it(ro
     ("utf-16-be", b"\xfe\xff", "UTF-16BE"),
     ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32LE"),
 ])
-def test_a_utf16_manifest_is_named_with_how_to_save_it_as_utf8(root: Path, encoding, head, name):
-    """Before: line 1 'not valid UTF-8: byte(s) ff at byte offset 0', and under skip every line a bad line."""
+@pytest.mark.parametrize("start", ["", "\r\n", " "])  # before: only a file starting with "{" was known without a BOM
+def test_a_utf16_manifest_is_named_with_how_to_save_it_as_utf8(root: Path, encoding, head, name, start):
+    """Before: line 1 'not valid UTF-8: byte(s) ff at byte offset 0', and under skip every line a bad line;
+    without a BOM and after a blank line, line 2 'holds NUL bytes … binary data'."""
     manifest = root / "m.jsonl"
-    manifest.write_bytes(head + (json.dumps(record("a")) + "\r\n").encode(encoding))
+    manifest.write_bytes(head + (start + json.dumps(record("a")) + "\r\n").encode(encoding))
     for mode in ("error", "skip"):
         with pytest.raises(ManifestError) as info:
             load_manifest(manifest, on_bad_example=mode)

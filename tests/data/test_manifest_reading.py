@@ -97,7 +97,7 @@ def test_skip_mode_keeps_good_lines_and_reports_bad_ones(root: Path, caplog):
     expected = [
         SkippedLine(2, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
         SkippedLine(5, f"field 'audio': {(root / 'audio' / 'missing.wav').resolve()}: no such file"),
-        SkippedLine(6, "duplicate id 'a'"),
+        SkippedLine(6, "duplicate id 'a' (line 1 has it too): give each example its own id"),
         SkippedLine(7, 'field \'instruction\' must be a string, got int (write it as a JSON string, in quotes: "5")'),
     ]
     assert skipped == expected

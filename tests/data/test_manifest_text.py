@@ -81,7 +81,7 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "long_duplicate_id": (
             record("i" * 5000, "audio/b.wav"),
             {"first_id": "i" * 5000},
-            f"duplicate id {'i' * 60!r}… (5000 characters)",
+            f"duplicate id {'i' * 60!r}… (5000 characters) (line 1 has it too): give each example its own id",
         ),
         "audio_name_in_another_unicode_normalization": (
             record("b", f"audio/{CAFE_NFC}"),

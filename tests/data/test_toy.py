@@ -52,13 +52,19 @@ def test_a_kind_with_no_examples_is_not_applicable_not_zero(tmp_path, capsys):
     assert "first_word_accuracy  n/a (no examples of this kind)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("counts", [["--train", "-1"], ["--val", "0"]])
-def test_toydata_refuses_empty_splits(tmp_path, counts):
+@pytest.mark.parametrize(("counts", "problem"), [
+    (["--train", "-1"], "argument --train: must be at least 1, got -1"),
+    (["--val", "0"], "argument --val: must be at least 1, got 0"),
+    # a WAV each: it wrote about 60 kB per example until the disk was full
+    (["--train", "100000000"], "argument --train: must be at most 100000, got 100000000"),
+])
+def test_toydata_refuses_empty_or_huge_splits(tmp_path, capsys, counts, problem):
     from speechsum.data.toy import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--out", str(tmp_path / "toy"), *counts])
     assert stop.value.code == 2 and not (tmp_path / "toy").exists()
+    assert capsys.readouterr().err.endswith(f"speechsum toydata: error: {problem}\n")
 
 
 @pytest.mark.parametrize(("content", "message"), [

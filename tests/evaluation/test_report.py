@@ -125,6 +125,25 @@ def test_png_chart_and_cli(runs, tmp_path, capsys):
     assert not list((tmp_path / "r").glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
+def test_a_failure_while_making_the_report_leaves_the_earlier_report_whole(runs, tmp_path, monkeypatch):
+    """The chart was made after report.md and both CSVs were written: its failure left them new beside
+    the earlier chart (one report's table, another's chart)."""
+    from speechsum.evaluation import report
+
+    out = tmp_path / "r"
+    build_report([runs], out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    (runs / "kd" / "predictions.jsonl").unlink()  # a report that differs from the earlier one
+
+    def broken_chart(*args):
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(report, "plot_chart", broken_chart)
+    with pytest.raises(RuntimeError, match="no font"):
+        build_report([runs], out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(ValueError, match="metric 'llm_judge' missing in run"):
         build_report([runs], tmp_path / "r", metric="llm_judge")
@@ -135,12 +154,22 @@ def test_errors_name_the_problem(runs, tmp_path):
         build_report([tmp_path / "empty"], tmp_path / "r")
 
 
+def test_a_metrics_json_with_a_byte_order_mark_is_read(runs, tmp_path):
+    """An editor's UTF-8 BOM (Notepad) stopped the report: "invalid JSON (Unexpected UTF-8 BOM …)"."""
+    path = runs / "kd" / "metrics.json"
+    expected = build_report([runs], tmp_path / "plain")["markdown"].read_text()
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert build_report([runs], tmp_path / "bom")["markdown"].read_text() == expected
+
+
 @pytest.mark.parametrize("content, message", [
     (b'{"results": {}}', "not a `speechsum evaluate` metrics.json"),
     (b'[1, 2]', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": {"name": 3}, "results": {}}', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": {"name": "x"}}', "not a `speechsum evaluate` metrics.json"),
     (b'{"system": \xff}', "not UTF-8 text"),
+    ('{"system": 1}'.encode("utf-16"), "metrics.json: UTF-16LE text, not UTF-8: save it as UTF-8 (e.g. iconv -f "
+                                      "UTF-16LE -t UTF-8"),  # before: "not UTF-8 text (invalid start byte at byte 0)"
     (b'{"system": ', "metrics.json:1: invalid JSON"),
     (b'{"system": {"name": "x", "stage": ["sft"]}, "results": {"all": {}}}',
      "metrics.json: system.stage must be a string or null, got ['sft']; give the metrics.json `speechsum evaluate` "
@@ -252,6 +281,22 @@ def test_a_duplicated_prediction_id_is_an_error_naming_the_line(runs, tmp_path):
         report_main([str(runs), "--out", str(tmp_path / "r")])
     assert str(stop.value) == (f"speechsum report: {path}:{len(lines) + 3}: id 'test-3' appears twice in split "
                                "'test' (one row per example)")
+
+
+@pytest.mark.parametrize(("encoding", "name"), [
+    ("utf-16", "UTF-16LE"),  # with a BOM: PowerShell 5's > and Out-File; it got Windows-1252 advice for byte ff
+    ("utf-16-le", "UTF-16LE"),  # no BOM: the NUL bytes read as UTF-8, and the line was "invalid JSON"
+    ("utf-16-be", "UTF-16BE"),
+])
+def test_a_utf16_predictions_file_is_said_to_be_utf16(runs, tmp_path, encoding, name):
+    path = runs / "kd" / "predictions.jsonl"
+    path.write_bytes(path.read_text().encode(encoding))
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), "--out", str(tmp_path / "r")])
+    assert str(stop.value) == (f"speechsum report: {path}: {name} text, not UTF-8: save it as UTF-8 (e.g. iconv -f "
+                               f"{name} -t UTF-8 {path} > predictions.utf8.jsonl; Windows PowerShell's > writes "
+                               "UTF-16, Out-File -Encoding utf8 does not)")
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(("scores", "message"), [

@@ -130,5 +130,5 @@ def test_a_key_the_server_echoes_in_a_refusal_is_masked_in_the_kept_verdict(tmp_
     monkeypatch.setenv("JUDGE_KEY_FOR_TEST", secret)
     with JSONServer(lambda request: (400, {"error": {"message": f"Incorrect API key provided: {secret}"}})) as server:
         verdict = judge(server.url, tmp_path, api_key_env="JUDGE_KEY_FOR_TEST").score_one(ITEM)
-    assert (verdict.score, verdict.error) == (
-        None, "request failed: BadRequestError: Error code: 400 - Incorrect API key provided: ***")
+    assert (verdict.score, verdict.error) == (  # the judge's URL named (it was not), never the key
+        None, f"request failed at {server.url}/: BadRequestError: Error code: 400 - Incorrect API key provided: ***")

@@ -275,6 +275,10 @@ def test_subset_manifest_keeps_line_separators_in_strings_and_the_files_line_num
     source.write_text(source.read_text(encoding="utf-8") + "{bad\n", encoding="utf-8")
     with pytest.raises(ValueError, match="test.jsonl: line 3: invalid JSON"):
         subset_manifest(source, tmp_path / "out.jsonl", None)
+    source.write_text(json.dumps(rows) + "\n", encoding="utf-8")  # an AttributeError traceback before
+    with pytest.raises(ValueError) as error:
+        subset_manifest(source, tmp_path / "out.jsonl", None)
+    assert str(error.value) == f"{source}: line 1: expected a JSON object (one example), got list; write one object per line"
 
 
 def test_a_student_stage_left_out_by_evaluate_systems_leaves_the_other_rows_in_the_summary(tmp_path):

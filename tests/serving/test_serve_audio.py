@@ -281,6 +281,27 @@ def test_cli_serves_exports_and_checkpoints_as_speech_students(export_dir, tmp_p
     assert type(backend).__name__ == "HFBackend"
 
 
+def test_a_speech_student_whose_weights_hold_nan_is_not_served(export_dir, monkeypatch) -> None:
+    """It answered every request with token 0 repeated ('!!!!'), as summarize wrote it."""
+    import torch
+
+    import speechsum.serving.export as export
+
+    load_model = export.load_model
+
+    def diverged(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        with torch.no_grad():
+            model.get_parameter(diverged.name).view(-1)[0] = float("inf")
+        return model
+
+    diverged.name = next(name for name, _ in load_model(export_dir).named_parameters() if "projector" in name)
+    monkeypatch.setattr(export, "load_model", diverged)
+    with pytest.raises(ValueError) as error:
+        build_backend(build_parser().parse_args(["--model", str(export_dir)]))
+    assert str(error.value).startswith(f"{export_dir}: the model's weights hold NaN or Inf (first in {diverged.name}),")
+
+
 def test_the_lms_context_bounds_audio_and_completion(model, wavs) -> None:
     """A prompt whose kept audio positions and instruction fill the LM's context is a 400; a request
     without max_tokens gets the room left; /v1/models reports the context."""

@@ -51,7 +51,8 @@ def test_summaries_of_every_format_and_errors_per_file(composed_export: Path, tm
     errors = {row["audio"]: row["error"] for row in rows if "error" in row}
     assert set(errors) == {str(garbage), str(missing), str(nan)}
     assert all(path in message for path, message in errors.items())
-    assert "non-finite" in errors[str(nan)].lower() or "nan" in errors[str(nan)].lower()
+    assert errors[str(nan)] == (f"{nan}: non-finite sample (NaN or Inf) at frame 0 (0.00 s); the audio is corrupt: "
+                                "re-export it or leave the file out")  # before: "… or drop it from the manifest"
     assert errors[str(missing)] == f"{missing}: no such file"
     stderr = capsys.readouterr().err
     assert all(f"speechsum summarize: {message}" in stderr for message in errors.values())
@@ -68,6 +69,37 @@ def test_summaries_of_every_format_and_errors_per_file(composed_export: Path, tm
         alone = generate_texts(model, batch_for(model, [clip], "List the action items"), settings)
         assert by_path[str(path)]["summary"] == alone.texts[0], path
         assert by_path[str(path)]["audio_seconds"] == pytest.approx(len(clip) / 16_000, abs=1e-3)
+
+
+def test_a_model_whose_weights_hold_nan_is_refused_before_any_file(composed_export: Path, tmp_path: Path,
+                                                                   monkeypatch, capsys) -> None:
+    """A diverged model scores every token NaN; greedy decoding then wrote '!!!!!!' (token 0) as each
+    file's summary, exit 0, without a word."""
+    import torch
+
+    import speechsum.serving.export as export
+
+    load_model = export.load_model
+
+    def diverged(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        name, parameter = [(n, p) for n, p in model.named_parameters() if "projector" in n][0]
+        with torch.no_grad():
+            parameter.view(-1)[3] = float("nan")
+        diverged.name = name
+        return model
+
+    monkeypatch.setattr(export, "load_model", diverged)
+    path = write_wavs(tmp_path / "audio", rate=16_000, stereo=False)[0]
+    out = tmp_path / "summaries.jsonl"
+    with pytest.raises(SystemExit) as stop:
+        main([str(path), "--model", str(composed_export), "--out", str(out), "--no-progress"])
+    assert str(stop.value) == (
+        f"speechsum summarize: {composed_export}: the model's weights hold NaN or Inf (first in {diverged.name}), so "
+        "every summary would be noise: the training that wrote it diverged (or the file is damaged); summarise with a "
+        "checkpoint saved before the loss became NaN (RUN/STAGE/checkpoints/, exported with speechsum export), or "
+        "train again with a lower learning rate")
+    assert not out.exists()
 
 
 def test_a_checkpoint_works_too_and_prints_rows(tmp_path: Path, capsys) -> None:

@@ -75,7 +75,7 @@ def test_the_command_line_names_its_option(composed_export: Path, tmp_path: Path
                                  "(int16: waveform / 32768)"),
     (np.zeros(0, np.float32), "waveforms[0]: no samples"),
     (np.array([0.0, np.nan], np.float32), "waveforms[0]: non-finite sample (NaN or Inf) at frame 1 (0.00 s); the audio "
-                                          "is corrupt: re-export it or drop it from the manifest"),
+                                          "is corrupt: re-export it or leave the clip out"),  # no manifest
 ])
 def test_summarize_waveforms_refuses_arrays_that_are_no_mono_float_clip(composed_export: Path, waveform, message):
     """Before: each of these was summarised without a word (a stereo array read as 2 samples long)."""

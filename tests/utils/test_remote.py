@@ -423,5 +423,5 @@ def test_a_connection_error_is_shown_with_its_cause():
     stop = str(endpoint_failure("speechsum x", client, "OPENAI_API_KEY", error.value, "c.jsonl"))
     assert "failed (APIConnectionError: Connection error. (ConnectError: [Errno 111] Connection refused))" in stop
     answer = ChatJsonAsker(client, "m", request_attempts=1).ask(MESSAGES, lambda text: text)  # a judge's item
-    assert answer.error == ("request failed: APIConnectionError: Connection error. (ConnectError: [Errno 111] "
-                            "Connection refused)")
+    assert answer.error == (f"request failed at http://127.0.0.1:{port}/v1/: APIConnectionError: Connection error. "
+                            "(ConnectError: [Errno 111] Connection refused)")  # which endpoint: named since 2026-12-07
