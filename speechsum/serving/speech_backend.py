@@ -50,6 +50,7 @@ from speechsum.serving.summarize import (
     prompt_positions,
     summarize_waveforms,
 )
+from speechsum.serving.token_floor import TokenFloor
 
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
@@ -156,6 +157,7 @@ class SpeechBackend:
         # one clip decoded at a time: its samples at its own rate (a 1.4 MB FLAC of 600 s at 655 kHz decodes to
         # 1.5 GB) fit memory once, not once per request waiting for the model (--max-waiting of them)
         self._decoding = threading.Lock()
+        self._token_floor = TokenFloor(model.processor.tokenizer)
 
     def complete(self, request: CompletionRequest) -> CompletionOutput:
         raise APIError(400, f"Model '{self.model_name}' is a speech model: use /v1/chat/completions with an "
@@ -167,6 +169,7 @@ class SpeechBackend:
             raise bad_request("'logprobs' are not supported for audio requests.", "logprobs")
         warnings: list[ReplyWarning] = []
         with self._decoding:
+            check_client(request.client_gone)  # it may have waited here for another request's decode
             waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
         sampling = request.sampling
         greedy = sampling.greedy
@@ -204,6 +207,11 @@ class SpeechBackend:
         problem = instruction_problem(self.model, instruction)
         if problem:
             raise bad_request(f"messages[0]: the text part {problem}.", "messages[0].content")
+        tokens = self._token_floor.at_least(instruction)  # far past the context: refused before it is tokenized
+        if self.max_model_len is not None and tokens >= self.max_model_len:
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the instruction "
+                                f"(the text parts: {len(instruction)} characters) takes at least {tokens}. Send a shorter "
+                                "instruction.", param="messages", code="context_length_exceeded")
         return instruction
 
     def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,

@@ -1,0 +1,117 @@
+"""Work ``speechsum serve`` skips: a text far past the model's context is refused before it is
+tokenized, and a request whose client left while it waited for another request's audio decode is
+not decoded. Real servers on loopback (the tiny text LM, the tiny composed student)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import socket
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+
+from speechsum.serving import speech_backend
+from speechsum.serving.export import load_exported
+from speechsum.serving.speech_backend import SpeechBackend
+from speechsum.serving.token_floor import TokenFloor
+from speechsum.utils.remote import openai_client
+from tests.servers import serve_in_thread
+from tests.serving.tiny_lm import MODEL
+
+
+def _wav(seconds: float = 0.5, rate: int = 16_000) -> str:
+    buffer = io.BytesIO()
+    samples = 0.1 * np.sin(np.arange(int(seconds * rate)) / 5).astype(np.float32)
+    sf.write(buffer, samples, rate, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _audio_request(text: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": _wav(), "format": "wav"}},
+                                         {"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="module")
+def student(composed_export) -> SpeechBackend:
+    return SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)
+
+
+def test_the_token_floor_of_the_byte_tokenizer(student):
+    """The byte tokenizer's longest entry is "<|endoftext|>" (13 characters); whitespace is not counted."""
+    floor = TokenFloor(student.model.processor.tokenizer)
+    assert floor.chars_per_token == 13
+    assert (floor.at_least("word " * 10), floor.at_least("a" * 26), floor.at_least("a" * 27), floor.at_least(" \n")) \
+        == (4, 2, 3, 0)
+
+
+@pytest.mark.parametrize(("words", "message"), [
+    # before: 17 s (11 s here) tokenizing 8 MB, then "the 0.5 s of audio and the instruction take 8000026 … Send a
+    # shorter clip or lower max_tokens."
+    (1_600_000, "This model's maximum context length is 2048 tokens; the instruction (the text parts: 7999999 "
+                "characters) takes at least 492308. Send a shorter instruction."),
+    (10_000, "This model's maximum context length is 2048 tokens; the instruction (the text parts: 49999 characters) "
+             "takes at least 3077. Send a shorter instruction."),
+])
+def test_an_instruction_far_past_the_context_is_refused_before_it_is_tokenized(student, words, message, monkeypatch):
+    tokenized = []
+    encode = student.model.processor.encode_prompts
+    monkeypatch.setattr(student.model.processor, "encode_prompts", lambda *a: tokenized.append(1) or encode(*a))
+    with serve_in_thread(student) as url:
+        started = time.perf_counter()
+        with pytest.raises(openai.BadRequestError) as caught:
+            openai_client(url, timeout=60).chat.completions.create(model="student", max_tokens=4,
+                                                                   messages=_audio_request("word " * words))
+        assert time.perf_counter() - started < 8
+    error = caught.value.body
+    assert (error["message"], error["param"], error["code"]) == (message, "messages", "context_length_exceeded")
+    assert tokenized == []
+
+
+def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(backend):
+    """The tiny LM reads 96 positions; 1000 words of 4 letters take at least 4000 / 13 = 308 tokens."""
+    with serve_in_thread(backend) as url:
+        client = openai_client(url)
+        with pytest.raises(openai.BadRequestError) as completion:
+            client.completions.create(model=MODEL, prompt="word " * 1000, max_tokens=1)
+        with pytest.raises(openai.BadRequestError) as chat:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 1000}])
+        with pytest.raises(openai.BadRequestError) as near:  # too long, but not past the floor: tokenized, as before
+            client.completions.create(model=MODEL, prompt="ab " * 40, max_tokens=1)
+    assert completion.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has "
+                                                "at least 308 tokens (5000 characters). Shorten the prompt.")
+    assert (chat.value.body["param"], chat.value.body["code"]) == ("messages", "context_length_exceeded")
+    assert chat.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has at "
+                                          "least 312 tokens (5050 characters). Shorten the prompt.")  # ChatML around it
+    assert near.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has 120 "
+                                          "tokens. Shorten the prompt.")
+
+
+def test_a_request_whose_client_left_while_it_waited_for_a_decode_is_not_decoded(student, monkeypatch, caplog):
+    """Before: a request waiting for another request's audio decode (one at a time) was decoded once its
+    turn came even though its client had closed the connection; only the generation was skipped."""
+    decoded = []
+    decode = speech_backend.decode_audio
+    monkeypatch.setattr(speech_backend, "decode_audio", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    body = json.dumps({"model": "student", "max_tokens": 2, "messages": _audio_request("hi")}).encode()
+    with serve_in_thread(student) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+        parts = urlparse(url)
+        with student._decoding:  # another request's audio being decoded
+            with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                             b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                time.sleep(0.3)  # the request now waits for the decode lock
+            # its client gave up before the decode lock was free
+        deadline = time.monotonic() + 10
+        while '"POST /v1/chat/completions" 499' not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert '"POST /v1/chat/completions" 499' in caplog.text
+        assert decoded == []
+        reply = openai_client(url).chat.completions.create(model="student", max_tokens=2, messages=_audio_request("hi"))
+    assert reply.choices[0].finish_reason in ("stop", "length") and decoded == [1]
