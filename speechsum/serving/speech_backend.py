@@ -171,10 +171,11 @@ class SpeechBackend:
         with self._decoding:
             check_client(request.client_gone)  # it may have waited here for another request's decode
             waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
+            # its features as well (~200 MB for 600 s): before 2026-12-07 every waiting request computed them at once
+            prompt_tokens = self._prompt_tokens(waveform, instruction)
         sampling = request.sampling
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
-        prompt_tokens = self._prompt_tokens(waveform, instruction)
         max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context)
         settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)

@@ -1,23 +1,17 @@
-"""Work ``speechsum serve`` skips: a text far past the model's context is refused before it is
-tokenized, and a request whose client left while it waited for another request's audio decode is
-not decoded. Real servers on loopback (the tiny text LM, the tiny composed student)."""
+"""A text far past the model's context is refused by ``speechsum serve`` before it is tokenized
+(:mod:`speechsum.serving.token_floor`). Real servers on loopback (the tiny text LM, the tiny composed student)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
-import logging
-import socket
 import time
-from urllib.parse import urlparse
 
 import numpy as np
 import openai
 import pytest
 import soundfile as sf
 
-from speechsum.serving import speech_backend
 from speechsum.serving.export import load_exported
 from speechsum.serving.speech_backend import SpeechBackend
 from speechsum.serving.token_floor import TokenFloor
@@ -91,27 +85,3 @@ def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(backend
                                           "least 312 tokens (5050 characters). Shorten the prompt.")  # ChatML around it
     assert near.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has 120 "
                                           "tokens. Shorten the prompt.")
-
-
-def test_a_request_whose_client_left_while_it_waited_for_a_decode_is_not_decoded(student, monkeypatch, caplog):
-    """Before: a request waiting for another request's audio decode (one at a time) was decoded once its
-    turn came even though its client had closed the connection; only the generation was skipped."""
-    decoded = []
-    decode = speech_backend.decode_audio
-    monkeypatch.setattr(speech_backend, "decode_audio", lambda *a, **k: decoded.append(1) or decode(*a, **k))
-    body = json.dumps({"model": "student", "max_tokens": 2, "messages": _audio_request("hi")}).encode()
-    with serve_in_thread(student) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
-        parts = urlparse(url)
-        with student._decoding:  # another request's audio being decoded
-            with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                             b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                time.sleep(0.3)  # the request now waits for the decode lock
-            # its client gave up before the decode lock was free
-        deadline = time.monotonic() + 10
-        while '"POST /v1/chat/completions" 499' not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert '"POST /v1/chat/completions" 499' in caplog.text
-        assert decoded == []
-        reply = openai_client(url).chat.completions.create(model="student", max_tokens=2, messages=_audio_request("hi"))
-    assert reply.choices[0].finish_reason in ("stop", "length") and decoded == [1]

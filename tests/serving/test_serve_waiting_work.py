@@ -1,0 +1,142 @@
+"""What a request waiting for the speech student holds and does: its client gone while it waited
+for another request's audio decode, it is not decoded; its features are computed one request at a
+time; its body and their JSON are let go once parsed. Real servers on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import socket
+import threading
+import time
+import tracemalloc
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechsum.serving import speech_backend
+from speechsum.serving.cli import build_server
+from speechsum.serving.export import load_exported
+from speechsum.serving.protocol import ChatOutput, ChatRequest, Generation
+from speechsum.serving.speech_backend import SpeechBackend
+from speechsum.utils.remote import openai_client
+from tests.servers import ThreadedServer, serve_in_thread
+
+
+def _wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.1 * np.sin(np.arange(int(seconds * rate)) / 5).astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def _audio_request(text: str, wav: bytes | None = None) -> list[dict]:
+    data = base64.b64encode(wav or _wav()).decode()
+    return [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+                                         {"type": "text", "text": text}]}]
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def student(composed_export) -> SpeechBackend:
+    return SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)
+
+
+def test_a_request_whose_client_left_while_it_waited_for_a_decode_is_not_decoded(student, monkeypatch, caplog):
+    """Before: a request waiting for another request's audio decode (one at a time) was decoded once its
+    turn came even though its client had closed the connection; only the generation was skipped."""
+    decoded = []
+    decode = speech_backend.decode_audio
+    monkeypatch.setattr(speech_backend, "decode_audio", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    body = json.dumps({"model": "student", "max_tokens": 2, "messages": _audio_request("hi")}).encode()
+    with serve_in_thread(student) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+        parts = urlparse(url)
+        with student._decoding:  # another request's audio being decoded
+            with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                             b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                time.sleep(0.3)  # the request now waits for the decode lock
+            # its client gave up before the decode lock was free
+        _wait_for(lambda: '"POST /v1/chat/completions" 499' in caplog.text)
+        assert decoded == []
+        reply = openai_client(url).chat.completions.create(model="student", max_tokens=2, messages=_audio_request("hi"))
+    assert reply.choices[0].finish_reason in ("stop", "length") and decoded == [1]
+
+
+def test_waiting_requests_compute_their_features_one_at_a_time(student, monkeypatch):
+    """Before: each request counted its prompt from its clip's log-mel features (~200 MB for 600 s) outside
+    any lock, so every request waiting for the model held them at once (6 clips of 600 s: +2.4 GB)."""
+    encode, running, most = student.model.processor.encode_prompts, [0], [0]
+
+    def counted(*args):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        time.sleep(0.1)
+        try:
+            return encode(*args)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(student.model.processor, "encode_prompts", counted)
+    server = build_server(student, port=0)
+    client = openai_client(server.base_url)
+    replies = []
+    ask = lambda: replies.append(client.chat.completions.create(model="student", max_tokens=2,  # noqa: E731
+                                                                 messages=_audio_request("hi")))
+    with ThreadedServer(server):
+        with student._lock:  # the model busy with another request: these three wait
+            threads = [threading.Thread(target=ask) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            _wait_for(lambda: server.queue.admitted == 3)
+            time.sleep(0.5)  # each has counted its prompt by now
+            assert most == [1]
+        for thread in threads:
+            thread.join(timeout=30)
+    assert [reply.choices[0].finish_reason in ("stop", "length") for reply in replies] == [True] * 3
+
+
+class _MemoryBackend:
+    """Reads audio; answers "ok" after noting the memory in use while the request is served."""
+
+    reads_audio, model_name, max_model_len = True, "probe", None
+
+    def __init__(self) -> None:
+        self.held: list[int] = []
+
+    def chat(self, request: ChatRequest) -> ChatOutput:
+        self.held.append(tracemalloc.get_traced_memory()[0])
+        return ChatOutput(1, [Generation("ok", "stop", None, 1)])
+
+
+def test_a_request_waiting_for_the_model_holds_its_audio_once():
+    """Before: the request's body and its JSON (each the size of the base64 audio) stayed referenced while it
+    waited for and was served by the model: 3.7x the file instead of 1x."""
+    backend = _MemoryBackend()
+    wav = _wav(seconds=60.0)  # 1.9 MB
+    with serve_in_thread(backend) as url:
+        body = json.dumps({"model": "probe", "messages": _audio_request("hi", wav)}).encode()
+        parts = urlparse(url)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                del body
+                answer = b""
+                while part := sock.recv(65536):
+                    answer += part
+        finally:
+            tracemalloc.stop()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert len(wav) < backend.held[0] - before < 1.5 * len(wav)
