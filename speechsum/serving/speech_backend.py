@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,8 @@ class SpeechBackend:
         sampling = request.sampling
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
-        max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context)
+        max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context,
+                                       request.client_gone)
         settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
@@ -216,14 +218,16 @@ class SpeechBackend:
         return instruction
 
     def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,
-                     fit: bool) -> int:
+                     fit: bool, client_gone: Callable[[], bool]) -> int:
         """``max_tokens``, lowered to the room the prompt leaves in the LM's context when ``fit`` (no
         max_tokens asked for); a 400 when the prompt alone fills the context or ``max_tokens`` does not fit.
         ``prompt_tokens`` (the placeholders, an upper bound) spares the encoder pass that counts the
-        positions a CTC-compressed prompt really takes, whenever it fits."""
+        positions a CTC-compressed prompt really takes, whenever it fits. That pass waits for the model: a
+        request whose client left meanwhile (``client_gone``) is dropped before it."""
         if self.max_model_len is None or prompt_tokens + max_tokens <= self.max_model_len:
             return max_tokens
         with self._lock, torch.inference_mode():
+            check_client(client_gone)
             positions = prompt_positions(self.model, waveform, instruction)
         room = self.max_model_len - positions
         if room <= 0 or (max_tokens > room and not fit):

@@ -51,25 +51,36 @@ def student(composed_export) -> SpeechBackend:
     return SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)
 
 
-def test_a_request_whose_client_left_while_it_waited_for_a_decode_is_not_decoded(student, monkeypatch, caplog):
-    """Before: a request waiting for another request's audio decode (one at a time) was decoded once its
-    turn came even though its client had closed the connection; only the generation was skipped."""
-    decoded = []
-    decode = speech_backend.decode_audio
-    monkeypatch.setattr(speech_backend, "decode_audio", lambda *a, **k: decoded.append(1) or decode(*a, **k))
-    body = json.dumps({"model": "student", "max_tokens": 2, "messages": _audio_request("hi")}).encode()
+@pytest.mark.parametrize(("lock", "work", "max_tokens"), [
+    # waiting for another request's audio decode (one at a time): before, decoded once its turn came
+    ("_decoding", "decode_audio", 2),
+    # a max_tokens past the context by the placeholder count: the pass that counts its positions waits for the
+    # model; before, run once its turn came
+    ("_lock", "prompt_positions", 2040),
+])
+def test_a_request_whose_client_left_while_it_waited_is_not_worked_on(student, monkeypatch, caplog, lock, work,
+                                                                       max_tokens):
+    """Before: a request whose client had closed its connection while it waited for a lock was decoded (or its
+    positions counted) once the lock was free; only the generation was skipped."""
+    done = []
+    original = getattr(speech_backend, work)
+    monkeypatch.setattr(speech_backend, work, lambda *a, **k: done.append(1) or original(*a, **k))
+    body = json.dumps({"model": "student", "max_tokens": max_tokens, "messages": _audio_request("hi")}).encode()
     with serve_in_thread(student) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
         parts = urlparse(url)
-        with student._decoding:  # another request's audio being decoded
+        with getattr(student, lock):  # another request holds it
             with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
                 sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                              b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                time.sleep(0.3)  # the request now waits for the decode lock
-            # its client gave up before the decode lock was free
+                time.sleep(0.3)  # the request now waits for the lock
+            # its client gave up before the lock was free
         _wait_for(lambda: '"POST /v1/chat/completions" 499' in caplog.text)
-        assert decoded == []
-        reply = openai_client(url).chat.completions.create(model="student", max_tokens=2, messages=_audio_request("hi"))
-    assert reply.choices[0].finish_reason in ("stop", "length") and decoded == [1]
+        assert done == []
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:  # a client that stays
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            answer = sock.recv(64)
+    assert answer.startswith(b"HTTP/1.1 200" if max_tokens == 2 else b"HTTP/1.1 400") and done == [1]
 
 
 def test_waiting_requests_compute_their_features_one_at_a_time(student, monkeypatch):
