@@ -228,7 +228,8 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 check_refusal_part(part, f"messages[{index}].content[{position}]")
             else:
                 where = f"messages[{index}].content[{position}]"
-                got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
+                got = (json_type(part) if not isinstance(part, dict) else "of no type (its 'type' is missing)"
+                       if "type" not in part else f"type {json.dumps(kind)[:40]}")
                 raise bad_request(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
                            f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"

@@ -115,14 +115,16 @@ def test_text_parts_reach_the_model_on_separate_lines_as_vllm_joins_them():
     assert reply.choices[0].message.content == "Summarize the meeting.\nTranscript: we met."
 
 
-def test_an_unsupported_content_part_is_named(served):
+@pytest.mark.parametrize(("part", "what"), [
+    ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, 'type "image_url"'),
+    ({"text": "b"}, "of no type (its 'type' is missing)"),  # before: 'is type null', as if null had been sent
+])
+def test_an_unsupported_content_part_is_named(served, part, what):
     _, url = served
-    messages = [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                             {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "a"}, part]}]
     body = _refusal(openai_client(url).chat.completions.create, messages=messages)
-    assert body["message"] == ("messages[0].content[1] is type \"image_url\": only text, input_audio and audio_url (a "
-                               "data: URL) parts are "
-                               "supported.") and body["param"] == "messages[0].content[1].type"
+    assert body["message"] == (f"messages[0].content[1] is {what}: only text, input_audio and audio_url (a data: URL) "
+                               "parts are supported.") and body["param"] == "messages[0].content[1].type"
 
 
 def test_a_body_cut_short_of_its_content_length_is_not_run(served):
