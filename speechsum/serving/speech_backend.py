@@ -235,7 +235,7 @@ class SpeechBackend:
             asked = "" if fit else f" and the completion asks for {max_tokens}"
             raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the "
                                 f"{seconds:.1f} s of audio and the instruction take {positions}{asked}. Send a "
-                                "shorter clip" + ("." if fit else " or lower max_tokens."),
+                                "shorter clip or instruction" + ("." if fit else ", or lower max_tokens."),
                            param="max_tokens" if room > 0 else "messages", code="context_length_exceeded")
         return min(max_tokens, room)
 

@@ -68,6 +68,15 @@ def test_an_instruction_far_past_the_context_is_refused_before_it_is_tokenized(s
     assert tokenized == []
 
 
+def test_an_instruction_too_long_but_not_past_the_floor_is_told_as_before_and_named(student):
+    """Tokenized as before (500 words: at least 193 tokens, 2526 positions with the audio); the advice names the instruction
+    too (before: "Send a shorter clip.", whatever took the positions)."""
+    with serve_in_thread(student) as url, pytest.raises(openai.BadRequestError) as caught:
+        openai_client(url).chat.completions.create(model="student", messages=_audio_request("word " * 500))
+    assert caught.value.body["message"] == ("This model's maximum context length is 2048 tokens; the 0.5 s of audio "
+                                            "and the instruction take 2526. Send a shorter clip or instruction.")
+
+
 def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(backend):
     """The tiny LM reads 96 positions; 1000 words of 4 letters take at least 4000 / 13 = 308 tokens."""
     with serve_in_thread(backend) as url:
