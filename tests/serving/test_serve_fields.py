@@ -179,7 +179,8 @@ def test_a_model_route_names_the_model_and_takes_only_get(served):
 
 @pytest.mark.parametrize(("audio", "message"), [
     ({"data": "UklGRg=="}, "'format' is missing"),  # before: "got None"
-    ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a"'),
+    ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a": m4a audio is not read here; convert it first, e.g. '
+                                           '`ffmpeg -i clip.m4a clip.wav`'),
 ])
 def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
     backend = ScriptedChatBackend(lambda messages: "ok")
