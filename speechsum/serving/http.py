@@ -30,6 +30,7 @@ from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
+LARGE_BODY_BYTES = 1024 * 1024  # larger bodies (audio) are not read while the model's queue is full: a 503 at once
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
@@ -231,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
         JSON are let go once parsed: a request waiting for the model holds only what it needs (before
         2026-12-07 also both, each the size of its base64 audio: 3.7x the file in all)."""
         backend, limits = self.server.backend, self.server.limits
+        if path in POST_ROUTES and self.server.queue.full and self._large_body():
+            self.close_connection = True  # its body unread: read and parsed, it would be refused all the same
+            raise self.server.queue.overloaded()
         body = self._read_body()
         if path == "/health":
             return 200, {"status": "ok"}, None
@@ -266,6 +270,12 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, reply, mode
 
     # ------------------------------------------------------------------------------------------ plumbing
+    def _large_body(self) -> bool:
+        """A body over :data:`LARGE_BODY_BYTES` (or chunked, of a size not known before it is read): one the
+        server does not read while its queue is full (a 503 at once, before 2026-12-07 after reading it)."""
+        length = (self.headers.get("Content-Length") or "").strip()
+        return self.headers.get("Transfer-Encoding") is not None or (length.isdigit() and int(length) > LARGE_BODY_BYTES)
+
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (its end reads as closed, or was reset); a
         pipelined next request reads as data, not as gone. As nginx's 499: a half-close counts as gone."""
