@@ -22,7 +22,7 @@ from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
-from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
+from speechsum.serving.protocol import APIError, Backend, ClientGone, CompletionOutput, CompletionRequest
 from speechsum.serving.request_body import read_body
 from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
@@ -63,6 +63,7 @@ class APIServer(ThreadingHTTPServer):
         self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
         self.queue = ModelQueue(max_waiting)  # backpressure: a 503 once max_waiting requests wait for the model
         self.created = int(time.time())
+        self.dropped = 0  # requests whose client left while they waited for the model (logged as 499)
 
     def handle_error(self, request: Any, client_address: tuple) -> None:
         """A client that went away is one log line; anything else keeps the standard traceback."""
@@ -192,6 +193,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_bytes(status, "text/event-stream", chunks, headers)
         except APIError as error:
             status = self._send_error(error)
+        except ClientGone:  # it left while its request waited for the model: the work was dropped
+            status, self.close_connection = 499, True
+            self.server.dropped += 1
+            LOG.info("%s: the client closed its connection while its request waited; dropped unserved (%d so far)",
+                     self.client_address[0], self.server.dropped)
         except CLIENT_GONE:
             status, self.close_connection = 499, True  # the client went away; nothing to answer
         except Exception:  # a bug or backend failure: log it, answer 500 without internals
@@ -232,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         JSON are let go once parsed: a request waiting for the model holds only what it needs (before
         2026-12-07 also both, each the size of its base64 audio: 3.7x the file in all)."""
         backend, limits = self.server.backend, self.server.limits
-        if path in POST_ROUTES and self.server.queue.full and self._large_body():
+        if path in POST_ROUTES and self.server.queue.full and self._large_body():  # before 2026-12-07 read first
             self.close_connection = True  # its body unread: read and parsed, it would be refused all the same
             raise self.server.queue.overloaded()
         body = self._read_body()
@@ -271,8 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _large_body(self) -> bool:
-        """A body over :data:`LARGE_BODY_BYTES` (or chunked, of a size not known before it is read): one the
-        server does not read while its queue is full (a 503 at once, before 2026-12-07 after reading it)."""
+        """A body over :data:`LARGE_BODY_BYTES`, or chunked (of a size not known before it is read)."""
         length = (self.headers.get("Content-Length") or "").strip()
         return self.headers.get("Transfer-Encoding") is not None or (length.isdigit() and int(length) > LARGE_BODY_BYTES)
 

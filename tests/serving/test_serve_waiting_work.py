@@ -76,6 +76,7 @@ def test_a_request_whose_client_left_while_it_waited_is_not_worked_on(student, m
             # its client gave up before the lock was free
         _wait_for(lambda: '"POST /v1/chat/completions" 499' in caplog.text)
         assert done == []
+        assert "the client closed its connection while its request waited; dropped unserved (1 so far)" in caplog.text
         with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:  # a client that stays
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                          b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
