@@ -45,6 +45,19 @@ def test_the_token_floor_of_the_byte_tokenizer(student):
         == (4, 2, 3, 0)
 
 
+def test_no_floor_where_a_token_may_cover_any_length(student):
+    """A fused unknown run, a pre-tokenizer that drops what it splits on: no bound holds, the text is tokenized."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    fused = Tokenizer(models.BPE({"a": 0, "<unk>": 1}, [], unk_token="<unk>", fuse_unk=True))
+    dropping = Tokenizer(models.BPE({"a": 0}, []))
+    dropping.pre_tokenizer = pre_tokenizers.Split("b", "removed")
+    assert [TokenFloor(PreTrainedTokenizerFast(tokenizer_object=t)).at_least("x" * 100) for t in (fused, dropping)] \
+        == [0, 0]
+    assert TokenFloor(object()).at_least("x" * 100) == 0  # a slow tokenizer: no backend to read
+
+
 @pytest.mark.parametrize(("words", "message"), [
     # before: 17 s (11 s here) tokenizing 8 MB, then "the 0.5 s of audio and the instruction take 8000026 … Send a
     # shorter clip or lower max_tokens."
