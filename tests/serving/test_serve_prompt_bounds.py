@@ -3,53 +3,30 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 
-import numpy as np
 import openai
 import pytest
-import soundfile as sf
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
-from speechsum.serving.export import load_exported
-from speechsum.serving.speech_backend import SpeechBackend
 from speechsum.serving.token_floor import TokenFloor
 from speechsum.utils.remote import openai_client
 from tests.servers import serve_in_thread
+from tests.serving.export_fixtures import audio_request
 from tests.serving.tiny_lm import MODEL
 
 
-def _wav(seconds: float = 0.5, rate: int = 16_000) -> str:
-    buffer = io.BytesIO()
-    samples = 0.1 * np.sin(np.arange(int(seconds * rate)) / 5).astype(np.float32)
-    sf.write(buffer, samples, rate, format="WAV")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _audio_request(text: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": _wav(), "format": "wav"}},
-                                         {"type": "text", "text": text}]}]
-
-
-@pytest.fixture(scope="module")
-def student(composed_export) -> SpeechBackend:
-    return SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)
-
-
-def test_the_token_floor_of_the_byte_tokenizer(student):
+def test_the_token_floor_of_the_byte_tokenizer(student_backend):
     """The byte tokenizer's longest entry is "<|endoftext|>" (13 characters); whitespace is not counted."""
-    floor = TokenFloor(student.model.processor.tokenizer)
+    floor = TokenFloor(student_backend.model.processor.tokenizer)
     assert floor.chars_per_token == 13
     assert (floor.at_least("word " * 10), floor.at_least("a" * 26), floor.at_least("a" * 27), floor.at_least(" \n")) \
         == (4, 2, 3, 0)
 
 
-def test_no_floor_where_a_token_may_cover_any_length(student):
+def test_no_floor_where_a_token_may_cover_any_length():
     """A fused unknown run, a pre-tokenizer that drops what it splits on: no bound holds, the text is tokenized."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     fused = Tokenizer(models.BPE({"a": 0, "<unk>": 1}, [], unk_token="<unk>", fuse_unk=True))
     dropping = Tokenizer(models.BPE({"a": 0}, []))
     dropping.pre_tokenizer = pre_tokenizers.Split("b", "removed")
@@ -66,26 +43,27 @@ def test_no_floor_where_a_token_may_cover_any_length(student):
     (10_000, "This model's maximum context length is 2048 tokens; the instruction (the text parts: 49999 characters) "
              "takes at least 3077. Send a shorter instruction."),
 ])
-def test_an_instruction_far_past_the_context_is_refused_before_it_is_tokenized(student, words, message, monkeypatch):
+def test_an_instruction_far_past_the_context_is_refused_before_it_is_tokenized(student_backend, words, message,
+                                                                              monkeypatch):
     tokenized = []
-    encode = student.model.processor.encode_prompts
-    monkeypatch.setattr(student.model.processor, "encode_prompts", lambda *a: tokenized.append(1) or encode(*a))
-    with serve_in_thread(student) as url:
+    encode = student_backend.model.processor.encode_prompts
+    monkeypatch.setattr(student_backend.model.processor, "encode_prompts", lambda *a: tokenized.append(1) or encode(*a))
+    with serve_in_thread(student_backend) as url:
         started = time.perf_counter()
         with pytest.raises(openai.BadRequestError) as caught:
             openai_client(url, timeout=60).chat.completions.create(model="student", max_tokens=4,
-                                                                   messages=_audio_request("word " * words))
+                                                                   messages=audio_request("word " * words))
         assert time.perf_counter() - started < 8
     error = caught.value.body
     assert (error["message"], error["param"], error["code"]) == (message, "messages", "context_length_exceeded")
     assert tokenized == []
 
 
-def test_an_instruction_too_long_but_not_past_the_floor_is_told_as_before_and_named(student):
+def test_an_instruction_too_long_but_not_past_the_floor_is_told_as_before_and_named(student_backend):
     """Tokenized as before (500 words: at least 193 tokens, 2526 positions with the audio); the advice names the instruction
     too (before: "Send a shorter clip.", whatever took the positions)."""
-    with serve_in_thread(student) as url, pytest.raises(openai.BadRequestError) as caught:
-        openai_client(url).chat.completions.create(model="student", messages=_audio_request("word " * 500))
+    with serve_in_thread(student_backend) as url, pytest.raises(openai.BadRequestError) as caught:
+        openai_client(url).chat.completions.create(model="student", messages=audio_request("word " * 500))
     assert caught.value.body["message"] == ("This model's maximum context length is 2048 tokens; the 0.5 s of audio "
                                             "and the instruction take 2526. Send a shorter clip or instruction.")
 

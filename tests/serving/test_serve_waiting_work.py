@@ -4,8 +4,6 @@ time; its body and their JSON are let go once parsed. Real servers on loopback."
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import socket
@@ -14,29 +12,14 @@ import time
 import tracemalloc
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from speechsum.serving import speech_backend
 from speechsum.serving.cli import build_server
-from speechsum.serving.export import load_exported
 from speechsum.serving.protocol import ChatOutput, ChatRequest, Generation
-from speechsum.serving.speech_backend import SpeechBackend
 from speechsum.utils.remote import openai_client
 from tests.servers import ThreadedServer, serve_in_thread
-
-
-def _wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, 0.1 * np.sin(np.arange(int(seconds * rate)) / 5).astype(np.float32), rate, format="WAV")
-    return buffer.getvalue()
-
-
-def _audio_request(text: str, wav: bytes | None = None) -> list[dict]:
-    data = base64.b64encode(wav or _wav()).decode()
-    return [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
-                                         {"type": "text", "text": text}]}]
+from tests.serving.export_fixtures import audio_request, sine_wav
 
 
 def _wait_for(condition, seconds: float = 10.0) -> None:
@@ -46,11 +29,6 @@ def _wait_for(condition, seconds: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
-def student(composed_export) -> SpeechBackend:
-    return SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)
-
-
 @pytest.mark.parametrize(("lock", "work", "max_tokens"), [
     # waiting for another request's audio decode (one at a time): before, decoded once its turn came
     ("_decoding", "decode_audio", 2),
@@ -58,17 +36,17 @@ def student(composed_export) -> SpeechBackend:
     # model; before, run once its turn came
     ("_lock", "prompt_positions", 2040),
 ])
-def test_a_request_whose_client_left_while_it_waited_is_not_worked_on(student, monkeypatch, caplog, lock, work,
-                                                                       max_tokens):
+def test_a_request_whose_client_left_while_it_waited_is_not_worked_on(student_backend, monkeypatch, caplog, lock,
+                                                                       work, max_tokens):
     """Before: a request whose client had closed its connection while it waited for a lock was decoded (or its
     positions counted) once the lock was free; only the generation was skipped."""
     done = []
     original = getattr(speech_backend, work)
     monkeypatch.setattr(speech_backend, work, lambda *a, **k: done.append(1) or original(*a, **k))
-    body = json.dumps({"model": "student", "max_tokens": max_tokens, "messages": _audio_request("hi")}).encode()
-    with serve_in_thread(student) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+    body = json.dumps({"model": "student", "max_tokens": max_tokens, "messages": audio_request("hi")}).encode()
+    with serve_in_thread(student_backend) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
         parts = urlparse(url)
-        with getattr(student, lock):  # another request holds it
+        with getattr(student_backend, lock):  # another request holds it
             with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
                 sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                              b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -84,10 +62,10 @@ def test_a_request_whose_client_left_while_it_waited_is_not_worked_on(student, m
     assert answer.startswith(b"HTTP/1.1 200" if max_tokens == 2 else b"HTTP/1.1 400") and done == [1]
 
 
-def test_waiting_requests_compute_their_features_one_at_a_time(student, monkeypatch):
+def test_waiting_requests_compute_their_features_one_at_a_time(student_backend, monkeypatch):
     """Before: each request counted its prompt from its clip's log-mel features (~200 MB for 600 s) outside
     any lock, so every request waiting for the model held them at once (6 clips of 600 s: +2.4 GB)."""
-    encode, running, most = student.model.processor.encode_prompts, [0], [0]
+    encode, running, most = student_backend.model.processor.encode_prompts, [0], [0]
 
     def counted(*args):
         running[0] += 1
@@ -98,14 +76,14 @@ def test_waiting_requests_compute_their_features_one_at_a_time(student, monkeypa
         finally:
             running[0] -= 1
 
-    monkeypatch.setattr(student.model.processor, "encode_prompts", counted)
-    server = build_server(student, port=0)
+    monkeypatch.setattr(student_backend.model.processor, "encode_prompts", counted)
+    server = build_server(student_backend, port=0)
     client = openai_client(server.base_url)
     replies = []
     ask = lambda: replies.append(client.chat.completions.create(model="student", max_tokens=2,  # noqa: E731
-                                                                 messages=_audio_request("hi")))
+                                                                 messages=audio_request("hi")))
     with ThreadedServer(server):
-        with student._lock:  # the model busy with another request: these three wait
+        with student_backend._lock:  # the model busy with another request: these three wait
             threads = [threading.Thread(target=ask) for _ in range(3)]
             for thread in threads:
                 thread.start()
@@ -134,9 +112,9 @@ def test_a_request_waiting_for_the_model_holds_its_audio_once():
     """Before: the request's body and its JSON (each the size of the base64 audio) stayed referenced while it
     waited for and was served by the model: 3.7x the file instead of 1x."""
     backend = _MemoryBackend()
-    wav = _wav(seconds=60.0)  # 1.9 MB
+    wav = sine_wav(seconds=60.0)  # 1.9 MB
     with serve_in_thread(backend) as url:
-        body = json.dumps({"model": "probe", "messages": _audio_request("hi", wav)}).encode()
+        body = json.dumps({"model": "probe", "messages": audio_request("hi", wav)}).encode()
         parts = urlparse(url)
         tracemalloc.start()
         try:
