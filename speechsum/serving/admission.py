@@ -42,16 +42,25 @@ class ModelQueue:
         per_request = self.seconds_per_request or 1.0
         return min(MAX_RETRY_AFTER, max(1, math.ceil(per_request * max(self.admitted, 1))))
 
+    @property
+    def full(self) -> bool:
+        """Whether one more request would be refused now."""
+        return self.admitted > self.max_waiting
+
+    def overloaded(self) -> APIError:
+        """The 503 of a full queue, with its ``Retry-After``."""
+        retry = self.retry_after()
+        queued = {0: "no request may wait", 1: "1 request waits"}.get(self.waiting, f"{self.waiting} requests wait")
+        return APIError(503, f"The server is overloaded: the model is busy and {queued} for it (--max-waiting "
+                             f"{self.max_waiting}). Retry in {retry} s (the Retry-After header).",
+                        code="server_overloaded", headers={"Retry-After": str(retry)})
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold a place in the queue for the ``with`` body (the backend call); a 503 when it is full."""
         with self._lock:
-            if self.admitted > self.max_waiting:
-                retry = self.retry_after()
-                queued = {0: "no request may wait", 1: "1 request waits"}.get(self.waiting, f"{self.waiting} requests wait")
-                raise APIError(503, f"The server is overloaded: the model is busy and {queued} for it (--max-waiting "
-                                    f"{self.max_waiting}). Retry in {retry} s (the Retry-After header).",
-                               code="server_overloaded", headers={"Retry-After": str(retry)})
+            if self.full:
+                raise self.overloaded()
             ahead = self.admitted
             self.admitted += 1
         started = time.monotonic()

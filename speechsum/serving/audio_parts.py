@@ -24,6 +24,20 @@ GENERIC_MEDIA_TYPES = ("application/octet-stream", "")  # bytes of no stated typ
 SNIFFED_FORMATS = {"WAV": "wav", "RF64": "wav", "BW64": "wav", "W64": "wav", "MP3": "mp3", "FLAC": "flac", "Ogg": "ogg"}
 
 
+def _convert_advice(kind: object) -> str:
+    """What to do with audio of a format this server does not read (``kind``: the part's format, or the
+    subtype of an audio_url's media type): a case variant is told the lower-case name, another format how
+    to convert it (a browser's MediaRecorder gives webm, a phone m4a)."""
+    if not isinstance(kind, str) or not kind.strip():
+        return ""
+    if kind.lower() in AUDIO_FORMATS:
+        return f"; formats are lower-case: \"{kind.lower()}\""
+    extension = kind.lower().rsplit("-", 1)[-1]  # a media subtype's x-m4a: m4a
+    if not (extension.isascii() and extension.isalnum() and len(extension) <= 8):
+        return "; convert the file to WAV first (e.g. with ffmpeg)"
+    return f": {extension} audio is not read here; convert it first, e.g. `ffmpeg -i clip.{extension} clip.wav`"
+
+
 def _reads_audio(param: str, max_audio_bytes: int) -> None:
     if not max_audio_bytes:
         raise bad_request(f"{param}: this model does not read audio; serve a speech student exported with "
@@ -61,7 +75,7 @@ def input_audio_part(part: dict, index: int, position: int, max_audio_bytes: int
     kind = audio.get("format")
     if kind not in AUDIO_FORMATS:
         raise bad_request(f"{param}.format must be one of {', '.join(AUDIO_FORMATS)} (the file's format); "
-                          f"{sent_value(audio, 'format')}.", f"{param}.format")
+                          f"{sent_value(audio, 'format')}{_convert_advice(kind)}.", f"{param}.format")
     encoded = "".join(audio["data"].split())  # line breaks (what `base64` prints every 76 columns) and spaces carry no data
     if encoded[:5].lower() == "data:":
         raise bad_request(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
@@ -93,8 +107,9 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
     kind = MEDIA_TYPES.get(labels[0])
     generic = labels[0] in GENERIC_MEDIA_TYPES
     if kind is None and not generic:
+        subtype = labels[0].split("/", 1)[-1] if labels[0].startswith("audio/") else ""
         raise bad_request(f"{field}: media type {labels[0] or '(none)'!r} is not audio this server reads; use "
-                          "audio/wav, audio/mpeg, audio/flac or audio/ogg.", field)
+                          f"audio/wav, audio/mpeg, audio/flac or audio/ogg{_convert_advice(subtype)}.", field)
     data = _decode("".join(payload.split()), param, field, max_audio_bytes)
     if generic:  # a Blob without a type (a browser's readAsDataURL): the format its bytes show
         kind = SNIFFED_FORMATS.get(audio_format(data[:HEAD_BYTES]) or "")

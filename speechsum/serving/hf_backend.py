@@ -29,6 +29,7 @@ from speechsum.serving.protocol import (
     TokenLogprob,
     check_client,
 )
+from speechsum.serving.token_floor import TokenFloor
 
 CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 NEG_INF_LOGPROB = -9999.0  # JSON has no -inf; vLLM reports -9999.0 as well
@@ -111,6 +112,7 @@ class HFBackend:
         self.max_model_len: int | None = getattr(self.model.config, "max_position_embeddings", None)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.stop_ids = self._stop_ids()
+        self._token_floor = TokenFloor(tokenizer)
         self._lock = threading.Lock()
 
     def _stop_ids(self) -> list[int]:
@@ -134,6 +136,7 @@ class HFBackend:
 
     def _complete(self, request: CompletionRequest) -> CompletionOutput:
         if isinstance(request.prompt, str):
+            self._refuse_long_text(request.prompt, "prompt")
             ids = self.tokenizer(request.prompt).input_ids
             prompt_text = request.prompt
         else:
@@ -168,6 +171,7 @@ class HFBackend:
                 raise
             raise APIError(400, f"The last message cannot be continued with this model's chat template ({error}).",
                            param="continue_final_message") from None
+        self._refuse_long_text(text, "messages")
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         self._check_prompt(ids, "messages")
         return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))
@@ -190,6 +194,15 @@ class HFBackend:
             raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens, but the "
                                 f"prompt has {len(ids)} tokens. Shorten the prompt.", param=param,
                            code="context_length_exceeded")
+
+    def _refuse_long_text(self, text: str, param: str) -> None:
+        """The 400 of :meth:`_check_prompt` for a text whose fewest possible tokens pass the context, before
+        tokenizing it (seconds for megabytes, under the model's lock)."""
+        tokens = self._token_floor.at_least(text)
+        if self.max_model_len is not None and tokens > self.max_model_len:
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens, but the "
+                                f"prompt has at least {tokens} tokens ({len(text)} characters). Shorten the prompt.",
+                           param=param, code="context_length_exceeded")
 
     def _token_logprobs(self, logits: torch.Tensor, ids: list[int], pieces: list[str], top_k: int | None
                         ) -> list[TokenLogprob]:

@@ -22,7 +22,7 @@ from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
-from speechsum.serving.protocol import APIError, Backend, CompletionOutput, CompletionRequest
+from speechsum.serving.protocol import APIError, Backend, ClientGone, CompletionOutput, CompletionRequest
 from speechsum.serving.request_body import read_body
 from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
@@ -30,6 +30,7 @@ from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
+LARGE_BODY_BYTES = 1024 * 1024  # larger bodies (audio) are not read while the model's queue is full: a 503 at once
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
@@ -62,6 +63,7 @@ class APIServer(ThreadingHTTPServer):
         self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
         self.queue = ModelQueue(max_waiting)  # backpressure: a 503 once max_waiting requests wait for the model
         self.created = int(time.time())
+        self.dropped = 0  # requests whose client left while they waited for the model (logged as 499)
 
     def handle_error(self, request: Any, client_address: tuple) -> None:
         """A client that went away is one log line; anything else keeps the standard traceback."""
@@ -182,8 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
                 status = self._send_no_content({"Allow": methods, **cors})
                 return
-            body = self._read_body()
-            status, payload, stream = self._route(path, body)
+            status, payload, stream = self._route(path)
             usage, headers = payload.get("usage"), fmt.warning_header(payload.get("warnings") or [])
             if stream is None:
                 self._send(status, payload, headers)
@@ -192,6 +193,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_bytes(status, "text/event-stream", chunks, headers)
         except APIError as error:
             status = self._send_error(error)
+        except ClientGone:  # it left while its request waited for the model: the work was dropped
+            status, self.close_connection = 499, True
+            self.server.dropped += 1
+            LOG.info("%s: the client closed its connection while its request waited; dropped unserved (%d so far)",
+                     self.client_address[0], self.server.dropped)
         except CLIENT_GONE:
             status, self.close_connection = 499, True  # the client went away; nothing to answer
         except Exception:  # a bug or backend failure: log it, answer 500 without internals
@@ -226,10 +232,16 @@ class _Handler(BaseHTTPRequestHandler):
         return (self.headers.get("Transfer-Encoding") is not None or any(v.strip() != "0" for v in lengths)
                 or (not lengths and self.command == "POST"))
 
-    def _route(self, path: str, body: bytes) -> tuple[int, dict, bool | None]:
+    def _route(self, path: str) -> tuple[int, dict, bool | None]:
         """The answer to a request :meth:`_check_route` let through, and how to send it: None as one
-        JSON object, else as a stream (True: with a usage chunk; :func:`stream_mode`)."""
+        JSON object, else as a stream (True: with a usage chunk; :func:`stream_mode`). The body and its
+        JSON are let go once parsed: a request waiting for the model holds only what it needs (before
+        2026-12-07 also both, each the size of its base64 audio: 3.7x the file in all)."""
         backend, limits = self.server.backend, self.server.limits
+        if path in POST_ROUTES and self.server.queue.full and self._large_body():  # before 2026-12-07 read first
+            self.close_connection = True  # its body unread: read and parsed, it would be refused all the same
+            raise self.server.queue.overloaded()
+        body = self._read_body()
         if path == "/health":
             return 200, {"status": "ok"}, None
         if path == "/v1/models":
@@ -242,10 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
             card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
             return 200, card, None
         request = json_object(body)
+        del body
         fmt.check_model(request, backend.model_name)
         if path == "/v1/completions":
             requests, as_ids = fmt.parse_completion(request, limits)
-            self.ignored = ignored_fields(request, chat=False)
+            self.ignored, mode = ignored_fields(request, chat=False), stream_mode(request)
+            del request
             for one in requests:
                 one.client_gone = self._client_gone
             with self.server.queue.slot():
@@ -253,14 +267,20 @@ class _Handler(BaseHTTPRequestHandler):
             reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         else:  # POST /v1/chat/completions
             chat, as_ids = fmt.parse_chat(request, limits)
-            self.ignored = ignored_fields(request, chat=True)
+            self.ignored, mode = ignored_fields(request, chat=True), stream_mode(request)
+            del request
             chat.client_gone = self._client_gone
             with self.server.queue.slot():
                 output = backend.chat(chat)
             reply = fmt.chat_response(backend.model_name, chat, output, as_ids)
-        return 200, reply, stream_mode(request)
+        return 200, reply, mode
 
     # ------------------------------------------------------------------------------------------ plumbing
+    def _large_body(self) -> bool:
+        """A body over :data:`LARGE_BODY_BYTES`, or chunked (of a size not known before it is read)."""
+        length = (self.headers.get("Content-Length") or "").strip()
+        return self.headers.get("Transfer-Encoding") is not None or (length.isdigit() and int(length) > LARGE_BODY_BYTES)
+
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (its end reads as closed, or was reset); a
         pipelined next request reads as data, not as gone. As nginx's 499: a half-close counts as gone."""

@@ -27,7 +27,12 @@ from speechsum.serving.protocol import (
     bad_request,
     sent_value,
 )
-from speechsum.serving.request_fields import check_fields, check_message_fields, check_part_fields
+from speechsum.serving.request_fields import (
+    check_fields,
+    check_message_fields,
+    check_part_fields,
+    check_refusal_part,
+)
 from speechsum.utils.io import finite_json_number
 from speechsum.utils.replies import json_type
 
@@ -219,9 +224,12 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
             elif kind == "text":
                 raise bad_request(f"messages[{index}].content[{position}].text must be a string, got "
                            f"{json_type(part.get('text'))}.", f"messages[{index}].content[{position}].text")
+            elif kind == "refusal" and message.get("role") == "assistant":  # OpenAI's: not shown, as the refusal field
+                check_refusal_part(part, f"messages[{index}].content[{position}]")
             else:
                 where = f"messages[{index}].content[{position}]"
-                got = f"type {json.dumps(kind)[:40]}" if isinstance(part, dict) else json_type(part)
+                got = (json_type(part) if not isinstance(part, dict) else "of no type (its 'type' is missing)"
+                       if "type" not in part else f"type {json.dumps(kind)[:40]}")
                 raise bad_request(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
                            f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"

@@ -29,7 +29,8 @@ def read_body(headers: Message, rfile: BinaryIO, command: str, limit: int,
     """The body of a request with ``headers`` from ``rfile``, at most ``limit`` bytes (413 above it);
     ``send_continue`` is called once the body may come (the client's ``Expect: 100-continue``)."""
     lengths = headers.get_all("Content-Length") or []
-    coding = headers.get("Transfer-Encoding")
+    codings = headers.get_all("Transfer-Encoding")  # repeated, they are one list (RFC 9110 §5.3): "chunked, identity"
+    coding = ", ".join(codings) if codings else None
     if coding is not None and (coding.strip().lower() != "chunked" or lengths):
         reason = "together with Content-Length" if coding.strip().lower() == "chunked" else f"{coding.strip()!r}"
         raise APIError(400, f"Transfer-Encoding {reason} is not supported: send Content-Length or "

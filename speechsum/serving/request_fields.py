@@ -181,6 +181,15 @@ def check_part_fields(obj: dict, allowed: tuple[str, ...], param: str, what: str
                               f"{', '.join(allowed)}; remove it.", f"{param}.{name}")
 
 
+def check_refusal_part(part: dict, param: str) -> None:
+    """An assistant message's ``{"type": "refusal", "refusal": "…"}`` part (OpenAI's shape of a refusal it sends
+    back): accepted and not shown to the model, as a message's ``refusal`` field; a 400 naming what is wrong."""
+    check_part_fields(part, ("type", "refusal"), param, "a refusal part")
+    if not isinstance(part.get("refusal"), str):
+        raise bad_request(f"{param}.refusal must be a string, got {json.dumps(part.get('refusal'))[:80]}.",
+                          f"{param}.refusal")
+
+
 def ignored_fields(body: dict, chat: bool) -> list[str]:
     """The fields of a valid ``body`` that were accepted with no effect, for the request log: top-level
     bookkeeping (``user``, ``metadata``…) and messages' ``name``, ``refusal``…"""
@@ -189,4 +198,7 @@ def ignored_fields(body: dict, chat: bool) -> list[str]:
     for index, message in enumerate((body.get("messages") or []) if chat else []):
         found += [f"messages[{index}].{name}" for name in message
                   if name in IGNORED_MESSAGE_FIELDS and message[name] not in (None, [], "")]
+        parts = message.get("content") if isinstance(message.get("content"), list) else []
+        found += [f"messages[{index}].content[{position}]" for position, part in enumerate(parts)
+                  if part.get("type") == "refusal"]  # an assistant's refusal part, not shown
     return found

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ from speechsum.serving.summarize import (
     prompt_positions,
     summarize_waveforms,
 )
+from speechsum.serving.token_floor import TokenFloor
 
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
@@ -160,6 +162,7 @@ class SpeechBackend:
         # one clip decoded at a time: its samples at its own rate (a 1.4 MB FLAC of 600 s at 655 kHz decodes to
         # 1.5 GB) fit memory once, not once per request waiting for the model (--max-waiting of them)
         self._decoding = threading.Lock()
+        self._token_floor = TokenFloor(model.processor.tokenizer)
 
     def complete(self, request: CompletionRequest) -> CompletionOutput:
         raise APIError(400, f"Model '{self.model_name}' is a speech model: use /v1/chat/completions with an "
@@ -171,12 +174,15 @@ class SpeechBackend:
             raise bad_request("'logprobs' are not supported for audio requests.", "logprobs")
         warnings: list[ReplyWarning] = []
         with self._decoding:
+            check_client(request.client_gone)  # it may have waited here for another request's decode
             waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
+            # its features as well (~200 MB for 600 s): before 2026-12-07 every waiting request computed them at once
+            prompt_tokens = self._prompt_tokens(waveform, instruction)
         sampling = request.sampling
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
-        prompt_tokens = self._prompt_tokens(waveform, instruction)
-        max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context)
+        max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context,
+                                       request.client_gone)
         settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
@@ -208,17 +214,24 @@ class SpeechBackend:
         problem = instruction_problem(self.model, instruction)
         if problem:
             raise bad_request(f"messages[0]: the text part {problem}.", "messages[0].content")
+        tokens = self._token_floor.at_least(instruction)  # far past the context: refused before it is tokenized
+        if self.max_model_len is not None and tokens >= self.max_model_len:
+            raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the instruction "
+                                f"(the text parts: {len(instruction)} characters) takes at least {tokens}. Send a shorter "
+                                "instruction.", param="messages", code="context_length_exceeded")
         return instruction
 
     def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,
-                     fit: bool) -> int:
+                     fit: bool, client_gone: Callable[[], bool]) -> int:
         """``max_tokens``, lowered to the room the prompt leaves in the LM's context when ``fit`` (no
         max_tokens asked for); a 400 when the prompt alone fills the context or ``max_tokens`` does not fit.
         ``prompt_tokens`` (the placeholders, an upper bound) spares the encoder pass that counts the
-        positions a CTC-compressed prompt really takes, whenever it fits."""
+        positions a CTC-compressed prompt really takes, whenever it fits. That pass waits for the model: a
+        request whose client left meanwhile (``client_gone``) is dropped before it."""
         if self.max_model_len is None or prompt_tokens + max_tokens <= self.max_model_len:
             return max_tokens
         with self._lock, torch.inference_mode():
+            check_client(client_gone)
             positions = prompt_positions(self.model, waveform, instruction)
         room = self.max_model_len - positions
         if room <= 0 or (max_tokens > room and not fit):
@@ -226,7 +239,7 @@ class SpeechBackend:
             asked = "" if fit else f" and the completion asks for {max_tokens}"
             raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the "
                                 f"{seconds:.1f} s of audio and the instruction take {positions}{asked}. Send a "
-                                "shorter clip" + ("." if fit else " or lower max_tokens."),
+                                "shorter clip or instruction" + ("." if fit else ", or lower max_tokens."),
                            param="max_tokens" if room > 0 else "messages", code="context_length_exceeded")
         return min(max_tokens, room)
 

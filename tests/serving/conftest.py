@@ -36,6 +36,15 @@ def composed_export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def student_backend(composed_export):
+    """The tiny composed student's backend (served as "student", clips up to 5 s), for a test's own servers."""
+    from speechsum.serving.export import load_exported
+    from speechsum.serving.speech_backend import SpeechBackend
+
+    return SpeechBackend(load_exported(composed_export), "student", max_audio_seconds=5.0)
+
+
+@pytest.fixture(scope="module")
 def speech_url(composed_export) -> Iterator[str]:
     """A loopback server of the tiny composed student (served as "student", clips up to 5 s)."""
     from speechsum.serving.export import load_exported

@@ -88,3 +88,21 @@ def write_wavs(folder: Path, rate: int = 22_050, stereo: bool = True) -> list[Pa
         sf.write(path, data, rate)
         paths.append(path)
     return paths
+
+
+def sine_wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
+    """A quiet sine as WAV file bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.1 * np.sin(np.arange(int(seconds * rate)) / 5).astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def audio_request(text: str, wav: bytes | None = None) -> list[dict]:
+    """Chat messages: one user message of ``wav`` (default :func:`sine_wav`) as input_audio and ``text``."""
+    import base64
+
+    data = base64.b64encode(sine_wav() if wav is None else wav).decode()
+    return [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+                                         {"type": "text", "text": text}]}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -167,8 +168,12 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
         assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: "
                                                "URL; drop the 'data:audio/wav;base64,' prefix.")
     wrong = audio_message(b"x")
-    wrong[0]["content"][0]["input_audio"]["format"] = "aac"
-    assert "format must be one of wav, mp3, flac, ogg" in bad_request(client, wrong)
+    for fmt, advice in [("m4a", ': m4a audio is not read here; convert it first, e.g. `ffmpeg -i clip.m4a clip.wav`'),
+                        ("WAV", '; formats are lower-case: "wav"'), ("a/b c", "; convert the file to WAV first (e.g. "
+                                                                            "with ffmpeg)"), (5, "")]:
+        wrong[0]["content"][0]["input_audio"]["format"] = fmt  # before: what it takes, not what to do
+        assert bad_request(client, wrong) == (f"{param}.format must be one of wav, mp3, flac, ogg (the file's format); "
+                                              f"got {json.dumps(fmt)}{advice}.")
 
 
 @pytest.mark.parametrize(("name", "container", "subtype", "libsndfile"), [

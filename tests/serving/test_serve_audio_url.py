@@ -47,7 +47,14 @@ URL_FIELD = "messages[0].content[0].audio_url.url"
                                   "inline as a data:audio/wav;base64,… URL or an input_audio part."),
     ("data:audio/wav,RIFF", f"{URL_FIELD} must be a base64 data: URL (data:audio/wav;base64,…), got "
                             "'data:audio/wav,RIFF'."),
+    # what to do, too (before: only what it takes): a browser's MediaRecorder records webm, a phone m4a
     ("data:audio/webm;base64,UklGRg==", f"{URL_FIELD}: media type 'audio/webm' is not audio this server reads; use "
+                                        "audio/wav, audio/mpeg, audio/flac or audio/ogg: webm audio is not read here; "
+                                        "convert it first, e.g. `ffmpeg -i clip.webm clip.wav`."),
+    ("data:audio/x-m4a;base64,UklGRg==", f"{URL_FIELD}: media type 'audio/x-m4a' is not audio this server reads; use "
+                                         "audio/wav, audio/mpeg, audio/flac or audio/ogg: m4a audio is not read here; "
+                                         "convert it first, e.g. `ffmpeg -i clip.m4a clip.wav`."),
+    ("data:text/plain;base64,UklGRg==", f"{URL_FIELD}: media type 'text/plain' is not audio this server reads; use "
                                         "audio/wav, audio/mpeg, audio/flac or audio/ogg."),
     ("data:audio/wav;base64,not base64!", f"{URL_FIELD} is not valid standard base64 (Only base64 data is allowed): "
                                           "encode the file's bytes with the +/ alphabet and = padding, e.g. "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 
@@ -67,6 +68,31 @@ def test_a_full_queue_answers_503_with_retry_after_and_drains(backend):
             thread.join(timeout=30)
         assert answers == [200, 200] and server.queue.admitted == 0
         assert _post(port)[0] == 200  # drained: served again
+
+
+def test_a_large_body_is_not_read_while_the_queue_is_full(backend):
+    """Before: read (up to 41 MB for a speech student) and parsed, its audio decoded from base64, then refused with
+    the same 503; an Expect: 100-continue client was told to send it."""
+    server = build_server(backend, port=0, max_waiting=0)
+    port = server.server_address[1]
+    answers: list[int] = []
+    with ThreadedServer(server):
+        with backend._lock:  # the model busy: the one request admitted waits for it
+            blocked = threading.Thread(target=lambda: answers.append(_post(port)[0]))
+            blocked.start()
+            _wait_for(lambda: server.queue.admitted == 1)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (2 * 1024 * 1024))
+                answer = b""
+                while part := sock.recv(65536):  # the 503 and the connection's end: no 100 Continue, no body read
+                    answer += part
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head and b"Connection: close" in head
+            assert json.loads(body)["error"]["code"] == "server_overloaded"
+            assert _post(port, json.dumps({"model": MODEL, "messages": []}))[0] == 400  # a small body is still read
+        blocked.join(timeout=30)
+    assert answers == [200]
 
 
 def test_max_waiting_zero_serves_one_at_a_time_and_the_option_is_documented(capsys):

@@ -115,14 +115,16 @@ def test_text_parts_reach_the_model_on_separate_lines_as_vllm_joins_them():
     assert reply.choices[0].message.content == "Summarize the meeting.\nTranscript: we met."
 
 
-def test_an_unsupported_content_part_is_named(served):
+@pytest.mark.parametrize(("part", "what"), [
+    ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, 'type "image_url"'),
+    ({"text": "b"}, "of no type (its 'type' is missing)"),  # before: 'is type null', as if null had been sent
+])
+def test_an_unsupported_content_part_is_named(served, part, what):
     _, url = served
-    messages = [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                             {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "a"}, part]}]
     body = _refusal(openai_client(url).chat.completions.create, messages=messages)
-    assert body["message"] == ("messages[0].content[1] is type \"image_url\": only text, input_audio and audio_url (a "
-                               "data: URL) parts are "
-                               "supported.") and body["param"] == "messages[0].content[1].type"
+    assert body["message"] == (f"messages[0].content[1] is {what}: only text, input_audio and audio_url (a data: URL) "
+                               "parts are supported.") and body["param"] == "messages[0].content[1].type"
 
 
 def test_a_body_cut_short_of_its_content_length_is_not_run(served):
@@ -177,7 +179,8 @@ def test_a_model_route_names_the_model_and_takes_only_get(served):
 
 @pytest.mark.parametrize(("audio", "message"), [
     ({"data": "UklGRg=="}, "'format' is missing"),  # before: "got None"
-    ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a"'),
+    ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a": m4a audio is not read here; convert it first, e.g. '
+                                           '`ffmpeg -i clip.m4a clip.wav`'),
 ])
 def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
     backend = ScriptedChatBackend(lambda messages: "ok")

@@ -141,6 +141,12 @@ def test_a_chunked_upload_is_read_as_its_content_length_twin():
      "chunked' alone."),
     (b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
      "Transfer-Encoding 'gzip, chunked' is not supported: send Content-Length or 'Transfer-Encoding: chunked' alone."),
+
+    # repeated, the header is one list (a proxy reading the last one frames the body otherwise); before: the first
+    # one was read and the rest ignored, and the connection kept open
+    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+     "Transfer-Encoding 'chunked, identity' is not supported: send Content-Length or 'Transfer-Encoding: chunked' "
+     "alone."),
 ])
 def test_chunked_framing_the_server_cannot_trust_is_a_400_that_closes_the_connection(served, framing, message):
     backend, url = served

@@ -159,6 +159,29 @@ def test_a_reasoning_models_reply_echoed_back_is_accepted(served):
     assert backend.requests[-1].messages == [*USER, {"role": "assistant", "content": "ok"}, *USER]
 
 
+def test_an_assistant_messages_refusal_part_is_accepted_not_shown_and_logged(served, caplog):
+    """OpenAI's assistant content may hold ``{"type": "refusal", "refusal": …}`` parts (as its ``refusal`` field);
+    before: a 400 "is type \"refusal\": only text, input_audio and audio_url parts are supported"."""
+    backend, url = served
+    reply = {"role": "assistant", "content": [{"type": "text", "text": "ok"}, {"type": "refusal", "refusal": "no"}]}
+    with caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+        status, _, body = _post(url, {"model": MODEL, "messages": [*USER, reply, *USER]})
+        assert (status, body["choices"][0]["message"]["content"]) == (200, "ok")
+        assert backend.requests[-1].messages == [*USER, {"role": "assistant", "content": "ok"}, *USER]
+        deadline = time.monotonic() + 10.0  # the server thread logs the request after the reply is written
+        while not (lines := [r.getMessage() for r in caplog.records if '"POST /v1/chat/completions" 200' in r.getMessage()]):
+            assert time.monotonic() < deadline, "no request log line"
+            time.sleep(0.01)
+    assert lines[-1].endswith(" ignored=messages[1].content[1]")
+    wrong = {"role": "assistant", "content": [{"type": "refusal", "refusal": 5}]}
+    status, _, body = _post(url, {"model": MODEL, "messages": [*USER, wrong, *USER]})
+    assert (status, body["error"]["message"], body["error"]["param"]) == (
+        400, "messages[1].content[0].refusal must be a string, got 5.", "messages[1].content[0].refusal")
+    refusing_user = {"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}
+    status, _, body = _post(url, {"model": MODEL, "messages": [refusing_user]})  # a user's: not OpenAI's shape
+    assert (status, body["error"]["param"]) == (400, "messages[0].content[0].type")
+
+
 @pytest.mark.parametrize(("body", "key"), [
     (b'{"model": "scripted", "model": "other", "messages": [{"role": "user", "content": "hi"}]}', "model"),
     (b'{"model": "scripted", "messages": [{"role": "user", "content": "a", "content": "b"}]}', "content"),

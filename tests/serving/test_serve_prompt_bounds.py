@@ -1,0 +1,87 @@
+"""A text far past the model's context is refused by ``speechsum serve`` before it is tokenized
+(:mod:`speechsum.serving.token_floor`). Real servers on loopback (the tiny text LM, the tiny composed student)."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from speechsum.serving.token_floor import TokenFloor
+from speechsum.utils.remote import openai_client
+from tests.servers import serve_in_thread
+from tests.serving.export_fixtures import audio_request
+from tests.serving.tiny_lm import MODEL
+
+
+def test_the_token_floor_of_the_byte_tokenizer(student_backend):
+    """The byte tokenizer's longest entry is "<|endoftext|>" (13 characters); whitespace is not counted."""
+    floor = TokenFloor(student_backend.model.processor.tokenizer)
+    assert floor.chars_per_token == 13
+    assert (floor.at_least("word " * 10), floor.at_least("a" * 26), floor.at_least("a" * 27), floor.at_least(" \n")) \
+        == (4, 2, 3, 0)
+
+
+def test_no_floor_where_a_token_may_cover_any_length():
+    """A fused unknown run, a pre-tokenizer that drops what it splits on: no bound holds, the text is tokenized."""
+    fused = Tokenizer(models.BPE({"a": 0, "<unk>": 1}, [], unk_token="<unk>", fuse_unk=True))
+    dropping = Tokenizer(models.BPE({"a": 0}, []))
+    dropping.pre_tokenizer = pre_tokenizers.Split("b", "removed")
+    assert [TokenFloor(PreTrainedTokenizerFast(tokenizer_object=t)).at_least("x" * 100) for t in (fused, dropping)] \
+        == [0, 0]
+    assert TokenFloor(object()).at_least("x" * 100) == 0  # a slow tokenizer: no backend to read
+
+
+@pytest.mark.parametrize(("words", "message"), [
+    # before: 17 s (11 s here) tokenizing 8 MB, then "the 0.5 s of audio and the instruction take 8000026 … Send a
+    # shorter clip or lower max_tokens."
+    (1_600_000, "This model's maximum context length is 2048 tokens; the instruction (the text parts: 7999999 "
+                "characters) takes at least 492308. Send a shorter instruction."),
+    (10_000, "This model's maximum context length is 2048 tokens; the instruction (the text parts: 49999 characters) "
+             "takes at least 3077. Send a shorter instruction."),
+])
+def test_an_instruction_far_past_the_context_is_refused_before_it_is_tokenized(student_backend, words, message,
+                                                                              monkeypatch):
+    tokenized = []
+    encode = student_backend.model.processor.encode_prompts
+    monkeypatch.setattr(student_backend.model.processor, "encode_prompts", lambda *a: tokenized.append(1) or encode(*a))
+    with serve_in_thread(student_backend) as url:
+        started = time.perf_counter()
+        with pytest.raises(openai.BadRequestError) as caught:
+            openai_client(url, timeout=60).chat.completions.create(model="student", max_tokens=4,
+                                                                   messages=audio_request("word " * words))
+        assert time.perf_counter() - started < 8
+    error = caught.value.body
+    assert (error["message"], error["param"], error["code"]) == (message, "messages", "context_length_exceeded")
+    assert tokenized == []
+
+
+def test_an_instruction_too_long_but_not_past_the_floor_is_told_as_before_and_named(student_backend):
+    """Tokenized as before (500 words: at least 193 tokens, 2526 positions with the audio); the advice names the instruction
+    too (before: "Send a shorter clip.", whatever took the positions)."""
+    with serve_in_thread(student_backend) as url, pytest.raises(openai.BadRequestError) as caught:
+        openai_client(url).chat.completions.create(model="student", messages=audio_request("word " * 500))
+    assert caught.value.body["message"] == ("This model's maximum context length is 2048 tokens; the 0.5 s of audio "
+                                            "and the instruction take 2526. Send a shorter clip or instruction.")
+
+
+def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(backend):
+    """The tiny LM reads 96 positions; 1000 words of 4 letters take at least 4000 / 13 = 308 tokens."""
+    with serve_in_thread(backend) as url:
+        client = openai_client(url)
+        with pytest.raises(openai.BadRequestError) as completion:
+            client.completions.create(model=MODEL, prompt="word " * 1000, max_tokens=1)
+        with pytest.raises(openai.BadRequestError) as chat:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 1000}])
+        with pytest.raises(openai.BadRequestError) as near:  # too long, but not past the floor: tokenized, as before
+            client.completions.create(model=MODEL, prompt="ab " * 40, max_tokens=1)
+    assert completion.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has "
+                                                "at least 308 tokens (5000 characters). Shorten the prompt.")
+    assert (chat.value.body["param"], chat.value.body["code"]) == ("messages", "context_length_exceeded")
+    assert chat.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has at "
+                                          "least 312 tokens (5050 characters). Shorten the prompt.")  # ChatML around it
+    assert near.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has 120 "
+                                          "tokens. Shorten the prompt.")
