@@ -43,6 +43,23 @@ def readable(path: Path) -> bool:
         return False
 
 
+def lost_outputs(marker: dict, run_dir: Path) -> list[tuple[str, str]]:
+    """(path, what is wrong) for each output a complete stage's marker lists under ``run_dir`` that is
+    no longer there (deleted by hand, or lost), or a checkpoint that is no longer whole (cut short by
+    a full disk or a copy): the stage runs again rather than hand it to the stages built on it, which
+    failed loading it. Paths outside ``run_dir`` (a run folder moved since, or a stage's outputs
+    elsewhere) are not checked."""
+    lost = []
+    for path in (Path(output) for output in marker.get("outputs") or []):
+        if not path.is_relative_to(run_dir):
+            continue
+        if not path.exists():
+            lost.append((str(path), "is gone"))
+        elif path.suffix == ".ckpt" and not readable(path):
+            lost.append((str(path), "is not a whole checkpoint (cut short)"))
+    return lost
+
+
 def newest_checkpoint(stage_dir: Path) -> Path | None:
     """The readable checkpoint of ``stage_dir`` with the highest step: ``checkpoints/last.ckpt``, the
     resume checkpoint or another of ``checkpoints/`` (the newest one when a kill left ``last.ckpt``

@@ -23,6 +23,7 @@ from speechsum.utils.config_keys import unknown_keys_note
 BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
 STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # one stage each (evaluate_sft, evaluate_kd, evaluate), rows in RUN/evaluate/
 EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
+BENCHMARK_TEST_SPLITS = ("test", "test_unseen", "test_xling")  # the bundled benchmark's test manifests
 # Every key of the settings sections, with its default (the stages read them through section_options);
 # load_pipeline_config refuses other keys, values of another type and the choices below.
 SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
