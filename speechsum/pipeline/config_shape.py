@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from speechsum.evaluation.scoring import METRIC_GROUPS
+from speechsum.evaluation.report import METRIC_ALIASES
+from speechsum.evaluation.scoring import BASIC_DESCRIPTIONS, GROUP_SCORES, METRIC_GROUPS
 from speechsum.pipeline.sections import BENCHMARK_TEST_SPLITS, section_options
 from speechsum.utils.config_keys import unknown_keys_note
 
@@ -73,7 +74,16 @@ def check_evaluation_plan(config: Mapping, path: Path | str) -> None:
             problem = f"{wrong[0]!r} is not a test split" if wrong else "no split (the row would not run)"
             raise ValueError(f"{path}: evaluate.system_splits.{system}: {problem}; the test splits: {', '.join(splits)}"
                              f"{' (data.tests)' if config.get('data') else ''}; evaluate.args adds one: [--manifest, NAME=PATH]")
-    baseline = section_options(config, "report")["baseline"]
+    report = section_options(config, "report")
+    if section_options(config, "judge")["kind"] == "openai":
+        metrics.append("llm_judge")  # the evaluation stages add it
+    scores = [*(score for group in metrics for score in GROUP_SCORES[group]), *BASIC_DESCRIPTIONS]
+    metric = report["metric"]
+    if metric is not None and METRIC_ALIASES.get(metric, metric) not in scores:
+        raise ValueError(f"{path}: report.metric: {metric!r} is not a score the evaluations compute "
+                         f"(evaluate.metrics {evaluate['metrics']}): one of {', '.join(dict.fromkeys(scores))}, "
+                         f"or null for the default")
+    baseline = report["baseline"]
     if baseline is not None and baseline not in evaluate["systems"]:
         raise ValueError(f"{path}: report.baseline: {baseline!r} is not among the evaluated rows "
                          f"(evaluate.systems: {', '.join(evaluate['systems'])}): name one of them, or null for the "

@@ -66,6 +66,12 @@ def evaluate_with(**settings) -> dict:
     (evaluate_with(system_splits={"cascade": []}), f"evaluate.system_splits.cascade: no split (the row would not run); "
      f"{SPLITS}"),
     # failed the report, the last stage
+    ({"report": {"metric": "rogue"}}, "report.metric: 'rogue' is not a score the evaluations compute (evaluate.metrics "
+     "rouge,fact_judge): one of rouge1, rouge2, rougeL, rougeLsum, fact_judge, fact_recall, fact_hallucinated, "
+     "hallucination, hallucinated_entities, repetition, length_words, compression, truncated, or null for the default"),
+    ({**evaluate_with(metrics="rouge"), "report": {"metric": "fact_judge"}}, "report.metric: 'fact_judge' is not a "
+     "score the evaluations compute (evaluate.metrics rouge): one of rouge1, rouge2, rougeL, rougeLsum, hallucination, "
+     "hallucinated_entities, repetition, length_words, compression, truncated, or null for the default"),
     ({**evaluate_with(systems=["sft", "kd", "dpo"]), "report": {"baseline": "cascade"}},
      "report.baseline: 'cascade' is not among the evaluated rows (evaluate.systems: sft, kd, dpo): name one of them, "
      "or null for the first student row"),
@@ -90,6 +96,13 @@ def test_an_unknown_data_key_is_refused_with_its_line_and_the_splits_of_own_data
         load_pipeline_config(path)
     assert str(error.value) == (f"{path}: evaluate.system_splits.cascade: 'test_unseen' is not a test split; the test "
                                 "splits: test (data.tests); evaluate.args adds one: [--manifest, NAME=PATH]")
+
+
+@pytest.mark.parametrize("report", [{"metric": "rouge"}, {"metric": "bertscore_f1"}, {"metric": "repetition"},
+                                    {"baseline": "backbone"}])
+def test_report_settings_the_evaluations_can_satisfy_are_kept(tmp_path, report):
+    path = tiny_with(tmp_path, **evaluate_with(metrics="rouge,bertscore"), report=report)
+    assert load_pipeline_config(path)["report"] == report
 
 
 def test_a_split_added_by_evaluate_args_may_be_named_in_system_splits(tmp_path):
