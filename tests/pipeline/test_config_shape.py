@@ -16,6 +16,7 @@ import yaml
 from speechsum.pipeline.checks import check_stage_configs
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path
+from speechsum.pipeline.runner import default_threads
 from speechsum.pipeline.table import PIPELINE, STAGES
 from tests.conftest import REPO
 from tests.pipeline.test_scheduler import run_in_process
@@ -198,3 +199,20 @@ def test_a_complete_stage_whose_checkpoint_was_cut_short_runs_again(tmp_path, ca
         capsys.readouterr().out
     with zipfile.ZipFile(checkpoint) as whole:
         assert whole.read("data.pkl") == b"x" * 4000
+
+
+@pytest.mark.parametrize(("value", "threads"), [("3", 3), (" 2 ", 2), ("4,2", 4)])
+def test_the_threads_default_to_omp_num_threads(monkeypatch, value, threads):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert default_threads() == threads
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5"])
+def test_an_omp_num_threads_that_is_no_count_is_refused(tmp_path, monkeypatch, value):
+    """It was ignored without a word: the stages shared out every CPU instead."""
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(ValueError) as error:
+        run_in_process(tmp_path / "run", checkpoint_writing_stages())
+    assert str(error.value) == (f"OMP_NUM_THREADS={value!r} is not a number of threads (1 or more): set it to one, "
+                                "unset it (every CPU this process may use), or give --threads N")
+    assert not (tmp_path / "run").exists()
