@@ -71,11 +71,19 @@ Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 
 # -- stage markers ----------------------------------------------------------------------------
 def read_marker(run_dir: Path, stage: str) -> dict | None:
-    """The stage's marker, or None when the stage is not complete (a broken marker counts as none)."""
+    """The stage's marker, or None when the stage is not complete (a broken marker counts as none: also
+    one that is not a mapping with its ``elapsed_s``, edited by hand or written by another program,
+    which ended the rerun with a KeyError or AttributeError traceback)."""
     try:
-        return json.loads(marker_path(run_dir, stage).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        marker = json.loads(marker_path(run_dir, stage).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    if not isinstance(marker, dict):
+        return None
+    elapsed, outputs = marker.get("elapsed_s"), marker.get("outputs") or []
+    whole = isinstance(elapsed, int | float) and not isinstance(elapsed, bool) and isinstance(outputs, list) \
+        and all(isinstance(output, str) for output in outputs)
+    return marker if whole else None
 
 
 RUNS_ALONE = [name for name in PIPELINE.names if PIPELINE.runs_alone(name)]  # all threads (--threads)

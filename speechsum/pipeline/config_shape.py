@@ -67,6 +67,9 @@ def check_evaluation_plan(config: Mapping, path: Path | str) -> None:
     if "llm_judge" in metrics and section_options(config, "judge")["kind"] != "openai":
         raise ValueError(f"{path}: evaluate.metrics: llm_judge needs an LLM judge: set judge.kind openai (and its "
                          "model, base_url), or leave llm_judge out (judge.kind openai adds it)")
+    twice = sorted({name for name in evaluate["systems"] if evaluate["systems"].count(name) > 1})
+    if twice:  # speechsum evaluate refuses a system name given twice: the baselines or a student's evaluation failed
+        raise ValueError(f"{path}: evaluate.systems: {', '.join(twice)} listed twice; list each row once")
     splits = evaluated_splits(config)
     for system, names in (evaluate["system_splits"] or {}).items():  # a mapping of lists: check_sections
         wrong = [name for name in names if name not in splits]

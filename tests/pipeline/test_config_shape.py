@@ -62,6 +62,7 @@ def evaluate_with(**settings) -> dict:
      "rouge,bertscore,fact_judge,llm_judge"),
     (evaluate_with(metrics="rouge,llm_judge"), "evaluate.metrics: llm_judge needs an LLM judge: set judge.kind openai "
      "(and its model, base_url), or leave llm_judge out (judge.kind openai adds it)"),
+    (evaluate_with(systems=["teacher", "sft", "teacher"]), "evaluate.systems: teacher listed twice; list each row once"),
     (evaluate_with(system_splits={"cascade": ["tset"]}), f"evaluate.system_splits.cascade: 'tset' is not a test split; "
      f"{SPLITS}"),
     (evaluate_with(system_splits={"cascade": []}), f"evaluate.system_splits.cascade: no split (the row would not run); "
@@ -216,3 +217,16 @@ def test_an_omp_num_threads_that_is_no_count_is_refused(tmp_path, monkeypatch, v
     assert str(error.value) == (f"OMP_NUM_THREADS={value!r} is not a number of threads (1 or more): set it to one, "
                                 "unset it (every CPU this process may use), or give --threads N")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("marker", ["{}", "[1]", '{"elapsed_s": "3 s", "outputs": []}', '{"elapsed_s": 3, "outputs": "x"}'])
+def test_a_marker_that_is_not_one_counts_as_none(tmp_path, capsys, marker):
+    """A marker edited by hand or written by another program: KeyError 'elapsed_s' or AttributeError
+    'list' object has no attribute 'get' (a traceback) when the run was started again."""
+    table, run = checkpoint_writing_stages(), tmp_path / "run"
+    run_in_process(run, table)
+    (run / ".state" / "dpo.json").write_text(marker)
+    summary = run_in_process(run, table)
+    assert [stage for stage, entry in summary["stages"].items() if entry["status"] == "ran"] == [
+        "dpo", "evaluate_dpo", "report"]
+    assert "[12/14] dpo … runs again, so evaluate_dpo, report will too\n" in capsys.readouterr().out
