@@ -87,9 +87,25 @@ def option_problem(parser: argparse.ArgumentParser, args: list[str],
             return f"{name}: set by {source}: " + ("change it there" if "." in source.split()[0] else "leave it out")
         action = options[matches[0]]
         given = value if equals else (args[index + 1] if index + 1 < len(args) else None)
+        if action.nargs != 0 and (given is None or (not equals and given.startswith("--"))):
+            return f"{name}: needs a value (none follows it)"
         if action.choices is not None and action.type in (None, str) and action.nargs is None and given is not None \
                 and given not in action.choices:
             return f"{name} {given}: not one of {', '.join(map(str, action.choices))}"
+        if action.nargs is None and callable(action.type) and given is not None and (problem := value_problem(action, given)):
+            return f"{name} {given}: {problem}"
+    return None
+
+
+def value_problem(action: argparse.Action, given: str) -> str | None:
+    """What the option's own type check (``int``, ``at_least(1)``, a URL or port check) says of
+    ``given``; None when it takes it. The checks read nothing but the text."""
+    try:
+        action.type(given)
+    except argparse.ArgumentTypeError as err:
+        return str(err)
+    except (TypeError, ValueError) as err:
+        return f"not a valid {action.type.__name__} value" if action.type in (int, float) else str(err)
     return None
 
 
