@@ -15,6 +15,9 @@ RESUME_FOLDER = "resume"  # RUN/<stage>/resume/: removed once the stage is compl
 _STEP = re.compile(r"step=(\d+)")
 # the loopback server the kd stage starts for `--teacher serve`: a free port, so a new URL, each run
 TEACHER_SERVER_URL = re.compile(r"http://127\.0\.0\.1:\d+/v1\b")
+# how often the resume checkpoint is saved (--checkpoint-every): not a setting of the training, so a
+# rerun with another interval resumes too (it started over, losing the training it meant to keep)
+CHECKPOINT_INTERVAL = re.compile(r"(?<=\btrain_time_interval: )\S+")
 
 
 def resume_checkpoint_callback(stage_dir: str, every_s: float) -> dict:
@@ -74,6 +77,7 @@ def newest_checkpoint(stage_dir: Path) -> Path | None:
 
 
 def _without(text: str, ignore: re.Pattern | None) -> str:
+    text = CHECKPOINT_INTERVAL.sub("<ignored>", text)
     return ignore.sub("<ignored>", text) if ignore is not None else text
 
 
@@ -82,7 +86,8 @@ def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
     """(the checkpoint an interrupted run of the same config left, or None; why not). A run that
     started (wrote its ``config.yaml``) before ``not_before`` — when what it is built from was
     completed again since — is not continued. ``ignore``: text that may differ between the saved
-    and the new config (:data:`TEACHER_SERVER_URL` under ``--teacher serve``)."""
+    and the new config (:data:`TEACHER_SERVER_URL` under ``--teacher serve``); the resume
+    checkpoints' interval (``--checkpoint-every``, :data:`CHECKPOINT_INTERVAL`) always may."""
     saved = stage_dir / "config.yaml"
     if not saved.is_file():
         return None, "no earlier run"
