@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from speechsum.evaluation.manifest_args import SPLIT_NAME
 from speechsum.evaluation.report import METRIC_ALIASES
 from speechsum.evaluation.scoring import BASIC_DESCRIPTIONS, GROUP_SCORES, METRIC_GROUPS
 from speechsum.pipeline.sections import BENCHMARK_TEST_SPLITS, section_options
@@ -30,6 +31,12 @@ def check_shape(config: Mapping, path: Path | str) -> None:
     if unknown:
         raise ValueError(f"{path}: data: unknown key(s) {unknown}{unknown_keys_note(path, 'data', unknown, list(DATA_KEYS))}"
                          f"; allowed: {', '.join(DATA_KEYS)} (more test splits go under tests)")
+    tests = (data or {}).get("tests")
+    odd = [name for name in tests if not SPLIT_NAME.fullmatch(str(name))] \
+        if isinstance(tests, dict) else []
+    if odd:  # speechsum evaluate read `--manifest NAME=PATH` as one path: the first evaluation failed
+        raise ValueError(f"{path}: data.tests: split name {odd[0]!r}: use letters, digits, _ . - (no '/', ',', '=' "
+                         "or spaces; it names the split in the report and in evaluate.system_splits)")
     if config.get("text_lms", {}) is False:
         raise ValueError(f"{path}: text_lms: false: write `text_lms: null` to train no text LMs (then give "
                          "`backbone:` and `teacher_model:`), or leave the key out to train them")

@@ -107,6 +107,18 @@ def test_report_settings_the_evaluations_can_satisfy_are_kept(tmp_path, report):
     assert load_pipeline_config(path)["report"] == report
 
 
+@pytest.mark.parametrize("name", ["ami/test", "ami test", "a,b", "-x"])
+def test_a_test_split_name_the_evaluation_cannot_take_is_refused(tmp_path, name):
+    """``--manifest ami/test=RUN/…`` was read as one path by speechsum evaluate: the baselines stage failed."""
+    config = own_data(tmp_path)
+    config["data"]["tests"] = {name: config["data"]["tests"]["test"]}
+    path = tiny_with(tmp_path, **config)
+    with pytest.raises(ValueError) as error:
+        load_pipeline_config(path)
+    assert str(error.value) == (f"{path}: data.tests: split name {name!r}: use letters, digits, _ . - (no '/', ',', "
+                                "'=' or spaces; it names the split in the report and in evaluate.system_splits)")
+
+
 def test_a_split_added_by_evaluate_args_may_be_named_in_system_splits(tmp_path):
     """How the results of 2026-12-06 evaluated `val` too (benchmarks/results/pipeline/heard_2026-12-06)."""
     for args in (["--manifest", "val=RUN/data/val.jsonl"], ["--manifest=val=RUN/data/val.jsonl"]):
