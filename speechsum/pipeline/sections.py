@@ -110,6 +110,8 @@ def check_sections(config: Mapping, path: Path | str) -> None:
                     except argparse.ArgumentTypeError as err:
                         problem = str(err)
                 raise ValueError(f"{path}: {field}: {problem}{' (null: all)' if default is None else ''}")
+            elif default is None and value is not None and not isinstance(value, str):  # a URL, a model or row name
+                raise ValueError(f"{path}: {field}: expected text or null, got {value!r}")
             elif default is not None and not _same_kind(value, default):  # null too: the stages read a value
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
                                  f"{default!r}, got {value!r}" + (" (leave the key out for the default)" * (value is None)))

@@ -57,6 +57,9 @@ def evaluate_with(**settings) -> dict:
     ({**OWN_DATA, "teacher_model": 5}, "teacher_model: expected a hub id or a model folder (text), got 5"),
     # TypeError: 'int' object is not iterable (a traceback)
     ({"stages": {"sft": {"config": 5}}}, "stages.sft.config: expected a config file or a list of them, got 5"),
+    # a setting whose default is null took any value: `--judge-base-url 5` failed the baselines stage, a list the report
+    ({"judge": {"kind": "openai", "base_url": 5}}, "judge.base_url: expected text or null, got 5"),
+    ({"report": {"metric": ["rouge"]}}, "report.metric: expected text or null, got ['rouge']"),
     # failed the first evaluation stage, after the backbone and teacher trained
     (evaluate_with(metrics="rouge,rogue"), "evaluate.metrics: unknown rogue; give a comma-separated subset of "
      "rouge,bertscore,fact_judge,llm_judge"),
