@@ -193,12 +193,12 @@ def load_pipeline_config(path: str | Path) -> dict:
         if isinstance(config.get(section), dict) and isinstance(config[section].get("api_key_env"), str):
             check_key_variable(f"{path}: {section}.api_key_env", config[section]["api_key_env"])
     check_sections(config, path)
-    check_evaluation_plan(config, path)
     if not trains_text_lms(config) and not config.get("teacher_model"):
         raise ValueError(f"{path}: text_lms is null, so give `teacher_model:` (hub id or directory)")
     check_stage_specs(config, path)
     if config.get("data"):
         check_data_files(config["data"], path)
+    check_evaluation_plan(config, path)  # after data.tests is checked: it names the splits
     return config
 
 

@@ -2,7 +2,8 @@
 when it is loaded, before any stage runs: the sections that are not settings with defaults
 (``data``, ``text_lms``, ``stages``, ``backbone``, ``teacher_model``), and the evaluation settings that
 only the evaluation or report stages would have refused, after every training stage before them
-(``evaluate.metrics``, ``evaluate.system_splits``, ``report.baseline``)."""
+(``evaluate.metrics``, ``evaluate.systems`` twice, ``evaluate.system_splits``, ``report.metric``,
+``report.baseline``)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,17 @@ def evaluated_splits(config: Mapping) -> tuple[str, ...]:
     ``evaluate.args`` adds (``--manifest val=RUN/data/val.jsonl``)."""
     data = config.get("data")
     args = [str(arg) for arg in section_options(config, "evaluate")["args"]]
-    added = [value.partition("=")[0] for option, value in zip(args, args[1:]) if option == "--manifest"]
-    added += [arg.removeprefix("--manifest=").partition("=")[0] for arg in args if arg.startswith("--manifest=")]
-    return tuple(dict.fromkeys([*(data["tests"] if data else BENCHMARK_TEST_SPLITS), *added]))
+    given = [value for option, value in zip(args, args[1:]) if option == "--manifest"]
+    given += [arg.removeprefix("--manifest=") for arg in args if arg.startswith("--manifest=")]
+    added = [split_of(text) for text in given]
+    return tuple(dict.fromkeys([*map(str, data["tests"] if data else BENCHMARK_TEST_SPLITS), *added]))
+
+
+def split_of(manifest_arg: str) -> str:
+    """The split ``speechsum evaluate --manifest [SPLIT=]PATH`` names (the file's stem without ``SPLIT=``;
+    :func:`speechsum.evaluation.manifest_args.parse_manifest_arg`, without reading any file)."""
+    split, equals, _ = manifest_arg.partition("=")
+    return split if equals and SPLIT_NAME.fullmatch(split) else Path(manifest_arg).stem
 
 
 def check_evaluation_plan(config: Mapping, path: Path | str) -> None:
@@ -79,7 +88,7 @@ def check_evaluation_plan(config: Mapping, path: Path | str) -> None:
         raise ValueError(f"{path}: evaluate.systems: {', '.join(twice)} listed twice; list each row once")
     splits = evaluated_splits(config)
     for system, names in (evaluate["system_splits"] or {}).items():  # a mapping of lists: check_sections
-        wrong = [name for name in names if name not in splits]
+        wrong = [name for name in names if str(name) not in splits]
         if wrong or not names:
             problem = f"{wrong[0]!r} is not a test split" if wrong else "no split (the row would not run)"
             raise ValueError(f"{path}: evaluate.system_splits.{system}: {problem}; the test splits: {', '.join(splits)}"

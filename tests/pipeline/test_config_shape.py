@@ -124,7 +124,8 @@ def test_a_test_split_name_the_evaluation_cannot_take_is_refused(tmp_path, name)
 
 def test_a_split_added_by_evaluate_args_may_be_named_in_system_splits(tmp_path):
     """How the results of 2026-12-06 evaluated `val` too (benchmarks/results/pipeline/heard_2026-12-06)."""
-    for args in (["--manifest", "val=RUN/data/val.jsonl"], ["--manifest=val=RUN/data/val.jsonl"]):
+    for args in (["--manifest", "val=RUN/data/val.jsonl"], ["--manifest=val=RUN/data/val.jsonl"],
+                 ["--manifest", "RUN/data/val.jsonl"]):  # the split is the file's stem
         path = tiny_with(tmp_path, **evaluate_with(system_splits={"sft": ["test", "val"]}, args=args))
         assert load_pipeline_config(path)["evaluate"]["system_splits"] == {"sft": ["test", "val"]}
 
