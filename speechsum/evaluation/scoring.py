@@ -24,6 +24,9 @@ from speechsum.evaluation import metrics
 from speechsum.judges.rubric import RubricItem, RubricJudge
 
 METRIC_GROUPS = ("rouge", "bertscore", "fact_judge", "llm_judge")
+# the scores each group adds to a row's `scores` (and metrics.json), besides the basic ones always there
+GROUP_SCORES = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"), "bertscore": ("bertscore_f1",),
+                "fact_judge": ("fact_judge", "fact_recall", "fact_hallucinated"), "llm_judge": ("llm_judge",)}
 BASIC_DESCRIPTIONS = {
     "hallucination": "share of predictions naming an entity (name, number, date) absent from the source transcript",
     "hallucinated_entities": "entities per prediction absent from the source transcript",
@@ -67,7 +70,7 @@ class Scorer:
         self._fact_judge = None
         self.descriptions = dict(BASIC_DESCRIPTIONS)
         if "rouge" in options.metrics:
-            self.descriptions |= {k: ROUGE_DESCRIPTION.format(k) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+            self.descriptions |= {k: ROUGE_DESCRIPTION.format(k) for k in GROUP_SCORES["rouge"]}
         if "bertscore" in options.metrics:
             self.descriptions["bertscore_f1"] = self.bert.description
         if "fact_judge" in options.metrics:

@@ -42,7 +42,7 @@ except ImportError:  # Windows
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
 from speechsum.pipeline.progress import ProgressBoard, say
-from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
+from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
 from speechsum.pipeline.runner import (
     StageContext,
     StageFailed,
@@ -71,11 +71,19 @@ Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 
 # -- stage markers ----------------------------------------------------------------------------
 def read_marker(run_dir: Path, stage: str) -> dict | None:
-    """The stage's marker, or None when the stage is not complete (a broken marker counts as none)."""
+    """The stage's marker, or None when the stage is not complete (a broken marker counts as none: also
+    one that is not a mapping with its ``elapsed_s``, edited by hand or written by another program,
+    which ended the rerun with a KeyError or AttributeError traceback)."""
     try:
-        return json.loads(marker_path(run_dir, stage).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        marker = json.loads(marker_path(run_dir, stage).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    if not isinstance(marker, dict):
+        return None
+    elapsed, outputs = marker.get("elapsed_s"), marker.get("outputs") or []
+    whole = isinstance(elapsed, int | float) and not isinstance(elapsed, bool) and isinstance(outputs, list) \
+        and all(isinstance(output, str) for output in outputs)
+    return marker if whole else None
 
 
 RUNS_ALONE = [name for name in PIPELINE.names if PIPELINE.runs_alone(name)]  # all threads (--threads)
@@ -156,19 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def missing_outputs(marker: dict, run_dir: Path) -> list[str]:
-    """The outputs a complete stage's marker lists under ``run_dir`` that are no longer there (deleted
-    by hand, or lost): the stage runs again rather than hand them to the stages built on it. Paths
-    outside ``run_dir`` (a run folder moved since, or a stage's outputs elsewhere) are not checked."""
-    outputs = [Path(path) for path in marker.get("outputs") or []]
-    return [str(path) for path in outputs if path.is_relative_to(run_dir) and not path.exists()]
-
-
 def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] | None, redo: Collection[str] = (),
                 table: StageTable = PIPELINE) -> tuple[list[str], dict[str, dict], set[str]]:
     """(the stages to run, in order; the markers of the complete ones kept; the planned stages that
     must start from scratch). A stage runs when its marker is missing, an output its marker lists is gone
-    (:func:`missing_outputs`) or a stage it needs runs; the
+    (:func:`~speechsum.pipeline.resume.lost_outputs`) or a stage it needs runs; the
     markers of what runs and of every stage built on it are deleted now, so an interrupted run never
     leaves a stage on top of outputs it was not built from. A planned stage may resume an interrupted
     run unless a stage it needs runs too or it is in ``redo`` (``--from``)."""
@@ -179,9 +179,9 @@ def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] |
     for stage in wanted:  # the table lists every stage after the stages it needs
         rebuilt = any(need in planned for need in table[stage].needs)
         marker = read_marker(run_dir, stage)
-        gone = missing_outputs(marker, run_dir) if marker is not None else []
+        gone = lost_outputs(marker, run_dir) if marker is not None else []
         if gone:
-            say(f"{table.label(stage)} … runs again: its output {gone[0]} is gone"
+            say(f"{table.label(stage)} … runs again: its output {gone[0][0]} {gone[0][1]}"
                 + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""))
         if marker is not None and not rebuilt and not gone:
             changed = " (its config or data changed since: --from to redo)" if marker.get("config_hash") != digests[stage] else ""

@@ -48,9 +48,30 @@ COMMAND_ARGS: dict[str, tuple[str, Callable[[], argparse.ArgumentParser]]] = {
 }
 
 
-def option_problem(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
+# the options the pipeline gives each command itself, and the setting each comes from: the same
+# option among the extra ones replaced the setting's value without a word (argparse keeps the last)
+PIPELINE_SETS: dict[str, dict[str, str]] = {
+    "benchmark.args": {"--out": "the pipeline (RUN/data)", "--size": "benchmark.size", "--seed": "benchmark.seed",
+                       "--workers": "benchmark.workers"},
+    "pairs.args": {**dict.fromkeys(("--ckpt", "--config", "--manifest", "--out", "--cache"), "the pipeline (RUN/kd, RUN/pairs)"),
+                   **{f"--{key.replace('_', '-')}": f"pairs.{key}" for key in (
+                       "num_samples", "temperature", "top_p", "max_new_tokens", "batch_size", "add_reference")},
+                   "--judge": "judge.kind", "--judge-model": "judge.model", "--api-key-env": "judge.api_key_env",
+                   "--judge-base-url": "judge.base_url"},
+    "evaluate.args": {"--out": "the pipeline (RUN/<stage>)", "--judge-cache": "the pipeline (RUN/evaluate_cache)",
+                      "--max-new-tokens": "evaluate.max_new_tokens", "--batch-size": "evaluate.batch_size",
+                      "--metrics": "evaluate.metrics", "--judge-model": "judge.model (with judge.kind openai)",
+                      "--api-key-env": "judge.api_key_env", "--judge-base-url": "judge.base_url"},
+    "teacher.serve_args": {**dict.fromkeys(("--model", "--port", "--served-model-name"), "the pipeline"),
+                           "--api-key-env": "the pipeline (a fresh key of its own)"},
+}
+
+
+def option_problem(parser: argparse.ArgumentParser, args: list[str],
+                   pipeline_sets: Mapping[str, str] | None = None) -> str | None:
     """What ``parser`` would refuse among the ``--long`` options of ``args`` (an option it does not
-    take, one abbreviation of several, a value outside its choices); None when nothing."""
+    take, one abbreviation of several, a value outside its choices), or an option the pipeline sets
+    itself (``pipeline_sets``: option → where its value comes from); None when nothing."""
     options = parser._option_string_actions
     for index, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
@@ -61,11 +82,30 @@ def option_problem(parser: argparse.ArgumentParser, args: list[str]) -> str | No
             longs = [o for o in options if o.startswith("--")]
             return (f"{name} is {'an abbreviation of ' + ', '.join(matches) if matches else 'not an option'} of "
                     f"{parser.prog}{'' if matches else did_you_mean(name, longs)}")
+        if matches[0] in (pipeline_sets or {}):
+            source = pipeline_sets[matches[0]]
+            return f"{name}: set by {source}: " + ("change it there" if "." in source.split()[0] else "leave it out")
         action = options[matches[0]]
         given = value if equals else (args[index + 1] if index + 1 < len(args) else None)
+        if action.nargs != 0 and (given is None or (not equals and given.startswith("--"))):
+            return f"{name}: needs a value (none follows it)"
         if action.choices is not None and action.type in (None, str) and action.nargs is None and given is not None \
                 and given not in action.choices:
             return f"{name} {given}: not one of {', '.join(map(str, action.choices))}"
+        if action.nargs is None and callable(action.type) and given is not None and (problem := value_problem(action, given)):
+            return f"{name} {given}: {problem}"
+    return None
+
+
+def value_problem(action: argparse.Action, given: str) -> str | None:
+    """What the option's own type check (``int``, ``at_least(1)``, a URL or port check) says of
+    ``given``; None when it takes it. The checks read nothing but the text."""
+    try:
+        action.type(given)
+    except argparse.ArgumentTypeError as err:
+        return str(err)
+    except (TypeError, ValueError) as err:
+        return f"not a valid {action.type.__name__} value" if action.type in (int, float) else str(err)
     return None
 
 
@@ -78,6 +118,6 @@ def check_command_args(config: Mapping, path: Path | str) -> None:
         if field == "teacher.serve_args" and section_options(config, "teacher")["mode"] != "serve":
             continue  # options of a server this run does not start
         args = [str(arg) for arg in section_options(config, section)[key]]
-        problem = option_problem(parser_of(), args) if args else None
+        problem = option_problem(parser_of(), args, PIPELINE_SETS[field]) if args else None
         if problem:
             raise ValueError(f"{path}: {field}: {problem} (these options go to {command}: see its --help)")

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from speechsum.pipeline.config_shape import check_evaluation_plan, check_shape
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, resume_checkpoint_callback
 from speechsum.pipeline.sections import (  # noqa: F401  (the settings sections, imported from here too)
     BASELINE_SYSTEMS,
@@ -150,7 +151,17 @@ def check_data_files(data: dict, path: str | Path) -> None:
         raise ValueError(f"{path}: data.tests: expected a mapping {{name: manifest}}, got {data['tests']!r}")
     for key, manifest in [("train", data["train"]), ("val", data["val"]), *(("tests." + k, v) for k, v in data["tests"].items())]:
         if not Path(str(manifest)).is_file():
-            raise ValueError(f"{path}: data.{key}: no manifest file {manifest} (relative to the working folder {Path.cwd()})")
+            raise ValueError(f"{path}: data.{key}: no manifest file {manifest}{beside_note(manifest, path)}")
+
+
+def beside_note(file: object, path: str | Path) -> str:
+    """For a relative ``file`` named in the pipeline YAML at ``path`` and not found: relative paths are
+    read from the working folder, and where the one next to the YAML is (the path to write) if it is."""
+    if not isinstance(file, str) or Path(file).is_absolute():
+        return ""
+    beside = Path(path).parent / file
+    found = f"; the one next to {Path(path).name} is {beside}: write that path" if beside.is_file() else ""
+    return f" (relative paths are read from the working folder {Path.cwd()}{found})"
 
 
 def load_pipeline_config(path: str | Path) -> dict:
@@ -163,6 +174,7 @@ def load_pipeline_config(path: str | Path) -> dict:
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {unknown}{unknown_keys_note(path, None, unknown, sorted(TOP_LEVEL_KEYS))}; "
                          f"allowed: {sorted(TOP_LEVEL_KEYS)}")
+    check_shape(config, path)  # data, text_lms, stages, backbone, teacher_model: before they are read
     if not config.get("benchmark") and not config.get("data"):
         raise ValueError(f"{path}: give `benchmark:` (build the bundled benchmark) or `data:` "
                          "({train, val, tests: {name: path}}: your own manifests)")
@@ -186,6 +198,7 @@ def load_pipeline_config(path: str | Path) -> dict:
     check_stage_specs(config, path)
     if config.get("data"):
         check_data_files(config["data"], path)
+    check_evaluation_plan(config, path)  # after data.tests is checked: it names the splits
     return config
 
 
@@ -213,9 +226,11 @@ def check_stage_specs(config: Mapping, path: Path | str) -> None:
             spec = spec or {}
             for key in ("config", "remote_config"):  # a missing file, found now and not after the stages before it
                 files = spec.get(key)
+                if files is not None and not isinstance(files, str | list):
+                    raise ValueError(f"{where}.{key}: expected a config file or a list of them, got {files!r}")
                 for file in [files] if isinstance(files, str) else files or []:
                     if not isinstance(file, str) or not find_config_file(file).is_file():
-                        raise ValueError(f"{where}.{key}: no such config file {file!r}")
+                        raise ValueError(f"{where}.{key}: no such config file {file!r}{beside_note(file, path)}")
             if not isinstance(spec.get("overrides") or {}, dict):
                 raise ValueError(f"{where}.overrides: expected a mapping deep-merged onto the stage's config, "
                                  f"got {spec['overrides']!r}")
@@ -229,11 +244,12 @@ def aligns(config: dict) -> bool:
 def preset_path(name: str) -> Path:
     folder = project_file(PRESET_DIR)
     path = folder / f"{name}.yaml"
-    if not path.is_file():
+    if Path(name).name != name or "\\" in name or not path.is_file():  # a path (/abs, ../x) left the folder
         choices = sorted(p.stem for p in folder.glob("*.yaml"))
         own = (f"; a YAML of your own goes to --config {name}" if name.endswith((".yaml", ".yml")) or "/" in name
                else "")
-        raise FileNotFoundError(f"--preset {name}: no {path}; presets: {', '.join(choices)}{own}")
+        what = f"no {path}" if Path(name).name == name and "\\" not in name else "a preset is a name, not a path"
+        raise FileNotFoundError(f"--preset {name}: {what}; presets: {', '.join(choices)}{own}")
     return path
 
 
@@ -279,6 +295,9 @@ def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = 
         resolved["model"]["init_args"]["init_from"] = None  # stages.align: false: no aligned projector
     resolved = deep_merge(resolved, rewrite_paths(spec.get("overrides") or {}, run_paths))
     trainer = resolved.setdefault("trainer", {})
+    if not isinstance(trainer, dict) or not isinstance(trainer.get("callbacks") or [], list):
+        what = "trainer" if not isinstance(trainer, dict) else "trainer.callbacks"
+        raise ValueError(f"{what}: expected a {'mapping' if what == 'trainer' else 'list'}, got {get_path(resolved, what)!r}")
     trainer["callbacks"] = [*(trainer.get("callbacks") or []), PROGRESS_CALLBACK,
                             resume_checkpoint_callback(f"{run}/{stage}", checkpoint_every_s)]
     return resolved

@@ -15,6 +15,9 @@ RESUME_FOLDER = "resume"  # RUN/<stage>/resume/: removed once the stage is compl
 _STEP = re.compile(r"step=(\d+)")
 # the loopback server the kd stage starts for `--teacher serve`: a free port, so a new URL, each run
 TEACHER_SERVER_URL = re.compile(r"http://127\.0\.0\.1:\d+/v1\b")
+# how often the resume checkpoint is saved (--checkpoint-every): not a setting of the training, so a
+# rerun with another interval resumes too (it started over, losing the training it meant to keep)
+CHECKPOINT_INTERVAL = re.compile(r"(?<=\btrain_time_interval: )\S+")
 
 
 def resume_checkpoint_callback(stage_dir: str, every_s: float) -> dict:
@@ -43,6 +46,23 @@ def readable(path: Path) -> bool:
         return False
 
 
+def lost_outputs(marker: dict, run_dir: Path) -> list[tuple[str, str]]:
+    """(path, what is wrong) for each output a complete stage's marker lists under ``run_dir`` that is
+    no longer there (deleted by hand, or lost), or a checkpoint that is no longer whole (cut short by
+    a full disk or a copy): the stage runs again rather than hand it to the stages built on it, which
+    failed loading it. Paths outside ``run_dir`` (a run folder moved since, or a stage's outputs
+    elsewhere) are not checked."""
+    lost = []
+    for path in (Path(output) for output in marker.get("outputs") or []):
+        if not path.is_relative_to(run_dir):
+            continue
+        if not path.exists():
+            lost.append((str(path), "is gone"))
+        elif path.suffix == ".ckpt" and not readable(path):
+            lost.append((str(path), "is not a whole checkpoint (cut short)"))
+    return lost
+
+
 def newest_checkpoint(stage_dir: Path) -> Path | None:
     """The readable checkpoint of ``stage_dir`` with the highest step: ``checkpoints/last.ckpt``, the
     resume checkpoint or another of ``checkpoints/`` (the newest one when a kill left ``last.ckpt``
@@ -57,6 +77,7 @@ def newest_checkpoint(stage_dir: Path) -> Path | None:
 
 
 def _without(text: str, ignore: re.Pattern | None) -> str:
+    text = CHECKPOINT_INTERVAL.sub("<ignored>", text)
     return ignore.sub("<ignored>", text) if ignore is not None else text
 
 
@@ -65,7 +86,8 @@ def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
     """(the checkpoint an interrupted run of the same config left, or None; why not). A run that
     started (wrote its ``config.yaml``) before ``not_before`` — when what it is built from was
     completed again since — is not continued. ``ignore``: text that may differ between the saved
-    and the new config (:data:`TEACHER_SERVER_URL` under ``--teacher serve``)."""
+    and the new config (:data:`TEACHER_SERVER_URL` under ``--teacher serve``); the resume
+    checkpoints' interval (``--checkpoint-every``, :data:`CHECKPOINT_INTERVAL`) always may."""
     saved = stage_dir / "config.yaml"
     if not saved.is_file():
         return None, "no earlier run"

@@ -61,10 +61,18 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def default_threads() -> int:
-    """The CPU threads the pipeline shares out: ``$OMP_NUM_THREADS`` if set, else the CPUs this
-    process may run on."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+    """The CPU threads the pipeline shares out: ``$OMP_NUM_THREADS`` if set (of OpenMP's nested list
+    ``4,2`` the first), else the CPUs this process may run on. A value that is no count of threads
+    (``abc``, ``0``) is refused: it was ignored without a word, and every CPU used."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value:
+        first = value.split(",")[0].strip()
+        if not first.isdigit() or int(first) < 1:
+            raise ValueError(f"OMP_NUM_THREADS={value!r} is not a number of threads (1 or more): set it to one, "
+                             "unset it (every CPU this process may use), or give --threads N")
+        return int(first)
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def marker_path(run_dir: Path, stage: str) -> Path:

@@ -23,6 +23,7 @@ from speechsum.utils.config_keys import unknown_keys_note
 BASELINE_SYSTEMS = ("teacher", "backbone", "cascade")  # the `baselines` stage's rows (text LMs, ASR cascade)
 STUDENT_SYSTEMS = ("sft", "kd", "dpo")  # one stage each (evaluate_sft, evaluate_kd, evaluate), rows in RUN/evaluate/
 EVAL_SYSTEMS = BASELINE_SYSTEMS + STUDENT_SYSTEMS
+BENCHMARK_TEST_SPLITS = ("test", "test_unseen", "test_xling")  # the bundled benchmark's test manifests
 # Every key of the settings sections, with its default (the stages read them through section_options);
 # load_pipeline_config refuses other keys, values of another type and the choices below.
 SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -109,6 +110,8 @@ def check_sections(config: Mapping, path: Path | str) -> None:
                     except argparse.ArgumentTypeError as err:
                         problem = str(err)
                 raise ValueError(f"{path}: {field}: {problem}{' (null: all)' if default is None else ''}")
+            elif default is None and value is not None and not isinstance(value, str):  # a URL, a model or row name
+                raise ValueError(f"{path}: {field}: expected text or null, got {value!r}")
             elif default is not None and not _same_kind(value, default):  # null too: the stages read a value
                 raise ValueError(f"{path}: {field}: expected {type(default).__name__} like the default "
                                  f"{default!r}, got {value!r}" + (" (leave the key out for the default)" * (value is None)))

@@ -35,6 +35,7 @@ from speechsum.pipeline.config import (
     trains_text_lms,
 )
 from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
+from speechsum.pipeline.sections import BENCHMARK_TEST_SPLITS
 from speechsum.pipeline.teacher_server import SERVE_KEY_ENV, SPEECHSUM, teacher_server
 from speechsum.utils.io import atomic_path, jsonl_lines, write_atomic, write_jsonl
 
@@ -188,7 +189,7 @@ def manifests(ctx) -> dict[str, Any]:
         return {"train": Path(data["train"]), "val": Path(data["val"]),
                 "tests": {name: Path(path) for name, path in data["tests"].items()}}
     folder = ctx.run_dir / "data"
-    tests = {s: folder / f"{s}.jsonl" for s in ("test", "test_unseen", "test_xling") if (folder / f"{s}.jsonl").is_file()}
+    tests = {s: folder / f"{s}.jsonl" for s in BENCHMARK_TEST_SPLITS if (folder / f"{s}.jsonl").is_file()}
     return {"train": folder / "train.jsonl", "val": folder / "val.jsonl", "tests": tests}
 
 

@@ -255,7 +255,15 @@ def test_from_a_stage_whose_inputs_are_not_there_is_refused(tmp_path):
      "compact-unnamed, compact-heard (these options go to speechsum benchmark build: see its --help)"),
     ("benchmark", ["--wor", "full"], "benchmark.args: --wor is an abbreviation of --workers, --world of speechsum "
      "benchmark build (these options go to speechsum benchmark build: see its --help)"),
-    ("pairs", ["--num-sample", "3", "--zap"], "pairs.args: --zap is not an option of speechsum pairs (these "
+    # the value an option's own check refuses, or none: speechsum benchmark build / pairs / evaluate exited 2 when the
+    # stage started (since 2026-12-07)
+    ("benchmark", ["--train-docs", "0"], "benchmark.args: --train-docs 0: must be at least 1, got 0 (these options go "
+     "to speechsum benchmark build: see its --help)"),
+    ("pairs", ["--seed", "x"], "pairs.args: --seed x: not a valid int value (these options go to speechsum pairs: see "
+     "its --help)"),
+    ("evaluate", ["--asr-dtype", "--seed", "3"], "evaluate.args: --asr-dtype: needs a value (none follows it) (these "
+     "options go to speechsum evaluate: see its --help)"),
+    ("pairs", ["--conc", "3", "--zap"], "pairs.args: --zap is not an option of speechsum pairs (these "
      "options go to speechsum pairs: see its --help)"),
 ])
 def test_an_option_a_stages_command_would_refuse_is_refused_when_the_run_starts(section, args, message, tmp_path):

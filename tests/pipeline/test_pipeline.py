@@ -163,7 +163,7 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "text_lms": {}, "stages": [1, 2]}, "stages: expected a mapping of stage"),
     # a manifest of data: that is not there, found at load and not by the stage that reads it
     ({"benchmark": None, "text_lms": None, "teacher_model": "t", "data": {"train": "no/train.jsonl", "val": "v",
-      "tests": {"t": "c"}}}, "data.train: no manifest file no/train.jsonl (relative to the working folder "),
+      "tests": {"t": "c"}}}, "data.train: no manifest file no/train.jsonl (relative paths are read from the working folder "),
     ({"benchmark": None, "text_lms": None, "teacher_model": "t", "data": {"train": "a", "val": "v", "tests": ["c"]}},
      "data.tests: expected a mapping {name: manifest}, got ['c']"),
 ])

@@ -158,11 +158,12 @@ def test_a_null_setting_or_no_evaluated_system_is_refused_on_load(tmp_path, sect
      "text_lms.backbone: expected a mapping with config, overrides; unknown key(s) ['overides']"),
     ({"teachr": {}}, "text_lms.teachr: unknown stage; allowed: backbone, teacher"),
     ({"teacher": {"config": "configs/benchmark/nope.yaml"}},
-     "text_lms.teacher.config: no such config file 'configs/benchmark/nope.yaml'"),
+     "text_lms.teacher.config: no such config file 'configs/benchmark/nope.yaml' (relative paths are read from the "
+     "working folder {cwd})"),
     (True, "text_lms: expected a mapping of stage (backbone, teacher) to its settings, got True"),
 ])
 def test_text_lm_settings_are_checked_on_load_as_the_student_stages_are(tmp_path, text_lms, message):
     config = edited_tiny(tmp_path, text_lms=text_lms)
     with pytest.raises(ValueError) as error:
         load_pipeline_config(config)
-    assert str(error.value) == f"{config}: {message}"
+    assert str(error.value) == f"{config}: {message.format(cwd=Path.cwd())}"

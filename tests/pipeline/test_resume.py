@@ -68,6 +68,13 @@ def test_a_dangling_last_link_falls_back_to_the_newest_checkpoint_beside_it(tmp_
     assert newest_checkpoint(stage) == newest
 
 
+def interrupted_at_step_1(stage: Path, config_text: str) -> tuple[Path, Path]:
+    """(``stage``, its resume checkpoint): a stage folder as a run of ``config_text`` killed after step 1."""
+    stage.mkdir()
+    (stage / "config.yaml").write_text(config_text)
+    return stage, save_checkpoint(stage / "resume" / "resume-step=1.ckpt", 1)
+
+
 def test_kd_under_teacher_serve_resumes_although_the_servers_port_changed(tmp_path):
     """`--teacher serve` starts the teacher server on a free port each run: the resolved KD config
     differs only in that URL, which the resume check ignores (and only that)."""
@@ -79,15 +86,25 @@ def test_kd_under_teacher_serve_resumes_although_the_servers_port_changed(tmp_pa
                                         "kd", tmp_path, teacher=teacher)
         return yaml.safe_dump(resolved, sort_keys=False)
 
-    stage = tmp_path / "kd"
-    stage.mkdir()
-    (stage / "config.yaml").write_text(served(41001))
-    checkpoint = save_checkpoint(stage / "resume" / "resume-step=1.ckpt", 1)
+    stage, checkpoint = interrupted_at_step_1(tmp_path / "kd", served(41001))
     assert "http://127.0.0.1:41001/v1" in served(41001) and served(41001) != served(41002)
     assert resume_point(stage, served(41002)) == (None, "its resolved config changed")
     assert resume_point(stage, served(41002), ignore=TEACHER_SERVER_URL) == (checkpoint, "step 1")
     assert resume_point(stage, served(41002, max_steps=3), ignore=TEACHER_SERVER_URL) == (
         None, "its resolved config changed")  # anything else still counts
+
+
+def test_a_rerun_with_another_checkpoint_interval_resumes(tmp_path):
+    """``--checkpoint-every 30`` on the rerun of a stage killed under the default 120 s: it started over
+    ("its resolved config changed"), losing the training the shorter interval was meant to keep."""
+    def resolved(every_s: float, max_steps: int = 2) -> str:
+        config = {"benchmark": {"size": "tiny"}, "stages": {"sft": {"overrides": {"trainer": {"max_steps": max_steps}}}}}
+        return yaml.safe_dump(resolve_stage_config(config, "sft", tmp_path, checkpoint_every_s=every_s), sort_keys=False)
+
+    stage, checkpoint = interrupted_at_step_1(tmp_path / "sft", resolved(120))
+    assert "train_time_interval: 0:00:30" in resolved(30) and resolved(30) != resolved(120)
+    assert resume_point(stage, resolved(30)) == (checkpoint, "step 1")
+    assert resume_point(stage, resolved(30, max_steps=3)) == (None, "its resolved config changed")
 
 
 def test_resume_point_needs_the_same_config_and_a_checkpoint(tmp_path):
