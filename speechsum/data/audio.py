@@ -49,6 +49,7 @@ from speechsum.data.sample_checks import (  # noqa: F401 (BadSampleError … are
     check_block,
 )
 from speechsum.data.wav_order import open_in_order
+from speechsum.data.wav_tail import samples_view
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,7 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
     if isinstance(source, str) and Path(source).suffix.lower() == ".raw":  # soundfile would ask for a rate
         raise UnreadableAudioError(source, RAW_REASON, advice=None)
     try:
-        if isinstance(source, str):
-            try:
-                source.encode("utf-8")
-            except UnicodeEncodeError:
-                return sf.SoundFile(os.fsencode(source))
-        return sf.SoundFile(source)
+        handle = sf.SoundFile(source if not isinstance(source, str) or _utf8(source) else os.fsencode(source))
     except RuntimeError as err:  # libsndfile's errors
         problem = path_problem(source) if isinstance(source, str) else None
         if problem:
@@ -188,6 +184,19 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         if diagnosis := diagnose_file(source, reason):
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
+    if (samples := samples_view(handle, source)) is not None:  # a streamed WAV ending in a chunk: not its samples
+        handle.close()
+        return samples
+    return handle
+
+
+def _utf8(path: str) -> bool:
+    """Whether ``path`` encodes as UTF-8 (a name that is not reaches Python as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:

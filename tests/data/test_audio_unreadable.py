@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,31 @@ def test_a_streamed_wavs_placeholder_size_is_no_cut(tmp_path: Path, placeholder:
     examples, _ = load_manifest(manifest_of(tmp_path, path.name))
     assert examples[0].duration == 1.0
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]
+
+
+def chunk(name: bytes, body: bytes) -> bytes:
+    """A RIFF chunk: name, size, body, and its pad byte when the size is odd."""
+    return name + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+
+
+@pytest.mark.parametrize("placeholder", [0xFFFFFFFF, 0x7FFFF000])
+@pytest.mark.parametrize("subtype, frames", [("PCM_16", 16_000), ("PCM_U8", 15_999)])
+def test_a_streamed_wav_ending_in_a_tag_chunk_reads_its_samples_alone(tmp_path: Path, placeholder: int, subtype: str,
+                                                                     frames: int):
+    """Its data size says "to the end", and libsndfile read the LIST (and id3) chunk after the samples
+    as samples: 17 frames of a click (PCM_U8: 56, its pad byte and tags). An odd-sized data chunk's pad byte
+    (libsndfile writes it) is no sample either."""
+    path = tmp_path / "streamed.wav"
+    sf.write(path, TONE[:frames], 16_000, subtype=subtype)
+    data = bytearray(path.read_bytes())
+    data[40:44] = placeholder.to_bytes(4, "little")
+    info = chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 14) + b"Lavf58.76.100\0")
+    path.write_bytes(bytes(data) + info + chunk(b"id3 ", b"ID3\3\0\0\0\0\0\1\0"))
+    waveform = load_audio(str(path), 16_000)
+    assert len(waveform) == frames
+    np.testing.assert_array_equal(waveform, sf.read(path, frames=frames, dtype="float32")[0])  # the samples written
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == frames / 16_000
 
 
 def test_an_ogg_vorbis_file_cut_short_is_said_to_be_cut_not_empty(tmp_path: Path):
