@@ -15,8 +15,8 @@ from typing import BinaryIO
 import soundfile as sf
 
 from speechsum.data.cut_short import STREAMED_SIZE
-from speechsum.data.file_walk import Buffer, walk_file
-from speechsum.data.wav_order import Spliced, riff_chunks
+from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
+from speechsum.data.wav_order import open_spliced, riff_chunks
 
 TAIL_BYTES = 1 << 22  # how far back from the end a trailing chunk is looked for (tags, cover art: 4 MiB)
 # chunks writers put after the samples (RIFF INFO tags, ID3 tags, broadcast/cue/sampler metadata)
@@ -66,26 +66,16 @@ def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
 
 def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
     """For ``handle``, a streamed WAV that ends in chunks after its samples (:func:`trailing_chunks_start`):
-    an ``sf.SoundFile`` reading its samples alone (a :class:`~speechsum.data.wav_order.Spliced` view whose
+    an ``sf.SoundFile`` reading its samples alone (a :func:`~speechsum.data.wav_order.open_spliced` view whose
     data size counts them); else None. Only a file whose header libsndfile logs a placeholder size for is walked."""
     if handle.format not in ("WAV", "WAVEX") or not any(
             name.strip() == "data" and rest.split("(")[0].strip().isdigit()
             and int(rest.split("(")[0]) >= STREAMED_SIZE
             for name, _, rest in (line.partition(":") for line in handle.extra_info.splitlines())):
         return None
-    try:
-        found = walk_file(source, trailing_chunks_start)
-    except (OSError, ValueError):
-        return None
-    if found is None:
+    if (found := walk_or_none(source, trailing_chunks_start)) is None:
         return None
     start, size = found
     head = walk_file(source, lambda data: bytes(data[: start - 4]))
     head = head[:4] + struct.pack("<I", len(head) + size - 4) + head[8:] + struct.pack("<I", size)
-    file = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 (closed with the view)
-    view = Spliced(file, head, start, size, owned=isinstance(source, str))
-    try:
-        return sf.SoundFile(view)
-    except RuntimeError:
-        view.close()
-        return None
+    return open_spliced(source, head, start, size)
