@@ -179,3 +179,20 @@ def test_an_empty_cut_short_or_misshapen_file_is_a_miss_and_rewritten(tmp_path, 
     assert (cache.hits, cache.misses, cache.writes) == (0, 1, 2)
     torch.testing.assert_close(out[0], frames.half().float())
     assert cache.get("enc", "key", width=4).shape == (5, 4)
+
+
+def test_a_miss_under_a_mixed_precision_step_writes_the_frames_a_float32_run_writes(tmp_path):
+    """configs/sft.yaml trains in bf16-mixed: a cache miss under its autocast was a TypeError ("Got unsupported
+    ScalarType BFloat16", the log-mel's bf16 matmul), and the encoder's frames, keyed by encoder_dtype, would have
+    been bf16 autocast's, which a float32 stage reading them (KD, DPO, evaluation) took for its own."""
+    mixed, full = build(tmp_path / "mixed"), build(tmp_path / "float32")
+    batch = SpeechCollator(mixed.processor)(items())  # log-mel features left to a miss (the cache's processor)
+    assert "input_features" not in batch.audio
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logprobs(mixed, batch)
+    logprobs(full, batch)
+    assert mixed.encoder_id() == full.encoder_id()
+    names = cached_files(tmp_path / "float32")
+    assert cached_files(tmp_path / "mixed") == names and len(names) == 3
+    for name in names:
+        np.testing.assert_array_equal(np.load(tmp_path / "mixed" / name), np.load(tmp_path / "float32" / name))
