@@ -12,12 +12,14 @@ Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encode
 
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
-dataloader workers) write identical bytes. An unreadable file (empty, cut short, not ``.npy``) or
+dataloader workers) write identical bytes; a cache that cannot be written (read-only) is read, and
+what it lacks is encoded and not stored, with a warning. An unreadable file (empty, cut short, not ``.npy``) or
 one whose array is not ``(T, d_enc)`` float16 counts as a miss and is rewritten.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -33,6 +35,7 @@ from speechsum.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # a write refused by the file system, not failed
 FRAMES_FORMAT = "whisper-post-layernorm-v1"  # what a cached file holds; bump if that changes
 
 
@@ -72,6 +75,7 @@ class EncoderFeatureCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        self.unwritable: str | None = None  # why a write failed (the cache is read only from then on)
 
     def path(self, encoder_id: str, content_key: str) -> Path:
         return self.root / encoder_id / f"{content_key}.npy"
@@ -97,10 +101,22 @@ class EncoderFeatureCache:
         return frames
 
     def put(self, encoder_id: str, content_key: str, frames: Tensor) -> None:
-        """Write ``frames`` ``(T, d)`` as float16, atomically."""
+        """Write ``frames`` ``(T, d)`` as float16, atomically. A cache on a path this process cannot write
+        (a read-only mount, another user's folder) is read only from then on, with one warning naming it."""
+        if self.unwritable:
+            return
         path = self.path(encoder_id, content_key)
-        with atomic_path(path) as temporary, open(temporary, "wb") as file:
-            np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
+        try:
+            with atomic_path(path) as temporary, open(temporary, "wb") as file:
+                np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
+        except OSError as err:
+            if err.errno not in UNWRITABLE:
+                raise  # a full disk, an I/O error: not a setting to work around
+            self.unwritable = f"{err.strerror}: {err.filename or path}"
+            log.warning("feature cache %s: cannot write to it (%s): clips it holds are read from it, the others are "
+                        "encoded and not stored; make it writable or set feature_cache to a folder that is (or null)",
+                        self.root, self.unwritable)
+            return
         self.writes += 1
 
     def frames(

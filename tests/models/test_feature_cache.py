@@ -196,3 +196,34 @@ def test_a_miss_under_a_mixed_precision_step_writes_the_frames_a_float32_run_wri
     assert cached_files(tmp_path / "mixed") == names and len(names) == 3
     for name in names:
         np.testing.assert_array_equal(np.load(tmp_path / "mixed" / name), np.load(tmp_path / "float32" / name))
+
+
+def test_a_cache_that_cannot_be_written_is_read_and_what_it_lacks_is_encoded(tmp_path, monkeypatch, caplog):
+    """A shared cache on a read-only mount, or another user's folder (as root nothing is refused: the file system's
+    refusal is simulated): the first miss was "[Errno 13] Permission denied" and ended the stage."""
+    import errno
+
+    from speechsum.utils import io as io_module
+
+    filled = build(tmp_path)
+    logprobs(filled, SpeechCollator(filled.processor)(items((0.7, 1.3))))
+    before = cached_files(tmp_path)
+
+    def refused(*args, dir=None, **kwargs):  # noqa: A002 (mkstemp's own keyword)
+        raise PermissionError(errno.EACCES, "Permission denied", dir)
+
+    monkeypatch.setattr(io_module.tempfile, "mkstemp", refused)
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    with caplog.at_level(logging.WARNING, logger="speechsum.models.feature_cache"):
+        first = logprobs(model, batch)
+        torch.testing.assert_close(logprobs(model, batch), first, atol=0, rtol=0)
+    cache = model.feature_cache
+    assert (cache.hits, cache.misses, cache.writes) == (4, 2, 0)  # the new clip is encoded each time, not stored
+    assert cached_files(tmp_path) == before
+    folder = tmp_path / model.encoder_id()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feature cache {tmp_path}: cannot write to it (Permission denied: {folder}): clips it holds are read from it, "
+        "the others are encoded and not stored; make it writable or set feature_cache to a folder that is (or null)"]
+    model.feature_cache = None
+    torch.testing.assert_close(first, logprobs(model, batch), atol=2e-3, rtol=1e-3)
