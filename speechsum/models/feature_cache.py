@@ -13,8 +13,8 @@ Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encode
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
 dataloader workers) write identical bytes; a cache that cannot be written (read-only) is read, and
-what it lacks is encoded and not stored, with a warning. An unreadable file (empty, cut short, not ``.npy``) or
-one whose array is not ``(T, d_enc)`` float16 counts as a miss and is rewritten.
+what it lacks is encoded and not stored, with a warning. An unreadable file (empty, cut short, not ``.npy``),
+one whose array is not ``(T, d_enc)`` float16, or one holding a NaN/Inf (damaged) counts as a miss and is rewritten.
 """
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ class EncoderFeatureCache:
             want = f"(T, {width})" if width is not None else "(T, d)"
             log.warning("feature cache: %s holds %s %s, not %s float16; recomputing it", path, frames.dtype,
                         frames.shape, want)
+            return None
+        if not np.isfinite(frames).all():  # an encoder's frames of checked audio never are: bytes damaged on disk
+            log.warning("feature cache: %s holds NaN/Inf at frame %d (damaged on disk: an encoder's frames are "
+                        "finite); recomputing it", path, int(np.argmin(np.isfinite(frames).all(axis=1))))
             return None
         return frames
 

@@ -159,9 +159,11 @@ def test_precomputed_audio_gives_the_same_logprobs_also_repeated(tmp_path, use_c
     assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
 
 
-@pytest.mark.parametrize("damage", ["empty", "cut_in_header", "cut_in_data", "npz", "not_npy", "wrong_width", "one_dim"])
+@pytest.mark.parametrize("damage", ["empty", "cut_in_header", "cut_in_data", "npz", "not_npy", "wrong_width", "one_dim",
+                                    "nan_inside"])
 def test_an_empty_cut_short_or_misshapen_file_is_a_miss_and_rewritten(tmp_path, damage):
-    """np.load raised EOFError on a 0-byte file (a raw traceback ended training)."""
+    """np.load raised EOFError on a 0-byte file (a raw traceback ended training); a file whose bytes were damaged
+    into a NaN (fp16 0xFFFF) was read as frames, and its NaN reached the loss and the weights."""
     cache = EncoderFeatureCache(tmp_path)
     frames = torch.randn(5, 4)
     cache.put("enc", "key", frames)
@@ -174,7 +176,7 @@ def test_an_empty_cut_short_or_misshapen_file_is_a_miss_and_rewritten(tmp_path, 
             (np.savez if damage == "npz" else np.save)(file, bad)
     else:
         path.write_bytes({"empty": b"", "cut_in_header": whole[:40], "cut_in_data": whole[:-3],
-                          "not_npy": b"hello world" * 8}[damage])
+                          "not_npy": b"hello world" * 8, "nan_inside": whole[:-8] + b"\xff\xff" + whole[-6:]}[damage])
     out = cache.frames("enc", ["key"], lambda rows: [frames], torch.device("cpu"), width=4)
     assert (cache.hits, cache.misses, cache.writes) == (0, 1, 2)
     torch.testing.assert_close(out[0], frames.half().float())
