@@ -19,7 +19,6 @@ one whose array is not ``(T, d_enc)`` float16, or one holding a NaN/Inf (damaged
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -32,10 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from speechsum.utils.io import atomic_path
+from speechsum.utils.write_errors import UNWRITABLE
 
 log = logging.getLogger(__name__)
 
-UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # a write refused by the file system, not failed
 FRAMES_FORMAT = "whisper-post-layernorm-v1"  # what a cached file holds; bump if that changes
 
 
