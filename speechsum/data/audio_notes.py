@@ -34,6 +34,9 @@ class ClipNote(str):
         note.kind = kind
         return note
 
+    def __getnewargs__(self) -> tuple[str, str]:  # pickled with its kind (a DataLoader worker's notes)
+        return str(self), self.kind
+
 
 class MixEnergy:
     """Sums of squares over a clip's multichannel blocks: of the channels (per channel) and of their mono
