@@ -229,3 +229,13 @@ def test_a_cache_that_cannot_be_written_is_read_and_what_it_lacks_is_encoded(tmp
         "the others are encoded and not stored; make it writable or set feature_cache to a folder that is (or null)"]
     model.feature_cache = None
     torch.testing.assert_close(first, logprobs(model, batch), atol=2e-3, rtol=1e-3)
+
+
+def test_a_miss_from_a_batch_a_bf16_true_trainer_cast_is_encoded(tmp_path):
+    """precision: bf16-true casts every float tensor of the batch to bfloat16, the clips left for the log-mel of a
+    cache miss too: "TypeError: Got unsupported ScalarType BFloat16" at the first miss."""
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    batch.audio["waveforms"] = batch.audio["waveforms"].to(torch.bfloat16)  # as the trainer's precision plugin does
+    assert torch.isfinite(logprobs(model, batch)).all()
+    assert (model.feature_cache.hits, model.feature_cache.misses, model.feature_cache.writes) == (0, 3, 3)
