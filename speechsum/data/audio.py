@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsum.data.aiff_sizes import uncounted_samples_view
 from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
 from speechsum.data.audio_notes import MixEnergy, clip_notes, say_once
 from speechsum.data.audio_paths import path_problem
@@ -47,8 +48,10 @@ from speechsum.data.sample_checks import (  # noqa: F401 (BadSampleError … are
     Peak,
     UnscaledAudioError,
     check_block,
+    loud_note,
 )
 from speechsum.data.wav_order import open_in_order
+from speechsum.data.wav_tail import samples_view
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +173,7 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
     if isinstance(source, str) and Path(source).suffix.lower() == ".raw":  # soundfile would ask for a rate
         raise UnreadableAudioError(source, RAW_REASON, advice=None)
     try:
-        if isinstance(source, str):
-            try:
-                source.encode("utf-8")
-            except UnicodeEncodeError:
-                return sf.SoundFile(os.fsencode(source))
-        return sf.SoundFile(source)
+        handle = sf.SoundFile(source if not isinstance(source, str) or _utf8(source) else os.fsencode(source))
     except RuntimeError as err:  # libsndfile's errors
         problem = path_problem(source) if isinstance(source, str) else None
         if problem:
@@ -188,6 +186,20 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         if diagnosis := diagnose_file(source, reason):
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
+    # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none counted)
+    if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)) is not None:
+        handle.close()
+        return samples
+    return handle
+
+
+def _utf8(path: str) -> bool:
+    """Whether ``path`` encodes as UTF-8 (a name that is not reaches Python as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
@@ -196,10 +208,11 @@ def header_frames(handle: sf.SoundFile) -> int | None:
     return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
 
 
-def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None) -> Iterator[tuple[np.ndarray, float]]:
+def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None,
+                 peak: Peak | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """:func:`_checked_blocks`, then :class:`UnscaledAudioError` if what they hold peaks beyond ±``UNSCALED_SAMPLE``
-    (a float file written at a wrong scale), naming that peak."""
-    peak, done = Peak(), 0
+    (a float file written at a wrong scale), naming that peak; ``peak``: where their peak is kept (read after)."""
+    peak, done = peak or Peak(), 0
     for block, block_peak in _checked_blocks(handle, source, frames):
         peak.add(block, block_peak, done)
         done += len(block)
@@ -267,9 +280,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
                     done, peak = done + len(block), max(peak, block_peak)
                 frames = done
                 if peak > LOUD_SAMPLE:
-                    log.warning("%s: float samples up to %.3g, %.0f dB over full scale (1.0): read as they are, louder "
-                                "than any recording; normalise it (e.g. `sox --norm in.wav out.wav`) if that was not "
-                                "meant", source, peak, 20 * np.log10(peak))
+                    log.warning("%s", loud_note(source, peak))
             if not frames:
                 check_zero_frames(handle, source)
             elif (found := warn_if_damaged(handle, source, frames / rate)) and found.frames is not None:
@@ -296,9 +307,11 @@ def _mixed(blocks: Iterator[tuple[np.ndarray, float]], mix: MixEnergy | None) ->
         yield mono
 
 
-def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None, mix: MixEnergy | None = None) -> np.ndarray:
-    """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32."""
-    mono = _mixed(_read_blocks(handle, path, frames), mix)
+def _read_mono(handle: sf.SoundFile, path: str | BinaryIO, frames: int | None, mix: MixEnergy | None = None,
+               peak: Peak | None = None) -> np.ndarray:
+    """The first ``frames`` frames of ``handle`` (None or past its end: all of it) as mono float32; ``peak``:
+    where the largest |sample| read is kept."""
+    mono = _mixed(_read_blocks(handle, path, frames, peak), mix)
     if frames is None:  # the length is learnt by reading
         parts = list(mono)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
@@ -336,7 +349,8 @@ def load_audio(
     ``warn_cut_short``: warn about a file cut short (:func:`warn_if_damaged`) where no manifest load
     (:func:`audio_seconds`) has already said so, as for ``speechsum summarize``'s files.
     A clip of only zeros, or whose channels cancel when averaged to mono (opposite phase), is read with
-    a warning (once per file and process), as no speech is in it; ``notes``: a list such warnings are
+    a warning (once per file and process), as no speech is in it, and so is one of float samples over
+    ±``LOUD_SAMPLE`` (unless ``checked_at_load``: its load warned); ``notes``: a list such warnings are
     added to instead (:mod:`speechsum.data.audio_notes`), for a caller that reports them itself.
     ``checked_at_load``: ``path`` passed :func:`audio_seconds` when its manifest or dataset loaded, so
     the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
@@ -346,7 +360,7 @@ def load_audio(
         raise ValueError(f"{path}: {problem}")
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
-        mix = MixEnergy() if handle.channels > 1 else None
+        mix, peak = MixEnergy() if handle.channels > 1 else None, Peak()
         check_rate(path, rate)
         if not checked_at_load:
             check_flac_frames(handle, path)
@@ -355,19 +369,19 @@ def load_audio(
             check_length(path, frames, rate, max_seconds)  # from the header
         if limit is not None and (frames is None or frames > limit):
             # a header without a length: one frame past the limit says whether the clip is too long
-            waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix)
+            waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix, peak)
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")
         else:
             if not checked_at_load:
                 check_whole_stream(handle, path)
-            waveform = _read_mono(handle, path, frames, mix)
+            waveform = _read_mono(handle, path, frames, mix, peak)
         if len(waveform) == 0:
             check_zero_frames(handle, path)
         elif warn_cut_short:
             warn_if_damaged(handle, path, len(waveform) / rate)
     frames_read = len(waveform)
-    found = clip_notes(path, waveform, rate, mix)
+    found = clip_notes(path, waveform, rate, mix, 0.0 if checked_at_load else peak.value)  # its load said it
     if notes is None:
         say_once(found, log)
     else:

@@ -1,5 +1,6 @@
 """What a readable clip may hold that no speech is in: every sample 0 (digital silence), or channels that
-cancel when averaged to mono (one in opposite phase to the other). Found when the clip is read; said once
+cancel when averaged to mono (one in opposite phase to the other); and float samples louder than any recording
+(over ±``LOUD_SAMPLE``, read as they are). Found when the clip is read; said once
 per file, in the process that reports it (in the data pipeline: the main one, see ``loader.py``)."""
 
 from __future__ import annotations
@@ -9,12 +10,32 @@ import math
 
 import numpy as np
 
+from speechsum.data.sample_checks import LOUD_SAMPLE, loud_note
+
 log = logging.getLogger(__name__)
 
 # the mono mix this far below its channels (in energy) is channels that cancel, not a mix: two voices on
 # their own channels lose 3 dB, one channel silent 3 dB, identical channels nothing
 CANCEL_DB = 20.0
 _SAID: set[str] = set()  # notes logged by :func:`say_once` in this process
+
+
+SILENT, LOUD = "silent", "loud"  # the kinds of :class:`ClipNote`
+
+
+class ClipNote(str):
+    """A warning about a readable clip (its text); ``kind``: :data:`SILENT` (no sound in it: digital silence,
+    channels that cancel) or :data:`LOUD` (float samples over ±``LOUD_SAMPLE``)."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> ClipNote:
+        note = super().__new__(cls, text)
+        note.kind = kind
+        return note
+
+    def __getnewargs__(self) -> tuple[str, str]:  # pickled with its kind (a DataLoader worker's notes)
+        return str(self), self.kind
 
 
 class MixEnergy:
@@ -38,20 +59,24 @@ class MixEnergy:
         return math.inf if self.mono == 0.0 else 10 * math.log10(self.channels / self.mono)
 
 
-def clip_notes(source: object, waveform: np.ndarray, rate: int, mix: MixEnergy | None) -> list[str]:
+def clip_notes(source: object, waveform: np.ndarray, rate: int, mix: MixEnergy | None,
+               peak: float = 0.0) -> list[ClipNote]:
     """Warnings for a clip read as mono ``waveform`` (``rate`` Hz) from ``source``: digital silence, or
-    channels that cancel in the mono mix (``mix``: their energies, None for a mono file)."""
+    channels that cancel in the mono mix (``mix``: their energies, None for a mono file); float samples
+    over ±``LOUD_SAMPLE`` (``peak``: the largest |sample| of its channels; 0: not looked at)."""
     seconds = len(waveform) / rate
     cancelled = mix.cancelled_db() if mix is not None else None
+    loud = [ClipNote(loud_note(source, peak), LOUD)] if peak > LOUD_SAMPLE else []
     if cancelled is not None:
         drop = "to exact zeros" if math.isinf(cancelled) else f"{cancelled:.0f} dB below its channels"
-        return [f"{source}: its channels cancel when averaged to mono (the mix is {drop}, {seconds:.2f} s): one "
-                "channel is in opposite phase to another, so the model hears (almost) nothing; keep one channel "
-                "(e.g. `sox in.wav out.wav remix 1`) or invert one before mixing (`sox in.wav out.wav remix 1,2i`)"]
+        return [ClipNote(f"{source}: its channels cancel when averaged to mono (the mix is {drop}, {seconds:.2f} s): "
+                         "one channel is in opposite phase to another, so the model hears (almost) nothing; keep one "
+                         "channel (e.g. `sox in.wav out.wav remix 1`) or invert one before mixing (`sox in.wav out.wav "
+                         "remix 1,2i`)", SILENT), *loud]
     if len(waveform) and not waveform.any():
-        return [f"{source}: every sample is 0 (digital silence, {seconds:.2f} s): there is no speech in it to "
-                "summarise; check the recording (a muted or failed capture?) or drop it"]
-    return []
+        return [ClipNote(f"{source}: every sample is 0 (digital silence, {seconds:.2f} s): there is no speech in it to "
+                         "summarise; check the recording (a muted or failed capture?) or drop it", SILENT)]
+    return loud
 
 
 def say_once(notes: list[str], logger: logging.Logger = log) -> None:

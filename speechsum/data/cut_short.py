@@ -54,11 +54,13 @@ def data_cut_short(handle: sf.SoundFile) -> str | None:
     ``riff``, RF64's ``ds64`` frame count) is larger than what the file holds, e.g. ``data : 32000
     (should be 956)``, or None. libsndfile then reports the frames that are there, so nothing else
     says that a WAV was cut short. A streaming writer's placeholder size (``0xFFFFFFFF`` from a pipe,
-    arecord's ``0x7FFFF000``) is no promise: None."""
+    arecord's ``0x7FFFF000``) is no promise: None; nor is a size smaller than what follows (ffmpeg's AIFF
+    ``SSND`` size 0, left when it writes to a pipe or is stopped: libsndfile reads all of the samples)."""
     for line in handle.extra_info.splitlines():
         name, _, rest = line.partition(":")
         declared, should_be, actual = (part.strip(" )") for part in rest.partition("(should be"))
-        if should_be and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE:
+        if should_be and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE \
+                and not (actual.isdigit() and int(declared) < int(actual)):  # smaller: samples it does not count
             return line.strip()
         if name.strip() == "riff" and declared.isdigit() and actual.isdigit() and int(actual) < int(declared):
             return line.strip()  # W64's data line does not say: its riff size does

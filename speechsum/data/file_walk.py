@@ -23,3 +23,11 @@ def walk_file(source: str | BinaryIO, walk: Callable[[Buffer], T]) -> T:
         return walk(source.read())
     finally:
         source.seek(position)
+
+
+def walk_or_none(source: str | BinaryIO, walk: Callable[[Buffer], T]) -> T | None:
+    """:func:`walk_file`, or None when the file cannot be read (``OSError``) or walked (``ValueError``)."""
+    try:
+        return walk_file(source, walk)
+    except (OSError, ValueError):
+        return None

@@ -18,6 +18,12 @@ UNSCALED_SAMPLE = 16.0
 LOUD_SAMPLE = 2.0  # |float sample| above this (6 dB over full scale) is read with a warning at load
 
 
+def loud_note(source: object, peak: float) -> str:
+    """The warning for a clip (``source``) of float samples peaking at ``peak``, over :data:`LOUD_SAMPLE`."""
+    return (f"{source}: float samples up to {peak:.3g}, {20 * math.log10(peak):.0f} dB over full scale (1.0): read as "
+            "they are, louder than any recording; normalise it (e.g. `sox --norm in.wav out.wav`) if that was not meant")
+
+
 class BadSampleError(ValueError):
     """A sample the features cannot take; the message names the file, the frame and what to do."""
 

@@ -153,12 +153,16 @@ def open_in_order(source: str | BinaryIO) -> sf.SoundFile | None:
         found = walk_file(source, lambda data: next(filter(None, (view(data) for view in VIEWS)), None))
     except (OSError, ValueError):
         return None
-    if found is None:
-        return None
+    return None if found is None else open_spliced(source, *found)  # None: not readable so either (the caller says why)
+
+
+def open_spliced(source: str | BinaryIO, head: bytes, start: int, size: int) -> sf.SoundFile | None:
+    """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through a :class:`Spliced` view
+    (``head``, then its bytes from ``start``, ``size`` of them at most), or None when libsndfile cannot."""
     file = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 (closed with the view)
-    reordered = Spliced(file, *found, owned=isinstance(source, str))
+    view = Spliced(file, head, start, size, owned=isinstance(source, str))
     try:
-        return sf.SoundFile(reordered)
-    except RuntimeError:  # not readable in order either: the caller says why
-        reordered.close()
+        return sf.SoundFile(view)
+    except RuntimeError:
+        view.close()
         return None

@@ -71,6 +71,10 @@ def encode_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalOpt
         examples, _ = load_split(spec, manifest, model, options)
         datamodule = predict_datamodule(model, manifest, options, examples)
         counts = predict_trainer(options).predict(EncodingModule(model), datamodule=datamodule) or []
+        if cache.unwritable:  # read only: the stage's work would be lost, though evaluating from it works
+            raise PermissionError(f"{spec.name}: feature cache {cache.root}: cannot write to it ({cache.unwritable}), "
+                                  "so encoding ahead stores nothing; make it writable or set "
+                                  "model.init_args.feature_cache to a folder that is")
         splits[split] = {"examples": sum(counts), "clips_encoded": cache.misses - misses,
                          "clips_cached": cache.hits - hits}
         log.info("%s, %s: %d clips encoded, %d already cached, in %s", spec.name, split,

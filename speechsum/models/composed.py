@@ -239,7 +239,9 @@ class ComposedSpeechLLM(SpeechLLM):
     def clip_frames(self, audio: dict) -> list[Tensor]:
         """Encoder frames per clip: precomputed ones (:meth:`precompute_audio`) if the dict has
         them; else from the feature cache when the encoder is frozen and a cache is set; else
-        computed. A frozen encoder runs without autograd and in eval mode (deterministic)."""
+        computed. A frozen encoder runs without autograd and in eval mode (deterministic); with the cache, also
+        outside autocast (a ``*-mixed`` trainer precision), so a clip's cached frames do not depend on the
+        precision of the stage that wrote them."""
         if "encoder_frames" in audio:
             return [f[:n] for f, n in zip(audio["encoder_frames"], audio["encoder_lengths"].tolist())]
         mel_frames, keys = audio["mel_frames"], audio.get("content_keys")
@@ -259,8 +261,11 @@ class ComposedSpeechLLM(SpeechLLM):
             if keys is None or len(keys) != len(mel_frames):
                 self._log_cache_off("the audio dict has no content key per clip (audio['content_keys'])")
                 return encode()
-            return self.feature_cache.frames(self.encoder_id(), keys, encode, mel_frames.device,
-                                             width=self.encoder.config.d_model)
+            # outside the step's autocast (bf16-mixed): the frames are the encoder's in encoder_dtype, which their
+            # key says, whatever precision a stage trains in (a miss was a TypeError in the log-mel under it)
+            with torch.autocast(mel_frames.device.type, enabled=False):
+                return self.feature_cache.frames(self.encoder_id(), keys, encode, mel_frames.device,
+                                                 width=self.encoder.config.d_model)
 
     def precompute_audio(self, audio: dict) -> dict:
         """A copy of ``audio`` with ``encoder_frames`` ``(B, T_max, d_enc)`` (zero-padded) and

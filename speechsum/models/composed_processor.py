@@ -148,9 +148,11 @@ class ComposedProcessor(SpeechProcessor):
             raise ValueError("the audio dict has neither `input_features` nor `waveforms`: build it with the model's processor "
                              "(model.processor.encode_prompts)")
         rows = list(range(len(audio["mel_frames"]))) if rows is None else rows
-        waveforms, num_samples = audio["waveforms"].cpu(), audio["num_samples"].tolist()
+        # float32: a bf16-true trainer casts every float tensor of the batch, the clips too (numpy has no bfloat16)
+        waveforms, num_samples = audio["waveforms"].cpu().float(), audio["num_samples"].tolist()
         device = audio["mel_frames"].device  # on a GPU, the STFT of a cache miss runs there
-        features, mel_frames = self.log_mel([waveforms[row, : num_samples[row]].numpy() for row in rows], str(device))
+        with torch.autocast(device.type, enabled=False):  # in float32, as the processor computes them (autocast: bf16)
+            features, mel_frames = self.log_mel([waveforms[row, : num_samples[row]].numpy() for row in rows], str(device))
         if mel_frames.tolist() != audio["mel_frames"][rows].tolist():
             raise RuntimeError(f"log-mel frame counts {mel_frames.tolist()} differ from the processor's "
                                f"{audio['mel_frames'][rows].tolist()} (a feature extractor of other settings?)")

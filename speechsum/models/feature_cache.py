@@ -12,8 +12,9 @@ Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encode
 
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
-dataloader workers) write identical bytes. An unreadable file (empty, cut short, not ``.npy``) or
-one whose array is not ``(T, d_enc)`` float16 counts as a miss and is rewritten.
+dataloader workers) write identical bytes; a cache that cannot be written (read-only) is read, and
+what it lacks is encoded and not stored, with a warning. An unreadable file (empty, cut short, not ``.npy``),
+one whose array is not ``(T, d_enc)`` float16, or one holding a NaN/Inf (damaged) counts as a miss and is rewritten.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from speechsum.utils.io import atomic_path
+from speechsum.utils.write_errors import UNWRITABLE
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class EncoderFeatureCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        self.unwritable: str | None = None  # why a write failed (the cache is read only from then on)
 
     def path(self, encoder_id: str, content_key: str) -> Path:
         return self.root / encoder_id / f"{content_key}.npy"
@@ -94,13 +97,29 @@ class EncoderFeatureCache:
             log.warning("feature cache: %s holds %s %s, not %s float16; recomputing it", path, frames.dtype,
                         frames.shape, want)
             return None
+        if not np.isfinite(frames).all():  # an encoder's frames of checked audio never are: bytes damaged on disk
+            log.warning("feature cache: %s holds NaN/Inf at frame %d (damaged on disk: an encoder's frames are "
+                        "finite); recomputing it", path, int(np.argmin(np.isfinite(frames).all(axis=1))))
+            return None
         return frames
 
     def put(self, encoder_id: str, content_key: str, frames: Tensor) -> None:
-        """Write ``frames`` ``(T, d)`` as float16, atomically."""
+        """Write ``frames`` ``(T, d)`` as float16, atomically. A cache on a path this process cannot write
+        (a read-only mount, another user's folder) is read only from then on, with one warning naming it."""
+        if self.unwritable:
+            return
         path = self.path(encoder_id, content_key)
-        with atomic_path(path) as temporary, open(temporary, "wb") as file:
-            np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
+        try:
+            with atomic_path(path) as temporary, open(temporary, "wb") as file:
+                np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
+        except OSError as err:
+            if err.errno not in UNWRITABLE:
+                raise  # a full disk, an I/O error: not a setting to work around
+            self.unwritable = f"{err.strerror}: {err.filename or path}"
+            log.warning("feature cache %s: cannot write to it (%s): clips it holds are read from it, the others are "
+                        "encoded and not stored; make it writable or set feature_cache to a folder that is (or null)",
+                        self.root, self.unwritable)
+            return
         self.writes += 1
 
     def frames(

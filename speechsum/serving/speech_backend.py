@@ -30,6 +30,7 @@ from speechsum.data.audio import (
     load_audio,
     open_audio,
 )
+from speechsum.data.audio_notes import LOUD
 from speechsum.data.cut_short import REWRITE, damage
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings
@@ -57,6 +58,7 @@ from speechsum.serving.token_floor import TokenFloor
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 DEFAULT_CHAT_TOKENS = 512  # a request without max_tokens: at most this many (the summary's length)
 SILENT_AUDIO = "silent_audio"  # the warning code of a clip the model hears nothing in (docs/serve.md)
+LOUD_AUDIO = "loud_audio"  # of float samples louder than any recording (over ±2, read as they are)
 FORMAT_MISMATCH = "format_mismatch"  # the warning code of a part whose format is not its file's
 FILE_FORMATS = {"wav": ("WAV", "WAVEX", "W64", "RF64"), "mp3": ("MP3",), "flac": ("FLAC",), "ogg": ("OGG",)}  # libsndfile's
 
@@ -67,9 +69,10 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
                  warnings: list[ReplyWarning] | None = None) -> np.ndarray:
     """The part's audio as mono float32 at ``sample_rate``; a 400 naming the part for a file that
     is unreadable, empty, non-finite or longer than ``max_seconds`` (checked from the header).
-    A clip with no sound in it (every sample 0, or channels that cancel in the mono mix), or whose
-    bytes are another format than the part's ``format`` (read as its bytes say), is logged and added
-    to ``warnings`` (a ``silent_audio`` or ``format_mismatch`` :class:`ReplyWarning` naming the part)."""
+    A clip with no sound in it (every sample 0, or channels that cancel in the mono mix), of float samples
+    over ±2 (read as they are), or whose bytes are another format than the part's ``format`` (read as its
+    bytes say), is logged and added to ``warnings`` (a ``silent_audio``, ``loud_audio`` or ``format_mismatch``
+    :class:`ReplyWarning` naming the part)."""
     with tempfile.TemporaryDirectory(prefix="speechsum-audio-") as folder:
         path = Path(folder) / f"input.{audio.format}"
         path.write_bytes(audio.data)
@@ -102,7 +105,7 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
         message = note.replace(str(path), f"{audio.param} (a {audio.format} file)")
         LOG.warning("%s", message)
         if warnings is not None:
-            warnings.append(ReplyWarning(SILENT_AUDIO, audio.param, message))
+            warnings.append(ReplyWarning(LOUD_AUDIO if note.kind == LOUD else SILENT_AUDIO, audio.param, message))
     return waveform
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota exceeded, file size limit
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # a write the file system refuses (read-only, not ours)
 
 
 FOREIGN_WORDS = ("No space left on device", "Disk quota exceeded", "os error 28")  # of libraries that raise no OSError

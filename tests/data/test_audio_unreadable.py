@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from speechsum.data.audio import (
     UnreadableAudioError,
     load_audio,
 )
+from speechsum.data.cut_short import damage
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import ManifestError, load_manifest
@@ -145,6 +147,72 @@ def test_a_streamed_wavs_placeholder_size_is_no_cut(tmp_path: Path, placeholder:
     examples, _ = load_manifest(manifest_of(tmp_path, path.name))
     assert examples[0].duration == 1.0
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]
+
+
+def chunk(name: bytes, body: bytes) -> bytes:
+    """A RIFF chunk: name, size, body, and its pad byte when the size is odd."""
+    return name + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+
+
+@pytest.mark.parametrize("placeholder", [0xFFFFFFFF, 0x7FFFF000])
+@pytest.mark.parametrize("subtype, frames", [("PCM_16", 16_000), ("PCM_U8", 15_999)])
+def test_a_streamed_wav_ending_in_a_tag_chunk_reads_its_samples_alone(tmp_path: Path, placeholder: int, subtype: str,
+                                                                     frames: int):
+    """Its data size says "to the end", and libsndfile read the LIST (and id3) chunk after the samples
+    as samples: 17 frames of a click (PCM_U8: 56, its pad byte and tags). An odd-sized data chunk's pad byte
+    (libsndfile writes it) is no sample either."""
+    path = tmp_path / "streamed.wav"
+    sf.write(path, TONE[:frames], 16_000, subtype=subtype)
+    data = bytearray(path.read_bytes())
+    data[40:44] = placeholder.to_bytes(4, "little")
+    info = chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 14) + b"Lavf58.76.100\0")
+    path.write_bytes(bytes(data) + info + chunk(b"id3 ", b"ID3\3\0\0\0\0\0\1\0"))
+    waveform = load_audio(str(path), 16_000)
+    assert len(waveform) == frames
+    np.testing.assert_array_equal(waveform, sf.read(path, frames=frames, dtype="float32")[0])  # the samples written
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == frames / 16_000
+
+
+def unsized_aiff(path: Path, form: int, ssnd: int, cut: int = 0) -> Path:
+    """The 1-s tone as an AIFF whose sizes were never written: FORM size ``form``, COMM frame count 0, SSND size
+    ``ssnd``; its last ``cut`` bytes gone (a writer killed in the middle of a frame)."""
+    sf.write(path, TONE, 16_000, format="AIFF", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    comm, samples = data.index(b"COMM"), data.index(b"SSND")
+    data[4:8], data[comm + 10 : comm + 14], data[samples + 4 : samples + 8] = (
+        struct.pack(">I", form), bytes(4), struct.pack(">I", ssnd))
+    path.write_bytes(bytes(data[: len(data) - cut]))
+    return path
+
+
+@pytest.mark.parametrize("cut", [0, 1])
+def test_an_aiff_whose_writer_was_killed_before_it_wrote_its_sizes_reads_its_samples(tmp_path: Path, cut: int, caplog):
+    """libsndfile and sox write an AIFF's header first (COMM: 0 frames; SSND: 8 bytes, its offset and block-size
+    fields) and its sizes when the file is closed: a recorder killed mid-write (as libsndfile's own leaves it, seen
+    with os._exit before close: FORM 0xFFFFFFF8) was "empty audio file (0 samples)". Its samples are read, a last
+    frame cut in the middle left out."""
+    path = unsized_aiff(tmp_path / "killed.aiff", 0xFFFFFFF8, 8, cut)
+    assert sf.info(str(path)).frames == 0  # libsndfile alone
+    whole = tmp_path / "whole.aiff"
+    sf.write(whole, TONE, 16_000, format="AIFF", subtype="PCM_16")
+    np.testing.assert_array_equal(load_audio(str(path), 16_000), sf.read(whole, 16_000 - cut, dtype="float32")[0])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == (16_000 - cut) / 16_000
+    assert caplog.records == []
+
+
+def test_an_aiff_whose_ssnd_size_is_0_is_read_whole_without_a_cut_short_warning(tmp_path: Path, caplog):
+    """ffmpeg writes an AIFF's sizes as 0 first (FORM, COMM frames, SSND) and fills them in at the end, which
+    it cannot to a pipe: libsndfile reads every sample ('SSND : 0 (should be 32008)'), and the file was warned
+    about as "larger than the file ... cut short" (serve: a 400, "only its first 1.00 s are read")."""
+    path = unsized_aiff(tmp_path / "piped.aiff", 0, 0)
+    with sf.SoundFile(path) as handle:
+        assert damage(handle, str(path)) is None
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 1.0
+    assert len(load_audio(str(path), 16_000, warn_cut_short=True)) == 16_000
+    assert caplog.records == []
 
 
 def test_an_ogg_vorbis_file_cut_short_is_said_to_be_cut_not_empty(tmp_path: Path):

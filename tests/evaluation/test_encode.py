@@ -74,3 +74,28 @@ def test_encode_only_refuses_other_systems_and_says_why_a_student_without_a_cach
     assert "plain: nothing encoded: it has no feature cache (model.init_args.feature_cache)" in capsys.readouterr().out
     summary = json.loads((student["root"] / "no_cache" / "features.json").read_text())
     assert summary == [{"system": "plain", "skipped": "it has no feature cache (model.init_args.feature_cache)"}]
+
+
+def test_encode_only_into_a_cache_it_cannot_write_is_an_error_naming_it(student, tmp_path, monkeypatch):
+    """An evaluation reads such a cache and encodes what it lacks (a warning); encoding ahead into it would store
+    nothing, and said "clips_encoded: 3" (before 2026-12-07 the first miss failed with a bare Permission denied)."""
+    import errno
+
+    from speechsum.models import feature_cache as feature_cache_module
+
+    config = yaml.safe_load(student["config"].read_text())
+    config["model"]["init_args"]["model"]["init_args"]["feature_cache"] = str(tmp_path / "cache")
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def refused(target):  # as the file system refuses a new file in the cache's folder (root writes anywhere)
+        raise PermissionError(errno.EACCES, "Permission denied", str(target.parent))
+
+    monkeypatch.setattr(feature_cache_module, "atomic_path", refused)
+    with pytest.raises(PermissionError) as info:
+        run(student, "features_refused", "--system", f"student:sft:{path}", "--encode-only")
+    assert str(info.value).startswith(f"sft: feature cache {tmp_path / 'cache'}: cannot write to it (Permission denied: "
+                                      f"{tmp_path / 'cache'}/")
+    assert str(info.value).endswith("), so encoding ahead stores nothing; make it writable or set "
+                                    "model.init_args.feature_cache to a folder that is")
+    assert not (tmp_path / "cache").exists()

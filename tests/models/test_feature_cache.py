@@ -159,9 +159,11 @@ def test_precomputed_audio_gives_the_same_logprobs_also_repeated(tmp_path, use_c
     assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
 
 
-@pytest.mark.parametrize("damage", ["empty", "cut_in_header", "cut_in_data", "npz", "not_npy", "wrong_width", "one_dim"])
+@pytest.mark.parametrize("damage", ["empty", "cut_in_header", "cut_in_data", "npz", "not_npy", "wrong_width", "one_dim",
+                                    "nan_inside"])
 def test_an_empty_cut_short_or_misshapen_file_is_a_miss_and_rewritten(tmp_path, damage):
-    """np.load raised EOFError on a 0-byte file (a raw traceback ended training)."""
+    """np.load raised EOFError on a 0-byte file (a raw traceback ended training); a file whose bytes were damaged
+    into a NaN (fp16 0xFFFF) was read as frames, and its NaN reached the loss and the weights."""
     cache = EncoderFeatureCache(tmp_path)
     frames = torch.randn(5, 4)
     cache.put("enc", "key", frames)
@@ -174,8 +176,66 @@ def test_an_empty_cut_short_or_misshapen_file_is_a_miss_and_rewritten(tmp_path, 
             (np.savez if damage == "npz" else np.save)(file, bad)
     else:
         path.write_bytes({"empty": b"", "cut_in_header": whole[:40], "cut_in_data": whole[:-3],
-                          "not_npy": b"hello world" * 8}[damage])
+                          "not_npy": b"hello world" * 8, "nan_inside": whole[:-8] + b"\xff\xff" + whole[-6:]}[damage])
     out = cache.frames("enc", ["key"], lambda rows: [frames], torch.device("cpu"), width=4)
     assert (cache.hits, cache.misses, cache.writes) == (0, 1, 2)
     torch.testing.assert_close(out[0], frames.half().float())
     assert cache.get("enc", "key", width=4).shape == (5, 4)
+
+
+def test_a_miss_under_a_mixed_precision_step_writes_the_frames_a_float32_run_writes(tmp_path):
+    """configs/sft.yaml trains in bf16-mixed: a cache miss under its autocast was a TypeError ("Got unsupported
+    ScalarType BFloat16", the log-mel's bf16 matmul), and the encoder's frames, keyed by encoder_dtype, would have
+    been bf16 autocast's, which a float32 stage reading them (KD, DPO, evaluation) took for its own."""
+    mixed, full = build(tmp_path / "mixed"), build(tmp_path / "float32")
+    batch = SpeechCollator(mixed.processor)(items())  # log-mel features left to a miss (the cache's processor)
+    assert "input_features" not in batch.audio
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logprobs(mixed, batch)
+    logprobs(full, batch)
+    assert mixed.encoder_id() == full.encoder_id()
+    names = cached_files(tmp_path / "float32")
+    assert cached_files(tmp_path / "mixed") == names and len(names) == 3
+    for name in names:
+        np.testing.assert_array_equal(np.load(tmp_path / "mixed" / name), np.load(tmp_path / "float32" / name))
+
+
+def test_a_cache_that_cannot_be_written_is_read_and_what_it_lacks_is_encoded(tmp_path, monkeypatch, caplog):
+    """A shared cache on a read-only mount, or another user's folder (as root nothing is refused: the file system's
+    refusal is simulated): the first miss was "[Errno 13] Permission denied" and ended the stage."""
+    import errno
+
+    from speechsum.utils import io as io_module
+
+    filled = build(tmp_path)
+    logprobs(filled, SpeechCollator(filled.processor)(items((0.7, 1.3))))
+    before = cached_files(tmp_path)
+
+    def refused(*args, dir=None, **kwargs):  # noqa: A002 (mkstemp's own keyword)
+        raise PermissionError(errno.EACCES, "Permission denied", dir)
+
+    monkeypatch.setattr(io_module.tempfile, "mkstemp", refused)
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    with caplog.at_level(logging.WARNING, logger="speechsum.models.feature_cache"):
+        first = logprobs(model, batch)
+        torch.testing.assert_close(logprobs(model, batch), first, atol=0, rtol=0)
+    cache = model.feature_cache
+    assert (cache.hits, cache.misses, cache.writes) == (4, 2, 0)  # the new clip is encoded each time, not stored
+    assert cached_files(tmp_path) == before
+    folder = tmp_path / model.encoder_id()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feature cache {tmp_path}: cannot write to it (Permission denied: {folder}): clips it holds are read from it, "
+        "the others are encoded and not stored; make it writable or set feature_cache to a folder that is (or null)"]
+    model.feature_cache = None
+    torch.testing.assert_close(first, logprobs(model, batch), atol=2e-3, rtol=1e-3)
+
+
+def test_a_miss_from_a_batch_a_bf16_true_trainer_cast_is_encoded(tmp_path):
+    """precision: bf16-true casts every float tensor of the batch to bfloat16, the clips left for the log-mel of a
+    cache miss too: "TypeError: Got unsupported ScalarType BFloat16" at the first miss."""
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    batch.audio["waveforms"] = batch.audio["waveforms"].to(torch.bfloat16)  # as the trainer's precision plugin does
+    assert torch.isfinite(logprobs(model, batch)).all()
+    assert (model.feature_cache.hits, model.feature_cache.misses, model.feature_cache.writes) == (0, 3, 3)

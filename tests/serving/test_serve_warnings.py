@@ -19,9 +19,10 @@ SILENT = (f"{PARAM} (a wav file): every sample is 0 (digital silence, 0.50 s): t
           "check the recording (a muted or failed capture?) or drop it")
 
 
-def _messages(samples: np.ndarray, tmp_path, file: str = "clip.wav", fmt: str = "wav") -> list[dict]:
+def _messages(samples: np.ndarray, tmp_path, file: str = "clip.wav", fmt: str = "wav",
+              subtype: str = "PCM_16") -> list[dict]:
     path = tmp_path / file
-    sf.write(path, samples, 16_000, subtype="PCM_16")
+    sf.write(path, samples, 16_000, subtype=subtype)
     data = base64.b64encode(path.read_bytes()).decode()
     return [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data, "format": fmt}}]}]
 
@@ -44,6 +45,17 @@ def test_a_streamed_reply_carries_the_warning_in_its_first_chunk(speech_url, tmp
     chunks = list(stream)
     assert [c.model_extra.get("warnings") for c in chunks] == [[{"code": "silent_audio", "param": PARAM,
                                                                    "message": SILENT}], None]
+
+
+def test_float_audio_far_over_full_scale_is_answered_with_a_loud_audio_warning(speech_url, tmp_path) -> None:
+    """A manifest load warned about a float clip peaking at 4 (12 dB over full scale); serve read it without a word."""
+    loud = (TONE * 4 / 0.3).astype(np.float32)
+    reply = openai_client(speech_url).chat.completions.create(
+        model=MODEL, messages=_messages(loud, tmp_path, subtype="FLOAT"), max_tokens=2, temperature=0)
+    assert reply.model_extra["warnings"] == [{
+        "code": "loud_audio", "param": PARAM,
+        "message": f"{PARAM} (a wav file): float samples up to 4, 12 dB over full scale (1.0): read as they are, louder "
+                   "than any recording; normalise it (e.g. `sox --norm in.wav out.wav`) if that was not meant"}]
 
 
 def test_audio_with_sound_has_no_warnings_field(speech_url, tmp_path) -> None:

@@ -284,3 +284,20 @@ def test_a_wav_cut_short_is_summarised_with_a_warning_naming_it(composed_export:
     assert [record.getMessage() for record in caplog.records if record.name == "speechsum.data.cut_short"] == [
         f"{cut}: its header's data chunk is larger than the file (libsndfile: 'data : 32000 (should be 16000)'): cut "
         "short (a download or copy that stopped?); its 0.50 s are read: re-fetch it or drop it"]
+
+
+def test_float_audio_far_over_full_scale_is_summarised_with_a_warning_naming_it(composed_export: Path, tmp_path: Path,
+                                                                              caplog) -> None:
+    """A manifest load warned about a float clip peaking at 4 (12 dB over full scale); summarize read it without a
+    word. A clip within full scale says nothing."""
+    loud, quiet = tmp_path / "loud.wav", tmp_path / "quiet.wav"
+    tone = np.sin(2 * np.pi * 440 * np.arange(8_000) / 16_000).astype(np.float32)
+    sf.write(loud, 4 * tone, 16_000, subtype="FLOAT")
+    sf.write(quiet, tone / 4, 16_000, subtype="FLOAT")
+    out = tmp_path / "summaries.jsonl"
+    main([str(loud), str(quiet), "--model", str(composed_export), "--out", str(out), "--max-new-tokens", "2",
+          "--no-progress"])
+    assert [row["audio_seconds"] for row in read_jsonl(out)] == [0.5, 0.5]
+    assert [record.getMessage() for record in caplog.records if record.name == "speechsum.data.audio"] == [
+        f"{loud}: float samples up to 4, 12 dB over full scale (1.0): read as they are, louder than any recording; "
+        "normalise it (e.g. `sox --norm in.wav out.wav`) if that was not meant"]

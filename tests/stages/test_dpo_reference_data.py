@@ -112,3 +112,29 @@ def test_an_id_shared_by_train_and_val_with_other_pairs_is_refused(tmp_path: Pat
     datamodule.setup("fit")
     with pytest.raises(ValueError, match=r"val: example id\(s\) \['p1'\]"):
         module.prepare_reference_table(datamodule, ["train", "val"])
+
+
+def test_a_reference_cache_folder_that_cannot_be_written_keeps_the_table_in_memory(tmp_path: Path, monkeypatch,
+                                                                                  caplog):
+    """A read-only (or another user's) reference_cache_dir: the stage ended with "Permission denied" after every
+    pair had been scored (as root nothing is refused: the file system's refusal is simulated)."""
+    import errno
+    import logging
+
+    from speechsum.stages.dpo import reference_logprobs
+
+    manifest = pairs_manifest(tmp_path)
+    module = DPOModule(as_kd_checkpoint(tiny_model()), reference="precomputed", reference_cache_dir=str(tmp_path / "c"))
+    expected, path = reference_table(module, val_manifest=str(manifest))
+    path.unlink()
+
+    def refused(target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target.parent))
+
+    monkeypatch.setattr(reference_logprobs, "atomic_path", refused)
+    with caplog.at_level(logging.WARNING, logger="speechsum.stages.dpo.module"):
+        assert reference_table(module, val_manifest=str(manifest)) == (expected, path)
+    assert not path.exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "speechsum.stages.dpo.module"] == [
+        f"val: reference log-probs of 3 pairs not cached: cannot write {tmp_path / 'c'} (Permission denied); they are "
+        "used from memory and computed again next run: make reference_cache_dir writable"]

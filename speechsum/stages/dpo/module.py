@@ -36,6 +36,7 @@ from speechsum.stages.dpo.reference_logprobs import (
 )
 from speechsum.training.setting_bounds import CLASS_NUMBERS, check_settings
 from speechsum.utils.arguments import ConfigError
+from speechsum.utils.write_errors import UNWRITABLE
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,7 @@ class DPOModule(SpeechStageModule):
             else:
                 table = self._compute_table(datamodule, dataset, split)
                 if self._trainer is None or self.trainer.is_global_zero:
-                    save_table(path, table, {"reference_id": self.reference_id, "split": split})
-                log.info("%s: reference log-probs of %d pairs cached in %s", split, len(table), path)
+                    self._save_table(path, table, split)
             clash = sorted(i for i in table.keys() & self.reference_table.keys() if table[i] != self.reference_table[i])
             if clash:  # one table, keyed by id: the later split's values would silently replace the earlier's
                 raise ValueError(f"{split}: example id(s) {clash[:3]} are also ids of another split with other "
@@ -230,6 +230,20 @@ class DPOModule(SpeechStageModule):
                                  "split's examples distinct ids")
             self.reference_table.update(table)
             self.reference_cache_files.append(path)
+
+    def _save_table(self, path: Path, table: dict[str, tuple[float, float]], split: str) -> None:
+        """Cache ``table`` at ``path``; a folder this process cannot write (read-only, another user's) keeps it
+        in memory only, with a warning (it was an error after every pair had been scored)."""
+        try:
+            save_table(path, table, {"reference_id": self.reference_id, "split": split})
+        except OSError as err:
+            if err.errno not in UNWRITABLE:
+                raise
+            log.warning("%s: reference log-probs of %d pairs not cached: cannot write %s (%s); they are used from "
+                        "memory and computed again next run: make reference_cache_dir writable", split, len(table),
+                        err.filename or path, err.strerror)
+            return
+        log.info("%s: reference log-probs of %d pairs cached in %s", split, len(table), path)
 
     def _compute_table(self, datamodule, dataset, split: str) -> dict[str, tuple[float, float]]:
         if weights_fingerprint(self.model) != self.reference_id:

@@ -1,0 +1,81 @@
+"""A streamed WAV (its data size a writer's "unknown": ``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``)
+that ends in a chunk after its samples (a ``LIST`` of tags, ``id3 ``, ...): libsndfile reads the data to the
+end of the file and so reads that chunk's bytes as samples (a click at the end). :func:`trailing_chunks_start`
+finds such a chunk where the samples would end, when that is unambiguous: a known chunk name on a frame
+boundary from which the chunks' sizes lead exactly to the end of the file, within the file's last
+:data:`TAIL_BYTES` (a cheap look, not a walk over the samples). :func:`samples_view` reads the samples alone.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import BinaryIO
+
+import soundfile as sf
+
+from speechsum.data.cut_short import STREAMED_SIZE
+from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
+from speechsum.data.wav_order import open_spliced, riff_chunks
+
+TAIL_BYTES = 1 << 22  # how far back from the end a trailing chunk is looked for (tags, cover art: 4 MiB)
+# chunks writers put after the samples (RIFF INFO tags, ID3 tags, broadcast/cue/sampler metadata)
+TRAILING = re.compile(rb"LIST|id3 |ID3 |bext|JUNK|junk|PAD |cue |smpl|inst|acid|PEAK|iXML|_PMX|axml|cart|umid|labl|fact")
+MAX_TRAILING = 16  # chunks after the samples, at most
+
+
+def _chain_reaches_end(data: Buffer, offset: int) -> bool:
+    """Whether the chunks from ``offset`` on (their sizes padded to an even number, the last one's pad
+    optional) end exactly at the end of ``data``."""
+    end = len(data)
+    for _ in range(MAX_TRAILING):
+        if offset + 8 > end or not all(32 <= byte < 127 for byte in bytes(data[offset : offset + 4])):
+            return False
+        stop = offset + 8 + struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        if stop == end or stop + (stop & 1) == end:
+            return True
+        offset = stop + (stop & 1)
+    return False
+
+
+def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
+    """For a WAV ``data`` whose ``data`` chunk has a streaming writer's size (from :data:`STREAMED_SIZE`
+    up) and ends in chunks after its samples: ``(where its samples start, how many bytes they are)``;
+    else None (not such a file, or no chunk found unambiguously)."""
+    fmt = data_start = None
+    for name, offset, size in riff_chunks(data):
+        if name == b"fmt " and size >= 16:
+            fmt = offset
+        if name == b"data":
+            data_start = offset + 8 if size >= STREAMED_SIZE else None
+            break
+    if fmt is None or data_start is None:
+        return None
+    align = struct.unpack("<H", data[fmt + 20 : fmt + 22])[0] or 1  # nBlockAlign: bytes per frame
+    window = max(data_start, len(data) - TAIL_BYTES)
+    for match in TRAILING.finditer(bytes(data[window:])):
+        start = window + match.start()
+        samples = start - data_start
+        if (samples % align or align == 1 and data[start - 1] == 0) and samples % 2 == 0 \
+                and (samples - 1) % align == 0:
+            samples -= 1  # the pad byte of an odd-sized data chunk (8-bit: a 0 byte, -1.0, no speech's last sample)
+        if samples > 0 and samples % align == 0 and _chain_reaches_end(data, start):
+            return data_start, samples
+    return None
+
+
+def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
+    """For ``handle``, a streamed WAV that ends in chunks after its samples (:func:`trailing_chunks_start`):
+    an ``sf.SoundFile`` reading its samples alone (a :func:`~speechsum.data.wav_order.open_spliced` view whose
+    data size counts them); else None. Only a file whose header libsndfile logs a placeholder size for is walked."""
+    if handle.format not in ("WAV", "WAVEX") or not any(
+            name.strip() == "data" and rest.split("(")[0].strip().isdigit()
+            and int(rest.split("(")[0]) >= STREAMED_SIZE
+            for name, _, rest in (line.partition(":") for line in handle.extra_info.splitlines())):
+        return None
+    if (found := walk_or_none(source, trailing_chunks_start)) is None:
+        return None
+    start, size = found
+    head = walk_file(source, lambda data: bytes(data[: start - 4]))
+    head = head[:4] + struct.pack("<I", len(head) + size - 4) + head[8:] + struct.pack("<I", size)
+    return open_spliced(source, head, start, size)
