@@ -22,7 +22,7 @@ from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
-from speechsum.serving.protocol import APIError, Backend, ClientGone, CompletionOutput, CompletionRequest
+from speechsum.serving.protocol import APIError, Backend, ClientGone
 from speechsum.serving.request_body import read_body
 from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.routes import (
@@ -260,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
             for one in requests:
                 one.client_gone = self._client_gone
             with self.server.queue.slot():
-                outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
+                outputs = backend.complete(requests)
             reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         else:  # POST /v1/chat/completions
             chat, as_ids = fmt.parse_chat(request, limits)
@@ -368,12 +368,3 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-
-def _complete_one(backend: Backend, request: CompletionRequest, index: int, prompts: int) -> CompletionOutput:
-    """``backend.complete(request)``; an error names the prompt (``prompt[index]``) when there are several."""
-    try:
-        return backend.complete(request)
-    except APIError as error:
-        if prompts > 1:
-            error.message = f"prompt[{index}]: {error.message}"
-        raise
