@@ -24,6 +24,8 @@ def check_model_folder(spec: str | Path, recursive: bool = False) -> None:
     files = folder.rglob if recursive else folder.glob
     for path in sorted(files("*.json")):
         check_json_file(path)
+    for path in sorted(files("*.index.json")):
+        check_shards(path)
     for path in sorted(files("*.safetensors")):
         check_safetensors_file(path)
 
@@ -36,6 +38,19 @@ def check_json_file(path: Path) -> None:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}): "
                               f"{REDO}") from None
+
+
+def check_shards(index: Path) -> None:
+    """The shards a sharded model's index (``model.safetensors.index.json``) names are all in its folder:
+    transformers' error named one missing file and no cause (``No such file or directory: …-00002-of-00007…``)."""
+    weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    shards = sorted({name for name in weight_map.values() if isinstance(name, str)}) if isinstance(weight_map, dict) else []
+    missing = [name for name in shards if not (index.parent / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{index}: {len(missing)} of the {len(shards)} weight files it names "
+                              f"{'is' if len(missing) == 1 else 'are'} not in the folder ({', '.join(missing[:3])}"
+                              f"{', …' if len(missing) > 3 else ''}): a download or copy left unfinished? Copy or "
+                              "download the whole folder again")
 
 
 def check_safetensors_file(path: Path) -> None:

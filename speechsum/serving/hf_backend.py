@@ -16,10 +16,11 @@ from typing import TypeVar
 
 import torch
 from jinja2.exceptions import TemplateError, TemplateSyntaxError
-from transformers import AutoModelForCausalLM, GenerationConfig, StoppingCriteria
+from transformers import GenerationConfig, StoppingCriteria
 
 from speechsum.models.base import load_tokenizer
 from speechsum.models.model_folder import check_model_folder
+from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_causal_lm
 from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
@@ -106,11 +107,12 @@ class HFBackend:
             raise FileNotFoundError(f"--model {model_dir}: not a directory (expected a saved HF model + tokenizer)")
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--model {model_dir}: no config.json: not a saved HF model + tokenizer, nor a "
-                                    "folder written by `speechsum export`")
+                                    f"folder written by `speechsum export`{checkpoints_hint(path)}")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
         check_model_folder(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
-        self._setup(model, load_tokenizer(path), served_model_name or path.resolve().name)
+        model, tokenizer = load_causal_lm(path, torch_dtype), load_tokenizer(path)
+        check_vocabulary(model, tokenizer, path)
+        self._setup(model.to(device), tokenizer, served_model_name or path.resolve().name)
 
     @classmethod
     def from_objects(cls, model: torch.nn.Module, tokenizer, served_model_name: str = "model") -> HFBackend:

@@ -1,0 +1,127 @@
+"""``--model`` folders that ``speechsum serve`` (and ``summarize``/``export``) refuse at start, naming the folder
+and what to do, instead of serving random or dropped weights or failing every request."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    WhisperConfig,
+    WhisperForConditionalGeneration,
+)
+
+from speechsum.serving import cli, export, summarize
+
+
+@pytest.fixture(autouse=True)
+def _never_serve(monkeypatch):
+    """A model that loads fails the test instead of being served for ever."""
+    def loaded(backend, **options):
+        raise AssertionError(f"{backend.model_name} was loaded")
+    monkeypatch.setattr(cli, "build_server", loaded)
+
+
+def _refused(folder: Path) -> str:
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["--model", str(folder), "--port", "0"])
+    return str(raised.value)
+
+
+def _beside_the_tokenizer(model_dir: Path, folder: Path, model: torch.nn.Module) -> Path:
+    """``model`` saved in ``folder`` with the tiny LM's tokenizer."""
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    model.save_pretrained(folder)
+    return folder
+
+
+def _bert() -> torch.nn.Module:
+    return BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+
+
+def _whisper() -> torch.nn.Module:
+    return WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=300, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_source_positions=30,
+        max_target_positions=40, num_mel_bins=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1))
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (_bert, "6 weights of BertLMHeadModel are not in the folder (cls.predictions.bias, cls.predictions.decoder.bias, "
+            "cls.predictions.transform.LayerNorm.bias, …): served, they would be random. Its config.json names "
+            "BertModel; give a causal language model's folder (or copy the weight files again if some are missing)"),
+    (_whisper, "its config.json names WhisperForConditionalGeneration, not a causal language model: loaded as "
+               "WhisperForCausalLM, 22 of its weights have no place (model.encoder.conv1.bias, model.encoder.conv1."
+               "weight, model.encoder.conv2.bias, …). Give a causal language model's folder (AutoModelForCausalLM)"),
+])
+def test_a_folder_of_another_kind_of_model_is_refused(model_dir, tmp_path, build, message):
+    """Before: a BERT folder was served as BertLMHeadModel with a random LM head (6 weights not in the folder), a
+    Whisper one as WhisperForCausalLM without its encoder: answers from weights no one trained."""
+    folder = _beside_the_tokenizer(model_dir, tmp_path / "model", build())
+    assert _refused(folder) == f"speechsum serve: --model {folder}: {message}"
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_has_embeddings_is_refused(model_dir, tmp_path):
+    """Before: served; every request holding one of the ids 250-259 was a 500 (an IndexError in the embedding)."""
+    config = LlamaConfig.from_pretrained(model_dir)
+    config.vocab_size, config.pad_token_id, config.eos_token_id = 250, None, None
+    folder = _beside_the_tokenizer(model_dir, tmp_path / "small", LlamaForCausalLM(config))
+    assert _refused(folder) == (
+        f"speechsum serve: --model {folder}: the tokenizer has 260 tokens but the model only 250 embeddings "
+        "(config.json vocab_size): ids 250-259 (ľ, Ŀ, ŀ, …) would fail every request holding one. The tokenizer and "
+        "the weights are of different models: give the folder whose tokenizer these weights were trained with")
+
+
+def test_a_sharded_model_missing_a_shard_names_the_index_and_the_shard(model_dir, tmp_path):
+    """Before: "No such file or directory: …/model-00002-of-00007.safetensors", no cause nor what to do."""
+    folder = tmp_path / "sharded"
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    AutoModelForCausalLM.from_pretrained(model_dir).save_pretrained(folder, max_shard_size="20KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    shards[1].unlink()
+    assert _refused(folder) == (
+        f"speechsum serve: {folder / 'model.safetensors.index.json'}: 1 of the {len(shards)} weight files it names is "
+        f"not in the folder ({shards[1].name}): a download or copy left unfinished? Copy or download the whole folder "
+        "again")
+
+
+def test_a_run_folder_is_told_the_checkpoints_it_holds(tmp_path, capsys):
+    """Before: "no config.json: not a saved HF model …" (serve), "no speechsum_export.json; not a directory written
+    by `speechsum export`" (summarize), "e.g. RUN/sft/checkpoints/last.ckpt" (export): none named the run's own."""
+    run = tmp_path / "run"
+    for stage in ("sft", "dpo"):  # dpo written last: named first
+        (run / stage / "checkpoints").mkdir(parents=True)
+        (run / stage / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    hint = (f" (it holds stage checkpoints, newest first: {run}/dpo/checkpoints/last.ckpt, {run}/sft/checkpoints/"
+            "last.ckpt): give one")
+    assert _refused(run) == (f"speechsum serve: --model {run}: no config.json: not a saved HF model + tokenizer, nor a "
+                             f"folder written by `speechsum export`{hint}")
+    with pytest.raises(SystemExit) as raised:
+        summarize.main([str(tmp_path / "a.wav"), "--model", str(run)])
+    assert str(raised.value) == f"speechsum summarize: {run}: no speechsum_export.json; not a directory written by " \
+                                f"`speechsum export`{hint}"
+    with pytest.raises(SystemExit) as raised:
+        export.main([str(run), "--out", str(tmp_path / "out")])
+    assert str(raised.value) == f"speechsum export: {run} is a folder; export takes a stage checkpoint file{hint}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    """The shell expands ``~`` only at a word's start: ``--out=~/student`` arrived as it is, and before 2026-12-07
+    export wrote a folder named ``~`` in the working directory; serve and summarize found no ``~/…`` model."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = str(tmp_path)
+    assert cli.build_parser().parse_args(["--model=~/m", "--config", "~/c.yaml"]).model == f"{home}/m"
+    args = summarize.build_parser().parse_args(["a.wav", "--model", "~/m", "--config=~/c.yaml", "--out=~/o.jsonl"])
+    assert (args.model, args.config, args.out, args.audio) == (f"{home}/m", f"{home}/c.yaml", f"{home}/o.jsonl", ["a.wav"])
+    args = export.build_parser().parse_args(["~/last.ckpt", "--out=~/student", "--config=~/c.yaml"])
+    assert (args.ckpt, args.out, args.config) == (f"{home}/last.ckpt", f"{home}/student", f"{home}/c.yaml")
