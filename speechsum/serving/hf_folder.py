@@ -9,12 +9,14 @@ device-side assert). Each is refused at start, naming the folder and what to do.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
 
 SHOWN = 3  # weight or token names shown in a message
+EXPORT_MANIFEST = "speechsum_export.json"  # speechsum.serving.export.EXPORT_FILE (which imports this module)
 
 
 def load_causal_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
@@ -32,7 +34,23 @@ def load_causal_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
         raise ValueError(f"--model {path}: {what}, not a causal language model: loaded as {loaded}, "
                          f"{len(dropped)} of its weights have no place ({_names(dropped)}). Give a causal language "
                          "model's folder (AutoModelForCausalLM)")
-    return model
+    adapter = exported_adapter(path)
+    if adapter is None:
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter)  # not merged: the student's LoRA as trained
+
+
+def exported_adapter(path: Path) -> Path | None:
+    """The LoRA adapter folder of a text LM that ``speechsum export`` wrote without ``--merge-lora``: its
+    top-level weights are the base model's (before 2026-12-07 served as they are, without the student's
+    LoRA: another model's answers); None for any other folder."""
+    manifest = path / EXPORT_MANIFEST
+    if not manifest.is_file():
+        return None
+    adapter = json.loads(manifest.read_text(encoding="utf-8")).get("adapter")
+    return path / adapter if isinstance(adapter, str) else None
 
 
 def check_vocabulary(model: torch.nn.Module, tokenizer, path: Path) -> None:

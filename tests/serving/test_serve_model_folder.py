@@ -1,5 +1,6 @@
-"""``--model`` folders that ``speechsum serve`` (and ``summarize``/``export``) refuse at start, naming the folder
-and what to do, instead of serving random or dropped weights or failing every request."""
+"""What ``speechsum serve --model`` loads: a text LM student as trained (checkpoint, exports), and the folders it
+(and ``summarize``/``export``) refuse at start, naming the folder and what to do, instead of serving random or
+dropped weights or failing every request."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from speechsum.models.base import load_tokenizer
 from speechsum.serving import cli, export, summarize
+from speechsum.serving.hf_backend import HFBackend
+from speechsum.utils.remote import openai_client
+from tests.servers import serve_in_thread
+from tests.serving.export_fixtures import trained_student
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +131,27 @@ def test_a_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatc
     assert (args.model, args.config, args.out, args.audio) == (f"{home}/m", f"{home}/c.yaml", f"{home}/o.jsonl", ["a.wav"])
     args = export.build_parser().parse_args(["~/last.ckpt", "--out=~/student", "--config=~/c.yaml"])
     assert (args.ckpt, args.out, args.config) == (f"{home}/last.ckpt", f"{home}/student", f"{home}/c.yaml")
+
+
+def test_a_text_lm_student_is_served_with_its_lora_from_its_checkpoint_and_both_exports(tmp_path):
+    """Before: an export without --merge-lora was served with its base weights only (the adapter in adapter/
+    unread: another model's answers), and the checkpoint was refused ("SpeechBackend serves speech students")."""
+    _, ckpt = trained_student("text_llm", tmp_path / "run")
+    models = [ckpt, *(export.export_checkpoint(ckpt, tmp_path / f"merged_{merge}", merge_lora=merge)
+                      for merge in (False, True))]
+    replies = []
+    for model in models:
+        backend = cli.build_backend(cli.build_parser().parse_args(["--model", str(model), "--served-model-name", "s"]))
+        with serve_in_thread(backend) as url:
+            choice = openai_client(url).completions.create(model="s", prompt="hello there", max_tokens=6, temperature=0,
+                                                           logprobs=0, echo=True).choices[0]
+        replies.append((choice.text, choice.logprobs.token_logprobs[1:]))
+    assert replies[1][0] == replies[0][0] == replies[2][0]
+    torch.testing.assert_close(replies[1][1], replies[0][1], atol=1e-5, rtol=0)  # the adapter, unmerged: exact
+    torch.testing.assert_close(replies[2][1], replies[0][1], atol=1e-4, rtol=0)  # merged in float32
+    # what was served before: the export's top-level weights alone
+    base = HFBackend.from_objects(AutoModelForCausalLM.from_pretrained(models[1]), load_tokenizer(models[1]), "s")
+    with serve_in_thread(base) as url:
+        choice = openai_client(url).completions.create(model="s", prompt="hello there", max_tokens=6, temperature=0,
+                                                       logprobs=0, echo=True).choices[0]
+    assert max(abs(a - b) for a, b in zip(choice.logprobs.token_logprobs[1:], replies[0][1])) > 1e-2
