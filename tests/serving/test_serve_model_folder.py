@@ -4,6 +4,7 @@ dropped weights or failing every request."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,29 @@ def test_a_tokenizer_with_more_ids_than_the_model_has_embeddings_is_refused(mode
         f"speechsum serve: --model {folder}: the tokenizer has 260 tokens but the model only 250 embeddings "
         "(config.json vocab_size): ids 250-259 (ľ, Ŀ, ŀ, …) would fail every request holding one. The tokenizer and "
         "the weights are of different models: give the folder whose tokenizer these weights were trained with")
+
+
+def test_weights_of_other_shapes_than_config_json_gives_are_named(model_dir, tmp_path):
+    """Before: a traceback ending in "RuntimeError: You set `ignore_mismatched_sizes` to `False`, thus raising an
+    error. For details look at the above report!" (config.json of another size of the model)."""
+    folder = tmp_path / "bigger"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 300}))
+    assert _refused(folder) == (
+        f"speechsum serve: --model {folder}: 2 weights in the folder do not have the shape its config.json gives "
+        "(lm_head.weight: (260, 32) in the weight files, (300, 32) from config.json): config.json and the weights are "
+        "of different models; copy the folder again or give the config.json saved with these weights")
+
+
+def test_tokenizer_files_that_do_not_load_are_named(model_dir, tmp_path):
+    """Before: a traceback ending in "KeyError: 'added_tokens'" (a tokenizer.json of another structure)."""
+    folder = tmp_path / "tokenizer"
+    shutil.copytree(model_dir, folder)
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 5}')
+    assert _refused(folder) == (
+        f"speechsum serve: {folder}: its tokenizer files do not load (KeyError: 'added_tokens'): copy them again from "
+        "the model they belong to, or save the tokenizer anew (tokenizer.save_pretrained(folder))")
 
 
 def test_a_sharded_model_missing_a_shard_names_the_index_and_the_shard(model_dir, tmp_path):
