@@ -172,6 +172,10 @@ def read_export_manifest(folder: Path) -> tuple[dict, dict]:
     config = json.loads(json.dumps(model))
     parts = [config["init_args"][key] for key in path_args if isinstance(config["init_args"].get(key), str)]
     parts += [*extra.values(), *([manifest["adapter"]] if manifest["adapter"] else [])]
+    # the files in them that are read too (before 2026-12-07 "No such file or directory: …/adapter_model.safetensors",
+    # "Unrecognized model in …/llm. Should have a `model_type` key in its config.json")
+    inside = [(manifest.get("hf_dir"), "config.json"), (manifest["adapter"], "adapter_model.safetensors")]
+    parts += [(Path(where) / name).as_posix() for where, name in inside if isinstance(where, str) and (folder / where).is_dir()]
     missing = [part for part in dict.fromkeys(map(str, parts)) if not (folder / part).exists()]
     if missing:
         raise ValueError(f"{folder}: an incomplete export, {', '.join(missing)} missing (a copy cut short?); export the "
