@@ -84,10 +84,11 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     its choice); not saved with the model."""
     check_weight_dtype(dtype)
     if isinstance(spec, str):
-        from speechsum.models.model_folder import check_model_folder
+        from speechsum.models.model_folder import check_model_folder, pretrained_with_report
 
         check_model_folder(spec)
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
+        return pretrained_with_report(AutoModelForCausalLM, spec, dtype=dtype or "auto",
+                                      attn_implementation=attn_implementation)[0]
     if not isinstance(spec.get("model_type"), str):
         raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
                           f"{spec!r}: add it, or give a hub id or model folder instead of the dict")

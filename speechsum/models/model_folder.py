@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from speechsum.models.checkpoint import CheckpointError
 
@@ -63,3 +64,19 @@ def check_safetensors_file(path: Path) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - SafetensorError derives from Exception only
         raise CheckpointError(f"{path}: not a whole safetensors file ({err}): {REDO}") from None
+
+
+def pretrained_with_report(model_class: Any, spec: str | Path, **kwargs: Any) -> tuple[Any, dict]:
+    """``model_class.from_pretrained(spec, **kwargs)`` and transformers' loading report (missing, unexpected
+    keys). Weights of another shape than the folder's ``config.json`` gives are a :class:`CheckpointError`
+    naming the first: transformers' ``RuntimeError`` ("You set `ignore_mismatched_sizes` to `False`, thus
+    raising an error. For details look at the above report!") named neither the folder nor the weight."""
+    model, report = model_class.from_pretrained(spec, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    mismatched = sorted(report.get("mismatched_keys") or [])
+    if mismatched:
+        key, saved_shape, config_shape = mismatched[0]
+        raise CheckpointError(f"{spec}: {len(mismatched)} weights in the folder do not have the shape its config.json "
+                              f"gives ({key}: {tuple(saved_shape)} in the weight files, {tuple(config_shape)} from "
+                              "config.json): config.json and the weights are of different models; copy the folder "
+                              "again or give the config.json saved with these weights")
+    return model, report

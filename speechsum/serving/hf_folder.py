@@ -15,22 +15,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from speechsum.models.model_folder import pretrained_with_report
+
 SHOWN = 3  # weight or token names shown in a message
 EXPORT_MANIFEST = "speechsum_export.json"  # speechsum.serving.export.EXPORT_FILE (which imports this module)
 
 
 def load_causal_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained(path)``, refused when weights would be random or dropped."""
-    # mismatched shapes are reported, not raised: transformers' RuntimeError named neither file nor weight
-    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True,
-                                                       ignore_mismatched_sizes=True)
-    mismatched = sorted(info.get("mismatched_keys") or [])
-    if mismatched:
-        key, saved_shape, config_shape = mismatched[0]
-        raise ValueError(f"--model {path}: {len(mismatched)} weights in the folder do not have the shape its config.json "
-                         f"gives ({key}: {tuple(saved_shape)} in the weight files, {tuple(config_shape)} from "
-                         "config.json): config.json and the weights are of different models; copy the folder again "
-                         "or give the config.json saved with these weights")
+    model, info = pretrained_with_report(AutoModelForCausalLM, path, dtype=dtype)
     loaded = type(model).__name__
     saved = getattr(model.config, "architectures", None) or []
     missing, dropped = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])

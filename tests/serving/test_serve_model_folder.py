@@ -96,7 +96,7 @@ def test_weights_of_other_shapes_than_config_json_gives_are_named(model_dir, tmp
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 300}))
     assert _refused(folder) == (
-        f"speechsum serve: --model {folder}: 2 weights in the folder do not have the shape its config.json gives "
+        f"speechsum serve: {folder}: 2 weights in the folder do not have the shape its config.json gives "
         "(lm_head.weight: (260, 32) in the weight files, (300, 32) from config.json): config.json and the weights are "
         "of different models; copy the folder again or give the config.json saved with these weights")
 
