@@ -26,7 +26,8 @@ def check_model_folder(spec: str | Path, recursive: bool = False) -> None:
     for path in sorted(files("*.json")):
         check_json_file(path)
     for path in sorted(files("*.index.json")):
-        check_shards(path)
+        if not path.with_name(path.name.removesuffix(".index.json")).is_file():  # transformers reads that one first
+            check_shards(path)
     for path in sorted(files("*.safetensors")):
         check_safetensors_file(path)
 

@@ -179,3 +179,12 @@ def test_a_text_lm_student_is_served_with_its_lora_from_its_checkpoint_and_both_
         choice = openai_client(url).completions.create(model="s", prompt="hello there", max_tokens=6, temperature=0,
                                                        logprobs=0, echo=True).choices[0]
     assert max(abs(a - b) for a, b in zip(choice.logprobs.token_logprobs[1:], replies[0][1])) > 1e-2
+
+
+def test_a_stale_index_beside_the_whole_weights_file_is_left_alone(model_dir, tmp_path):
+    """transformers reads model.safetensors before model.safetensors.index.json: the shards it names are not needed."""
+    folder = tmp_path / "merged"
+    shutil.copytree(model_dir, folder)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}}))
+    with pytest.raises(AssertionError, match="merged was loaded"):  # no refusal: it loads and would be served
+        cli.main(["--model", str(folder), "--port", "0"])
