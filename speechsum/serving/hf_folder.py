@@ -2,7 +2,7 @@
 
 transformers loads what it can: a folder of another kind of model (a BERT encoder, a Whisper
 speech-to-text model) came up as a causal LM with random weights where the folder has none (BERT's
-LM head) or without the weights it has no place for (Whisper's encoder), and a tokenizer with more
+LM head) or as an encoder-decoder model's decoder alone (Whisper's), and a tokenizer with more
 ids than the model has embeddings failed every request holding such an id (a 500; on CUDA a
 device-side assert). Each is refused at start, naming the folder and what to do.
 """
@@ -32,10 +32,11 @@ def load_causal_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
         raise ValueError(f"--model {path}: {len(missing)} weights of {loaded} are not in the folder ({_names(missing)}): "
                          f"served, they would be random. {what[0].upper()}{what[1:]}; give a causal language model's folder (or copy the "
                          "weight files again if some are missing)")
-    if dropped and loaded not in saved:
-        raise ValueError(f"--model {path}: {what}, not a causal language model: loaded as {loaded}, "
-                         f"{len(dropped)} of its weights have no place ({_names(dropped)}). Give a causal language "
-                         "model's folder (AutoModelForCausalLM)")
+    # as saved (the causal-LM class resets it): not a vision-language model's text part (Qwen3.5's), which works alone
+    if json.loads((path / "config.json").read_text(encoding="utf-8")).get("is_encoder_decoder") is True:
+        raise ValueError(f"--model {path}: {what}, an encoder-decoder model: loaded as {loaded}, it is the decoder "
+                         f"alone, without the encoder its answers depend on ({len(dropped)} weights left out: "
+                         f"{_names(dropped)}). Give a causal language model's folder (AutoModelForCausalLM)")
     adapter = exported_adapter(path)
     if adapter is None:
         return model

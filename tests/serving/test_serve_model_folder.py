@@ -66,9 +66,10 @@ def _whisper() -> torch.nn.Module:
     (_bert, "6 weights of BertLMHeadModel are not in the folder (cls.predictions.bias, cls.predictions.decoder.bias, "
             "cls.predictions.transform.LayerNorm.bias, …): served, they would be random. Its config.json names "
             "BertModel; give a causal language model's folder (or copy the weight files again if some are missing)"),
-    (_whisper, "its config.json names WhisperForConditionalGeneration, not a causal language model: loaded as "
-               "WhisperForCausalLM, 22 of its weights have no place (model.encoder.conv1.bias, model.encoder.conv1."
-               "weight, model.encoder.conv2.bias, …). Give a causal language model's folder (AutoModelForCausalLM)"),
+    (_whisper, "its config.json names WhisperForConditionalGeneration, an encoder-decoder model: loaded as "
+               "WhisperForCausalLM, it is the decoder alone, without the encoder its answers depend on (22 weights "
+               "left out: model.encoder.conv1.bias, model.encoder.conv1.weight, model.encoder.conv2.bias, …). Give a "
+               "causal language model's folder (AutoModelForCausalLM)"),
 ])
 def test_a_folder_of_another_kind_of_model_is_refused(model_dir, tmp_path, build, message):
     """Before: a BERT folder was served as BertLMHeadModel with a random LM head (6 weights not in the folder), a
