@@ -174,11 +174,15 @@ class ScriptedChatBackend:
         return ChatOutput(num_prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
                           generations=generations)
 
-    def complete(self, request: CompletionRequest) -> CompletionOutput:
-        if not isinstance(request.prompt, str):
-            raise APIError(400, "ScriptedChatBackend only takes text prompts.", param="prompt")
-        if request.logprobs is not None or request.prompt_logprobs is not None:
-            raise APIError(400, "ScriptedChatBackend cannot return log-probs.", param="logprobs")
+    def complete(self, requests: list[CompletionRequest]) -> list[CompletionOutput]:
+        for request in requests:  # every prompt checked before any is answered, as HFBackend
+            if not isinstance(request.prompt, str):
+                raise APIError(400, "ScriptedChatBackend only takes text prompts.", param="prompt")
+            if request.logprobs is not None or request.prompt_logprobs is not None:
+                raise APIError(400, "ScriptedChatBackend cannot return log-probs.", param="logprobs")
+        return [self._complete(request) for request in requests]
+
+    def _complete(self, request: CompletionRequest) -> CompletionOutput:
         messages = [{"role": "user", "content": request.prompt}]
         generations = self._answer("completion", messages, request.sampling.n)
         return CompletionOutput(prompt_text=request.prompt, prompt_tokens=None,

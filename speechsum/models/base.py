@@ -48,7 +48,16 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerBase:
     from speechsum.models.model_folder import check_model_folder
 
     check_model_folder(spec)
-    tokenizer = AutoTokenizer.from_pretrained(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a file of the wrong structure: KeyError 'added_tokens', tokenizers' Exception
+        if not path.is_dir():
+            raise
+        raise ConfigError(f"{path}: its tokenizer files do not load ({type(err).__name__}: {str(err)[:200]}): copy "
+                          "them again from the model they belong to, or save the tokenizer anew "
+                          "(tokenizer.save_pretrained(folder))") from None
     if len(tokenizer) <= 1:
         raise ConfigError(f"{spec}: the tokenizer loaded from it has {len(tokenizer)} id(s): not a tokenizer of "
                           "a language model; give the folder with its tokenizer.json / tokenizer_config.json")
@@ -75,10 +84,11 @@ def load_causal_lm(spec: str | dict, dtype: str | None = None, attn_implementati
     its choice); not saved with the model."""
     check_weight_dtype(dtype)
     if isinstance(spec, str):
-        from speechsum.models.model_folder import check_model_folder
+        from speechsum.models.model_folder import check_model_folder, pretrained_with_report
 
         check_model_folder(spec)
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype or "auto", attn_implementation=attn_implementation)
+        return pretrained_with_report(AutoModelForCausalLM, spec, dtype=dtype or "auto",
+                                      attn_implementation=attn_implementation)[0]
     if not isinstance(spec.get("model_type"), str):
         raise ConfigError(f"llm: a config dict needs model_type (llama, qwen2, ...: a transformers model type), got "
                           f"{spec!r}: add it, or give a hub id or model folder instead of the dict")

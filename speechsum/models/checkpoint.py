@@ -115,8 +115,14 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         # torch's first line on a file that is no checkpoint advises weights_only=False (running its code): not here
         advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
         detail = next((line for line in lines if not line.startswith(advice)), lines[0] if lines else repr(err))
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {detail}); give the "
-                              "`.ckpt` a stage wrote, e.g. RUN/sft/checkpoints/last.ckpt") from None
+        cut = isinstance(err, EOFError) or "central directory" in detail  # the zip's index is at its end
+        if cut:  # torch's next sentences ("This is an internal miniz error. If you are seeing this error, …") say no more
+            detail = detail.split(". ")[0]
+        if isinstance(err, EOFError) and os.path.isfile(path) and os.path.getsize(path) == 0:
+            detail = "the file is empty"
+        cause = ": the file ends early (a save or copy interrupted, a full disk?); copy it again or" if cut else ";"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {detail}){cause} give "
+                              "the `.ckpt` a stage wrote, e.g. RUN/sft/checkpoints/last.ckpt") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a stage checkpoint (no `state_dict` mapping)")
     return checkpoint

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from speechsum.models.checkpoint import CheckpointError
 
@@ -24,6 +25,9 @@ def check_model_folder(spec: str | Path, recursive: bool = False) -> None:
     files = folder.rglob if recursive else folder.glob
     for path in sorted(files("*.json")):
         check_json_file(path)
+    for path in sorted(files("*.index.json")):
+        if not path.with_name(path.name.removesuffix(".index.json")).is_file():  # transformers reads that one first
+            check_shards(path)
     for path in sorted(files("*.safetensors")):
         check_safetensors_file(path)
 
@@ -38,6 +42,19 @@ def check_json_file(path: Path) -> None:
                               f"{REDO}") from None
 
 
+def check_shards(index: Path) -> None:
+    """The shards a sharded model's index (``model.safetensors.index.json``) names are all in its folder:
+    transformers' error named one missing file and no cause (``No such file or directory: …-00002-of-00007…``)."""
+    weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    shards = sorted({name for name in weight_map.values() if isinstance(name, str)}) if isinstance(weight_map, dict) else []
+    missing = [name for name in shards if not (index.parent / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{index}: {len(missing)} of the {len(shards)} weight files it names "
+                              f"{'is' if len(missing) == 1 else 'are'} not in the folder ({', '.join(missing[:3])}"
+                              f"{', …' if len(missing) > 3 else ''}): a download or copy left unfinished? Copy or "
+                              "download the whole folder again")
+
+
 def check_safetensors_file(path: Path) -> None:
     from safetensors import safe_open
 
@@ -48,3 +65,19 @@ def check_safetensors_file(path: Path) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - SafetensorError derives from Exception only
         raise CheckpointError(f"{path}: not a whole safetensors file ({err}): {REDO}") from None
+
+
+def pretrained_with_report(model_class: Any, spec: str | Path, **kwargs: Any) -> tuple[Any, dict]:
+    """``model_class.from_pretrained(spec, **kwargs)`` and transformers' loading report (missing, unexpected
+    keys). Weights of another shape than the folder's ``config.json`` gives are a :class:`CheckpointError`
+    naming the first: transformers' ``RuntimeError`` ("You set `ignore_mismatched_sizes` to `False`, thus
+    raising an error. For details look at the above report!") named neither the folder nor the weight."""
+    model, report = model_class.from_pretrained(spec, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    mismatched = sorted(report.get("mismatched_keys") or [])
+    if mismatched:
+        key, saved_shape, config_shape = mismatched[0]
+        raise CheckpointError(f"{spec}: {len(mismatched)} weights in the folder do not have the shape its config.json "
+                              f"gives ({key}: {tuple(saved_shape)} in the weight files, {tuple(config_shape)} from "
+                              "config.json): config.json and the weights are of different models; copy the folder "
+                              "again or give the config.json saved with these weights")
+    return model, report

@@ -24,7 +24,7 @@ from speechsum.serving.admission import DEFAULT_MAX_WAITING
 from speechsum.serving.cors import allowed_origin
 from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_BYTES, APIServer, build_server
 from speechsum.serving.protocol import APIError, Backend
-from speechsum.utils.arguments import at_least, key_problem, key_variable, port, positive_seconds
+from speechsum.utils.arguments import at_least, key_problem, key_variable, port, positive_seconds, user_path
 from speechsum.utils.devices import check_device
 
 if TYPE_CHECKING:
@@ -62,11 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "prompt_logprobs), POST /v1/chat/completions. A speech student (exported directory or checkpoint) "
         "answers chat completions whose user message holds one input_audio part. Model calls run one at a time.",
     )
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model", required=True, type=user_path,
                         help="directory with a causal LM (AutoModelForCausalLM) and its tokenizer; or a speech student: "
                         "a directory written by `speechsum export` or a stage checkpoint (.ckpt), served for chat "
-                        "completions with input_audio parts")
-    parser.add_argument("--config", default=None, metavar="YAML",
+                        "completions with input_audio parts (a text LM student's: as a causal LM, its LoRA applied)")
+    parser.add_argument("--config", default=None, type=user_path, metavar="YAML",
                         help="stage config for a checkpoint without saved hyperparameters (speech students)")
     parser.add_argument("--host", type=_given("an address: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"),
                         default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
@@ -132,6 +132,10 @@ def build_backend(args: argparse.Namespace) -> Backend:
         check_finite_weights(model, args.model)  # it would answer every request with token 0 repeated
         if args.dtype:
             model.to(getattr(torch, args.dtype))
+        if not getattr(model.processor, "reads_audio", True):  # a text LM's checkpoint: its causal LM, LoRA and all
+            from speechsum.serving.hf_backend import HFBackend  # (before 2026-12-07 refused)
+
+            return HFBackend.from_objects(model.llm.to(args.device), model.processor.tokenizer, name)
         return SpeechBackend(model.to(args.device), name, max_audio_seconds=args.max_audio_seconds)
     from speechsum.serving.hf_backend import HFBackend
 

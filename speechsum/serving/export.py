@@ -42,6 +42,7 @@ from speechsum.models.checkpoint import (
     model_config_from_yaml,
 )
 from speechsum.models.model_folder import check_model_folder
+from speechsum.serving.hf_folder import checkpoints_hint
 from speechsum.serving.hf_layout import (
     adapter_config,
     adapter_tensors,
@@ -51,6 +52,7 @@ from speechsum.serving.hf_layout import (
     lora_layers,
 )
 from speechsum.serving.model_card import render_model_card
+from speechsum.utils.arguments import user_path
 from speechsum.utils.io import check_input_file, check_replaceable_folder, write_dir_atomically
 
 LOG = logging.getLogger(__name__)
@@ -133,7 +135,8 @@ def export_checkpoint(
     if Path(ckpt).is_dir():
         what = "an exported folder already (it loads as it is: summarize/serve --model DIR)" if is_exported(ckpt) \
             else "a folder"
-        raise ValueError(f"{ckpt} is {what}; export takes a stage checkpoint file, e.g. RUN/sft/checkpoints/last.ckpt")
+        hint = checkpoints_hint(Path(ckpt)) or ", e.g. RUN/sft/checkpoints/last.ckpt"
+        raise ValueError(f"{ckpt} is {what}; export takes a stage checkpoint file{hint}")
     model, hparams = load_speech_llm(ckpt, config)
     if config is not None:
         model_config = model_config_from_yaml(config)
@@ -169,6 +172,10 @@ def read_export_manifest(folder: Path) -> tuple[dict, dict]:
     config = json.loads(json.dumps(model))
     parts = [config["init_args"][key] for key in path_args if isinstance(config["init_args"].get(key), str)]
     parts += [*extra.values(), *([manifest["adapter"]] if manifest["adapter"] else [])]
+    # the files in them that are read too (before 2026-12-07 "No such file or directory: …/adapter_model.safetensors",
+    # "Unrecognized model in …/llm. Should have a `model_type` key in its config.json")
+    inside = [(manifest.get("hf_dir"), "config.json"), (manifest["adapter"], "adapter_model.safetensors")]
+    parts += [(Path(where) / name).as_posix() for where, name in inside if isinstance(where, str) and (folder / where).is_dir()]
     missing = [part for part in dict.fromkeys(map(str, parts)) if not (folder / part).exists()]
     if missing:
         raise ValueError(f"{folder}: an incomplete export, {', '.join(missing)} missing (a copy cut short?); export the "
@@ -184,7 +191,8 @@ def load_exported(path: str | Path) -> SpeechLLM:
     prompt format, stop tokens) as the checkpoint it was exported from."""
     folder = Path(path)
     if not is_exported(folder):
-        raise ValueError(f"{folder}: no {EXPORT_FILE}; not a directory written by `speechsum export`")
+        raise ValueError(f"{folder}: no {EXPORT_FILE}; not a directory written by `speechsum export`"
+                         f"{checkpoints_hint(folder)}")
     check_model_folder(folder, recursive=True)
     manifest, config = read_export_manifest(folder)
     try:
@@ -218,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         "own from_pretrained (and serve with vLLM); every backbone, the composed one included, loads back with "
         "speechsum.serving.export.load_exported(DIR).",
     )
-    parser.add_argument("ckpt", help="stage checkpoint (.ckpt), e.g. runs/tiny/dpo/checkpoints/last.ckpt")
-    parser.add_argument("--out", required=True, help="directory to write: new, empty, or an earlier export (replaced "
+    parser.add_argument("ckpt", type=user_path, help="stage checkpoint (.ckpt), e.g. runs/tiny/dpo/checkpoints/last.ckpt")
+    parser.add_argument("--out", required=True, type=user_path, help="directory to write: new, empty, or an earlier export (replaced "
                         "atomically); a folder holding anything else is refused")
     parser.add_argument("--merge-lora", action="store_true",
                         help="merge LoRA adapters into the weights (default: base weights + a PEFT adapter in "
                         "<model dir>/adapter)")
-    parser.add_argument("--config", default=None, metavar="YAML",
+    parser.add_argument("--config", default=None, type=user_path, metavar="YAML",
                         help="stage config to rebuild the model from (default: the checkpoint's saved hyperparameters)")
     return parser
 

@@ -10,14 +10,17 @@ temperature/top-p), as vLLM's default. All model calls are serialised by one loc
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from jinja2.exceptions import TemplateError, TemplateSyntaxError
-from transformers import AutoModelForCausalLM, GenerationConfig, StoppingCriteria
+from transformers import GenerationConfig, StoppingCriteria
 
 from speechsum.models.base import load_tokenizer
 from speechsum.models.model_folder import check_model_folder
+from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_causal_lm
 from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
@@ -33,6 +36,7 @@ from speechsum.serving.token_floor import TokenFloor
 
 CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 NEG_INF_LOGPROB = -9999.0  # JSON has no -inf; vLLM reports -9999.0 as well
+T = TypeVar("T")
 
 
 def token_pieces(tokenizer, ids: list[int], context: list[int] = ()) -> list[str]:
@@ -70,6 +74,16 @@ def template_roles(messages: list[dict], template: str | dict) -> list[dict]:
     return [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
 
 
+def _naming_prompt(index: int, prompts: int, check: Callable[[CompletionRequest], T], request: CompletionRequest) -> T:
+    """``check(request)``; its error names the prompt (``prompt[index]: …``) when there are several."""
+    try:
+        return check(request)
+    except APIError as error:
+        if prompts > 1:
+            error.message = f"prompt[{index}]: {error.message}"
+        raise
+
+
 class _StopOnStrings(StoppingCriteria):
     """Per-sequence stop once the generated text (after ``prompt_length``) contains a stop string."""
 
@@ -93,11 +107,12 @@ class HFBackend:
             raise FileNotFoundError(f"--model {model_dir}: not a directory (expected a saved HF model + tokenizer)")
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--model {model_dir}: no config.json: not a saved HF model + tokenizer, nor a "
-                                    "folder written by `speechsum export`")
+                                    f"folder written by `speechsum export`{checkpoints_hint(path)}")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
         check_model_folder(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
-        self._setup(model, load_tokenizer(path), served_model_name or path.resolve().name)
+        model, tokenizer = load_causal_lm(path, torch_dtype), load_tokenizer(path)
+        check_vocabulary(model, tokenizer, path)
+        self._setup(model.to(device), tokenizer, served_model_name or path.resolve().name)
 
     @classmethod
     def from_objects(cls, model: torch.nn.Module, tokenizer, served_model_name: str = "model") -> HFBackend:
@@ -114,6 +129,7 @@ class HFBackend:
         self.stop_ids = self._stop_ids()
         self._token_floor = TokenFloor(tokenizer)
         self._lock = threading.Lock()
+        self._rendering = threading.Lock()  # chat templates: one at a time, beside the model's work
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -124,17 +140,38 @@ class HFBackend:
         return sorted(i for i in ids if i is not None)
 
     # ------------------------------------------------------------------------------------ public API
-    def complete(self, request: CompletionRequest) -> CompletionOutput:
+    def complete(self, requests: list[CompletionRequest]) -> list[CompletionOutput]:
+        """One output per prompt. Every prompt is tokenized and checked (vocabulary, context, ``max_tokens``)
+        before any is generated, so an invalid later prompt costs no generation (before 2026-12-07 the
+        earlier ones were generated first); an error names ``prompt[i]`` when there are several."""
         with self._lock:  # the tokenizer too: fast tokenizers are not safe to share between threads
-            check_client(request.client_gone)
-            return self._complete(request)
+            check_client(requests[0].client_gone)
+            prompts = [_naming_prompt(index, len(requests), self._prompt, r) for index, r in enumerate(requests)]
+            outputs = []
+            for request, (ids, text) in zip(requests, prompts):
+                check_client(request.client_gone)
+                top_k = request.prompt_top_k
+                prompt_tokens = self.score(ids, top_k) if top_k is not None else None
+                outputs.append(CompletionOutput(text, prompt_tokens, len(ids),
+                                                self._generate(ids, request.sampling, request.logprobs)))
+            return outputs
 
     def chat(self, request: ChatRequest) -> ChatOutput:
+        # the template renders outside the model's lock, one request at a time: ~2 s for 200k tiny messages (all
+        # an 8 MiB body holds), which before 2026-12-07 held the model's lock; a text far past the context is refused
+        # there too (the token floor reads no tokenizer state). The text is tokenized under the model's lock
+        with self._rendering:
+            check_client(request.client_gone)  # it may have waited here for another request's rendering
+            text = self._render(request)
+            self._refuse_long_text(text, "messages")
         with self._lock:
             check_client(request.client_gone)
-            return self._chat(request)
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+            self._check_prompt(ids, "messages")
+            return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))
 
-    def _complete(self, request: CompletionRequest) -> CompletionOutput:
+    def _prompt(self, request: CompletionRequest) -> tuple[list[int], str]:
+        """The prompt's token ids and text, once its ids, length and room for ``max_tokens`` are checked."""
         if isinstance(request.prompt, str):
             self._refuse_long_text(request.prompt, "prompt")
             ids = self.tokenizer(request.prompt).input_ids
@@ -147,12 +184,11 @@ class HFBackend:
                                param="prompt")
             prompt_text = self.tokenizer.decode(ids, skip_special_tokens=False)
         self._check_prompt(ids, "prompt")
-        top_k = request.prompt_top_k
-        prompt_tokens = self.score(ids, top_k) if top_k is not None else None
-        generations = self._generate(ids, request.sampling, request.logprobs)
-        return CompletionOutput(prompt_text, prompt_tokens, len(ids), generations)
+        self._max_new_tokens(len(ids), request.sampling)
+        return ids, prompt_text
 
-    def _chat(self, request: ChatRequest) -> ChatOutput:
+    def _render(self, request: ChatRequest) -> str:
+        """The chat's messages rendered with the tokenizer's chat template (no tokenizing: safe beside it)."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise APIError(400, f"Model '{self.model_name}' has no chat template; use /v1/completions.",
                            param="messages")
@@ -171,10 +207,7 @@ class HFBackend:
                 raise
             raise APIError(400, f"The last message cannot be continued with this model's chat template ({error}).",
                            param="continue_final_message") from None
-        self._refuse_long_text(text, "messages")
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        self._check_prompt(ids, "messages")
-        return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))
+        return text
 
     def score(self, ids: list[int], top_k: int = 0) -> list[TokenLogprob]:
         """Log p(ids[t] | ids[:t]) for every t ≥ 1 (t = 0: None) with the ``top_k`` alternatives,

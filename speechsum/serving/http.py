@@ -16,26 +16,30 @@ import traceback
 from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
 from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
-from speechsum.serving.protocol import APIError, Backend, ClientGone, CompletionOutput, CompletionRequest
+from speechsum.serving.protocol import APIError, Backend, ClientGone
 from speechsum.serving.request_body import read_body
 from speechsum.serving.request_fields import ignored_fields
+from speechsum.serving.routes import (
+    POST_ROUTES,
+    SERVER_METHODS,
+    allowed_methods,
+    check_host,
+    route_error,
+    route_path,
+)
 from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
 LARGE_BODY_BYTES = 1024 * 1024  # larger bodies (audio) are not read while the model's queue is full: a 503 at once
-POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
-GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
-AUDIO_ROUTE_HINT = ("; audio goes in a chat completion: an input_audio content part (base64 file) of the user "
-                    "message, to a speech student (docs/serve.md)")
 HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
@@ -180,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._check_key()  # before the body is read: an unauthorised client cannot make us read it
             self._check_route(method, path)  # before the body too: a 404/405 says more than its size (413)
             if method == "OPTIONS":  # what the route takes, no body (a client's or proxy's capability check)
-                methods = _allowed_methods(path)
+                methods = SERVER_METHODS if path == "*" else allowed_methods(path)  # *: the server's (RFC 9110)
                 cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
                 status = self._send_no_content({"Allow": methods, **cors})
                 return
@@ -213,19 +217,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_route(self, method: str, path: str) -> None:
         """404 for a path this server has no route for, 405 for a method its route does not take;
         answered without reading the body, so the connection is closed when one may follow."""
-        allowed = _allowed_methods(path)
+        allowed = allowed_methods(path)
         if allowed and method in allowed.split(", "):
             return
         if self._body_may_follow():
             self.close_connection = True  # the unread body must not be parsed as the next request
-        if allowed:  # Allow: what the route takes, as a 405 must say (RFC 9110)
-            raise APIError(405, f"Method {method} is not allowed on {path} (it takes {allowed}).",
-                           code="method_not_allowed", headers={"Allow": allowed})
-        hint = AUDIO_ROUTE_HINT if path.startswith("/v1/audio/") else ""
-        if meant := _meant_route(path):  # a client's base_url without its /v1, with it twice, or Azure's paths
-            hint = f" (did you mean {meant}? A client's base_url ends in /v1: http://HOST:PORT/v1)"
-        raise APIError(404, f"Unknown route {method} {path}. This server offers GET /v1/models, "
-                            f"POST /v1/completions and POST /v1/chat/completions{hint}.", code="not_found")
+        raise route_error(method, path)
 
     def _body_may_follow(self) -> bool:
         lengths = self.headers.get_all("Content-Length") or []
@@ -263,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
             for one in requests:
                 one.client_gone = self._client_gone
             with self.server.queue.slot():
-                outputs = [_complete_one(backend, r, index, len(requests)) for index, r in enumerate(requests)]
+                outputs = backend.complete(requests)
             reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
         else:  # POST /v1/chat/completions
             chat, as_ids = fmt.parse_chat(request, limits)
@@ -299,6 +296,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
                                 "with no space before the colon.")
+        try:
+            check_host(self.headers, self.request_version)
+        except APIError:
+            self.close_connection = True  # its body, if any, is not read
+            raise
 
     def _read_body(self) -> bytes:
         """The request's body (:func:`~speechsum.serving.request_body.read_body`): Content-Length or
@@ -366,38 +368,3 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-
-def route_path(target: str) -> str:
-    """The route of a request target: its path without query or trailing ``/``, in origin-form
-    (``/v1/models?x``) or absolute-form (``http://host:8000/v1/models``, as a client sends it to a
-    proxy; RFC 9112 §3.2.2: a server must accept it — before 2026-12-07 a 404)."""
-    if target[:8].lower().startswith(("http://", "https://")):
-        target = urlsplit(target).path
-    return target.split("?", 1)[0].rstrip("/") or "/"
-
-
-def _meant_route(path: str) -> str | None:
-    """The route a path that has none was meant for: the one it ends with (``/chat/completions``: a
-    base_url without /v1; ``/v1/v1/models``: with it twice; ``/openai/deployments/NAME/chat/completions``:
-    Azure's); None when it ends with none of them."""
-    for route in ("/v1/chat/completions", "/v1/completions", "/v1/models"):
-        if path.endswith(route.removeprefix("/v1")):
-            return route
-    return None
-
-
-def _allowed_methods(path: str) -> str | None:
-    """The methods a route takes, as an ``Allow`` header lists them; None for a path with no route."""
-    if path in GET_ROUTES or path.startswith("/v1/models/"):
-        return "GET, HEAD, OPTIONS"
-    return "POST, OPTIONS" if path in POST_ROUTES else None
-
-
-def _complete_one(backend: Backend, request: CompletionRequest, index: int, prompts: int) -> CompletionOutput:
-    """``backend.complete(request)``; an error names the prompt (``prompt[index]``) when there are several."""
-    try:
-        return backend.complete(request)
-    except APIError as error:
-        if prompts > 1:
-            error.message = f"prompt[{index}]: {error.message}"
-        raise

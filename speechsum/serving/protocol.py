@@ -218,6 +218,8 @@ class Backend(Protocol):
     model_name: str
     max_model_len: int | None
 
-    def complete(self, request: CompletionRequest) -> CompletionOutput: ...
+    def complete(self, requests: list[CompletionRequest]) -> list[CompletionOutput]:
+        """One output per prompt of a completion request; every prompt checked before any is generated."""
+        ...
 
     def chat(self, request: ChatRequest) -> ChatOutput: ...

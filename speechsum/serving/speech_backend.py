@@ -167,7 +167,7 @@ class SpeechBackend:
         self._decoding = threading.Lock()
         self._token_floor = TokenFloor(model.processor.tokenizer)
 
-    def complete(self, request: CompletionRequest) -> CompletionOutput:
+    def complete(self, requests: list[CompletionRequest]) -> list[CompletionOutput]:
         raise APIError(400, f"Model '{self.model_name}' is a speech model: use /v1/chat/completions with an "
                             "input_audio content part.", param="prompt")
 

@@ -41,7 +41,7 @@ from speechsum.data.manifest import Example
 from speechsum.data.text_checks import reserved_in
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
-from speechsum.utils.arguments import ConfigError, at_least, check_count
+from speechsum.utils.arguments import ConfigError, at_least, check_count, user_path
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import check_can_write, check_input_file, check_not_an_input, json_line, write_jsonl
 
@@ -288,11 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
         "still complete, and the exit code is 1. " + long_audio_help(),
     )
     parser.add_argument("audio", nargs="+", help="audio files")
-    parser.add_argument("--model", required=True, help="exported directory (speechsum export) or stage checkpoint (.ckpt)")
-    parser.add_argument("--config", default=None, metavar="YAML", help="stage config for a checkpoint without saved hyperparameters")
+    parser.add_argument("--model", required=True, type=user_path, help="exported directory (speechsum export) or stage checkpoint (.ckpt)")
+    parser.add_argument("--config", default=None, type=user_path, metavar="YAML", help="stage config for a checkpoint without saved hyperparameters")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                         help=f"what to write (default, and when empty or only spaces: {DEFAULT_INSTRUCTION!r}, as serve)")
-    parser.add_argument("--out", default=None, metavar="FILE.jsonl", help="output file (default: print the rows)")
+    parser.add_argument("--out", default=None, type=user_path, metavar="FILE.jsonl", help="output file (default: print the rows)")
     parser.add_argument("--batch-size", type=at_least(1), default=4, metavar="N", help="files per generate call (default 4)")
     parser.add_argument("--max-new-tokens", type=at_least(1), default=256, metavar="N", help="longest summary in tokens (default 256)")
     parser.add_argument("--truncate", action="store_true",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -40,6 +41,13 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.required or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
             return text
         return super()._get_help_string(action)
+
+
+def user_path(text: str) -> str:
+    """argparse ``type=`` of a path option: a leading ``~`` (``~/x``, ``~user/x``) is the home folder. The shell
+    expands it only at the start of a word, so ``--out=~/student`` or a quoted ``'~/x'`` arrived as it is: before
+    2026-12-07 ``speechsum export --out=~/student`` wrote a folder named ``~`` in the working directory."""
+    return os.path.expanduser(text)
 
 
 def bounds_text(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> str:

@@ -101,9 +101,19 @@ def test_a_file_that_is_no_checkpoint_is_a_clear_error(saved_stage, tmp_path):
     good = saved_stage["ckpt"].read_bytes()
     (tmp_path / "cut.ckpt").write_bytes(good[: len(good) // 2])  # a copy that stopped half way
     (tmp_path / "text.ckpt").write_text("epoch=3\n")  # not a torch file at all
-    for name in ("cut.ckpt", "text.ckpt"):
-        with pytest.raises(ValueError, match=rf"{name}: not a readable PyTorch checkpoint \(.*\); give the `.ckpt`"):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    cut = "the file ends early (a save or copy interrupted, a full disk?); copy it again or give the `.ckpt`"
+    for name, message in (
+        ("text.ckpt", "; give the `.ckpt`"),
+        # before: torch's whole advice ("This is an internal miniz error. If you are seeing this error, …") and
+        # "give the .ckpt a stage wrote" for the one it wrote, cut short
+        ("cut.ckpt", f"(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory): {cut}"),
+        ("empty.ckpt", f"(EOFError: the file is empty): {cut}"),
+    ):
+        with pytest.raises(ValueError) as raised:
             read_checkpoint(tmp_path / name)
+        assert str(raised.value).startswith(f"{tmp_path / name}: not a readable PyTorch checkpoint (")
+        assert message in str(raised.value)
 
 
 def test_the_model_comes_from_the_saved_hyperparameters_or_the_config(saved_stage):

@@ -4,6 +4,7 @@ incomplete metadata``), and a broken ``generation_config.json`` loaded with defa
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -47,3 +48,16 @@ def test_evaluate_ends_with_one_line_naming_the_file(saved, tmp_path, capsys):
     assert info.value.code == 2 and "Traceback" not in err, err
     assert (f"speechsum evaluate: error: {broken}: not a whole safetensors file (Error while deserializing header: "
             "incomplete metadata, file not fully covered): it was cut short or corrupted") in err
+
+
+@pytest.mark.parametrize("load", [lambda folder: TextLLM(llm=str(folder)), HFBackend], ids=["text LM", "serve backend"])
+def test_weights_of_another_shape_than_config_json_gives_are_named(saved, tmp_path, load):
+    """Before: "RuntimeError: You set `ignore_mismatched_sizes` to `False`, thus raising an error. For details look at
+    the above report!", naming neither the folder nor a weight (a config.json of another size of the model)."""
+    shutil.copytree(saved, tmp_path / "lm")
+    config = json.loads((tmp_path / "lm" / "config.json").read_text())
+    (tmp_path / "lm" / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 8}))
+    with pytest.raises(ValueError) as info:
+        load(tmp_path / "lm")
+    assert str(info.value).startswith(f"{tmp_path / 'lm'}: 2 weights in the folder do not have the shape its "
+                                      "config.json gives (lm_head.weight: ")

@@ -251,7 +251,7 @@ def test_an_exported_folder_or_a_folder_given_as_the_checkpoint_is_a_clear_error
     with pytest.raises(SystemExit) as raised:
         main([str(tmp_path / "run"), "--out", str(tmp_path / "again")])
     assert str(raised.value) == (f"speechsum export: {tmp_path / 'run'} is a folder; export takes a stage checkpoint "
-                                 "file, e.g. RUN/sft/checkpoints/last.ckpt")
+                                 f"file (it holds stage checkpoints, newest first: {ckpt}): give one")
     assert not (tmp_path / "again").exists()
 
 

@@ -45,6 +45,13 @@ CASES = [
      "short?); export the checkpoint again, or copy the whole folder"),
     (lambda copy: (copy / "projector.safetensors").unlink(), "{copy}: an incomplete export, projector.safetensors "
      "missing (a copy cut short?); export the checkpoint again, or copy the whole folder"),
+    # before: "Unrecognized model in …/llm. Should have a `model_type` key in its config.json", and "No such file or
+    # directory: …/adapter_model.safetensors", saying nothing of what to do
+    (lambda copy: (copy / "llm" / "config.json").unlink(), "{copy}: an incomplete export, llm/config.json missing (a "
+     "copy cut short?); export the checkpoint again, or copy the whole folder"),
+    (lambda copy: (copy / "llm" / "adapter" / "adapter_model.safetensors").unlink(), "{copy}: an incomplete export, "
+     "llm/adapter/adapter_model.safetensors missing (a copy cut short?); export the checkpoint again, or copy the "
+     "whole folder"),
     (edit_manifest(lambda manifest: [manifest]), "{copy}/speechsum_export.json: expected a JSON object, got list; "
      "export the checkpoint again"),
     (edit_manifest(lambda manifest: {**manifest, "extra": None}), "{copy}/speechsum_export.json: not what `speechsum "
@@ -54,7 +61,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("edit, message", CASES, ids=["no llm", "no projector", "a list", "no extra", "unknown class"])
+@pytest.mark.parametrize("edit, message", CASES, ids=["no llm", "no projector", "no llm config", "no adapter weights", "a list", "no extra", "unknown class"])
 def test_a_broken_export_is_one_line_saying_to_export_again(exported, tmp_path, edit, message):
     copy = broken_copy(exported, tmp_path, edit)
     with pytest.raises(ValueError) as caught:

@@ -310,3 +310,35 @@ def test_a_route_under_another_prefix_names_the_one_meant(served, method, target
     assert head.startswith("HTTP/1.1 404") and json.loads(body)["error"]["message"] == (
         f"Unknown route {method} {path}. This server offers GET /v1/models, POST /v1/completions and POST "
         f"/v1/chat/completions (did you mean {meant}? A client's base_url ends in /v1: http://HOST:PORT/v1).")
+
+
+def test_options_asterisk_is_answered_with_the_servers_methods(served):
+    """RFC 9110 §9.3.7: ``OPTIONS *`` asks the server itself; before: a 404 "Unknown route OPTIONS *"."""
+    _, url = served
+    status, headers = _exchange(url, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == "HTTP/1.1 204 No Content" and headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+    status, headers = _exchange(url, "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == "HTTP/1.1 405 Method Not Allowed" and headers["Allow"] == "OPTIONS"
+
+
+@pytest.mark.parametrize(("version", "hosts", "message"), [
+    ("HTTP/1.1", "", "An HTTP/1.1 request needs a Host header (RFC 9112 §3.2): send 'Host: HOST:PORT', as every "
+                     "HTTP client does."),
+    ("HTTP/1.0", "Host: a\r\nHost: b\r\n", "The request has 2 Host headers; send exactly one."),
+])
+def test_a_request_without_one_host_header_is_a_400(served, version, hosts, message):
+    """RFC 9112 §3.2: a server MUST answer these with 400; before: they were served (200)."""
+    backend, url = served
+    count = backend.count
+    with _connect(url) as sock:
+        sock.sendall(f"POST /v1/chat/completions {version}\r\n{hosts}Content-Length: {len(CHAT)}\r\n\r\n".encode() + CHAT)
+        head, body = _answer(sock).split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 400") and "Connection: close" in head
+    assert json.loads(body)["error"]["message"] == message and backend.count == count  # nothing generated
+
+
+def test_an_http_1_0_request_needs_no_host_and_an_empty_one_passes(served):
+    _, url = served
+    for request in ("GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"):
+        status, _ = _exchange(url, request)
+        assert status.endswith(" 200 OK")

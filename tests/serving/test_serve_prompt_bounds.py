@@ -85,3 +85,38 @@ def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(backend
                                           "least 312 tokens (5050 characters). Shorten the prompt.")  # ChatML around it
     assert near.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has 120 "
                                           "tokens. Shorten the prompt.")
+
+
+@pytest.mark.parametrize(("prompt", "max_tokens", "message"), [
+    ([[1, 2], [3, 2 ** 20]], 4, "prompt[1]: Token ids [1048576] are outside this model's vocabulary"),
+    (["ab", "x" * 200], 4, "prompt[1]: This model's maximum context length is 96 tokens, but the prompt has"),
+    (["ab", "x" * 90], 10, "prompt[1]: This model's maximum context length is 96 tokens. However, you requested 100"),
+])
+def test_every_prompt_is_checked_before_any_is_generated(model_dir, prompt, max_tokens, message):
+    """Before: prompt[0] was generated (and scored), then prompt[1] refused: the work thrown away."""
+    from speechsum.serving.hf_backend import HFBackend
+
+    backend = HFBackend(model_dir, served_model_name=MODEL)
+    generate, calls = backend.model.generate, []
+    backend.model.generate = lambda *args, **kwargs: calls.append(1) or generate(*args, **kwargs)
+    with serve_in_thread(backend) as url:
+        with pytest.raises(openai.BadRequestError) as raised:
+            openai_client(url).completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens, logprobs=1)
+        assert raised.value.body["message"].startswith(message) and calls == []
+        openai_client(url).completions.create(model=MODEL, prompt=prompt[:1], max_tokens=2)
+    assert calls == [1]  # the counter counts
+
+
+def test_a_chat_of_many_messages_is_rendered_and_refused_beside_the_models_work(model_dir):
+    """Before: its chat template rendered under the model's lock (~3 s for 200k tiny messages), so the 400 waited
+    for the request generating, and every request after it waited for the rendering."""
+    from speechsum.serving.hf_backend import HFBackend
+
+    backend = HFBackend(model_dir, served_model_name=MODEL)
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 500
+    with serve_in_thread(backend) as url, backend._lock:  # the model busy with another request throughout
+        client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=10)
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model=MODEL, messages=messages)
+    assert raised.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has at "
+                                            "least 2271 tokens (31522 characters). Shorten the prompt.")

@@ -26,8 +26,8 @@ def test_a_request_whose_client_left_while_it_waited_is_not_generated(backend, c
     """Before: a client that timed out while its request waited behind others (and retried) still had
     its request generated once the model was free, for nobody, ahead of the retry."""
     generated = []
-    original = backend._chat
-    backend._chat = lambda request: generated.append(request) or original(request)
+    original = backend._generate
+    backend._generate = lambda *args: generated.append(args) or original(*args)
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
     try:
         with serve_in_thread(backend) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
@@ -44,4 +44,4 @@ def test_a_request_whose_client_left_while_it_waited_is_not_generated(backend, c
                                                                 max_tokens=2)
             assert reply.choices[0].finish_reason in ("stop", "length") and len(generated) == 1
     finally:
-        backend._chat = original
+        backend._generate = original
