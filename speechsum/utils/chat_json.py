@@ -103,7 +103,7 @@ class ChatJsonAsker:
         only reasoning sent (``reasoning_content``, which is never read as the answer)."""
         with self._lock:
             self.calls += 1
-        endpoint = str(self.client.base_url)
+        endpoint = without_keys(str(self.client.base_url))
         response = fetch_reply(endpoint, lambda: self.client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
         ))
@@ -123,7 +123,7 @@ class ChatJsonAsker:
     def _request_failed(self, err: BaseException) -> str:
         """An item's error for a request the endpoint refused or failed, naming the endpoint (the item's
         error is kept in predictions and pairs files, where the run's URL is not), keys masked."""
-        endpoint, text = str(self.client.base_url), error_text(err)
+        endpoint, text = without_keys(str(self.client.base_url)), error_text(err)
         return without_keys(f"{REQUEST_FAILED}{'' if endpoint in text else f' at {endpoint}'}: {text}")
 
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
@@ -184,6 +184,7 @@ def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, j
     answers, and leaving every item unjudged would hide it. So is every item unjudged by answers that
     could not be read (a model that answers in prose, or is cut at max_tokens): the run ended with
     exit 0 and an empty pairs file, or an evaluation without the metric."""
+    endpoint = without_keys(endpoint)  # as the errors name it
     refused = [error.replace(f"{REQUEST_FAILED} at {endpoint}:", f"{REQUEST_FAILED}:", 1)  # named once, first
                for error in errors if error and error.startswith(REQUEST_FAILED)]
     if errors and len(refused) == len(errors):

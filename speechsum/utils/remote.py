@@ -50,6 +50,8 @@ TRANSIENT_ERRORS: dict[type[BaseException], str] = {
 MALFORMED_ADVICE = ("; check that base_url is the OpenAI-compatible API's (ending in /v1) and that nothing in between "
                     "(a proxy, a login page) answers in its place, then rerun")
 TRANSIENT_STATUS = (408, 429)  # besides every 5xx
+# the user:password@ (or token@) of a URL: credentials, masked like keys wherever an endpoint's URL is shown
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(TRANSIENT_ERRORS)
 
 
@@ -138,8 +140,8 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     reason = error_text(error)  # keys masked there
     advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
                                                           "server load)")
-    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything finished so "
-                      f"far is cached in {cache}; rerun the same command to resume.")
+    return SystemExit(without_keys(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything "
+                                   f"finished so far is cached in {cache}; rerun the same command to resume."))
 
 
 def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
@@ -181,7 +183,9 @@ def error_text(error: BaseException) -> str:
 
 def without_keys(text: str) -> str:
     """``text`` with every API key in use (:data:`KEYS_IN_USE`) replaced by ``***``: servers echo the
-    key they refused ("Incorrect API key provided: sk-…")."""
+    key they refused ("Incorrect API key provided: sk-…"); so are the credentials of any URL in it
+    (``http://user:password@host`` → ``http://***@host``: a base_url may carry them)."""
+    text = URL_CREDENTIALS.sub(r"\1***@", text)
     for key in sorted(KEYS_IN_USE, key=len, reverse=True):
         if len(key) >= 8:
             text = text.replace(key, "***")
