@@ -4,9 +4,12 @@ The client's own ``timeout`` limits each network operation (connect, one write, 
 server dripping a byte now and then holds a request forever. :class:`DeadlineTransport` gives
 every operation of a request at most the time left until ``seconds`` after the request started:
 connecting, sending, waiting for the answer and reading it end within ``seconds`` in total, with
-the client's usual timeout error (``openai.APITimeoutError``, retried). Requests through an
-environment proxy (``HTTPS_PROXY``) keep the per-operation limit only. It extends the HTTP
-library the installed ``openai`` uses (``httpx2``/``httpcore2``, or ``httpx``/``httpcore`` in older releases).
+the client's usual timeout error (``openai.APITimeoutError``, retried). The environment's proxies
+(``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), which a client given its own transport
+ignores, are honoured with the same limit; a loopback host (``127.0.0.1``, ``localhost``, ``[::1]``: a
+local vLLM or ``speechsum serve``) is always asked directly, as no proxy can reach this machine's loopback.
+It extends the HTTP library the installed ``openai`` uses (``httpx2``/``httpcore2``, or
+``httpx``/``httpcore`` in older releases).
 """
 
 from __future__ import annotations
@@ -34,12 +37,29 @@ def deadline_http_client(seconds: float, **options: Any) -> Any | None:
         # the client's own connection limits (openai's: 1,000, 100 kept alive) are ignored once a
         # transport is given, so the transport gets them
         limits = getattr(getattr(openai, "_constants", None), "DEFAULT_CONNECTION_LIMITS", None)
+        pool = {"limits": limits} if limits is not None else {}
         try:
-            transport = transport_class(seconds, **({"limits": limits} if limits is not None else {}))
-            return openai.DefaultHttpxClient(transport=transport, **options)
-        except (AttributeError, TypeError) as err:  # a pool without the network backend we wrap
+            transport = transport_class(seconds, **pool)
+            mounts = proxy_mounts(transport_class.httpx, lambda proxy: transport_class(seconds, proxy=proxy, **pool))
+            return openai.DefaultHttpxClient(transport=transport, mounts=mounts, **options)
+        except (AttributeError, ImportError, TypeError) as err:  # a pool without the network backend we wrap
             _unsupported(f"{type(err).__name__}: {err}")
     return None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def proxy_mounts(httpx: Any, proxy_transport: Callable[[Any], Any]) -> dict[str, Any]:
+    """The client's ``mounts`` for the environment's proxies (``getproxies``: ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``, as ``httpx`` reads them): a ``proxy_transport(proxy)`` per proxied scheme,
+    None (the client's own transport: direct) for each ``NO_PROXY`` host and the loopback hosts; {} without
+    proxies. A client given a transport ignored them: requests went direct, unreachable behind a proxy."""
+    proxies = importlib.import_module(f"{httpx.__name__}._utils").get_environment_proxies()
+    if not any(proxies.values()):
+        return {}
+    mounts = {pattern: None if url is None else proxy_transport(httpx.Proxy(url)) for pattern, url in proxies.items()}
+    return {**mounts, **{f"all://{host}": None for host in LOOPBACK_HOSTS}}
 
 
 @functools.cache
@@ -66,6 +86,7 @@ def _transport_class() -> type | None:
 def _build(httpx: Any, httpcore: Any) -> type:
     """The transport class on these modules: a network backend wrapped so that each connect, read and
     write gets at most the time left to the request's deadline."""
+    httpx_module = httpx
 
     class _Stream(httpcore.NetworkStream):
         """A connection whose reads and writes wait at most the time left to the request's deadline."""
@@ -110,6 +131,8 @@ def _build(httpx: Any, httpcore: Any) -> type:
 
     class DeadlineTransport(httpx.HTTPTransport):
         """An ``HTTPTransport`` whose every request ends within ``seconds`` (connect to last byte)."""
+
+        httpx = httpx_module
 
         def __init__(self, seconds: float, **options: Any) -> None:
             super().__init__(**options)
