@@ -8,6 +8,8 @@ the client's usual timeout error (``openai.APITimeoutError``, retried). The envi
 (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), which a client given its own transport
 ignores, are honoured with the same limit; a loopback host (``127.0.0.1``, ``localhost``, ``[::1]``: a
 local vLLM or ``speechsum serve``) is always asked directly, as no proxy can reach this machine's loopback.
+A reply body over :data:`MAX_REPLY_BYTES` (a server or something in between sending without end: read
+whole into memory, it took gigabytes before the timeout) ends the request with :class:`ReplyTooLarge`.
 It extends the HTTP library the installed ``openai`` uses (``httpx2``/``httpcore2``, or
 ``httpx``/``httpcore`` in older releases).
 """
@@ -26,6 +28,16 @@ import openai
 
 log = logging.getLogger(__name__)
 Left = Callable[[float | None, type[Exception]], float]
+# the most a reply body may hold: a completion, or a KD teacher's top-k log-probs of a 32k-token prompt (~50 MB), fits
+MAX_REPLY_BYTES = 256 * 2**20
+
+
+class ReplyTooLarge(openai.APIError):
+    """A reply body over :data:`MAX_REPLY_BYTES` (as sent, before any decompression); not retried."""
+
+    def __init__(self, request: Any, size: str) -> None:
+        super().__init__(
+            f"the reply is {size}, over the {MAX_REPLY_BYTES / 2**20:g} MiB any completion needs", request, body=None)
 
 
 def deadline_http_client(seconds: float, **options: Any) -> Any | None:
@@ -151,6 +163,29 @@ def _build(httpx: Any, httpcore: Any) -> type:
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             self._deadline.at = time.monotonic() + self.seconds
-            return super().handle_request(request)
+            response = super().handle_request(request)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+                response.close()
+                raise ReplyTooLarge(request, f"{int(declared)} bytes by its Content-Length")
+            response.stream = _CappedBody(response.stream, request)
+            return response
+
+    class _CappedBody(httpx.SyncByteStream):
+        """A reply body that raises :class:`ReplyTooLarge` once more than :data:`MAX_REPLY_BYTES` arrived."""
+
+        def __init__(self, stream: Any, request: httpx.Request) -> None:
+            self._stream, self._request = stream, request
+
+        def __iter__(self) -> Any:
+            received = 0
+            for chunk in self._stream:
+                received += len(chunk)
+                if received > MAX_REPLY_BYTES:
+                    raise ReplyTooLarge(self._request, f"more than {MAX_REPLY_BYTES} bytes")
+                yield chunk
+
+        def close(self) -> None:
+            self._stream.close()
 
     return DeadlineTransport

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
 from speechsum.utils.arguments import ConfigError, base_url_problem, check_key_variable, key_problem
-from speechsum.utils.deadline import deadline_http_client
+from speechsum.utils.deadline import ReplyTooLarge, deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import EndpointError, MalformedReply
 
@@ -163,6 +163,9 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
         return "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing)"
     if isinstance(status, int) and status >= 500:
         return "the server failed after every retry: check its logs and load"
+    if isinstance(error, ReplyTooLarge):
+        return ("check that base_url is the OpenAI-compatible API's and that nothing in between (a proxy, a login or "
+                "download page) answers in its place")
     if isinstance(error, openai.APITimeoutError):
         return "no answer within the timeout after every retry: raise the timeout or lower the concurrency"
     if isinstance(error, openai.APIConnectionError):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import openai
 import pytest
 
 from speechsum.utils.remote import openai_client
-from tests.servers import JSONServer, ThreadedServer
+from tests.servers import JSONServer, RawServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 REMOTE = "http://speechsum-proxy-test.invalid:8000/v1"  # a host only the proxy "reaches"
@@ -24,35 +24,19 @@ def completion(text: str) -> bytes:
         {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}).encode()
 
 
-class ForwardProxy(ThreadedServer):
-    """A forward proxy answering every request itself (``via proxy``), recording the absolute-form
-    targets it was asked for; ``drip``: the answer a byte every 50 ms."""
+def forward_proxy(drip: bool = False) -> RawServer:
+    """A forward proxy answering every request itself (``via proxy``); its ``targets`` are the
+    absolute-form URLs it was asked for; ``drip``: the answer a byte every 50 ms."""
 
-    def __init__(self, drip: bool = False) -> None:
-        self.targets: list[str] = []
-        owner = self
+    def respond(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        reply = completion("via proxy")
+        answer = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(reply)}\r\n\r\n".encode() + reply
+        for byte in answer if drip else []:
+            handler.wfile.write(bytes([byte]))
+            time.sleep(0.05)
+        handler.wfile.write(b"" if drip else answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                owner.targets.append(self.path)
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                body = completion("via proxy")
-                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                        ).encode()
-                try:
-                    for chunk in (head + body) if drip else [head + body]:
-                        self.wfile.write(bytes([chunk]) if drip else chunk)
-                        time.sleep(0.05 if drip else 0)
-                except OSError:
-                    pass  # the client gave up
-
-        super().__init__(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+    return RawServer(respond)
 
 
 @pytest.fixture
@@ -69,15 +53,15 @@ def _chat(client: openai.OpenAI) -> str:
 
 
 def test_a_remote_host_is_asked_through_the_environment_proxy(proxy_env):
-    with ForwardProxy() as proxy:
-        proxy_env("HTTP_PROXY", proxy.url)
+    with forward_proxy() as proxy:
+        proxy_env("HTTP_PROXY", proxy.address)
         assert _chat(openai_client(REMOTE)) == "via proxy"
     assert proxy.targets == [f"{REMOTE}/chat/completions"]
 
 
 def test_a_request_through_a_proxy_keeps_the_whole_request_timeout(proxy_env):
-    with ForwardProxy(drip=True) as proxy:
-        proxy_env("HTTP_PROXY", proxy.url)
+    with forward_proxy(drip=True) as proxy:
+        proxy_env("HTTP_PROXY", proxy.address)
         started = time.monotonic()
         with pytest.raises(openai.APITimeoutError):
             _chat(openai_client(REMOTE, timeout=0.5))
@@ -88,16 +72,16 @@ def test_a_request_through_a_proxy_keeps_the_whole_request_timeout(proxy_env):
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_loopback_base_url_is_asked_directly_whatever_the_proxy(proxy_env, host):
     """No proxy can reach this machine's loopback (a local vLLM or speechsum serve)."""
-    with ForwardProxy() as proxy, JSONServer(lambda request: json.loads(completion("direct"))) as server:
-        proxy_env("HTTP_PROXY", proxy.url)
-        proxy_env("ALL_PROXY", proxy.url)
+    with forward_proxy() as proxy, JSONServer(lambda request: json.loads(completion("direct"))) as server:
+        proxy_env("HTTP_PROXY", proxy.address)
+        proxy_env("ALL_PROXY", proxy.address)
         assert _chat(openai_client(server.url.replace("127.0.0.1", host))) == "direct"
     assert proxy.targets == [] and server.requests == 1
 
 
 def test_no_proxy_hosts_are_asked_directly(proxy_env):
-    with ForwardProxy() as proxy:
-        proxy_env("HTTP_PROXY", proxy.url)
+    with forward_proxy() as proxy:
+        proxy_env("HTTP_PROXY", proxy.address)
         proxy_env("NO_PROXY", "example.org,speechsum-proxy-test.invalid")
         with pytest.raises(openai.APIConnectionError):  # direct: the name resolves nowhere
             _chat(openai_client(REMOTE))
