@@ -52,6 +52,9 @@ def test_judge_base_urls_clients_reach_are_kept_as_given(url):
      "exactly as issued"),
     (None, None, "--api-key-env SPEECHSUM_JUDGE_KEY: that environment variable is not set, and the official API needs a "
      "key: export it (export SPEECHSUM_JUDGE_KEY=...), or give --judge-base-url of a self-hosted endpoint"),
+    # exported blank (a key read from an empty file): "not set" before, sending the user after an export that is there
+    (" \n", None, "--api-key-env SPEECHSUM_JUDGE_KEY: that environment variable is set but empty, and the official API "
+     "needs a key: export it (export SPEECHSUM_JUDGE_KEY=...), or give --judge-base-url of a self-hosted endpoint"),
 ])
 def test_pairs_refuses_a_judge_key_naming_the_option_before_sampling(tmp_path, toy_data, monkeypatch, key, url, message):
     if key is None:

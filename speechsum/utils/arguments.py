@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -158,6 +159,12 @@ def key_problem(key: str, variable: str) -> str | None:
         return None
     return (f"the API key in ${variable} holds a character an HTTP header cannot carry (a space, a line end or a "
             f"non-ASCII letter) at position {bad}: export the key exactly as issued")
+
+
+def unset_text(variable: str) -> str:
+    """How a key variable without a key is described: "is not set", or "is set but empty" (an export of
+    an empty or blank value: "not set" sent the user to look for an export that is there)."""
+    return "is set but empty" if variable in os.environ else "is not set"
 
 
 def check_key_variable(setting: str, name: str | None) -> None:

@@ -26,7 +26,13 @@ import openai
 from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
-from speechsum.utils.arguments import ConfigError, base_url_problem, check_key_variable, key_problem
+from speechsum.utils.arguments import (
+    ConfigError,
+    base_url_problem,
+    check_key_variable,
+    key_problem,
+    unset_text,
+)
 from speechsum.utils.deadline import ReplyTooLarge, deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.replies import EndpointError, MalformedReply
@@ -74,7 +80,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     if not key:
         if base_url is None:
             raise ValueError(
-                f"No API key: the environment variable {api_key_env} is not set. Export it "
+                f"No API key: the environment variable {api_key_env} {unset_text(api_key_env)}. Export it "
                 f"(export {api_key_env}=...) or give a base_url of a self-hosted endpoint."
             )
         key = PLACEHOLDER_KEY
@@ -111,8 +117,9 @@ def check_key_option(variable: str, base_url: str | None, option: str = "--api-k
     except ConfigError as err:
         raise ConfigError(f"{option} {variable}: {err}") from None
     if not key and base_url is None:
-        raise ConfigError(f"{option} {variable}: that environment variable is not set, and the official API needs a "
-                          f"key: export it (export {variable}=...), or give {url_option} of a self-hosted endpoint")
+        raise ConfigError(f"{option} {variable}: that environment variable {unset_text(variable)}, and the official "
+                          f"API needs a key: export it (export {variable}=...), or give {url_option} of a self-hosted "
+                          "endpoint")
 
 
 def refuse_method_changing_redirect(response: Any) -> None:
