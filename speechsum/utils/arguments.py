@@ -120,9 +120,13 @@ def key_variable(text: str) -> str:
     return text
 
 
+CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
+
+
 def base_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
-    scheme, a space inside, no host, a port that is no number from 1 to 65535; None when it can be (the
+    scheme, a space inside, no host, a port that is no number from 1 to 65535, a route the client adds
+    itself at its end (a request URL copied from docs: every request got a 404); None when it can be (the
     client's own error for these was a bare "Connection error.", retried in vain, or only after sampling)."""
     text = str(url).strip()
     if not text.lower().startswith(("http://", "https://")):
@@ -140,6 +144,11 @@ def base_url_problem(url: object) -> str | None:
     if port == 0:
         return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
                 f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
+    path = parts.path.rstrip("/")
+    if route := next((r for r in CLIENT_ROUTES if path.lower().endswith(r) and
+                      (r == "/chat/completions" or path.lower().endswith("/v1" + r))), None):
+        return (f"{str(url)!r} ends in {route}, which the client adds to base_url itself (it would ask "
+                f"{path}{route}): write the API's root, {text[:text.lower().rindex(route)]}")
     return None
 
 
