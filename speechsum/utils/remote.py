@@ -35,13 +35,17 @@ from speechsum.utils.arguments import (
 )
 from speechsum.utils.deadline import ReplyTooLarge, deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
+from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
+    PLACEHOLDER_KEY,
+    refuse_method_changing_redirect,
+    refuse_redirect_dropping_key,
+)
 from speechsum.utils.replies import EndpointError, MalformedReply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-PLACEHOLDER_KEY = "EMPTY"  # what vLLM and speechsum serve accept when they run without a key
 KEYS_IN_USE: set[str] = set()  # every key a client was made with: masked where an endpoint's message is shown
 # The retry policy, as a table: errors that say "try again later", not "this request is wrong".
 TRANSIENT_ERRORS: dict[type[BaseException], str] = {
@@ -86,7 +90,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
-    hooks = {"response": [refuse_method_changing_redirect]}
+    hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
     http_client = deadline_http_client(timeout, event_hooks=hooks) or openai.DefaultHttpxClient(event_hooks=hooks)
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0, http_client=http_client)
@@ -120,21 +124,6 @@ def check_key_option(variable: str, base_url: str | None, option: str = "--api-k
         raise ConfigError(f"{option} {variable}: that environment variable {unset_text(variable)}, and the official "
                           f"API needs a key: export it (export {variable}=...), or give {url_option} of a self-hosted "
                           "endpoint")
-
-
-def refuse_method_changing_redirect(response: Any) -> None:
-    """An ``openai.APIStatusError`` (not retried) for a POST answered with a 301, 302 or 303 redirect:
-    followed, it arrives as a GET (HTTP clients change the method), whose 404 or 405 named neither the
-    redirect nor base_url. 307 and 308 keep the method and body, and are followed."""
-    request = response.request
-    if request.method != "POST" or response.status_code not in (301, 302, 303):
-        return
-    target = response.headers.get("location", "")
-    response.read()
-    raise openai.APIStatusError(
-        f"POST {request.url} was redirected ({response.status_code}) to {target!r}, which a client follows as a "
-        "GET: set base_url to the address the redirect points to (an http:// base_url behind an https-only "
-        "proxy: write https://)", response=response, body=None)
 
 
 def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, error: BaseException,
