@@ -70,8 +70,19 @@ def proxy_mounts(httpx: Any, proxy_transport: Callable[[Any], Any]) -> dict[str,
     proxies = importlib.import_module(f"{httpx.__name__}._utils").get_environment_proxies()
     if not any(proxies.values()):
         return {}
-    mounts = {pattern: None if url is None else proxy_transport(httpx.Proxy(url)) for pattern, url in proxies.items()}
+    mounts: dict[str, Any] = {}
+    for pattern, url in proxies.items():
+        try:
+            mounts[pattern] = None if url is None else proxy_transport(httpx.Proxy(url))
+        except (ImportError, ValueError) as err:  # SOCKS without socksio, a scheme httpx has no transport for
+            _unusable_proxy(pattern, f"{type(err).__name__}: {err}")
     return {**mounts, **{f"all://{host}": None for host in LOOPBACK_HOSTS}}
+
+
+@functools.cache
+def _unusable_proxy(pattern: str, reason: str) -> None:
+    log.warning("remote clients: the environment's proxy for %s cannot be used (%s); those requests go direct",
+                pattern, reason)
 
 
 @functools.cache

@@ -4,6 +4,7 @@ which made httpx ignore the environment: behind a proxy every remote host was un
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from http.server import BaseHTTPRequestHandler
@@ -86,3 +87,19 @@ def test_no_proxy_hosts_are_asked_directly(proxy_env):
         with pytest.raises(openai.APIConnectionError):  # direct: the name resolves nowhere
             _chat(openai_client(REMOTE))
     assert proxy.targets == []
+
+
+SOCKS_USABLE = importlib.util.find_spec("socksio") is not None
+
+
+@pytest.mark.parametrize("proxy", ["ftp://127.0.0.1:2121", pytest.param(
+    "socks5://127.0.0.1:1080", marks=pytest.mark.skipif(SOCKS_USABLE, reason="httpx's SOCKS extra is installed"))])
+def test_a_proxy_the_client_cannot_use_is_said_and_skipped(proxy_env, caplog, proxy):
+    """``ALL_PROXY=socks5://…`` without httpx's SOCKS extra, or a scheme it has no transport for: a warning and
+    direct requests, not an ImportError or ValueError ending every remote command (loopback ones too)."""
+    proxy_env("ALL_PROXY", proxy)
+    with JSONServer(lambda request: json.loads(completion("direct"))) as server:
+        assert _chat(openai_client(server.url)) == "direct"
+    warned = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("remote clients: the environment's proxy for all:// cannot be "
+                                                     "used (") and warned[0].endswith("); those requests go direct")
