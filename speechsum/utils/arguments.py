@@ -120,6 +120,15 @@ def key_variable(text: str) -> str:
     return text
 
 
+# the user:password@ (or token@) of a URL: credentials, masked like keys wherever an endpoint's URL is shown
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+
+
+def without_url_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: ``http://user:password@host`` → ``http://***@host``."""
+    return URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
 
 

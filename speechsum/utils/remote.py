@@ -32,6 +32,7 @@ from speechsum.utils.arguments import (
     check_key_variable,
     key_problem,
     unset_text,
+    without_url_credentials,
 )
 from speechsum.utils.deadline import ReplyTooLarge, deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
@@ -60,8 +61,6 @@ TRANSIENT_ERRORS: dict[type[BaseException], str] = {
 MALFORMED_ADVICE = ("; check that base_url is the OpenAI-compatible API's (ending in /v1) and that nothing in between "
                     "(a proxy, a login page) answers in its place, then rerun")
 TRANSIENT_STATUS = (408, 429)  # besides every 5xx
-# the user:password@ (or token@) of a URL: credentials, masked like keys wherever an endpoint's URL is shown
-URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(TRANSIENT_ERRORS)
 
 
@@ -184,7 +183,7 @@ def without_keys(text: str) -> str:
     """``text`` with every API key in use (:data:`KEYS_IN_USE`) replaced by ``***``: servers echo the
     key they refused ("Incorrect API key provided: sk-…"); so are the credentials of any URL in it
     (``http://user:password@host`` → ``http://***@host``: a base_url may carry them)."""
-    text = URL_CREDENTIALS.sub(r"\1***@", text)
+    text = without_url_credentials(text)
     for key in sorted(KEYS_IN_USE, key=len, reverse=True):
         if len(key) >= 8:
             text = text.replace(key, "***")
