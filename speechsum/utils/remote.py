@@ -41,7 +41,7 @@ from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     refuse_method_changing_redirect,
     refuse_redirect_dropping_key,
 )
-from speechsum.utils.replies import EndpointError, MalformedReply
+from speechsum.utils.replies import EndpointError, MalformedReply, refuse_undecodable_encoding
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,7 +89,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
-    hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key]}
+    hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
     http_client = deadline_http_client(timeout, event_hooks=hooks) or openai.DefaultHttpxClient(event_hooks=hooks)
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0, http_client=http_client)

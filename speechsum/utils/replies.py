@@ -11,6 +11,7 @@ raise :class:`MalformedReply` naming the endpoint and what was wrong (a transien
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,6 +55,24 @@ def text_reply(text: str) -> str:
     else:
         kind = "text"
     return f"{kind}, starting {start!r}"
+
+
+COMPRESSIONS = ("br", "zstd", "compress", "x-compress")  # codings an HTTP library may lack a decoder for
+
+
+def refuse_undecodable_encoding(response: Any) -> None:
+    """A response hook: :class:`MalformedReply` (retried) for a body compressed in a coding the HTTP library
+    cannot decode (``br`` without brotli, ``zstd``), which a server sent though the client never asked for it
+    (its ``Accept-Encoding`` lists only what it decodes): it was read as is, "not UTF-8 text"."""
+    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+    library = sys.modules.get(f"{type(response).__module__.split('.')[0]}._decoders")
+    decodable = getattr(library, "SUPPORTED_DECODERS", {})
+    if unknown := [c for c in codings if c in COMPRESSIONS and c not in decodable]:
+        response.close()
+        raise MalformedReply(
+            f"{response.request.url}: the reply is compressed as {unknown[0]!r}, which this client does not decode "
+            f"(it asked for {response.request.headers.get('accept-encoding', 'none')!r}): set the server, or the proxy "
+            "in between, to answer uncompressed or in one of those")
 
 
 def json_type(value: Any) -> str:

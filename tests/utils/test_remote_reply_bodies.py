@@ -5,6 +5,7 @@ naming the endpoint. A page or an event stream answered with 200: its error says
 
 from __future__ import annotations
 
+import importlib
 import json
 from http.server import BaseHTTPRequestHandler
 
@@ -97,3 +98,29 @@ def test_a_reply_that_is_text_says_what_it_is(content_type, text, what):
             MESSAGES, json.loads)
     assert answer.value is None and len(server.targets) == 2  # retried as malformed, then given up
     assert answer.error == f"request failed: MalformedReply: {server.url}/: {what}"
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+def test_a_reply_in_a_compression_the_client_cannot_decode_says_so(coding):
+    """Before: read as it was, "the reply body is not UTF-8 text (UnicodeDecodeError: …)"."""
+    from speechsum.utils.replies import COMPRESSIONS
+    library = importlib.import_module(f"{deadline._transport_class().httpx.__name__}._decoders")  # the client's
+    if coding in library.SUPPORTED_DECODERS:
+        pytest.skip(f"this HTTP library decodes {coding}")
+    assert coding in COMPRESSIONS
+    compressed = b"\x0b\x02\x80\xff\xfe" + json.dumps(COMPLETION).encode()  # not UTF-8 read as it is
+
+    def respond(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Encoding", coding)
+        handler.send_header("Content-Length", str(len(compressed)))
+        handler.end_headers()
+        handler.wfile.write(compressed)
+
+    with RawServer(respond) as server:
+        answer = ChatJsonAsker(openai_client(server.url), "m", request_attempts=1).ask(MESSAGES, json.loads)
+    assert answer.error == (
+        f"request failed: MalformedReply: {server.url}/chat/completions: the reply is compressed as '{coding}', which "
+        "this client does not decode (it asked for 'gzip, deflate'): set the server, or the proxy in between, to "
+        "answer uncompressed or in one of those")
