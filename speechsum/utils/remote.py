@@ -144,6 +144,8 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
     """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
     the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
     status = getattr(error, "status_code", None)
+    spent = getattr(error, "retries_spent", None)  # set by with_retries
+    retried = "after every retry" if spent is None else f"after {spent[0]} attempts ({spent[1]:.1f} s of waits between)"
     if status == 401:
         return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
                 "started without a key needs none)")
@@ -155,16 +157,16 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
     if status == 429 and getattr(error, "code", None) == "insufficient_quota":
         return "the account's quota is used up (no retry ends that): add credit with the provider, or use another key"
     if status == 429:
-        return "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing)"
+        return f"rate-limited {retried}: lower the concurrency or wait (a used-up quota needs the provider's billing)"
     if isinstance(status, int) and status >= 500:
-        return "the server failed after every retry: check its logs and load"
+        return f"the server failed {retried}: check its logs and load"
     if isinstance(error, ReplyTooLarge):
         return ("check that base_url is the OpenAI-compatible API's and that nothing in between (a proxy, a login or "
                 "download page) answers in its place")
     if isinstance(error, openai.APITimeoutError):
-        return "no answer within the timeout after every retry: raise the timeout or lower the concurrency"
+        return f"no answer within the timeout {retried}: raise the timeout or lower the concurrency"
     if isinstance(error, openai.APIConnectionError):
-        return "unreachable after every retry: check that a server runs at base_url (host, port, http/https)"
+        return f"unreachable {retried}: check that a server runs at base_url (host, port, http/https)"
     return ""
 
 
@@ -292,14 +294,18 @@ def with_retries(
     :func:`is_retryable`) after :func:`backoff_delay` (or the server's Retry-After, if longer; both
     capped at ``max_backoff``, so a server asking for an hour cannot stall a run); re-raise the last
     error when attempts run out, and any other error at once. ``on_retry(retry_number, error,
-    delay)`` runs before each sleep — pass a :class:`RetryCounter` to count.
+    delay)`` runs before each sleep — pass a :class:`RetryCounter` to count. An error raised after every
+    attempt carries ``retries_spent`` = (attempts, seconds waited), which :func:`endpoint_advice` says.
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
+    waited = 0.0
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as error:
+            if attempt == attempts and attempts > 1 and retry_if(error):
+                error.retries_spent = (attempts, waited)  # said by endpoint_advice: what "every retry" was
             if attempt == attempts or not retry_if(error):
                 raise
             delay = backoff_delay(attempt, backoff_seconds, max_backoff)
@@ -310,6 +316,7 @@ def with_retries(
             if on_retry is not None:
                 on_retry(attempt, error, delay)
             sleep(delay)
+            waited += delay
     raise AssertionError("unreachable")
 
 

@@ -83,3 +83,16 @@ def test_a_used_up_quota_is_not_retried_and_says_so():
     assert endpoint_error_text(error.value).endswith(
         "You exceeded your current quota.); the account's quota is used up (no retry ends that): add credit with the "
         "provider, or use another key, then rerun")
+
+
+def test_a_server_failing_every_retry_is_said_with_the_attempts_and_the_time_waited():
+    """A 503 storm: before, "failed after every retry", saying neither how many nor how long."""
+    backend = ScriptedChatBackend(lambda m: "ok", fail_every=1, fail_status=503, retry_after=1.5)
+    delays: list[float] = []
+    with serve_in_thread(backend) as url:
+        with pytest.raises(openai.InternalServerError) as error:
+            with_retries(lambda: _chat(openai_client(url)), attempts=3, backoff_seconds=0.001, sleep=delays.append)
+    assert backend.count == 3 and delays == [1.5, 1.5]  # the server's Retry-After
+    assert endpoint_error_text(error.value) == (
+        f"the endpoint {url}/chat/completions failed (InternalServerError: Error code: 503 - scripted failure of "
+        "request 3); the server failed after 3 attempts (3.0 s of waits between): check its logs and load, then rerun")
