@@ -1,7 +1,8 @@
 """Redirects of an OpenAI-compatible endpoint that a client must not follow silently (the remote
 client's response hooks, :func:`speechsum.utils.remote.openai_client`): a POST turned into a GET
 (301/302/303), and a request carrying an API key moved to another origin (307/308), where the key is
-dropped. Each is an ``openai.APIStatusError`` naming the redirect and its target (not retried)."""
+dropped. Each is an ``openai.APIStatusError`` naming the redirect and its target (not retried); so is
+a redirect loop not retried (:func:`redirect_loop`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,9 @@ def refuse_redirect_dropping_key(response: Any) -> None:
 
 def _origin(url: Any) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def redirect_loop(error: BaseException) -> bool:
+    """Whether ``error`` is the client giving up on a chain of redirects (``TooManyRedirects``, shown as a
+    connection error): not retried, and not "unreachable"."""
+    return isinstance(error, openai.APIConnectionError) and type(error.__cause__).__name__ == "TooManyRedirects"

@@ -38,6 +38,7 @@ from speechsum.utils.deadline import ReplyTooLarge, deadline_http_client
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     PLACEHOLDER_KEY,
+    redirect_loop,
     refuse_method_changing_redirect,
     refuse_redirect_dropping_key,
 )
@@ -163,6 +164,8 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
     if isinstance(error, ReplyTooLarge):
         return ("check that base_url is the OpenAI-compatible API's and that nothing in between (a proxy, a login or "
                 "download page) answers in its place")
+    if redirect_loop(error):
+        return "the endpoint redirects without end (a loop): set base_url to the API's own address, past the redirects"
     if isinstance(error, openai.APITimeoutError):
         return f"no answer within the timeout {retried}: raise the timeout or lower the concurrency"
     if isinstance(error, openai.APIConnectionError):
@@ -219,8 +222,10 @@ def is_retryable(error: BaseException) -> bool:
     """The retry policy: transient errors (:data:`TRANSIENT_ERRORS`; HTTP 408, 429 and 5xx) are
     retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not, nor
     a 429 whose code says the account's quota is used up (OpenAI's ``insufficient_quota``: no wait
-    ends it)."""
+    ends it), nor a redirect loop (:func:`redirect_loop`)."""
     if isinstance(error, openai.RateLimitError) and getattr(error, "code", None) == "insufficient_quota":
+        return False
+    if redirect_loop(error):  # the same redirects again: 21 requests per attempt
         return False
     if isinstance(error, RETRYABLE_ERRORS):
         return True

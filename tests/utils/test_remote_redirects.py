@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from speechsum.utils.remote import endpoint_error_text, openai_client
+from speechsum.utils.remote import endpoint_error_text, openai_client, with_retries
 from tests.servers import ScriptedChatBackend, ThreadedServer, serve_in_thread
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -84,3 +84,16 @@ def test_a_redirect_elsewhere_without_a_key_is_followed(monkeypatch):
         reply = openai_client(moved.url, "SPEECHSUM_REDIRECT_KEY").chat.completions.create(model="scripted",
                                                                                            messages=MESSAGES)
     assert reply.choices[0].message.content == "ok"
+
+
+def test_a_redirect_loop_is_not_retried_nor_called_unreachable():
+    """Before: 4 attempts of 21 requests each, then "unreachable after every retry: check that a server runs"."""
+    with RedirectServer(307, "") as looping:  # Location: the request's own path
+        with pytest.raises(openai.APIConnectionError) as error:
+            with_retries(lambda: openai_client(looping.url).chat.completions.create(model="m", messages=MESSAGES),
+                         backoff_seconds=0.001)
+    assert looping.methods == ["POST"] * 21  # one attempt: the first request and 20 redirects
+    assert endpoint_error_text(error.value) == (
+        f"the endpoint {looping.url}/chat/completions failed (APIConnectionError: Connection error. (TooManyRedirects: "
+        "Exceeded maximum allowed redirects.)); the endpoint redirects without end (a loop): set base_url to the API's "
+        "own address, past the redirects, then rerun")
