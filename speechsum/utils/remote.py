@@ -34,7 +34,8 @@ from speechsum.utils.arguments import (
     unset_text,
     without_url_credentials,
 )
-from speechsum.utils.deadline import ReplyTooLarge, deadline_http_client
+from speechsum.utils.deadline import deadline_http_client
+from speechsum.utils.endpoint_advice import endpoint_advice
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     PLACEHOLDER_KEY,
@@ -138,39 +139,6 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
                                                           "server load)")
     return SystemExit(without_keys(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything "
                                    f"finished so far is cached in {cache}; rerun the same command to resume."))
-
-
-def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
-                    "--api-key-env") -> str:
-    """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
-    the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
-    status = getattr(error, "status_code", None)
-    spent = getattr(error, "retries_spent", None)  # set by with_retries
-    retried = "after every retry" if spent is None else f"after {spent[0]} attempts ({spent[1]:.1f} s of waits between)"
-    if status == 401:
-        return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
-                "started without a key needs none)")
-    if status == 403:
-        return "the API key has no access to this model or endpoint: check the key's permissions and the model name"
-    if status == 404:
-        return ("no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), "
-                "and that the endpoint serves the model name (GET base_url/models lists them)")
-    if status == 429 and getattr(error, "code", None) == "insufficient_quota":
-        return "the account's quota is used up (no retry ends that): add credit with the provider, or use another key"
-    if status == 429:
-        return f"rate-limited {retried}: lower the concurrency or wait (a used-up quota needs the provider's billing)"
-    if isinstance(status, int) and status >= 500:
-        return f"the server failed {retried}: check its logs and load"
-    if isinstance(error, ReplyTooLarge):
-        return ("check that base_url is the OpenAI-compatible API's and that nothing in between (a proxy, a login or "
-                "download page) answers in its place")
-    if redirect_loop(error):
-        return "the endpoint redirects without end (a loop): set base_url to the API's own address, past the redirects"
-    if isinstance(error, openai.APITimeoutError):
-        return f"no answer within the timeout {retried}: raise the timeout or lower the concurrency"
-    if isinstance(error, openai.APIConnectionError):
-        return f"unreachable {retried}: check that a server runs at base_url (host, port, http/https)"
-    return ""
 
 
 def error_text(error: BaseException) -> str:
