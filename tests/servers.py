@@ -60,15 +60,13 @@ def serve_in_thread(backend: Backend, api_key: str | None = None, **server_optio
         yield server.base_url
 
 
-class JSONServer(ThreadedServer):
-    """A bare loopback server (not speechsum serve) answering each POST with 200 and the JSON of
-    ``answer(request_body)`` (NaN written as NaN; bytes sent as they are, e.g. not UTF-8; an answer
-    ``(status, body)`` sets the status):
-    ``with JSONServer(answer) as server`` gives ``server.url`` (the base URL) and
-    ``server.requests`` (POSTs so far)."""
+class RawServer(ThreadedServer):
+    """A bare loopback server that reads each POST's body and lets ``respond(handler, body)`` write the whole
+    answer (status line, headers, body: a drip, a chunked stream, …; an ``OSError`` when the client hangs
+    up is ignored); ``targets``: the request targets seen (absolute URLs when used as a forward proxy)."""
 
-    def __init__(self, answer: Callable[[dict], Any]) -> None:
-        self.requests = 0
+    def __init__(self, respond: Callable[[BaseHTTPRequestHandler, bytes], None]) -> None:
+        self.targets: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,19 +76,41 @@ class JSONServer(ThreadedServer):
                 pass
 
             def do_POST(self) -> None:  # noqa: N802
-                owner.requests += 1
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                reply = answer(request)
-                status, reply = reply if isinstance(reply, tuple) else (200, reply)
-                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                owner.targets.append(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    respond(self, body)
+                except OSError:
+                    pass  # the client gave up
 
         super().__init__(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self.address = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{self.address}/v1"
+
+
+class JSONServer(RawServer):
+    """A bare loopback server (not speechsum serve) answering each POST with 200 and the JSON of
+    ``answer(request_body)`` (NaN written as NaN; bytes sent as they are, e.g. not UTF-8; an answer
+    ``(status, body)`` sets the status):
+    ``with JSONServer(answer) as server`` gives ``server.url`` (the base URL) and
+    ``server.requests`` (POSTs so far)."""
+
+    def __init__(self, answer: Callable[[dict], Any]) -> None:
+        def respond(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+            reply = answer(json.loads(body))
+            status, reply = reply if isinstance(reply, tuple) else (200, reply)
+            data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+
+        super().__init__(respond)
+
+    @property
+    def requests(self) -> int:
+        return len(self.targets)
 
 
 def prompt_text(messages: list[dict]) -> str:

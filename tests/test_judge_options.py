@@ -24,6 +24,12 @@ BAD_URLS = [
                               "endpoint's port, e.g. http://judge:8000/v1"),
     ("https://judge:0", "'https://judge:0' has a port that is no number from 1 to 65535: give the endpoint's port, "
                         "e.g. https://judge:8000/v1"),
+    # a request URL copied whole: every request went to …/chat/completions/chat/completions, a 404 after sampling
+    ("http://judge:8000/v1/chat/completions/", "'http://judge:8000/v1/chat/completions/' ends in /chat/completions, "
+     "which the client adds to base_url itself (it would ask /v1/chat/completions/chat/completions): write the API's "
+     "root, http://judge:8000/v1"),
+    ("http://judge:8000/v1/completions", "'http://judge:8000/v1/completions' ends in /completions, which the client "
+     "adds to base_url itself (it would ask /v1/completions/completions): write the API's root, http://judge:8000/v1"),
 ]
 PAIRS = ["--ckpt", "s.ckpt", "--config", "c.yaml", "--manifest", "m.jsonl", "--out", "p.jsonl", "--judge", "openai"]
 
@@ -40,7 +46,7 @@ def test_a_judge_base_url_no_client_can_reach_is_a_usage_error_naming_the_option
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://res.openai.azure.com/openai/v1/",
-                                 "http://[::1]:8000/v1", "https://api.openai.com/v1"])
+                                 "http://[::1]:8000/v1", "https://api.openai.com/v1", "http://gateway/completions"])
 def test_judge_base_urls_clients_reach_are_kept_as_given(url):
     assert pairs_parser().parse_args([*PAIRS, "--judge-base-url", url]).judge_base_url == url
     assert evaluate_parser().parse_args(["--out", "o", "--judge-base-url", url]).judge_base_url == url
@@ -52,6 +58,9 @@ def test_judge_base_urls_clients_reach_are_kept_as_given(url):
      "exactly as issued"),
     (None, None, "--api-key-env SPEECHSUM_JUDGE_KEY: that environment variable is not set, and the official API needs a "
      "key: export it (export SPEECHSUM_JUDGE_KEY=...), or give --judge-base-url of a self-hosted endpoint"),
+    # exported blank (a key read from an empty file): "not set" before, sending the user after an export that is there
+    (" \n", None, "--api-key-env SPEECHSUM_JUDGE_KEY: that environment variable is set but empty, and the official API "
+     "needs a key: export it (export SPEECHSUM_JUDGE_KEY=...), or give --judge-base-url of a self-hosted endpoint"),
 ])
 def test_pairs_refuses_a_judge_key_naming_the_option_before_sampling(tmp_path, toy_data, monkeypatch, key, url, message):
     if key is None:

@@ -285,7 +285,7 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
-    from speechsum.utils.remote import check_key_option
+    from speechsum.utils.remote import check_key_option, without_keys
 
     parser = evaluate_parser()
     args = parser.parse_args(argv)
@@ -349,7 +349,8 @@ def evaluate_main(argv: list[str]) -> None:
         write_atomic(out / "llm_judge_usage.json", json.dumps(judge.usage(), indent=2) + "\n")
     if args.wandb:
         config = {"systems": [s.to_dict() for s in specs], "manifests": {k: str(v) for k, v in manifests.items()},
-                  "metrics": metrics, "judge_model": args.judge_model, "judge_base_url": args.judge_base_url,
+                  "metrics": metrics, "judge_model": args.judge_model,
+                  "judge_base_url": args.judge_base_url and without_keys(args.judge_base_url),
                   "generation": results[next(iter(results))]["generation"]}
         log_wandb(results, out, args.wandb_project, args.wandb_examples, config)
     for name, result in results.items():

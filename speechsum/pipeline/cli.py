@@ -56,7 +56,7 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
-from speechsum.utils.arguments import at_least, number
+from speechsum.utils.arguments import at_least, number, unset_text
 from speechsum.utils.io import check_output_path, write_atomic
 from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
@@ -280,9 +280,9 @@ def check_endpoints(config: dict, path: Path) -> None:
                          "http://localhost:8000/v1, and the model name it serves); or use --teacher inprocess / serve")
     judge = section_options(config, "judge")
     variable = judge["api_key_env"]  # not null: checked on load
-    if judge["kind"] == "openai" and not judge["base_url"] and not os.environ.get(variable):
+    if judge["kind"] == "openai" and not judge["base_url"] and not os.environ.get(variable, "").strip():
         raise ValueError(f"{path}: judge.kind openai asks api.openai.com (judge.base_url is null), which needs a key, "
-                         f"but judge.api_key_env {variable} is not set: export {variable}=... before the run, or "
+                         f"but judge.api_key_env {variable} {unset_text(variable)}: export {variable}=... before the run, or "
                          "set judge.base_url to a self-hosted endpoint")
 
 

@@ -31,6 +31,7 @@ from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.stages import delete_outputs
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.pipeline.teacher_server import stop_process
+from speechsum.utils.arguments import without_url_credentials
 from speechsum.utils.io import write_atomic
 from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
@@ -141,7 +142,7 @@ class StageContext:
 
     def run(self, command: list[str]) -> None:
         """Run ``command``; its output goes to the stage log (and the console with --verbose)."""
-        line = shlex.join(command)
+        line = without_url_credentials(shlex.join(command))  # a --judge-base-url's user:password@: not in logs
         self.commands.append(line)
         with self.log_file.open("a", encoding="utf-8") as log:
             log.write(f"[pipeline] $ {line}  (OMP_NUM_THREADS={self.threads})\n")

@@ -70,6 +70,7 @@ from speechsum.utils.remote import (
     endpoint_failure,
     map_concurrent,
     openai_client,
+    without_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
         "answers_asked": counts["asked"],
         **synthesizer.usage(),
         "model": settings.model,
-        "base_url": args.base_url,
+        "base_url": args.base_url and without_keys(args.base_url),  # a user:password@ in it masked
         "prompt_versions": PROMPT_VERSIONS,
         "settings": asdict(settings),
         "cache": str(cache_file),

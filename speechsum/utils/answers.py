@@ -15,7 +15,24 @@ import json
 import math
 import re
 
-_DECODER = json.JSONDecoder()
+
+class AmbiguousObject(ValueError):
+    """A JSON object giving one key twice with different values (``{"score": 2, …, "score": 7}``)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``dict(pairs)``, refusing a key given twice with different values: a JSON parser keeps the last
+    silently, so ``{"winner": "A", "winner": "B"}`` was read as B."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found and json.dumps(found[key], sort_keys=True) != json.dumps(value, sort_keys=True):
+            raise AmbiguousObject(f"ambiguous answer: the key {key!r} is given twice with different values "
+                                  f"({json.dumps(found[key])}, {json.dumps(value)})")
+        found[key] = value
+    return found
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 _REASONING_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)
 _REASONING_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
 _CURLY_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"'})
@@ -56,7 +73,8 @@ def _object_end(text: str, start: int) -> int:
 def json_objects(text: str) -> list[dict]:
     """Every top-level JSON object in ``text``, in order. A ``{`` that opens no valid object (a
     template echo ``{"score": <1-7>}``, a cut answer) is skipped with everything inside it, so no
-    object nested in it is mistaken for an answer."""
+    object nested in it is mistaken for an answer. :class:`AmbiguousObject` for an object (at any depth)
+    giving a key twice with different values."""
     objects, position = [], 0
     while (start := text.find("{", position)) != -1:
         try:
@@ -72,12 +90,16 @@ def first_json_object(text: str | None, error: type[ValueError] = ValueError, ke
     (reasoning dropped; code fences and chatter around it allowed; curly quotes read as straight ones
     when nothing parses otherwise). With ``key``: the first object holding ``key``, and objects that
     hold different values of ``key`` ("I first thought {"score": 3} … final: {"score": 5}") are an
-    ambiguous answer. Raises ``error`` (a ``ValueError`` subclass, so :meth:`ChatJsonAsker.ask` asks
+    ambiguous answer, as is an object giving a key twice with different values. Raises ``error`` (a ``ValueError`` subclass, so :meth:`ChatJsonAsker.ask` asks
     again) when there is no such object or the answer is ambiguous."""
     answer = final_answer(text, error)
     candidates: list[dict] = []
     for variant in (answer, answer.translate(_CURLY_QUOTES)):
-        candidates = [o for o in json_objects(variant) if key is None or key in o]
+        try:
+            objects = json_objects(variant)
+        except AmbiguousObject as err:
+            raise error(str(err)) from None
+        candidates = [o for o in objects if key is None or key in o]
         if candidates:
             break
     if not candidates:

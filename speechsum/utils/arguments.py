@@ -127,9 +127,22 @@ def key_variable(text: str) -> str:
     return text
 
 
+# the user:password@ (or token@) of a URL: credentials, masked like keys wherever an endpoint's URL is shown
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+
+
+def without_url_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: ``http://user:password@host`` → ``http://***@host``."""
+    return URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
+
+
 def base_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
-    scheme, a space inside, no host, a port that is no number from 1 to 65535; None when it can be (the
+    scheme, a space inside, no host, a port that is no number from 1 to 65535, a route the client adds
+    itself at its end (a request URL copied from docs: every request got a 404); None when it can be (the
     client's own error for these was a bare "Connection error.", retried in vain, or only after sampling)."""
     text = str(url).strip()
     if not text.lower().startswith(("http://", "https://")):
@@ -147,6 +160,11 @@ def base_url_problem(url: object) -> str | None:
     if port == 0:
         return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
                 f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
+    path = parts.path.rstrip("/")
+    if route := next((r for r in CLIENT_ROUTES if path.lower().endswith(r) and
+                      (r == "/chat/completions" or path.lower().endswith("/v1" + r))), None):
+        return (f"{str(url)!r} ends in {route}, which the client adds to base_url itself (it would ask "
+                f"{path}{route}): write the API's root, {text[:text.lower().rindex(route)]}")
     return None
 
 
@@ -166,6 +184,12 @@ def key_problem(key: str, variable: str) -> str | None:
         return None
     return (f"the API key in ${variable} holds a character an HTTP header cannot carry (a space, a line end or a "
             f"non-ASCII letter) at position {bad}: export the key exactly as issued")
+
+
+def unset_text(variable: str) -> str:
+    """How a key variable without a key is described: "is not set", or "is set but empty" (an export of
+    an empty or blank value: "not set" sent the user to look for an export that is there)."""
+    return "is set but empty" if variable in os.environ else "is not set"
 
 
 def check_key_variable(setting: str, name: str | None) -> None:

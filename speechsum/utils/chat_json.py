@@ -18,6 +18,7 @@ from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 REQUEST_FAILED = "request failed"  # how a JsonAnswer's error starts when the endpoint refused or failed the request
+DOWN_AFTER = 3  # asks in a row given up after every retry (no reply between them): the endpoint is down, not the item
 
 
 @dataclass
@@ -49,7 +50,9 @@ class ChatJsonAsker:
     tries, exponential backoff). HTTP outcomes:
 
     - 400 (e.g. prompt too long): this item only → ``value=None``, ``error="request failed: …"``;
-    - retries exhausted / other 5xx: the same when ``give_up_after_retries`` (default), else raised;
+    - retries exhausted / other 5xx: the same when ``give_up_after_retries`` (default), else raised; raised
+      too once :data:`DOWN_AFTER` asks in a row (across threads, no reply between them) gave up so: the
+      endpoint is down, and giving every item up after its retries was hours of requests to a dead server;
     - 401/403/404 and any other 4xx: a configuration error → raised, stopping the run.
 
     Thread-safe counters: ``calls`` (HTTP requests, retries included), ``malformed`` (unparsable
@@ -84,6 +87,7 @@ class ChatJsonAsker:
         self.malformed = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self._given_up_in_a_row = 0
         self._lock = threading.Lock()
 
     def usage(self) -> dict:
@@ -103,7 +107,7 @@ class ChatJsonAsker:
         only reasoning sent (``reasoning_content``, which is never read as the answer)."""
         with self._lock:
             self.calls += 1
-        endpoint = str(self.client.base_url)
+        endpoint = without_keys(str(self.client.base_url))
         response = fetch_reply(endpoint, lambda: self.client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
         ))
@@ -123,8 +127,18 @@ class ChatJsonAsker:
     def _request_failed(self, err: BaseException) -> str:
         """An item's error for a request the endpoint refused or failed, naming the endpoint (the item's
         error is kept in predictions and pairs files, where the run's URL is not), keys masked."""
-        endpoint, text = str(self.client.base_url), error_text(err)
+        endpoint, text = without_keys(str(self.client.base_url)), error_text(err)
         return without_keys(f"{REQUEST_FAILED}{'' if endpoint in text else f' at {endpoint}'}: {text}")
+
+    def _endpoint_down(self, err: BaseException) -> bool:
+        """Count an ask given up after every retry; True (with a warning) from the :data:`DOWN_AFTER`-th in a row."""
+        with self._lock:
+            self._given_up_in_a_row += 1
+            down = self._given_up_in_a_row >= DOWN_AFTER
+        if down:
+            LOG.warning("%s: %d requests in a row failed after every retry (the last: %s): the endpoint is down or "
+                        "overloaded; stopping", without_keys(str(self.client.base_url)), DOWN_AFTER, error_text(err))
+        return down
 
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
@@ -139,9 +153,11 @@ class ChatJsonAsker:
             except openai.BadRequestError as err:
                 return JsonAnswer(None, self._request_failed(err), attempt)
             except Exception as err:
-                if not (self.give_up_after_retries and is_retryable(err)):
+                if not (self.give_up_after_retries and is_retryable(err)) or self._endpoint_down(err):
                     raise
                 return JsonAnswer(None, self._request_failed(err), attempt)
+            with self._lock:
+                self._given_up_in_a_row = 0
             try:
                 return JsonAnswer(parse(text), "", attempt)
             except ValueError as err:
@@ -184,6 +200,7 @@ def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, j
     answers, and leaving every item unjudged would hide it. So is every item unjudged by answers that
     could not be read (a model that answers in prose, or is cut at max_tokens): the run ended with
     exit 0 and an empty pairs file, or an evaluation without the metric."""
+    endpoint = without_keys(endpoint)  # as the errors name it
     refused = [error.replace(f"{REQUEST_FAILED} at {endpoint}:", f"{REQUEST_FAILED}:", 1)  # named once, first
                for error in errors if error and error.startswith(REQUEST_FAILED)]
     if errors and len(refused) == len(errors):

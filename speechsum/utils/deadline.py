@@ -4,9 +4,14 @@ The client's own ``timeout`` limits each network operation (connect, one write, 
 server dripping a byte now and then holds a request forever. :class:`DeadlineTransport` gives
 every operation of a request at most the time left until ``seconds`` after the request started:
 connecting, sending, waiting for the answer and reading it end within ``seconds`` in total, with
-the client's usual timeout error (``openai.APITimeoutError``, retried). Requests through an
-environment proxy (``HTTPS_PROXY``) keep the per-operation limit only. It extends the HTTP
-library the installed ``openai`` uses (``httpx2``/``httpcore2``, or ``httpx``/``httpcore`` in older releases).
+the client's usual timeout error (``openai.APITimeoutError``, retried). The environment's proxies
+(``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), which a client given its own transport
+ignores, are honoured with the same limit; a loopback host (``127.0.0.1``, ``localhost``, ``[::1]``: a
+local vLLM or ``speechsum serve``) is always asked directly, as no proxy can reach this machine's loopback.
+A reply body over :data:`MAX_REPLY_BYTES` (a server or something in between sending without end: read
+whole into memory, it took gigabytes before the timeout) ends the request with :class:`ReplyTooLarge`.
+It extends the HTTP library the installed ``openai`` uses (``httpx2``/``httpcore2``, or
+``httpx``/``httpcore`` in older releases).
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ import openai
 
 log = logging.getLogger(__name__)
 Left = Callable[[float | None, type[Exception]], float]
+# the most a reply body may hold: a completion, or a KD teacher's top-k log-probs of a 32k-token prompt (~50 MB), fits
+MAX_REPLY_BYTES = 256 * 2**20
+
+
+class ReplyTooLarge(openai.APIError):
+    """A reply body over :data:`MAX_REPLY_BYTES` (as sent, before any decompression); not retried."""
+
+    def __init__(self, request: Any, size: str) -> None:
+        super().__init__(
+            f"the reply is {size}, over the {MAX_REPLY_BYTES / 2**20:g} MiB any completion needs", request, body=None)
 
 
 def deadline_http_client(seconds: float, **options: Any) -> Any | None:
@@ -34,12 +49,40 @@ def deadline_http_client(seconds: float, **options: Any) -> Any | None:
         # the client's own connection limits (openai's: 1,000, 100 kept alive) are ignored once a
         # transport is given, so the transport gets them
         limits = getattr(getattr(openai, "_constants", None), "DEFAULT_CONNECTION_LIMITS", None)
+        pool = {"limits": limits} if limits is not None else {}
         try:
-            transport = transport_class(seconds, **({"limits": limits} if limits is not None else {}))
-            return openai.DefaultHttpxClient(transport=transport, **options)
-        except (AttributeError, TypeError) as err:  # a pool without the network backend we wrap
+            transport = transport_class(seconds, **pool)
+            mounts = proxy_mounts(transport_class.httpx, lambda proxy: transport_class(seconds, proxy=proxy, **pool))
+            return openai.DefaultHttpxClient(transport=transport, mounts=mounts, **options)
+        except (AttributeError, ImportError, TypeError) as err:  # a pool without the network backend we wrap
             _unsupported(f"{type(err).__name__}: {err}")
     return None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def proxy_mounts(httpx: Any, proxy_transport: Callable[[Any], Any]) -> dict[str, Any]:
+    """The client's ``mounts`` for the environment's proxies (``getproxies``: ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``, as ``httpx`` reads them): a ``proxy_transport(proxy)`` per proxied scheme,
+    None (the client's own transport: direct) for each ``NO_PROXY`` host and the loopback hosts; {} without
+    proxies. A client given a transport ignored them: requests went direct, unreachable behind a proxy."""
+    proxies = importlib.import_module(f"{httpx.__name__}._utils").get_environment_proxies()
+    if not any(proxies.values()):
+        return {}
+    mounts: dict[str, Any] = {}
+    for pattern, url in proxies.items():
+        try:
+            mounts[pattern] = None if url is None else proxy_transport(httpx.Proxy(url))
+        except (ImportError, ValueError) as err:  # SOCKS without socksio, a scheme httpx has no transport for
+            _unusable_proxy(pattern, f"{type(err).__name__}: {err}")
+    return {**mounts, **{f"all://{host}": None for host in LOOPBACK_HOSTS}}
+
+
+@functools.cache
+def _unusable_proxy(pattern: str, reason: str) -> None:
+    log.warning("remote clients: the environment's proxy for %s cannot be used (%s); those requests go direct",
+                pattern, reason)
 
 
 @functools.cache
@@ -66,6 +109,7 @@ def _transport_class() -> type | None:
 def _build(httpx: Any, httpcore: Any) -> type:
     """The transport class on these modules: a network backend wrapped so that each connect, read and
     write gets at most the time left to the request's deadline."""
+    httpx_module = httpx
 
     class _Stream(httpcore.NetworkStream):
         """A connection whose reads and writes wait at most the time left to the request's deadline."""
@@ -111,6 +155,8 @@ def _build(httpx: Any, httpcore: Any) -> type:
     class DeadlineTransport(httpx.HTTPTransport):
         """An ``HTTPTransport`` whose every request ends within ``seconds`` (connect to last byte)."""
 
+        httpx = httpx_module
+
         def __init__(self, seconds: float, **options: Any) -> None:
             super().__init__(**options)
             self.seconds = seconds
@@ -128,6 +174,29 @@ def _build(httpx: Any, httpcore: Any) -> type:
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             self._deadline.at = time.monotonic() + self.seconds
-            return super().handle_request(request)
+            response = super().handle_request(request)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+                response.close()
+                raise ReplyTooLarge(request, f"{int(declared)} bytes by its Content-Length")
+            response.stream = _CappedBody(response.stream, request)
+            return response
+
+    class _CappedBody(httpx.SyncByteStream):
+        """A reply body that raises :class:`ReplyTooLarge` once more than :data:`MAX_REPLY_BYTES` arrived."""
+
+        def __init__(self, stream: Any, request: httpx.Request) -> None:
+            self._stream, self._request = stream, request
+
+        def __iter__(self) -> Any:
+            received = 0
+            for chunk in self._stream:
+                received += len(chunk)
+                if received > MAX_REPLY_BYTES:
+                    raise ReplyTooLarge(self._request, f"more than {MAX_REPLY_BYTES} bytes")
+                yield chunk
+
+        def close(self) -> None:
+            self._stream.close()
 
     return DeadlineTransport

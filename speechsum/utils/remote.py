@@ -26,16 +26,29 @@ import openai
 from tqdm.auto import tqdm
 
 from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exported)
-from speechsum.utils.arguments import ConfigError, base_url_problem, check_key_variable, key_problem
+from speechsum.utils.arguments import (
+    ConfigError,
+    base_url_problem,
+    check_key_variable,
+    key_problem,
+    unset_text,
+    without_url_credentials,
+)
 from speechsum.utils.deadline import deadline_http_client
+from speechsum.utils.endpoint_advice import endpoint_advice
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
-from speechsum.utils.replies import EndpointError, MalformedReply
+from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
+    PLACEHOLDER_KEY,
+    redirect_loop,
+    refuse_method_changing_redirect,
+    refuse_redirect_dropping_key,
+)
+from speechsum.utils.replies import EndpointError, MalformedReply, refuse_undecodable_encoding
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-PLACEHOLDER_KEY = "EMPTY"  # what vLLM and speechsum serve accept when they run without a key
 KEYS_IN_USE: set[str] = set()  # every key a client was made with: masked where an endpoint's message is shown
 # The retry policy, as a table: errors that say "try again later", not "this request is wrong".
 TRANSIENT_ERRORS: dict[type[BaseException], str] = {
@@ -72,13 +85,13 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
     if not key:
         if base_url is None:
             raise ValueError(
-                f"No API key: the environment variable {api_key_env} is not set. Export it "
+                f"No API key: the environment variable {api_key_env} {unset_text(api_key_env)}. Export it "
                 f"(export {api_key_env}=...) or give a base_url of a self-hosted endpoint."
             )
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
-    hooks = {"response": [refuse_method_changing_redirect]}
+    hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
     http_client = deadline_http_client(timeout, event_hooks=hooks) or openai.DefaultHttpxClient(event_hooks=hooks)
     return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0, http_client=http_client)
@@ -109,23 +122,9 @@ def check_key_option(variable: str, base_url: str | None, option: str = "--api-k
     except ConfigError as err:
         raise ConfigError(f"{option} {variable}: {err}") from None
     if not key and base_url is None:
-        raise ConfigError(f"{option} {variable}: that environment variable is not set, and the official API needs a "
-                          f"key: export it (export {variable}=...), or give {url_option} of a self-hosted endpoint")
-
-
-def refuse_method_changing_redirect(response: Any) -> None:
-    """An ``openai.APIStatusError`` (not retried) for a POST answered with a 301, 302 or 303 redirect:
-    followed, it arrives as a GET (HTTP clients change the method), whose 404 or 405 named neither the
-    redirect nor base_url. 307 and 308 keep the method and body, and are followed."""
-    request = response.request
-    if request.method != "POST" or response.status_code not in (301, 302, 303):
-        return
-    target = response.headers.get("location", "")
-    response.read()
-    raise openai.APIStatusError(
-        f"POST {request.url} was redirected ({response.status_code}) to {target!r}, which a client follows as a "
-        "GET: set base_url to the address the redirect points to (an http:// base_url behind an https-only "
-        "proxy: write https://)", response=response, body=None)
+        raise ConfigError(f"{option} {variable}: that environment variable {unset_text(variable)}, and the official "
+                          f"API needs a key: export it (export {variable}=...), or give {url_option} of a self-hosted "
+                          "endpoint")
 
 
 def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, error: BaseException,
@@ -138,34 +137,8 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     reason = error_text(error)  # keys masked there
     advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
                                                           "server load)")
-    return SystemExit(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything finished so "
-                      f"far is cached in {cache}; rerun the same command to resume.")
-
-
-def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
-                    "--api-key-env") -> str:
-    """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
-    the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
-    status = getattr(error, "status_code", None)
-    if status == 401:
-        return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
-                "started without a key needs none)")
-    if status == 403:
-        return "the API key has no access to this model or endpoint: check the key's permissions and the model name"
-    if status == 404:
-        return ("no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), "
-                "and that the endpoint serves the model name (GET base_url/models lists them)")
-    if status == 429 and getattr(error, "code", None) == "insufficient_quota":
-        return "the account's quota is used up (no retry ends that): add credit with the provider, or use another key"
-    if status == 429:
-        return "rate-limited after every retry: lower the concurrency or wait (a used-up quota needs the provider's billing)"
-    if isinstance(status, int) and status >= 500:
-        return "the server failed after every retry: check its logs and load"
-    if isinstance(error, openai.APITimeoutError):
-        return "no answer within the timeout after every retry: raise the timeout or lower the concurrency"
-    if isinstance(error, openai.APIConnectionError):
-        return "unreachable after every retry: check that a server runs at base_url (host, port, http/https)"
-    return ""
+    return SystemExit(without_keys(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything "
+                                   f"finished so far is cached in {cache}; rerun the same command to resume."))
 
 
 def error_text(error: BaseException) -> str:
@@ -181,7 +154,9 @@ def error_text(error: BaseException) -> str:
 
 def without_keys(text: str) -> str:
     """``text`` with every API key in use (:data:`KEYS_IN_USE`) replaced by ``***``: servers echo the
-    key they refused ("Incorrect API key provided: sk-…")."""
+    key they refused ("Incorrect API key provided: sk-…"); so are the credentials of any URL in it
+    (``http://user:password@host`` → ``http://***@host``: a base_url may carry them)."""
+    text = without_url_credentials(text)
     for key in sorted(KEYS_IN_USE, key=len, reverse=True):
         if len(key) >= 8:
             text = text.replace(key, "***")
@@ -215,8 +190,10 @@ def is_retryable(error: BaseException) -> bool:
     """The retry policy: transient errors (:data:`TRANSIENT_ERRORS`; HTTP 408, 429 and 5xx) are
     retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not, nor
     a 429 whose code says the account's quota is used up (OpenAI's ``insufficient_quota``: no wait
-    ends it)."""
+    ends it), nor a redirect loop (:func:`redirect_loop`)."""
     if isinstance(error, openai.RateLimitError) and getattr(error, "code", None) == "insufficient_quota":
+        return False
+    if redirect_loop(error):  # the same redirects again: 21 requests per attempt
         return False
     if isinstance(error, RETRYABLE_ERRORS):
         return True
@@ -290,14 +267,18 @@ def with_retries(
     :func:`is_retryable`) after :func:`backoff_delay` (or the server's Retry-After, if longer; both
     capped at ``max_backoff``, so a server asking for an hour cannot stall a run); re-raise the last
     error when attempts run out, and any other error at once. ``on_retry(retry_number, error,
-    delay)`` runs before each sleep — pass a :class:`RetryCounter` to count.
+    delay)`` runs before each sleep — pass a :class:`RetryCounter` to count. An error raised after every
+    attempt carries ``retries_spent`` = (attempts, seconds waited), which :func:`endpoint_advice` says.
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
+    waited = 0.0
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as error:
+            if attempt == attempts and attempts > 1 and retry_if(error):
+                error.retries_spent = (attempts, waited)  # said by endpoint_advice: what "every retry" was
             if attempt == attempts or not retry_if(error):
                 raise
             delay = backoff_delay(attempt, backoff_seconds, max_backoff)
@@ -308,6 +289,7 @@ def with_retries(
             if on_retry is not None:
                 on_retry(attempt, error, delay)
             sleep(delay)
+            waited += delay
     raise AssertionError("unreachable")
 
 

@@ -11,6 +11,7 @@ raise :class:`MalformedReply` naming the endpoint and what was wrong (a transien
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,7 +37,42 @@ def fetch_reply(endpoint: str, request: Callable[[], T]) -> T:
         return request()
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         what = "UTF-8 text" if isinstance(error, UnicodeDecodeError) else "JSON"
-        raise MalformedReply(f"{endpoint}: the reply body is not {what} ({type(error).__name__}: {error})") from error
+        body = getattr(error, "doc", "")  # the text that is no JSON: a page or stream says what answered
+        shown = f"; it is {text_reply(body)}" if body.strip() else ""
+        raise MalformedReply(f"{endpoint}: the reply body is not {what} ({type(error).__name__}: {error}){shown}") \
+            from error
+
+
+def text_reply(text: str) -> str:
+    """What a reply that is text, not JSON, looks like, with its start: an HTML page (a proxy's login or
+    error page), an event stream (a streamed reply nobody asked for) or other text."""
+    start = " ".join(text.split())
+    start = start if len(start) <= 80 else f"{start[:80]}…"
+    if start[:1] == "<":
+        kind = "an HTML page"
+    elif start.startswith(("data:", "event:", ": ")):
+        kind = "an event stream (a streamed reply, which was not asked for)"
+    else:
+        kind = "text"
+    return f"{kind}, starting {start!r}"
+
+
+COMPRESSIONS = ("br", "zstd", "compress", "x-compress")  # codings an HTTP library may lack a decoder for
+
+
+def refuse_undecodable_encoding(response: Any) -> None:
+    """A response hook: :class:`MalformedReply` (retried) for a body compressed in a coding the HTTP library
+    cannot decode (``br`` without brotli, ``zstd``), which a server sent though the client never asked for it
+    (its ``Accept-Encoding`` lists only what it decodes): it was read as is, "not UTF-8 text"."""
+    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+    library = sys.modules.get(f"{type(response).__module__.split('.')[0]}._decoders")
+    decodable = getattr(library, "SUPPORTED_DECODERS", {})
+    if unknown := [c for c in codings if c in COMPRESSIONS and c not in decodable]:
+        response.close()
+        raise MalformedReply(
+            f"{response.request.url}: the reply is compressed as {unknown[0]!r}, which this client does not decode "
+            f"(it asked for {response.request.headers.get('accept-encoding', 'none')!r}): set the server, or the proxy "
+            "in between, to answer uncompressed or in one of those")
 
 
 def json_type(value: Any) -> str:
@@ -48,6 +84,8 @@ def json_type(value: Any) -> str:
 
 def first_choice(response: Any, endpoint: str) -> Any:
     """``response.choices[0]``, or :class:`MalformedReply` naming ``endpoint`` (its base URL)."""
+    if isinstance(response, str):  # the client hands over a body that is not application/json as text
+        raise MalformedReply(f"{endpoint}: the reply is {text_reply(response)}, not a JSON completion")
     if not isinstance(response, pydantic.BaseModel):
         raise MalformedReply(f"{endpoint}: the reply is {json_type(response)}, not a completion object")
     choices = getattr(response, "choices", None)

@@ -41,6 +41,10 @@ RUBRIC_REFUSED = {  # answer → what the error says; the judge asks again, then
     "<think> cut before the answer": ('<think>the score could be {"score": 4} but', "never closes"),
     "cut JSON (finish_reason length)": ('{"accuracy": 6, "coherence": 7, "sco', "no JSON object with 'score'"),
     "revised score": ('Initially {"score": 3}; on reflection {"score": 5}', "ambiguous"),
+    # a key given twice: read as the last before (7), silently
+    "score given twice": ('{"score": 2, "reasons": "wrong figure", "score": 7}', "ambiguous answer: the key 'score' is "
+                                                                              r"given twice with different values \(2, 7\)"),
+    "criterion given twice": ('{"accuracy": 2, "accuracy": 6, "score": 5}', "the key 'accuracy' is given twice"),
     "0": ('{"score": 0}', "in 1..7"), "8": ('{"score": 8}', "in 1..7"), "10 (out of 10)": ('{"score": 10}', "in 1..7"),
     "6.5": ('{"score": 6.5}', "integer"), "six": ('{"score": "six"}', "integer"),
     "criterion out of range": ('{"score": 5, "accuracy": 9}', "in 1..7"),
@@ -57,6 +61,7 @@ PAIR_SCORED = {  # answer → winner
     "<think> holding another verdict": ('<think>{"winner": "B"}? No.</think>{"winner": "A", "reasons": "x"}', "A"),
     "prompt format echoed": ('{"winner": "A" | "B" | "tie"}\n{"winner": "tie", "reasons": "x"}', "tie"),
     "'Summary A'": ('{"winner": "Summary A", "reasons": "x"}', "A"),
+    "winner repeated alike": ('{"winner": "A", "reasons": "x", "winner": "A"}', "A"),
     "unicode quotes": ("{“winner”: “B”, “reasons”: “x”}", "B"),
 }
 
@@ -65,6 +70,8 @@ PAIR_REFUSED = {
     "refusal": ("I cannot compare these summaries.", "no JSON object with 'winner'"),
     "verdict only inside <think>": ('<think>{"winner": "B"}</think> A is better.', "no JSON object with 'winner'"),
     "two verdicts": ('{"winner": "A"} Alternatively {"winner": "B"}', "ambiguous"),
+    "winner given twice": ('{"winner": "A", "reasons": "x", "winner": "B"}', "ambiguous answer: the key 'winner' is "
+                                                                            r'given twice with different values \("A", "B"\)'),
     "C": ('{"winner": "C"}', "must be A, B or tie"),
 }
 

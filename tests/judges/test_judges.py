@@ -16,6 +16,8 @@ from speechsum.judges.pairwise import (
     OpenAIJudge,
     parse_pair_verdict,
 )
+from speechsum.serving.protocol import APIError
+from speechsum.utils.chat_json import DOWN_AFTER
 from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 
 ITEM = JudgeInput("doc-1", "Summarise the call.", "Ana: the budget is 40,000 euros.", None)
@@ -102,6 +104,42 @@ def test_server_errors_are_retried_and_exhausted_retries_count_as_unjudged():
         verdict = judge_for(url, request_attempts=2).compare(ITEM, GOOD, BAD)
     assert verdict.winner is None and "request failed" in verdict.reasons
     assert backend.count == 2
+
+
+def test_a_judge_that_went_down_stops_the_run_instead_of_failing_every_item_in_turn():
+    """Before: every pair after the outage was retried and given up in turn (a dead server asked 4 times per
+    pair, hours of timeouts for a large run) and the run ended as if done, those pairs unjudged."""
+    down = []
+
+    def goes_down(messages: list[dict]) -> str:
+        if down:
+            raise APIError(503, "the judge server went down")
+        return faithful_judge(messages)
+
+    backend = ScriptedChatBackend(goes_down)
+    with serve_in_thread(backend) as url:
+        judge = judge_for(url, request_attempts=2)
+        assert judge.compare(ITEM, GOOD, BAD).winner == "A"
+        down.append(True)
+        assert [judge.compare(ITEM, GOOD, BAD).winner for _ in range(DOWN_AFTER - 1)] == [None] * (DOWN_AFTER - 1)
+        with pytest.raises(openai.InternalServerError, match="went down"):
+            judge.compare(ITEM, GOOD, BAD)
+    assert backend.count == 2 + 2 * DOWN_AFTER  # two orders answered, then 2 attempts per ask until it stopped
+
+
+def test_items_given_up_between_answers_do_not_stop_the_run():
+    """An isolated pair given up after its retries stays unjudged: only asks failing in a row mean a dead endpoint."""
+    number = [0]
+
+    def fails_every_other_pair(messages: list[dict]) -> str:
+        number[0] += 1
+        if number[0] % 4 in (1, 2):  # the first order of every other pair, both attempts: given up
+            raise APIError(503, "overloaded")
+        return faithful_judge(messages)
+
+    with serve_in_thread(ScriptedChatBackend(fails_every_other_pair)) as url:
+        judge = judge_for(url, request_attempts=2)
+        assert [judge.compare(ITEM, GOOD, BAD).winner for _ in range(2 * DOWN_AFTER)] == [None, "A"] * DOWN_AFTER
 
 
 def test_api_key_from_environment_and_auth_errors_stop(monkeypatch):

@@ -167,3 +167,13 @@ def test_text_lm_settings_are_checked_on_load_as_the_student_stages_are(tmp_path
     with pytest.raises(ValueError) as error:
         load_pipeline_config(config)
     assert str(error.value) == f"{config}: {message.format(cwd=Path.cwd())}"
+
+
+def test_a_stage_command_is_logged_with_its_urls_credentials_masked(tmp_path):
+    """A judge.base_url ``http://user:password@host/v1`` went whole into the stage log and the stage marker."""
+    (tmp_path / "logs").mkdir()
+    ctx = StageContext(tmp_path, {}, "pairs", wandb=False, verbose=False, teacher_mode=None)
+    ctx.run([sys.executable, "-c", "pass", "--judge-base-url", "http://bob:hunter2@judge:8000/v1"])
+    shown = f"{sys.executable} -c pass --judge-base-url http://***@judge:8000/v1"
+    assert ctx.commands == [shown]
+    assert (tmp_path / "logs" / "pairs.log").read_text().startswith(f"[pipeline] $ {shown}  (OMP_NUM_THREADS=1)\n")

@@ -83,3 +83,34 @@ def test_a_used_up_quota_is_not_retried_and_says_so():
     assert endpoint_error_text(error.value).endswith(
         "You exceeded your current quota.); the account's quota is used up (no retry ends that): add credit with the "
         "provider, or use another key, then rerun")
+
+
+def test_a_server_failing_every_retry_is_said_with_the_attempts_and_the_time_waited():
+    """A 503 storm: before, "failed after every retry", saying neither how many nor how long."""
+    backend = ScriptedChatBackend(lambda m: "ok", fail_every=1, fail_status=503, retry_after=1.5)
+    delays: list[float] = []
+    with serve_in_thread(backend) as url:
+        with pytest.raises(openai.InternalServerError) as error:
+            with_retries(lambda: _chat(openai_client(url)), attempts=3, backoff_seconds=0.001, sleep=delays.append)
+    assert backend.count == 3 and delays == [1.5, 1.5]  # the server's Retry-After
+    assert endpoint_error_text(error.value) == (
+        f"the endpoint {url}/chat/completions failed (InternalServerError: Error code: 503 - scripted failure of "
+        "request 3); the server failed after 3 attempts (3.0 s of waits between): check its logs and load, then rerun")
+
+
+def test_a_server_closing_before_a_whole_answer_is_not_called_unreachable():
+    """Before: "unreachable after every retry: check that a server runs at base_url", for a server that ran."""
+    from tests.servers import RawServer
+
+    def cut(handler, body: bytes) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"id\": ")
+        handler.close_connection = True
+
+    with RawServer(cut) as server:
+        with pytest.raises(openai.APIConnectionError) as error:
+            with_retries(lambda: _chat(openai_client(server.url)), attempts=2, backoff_seconds=0.001)
+    assert len(server.targets) == 2 and endpoint_error_text(error.value).endswith(
+        "(RemoteProtocolError: peer closed connection without sending complete message body (received 7 bytes, "
+        "expected 500))); the server took the connection but closed it before a whole answer after 2 attempts "
+        f"({error.value.retries_spent[1]:.1f} s of waits between): check its logs (a crash, a restart, a proxy's time "
+        "limit) and that base_url's http/https is the server's, then rerun")

@@ -19,3 +19,45 @@ from speechsum.utils import remote
 def test_keys_are_masked_and_short_ones_only_as_whole_words(monkeypatch, keys, text, shown):
     monkeypatch.setattr(remote, "KEYS_IN_USE", set(keys))
     assert remote.without_keys(text) == shown
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("POST http://bob:hunter2@127.0.0.1:8000/v1/chat/completions", "POST http://***@127.0.0.1:8000/v1/chat/completions"),
+    ("https://TOKEN123@host/v1 failed", "https://***@host/v1 failed"),
+    ("http://host:8000/v1?to=a@b and mail bob@example.com", "http://host:8000/v1?to=a@b and mail bob@example.com"),
+])
+def test_url_credentials_are_masked(monkeypatch, text, shown):
+    monkeypatch.setattr(remote, "KEYS_IN_USE", set())
+    assert remote.without_keys(text) == shown
+
+
+def test_a_base_url_with_credentials_is_masked_in_every_endpoint_message(monkeypatch):
+    """A base_url ``http://user:password@host/v1`` (a proxy's basic auth) was shown whole: in the one-line
+    error of a refused request, a command's exit message, an item's error and the judge's summary error."""
+    from speechsum.utils.chat_json import ChatJsonAsker, check_not_all_refused
+    from tests.servers import JSONServer
+
+    monkeypatch.setattr(remote, "KEYS_IN_USE", set())
+    with JSONServer(lambda request: (401, {"error": {"message": "who are you?"}})) as refusing:
+        url = refusing.url.replace("http://", "http://bob:hunter2@")
+        client = remote.openai_client(url)
+        asker = ChatJsonAsker(client, "m", request_attempts=1)
+        with pytest.raises(Exception) as raised:
+            asker.ask([{"role": "user", "content": "hi"}], dict)
+        shown = remote.endpoint_error_text(raised.value)
+        exit_message = str(remote.endpoint_failure("speechsum synth", client, "K", raised.value, "cache.jsonl"))
+    port = refusing.url.split(":")[2].split("/")[0]
+    assert shown.startswith(f"the endpoint http://***@127.0.0.1:{port}/v1/chat/completions failed (AuthenticationError")
+    assert exit_message.startswith(f"speechsum synth: the endpoint http://***@127.0.0.1:{port}/v1/ failed")
+    with JSONServer(lambda request: ["not", "a", "completion"]) as wrong:
+        url = wrong.url.replace("http://", "http://bob:hunter2@")
+        answer = ChatJsonAsker(remote.openai_client(url), "m", request_attempts=1).ask(
+            [{"role": "user", "content": "hi"}], dict)
+        port = wrong.url.split(":")[2].split("/")[0]
+        assert answer.error == (f"request failed: MalformedReply: http://***@127.0.0.1:{port}/v1/: the reply is an "
+                                "array, not a completion object")
+        with pytest.raises(Exception) as summary:
+            check_not_all_refused([answer.error], url + "/", "m", "the judge")
+    assert "hunter2" not in str(summary.value)
+    assert str(summary.value).startswith(f"http://***@127.0.0.1:{port}/v1/: the judge refused all 1 requests (the "
+                                         "first: request failed: MalformedReply:")

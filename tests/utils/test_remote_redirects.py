@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from speechsum.utils.remote import endpoint_error_text, openai_client
+from speechsum.utils.remote import endpoint_error_text, openai_client, with_retries
 from tests.servers import ScriptedChatBackend, ThreadedServer, serve_in_thread
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -58,3 +58,42 @@ def test_a_redirect_that_keeps_the_method_is_followed():
     with serve_in_thread(ScriptedChatBackend(lambda m: "ok")) as target, RedirectServer(308, target) as moved:
         reply = openai_client(moved.url).chat.completions.create(model="scripted", messages=MESSAGES)
     assert reply.choices[0].message.content == "ok" and moved.methods == ["POST"]
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_redirect_elsewhere_that_would_drop_the_key_is_named_not_a_401(monkeypatch, status):
+    """Before: followed without the key (clients drop it for another host or port), and the target's 401 said
+    to export a valid key, which was there all along."""
+    monkeypatch.setenv("SPEECHSUM_REDIRECT_KEY", "sk-redirect-test-1")
+    with serve_in_thread(ScriptedChatBackend(lambda m: "ok"), api_key="sk-redirect-test-1") as target, \
+            RedirectServer(status, target) as moved:
+        with pytest.raises(openai.APIStatusError) as error:
+            openai_client(moved.url, "SPEECHSUM_REDIRECT_KEY").chat.completions.create(model="scripted",
+                                                                                        messages=MESSAGES)
+    assert error.value.status_code == status and moved.methods == ["POST"]
+    assert str(error.value) == (
+        f"POST {moved.url}/chat/completions was redirected ({status}) to '{target}/chat/completions', another origin "
+        "(host, port or scheme), where a client does not send the API key: set base_url to the address the redirect "
+        "points to")
+
+
+def test_a_redirect_elsewhere_without_a_key_is_followed(monkeypatch):
+    """A self-hosted endpoint without a key (the placeholder is sent) loses nothing by the move."""
+    monkeypatch.delenv("SPEECHSUM_REDIRECT_KEY", raising=False)
+    with serve_in_thread(ScriptedChatBackend(lambda m: "ok")) as target, RedirectServer(307, target) as moved:
+        reply = openai_client(moved.url, "SPEECHSUM_REDIRECT_KEY").chat.completions.create(model="scripted",
+                                                                                           messages=MESSAGES)
+    assert reply.choices[0].message.content == "ok"
+
+
+def test_a_redirect_loop_is_not_retried_nor_called_unreachable():
+    """Before: 4 attempts of 21 requests each, then "unreachable after every retry: check that a server runs"."""
+    with RedirectServer(307, "") as looping:  # Location: the request's own path
+        with pytest.raises(openai.APIConnectionError) as error:
+            with_retries(lambda: openai_client(looping.url).chat.completions.create(model="m", messages=MESSAGES),
+                         backoff_seconds=0.001)
+    assert looping.methods == ["POST"] * 21  # one attempt: the first request and 20 redirects
+    assert endpoint_error_text(error.value) == (
+        f"the endpoint {looping.url}/chat/completions failed (APIConnectionError: Connection error. (TooManyRedirects: "
+        "Exceeded maximum allowed redirects.)); the endpoint redirects without end (a loop): set base_url to the API's "
+        "own address, past the redirects, then rerun")

@@ -236,8 +236,10 @@ class OpenAICompatibleTeacher(Teacher):
 
     @property
     def endpoint(self) -> str:
-        """The base URL requests go to (named in every error about its replies)."""
-        return str(self.client.base_url)
+        """The base URL requests go to (named in every error about its replies), credentials in it masked."""
+        from speechsum.utils.remote import without_keys
+
+        return without_keys(str(self.client.base_url))
 
     def check_scores(self, scores: TeacherScores, vocab_size: int) -> None:
         check_top_ids(scores.topk_ids, vocab_size, self.endpoint)

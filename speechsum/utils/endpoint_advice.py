@@ -1,0 +1,49 @@
+"""What to do about an OpenAI-compatible endpoint's error, by its kind (HTTP status, timeout,
+unreachable, cut off, a redirect loop, a reply too large): the advice ending the one-line errors of
+:mod:`speechsum.utils.remote` (:func:`~speechsum.utils.remote.endpoint_error_text`,
+:func:`~speechsum.utils.remote.endpoint_failure`)."""
+
+from __future__ import annotations
+
+import openai
+
+from speechsum.utils.deadline import ReplyTooLarge
+from speechsum.utils.redirects import redirect_loop
+
+CUT_OFF = ("RemoteProtocolError", "ReadError", "WriteError")  # a connection's causes once a server took it
+
+
+def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
+                    "--api-key-env") -> str:
+    """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
+    the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
+    status = getattr(error, "status_code", None)
+    spent = getattr(error, "retries_spent", None)  # set by with_retries
+    retried = "after every retry" if spent is None else f"after {spent[0]} attempts ({spent[1]:.1f} s of waits between)"
+    if status == 401:
+        return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
+                "started without a key needs none)")
+    if status == 403:
+        return "the API key has no access to this model or endpoint: check the key's permissions and the model name"
+    if status == 404:
+        return ("no such route or model: check that base_url is the API's root, ending in /v1 (http://HOST:PORT/v1), "
+                "and that the endpoint serves the model name (GET base_url/models lists them)")
+    if status == 429 and getattr(error, "code", None) == "insufficient_quota":
+        return "the account's quota is used up (no retry ends that): add credit with the provider, or use another key"
+    if status == 429:
+        return f"rate-limited {retried}: lower the concurrency or wait (a used-up quota needs the provider's billing)"
+    if isinstance(status, int) and status >= 500:
+        return f"the server failed {retried}: check its logs and load"
+    if isinstance(error, ReplyTooLarge):
+        return ("check that base_url is the OpenAI-compatible API's and that nothing in between (a proxy, a login or "
+                "download page) answers in its place")
+    if redirect_loop(error):
+        return "the endpoint redirects without end (a loop): set base_url to the API's own address, past the redirects"
+    if isinstance(error, openai.APITimeoutError):
+        return f"no answer within the timeout {retried}: raise the timeout or lower the concurrency"
+    if isinstance(error, openai.APIConnectionError) and type(error.__cause__).__name__ in CUT_OFF:
+        return (f"the server took the connection but closed it before a whole answer {retried}: check its logs (a "
+                "crash, a restart, a proxy's time limit) and that base_url's http/https is the server's")
+    if isinstance(error, openai.APIConnectionError):
+        return f"unreachable {retried}: check that a server runs at base_url (host, port, http/https)"
+    return ""
