@@ -245,37 +245,6 @@ def test_throughput_is_logged_per_window(tmp_path, toy_data):
     assert all(float(r["train/tokens_per_s"]) > 0 and float(r["train/audio_s_per_s"]) > 0 for r in rows)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    (b"trainer:\n  max_steps: [1, 2\n", "bad.yaml:3:1: not valid YAML: did not find expected ',' or ']'"),
-    (b"trainer:\n  max_steps: 5\n foo: 1\n", "bad.yaml:3:2: not valid YAML: did not find expected key"),
-    (b"trainer:\n  max_steps: 5 # caf\xe9\n", "bad.yaml: not UTF-8 text (byte b'\\xe9' at offset 29)"),
-    # LibYAML's words name no tab: the hint on tabs that PyYAML's error got was missing here
-    (b"trainer:\n\tmax_steps: 5\n", "bad.yaml:2:1: not valid YAML: found character that cannot start any token; "
-                                     "YAML indents with spaces, never tabs: replace the tabs\n"),
-])
-def test_a_broken_config_file_is_named_with_line_and_column(tmp_path, capsys, text, message):
-    from speechsum.cli import main
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_bytes(text)
-    trainer = Path(__file__).resolve().parents[1] / "configs" / "trainer" / "cpu.yaml"
-    for args in (["fit", "--config", str(trainer), "--config", str(bad)], ["fit", f"--config={bad}"],
-                 ["fit", "-c", str(bad)]):
-        with pytest.raises(SystemExit) as exit_info:
-            main(args)
-        assert exit_info.value.code == 2
-        assert f"error: {tmp_path}/{message}" in capsys.readouterr().err
-
-
-def test_configs_the_lightning_cli_reads_pass_the_check(tmp_path):
-    """A tab after a colon, an impossible date (a string to jsonargparse), inline YAML: not refused."""
-    from speechsum.cli import check_config_files
-
-    good = tmp_path / "good.yaml"
-    good.write_text("trainer:\n  max_steps:\t3\n  default_root_dir: 2024-02-30\n")
-    check_config_files(["fit", "--config", str(good), "-c", str(good), "--config", "trainer: {max_steps: 2}"])
-
-
 def test_weights_from_init_from_that_a_stage_freezes_stay_in_its_checkpoint(tmp_path):
     """A projector trained in one stage and frozen in the next comes back from the next stage's
     checkpoint (export, evaluate and serve rebuild the model from its config + these weights)."""
@@ -305,97 +274,6 @@ def test_weights_from_init_from_that_a_stage_freezes_stay_in_its_checkpoint(tmp_
     rebuilt, _ = load_speech_llm(tmp_path / "second.ckpt")
     for name, value in first.model.projector.state_dict().items():
         torch.testing.assert_close(rebuilt.projector.state_dict()[name], value)
-
-
-def test_a_bad_manifest_line_ends_the_command_with_its_message_not_a_traceback(tmp_path, toy_data, capsys,
-                                                                                monkeypatch):
-    """``speechsum validate`` (and every other command) on a manifest with a bad line: one message
-    naming file, line and reason, exit 2; SPEECHSUM_TRACEBACK=1 gives the traceback."""
-    from speechsum.data.manifest import ManifestError
-
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(toy_data["val"].read_text().splitlines()[0] + " junk\n")
-    config = run_config(tmp_path, toy_data)
-    argv = ["validate", "--config", str(config), "--data.val_manifest", str(bad)]
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert f"speechsum validate: error: {bad}:1: invalid JSON: Extra data" in err and "Traceback" not in err
-    monkeypatch.setenv("SPEECHSUM_TRACEBACK", "1")
-    with pytest.raises(ManifestError):
-        main(argv)
-    monkeypatch.delenv("SPEECHSUM_TRACEBACK")
-    with pytest.raises(SystemExit) as info:
-        main(["evaluate", "--system", "student:x:missing.ckpt", "--manifest", f"test={tmp_path / 'none.jsonl'}",
-              "--out", str(tmp_path / "eval")])
-    assert info.value.code == 2
-    assert "speechsum evaluate: error:" in capsys.readouterr().err
-
-
-def test_a_ckpt_path_that_is_not_a_training_checkpoint_is_named(tmp_path, toy_data, capsys):
-    """Lightning's EOFError / KeyError from inside torch.load named no file."""
-    config = run_config(tmp_path, toy_data)
-    (tmp_path / "zero.ckpt").write_bytes(b"")
-    (tmp_path / "text.ckpt").write_text("hello")
-    torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
-    (tmp_path / "in_config.yaml").write_text(f"ckpt_path: {tmp_path / 'zero.ckpt'}\n")
-    on_command_line = [(["--ckpt_path", str(tmp_path / name)], name, message) for name, message in (
-        ("zero.ckpt", "not a readable PyTorch checkpoint (EOFError"), ("text.ckpt", "not a readable PyTorch checkpoint"),
-        ("weights.ckpt", "not a Lightning training checkpoint"), ("missing.ckpt", "No such file"))]
-    in_config = (["--config", str(tmp_path / "in_config.yaml")], "zero.ckpt", "not a readable PyTorch checkpoint (EOFError")
-    for where, name, message in [*on_command_line, in_config]:
-        with pytest.raises(SystemExit) as info:
-            main(["validate", "--config", str(config), *where])
-        err = capsys.readouterr().err
-        assert info.value.code == 2 and f"ckpt_path {tmp_path / name}: " in err and message in err
-        assert "mmap" not in err
-
-
-def test_a_last_checkpoint_cut_short_is_named_with_what_to_do(tmp_path, toy_data, capsys):
-    """`--ckpt_path last` after a crash or a full disk cut the newest checkpoint: one line naming the
-    file Lightning would read (a torch.load traceback before); an intact one still resumes."""
-    config = run_config(tmp_path, toy_data, max_steps=2, limit_val_batches=0)
-    main(["fit", "--config", str(config)])
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    data = last.resolve().read_bytes()
-    main(["validate", "--config", str(config), "--ckpt_path", "last"])  # readable: runs
-    last.resolve().write_bytes(data[: len(data) // 2])
-    for command in ("fit", "validate"):
-        with pytest.raises(SystemExit) as info:
-            main([command, "--config", str(config), "--ckpt_path", "last"])
-        err = capsys.readouterr().err
-        assert info.value.code == 2, err
-        assert f"error: ckpt_path last: {last} cannot be read (RuntimeError: PytorchStreamReader failed" in err
-        assert "Delete it to resume from an older checkpoint (--ckpt_path FILE) or start again without --ckpt_path" in err
-
-
-def test_weights_of_another_shape_are_named_with_the_config_to_use(tmp_path):
-    from speechsum.models.checkpoint import match_state_dict
-    from speechsum.models.composed import ComposedSpeechLLM
-    from speechsum.models.policy import TrainingPolicy
-    from tests.conftest import tiny_backbone_args
-
-    args = tiny_backbone_args()
-    model = ComposedSpeechLLM(**{**args, "policy": TrainingPolicy()})
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    key = next(k for k in state if "lora_A" in k)
-    state[key] = torch.zeros(state[key].shape[0] * 2, state[key].shape[1])  # another LoRA rank
-    with pytest.raises(ValueError, match=r"^run\.ckpt: 1 weights have other shapes than this model's, e.g. .*"
-                                         r"it was trained with another model config"):
-        match_state_dict(model, state, "run.ckpt")
-
-
-def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_data, capsys):
-    """The stage's error reached the user inside ~90 lines of jsonargparse's union-type report."""
-    config = run_config(tmp_path, toy_data)
-    (tmp_path / "zero.ckpt").write_bytes(b"\n")
-    for name, message in (("missing.ckpt", "init_from " + str(tmp_path / "missing.ckpt") + ": No such file or directory"),
-                          ("zero.ckpt", "not a readable PyTorch checkpoint")):
-        with pytest.raises(SystemExit) as info:
-            main(["validate", "--config", str(config), "--model.init_args.init_from", str(tmp_path / name)])
-        err = capsys.readouterr().err
-        assert info.value.code == 2 and message in err and str(tmp_path / name) in err and "Union" not in err
 
 
 def test_the_projects_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):
