@@ -67,12 +67,34 @@ def check_safetensors_file(path: Path) -> None:
         raise CheckpointError(f"{path}: not a whole safetensors file ({err}): {REDO}") from None
 
 
+def padding_problem(config_file: Path) -> str:
+    """What ``config_file`` says that no embedding table can build: its (text) ``pad_token_id`` outside
+    the ``vocab_size`` ids (torch: "Padding_idx must be within num_embeddings")."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    for fields in (config, config.get("text_config") or {}):
+        vocab, pad = fields.get("vocab_size"), fields.get("pad_token_id")
+        if isinstance(vocab, int) and isinstance(pad, int) and not -vocab <= pad < vocab:
+            return f"its pad_token_id {pad} is outside the {vocab} ids its vocab_size gives"
+    return "its pad_token_id is outside the ids its vocab_size gives"
+
+
 def pretrained_with_report(model_class: Any, spec: str | Path, **kwargs: Any) -> tuple[Any, dict]:
     """``model_class.from_pretrained(spec, **kwargs)`` and transformers' loading report (missing, unexpected
     keys). Weights of another shape than the folder's ``config.json`` gives are a :class:`CheckpointError`
     naming the first: transformers' ``RuntimeError`` ("You set `ignore_mismatched_sizes` to `False`, thus
     raising an error. For details look at the above report!") named neither the folder nor the weight."""
-    model, report = model_class.from_pretrained(spec, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    try:
+        model, report = model_class.from_pretrained(spec, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                    **kwargs)
+    except AssertionError as err:  # torch's nn.Embedding, building a table too small for the config's pad id
+        if "Padding_idx must be within num_embeddings" not in str(err):
+            raise
+        raise CheckpointError(f"{spec}: {padding_problem(Path(spec) / 'config.json')}: config.json is not this "
+                              "model's (edited, or of another model); copy the folder again or give the config.json "
+                              "saved with these weights") from None
     mismatched = sorted(report.get("mismatched_keys") or [])
     if mismatched:
         key, saved_shape, config_shape = mismatched[0]

@@ -61,3 +61,20 @@ def test_weights_of_another_shape_than_config_json_gives_are_named(saved, tmp_pa
         load(tmp_path / "lm")
     assert str(info.value).startswith(f"{tmp_path / 'lm'}: 2 weights in the folder do not have the shape its "
                                       "config.json gives (lm_head.weight: ")
+
+
+@pytest.mark.parametrize("load", [lambda folder: TextLLM(llm=str(folder)), HFBackend], ids=["text LM", "serve backend"])
+def test_a_config_whose_vocabulary_cannot_hold_its_pad_id_is_named(saved, tmp_path, load):
+    """An edited config.json (vocab_size 10, pad id 257) ended in torch's bare AssertionError
+    "Padding_idx must be within num_embeddings", naming neither the folder nor the setting."""
+    folder = tmp_path / "lm"
+    shutil.copytree(saved, folder)
+    config = json.loads((folder / "config.json").read_text())
+    pad = config["pad_token_id"]
+    config["vocab_size"] = 10
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as info:
+        load(folder)
+    assert str(info.value) == (f"{folder}: its pad_token_id {pad} is outside the 10 ids its vocab_size gives: "
+                               "config.json is not this model's (edited, or of another model); copy the folder "
+                               "again or give the config.json saved with these weights")
