@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from speechsum.models.model_folder import check_model_folder
+from speechsum.models.model_folder import check_feature_extractor_file, check_model_folder
 from speechsum.models.whisper_decode import UnsupportedDecoding, WhisperGreedyDecoder
 from speechsum.models.whisper_fast import FastWhisperEncoder
 from speechsum.utils.remote import JsonlCache, cache_key
@@ -137,6 +137,7 @@ class WhisperTranscriber:
             model_dir = bundled_whisper_dir()
         self.dtype = dtype
         check_model_folder(model_dir)
+        check_feature_extractor_file(model_dir)
         self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
         positions = self.model.config.max_target_positions
         if not 0 < max_new_tokens <= positions - 2:  # the decoder prompt takes two positions

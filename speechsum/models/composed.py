@@ -34,7 +34,7 @@ from speechsum.models.feature_cache import (
     encoder_identity,
     weights_version,
 )
-from speechsum.models.model_folder import check_model_folder
+from speechsum.models.model_folder import check_feature_extractor_file, check_model_folder
 from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.projectors import CTCProjector, FrameStackProjector, ctc_keep_mask
@@ -48,6 +48,7 @@ def _load_encoder(spec: str | dict) -> tuple[WhisperEncoder, WhisperFeatureExtra
     if isinstance(spec, str):
         spec = resolve_whisper_path(spec)  # "bundled:whisper-tiny.en" → converted local directory
         check_model_folder(spec)
+        check_feature_extractor_file(spec)
         encoder = WhisperModel.from_pretrained(spec).get_encoder()
         return encoder, WhisperFeatureExtractor.from_pretrained(spec)
     config = checked_config(WhisperConfig, spec, "encoder")

@@ -32,6 +32,17 @@ def check_model_folder(spec: str | Path, recursive: bool = False) -> None:
         check_safetensors_file(path)
 
 
+def check_feature_extractor_file(spec: str | Path) -> None:
+    """Refuse a local Whisper folder ``spec`` without ``preprocessor_config.json`` (its feature
+    extractor's settings) before its weights load; transformers' error came after them, in four
+    sentences about the hub. A hub id is left to transformers."""
+    folder = Path(spec)
+    if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
+        raise CheckpointError(f"{folder}: no preprocessor_config.json (the Whisper feature extractor's settings) "
+                              "beside its config.json: copy the folder again, or write it with "
+                              "WhisperFeatureExtractor.from_pretrained(<the model's hub id>).save_pretrained(folder)")
+
+
 def check_json_file(path: Path) -> None:
     try:
         json.loads(path.read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForCondi
 from speechsum.benchmark.tts import synthesize
 from speechsum.models import whisper_ct2
 from speechsum.models.asr import WhisperTranscriber, split_at_silences, word_edit_distance, word_error_rate
+from speechsum.models.checkpoint import CheckpointError
+from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.whisper_ct2 import bundled_whisper_dir, read_ct2_model, wheel_model_dir
 
 # Plain everyday sentences, none from the benchmark's templates, chosen for clear pronunciation
@@ -181,3 +184,21 @@ def test_bfloat16_transcription_is_as_good_and_keyed_apart(whisper_dir, tmp_path
     assert fp32.cache_key(waveforms[0]) != bf16.cache_key(waveforms[0])
     fp32.transcribe(waveforms[:1])
     assert fp32.cache_hits == 0  # the bf16 transcripts in the shared cache are not served to fp32
+
+
+TINY_LLM = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1}
+
+@pytest.mark.parametrize("load", [lambda folder: ComposedSpeechLLM(llm=TINY_LLM, encoder=str(folder)), WhisperTranscriber],
+                         ids=["student encoder", "cascade ASR"])
+def test_a_whisper_folder_without_its_feature_extractor_settings_is_named_before_its_weights_load(
+        whisper_dir, tmp_path, load):
+    """transformers' "Can't load feature extractor for …" came after the weights, in four sentences about the hub."""
+    folder = tmp_path / "whisper"
+    shutil.copytree(whisper_dir, folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(CheckpointError) as info:
+        load(folder)
+    assert str(info.value) == (f"{folder}: no preprocessor_config.json (the Whisper feature extractor's settings) "
+                               "beside its config.json: copy the folder again, or write it with "
+                               "WhisperFeatureExtractor.from_pretrained(<the model's hub id>).save_pretrained(folder)")
