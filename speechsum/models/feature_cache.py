@@ -97,9 +97,12 @@ class EncoderFeatureCache:
             log.warning("feature cache: %s holds %s %s, not %s float16; recomputing it", path, frames.dtype,
                         frames.shape, want)
             return None
-        if not np.isfinite(frames).all():  # an encoder's frames of checked audio never are: bytes damaged on disk
+        # NaN/Inf (an encoder's frames of checked audio never are: bytes damaged on disk) read from the float16
+        # exponent bits, all ones: np.isfinite on float16 took 8x the file's read, on every hit of every step
+        non_finite = (frames.view(np.uint16) & 0x7C00) == 0x7C00
+        if non_finite.any():
             log.warning("feature cache: %s holds NaN/Inf at frame %d (damaged on disk: an encoder's frames are "
-                        "finite); recomputing it", path, int(np.argmin(np.isfinite(frames).all(axis=1))))
+                        "finite); recomputing it", path, int(np.argmax(non_finite.any(axis=1))))
             return None
         return frames
 
