@@ -42,7 +42,7 @@ from speechsum.models.checkpoint import (
     model_config_from_yaml,
 )
 from speechsum.models.model_folder import check_model_folder
-from speechsum.serving.hf_folder import checkpoints_hint
+from speechsum.serving.hf_folder import EXPORT_FILE, checkpoints_hint
 from speechsum.serving.hf_layout import (
     adapter_config,
     adapter_tensors,
@@ -57,7 +57,6 @@ from speechsum.utils.io import check_input_file, check_replaceable_folder, write
 
 LOG = logging.getLogger(__name__)
 
-EXPORT_FILE = "speechsum_export.json"
 EXPORT_FORMAT = 1
 ADAPTER_DIR = "adapter"
 

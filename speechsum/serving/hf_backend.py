@@ -20,7 +20,7 @@ from transformers import GenerationConfig, StoppingCriteria
 
 from speechsum.models.base import load_tokenizer
 from speechsum.models.model_folder import check_model_folder
-from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_causal_lm
+from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_served_lm
 from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
@@ -110,7 +110,7 @@ class HFBackend:
                                     f"folder written by `speechsum export`{checkpoints_hint(path)}")
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto")
         check_model_folder(path)
-        model, tokenizer = load_causal_lm(path, torch_dtype), load_tokenizer(path)
+        model, tokenizer = load_served_lm(path, torch_dtype), load_tokenizer(path)
         check_vocabulary(model, tokenizer, path)
         self._setup(model.to(device), tokenizer, served_model_name or path.resolve().name)
 

@@ -18,10 +18,10 @@ from transformers import AutoModelForCausalLM
 from speechsum.models.model_folder import pretrained_with_report
 
 SHOWN = 3  # weight or token names shown in a message
-EXPORT_MANIFEST = "speechsum_export.json"  # speechsum.serving.export.EXPORT_FILE (which imports this module)
+EXPORT_FILE = "speechsum_export.json"  # what `speechsum export` writes beside the model (serving/export.py)
 
 
-def load_causal_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
+def load_served_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained(path)``, refused when weights would be random or dropped."""
     model, info = pretrained_with_report(AutoModelForCausalLM, path, dtype=dtype)
     loaded = type(model).__name__
@@ -49,7 +49,7 @@ def exported_adapter(path: Path) -> Path | None:
     """The LoRA adapter folder of a text LM that ``speechsum export`` wrote without ``--merge-lora``: its
     top-level weights are the base model's (before 2026-12-07 served as they are, without the student's
     LoRA: another model's answers); None for any other folder."""
-    manifest = path / EXPORT_MANIFEST
+    manifest = path / EXPORT_FILE
     if not manifest.is_file():
         return None
     adapter = json.loads(manifest.read_text(encoding="utf-8")).get("adapter")
