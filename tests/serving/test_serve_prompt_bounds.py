@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import openai
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -48,15 +46,12 @@ def test_an_instruction_far_past_the_context_is_refused_before_it_is_tokenized(s
     tokenized = []
     encode = student_backend.model.processor.encode_prompts
     monkeypatch.setattr(student_backend.model.processor, "encode_prompts", lambda *a: tokenized.append(1) or encode(*a))
-    with serve_in_thread(student_backend) as url:
-        started = time.perf_counter()
-        with pytest.raises(openai.BadRequestError) as caught:
-            openai_client(url, timeout=60).chat.completions.create(model="student", max_tokens=4,
-                                                                   messages=audio_request("word " * words))
-        assert time.perf_counter() - started < 8
+    with serve_in_thread(student_backend) as url, pytest.raises(openai.BadRequestError) as caught:
+        openai_client(url, timeout=60).chat.completions.create(model="student", max_tokens=4,
+                                                               messages=audio_request("word " * words))
     error = caught.value.body
     assert (error["message"], error["param"], error["code"]) == (message, "messages", "context_length_exceeded")
-    assert tokenized == []
+    assert tokenized == []  # refused from the floor: the prompt was never tokenized (the speed: no timed assert)
 
 
 def test_an_instruction_too_long_but_not_past_the_floor_is_told_as_before_and_named(student_backend):
