@@ -92,9 +92,12 @@ def padding_problem(config_file: Path) -> str:
     return "its pad_token_id is outside the ids its vocab_size gives"
 
 
-def pretrained_with_report(model_class: Any, spec: str | Path, **kwargs: Any) -> tuple[Any, dict]:
+def pretrained_with_report(model_class: Any, spec: str | Path, check_keys: bool = True,
+                           **kwargs: Any) -> tuple[Any, dict]:
     """``model_class.from_pretrained(spec, **kwargs)`` and transformers' loading report (missing, unexpected
-    keys). Weights of another shape than the folder's ``config.json`` gives are a :class:`CheckpointError`
+    keys). With ``check_keys``, weights the model lacks or has no place for (other numbers of layers than
+    config.json gives, too) are refused (:func:`speechsum.models.weight_keys.check_loaded_weights`); before
+    2026-12-07 they loaded random or dropped, transformers only logging it. Weights of another shape than the folder's ``config.json`` gives are a :class:`CheckpointError`
     naming the first: transformers' ``RuntimeError`` ("You set `ignore_mismatched_sizes` to `False`, thus
     raising an error. For details look at the above report!") named neither the folder nor the weight."""
     try:
@@ -113,4 +116,8 @@ def pretrained_with_report(model_class: Any, spec: str | Path, **kwargs: Any) ->
                               f"gives ({key}: {tuple(saved_shape)} in the weight files, {tuple(config_shape)} from "
                               "config.json): config.json and the weights are of different models; copy the folder "
                               "again or give the config.json saved with these weights")
+    if check_keys:
+        from speechsum.models.weight_keys import check_loaded_weights
+
+        check_loaded_weights(model, report, spec)
     return model, report

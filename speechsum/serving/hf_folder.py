@@ -4,7 +4,9 @@ transformers loads what it can: a folder of another kind of model (a BERT encode
 speech-to-text model) came up as a causal LM with random weights where the folder has none (BERT's
 LM head) or as an encoder-decoder model's decoder alone (Whisper's), and a tokenizer with more
 ids than the model has embeddings failed every request holding such an id (a 500; on CUDA a
-device-side assert). Each is refused at start, naming the folder and what to do.
+device-side assert). So are a config.json with fewer layers than the weights (the extra ones were
+dropped) and weights the model has no place for (:mod:`speechsum.models.weight_keys`). Each is
+refused at start, naming the folder and what to do.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from speechsum.models.model_folder import pretrained_with_report
+from speechsum.models.weight_keys import DIFFERENT, SHOWN, layer_count_problem, unexpected_problem
+from speechsum.models.weight_keys import names as _names
 
-SHOWN = 3  # weight or token names shown in a message
 EXPORT_FILE = "speechsum_export.json"  # what `speechsum export` writes beside the model (serving/export.py)
 
 
 def load_served_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained(path)``, refused when weights would be random or dropped."""
-    model, info = pretrained_with_report(AutoModelForCausalLM, path, dtype=dtype)
+    model, info = pretrained_with_report(AutoModelForCausalLM, path, check_keys=False, dtype=dtype)
     loaded = type(model).__name__
+    layers = layer_count_problem(model, info)  # before the missing weights: the layers config.json adds
+    if layers:
+        raise ValueError(f"--model {path}: {layers}. {DIFFERENT}")
     saved = getattr(model.config, "architectures", None) or []
     missing, dropped = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
     what = f"its config.json names {', '.join(saved)}" if saved else "its config.json names no architecture"
@@ -37,6 +43,9 @@ def load_served_lm(path: Path, dtype: torch.dtype | str) -> torch.nn.Module:
         raise ValueError(f"--model {path}: {what}, an encoder-decoder model: loaded as {loaded}, it is the decoder "
                          f"alone, without the encoder its answers depend on ({len(dropped)} weights left out: "
                          f"{_names(dropped)}). Give a causal language model's folder (AutoModelForCausalLM)")
+    dropped_weights = unexpected_problem(model, info, path)  # before 2026-12-07 dropped with a log line
+    if dropped_weights:
+        raise ValueError(f"--model {path}: {dropped_weights}. {DIFFERENT}")
     adapter = exported_adapter(path)
     if adapter is None:
         return model
@@ -66,11 +75,6 @@ def check_vocabulary(model: torch.nn.Module, tokenizer, path: Path) -> None:
                          f"{', …' if ids - rows > SHOWN else ''}) would fail every request holding one. The tokenizer "
                          "and the weights are of different models: give the folder whose tokenizer these weights "
                          "were trained with")
-
-
-def _names(keys: list[str]) -> str:
-    """The first :data:`SHOWN` names, then "…" if there are more."""
-    return ", ".join(keys[:SHOWN]) + (", …" if len(keys) > SHOWN else "")
 
 
 def checkpoints_hint(folder: Path) -> str:
