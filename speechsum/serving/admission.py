@@ -20,6 +20,7 @@ from speechsum.serving.protocol import APIError
 DEFAULT_MAX_WAITING = 32
 MAX_RETRY_AFTER = 60  # seconds; the openai client ignores a longer Retry-After (and backs off itself)
 SMOOTHING = 0.3  # weight of the latest request in the running time per request
+BODY_RETRY_AFTER = 1  # seconds, for a body refused while others are read (bodies are read in about that time)
 
 
 class ModelQueue:
@@ -73,3 +74,51 @@ class ModelQueue:
                 self.admitted -= 1
                 previous = self.seconds_per_request
                 self.seconds_per_request = each if previous is None else (1 - SMOOTHING) * previous + SMOOTHING * each
+
+
+class BodyBudget:
+    """Bytes of request bodies being read and parsed at once, over every connection, at most ``limit``
+    (before 2026-12-07 only the number of connections bounded them: a burst of large uploads arriving
+    while the queue still had room was read at once). A body alone is always read, whatever its size:
+    the budget refuses a body only while others are being read (a 503 with ``Retry-After``)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the body budget must be at least 1 byte, got {limit}")
+        self.limit = limit
+        self.reading = 0  # bytes taken by the bodies being read now
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reader(self) -> Iterator[BodyReader]:
+        """A request's share of the budget while its body is read and parsed; given back at the ``with``'s end."""
+        share = BodyReader(self)
+        try:
+            yield share
+        finally:
+            with self._lock:
+                self.reading -= share.taken
+            share.taken = 0
+
+    def overloaded(self) -> APIError:
+        return APIError(503, f"The server is busy reading other request bodies ({self.reading} bytes at once, "
+                             f"--max-reading-bytes {self.limit}). Retry in {BODY_RETRY_AFTER} s (the Retry-After "
+                             "header).", code="server_overloaded", headers={"Retry-After": str(BODY_RETRY_AFTER)})
+
+
+class BodyReader:
+    """One request's bytes of a :class:`BodyBudget`: :meth:`take` before each part of its body is read."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.taken = 0
+
+    def take(self, size: int) -> None:
+        """Take ``size`` more bytes; a 503 if others are read and all would pass the budget's limit."""
+        budget = self.budget
+        with budget._lock:
+            others = budget.reading - self.taken
+            if others > 0 and budget.reading + size > budget.limit:
+                raise budget.overloaded()
+            budget.reading += size
+            self.taken += size

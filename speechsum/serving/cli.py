@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most requests waiting for the model while it generates for another (model calls run one "
                         "at a time); one more is answered at once with HTTP 503 and a Retry-After header, which "
                         f"OpenAI clients retry (default {DEFAULT_MAX_WAITING}; 0: none waits)")
+    parser.add_argument("--max-reading-bytes", type=at_least(1), default=None, metavar="N",
+                        help="most bytes of request bodies read at once over all connections; a body beyond it while "
+                        "others are read is answered at once with HTTP 503 and a Retry-After header, a body alone is "
+                        "always read (default: twice the largest body a request may send)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weights dtype (default: as saved in the model directory's config)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         server = build_server(backend, host=args.host, port=args.port, api_key=api_key,
                               max_request_bytes=args.max_request_bytes, max_tokens_limit=args.max_tokens_limit,
                               max_logprobs=args.max_logprobs, max_audio_bytes=args.max_audio_bytes,
-                              allowed_origins=tuple(args.allowed_origins), max_waiting=args.max_waiting)
+                              allowed_origins=tuple(args.allowed_origins), max_waiting=args.max_waiting,
+                              max_reading_bytes=args.max_reading_bytes)
     except OSError as err:  # the port is taken, the address is not this machine's or does not resolve
         raise SystemExit(f"speechsum serve: cannot listen on {args.host}:{args.port}: {err.strerror or err}; "
                          "pick another --port (0: any free one) or --host") from None

@@ -13,13 +13,14 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from speechsum.serving import openai_format as fmt
-from speechsum.serving.admission import DEFAULT_MAX_WAITING, ModelQueue
+from speechsum.serving.admission import DEFAULT_MAX_WAITING, BodyBudget, ModelQueue
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
 from speechsum.serving.protocol import APIError, Backend, ClientGone
@@ -56,7 +57,7 @@ class APIServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: Backend, api_key: str | None,
                  max_request_bytes: int, limits: fmt.Limits, allowed_origins: tuple[str, ...] = (),
-                 max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+                 max_waiting: int = DEFAULT_MAX_WAITING, max_reading_bytes: int | None = None) -> None:
         if ":" in address[0]:  # an IPv6 address (::1, ::): the standard library binds IPv4 only
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -66,6 +67,7 @@ class APIServer(ThreadingHTTPServer):
         self.limits = limits
         self.allowed_origins = allowed_origins  # CORS (speechsum.serving.cors); () = none
         self.queue = ModelQueue(max_waiting)  # backpressure: a 503 once max_waiting requests wait for the model
+        self.bodies = BodyBudget(max_reading_bytes or 2 * max_request_bytes)  # bytes of bodies read at once
         self.created = int(time.time())
         self.dropped = 0  # requests whose client left while they waited for the model (logged as 499)
 
@@ -95,6 +97,7 @@ def build_server(
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
     allowed_origins: tuple[str, ...] = (),
     max_waiting: int = DEFAULT_MAX_WAITING,
+    max_reading_bytes: int | None = None,
 ) -> APIServer:
     """Bind an OpenAI-compatible server for ``backend`` (not yet serving: call ``serve_forever()``).
 
@@ -106,13 +109,16 @@ def build_server(
     refused from its Content-Length before anything is read or decoded. ``allowed_origins``: browser
     origins answered with CORS headers ("*": any; default none, :mod:`speechsum.serving.cors`).
     ``max_waiting``: most requests waiting for the model besides the one it serves; one more gets a
-    503 with ``Retry-After`` (:mod:`speechsum.serving.admission`).
+    503 with ``Retry-After`` (:mod:`speechsum.serving.admission`). ``max_reading_bytes``: most bytes of
+    request bodies read at once over all connections (default: two of the largest body); a body beyond
+    it while others are read gets a 503 with ``Retry-After``, a body alone is always read.
     """
     audio_bytes = max_audio_bytes if getattr(backend, "reads_audio", False) else 0
     limits = fmt.Limits(max_tokens=max_tokens_limit, max_logprobs=max_logprobs, max_n=max_n,
                         max_audio_bytes=audio_bytes)
     body_limit = max_request_bytes + 4 * -(-audio_bytes // 3)  # + the audio's base64 length
-    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins), max_waiting)
+    return APIServer((host, port), backend, api_key or None, body_limit, limits, tuple(allowed_origins), max_waiting,
+                     max_reading_bytes)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -238,38 +244,37 @@ class _Handler(BaseHTTPRequestHandler):
         if path in POST_ROUTES and self.server.queue.full and self._large_body():  # before 2026-12-07 read first
             self.close_connection = True  # its body unread: read and parsed, it would be refused all the same
             raise self.server.queue.overloaded()
-        body = self._read_body()
-        if path == "/health":
-            return 200, {"status": "ok"}, None
-        if path == "/v1/models":
-            return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created), None
-        if path.startswith("/v1/models/"):
-            name = unquote(path.removeprefix("/v1/models/"))
-            if name != backend.model_name:
-                raise APIError(404, f"The model '{name}' does not exist; this server serves '{backend.model_name}'.",
-                               param="model", code="model_not_found")
-            card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
-            return 200, card, None
-        request = json_object(body)
-        del body
-        fmt.check_model(request, backend.model_name)
-        if path == "/v1/completions":
-            requests, as_ids = fmt.parse_completion(request, limits)
-            self.ignored, mode = ignored_fields(request, chat=False), stream_mode(request)
+        with self.server.bodies.reader() as share:  # the body's bytes count against the budget until parsed
+            body = self._read_body(share.take)
+            if path == "/health":
+                return 200, {"status": "ok"}, None
+            if path == "/v1/models":
+                return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created), None
+            if path.startswith("/v1/models/"):
+                name = unquote(path.removeprefix("/v1/models/"))
+                if name != backend.model_name:
+                    raise APIError(404, f"The model '{name}' does not exist; this server serves "
+                                        f"'{backend.model_name}'.", param="model", code="model_not_found")
+                card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
+                return 200, card, None
+            request = json_object(body)
+            del body
+            fmt.check_model(request, backend.model_name)
+            chat = path != "/v1/completions"
+            parsed, as_ids = fmt.parse_chat(request, limits) if chat else fmt.parse_completion(request, limits)
+            self.ignored, mode = ignored_fields(request, chat=chat), stream_mode(request)
             del request
-            for one in requests:
+        if not chat:  # POST /v1/completions
+            for one in parsed:
                 one.client_gone = self._client_gone
             with self.server.queue.slot():
-                outputs = backend.complete(requests)
-            reply = fmt.completion_response(backend.model_name, requests, outputs, as_ids)
+                outputs = backend.complete(parsed)
+            reply = fmt.completion_response(backend.model_name, parsed, outputs, as_ids)
         else:  # POST /v1/chat/completions
-            chat, as_ids = fmt.parse_chat(request, limits)
-            self.ignored, mode = ignored_fields(request, chat=True), stream_mode(request)
-            del request
-            chat.client_gone = self._client_gone
+            parsed.client_gone = self._client_gone
             with self.server.queue.slot():
-                output = backend.chat(chat)
-            reply = fmt.chat_response(backend.model_name, chat, output, as_ids)
+                output = backend.chat(parsed)
+            reply = fmt.chat_response(backend.model_name, parsed, output, as_ids)
         return 200, reply, mode
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -302,12 +307,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # its body, if any, is not read
             raise
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, take: Callable[[int], None]) -> bytes:
         """The request's body (:func:`~speechsum.serving.request_body.read_body`): Content-Length or
-        chunked, within the size limit; the ``100 Continue`` sent once it may come. Any error closes the
-        connection: the unread rest of the body must not be parsed as the next request."""
+        chunked, within the size limit and the server's body budget (``take``); the ``100 Continue`` sent
+        once it may come. Any error closes the connection: the unread rest of the body must not be parsed
+        as the next request."""
         try:
-            return read_body(self.headers, self.rfile, self.command, self.server.max_request_bytes, self._send_continue)
+            return read_body(self.headers, self.rfile, self.command, self.server.max_request_bytes, self._send_continue,
+                             take)
         except APIError:
             self.close_connection = True
             raise

@@ -25,9 +25,10 @@ def too_large(size: int | str, limit: int) -> APIError:
 
 
 def read_body(headers: Message, rfile: BinaryIO, command: str, limit: int,
-              send_continue: Callable[[], None]) -> bytes:
+              send_continue: Callable[[], None], take: Callable[[int], None] = lambda size: None) -> bytes:
     """The body of a request with ``headers`` from ``rfile``, at most ``limit`` bytes (413 above it);
-    ``send_continue`` is called once the body may come (the client's ``Expect: 100-continue``)."""
+    ``send_continue`` is called once the body may come (the client's ``Expect: 100-continue``), ``take(size)``
+    before ``size`` bytes of it are read (the server's :class:`~speechsum.serving.admission.BodyBudget`)."""
     lengths = headers.get_all("Content-Length") or []
     codings = headers.get_all("Transfer-Encoding")  # repeated, they are one list (RFC 9110 §5.3): "chunked, identity"
     coding = ", ".join(codings) if codings else None
@@ -43,7 +44,7 @@ def read_body(headers: Message, rfile: BinaryIO, command: str, limit: int,
         check_content_type(headers.get("Content-Type"))
     if coding is not None:
         send_continue()
-        return read_chunked(rfile, limit)
+        return read_chunked(rfile, limit, take)
     if not lengths and command == "POST":  # a body may follow; without its length it would run as a request
         raise APIError(411, "A POST needs a Content-Length header (the body's size in bytes) or "
                             "'Transfer-Encoding: chunked'.", code="length_required")
@@ -56,6 +57,7 @@ def read_body(headers: Message, rfile: BinaryIO, command: str, limit: int,
     if length > limit:
         raise too_large(length, limit)
     if length > 0:
+        take(length)  # before the 100 Continue: a body refused for now is not sent
         send_continue()
     body = rfile.read(length) if length > 0 else b""
     if len(body) < length:  # the client closed mid-body: what came is not the request it meant
@@ -64,10 +66,10 @@ def read_body(headers: Message, rfile: BinaryIO, command: str, limit: int,
     return body
 
 
-def read_chunked(rfile: BinaryIO, limit: int) -> bytes:
+def read_chunked(rfile: BinaryIO, limit: int, take: Callable[[int], None] = lambda size: None) -> bytes:
     """A ``Transfer-Encoding: chunked`` body (RFC 9112 §7.1): chunks of hex-announced size, a last
     chunk of size 0 and optional trailer lines (read and dropped); 413 once the chunks pass ``limit``,
-    400 for a size line that is not hex or a body that ends early."""
+    400 for a size line that is not hex or a body that ends early; ``take(size)`` before each chunk is read."""
     parts, total = [], 0
     while True:
         line = rfile.readline(MAX_CHUNK_LINE + 1)
@@ -85,6 +87,7 @@ def read_chunked(rfile: BinaryIO, limit: int) -> bytes:
         total += size
         if total > limit:
             raise too_large(f"over {limit}", limit)
+        take(size)
         data = rfile.read(size)
         if len(data) < size or rfile.readline(3) not in (b"\r\n", b"\n"):
             raise APIError(400, "Chunked request body: a chunk is shorter than its size line says, or not followed "

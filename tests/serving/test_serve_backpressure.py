@@ -118,3 +118,51 @@ def test_retry_after_follows_the_time_per_request():
     assert queue.retry_after() == 8  # ceil(2.5 × 3)
     queue.seconds_per_request = 100.0
     assert queue.retry_after() == 60  # the openai client ignores longer waits
+
+
+def _padded(size: int) -> str:
+    """:data:`BODY` with spaces after it, ``size`` bytes in all."""
+    return BODY + " " * (size - len(BODY))
+
+
+def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Head and body of one answer on ``sock`` (read up to its Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_bodies_read_at_once_are_bounded_by_the_body_budget(backend):
+    """Before: every connection's body was read at once, however many (memory bound by the connections alone,
+    up to 41 MB each for a speech student) while the model's queue had room."""
+    server = build_server(backend, port=0, max_reading_bytes=1000)
+    port = server.server_address[1]
+    with ThreadedServer(server), socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        first = _padded(600).encode()
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 600\r\n\r\n" + first[:100])  # its body comes slowly: 600 bytes taken
+        _wait_for(lambda: server.bodies.reading == 600)
+        status, headers, body = _post(port, _padded(500))  # 600 + 500 bytes: over the budget
+        assert (status, headers["Retry-After"], headers["Connection"]) == (503, "1", "close")
+        assert body == {"error": {
+            "message": "The server is busy reading other request bodies (600 bytes at once, --max-reading-bytes "
+                       "1000). Retry in 1 s (the Retry-After header).",
+            "type": "server_error", "param": None, "code": "server_overloaded"}}
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as chunked:  # chunk by chunk, the same
+            chunked.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n1f4\r\n" + _padded(500).encode() + b"\r\n0\r\n\r\n")
+            assert _answer(chunked)[0].startswith(b"HTTP/1.1 503 ")
+        assert _post(port, _padded(400))[0] == 200  # 600 + 400 bytes: within it
+        slow.sendall(first[100:])
+        assert _answer(slow)[0].startswith(b"HTTP/1.1 200 ")
+        _wait_for(lambda: server.bodies.reading == 0)
+        assert _post(port, _padded(1500))[0] == 200  # a body alone is read, even one over the budget
+    assert build_parser().parse_args(["--model", "m"]).max_reading_bytes is None  # default: twice the largest body
+    unserved = build_server(backend, port=0, max_request_bytes=4096)
+    assert unserved.bodies.limit == 8192
+    unserved.server_close()
