@@ -48,3 +48,22 @@ def path_problem(path: str | os.PathLike) -> str | None:
         return "no such file"
     except (OSError, ValueError) as err:
         return f"unusable path ({err})"
+
+
+LIST_HEAD = 1 << 20  # bytes of a file read to tell whether it lists files
+
+
+def listed_files(path: str | os.PathLike) -> int:
+    """How many lines of ``path`` name existing files (from the working folder or the file's own), when it is
+    a text file whose first line names one (a list made with ``ls`` or ``find``); 0 for any other file."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(LIST_HEAD)
+        lines = [line.strip() for line in head.decode("utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):  # audio: not UTF-8 text
+        return 0
+    if b"\0" in head or not lines:
+        return 0
+    folder = Path(path).parent
+    named = [line for line in lines if os.path.isfile(line) or (folder / line).is_file()]
+    return len(named) if named[:1] == lines[:1] else 0

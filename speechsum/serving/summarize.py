@@ -35,6 +35,7 @@ from speechsum.data.audio import (
     load_audio,
     path_problem,
 )
+from speechsum.data.audio_paths import listed_files
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.clip_advice import without_manifest
 from speechsum.data.manifest import Example
@@ -128,6 +129,9 @@ def input_problem(path: str) -> str | None:
         return f"{problem}; pass the audio files in it (e.g. {Path(path) / '*.wav'})"
     if problem and not os.path.lexists(path) and any(char in Path(path).name for char in "*?["):
         return f"{problem}: no file matches this pattern (the shell passes a pattern that matches nothing as it is)"
+    if problem is None and (count := listed_files(path)):  # before 2026-12-07 "a text file, not audio; replace it"
+        return (f"a list of files ({count} named in it), not audio; speechsum summarize takes the audio files "
+                f"themselves: pass them as arguments, e.g. xargs -d '\\n' -a {path} speechsum summarize --model MODEL")
     if problem is None and Path(path).suffix.lower() in (".jsonl", ".json"):
         return ("a JSON(L) file, not audio; speechsum summarize takes audio files: pass the recordings a manifest "
                 "names, or run a model over a manifest with speechsum evaluate --manifest")

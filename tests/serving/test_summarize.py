@@ -208,7 +208,8 @@ def test_an_encoder_failure_while_counting_positions_is_that_files_row(composed_
 def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export: Path, tmp_path: Path) -> None:
     """A FIFO (opening it waited forever), an empty file, text named .wav, and a file name that is not
     UTF-8 (its row could not be written, and every other row was lost with it); a loop of symbolic
-    links and a headerless .raw file (tracebacks that lost every row), one frame at 44.1 kHz (none at 16 kHz)."""
+    links and a headerless .raw file (tracebacks that lost every row), one frame at 44.1 kHz (none at 16 kHz); a
+    list of audio files (told "a text file, not audio; replace it with the recording", not to pass what it lists)."""
     import os
 
     good = write_wavs(tmp_path / "audio")[0]
@@ -227,17 +228,22 @@ def test_files_that_are_not_audio_get_a_row_saying_what_they_are(composed_export
     sf.write(raw, sf.read(good)[0], 16_000, format="RAW", subtype="PCM_16")
     blip = tmp_path / "audio" / "blip.wav"
     sf.write(blip, [0.5], 44_100)
+    listing = tmp_path / "audio" / "files.txt"
+    listing.write_text(f"{good}\nclip1.wav\n\n")  # a path, then a name in the list's folder
     out = tmp_path / "summaries.jsonl"
     with pytest.raises(SystemExit) as exit_info:
-        main([str(good), str(fifo), str(empty), str(text), odd, str(loop), str(raw), str(blip), "--model",
+        main([str(good), str(fifo), str(empty), str(text), odd, str(loop), str(raw), str(blip), str(listing), "--model",
               str(composed_export), "--out", str(out), "--max-new-tokens", "3", "--no-progress"])
     assert exit_info.value.code == 1
     rows = read_jsonl(out)
     assert [row["audio"] for row in rows] == [str(good), str(fifo), str(empty), str(text), odd, str(loop), str(raw),
-                                              str(blip)]
+                                              str(blip), str(listing)]
     assert rows[5]["error"] == (f"{loop}: a broken symbolic link (to {tmp_path / 'audio' / 'back.wav'}): its target "
                                 "is missing, or the links loop")
     assert rows[6]["error"] == f"unreadable audio file {raw}: {RAW_REASON}"
+    assert rows[8]["error"] == (f"{listing}: a list of files (2 named in it), not audio; speechsum summarize takes "
+                                "the audio files themselves: pass them as arguments, e.g. xargs -d '\\n' -a "
+                                f"{listing} speechsum summarize --model MODEL")
     assert rows[7]["error"] == f"{blip}: no samples at 16000 Hz (it holds 1 frame(s) at 44100 Hz); replace the file or drop it"
     assert "summary" in rows[0] and "summary" in rows[4]  # the odd name is read and written back
     assert rows[1]["error"] == f"{fifo}: not a regular file (a FIFO, socket or device); save the audio to a file first"
