@@ -25,12 +25,14 @@ from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
     ChatRequest,
+    ClientGone,
     CompletionOutput,
     CompletionRequest,
     Generation,
     Sampling,
     TokenLogprob,
     check_client,
+    client_present,
 )
 from speechsum.serving.token_floor import TokenFloor
 
@@ -95,6 +97,19 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
 
+class _StopWhenClientGone(StoppingCriteria):
+    """Every row stops once the request's client has closed its connection: nobody reads the answer, and the
+    requests waiting behind it get the model (before 2026-12-07 a client gone mid-stream, e.g. a Ctrl-C, held it
+    until ``max_tokens``)."""
+
+    def __init__(self, client_gone: Callable[[], bool]) -> None:
+        self.client_gone, self.gone = client_gone, False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.gone = self.gone or self.client_gone()
+        return torch.full((input_ids.shape[0],), self.gone, dtype=torch.bool, device=input_ids.device)
+
+
 class HFBackend:
     """Serve ``model_dir`` (AutoModelForCausalLM + AutoTokenizer) on ``device`` in ``dtype``
     ("float32", "bfloat16", "float16", None = as saved). ``served_model_name`` defaults to the
@@ -152,8 +167,8 @@ class HFBackend:
                 check_client(request.client_gone)
                 top_k = request.prompt_top_k
                 prompt_tokens = self.score(ids, top_k) if top_k is not None else None
-                outputs.append(CompletionOutput(text, prompt_tokens, len(ids),
-                                                self._generate(ids, request.sampling, request.logprobs)))
+                outputs.append(CompletionOutput(text, prompt_tokens, len(ids), self._generate(
+                    ids, request.sampling, request.logprobs, request.client_gone)))
             return outputs
 
     def chat(self, request: ChatRequest) -> ChatOutput:
@@ -168,7 +183,7 @@ class HFBackend:
             check_client(request.client_gone)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             self._check_prompt(ids, "messages")
-            return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs))
+            return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs, request.client_gone))
 
     def _prompt(self, request: CompletionRequest) -> tuple[list[int], str]:
         """The prompt's token ids and text, once its ids, length and room for ``max_tokens`` are checked."""
@@ -276,7 +291,8 @@ class HFBackend:
                            param="max_tokens", code="context_length_exceeded")
         return sampling.max_tokens
 
-    def _generate(self, ids: list[int], sampling: Sampling, top_k: int | None) -> list[Generation]:
+    def _generate(self, ids: list[int], sampling: Sampling, top_k: int | None,
+                  client_gone: Callable[[], bool] = client_present) -> list[Generation]:
         max_new = self._max_new_tokens(len(ids), sampling)
         if max_new == 0:
             return [Generation("", "length", [] if top_k is not None else None, 0) for _ in range(sampling.n)]
@@ -287,13 +303,17 @@ class HFBackend:
             output_logits=True, return_dict_in_generate=True,
             **({} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}),
         )
-        stopping = [_StopOnStrings(self.tokenizer, sampling.stop, len(ids))] if sampling.stop else None
+        gone = _StopWhenClientGone(client_gone)
+        stopping = [gone, *([_StopOnStrings(self.tokenizer, sampling.stop, len(ids))] if sampling.stop else [])]
         input_ids = torch.tensor([ids], device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(sampling.rng_seed())
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                       generation_config=config, stopping_criteria=stopping)
+        if gone.gone:
+            raise ClientGone("the client closed its connection while its answer was generated",
+                             f"while its answer was generated; stopped after {out.sequences.shape[1] - len(ids)} tokens")
         logits = torch.stack(out.logits, dim=1).float()  # (rows, L, V)
         generations = [self._finish(ids, out.sequences[row, len(ids):].tolist(), logits[row], sampling, max_new, top_k)
                        for row in range(out.sequences.shape[0])]

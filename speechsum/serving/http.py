@@ -203,11 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_bytes(status, "text/event-stream", chunks, headers)
         except APIError as error:
             status = self._send_error(error)
-        except ClientGone:  # it left while its request waited for the model: the work was dropped
+        except ClientGone as gone:  # it left while its request waited for the model or was generated: work dropped
             status, self.close_connection = 499, True
             self.server.dropped += 1
-            LOG.info("%s: the client closed its connection while its request waited; dropped unserved (%d so far)",
-                     self.client_address[0], self.server.dropped)
+            LOG.info("%s: the client closed its connection %s (%d so far)", self.client_address[0], gone.what,
+                     self.server.dropped)
         except CLIENT_GONE:
             status, self.close_connection = 499, True  # the client went away; nothing to answer
         except Exception:  # a bug or backend failure: log it, answer 500 without internals

@@ -60,7 +60,12 @@ def _default_error_type(status: int) -> str:
 
 
 class ClientGone(ConnectionAbortedError):
-    """The client closed its connection while its request waited for the model: nothing to answer."""
+    """The client closed its connection while its request waited for the model, or while its answer was
+    generated: nothing to answer. ``what``: the request log's words for what became of the request."""
+
+    def __init__(self, message: str, what: str = "while its request waited; dropped unserved") -> None:
+        super().__init__(message)
+        self.what = what
 
 
 def client_present() -> bool:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import socket
+import threading
+import time
 from urllib.parse import urlparse
 
 from speechsum.utils.remote import openai_client
@@ -47,3 +51,38 @@ def test_a_streamed_completion_and_its_event_framing():
     events = body.split("\n\n")
     assert events[-2:] == ["data: [DONE]", ""] and all(e.startswith("data: {") for e in events[:-2])
     assert "usage" not in json.loads(events[0].removeprefix("data: "))  # only with stream_options.include_usage
+
+
+def test_a_generation_stops_once_its_client_is_gone(model_dir, caplog):
+    """Before: a client gone mid-stream (a Ctrl-C, a timeout) held the model until max_tokens for nobody, the
+    requests behind it waiting. The 3rd decoding step waits until the client has closed its connection."""
+    from speechsum.serving.hf_backend import HFBackend
+
+    backend = HFBackend(model_dir, served_model_name="tiny")
+    steps, closed = [], threading.Event()
+
+    def step(module, args, kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            assert closed.wait(10)
+            time.sleep(0.1)  # its end reaches the server
+
+    backend.model.register_forward_pre_hook(step, with_kwargs=True)
+    body = json.dumps({"model": "tiny", "prompt": "hi", "max_tokens": 60, "stream": True, "temperature": 0}).encode()
+    with serve_in_thread(backend) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+        parts = urlparse(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            deadline = time.monotonic() + 10
+            while len(steps) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        closed.set()
+        deadline = time.monotonic() + 10
+        while '"POST /v1/completions" 499' not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "the client closed its connection while its answer was generated; stopped after 3 tokens (1 so far)" \
+            in caplog.text
+        assert len(steps) == 3
+        served = openai_client(url).completions.create(model="tiny", prompt="hi", max_tokens=4, temperature=0)
+    assert served.usage.completion_tokens == 4  # the model is free again
