@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
-from speechsum.models.sampling import check_decoding, sampling_processors
+from speechsum.models.sampling import check_decoding, sampling_processors, with_step_check
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
 
@@ -261,6 +262,7 @@ class SpeechLLM(nn.Module, ABC):
         temperature: float = 1.0,
         top_p: float = 1.0,
         num_return_sequences: int = 1,
+        step_check: Callable[[], None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Batched generation from audio + instruction; returns ``(response_ids, response_mask)``,
         ``(B * num_return_sequences, N)``, row ``b * n + k`` the k-th sample of example b (see
@@ -269,14 +271,15 @@ class SpeechLLM(nn.Module, ABC):
         mode (no dropout, KV cache on) and restores the previous mode. Settings no decoding can use
         are a :class:`~speechsum.utils.arguments.ConfigError` naming the argument
         (:func:`check_generate`); a sampling ``temperature`` below ``GREEDY_BELOW`` (1e-5) decodes
-        greedily, as ``serve`` and vLLM do (smaller ones overflow the scaled scores)."""
+        greedily, as ``serve`` and vLLM do (smaller ones overflow the scaled scores). ``step_check`` is
+        called before each new token (what it raises ends the generation; the tokens are unchanged)."""
         context = self.context_length()
         check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, context)
         check_prompt_fits(self.processor, batch, context)
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
         sampled = do_sample and temperature >= GREEDY_BELOW  # below: greedy, as serve and vLLM
-        processors = sampling_processors(temperature, top_p) if sampled else None
+        processors = with_step_check(sampling_processors(temperature, top_p) if sampled else None, step_check)
         if num_return_sequences > 1:  # greedy generate decodes one sequence per row
             batch = batch.repeat_interleave(num_return_sequences)
         with eval_mode(self):

@@ -3,6 +3,7 @@ samples, ``predict``, KD rollouts, ``speechsum evaluate`` and ``speechsum pairs`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -48,10 +49,13 @@ class GeneratedTexts:
 
 
 def generate_texts(
-    model: SpeechLLM, batch: SpeechBatch, settings: GenerationSettings, num_return_sequences: int = 1
+    model: SpeechLLM, batch: SpeechBatch, settings: GenerationSettings, num_return_sequences: int = 1,
+    step_check: Callable[[], None] | None = None,
 ) -> GeneratedTexts:
-    """``model.generate`` with ``settings``, decoded by the model's processor, with the truncation flag."""
-    ids, mask = model.generate(batch, **asdict(settings), num_return_sequences=num_return_sequences)
+    """``model.generate`` with ``settings``, decoded by the model's processor, with the truncation flag;
+    ``step_check`` is called before each new token (:meth:`SpeechLLM.generate`)."""
+    checked = {"step_check": step_check} if step_check is not None else {}
+    ids, mask = model.generate(batch, **asdict(settings), num_return_sequences=num_return_sequences, **checked)
     processor = model.processor
     stops = torch.tensor(processor.stop_token_ids, device=ids.device)
     truncated = ~torch.isin(ids, stops).any(dim=-1)

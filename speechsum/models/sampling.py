@@ -4,6 +4,8 @@ and the HF ``generate`` fallback, so both draw the same tokens from the same ran
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -76,6 +78,23 @@ def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList
         processors.append(NucleusFilter(top_p))
     processors.append(GumbelMaxSampler())
     return processors
+
+
+class StepCheck(LogitsProcessor):
+    """Calls ``check()`` before each new token is chosen, scores unchanged: a caller's way to end a
+    generation early by raising from it (``speechsum serve``: a client gone mid-answer)."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.check = check
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        self.check()
+        return scores
+
+
+def with_step_check(processors: LogitsProcessorList | None, check: Callable[[], None] | None) -> LogitsProcessorList | None:
+    """``processors`` with a :class:`StepCheck` of ``check`` first (``processors`` as they are without one)."""
+    return processors if check is None else LogitsProcessorList([StepCheck(check), *(processors or [])])
 
 
 def check_decoding(prefix: str, max_new_tokens: int, temperature: float | None = None, top_p: float | None = None,

@@ -39,6 +39,7 @@ from speechsum.serving.protocol import (
     AudioInput,
     ChatOutput,
     ChatRequest,
+    ClientGone,
     CompletionOutput,
     CompletionRequest,
     Generation,
@@ -192,7 +193,8 @@ class SpeechBackend:
         with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._devices()):
             check_client(request.client_gone)
             torch.manual_seed(sampling.rng_seed())
-            out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows)
+            out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows,
+                                      step_check=stop_when_gone(request.client_gone))
         generations = [self._generation(out.texts[i], bool(out.truncated[i]), out.ids[i][out.mask[i].bool()].tolist(),
                                         sampling.stop) for i in range(rows)]
         return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n, warnings)
@@ -273,3 +275,18 @@ class SpeechBackend:
             else:
                 low = middle + 1
         return low
+
+
+def stop_when_gone(client_gone: Callable[[], bool]) -> Callable[[], None]:
+    """A generation's step check raising :class:`ClientGone` once the request's client has closed its connection
+    (a Ctrl-C mid-stream, a client timeout): before 2026-12-07 the answer was generated to ``max_tokens`` for
+    nobody while the requests behind it waited."""
+    steps = [0]  # new tokens chosen so far
+
+    def check() -> None:
+        if client_gone():
+            raise ClientGone("the client closed its connection while its answer was generated",
+                             f"while its answer was generated; stopped after {steps[0]} tokens")
+        steps[0] += 1
+
+    return check

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -195,10 +195,10 @@ def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str, f
 
 def summarize_waveforms(
     model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], generation: GenerationSettings,
-    names: Sequence[str] | None = None, num_return_sequences: int = 1,
+    names: Sequence[str] | None = None, num_return_sequences: int = 1, step_check: Callable[[], None] | None = None,
 ) -> GeneratedTexts:
     """Generate for one batch of waveforms (at the model's sample rate) on the model's device: one
-    instruction (and name, if given) per waveform."""
+    instruction (and name, if given) per waveform; ``step_check`` is called before each new token."""
     if isinstance(waveforms, np.ndarray) or isinstance(instructions, str):
         raise TypeError("summarize_waveforms: give lists, one entry per clip: [waveform], [instruction] (a single "
                         "array or string was read as one clip per sample or character)")
@@ -208,7 +208,7 @@ def summarize_waveforms(
                          f"{len(names)} names; give one instruction (and name) per waveform")
     device = next(model.parameters()).device
     batch = to_device(batch_of(model, waveforms, instructions, names), device)
-    return generate_texts(model, batch, generation, num_return_sequences=num_return_sequences)
+    return generate_texts(model, batch, generation, num_return_sequences=num_return_sequences, step_check=step_check)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

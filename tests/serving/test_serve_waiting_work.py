@@ -130,3 +130,38 @@ def test_a_request_waiting_for_the_model_holds_its_audio_once():
             tracemalloc.stop()
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert len(wav) < backend.held[0] - before < 1.5 * len(wav)
+
+
+def test_a_speech_answer_stops_once_its_client_is_gone(student_backend, monkeypatch, caplog):
+    """Before: a client gone mid-generation (a Ctrl-C, a client timeout) held the model until max_tokens for nobody,
+    the requests behind it waiting. The 3rd token's step waits until the client has closed its connection."""
+    steps, closed = [], threading.Event()
+    generate = speech_backend.summarize_waveforms
+
+    def stepped(*args, step_check, **kwargs):
+        def check():
+            steps.append(1)
+            if len(steps) == 3:
+                assert closed.wait(10)
+                time.sleep(0.1)  # its end reaches the server
+            step_check()
+        return generate(*args, step_check=check, **kwargs)
+
+    monkeypatch.setattr(speech_backend, "summarize_waveforms", stepped)
+    body = json.dumps({"model": "student", "max_tokens": 40, "temperature": 0, "stream": True,
+                       "messages": audio_request("hi")}).encode()
+    with serve_in_thread(student_backend) as url, caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+        parts = urlparse(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            _wait_for(lambda: len(steps) >= 3)
+        closed.set()
+        _wait_for(lambda: '"POST /v1/chat/completions" 499' in caplog.text)
+        assert "the client closed its connection while its answer was generated; stopped after 2 tokens (1 so far)" \
+            in caplog.text
+        assert len(steps) == 3
+        steps.clear()
+        reply = openai_client(url).chat.completions.create(model="student", max_tokens=40, temperature=0,
+                                                           messages=audio_request("hi"))
+    assert reply.usage.completion_tokens == 40 and len(steps) == 40  # the model is free again
