@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from speechsum.serving.hf_layout import (
 )
 from speechsum.serving.model_card import render_model_card
 from speechsum.utils.arguments import user_path
-from speechsum.utils.io import check_input_file, check_replaceable_folder, write_dir_atomically
+from speechsum.utils.io import check_input_file, check_replaceable_folder, linked_out, write_dir_atomically
 
 LOG = logging.getLogger(__name__)
 
@@ -83,8 +82,8 @@ def export_model(
     model: SpeechLLM, model_config: dict, out: str | Path, merge_lora: bool = False, card: str = ""
 ) -> Path:
     """Write ``model`` (built from ``model_config``) to ``out`` (where it points, when a symbolic link:
-    :func:`linked_out`) atomically; returns the folder written."""
-    out = linked_out(out)
+    :func:`~speechsum.utils.io.linked_out`) atomically; returns the folder written."""
+    out = linked_out(out, "--out")
     model = model.eval()
     layout = layout_of(model)
     has_lora = bool(lora_layers(layout.hf_model))
@@ -239,22 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def linked_out(out: str | Path) -> Path:
-    """``out``, or the folder it points to when it is a symbolic link (``student -> exports/v3``): that folder
-    is replaced and the link kept (before 2026-12-07 the link was replaced by a folder, the export it pointed
-    to left as it was and a hidden ``.student.old-…`` link left beside it); a loop of links is refused."""
-    path = Path(out)
-    if not path.is_symlink():
-        return path
-    try:
-        return Path(os.path.realpath(path, strict=True))
-    except FileNotFoundError:  # a link to a folder not yet made: it is made there
-        return Path(os.path.realpath(path))
-    except OSError as err:
-        raise ValueError(f"--out {out}: a symbolic link that cannot be followed ({err.strerror}: a loop of links?); "
-                         "give a folder, or point the link at one") from None
-
-
 def check_out_dir(out: str | Path) -> None:
     """Refuse an ``--out`` that is a file, or a non-empty folder that no export wrote (no
     ``speechsum_export.json``): replacing it would delete whatever the user keeps there."""
@@ -264,7 +247,7 @@ def check_out_dir(out: str | Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        check_out_dir(linked_out(args.out))
+        check_out_dir(linked_out(args.out, "--out"))
         if not Path(args.ckpt).is_dir():  # a folder gets its own advice from export_checkpoint
             check_input_file(args.ckpt, "CKPT")
         if args.config:

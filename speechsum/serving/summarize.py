@@ -44,7 +44,14 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.utils.arguments import ConfigError, at_least, check_count, user_path
 from speechsum.utils.devices import check_device
-from speechsum.utils.io import check_can_write, check_input_file, check_not_an_input, json_line, write_jsonl
+from speechsum.utils.io import (
+    check_can_write,
+    check_input_file,
+    check_not_an_input,
+    json_line,
+    linked_out,
+    write_jsonl,
+)
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 
@@ -308,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:  # a symbolic link: the file it points to gets the rows (before 2026-12-07 the link was replaced by them)
+        args.out = str(linked_out(args.out, "--out")) if args.out else None
+    except ValueError as err:
+        raise SystemExit(f"speechsum summarize: {err}") from None
     # os.path.realpath, not Path.resolve: a loop of symbolic links is that file's error row, not a traceback here
     if args.out and (Path(args.out).is_dir() or not Path(os.path.realpath(args.out)).parent.is_dir()):
         raise SystemExit(f"speechsum summarize: --out {args.out}: give a file path in an existing folder "

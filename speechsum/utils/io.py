@@ -134,6 +134,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def linked_out(path: str | Path, option: str) -> Path:
+    """Output ``path``, or what it points to when it is a symbolic link (``student -> exports/v3``): that is
+    replaced and the link kept (before 2026-12-07 an atomic write replaced the link itself, leaving its target
+    as it was); a link that cannot be followed (a loop) is a ``ValueError`` naming ``option``."""
+    path = Path(path)
+    if not path.is_symlink() or is_special_file(path):  # /dev/stdout: written in place (atomic_path)
+        return path
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except FileNotFoundError:  # a link to what is not yet made: it is made there
+        return Path(os.path.realpath(path))
+    except OSError as err:
+        raise ValueError(f"{option} {path}: a symbolic link that cannot be followed ({err.strerror}: a loop of "
+                         "links?); give a path, or point the link at one") from None
+
+
 def check_output_path(path: str | Path, option: str, folder: bool = False) -> None:
     """Refuse, before any work, an output ``path`` (given with ``option``) that no writer can use:
     one under a file (``NotADirectoryError``), a file where a folder goes (``folder=True``:
