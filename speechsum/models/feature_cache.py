@@ -13,7 +13,9 @@ Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encode
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
 dataloader workers) write identical bytes; a cache that cannot be written (read-only) is read, and
-what it lacks is encoded and not stored, with a warning. An unreadable file (empty, cut short, not ``.npy``),
+what it lacks is encoded and not stored, with a warning. The temporary files of a writer that was killed
+(SIGKILL, out of memory: no cleanup) are removed when an encoder's folder is first used, those of this
+machine's writers that no longer run (a live writer's, another machine's stay). An unreadable file (empty, cut short, not ``.npy``),
 one whose array is not ``(T, d_enc)`` float16, or one holding a NaN/Inf (damaged) counts as a miss and is rewritten.
 """
 
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from speechsum.utils.io import atomic_path
+from speechsum.utils.temp_owner import remove_dead_writers_temporaries
 from speechsum.utils.write_errors import UNWRITABLE
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class EncoderFeatureCache:
         self.misses = 0
         self.writes = 0
         self.unwritable: str | None = None  # why a write failed (the cache is read only from then on)
+        self.swept: set[str] = set()  # encoder ids whose folder's dead writers' temporaries were removed
 
     def path(self, encoder_id: str, content_key: str) -> Path:
         return self.root / encoder_id / f"{content_key}.npy"
@@ -105,6 +109,19 @@ class EncoderFeatureCache:
                         "finite); recomputing it", path, int(np.argmax(non_finite.any(axis=1))))
             return None
         return frames
+
+    def sweep(self, encoder_id: str) -> None:
+        """Remove the temporary files that killed writers of this machine left in ``encoder_id``'s folder
+        (:func:`~speechsum.utils.temp_owner.remove_dead_writers_temporaries`; a standalone fit has no
+        pipeline to clean its run folder), once per folder and process; a debug line counts them."""
+        self.swept.add(encoder_id)
+        try:
+            removed = remove_dead_writers_temporaries(self.root / encoder_id)
+        except OSError as err:  # a cache this process cannot write (read-only): its leftovers stay, harmless
+            log.debug("feature cache %s: temporary files of killed writers not removed (%s)", self.root, err)
+            return
+        if removed:
+            log.debug("feature cache %s: removed %d temporary file(s) of killed writers", self.root, len(removed))
 
     def put(self, encoder_id: str, content_key: str, frames: Tensor) -> None:
         """Write ``frames`` ``(T, d)`` as float16, atomically. A cache on a path this process cannot write
@@ -137,6 +154,8 @@ class EncoderFeatureCache:
         ``compute(miss_rows) -> [frames (T_i, d)]`` and written. Counts are per distinct clip. All returned frames are the
         float16-rounded values (so a clip's frames are the same whether it hit or missed), cast to
         float32 on ``device``. ``width``: the encoder's ``d``; a cached file of another is a miss."""
+        if encoder_id not in self.swept:
+            self.sweep(encoder_id)
         found: dict[str, Tensor] = {}
         missing: dict[str, int] = {}  # key -> first row of each missing clip (a repeat is computed once)
         for row, key in enumerate(content_keys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,9 @@ from speechsum.models import feature_cache as feature_cache_module
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.feature_cache import EncoderFeatureCache, audio_content_key
 from speechsum.models.policy import TrainingPolicy
+from speechsum.utils.temp_owner import HOST_TAG
 from tests.conftest import tiny_backbone_args
+from tests.utils.test_temp_owner import dead_pid
 
 
 def build(cache_dir=None, train_encoder=False) -> ComposedSpeechLLM:
@@ -239,3 +242,18 @@ def test_a_miss_from_a_batch_a_bf16_true_trainer_cast_is_encoded(tmp_path):
     batch.audio["waveforms"] = batch.audio["waveforms"].to(torch.bfloat16)  # as the trainer's precision plugin does
     assert torch.isfinite(logprobs(model, batch)).all()
     assert (model.feature_cache.hits, model.feature_cache.misses, model.feature_cache.writes) == (0, 3, 3)
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_run_and_a_live_ones_kept(tmp_path):
+    """A standalone fit killed while it wrote a cached clip left '.KEY.npy.PID.HOST-XXXX.tmp' beside the cache's
+    files for good (only the pipeline cleaned its run folder); the next use of the folder removes it."""
+    cache = EncoderFeatureCache(tmp_path)
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    killed = folder / f".{'a' * 64}.npy.{dead_pid()}.{HOST_TAG}-k2x9.tmp"
+    live = folder / f".{'b' * 64}.npy.{os.getpid()}.{HOST_TAG}-live.tmp"  # a writer still at work (this process)
+    for path in (killed, live):
+        path.write_bytes(b"\x93NUMPY half")
+    frames = torch.ones(3, 4)
+    assert cache.frames("enc", ["c" * 64], lambda rows: [frames], torch.device("cpu"))[0].tolist() == frames.tolist()
+    assert sorted(path.name for path in folder.iterdir()) == [live.name, f"{'c' * 64}.npy"]
