@@ -34,6 +34,7 @@ from speechsum.data.cut_short import (
     warn_if_damaged,
 )
 from speechsum.data.file_walk import walk_file
+from speechsum.data.flac_frames import undercounted_view
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
 from speechsum.data.not_audio import FORMATS_ADVICE, diagnose_file, formats_advice
@@ -186,8 +187,10 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         if diagnosis := diagnose_file(source, reason):
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
-    # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none counted)
-    if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)) is not None:
+    # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none
+    # counted); a FLAC whose STREAMINFO counts fewer samples than its frames hold
+    if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)
+            or undercounted_view(handle, source)) is not None:
         handle.close()
         return samples
     return handle
