@@ -174,6 +174,25 @@ def test_a_streamed_wav_ending_in_a_tag_chunk_reads_its_samples_alone(tmp_path: 
     assert examples[0].duration == frames / 16_000
 
 
+@pytest.mark.parametrize("after", [(), (b"LIST",)], ids=["cover-art-last", "tags-after-it"])
+def test_a_streamed_wav_ending_in_a_chunk_of_megabytes_reads_its_samples_alone(tmp_path: Path, after: tuple):
+    """A tagger that appended an id3 chunk with 5 MB of cover art (and the RIFF size counting it): the chunk began
+    more than 4 MiB before the end, where no chunk was looked for, and its bytes were read as 157 s of samples
+    (with a LIST chunk after it, from that chunk on)."""
+    path = tmp_path / "tagged.wav"
+    sf.write(path, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    art = b"ID3\4\0\0\0\0\0\0APIC" + bytes(range(256)) * (5_000_000 // 256)
+    data += chunk(b"id3 ", art) + b"".join(chunk(name, b"INFOISFT" + struct.pack("<I", 4) + b"abc\0") for name in after)
+    data[4:8] = struct.pack("<I", len(data) - 8)  # the tagger's RIFF size
+    path.write_bytes(bytes(data))
+    waveform = load_audio(str(path), 16_000)
+    np.testing.assert_array_equal(waveform, sf.read(path, frames=16_000, dtype="float32")[0])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 1.0
+
+
 def unsized_aiff(path: Path, form: int, ssnd: int, cut: int = 0) -> Path:
     """The 1-s tone as an AIFF whose sizes were never written: FORM size ``form``, COMM frame count 0, SSND size
     ``ssnd``; its last ``cut`` bytes gone (a writer killed in the middle of a frame)."""
