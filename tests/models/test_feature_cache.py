@@ -257,3 +257,41 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_run_and_a_live_o
     frames = torch.ones(3, 4)
     assert cache.frames("enc", ["c" * 64], lambda rows: [frames], torch.device("cpu"))[0].tolist() == frames.tolist()
     assert sorted(path.name for path in folder.iterdir()) == [live.name, f"{'c' * 64}.npy"]
+
+
+def test_a_cached_file_of_another_frame_count_is_a_miss_not_a_failed_step(tmp_path, caplog):
+    """A file of the right width but another length (another clip's frames, a copy from another cache) was read
+    as the clip's, and the step failed: 'ValueError: 51 audio placeholders but 225 audio frames', naming no file."""
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    first = logprobs(model, batch)
+    folder = tmp_path / model.encoder_id()
+    keys = batch.audio["content_keys"]
+    np.save(folder / f"{keys[0]}.npy", np.zeros((300, 32), np.float16))
+    with caplog.at_level(logging.WARNING, logger="speechsum.models.feature_cache"):
+        torch.testing.assert_close(logprobs(model, batch), first, atol=0, rtol=0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feature cache: {folder / keys[0]}.npy holds float16 (300, 32), not (35, 32) float16; recomputing it"]
+    assert np.load(folder / f"{keys[0]}.npy").shape == (35, 32)  # rewritten: ceil(70 mel frames / 2)
+
+
+@pytest.mark.parametrize("blocking", ["encoder_folder_a_file", "entry_a_folder", "entry_a_fifo"])
+def test_a_cache_entry_that_is_no_file_or_folder_of_its_kind_is_named(tmp_path, blocking):
+    """A file where an encoder's folder goes was a bare FileExistsError at the first miss, a folder where a clip's
+    file goes an IsADirectoryError of a temporary name, and a FIFO there hung the step (written in place, waiting
+    for a reader)."""
+    cache = EncoderFeatureCache(tmp_path)
+    entry = cache.path("enc", "key")
+    if blocking == "encoder_folder_a_file":
+        entry.parent.write_text("x")
+    else:
+        entry.parent.mkdir()
+        entry.mkdir() if blocking == "entry_a_folder" else os.mkfifo(entry)
+    with pytest.raises(OSError) as info:
+        cache.frames("enc", ["key"], lambda rows: [torch.ones(2, 4)], torch.device("cpu"), width=4)
+    assert str(info.value) == {
+        "encoder_folder_a_file": f"feature cache {tmp_path}: {entry.parent} is a file where the folder of this "
+                                 "encoder's frames goes: move or remove it (the cache holds one folder per encoder)",
+        "entry_a_folder": f"feature cache {tmp_path}: {entry} is a folder, not a cached clip's frames: remove it",
+        "entry_a_fifo": f"feature cache {tmp_path}: {entry} is a FIFO, socket or device, not a cached clip's "
+                        "frames: remove it"}[blocking]
