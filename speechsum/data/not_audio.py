@@ -11,9 +11,9 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from speechsum.data.file_walk import Buffer, walk_file
+from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
 from speechsum.data.flac_frames import frame_header
-from speechsum.data.wav_order import riff_chunks
+from speechsum.data.wav_order import Spliced, riff_chunks
 
 HEAD_BYTES = 512  # what :func:`not_audio` looks at
 REPLACE = "replace it with the recording, or drop it"
@@ -57,6 +57,15 @@ def audio_format(head: bytes) -> str | None:
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
         return "MP3"
     return next((name for magic, name in _AUDIO if head.startswith(magic)), None)
+
+
+def headed_view(path: str) -> BinaryIO | None:
+    """For a file named ``.raw`` (which soundfile takes for headerless samples by its name) whose first bytes are an
+    audio format's magic (a WAV, FLAC, ... named .raw): a view of it to give soundfile instead; else None."""
+    head = walk_or_none(path, lambda data: bytes(data[:16])) or b""
+    if not any(head.startswith(magic) for magic, _ in _AUDIO):  # not an MP3's sync: a raw sample can hold it
+        return None
+    return Spliced(open(path, "rb"), b"", 0, 2**63, owned=True)  # noqa: SIM115 (closed with the view)
 
 
 def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:

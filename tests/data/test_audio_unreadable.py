@@ -4,6 +4,7 @@ to do, at load (manifest line, Hugging Face row) and when a batch is read."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -73,6 +74,17 @@ def test_a_headerless_raw_file_says_how_to_convert_it(tmp_path: Path, name: str)
     assert load_error(tmp_path, name) == f"field 'audio': unreadable audio file {tmp_path / name}: {RAW_REASON}"
     with pytest.raises(UnreadableAudioError):
         load_audio(str(tmp_path / name), 16_000)
+
+
+@pytest.mark.parametrize("name, container", [("clip.raw", "WAV"), ("CLIP.RAW", "FLAC")])
+def test_a_wav_or_flac_named_raw_is_read_as_what_its_bytes_are(tmp_path: Path, name: str, container: str):
+    """soundfile takes a .raw name for headerless samples (it asks for their rate): a WAV or FLAC whose name lies
+    was refused as 'a headerless .raw file'; libsndfile reads it by its bytes, as under any other name."""
+    sf.write(tmp_path / name, TONE, 16_000, format=container, subtype="PCM_16")
+    written = sf.read(io.BytesIO((tmp_path / name).read_bytes()), dtype="float32")[0]  # unnamed: soundfile goes by bytes
+    np.testing.assert_array_equal(load_audio(str(tmp_path / name), 16_000), written)
+    examples, _ = load_manifest(manifest_of(tmp_path, name))
+    assert examples[0].duration == 1.0
 
 
 def test_broken_and_looping_symbolic_links_are_named_as_such(tmp_path: Path):
