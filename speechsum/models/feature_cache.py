@@ -70,6 +70,10 @@ class EncoderFeatureCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        if dangling := next((path for path in (self.root, *self.root.parents) if path.is_symlink() and not path.exists()),
+                            None):  # an unmounted disk's link: was a bare FileExistsError at the first batch
+            raise NotADirectoryError(f"feature_cache {root}: {dangling} is a broken symbolic link (to "
+                                     f"{os.readlink(dangling)}): mount or create its target, or give another folder")
         blocking = next((path for path in (self.root, *self.root.parents) if path.exists()), None)
         if blocking is not None and not blocking.is_dir():  # was "[Errno 20] Not a directory" at the first batch
             raise NotADirectoryError(f"feature_cache {root}: {blocking} is a file, not a folder: give a folder for "

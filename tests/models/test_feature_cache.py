@@ -65,6 +65,17 @@ def test_a_cache_folder_that_is_a_file_is_refused_when_the_model_is_built(tmp_pa
     assert EncoderFeatureCache(tmp_path / "new" / "cache").root == tmp_path / "new" / "cache"  # made when written
 
 
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_cache_folder_behind_a_broken_link_is_refused_when_the_model_is_built(tmp_path, below):
+    """A link to a disk that is not mounted was a bare '[Errno 17] File exists' at the first batch."""
+    os.symlink(tmp_path / "unmounted" / "cache", tmp_path / "cache")
+    root = tmp_path / "cache" / below if below else tmp_path / "cache"
+    with pytest.raises(NotADirectoryError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, "feature_cache": str(root)})
+    assert str(info.value) == (f"feature_cache {root}: {tmp_path / 'cache'} is a broken symbolic link (to "
+                               f"{tmp_path / 'unmounted' / 'cache'}): mount or create its target, or give another folder")
+
+
 def test_hits_misses_and_same_outputs_as_without_cache(tmp_path):
     model = build(tmp_path)
     batch = SpeechCollator(model.processor)(items())
