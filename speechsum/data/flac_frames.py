@@ -16,6 +16,7 @@ import soundfile as sf
 
 from speechsum.data.file_walk import Buffer, walk_or_none
 from speechsum.data.flac_streams import flac_stream_starts
+from speechsum.data.mp3_frames import id3v2_size
 from speechsum.data.wav_order import open_spliced
 
 SYNC = re.compile(rb"\xff[\xf8\xf9]")  # 14 sync bits, a reserved 0, the blocking strategy (fixed: 0, variable: 1)
@@ -88,12 +89,14 @@ def frame_header(data: Buffer, offset: int) -> FrameHeader | None:
     return FrameHeader(number, samples, bool(head[1] & 1))
 
 
-def _stream_samples(data: Buffer) -> tuple[int, int] | None:
-    """STREAMINFO's largest frame size in bytes (0: unknown) and total samples, for ``data`` starting with it."""
-    if len(data) < STREAMINFO_END or bytes(data[:4]) != b"fLaC" or data[4] & 0x7F != 0:
+def _stream_samples(data: Buffer) -> tuple[int, int, int] | None:
+    """Where the FLAC stream starts in ``data`` (after an ID3v2 tag, if any), its STREAMINFO's largest frame size
+    in bytes (0: unknown) and its total samples; None for no FLAC stream there."""
+    at = id3v2_size(data)
+    if len(data) < at + STREAMINFO_END or bytes(data[at : at + 4]) != b"fLaC" or data[at + 4] & 0x7F != 0:
         return None
-    info = bytes(data[8:STREAMINFO_END])
-    return int.from_bytes(info[7:10], "big"), int.from_bytes(info[10:18], "big") & (1 << 36) - 1
+    info = bytes(data[at + 8 : at + STREAMINFO_END])
+    return at, int.from_bytes(info[7:10], "big"), int.from_bytes(info[10:18], "big") & (1 << 36) - 1
 
 
 def counted_samples(data: Buffer) -> int | None:
@@ -101,10 +104,10 @@ def counted_samples(data: Buffer) -> int | None:
     another one's in number (two headers by chance in a row: about 1 in 10**8), when that is more than its
     STREAMINFO counts; None otherwise (the usual file, a count of 0: unknown, no FLAC, no frames found)."""
     found = _stream_samples(data)
-    if found is None or found[1] == 0:
+    if found is None or found[2] == 0:
         return None
-    largest, counted = found
-    start = max(STREAMINFO_END, len(data) - (2 * largest + TAIL_WINDOW if largest else UNKNOWN_FRAME_BYTES))
+    at, largest, counted = found
+    start = max(at + STREAMINFO_END, len(data) - (2 * largest + TAIL_WINDOW if largest else UNKNOWN_FRAME_BYTES))
     headers = [(match.start(), header) for match in SYNC.finditer(data, start)
                if (header := frame_header(data, match.start())) is not None]
     for index in range(len(headers) - 1, 0, -1):
@@ -118,21 +121,22 @@ def counted_samples(data: Buffer) -> int | None:
     return None
 
 
-def streaminfo_counting(data: Buffer, samples: int) -> bytes:
-    """The first :data:`STREAMINFO_END` bytes of the FLAC file ``data``, its STREAMINFO counting ``samples``."""
-    head = bytearray(data[:STREAMINFO_END])
-    fields = int.from_bytes(head[18:26], "big") & ~((1 << 36) - 1) | samples
-    head[18:26] = fields.to_bytes(8, "big")
+def undercounted_head(data: Buffer) -> bytes | None:
+    """For the FLAC file ``data`` (one stream) whose STREAMINFO counts fewer samples than its frames hold
+    (:func:`counted_samples`): its bytes up to the end of STREAMINFO, counting them; else None."""
+    if (samples := counted_samples(data)) is None or flac_stream_starts(data) != [at := id3v2_size(data)]:
+        return None  # several streams joined: check_whole_stream names them
+    head = bytearray(data[: at + STREAMINFO_END])
+    fields = int.from_bytes(head[at + 18 : at + 26], "big") & ~((1 << 36) - 1) | samples
+    head[at + 18 : at + 26] = fields.to_bytes(8, "big")
     return bytes(head)
 
 
 def undercounted_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
     """For ``handle``, a FLAC file (one stream) whose STREAMINFO counts fewer samples than its frames hold
     (:func:`counted_samples`): an ``sf.SoundFile`` reading all of them, through a view whose STREAMINFO
-    counts them; else None. Walks only the file's last frames."""
+    counts them; else None. Walks only the file's last frames (and, for such a file, its stream headers)."""
     if handle.format != "FLAC" or not 0 < handle.frames < 2**62:
         return None
-    if (samples := walk_or_none(source, counted_samples)) is None or walk_or_none(source, flac_stream_starts) != [0]:
-        return None  # several streams joined: check_whole_stream names them
-    head = walk_or_none(source, lambda data: streaminfo_counting(data, samples))
+    head = walk_or_none(source, undercounted_head)
     return None if head is None else open_spliced(source, head, len(head), 2**63)

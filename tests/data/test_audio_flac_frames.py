@@ -19,20 +19,23 @@ RATE = 16_000
 TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * RATE) / RATE)).astype(np.float32)  # 3 s
 
 
-def undercounted(path: Path, waveform: np.ndarray, samples: int, rate: int = RATE) -> Path:
-    """A FLAC file of ``waveform`` whose STREAMINFO counts ``samples`` (its 36 bits at file bytes 21-25)."""
+ID3V2 = b"ID3\x04\x00\x00\x00\x00\x01\x00" + bytes(128)  # an ID3v2.4 tag of 128 bytes (syncsafe size) before it
+
+
+def undercounted(path: Path, waveform: np.ndarray, samples: int, rate: int = RATE, tag: bytes = b"") -> Path:
+    """A FLAC file of ``waveform`` (after ``tag``) whose STREAMINFO counts ``samples`` (its 36 bits at bytes 21-25)."""
     sf.write(path, waveform, rate, format="FLAC")
     data = bytearray(path.read_bytes())
     data[21:26] = (int.from_bytes(data[21:26], "big") & ~((1 << 36) - 1) | samples).to_bytes(5, "big")
-    path.write_bytes(bytes(data))
+    path.write_bytes(tag + bytes(data))
     return path
 
 
-@pytest.mark.parametrize("channels", [1, 2])
-def test_a_flac_whose_streaminfo_undercounts_its_samples_is_read_whole(tmp_path: Path, channels: int):
+@pytest.mark.parametrize("channels, tag", [(1, b""), (2, b""), (1, ID3V2)], ids=["mono", "stereo", "id3v2"])
+def test_a_flac_whose_streaminfo_undercounts_its_samples_is_read_whole(tmp_path: Path, channels: int, tag: bytes):
     """Before: libsndfile read the 1 s STREAMINFO counted of the 3 s, and the rest was lost without a word."""
     waveform = np.stack([TONE] * channels, axis=1) if channels > 1 else TONE
-    path = undercounted(tmp_path / "clip.flac", waveform, RATE)
+    path = undercounted(tmp_path / "clip.flac", waveform, RATE, tag=tag)
     assert sf.info(str(path)).frames == RATE  # what libsndfile takes from the header
     assert counted_samples(path.read_bytes()) == 3 * RATE
     assert audio_seconds(str(path)) == 3.0
