@@ -34,9 +34,10 @@ from speechsum.data.cut_short import (
     warn_if_damaged,
 )
 from speechsum.data.file_walk import walk_file
+from speechsum.data.flac_frames import undercounted_view
 from speechsum.data.flac_streams import flac_stream_starts
 from speechsum.data.mp3_frames import mp3_samples
-from speechsum.data.not_audio import FORMATS_ADVICE, diagnose_file, formats_advice
+from speechsum.data.not_audio import FORMATS_ADVICE, diagnose_file, formats_advice, headed_view
 from speechsum.data.ogg_pages import ogg_end_frames, ogg_links
 from speechsum.data.sample_checks import (  # noqa: F401 (BadSampleError … are this module's errors too)
     LOUD_SAMPLE,
@@ -170,10 +171,11 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
     that is not UTF-8 reaches Python as lone surrogates: such a path goes as the OS's bytes (any
     other as itself). A file that cannot be opened raises a ``ValueError`` naming it: the
     :func:`path_problem` (a file gone since the manifest was loaded), else :class:`UnreadableAudioError`."""
-    if isinstance(source, str) and Path(source).suffix.lower() == ".raw":  # soundfile would ask for a rate
-        raise UnreadableAudioError(source, RAW_REASON, advice=None)
+    target = source if not isinstance(source, str) or _utf8(source) else os.fsencode(source)
+    if isinstance(source, str) and Path(source).suffix.lower() == ".raw" and (target := headed_view(source)) is None:
+        raise UnreadableAudioError(source, RAW_REASON, advice=None)  # soundfile would ask for a rate
     try:
-        handle = sf.SoundFile(source if not isinstance(source, str) or _utf8(source) else os.fsencode(source))
+        handle = sf.SoundFile(target)
     except RuntimeError as err:  # libsndfile's errors
         problem = path_problem(source) if isinstance(source, str) else None
         if problem:
@@ -186,8 +188,10 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
         if diagnosis := diagnose_file(source, reason):
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
-    # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none counted)
-    if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)) is not None:
+    # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none
+    # counted); a FLAC whose STREAMINFO counts fewer samples than its frames hold
+    if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)
+            or undercounted_view(handle, source)) is not None:
         handle.close()
         return samples
     return handle

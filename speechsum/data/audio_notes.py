@@ -15,7 +15,9 @@ from speechsum.data.sample_checks import LOUD_SAMPLE, loud_note
 log = logging.getLogger(__name__)
 
 # the mono mix this far below its channels (in energy) is channels that cancel, not a mix: two voices on
-# their own channels lose 3 dB, one channel silent 3 dB, identical channels nothing
+# their own channels lose 3 dB, one channel silent 3 dB, identical channels nothing. N independent channels
+# (a microphone array's noise, unrelated tracks) mix 10*log10(N) dB below: beyond two channels the margin
+# grows with that (100 channels: 37 dB, not 20: their 20-dB mix is no cancelling)
 CANCEL_DB = 20.0
 _SAID: set[str] = set()  # notes logged by :func:`say_once` in this process
 
@@ -45,16 +47,20 @@ class MixEnergy:
     def __init__(self) -> None:
         self.channels = 0.0
         self.mono = 0.0
+        self.count = 2  # channels of the blocks counted
 
     def add(self, block: np.ndarray, mono: np.ndarray) -> None:
         """Count one ``(frames, channels)`` block and its mono mix."""
+        self.count = block.shape[1]
         self.channels += float(np.einsum("ij,ij->", block, block, dtype=np.float64)) / block.shape[1]
         self.mono += float(np.dot(mono.astype(np.float64), mono))
 
     def cancelled_db(self) -> float | None:
-        """How many dB the mono mix is below its channels where that is more than :data:`CANCEL_DB`
-        (``inf`` for a mix of exact zeros), else None (also for silent channels: nothing to cancel)."""
-        if self.channels <= 0.0 or self.mono >= self.channels * 10 ** (-CANCEL_DB / 10):
+        """How many dB the mono mix is below its channels where that is more than :data:`CANCEL_DB` (more
+        than independent channels lose beyond two: :data:`CANCEL_DB` + 10*log10(channels / 2)); ``inf`` for
+        a mix of exact zeros; else None (also for silent channels: nothing to cancel)."""
+        margin_db = CANCEL_DB + 10 * math.log10(max(self.count, 2) / 2)
+        if self.channels <= 0.0 or self.mono >= self.channels * 10 ** (-margin_db / 10):
             return None
         return math.inf if self.mono == 0.0 else 10 * math.log10(self.channels / self.mono)
 

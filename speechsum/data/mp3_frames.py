@@ -40,7 +40,7 @@ def _frame(header: int) -> tuple[int, int] | None:
     return per_frame // 8 * kbps * 1000 // hz + padding, per_frame
 
 
-def _id3v2_size(data: Buffer) -> int:
+def id3v2_size(data: Buffer) -> int:
     """Bytes of the ID3v2 tag at the start of ``data`` (0: none)."""
     head = bytes(data[:10])
     if len(head) < 10 or head[:3] != b"ID3":
@@ -80,7 +80,7 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
     ``data`` (but for an ID3v1 tag): libsndfile's length, from that header, is then the whole
     file's, and the walk (which touches every frame of the file) is not needed."""
     view = memoryview(data)
-    offset, samples, first = _id3v2_size(view), 0, True
+    offset, samples, first = id3v2_size(view), 0, True
     end = _vbr_header_end(view, offset) if offset + 4 <= len(view) else None
     if end is not None and 0 <= len(view) - end <= ID3V1_SIZE:
         return None

@@ -1,6 +1,6 @@
 """Why libsndfile could not open a file, in words a user can act on, where the file's bytes tell:
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
-libsndfile does not decode (MP4/M4A, ADTS AAC, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE),
+libsndfile does not decode (MP4/M4A, ADTS AAC, bare FLAC frames, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
 codec it does not decode, several ``data`` chunks), an Ogg stream, CAF or AIFF-C file in a codec it does
 not decode (Speex; AAC in a CAF), or audio damaged or cut inside its header."""
@@ -11,8 +11,9 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from speechsum.data.file_walk import Buffer, walk_file
-from speechsum.data.wav_order import riff_chunks
+from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
+from speechsum.data.flac_frames import frame_header
+from speechsum.data.wav_order import Spliced, riff_chunks
 
 HEAD_BYTES = 512  # what :func:`not_audio` looks at
 REPLACE = "replace it with the recording, or drop it"
@@ -58,6 +59,15 @@ def audio_format(head: bytes) -> str | None:
     return next((name for magic, name in _AUDIO if head.startswith(magic)), None)
 
 
+def headed_view(path: str) -> BinaryIO | None:
+    """For a file named ``.raw`` (which soundfile takes for headerless samples by its name) whose first bytes are an
+    audio format's magic (a WAV, FLAC, ... named .raw): a view of it to give soundfile instead; else None."""
+    head = walk_or_none(path, lambda data: bytes(data[:16])) or b""
+    if not any(head.startswith(magic) for magic, _ in _AUDIO):  # not an MP3's sync: a raw sample can hold it
+        return None
+    return Spliced(open(path, "rb"), b"", 0, 2**63, owned=True)  # noqa: SIM115 (closed with the view)
+
+
 def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:
     """For a file of ``size`` bytes starting with ``head`` that libsndfile could not open, saying
     ``reason``: when it starts as an audio format libsndfile reads, that it is damaged or cut short
@@ -66,6 +76,12 @@ def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:
         return None
     return Diagnosis(f"it starts as {name} audio but libsndfile cannot read it ({reason}; the file is {size} "
                      "bytes): damaged or cut short", "re-fetch or re-export it, or drop it")
+
+
+def _adts_frames(head: bytes) -> bool:
+    """Whether ``head`` starts with an ADTS frame header whose frame length leads to the next one."""
+    length = (head[3] & 0x03) << 11 | head[4] << 3 | head[5] >> 5 if len(head) >= 6 else 0
+    return length >= 7 and len(head) >= length + 2 and head[length] == 0xFF and head[length + 1] & 0xF6 == 0xF0
 
 
 def not_audio(head: bytes) -> Diagnosis | None:
@@ -80,6 +96,11 @@ def not_audio(head: bytes) -> Diagnosis | None:
         return Diagnosis("a Git LFS pointer (a small text file standing for the audio), not the audio itself",
                          "fetch the audio, e.g. `git lfs pull` in its repository, or drop it")
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # 12 sync bits, then layer 0
+        if (frame := frame_header(head, 0)) is not None and not _adts_frames(head):  # FLAC's sync is alike
+            return Diagnosis(f"bare FLAC audio frames (from {'sample' if frame.variable else 'frame'} {frame.number} on) "
+                             "without the 'fLaC' marker and STREAMINFO header a FLAC file starts with (its start lost, "
+                             "or a tool that wrote only the frames), which libsndfile cannot read",
+                             "re-export or re-fetch it whole, or drop it", ".flac")
         return Diagnosis("an AAC stream (ADTS), which libsndfile does not read", None, ".aac")
     if head[4:8] == b"ftyp":
         return Diagnosis("an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read", None, ".m4a")

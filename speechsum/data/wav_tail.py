@@ -1,13 +1,18 @@
 """A streamed WAV (its data size a writer's "unknown": ``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``)
 that ends in a chunk after its samples (a ``LIST`` of tags, ``id3 ``, ...): libsndfile reads the data to the
 end of the file and so reads that chunk's bytes as samples (a click at the end). :func:`trailing_chunks_start`
-finds such a chunk where the samples would end, when that is unambiguous: a known chunk name on a frame
-boundary from which the chunks' sizes lead exactly to the end of the file, within the file's last
-:data:`TAIL_BYTES` (a cheap look, not a walk over the samples). :func:`samples_view` reads the samples alone.
+finds such a chunk where the samples would end, when that is unambiguous: the first known chunk name on a
+frame boundary from which the chunks' sizes lead exactly to the end of the file, within the file's last
+:data:`TAIL_BYTES` (a cheap look, not a walk over the samples), or anywhere after the samples' start when the
+RIFF size counts the whole file (a tagger that appended chunks rewrote it: a chunk of cover art can be
+megabytes, and the look at the last 4 MiB read it as samples). That search runs at about 150 MB/s, so
+:func:`samples_view` keeps what it found per file (path, size, modification time) in the process: a long file
+read every epoch is searched once. :func:`samples_view` reads the samples alone.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from typing import BinaryIO
@@ -18,10 +23,12 @@ from speechsum.data.cut_short import STREAMED_SIZE
 from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
 from speechsum.data.wav_order import open_spliced, riff_chunks
 
-TAIL_BYTES = 1 << 22  # how far back from the end a trailing chunk is looked for (tags, cover art: 4 MiB)
 # chunks writers put after the samples (RIFF INFO tags, ID3 tags, broadcast/cue/sampler metadata)
 TRAILING = re.compile(rb"LIST|id3 |ID3 |bext|JUNK|junk|PAD |cue |smpl|inst|acid|PEAK|iXML|_PMX|axml|cart|umid|labl|fact")
+TAIL_BYTES = 1 << 22  # how far back from the end a trailing chunk is looked for in a file whose RIFF size is unknown
 MAX_TRAILING = 16  # chunks after the samples, at most
+SEARCHED_FILES = 4096  # files whose search :func:`samples_view` keeps (then it starts over)
+_searched: dict[tuple, tuple[int, int] | None] = {}  # (path, device, inode, size, mtime) -> what the search found
 
 
 def _chain_reaches_end(data: Buffer, offset: int) -> bool:
@@ -52,9 +59,10 @@ def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
     if fmt is None or data_start is None:
         return None
     align = struct.unpack("<H", data[fmt + 20 : fmt + 22])[0] or 1  # nBlockAlign: bytes per frame
-    window = max(data_start, len(data) - TAIL_BYTES)
-    for match in TRAILING.finditer(bytes(data[window:])):
-        start = window + match.start()
+    counted = struct.unpack("<I", data[4:8])[0] in (len(data) - 8, len(data) - 9)  # the RIFF size (its pad optional)
+    window = data_start if counted else max(data_start, len(data) - TAIL_BYTES)
+    for match in TRAILING.finditer(data, window):  # the buffer itself: a long file is not copied
+        start = match.start()
         samples = start - data_start
         if (samples % align or align == 1 and data[start - 1] == 0) and samples % 2 == 0 \
                 and (samples - 1) % align == 0:
@@ -73,9 +81,26 @@ def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile |
             and int(rest.split("(")[0]) >= STREAMED_SIZE
             for name, _, rest in (line.partition(":") for line in handle.extra_info.splitlines())):
         return None
-    if (found := walk_or_none(source, trailing_chunks_start)) is None:
+    if (found := _searched_once(source)) is None:
         return None
     start, size = found
     head = walk_file(source, lambda data: bytes(data[: start - 4]))
     head = head[:4] + struct.pack("<I", len(head) + size - 4) + head[8:] + struct.pack("<I", size)
     return open_spliced(source, head, start, size)
+
+
+def _searched_once(source: str | BinaryIO) -> tuple[int, int] | None:
+    """:func:`trailing_chunks_start` of ``source``; for a path, kept per file as it is now (its path, inode,
+    size and modification time: a file rewritten is searched again)."""
+    try:
+        stat = os.stat(source) if isinstance(source, str) else None
+    except OSError:
+        stat = None
+    if stat is None:
+        return walk_or_none(source, trailing_chunks_start)
+    key = (source, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _searched:
+        if len(_searched) >= SEARCHED_FILES:
+            _searched.clear()
+        _searched[key] = walk_or_none(source, trailing_chunks_start)
+    return _searched[key]

@@ -266,7 +266,7 @@ class ComposedSpeechLLM(SpeechLLM):
             # key says, whatever precision a stage trains in (a miss was a TypeError in the log-mel under it)
             with torch.autocast(mel_frames.device.type, enabled=False):
                 return self.feature_cache.frames(self.encoder_id(), keys, encode, mel_frames.device,
-                                                 width=self.encoder.config.d_model)
+                                                 self.encoder.config.d_model, [(n + 1) // 2 for n in mel_frames.tolist()])
 
     def precompute_audio(self, audio: dict) -> dict:
         """A copy of ``audio`` with ``encoder_frames`` ``(B, T_max, d_enc)`` (zero-padded) and

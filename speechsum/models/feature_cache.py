@@ -13,8 +13,10 @@ Layout: ``<root>/<encoder_id>/<content_key>.npy`` holding the clip's real encode
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a reader sees a complete file or none; concurrent writers (DDP ranks,
 dataloader workers) write identical bytes; a cache that cannot be written (read-only) is read, and
-what it lacks is encoded and not stored, with a warning. An unreadable file (empty, cut short, not ``.npy``),
-one whose array is not ``(T, d_enc)`` float16, or one holding a NaN/Inf (damaged) counts as a miss and is rewritten.
+what it lacks is encoded and not stored, with a warning. The temporary files of a writer that was killed
+(SIGKILL, out of memory: no cleanup) are removed when an encoder's folder is first used, those of this
+machine's writers that no longer run (a live writer's, another machine's stay). An unreadable file (empty, cut short, not ``.npy``),
+one whose array is not ``(T, d_enc)`` float16 (``T``: the clip's frame count, where the caller gives it), or one holding a NaN/Inf (damaged) counts as a miss and is rewritten.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from speechsum.utils.io import atomic_path
+from speechsum.utils.temp_owner import is_special_file, remove_dead_writers_temporaries
 from speechsum.utils.write_errors import UNWRITABLE
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,10 @@ class EncoderFeatureCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        if dangling := next((path for path in (self.root, *self.root.parents) if path.is_symlink() and not path.exists()),
+                            None):  # an unmounted disk's link: was a bare FileExistsError at the first batch
+            raise NotADirectoryError(f"feature_cache {root}: {dangling} is a broken symbolic link (to "
+                                     f"{os.readlink(dangling)}): mount or create its target, or give another folder")
         blocking = next((path for path in (self.root, *self.root.parents) if path.exists()), None)
         if blocking is not None and not blocking.is_dir():  # was "[Errno 20] Not a directory" at the first batch
             raise NotADirectoryError(f"feature_cache {root}: {blocking} is a file, not a folder: give a folder for "
@@ -75,12 +82,14 @@ class EncoderFeatureCache:
         self.misses = 0
         self.writes = 0
         self.unwritable: str | None = None  # why a write failed (the cache is read only from then on)
+        self.swept: set[str] = set()  # encoder ids whose folder's dead writers' temporaries were removed
 
     def path(self, encoder_id: str, content_key: str) -> Path:
         return self.root / encoder_id / f"{content_key}.npy"
 
-    def get(self, encoder_id: str, content_key: str, width: int | None = None) -> np.ndarray | None:
-        """The clip's frames ``(T, d)`` float16 (``d == width`` when given), or None when absent,
+    def get(self, encoder_id: str, content_key: str, width: int | None = None,
+            length: int | None = None) -> np.ndarray | None:
+        """The clip's frames ``(T, d)`` float16 (``d == width``, ``T == length`` when given), or None when absent,
         unreadable or of another shape or type."""
         path = self.path(encoder_id, content_key)
         if not path.is_file():
@@ -92,8 +101,9 @@ class EncoderFeatureCache:
         except (OSError, ValueError) as err:  # EOF, bad magic or header, cut-short data, object dtype
             log.warning("feature cache: unreadable %s (%s); recomputing it", path, err)
             return None
-        if frames.ndim != 2 or frames.dtype != np.float16 or width not in (None, frames.shape[1]):
-            want = f"(T, {width})" if width is not None else "(T, d)"
+        if frames.ndim != 2 or frames.dtype != np.float16 or width not in (None, frames.shape[1]) \
+                or length not in (None, frames.shape[0]):  # another T: the step failed on its placeholders
+            want = f"({'T' if length is None else length}, {'d' if width is None else width})"
             log.warning("feature cache: %s holds %s %s, not %s float16; recomputing it", path, frames.dtype,
                         frames.shape, want)
             return None
@@ -106,12 +116,32 @@ class EncoderFeatureCache:
             return None
         return frames
 
+    def sweep(self, encoder_id: str) -> None:
+        """Remove the temporary files that killed writers of this machine left in ``encoder_id``'s folder
+        (:func:`~speechsum.utils.temp_owner.remove_dead_writers_temporaries`; a standalone fit has no
+        pipeline to clean its run folder), once per folder and process; a debug line counts them."""
+        self.swept.add(encoder_id)
+        folder = self.root / encoder_id
+        if folder.exists() and not folder.is_dir():  # was a bare FileExistsError at the first miss
+            raise NotADirectoryError(f"feature cache {self.root}: {folder} is a file where the folder of this encoder's "
+                                     "frames goes: move or remove it (the cache holds one folder per encoder)")
+        try:
+            removed = remove_dead_writers_temporaries(self.root / encoder_id)
+        except OSError as err:  # a cache this process cannot write (read-only): its leftovers stay, harmless
+            log.debug("feature cache %s: temporary files of killed writers not removed (%s)", self.root, err)
+            return
+        if removed:
+            log.debug("feature cache %s: removed %d temporary file(s) of killed writers", self.root, len(removed))
+
     def put(self, encoder_id: str, content_key: str, frames: Tensor) -> None:
         """Write ``frames`` ``(T, d)`` as float16, atomically. A cache on a path this process cannot write
         (a read-only mount, another user's folder) is read only from then on, with one warning naming it."""
         if self.unwritable:
             return
         path = self.path(encoder_id, content_key)
+        if path.is_dir() or is_special_file(path):  # a FIFO: writing would wait for a reader, the step forever
+            kind = "a folder" if path.is_dir() else "a FIFO, socket or device"
+            raise FileExistsError(f"feature cache {self.root}: {path} is {kind}, not a cached clip's frames: remove it")
         try:
             with atomic_path(path) as temporary, open(temporary, "wb") as file:
                 np.save(file, frames.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
@@ -132,17 +162,21 @@ class EncoderFeatureCache:
         compute: Callable[[list[int]], list[Tensor]],
         device: torch.device,
         width: int | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> list[Tensor]:
         """Frames of every clip: hits read from disk, misses computed in ONE call
         ``compute(miss_rows) -> [frames (T_i, d)]`` and written. Counts are per distinct clip. All returned frames are the
         float16-rounded values (so a clip's frames are the same whether it hit or missed), cast to
-        float32 on ``device``. ``width``: the encoder's ``d``; a cached file of another is a miss."""
+        float32 on ``device``. ``width``: the encoder's ``d``; ``lengths``: each clip's frame count (its mel frames
+        halved, rounded up); a cached file of another is a miss (a file of another clip's, or written otherwise)."""
+        if encoder_id not in self.swept:
+            self.sweep(encoder_id)
         found: dict[str, Tensor] = {}
         missing: dict[str, int] = {}  # key -> first row of each missing clip (a repeat is computed once)
         for row, key in enumerate(content_keys):
             if key in found or key in missing:
                 continue
-            frames = self.get(encoder_id, key, width)
+            frames = self.get(encoder_id, key, width, None if lengths is None else lengths[row])
             if frames is None:
                 missing[key] = row
             else:

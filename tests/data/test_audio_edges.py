@@ -217,3 +217,19 @@ def test_stereo_whose_channels_add_is_read_as_their_mean_without_a_warning(tmp_p
         waveform = load_audio(path, 16_000)
     assert np.array_equal(waveform, channels.mean(axis=1))
     assert caplog.records == []
+
+
+def test_a_hundred_independent_channels_are_no_cancelling_but_opposite_ones_are(tmp_path: Path):
+    """Independent channels mix 10*log10(N) dB below them (128: 21 dB), which passed the 20-dB mark: a
+    microphone array's recording was said to cancel. Channels in opposite phase among 128 still are
+    (44 dB: the margin for 128 is 38 dB)."""
+    noise = np.random.default_rng(0).standard_normal((16_000, 128)).astype(np.float32) * 0.05
+    independent, opposite = str(tmp_path / "array.wav"), str(tmp_path / "opposite.wav")
+    sf.write(independent, noise, 16_000, subtype="FLOAT")
+    sf.write(opposite, np.concatenate([noise[:, :64], -0.9 * noise[:, :64]], axis=1), 16_000, subtype="FLOAT")
+    notes: list[str] = []
+    load_audio(independent, 16_000, notes=notes)
+    assert notes == []
+    load_audio(opposite, 16_000, notes=notes)
+    assert [note.kind for note in notes] == ["silent"]
+    assert notes[0].startswith(f"{opposite}: its channels cancel when averaged to mono (the mix is 44 dB below")

@@ -4,6 +4,7 @@ to do, at load (manifest line, Hugging Face row) and when a batch is read."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -73,6 +74,17 @@ def test_a_headerless_raw_file_says_how_to_convert_it(tmp_path: Path, name: str)
     assert load_error(tmp_path, name) == f"field 'audio': unreadable audio file {tmp_path / name}: {RAW_REASON}"
     with pytest.raises(UnreadableAudioError):
         load_audio(str(tmp_path / name), 16_000)
+
+
+@pytest.mark.parametrize("name, container", [("clip.raw", "WAV"), ("CLIP.RAW", "FLAC")])
+def test_a_wav_or_flac_named_raw_is_read_as_what_its_bytes_are(tmp_path: Path, name: str, container: str):
+    """soundfile takes a .raw name for headerless samples (it asks for their rate): a WAV or FLAC whose name lies
+    was refused as 'a headerless .raw file'; libsndfile reads it by its bytes, as under any other name."""
+    sf.write(tmp_path / name, TONE, 16_000, format=container, subtype="PCM_16")
+    written = sf.read(io.BytesIO((tmp_path / name).read_bytes()), dtype="float32")[0]  # unnamed: soundfile goes by bytes
+    np.testing.assert_array_equal(load_audio(str(tmp_path / name), 16_000), written)
+    examples, _ = load_manifest(manifest_of(tmp_path, name))
+    assert examples[0].duration == 1.0
 
 
 def test_broken_and_looping_symbolic_links_are_named_as_such(tmp_path: Path):
@@ -172,6 +184,25 @@ def test_a_streamed_wav_ending_in_a_tag_chunk_reads_its_samples_alone(tmp_path: 
     np.testing.assert_array_equal(waveform, sf.read(path, frames=frames, dtype="float32")[0])  # the samples written
     examples, _ = load_manifest(manifest_of(tmp_path, path.name))
     assert examples[0].duration == frames / 16_000
+
+
+@pytest.mark.parametrize("after", [(), (b"LIST",)], ids=["cover-art-last", "tags-after-it"])
+def test_a_streamed_wav_ending_in_a_chunk_of_megabytes_reads_its_samples_alone(tmp_path: Path, after: tuple):
+    """A tagger that appended an id3 chunk with 5 MB of cover art (and the RIFF size counting it): the chunk began
+    more than 4 MiB before the end, where no chunk was looked for, and its bytes were read as 157 s of samples
+    (with a LIST chunk after it, from that chunk on)."""
+    path = tmp_path / "tagged.wav"
+    sf.write(path, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    art = b"ID3\4\0\0\0\0\0\0APIC" + bytes(range(256)) * (5_000_000 // 256)
+    data += chunk(b"id3 ", art) + b"".join(chunk(name, b"INFOISFT" + struct.pack("<I", 4) + b"abc\0") for name in after)
+    data[4:8] = struct.pack("<I", len(data) - 8)  # the tagger's RIFF size
+    path.write_bytes(bytes(data))
+    waveform = load_audio(str(path), 16_000)
+    np.testing.assert_array_equal(waveform, sf.read(path, frames=16_000, dtype="float32")[0])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == 1.0
 
 
 def unsized_aiff(path: Path, form: int, ssnd: int, cut: int = 0) -> Path:

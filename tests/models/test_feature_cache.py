@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,9 @@ from speechsum.models import feature_cache as feature_cache_module
 from speechsum.models.composed import ComposedSpeechLLM
 from speechsum.models.feature_cache import EncoderFeatureCache, audio_content_key
 from speechsum.models.policy import TrainingPolicy
+from speechsum.utils.temp_owner import HOST_TAG
 from tests.conftest import tiny_backbone_args
+from tests.utils.test_temp_owner import dead_pid
 
 
 def build(cache_dir=None, train_encoder=False) -> ComposedSpeechLLM:
@@ -60,6 +63,17 @@ def test_a_cache_folder_that_is_a_file_is_refused_when_the_model_is_built(tmp_pa
     assert str(info.value) == (f"feature_cache {root}: {tmp_path / 'cache'} is a file, not a folder: give a folder for "
                                "the cache (or null for none)")
     assert EncoderFeatureCache(tmp_path / "new" / "cache").root == tmp_path / "new" / "cache"  # made when written
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_cache_folder_behind_a_broken_link_is_refused_when_the_model_is_built(tmp_path, below):
+    """A link to a disk that is not mounted was a bare '[Errno 17] File exists' at the first batch."""
+    os.symlink(tmp_path / "unmounted" / "cache", tmp_path / "cache")
+    root = tmp_path / "cache" / below if below else tmp_path / "cache"
+    with pytest.raises(NotADirectoryError) as info:
+        ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": None, "feature_cache": str(root)})
+    assert str(info.value) == (f"feature_cache {root}: {tmp_path / 'cache'} is a broken symbolic link (to "
+                               f"{tmp_path / 'unmounted' / 'cache'}): mount or create its target, or give another folder")
 
 
 def test_hits_misses_and_same_outputs_as_without_cache(tmp_path):
@@ -239,3 +253,56 @@ def test_a_miss_from_a_batch_a_bf16_true_trainer_cast_is_encoded(tmp_path):
     batch.audio["waveforms"] = batch.audio["waveforms"].to(torch.bfloat16)  # as the trainer's precision plugin does
     assert torch.isfinite(logprobs(model, batch)).all()
     assert (model.feature_cache.hits, model.feature_cache.misses, model.feature_cache.writes) == (0, 3, 3)
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_run_and_a_live_ones_kept(tmp_path):
+    """A standalone fit killed while it wrote a cached clip left '.KEY.npy.PID.HOST-XXXX.tmp' beside the cache's
+    files for good (only the pipeline cleaned its run folder); the next use of the folder removes it."""
+    cache = EncoderFeatureCache(tmp_path)
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    killed = folder / f".{'a' * 64}.npy.{dead_pid()}.{HOST_TAG}-k2x9.tmp"
+    live = folder / f".{'b' * 64}.npy.{os.getpid()}.{HOST_TAG}-live.tmp"  # a writer still at work (this process)
+    for path in (killed, live):
+        path.write_bytes(b"\x93NUMPY half")
+    frames = torch.ones(3, 4)
+    assert cache.frames("enc", ["c" * 64], lambda rows: [frames], torch.device("cpu"))[0].tolist() == frames.tolist()
+    assert sorted(path.name for path in folder.iterdir()) == [live.name, f"{'c' * 64}.npy"]
+
+
+def test_a_cached_file_of_another_frame_count_is_a_miss_not_a_failed_step(tmp_path, caplog):
+    """A file of the right width but another length (another clip's frames, a copy from another cache) was read
+    as the clip's, and the step failed: 'ValueError: 51 audio placeholders but 225 audio frames', naming no file."""
+    model = build(tmp_path)
+    batch = SpeechCollator(model.processor)(items())
+    first = logprobs(model, batch)
+    folder = tmp_path / model.encoder_id()
+    keys = batch.audio["content_keys"]
+    np.save(folder / f"{keys[0]}.npy", np.zeros((300, 32), np.float16))
+    with caplog.at_level(logging.WARNING, logger="speechsum.models.feature_cache"):
+        torch.testing.assert_close(logprobs(model, batch), first, atol=0, rtol=0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feature cache: {folder / keys[0]}.npy holds float16 (300, 32), not (35, 32) float16; recomputing it"]
+    assert np.load(folder / f"{keys[0]}.npy").shape == (35, 32)  # rewritten: ceil(70 mel frames / 2)
+
+
+@pytest.mark.parametrize("blocking", ["encoder_folder_a_file", "entry_a_folder", "entry_a_fifo"])
+def test_a_cache_entry_that_is_no_file_or_folder_of_its_kind_is_named(tmp_path, blocking):
+    """A file where an encoder's folder goes was a bare FileExistsError at the first miss, a folder where a clip's
+    file goes an IsADirectoryError of a temporary name, and a FIFO there hung the step (written in place, waiting
+    for a reader)."""
+    cache = EncoderFeatureCache(tmp_path)
+    entry = cache.path("enc", "key")
+    if blocking == "encoder_folder_a_file":
+        entry.parent.write_text("x")
+    else:
+        entry.parent.mkdir()
+        entry.mkdir() if blocking == "entry_a_folder" else os.mkfifo(entry)
+    with pytest.raises(OSError) as info:
+        cache.frames("enc", ["key"], lambda rows: [torch.ones(2, 4)], torch.device("cpu"), width=4)
+    assert str(info.value) == {
+        "encoder_folder_a_file": f"feature cache {tmp_path}: {entry.parent} is a file where the folder of this "
+                                 "encoder's frames goes: move or remove it (the cache holds one folder per encoder)",
+        "entry_a_folder": f"feature cache {tmp_path}: {entry} is a folder, not a cached clip's frames: remove it",
+        "entry_a_fifo": f"feature cache {tmp_path}: {entry} is a FIFO, socket or device, not a cached clip's "
+                        "frames: remove it"}[blocking]
