@@ -9,7 +9,9 @@ the client's usual timeout error (``openai.APITimeoutError``, retried). The envi
 ignores, are honoured with the same limit; a loopback host (``127.0.0.1``, ``localhost``, ``[::1]``: a
 local vLLM or ``speechsum serve``) is always asked directly, as no proxy can reach this machine's loopback.
 A reply body over :data:`MAX_REPLY_BYTES` (a server or something in between sending without end: read
-whole into memory, it took gigabytes before the timeout) ends the request with :class:`ReplyTooLarge`.
+whole into memory, it took gigabytes before the timeout) ends the request with :class:`ReplyTooLarge`, as
+sent and once decompressed (a gzip body of 1 MiB inflates to 1 GiB). So does a host name whose lookup
+takes longer than the time left (the system resolver has no timeout of its own).
 It extends the HTTP library the installed ``openai`` uses (``httpx2``/``httpcore2``, or
 ``httpx``/``httpcore`` in older releases).
 """
@@ -33,7 +35,7 @@ MAX_REPLY_BYTES = 256 * 2**20
 
 
 class ReplyTooLarge(openai.APIError):
-    """A reply body over :data:`MAX_REPLY_BYTES` (as sent, before any decompression); not retried."""
+    """A reply body over :data:`MAX_REPLY_BYTES` (as sent, or once decompressed); not retried."""
 
     def __init__(self, request: Any, size: str) -> None:
         super().__init__(
@@ -180,6 +182,12 @@ def _build(httpx: Any, httpcore: Any) -> type:
                 response.close()
                 raise ReplyTooLarge(request, f"{int(declared)} bytes by its Content-Length")
             response.stream = _CappedBody(response.stream, request)
+            coding = response.headers.get("content-encoding", "").strip().lower()
+            if coding not in ("", "identity"):  # what the client decodes is capped too: a gzip bomb
+                try:
+                    response._decoder = _CappedDecoder(response._get_content_decoder(), request, coding)
+                except Exception:  # noqa: BLE001  (codings the client refuses: it says so when it reads the body)
+                    pass
             return response
 
     class _CappedBody(httpx.SyncByteStream):
@@ -200,3 +208,31 @@ def _build(httpx: Any, httpcore: Any) -> type:
             self._stream.close()
 
     return DeadlineTransport
+
+
+class _CappedDecoder:
+    """A reply's content decoder (gzip, deflate, …) that raises :class:`ReplyTooLarge` once what it decoded passes
+    :data:`MAX_REPLY_BYTES`: the cap on the bytes as sent did not bound them (a 1 MiB gzip body inflates to 1 GiB,
+    which the client joined in memory). Decoders give bytes (``httpx``) or an iterator of them (``httpx2``)."""
+
+    def __init__(self, decoder: Any, request: Any, coding: str) -> None:
+        self._decoder, self._request, self._coding, self._decoded = decoder, request, coding, 0
+
+    def decode(self, data: bytes) -> Any:
+        return self._counted(self._decoder.decode(data))
+
+    def flush(self) -> Any:
+        return self._counted(self._decoder.flush())
+
+    def _counted(self, decoded: Any) -> Any:
+        if isinstance(decoded, bytes):
+            self._count(decoded)
+            return decoded
+        return (self._count(chunk) for chunk in decoded)
+
+    def _count(self, chunk: bytes) -> bytes:
+        self._decoded += len(chunk)
+        if self._decoded > MAX_REPLY_BYTES:
+            raise ReplyTooLarge(self._request, f"more than {MAX_REPLY_BYTES} bytes once decompressed (Content-Encoding: "
+                                               f"{self._coding})")
+        return chunk
