@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -142,9 +144,17 @@ def _build(httpx: Any, httpcore: Any) -> type:
 
         def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                         socket_options: Any = None) -> httpcore.NetworkStream:
-            stream = self._backend.connect_tcp(host, port, self._left(timeout, httpcore.ConnectTimeout), local_address,
-                                               socket_options)
-            return _Stream(stream, self._left)
+            addresses = resolve_within(host, port, self._left(timeout, httpcore.ConnectTimeout),
+                                       httpcore.ConnectTimeout, httpcore.ConnectError)
+            errors: list[Exception] = []
+            for address in addresses:  # as socket.create_connection tries them, each within the time left
+                try:
+                    stream = self._backend.connect_tcp(address, port, self._left(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options)
+                    return _Stream(stream, self._left)
+                except httpcore.ConnectError as err:
+                    errors.append(err)
+            raise errors[0]
 
         def connect_unix_socket(self, path: str, timeout: float | None = None,
                                 socket_options: Any = None) -> httpcore.NetworkStream:
@@ -208,6 +218,35 @@ def _build(httpx: Any, httpcore: Any) -> type:
             self._stream.close()
 
     return DeadlineTransport
+
+
+def resolve_within(host: str, port: int, seconds: float | None, timeout_error: type[Exception],
+                   connect_error: type[Exception]) -> list[str]:
+    """The addresses of ``host`` (an IP address: itself), looked up in a thread waited for at most ``seconds``:
+    the system resolver (``getaddrinfo``) has no timeout, and one that hung held a request past its time limit.
+    ``timeout_error`` when the lookup takes longer (the thread is left to end on its own), ``connect_error``
+    when it fails (an unknown host), as the HTTP library's own connect raised them."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    found: dict[str, Any] = {}
+
+    def look_up() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except OSError as err:  # socket.gaierror: no such host, no network
+            found["error"] = err
+
+    thread = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise timeout_error(f"the host name {host} was not resolved within the {seconds:.3g} s left to the request "
+                            "(the system's DNS resolver did not answer)")
+    if "error" in found:
+        raise connect_error(str(found["error"])) from found["error"]
+    return list(dict.fromkeys(str(info[4][0]) for info in found["infos"]))
 
 
 class _CappedDecoder:
