@@ -6,6 +6,7 @@ setting as the YAML spells it: "data.max_batch_size must be at least 1 ..., got 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import numbers
 import os
@@ -134,6 +135,35 @@ URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
 def without_url_credentials(text: str) -> str:
     """``text`` with the credentials of every URL in it masked: ``http://user:password@host`` → ``http://***@host``."""
     return URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def masked_credentials(value: object) -> object:
+    """``value`` (a config: mappings, lists, namespaces, strings) with the credentials of every URL in its
+    strings masked (:func:`without_url_credentials`), for what is saved or logged (a run folder's configs,
+    hyperparameters, W&B); ``value`` itself, not a copy, where nothing is masked."""
+    if isinstance(value, str):
+        return without_url_credentials(value) if "@" in value else value
+    if isinstance(value, argparse.Namespace):
+        fields = vars(value)
+        masked = {key: masked_credentials(item) for key, item in fields.items()}
+        if all(masked[key] is item for key, item in fields.items()):
+            return value
+        replaced = copy.copy(value)
+        for key, item in masked.items():
+            if item is not fields[key]:
+                setattr(replaced, key, item)
+        return replaced
+    if isinstance(value, dict):
+        masked = {key: masked_credentials(item) for key, item in value.items()}
+        if all(masked[key] is item for key, item in value.items()):
+            return value
+        replaced = copy.copy(value)  # of its own type (Lightning's AttributeDict)
+        replaced.update(masked)
+        return replaced
+    if isinstance(value, list | tuple):
+        items = [masked_credentials(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+    return value
 
 
 CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
