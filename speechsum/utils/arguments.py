@@ -171,7 +171,8 @@ CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends t
 
 def base_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
-    scheme, a space inside, no host, a port that is no number from 1 to 65535, a route the client adds
+    scheme, a space inside, no host, credentials masked (``***@``: copied from a saved config, they answered
+    401 "export a valid key"), a port that is no number from 1 to 65535, a route the client adds
     itself at its end (a request URL copied from docs: every request got a 404); None when it can be (the
     client's own error for these was a bare "Connection error.", retried in vain, or only after sampling)."""
     text = str(url).strip()
@@ -183,6 +184,9 @@ def base_url_problem(url: object) -> str | None:
     parts = urllib.parse.urlsplit(text)
     if not parts.hostname:
         return f"{str(url)!r} names no host: write it whole, e.g. {parts.scheme}://127.0.0.1:8000/v1"
+    if parts.username == "***" and parts.password is None:  # copied from a run folder (masked_credentials)
+        return (f"{str(url)!r} holds credentials masked as ***@, as a run folder's saved configs write them: write the "
+                "URL with its user:password@ as your own config has it")
     try:
         port = parts.port
     except ValueError:
