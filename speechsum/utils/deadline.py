@@ -146,7 +146,7 @@ def _build(httpx: Any, httpcore: Any) -> type:
                         socket_options: Any = None) -> httpcore.NetworkStream:
             addresses = resolve_within(host, port, self._left(timeout, httpcore.ConnectTimeout),
                                        httpcore.ConnectTimeout, httpcore.ConnectError)
-            errors: list[Exception] = []
+            errors: list[Exception] = [httpcore.ConnectError(f"the host name {host} resolved to no address")]
             for address in addresses:  # as socket.create_connection tries them, each within the time left
                 try:
                     stream = self._backend.connect_tcp(address, port, self._left(timeout, httpcore.ConnectTimeout),
@@ -154,7 +154,7 @@ def _build(httpx: Any, httpcore: Any) -> type:
                     return _Stream(stream, self._left)
                 except httpcore.ConnectError as err:
                     errors.append(err)
-            raise errors[0]
+            raise errors[min(1, len(errors) - 1)]  # the first address's, as socket.create_connection raised
 
         def connect_unix_socket(self, path: str, timeout: float | None = None,
                                 socket_options: Any = None) -> httpcore.NetworkStream:
