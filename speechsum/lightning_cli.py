@@ -15,6 +15,7 @@ from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
+from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
 from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
 from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
@@ -58,7 +59,9 @@ class SpeechSumCLI(LightningCLI):
                 f"{configured.rpartition('.')[2]}: resume it with the config it was trained with, or start this "
                 f"stage from its weights with --model.init_args.init_from {ckpt_path} (and no --ckpt_path)")
         if subcommand != "fit":
+            given = model_section(self.config[subcommand])
             super()._parse_ckpt_path()
+            self.config[subcommand]["model"] = restore_credentials(self.config[subcommand]["model"], given, ckpt_path)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         given = sys.argv[1:] if args is None else args
@@ -272,6 +275,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumC
         subclass_mode_model=True,
         auto_configure_optimizers=False,
         parser_class=SpeechSumArgumentParser,
+        save_config_callback=MaskedSaveConfigCallback,  # a base_url's user:password@ masked in the run's config.yaml
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

@@ -56,7 +56,7 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
-from speechsum.utils.arguments import at_least, number, unset_text
+from speechsum.utils.arguments import at_least, masked_credentials, number, unset_text
 from speechsum.utils.io import check_output_path, write_atomic
 from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
@@ -316,7 +316,8 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
                 threads: int, starter: WarmStarter | None) -> dict:
     remove_stale_temporaries(run_dir)  # no stage runs yet: only what a killed run's atomic writes left
     digests = table.config_digests(config)  # stored in each stage's marker: a changed setting is pointed out
-    write_atomic(run_dir / "pipeline_config.yaml", f"# from {config_file}\n" + yaml.safe_dump(config, sort_keys=False))
+    write_atomic(run_dir / "pipeline_config.yaml",  # a base_url's user:password@ masked: a rerun reads config_file
+                 f"# from {config_file}\n" + yaml.safe_dump(masked_credentials(config), sort_keys=False))
     redo: set[str] = set()
     if args.from_stage:
         cleared: list[str] = []

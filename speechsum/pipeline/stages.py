@@ -36,6 +36,7 @@ from speechsum.pipeline.config import (
 )
 from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
 from speechsum.pipeline.sections import BENCHMARK_TEST_SPLITS
+from speechsum.pipeline.stage_secrets import credentials_apart
 from speechsum.pipeline.teacher_server import SERVE_KEY_ENV, SPEECHSUM, teacher_server
 from speechsum.utils.io import atomic_path, jsonl_lines, write_atomic, write_jsonl
 
@@ -97,7 +98,8 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
         return []
     resolved = resolve_stage_config(ctx.config, stage, ctx.run_dir, wandb=ctx.wandb, teacher=teacher,
                                     checkpoint_every_s=ctx.checkpoint_every_s)
-    text = yaml.safe_dump(resolved, sort_keys=False)
+    saved, credentials = credentials_apart(resolved)  # a teacher base_url's user:password@ not in the run folder
+    text = yaml.safe_dump(saved, sort_keys=False)
     ignore = TEACHER_SERVER_URL if teacher and teacher["mode"] == "serve" else None
     checkpoint, why = resume_point(folder, text, ctx.needs_finished, ignore) if ctx.resume else (None, "")
     if checkpoint is not None:
@@ -109,7 +111,8 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
         delete_outputs([folder])
     path = folder / "config.yaml"
     write_atomic(path, text)
-    ctx.run([*SPEECHSUM, "fit", "--config", str(path), *(["--ckpt_path", str(checkpoint)] if checkpoint else [])])
+    ctx.run([*SPEECHSUM, "fit", "--config", str(path), *credentials,
+             *(["--ckpt_path", str(checkpoint)] if checkpoint else [])])
     last = folder / "checkpoints" / "last.ckpt"
     if checkpoint is not None and checkpoint.parent.name == RESUME_FOLDER and not last.exists():
         # killed after its final resume checkpoint, before last.ckpt: resumed there, fit had no step left to

@@ -29,6 +29,7 @@ from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
+from speechsum.utils.arguments import masked_credentials
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_jsonl
@@ -101,6 +102,8 @@ class SpeechStageModule(L.LightningModule):
         if generation is not None:
             generation.check("model.init_args.generation", model.context_length())
         self.save_hyperparameters(ignore=[] if built_by_lightning_cli() else list(self.object_arguments))
+        # what loggers write (hparams.yaml, W&B's config): a teacher's base_url without its user:password@
+        self._hparams_initial = masked_credentials(self._hparams_initial)
         self.model = model
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -172,6 +175,9 @@ class SpeechStageModule(L.LightningModule):
             } - self._init_weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
+        if "hyper_parameters" in checkpoint:  # a teacher base_url's user:password@ not in the file (lightning_cli
+            # puts it back from the config given to validate/test/predict)
+            checkpoint["hyper_parameters"] = masked_credentials(checkpoint["hyper_parameters"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint of another model config (``--ckpt_path``) is refused naming the file and the

@@ -115,7 +115,8 @@ def whole_number(value: object, name: str, low: int, high: int, error: type[Valu
     """``value``, a judge's or rater's score, as an integer in ``low..high``: a JSON integer, an integral
     number (6.0) or its digits quoted ("6"). Anything else raises ``error`` naming ``name``: 6.5, "six",
     true, a list, and NaN, Infinity or 1e400, which JSON parsers read as floats no integer can hold."""
-    if isinstance(value, str) and value.strip().isdigit():  # "6": a quoted integer, not a guess
+    if isinstance(value, str) and value.strip().isdecimal():  # "6": a quoted integer, not a guess ("²" is a digit
+        # to isdigit but no number to int: its ValueError named no score)
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or \
             (isinstance(value, float) and not math.isfinite(value)) or value != int(value):

@@ -6,6 +6,7 @@ setting as the YAML spells it: "data.max_batch_size must be at least 1 ..., got 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import numbers
 import os
@@ -136,12 +137,42 @@ def without_url_credentials(text: str) -> str:
     return URL_CREDENTIALS.sub(r"\1***@", text)
 
 
+def masked_credentials(value: object) -> object:
+    """``value`` (a config: mappings, lists, namespaces, strings) with the credentials of every URL in its
+    strings masked (:func:`without_url_credentials`), for what is saved or logged (a run folder's configs,
+    hyperparameters, W&B); ``value`` itself, not a copy, where nothing is masked."""
+    if isinstance(value, str):
+        return without_url_credentials(value) if "@" in value else value
+    if isinstance(value, argparse.Namespace):
+        fields = vars(value)
+        masked = {key: masked_credentials(item) for key, item in fields.items()}
+        if all(masked[key] is item for key, item in fields.items()):
+            return value
+        replaced = copy.copy(value)
+        for key, item in masked.items():
+            if item is not fields[key]:
+                setattr(replaced, key, item)
+        return replaced
+    if isinstance(value, dict):
+        masked = {key: masked_credentials(item) for key, item in value.items()}
+        if all(masked[key] is item for key, item in value.items()):
+            return value
+        replaced = copy.copy(value)  # of its own type (Lightning's AttributeDict)
+        replaced.update(masked)
+        return replaced
+    if isinstance(value, list | tuple):
+        items = [masked_credentials(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+    return value
+
+
 CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
 
 
 def base_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
-    scheme, a space inside, no host, a port that is no number from 1 to 65535, a route the client adds
+    scheme, a space inside, no host, credentials masked (``***@``: copied from a saved config, they answered
+    401 "export a valid key"), a port that is no number from 1 to 65535, a route the client adds
     itself at its end (a request URL copied from docs: every request got a 404); None when it can be (the
     client's own error for these was a bare "Connection error.", retried in vain, or only after sampling)."""
     text = str(url).strip()
@@ -153,6 +184,9 @@ def base_url_problem(url: object) -> str | None:
     parts = urllib.parse.urlsplit(text)
     if not parts.hostname:
         return f"{str(url)!r} names no host: write it whole, e.g. {parts.scheme}://127.0.0.1:8000/v1"
+    if parts.username == "***" and parts.password is None:  # copied from a run folder (masked_credentials)
+        return (f"{str(url)!r} holds credentials masked as ***@, as a run folder's saved configs write them: write the "
+                "URL with its user:password@ as your own config has it")
     try:
         port = parts.port
     except ValueError:

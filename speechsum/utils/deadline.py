@@ -9,7 +9,9 @@ the client's usual timeout error (``openai.APITimeoutError``, retried). The envi
 ignores, are honoured with the same limit; a loopback host (``127.0.0.1``, ``localhost``, ``[::1]``: a
 local vLLM or ``speechsum serve``) is always asked directly, as no proxy can reach this machine's loopback.
 A reply body over :data:`MAX_REPLY_BYTES` (a server or something in between sending without end: read
-whole into memory, it took gigabytes before the timeout) ends the request with :class:`ReplyTooLarge`.
+whole into memory, it took gigabytes before the timeout) ends the request with :class:`ReplyTooLarge`, as
+sent and once decompressed (a gzip body of 1 MiB inflates to 1 GiB). So does a host name whose lookup
+takes longer than the time left (the system resolver has no timeout of its own).
 It extends the HTTP library the installed ``openai`` uses (``httpx2``/``httpcore2``, or
 ``httpx``/``httpcore`` in older releases).
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +37,7 @@ MAX_REPLY_BYTES = 256 * 2**20
 
 
 class ReplyTooLarge(openai.APIError):
-    """A reply body over :data:`MAX_REPLY_BYTES` (as sent, before any decompression); not retried."""
+    """A reply body over :data:`MAX_REPLY_BYTES` (as sent, or once decompressed); not retried."""
 
     def __init__(self, request: Any, size: str) -> None:
         super().__init__(
@@ -140,9 +144,17 @@ def _build(httpx: Any, httpcore: Any) -> type:
 
         def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                         socket_options: Any = None) -> httpcore.NetworkStream:
-            stream = self._backend.connect_tcp(host, port, self._left(timeout, httpcore.ConnectTimeout), local_address,
-                                               socket_options)
-            return _Stream(stream, self._left)
+            addresses = resolve_within(host, port, self._left(timeout, httpcore.ConnectTimeout),
+                                       httpcore.ConnectTimeout, httpcore.ConnectError)
+            errors: list[Exception] = [httpcore.ConnectError(f"the host name {host} resolved to no address")]
+            for address in addresses:  # as socket.create_connection tries them, each within the time left
+                try:
+                    stream = self._backend.connect_tcp(address, port, self._left(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options)
+                    return _Stream(stream, self._left)
+                except httpcore.ConnectError as err:
+                    errors.append(err)
+            raise errors[min(1, len(errors) - 1)]  # the first address's, as socket.create_connection raised
 
         def connect_unix_socket(self, path: str, timeout: float | None = None,
                                 socket_options: Any = None) -> httpcore.NetworkStream:
@@ -180,6 +192,12 @@ def _build(httpx: Any, httpcore: Any) -> type:
                 response.close()
                 raise ReplyTooLarge(request, f"{int(declared)} bytes by its Content-Length")
             response.stream = _CappedBody(response.stream, request)
+            coding = response.headers.get("content-encoding", "").strip().lower()
+            if coding not in ("", "identity"):  # what the client decodes is capped too: a gzip bomb
+                try:
+                    response._decoder = _CappedDecoder(response._get_content_decoder(), request, coding)
+                except Exception:  # noqa: BLE001  (codings the client refuses: it says so when it reads the body)
+                    pass
             return response
 
     class _CappedBody(httpx.SyncByteStream):
@@ -200,3 +218,60 @@ def _build(httpx: Any, httpcore: Any) -> type:
             self._stream.close()
 
     return DeadlineTransport
+
+
+def resolve_within(host: str, port: int, seconds: float | None, timeout_error: type[Exception],
+                   connect_error: type[Exception]) -> list[str]:
+    """The addresses of ``host`` (an IP address: itself), looked up in a thread waited for at most ``seconds``:
+    the system resolver (``getaddrinfo``) has no timeout, and one that hung held a request past its time limit.
+    ``timeout_error`` when the lookup takes longer (the thread is left to end on its own), ``connect_error``
+    when it fails (an unknown host), as the HTTP library's own connect raised them."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    found: dict[str, Any] = {}
+
+    def look_up() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except OSError as err:  # socket.gaierror: no such host, no network
+            found["error"] = err
+
+    thread = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise timeout_error(f"the host name {host} was not resolved within the {seconds:.3g} s left to the request "
+                            "(the system's DNS resolver did not answer)")
+    if "error" in found:
+        raise connect_error(str(found["error"])) from found["error"]
+    return list(dict.fromkeys(str(info[4][0]) for info in found["infos"]))
+
+
+class _CappedDecoder:
+    """A reply's content decoder (gzip, deflate, …) that raises :class:`ReplyTooLarge` once what it decoded passes
+    :data:`MAX_REPLY_BYTES`: the cap on the bytes as sent did not bound them (a 1 MiB gzip body inflates to 1 GiB,
+    which the client joined in memory). Decoders give bytes (``httpx``) or an iterator of them (``httpx2``)."""
+
+    def __init__(self, decoder: Any, request: Any, coding: str) -> None:
+        self._decoder, self._request, self._coding, self._decoded = decoder, request, coding, 0
+
+    def decode(self, data: bytes) -> Any:
+        return self._counted(self._decoder.decode(data))
+
+    def flush(self) -> Any:
+        return self._counted(self._decoder.flush())
+
+    def _counted(self, decoded: Any) -> Any:
+        if isinstance(decoded, bytes):
+            self._count(decoded)
+            return decoded
+        return (self._count(chunk) for chunk in decoded)
+
+    def _count(self, chunk: bytes) -> bytes:
+        self._decoded += len(chunk)
+        if self._decoded > MAX_REPLY_BYTES:
+            raise ReplyTooLarge(self._request, f"more than {MAX_REPLY_BYTES} bytes once decompressed (Content-Encoding: "
+                                               f"{self._coding})")
+        return chunk

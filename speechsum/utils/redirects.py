@@ -31,17 +31,26 @@ def refuse_method_changing_redirect(response: Any) -> None:
 
 def refuse_redirect_dropping_key(response: Any) -> None:
     """An ``openai.APIStatusError`` (not retried) for a 307/308 redirect of a request carrying an API key to
-    another origin (host, port or scheme; an http→https upgrade of the same host excepted): HTTP clients
-    drop the key there, and the target's 401 said to export a valid key, which was there all along."""
+    another origin (host, port or scheme; an upgrade of the same host from http's port 80 to https's 443
+    excepted, where clients keep it): HTTP clients drop the key there, and the target's 401 said to export a
+    valid key, which was there all along. One from https to plain http says so (the key would travel
+    unencrypted; before 2026-12-07 it was told to set base_url to the http address)."""
     request, location = response.request, response.headers.get("location")
     if response.status_code not in (307, 308) or not location or \
             request.headers.get("authorization", "") in ("", f"Bearer {PLACEHOLDER_KEY}"):
         return
     target = request.url.join(location)
-    if _origin(target) == _origin(request.url) or (
-            request.url.scheme, target.scheme, target.host) == ("http", "https", request.url.host):
+    host = request.url.host  # the key is kept to the same origin, and on an upgrade of port 80 to https's 443
+    if _origin(target) == _origin(request.url) or (_origin(request.url), _origin(target)) == (
+            ("http", host, 80), ("https", host, 443)):
         return
     response.read()
+    if (request.url.scheme, target.scheme) == ("https", "http"):
+        raise openai.APIStatusError(
+            f"{request.method} {request.url} was redirected ({response.status_code}) to {location!r}, from https to "
+            "plain http, where a client does not send the API key (it would travel unencrypted): check the redirect of "
+            "the server or the proxy in between (an endpoint behind https answers on https), or set base_url to the "
+            "http address if it is meant to be one", response=response, body=None)
     raise openai.APIStatusError(
         f"{request.method} {request.url} was redirected ({response.status_code}) to {location!r}, another origin "
         "(host, port or scheme), where a client does not send the API key: set base_url to the address the redirect "

@@ -177,3 +177,37 @@ def test_a_stage_command_is_logged_with_its_urls_credentials_masked(tmp_path):
     shown = f"{sys.executable} -c pass --judge-base-url http://***@judge:8000/v1"
     assert ctx.commands == [shown]
     assert (tmp_path / "logs" / "pairs.log").read_text().startswith(f"[pipeline] $ {shown}  (OMP_NUM_THREADS=1)\n")
+
+
+SECRET_URL = "http://teacher-user:secret-pass-4711@127.0.0.1:9/v1"
+
+
+def test_url_credentials_in_the_pipeline_yaml_are_masked_in_the_run_folder(tmp_path, monkeypatch):
+    """Before: RUN/pipeline_config.yaml and the KD stage's RUN/kd/config.yaml held the user:password@ whole;
+    ``speechsum fit`` now gets the URL on its command line (shown masked in the stage log)."""
+    teacher = {"mode": "remote", "base_url": SECRET_URL, "model": "m"}
+    config = edited_tiny(tmp_path, teacher=teacher, judge={"kind": "openai", "base_url": SECRET_URL})
+    args = pipeline.build_parser().parse_args(["--config", str(config), "--run-dir", str(tmp_path / "run"),
+                                               "--until", "benchmark"])
+    assert ran(pipeline.run_pipeline(args, stand_in_stages(tmp_path / "pids"))) == ["benchmark"]
+    saved = yaml.safe_load((tmp_path / "run" / "pipeline_config.yaml").read_text())
+    assert saved["teacher"]["base_url"] == saved["judge"]["base_url"] == "http://***@127.0.0.1:9/v1"
+
+    from speechsum.pipeline import stages
+
+    ctx = StageContext(tmp_path / "run", load_pipeline_config(config), "kd", wandb=False, verbose=False,
+                       teacher_mode="remote")
+    commands: list[list[str]] = []
+
+    def fit(command: list[str]) -> None:  # stands in for speechsum fit: what it is given, and its outputs
+        commands.append(command)
+        (tmp_path / "run" / "kd" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "run" / "kd" / "checkpoints" / "last.ckpt").write_bytes(b"")
+
+    monkeypatch.setattr(ctx, "run", fit)
+    stages.run_fit(ctx, stages.kd_teacher(ctx.config["teacher"], "remote", ""))
+    stage_config = (tmp_path / "run" / "kd" / "config.yaml").read_text()
+    assert "secret-pass-4711" not in stage_config
+    assert yaml.safe_load(stage_config)["model"]["init_args"]["teacher"]["init_args"]["base_url"] == (
+        "http://***@127.0.0.1:9/v1")
+    assert commands[0][-2:] == ["--model.init_args.teacher.init_args.base_url", SECRET_URL]

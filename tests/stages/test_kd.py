@@ -12,6 +12,7 @@ import yaml
 
 from speechsum.cli import lightning_cli
 from speechsum.models.checkpoint import read_checkpoint
+from speechsum.utils.arguments import ConfigError
 from tests.helpers import run_config
 
 TEACHER_LLM = {
@@ -306,3 +307,45 @@ def test_a_line_without_a_transcript_is_a_bad_line_at_load_when_the_teacher_read
     main(["predict", "--config", str(config), "--data.predict_manifest", str(predict), "--ckpt_path",
           str(tmp_path / "run" / "checkpoints" / "last.ckpt")])
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("given", ["config", "command line"])
+def test_a_teacher_url_with_credentials_is_masked_in_the_run_folder(tmp_path, toy_data, teacher_dir, given):
+    """Before: Lightning's config.yaml and the logged hyperparameters (hparams.yaml, W&B's config) held the
+    base_url's user:password@ whole. The user's own config keeps it: a rerun or resume reads it there. On the
+    command line is how the pipeline gives it (its RUN/kd/config.yaml masked)."""
+    from speechsum.serving.cli import HFBackend
+    from tests.servers import serve_in_thread
+
+    backend = HFBackend(teacher_dir)
+    with serve_in_thread(backend) as url:
+        secret_url = url.replace("http://", "http://teacher-user:secret-pass-4711@")
+        teacher = {"class_path": "speechsum.stages.kd.teachers.OpenAICompatibleTeacher", "init_args": {
+            "model": backend.model_name, "base_url": secret_url if given == "config" else url,
+            "tokenizer": str(teacher_dir), "top_k": 5}}
+        config = kd_config(tmp_path, toy_data, teacher)
+        option = ["--model.init_args.teacher.init_args.base_url", secret_url] if given == "command line" else []
+        cli = lightning_cli(["fit", "--config", str(config), *option, "--trainer.max_steps", "1",
+                             "--trainer.limit_val_batches", "1"])
+        last = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+        # validate rebuilds the model from the checkpoint's hyperparameters: the URL whole from what is given
+        validated = lightning_cli(["validate", "--config", str(config), *option, "--ckpt_path", last,
+                                   "--trainer.limit_val_batches", "1"])
+        if given == "command line":
+            with pytest.raises(ConfigError) as refused:
+                lightning_cli(["validate", "--config", str(config), "--ckpt_path", last])
+            assert str(refused.value) == (
+                f"ckpt_path {last}: model.init_args.teacher.init_args.base_url was saved with its URL's credentials "
+                f"masked ({url.replace('http://', 'http://***@')}): give the URL whole in the --config file or on the "
+                "command line")
+    assert cli.trainer.global_step == 1 and cli.model.teacher.base_url == validated.model.teacher.base_url == secret_url
+    saved = [path for path in (tmp_path / "run").rglob("*") if path.is_file()]  # checkpoints too
+    assert {path.name for path in saved} >= {"config.yaml", "hparams.yaml", "metrics.csv"}
+    for path in saved:
+        assert b"secret-pass-4711" not in path.read_bytes(), path
+    masked = url.replace("http://", "http://***@")
+    lightning_config = yaml.safe_load(next((tmp_path / "run").rglob("config.yaml")).read_text())
+    assert lightning_config["model"]["init_args"]["teacher"]["init_args"]["base_url"] == masked
+    hparams = yaml.safe_load(next((tmp_path / "run").rglob("hparams.yaml")).read_text())
+    assert hparams["teacher"]["init_args"]["base_url"] == masked
+    assert ("secret-pass-4711" in config.read_text()) == (given == "config")  # the user's own config, untouched

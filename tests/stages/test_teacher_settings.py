@@ -30,6 +30,10 @@ def test_a_teachers_blank_end_of_turn_is_refused_not_taken_for_its_eos_token():
     ({"summary_temperature": -0.5}, "OpenAICompatibleTeacher summary_temperature must be a number at least 0 (0: "
                                     "greedy), got -0.5"),
     ({"model": " "}, "OpenAICompatibleTeacher model must name the model the endpoint serves, got ' '"),
+    # copied from a run folder's saved config: the server's 401 said to export a valid key
+    ({"base_url": "http://***@127.0.0.1:9/v1"}, "OpenAICompatibleTeacher base_url 'http://***@127.0.0.1:9/v1' holds "
+     "credentials masked as ***@, as a run folder's saved configs write them: write the URL with its user:password@ "
+     "as your own config has it"),
 ])
 def test_a_remote_teachers_setting_that_cannot_work_is_refused_when_built(settings, message):
     from speechsum.utils.arguments import ConfigError

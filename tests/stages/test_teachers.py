@@ -175,6 +175,15 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
                  "logprobs.top_logprobs[4] is an array"),
     "nan top": ("echo", lambda r, c, lp, pl: lp["top_logprobs"].__setitem__(-1, {"token_id:9": float("nan")}),
                 "logprobs.top_logprobs[4]['token_id:9'] is nan"),
+    # logits (each <= 0), not log-probs: read before as a teacher with more than all the mass
+    "top mass over 1": ("echo", lambda r, c, lp, pl: lp["top_logprobs"].__setitem__(-1, {"token_id:9": -0.1,
+                                                                                      "token_id:1": -0.2}),
+                        "logprobs.top_logprobs[4]: the probabilities of its 2 log-probs sum to 1.72, more than 1: they "
+                        "are not the log-probabilities of one distribution (logits, or values not normalized: serve "
+                        "vLLM with its default --logprobs-mode raw_logprobs)"),
+    "pl mass over 1": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, {"9": {"logprob": -0.1},
+                                                                                   "1": {"logprob": -0.2}}),
+                       "prompt_logprobs[4]: the probabilities of its 2 log-probs sum to 1.72, more than 1"),
     "bad id": ("echo", lambda r, c, lp, pl: lp["tokens"].__setitem__(-1, "token_id:abc"),
                "logprobs.tokens[4]: token 'token_id:abc' has no integer id"),
     "logprobs a string": ("echo", lambda r, c, lp, pl: c.__setitem__("logprobs", "oops"), "does not echo the 5"),
@@ -280,7 +289,7 @@ def test_a_remote_teachers_token_id_beyond_the_students_logits_is_named_not_an_i
 
     def wider_vocabulary(reply, choice, logprobs, prompt_logprobs):  # the served model's vocabulary is larger
         for top in logprobs["top_logprobs"][1:]:
-            top["token_id:100000"] = -0.5
+            top["token_id:100000"] = -1.5  # in the top 2, the 3 summing below 1
 
     batch, ids, mask = batch_and_completion
     with JSONServer(lambda request: _scoring_reply(request["prompt"], wider_vocabulary)) as server:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from speechsum.utils.answers import final_answer, first_json_object, json_objects
+from speechsum.utils.answers import final_answer, first_json_object, json_objects, whole_number
 
 
 class Refused(ValueError):
@@ -34,3 +34,11 @@ def test_first_json_object_with_and_without_a_key():
         first_json_object('{"queries": [{"a": 1}, {"b"', Refused)  # nothing inside a cut object is taken
     with pytest.raises(Refused, match=r"ambiguous answer: 2 JSON objects with different 'score' \(3, 5\)"):
         first_json_object('{"score": 3} or rather {"score": 5}', Refused, key="score")
+
+
+def test_a_score_quoted_as_a_superscript_digit_is_refused_by_the_callers_error():
+    """Before: int('²') raised its own ValueError ("invalid literal for int() with base 10"), naming no score."""
+    with pytest.raises(Refused) as refused:
+        whole_number("²", "score", 1, 7, Refused)
+    assert str(refused.value) == "'score' must be an integer 1-7, got '²'"
+    assert whole_number(" 6 ", "score", 1, 7, Refused) == 6

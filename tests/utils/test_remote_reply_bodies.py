@@ -5,8 +5,10 @@ naming the endpoint. A page or an event stream answered with 200: its error says
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import json
+import zlib
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -100,6 +102,18 @@ def test_a_reply_that_is_text_says_what_it_is(content_type, text, what):
     assert answer.error == f"request failed: MalformedReply: {server.url}/: {what}"
 
 
+def compressed_answer(coding: str, data: bytes):
+    def respond(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Encoding", coding)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return respond
+
+
 @pytest.mark.parametrize("coding", ["br", "zstd"])
 def test_a_reply_in_a_compression_the_client_cannot_decode_says_so(coding):
     """Before: read as it was, "the reply body is not UTF-8 text (UnicodeDecodeError: …)"."""
@@ -109,18 +123,32 @@ def test_a_reply_in_a_compression_the_client_cannot_decode_says_so(coding):
         pytest.skip(f"this HTTP library decodes {coding}")
     assert coding in COMPRESSIONS
     compressed = b"\x0b\x02\x80\xff\xfe" + json.dumps(COMPLETION).encode()  # not UTF-8 read as it is
-
-    def respond(handler: BaseHTTPRequestHandler, body: bytes) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Encoding", coding)
-        handler.send_header("Content-Length", str(len(compressed)))
-        handler.end_headers()
-        handler.wfile.write(compressed)
-
-    with RawServer(respond) as server:
+    with RawServer(compressed_answer(coding, compressed)) as server:
         answer = ChatJsonAsker(openai_client(server.url), "m", request_attempts=1).ask(MESSAGES, json.loads)
     assert answer.error == (
         f"request failed: MalformedReply: {server.url}/chat/completions: the reply is compressed as '{coding}', which "
         "this client does not decode (it asked for 'gzip, deflate'): set the server, or the proxy in between, to "
         "answer uncompressed or in one of those")
+
+
+@pytest.mark.parametrize("coding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_reply_over_the_limit_once_decompressed_ends_the_request_once(monkeypatch, coding, compress):
+    """A gzip bomb: before, only the bytes as sent were counted, and these few KiB were decompressed whole."""
+    monkeypatch.setattr(deadline, "MAX_REPLY_BYTES", 2**20)
+    bomb = compress(b" " * 5 * 2**20 + json.dumps(COMPLETION).encode())  # valid JSON: read whole before
+    assert len(bomb) < 10_000
+    with RawServer(compressed_answer(coding, bomb)) as server:
+        with pytest.raises(deadline.ReplyTooLarge) as raised:
+            _chat(server.url)
+    assert len(server.targets) == 1  # not retried
+    assert endpoint_error_text(raised.value) == (
+        f"the endpoint {server.url}/chat/completions failed (ReplyTooLarge: the reply is more than 1048576 bytes once "
+        f"decompressed (Content-Encoding: {coding}), over the 1 MiB any completion needs); check that base_url is the "
+        "OpenAI-compatible API's and that nothing in between (a proxy, a login or download page) answers in its place, "
+        "then rerun")
+
+
+def test_a_compressed_reply_within_the_limit_is_read(monkeypatch):
+    monkeypatch.setattr(deadline, "MAX_REPLY_BYTES", 2**20)
+    with RawServer(compressed_answer("gzip", gzip.compress(b" " * 2**19 + json.dumps(COMPLETION).encode()))) as server:
+        assert _chat(server.url).choices[0].message.content == "ok"

@@ -4,7 +4,8 @@ Per completion position a reply gives the supplied token's log-prob and the top-
 ``echo`` + ``logprobs`` (the OpenAI legacy format, token names ``token_id:<id>``) or vLLM's
 ``prompt_logprobs`` (per position ``{"<id>": {"logprob": ...}}``). Every value read is checked:
 lists long enough, entries of the right type, ids that are integers, log-probs finite and
-≤ 0 (up to :data:`LOGPROB_SLACK` of float rounding). Anything else is an ``EndpointError`` (a ValueError) naming the
+≤ 0 (up to :data:`LOGPROB_SLACK` of float rounding), a position's alternatives' probabilities
+summing to at most 1 (up to :data:`MASS_SLACK`). Anything else is an ``EndpointError`` (a ValueError) naming the
 endpoint, the field and the position: a broken server must not feed NaN or garbage into KD.
 A request the server refuses (HTTP 400: top-k above its limit, prompt beyond its context) becomes
 :func:`refusal`, naming the setting to change.
@@ -20,6 +21,7 @@ import pydantic
 from speechsum.utils.replies import EndpointError, json_type
 
 LOGPROB_SLACK = 1e-4  # a log-prob may print a hair above 0 (float rounding); read as 0
+MASS_SLACK = 0.05  # how far one position's top-k probabilities may sum past 1 (a half-precision server's rounding)
 NO_SCORES = ("; token-level KD needs a server that scores supplied text (echo + logprobs, or vLLM's prompt_logprobs): "
              "vLLM or speechsum serve; the OpenAI and Azure APIs do not (set the teacher's scoring: none, "
              "sequence-level KD)")
@@ -97,7 +99,16 @@ def short_top_warning(sizes: list[int], top_k: int, endpoint: str) -> str | None
             f"with vLLM or speechsum serve --max-logprobs {top_k})")
 
 
-def _best(scored: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+def _best(scored: list[tuple[int, float]], k: int, endpoint: str, where: str) -> list[tuple[int, float]]:
+    """The ``k`` most likely of one position's alternatives; an :class:`EndpointError` when their probabilities
+    sum past 1 (+ :data:`MASS_SLACK`): values of no one distribution (logits), which the loss read as a teacher
+    with no tail and more than all the mass."""
+    mass = math.fsum(math.exp(value) for _, value in scored)
+    if mass > 1 + MASS_SLACK:
+        raise EndpointError(
+            f"{endpoint}: {where}: the probabilities of its {len(scored)} log-probs sum to {mass:.3g}, more than 1: "
+            "they are not the log-probabilities of one distribution (logits, or values not normalized: serve vLLM "
+            "with its default --logprobs-mode raw_logprobs)")
     return sorted(scored, key=lambda pair: pair[1], reverse=True)[:k]
 
 
@@ -123,7 +134,7 @@ def echo_scores(choice: Any, endpoint: str, start: int, completion: list[int], k
         if not isinstance(top, dict):
             raise EndpointError(f"{endpoint}: {where} is {json_type(top)}, not an object of token -> log-prob")
         tops.append(_best([(token_id(name, endpoint, where), logprob(value, endpoint, f"{where}[{name!r}]"))
-                           for name, value in top.items()], k))
+                           for name, value in top.items()], k, endpoint, where))
     return token_lps, tops
 
 
@@ -148,5 +159,5 @@ def prompt_logprob_scores(choice: Any, endpoint: str, start: int, completion: li
                 raise EndpointError(f"{endpoint}: {where}[{name!r}] is {json_type(value)} without a 'logprob'")
             scored.append((int(name), logprob(value["logprob"], endpoint, f"{where}[{name!r}].logprob")))
         token_lps.append(dict(scored)[token])
-        tops.append(_best(scored, k))
+        tops.append(_best(scored, k, endpoint, where))
     return token_lps, tops
