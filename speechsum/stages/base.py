@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from speechsum.data.batch import SpeechBatch
@@ -27,6 +28,7 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
+from speechsum.training.finite_steps import FiniteStepGuard
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.utils.denormals import flush_denormals
@@ -116,6 +118,8 @@ class SpeechStageModule(L.LightningModule):
         self._init_weights: set[str] = set()  # state-dict keys loaded from init_from, kept in checkpoints
         self._resumed_rng_states: dict[str, Any] | None = None  # set by a resume, used at its first step
         self._eval_mode_notice = FrozenEvalModeNotice()  # Lightning's warning about the frozen parts' eval mode
+        self._finite_steps = FiniteStepGuard()  # a NaN/inf loss or gradient stops fit before the optimizer step
+        self._train_batch_ids: list[str] = []
         if init_from:
             self.load_weights(init_from)
 
@@ -221,6 +225,19 @@ class SpeechStageModule(L.LightningModule):
         return batch
 
     # -- optimisation ---------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: SpeechBatch, batch_idx: int) -> None:
+        self._train_batch_ids = list(getattr(batch, "ids", []))
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        self._finite_steps.add_loss(loss, self._train_batch_ids)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """A NaN or infinite loss or gradient ends fit here, before the weights change
+        (:mod:`speechsum.training.finite_steps`). Under fp16 mixed precision the gradient scaler
+        skips steps with infinite gradients itself: only the losses are checked then."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        self._finite_steps.check(self.trainer, self.model.named_parameters(), check_gradients=scaler is None)
+
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
         for name, parameter in self.model.trainable_parameters():

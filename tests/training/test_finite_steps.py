@@ -1,0 +1,65 @@
+"""A NaN or infinite loss or gradient stops fit before the optimizer step, naming the step; the
+checkpoints stay finite. Before, AdamW made every weight NaN and last.ckpt saved them."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from speechsum.stages.sft import SFTModule
+from speechsum.training.finite_steps import FiniteStepGuard, NonFiniteTrainingError
+from tests.helpers import failed_command, run_config
+
+
+class NaNFromStep(L.Callback):
+    """From training batch ``batch_idx`` on, the LM's token embeddings are multiplied by NaN (the
+    weights themselves stay finite): the loss is NaN from that step."""
+
+    def __init__(self, batch_idx: int = 3):
+        self.batch_idx = batch_idx
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.batch_idx:
+            pl_module.model.llm.get_input_embeddings().register_forward_hook(lambda module, args, out: out * float("nan"))
+
+
+def finite(path) -> bool:
+    state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+def test_a_nan_loss_stops_fit_at_its_step_and_the_checkpoints_stay_finite(tmp_path, toy_data, capsys):
+    config = run_config(tmp_path, toy_data, max_steps=6, limit_val_batches=0)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
+    settings["trainer"]["callbacks"].append({"class_path": "tests.training.test_finite_steps.NaNFromStep"})
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    code, err = failed_command(["fit", "--config", str(config)], capsys)
+    folder = tmp_path / "run" / "checkpoints"
+    assert code == 1, err
+    assert "speechsum fit: error: training step 4 (global_step 3, epoch 0): the loss is nan on the batch of " in err
+    assert (f"stopped before the optimizer step, so the weights were not updated with it and the last checkpoint "
+            f"is {folder / 'last.ckpt'}. Lower model.init_args.learning_rate") in err
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=3.ckpt", "last.ckpt"]
+    assert finite(folder / "last.ckpt")
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_a_nan_gradient_with_a_finite_loss_is_refused_and_a_finite_step_passes(tiny_composed):
+    module = SFTModule(tiny_composed)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    guard = FiniteStepGuard()
+    weight = torch.nn.Parameter(torch.ones(2))
+    weight.grad = torch.tensor([1.0, 2.0])
+    guard.add_loss(torch.tensor(0.5), ["a"])
+    guard.check(trainer, [("w", weight)])  # finite: nothing raised
+    weight.grad = torch.tensor([1.0, float("inf")])
+    guard.add_loss(torch.tensor(0.5), ["a"])
+    with pytest.raises(NonFiniteTrainingError) as info:
+        guard.check(trainer, [("w", weight)])
+    assert str(info.value).startswith("training step 1 (global_step 0, epoch 0): the gradients of 1 weight(s) hold "
+                                      "NaN or infinity, e.g. w; stopped before the optimizer step")
+    guard.check(trainer, [("w", weight)], check_gradients=False)  # fp16's scaler skips such steps itself
+    assert module._finite_steps is not None
