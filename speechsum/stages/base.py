@@ -31,6 +31,7 @@ from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.finite_steps import FiniteStepGuard
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
+from speechsum.training.trainer_settings import stepping_batches
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_jsonl
@@ -251,7 +252,7 @@ class SpeechStageModule(L.LightningModule):
             # one fused kernel over all tensors (CPU and CUDA; ~8x faster than the per-tensor loop on CPU)
             fused=all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay) or None,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(stepping_batches(self.trainer)))
         warmup = min(self.warmup_steps, total)
         schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, self.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
