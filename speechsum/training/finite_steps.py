@@ -45,11 +45,13 @@ class FiniteStepGuard:
 
 
 def largest_entry(tensors: list[Tensor]) -> Tensor:
-    """``max |x|`` over ``tensors`` (a 0-d tensor): NaN where any entry is NaN, inf where any is infinite."""
-    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: foreach kernels
-    if total_norm is not None:
-        return total_norm(tensors, math.inf)
-    return torch.stack([t.detach().abs().amax().float() for t in tensors]).amax()
+    """``max |x|`` over ``tensors`` (a 0-d float32 tensor): NaN where any entry is NaN, inf where any is
+    infinite. On an accelerator torch's fused foreach kernels (torch >= 2.6); on a CPU one
+    ``aminmax`` pass per tensor, 10x faster there than the foreach loop (64M floats: 31 vs 350 ms)."""
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if total_norm is not None and tensors[0].device.type != "cpu":
+        return total_norm(tensors, math.inf).float()
+    return torch.stack([torch.stack(torch.aminmax(t.detach())).abs().amax().float() for t in tensors]).amax()
 
 
 def failure_text(trainer: L.Trainer, losses: list[tuple[Tensor, Sequence[str]]],

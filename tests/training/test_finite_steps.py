@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from speechsum.stages.sft import SFTModule
-from speechsum.training.finite_steps import FiniteStepGuard, NonFiniteTrainingError
+from speechsum.training.finite_steps import FiniteStepGuard, NonFiniteTrainingError, largest_entry
 from tests.helpers import failed_command, run_config
 
 
@@ -63,3 +63,9 @@ def test_a_nan_gradient_with_a_finite_loss_is_refused_and_a_finite_step_passes(t
                                       "NaN or infinity, e.g. w; stopped before the optimizer step")
     guard.check(trainer, [("w", weight)], check_gradients=False)  # fp16's scaler skips such steps itself
     assert module._finite_steps is not None
+
+
+def test_largest_entry_is_the_largest_magnitude_and_propagates_nan_and_inf():
+    assert float(largest_entry([torch.tensor([-5.0, 2.0]), torch.tensor([3.0]).bfloat16()])) == 5.0
+    assert float(largest_entry([torch.tensor([1.0]), torch.tensor([-float("inf"), 0.0])])) == float("inf")
+    assert torch.isnan(largest_entry([torch.tensor([float("inf")]), torch.tensor([1.0, float("nan")])]))
