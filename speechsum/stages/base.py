@@ -28,7 +28,7 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
-from speechsum.training.finite_steps import FiniteStepGuard
+from speechsum.training.finite_steps import FiniteStepGuard, check_saved_weights
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.training.trainer_settings import stepping_batches
@@ -167,7 +167,8 @@ class SpeechStageModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """With ``checkpoint_trainable_only``, frozen weights are left out, except those loaded from
         ``init_from``: the model config cannot rebuild them (a projector aligned in an earlier stage
-        and frozen in this one would come back random in ``export``, ``evaluate`` and ``serve``)."""
+        and frozen in this one would come back random in ``export``, ``evaluate`` and ``serve``).
+        Weights holding NaN or infinity are never saved (:func:`~speechsum.training.finite_steps.check_saved_weights`)."""
         if self.checkpoint_trainable_only:
             # remove_duplicate=False: a tied head (lm_head = embed_tokens) is frozen under both names.
             frozen = {
@@ -176,6 +177,7 @@ class SpeechStageModule(L.LightningModule):
                 if not p.requires_grad
             } - self._init_weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        check_saved_weights(self._trainer, checkpoint["state_dict"])  # never a checkpoint of NaN weights
         checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

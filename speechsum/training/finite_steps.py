@@ -44,6 +44,31 @@ class FiniteStepGuard:
         raise NonFiniteTrainingError(failure_text(trainer, losses, grads, bad))
 
 
+def check_saved_weights(trainer: L.Trainer | None, state_dict: dict[str, Tensor]) -> None:
+    """Raise :class:`NonFiniteTrainingError` when a floating weight of a checkpoint about to be
+    written holds NaN or infinity (an optimizer step with a learning rate that overflows float32):
+    the checkpoint is not written, and the one before stays the last (Lightning removes an older
+    checkpoint only after the new one is saved)."""
+    weights = [(name, value) for name, value in state_dict.items() if value.is_floating_point() and value.numel()]
+    if not weights or bool(torch.isfinite(largest_entry([value for _, value in weights]))):
+        return
+    bad = [name for name, value in weights if not bool(torch.isfinite(value).all())]
+    if trainer is None:
+        raise NonFiniteTrainingError(f"{len(bad)} weight(s) hold NaN or infinity, e.g. {bad[0]}: not saved")
+    raise NonFiniteTrainingError(
+        f"training step {trainer.global_step} (global_step {trainer.global_step}, epoch {trainer.current_epoch}): "
+        f"{len(bad)} weight(s) hold NaN or infinity after its optimizer step, e.g. {bad[0]}; the checkpoint of it was "
+        f"not written, so {last_checkpoint_text(trainer)}. Lower model.init_args.learning_rate (or set "
+        "trainer.gradient_clip_val); then resume with --ckpt_path last or start again")
+
+
+def last_checkpoint_text(trainer: L.Trainer) -> str:
+    """``the last checkpoint is PATH``, or that there is none yet."""
+    callback = trainer.checkpoint_callback
+    checkpoint = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    return f"the last checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved before it"
+
+
 def largest_entry(tensors: list[Tensor]) -> Tensor:
     """``max |x|`` over ``tensors`` (a 0-d float32 tensor): NaN where any entry is NaN, inf where any is
     infinite. On an accelerator torch's fused foreach kernels (torch >= 2.6); on a CPU one
@@ -70,9 +95,6 @@ def failure_text(trainer: L.Trainer, losses: list[tuple[Tensor, Sequence[str]]],
         if bad_grads:
             parts.append(f"the gradients of {len(bad_grads)} weight(s) hold NaN or infinity, e.g. {bad_grads[0]}")
         what = "; ".join(parts)
-    checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
-        trainer.checkpoint_callback, "best_model_path", "")
-    kept = f"the last checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved before it"
     return (f"{where}: {what}; stopped before the optimizer step, so the weights were not updated with it and "
-            f"{kept}. Lower model.init_args.learning_rate, set trainer.gradient_clip_val, or check those examples "
+            f"{last_checkpoint_text(trainer)}. Lower model.init_args.learning_rate, set trainer.gradient_clip_val, or check those examples "
             "(their audio and texts); then resume with --ckpt_path last or start again")

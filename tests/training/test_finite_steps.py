@@ -3,6 +3,8 @@ checkpoints stay finite. Before, AdamW made every weight NaN and last.ckpt saved
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -25,19 +27,39 @@ class NaNFromStep(L.Callback):
             pl_module.model.llm.get_input_embeddings().register_forward_hook(lambda module, args, out: out * float("nan"))
 
 
+class InfWeightsAfterStep(L.Callback):
+    """After training batch ``batch_idx`` (its optimizer step done, before the checkpoint callback,
+    which Lightning runs last) one trainable weight is infinite: what an overflowing learning rate does."""
+
+    def __init__(self, batch_idx: int = 2):
+        self.batch_idx = batch_idx
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch_idx:
+            name, weight = pl_module.model.trainable_parameters()[0]
+            with torch.no_grad():
+                weight.view(-1)[0] = float("inf")
+
+
 def finite(path) -> bool:
     state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
     return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
-def test_a_nan_loss_stops_fit_at_its_step_and_the_checkpoints_stay_finite(tmp_path, toy_data, capsys):
+def failed_fit(tmp_path, toy_data, capsys, callback: str) -> tuple[int, str, Path]:
+    """(exit code, stderr, checkpoint folder) of a 6-step fit with a checkpoint every step and
+    ``callback`` (a class of this file) added."""
     config = run_config(tmp_path, toy_data, max_steps=6, limit_val_batches=0)
     settings = yaml.safe_load(config.read_text())
     settings["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
-    settings["trainer"]["callbacks"].append({"class_path": "tests.training.test_finite_steps.NaNFromStep"})
+    settings["trainer"]["callbacks"].append({"class_path": f"tests.training.test_finite_steps.{callback}"})
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     code, err = failed_command(["fit", "--config", str(config)], capsys)
-    folder = tmp_path / "run" / "checkpoints"
+    return code, err, tmp_path / "run" / "checkpoints"
+
+
+def test_a_nan_loss_stops_fit_at_its_step_and_the_checkpoints_stay_finite(tmp_path, toy_data, capsys):
+    code, err, folder = failed_fit(tmp_path, toy_data, capsys, "NaNFromStep")
     assert code == 1, err
     assert "speechsum fit: error: training step 4 (global_step 3, epoch 0): the loss is nan on the batch of " in err
     assert (f"stopped before the optimizer step, so the weights were not updated with it and the last checkpoint "
@@ -45,6 +67,17 @@ def test_a_nan_loss_stops_fit_at_its_step_and_the_checkpoints_stay_finite(tmp_pa
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=3.ckpt", "last.ckpt"]
     assert finite(folder / "last.ckpt")
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_weights_that_became_infinite_are_never_saved_and_the_checkpoint_before_stays(tmp_path, toy_data, capsys):
+    code, err, folder = failed_fit(tmp_path, toy_data, capsys, "InfWeightsAfterStep")
+    assert code == 1, err
+    assert ("speechsum fit: error: training step 3 (global_step 3, epoch 0): 1 weight(s) hold NaN or infinity after "
+            "its optimizer step, e.g. model.llm.model.layers.0.self_attn.q_proj.lora_A.default.weight; ") in err
+    assert f"the checkpoint of it was not written, so the last checkpoint is {folder / 'last.ckpt'}. Lower" in err
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    assert finite(folder / "last.ckpt")
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_a_nan_gradient_with_a_finite_loss_is_refused_and_a_finite_step_passes(tiny_composed):
