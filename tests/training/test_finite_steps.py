@@ -102,3 +102,5 @@ def test_largest_entry_is_the_largest_magnitude_and_propagates_nan_and_inf():
     assert float(largest_entry([torch.tensor([-5.0, 2.0]), torch.tensor([3.0]).bfloat16()])) == 5.0
     assert float(largest_entry([torch.tensor([1.0]), torch.tensor([-float("inf"), 0.0])])) == float("inf")
     assert torch.isnan(largest_entry([torch.tensor([float("inf")]), torch.tensor([1.0, float("nan")])]))
+    assert float(largest_entry([torch.zeros(0), torch.tensor([-2.0])])) == 2.0  # an empty tensor is left out
+    assert float(largest_entry([torch.zeros(0, 4)])) == 0.0
