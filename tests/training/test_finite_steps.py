@@ -41,20 +41,32 @@ class InfWeightsAfterStep(L.Callback):
                 weight.view(-1)[0] = float("inf")
 
 
+class NaNOnRank1(NaNFromStep):
+    """:class:`NaNFromStep` on DDP rank 1 only."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == 1:
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+
 def finite(path) -> bool:
     state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
     return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
-def failed_fit(tmp_path, toy_data, capsys, callback: str) -> tuple[int, str, Path]:
-    """(exit code, stderr, checkpoint folder) of a 6-step fit with a checkpoint every step and
-    ``callback`` (a class of this file) added."""
-    config = run_config(tmp_path, toy_data, max_steps=6, limit_val_batches=0)
+def config_with(tmp_path, toy_data, callback: str, **trainer) -> Path:
+    """A 6-step fit's config with a checkpoint every step and ``callback`` (a class of this file) added."""
+    config = run_config(tmp_path, toy_data, max_steps=6, limit_val_batches=0, **trainer)
     settings = yaml.safe_load(config.read_text())
     settings["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
     settings["trainer"]["callbacks"].append({"class_path": f"tests.training.test_finite_steps.{callback}"})
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    code, err = failed_command(["fit", "--config", str(config)], capsys)
+    return config
+
+
+def failed_fit(tmp_path, toy_data, capsys, callback: str) -> tuple[int, str, Path]:
+    """(exit code, stderr, checkpoint folder) of fit with :func:`config_with`."""
+    code, err = failed_command(["fit", "--config", str(config_with(tmp_path, toy_data, callback))], capsys)
     return code, err, tmp_path / "run" / "checkpoints"
 
 
@@ -78,6 +90,20 @@ def test_weights_that_became_infinite_are_never_saved_and_the_checkpoint_before_
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "last.ckpt"]
     assert finite(folder / "last.ckpt")
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_under_ddp_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path, toy_data):
+    """Rank 1's NaN reaches rank 0 through the all-reduced gradients: both stop before the same
+    optimizer step (no rank left waiting in a collective), and no checkpoint holds NaN."""
+    from tests.stages.test_ddp import fit_in_subprocess
+
+    config = config_with(tmp_path, toy_data, "NaNOnRank1", devices=2, strategy="ddp")
+    err = fit_in_subprocess(config, tmp_path, returncode=1)
+    folder = tmp_path / "run" / "checkpoints"
+    assert err.count("speechsum fit: error: training step 4 (global_step 3, epoch 0): ") == 2, err[-3000:]
+    assert "the loss is nan on the batch of " in err  # rank 1's line; rank 0's names the gradients
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=3.ckpt", "last.ckpt"]
+    assert finite(folder / "last.ckpt")
 
 
 def test_a_nan_gradient_with_a_finite_loss_is_refused_and_a_finite_step_passes(tiny_composed):
