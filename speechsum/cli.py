@@ -191,12 +191,16 @@ def known_error(command: str, err: Exception) -> tuple[str, int] | None:
 
 def known_runtime_error(err: Exception) -> tuple[str, int] | None:
     """(one line, exit code) for an error that ends any command without a traceback: a trainer
-    setting Lightning refuses (``speechsum evaluate --devices 0``; exit 2), an endpoint's refusal (a
-    judge, a remote teacher; its key masked; exit 1). None for any other error. Modules not loaded
+    setting Lightning refuses (``speechsum evaluate --devices 0``; exit 2), a training step whose loss
+    or gradients are NaN or infinite (exit 1), an endpoint's refusal (a judge, a remote teacher; its
+    key masked; exit 1). None for any other error. Modules not loaded
     are not looked at: nothing of theirs ran."""
     lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
     if lightning is not None and isinstance(err, lightning.MisconfigurationException):
         return str(err), 2
+    steps = sys.modules.get("speechsum.training.finite_steps")
+    if steps is not None and isinstance(err, steps.NonFiniteTrainingError):  # a diverged fit: the step, the checkpoint
+        return str(err), 1
     remote = sys.modules.get("speechsum.utils.remote")
     failure = remote.endpoint_error_text(err) if remote is not None else None
     return (failure, 1) if failure else None

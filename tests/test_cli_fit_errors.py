@@ -133,3 +133,18 @@ def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_da
             main(["validate", "--config", str(config), "--model.init_args.init_from", str(tmp_path / name)])
         err = capsys.readouterr().err
         assert info.value.code == 2 and message in err and str(tmp_path / name) in err and "Union" not in err
+
+
+def test_a_val_check_interval_beyond_the_epoch_is_one_line_naming_it(tmp_path, toy_data, capsys):
+    """Before: Lightning's ValueError traceback (\"`val_check_interval` (500) must be less than or equal to
+    the number of the training batches\") once the data had been loaded."""
+    config = run_config(tmp_path, toy_data, max_steps=2, val_check_interval=500)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert ("speechsum fit: error: trainer.val_check_interval (500) is more than the 7 training batch(es) of an epoch, "
+            "so validation would never run: give at most 7, a fraction of the epoch (1.0: at its end), or "
+            "check_val_every_n_epoch: null to count batches across epochs (limit_val_batches: 0 turns validation "
+            "off)\n") in err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -95,6 +95,15 @@ def _unknown_fields(config: PretrainedConfig, spec: Mapping, prefix: str = "") -
     return found
 
 
+def check_fixed_field(setting: str, path: str, given: object, fixed: object) -> None:
+    """Raise :class:`ConfigFieldError` when a config dict gives ``path`` a value other than the one
+    the backbone sets it to (a token id of its built-in tokenizer): it was replaced without a word."""
+    if given == fixed or [given] == fixed:
+        return
+    raise ConfigFieldError(setting, path, f"{given!r}, but the model's built-in tokenizer sets it to {fixed!r} (a "
+                           "random-init model takes its token ids from its tokenizer): remove the field", given)
+
+
 def check_config_fields(config: PretrainedConfig, spec: Mapping, setting: str) -> None:
     """Raise :class:`UnknownConfigField` for the first field of the config dict ``spec`` (the backbone
     setting ``setting``) that ``config``, built from it, does not know."""
@@ -128,6 +137,11 @@ def checked_config(config_class: type[PretrainedConfig], spec: Mapping, setting:
     (:func:`check_head_split`) are refused."""
     spec = typed_values(config_class, spec)
     check_sizes(config_class, spec, setting)
+    for key, value in (fixed or {}).items():
+        aliases = {key, config_class.attribute_map.get(key)} | {a for a, real in config_class.attribute_map.items()
+                                                                if real == key}
+        for name in sorted(aliases & spec.keys()):
+            check_fixed_field(setting, name, spec[name], value)
     try:
         config = config_class(**{**(defaults or {}), **spec, **(fixed or {})})
     except Exception as err:  # noqa: BLE001  (typed configs' StrictDataclass errors, TypeError, ZeroDivisionError, ...)

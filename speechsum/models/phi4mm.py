@@ -20,7 +20,7 @@ from transformers.image_processing_utils import ImageProcessingMixin
 
 from speechsum.data.processor import PromptInputs, SpeechProcessor, at_least_one_window, checked_end_of_turn
 from speechsum.models.base import NativeSpeechLLM
-from speechsum.models.config_fields import check_weight_dtype, checked_config
+from speechsum.models.config_fields import check_fixed_field, check_weight_dtype, checked_config
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.tokenizer import build_byte_tokenizer
 
@@ -111,8 +111,11 @@ def _load(
     config = checked_config(Phi4MultimodalConfig, spec, "model", fixed={**ids, "eos_token_id": [tokenizer.eos_token_id]})
     if config.vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size must be at least {len(tokenizer)} (the byte tokenizer's size)")
-    config.audio_config.audio_token_id = tokenizer.audio_token_id
-    config.vision_config.image_token_id = tokenizer.image_token_id
+    for part, key, value in (("audio_config", "audio_token_id", tokenizer.audio_token_id),
+                             ("vision_config", "image_token_id", tokenizer.image_token_id)):
+        if key in (spec.get(part) or {}):
+            check_fixed_field("model", f"{part}.{key}", spec[part][key], value)
+        setattr(getattr(config, part), key, value)
     feature_extractor = Phi4MultimodalFeatureExtractor(feature_size=config.audio_config.input_size)
     return Phi4MultimodalForCausalLM(config), _audio_processor(feature_extractor, tokenizer)
 

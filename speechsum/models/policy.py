@@ -80,6 +80,7 @@ def apply_training_policy(model: nn.Module, groups: ModuleGroups, policy: Traini
             lora_dropout=policy.lora_dropout,
             target_modules=policy.lora_target_modules,
         )
+        check_lora_targets(policy.lora_target_modules, groups)
         inject_adapter_in_model(config, groups.llm)
         for name, parameter in groups.llm.named_parameters():
             parameter.requires_grad_("lora_" in name)
@@ -94,6 +95,25 @@ def apply_training_policy(model: nn.Module, groups: ModuleGroups, policy: Traini
             parameter.data = parameter.data.float()
     for module in [groups.encoder, *groups.projector]:
         module.register_forward_pre_hook(cast_inputs_to_own_dtype, with_kwargs=True)
+
+
+def check_lora_targets(targets: str | list[str], groups: ModuleGroups) -> None:
+    """Every name of a ``lora_target_modules`` list must name a module of the LLM (peft's match: the
+    name, or a dotted path ending in it); peft refused a list only when none matched, so a misspelt
+    one among others (``[q_proj, v_prj]``) trained fewer adapters without a word. A string ("all-linear",
+    a regex) is peft's to check."""
+    if isinstance(targets, str):
+        return
+    names = [name for name, _ in groups.llm.named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not unmatched:
+        return
+    linear = sorted({n.rpartition(".")[2] for n, m in groups.llm.named_modules() if isinstance(m, nn.Linear)})
+    encoder = [t for t in unmatched if any(n == t or n.endswith("." + t) for n, _ in groups.encoder.named_modules())]
+    note = (f" ({', '.join(encoder)} only in the audio encoder: LoRA goes on the LLM; policy.train_encoder trains the "
+            "encoder)") if encoder else ""
+    raise ConfigError(f"policy.lora_target_modules: {', '.join(map(repr, unmatched))} match(es) no module of the "
+                      f"LLM{note}; its linear layers are {', '.join(linear)}: give some of those, or 'all-linear'")
 
 
 def cast_inputs_to_own_dtype(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from speechsum.data.batch import SpeechBatch
@@ -27,8 +28,10 @@ from speechsum.models.checkpoint import (
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
+from speechsum.training.finite_steps import FiniteStepGuard, check_saved_weights
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
+from speechsum.training.trainer_settings import stepping_batches
 from speechsum.utils.arguments import masked_credentials
 from speechsum.utils.denormals import flush_denormals
 from speechsum.utils.distributed import gather_objects
@@ -119,6 +122,8 @@ class SpeechStageModule(L.LightningModule):
         self._init_weights: set[str] = set()  # state-dict keys loaded from init_from, kept in checkpoints
         self._resumed_rng_states: dict[str, Any] | None = None  # set by a resume, used at its first step
         self._eval_mode_notice = FrozenEvalModeNotice()  # Lightning's warning about the frozen parts' eval mode
+        self._finite_steps = FiniteStepGuard()  # a NaN/inf loss or gradient stops fit before the optimizer step
+        self._train_batch_ids: list[str] = []
         if init_from:
             self.load_weights(init_from)
 
@@ -165,7 +170,8 @@ class SpeechStageModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """With ``checkpoint_trainable_only``, frozen weights are left out, except those loaded from
         ``init_from``: the model config cannot rebuild them (a projector aligned in an earlier stage
-        and frozen in this one would come back random in ``export``, ``evaluate`` and ``serve``)."""
+        and frozen in this one would come back random in ``export``, ``evaluate`` and ``serve``).
+        Weights holding NaN or infinity are never saved (:func:`~speechsum.training.finite_steps.check_saved_weights`)."""
         if self.checkpoint_trainable_only:
             # remove_duplicate=False: a tied head (lm_head = embed_tokens) is frozen under both names.
             frozen = {
@@ -174,6 +180,7 @@ class SpeechStageModule(L.LightningModule):
                 if not p.requires_grad
             } - self._init_weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        check_saved_weights(self._trainer, checkpoint["state_dict"])  # never a checkpoint of NaN weights
         checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
         if "hyper_parameters" in checkpoint:  # a teacher base_url's user:password@ not in the file (lightning_cli
             # puts it back from the config given to validate/test/predict)
@@ -227,6 +234,19 @@ class SpeechStageModule(L.LightningModule):
         return batch
 
     # -- optimisation ---------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: SpeechBatch, batch_idx: int) -> None:
+        self._train_batch_ids = list(getattr(batch, "ids", []))
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        self._finite_steps.add_loss(loss, self._train_batch_ids)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """A NaN or infinite loss or gradient ends fit here, before the weights change
+        (:mod:`speechsum.training.finite_steps`). Under fp16 mixed precision the gradient scaler
+        skips steps with infinite gradients itself: only the losses are checked then."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        self._finite_steps.check(self.trainer, self.model.named_parameters(), check_gradients=scaler is None)
+
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
         for name, parameter in self.model.trainable_parameters():
@@ -240,7 +260,7 @@ class SpeechStageModule(L.LightningModule):
             # one fused kernel over all tensors (CPU and CUDA; ~8x faster than the per-tensor loop on CPU)
             fused=all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay) or None,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(stepping_batches(self.trainer)))
         warmup = min(self.warmup_steps, total)
         schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, self.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

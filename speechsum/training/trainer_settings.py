@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from speechsum.utils.arguments import ConfigError, check_count, check_number
+
+if TYPE_CHECKING:  # the pipeline checks settings without importing Lightning
+    import lightning as L
 
 SEED_RANGE = (0, 2**32 - 1)  # what Lightning's seed_everything (numpy's legacy seeding) takes
 
@@ -46,3 +50,20 @@ def check_seed(seed: object) -> None:
     if not isinstance(seed, int) or not low <= seed <= high:
         raise ConfigError(f"seed_everything must be an integer from {low} to {high} (what numpy's seeding takes), "
                           f"true for a random seed, or false, got {seed!r}")
+
+
+def stepping_batches(trainer: L.Trainer) -> int | float:
+    """``trainer.estimated_stepping_batches`` (it loads the training data), with an integer
+    ``val_check_interval`` above the number of training batches in an epoch refused as a
+    :class:`ConfigError` naming both (Lightning's ValueError traceback before, at the first step)."""
+    try:
+        return trainer.estimated_stepping_batches
+    except ValueError as err:
+        if "val_check_interval" not in str(err) or not isinstance(trainer.val_check_interval, int):
+            raise
+        batches = trainer.fit_loop.max_batches
+        raise ConfigError(
+            f"trainer.val_check_interval ({trainer.val_check_interval}) is more than the {batches} training "
+            f"batch(es) of an epoch, so validation would never run: give at most {batches}, a fraction of the "
+            "epoch (1.0: at its end), or check_val_every_n_epoch: null to count batches across epochs "
+            "(limit_val_batches: 0 turns validation off)") from None
