@@ -16,6 +16,10 @@ from speechsum.evaluation.report import build_report
 from speechsum.evaluation.runs import summary_csv
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import (
+    MAX_BATCH,
+    MAX_RESAMPLES,
+    MAX_TOKENS,
+    MAX_WORKERS,
     at_least,
     endpoint_url,
     key_variable,
@@ -106,9 +110,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="a bad manifest line or audio that fails to read: error: stop (the default), or skip: skip it, log it and "
                    "list it under `skipped` in metrics.json (never scored)")
     g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest generated answer in tokens (default 256); "
+    g.add_argument("--max-new-tokens", type=at_least(1, MAX_TOKENS), default=256, help="longest generated answer in tokens (default 256); "
                    "answers cut here are flagged `truncated`")
-    g.add_argument("--batch-size", type=at_least(1), default=8, help="examples per generation batch (default 8)")
+    g.add_argument("--batch-size", type=at_least(1, MAX_BATCH), default=8, help="examples per generation batch (default 8)")
     g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
@@ -140,7 +144,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     m.add_argument("--asr-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="precision of the cascade's Whisper (weights and activations; part of the ASR cache key; "
                    "bfloat16 is faster on CPUs with AVX512-BF16/AMX and on GPUs; default float32)")
-    m.add_argument("--bootstrap-resamples", type=at_least(1), default=1000, help="bootstrap resamples per CI (default 1000)")
+    m.add_argument("--bootstrap-resamples", type=at_least(1, MAX_RESAMPLES), default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", type=endpoint_url, default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
@@ -148,10 +152,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
     j.add_argument("--judge-cache", default=None, metavar="PATH",
                    help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")
-    j.add_argument("--judge-workers", type=at_least(1), default=8, help="concurrent judge requests (default 8)")
+    j.add_argument("--judge-workers", type=at_least(1, MAX_WORKERS), default=8, help="concurrent judge requests (default 8)")
     j.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                    help="seconds before a judge request is abandoned and retried (default 60)")
-    j.add_argument("--judge-max-tokens", type=at_least(1), default=256,
+    j.add_argument("--judge-max-tokens", type=at_least(1, MAX_TOKENS), default=256,
                    help="tokens per judge answer (default 256; reasoning models need thousands)")
     w = p.add_argument_group("Weights & Biases")
     w.add_argument("--wandb", action="store_true", help="log metrics and a table of examples (audio, instruction, "

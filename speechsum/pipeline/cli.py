@@ -56,7 +56,7 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
-from speechsum.utils.arguments import at_least, number, unset_text
+from speechsum.utils.arguments import MAX_THREADS, at_least, number, unset_text
 from speechsum.utils.io import check_output_path, write_atomic
 from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only these stages and the stages they are built from")
     parser.add_argument("--lanes", type=at_least(1), default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
-    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=None, metavar="N",
                         help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "
                         f"OMP_NUM_THREADS, all N for a stage nothing can run beside ({', '.join(RUNS_ALONE)}) or with "
                         "--lanes 1; fixed per stage, so a run's numbers do not depend on the machine's load "

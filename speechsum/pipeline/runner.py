@@ -31,7 +31,7 @@ from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.stages import delete_outputs
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.pipeline.teacher_server import stop_process
-from speechsum.utils.arguments import without_url_credentials
+from speechsum.utils.arguments import MAX_THREADS, without_url_credentials
 from speechsum.utils.io import write_atomic
 from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
@@ -68,9 +68,9 @@ def default_threads() -> int:
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if value:
         first = value.split(",")[0].strip()
-        if not first.isdigit() or int(first) < 1:
-            raise ValueError(f"OMP_NUM_THREADS={value!r} is not a number of threads (1 or more): set it to one, "
-                             "unset it (every CPU this process may use), or give --threads N")
+        if not first.isdigit() or not 1 <= int(first) <= MAX_THREADS:
+            raise ValueError(f"OMP_NUM_THREADS={value!r} is not a number of threads (1 to {MAX_THREADS}): set it to "
+                             "one, unset it (every CPU this process may use), or give --threads N")
         return int(first)
     affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1

@@ -1,0 +1,37 @@
+"""Counts a user types past what any machine can do are refused with one line naming the option,
+before any work: they were taken (``--threads 100000`` gave each stage's command 100,000 OpenMP
+threads; ``--bootstrap-resamples 10**12`` ended in a MemoryError traceback after every system ran)."""
+
+from __future__ import annotations
+
+import pytest
+
+from speechsum.cli import main
+
+BIG = str(10**12)
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["pipeline", "--threads", "100000"], "speechsum pipeline: error: argument --threads: must be at most 1024, got 100000"),
+    (["benchmark", "build", "--out", "x", "--train-docs", BIG],
+     f"speechsum benchmark build: error: argument --train-docs: must be at most 100000, got {BIG}"),
+    (["benchmark", "textcorpus", "--data", "d", "--out", "x", "--documents", BIG],
+     f"speechsum benchmark textcorpus: error: argument --documents: must be at most 10000000, got {BIG}"),
+    (["synth", "--manifest", "m", "--out", "o", "--model", "m", "--num-queries", BIG],
+     f"speechsum synth: error: argument --num-queries: must be at most 64, got {BIG}"),
+    (["synth", "--manifest", "m", "--out", "o", "--model", "m", "--concurrency", "100000"],
+     "speechsum synth: error: argument --concurrency: must be at most 256, got 100000"),
+    (["evaluate", "--out", "o", "--bootstrap-resamples", BIG],
+     f"speechsum evaluate: error: argument --bootstrap-resamples: must be at most 1000000, got {BIG}"),
+    (["evaluate", "--out", "o", "--judge-workers", "100000"],
+     "speechsum evaluate: error: argument --judge-workers: must be at most 256, got 100000"),
+    (["evaluate", "--out", "o", "--max-new-tokens", BIG],
+     f"speechsum evaluate: error: argument --max-new-tokens: must be at most 1048576, got {BIG}"),
+    (["pairs", "--ckpt", "c", "--manifest", "m", "--out", "o", "--concurrency", "100000"],
+     "speechsum pairs: error: argument --concurrency: must be at most 256, got 100000"),
+])
+def test_a_count_past_any_machine_is_refused_naming_the_option(argv, line, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == line
