@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -84,9 +85,12 @@ class SpeechSumCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        check_trainer_settings(config.get("trainer") or {})
-        if self.subcommand == "fit":
-            check_fit_length(config.get("trainer") or {})
+        try:
+            check_trainer_settings(config.get("trainer") or {})
+            if self.subcommand == "fit":
+                check_fit_length(config.get("trainer") or {})
+        except ConfigError as err:
+            raise self.located(err) from None
         check_run_folders(self.subcommand, config.get("trainer") or {})
         data = config.get("data")
         data = data.as_dict() if hasattr(data, "as_dict") else data
@@ -103,13 +107,19 @@ class SpeechSumCLI(LightningCLI):
                 value = None if field.value is None else str(field.value)
                 where = key_locations(self.parser.config_files, "model", field.field, value)
                 raise ConfigError(field.located(", ".join(where))) from field
-            own = error_in_chain(err.__cause__, (ConfigError,))
+            own = err if type(err) is ConfigError else error_in_chain(err.__cause__, (ConfigError,))
             if own is not None:  # a speechsum check inside a nested class jsonargparse wraps (policy: {lora_r: 0})
-                raise own from None
+                raise self.located(own) from None
             refusal = construction_error(err, config.as_dict())
             if refusal is None:
                 raise
             raise refusal from err.__cause__
+
+    def located(self, err: ConfigError) -> ConfigError:
+        """``err`` with the ``FILE:LINE`` of the setting it names (``data.max_batch_size must …``) after the
+        name, when a ``--config`` file sets it and the command line does not: which of several stacked
+        files held the value was not said."""
+        return ConfigError(located_setting(str(err), self.parser.config_files, self.parser.command_line))
 
     def before_fit(self) -> None:
         self._check_last_checkpoint()
@@ -263,6 +273,21 @@ def construction_error(err: ValueError, config: dict) -> ConfigError | None:
             return ConfigError(f"{key}: {value} cannot be loaded: {text}")
     model = (config.get("model") or {}).get("class_path")
     return ConfigError(f"{f'model ({model})' if model else 'a class of the config'} cannot be built: {text}")
+
+
+SECTION_SETTING = re.compile(r"((?:trainer|data)\.\w+) (must .*)", re.DOTALL)
+
+
+def located_setting(message: str, files: list[str], command_line: list[str]) -> str:
+    """``message`` (``trainer.devices must …``) with the last ``--config`` file's line that sets the
+    setting after its name (the one a stack of files takes); unchanged when the command line sets it
+    (``--trainer.devices 4``) or no file does."""
+    match = SECTION_SETTING.fullmatch(message)
+    if match is None or any(arg.split("=", 1)[0] == f"--{match.group(1)}" for arg in command_line):
+        return message
+    section, name = match.group(1).split(".")
+    where = key_locations(files, section, name)
+    return f"{match.group(1)} ({where[-1]}) {match.group(2)}" if where else message
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:

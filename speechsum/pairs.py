@@ -58,12 +58,13 @@ from speechsum.utils.io import (
 )
 from speechsum.utils.jsonl_cache import remove_if_empty
 from speechsum.utils.remote import JsonlCache, cache_key, check_key_option, endpoint_failure, map_concurrent
+from speechsum.utils.repeated_options import OnceParser
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum pairs",
         description="Sample N summaries per example from a student checkpoint, judge them pairwise, "
         "and write a DPO preference manifest (id, audio, instruction, transcript, chosen, rejected, meta).",

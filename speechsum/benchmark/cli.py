@@ -12,6 +12,7 @@ from pathlib import Path
 
 from speechsum.utils.arguments import MAX_DOCUMENTS, at_least
 from speechsum.utils.io import check_output_path, jsonl_lines
+from speechsum.utils.repeated_options import OnceParser
 
 DESCRIPTION = """\
 The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by construction).
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     from speechsum.benchmark.instructions import STYLES
     from speechsum.benchmark.lexicon import WORLDS
 
-    parser = argparse.ArgumentParser(prog="speechsum benchmark", description=DESCRIPTION,
+    parser = OnceParser(prog="speechsum benchmark", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     sizes = "; ".join(f"{name}: " + ", ".join(f"{s} {p.documents}x{p.instructions}" for s, p in plan.items())

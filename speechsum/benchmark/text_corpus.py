@@ -33,7 +33,6 @@ warned about as a line naming the wrong file).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -49,6 +48,7 @@ from speechsum.data.transcripts import spoken_text
 from speechsum.utils.arguments import MAX_TEXT_DOCUMENTS, at_least
 from speechsum.utils.arguments import share as share_arg
 from speechsum.utils.io import check_not_a_file, check_replaceable_folder, jsonl_lines, write_dir_atomically
+from speechsum.utils.repeated_options import OnceParser
 
 SILENCE = "silence.wav"
 SILENCE_RATE = 16000
@@ -156,7 +156,7 @@ def write_text_corpus(bench: str | Path, out: str | Path, documents: int = 12000
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum benchmark textcorpus",
         description="Write the text LMs' training manifests: the benchmark's train split plus extra "
         "text-only documents from the benchmark's generator, in the benchmark's world (no audio).",

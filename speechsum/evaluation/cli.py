@@ -29,6 +29,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.io import check_cache_path, check_input_file, check_output_path, read_jsonl, write_atomic
+from speechsum.utils.repeated_options import OnceParser
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -76,7 +77,7 @@ def lightning_precision(text: str) -> str:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OnceParser(
         prog="speechsum evaluate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATE_EPILOG,
         description="Run systems (students on audio, text LMs on transcripts, ASR cascades) over test manifests; "
         "write predictions, per-example scores and means with 95% bootstrap CIs.",
@@ -364,7 +365,7 @@ def evaluate_main(argv: list[str]) -> None:
 
 
 def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OnceParser(
         prog="speechsum report",
         description="Compare evaluated systems in the paper's layout: rows text teacher, text backbone, cascade, "
         "student after each stage (by `stage` in metrics.json: base < sft < kd < dpo); one column per test split; "

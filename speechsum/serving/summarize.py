@@ -44,6 +44,7 @@ from speechsum.models.generation import GeneratedTexts, GenerationSettings, gene
 from speechsum.utils.arguments import ConfigError, at_least, check_count, user_path
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import check_can_write, check_input_file, check_not_an_input, json_line, write_jsonl
+from speechsum.utils.repeated_options import OnceParser
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 
@@ -280,7 +281,7 @@ def long_audio_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum summarize",
         description="Summaries of audio files (wav/flac/mp3/ogg, any sample rate, stereo averaged to mono) by a "
         "trained student: an exported directory (speechsum export) or a stage checkpoint. Writes one JSONL row "

@@ -75,6 +75,7 @@ from speechsum.utils.remote import (
     openai_client,
     without_keys,
 )
+from speechsum.utils.repeated_options import OnceParser
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OnceParser(
         prog="speechsum synth",
         description="Build SFT data from your audio + transcripts (the paper's stage-1 recipe): an LLM writes "
                     "diverse summarisation queries per transcript, rates their importance, keeps the best and "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from speechsum.utils.arguments import ConfigError, check_count, check_number
@@ -23,6 +24,33 @@ def check_trainer_settings(trainer: Mapping) -> None:
                      note=" (batches, or a fraction of the epoch)")
     if trainer.get("gradient_clip_val") is not None:
         check_number("trainer.gradient_clip_val", trainer["gradient_clip_val"], 0.0, note=" (or null: no clipping)")
+    check_cpu_devices(trainer)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def check_cpu_devices(trainer: Mapping) -> None:
+    """``trainer.devices`` N on the CPU (``accelerator: cpu``, or ``auto`` without a GPU) is N training
+    processes: more than the CPUs there are was taken (``devices: 64`` on 2 cores started 64 processes
+    and hung in their setup), where a GPU count past the GPUs there are is Lightning's own error."""
+    devices, accelerator = trainer.get("devices"), trainer.get("accelerator", "auto")
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 1:
+        return
+    if accelerator == "auto":
+        import torch
+
+        if torch.cuda.is_available() or torch.backends.mps.is_available():
+            return
+    elif accelerator != "cpu":
+        return
+    cpus = usable_cpus()
+    if devices > cpus:
+        raise ConfigError(f"trainer.devices must be at most {cpus} on the CPU (accelerator {accelerator}: one training "
+                          f"process per device, and this machine has {cpus} CPUs), got {devices}")
 
 
 def check_fit_length(trainer: Mapping) -> None:
