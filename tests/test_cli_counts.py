@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from speechsum.cli import main
+from speechsum.training.trainer_settings import usable_cpus
 
 BIG = str(10**12)
+CPUS = usable_cpus()
 
 
 @pytest.mark.parametrize(("argv", "line"), [
@@ -29,6 +31,10 @@ BIG = str(10**12)
      f"speechsum evaluate: error: argument --max-new-tokens: must be at most 1048576, got {BIG}"),
     (["pairs", "--ckpt", "c", "--manifest", "m", "--out", "o", "--concurrency", "100000"],
      "speechsum pairs: error: argument --concurrency: must be at most 256, got 100000"),
+    # a process per device on the CPU: 4096 of them were started
+    (["evaluate", "--out", "o", "--accelerator", "cpu", "--devices", "4096"],
+     f"speechsum evaluate: error: --devices must be at most {CPUS} on the CPU (--accelerator cpu: one process per "
+     f"device, and this machine has {CPUS} CPUs), got 4096"),
 ])
 def test_a_count_past_any_machine_is_refused_naming_the_option(argv, line, capsys):
     with pytest.raises(SystemExit) as stop:

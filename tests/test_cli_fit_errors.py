@@ -142,7 +142,7 @@ def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_da
      "trainer.accumulate_grad_batches ({file}:2) must be at least 1, got 0"),
     # one training process per CPU device: 64 of them on a small machine started and hung in their setup
     ("trainer:\n  accelerator: cpu\n  devices: 4096\n",
-     "trainer.devices ({file}:3) must be at most {cpus} on the CPU (accelerator cpu: one training process per device, "
+     "trainer.devices ({file}:3) must be at most {cpus} on the CPU (accelerator cpu: one process per device, "
      "and this machine has {cpus} CPUs), got 4096"),
 ])
 def test_a_setting_out_of_range_names_the_file_and_line_that_set_it(tmp_path, toy_data, capsys, text, message):

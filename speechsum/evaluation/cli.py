@@ -290,6 +290,7 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
+    from speechsum.training.trainer_settings import cpu_devices_problem
     from speechsum.utils.remote import check_key_option, without_keys
 
     parser = evaluate_parser()
@@ -302,6 +303,8 @@ def evaluate_main(argv: list[str]) -> None:
     if args.metrics is not None and not args.metrics.strip(" ,"):  # was the default set, silently
         parser.error(f"--metrics {args.metrics!r} names no metric: give a comma-separated subset of "
                      f"{','.join(METRIC_GROUPS)}, or leave --metrics out for the default")
+    if problem := cpu_devices_problem(args.devices, args.accelerator):  # --devices 64 on the CPU: 64 processes
+        parser.error(f"--devices {problem.replace('{accelerator}', '--accelerator')}")
     check_output_path(args.out, "--out", folder=True)  # not after the first system's predictions
     for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
         if path:

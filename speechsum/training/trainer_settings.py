@@ -37,20 +37,28 @@ def check_cpu_devices(trainer: Mapping) -> None:
     """``trainer.devices`` N on the CPU (``accelerator: cpu``, or ``auto`` without a GPU) is N training
     processes: more than the CPUs there are was taken (``devices: 64`` on 2 cores started 64 processes
     and hung in their setup), where a GPU count past the GPUs there are is Lightning's own error."""
-    devices, accelerator = trainer.get("devices"), trainer.get("accelerator", "auto")
+    problem = cpu_devices_problem(trainer.get("devices"), trainer.get("accelerator", "auto"))
+    if problem is not None:
+        raise ConfigError(f"trainer.devices {problem.replace('{accelerator}', 'accelerator')}")
+
+
+def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
+    """``must be at most N on the CPU (...), got M`` for a count of processes on the CPU past its CPUs
+    (``{accelerator}`` in it: the accelerator's setting, as the caller names it); None when fine."""
     if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 1:
-        return
+        return None
     if accelerator == "auto":
         import torch
 
         if torch.cuda.is_available() or torch.backends.mps.is_available():
-            return
+            return None
     elif accelerator != "cpu":
-        return
+        return None
     cpus = usable_cpus()
-    if devices > cpus:
-        raise ConfigError(f"trainer.devices must be at most {cpus} on the CPU (accelerator {accelerator}: one training "
-                          f"process per device, and this machine has {cpus} CPUs), got {devices}")
+    if devices <= cpus:
+        return None
+    return (f"must be at most {cpus} on the CPU ({{accelerator}} {accelerator}: one process per device, and this "
+            f"machine has {cpus} CPUs), got {devices}")
 
 
 def check_fit_length(trainer: Mapping) -> None:
