@@ -110,7 +110,7 @@ class SpeechSumCLI(LightningCLI):
             own = err if type(err) is ConfigError else error_in_chain(err.__cause__, (ConfigError,))
             if own is not None:  # a speechsum check inside a nested class jsonargparse wraps (policy: {lora_r: 0})
                 raise self.located(own) from None
-            refusal = construction_error(err, config.as_dict())
+            refusal = construction_error(err, config.as_dict(), self.parser.config_files)
             if refusal is None:
                 raise
             raise refusal from err.__cause__
@@ -251,12 +251,14 @@ def path_settings(config: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield prefix.rstrip("."), config
 
 
-def construction_error(err: ValueError, config: dict) -> ConfigError | None:
+def construction_error(err: ValueError, config: dict, files: list[str] = ()) -> ConfigError | None:
     """The error of a class the config names that a library raised while it was built (a model folder
     without config.json, weights or tokenizer files; one that does not exist, which Hugging Face calls
     an invalid repo id), as one line naming the setting: jsonargparse reports it as "Does not validate
     against any of the Union subtypes" around a dump of the whole config. None for speechsum's own
-    errors (they name their setting), the file errors ``speechsum`` ends with plainly, and the rest."""
+    errors (they name their setting), the file errors ``speechsum`` ends with plainly, and the rest.
+    A folder that does not exist is named with the ``FILE:LINE`` of ``files`` (the ``--config`` files)
+    that sets it, and one under ``runs/benchmark/`` with what writes it."""
     cause = err.__cause__
     plain = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     # a TypeError of transformers' typed configs (llm: {hidden_size: abc}), torch's RuntimeError of a size it cannot
@@ -268,7 +270,11 @@ def construction_error(err: ValueError, config: dict) -> ConfigError | None:
     text = f"{type(cause).__name__}: {cause}"
     for key, value in path_settings(config):
         if value in str(cause) and not os.path.exists(os.path.expanduser(value)):
-            return ConfigError(f"{key}: {value} does not exist: give a Hugging Face model folder or hub id ({text})")
+            where = key_locations(list(files), key.split(".")[0], key.rsplit(".", 1)[-1], value)
+            made = (" (the benchmark pipeline writes runs/benchmark/: speechsum pipeline --run-dir runs/benchmark "
+                    "--until STAGE, docs/pipeline.md)" if value.startswith("runs/benchmark/") else "")
+            return ConfigError(f"{key}{f' ({where[-1]})' if where else ''}: {value} does not exist{made}: give a "
+                               f"Hugging Face model folder or hub id ({text})")
         if value in str(cause):
             return ConfigError(f"{key}: {value} cannot be loaded: {text}")
     model = (config.get("model") or {}).get("class_path")
