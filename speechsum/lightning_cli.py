@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
-from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
+from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
 
@@ -279,21 +278,6 @@ def construction_error(err: ValueError, config: dict, files: list[str] = ()) -> 
             return ConfigError(f"{key}: {value} cannot be loaded: {text}")
     model = (config.get("model") or {}).get("class_path")
     return ConfigError(f"{f'model ({model})' if model else 'a class of the config'} cannot be built: {text}")
-
-
-SECTION_SETTING = re.compile(r"((?:trainer|data)\.\w+) (must .*)", re.DOTALL)
-
-
-def located_setting(message: str, files: list[str], command_line: list[str]) -> str:
-    """``message`` (``trainer.devices must …``) with the last ``--config`` file's line that sets the
-    setting after its name (the one a stack of files takes); unchanged when the command line sets it
-    (``--trainer.devices 4``) or no file does."""
-    match = SECTION_SETTING.fullmatch(message)
-    if match is None or any(arg.split("=", 1)[0] == f"--{match.group(1)}" for arg in command_line):
-        return message
-    section, name = match.group(1).split(".")
-    where = key_locations(files, section, name)
-    return f"{match.group(1)} ({where[-1]}) {match.group(2)}" if where else message
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> SpeechSumCLI:

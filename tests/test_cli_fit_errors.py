@@ -138,6 +138,8 @@ def test_an_init_from_that_cannot_be_used_is_one_line_naming_it(tmp_path, toy_da
 @pytest.mark.parametrize(("text", "message"), [
     # which of the stacked files held the value was not said
     ("data:\n  max_batch_size: 0\n", "data.max_batch_size ({file}:2) must be at least 1 (or null: no cap), got 0"),
+    ("data:\n  train_manifest: /no/such/train.jsonl\n",
+     "data.train_manifest ({file}:2): manifest not found: /no/such/train.jsonl"),
     ("trainer:\n  accumulate_grad_batches: 0\n",
      "trainer.accumulate_grad_batches ({file}:2) must be at least 1, got 0"),
     # one training process per CPU device: 64 of them on a small machine started and hung in their setup

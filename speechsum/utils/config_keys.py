@@ -31,6 +31,21 @@ TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
               "dict": "a mapping", "list": "a list"}
 
 
+SECTION_SETTING = re.compile(r"((?:trainer|data)\.\w+)( must .*|: .*)", re.DOTALL)
+
+
+def located_setting(message: str, files: list[str], command_line: list[str]) -> str:
+    """``message`` (``trainer.devices must …``, ``data.train_manifest: manifest not found …``) with the
+    last ``--config`` file's line that sets the setting after its name (the one a stack of files takes);
+    unchanged when the command line sets it (``--trainer.devices 4``) or no file does."""
+    match = SECTION_SETTING.fullmatch(message)
+    if match is None or any(arg.split("=", 1)[0] == f"--{match.group(1)}" for arg in command_line):
+        return message
+    section, name = match.group(1).split(".")
+    where = key_locations(files, section, name)
+    return f"{match.group(1)} ({where[-1]}){match.group(2)}" if where else message
+
+
 def flag_values(args: list[str], *flags: str) -> list[str]:
     """The values of ``flags`` on a command line, written ``--flag VALUE`` or ``--flag=VALUE``."""
     values = [value for flag, value in zip(args, args[1:]) if flag in flags]
