@@ -13,19 +13,22 @@ from speechsum.pipeline.command_args import option_problem, serve_parser
 from speechsum.pipeline.teacher_server import quiet_unless_given
 from speechsum.utils.repeated_options import repeated_option
 
+# each command line ends in an option no command takes: were the repeat taken again, the command stops
+# there instead of writing data or running the pipeline in the working folder
+SAFE = ["--no-such-option"]
 TWICE = "given twice, {!r} and then {!r}; give it once (argparse would keep the last without a word)"
 
 
 @pytest.mark.parametrize(("argv", "line"), [
-    (["pairs", "--ckpt", "c", "--manifest", "m", "--out", "o", "--batch-size", "8", "--batch-size", "16"],
+    (["pairs", "--ckpt", "c", "--manifest", "m", "--out", "o", "--batch-size", "8", "--batch-size", "16", *SAFE],
      "speechsum pairs: error: --batch-size: " + TWICE.format("8", "16")),
-    (["evaluate", "--out", "a", "--manifest", "m", "--out=b"],
+    (["evaluate", "--out", "a", "--manifest", "m", "--out=b", *SAFE],
      "speechsum evaluate: error: --out: " + TWICE.format("a", "b")),
-    (["benchmark", "build", "--out", "x", "--size", "tiny", "--siz", "small"],
+    (["benchmark", "build", "--out", "x", "--size", "tiny", "--siz", "small", *SAFE],
      "speechsum benchmark build: error: --size / --siz: " + TWICE.format("tiny", "small")),
-    (["pipeline", "--preset", "tiny", "--until", "sft", "--until", "kd"],
+    (["pipeline", "--preset", "tiny", "--until", "sft", "--until", "kd", *SAFE],
      "speechsum pipeline: error: --until: " + TWICE.format("sft", "kd")),
-    (["toydata", "--out", "a", "--train", "4", "--train", "5"],
+    (["toydata", "--out", "a", "--train", "4", "--train", "5", *SAFE],
      "speechsum toydata: error: --train: " + TWICE.format("4", "5")),
 ])
 def test_a_plain_option_given_twice_with_two_values_is_refused(argv, line, capsys):
