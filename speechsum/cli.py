@@ -167,6 +167,10 @@ def _main(args: list[str], argv: list[str] | None) -> None:
         if found is None or os.environ.get("SPEECHSUM_TRACEBACK"):
             raise
         failure, code = found
+        if args[0] in LIGHTNING_COMMANDS:  # a trainer./data. setting: the --config file and line that set it
+            from speechsum.utils.config_keys import config_paths, located_setting
+
+            failure = located_setting(failure, config_paths(args), args)
         print(f"speechsum {args[0]}: error: {failure}\n(set SPEECHSUM_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(code) from None
 

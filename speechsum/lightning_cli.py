@@ -18,7 +18,7 @@ from speechsum.stages.base import SpeechStageModule
 from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
 from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
-from speechsum.utils.config_keys import config_paths, key_locations, unknown_key_note
+from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
 
@@ -87,9 +87,12 @@ class SpeechSumCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        check_trainer_settings(config.get("trainer") or {})
-        if self.subcommand == "fit":
-            check_fit_length(config.get("trainer") or {})
+        try:
+            check_trainer_settings(config.get("trainer") or {})
+            if self.subcommand == "fit":
+                check_fit_length(config.get("trainer") or {})
+        except ConfigError as err:
+            raise self.located(err) from None
         check_run_folders(self.subcommand, config.get("trainer") or {})
         data = config.get("data")
         data = data.as_dict() if hasattr(data, "as_dict") else data
@@ -106,13 +109,19 @@ class SpeechSumCLI(LightningCLI):
                 value = None if field.value is None else str(field.value)
                 where = key_locations(self.parser.config_files, "model", field.field, value)
                 raise ConfigError(field.located(", ".join(where))) from field
-            own = error_in_chain(err.__cause__, (ConfigError,))
+            own = err if type(err) is ConfigError else error_in_chain(err.__cause__, (ConfigError,))
             if own is not None:  # a speechsum check inside a nested class jsonargparse wraps (policy: {lora_r: 0})
-                raise own from None
-            refusal = construction_error(err, config.as_dict())
+                raise self.located(own) from None
+            refusal = construction_error(err, config.as_dict(), self.parser.config_files)
             if refusal is None:
                 raise
             raise refusal from err.__cause__
+
+    def located(self, err: ConfigError) -> ConfigError:
+        """``err`` with the ``FILE:LINE`` of the setting it names (``data.max_batch_size must …``) after the
+        name, when a ``--config`` file sets it and the command line does not: which of several stacked
+        files held the value was not said."""
+        return ConfigError(located_setting(str(err), self.parser.config_files, self.parser.command_line))
 
     def before_fit(self) -> None:
         self._check_last_checkpoint()
@@ -244,12 +253,14 @@ def path_settings(config: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield prefix.rstrip("."), config
 
 
-def construction_error(err: ValueError, config: dict) -> ConfigError | None:
+def construction_error(err: ValueError, config: dict, files: list[str] = ()) -> ConfigError | None:
     """The error of a class the config names that a library raised while it was built (a model folder
     without config.json, weights or tokenizer files; one that does not exist, which Hugging Face calls
     an invalid repo id), as one line naming the setting: jsonargparse reports it as "Does not validate
     against any of the Union subtypes" around a dump of the whole config. None for speechsum's own
-    errors (they name their setting), the file errors ``speechsum`` ends with plainly, and the rest."""
+    errors (they name their setting), the file errors ``speechsum`` ends with plainly, and the rest.
+    A folder that does not exist is named with the ``FILE:LINE`` of ``files`` (the ``--config`` files)
+    that sets it, and one under ``runs/benchmark/`` with what writes it."""
     cause = err.__cause__
     plain = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     # a TypeError of transformers' typed configs (llm: {hidden_size: abc}), torch's RuntimeError of a size it cannot
@@ -261,7 +272,11 @@ def construction_error(err: ValueError, config: dict) -> ConfigError | None:
     text = f"{type(cause).__name__}: {cause}"
     for key, value in path_settings(config):
         if value in str(cause) and not os.path.exists(os.path.expanduser(value)):
-            return ConfigError(f"{key}: {value} does not exist: give a Hugging Face model folder or hub id ({text})")
+            where = key_locations(list(files), key.split(".")[0], key.rsplit(".", 1)[-1], value)
+            made = (" (the benchmark pipeline writes runs/benchmark/: speechsum pipeline --run-dir runs/benchmark "
+                    "--until STAGE, docs/pipeline.md)" if value.startswith("runs/benchmark/") else "")
+            return ConfigError(f"{key}{f' ({where[-1]})' if where else ''}: {value} does not exist{made}: give a "
+                               f"Hugging Face model folder or hub id ({text})")
         if value in str(cause):
             return ConfigError(f"{key}: {value} cannot be loaded: {text}")
     model = (config.get("model") or {}).get("class_path")

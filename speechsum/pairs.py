@@ -33,6 +33,10 @@ from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import load_speech_llm
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.utils.arguments import (
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_TOKENS,
+    MAX_WORKERS,
     at_least,
     endpoint_url,
     key_variable,
@@ -54,12 +58,13 @@ from speechsum.utils.io import (
 )
 from speechsum.utils.jsonl_cache import remove_if_empty
 from speechsum.utils.remote import JsonlCache, cache_key, check_key_option, endpoint_failure, map_concurrent
+from speechsum.utils.repeated_options import OnceParser
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum pairs",
         description="Sample N summaries per example from a student checkpoint, judge them pairwise, "
         "and write a DPO preference manifest (id, audio, instruction, transcript, chosen, rejected, meta).",
@@ -73,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="summaries sampled per example, 2-64: a pair needs two (default 4)")
     parser.add_argument("--temperature", type=sampling_temperature, default=1.0, help="sampling temperature (default 1.0)")
     parser.add_argument("--top-p", type=nucleus_top_p, default=1.0, help="nucleus sampling top-p (default 1.0: off)")
-    parser.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest sampled summary in tokens (256)")
-    parser.add_argument("--batch-size", type=at_least(1), default=8, help="examples per generation batch (default 8)")
+    parser.add_argument("--max-new-tokens", type=at_least(1, MAX_TOKENS), default=256, help="longest sampled summary in tokens (256)")
+    parser.add_argument("--batch-size", type=at_least(1, MAX_BATCH), default=8, help="examples per generation batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device for sampling (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--judge", choices=["fact", "openai"], default="fact",
@@ -87,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="environment variable holding the judge's API key (default OPENAI_API_KEY)")
     parser.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                         help="seconds before a judge request is abandoned and retried (default 60)")
-    parser.add_argument("--judge-attempts", type=at_least(1), default=4,
+    parser.add_argument("--judge-attempts", type=at_least(1, MAX_ATTEMPTS), default=4,
                         help="tries per judge request on timeouts, 429, 5xx and malformed replies (default 4)")
-    parser.add_argument("--judge-max-tokens", type=at_least(1), default=256,
+    parser.add_argument("--judge-max-tokens", type=at_least(1, MAX_TOKENS), default=256,
                         help="tokens per judge answer (default 256; reasoning models need thousands)")
-    parser.add_argument("--concurrency", type=at_least(1), default=8, help="examples judged at once (default 8)")
+    parser.add_argument("--concurrency", type=at_least(1, MAX_WORKERS), default=8, help="examples judged at once (default 8)")
     parser.add_argument("--pairing", choices=["round-robin", "first-two"], default="round-robin",
                         help="round-robin: judge every pair of distinct samples, pick most vs fewest wins; "
                         "first-two: judge only the first two distinct samples (2 calls per example with "

@@ -9,6 +9,22 @@ import yaml
 from tests.conftest import CONFIGS
 
 
+def with_options(argv: list[str], *changes: str) -> list[str]:
+    """``argv`` with each ``--option value`` of ``changes`` in place of the same option's value there
+    (added at the end when ``argv`` has none), and each flag of ``changes`` added: the commands refuse
+    a plain option given twice with two values."""
+    out, index = list(argv), 0
+    while index < len(changes):
+        option = changes[index]
+        has_value = index + 1 < len(changes) and not changes[index + 1].startswith("--")
+        if has_value and option in out:
+            out[out.index(option) + 1] = changes[index + 1]
+        else:
+            out += changes[index:index + 1 + has_value]
+        index += 1 + has_value
+    return out
+
+
 def run_config(tmp_path: Path, toy_data: dict[str, Path], **trainer_overrides) -> Path:
     """Write a config stacking configs/trainer/cpu.yaml + composed_tiny.yaml + the toy data, with
     every output under ``tmp_path``; returns its path."""

@@ -36,6 +36,11 @@ CONFIG_MISTAKES = [
     (BACKBONE + "        encoder_dtype: float16\n",
      "  encoder_dtype: expected one of 'float32', 'bfloat16', got float16: in {file}:5\n"),
     ("data:\n  too_long_audio: cut\n", "  too_long_audio: expected one of 'error', 'truncate', got cut: in {file}:2\n"),
+    # a dataclass of plain settings: the class-path advice ("a class (module.Class) or a mapping with class_path
+    # and init_args") fits no config of it
+    ("model:\n  init_args:\n    generation: [1, 2]\n",
+     "  generation: expected a mapping of GenerationSettings fields (max_new_tokens, do_sample, temperature, top_p), "
+     "got [1, 2]: in {file}:3\n"),
     ("model: SFT\n",  # "expected , got SFT": jsonargparse names a class setting's types by null only
      "  model: expected a class (module.Class) or a mapping with class_path and init_args, got SFT: in {file}:1\n"),
     ("model:\n  class_path: speechsum.stages.sft.SFTModul\n",
@@ -98,7 +103,7 @@ CONFIG_MISTAKES = [
 
 @pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES,
                          ids=["encoder-field", "llm-field", "no-model-type", "type-nested", "type-trainer", "choice-nested",
-                              "choice-data", "class-setting",
+                              "choice-data", "settings-list", "class-setting",
                               "stage-class", "backbone-class", "llm-field-type", "llm-negative-size", "encoder-layers-negative",
                               "encoder-width-0", "encoder-heads-negative", "encoder-ffn-0", "encoder-heads-split",
                               "llm-layers-0", "end-of-turn-empty", "end-of-turn-unknown", "user-prompt-special", "dtype-name",

@@ -148,3 +148,29 @@ def test_a_val_check_interval_beyond_the_epoch_is_one_line_naming_it(tmp_path, t
             "check_val_every_n_epoch: null to count batches across epochs (limit_val_batches: 0 turns validation "
             "off)\n") in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # which of the stacked files held the value was not said
+    ("data:\n  max_batch_size: 0\n", "data.max_batch_size ({file}:2) must be at least 1 (or null: no cap), got 0"),
+    ("data:\n  train_manifest: /no/such/train.jsonl\n",
+     "data.train_manifest ({file}:2): manifest not found: /no/such/train.jsonl"),
+    ("trainer:\n  accumulate_grad_batches: 0\n",
+     "trainer.accumulate_grad_batches ({file}:2) must be at least 1, got 0"),
+    # one training process per CPU device: 64 of them on a small machine started and hung in their setup
+    ("trainer:\n  accelerator: cpu\n  devices: 4096\n",
+     "trainer.devices ({file}:3) must be at most {cpus} on the CPU (accelerator cpu: one process per device, "
+     "and this machine has {cpus} CPUs), got 4096"),
+])
+def test_a_setting_out_of_range_names_the_file_and_line_that_set_it(tmp_path, toy_data, capsys, text, message):
+    from speechsum.training.trainer_settings import usable_cpus
+
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    mistake = tmp_path / "mistake.yaml"
+    mistake.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(mistake)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2] == "speechsum fit: error: " + message.format(
+        file=mistake, cpus=usable_cpus())
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training

@@ -279,3 +279,20 @@ def test_a_model_folder_that_cannot_be_loaded_is_one_line_naming_the_setting(tmp
     assert info.value.code == 2, err
     expected = "model.init_args.model.init_args.llm: " + message.format(folder=folder)
     assert f"speechsum fit: error: {expected}\n" in err and "Traceback" not in err and "Given value" not in err
+
+
+def test_a_benchmark_folder_not_made_yet_names_the_file_line_and_what_makes_it(tmp_path, toy_data, capsys, monkeypatch):
+    """``speechsum fit --config configs/kd.yaml`` before the benchmark pipeline ran: the setting was named, not the
+    file that set it nor what writes runs/benchmark/."""
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    mistake = tmp_path / "mistake.yaml"
+    mistake.write_text("model:\n  init_args:\n    model:\n      init_args:\n        llm: runs/benchmark/text_lm/model\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(mistake)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2] == (
+        f"speechsum fit: error: model.init_args.model.init_args.llm ({mistake}:5): runs/benchmark/text_lm/model does "
+        "not exist (the benchmark pipeline writes runs/benchmark/: speechsum pipeline --run-dir runs/benchmark --until "
+        "STAGE, docs/pipeline.md): give a Hugging Face model folder or hub id (OSError: Repo id must be in the form "
+        "'repo_name' or 'namespace/repo_name': 'runs/benchmark/text_lm/model'. Use `repo_type` argument if needed.)")

@@ -16,7 +16,7 @@ from speechsum.data.manifest import load_manifest
 from speechsum.judges.pairwise import OpenAIJudge
 from speechsum.pairs import build_parser, load_student, main, run_pairs
 from tests.data.test_manifest import write_wav
-from tests.helpers import run_config
+from tests.helpers import run_config, with_options
 from tests.servers import ScriptedChatBackend, prompt_text, serve_in_thread
 
 
@@ -50,9 +50,8 @@ def pair_argv(student, tmp_path, url: str, **overrides) -> list[str]:
             str(student["manifest"]), "--out", str(tmp_path / "pairs.jsonl"), "--num-samples", "3",
             "--max-new-tokens", "10", "--batch-size", "3", "--judge", "openai", "--judge-model", "scripted",
             "--judge-base-url", url, "--concurrency", "2"]
-    for name, value in overrides.items():
-        argv += [f"--{name.replace('_', '-')}", str(value)]
-    return argv
+    return with_options(argv, *(text for name, value in overrides.items()
+                                 for text in (f"--{name.replace('_', '-')}", str(value))))
 
 
 def pair_args(student, tmp_path, url: str, **overrides):

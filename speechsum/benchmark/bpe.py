@@ -18,7 +18,6 @@ audio placeholder, present from the start so that adding it later changes nothin
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +28,7 @@ from transformers import PreTrainedTokenizerFast
 from speechsum.models.tokenizer import AUDIO_TOKEN, BYTE_TOKENIZER_SPECIALS, CHATML_TEMPLATE
 from speechsum.utils.arguments import at_least
 from speechsum.utils.io import check_not_a_file, check_replaceable_folder, jsonl_lines, write_dir_atomically
+from speechsum.utils.repeated_options import OnceParser
 
 SPECIAL_TOKENS = (*BYTE_TOKENIZER_SPECIALS, AUDIO_TOKEN)  # endoftext, pad, im_start, im_end, audio
 TEXT_FIELDS = ("transcript", "instruction", "summary")
@@ -98,7 +98,7 @@ def manifest_texts(path: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum benchmark tokenizer",
         description="Train the benchmark's shared byte-level BPE tokenizer on the train split's "
         "transcripts, instructions and summaries, and save it as a Hugging Face tokenizer directory.",

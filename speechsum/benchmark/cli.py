@@ -10,8 +10,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from speechsum.utils.arguments import at_least
+from speechsum.utils.arguments import MAX_DOCUMENTS, at_least
 from speechsum.utils.io import check_output_path, jsonl_lines
+from speechsum.utils.repeated_options import OnceParser
 
 DESCRIPTION = """\
 The bundled spoken-summarisation benchmark (espeak-ng speech, facts known by construction).
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     from speechsum.benchmark.instructions import STYLES
     from speechsum.benchmark.lexicon import WORLDS
 
-    parser = argparse.ArgumentParser(prog="speechsum benchmark", description=DESCRIPTION,
+    parser = OnceParser(prog="speechsum benchmark", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     sizes = "; ".join(f"{name}: " + ", ".join(f"{s} {p.documents}x{p.instructions}" for s, p in plan.items())
@@ -52,11 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for split in ALL_SPLITS:
         flag = split.replace("_", "-")
-        help_text = (f"number of {split} documents (overrides the size preset)" if split != KD_SPLIT else
+        help_text = (f"number of {split} documents, at most {MAX_DOCUMENTS:,} (overrides the size preset)" if split != KD_SPLIT else
                      f"number of {KD_SPLIT} documents (default 0: no {KD_SPLIT}.jsonl): more training audio whose "
                      "lines have a transcript and instructions but no summary, for on-policy KD")
         # 0 kd_train documents is what its help calls the default (it was refused when written)
-        build.add_argument(f"--{flag}-docs", type=at_least(0 if split == KD_SPLIT else 1), default=None, metavar="N",
+        build.add_argument(f"--{flag}-docs", type=at_least(0 if split == KD_SPLIT else 1, MAX_DOCUMENTS), default=None, metavar="N",
                            help=help_text)
     build.add_argument("--train-instructions", type=at_least(1, len(STYLES)), default=None, metavar="K",
                        help="instructions (distinct styles, 1-6) per training (and kd_train) document "

@@ -33,7 +33,6 @@ warned about as a line naming the wrong file).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -46,9 +45,10 @@ from speechsum.benchmark.build import doc_language_and_genre, make_records
 from speechsum.benchmark.documents import XLING_LANGS, generate_document
 from speechsum.benchmark.lexicon import WORLDS
 from speechsum.data.transcripts import spoken_text
-from speechsum.utils.arguments import at_least
+from speechsum.utils.arguments import MAX_TEXT_DOCUMENTS, at_least
 from speechsum.utils.arguments import share as share_arg
 from speechsum.utils.io import check_not_a_file, check_replaceable_folder, jsonl_lines, write_dir_atomically
+from speechsum.utils.repeated_options import OnceParser
 
 SILENCE = "silence.wav"
 SILENCE_RATE = 16000
@@ -156,7 +156,7 @@ def write_text_corpus(bench: str | Path, out: str | Path, documents: int = 12000
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum benchmark textcorpus",
         description="Write the text LMs' training manifests: the benchmark's train split plus extra "
         "text-only documents from the benchmark's generator, in the benchmark's world (no audio).",
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="benchmark directory (train.jsonl, val.jsonl)")
     parser.add_argument("--out", required=True, help="output directory: new, empty, or an earlier text corpus (replaced whole); a folder "
                         "holding anything else is refused")
-    parser.add_argument("--documents", type=at_least(0), default=12000,
+    parser.add_argument("--documents", type=at_least(0, MAX_TEXT_DOCUMENTS), default=12000,
                         help="extra text-only documents (default 12000: ~10 s to write, ~1 pass of the text LMs)")
     parser.add_argument("--instructions", type=at_least(1), default=1,
                         help="instructions (distinct styles) per extra document (default 1)")

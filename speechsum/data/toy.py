@@ -8,7 +8,6 @@ to exercise loading and resampling. Deterministic for a given seed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -19,6 +18,7 @@ import soundfile as sf
 
 from speechsum.utils.arguments import at_least
 from speechsum.utils.io import atomic_path, check_output_path, read_numbered_jsonl, write_jsonl
+from speechsum.utils.repeated_options import OnceParser
 from speechsum.utils.temp_owner import remove_dead_writers_temporaries
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
@@ -153,7 +153,7 @@ def _mean(values: list) -> float | None:
 
 
 def score_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum toyscore", description="Score predictions.jsonl of a model on the toy tone-language set."
     )
     parser.add_argument("predictions", help="predictions.jsonl written by `speechsum predict`")
@@ -189,7 +189,7 @@ def check_no_other_manifests(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum toydata",
         description="Write a tiny synthetic tone-language audio-instruction set (manifests + WAVs).",
     )

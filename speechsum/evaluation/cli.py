@@ -16,6 +16,10 @@ from speechsum.evaluation.report import build_report
 from speechsum.evaluation.runs import summary_csv
 from speechsum.evaluation.scoring import METRIC_GROUPS
 from speechsum.utils.arguments import (
+    MAX_BATCH,
+    MAX_RESAMPLES,
+    MAX_TOKENS,
+    MAX_WORKERS,
     at_least,
     endpoint_url,
     key_variable,
@@ -25,6 +29,7 @@ from speechsum.utils.arguments import (
     sampling_temperature,
 )
 from speechsum.utils.io import check_cache_path, check_input_file, check_output_path, read_jsonl, write_atomic
+from speechsum.utils.repeated_options import OnceParser
 
 log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
@@ -72,7 +77,7 @@ def lightning_precision(text: str) -> str:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OnceParser(
         prog="speechsum evaluate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATE_EPILOG,
         description="Run systems (students on audio, text LMs on transcripts, ASR cascades) over test manifests; "
         "write predictions, per-example scores and means with 95% bootstrap CIs.",
@@ -106,9 +111,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="a bad manifest line or audio that fails to read: error: stop (the default), or skip: skip it, log it and "
                    "list it under `skipped` in metrics.json (never scored)")
     g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=at_least(1), default=256, help="longest generated answer in tokens (default 256); "
+    g.add_argument("--max-new-tokens", type=at_least(1, MAX_TOKENS), default=256, help="longest generated answer in tokens (default 256); "
                    "answers cut here are flagged `truncated`")
-    g.add_argument("--batch-size", type=at_least(1), default=8, help="examples per generation batch (default 8)")
+    g.add_argument("--batch-size", type=at_least(1, MAX_BATCH), default=8, help="examples per generation batch (default 8)")
     g.add_argument("--max-batch-seconds", type=positive_seconds, default=600.0,
                    help="audio seconds per batch at most (default 600)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (the default)")
@@ -140,7 +145,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     m.add_argument("--asr-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="precision of the cascade's Whisper (weights and activations; part of the ASR cache key; "
                    "bfloat16 is faster on CPUs with AVX512-BF16/AMX and on GPUs; default float32)")
-    m.add_argument("--bootstrap-resamples", type=at_least(1), default=1000, help="bootstrap resamples per CI (default 1000)")
+    m.add_argument("--bootstrap-resamples", type=at_least(1, MAX_RESAMPLES), default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", type=endpoint_url, default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     j.add_argument("--judge-model", default=None, help="judge model name (the paper: gpt-4.1); enables llm_judge")
@@ -148,10 +153,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the judge's API key (default OPENAI_API_KEY); never stored")
     j.add_argument("--judge-cache", default=None, metavar="PATH",
                    help="JSONL verdict cache (default <out>/llm_judge_cache.jsonl); reruns reuse verdicts")
-    j.add_argument("--judge-workers", type=at_least(1), default=8, help="concurrent judge requests (default 8)")
+    j.add_argument("--judge-workers", type=at_least(1, MAX_WORKERS), default=8, help="concurrent judge requests (default 8)")
     j.add_argument("--judge-timeout", type=positive_seconds, default=60.0,
                    help="seconds before a judge request is abandoned and retried (default 60)")
-    j.add_argument("--judge-max-tokens", type=at_least(1), default=256,
+    j.add_argument("--judge-max-tokens", type=at_least(1, MAX_TOKENS), default=256,
                    help="tokens per judge answer (default 256; reasoning models need thousands)")
     w = p.add_argument_group("Weights & Biases")
     w.add_argument("--wandb", action="store_true", help="log metrics and a table of examples (audio, instruction, "
@@ -285,6 +290,7 @@ def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.scoring import Scorer, ScoringOptions
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
+    from speechsum.training.trainer_settings import cpu_devices_problem
     from speechsum.utils.remote import check_key_option, without_keys
 
     parser = evaluate_parser()
@@ -297,6 +303,8 @@ def evaluate_main(argv: list[str]) -> None:
     if args.metrics is not None and not args.metrics.strip(" ,"):  # was the default set, silently
         parser.error(f"--metrics {args.metrics!r} names no metric: give a comma-separated subset of "
                      f"{','.join(METRIC_GROUPS)}, or leave --metrics out for the default")
+    if problem := cpu_devices_problem(args.devices, args.accelerator):  # --devices 64 on the CPU: 64 processes
+        parser.error(f"--devices {problem.replace('{accelerator}', '--accelerator')}")
     check_output_path(args.out, "--out", folder=True)  # not after the first system's predictions
     for option, path in (("--judge-cache", args.judge_cache), ("--asr-cache", args.asr_cache)):
         if path:
@@ -360,7 +368,7 @@ def evaluate_main(argv: list[str]) -> None:
 
 
 def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OnceParser(
         prog="speechsum report",
         description="Compare evaluated systems in the paper's layout: rows text teacher, text backbone, cascade, "
         "student after each stage (by `stage` in metrics.json: base < sft < kd < dpo); one column per test split; "

@@ -18,6 +18,7 @@ import yaml
 from speechsum.pipeline.config import (
     TRAINING_STAGES,
     aligns,
+    get_path,
     resolve_stage_config,
     section_options,
     stage_base_file,
@@ -97,6 +98,28 @@ def check_stage_configs(config: dict, path: Path | str, run_dir: Path, wanted: C
         except ConfigError as err:
             key, _, problem = str(err).partition(" ")
             raise ValueError(f"{where(config, stage, path, key.split('.'))}{key} {problem}") from None
+        if missing := missing_inputs(resolved, run_dir):
+            key = missing[0]
+            raise ValueError(f"{where(config, stage, path, key.split('.'))}{key}: {get_path(resolved, key)}: no such "
+                             "file (a relative path is from the working folder): correct the path")
+
+
+# the files a stage reads that no stage writes unless they are under the run folder
+INPUT_FILES = ("data.train_manifest", "data.val_manifest", "data.test_manifest", "data.predict_manifest",
+               "model.init_args.init_from")
+
+
+def missing_inputs(resolved: Mapping, run_dir: Path) -> list[str]:
+    """The keys of :data:`INPUT_FILES` in a stage's ``resolved`` config naming a file outside ``run_dir``
+    that is not there: the stage failed on it when it started, after the stages before it (a file under
+    the run folder is written by an earlier stage)."""
+    missing = []
+    for key in INPUT_FILES:
+        value = get_path(resolved, key)
+        if isinstance(value, str) and value and not Path(value).resolve().is_relative_to(run_dir.resolve()) \
+                and not Path(value).exists():
+            missing.append(key)
+    return missing
 
 
 def where(config: Mapping, stage: str, path: Path | str, keys: list[str]) -> str:

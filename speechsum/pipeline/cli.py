@@ -32,8 +32,6 @@ from collections.abc import Collection, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 try:
     import fcntl
 except ImportError:  # Windows
@@ -41,6 +39,7 @@ except ImportError:  # Windows
 
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
+from speechsum.pipeline.config_record import keep_config, write_run_config
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
 from speechsum.pipeline.runner import (
@@ -56,8 +55,9 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
-from speechsum.utils.arguments import at_least, masked_credentials, number, unset_text
-from speechsum.utils.io import check_output_path, write_atomic
+from speechsum.utils.arguments import MAX_THREADS, at_least, number, unset_text
+from speechsum.utils.io import check_output_path
+from speechsum.utils.repeated_options import OnceParser
 from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
 
@@ -122,7 +122,7 @@ def preset_name(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum pipeline", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Run the whole recipe end to end: build the benchmark, train the text backbone and teacher, "
         "align the student's projector, SFT, on-policy KD, preference pairs, DPO, evaluate every stage and the "
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only these stages and the stages they are built from")
     parser.add_argument("--lanes", type=at_least(1), default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
-    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=None, metavar="N",
                         help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "
                         f"OMP_NUM_THREADS, all N for a stage nothing can run beside ({', '.join(RUNS_ALONE)}) or with "
                         "--lanes 1; fixed per stage, so a run's numbers do not depend on the machine's load "
@@ -316,8 +316,7 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
                 threads: int, starter: WarmStarter | None) -> dict:
     remove_stale_temporaries(run_dir)  # no stage runs yet: only what a killed run's atomic writes left
     digests = table.config_digests(config)  # stored in each stage's marker: a changed setting is pointed out
-    write_atomic(run_dir / "pipeline_config.yaml",  # a base_url's user:password@ masked: a rerun reads config_file
-                 f"# from {config_file}\n" + yaml.safe_dump(masked_credentials(config), sort_keys=False))
+    kept_config = keep_config(run_dir, config_file, config)  # each marker names the YAML its stage ran with
     redo: set[str] = set()
     if args.from_stage:
         cleared: list[str] = []
@@ -328,13 +327,14 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
     say(f"speechsum pipeline: {config_file} -> {run_dir} (up to {args.lanes} stages at once, {threads} threads)")
     start = time.monotonic()
     planned, kept, fresh = plan_stages(run_dir, digests, args.until, redo, table)
+    write_run_config(run_dir, config_file, config, kept, digests)
 
     def make_context(stage: str, stage_threads: int, stop: threading.Event) -> StageContext:
         markers = [marker_path(run_dir, need) for need in table[stage].needs]
         return StageContext(run_dir, config, stage, args.wandb, args.verbose, args.teacher, stage_threads, stop,
                             resume=stage not in fresh, checkpoint_every_s=args.checkpoint_every,
                             needs_finished=max((m.stat().st_mtime for m in markers if m.exists()), default=0.0),
-                            starter=starter)
+                            starter=starter, config_record=kept_config)
 
     board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
     finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)

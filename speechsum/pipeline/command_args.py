@@ -11,6 +11,7 @@ from pathlib import Path
 
 from speechsum.pipeline.sections import section_options
 from speechsum.utils.config_keys import did_you_mean
+from speechsum.utils.repeated_options import repeated_option
 
 
 def benchmark_build_parser() -> argparse.ArgumentParser:
@@ -70,8 +71,9 @@ PIPELINE_SETS: dict[str, dict[str, str]] = {
 def option_problem(parser: argparse.ArgumentParser, args: list[str],
                    pipeline_sets: Mapping[str, str] | None = None) -> str | None:
     """What ``parser`` would refuse among the ``--long`` options of ``args`` (an option it does not
-    take, one abbreviation of several, a value outside its choices), or an option the pipeline sets
-    itself (``pipeline_sets``: option → where its value comes from); None when nothing."""
+    take, one abbreviation of several, a value outside its choices, one given twice with different
+    values), or an option the pipeline sets itself (``pipeline_sets``: option → where its value comes
+    from); None when nothing."""
     options = parser._option_string_actions
     for index, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
@@ -94,7 +96,7 @@ def option_problem(parser: argparse.ArgumentParser, args: list[str],
             return f"{name} {given}: not one of {', '.join(map(str, action.choices))}"
         if action.nargs is None and callable(action.type) and given is not None and (problem := value_problem(action, given)):
             return f"{name} {given}: {problem}"
-    return None
+    return repeated_option(parser, args)
 
 
 def value_problem(action: argparse.Action, given: str) -> str | None:

@@ -31,7 +31,8 @@ from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
 from speechsum.pipeline.stages import delete_outputs
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.pipeline.teacher_server import stop_process
-from speechsum.utils.arguments import without_url_credentials
+from speechsum.training.trainer_settings import usable_cpus
+from speechsum.utils.arguments import MAX_THREADS, without_url_credentials
 from speechsum.utils.io import write_atomic
 from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
@@ -68,12 +69,11 @@ def default_threads() -> int:
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if value:
         first = value.split(",")[0].strip()
-        if not first.isdigit() or int(first) < 1:
-            raise ValueError(f"OMP_NUM_THREADS={value!r} is not a number of threads (1 or more): set it to one, "
-                             "unset it (every CPU this process may use), or give --threads N")
+        if not first.isdigit() or not 1 <= int(first) <= MAX_THREADS:
+            raise ValueError(f"OMP_NUM_THREADS={value!r} is not a number of threads (1 to {MAX_THREADS}): set it to "
+                             "one, unset it (every CPU this process may use), or give --threads N")
         return int(first)
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return usable_cpus()
 
 
 def marker_path(run_dir: Path, stage: str) -> Path:
@@ -92,8 +92,9 @@ class StageContext:
     def __init__(self, run_dir: Path, config: dict, stage: str, wandb: bool, verbose: bool,
                  teacher_mode: str | None, threads: int = 1, stop: threading.Event | None = None,
                  resume: bool = False, needs_finished: float = 0.0, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-                 starter: WarmStarter | None = None):
+                 starter: WarmStarter | None = None, config_record: Path | None = None):
         self.run_dir, self.config, self.stage = run_dir, config, stage
+        self.config_record = config_record  # the pipeline YAML this stage runs with, kept in RUN/.state/configs/
         self.starter = starter  # warm starts for ``python -m`` commands (utils/warm_start.py); None: fresh ones
         self.wandb, self.verbose, self.teacher_mode = wandb, verbose, teacher_mode
         self.threads, self.checkpoint_every_s = threads, checkpoint_every_s
@@ -190,6 +191,7 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
     marker = {"stage": stage.name, "elapsed_s": round(time.monotonic() - start, 2), "commands": ctx.commands,
               "threads": ctx.threads, "peak_rss_gib": round(ctx.peak_rss_gib, 3),
               "outputs": [str(p) for p in outputs], "log": str(ctx.log_file), "config_hash": config_digest,
+              "pipeline_config": str(ctx.config_record) if ctx.config_record else None,
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(marker_path(ctx.run_dir, stage.name), marker)
     return marker

@@ -11,6 +11,9 @@ from typing import Any
 
 from speechsum.benchmark.build import SIZES
 from speechsum.utils.arguments import (
+    MAX_BATCH,
+    MAX_TEXT_DOCUMENTS,
+    MAX_TOKENS,
     at_least,
     base_url_problem,
     nucleus_top_p,
@@ -54,11 +57,12 @@ def _vocab_size(text: str) -> int:
 # the commands' own argparse checks of the options these settings become: what a stage's command would
 # refuse hours into a run is refused when the YAML is loaded
 FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
-    **dict.fromkeys(("pairs.train_examples", "pairs.val_examples", "pairs.max_new_tokens", "pairs.batch_size",
-                     "evaluate.examples_per_split", "evaluate.max_new_tokens", "evaluate.batch_size",
-                     "benchmark.workers"), at_least(1)),
+    **dict.fromkeys(("pairs.train_examples", "pairs.val_examples", "evaluate.examples_per_split", "benchmark.workers"),
+                    at_least(1)),
+    **dict.fromkeys(("pairs.max_new_tokens", "evaluate.max_new_tokens"), at_least(1, MAX_TOKENS)),
+    **dict.fromkeys(("pairs.batch_size", "evaluate.batch_size"), at_least(1, MAX_BATCH)),
     "benchmark.vocab_size": _vocab_size,
-    "benchmark.text_documents": at_least(0),
+    "benchmark.text_documents": at_least(0, MAX_TEXT_DOCUMENTS),
     **dict.fromkeys(("benchmark.text_unseen_share", "benchmark.text_xling_share", "benchmark.text_unlabeled_share"),
                     share),
     "pairs.num_samples": samples_per_input,

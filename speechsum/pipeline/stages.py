@@ -128,8 +128,15 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
     if missing:
         raise RuntimeError(f"stage {stage}: fit finished but {', '.join(missing)} is missing "
                            f"(see {ctx.log_path(stage)})")
+    if stage in ("text_lm", "text_teacher"):  # every file of the HF folder the later stages load, its weights too:
+        outputs += model_files(folder / "model")  # with config.json alone, a lost weights file kept the stage complete
     delete_outputs([folder / RESUME_FOLDER])  # complete: nothing left to resume
     return outputs
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The files of a Hugging Face model folder other than its ``config.json``, sorted."""
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path != folder / "config.json")
 
 
 def kd_teacher(settings: dict, mode: str, serve_url: str) -> dict:

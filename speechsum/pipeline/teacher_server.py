@@ -34,6 +34,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def quiet_unless_given(extra_args: list[str]) -> list[str]:
+    """``--log-level WARNING``, the server's log level in the pipeline, unless ``teacher.serve_args``
+    give one (``[--log-level, INFO]``): theirs is used. ``speechsum serve`` refuses an option given
+    twice with different values; the pipeline gave both and the last won."""
+    from speechsum.pipeline.command_args import serve_parser
+    from speechsum.utils.repeated_options import option_action
+
+    parser = serve_parser()
+    level = parser._option_string_actions["--log-level"]
+    given = any((found := option_action(parser, arg)) is not None and found[0] is level for arg in extra_args)
+    return [] if given else ["--log-level", "WARNING"]
+
+
 @contextlib.contextmanager
 def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.0) -> Iterator[str]:
     """Run ``speechsum serve`` for ``model`` on a free loopback port; yield its base URL once
@@ -46,7 +59,7 @@ def teacher_server(ctx, model: str, extra_args: list[str], timeout: float = 300.
     log_path = ctx.run_dir / "logs" / "kd_teacher_server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [*SPEECHSUM, "serve", "--model", model, "--port", str(port), "--served-model-name", "teacher",
-               "--api-key-env", SERVE_KEY_ENV, "--log-level", "WARNING", *map(str, extra_args)]
+               "--api-key-env", SERVE_KEY_ENV, *quiet_unless_given(list(map(str, extra_args))), *map(str, extra_args)]
     ctx.note(f"teacher server: {base_url} (log {log_path})")
     with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ctx.environment())

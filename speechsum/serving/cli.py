@@ -26,6 +26,7 @@ from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_
 from speechsum.serving.protocol import APIError, Backend
 from speechsum.utils.arguments import at_least, key_problem, key_variable, port, positive_seconds, user_path
 from speechsum.utils.devices import check_device
+from speechsum.utils.repeated_options import OnceParser
 
 if TYPE_CHECKING:
     from speechsum.serving.hf_backend import HFBackend
@@ -55,7 +56,7 @@ def _given(what: str) -> Callable[[str], str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum serve",
         description="Serve a local Hugging Face causal LM (model + tokenizer directory) over an "
         "OpenAI-compatible HTTP API: GET /v1/models, POST /v1/completions (echo+logprobs scoring, "

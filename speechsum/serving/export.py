@@ -54,6 +54,7 @@ from speechsum.serving.hf_layout import (
 from speechsum.serving.model_card import render_model_card
 from speechsum.utils.arguments import user_path
 from speechsum.utils.io import check_input_file, check_replaceable_folder, linked_out, write_dir_atomically
+from speechsum.utils.repeated_options import OnceParser
 
 LOG = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def load_model(path: str | Path, config: str | Path | None = None) -> SpeechLLM:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum export",
         description="Write a stage checkpoint as a Hugging Face directory: weights, processor/tokenizer, "
         "generation config, model card (README.md). Phi-4-MM, Qwen2-Audio and text LMs load back with their "

@@ -52,6 +52,7 @@ from speechsum.utils.io import (
     linked_out,
     write_jsonl,
 )
+from speechsum.utils.repeated_options import OnceParser
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
 
@@ -291,7 +292,7 @@ def long_audio_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OnceParser(
         prog="speechsum summarize",
         description="Summaries of audio files (wav/flac/mp3/ogg, any sample rate, stereo averaged to mono) by a "
         "trained student: an exported directory (speechsum export) or a stage checkpoint. Writes one JSONL row "

@@ -48,6 +48,9 @@ from speechsum.synth.prompts import (
     summary_messages,
 )
 from speechsum.utils.arguments import (
+    MAX_ATTEMPTS,
+    MAX_TOKENS,
+    MAX_WORKERS,
     DefaultsHelpFormatter,
     at_least,
     endpoint_url,
@@ -72,6 +75,7 @@ from speechsum.utils.remote import (
     openai_client,
     without_keys,
 )
+from speechsum.utils.repeated_options import OnceParser
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +323,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OnceParser(
         prog="speechsum synth",
         description="Build SFT data from your audio + transcripts (the paper's stage-1 recipe): an LLM writes "
                     "diverse summarisation queries per transcript, rates their importance, keeps the best and "
@@ -335,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", type=key_variable, default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (the key itself is never "
                         "accepted on the command line, logged or cached)")
-    p.add_argument("--num-queries", type=at_least(1), default=8, help="K: queries written per transcript")
-    p.add_argument("--keep", type=at_least(1), default=3, help="N: best-rated queries kept per transcript (1..K)")
+    p.add_argument("--num-queries", type=at_least(1, 64), default=8, help="K: queries written per transcript")
+    p.add_argument("--keep", type=at_least(1, 64), default=3, help="N: best-rated queries kept per transcript (1..K)")
     p.add_argument("--min-importance", type=at_least(1, 10), default=1,
                    help="drop kept queries rated below this importance (1-10)")
     p.add_argument("--styles", default=None,
@@ -344,13 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-temperature", type=number(0.0, 2.0), default=0.8, help="sampling temperature for writing queries")
     p.add_argument("--summary-temperature", type=number(0.0, 2.0), default=0.3,
                    help="sampling temperature for writing summaries (ratings use 0)")
-    p.add_argument("--max-tokens", type=at_least(1), default=1024, help="max completion tokens per answer")
-    p.add_argument("--concurrency", type=at_least(1), default=8, help="requests in flight at once")
+    p.add_argument("--max-tokens", type=at_least(1, MAX_TOKENS), default=1024, help="max completion tokens per answer")
+    p.add_argument("--concurrency", type=at_least(1, MAX_WORKERS), default=8, help="requests in flight at once")
     p.add_argument("--timeout", type=positive_seconds, default=120.0, help="seconds per HTTP request before it is retried")
-    p.add_argument("--request-attempts", type=at_least(1), default=6,
+    p.add_argument("--request-attempts", type=at_least(1, MAX_ATTEMPTS), default=6,
                    help="tries per request on timeouts, 429 and 5xx (exponential backoff; then the run stops)")
     p.add_argument("--backoff-seconds", type=number(0.0, what="a number of seconds"), default=1.0, help="first retry delay (doubles per retry)")
-    p.add_argument("--parse-attempts", type=at_least(1), default=3,
+    p.add_argument("--parse-attempts", type=at_least(1, MAX_ATTEMPTS), default=3,
                    help="asks per answer when the LLM's answer is malformed; then the item is skipped and counted")
     p.add_argument("--cache", default=None, help="cache file (JSONL); default <out>.cache/synth.jsonl")
     p.add_argument("--on-bad-example", choices=("error", "skip"), default="error",

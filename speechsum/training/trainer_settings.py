@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,41 @@ def check_trainer_settings(trainer: Mapping) -> None:
                      note=" (batches, or a fraction of the epoch)")
     if trainer.get("gradient_clip_val") is not None:
         check_number("trainer.gradient_clip_val", trainer["gradient_clip_val"], 0.0, note=" (or null: no clipping)")
+    check_cpu_devices(trainer)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def check_cpu_devices(trainer: Mapping) -> None:
+    """``trainer.devices`` N on the CPU (``accelerator: cpu``, or ``auto`` without a GPU) is N training
+    processes: more than the CPUs there are was taken (``devices: 64`` on 2 cores started 64 processes
+    and hung in their setup), where a GPU count past the GPUs there are is Lightning's own error."""
+    problem = cpu_devices_problem(trainer.get("devices"), trainer.get("accelerator", "auto"))
+    if problem is not None:
+        raise ConfigError(f"trainer.devices {problem.replace('{accelerator}', 'accelerator')}")
+
+
+def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
+    """``must be at most N on the CPU (...), got M`` for a count of processes on the CPU past its CPUs
+    (``{accelerator}`` in it: the accelerator's setting, as the caller names it); None when fine."""
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 1:
+        return None
+    if accelerator == "auto":
+        import torch
+
+        if torch.cuda.is_available() or torch.backends.mps.is_available():
+            return None
+    elif accelerator != "cpu":
+        return None
+    cpus = usable_cpus()
+    if devices <= cpus:
+        return None
+    return (f"must be at most {cpus} on the CPU ({{accelerator}} {accelerator}: one process per device, and this "
+            f"machine has {cpus} CPUs), got {devices}")
 
 
 def check_fit_length(trainer: Mapping) -> None:

@@ -251,6 +251,20 @@ def check_number(name: str, value: float, low: float, high: float = math.inf, lo
         raise ConfigError(f"{name} must be a number {bounds_text(low, high, low_open, high_open)}{note}, got {value!r}")
 
 
+# Upper bounds of counts a user types: past them a command would start and then exhaust the machine
+# (``--threads 100000``: 100,000 OpenMP threads per command; ``--judge-workers 10**6``: a thread per
+# request; ``--bootstrap-resamples 10**12``: one array of resamples x examples), each an argparse error
+# naming the option instead.
+MAX_THREADS = 1024  # CPU threads: more than any one machine has
+MAX_WORKERS = 256  # requests or processes at once
+MAX_ATTEMPTS = 100  # tries of one request
+MAX_DOCUMENTS = 100_000  # benchmark documents per split (a WAV of 0.5-2 MB each)
+MAX_TEXT_DOCUMENTS = 10_000_000  # text-only documents (no audio: ~1 kB each)
+MAX_RESAMPLES = 1_000_000  # bootstrap resamples per confidence interval
+MAX_TOKENS = 1_048_576  # tokens one answer may have (no model's context is longer)
+MAX_BATCH = 65_536  # examples per batch
+
+
 def port(text: str) -> int:
     value = at_least(0)(text)
     if value > 65535:

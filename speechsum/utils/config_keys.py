@@ -31,6 +31,21 @@ TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
               "dict": "a mapping", "list": "a list"}
 
 
+SECTION_SETTING = re.compile(r"((?:trainer|data)\.\w+)( must .*|: .*)", re.DOTALL)
+
+
+def located_setting(message: str, files: list[str], command_line: list[str]) -> str:
+    """``message`` (``trainer.devices must …``, ``data.train_manifest: manifest not found …``) with the
+    last ``--config`` file's line that sets the setting after its name (the one a stack of files takes);
+    unchanged when the command line sets it (``--trainer.devices 4``) or no file does."""
+    match = SECTION_SETTING.fullmatch(message)
+    if match is None or any(arg.split("=", 1)[0] == f"--{match.group(1)}" for arg in command_line):
+        return message
+    section, name = match.group(1).split(".")
+    where = key_locations(files, section, name)
+    return f"{match.group(1)} ({where[-1]}){match.group(2)}" if where else message
+
+
 def flag_values(args: list[str], *flags: str) -> list[str]:
     """The values of ``flags`` on a command line, written ``--flag VALUE`` or ``--flag=VALUE``."""
     values = [value for flag, value in zip(args, args[1:]) if flag in flags]
@@ -108,9 +123,11 @@ def duplicate_key(path: str | Path) -> str | None:
     return None
 
 
-def key_locations(files: list[str], under: str, name: str, value: str | None = None) -> list[str]:
+def key_locations(files: list[str], under: str, name: str, value: str | None = None,
+                  mapping: bool | None = None) -> list[str]:
     """``FILE:LINE`` of each key ``name`` below the top-level key ``under``'s first part in ``files``
-    (only those whose scalar value is ``value`` when it is given)."""
+    (only those whose scalar value is ``value`` when it is given; whose value is a mapping, or is
+    not, when ``mapping`` is True or False)."""
     found = []
     for file in files:
         try:
@@ -121,7 +138,8 @@ def key_locations(files: list[str], under: str, name: str, value: str | None = N
         if document is not None:
             found += [f"{file}:{line}" for path, line, node in _key_lines(document)
                       if path[0] == under.split(".")[0] and path[-1] == name
-                      and (value is None or isinstance(node, yaml.ScalarNode) and node.value == value)]
+                      and (value is None or isinstance(node, yaml.ScalarNode) and node.value == value)
+                      and (mapping is None or isinstance(node, yaml.MappingNode) == mapping)]
     return found
 
 
@@ -188,7 +206,8 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
         return f"\n  {required.group(1)}: no model in the config: add a model: section whose class_path is a stage: {STAGE_HINT}"
     if (keys := PARSER_KEY.findall(message)) and (expected := EXPECTED.findall(message)) and GIVEN.search(message):
         subclass = "Not a valid subclass" in message or "Expected a dot import path" in message
-        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files, list(command_line), subclass)
+        return _wrong_type_note(keys, expected, GIVEN.search(message).group(1), files, list(command_line), subclass,
+                                settings_words(message))
     if match := UNRECOGNIZED.search(message):
         options = [f"--{key}" for key in known_keys]
         notes = [f"{word}{did_you_mean(word, options)}" for word in match.group(1).split() if word.startswith("--")]
@@ -196,24 +215,51 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
     return ""
 
 
+SETTINGS_CLASS = re.compile(r"Subtypes: \[<class '([\w.]+)'>, <class 'NoneType'>\]\s*\n\s*Errors:\s*\n\s*- Not a valid "
+                            r"subclass of (\w+)")
+
+
+def settings_words(message: str) -> str | None:
+    """``a mapping of GenerationSettings' settings (max_new_tokens, …)`` when the setting of a wrong
+    type in jsonargparse's ``message`` is a dataclass of plain settings (``generation: [1, 2]``):
+    its advice was a class path or a class_path/init_args mapping, which a dataclass takes neither
+    of in any config of this project. None for any other setting."""
+    import dataclasses
+
+    found = SETTINGS_CLASS.findall(message)
+    if not found:
+        return None
+    module, _, name = found[-1][0].rpartition(".")
+    try:
+        settings = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    if not dataclasses.is_dataclass(settings):
+        return None
+    return f"a mapping of {name} fields ({', '.join(field.name for field in dataclasses.fields(settings))})"
+
+
 def _wrong_type_note(keys: list[str], expected: list[tuple[str, str]], given: str, files: list[str],
-                     command_line: list[str], subclass: bool = False) -> str:
+                     command_line: list[str], subclass: bool = False, settings: str | None = None) -> str:
     """A value of the wrong type: jsonargparse names the innermost key alone (``learning_rate``, of
     which stage?) and neither the file nor the line; ``keys``: its "Parser key" names, outermost first;
     ``expected``: (type name, "") or ("", the choices) of each type it names; ``subclass``: the setting
-    is a class setting, which jsonargparse's message names by null only ("expected , got 5" before).
+    is a class setting, which jsonargparse's message names by null only ("expected , got 5" before);
+    ``settings``: the words of a dataclass of plain settings (:func:`settings_words`).
     A value given on ``command_line`` (which overrides the files) is named as that option, not as the
     files' line of the same key, whose value is fine."""
     name = keys[-1].rsplit(".", 1)[-1]
     kinds = [TYPE_WORDS.get(kind, kind) if kind else f"one of {choices}" for kind, choices in expected]
     words = " or ".join(dict.fromkeys(kind for kind in kinds if kind != "null"))
-    words = words or ("a class (module.Class) or a mapping with class_path and init_args" if subclass else "another type")
+    words = settings or words or ("a class (module.Class) or a mapping with class_path and init_args" if subclass
+                                  else "another type")
     flags = [arg.split("=", 1)[0] for arg in command_line]
     options = [flag for flag in flags if flag == f"--{keys[-1]}"  # a top-level key: --seed_everything abc
                or flag.startswith(f"--{keys[0].split('.')[0]}.") and flag.rsplit(".", 1)[-1] == name]
     if options:
         return f"\n  {name}: expected {words}, got {given}: on the command line ({options[-1]} {given})"
-    where = key_locations(files, keys[0], name, given) or key_locations(files, keys[0], name)
+    where = (key_locations(files, keys[0], name, given) or settings and key_locations(files, keys[0], name, mapping=False)
+             or key_locations(files, keys[0], name))  # a list where a mapping goes: the files' mappings are fine
     return f"\n  {name}: expected {words}, got {given}" + (f": in {', '.join(where)}" if where else "")
 
 

@@ -151,6 +151,15 @@ def test_a_mistake_in_a_stages_overrides_is_one_line_naming_the_file_stage_and_k
     assert checked(tmp_path, config) == message
 
 
+@pytest.mark.parametrize(("stage", "section", "key", "value"), [
+    ("kd", "data", "train_manifest", "/no/such/kd_train.jsonl"), ("sft", "model.init_args", "init_from", "/no/such/a.ckpt")])
+def test_a_file_outside_the_run_folder_that_is_not_there_is_named_before_the_run(tmp_path, stage, section, key, value):
+    """The stage failed on it only when it started, after the stages before it."""
+    assert checked(tmp_path, edited(stage, section, **{key: value})) == (
+        f"stages.{stage}.overrides.{section}.{key}: {value}: no such file (a relative path is from the working "
+        "folder): correct the path")
+
+
 def test_a_seed_numpy_cannot_take_is_named_before_the_run(tmp_path):
     """Lightning's seed_everything raised "-1 is not in bounds, numpy accepts ..." (a traceback) when the stage began."""
     config = copy.deepcopy(DEFAULT)

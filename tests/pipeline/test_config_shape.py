@@ -224,13 +224,14 @@ def test_the_threads_default_to_omp_num_threads(monkeypatch, value, threads):
     assert default_threads() == threads
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5"])
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5", "100000"])
 def test_an_omp_num_threads_that_is_no_count_is_refused(tmp_path, monkeypatch, value):
-    """It was ignored without a word: the stages shared out every CPU instead."""
+    """It was ignored without a word: the stages shared out every CPU instead; 100000 was given to
+    each stage's command (100,000 OpenMP threads)."""
     monkeypatch.setenv("OMP_NUM_THREADS", value)
     with pytest.raises(ValueError) as error:
         run_in_process(tmp_path / "run", checkpoint_writing_stages())
-    assert str(error.value) == (f"OMP_NUM_THREADS={value!r} is not a number of threads (1 or more): set it to one, "
+    assert str(error.value) == (f"OMP_NUM_THREADS={value!r} is not a number of threads (1 to 1024): set it to one, "
                                 "unset it (every CPU this process may use), or give --threads N")
     assert not (tmp_path / "run").exists()
 

@@ -143,6 +143,13 @@ def test_real_model_wiring(tmp_path):
     ({"benchmark": {"size": "tiny"}, "pairs": {"temperature": 0}}, "pairs.temperature: must be a number above 0"),
     ({"benchmark": {"size": "tiny"}, "pairs": {"top_p": 0.0}}, "pairs.top_p: must be a number above 0 and at most 1"),
     ({"benchmark": {"size": "tiny", "text_documents": -5}}, "benchmark.text_documents: must be at least 0, got -5"),
+    # past what any machine can do: refused by the stage's command (since 2026-12-07) when that stage started
+    ({"benchmark": {"size": "tiny", "text_documents": 10**12}},
+     "benchmark.text_documents: must be at most 10000000, got 1000000000000"),
+    ({"benchmark": {"size": "tiny"}, "evaluate": {"batch_size": 10**8}}, "evaluate.batch_size: must be at most 65536, got "
+     "100000000"),
+    ({"benchmark": {"size": "tiny"}, "pairs": {"max_new_tokens": 10**12}},
+     "pairs.max_new_tokens: must be at most 1048576, got 1000000000000"),
     # refused by the textcorpus stage only, after the benchmark was built
     ({"benchmark": {"size": "tiny", "text_unseen_share": -0.5}},
      "benchmark.text_unseen_share: must be a share at least 0 and at most 1, got -0.5"),

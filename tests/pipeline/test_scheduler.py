@@ -21,6 +21,7 @@ from speechsum.pipeline.cli import read_marker
 from speechsum.pipeline.runner import StageFailed, marker_path
 from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
 from tests.conftest import REPO
+from tests.helpers import with_options
 
 STAND_IN = """\
 import json, os, pathlib, signal, sys, time
@@ -296,7 +297,7 @@ def test_from_a_stage_until_does_not_run_is_refused_before_anything_is_cleared(t
 ])
 def test_bad_options_are_refused_before_the_run_dir_is_made(tmp_path, capsys, option, value, message):
     with pytest.raises(SystemExit) as stop:
-        pipeline.main(["--preset", "tiny", "--run-dir", str(tmp_path / "run"), option, value])
+        pipeline.main(with_options(["--preset", "tiny", "--run-dir", str(tmp_path / "run")], option, value))
     assert stop.value.code == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
 

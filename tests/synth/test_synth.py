@@ -21,6 +21,7 @@ from speechsum.synth.prompts import PROMPT_VERSIONS, STYLES, parse_queries, pars
 from speechsum.synth.run import build_parser, main, run_synth, stats_path
 from speechsum.utils.remote import JsonlCache
 from tests.conftest import REPO
+from tests.helpers import with_options
 from tests.servers import JSONServer, ScriptedChatBackend, prompt_text, serve_in_thread
 
 SECRET = "sk-test-synth-0123456789-never-written"
@@ -90,12 +91,11 @@ def recordings(tmp_path, toy_data) -> Path:
 
 
 def synth(url: str, manifest: Path, out: Path, *extra: str) -> dict:
-    args = build_parser().parse_args([
+    args = build_parser().parse_args(with_options([
         "--manifest", str(manifest), "--out", str(out), "--model", "scripted", "--base-url", url,
         "--api-key-env", "SYNTH_TEST_KEY", "--num-queries", str(K), "--keep", str(KEEP),
         "--concurrency", "3", "--backoff-seconds", "0.01", "--parse-attempts", "2", "--request-attempts", "3",
-        *extra,
-    ])
+    ], *extra))
     return run_synth(args, progress=False)
 
 

@@ -1,0 +1,86 @@
+"""An option given twice on one command line with two different values (``--batch-size 8 …
+--batch-size 16``): argparse keeps the last without a word, so the first, typed on purpose, was lost.
+:class:`OnceParser` refuses it with a usage error naming both values; options that add up
+(``--manifest`` and ``--system`` of ``speechsum evaluate``: ``action="append"``), flags, and an option
+repeated with the same value are taken as before."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def option_action(parser: argparse.ArgumentParser, arg: str) -> tuple[argparse.Action, str | None] | None:
+    """(the action ``arg`` names, the value written inside it: ``--out=x``'s ``x``, ``-n5``'s ``5``;
+    None when the value is the next argument), or None for no option of ``parser``: a value, a
+    negative number, an abbreviation of several options (argparse's own error says so)."""
+    options = parser._option_string_actions
+    if not arg.startswith("-") or arg == "-":
+        return None
+    if arg.startswith("--"):
+        name, equals, value = arg.partition("=")
+        if name in options:
+            return options[name], value if equals else None
+        matches = [o for o in options if o.startswith(name) and o.startswith("--")] if parser.allow_abbrev else []
+        return (options[matches[0]], value if equals else None) if len(matches) == 1 else None
+    if arg in options:
+        return options[arg], None
+    if arg[:2] in options and len(arg) > 2:  # -n5, -n=5
+        return options[arg[:2]], arg[2:].removeprefix("=")
+    return None
+
+
+def repeated_option(parser: argparse.ArgumentParser, args: Sequence[str]) -> str | None:
+    """``--out: given twice, a then b: give it once`` for the first plain option (one value, stored)
+    that ``args`` give twice with different values; None when there is none. Stops at ``--`` and at a
+    subcommand's name (its own parser checks what follows)."""
+    commands = {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                for name in action.choices}
+    seen: dict[argparse.Action, tuple[str, str]] = {}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--" or arg in commands:
+            return None
+        found = option_action(parser, arg)
+        if found is None:
+            continue
+        action, value = found
+        if type(action) is not argparse._StoreAction or action.nargs not in (None, "?"):
+            continue
+        if value is None:
+            if action.nargs == "?" or index >= len(args):
+                continue
+            value = args[index]
+            index += 1
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+        if action in seen and not same_value(action, seen[action][1], value):
+            first_name, first = seen[action]
+            shown = name if name == first_name else f"{first_name} / {name}"
+            return (f"{shown}: given twice, {first!r} and then {value!r}; give it once (argparse would keep the "
+                    f"last without a word)")
+        seen.setdefault(action, (name, value))
+    return None
+
+
+def same_value(action: argparse.Action, first: str, then: str) -> bool:
+    """Whether two values of ``action`` are the same (``2`` and ``02`` of an integer option are)."""
+    if first == then:
+        return True
+    try:
+        return action.type(first) == action.type(then) if callable(action.type) else False
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        return False
+
+
+class OnceParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose command line may not give a plain option twice with different
+    values (:func:`repeated_option`); its subcommands' parsers are of this class too."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
+        args = list(sys.argv[1:] if args is None else args)
+        if (problem := repeated_option(self, args)) is not None:
+            self.error(problem)
+        return super().parse_known_args(args, namespace)
