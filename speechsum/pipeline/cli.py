@@ -55,7 +55,7 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
-from speechsum.utils.arguments import MAX_THREADS, at_least, number, unset_text
+from speechsum.utils.arguments import MAX_THREADS, MAX_WORKERS, at_least, number, unset_text
 from speechsum.utils.io import check_output_path
 from speechsum.utils.repeated_options import OnceParser
 from speechsum.utils.temp_owner import remove_stale_temporaries
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"resuming); stages: {', '.join(PIPELINE.names)}; evaluate = the three student evaluations")
     parser.add_argument("--until", type=stage_list, metavar="STAGE[,STAGE…]",
                         help="run only these stages and the stages they are built from")
-    parser.add_argument("--lanes", type=at_least(1), default=2, metavar="N",
+    parser.add_argument("--lanes", type=at_least(1, MAX_WORKERS), default=2, metavar="N",
                         help="run up to N independent stages at the same time (default 2; 1 = one after the other)")
     parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=None, metavar="N",
                         help="CPU threads shared out between the lanes: each command gets max(1, N // lanes) as "

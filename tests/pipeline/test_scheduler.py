@@ -288,6 +288,7 @@ def test_from_a_stage_until_does_not_run_is_refused_before_anything_is_cleared(t
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--lanes", "0", "argument --lanes: must be at least 1, got 0"),
+    ("--lanes", "257", "argument --lanes: must be at most 256, got 257"),  # stages at once: no thread pool of 10**9
     ("--threads", "-3", "argument --threads: must be at least 1, got -3"),
     ("--checkpoint-every", "nan", "argument --checkpoint-every: must be a number of seconds at least 0"),
     # a usage error (exit 2) like the others, not a runtime one (exit 1) after the arguments were taken
