@@ -95,8 +95,22 @@ def test_fit_without_a_train_manifest_is_one_line_naming_the_setting(tmp_path, t
         main(["fit", "--config", str(config), "--data.train_manifest", "null"])
     err = capsys.readouterr().err
     assert info.value.code == 2, err
-    assert ("speechsum fit: error: no train data: set `train_manifest` (or `hf_dataset` with that split) in the data "
-            "config\n") in err and "Traceback" not in err
+    assert ("speechsum fit: error: data.train_manifest: no train data: set it to a manifest (or set `data.hf_dataset` "
+            "with that split) in the data config\n") in err and "Traceback" not in err
+
+
+def test_fit_with_a_null_train_manifest_in_a_config_file_names_its_file_and_line(tmp_path, toy_data, capsys):
+    """Before: "no train data: set train_manifest ..." without the --config file and line that set it null."""
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    text = config.read_text()
+    config.write_text(text.replace(f"train_manifest: {toy_data['train']}", "train_manifest: null"))
+    line = 1 + config.read_text().splitlines().index("  train_manifest: null")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert (f"speechsum fit: error: data.train_manifest ({config}:{line}): no train data: set it to a manifest (or set "
+            "`data.hf_dataset` with that split) in the data config\n") in err and "Traceback" not in err
 
 
 def test_the_shipped_settings_pass(tiny_composed):

@@ -283,7 +283,8 @@ class SpeechSumDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> SpeechLoader:
         if split not in self.datasets:
-            raise ConfigError(f"no {split} data: set `{split}_manifest` (or `hf_dataset` with that split) in the data config")
+            raise ConfigError(f"data.{split}_manifest: no {split} data: set it to a manifest (or set `data.hf_dataset` "
+                              "with that split) in the data config")
         dataset = self.datasets[split]
         batch_sampler = DurationBucketBatchSampler(
             None,

@@ -154,7 +154,7 @@ def test_missing_processor_is_a_helpful_error(toy_data):
 
 def test_loader_without_data_is_a_helpful_error(toy_data, processor):
     dm = datamodule(processor, train_manifest=str(toy_data["train"]))
-    with pytest.raises(ConfigError, match=r"no test data: set `test_manifest`"):  # speechsum: one line, exit 2
+    with pytest.raises(ConfigError, match=r"^data\.test_manifest: no test data: set it to a manifest"):  # speechsum: one line, exit 2
         dm.test_dataloader()
     dm.setup("fit")
     assert dm.val_dataloader() == []  # no val manifest: Lightning skips validation
