@@ -186,6 +186,19 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
                        "prompt_logprobs[4]: the probabilities of its 2 log-probs sum to 1.72, more than 1"),
     "bad id": ("echo", lambda r, c, lp, pl: lp["tokens"].__setitem__(-1, "token_id:abc"),
                "logprobs.tokens[4]: token 'token_id:abc' has no integer id"),
+    # the echoed ids are those sent, the prompt's too (before, only the completion's: another prompt of the same
+    # length read as this one's scores; a BOS put in front read as "echoed token token_id:7 at 3, sent 8")
+    "other prompt": ("echo", lambda r, c, lp, pl: lp["tokens"].__setitem__(1, "token_id:42"),
+                     "echoed token 42 at 1 (prompt token 1 of 3), sent 6: the server scored other tokens than those "
+                     "sent, so its scores are not the teacher's for this text"),
+    "other completion": ("echo", lambda r, c, lp, pl: lp["tokens"].__setitem__(-1, "token_id:42"),
+                         "echoed token 42 at 4 (completion token 1 of 2), sent 9: the server scored other tokens"),
+    "bos in front": ("echo", lambda r, c, lp, pl: [lp[key].insert(0, value) for key, value in (
+        ("tokens", "token_id:1"), ("token_logprobs", None), ("top_logprobs", None))],
+                     "the server put token_id:1 in front of the 5 tokens sent (a BOS token its tokenizer adds to every "
+                     "prompt), so every score would be one position off: serve the teacher with a server that scores "
+                     "token-id prompts as sent (vLLM, speechsum serve), or turn off its BOS token (add_bos_token: "
+                     "false in the served tokenizer's config)"),
     "logprobs a string": ("echo", lambda r, c, lp, pl: c.__setitem__("logprobs", "oops"), "does not echo the 5"),
     "pl bare float": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, {"9": -1.0}),
                       "prompt_logprobs[4]['9'] is a number without a 'logprob'"),

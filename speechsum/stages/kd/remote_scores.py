@@ -3,7 +3,8 @@
 Per completion position a reply gives the supplied token's log-prob and the top-k alternatives:
 ``echo`` + ``logprobs`` (the OpenAI legacy format, token names ``token_id:<id>``) or vLLM's
 ``prompt_logprobs`` (per position ``{"<id>": {"logprob": ...}}``). Every value read is checked:
-lists long enough, entries of the right type, ids that are integers, log-probs finite and
+lists long enough, entries of the right type, ids that are integers, echoed ids those sent (the
+prompt's too; a BOS token the server put in front is named as such), log-probs finite and
 ≤ 0 (up to :data:`LOGPROB_SLACK` of float rounding), a position's alternatives' probabilities
 summing to at most 1 (up to :data:`MASS_SLACK`). Anything else is an ``EndpointError`` (a ValueError) naming the
 endpoint, the field and the position: a broken server must not feed NaN or garbage into KD.
@@ -112,22 +113,49 @@ def _best(scored: list[tuple[int, float]], k: int, endpoint: str, where: str) ->
     return sorted(scored, key=lambda pair: pair[1], reverse=True)[:k]
 
 
-def echo_scores(choice: Any, endpoint: str, start: int, completion: list[int], k: int) -> Scores:
-    """Scores of ``completion`` (sent after ``start`` prompt ids) from an ``echo`` reply's ``logprobs``."""
+def check_echoed(tokens: list[Any], endpoint: str, prompt: list[int], completion: list[int]) -> None:
+    """An :class:`EndpointError` unless the echoed ``tokens`` are the ids sent (``prompt`` + ``completion``):
+    one list comparison when they are; else the first that differs, named as prompt or completion, or a
+    token the server put in front of them (a BOS its tokenizer adds), which would shift every score."""
+    sent = prompt + completion
+    names = [f"token_id:{token}" for token in sent]
+    if tokens[: len(sent)] == names:
+        return
+    added = len(tokens) - len(sent)
+    if added > 0 and tokens[added:] == names:
+        shown = ", ".join(str(token) for token in tokens[:added])
+        raise EndpointError(
+            f"{endpoint}: the server put {shown} in front of the {len(sent)} tokens sent (a BOS token its tokenizer "
+            "adds to every prompt), so every score would be one position off: serve the teacher with a server that "
+            "scores token-id prompts as sent (vLLM, speechsum serve), or turn off its BOS token (add_bos_token: false in "
+            "the served tokenizer's config)")
+    for position, token in enumerate(sent):
+        echoed = token_id(tokens[position], endpoint, f"logprobs.tokens[{position}]")
+        if echoed != token:
+            part = (f"prompt token {position} of {len(prompt)}" if position < len(prompt)
+                    else f"completion token {position - len(prompt)} of {len(completion)}")
+            raise EndpointError(
+                f"{endpoint}: echoed token {echoed} at {position} ({part}), sent {token}: the server scored other "
+                "tokens than those sent, so its scores are not the teacher's for this text")
+
+
+def echo_scores(choice: Any, endpoint: str, prompt: list[int], completion: list[int], k: int) -> Scores:
+    """Scores of ``completion`` (sent after the ``prompt`` ids) from an ``echo`` reply's ``logprobs``; the
+    echoed ids are checked against those sent (:func:`check_echoed`)."""
+    start = len(prompt)
     end = start + len(completion)
     logprobs = getattr(choice, "logprobs", None)
     if not isinstance(logprobs, pydantic.BaseModel) or not isinstance(logprobs.tokens, list) \
             or len(logprobs.tokens) < end:
         raise EndpointError(f"{endpoint}: the reply does not echo the {end} prompt tokens sent{NO_SCORES}")
+    check_echoed(logprobs.tokens, endpoint, prompt, completion)
     for name in ("token_logprobs", "top_logprobs"):
         values = getattr(logprobs, name, None)
         if not isinstance(values, list) or len(values) < end:
             shown = f"has {len(values)} entries" if isinstance(values, list) else f"is {json_type(values)}"
             raise EndpointError(f"{endpoint}: logprobs.{name} {shown}; the {end} echoed tokens need one each{NO_SCORES}")
     token_lps, tops = [], []
-    for position, token in zip(range(start, end), completion):
-        if token_id(logprobs.tokens[position], endpoint, f"logprobs.tokens[{position}]") != token:
-            raise EndpointError(f"{endpoint}: echoed token {logprobs.tokens[position]} at {position}, sent {token}")
+    for position in range(start, end):
         token_lps.append(logprob(logprobs.token_logprobs[position], endpoint, f"logprobs.token_logprobs[{position}]"))
         where = f"logprobs.top_logprobs[{position}]"
         top = logprobs.top_logprobs[position]
@@ -138,8 +166,9 @@ def echo_scores(choice: Any, endpoint: str, start: int, completion: list[int], k
     return token_lps, tops
 
 
-def prompt_logprob_scores(choice: Any, endpoint: str, start: int, completion: list[int], k: int) -> Scores:
-    """Scores of ``completion`` (sent after ``start`` prompt ids) from vLLM's ``prompt_logprobs``."""
+def prompt_logprob_scores(choice: Any, endpoint: str, prompt: list[int], completion: list[int], k: int) -> Scores:
+    """Scores of ``completion`` (sent after the ``prompt`` ids) from vLLM's ``prompt_logprobs``."""
+    start = len(prompt)
     end = start + len(completion)
     entries = (getattr(choice, "model_extra", None) or {}).get("prompt_logprobs")
     if not isinstance(entries, list):

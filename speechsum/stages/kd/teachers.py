@@ -282,7 +282,7 @@ class OpenAICompatibleTeacher(Teacher):
         except (openai.BadRequestError, openai.NotFoundError) as error:  # top_k above --max-logprobs, past the context, …
             raise refusal(error, endpoint, k, len(prompt), len(completion)) from error
         read = prompt_logprob_scores if self.scoring == "prompt_logprobs" else echo_scores
-        return read(choice, endpoint, len(prompt), completion, k)
+        return read(choice, endpoint, prompt, completion, k)
 
     def score(self, batch: SpeechBatch, completion_ids: Tensor, completion_mask: Tensor) -> TeacherScores:
         from speechsum.utils.remote import map_concurrent
