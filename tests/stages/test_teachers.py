@@ -199,6 +199,13 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
                      "prompt), so every score would be one position off: serve the teacher with a server that scores "
                      "token-id prompts as sent (vLLM, speechsum serve), or turn off its BOS token (add_bos_token: "
                      "false in the served tokenizer's config)"),
+    "pl other prompt": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(1, {"42": {"logprob": -1.0}}),
+                        "prompt_logprobs[1] does not score prompt token 1 of 3 sent (6): the server scored other "
+                        "tokens than those sent, so its scores are not the teacher's for this text"),
+    "pl bos in front": ("prompt_logprobs", lambda r, c, lp, pl: pl.insert(1, {"5": {"logprob": -1.0}}),
+                        "prompt_logprobs has 6 positions, 1 more than the 5 tokens sent: the server put tokens in "
+                        "front of them (a BOS token its tokenizer adds to every prompt), so every score would be one "
+                        "position off"),
     "logprobs a string": ("echo", lambda r, c, lp, pl: c.__setitem__("logprobs", "oops"), "does not echo the 5"),
     "pl bare float": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(-1, {"9": -1.0}),
                       "prompt_logprobs[4]['9'] is a number without a 'logprob'"),

@@ -26,6 +26,10 @@ MASS_SLACK = 0.05  # how far one position's top-k probabilities may sum past 1 (
 NO_SCORES = ("; token-level KD needs a server that scores supplied text (echo + logprobs, or vLLM's prompt_logprobs): "
              "vLLM or speechsum serve; the OpenAI and Azure APIs do not (set the teacher's scoring: none, "
              "sequence-level KD)")
+ADDED_BOS = (" (a BOS token its tokenizer adds to every prompt), so every score would be one position off: serve "
+             "the teacher with a server that scores token-id prompts as sent (vLLM, speechsum serve), or turn off its "
+             "BOS token (add_bos_token: false in the served tokenizer's config)")
+OTHER_TOKENS = ": the server scored other tokens than those sent, so its scores are not the teacher's for this text"
 Scores = tuple[list[float], list[list[tuple[int, float]]]]  # token log-probs, top-k [(id, log-prob)] best first
 
 
@@ -124,19 +128,14 @@ def check_echoed(tokens: list[Any], endpoint: str, prompt: list[int], completion
     added = len(tokens) - len(sent)
     if added > 0 and tokens[added:] == names:
         shown = ", ".join(str(token) for token in tokens[:added])
-        raise EndpointError(
-            f"{endpoint}: the server put {shown} in front of the {len(sent)} tokens sent (a BOS token its tokenizer "
-            "adds to every prompt), so every score would be one position off: serve the teacher with a server that "
-            "scores token-id prompts as sent (vLLM, speechsum serve), or turn off its BOS token (add_bos_token: false in "
-            "the served tokenizer's config)")
+        raise EndpointError(f"{endpoint}: the server put {shown} in front of the {len(sent)} tokens sent{ADDED_BOS}")
     for position, token in enumerate(sent):
         echoed = token_id(tokens[position], endpoint, f"logprobs.tokens[{position}]")
         if echoed != token:
             part = (f"prompt token {position} of {len(prompt)}" if position < len(prompt)
                     else f"completion token {position - len(prompt)} of {len(completion)}")
             raise EndpointError(
-                f"{endpoint}: echoed token {echoed} at {position} ({part}), sent {token}: the server scored other "
-                "tokens than those sent, so its scores are not the teacher's for this text")
+                f"{endpoint}: echoed token {echoed} at {position} ({part}), sent {token}{OTHER_TOKENS}")
 
 
 def echo_scores(choice: Any, endpoint: str, prompt: list[int], completion: list[int], k: int) -> Scores:
@@ -173,6 +172,14 @@ def prompt_logprob_scores(choice: Any, endpoint: str, prompt: list[int], complet
     entries = (getattr(choice, "model_extra", None) or {}).get("prompt_logprobs")
     if not isinstance(entries, list):
         raise EndpointError(f"{endpoint}: the reply's prompt_logprobs is {json_type(entries)}, not an array{NO_SCORES}")
+    if len(entries) > end:
+        raise EndpointError(f"{endpoint}: prompt_logprobs has {len(entries)} positions, {len(entries) - end} more than "
+                            f"the {end} tokens sent: the server put tokens in front of them{ADDED_BOS}")
+    for position in range(1, min(start, len(entries))):  # the prompt's scored ids: those sent (one lookup each)
+        entry = entries[position]
+        if not isinstance(entry, dict) or str(prompt[position]) not in entry:
+            raise EndpointError(f"{endpoint}: prompt_logprobs[{position}] does not score prompt token {position} of "
+                                f"{start} sent ({prompt[position]}){OTHER_TOKENS}")
     token_lps, tops = [], []
     for position, token in zip(range(start, end), completion):
         entry = entries[position] if position < len(entries) else None
