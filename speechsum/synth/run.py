@@ -40,6 +40,9 @@ from speechsum.synth.prompts import (
     RATE_PROMPT,
     STYLES,
     SUMMARY_PROMPT,
+    checked_queries,
+    checked_scores,
+    checked_summary,
     parse_queries,
     parse_scores,
     parse_summary,
@@ -147,11 +150,12 @@ class Synthesizer:
         with self._lock:
             self.counts[name] += n
 
-    def _cached_ask(self, step: str, key: str, messages: list[dict], parse, label: str) -> dict | None:
-        """The cached value for ``key``, else ask (``{"value": parsed}`` cached on success), else None."""
+    def _cached_ask(self, step: str, key: str, messages: list[dict], parse, check, label: str) -> dict | None:
+        """The cached value for ``key`` (passed through ``check``, the checks ``parse`` makes on an
+        answer's value), else ask (``{"value": parsed}`` cached on success), else None."""
         if (hit := self.cache.get(key)) is not None:
             self._count("cached")
-            return hit
+            return {"value": self._checked_hit(hit, key, step, check)}
         answer = self.askers[step].ask(messages, parse, label=f"{label} ({step})")
         if not answer.ok:
             log.warning("%s: %s failed: %s", label, step, answer.error)
@@ -164,6 +168,19 @@ class Synthesizer:
         self.cache.put(key, value)
         return value
 
+    def _checked_hit(self, hit: dict, key: str, step: str, check):
+        """A cached answer of another version or hand-edited (a summary that is a number, scores
+        fewer than the queries) stops the run naming the cache file and key: it was written to the
+        output manifest as it was, or crashed the run with a KeyError."""
+        try:
+            if "value" not in hit:
+                raise ValueError("no 'value'")
+            return check(hit["value"])
+        except ValueError as error:
+            shown = json.dumps(hit, ensure_ascii=False)[:200]
+            raise ValueError(f"{self.cache.path}: the entry with key {key} is not a cached {step} answer ({error}): "
+                             f"{shown}. Remove that line or the file to rebuild the cache.") from None
+
     def plan(self, example: Example) -> Plan:
         """Steps 1 and 2 for one recording: queries, their importance, the kept ones."""
         s = self.settings
@@ -171,13 +188,15 @@ class Synthesizer:
         key = cache_key("synth-queries", QUERIES_PROMPT.version, s.model, transcript_hash, s.num_queries,
                         s.styles, s.query_temperature)
         got = self._cached_ask("queries", key, queries_messages(example.transcript, s.num_queries, s.styles),
-                               lambda text: parse_queries(text, s.num_queries, s.styles), example.id)
+                               lambda text: parse_queries(text, s.num_queries, s.styles),
+                               lambda value: checked_queries(value, s.num_queries, s.styles), example.id)
         if got is None:
             return Plan(example, failure="queries")
         queries = got["value"]
         key = cache_key("synth-rating", RATE_PROMPT.version, s.model, transcript_hash, queries)
         got = self._cached_ask("rating", key, rate_messages(example.transcript, queries),
-                               lambda text: parse_scores(text, len(queries)), example.id)
+                               lambda text: parse_scores(text, len(queries)),
+                               lambda value: checked_scores(value, len(queries)), example.id)
         if got is None:
             return Plan(example, failure="rating")
         rated = [{**q, "importance": score} for q, score in zip(queries, got["value"])]
@@ -194,7 +213,7 @@ class Synthesizer:
         key = cache_key("synth-summary", SUMMARY_PROMPT.version, s.model, transcript_hash, query["query"],
                         s.summary_temperature)
         got = self._cached_ask("summary", key, summary_messages(example.transcript, query["query"]),
-                               parse_summary, example.id)
+                               parse_summary, checked_summary, example.id)
         return None if got is None else got["value"]
 
     def _postfix(self) -> dict:
