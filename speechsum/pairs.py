@@ -293,12 +293,16 @@ def build_judge(args) -> PairwiseJudge:
                        max_tokens=args.judge_max_tokens)
 
 
+def cache_folder(args) -> Path:
+    """The caches' folder: ``--cache``, else ``OUT.cache``."""
+    return Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + ".cache")
+
+
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
     check_output_path(args.out, "--out")  # before hours of sampling
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
-    if args.cache:
-        check_output_path(args.cache, "--cache", folder=True)
+    check_output_path(cache_folder(args), "--cache" if args.cache else "the default --cache", folder=True)
     if args.device:  # torch.device("tpu9") or CUDA on a machine without one: a traceback after the model loaded
         check_device(args.device)
     if judge is None and args.judge == "openai":  # before sampling: the judge's key as the options name it
@@ -316,7 +320,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
                              "only; use --judge openai for other data")
     check_input_file(args.ckpt, "--ckpt")
     check_input_file(args.config, "--config")
-    cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    cache_dir = cache_folder(args)
     for name in ("samples.jsonl", "verdicts.jsonl"):
         check_cache_path(cache_dir / name, "--cache", [("--manifest", args.manifest)], [("--out", out)])
     fresh_cache = not cache_dir.exists()  # not left behind empty by a run that fails before sampling

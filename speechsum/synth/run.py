@@ -275,8 +275,9 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     started = time.monotonic()
     check_output_path(args.out, "--out")  # not after the paid LLM calls
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
+    cache_file = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + ".cache") / "synth.jsonl"
+    check_output_path(cache_file, "--cache" if args.cache else "the default --cache")  # a file o.jsonl.cache in the way
     if args.cache:
-        check_output_path(args.cache, "--cache")
         check_cache_path(args.cache, "--cache", [("--manifest", args.manifest)],
                          [("--out", args.out), ("--out's stats", stats_path(Path(args.out)))])
     check_key_option(args.api_key_env, args.base_url, url_option="--base-url")  # before the manifest's audio is read
@@ -292,7 +293,6 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     if args.limit:
         examples = examples[: args.limit]
     out = Path(args.out)
-    cache_file = Path(args.cache) if args.cache else out.with_name(out.name + ".cache") / "synth.jsonl"
     client = openai_client(args.base_url, api_key_env=args.api_key_env, timeout=args.timeout)
     with JsonlCache(cache_file) as cache:
         synthesizer = Synthesizer(settings, client, cache, progress=progress)
