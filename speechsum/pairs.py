@@ -368,6 +368,11 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     if client is not None:  # a remote judge that refused every request: no empty pairs file, one line
         check_not_all_refused([r.get("reasons") if r["kind"] == "unjudged" else None for r in results
                                if r["kind"] != "identical"], str(client.base_url), args.judge_model, "the pair judge")
+    if not counts["pair"]:  # not an empty file DPO refuses as 'no JSON line'; samples and verdicts stay cached
+        raise ValueError(f"no preference pair from the {len(examples)} examples ({counts['tie']} ties, {counts['identical']} "
+                         f"with < 2 distinct samples, {counts['unjudged']} unjudged, {len(unread)} unreadable audio); nothing "
+                         f"written to {out}. Samples and verdicts stay cached in {cache_dir}: rerun with --add-reference "
+                         "(the reference summary as a candidate), a higher --num-samples or --temperature, or another judge")
     rows = [output_row(e, records[e.id], r, judge, out.parent) for e, r in zip(examples, results) if r["kind"] == "pair"]
     write_jsonl(out, rows)
     summary = {
