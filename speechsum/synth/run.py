@@ -275,6 +275,8 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     started = time.monotonic()
     check_output_path(args.out, "--out")  # not after the paid LLM calls
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
+    check_not_an_input(stats_path(Path(args.out)), "--out", [("--manifest", args.manifest)],
+                       "the stats file written beside --out (<out stem>.stats.json) would replace that input")
     cache_file = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + ".cache") / "synth.jsonl"
     check_output_path(cache_file, "--cache" if args.cache else "the default --cache")  # a file o.jsonl.cache in the way
     if args.cache:

@@ -379,3 +379,19 @@ def test_a_cached_answer_of_the_wrong_shape_stops_synth_naming_the_cache_entry(t
     assert info.value.code == (f"speechsum synth: {cache_file}: the entry with key {target['key']} is not a cached "
                                f"{step} answer ({problem}): {shown}. Remove that line or the file to rebuild the cache.")
     assert not out.exists() and not stats_path(out).exists()
+
+
+def test_an_out_whose_stats_file_is_the_input_manifest_is_refused_before_any_call(tmp_path, recordings):
+    """`--out rec.jsonl` beside a manifest named rec.stats.json: the stats file replaced the manifest."""
+    from speechsum.cli import main as speechsum
+
+    manifest = recordings.with_name("rec.stats.json")
+    recordings.rename(manifest)
+    original = manifest.read_text()
+    with pytest.raises(SystemExit) as info:
+        speechsum(["synth", "--manifest", str(manifest), "--out", str(manifest.with_name("rec.jsonl")), "--model", "m",
+                   "--base-url", "http://127.0.0.1:9/v1"])
+    assert info.value.code == (f"speechsum synth: --out {manifest} is the --manifest file: the stats file written beside "
+                               "--out (<out stem>.stats.json) would replace that input; give another --out path")
+    assert manifest.read_text() == original
+    assert sorted(p.name for p in manifest.parent.iterdir()) == ["rec.stats.json"]
