@@ -50,6 +50,7 @@ from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
     check_cache_path,
     check_input_file,
+    check_not_above,
     check_not_an_input,
     check_output_path,
     file_sha256,
@@ -303,6 +304,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     check_output_path(args.out, "--out")  # before hours of sampling
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
     check_output_path(cache_folder(args), "--cache" if args.cache else "the default --cache", folder=True)
+    check_not_above(args.out, "--out", cache_folder(args), "--cache")
     if args.device:  # torch.device("tpu9") or CUDA on a machine without one: a traceback after the model loaded
         check_device(args.device)
     if judge is None and args.judge == "openai":  # before sampling: the judge's key as the options name it

@@ -64,6 +64,7 @@ from speechsum.utils.arguments import (
 from speechsum.utils.chat_json import ChatJsonAsker
 from speechsum.utils.io import (
     check_cache_path,
+    check_not_above,
     check_not_an_input,
     check_output_path,
     write_atomic,
@@ -282,6 +283,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     if args.cache:
         check_cache_path(args.cache, "--cache", [("--manifest", args.manifest)],
                          [("--out", args.out), ("--out's stats", stats_path(Path(args.out)))])
+    check_not_above(args.out, "--out", cache_file, "--cache")
     check_key_option(args.api_key_env, args.base_url, url_option="--base-url")  # before the manifest's audio is read
     settings = SynthSettings(
         model=args.model, num_queries=args.num_queries, keep=args.keep, min_importance=args.min_importance,
