@@ -50,6 +50,7 @@ from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
     check_cache_path,
     check_input_file,
+    check_not_above,
     check_not_an_input,
     check_output_path,
     file_sha256,
@@ -293,12 +294,17 @@ def build_judge(args) -> PairwiseJudge:
                        max_tokens=args.judge_max_tokens)
 
 
+def cache_folder(args) -> Path:
+    """The caches' folder: ``--cache``, else ``OUT.cache``."""
+    return Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + ".cache")
+
+
 def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None = None) -> dict:
     """The whole job (``main`` without argument parsing); returns the counts it printed."""
     check_output_path(args.out, "--out")  # before hours of sampling
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest), ("--ckpt", args.ckpt), ("--config", args.config)])
-    if args.cache:
-        check_output_path(args.cache, "--cache", folder=True)
+    check_output_path(cache_folder(args), "--cache" if args.cache else "the default --cache", folder=True)
+    check_not_above(args.out, "--out", cache_folder(args), "--cache")
     if args.device:  # torch.device("tpu9") or CUDA on a machine without one: a traceback after the model loaded
         check_device(args.device)
     if judge is None and args.judge == "openai":  # before sampling: the judge's key as the options name it
@@ -316,7 +322,7 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
                              "only; use --judge openai for other data")
     check_input_file(args.ckpt, "--ckpt")
     check_input_file(args.config, "--config")
-    cache_dir = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    cache_dir = cache_folder(args)
     for name in ("samples.jsonl", "verdicts.jsonl"):
         check_cache_path(cache_dir / name, "--cache", [("--manifest", args.manifest)], [("--out", out)])
     fresh_cache = not cache_dir.exists()  # not left behind empty by a run that fails before sampling
@@ -364,6 +370,11 @@ def run_pairs(args, judge: PairwiseJudge | None = None, student: Student | None 
     if client is not None:  # a remote judge that refused every request: no empty pairs file, one line
         check_not_all_refused([r.get("reasons") if r["kind"] == "unjudged" else None for r in results
                                if r["kind"] != "identical"], str(client.base_url), args.judge_model, "the pair judge")
+    if not counts["pair"]:  # not an empty file DPO refuses as 'no JSON line'; samples and verdicts stay cached
+        raise ValueError(f"no preference pair from the {len(examples)} examples ({counts['tie']} ties, {counts['identical']} "
+                         f"with < 2 distinct samples, {counts['unjudged']} unjudged, {len(unread)} unreadable audio); nothing "
+                         f"written to {out}. Samples and verdicts stay cached in {cache_dir}: rerun with --add-reference "
+                         "(the reference summary as a candidate), a higher --num-samples or --temperature, or another judge")
     rows = [output_row(e, records[e.id], r, judge, out.parent) for e, r in zip(examples, results) if r["kind"] == "pair"]
     write_jsonl(out, rows)
     summary = {

@@ -103,3 +103,50 @@ def test_synth_refuses_a_cache_that_is_a_hard_link_of_the_manifest(tmp_path, one
     assert message == (f"speechsum synth: --cache {cache} is the --manifest file: the cache would be "
                        "appended to that input (or cut it); give another --cache path")
     assert one_line_manifest.read_text() == original
+
+
+@pytest.mark.parametrize("command", ["synth", "pairs"])
+def test_a_file_where_the_default_cache_folder_goes_is_refused_naming_it(tmp_path, one_line_manifest, monkeypatch,
+                                                                         command, capsys):
+    """No --cache and a file OUT.cache in the way: '[Errno 17] File exists: OUT.cache' (pairs after
+    reading the manifest), naming neither the cache nor what to change."""
+    monkeypatch.setenv("CACHE_PATHS_TEST_KEY", "k")
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "out.jsonl.cache").write_text("someone's notes\n")
+    (tmp_path / "student.ckpt").write_bytes(b"not read")
+    (tmp_path / "config.yaml").write_text("not read\n")
+    if command == "synth":
+        argv = ["synth", "--manifest", str(one_line_manifest), "--out", str(out), "--model", "m",
+                "--base-url", DEAD_URL, "--api-key-env", "CACHE_PATHS_TEST_KEY"]
+        cache = f"{out}.cache/synth.jsonl"
+    else:
+        argv = ["pairs", "--ckpt", str(tmp_path / "student.ckpt"), "--config", str(tmp_path / "config.yaml"),
+                "--manifest", str(one_line_manifest), "--out", str(out), "--device", "cpu"]
+        cache = f"{out}.cache is a file: give a folder"
+    message = refused(argv, capsys)
+    reason = f": {out}.cache is a file, not a folder" if command == "synth" else ""
+    assert message == f"speechsum {command}: error: the default --cache {cache}{reason}"
+    assert (tmp_path / "out.jsonl.cache").read_text() == "someone's notes\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["synth", "pairs"])
+def test_an_out_where_the_cache_folder_is_made_is_refused_before_any_work(tmp_path, one_line_manifest, monkeypatch,
+                                                                            command, capsys):
+    """`--out X --cache X/...` (synth) or `--out X --cache X` (pairs), X not there yet: the run made the
+    cache folder X, did all its work (paid LLM calls, sampling and judging) and then failed writing X."""
+    monkeypatch.setenv("CACHE_PATHS_TEST_KEY", "k")
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "student.ckpt").write_bytes(b"not read")
+    (tmp_path / "config.yaml").write_text("not read\n")
+    if command == "synth":
+        cache = out / "synth.jsonl"
+        argv = synth_argv(one_line_manifest, out, cache)
+    else:
+        cache = out
+        argv = ["pairs", "--ckpt", str(tmp_path / "student.ckpt"), "--config", str(tmp_path / "config.yaml"),
+                "--manifest", str(one_line_manifest), "--out", str(out), "--cache", str(cache), "--device", "cpu"]
+    message = refused(argv, capsys)
+    assert message == (f"speechsum {command}: error: --out {out}: --cache {cache} is made there first, so the output "
+                       "could not be written at the end; give --out and --cache different paths")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "in.jsonl", "student.ckpt"]

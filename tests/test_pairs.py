@@ -324,3 +324,26 @@ def test_an_unreadable_checkpoint_leaves_no_empty_cache_folder(tmp_path, toy_dat
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         run_pairs(build_parser().parse_args([*argv, "--cache", str(tmp_path / "kept.cache")]))
     assert sorted(p.name for p in (tmp_path / "kept.cache").iterdir()) == ["samples.jsonl", "verdicts.jsonl"]
+
+
+def always_tie(messages: list[dict]) -> str:
+    return json.dumps({"winner": "tie", "reasons": "both fine"})
+
+
+@pytest.mark.parametrize(("options", "counts"), [
+    ({}, "8 ties, 0 with < 2 distinct samples"),  # a judge that ties every pair
+    ({"temperature": "0.0001"}, "0 ties, 8 with < 2 distinct samples"),  # every sample the same
+])
+def test_no_pair_at_all_stops_pairs_before_an_empty_file_keeping_the_caches(student, tmp_path, options, counts):
+    """Before: an empty pairs.jsonl and exit 0; DPO then refused it as 'the file holds no JSON line ...
+    write one JSON object per line', which says nothing of ties."""
+    out = tmp_path / "pairs.jsonl"
+    with serve_in_thread(ScriptedChatBackend(always_tie)) as url:
+        with pytest.raises(ValueError) as error:
+            run_pairs(pair_args(student, tmp_path, url, **options))
+    assert str(error.value) == (
+        f"no preference pair from the 8 examples ({counts}, 0 unjudged, 0 unreadable audio); nothing written to {out}. "
+        f"Samples and verdicts stay cached in {out}.cache: rerun with --add-reference (the reference summary as a "
+        "candidate), a higher --num-samples or --temperature, or another judge")
+    assert not out.exists()
+    assert len((tmp_path / "pairs.jsonl.cache" / "samples.jsonl").read_text().splitlines()) == 8

@@ -82,7 +82,11 @@ def summary_messages(transcript: str, query: str) -> list[dict[str, str]]:
 def parse_queries(text: str, num_queries: int, styles: list[str]) -> list[dict]:
     """``[{"style", "query"}] * num_queries`` from ``{"queries": [...]}``: styles from ``styles``,
     non-empty distinct queries (case/punctuation-insensitive); extra queries are dropped."""
-    items = first_json_object(text).get("queries")
+    return checked_queries(first_json_object(text).get("queries"), num_queries, styles)
+
+
+def checked_queries(items: object, num_queries: int, styles: list[str]) -> list[dict]:
+    """:func:`parse_queries`' checks on the ``queries`` value itself (an answer's, or a cached one)."""
     if not isinstance(items, list):
         raise ValueError("no 'queries' list in the answer")
     queries, seen = [], set()
@@ -104,7 +108,11 @@ def parse_queries(text: str, num_queries: int, styles: list[str]) -> list[dict]:
 
 def parse_scores(text: str, num_queries: int) -> list[int]:
     """``{"scores": [...]}``: exactly ``num_queries`` integers in 1..10 (:func:`whole_number`)."""
-    scores = first_json_object(text).get("scores")
+    return checked_scores(first_json_object(text).get("scores"), num_queries)
+
+
+def checked_scores(scores: object, num_queries: int) -> list[int]:
+    """:func:`parse_scores`' checks on the ``scores`` value itself (an answer's, or a cached one)."""
     if not isinstance(scores, list) or len(scores) != num_queries:
         raise ValueError(f"expected 'scores' with {num_queries} integers, got {str(scores)[:80]!r}")
     return [whole_number(score, f"scores[{number}]", 1, 10) for number, score in enumerate(scores)]
@@ -113,7 +121,11 @@ def parse_scores(text: str, num_queries: int) -> list[int]:
 def parse_summary(text: str) -> str:
     """``{"summary": "..."}`` with a string that shows something and holds no control character
     (:mod:`speechsum.data.text_checks`: the output manifest must load)."""
-    summary = first_json_object(text).get("summary")
+    return checked_summary(first_json_object(text).get("summary"))
+
+
+def checked_summary(summary: object) -> str:
+    """:func:`parse_summary`'s checks on the ``summary`` value itself (an answer's, or a cached one)."""
     if not isinstance(summary, str) or blank(summary):
         raise ValueError("no non-empty 'summary' string in the answer")
     if problem := control_character(summary):  # the output manifest's loader would refuse the line

@@ -40,6 +40,9 @@ from speechsum.synth.prompts import (
     RATE_PROMPT,
     STYLES,
     SUMMARY_PROMPT,
+    checked_queries,
+    checked_scores,
+    checked_summary,
     parse_queries,
     parse_scores,
     parse_summary,
@@ -61,6 +64,7 @@ from speechsum.utils.arguments import (
 from speechsum.utils.chat_json import ChatJsonAsker
 from speechsum.utils.io import (
     check_cache_path,
+    check_not_above,
     check_not_an_input,
     check_output_path,
     write_atomic,
@@ -147,11 +151,12 @@ class Synthesizer:
         with self._lock:
             self.counts[name] += n
 
-    def _cached_ask(self, step: str, key: str, messages: list[dict], parse, label: str) -> dict | None:
-        """The cached value for ``key``, else ask (``{"value": parsed}`` cached on success), else None."""
+    def _cached_ask(self, step: str, key: str, messages: list[dict], parse, check, label: str) -> dict | None:
+        """The cached value for ``key`` (passed through ``check``, the checks ``parse`` makes on an
+        answer's value), else ask (``{"value": parsed}`` cached on success), else None."""
         if (hit := self.cache.get(key)) is not None:
             self._count("cached")
-            return hit
+            return {"value": self._checked_hit(hit, key, step, check)}
         answer = self.askers[step].ask(messages, parse, label=f"{label} ({step})")
         if not answer.ok:
             log.warning("%s: %s failed: %s", label, step, answer.error)
@@ -164,6 +169,19 @@ class Synthesizer:
         self.cache.put(key, value)
         return value
 
+    def _checked_hit(self, hit: dict, key: str, step: str, check):
+        """A cached answer of another version or hand-edited (a summary that is a number, scores
+        fewer than the queries) stops the run naming the cache file and key: it was written to the
+        output manifest as it was, or crashed the run with a KeyError."""
+        try:
+            if "value" not in hit:
+                raise ValueError("no 'value'")
+            return check(hit["value"])
+        except ValueError as error:
+            shown = json.dumps(hit, ensure_ascii=False)[:200]
+            raise ValueError(f"{self.cache.path}: the entry with key {key} is not a cached {step} answer ({error}): "
+                             f"{shown}. Remove that line or the file to rebuild the cache.") from None
+
     def plan(self, example: Example) -> Plan:
         """Steps 1 and 2 for one recording: queries, their importance, the kept ones."""
         s = self.settings
@@ -171,13 +189,15 @@ class Synthesizer:
         key = cache_key("synth-queries", QUERIES_PROMPT.version, s.model, transcript_hash, s.num_queries,
                         s.styles, s.query_temperature)
         got = self._cached_ask("queries", key, queries_messages(example.transcript, s.num_queries, s.styles),
-                               lambda text: parse_queries(text, s.num_queries, s.styles), example.id)
+                               lambda text: parse_queries(text, s.num_queries, s.styles),
+                               lambda value: checked_queries(value, s.num_queries, s.styles), example.id)
         if got is None:
             return Plan(example, failure="queries")
         queries = got["value"]
         key = cache_key("synth-rating", RATE_PROMPT.version, s.model, transcript_hash, queries)
         got = self._cached_ask("rating", key, rate_messages(example.transcript, queries),
-                               lambda text: parse_scores(text, len(queries)), example.id)
+                               lambda text: parse_scores(text, len(queries)),
+                               lambda value: checked_scores(value, len(queries)), example.id)
         if got is None:
             return Plan(example, failure="rating")
         rated = [{**q, "importance": score} for q, score in zip(queries, got["value"])]
@@ -194,7 +214,7 @@ class Synthesizer:
         key = cache_key("synth-summary", SUMMARY_PROMPT.version, s.model, transcript_hash, query["query"],
                         s.summary_temperature)
         got = self._cached_ask("summary", key, summary_messages(example.transcript, query["query"]),
-                               parse_summary, example.id)
+                               parse_summary, checked_summary, example.id)
         return None if got is None else got["value"]
 
     def _postfix(self) -> dict:
@@ -256,10 +276,14 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     started = time.monotonic()
     check_output_path(args.out, "--out")  # not after the paid LLM calls
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
+    check_not_an_input(stats_path(Path(args.out)), "--out", [("--manifest", args.manifest)],
+                       "the stats file written beside --out (<out stem>.stats.json) would replace that input")
+    cache_file = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + ".cache") / "synth.jsonl"
+    check_output_path(cache_file, "--cache" if args.cache else "the default --cache")  # a file o.jsonl.cache in the way
     if args.cache:
-        check_output_path(args.cache, "--cache")
         check_cache_path(args.cache, "--cache", [("--manifest", args.manifest)],
                          [("--out", args.out), ("--out's stats", stats_path(Path(args.out)))])
+    check_not_above(args.out, "--out", cache_file, "--cache")
     check_key_option(args.api_key_env, args.base_url, url_option="--base-url")  # before the manifest's audio is read
     settings = SynthSettings(
         model=args.model, num_queries=args.num_queries, keep=args.keep, min_importance=args.min_importance,
@@ -273,7 +297,6 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     if args.limit:
         examples = examples[: args.limit]
     out = Path(args.out)
-    cache_file = Path(args.cache) if args.cache else out.with_name(out.name + ".cache") / "synth.jsonl"
     client = openai_client(args.base_url, api_key_env=args.api_key_env, timeout=args.timeout)
     with JsonlCache(cache_file) as cache:
         synthesizer = Synthesizer(settings, client, cache, progress=progress)

@@ -204,6 +204,15 @@ def check_cache_path(path: str | Path, option: str, inputs: Iterable[tuple[str, 
     check_not_an_input(path, option, outputs, "that output, written at the end, would replace the cache")
 
 
+def check_not_above(path: str | Path, option: str, inner: str | Path, inner_option: str) -> None:
+    """Refuse an output file ``path`` (given with ``option``) that is ``inner`` (a cache the run
+    makes first, given with ``inner_option``) or a folder above it: the cache's folder then stood
+    where the output goes, and writing it failed at the end, after all the work."""
+    if os.path.realpath(path) in (os.path.realpath(inner), *map(os.path.realpath, Path(inner).parents)):
+        raise IsADirectoryError(f"{option} {path}: {inner_option} {inner} is made there first, so the output could "
+                                f"not be written at the end; give {option} and {inner_option} different paths")
+
+
 def check_input_file(path: str | Path, option: str) -> None:
     """Refuse an input ``path`` (given with ``option``) that is no file to read, naming the option:
     ``open``'s "[Errno 2] No such file or directory: 'x'" named none."""

@@ -342,3 +342,56 @@ def test_answers_the_output_manifest_would_refuse_are_malformed_and_asked_again(
     with pytest.raises(ValueError, match=re.escape("query 1 holds the control character U+0000 at character 8")):
         parse_queries(json.dumps(queries), 1, ["bullets"])
     assert parse_summary('{"summary": " Ana sends the budget.\\n- by Friday "}') == "Ana sends the budget.\n- by Friday"
+
+
+@pytest.mark.parametrize(("step", "value", "problem"), [
+    ("summary", {"value": 42}, "no non-empty 'summary' string in the answer"),
+    ("summary", {"summary": "an older layout"}, "no 'value'"),
+    ("rating", {"value": [9]}, "expected 'scores' with 5 integers, got '[9]'"),
+    ("queries", {"value": "Query 0, Query 1"}, "no 'queries' list in the answer"),
+])
+def test_a_cached_answer_of_the_wrong_shape_stops_synth_naming_the_cache_entry(tmp_path, recordings, monkeypatch,
+                                                                                step, value, problem):
+    """A cache line of another version or hand-edited: a summary 42 was written to the training manifest
+    as it was (its loader refused it later), a value-less entry or a queries string was a traceback."""
+    from speechsum.cli import main as speechsum
+
+    monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
+    out = tmp_path / "out" / "train.jsonl"
+    with serve_in_thread(ScriptedChatBackend(ScriptedLLM())) as url:
+        synth(url, recordings, out, "--limit", "1")
+    cache_file = out.with_name("train.jsonl.cache") / "synth.jsonl"
+    entries = [json.loads(line) for line in cache_file.read_text().splitlines()]
+    shape = {"summary": str, "rating": int, "queries": dict}[step]
+    target = next(e for e in entries if isinstance(e["value"]["value"], str) == (shape is str)
+                  and (shape is str or isinstance(e["value"]["value"][0], shape)))
+    target["value"] = value
+    cache_file.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    out.unlink()
+    stats_path(out).unlink()
+
+    idle = ScriptedLLM()
+    with serve_in_thread(ScriptedChatBackend(idle)) as url, pytest.raises(SystemExit) as info:
+        speechsum(["synth", "--manifest", str(recordings), "--out", str(out), "--model", "scripted", "--base-url", url,
+                   "--api-key-env", "SYNTH_TEST_KEY", "--num-queries", str(K), "--keep", str(KEEP), "--limit", "1",
+                   "--no-progress"])
+    shown = json.dumps(value)
+    assert info.value.code == (f"speechsum synth: {cache_file}: the entry with key {target['key']} is not a cached "
+                               f"{step} answer ({problem}): {shown}. Remove that line or the file to rebuild the cache.")
+    assert not out.exists() and not stats_path(out).exists()
+
+
+def test_an_out_whose_stats_file_is_the_input_manifest_is_refused_before_any_call(tmp_path, recordings):
+    """`--out rec.jsonl` beside a manifest named rec.stats.json: the stats file replaced the manifest."""
+    from speechsum.cli import main as speechsum
+
+    manifest = recordings.with_name("rec.stats.json")
+    recordings.rename(manifest)
+    original = manifest.read_text()
+    with pytest.raises(SystemExit) as info:
+        speechsum(["synth", "--manifest", str(manifest), "--out", str(manifest.with_name("rec.jsonl")), "--model", "m",
+                   "--base-url", "http://127.0.0.1:9/v1"])
+    assert info.value.code == (f"speechsum synth: --out {manifest} is the --manifest file: the stats file written beside "
+                               "--out (<out stem>.stats.json) would replace that input; give another --out path")
+    assert manifest.read_text() == original
+    assert sorted(p.name for p in manifest.parent.iterdir()) == ["rec.stats.json"]
