@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from speechsum.evaluation.cli import report_main
 from speechsum.evaluation.report import build_report
+from speechsum.evaluation.report_cli import report_main
 
 # name: (kind, role, stage, fact_judge on test, fact_judge on test_xling)
 SYSTEMS = {
