@@ -110,7 +110,7 @@ def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence
         if codes.max() + 1 < d.size:
             sums, counts = np.bincount(codes, weights=d), np.bincount(codes)
     mean, low, high = bootstrap_ci(sums, confidence=0.95, num_resamples=num_resamples, seed=seed, counts=counts)
-    if sums.size == 1 < d.size:  # one unit holding every example: no interval to resample
+    if sums.size == 1:  # one unit (one example, or one recording holding every example): no interval
         low = high = math.nan
     p_value, exact = sign_flip_p_value(sums, num_resamples, seed, exact_max_n)
     return PairedResult(mean, low, high, p_value, int(d.size), exact, int(sums.size))

@@ -394,3 +394,28 @@ def test_a_run_dir_that_is_no_folder_is_said_so(tmp_path, name, problem):
     assert str(stop.value) == (f"speechsum report: {tmp_path / name}: {problem}; give the folder `speechsum evaluate "
                                "--out` wrote, or one system's folder in it")
     assert not (tmp_path / "r").exists()
+
+
+def test_paired_comparisons_on_part_of_the_examples_say_so(runs, tmp_path):
+    # sft answered 30 of the 40 test examples: kd − sft is paired on those 30, named beside its n
+    rows = [json.loads(line) for line in (runs / "sft" / "predictions.jsonl").read_text().splitlines()]
+    kept = [row for row in rows if not (row["split"] == "test" and int(row["id"].split("-")[1]) >= 30)]
+    (runs / "sft" / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+    markdown = build_report([runs], tmp_path / "report")["markdown"].read_text()
+    assert ("On the shared examples only (the others are missing or unscored in one of the two systems, so these Δ "
+            "differ from the difference of the table's means): student + KD (kd) − student + SFT (sft) on test: 30 "
+            "of kd's 40 and sft's 30; student + DPO (dpo) − student + KD (kd) on test: 39 of dpo's 39 and kd's 40; "
+            "student + DPO (dpo) − student + SFT (sft) on test: 29 of dpo's 39 and sft's 30; student + DPO (dpo) − "
+            "cascade (ASR → text LM) on test: 39 of dpo's 39 and cascade's 40; student + DPO (dpo) − text teacher "
+            "on test: 39 of dpo's 39 and teacher's 40.") in markdown
+    table = table_rows(markdown, "## Paired comparisons (fact_judge")
+    assert table[1][:3] == ["student + KD (kd) − student + SFT (sft)", "test", "30"]
+
+
+def test_a_paired_comparison_of_one_example_shows_no_interval(runs, tmp_path):
+    for name in ("sft", "kd"):
+        rows = [json.loads(line) for line in (runs / name / "predictions.jsonl").read_text().splitlines()]
+        (runs / name / "predictions.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    markdown = build_report([runs / "sft", runs / "kd"], tmp_path / "report")["markdown"].read_text()
+    assert table_rows(markdown, "## Paired comparisons (fact_judge")[1] == [
+        "student + KD (kd) − student + SFT (sft)", "test", "1", "+1.500", "— (one example)", "1.0000"]
