@@ -419,3 +419,19 @@ def test_a_paired_comparison_of_one_example_shows_no_interval(runs, tmp_path):
     markdown = build_report([runs / "sft", runs / "kd"], tmp_path / "report")["markdown"].read_text()
     assert table_rows(markdown, "## Paired comparisons (fact_judge")[1] == [
         "student + KD (kd) − student + SFT (sft)", "test", "1", "+1.500", "— (one example)", "1.0000"]
+
+
+def test_a_system_given_twice_names_its_files(runs, tmp_path):
+    # was "several runs share the system name(s) ['sft']", naming no file
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), str(runs / "sft"), "--out", str(tmp_path / "r")])
+    assert stop.value.code == (f"speechsum report: {runs / 'sft' / 'metrics.json'}: given twice (system 'sft'); "
+                               "give each run folder once")
+    (tmp_path / "other" / "sft").mkdir(parents=True)
+    (tmp_path / "other" / "sft" / "metrics.json").write_text((runs / "sft" / "metrics.json").read_text())
+    with pytest.raises(ValueError) as err:
+        build_report([runs, tmp_path / "other"], tmp_path / "r")
+    assert str(err.value) == (f"{runs / 'sft' / 'metrics.json'} and {tmp_path / 'other' / 'sft' / 'metrics.json'}: "
+                              "both are system 'sft'; report them separately, or evaluate one again under another "
+                              "name (the rows and comparisons are by name)")
+    assert not (tmp_path / "r").exists()
