@@ -249,6 +249,10 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
     runs = load_runs(run_dirs)
     metric = choose_metric(runs, metric)
     rows, splits = build_rows(runs, metric)
+    if not splits:  # the tables had no column and the CSV no row, yet the report "succeeded"
+        files = ", ".join(str(Path(run["_path"]) / "metrics.json") for run in runs)
+        raise ValueError(f"no run has a {metric} score of any example under results.split ({files}); nothing to "
+                         "compare: evaluate the systems again, or pass --metric with a score they have")
     description = next((run.get("metrics", {}).get(metric) for run in runs if run.get("metrics", {}).get(metric)), "")
     improvements = relative_improvements(rows, splits)
     baseline_name, gaps = gap_closed(rows, splits, baseline)

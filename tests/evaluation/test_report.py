@@ -435,3 +435,16 @@ def test_a_system_given_twice_names_its_files(runs, tmp_path):
                               "both are system 'sft'; report them separately, or evaluate one again under another "
                               "name (the rows and comparisons are by name)")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_metric_scored_on_no_split_is_an_error_not_an_empty_report(runs, tmp_path):
+    for name in ("sft", "kd"):
+        result = json.loads((runs / name / "metrics.json").read_text())
+        result["results"]["split"] = {split: {"fact_judge": stat(4.0) | {"n": 0}} for split in ("test", "test_xling")}
+        (runs / name / "metrics.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError) as err:
+        build_report([runs / "sft", runs / "kd"], tmp_path / "r", metric="fact_judge")
+    assert str(err.value) == (f"no run has a fact_judge score of any example under results.split ({runs / 'sft'}/"
+                              f"metrics.json, {runs / 'kd'}/metrics.json); nothing to compare: evaluate the systems "
+                              "again, or pass --metric with a score they have")
+    assert not (tmp_path / "r").exists()
