@@ -163,6 +163,8 @@ def gap_closed(rows: list[Row], splits: list[str], baseline: str | None = None) 
 
 
 def _fmt(cell: Cell | None) -> str:
+    if cell is not None and cell.n == 1:  # bootstrap_ci's (v, v, v) read as a certain interval
+        return f"{cell.mean:.3f} (one example, no CI)"
     return "—" if cell is None else f"{cell.mean:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
 
 

@@ -412,11 +412,17 @@ def test_paired_comparisons_on_part_of_the_examples_say_so(runs, tmp_path):
     assert table[1][:3] == ["student + KD (kd) − student + SFT (sft)", "test", "30"]
 
 
-def test_a_paired_comparison_of_one_example_shows_no_interval(runs, tmp_path):
+def test_one_example_shows_no_interval(runs, tmp_path):
     for name in ("sft", "kd"):
         rows = [json.loads(line) for line in (runs / name / "predictions.jsonl").read_text().splitlines()]
         (runs / name / "predictions.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    for name, value in (("sft", 3.5), ("kd", 5.0)):  # evaluate writes n = 1 as (v, v, v)
+        result = json.loads((runs / name / "metrics.json").read_text())
+        result["results"]["split"] = {"test": {"fact_judge": {"mean": value, "low": value, "high": value, "n": 1}}}
+        (runs / name / "metrics.json").write_text(json.dumps(result))
     markdown = build_report([runs / "sft", runs / "kd"], tmp_path / "report")["markdown"].read_text()
+    assert table_rows(markdown)[1:] == [["student + SFT (sft)", "3.500 (one example, no CI)"],
+                                        ["student + KD (kd)", "5.000 (one example, no CI)"]]  # was 3.500 [3.500, 3.500]
     assert table_rows(markdown, "## Paired comparisons (fact_judge")[1] == [
         "student + KD (kd) − student + SFT (sft)", "test", "1", "+1.500", "— (one example)", "1.0000"]
 
