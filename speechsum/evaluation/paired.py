@@ -157,6 +157,8 @@ def check_prediction_rows(rows: list, path: str | Path, lines: Sequence[int] | N
         for metric, value in (scores or {}).items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ValueError(f"{where}: scores.{metric} is {value!r}: a score is a number, or null when missing")
+            if value is not None and math.isinf(value):  # join_scores left it out, unnamed
+                raise ValueError(f"{where}: scores.{metric} is {value!r}: a score is finite (null or NaN when missing)")
     return rows
 
 

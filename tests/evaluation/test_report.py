@@ -304,6 +304,7 @@ def test_a_utf16_predictions_file_is_said_to_be_utf16(runs, tmp_path, encoding, 
     ({"fact_judge": [5.0]}, "scores.fact_judge is [5.0]: a score is a number, or null when missing"),
     ({"fact_judge": True}, "scores.fact_judge is True: a score is a number, or null when missing"),
     ([5.0], "`scores` is [5.0], not an object of metric: score"),
+    ({"fact_judge": -float("inf")}, "scores.fact_judge is -inf: a score is finite (null or NaN when missing)"),
 ])
 def test_a_score_that_is_no_number_names_file_line_and_field(runs, tmp_path, scores, message):
     """A string score ended the report with "could not convert string to float: 'high'" (no file), a
