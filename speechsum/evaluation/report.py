@@ -126,6 +126,18 @@ def build_rows(runs: list[dict], metric: str) -> tuple[list[Row], list[str]]:
     return rows, ordered
 
 
+def uneven_counts_note(rows: list[Row], splits: list[str]) -> list[str]:
+    """A line naming each split whose cells average different numbers of examples (another test set,
+    skipped or unscored examples): their means, and the derived tables, compare different examples."""
+    parts = []
+    for split in splits:
+        counts = {row.name: row.cells[split].n for row in rows if split in row.cells}
+        if len(set(counts.values())) > 1:
+            parts.append(f"{split}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    return [f"Means over different numbers of examples (another test set, skipped or unscored examples; the "
+            f"paired comparisons use the shared ones): {'; '.join(parts)}.\n"] if parts else []
+
+
 def relative_improvements(rows: list[Row], splits: list[str]) -> dict[str, dict[str, float | None]]:
     """Per student row after the first: ``(x − x_prev) / |x_prev|`` per split (None when undefined)."""
     students = [row for row in rows if row.role == "student"]
@@ -271,7 +283,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
              "chart": out / f"chart_{metric}.png"}
     contents = {  # all made before any is written: a failure (the chart's) left a new report.md beside old files
         "markdown": render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps, described,
-                                    paired, skipped_note(runs)),
+                                    paired, skipped_note(runs) + uneven_counts_note(rows, splits)),
         "csv": render_csv(rows, splits, metric, improvements, gaps, faithfulness),
         "paired_csv": render_paired_csv(comparisons),
         "chart": plot_chart(rows, splits, metric),

@@ -411,6 +411,14 @@ def test_paired_comparisons_on_part_of_the_examples_say_so(runs, tmp_path):
             "on test: 39 of dpo's 39 and teacher's 40.") in markdown
     table = table_rows(markdown, "## Paired comparisons (fact_judge")
     assert table[1][:3] == ["student + KD (kd) − student + SFT (sft)", "test", "30"]
+    assert "Means over different numbers of examples" not in markdown  # every metrics.json says n = 40
+    result = json.loads((runs / "sft" / "metrics.json").read_text())
+    result["results"]["split"]["test"]["fact_judge"]["n"] = 30
+    (runs / "sft" / "metrics.json").write_text(json.dumps(result))
+    markdown = build_report([runs], tmp_path / "report2")["markdown"].read_text()
+    assert ("Means over different numbers of examples (another test set, skipped or unscored examples; the paired "
+            "comparisons use the shared ones): test: teacher 40, backbone 40, cascade 40, sft 30, kd 40, dpo 40.\n\n"
+            "Cells: mean") in markdown
 
 
 def test_one_example_shows_no_interval(runs, tmp_path):
