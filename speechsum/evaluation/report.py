@@ -270,6 +270,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
     description = next((run.get("metrics", {}).get(metric) for run in runs if run.get("metrics", {}).get(metric)), "")
     improvements = relative_improvements(rows, splits)
     baseline_name, gaps = gap_closed(rows, splits, baseline)
+    no_gap = [f"No share-of-the-teacher-gap table for baseline {baseline!r}: no run is a text teacher "
+              "(system.role teacher); add its run folder.\n"] if baseline and all(row.role != "teacher" for row in rows) else []
     faithfulness = {name: build_rows(runs, name)[0] for name in FAITHFULNESS_METRICS
                     if name != metric and any(name in run["results"]["all"] for run in runs)}
     described = {name: (metric_rows, next((run["metrics"][name] for run in runs if run.get("metrics", {}).get(name)),
@@ -283,7 +285,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
              "chart": out / f"chart_{metric}.png"}
     contents = {  # all made before any is written: a failure (the chart's) left a new report.md beside old files
         "markdown": render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps, described,
-                                    paired, skipped_note(runs) + uneven_counts_note(rows, splits)),
+                                    paired, skipped_note(runs) + uneven_counts_note(rows, splits) + no_gap),
         "csv": render_csv(rows, splits, metric, improvements, gaps, faithfulness),
         "paired_csv": render_paired_csv(comparisons),
         "chart": plot_chart(rows, splits, metric),

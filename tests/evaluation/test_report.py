@@ -463,3 +463,14 @@ def test_a_metric_scored_on_no_split_is_an_error_not_an_empty_report(runs, tmp_p
                               f"metrics.json, {runs / 'kd'}/metrics.json); nothing to compare: evaluate the systems "
                               "again, or pass --metric with a score they have")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_baseline_without_a_teacher_row_is_named_not_ignored(runs, tmp_path):
+    markdown = build_report([runs / "cascade", runs / "sft", runs / "kd"], tmp_path / "r",
+                            baseline="cascade")["markdown"].read_text()  # the gap table was left out unsaid
+    assert ("No share-of-the-teacher-gap table for baseline 'cascade': no run is a text teacher (system.role "
+            "teacher); add its run folder.\n") in markdown and "## Share of the text-teacher gap" not in markdown
+    with pytest.raises(ValueError, match=r"baseline 'teacher' is not one of the systems \['cascade', 'sft', 'kd'\]"):
+        build_report([runs / "cascade", runs / "sft", runs / "kd"], tmp_path / "r", baseline="teacher")
+    with_teacher = build_report([runs / "teacher", runs / "sft"], tmp_path / "r2", baseline="sft")["markdown"]
+    assert "No share-of" not in with_teacher.read_text()
