@@ -52,7 +52,7 @@ TOOLS: dict[str, str] = {
     "summarize": "speechsum.serving.summarize:main",
     "pairs": "speechsum.pairs:main",
     "evaluate": "speechsum.evaluation.cli:evaluate_main",
-    "report": "speechsum.evaluation.cli:report_main",
+    "report": "speechsum.evaluation.report_cli:report_main",
     "synth": "speechsum.synth.run:main",
     "pipeline": "speechsum.pipeline.cli:main",
 }

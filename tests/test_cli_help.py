@@ -54,7 +54,8 @@ def test_the_help_explains_the_options_that_had_only_their_type(capsys, options,
 
 def tool_parsers() -> dict[str, argparse.ArgumentParser]:
     from speechsum.benchmark.cli import _parser as benchmark_parser
-    from speechsum.evaluation.cli import evaluate_parser, report_parser
+    from speechsum.evaluation.cli import evaluate_parser
+    from speechsum.evaluation.report_cli import report_parser
     from speechsum.pairs import build_parser as pairs_parser
     from speechsum.pipeline.cli import build_parser as pipeline_parser
     from speechsum.serving.cli import build_parser as serve_parser

@@ -110,7 +110,7 @@ def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence
         if codes.max() + 1 < d.size:
             sums, counts = np.bincount(codes, weights=d), np.bincount(codes)
     mean, low, high = bootstrap_ci(sums, confidence=0.95, num_resamples=num_resamples, seed=seed, counts=counts)
-    if sums.size == 1 < d.size:  # one unit holding every example: no interval to resample
+    if sums.size == 1:  # one unit (one example, or one recording holding every example): no interval
         low = high = math.nan
     p_value, exact = sign_flip_p_value(sums, num_resamples, seed, exact_max_n)
     return PairedResult(mean, low, high, p_value, int(d.size), exact, int(sums.size))
@@ -157,6 +157,8 @@ def check_prediction_rows(rows: list, path: str | Path, lines: Sequence[int] | N
         for metric, value in (scores or {}).items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ValueError(f"{where}: scores.{metric} is {value!r}: a score is a number, or null when missing")
+            if value is not None and math.isinf(value):  # join_scores left it out, unnamed
+                raise ValueError(f"{where}: scores.{metric} is {value!r}: a score is finite (null or NaN when missing)")
     return rows
 
 

@@ -37,13 +37,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.evaluation.paired import (
-    PairedResult,
-    check_same_examples,
-    join_scores,
-    paired_comparison,
-    read_prediction_rows,
-)
+from speechsum.evaluation.report_paired import paired_comparisons, render_paired, render_paired_csv
 from speechsum.evaluation.runs import load_runs, order_runs, skipped_note
 from speechsum.utils.io import write_atomic
 
@@ -70,17 +64,6 @@ class Row:
     role: str
     stage: str | None
     cells: dict[str, Cell]
-
-
-@dataclass
-class Comparison:
-    """``b`` against ``a`` (system names) on one split and metric: Δ = b − a."""
-
-    a: str
-    b: str
-    split: str
-    metric: str
-    result: PairedResult
 
 
 def row_label(system: dict) -> str:
@@ -143,6 +126,18 @@ def build_rows(runs: list[dict], metric: str) -> tuple[list[Row], list[str]]:
     return rows, ordered
 
 
+def uneven_counts_note(rows: list[Row], splits: list[str]) -> list[str]:
+    """A line naming each split whose cells average different numbers of examples (another test set,
+    skipped or unscored examples): their means, and the derived tables, compare different examples."""
+    parts = []
+    for split in splits:
+        counts = {row.name: row.cells[split].n for row in rows if split in row.cells}
+        if len(set(counts.values())) > 1:
+            parts.append(f"{split}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    return [f"Means over different numbers of examples (another test set, skipped or unscored examples; the "
+            f"paired comparisons use the shared ones): {'; '.join(parts)}.\n"] if parts else []
+
+
 def relative_improvements(rows: list[Row], splits: list[str]) -> dict[str, dict[str, float | None]]:
     """Per student row after the first: ``(x − x_prev) / |x_prev|`` per split (None when undefined)."""
     students = [row for row in rows if row.role == "student"]
@@ -179,96 +174,14 @@ def gap_closed(rows: list[Row], splits: list[str], baseline: str | None = None) 
     return base.name, table
 
 
-def comparison_pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
-    """(A, B) pairs: consecutive student stages, then the final student vs the first student (three or
-    more students), vs the cascade and vs the text teacher (when those rows exist)."""
-    students = [row for row in rows if row.role == "student"]
-    pairs = list(zip(students, students[1:]))
-    if not students:
-        return pairs
-    final = students[-1]
-    if len(students) >= 3:
-        pairs.append((students[0], final))
-    for role in ("cascade", "teacher"):
-        other = next((row for row in rows if row.role == role), None)
-        if other is not None:
-            pairs.append((other, final))
-    return pairs
-
-
-def load_predictions(run: dict) -> list[dict] | None:
-    """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent
-    or empty (both are named in the report: nothing to compare)."""
-    path = Path(run["_path"]) / "predictions.jsonl"
-    return (read_prediction_rows(path) or None) if path.is_file() else None
-
-
-def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
-                       num_resamples: int = 10_000, seed: int = 0
-                       ) -> tuple[list[Comparison], list[str], list[tuple[str, str, str, str]]]:
-    """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
-    comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
-    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""
-    predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
-    paths = {run["system"]["name"]: Path(run["_path"]) / "predictions.jsonl" for run in runs}
-    comparisons, missing, unpaired = [], set(), []
-    for a, b in comparison_pairs(rows):
-        rows_a, rows_b = predictions[a.name], predictions[b.name]
-        if rows_a is None or rows_b is None:
-            missing |= {row.name for row, rows_ in ((a, rows_a), (b, rows_b)) if rows_ is None}
-            continue
-        check_same_examples(rows_a, paths[a.name], rows_b, paths[b.name])
-        for metric in metrics:
-            for split in splits:
-                joined = join_scores(rows_a, rows_b, metric, split)
-                if joined.a.size:
-                    result = paired_comparison(joined.a, joined.b, num_resamples, seed, groups=joined.recordings)
-                    comparisons.append(Comparison(a.name, b.name, split, metric, result))
-                elif all(_scored(rows_, metric, split) for rows_ in (rows_a, rows_b)):
-                    unpaired.append((a.name, b.name, split, metric))
-    return comparisons, sorted(missing), unpaired
-
-
-def _scored(rows: list[dict], metric: str, split: str) -> bool:
-    return any(row.get("split") == split and (row.get("scores") or {}).get(metric) is not None for row in rows)
-
-
-def _p(value: float) -> str:
-    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
-
-
 def _fmt(cell: Cell | None) -> str:
+    if cell is not None and cell.n == 1:  # bootstrap_ci's (v, v, v) read as a certain interval
+        return f"{cell.mean:.3f} (one example, no CI)"
     return "—" if cell is None else f"{cell.mean:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
 
 
 def _pct(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{100 * value:+.1f} %"
-
-
-def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric: str, missing: list[str],
-                  num_resamples: int, seed: int, unpaired: list[tuple[str, str, str, str]] = ()) -> list[str]:
-    """Markdown lines of the paired-comparison table of ``metric`` (none without comparisons or notes)."""
-    shown = [c for c in comparisons if c.metric == metric]
-    apart = [f"{labels[b]} − {labels[a]} on {split}" for a, b, split, m in unpaired if m == metric]
-    if not shown and not missing and not apart:
-        return []
-    lines = ["", f"## Paired comparisons ({metric}, same examples)", "",
-             f"Δ = B − A over the n examples both systems answered (joined by id within each split); 95 % CI: paired "
-             f"bootstrap, {num_resamples:,} resamples (seed {seed}); p: two-sided sign-flip permutation test "
-             f"(exact for up to 16 units, else {num_resamples:,} seeded sign vectors). The unit of both is the "
-             "recording: examples that share an audio file are not independent, so they are resampled and "
-             "sign-flipped together (n (k): n examples from k recordings).", ""]
-    if missing:
-        lines += [f"Left out, no or an empty predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
-    if apart:
-        lines += [f"Not compared, no example id in common (different test sets?): {'; '.join(apart)}.", ""]
-    lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
-    for c in shown:
-        r = c.result
-        interval = "— (one recording)" if math.isnan(r.low) else f"[{r.low:+.3f}, {r.high:+.3f}]"
-        lines.append(f"| {labels[c.b]} − {labels[c.a]} | {c.split} | {r.size()} | {r.mean:+.3f} | "
-                     f"{interval} | {_p(r.p_value)} |")
-    return lines
 
 
 def render_markdown(rows: list[Row], splits: list[str], metric: str, description: str, improvements: dict,
@@ -318,18 +231,6 @@ def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: di
     return buffer.getvalue()
 
 
-def render_paired_csv(comparisons: list[Comparison]) -> str:
-    """One line per comparison × split × metric: ``diff = b − a`` with CI, p-value, n examples from
-    ``recordings`` recordings (the tests' units), exact."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["a", "b", "split", "metric", "n", "recordings", "diff", "low", "high", "p_value", "exact"])
-    for c in comparisons:
-        r = c.result
-        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.units, r.mean, r.low, r.high, r.p_value, int(r.exact)])
-    return buffer.getvalue()
-
-
 def plot_chart(rows: list[Row], splits: list[str], metric: str) -> bytes:
     """PNG bytes: grouped bars (x: split, one bar per system) with 95 % CI error bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -362,9 +263,15 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
     runs = load_runs(run_dirs)
     metric = choose_metric(runs, metric)
     rows, splits = build_rows(runs, metric)
+    if not splits:  # the tables had no column and the CSV no row, yet the report "succeeded"
+        files = ", ".join(str(Path(run["_path"]) / "metrics.json") for run in runs)
+        raise ValueError(f"no run has a {metric} score of any example under results.split ({files}); nothing to "
+                         "compare: evaluate the systems again, or pass --metric with a score they have")
     description = next((run.get("metrics", {}).get(metric) for run in runs if run.get("metrics", {}).get(metric)), "")
     improvements = relative_improvements(rows, splits)
     baseline_name, gaps = gap_closed(rows, splits, baseline)
+    no_gap = [f"No share-of-the-teacher-gap table for baseline {baseline!r}: no run is a text teacher "
+              "(system.role teacher); add its run folder.\n"] if baseline and all(row.role != "teacher" for row in rows) else []
     faithfulness = {name: build_rows(runs, name)[0] for name in FAITHFULNESS_METRICS
                     if name != metric and any(name in run["results"]["all"] for run in runs)}
     described = {name: (metric_rows, next((run["metrics"][name] for run in runs if run.get("metrics", {}).get(name)),
@@ -378,7 +285,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
              "chart": out / f"chart_{metric}.png"}
     contents = {  # all made before any is written: a failure (the chart's) left a new report.md beside old files
         "markdown": render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps, described,
-                                    paired, skipped_note(runs)),
+                                    paired, skipped_note(runs) + uneven_counts_note(rows, splits) + no_gap),
         "csv": render_csv(rows, splits, metric, improvements, gaps, faithfulness),
         "paired_csv": render_paired_csv(comparisons),
         "chart": plot_chart(rows, splits, metric),

@@ -50,11 +50,23 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
                                  "evaluate the system again with this version (or report it with the version that "
                                  "wrote it)")
             runs.append(run | {"_path": str(file.parent)})
-    names = [run["system"]["name"] for run in runs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"several runs share the system name(s) {duplicates}; give each system its own name")
+    check_unique_names(runs)
     return runs
+
+
+def check_unique_names(runs: list[dict]) -> None:
+    """A ValueError naming both ``metrics.json`` files of the first system name two runs share: one
+    folder given twice (``eval`` and ``eval/sft``) or two systems evaluated under one name."""
+    seen: dict[str, Path] = {}
+    for run in runs:
+        name, file = run["system"]["name"], Path(run["_path"]) / "metrics.json"
+        if name not in seen:
+            seen[name] = file
+        elif seen[name].resolve() == file.resolve():
+            raise ValueError(f"{file}: given twice (system {name!r}); give each run folder once")
+        else:
+            raise ValueError(f"{seen[name]} and {file}: both are system {name!r}; report them separately, or "
+                             "evaluate one again under another name (the rows and comparisons are by name)")
 
 
 def _layout_problem(run: dict) -> str | None:

@@ -166,7 +166,8 @@ def test_a_rerun_that_fails_leaves_no_earlier_metrics_beside_its_predictions(tmp
     """A second `speechsum evaluate` into the same --out that fails after writing predictions.jsonl
     left the first run's metrics.json beside them (the report read one run's means and the other's
     examples); now that folder has none, and the report names it."""
-    from speechsum.evaluation.cli import evaluate_main, report_main
+    from speechsum.evaluation.cli import evaluate_main
+    from speechsum.evaluation.report_cli import report_main
     from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
 
     manifests = write_eval_set(tmp_path / "data")

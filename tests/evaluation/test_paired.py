@@ -108,3 +108,12 @@ def test_groups_without_a_key_stay_apart_and_one_group_has_no_interval():
     assert (one.mean, one.units, one.p_value) == (2.5, 1, 1.0) and np.isnan(one.low) and np.isnan(one.high)
     with pytest.raises(ValueError, match=r"group 0 is \[1\], not a hashable key"):
         paired_comparison(a, d, groups=[[1], [1], [2], [2]])
+
+
+def test_one_example_has_no_interval_two_have_the_smallest_exact_p():
+    # One example is one unit, as one recording is: its bootstrap "CI" [0.5, 0.5] read as certainty
+    one = paired_comparison([1.0], [1.5])
+    assert (one.mean, one.n, one.units, one.p_value, one.exact) == (0.5, 1, 1, 1.0, True)
+    assert np.isnan(one.low) and np.isnan(one.high)
+    two = paired_comparison([1.0, 1.0], [1.5, 2.0])
+    assert (two.mean, two.low, two.high, two.p_value) == (0.75, 0.5, 1.0, 0.5)  # 2 of the 4 sign vectors reach 1.5

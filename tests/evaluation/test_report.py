@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from speechsum.evaluation.cli import report_main
 from speechsum.evaluation.report import build_report
+from speechsum.evaluation.report_cli import report_main
 
 # name: (kind, role, stage, fact_judge on test, fact_judge on test_xling)
 SYSTEMS = {
@@ -304,6 +304,7 @@ def test_a_utf16_predictions_file_is_said_to_be_utf16(runs, tmp_path, encoding, 
     ({"fact_judge": [5.0]}, "scores.fact_judge is [5.0]: a score is a number, or null when missing"),
     ({"fact_judge": True}, "scores.fact_judge is True: a score is a number, or null when missing"),
     ([5.0], "`scores` is [5.0], not an object of metric: score"),
+    ({"fact_judge": -float("inf")}, "scores.fact_judge is -inf: a score is finite (null or NaN when missing)"),
 ])
 def test_a_score_that_is_no_number_names_file_line_and_field(runs, tmp_path, scores, message):
     """A string score ended the report with "could not convert string to float: 'high'" (no file), a
@@ -394,3 +395,82 @@ def test_a_run_dir_that_is_no_folder_is_said_so(tmp_path, name, problem):
     assert str(stop.value) == (f"speechsum report: {tmp_path / name}: {problem}; give the folder `speechsum evaluate "
                                "--out` wrote, or one system's folder in it")
     assert not (tmp_path / "r").exists()
+
+
+def test_paired_comparisons_on_part_of_the_examples_say_so(runs, tmp_path):
+    # sft answered 30 of the 40 test examples: kd − sft is paired on those 30, named beside its n
+    rows = [json.loads(line) for line in (runs / "sft" / "predictions.jsonl").read_text().splitlines()]
+    kept = [row for row in rows if not (row["split"] == "test" and int(row["id"].split("-")[1]) >= 30)]
+    (runs / "sft" / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+    markdown = build_report([runs], tmp_path / "report")["markdown"].read_text()
+    assert ("On the shared examples only (the others are missing or unscored in one of the two systems, so these Δ "
+            "differ from the difference of the table's means): student + KD (kd) − student + SFT (sft) on test: 30 "
+            "of kd's 40 and sft's 30; student + DPO (dpo) − student + KD (kd) on test: 39 of dpo's 39 and kd's 40; "
+            "student + DPO (dpo) − student + SFT (sft) on test: 29 of dpo's 39 and sft's 30; student + DPO (dpo) − "
+            "cascade (ASR → text LM) on test: 39 of dpo's 39 and cascade's 40; student + DPO (dpo) − text teacher "
+            "on test: 39 of dpo's 39 and teacher's 40.") in markdown
+    table = table_rows(markdown, "## Paired comparisons (fact_judge")
+    assert table[1][:3] == ["student + KD (kd) − student + SFT (sft)", "test", "30"]
+    assert "Means over different numbers of examples" not in markdown  # every metrics.json says n = 40
+    result = json.loads((runs / "sft" / "metrics.json").read_text())
+    result["results"]["split"]["test"]["fact_judge"]["n"] = 30
+    (runs / "sft" / "metrics.json").write_text(json.dumps(result))
+    markdown = build_report([runs], tmp_path / "report2")["markdown"].read_text()
+    assert ("Means over different numbers of examples (another test set, skipped or unscored examples; the paired "
+            "comparisons use the shared ones): test: teacher 40, backbone 40, cascade 40, sft 30, kd 40, dpo 40.\n\n"
+            "Cells: mean") in markdown
+
+
+def test_one_example_shows_no_interval(runs, tmp_path):
+    for name in ("sft", "kd"):
+        rows = [json.loads(line) for line in (runs / name / "predictions.jsonl").read_text().splitlines()]
+        (runs / name / "predictions.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    for name, value in (("sft", 3.5), ("kd", 5.0)):  # evaluate writes n = 1 as (v, v, v)
+        result = json.loads((runs / name / "metrics.json").read_text())
+        result["results"]["split"] = {"test": {"fact_judge": {"mean": value, "low": value, "high": value, "n": 1}}}
+        (runs / name / "metrics.json").write_text(json.dumps(result))
+    markdown = build_report([runs / "sft", runs / "kd"], tmp_path / "report")["markdown"].read_text()
+    assert table_rows(markdown)[1:] == [["student + SFT (sft)", "3.500 (one example, no CI)"],
+                                        ["student + KD (kd)", "5.000 (one example, no CI)"]]  # was 3.500 [3.500, 3.500]
+    assert table_rows(markdown, "## Paired comparisons (fact_judge")[1] == [
+        "student + KD (kd) − student + SFT (sft)", "test", "1", "+1.500", "— (one example)", "1.0000"]
+
+
+def test_a_system_given_twice_names_its_files(runs, tmp_path):
+    # was "several runs share the system name(s) ['sft']", naming no file
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs), str(runs / "sft"), "--out", str(tmp_path / "r")])
+    assert stop.value.code == (f"speechsum report: {runs / 'sft' / 'metrics.json'}: given twice (system 'sft'); "
+                               "give each run folder once")
+    (tmp_path / "other" / "sft").mkdir(parents=True)
+    (tmp_path / "other" / "sft" / "metrics.json").write_text((runs / "sft" / "metrics.json").read_text())
+    with pytest.raises(ValueError) as err:
+        build_report([runs, tmp_path / "other"], tmp_path / "r")
+    assert str(err.value) == (f"{runs / 'sft' / 'metrics.json'} and {tmp_path / 'other' / 'sft' / 'metrics.json'}: "
+                              "both are system 'sft'; report them separately, or evaluate one again under another "
+                              "name (the rows and comparisons are by name)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_metric_scored_on_no_split_is_an_error_not_an_empty_report(runs, tmp_path):
+    for name in ("sft", "kd"):
+        result = json.loads((runs / name / "metrics.json").read_text())
+        result["results"]["split"] = {split: {"fact_judge": stat(4.0) | {"n": 0}} for split in ("test", "test_xling")}
+        (runs / name / "metrics.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError) as err:
+        build_report([runs / "sft", runs / "kd"], tmp_path / "r", metric="fact_judge")
+    assert str(err.value) == (f"no run has a fact_judge score of any example under results.split ({runs / 'sft'}/"
+                              f"metrics.json, {runs / 'kd'}/metrics.json); nothing to compare: evaluate the systems "
+                              "again, or pass --metric with a score they have")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_baseline_without_a_teacher_row_is_named_not_ignored(runs, tmp_path):
+    markdown = build_report([runs / "cascade", runs / "sft", runs / "kd"], tmp_path / "r",
+                            baseline="cascade")["markdown"].read_text()  # the gap table was left out unsaid
+    assert ("No share-of-the-teacher-gap table for baseline 'cascade': no run is a text teacher (system.role "
+            "teacher); add its run folder.\n") in markdown and "## Share of the text-teacher gap" not in markdown
+    with pytest.raises(ValueError, match=r"baseline 'teacher' is not one of the systems \['cascade', 'sft', 'kd'\]"):
+        build_report([runs / "cascade", runs / "sft", runs / "kd"], tmp_path / "r", baseline="teacher")
+    with_teacher = build_report([runs / "teacher", runs / "sft"], tmp_path / "r2", baseline="sft")["markdown"]
+    assert "No share-of" not in with_teacher.read_text()

@@ -1,0 +1,142 @@
+"""The paired comparisons of `speechsum report`: which systems are compared, on which examples, and
+their Markdown and CSV tables (the statistics are :mod:`speechsum.evaluation.paired`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from speechsum.evaluation.paired import (
+    PairedResult,
+    check_same_examples,
+    join_scores,
+    paired_comparison,
+    read_prediction_rows,
+)
+
+if TYPE_CHECKING:
+    from speechsum.evaluation.report import Row
+
+
+@dataclass
+class Comparison:
+    """``b`` against ``a`` (system names) on one split and metric: Δ = b − a; ``scored_a`` and
+    ``scored_b``: the examples of the split each system has a score for (the paired ones are their
+    intersection, ``result.n``)."""
+
+    a: str
+    b: str
+    split: str
+    metric: str
+    result: PairedResult
+    scored_a: int = 0
+    scored_b: int = 0
+
+
+def comparison_pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
+    """(A, B) pairs: consecutive student stages, then the final student vs the first student (three or
+    more students), vs the cascade and vs the text teacher (when those rows exist)."""
+    students = [row for row in rows if row.role == "student"]
+    pairs = list(zip(students, students[1:]))
+    if not students:
+        return pairs
+    final = students[-1]
+    if len(students) >= 3:
+        pairs.append((students[0], final))
+    for role in ("cascade", "teacher"):
+        other = next((row for row in rows if row.role == role), None)
+        if other is not None:
+            pairs.append((other, final))
+    return pairs
+
+
+def load_predictions(run: dict) -> list[dict] | None:
+    """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent
+    or empty (both are named in the report: nothing to compare)."""
+    path = Path(run["_path"]) / "predictions.jsonl"
+    return (read_prediction_rows(path) or None) if path.is_file() else None
+
+
+def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
+                       num_resamples: int = 10_000, seed: int = 0
+                       ) -> tuple[list[Comparison], list[str], list[tuple[str, str, str, str]]]:
+    """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
+    comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
+    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""
+    predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
+    paths = {run["system"]["name"]: Path(run["_path"]) / "predictions.jsonl" for run in runs}
+    comparisons, missing, unpaired = [], set(), []
+    for a, b in comparison_pairs(rows):
+        rows_a, rows_b = predictions[a.name], predictions[b.name]
+        if rows_a is None or rows_b is None:
+            missing |= {row.name for row, rows_ in ((a, rows_a), (b, rows_b)) if rows_ is None}
+            continue
+        check_same_examples(rows_a, paths[a.name], rows_b, paths[b.name])
+        for metric in metrics:
+            for split in splits:
+                joined = join_scores(rows_a, rows_b, metric, split)
+                if joined.a.size:
+                    result = paired_comparison(joined.a, joined.b, num_resamples, seed, groups=joined.recordings)
+                    comparisons.append(Comparison(a.name, b.name, split, metric, result,
+                                                  _scored(rows_a, metric, split), _scored(rows_b, metric, split)))
+                elif all(_scored(rows_, metric, split) for rows_ in (rows_a, rows_b)):
+                    unpaired.append((a.name, b.name, split, metric))
+    return comparisons, sorted(missing), unpaired
+
+
+def _scored(rows: list[dict], metric: str, split: str) -> int:
+    """How many rows of ``split`` have a finite score of ``metric`` (those :func:`join_scores` can pair)."""
+    values = [(row.get("scores") or {}).get(metric) for row in rows if row.get("split") == split]
+    return sum(value is not None and math.isfinite(value) for value in values)
+
+
+def _p(value: float) -> str:
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric: str, missing: list[str],
+                  num_resamples: int, seed: int, unpaired: list[tuple[str, str, str, str]] = ()) -> list[str]:
+    """Markdown lines of the paired-comparison table of ``metric`` (none without comparisons or notes)."""
+    shown = [c for c in comparisons if c.metric == metric]
+    apart = [f"{labels[b]} − {labels[a]} on {split}" for a, b, split, m in unpaired if m == metric]
+    if not shown and not missing and not apart:
+        return []
+    lines = ["", f"## Paired comparisons ({metric}, same examples)", "",
+             f"Δ = B − A over the n examples both systems answered (joined by id within each split); 95 % CI: paired "
+             f"bootstrap, {num_resamples:,} resamples (seed {seed}); p: two-sided sign-flip permutation test "
+             f"(exact for up to 16 units, else {num_resamples:,} seeded sign vectors). The unit of both is the "
+             "recording: examples that share an audio file are not independent, so they are resampled and "
+             "sign-flipped together (n (k): n examples from k recordings).", ""]
+    if missing:
+        lines += [f"Left out, no or an empty predictions.jsonl: {', '.join(labels[name] for name in missing)}.", ""]
+    if apart:
+        lines += [f"Not compared, no example id in common (different test sets?): {'; '.join(apart)}.", ""]
+    subset = [(f"{labels[c.b]} − {labels[c.a]} on {c.split}: {c.result.n} of {c.b}'s {c.scored_b} and "
+               f"{c.a}'s {c.scored_a}")
+              for c in shown if c.result.n < max(c.scored_a, c.scored_b)]
+    if subset:
+        lines += ["On the shared examples only (the others are missing or unscored in one of the two systems, so "
+                  f"these Δ differ from the difference of the table's means): {'; '.join(subset)}.", ""]
+    lines += ["| B − A | split | n | Δ | 95 % CI | p |", "|---|---|---|---|---|---|"]
+    for c in shown:
+        r = c.result
+        interval = f"— (one {'example' if r.n == 1 else 'recording'})" if math.isnan(r.low) else f"[{r.low:+.3f}, {r.high:+.3f}]"
+        lines.append(f"| {labels[c.b]} − {labels[c.a]} | {c.split} | {r.size()} | {r.mean:+.3f} | "
+                     f"{interval} | {_p(r.p_value)} |")
+    return lines
+
+
+def render_paired_csv(comparisons: list[Comparison]) -> str:
+    """One line per comparison × split × metric: ``diff = b − a`` with CI, p-value, n examples from
+    ``recordings`` recordings (the tests' units), exact."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["a", "b", "split", "metric", "n", "recordings", "diff", "low", "high", "p_value", "exact"])
+    for c in comparisons:
+        r = c.result
+        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.units, r.mean, r.low, r.high, r.p_value, int(r.exact)])
+    return buffer.getvalue()
