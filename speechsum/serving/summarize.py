@@ -42,6 +42,7 @@ from speechsum.data.manifest import Example
 from speechsum.data.text_checks import reserved_in
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
+from speechsum.training.finite_steps import first_non_finite
 from speechsum.utils.arguments import ConfigError, at_least, check_count, user_path
 from speechsum.utils.devices import check_device
 from speechsum.utils.io import (
@@ -120,12 +121,12 @@ def check_finite_weights(model: SpeechLLM, source: str) -> None:
     """A ``ValueError`` naming ``source`` and its first parameter that holds a NaN or Inf: such a model
     scores every token NaN, and greedy decoding then emits token 0 again and again ('!!!!'), which
     was written as each file's summary without a word."""
-    for name, parameter in model.named_parameters():
-        if not bool(torch.isfinite(parameter).all()):
-            raise ValueError(f"{source}: the model's weights hold NaN or Inf (first in {name}), so every summary "
-                             "would be noise: the training that wrote it diverged (or the file is damaged); summarise "
-                             "with a checkpoint saved before the loss became NaN (RUN/STAGE/checkpoints/, exported with "
-                             "speechsum export), or train again with a lower learning rate")
+    name = first_non_finite(model.named_parameters())
+    if name is not None:
+        raise ValueError(f"{source}: the model's weights hold NaN or Inf (first in {name}), so every summary "
+                         "would be noise: the training that wrote it diverged (or the file is damaged); summarise "
+                         "with a checkpoint saved before the loss became NaN (RUN/STAGE/checkpoints/, exported with "
+                         "speechsum export), or train again with a lower learning rate")
 
 
 def input_problem(path: str) -> str | None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import lightning as L
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # annotations only: summarize and serve import this module without Lightning
+    import lightning as L
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -49,17 +52,26 @@ def check_saved_weights(trainer: L.Trainer | None, state_dict: dict[str, Tensor]
     written holds NaN or infinity (an optimizer step with a learning rate that overflows float32):
     the checkpoint is not written, and the one before stays the last (Lightning removes an older
     checkpoint only after the new one is saved)."""
-    weights = [(name, value) for name, value in state_dict.items() if value.is_floating_point()]
-    if not weights or bool(torch.isfinite(largest_entry([value for _, value in weights]))):
+    name = first_non_finite(state_dict.items())
+    if name is None:
         return
-    bad = [name for name, value in weights if not bool(torch.isfinite(value).all())]
     if trainer is None:
-        raise NonFiniteTrainingError(f"{len(bad)} weight(s) hold NaN or infinity, e.g. {bad[0]}: not saved")
+        raise NonFiniteTrainingError(f"a weight holds NaN or infinity (first in {name}): not saved")
+    step = trainer.global_step  # already counts the optimizer step that made the weights
     raise NonFiniteTrainingError(
-        f"training step {trainer.global_step} (global_step {trainer.global_step}, epoch {trainer.current_epoch}): "
-        f"{len(bad)} weight(s) hold NaN or infinity after its optimizer step, e.g. {bad[0]}; the checkpoint of it was "
-        f"not written, so {last_checkpoint_text(trainer)}. Lower model.init_args.learning_rate (or set "
-        "trainer.gradient_clip_val); then resume with --ckpt_path last or start again")
+        f"training step {step} (global_step {step - 1}, epoch {trainer.current_epoch}): a weight holds NaN or "
+        f"infinity after its optimizer step (first in {name}); the checkpoint of it was not written, so "
+        f"{last_checkpoint_text(trainer)}. Lower model.init_args.learning_rate (or set trainer.gradient_clip_val); "
+        "then resume with --ckpt_path last or start again")
+
+
+def first_non_finite(named_tensors: Iterable[tuple[str, Tensor]]) -> str | None:
+    """The name of the first floating tensor that holds NaN or infinity, None when all are finite: one
+    :func:`largest_entry` pass, and a search by name only when it is not finite."""
+    floating = [(name, tensor) for name, tensor in named_tensors if tensor.is_floating_point()]
+    if not floating or bool(torch.isfinite(largest_entry([tensor for _, tensor in floating]))):
+        return None
+    return next(name for name, tensor in floating if not bool(torch.isfinite(tensor).all()))
 
 
 def last_checkpoint_text(trainer: L.Trainer) -> str:

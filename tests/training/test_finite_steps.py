@@ -84,8 +84,8 @@ def test_a_nan_loss_stops_fit_at_its_step_and_the_checkpoints_stay_finite(tmp_pa
 def test_weights_that_became_infinite_are_never_saved_and_the_checkpoint_before_stays(tmp_path, toy_data, capsys):
     code, err, folder = failed_fit(tmp_path, toy_data, capsys, "InfWeightsAfterStep")
     assert code == 1, err
-    assert ("speechsum fit: error: training step 3 (global_step 3, epoch 0): 1 weight(s) hold NaN or infinity after "
-            "its optimizer step, e.g. model.llm.model.layers.0.self_attn.q_proj.lora_A.default.weight; ") in err
+    assert ("speechsum fit: error: training step 3 (global_step 2, epoch 0): a weight holds NaN or infinity after "
+            "its optimizer step (first in model.llm.model.layers.0.self_attn.q_proj.lora_A.default.weight); ") in err
     assert f"the checkpoint of it was not written, so the last checkpoint is {folder / 'last.ckpt'}. Lower" in err
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "last.ckpt"]
     assert finite(folder / "last.ckpt")
