@@ -153,3 +153,34 @@ def test_the_schedule_replay_bounds_what_any_start_order_could_save():
     assert round(simulate(PIPELINE, seconds)["report"][1], 1) == 763.5
     toy = {name: 1.0 for name in PIPELINE.names}  # one second each: the chain decides
     assert lower_bound(PIPELINE, toy)["path_s"] == max(PIPELINE.chain(name) for name in PIPELINE.names)
+
+
+def test_length_groups_keep_rows_times_longest_within_the_budget():
+    from benchmarks.kd_levers import length_groups
+
+    assert length_groups([5, 3, 9, 4], 10) == [[1, 3], [0], [2]]  # 2 x 4 <= 10; 3 x 5 > 10; 9 alone
+    assert length_groups([20, 20], 10) == [[0], [1]]  # a row over the budget is a group of its own
+    assert length_groups([2, 2, 2], 100) == [[0, 1, 2]]
+
+
+def test_grouped_forward_gives_the_padded_forwards_logits_and_gelu_forms_agree():
+    from benchmarks.kd_levers import grouped_response_logits, sigmoid_form_gelu
+    from speechsum.models.text_llm import TextLLM, TextProcessor
+    from speechsum.models.tokenizer import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer()
+    model = TextLLM(llm={"model_type": "phi", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "hidden_act": "gelu_pytorch_tanh"}, init_seed=0)
+    records = [{"id": f"d{i}", "instruction": "Summarise.", "transcript": "A: hi. " * (3 * i + 1),
+                "summary": "Fact."} for i in range(4)]
+    batch = speech_batch(tokenize_examples(records, TextProcessor(tokenizer), max_prompt_tokens=200),
+                         tokenizer.pad_token_id)
+    ids = torch.randint(0, 200, (4, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2, [1] * 5, [1] * 4 + [0]])
+    with torch.no_grad():
+        padded = grouped_response_logits(model, batch, ids, mask, None)
+        grouped = grouped_response_logits(model, batch, ids, mask, 1)  # one row per group, left padding cut
+    assert padded.shape == grouped.shape == (4, 5, model.llm.config.vocab_size)
+    assert torch.allclose(padded, grouped, atol=1e-5)
+    x = torch.linspace(-8, 8, 1001)
+    assert torch.allclose(sigmoid_form_gelu(x), torch.nn.functional.gelu(x, approximate="tanh"), atol=1e-6)
