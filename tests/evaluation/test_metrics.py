@@ -245,3 +245,22 @@ def test_awkward_predictions_score_zero_not_an_error():
     scores = rouge_scores(["", "   \n\t", "\x00\x01", "🎉🎉"], ["the cat ran"] * 4)
     assert scores == [dict.fromkeys(("rouge1", "rouge2", "rougeL", "rougeLsum"), 0.0)] * 4
     assert [repetition_rate(text) for text in ("", "  ", "a " * 3)] == [0.0, 0.0, 0.0]
+
+
+def test_rouge_of_references_it_cannot_read_is_warned_not_silent(caplog):
+    """rouge-score keeps ASCII letters and digits only: a Chinese or Russian split scored 0 for every
+    system, with no word of it in the log. The scores stay; the log says which examples and why."""
+    from speechsum.evaluation.scoring import Scorer, ScoringOptions
+
+    rows = [{"id": "zh-0", "system": "kd", "split": "test_zh", "prediction": "会议决定预算为四万欧元。",
+             "reference": "会议决定预算为四万欧元。", "instruction": "Summarise.", "transcript": "预算"},
+            {"id": "ru-0", "system": "kd", "split": "test_ru", "prediction": "Встреча 🎉", "reference": "Встреча 🎉",
+             "instruction": "Summarise.", "transcript": "Встреча"},
+            {"id": "en-0", "system": "kd", "split": "test", "prediction": "réunion à Paris",
+             "reference": "réunion à Paris", "instruction": "Summarise.", "transcript": "Paris"}]
+    with caplog.at_level("WARNING", logger="speechsum.evaluation.scoring"):
+        Scorer(ScoringOptions(("rouge",))).score(rows)
+    assert [row["scores"]["rougeL"] for row in rows] == [0.0, 0.0, 1.0]  # the numbers are rouge-score's, unchanged
+    assert ("kd: ROUGE is 0 for 2 of 3 examples (1 on test_zh, 1 on test_ru; first id 'zh-0') whatever the "
+            "prediction: their reference has no word rouge-score's tokenizer keeps") in caplog.text
+    assert "fact_judge, bertscore or llm_judge" in caplog.text
