@@ -287,7 +287,7 @@ def encode_main(specs: list, manifests: dict[str, Path], options, out: Path) -> 
 
 def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.evaluate import evaluate
-    from speechsum.evaluation.scoring import Scorer, ScoringOptions
+    from speechsum.evaluation.scoring import Scorer, ScoringOptions, check_fact_meta
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
     from speechsum.training.trainer_settings import cpu_devices_problem
@@ -347,6 +347,8 @@ def evaluate_main(argv: list[str]) -> None:
                             timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
+    if "fact_judge" in metrics:
+        check_fact_meta(manifests)  # before any system generates
     options = options_from_args(args)
     drop_summary_rows(out / "summary.csv", {spec.name for spec in specs})
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}

@@ -16,14 +16,17 @@ Score keys (per example; None = not applicable, left out of the means):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from speechsum.evaluation import metrics
 from speechsum.judges.rubric import RubricItem, RubricJudge
+from speechsum.utils.text_files import raw_lines
 
 METRIC_GROUPS = ("rouge", "bertscore", "fact_judge", "llm_judge")
 # the scores each group adds to a row's `scores` (and metrics.json), besides the basic ones always there
@@ -145,6 +148,27 @@ class Scorer:
                 row["scores"]["llm_judge"] = None if verdict.score is None else float(verdict.score)
                 row["llm_judge"] = {"criteria": verdict.criteria, "reasons": verdict.reasons, "error": verdict.error}
         return rows
+
+
+def check_fact_meta(manifests: dict[str, Path]) -> None:
+    """A ValueError naming ``file:line`` and the field of the first manifest line whose ``meta.facts`` the fact
+    judge cannot read (:func:`speechsum.judges.fact.fact_meta_problem`), so that it stops before any system
+    generates (it stopped after the first system had, naming a document id at best; a string of keys was read
+    letter by letter). Lines that are no JSON object are the manifest loader's to name."""
+    from speechsum.judges.fact import fact_meta_problem
+
+    for path in dict.fromkeys(manifests.values()):
+        if not Path(path).is_file():
+            continue  # the loader names it
+        for number, raw in raw_lines(path):
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except ValueError:
+                continue
+            meta = row.get("meta") if isinstance(row, dict) else None
+            if isinstance(meta, dict) and meta.get("facts") and (problem := fact_meta_problem(meta)):
+                raise ValueError(f"{path}:{number}: fact judge: {problem}; fix the line's meta, or leave fact_judge "
+                                 "out of --metrics (e.g. --metrics rouge,bertscore)")
 
 
 def warn_rouge_unreadable(rows: list[dict]) -> None:

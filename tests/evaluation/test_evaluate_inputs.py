@@ -1,0 +1,46 @@
+"""`speechsum evaluate` on inputs a user's own manifests bring: checked before any system generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.eval_fixtures import save_tiny_text_lm
+
+
+def write_manifest(folder: Path, metas: list[dict]) -> Path:
+    """One line per ``meta``, each with a 1 s clip, a transcript and a reference summary."""
+    sf.write(folder / "a.wav", (0.1 * np.sin(np.arange(16_000) / 5)).astype("float32"), 16_000)
+    lines = [{"id": f"x{i}", "audio": "a.wav", "instruction": "Summarise.", "summary": "Maria set the budget.",
+              "transcript": "Maria: the budget is set.", "meta": meta} for i, meta in enumerate(metas)]
+    path = folder / "test.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+GOOD = {"facts": [{"kind": "person", "text": "Maria", "keys": ["maria"]}], "required_facts": [0], "entities": ["maria"]}
+
+
+@pytest.mark.parametrize(("meta", "problem"), [
+    # keys as one string were read letter by letter (m, a, r, i, a): every summary with those letters recalled it
+    (GOOD | {"facts": [{"kind": "person", "text": "Maria", "keys": "maria"}]},
+     "fact 0 needs non-empty string 'keys' (a list: meta.facts[0].keys), got 'maria'"),
+    (GOOD | {"speakers": "Maria"}, "meta.speakers must be a list of strings, got 'Maria'"),  # letters, silently
+    (GOOD | {"entities": [40000]}, "meta.entities must be a list of strings, got [40000]"),  # a TypeError, late
+    ({"facts": [{"keys": ["budget"]}]}, "lacks list field 'required_facts' in its meta (benchmark manifests carry it; see speechsum/benchmark)"),
+])
+def test_a_fact_meta_the_judge_cannot_read_stops_before_any_system_generates(tmp_path, meta, problem):
+    from speechsum.evaluation.cli import evaluate_main
+
+    manifest = write_manifest(tmp_path, [GOOD, meta])
+    lm = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    with pytest.raises(ValueError) as bad:
+        evaluate_main(["--system", f"text:lm:{lm}", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                       "--metrics", "fact_judge", "--max-new-tokens", "2", "--accelerator", "cpu"])
+    assert str(bad.value) == (f"{manifest}:2: fact judge: {problem}; fix the line's meta, or leave fact_judge out of "
+                              "--metrics (e.g. --metrics rouge,bertscore)")
+    assert not (tmp_path / "out" / "lm").exists()  # nothing generated
