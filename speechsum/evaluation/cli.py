@@ -211,6 +211,19 @@ def drop_summary_rows(path: Path, systems: set[str]) -> None:
         write_atomic(path, buffer.getvalue())
 
 
+def write_summary(out: Path, results: dict[str, dict]) -> None:
+    """``<out>/summary.csv``: the rows of the systems an earlier run left there (those whose folder still
+    has its metrics.json), then this run's. It held this run's rows only: a second evaluation into one
+    ``--out`` dropped the first one's systems, whose folders stayed."""
+    path = out / "summary.csv"
+    rows = list(csv.reader(io.StringIO(summary_csv(results))))
+    old = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8")))) if path.is_file() else []
+    kept = [row for row in old[1:] if row and row[0] not in results and (out / row[0] / "metrics.json").is_file()]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows[:1] + (kept if old[:1] == rows[:1] else []) + rows[1:])
+    write_atomic(path, buffer.getvalue())
+
+
 def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: int, config: dict) -> None:
     """One W&B run (offline unless WANDB_MODE=online): flat metrics and an examples table per system."""
     import wandb
@@ -354,7 +367,7 @@ def evaluate_main(argv: list[str]) -> None:
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:
         return  # not global rank 0
-    write_atomic(out / "summary.csv", summary_csv(results))
+    write_summary(out, results)
     if judge is not None:
         write_atomic(out / "llm_judge_usage.json", json.dumps(judge.usage(), indent=2) + "\n")
     if args.wandb:

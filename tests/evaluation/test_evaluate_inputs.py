@@ -44,3 +44,23 @@ def test_a_fact_meta_the_judge_cannot_read_stops_before_any_system_generates(tmp
     assert str(bad.value) == (f"{manifest}:2: fact judge: {problem}; fix the line's meta, or leave fact_judge out of "
                               "--metrics (e.g. --metrics rouge,bertscore)")
     assert not (tmp_path / "out" / "lm").exists()  # nothing generated
+
+
+def test_a_second_evaluation_into_one_out_keeps_the_other_systems_summary_rows(tmp_path):
+    """summary.csv held only the last run's systems: evaluating `other` after `backbone` into one --out
+    dropped backbone's means from it, though its folder (and metrics.json) stayed."""
+    from speechsum.evaluation.cli import evaluate_main
+
+    manifest = write_manifest(tmp_path, [GOOD])
+    out = tmp_path / "out"
+    args = ["--manifest", str(manifest), "--out", str(out), "--metrics", "rouge", "--max-new-tokens", "2",
+            "--accelerator", "cpu", "--bootstrap-resamples", "5"]
+    evaluate_main([*args, "--system", f"text:backbone:{save_tiny_text_lm(tmp_path / 'backbone', seed=2)}"])
+    first = (out / "summary.csv").read_text().splitlines()
+    gone = "gone" + first[1][len("backbone"):]  # a row of a system whose folder is removed since: dropped
+    (out / "summary.csv").write_text("\n".join([*first, gone]) + "\n")
+    evaluate_main([*args, "--system", f"text:other:{save_tiny_text_lm(tmp_path / 'other', seed=3)}"])
+    lines = (out / "summary.csv").read_text().splitlines()
+    assert lines[:len(first)] == first  # backbone's rows as they were, then other's
+    assert {line.split(",")[0] for line in lines[1:]} == {"backbone", "other"}
+    assert len(lines) == 2 * len(first) - 1
