@@ -300,7 +300,7 @@ def encode_main(specs: list, manifests: dict[str, Path], options, out: Path) -> 
 
 def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.evaluate import evaluate
-    from speechsum.evaluation.scoring import Scorer, ScoringOptions, check_fact_meta
+    from speechsum.evaluation.scoring import REFERENCE_FREE, Scorer, ScoringOptions, check_fact_meta
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
     from speechsum.training.trainer_settings import cpu_devices_problem
@@ -363,6 +363,7 @@ def evaluate_main(argv: list[str]) -> None:
     if "fact_judge" in metrics:
         check_fact_meta(manifests)  # before any system generates
     options = options_from_args(args)
+    options.require_reference = not set(metrics) <= set(REFERENCE_FREE)  # ROUGE, BERTScore compare with it
     drop_summary_rows(out / "summary.csv", {spec.name for spec in specs})
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:

@@ -29,6 +29,7 @@ from speechsum.judges.rubric import RubricItem, RubricJudge
 from speechsum.utils.text_files import raw_lines
 
 METRIC_GROUPS = ("rouge", "bertscore", "fact_judge", "llm_judge")
+REFERENCE_FREE = ("fact_judge", "llm_judge")  # need no reference summary (nor do the basic scores)
 # the scores each group adds to a row's `scores` (and metrics.json), besides the basic ones always there
 GROUP_SCORES = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"), "bertscore": ("bertscore_f1",),
                 "fact_judge": ("fact_judge", "fact_recall", "fact_hallucinated"), "llm_judge": ("llm_judge",)}
@@ -143,7 +144,8 @@ class Scorer:
                 row["fact_verdict"] = {"hallucinated": list(verdict.hallucinated), "style_ok": verdict.style_ok,
                                        "reasons": verdict.reasons}
         if "llm_judge" in self.options.metrics:
-            items = [RubricItem(row["instruction"], row["prediction"], source_text(row), row["reference"]) for row in rows]
+            items = [RubricItem(row["instruction"], row["prediction"], source_text(row), row["reference"] or "")
+                     for row in rows]
             for row, verdict in zip(rows, self.options.judge.score(items)):
                 row["scores"]["llm_judge"] = None if verdict.score is None else float(verdict.score)
                 row["llm_judge"] = {"criteria": verdict.criteria, "reasons": verdict.reasons, "error": verdict.error}

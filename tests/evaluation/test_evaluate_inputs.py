@@ -64,3 +64,29 @@ def test_a_second_evaluation_into_one_out_keeps_the_other_systems_summary_rows(t
     assert lines[:len(first)] == first  # backbone's rows as they were, then other's
     assert {line.split(",")[0] for line in lines[1:]} == {"backbone", "other"}
     assert len(lines) == 2 * len(first) - 1
+
+
+def test_lines_without_a_reference_summary_are_scored_by_the_reference_free_metrics(tmp_path):
+    """A manifest without `summary` (KD-style data: audio and queries only) was refused whatever the
+    metrics; the fact judge and the LLM judge need no reference, nor do the basic scores. ROUGE and
+    BERTScore do: their refusal now says so, and how to go on."""
+    from speechsum.evaluation.cli import evaluate_main
+    from speechsum.utils.io import read_jsonl
+
+    manifest = write_manifest(tmp_path, [GOOD, GOOD])
+    manifest.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "summary"}) + "\n"
+                                for row in read_jsonl(manifest)))
+    lm = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    args = ["--system", f"text:lm:{lm}", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+            "--max-new-tokens", "2", "--accelerator", "cpu", "--bootstrap-resamples", "5"]
+    with pytest.raises(ValueError) as refused:
+        evaluate_main([*args, "--metrics", "rouge,fact_judge"])
+    assert str(refused.value) == (f"{manifest}:1: missing field 'summary': the reference summary ROUGE and BERTScore "
+                                  "compare with; without references evaluate with --metrics fact_judge,llm_judge (the "
+                                  "fact judge needs meta.facts), or add a summary to every line")
+    evaluate_main([*args, "--metrics", "fact_judge"])
+    rows = read_jsonl(tmp_path / "out" / "lm" / "predictions.jsonl")
+    assert [row["reference"] for row in rows] == [None, None]
+    assert all(1.0 <= row["scores"]["fact_judge"] <= 7.0 for row in rows)
+    results = json.loads((tmp_path / "out" / "lm" / "metrics.json").read_text())["results"]["all"]
+    assert results["fact_judge"]["n"] == 2 and "rougeL" not in results and results["length_words"]["n"] == 2
