@@ -38,7 +38,14 @@ import torch
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
-from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest, loaded_records
+from speechsum.data.manifest import (
+    Example,
+    ManifestError,
+    OnBadExample,
+    SkippedLine,
+    load_manifest,
+    loaded_records,
+)
 from speechsum.evaluation.runs import FORMAT
 from speechsum.evaluation.scoring import REFERENCE_FREE, Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
