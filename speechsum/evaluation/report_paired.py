@@ -95,13 +95,38 @@ def check_predictions_match(run: dict, rows: list[dict], path: Path) -> None:
                                  f"(results.split.{split}.{metric}): {fix}")
 
 
+def different_examples_note(predictions: dict[str, list[dict] | None], rows: list[Row], splits: list[str],
+                            metric: str) -> list[str]:
+    """A line naming each split whose systems scored as many examples of ``metric`` but not the same ones (by
+    ``predictions.jsonl`` id; other counts are the uneven-counts note's): the main table and the derived
+    tables then compare other test sets, with nothing said but the paired table's "no id in common"."""
+    parts = []
+    for split in splits:
+        scored = {row.name: frozenset(r["id"] for r in predictions.get(row.name) or []
+                                      if r["split"] == split and _finite((r.get("scores") or {}).get(metric)))
+                  for row in rows if split in row.cells and predictions.get(row.name)}
+        counts = {len(ids) for ids in scored.values()}
+        if len(set(scored.values())) > 1 and len(counts) == 1:
+            shared = frozenset.intersection(*scored.values())
+            parts.append(f"{split}: {len(shared)} of the {counts.pop()} example ids are scored in every one of "
+                         f"{', '.join(scored)}")
+    return [f"Means over different examples (as many in each system, but other ids: another test set? the paired "
+            f"comparisons use the shared ones): {'; '.join(parts)}.\n"] if parts else []
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
-                       num_resamples: int = 10_000, seed: int = 0
+                       num_resamples: int = 10_000, seed: int = 0, predictions: dict[str, list[dict] | None] | None = None
                        ) -> tuple[list[Comparison], list[str], list[tuple[str, str, str, str]]]:
     """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
     comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
-    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""
-    predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
+    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id.
+    ``predictions``: each run's :func:`load_predictions` by system name, when read already."""
+    if predictions is None:
+        predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
     paths = {run["system"]["name"]: Path(run["_path"]) / "predictions.jsonl" for run in runs}
     comparisons, missing, unpaired = [], set(), []
     for a, b in comparison_pairs(rows):

@@ -16,9 +16,10 @@ from speechsum.evaluation.scoring import summarise
 SYSTEMS = {"sft": ("student", "sft", [3.0, 4.0, 5.0, 4.5]), "kd": ("student", "kd", [4.0, 5.5, 6.0, 5.0])}
 
 
-def write_run(folder: Path, name: str, role: str, stage: str, scores: list[float]) -> None:
-    """A run folder as `speechsum evaluate` writes it: predictions.jsonl and the metrics.json of those rows."""
-    rows = [{"id": f"test-{i}", "system": name, "split": "test", "audio": f"a{i}.wav", "instruction": "Summarise.",
+def write_run(folder: Path, name: str, role: str, stage: str, scores: list[float], prefix: str = "test") -> None:
+    """A run folder as `speechsum evaluate` writes it: predictions.jsonl and the metrics.json of those rows
+    (ids ``<prefix>-<i>``)."""
+    rows = [{"id": f"{prefix}-{i}", "system": name, "split": "test", "audio": f"a{i}.wav", "instruction": "Summarise.",
              "reference": f"r{i}", "prediction": "p", "scores": {"fact_judge": value, "repetition": 0.1 * i}}
             for i, value in enumerate(scores)]
     values = {metric: np.array([row["scores"][metric] for row in rows]) for metric in ("fact_judge", "repetition")}
@@ -75,3 +76,15 @@ def test_predictions_of_another_system_are_named(runs, tmp_path):
     assert report_error(runs, tmp_path).startswith(
         f"speechsum report: {runs / 'kd' / 'predictions.jsonl'}: rows of system 'sft', but "
         f"{runs / 'kd' / 'metrics.json'} is system 'kd'")
+
+
+def test_as_many_examples_but_other_ids_are_named_above_the_table(runs, tmp_path):
+    """Two systems run on two test sets of one size: the main table and the relative improvement put their
+    means side by side with no word above them (only the paired table said "no id in common")."""
+    write_run(runs, "kd", "student", "kd", SYSTEMS["kd"][2], prefix="other")
+    report_main([str(runs), "--out", str(tmp_path / "report")])
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    note = ("Means over different examples (as many in each system, but other ids: another test set? the paired "
+            "comparisons use the shared ones): test: 0 of the 4 example ids are scored in every one of sft, kd.\n")
+    assert note in markdown and markdown.index(note) < markdown.index("| system |")
+    assert "Not compared, no example id in common (different test sets?)" in markdown
