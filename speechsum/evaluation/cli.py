@@ -177,6 +177,10 @@ def _manifests(args: argparse.Namespace) -> dict[str, Path]:
                              "name each manifest's split: --manifest SPLIT=PATH (e.g. test_a=A/test.jsonl)")
         manifests[split] = path
 
+    if args.split and not args.benchmark_dir:  # it picks --benchmark-dir's splits: it was ignored, silently
+        raise SystemExit(f"speechsum evaluate: --split {args.split[0]} picks a split of --benchmark-dir, which is not "
+                         "given; name a --manifest's split as --manifest SPLIT=PATH, or run a system on some splits "
+                         "only with --system-splits NAME=SPLIT")
     for text in args.manifest:
         add(*parse_manifest_arg(text), f"--manifest {text}")
     if args.benchmark_dir:

@@ -90,3 +90,19 @@ def test_lines_without_a_reference_summary_are_scored_by_the_reference_free_metr
     assert all(1.0 <= row["scores"]["fact_judge"] <= 7.0 for row in rows)
     results = json.loads((tmp_path / "out" / "lm" / "metrics.json").read_text())["results"]["all"]
     assert results["fact_judge"]["n"] == 2 and "rougeL" not in results and results["length_words"]["n"] == 2
+
+
+def test_split_without_a_benchmark_dir_is_refused_not_ignored(tmp_path):
+    """--split picks splits of --benchmark-dir; beside --manifest alone it was ignored, and every
+    manifest was evaluated."""
+    from speechsum.evaluation.cli import evaluate_main
+
+    manifest = write_manifest(tmp_path, [GOOD])
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text("{}")  # refused before any model is read
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main(["--system", f"text:lm:{tmp_path / 'lm'}", "--manifest", str(manifest), "--split", "test_xling",
+                       "--out", str(tmp_path / "out")])
+    assert str(stop.value) == ("speechsum evaluate: --split test_xling picks a split of --benchmark-dir, which is not "
+                               "given; name a --manifest's split as --manifest SPLIT=PATH, or run a system on some "
+                               "splits only with --system-splits NAME=SPLIT")
