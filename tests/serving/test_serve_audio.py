@@ -160,9 +160,9 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
     assert "e.g. `base64 -w0 clip.wav`" in bad_request(client, broken)
     broken[0]["content"][0]["input_audio"]["data"] = "UklGRü=="  # a character outside ASCII: was a 500
-    assert bad_request(client, broken) == (f"{param}.data is not valid standard base64 (string argument should contain "
-                                           "only ASCII characters): encode the file's bytes with the +/ alphabet and = "
-                                           "padding, e.g. `base64 -w0 clip.wav`.")
+    assert bad_request(client, broken) == (f"{param}.data is not valid standard base64 (character \"ü\" at position 5 "
+                                           "(from 0) is not a base64 character): encode the file's bytes with the +/ "
+                                           "alphabet and = padding, e.g. `base64 -w0 clip.wav`.")
     for url in ("data:audio/wav;base64,UklGRg==", "\n  data:audio/wav;base64,UklGRg=="):  # after a blank: was "not base64"
         broken[0]["content"][0]["input_audio"]["data"] = url
         assert bad_request(client, broken) == (f"{param}.data must be bare base64 (the file's bytes), not a data: "
