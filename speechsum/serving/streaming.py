@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -65,7 +67,11 @@ def settled(text: str, stops: list[str]) -> str:
 
 class LiveStream:
     """One streamed reply: ``start(warnings)`` sends the status line and headers (at the first chunk, so
-    an error before any text is still a JSON error), ``write(bytes)`` one piece of the chunked body."""
+    an error before any text is still a JSON error), ``write(bytes)`` one piece of the chunked body.
+    Both run on a writer thread of the stream's own: the generation (which holds the model) only queues
+    its chunks, so a client that reads slowly or not at all does not hold the model for the requests
+    behind it (it would until the connection's timeout, 300 s); once a write fails, the next chunk
+    queued raises :class:`ClientGone` and the generation stops."""
 
     def __init__(self, chat: bool, model: str, include_usage: bool, start: Callable[[list[dict]], None],
                  write: Callable[[bytes], None]) -> None:
@@ -73,6 +79,9 @@ class LiveStream:
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self._start, self._write = start, write
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._failed: BaseException | None = None  # the writer's error: the client is gone
         self.started = False
         self.sent: dict[int, str] = {}  # choice index → its text sent so far
         self.warnings: list[dict] | None = None  # not yet sent
@@ -119,11 +128,13 @@ class LiveStream:
             self._send(None, reply["usage"])
         self._put(DONE)
         self._put(b"")  # the chunked body's end
+        self._close()
 
     def fail(self, error: APIError) -> None:
         """An error after the stream started: as vLLM, an ``error`` event, then [DONE]."""
         self._put(b"data: " + json_bytes(error.body()) + b"\n\n" + DONE)
         self._put(b"")
+        self._close()
 
     def _send_text(self, index: int, text: str, logprobs: dict | None, finish: str | None) -> None:
         if self.chat:
@@ -136,6 +147,11 @@ class LiveStream:
                         "stop_reason": None})
 
     def _send(self, choice: dict | None, usage: dict | None = None) -> None:
+        if not self.started:  # the headers first, with the warnings the first chunk carries
+            self.started = True
+            self._queue.put((self._start, self.warnings or []))
+            self._writer = threading.Thread(target=self._drain, name="speechsum-stream", daemon=True)
+            self._writer.start()
         chunk = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                  "created": self.created, "model": self.model, "system_fingerprint": None,
                  "choices": [choice] if choice is not None else []}
@@ -146,16 +162,32 @@ class LiveStream:
         self._put(b"data: " + json_bytes(chunk) + b"\n\n")
 
     def _put(self, data: bytes) -> None:
-        try:
-            if not self.started:
-                self.started = True
-                self._start(self.warnings or [])
-            self._write(data)
-        except ClientGone:
-            raise
-        except GONE:
-            raise ClientGone("the client closed its connection while its answer was streamed",
-                             "while its answer was streamed") from None
+        if self._failed is not None:
+            raise self._gone()
+        self._queue.put((self._write, data))
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            call, argument = item
+            try:
+                call(argument)
+            except BaseException as error:  # noqa: BLE001 - the client gone (or a write that failed): stop writing
+                if not isinstance(error, GONE):
+                    LOG.error("a streamed answer could not be written", exc_info=True)
+                self._failed = error
+                return
+
+    def _close(self) -> None:
+        """Wait until everything queued is written; :class:`ClientGone` when it could not be."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+        if self._failed is not None:
+            raise self._gone()
+
+    def _gone(self) -> ClientGone:
+        return ClientGone("the client closed its connection while its answer was streamed",
+                          f"while its answer was streamed ({type(self._failed).__name__})")
 
 
 class _Shifted:

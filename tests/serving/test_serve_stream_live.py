@@ -16,9 +16,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from speechsum.models.tokenizer import build_byte_tokenizer
 from speechsum.serving import speech_backend
+from speechsum.serving.cli import build_server
 from speechsum.serving.hf_backend import HFBackend
 from speechsum.utils.remote import openai_client
-from tests.servers import serve_in_thread
+from tests.servers import ThreadedServer, serve_in_thread
 from tests.serving.export_fixtures import audio_request
 
 USER = [{"role": "user", "content": "hi"}]
@@ -189,3 +190,33 @@ def test_an_http_1_0_stream_ends_with_its_connection(letters):
     assert events.endswith("\n\ndata: [DONE]\n\n")
     chunks = [json.loads(e.removeprefix("data: ")) for e in events.split("\n\n")[:-2]]
     assert "".join(c["choices"][0]["text"] for c in chunks) == whole.choices[0].text and len(chunks) > 2
+
+
+def test_a_stream_its_client_does_not_read_does_not_hold_the_model(letters):
+    """A streamed answer is written by a thread of its own: a client that stops reading (its socket buffers full)
+    does not hold the model, which the request behind it gets once the answer is generated (written while the model
+    was held, it would wait for the connection's timeout, 300 s)."""
+    server = build_server(letters, host="127.0.0.1", port=0)
+    accept = server.get_request
+
+    def small_buffers():
+        connection, address = accept()
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return connection, address
+
+    server.get_request = small_buffers
+    steps, started = [], threading.Event()
+    hook = letters.model.register_forward_pre_hook(lambda *_: (steps.append(1), started.set()) and None)
+    body = json.dumps({"model": "letters", "prompt": "hi", "max_tokens": 250, "temperature": 0, "stream": True})
+    try:
+        with ThreadedServer(server), socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(server.server_address[:2])
+            stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode()))
+            assert started.wait(10)
+            reply = openai_client(server.base_url, timeout=30).completions.create(model="letters", prompt="x",
+                                                                                  max_tokens=3, temperature=0)
+    finally:
+        hook.remove()
+    assert reply.usage.completion_tokens == 3 and len(steps) == 250 + 3
