@@ -52,14 +52,19 @@ def stream_mode(body: dict) -> bool | None:
 def settled(text: str, stops: list[str]) -> str:
     """The part of a choice's ``text`` so far that stays in its answer whatever comes next: up to its
     first stop string; else without its last ``len(longest stop) - 1`` characters (they may start
-    one); then without a trailing incomplete character (U+FFFD) or white space (a speech student's
-    answer is stripped)."""
+    one); then without a white space in its last 4 characters and what follows it (a tokenizer that
+    cleans up spaces, ``clean_up_tokenization_spaces``, turns "can '" into "can's" once an "s" follows),
+    a trailing incomplete character (U+FFFD) or white space (a speech student's answer is stripped)."""
     cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
     if cuts:
         text = text[:min(cuts)]
     elif stops:
         text = text[:max(len(text) - max(len(s) for s in stops) + 1, 0)]
     end = len(text)
+    for position in range(len(text) - 1, max(len(text) - 5, -1), -1):
+        if text[position].isspace():
+            end = position
+            break
     while end and (text[end - 1].isspace() or text[end - 1] == "\ufffd"):
         end -= 1
     return text[:end]

@@ -18,6 +18,7 @@ from speechsum.models.tokenizer import build_byte_tokenizer
 from speechsum.serving import speech_backend
 from speechsum.serving.cli import build_server
 from speechsum.serving.hf_backend import HFBackend
+from speechsum.serving.streaming import settled
 from speechsum.utils.remote import openai_client
 from tests.servers import ThreadedServer, serve_in_thread
 from tests.serving.export_fixtures import audio_request
@@ -220,3 +221,18 @@ def test_a_stream_its_client_does_not_read_does_not_hold_the_model(letters):
     finally:
         hook.remove()
     assert reply.usage.completion_tokens == 3 and len(steps) == 250 + 3
+
+
+def test_streamed_text_stays_a_start_of_the_answer_when_spaces_are_cleaned_up():
+    """A tokenizer that cleans up spaces (``clean_up_tokenization_spaces``: a WordPiece one, or a BPE one forced to)
+    decodes "It '" as it is, then "It 's" as "It's": the streamed "It '" would not start the answer."""
+    tokenizer = build_byte_tokenizer()
+    ids = tokenizer.encode("It 's fine , is it ? I 'm sure .", add_special_tokens=False)
+
+    def decode(span: list[int]) -> str:  # transformers' own clean-up, as decode applies it
+        return tokenizer.clean_up_tokenization(tokenizer.decode(span))
+
+    final = decode(ids)
+    assert final == "It's fine, is it? I'm sure."
+    for end in range(len(ids) + 1):
+        assert final.startswith(settled(decode(ids[:end]), []))
