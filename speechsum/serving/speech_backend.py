@@ -216,9 +216,14 @@ class SpeechBackend:
         if len(request.audio) > 1:  # the second part named, as the one to leave out
             raise bad_request(f"{request.audio[1].param}: a speech student reads one audio part per request, and this "
                               f"request holds {len(request.audio)}; send one clip per request.", request.audio[1].param)
-        if len(request.messages) != 1 or len(request.audio) != 1:
-            raise bad_request(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
-                              f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
+        if len(request.messages) > 1:  # before 2026-12-07 neither message was named
+            raise bad_request(f"messages[1]: a speech student answers one user message (its input_audio part, and the "
+                              f"instruction as text parts), and this request has {len(request.messages)}; put the "
+                              "input_audio part and the instruction in one message.", "messages[1]")
+        if not request.audio:
+            raise bad_request(f"messages[0].content: model '{self.model_name}' summarises audio, and this message has no "
+                              "input_audio part; add one ({\"type\": \"input_audio\", \"input_audio\": {\"data\": "
+                              "<base64 file>, \"format\": \"wav\"}}) beside the instruction's text.", "messages[0].content")
         instruction = request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
         problem = instruction_problem(self.model, instruction)
         if problem:

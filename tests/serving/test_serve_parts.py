@@ -108,3 +108,25 @@ def test_bad_base64_audio_is_named_with_where_it_goes_wrong(speech_url, data, pr
     assert (status, body["error"]["param"]) == (400, field)
     assert body["error"]["message"] == (f"{field} is not valid standard base64 ({problem}): encode the file's bytes "
                                         "with the +/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.")
+
+
+def test_a_speech_request_without_its_one_audio_message_names_the_message(speech_url):
+    """Before: "needs exactly one user message with exactly one input_audio part; got 2 messages and 1 audio parts",
+    param 'messages', for both: which message to change was left to guess."""
+    audio = {"type": "input_audio", "input_audio": AUDIO}
+    status, body = _post(speech_url, [{"type": "text", "text": "Summarise."}])
+    assert (status, body["error"]["param"]) == (400, "messages[0].content")
+    assert body["error"]["message"].startswith("messages[0].content: model 'student' summarises audio, and this message "
+                                               "has no input_audio part; add one")
+    parsed = urlparse(speech_url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    messages = [{"role": "user", "content": [audio]}, {"role": "user", "content": "Summarise."}]
+    connection.request("POST", "/v1/chat/completions", json.dumps({"model": MODEL, "messages": messages}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    error = json.loads(response.read())["error"]
+    connection.close()
+    assert (response.status, error["param"]) == (400, "messages[1]")
+    assert error["message"] == ("messages[1]: a speech student answers one user message (its input_audio part, and the "
+                                "instruction as text parts), and this request has 2; put the input_audio part and the "
+                                "instruction in one message.")
