@@ -262,7 +262,7 @@ class SpeechLLM(nn.Module, ABC):
         temperature: float = 1.0,
         top_p: float = 1.0,
         num_return_sequences: int = 1,
-        step_check: Callable[[], None] | None = None,
+        step_check: Callable[[Tensor], Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Batched generation from audio + instruction; returns ``(response_ids, response_mask)``,
         ``(B * num_return_sequences, N)``, row ``b * n + k`` the k-th sample of example b (see
@@ -272,14 +272,17 @@ class SpeechLLM(nn.Module, ABC):
         are a :class:`~speechsum.utils.arguments.ConfigError` naming the argument
         (:func:`check_generate`); a sampling ``temperature`` below ``GREEDY_BELOW`` (1e-5) decodes
         greedily, as ``serve`` and vLLM do (smaller ones overflow the scaled scores). ``step_check`` is
-        called before each new token (what it raises ends the generation; the tokens are unchanged)."""
+        called before each new token with the new tokens so far, ``(rows, t)`` (what it raises ends the
+        generation; a ``(rows,)`` bool tensor it returns ends those rows with a stop token; the other
+        tokens are unchanged: :class:`~speechsum.models.sampling.StepCheck`)."""
         context = self.context_length()
         check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, context)
         check_prompt_fits(self.processor, batch, context)
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
         sampled = do_sample and temperature >= GREEDY_BELOW  # below: greedy, as serve and vLLM
-        processors = with_step_check(sampling_processors(temperature, top_p) if sampled else None, step_check)
+        processors = with_step_check(sampling_processors(temperature, top_p) if sampled else None, step_check,
+                                     stop_ids[0])
         if num_return_sequences > 1:  # greedy generate decodes one sequence per row
             batch = batch.repeat_interleave(num_return_sequences)
         with eval_mode(self):

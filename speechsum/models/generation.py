@@ -50,10 +50,10 @@ class GeneratedTexts:
 
 def generate_texts(
     model: SpeechLLM, batch: SpeechBatch, settings: GenerationSettings, num_return_sequences: int = 1,
-    step_check: Callable[[], None] | None = None,
+    step_check: Callable[[Tensor], Tensor | None] | None = None,
 ) -> GeneratedTexts:
     """``model.generate`` with ``settings``, decoded by the model's processor, with the truncation flag;
-    ``step_check`` is called before each new token (:meth:`SpeechLLM.generate`)."""
+    ``step_check`` is called before each new token with the new tokens so far (:meth:`SpeechLLM.generate`)."""
     checked = {"step_check": step_check} if step_check is not None else {}
     ids, mask = model.generate(batch, **asdict(settings), num_return_sequences=num_return_sequences, **checked)
     processor = model.processor

@@ -81,20 +81,45 @@ def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList
 
 
 class StepCheck(LogitsProcessor):
-    """Calls ``check()`` before each new token is chosen, scores unchanged: a caller's way to end a
-    generation early by raising from it (``speechsum serve``: a client gone mid-answer)."""
+    """Calls ``check(new_tokens)`` before each new token is chosen, with the tokens chosen so far
+    (``(rows, t)``; ``(rows, 0)`` at the first step), scores unchanged: a caller's way to end a
+    generation early by raising from it (``speechsum serve``: a client gone mid-answer) or to read
+    the tokens as they come (a streamed answer). A ``(rows,)`` bool tensor it returns ends those rows
+    now: :class:`EndRows` gives them ``stop_id`` (a stop string found in their text)."""
 
-    def __init__(self, check: Callable[[], None]) -> None:
-        self.check = check
+    def __init__(self, check: Callable[[Tensor], Tensor | None]) -> None:
+        self.check, self.start, self.ending = check, None, None
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        self.check()
+        if self.start is None:  # the first step: what the processors see before any new token (a prompt, or none)
+            self.start = input_ids.shape[1]
+        self.ending = self.check(input_ids[:, self.start:])
         return scores
 
 
-def with_step_check(processors: LogitsProcessorList | None, check: Callable[[], None] | None) -> LogitsProcessorList | None:
-    """``processors`` with a :class:`StepCheck` of ``check`` first (``processors`` as they are without one)."""
-    return processors if check is None else LogitsProcessorList([StepCheck(check), *(processors or [])])
+class EndRows(LogitsProcessor):
+    """The last processor: the rows its :class:`StepCheck` returned take ``stop_id`` (every other
+    score −inf), after every sampler drew its numbers, so the other rows' tokens are unchanged."""
+
+    def __init__(self, step: StepCheck, stop_id: int) -> None:
+        self.step, self.stop_id = step, stop_id
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        rows = self.step.ending
+        if rows is None or not bool(rows.any()):
+            return scores
+        ended = torch.full_like(scores[0], float("-inf")).index_fill(0, torch.tensor([self.stop_id], device=scores.device), 0.0)
+        return torch.where(rows.to(scores.device)[:, None], ended, scores)
+
+
+def with_step_check(processors: LogitsProcessorList | None, check: Callable[[Tensor], Tensor | None] | None,
+                    stop_id: int = 0) -> LogitsProcessorList | None:
+    """``processors`` with a :class:`StepCheck` of ``check`` first and its :class:`EndRows` (ending rows
+    with ``stop_id``) last; ``processors`` as they are without one."""
+    if check is None:
+        return processors
+    step = StepCheck(check)
+    return LogitsProcessorList([step, *(processors or []), EndRows(step, stop_id)])
 
 
 def check_decoding(prefix: str, max_new_tokens: int, temperature: float | None = None, top_p: float | None = None,

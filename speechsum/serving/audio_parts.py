@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 
 from speechsum.data.not_audio import HEAD_BYTES, audio_format
 from speechsum.serving.protocol import APIError, AudioInput, bad_request, sent_value
@@ -44,9 +45,38 @@ def _reads_audio(param: str, max_audio_bytes: int) -> None:
                           "`speechsum export` to send input_audio.", param)
 
 
-def _decode(encoded: str, param: str, field: str, max_audio_bytes: int) -> bytes:
+def base64_problem(sent: str, start: int = 0) -> str | None:
+    """What makes ``sent`` (base64 text, white space allowed) not standard base64, with where: the first
+    character outside the +/ alphabet (URL-safe base64's -_ told so), data after '=' padding, or a length
+    that is no multiple of 4 (cut short); ``start``: where ``sent`` begins in its field. None: none of those."""
+    data, padding, pads = 0, None, 0  # base64 characters so far; where the padding began; its '=' characters
+    for offset, char in enumerate(sent, start):
+        if char.isspace() and char.isascii():
+            continue
+        if char == "=":
+            padding, pads = offset if padding is None else padding, pads + 1
+            continue
+        if not (char.isascii() and (char.isalnum() or char in "+/")):
+            kind = " (URL-safe base64: encode with + and / instead of - and _)" if char in "-_" else ""
+            return f"character {json.dumps(char, ensure_ascii=False)} at position {offset} (from 0) is not a base64 character{kind}"
+        if padding is not None:
+            return (f"the '=' padding at position {padding} is followed by more data at position {offset} (two "
+                    "encodings joined, or '=' inside the text): send one file's base64")
+        data += 1
+    if padding is not None and data == 0:
+        return f"it holds only '=' padding (from position {padding}), no data"
+    if (data % 4 == 1) or (padding is None and data % 4):
+        return (f"its {data} base64 characters, white space not counted, are not a multiple of 4: it is cut short, "
+                "or its '=' padding is missing")
+    if (data + pads) % 4:
+        return f"its {data} base64 characters take {-data % 4} '=' of padding, not {pads}"
+    return None
+
+
+def _decode(encoded: str, param: str, field: str, max_audio_bytes: int, sent: str = "", start: int = 0) -> bytes:
     """Base64 ``encoded`` (whitespace removed) → the file's bytes; 413 above the limit (from its
-    length, before decoding), 400 when it is not standard base64 or empty."""
+    length, before decoding), 400 when it is not standard base64 (naming where, in ``sent``: the text
+    as sent, from position ``start`` of the field) or empty."""
     size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # the file's bytes: one under the limit is under it
     if size > max_audio_bytes:
         raise APIError(413, f"{param}: about {size} bytes of audio exceed this server's limit of "
@@ -54,7 +84,8 @@ def _decode(encoded: str, param: str, field: str, max_audio_bytes: int) -> bytes
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as error:  # ValueError: a character outside ASCII
-        raise bad_request(f"{field} is not valid standard base64 ({error}): encode the file's bytes with the "
+        problem = base64_problem(sent or encoded, start) or str(error)  # before 2026-12-07 binascii's words, no position
+        raise bad_request(f"{field} is not valid standard base64 ({problem}): encode the file's bytes with the "
                           "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", field) from None
     if not data:
         raise bad_request(f"{field} is empty.", field)
@@ -80,7 +111,7 @@ def input_audio_part(part: dict, index: int, position: int, max_audio_bytes: int
     if encoded[:5].lower() == "data:":
         raise bad_request(f"{param}.data must be bare base64 (the file's bytes), not a data: URL; drop the "
                           f"'{encoded[: min(encoded.find(',') + 1, 80)] or 'data:'}' prefix.", f"{param}.data")
-    return AudioInput(_decode(encoded, param, f"{param}.data", max_audio_bytes), kind, index, param)
+    return AudioInput(_decode(encoded, param, f"{param}.data", max_audio_bytes, audio["data"]), kind, index, param)
 
 
 def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) -> AudioInput:
@@ -110,7 +141,8 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
         subtype = labels[0].split("/", 1)[-1] if labels[0].startswith("audio/") else ""
         raise bad_request(f"{field}: media type {labels[0] or '(none)'!r} is not audio this server reads; use "
                           f"audio/wav, audio/mpeg, audio/flac or audio/ogg{_convert_advice(subtype)}.", field)
-    data = _decode("".join(payload.split()), param, field, max_audio_bytes)
+    sent = audio["url"]
+    data = _decode("".join(payload.split()), param, field, max_audio_bytes, sent[sent.find(",") + 1:], sent.find(",") + 1)
     if generic:  # a Blob without a type (a browser's readAsDataURL): the format its bytes show
         kind = SNIFFED_FORMATS.get(audio_format(data[:HEAD_BYTES]) or "")
         if kind is None:

@@ -30,6 +30,7 @@ from speechsum.serving.protocol import (
     CompletionRequest,
     Generation,
     Sampling,
+    TextStream,
     TokenLogprob,
     check_client,
     client_present,
@@ -47,24 +48,39 @@ def token_pieces(tokenizer, ids: list[int], context: list[int] = ()) -> list[str
     Pieces concatenate to the decoding of ``ids`` after ``context``; a token that ends inside a
     multi-byte character gets "" and the token completing it gets the whole character.
     """
-    all_ids = list(context) + list(ids)
-    prefix, read = max(len(context) - 5, 0), len(context)
-    pieces: list[str] = []
+    pieces = Pieces(tokenizer, context)
+    pieces.add(ids)
+    return pieces.finish()
 
-    def decode(span: list[int]) -> str:
-        return tokenizer.decode(span, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
-    for end in range(len(context) + 1, len(all_ids) + 1):
-        before = decode(all_ids[prefix:read])
-        after = decode(all_ids[prefix:end])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            pieces.append(after[len(before):])
-            prefix, read = read, end
-        else:
-            pieces.append("")
-    if pieces and read < len(all_ids):  # an incomplete character at the very end
-        pieces[-1] += decode(all_ids[prefix:])[len(decode(all_ids[prefix:read])):]
-    return pieces
+class Pieces:
+    """:func:`token_pieces` a token at a time: ``add`` the tokens as they are generated, ``pieces`` so far
+    (the text of complete characters: a prefix of the final text), ``finish`` with an incomplete end."""
+
+    def __init__(self, tokenizer, context: list[int] = ()) -> None:
+        self.tokenizer, self.ids = tokenizer, list(context)
+        self.prefix, self.read = max(len(context) - 5, 0), len(context)
+        self.pieces: list[str] = []
+
+    def _decode(self, span: list[int]) -> str:
+        return self.tokenizer.decode(span, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def add(self, ids: list[int]) -> None:
+        for token in ids:
+            self.ids.append(token)
+            before = self._decode(self.ids[self.prefix:self.read])
+            after = self._decode(self.ids[self.prefix:])
+            if len(after) > len(before) and not after.endswith("\ufffd"):
+                self.pieces.append(after[len(before):])
+                self.prefix, self.read = self.read, len(self.ids)
+            else:
+                self.pieces.append("")
+
+    def finish(self) -> list[str]:
+        pieces = list(self.pieces)
+        if pieces and self.read < len(self.ids):  # an incomplete character at the very end
+            pieces[-1] += self._decode(self.ids[self.prefix:])[len(self._decode(self.ids[self.prefix:self.read])):]
+        return pieces
 
 
 def template_roles(messages: list[dict], template: str | dict) -> list[dict]:
@@ -108,6 +124,30 @@ class _StopWhenClientGone(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         self.gone = self.gone or self.client_gone()
         return torch.full((input_ids.shape[0],), self.gone, dtype=torch.bool, device=input_ids.device)
+
+
+class _StreamText(StoppingCriteria):
+    """Sends each row's text so far to the request's stream after every new token (:class:`Pieces`, as
+    :meth:`HFBackend._finish` decodes it), up to the row's first stop token; never stops a row itself.
+    Not once the client is gone (``gone``): the generation is being dropped."""
+
+    def __init__(self, backend: HFBackend, prompt: list[int], stream: TextStream, fan_out: int,
+                 gone: _StopWhenClientGone) -> None:
+        self.backend, self.context, self.length, self.stream = backend, prompt[-8:], len(prompt), stream
+        self.fan_out, self.gone, self.rows = fan_out, gone, {}
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        for row, ids in enumerate(input_ids[:, self.length:].tolist()):
+            pieces = self.rows.setdefault(row, [Pieces(self.backend.tokenizer, self.context), False])
+            if pieces[1] or self.gone.gone:
+                continue
+            token = ids[-1]
+            pieces[1] = token in self.backend.stop_ids
+            if not pieces[1]:
+                pieces[0].add([token])
+                for index in range(row, row + self.fan_out):  # greedy n > 1: one row is every choice
+                    self.stream.text(index, "".join(pieces[0].pieces))
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class HFBackend:
@@ -168,7 +208,7 @@ class HFBackend:
                 top_k = request.prompt_top_k
                 prompt_tokens = self.score(ids, top_k) if top_k is not None else None
                 outputs.append(CompletionOutput(text, prompt_tokens, len(ids), self._generate(
-                    ids, request.sampling, request.logprobs, request.client_gone)))
+                    ids, request.sampling, request.logprobs, request.client_gone, request.stream)))
             return outputs
 
     def chat(self, request: ChatRequest) -> ChatOutput:
@@ -183,7 +223,8 @@ class HFBackend:
             check_client(request.client_gone)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             self._check_prompt(ids, "messages")
-            return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs, request.client_gone))
+            return ChatOutput(len(ids), self._generate(ids, request.sampling, request.top_logprobs, request.client_gone,
+                                                       request.stream))
 
     def _prompt(self, request: CompletionRequest) -> tuple[list[int], str]:
         """The prompt's token ids and text, once its ids, length and room for ``max_tokens`` are checked."""
@@ -292,7 +333,8 @@ class HFBackend:
         return sampling.max_tokens
 
     def _generate(self, ids: list[int], sampling: Sampling, top_k: int | None,
-                  client_gone: Callable[[], bool] = client_present) -> list[Generation]:
+                  client_gone: Callable[[], bool] = client_present, stream: TextStream | None = None
+                  ) -> list[Generation]:
         max_new = self._max_new_tokens(len(ids), sampling)
         if max_new == 0:
             return [Generation("", "length", [] if top_k is not None else None, 0) for _ in range(sampling.n)]
@@ -305,6 +347,8 @@ class HFBackend:
         )
         gone = _StopWhenClientGone(client_gone)
         stopping = [gone, *([_StopOnStrings(self.tokenizer, sampling.stop, len(ids))] if sampling.stop else [])]
+        if stream is not None:  # stream: true: the text as it comes
+            stopping.append(_StreamText(self, ids, stream, sampling.n if greedy else 1, gone))
         input_ids = torch.tensor([ids], device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):

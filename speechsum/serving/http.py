@@ -34,7 +34,7 @@ from speechsum.serving.routes import (
     route_error,
     route_path,
 )
-from speechsum.serving.streaming import event_stream, stream_chunks, stream_mode
+from speechsum.serving.streaming import LiveStream, stream_mode
 
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -183,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         started = time.perf_counter()
         path = route_path(self.path)
-        status, usage, self.ignored = 500, None, []
+        status, usage, self.ignored, self.live = 500, None, [], None
         try:
             self._check_headers()  # first: a malformed line hides the headers after it (Authorization too)
             if path.startswith("/v1/") and method != "OPTIONS":  # a CORS preflight carries no key
@@ -194,13 +194,12 @@ class _Handler(BaseHTTPRequestHandler):
                 cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
                 status = self._send_no_content({"Allow": methods, **cors})
                 return
-            status, payload, stream = self._route(path)
-            usage, headers = payload.get("usage"), fmt.warning_header(payload.get("warnings") or [])
-            if stream is None:
-                self._send(status, payload, headers)
+            status, payload = self._route(path)
+            usage = payload.get("usage")
+            if self.live is None:
+                self._send(status, payload, fmt.warning_header(payload.get("warnings") or []))
             else:
-                chunks = event_stream(stream_chunks(payload, stream), json_bytes)
-                self._send_bytes(status, "text/event-stream", chunks, headers)
+                self.live.finish(payload)
         except APIError as error:
             status = self._send_error(error)
         except ClientGone as gone:  # it left while its request waited for the model or was generated: work dropped
@@ -235,9 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
         return (self.headers.get("Transfer-Encoding") is not None or any(v.strip() != "0" for v in lengths)
                 or (not lengths and self.command == "POST"))
 
-    def _route(self, path: str) -> tuple[int, dict, bool | None]:
-        """The answer to a request :meth:`_check_route` let through, and how to send it: None as one
-        JSON object, else as a stream (True: with a usage chunk; :func:`stream_mode`). The body and its
+    def _route(self, path: str) -> tuple[int, dict]:
+        """The answer to a request :meth:`_check_route` let through; a ``stream: true`` request's is sent by
+        ``self.live`` (:class:`~speechsum.serving.streaming.LiveStream`) as it is generated. The body and its
         JSON are let go once parsed: a request waiting for the model holds only what it needs (before
         2026-12-07 also both, each the size of its base64 audio: 3.7x the file in all)."""
         backend, limits = self.server.backend, self.server.limits
@@ -247,16 +246,16 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.bodies.reader() as share:  # the body's bytes count against the budget until parsed
             body = self._read_body(share.take)
             if path == "/health":
-                return 200, {"status": "ok"}, None
+                return 200, {"status": "ok"}
             if path == "/v1/models":
-                return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created), None
+                return 200, fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)
             if path.startswith("/v1/models/"):
                 name = unquote(path.removeprefix("/v1/models/"))
                 if name != backend.model_name:
                     raise APIError(404, f"The model '{name}' does not exist; this server serves "
                                         f"'{backend.model_name}'.", param="model", code="model_not_found")
                 card = fmt.models_response(backend.model_name, backend.max_model_len, self.server.created)["data"][0]
-                return 200, card, None
+                return 200, card
             request = json_object(body)
             del body
             fmt.check_model(request, backend.model_name)
@@ -264,6 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             parsed, as_ids = fmt.parse_chat(request, limits) if chat else fmt.parse_completion(request, limits)
             self.ignored, mode = ignored_fields(request, chat=chat), stream_mode(request)
             del request
+        if mode is not None:  # the answer is sent by self.live as it comes
+            self.live = LiveStream(chat, backend.model_name, mode, self._start_stream, self._write_chunk)
+            self.live.attach([parsed] if chat else parsed)
         if not chat:  # POST /v1/completions
             for one in parsed:
                 one.client_gone = self._client_gone
@@ -275,7 +277,20 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.queue.slot():
                 output = backend.chat(parsed)
             reply = fmt.chat_response(backend.model_name, parsed, output, as_ids)
-        return 200, reply, mode
+        return 200, reply
+
+    def _start_stream(self, warnings: list[dict]) -> None:
+        """The status line and headers of a streamed answer: chunked (HTTP/1.0: ended by closing)."""
+        self.chunked = self.request_version == "HTTP/1.1"
+        self.close_connection = self.close_connection or not self.chunked
+        self._send_head(200, "text/event-stream", {"Cache-Control": "no-cache", **fmt.warning_header(warnings)},
+                        {"Transfer-Encoding": "chunked"} if self.chunked else {})
+
+    def _write_chunk(self, data: bytes) -> None:
+        if not self.chunked:
+            self.wfile.write(data)
+        else:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _large_body(self) -> bool:
@@ -342,13 +357,28 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def _send_error(self, error: APIError) -> int:
-        """Answer ``error``; the status for the request log: the error's, or 499 when the client is gone."""
+        """Answer ``error``; the status for the request log: the error's, or 499 when the client is gone.
+        A streamed answer already begun gets it as an ``error`` event, its connection then closed."""
         try:
+            if getattr(self, "live", None) is not None and self.live.started:
+                self.close_connection = True
+                self.live.fail(error)
+                return error.status
             self._send(error.status, error.body(), error.headers)
             return error.status
         except CLIENT_GONE:
             self.close_connection = True
             return 499
+
+    def _send_head(self, status: int, content_type: str, headers: dict[str, str], framing: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        cors = cors_headers(getattr(self, "headers", None), self.server.allowed_origins)  # none: request line unread
+        for name, value in {**framing, **cors, **headers}.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
 
     def _send_no_content(self, headers: dict[str, str]) -> int:
         self.send_response(204)
@@ -363,15 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_bytes(status, "application/json", json_bytes(payload), headers)
 
     def _send_bytes(self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        cors = cors_headers(getattr(self, "headers", None), self.server.allowed_origins)  # none: request line unread
-        for name, value in {**cors, **(headers or {})}.items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
+        self._send_head(status, content_type, headers or {}, {"Content-Length": str(len(data))})
         if self.command != "HEAD":
             self.wfile.write(data)
 

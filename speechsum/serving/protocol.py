@@ -135,6 +135,16 @@ class Generation:
     num_tokens: int
 
 
+class TextStream(Protocol):
+    """Where a backend sends a streamed answer as it is generated (:class:`speechsum.serving.streaming.LiveStream`):
+    ``text(index, text)`` with choice ``index``'s text so far (stop strings not yet cut), ``warn`` with the
+    reply's warnings once known. A backend that calls neither is streamed once it has answered."""
+
+    def text(self, index: int, text: str) -> None: ...
+
+    def warn(self, warnings: list[ReplyWarning]) -> None: ...
+
+
 @dataclass
 class CompletionRequest:
     """A legacy ``/v1/completions`` prompt: text or token ids. ``logprobs`` = top-k per generated
@@ -146,6 +156,7 @@ class CompletionRequest:
     logprobs: int | None = None
     prompt_logprobs: int | None = None
     client_gone: Callable[[], bool] = field(default=client_present, repr=False, compare=False)
+    stream: TextStream | None = field(default=None, repr=False, compare=False)  # stream: true, no log-probs
 
     @property
     def prompt_top_k(self) -> int | None:
@@ -191,6 +202,7 @@ class ChatRequest:
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     client_gone: Callable[[], bool] = field(default=client_present, repr=False, compare=False)
+    stream: TextStream | None = field(default=None, repr=False, compare=False)  # stream: true, no log-probs
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from speechsum.data.audio import (
     AudioTooLongError,
@@ -32,7 +33,8 @@ from speechsum.data.audio import (
 )
 from speechsum.data.audio_notes import LOUD
 from speechsum.data.cut_short import REWRITE, damage
-from speechsum.models.base import SpeechLLM
+from speechsum.data.processor import SpeechProcessor
+from speechsum.models.base import SpeechLLM, mask_after_stop
 from speechsum.models.generation import GenerationSettings
 from speechsum.serving.protocol import (
     APIError,
@@ -180,6 +182,8 @@ class SpeechBackend:
         with self._decoding:
             check_client(request.client_gone)  # it may have waited here for another request's decode
             waveform = decode_audio(request.audio[0], self.model.processor.sample_rate, self.max_audio_seconds, warnings)
+            if request.stream is not None:
+                request.stream.warn(warnings)
             # its features as well (~200 MB for 600 s): before 2026-12-07 every waiting request computed them at once
             prompt_tokens = self._prompt_tokens(waveform, instruction)
         sampling = request.sampling
@@ -194,7 +198,7 @@ class SpeechBackend:
             check_client(request.client_gone)
             torch.manual_seed(sampling.rng_seed())
             out = summarize_waveforms(self.model, [waveform], [instruction], settings, num_return_sequences=rows,
-                                      step_check=stop_when_gone(request.client_gone))
+                                      step_check=step_check(request, self.model.processor, sampling.n // rows))
         generations = [self._generation(out.texts[i], bool(out.truncated[i]), out.ids[i][out.mask[i].bool()].tolist(),
                                         sampling.stop) for i in range(rows)]
         return ChatOutput(prompt_tokens, generations if not greedy else generations * sampling.n, warnings)
@@ -212,9 +216,14 @@ class SpeechBackend:
         if len(request.audio) > 1:  # the second part named, as the one to leave out
             raise bad_request(f"{request.audio[1].param}: a speech student reads one audio part per request, and this "
                               f"request holds {len(request.audio)}; send one clip per request.", request.audio[1].param)
-        if len(request.messages) != 1 or len(request.audio) != 1:
-            raise bad_request(f"Model '{self.model_name}' needs exactly one user message with exactly one input_audio "
-                              f"part; got {len(request.messages)} messages and {len(request.audio)} audio parts.", "messages")
+        if len(request.messages) > 1:  # before 2026-12-07 neither message was named
+            raise bad_request(f"messages[1]: a speech student answers one user message (its input_audio part, and the "
+                              f"instruction as text parts), and this request has {len(request.messages)}; put the "
+                              "input_audio part and the instruction in one message.", "messages[1]")
+        if not request.audio:
+            raise bad_request(f"messages[0].content: model '{self.model_name}' summarises audio, and this message has no "
+                              "input_audio part; add one ({\"type\": \"input_audio\", \"input_audio\": {\"data\": "
+                              "<base64 file>, \"format\": \"wav\"}}) beside the instruction's text.", "messages[0].content")
         instruction = request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
         problem = instruction_problem(self.model, instruction)
         if problem:
@@ -277,16 +286,25 @@ class SpeechBackend:
         return low
 
 
-def stop_when_gone(client_gone: Callable[[], bool]) -> Callable[[], None]:
-    """A generation's step check raising :class:`ClientGone` once the request's client has closed its connection
-    (a Ctrl-C mid-stream, a client timeout): before 2026-12-07 the answer was generated to ``max_tokens`` for
-    nobody while the requests behind it waited."""
-    steps = [0]  # new tokens chosen so far
+def step_check(request: ChatRequest, processor: SpeechProcessor, fan_out: int) -> Callable[[Tensor], Tensor | None]:
+    """A generation's step check (:class:`~speechsum.models.sampling.StepCheck`): raises :class:`ClientGone`
+    once the request's client has closed its connection (a Ctrl-C mid-stream, a client timeout: before 2026-12-07
+    the answer was generated to ``max_tokens`` for nobody while the requests behind it waited); sends each row's
+    text so far to the request's stream (``fan_out`` choices per row: greedy n > 1); ends the rows whose text holds
+    one of the request's stop strings (before 2026-12-07 they were generated to ``max_tokens``, then cut)."""
+    stops, stream = request.sampling.stop, request.stream
 
-    def check() -> None:
-        if client_gone():
+    def check(new: Tensor) -> Tensor | None:
+        if request.client_gone():
             raise ClientGone("the client closed its connection while its answer was generated",
-                             f"while its answer was generated; stopped after {steps[0]} tokens")
-        steps[0] += 1
+                             f"while its answer was generated; stopped after {new.shape[1]} tokens")
+        if not stops and stream is None:
+            return None
+        texts = processor.decode_responses(new, mask_after_stop(new, processor.stop_token_ids))
+        if stream is not None:
+            for row, text in enumerate(texts):
+                for index in range(row * fan_out, (row + 1) * fan_out):
+                    stream.text(index, text)
+        return torch.tensor([any(s in text for s in stops) for text in texts], dtype=torch.bool)
 
     return check

@@ -1,21 +1,34 @@
-"""``stream: true`` answers of ``speechsum serve``: a finished reply as OpenAI's server-sent events.
+"""``stream: true`` answers of ``speechsum serve``: OpenAI's server-sent events, sent as the tokens come.
 
-The model generates the whole completion first (the backend has no token callback), then the reply
-is sent as the chunks an OpenAI stream holds, so streaming clients (the ``openai`` package's
-``stream=True``, LangChain, chat UIs) read it unchanged: per choice a chunk with the text (and its
-log-probs), then one with its ``finish_reason``; with ``stream_options.include_usage`` every chunk
-carries ``"usage": null`` and a last chunk with no choices carries the usage; then ``data: [DONE]``.
-A reply's ``warnings`` (silent audio) ride in its first chunk.
+A backend sends each choice's text so far to the request's :class:`LiveStream` as it generates
+(:class:`~speechsum.serving.protocol.TextStream`); the stream sends what is new as a chunk once it is
+sure to stay in the answer (:func:`settled`: not what may turn out to start a stop string, an incomplete
+character, trailing space), and, once the backend has answered, the rest of each choice's text and
+its ``finish_reason``. So the concatenated deltas are the unstreamed answer's text exactly (before
+2026-12-07 the whole answer came in one chunk after generation). A request with log-probs, or a backend
+that sends no text, is streamed once answered. Streaming clients (the ``openai`` package's
+``stream=True``, LangChain, chat UIs) read it unchanged: with ``stream_options.include_usage`` every
+chunk carries ``"usage": null`` and a last chunk with no choices carries the usage; then ``data: [DONE]``.
+A reply's ``warnings`` (silent audio) ride in its first chunk and in the ``Warning`` header.
+The body is sent with ``Transfer-Encoding: chunked`` (its length is not known when it starts).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import threading
+import time
+import uuid
 from collections.abc import Callable
 
-from speechsum.serving.protocol import APIError
+from speechsum.serving.json_body import json_bytes
+from speechsum.serving.protocol import APIError, ChatRequest, ClientGone, CompletionRequest, ReplyWarning
 
 DONE = b"data: [DONE]\n\n"
+LOG = logging.getLogger(__name__)
+GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
 def stream_mode(body: dict) -> bool | None:
@@ -35,35 +48,159 @@ def stream_mode(body: dict) -> bool | None:
     return options.get("include_usage", False)
 
 
-def _chunk(reply: dict, choices: list[dict], include_usage: bool) -> dict:
-    kind = "chat.completion.chunk" if reply["object"] == "chat.completion" else reply["object"]
-    chunk = {"id": reply["id"], "object": kind, "created": reply["created"], "model": reply["model"],
-             "system_fingerprint": reply.get("system_fingerprint"), "choices": choices}
-    return {**chunk, "usage": None} if include_usage else chunk
+
+def settled(text: str, stops: list[str]) -> str:
+    """The part of a choice's ``text`` so far that stays in its answer whatever comes next: up to its
+    first stop string; else without its last ``len(longest stop) - 1`` characters (they may start
+    one); then without a white space in its last 4 characters and what follows it (a tokenizer that
+    cleans up spaces, ``clean_up_tokenization_spaces``, turns "can '" into "can's" once an "s" follows),
+    a trailing incomplete character (U+FFFD) or white space (a speech student's answer is stripped)."""
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if cuts:
+        text = text[:min(cuts)]
+    elif stops:
+        text = text[:max(len(text) - max(len(s) for s in stops) + 1, 0)]
+    end = len(text)
+    for position in range(len(text) - 1, max(len(text) - 5, -1), -1):
+        if text[position].isspace():
+            end = position
+            break
+    while end and (text[end - 1].isspace() or text[end - 1] == "\ufffd"):
+        end -= 1
+    return text[:end]
 
 
-def _chat_choices(choice: dict) -> list[dict]:
-    """A chat choice as its two chunk choices: the message as a delta, then its finish_reason."""
-    message = choice["message"]
-    delta = {"role": message["role"], "content": message["content"]}
-    return [{"index": choice["index"], "delta": delta, "logprobs": choice["logprobs"], "finish_reason": None},
-            {"index": choice["index"], "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}]
+class LiveStream:
+    """One streamed reply: ``start(warnings)`` sends the status line and headers (at the first chunk, so
+    an error before any text is still a JSON error), ``write(bytes)`` one piece of the chunked body.
+    Both run on a writer thread of the stream's own: the generation (which holds the model) only queues
+    its chunks, so a client that reads slowly or not at all does not hold the model for the requests
+    behind it (it would until the connection's timeout, 300 s); once a write fails, the next chunk
+    queued raises :class:`ClientGone` and the generation stops."""
+
+    def __init__(self, chat: bool, model: str, include_usage: bool, start: Callable[[list[dict]], None],
+                 write: Callable[[bytes], None]) -> None:
+        self.chat, self.model, self.include_usage, self.stops = chat, model, include_usage, []
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self._start, self._write = start, write
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._failed: BaseException | None = None  # the writer's error: the client is gone
+        self.started = False
+        self.sent: dict[int, str] = {}  # choice index → its text sent so far
+        self.warnings: list[dict] | None = None  # not yet sent
+
+    def warn(self, warnings: list[ReplyWarning]) -> None:
+        if warnings and not self.started:
+            self.warnings = [{"code": w.code, "param": w.param, "message": w.message} for w in warnings]
+
+    def text(self, index: int, text: str) -> None:
+        """Choice ``index``'s text so far: what is :func:`settled` and new is sent."""
+        done, safe = self.sent.get(index, ""), settled(text, self.stops)
+        if len(safe) > len(done) and safe.startswith(done):
+            self._send_text(index, safe[len(done):], None, None)
+            self.sent[index] = safe
+
+    def attach(self, requests: list[ChatRequest] | list[CompletionRequest]) -> None:
+        """Stream the text of ``requests`` (a chat's one, or a completion's one per prompt) as it is generated,
+        unless one asks for log-probs or echo: those are sent with the text once answered."""
+        self.stops = requests[0].sampling.stop
+        if any(getattr(r, "top_logprobs", None) is not None or getattr(r, "echo", False)
+               or getattr(r, "logprobs", None) is not None or getattr(r, "prompt_logprobs", None) is not None
+               for r in requests):
+            return
+        for number, request in enumerate(requests):  # a later prompt's choices follow the earlier ones'
+            request.stream = _Shifted(self, number * request.sampling.n)
+
+    def finish(self, reply: dict) -> None:
+        """The rest of each choice of the backend's answer ``reply``, its finish_reason, the usage, [DONE]."""
+        if self.warnings is None and reply.get("warnings") and not self.started:
+            self.warnings = reply["warnings"]
+        for choice in reply["choices"]:
+            index = choice["index"]
+            final, done = choice["message"]["content"] if self.chat else choice["text"], self.sent.get(index, "")
+            if not final.startswith(done):  # a backend whose text so far was not its answer's start
+                LOG.error("streamed choice %d: %r was sent, but the answer is %r", index, done, final)
+            rest = final[len(done):] if final.startswith(done) else ""
+            if self.chat:
+                if rest or index not in self.sent or choice["logprobs"] is not None:
+                    self._send_text(index, rest, choice["logprobs"], None)
+                self._send({"index": index, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]})
+            else:
+                self._send({**choice, "text": rest})
+        if self.include_usage:
+            self._send(None, reply["usage"])
+        self._put(DONE)
+        self._put(b"")  # the chunked body's end
+        self._close()
+
+    def fail(self, error: APIError) -> None:
+        """An error after the stream started: as vLLM, an ``error`` event, then [DONE]."""
+        self._put(b"data: " + json_bytes(error.body()) + b"\n\n" + DONE)
+        self._put(b"")
+        self._close()
+
+    def _send_text(self, index: int, text: str, logprobs: dict | None, finish: str | None) -> None:
+        if self.chat:
+            delta = {"content": text} if index in self.sent else {"role": "assistant", "content": text}
+            self.sent.setdefault(index, "")
+            self._send({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+        else:
+            self.sent.setdefault(index, "")
+            self._send({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
+                        "stop_reason": None})
+
+    def _send(self, choice: dict | None, usage: dict | None = None) -> None:
+        if not self.started:  # the headers first, with the warnings the first chunk carries
+            self.started = True
+            self._queue.put((self._start, self.warnings or []))
+            self._writer = threading.Thread(target=self._drain, name="speechsum-stream", daemon=True)
+            self._writer.start()
+        chunk = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                 "created": self.created, "model": self.model, "system_fingerprint": None,
+                 "choices": [choice] if choice is not None else []}
+        if self.include_usage:
+            chunk["usage"] = usage
+        if self.warnings is not None:  # in the first chunk, before any text
+            chunk["warnings"], self.warnings = self.warnings, None
+        self._put(b"data: " + json_bytes(chunk) + b"\n\n")
+
+    def _put(self, data: bytes) -> None:
+        if self._failed is not None:
+            raise self._gone()
+        self._queue.put((self._write, data))
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            call, argument = item
+            try:
+                call(argument)
+            except BaseException as error:  # noqa: BLE001 - the client gone (or a write that failed): stop writing
+                if not isinstance(error, GONE):
+                    LOG.error("a streamed answer could not be written", exc_info=True)
+                self._failed = error
+                return
+
+    def _close(self) -> None:
+        """Wait until everything queued is written; :class:`ClientGone` when it could not be."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+        if self._failed is not None:
+            raise self._gone()
+
+    def _gone(self) -> ClientGone:
+        return ClientGone("the client closed its connection while its answer was streamed",
+                          f"while its answer was streamed ({type(self._failed).__name__})")
 
 
-def stream_chunks(reply: dict, include_usage: bool) -> list[dict]:
-    """The chunks of a finished ``chat.completion`` or ``text_completion`` reply, in order."""
-    if reply["object"] == "chat.completion":
-        parts = [part for choice in reply["choices"] for part in _chat_choices(choice)]
-    else:  # a completion choice carries its text and finish_reason in one chunk, as vLLM's last one
-        parts = list(reply["choices"])
-    chunks = [_chunk(reply, [part], include_usage) for part in parts]
-    if "warnings" in reply:  # the reply's warnings (silent audio) in its first chunk, before any text
-        chunks[0]["warnings"] = reply["warnings"]
-    if include_usage:
-        chunks.append({**_chunk(reply, [], include_usage), "usage": reply["usage"]})
-    return chunks
+class _Shifted:
+    def __init__(self, live: LiveStream, offset: int) -> None:
+        self.live, self.offset = live, offset
 
+    def text(self, index: int, text: str) -> None:
+        self.live.text(self.offset + index, text)
 
-def event_stream(chunks: list[dict], encode: Callable[[dict], bytes]) -> bytes:
-    """The body of a ``text/event-stream`` answer: each chunk as ``data: <json>``, then ``data: [DONE]``."""
-    return b"".join(b"data: " + encode(chunk) + b"\n\n" for chunk in chunks) + DONE
+    def warn(self, warnings: list[ReplyWarning]) -> None:
+        self.live.warn(warnings)

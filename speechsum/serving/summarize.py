@@ -204,7 +204,7 @@ def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str, f
 
 def summarize_waveforms(
     model: SpeechLLM, waveforms: Sequence[np.ndarray], instructions: Sequence[str], generation: GenerationSettings,
-    names: Sequence[str] | None = None, num_return_sequences: int = 1, step_check: Callable[[], None] | None = None,
+    names: Sequence[str] | None = None, num_return_sequences: int = 1, step_check: Callable[[Tensor], Tensor | None] | None = None,
 ) -> GeneratedTexts:
     """Generate for one batch of waveforms (at the model's sample rate) on the model's device: one
     instruction (and name, if given) per waveform; ``step_check`` is called before each new token."""

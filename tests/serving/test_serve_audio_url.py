@@ -56,9 +56,9 @@ URL_FIELD = "messages[0].content[0].audio_url.url"
                                          "convert it first, e.g. `ffmpeg -i clip.m4a clip.wav`."),
     ("data:text/plain;base64,UklGRg==", f"{URL_FIELD}: media type 'text/plain' is not audio this server reads; use "
                                         "audio/wav, audio/mpeg, audio/flac or audio/ogg."),
-    ("data:audio/wav;base64,not base64!", f"{URL_FIELD} is not valid standard base64 (Only base64 data is allowed): "
-                                          "encode the file's bytes with the +/ alphabet and = padding, e.g. "
-                                          "`base64 -w0 clip.wav`."),
+    ("data:audio/wav;base64,not base64!", f"{URL_FIELD} is not valid standard base64 (character \"!\" at position 32 "
+                                          "(from 0) is not a base64 character): encode the file's bytes with the +/ "
+                                          "alphabet and = padding, e.g. `base64 -w0 clip.wav`."),
 ])
 def test_an_audio_url_this_server_cannot_read_is_named(served, url, message):
     with pytest.raises(openai.BadRequestError) as caught:

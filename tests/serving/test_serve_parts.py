@@ -87,3 +87,46 @@ def test_an_audio_url_of_no_stated_type_that_is_no_audio_is_a_400(speech_url):
         "message": f"{field}: media type 'application/octet-stream' does not say the format, and the bytes are not WAV, "
                    "MP3, FLAC or OGG audio; send one of those as audio/wav, audio/mpeg, audio/flac or audio/ogg.",
         "type": "invalid_request_error", "param": field, "code": None}})
+
+
+@pytest.mark.parametrize("data, problem", [
+    ("UklG!kYA", 'character "!" at position 4 (from 0) is not a base64 character'),
+    ("UklG\nRkY-_A==", 'character "-" at position 8 (from 0) is not a base64 character (URL-safe base64: encode with + and / '
+                     "instead of - and _)"),
+    ("UklGRg==UklGRg==", "the '=' padding at position 6 is followed by more data at position 8 (two encodings joined, or "
+                         "'=' inside the text): send one file's base64"),
+    ("UklGRkY", "its 7 base64 characters, white space not counted, are not a multiple of 4: it is cut short, or its '=' "
+                "padding is missing"),
+    ("UklGRg=", "its 6 base64 characters take 2 '=' of padding, not 1"),
+])
+def test_bad_base64_audio_is_named_with_where_it_goes_wrong(speech_url, data, problem):
+    """Before: binascii's words alone ("Only base64 data is allowed", "Incorrect padding"): no position, and the
+    usual cause (URL-safe base64, a text cut short, two files joined) unsaid. The audio is the second part."""
+    status, body = _post(speech_url, [{"type": "text", "text": "Summarise."},
+                                      {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}])
+    field = "messages[0].content[1].input_audio.data"
+    assert (status, body["error"]["param"]) == (400, field)
+    assert body["error"]["message"] == (f"{field} is not valid standard base64 ({problem}): encode the file's bytes "
+                                        "with the +/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.")
+
+
+def test_a_speech_request_without_its_one_audio_message_names_the_message(speech_url):
+    """Before: "needs exactly one user message with exactly one input_audio part; got 2 messages and 1 audio parts",
+    param 'messages', for both: which message to change was left to guess."""
+    audio = {"type": "input_audio", "input_audio": AUDIO}
+    status, body = _post(speech_url, [{"type": "text", "text": "Summarise."}])
+    assert (status, body["error"]["param"]) == (400, "messages[0].content")
+    assert body["error"]["message"].startswith("messages[0].content: model 'student' summarises audio, and this message "
+                                               "has no input_audio part; add one")
+    parsed = urlparse(speech_url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    messages = [{"role": "user", "content": [audio]}, {"role": "user", "content": "Summarise."}]
+    connection.request("POST", "/v1/chat/completions", json.dumps({"model": MODEL, "messages": messages}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    error = json.loads(response.read())["error"]
+    connection.close()
+    assert (response.status, error["param"]) == (400, "messages[1]")
+    assert error["message"] == ("messages[1]: a speech student answers one user message (its input_audio part, and the "
+                                "instruction as text parts), and this request has 2; put the input_audio part and the "
+                                "instruction in one message.")

@@ -139,12 +139,12 @@ def test_a_speech_answer_stops_once_its_client_is_gone(student_backend, monkeypa
     generate = speech_backend.summarize_waveforms
 
     def stepped(*args, step_check, **kwargs):
-        def check():
+        def check(tokens):
             steps.append(1)
             if len(steps) == 3:
                 assert closed.wait(10)
                 time.sleep(0.1)  # its end reaches the server
-            step_check()
+            return step_check(tokens)
         return generate(*args, step_check=check, **kwargs)
 
     monkeypatch.setattr(speech_backend, "summarize_waveforms", stepped)

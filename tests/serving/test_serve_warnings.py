@@ -40,11 +40,12 @@ def test_silent_audio_is_answered_with_a_warning_the_client_sees(speech_url, tmp
 
 
 def test_a_streamed_reply_carries_the_warning_in_its_first_chunk(speech_url, tmp_path) -> None:
-    stream = openai_client(speech_url).chat.completions.create(
-        model=MODEL, messages=_messages(np.zeros(8_000), tmp_path), max_tokens=2, temperature=0, stream=True)
-    chunks = list(stream)
+    raw = openai_client(speech_url).chat.completions.with_raw_response.create(
+        model=MODEL, messages=_messages(np.zeros(8_000), tmp_path), max_tokens=12, temperature=0, stream=True)
+    chunks = list(raw.parse())
     assert [c.model_extra.get("warnings") for c in chunks] == [[{"code": "silent_audio", "param": PARAM,
-                                                                   "message": SILENT}], None]
+                                                                   "message": SILENT}]] + [None] * (len(chunks) - 1)
+    assert raw.headers["warning"] == f'199 speechsum-serve "silent_audio: {SILENT}"'  # sent as the text is generated
 
 
 def test_float_audio_far_over_full_scale_is_answered_with_a_loud_audio_warning(speech_url, tmp_path) -> None:
