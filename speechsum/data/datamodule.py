@@ -20,8 +20,10 @@ from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_sp
 from speechsum.data.loader import SpeechLoader
 from speechsum.data.long_clips import warn_long_clips
 from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.manifest_hints import unexpanded_hint
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
+from speechsum.data.split_files import manifest_paths
 from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
 
 log = logging.getLogger(__name__)
@@ -122,12 +124,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.manifests = {
-            "train": train_manifest,
-            "val": val_manifest,
-            "test": test_manifest,
-            "predict": predict_manifest,
-        }
+        self.manifests = manifest_paths({"train": train_manifest, "val": val_manifest, "test": test_manifest,
+                                         "predict": predict_manifest})
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_splits = dict(DEFAULT_SPLITS if hf_splits is None else hf_splits)
@@ -206,8 +204,8 @@ class SpeechSumDataModule(L.LightningDataModule):
                     )
                 except (FileNotFoundError, IsADirectoryError) as err:  # which of the four settings?
                     relative = isinstance(err, FileNotFoundError) and not os.path.isabs(path)
-                    raise type(err)(f"data.{split}_manifest: {err}"
-                                    + (f" (relative to the working folder {os.getcwd()})" if relative else "")) from None
+                    raise type(err)(f"data.{split}_manifest: {err}" + (unexpanded_hint(path) or (
+                        f" (relative to the working folder {os.getcwd()})" if relative else ""))) from None
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%s)", split, len(examples), path, f"{len(skipped)} skipped"
                      if split not in self.checked_examples else "checked when first loaded: what it skipped is logged there")

@@ -31,6 +31,36 @@ def test_numpy_numbers_and_the_literals_are_accepted() -> None:
     assert (data.max_audio_seconds, data.on_bad_example, data.too_long_audio) == (2.5, "skip", "error")
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_manifest_setting_is_a_config_error_naming_it(value: str) -> None:
+    """Before: read as the working folder, "data.val_manifest: manifest . is a directory", when the split loaded."""
+    with pytest.raises(ConfigError) as info:
+        SpeechSumDataModule(train_manifest="train.jsonl", val_manifest=value)
+    assert str(info.value) == (f"data.val_manifest is empty ({value!r}): give the path of the val split's JSONL manifest, "
+                               "or null (leave it out) for no such split")
+
+
+def test_a_manifest_setting_under_the_home_folder_is_read_there(tmp_path, monkeypatch, processor) -> None:
+    """'~/data/train.jsonl' in a YAML (no shell expands it) was "manifest not found: ~/data/train.jsonl (relative to
+    the working folder ...)"; hf_dataset and the command line's path options expand '~'. A variable is named."""
+    from tests.data.test_manifest import record, write_manifest, write_wav
+
+    write_wav(tmp_path / "audio" / "a.wav", 16_000)
+    write_manifest(tmp_path / "train.jsonl", [record("a", "audio/a.wav", summary="s")])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = SpeechSumDataModule(train_manifest="~/train.jsonl")
+    data.processor = processor
+    data.setup("fit")
+    assert [e.id for e in data.datasets["train"].examples] == ["a"]
+    monkeypatch.setenv("SPEECH_DATA", str(tmp_path))
+    data = SpeechSumDataModule(train_manifest="$SPEECH_DATA/train.jsonl")
+    data.processor = processor
+    with pytest.raises(FileNotFoundError) as info:
+        data.setup("fit")
+    assert str(info.value) == ("data.train_manifest: manifest not found: $SPEECH_DATA/train.jsonl ($SPEECH_DATA is not "
+                               f"expanded: give the full path; {tmp_path / 'train.jsonl'} is there)")
+
+
 def test_a_held_out_manifest_that_is_the_train_file_is_warned_about(tmp_path, caplog, monkeypatch) -> None:
     """val_manifest = train_manifest (by another path, a link) validated on the training examples, without a word."""
     import logging
