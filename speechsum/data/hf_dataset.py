@@ -162,6 +162,25 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     return NamedAudio(buffer.getvalue(), label)
 
 
+def _stored_audio(table: Any, column: str, dataset: str, split: str) -> Any:
+    """``table`` with the audio ``column`` read as ``Audio(decode=False)``: each cell's bytes or path. A
+    column that holds neither (bare lists of samples, numbers) is an :class:`HFDatasetError` saying what it
+    holds and what to store (it was a ``TypeError`` of the cast: "Couldn't cast array of type list<item: double>")."""
+    try:
+        return table.cast_column(column, import_datasets().Audio(decode=False))
+    except (TypeError, ValueError, NotImplementedError) as err:  # pyarrow's ArrowNotImplementedError is one
+        feature = table.features[column]
+        inner = array_dtype({"array": feature}) if hasattr(feature, "feature") else None
+        if inner is not None and inner.startswith(("int", "uint", "float")):
+            advice = ("lists of samples without their sampling rate: store each cell as {'array': samples, "
+                      f"'sampling_rate': RATE}} (e.g. dataset.map(lambda row: {{'{column}': {{'array': row['{column}'], "
+                      "'sampling_rate': 16000}}))")
+        else:
+            advice = ("no audio: give a datasets.Audio column, file paths (strings), the files' bytes, or "
+                      "{'array': samples, 'sampling_rate': RATE} cells (or map data.hf_columns.audio to the audio column)")
+        raise HFDatasetError(dataset, split, f"the audio column holds {feature}: {advice}", column=column) from err
+
+
 def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool = False,
                  dtype: str | None = None) -> str | NamedAudio:
     """What soundfile opens for one ``Audio(decode=False)`` cell: its bytes, else its file path
@@ -251,7 +270,7 @@ def load_hf_split(
     dtype = array_dtype(table.features[mapped["audio"]])  # in-memory arrays are read as they are: no torchcodec
     if dtype is None and (not isinstance(table.features[mapped["audio"]], datasets.Audio)
                           or table.features[mapped["audio"]].decode):
-        table = table.cast_column(mapped["audio"], datasets.Audio(decode=False))
+        table = _stored_audio(table, mapped["audio"], name_or_path, split)
     root = Path(name_or_path).expanduser() if Path(name_or_path).expanduser().exists() else None
     label = f"{name_or_path}[{split}]"
     examples: list[Example] = []

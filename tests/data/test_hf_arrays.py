@@ -76,3 +76,26 @@ def test_64_bit_integer_samples_are_refused_not_read_as_silence(processor, sampl
     with pytest.raises(HFDatasetError, match=expected) as caught:
         setup_rows(processor, [{"array": samples, "sampling_rate": RATE}])
     assert (caught.value.split, caught.value.row, caught.value.column) == ("train", 0, "audio")
+
+
+@pytest.mark.parametrize(("cells", "held", "advice"), [
+    ([WAVE.astype(np.float32)], "List(Value('float32'))", "lists of samples without their sampling rate: store each "
+     "cell as {'array': samples, 'sampling_rate': RATE} (e.g. dataset.map(lambda row: {'audio': {'array': "
+     "row['audio'], 'sampling_rate': 16000}}))"),
+    ([3], "Value('int64')", "no audio: give a datasets.Audio column, file paths (strings), the files' bytes, or "
+     "{'array': samples, 'sampling_rate': RATE} cells (or map data.hf_columns.audio to the audio column)"),
+])
+def test_an_audio_column_of_neither_files_nor_arrays_says_what_it_holds(processor, cells, held, advice) -> None:
+    """Before: pyarrow's TypeError "Couldn't cast array of type list<item: float> to struct<bytes: binary, path:
+    string>" (or ArrowNotImplementedError), no dataset, split or column named."""
+    with pytest.raises(HFDatasetError) as caught:
+        setup_rows(processor, cells)
+    assert str(caught.value) == f"dataset memory (split 'train', column 'audio'): the audio column holds {held}: {advice}"
+    if held.startswith("List"):  # the advice works
+        table = datasets.Dataset.from_list([{"audio": cell, "instruction": "Summarise.", "summary": "ok"}
+                                            for cell in cells])
+        fixed = table.map(lambda row: {"audio": {"array": row["audio"], "sampling_rate": 16000}})
+        dm = SpeechSumDataModule(hf_dataset="memory", hf_splits={"train": "train"})
+        dm.processor, dm._hf_tables = processor, {"train": fixed}
+        dm.setup("fit")
+        assert dm.datasets["train"].examples[0].duration == pytest.approx(1.0)
