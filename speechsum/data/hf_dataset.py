@@ -26,7 +26,7 @@ import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
-from speechsum.data.manifest_hints import empty_value, fill_advice
+from speechsum.data.manifest_hints import empty_value, fill_advice, unread_key
 from speechsum.data.text_checks import (
     CONTROL_CHECKED,
     blank,
@@ -117,6 +117,19 @@ def _resolve_columns(
                 f"{table.column_names}: set `data.hf_columns.{field}` to one of them", column=column,
             )
     return resolved
+
+
+def unread_columns(columns: list[str], mapped: dict[str, str]) -> list[tuple[str, str]]:
+    """``(column, field)`` for each of a dataset's ``columns`` that is not read (``mapped``: field → column)
+    but looks meant for a field it gives none ('ID', 'Transcript', 'transcription'): its values would be
+    dropped without a word (ids made up as ``split-row``, no transcript), as a manifest's misnamed key is."""
+    record = dict.fromkeys([*mapped, *(column for column in columns if column not in mapped.values())])
+    found = []
+    while (hit := unread_key(record, FIELDS)) is not None:
+        found.append(hit)
+        del record[hit[0]]
+        record[hit[1]] = None
+    return found
 
 
 INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31}
@@ -266,6 +279,9 @@ def load_hf_split(
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
     required += (["transcript"] if require_transcript else []) + (["chosen", "rejected"] if require_preference else [])
     mapped = _resolve_columns(table, name_or_path, split, columns, required)
+    for column, field in unread_columns(table.column_names, mapped):
+        log.warning("dataset %s (split %r): column %r is not read (did you mean %r?): its values are not used; set "
+                    "data.hf_columns.%s: %s to read it", name_or_path, split, column, field, field, column)
     table = table.select_columns(sorted(set(mapped.values())))
     dtype = array_dtype(table.features[mapped["audio"]])  # in-memory arrays are read as they are: no torchcodec
     if dtype is None and (not isinstance(table.features[mapped["audio"]], datasets.Audio)

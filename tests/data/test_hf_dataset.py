@@ -305,3 +305,26 @@ def test_invisible_control_and_renormalized_text_are_bad_rows_as_in_manifests(tm
     assert str(error.value) == f"dataset {tmp_path} (split 'train', row 1, column {column!r}): {reason}"
     examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, require_summary=True, on_bad_example="skip")
     assert [e.id for e in examples] == [values[0] if column == "id" else "a"] and [s.line for s in skipped] == [1]
+
+
+def test_a_column_that_looks_meant_for_a_field_is_warned_about_as_in_manifests(tmp_path, caplog):
+    """Before: 'ID' and 'transcription' were dropped without a word: ids made up as train-0, no transcript
+    (a manifest's misnamed key is warned about at load)."""
+    import logging
+
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"ID": ["call-7"], "audio": ["a.wav"], "instruction": ["Say it."],
+                                        "transcription": ["hello"], "speaker": ["ana"]})
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
+        examples, _, _ = load_hf_split(str(tmp_path), "train", table)
+    assert [(e.id, e.transcript) for e in examples] == [("train-0", None)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dataset {tmp_path} (split 'train'): column {column!r} is not read (did you mean {field!r}?): its values are "
+        f"not used; set data.hf_columns.{field}: {column} to read it"
+        for column, field in (("ID", "id"), ("transcription", "transcript"))]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
+        examples, _, _ = load_hf_split(str(tmp_path), "train", table, columns={"id": "ID", "transcript": "transcription"})
+    assert [(e.id, e.transcript) for e in examples] == [("call-7", "hello")] and not caplog.records
