@@ -23,7 +23,7 @@ from speechsum.data.manifest import Example, ManifestError, OnBadExample, Skippe
 from speechsum.data.manifest_hints import unexpanded_hint
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
-from speechsum.data.split_files import manifest_paths
+from speechsum.data.split_files import manifest_paths, warn_shared_audio
 from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
         self._saved_train_plan: str | None = None  # train_plan() of the checkpoint training resumes from
         self._unusable: dict[str, dict[str, str]] = {}  # split -> id -> message: examples skipped when read
+        self._leaks_checked: set[str] = set()  # held-out splits compared with train for shared audio files
 
     def _stage_splits(self, stage: str | None) -> list[str]:
         return {
@@ -214,6 +215,8 @@ class SpeechSumDataModule(L.LightningDataModule):
                 on_bad_example=self.on_bad_example,
             )
             self._warn_over_budget(split)
+        warn_shared_audio({split: data.examples for split, data in self.datasets.items()}, self.manifests,
+                          self._leaks_checked)
 
     def _requirements(self, split: str, limit: float | None, read_audio: bool) -> dict[str, Any]:
         """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /

@@ -97,3 +97,36 @@ def test_speechsum_fit_warns_when_the_val_manifest_is_the_train_manifest(tmp_pat
     assert [r.getMessage() for r in caplog.records if r.name == "speechsum.data.split_files"] == [
         f"data.val_manifest is the train manifest's file ({toy_data['train']}): the val scores are measured on the "
         "examples the model trains on; give a held-out manifest"]
+
+
+def test_a_held_out_split_naming_train_audio_is_warned_about_once(tmp_path, caplog, processor) -> None:
+    """val lines that name a training recording (the same call with another instruction, or by a link) scored the
+    model on audio it trains on, without a word: only a val manifest that is the train file was warned about."""
+    import logging
+
+    from tests.data.test_manifest import record, write_manifest, write_wav
+
+    for name in ("a", "b", "c"):
+        write_wav(tmp_path / "audio" / f"{name}.wav", 16_000)
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "link.wav").symlink_to(tmp_path / "audio" / "a.wav")
+    write_manifest(tmp_path / "train.jsonl", [record(n, f"audio/{n}.wav", summary="s") for n in ("a", "b")])
+    write_manifest(tmp_path / "val.jsonl", [record("v1", "audio/c.wav", summary="s"),
+                                           record("v2", "held/link.wav", summary="s"),
+                                           record("v3", "audio/b.wav", instruction="Other.", summary="s")])
+    data = SpeechSumDataModule(train_manifest=str(tmp_path / "train.jsonl"), val_manifest=str(tmp_path / "val.jsonl"))
+    data.processor = processor
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.split_files"):
+        data.setup("fit")
+        data.setup("validate")  # loaded already: not said again
+    assert [r.getMessage() for r in caplog.records] == [
+        f"data.val_manifest: 2 of its 3 examples name an audio file that data.train_manifest names too (2 file(s); "
+        f"e.g. line 2: {tmp_path / 'held' / 'link.wav'}, also train line 1): the val scores are measured on recordings "
+        "the model trains on; hold out whole recordings"]
+    caplog.clear()
+    write_manifest(tmp_path / "val.jsonl", [record("v1", "audio/c.wav", summary="s")])
+    held_out = SpeechSumDataModule(train_manifest=str(tmp_path / "train.jsonl"), val_manifest=str(tmp_path / "val.jsonl"))
+    held_out.processor = processor
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.split_files"):
+        held_out.setup("fit")
+    assert not caplog.records
