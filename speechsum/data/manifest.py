@@ -166,9 +166,15 @@ def _non_finite(value: object, where: str) -> tuple[str, float] | None:
 
 def same_pair(chosen: str | None, rejected: str | None) -> str | None:
     """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text give
-    a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused."""
-    if chosen is None or chosen != rejected:
+    a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused; so is
+    one that differs only in whitespace around the text (``pairs`` compares its samples stripped), whose
+    only gradient would teach the line end or space that the rejected one has."""
+    if chosen is None or rejected is None or chosen.strip() != rejected.strip():
         return None
+    if chosen != rejected:
+        return ("'chosen' and 'rejected' are the same text but for whitespace around it: the pair would teach DPO "
+                "only that whitespace, not the better summary; give the worse summary as 'rejected' or drop the "
+                "example")
     return ("'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is constant, its "
             "gradient 0); give the worse summary as 'rejected' or drop the example")
 
