@@ -62,7 +62,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         predict_manifest: JSONL manifest of ``speechsum predict`` (no ``summary`` needed, see
             ``require_summary``).
         hf_dataset: a Hugging Face dataset for the splits without a manifest: a folder written by
-            ``save_to_disk`` (offline), else a hub name given to ``datasets.load_dataset`` as is
+            ``save_to_disk`` or of the dataset's data files (parquet …; offline), else a hub name given to ``datasets.load_dataset`` as is
             (needs the network or the HF cache). Needs ``pip install 'speechsum[hf]'``.
         hf_config: the hub dataset's configuration name (``load_dataset(name, hf_config)``).
         hf_splits: our split → the dataset's split; default ``{"train": "train", "val":

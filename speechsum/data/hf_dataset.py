@@ -9,7 +9,7 @@ row raises :class:`HFDatasetError` naming the dataset, split, row and column, or
 counted under ``on_bad_example="skip"``.
 
 ``name_or_path``: a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
-(offline), else a hub name passed to ``datasets.load_dataset`` as is, which needs the network or a
+(offline), or a folder of a dataset's data files (parquet, csv, json …: a hub dataset's download), else a hub name passed to ``datasets.load_dataset`` as is, which needs the network or a
 copy in the Hugging Face cache (``HF_DATASETS_OFFLINE=1`` uses the cache only).
 """
 
@@ -36,6 +36,7 @@ from speechsum.data.text_checks import (
     remember_id,
     text_fields,
 )
+from speechsum.utils.arguments import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,20 @@ def import_datasets() -> Any:
 
 
 def load_splits(name_or_path: str, config_name: str | None = None) -> dict[str, Any]:
-    """``{split name: datasets.Dataset}`` from a ``save_to_disk`` folder or a hub name.
-
-    A folder holding a single ``Dataset`` (no splits) is the split ``train``.
+    """``{split name: datasets.Dataset}`` from a ``save_to_disk`` folder, a folder of data files or a hub
+    name. A folder holding a single ``Dataset`` (no splits) is the split ``train``; a file is refused
+    (a JSONL manifest goes to ``data.*_manifest``).
     """
     datasets = import_datasets()
     local = Path(name_or_path).expanduser()
-    if local.exists():
+    if local.is_dir() and not saved_to_disk(local):
+        loaded = _data_files(local, config_name)
+    elif local.exists() and not local.is_dir():
+        manifest = local.suffix in (".jsonl", ".json")
+        raise ConfigError(f"data.hf_dataset: {local} is a file, not a dataset folder: "
+                         + ("a speechsum JSONL manifest goes to data.train_manifest (val_manifest, test_manifest, "
+                            "predict_manifest)" if manifest else "give the folder that holds the dataset's files"))
+    elif local.exists():
         loaded = datasets.load_from_disk(str(local))
     elif name_or_path.startswith((".", "~", os.sep)):
         raise FileNotFoundError(
@@ -95,6 +103,23 @@ def load_splits(name_or_path: str, config_name: str | None = None) -> dict[str, 
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)
+
+
+def saved_to_disk(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _data_files(folder: Path, config_name: str | None) -> Any:
+    """The dataset a local folder of data files holds (a hub dataset's download: parquet, arrow, csv or
+    json files, an audio folder), read with ``datasets.load_dataset`` from its absolute path (a bare
+    relative name is looked up on the hub first); it was refused as "neither a `Dataset` directory nor a
+    `DatasetDict` directory"."""
+    try:
+        return import_datasets().load_dataset(str(folder.resolve()), config_name)
+    except Exception as err:  # noqa: BLE001 (datasets' many errors: no data files, a bad file, ...): said with the folder
+        raise ConfigError(f"data.hf_dataset: {folder} is neither a folder written by save_to_disk nor one of data files "
+                         f"datasets reads (parquet, arrow, csv, json, an audio folder): {type(err).__name__}: {err}") from err
 
 
 def _resolve_columns(

@@ -328,3 +328,31 @@ def test_a_column_that_looks_meant_for_a_field_is_warned_about_as_in_manifests(t
     with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
         examples, _, _ = load_hf_split(str(tmp_path), "train", table, columns={"id": "ID", "transcript": "transcription"})
     assert [(e.id, e.transcript) for e in examples] == [("call-7", "hello")] and not caplog.records
+
+
+def test_a_folder_of_data_files_is_read_and_a_file_is_refused_saying_where_it_goes(tmp_path, monkeypatch, processor):
+    """A hub dataset's download (parquet files) was refused as "Directory … is neither a `Dataset` directory nor a
+    `DatasetDict` directory", and a JSONL manifest given as hf_dataset got the same words."""
+    from speechsum.data.hf_dataset import load_splits
+    from speechsum.utils.arguments import ConfigError
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "meetings"
+    (folder / "data").mkdir(parents=True)
+    sf.write(folder / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    rows = {"id": ["m-1"], "audio": ["a.wav"], "instruction": ["Say it."], "summary": ["A tone."]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    dm = datamodule(processor, hf_dataset=str(folder))
+    dm.setup("fit")
+    [example] = dm.datasets["train"].examples
+    assert (example.id, example.duration) == ("m-1", 0.5)  # its relative path read in the dataset's folder
+    (tmp_path / "train.jsonl").write_text(json.dumps(rows) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_splits(str(tmp_path / "train.jsonl"))
+    assert str(info.value) == (f"data.hf_dataset: {tmp_path / 'train.jsonl'} is a file, not a dataset folder: a "
+                               "speechsum JSONL manifest goes to data.train_manifest (val_manifest, test_manifest, "
+                               "predict_manifest)")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(f"data.hf_dataset: {tmp_path / 'nothing'} is neither a folder "
+                                                    "written by save_to_disk nor one of data files datasets reads")):
+        load_splits(str(tmp_path / "nothing"))
