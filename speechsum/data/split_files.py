@@ -1,7 +1,7 @@
 """The data settings that name each split's manifest: read as paths (``~`` the home folder, an empty
 setting refused), and manifests of two splits that are one file, or name one recording: ``val_manifest``
-(or ``test_manifest``) set to the ``train_manifest``, or naming audio files its lines name, validated
-(tested) a model on what it trains on, without a word."""
+(or ``test_manifest``) set to the ``train_manifest``, or naming audio files its lines name (``hf_splits``
+mapping ``val`` to the dataset's train split), validated (tested) a model on what it trains on, without a word."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
+from speechsum.data.hf_dataset import DEFAULT_SPLITS
 from speechsum.data.manifest import Example
 from speechsum.utils.arguments import ConfigError
 from speechsum.utils.io import same_file
@@ -20,15 +21,29 @@ HELD_OUT = ("val", "test")  # splits whose scores mean something only on example
 
 def warn_shared_manifests(data: Mapping) -> list[str]:
     """Log (and return) a warning for each held-out split whose manifest in the data settings ``data``
-    (``train_manifest``, ``val_manifest``, ...) is the train manifest's file."""
+    (``train_manifest``, ``val_manifest``, ...) is the train manifest's file, or that ``hf_splits`` maps to the
+    dataset split train reads."""
     train = data.get("train_manifest")
     notes = [f"data.{split}_manifest is the train manifest's file ({data[f'{split}_manifest']}): the {split} scores "
              "are measured on the examples the model trains on; give a held-out manifest"
              for split in HELD_OUT
              if same_file(train, data.get(f"{split}_manifest")) and os.path.exists(train)]  # a missing one: reported where read
+    notes += _shared_hf_splits(data)
     for note in notes:
         log.warning(note)
     return notes
+
+
+def _shared_hf_splits(data: Mapping) -> list[str]:
+    """The notes for each held-out split that ``hf_dataset`` serves from the split it trains on
+    (``hf_splits: {train: train, val: train}``), where neither has a manifest."""
+    splits = DEFAULT_SPLITS if data.get("hf_splits") is None else data["hf_splits"]
+    if not data.get("hf_dataset") or data.get("train_manifest") or not isinstance(splits, Mapping):
+        return []
+    return [f"data.hf_splits maps {split} to the dataset's split {splits[split]!r}, which train reads too: the {split} "
+            f"scores are measured on the examples the model trains on; map {split} to a held-out split"
+            for split in HELD_OUT if not data.get(f"{split}_manifest") and splits.get(split) is not None
+            and splits.get(split) == splits.get("train")]
 
 
 def manifest_paths(manifests: Mapping[str, str | None]) -> dict[str, str | None]:

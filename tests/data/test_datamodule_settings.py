@@ -85,6 +85,22 @@ def test_a_held_out_manifest_that_is_the_train_file_is_warned_about(tmp_path, ca
     assert warn_shared_manifests({"train_manifest": "missing.jsonl", "val_manifest": "missing.jsonl"}) == []
 
 
+def test_a_held_out_split_that_hf_splits_maps_to_the_train_split_is_warned_about(caplog) -> None:
+    """hf_splits: {train: train, val: train} validated on the training rows without a word."""
+    import logging
+
+    from speechsum.data.split_files import warn_shared_manifests
+
+    data = {"hf_dataset": "org/meetings", "hf_splits": {"train": "train", "val": "train", "test": "test"}}
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.split_files"):
+        notes = warn_shared_manifests(data)
+    assert notes == ["data.hf_splits maps val to the dataset's split 'train', which train reads too: the val scores "
+                     "are measured on the examples the model trains on; map val to a held-out split"]
+    assert [r.getMessage() for r in caplog.records] == notes
+    assert warn_shared_manifests({**data, "val_manifest": "val.jsonl"}) == []  # val from a manifest
+    assert warn_shared_manifests({"hf_dataset": "org/meetings", "hf_splits": None}) == []  # train / validation
+
+
 def test_speechsum_fit_warns_when_the_val_manifest_is_the_train_manifest(tmp_path, toy_data, caplog) -> None:
     import logging
 
