@@ -178,6 +178,8 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     [-1, 1) (unsigned ones centred on their midpoint; 64-bit ones, of no known scale, refused), a
     ``(channels, n)`` or ``(n, channels)`` array as channels."""
     rate = value.get("sampling_rate")
+    if isinstance(rate, float) and rate.is_integer():  # 16000.0: a column of floats (pandas makes one)
+        rate = int(rate)
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
     check_rate(label, rate)  # before soundfile, which cannot write a rate of 2**31 or more
@@ -359,7 +361,10 @@ def load_hf_split(
         ))
     if skipped:
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
+    if not examples and not skipped:  # was "no usable examples (0 row(s) skipped)"
+        raise HFDatasetError(name_or_path, split, "no usable examples: the split has no rows; map this split "
+                             "(data.hf_splits) to one that has, or leave it out")
     if not examples:
-        first = f", e.g. {skipped[0].reason}" if skipped else ""  # it names the row
-        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped{first})")
+        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped, e.g. "
+                             f"{skipped[0].reason})")  # it names the row
     return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir, dtype)

@@ -38,8 +38,9 @@ def setup_rows(processor, audio: list[dict], **kwargs) -> SpeechSumDataModule:
     (np.stack([WAVE, WAVE]).astype(np.float32), 1.0),  # (2, n)
     (np.stack([WAVE, WAVE], axis=1).astype(np.float32), 1.0),  # (n, 2)
 ])
-def test_in_memory_arrays_read_as_their_samples(processor, samples, scale) -> None:
-    dm = setup_rows(processor, [{"array": samples, "sampling_rate": RATE}])
+@pytest.mark.parametrize("rate", [RATE, float(RATE)])  # 16000.0 (a float column) was refused as no integer
+def test_in_memory_arrays_read_as_their_samples(processor, samples, scale, rate) -> None:
+    dm = setup_rows(processor, [{"array": samples, "sampling_rate": rate}])
     example, waveform = dm.datasets["train"][0]
     assert example.duration == pytest.approx(1.0)
     np.testing.assert_allclose(waveform, WAVE, atol=2 / scale + 1e-6)
@@ -54,6 +55,7 @@ def test_unsigned_samples_are_centred(processor, dtype, middle) -> None:
 
 @pytest.mark.parametrize(("cell", "message"), [
     ({"array": WAVE.astype(np.float32)}, "sampling_rate"),
+    ({"array": WAVE.astype(np.float32), "sampling_rate": 16000.5}, "positive integer 'sampling_rate', got 16000.5"),
     ({"array": np.zeros(0, np.float32), "sampling_rate": RATE}, "shape"),
     # soundfile cannot write a rate of 2**31: an OverflowError traceback, not a bad row
     ({"array": WAVE.astype(np.float32), "sampling_rate": 2**31},

@@ -264,6 +264,17 @@ def test_a_split_whose_every_row_is_skipped_names_the_first_reason(tmp_path):
     assert str(error.value) == f"dataset {tmp_path} (split 'train'): no usable examples (1 row(s) skipped, e.g. {row})"
 
 
+def test_a_split_without_rows_says_so(tmp_path):
+    """Before: "no usable examples (0 row(s) skipped)", as if rows had been skipped."""
+    from speechsum.data.hf_dataset import load_hf_split
+
+    table = datasets.Dataset.from_dict({"audio": [], "instruction": []})
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "validation", table)
+    assert str(error.value) == (f"dataset {tmp_path} (split 'validation'): no usable examples: the split has no rows; "
+                                "map this split (data.hf_splits) to one that has, or leave it out")
+
+
 def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
     from speechsum.data.hf_dataset import load_hf_split
 
