@@ -99,7 +99,13 @@ def load_splits(name_or_path: str, config_name: str | None = None) -> dict[str, 
             f"data.hf_dataset: no dataset folder {local}; give a folder written by `save_to_disk` or a hub name"
         )
     else:  # a hub name ("org/name"): needs the network or the HF cache
-        loaded = datasets.load_dataset(name_or_path, config_name)
+        try:
+            loaded = datasets.load_dataset(name_or_path, config_name)
+        except (ConnectionError, FileNotFoundError) as err:  # offline, or no such dataset (DatasetNotFoundError)
+            raise ConfigError(f"data.hf_dataset: {name_or_path} is no folder here (working folder {os.getcwd()}), so "
+                              f"it was read as a hub name, which failed ({type(err).__name__}: {err}); give a folder "
+                              "written by save_to_disk or of the dataset's files, or a hub name (the network, or the "
+                              "Hugging Face cache)") from err
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)

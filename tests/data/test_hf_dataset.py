@@ -176,6 +176,21 @@ def test_a_hub_name_goes_to_load_dataset_as_is_and_a_missing_folder_is_named(tmp
     assert len(calls) == 1
 
 
+def test_a_name_that_is_no_folder_and_no_reachable_hub_dataset_says_both(tmp_path, monkeypatch, processor):
+    """A relative folder that is not there ('data/meetings', no './') is read as a hub name: offline, datasets'
+    bare ConnectionError "Couldn't reach 'data/meetings' on the Hub", which named neither the setting nor the folder."""
+    from speechsum.utils.arguments import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as HF_DATASETS_OFFLINE=1: no request is made
+    with pytest.raises(ConfigError) as info:
+        datamodule(processor, hf_dataset="data/meetings").setup("fit")
+    assert str(info.value).startswith(f"data.hf_dataset: data/meetings is no folder here (working folder {tmp_path}), "
+                                      "so it was read as a hub name, which failed (ConnectionError: ")
+    assert str(info.value).endswith("); give a folder written by save_to_disk or of the dataset's files, or a hub name "
+                                    "(the network, or the Hugging Face cache)")
+
+
 def test_fit_from_the_cli_on_a_saved_dataset(renamed_dataset, toy_data, tmp_path):
     import yaml
 
