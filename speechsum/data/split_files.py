@@ -23,11 +23,13 @@ def warn_shared_manifests(data: Mapping) -> list[str]:
     """Log (and return) a warning for each held-out split whose manifest in the data settings ``data``
     (``train_manifest``, ``val_manifest``, ...) is the train manifest's file, or that ``hf_splits`` maps to the
     dataset split train reads."""
-    train = data.get("train_manifest")
+    paths = {split: os.path.expanduser(path) if isinstance(path := data.get(f"{split}_manifest"), str) else path
+             for split in ("train", *HELD_OUT)}  # '~' as the data module reads it: manifest_paths
+    train = paths["train"]
     notes = [f"data.{split}_manifest is the train manifest's file ({data[f'{split}_manifest']}): the {split} scores "
              "are measured on the examples the model trains on; give a held-out manifest"
              for split in HELD_OUT
-             if same_file(train, data.get(f"{split}_manifest")) and os.path.exists(train)]  # a missing one: reported where read
+             if same_file(train, paths[split]) and os.path.exists(train)]  # a missing one: reported where read
     notes += _shared_hf_splits(data)
     for note in notes:
         log.warning(note)

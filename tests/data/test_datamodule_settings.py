@@ -43,6 +43,7 @@ def test_an_empty_manifest_setting_is_a_config_error_naming_it(value: str) -> No
 def test_a_manifest_setting_under_the_home_folder_is_read_there(tmp_path, monkeypatch, processor) -> None:
     """'~/data/train.jsonl' in a YAML (no shell expands it) was "manifest not found: ~/data/train.jsonl (relative to
     the working folder ...)"; hf_dataset and the command line's path options expand '~'. A variable is named."""
+    from speechsum.data.split_files import warn_shared_manifests
     from tests.data.test_manifest import record, write_manifest, write_wav
 
     write_wav(tmp_path / "audio" / "a.wav", 16_000)
@@ -52,6 +53,7 @@ def test_a_manifest_setting_under_the_home_folder_is_read_there(tmp_path, monkey
     data.processor = processor
     data.setup("fit")
     assert [e.id for e in data.datasets["train"].examples] == ["a"]
+    assert warn_shared_manifests({"train_manifest": "~/train.jsonl", "val_manifest": str(tmp_path / "train.jsonl")})
     monkeypatch.setenv("SPEECH_DATA", str(tmp_path))
     data = SpeechSumDataModule(train_manifest="$SPEECH_DATA/train.jsonl")
     data.processor = processor
