@@ -25,7 +25,15 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
-from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
+from speechsum.data.manifest import (
+    PAIR_WITHOUT_SUMMARY,
+    Example,
+    OnBadExample,
+    Origin,
+    SkippedLine,
+    audio_path,
+    same_pair,
+)
 from speechsum.data.manifest_hints import empty_value, fill_advice, unread_key
 from speechsum.data.text_checks import (
     CONTROL_CHECKED,
@@ -145,7 +153,8 @@ def _resolve_columns(
         elif field in columns or field in required:
             raise HFDatasetError(
                 dataset, split, f"no column {column!r} for field {field!r}; the dataset's columns are "
-                f"{table.column_names}: set `data.hf_columns.{field}` to one of them", column=column,
+                f"{table.column_names}: set `data.hf_columns.{field}` to one of them"
+                + (PAIR_WITHOUT_SUMMARY if field == "summary" and "chosen" in required else ""), column=column,
             )
     return resolved
 

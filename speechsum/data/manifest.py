@@ -111,6 +111,9 @@ class Example:
     unread_key: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
+# a preference line (DPO's) without a summary, which the data config's default require_summary: true asks for
+PAIR_WITHOUT_SUMMARY = (" (preference data trains on 'chosen' and 'rejected', not on a reference summary: set "
+                        "require_summary: false in the data config, as configs/dpo.yaml does)")
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
 FIELDS = (*_STRING_FIELDS, "duration", "meta", "offset")
 
@@ -257,7 +260,8 @@ def parse_line(
         if not value or blank(value):
             what = "" if not value else " (only whitespace)" if not value.strip() else \
                 " (only invisible characters, e.g. zero-width spaces)"
-            raise ValueError(f"missing field '{name}'{what}{misnamed(name, record, FIELDS)}")
+            hint = misnamed(name, record, FIELDS) or (PAIR_WITHOUT_SUMMARY if name == "summary" and require_preference else "")
+            raise ValueError(f"missing field '{name}'{what}{hint}")
     reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")

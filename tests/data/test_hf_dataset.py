@@ -279,6 +279,20 @@ def test_a_split_whose_every_row_is_skipped_names_the_first_reason(tmp_path):
     assert str(error.value) == f"dataset {tmp_path} (split 'train'): no usable examples (1 row(s) skipped, e.g. {row})"
 
 
+def test_preference_rows_without_a_summary_column_say_to_set_require_summary_false(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    table = datasets.Dataset.from_dict({"audio": ["a.wav"], "instruction": ["Say it."], "chosen": ["A."],
+                                        "rejected": ["B."]})
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "train", table, require_summary=True, require_preference=True)
+    assert str(error.value) == (f"dataset {tmp_path} (split 'train', column 'summary'): no column 'summary' for field "
+                                "'summary'; the dataset's columns are ['audio', 'instruction', 'chosen', 'rejected']: set "
+                                "`data.hf_columns.summary` to one of them (preference data trains on 'chosen' and "
+                                "'rejected', not on a reference summary: set require_summary: false in the data config, "
+                                "as configs/dpo.yaml does)")
+
+
 def test_a_split_without_rows_says_so(tmp_path):
     """Before: "no usable examples (0 row(s) skipped)", as if rows had been skipped."""
     from speechsum.data.hf_dataset import load_hf_split
