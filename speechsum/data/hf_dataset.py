@@ -25,16 +25,8 @@ import numpy as np
 import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
-from speechsum.data.manifest import (
-    PAIR_WITHOUT_SUMMARY,
-    Example,
-    OnBadExample,
-    Origin,
-    SkippedLine,
-    audio_path,
-    same_pair,
-)
-from speechsum.data.manifest_hints import empty_value, fill_advice, unread_key
+from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
+from speechsum.data.manifest_hints import PAIR_WITHOUT_SUMMARY, empty_value, fill_advice, unread_key
 from speechsum.data.text_checks import (
     CONTROL_CHECKED,
     blank,

@@ -28,6 +28,7 @@ from typing import Literal
 from speechsum.data.audio import audio_seconds
 from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
+    PAIR_WITHOUT_SUMMARY,
     array_hint,
     cut_short_hint,
     empty_field,
@@ -111,9 +112,6 @@ class Example:
     unread_key: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
-# a preference line (DPO's) without a summary, which the data config's default require_summary: true asks for
-PAIR_WITHOUT_SUMMARY = (" (preference data trains on 'chosen' and 'rejected', not on a reference summary: set "
-                        "require_summary: false in the data config, as configs/dpo.yaml does)")
 _STRING_FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
 FIELDS = (*_STRING_FIELDS, "duration", "meta", "offset")
 
@@ -168,10 +166,9 @@ def _non_finite(value: object, where: str) -> tuple[str, float] | None:
 
 
 def same_pair(chosen: str | None, rejected: str | None) -> str | None:
-    """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text give
-    a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused; so is
-    one that differs only in whitespace around the text (``pairs`` compares its samples stripped), whose
-    only gradient would teach the line end or space that the rejected one has."""
+    """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text (a constant
+    loss, no gradient), or but for whitespace around it (its only gradient: that whitespace). ``speechsum
+    pairs`` compares its samples stripped and writes neither."""
     if chosen is None or rejected is None or chosen.strip() != rejected.strip():
         return None
     if chosen != rejected:

@@ -16,6 +16,9 @@ from speechsum.utils.io import finite_json_number
 
 # $NAME or ${NAME} (a shell's), %NAME% (Windows'): a variable nothing expands in a path read from data or a config
 ENV_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
+# a preference line (DPO's) without a summary, which the data config's default require_summary: true asks for
+PAIR_WITHOUT_SUMMARY = (" (preference data trains on 'chosen' and 'rejected', not on a reference summary: set "
+                        "require_summary: false in the data config, as configs/dpo.yaml does)")
 EXAMPLE_LINE = '{"id": "call-1", "audio": "call-1.wav", "instruction": "Summarise the call"}'  # what a line looks like
 
 
