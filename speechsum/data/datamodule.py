@@ -20,8 +20,10 @@ from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_sp
 from speechsum.data.loader import SpeechLoader
 from speechsum.data.long_clips import warn_long_clips
 from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
+from speechsum.data.manifest_hints import unexpanded_hint
 from speechsum.data.processor import SpeechProcessor
 from speechsum.data.sampler import DurationBucketBatchSampler
+from speechsum.data.split_files import manifest_paths, warn_shared_audio
 from speechsum.utils.arguments import ConfigError, check_choice, check_count, check_number
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         predict_manifest: JSONL manifest of ``speechsum predict`` (no ``summary`` needed, see
             ``require_summary``).
         hf_dataset: a Hugging Face dataset for the splits without a manifest: a folder written by
-            ``save_to_disk`` (offline), else a hub name given to ``datasets.load_dataset`` as is
+            ``save_to_disk`` or of the dataset's data files (parquet …; offline), else a hub name given to ``datasets.load_dataset`` as is
             (needs the network or the HF cache). Needs ``pip install 'speechsum[hf]'``.
         hf_config: the hub dataset's configuration name (``load_dataset(name, hf_config)``).
         hf_splits: our split → the dataset's split; default ``{"train": "train", "val":
@@ -122,12 +124,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.manifests = {
-            "train": train_manifest,
-            "val": val_manifest,
-            "test": test_manifest,
-            "predict": predict_manifest,
-        }
+        self.manifests = manifest_paths({"train": train_manifest, "val": val_manifest, "test": test_manifest,
+                                         "predict": predict_manifest})
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_splits = dict(DEFAULT_SPLITS if hf_splits is None else hf_splits)
@@ -161,6 +159,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         self._emptied = (0, 0)  # (epoch, training batches of it whose every example was skipped)
         self._saved_train_plan: str | None = None  # train_plan() of the checkpoint training resumes from
         self._unusable: dict[str, dict[str, str]] = {}  # split -> id -> message: examples skipped when read
+        self._leaks_checked: set[str] = set()  # held-out splits compared with train for shared audio files
 
     def _stage_splits(self, stage: str | None) -> list[str]:
         return {
@@ -206,8 +205,8 @@ class SpeechSumDataModule(L.LightningDataModule):
                     )
                 except (FileNotFoundError, IsADirectoryError) as err:  # which of the four settings?
                     relative = isinstance(err, FileNotFoundError) and not os.path.isabs(path)
-                    raise type(err)(f"data.{split}_manifest: {err}"
-                                    + (f" (relative to the working folder {os.getcwd()})" if relative else "")) from None
+                    raise type(err)(f"data.{split}_manifest: {err}" + (unexpanded_hint(path) or (
+                        f" (relative to the working folder {os.getcwd()})" if relative else ""))) from None
             self.skipped[split] = skipped
             log.info("%s: %d examples from %s (%s)", split, len(examples), path, f"{len(skipped)} skipped"
                      if split not in self.checked_examples else "checked when first loaded: what it skipped is logged there")
@@ -216,6 +215,8 @@ class SpeechSumDataModule(L.LightningDataModule):
                 on_bad_example=self.on_bad_example,
             )
             self._warn_over_budget(split)
+        warn_shared_audio({split: data.examples for split, data in self.datasets.items()}, self.manifests,
+                          self._leaks_checked)
 
     def _requirements(self, split: str, limit: float | None, read_audio: bool) -> dict[str, Any]:
         """What a manifest line or dataset row of ``split`` must hold (``load_manifest`` /

@@ -9,7 +9,7 @@ row raises :class:`HFDatasetError` naming the dataset, split, row and column, or
 counted under ``on_bad_example="skip"``.
 
 ``name_or_path``: a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
-(offline), else a hub name passed to ``datasets.load_dataset`` as is, which needs the network or a
+(offline), or a folder of a dataset's data files (parquet, csv, json …: a hub dataset's download), else a hub name passed to ``datasets.load_dataset`` as is, which needs the network or a
 copy in the Hugging Face cache (``HF_DATASETS_OFFLINE=1`` uses the cache only).
 """
 
@@ -26,7 +26,7 @@ import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
-from speechsum.data.manifest_hints import empty_value, fill_advice
+from speechsum.data.manifest_hints import PAIR_WITHOUT_SUMMARY, empty_value, fill_advice, unread_key
 from speechsum.data.text_checks import (
     CONTROL_CHECKED,
     blank,
@@ -36,6 +36,7 @@ from speechsum.data.text_checks import (
     remember_id,
     text_fields,
 )
+from speechsum.utils.arguments import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +79,53 @@ def import_datasets() -> Any:
 
 
 def load_splits(name_or_path: str, config_name: str | None = None) -> dict[str, Any]:
-    """``{split name: datasets.Dataset}`` from a ``save_to_disk`` folder or a hub name.
-
-    A folder holding a single ``Dataset`` (no splits) is the split ``train``.
+    """``{split name: datasets.Dataset}`` from a ``save_to_disk`` folder, a folder of data files or a hub
+    name. A folder holding a single ``Dataset`` (no splits) is the split ``train``; a file is refused
+    (a JSONL manifest goes to ``data.*_manifest``).
     """
     datasets = import_datasets()
     local = Path(name_or_path).expanduser()
-    if local.exists():
+    if local.is_dir() and not saved_to_disk(local):
+        loaded = _data_files(local, config_name)
+    elif local.exists() and not local.is_dir():
+        manifest = local.suffix in (".jsonl", ".json")
+        raise ConfigError(f"data.hf_dataset: {local} is a file, not a dataset folder: "
+                         + ("a speechsum JSONL manifest goes to data.train_manifest (val_manifest, test_manifest, "
+                            "predict_manifest)" if manifest else "give the folder that holds the dataset's files"))
+    elif local.exists():
         loaded = datasets.load_from_disk(str(local))
     elif name_or_path.startswith((".", "~", os.sep)):
         raise FileNotFoundError(
             f"data.hf_dataset: no dataset folder {local}; give a folder written by `save_to_disk` or a hub name"
         )
     else:  # a hub name ("org/name"): needs the network or the HF cache
-        loaded = datasets.load_dataset(name_or_path, config_name)
+        try:
+            loaded = datasets.load_dataset(name_or_path, config_name)
+        except (ConnectionError, FileNotFoundError) as err:  # offline, or no such dataset (DatasetNotFoundError)
+            raise ConfigError(f"data.hf_dataset: {name_or_path} is no folder here (working folder {os.getcwd()}), so "
+                              f"it was read as a hub name, which failed ({type(err).__name__}: {err}); give a folder "
+                              "written by save_to_disk or of the dataset's files, or a hub name (the network, or the "
+                              "Hugging Face cache)") from err
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)
+
+
+def saved_to_disk(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _data_files(folder: Path, config_name: str | None) -> Any:
+    """The dataset a local folder of data files holds (a hub dataset's download: parquet, arrow, csv or
+    json files, an audio folder), read with ``datasets.load_dataset`` from its absolute path (a bare
+    relative name is looked up on the hub first); it was refused as "neither a `Dataset` directory nor a
+    `DatasetDict` directory"."""
+    try:
+        return import_datasets().load_dataset(str(folder.resolve()), config_name)
+    except Exception as err:  # noqa: BLE001 (datasets' many errors: no data files, a bad file, ...): said with the folder
+        raise ConfigError(f"data.hf_dataset: {folder} is neither a folder written by save_to_disk nor one of data files "
+                         f"datasets reads (parquet, arrow, csv, json, an audio folder): {type(err).__name__}: {err}") from err
 
 
 def _resolve_columns(
@@ -114,9 +145,23 @@ def _resolve_columns(
         elif field in columns or field in required:
             raise HFDatasetError(
                 dataset, split, f"no column {column!r} for field {field!r}; the dataset's columns are "
-                f"{table.column_names}: set `data.hf_columns.{field}` to one of them", column=column,
+                f"{table.column_names}: set `data.hf_columns.{field}` to one of them"
+                + (PAIR_WITHOUT_SUMMARY if field == "summary" and "chosen" in required else ""), column=column,
             )
     return resolved
+
+
+def unread_columns(columns: list[str], mapped: dict[str, str]) -> list[tuple[str, str]]:
+    """``(column, field)`` for each of a dataset's ``columns`` that is not read (``mapped``: field → column)
+    but looks meant for a field it gives none ('ID', 'Transcript', 'transcription'): its values would be
+    dropped without a word (ids made up as ``split-row``, no transcript), as a manifest's misnamed key is."""
+    record = dict.fromkeys([*mapped, *(column for column in columns if column not in mapped.values())])
+    found = []
+    while (hit := unread_key(record, FIELDS)) is not None:
+        found.append(hit)
+        del record[hit[0]]
+        record[hit[1]] = None
+    return found
 
 
 INT_SCALE = {"int8": 2**7, "int16": 2**15, "int32": 2**31}
@@ -140,6 +185,8 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     [-1, 1) (unsigned ones centred on their midpoint; 64-bit ones, of no known scale, refused), a
     ``(channels, n)`` or ``(n, channels)`` array as channels."""
     rate = value.get("sampling_rate")
+    if isinstance(rate, float) and rate.is_integer():  # 16000.0: a column of floats (pandas makes one)
+        rate = int(rate)
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"an in-memory audio array needs a positive integer 'sampling_rate', got {rate!r}")
     check_rate(label, rate)  # before soundfile, which cannot write a rate of 2**31 or more
@@ -160,6 +207,25 @@ def array_audio(value: dict, label: str, dtype: str) -> NamedAudio:
     buffer = io.BytesIO()
     sf.write(buffer, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
     return NamedAudio(buffer.getvalue(), label)
+
+
+def _stored_audio(table: Any, column: str, dataset: str, split: str) -> Any:
+    """``table`` with the audio ``column`` read as ``Audio(decode=False)``: each cell's bytes or path. A
+    column that holds neither (bare lists of samples, numbers) is an :class:`HFDatasetError` saying what it
+    holds and what to store (it was a ``TypeError`` of the cast: "Couldn't cast array of type list<item: double>")."""
+    try:
+        return table.cast_column(column, import_datasets().Audio(decode=False))
+    except (TypeError, ValueError, NotImplementedError) as err:  # pyarrow's ArrowNotImplementedError is one
+        feature = table.features[column]
+        inner = array_dtype({"array": feature}) if hasattr(feature, "feature") else None
+        if inner is not None and inner.startswith(("int", "uint", "float")):
+            advice = ("lists of samples without their sampling rate: store each cell as {'array': samples, "
+                      f"'sampling_rate': RATE}} (e.g. dataset.map(lambda row: {{'{column}': {{'array': row['{column}'], "
+                      "'sampling_rate': 16000}}))")
+        else:
+            advice = ("no audio: give a datasets.Audio column, file paths (strings), the files' bytes, or "
+                      "{'array': samples, 'sampling_rate': RATE} cells (or map data.hf_columns.audio to the audio column)")
+        raise HFDatasetError(dataset, split, f"the audio column holds {feature}: {advice}", column=column) from err
 
 
 def audio_source(value: Any, label: str, root: Path | None, allow_outside: bool = False,
@@ -247,11 +313,14 @@ def load_hf_split(
     required = ["audio", "instruction"] + (["summary"] if require_summary else [])
     required += (["transcript"] if require_transcript else []) + (["chosen", "rejected"] if require_preference else [])
     mapped = _resolve_columns(table, name_or_path, split, columns, required)
+    for column, field in unread_columns(table.column_names, mapped):
+        log.warning("dataset %s (split %r): column %r is not read (did you mean %r?): its values are not used; set "
+                    "data.hf_columns.%s: %s to read it", name_or_path, split, column, field, field, column)
     table = table.select_columns(sorted(set(mapped.values())))
     dtype = array_dtype(table.features[mapped["audio"]])  # in-memory arrays are read as they are: no torchcodec
     if dtype is None and (not isinstance(table.features[mapped["audio"]], datasets.Audio)
                           or table.features[mapped["audio"]].decode):
-        table = table.cast_column(mapped["audio"], datasets.Audio(decode=False))
+        table = _stored_audio(table, mapped["audio"], name_or_path, split)
     root = Path(name_or_path).expanduser() if Path(name_or_path).expanduser().exists() else None
     label = f"{name_or_path}[{split}]"
     examples: list[Example] = []
@@ -299,7 +368,10 @@ def load_hf_split(
         ))
     if skipped:
         log.warning("%s: skipped %d bad row(s), kept %d", label, len(skipped), len(examples))
+    if not examples and not skipped:  # was "no usable examples (0 row(s) skipped)"
+        raise HFDatasetError(name_or_path, split, "no usable examples: the split has no rows; map this split "
+                             "(data.hf_splits) to one that has, or leave it out")
     if not examples:
-        first = f", e.g. {skipped[0].reason}" if skipped else ""  # it names the row
-        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped{first})")
+        raise HFDatasetError(name_or_path, split, f"no usable examples ({len(skipped)} row(s) skipped, e.g. "
+                             f"{skipped[0].reason})")  # it names the row
     return examples, skipped, HFAudio(table, mapped["audio"], rows, label, root, allow_paths_outside_dataset_dir, dtype)

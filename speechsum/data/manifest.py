@@ -28,6 +28,7 @@ from typing import Literal
 from speechsum.data.audio import audio_seconds
 from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
+    PAIR_WITHOUT_SUMMARY,
     array_hint,
     cut_short_hint,
     empty_field,
@@ -165,10 +166,15 @@ def _non_finite(value: object, where: str) -> tuple[str, float] | None:
 
 
 def same_pair(chosen: str | None, rejected: str | None) -> str | None:
-    """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text give
-    a constant loss and no gradient (``speechsum pairs`` drops such pairs), so the pair is refused."""
-    if chosen is None or chosen != rejected:
+    """Why a preference pair cannot train DPO, or None: ``chosen`` and ``rejected`` the same text (a constant
+    loss, no gradient), or but for whitespace around it (its only gradient: that whitespace). ``speechsum
+    pairs`` compares its samples stripped and writes neither."""
+    if chosen is None or rejected is None or chosen.strip() != rejected.strip():
         return None
+    if chosen != rejected:
+        return ("'chosen' and 'rejected' are the same text but for whitespace around it: the pair would teach DPO "
+                "only that whitespace, not the better summary; give the worse summary as 'rejected' or drop the "
+                "example")
     return ("'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is constant, its "
             "gradient 0); give the worse summary as 'rejected' or drop the example")
 
@@ -251,7 +257,8 @@ def parse_line(
         if not value or blank(value):
             what = "" if not value else " (only whitespace)" if not value.strip() else \
                 " (only invisible characters, e.g. zero-width spaces)"
-            raise ValueError(f"missing field '{name}'{what}{misnamed(name, record, FIELDS)}")
+            hint = misnamed(name, record, FIELDS) or (PAIR_WITHOUT_SUMMARY if name == "summary" and require_preference else "")
+            raise ValueError(f"missing field '{name}'{what}{hint}")
     reserved = first_reserved(record, reserved_text, text_fields(require_transcript, require_summary or require_preference))
     if reserved:
         raise ValueError(f"field '{reserved[0]}' {reserved[1]}")

@@ -8,11 +8,17 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import unicodedata
 from pathlib import Path
 
 from speechsum.utils.io import finite_json_number
 
+# $NAME or ${NAME} (a shell's), %NAME% (Windows'): a variable nothing expands in a path read from data or a config
+ENV_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
+# a preference line (DPO's) without a summary, which the data config's default require_summary: true asks for
+PAIR_WITHOUT_SUMMARY = (" (preference data trains on 'chosen' and 'rejected', not on a reference summary: set "
+                        "require_summary: false in the data config, as configs/dpo.yaml does)")
 EXAMPLE_LINE = '{"id": "call-1", "audio": "call-1.wav", "instruction": "Summarise the call"}'  # what a line looks like
 
 
@@ -29,13 +35,14 @@ def near_miss_hint(value: str, resolved: Path, root: Path) -> str:
     """For an audio path that names no file: the file it likely meant, when one is there written
     with '/' for Windows' '\\', without the spaces around it, with '~' expanded (it is not), in
     another Unicode normalization (a name with accents copied from macOS, which writes them
-    decomposed), or with letters in another case; else "" (for a path starting with '~': that it
-    is not expanded)."""
+    decomposed), with letters in another case, or with its environment variables expanded (they are
+    not); else "" (for a path starting with '~' or naming a variable: that it is not expanded)."""
     if os.path.lexists(resolved):
         return ""
     tries = [("written with Windows' '\\' separators: write '/'", value.replace("\\", "/")),
              ("spaces around the path: remove them", value.strip()),
-             ("'~' is not expanded: give the full path", os.path.expanduser(value) if value.startswith("~") else value)]
+             ("'~' is not expanded: give the full path", os.path.expanduser(value) if value.startswith("~") else value),
+             (f"{_variable(value)} is not expanded: give the full path", expand_variables(value))]
     tries += [(f"the name on disk is in Unicode {form} (accents {'composed' if form == 'NFC' else 'decomposed'}), the "
                "path is not: write it as on disk", unicodedata.normalize(form, value)) for form in ("NFC", "NFD")]
     for advice, candidate in tries:
@@ -48,10 +55,34 @@ def near_miss_hint(value: str, resolved: Path, root: Path) -> str:
             return f" (names are case-sensitive; {resolved.parent / same[0]} is there)"
     if value.startswith("~"):
         return " ('~' is not expanded: data paths are read as written; give the full path)"
+    if _variable(value):
+        return f" ({_variable(value)} is not expanded: data paths are read as written; give the full path)"
     if len(value) > 2 and value[0].isascii() and value[0].isalpha() and value[1] == ":" and value[2] in "\\/":
         return (f" ({value[:2]} is a Windows drive: on this machine write the path the file has here, e.g. "
                 f"/mnt/{value[0].lower()}/... under WSL, or relative to the manifest's folder)")
     return ""
+
+
+def _variable(value: str) -> str | None:
+    """The first environment variable written in ``value`` ('$DATA', '${DATA}', '%DATA%'), or None."""
+    found = ENV_VARIABLE.search(value)
+    return found.group(0) if found else None
+
+
+def expand_variables(value: str) -> str:
+    """``value`` with the environment variables it names that are set replaced by their values
+    ($NAME, ${NAME}, %NAME%), the rest as written: the path that was likely meant."""
+    return ENV_VARIABLE.sub(lambda m: os.environ.get(m.group(1) or m.group(2), m.group(0)), value)
+
+
+def unexpanded_hint(value: str) -> str:
+    """For a path setting (a manifest) that names no file: that an environment variable in it is not
+    expanded, and the file it likely meant when that is there; else ""."""
+    if not _variable(value) or os.path.exists(value):
+        return ""
+    meant = expand_variables(value)
+    there = f"; {meant} is there" if os.path.exists(meant) else ""
+    return f" ({_variable(value)} is not expanded: give the full path{there})"
 
 
 def misnamed(name: str, record: dict, fields: tuple[str, ...]) -> str:

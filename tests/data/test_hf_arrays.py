@@ -38,8 +38,9 @@ def setup_rows(processor, audio: list[dict], **kwargs) -> SpeechSumDataModule:
     (np.stack([WAVE, WAVE]).astype(np.float32), 1.0),  # (2, n)
     (np.stack([WAVE, WAVE], axis=1).astype(np.float32), 1.0),  # (n, 2)
 ])
-def test_in_memory_arrays_read_as_their_samples(processor, samples, scale) -> None:
-    dm = setup_rows(processor, [{"array": samples, "sampling_rate": RATE}])
+@pytest.mark.parametrize("rate", [RATE, float(RATE)])  # 16000.0 (a float column) was refused as no integer
+def test_in_memory_arrays_read_as_their_samples(processor, samples, scale, rate) -> None:
+    dm = setup_rows(processor, [{"array": samples, "sampling_rate": rate}])
     example, waveform = dm.datasets["train"][0]
     assert example.duration == pytest.approx(1.0)
     np.testing.assert_allclose(waveform, WAVE, atol=2 / scale + 1e-6)
@@ -54,6 +55,7 @@ def test_unsigned_samples_are_centred(processor, dtype, middle) -> None:
 
 @pytest.mark.parametrize(("cell", "message"), [
     ({"array": WAVE.astype(np.float32)}, "sampling_rate"),
+    ({"array": WAVE.astype(np.float32), "sampling_rate": 16000.5}, "positive integer 'sampling_rate', got 16000.5"),
     ({"array": np.zeros(0, np.float32), "sampling_rate": RATE}, "shape"),
     # soundfile cannot write a rate of 2**31: an OverflowError traceback, not a bad row
     ({"array": WAVE.astype(np.float32), "sampling_rate": 2**31},
@@ -76,3 +78,26 @@ def test_64_bit_integer_samples_are_refused_not_read_as_silence(processor, sampl
     with pytest.raises(HFDatasetError, match=expected) as caught:
         setup_rows(processor, [{"array": samples, "sampling_rate": RATE}])
     assert (caught.value.split, caught.value.row, caught.value.column) == ("train", 0, "audio")
+
+
+@pytest.mark.parametrize(("cells", "held", "advice"), [
+    ([WAVE.astype(np.float32)], "List(Value('float32'))", "lists of samples without their sampling rate: store each "
+     "cell as {'array': samples, 'sampling_rate': RATE} (e.g. dataset.map(lambda row: {'audio': {'array': "
+     "row['audio'], 'sampling_rate': 16000}}))"),
+    ([3], "Value('int64')", "no audio: give a datasets.Audio column, file paths (strings), the files' bytes, or "
+     "{'array': samples, 'sampling_rate': RATE} cells (or map data.hf_columns.audio to the audio column)"),
+])
+def test_an_audio_column_of_neither_files_nor_arrays_says_what_it_holds(processor, cells, held, advice) -> None:
+    """Before: pyarrow's TypeError "Couldn't cast array of type list<item: float> to struct<bytes: binary, path:
+    string>" (or ArrowNotImplementedError), no dataset, split or column named."""
+    with pytest.raises(HFDatasetError) as caught:
+        setup_rows(processor, cells)
+    assert str(caught.value) == f"dataset memory (split 'train', column 'audio'): the audio column holds {held}: {advice}"
+    if held.startswith("List"):  # the advice works
+        table = datasets.Dataset.from_list([{"audio": cell, "instruction": "Summarise.", "summary": "ok"}
+                                            for cell in cells])
+        fixed = table.map(lambda row: {"audio": {"array": row["audio"], "sampling_rate": 16000}})
+        dm = SpeechSumDataModule(hf_dataset="memory", hf_splits={"train": "train"})
+        dm.processor, dm._hf_tables = processor, {"train": fixed}
+        dm.setup("fit")
+        assert dm.datasets["train"].examples[0].duration == pytest.approx(1.0)

@@ -176,6 +176,21 @@ def test_a_hub_name_goes_to_load_dataset_as_is_and_a_missing_folder_is_named(tmp
     assert len(calls) == 1
 
 
+def test_a_name_that_is_no_folder_and_no_reachable_hub_dataset_says_both(tmp_path, monkeypatch, processor):
+    """A relative folder that is not there ('data/meetings', no './') is read as a hub name: offline, datasets'
+    bare ConnectionError "Couldn't reach 'data/meetings' on the Hub", which named neither the setting nor the folder."""
+    from speechsum.utils.arguments import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as HF_DATASETS_OFFLINE=1: no request is made
+    with pytest.raises(ConfigError) as info:
+        datamodule(processor, hf_dataset="data/meetings").setup("fit")
+    assert str(info.value).startswith(f"data.hf_dataset: data/meetings is no folder here (working folder {tmp_path}), "
+                                      "so it was read as a hub name, which failed (ConnectionError: ")
+    assert str(info.value).endswith("); give a folder written by save_to_disk or of the dataset's files, or a hub name "
+                                    "(the network, or the Hugging Face cache)")
+
+
 def test_fit_from_the_cli_on_a_saved_dataset(renamed_dataset, toy_data, tmp_path):
     import yaml
 
@@ -264,6 +279,31 @@ def test_a_split_whose_every_row_is_skipped_names_the_first_reason(tmp_path):
     assert str(error.value) == f"dataset {tmp_path} (split 'train'): no usable examples (1 row(s) skipped, e.g. {row})"
 
 
+def test_preference_rows_without_a_summary_column_say_to_set_require_summary_false(tmp_path):
+    from speechsum.data.hf_dataset import load_hf_split
+
+    table = datasets.Dataset.from_dict({"audio": ["a.wav"], "instruction": ["Say it."], "chosen": ["A."],
+                                        "rejected": ["B."]})
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "train", table, require_summary=True, require_preference=True)
+    assert str(error.value) == (f"dataset {tmp_path} (split 'train', column 'summary'): no column 'summary' for field "
+                                "'summary'; the dataset's columns are ['audio', 'instruction', 'chosen', 'rejected']: set "
+                                "`data.hf_columns.summary` to one of them (preference data trains on 'chosen' and "
+                                "'rejected', not on a reference summary: set require_summary: false in the data config, "
+                                "as configs/dpo.yaml does)")
+
+
+def test_a_split_without_rows_says_so(tmp_path):
+    """Before: "no usable examples (0 row(s) skipped)", as if rows had been skipped."""
+    from speechsum.data.hf_dataset import load_hf_split
+
+    table = datasets.Dataset.from_dict({"audio": [], "instruction": []})
+    with pytest.raises(HFDatasetError) as error:
+        load_hf_split(str(tmp_path), "validation", table)
+    assert str(error.value) == (f"dataset {tmp_path} (split 'validation'): no usable examples: the split has no rows; "
+                                "map this split (data.hf_splits) to one that has, or leave it out")
+
+
 def test_a_clip_over_max_audio_seconds_is_a_bad_row_when_asked(tmp_path):
     from speechsum.data.hf_dataset import load_hf_split
 
@@ -305,3 +345,54 @@ def test_invisible_control_and_renormalized_text_are_bad_rows_as_in_manifests(tm
     assert str(error.value) == f"dataset {tmp_path} (split 'train', row 1, column {column!r}): {reason}"
     examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, require_summary=True, on_bad_example="skip")
     assert [e.id for e in examples] == [values[0] if column == "id" else "a"] and [s.line for s in skipped] == [1]
+
+
+def test_a_column_that_looks_meant_for_a_field_is_warned_about_as_in_manifests(tmp_path, caplog):
+    """Before: 'ID' and 'transcription' were dropped without a word: ids made up as train-0, no transcript
+    (a manifest's misnamed key is warned about at load)."""
+    import logging
+
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"ID": ["call-7"], "audio": ["a.wav"], "instruction": ["Say it."],
+                                        "transcription": ["hello"], "speaker": ["ana"]})
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
+        examples, _, _ = load_hf_split(str(tmp_path), "train", table)
+    assert [(e.id, e.transcript) for e in examples] == [("train-0", None)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dataset {tmp_path} (split 'train'): column {column!r} is not read (did you mean {field!r}?): its values are "
+        f"not used; set data.hf_columns.{field}: {column} to read it"
+        for column, field in (("ID", "id"), ("transcription", "transcript"))]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
+        examples, _, _ = load_hf_split(str(tmp_path), "train", table, columns={"id": "ID", "transcript": "transcription"})
+    assert [(e.id, e.transcript) for e in examples] == [("call-7", "hello")] and not caplog.records
+
+
+def test_a_folder_of_data_files_is_read_and_a_file_is_refused_saying_where_it_goes(tmp_path, monkeypatch, processor):
+    """A hub dataset's download (parquet files) was refused as "Directory … is neither a `Dataset` directory nor a
+    `DatasetDict` directory", and a JSONL manifest given as hf_dataset got the same words."""
+    from speechsum.data.hf_dataset import load_splits
+    from speechsum.utils.arguments import ConfigError
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "meetings"
+    (folder / "data").mkdir(parents=True)
+    sf.write(folder / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    rows = {"id": ["m-1"], "audio": ["a.wav"], "instruction": ["Say it."], "summary": ["A tone."]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    dm = datamodule(processor, hf_dataset=str(folder))
+    dm.setup("fit")
+    [example] = dm.datasets["train"].examples
+    assert (example.id, example.duration) == ("m-1", 0.5)  # its relative path read in the dataset's folder
+    (tmp_path / "train.jsonl").write_text(json.dumps(rows) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_splits(str(tmp_path / "train.jsonl"))
+    assert str(info.value) == (f"data.hf_dataset: {tmp_path / 'train.jsonl'} is a file, not a dataset folder: a "
+                               "speechsum JSONL manifest goes to data.train_manifest (val_manifest, test_manifest, "
+                               "predict_manifest)")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(f"data.hf_dataset: {tmp_path / 'nothing'} is neither a folder "
+                                                    "written by save_to_disk nor one of data files datasets reads")):
+        load_splits(str(tmp_path / "nothing"))

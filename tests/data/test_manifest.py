@@ -145,6 +145,13 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
             "field 'rejected': 'chosen' and 'rejected' are the same text: the pair teaches DPO nothing (its loss is "
             "constant, its gradient 0); give the worse summary as 'rejected' or drop the example",
         ),
+        "same_pair_but_whitespace": (  # DPO's only gradient: the line end of the rejected one
+            record("b", "audio/b.wav", chosen="Ana sends the budget.", rejected="Ana sends the budget.\n"),
+            {"require_preference": True},
+            "field 'rejected': 'chosen' and 'rejected' are the same text but for whitespace around it: the pair would "
+            "teach DPO only that whitespace, not the better summary; give the worse summary as 'rejected' or drop the "
+            "example",
+        ),
         "audio_not_found": (
             record("b", "audio/nope.wav"),
             {},
@@ -255,6 +262,7 @@ BAD_CASES = [
     "missing_chosen",
     "missing_rejected",
     "same_pair",
+    "same_pair_but_whitespace",
     "audio_not_found",
     "audio_hf_object",
     "instruction_number",

@@ -143,6 +143,23 @@ def test_a_path_starting_with_a_tilde_names_the_expanded_file(root: Path, monkey
                                  f"full path; {root / 'audio' / 'a.wav'} is there)")
 
 
+@pytest.mark.parametrize("written", ["$SPEECH_DATA/a.wav", "${SPEECH_DATA}/a.wav", "%SPEECH_DATA%/a.wav"])
+def test_a_path_naming_an_environment_variable_names_the_expanded_file(root: Path, monkeypatch, written: str):
+    """Before: only "no such file" for the manifest folder joined to '$SPEECH_DATA/a.wav' (nothing expands it)."""
+    variable = written.split("/")[0]
+    monkeypatch.setenv("SPEECH_DATA", str(root / "audio"))
+    manifest = write_manifest(root / "m.jsonl", [record("b", written)])
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': {root / written}: no such file ({variable} is not expanded: give the "
+                                 f"full path; {root / 'audio' / 'a.wav'} is there)")
+    monkeypatch.delenv("SPEECH_DATA")  # unset: the rule, without a file to name
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert info.value.reason == (f"field 'audio': {root / written}: no such file ({variable} is not expanded: data "
+                                 "paths are read as written; give the full path)")
+
+
 @pytest.mark.parametrize("on_bad_example", ["error", "skip"])
 def test_a_file_cut_short_mid_write_names_its_partial_last_line(root: Path, on_bad_example: str, caplog):
     """Before: only "invalid JSON: Unterminated string", which did not say the file was cut off."""
