@@ -1,7 +1,7 @@
 """Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
 the file (or, for an MP3 or Ogg file, its bytes) tells: cut short (a download or copy that stopped:
-a WAV/AIFF/W64/RF64 data chunk larger than the file, an Ogg stream without its end-of-stream page, an
-MP3 whose last frame is cut off), samples a WAV header does not count (a recorder stopped before it
+a WAV/AIFF/W64/RF64/AU data chunk larger than the file, a NIST SPHERE header counting more samples, an
+Ogg stream without its end-of-stream page, an MP3 whose last frame is cut off), samples a WAV header does not count (a recorder stopped before it
 wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
 file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose decoder stops short).
 
@@ -42,6 +42,8 @@ OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last pa
 CUT = "cut short (a download or copy that stopped?)"
 REFETCH = "re-fetch it or drop it"
 MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
+NIST_HEAD = 4096  # bytes of a NIST SPHERE file its text header is looked for in (it is 1024 bytes, or a multiple)
+NIST_COUNT = re.compile(rb"^sample_count -i (\d+)\s*$", re.MULTILINE)  # frames (samples per channel) in its header
 REWRITE = "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`"
 
 
@@ -51,7 +53,7 @@ class CorruptAudioError(ValueError):
 
 def data_cut_short(handle: sf.SoundFile) -> str | None:
     """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``, W64's
-    ``riff``, RF64's ``ds64`` frame count) is larger than what the file holds, e.g. ``data : 32000
+    ``riff``, RF64's ``ds64`` frame count, an AU file's ``Data Size``) is larger than what the file holds, e.g. ``data : 32000
     (should be 956)``, or None. libsndfile then reports the frames that are there, so nothing else
     says that a WAV was cut short. A streaming writer's placeholder size (``0xFFFFFFFF`` from a pipe,
     arecord's ``0x7FFFF000``) is no promise: None; nor is a size smaller than what follows (ffmpeg's AIFF
@@ -59,7 +61,7 @@ def data_cut_short(handle: sf.SoundFile) -> str | None:
     for line in handle.extra_info.splitlines():
         name, _, rest = line.partition(":")
         declared, should_be, actual = (part.strip(" )") for part in rest.partition("(should be"))
-        if should_be and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE \
+        if should_be and name.strip() in ("data", "SSND", "Data Size") and declared.isdigit() and int(declared) < STREAMED_SIZE \
                 and not (actual.isdigit() and int(declared) < int(actual)):  # smaller: samples it does not count
             return line.strip()
         if name.strip() == "riff" and declared.isdigit() and actual.isdigit() and int(actual) < int(declared):
@@ -117,11 +119,27 @@ def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, in
     return None
 
 
+def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
+    """For a NIST SPHERE file (speech corpora: TIMIT, Switchboard, WSJ) whose header's ``sample_count`` is
+    more than the file holds (cut short: libsndfile reads what is there and logs nothing of it), what; else None."""
+    if handle.format != "NIST":
+        return None
+    head = walk_file(source, lambda data: bytes(data[:NIST_HEAD]))
+    count = NIST_COUNT.search(head[: head.find(b"end_head")] if b"end_head" in head else head)
+    if count is None or int(count[1]) <= handle.frames:
+        return None
+    rate = handle.samplerate
+    return (f"its header's sample_count is {int(count[1])} ({int(count[1]) / rate:.2f} s), but the file holds "
+            f"{handle.frames} ({handle.frames / rate:.2f} s)")
+
+
 def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage | None:
     """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
     file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
     if source is not None and (mp3 := mp3_cut_short(handle, source)):
         return Damage(f"{mp3[0]}: {CUT}", REFETCH, True, mp3[1])
+    if source is not None and (nist := nist_cut_short(handle, source)):
+        return Damage(f"{nist}: {CUT}", REFETCH, True)
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):

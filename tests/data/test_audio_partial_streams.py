@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from speechsum.data.audio import UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.cut_short import damage
 from speechsum.data.hf_dataset import NamedAudio
 from speechsum.data.manifest import ManifestError, load_manifest
 from speechsum.data.mp3_frames import mp3_samples
@@ -142,3 +143,22 @@ def test_the_whole_file_walk_runs_at_load_not_on_every_read_of_a_dataset(tmp_pat
     assert len(walks) == 1
     load_audio(str(tmp_path / "a.mp3"), RATE)
     assert len(walks) == 2
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_nist_sphere_file_cut_short_is_read_with_a_warning_naming_both_lengths(tmp_path: Path, channels: int, caplog):
+    """A NIST SPHERE file (TIMIT, Switchboard, WSJ) cut short: libsndfile reads what is there and logs nothing,
+    so half a recording was read as the whole without a word; its header's sample_count says how long it is."""
+    path = tmp_path / "si1027.sph"
+    tone = 0.3 * np.sin(np.arange(2 * RATE) * 0.1)
+    sf.write(path, np.repeat(tone[:, None], channels, axis=1), RATE, format="NIST", subtype="PCM_16")
+    assert audio_seconds(str(path)) == 2.0 and not caplog.records  # whole: no word
+    path.write_bytes(path.read_bytes()[: 1024 + RATE * 2 * channels])  # the header, then 1 s of its 2
+    seconds = audio_seconds(str(path))
+    assert seconds == 1.0
+    [record] = caplog.records
+    assert record.getMessage() == (f"{path}: its header's sample_count is {2 * RATE} (2.00 s), but the file holds {RATE} "
+                                   "(1.00 s): cut short (a download or copy that stopped?); its 1.00 s are read: "
+                                   "re-fetch it or drop it")
+    with sf.SoundFile(str(path)) as handle:  # what `speechsum serve` refuses an upload by
+        assert damage(handle, NamedAudio(path.read_bytes(), "upload")).cut
