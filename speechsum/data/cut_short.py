@@ -29,7 +29,8 @@ from speechsum.data.ogg_pages import ends_with_stream_end
 
 log = logging.getLogger(__name__)
 
-STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
+STREAMED_SIZE = 0x7FFFF000  # arecord's and sox's "unknown" WAV data size (sox's rounded down to a whole block)
+PLACEHOLDER_SLACK = 0x1000  # how far below a placeholder (that, 2**32) a writer's rounding leaves its "unknown"
 RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
 # libsndfile's log lines for a WAV data chunk followed by what is no chunk (samples it does not count)
 FILE_LENGTH = re.compile(r"^Length : (\d+)$", re.MULTILINE)
@@ -51,17 +52,26 @@ class CorruptAudioError(ValueError):
     """libsndfile opened the file but could not decode it to its end (a file cut short)."""
 
 
+def placeholder_size(size: int) -> bool:
+    """Whether a WAV ``data`` size is a streaming writer's "unknown", not a length: all ones (``0xFFFFFFFF``,
+    from a pipe) or near them, or arecord's and sox's :data:`STREAMED_SIZE` (sox's rounded down to a whole block)
+    up to 2**31. A size between those is a recording of 2-4 GiB (hours at 48 kHz) whose header gives its length."""
+    return size >= 2**32 - PLACEHOLDER_SLACK or STREAMED_SIZE - PLACEHOLDER_SLACK <= size <= 2**31
+
+
 def data_cut_short(handle: sf.SoundFile) -> str | None:
     """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``, W64's
-    ``riff``, RF64's ``ds64`` frame count, an AU file's ``Data Size``) is larger than what the file holds, e.g. ``data : 32000
-    (should be 956)``, or None. libsndfile then reports the frames that are there, so nothing else
-    says that a WAV was cut short. A streaming writer's placeholder size (``0xFFFFFFFF`` from a pipe,
-    arecord's ``0x7FFFF000``) is no promise: None; nor is a size smaller than what follows (ffmpeg's AIFF
-    ``SSND`` size 0, left when it writes to a pipe or is stopped: libsndfile reads all of the samples)."""
+    ``riff``, RF64's ``ds64`` frame count, an AU file's ``Data Size``) is larger than what the file holds,
+    e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports the frames that are there, so
+    nothing else says that a WAV was cut short. A streaming writer's placeholder size
+    (:func:`placeholder_size`: ``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None
+    (a real size of 2-4 GiB is one); nor is a size smaller than what follows (ffmpeg's AIFF ``SSND`` size 0,
+    left when it writes to a pipe or is stopped: libsndfile reads all of the samples)."""
     for line in handle.extra_info.splitlines():
         name, _, rest = line.partition(":")
         declared, should_be, actual = (part.strip(" )") for part in rest.partition("(should be"))
-        if should_be and name.strip() in ("data", "SSND", "Data Size") and declared.isdigit() and int(declared) < STREAMED_SIZE \
+        if should_be and name.strip() in ("data", "SSND", "Data Size") and declared.isdigit() \
+                and not placeholder_size(int(declared)) \
                 and not (actual.isdigit() and int(declared) < int(actual)):  # smaller: samples it does not count
             return line.strip()
         if name.strip() == "riff" and declared.isdigit() and actual.isdigit() and int(actual) < int(declared):

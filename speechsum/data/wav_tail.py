@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import soundfile as sf
 
-from speechsum.data.cut_short import STREAMED_SIZE
+from speechsum.data.cut_short import placeholder_size
 from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
 from speechsum.data.wav_order import open_spliced, riff_chunks
 
@@ -46,15 +46,15 @@ def _chain_reaches_end(data: Buffer, offset: int) -> bool:
 
 
 def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
-    """For a WAV ``data`` whose ``data`` chunk has a streaming writer's size (from :data:`STREAMED_SIZE`
-    up) and ends in chunks after its samples: ``(where its samples start, how many bytes they are)``;
+    """For a WAV ``data`` whose ``data`` chunk has a streaming writer's size (:func:`placeholder_size`) and ends
+    in chunks after its samples: ``(where its samples start, how many bytes they are)``;
     else None (not such a file, or no chunk found unambiguously)."""
     fmt = data_start = None
     for name, offset, size in riff_chunks(data):
         if name == b"fmt " and size >= 16:
             fmt = offset
         if name == b"data":
-            data_start = offset + 8 if size >= STREAMED_SIZE else None
+            data_start = offset + 8 if placeholder_size(size) else None
             break
     if fmt is None or data_start is None:
         return None
@@ -78,7 +78,7 @@ def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile |
     data size counts them); else None. Only a file whose header libsndfile logs a placeholder size for is walked."""
     if handle.format not in ("WAV", "WAVEX") or not any(
             name.strip() == "data" and rest.split("(")[0].strip().isdigit()
-            and int(rest.split("(")[0]) >= STREAMED_SIZE
+            and placeholder_size(int(rest.split("(")[0]))
             for name, _, rest in (line.partition(":") for line in handle.extra_info.splitlines())):
         return None
     if (found := _searched_once(source)) is None:
