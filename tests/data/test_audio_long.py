@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import TRUSTED_SECONDS, AudioTooLongError, CorruptAudioError, audio_seconds, load_audio
+from speechsum.data.audio import (
+    TRUSTED_SECONDS,
+    AudioTooLongError,
+    CorruptAudioError,
+    audio_seconds,
+    load_audio,
+)
 from tests.data.wavs import poke, sparse_wav
 
 TWO_HOURS = 2 * 3600
