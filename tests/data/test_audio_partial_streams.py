@@ -162,3 +162,42 @@ def test_a_nist_sphere_file_cut_short_is_read_with_a_warning_naming_both_lengths
                                    "re-fetch it or drop it")
     with sf.SoundFile(str(path)) as handle:  # what `speechsum serve` refuses an upload by
         assert damage(handle, NamedAudio(path.read_bytes(), "upload")).cut
+
+
+VBR_RATE = 44_100
+
+
+def vbr_frames(tmp_path: Path) -> bytes:
+    """The frames of a 6-s variable-bitrate MP3 without its first, the Xing header (a stream capture has none)."""
+    time = np.arange(6 * VBR_RATE) / VBR_RATE
+    noise = 0.2 * np.random.default_rng(0).standard_normal(len(time)) * (time > 3)  # louder: more bits per frame
+    sf.write(tmp_path / "vbr.mp3", 0.3 * np.sin(2 * np.pi * 440 * time) * (1 + np.sin(3 * time)) / 2 + noise, VBR_RATE,
+             format="MP3", bitrate_mode="VARIABLE")
+    data = (tmp_path / "vbr.mp3").read_bytes()
+    assert b"Xing" in data[:417] and data[417:419] == b"\xff\xfb"  # its first frame, 417 bytes, is the Xing header
+    return data[417:]
+
+
+@pytest.mark.parametrize("lead", [b"\x00" * 500, b"\xff\x00" * 40])
+def test_a_vbr_mp3_behind_bytes_that_are_no_frame_is_refused_not_read_in_part(tmp_path: Path, lead: bytes):
+    """Padding after a tag, or a stream captured from mid-frame: the frame walk stopped at the first byte and
+    counted nothing, so a variable-bitrate file without a Xing header, of which libsndfile reads the length its
+    first frame gives, passed and was read in part (1.7 s of 6) without a word. The walk resyncs as a decoder does."""
+    path = tmp_path / "capture.mp3"
+    path.write_bytes(lead + vbr_frames(tmp_path))
+    assert sf.info(str(path)).duration < 3  # what libsndfile reads of it
+    assert mp3_samples(path.read_bytes()) > 5.9 * VBR_RATE
+    for read in (lambda: load_audio(str(path), RATE), lambda: audio_seconds(str(path))):
+        with pytest.raises(UnreadableAudioError, match=r"its MP3 frames hold 6\.0\d s but libsndfile reads only the first"):
+            read()
+
+
+def test_a_vbr_mp3_captured_from_mid_frame_is_read_whole_at_its_frames_length(tmp_path: Path):
+    """libsndfile's length for it (its size over the first whole frame's bitrate) is more than its frames hold: it
+    passed at load with that length and failed when its batch was read as "damaged mid-stream", a whole stream."""
+    path = tmp_path / "capture.mp3"
+    path.write_bytes(vbr_frames(tmp_path)[100:])  # the capture starts inside a frame
+    assert sf.info(str(path)).duration > 6.5
+    seconds = audio_seconds(str(path))
+    assert 5.95 < seconds < 6.05
+    assert len(load_audio(str(path), RATE)) == round(seconds * RATE)
