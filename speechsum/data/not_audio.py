@@ -4,7 +4,7 @@ libsndfile does not decode (MP4/M4A, ADTS AAC, bare FLAC frames, WMA, Matroska/W
 or video (AVI, QuickTime, MPEG-TS/PS, FLV),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
 codec it does not decode, several ``data`` chunks), an Ogg stream, CAF or AIFF-C file in a codec it does
-not decode (Speex; AAC in a CAF), or audio damaged or cut inside its header."""
+not decode (Speex, FLAC in Ogg; AAC in a CAF), or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 
@@ -202,12 +202,13 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
 
 # the first packet of an Ogg stream libsndfile does not decode -> (what it is, its usual extension, a tool that decodes it)
 _OGG_CODECS = ((b"Speex   ", "an Ogg Speex stream", ".spx", "`speexdec in.spx out.wav`"),
-               (b"\x80theora", "an Ogg Theora video (its first stream)", ".ogv", "`ffmpeg -i in.ogv out.wav`"))
+               (b"\x80theora", "an Ogg Theora video (its first stream)", ".ogv", "`ffmpeg -i in.ogv out.wav`"),
+               (b"\x7fFLAC", "an Ogg FLAC stream (FLAC in an Ogg container, .oga)", ".oga", "`ffmpeg -i in.oga out.flac`"))
 
 
 def ogg_codec_problem(head: bytes) -> Diagnosis | None:
     """For an Ogg file starting with ``head`` whose first stream is in a codec libsndfile does not decode
-    (Speex, as old voice recordings hold; Theora video), what it is and how to convert it; else None."""
+    (Speex, as old voice recordings hold; Theora video; FLAC, which it reads only in its own container), what it is and how to convert it; else None."""
     if not head.startswith(b"OggS") or len(head) < 28:
         return None
     packet = head[27 + head[26] :]  # after the page header and its segment table

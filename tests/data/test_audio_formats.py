@@ -98,7 +98,10 @@ def ogg_page(packet: bytes, kind: int, sequence: int, granule: int = 0) -> bytes
 @pytest.mark.parametrize(("name", "first_packet", "reason", "tool"), [
     ("clip.spx", b"Speex   1.2rc1" + bytes(66), "an Ogg Speex stream", "`speexdec in.spx out.wav`"),
     ("clip.ogg", b"\x80theora" + bytes(40), "an Ogg Theora video (its first stream)", "`ffmpeg -i in.ogv out.wav`"),
-], ids=["speex", "theora"])
+    # ffmpeg writes FLAC into an .ogg/.oga when asked to; it was "damaged or cut short; re-fetch or re-export it"
+    ("talk.oga", b"\x7fFLAC\x01\x00\x00\x01fLaC\x00\x00\x00\x22" + bytes(34),
+     "an Ogg FLAC stream (FLAC in an Ogg container, .oga)", "`ffmpeg -i in.oga out.flac`"),
+], ids=["speex", "theora", "flac"])
 def test_an_ogg_stream_in_a_codec_libsndfile_does_not_decode_is_named_not_called_damaged(
         tmp_path: Path, name: str, first_packet: bytes, reason: str, tool: str):
     """Before: "it starts as Ogg audio but libsndfile cannot read it (Unspecified internal error …): damaged or cut
