@@ -30,6 +30,7 @@ from speechsum.data.cut_short import (
     check_flac_end,
     check_flac_frames,
     check_zero_frames,
+    data_cut_short,
     read_past_failure,
     warn_if_damaged,
 )
@@ -258,7 +259,7 @@ def _checked_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | 
 
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
-    block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
+    block by block when the header leaves the length out (or gives its 'fact' count: MP3 in a WAV cut short). Float files (:data:`FLOAT_SUBTYPES`) are
     scanned block by block for bad samples (memory: one block; a peak over :data:`LOUD_SAMPLE` is
     logged); integer PCM, normalised to [-1, 1]
     and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
@@ -278,9 +279,10 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
             if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
                 check_flac_end(handle, source)
-            if handle.subtype in FLOAT_SUBTYPES or frames is None:
+            counted = handle.subtype == "MPEG_LAYER_III" and handle.format != "MP3" and data_cut_short(handle)  # 'fact'
+            if handle.subtype in FLOAT_SUBTYPES or frames is None or counted:
                 done, peak = 0, 0.0
-                for block, block_peak in _read_blocks(handle, source, frames):
+                for block, block_peak in _read_blocks(handle, source, None if counted else frames):
                     done, peak = done + len(block), max(peak, block_peak)
                 frames = done
                 if peak > LOUD_SAMPLE:

@@ -7,6 +7,7 @@ streams, which libsndfile reads whole, still read."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,23 @@ def test_a_vbr_mp3_captured_from_mid_frame_is_read_whole_at_its_frames_length(tm
     seconds = audio_seconds(str(path))
     assert 5.95 < seconds < 6.05
     assert len(load_audio(str(path), RATE)) == round(seconds * RATE)
+
+
+def test_an_mp3_in_a_wav_cut_short_gets_the_length_it_holds_at_load(tmp_path: Path, caplog):
+    """A WAV of MP3 frames (WAVE format tag 0x55, as call recorders write) cut short: libsndfile's length is its
+    'fact' chunk's, so its load said 2.00 s (and "its 2.00 s are read") of a file that holds 0.87 s."""
+    rate = 32_000
+    sf.write(tmp_path / "frames.mp3", 0.3 * np.sin(np.arange(2 * rate) * 0.1), rate, format="MP3",
+             bitrate_mode="CONSTANT")
+    frames = (tmp_path / "frames.mp3").read_bytes()
+    fmt = struct.pack("<HHIIHHHHIHHH", 0x55, 1, rate, 16_000, 1, 0, 12, 1, 2, 576, 1, 1393)  # MPEGLAYER3WAVEFORMAT
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, 2 * rate)
+    body += b"data" + struct.pack("<I", len(frames)) + frames
+    path = tmp_path / "call.wav"
+    path.write_bytes((b"RIFF" + struct.pack("<I", len(body)) + body)[: 60 + len(frames) // 2])
+    assert sf.info(str(path)).frames == 2 * rate  # the fact chunk's count
+    seconds = audio_seconds(str(path))
+    assert len(load_audio(str(path), rate)) == round(seconds * rate) and 0.8 < seconds < 1.0
+    [warning] = [r.getMessage() for r in caplog.records if "data chunk is larger than the file" in r.getMessage()]
+    assert warning.endswith(f"cut short (a download or copy that stopped?); its {seconds:.2f} s are read: re-fetch it "
+                            "or drop it")
