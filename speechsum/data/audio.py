@@ -267,7 +267,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
     for one longer than ``max_seconds`` (when given); :class:`UnreadableAudioError` for a file
     libsndfile reads only the first part of (:func:`check_whole_stream`), unless it will be cut to
-    ``truncate_at`` seconds (when given) and that part is as long."""
+    ``truncate_at`` seconds (when given) and that part is as long (a FLAC: and decodes up to there)."""
     problem = path_problem(source) if isinstance(source, str) else None
     if problem:
         raise ValueError(f"{source}: {problem}")
@@ -276,9 +276,9 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
             frames, rate = header_frames(handle), handle.samplerate
             check_rate(source, rate)
             check_flac_frames(handle, source)
-            if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
+            if whole := truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
-                check_flac_end(handle, source)
+            check_flac_end(handle, source, None if whole else round(truncate_at * rate))  # the part read
             counted = handle.subtype == "MPEG_LAYER_III" and handle.format != "MP3" and data_cut_short(handle)  # 'fact'
             if handle.subtype in FLOAT_SUBTYPES or frames is None or counted:
                 done, peak = 0, 0.0

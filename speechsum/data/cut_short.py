@@ -185,26 +185,31 @@ def check_flac_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
 FLAC_TAIL = 4096  # frames decoded at the end of a FLAC file to find it cut (a common block size: one or two frames)
 
 
-def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO, end: int | None = None) -> None:
     """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose last
     :data:`FLAC_TAIL` frames, by its header's length, cannot be decoded: cut short (or damaged at its
     end). Its header passed for the whole length and the file failed when its batch was read, deep in
-    training; decoding its end costs one seek and a frame or two. ``handle`` is left at its start
-    when its end decodes."""
+    training; decoding its end costs one seek and a frame or two. ``end``: the frames that will be read
+    (a clip truncated to its first ``end``): the :data:`FLAC_TAIL` before them are decoded instead (a file
+    cut before there failed when its batch was read). ``handle`` is left at its start when they decode."""
     if handle.format != "FLAC" or not 0 < handle.frames < 2**62:  # 2**63 - 1: the header gives no length
         return
-    tail = min(handle.frames, FLAC_TAIL)
+    end = handle.frames if end is None else min(end, handle.frames)
+    tail = min(end, FLAC_TAIL)
     try:
-        handle.seek(handle.frames - tail)
+        handle.seek(end - tail)
         failure = None if len(handle.read(tail, dtype="float32")) == tail else "fewer samples than that"
     except RuntimeError as err:  # libsndfile's errors (after which it may not seek back)
         failure = str(err).rstrip(".")
     if not failure:
         handle.seek(0)
-    else:
-        rate = handle.samplerate
-        raise CorruptAudioError(f"{source}: its header gives {handle.frames / rate:.2f} s, but libsndfile cannot decode "
-                                f"its last {tail} samples ({failure}): {CUT} or damaged at its end; {REFETCH}")
+        return
+    rate = handle.samplerate
+    which = f"its last {tail} samples" if end == handle.frames else \
+        f"the {tail} samples before {end / rate:.2f} s, where max_audio_seconds cuts it"
+    raise CorruptAudioError(f"{source}: its header gives {handle.frames / rate:.2f} s, but libsndfile cannot decode "
+                            f"{which} ({failure}): {CUT} or damaged {'at its end' if end == handle.frames else 'there'}; "
+                            f"{REFETCH}")
 
 
 def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> Damage | None:
