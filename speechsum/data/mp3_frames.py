@@ -65,6 +65,22 @@ def _vbr_header_end(view: memoryview, offset: int) -> int | None:
     return None
 
 
+def _count_fits(view: memoryview, offset: int, size: int) -> bool:
+    """Whether the frame count of the Xing/Info/VBRI header in the frame at ``offset`` (none: True) fits in the
+    ``size`` bytes its header counts, each frame at least as long as one at the lowest bitrate: a damaged count
+    (millions of frames in kilobytes, which libsndfile takes for hours of samples) does not."""
+    head = bytes(view[offset : offset + 60])
+    at = max(head.find(b"Xing", 4), head.find(b"Info", 4))
+    if at >= 0 and int.from_bytes(head[at + 4 : at + 8], "big") & 1:  # flag 1: the frame count is there
+        count = int.from_bytes(head[at + 8 : at + 12], "big")
+    elif head[36:40] == b"VBRI":
+        count = int.from_bytes(head[50:54], "big")
+    else:
+        return True
+    lowest = _frame(int.from_bytes(head[:4], "big") & ~(0xF << 12 | 1 << 9) | 1 << 12)  # bitrate index 1, unpadded
+    return lowest is None or count * lowest[0] <= size
+
+
 class Mp3Walk(NamedTuple):
     """What a walk over an MP3's frames found: ``samples`` (per channel) in its whole frames; ``cut``:
     ``(bytes there, bytes it needs)`` of a last frame that runs past the end of the file (cut short),
@@ -86,7 +102,7 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
     if offset is None:
         return None
     end = _vbr_header_end(view, offset) if offset + 4 <= len(view) else None
-    if end is not None and 0 <= len(view) - end <= ID3V1_SIZE:
+    if end is not None and 0 <= len(view) - end <= ID3V1_SIZE and _count_fits(view, offset, end - offset):
         return None
     while offset + 4 <= len(view):
         frame = _frame(int.from_bytes(view[offset : offset + 4], "big"))

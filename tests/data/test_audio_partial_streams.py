@@ -222,3 +222,19 @@ def test_an_mp3_in_a_wav_cut_short_gets_the_length_it_holds_at_load(tmp_path: Pa
     [warning] = [r.getMessage() for r in caplog.records if "data chunk is larger than the file" in r.getMessage()]
     assert warning.endswith(f"cut short (a download or copy that stopped?); its {seconds:.2f} s are read: re-fetch it "
                             "or drop it")
+
+
+def test_an_mp3_whose_xing_header_counts_millions_of_frames_is_read_at_its_frames_length(tmp_path: Path):
+    """A damaged Xing frame count (10 million frames in 50 kB: 72 hours) that the header's byte count, which reaches
+    the end of the file, let stand: its load said 261224 s (cut to max_audio_seconds for batching, refused under
+    too_long_audio: error as too long) and its read failed as "damaged mid-stream". Its frames are counted now."""
+    path = tmp_path / "podcast.mp3"
+    data = bytearray(mp3_bytes(tmp_path / "plain.mp3", 3.0))
+    at = data.find(b"Xing")
+    assert int.from_bytes(data[at + 4 : at + 8], "big") & 3 == 3  # frame and byte counts
+    data[at + 8 : at + 12] = (10_000_000).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).duration > 200_000
+    seconds = audio_seconds(str(path))
+    assert 2.95 < seconds < 3.1
+    assert abs(len(load_audio(str(path), RATE)) - 3 * RATE) <= 1152
