@@ -31,6 +31,7 @@ from speechsum.data.cut_short import (
     check_flac_frames,
     check_zero_frames,
     data_cut_short,
+    frames_there,
     read_past_failure,
     warn_if_damaged,
 )
@@ -371,10 +372,9 @@ def load_audio(
         if not checked_at_load:
             check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
-        if frames is not None and too_long == "error":
-            check_length(path, frames, rate, max_seconds)  # from the header
-        if limit is not None and (frames is None or frames > limit):
-            # a header without a length: one frame past the limit says whether the clip is too long
+        if frames is not None and too_long == "error":  # from the header (an MP3's frames, where they hold less)
+            check_length(path, frames_there(handle, path, frames, limit), rate, max_seconds)
+        if limit is not None and (frames is None or frames > limit):  # one frame past the limit tells "too long"
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix, peak)
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")

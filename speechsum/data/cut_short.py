@@ -129,6 +129,14 @@ def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, in
     return None
 
 
+def frames_there(handle: sf.SoundFile, source: str | BinaryIO, frames: int, limit: int | None) -> int:
+    """``frames`` (``handle``'s header's count), or for an MP3 whose count is over ``limit`` but more than its frames
+    hold (cut short, a damaged Xing count: :func:`mp3_cut_short`), what they hold: what its load measured it by."""
+    if handle.format != "MP3" or limit is None or frames <= limit or (cut := mp3_cut_short(handle, source)) is None:
+        return frames
+    return cut[1]
+
+
 def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
     """For a NIST SPHERE file (speech corpora: TIMIT, Switchboard, WSJ) whose header's ``sample_count`` is
     more than the file holds (cut short: libsndfile reads what is there and logs nothing of it), what; else None."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.audio import AudioTooLongError, UnreadableAudioError, audio_seconds, load_audio
 from speechsum.data.cut_short import damage
 from speechsum.data.hf_dataset import NamedAudio
 from speechsum.data.manifest import ManifestError, load_manifest
@@ -238,3 +238,16 @@ def test_an_mp3_whose_xing_header_counts_millions_of_frames_is_read_at_its_frame
     seconds = audio_seconds(str(path))
     assert 2.95 < seconds < 3.1
     assert abs(len(load_audio(str(path), RATE)) - 3 * RATE) <= 1152
+
+
+def test_an_mp3_cut_short_within_the_limit_is_read_under_the_error_policy_as_its_load_measured_it(tmp_path: Path):
+    """Its load measures it by its frames (1.5 s of a Xing header's 3 s) and passes it under too_long_audio: error
+    with max_audio_seconds=2; its read checked the header's 3 s and refused it as too long, deep in training."""
+    path = tmp_path / "half.mp3"
+    data = mp3_bytes(tmp_path / "whole.mp3", 3.0)
+    path.write_bytes(data[: len(data) // 2])
+    seconds = audio_seconds(str(path), max_seconds=2.0)
+    assert 1.2 < seconds < 1.7
+    assert abs(len(load_audio(str(path), RATE, 2.0, "error", checked_at_load=True)) - seconds * RATE) <= 1152
+    with pytest.raises(AudioTooLongError, match=r"half\.mp3: 1\.\d\d s is longer than max_audio_seconds=1"):
+        load_audio(str(path), RATE, 1.0, "error")  # by its frames, not its header's 3 s
