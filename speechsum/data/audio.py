@@ -30,7 +30,7 @@ from speechsum.data.cut_short import (
     check_flac_end,
     check_flac_frames,
     check_zero_frames,
-    data_cut_short,
+    fact_counted,
     frames_there,
     read_past_failure,
     warn_if_damaged,
@@ -280,7 +280,7 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
             if whole := truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
             check_flac_end(handle, source, None if whole else round(truncate_at * rate))  # the part read
-            counted = handle.subtype == "MPEG_LAYER_III" and handle.format != "MP3" and data_cut_short(handle)  # 'fact'
+            counted = fact_counted(handle)  # MP3 frames in a WAV cut short: libsndfile's length is its 'fact' count
             if handle.subtype in FLOAT_SUBTYPES or frames is None or counted:
                 done, peak = 0, 0.0
                 for block, block_peak in _read_blocks(handle, source, None if counted else frames):

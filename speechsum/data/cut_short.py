@@ -129,12 +129,21 @@ def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, in
     return None
 
 
+def fact_counted(handle: sf.SoundFile) -> bool:
+    """Whether ``handle`` is MP3 frames in a WAV (format tag 0x55) cut short: libsndfile's length is then its 'fact'
+    chunk's, not what the file holds, which only decoding it tells."""
+    return handle.subtype == "MPEG_LAYER_III" and handle.format != "MP3" and data_cut_short(handle) is not None
+
+
 def frames_there(handle: sf.SoundFile, source: str | BinaryIO, frames: int, limit: int | None) -> int:
-    """``frames`` (``handle``'s header's count), or for an MP3 whose count is over ``limit`` but more than its frames
-    hold (cut short, a damaged Xing count: :func:`mp3_cut_short`), what they hold: what its load measured it by."""
-    if handle.format != "MP3" or limit is None or frames <= limit or (cut := mp3_cut_short(handle, source)) is None:
+    """``frames`` (``handle``'s header's count), or where that is over ``limit`` but more than the file holds, what
+    its load measured it by: an MP3's frames (cut short, a damaged Xing count: :func:`mp3_cut_short`); ``limit``
+    for MP3 frames in a WAV cut short (:func:`fact_counted`: reading one frame past the limit tells)."""
+    if limit is None or frames <= limit:
         return frames
-    return cut[1]
+    if fact_counted(handle):
+        return limit
+    return cut[1] if handle.format == "MP3" and (cut := mp3_cut_short(handle, source)) is not None else frames
 
 
 def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:

@@ -219,6 +219,8 @@ def test_an_mp3_in_a_wav_cut_short_gets_the_length_it_holds_at_load(tmp_path: Pa
     assert sf.info(str(path)).frames == 2 * rate  # the fact chunk's count
     seconds = audio_seconds(str(path))
     assert len(load_audio(str(path), rate)) == round(seconds * rate) and 0.8 < seconds < 1.0
+    # under too_long_audio: error its read measures it as its load did (it was refused by the 'fact' count's 2 s)
+    assert len(load_audio(str(path), rate, 1.0, "error", checked_at_load=True)) == round(seconds * rate)
     [warning] = [r.getMessage() for r in caplog.records if "data chunk is larger than the file" in r.getMessage()]
     assert warning.endswith(f"cut short (a download or copy that stopped?); its {seconds:.2f} s are read: re-fetch it "
                             "or drop it")
