@@ -54,7 +54,7 @@ from speechsum.data.sample_checks import (  # noqa: F401 (BadSampleError … are
     loud_note,
 )
 from speechsum.data.wav_order import open_in_order
-from speechsum.data.wav_tail import samples_view
+from speechsum.data.wav_tail import counted_frames, samples_view
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,9 @@ def _utf8(path: str) -> bool:
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
-    """Frames the header says the file holds; None when it leaves the length out (a streamed or
-    piped FLAC: libsndfile then reports 2**63 - 1)."""
-    return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
+    """Frames the header says the file holds (a block-coded WAV: its 'fact' count, :func:`counted_frames`); None
+    when it leaves the length out (a streamed or piped FLAC: libsndfile then reports 2**63 - 1)."""
+    return None if handle.frames >= UNKNOWN_LENGTH else counted_frames(handle)
 
 
 def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None,

@@ -7,7 +7,8 @@ frame boundary from which the chunks' sizes lead exactly to the end of the file,
 RIFF size counts the whole file (a tagger that appended chunks rewrote it: a chunk of cover art can be
 megabytes, and the look at the last 4 MiB read it as samples). That search runs at about 150 MB/s, so
 :func:`samples_view` keeps what it found per file (path, size, modification time) in the process: a long file
-read every epoch is searched once. :func:`samples_view` reads the samples alone.
+read every epoch is searched once. :func:`samples_view` reads the samples alone. Also the samples a block-coded
+WAV's last block holds beyond its ``fact`` count (:func:`counted_frames`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from speechsum.data.wav_order import open_spliced, riff_chunks
 
 # chunks writers put after the samples (RIFF INFO tags, ID3 tags, broadcast/cue/sampler metadata)
 TRAILING = re.compile(rb"LIST|id3 |ID3 |bext|JUNK|junk|PAD |cue |smpl|inst|acid|PEAK|iXML|_PMX|axml|cart|umid|labl|fact")
+BLOCK_CODED = frozenset({"IMA_ADPCM", "MS_ADPCM", "GSM610", "G721_32", "G723_24", "G723_40"})  # samples in blocks
+BLOCK_PADDING = 1024  # frames a block-coded WAV's last block may hold beyond its 'fact' count (none logged)
+FACT_FRAMES = re.compile(r"^ +frames +: (\d+)$")  # libsndfile's log line of a 'fact' chunk's count
+SAMPLES_PER_BLOCK = re.compile(r"^ +Samples/Block +: (\d+)$", re.MULTILINE)  # an ADPCM block's frames
 TAIL_BYTES = 1 << 22  # how far back from the end a trailing chunk is looked for in a file whose RIFF size is unknown
 MAX_TRAILING = 16  # chunks after the samples, at most
 SEARCHED_FILES = 4096  # files whose search :func:`samples_view` keeps (then it starts over)
@@ -70,6 +75,20 @@ def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
         if samples > 0 and samples % align == 0 and _chain_reaches_end(data, start):
             return data_start, samples
     return None
+
+
+def counted_frames(handle: sf.SoundFile) -> int:
+    """``handle``'s frames; for a WAV of block-coded samples (ADPCM, GSM, G.72x) whose ``fact`` chunk counts fewer,
+    within a block (:data:`BLOCK_PADDING` where libsndfile logs no block size): that count. libsndfile decodes the
+    whole last block, and its padding was read as samples (a tail of noise; 1.012 s of a 1-s MS ADPCM clip)."""
+    if handle.format not in ("WAV", "WAVEX", "RF64") or handle.subtype not in BLOCK_CODED:
+        return handle.frames
+    lines = handle.extra_info.splitlines()
+    fact = next((i for i, line in enumerate(lines) if line.startswith("fact")), None)
+    count = FACT_FRAMES.match(lines[fact + 1]) if fact is not None and fact + 1 < len(lines) else None
+    block = SAMPLES_PER_BLOCK.search(handle.extra_info)  # a count short by more is no padding (libsndfile's own
+    padding = int(block[1]) if block else BLOCK_PADDING  # stereo IMA ADPCM writer counts half the frames)
+    return int(count[1]) if count and 0 <= handle.frames - int(count[1]) < padding else handle.frames
 
 
 def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
