@@ -260,10 +260,10 @@ def _checked_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | 
 
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
-    block by block when the header leaves the length out (or gives its 'fact' count: MP3 in a WAV cut short). Float files (:data:`FLOAT_SUBTYPES`) are
-    scanned block by block for bad samples (memory: one block; a peak over :data:`LOUD_SAMPLE` is
-    logged); integer PCM, normalised to [-1, 1]
-    and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
+    block by block when the header leaves the length out (or gives its 'fact' count: MP3 in a WAV cut
+    short). Float files (:data:`FLOAT_SUBTYPES`) are scanned block by block for bad samples (memory: one
+    block; a peak over :data:`LOUD_SAMPLE` is logged); integer PCM, normalised to [-1, 1] and free of
+    NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
     path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
     for one longer than ``max_seconds`` (when given); :class:`UnreadableAudioError` for a file

@@ -1,8 +1,8 @@
 """Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
 the file (or, for an MP3 or Ogg file, its bytes) tells: cut short (a download or copy that stopped:
 a WAV/AIFF/W64/RF64/AU data chunk larger than the file, a NIST SPHERE header counting more samples, an
-Ogg stream without its end-of-stream page, an MP3 whose last frame is cut off), samples a WAV header does not count (a recorder stopped before it
-wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
+Ogg stream without its end-of-stream page, an MP3 whose last frame is cut off), samples a WAV header does
+not count (a recorder stopped before it wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
 file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose decoder stops short).
 
 What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file damaged
