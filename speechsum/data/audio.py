@@ -30,6 +30,8 @@ from speechsum.data.cut_short import (
     check_flac_end,
     check_flac_frames,
     check_zero_frames,
+    fact_counted,
+    frames_there,
     read_past_failure,
     warn_if_damaged,
 )
@@ -52,7 +54,7 @@ from speechsum.data.sample_checks import (  # noqa: F401 (BadSampleError … are
     loud_note,
 )
 from speechsum.data.wav_order import open_in_order
-from speechsum.data.wav_tail import samples_view
+from speechsum.data.wav_tail import counted_frames, samples_view
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +209,9 @@ def _utf8(path: str) -> bool:
 
 
 def header_frames(handle: sf.SoundFile) -> int | None:
-    """Frames the header says the file holds; None when it leaves the length out (a streamed or
-    piped FLAC: libsndfile then reports 2**63 - 1)."""
-    return None if handle.frames >= UNKNOWN_LENGTH else handle.frames
+    """Frames the header says the file holds (a block-coded WAV: its 'fact' count, :func:`counted_frames`); None
+    when it leaves the length out (a streamed or piped FLAC: libsndfile then reports 2**63 - 1)."""
+    return None if handle.frames >= UNKNOWN_LENGTH else counted_frames(handle)
 
 
 def _read_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | None,
@@ -258,15 +260,15 @@ def _checked_blocks(handle: sf.SoundFile, source: str | BinaryIO, frames: int | 
 
 def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, truncate_at: float | None = None) -> float:
     """Duration of a file (a path or a seekable file object) in seconds: from the header, or counted
-    block by block when the header leaves the length out. Float files (:data:`FLOAT_SUBTYPES`) are
-    scanned block by block for bad samples (memory: one block; a peak over :data:`LOUD_SAMPLE` is
-    logged); integer PCM, normalised to [-1, 1]
-    and free of NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
+    block by block when the header leaves the length out (or gives its 'fact' count: MP3 in a WAV cut
+    short). Float files (:data:`FLOAT_SUBTYPES`) are scanned block by block for bad samples (memory: one
+    block; a peak over :data:`LOUD_SAMPLE` is logged); integer PCM, normalised to [-1, 1] and free of
+    NaN, is not read beyond its header. Raises a ``ValueError`` naming the source for a
     path that is no readable file (:func:`path_problem`), an unreadable, cut or empty file, a bad
     sample or a sample rate no recording has (:class:`SampleRateError`); :class:`AudioTooLongError`
     for one longer than ``max_seconds`` (when given); :class:`UnreadableAudioError` for a file
     libsndfile reads only the first part of (:func:`check_whole_stream`), unless it will be cut to
-    ``truncate_at`` seconds (when given) and that part is as long."""
+    ``truncate_at`` seconds (when given) and that part is as long (a FLAC: and decodes up to there)."""
     problem = path_problem(source) if isinstance(source, str) else None
     if problem:
         raise ValueError(f"{source}: {problem}")
@@ -275,12 +277,13 @@ def audio_seconds(source: str | BinaryIO, max_seconds: float | None = None, trun
             frames, rate = header_frames(handle), handle.samplerate
             check_rate(source, rate)
             check_flac_frames(handle, source)
-            if truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
+            if whole := truncate_at is None or handle.frames < round(truncate_at * rate):  # as in check_length
                 check_whole_stream(handle, source)
-                check_flac_end(handle, source)
-            if handle.subtype in FLOAT_SUBTYPES or frames is None:
+            check_flac_end(handle, source, None if whole else round(truncate_at * rate))  # the part read
+            counted = fact_counted(handle)  # MP3 frames in a WAV cut short: libsndfile's length is its 'fact' count
+            if handle.subtype in FLOAT_SUBTYPES or frames is None or counted:
                 done, peak = 0, 0.0
-                for block, block_peak in _read_blocks(handle, source, frames):
+                for block, block_peak in _read_blocks(handle, source, None if counted else frames):
                     done, peak = done + len(block), max(peak, block_peak)
                 frames = done
                 if peak > LOUD_SAMPLE:
@@ -369,10 +372,9 @@ def load_audio(
         if not checked_at_load:
             check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
-        if frames is not None and too_long == "error":
-            check_length(path, frames, rate, max_seconds)  # from the header
-        if limit is not None and (frames is None or frames > limit):
-            # a header without a length: one frame past the limit says whether the clip is too long
+        if frames is not None and too_long == "error":  # from the header (an MP3's frames, where they hold less)
+            check_length(path, frames_there(handle, path, frames, limit), rate, max_seconds)
+        if limit is not None and (frames is None or frames > limit):  # one frame past the limit tells "too long"
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix, peak)
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")

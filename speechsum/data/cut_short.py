@@ -1,8 +1,8 @@
 """Audio files of which libsndfile reads only a part, or nothing, without an error, as its log for
 the file (or, for an MP3 or Ogg file, its bytes) tells: cut short (a download or copy that stopped:
-a WAV/AIFF/W64/RF64 data chunk larger than the file, an Ogg stream without its end-of-stream page, an
-MP3 whose last frame is cut off), samples a WAV header does not count (a recorder stopped before it
-wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
+a WAV/AIFF/W64/RF64/AU data chunk larger than the file, a NIST SPHERE header counting more samples, an
+Ogg stream without its end-of-stream page, an MP3 whose last frame is cut off), samples a WAV header does
+not count (a recorder stopped before it wrote the sizes: a data chunk of 0 bytes, or of fewer than follow it), or damaged mid-stream (an Ogg
 file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose decoder stops short).
 
 What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file damaged
@@ -29,7 +29,8 @@ from speechsum.data.ogg_pages import ends_with_stream_end
 
 log = logging.getLogger(__name__)
 
-STREAMED_SIZE = 0x7FFFF000  # a WAV data size from here up is a streaming writer's "unknown", not a length
+STREAMED_SIZE = 0x7FFFF000  # arecord's and sox's "unknown" WAV data size (sox's rounded down to a whole block)
+PLACEHOLDER_SLACK = 0x1000  # how far below a placeholder (that, 2**32) a writer's rounding leaves its "unknown"
 RF64_COUNT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
 # libsndfile's log lines for a WAV data chunk followed by what is no chunk (samples it does not count)
 FILE_LENGTH = re.compile(r"^Length : (\d+)$", re.MULTILINE)
@@ -42,6 +43,8 @@ OGG_CUT = ("File ended unexpectedly without an End-Of-Stream flag set", "Last pa
 CUT = "cut short (a download or copy that stopped?)"
 REFETCH = "re-fetch it or drop it"
 MP3_SLACK = 4 * 1152  # samples an MP3's frames may hold beyond what libsndfile reads: encoder delay and padding
+NIST_HEAD = 4096  # bytes of a NIST SPHERE file its text header is looked for in (it is 1024 bytes, or a multiple)
+NIST_COUNT = re.compile(rb"^sample_count -i (\d+)\s*$", re.MULTILINE)  # frames (samples per channel) in its header
 REWRITE = "rewrite the header, e.g. `sox --ignore-length in.wav out.wav`"
 
 
@@ -49,17 +52,26 @@ class CorruptAudioError(ValueError):
     """libsndfile opened the file but could not decode it to its end (a file cut short)."""
 
 
+def placeholder_size(size: int) -> bool:
+    """Whether a WAV ``data`` size is a streaming writer's "unknown", not a length: all ones (``0xFFFFFFFF``,
+    from a pipe) or near them, or arecord's and sox's :data:`STREAMED_SIZE` (sox's rounded down to a whole block)
+    up to 2**31. A size between those is a recording of 2-4 GiB (hours at 48 kHz) whose header gives its length."""
+    return size >= 2**32 - PLACEHOLDER_SLACK or STREAMED_SIZE - PLACEHOLDER_SLACK <= size <= 2**31
+
+
 def data_cut_short(handle: sf.SoundFile) -> str | None:
     """libsndfile's log line saying that the header's data chunk (WAV ``data``, AIFF ``SSND``, W64's
-    ``riff``, RF64's ``ds64`` frame count) is larger than what the file holds, e.g. ``data : 32000
-    (should be 956)``, or None. libsndfile then reports the frames that are there, so nothing else
-    says that a WAV was cut short. A streaming writer's placeholder size (``0xFFFFFFFF`` from a pipe,
-    arecord's ``0x7FFFF000``) is no promise: None; nor is a size smaller than what follows (ffmpeg's AIFF
-    ``SSND`` size 0, left when it writes to a pipe or is stopped: libsndfile reads all of the samples)."""
+    ``riff``, RF64's ``ds64`` frame count, an AU file's ``Data Size``) is larger than what the file holds,
+    e.g. ``data : 32000 (should be 956)``, or None. libsndfile then reports the frames that are there, so
+    nothing else says that a WAV was cut short. A streaming writer's placeholder size
+    (:func:`placeholder_size`: ``0xFFFFFFFF`` from a pipe, arecord's ``0x7FFFF000``) is no promise: None
+    (a real size of 2-4 GiB is one); nor is a size smaller than what follows (ffmpeg's AIFF ``SSND`` size 0,
+    left when it writes to a pipe or is stopped: libsndfile reads all of the samples)."""
     for line in handle.extra_info.splitlines():
         name, _, rest = line.partition(":")
         declared, should_be, actual = (part.strip(" )") for part in rest.partition("(should be"))
-        if should_be and name.strip() in ("data", "SSND") and declared.isdigit() and int(declared) < STREAMED_SIZE \
+        if should_be and name.strip() in ("data", "SSND", "Data Size") and declared.isdigit() \
+                and not placeholder_size(int(declared)) \
                 and not (actual.isdigit() and int(declared) < int(actual)):  # smaller: samples it does not count
             return line.strip()
         if name.strip() == "riff" and declared.isdigit() and actual.isdigit() and int(actual) < int(declared):
@@ -117,11 +129,44 @@ def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, in
     return None
 
 
+def fact_counted(handle: sf.SoundFile) -> bool:
+    """Whether ``handle`` is MP3 frames in a WAV (format tag 0x55) cut short: libsndfile's length is then its 'fact'
+    chunk's, not what the file holds, which only decoding it tells."""
+    return handle.subtype == "MPEG_LAYER_III" and handle.format != "MP3" and data_cut_short(handle) is not None
+
+
+def frames_there(handle: sf.SoundFile, source: str | BinaryIO, frames: int, limit: int | None) -> int:
+    """``frames`` (``handle``'s header's count), or where that is over ``limit`` but more than the file holds, what
+    its load measured it by: an MP3's frames (cut short, a damaged Xing count: :func:`mp3_cut_short`); ``limit``
+    for MP3 frames in a WAV cut short (:func:`fact_counted`: reading one frame past the limit tells)."""
+    if limit is None or frames <= limit:
+        return frames
+    if fact_counted(handle):
+        return limit
+    return cut[1] if handle.format == "MP3" and (cut := mp3_cut_short(handle, source)) is not None else frames
+
+
+def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
+    """For a NIST SPHERE file (speech corpora: TIMIT, Switchboard, WSJ) whose header's ``sample_count`` is
+    more than the file holds (cut short: libsndfile reads what is there and logs nothing of it), what; else None."""
+    if handle.format != "NIST":
+        return None
+    head = walk_file(source, lambda data: bytes(data[:NIST_HEAD]))
+    count = NIST_COUNT.search(head[: head.find(b"end_head")] if b"end_head" in head else head)
+    if count is None or int(count[1]) <= handle.frames:
+        return None
+    rate = handle.samplerate
+    return (f"its header's sample_count is {int(count[1])} ({int(count[1]) / rate:.2f} s), but the file holds "
+            f"{handle.frames} ({handle.frames / rate:.2f} s)")
+
+
 def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage | None:
     """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
     file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
     if source is not None and (mp3 := mp3_cut_short(handle, source)):
         return Damage(f"{mp3[0]}: {CUT}", REFETCH, True, mp3[1])
+    if source is not None and (nist := nist_cut_short(handle, source)):
+        return Damage(f"{nist}: {CUT}", REFETCH, True)
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
@@ -157,26 +202,31 @@ def check_flac_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
 FLAC_TAIL = 4096  # frames decoded at the end of a FLAC file to find it cut (a common block size: one or two frames)
 
 
-def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO) -> None:
+def check_flac_end(handle: sf.SoundFile, source: str | BinaryIO, end: int | None = None) -> None:
     """Raise :class:`CorruptAudioError` naming ``source`` for a FLAC file whose last
     :data:`FLAC_TAIL` frames, by its header's length, cannot be decoded: cut short (or damaged at its
     end). Its header passed for the whole length and the file failed when its batch was read, deep in
-    training; decoding its end costs one seek and a frame or two. ``handle`` is left at its start
-    when its end decodes."""
+    training; decoding its end costs one seek and a frame or two. ``end``: the frames that will be read
+    (a clip truncated to its first ``end``): the :data:`FLAC_TAIL` before them are decoded instead (a file
+    cut before there failed when its batch was read). ``handle`` is left at its start when they decode."""
     if handle.format != "FLAC" or not 0 < handle.frames < 2**62:  # 2**63 - 1: the header gives no length
         return
-    tail = min(handle.frames, FLAC_TAIL)
+    end = handle.frames if end is None else min(end, handle.frames)
+    tail = min(end, FLAC_TAIL)
     try:
-        handle.seek(handle.frames - tail)
+        handle.seek(end - tail)
         failure = None if len(handle.read(tail, dtype="float32")) == tail else "fewer samples than that"
     except RuntimeError as err:  # libsndfile's errors (after which it may not seek back)
         failure = str(err).rstrip(".")
     if not failure:
         handle.seek(0)
-    else:
-        rate = handle.samplerate
-        raise CorruptAudioError(f"{source}: its header gives {handle.frames / rate:.2f} s, but libsndfile cannot decode "
-                                f"its last {tail} samples ({failure}): {CUT} or damaged at its end; {REFETCH}")
+        return
+    rate = handle.samplerate
+    which = f"its last {tail} samples" if end == handle.frames else \
+        f"the {tail} samples before {end / rate:.2f} s, where max_audio_seconds cuts it"
+    raise CorruptAudioError(f"{source}: its header gives {handle.frames / rate:.2f} s, but libsndfile cannot decode "
+                            f"{which} ({failure}): {CUT} or damaged {'at its end' if end == handle.frames else 'there'}; "
+                            f"{REFETCH}")
 
 
 def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float) -> Damage | None:

@@ -3,7 +3,8 @@
 libsndfile (through mpg123) takes an MP3's length from its first frame: a Xing/Info/VBRI header's
 frame count, else the file's size over the first frame's bitrate, and never reads past it. A
 variable-bitrate MP3 without such a header (a stream capture) or files joined together (the first
-one's header) are so read only in part, with no error: :func:`mp3_samples` counts what is there.
+one's header) are so read only in part, with no error: :func:`mp3_samples` counts what is there, from the first
+frame (:func:`first_frame`: past bytes that are none, as a decoder resyncs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _MPEG2[3] = _MPEG2[2]
 _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version bits
 _VBR_TAGS = (b"Xing", b"Info", b"VBRI")  # a first frame holding one is a header, decoded as no samples
 ID3V1_SIZE = 128  # the tag that may follow the last frame
+RESYNC_BYTES = 1 << 16  # how far from its start (after an ID3v2 tag) an MP3's first frame is looked for
 
 
 def _frame(header: int) -> tuple[int, int] | None:
@@ -63,6 +65,22 @@ def _vbr_header_end(view: memoryview, offset: int) -> int | None:
     return None
 
 
+def _count_fits(view: memoryview, offset: int, size: int) -> bool:
+    """Whether the frame count of the Xing/Info/VBRI header in the frame at ``offset`` (none: True) fits in the
+    ``size`` bytes its header counts, each frame at least as long as one at the lowest bitrate: a damaged count
+    (millions of frames in kilobytes, which libsndfile takes for hours of samples) does not."""
+    head = bytes(view[offset : offset + 60])
+    at = max(head.find(b"Xing", 4), head.find(b"Info", 4))
+    if at >= 0 and int.from_bytes(head[at + 4 : at + 8], "big") & 1:  # flag 1: the frame count is there
+        count = int.from_bytes(head[at + 8 : at + 12], "big")
+    elif head[36:40] == b"VBRI":
+        count = int.from_bytes(head[50:54], "big")
+    else:
+        return True
+    lowest = _frame(int.from_bytes(head[:4], "big") & ~(0xF << 12 | 1 << 9) | 1 << 12)  # bitrate index 1, unpadded
+    return lowest is None or count * lowest[0] <= size
+
+
 class Mp3Walk(NamedTuple):
     """What a walk over an MP3's frames found: ``samples`` (per channel) in its whole frames; ``cut``:
     ``(bytes there, bytes it needs)`` of a last frame that runs past the end of the file (cut short),
@@ -80,9 +98,11 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
     ``data`` (but for an ID3v1 tag): libsndfile's length, from that header, is then the whole
     file's, and the walk (which touches every frame of the file) is not needed."""
     view = memoryview(data)
-    offset, samples, first = id3v2_size(view), 0, True
+    offset, samples, first = first_frame(data, id3v2_size(view)), 0, True
+    if offset is None:
+        return None
     end = _vbr_header_end(view, offset) if offset + 4 <= len(view) else None
-    if end is not None and 0 <= len(view) - end <= ID3V1_SIZE:
+    if end is not None and 0 <= len(view) - end <= ID3V1_SIZE and _count_fits(view, offset, end - offset):
         return None
     while offset + 4 <= len(view):
         frame = _frame(int.from_bytes(view[offset : offset + 4], "big"))
@@ -95,6 +115,32 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
             samples += count
         offset, first = offset + length, False
     return None if first else Mp3Walk(samples, None, len(view) - offset)
+
+
+def first_frame(data: Buffer, offset: int) -> int | None:
+    """Where the MP3 ``data``'s frames start from ``offset`` (after its ID3v2 tag): there, or, where bytes that are
+    no frame come first (a stream captured from mid-frame, padding after a tag), the first of three frames in a row
+    within :data:`RESYNC_BYTES`, as a decoder resyncs on them; None when none start there. Those bytes were taken
+    for the end of the frames: a variable-bitrate file behind them, of which libsndfile reads a part, passed."""
+    if offset + 4 <= len(data) and _frame(int.from_bytes(data[offset : offset + 4], "big")) is not None:
+        return offset
+    head = bytes(data[offset : offset + RESYNC_BYTES])
+    at = head.find(b"\xff")
+    while at >= 0:
+        if _chain_at(data, offset + at):
+            return offset + at
+        at = head.find(b"\xff", at + 1)
+    return None
+
+
+def _chain_at(data: Buffer, offset: int, chain: int = 3) -> bool:
+    """Whether ``chain`` MP3 frames in a row start at ``offset`` of ``data``."""
+    for _ in range(chain):
+        frame = _frame(int.from_bytes(data[offset : offset + 4], "big")) if offset + 4 <= len(data) else None
+        if frame is None:
+            return False
+        offset += frame[0]
+    return True
 
 
 def mp3_samples(data: Buffer) -> int | None:

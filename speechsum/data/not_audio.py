@@ -1,9 +1,10 @@
 """Why libsndfile could not open a file, in words a user can act on, where the file's bytes tell:
 a file that is no audio at all (a Git LFS pointer, an HTML error page, an image, text), audio
-libsndfile does not decode (MP4/M4A, ADTS AAC, bare FLAC frames, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE),
+libsndfile does not decode (MP4/M4A, ADTS AAC, bare FLAC frames, WMA, Matroska/WebM, AMR, shorten-compressed NIST SPHERE)
+or video (AVI, QuickTime, MPEG-TS/PS, FLV),
 a WAV whose chunks libsndfile cannot use (no ``fmt `` chunk, a sample rate or channel count of 0, a
 codec it does not decode, several ``data`` chunks), an Ogg stream, CAF or AIFF-C file in a codec it does
-not decode (Speex; AAC in a CAF), or audio damaged or cut inside its header."""
+not decode (Speex, FLAC in Ogg; AAC in a CAF), or audio damaged or cut inside its header."""
 
 from __future__ import annotations
 
@@ -40,7 +41,17 @@ _AUDIO = ((b"RIFF", "WAV"), (b"RF64", "RF64"), (b"BW64", "BW64"), (b"riff", "W64
 # containers of audio libsndfile does not decode -> their name
 _CONTAINERS = ((b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF (WMA/WMV) file", ".wma"),
                (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file", ".webm"),
-               (b"#!AMR", "an AMR file (a phone's voice recording)", ".amr"))
+               (b"#!AMR", "an AMR file (a phone's voice recording)", ".amr"),
+               (b"FLV\x01", "a Flash video (FLV) file", ".flv"),
+               (b"\x00\x00\x01\xba", "an MPEG program stream (MPEG-1/2 video: .mpg, .vob)", ".mpg"))
+# RIFF files that are no WAVE (their form type, bytes 8-12) -> their name and extension: a video or image
+# starts "RIFF" as a WAV does, and was said to be a WAV damaged or cut short (re-fetch it)
+_RIFF_FORMS = {b"AVI ": ("an AVI video file", ".avi"), b"AVIX": ("an AVI video file", ".avi"),
+               b"WEBP": ("a WebP image, not audio", ".webp"), b"RMID": ("a MIDI file (notes, not a recording)", ".mid"),
+               b"CDXA": ("a Video CD's MPEG video file", ".dat"), b"ACON": ("an animated cursor, not audio", ".ani")}
+# QuickTime atoms an MP4/MOV file without an 'ftyp' atom (old QuickTime .mov) starts with
+_QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+MPEG_TS_PACKET = 188  # an MPEG transport stream (.ts, .mts, .m2ts video) is packets of this size, each starting 0x47
 
 
 class Diagnosis(NamedTuple):
@@ -90,6 +101,8 @@ def not_audio(head: bytes) -> Diagnosis | None:
     if head.startswith(b"NIST_1A") and b"shorten" in head:  # its text header's sample_coding (TIMIT, WSJ, ...)
         return Diagnosis("a NIST SPHERE file whose samples are shorten-compressed, which libsndfile does not decode",
                          "convert it, e.g. `sph2pipe -f wav in.sph out.wav`, or drop it")
+    if (video := _video(head)) is not None:
+        return video
     if audio_format(head):
         return None
     if head.startswith(b"version https://git-lfs"):
@@ -104,6 +117,9 @@ def not_audio(head: bytes) -> Diagnosis | None:
         return Diagnosis("an AAC stream (ADTS), which libsndfile does not read", None, ".aac")
     if head[4:8] == b"ftyp":
         return Diagnosis("an MP4/M4A file (AAC or ALAC audio), which libsndfile does not read", None, ".m4a")
+    if head[4:8] in _QUICKTIME_ATOMS and struct.unpack(">I", head[:4])[0] >= 8:
+        return Diagnosis("a QuickTime/MP4 file (.mov, .mp4: video or AAC audio), which libsndfile does not read",
+                         None, ".mov")
     for magic, name, suffix in _CONTAINERS:
         if head.startswith(magic):
             return Diagnosis(f"{name}, which libsndfile does not read", None, suffix)
@@ -119,6 +135,22 @@ def not_audio(head: bytes) -> Diagnosis | None:
         text = head[: err.start].decode("utf-8") if err.start >= len(head) - 3 else ""
     if text and all(char.isprintable() or char in "\t\r\n" for char in text):
         return Diagnosis(f"a text file, not audio (it starts {text[:40]!r})", REPLACE)
+    return None
+
+
+def _video(head: bytes) -> Diagnosis | None:
+    """For a file starting with ``head`` whose first bytes are those of an audio format libsndfile reads (or an
+    MP3 frame's sync) but that is a video or image in fact: a RIFF file of another form type than WAVE (AVI,
+    WebP), an MPEG transport stream (its 0x47 sync every 188 bytes); else None."""
+    if head.startswith(b"RIFF") and (form := _RIFF_FORMS.get(bytes(head[8:12]))) is not None:
+        what, suffix = form
+        advice = REPLACE if "not audio" in what or "not a recording" in what else None
+        return Diagnosis(f"{what} (RIFF form type {head[8:12].decode('latin-1')!r}, not a WAV's 'WAVE'), which "
+                         "libsndfile does not read", advice, suffix)
+    packets = range(0, 3 * MPEG_TS_PACKET, MPEG_TS_PACKET)
+    if len(head) > 2 * MPEG_TS_PACKET and all(head[offset] == 0x47 for offset in packets):
+        return Diagnosis("an MPEG transport stream (video: .ts, .mts, .m2ts), which libsndfile does not read",
+                         None, ".ts")
     return None
 
 
@@ -170,12 +202,13 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
 
 # the first packet of an Ogg stream libsndfile does not decode -> (what it is, its usual extension, a tool that decodes it)
 _OGG_CODECS = ((b"Speex   ", "an Ogg Speex stream", ".spx", "`speexdec in.spx out.wav`"),
-               (b"\x80theora", "an Ogg Theora video (its first stream)", ".ogv", "`ffmpeg -i in.ogv out.wav`"))
+               (b"\x80theora", "an Ogg Theora video (its first stream)", ".ogv", "`ffmpeg -i in.ogv out.wav`"),
+               (b"\x7fFLAC", "an Ogg FLAC stream (FLAC in an Ogg container, .oga)", ".oga", "`ffmpeg -i in.oga out.flac`"))
 
 
 def ogg_codec_problem(head: bytes) -> Diagnosis | None:
     """For an Ogg file starting with ``head`` whose first stream is in a codec libsndfile does not decode
-    (Speex, as old voice recordings hold; Theora video), what it is and how to convert it; else None."""
+    (Speex, as old voice recordings hold; Theora video; FLAC, which it reads only in its own container), what it is and how to convert it; else None."""
     if not head.startswith(b"OggS") or len(head) < 28:
         return None
     packet = head[27 + head[26] :]  # after the page header and its segment table

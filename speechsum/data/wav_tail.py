@@ -7,7 +7,8 @@ frame boundary from which the chunks' sizes lead exactly to the end of the file,
 RIFF size counts the whole file (a tagger that appended chunks rewrote it: a chunk of cover art can be
 megabytes, and the look at the last 4 MiB read it as samples). That search runs at about 150 MB/s, so
 :func:`samples_view` keeps what it found per file (path, size, modification time) in the process: a long file
-read every epoch is searched once. :func:`samples_view` reads the samples alone.
+read every epoch is searched once. :func:`samples_view` reads the samples alone. Also the samples a block-coded
+WAV's last block holds beyond its ``fact`` count (:func:`counted_frames`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from typing import BinaryIO
 
 import soundfile as sf
 
-from speechsum.data.cut_short import STREAMED_SIZE
+from speechsum.data.cut_short import placeholder_size
 from speechsum.data.file_walk import Buffer, walk_file, walk_or_none
 from speechsum.data.wav_order import open_spliced, riff_chunks
 
 # chunks writers put after the samples (RIFF INFO tags, ID3 tags, broadcast/cue/sampler metadata)
 TRAILING = re.compile(rb"LIST|id3 |ID3 |bext|JUNK|junk|PAD |cue |smpl|inst|acid|PEAK|iXML|_PMX|axml|cart|umid|labl|fact")
+BLOCK_CODED = frozenset({"IMA_ADPCM", "MS_ADPCM", "GSM610", "G721_32", "G723_24", "G723_40"})  # samples in blocks
+BLOCK_PADDING = 1024  # frames a block-coded WAV's last block may hold beyond its 'fact' count (none logged)
+FACT_FRAMES = re.compile(r"^ +frames +: (\d+)$")  # libsndfile's log line of a 'fact' chunk's count
+SAMPLES_PER_BLOCK = re.compile(r"^ +Samples/Block +: (\d+)$", re.MULTILINE)  # an ADPCM block's frames
 TAIL_BYTES = 1 << 22  # how far back from the end a trailing chunk is looked for in a file whose RIFF size is unknown
 MAX_TRAILING = 16  # chunks after the samples, at most
 SEARCHED_FILES = 4096  # files whose search :func:`samples_view` keeps (then it starts over)
@@ -46,15 +51,15 @@ def _chain_reaches_end(data: Buffer, offset: int) -> bool:
 
 
 def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
-    """For a WAV ``data`` whose ``data`` chunk has a streaming writer's size (from :data:`STREAMED_SIZE`
-    up) and ends in chunks after its samples: ``(where its samples start, how many bytes they are)``;
+    """For a WAV ``data`` whose ``data`` chunk has a streaming writer's size (:func:`placeholder_size`) and ends
+    in chunks after its samples: ``(where its samples start, how many bytes they are)``;
     else None (not such a file, or no chunk found unambiguously)."""
     fmt = data_start = None
     for name, offset, size in riff_chunks(data):
         if name == b"fmt " and size >= 16:
             fmt = offset
         if name == b"data":
-            data_start = offset + 8 if size >= STREAMED_SIZE else None
+            data_start = offset + 8 if placeholder_size(size) else None
             break
     if fmt is None or data_start is None:
         return None
@@ -72,13 +77,27 @@ def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
     return None
 
 
+def counted_frames(handle: sf.SoundFile) -> int:
+    """``handle``'s frames; for a WAV of block-coded samples (ADPCM, GSM, G.72x) whose ``fact`` chunk counts fewer,
+    within a block (:data:`BLOCK_PADDING` where libsndfile logs no block size): that count. libsndfile decodes the
+    whole last block, and its padding was read as samples (a tail of noise; 1.012 s of a 1-s MS ADPCM clip)."""
+    if handle.format not in ("WAV", "WAVEX", "RF64") or handle.subtype not in BLOCK_CODED:
+        return handle.frames
+    lines = handle.extra_info.splitlines()
+    fact = next((i for i, line in enumerate(lines) if line.startswith("fact")), None)
+    count = FACT_FRAMES.match(lines[fact + 1]) if fact is not None and fact + 1 < len(lines) else None
+    block = SAMPLES_PER_BLOCK.search(handle.extra_info)  # a count short by more is no padding (libsndfile's own
+    padding = int(block[1]) if block else BLOCK_PADDING  # stereo IMA ADPCM writer counts half the frames)
+    return int(count[1]) if count and 0 <= handle.frames - int(count[1]) < padding else handle.frames
+
+
 def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
     """For ``handle``, a streamed WAV that ends in chunks after its samples (:func:`trailing_chunks_start`):
     an ``sf.SoundFile`` reading its samples alone (a :func:`~speechsum.data.wav_order.open_spliced` view whose
     data size counts them); else None. Only a file whose header libsndfile logs a placeholder size for is walked."""
     if handle.format not in ("WAV", "WAVEX") or not any(
             name.strip() == "data" and rest.split("(")[0].strip().isdigit()
-            and int(rest.split("(")[0]) >= STREAMED_SIZE
+            and placeholder_size(int(rest.split("(")[0]))
             for name, _, rest in (line.partition(":") for line in handle.extra_info.splitlines())):
         return None
     if (found := _searched_once(source)) is None:

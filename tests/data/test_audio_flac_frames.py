@@ -4,13 +4,14 @@ named so (they were called an AAC stream, whose sync code is much alike)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.audio import CorruptAudioError, UnreadableAudioError, audio_seconds, load_audio
 from speechsum.data.flac_frames import counted_samples
 from speechsum.data.flac_streams import flac_frames_offset
 from speechsum.data.not_audio import not_audio
@@ -64,3 +65,20 @@ def test_bare_flac_frames_are_named_so_not_aac(tmp_path: Path):
     # ADTS streams with FLAC's sync bytes (MPEG-2, 0xFFF8/0xFFF9) stay AAC: their frame lengths lead on
     adts = bytes.fromhex("fff95080") + bytes([0x20, 0x1F, 0xFC]) + bytes(249)  # a 256-byte frame
     assert not_audio(adts * 2).reason == "an AAC stream (ADTS), which libsndfile does not read"
+
+
+def test_a_flac_cut_short_before_the_truncation_point_is_refused_at_load_not_when_read(tmp_path: Path):
+    """Under too_long_audio: truncate the check of a FLAC's end was skipped (its first part is what is read): one cut
+    before max_audio_seconds passed its load at its header's length and failed when its batch was read ("unreadable
+    in the block after frame 0"), deep in training. The samples before the cut point are decoded at load instead."""
+    path = tmp_path / "cut.flac"
+    sf.write(path, TONE, RATE, format="FLAC")
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # 3 s by its header, about 1.5 s there
+    with pytest.raises(CorruptAudioError, match="^" + re.escape(
+            f"{path}: its header gives 3.00 s, but libsndfile cannot decode the 4096 samples before 2.00 s, where "
+            "max_audio_seconds cuts it (")):
+        audio_seconds(str(path), truncate_at=2.0)
+    with pytest.raises(CorruptAudioError):  # what its batch would have met
+        load_audio(str(path), RATE, max_seconds=2.0)
+    assert audio_seconds(str(path), truncate_at=1.0) == 3.0  # its first second is there: read, cut to 1 s
+    assert len(load_audio(str(path), RATE, max_seconds=1.0)) == RATE

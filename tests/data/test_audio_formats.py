@@ -58,6 +58,19 @@ def test_every_format_libsndfile_writes_reads_as_the_tone(tmp_path: Path, name: 
     assert 0.2 < np.abs(waveform[1_000:7_000]).max() < 0.45  # lossy codecs move the peak a little
 
 
+@pytest.mark.parametrize("subtype", ["MS_ADPCM", "G721_32", "GSM610"])
+def test_a_block_coded_wav_is_read_to_its_fact_count_not_its_last_blocks_padding(tmp_path: Path, subtype: str):
+    """libsndfile decodes an ADPCM or G.721 WAV's whole last block: 1 s was read as 1.012 s (MS ADPCM, 192 samples
+    of decoder noise up to 0.04 at its end) or 1.005 s, at load and when read; its 'fact' chunk counts 16 000."""
+    path = tmp_path / "call.wav"
+    sf.write(path, tone(16_000, 16_000), 16_000, subtype=subtype)
+    assert sf.info(str(path)).frames >= 16_000  # what libsndfile decodes
+    assert audio_seconds(str(path)) == 1.0
+    waveform = load_audio(str(path), 16_000)
+    assert len(waveform) == 16_000
+    assert np.abs(waveform[8_000:] - tone(16_000, 16_000)[8_000:]).max() < 0.05  # the tone, to its last sample
+
+
 def test_a_bw64_file_is_read_as_the_rf64_it_is(tmp_path: Path):
     """BW64 (ITU-R BS.2088, broadcast audio past 4 GB) is RF64 whose first four bytes say "BW64": libsndfile does
     not know the name ("Format not recognised"), and the file was refused as damaged or cut short."""
@@ -98,7 +111,10 @@ def ogg_page(packet: bytes, kind: int, sequence: int, granule: int = 0) -> bytes
 @pytest.mark.parametrize(("name", "first_packet", "reason", "tool"), [
     ("clip.spx", b"Speex   1.2rc1" + bytes(66), "an Ogg Speex stream", "`speexdec in.spx out.wav`"),
     ("clip.ogg", b"\x80theora" + bytes(40), "an Ogg Theora video (its first stream)", "`ffmpeg -i in.ogv out.wav`"),
-], ids=["speex", "theora"])
+    # ffmpeg writes FLAC into an .ogg/.oga when asked to; it was "damaged or cut short; re-fetch or re-export it"
+    ("talk.oga", b"\x7fFLAC\x01\x00\x00\x01fLaC\x00\x00\x00\x22" + bytes(34),
+     "an Ogg FLAC stream (FLAC in an Ogg container, .oga)", "`ffmpeg -i in.oga out.flac`"),
+], ids=["speex", "theora", "flac"])
 def test_an_ogg_stream_in_a_codec_libsndfile_does_not_decode_is_named_not_called_damaged(
         tmp_path: Path, name: str, first_packet: bytes, reason: str, tool: str):
     """Before: "it starts as Ogg audio but libsndfile cannot read it (Unspecified internal error …): damaged or cut

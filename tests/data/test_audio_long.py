@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import TRUSTED_SECONDS, AudioTooLongError, CorruptAudioError, load_audio
+from speechsum.data.audio import (
+    TRUSTED_SECONDS,
+    AudioTooLongError,
+    CorruptAudioError,
+    audio_seconds,
+    load_audio,
+)
 from tests.data.wavs import poke, sparse_wav
 
 TWO_HOURS = 2 * 3600
@@ -128,3 +134,29 @@ def test_a_clip_longer_than_the_trusted_hour_is_read_whole(tmp_path: Path):
     waveform = load_audio(str(path), 1_000)
     assert waveform.shape == (frames,)
     assert (waveform[5], waveform[-1], float(np.abs(waveform).sum())) == (0.5, -0.25, 0.75)
+
+
+@pytest.mark.parametrize(("size", "promise"), [
+    (0xC000_0000, True), (0x8000_1000, True), (0xFFFF_E000, True),  # 2-4 GiB: hours of a meeting rig's 48 kHz stereo
+    (0xFFFF_FFFF, False), (0x7FFF_F000, False),  # a pipe's and arecord's "unknown"
+    (0x7FFF_EFFF, False), (0x7FFF_FFFF, False),  # sox's, rounded down to whole 24-bit frames; 2**31 - 1
+])
+def test_a_wav_header_promising_gigabytes_its_file_lacks_is_warned_about_as_cut_short(tmp_path: Path, size: int,
+                                                                                       promise: bool, caplog):
+    """A header giving 2-4 GiB of samples (a multi-hour recording) on a file that holds a second (a download that
+    stopped) was read as that second without a word: every data size from 0x7FFFF000 up was taken for a streaming
+    writer's "unknown". Only those placeholders are now; the header is all that is written here, not gigabytes."""
+    path = sparse_wav(tmp_path / "meeting.wav", 16_000, 16_000)
+    data = bytearray(path.read_bytes())
+    data[40:44] = size.to_bytes(4, "little")  # the data chunk's size; the file holds 1 s
+    data[4:8] = ((size + 36) & 0xFFFF_FFFF).to_bytes(4, "little")  # a RIFF size that counts it
+    path.write_bytes(bytes(data))
+    assert audio_seconds(str(path)) == 1.0
+    assert len(load_audio(str(path), 16_000)) == 16_000
+    warned = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
+    if promise:
+        assert warned == [f"{path}: its header's data chunk is larger than the file (libsndfile: 'data : {size} (should "
+                          "be 32000)'): cut short (a download or copy that stopped?); its 1.00 s are read: re-fetch it or "
+                          "drop it"]
+    else:
+        assert not warned

@@ -7,13 +7,15 @@ streams, which libsndfile reads whole, still read."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from speechsum.data.audio import UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.audio import AudioTooLongError, UnreadableAudioError, audio_seconds, load_audio
+from speechsum.data.cut_short import damage
 from speechsum.data.hf_dataset import NamedAudio
 from speechsum.data.manifest import ManifestError, load_manifest
 from speechsum.data.mp3_frames import mp3_samples
@@ -142,3 +144,112 @@ def test_the_whole_file_walk_runs_at_load_not_on_every_read_of_a_dataset(tmp_pat
     assert len(walks) == 1
     load_audio(str(tmp_path / "a.mp3"), RATE)
     assert len(walks) == 2
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_nist_sphere_file_cut_short_is_read_with_a_warning_naming_both_lengths(tmp_path: Path, channels: int, caplog):
+    """A NIST SPHERE file (TIMIT, Switchboard, WSJ) cut short: libsndfile reads what is there and logs nothing,
+    so half a recording was read as the whole without a word; its header's sample_count says how long it is."""
+    path = tmp_path / "si1027.sph"
+    tone = 0.3 * np.sin(np.arange(2 * RATE) * 0.1)
+    sf.write(path, np.repeat(tone[:, None], channels, axis=1), RATE, format="NIST", subtype="PCM_16")
+    assert audio_seconds(str(path)) == 2.0 and not caplog.records  # whole: no word
+    path.write_bytes(path.read_bytes()[: 1024 + RATE * 2 * channels])  # the header, then 1 s of its 2
+    seconds = audio_seconds(str(path))
+    assert seconds == 1.0
+    [record] = caplog.records
+    assert record.getMessage() == (f"{path}: its header's sample_count is {2 * RATE} (2.00 s), but the file holds {RATE} "
+                                   "(1.00 s): cut short (a download or copy that stopped?); its 1.00 s are read: "
+                                   "re-fetch it or drop it")
+    with sf.SoundFile(str(path)) as handle:  # what `speechsum serve` refuses an upload by
+        assert damage(handle, NamedAudio(path.read_bytes(), "upload")).cut
+
+
+VBR_RATE = 44_100
+
+
+def vbr_frames(tmp_path: Path) -> bytes:
+    """The frames of a 6-s variable-bitrate MP3 without its first, the Xing header (a stream capture has none)."""
+    time = np.arange(6 * VBR_RATE) / VBR_RATE
+    noise = 0.2 * np.random.default_rng(0).standard_normal(len(time)) * (time > 3)  # louder: more bits per frame
+    sf.write(tmp_path / "vbr.mp3", 0.3 * np.sin(2 * np.pi * 440 * time) * (1 + np.sin(3 * time)) / 2 + noise, VBR_RATE,
+             format="MP3", bitrate_mode="VARIABLE")
+    data = (tmp_path / "vbr.mp3").read_bytes()
+    assert b"Xing" in data[:417] and data[417:419] == b"\xff\xfb"  # its first frame, 417 bytes, is the Xing header
+    return data[417:]
+
+
+@pytest.mark.parametrize("lead", [b"\x00" * 500, b"\xff\x00" * 40])
+def test_a_vbr_mp3_behind_bytes_that_are_no_frame_is_refused_not_read_in_part(tmp_path: Path, lead: bytes):
+    """Padding after a tag, or a stream captured from mid-frame: the frame walk stopped at the first byte and
+    counted nothing, so a variable-bitrate file without a Xing header, of which libsndfile reads the length its
+    first frame gives, passed and was read in part (1.7 s of 6) without a word. The walk resyncs as a decoder does."""
+    path = tmp_path / "capture.mp3"
+    path.write_bytes(lead + vbr_frames(tmp_path))
+    assert sf.info(str(path)).duration < 3  # what libsndfile reads of it
+    assert mp3_samples(path.read_bytes()) > 5.9 * VBR_RATE
+    for read in (lambda: load_audio(str(path), RATE), lambda: audio_seconds(str(path))):
+        with pytest.raises(UnreadableAudioError, match=r"its MP3 frames hold 6\.0\d s but libsndfile reads only the first"):
+            read()
+
+
+def test_a_vbr_mp3_captured_from_mid_frame_is_read_whole_at_its_frames_length(tmp_path: Path):
+    """libsndfile's length for it (its size over the first whole frame's bitrate) is more than its frames hold: it
+    passed at load with that length and failed when its batch was read as "damaged mid-stream", a whole stream."""
+    path = tmp_path / "capture.mp3"
+    path.write_bytes(vbr_frames(tmp_path)[100:])  # the capture starts inside a frame
+    assert sf.info(str(path)).duration > 6.5
+    seconds = audio_seconds(str(path))
+    assert 5.95 < seconds < 6.05
+    assert len(load_audio(str(path), RATE)) == round(seconds * RATE)
+
+
+def test_an_mp3_in_a_wav_cut_short_gets_the_length_it_holds_at_load(tmp_path: Path, caplog):
+    """A WAV of MP3 frames (WAVE format tag 0x55, as call recorders write) cut short: libsndfile's length is its
+    'fact' chunk's, so its load said 2.00 s (and "its 2.00 s are read") of a file that holds 0.87 s."""
+    rate = 32_000
+    sf.write(tmp_path / "frames.mp3", 0.3 * np.sin(np.arange(2 * rate) * 0.1), rate, format="MP3",
+             bitrate_mode="CONSTANT")
+    frames = (tmp_path / "frames.mp3").read_bytes()
+    fmt = struct.pack("<HHIIHHHHIHHH", 0x55, 1, rate, 16_000, 1, 0, 12, 1, 2, 576, 1, 1393)  # MPEGLAYER3WAVEFORMAT
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, 2 * rate)
+    body += b"data" + struct.pack("<I", len(frames)) + frames
+    path = tmp_path / "call.wav"
+    path.write_bytes((b"RIFF" + struct.pack("<I", len(body)) + body)[: 60 + len(frames) // 2])
+    assert sf.info(str(path)).frames == 2 * rate  # the fact chunk's count
+    seconds = audio_seconds(str(path))
+    assert len(load_audio(str(path), rate)) == round(seconds * rate) and 0.8 < seconds < 1.0
+    # under too_long_audio: error its read measures it as its load did (it was refused by the 'fact' count's 2 s)
+    assert len(load_audio(str(path), rate, 1.0, "error", checked_at_load=True)) == round(seconds * rate)
+    [warning] = [r.getMessage() for r in caplog.records if "data chunk is larger than the file" in r.getMessage()]
+    assert warning.endswith(f"cut short (a download or copy that stopped?); its {seconds:.2f} s are read: re-fetch it "
+                            "or drop it")
+
+
+def test_an_mp3_whose_xing_header_counts_millions_of_frames_is_read_at_its_frames_length(tmp_path: Path):
+    """A damaged Xing frame count (10 million frames in 50 kB: 72 hours) that the header's byte count, which reaches
+    the end of the file, let stand: its load said 261224 s (cut to max_audio_seconds for batching, refused under
+    too_long_audio: error as too long) and its read failed as "damaged mid-stream". Its frames are counted now."""
+    path = tmp_path / "podcast.mp3"
+    data = bytearray(mp3_bytes(tmp_path / "plain.mp3", 3.0))
+    at = data.find(b"Xing")
+    assert int.from_bytes(data[at + 4 : at + 8], "big") & 3 == 3  # frame and byte counts
+    data[at + 8 : at + 12] = (10_000_000).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).duration > 200_000
+    seconds = audio_seconds(str(path))
+    assert 2.95 < seconds < 3.1
+    assert abs(len(load_audio(str(path), RATE)) - 3 * RATE) <= 1152
+
+
+def test_an_mp3_cut_short_within_the_limit_is_read_under_the_error_policy_as_its_load_measured_it(tmp_path: Path):
+    """Its load measures it by its frames (1.5 s of a Xing header's 3 s) and passes it under too_long_audio: error
+    with max_audio_seconds=2; its read checked the header's 3 s and refused it as too long, deep in training."""
+    path = tmp_path / "half.mp3"
+    data = mp3_bytes(tmp_path / "whole.mp3", 3.0)
+    path.write_bytes(data[: len(data) // 2])
+    seconds = audio_seconds(str(path), max_seconds=2.0)
+    assert 1.2 < seconds < 1.7
+    assert abs(len(load_audio(str(path), RATE, 2.0, "error", checked_at_load=True)) - seconds * RATE) <= 1152
+    with pytest.raises(AudioTooLongError, match=r"half\.mp3: 1\.\d\d s is longer than max_audio_seconds=1"):
+        load_audio(str(path), RATE, 1.0, "error")  # by its frames, not its header's 3 s

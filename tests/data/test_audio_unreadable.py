@@ -67,6 +67,40 @@ def test_a_file_libsndfile_cannot_open_says_which_formats_work(tmp_path: Path, n
     assert load_error(tmp_path, "call").endswith(f"convert it, e.g. `ffmpeg -i in.{unnamed} out.wav`, or drop it")
 
 
+_RNG_BYTES = np.random.default_rng(2).bytes
+AVI = b"RIFF" + struct.pack("<I", 4 + 2400) + b"AVI LIST" + struct.pack("<I", 200) + b"hdrlavih" + _RNG_BYTES(2400)
+
+
+@pytest.mark.parametrize(("name", "data", "reason", "advice"), [
+    # a camera's video: it starts "RIFF" as a WAV does, and was called a WAV damaged or cut short (re-fetch it)
+    ("meeting.avi", AVI, "an AVI video file (RIFF form type 'AVI ', not a WAV's 'WAVE'), which libsndfile does not read",
+     FORMATS_ADVICE.replace("in.m4a", "in.avi")),
+    ("cover.wav", b"RIFF" + struct.pack("<I", 1004) + b"WEBPVP8 " + _RNG_BYTES(1000),
+     "a WebP image, not audio (RIFF form type 'WEBP', not a WAV's 'WAVE'), which libsndfile does not read",
+     "replace it with the recording, or drop it"),
+    # an old QuickTime movie (no 'ftyp' atom), a camcorder's transport stream, a Flash video, an MPEG-2 program stream
+    ("talk.mov", struct.pack(">I", 8) + b"wide" + struct.pack(">I", 1008) + b"mdat" + _RNG_BYTES(1000),
+     "a QuickTime/MP4 file (.mov, .mp4: video or AAC audio), which libsndfile does not read",
+     FORMATS_ADVICE.replace("in.m4a", "in.mov")),
+    ("clip.mts", b"".join(b"\x47\x40\x00\x10" + _RNG_BYTES(184) for _ in range(8)),
+     "an MPEG transport stream (video: .ts, .mts, .m2ts), which libsndfile does not read",
+     FORMATS_ADVICE.replace("in.m4a", "in.mts")),
+    ("stream.flv", b"FLV\x01\x05\x00\x00\x00\x09" + _RNG_BYTES(1000), "a Flash video (FLV) file, which libsndfile does not read",
+     FORMATS_ADVICE.replace("in.m4a", "in.flv")),
+    ("dvd.vob", b"\x00\x00\x01\xba\x44" + _RNG_BYTES(1000),
+     "an MPEG program stream (MPEG-1/2 video: .mpg, .vob), which libsndfile does not read",
+     FORMATS_ADVICE.replace("in.m4a", "in.vob")),
+])
+def test_a_video_or_image_is_named_as_such_not_called_a_damaged_wav(tmp_path: Path, name: str, data: bytes,
+                                                                   reason: str, advice: str):
+    """An AVI or WebP file was "WAV audio ... damaged or cut short; re-fetch or re-export it" (re-fetching gives
+    the same video); a QuickTime, MPEG-TS/PS or FLV video was only "Format not recognised"."""
+    (tmp_path / name).write_bytes(data)
+    assert load_error(tmp_path, name) == f"field 'audio': unreadable audio file {tmp_path / name}: {reason}; {advice}"
+    with pytest.raises(UnreadableAudioError, match=re.escape(reason)):
+        load_audio(str(tmp_path / name), 16_000)
+
+
 @pytest.mark.parametrize("name", ["pcm.raw", "PCM.RAW"])
 def test_a_headerless_raw_file_says_how_to_convert_it(tmp_path: Path, name: str):
     """soundfile asked for a sample rate (a TypeError, which `speechsum summarize` did not catch)."""
@@ -129,10 +163,11 @@ def test_unreadable_audio_is_a_value_error_the_loops_catch(tmp_path: Path):
         load_audio(str(tmp_path / "notes.wav"), 16_000)
 
 
-@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF", "W64", "RF64"])
+@pytest.mark.parametrize("container", ["WAV", "WAVEX", "AIFF", "W64", "RF64", "AU"])
 def test_a_file_cut_short_after_its_header_is_read_as_is_with_a_warning(tmp_path: Path, container: str, caplog):
     """libsndfile reports the frames that are there, so the warning for a header that promises more
-    than the data holds never fired for these: a half-downloaded clip trained without a word."""
+    than the data holds never fired for these: a half-downloaded clip trained without a word (an AU
+    file, whose size line libsndfile names 'Data Size', until 2026-12-07)."""
     path = tmp_path / f"half.{container.lower()}"
     sf.write(path, TONE, 16_000, format=container, subtype="PCM_16")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
