@@ -199,6 +199,14 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
                      "prompt), so every score would be one position off: serve the teacher with a server that scores "
                      "token-id prompts as sent (vLLM, speechsum serve), or turn off its BOS token (add_bos_token: "
                      "false in the served tokenizer's config)"),
+    # tokens written after those sent (a server that does not honour max_tokens=0): before, read as a good reply
+    "past the end": ("echo", lambda r, c, lp, pl: [lp[key].append(value) for key, value in (
+        ("tokens", "token_id:3"), ("token_logprobs", -0.5), ("top_logprobs", {"token_id:3": -0.5}))],
+                     "the reply echoes 6 tokens, 1 more than the 5 sent: the server generated after them (it did not "
+                     "honour max_tokens=0 with echo), so its reply is not the scores of the text sent"),
+    "scores past the end": ("echo", lambda r, c, lp, pl: lp["token_logprobs"].append(-0.5),
+                            "logprobs.token_logprobs has 6 entries, 1 more than the 5 tokens echoed: its scores do not "
+                            "line up with the tokens"),
     "pl other prompt": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(1, {"42": {"logprob": -1.0}}),
                         "prompt_logprobs[1] does not score prompt token 1 of 3 sent (6): the server scored other "
                         "tokens than those sent, so its scores are not the teacher's for this text"),
