@@ -30,6 +30,22 @@ BAD_URLS = [
      "root, http://judge:8000/v1"),
     ("http://judge:8000/v1/completions", "'http://judge:8000/v1/completions' ends in /completions, which the client "
      "adds to base_url itself (it would ask /v1/completions/completions): write the API's root, http://judge:8000/v1"),
+    # before 2026-12-07 taken: the client asked /v1%20/chat/completions, or could not connect
+    ("http://judge:8000/v1 ", "'http://judge:8000/v1 ' holds a space or line end (at character 20): write the URL "
+                              "without it"),
+    (" http://judge:8000/v1", "' http://judge:8000/v1' holds a space or line end (at character 0): write the URL "
+                              "without it"),
+    # taken: every request went to /openai/v1/?api-version=2024-02-01chat/completions
+    ("https://res.openai.azure.com/openai/v1?api-version=2024-02-01", "'https://res.openai.azure.com/openai/v1?api-"
+     "version=2024-02-01' holds a query (?api-version=2024-02-01), which the client would put inside the path of every "
+     "request (it adds /chat/completions after base_url): write the API's root without it, https://res.openai.azure."
+     "com/openai/v1 (Azure OpenAI: https://RESOURCE.openai.azure.com/openai/v1/, which takes no api-version)"),
+    # "GET base_url/models lists them", copied with its route: every request went to /v1/models/chat/completions
+    ("http://judge:8000/v1/models", "'http://judge:8000/v1/models' ends in /models, the route that lists the models, "
+                                    "which the client adds to base_url itself: write the API's root, http://judge:8000/v1"),
+    # its user:password@ was shown whole, on stderr and in the pipeline's stage logs
+    ("http://bob:hunter2@judge:99999/v1", "'http://***@judge:99999/v1' has a port that is no number from 1 to 65535: "
+                                          "give the endpoint's port, e.g. http://judge:8000/v1"),
 ]
 PAIRS = ["--ckpt", "s.ckpt", "--config", "c.yaml", "--manifest", "m.jsonl", "--out", "p.jsonl", "--judge", "openai"]
 
