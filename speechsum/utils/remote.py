@@ -34,6 +34,7 @@ from speechsum.utils.arguments import (
     unset_text,
     without_url_credentials,
 )
+from speechsum.utils.client_logs import mask_client_logs
 from speechsum.utils.deadline import deadline_http_client
 from speechsum.utils.endpoint_advice import endpoint_advice, proxy_refused
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
@@ -91,6 +92,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
+    mask_client_logs(without_keys)  # httpx logs each request's URL at INFO, a user:password@ in it whole
     hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
     http_client = deadline_http_client(timeout, event_hooks=hooks) or openai.DefaultHttpxClient(event_hooks=hooks)
