@@ -377,6 +377,20 @@ def test_a_summary_the_teacher_refused_is_not_cached_and_a_cut_one_is_told(batch
             in caplog.text)
 
 
+def test_a_summary_cut_before_any_text_says_so_not_empty_content(batch_and_completion, caplog):
+    """Before: "wrote no summary (empty content)" for a reply cut at max_tokens before any text (a reasoning model
+    that spent them thinking), which did not say what to raise."""
+    from tests.servers import JSONServer
+
+    batch, _, _ = batch_and_completion
+    with JSONServer(lambda request: _chat_reply(None, "length", reasoning_content="Let me think...")) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, scoring="none", max_workers=1)
+        assert teacher.write_summaries(batch, max_new_tokens=4) == ["", ""]
+    assert (f"{server.url}/ wrote no summary (cut at max_new_tokens=4 before any text (a reasoning model may spend "
+            "them all thinking): raise the KD module's max_new_tokens (model.max_new_tokens)); not cached: asked again "
+            "next time") in caplog.text
+
+
 def test_a_teacher_base_url_that_is_not_the_api_root_is_named_not_taken_for_a_model_name(batch_and_completion):
     """Before: any 404 said "the endpoint does not serve this model name", also a base_url missing its /v1."""
     from tests.servers import JSONServer
