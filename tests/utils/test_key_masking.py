@@ -73,6 +73,8 @@ def test_the_http_clients_own_request_log_lines_mask_a_base_urls_credentials(mon
 
     monkeypatch.setattr(remote, "KEYS_IN_USE", set())
     caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpx2"):  # as the commands leave them (an earlier test may have quieted them)
+        caplog.set_level(logging.INFO, logger=name)
     reply = {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
         {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}]}
     with JSONServer(lambda request: reply) as server:
