@@ -68,6 +68,28 @@ def test_judge_base_urls_clients_reach_are_kept_as_given(url):
     assert evaluate_parser().parse_args(["--out", "o", "--judge-base-url", url]).judge_base_url == url
 
 
+@pytest.mark.parametrize("command", ["pairs", "evaluate"])
+def test_a_judge_base_url_is_read_from_the_environment_variable_env_names(capsys, monkeypatch, command):
+    """``--judge-base-url env:VAR``: a URL with user:password@ kept off the command line (``ps``), as the
+    pipeline passes one; before, only the URL itself was taken, in plain sight."""
+    parse = (lambda argv: pairs_parser().parse_args([*PAIRS, *argv])) if command == "pairs" else (
+        lambda argv: evaluate_parser().parse_args(["--out", "o", *argv]))
+    monkeypatch.setenv("SPEECHSUM_TEST_JUDGE_URL", "http://bob:hunter2@judge:8000/v1")
+    assert parse(["--judge-base-url", "env:SPEECHSUM_TEST_JUDGE_URL"]).judge_base_url == "http://bob:hunter2@judge:8000/v1"
+    for value, message in [("http://bob:hunter2@judge:99999/v1", "$SPEECHSUM_TEST_JUDGE_URL: 'http://***@judge:99999/v1' "
+                            "has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
+                            "http://judge:8000/v1"),
+                           (None, "'env:SPEECHSUM_TEST_JUDGE_URL': the environment variable SPEECHSUM_TEST_JUDGE_URL is "
+                            "not set: export the endpoint's URL in it (export SPEECHSUM_TEST_JUDGE_URL=http://...)")]:
+        if value is None:
+            monkeypatch.delenv("SPEECHSUM_TEST_JUDGE_URL")
+        else:
+            monkeypatch.setenv("SPEECHSUM_TEST_JUDGE_URL", value)
+        with pytest.raises(SystemExit):
+            parse(["--judge-base-url", "env:SPEECHSUM_TEST_JUDGE_URL"])
+        assert capsys.readouterr().err.endswith(f"error: argument --judge-base-url: {message}\n")
+
+
 @pytest.mark.parametrize(("key", "url", "message"), [
     ("sk-a b", "http://127.0.0.1:9/v1", "--api-key-env SPEECHSUM_JUDGE_KEY: the API key in $SPEECHSUM_JUDGE_KEY holds a "
      "character an HTTP header cannot carry (a space, a line end or a non-ASCII letter) at position 4: export the key "

@@ -3,7 +3,9 @@ teacher's ``base_url: http://user:password@host/v1`` in the pipeline YAML, an ML
 ``tracking_uri`` in the ``trainer.logger`` list): ``RUN/<stage>/config.yaml`` is written with them
 masked, and ``speechsum fit`` reads them back from a second ``--config``, a file only its owner can
 read (0600) in ``RUN/.state``, deleted once fit ends: on its command line they were visible to every
-user of the machine (``ps``). A rerun reads them from the user's pipeline YAML again, never from the run folder."""
+user of the machine (``ps``). So does a judging command (``pairs``, ``evaluate``) get a judge base_url with
+credentials, from its environment (:func:`judge_url_options`). A rerun reads them from the user's pipeline YAML
+again, never from the run folder."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from speechsum.utils.arguments import masked_credentials
+from speechsum.utils.arguments import masked_credentials, without_url_credentials
 
 NONE = object()  # a setting that holds no credentials
+JUDGE_URL_VARIABLE = "SPEECHSUM_JUDGE_BASE_URL"  # a judge base_url with credentials, for the command alone
 
 
 def credentials_apart(resolved: dict) -> tuple[dict, dict]:
@@ -56,3 +59,15 @@ def credentials_config(state_dir: Path, stage: str, credentials: dict) -> Iterat
         yield ["--config", name]
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def judge_url_options(ctx: Any, url: str | None) -> list[str]:
+    """``--judge-base-url`` of a judging command (none for the official API); a URL with ``user:password@``
+    goes to the command in its environment, as ``env:`` :data:`JUDGE_URL_VARIABLE` (on its command line
+    every user of the machine saw it, in ``ps``)."""
+    if not url:
+        return []
+    if without_url_credentials(url) == url:
+        return ["--judge-base-url", url]
+    ctx.secret_env[JUDGE_URL_VARIABLE] = url
+    return ["--judge-base-url", f"env:{JUDGE_URL_VARIABLE}"]

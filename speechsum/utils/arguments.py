@@ -222,7 +222,20 @@ def _unmasked_url_problem(url: object) -> str | None:
 
 def endpoint_url(text: str) -> str:
     """argparse ``type=`` of an endpoint option (``--judge-base-url``): an http(s) URL with a host
-    (:func:`base_url_problem`), as given."""
+    (:func:`base_url_problem`), as given; ``env:VARIABLE`` reads it from that environment variable (a URL
+    with ``user:password@``: on a command line every user of the machine sees it, in ``ps``)."""
+    if text.startswith("env:"):
+        variable = text[len("env:"):]
+        if not ENV_VAR_NAME.fullmatch(variable):
+            raise argparse.ArgumentTypeError(f"{text!r}: after env: write the name of an environment variable "
+                                             "holding the URL, e.g. env:SPEECHSUM_JUDGE_BASE_URL")
+        if not os.environ.get(variable, "").strip():
+            raise argparse.ArgumentTypeError(f"{text!r}: the environment variable {variable} {unset_text(variable)}: "
+                                             f"export the endpoint's URL in it (export {variable}=http://...)")
+        text = os.environ[variable]
+        if problem := base_url_problem(text):
+            raise argparse.ArgumentTypeError(f"${variable}: {problem}")
+        return text
     if problem := base_url_problem(text):
         raise argparse.ArgumentTypeError(problem)
     return text

@@ -225,3 +225,21 @@ def test_url_credentials_in_the_pipeline_yaml_are_masked_in_the_run_folder_and_o
     assert credentials == {"trainer": {"logger": [logger]},
                            "model": {"init_args": {"teacher": {"init_args": {"base_url": SECRET_URL}}}}}
     assert not Path(command[-1]).exists()  # deleted once fit ended
+
+
+def test_a_judge_base_url_with_credentials_reaches_the_judging_command_in_its_environment_not_its_arguments(tmp_path):
+    """Before: ``speechsum pairs``/``evaluate`` got it as ``--judge-base-url http://user:password@…``, which every
+    user of the machine sees in ``ps``."""
+    from speechsum.pipeline.stage_secrets import JUDGE_URL_VARIABLE, judge_url_options
+
+    (tmp_path / "logs").mkdir()
+    ctx = StageContext(tmp_path, {}, "pairs", wandb=False, verbose=False, teacher_mode=None)
+    assert judge_url_options(ctx, "http://judge:8000/v1") == ["--judge-base-url", "http://judge:8000/v1"]
+    assert judge_url_options(ctx, None) == [] and ctx.secret_env == {}
+    options = judge_url_options(ctx, SECRET_URL)
+    assert options == ["--judge-base-url", f"env:{JUDGE_URL_VARIABLE}"]
+    check = (f"import os, sys; print('child sees it:', os.environ[{JUDGE_URL_VARIABLE!r}] == {SECRET_URL!r}, "
+             "'in argv:', any('secret-pass' in a for a in sys.argv))")
+    ctx.run([sys.executable, "-c", check, *options])
+    log = (tmp_path / "logs" / "pairs.log").read_text()
+    assert "child sees it: True in argv: False" in log and "secret-pass-4711" not in log
