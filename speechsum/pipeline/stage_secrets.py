@@ -47,7 +47,10 @@ def credentials_apart(resolved: dict) -> tuple[dict, dict]:
 @contextlib.contextmanager
 def credentials_config(state_dir: Path, stage: str, credentials: dict) -> Iterator[list[str]]:
     """The ``--config FILE`` options that give ``speechsum fit`` the ``credentials`` (none when there are
-    none): FILE is created 0600 in ``state_dir`` and deleted on exit, however fit ended."""
+    none): FILE is created 0600 in ``state_dir`` and deleted on exit, however fit ended (one a killed run left
+    there goes first)."""
+    for stale in state_dir.glob(f"{stage}.credentials.*.yaml"):  # left by a run killed outright (SIGKILL, power)
+        stale.unlink(missing_ok=True)
     if not credentials:
         yield []
         return

@@ -213,7 +213,10 @@ def test_url_credentials_in_the_pipeline_yaml_are_masked_in_the_run_folder_and_o
         (tmp_path / "run" / "kd" / "checkpoints" / "last.ckpt").write_bytes(b"")
 
     monkeypatch.setattr(ctx, "run", fit)
+    stale = tmp_path / "run" / ".state" / "kd.credentials.killed.yaml"  # what a run killed outright left
+    stale.write_text("secret")
     stages.run_fit(ctx, stages.kd_teacher(ctx.config["teacher"], "remote", ""))
+    assert not stale.exists()
     stage_config = (tmp_path / "run" / "kd" / "config.yaml").read_text()
     assert "secret-pass-4711" not in stage_config and "tb-secret-99" not in stage_config
     masked = yaml.safe_load(stage_config)
