@@ -30,6 +30,22 @@ BAD_URLS = [
      "root, http://judge:8000/v1"),
     ("http://judge:8000/v1/completions", "'http://judge:8000/v1/completions' ends in /completions, which the client "
      "adds to base_url itself (it would ask /v1/completions/completions): write the API's root, http://judge:8000/v1"),
+    # before 2026-12-07 taken: the client asked /v1%20/chat/completions, or could not connect
+    ("http://judge:8000/v1 ", "'http://judge:8000/v1 ' holds a space or line end (at character 20): write the URL "
+                              "without it"),
+    (" http://judge:8000/v1", "' http://judge:8000/v1' holds a space or line end (at character 0): write the URL "
+                              "without it"),
+    # taken: every request went to /openai/v1/?api-version=2024-02-01chat/completions
+    ("https://res.openai.azure.com/openai/v1?api-version=2024-02-01", "'https://res.openai.azure.com/openai/v1?api-"
+     "version=2024-02-01' holds a query (?api-version=2024-02-01), which the client would put inside the path of every "
+     "request (it adds /chat/completions after base_url): write the API's root without it, https://res.openai.azure."
+     "com/openai/v1 (Azure OpenAI: https://RESOURCE.openai.azure.com/openai/v1/, which takes no api-version)"),
+    # "GET base_url/models lists them", copied with its route: every request went to /v1/models/chat/completions
+    ("http://judge:8000/v1/models", "'http://judge:8000/v1/models' ends in /models, the route that lists the models, "
+                                    "which the client adds to base_url itself: write the API's root, http://judge:8000/v1"),
+    # its user:password@ was shown whole, on stderr and in the pipeline's stage logs
+    ("http://bob:hunter2@judge:99999/v1", "'http://***@judge:99999/v1' has a port that is no number from 1 to 65535: "
+                                          "give the endpoint's port, e.g. http://judge:8000/v1"),
 ]
 PAIRS = ["--ckpt", "s.ckpt", "--config", "c.yaml", "--manifest", "m.jsonl", "--out", "p.jsonl", "--judge", "openai"]
 
@@ -50,6 +66,28 @@ def test_a_judge_base_url_no_client_can_reach_is_a_usage_error_naming_the_option
 def test_judge_base_urls_clients_reach_are_kept_as_given(url):
     assert pairs_parser().parse_args([*PAIRS, "--judge-base-url", url]).judge_base_url == url
     assert evaluate_parser().parse_args(["--out", "o", "--judge-base-url", url]).judge_base_url == url
+
+
+@pytest.mark.parametrize("command", ["pairs", "evaluate"])
+def test_a_judge_base_url_is_read_from_the_environment_variable_env_names(capsys, monkeypatch, command):
+    """``--judge-base-url env:VAR``: a URL with user:password@ kept off the command line (``ps``), as the
+    pipeline passes one; before, only the URL itself was taken, in plain sight."""
+    parse = (lambda argv: pairs_parser().parse_args([*PAIRS, *argv])) if command == "pairs" else (
+        lambda argv: evaluate_parser().parse_args(["--out", "o", *argv]))
+    monkeypatch.setenv("SPEECHSUM_TEST_JUDGE_URL", "http://bob:hunter2@judge:8000/v1")
+    assert parse(["--judge-base-url", "env:SPEECHSUM_TEST_JUDGE_URL"]).judge_base_url == "http://bob:hunter2@judge:8000/v1"
+    for value, message in [("http://bob:hunter2@judge:99999/v1", "$SPEECHSUM_TEST_JUDGE_URL: 'http://***@judge:99999/v1' "
+                            "has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
+                            "http://judge:8000/v1"),
+                           (None, "'env:SPEECHSUM_TEST_JUDGE_URL': the environment variable SPEECHSUM_TEST_JUDGE_URL is "
+                            "not set: export the endpoint's URL in it (export SPEECHSUM_TEST_JUDGE_URL=http://...)")]:
+        if value is None:
+            monkeypatch.delenv("SPEECHSUM_TEST_JUDGE_URL")
+        else:
+            monkeypatch.setenv("SPEECHSUM_TEST_JUDGE_URL", value)
+        with pytest.raises(SystemExit):
+            parse(["--judge-base-url", "env:SPEECHSUM_TEST_JUDGE_URL"])
+        assert capsys.readouterr().err.endswith(f"error: argument --judge-base-url: {message}\n")
 
 
 @pytest.mark.parametrize(("key", "url", "message"), [

@@ -101,6 +101,7 @@ class StageContext:
         self.resume, self.needs_finished = resume, needs_finished
         self.stop = stop or threading.Event()
         self.commands: list[str] = []
+        self.secret_env: dict[str, str] = {}  # given to its commands, never on their command lines (ps) or in logs
         self.on_output: Callable[[str], None] | None = None  # each output line (the live progress)
         self.peak_rss_gib = 0.0  # the largest of this stage's commands (and their own children)
         self.log_file = self.log_path(stage)
@@ -117,7 +118,7 @@ class StageContext:
 
     def environment(self) -> dict[str, str]:
         """The environment of this stage's commands (:func:`stage_environment`)."""
-        return stage_environment(self.threads)
+        return {**stage_environment(self.threads), **self.secret_env}
 
     def check_stop(self) -> None:
         if self.stop.is_set():

@@ -36,7 +36,7 @@ from speechsum.pipeline.config import (
 )
 from speechsum.pipeline.resume import RESUME_FOLDER, TEACHER_SERVER_URL, resume_point
 from speechsum.pipeline.sections import BENCHMARK_TEST_SPLITS
-from speechsum.pipeline.stage_secrets import credentials_apart
+from speechsum.pipeline.stage_secrets import credentials_apart, credentials_config, judge_url_options
 from speechsum.pipeline.teacher_server import SERVE_KEY_ENV, SPEECHSUM, teacher_server
 from speechsum.utils.io import atomic_path, jsonl_lines, write_atomic, write_jsonl
 
@@ -111,8 +111,9 @@ def run_fit(ctx, teacher: dict | None = None) -> list[Path]:
         delete_outputs([folder])
     path = folder / "config.yaml"
     write_atomic(path, text)
-    ctx.run([*SPEECHSUM, "fit", "--config", str(path), *credentials,
-             *(["--ckpt_path", str(checkpoint)] if checkpoint else [])])
+    with credentials_config(ctx.run_dir / ".state", stage, credentials) as secret:  # not on the command line (ps)
+        ctx.run([*SPEECHSUM, "fit", "--config", str(path), *secret,
+                 *(["--ckpt_path", str(checkpoint)] if checkpoint else [])])
     last = folder / "checkpoints" / "last.ckpt"
     if checkpoint is not None and checkpoint.parent.name == RESUME_FOLDER and not last.exists():
         # killed after its final resume checkpoint, before last.ckpt: resumed there, fit had no step left to
@@ -231,7 +232,7 @@ def run_pairs(ctx) -> list[Path]:
                "--batch-size", str(opts["batch_size"]), "--judge", "openai" if judge["kind"] == "openai" else "fact"]
     if judge["kind"] == "openai":
         command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
-        command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
+        command += judge_url_options(ctx, judge["base_url"])
     if opts["add_reference"]:
         command.append("--add-reference")
     ctx.run(command + [str(a) for a in opts["args"]])
@@ -349,7 +350,7 @@ def run_evaluate(ctx, rows: tuple[str, ...], folder: str | None = None) -> list[
     if judge["kind"] == "openai":
         metrics = ",".join(dict.fromkeys([*metrics.split(","), "llm_judge"]))
         command += ["--judge-model", judge["model"], "--api-key-env", judge["api_key_env"]]
-        command += ["--judge-base-url", judge["base_url"]] if judge["base_url"] else []
+        command += judge_url_options(ctx, judge["base_url"])
         # outside RUN/<stage> (deleted when the stage reruns): paid verdicts are never asked twice;
         # one file per stage, as the evaluation stages may run at the same time
         cache = ctx.run_dir / "evaluate_cache" / f"llm_judge_{ctx.stage}.jsonl"

@@ -62,6 +62,7 @@ from speechsum.utils.arguments import (
     positive_seconds,
 )
 from speechsum.utils.chat_json import ChatJsonAsker
+from speechsum.utils.client_logs import quiet_client_logs
 from speechsum.utils.io import (
     check_cache_path,
     check_not_above,
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    quiet_client_logs()  # one line per request otherwise (the logger is httpx2 with newer openai releases)
     args = build_parser().parse_args(argv)
     try:
         run_synth(args, progress=not args.no_progress)

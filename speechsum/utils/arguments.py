@@ -170,18 +170,33 @@ CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends t
 
 
 def base_url_problem(url: object) -> str | None:
+    """:func:`_unmasked_url_problem` with the URL's credentials masked (``http://***@host``): the message goes
+    to stderr and so to logs (the pipeline's stage logs), where a ``user:password@`` was shown whole."""
+    problem = _unmasked_url_problem(url)
+    return problem and without_url_credentials(problem)
+
+
+def _unmasked_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
-    scheme, a space inside, no host, credentials masked (``***@``: copied from a saved config, they answered
-    401 "export a valid key"), a port that is no number from 1 to 65535, a route the client adds
-    itself at its end (a request URL copied from docs: every request got a 404); None when it can be (the
-    client's own error for these was a bare "Connection error.", retried in vain, or only after sampling)."""
+    scheme, a space inside or at an end, a query (``?api-version=…``: the client put its routes after
+    it), no host, credentials masked (``***@``: copied from a saved config, they answered 401 "export a
+    valid key"), a port that is no number from 1 to 65535, a route the client adds itself (or
+    ``/v1/models``) at its end (a request URL copied from docs: every request got a 404); None when it
+    can be (the client's own error for these was a bare "Connection error.", retried in vain, or only
+    after sampling)."""
     text = str(url).strip()
     if not text.lower().startswith(("http://", "https://")):
         return (f"{str(url)!r} is not an http:// or https:// URL; write it whole, e.g. "
                 f"http://{text.split('://')[-1] or '127.0.0.1:8000/v1'}")
-    if (space := next((index for index, char in enumerate(text) if char.isspace()), None)) is not None:
+    # at either end too: the client sent it (" …/v1" unreachable, "…/v1 " asked /v1%20/chat/completions)
+    if (space := next((index for index, char in enumerate(str(url)) if char.isspace()), None)) is not None:
         return f"{str(url)!r} holds a space or line end (at character {space}): write the URL without it"
     parts = urllib.parse.urlsplit(text)
+    if parts.query:  # the client puts its routes after base_url: /v1/?api-version=…chat/completions
+        return (f"{str(url)!r} holds a query (?{parts.query}), which the client would put inside the path of every "
+                f"request (it adds /chat/completions after base_url): write the API's root without it, "
+                f"{urllib.parse.urlunsplit(parts._replace(query='', fragment=''))} (Azure OpenAI: "
+                "https://RESOURCE.openai.azure.com/openai/v1/, which takes no api-version)")
     if not parts.hostname:
         return f"{str(url)!r} names no host: write it whole, e.g. {parts.scheme}://127.0.0.1:8000/v1"
     if parts.username == "***" and parts.password is None:  # copied from a run folder (masked_credentials)
@@ -195,6 +210,9 @@ def base_url_problem(url: object) -> str | None:
         return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
                 f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
     path = parts.path.rstrip("/")
+    if path.lower().endswith("/v1/models"):  # "GET base_url/models lists them", copied with its route
+        return (f"{str(url)!r} ends in /models, the route that lists the models, which the client adds to base_url "
+                f"itself: write the API's root, {text[:text.lower().rindex('/models')]}")
     if route := next((r for r in CLIENT_ROUTES if path.lower().endswith(r) and
                       (r == "/chat/completions" or path.lower().endswith("/v1" + r))), None):
         return (f"{str(url)!r} ends in {route}, which the client adds to base_url itself (it would ask "
@@ -204,7 +222,20 @@ def base_url_problem(url: object) -> str | None:
 
 def endpoint_url(text: str) -> str:
     """argparse ``type=`` of an endpoint option (``--judge-base-url``): an http(s) URL with a host
-    (:func:`base_url_problem`), as given."""
+    (:func:`base_url_problem`), as given; ``env:VARIABLE`` reads it from that environment variable (a URL
+    with ``user:password@``: on a command line every user of the machine sees it, in ``ps``)."""
+    if text.startswith("env:"):
+        variable = text[len("env:"):]
+        if not ENV_VAR_NAME.fullmatch(variable):
+            raise argparse.ArgumentTypeError(f"{text!r}: after env: write the name of an environment variable "
+                                             "holding the URL, e.g. env:SPEECHSUM_JUDGE_BASE_URL")
+        if not os.environ.get(variable, "").strip():
+            raise argparse.ArgumentTypeError(f"{text!r}: the environment variable {variable} {unset_text(variable)}: "
+                                             f"export the endpoint's URL in it (export {variable}=http://...)")
+        text = os.environ[variable]
+        if problem := base_url_problem(text):
+            raise argparse.ArgumentTypeError(f"${variable}: {problem}")
+        return text
     if problem := base_url_problem(text):
         raise argparse.ArgumentTypeError(problem)
     return text

@@ -179,6 +179,10 @@ def no_text_notes(choice: object) -> list[str]:
     if getattr(choice, "finish_reason", None) == "content_filter":
         notes.append("stopped by the endpoint's content filter (finish_reason content_filter)")
     refusal = getattr(message, "refusal", None)
+    content = getattr(message, "content", None)
+    if not refusal and isinstance(content, list):  # content as parts: a refusal part
+        refusal = next((part.get("refusal") for part in content if isinstance(part, dict)
+                        and part.get("type") == "refusal"), None)
     if isinstance(refusal, str) and refusal.strip():
         notes.append(f"the model refused: {refusal.strip()[:120]!r}")
     if getattr(message, "tool_calls", None) or getattr(message, "function_call", None):

@@ -13,6 +13,17 @@ from speechsum.utils.redirects import redirect_loop
 CUT_OFF = ("RemoteProtocolError", "ReadError", "WriteError")  # a connection's causes once a server took it
 
 
+def proxy_refused(error: BaseException) -> bool:
+    """Whether ``error`` is a proxy's 407 (Proxy Authentication Required): answered to a request (an http://
+    base_url) or to the tunnel an https:// one needs (the client's "Connection error.", its cause a
+    ``ProxyError``). No retry ends it, and it says nothing about the endpoint behind the proxy."""
+    if getattr(error, "status_code", None) == 407:
+        return True
+    cause = error.__cause__
+    return isinstance(error, openai.APIConnectionError) and type(cause).__name__ == "ProxyError" and \
+        str(cause).startswith("407")
+
+
 def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
                     "--api-key-env") -> str:
     """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
@@ -20,6 +31,10 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
     status = getattr(error, "status_code", None)
     spent = getattr(error, "retries_spent", None)  # set by with_retries
     retried = "after every retry" if spent is None else f"after {spent[0]} attempts ({spent[1]:.1f} s of waits between)"
+    if proxy_refused(error):
+        return ("a proxy between here and the endpoint asks for credentials (407 Proxy Authentication Required): give "
+                "them in the environment's proxy URL (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY), as user:password@ before "
+                "the proxy's host, or list the endpoint's host in NO_PROXY if it is reached without the proxy")
     if status == 401:
         return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
                 "started without a key needs none)")

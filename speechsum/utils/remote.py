@@ -34,8 +34,9 @@ from speechsum.utils.arguments import (
     unset_text,
     without_url_credentials,
 )
+from speechsum.utils.client_logs import mask_client_logs
 from speechsum.utils.deadline import deadline_http_client
-from speechsum.utils.endpoint_advice import endpoint_advice
+from speechsum.utils.endpoint_advice import endpoint_advice, proxy_refused
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     PLACEHOLDER_KEY,
@@ -43,7 +44,7 @@ from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     refuse_method_changing_redirect,
     refuse_redirect_dropping_key,
 )
-from speechsum.utils.replies import EndpointError, MalformedReply, refuse_undecodable_encoding
+from speechsum.utils.replies import EndpointError, MalformedReply, refuse_undecodable_encoding, text_reply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +92,7 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
+    mask_client_logs(without_keys)  # httpx logs each request's URL at INFO, a user:password@ in it whole
     hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
     http_client = deadline_http_client(timeout, event_hooks=hooks) or openai.DefaultHttpxClient(event_hooks=hooks)
@@ -142,10 +144,14 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
 
 
 def error_text(error: BaseException) -> str:
-    """``Type: message`` of an endpoint's error; a connection error's or timeout's cause added (the
+    """``Type: message`` of an endpoint's error; the start of a status error's body that is no JSON (an HTML
+    page: whose it is) and a connection error's or timeout's cause added (the
     client says only "Connection error."; its cause says refused, unknown host, TLS…); keys masked
     (:func:`without_keys`)."""
     text = f"{type(error).__name__}: {error}"
+    body = getattr(error, "body", None)
+    if isinstance(error, openai.APIStatusError) and isinstance(body, str) and body.strip() and body.strip() not in text:
+        text += f" ({text_reply(body)})"  # "Error code: 502" alone hid whose page it was (a proxy's, a login's)
     cause = error.__cause__
     if isinstance(error, openai.APIConnectionError) and cause is not None and str(cause):
         text += f" ({type(cause).__name__}: {cause})"
@@ -190,10 +196,12 @@ def is_retryable(error: BaseException) -> bool:
     """The retry policy: transient errors (:data:`TRANSIENT_ERRORS`; HTTP 408, 429 and 5xx) are
     retried; any other error (400, 401, 403, 404, 422, …: the request or setup is wrong) is not, nor
     a 429 whose code says the account's quota is used up (OpenAI's ``insufficient_quota``: no wait
-    ends it), nor a redirect loop (:func:`redirect_loop`)."""
+    ends it), nor a redirect loop (:func:`redirect_loop`), nor a proxy's 407 (:func:`proxy_refused`)."""
     if isinstance(error, openai.RateLimitError) and getattr(error, "code", None) == "insufficient_quota":
         return False
     if redirect_loop(error):  # the same redirects again: 21 requests per attempt
+        return False
+    if proxy_refused(error):  # a proxy's 407 to an https tunnel: a "Connection error.", retried in vain
         return False
     if isinstance(error, RETRYABLE_ERRORS):
         return True

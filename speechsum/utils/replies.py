@@ -102,12 +102,37 @@ def first_choice(response: Any, endpoint: str) -> Any:
 
 
 def chat_text(response: Any, endpoint: str) -> str:
-    """The text of a chat completion's first choice ("" when the server sent none), or :class:`MalformedReply`."""
+    """The text of a chat completion's first choice ("" when the server sent none), or :class:`MalformedReply`;
+    content sent as a list of parts (some gateways and models) is read as its text parts (:func:`parts_text`)."""
     message = getattr(first_choice(response, endpoint), "message", None)
     if not isinstance(message, pydantic.BaseModel):
         raise MalformedReply(f"{endpoint}: the reply's choices[0].message is {json_type(message)}, not an object")
     content = message.content
+    if isinstance(content, list):
+        return parts_text(content, endpoint)
     if content is not None and not isinstance(content, str):
         raise MalformedReply(f"{endpoint}: the reply's choices[0].message.content is {json_type(content)}, "
-                             "not a string")
+                             "not a string or an array of parts")
     return content or ""
+
+
+def parts_text(parts: list, endpoint: str) -> str:
+    """The text of content sent as parts (``[{"type": "text", "text": "..."}, ...]``): its ``text`` parts
+    joined; other parts (``thinking``, ``reasoning``, ``refusal``, …) are no answer and are not read
+    (as ``reasoning_content`` is not). A part that is no object with a ``type``, or a text part without a
+    string ``text``, is a :class:`MalformedReply` naming it (refused whole before 2026-12-07)."""
+    texts = []
+    for index, part in enumerate(parts):
+        where = f"{endpoint}: the reply's choices[0].message.content[{index}]"
+        if not isinstance(part, dict):
+            raise MalformedReply(f"{where} is {json_type(part)}, not a content part (an object with a type)")
+        kind = part.get("type")
+        if not isinstance(kind, str):
+            raise MalformedReply(f"{where} has no type: a content part is an object such as "
+                                 '{"type": "text", "text": "..."}')
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise MalformedReply(f"{where} is a text part whose text is {json_type(part.get('text'))}, "
+                                     "not a string")
+            texts.append(part["text"])
+    return "".join(texts)

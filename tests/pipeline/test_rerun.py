@@ -182,11 +182,18 @@ def test_a_stage_command_is_logged_with_its_urls_credentials_masked(tmp_path):
 SECRET_URL = "http://teacher-user:secret-pass-4711@127.0.0.1:9/v1"
 
 
-def test_url_credentials_in_the_pipeline_yaml_are_masked_in_the_run_folder(tmp_path, monkeypatch):
-    """Before: RUN/pipeline_config.yaml and the KD stage's RUN/kd/config.yaml held the user:password@ whole;
-    ``speechsum fit`` now gets the URL on its command line (shown masked in the stage log)."""
+def test_url_credentials_in_the_pipeline_yaml_are_masked_in_the_run_folder_and_off_the_command_line(tmp_path,
+                                                                                                   monkeypatch):
+    """Before: RUN/pipeline_config.yaml and the KD stage's RUN/kd/config.yaml held the user:password@ whole; then
+    ``speechsum fit`` got the URL on its command line (seen by every user in ``ps``), and a URL inside a list (a
+    logger's) was saved whole. Now fit reads them from a second --config, 0600 in RUN/.state, deleted after."""
     teacher = {"mode": "remote", "base_url": SECRET_URL, "model": "m"}
-    config = edited_tiny(tmp_path, teacher=teacher, judge={"kind": "openai", "base_url": SECRET_URL})
+    tiny = yaml.safe_load(TINY.read_text())
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+              "init_args": {"save_dir": "s3://tb-key:tb-secret-99@logs.example/kd"}}
+    tiny["stages"]["kd"]["overrides"]["trainer"]["logger"] = [logger]
+    config = edited_tiny(tmp_path, teacher=teacher, judge={"kind": "openai", "base_url": SECRET_URL},
+                         stages=tiny["stages"])
     args = pipeline.build_parser().parse_args(["--config", str(config), "--run-dir", str(tmp_path / "run"),
                                                "--until", "benchmark"])
     assert ran(pipeline.run_pipeline(args, stand_in_stages(tmp_path / "pids"))) == ["benchmark"]
@@ -197,17 +204,45 @@ def test_url_credentials_in_the_pipeline_yaml_are_masked_in_the_run_folder(tmp_p
 
     ctx = StageContext(tmp_path / "run", load_pipeline_config(config), "kd", wandb=False, verbose=False,
                        teacher_mode="remote")
-    commands: list[list[str]] = []
+    given: list[tuple[list[str], int, dict]] = []
 
     def fit(command: list[str]) -> None:  # stands in for speechsum fit: what it is given, and its outputs
-        commands.append(command)
+        secret = Path(command[command.index(str(tmp_path / "run" / "kd" / "config.yaml")) + 2])
+        given.append((command, secret.stat().st_mode & 0o777, yaml.safe_load(secret.read_text())))
         (tmp_path / "run" / "kd" / "checkpoints").mkdir(parents=True)
         (tmp_path / "run" / "kd" / "checkpoints" / "last.ckpt").write_bytes(b"")
 
     monkeypatch.setattr(ctx, "run", fit)
+    stale = tmp_path / "run" / ".state" / "kd.credentials.killed.yaml"  # what a run killed outright left
+    stale.write_text("secret")
     stages.run_fit(ctx, stages.kd_teacher(ctx.config["teacher"], "remote", ""))
+    assert not stale.exists()
     stage_config = (tmp_path / "run" / "kd" / "config.yaml").read_text()
-    assert "secret-pass-4711" not in stage_config
-    assert yaml.safe_load(stage_config)["model"]["init_args"]["teacher"]["init_args"]["base_url"] == (
-        "http://***@127.0.0.1:9/v1")
-    assert commands[0][-2:] == ["--model.init_args.teacher.init_args.base_url", SECRET_URL]
+    assert "secret-pass-4711" not in stage_config and "tb-secret-99" not in stage_config
+    masked = yaml.safe_load(stage_config)
+    assert masked["model"]["init_args"]["teacher"]["init_args"]["base_url"] == "http://***@127.0.0.1:9/v1"
+    assert masked["trainer"]["logger"][0]["init_args"]["save_dir"] == "s3://***@logs.example/kd"
+    [(command, mode, credentials)] = given
+    assert not any("secret" in part for part in command)
+    assert command[-2] == "--config" and Path(command[-1]).parent == tmp_path / "run" / ".state" and mode == 0o600
+    assert credentials == {"trainer": {"logger": [logger]},
+                           "model": {"init_args": {"teacher": {"init_args": {"base_url": SECRET_URL}}}}}
+    assert not Path(command[-1]).exists()  # deleted once fit ended
+
+
+def test_a_judge_base_url_with_credentials_reaches_the_judging_command_in_its_environment_not_its_arguments(tmp_path):
+    """Before: ``speechsum pairs``/``evaluate`` got it as ``--judge-base-url http://user:password@…``, which every
+    user of the machine sees in ``ps``."""
+    from speechsum.pipeline.stage_secrets import JUDGE_URL_VARIABLE, judge_url_options
+
+    (tmp_path / "logs").mkdir()
+    ctx = StageContext(tmp_path, {}, "pairs", wandb=False, verbose=False, teacher_mode=None)
+    assert judge_url_options(ctx, "http://judge:8000/v1") == ["--judge-base-url", "http://judge:8000/v1"]
+    assert judge_url_options(ctx, None) == [] and ctx.secret_env == {}
+    options = judge_url_options(ctx, SECRET_URL)
+    assert options == ["--judge-base-url", f"env:{JUDGE_URL_VARIABLE}"]
+    check = (f"import os, sys; print('child sees it:', os.environ[{JUDGE_URL_VARIABLE!r}] == {SECRET_URL!r}, "
+             "'in argv:', any('secret-pass' in a for a in sys.argv))")
+    ctx.run([sys.executable, "-c", check, *options])
+    log = (tmp_path / "logs" / "pairs.log").read_text()
+    assert "child sees it: True in argv: False" in log and "secret-pass-4711" not in log

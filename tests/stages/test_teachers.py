@@ -199,6 +199,14 @@ BROKEN_REPLIES = {  # (scoring, how the reply is broken, what the error names); 
                      "prompt), so every score would be one position off: serve the teacher with a server that scores "
                      "token-id prompts as sent (vLLM, speechsum serve), or turn off its BOS token (add_bos_token: "
                      "false in the served tokenizer's config)"),
+    # tokens written after those sent (a server that does not honour max_tokens=0): before, read as a good reply
+    "past the end": ("echo", lambda r, c, lp, pl: [lp[key].append(value) for key, value in (
+        ("tokens", "token_id:3"), ("token_logprobs", -0.5), ("top_logprobs", {"token_id:3": -0.5}))],
+                     "the reply echoes 6 tokens, 1 more than the 5 sent: the server generated after them (it did not "
+                     "honour max_tokens=0 with echo), so its reply is not the scores of the text sent"),
+    "scores past the end": ("echo", lambda r, c, lp, pl: lp["token_logprobs"].append(-0.5),
+                            "logprobs.token_logprobs has 6 entries, 1 more than the 5 tokens echoed: its scores do not "
+                            "line up with the tokens"),
     "pl other prompt": ("prompt_logprobs", lambda r, c, lp, pl: pl.__setitem__(1, {"42": {"logprob": -1.0}}),
                         "prompt_logprobs[1] does not score prompt token 1 of 3 sent (6): the server scored other "
                         "tokens than those sent, so its scores are not the teacher's for this text"),
@@ -367,6 +375,20 @@ def test_a_summary_the_teacher_refused_is_not_cached_and_a_cut_one_is_told(batch
             "again next time") in caplog.text
     assert (f"{server.url}/: a summary the teacher wrote was cut at max_new_tokens=4 (finish_reason length)"
             in caplog.text)
+
+
+def test_a_summary_cut_before_any_text_says_so_not_empty_content(batch_and_completion, caplog):
+    """Before: "wrote no summary (empty content)" for a reply cut at max_tokens before any text (a reasoning model
+    that spent them thinking), which did not say what to raise."""
+    from tests.servers import JSONServer
+
+    batch, _, _ = batch_and_completion
+    with JSONServer(lambda request: _chat_reply(None, "length", reasoning_content="Let me think...")) as server:
+        teacher = OpenAICompatibleTeacher("m", base_url=server.url, scoring="none", max_workers=1)
+        assert teacher.write_summaries(batch, max_new_tokens=4) == ["", ""]
+    assert (f"{server.url}/ wrote no summary (cut at max_new_tokens=4 before any text (a reasoning model may spend "
+            "them all thinking): raise the KD module's max_new_tokens (model.max_new_tokens)); not cached: asked again "
+            "next time") in caplog.text
 
 
 def test_a_teacher_base_url_that_is_not_the_api_root_is_named_not_taken_for_a_model_name(batch_and_completion):

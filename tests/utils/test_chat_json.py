@@ -80,7 +80,11 @@ WRONG_SHAPES = {  # 200 bodies that are no chat completion, and what the error n
     "error object": ({"error": {"message": "internal"}}, "an error instead of choices: {'message': 'internal'}"),
     "message a string": ({"choices": [{"index": 0, "message": "hi"}]}, "choices[0].message is a string"),
     "content a list": ({"choices": [{"index": 0, "message": {"role": "assistant", "content": [{"text": "x"}]}}]},
-                       "choices[0].message.content is an array"),
+                       "choices[0].message.content[0] has no type: a content part is an object such as"),
+    "content a number": ({"choices": [{"index": 0, "message": {"role": "assistant", "content": 7}}]},
+                         "choices[0].message.content is a number, not a string or an array of parts"),
+    "text part not text": ({"choices": [{"index": 0, "message": {"role": "assistant", "content": [
+        {"type": "text", "text": None}]}}]}, "choices[0].message.content[0] is a text part whose text is null"),
     "an array": ([1, 2], "the reply is an array"),
     "choices an object": ({"choices": {"0": {}}}, "choices is an object"),
     # bodies the client cannot decode: a bare UnicodeDecodeError before (not retried, no endpoint named)
@@ -103,3 +107,22 @@ def test_chat_json_asker_asks_again_then_fails_cleanly_on_wrongly_shaped_replies
         strict = ChatJsonAsker(openai_client(server.url), "m", request_attempts=1, give_up_after_retries=False)
         with pytest.raises(MalformedReply, match=re.escape(what)):
             strict.ask(MESSAGES, _parse_number)
+
+
+def _parts_reply(*parts: dict) -> dict:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": list(parts)}}]}
+
+
+def test_content_sent_as_parts_is_read_from_its_text_parts():
+    """Before: a gateway's content as a list of parts was refused as malformed, asked again, then given up."""
+    thinking = {"type": "thinking", "thinking": [{"type": "text", "text": '{"n": 1}'}]}  # reasoning: never the answer
+    reply = _parts_reply(thinking, {"type": "text", "text": '{"n": '}, {"type": "text", "text": "7}"})
+    with JSONServer(lambda request: reply) as server:
+        answer = ChatJsonAsker(openai_client(server.url), "m", request_attempts=2).ask(MESSAGES, _parse_number)
+    assert (answer.value, answer.attempts, server.requests) == (7, 1, 1)
+    refused = _parts_reply({"type": "refusal", "refusal": "I cannot help with that."})
+    with JSONServer(lambda request: refused) as server:
+        answer = ChatJsonAsker(openai_client(server.url), "m", parse_attempts=1).ask(MESSAGES, _parse_number)
+    assert answer.value is None and answer.error == ("malformed answer after 1 attempts: no integer 'n' in '' (the "
+                                                     "model refused: 'I cannot help with that.')")

@@ -3,6 +3,8 @@ only where it stands alone, so the message stays readable ("E***pecting value" b
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from speechsum.utils import remote
@@ -61,3 +63,24 @@ def test_a_base_url_with_credentials_is_masked_in_every_endpoint_message(monkeyp
     assert "hunter2" not in str(summary.value)
     assert str(summary.value).startswith(f"http://***@127.0.0.1:{port}/v1/: the judge refused all 1 requests (the "
                                          "first: request failed: MalformedReply:")
+
+
+def test_the_http_clients_own_request_log_lines_mask_a_base_urls_credentials(monkeypatch, caplog):
+    """httpx (httpx2 with newer openai releases) logs each request at INFO, which ``speechsum pairs``, ``evaluate``
+    and ``synth`` show: "HTTP Request: POST http://bob:hunter2@host/v1/chat/completions" went whole into their
+    output and the pipeline's stage logs."""
+    from tests.servers import JSONServer
+
+    monkeypatch.setattr(remote, "KEYS_IN_USE", set())
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpx2"):  # as the commands leave them (an earlier test may have quieted them)
+        caplog.set_level(logging.INFO, logger=name)
+    reply = {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}]}
+    with JSONServer(lambda request: reply) as server:
+        client = remote.openai_client(server.url.replace("http://", "http://bob:hunter2@"))
+        assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+    lines = [record.getMessage() for record in caplog.records]
+    port = server.url.split(":")[2].split("/")[0]
+    assert f'HTTP Request: POST http://***@127.0.0.1:{port}/v1/chat/completions "HTTP/1.1 200 OK"' in lines
+    assert not [line for line in lines if "hunter2" in line]

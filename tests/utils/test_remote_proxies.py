@@ -7,13 +7,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
 
-from speechsum.utils.remote import openai_client
-from tests.servers import JSONServer, RawServer
+from speechsum.utils.remote import endpoint_error_text, openai_client, with_retries
+from tests.servers import JSONServer, RawServer, ThreadedServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 REMOTE = "http://speechsum-proxy-test.invalid:8000/v1"  # a host only the proxy "reaches"
@@ -103,3 +103,53 @@ def test_a_proxy_the_client_cannot_use_is_said_and_skipped(proxy_env, caplog, pr
     warned = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("remote clients: the environment's proxy for all:// cannot be "
                                                      "used (") and warned[0].endswith("); those requests go direct")
+
+
+class AuthenticatingProxy(ThreadedServer):
+    """A forward proxy that answers every request, and every CONNECT (the tunnel of an https:// URL), with 407
+    Proxy Authentication Required; ``asked``: how many it was sent."""
+
+    def __init__(self) -> None:
+        owner = self
+        self.asked = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def refuse(self) -> None:
+                owner.asked += 1
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                page = b"<html><body>Proxy Authentication Required</body></html>"
+                self.send_response(407)
+                self.send_header("Proxy-Authenticate", 'Basic realm="corp"')
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            do_CONNECT = do_POST = refuse  # noqa: N815
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(server)
+        self.address = f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("remote", [REMOTE, "https://speechsum-proxy-test.invalid/v1"])
+def test_a_proxys_407_is_named_with_what_to_set_and_not_retried(proxy_env, remote):
+    """Before: "check its URL, the model name, and the API key" (http), or "Connection error." retried as
+    unreachable (https, whose tunnel the proxy refused): neither said that a proxy wants credentials."""
+    with AuthenticatingProxy() as proxy:
+        proxy_env("HTTP_PROXY", proxy.address)
+        proxy_env("HTTPS_PROXY", proxy.address)
+        client = openai_client(remote)
+        with pytest.raises(openai.OpenAIError) as error:
+            with_retries(lambda: _chat(client), attempts=3, backoff_seconds=0.01)
+    assert proxy.asked == 1
+    text = endpoint_error_text(error.value)
+    assert text.startswith(f"the endpoint {remote}/chat/completions failed (") and text.endswith(
+        "); a proxy between here and the endpoint asks for credentials (407 Proxy Authentication Required): give "
+        "them in the environment's proxy URL (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY), as user:password@ before the "
+        "proxy's host, or list the endpoint's host in NO_PROXY if it is reached without the proxy, then rerun")

@@ -11,11 +11,12 @@ import json
 import zlib
 from http.server import BaseHTTPRequestHandler
 
+import openai
 import pytest
 
 from speechsum.utils import deadline
 from speechsum.utils.chat_json import ChatJsonAsker
-from speechsum.utils.remote import endpoint_error_text, openai_client, with_retries
+from speechsum.utils.remote import endpoint_error_text, error_text, openai_client, with_retries
 from tests.servers import JSONServer, RawServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -64,10 +65,10 @@ def test_a_reply_within_the_limit_is_read(monkeypatch):
         assert _chat(server.url).choices[0].message.content == "ok"
 
 
-def text_answer(content_type: str, text: str):
+def text_answer(content_type: str, text: str, status: int = 200):
     def respond(handler: BaseHTTPRequestHandler, body: bytes) -> None:
         data = text.encode()
-        handler.send_response(200)
+        handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
@@ -100,6 +101,16 @@ def test_a_reply_that_is_text_says_what_it_is(content_type, text, what):
             MESSAGES, json.loads)
     assert answer.value is None and len(server.targets) == 2  # retried as malformed, then given up
     assert answer.error == f"request failed: MalformedReply: {server.url}/: {what}"
+
+
+@pytest.mark.parametrize("status, kind", [(502, "InternalServerError"), (403, "PermissionDeniedError")])
+def test_an_error_status_whose_body_is_a_page_says_whose_page_it_is(status, kind):
+    """Before: only "Error code: 502": whose page answered (a gateway's, a login's) was not said."""
+    with RawServer(text_answer("text/html", LOGIN_PAGE, status)) as server:
+        with pytest.raises(openai.APIStatusError) as error:
+            _chat(server.url)
+    page = "an HTML page, starting '<!DOCTYPE html> <html> <head><title>Sign in</title></head> <body>Corporate login…'"
+    assert error_text(error.value) == f"{kind}: Error code: {status} ({page})"
 
 
 def compressed_answer(coding: str, data: bytes):

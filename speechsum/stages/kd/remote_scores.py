@@ -29,6 +29,9 @@ NO_SCORES = ("; token-level KD needs a server that scores supplied text (echo + 
 ADDED_BOS = (" (a BOS token its tokenizer adds to every prompt), so every score would be one position off: serve "
              "the teacher with a server that scores token-id prompts as sent (vLLM, speechsum serve), or turn off its "
              "BOS token (add_bos_token: false in the served tokenizer's config)")
+PAST_THE_END = (": the server generated after them (it did not honour max_tokens=0 with echo), so its reply is not "
+                "the scores of the text sent: serve the teacher with vLLM or speechsum serve, which score a prompt "
+                "without generating")
 OTHER_TOKENS = ": the server scored other tokens than those sent, so its scores are not the teacher's for this text"
 Scores = tuple[list[float], list[list[tuple[int, float]]]]  # token log-probs, top-k [(id, log-prob)] best first
 
@@ -123,9 +126,12 @@ def check_echoed(tokens: list[Any], endpoint: str, prompt: list[int], completion
     token the server put in front of them (a BOS its tokenizer adds), which would shift every score."""
     sent = prompt + completion
     names = [f"token_id:{token}" for token in sent]
-    if tokens[: len(sent)] == names:
-        return
     added = len(tokens) - len(sent)
+    if tokens[: len(sent)] == names:
+        if added > 0:  # tokens it wrote after them (max_tokens=0 not honoured): read before as scores of nothing sent
+            raise EndpointError(f"{endpoint}: the reply echoes {len(tokens)} tokens, {added} more than the {len(sent)} "
+                                f"sent{PAST_THE_END}")
+        return
     if added > 0 and tokens[added:] == names:
         shown = ", ".join(str(token) for token in tokens[:added])
         raise EndpointError(f"{endpoint}: the server put {shown} in front of the {len(sent)} tokens sent{ADDED_BOS}")
@@ -150,6 +156,10 @@ def echo_scores(choice: Any, endpoint: str, prompt: list[int], completion: list[
     check_echoed(logprobs.tokens, endpoint, prompt, completion)
     for name in ("token_logprobs", "top_logprobs"):
         values = getattr(logprobs, name, None)
+        if isinstance(values, list) and len(values) > end:  # entries for no token sent: the lists do not line up
+            raise EndpointError(f"{endpoint}: logprobs.{name} has {len(values)} entries, {len(values) - end} more than "
+                                f"the {end} tokens echoed: its scores do not line up with the tokens, so none can be read by "
+                                "position; serve the teacher with vLLM or speechsum serve")
         if not isinstance(values, list) or len(values) < end:
             shown = f"has {len(values)} entries" if isinstance(values, list) else f"is {json_type(values)}"
             raise EndpointError(f"{endpoint}: logprobs.{name} {shown}; the {end} echoed tokens need one each{NO_SCORES}")

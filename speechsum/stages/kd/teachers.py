@@ -351,7 +351,11 @@ class OpenAICompatibleTeacher(Teacher):
 
             summary, choice = self._call(ask)
             if not summary:  # a refusal or a tool call: not cached, so a rerun asks again
-                why = "; ".join(no_text_notes(choice)) or "empty content"
+                notes = no_text_notes(choice)
+                if not notes and getattr(choice, "finish_reason", None) == "length":  # said "empty content"
+                    notes = [f"cut at max_new_tokens={max_new_tokens} before any text (a reasoning model may spend "
+                             "them all thinking): raise the KD module's max_new_tokens (model.max_new_tokens)"]
+                why = "; ".join(notes) or "empty content"
                 LOG.warning("%s wrote no summary (%s); not cached: asked again next time", endpoint, why)
                 return summary
             if getattr(choice, "finish_reason", None) == "length":
