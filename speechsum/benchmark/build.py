@@ -180,6 +180,20 @@ def usable_workers(workers: int, say: Callable[[str], None] | None = None) -> in
     return most
 
 
+def check_replaceable(out: Path) -> None:
+    """Refuse ``--overwrite`` of a non-empty folder that no build wrote (no ``benchmark.json`` with a
+    ``version``): ``--out ~/data --overwrite`` deleted the user's files with the old folder."""
+    summary = out / "benchmark.json"
+    try:
+        built = isinstance(loaded := json.loads(summary.read_text(encoding="utf-8")), dict) and "version" in loaded
+    except (OSError, ValueError):  # missing, unreadable, not JSON
+        built = False
+    if not built:
+        raise FileExistsError(f"{out} is not empty and is not a benchmark folder (no {summary.name} a build wrote): "
+                              "--overwrite replaces only a folder `speechsum benchmark build` wrote, never other "
+                              "files; give a new or empty --out, or remove that folder yourself")
+
+
 def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, workers: int = 2,
                     documents: dict[str, int] | None = None, instructions: dict[str, int] | None = None,
                     world: str = "full", overwrite: bool = False, progress: bool = True) -> dict:
@@ -189,8 +203,10 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
 
     out = Path(out)
     plan = resolve_plan(size, documents, instructions)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        check_replaceable(out)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     workers = usable_workers(workers)

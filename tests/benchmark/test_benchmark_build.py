@@ -354,3 +354,20 @@ def test_cli_build_removes_what_a_killed_build_of_the_same_out_left(tmp_path, mo
           "--test-xling-docs", "1"])
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "bench"]
+
+
+ONE_DOC_EACH = {"train": 1, "val": 1, "test": 1, "test_unseen": 1, "test_xling": 1}
+
+
+def test_overwrite_replaces_a_build_but_never_a_folder_of_other_files(tmp_path):
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious\n")
+    with pytest.raises(FileExistsError, match=r"mydata is not empty and is not a benchmark folder.*--out"):
+        bench.build_benchmark(mine, size="tiny", workers=1, documents=ONE_DOC_EACH, overwrite=True, progress=False)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]  # it was deleted with the old folder
+    built = tmp_path / "bench"
+    bench.build_benchmark(built, size="tiny", seed=0, workers=1, documents=ONE_DOC_EACH, progress=False)
+    bench.build_benchmark(built, size="tiny", seed=1, workers=1, documents=ONE_DOC_EACH, overwrite=True,
+                          progress=False)
+    assert json.loads((built / "benchmark.json").read_text())["seed"] == 1
