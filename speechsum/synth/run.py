@@ -298,14 +298,16 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
         examples = examples[: args.limit]
     out = Path(args.out)
     client = openai_client(args.base_url, api_key_env=args.api_key_env, timeout=args.timeout)
-    with JsonlCache(cache_file) as cache:
-        synthesizer = Synthesizer(settings, client, cache, progress=progress)
-        try:
-            rows = synthesizer.run(examples, out.parent)
-        except Exception as error:
-            if (stop := endpoint_failure("speechsum synth", client, args.api_key_env, error, cache_file)) is None:
-                raise
-            raise stop from error
+    cache = JsonlCache(cache_file)
+    synthesizer = Synthesizer(settings, client, cache, progress=progress)
+    try:
+        rows = synthesizer.run(examples, out.parent)
+    except Exception as error:
+        if (stop := endpoint_failure("speechsum synth", client, args.api_key_env, error, cache_file)) is None:
+            raise
+        raise stop from error
+    finally:
+        cache.discard_if_unused()  # nothing asked yet: no empty cache left for the message to name
     counts = synthesizer.counts
     if examples and not rows and not counts["asked"] and not counts["cached"] and synthesizer.first_failure:
         # no ask succeeded: a wrong --model or endpoint fails every one alike

@@ -217,6 +217,21 @@ def test_a_model_the_endpoint_does_not_serve_fails_the_run_not_every_example_sil
     assert message.startswith("speechsum synth: no example written: ") and f"none of the {RECORDINGS} recordings" in message
     assert "check --model 'scripted' and --base-url" in message
     assert not out.exists() and not stats_path(out).exists() and SECRET not in message
+    assert not out.parent.exists()  # nor the empty cache (out/train.jsonl.cache/synth.jsonl) it once left
+
+
+def test_a_run_stopped_before_any_answer_leaves_no_empty_cache_but_keeps_one_it_wrote_to(tmp_path, recordings,
+                                                                                         monkeypatch):
+    monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
+    out, cache = tmp_path / "out" / "train.jsonl", tmp_path / "kept" / "cache.jsonl"
+    with JSONServer(lambda request: {"choices": []}) as server, pytest.raises(SystemExit, match="rerun"):
+        synth(server.url, recordings, out, "--cache", str(cache))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # neither out/ nor kept/cache.jsonl, both empty
+    cache.parent.mkdir()
+    cache.write_text('{"key": "k", "value": {"value": 1}}\n', encoding="utf-8")
+    with JSONServer(lambda request: {"choices": []}) as server, pytest.raises(SystemExit, match="rerun"):
+        synth(server.url, recordings, out, "--cache", str(cache))
+    assert cache.read_text(encoding="utf-8") == '{"key": "k", "value": {"value": 1}}\n'  # another run's: kept
 
 
 def test_bad_input_line_names_file_and_line(tmp_path, recordings):
