@@ -203,6 +203,9 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
 
     out = Path(out)
     plan = resolve_plan(size, documents, instructions)
+    if Path.cwd().is_relative_to(out.resolve()):  # '.' failed after the whole build ("has an empty name")
+        raise ValueError(f"--out {out} is the current folder or holds it: the build is renamed into place, replacing "
+                         "that folder whole; give a new folder such as --out bench, or run from outside it")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")

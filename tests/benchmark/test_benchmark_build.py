@@ -371,3 +371,13 @@ def test_overwrite_replaces_a_build_but_never_a_folder_of_other_files(tmp_path):
     bench.build_benchmark(built, size="tiny", seed=1, workers=1, documents=ONE_DOC_EACH, overwrite=True,
                           progress=False)
     assert json.loads((built / "benchmark.json").read_text())["seed"] == 1
+
+
+@pytest.mark.parametrize("out", [".", "..", "sub/.."])
+def test_an_out_that_is_or_holds_the_current_folder_is_refused_before_the_build(tmp_path, monkeypatch, out):
+    """``--out .`` built every document, then failed with "PosixPath('.') has an empty name"."""
+    (tmp_path / "here" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(ValueError, match=rf"^--out {re.escape(out)} is the current folder or holds it: .* --out bench"):
+        bench.build_benchmark(out, size="tiny", workers=1, documents=ONE_DOC_EACH, overwrite=True, progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["here", "sub"]  # nothing built, nothing left
