@@ -194,6 +194,22 @@ def check_replaceable(out: Path) -> None:
                               "files; give a new or empty --out, or remove that folder yourself")
 
 
+def check_voices(langs: set[str]) -> None:
+    """Refuse, before the first document, an espeak-ng install that lacks a voice the documents of
+    ``langs`` draw from: the build stopped at the first document that drew it, advising a voice name
+    the build takes no option for."""
+    from speechsum.benchmark import documents
+    from speechsum.benchmark.tts import voice_exists
+
+    missing = [voice for lang in sorted(langs) for voice in documents.VOICES[lang] if not voice_exists(voice)]
+    if missing:
+        import espeakng_loader
+
+        raise FileNotFoundError(f"espeak-ng (data {espeakng_loader.get_data_path()}) has no voice {', '.join(missing)}, which "
+                           "the benchmark's speakers use; nothing was built: reinstall its voice data with "
+                           "`pip install --force-reinstall espeakng-loader`")
+
+
 def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, workers: int = 2,
                     documents: dict[str, int] | None = None, instructions: dict[str, int] | None = None,
                     world: str = "full", overwrite: bool = False, progress: bool = True) -> dict:
@@ -218,6 +234,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
     start = time.perf_counter()
     tasks = [(split, i, seed, plan[split].instructions, world)
              for split in ALL_SPLITS for i in range(plan[split].documents)]
+    check_voices({doc_language_and_genre(split, i)[0] for split, i, *_ in tasks})
     written = [split for split in ALL_SPLITS if split in SPLITS or plan[split].documents]
     summaries: list[dict] = []
 

@@ -381,3 +381,13 @@ def test_an_out_that_is_or_holds_the_current_folder_is_refused_before_the_build(
     with pytest.raises(ValueError, match=rf"^--out {re.escape(out)} is the current folder or holds it: .* --out bench"):
         bench.build_benchmark(out, size="tiny", workers=1, documents=ONE_DOC_EACH, overwrite=True, progress=False)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["here", "sub"]  # nothing built, nothing left
+
+
+def test_a_voice_espeak_lacks_is_refused_before_the_first_document(tmp_path, monkeypatch):
+    """It stopped at the first document drawing it, advising a voice name no build option takes."""
+    from speechsum.benchmark import documents
+
+    monkeypatch.setitem(documents.VOICES, "en", ("en-us", "en-us+nope", "en-us+f3", "en-us+m7"))
+    with pytest.raises(FileNotFoundError, match=r"has no voice en-us\+nope, which .* nothing was built: reinstall"):
+        bench.build_benchmark(tmp_path / "out", size="tiny", workers=1, documents=ONE_DOC_EACH, progress=False)
+    assert list(tmp_path.iterdir()) == []
