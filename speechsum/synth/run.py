@@ -275,6 +275,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     """The whole job (``main`` without argument parsing); returns the stats it wrote."""
     started = time.monotonic()
     check_output_path(args.out, "--out")  # not after the paid LLM calls
+    check_output_path(stats_path(Path(args.out)), "--out's stats file")  # a folder there: after them, --out written
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
     check_not_an_input(stats_path(Path(args.out)), "--out", [("--manifest", args.manifest)],
                        "the stats file written beside --out (<out stem>.stats.json) would replace that input")

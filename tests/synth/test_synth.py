@@ -220,20 +220,6 @@ def test_a_model_the_endpoint_does_not_serve_fails_the_run_not_every_example_sil
     assert not out.parent.exists()  # nor the empty cache (out/train.jsonl.cache/synth.jsonl) it once left
 
 
-def test_a_run_stopped_before_any_answer_leaves_no_empty_cache_but_keeps_one_it_wrote_to(tmp_path, recordings,
-                                                                                         monkeypatch):
-    monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
-    out, cache = tmp_path / "out" / "train.jsonl", tmp_path / "kept" / "cache.jsonl"
-    with JSONServer(lambda request: {"choices": []}) as server, pytest.raises(SystemExit, match="rerun"):
-        synth(server.url, recordings, out, "--cache", str(cache))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # neither out/ nor kept/cache.jsonl, both empty
-    cache.parent.mkdir()
-    cache.write_text('{"key": "k", "value": {"value": 1}}\n', encoding="utf-8")
-    with JSONServer(lambda request: {"choices": []}) as server, pytest.raises(SystemExit, match="rerun"):
-        synth(server.url, recordings, out, "--cache", str(cache))
-    assert cache.read_text(encoding="utf-8") == '{"key": "k", "value": {"value": 1}}\n'  # another run's: kept
-
-
 def test_bad_input_line_names_file_and_line(tmp_path, recordings):
     lines = recordings.read_text().splitlines()
     record = json.loads(lines[2])
@@ -410,3 +396,4 @@ def test_an_out_whose_stats_file_is_the_input_manifest_is_refused_before_any_cal
                                "--out (<out stem>.stats.json) would replace that input; give another --out path")
     assert manifest.read_text() == original
     assert sorted(p.name for p in manifest.parent.iterdir()) == ["rec.stats.json"]
+
