@@ -218,6 +218,8 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
     from tqdm import tqdm
 
     out = Path(out)
+    if out.is_symlink():  # build where it points: renaming into place replaced the link, left '.OUT.old-*' beside it
+        out = Path(os.path.realpath(out))
     plan = resolve_plan(size, documents, instructions)
     if Path.cwd().is_relative_to(out.resolve()):  # '.' failed after the whole build ("has an empty name")
         raise ValueError(f"--out {out} is the current folder or holds it: the build is renamed into place, replacing "

@@ -359,7 +359,7 @@ def test_cli_build_removes_what_a_killed_build_of_the_same_out_left(tmp_path, mo
 ONE_DOC_EACH = {"train": 1, "val": 1, "test": 1, "test_unseen": 1, "test_xling": 1}
 
 
-def test_overwrite_replaces_a_build_but_never_a_folder_of_other_files(tmp_path):
+def test_overwrite_replaces_a_build_where_out_points_but_never_a_folder_of_other_files(tmp_path):
     mine = tmp_path / "mydata"
     mine.mkdir()
     (mine / "notes.txt").write_text("precious\n")
@@ -371,6 +371,11 @@ def test_overwrite_replaces_a_build_but_never_a_folder_of_other_files(tmp_path):
     bench.build_benchmark(built, size="tiny", seed=1, workers=1, documents=ONE_DOC_EACH, overwrite=True,
                           progress=False)
     assert json.loads((built / "benchmark.json").read_text())["seed"] == 1
+    (tmp_path / "link").symlink_to(built)  # an --out that links to a build (on a larger disk): rebuilt where it points
+    bench.build_benchmark(tmp_path / "link", size="tiny", seed=2, workers=1, documents=ONE_DOC_EACH, overwrite=True,
+                          progress=False)
+    assert (tmp_path / "link").is_symlink() and json.loads((built / "benchmark.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "link", "mydata"]  # no '.link.old-*' left
 
 
 @pytest.mark.parametrize("out", [".", "..", "sub/.."])
