@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=at_least(1, MAX_TOKENS), default=256, help="longest sampled summary in tokens (256)")
     parser.add_argument("--batch-size", type=at_least(1, MAX_BATCH), default=8, help="examples per generation batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device for sampling (default: cuda if available)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    # torch.manual_seed's range: a larger seed was a traceback after the checkpoint had loaded
+    parser.add_argument("--seed", type=at_least(-(2**63), 2**64 - 1), default=0,
+                        help="sampling seed, -2**63 to 2**64-1 (default 0)")
     parser.add_argument("--judge", choices=["fact", "openai"], default="fact",
                         help="fact: the bundled benchmark's offline fact judge (needs meta.facts); "
                         "openai: an LLM judge through an OpenAI-compatible endpoint (default fact)")

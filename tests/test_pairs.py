@@ -221,6 +221,16 @@ def test_the_fact_judge_on_data_without_meta_is_refused_before_sampling(tmp_path
         build_parser().parse_args([*argv, "--num-samples", "1"])
 
 
+def test_a_seed_torch_cannot_take_is_a_usage_error_naming_seed(capsys):
+    """``--seed 18446744073709551616`` was torch.manual_seed's ValueError traceback after the model loaded."""
+    argv = ["--ckpt", "s.ckpt", "--config", "s.yaml", "--manifest", "m.jsonl", "--out", "p.jsonl"]
+    assert build_parser().parse_args([*argv, "--seed", "-1"]).seed == -1  # torch takes it: still accepted
+    for seed in (str(2**64), str(-(2**63) - 1)):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, "--seed", seed])
+        assert "argument --seed: must be at " in capsys.readouterr().err
+
+
 def test_manifest_records_keep_line_separator_characters_in_strings(tmp_path):
     """A valid manifest whose strings hold U+2028/U+2029/U+0085 unescaped: read whole, not split."""
     from speechsum.data.manifest import loaded_records

@@ -180,6 +180,36 @@ def usable_workers(workers: int, say: Callable[[str], None] | None = None) -> in
     return most
 
 
+def check_replaceable(out: Path) -> None:
+    """Refuse ``--overwrite`` of a non-empty folder that no build wrote (no ``benchmark.json`` with a
+    ``version``): ``--out ~/data --overwrite`` deleted the user's files with the old folder."""
+    summary = out / "benchmark.json"
+    try:
+        built = isinstance(loaded := json.loads(summary.read_text(encoding="utf-8")), dict) and "version" in loaded
+    except (OSError, ValueError):  # missing, unreadable, not JSON
+        built = False
+    if not built:
+        raise FileExistsError(f"{out} is not empty and is not a benchmark folder (no {summary.name} a build wrote): "
+                              "--overwrite replaces only a folder `speechsum benchmark build` wrote, never other "
+                              "files; give a new or empty --out, or remove that folder yourself")
+
+
+def check_voices(langs: set[str]) -> None:
+    """Refuse, before the first document, an espeak-ng install that lacks a voice the documents of
+    ``langs`` draw from: the build stopped at the first document that drew it, advising a voice name
+    the build takes no option for."""
+    from speechsum.benchmark import documents
+    from speechsum.benchmark.tts import voice_exists
+
+    missing = [voice for lang in sorted(langs) for voice in documents.VOICES[lang] if not voice_exists(voice)]
+    if missing:
+        import espeakng_loader
+
+        raise FileNotFoundError(f"espeak-ng (data {espeakng_loader.get_data_path()}) has no voice {', '.join(missing)}, which "
+                           "the benchmark's speakers use; nothing was built: reinstall its voice data with "
+                           "`pip install --force-reinstall espeakng-loader`")
+
+
 def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, workers: int = 2,
                     documents: dict[str, int] | None = None, instructions: dict[str, int] | None = None,
                     world: str = "full", overwrite: bool = False, progress: bool = True) -> dict:
@@ -188,9 +218,16 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
     from tqdm import tqdm
 
     out = Path(out)
+    if out.is_symlink():  # build where it points: renaming into place replaced the link, left '.OUT.old-*' beside it
+        out = Path(os.path.realpath(out))
     plan = resolve_plan(size, documents, instructions)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if Path.cwd().is_relative_to(out.resolve()):  # '.' failed after the whole build ("has an empty name")
+        raise ValueError(f"--out {out} is the current folder or holds it: the build is renamed into place, replacing "
+                         "that folder whole; give a new folder such as --out bench, or run from outside it")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        check_replaceable(out)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     workers = usable_workers(workers)
@@ -199,6 +236,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
     start = time.perf_counter()
     tasks = [(split, i, seed, plan[split].instructions, world)
              for split in ALL_SPLITS for i in range(plan[split].documents)]
+    check_voices({doc_language_and_genre(split, i)[0] for split, i, *_ in tasks})
     written = [split for split in ALL_SPLITS if split in SPLITS or plan[split].documents]
     summaries: list[dict] = []
 

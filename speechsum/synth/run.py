@@ -276,6 +276,7 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
     """The whole job (``main`` without argument parsing); returns the stats it wrote."""
     started = time.monotonic()
     check_output_path(args.out, "--out")  # not after the paid LLM calls
+    check_output_path(stats_path(Path(args.out)), "--out's stats file")  # a folder there: after them, --out written
     check_not_an_input(args.out, "--out", [("--manifest", args.manifest)])
     check_not_an_input(stats_path(Path(args.out)), "--out", [("--manifest", args.manifest)],
                        "the stats file written beside --out (<out stem>.stats.json) would replace that input")
@@ -299,14 +300,16 @@ def run_synth(args: argparse.Namespace, progress: bool = True) -> dict:
         examples = examples[: args.limit]
     out = Path(args.out)
     client = openai_client(args.base_url, api_key_env=args.api_key_env, timeout=args.timeout)
-    with JsonlCache(cache_file) as cache:
-        synthesizer = Synthesizer(settings, client, cache, progress=progress)
-        try:
-            rows = synthesizer.run(examples, out.parent)
-        except Exception as error:
-            if (stop := endpoint_failure("speechsum synth", client, args.api_key_env, error, cache_file)) is None:
-                raise
-            raise stop from error
+    cache = JsonlCache(cache_file)
+    synthesizer = Synthesizer(settings, client, cache, progress=progress)
+    try:
+        rows = synthesizer.run(examples, out.parent)
+    except Exception as error:
+        if (stop := endpoint_failure("speechsum synth", client, args.api_key_env, error, cache_file)) is None:
+            raise
+        raise stop from error
+    finally:
+        cache.discard_if_unused()  # nothing asked yet: no empty cache left for the message to name
     counts = synthesizer.counts
     if examples and not rows and not counts["asked"] and not counts["cached"] and synthesizer.first_failure:
         # no ask succeeded: a wrong --model or endpoint fails every one alike

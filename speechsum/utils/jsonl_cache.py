@@ -131,6 +131,8 @@ class JsonlCache:
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()  # one reader of the files at a time
         self._file: TextIO | None = None
+        self.created_folders = [f for f in [self.path.parent, *self.path.parent.parents] if not f.exists()]  # deepest first
+        self.created = not self.write_path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.reload()
         self._file = open(self.write_path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
@@ -197,11 +199,31 @@ class JsonlCache:
             if self._file is not None and not self._file.closed:
                 self._file.close()
 
+    def discard_if_unused(self) -> None:
+        """Close, then delete the file this cache created and never wrote to, and its folder when this
+        cache created that too and it holds nothing else: a run that failed before its first answer
+        (an endpoint down, a wrong model) left an empty cache behind."""
+        self.close()
+        write = self.write_path
+        if self.created and write.is_file() and not write.is_symlink() and not write.stat().st_size:
+            write.unlink()
+        for folder in self.created_folders:  # those mkdir made, while each is left empty
+            if not _removed_if_empty(folder):
+                break
+
     def __enter__(self) -> JsonlCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _removed_if_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or gone)
+        return False
+    return True
 
 
 def remove_if_empty(folder: str | os.PathLike) -> bool:

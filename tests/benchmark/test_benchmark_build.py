@@ -354,3 +354,45 @@ def test_cli_build_removes_what_a_killed_build_of_the_same_out_left(tmp_path, mo
           "--test-xling-docs", "1"])
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "bench"]
+
+
+ONE_DOC_EACH = {"train": 1, "val": 1, "test": 1, "test_unseen": 1, "test_xling": 1}
+
+
+def test_overwrite_replaces_a_build_where_out_points_but_never_a_folder_of_other_files(tmp_path):
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious\n")
+    with pytest.raises(FileExistsError, match=r"mydata is not empty and is not a benchmark folder.*--out"):
+        bench.build_benchmark(mine, size="tiny", workers=1, documents=ONE_DOC_EACH, overwrite=True, progress=False)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]  # it was deleted with the old folder
+    built = tmp_path / "bench"
+    bench.build_benchmark(built, size="tiny", seed=0, workers=1, documents=ONE_DOC_EACH, progress=False)
+    bench.build_benchmark(built, size="tiny", seed=1, workers=1, documents=ONE_DOC_EACH, overwrite=True,
+                          progress=False)
+    assert json.loads((built / "benchmark.json").read_text())["seed"] == 1
+    (tmp_path / "link").symlink_to(built)  # an --out that links to a build (on a larger disk): rebuilt where it points
+    bench.build_benchmark(tmp_path / "link", size="tiny", seed=2, workers=1, documents=ONE_DOC_EACH, overwrite=True,
+                          progress=False)
+    assert (tmp_path / "link").is_symlink() and json.loads((built / "benchmark.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "link", "mydata"]  # no '.link.old-*' left
+
+
+@pytest.mark.parametrize("out", [".", "..", "sub/.."])
+def test_an_out_that_is_or_holds_the_current_folder_is_refused_before_the_build(tmp_path, monkeypatch, out):
+    """``--out .`` built every document, then failed with "PosixPath('.') has an empty name"."""
+    (tmp_path / "here" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(ValueError, match=rf"^--out {re.escape(out)} is the current folder or holds it: .* --out bench"):
+        bench.build_benchmark(out, size="tiny", workers=1, documents=ONE_DOC_EACH, overwrite=True, progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["here", "sub"]  # nothing built, nothing left
+
+
+def test_a_voice_espeak_lacks_is_refused_before_the_first_document(tmp_path, monkeypatch):
+    """It stopped at the first document drawing it, advising a voice name no build option takes."""
+    from speechsum.benchmark import documents
+
+    monkeypatch.setitem(documents.VOICES, "en", ("en-us", "en-us+nope", "en-us+f3", "en-us+m7"))
+    with pytest.raises(FileNotFoundError, match=r"has no voice en-us\+nope, which .* nothing was built: reinstall"):
+        bench.build_benchmark(tmp_path / "out", size="tiny", workers=1, documents=ONE_DOC_EACH, progress=False)
+    assert list(tmp_path.iterdir()) == []

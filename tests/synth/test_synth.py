@@ -217,6 +217,7 @@ def test_a_model_the_endpoint_does_not_serve_fails_the_run_not_every_example_sil
     assert message.startswith("speechsum synth: no example written: ") and f"none of the {RECORDINGS} recordings" in message
     assert "check --model 'scripted' and --base-url" in message
     assert not out.exists() and not stats_path(out).exists() and SECRET not in message
+    assert not out.parent.exists()  # nor the empty cache (out/train.jsonl.cache/synth.jsonl) it once left
 
 
 def test_bad_input_line_names_file_and_line(tmp_path, recordings):
@@ -395,3 +396,4 @@ def test_an_out_whose_stats_file_is_the_input_manifest_is_refused_before_any_cal
                                "--out (<out stem>.stats.json) would replace that input; give another --out path")
     assert manifest.read_text() == original
     assert sorted(p.name for p in manifest.parent.iterdir()) == ["rec.stats.json"]
+
