@@ -31,7 +31,7 @@ from speechsum.models.checkpoint import (
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.finite_steps import FiniteStepGuard, check_saved_weights
-from speechsum.training.resume_state import check_optimizer_groups, reopen_epoch_cut_short
+from speechsum.training.resume_state import check_optimizer_groups, reopen_epoch_cut_short, warn_when_nothing_left
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.training.trainer_settings import stepping_batches
@@ -202,6 +202,8 @@ class SpeechStageModule(L.LightningModule):
                                   f"{missing[:3]}: it was trained with another model config or training policy")
         check_optimizer_groups(checkpoint, [len(group) for group in self._parameter_groups()], source,
                                self.learning_rate, self.weight_decay)
+        if self._trainer is not None and self._trainer.training:
+            warn_when_nothing_left(checkpoint, self._trainer.max_steps, source)
         if reopen_epoch_cut_short(checkpoint):
             log.info("%s: saved where max_steps ended its epoch early: the epoch goes on with its next batch", source)
         self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)

@@ -60,3 +60,12 @@ def check_optimizer_groups(checkpoint: dict[str, Any], groups: Sequence[int], so
                         "saved with (the optimizer's and the schedule's state are restored); to train on with %s, "
                         "start a new run with --model.init_args.init_from and no --ckpt_path", source, name, given,
                         kept, given)
+
+
+def warn_when_nothing_left(checkpoint: dict[str, Any], max_steps: int, source: str) -> None:
+    """A resume whose checkpoint already has ``trainer.max_steps`` steps trains nothing and exits 0,
+    with Lightning's "max_steps=N reached" only: said as a warning naming the setting to raise."""
+    step = checkpoint.get("global_step")
+    if isinstance(step, int) and max_steps is not None and 0 <= max_steps <= step:
+        log.warning("%s: saved at step %d and trainer.max_steps is %d: nothing is left to train; raise "
+                    "--trainer.max_steps to train on from it", source, step, max_steps)

@@ -26,16 +26,21 @@ def saved(config) -> dict:
 
 
 @pytest.mark.parametrize("max_epochs", [1, 2])
-def test_k_steps_then_a_raised_max_steps_equals_n_steps_straight(tmp_path, toy_data, max_epochs):
+def test_k_steps_then_a_raised_max_steps_equals_n_steps_straight(tmp_path, toy_data, max_epochs, caplog):
     """A run stopped by max_steps: 2 and resumed with max_steps: 5 skipped the rest of its epoch (7
     batches): with max_epochs: 1 it trained nothing more ("max_epochs=1 reached"), with 2 it went on
     at the next epoch. Now N steps straight = k steps + resume + N-k steps, weights equal (with a
-    learning rate that max_steps does not shape: the schedule's length is max_steps)."""
+    learning rate that max_steps does not shape: the schedule's length is max_steps). A resume with
+    max_steps already reached trained nothing and said only Lightning's "max_steps=2 reached"."""
     straight = constant_lr_config(tmp_path / "straight", toy_data, max_steps=5, max_epochs=max_epochs)
     lightning_cli(["fit", "--config", str(straight)])
     resumed = constant_lr_config(tmp_path / "resumed", toy_data, max_steps=2, max_epochs=max_epochs)
     lightning_cli(["fit", "--config", str(resumed)])
     assert saved(resumed)["global_step"] == 2
+    with caplog.at_level(logging.WARNING, logger="speechsum.training.resume_state"):  # max_steps already reached
+        lightning_cli(["fit", "--config", str(resumed), "--ckpt_path", "last"])
+    assert (f"ckpt_path {resumed.parent / 'run' / 'checkpoints' / 'last.ckpt'}: saved at step 2 and "
+            "trainer.max_steps is 2: nothing is left to train; raise --trainer.max_steps to train on from it") in caplog.text
     lightning_cli(["fit", "--config", str(resumed), "--trainer.max_steps", "5", "--ckpt_path", "last"])
 
     expected, got = saved(straight), saved(resumed)
