@@ -31,7 +31,11 @@ from speechsum.models.checkpoint import (
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.finite_steps import FiniteStepGuard, check_saved_weights
-from speechsum.training.resume_state import check_optimizer_groups, reopen_epoch_cut_short, warn_when_nothing_left
+from speechsum.training.resume_state import (
+    check_optimizer_groups,
+    reopen_epoch_cut_short,
+    warn_when_nothing_left,
+)
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.training.trainer_settings import stepping_batches
