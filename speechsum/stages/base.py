@@ -204,8 +204,10 @@ class SpeechStageModule(L.LightningModule):
         if missing:
             raise CheckpointError(f"{source}: lacks {len(missing)} trainable weights of this model, e.g. "
                                   f"{missing[:3]}: it was trained with another model config or training policy")
-        check_optimizer_groups(checkpoint, [len(group) for group in self._parameter_groups()], source,
-                               self.learning_rate, self.weight_decay)
+        strategy = type(self._trainer.strategy).__name__ if self._trainer is not None else ""
+        if not any(sharded in strategy for sharded in ("FSDP", "DeepSpeed", "ModelParallel")):  # groups of shards
+            check_optimizer_groups(checkpoint, [len(group) for group in self._parameter_groups()], source,
+                                   self.learning_rate, self.weight_decay)
         if self._trainer is not None and self._trainer.training:
             warn_when_nothing_left(checkpoint, self._trainer.max_steps, source)
         if reopen_epoch_cut_short(checkpoint):
