@@ -133,11 +133,7 @@ def check_training_checkpoint(path: str, named: str | None = None) -> None:
     Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
     named = named or path
     if os.path.isdir(path):  # was "[Errno 21] Is a directory"
-        folder = Path(path)
-        found = sorted([*folder.glob("*.ckpt"), *folder.glob("checkpoints/*.ckpt")], key=lambda f: f.name != "last.ckpt")
-        example = str(found[0]) if found else f"{path}/checkpoints/last.ckpt"
-        raise CheckpointError(f"ckpt_path {named} is a folder: give a checkpoint file, e.g. {example}"
-                              + ("" if found else " (there is no .ckpt in it)"))
+        raise CheckpointError(f"ckpt_path {named} is a folder: give a checkpoint file, e.g. {checkpoint_in(path)}")
     try:
         checkpoint = read_checkpoint(path, mmap=True)
     except (OSError, ValueError):
@@ -148,6 +144,14 @@ def check_training_checkpoint(path: str, named: str | None = None) -> None:
     if "pytorch-lightning_version" not in checkpoint:
         raise CheckpointError(f"ckpt_path {named}: not a Lightning training checkpoint (no trainer state to "
                               "resume); to start from its weights set model.init_args.init_from")
+
+
+def checkpoint_in(folder: str | Path) -> str:
+    """A checkpoint file of ``folder`` (a run or checkpoints folder) to name instead of it: its
+    ``last.ckpt`` first, else the path one would have, with a note that there is none."""
+    folder = Path(folder)
+    found = sorted([*folder.glob("*.ckpt"), *folder.glob("checkpoints/*.ckpt")], key=lambda f: f.name != "last.ckpt")
+    return str(found[0]) if found else f"{folder}/checkpoints/last.ckpt (there is no .ckpt in it)"
 
 
 def require_rebuildable(checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -243,6 +247,12 @@ def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], sour
             key = f"{stem}.base_layer.{leaf}" if f"{stem}.base_layer.{leaf}" in own else key
         matched[key] = value
     unexpected = sorted(matched.keys() - own.keys())
+    adapters = [key for key in unexpected if ".lora_" in key]
+    if adapters and not any(".lora_" in key for key in own):
+        raise CheckpointError(f"{source}: holds LoRA adapters ({len(adapters)} weights, e.g. {adapters[0]}) and this "
+                              "model has none: it was trained with policy llm: lora; give this model the same policy "
+                              "(llm: lora and the lora_r, lora_alpha and LoRA targets it was trained with) to start "
+                              "from it")
     if unexpected:
         parts = sorted({key.split(".")[0] for key in unexpected})
         raise CheckpointError(f"{source}: has weights this model lacks ({len(unexpected)} under {', '.join(parts)}, e.g. "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import (
     CheckpointError,
+    checkpoint_in,
     load_model_weights,
     match_state_dict,
     read_checkpoint,
@@ -29,6 +31,11 @@ from speechsum.models.checkpoint import (
 from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.finite_steps import FiniteStepGuard, check_saved_weights
+from speechsum.training.resume_state import (
+    check_optimizer_groups,
+    reopen_epoch_cut_short,
+    warn_when_nothing_left,
+)
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
 from speechsum.training.setting_bounds import STAGE_COUNTS, STAGE_NUMBERS, check_settings
 from speechsum.training.trainer_settings import stepping_batches
@@ -159,11 +166,12 @@ class SpeechStageModule(L.LightningModule):
         try:
             checkpoint = read_checkpoint(path)
         except OSError as err:  # missing, a folder: say which option named it
+            example = checkpoint_in(path) if os.path.isdir(path) else "RUN/align/checkpoints/last.ckpt"
             raise CheckpointError(f"init_from {path}: {err.strerror or err}; give the .ckpt of an earlier stage, e.g. "
-                                  "RUN/align/checkpoints/last.ckpt") from None
+                                  f"{example}") from None
         require_rebuildable(checkpoint, path)
         state = checkpoint["state_dict"]
-        fresh = load_model_weights(self.model, state, path, require_trainable=False)
+        fresh = load_model_weights(self.model, state, f"init_from {path}", require_trainable=False)
         self._init_weights |= {f"model.{key}" for key in match_state_dict(self.model, state, path)}
         log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(state), len(fresh), fresh[:3])
 
@@ -196,6 +204,14 @@ class SpeechStageModule(L.LightningModule):
         if missing:
             raise CheckpointError(f"{source}: lacks {len(missing)} trainable weights of this model, e.g. "
                                   f"{missing[:3]}: it was trained with another model config or training policy")
+        strategy = type(self._trainer.strategy).__name__ if self._trainer is not None else ""
+        if not any(sharded in strategy for sharded in ("FSDP", "DeepSpeed", "ModelParallel")):  # groups of shards
+            check_optimizer_groups(checkpoint, [len(group) for group in self._parameter_groups()], source,
+                                   self.learning_rate, self.weight_decay)
+        if self._trainer is not None and self._trainer.training:
+            warn_when_nothing_left(checkpoint, self._trainer.max_steps, source)
+        if reopen_epoch_cut_short(checkpoint):
+            log.info("%s: saved where max_steps ended its epoch early: the epoch goes on with its next batch", source)
         self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)
 
     def _continue_random_draws(self) -> None:
@@ -247,10 +263,15 @@ class SpeechStageModule(L.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self._finite_steps.check(self.trainer, self.model.named_parameters(), check_gradients=scaler is None)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def _parameter_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """The trainable weights AdamW decays, and those it does not (biases and norms)."""
         decay, no_decay = [], []
         for name, parameter in self.model.trainable_parameters():
             (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+        return decay, no_decay
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = self._parameter_groups()
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.weight_decay},

@@ -1,0 +1,44 @@
+"""``init_from`` of a checkpoint that cannot start this model: named as the setting, with what to do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechsum.models.checkpoint import CheckpointError
+from speechsum.models.composed import ComposedSpeechLLM
+from speechsum.models.policy import TrainingPolicy
+from speechsum.stages.sft import SFTModule
+from tests.conftest import tiny_backbone_args
+
+
+def lora_checkpoint(path) -> None:
+    module = SFTModule(ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy()}))
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": {}}
+    module.on_save_checkpoint(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize("llm", ["full", "frozen"])
+def test_a_lora_checkpoint_into_a_model_without_adapters_names_the_policy_to_give(tmp_path, llm):
+    """Before: "has weights this model lacks (28 under llm …): build the model from the config it was
+    trained with", without the option's name, for a model of another training policy only."""
+    lora_checkpoint(tmp_path / "lora.ckpt")
+    with pytest.raises(CheckpointError) as info:
+        SFTModule(ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy(llm=llm)}),
+                  init_from=str(tmp_path / "lora.ckpt"))
+    assert str(info.value).startswith(f"init_from {tmp_path / 'lora.ckpt'}: holds LoRA adapters (28 weights, e.g. ")
+    assert str(info.value).endswith("and this model has none: it was trained with policy llm: lora; give this model "
+                                    "the same policy (llm: lora and the lora_r, lora_alpha and LoRA targets it was "
+                                    "trained with) to start from it")
+
+
+def test_a_run_folder_as_init_from_names_its_checkpoint(tmp_path):
+    """A run folder was told to be replaced by the placeholder RUN/align/checkpoints/last.ckpt."""
+    lora_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError) as info:
+        SFTModule(ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy()}),
+                  init_from=str(tmp_path / "run"))
+    assert str(info.value) == (f"init_from {tmp_path / 'run'}: Is a directory; give the .ckpt of an earlier stage, "
+                               f"e.g. {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")
