@@ -57,6 +57,7 @@ from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.arguments import MAX_THREADS, MAX_WORKERS, at_least, number, unset_text
 from speechsum.utils.io import check_output_path
+from speechsum.utils.processes import Terminated, raise_terminated
 from speechsum.utils.repeated_options import OnceParser
 from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
@@ -373,12 +374,13 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
 
 def main(argv: list[str] | None = None, table: StageTable = PIPELINE) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stops the running stages too
+    signal.signal(signal.SIGTERM, raise_terminated)  # stops the running stages too
     try:
         run_pipeline(args, table)
     except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"speechsum pipeline: {err}") from err
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:  # SIGTERM (`kill PID`) ended it without a word
+        how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         again = "the same command without --from" if args.from_stage else "the same command"
-        print(f"speechsum pipeline: interrupted; {again} continues where this run stopped", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+        print(f"speechsum pipeline: interrupted ({how}); {again} continues where this run stopped", file=sys.stderr)
+        raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)) from None

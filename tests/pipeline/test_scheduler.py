@@ -237,8 +237,8 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
         "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}, "
         f"term_exits_0={term_exits_0}))\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
-                                "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny", "--run-dir",
+                                str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -248,9 +248,12 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
         time.sleep(0.3)  # the pid files are written first thing: let both children settle
         children = [int((pids / name).read_text()) for name in ("text_lm", "text_teacher")]
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=30)
         assert "[2/14] text_lm … running" in out and "text_lm … done" not in out
         assert process.returncode == 128 + signal.SIGTERM
+        # it ended without a word: now the stages stopped and how to go on are said
+        assert "interrupted: stopping text_lm, text_teacher: no marker" in out
+        assert "speechsum pipeline: interrupted (SIGTERM); the same command continues" in err
         assert not any(alive(pid) for pid in children)
     finally:
         process.kill()
@@ -260,6 +263,23 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
     summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
+
+
+def test_a_stage_whose_commands_wrote_nothing_fails_and_is_not_marked_complete(tmp_path):
+    """A command that ended with code 0 without writing an output its stage lists gave the stage a
+    marker (the stages built on it then failed on the missing file); now the stage fails, naming the
+    output and the last lines of its log, and has no marker."""
+    run = tmp_path / "run"
+
+    def writes_nothing(ctx) -> list[Path]:
+        ctx.run([sys.executable, "-c", "print('nothing written')"])
+        return [ctx.run_dir / "text_lm" / "model" / "config.json"]
+
+    table = stand_in_stages(tmp_path / "pids").with_runs({"text_lm": writes_nothing})
+    with pytest.raises(StageFailed, match=r"stage text_lm: .* its output .*config\.json is gone") as info:
+        run_in_process(run, table, "--lanes", "1")
+    assert "logs/text_lm.log" in str(info.value) and "nothing written" in str(info.value)
+    assert read_marker(run, "text_lm") is None and read_marker(run, "benchmark") is not None
 
 
 def test_a_second_pipeline_on_the_same_run_dir_is_refused_and_touches_nothing(tmp_path):
