@@ -254,11 +254,19 @@ def check_from_inputs(run_dir: Path, from_stages: list[str] | None, table: Stage
     redone = {name for stage in from_stages or [] for name in (stage, *table.downstream(stage))}
     for stage in from_stages or []:
         missing = [name for name in table.names if name in table.upstream(stage) and name not in redone
-                   and read_marker(run_dir, name) is None]
+                   and not _complete(run_dir, name)]
         if missing:
             raise ValueError(f"--from {stage}: {', '.join(missing)}, which it is built on, "
                              f"{'is' if len(missing) == 1 else 'are'} not complete in --run-dir {run_dir}: give the "
                              "folder of an earlier run, or leave out --from to build them first")
+
+
+def _complete(run_dir: Path, stage: str) -> bool:
+    """Whether ``stage`` has a marker and every output it lists is still whole (else the planner
+    runs it again): a marker whose checkpoint was deleted to save space passed ``--from``'s check, and
+    the run rebuilt that stage and all after it."""
+    marker = read_marker(run_dir, stage)
+    return marker is not None and not lost_outputs(marker, run_dir)
 
 
 def with_teacher_mode(config: dict, mode: str | None) -> dict:
