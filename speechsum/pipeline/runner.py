@@ -38,6 +38,7 @@ from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
 
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
+STOPPED_NOTE = "stopped (Ctrl-C, SIGTERM or another stage's failure): no marker, so this stage runs again next time"
 
 
 class StageFailed(RuntimeError):
@@ -120,7 +121,11 @@ class StageContext:
         return stage_environment(self.threads)
 
     def check_stop(self) -> None:
+        """Raise :class:`StageStopped` once the run is stopping, saying so at the end of the stage log
+        (which ended mid-output, as a crash's does)."""
         if self.stop.is_set():
+            with contextlib.suppress(OSError), self.log_file.open("a", encoding="utf-8") as log:
+                log.write(f"[pipeline] {STOPPED_NOTE}\n")
             raise StageStopped(f"stage {self.stage}: stopped")
 
     def kill(self, sig: int = signal.SIGTERM) -> None:

@@ -18,7 +18,7 @@ import yaml
 
 import speechsum.pipeline.cli as pipeline
 from speechsum.pipeline.cli import read_marker
-from speechsum.pipeline.runner import StageFailed, marker_path
+from speechsum.pipeline.runner import STOPPED_NOTE, StageFailed, marker_path
 from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
 from tests.conftest import REPO
 from tests.helpers import with_options
@@ -169,6 +169,8 @@ def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[4/14] text_teacher … FAILED" in out and "[2/14] text_lm … stopped" in out
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
+    # its log ended mid-output, as a crash's: it now says the stage was stopped
+    assert (run / "logs" / "text_lm.log").read_text().splitlines()[-1] == f"[pipeline] {STOPPED_NOTE}"
 
     summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
