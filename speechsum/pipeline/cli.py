@@ -39,7 +39,7 @@ except ImportError:  # Windows
 
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
-from speechsum.pipeline.config_record import keep_config, write_run_config
+from speechsum.pipeline.config_record import keep_config, other_settings, write_run_config
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
 from speechsum.pipeline.runner import (
@@ -377,6 +377,9 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
         f"(all stages {format_duration(summary['stages_s'])}); peak RSS of a child process "
         f"{summary['peak_child_rss_gib']:.2f} GiB, of the stages that ran at once at most "
         f"{summary['peak_rss_at_once_gib']:.2f} GiB; summary {run_dir / 'pipeline_summary.json'}")
+    if older := other_settings(kept, digests):  # the report may be of another preset's run: said last, not only above
+        say(f"note: {', '.join(older)} kept from an earlier run with other settings (RUN/pipeline_config.yaml names "
+            "the YAML of each): their results are not of these settings; --from STAGE or a new --run-dir redoes them")
     return summary
 
 

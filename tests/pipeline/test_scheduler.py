@@ -210,8 +210,9 @@ def test_a_changed_setting_is_pointed_out_on_its_stage_and_those_built_on_it_onl
     table = stand_in_stages(tmp_path / "pids")
     run_in_process(tmp_path / "run", table)
     run_in_process(tmp_path / "run", table)  # the same preset: nothing to point out
-    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
-    assert skipped == set(STAGES) and not changed
+    out = capsys.readouterr().out
+    skipped, changed = skipped_with_changed_settings(out)
+    assert skipped == set(STAGES) and not changed and "with other settings" not in out
 
     preset = yaml.safe_load((REPO / "configs" / "pipeline" / "tiny.yaml").read_text())
     merged = {**preset[section], **{key: ({**preset[section][key], **value} if isinstance(value, dict) else value)
@@ -221,8 +222,14 @@ def test_a_changed_setting_is_pointed_out_on_its_stage_and_those_built_on_it_onl
     args = pipeline.build_parser().parse_args(["--config", str(edited), "--run-dir", str(tmp_path / "run")])
     summary = pipeline.run_pipeline(args, table)
     assert all(s["status"] != "ran" for s in summary["stages"].values())  # pointed out, not rerun
-    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    skipped, changed = skipped_with_changed_settings(out)
     assert skipped == set(STAGES) and changed == flagged
+    # the run ended on the (old) report and totals alone: its last line now says whose results they are
+    assert out.strip().splitlines()[-1] == (f"note: {', '.join(s for s in STAGES if s in flagged)} kept from an "
+                                            "earlier run with other settings (RUN/pipeline_config.yaml names the "
+                                            "YAML of each): their results are not of these settings; --from STAGE "
+                                            "or a new --run-dir redoes them")
 
 
 @pytest.mark.parametrize("term_exits_0", [False, True], ids=["killed", "exits-0"])
