@@ -39,7 +39,7 @@ except ImportError:  # Windows
 
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
-from speechsum.pipeline.config_record import keep_config, write_run_config
+from speechsum.pipeline.config_record import keep_config, other_settings, write_run_config
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
 from speechsum.pipeline.runner import (
@@ -57,6 +57,7 @@ from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
 from speechsum.utils.arguments import MAX_THREADS, MAX_WORKERS, at_least, number, unset_text
 from speechsum.utils.io import check_output_path
+from speechsum.utils.processes import Terminated, raise_terminated
 from speechsum.utils.repeated_options import OnceParser
 from speechsum.utils.temp_owner import remove_stale_temporaries
 from speechsum.utils.warm_start import WarmStarter
@@ -253,11 +254,19 @@ def check_from_inputs(run_dir: Path, from_stages: list[str] | None, table: Stage
     redone = {name for stage in from_stages or [] for name in (stage, *table.downstream(stage))}
     for stage in from_stages or []:
         missing = [name for name in table.names if name in table.upstream(stage) and name not in redone
-                   and read_marker(run_dir, name) is None]
+                   and not _complete(run_dir, name)]
         if missing:
             raise ValueError(f"--from {stage}: {', '.join(missing)}, which it is built on, "
                              f"{'is' if len(missing) == 1 else 'are'} not complete in --run-dir {run_dir}: give the "
                              "folder of an earlier run, or leave out --from to build them first")
+
+
+def _complete(run_dir: Path, stage: str) -> bool:
+    """Whether ``stage`` has a marker and every output it lists is still whole (else the planner
+    runs it again): a marker whose checkpoint was deleted to save space passed ``--from``'s check, and
+    the run rebuilt that stage and all after it."""
+    marker = read_marker(run_dir, stage)
+    return marker is not None and not lost_outputs(marker, run_dir)
 
 
 def with_teacher_mode(config: dict, mode: str | None) -> dict:
@@ -368,17 +377,21 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
         f"(all stages {format_duration(summary['stages_s'])}); peak RSS of a child process "
         f"{summary['peak_child_rss_gib']:.2f} GiB, of the stages that ran at once at most "
         f"{summary['peak_rss_at_once_gib']:.2f} GiB; summary {run_dir / 'pipeline_summary.json'}")
+    if older := other_settings(kept, digests):  # the report may be of another preset's run: said last, not only above
+        say(f"note: {', '.join(older)} kept from an earlier run with other settings (RUN/pipeline_config.yaml names "
+            "the YAML of each): their results are not of these settings; --from STAGE or a new --run-dir redoes them")
     return summary
 
 
 def main(argv: list[str] | None = None, table: StageTable = PIPELINE) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stops the running stages too
+    signal.signal(signal.SIGTERM, raise_terminated)  # stops the running stages too
     try:
         run_pipeline(args, table)
     except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"speechsum pipeline: {err}") from err
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:  # SIGTERM (`kill PID`) ended it without a word
+        how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         again = "the same command without --from" if args.from_stage else "the same command"
-        print(f"speechsum pipeline: interrupted; {again} continues where this run stopped", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+        print(f"speechsum pipeline: interrupted ({how}); {again} continues where this run stopped", file=sys.stderr)
+        raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)) from None

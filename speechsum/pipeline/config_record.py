@@ -35,12 +35,17 @@ def keep_config(run_dir: Path, config_file: Path | str, config: Mapping) -> Path
     return path
 
 
+def other_settings(kept: Mapping[str, dict], digests: Mapping[str, str]) -> list[str]:
+    """The stages kept complete (``kept``: their markers) that ran with other settings than these
+    (``digests``: this YAML's settings digests)."""
+    return [stage for stage, marker in kept.items() if marker.get("config_hash") != digests.get(stage)]
+
+
 def write_run_config(run_dir: Path, config_file: Path | str, config: Mapping, kept: Mapping[str, dict],
                      digests: Mapping[str, str]) -> None:
     """``RUN/pipeline_config.yaml``: this invocation's YAML, headed by the stages kept from earlier runs
     that ran with other settings (``kept``: their markers; ``digests``: this YAML's settings digests)."""
-    older = {stage: marker.get("pipeline_config") for stage, marker in kept.items()
-             if marker.get("config_hash") != digests.get(stage)}
+    older = {stage: kept[stage].get("pipeline_config") for stage in other_settings(kept, digests)}
     header = ""
     if older:
         lines = [f"#   {stage}: {path or 'not recorded (ran before 2026-12-07)'}" for stage, path in older.items()]

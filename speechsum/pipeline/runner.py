@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from speechsum.pipeline.progress import ProgressBoard, echo, say
-from speechsum.pipeline.resume import CHECKPOINT_EVERY_S
+from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
 from speechsum.pipeline.stages import delete_outputs
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.pipeline.teacher_server import stop_process
@@ -38,6 +38,7 @@ from speechsum.utils.processes import DIE_WITH_PARENT
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
 
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
+STOPPED_NOTE = "stopped (Ctrl-C, SIGTERM or another stage's failure): no marker, so this stage runs again next time"
 
 
 class StageFailed(RuntimeError):
@@ -121,7 +122,11 @@ class StageContext:
         return {**stage_environment(self.threads), **self.secret_env}
 
     def check_stop(self) -> None:
+        """Raise :class:`StageStopped` once the run is stopping, saying so at the end of the stage log
+        (which ended mid-output, as a crash's does)."""
         if self.stop.is_set():
+            with contextlib.suppress(OSError), self.log_file.open("a", encoding="utf-8") as log:
+                log.write(f"[pipeline] {STOPPED_NOTE}\n")
             raise StageStopped(f"stage {self.stage}: stopped")
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
@@ -173,9 +178,12 @@ class StageContext:
         # (a command may end a SIGTERM with exit code 0, as Lightning's fit did)
         self.check_stop()
         if process.returncode != 0:
-            tail = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-            raise StageFailed(f"stage {self.stage}: `{line}` exited with code {process.returncode}.\n"
-                              f"Last lines of {self.log_file}:\n  " + "\n  ".join(tail))
+            raise StageFailed(f"stage {self.stage}: `{line}` exited with code {process.returncode}.\n{self.log_tail()}")
+
+    def log_tail(self, count: int = 15) -> str:
+        """``Last lines of <log>:`` and the stage log's last ``count`` lines, indented."""
+        tail = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-count:]
+        return f"Last lines of {self.log_file}:\n  " + "\n  ".join(tail)
 
 
 # -- running the stages -------------------------------------------------------------------------
@@ -189,6 +197,11 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
         ctx.log_file.write_text("", encoding="utf-8")
     start = time.monotonic()
     outputs = stage.run(ctx)
+    missing = lost_outputs({"outputs": [str(p) for p in outputs]}, ctx.run_dir)
+    if missing:  # a command that ended with code 0 without writing what the stage lists: no marker
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise StageFailed(f"stage {stage.name}: its commands ended without an error, but its output {missing[0][0]} "
+                          f"{missing[0][1]}{more}; not marked complete, so it runs again next time.\n{ctx.log_tail()}")
     marker = {"stage": stage.name, "elapsed_s": round(time.monotonic() - start, 2), "commands": ctx.commands,
               "threads": ctx.threads, "peak_rss_gib": round(ctx.peak_rss_gib, 3),
               "outputs": [str(p) for p in outputs], "log": str(ctx.log_file), "config_hash": config_digest,
@@ -299,6 +312,8 @@ def run_stages(planned: list[str], table: StageTable,
     except BaseException:  # Ctrl-C / SIGTERM: stop every running command, write no marker for them
         if board is not None:
             board.close()
+        if running:
+            say(f"      interrupted: stopping {', '.join(running)}: no marker, so they run again next time")
         stop_all()  # SIGTERM
         deadline = time.monotonic() + STOP_GRACE_S
         for _, thread, _ in running.values():

@@ -255,6 +255,27 @@ def test_from_a_stage_whose_inputs_are_not_there_is_refused(tmp_path):
     assert pipeline.run_pipeline(args, table)["stages"]["dpo"]["status"] == "ran"
 
 
+def test_from_a_stage_whose_inputs_lost_an_output_is_refused(tmp_path):
+    """SFT's checkpoint deleted to save space: its marker was enough for --from dpo, and the run then
+    rebuilt SFT, KD and the pairs before DPO; now it is refused as a missing marker is, clearing nothing."""
+    run = tmp_path / "run"
+
+    def writes(ctx) -> list[Path]:
+        path = ctx.run_dir / ctx.stage / "out.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("done")
+        return [path]
+
+    table = PIPELINE.with_runs({stage: writes for stage in STAGES})
+    args = pipeline.build_parser().parse_args(["--preset", "tiny", "--run-dir", str(run)])
+    pipeline.run_pipeline(args, table)
+    (run / "sft" / "out.txt").unlink()
+    args.from_stage = ["dpo"]
+    with pytest.raises(ValueError, match=r"^--from dpo: sft, which it is built on, is not complete"):
+        pipeline.run_pipeline(args, table)
+    assert all(pipeline.read_marker(run, stage) for stage in STAGES)
+
+
 @pytest.mark.parametrize(("section", "args", "message"), [
     ("evaluate", ["--asr-dtpye", "bfloat16"], "evaluate.args: --asr-dtpye is not an option of speechsum evaluate (did "
      "you mean '--asr-dtype'?) (these options go to speechsum evaluate: see its --help)"),

@@ -18,7 +18,7 @@ import yaml
 
 import speechsum.pipeline.cli as pipeline
 from speechsum.pipeline.cli import read_marker
-from speechsum.pipeline.runner import StageFailed, marker_path
+from speechsum.pipeline.runner import STOPPED_NOTE, StageFailed, marker_path
 from speechsum.pipeline.table import PIPELINE, STAGES, StageTable
 from tests.conftest import REPO
 from tests.helpers import with_options
@@ -169,6 +169,8 @@ def test_a_failing_stage_stops_the_other_running_stage(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[4/14] text_teacher … FAILED" in out and "[2/14] text_lm … stopped" in out
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
+    # its log ended mid-output, as a crash's: it now says the stage was stopped
+    assert (run / "logs" / "text_lm.log").read_text().splitlines()[-1] == f"[pipeline] {STOPPED_NOTE}"
 
     summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
@@ -208,8 +210,9 @@ def test_a_changed_setting_is_pointed_out_on_its_stage_and_those_built_on_it_onl
     table = stand_in_stages(tmp_path / "pids")
     run_in_process(tmp_path / "run", table)
     run_in_process(tmp_path / "run", table)  # the same preset: nothing to point out
-    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
-    assert skipped == set(STAGES) and not changed
+    out = capsys.readouterr().out
+    skipped, changed = skipped_with_changed_settings(out)
+    assert skipped == set(STAGES) and not changed and "with other settings" not in out
 
     preset = yaml.safe_load((REPO / "configs" / "pipeline" / "tiny.yaml").read_text())
     merged = {**preset[section], **{key: ({**preset[section][key], **value} if isinstance(value, dict) else value)
@@ -219,8 +222,14 @@ def test_a_changed_setting_is_pointed_out_on_its_stage_and_those_built_on_it_onl
     args = pipeline.build_parser().parse_args(["--config", str(edited), "--run-dir", str(tmp_path / "run")])
     summary = pipeline.run_pipeline(args, table)
     assert all(s["status"] != "ran" for s in summary["stages"].values())  # pointed out, not rerun
-    skipped, changed = skipped_with_changed_settings(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    skipped, changed = skipped_with_changed_settings(out)
     assert skipped == set(STAGES) and changed == flagged
+    # the run ended on the (old) report and totals alone: its last line now says whose results they are
+    assert out.strip().splitlines()[-1] == (f"note: {', '.join(s for s in STAGES if s in flagged)} kept from an "
+                                            "earlier run with other settings (RUN/pipeline_config.yaml names the "
+                                            "YAML of each): their results are not of these settings; --from STAGE "
+                                            "or a new --run-dir redoes them")
 
 
 @pytest.mark.parametrize("term_exits_0", [False, True], ids=["killed", "exits-0"])
@@ -237,8 +246,8 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
         "pipeline.main(sys.argv[3:], stand_in_stages(Path(sys.argv[2]), {'text_lm': 120, 'text_teacher': 120}, "
         f"term_exits_0={term_exits_0}))\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny",
-                                "--run-dir", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, str(script), str(REPO), str(pids), "--preset", "tiny", "--run-dir",
+                                str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -248,9 +257,12 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
         time.sleep(0.3)  # the pid files are written first thing: let both children settle
         children = [int((pids / name).read_text()) for name in ("text_lm", "text_teacher")]
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=30)
         assert "[2/14] text_lm … running" in out and "text_lm … done" not in out
         assert process.returncode == 128 + signal.SIGTERM
+        # it ended without a word: now the stages stopped and how to go on are said
+        assert "interrupted: stopping text_lm, text_teacher: no marker" in out
+        assert "speechsum pipeline: interrupted (SIGTERM); the same command continues" in err
         assert not any(alive(pid) for pid in children)
     finally:
         process.kill()
@@ -260,6 +272,23 @@ def test_sigterm_stops_the_running_stages_and_a_rerun_finishes(tmp_path, term_ex
     assert [s for s in STAGES if read_marker(run, s)] == ["benchmark"]
     summary = run_in_process(run, stand_in_stages(pids))
     assert [s for s, v in summary["stages"].items() if v["status"] == "skipped"] == ["benchmark"]
+
+
+def test_a_stage_whose_commands_wrote_nothing_fails_and_is_not_marked_complete(tmp_path):
+    """A command that ended with code 0 without writing an output its stage lists gave the stage a
+    marker (the stages built on it then failed on the missing file); now the stage fails, naming the
+    output and the last lines of its log, and has no marker."""
+    run = tmp_path / "run"
+
+    def writes_nothing(ctx) -> list[Path]:
+        ctx.run([sys.executable, "-c", "print('nothing written')"])
+        return [ctx.run_dir / "text_lm" / "model" / "config.json"]
+
+    table = stand_in_stages(tmp_path / "pids").with_runs({"text_lm": writes_nothing})
+    with pytest.raises(StageFailed, match=r"stage text_lm: .* its output .*config\.json is gone") as info:
+        run_in_process(run, table, "--lanes", "1")
+    assert "logs/text_lm.log" in str(info.value) and "nothing written" in str(info.value)
+    assert read_marker(run, "text_lm") is None and read_marker(run, "benchmark") is not None
 
 
 def test_a_second_pipeline_on_the_same_run_dir_is_refused_and_touches_nothing(tmp_path):
