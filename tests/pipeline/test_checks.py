@@ -289,7 +289,7 @@ def test_from_a_stage_whose_inputs_lost_an_output_is_refused(tmp_path):
     # stage started (since 2026-12-07)
     ("benchmark", ["--train-docs", "0"], "benchmark.args: --train-docs 0: must be at least 1, got 0 (these options go "
      "to speechsum benchmark build: see its --help)"),
-    ("pairs", ["--seed", "x"], "pairs.args: --seed x: not a valid int value (these options go to speechsum pairs: see "
+    ("pairs", ["--seed", "x"], "pairs.args: --seed x: expected an integer, got 'x' (these options go to speechsum pairs: see "
      "its --help)"),
     ("evaluate", ["--asr-dtype", "--seed", "3"], "evaluate.args: --asr-dtype: needs a value (none follows it) (these "
      "options go to speechsum evaluate: see its --help)"),
