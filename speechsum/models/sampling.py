@@ -113,7 +113,7 @@ class EndRows(LogitsProcessor):
 
 
 def with_step_check(processors: LogitsProcessorList | None, check: Callable[[Tensor], Tensor | None] | None,
-                    stop_id: int = 0) -> LogitsProcessorList | None:
+                    stop_id: int) -> LogitsProcessorList | None:
     """``processors`` with a :class:`StepCheck` of ``check`` first and its :class:`EndRows` (ending rows
     with ``stop_id``) last; ``processors`` as they are without one."""
     if check is None:
