@@ -13,7 +13,9 @@ systems were scored on):
   Exact when ``n ≤ exact_max_n`` (all ``2^n`` sign vectors): ``p = #{s : T(s) ≥ T_obs} / 2^n``.
   Otherwise Monte Carlo with ``num_permutations`` seeded uniform sign vectors:
   ``p = (1 + #{T(s) ≥ T_obs}) / (1 + num_permutations)`` (never 0; Phipson & Smyth 2010).
-  ``≥`` is taken with a relative tolerance of 1e-9 so ties in floating point count as ties.
+  ``≥`` is taken with a tolerance of 1e-9 · max(T_obs, min(1, Σ|d_i|)) so ties in floating point count
+  as ties: 1e-9 absolute for differences of everyday size, relative to their size when ``Σ|d_i| < 1``
+  (a fixed 1e-9 made every sign vector a tie for differences near 1e-10: p = 1 whatever they were).
 
 **Examples that share a recording are not independent** (the benchmark asks two instructions about
 each recording; a student that mishears it errs on both). Given ``groups`` (one key per example,
@@ -69,20 +71,21 @@ def _differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
     return d
 
 
-def _at_least(statistics: np.ndarray, observed: float) -> np.ndarray:
-    return statistics >= observed - _TOLERANCE * max(1.0, observed)
+def _at_least(statistics: np.ndarray, observed: float, scale: float) -> np.ndarray:
+    """``statistics ≥ observed`` up to float ties; ``scale``: Σ|d_i| (module docstring)."""
+    return statistics >= observed - _TOLERANCE * max(observed, min(1.0, scale))
 
 
 def sign_flip_p_value(differences: Sequence[float] | np.ndarray, num_permutations: int = 10_000, seed: int = 0,
                       exact_max_n: int = EXACT_MAX_N) -> tuple[float, bool]:
     """``(p, exact)``: the two-sided paired sign-flip permutation p-value of the module docstring."""
     d = _differences(differences)
-    observed = abs(d.sum())
+    observed, scale = abs(d.sum()), float(np.abs(d).sum())
     n = d.size
     if n <= exact_max_n:
         codes = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n)  # bit j of row k: flip d_j
         signs = 1.0 - 2.0 * (codes & 1)
-        return float(_at_least(np.abs(signs @ d), observed).mean()), True
+        return float(_at_least(np.abs(signs @ d), observed, scale).mean()), True
     if num_permutations < 1:
         raise ValueError(f"num_permutations must be >= 1, got {num_permutations}")
     rng = np.random.default_rng(seed)
@@ -90,7 +93,7 @@ def sign_flip_p_value(differences: Sequence[float] | np.ndarray, num_permutation
     chunk = max(1, 4_000_000 // n)
     for start in range(0, num_permutations, chunk):
         signs = rng.choice(np.array([-1.0, 1.0]), size=(min(chunk, num_permutations - start), n))
-        hits += int(_at_least(np.abs(signs @ d), observed).sum())
+        hits += int(_at_least(np.abs(signs @ d), observed, scale).sum())
     return (1 + hits) / (1 + num_permutations), False
 
 

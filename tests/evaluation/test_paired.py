@@ -117,3 +117,38 @@ def test_one_example_has_no_interval_two_have_the_smallest_exact_p():
     assert np.isnan(one.low) and np.isnan(one.high)
     two = paired_comparison([1.0, 1.0], [1.5, 2.0])
     assert (two.mean, two.low, two.high, two.p_value) == (0.75, 0.5, 1.0, 0.5)  # 2 of the 4 sign vectors reach 1.5
+
+
+def _enumerated_p(units: list[int]) -> float:
+    """The exact sign-flip p of integer differences, by itertools over every sign vector (no floats)."""
+    import itertools
+
+    signs = list(itertools.product((-1, 1), repeat=len(units)))
+    observed = abs(sum(units))
+    return sum(abs(sum(s * u for s, u in zip(vector, units))) >= observed for vector in signs) / len(signs)
+
+
+@pytest.mark.parametrize("units", [[1] * 5, [3, -1, 2, 4], [1, 1, 1, -1], [5, 0, 0, 2, -1, 3]])
+def test_the_p_value_does_not_depend_on_the_scale_of_the_differences(units):
+    # a fixed 1e-9 tie tolerance made every sign vector a tie for differences near 1e-10: p = 1.0 each
+    expected = _enumerated_p(units)
+    assert _enumerated_p([1] * 5) == 2 / 32  # all equal and nonzero: only ±(1, …, 1) reach |Σd|
+    for scale in (1e-12, 1e-10, 1e-3, 1.0, 1e6):
+        assert sign_flip_p_value(np.array(units) * scale) == (expected, True), scale
+    monte_carlo, exact = sign_flip_p_value(np.full(20, 1e-10), num_permutations=1_000, exact_max_n=0)
+    assert (monte_carlo, exact) == (1 / 1_001, False)  # 2 of 2^20 vectors reach it: no draw does, + 1 correction
+
+
+def test_edge_sizes_and_zero_differences():
+    zero = paired_comparison([0.3] * 6, [0.3] * 6)
+    assert (zero.mean, zero.low, zero.high, zero.p_value, zero.exact) == (0.0, 0.0, 0.0, 1.0, True)
+    many = paired_comparison([0.3] * 40, [0.3] * 40, num_resamples=500)
+    assert (many.mean, many.low, many.high, many.p_value, many.exact) == (0.0, 0.0, 0.0, 1.0, False)
+    two = paired_comparison([0.0, 0.0], [1.0, 1.0])
+    assert (two.mean, two.low, two.high, two.p_value) == (1.0, 1.0, 1.0, 2 / 4)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        paired_comparison([0.0, float("nan")], [1.0, 1.0])  # refused, not dropped from one side
+    # a recording with one example beside one with two: 2 units, D = (1 + 2, 3), p over 4 sign vectors
+    grouped = paired_comparison([0, 0, 0], [1, 2, 3], groups=["r1", "r1", "r2"])
+    assert (grouped.units, grouped.p_value, grouped.size()) == (2, _enumerated_p([3, 3]), "3 (2)")
+    assert paired_comparison([1, 2, 5], [2, 2, 3], seed=7) == paired_comparison([1, 2, 5], [2, 2, 3], seed=7)
