@@ -219,7 +219,8 @@ def render_markdown(rows: list[Row], splits: list[str], metric: str, description
 
 def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: dict, gaps: dict,
                extra: dict[str, list[Row]] | None = None) -> str:
-    """One line per system × split of ``metric`` (with the derived columns), then of each ``extra`` metric."""
+    """One line per system × split of ``metric`` (with the derived columns), then of each ``extra`` metric;
+    ``low`` and ``high`` are empty for a cell of one example (no interval; they repeated the mean)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["system", "label", "role", "stage", "split", "metric", "mean", "low", "high", "n",
@@ -232,8 +233,9 @@ def render_csv(rows: list[Row], splits: list[str], metric: str, improvements: di
                     continue
                 rel = improvements.get(row.name, {}).get(split) if name == metric else None
                 gap = gaps.get(row.name, {}).get(split) if name == metric else None
-                writer.writerow([row.name, row.label, row.role, row.stage or "", split, name, cell.mean, cell.low,
-                                 cell.high, cell.n, "" if rel is None else rel, "" if gap is None else gap])
+                low, high = ("", "") if cell.n == 1 else (cell.low, cell.high)  # (v, v, v): no interval
+                writer.writerow([row.name, row.label, row.role, row.stage or "", split, name, cell.mean, low, high,
+                                 cell.n, "" if rel is None else rel, "" if gap is None else gap])
     return buffer.getvalue()
 
 

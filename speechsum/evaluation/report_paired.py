@@ -191,11 +191,13 @@ def render_paired(comparisons: list[Comparison], labels: dict[str, str], metric:
 
 def render_paired_csv(comparisons: list[Comparison]) -> str:
     """One line per comparison × split × metric: ``diff = b − a`` with CI, p-value, n examples from
-    ``recordings`` recordings (the tests' units), exact."""
+    ``recordings`` recordings (the tests' units), exact; ``low`` and ``high`` empty when there is no
+    interval (one example or one recording: they were written as ``nan``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["a", "b", "split", "metric", "n", "recordings", "diff", "low", "high", "p_value", "exact"])
     for c in comparisons:
         r = c.result
-        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.units, r.mean, r.low, r.high, r.p_value, int(r.exact)])
+        low, high = ("", "") if math.isnan(r.low) else (r.low, r.high)  # one unit: no interval, not `nan`
+        writer.writerow([c.a, c.b, c.split, c.metric, r.n, r.units, r.mean, low, high, r.p_value, int(r.exact)])
     return buffer.getvalue()

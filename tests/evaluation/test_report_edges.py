@@ -1,0 +1,40 @@
+"""`speechsum report` at the edges the default run never reaches: one example, no interval, statistics a
+chart cannot draw. Run folders as `speechsum evaluate` writes them (:func:`write_run`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from speechsum.evaluation.report import build_report
+from tests.evaluation.test_report_inputs import write_run
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_one_example_has_empty_ci_columns_not_a_number(tmp_path):
+    # report.csv repeated the mean as low and high (a certain interval); paired.csv wrote `nan` there
+    write_run(tmp_path / "eval", "sft", "student", "sft", [3.5])
+    write_run(tmp_path / "eval", "kd", "student", "kd", [5.0])
+    paths = build_report([tmp_path / "eval"], tmp_path / "report", num_resamples=200)
+    cells = [(r["system"], r["metric"], r["mean"], r["low"], r["high"], r["n"]) for r in read_csv(paths["csv"])]
+    assert cells == [("sft", "fact_judge", "3.5", "", "", "1"), ("kd", "fact_judge", "5.0", "", "", "1"),
+                     ("sft", "repetition", "0.0", "", "", "1"), ("kd", "repetition", "0.0", "", "", "1")]
+    paired = [(r["metric"], r["n"], r["recordings"], r["diff"], r["low"], r["high"], r["p_value"], r["exact"])
+              for r in read_csv(paths["paired_csv"])]
+    assert paired == [("fact_judge", "1", "1", "1.5", "", "", "1.0", "1"), ("repetition", "1", "1", "0.0", "", "", "1.0", "1")]
+    assert "nan" not in paths["csv"].read_text().lower() + paths["paired_csv"].read_text().lower()
+    # two examples keep both columns
+    write_run(tmp_path / "eval", "sft", "student", "sft", [3.0, 4.0])
+    write_run(tmp_path / "eval", "kd", "student", "kd", [4.0, 6.0])
+    paths = build_report([tmp_path / "eval"], tmp_path / "report", num_resamples=200)
+    stats = json.loads((tmp_path / "eval" / "kd" / "metrics.json").read_text())["results"]["split"]["test"]
+    kd = next(r for r in read_csv(paths["csv"]) if (r["system"], r["metric"]) == ("kd", "fact_judge"))
+    assert (float(kd["low"]), float(kd["high"])) == (stats["fact_judge"]["low"], stats["fact_judge"]["high"]) == (4.0, 6.0)
+    # d = (1, 2): resample means 1, 1.5, 2 → CI [1, 2]; p: |±1 ± 2| ≥ 3 for 2 of 4 sign vectors
+    diff = next(r for r in read_csv(paths["paired_csv"]) if r["metric"] == "fact_judge")
+    assert (diff["diff"], diff["low"], diff["high"], diff["p_value"]) == ("1.5", "1.0", "2.0", "0.5")
