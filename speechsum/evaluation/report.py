@@ -102,8 +102,8 @@ def choose_metric(runs: list[dict], metric: str | None) -> str:
 
 
 def _cell(stat: object, where: str) -> Cell:
-    """A metrics.json statistic ``{mean, low, high, n}`` as a Cell; anything else, or a non-finite
-    mean or bound, is a ValueError naming ``where``."""
+    """A metrics.json statistic ``{mean, low, high, n}`` as a Cell; anything else, a non-finite mean or
+    bound, or a mean outside ``[low, high]``, is a ValueError naming ``where``."""
     try:
         mean, low, high = (float(stat[key]) for key in ("mean", "low", "high"))  # type: ignore[index]
         n = stat["n"]  # type: ignore[index]
@@ -113,6 +113,11 @@ def _cell(stat: object, where: str) -> Cell:
         raise ValueError(f"{where}: expected an object with numbers mean, low, high and a count n, got {stat!r}")
     if n > 0 and not all(map(math.isfinite, (mean, low, high))):  # n = 0: no example, NaN by design
         raise ValueError(f"{where}: mean {mean}, low {low}, high {high}: every one must be a finite number")
+    slack = 1e-9 * max(1.0, abs(mean))  # float rounding of a bootstrap of equal values
+    if n > 0 and not low - slack <= mean <= high + slack:  # the chart's error bar was a matplotlib traceback
+        raise ValueError(f"{where}: mean {mean} is not within its interval [low {low}, high {high}]: a statistic "
+                         "of speechsum evaluate has low <= mean <= high (an edited or another tool's metrics.json?); "
+                         "evaluate the system again")
     return Cell(mean, low, high, n)
 
 
@@ -252,7 +257,7 @@ def plot_chart(rows: list[Row], splits: list[str], metric: str) -> bytes:
     for i, row in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j, s in enumerate(splits) if s in row.cells]
         cells = [row.cells[s] for s in splits if s in row.cells]
-        errors = [[c.mean - c.low for c in cells], [c.high - c.mean for c in cells]]
+        errors = [[max(0.0, c.mean - c.low) for c in cells], [max(0.0, c.high - c.mean) for c in cells]]
         ax.bar(xs, [c.mean for c in cells], width, yerr=errors, capsize=3, label=row.label)
     ax.set_xticks(range(len(splits)), splits)
     ax.set_ylabel(f"{metric} (mean, 95 % CI)")

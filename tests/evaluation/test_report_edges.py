@@ -7,7 +7,10 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from speechsum.evaluation.report import build_report
+from speechsum.evaluation.report_cli import report_main
 from tests.evaluation.test_report_inputs import write_run
 
 
@@ -38,3 +41,22 @@ def test_one_example_has_empty_ci_columns_not_a_number(tmp_path):
     # d = (1, 2): resample means 1, 1.5, 2 → CI [1, 2]; p: |±1 ± 2| ≥ 3 for 2 of 4 sign vectors
     diff = next(r for r in read_csv(paths["paired_csv"]) if r["metric"] == "fact_judge")
     assert (diff["diff"], diff["low"], diff["high"], diff["p_value"]) == ("1.5", "1.0", "2.0", "0.5")
+
+
+def test_a_mean_outside_its_interval_is_named_not_a_chart_traceback(tmp_path):
+    # matplotlib's "'yerr' must not contain negative values", after every table was made
+    write_run(tmp_path / "eval", "sft", "student", "sft", [3.0, 4.0, 5.0])
+    path = tmp_path / "eval" / "sft" / "metrics.json"
+    run = json.loads(path.read_text())
+    run["results"]["split"]["test"]["fact_judge"] = {"mean": 4.0, "low": 4.2, "high": 4.8, "n": 3}
+    path.write_text(json.dumps(run))
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(tmp_path / "eval"), "--out", str(tmp_path / "report")])
+    assert str(stop.value) == (f"speechsum report: {path}: results.split.test.fact_judge: mean 4.0 is not within its "
+                               "interval [low 4.2, high 4.8]: a statistic of speechsum evaluate has low <= mean <= high "
+                               "(an edited or another tool's metrics.json?); evaluate the system again")
+    assert not (tmp_path / "report").exists()
+    # a bootstrap of equal values may put the mean an ulp beside its bounds: read, and drawn without error bars
+    run["results"]["split"]["test"]["fact_judge"] = {"mean": 4.0 + 4e-15, "low": 4.0, "high": 4.0, "n": 3}
+    path.write_text(json.dumps(run))
+    assert build_report([tmp_path / "eval"], tmp_path / "report", num_resamples=50)["chart"].is_file()
