@@ -69,6 +69,10 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
         if missing:
             raise ValueError(f"{path}: line 1: missing column(s) {', '.join(missing)} (expected id,split,sft,kd,dpo)")
         for number, line in enumerate(reader, start=2):
+            if None in line or None in line.values():  # DictReader's fill for too many / too few fields
+                raise ValueError(f"{path}: line {number}: {len(reader.fieldnames or [])} columns in the header but "
+                                 f"another number here (a file cut short or edited?): one value per column, an empty "
+                                 "one for a missing score")
             for student in STUDENTS:
                 try:
                     value = float(line[student]) if line[student] else None
@@ -153,7 +157,10 @@ def split_ids(rows: dict[str, list[dict]], split: str) -> set[str]:
 
 
 def cell(result: PairedResult) -> str:
-    """``+0.14 [+0.03, +0.25], 0.0106``: mean difference, its 95 % CI and the p-value."""
+    """``+0.14 [+0.03, +0.25], 0.0106``: mean difference, its 95 % CI and the p-value; ``+0.50 (one
+    recording, no CI), 1`` when one unit holds every pair (the CI printed as ``[+nan, +nan]``)."""
+    if math.isnan(result.low):
+        return f"{result.mean:+.2f} (one {'example' if result.n == 1 else 'recording'}, no CI), {result.p_value:.3g}"
     return f"{result.mean:+.2f} [{result.low:+.2f}, {result.high:+.2f}], {result.p_value:.3g}"
 
 

@@ -163,3 +163,25 @@ def test_against_refuses_runs_of_other_worlds_and_bad_groups(two_runs, tmp_path,
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line", ["b,val,1", "b,val,1,2", "b,val,1,2,3,4"])
+def test_a_scores_csv_line_of_another_width_is_named_not_read_as_missing_scores(tmp_path, line):
+    # "b,val,1" (a file cut short) read kd and dpo as missing: b silently left the KD and DPO steps
+    (tmp_path / "scores.csv").write_text(f"id,split,sft,kd,dpo\na,val,1,2,3\n{line}\n")
+    with pytest.raises(ValueError, match="scores.csv: line 3: 5 columns in the header but another number here"):
+        student_rows(tmp_path)
+
+
+def test_one_unit_prints_no_interval_and_worlds_of_other_sizes_pool(tmp_path, capsys):
+    one = fake_run(tmp_path, "one", {s: [("val", "a", v)] for s, v in (("sft", 2.0), ("kd", 3.0), ("dpo", 5.0))})
+    big = fake_run(tmp_path, "big", {s: [("val", i, v + k) for k, i in enumerate("abc")]
+                                     for s, v in (("sft", 1.0), ("kd", 1.0), ("dpo", 4.0))})
+    main(["--split", "val", f"one={one}", f"both={one},{big}"])
+    lines = capsys.readouterr().out.splitlines()
+    # one example: no CI (it printed "[+nan, +nan]"); p = 1 (both signs of one difference reach it)
+    assert lines[2] == ("| one | 1 | 2.00 / 3.00 / 5.00 | +1.00 (one example, no CI), 1 | +2.00 (one example, no CI), 1 "
+                        "| +3.00 (one example, no CI), 1 |")
+    steps = pooled_steps([student_rows(one), student_rows(big)], "val")  # 1 + 3 examples: differences side by side
+    assert steps["kd-sft"] == paired_comparison([2.0, 1.0, 2.0, 3.0], [3.0, 1.0, 2.0, 3.0])
+    assert (steps["dpo-sft"].mean, steps["dpo-sft"].p_value) == (3.0, 2 / 16)  # d = (3, 3, 3, 3): ±(1,1,1,1) only
