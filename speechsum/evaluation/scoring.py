@@ -8,9 +8,11 @@ Score keys (per example; None = not applicable, left out of the means):
   facts, ``fact_hallucinated`` its count of invented facts (examples whose ``meta`` has ``facts``);
 - ``llm_judge``: the LLM rubric judge's 1–7 score (None when unjudged);
 - ``hallucination``: 1 if the prediction names an entity (name, number, date) the source
-  transcript does not contain, else 0; ``hallucinated_entities``: how many;
+  transcript does not contain, else 0; ``hallucinated_entities``: how many (both None without a
+  transcript: every name and number was counted invented, 1.0);
 - ``repetition``: repeated word 3-gram rate ``1 − distinct/total``;
-- ``length_words``: words in the prediction; ``compression``: prediction words / transcript words;
+- ``length_words``: words in the prediction; ``compression``: prediction words / transcript words
+  (None without a transcript);
 - ``truncated``: 1 if generation hit ``max_new_tokens`` without an end-of-turn token.
 """
 
@@ -111,13 +113,14 @@ class Scorer:
         for row in rows:
             scores = row.setdefault("scores", {})
             source = source_text(row)
-            hallucinated = metrics.hallucinated_entities(row["prediction"], source)
-            row["hallucinated"] = hallucinated
             source_words = metrics.word_count(source)
+            # no transcript: nothing to be faithful to, so unscored (every name and number was "invented": 1.0)
+            hallucinated = metrics.hallucinated_entities(row["prediction"], source) if source_words else None
+            row["hallucinated"] = hallucinated or []
             words = metrics.word_count(row["prediction"])
             scores |= {
-                "hallucination": float(bool(hallucinated)),
-                "hallucinated_entities": float(len(hallucinated)),
+                "hallucination": None if hallucinated is None else float(bool(hallucinated)),
+                "hallucinated_entities": None if hallucinated is None else float(len(hallucinated)),
                 "repetition": metrics.repetition_rate(row["prediction"], 3),
                 "length_words": float(words),
                 "compression": words / source_words if source_words else None,

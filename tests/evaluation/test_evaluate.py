@@ -12,7 +12,7 @@ import pytest
 
 from speechsum.evaluation import metrics
 from speechsum.evaluation.cli import evaluate_parser
-from speechsum.evaluation.scoring import Scorer, ScoringOptions, aggregate, collect_scores
+from speechsum.evaluation.scoring import Scorer, ScoringOptions, aggregate, collect_scores, summarise
 from speechsum.evaluation.systems import SystemSpec, build_model, load_systems_file
 from speechsum.judges.fact import FactJudge
 from speechsum.utils.io import read_jsonl
@@ -256,3 +256,17 @@ def test_a_split_name_given_twice_is_refused(tmp_path):
         _manifests(args)
     args = evaluate_parser().parse_args(["--out", "o", "--manifest", f"a={a}", "--manifest", f"b={b}"])
     assert _manifests(args) == {"a": a, "b": b}
+
+
+def test_without_a_transcript_hallucination_is_unscored_not_every_name_invented():
+    # a student manifest of audio and summary only: every name and number counted invented, hallucination 1.0
+    rows = [{"prediction": "Maria meets Kevin Brown on 12 March.", "reference": "r", "instruction": "Summarise."},
+            {"prediction": "Maria meets Kevin Brown on 12 March.", "reference": "r", "instruction": "Summarise.",
+             "transcript": "Maria says she meets Kevin Brown on 12 March."}]
+    Scorer(ScoringOptions(metrics=())).score(rows)
+    bare, heard = rows[0]["scores"], rows[1]["scores"]
+    assert (bare["hallucination"], bare["hallucinated_entities"], bare["compression"]) == (None, None, None)
+    assert rows[0]["hallucinated"] == [] and (bare["repetition"], bare["length_words"]) == (0.0, 7.0)
+    assert (heard["hallucination"], heard["hallucinated_entities"], heard["compression"]) == (0.0, 0.0, 7 / 9)
+    values = collect_scores([dict(row, index=i) for i, row in enumerate(rows)], ["hallucination"])
+    assert summarise(values)["hallucination"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 1}  # counted, not 1.0
