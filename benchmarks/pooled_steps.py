@@ -46,8 +46,8 @@ STEPS = (("sft", "kd"), ("kd", "dpo"), ("sft", "dpo"))
 
 def student_rows(run: Path, metric: str = "fact_judge") -> dict[str, list[dict]]:
     """``{student: rows}`` of a run folder or a ``scores.csv`` folder, rows as ``predictions.jsonl``
-    holds them (``{id, split, audio, scores: {metric: value}}``; a missing score is None), sorted by
-    (split, id): one order for both sources, so the bootstrap draws the same resamples."""
+    holds them (``{id, split, audio, scores: {metric: value}}``; a missing score is None; ids as text), sorted
+    by (split, id): one order for both sources, so the bootstrap draws the same resamples."""
     saved = run / "scores.csv" if run.is_dir() else run
     if saved.is_file():
         return _csv_rows(saved, metric)
@@ -56,7 +56,10 @@ def student_rows(run: Path, metric: str = "fact_judge") -> dict[str, list[dict]]
         path = run / "evaluate" / student / "predictions.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{run}: neither scores.csv nor {path}")
-        rows[student] = read_prediction_rows(path)
+        # ids as text, as scores.csv holds them: one order and one join for both sources (integer ids sorted
+        # apart from their scores.csv, never met them under --against, and beside text ids were a TypeError)
+        rows[student] = check_prediction_rows([row | {"id": str(row["id"])} for row in read_prediction_rows(path)],
+                                              path)
         rows[student].sort(key=lambda row: (row["split"], row["id"]))
     return rows
 

@@ -185,3 +185,18 @@ def test_one_unit_prints_no_interval_and_worlds_of_other_sizes_pool(tmp_path, ca
     steps = pooled_steps([student_rows(one), student_rows(big)], "val")  # 1 + 3 examples: differences side by side
     assert steps["kd-sft"] == paired_comparison([2.0, 1.0, 2.0, 3.0], [3.0, 1.0, 2.0, 3.0])
     assert (steps["dpo-sft"].mean, steps["dpo-sft"].p_value) == (3.0, 2 / 16)  # d = (3, 3, 3, 3): ±(1,1,1,1) only
+
+
+def test_integer_ids_read_as_their_scores_csv_reads_them(tmp_path):
+    # integer ids sorted apart from the text ids of their scores.csv (other resamples), and next to text ids
+    # in one file the sort was a TypeError
+    values = {"sft": (1.0, 4.0, 2.0, 3.0), "kd": (2.0, 4.5, 2.0, 5.0), "dpo": (3.0, 4.0, 4.0, 6.0)}
+    run = fake_run(tmp_path, "ints", {s: [("val", i, v) for i, v in zip((2, 10, 1, "x"), vs)] for s, vs in values.items()})
+    write_scores(run, tmp_path / "saved" / "scores.csv")
+    rows = student_rows(run)
+    assert [row["id"] for row in rows["sft"]] == ["1", "10", "2", "x"] and rows == student_rows(tmp_path / "saved")
+    assert pooled_steps([rows], "val") == pooled_steps([student_rows(tmp_path / "saved")], "val")
+    assert pooled_steps([rows], "val")["kd-sft"] == paired_comparison([2.0, 4.0, 1.0, 3.0], [2.0, 4.5, 2.0, 5.0])
+    twice = fake_run(tmp_path, "twice", {s: [("val", 1, 1.0), ("val", "1", 2.0)] for s in values})
+    with pytest.raises(ValueError, match=r"sft/predictions.jsonl: row 2: id '1' appears twice in split 'val'"):
+        student_rows(twice)
