@@ -119,7 +119,8 @@ def skipped_note(runs: list[dict]) -> list[str]:
 
 
 def summary_csv(results: dict[str, dict]) -> str:
-    """One line per (system, group kind, group, metric): mean, low, high, n."""
+    """One line per (system, group kind, group, metric): mean, low, high, n (low and high empty for a
+    group of one example: they repeated the mean, a certain interval)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["system", "role", "stage", "group_by", "group", "metric", "mean", "low", "high", "n"])
@@ -129,6 +130,8 @@ def summary_csv(results: dict[str, dict]) -> str:
             groups = {"all": groups} if group_by == "all" else groups
             for group, stats in groups.items():
                 for metric, stat in stats.items():
+                    no_ci = stat["n"] == 1  # bootstrap_ci's (v, v, v): no interval, as in report.csv
                     writer.writerow([name, system["role"], system.get("stage") or "", group_by, group, metric,
-                                     stat["mean"], stat["low"], stat["high"], stat["n"]])
+                                     stat["mean"], "" if no_ci else stat["low"], "" if no_ci else stat["high"],
+                                     stat["n"]])
     return buffer.getvalue()

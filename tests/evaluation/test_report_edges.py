@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from speechsum.evaluation.report import build_report
@@ -60,3 +61,15 @@ def test_a_mean_outside_its_interval_is_named_not_a_chart_traceback(tmp_path):
     run["results"]["split"]["test"]["fact_judge"] = {"mean": 4.0 + 4e-15, "low": 4.0, "high": 4.0, "n": 3}
     path.write_text(json.dumps(run))
     assert build_report([tmp_path / "eval"], tmp_path / "report", num_resamples=50)["chart"].is_file()
+
+
+def test_evaluates_summary_csv_gives_a_group_of_one_example_no_interval():
+    from speechsum.evaluation.runs import summary_csv
+    from speechsum.evaluation.scoring import aggregate
+
+    values = {"fact_judge": np.array([3.0, 5.0, 6.0])}
+    results = aggregate(values, {"genre": ["meeting", "meeting", "lecture"]}, num_resamples=100)
+    text = summary_csv({"sft": {"system": {"role": "student", "stage": "sft"}, "results": results}})
+    # meeting (3, 5): resample means 3, 4, 5 → [3, 5]; lecture holds one example (it read 6.0,6.0,6.0)
+    assert text.splitlines()[2:] == ["sft,student,sft,genre,lecture,fact_judge,6.0,,,1",
+                                     "sft,student,sft,genre,meeting,fact_judge,4.0,3.0,5.0,2"]
