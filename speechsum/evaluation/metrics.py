@@ -349,9 +349,12 @@ class ExampleScores(Metric):
 
     def summary(self, confidence: float = 0.95, num_resamples: int = 1000, seed: int = 0
                 ) -> dict[str, dict[str, float]]:
-        """``{name: {"mean", "low", "high", "n"}}`` from :func:`bootstrap_ci` over ``compute()``."""
+        """``{name: {"mean", "low", "high", "n"}}`` from :func:`bootstrap_ci` over ``compute()``; a missing
+        score (NaN, as :func:`~speechsum.evaluation.scoring.collect_scores` sends it) is left out and not
+        counted in ``n``, as ``speechsum evaluate`` does (it was a ValueError: "values contain NaN")."""
         out = {}
         for name, values in self.compute().items():
+            values = values[~torch.isnan(values)]
             if values.numel() == 0:
                 out[name] = {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
                 continue

