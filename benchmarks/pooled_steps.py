@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 from pathlib import Path
@@ -39,6 +40,7 @@ from speechsum.evaluation.paired import (
     paired_comparison,
     read_prediction_rows,
 )
+from speechsum.utils.io import write_atomic
 
 STUDENTS = ("sft", "kd", "dpo")
 STEPS = (("sft", "kd"), ("kd", "dpo"), ("sft", "dpo"))
@@ -93,7 +95,8 @@ def _csv_rows(path: Path, metric: str) -> dict[str, list[dict]]:
 
 def write_scores(run: Path, out: Path, metric: str = "fact_judge") -> int:
     """Write ``run``'s per-example scores as ``scores.csv`` (id, split, recording, sft, kd, dpo; the
-    recording relative to the folder all the run's audio files share); returns the rows."""
+    recording relative to the folder all the run's audio files share), all at once (atomically); returns
+    the rows."""
     table: dict[tuple[str, str], dict[str, object]] = {}
     for student, rows in student_rows(run, metric).items():
         for row in rows:
@@ -102,14 +105,15 @@ def write_scores(run: Path, out: Path, metric: str = "fact_judge") -> int:
             entry.setdefault("recording", row.get("audio") or "")
     audio = [str(entry["recording"]) for entry in table.values() if entry["recording"]]
     shared = os.path.commonpath([os.path.dirname(path) for path in audio]) if audio else ""
+    buffer = io.StringIO()  # written whole at the end: a failure half-way left a scores.csv cut short
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "split", "recording", *STUDENTS])
+    for (split, example), entry in sorted(table.items()):
+        recording = os.path.relpath(str(entry["recording"]), shared) if entry["recording"] else ""
+        cells = [entry.get(s) for s in STUDENTS]
+        writer.writerow([example, split, recording, *("" if v is None else f"{float(v):.12g}" for v in cells)])
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["id", "split", "recording", *STUDENTS])
-        for (split, example), entry in sorted(table.items()):
-            recording = os.path.relpath(str(entry["recording"]), shared) if entry["recording"] else ""
-            cells = [entry.get(s) for s in STUDENTS]
-            writer.writerow([example, split, recording, *("" if v is None else f"{float(v):.12g}" for v in cells)])
+    write_atomic(out, buffer.getvalue())
     return len(table)
 
 

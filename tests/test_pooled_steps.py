@@ -1,6 +1,7 @@
 """benchmarks/pooled_steps.py: the recipe's steps pooled over pipeline runs (hand-computed values)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -200,3 +201,24 @@ def test_integer_ids_read_as_their_scores_csv_reads_them(tmp_path):
     twice = fake_run(tmp_path, "twice", {s: [("val", 1, 1.0), ("val", "1", 2.0)] for s in values})
     with pytest.raises(ValueError, match=r"sft/predictions.jsonl: row 2: id '1' appears twice in split 'val'"):
         student_rows(twice)
+
+
+def test_a_failure_while_writing_scores_leaves_the_earlier_file_whole(two_runs, tmp_path, monkeypatch):
+    out = tmp_path / "saved" / "scores.csv"
+    write_scores(two_runs[0], out)
+    before = out.read_bytes()
+    calls = []
+
+    def relpath_failing_on_the_second_row(path, start=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk gone")
+        return os.path.basename(path)
+
+    (two_runs[0] / "evaluate" / "sft" / "predictions.jsonl").write_text(  # give the rows recordings to relate
+        "".join(json.dumps({"id": i, "split": "val", "audio": f"/a/{i}.wav", "scores": {"fact_judge": 1.0}}) + "\n"
+                for i in "ab"))
+    monkeypatch.setattr("benchmarks.pooled_steps.os.path.relpath", relpath_failing_on_the_second_row)
+    with pytest.raises(OSError, match="disk gone"):
+        write_scores(two_runs[0], out)
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["scores.csv"]  # was cut short
