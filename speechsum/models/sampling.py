@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import TopPLogitsWarper
 
 from speechsum.utils.arguments import ConfigError, check_count, check_number
 
@@ -26,6 +26,29 @@ class GumbelMaxSampler(LogitsProcessor):
         noise = torch.empty_like(scores, dtype=torch.float32).uniform_()
         noise.clamp_(min=torch.finfo(torch.float32).tiny).log_().neg_().log_()  # −g = log(−log u)
         return scores.float() - noise
+
+
+class Temperature(LogitsProcessor):
+    """``scores / temperature`` in float32 (HF's ``TemperatureLogitsWarper`` on float32 scores, bit for
+    bit; bf16 / fp16 scores are scaled in float32 too, where they cannot overflow). A row whose scaled
+    scores overflow to +inf (a logit above ``temperature`` × 3.4e38: a temperature just above
+    ``GREEDY_BELOW`` with extreme logits) takes the limit of sampling as the temperature goes to 0: its
+    argmax alone stays finite, so it decodes greedily. Before 2026-12-07 the later argmax over several
+    +inf scores drew the first of them (the top-p filter's NaNs: the first id), not the likeliest."""
+
+    def __init__(self, temperature: float) -> None:
+        if not temperature > 0.0:
+            raise ValueError(f"temperature must be above 0, got {temperature}")
+        self.temperature = temperature
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        scaled = scores.float() / self.temperature
+        overflowed = (scaled == float("inf")) & torch.isfinite(scores)
+        rows = overflowed.any(-1)
+        if not bool(rows.any()):
+            return scaled
+        only_argmax = torch.full_like(scaled, float("-inf")).scatter_(-1, scores.float().argmax(-1, keepdim=True), 0.0)
+        return torch.where(rows[:, None], only_argmax, scaled)
 
 
 class NucleusFilter(LogitsProcessor):
@@ -69,11 +92,11 @@ class NucleusFilter(LogitsProcessor):
 
 
 def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList:
-    """Temperature, :class:`NucleusFilter` and :class:`GumbelMaxSampler`, in the order ``generate``
+    """:class:`Temperature`, :class:`NucleusFilter` and :class:`GumbelMaxSampler`, in the order ``generate``
     applies its own sampling warpers (after the other processors, e.g. suppressed tokens)."""
     processors = LogitsProcessorList()
     if temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(temperature))
+        processors.append(Temperature(temperature))
     if top_p < 1.0:
         processors.append(NucleusFilter(top_p))
     processors.append(GumbelMaxSampler())

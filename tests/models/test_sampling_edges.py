@@ -1,0 +1,46 @@
+"""SpeechLLM.generate at the edges of sampling, on the fast path and the HF ``generate`` fallback:
+temperatures whose scaled logits overflow float32, in fp32 and bf16 models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechsum.models.text_llm import TextLLM
+from tests.conftest import tiny_backbone_args
+from tests.models.test_decode import text_batch
+
+
+@pytest.fixture(scope="module")
+def text_lm() -> TextLLM:
+    torch.manual_seed(0)
+    return TextLLM(llm=tiny_backbone_args()["llm"]).eval()
+
+
+def both_paths(model: TextLLM, batch, seed: int = 0, **kwargs) -> list[torch.Tensor]:
+    """New tokens through HF generate, then through the fast path, from the same RNG state."""
+    outputs = []
+    for fast in (False, True):
+        model.fast_decoding = fast
+        torch.manual_seed(seed)
+        outputs.append(model.generate(batch, **kwargs)[0])
+    model.fast_decoding = True
+    return outputs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_a_temperature_that_overflows_the_scaled_logits_decodes_greedily(text_lm, dtype, top_p):
+    """Logits near 1e35 (a final norm scaled by 1e36) divided by 2e-5 overflow float32 (and bf16, of the
+    same range) to +inf; before, the argmax over several +inf scores drew the first of them (with top_p
+    the NaNs of the filter: id 0), not the likeliest. Now such a row decodes greedily, the limit T -> 0."""
+    model = TextLLM(llm=tiny_backbone_args()["llm"]).eval()
+    model.load_state_dict(text_lm.state_dict())
+    with torch.no_grad():
+        model.llm.model.norm.weight.mul_(1e36)
+    model.to(dtype)
+    batch = text_batch(model.llm.config.vocab_size)
+    greedy = both_paths(model, batch, max_new_tokens=6)
+    assert torch.equal(greedy[0], greedy[1])
+    for sampled in both_paths(model, batch, max_new_tokens=6, do_sample=True, temperature=2e-5, top_p=top_p):
+        assert torch.equal(sampled, greedy[0])
