@@ -3,6 +3,7 @@ temperatures whose scaled logits overflow float32, in fp32 and bf16 models."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,3 +45,14 @@ def test_a_temperature_that_overflows_the_scaled_logits_decodes_greedily(text_lm
     assert torch.equal(greedy[0], greedy[1])
     for sampled in both_paths(model, batch, max_new_tokens=6, do_sample=True, temperature=2e-5, top_p=top_p):
         assert torch.equal(sampled, greedy[0])
+
+
+@pytest.mark.parametrize("temperature", [2, np.float32(0.75)])
+def test_an_integer_or_numpy_temperature_samples_as_its_float(text_lm, temperature):
+    """``check_generate`` takes any real number, but HF's ``TemperatureLogitsWarper`` refused an int or a
+    numpy float32 (``ValueError: `temperature` (=2) has to be a strictly positive float``) from inside
+    ``generate``: now it draws what the same float draws."""
+    batch = text_batch(text_lm.llm.config.vocab_size)
+    expected = both_paths(text_lm, batch, seed=4, max_new_tokens=6, do_sample=True, temperature=float(temperature))
+    got = both_paths(text_lm, batch, seed=4, max_new_tokens=6, do_sample=True, temperature=temperature)
+    assert all(torch.equal(tokens, expected[0]) for tokens in expected + got)  # both paths, both types
