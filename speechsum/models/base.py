@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ from speechsum.models.sampling import check_decoding, sampling_processors, with_
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
 
+log = logging.getLogger(__name__)
+_past_context_warned: set[tuple[int, int]] = set()
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spm.model", "sentencepiece.bpe.model")
 
@@ -145,10 +148,11 @@ def check_generate(max_new_tokens: int, do_sample: bool, temperature: float, top
     check_count("generate(): num_return_sequences", num_return_sequences, 1)
 
 
-def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: int | None) -> None:
-    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at
-    least: audio a CTC-compressing backbone drops is not counted): the LM would read positions it was
-    never trained on and generate without a word (the collators check this only when asked)."""
+def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: int | None, max_new_tokens: int = 0) -> None:
+    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at least:
+    audio a CTC-compressing backbone drops is not counted): the LM would read positions it was never trained
+    on. A warning (once per context and ``max_new_tokens``) when ``max_new_tokens`` may take an answer past it:
+    the tokens are HF ``generate``'s, which only warns; before 2026-12-07 the fast path said nothing."""
     if context is None or batch.prompt_mask.numel() == 0:
         return
     positions = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
@@ -156,6 +160,12 @@ def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: i
     if int(positions[row]) > context:
         raise ValueError(f"generate(): the prompt of example {row} takes {int(positions[row])} positions, more than the "
                          f"LM's context of {context}; shorten its audio, instruction or transcript")
+    if int(positions[row]) + max_new_tokens > context and (context, max_new_tokens) not in _past_context_warned:
+        _past_context_warned.add((context, max_new_tokens))
+        log.warning("generate(): the prompt of example %r takes %d positions, and max_new_tokens=%d may take its answer past "
+                    "the LM's context of %d (its later tokens come from positions the LM never trained on); lower "
+                    "max_new_tokens to %d or shorten the prompt (logged once)", batch.ids[row], int(positions[row]),
+                    max_new_tokens, context, context - int(positions[row]))
 
 
 class SpeechLLM(nn.Module, ABC):
@@ -277,7 +287,7 @@ class SpeechLLM(nn.Module, ABC):
         tokens are unchanged: :class:`~speechsum.models.sampling.StepCheck`)."""
         context = self.context_length()
         check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, context)
-        check_prompt_fits(self.processor, batch, context)
+        check_prompt_fits(self.processor, batch, context, max_new_tokens)
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
         sampled = do_sample and temperature >= GREEDY_BELOW  # below: greedy, as serve and vLLM

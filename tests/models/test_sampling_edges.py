@@ -56,3 +56,22 @@ def test_an_integer_or_numpy_temperature_samples_as_its_float(text_lm, temperatu
     expected = both_paths(text_lm, batch, seed=4, max_new_tokens=6, do_sample=True, temperature=float(temperature))
     got = both_paths(text_lm, batch, seed=4, max_new_tokens=6, do_sample=True, temperature=temperature)
     assert all(torch.equal(tokens, expected[0]) for tokens in expected + got)  # both paths, both types
+
+
+def test_an_answer_that_may_pass_the_context_is_warned_about_once_with_the_same_tokens(caplog):
+    """A prompt of 14 positions and max_new_tokens 19 in a context of 32: before, the fast path went on past
+    the context without a word (HF generate only printed its own reminder); now a warning names the example
+    and the max_new_tokens that fits (once), and the tokens are those HF generate gives. 18 fits: no warning."""
+    torch.manual_seed(0)
+    model = TextLLM(llm={**tiny_backbone_args()["llm"], "max_position_embeddings": 32}).eval()
+    batch = text_batch(model.llm.config.vocab_size, lengths=(9, 14, 5, 11))
+    with caplog.at_level("WARNING", logger="speechsum.models.base"):
+        fitting = both_paths(model, batch, max_new_tokens=18)
+        assert not caplog.records
+        hf, fast = both_paths(model, batch, max_new_tokens=19)
+        both_paths(model, batch, max_new_tokens=19)
+    assert torch.equal(hf, fast) and torch.equal(fast[:, :18], fitting[1])
+    assert [r.getMessage() for r in caplog.records] == [
+        "generate(): the prompt of example '1' takes 14 positions, and max_new_tokens=19 may take its answer past the LM's "
+        "context of 32 (its later tokens come from positions the LM never trained on); lower max_new_tokens to 18 or "
+        "shorten the prompt (logged once)"]
