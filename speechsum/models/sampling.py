@@ -34,14 +34,19 @@ class Temperature(LogitsProcessor):
     scores overflow to +inf (a logit above ``temperature`` × 3.4e38: a temperature just above
     ``GREEDY_BELOW`` with extreme logits) takes the limit of sampling as the temperature goes to 0: its
     argmax alone stays finite, so it decodes greedily. Before 2026-12-07 the later argmax over several
-    +inf scores drew the first of them (the top-p filter's NaNs: the first id), not the likeliest."""
+    +inf scores drew the first of them (the top-p filter's NaNs: the first id), not the likeliest. A
+    temperature beyond float32 (above 3.4e38, which is +inf there) gives the limit T -> inf: every id not
+    at −inf scores 0 (uniform); before, −inf / inf was NaN and every token the suppressed audio placeholder."""
 
     def __init__(self, temperature: float) -> None:
         if not temperature > 0.0:
             raise ValueError(f"temperature must be above 0, got {temperature}")
         self.temperature = temperature
+        self.uniform = bool(torch.tensor(float(temperature), dtype=torch.float32).isinf())
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if self.uniform:
+            return torch.zeros_like(scores, dtype=torch.float32).masked_fill_(scores == float("-inf"), float("-inf"))
         scaled = scores.float() / self.temperature
         overflowed = (scaled == float("inf")) & torch.isfinite(scores)
         rows = overflowed.any(-1)

@@ -75,3 +75,14 @@ def test_an_answer_that_may_pass_the_context_is_warned_about_once_with_the_same_
         "generate(): the prompt of example '1' takes 14 positions, and max_new_tokens=19 may take its answer past the LM's "
         "context of 32 (its later tokens come from positions the LM never trained on); lower max_new_tokens to 18 or "
         "shorten the prompt (logged once)"]
+
+
+@pytest.mark.parametrize("temperature", [1e4, 1e39, 1e300])
+def test_a_huge_temperature_samples_near_uniformly_and_never_the_suppressed_placeholder(text_lm, temperature):
+    """A finite temperature above float32's range is +inf there, and -inf (the suppressed audio placeholder) / inf
+    was NaN: before, every token of every row was the placeholder. Now such a temperature is the limit T -> inf
+    (uniform over the ids not suppressed), and 1e4 stays near-uniform; both paths draw the same tokens."""
+    batch = text_batch(text_lm.llm.config.vocab_size)
+    hf, fast = both_paths(text_lm, batch, seed=2, max_new_tokens=8, do_sample=True, temperature=temperature, top_p=0.95)
+    assert torch.equal(hf, fast) and not (fast == text_lm.audio_token_id).any()
+    assert len(set(fast.flatten().tolist())) > 16  # 32 draws from ~270 ids: not one id over and over
