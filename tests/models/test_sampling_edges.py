@@ -1,12 +1,16 @@
-"""SpeechLLM.generate at the edges of sampling, on the fast path and the HF ``generate`` fallback:
-temperatures whose scaled logits overflow float32, in fp32 and bf16 models."""
+"""SpeechLLM.generate at its edges, on the fast path and the HF ``generate`` fallback: temperatures whose
+scaled logits overflow float32 (fp32 and bf16 models), integer / numpy / huge temperatures, an answer that
+may pass the LM's context, a batch without rows."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
+from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.models.text_llm import TextLLM
 from tests.conftest import tiny_backbone_args
 from tests.models.test_decode import text_batch
@@ -86,3 +90,16 @@ def test_a_huge_temperature_samples_near_uniformly_and_never_the_suppressed_plac
     hf, fast = both_paths(text_lm, batch, seed=2, max_new_tokens=8, do_sample=True, temperature=temperature, top_p=0.95)
     assert torch.equal(hf, fast) and not (fast == text_lm.audio_token_id).any()
     assert len(set(fast.flatten().tolist())) > 16  # 32 draws from ~270 ids: not one id over and over
+
+
+def test_a_batch_without_rows_generates_no_rows(text_lm):
+    """Before: a batch of 0 rows (e.g. every example of a hand-made batch skipped) failed in generate with
+    ``RuntimeError: max(): Expected reduction dim to be specified``; now it returns (0, 0) ids and mask."""
+    batch = text_batch(text_lm.llm.config.vocab_size, lengths=(5,))
+    empty = dataclasses.replace(batch, ids=[], audio_seconds=batch.audio_seconds[:0], prompt_ids=batch.prompt_ids[:0],
+                                prompt_mask=batch.prompt_mask[:0], instructions=[], transcripts=[], references=[])
+    for kwargs in ({}, {"do_sample": True, "temperature": 0.7}, {"num_return_sequences": 2}):
+        for ids in both_paths(text_lm, empty, max_new_tokens=4, **kwargs):
+            assert ids.shape == (0, 0) and ids.dtype == torch.long
+    out = generate_texts(text_lm, empty, GenerationSettings(max_new_tokens=4))
+    assert out.texts == [] and out.mask.shape == (0, 0) and out.truncated.shape == (0,)
