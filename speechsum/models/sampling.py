@@ -30,7 +30,7 @@ class GumbelMaxSampler(LogitsProcessor):
 
 class Temperature(LogitsProcessor):
     """``scores / temperature`` in float32 (HF's ``TemperatureLogitsWarper`` on float32 scores, bit for
-    bit; bf16 / fp16 scores are scaled in float32 too, where they cannot overflow). A row whose scaled
+    bit; bf16 / fp16 scores are scaled in float32 too: fp16 ones cannot overflow there). A row whose scaled
     scores overflow to +inf (a logit above ``temperature`` × 3.4e38: a temperature just above
     ``GREEDY_BELOW`` with extreme logits) takes the limit of sampling as the temperature goes to 0: its
     argmax alone stays finite, so it decodes greedily. Before 2026-12-07 the later argmax over several
@@ -48,10 +48,9 @@ class Temperature(LogitsProcessor):
         if self.uniform:
             return torch.zeros_like(scores, dtype=torch.float32).masked_fill_(scores == float("-inf"), float("-inf"))
         scaled = scores.float() / self.temperature
-        overflowed = (scaled == float("inf")) & torch.isfinite(scores)
-        rows = overflowed.any(-1)
-        if not bool(rows.any()):
+        if not bool(scaled.amax() == float("inf")):  # one reduction per step in the usual case
             return scaled
+        rows = ((scaled == float("inf")) & torch.isfinite(scores)).any(-1)
         only_argmax = torch.full_like(scaled, float("-inf")).scatter_(-1, scores.float().argmax(-1, keepdim=True), 0.0)
         return torch.where(rows[:, None], only_argmax, scaled)
 

@@ -33,21 +33,23 @@ def both_paths(model: TextLLM, batch, seed: int = 0, **kwargs) -> list[torch.Ten
     return outputs
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("dtype", "scale", "temperature"), [
+    (torch.float32, 1e36, 2e-5), (torch.bfloat16, 1e36, 2e-5), (torch.float16, 1e3, 1e-3)])
 @pytest.mark.parametrize("top_p", [1.0, 0.9])
-def test_a_temperature_that_overflows_the_scaled_logits_decodes_greedily(text_lm, dtype, top_p):
+def test_a_temperature_that_overflows_the_scaled_logits_decodes_greedily(text_lm, dtype, scale, temperature, top_p):
     """Logits near 1e35 (a final norm scaled by 1e36) divided by 2e-5 overflow float32 (and bf16, of the
     same range) to +inf; before, the argmax over several +inf scores drew the first of them (with top_p
-    the NaNs of the filter: id 0), not the likeliest. Now such a row decodes greedily, the limit T -> 0."""
+    the NaNs of the filter: id 0), not the likeliest. Now such a row decodes greedily, the limit T -> 0.
+    fp16 logits (at most 65,504) divided by 1e-3 fit float32, where they are scaled: sampled = greedy too."""
     model = TextLLM(llm=tiny_backbone_args()["llm"]).eval()
     model.load_state_dict(text_lm.state_dict())
     with torch.no_grad():
-        model.llm.model.norm.weight.mul_(1e36)
+        model.llm.model.norm.weight.mul_(scale)
     model.to(dtype)
     batch = text_batch(model.llm.config.vocab_size)
     greedy = both_paths(model, batch, max_new_tokens=6)
     assert torch.equal(greedy[0], greedy[1])
-    for sampled in both_paths(model, batch, max_new_tokens=6, do_sample=True, temperature=2e-5, top_p=top_p):
+    for sampled in both_paths(model, batch, max_new_tokens=6, do_sample=True, temperature=temperature, top_p=top_p):
         assert torch.equal(sampled, greedy[0])
 
 
