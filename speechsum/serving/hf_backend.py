@@ -342,7 +342,8 @@ class HFBackend:
         greedy = sampling.greedy
         config = GenerationConfig(
             max_new_tokens=max_new, do_sample=not greedy, num_return_sequences=1 if greedy else sampling.n,
-            eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id or self.stop_ids[0],
+            # no stop token at all (a tokenizer without eos): every row runs to max_tokens (before 2026-12-07 an IndexError, a 500)
+            eos_token_id=self.stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or (self.stop_ids or [0])[0],
             output_logits=True, return_dict_in_generate=True,
             **({} if greedy else {"top_p": sampling.top_p, "top_k": 0}),
         )

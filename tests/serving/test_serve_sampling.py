@@ -1,12 +1,13 @@
 """``speechsum serve``'s sampling at its edges, through the official openai client on loopback: a
-temperature whose scaled logits overflow float32 decodes greedily, and sampled requests draw exactly
-what HF's own temperature warper drew."""
+temperature whose scaled logits overflow float32 decodes greedily, sampled requests draw exactly what
+HF's own temperature warper drew, and a model without any stop token generates to max_tokens."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from speechsum.models.tokenizer import build_byte_tokenizer
 from speechsum.serving.hf_backend import HFBackend
@@ -51,3 +52,25 @@ def test_sampled_tokens_are_those_of_generates_own_temperature(backend, model_di
     ended = [i for i, token in enumerate(new) if token in backend.stop_ids]
     expected = tokenizer.decode(new[: ended[0]] if ended else new)
     assert reply.choices[0].text == expected and len(expected) > 3
+
+
+def test_a_model_without_any_stop_token_generates_to_max_tokens():
+    """A tokenizer with no eos / pad and no chat end token, a model without eos ids: before, every generation
+    was a 500 (``IndexError`` picking a pad id among no stop ids); now each answer runs to max_tokens."""
+    vocab = {chr(i): i - 32 for i in range(32, 127)}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="?"))
+    words.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96, eos_token_id=None,
+                         pad_token_id=None, bos_token_id=None)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    backend = HFBackend.from_objects(model, tokenizer, MODEL)
+    assert backend.stop_ids == []
+    with serve_in_thread(backend) as url:
+        client = openai_client(url)
+        for kwargs in ({"temperature": 0}, {"temperature": 0.8, "seed": 1, "n": 2}):
+            reply = client.completions.create(model=MODEL, prompt="ab", max_tokens=5, logprobs=0, **kwargs)
+            assert all(c.finish_reason == "length" and len(c.logprobs.tokens) == 5 for c in reply.choices)
