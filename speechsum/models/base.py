@@ -29,7 +29,7 @@ from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
-from speechsum.models.sampling import check_decoding, sampling_processors, with_step_check
+from speechsum.models.sampling import FiniteScores, check_decoding, sampling_processors, with_step_check
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
 
@@ -329,7 +329,8 @@ class SpeechLLM(nn.Module, ABC):
         lm = self.causal_lm() if self.fast_decoding else None
         max_position = int(batch.prompt_mask.sum(1).max()) + config.max_new_tokens  # an upper bound
         if lm is None or fast_path_reason(lm, max_position) is not None:
-            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
+            checked = LogitsProcessorList([*(processors or []), FiniteScores()])
+            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, checked)
         prompt = self.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
         return decode(
             lm, prompt, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,

@@ -139,6 +139,30 @@ class EndRows(LogitsProcessor):
         return torch.where(rows.to(scores.device)[:, None], ended, scores)
 
 
+def check_finite_scores(best: Tensor, step: int) -> None:
+    """A ``ValueError`` when a row's best score ``best`` ``(rows,)`` at new token ``step`` (0-based) is NaN
+    or ±inf: the LM's logits overflowed its dtype, and the argmax was the first id (token 0 on every step)."""
+    bad = ~torch.isfinite(best)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(f"generate(): the LM's logits for rows {rows[:8]}{' …' if len(rows) > 8 else ''} at new token "
+                         f"{step} are not finite (NaN or inf): its weights or activations overflowed their dtype "
+                         "(float16 ends at 65,504); load the LM in bfloat16 or float32 (dtype), or check its weights")
+
+
+class FiniteScores(LogitsProcessor):
+    """The HF ``generate`` fallback's last processor: :func:`check_finite_scores` on each step's scores,
+    which it returns unchanged (the fast path checks the same in its loop)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        check_finite_scores(scores.max(-1).values, self.step)
+        self.step += 1
+        return scores
+
+
 def with_step_check(processors: LogitsProcessorList | None, check: Callable[[Tensor], Tensor | None] | None,
                     stop_id: int) -> LogitsProcessorList | None:
     """``processors`` with a :class:`StepCheck` of ``check`` first and its :class:`EndRows` (ending rows

@@ -120,3 +120,21 @@ def test_a_bf16_lm_with_lora_decodes_the_tokens_of_hf_generate(llm):
     assert torch.equal(hf, fast)
     hf, fast = both_paths(model, batch, seed=3, max_new_tokens=20, do_sample=True, top_p=0.9)
     assert torch.equal(hf, fast)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("sampling", [{}, {"do_sample": True, "temperature": 0.7, "top_p": 0.9}])
+def test_logits_that_overflow_their_dtype_are_a_clear_error(text_lm, fast, sampling):
+    """An fp16 LM whose activations overflow (final norm scaled by 1e5) gives NaN logits: before, the argmax over
+    them was id 0 on every step of every row, without a word; now generate raises naming the rows and the dtype."""
+    model = TextLLM(llm=tiny_backbone_args()["llm"]).eval()
+    model.load_state_dict(text_lm.state_dict())
+    with torch.no_grad():
+        model.llm.model.norm.weight.mul_(1e5)
+    model.to(torch.float16).fast_decoding = fast
+    with pytest.raises(ValueError) as info:
+        model.generate(text_batch(model.llm.config.vocab_size), max_new_tokens=4, **sampling)
+    assert str(info.value) == (
+        "generate(): the LM's logits for rows [0, 1, 2, 3] at new token 0 are not finite (NaN or inf): its weights or "
+        "activations overflowed their dtype (float16 ends at 65,504); load the LM in bfloat16 or float32 (dtype), or "
+        "check its weights")
