@@ -149,10 +149,9 @@ def check_generate(max_new_tokens: int, do_sample: bool, temperature: float, top
 
 
 def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: int | None, max_new_tokens: int = 0) -> None:
-    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at least:
-    audio a CTC-compressing backbone drops is not counted): the LM would read positions it was never trained
-    on. A warning (once per context and ``max_new_tokens``) when ``max_new_tokens`` may take an answer past it
-    (the tokens are HF ``generate``'s, which only warns; before 2026-12-07 the fast path said nothing)."""
+    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at least: audio a
+    CTC-compressing backbone drops is not counted), which the LM was never trained on; a warning (once per context and
+    ``max_new_tokens``) when ``max_new_tokens`` may pass it (HF ``generate``'s tokens; it only warns itself)."""
     if context is None or batch.prompt_mask.numel() == 0:
         return
     positions = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
@@ -324,13 +323,13 @@ class SpeechLLM(nn.Module, ABC):
     def _decode(self, batch: SpeechBatch, config: GenerationConfig, processors: LogitsProcessorList | None) -> Tensor:
         """New tokens ``(B, N)``: :func:`~speechsum.models.decode.decode` when the LM allows it
         (same tokens as HF ``generate``, a fraction of its per-token overhead), else ``generate``."""
-        if batch.prompt_ids.shape[0] == 0:  # no rows, no tokens (before 2026-12-07: a RuntimeError from max())
+        if batch.prompt_ids.shape[0] == 0:  # no rows (before 2026-12-07: a RuntimeError from max())
             return batch.prompt_ids.new_zeros(0, 0)
         lm = self.causal_lm() if self.fast_decoding else None
         max_position = int(batch.prompt_mask.sum(1).max()) + config.max_new_tokens  # an upper bound
         if lm is None or fast_path_reason(lm, max_position) is not None:
-            checked = LogitsProcessorList([*(processors or []), FiniteScores()])
-            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, checked)
+            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config,
+                                        LogitsProcessorList([*(processors or []), FiniteScores()]))
         prompt = self.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
         return decode(
             lm, prompt, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,
