@@ -20,7 +20,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from speechsum.models.base import load_tokenizer
 from speechsum.models.model_folder import check_model_folder
-from speechsum.models.sampling import Temperature
+from speechsum.models.sampling import FiniteScores, Temperature
 from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_served_lm
 from speechsum.serving.protocol import (
     APIError,
@@ -347,10 +347,11 @@ class HFBackend:
             output_logits=True, return_dict_in_generate=True,
             **({} if greedy else {"top_p": sampling.top_p, "top_k": 0}),
         )
-        # the temperature as a processor (before top-p, as generate's own): HF's bits for float32 logits,
-        # and a row whose logits / temperature overflow decodes greedily (generate's own warper: NaN, a 500)
-        tempered = LogitsProcessorList([Temperature(sampling.temperature)] if not greedy and sampling.temperature != 1.0
-                                       else [])
+        # the temperature as a processor (before top-p, as generate's own): HF's bits for float32 logits, and a row
+        # whose logits / temperature overflow decodes greedily (generate's own warper: NaN, a 500); logits that are not
+        # finite (an fp16 model overflowing) are a ValueError in the server log, where greedy answers were token 0
+        tempered = LogitsProcessorList([*([Temperature(sampling.temperature)] if not greedy and sampling.temperature != 1.0
+                                          else []), FiniteScores()])
         gone = _StopWhenClientGone(client_gone)
         stopping = [gone, *([_StopOnStrings(self.tokenizer, sampling.stop, len(ids))] if sampling.stop else [])]
         if stream is not None:  # stream: true: the text as it comes

@@ -4,6 +4,7 @@ HF's own temperature warper drew, and a model without any stop token generates t
 
 from __future__ import annotations
 
+import openai
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -74,3 +75,17 @@ def test_a_model_without_any_stop_token_generates_to_max_tokens():
         for kwargs in ({"temperature": 0}, {"temperature": 0.8, "seed": 1, "n": 2}):
             reply = client.completions.create(model=MODEL, prompt="ab", max_tokens=5, logprobs=0, **kwargs)
             assert all(c.finish_reason == "length" and len(c.logprobs.tokens) == 5 for c in reply.choices)
+
+
+@pytest.mark.parametrize("temperature", [0, 0.8])
+def test_a_model_whose_logits_overflow_is_a_500_with_the_reason_in_the_log(model_dir, temperature, caplog):
+    """An fp16 model whose activations overflow (final norm scaled by 1e5) has NaN logits: before, a greedy
+    answer was token 0 over and over with a 200, a sampled one a 500 logged as multinomial's "probability
+    tensor contains either inf, nan"; now both are a 500 whose log line says what overflowed and what to do."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(1e5)
+    with serve_in_thread(HFBackend.from_objects(model.half(), build_byte_tokenizer(), MODEL)) as url:
+        with pytest.raises(openai.InternalServerError):
+            openai_client(url).completions.create(model=MODEL, prompt="ab", max_tokens=4, temperature=temperature, seed=1)
+    assert "are not finite (NaN or inf): its weights or activations overflowed their dtype" in caplog.text
