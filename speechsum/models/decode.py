@@ -146,7 +146,7 @@ def decode(
         if logits_processor:
             scores = logits_processor(sequence[:, : start + t], torch.where(unfinished[:, None], scores, stopped_scores))
         best, tokens = scores.max(-1)  # = argmax (first of ties), faster on CPU
-        check_finite_scores(best, t)  # a stopped row's scores are finite (stopped_scores)
+        check_finite_scores(best, t)  # NaN / inf logits: a clear error, as the HF fallback's FiniteScores
         tokens = tokens.masked_fill(~unfinished, pad_id)
         sequence[:, start + t] = tokens
         unfinished &= ~torch.isin(tokens, stops)
