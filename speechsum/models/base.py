@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +29,12 @@ from speechsum.models.config_fields import check_weight_dtype, checked_config
 from speechsum.models.decode import Prompt, decode, fast_path_reason
 from speechsum.models.modes import eval_mode
 from speechsum.models.policy import ModuleGroups, TrainingPolicy, apply_training_policy
-from speechsum.models.sampling import check_decoding, sampling_processors, with_step_check
+from speechsum.models.sampling import FiniteScores, check_decoding, sampling_processors, with_step_check
 from speechsum.models.tokenizer import AUDIO_TOKEN, build_byte_tokenizer
 from speechsum.utils.arguments import GREEDY_BELOW, ConfigError, check_count
 
+log = logging.getLogger(__name__)
+_past_context_warned: set[tuple[int, int]] = set()
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spm.model", "sentencepiece.bpe.model")
 
@@ -145,10 +148,10 @@ def check_generate(max_new_tokens: int, do_sample: bool, temperature: float, top
     check_count("generate(): num_return_sequences", num_return_sequences, 1)
 
 
-def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: int | None) -> None:
-    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at
-    least: audio a CTC-compressing backbone drops is not counted): the LM would read positions it was
-    never trained on and generate without a word (the collators check this only when asked)."""
+def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: int | None, max_new_tokens: int = 0) -> None:
+    """A ``ValueError`` when a prompt of ``batch`` takes more positions than the LM's ``context`` (at least: audio a
+    CTC-compressing backbone drops is not counted), which the LM was never trained on; a warning (once per context and
+    ``max_new_tokens``) when ``max_new_tokens`` may pass it (HF ``generate``'s tokens; it only warns itself)."""
     if context is None or batch.prompt_mask.numel() == 0:
         return
     positions = processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask)
@@ -156,6 +159,12 @@ def check_prompt_fits(processor: SpeechProcessor, batch: SpeechBatch, context: i
     if int(positions[row]) > context:
         raise ValueError(f"generate(): the prompt of example {row} takes {int(positions[row])} positions, more than the "
                          f"LM's context of {context}; shorten its audio, instruction or transcript")
+    if int(positions[row]) + max_new_tokens > context and (context, max_new_tokens) not in _past_context_warned:
+        _past_context_warned.add((context, max_new_tokens))
+        log.warning("generate(): the prompt of example %r takes %d positions, and max_new_tokens=%d may take its answer past "
+                    "the LM's context of %d (its later tokens come from positions the LM never trained on); lower "
+                    "max_new_tokens to %d or shorten the prompt (logged once)", batch.ids[row], int(positions[row]),
+                    max_new_tokens, context, context - int(positions[row]))
 
 
 class SpeechLLM(nn.Module, ABC):
@@ -277,7 +286,7 @@ class SpeechLLM(nn.Module, ABC):
         tokens are unchanged: :class:`~speechsum.models.sampling.StepCheck`)."""
         context = self.context_length()
         check_generate(max_new_tokens, do_sample, temperature, top_p, num_return_sequences, context)
-        check_prompt_fits(self.processor, batch, context)
+        check_prompt_fits(self.processor, batch, context, max_new_tokens)
         stop_ids = self.processor.stop_token_ids
         config = self.greedy_config(max_new_tokens)
         sampled = do_sample and temperature >= GREEDY_BELOW  # below: greedy, as serve and vLLM
@@ -314,10 +323,13 @@ class SpeechLLM(nn.Module, ABC):
     def _decode(self, batch: SpeechBatch, config: GenerationConfig, processors: LogitsProcessorList | None) -> Tensor:
         """New tokens ``(B, N)``: :func:`~speechsum.models.decode.decode` when the LM allows it
         (same tokens as HF ``generate``, a fraction of its per-token overhead), else ``generate``."""
+        if batch.prompt_ids.shape[0] == 0:  # no rows (before 2026-12-07: a RuntimeError from max())
+            return batch.prompt_ids.new_zeros(0, 0)
         lm = self.causal_lm() if self.fast_decoding else None
         max_position = int(batch.prompt_mask.sum(1).max()) + config.max_new_tokens  # an upper bound
         if lm is None or fast_path_reason(lm, max_position) is not None:
-            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config, processors)
+            return self.generate_tokens(batch.audio, batch.prompt_ids, batch.prompt_mask, config,
+                                        LogitsProcessorList([*(processors or []), FiniteScores()]))
         prompt = self.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)
         return decode(
             lm, prompt, config.max_new_tokens, list(config.eos_token_id), config.pad_token_id,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache, LogitsProcessorList
 
+from speechsum.models.sampling import check_finite_scores
 from speechsum.models.static_decoder import StaticCacheDecoder, unsupported_reason
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,9 @@ def decode(
         scores = logits.float().masked_fill(suppressed, float("-inf"))
         if logits_processor:
             scores = logits_processor(sequence[:, : start + t], torch.where(unfinished[:, None], scores, stopped_scores))
-        tokens = scores.max(-1).indices.masked_fill(~unfinished, pad_id)  # = argmax (first of ties), faster on CPU
+        best, tokens = scores.max(-1)  # = argmax (first of ties), faster on CPU
+        check_finite_scores(best, t)  # NaN / inf logits: a clear error, as the HF fallback's FiniteScores
+        tokens = tokens.masked_fill(~unfinished, pad_id)
         sequence[:, start + t] = tokens
         unfinished &= ~torch.isin(tokens, stops)
         steps = t + 1

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import TopPLogitsWarper
 
 from speechsum.utils.arguments import ConfigError, check_count, check_number
 
@@ -26,6 +26,33 @@ class GumbelMaxSampler(LogitsProcessor):
         noise = torch.empty_like(scores, dtype=torch.float32).uniform_()
         noise.clamp_(min=torch.finfo(torch.float32).tiny).log_().neg_().log_()  # −g = log(−log u)
         return scores.float() - noise
+
+
+class Temperature(LogitsProcessor):
+    """``scores / temperature`` in float32 (HF's ``TemperatureLogitsWarper`` on float32 scores, bit for
+    bit; bf16 / fp16 scores are scaled in float32 too: fp16 ones cannot overflow there). A row whose scaled
+    scores overflow to +inf (a logit above ``temperature`` × 3.4e38: a temperature just above
+    ``GREEDY_BELOW`` with extreme logits) takes the limit of sampling as the temperature goes to 0: its
+    argmax alone stays finite, so it decodes greedily. Before 2026-12-07 the later argmax over several
+    +inf scores drew the first of them (the top-p filter's NaNs: the first id), not the likeliest. A
+    temperature beyond float32 (above 3.4e38, which is +inf there) gives the limit T -> inf: every id not
+    at −inf scores 0 (uniform); before, −inf / inf was NaN and every token the suppressed audio placeholder."""
+
+    def __init__(self, temperature: float) -> None:
+        if not temperature > 0.0:
+            raise ValueError(f"temperature must be above 0, got {temperature}")
+        self.temperature = temperature
+        self.uniform = bool(torch.tensor(float(temperature), dtype=torch.float32).isinf())
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if self.uniform:
+            return torch.zeros_like(scores, dtype=torch.float32).masked_fill_(scores == float("-inf"), float("-inf"))
+        scaled = scores.float() / self.temperature
+        if not bool(scaled.amax() == float("inf")):  # one reduction per step in the usual case
+            return scaled
+        rows = ((scaled == float("inf")) & torch.isfinite(scores)).any(-1)
+        only_argmax = torch.full_like(scaled, float("-inf")).scatter_(-1, scores.float().argmax(-1, keepdim=True), 0.0)
+        return torch.where(rows[:, None], only_argmax, scaled)
 
 
 class NucleusFilter(LogitsProcessor):
@@ -69,11 +96,11 @@ class NucleusFilter(LogitsProcessor):
 
 
 def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList:
-    """Temperature, :class:`NucleusFilter` and :class:`GumbelMaxSampler`, in the order ``generate``
+    """:class:`Temperature`, :class:`NucleusFilter` and :class:`GumbelMaxSampler`, in the order ``generate``
     applies its own sampling warpers (after the other processors, e.g. suppressed tokens)."""
     processors = LogitsProcessorList()
     if temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(temperature))
+        processors.append(Temperature(temperature))
     if top_p < 1.0:
         processors.append(NucleusFilter(top_p))
     processors.append(GumbelMaxSampler())
@@ -110,6 +137,30 @@ class EndRows(LogitsProcessor):
             return scores
         ended = torch.full_like(scores[0], float("-inf")).index_fill(0, torch.tensor([self.stop_id], device=scores.device), 0.0)
         return torch.where(rows.to(scores.device)[:, None], ended, scores)
+
+
+def check_finite_scores(best: Tensor, step: int) -> None:
+    """A ``ValueError`` when a row's best score ``best`` ``(rows,)`` at new token ``step`` (0-based) is NaN
+    or ±inf: the LM's logits overflowed its dtype, and the argmax was the first id (token 0 on every step)."""
+    bad = ~torch.isfinite(best)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(f"generate(): the LM's logits for rows {rows[:8]}{' …' if len(rows) > 8 else ''} at new token "
+                         f"{step} are not finite (NaN or inf): its weights or activations overflowed their dtype "
+                         "(float16 ends at 65,504); load the LM in bfloat16 or float32 (dtype), or check its weights")
+
+
+class FiniteScores(LogitsProcessor):
+    """The HF ``generate`` fallback's last processor: :func:`check_finite_scores` on each step's scores,
+    which it returns unchanged (the fast path checks the same in its loop)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        check_finite_scores(scores.max(-1).values, self.step)
+        self.step += 1
+        return scores
 
 
 def with_step_check(processors: LogitsProcessorList | None, check: Callable[[Tensor], Tensor | None] | None,

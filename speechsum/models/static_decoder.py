@@ -211,11 +211,15 @@ class StaticCacheDecoder:
         """``cache``: the prefill's cache, ``(B, H_kv, L, D)`` per layer; ``key_mask`` ``(B, L)``:
         prompt positions attended to; ``first_position`` ``(B,)``: position id of the first new token;
         ``merge``: LoRA-merged, fused projection weights (see :func:`projection`; default: when the
-        decoder layers' weights take at most ``MERGE_LIMIT_BYTES``)."""
+        decoder layers' weights are float32 and take at most ``MERGE_LIMIT_BYTES``: a LoRA merged into bf16
+        weights rounds apart from HF's separate adapter matmuls, enough to change greedy tokens; before
+        2026-12-07 a tiny bf16 composed model's fast path gave other tokens than HF ``generate``)."""
         decoder = find_decoder(model)
         config = decoder.config
         if merge is None:
-            merge = sum(p.numel() * p.element_size() for p in decoder.layers.parameters()) <= MERGE_LIMIT_BYTES
+            weights = list(decoder.layers.parameters())
+            merge = (sum(p.numel() * p.element_size() for p in weights) <= MERGE_LIMIT_BYTES
+                     and all(p.dtype == torch.float32 for p in weights))
         self.layout = LAYOUTS[config.model_type]
         self.embed = decoder.embed_tokens
         self.final_norm = getattr(decoder, "final_layernorm", None) or decoder.norm

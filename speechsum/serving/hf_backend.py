@@ -16,10 +16,11 @@ from typing import TypeVar
 
 import torch
 from jinja2.exceptions import TemplateError, TemplateSyntaxError
-from transformers import GenerationConfig, StoppingCriteria
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from speechsum.models.base import load_tokenizer
 from speechsum.models.model_folder import check_model_folder
+from speechsum.models.sampling import FiniteScores, Temperature
 from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_served_lm
 from speechsum.serving.protocol import (
     APIError,
@@ -341,10 +342,16 @@ class HFBackend:
         greedy = sampling.greedy
         config = GenerationConfig(
             max_new_tokens=max_new, do_sample=not greedy, num_return_sequences=1 if greedy else sampling.n,
-            eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id or self.stop_ids[0],
+            # no stop token at all (a tokenizer without eos): every row runs to max_tokens (before 2026-12-07 an IndexError, a 500)
+            eos_token_id=self.stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or (self.stop_ids or [0])[0],
             output_logits=True, return_dict_in_generate=True,
-            **({} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}),
+            **({} if greedy else {"top_p": sampling.top_p, "top_k": 0}),
         )
+        # the temperature as a processor (before top-p, as generate's own): HF's bits for float32 logits, and a row
+        # whose logits / temperature overflow decodes greedily (generate's own warper: NaN, a 500); logits that are not
+        # finite (an fp16 model overflowing) are a ValueError in the server log, where greedy answers were token 0
+        tempered = LogitsProcessorList([*([Temperature(sampling.temperature)] if not greedy and sampling.temperature != 1.0
+                                          else []), FiniteScores()])
         gone = _StopWhenClientGone(client_gone)
         stopping = [gone, *([_StopOnStrings(self.tokenizer, sampling.stop, len(ids))] if sampling.stop else [])]
         if stream is not None:  # stream: true: the text as it comes
@@ -354,7 +361,8 @@ class HFBackend:
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(sampling.rng_seed())
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                      generation_config=config, stopping_criteria=stopping)
+                                      generation_config=config, logits_processor=tempered,
+                                      stopping_criteria=stopping)
         if gone.gone:
             raise ClientGone("the client closed its connection while its answer was generated",
                              f"while its answer was generated; stopped after {out.sequences.shape[1] - len(ids)} tokens")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.generation.logits_process import TopPLogitsWarper
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from speechsum.models.sampling import GumbelMaxSampler, NucleusFilter, sampling_processors
+from speechsum.models.sampling import GumbelMaxSampler, NucleusFilter, Temperature, sampling_processors
 
 INF = float("inf")
 
@@ -80,3 +80,37 @@ def test_nucleus_filter_at_the_ends_of_top_p_and_on_nan_rows_does_what_hf_does()
     for top_p in (-0.1, 1.5):
         with pytest.raises(ValueError, match="top_p"):
             NucleusFilter(top_p)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.7, 1.3, 1e-5])
+def test_temperature_of_float32_scores_is_hf_bit_for_bit(temperature):
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.randn(6, 300, generator=generator) * 20
+    scores[:, 5] = -INF  # a suppressed id
+    ids = torch.zeros(6, 0, dtype=torch.long)
+    ours = Temperature(temperature)(ids, scores)
+    assert torch.equal(ours, TemperatureLogitsWarper(temperature)(ids, scores)) and ours.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_a_row_whose_scaled_scores_overflow_keeps_only_its_argmax(dtype):
+    """Before: HF's warper scaled in the scores' dtype (fp16 60,000 / 1e-3 is +inf) and a row of several
+    +inf scores was then sampled as its first +inf id (or, through top-p's NaNs, id 0); now the scores are
+    scaled in float32 and a row that still overflows keeps its argmax alone (sampling's limit as T -> 0)."""
+    big = 6e4 if dtype == torch.float16 else 1e35
+    temperature = 1e-3 if dtype == torch.float16 else 2e-5
+    scores = torch.tensor([[big * 0.5, -3.0, big, big * 0.9, 0.0], [1.0, 2.0, -1.0, 0.5, -INF]]).to(dtype)
+    ids = torch.zeros(2, 0, dtype=torch.long)
+    ours = Temperature(temperature)(ids, scores)
+    assert ours.dtype == torch.float32
+    if dtype == torch.float16:  # in float32 it fits: scaled, not cut to the argmax
+        assert torch.equal(ours, scores.float() / temperature)
+    else:
+        assert torch.equal(ours[0], torch.tensor([-INF, -INF, 0.0, -INF, -INF]))
+        assert torch.equal(ours[1], scores[1].float() / temperature)  # the other row as it was
+    for top_p in (1.0, 0.9):
+        torch.manual_seed(0)
+        drawn = sampling_processors(temperature, top_p)(ids, scores.clone()).argmax(-1)
+        assert int(drawn[0]) == 2
+    with pytest.raises(ValueError, match="temperature"):
+        Temperature(0.0)
