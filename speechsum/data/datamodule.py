@@ -162,12 +162,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         self._leaks_checked: set[str] = set()  # held-out splits compared with train for shared audio files
 
     def _stage_splits(self, stage: str | None) -> list[str]:
-        return {
-            "fit": ["train", "val"],
-            "validate": ["val"],
-            "test": ["test"],
-            "predict": ["predict"],
-        }.get(stage or "", list(SPLITS))
+        return {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}.get(
+            stage or "", list(SPLITS))
 
     def _resolve_processor(self) -> SpeechProcessor:
         if self.processor is None and self.trainer is not None:
@@ -388,8 +384,11 @@ class SpeechSumDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> SpeechLoader | list:
-        if self.manifests["val"] is None and "val" not in self.datasets:
-            return []  # Lightning: no validation loop (no val manifest; no val split in hf_dataset)
+        """In ``fit`` without val data (no manifest, no hf_dataset split), none: no validation loop; in
+        ``validate`` a ConfigError naming data.val_manifest (it validated nothing and exited 0 before)."""
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"
+        if fitting and self.manifests["val"] is None and "val" not in self.datasets:
+            return []
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> SpeechLoader:
