@@ -17,6 +17,7 @@ from speechsum.data.audio import TooLong
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_split, load_splits
+from speechsum.data.hf_dataset import say_default_split_missing as say_no_default_split
 from speechsum.data.loader import SpeechLoader
 from speechsum.data.long_clips import warn_long_clips
 from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
@@ -253,7 +254,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         name = self.hf_splits[split]
         if name not in self._hf_tables:
             if name == DEFAULT_SPLITS.get(split) and split not in self._explicit_hf_splits:
-                return  # a default mapping the dataset does not have: no such split
+                return say_no_default_split(self.hf_dataset, split, self._hf_tables)  # no such split
             raise ValueError(
                 f"dataset {self.hf_dataset} has no split {name!r} (data.hf_splits.{split}); "
                 f"its splits are {sorted(self._hf_tables)}"
