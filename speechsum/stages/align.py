@@ -89,7 +89,10 @@ class CTCAlignModule(SpeechStageModule):
         self.collect_val_samples(batch, [decode(h) for h in hypotheses], [decode(t) for t in targets])
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
-        """Greedy CTC transcripts (``prediction``) next to what the audio says (``reference``)."""
+        """Greedy CTC transcripts (``prediction``) next to what the audio says (``reference``); none for a
+        DDP rank's padding batch (another rank writes its rows)."""
+        if batch.padding:
+            return []
         logits, frame_counts = self.model.ctc_logits(batch.audio)
         labels = logits.argmax(-1).cpu()
         decode = self.processor.tokenizer.decode

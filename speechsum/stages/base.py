@@ -386,6 +386,8 @@ class SpeechStageModule(L.LightningModule):
         write_jsonl(folder / f"step{self.global_step:07d}.jsonl", samples)
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
+        if batch.padding:  # a DDP rank's repeat of another rank's batch, whose rows that rank writes
+            return []
         predictions = self.generate_text(batch)
         return [
             {"id": i, "instruction": ins, "reference": ref, "prediction": pred}

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from speechsum.data.datamodule import SpeechSumDataModule
+from speechsum.models.generation import GenerationSettings
 from speechsum.stages.sft import SFTModule
 
 
@@ -70,3 +71,13 @@ def test_a_padding_batch_weighs_nothing_in_the_metrics(tiny_composed, toy_data, 
     assert metric(second) != pytest.approx(alone)
     assert metric(first, replace(second, padding=True)) == pytest.approx(alone, rel=1e-6)
     assert metric(first, replace(first, padding=True)) == pytest.approx(alone, rel=1e-6)
+
+
+def test_a_padding_batch_writes_no_prediction_rows(tiny_composed, toy_data):
+    """Before: under DDP the rank files of ``PredictionWriter`` held the padding's examples twice."""
+    module = SFTModule(tiny_composed, num_val_samples=0, generation=GenerationSettings(max_new_tokens=2))
+    first, second, _ = val_loader(module.processor, toy_data)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    batches = trainer.predict(module, dataloaders=Batches([first, replace(second, padding=True)]))
+    assert [[row["id"] for row in rows] for rows in batches] == [first.ids, []]
