@@ -150,6 +150,18 @@ def test_a_val_check_interval_beyond_the_epoch_is_one_line_naming_it(tmp_path, t
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_validate_without_val_data_names_the_setting(tmp_path, toy_data, capsys):
+    """Before: `speechsum validate` with no val manifest validated nothing and exited 0 (Lightning's "Total length
+    of `list` across ranks is zero" warning only), as `speechsum test` without test data does not."""
+    config = run_config(tmp_path, toy_data)
+    config.write_text(config.read_text().replace(f"val_manifest: {toy_data['val']}", "val_manifest: null"))
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "speechsum validate: error: data.val_manifest" in err and "no val data: set it to a manifest" in err
+
+
 @pytest.mark.parametrize(("text", "message"), [
     # which of the stacked files held the value was not said
     ("data:\n  max_batch_size: 0\n", "data.max_batch_size ({file}:2) must be at least 1 (or null: no cap), got 0"),

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from speechsum.data.dataset import SKIP_ADVICE, example_error, skip_or_raise
-from speechsum.data.loader import AudioNote, LoaderError, SkippedExample
+from speechsum.data.loader import AudioNote, LoaderError, PaddingMark, SkippedExample
 from speechsum.data.manifest import Example, OnBadExample
 from speechsum.data.processor import SpeechProcessor
 
@@ -36,6 +36,7 @@ class SpeechBatch:
     rejected_mask: Tensor | None = None
     skipped: list[SkippedExample] = field(default_factory=list)  # left out (on_bad_example: skip)
     notes: list[str] = field(default_factory=list)  # warnings about its clips (silence, ...), said by SpeechLoader
+    padding: bool = False  # a DDP rank's repeat of another rank's batch (PaddingBatch): weighs 0 in eval metrics
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,7 +62,7 @@ class SpeechBatch:
             return value
 
         return replace(self, **{f.name: repeat(getattr(self, f.name)) for f in fields(self)
-                               if f.name not in ("skipped", "notes")})
+                               if f.name not in ("skipped", "notes", "padding")})
 
 
 class SpeechCollator:
@@ -86,7 +87,8 @@ class SpeechCollator:
                 item.reraise()
         skipped = [item for item in items if isinstance(item, SkippedExample)]
         notes = [item for item in items if isinstance(item, AudioNote)]
-        items = [item for item in items if not isinstance(item, SkippedExample | AudioNote)]
+        marks = [item for item in items if isinstance(item, PaddingMark)]
+        items = [item for item in items if not isinstance(item, SkippedExample | AudioNote | PaddingMark)]
         if not items:
             return SpeechBatch.empty(skipped, [note.message for note in notes])
         examples = [example for example, _ in items]
@@ -109,6 +111,7 @@ class SpeechCollator:
             langs=[e.lang for e in examples],
             skipped=skipped,
             notes=[note.message for note in notes],
+            padding=bool(marks),
         )
         if self.responses and all(e.summary for e in examples):
             batch.response_ids, batch.response_mask = self.processor.encode_responses(
@@ -127,7 +130,7 @@ class SpeechCollator:
                 examples[row], lambda advice, row=row, field_name=field_name, reason=reason: example_error(
                     examples[row], field_name, reason + (f", {advice}" if advice else "")),
                 self.on_too_long, self.advice)
-        return self(items + skipped + notes)  # the rest, collated again
+        return self(items + skipped + notes + marks)  # the rest, collated again
 
 
 def too_long_rows(batch: SpeechBatch, processor: SpeechProcessor) -> dict[int, tuple[str, str]]:

@@ -17,6 +17,7 @@ from speechsum.data.audio import TooLong
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset
 from speechsum.data.hf_dataset import DEFAULT_SPLITS, HFDatasetError, load_hf_split, load_splits
+from speechsum.data.hf_dataset import say_default_split_missing as say_no_default_split
 from speechsum.data.loader import SpeechLoader
 from speechsum.data.long_clips import warn_long_clips
 from speechsum.data.manifest import Example, ManifestError, OnBadExample, SkippedLine, load_manifest
@@ -162,12 +163,8 @@ class SpeechSumDataModule(L.LightningDataModule):
         self._leaks_checked: set[str] = set()  # held-out splits compared with train for shared audio files
 
     def _stage_splits(self, stage: str | None) -> list[str]:
-        return {
-            "fit": ["train", "val"],
-            "validate": ["val"],
-            "test": ["test"],
-            "predict": ["predict"],
-        }.get(stage or "", list(SPLITS))
+        return {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}.get(
+            stage or "", list(SPLITS))
 
     def _resolve_processor(self) -> SpeechProcessor:
         if self.processor is None and self.trainer is not None:
@@ -257,7 +254,7 @@ class SpeechSumDataModule(L.LightningDataModule):
         name = self.hf_splits[split]
         if name not in self._hf_tables:
             if name == DEFAULT_SPLITS.get(split) and split not in self._explicit_hf_splits:
-                return  # a default mapping the dataset does not have: no such split
+                return say_no_default_split(self.hf_dataset, split, self._hf_tables)  # no such split
             raise ValueError(
                 f"dataset {self.hf_dataset} has no split {name!r} (data.hf_splits.{split}); "
                 f"its splits are {sorted(self._hf_tables)}"
@@ -388,8 +385,11 @@ class SpeechSumDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> SpeechLoader | list:
-        if self.manifests["val"] is None and "val" not in self.datasets:
-            return []  # Lightning: no validation loop (no val manifest; no val split in hf_dataset)
+        """In ``fit`` without val data (no manifest, no hf_dataset split), none: no validation loop; in
+        ``validate`` a ConfigError naming data.val_manifest (it validated nothing and exited 0 before)."""
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"
+        if fitting and self.manifests["val"] is None and "val" not in self.datasets:
+            return []
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> SpeechLoader:

@@ -12,8 +12,9 @@ from torch.utils.data import Dataset
 from speechsum.data.audio import AUDIO_ERRORS, TooLong, load_audio
 from speechsum.data.audio_notes import say_once
 from speechsum.data.hf_dataset import HFDatasetError
-from speechsum.data.loader import AudioNote, LoaderError, SkippedExample
+from speechsum.data.loader import AudioNote, LoaderError, PaddingMark, SkippedExample
 from speechsum.data.manifest import Example, ManifestError, OnBadExample
+from speechsum.data.sampler import PaddingBatch
 
 SKIP_ADVICE = "or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
 
@@ -105,10 +106,11 @@ class SpeechSumDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list:
         """One batch's items (what a DataLoader fetches), followed by an :class:`AudioNote` per warning
-        a clip gave, which the collator carries to the main process; an exception is caught and handed
-        on as a :class:`LoaderError` item, raised as itself in the main process (see ``loader.py``)."""
+        a clip gave, which the collator carries to the main process, and a :class:`PaddingMark` for a
+        :class:`PaddingBatch`; an exception is caught and handed on as a :class:`LoaderError` item,
+        raised as itself in the main process (see ``loader.py``)."""
         try:
-            items: list = []
+            items: list = [PaddingMark()] if isinstance(indices, PaddingBatch) else []
             for index in indices:
                 item, notes = self._read(index)
                 items += [item, *map(AudioNote, notes)]

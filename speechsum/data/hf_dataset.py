@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,15 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected")
 DEFAULT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def say_default_split_missing(dataset: str, split: str, splits: Iterable[str]) -> None:
+    """Log that ``dataset`` lacks the split ``data.hf_splits`` maps ``split`` to by default: without it a
+    fit ran no validation without a word."""
+    if split == "val":
+        log.warning("data.hf_dataset %s has no split %r (data.hf_splits.val by default; its splits are %s): no "
+                    "validation is run; map one with --data.hf_splits '{val: NAME}' (or give data.val_manifest)",
+                    dataset, DEFAULT_SPLITS[split], sorted(splits))
 
 
 class HFDatasetError(ValueError):

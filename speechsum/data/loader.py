@@ -47,6 +47,11 @@ class AudioNote(NamedTuple):
     message: str
 
 
+class PaddingMark(NamedTuple):
+    """The item that marks a batch a DDP rank runs only to keep step with the others
+    (:class:`~speechsum.data.sampler.PaddingBatch`): its ``SpeechBatch.padding`` is True."""
+
+
 def _rebuild(kind: type[BaseException], args: tuple, state: dict) -> BaseException:
     """An exception of ``kind`` with ``args`` and attributes ``state``, without calling ``__init__``
     (which may take other arguments than ``args``, as ``ManifestError(path, line, reason)`` does)."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
+
+# Lightning warns at validate/test under DDP that its sampler repeats examples, so that metrics count some
+# twice; this one marks its repeats (PaddingBatch), which the stages weigh 0: each example counts once.
+warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders. During `trainer.")
 
 
 class _EpochSampler(Sampler[int]):
@@ -25,6 +30,12 @@ class _EpochSampler(Sampler[int]):
         return self.size
 
 
+class PaddingBatch(list):
+    """Indices of a batch that a rank runs again only so that every rank takes as many steps (the
+    DDP padding of :class:`DurationBucketBatchSampler`); its ``SpeechBatch`` says so (``padding``),
+    and the stages weigh it 0 in their validation and test metrics."""
+
+
 class DurationBucketBatchSampler(BatchSampler):
     """Yields lists of indices whose summed duration stays under ``max_batch_seconds``.
 
@@ -40,7 +51,8 @@ class DurationBucketBatchSampler(BatchSampler):
     ``DistributedSampler`` (its default under DDP), each rank takes every ``world``-th batch of the
     common list, which is first trimmed (``drop_last``) or padded with repeats (cycling through the
     list when it is shorter than the padding) to a multiple of ``world`` so that all ranks run the
-    same number of steps.
+    same number of steps. The repeats are :class:`PaddingBatch` es: validation and test metrics leave
+    them out (each example counts once, as in one process), training steps on them.
 
     Resuming mid-epoch: ``resume_offset()`` returns how many of this epoch's batches were already
     trained (the data module reads it from the restored fit loop); they are skipped. ``len()``
@@ -137,7 +149,7 @@ class DurationBucketBatchSampler(BatchSampler):
             batches = batches[: len(batches) - len(batches) % world]
         else:
             missing = (world - len(batches) % world) % world  # more than len(batches) with more ranks than batches
-            batches = batches + [batches[i % len(batches)] for i in range(missing)]
+            batches = batches + [PaddingBatch(batches[i % len(batches)]) for i in range(missing)]
         return batches[rank::world]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -78,8 +78,10 @@ class CTCAlignModule(SpeechStageModule):
         hypotheses = [ctc_collapse(labels[i], int(n), blank) for i, n in enumerate(frame_counts)]
         errors = sum(word_edit_distance(ref, hyp) for ref, hyp in zip(targets, hypotheses))
         total = sum(len(ref) for ref in targets)
-        if int(infeasible) < len(batch):  # a batch with no feasible clip has no loss to average in
-            self.log("val/ctc_loss", loss, prog_bar=True, batch_size=max(total, 1), sync_dist=True)
+        # a batch with no feasible clip has no loss to average in: weight 0, but logged all the same, as every rank
+        # must sync the same metrics (a rank that never logged it left the others waiting in that sync for ever)
+        feasible = int(infeasible) < len(batch)
+        self.log("val/ctc_loss", loss, prog_bar=True, batch_size=max(total, 1) if feasible else 0, sync_dist=True)
         # weighted by reference tokens: Σ errors / Σ tokens over the epoch (a mean of that across ranks)
         self.log("val/token_error_rate", errors / max(total, 1), prog_bar=True, batch_size=max(total, 1),
                  sync_dist=True)
@@ -87,7 +89,10 @@ class CTCAlignModule(SpeechStageModule):
         self.collect_val_samples(batch, [decode(h) for h in hypotheses], [decode(t) for t in targets])
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
-        """Greedy CTC transcripts (``prediction``) next to what the audio says (``reference``)."""
+        """Greedy CTC transcripts (``prediction``) next to what the audio says (``reference``); none for a
+        DDP rank's padding batch (another rank writes its rows)."""
+        if batch.padding:
+            return []
         logits, frame_counts = self.model.ctc_logits(batch.audio)
         labels = logits.argmax(-1).cpu()
         decode = self.processor.tokenizer.decode

@@ -131,6 +131,7 @@ class SpeechStageModule(L.LightningModule):
         self._eval_mode_notice = FrozenEvalModeNotice()  # Lightning's warning about the frozen parts' eval mode
         self._finite_steps = FiniteStepGuard()  # a NaN/inf loss or gradient stops fit before the optimizer step
         self._train_batch_ids: list[str] = []
+        self._padding_batch = False  # this validation/test batch is a DDP rank's padding: log() weighs it 0
         if init_from:
             self.load_weights(init_from)
 
@@ -244,10 +245,17 @@ class SpeechStageModule(L.LightningModule):
             return False
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """After the resumed loader drew its seed, before any hook of the first step."""
+        """After the resumed loader drew its seed, before any hook of the first step; also notes whether
+        a validation/test batch is a DDP rank's padding (``SpeechBatch.padding``), which :meth:`log` weighs 0."""
         if self._resumed_rng_states is not None and self.trainer.training:
             self._continue_random_draws()
+        self._padding_batch = bool(getattr(batch, "padding", False)) and not self.trainer.training
         return batch
+
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._padding_batch = False  # what an epoch's end logs is no padding
+
+    on_test_batch_end = on_validation_batch_end
 
     # -- optimisation ---------------------------------------------------------------------------
     def on_train_batch_start(self, batch: SpeechBatch, batch_idx: int) -> None:
@@ -291,7 +299,10 @@ class SpeechStageModule(L.LightningModule):
         Lightning keeps a batch-weighted mean's summed batch size in an integer tensor, and with
         ``sync_dist`` averages it over the ranks in place, truncating: ranks of 4 and 3 examples
         gave 3, not 3.5, and every synced mean came out 7/6 too large (``val/on_policy`` 1.17). A
-        float sum is averaged exactly; single-process values are the same."""
+        float sum is averaged exactly; single-process values are the same. In a DDP rank's padding batch
+        (a repeat that evens out the ranks' steps) it is 0: each example counts once, as in one process."""
+        if self._padding_batch:
+            batch_size = 0
         super().log(name, value, *args, batch_size=None if batch_size is None else float(batch_size), **kwargs)
 
     # -- throughput logging ---------------------------------------------------------------------
@@ -375,6 +386,8 @@ class SpeechStageModule(L.LightningModule):
         write_jsonl(folder / f"step{self.global_step:07d}.jsonl", samples)
 
     def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
+        if batch.padding:  # a DDP rank's repeat of another rank's batch, whose rows that rank writes
+            return []
         predictions = self.generate_text(batch)
         return [
             {"id": i, "instruction": ins, "reference": ref, "prediction": pred}

@@ -20,8 +20,9 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` outputs as JSONL (one line per example) when the epoch ends.
 
     The file appears whole or not at all (:func:`speechsum.utils.io.write_jsonl`). Under DDP each rank
-    writes ``<stem>.rank<N>.jsonl``. Examples the data module skipped are not in it (a warning
-    names their lines).
+    writes ``<stem>.rank<N>.jsonl``; together they hold each example once (a rank's padding batch,
+    a repeat that evens out the ranks' steps, writes no row). Examples the data module skipped are
+    not in it (a warning names their lines).
     """
 
     def __init__(self, output_path: str = "predictions.jsonl"):

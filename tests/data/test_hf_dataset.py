@@ -396,3 +396,23 @@ def test_a_folder_of_data_files_is_read_and_a_file_is_refused_saying_where_it_go
     with pytest.raises(ConfigError, match=re.escape(f"data.hf_dataset: {tmp_path / 'nothing'} is neither a folder "
                                                     "written by save_to_disk nor one of data files datasets reads")):
         load_splits(str(tmp_path / "nothing"))
+
+
+
+def test_a_dataset_without_the_default_validation_split_is_said_at_fit(toy_data, processor, tmp_path, caplog):
+    """Before: a dataset whose validation split is named otherwise (``dev``) fit with no validation, without a word."""
+    import logging
+
+    folder = save_dataset(tmp_path / "dev", {"train": manifest_rows(toy_data["train"], 4),
+                                             "dev": manifest_rows(toy_data["val"], 2)})
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
+        dm = datamodule(processor, hf_dataset=str(folder))
+        dm.setup("fit")
+    assert dm.val_dataloader() == []
+    assert (f"data.hf_dataset {folder} has no split 'validation' (data.hf_splits.val by default; its splits are "
+            "['dev', 'train']): no validation is run; map one with --data.hf_splits '{val: NAME}'") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speechsum.data.hf_dataset"):
+        dm = datamodule(processor, hf_dataset=str(folder), hf_splits={"train": "train", "val": "dev"})
+        dm.setup("fit")
+    assert len(dm.datasets["val"]) == 2 and "has no split" not in caplog.text

@@ -147,3 +147,27 @@ def test_align_under_ddp(tmp_path, toy_data):
     check_ranks(states, toy_data["train"], None)
     for state in states:
         assert torch.equal(state["trainable_after"]["projector.blank_embedding"], before)  # no update, as before
+
+
+def test_align_validation_ends_when_a_rank_holds_only_clips_too_short_for_their_transcript(tmp_path, toy_data):
+    """Two validation examples, one per rank; rank 1's transcript is too long for its clip (CTC-infeasible).
+    That rank never logged val/ctc_loss, so its end-of-validation sync paired with rank 0's other metric and
+    rank 0 waited for ever (until the process group's 30-minute timeout). Now it is logged with weight 0."""
+    import csv
+    import json
+
+    lines = [json.loads(line) for line in toy_data["val"].read_text().splitlines()][:2]
+    for line in lines:
+        line["audio"] = str(toy_data["val"].parent / line["audio"])
+    lines[1]["transcript"] = "word " * 400
+    val = tmp_path / "val2.jsonl"
+    val.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = align_config(tmp_path, {**toy_data, "val": val}, devices=WORLD, strategy="ddp")
+    settings = yaml.safe_load(config.read_text())
+    settings["data"]["max_batch_size"] = 1
+    settings["model"]["init_args"]["num_val_samples"] = 0
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    fit_in_subprocess(config, tmp_path, "validate")
+    (metrics,) = (tmp_path / "run" / "logs").glob("version_*/metrics.csv")
+    (row,) = csv.DictReader(metrics.open())
+    assert math.isfinite(float(row["val/ctc_loss"])) and math.isfinite(float(row["val/token_error_rate"]))
