@@ -403,3 +403,28 @@ def test_an_empty_list_of_splits_for_a_system_is_refused(tmp_path, how):
     assert stop.value.code == ("speechsum evaluate: system 't': an empty list of splits: name at least one test split "
                                "(test), or leave them out for every one")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_rerun_stopped_before_its_predictions_leaves_no_earlier_result_looking_current(tmp_path):
+    """A second `speechsum evaluate` into the same --out stopped while re-evaluating a system (here: its
+    retrained weights unreadable) left the first run's complete metrics.json and predictions.jsonl, which
+    `speechsum report` then used as this run's; now the folder has no metrics.json and the report names it."""
+    from speechsum.evaluation.cli import evaluate_main
+    from speechsum.evaluation.report_cli import report_main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "backbone", seed=2)
+    args = ["--system", f"text:backbone:{model}", "--out", str(tmp_path / "out"), "--max-new-tokens", "2",
+            "--metrics", "fact_judge", "--accelerator", "cpu", "--bootstrap-resamples", "5",
+            "--manifest", str(manifests["test"])]
+    evaluate_main(args)
+    run = tmp_path / "out" / "backbone"
+    assert (run / "metrics.json").is_file()
+    weights = next(Path(model).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a retraining killed while saving
+    with pytest.raises(ValueError, match="backbone"):  # the checkpoint error naming the weights
+        evaluate_main(args)
+    assert not (run / "metrics.json").exists()
+    with pytest.raises(SystemExit, match=f"{run}: predictions.jsonl but no metrics.json"):
+        report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")])
