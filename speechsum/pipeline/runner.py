@@ -212,6 +212,22 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
     return marker
 
 
+def remove_stale_results(table: StageTable, make_context: Callable[..., StageContext]) -> list[Path]:
+    """Delete the outputs of every stage no other stage is built on (the report) whose marker is gone (cleared
+    as what it is built from runs again, ``--from``, also beyond ``--until``), and return them: its
+    ``RUN/report.md`` stayed until the stage itself ran again, looking current when the run stopped before
+    it. A resuming (fit) stage keeps its folder."""
+    removed = []
+    for stage in table:
+        if stage.resumes or table.downstream(stage.name):
+            continue
+        ctx = make_context(stage.name, 1, threading.Event())
+        if not marker_path(ctx.run_dir, stage.name).exists():
+            removed += [path for path in stage.outputs(ctx) if path.exists() or path.is_symlink()]
+    delete_outputs(removed)
+    return removed
+
+
 def stage_environment(threads: int) -> dict[str, str]:
     """The environment of a stage's commands: this process's, with the thread count set."""
     count = str(threads)
