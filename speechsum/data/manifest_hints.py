@@ -9,10 +9,11 @@ import difflib
 import json
 import os
 import re
+import shlex
 import unicodedata
 from pathlib import Path
 
-from speechsum.utils.io import finite_json_number
+from speechsum.utils.io import finite_json_number, raw_lines
 
 # $NAME or ${NAME} (a shell's), %NAME% (Windows'): a variable nothing expands in a path read from data or a config
 ENV_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
@@ -238,3 +239,34 @@ def number_advice(value: object) -> str:
         return f" (write {value.strip()} without the quotes)" if finite_json_number(float(value)) else ""
     except (TypeError, ValueError):
         return ""
+
+
+# a CSV/TSV header's column: a name, not data (a path has / or ., a sentence spaces between many words)
+COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]{0,63}")
+HEADER_NAMES = {"id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected", "duration",
+                "path", "audio_path", "audio_filepath", "file", "filename", "wav", "text", "sentence", "reference"}
+DELIMITERS = {"\t": ("TSV", "\\t"), ",": ("CSV", ","), ";": ("CSV (;-separated)", ";")}
+
+
+def csv_header_problem(path: Path) -> tuple[int, str] | None:
+    """(line, what to do) for a manifest whose first line is no JSON but a CSV or TSV header (``id,audio,transcript``:
+    each of its lines was refused, one warning each, under ``on_bad_example: skip``): manifests are JSON Lines, and
+    a one-line conversion; None for anything else (a single bad line of a JSONL file stays a bad line)."""
+    number, raw = next(((number, raw) for number, raw in raw_lines(path) if raw.strip()), (0, b""))
+    line = raw.decode("utf-8", errors="replace").strip()
+    delimiter = next((d for d in DELIMITERS if d in line), None)
+    if not line or line[0] in '{["' or delimiter is None:
+        return None
+    names = [name.strip().strip('"').strip() for name in line.split(delimiter)]
+    if len(names) < 2 or not all(COLUMN_NAME.fullmatch(name) for name in names) \
+            or not {name.lower() for name in names} & HEADER_NAMES:
+        return None
+    kind, written = DELIMITERS[delimiter]
+    target = Path(path).with_suffix(".jsonl")
+    target = target if target != Path(path) else target.with_name(f"{target.stem}_converted.jsonl")  # not itself
+    return number, (
+        f"the file is a {kind} table (its first line is the header {', '.join(names)}), not JSON Lines: a manifest "
+        f"holds one JSON object per line, e.g. {EXAMPLE_LINE}; convert it (its columns named id, audio, instruction, "
+        "...), e.g. python -c \"import csv, json, sys; [print(json.dumps(row, ensure_ascii=False)) for row in "
+        f"csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'), delimiter='{written}')]\" "
+        f"{shlex.quote(str(path))} > {shlex.quote(str(target))}")
