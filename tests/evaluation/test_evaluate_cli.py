@@ -428,3 +428,49 @@ def test_a_rerun_stopped_before_its_predictions_leaves_no_earlier_result_looking
     assert not (run / "metrics.json").exists()
     with pytest.raises(SystemExit, match=f"{run}: predictions.jsonl but no metrics.json"):
         report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")])
+
+
+def test_metrics_with_spaces_around_the_commas_are_the_metrics_named(tmp_path):
+    """Before: ``--metrics "fact_judge, rouge"`` was refused: unknown metric(s) [' rouge']."""
+    import json
+
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    evaluate_main(["--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out", str(tmp_path / "out"),
+                   "--max-new-tokens", "2", "--metrics", " fact_judge , rouge", "--accelerator", "cpu",
+                   "--bootstrap-resamples", "5"])
+    described = json.loads((tmp_path / "out" / "t" / "metrics.json").read_text())["metrics"]
+    assert "fact_judge" in described and "rougeL" in described and "bertscore_f1" not in described
+
+
+def test_a_bertscore_layer_past_a_cached_hub_models_last_is_refused_before_any_system_runs(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """A Hugging Face id in the local cache (``--bertscore-model org/tiny-bert``) was not range-checked: bert-score's
+    AssertionError ('Invalid num_layers') once every system had generated."""
+    import huggingface_hub.constants
+    from transformers import BertConfig
+
+    from speechsum.cli import main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--org--tiny-bert" / "snapshots" / ("0" * 40)
+    BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64).save_pretrained(snapshot)
+    (cache / "models--org--tiny-bert" / "refs").mkdir()
+    (cache / "models--org--tiny-bert" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # as HF_HUB_CACHE=... would
+    monkeypatch.delenv("SPEECHSUM_TRACEBACK", raising=False)
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out",
+              str(tmp_path / "out"), "--metrics", "bertscore", "--bertscore-model", "org/tiny-bert",
+              "--bertscore-layer", "3"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "speechsum evaluate: error: BERTScore layer 3: org/tiny-bert has 2 hidden layers; give a layer from 0 (its "
+        "embeddings) to 2 (--bertscore-layer)\n")
+    assert not (tmp_path / "out" / "t").exists()  # nothing generated
