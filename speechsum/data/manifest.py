@@ -30,6 +30,7 @@ from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
     PAIR_WITHOUT_SUMMARY,
     array_hint,
+    blank_optional,
     csv_header_problem,
     cut_short_hint,
     empty_field,
@@ -134,7 +135,8 @@ def _check_types(record: dict) -> None:
                              + type_advice(record[name]))
         if isinstance(record.get(name), str):
             _check_unicode(record[name], f"field '{name}'")
-            if name in CONTROL_CHECKED and (problem := control_character(record[name])):
+            if problem := (name in CONTROL_CHECKED and control_character(record[name])) or \
+                    (name == "lang" and blank_optional(name, record[name])):  # a "  " lang was kept
                 raise ValueError(f"field '{name}' {problem}")
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):

@@ -13,6 +13,7 @@ import shlex
 import unicodedata
 from pathlib import Path
 
+from speechsum.data.text_checks import blank
 from speechsum.utils.io import finite_json_number, raw_lines
 
 # $NAME or ${NAME} (a shell's), %NAME% (Windows'): a variable nothing expands in a path read from data or a config
@@ -127,6 +128,20 @@ def empty_field(name: str, record: dict) -> str | None:
     if name not in record or record[name] not in ("", None):
         return None
     return f"field '{name}' is {empty_value(record[name])}: {fill_advice(name)}, or delete the line"
+
+
+# optional fields a row may leave out (null) but not fill with whitespace alone: what to write instead
+_OPTIONAL_ADVICE = {"lang": "give the speech's language code (e.g. en), or leave it out (null) for en",
+                    "id": "give the example a unique id, or leave it out (null) for one made of its split and row"}
+
+
+def blank_optional(name: str, value: object) -> str | None:
+    """For an optional ``id`` (a dataset row's) or ``lang`` holding only whitespace or invisible characters (kept as
+    the example's id or language before): what it holds and what to write, after the field's name; None for any
+    other value."""
+    if name not in _OPTIONAL_ADVICE or not isinstance(value, str) or not value or not blank(value):
+        return None
+    return f"is only whitespace or invisible characters ({value!r}): {_OPTIONAL_ADVICE[name]}"
 
 
 def empty_value(value: str | None) -> str:
