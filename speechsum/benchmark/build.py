@@ -237,6 +237,8 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
     tasks = [(split, i, seed, plan[split].instructions, world)
              for split in ALL_SPLITS for i in range(plan[split].documents)]
     check_voices({doc_language_and_genre(split, i)[0] for split, i, *_ in tasks})
+    workers = max(1, min(workers, len(tasks)))  # one process per document at most: more only started and idled
+    chunk = min(4, -(-len(tasks) // workers)) or 1  # every process gets documents (4 at a time when there are many)
     written = [split for split in ALL_SPLITS if split in SPLITS or plan[split].documents]
     summaries: list[dict] = []
 
@@ -249,7 +251,7 @@ def build_benchmark(out: str | Path, *, size: str = "default", seed: int = 0, wo
             pool = None
         else:
             pool = multiprocessing.get_context("spawn").Pool(workers)
-            results = pool.imap(build_document, [(*task, str(tmp)) for task in tasks], chunksize=4)
+            results = pool.imap(build_document, [(*task, str(tmp)) for task in tasks], chunksize=chunk)
         try:
             for task, doc_records in zip(tasks, results):
                 records[task[0]].extend(doc_records)

@@ -27,7 +27,13 @@ import soundfile as sf
 
 from speechsum.data.audio import audio_seconds, check_rate
 from speechsum.data.manifest import Example, OnBadExample, Origin, SkippedLine, audio_path, same_pair
-from speechsum.data.manifest_hints import PAIR_WITHOUT_SUMMARY, empty_value, fill_advice, unread_key
+from speechsum.data.manifest_hints import (
+    PAIR_WITHOUT_SUMMARY,
+    blank_optional,
+    empty_value,
+    fill_advice,
+    unread_key,
+)
 from speechsum.data.text_checks import (
     CONTROL_CHECKED,
     blank,
@@ -274,6 +280,8 @@ def _text(value: Any, field: str, required: bool) -> str | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and field == "id":
         return str(value)
+    if problem := blank_optional(field, value):  # "  " was the example's id or language
+        raise ValueError(f"{field} {problem}, or drop the row")
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string, got {type(value).__name__}")
     if field in CONTROL_CHECKED and (problem := control_character(value)):

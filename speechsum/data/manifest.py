@@ -30,6 +30,8 @@ from speechsum.data.audio_paths import url_problem
 from speechsum.data.manifest_hints import (
     PAIR_WITHOUT_SUMMARY,
     array_hint,
+    blank_optional,
+    csv_header_problem,
     cut_short_hint,
     empty_field,
     layout_hint,
@@ -133,7 +135,8 @@ def _check_types(record: dict) -> None:
                              + type_advice(record[name]))
         if isinstance(record.get(name), str):
             _check_unicode(record[name], f"field '{name}'")
-            if name in CONTROL_CHECKED and (problem := control_character(record[name])):
+            if problem := (name in CONTROL_CHECKED and control_character(record[name])) or \
+                    (name == "lang" and blank_optional(name, record[name])):  # a "  " lang was kept
                 raise ValueError(f"field '{name}' {problem}")
     duration = record.get("duration")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
@@ -343,9 +346,9 @@ def load_manifest(
 
 def _load_lines(path: Path, on_bad_example: OnBadExample, checks: dict) -> tuple[list[Example], list[SkippedLine]]:
     """:func:`load_manifest`'s reading of the lines of ``path``, ``checks`` the keywords of :func:`parse_line`."""
-    unreadable = text_lines_problem(path)
-    if unreadable:  # a problem of the whole file: not a bad line to skip
-        raise ManifestError(path, 1, unreadable)
+    whole = ((1, unreadable) if (unreadable := text_lines_problem(path)) else None) or csv_header_problem(path)
+    if whole:  # a problem of the whole file (a CSV/TSV one: said once, not of each line): not a bad line to skip
+        raise ManifestError(path, *whole)
     root = path.parent
     examples: list[Example] = []
     seen: dict[str, tuple[str, str]] = {}  # ids in NFC form -> (as given, where)

@@ -9,10 +9,12 @@ import difflib
 import json
 import os
 import re
+import shlex
 import unicodedata
 from pathlib import Path
 
-from speechsum.utils.io import finite_json_number
+from speechsum.data.text_checks import blank
+from speechsum.utils.io import finite_json_number, raw_lines
 
 # $NAME or ${NAME} (a shell's), %NAME% (Windows'): a variable nothing expands in a path read from data or a config
 ENV_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
@@ -128,6 +130,20 @@ def empty_field(name: str, record: dict) -> str | None:
     return f"field '{name}' is {empty_value(record[name])}: {fill_advice(name)}, or delete the line"
 
 
+# optional fields a row may leave out (null) but not fill with whitespace alone: what to write instead
+_OPTIONAL_ADVICE = {"lang": "give the speech's language code (e.g. en), or leave it out (null) for en",
+                    "id": "give the example a unique id, or leave it out (null) for one made of its split and row"}
+
+
+def blank_optional(name: str, value: object) -> str | None:
+    """For an optional ``id`` (a dataset row's) or ``lang`` holding only whitespace or invisible characters (kept as
+    the example's id or language before): what it holds and what to write, after the field's name; None for any
+    other value."""
+    if name not in _OPTIONAL_ADVICE or not isinstance(value, str) or not value or not blank(value):
+        return None
+    return f"is only whitespace or invisible characters ({value!r}): {_OPTIONAL_ADVICE[name]}"
+
+
 def empty_value(value: str | None) -> str:
     """How an empty required text is named in errors: ``null`` or ``empty ("")``."""
     return "null" if value is None else 'empty ("")'
@@ -238,3 +254,34 @@ def number_advice(value: object) -> str:
         return f" (write {value.strip()} without the quotes)" if finite_json_number(float(value)) else ""
     except (TypeError, ValueError):
         return ""
+
+
+# a CSV/TSV header's column: a name, not data (a path has / or ., a sentence spaces between many words)
+COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]{0,63}")
+HEADER_NAMES = {"id", "audio", "instruction", "summary", "transcript", "lang", "chosen", "rejected", "duration",
+                "path", "audio_path", "audio_filepath", "file", "filename", "wav", "text", "sentence", "reference"}
+DELIMITERS = {"\t": ("TSV", "\\t"), ",": ("CSV", ","), ";": ("CSV (;-separated)", ";")}
+
+
+def csv_header_problem(path: Path) -> tuple[int, str] | None:
+    """(line, what to do) for a manifest whose first line is no JSON but a CSV or TSV header (``id,audio,transcript``:
+    each of its lines was refused, one warning each, under ``on_bad_example: skip``): manifests are JSON Lines, and
+    a one-line conversion; None for anything else (a single bad line of a JSONL file stays a bad line)."""
+    number, raw = next(((number, raw) for number, raw in raw_lines(path) if raw.strip()), (0, b""))
+    line = raw.decode("utf-8", errors="replace").strip()
+    delimiter = next((d for d in DELIMITERS if d in line), None)
+    if not line or line[0] in '{["' or delimiter is None:
+        return None
+    names = [name.strip().strip('"').strip() for name in line.split(delimiter)]
+    if len(names) < 2 or not all(COLUMN_NAME.fullmatch(name) for name in names) \
+            or not {name.lower() for name in names} & HEADER_NAMES:
+        return None
+    kind, written = DELIMITERS[delimiter]
+    target = Path(path).with_suffix(".jsonl")
+    target = target if target != Path(path) else target.with_name(f"{target.stem}_converted.jsonl")  # not itself
+    return number, (
+        f"the file is a {kind} table (its first line is the header {', '.join(names)}), not JSON Lines: a manifest "
+        f"holds one JSON object per line, e.g. {EXAMPLE_LINE}; convert it (its columns named id, audio, instruction, "
+        "...), e.g. python -c \"import csv, json, sys; [print(json.dumps(row, ensure_ascii=False)) for row in "
+        f"csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'), delimiter='{written}')]\" "
+        f"{shlex.quote(str(path))} > {shlex.quote(str(target))}")

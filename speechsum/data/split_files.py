@@ -23,8 +23,7 @@ def warn_shared_manifests(data: Mapping) -> list[str]:
     """Log (and return) a warning for each held-out split whose manifest in the data settings ``data``
     (``train_manifest``, ``val_manifest``, ...) is the train manifest's file, or that ``hf_splits`` maps to the
     dataset split train reads."""
-    paths = {split: os.path.expanduser(path) if isinstance(path := data.get(f"{split}_manifest"), str) else path
-             for split in ("train", *HELD_OUT)}  # '~' as the data module reads it: manifest_paths
+    paths = {split: expanded(data.get(f"{split}_manifest")) for split in ("train", *HELD_OUT)}  # as manifest_paths
     train = paths["train"]
     notes = [f"data.{split}_manifest is the train manifest's file ({data[f'{split}_manifest']}): the {split} scores "
              "are measured on the examples the model trains on; give a held-out manifest"
@@ -58,8 +57,14 @@ def manifest_paths(manifests: Mapping[str, str | None]) -> dict[str, str | None]
         if isinstance(path, str) and not path.strip():
             raise ConfigError(f"data.{split}_manifest is empty ({path!r}): give the path of the {split} split's JSONL "
                               "manifest, or null (leave it out) for no such split")
-        paths[split] = os.path.expanduser(path) if isinstance(path, str) else path
+        paths[split] = expanded(path)
     return paths
+
+
+def expanded(path: object) -> object:
+    """A ``data.SPLIT_manifest`` setting as the data module reads it: a leading ``~`` expanded to the home folder
+    (a path); another value (None, a wrong type reported where it is checked) as given."""
+    return os.path.expanduser(path) if isinstance(path, str) else path
 
 
 def _file_key(path: str) -> object:

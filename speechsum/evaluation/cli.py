@@ -351,7 +351,8 @@ def evaluate_main(argv: list[str]) -> None:
     if args.encode_only:
         encode_main(specs, manifests, options_from_args(args), out)
         return
-    metrics = args.metrics.split(",") if args.metrics else ["rouge", "bertscore", "fact_judge"]
+    # "rouge, bertscore": the space around a comma was part of the name, refused as an unknown metric
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else ["rouge", "bertscore", "fact_judge"]
     if args.judge_model and "llm_judge" not in metrics and not args.metrics:
         metrics.append("llm_judge")
     judge = None

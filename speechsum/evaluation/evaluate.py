@@ -331,5 +331,9 @@ def evaluate(specs: list[SystemSpec], manifests: dict[str, Path], options: EvalO
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"system names must be unique, got {names}")
+    for name in names:  # an earlier run's results of the systems about to run again are not theirs any more: a
+        # rerun killed midway left them complete-looking, and `speechsum report` took them as current; now each
+        # folder holds this run's metrics.json once it is complete, or none (report names the folder unfinished)
+        (Path(options.out) / name / "metrics.json").unlink(missing_ok=True)
     transcribers: dict = {}
     return {spec.name: evaluate_system(spec, manifests, options, scorer, transcribers) for spec in specs}

@@ -125,10 +125,22 @@ def check_bertscore_model(model: str) -> None:
 
 
 def bertscore_layers(model: str) -> int | None:
-    """Hidden layers of the BERTScore model ``model`` by its folder's ``config.json``; None for a hub id
-    or a config naming none (nothing is downloaded to find out)."""
+    """Hidden layers of the BERTScore model ``model`` by its ``config.json``: its folder's, or for a hub id the
+    one in the local Hugging Face cache (a cached hub model's layer went unchecked until bert-score's
+    AssertionError after every system had generated); None for a config naming none, or none there
+    (nothing is downloaded to find out)."""
+    config_file = Path(model).expanduser() / "config.json"
+    if not config_file.is_file():
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError
+
+        try:
+            cached = try_to_load_from_cache(str(model), "config.json")
+        except HFValidationError:
+            cached = None
+        config_file = Path(cached) if isinstance(cached, str) else config_file
     try:
-        config = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     counts = [config.get(key) for key in ("num_hidden_layers", "n_layers", "num_layers") if isinstance(config, dict)]

@@ -21,7 +21,8 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
     runs = []
     for run_dir in map(Path, run_dirs):
         files = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else sorted(run_dir.glob("*/metrics.json"))
-        unfinished = [p.parent for p in sorted(run_dir.glob("*/predictions.jsonl")) if not (p.parent / "metrics.json").is_file()]
+        unfinished = [p.parent for p in [run_dir / "predictions.jsonl", *sorted(run_dir.glob("*/predictions.jsonl"))]
+                      if p.is_file() and not (p.parent / "metrics.json").is_file()]
         if unfinished and files != [run_dir / "metrics.json"]:  # was left out silently: the next row became "previous"
             raise ValueError(f"{unfinished[0]}: predictions.jsonl but no metrics.json: its `speechsum evaluate` did "
                              "not finish (stopped, or still running); run it again, or remove the folder")

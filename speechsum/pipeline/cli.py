@@ -49,6 +49,7 @@ from speechsum.pipeline.runner import (
     format_duration,
     marker_path,
     peak_at_once,
+    remove_stale_results,
     run_stages,
     stage_environment,
     write_json_atomic,
@@ -345,6 +346,8 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
                             needs_finished=max((m.stat().st_mtime for m in markers if m.exists()), default=0.0),
                             starter=starter, config_record=kept_config)
 
+    for path in remove_stale_results(table, make_context):
+        say(f"removed {path}: what it was made from runs again (it is written anew by its stage)")
     board = None if args.verbose else ProgressBoard(interactive=sys.stdout.isatty())
     finished = run_stages(planned, table, make_context, digests, args.lanes, threads, start, board)
     if starter is not None:

@@ -32,9 +32,10 @@ from speechsum.pipeline.stages import delete_outputs
 from speechsum.pipeline.table import Stage, StageTable
 from speechsum.pipeline.teacher_server import stop_process
 from speechsum.training.trainer_settings import usable_cpus
-from speechsum.utils.arguments import MAX_THREADS, without_url_credentials
+from speechsum.utils.arguments import MAX_THREADS
 from speechsum.utils.io import write_atomic
 from speechsum.utils.processes import DIE_WITH_PARENT
+from speechsum.utils.url_secrets import without_url_secrets
 from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_rss
 
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
@@ -149,7 +150,7 @@ class StageContext:
 
     def run(self, command: list[str]) -> None:
         """Run ``command``; its output goes to the stage log (and the console with --verbose)."""
-        line = without_url_credentials(shlex.join(command))  # a --judge-base-url's user:password@: not in logs
+        line = without_url_secrets(shlex.join(command))  # a --judge-base-url's user:password@: not in logs
         self.commands.append(line)
         with self.log_file.open("a", encoding="utf-8") as log:
             log.write(f"[pipeline] $ {line}  (OMP_NUM_THREADS={self.threads})\n")
@@ -209,6 +210,22 @@ def run_stage(stage: Stage, ctx: StageContext, config_digest: str) -> dict:
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(marker_path(ctx.run_dir, stage.name), marker)
     return marker
+
+
+def remove_stale_results(table: StageTable, make_context: Callable[..., StageContext]) -> list[Path]:
+    """Delete the outputs of every stage no other stage is built on (the report) whose marker is gone (cleared
+    as what it is built from runs again, ``--from``, also beyond ``--until``), and return them: its
+    ``RUN/report.md`` stayed until the stage itself ran again, looking current when the run stopped before
+    it. A resuming (fit) stage keeps its folder."""
+    removed = []
+    for stage in table:
+        if stage.resumes or table.downstream(stage.name):
+            continue
+        ctx = make_context(stage.name, 1, threading.Event())
+        if not marker_path(ctx.run_dir, stage.name).exists():
+            removed += [path for path in stage.outputs(ctx) if path.exists() or path.is_symlink()]
+    delete_outputs(removed)
+    return removed
 
 
 def stage_environment(threads: int) -> dict[str, str]:

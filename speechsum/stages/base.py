@@ -32,8 +32,10 @@ from speechsum.models.generation import GenerationSettings, generate_texts
 from speechsum.training.eval_mode import FrozenEvalModeNotice
 from speechsum.training.finite_steps import FiniteStepGuard, check_saved_weights
 from speechsum.training.resume_state import (
+    SETTINGS_KEY,
     check_optimizer_groups,
     reopen_epoch_cut_short,
+    warn_changed_accumulation,
     warn_when_nothing_left,
 )
 from speechsum.training.rng import RNG_STATES_KEY, collect_rng_states, restore_rng_states
@@ -191,6 +193,8 @@ class SpeechStageModule(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         check_saved_weights(self._trainer, checkpoint["state_dict"])  # never a checkpoint of NaN weights
         checkpoint[RNG_STATES_KEY] = {**collect_rng_states(), "validation_follows": self._validation_follows()}
+        if self._trainer is not None:  # a resume with another value is said (warn_changed_accumulation)
+            checkpoint[SETTINGS_KEY] = {"accumulate_grad_batches": self._trainer.accumulate_grad_batches}
         if "hyper_parameters" in checkpoint:  # a teacher base_url's user:password@ not in the file (lightning_cli
             # puts it back from the config given to validate/test/predict)
             checkpoint["hyper_parameters"] = masked_credentials(checkpoint["hyper_parameters"])
@@ -211,6 +215,7 @@ class SpeechStageModule(L.LightningModule):
                                    self.learning_rate, self.weight_decay)
         if self._trainer is not None and self._trainer.training:
             warn_when_nothing_left(checkpoint, self._trainer.max_steps, source)
+            warn_changed_accumulation(checkpoint, self._trainer.accumulate_grad_batches, source)
         if reopen_epoch_cut_short(checkpoint):
             log.info("%s: saved where max_steps ended its epoch early: the epoch goes on with its next batch", source)
         self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)

@@ -11,6 +11,7 @@ from typing import Any
 from speechsum.models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
+SETTINGS_KEY = "speechsum_trainer_settings"  # a checkpoint's trainer settings a resume may not see changed silently
 
 
 def reopen_epoch_cut_short(checkpoint: dict[str, Any]) -> bool:
@@ -69,3 +70,16 @@ def warn_when_nothing_left(checkpoint: dict[str, Any], max_steps: int, source: s
     if isinstance(step, int) and max_steps is not None and 0 <= max_steps <= step:
         log.warning("%s: saved at step %d and trainer.max_steps is %d: nothing is left to train; raise "
                     "--trainer.max_steps to train on from it", source, step, max_steps)
+
+
+def warn_changed_accumulation(checkpoint: dict[str, Any], accumulate_grad_batches: int, source: str) -> None:
+    """A resume whose ``trainer.accumulate_grad_batches`` differs from the checkpoint's (saved under
+    :data:`SETTINGS_KEY`; older checkpoints hold none) was accepted without a word, as a changed learning rate
+    was: said as a warning naming the setting and both values (the new one is used from the next step)."""
+    kept = (checkpoint.get(SETTINGS_KEY) or {}).get("accumulate_grad_batches")
+    if isinstance(kept, int) and kept != accumulate_grad_batches:
+        log.warning("%s: trainer.accumulate_grad_batches is %d in this config, but the checkpoint was trained with "
+                    "%d: from here on each optimizer step sums the gradients of %d batch(es), not %d, so the effective "
+                    "batch and the optimizer steps per epoch are not the saved run's; resume with "
+                    "--trainer.accumulate_grad_batches %d to train on as it did", source, accumulate_grad_batches,
+                    kept, accumulate_grad_batches, kept, kept)

@@ -14,6 +14,8 @@ import re
 import urllib.parse
 from collections.abc import Callable
 
+from speechsum.utils.url_secrets import without_url_credentials, without_url_secrets
+
 
 def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     """An integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
@@ -128,15 +130,6 @@ def key_variable(text: str) -> str:
     return text
 
 
-# the user:password@ (or token@) of a URL: credentials, masked like keys wherever an endpoint's URL is shown
-URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
-
-
-def without_url_credentials(text: str) -> str:
-    """``text`` with the credentials of every URL in it masked: ``http://user:password@host`` → ``http://***@host``."""
-    return URL_CREDENTIALS.sub(r"\1***@", text)
-
-
 def masked_credentials(value: object) -> object:
     """``value`` (a config: mappings, lists, namespaces, strings) with the credentials of every URL in its
     strings masked (:func:`without_url_credentials`), for what is saved or logged (a run folder's configs,
@@ -170,10 +163,11 @@ CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends t
 
 
 def base_url_problem(url: object) -> str | None:
-    """:func:`_unmasked_url_problem` with the URL's credentials masked (``http://***@host``): the message goes
-    to stderr and so to logs (the pipeline's stage logs), where a ``user:password@`` was shown whole."""
+    """:func:`_unmasked_url_problem` with the URL's credentials masked whatever its form (``http://***@host``,
+    ``***@host:8000/v1`` without a scheme, ``?api_key=***``): the message goes to stderr and so to logs (the
+    pipeline's stage logs), where a ``user:password@`` was shown whole."""
     problem = _unmasked_url_problem(url)
-    return problem and without_url_credentials(problem)
+    return problem and without_url_secrets(problem, str(url))
 
 
 def _unmasked_url_problem(url: object) -> str | None:

@@ -32,7 +32,6 @@ from speechsum.utils.arguments import (
     check_key_variable,
     key_problem,
     unset_text,
-    without_url_credentials,
 )
 from speechsum.utils.client_logs import mask_client_logs
 from speechsum.utils.deadline import deadline_http_client
@@ -45,6 +44,7 @@ from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     refuse_redirect_dropping_key,
 )
 from speechsum.utils.replies import EndpointError, MalformedReply, refuse_undecodable_encoding, text_reply
+from speechsum.utils.url_secrets import without_url_secrets
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,9 +160,9 @@ def error_text(error: BaseException) -> str:
 
 def without_keys(text: str) -> str:
     """``text`` with every API key in use (:data:`KEYS_IN_USE`) replaced by ``***``: servers echo the
-    key they refused ("Incorrect API key provided: sk-…"); so are the credentials of any URL in it
-    (``http://user:password@host`` → ``http://***@host``: a base_url may carry them)."""
-    text = without_url_credentials(text)
+    key they refused ("Incorrect API key provided: sk-…"); so are the credentials of any URL in it, whatever
+    its form (``http://user:password@host`` → ``http://***@host``, ``?api_key=***``: :func:`without_url_secrets`)."""
+    text = without_url_secrets(text)
     for key in sorted(KEYS_IN_USE, key=len, reverse=True):
         if len(key) >= 8:
             text = text.replace(key, "***")

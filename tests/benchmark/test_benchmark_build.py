@@ -396,3 +396,10 @@ def test_a_voice_espeak_lacks_is_refused_before_the_first_document(tmp_path, mon
     with pytest.raises(FileNotFoundError, match=r"has no voice en-us\+nope, which .* nothing was built: reinstall"):
         bench.build_benchmark(tmp_path / "out", size="tiny", workers=1, documents=ONE_DOC_EACH, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_more_worker_processes_than_documents(tmp_path):
+    """``--workers 8`` on 5 documents started 8 processes, 3 of them (and, 4 documents at a time, 6) idle."""
+    out = tmp_path / "bench"
+    bench.build_benchmark(out, size="tiny", seed=0, workers=8, documents={**ONE_DOC_EACH, "kd_train": 0}, progress=False)
+    assert json.loads((out / "benchmark.json").read_text())["workers"] == 5

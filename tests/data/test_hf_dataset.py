@@ -243,6 +243,24 @@ def test_a_whitespace_only_instruction_is_refused_as_in_manifests(tmp_path):
     assert [e.id for e in examples] == ["train-0"] and [s.line for s in skipped] == [1]
 
 
+@pytest.mark.parametrize(("column", "advice"), [
+    ("id", "give the example a unique id, or leave it out (null) for one made of its split and row"),
+    ("lang", "give the speech's language code (e.g. en), or leave it out (null) for en"),
+])
+def test_a_whitespace_only_id_or_lang_is_a_bad_row_naming_split_row_and_column(tmp_path, column, advice):
+    """Before: kept, as the example's id ("  ") or language (a group of its own in the per-language scores)."""
+    from speechsum.data.hf_dataset import load_hf_split
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    table = datasets.Dataset.from_dict({"audio": ["a.wav"] * 3, "instruction": ["Say it."] * 3,
+                                        column: ["x", " \t", None]})
+    with pytest.raises(HFDatasetError, match=re.escape(f"(split 'train', row 1, column '{column}'): {column} is only whitespace "
+                                                       f"or invisible characters (' \\t'): {advice}, or drop the row")):
+        load_hf_split(str(tmp_path), "train", table)
+    examples, skipped, _ = load_hf_split(str(tmp_path), "train", table, on_bad_example="skip")
+    assert [s.line for s in skipped] == [1] and len(examples) == 2
+
+
 def test_a_null_instruction_is_named_null_not_missing(tmp_path):
     from speechsum.data.hf_dataset import load_hf_split
 

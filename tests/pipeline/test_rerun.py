@@ -53,6 +53,34 @@ def test_a_stage_whose_outputs_were_deleted_runs_again_with_what_is_built_on_it(
     assert ran(run_in_process(run, table)) == []  # everything is there again
 
 
+def report_writing_stages() -> StageTable:
+    """The pipeline with stages that each write ``RUN/<stage>/out.txt`` in process (no command: fast), the
+    report ``RUN/report.md``, as the real one does."""
+    def stage_function(stage: str):
+        def run(ctx) -> list[Path]:
+            out = ctx.run_dir / ("report.md" if stage == "report" else f"{stage}/out.txt")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("done")
+            return [out]
+        return run
+    return PIPELINE.with_runs({stage: stage_function(stage) for stage in STAGES})
+
+
+def test_a_report_whose_inputs_run_again_is_removed_not_left_looking_current(tmp_path, capsys):
+    """``--from dpo --until dpo`` (or a run stopped before the report) left the earlier RUN/report.md, of the
+    numbers before the rerun, until the report stage itself ran again."""
+    table, run = report_writing_stages(), tmp_path / "run"
+    run_in_process(run, table)
+    assert (run / "report.md").is_file()
+    assert ran(run_in_process(run, table, "--until", "evaluate_dpo")) == []
+    assert (run / "report.md").is_file()  # nothing it is made from ran: it stays
+    capsys.readouterr()
+    assert ran(run_in_process(run, table, "--from", "dpo", "--until", "dpo")) == ["dpo"]
+    assert not (run / "report.md").exists()
+    assert f"removed {run}/report.md: what it was made from runs again" in capsys.readouterr().out
+    assert ran(run_in_process(run, table))[-1] == "report" and (run / "report.md").read_text() == "done"
+
+
 def test_a_moved_run_folder_is_not_redone(tmp_path):
     """The markers name their outputs by absolute path: a moved folder's are not counted as gone."""
     table = output_writing_stages()

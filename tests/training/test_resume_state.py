@@ -70,3 +70,20 @@ def test_a_changed_training_policy_is_refused_naming_it_and_a_changed_learning_r
                        "--model.init_args.learning_rate", "0.5"])
     assert "model.init_args.learning_rate is 0.5 in this config, but the resumed run keeps the 0.001" in caplog.text
     assert saved(config)["optimizer_states"][0]["param_groups"][0]["initial_lr"] == 0.001
+
+
+def test_a_changed_accumulate_grad_batches_on_resume_is_said_naming_both_values(tmp_path, toy_data, caplog):
+    """A resume with another trainer.accumulate_grad_batches than the checkpoint's was accepted without a
+    word (each optimizer step then summed another number of batches), as a changed learning rate was."""
+    config = run_config(tmp_path, toy_data, max_steps=1, limit_val_batches=0, accumulate_grad_batches=2)
+    lightning_cli(["fit", "--config", str(config)])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.WARNING, logger="speechsum.training.resume_state"):
+        lightning_cli(["fit", "--config", str(config), "--trainer.max_steps", "2", "--ckpt_path", "last"])
+    assert "accumulate_grad_batches" not in caplog.text  # the same value: nothing said
+    with caplog.at_level(logging.WARNING, logger="speechsum.training.resume_state"):
+        lightning_cli(["fit", "--config", str(config), "--trainer.max_steps", "3", "--ckpt_path", "last",
+                       "--trainer.accumulate_grad_batches", "1"])
+    assert (f"ckpt_path {last}: trainer.accumulate_grad_batches is 1 in this config, but the checkpoint was trained "
+            "with 2: from here on each optimizer step sums the gradients of 1 batch(es), not 2") in caplog.text
+    assert saved(config)["global_step"] == 3

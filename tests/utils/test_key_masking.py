@@ -84,3 +84,45 @@ def test_the_http_clients_own_request_log_lines_mask_a_base_urls_credentials(mon
     port = server.url.split(":")[2].split("/")[0]
     assert f'HTTP Request: POST http://***@127.0.0.1:{port}/v1/chat/completions "HTTP/1.1 200 OK"' in lines
     assert not [line for line in lines if "hunter2" in line]
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("bob:hunter2@127.0.0.1:8000/v1", "hunter2"),  # no scheme: echoed whole before
+    ("bob:hunter2@127.0.0.1", "hunter2"),
+    ("sk-tok3n9@127.0.0.1:8000/v1", "sk-tok3n9"),  # a token as the user, no scheme
+    ("sk-tok3n9@localhost", "sk-tok3n9"),
+    ("http://127.0.0.1:8000/v1?api_key=hunter2", "hunter2"),
+    ("http://127.0.0.1:8000/v1?api-version=1&key=hunter2", "hunter2"),
+    ("https://host/v1/?token=hunter2", "hunter2"),
+    ("http://bob:hun ter2@host/v1", "hun"),  # a space inside the password
+])
+def test_a_refused_base_url_is_shown_with_its_credentials_masked_whatever_its_form(url, secret):
+    from speechsum.utils.arguments import base_url_problem, endpoint_url
+
+    problem = base_url_problem(url)
+    assert problem and secret not in problem and "***" in problem
+    with pytest.raises(Exception) as raised:
+        endpoint_url(url)
+    assert secret not in str(raised.value)
+
+
+def test_synth_base_url_without_a_scheme_is_refused_without_its_password(capsys):
+    from speechsum.synth.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--manifest", "m.jsonl", "--out", "o.jsonl", "--model", "m", "--base-url", "bob:hunter2@host:8000/v1"])
+    err = capsys.readouterr().err
+    assert "argument --base-url: '***@host:8000/v1' is not an http:// or https:// URL" in err
+    assert "hunter2" not in err
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("base_url 'bob:hunter2@host:8000/v1' refused", "base_url '***@host:8000/v1' refused"),
+    ("endpoint sk-tok3n9@host:8000/v1 failed", "endpoint ***@host:8000/v1 failed"),
+    ("GET http://host/v1/models?api_key=hunter2&x=1 (404)", "GET http://host/v1/models?api_key=***&x=1 (404)"),
+    ("GET http://host/v1?access_token=hunter2", "GET http://host/v1?access_token=***"),
+    ("mail bob@example.com at 12:30, ratio a:b", "mail bob@example.com at 12:30, ratio a:b"),
+])
+def test_log_lines_mask_credentials_of_urls_without_a_scheme_and_in_queries(monkeypatch, text, shown):
+    monkeypatch.setattr(remote, "KEYS_IN_USE", set())
+    assert remote.without_keys(text) == shown
