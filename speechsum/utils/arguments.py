@@ -11,8 +11,10 @@ import math
 import numbers
 import os
 import re
+import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -164,6 +166,19 @@ def masked_credentials(value: object) -> object:
         items = [masked_credentials(item) for item in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
     return value
+
+
+@contextmanager
+def argv_without_credentials() -> Iterator[None]:
+    """``sys.argv`` with the credentials of every URL in it masked (:func:`masked_credentials`) inside the block:
+    for a library that records the command line itself (W&B's run metadata, ``args``, read as a run starts);
+    a ``--...base_url http://user:password@host/v1`` option went whole into the offline run and its upload."""
+    given = list(sys.argv)
+    sys.argv[:] = masked_credentials(given)
+    try:
+        yield
+    finally:
+        sys.argv[:] = given
 
 
 CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
