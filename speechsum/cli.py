@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from speechsum.utils.arguments import key_option_problem
 from speechsum.utils.config_stack import with_stacked_dicts_merged
 from speechsum.utils.processes import Terminated, die_with_parent, raise_terminated
 
@@ -41,6 +42,9 @@ Run `speechsum <command> --help` for every option of a command; `speechsum --ver
 (speechsum and the libraries it trains with) to put in a bug report.
 """
 
+
+# where a fit's keys are named (a remote teacher's; the W&B logger reads its own variable)
+KEY_VARIABLE_SETTING = "api_key_env (e.g. OPENAI_API_KEY; W&B reads WANDB_API_KEY)"
 
 # Each tool: "module:function", imported only when that tool runs; the function takes argv.
 TOOLS: dict[str, str] = {
@@ -148,6 +152,9 @@ def _main(args: list[str], argv: list[str] | None) -> None:
                 return
         check_command(args[0])
         args = with_project_configs(args)
+        if problem := key_option_problem(args, KEY_VARIABLE_SETTING):  # never echoed by jsonargparse's error
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
         configs = check_config_files(args)
         args = with_stacked_dicts_merged(args)
         if argv is None:
@@ -311,7 +318,7 @@ def check_config_files(args: list[str]) -> list:
     import yaml
     from jsonargparse import get_loader
 
-    from speechsum.utils.config_keys import config_paths, duplicate_key, non_mapping_section
+    from speechsum.utils.config_keys import config_paths, duplicate_key, key_setting, non_mapping_section
     from speechsum.utils.io import not_utf8_text, yaml_error_text
 
     load = get_loader("yaml")
@@ -338,7 +345,8 @@ def check_config_files(args: list[str]) -> list:
                        f"got a {type(configs[-1]).__name__}")
             print(f"error: {path}: {problem}", file=sys.stderr)
             raise SystemExit(2)
-        if (problem := duplicate_key(path) or non_mapping_section(path)) is not None:  # silently lost settings
+        if (problem := duplicate_key(path) or non_mapping_section(path)  # silently lost settings
+                or key_setting(path, KEY_VARIABLE_SETTING)) is not None:  # a key: never saved, never echoed
             print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
     return configs

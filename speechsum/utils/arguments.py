@@ -272,6 +272,38 @@ def unset_text(variable: str) -> str:
     return "is set but empty" if variable in os.environ else "is not set"
 
 
+# a setting or option named like an API key (api_key, openai_api_key, --api-key; not api_key_env): never taken
+KEY_SETTING = re.compile(r"(?i)(?:[a-z0-9]+[_-])*api[_-]?key")
+# such a setting's value where jsonargparse shows what it was given: 'api_key': '…', api_key='…', NestedArg(…api_key', val='…')
+KEY_VALUE = re.compile(r"""(?i)(api[_-]?key'?(?:\s*[:=]\s*|', val=))(['"])(?:(?!\2).)*\2""")
+
+
+def key_option_problem(args: list[str], instead: str | None) -> str | None:
+    """``--X.api_key: ...`` for the first option of a command line ``args`` named like an API key
+    (:data:`KEY_SETTING`, ``--api-key=sk-…`` too), saying to give it in the environment (``instead``: the
+    option or setting that names the variable; None: the command reads no key); None when there is none.
+    The value is never repeated (argparse's "unrecognized arguments" and jsonargparse's errors showed it)."""
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and KEY_SETTING.fullmatch(name.rsplit(".", 1)[-1].lstrip("-")):
+            return f"{name}: {key_advice(instead)}"
+    return None
+
+
+def key_advice(instead: str | None) -> str:
+    """Why an API key given as a setting is refused, and what to do (``instead`` names the variable)."""
+    what = (f"export it in an environment variable and give that variable's name with {instead}" if instead else
+            "this command reads no API key")
+    return ("an API key is never taken from the command line or a config file (it would be kept in shell history, "
+            f"the process list, logs, saved configs, checkpoints and W&B; the value given is not repeated here): {what}")
+
+
+def without_secrets(text: str) -> str:
+    """``text`` (an argument parser's message, which echoes the values it was given) with URL credentials
+    and the values of settings named like an API key masked."""
+    return KEY_VALUE.sub(r"\1\2***\2", without_url_credentials(text))
+
+
 def check_key_variable(setting: str, name: str | None) -> None:
     """:class:`ConfigError` when ``name`` (the setting ``setting``, e.g. ``api_key_env``) is not a
     variable's name: a key put there would be saved in configs and checkpoints and shown in errors."""
