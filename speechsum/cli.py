@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from speechsum.utils.arguments import key_option_problem
+from speechsum.utils.arguments import key_option_problem, without_url_credentials
 from speechsum.utils.config_stack import with_stacked_dicts_merged
 from speechsum.utils.processes import Terminated, die_with_parent, raise_terminated
 
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, raise_terminated)  # Lightning's Trainer adds its own handler to it
     die_with_parent()
     hide_upstream_notices()
+    sys.excepthook = print_masked_traceback
     try:
         _main(args, argv)
     except KeyboardInterrupt:
@@ -107,6 +108,19 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"\nspeechsum {command}: interrupted (SIGTERM); {_again(command)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def print_masked_traceback(kind: type[BaseException], error: BaseException, trace: object) -> None:
+    """``sys.excepthook`` of every command: Python's traceback of an error no command ends plainly (or every
+    one, with ``SPEECHSUM_TRACEBACK=1``) with the API keys in use and URL credentials masked
+    (:func:`speechsum.utils.remote.without_keys`): an endpoint's error quotes the key it refused ("Incorrect API
+    key provided: sk-…"), and the traceback went whole to the terminal and the pipeline's stage logs."""
+    import traceback
+
+    text = "".join(traceback.format_exception(kind, error, trace))
+    remote = sys.modules.get("speechsum.utils.remote")  # loaded where a key was read: it knows them
+    sys.stderr.write(remote.without_keys(text) if remote is not None else without_url_credentials(text))
+    sys.stderr.flush()
 
 
 def _again(command: str) -> str:

@@ -74,3 +74,30 @@ def test_a_command_that_reads_no_key_says_so():
 
     assert key_option_problem(["x", "--api-key", KEY], None) == f"--api-key: {REFUSED}this command reads no API key"
     assert key_option_problem(["--api-key-env", "MY_KEY", "--base-url", "u"], "--api-key-env") is None
+
+
+def test_a_traceback_asked_for_masks_the_key_an_endpoint_echoed(tmp_path, monkeypatch, capsys):
+    """``SPEECHSUM_TRACEBACK=1`` (or an error no command ends plainly): Python printed the traceback of the
+    judge's 401, "Incorrect API key provided: sk-…" in it, whole (the one-line error masked it)."""
+    import sys
+
+    from speechsum.cli import main
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+    from tests.servers import JSONServer
+
+    monkeypatch.setenv("S9_JUDGE_KEY", KEY)
+    monkeypatch.setenv("SPEECHSUM_TRACEBACK", "1")
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main installs its own: put back after the test
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    refusing = {"error": {"message": f"Incorrect API key provided: {KEY}.", "code": "invalid_api_key"}}
+    with JSONServer(lambda request: (401, refusing)) as server, pytest.raises(Exception) as raised:
+        main(["evaluate", "--system", f"text:lm:{model}", "--manifest", str(manifests["test"]), "--out",
+              str(tmp_path / "out"), "--max-new-tokens", "4", "--accelerator", "cpu", "--metrics", "llm_judge",
+              "--judge-base-url", server.url.replace("http://", f"http://judge:{PASSWORD}@"), "--judge-model", "j",
+              "--api-key-env", "S9_JUDGE_KEY", "--bootstrap-resamples", "10"])
+    capsys.readouterr()
+    sys.excepthook(raised.type, raised.value, raised.tb)  # what the interpreter does with it
+    error = capsys.readouterr().err
+    assert error.startswith("Traceback (most recent call last):") and "Incorrect API key provided: ***." in error
+    assert KEY not in error and PASSWORD not in error
