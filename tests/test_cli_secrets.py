@@ -11,9 +11,9 @@ from tests.stages.test_kd import kd_config
 
 KEY = "sk-LEAKCHECK-0123456789"
 PASSWORD = "leak-pass-4711"
-REFUSED = ("an API key is never taken from the command line or a config file (it would be kept in shell history, the "
-           "process list, logs, saved configs, checkpoints and W&B; the value given is not repeated here): ")
-ADVICE = REFUSED + "export it in an environment variable and give that variable's name with "
+ADVICE = ("an API key is never taken from the command line or a config file (it would be kept in shell history, the "
+          "process list, logs, saved configs, checkpoints and W&B; the value given is not repeated here): export it in "
+          "an environment variable and give that variable's name with ")
 
 
 def remote_kd_config(tmp_path, toy_data, **teacher_args):
@@ -69,10 +69,11 @@ def test_a_tools_usage_error_repeats_no_secret(tmp_path, capsys, given, shown):
     assert KEY not in error and PASSWORD not in error
 
 
-def test_a_command_that_reads_no_key_says_so():
+def test_a_command_without_a_key_option_names_where_keys_are_named():
     from speechsum.utils.arguments import key_option_problem
 
-    assert key_option_problem(["x", "--api-key", KEY], None) == f"--api-key: {REFUSED}this command reads no API key"
+    assert key_option_problem(["x", "--api-key", KEY], None) == (
+        f"--api-key: {ADVICE}the setting that takes one (api_key_env in a YAML, --api-key-env of a tool)")
     assert key_option_problem(["--api-key-env", "MY_KEY", "--base-url", "u"], "--api-key-env") is None
 
 

@@ -281,7 +281,7 @@ KEY_VALUE = re.compile(r"""(?i)(api[_-]?key'?(?:\s*[:=]\s*|', val=))(['"])(?:(?!
 def key_option_problem(args: list[str], instead: str | None) -> str | None:
     """``--X.api_key: ...`` for the first option of a command line ``args`` named like an API key
     (:data:`KEY_SETTING`, ``--api-key=sk-…`` too), saying to give it in the environment (``instead``: the
-    option or setting that names the variable; None: the command reads no key); None when there is none.
+    option or setting that names the variable; None: the command has none of its own); None when there is none.
     The value is never repeated (argparse's "unrecognized arguments" and jsonargparse's errors showed it)."""
     for arg in args:
         name = arg.split("=", 1)[0]
@@ -292,8 +292,8 @@ def key_option_problem(args: list[str], instead: str | None) -> str | None:
 
 def key_advice(instead: str | None) -> str:
     """Why an API key given as a setting is refused, and what to do (``instead`` names the variable)."""
-    what = (f"export it in an environment variable and give that variable's name with {instead}" if instead else
-            "this command reads no API key")
+    what = ("export it in an environment variable and give that variable's name with "
+            f"{instead or 'the setting that takes one (api_key_env in a YAML, --api-key-env of a tool)'}")
     return ("an API key is never taken from the command line or a config file (it would be kept in shell history, "
             f"the process list, logs, saved configs, checkpoints and W&B; the value given is not repeated here): {what}")
 
