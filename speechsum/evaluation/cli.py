@@ -230,10 +230,11 @@ def write_summary(out: Path, results: dict[str, dict]) -> None:
 
 
 def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: int, config: dict) -> None:
-    """One W&B run (offline unless WANDB_MODE=online): flat metrics and an examples table per system."""
+    """One W&B run (offline unless WANDB_MODE=online; none with WANDB_MODE=disabled, as the fit loggers):
+    flat metrics and an examples table per system."""
     import wandb
 
-    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
+    mode = {"online": "online", "disabled": "disabled"}.get(os.environ.get("WANDB_MODE", ""), "offline")
     # create_new: a run still open in this process (e.g. a Lightning WandbLogger) must not swallow this one
     with argv_without_credentials():  # W&B records the command line: a --judge-base-url's user:password@ masked
         run = wandb.init(project=project, dir=str(out), mode=mode, job_type="evaluate", config=config,

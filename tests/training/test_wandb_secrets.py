@@ -1,4 +1,4 @@
-"""Secrets never reach a W&B run: what it records of the command line (``args``) included."""
+"""Secrets never reach a W&B run (what it records of the command line, ``args``, included); W&B keeps to WANDB_MODE."""
 
 from __future__ import annotations
 
@@ -65,3 +65,18 @@ def test_a_judge_urls_credentials_on_the_evaluate_command_line_never_reach_its_w
     for path in out.rglob("*"):
         assert not path.is_file() or (PASSWORD.encode() not in path.read_bytes()
                                       and KEY.encode() not in path.read_bytes()), path
+
+
+def test_evaluate_wandb_keeps_wandb_mode_disabled(tmp_path, monkeypatch):
+    """``WANDB_MODE=disabled`` (W&B off for the whole environment): the fit loggers log nothing, but
+    ``evaluate --wandb`` wrote an offline run anyway."""
+    from tests.eval_fixtures import save_tiny_text_lm, write_eval_set
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    manifests = write_eval_set(tmp_path / "data")
+    model = save_tiny_text_lm(tmp_path / "lm", seed=1)
+    out = tmp_path / "out"
+    main(["evaluate", "--system", f"text:lm:{model}", "--manifest", str(manifests["test"]), "--out", str(out),
+          "--max-new-tokens", "4", "--accelerator", "cpu", "--metrics", "rouge", "--bootstrap-resamples", "10",
+          "--wandb"])
+    assert (out / "lm" / "metrics.json").is_file() and not (out / "wandb").exists()
