@@ -84,3 +84,25 @@ def test_the_http_clients_own_request_log_lines_mask_a_base_urls_credentials(mon
     port = server.url.split(":")[2].split("/")[0]
     assert f'HTTP Request: POST http://***@127.0.0.1:{port}/v1/chat/completions "HTTP/1.1 200 OK"' in lines
     assert not [line for line in lines if "hunter2" in line]
+
+
+def test_debug_logs_of_client_and_server_hold_no_key(monkeypatch, caplog):
+    """With every logger at DEBUG (the openai client's, httpx's, httpcore's, ``speechsum serve``'s request log),
+    neither the key a request sends (its Authorization header) nor a wrong one, refused, appears in a log line."""
+    from tests.servers import ScriptedChatBackend, serve_in_thread
+
+    right, wrong = "sk-LEAKCHECK-right-0123456789", "sk-LEAKCHECK-wrong-0123456789"
+    caplog.set_level(logging.DEBUG)
+    for name in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "speechsum"):  # an earlier test may quiet some
+        caplog.set_level(logging.DEBUG, logger=name)
+    with serve_in_thread(ScriptedChatBackend(lambda messages: "ok"), api_key=right) as url:
+        for key in (right, wrong):
+            monkeypatch.setenv("S9_DEBUG_KEY", key)
+            client = remote.openai_client(url, "S9_DEBUG_KEY")
+            try:
+                client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+            except Exception as err:  # noqa: BLE001  (the wrong key's 401)
+                assert key == wrong and "401" in str(err)
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("POST" in line for line in lines)  # the requests were logged
+    assert not [line for line in lines if "LEAKCHECK" in line]
