@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from speechsum.utils.arguments import key_option_problem, without_url_credentials
 from speechsum.utils.config_stack import with_stacked_dicts_merged
 from speechsum.utils.processes import Terminated, die_with_parent, raise_terminated
 
@@ -41,6 +42,9 @@ Run `speechsum <command> --help` for every option of a command; `speechsum --ver
 (speechsum and the libraries it trains with) to put in a bug report.
 """
 
+
+# where a fit's keys are named (a remote teacher's; the W&B logger reads its own variable)
+KEY_VARIABLE_SETTING = "api_key_env (e.g. OPENAI_API_KEY; W&B reads WANDB_API_KEY)"
 
 # Each tool: "module:function", imported only when that tool runs; the function takes argv.
 TOOLS: dict[str, str] = {
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, raise_terminated)  # Lightning's Trainer adds its own handler to it
     die_with_parent()
     hide_upstream_notices()
+    sys.excepthook = print_masked_traceback
     try:
         _main(args, argv)
     except KeyboardInterrupt:
@@ -103,6 +108,19 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"\nspeechsum {command}: interrupted (SIGTERM); {_again(command)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def print_masked_traceback(kind: type[BaseException], error: BaseException, trace: object) -> None:
+    """``sys.excepthook`` of every command: Python's traceback of an error no command ends plainly (or every
+    one, with ``SPEECHSUM_TRACEBACK=1``) with the API keys in use and URL credentials masked
+    (:func:`speechsum.utils.remote.without_keys`): an endpoint's error quotes the key it refused ("Incorrect API
+    key provided: sk-…"), and the traceback went whole to the terminal and the pipeline's stage logs."""
+    import traceback
+
+    text = "".join(traceback.format_exception(kind, error, trace))
+    remote = sys.modules.get("speechsum.utils.remote")  # loaded where a key was read: it knows them
+    sys.stderr.write(remote.without_keys(text) if remote is not None else without_url_credentials(text))
+    sys.stderr.flush()
 
 
 def _again(command: str) -> str:
@@ -148,6 +166,9 @@ def _main(args: list[str], argv: list[str] | None) -> None:
                 return
         check_command(args[0])
         args = with_project_configs(args)
+        if problem := key_option_problem(args, KEY_VARIABLE_SETTING):  # never echoed by jsonargparse's error
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
         configs = check_config_files(args)
         args = with_stacked_dicts_merged(args)
         if argv is None:
@@ -311,7 +332,7 @@ def check_config_files(args: list[str]) -> list:
     import yaml
     from jsonargparse import get_loader
 
-    from speechsum.utils.config_keys import config_paths, duplicate_key, non_mapping_section
+    from speechsum.utils.config_keys import config_paths, duplicate_key, key_setting, non_mapping_section
     from speechsum.utils.io import not_utf8_text, yaml_error_text
 
     load = get_loader("yaml")
@@ -338,7 +359,8 @@ def check_config_files(args: list[str]) -> list:
                        f"got a {type(configs[-1]).__name__}")
             print(f"error: {path}: {problem}", file=sys.stderr)
             raise SystemExit(2)
-        if (problem := duplicate_key(path) or non_mapping_section(path)) is not None:  # silently lost settings
+        if (problem := duplicate_key(path) or non_mapping_section(path)  # silently lost settings
+                or key_setting(path, KEY_VARIABLE_SETTING)) is not None:  # a key: never saved, never echoed
             print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
     return configs

@@ -17,7 +17,7 @@ from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
 from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
-from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain
+from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain, without_secrets
 from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
@@ -25,7 +25,8 @@ import_backbones()  # every backbone by its short name (--model.model.help Compo
 
 class SpeechSumArgumentParser(LightningArgumentParser):
     """Its errors about an unknown setting also name the closest accepted one and the ``--config``
-    file and line the setting is on (:func:`speechsum.utils.config_keys.unknown_key_note`)."""
+    file and line the setting is on (:func:`speechsum.utils.config_keys.unknown_key_note`); the values they
+    repeat show no secret (:func:`~speechsum.utils.arguments.without_secrets`)."""
 
     config_files: list[str] = []  # of the command line being parsed (SpeechSumCLI.parse_arguments)
     command_line: list[str] = []  # that command line's arguments
@@ -33,7 +34,8 @@ class SpeechSumArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self
         known = [action.dest for action in parser._actions if action.option_strings]
-        super().error(message + unknown_key_note(message, self.config_files, known, self.command_line), ex)
+        note = unknown_key_note(message, self.config_files, known, self.command_line)
+        super().error(without_secrets(message + note), ex)  # it repeats what it was given: a URL's password too
 
 
 class SpeechSumCLI(LightningCLI):

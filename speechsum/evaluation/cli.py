@@ -19,6 +19,7 @@ from speechsum.utils.arguments import (
     MAX_RESAMPLES,
     MAX_TOKENS,
     MAX_WORKERS,
+    argv_without_credentials,
     at_least,
     endpoint_url,
     key_variable,
@@ -229,12 +230,15 @@ def write_summary(out: Path, results: dict[str, dict]) -> None:
 
 
 def log_wandb(results: dict[str, dict], out: Path, project: str, max_examples: int, config: dict) -> None:
-    """One W&B run (offline unless WANDB_MODE=online): flat metrics and an examples table per system."""
+    """One W&B run (offline unless WANDB_MODE=online; none with WANDB_MODE=disabled, as the fit loggers):
+    flat metrics and an examples table per system."""
     import wandb
 
-    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
+    mode = {"online": "online", "disabled": "disabled"}.get(os.environ.get("WANDB_MODE", ""), "offline")
     # create_new: a run still open in this process (e.g. a Lightning WandbLogger) must not swallow this one
-    run = wandb.init(project=project, dir=str(out), mode=mode, job_type="evaluate", config=config, reinit="create_new")
+    with argv_without_credentials():  # W&B records the command line: a --judge-base-url's user:password@ masked
+        run = wandb.init(project=project, dir=str(out), mode=mode, job_type="evaluate", config=config,
+                         reinit="create_new")
     try:
         for name, result in results.items():
             flat = {f"{name}/{group}/{metric}": stat["mean"]

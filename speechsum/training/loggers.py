@@ -10,6 +10,7 @@ from typing import Any, Literal
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from speechsum.utils.arguments import argv_without_credentials
 from speechsum.utils.io import write_atomic
 
 RUN_ID_FILE = "wandb_run_id"  # in save_dir: the W&B run this run folder logs into
@@ -68,9 +69,11 @@ class WandbLogger(LightningWandbLogger):
 
     @property
     def experiment(self) -> Any:
-        """The W&B run, started on first use; its id is then recorded in ``save_dir``."""
+        """The W&B run, started on first use (the command line it records with URL credentials masked:
+        :func:`argv_without_credentials`); its id is then recorded in ``save_dir``."""
         started = self._experiment is not None
-        experiment = super().experiment
+        with argv_without_credentials():
+            experiment = super().experiment
         if not started and self._experiment is not None:
             self._record_run_id()
         return experiment

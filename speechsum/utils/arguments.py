@@ -11,8 +11,10 @@ import math
 import numbers
 import os
 import re
+import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from speechsum.utils.url_secrets import without_url_credentials, without_url_secrets
 
@@ -159,6 +161,19 @@ def masked_credentials(value: object) -> object:
     return value
 
 
+@contextmanager
+def argv_without_credentials() -> Iterator[None]:
+    """``sys.argv`` with the credentials of every URL in it masked (:func:`masked_credentials`) inside the block:
+    for a library that records the command line itself (W&B's run metadata, ``args``, read as a run starts);
+    a ``--...base_url http://user:password@host/v1`` option went whole into the offline run and its upload."""
+    given = list(sys.argv)
+    sys.argv[:] = masked_credentials(given)
+    try:
+        yield
+    finally:
+        sys.argv[:] = given
+
+
 CLIENT_ROUTES = ("/chat/completions", "/completions")  # what a client appends to base_url (a copied request URL)
 
 
@@ -249,6 +264,38 @@ def unset_text(variable: str) -> str:
     """How a key variable without a key is described: "is not set", or "is set but empty" (an export of
     an empty or blank value: "not set" sent the user to look for an export that is there)."""
     return "is set but empty" if variable in os.environ else "is not set"
+
+
+# a setting or option named like an API key (api_key, openai_api_key, --api-key; not api_key_env): never taken
+KEY_SETTING = re.compile(r"(?i)(?:[a-z0-9]+[_-])*api[_-]?key")
+# such a setting's value where jsonargparse shows what it was given: 'api_key': '…', api_key='…', NestedArg(…api_key', val='…')
+KEY_VALUE = re.compile(r"""(?i)(api[_-]?key'?(?:\s*[:=]\s*|', val=))(['"])(?:(?!\2).)*\2""")
+
+
+def key_option_problem(args: list[str], instead: str | None) -> str | None:
+    """``--X.api_key: ...`` for the first option of a command line ``args`` named like an API key
+    (:data:`KEY_SETTING`, ``--api-key=sk-…`` too), saying to give it in the environment (``instead``: the
+    option or setting that names the variable; None: the command has none of its own); None when there is none.
+    The value is never repeated (argparse's "unrecognized arguments" and jsonargparse's errors showed it)."""
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and KEY_SETTING.fullmatch(name.rsplit(".", 1)[-1].lstrip("-")):
+            return f"{name}: {key_advice(instead)}"
+    return None
+
+
+def key_advice(instead: str | None) -> str:
+    """Why an API key given as a setting is refused, and what to do (``instead`` names the variable)."""
+    what = ("export it in an environment variable and give that variable's name with "
+            f"{instead or 'the setting that takes one (api_key_env in a YAML, --api-key-env of a tool)'}")
+    return ("an API key is never taken from the command line or a config file (it would be kept in shell history, "
+            f"the process list, logs, saved configs, checkpoints and W&B; the value given is not repeated here): {what}")
+
+
+def without_secrets(text: str) -> str:
+    """``text`` (an argument parser's message, which echoes the values it was given) with URL credentials
+    and the values of settings named like an API key masked."""
+    return KEY_VALUE.sub(r"\1\2***\2", without_url_credentials(text))
 
 
 def check_key_variable(setting: str, name: str | None) -> None:

@@ -100,6 +100,20 @@ def non_mapping_section(path: str | Path) -> str | None:
     return None
 
 
+def key_setting(path: str | Path, instead: str) -> str | None:
+    """``PATH:LINE: a.b.api_key: ...`` for the first setting of the config file ``path`` named like an API key
+    (:data:`~speechsum.utils.arguments.KEY_SETTING`), saying to give it in the environment (``instead``: what
+    names the variable); None when there is none. jsonargparse refused it, repeating the value, and dumped
+    the whole section with the key in it into the log."""
+    from speechsum.utils.arguments import KEY_SETTING, key_advice
+
+    document = _composed(path)
+    for keys, line, _ in _key_lines(document) if document is not None else ():
+        if KEY_SETTING.fullmatch(keys[-1]):
+            return f"{path}:{line}: {'.'.join(keys)}: {key_advice(instead)}"
+    return None
+
+
 def duplicate_key(path: str | Path) -> str | None:
     """``PATH:LINE: key 'K' (under 'a.b') is given twice (first on line N): ...`` for the first key a
     YAML mapping of ``path`` repeats (PyYAML keeps the last silently, so the first is lost); None when

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from speechsum.utils.arguments import key_option_problem, without_secrets
 
 
 def option_action(parser: argparse.ArgumentParser, arg: str) -> tuple[argparse.Action, str | None] | None:
@@ -77,10 +80,17 @@ def same_value(action: argparse.Action, first: str, then: str) -> bool:
 
 class OnceParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose command line may not give a plain option twice with different
-    values (:func:`repeated_option`); its subcommands' parsers are of this class too."""
+    values (:func:`repeated_option`) nor an API key (:func:`key_option_problem`), and whose errors show no secret;
+    its subcommands' parsers are of this class too."""
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
         args = list(sys.argv[1:] if args is None else args)
-        if (problem := repeated_option(self, args)) is not None:
+        instead = "--api-key-env" if "--api-key-env" in self._option_string_actions else None
+        if (problem := key_option_problem(args, instead) or repeated_option(self, args)) is not None:
             self.error(problem)
         return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's usage error, with the secrets in the values it repeats masked (:func:`without_secrets`:
+        "unrecognized arguments: ... http://user:password@host", a URL option given twice)."""
+        super().error(without_secrets(message))

@@ -57,7 +57,6 @@ def run_as_main(module: str, args: list[str]) -> int:
     (``-SIGINT``: an uncaught KeyboardInterrupt, which the interpreter ends by killing itself with SIGINT)."""
     import atexit
     import runpy
-    import traceback
 
     sys.argv = [module, *args]
     try:
@@ -66,10 +65,10 @@ def run_as_main(module: str, args: list[str]) -> int:
     except SystemExit as stop:
         code = _exit_code(stop)
     except KeyboardInterrupt:
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())  # the command's own hook (speechsum's masks keys), as the interpreter does
         code = -signal.SIGINT
     except BaseException:  # noqa: BLE001 (printed, as the interpreter does)
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())
         code = 1
     finally:
         threading._shutdown()  # noqa: SLF001 (what the interpreter does at exit: join non-daemon threads)

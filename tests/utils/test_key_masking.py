@@ -126,3 +126,25 @@ def test_synth_base_url_without_a_scheme_is_refused_without_its_password(capsys)
 def test_log_lines_mask_credentials_of_urls_without_a_scheme_and_in_queries(monkeypatch, text, shown):
     monkeypatch.setattr(remote, "KEYS_IN_USE", set())
     assert remote.without_keys(text) == shown
+
+
+def test_debug_logs_of_client_and_server_hold_no_key(monkeypatch, caplog):
+    """With every logger at DEBUG (the openai client's, httpx's, httpcore's, ``speechsum serve``'s request log),
+    neither the key a request sends (its Authorization header) nor a wrong one, refused, appears in a log line."""
+    from tests.servers import ScriptedChatBackend, serve_in_thread
+
+    right, wrong = "sk-LEAKCHECK-right-0123456789", "sk-LEAKCHECK-wrong-0123456789"
+    caplog.set_level(logging.DEBUG)
+    for name in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "speechsum"):  # an earlier test may quiet some
+        caplog.set_level(logging.DEBUG, logger=name)
+    with serve_in_thread(ScriptedChatBackend(lambda messages: "ok"), api_key=right) as url:
+        for key in (right, wrong):
+            monkeypatch.setenv("S9_DEBUG_KEY", key)
+            client = remote.openai_client(url, "S9_DEBUG_KEY")
+            try:
+                client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+            except Exception as err:  # noqa: BLE001  (the wrong key's 401)
+                assert key == wrong and "401" in str(err)
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("POST" in line for line in lines)  # the requests were logged
+    assert not [line for line in lines if "LEAKCHECK" in line]

@@ -73,6 +73,7 @@ def test_a_warm_command_sees_what_a_fresh_one_sees(starter, threads):
     (["exit", str(2**64)], 255, None),  # beyond a C long: the interpreter's exit(-1)
     (["exit-text"], 1, "a message for stderr"),
     (["raise"], 1, "ValueError: raised by the probe"),
+    (["raise-hooked"], 1, "hooked ValueError: raised by the probe"),  # printed by the traceback module before
     (["interrupt"], -signal.SIGINT, "KeyboardInterrupt"),  # the interpreter ends itself with SIGINT
 ])
 def test_exit_codes_and_errors_are_a_fresh_process_s(starter, args, code, text):

@@ -1,6 +1,6 @@
 """A command for tests/utils/test_warm_start.py: ``python -m tests.utils.warm_probe ACTION [ARG]``
 prints what it sees as one JSON line, then does ACTION: ``exit CODE``, ``exit-text``, ``raise``,
-``interrupt``, ``sleep``, ``allocate MIB``."""
+``raise-hooked`` (through its own ``sys.excepthook``), ``interrupt``, ``sleep``, ``allocate MIB``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ if action == "exit":
 if action == "exit-text":
     raise SystemExit("a message for stderr")
 if action == "raise":
+    raise ValueError("raised by the probe")
+if action == "raise-hooked":  # a command's own hook prints its uncaught error (speechsum's masks keys)
+    sys.excepthook = lambda kind, error, trace: print(f"hooked {kind.__name__}: {error}", file=sys.stderr)
     raise ValueError("raised by the probe")
 if action == "interrupt":  # an uncaught Ctrl-C
     raise KeyboardInterrupt
