@@ -10,9 +10,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from speechsum.utils.arguments import key_option_problem, without_url_credentials
+from speechsum.utils.arguments import key_option_problem
 from speechsum.utils.config_stack import with_stacked_dicts_merged
 from speechsum.utils.processes import Terminated, die_with_parent, raise_terminated
+from speechsum.utils.url_secrets import without_url_secrets
 
 OVERVIEW = """\
 speechsum — train speech LLMs that summarise speech (SFT → on-policy KD → DPO).
@@ -119,7 +120,7 @@ def print_masked_traceback(kind: type[BaseException], error: BaseException, trac
 
     text = "".join(traceback.format_exception(kind, error, trace))
     remote = sys.modules.get("speechsum.utils.remote")  # loaded where a key was read: it knows them
-    sys.stderr.write(remote.without_keys(text) if remote is not None else without_url_credentials(text))
+    sys.stderr.write(remote.without_keys(text) if remote is not None else without_url_secrets(text))
     sys.stderr.flush()
 
 

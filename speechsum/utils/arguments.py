@@ -163,11 +163,11 @@ def masked_credentials(value: object) -> object:
 
 @contextmanager
 def argv_without_credentials() -> Iterator[None]:
-    """``sys.argv`` with the credentials of every URL in it masked (:func:`masked_credentials`) inside the block:
+    """``sys.argv`` with the credentials of every URL in it masked (:func:`without_url_secrets`) inside the block:
     for a library that records the command line itself (W&B's run metadata, ``args``, read as a run starts);
     a ``--...base_url http://user:password@host/v1`` option went whole into the offline run and its upload."""
     given = list(sys.argv)
-    sys.argv[:] = masked_credentials(given)
+    sys.argv[:] = [without_url_secrets(arg) for arg in given]
     try:
         yield
     finally:
@@ -294,8 +294,8 @@ def key_advice(instead: str | None) -> str:
 
 def without_secrets(text: str) -> str:
     """``text`` (an argument parser's message, which echoes the values it was given) with URL credentials
-    and the values of settings named like an API key masked."""
-    return KEY_VALUE.sub(r"\1\2***\2", without_url_credentials(text))
+    (whatever the URL's form: :func:`without_url_secrets`) and the values of settings named like an API key masked."""
+    return KEY_VALUE.sub(r"\1\2***\2", without_url_secrets(text))
 
 
 def check_key_variable(setting: str, name: str | None) -> None:

@@ -148,3 +148,11 @@ def test_debug_logs_of_client_and_server_hold_no_key(monkeypatch, caplog):
     lines = [record.getMessage() for record in caplog.records]
     assert any("POST" in line for line in lines)  # the requests were logged
     assert not [line for line in lines if "LEAKCHECK" in line]
+
+
+def test_parser_messages_mask_credentials_whatever_the_urls_form():
+    """What an argument parser echoes goes through the same URL masking as errors and log lines."""
+    from speechsum.utils.arguments import without_secrets
+
+    text = "unrecognized arguments: bob:hunter2@host:8000/v1 http://h/v1?api_key=hunter2 api_key='hunter2'"
+    assert without_secrets(text) == "unrecognized arguments: ***@host:8000/v1 http://h/v1?api_key=*** api_key='***'"
