@@ -253,3 +253,53 @@ def test_an_mp3_cut_short_within_the_limit_is_read_under_the_error_policy_as_its
     assert abs(len(load_audio(str(path), RATE, 2.0, "error", checked_at_load=True)) - seconds * RATE) <= 1152
     with pytest.raises(AudioTooLongError, match=r"half\.mp3: 1\.\d\d s is longer than max_audio_seconds=1"):
         load_audio(str(path), RATE, 1.0, "error")  # by its frames, not its header's 3 s
+
+
+def misread_mp3(tmp_path: Path, kind: str) -> Path:
+    """An MP3 whose frames all there are, but whose length libsndfile misreads: a VBR stream captured from mid-frame
+    (its estimate from the first frame's bitrate) or a podcast whose Xing frame count is damaged."""
+    if kind == "capture":
+        path = tmp_path / "capture.mp3"
+        path.write_bytes(vbr_frames(tmp_path)[100:])
+        return path
+    data = bytearray(mp3_bytes(tmp_path / "plain.mp3", 3.0))
+    at = data.find(b"Xing")
+    data[at + 8 : at + 12] = (10_000_000).to_bytes(4, "big")
+    path = tmp_path / "podcast.mp3"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["capture", "damaged-count"])
+def test_an_mp3_whose_length_libsndfile_misreads_is_read_whole_without_a_cut_short_warning(tmp_path: Path, kind: str,
+                                                                                             caplog):
+    """Nothing of it is missing, yet its load warned "cut short (a download or copy that stopped?) ... re-fetch it",
+    every read of it (each epoch) "the header promises ... frames but the file ends after ...: cut short?", and the
+    server refused it as cut short (400 "send the whole file")."""
+    from speechsum.serving.protocol import AudioInput
+    from speechsum.serving.speech_backend import decode_audio
+
+    path = misread_mp3(tmp_path, kind)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": path.name, "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    examples, _ = load_manifest(manifest)
+    read = load_audio(str(path), RATE, checked_at_load=True)
+    assert abs(len(read) - examples[0].duration * RATE) <= 1152  # the length its load measured
+    assert len(load_audio(str(path), RATE, warn_cut_short=True)) == len(read)
+    assert len(decode_audio(AudioInput(path.read_bytes(), "mp3", 0, "input_audio"), RATE, None)) == len(read)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_an_mp3_cut_short_is_warned_about_once_at_load_not_again_at_every_read(tmp_path: Path, caplog):
+    """A VBR MP3 cut in half (its Xing header counts 3 s): its load says so; each read of it said it again."""
+    path = tmp_path / "half.mp3"
+    data = mp3_bytes(tmp_path / "whole.mp3", 3.0)
+    path.write_bytes(data[: len(data) // 2])
+    seconds = audio_seconds(str(path))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: its first frame's header counts 3.00 s but its frames hold {seconds:.2f} s: cut short (a download or "
+        f"copy that stopped?); its {seconds:.2f} s are read: re-fetch it or drop it"]
+    caplog.clear()
+    for _ in range(2):  # two epochs
+        assert abs(len(load_audio(str(path), RATE, checked_at_load=True)) - seconds * RATE) <= 1152
+    assert caplog.records == []
