@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechsum.data.aiff_sizes import uncounted_samples_view
+from speechsum.data.aiff_sizes import au_samples_view, uncounted_samples_view
 from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
 from speechsum.data.audio_notes import MixEnergy, clip_notes, say_once
 from speechsum.data.audio_paths import path_problem
@@ -191,9 +191,9 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
     # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none
-    # counted); a FLAC whose STREAMINFO counts fewer samples than its frames hold
+    # counted); an AU whose data size libsndfile cannot take; a FLAC whose STREAMINFO counts fewer samples than its frames hold
     if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)
-            or undercounted_view(handle, source)) is not None:
+            or au_samples_view(handle, source) or undercounted_view(handle, source)) is not None:
         handle.close()
         return samples
     return handle

@@ -22,10 +22,12 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import soundfile as sf
 
-from speechsum.data.file_walk import walk_file
+from speechsum.data.aiff_sizes import au_sizes
+from speechsum.data.file_walk import walk_file, walk_or_none
 from speechsum.data.flac_streams import flac_frames_offset
 from speechsum.data.mp3_frames import ID3V1_SIZE, counts_past_end, frames_follow, mp3_walk
 from speechsum.data.ogg_pages import ends_with_stream_end
+from speechsum.data.wav_order import caf_oversized
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,19 @@ def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
             f"{handle.frames} ({handle.frames / rate:.2f} s)")
 
 
+def size_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
+    """For an AU or CAF file whose header's data size is more than the file holds where libsndfile does not log it
+    (it read through a view of the samples there are: an AU size of 2 GiB or more, of which it read none; a CAF it
+    called malformed), what; else None."""
+    if handle.format == "AU" and (found := walk_or_none(source, au_sizes)) is not None:
+        size, there = found[1:]
+    elif handle.format == "CAF" and (found := walk_or_none(source, caf_oversized)) is not None:
+        size, there = found
+    else:
+        return None
+    return f"its header's data size is {size} bytes, but the file holds {max(there, 0)} of them"
+
+
 def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage | None:
     """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
     file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
@@ -175,6 +190,8 @@ def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage
         return Damage(f"{nist}: {CUT}", REFETCH, True)
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
+    if source is not None and (sized := size_cut_short(handle, source)):
+        return Damage(f"{sized}: {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
         if source is not None and walk_file(source, ends_with_stream_end):
             return Damage(f"it ends with its end-of-stream page, so it is not cut short, but libsndfile cannot read a "

@@ -79,12 +79,25 @@ def headed_view(path: str) -> BinaryIO | None:
     return Spliced(open(path, "rb"), b"", 0, 2**63, owned=True)  # noqa: SIM115 (closed with the view)
 
 
+MAX_CHANNELS = 1024  # libsndfile's limit (SF_MAX_CHANNELS): a header giving more is refused, "Too many channels"
+CHANNELS_ADVICE = (f"if the recording has that many channels (a microphone array), export the ones you need (at most "
+                   f"{MAX_CHANNELS}) from its source; else its header is damaged: re-export it; or drop it")
+
+
+def too_many_channels(name: str, channels: int | None = None) -> Diagnosis:
+    """A ``name`` file (WAV, ...) whose header gives more channels (``channels``, where known) than libsndfile reads."""
+    count = f"{channels} channels" if channels else "more channels than that"
+    return Diagnosis(f"its {name} header gives {count}; libsndfile reads at most {MAX_CHANNELS}", CHANNELS_ADVICE)
+
+
 def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:
     """For a file of ``size`` bytes starting with ``head`` that libsndfile could not open, saying
     ``reason``: when it starts as an audio format libsndfile reads, that it is damaged or cut short
-    (not a format to convert); else None."""
+    (not a format to convert), or holds more channels than it reads; else None."""
     if (name := audio_format(head)) is None:
         return None
+    if "Too many channels" in reason:  # its words (a header damaged, or an array's recording): not "cut short"
+        return too_many_channels(name)
     return Diagnosis(f"it starts as {name} audio but libsndfile cannot read it ({reason}; the file is {size} "
                      "bytes): damaged or cut short", "re-fetch or re-export it, or drop it")
 
@@ -188,6 +201,8 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
             if not 0 < rate < 2**31 or channels == 0:  # libsndfile: "SF_INFO struct incomplete"
                 value = f"a sample rate of {rate} Hz" if not 0 < rate < 2**31 else "0 channels"
                 return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
+            if channels > MAX_CHANNELS:
+                return too_many_channels("WAV", channels)
             if codec := _codec_problem(data, offset, size):
                 return codec
     if seen.count(b"data") > 1:  # libsndfile: "SF_INFO struct incomplete"
