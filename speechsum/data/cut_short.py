@@ -7,7 +7,7 @@ file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose d
 
 What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file damaged
 mid-stream is an error (:func:`warn_if_damaged`, :func:`check_early_end`); a file of which libsndfile
-reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error saying why
+reads no sample (an Ogg Vorbis file cut short, an RF64 whose ds64 sizes are 0) is an error saying why
 (:func:`check_zero_frames`), not "empty". Also the checks that find a FLAC cut short at load
 (:func:`check_flac_frames`, :func:`check_flac_end`), and the salvage of an MP3 ending in a tag
 libsndfile does not skip (:func:`read_past_failure`: its frames are read, with a warning).
