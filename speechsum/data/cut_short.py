@@ -128,8 +128,9 @@ def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, in
     frames = min(handle.frames, walked.samples)
     if walked.cut:
         return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)", frames, True
-    if handle.frames - walked.samples > MP3_SLACK and walked.rest <= ID3V1_SIZE:
-        rate, cut = handle.samplerate, walk_file(source, counts_past_end)
+    if handle.frames > walked.samples and walked.rest <= ID3V1_SIZE:
+        rate = handle.samplerate  # within MP3_SLACK: libsndfile's estimate (its size over the bitrate), nothing cut
+        cut = handle.frames - walked.samples > MP3_SLACK and walk_file(source, counts_past_end)
         return (f"its first frame's header counts {handle.frames / rate:.2f} s but its frames hold "
                 f"{walked.samples / rate:.2f} s"), frames, cut
     return None
@@ -282,7 +283,7 @@ def check_early_end(handle: sf.SoundFile, source: str | BinaryIO, frames: int, d
     said whether it is cut short (as ``warn_cut_short`` does), and each read (every epoch) said it again, as "cut
     short?" of a file whose length libsndfile only misreads."""
     rate = handle.samplerate
-    found = damage(handle, source) if frames - done > MP3_SLACK else None
+    found = damage(handle, source)
     if found is not None and found.frames is not None and not found.mid_stream and done >= found.frames - MP3_SLACK:
         return
     if frames - done > MP3_SLACK and (found is None or found.mid_stream):
