@@ -90,7 +90,9 @@ def unknown_size(size: int) -> bool:
 
 def counted_frames(handle: sf.SoundFile) -> int:
     """``handle``'s frames; for a WAV of block-coded samples (ADPCM, GSM, G.72x) whose ``fact`` chunk counts fewer,
-    within a block (:data:`BLOCK_PADDING` where libsndfile logs no block size): that count. libsndfile decodes the
+    by a block at most (:data:`BLOCK_PADDING` where libsndfile logs no block size): that count. A whole block: a GSM
+    6.10 WAV of an odd number of 65-byte blocks (8 kHz telephony, 1 s: 25), of which libsndfile decodes one block
+    more than its data holds, 40 ms of full-scale noise. libsndfile decodes the
     whole last block, and its padding was read as samples (a tail of noise; 1.012 s of a 1-s MS ADPCM clip)."""
     if handle.format not in ("WAV", "WAVEX", "RF64") or handle.subtype not in BLOCK_CODED:
         return handle.frames
@@ -99,7 +101,7 @@ def counted_frames(handle: sf.SoundFile) -> int:
     count = FACT_FRAMES.match(lines[fact + 1]) if fact is not None and fact + 1 < len(lines) else None
     block = SAMPLES_PER_BLOCK.search(handle.extra_info)  # a count short by more is no padding (libsndfile's own
     padding = int(block[1]) if block else BLOCK_PADDING  # stereo IMA ADPCM writer counts half the frames)
-    return int(count[1]) if count and 0 <= handle.frames - int(count[1]) < padding else handle.frames
+    return int(count[1]) if count and 0 <= handle.frames - int(count[1]) <= padding else handle.frames
 
 
 def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
