@@ -174,11 +174,30 @@ CODEC_NAMES = {0x00FF: "AAC", 0x1610: "AAC", 0x0161: "WMA", 0x0162: "WMA", 0x016
 EXTENSIBLE = 0xFFFE  # the codec's tag is then the first two bytes of the fmt chunk's sub-format GUID
 
 
-def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
-    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): a codec libsndfile does not decode, or None."""
+def _fmt_tag(data: Buffer, offset: int, size: int) -> int:
+    """The WAVE format tag of the ``fmt `` chunk at ``offset`` (``size`` bytes); an extensible one's sub-format's."""
     tag = struct.unpack("<H", data[offset + 8 : offset + 10])[0]
     if tag == EXTENSIBLE and size >= 26 and offset + 34 <= len(data):
         tag = struct.unpack("<H", data[offset + 32 : offset + 34])[0]
+    return tag
+
+
+def _sample_size_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
+    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): integer PCM samples of a size libsndfile does not read
+    (0 bits, more than 32), or float ones of other than 32 or 64 bits (libsndfile: "unimplemented format", "internal
+    error", which were called damaged or cut short), or None."""
+    tag, bits = _fmt_tag(data, offset, size), struct.unpack("<H", data[offset + 22 : offset + 24])[0]
+    if (tag, 0 < bits <= 32) == (1, False) or (tag == 3 and bits not in (32, 64)):
+        kind, sizes = ("integer", "1 to 32") if tag == 1 else ("float", "32 or 64")
+        return Diagnosis(f"its header gives {bits}-bit {kind} samples, which libsndfile does not read ({kind} samples "
+                         f"of {sizes} bits): the header is damaged, or its writer used a sample format libsndfile lacks",
+                         "re-export it from its source as 16-bit PCM, or drop it")
+    return None
+
+
+def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
+    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): a codec libsndfile does not decode, or None."""
+    tag = _fmt_tag(data, offset, size)
     if tag in DECODED_TAGS or tag == EXTENSIBLE:
         return None
     name = f" ({CODEC_NAMES[tag]})" if tag in CODEC_NAMES else ""
@@ -203,7 +222,8 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
                 return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
             if channels > MAX_CHANNELS:
                 return too_many_channels("WAV", channels)
-            if codec := _codec_problem(data, offset, size):
+            if codec := _codec_problem(data, offset, size) or (size >= 16 and offset + 24 <= len(data)
+                                                               and _sample_size_problem(data, offset, size)):
                 return codec
     if seen.count(b"data") > 1:  # libsndfile: "SF_INFO struct incomplete"
         return Diagnosis(f"it holds {seen.count(b'data')} 'data' chunks (sample blocks) where a WAV has one, which "

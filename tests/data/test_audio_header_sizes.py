@@ -1,5 +1,5 @@
 """Headers that say something libsndfile cannot take: an AU data size of 2 GiB or more, more channels than it reads,
-a CAF data chunk larger than the file. Each is read where its samples are there, with a warning saying what is
+a CAF data chunk larger than the file, a WAV sample size it does not read. Each is read where its samples are there, with a warning saying what is
 wrong, or refused saying that, not "empty" nor "damaged or cut short"."""
 
 from __future__ import annotations
@@ -83,3 +83,23 @@ def test_a_caf_cut_short_is_read_with_a_cut_short_warning_not_called_damaged(tmp
         f"{path}: its header's data size is 32004 bytes, but the file holds 14004 of them: {CUT}; its 0.44 s are read: "
         "re-fetch it or drop it"]
     np.testing.assert_array_equal(load_audio(str(path), 16_000), sf.read(whole, 7_000, dtype="float32")[0])
+
+
+@pytest.mark.parametrize(("tag", "bits", "kind", "sizes"), [(1, 0, "integer", "1 to 32"), (1, 64, "integer", "1 to 32"),
+                                                            (3, 16, "float", "32 or 64")])
+def test_a_wav_of_a_sample_size_libsndfile_does_not_read_says_so_not_damaged_or_cut_short(tmp_path: Path, tag: int,
+                                                                                          bits: int, kind: str,
+                                                                                          sizes: str):
+    """libsndfile's "unimplemented format" / "Unspecified internal error" for a header's sample size was said as
+    "damaged or cut short; re-fetch or re-export it", of a whole file."""
+    samples = (TONE * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", tag, 1, 16_000, 32_000, 2, bits)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(samples)) + samples
+    path = tmp_path / "odd.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    expected = (f"its header gives {bits}-bit {kind} samples, which libsndfile does not read ({kind} samples of {sizes} "
+                "bits): the header is damaged, or its writer used a sample format libsndfile lacks; re-export it from "
+                "its source as 16-bit PCM, or drop it")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest_of(tmp_path, path.name))
+    assert info.value.reason == f"field 'audio': unreadable audio file {path}: {expected}"
