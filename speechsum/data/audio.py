@@ -68,7 +68,6 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 # what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
 
-
 RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sample format or channels; convert it to "
               "WAV giving them, e.g. `sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav`")
 
@@ -360,27 +359,28 @@ def load_audio(
     ±``LOUD_SAMPLE`` (unless ``checked_at_load``: its load warned); ``notes``: a list such warnings are
     added to instead (:mod:`speechsum.data.audio_notes`), for a caller that reports them itself.
     ``checked_at_load``: ``path`` passed :func:`audio_seconds` when its manifest or dataset loaded, so
-    the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
-    only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
-    """
+    the checks that walk the whole file (a FLAC without audio frames or cut short, :func:`check_flac_end`;
+    streams libsndfile reads only in part, :func:`check_whole_stream`) are not repeated on every read (each epoch)."""
     if isinstance(path, str) and (problem := path_problem(path)):  # opening a FIFO would wait for a writer
         raise ValueError(f"{path}: {problem}")
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         mix, peak = MixEnergy() if handle.channels > 1 else None, Peak()
         check_rate(path, rate)
-        if not checked_at_load:
-            check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
         if frames is not None and too_long == "error":  # from the header (an MP3's frames, where they hold less)
             check_length(path, frames_there(handle, path, frames, limit), rate, max_seconds)
-        if limit is not None and (frames is None or frames > limit):  # one frame past the limit tells "too long"
+        cut = limit is not None and (frames is None or frames > limit)  # only its first `limit` frames are read
+        if not checked_at_load:  # a FLAC without audio frames, or cut short: said so, not "unreadable in the block ..."
+            check_flac_frames(handle, path)
+            if not cut:
+                check_whole_stream(handle, path)
+            check_flac_end(handle, path, limit if cut and frames is not None else None)
+        if cut:  # one frame past the limit tells "too long"
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix, peak)
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")
         else:
-            if not checked_at_load:
-                check_whole_stream(handle, path)
             waveform = _read_mono(handle, path, frames, mix, peak)
         if len(waveform) == 0:
             check_zero_frames(handle, path)
