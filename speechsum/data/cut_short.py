@@ -267,8 +267,8 @@ def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float
 
 def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
-    when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
-    data size was never written), which would otherwise be called empty."""
+    when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, an RF64 whose
+    sizes were never written, an AU of only its header giving a data size), which would otherwise be called empty."""
     if (found := damage(handle, source)) and not found.whole:
         raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")
 
