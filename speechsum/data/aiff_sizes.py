@@ -2,7 +2,10 @@
 first with no frames (``COMM`` frame count 0, ``SSND`` size 8: its offset and block-size fields alone) and
 fill them in when the file is closed, so a recorder killed mid-write leaves samples that libsndfile reads
 none of ("empty audio file"). :func:`uncounted_samples_view` reads them: the samples there are, through a
-view whose ``SSND`` size counts them (libsndfile then takes the frames from it).
+view whose ``SSND`` size counts them (libsndfile then takes the frames from it). Also an AU file whose header's
+data size is 2 GiB or more (but not ``0xFFFFFFFF``, "unknown") and more than the file holds: libsndfile's sum of it
+and the header's size overflows, and it read no sample ("empty audio file" of a second of speech, where a size
+below 2 GiB that the file lacks reads what is there with a cut-short warning): :func:`au_samples_view` reads them.
 """
 
 from __future__ import annotations
@@ -47,6 +50,37 @@ def uncounted_samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.S
     size = length - ssnd - 8  # the offset and block-size fields and every byte after them
     head = head[:4] + struct.pack(">I", length - 8) + head[8:] + struct.pack(">I", size)
     if (reader := open_spliced(source, head, ssnd + 8, size)) is not None and reader.frames == 0:
+        reader.close()
+        return None
+    return reader
+
+
+AU_UNKNOWN = 0xFFFFFFFF  # an AU header's data size when its writer did not know it ("to the end": libsndfile reads so)
+
+
+def au_sizes(data: Buffer) -> tuple[int, int, int] | None:
+    """``(data offset, the header's data size, bytes after the header)`` of the AU ``data`` whose header's data size
+    (not :data:`AU_UNKNOWN`) is more than the bytes after its header; else None."""
+    if bytes(data[:4]) != b".snd" or len(data) < 24:
+        return None
+    offset, size = struct.unpack(">II", data[4:12])
+    there = len(data) - offset
+    return (offset, size, there) if size != AU_UNKNOWN and 24 <= offset <= len(data) and size > there else None
+
+
+def au_samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
+    """For ``handle``, an AU file of which libsndfile reads no frame because its header's data size is more than it
+    can take (:func:`au_sizes`, 2 GiB or more) or the file holds: an ``sf.SoundFile`` reading the samples there are
+    (a view whose data size counts them); else None. The size is still said to be wrong
+    (:func:`~speechsum.data.cut_short.damage`: the file is cut short)."""
+    if handle.format != "AU" or handle.frames != 0 or (found := walk_or_none(source, au_sizes)) is None:
+        return None
+    offset, _, there = found
+    if there <= 0:
+        return None
+    head = walk_file(source, lambda data: bytes(data[:offset]))
+    head = head[:8] + struct.pack(">I", there) + head[12:]
+    if (reader := open_spliced(source, head, offset, there)) is not None and reader.frames == 0:
         reader.close()
         return None
     return reader

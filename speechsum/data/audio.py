@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speechsum.data.aiff_sizes import uncounted_samples_view
+from speechsum.data.aiff_sizes import au_samples_view, uncounted_samples_view
 from speechsum.data.audio_length import AudioTooLongError, TooLong, check_length, too_long_advice
 from speechsum.data.audio_notes import MixEnergy, clip_notes, say_once
 from speechsum.data.audio_paths import path_problem
@@ -67,7 +67,6 @@ UNKNOWN_LENGTH = 2**62  # libsndfile's frame count for a header without one is 2
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 # what reading a file can raise: missing/unreadable (OSError), libsndfile (RuntimeError), bad data (ValueError)
 AUDIO_ERRORS = (OSError, RuntimeError, ValueError)
-
 
 RAW_REASON = ("a headerless .raw file, which does not say its sample rate, sample format or channels; convert it to "
               "WAV giving them, e.g. `sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav`")
@@ -191,9 +190,9 @@ def _open_soundfile(source: str | BinaryIO) -> sf.SoundFile:
             raise UnreadableAudioError(source, diagnosis.reason, diagnosis.advice or FORMATS_ADVICE, diagnosis.suffix) from None
         raise UnreadableAudioError(source, reason) from None
     # a streamed WAV ending in a chunk (not its samples); an AIFF whose writer never wrote its sizes (none
-    # counted); a FLAC whose STREAMINFO counts fewer samples than its frames hold
+    # counted); an AU whose data size libsndfile cannot take; a FLAC whose STREAMINFO counts fewer samples than its frames hold
     if (samples := samples_view(handle, source) or uncounted_samples_view(handle, source)
-            or undercounted_view(handle, source)) is not None:
+            or au_samples_view(handle, source) or undercounted_view(handle, source)) is not None:
         handle.close()
         return samples
     return handle
@@ -360,27 +359,28 @@ def load_audio(
     ±``LOUD_SAMPLE`` (unless ``checked_at_load``: its load warned); ``notes``: a list such warnings are
     added to instead (:mod:`speechsum.data.audio_notes`), for a caller that reports them itself.
     ``checked_at_load``: ``path`` passed :func:`audio_seconds` when its manifest or dataset loaded, so
-    the checks that walk the whole file (a FLAC without audio frames, streams libsndfile would read
-    only in part: :func:`check_whole_stream`) are not repeated on every read (once per epoch).
-    """
+    the checks that walk the whole file (a FLAC without audio frames or cut short, :func:`check_flac_end`;
+    streams libsndfile reads only in part, :func:`check_whole_stream`) are not repeated on every read (each epoch)."""
     if isinstance(path, str) and (problem := path_problem(path)):  # opening a FIFO would wait for a writer
         raise ValueError(f"{path}: {problem}")
     with open_audio(path, whole=False) as handle:  # a prefix libsndfile holds needs no walk over the file
         rate, frames = handle.samplerate, header_frames(handle)
         mix, peak = MixEnergy() if handle.channels > 1 else None, Peak()
         check_rate(path, rate)
-        if not checked_at_load:
-            check_flac_frames(handle, path)
         limit = None if max_seconds is None else round(max_seconds * rate)  # as in check_length
         if frames is not None and too_long == "error":  # from the header (an MP3's frames, where they hold less)
             check_length(path, frames_there(handle, path, frames, limit), rate, max_seconds)
-        if limit is not None and (frames is None or frames > limit):  # one frame past the limit tells "too long"
+        cut = limit is not None and (frames is None or frames > limit)  # only its first `limit` frames are read
+        if not checked_at_load:  # a FLAC without audio frames, or cut short: said so, not "unreadable in the block ..."
+            check_flac_frames(handle, path)
+            if not cut:
+                check_whole_stream(handle, path)
+            check_flac_end(handle, path, limit if cut and frames is not None else None)
+        if cut:  # one frame past the limit tells "too long"
             waveform = _read_mono(handle, path, limit + 1 if too_long == "error" else limit, mix, peak)
             if len(waveform) > limit:
                 raise AudioTooLongError(f"{path}: more than {max_seconds:g} s {too_long_advice(max_seconds)}")
         else:
-            if not checked_at_load:
-                check_whole_stream(handle, path)
             waveform = _read_mono(handle, path, frames, mix, peak)
         if len(waveform) == 0:
             check_zero_frames(handle, path)

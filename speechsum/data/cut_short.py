@@ -7,7 +7,7 @@ file ending whole with a page libsndfile cannot read; an MP3 or Ogg file whose d
 
 What is there is read with a warning naming the file (:func:`warn_if_damaged`); a file damaged
 mid-stream is an error (:func:`warn_if_damaged`, :func:`check_early_end`); a file of which libsndfile
-reads no sample (an Ogg Vorbis file cut short, a WAV whose data size is 0) is an error saying why
+reads no sample (an Ogg Vorbis file cut short, an RF64 whose ds64 sizes are 0) is an error saying why
 (:func:`check_zero_frames`), not "empty". Also the checks that find a FLAC cut short at load
 (:func:`check_flac_frames`, :func:`check_flac_end`), and the salvage of an MP3 ending in a tag
 libsndfile does not skip (:func:`read_past_failure`: its frames are read, with a warning).
@@ -22,10 +22,12 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import soundfile as sf
 
-from speechsum.data.file_walk import walk_file
+from speechsum.data.aiff_sizes import au_sizes
+from speechsum.data.file_walk import walk_file, walk_or_none
 from speechsum.data.flac_streams import flac_frames_offset
-from speechsum.data.mp3_frames import ID3V1_SIZE, frames_follow, mp3_walk
+from speechsum.data.mp3_frames import ID3V1_SIZE, counts_past_end, frames_follow, mp3_walk
 from speechsum.data.ogg_pages import ends_with_stream_end
+from speechsum.data.wav_order import caf_oversized
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +103,36 @@ class Damage(NamedTuple):
     """What in a file libsndfile does not read (in words with its own), what to do, whether the
     file was cut short (``cut``; else its header does not count all of it, or it is damaged inside),
     the frames libsndfile reads when only the damage tells (an MP3's whole frames, fewer than its
-    header gives; else None), and whether it is damaged inside (``mid_stream``: whole but for a page
-    libsndfile cannot read; refused, not read in part)."""
+    header gives; else None), whether it is damaged inside (``mid_stream``: whole but for a page
+    libsndfile cannot read; refused, not read in part), and whether nothing is missing after all
+    (``whole``: an MP3 whose length libsndfile misreads, :func:`mp3_cut_short`; its ``frames`` are read)."""
 
     what: str
     advice: str
     cut: bool
     frames: int | None = None
     mid_stream: bool = False  # damaged inside (not cut short): an error, not a part to read
+    whole: bool = False  # nothing is missing, only libsndfile's length is wrong (an MP3's): read whole, no warning
 
 
-def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, int] | None:
-    """For an MP3 cut short (:func:`~speechsum.data.mp3_frames.mp3_walk`): its last frame runs past the
-    end of the file (a constant-bitrate file has no header that counts its frames, so nothing else
-    says so), or its Xing/VBRI header counts more samples than its frames, which reach its end (but
-    for an ID3v1 tag), hold: what, and the frames libsndfile reads (what its whole frames hold, at
-    most its header's); else None (frames that stop at bytes that are none: libsndfile may read on)."""
+def mp3_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> tuple[str, int, bool] | None:
+    """For an MP3 of whose frames (:func:`~speechsum.data.mp3_frames.mp3_walk`) libsndfile reads fewer than its
+    length: ``(what, the frames it reads, whether the file is cut short)``; else None (frames that stop at bytes that
+    are none: libsndfile may read on). Cut short: its last frame runs past the end of the file (a constant-bitrate
+    file has no header that counts its frames, so nothing else says so), or its frames reach its end (but for an
+    ID3v1 tag) and its Xing/VBRI header counts more (:func:`~speechsum.data.mp3_frames.counts_past_end`). Not cut
+    (nothing is missing): that length is libsndfile's estimate from its first frame's bitrate (a variable-bitrate
+    stream captured from mid-frame, without its header) or a damaged frame count."""
     if handle.format != "MP3" or (walked := walk_file(source, mp3_walk)) is None:
         return None
     frames = min(handle.frames, walked.samples)
     if walked.cut:
-        return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)", frames
-    if handle.frames - walked.samples > MP3_SLACK and walked.rest <= ID3V1_SIZE:
-        rate = handle.samplerate
+        return f"its last MP3 frame is cut off ({walked.cut[0]} of its {walked.cut[1]} bytes are there)", frames, True
+    if handle.frames > walked.samples and walked.rest <= ID3V1_SIZE:
+        rate = handle.samplerate  # within MP3_SLACK: libsndfile's estimate (its size over the bitrate), nothing cut
+        cut = handle.frames - walked.samples > MP3_SLACK and walk_file(source, counts_past_end)
         return (f"its first frame's header counts {handle.frames / rate:.2f} s but its frames hold "
-                f"{walked.samples / rate:.2f} s"), frames
+                f"{walked.samples / rate:.2f} s"), frames, cut
     return None
 
 
@@ -143,7 +150,7 @@ def frames_there(handle: sf.SoundFile, source: str | BinaryIO, frames: int, limi
         return frames
     if fact_counted(handle):
         return limit
-    return cut[1] if handle.format == "MP3" and (cut := mp3_cut_short(handle, source)) is not None else frames
+    return mp3[1] if handle.format == "MP3" and (mp3 := mp3_cut_short(handle, source)) is not None else frames
 
 
 def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
@@ -160,15 +167,32 @@ def nist_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
             f"{handle.frames} ({handle.frames / rate:.2f} s)")
 
 
+def size_cut_short(handle: sf.SoundFile, source: str | BinaryIO) -> str | None:
+    """For an AU or CAF file whose header's data size is more than the file holds where libsndfile does not log it
+    (it read through a view of the samples there are: an AU size of 2 GiB or more, of which it read none; a CAF it
+    called malformed), what; else None."""
+    if handle.format == "AU" and (found := walk_or_none(source, au_sizes)) is not None:
+        size, there = found[1:]
+    elif handle.format == "CAF" and (found := walk_or_none(source, caf_oversized)) is not None:
+        size, there = found
+    else:
+        return None
+    return f"its header's data size is {size} bytes, but the file holds {max(there, 0)} of them"
+
+
 def damage(handle: sf.SoundFile, source: str | BinaryIO | None = None) -> Damage | None:
     """What in ``handle``'s file libsndfile does not read (:class:`Damage`), or None; ``source``: the
     file, for the formats whose damage only their bytes show (an MP3 cut short: :func:`mp3_cut_short`)."""
     if source is not None and (mp3 := mp3_cut_short(handle, source)):
-        return Damage(f"{mp3[0]}: {CUT}", REFETCH, True, mp3[1])
+        what, frames, cut = mp3
+        return Damage(f"{what}: {CUT}", REFETCH, True, frames) if cut else \
+            Damage(f"{what}, which reach its end: its length is misread, nothing is missing", "", False, frames, whole=True)
     if source is not None and (nist := nist_cut_short(handle, source)):
         return Damage(f"{nist}: {CUT}", REFETCH, True)
     if claim := data_cut_short(handle):
         return Damage(f"its header's data chunk is larger than the file (libsndfile: {claim!r}): {CUT}", REFETCH, True)
+    if source is not None and (sized := size_cut_short(handle, source)):
+        return Damage(f"{sized}: {CUT}", REFETCH, True)
     if ogg := next((line.strip() for line in handle.extra_info.splitlines() if any(w in line for w in OGG_CUT)), None):
         if source is not None and walk_file(source, ends_with_stream_end):
             return Damage(f"it ends with its end-of-stream page, so it is not cut short, but libsndfile cannot read a "
@@ -235,7 +259,7 @@ def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float
     the header: the damage's frames where it gives them)."""
     if (found := damage(handle, source)) and found.mid_stream:
         raise CorruptAudioError(f"{source}: {found.what}; {found.advice}")
-    if found:
+    if found and not found.whole:
         seconds = seconds if found.frames is None else found.frames / handle.samplerate
         log.warning("%s: %s; its %.2f s are read: %s", source, found.what, seconds, found.advice)
     return found
@@ -243,9 +267,9 @@ def warn_if_damaged(handle: sf.SoundFile, source: str | BinaryIO, seconds: float
 
 def check_zero_frames(handle: sf.SoundFile, source: str | BinaryIO) -> None:
     """For a file of which libsndfile reads no sample: :class:`CorruptAudioError` naming ``source``
-    when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, a WAV whose
-    data size was never written), which would otherwise be called empty."""
-    if found := damage(handle, source):
+    when the file says why (:func:`damage`: an Ogg Vorbis file without its last page, an RF64 whose
+    sizes were never written, an AU of only its header giving a data size), which would otherwise be called empty."""
+    if (found := damage(handle, source)) and not found.whole:
         raise CorruptAudioError(f"{source}: {found.what}, and libsndfile reads no sample of it: {found.advice}")
 
 
@@ -255,9 +279,14 @@ def check_early_end(handle: sf.SoundFile, source: str | BinaryIO, frames: int, d
     too) or the shortfall is within :data:`MP3_SLACK`; else :class:`CorruptAudioError`. A file damaged
     mid-stream (an MP3 or Ogg Opus file with bytes overwritten or lost) passed its load for the header's
     length, and its decoder skips what it cannot read: without the error, a part of it was trained on
-    as the whole recording."""
+    as the whole recording. An MP3 read as far as its frames go (:func:`mp3_cut_short`) gets no warning here: its load
+    said whether it is cut short (as ``warn_cut_short`` does), and each read (every epoch) said it again, as "cut
+    short?" of a file whose length libsndfile only misreads."""
     rate = handle.samplerate
-    if frames - done > MP3_SLACK and ((found := damage(handle, source)) is None or found.mid_stream):
+    found = damage(handle, source)
+    if found is not None and found.frames is not None and not found.mid_stream and done >= found.frames - MP3_SLACK:
+        return
+    if frames - done > MP3_SLACK and (found is None or found.mid_stream):
         raise CorruptAudioError(f"{source}: {found.what}; {found.advice}" if found else
                                 f"{source}: its header gives {frames / rate:.2f} s, but libsndfile decodes only "
                                 f"{done / rate:.2f} s of it and the file is not cut short: damaged mid-stream (bytes "

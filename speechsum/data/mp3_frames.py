@@ -117,6 +117,20 @@ def mp3_walk(data: Buffer) -> Mp3Walk | None:
     return None if first else Mp3Walk(samples, None, len(view) - offset)
 
 
+def counts_past_end(data: Buffer) -> bool:
+    """Whether the MP3 ``data``'s first frame is a Xing/Info/VBRI header whose counts reach past its end: a byte
+    count beyond it, or (none given) a frame count its bytes hold at the lowest bitrate (a file cut short at a frame
+    boundary). False: no such header (libsndfile's length is its estimate from the first frame's bitrate, as for a
+    stream captured from mid-frame), or one whose frame count no bytes of it could hold (damaged): the frames it
+    holds are all there is."""
+    view = memoryview(data)
+    offset = first_frame(data, id3v2_size(view))
+    if offset is None or not any(tag in bytes(view[offset + 4 : offset + 48]) for tag in _VBR_TAGS):
+        return False
+    end = _vbr_header_end(view, offset)
+    return end > len(view) if end is not None else _count_fits(view, offset, len(view) - offset)
+
+
 def first_frame(data: Buffer, offset: int) -> int | None:
     """Where the MP3 ``data``'s frames start from ``offset`` (after its ID3v2 tag): there, or, where bytes that are
     no frame come first (a stream captured from mid-frame, padding after a tag), the first of three frames in a row

@@ -79,12 +79,25 @@ def headed_view(path: str) -> BinaryIO | None:
     return Spliced(open(path, "rb"), b"", 0, 2**63, owned=True)  # noqa: SIM115 (closed with the view)
 
 
+MAX_CHANNELS = 1024  # libsndfile's limit (SF_MAX_CHANNELS): a header giving more is refused, "Too many channels"
+CHANNELS_ADVICE = (f"if the recording has that many channels (a microphone array), export the ones you need (at most "
+                   f"{MAX_CHANNELS}) from its source; else its header is damaged: re-export it; or drop it")
+
+
+def too_many_channels(name: str, channels: int | None = None) -> Diagnosis:
+    """A ``name`` file (WAV, ...) whose header gives more channels (``channels``, where known) than libsndfile reads."""
+    count = f"{channels} channels" if channels else "more channels than that"
+    return Diagnosis(f"its {name} header gives {count}; libsndfile reads at most {MAX_CHANNELS}", CHANNELS_ADVICE)
+
+
 def damaged(head: bytes, size: int, reason: str) -> Diagnosis | None:
     """For a file of ``size`` bytes starting with ``head`` that libsndfile could not open, saying
     ``reason``: when it starts as an audio format libsndfile reads, that it is damaged or cut short
-    (not a format to convert); else None."""
+    (not a format to convert), or holds more channels than it reads; else None."""
     if (name := audio_format(head)) is None:
         return None
+    if "Too many channels" in reason:  # its words (a header damaged, or an array's recording): not "cut short"
+        return too_many_channels(name)
     return Diagnosis(f"it starts as {name} audio but libsndfile cannot read it ({reason}; the file is {size} "
                      "bytes): damaged or cut short", "re-fetch or re-export it, or drop it")
 
@@ -161,11 +174,30 @@ CODEC_NAMES = {0x00FF: "AAC", 0x1610: "AAC", 0x0161: "WMA", 0x0162: "WMA", 0x016
 EXTENSIBLE = 0xFFFE  # the codec's tag is then the first two bytes of the fmt chunk's sub-format GUID
 
 
-def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
-    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): a codec libsndfile does not decode, or None."""
+def _fmt_tag(data: Buffer, offset: int, size: int) -> int:
+    """The WAVE format tag of the ``fmt `` chunk at ``offset`` (``size`` bytes); an extensible one's sub-format's."""
     tag = struct.unpack("<H", data[offset + 8 : offset + 10])[0]
     if tag == EXTENSIBLE and size >= 26 and offset + 34 <= len(data):
         tag = struct.unpack("<H", data[offset + 32 : offset + 34])[0]
+    return tag
+
+
+def _sample_size_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
+    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): integer PCM samples of a size libsndfile does not read
+    (0 bits, more than 32), or float ones of other than 32 or 64 bits (libsndfile: "unimplemented format", "internal
+    error", which were called damaged or cut short), or None."""
+    tag, bits = _fmt_tag(data, offset, size), struct.unpack("<H", data[offset + 22 : offset + 24])[0]
+    if (tag, 0 < bits <= 32) == (1, False) or (tag == 3 and bits not in (32, 64)):
+        kind, sizes = ("integer", "1 to 32") if tag == 1 else ("float", "32 or 64")
+        return Diagnosis(f"its header gives {bits}-bit {kind} samples, which libsndfile does not read ({kind} samples "
+                         f"of {sizes} bits): the header is damaged, or its writer used a sample format libsndfile lacks",
+                         "re-export it from its source as 16-bit PCM, or drop it")
+    return None
+
+
+def _codec_problem(data: Buffer, offset: int, size: int) -> Diagnosis | None:
+    """For the ``fmt `` chunk at ``offset`` (``size`` bytes): a codec libsndfile does not decode, or None."""
+    tag = _fmt_tag(data, offset, size)
     if tag in DECODED_TAGS or tag == EXTENSIBLE:
         return None
     name = f" ({CODEC_NAMES[tag]})" if tag in CODEC_NAMES else ""
@@ -188,7 +220,10 @@ def riff_problem(data: Buffer) -> Diagnosis | None:
             if not 0 < rate < 2**31 or channels == 0:  # libsndfile: "SF_INFO struct incomplete"
                 value = f"a sample rate of {rate} Hz" if not 0 < rate < 2**31 else "0 channels"
                 return Diagnosis(f"its header gives {value}: the header is damaged", "re-export the file or drop it")
-            if codec := _codec_problem(data, offset, size):
+            if channels > MAX_CHANNELS:
+                return too_many_channels("WAV", channels)
+            if codec := _codec_problem(data, offset, size) or (size >= 16 and offset + 24 <= len(data)
+                                                               and _sample_size_problem(data, offset, size)):
                 return codec
     if seen.count(b"data") > 1:  # libsndfile: "SF_INFO struct incomplete"
         return Diagnosis(f"it holds {seen.count(b'data')} 'data' chunks (sample blocks) where a WAV has one, which "

@@ -124,21 +124,40 @@ def bw64_as_rf64(data: Buffer) -> tuple[bytes, int, int] | None:
     return (b"RF64", 4, 2**63) if bytes(data[:4]) == b"BW64" else None
 
 
-def caf_data_to_end(data: Buffer) -> tuple[bytes, int, int] | None:
-    """For a CAF file whose ``data`` chunk gives its size as -1 (Apple's "to the end of the file", left
-    by a recorder still writing, which libsndfile calls malformed): the view giving the size the file
-    holds; else None. Chunks: a 4-byte type and a signed 64-bit big-endian size, after an 8-byte header."""
+def caf_data_chunk(data: Buffer) -> tuple[int, int] | None:
+    """``(offset of its header, size)`` of the CAF ``data``'s ``data`` chunk; None for no CAF or none found. Chunks: a
+    4-byte type and a signed 64-bit big-endian size, after an 8-byte header."""
     if bytes(data[:4]) != b"caff":
         return None
     offset = 8
     while offset + 12 <= len(data):
         name, size = bytes(data[offset : offset + 4]), struct.unpack(">q", data[offset + 4 : offset + 12])[0]
-        if name == b"data" and size == -1:
-            return bytes(data[: offset + 4]) + struct.pack(">q", len(data) - offset - 12), offset + 12, 2**63
+        if name == b"data":
+            return offset, size
         if size < 0:
             return None
         offset += 12 + size
     return None
+
+
+def caf_oversized(data: Buffer) -> tuple[int, int] | None:
+    """``(the CAF data chunk's size, the bytes the file holds of it)`` when that size is more than those (cut
+    short; not -1, "to the end"); else None."""
+    if (found := caf_data_chunk(data)) is None:
+        return None
+    offset, size = found
+    return (size, len(data) - offset - 12) if size > len(data) - offset - 12 else None
+
+
+def caf_data_to_end(data: Buffer) -> tuple[bytes, int, int] | None:
+    """For a CAF file whose ``data`` chunk gives its size as -1 (Apple's "to the end of the file", left
+    by a recorder still writing, which libsndfile calls malformed), or as more than the file holds (cut short,
+    which libsndfile calls malformed too when much is missing; :func:`caf_oversized` says so): the view giving
+    the size the file holds; else None."""
+    if (found := caf_data_chunk(data)) is None or not (found[1] == -1 or caf_oversized(data)):
+        return None
+    offset = found[0]
+    return bytes(data[: offset + 4]) + struct.pack(">q", len(data) - offset - 12), offset + 12, 2**63
 
 
 VIEWS = (in_order, bw64_as_rf64, caf_data_to_end)  # files libsndfile refuses that a view of them it reads
@@ -148,7 +167,7 @@ def open_in_order(source: str | BinaryIO) -> sf.SoundFile | None:
     """``sf.SoundFile`` reading ``source`` (a path or a seekable file object) through a :class:`Spliced`
     view (:data:`VIEWS`) when it is a WAV whose ``fmt `` chunk follows its ``data`` chunk or whose chunks
     lack a pad byte (:func:`in_order`), a BW64 file (:func:`bw64_as_rf64`) or a CAF file whose data size
-    is -1 (:func:`caf_data_to_end`), and libsndfile reads it so; else None."""
+    is -1 or more than it holds (:func:`caf_data_to_end`), and libsndfile reads it so; else None."""
     try:
         found = walk_file(source, lambda data: next(filter(None, (view(data) for view in VIEWS)), None))
     except (OSError, ValueError):

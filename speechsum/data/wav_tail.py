@@ -52,14 +52,16 @@ def _chain_reaches_end(data: Buffer, offset: int) -> bool:
 
 def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
     """For a WAV ``data`` whose ``data`` chunk has a streaming writer's size (:func:`placeholder_size`) and ends
-    in chunks after its samples: ``(where its samples start, how many bytes they are)``;
-    else None (not such a file, or no chunk found unambiguously)."""
+    in chunks after its samples: ``(where its samples start, how many bytes they are)``; for one whose data size is
+    0 and samples follow (its sizes never written, :func:`unknown_size`: libsndfile read none of them, the file
+    was refused) the same, up to such chunks or the end of the file; else None (not such a file, or no chunk found
+    unambiguously)."""
     fmt = data_start = None
     for name, offset, size in riff_chunks(data):
         if name == b"fmt " and size >= 16:
             fmt = offset
         if name == b"data":
-            data_start = offset + 8 if placeholder_size(size) else None
+            data_start, unsized = (offset + 8 if unknown_size(size) else None), size == 0
             break
     if fmt is None or data_start is None:
         return None
@@ -74,12 +76,23 @@ def trailing_chunks_start(data: Buffer) -> tuple[int, int] | None:
             samples -= 1  # the pad byte of an odd-sized data chunk (8-bit: a 0 byte, -1.0, no speech's last sample)
         if samples > 0 and samples % align == 0 and _chain_reaches_end(data, start):
             return data_start, samples
+    if unsized and not _chain_reaches_end(data, data_start):  # not an empty data chunk followed by chunks
+        samples = (len(data) - data_start) // align * align  # a last frame cut in the middle left out
+        return (data_start, samples) if samples > 0 else None
     return None
+
+
+def unknown_size(size: int) -> bool:
+    """Whether a WAV ``data`` size gives no length: a streaming writer's placeholder (:func:`placeholder_size`), or
+    0, left by a writer that stopped before it wrote the sizes (Python's ``wave`` module, a recorder that crashed)."""
+    return size == 0 or placeholder_size(size)
 
 
 def counted_frames(handle: sf.SoundFile) -> int:
     """``handle``'s frames; for a WAV of block-coded samples (ADPCM, GSM, G.72x) whose ``fact`` chunk counts fewer,
-    within a block (:data:`BLOCK_PADDING` where libsndfile logs no block size): that count. libsndfile decodes the
+    by a block at most (:data:`BLOCK_PADDING` where libsndfile logs no block size): that count. A whole block: a GSM
+    6.10 WAV of an odd number of 65-byte blocks (8 kHz telephony, 1 s: 25), of which libsndfile decodes one block
+    more than its data holds, 40 ms of full-scale noise. libsndfile decodes the
     whole last block, and its padding was read as samples (a tail of noise; 1.012 s of a 1-s MS ADPCM clip)."""
     if handle.format not in ("WAV", "WAVEX", "RF64") or handle.subtype not in BLOCK_CODED:
         return handle.frames
@@ -88,7 +101,7 @@ def counted_frames(handle: sf.SoundFile) -> int:
     count = FACT_FRAMES.match(lines[fact + 1]) if fact is not None and fact + 1 < len(lines) else None
     block = SAMPLES_PER_BLOCK.search(handle.extra_info)  # a count short by more is no padding (libsndfile's own
     padding = int(block[1]) if block else BLOCK_PADDING  # stereo IMA ADPCM writer counts half the frames)
-    return int(count[1]) if count and 0 <= handle.frames - int(count[1]) < padding else handle.frames
+    return int(count[1]) if count and 0 <= handle.frames - int(count[1]) <= padding else handle.frames
 
 
 def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile | None:
@@ -97,7 +110,7 @@ def samples_view(handle: sf.SoundFile, source: str | BinaryIO) -> sf.SoundFile |
     data size counts them); else None. Only a file whose header libsndfile logs a placeholder size for is walked."""
     if handle.format not in ("WAV", "WAVEX") or not any(
             name.strip() == "data" and rest.split("(")[0].strip().isdigit()
-            and placeholder_size(int(rest.split("(")[0]))
+            and unknown_size(int(rest.split("(")[0]))
             for name, _, rest in (line.partition(":") for line in handle.extra_info.splitlines())):
         return None
     if (found := _searched_once(source)) is None:

@@ -119,7 +119,7 @@ def _refuse_partial(path: Path, audio: AudioInput, seconds: float) -> str:
     with open_audio(str(path), whole=False) as handle:  # as load_audio opened it (a WAV with its fmt chunk last)
         found = damage(handle, str(path))  # with its bytes: an MP3 cut short, which only its frames show
         read_as = handle.format
-    if found:
+    if found and not found.whole:  # whole: an MP3 whose length libsndfile misreads, read whole
         advice = ("re-export or re-fetch it and send that" if found.mid_stream else "send the whole file" if found.cut
                   else f"send it with a header that counts all of it ({REWRITE})")
         raise bad_request(f"{audio.param}: {found.what}; only its first {seconds:.2f} s are read: {advice}.", audio.param)

@@ -82,3 +82,24 @@ def test_a_flac_cut_short_before_the_truncation_point_is_refused_at_load_not_whe
         load_audio(str(path), RATE, max_seconds=2.0)
     assert audio_seconds(str(path), truncate_at=1.0) == 3.0  # its first second is there: read, cut to 1 s
     assert len(load_audio(str(path), RATE, max_seconds=1.0)) == RATE
+
+
+@pytest.mark.parametrize("cut", ["at its last frame", "inside its last frame"])
+def test_a_flac_one_frame_short_of_its_streaminfo_says_cut_short_when_read_without_a_manifest(tmp_path: Path, cut: str):
+    """A FLAC missing its last frame, read by `speechsum summarize` or the server (no manifest load checked its end):
+    the error was "unreadable in the block after frame 0 (0.00 s; Internal psf_fseek() failed.)", of a file that
+    decodes up to its last frame; it says what its load says: its header's length, and that it was cut short."""
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, TONE, RATE, format="FLAC")
+    data = whole.read_bytes()
+    last = data.rindex(b"\xff\xf8")  # the last frame's sync code (fixed block size)
+    path = tmp_path / "cut.flac"
+    path.write_bytes(data[: last if cut == "at its last frame" else last + 10])
+    expected = (f"{path}: its header gives 3.00 s, but libsndfile cannot decode its last 4096 samples (")
+    with pytest.raises(CorruptAudioError) as info:
+        load_audio(str(path), RATE)
+    assert str(info.value).startswith(expected)
+    assert str(info.value).endswith("): cut short (a download or copy that stopped?) or damaged at its end; re-fetch "
+                                    "it or drop it")
+    with pytest.raises(CorruptAudioError, match=re.escape(expected)):
+        audio_seconds(str(path))  # as its load says it

@@ -71,6 +71,20 @@ def test_a_block_coded_wav_is_read_to_its_fact_count_not_its_last_blocks_padding
     assert np.abs(waveform[8_000:] - tone(16_000, 16_000)[8_000:]).max() < 0.05  # the tone, to its last sample
 
 
+@pytest.mark.parametrize("seconds", [1.0, 0.2])
+def test_a_gsm_wav_of_an_odd_number_of_blocks_is_read_to_its_fact_count_not_a_block_of_noise(tmp_path: Path,
+                                                                                              seconds: float):
+    """A GSM 6.10 WAV at 8 kHz (telephony) of 25 blocks (1 s; 0.2 s: 5) has an odd data size, and libsndfile decodes
+    a 26th block past its data: 40 ms of noise peaking at full scale after the call, at load and when read."""
+    frames = round(8_000 * seconds)
+    path = tmp_path / "call.wav"
+    sf.write(path, tone(frames, 8_000), 8_000, subtype="GSM610")
+    assert sf.info(str(path)).frames == frames + 320  # what libsndfile decodes
+    assert audio_seconds(str(path)) == seconds
+    waveform = load_audio(str(path), 8_000)
+    assert len(waveform) == frames and np.abs(waveform).max() < 0.45  # the tone, no noise after it
+
+
 def test_a_bw64_file_is_read_as_the_rf64_it_is(tmp_path: Path):
     """BW64 (ITU-R BS.2088, broadcast audio past 4 GB) is RF64 whose first four bytes say "BW64": libsndfile does
     not know the name ("Format not recognised"), and the file was refused as damaged or cut short."""

@@ -119,7 +119,7 @@ def test_a_flac_header_promising_weeks_allocates_an_hour_at_most(tmp_path: Path)
 
     def read() -> None:
         with pytest.raises(CorruptAudioError, match=f"^{path}: unreadable in the block after frame 0 "):
-            load_audio(str(path), 16_000)
+            load_audio(str(path), 16_000, checked_at_load=True)  # read as a dataset does: not its end first
 
     _, peak, _ = traced(read)
     assert peak < TRUSTED_SECONDS * 16_000 * 4 + 1_000_000

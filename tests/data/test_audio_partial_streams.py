@@ -6,6 +6,7 @@ streams, which libsndfile reads whole, still read."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -18,7 +19,7 @@ from speechsum.data.audio import AudioTooLongError, UnreadableAudioError, audio_
 from speechsum.data.cut_short import damage
 from speechsum.data.hf_dataset import NamedAudio
 from speechsum.data.manifest import ManifestError, load_manifest
-from speechsum.data.mp3_frames import mp3_samples
+from speechsum.data.mp3_frames import first_frame, mp3_samples, mp3_walk
 from speechsum.data.ogg_pages import ogg_links
 from tests.data.test_datamodule import copy_manifest, datamodule, read_lines, write_lines
 
@@ -253,3 +254,76 @@ def test_an_mp3_cut_short_within_the_limit_is_read_under_the_error_policy_as_its
     assert abs(len(load_audio(str(path), RATE, 2.0, "error", checked_at_load=True)) - seconds * RATE) <= 1152
     with pytest.raises(AudioTooLongError, match=r"half\.mp3: 1\.\d\d s is longer than max_audio_seconds=1"):
         load_audio(str(path), RATE, 1.0, "error")  # by its frames, not its header's 3 s
+
+
+def misread_mp3(tmp_path: Path, kind: str) -> Path:
+    """An MP3 whose frames all there are, but whose length libsndfile misreads: a VBR stream captured from mid-frame
+    (its estimate from the first frame's bitrate) or a podcast whose Xing frame count is damaged."""
+    if kind == "capture":
+        path = tmp_path / "capture.mp3"
+        path.write_bytes(vbr_frames(tmp_path)[100:])
+        return path
+    data = bytearray(mp3_bytes(tmp_path / "plain.mp3", 3.0))
+    at = data.find(b"Xing")
+    data[at + 8 : at + 12] = (10_000_000).to_bytes(4, "big")
+    path = tmp_path / "podcast.mp3"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["capture", "damaged-count"])
+def test_an_mp3_whose_length_libsndfile_misreads_is_read_whole_without_a_cut_short_warning(tmp_path: Path, kind: str,
+                                                                                             caplog):
+    """Nothing of it is missing, yet its load warned "cut short (a download or copy that stopped?) ... re-fetch it",
+    every read of it (each epoch) "the header promises ... frames but the file ends after ...: cut short?", and the
+    server refused it as cut short (400 "send the whole file")."""
+    from speechsum.serving.protocol import AudioInput
+    from speechsum.serving.speech_backend import decode_audio
+
+    path = misread_mp3(tmp_path, kind)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": path.name, "instruction": "Sum up.", "summary": "ok"}) + "\n")
+    examples, _ = load_manifest(manifest)
+    read = load_audio(str(path), RATE, checked_at_load=True)
+    assert abs(len(read) - examples[0].duration * RATE) <= 1152  # the length its load measured
+    assert len(load_audio(str(path), RATE, warn_cut_short=True)) == len(read)
+    assert len(decode_audio(AudioInput(path.read_bytes(), "mp3", 0, "input_audio"), RATE, None)) == len(read)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_an_mp3_cut_short_is_warned_about_once_at_load_not_again_at_every_read(tmp_path: Path, caplog):
+    """A VBR MP3 cut in half (its Xing header counts 3 s): its load says so; each read of it said it again."""
+    path = tmp_path / "half.mp3"
+    data = mp3_bytes(tmp_path / "whole.mp3", 3.0)
+    path.write_bytes(data[: len(data) // 2])
+    seconds = audio_seconds(str(path))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: its first frame's header counts 3.00 s but its frames hold {seconds:.2f} s: cut short (a download or "
+        f"copy that stopped?); its {seconds:.2f} s are read: re-fetch it or drop it"]
+    caplog.clear()
+    for _ in range(2):  # two epochs
+        assert abs(len(load_audio(str(path), RATE, checked_at_load=True)) - seconds * RATE) <= 1152
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("rate", [11_025, 22_050, 44_100])
+def test_a_constant_bitrate_mp3_without_an_info_frame_reads_its_loads_length_without_a_warning(tmp_path: Path,
+                                                                                               rate: int, caplog):
+    """At these rates its frames' sizes vary by a padding byte, and libsndfile's length (its size over the bitrate)
+    is a few frames' worth more than they hold: every read of a whole file warned "the header promises ... frames
+    but the file ends after ...: cut short?", and its load's duration (for batching) was that estimate. Its length
+    is what its frames hold (with the encoder's delay and padding, which only an Info frame records: ~0.03-0.17 s
+    more than was encoded, at any rate; decoders agree)."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", rate, 1, format="MP3", bitrate_mode="CONSTANT", compression_level=0.5) as handle:
+        handle.write(0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * rate) / rate))
+    data = buffer.getvalue()
+    path = tmp_path / "plain.mp3"
+    path.write_bytes(data[first_frame(data, data.index(b"Info")) :])  # its frames after the Info frame
+    assert b"Info" not in path.read_bytes()[:64] and mp3_walk(path.read_bytes()).rest == 0  # frames to its end
+    assert sf.info(str(path)).frames > mp3_samples(path.read_bytes())  # libsndfile's estimate
+    seconds = audio_seconds(str(path))
+    assert seconds == mp3_samples(path.read_bytes()) / rate
+    assert len(load_audio(str(path), rate, checked_at_load=True)) == round(seconds * rate)
+    assert len(load_audio(str(path), rate, warn_cut_short=True)) == round(seconds * rate)
+    assert caplog.records == []

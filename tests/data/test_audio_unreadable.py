@@ -309,21 +309,26 @@ def test_an_opus_file_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_pat
     assert not [r for r in caplog.records if "cut short" in r.getMessage()]  # a whole file: no word
 
 
-def test_a_wav_whose_data_size_was_never_written_is_said_so_not_empty(tmp_path: Path):
-    """A recorder stopped before it wrote the sizes leaves "data : 0" before its samples: libsndfile
-    reads none, and the error said "empty audio file (0 samples)" of a second of speech."""
-    path = tmp_path / "unfinished.wav"
-    sf.write(path, TONE, 16_000, subtype="PCM_16")
-    data = bytearray(path.read_bytes())
-    data[4:8] = data[40:44] = bytes(4)  # the RIFF and data sizes, after the canonical 36-byte header
-    path.write_bytes(bytes(data))
-    expected = (f"{path}: its header's data chunk says 0 bytes, but 32000 bytes that are no chunk follow it (samples "
-                "it does not count: a recording whose writer stopped before it wrote the sizes?), and libsndfile reads "
-                "no sample of it: rewrite the header, e.g. `sox --ignore-length in.wav out.wav`, or drop it")
-    assert load_error(tmp_path, path.name) == f"field 'audio': {expected}"
-    with pytest.raises(CorruptAudioError, match=re.escape(expected)):
-        load_audio(str(path), 16_000)
-    sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty
+@pytest.mark.parametrize("riff", [0, 36, 0xFFFFFFFF])
+@pytest.mark.parametrize("tags", [False, True])
+def test_a_wav_whose_data_size_was_never_written_reads_its_samples(tmp_path: Path, riff: int, tags: bool, caplog):
+    """A writer stopped before it wrote the sizes (Python's ``wave`` module writes RIFF 36 and data 0 first; a recorder
+    that crashed) leaves "data : 0" before its samples: libsndfile reads none, and the file was refused (before:
+    "empty audio file (0 samples)") of a second of speech. Its samples are read, as a streamed WAV's are (a LIST chunk
+    after them left out), and a last frame cut in the middle."""
+    path, whole = tmp_path / "unfinished.wav", tmp_path / "whole.wav"
+    sf.write(whole, TONE, 16_000, subtype="PCM_16")
+    data = bytearray(whole.read_bytes())
+    data[4:8], data[40:44] = struct.pack("<I", riff), bytes(4)  # the RIFF and data sizes, after the 36-byte header
+    info = chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 14) + b"Lavf58.76.100\0")
+    path.write_bytes(bytes(data) + info if tags else bytes(data[:-1]))  # untagged: its last frame cut in the middle
+    frames = 16_000 if tags else 15_999
+    np.testing.assert_array_equal(load_audio(str(path), 16_000), sf.read(whole, frames, dtype="float32")[0])
+    examples, _ = load_manifest(manifest_of(tmp_path, path.name))
+    assert examples[0].duration == frames / 16_000
+    assert caplog.records == []
+    sf.write(path, np.zeros(0, np.float32), 16_000, subtype="PCM_16")  # a really empty WAV is still called empty,
+    path.write_bytes(path.read_bytes() + info)  # tagged too
     assert load_error(tmp_path, path.name) == f"field 'audio': empty audio file {path} (0 samples): no recording in it; replace it or drop it"
 
 
