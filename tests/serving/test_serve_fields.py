@@ -40,7 +40,8 @@ def _refusal(create, **kwargs) -> dict:
     (True, dict(messages=USER, stream_options={"include_usage": True}),
      "'stream_options' is only allowed when 'stream' is true.", "stream_options"),
     (True, dict(messages=USER, stream=True, stream_options={"include_usage": 1}),
-     "'stream_options' takes only {\"include_usage\": true or false}; got {\"include_usage\": 1}.", "stream_options"),
+     "'stream_options' takes only {\"include_usage\": true or false, \"include_obfuscation\": true or false}; got "
+     "{\"include_usage\": 1}.", "stream_options"),
     (True, dict(messages=USER, reasoning_effort="low"),
      "'reasoning_effort' is not supported by speechsum serve: the served model is not an OpenAI reasoning model; "
      "got \"low\".", "reasoning_effort"),
