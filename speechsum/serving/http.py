@@ -6,7 +6,6 @@ slow clients do not block others — the backend serialises model calls itself.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import select
 import socket
@@ -30,6 +29,7 @@ from speechsum.serving.routes import (
     POST_ROUTES,
     SERVER_METHODS,
     allowed_methods,
+    check_api_key,
     check_host,
     route_error,
     route_path,
@@ -192,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "OPTIONS":  # what the route takes, no body (a client's or proxy's capability check)
                 methods = SERVER_METHODS if path == "*" else allowed_methods(path)  # *: the server's (RFC 9110)
                 cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
+                self.close_connection = self.close_connection or self._body_may_follow()  # unread: not a request
                 status = self._send_no_content({"Allow": methods, **cors})
                 return
             status, payload = self._route(path)
@@ -341,20 +342,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
 
     def _check_key(self) -> None:
-        expected = self.server.api_key
-        if expected is None:
-            return
-        header = self.headers.get("Authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else self.headers.get("api-key", "")
-        if not given:
+        try:
+            check_api_key(self.headers, self.server.api_key)
+        except APIError:
             self.close_connection = True  # the unread body must not be parsed as the next request
-            # a key sent without "Bearer " (or another scheme) is no key to this server; never echoed
-            sent = " (the Authorization header sent does not start with 'Bearer ')" if header.strip() else ""
-            raise APIError(401, f"Missing API key{sent}: send 'Authorization: Bearer <key>' (the server was "
-                                "started with --api-key-env).", code="missing_api_key")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            self.close_connection = True
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+            raise
 
     def _send_error(self, error: APIError) -> int:
         """Answer ``error``; the status for the request log: the error's, or 499 when the client is gone.

@@ -1,4 +1,4 @@
-"""The routes of ``speechsum serve`` and the checks of a request's line and ``Host`` before any route runs.
+"""The routes of ``speechsum serve`` and the checks of a request's line, ``Host`` and key before any route runs.
 
 What :mod:`speechsum.serving.http` asks before it reads a body: which methods a path takes (404/405),
 which route a path with none was meant for, and whether the request names its host as HTTP/1.1 asks.
@@ -6,6 +6,7 @@ which route a path with none was meant for, and whether the request names its ho
 
 from __future__ import annotations
 
+import hmac
 from email.message import Message
 from urllib.parse import urlsplit
 
@@ -77,3 +78,18 @@ def _version_number(version: str) -> tuple[int, int]:
     """``HTTP/1.1`` → (1, 1), as the standard library read it (``HTTP/0.9``: a request line without one)."""
     major, _, minor = version.removeprefix("HTTP/").partition(".")
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (0, 9)
+
+
+def check_api_key(headers: Message, expected: str | None) -> None:
+    """401 unless the request carries ``expected`` (``Authorization: Bearer <key>``, or Azure's ``api-key``
+    header); nothing to check without a key. A key sent without "Bearer " is no key here; never echoed."""
+    if expected is None:
+        return
+    header = headers.get("Authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else headers.get("api-key", "")
+    if not given:
+        sent = " (the Authorization header sent does not start with 'Bearer ')" if header.strip() else ""
+        raise APIError(401, f"Missing API key{sent}: send 'Authorization: Bearer <key>' (the server was "
+                            "started with --api-key-env).", code="missing_api_key")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")

@@ -250,6 +250,19 @@ def test_a_405_names_the_allowed_methods_and_options_answers_them():
         assert "HTTP/1.1 200 OK" in answer.split("\r\n\r\n", 1)[1]
 
 
+@pytest.mark.parametrize("framing", [f"Content-Length: {len(CHAT)}\r\n\r\n".encode() + CHAT,
+                                     b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"],
+                         ids=["content-length", "chunked"])
+def test_an_options_request_with_a_body_closes_its_connection(framing):
+    """Before: an OPTIONS request's body was left unread on a kept connection and parsed as the next request:
+    a 400 "Bad request syntax ('{...}POST /v1/chat/completions HTTP/1.1')" answered the request behind it."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url, _connect(url) as sock:
+        sock.sendall(b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + framing + _post(CHAT))
+        answer = _answer(sock)
+    head, _, rest = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 204 No Content\r\n") and "\r\nConnection: close" in head and rest == ""
+
+
 def _exchange(url: str, request: str) -> tuple[str, dict[str, str]]:
     with _connect(url) as sock:
         sock.sendall(request.encode())
