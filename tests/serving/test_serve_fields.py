@@ -182,6 +182,16 @@ def test_a_model_route_names_the_model_and_takes_only_get(served):
     ({"data": "UklGRg=="}, "'format' is missing"),  # before: "got None"
     ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a": m4a audio is not read here; convert it first, e.g. '
                                            '`ffmpeg -i clip.m4a clip.wav`'),
+    # another name of a format read here: before, "wav audio is not read here; convert it first, e.g. `ffmpeg -i
+    # clip.wav clip.wav`" (x-wav), "convert the file to WAV first" (audio/wav, .wav), "mpeg audio is not read here"
+    *[({"data": "UklGRg==", "format": label}, f'got "{label}"; "{label}" names {title} audio, which is read here: send '
+                                              f'"{name}"')
+      for label, title, name in [("x-wav", "WAV", "wav"), ("audio/wav", "WAV", "wav"), (".wav", "WAV", "wav"),
+                                 ("mpeg", "MP3", "mp3"), ("opus", "Ogg", "ogg"), ("x-flac", "FLAC", "flac")]],
+    # OpenAI's realtime pcm16: no header to read (before: "convert it first, e.g. `ffmpeg -i clip.pcm16 clip.wav`")
+    ({"data": "UklGRg==", "format": "pcm16"}, 'got "pcm16"; headerless PCM does not say its rate or sample format: '
+                                              'give it a WAV header first, e.g. `ffmpeg -f s16le -ar 24000 -ac 1 -i '
+                                              'clip.pcm16 clip.wav` (its own rate: OpenAI\'s pcm16 is 24 kHz)'),
 ])
 def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
     backend = ScriptedChatBackend(lambda messages: "ok")
