@@ -368,18 +368,24 @@ class _Handler(BaseHTTPRequestHandler):
         cors = cors_headers(getattr(self, "headers", None), self.server.allowed_origins)  # none: request line unread
         for name, value in {**framing, **cors, **headers}.items():
             self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
+        self._end_head()
 
     def _send_no_content(self, headers: dict[str, str]) -> int:
         self.send_response(204)
         for name, value in headers.items():
             self.send_header(name, value)
+        self._end_head()
+        return 204
+
+    def _end_head(self) -> None:
+        """``Connection``, then the head's end: close, or keep-alive to an HTTP/1.0 client whose connection is
+        kept (it asked): HTTP/1.0 closes unless told so, and before 2026-12-07 such a client (``ab -k``, a proxy
+        speaking 1.0) read on for a close that came only after 300 s idle."""
         if self.close_connection:
             self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
-        return 204
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, "application/json", json_bytes(payload), headers)

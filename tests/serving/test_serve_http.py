@@ -355,3 +355,21 @@ def test_an_http_1_0_request_needs_no_host_and_an_empty_one_passes(served):
     for request in ("GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"):
         status, _ = _exchange(url, request)
         assert status.endswith(" 200 OK")
+
+
+def test_an_http_1_0_keep_alive_connection_is_told_it_stays_open(served):
+    """HTTP/1.0 closes a connection unless the answer says ``Connection: keep-alive``: before, the server kept an
+    HTTP/1.0 keep-alive connection open without saying so, and such a client (``ab -k``, a proxy speaking 1.0) read
+    on for the close, which came after 300 s idle. A second request on the connection is answered too."""
+    _, url = served
+    with _connect(url) as sock, sock.makefile("rb") as answers:
+        for request in (b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                        _post(CHAT).replace(b"HTTP/1.1", b"HTTP/1.0").replace(b"\r\n\r\n", b"\r\nConnection: keep-alive"
+                                                                                     b"\r\nContent-Type: application/json\r\n\r\n")):
+            sock.sendall(request)
+            head = [answers.readline().decode().rstrip("\r\n")]
+            while head[-1]:
+                head.append(answers.readline().decode().rstrip("\r\n"))
+            headers = dict(line.split(": ", 1) for line in head[1:-1])
+            assert head[0].endswith(" 200 OK") and headers["Connection"] == "keep-alive"
+            assert json.loads(answers.read(int(headers["Content-Length"])))
