@@ -13,7 +13,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -23,14 +22,16 @@ from speechsum.serving.admission import DEFAULT_MAX_WAITING, BodyBudget, ModelQu
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
 from speechsum.serving.protocol import APIError, Backend, ClientGone
-from speechsum.serving.request_body import read_body
+from speechsum.serving.request_body import large_body, read_body
 from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.routes import (
     POST_ROUTES,
     SERVER_METHODS,
     allowed_methods,
     check_api_key,
+    check_header_lines,
     check_host,
+    connection_options,
     route_error,
     route_path,
 )
@@ -39,9 +40,7 @@ from speechsum.serving.streaming import LiveStream, stream_mode
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
-LARGE_BODY_BYTES = 1024 * 1024  # larger bodies (audio) are not read while the model's queue is full: a 503 at once
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
-HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
@@ -155,6 +154,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802  (GET's status and headers, no body)
         self._handle("HEAD")
 
+    def parse_request(self) -> bool:
+        """The standard library's, with ``Connection`` read as the list of options it is (RFC 9110 §7.6.1):
+        ``close`` among others (``TE, close``, as Perl's LWP sends) closes the connection after the answer,
+        ``keep-alive`` among others keeps an HTTP/1.0 one (the standard library compared the whole value)."""
+        if not super().parse_request():
+            return False
+        options = connection_options(self.headers)
+        if "close" in options or "keep-alive" in options:
+            self.close_connection = "close" in options
+        return True
+
     def handle_expect_100(self) -> bool:
         """``Expect: 100-continue``: the interim answer waits until the key, the route and the body's
         size have passed (:meth:`_read_body`), so a refused upload is answered before it is sent (the
@@ -241,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         JSON are let go once parsed: a request waiting for the model holds only what it needs (before
         2026-12-07 also both, each the size of its base64 audio: 3.7x the file in all)."""
         backend, limits = self.server.backend, self.server.limits
-        if path in POST_ROUTES and self.server.queue.full and self._large_body():  # before 2026-12-07 read first
+        if path in POST_ROUTES and self.server.queue.full and large_body(self.headers):  # before 2026-12-07 read first
             self.close_connection = True  # its body unread: read and parsed, it would be refused all the same
             raise self.server.queue.overloaded()
         with self.server.bodies.reader() as share:  # the body's bytes count against the budget until parsed
@@ -294,11 +304,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def _large_body(self) -> bool:
-        """A body over :data:`LARGE_BODY_BYTES`, or chunked (of a size not known before it is read)."""
-        length = (self.headers.get("Content-Length") or "").strip()
-        return self.headers.get("Transfer-Encoding") is not None or (length.isdigit() and int(length) > LARGE_BODY_BYTES)
-
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (its end reads as closed, or was reset); a
         pipelined next request reads as data, not as gone. As nginx's 499: a half-close counts as gone."""
@@ -310,14 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def _check_headers(self) -> None:
-        # a header line the parser could not read: it drops every header after it. Not the defects it notes
-        # for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines
-        broken = [d for d in self.headers.defects if isinstance(d, HEADER_LINE_DEFECTS)]
-        if broken:
-            self.close_connection = True
-            raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
-                                "with no space before the colon.")
         try:
+            check_header_lines(self.headers)
             check_host(self.headers, self.request_version)
         except APIError:
             self.close_connection = True  # its body, if any, is not read

@@ -1,4 +1,4 @@
-"""The routes of ``speechsum serve`` and the checks of a request's line, ``Host`` and key before any route runs.
+"""The routes of ``speechsum serve`` and the checks of a request's line, headers and key before any route runs.
 
 What :mod:`speechsum.serving.http` asks before it reads a body: which methods a path takes (404/405),
 which route a path with none was meant for, and whether the request names its host as HTTP/1.1 asks.
@@ -7,6 +7,7 @@ which route a path with none was meant for, and whether the request names its ho
 from __future__ import annotations
 
 import hmac
+from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from email.message import Message
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from speechsum.serving.protocol import APIError
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
 SERVER_METHODS = "GET, HEAD, POST, OPTIONS"  # what some route takes: the Allow of ``OPTIONS *``
+HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 AUDIO_ROUTE_HINT = ("; audio goes in a chat completion: an input_audio content part (base64 file) of the user "
                     "message, to a speech student (docs/serve.md)")
 
@@ -60,6 +62,20 @@ def meant_route(path: str) -> str | None:
         if path.endswith(route.removeprefix("/v1")):
             return route
     return None
+
+
+def check_header_lines(headers: Message) -> None:
+    """400 for a header line the parser could not read: it drops every header after it. Not the defects it
+    notes for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines."""
+    broken = [d for d in headers.defects if isinstance(d, HEADER_LINE_DEFECTS)]
+    if broken:
+        raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
+                            "with no space before the colon.")
+
+
+def connection_options(headers: Message) -> set[str]:
+    """The request's ``Connection`` options, lower-case, over all its ``Connection`` headers (comma-separated lists)."""
+    return {option.strip().lower() for value in headers.get_all("Connection") or [] for option in value.split(",")}
 
 
 def check_host(headers: Message, version: str) -> None:

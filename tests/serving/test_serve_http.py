@@ -376,3 +376,15 @@ def test_an_http_1_0_keep_alive_connection_is_told_it_stays_open(served):
             headers = dict(line.split(": ", 1) for line in head[1:-1])
             assert head[0].endswith(" 200 OK") and headers["Connection"] == "keep-alive"
             assert json.loads(answers.read(int(headers["Content-Length"])))
+
+
+@pytest.mark.parametrize("connection", ["Connection: TE, close\r\n", "Connection: TE\r\nConnection: close\r\n"],
+                         ids=["one-list", "two-headers"])
+def test_close_among_the_connection_options_closes_the_connection(served, connection):
+    """``Connection`` is a list of options (RFC 9110 §7.6.1; Perl's LWP sends ``TE, close``): before, only a value
+    of exactly ``close`` closed the connection, so such a client's was kept and the request behind it answered."""
+    _, url = served
+    with _connect(url) as sock:
+        sock.sendall(_post(CHAT, connection) + _post(CHAT))
+        answer = _answer(sock)
+    assert answer.count("HTTP/1.1 200 OK") == 1 and "\r\nConnection: close\r\n" in answer
