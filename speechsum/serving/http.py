@@ -157,12 +157,15 @@ class _Handler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         """The standard library's, with ``Connection`` read as the list of options it is (RFC 9110 §7.6.1):
         ``close`` among others (``TE, close``, as Perl's LWP sends) closes the connection after the answer,
-        ``keep-alive`` among others keeps an HTTP/1.0 one (the standard library compared the whole value)."""
+        ``keep-alive`` among others keeps an HTTP/1.0 one (the standard library compared the whole value). An
+        HTTP/1.0 request with ``Transfer-Encoding``, which 1.0 lacks, closes it (RFC 9112 §6.1: its framing is faulty)."""
         if not super().parse_request():
             return False
         options = connection_options(self.headers)
         if "close" in options or "keep-alive" in options:
             self.close_connection = "close" in options
+        if self.request_version == "HTTP/1.0" and "Transfer-Encoding" in self.headers:
+            self.close_connection = True
         return True
 
     def handle_expect_100(self) -> bool:
