@@ -99,7 +99,7 @@ def check_model(body: dict, served: str) -> None:
                        code="model_not_found")
 
 
-def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
+def _sampling(body: dict, limits: Limits, max_tokens: int | None, field: str = "max_tokens") -> Sampling:
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -122,6 +122,7 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
         n=_integer(body, "n", 1, 1, limits.max_n),
         stop=stops,
         seed=_integer(body, "seed", None, -(2**63), 2**64 - 1),
+        max_tokens_field=field,
     )
 
 
@@ -264,7 +265,9 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         audio += parts
     # at least 1, as OpenAI and vLLM: a chat request has no echo, so 0 would ask for nothing
     max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"), limits, None, low=1)
-    sampling = _sampling(body, limits, max_tokens)
+    # a context error names the field the client sent (before 2026-12-07 max_tokens, which it had not)
+    field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    sampling = _sampling(body, limits, max_tokens, field)
     logprobs = _boolean(body, "logprobs")
     top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
     if top is not None and not logprobs:
