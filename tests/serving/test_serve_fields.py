@@ -202,3 +202,17 @@ def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
     param = "messages[0].content[0].input_audio.format"
     assert body == {"message": f"{param} must be one of wav, mp3, flac, ogg (the file's format); {message}.",
                     "type": "invalid_request_error", "param": param, "code": None}
+
+
+@pytest.mark.parametrize(("chat", "kwargs", "name"), [
+    (True, dict(messages=USER, logprobs=True, top_logprobs=10), "top_logprobs"),
+    (False, dict(prompt="hi", logprobs=10), "logprobs"),
+    (False, dict(prompt="hi", extra_body={"prompt_logprobs": 10}), "prompt_logprobs"),
+])
+def test_a_top_k_past_the_servers_max_logprobs_names_the_option(chat, kwargs, name):
+    """Before: "'top_logprobs' must be between 0 and 5, got 10.", which reads as the API's bound (OpenAI takes up to
+    20), not the server's --max-logprobs that its operator may raise."""
+    with serve_in_thread(ScriptedChatBackend(lambda messages: "ok"), max_logprobs=5) as url:
+        client = openai_client(url)
+        body = _refusal(client.chat.completions.create if chat else client.completions.create, **kwargs)
+    assert (body["message"], body["param"]) == (f"'{name}' is 10, above this server's limit of 5 (--max-logprobs).", name)
