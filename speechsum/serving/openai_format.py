@@ -237,7 +237,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 where = f"messages[{index}].content[{position}]"
                 got = (json_type(part) if not isinstance(part, dict) else "of no type (its 'type' is missing)"
                        if "type" not in part else f"type {json.dumps(kind)[:40]}")
-                raise bad_request(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
+                supported = ("only text, input_audio and audio_url (a data: URL) parts are supported" if limits.max_audio_bytes
+                             else "this model reads text parts only")  # before 2026-12-07 audio parts, too, it did not read
+                raise bad_request(f"{where} is {got}: {supported}.",
                            f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
     raise bad_request(f"messages[{index}].content must be a string or an array of content parts.",

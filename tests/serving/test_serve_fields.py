@@ -120,12 +120,19 @@ def test_text_parts_reach_the_model_on_separate_lines_as_vllm_joins_them():
     ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, 'type "image_url"'),
     ({"text": "b"}, "of no type (its 'type' is missing)"),  # before: 'is type null', as if null had been sent
 ])
-def test_an_unsupported_content_part_is_named(served, part, what):
-    _, url = served
+# a text model was told input_audio and audio_url parts were supported, then refused them: it reads no audio
+@pytest.mark.parametrize(("reads_audio", "supported"), [
+    (False, "this model reads text parts only"),
+    (True, "only text, input_audio and audio_url (a data: URL) parts are supported"),
+])
+def test_an_unsupported_content_part_is_named(part, what, reads_audio, supported):
+    backend = ScriptedChatBackend(lambda messages: "ok")
+    backend.reads_audio = reads_audio
     messages = [{"role": "user", "content": [{"type": "text", "text": "a"}, part]}]
-    body = _refusal(openai_client(url).chat.completions.create, messages=messages)
-    assert body["message"] == (f"messages[0].content[1] is {what}: only text, input_audio and audio_url (a data: URL) "
-                               "parts are supported.") and body["param"] == "messages[0].content[1].type"
+    with serve_in_thread(backend) as url:
+        body = _refusal(openai_client(url).chat.completions.create, messages=messages)
+    assert body["message"] == f"messages[0].content[1] is {what}: {supported}."
+    assert body["param"] == "messages[0].content[1].type"
 
 
 def test_a_body_cut_short_of_its_content_length_is_not_run(served):
