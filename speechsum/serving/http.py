@@ -31,7 +31,7 @@ from speechsum.serving.routes import (
     check_api_key,
     check_header_lines,
     check_host,
-    connection_options,
+    keeps_connection,
     route_error,
     route_path,
 )
@@ -155,17 +155,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("HEAD")
 
     def parse_request(self) -> bool:
-        """The standard library's, with ``Connection`` read as the list of options it is (RFC 9110 §7.6.1):
-        ``close`` among others (``TE, close``, as Perl's LWP sends) closes the connection after the answer,
-        ``keep-alive`` among others keeps an HTTP/1.0 one (the standard library compared the whole value). An
-        HTTP/1.0 request with ``Transfer-Encoding``, which 1.0 lacks, closes it (RFC 9112 §6.1: its framing is faulty)."""
+        """The standard library's, ``Connection`` read as RFC 9110 and 9112 ask (:func:`keeps_connection`; the
+        standard library compared its whole value with ``close`` and ``keep-alive``)."""
         if not super().parse_request():
             return False
-        options = connection_options(self.headers)
-        if "close" in options or "keep-alive" in options:
-            self.close_connection = "close" in options
-        if self.request_version == "HTTP/1.0" and "Transfer-Encoding" in self.headers:
-            self.close_connection = True
+        self.close_connection = not keeps_connection(self.headers, self.request_version, not self.close_connection)
         return True
 
     def handle_expect_100(self) -> bool:

@@ -73,9 +73,15 @@ def check_header_lines(headers: Message) -> None:
                             "with no space before the colon.")
 
 
-def connection_options(headers: Message) -> set[str]:
-    """The request's ``Connection`` options, lower-case, over all its ``Connection`` headers (comma-separated lists)."""
-    return {option.strip().lower() for value in headers.get_all("Connection") or [] for option in value.split(",")}
+def keeps_connection(headers: Message, version: str, kept: bool) -> bool:
+    """Whether a request's connection stays open after its answer (``kept``: the standard library's view).
+    ``Connection`` is a list of options, over all its headers (RFC 9110 §7.6.1): ``close`` among others (``TE,
+    close``, as Perl's LWP sends) closes it, ``keep-alive`` keeps an HTTP/1.0 one. HTTP/0.9 keeps none, and an
+    HTTP/1.0 request with ``Transfer-Encoding`` (which 1.0 lacks) has faulty framing: closed (RFC 9112 §6.1)."""
+    options = {option.strip().lower() for value in headers.get_all("Connection") or [] for option in value.split(",")}
+    if "close" in options or version == "HTTP/0.9" or (version == "HTTP/1.0" and "Transfer-Encoding" in headers):
+        return False
+    return kept or "keep-alive" in options
 
 
 def check_host(headers: Message, version: str) -> None:

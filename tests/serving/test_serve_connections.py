@@ -64,3 +64,12 @@ def test_an_http_1_0_chunked_request_closes_its_connection(served):
                      + chunked + _post(CHAT))
         answer = _answer(sock)
     assert answer.count("HTTP/1.1 200 OK") == 1 and "\r\nConnection: close\r\n" in answer
+
+
+def test_an_http_0_9_request_keeps_no_connection(served):
+    """HTTP/0.9 has no headers and no persistent connections; before, a "Connection: keep-alive" line after its
+    request line was obeyed: the connection was kept and the next request answered after the bare body."""
+    _, url = served
+    with _connect(url) as sock:
+        sock.sendall(b"GET /health\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answer(sock) == '{"status": "ok"}'
