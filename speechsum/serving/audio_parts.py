@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 
 from speechsum.data.not_audio import HEAD_BYTES, audio_format
 from speechsum.serving.protocol import APIError, AudioInput, bad_request, sent_value
@@ -25,18 +26,41 @@ GENERIC_MEDIA_TYPES = ("application/octet-stream", "")  # bytes of no stated typ
 SNIFFED_FORMATS = {"WAV": "wav", "RF64": "wav", "BW64": "wav", "W64": "wav", "MP3": "mp3", "FLAC": "flac", "Ogg": "ogg"}
 
 
-def _convert_advice(kind: object) -> str:
+# labels of a format read here under another name (a media subtype, a file extension, OpenAI's output "opus":
+# Ogg Opus), and of headerless PCM (OpenAI's realtime pcm16: 16-bit mono at 24 kHz), whose rate no file tells
+FORMAT_ALIASES = {"wave": "wav", "x-wav": "wav", "vnd.wave": "wav", "mpeg": "mp3", "mpga": "mp3", "mpeg3": "mp3",
+                  "x-mpeg-3": "mp3", "x-mp3": "mp3", "x-flac": "flac", "oga": "ogg", "x-ogg": "ogg", "opus": "ogg"}
+HEADERLESS_PCM = ("pcm", "pcm16", "s16le", "l16", "raw")
+FORMAT_TITLES = {"wav": "WAV", "mp3": "MP3", "flac": "FLAC", "ogg": "Ogg"}
+
+
+def _convert_advice(kind: object, named: Callable[[str], str] = lambda fmt: f"\"{fmt}\"") -> str:
     """What to do with audio of a format this server does not read (``kind``: the part's format, or the
-    subtype of an audio_url's media type): a case variant is told the lower-case name, another format how
-    to convert it (a browser's MediaRecorder gives webm, a phone m4a)."""
+    subtype of an audio_url's media type): a case variant is told the lower-case name, another name of a
+    format read here (``x-wav``, ``mpeg``, ``audio/wav``, ``.wav``, ``opus``) the one to send (``named``: how
+    the caller's field writes it; before 2026-12-07 "convert it first, e.g. `ffmpeg -i clip.wav clip.wav`"),
+    headerless PCM how to give it a header, another format how to convert it (a browser's MediaRecorder
+    gives webm, a phone m4a)."""
     if not isinstance(kind, str) or not kind.strip():
         return ""
     if kind.lower() in AUDIO_FORMATS:
         return f"; formats are lower-case: \"{kind.lower()}\""
-    extension = kind.lower().rsplit("-", 1)[-1]  # a media subtype's x-m4a: m4a
+    label = kind.strip().lower().removeprefix("audio/").removeprefix(".")
+    read = label if label in AUDIO_FORMATS else FORMAT_ALIASES.get(label)
+    if read:
+        return f"; {json.dumps(kind)} names {FORMAT_TITLES[read]} audio, which is read here: send {named(read)}"
+    if label in HEADERLESS_PCM:
+        return ("; headerless PCM does not say its rate or sample format: give it a WAV header first, e.g. "
+                f"`ffmpeg -f s16le -ar 24000 -ac 1 -i clip.{label} clip.wav` (its own rate: OpenAI's pcm16 is 24 kHz)")
+    extension = label.rsplit("-", 1)[-1]  # a media subtype's x-m4a: m4a
     if not (extension.isascii() and extension.isalnum() and len(extension) <= 8):
         return "; convert the file to WAV first (e.g. with ffmpeg)"
     return f": {extension} audio is not read here; convert it first, e.g. `ffmpeg -i clip.{extension} clip.wav`"
+
+
+def _media_type(fmt: str) -> str:
+    """How a data: URL names a format read here: ``mp3`` → ``audio/mpeg``."""
+    return "audio/" + {"mp3": "mpeg"}.get(fmt, fmt)
 
 
 def _reads_audio(param: str, max_audio_bytes: int) -> None:
@@ -140,7 +164,7 @@ def audio_url_part(part: dict, index: int, position: int, max_audio_bytes: int) 
     if kind is None and not generic:
         subtype = labels[0].split("/", 1)[-1] if labels[0].startswith("audio/") else ""
         raise bad_request(f"{field}: media type {labels[0] or '(none)'!r} is not audio this server reads; use "
-                          f"audio/wav, audio/mpeg, audio/flac or audio/ogg{_convert_advice(subtype)}.", field)
+                          f"audio/wav, audio/mpeg, audio/flac or audio/ogg{_convert_advice(subtype, _media_type)}.", field)
     sent = audio["url"]
     data = _decode("".join(payload.split()), param, field, max_audio_bytes, sent[sent.find(",") + 1:], sent.find(",") + 1)
     if generic:  # a Blob without a type (a browser's readAsDataURL): the format its bytes show

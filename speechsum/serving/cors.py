@@ -14,6 +14,9 @@ from email.message import Message
 
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
 # what a browser sends as Origin: lower-case scheme://host[:port], no path (or 'null', of a file:// page)
+# answer headers a page's script may read, beyond the CORS-safelisted ones: the 503's Retry-After (which the
+# openai package's retries honour; hidden from them in a browser before 2026-12-07) and the reply's Warning
+EXPOSED_HEADERS = "Retry-After, Warning"
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9.\-\[\]:]+|null")
 
 
@@ -28,13 +31,16 @@ def allowed_origin(text: str) -> str:
 
 
 def cors_headers(headers: Message | None, allowed: tuple[str, ...]) -> dict[str, str]:
-    """``Access-Control-Allow-Origin`` for a request from an allowed ``Origin``; {} otherwise."""
+    """``Access-Control-Allow-Origin`` for a request from an allowed ``Origin``, and the headers a page may
+    read besides the safelisted ones (:data:`EXPOSED_HEADERS`); {} otherwise."""
     origin = headers.get("Origin") if headers is not None else None
     if not origin or not allowed:
         return {}
     if "*" in allowed:
-        return {"Access-Control-Allow-Origin": "*"}
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin in allowed else {}
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": EXPOSED_HEADERS}
+    if origin not in allowed:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Expose-Headers": EXPOSED_HEADERS}
 
 
 def preflight_headers(headers: Message, allowed: tuple[str, ...], methods: str) -> dict[str, str]:

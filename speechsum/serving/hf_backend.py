@@ -329,8 +329,8 @@ class HFBackend:
         if sampling.max_tokens > room:
             raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens. However, you "
                                 f"requested {prompt_length + sampling.max_tokens} tokens ({prompt_length} in the "
-                                f"prompt, {sampling.max_tokens} in the completion). Reduce the prompt or max_tokens.",
-                           param="max_tokens", code="context_length_exceeded")
+                                f"prompt, {sampling.max_tokens} in the completion). Reduce the prompt or "
+                                f"{sampling.max_tokens_field}.", param=sampling.max_tokens_field, code="context_length_exceeded")
         return sampling.max_tokens
 
     def _generate(self, ids: list[int], sampling: Sampling, top_k: int | None,

@@ -6,7 +6,6 @@ slow clients do not block others — the backend serialises model calls itself.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import select
 import socket
@@ -14,7 +13,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -24,13 +22,16 @@ from speechsum.serving.admission import DEFAULT_MAX_WAITING, BodyBudget, ModelQu
 from speechsum.serving.cors import cors_headers, preflight_headers
 from speechsum.serving.json_body import json_bytes, json_object
 from speechsum.serving.protocol import APIError, Backend, ClientGone
-from speechsum.serving.request_body import read_body
+from speechsum.serving.request_body import large_body, read_body
 from speechsum.serving.request_fields import ignored_fields
 from speechsum.serving.routes import (
     POST_ROUTES,
     SERVER_METHODS,
     allowed_methods,
+    check_api_key,
+    check_header_lines,
     check_host,
+    keeps_connection,
     route_error,
     route_path,
 )
@@ -39,9 +40,7 @@ from speechsum.serving.streaming import LiveStream, stream_mode
 LOG = logging.getLogger("speechsum.serving.cli")
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024  # as OpenAI's audio uploads
-LARGE_BODY_BYTES = 1024 * 1024  # larger bodies (audio) are not read while the model's queue is full: a 503 at once
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the ones with a do_* below
-HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # nobody to answer
 
 
@@ -155,6 +154,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802  (GET's status and headers, no body)
         self._handle("HEAD")
 
+    def parse_request(self) -> bool:
+        """The standard library's, ``Connection`` read as RFC 9110 and 9112 ask (:func:`keeps_connection`; the
+        standard library compared its whole value with ``close`` and ``keep-alive``)."""
+        if not super().parse_request():
+            return False
+        self.close_connection = not keeps_connection(self.headers, self.request_version, not self.close_connection)
+        return True
+
     def handle_expect_100(self) -> bool:
         """``Expect: 100-continue``: the interim answer waits until the key, the route and the body's
         size have passed (:meth:`_read_body`), so a refused upload is answered before it is sent (the
@@ -192,6 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "OPTIONS":  # what the route takes, no body (a client's or proxy's capability check)
                 methods = SERVER_METHODS if path == "*" else allowed_methods(path)  # *: the server's (RFC 9110)
                 cors = preflight_headers(self.headers, self.server.allowed_origins, methods)
+                self.close_connection = self.close_connection or self._body_may_follow()  # unread: not a request
                 status = self._send_no_content({"Allow": methods, **cors})
                 return
             status, payload = self._route(path)
@@ -240,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
         JSON are let go once parsed: a request waiting for the model holds only what it needs (before
         2026-12-07 also both, each the size of its base64 audio: 3.7x the file in all)."""
         backend, limits = self.server.backend, self.server.limits
-        if path in POST_ROUTES and self.server.queue.full and self._large_body():  # before 2026-12-07 read first
+        if path in POST_ROUTES and self.server.queue.full and large_body(self.headers):  # before 2026-12-07 read first
             self.close_connection = True  # its body unread: read and parsed, it would be refused all the same
             raise self.server.queue.overloaded()
         with self.server.bodies.reader() as share:  # the body's bytes count against the budget until parsed
@@ -293,11 +301,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def _large_body(self) -> bool:
-        """A body over :data:`LARGE_BODY_BYTES`, or chunked (of a size not known before it is read)."""
-        length = (self.headers.get("Content-Length") or "").strip()
-        return self.headers.get("Transfer-Encoding") is not None or (length.isdigit() and int(length) > LARGE_BODY_BYTES)
-
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (its end reads as closed, or was reset); a
         pipelined next request reads as data, not as gone. As nginx's 499: a half-close counts as gone."""
@@ -309,14 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def _check_headers(self) -> None:
-        # a header line the parser could not read: it drops every header after it. Not the defects it notes
-        # for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines
-        broken = [d for d in self.headers.defects if isinstance(d, HEADER_LINE_DEFECTS)]
-        if broken:
-            self.close_connection = True
-            raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
-                                "with no space before the colon.")
         try:
+            check_header_lines(self.headers)
             check_host(self.headers, self.request_version)
         except APIError:
             self.close_connection = True  # its body, if any, is not read
@@ -341,20 +338,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
 
     def _check_key(self) -> None:
-        expected = self.server.api_key
-        if expected is None:
-            return
-        header = self.headers.get("Authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else self.headers.get("api-key", "")
-        if not given:
+        try:
+            check_api_key(self.headers, self.server.api_key)
+        except APIError:
             self.close_connection = True  # the unread body must not be parsed as the next request
-            # a key sent without "Bearer " (or another scheme) is no key to this server; never echoed
-            sent = " (the Authorization header sent does not start with 'Bearer ')" if header.strip() else ""
-            raise APIError(401, f"Missing API key{sent}: send 'Authorization: Bearer <key>' (the server was "
-                                "started with --api-key-env).", code="missing_api_key")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            self.close_connection = True
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+            raise
 
     def _send_error(self, error: APIError) -> int:
         """Answer ``error``; the status for the request log: the error's, or 499 when the client is gone.
@@ -376,18 +364,24 @@ class _Handler(BaseHTTPRequestHandler):
         cors = cors_headers(getattr(self, "headers", None), self.server.allowed_origins)  # none: request line unread
         for name, value in {**framing, **cors, **headers}.items():
             self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
+        self._end_head()
 
     def _send_no_content(self, headers: dict[str, str]) -> int:
         self.send_response(204)
         for name, value in headers.items():
             self.send_header(name, value)
+        self._end_head()
+        return 204
+
+    def _end_head(self) -> None:
+        """``Connection``, then the head's end: close, or keep-alive to an HTTP/1.0 client whose connection is
+        kept (it asked): HTTP/1.0 closes unless told so, and before 2026-12-07 such a client (``ab -k``, a proxy
+        speaking 1.0) read on for a close that came only after 300 s idle."""
         if self.close_connection:
             self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
-        return 204
 
     def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, "application/json", json_bytes(payload), headers)

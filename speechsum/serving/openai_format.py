@@ -40,6 +40,7 @@ CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "input_audio", "audio_url")  # a content part: its type and one field of that name
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOPS = 4  # OpenAI's limit on stop sequences
+LOGPROBS_FLAG = "--max-logprobs"  # the server option bounding logprobs, top_logprobs and prompt_logprobs
 
 
 @dataclass
@@ -56,12 +57,17 @@ class Limits:
     max_audio_bytes: int = 0  # largest input_audio file; 0: the backend reads no audio
 
 
-def _integer(body: dict, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+def _integer(body: dict, name: str, default: int | None, low: int, high: int | None = None,
+             flag: str | None = None) -> int | None:
+    """``body[name]``, an integer in [low, high] (``default`` if absent or null); ``flag``: the server option that
+    sets ``high``, named when a value passes it (before 2026-12-07 "must be between 0 and 5": OpenAI's bound?)."""
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"'{name}' must be an integer, {sent_value(body, name)}.", name)
+    if flag is not None and high is not None and value > high:
+        raise bad_request(f"'{name}' is {value}, above this server's limit of {high} ({flag}).", name)
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise bad_request(f"'{name}' must be {bounds}, got {value}.", name)
@@ -99,7 +105,7 @@ def check_model(body: dict, served: str) -> None:
                        code="model_not_found")
 
 
-def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
+def _sampling(body: dict, limits: Limits, max_tokens: int | None, field: str = "max_tokens") -> Sampling:
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -122,6 +128,7 @@ def _sampling(body: dict, limits: Limits, max_tokens: int | None) -> Sampling:
         n=_integer(body, "n", 1, 1, limits.max_n),
         stop=stops,
         seed=_integer(body, "seed", None, -(2**63), 2**64 - 1),
+        max_tokens_field=field,
     )
 
 
@@ -191,8 +198,8 @@ def parse_completion(body: dict, limits: Limits) -> tuple[list[CompletionRequest
     echo = _boolean(body, "echo")
     if max_tokens == 0 and not echo:  # as vLLM (SamplingParams); echo + 0 is the one-pass scoring request
         raise bad_request("max_tokens must be at least 1, got 0; 0 only scores the prompt, with 'echo': true.", "max_tokens")
-    logprobs = _integer(body, "logprobs", None, 0, limits.max_logprobs)
-    prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, limits.max_logprobs)
+    logprobs = _integer(body, "logprobs", None, 0, limits.max_logprobs, LOGPROBS_FLAG)
+    prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, limits.max_logprobs, LOGPROBS_FLAG)
     as_ids = _boolean(body, "return_tokens_as_token_ids")
     requests = [CompletionRequest(p, sampling, echo, logprobs, prompt_logprobs) for p in prompts]
     return requests, as_ids
@@ -230,7 +237,9 @@ def _message_content(message: dict, index: int, limits: Limits) -> tuple[str, li
                 where = f"messages[{index}].content[{position}]"
                 got = (json_type(part) if not isinstance(part, dict) else "of no type (its 'type' is missing)"
                        if "type" not in part else f"type {json.dumps(kind)[:40]}")
-                raise bad_request(f"{where} is {got}: only text, input_audio and audio_url (a data: URL) parts are supported.",
+                supported = ("only text, input_audio and audio_url (a data: URL) parts are supported" if limits.max_audio_bytes
+                             else "this model reads text parts only")  # before 2026-12-07 audio parts, too, it did not read
+                raise bad_request(f"{where} is {got}: {supported}.",
                            f"{where}.type")
         return "\n".join(texts), audio  # as vLLM: two parts "Summarize:", "the text" are not "Summarize:the text"
     raise bad_request(f"messages[{index}].content must be a string or an array of content parts.",
@@ -264,9 +273,11 @@ def parse_chat(body: dict, limits: Limits) -> tuple[ChatRequest, bool]:
         audio += parts
     # at least 1, as OpenAI and vLLM: a chat request has no echo, so 0 would ask for nothing
     max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"), limits, None, low=1)
-    sampling = _sampling(body, limits, max_tokens)
+    # a context error names the field the client sent (before 2026-12-07 max_tokens, which it had not)
+    field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    sampling = _sampling(body, limits, max_tokens, field)
     logprobs = _boolean(body, "logprobs")
-    top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs)
+    top = _integer(body, "top_logprobs", None, 0, limits.max_logprobs, LOGPROBS_FLAG)
     if top is not None and not logprobs:
         raise bad_request("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     _check_response_format(body.get("response_format"))

@@ -86,7 +86,8 @@ class Sampling:
     (so is any temperature below ``GREEDY_BELOW``: logits divided by it overflow float32, as vLLM),
     nucleus ``top_p``, ``n`` samples per prompt, ``stop`` strings (not included in the text),
     ``seed`` for reproducible sampling. ``fit_to_context``: the request gave no max_tokens, so the
-    backend lowers ``max_tokens`` to what fits the context instead of rejecting the request."""
+    backend lowers ``max_tokens`` to what fits the context instead of rejecting the request.
+    ``max_tokens_field``: the request field that set ``max_tokens``, which a context error names."""
 
     max_tokens: int
     fit_to_context: bool = False
@@ -95,6 +96,7 @@ class Sampling:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    max_tokens_field: str = "max_tokens"  # or max_completion_tokens, OpenAI's newer name, when the request sent that
 
     @property
     def greedy(self) -> bool:

@@ -16,12 +16,19 @@ from speechsum.serving.protocol import APIError
 
 MAX_CHUNK_LINE = 1024  # a chunk's size line (hex digits and extensions) or one trailer line
 MAX_TRAILER_LINES = 64
+LARGE_BODY_BYTES = 1024 * 1024  # larger bodies (audio) are not read while the model's queue is full: a 503 at once
 
 
 def too_large(size: int | str, limit: int) -> APIError:
     return APIError(413, f"Request body of {size} bytes exceeds this server's limit of {limit} bytes "
                          "(--max-request-bytes, plus the base64 size of --max-audio-bytes when the model reads "
                          "audio).", code="request_too_large")
+
+
+def large_body(headers: Message) -> bool:
+    """A body over :data:`LARGE_BODY_BYTES`, or chunked (of a size not known before it is read)."""
+    length = (headers.get("Content-Length") or "").strip()
+    return headers.get("Transfer-Encoding") is not None or (length.isdigit() and int(length) > LARGE_BODY_BYTES)
 
 
 def read_body(headers: Message, rfile: BinaryIO, command: str, limit: int,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from speechsum.serving.protocol import bad_request
-from speechsum.serving.streaming import stream_mode
+from speechsum.serving.streaming import IGNORED_STREAM_OPTIONS, stream_mode
 
 # read and applied, per route
 COMMON_FIELDS = ("model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs", "stream",
@@ -195,6 +195,8 @@ def ignored_fields(body: dict, chat: bool) -> list[str]:
     bookkeeping (``user``, ``metadata``…) and messages' ``name``, ``refusal``…"""
     ignored = IGNORED_CHAT_FIELDS if chat else IGNORED_COMPLETION_FIELDS
     found = [name for name in body if name in ignored and body[name] is not None]
+    options = body.get("stream_options") or {}
+    found += [f"stream_options.{name}" for name in IGNORED_STREAM_OPTIONS if options.get(name) is not None]
     for index, message in enumerate((body.get("messages") or []) if chat else []):
         found += [f"messages[{index}].{name}" for name in message
                   if name in IGNORED_MESSAGE_FIELDS and message[name] not in (None, [], "")]

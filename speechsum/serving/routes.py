@@ -1,4 +1,4 @@
-"""The routes of ``speechsum serve`` and the checks of a request's line and ``Host`` before any route runs.
+"""The routes of ``speechsum serve`` and the checks of a request's line, headers and key before any route runs.
 
 What :mod:`speechsum.serving.http` asks before it reads a body: which methods a path takes (404/405),
 which route a path with none was meant for, and whether the request names its host as HTTP/1.1 asks.
@@ -6,6 +6,8 @@ which route a path with none was meant for, and whether the request names its ho
 
 from __future__ import annotations
 
+import hmac
+from email.errors import FirstHeaderLineIsContinuationDefect, MissingHeaderBodySeparatorDefect
 from email.message import Message
 from urllib.parse import urlsplit
 
@@ -14,6 +16,7 @@ from speechsum.serving.protocol import APIError
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/v1/models")  # and /v1/models/NAME
 SERVER_METHODS = "GET, HEAD, POST, OPTIONS"  # what some route takes: the Allow of ``OPTIONS *``
+HEADER_LINE_DEFECTS = (MissingHeaderBodySeparatorDefect, FirstHeaderLineIsContinuationDefect)
 AUDIO_ROUTE_HINT = ("; audio goes in a chat completion: an input_audio content part (base64 file) of the user "
                     "message, to a speech student (docs/serve.md)")
 
@@ -61,6 +64,26 @@ def meant_route(path: str) -> str | None:
     return None
 
 
+def check_header_lines(headers: Message) -> None:
+    """400 for a header line the parser could not read: it drops every header after it. Not the defects it
+    notes for a multipart Content-Type (no boundary in a body it was not given): those say nothing of the lines."""
+    broken = [d for d in headers.defects if isinstance(d, HEADER_LINE_DEFECTS)]
+    if broken:
+        raise APIError(400, f"Malformed request headers ({broken[0]}): write each as 'Name: value', "
+                            "with no space before the colon.")
+
+
+def keeps_connection(headers: Message, version: str, kept: bool) -> bool:
+    """Whether a request's connection stays open after its answer (``kept``: the standard library's view).
+    ``Connection`` is a list of options, over all its headers (RFC 9110 §7.6.1): ``close`` among others (``TE,
+    close``, as Perl's LWP sends) closes it, ``keep-alive`` keeps an HTTP/1.0 one. HTTP/0.9 keeps none, and an
+    HTTP/1.0 request with ``Transfer-Encoding`` (which 1.0 lacks) has faulty framing: closed (RFC 9112 §6.1)."""
+    options = {option.strip().lower() for value in headers.get_all("Connection") or [] for option in value.split(",")}
+    if "close" in options or version == "HTTP/0.9" or (version == "HTTP/1.0" and "Transfer-Encoding" in headers):
+        return False
+    return kept or "keep-alive" in options
+
+
 def check_host(headers: Message, version: str) -> None:
     """400 for an HTTP/1.1 request without a ``Host`` header, or any request with more than one
     (RFC 9112 §3.2: a server MUST answer both with 400; before 2026-12-07 they were served). An empty
@@ -77,3 +100,18 @@ def _version_number(version: str) -> tuple[int, int]:
     """``HTTP/1.1`` → (1, 1), as the standard library read it (``HTTP/0.9``: a request line without one)."""
     major, _, minor = version.removeprefix("HTTP/").partition(".")
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (0, 9)
+
+
+def check_api_key(headers: Message, expected: str | None) -> None:
+    """401 unless the request carries ``expected`` (``Authorization: Bearer <key>``, or Azure's ``api-key``
+    header); nothing to check without a key. A key sent without "Bearer " is no key here; never echoed."""
+    if expected is None:
+        return
+    header = headers.get("Authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else headers.get("api-key", "")
+    if not given:
+        sent = " (the Authorization header sent does not start with 'Bearer ')" if header.strip() else ""
+        raise APIError(401, f"Missing API key{sent}: send 'Authorization: Bearer <key>' (the server was "
+                            "started with --api-key-env).", code="missing_api_key")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")

@@ -190,7 +190,7 @@ class SpeechBackend:
         greedy = sampling.greedy
         max_tokens = min(sampling.max_tokens, DEFAULT_CHAT_TOKENS) if sampling.fit_to_context else sampling.max_tokens
         max_tokens = self._fit_context(waveform, instruction, prompt_tokens, max_tokens, sampling.fit_to_context,
-                                       request.client_gone)
+                                       request.client_gone, sampling.max_tokens_field)
         settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=not greedy,
                                       temperature=sampling.temperature or 1.0, top_p=sampling.top_p)
         rows = 1 if greedy else sampling.n
@@ -236,12 +236,13 @@ class SpeechBackend:
         return instruction
 
     def _fit_context(self, waveform: np.ndarray, instruction: str, prompt_tokens: int, max_tokens: int,
-                     fit: bool, client_gone: Callable[[], bool]) -> int:
+                     fit: bool, client_gone: Callable[[], bool], field: str = "max_tokens") -> int:
         """``max_tokens``, lowered to the room the prompt leaves in the LM's context when ``fit`` (no
         max_tokens asked for); a 400 when the prompt alone fills the context or ``max_tokens`` does not fit.
         ``prompt_tokens`` (the placeholders, an upper bound) spares the encoder pass that counts the
         positions a CTC-compressed prompt really takes, whenever it fits. That pass waits for the model: a
-        request whose client left meanwhile (``client_gone``) is dropped before it."""
+        request whose client left meanwhile (``client_gone``) is dropped before it. ``field``: the request field that
+        asked for ``max_tokens``, which the error names."""
         if self.max_model_len is None or prompt_tokens + max_tokens <= self.max_model_len:
             return max_tokens
         with self._lock, torch.inference_mode():
@@ -253,8 +254,8 @@ class SpeechBackend:
             asked = "" if fit else f" and the completion asks for {max_tokens}"
             raise APIError(400, f"This model's maximum context length is {self.max_model_len} tokens; the "
                                 f"{seconds:.1f} s of audio and the instruction take {positions}{asked}. Send a "
-                                "shorter clip or instruction" + ("." if fit else ", or lower max_tokens."),
-                           param="max_tokens" if room > 0 else "messages", code="context_length_exceeded")
+                                "shorter clip or instruction" + ("." if fit else f", or lower {field}."),
+                           param=field if room > 0 else "messages", code="context_length_exceeded")
         return min(max_tokens, room)
 
     def _devices(self) -> list[torch.device]:

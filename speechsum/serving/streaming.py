@@ -29,11 +29,16 @@ from speechsum.serving.protocol import APIError, ChatRequest, ClientGone, Comple
 DONE = b"data: [DONE]\n\n"
 LOG = logging.getLogger(__name__)
 GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+# OpenAI's stream options that cannot change the text (random padding of each chunk against size side channels,
+# on by default at OpenAI): accepted, none added, named in the request's log line
+IGNORED_STREAM_OPTIONS = ("include_obfuscation",)
 
 
 def stream_mode(body: dict) -> bool | None:
     """None: answer with one JSON object; else stream, with a final usage chunk when True. A 400 for
-    ``stream_options`` without ``stream: true`` or holding anything but a boolean ``include_usage``."""
+    ``stream_options`` without ``stream: true`` or holding anything but OpenAI's two options, each a
+    boolean or null: ``include_usage`` and ``include_obfuscation`` (:data:`IGNORED_STREAM_OPTIONS`:
+    no ``obfuscation`` padding is added, as with OpenAI's ``false``; before 2026-12-07 a 400)."""
     stream, options = body.get("stream"), body.get("stream_options")
     if stream is not None and not isinstance(stream, bool):
         raise APIError(400, f"'stream' must be true or false, got {json.dumps(stream)[:80]}.", param="stream")
@@ -41,11 +46,12 @@ def stream_mode(body: dict) -> bool | None:
         return None if not stream else False
     if not stream:
         raise APIError(400, "'stream_options' is only allowed when 'stream' is true.", param="stream_options")
-    if not isinstance(options, dict) or set(options) - {"include_usage"} \
-            or not isinstance(options.get("include_usage", False), bool):
-        raise APIError(400, "'stream_options' takes only {\"include_usage\": true or false}; got "
-                            f"{json.dumps(options)[:80]}.", param="stream_options")
-    return options.get("include_usage", False)
+    names = ("include_usage", *IGNORED_STREAM_OPTIONS)
+    if not isinstance(options, dict) or set(options) - set(names) \
+            or not all(isinstance(options.get(name), bool | None) for name in names):
+        raise APIError(400, "'stream_options' takes only {\"include_usage\": true or false, \"include_obfuscation\": "
+                            f"true or false}}; got {json.dumps(options)[:80]}.", param="stream_options")
+    return bool(options.get("include_usage"))
 
 
 

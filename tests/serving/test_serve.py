@@ -214,7 +214,8 @@ def test_api_key_is_enforced(backend, caplog):
     ("completion", dict(model=MODEL, prompt="x" * 90, max_tokens=10), "maximum context length is 96"),
     ("completion", dict(model=MODEL, prompt="x" * 100, echo=True, max_tokens=0), "prompt has 100 tokens"),
     ("completion", dict(model=MODEL, prompt="x", max_tokens=0), "max_tokens must be at least 1, got 0"),  # as vLLM
-    ("completion", dict(model=MODEL, prompt="x", logprobs=21), "'logprobs' must be between 0 and 20"),
+    ("completion", dict(model=MODEL, prompt="x", logprobs=21), "'logprobs' is 21, above this server's limit of 20 (--max-logprobs)."),
+    ("completion", dict(model=MODEL, prompt="x", logprobs=-1), "'logprobs' must be between 0 and 20"),
     ("completion", dict(model=MODEL, prompt=[1, 999999]), "outside this model's vocabulary"),
     ("completion", dict(model=MODEL, prompt=[[1, 2], [3, -4]], max_tokens=1),
      "prompt[1]: Token ids [-4] are outside this model's vocabulary"),

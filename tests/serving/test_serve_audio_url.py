@@ -54,6 +54,11 @@ URL_FIELD = "messages[0].content[0].audio_url.url"
     ("data:audio/x-m4a;base64,UklGRg==", f"{URL_FIELD}: media type 'audio/x-m4a' is not audio this server reads; use "
                                          "audio/wav, audio/mpeg, audio/flac or audio/ogg: m4a audio is not read here; "
                                          "convert it first, e.g. `ffmpeg -i clip.m4a clip.wav`."),
+    # another name of a format read here (before: "ogg audio is not read here; convert it first, e.g. `ffmpeg -i
+    # clip.ogg clip.wav`")
+    ("data:audio/x-ogg;base64,UklGRg==", f"{URL_FIELD}: media type 'audio/x-ogg' is not audio this server reads; use "
+                                         "audio/wav, audio/mpeg, audio/flac or audio/ogg; \"x-ogg\" names Ogg audio, "
+                                         "which is read here: send audio/ogg."),
     ("data:text/plain;base64,UklGRg==", f"{URL_FIELD}: media type 'text/plain' is not audio this server reads; use "
                                         "audio/wav, audio/mpeg, audio/flac or audio/ogg."),
     ("data:audio/wav;base64,not base64!", f"{URL_FIELD} is not valid standard base64 (character \"!\" at position 32 "

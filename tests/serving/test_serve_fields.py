@@ -40,7 +40,8 @@ def _refusal(create, **kwargs) -> dict:
     (True, dict(messages=USER, stream_options={"include_usage": True}),
      "'stream_options' is only allowed when 'stream' is true.", "stream_options"),
     (True, dict(messages=USER, stream=True, stream_options={"include_usage": 1}),
-     "'stream_options' takes only {\"include_usage\": true or false}; got {\"include_usage\": 1}.", "stream_options"),
+     "'stream_options' takes only {\"include_usage\": true or false, \"include_obfuscation\": true or false}; got "
+     "{\"include_usage\": 1}.", "stream_options"),
     (True, dict(messages=USER, reasoning_effort="low"),
      "'reasoning_effort' is not supported by speechsum serve: the served model is not an OpenAI reasoning model; "
      "got \"low\".", "reasoning_effort"),
@@ -119,12 +120,19 @@ def test_text_parts_reach_the_model_on_separate_lines_as_vllm_joins_them():
     ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, 'type "image_url"'),
     ({"text": "b"}, "of no type (its 'type' is missing)"),  # before: 'is type null', as if null had been sent
 ])
-def test_an_unsupported_content_part_is_named(served, part, what):
-    _, url = served
+# a text model was told input_audio and audio_url parts were supported, then refused them: it reads no audio
+@pytest.mark.parametrize(("reads_audio", "supported"), [
+    (False, "this model reads text parts only"),
+    (True, "only text, input_audio and audio_url (a data: URL) parts are supported"),
+])
+def test_an_unsupported_content_part_is_named(part, what, reads_audio, supported):
+    backend = ScriptedChatBackend(lambda messages: "ok")
+    backend.reads_audio = reads_audio
     messages = [{"role": "user", "content": [{"type": "text", "text": "a"}, part]}]
-    body = _refusal(openai_client(url).chat.completions.create, messages=messages)
-    assert body["message"] == (f"messages[0].content[1] is {what}: only text, input_audio and audio_url (a data: URL) "
-                               "parts are supported.") and body["param"] == "messages[0].content[1].type"
+    with serve_in_thread(backend) as url:
+        body = _refusal(openai_client(url).chat.completions.create, messages=messages)
+    assert body["message"] == f"messages[0].content[1] is {what}: {supported}."
+    assert body["param"] == "messages[0].content[1].type"
 
 
 def test_a_body_cut_short_of_its_content_length_is_not_run(served):
@@ -181,6 +189,16 @@ def test_a_model_route_names_the_model_and_takes_only_get(served):
     ({"data": "UklGRg=="}, "'format' is missing"),  # before: "got None"
     ({"data": "UklGRg==", "format": "m4a"}, 'got "m4a": m4a audio is not read here; convert it first, e.g. '
                                            '`ffmpeg -i clip.m4a clip.wav`'),
+    # another name of a format read here: before, "wav audio is not read here; convert it first, e.g. `ffmpeg -i
+    # clip.wav clip.wav`" (x-wav), "convert the file to WAV first" (audio/wav, .wav), "mpeg audio is not read here"
+    *[({"data": "UklGRg==", "format": label}, f'got "{label}"; "{label}" names {title} audio, which is read here: send '
+                                              f'"{name}"')
+      for label, title, name in [("x-wav", "WAV", "wav"), ("audio/wav", "WAV", "wav"), (".wav", "WAV", "wav"),
+                                 ("mpeg", "MP3", "mp3"), ("opus", "Ogg", "ogg"), ("x-flac", "FLAC", "flac")]],
+    # OpenAI's realtime pcm16: no header to read (before: "convert it first, e.g. `ffmpeg -i clip.pcm16 clip.wav`")
+    ({"data": "UklGRg==", "format": "pcm16"}, 'got "pcm16"; headerless PCM does not say its rate or sample format: '
+                                              'give it a WAV header first, e.g. `ffmpeg -f s16le -ar 24000 -ac 1 -i '
+                                              'clip.pcm16 clip.wav` (its own rate: OpenAI\'s pcm16 is 24 kHz)'),
 ])
 def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
     backend = ScriptedChatBackend(lambda messages: "ok")
@@ -191,3 +209,17 @@ def test_an_input_audio_format_is_named_in_jsons_words(audio, message):
     param = "messages[0].content[0].input_audio.format"
     assert body == {"message": f"{param} must be one of wav, mp3, flac, ogg (the file's format); {message}.",
                     "type": "invalid_request_error", "param": param, "code": None}
+
+
+@pytest.mark.parametrize(("chat", "kwargs", "name"), [
+    (True, dict(messages=USER, logprobs=True, top_logprobs=10), "top_logprobs"),
+    (False, dict(prompt="hi", logprobs=10), "logprobs"),
+    (False, dict(prompt="hi", extra_body={"prompt_logprobs": 10}), "prompt_logprobs"),
+])
+def test_a_top_k_past_the_servers_max_logprobs_names_the_option(chat, kwargs, name):
+    """Before: "'top_logprobs' must be between 0 and 5, got 10.", which reads as the API's bound (OpenAI takes up to
+    20), not the server's --max-logprobs that its operator may raise."""
+    with serve_in_thread(ScriptedChatBackend(lambda messages: "ok"), max_logprobs=5) as url:
+        client = openai_client(url)
+        body = _refusal(client.chat.completions.create if chat else client.completions.create, **kwargs)
+    assert (body["message"], body["param"]) == (f"'{name}' is 10, above this server's limit of 5 (--max-logprobs).", name)

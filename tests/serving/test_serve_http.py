@@ -271,6 +271,9 @@ def test_allowed_browser_origins_get_cors_headers_and_a_keyless_preflight():
         assert headers["Access-Control-Allow-Headers"] == "authorization, content-type"
         status, headers = _exchange(url, chat.replace("{origin}", page))
         assert status == "HTTP/1.1 200 OK" and headers["Access-Control-Allow-Origin"] == page
+        # a page's script may read a 503's Retry-After (the openai package's retries honour it) and a reply's
+        # Warning: not CORS-safelisted, both were hidden from it before
+        assert headers["Access-Control-Expose-Headers"] == "Retry-After, Warning"
         status, headers = _exchange(url, chat.replace("{origin}", "http://elsewhere.example"))
         assert status == "HTTP/1.1 200 OK" and "Access-Control-Allow-Origin" not in headers
     with serve_in_thread(ScriptedChatBackend(lambda m: "x")) as url:  # the default: no origin allowed

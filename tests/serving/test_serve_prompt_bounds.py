@@ -115,3 +115,17 @@ def test_a_chat_of_many_messages_is_rendered_and_refused_beside_the_models_work(
             client.chat.completions.create(model=MODEL, messages=messages)
     assert raised.value.body["message"] == ("This model's maximum context length is 96 tokens, but the prompt has at "
                                             "least 2271 tokens (31522 characters). Shorten the prompt.")
+
+
+@pytest.mark.parametrize("field", ["max_completion_tokens", "max_tokens"])
+def test_a_completion_past_the_context_names_the_field_the_client_sent(backend, student_backend, field):
+    """Before: a request that asked with ``max_completion_tokens`` (OpenAI's current name, the one the openai
+    package documents) was told to lower ``max_tokens``, a field it had not sent, with ``param`` "max_tokens"."""
+    with serve_in_thread(backend) as url, pytest.raises(openai.BadRequestError) as text:
+        openai_client(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                                   **{field: 90})
+    with serve_in_thread(student_backend) as url, pytest.raises(openai.BadRequestError) as speech:
+        openai_client(url).chat.completions.create(model="student", messages=audio_request("hi"), **{field: 4000})
+    assert text.value.body["message"].endswith(f"Reduce the prompt or {field}.")
+    assert speech.value.body["message"].endswith(f"Send a shorter clip or instruction, or lower {field}.")
+    assert text.value.body["param"] == speech.value.body["param"] == field

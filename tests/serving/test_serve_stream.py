@@ -86,3 +86,25 @@ def test_a_generation_stops_once_its_client_is_gone(model_dir, caplog):
         assert len(steps) == 3
         served = openai_client(url).completions.create(model="tiny", prompt="hi", max_tokens=4, temperature=0)
     assert served.usage.completion_tokens == 4  # the model is free again
+
+
+def test_openai_stream_options_of_newer_clients_are_accepted(caplog):
+    """``include_obfuscation`` (OpenAI's, on by default there: random padding of each chunk) and a null
+    ``include_usage`` were a 400 "takes only include_usage", so a client that sends its defaults could not
+    stream; now the text streams as before, no padding added, and the log line names the option ignored."""
+    with serve_in_thread(ScriptedChatBackend(lambda messages: REPLY)) as url:
+        client = openai_client(url)
+        with caplog.at_level(logging.INFO, logger="speechsum.serving.cli"):
+            with_usage = list(client.chat.completions.create(
+                model=MODEL, messages=USER, stream=True,
+                stream_options={"include_usage": True, "include_obfuscation": False}))
+            plain = list(client.chat.completions.create(
+                model=MODEL, messages=USER, stream=True, stream_options={"include_usage": None, "include_obfuscation": True}))
+            deadline = time.monotonic() + 10.0  # the server thread logs each request after its reply is written
+            while len(lines := [r.getMessage() for r in caplog.records if '" 200 ' in r.getMessage()]) < 2:
+                assert time.monotonic() < deadline, "no request log lines"
+                time.sleep(0.01)
+    assert "".join(c.choices[0].delta.content or "" for c in with_usage[:-1]) == REPLY
+    assert with_usage[-1].choices == [] and with_usage[-1].usage is not None
+    assert "".join(c.choices[0].delta.content or "" for c in plain) == REPLY and all(c.usage is None for c in plain)
+    assert all(line.endswith(" ignored=stream_options.include_obfuscation") for line in lines)
