@@ -190,7 +190,8 @@ def _unmasked_url_problem(url: object) -> str | None:
     scheme, a space inside or at an end, a query (``?api-version=…``: the client put its routes after
     it), no host, credentials masked (``***@``: copied from a saved config, they answered 401 "export a
     valid key"), a port that is no number from 1 to 65535, a route the client adds itself (or
-    ``/v1/models``) at its end (a request URL copied from docs: every request got a 404); None when it
+    ``/v1/models``) at its end, or an empty path segment (``/v1//``) (a request URL copied from docs: every
+    request got a 404); None when it
     can be (the client's own error for these was a bare "Connection error.", retried in vain, or only
     after sampling)."""
     text = str(url).strip()
@@ -218,6 +219,9 @@ def _unmasked_url_problem(url: object) -> str | None:
     if port == 0:
         return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
                 f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
+    if "//" in parts.path:  # the client asked /v1//chat/completions: a 404 (or a redirect) for every request
+        single = urllib.parse.urlunsplit(parts._replace(path=re.sub("/{2,}", "/", parts.path)))
+        return f"{str(url)!r} holds an empty path segment (//): write it with single slashes, {single}"
     path = parts.path.rstrip("/")
     if path.lower().endswith("/v1/models"):  # "GET base_url/models lists them", copied with its route
         return (f"{str(url)!r} ends in /models, the route that lists the models, which the client adds to base_url "

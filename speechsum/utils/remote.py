@@ -19,6 +19,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -92,6 +93,8 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
+        if problem := basic_auth_with_key_problem(base_url, "api_key_env", api_key_env, "base_url"):
+            raise ConfigError(problem)
     mask_client_logs(without_keys)  # httpx logs each request's URL at INFO, a user:password@ in it whole
     hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
@@ -114,6 +117,21 @@ def usable_key(key: str | None, variable: str) -> str | None:
     return key
 
 
+def basic_auth_with_key_problem(base_url: str | None, key_option: str, variable: str, url_option: str) -> str | None:
+    """Why ``base_url`` with ``user:password@`` (or ``TOKEN@``) cannot go with the API key of environment variable
+    ``variable`` (named by setting ``key_option``): the HTTP client sends the URL's credentials as Basic auth in the
+    one Authorization header, in the key's place, and the server answered 401 "Missing API key"; None without
+    both. Credentials masked."""
+    if not base_url or not urllib.parse.urlsplit(base_url.strip()).username:
+        return None
+    return without_url_secrets(
+        f"{url_option} {base_url} holds user:password@ (sent as HTTP Basic auth) and {key_option} {variable} holds an "
+        "API key (sent as 'Authorization: Bearer'): a request has one Authorization header, and the Basic one would "
+        f"replace the key, which the server would never get. Keep one: remove user:password@ from {url_option} (a "
+        f"server that checks the key), or unset {variable} or name in {key_option} a variable that is not set (a "
+        "server behind Basic auth alone)", base_url)
+
+
 def check_key_option(variable: str, base_url: str | None, option: str = "--api-key-env",
                      url_option: str = "--judge-base-url") -> None:
     """Before any work: the key in the environment variable that command-line ``option`` names can be sent
@@ -123,6 +141,8 @@ def check_key_option(variable: str, base_url: str | None, option: str = "--api-k
         key = usable_key(os.environ.get(variable), variable)
     except ConfigError as err:
         raise ConfigError(f"{option} {variable}: {err}") from None
+    if key and (problem := basic_auth_with_key_problem(base_url, option, variable, url_option)):
+        raise ConfigError(problem)
     if not key and base_url is None:
         raise ConfigError(f"{option} {variable}: that environment variable {unset_text(variable)}, and the official "
                           f"API needs a key: export it (export {variable}=...), or give {url_option} of a self-hosted "

@@ -133,7 +133,7 @@ def test_a_redirect_loop_is_not_retried_nor_called_unreachable():
 def test_a_redirect_from_https_to_plain_http_is_named_so(monkeypatch, tls):
     """Before: called 'another origin' and told to set base_url to the http address, where the key travels
     unencrypted."""
-    monkeypatch.setenv("SPEECHSUM_REDIRECT_KEY", "sk-redirect-test-1")
+    monkeypatch.delenv("SPEECHSUM_REDIRECT_KEY", raising=False)  # user:pass@ is the credential (with a key: refused)
     with serve_in_thread(ScriptedChatBackend(lambda m: "ok"), api_key="sk-redirect-test-1") as target, \
             RedirectServer(307, target, tls) as moved:
         with pytest.raises(openai.APIStatusError) as error:
