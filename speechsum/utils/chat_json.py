@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 
 import openai
 
+from speechsum.utils.endpoint_advice import refusal_advice
 from speechsum.utils.remote import RetryCounter, error_text, is_retryable, with_retries, without_keys
 from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 
@@ -208,9 +209,11 @@ def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, j
     refused = [error.replace(f"{REQUEST_FAILED} at {endpoint}:", f"{REQUEST_FAILED}:", 1)  # named once, first
                for error in errors if error and error.startswith(REQUEST_FAILED)]
     if errors and len(refused) == len(errors):
+        advice = refusal_advice(refused[0])
+        advice = f"{advice} (the judge's model: {model!r})" if advice else (
+            f"check the judge's model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0)")
         raise EndpointError(without_keys(
-            f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); check the judge's "
-            f"model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0), then rerun"))
+            f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); {advice}, then rerun"))
     if errors and all(errors):
         raise EndpointError(without_keys(
             f"{endpoint}: {judge} gave no usable answer for any of the {len(errors)} items (the first: {errors[0]}); "
