@@ -41,7 +41,8 @@ class ChatJsonAsker:
 
     :meth:`ask` sends ``messages`` (e.g. a system prompt + a user turn) and parses the reply with
     the caller's ``parse`` (which raises ``ValueError`` on a malformed answer). A malformed answer is
-    asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed; its
+    asked again, up to ``parse_attempts`` asks (not after a refusal, nor after the same reply twice at temperature
+    0: :func:`final_refusal`), then given up (``value=None``) — never guessed; its
     error says when the reply was cut at ``max_tokens`` or held only reasoning (``reasoning_content``).
     A re-ask is ``messages`` + the malformed reply (assistant turn) + :func:`correction_turn` (what
     was wrong, answer again with the JSON only): a judge at temperature 0 given the same messages
@@ -103,9 +104,10 @@ class ChatJsonAsker:
         :class:`MalformedReply` (retried) for a body that is not a chat completion."""
         return self._complete(messages)[0]
 
-    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str]:
-        """:meth:`complete`'s text and a note on why it may hold no answer: cut at ``max_tokens``, or
-        only reasoning sent (``reasoning_content``, which is never read as the answer)."""
+    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str, bool]:
+        """:meth:`complete`'s text, a note on why it may hold no answer (cut at ``max_tokens``, only reasoning
+        sent: ``reasoning_content``, which is never read as the answer) and whether the reply is a refusal no
+        re-ask changes (the model's ``refusal``, the endpoint's content filter)."""
         with self._lock:
             self.calls += 1
         endpoint = without_keys(str(self.client.base_url))
@@ -122,8 +124,10 @@ class ChatJsonAsker:
         reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
         notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
         notes += ["the reply holds only reasoning, no answer"] if reasoning and not text.strip() else []
+        refused = not text.strip() and (getattr(choice, "finish_reason", None) == "content_filter"
+                                        or any(note.startswith("the model refused") for note in no_text_notes(choice)))
         notes += no_text_notes(choice) if not text.strip() else []
-        return text, "; ".join(notes)
+        return text, "; ".join(notes), refused
 
     def _request_failed(self, err: BaseException) -> str:
         """An item's error for a request the endpoint refused or failed, naming the endpoint (the item's
@@ -144,11 +148,11 @@ class ChatJsonAsker:
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
         (e.g. an example id) only names the item in log warnings."""
-        error = ""
+        error, last = "", None
         asked = messages
         for attempt in range(1, self.parse_attempts + 1):
             try:
-                text, note = with_retries(
+                text, note, refused = with_retries(
                     partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
@@ -167,8 +171,21 @@ class ChatJsonAsker:
                 error = f"{err} ({note})" if note else str(err)
                 LOG.warning("%s: malformed answer%s (attempt %d/%d): %s",
                             self.model, f" for {label}" if label else "", attempt, self.parse_attempts, error)
+                stop = final_refusal(refused, (text, error) == last and self.temperature == 0)
+                if stop and attempt < self.parse_attempts:
+                    return JsonAnswer(None, f"malformed answer after {attempt} attempts: {error} ({stop})", attempt)
+                last = (text, error)
                 asked = [*messages, {"role": "assistant", "content": text}, correction_turn(error)]
         return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
+
+
+def final_refusal(refused: bool, repeated: bool) -> str:
+    """Why a malformed answer is not asked again, "" when it may be: a refusal (the model's, a content filter's),
+    which a re-ask with the same content gets again, or the same reply as the last at temperature 0, whose re-ask
+    would be the very request just answered (each was asked ``parse_attempts`` times before 2026-12-07)."""
+    if refused:
+        return "a refusal, not asked again"
+    return "the same answer as the last, at temperature 0: asked again, it would be given again" if repeated else ""
 
 
 def no_text_notes(choice: object) -> list[str]:
