@@ -68,10 +68,23 @@ def refusal_advice(text: str) -> str:
                  if any(word in lower for word in first) and any(word in lower for word in second)), "")
 
 
+TIMEOUT_SETTINGS = ("the setting that sets it: --judge-timeout of speechsum pairs and evaluate, --timeout of speechsum "
+                    "synth, a remote KD teacher's model.teacher.init_args.timeout")
+
+
+def timeout_seconds(error: BaseException) -> float | None:
+    """The seconds a timed-out request was given (its ``timeout`` extension), None where it does not say."""
+    extensions = getattr(getattr(error, "request", None), "extensions", None)
+    timeout = extensions.get("timeout") if isinstance(extensions, dict) else None
+    seconds = timeout.get("read") if isinstance(timeout, dict) else None
+    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else None
+
+
 def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
-                    "--api-key-env") -> str:
+                    "--api-key-env", timeout_setting: str = TIMEOUT_SETTINGS) -> str:
     """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
-    the kind says nothing particular. ``key_variable``: how to name where the key comes from."""
+    the kind says nothing particular. ``key_variable``: how to name where the key comes from;
+    ``timeout_setting``: the setting that raises the timeout (each that may be, by default)."""
     status = getattr(error, "status_code", None)
     spent = getattr(error, "retries_spent", None)  # set by with_retries
     retried = "after every retry" if spent is None else f"after {spent[0]} attempts ({spent[1]:.1f} s of waits between)"
@@ -101,7 +114,9 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
     if redirect_loop(error):
         return "the endpoint redirects without end (a loop): set base_url to the API's own address, past the redirects"
     if isinstance(error, openai.APITimeoutError):
-        return f"no answer within the timeout {retried}: raise the timeout or lower the concurrency"
+        seconds = timeout_seconds(error)
+        return (f"no answer within the timeout{f' of {seconds:g} s' if seconds else ''} {retried}: raise it "
+                f"({timeout_setting}) or lower the concurrency")
     if isinstance(error, openai.APIConnectionError) and type(error.__cause__).__name__ in CUT_OFF:
         return (f"the server took the connection but closed it before a whole answer {retried}: check its logs (a "
                 "crash, a restart, a proxy's time limit) and that base_url's http/https is the server's")

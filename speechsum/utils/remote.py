@@ -36,7 +36,7 @@ from speechsum.utils.arguments import (
 )
 from speechsum.utils.client_logs import mask_client_logs
 from speechsum.utils.deadline import deadline_http_client
-from speechsum.utils.endpoint_advice import endpoint_advice, proxy_refused
+from speechsum.utils.endpoint_advice import TIMEOUT_SETTINGS, endpoint_advice, proxy_refused
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     PLACEHOLDER_KEY,
@@ -157,7 +157,8 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
     reason = error_text(error)  # keys masked there
-    advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
+    timeout_setting = {"speechsum pairs": "--judge-timeout", "speechsum synth": "--timeout"}.get(command, TIMEOUT_SETTINGS)
+    advice = endpoint_advice(error, f"${api_key_env}", timeout_setting) or (f"fix the cause (URL, model name, key in ${api_key_env}, "
                                                           "server load)")
     return SystemExit(without_keys(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything "
                                    f"finished so far is cached in {cache}; rerun the same command to resume."))
