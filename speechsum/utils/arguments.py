@@ -202,7 +202,7 @@ def _unmasked_url_problem(url: object) -> str | None:
     if (space := next((index for index, char in enumerate(str(url)) if char.isspace()), None)) is not None:
         return f"{str(url)!r} holds a space or line end (at character {space}): write the URL without it"
     parts = urllib.parse.urlsplit(text)
-    if parts.query:  # the client puts its routes after base_url: /v1/?api-version=…chat/completions
+    if parts.query or "?" in text.split("#", 1)[0]:  # the client puts its routes after it: /v1/?api-version=…chat/…
         return (f"{str(url)!r} holds a query (?{parts.query}), which the client would put inside the path of every "
                 f"request (it adds /chat/completions after base_url): write the API's root without it, "
                 f"{urllib.parse.urlunsplit(parts._replace(query='', fragment=''))} (Azure OpenAI: "
@@ -219,6 +219,8 @@ def _unmasked_url_problem(url: object) -> str | None:
     if port == 0:
         return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
                 f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
+    if "\\" in parts.path:  # sent as it is, before /chat/completions: a 404
+        return f"{str(url)!r} holds a backslash: URLs use /, e.g. {text.replace(chr(92), '/').rstrip('/')}"
     if "//" in parts.path:  # the client asked /v1//chat/completions: a 404 (or a redirect) for every request
         single = urllib.parse.urlunsplit(parts._replace(path=re.sub("/{2,}", "/", parts.path)))
         return f"{str(url)!r} holds an empty path segment (//): write it with single slashes, {single}"

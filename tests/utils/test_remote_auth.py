@@ -27,6 +27,22 @@ def test_a_base_url_with_an_empty_path_segment_is_refused_with_single_slashes(pa
                                 f"slashes, {single}")
 
 
+@pytest.mark.parametrize(("end", "problem"), [
+    ("/v1?", "holds a query (?), which the client would put inside the path of every request (it adds "
+             "/chat/completions after base_url): write the API's root without it, {url} (Azure OpenAI: "
+             "https://RESOURCE.openai.azure.com/openai/v1/, which takes no api-version)"),
+    ("/v1\\", "holds a backslash: URLs use /, e.g. {url}"),
+])
+def test_a_base_url_ending_in_an_empty_query_or_a_backslash_is_refused(end, problem):
+    """Before: taken; the client asked ``/v1?chat/completions`` or ``/v1\\/chat/completions``, a 404 for every
+    request (an empty query passed the check of a query)."""
+    with serve_in_thread(ScriptedChatBackend(lambda m: "ok")) as url:
+        given = url.removesuffix("/v1") + end
+        with pytest.raises(ConfigError) as error:
+            openai_client(given).chat.completions.create(model="scripted", messages=MESSAGES)
+    assert str(error.value) == f"base_url {given!r} {problem.format(url=url)}"
+
+
 def test_a_base_url_with_user_password_and_a_key_is_refused_naming_both(monkeypatch):
     """Before: the HTTP client sent the URL's user:password@ as Basic auth in place of the Bearer key, and the
     server (which checks the header) answered 401 "Missing API key" with the key set all along."""
