@@ -235,6 +235,21 @@ def _unmasked_url_problem(url: object) -> str | None:
     return None
 
 
+def basic_auth_with_key_problem(base_url: str | None, key_option: str, variable: str, url_option: str) -> str | None:
+    """Why ``base_url`` with ``user:password@`` (or ``TOKEN@``) cannot go with the API key of environment variable
+    ``variable`` (named by setting ``key_option``): the HTTP client sends the URL's credentials as Basic auth in the
+    one Authorization header, in the key's place, and the server answered 401 "Missing API key"; None without
+    both. Credentials masked."""
+    if not base_url or not urllib.parse.urlsplit(base_url.strip()).username:
+        return None
+    return without_url_secrets(
+        f"{url_option} {base_url} holds user:password@ (sent as HTTP Basic auth) and {key_option} {variable} holds an "
+        "API key (sent as 'Authorization: Bearer'): a request has one Authorization header, and the Basic one would "
+        f"replace the key, which the server would never get. Keep one: remove user:password@ from {url_option} (a "
+        f"server that checks the key), or unset {variable} or name in {key_option} a variable that is not set (a "
+        "server behind Basic auth alone)", base_url)
+
+
 def endpoint_url(text: str) -> str:
     """argparse ``type=`` of an endpoint option (``--judge-base-url``): an http(s) URL with a host
     (:func:`base_url_problem`), as given; ``env:VARIABLE`` reads it from that environment variable (a URL

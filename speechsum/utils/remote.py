@@ -19,7 +19,6 @@ import random
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -30,6 +29,7 @@ from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exporte
 from speechsum.utils.arguments import (
     ConfigError,
     base_url_problem,
+    basic_auth_with_key_problem,
     check_key_variable,
     key_problem,
     unset_text,
@@ -115,21 +115,6 @@ def usable_key(key: str | None, variable: str) -> str | None:
     if problem := key_problem(key, variable):
         raise ConfigError(problem)
     return key
-
-
-def basic_auth_with_key_problem(base_url: str | None, key_option: str, variable: str, url_option: str) -> str | None:
-    """Why ``base_url`` with ``user:password@`` (or ``TOKEN@``) cannot go with the API key of environment variable
-    ``variable`` (named by setting ``key_option``): the HTTP client sends the URL's credentials as Basic auth in the
-    one Authorization header, in the key's place, and the server answered 401 "Missing API key"; None without
-    both. Credentials masked."""
-    if not base_url or not urllib.parse.urlsplit(base_url.strip()).username:
-        return None
-    return without_url_secrets(
-        f"{url_option} {base_url} holds user:password@ (sent as HTTP Basic auth) and {key_option} {variable} holds an "
-        "API key (sent as 'Authorization: Bearer'): a request has one Authorization header, and the Basic one would "
-        f"replace the key, which the server would never get. Keep one: remove user:password@ from {url_option} (a "
-        f"server that checks the key), or unset {variable} or name in {key_option} a variable that is not set (a "
-        "server behind Basic auth alone)", base_url)
 
 
 def check_key_option(variable: str, base_url: str | None, option: str = "--api-key-env",

@@ -40,12 +40,13 @@ from speechsum.stages.kd.teacher_base import Teacher, TeacherScores, check_vocab
 from speechsum.utils.arguments import (
     ConfigError,
     base_url_problem,
+    basic_auth_with_key_problem,
     check_count,
     check_key_variable,
     check_number,
 )
 from speechsum.utils.chat_json import no_text_notes
-from speechsum.utils.remote import RetryCounter, basic_auth_with_key_problem, with_retries
+from speechsum.utils.remote import RetryCounter, with_retries
 from speechsum.utils.replies import chat_text, fetch_reply, first_choice
 
 LOG = logging.getLogger(__name__)
