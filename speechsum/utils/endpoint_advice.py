@@ -24,12 +24,13 @@ def proxy_refused(error: BaseException) -> bool:
         str(cause).startswith("407")
 
 
+UNKNOWN_MODEL = "the endpoint does not serve this model name: give the name its GET base_url/models lists"
 REFUSALS: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (  # (any of, and any of, what to do)
     (("content_policy", "content_filter", "content management policy", "safety system"), ("",),
      "the endpoint's content filter refused this text, which no retry changes: the item is left out; another model "
      "or endpoint (a self-hosted one) may take it"),
     (("model_not_found", "model"), ("does not exist", "not found", "unknown model", "invalid model", "no such model"),
-     "the endpoint does not serve this model name: give the name its GET base_url/models lists"),
+     UNKNOWN_MODEL),
     (("context length", "context_length", "maximum context", "too many tokens", "prompt is too long",
       "input is too long"), ("",),
      "the prompt plus max_tokens exceed the model's context: lower max_tokens, shorten the input, or serve the model "

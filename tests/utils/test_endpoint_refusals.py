@@ -56,6 +56,9 @@ def test_a_refused_request_shows_the_servers_message_and_what_to_do_for_its_caus
     ("echo", "logprobs is not supported for this model.", "logprobs",  # not "lower top_k": no top_k is taken
      "the server returns no log-probs: set the remote teacher's scoring (model.teacher.init_args.scoring) to none "
      "(sequence-level KD), or serve the teacher with vllm serve or speechsum serve, which score text"),
+    ("echo", "The model `m` does not exist.", None,  # some servers answer an unknown model with a 400
+     "the endpoint does not serve this model name: set the teacher's model (model.teacher.init_args.model) to the "
+     "name its /v1/models lists"),
     ("prompt_logprobs", "Unrecognized request argument supplied: prompt_logprobs", None,
      "the server does not take vLLM's prompt_logprobs: set the remote teacher's scoring "
      "(model.teacher.init_args.scoring) to echo (vLLM, speechsum serve) or none (sequence-level KD, any chat API)"),

@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from speechsum.utils.endpoint_advice import refusal_advice
+from speechsum.utils.endpoint_advice import UNKNOWN_MODEL, refusal_advice
 from speechsum.utils.replies import EndpointError, json_type
 
 LOGPROB_SLACK = 1e-4  # a log-prob may print a hair above 0 (float rounding); read as 0
@@ -70,7 +70,7 @@ def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completio
     if getattr(error, "status_code", None) == 404 and code != "model_not_found" and "model" not in reason.lower():
         hint = ("no such route (a 404 that names no model): set the teacher's base_url "
                 "(model.teacher.init_args.base_url) to the API's root, ending in /v1 (http://HOST:PORT/v1)")
-    elif getattr(error, "status_code", None) == 404 or code == "model_not_found":
+    elif getattr(error, "status_code", None) == 404 or code == "model_not_found" or advice == UNKNOWN_MODEL:
         hint = ("the endpoint does not serve this model name: set the teacher's model "
                 "(model.teacher.init_args.model) to the name its /v1/models lists")
     elif (getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason) and \
