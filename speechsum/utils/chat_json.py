@@ -19,6 +19,7 @@ from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 REQUEST_FAILED = "request failed"  # how a JsonAnswer's error starts when the endpoint refused or failed the request
+JUDGE_MAX_TOKENS = "the judge's max_tokens (--judge-max-tokens of speechsum pairs and evaluate)"
 DOWN_AFTER = 3  # asks in a row given up after every retry (no reply between them): the endpoint is down, not the item
 
 
@@ -73,6 +74,7 @@ class ChatJsonAsker:
         temperature: float = 0.0,
         max_tokens: int = 256,
         give_up_after_retries: bool = True,
+        max_tokens_setting: str = "max_tokens",
     ):
         if parse_attempts < 1:
             raise ValueError(f"parse_attempts must be >= 1, got {parse_attempts}")
@@ -84,6 +86,7 @@ class ChatJsonAsker:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.give_up_after_retries = give_up_after_retries
+        self.max_tokens_setting = max_tokens_setting  # named where an answer was cut at max_tokens
         self.retries = RetryCounter()
         self.calls = 0
         self.malformed = 0
@@ -122,7 +125,8 @@ class ChatJsonAsker:
         text = chat_text(response, endpoint)
         choice = response.choices[0]
         reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
-        notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
+        cut = getattr(choice, "finish_reason", None) == "length"
+        notes = [f"cut at max_tokens={self.max_tokens}: raise {self.max_tokens_setting}"] if cut else []
         notes += ["the reply holds only reasoning, no answer"] if reasoning and not text.strip() else []
         refused = not text.strip() and (getattr(choice, "finish_reason", None) == "content_filter"
                                         or any(note.startswith("the model refused") for note in no_text_notes(choice)))

@@ -114,7 +114,9 @@ SERVED = {  # a 200 body → (score, requests made, words the error names)
     "answer after a <think> block": (completion('<think>{"score": 2}</think>' + V), 6, 1, ""),
     "answer beside reasoning_content": (completion(V, reasoning_content='{"score": 3}'), 6, 1, ""),
     "reasoning_content, null content": (completion(None, reasoning_content='{"score": 3}'), None, 2, "only reasoning"),
-    "cut at max_tokens": (completion('{"score": 6, "rea', "length"), None, 2, "cut at max_tokens=256"),
+    "cut at max_tokens": (completion('{"score": 6, "rea', "length"), None, 2,  # the setting unnamed before 2026-12-07
+                          "cut at max_tokens=256: raise the judge's max_tokens (--judge-max-tokens of speechsum pairs "
+                          "and evaluate)"),
     "<think> cut at max_tokens": (completion('<think>{"score": 4} but', "length"), None, 2, "never closes"),
     "Infinity as the score": (completion('{"score": Infinity}'), None, 2, "must be an integer 1-7, got inf"),
     "refusal, null content": (completion(None, refusal="I can't help with that."), None, 1,  # not asked again
