@@ -189,11 +189,10 @@ def _unmasked_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
     scheme, a space inside or at an end, a query (``?api-version=…``: the client put its routes after
     it), no host, credentials masked (``***@``: copied from a saved config, they answered 401 "export a
-    valid key"), a port that is no number from 1 to 65535, a route the client adds itself (or
-    ``/v1/models``) at its end, or an empty path segment (``/v1//``) (a request URL copied from docs: every
-    request got a 404); None when it
-    can be (the client's own error for these was a bare "Connection error.", retried in vain, or only
-    after sampling)."""
+    valid key"), a port that is no number from 1 to 65535, a backslash or an empty path segment (``/v1//``)
+    in its path, a route the client adds itself (or ``/v1/models``) at its end (a request URL copied from
+    docs: every request got a 404); None when it can be (the client's own error for these was a bare
+    "Connection error.", retried in vain, or only after sampling)."""
     text = str(url).strip()
     if not text.lower().startswith(("http://", "https://")):
         return (f"{str(url)!r} is not an http:// or https:// URL; write it whole, e.g. "
