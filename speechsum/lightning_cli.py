@@ -74,11 +74,14 @@ class SpeechSumCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        """The trainer, saving checkpoints whole or not at all (:func:`use_atomic_checkpoints`)."""
+        """The trainer, saving checkpoints whole or not at all (:func:`use_atomic_checkpoints`), Lightning's own W&B
+        logger run as speechsum's (:func:`adopt_lightning_wandb_loggers`)."""
         from speechsum.training.checkpoint_io import use_atomic_checkpoints
+        from speechsum.training.loggers import adopt_lightning_wandb_loggers
 
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer.strategy)
+        adopt_lightning_wandb_loggers(trainer.loggers)
         return trainer
 
     def _set_seed(self) -> None:

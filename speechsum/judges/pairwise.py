@@ -19,7 +19,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from speechsum.utils.chat_json import ChatJsonAsker
+from speechsum.utils.chat_json import JUDGE_MAX_TOKENS, ChatJsonAsker
 from speechsum.utils.io import PROMPTS_DIR
 from speechsum.utils.remote import RetryCounter, first_json_object, openai_client
 
@@ -169,6 +169,7 @@ class OpenAIJudge(PairwiseJudge):
         self.asker = ChatJsonAsker(
             self.client, model, parse_attempts=parse_attempts, request_attempts=request_attempts,
             backoff_seconds=backoff_seconds, temperature=temperature, max_tokens=max_tokens,
+            max_tokens_setting=JUDGE_MAX_TOKENS,
         )
         self.name = f"openai:{model}"
         self.prompt_version = PROMPT_VERSION

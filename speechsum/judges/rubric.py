@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from speechsum.utils.answers import whole_number
-from speechsum.utils.chat_json import ChatJsonAsker, check_not_all_refused
+from speechsum.utils.chat_json import JUDGE_MAX_TOKENS, ChatJsonAsker, check_not_all_refused
 from speechsum.utils.io import PROMPTS_DIR
 from speechsum.utils.remote import JsonlCache, first_json_object, map_concurrent, openai_client
 
@@ -125,6 +125,7 @@ class RubricJudge:
         self.asker = ChatJsonAsker(
             self.client, model, parse_attempts=parse_attempts, request_attempts=request_attempts,
             backoff_seconds=backoff_seconds, temperature=temperature, max_tokens=max_tokens,
+            max_tokens_setting=JUDGE_MAX_TOKENS,
             give_up_after_retries=False,
         )
         self.cache = JsonlCache(cache_path) if cache_path else None

@@ -138,7 +138,7 @@ class Synthesizer:
         self.progress = progress
         common = dict(parse_attempts=settings.parse_attempts, request_attempts=settings.request_attempts,
                       backoff_seconds=settings.backoff_seconds, max_tokens=settings.max_tokens,
-                      give_up_after_retries=False)  # exhausted retries stop the run; rerun resumes
+                      give_up_after_retries=False, max_tokens_setting="--max-tokens")  # exhausted retries stop the run
         self.askers = {
             "queries": ChatJsonAsker(client, settings.model, temperature=settings.query_temperature, **common),
             "rating": ChatJsonAsker(client, settings.model, temperature=0.0, **common),

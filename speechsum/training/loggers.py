@@ -87,3 +87,28 @@ class WandbLogger(LightningWandbLogger):
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text(encoding="utf-8").strip() != run_id:
             write_atomic(path, run_id + "\n")  # a kill mid-write leaves the old file or none, never an empty one
+
+
+def adopt_lightning_wandb_loggers(loggers: list[Any]) -> None:
+    """Run Lightning's own ``WandbLogger`` (named in a config in place of speechsum's) as speechsum's: the command
+    line it records has its URL credentials masked (:func:`argv_without_credentials`; recorded whole before
+    2026-12-07), and it stays offline unless ``WANDB_MODE=online`` (online whenever WANDB_MODE was unset, as
+    Lightning's ``offline: false`` default asks, before). Warned, naming the class to write instead."""
+    mode = os.environ.get("WANDB_MODE")
+    for logger in loggers:
+        if not isinstance(logger, LightningWandbLogger) or isinstance(logger, WandbLogger):
+            continue
+        init = getattr(logger, "_wandb_init", None)
+        if getattr(logger, "_experiment", True) is not None or not isinstance(init, dict):
+            log.warning("trainer.logger %s: not speechsum.training.loggers.WandbLogger, and this Lightning version's "
+                        "could not be adopted: the command line it records is not masked; use speechsum's",
+                        type(logger).__name__)
+            continue
+        if mode not in ("online", "disabled") and not getattr(logger, "_offline", False) and init.get("mode") is None:
+            init["mode"] = "offline"  # a config fills wandb.init's arguments in, mode: null among them
+        logger.__class__ = WandbLogger  # speechsum's adds methods only: its experiment masks the recorded argv
+        log.warning("trainer.logger lightning.pytorch.loggers.WandbLogger is run as speechsum.training.loggers."
+                    "WandbLogger (the command line it records masked; %s): name that class in the config instead "
+                    "(its offline: false, or WANDB_MODE=online, syncs)",
+                    {"online": "online, as WANDB_MODE=online asks", "disabled": "disabled, as WANDB_MODE=disabled asks"}
+                    .get(mode or "", "offline: WANDB_MODE is not online"))

@@ -189,10 +189,10 @@ def _unmasked_url_problem(url: object) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible endpoint's base URL, with what to write: no http(s)
     scheme, a space inside or at an end, a query (``?api-version=…``: the client put its routes after
     it), no host, credentials masked (``***@``: copied from a saved config, they answered 401 "export a
-    valid key"), a port that is no number from 1 to 65535, a route the client adds itself (or
-    ``/v1/models``) at its end (a request URL copied from docs: every request got a 404); None when it
-    can be (the client's own error for these was a bare "Connection error.", retried in vain, or only
-    after sampling)."""
+    valid key"), a port that is no number from 1 to 65535, a backslash or an empty path segment (``/v1//``)
+    in its path, a route the client adds itself (or ``/v1/models``) at its end (a request URL copied from
+    docs: every request got a 404); None when it can be (the client's own error for these was a bare
+    "Connection error.", retried in vain, or only after sampling)."""
     text = str(url).strip()
     if not text.lower().startswith(("http://", "https://")):
         return (f"{str(url)!r} is not an http:// or https:// URL; write it whole, e.g. "
@@ -201,7 +201,7 @@ def _unmasked_url_problem(url: object) -> str | None:
     if (space := next((index for index, char in enumerate(str(url)) if char.isspace()), None)) is not None:
         return f"{str(url)!r} holds a space or line end (at character {space}): write the URL without it"
     parts = urllib.parse.urlsplit(text)
-    if parts.query:  # the client puts its routes after base_url: /v1/?api-version=…chat/completions
+    if parts.query or "?" in text.split("#", 1)[0]:  # the client puts its routes after it: /v1/?api-version=…chat/…
         return (f"{str(url)!r} holds a query (?{parts.query}), which the client would put inside the path of every "
                 f"request (it adds /chat/completions after base_url): write the API's root without it, "
                 f"{urllib.parse.urlunsplit(parts._replace(query='', fragment=''))} (Azure OpenAI: "
@@ -218,6 +218,11 @@ def _unmasked_url_problem(url: object) -> str | None:
     if port == 0:
         return (f"{str(url)!r} has a port that is no number from 1 to 65535: give the endpoint's port, e.g. "
                 f"{parts.scheme}://{parts.hostname}:8000{parts.path or '/v1'}")
+    if "\\" in parts.path:  # sent as it is, before /chat/completions: a 404
+        return f"{str(url)!r} holds a backslash: URLs use /, e.g. {text.replace(chr(92), '/').rstrip('/')}"
+    if "//" in parts.path:  # the client asked /v1//chat/completions: a 404 (or a redirect) for every request
+        single = urllib.parse.urlunsplit(parts._replace(path=re.sub("/{2,}", "/", parts.path)))
+        return f"{str(url)!r} holds an empty path segment (//): write it with single slashes, {single}"
     path = parts.path.rstrip("/")
     if path.lower().endswith("/v1/models"):  # "GET base_url/models lists them", copied with its route
         return (f"{str(url)!r} ends in /models, the route that lists the models, which the client adds to base_url "
@@ -227,6 +232,21 @@ def _unmasked_url_problem(url: object) -> str | None:
         return (f"{str(url)!r} ends in {route}, which the client adds to base_url itself (it would ask "
                 f"{path}{route}): write the API's root, {text[:text.lower().rindex(route)]}")
     return None
+
+
+def basic_auth_with_key_problem(base_url: str | None, key_option: str, variable: str, url_option: str) -> str | None:
+    """Why ``base_url`` with ``user:password@`` (or ``TOKEN@``) cannot go with the API key of environment variable
+    ``variable`` (named by setting ``key_option``): the HTTP client sends the URL's credentials as Basic auth in the
+    one Authorization header, in the key's place, and the server answered 401 "Missing API key"; None without
+    both. Credentials masked."""
+    if not base_url or not urllib.parse.urlsplit(base_url.strip()).username:
+        return None
+    return without_url_secrets(
+        f"{url_option} {base_url} holds user:password@ (sent as HTTP Basic auth) and {key_option} {variable} holds an "
+        "API key (sent as 'Authorization: Bearer'): a request has one Authorization header, and the Basic one would "
+        f"replace the key, which the server would never get. Keep one: remove user:password@ from {url_option} (a "
+        f"server that checks the key), or unset {variable} or name in {key_option} a variable that is not set (a "
+        "server behind Basic auth alone)", base_url)
 
 
 def endpoint_url(text: str) -> str:

@@ -12,12 +12,14 @@ from typing import Generic, TypeVar
 
 import openai
 
+from speechsum.utils.endpoint_advice import refusal_advice
 from speechsum.utils.remote import RetryCounter, error_text, is_retryable, with_retries, without_keys
 from speechsum.utils.replies import EndpointError, chat_text, fetch_reply
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 REQUEST_FAILED = "request failed"  # how a JsonAnswer's error starts when the endpoint refused or failed the request
+JUDGE_MAX_TOKENS = "the judge's max_tokens (--judge-max-tokens of speechsum pairs and evaluate)"
 DOWN_AFTER = 3  # asks in a row given up after every retry (no reply between them): the endpoint is down, not the item
 
 
@@ -40,7 +42,8 @@ class ChatJsonAsker:
 
     :meth:`ask` sends ``messages`` (e.g. a system prompt + a user turn) and parses the reply with
     the caller's ``parse`` (which raises ``ValueError`` on a malformed answer). A malformed answer is
-    asked again, up to ``parse_attempts`` asks, then given up (``value=None``) — never guessed; its
+    asked again, up to ``parse_attempts`` asks (not after a refusal, nor after the same reply twice at temperature
+    0: :func:`final_refusal`), then given up (``value=None``) — never guessed; its
     error says when the reply was cut at ``max_tokens`` or held only reasoning (``reasoning_content``).
     A re-ask is ``messages`` + the malformed reply (assistant turn) + :func:`correction_turn` (what
     was wrong, answer again with the JSON only): a judge at temperature 0 given the same messages
@@ -71,6 +74,7 @@ class ChatJsonAsker:
         temperature: float = 0.0,
         max_tokens: int = 256,
         give_up_after_retries: bool = True,
+        max_tokens_setting: str = "max_tokens",
     ):
         if parse_attempts < 1:
             raise ValueError(f"parse_attempts must be >= 1, got {parse_attempts}")
@@ -82,6 +86,7 @@ class ChatJsonAsker:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.give_up_after_retries = give_up_after_retries
+        self.max_tokens_setting = max_tokens_setting  # named where an answer was cut at max_tokens
         self.retries = RetryCounter()
         self.calls = 0
         self.malformed = 0
@@ -102,9 +107,10 @@ class ChatJsonAsker:
         :class:`MalformedReply` (retried) for a body that is not a chat completion."""
         return self._complete(messages)[0]
 
-    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str]:
-        """:meth:`complete`'s text and a note on why it may hold no answer: cut at ``max_tokens``, or
-        only reasoning sent (``reasoning_content``, which is never read as the answer)."""
+    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str, bool]:
+        """:meth:`complete`'s text, a note on why it may hold no answer (cut at ``max_tokens``, only reasoning
+        sent: ``reasoning_content``, which is never read as the answer) and whether the reply is a refusal no
+        re-ask changes (the model's ``refusal``, the endpoint's content filter)."""
         with self._lock:
             self.calls += 1
         endpoint = without_keys(str(self.client.base_url))
@@ -119,10 +125,13 @@ class ChatJsonAsker:
         text = chat_text(response, endpoint)
         choice = response.choices[0]
         reasoning = any(getattr(choice.message, name, None) for name in ("reasoning_content", "reasoning"))
-        notes = [f"cut at max_tokens={self.max_tokens}"] if getattr(choice, "finish_reason", None) == "length" else []
+        cut = getattr(choice, "finish_reason", None) == "length"
+        notes = [f"cut at max_tokens={self.max_tokens}: raise {self.max_tokens_setting}"] if cut else []
         notes += ["the reply holds only reasoning, no answer"] if reasoning and not text.strip() else []
+        refused = not text.strip() and (getattr(choice, "finish_reason", None) == "content_filter"
+                                        or any(note.startswith("the model refused") for note in no_text_notes(choice)))
         notes += no_text_notes(choice) if not text.strip() else []
-        return text, "; ".join(notes)
+        return text, "; ".join(notes), refused
 
     def _request_failed(self, err: BaseException) -> str:
         """An item's error for a request the endpoint refused or failed, naming the endpoint (the item's
@@ -143,11 +152,11 @@ class ChatJsonAsker:
     def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T], label: str = "") -> JsonAnswer[T]:
         """``parse(reply)`` of the first well-formed reply, or ``value=None`` with the error; ``label``
         (e.g. an example id) only names the item in log warnings."""
-        error = ""
+        error, last = "", None
         asked = messages
         for attempt in range(1, self.parse_attempts + 1):
             try:
-                text, note = with_retries(
+                text, note, refused = with_retries(
                     partial(self._complete, asked), self.request_attempts, self.backoff_seconds, on_retry=self.retries
                 )
             except openai.BadRequestError as err:
@@ -166,8 +175,21 @@ class ChatJsonAsker:
                 error = f"{err} ({note})" if note else str(err)
                 LOG.warning("%s: malformed answer%s (attempt %d/%d): %s",
                             self.model, f" for {label}" if label else "", attempt, self.parse_attempts, error)
+                stop = final_refusal(refused, (text, error) == last and self.temperature == 0)
+                if stop and attempt < self.parse_attempts:
+                    return JsonAnswer(None, f"malformed answer after {attempt} attempts: {error} ({stop})", attempt)
+                last = (text, error)
                 asked = [*messages, {"role": "assistant", "content": text}, correction_turn(error)]
         return JsonAnswer(None, f"malformed answer after {self.parse_attempts} attempts: {error}", self.parse_attempts)
+
+
+def final_refusal(refused: bool, repeated: bool) -> str:
+    """Why a malformed answer is not asked again, "" when it may be: a refusal (the model's, a content filter's),
+    which a re-ask with the same content gets again, or the same reply as the last at temperature 0, whose re-ask
+    would be the very request just answered (each was asked ``parse_attempts`` times before 2026-12-07)."""
+    if refused:
+        return "a refusal, not asked again"
+    return "the same answer as the last, at temperature 0: asked again, it would be given again" if repeated else ""
 
 
 def no_text_notes(choice: object) -> list[str]:
@@ -208,9 +230,11 @@ def check_not_all_refused(errors: list[str | None], endpoint: str, model: str, j
     refused = [error.replace(f"{REQUEST_FAILED} at {endpoint}:", f"{REQUEST_FAILED}:", 1)  # named once, first
                for error in errors if error and error.startswith(REQUEST_FAILED)]
     if errors and len(refused) == len(errors):
+        advice = refusal_advice(refused[0])
+        advice = f"{advice} (the judge's model: {model!r})" if advice else (
+            f"check the judge's model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0)")
         raise EndpointError(without_keys(
-            f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); check the judge's "
-            f"model {model!r}, max_tokens and temperature (some reasoning models take no temperature 0), then rerun"))
+            f"{endpoint}: {judge} refused all {len(errors)} requests (the first: {refused[0]}); {advice}, then rerun"))
     if errors and all(errors):
         raise EndpointError(without_keys(
             f"{endpoint}: {judge} gave no usable answer for any of the {len(errors)} items (the first: {errors[0]}); "

@@ -45,15 +45,17 @@ def refuse_redirect_dropping_key(response: Any) -> None:
             ("http", host, 80), ("https", host, 443)):
         return
     response.read()
+    sent = "the base_url's user:password@ (Basic auth)" if request.headers.get("authorization", "").lower() \
+        .startswith("basic ") else "the API key"  # what the client would drop there
     if (request.url.scheme, target.scheme) == ("https", "http"):
         raise openai.APIStatusError(
             f"{request.method} {request.url} was redirected ({response.status_code}) to {location!r}, from https to "
-            "plain http, where a client does not send the API key (it would travel unencrypted): check the redirect of "
+            f"plain http, where a client does not send {sent} (it would travel unencrypted): check the redirect of "
             "the server or the proxy in between (an endpoint behind https answers on https), or set base_url to the "
             "http address if it is meant to be one", response=response, body=None)
     raise openai.APIStatusError(
         f"{request.method} {request.url} was redirected ({response.status_code}) to {location!r}, another origin "
-        "(host, port or scheme), where a client does not send the API key: set base_url to the address the redirect "
+        f"(host, port or scheme), where a client does not send {sent}: set base_url to the address the redirect "
         "points to",
         response=response, body=None)
 

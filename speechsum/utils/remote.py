@@ -29,13 +29,14 @@ from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exporte
 from speechsum.utils.arguments import (
     ConfigError,
     base_url_problem,
+    basic_auth_with_key_problem,
     check_key_variable,
     key_problem,
     unset_text,
 )
 from speechsum.utils.client_logs import mask_client_logs
 from speechsum.utils.deadline import deadline_http_client
-from speechsum.utils.endpoint_advice import endpoint_advice, proxy_refused
+from speechsum.utils.endpoint_advice import TIMEOUT_SETTINGS, endpoint_advice, proxy_refused
 from speechsum.utils.jsonl_cache import JsonlCache, process_rank  # noqa: F401  (re-exported)
 from speechsum.utils.redirects import (  # noqa: F401  (re-exported)
     PLACEHOLDER_KEY,
@@ -92,6 +93,8 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
+        if problem := basic_auth_with_key_problem(base_url, "api_key_env", api_key_env, "base_url"):
+            raise ConfigError(problem)
     mask_client_logs(without_keys)  # httpx logs each request's URL at INFO, a user:password@ in it whole
     hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
@@ -123,6 +126,8 @@ def check_key_option(variable: str, base_url: str | None, option: str = "--api-k
         key = usable_key(os.environ.get(variable), variable)
     except ConfigError as err:
         raise ConfigError(f"{option} {variable}: {err}") from None
+    if key and (problem := basic_auth_with_key_problem(base_url, option, variable, url_option)):
+        raise ConfigError(problem)
     if not key and base_url is None:
         raise ConfigError(f"{option} {variable}: that environment variable {unset_text(variable)}, and the official "
                           f"API needs a key: export it (export {variable}=...), or give {url_option} of a self-hosted "
@@ -137,7 +142,8 @@ def endpoint_failure(command: str, client: openai.OpenAI, api_key_env: str, erro
     if not (isinstance(error, openai.OpenAIError) or is_retryable(error)):
         return None
     reason = error_text(error)  # keys masked there
-    advice = endpoint_advice(error, f"${api_key_env}") or (f"fix the cause (URL, model name, key in ${api_key_env}, "
+    timeout_setting = {"speechsum pairs": "--judge-timeout", "speechsum synth": "--timeout"}.get(command, TIMEOUT_SETTINGS)
+    advice = endpoint_advice(error, f"${api_key_env}", timeout_setting) or (f"fix the cause (URL, model name, key in ${api_key_env}, "
                                                           "server load)")
     return SystemExit(without_keys(f"{command}: the endpoint {client.base_url} failed ({reason}): {advice}. Everything "
                                    f"finished so far is cached in {cache}; rerun the same command to resume."))

@@ -114,15 +114,17 @@ SERVED = {  # a 200 body → (score, requests made, words the error names)
     "answer after a <think> block": (completion('<think>{"score": 2}</think>' + V), 6, 1, ""),
     "answer beside reasoning_content": (completion(V, reasoning_content='{"score": 3}'), 6, 1, ""),
     "reasoning_content, null content": (completion(None, reasoning_content='{"score": 3}'), None, 2, "only reasoning"),
-    "cut at max_tokens": (completion('{"score": 6, "rea', "length"), None, 2, "cut at max_tokens=256"),
+    "cut at max_tokens": (completion('{"score": 6, "rea', "length"), None, 2,  # the setting unnamed before 2026-12-07
+                          "cut at max_tokens=256: raise the judge's max_tokens (--judge-max-tokens of speechsum pairs "
+                          "and evaluate)"),
     "<think> cut at max_tokens": (completion('<think>{"score": 4} but', "length"), None, 2, "never closes"),
     "Infinity as the score": (completion('{"score": Infinity}'), None, 2, "must be an integer 1-7, got inf"),
-    "refusal, null content": (completion(None, refusal="I can't help with that."), None, 2,
+    "refusal, null content": (completion(None, refusal="I can't help with that."), None, 1,  # not asked again
                               "no JSON object with 'score' in the answer: '' (the model refused: \"I can't help with that.\")"),
     "tool call, null content": (completion(None, tool_calls=[{"id": "t1", "type": "function", "function": {
         "name": "score", "arguments": '{"score": 6}'}}]), None, 2,
         "(the reply is a tool call, not text: serve the model without tools or tool_choice for it)"),
-    "content filter, null content": (completion(None, "content_filter"), None, 2,
+    "content filter, null content": (completion(None, "content_filter"), None, 1,  # not asked again
                                      "(stopped by the endpoint's content filter (finish_reason content_filter))"),
 }
 
@@ -134,7 +136,7 @@ def test_rubric_judge_over_http_scores_or_counts_never_guesses(name):
         judge = RubricJudge("m", base_url=server.url, parse_attempts=2, backoff_seconds=0.01)
         verdict = judge.score_one(ITEM)
     assert (verdict.score, server.requests) == (score, requests)
-    assert error in (verdict.error or "") and judge.usage()["malformed_answers"] == (2 if score is None else 0)
+    assert error in (verdict.error or "") and judge.usage()["malformed_answers"] == (requests if score is None else 0)
 
 
 def test_pairwise_judge_reads_past_reasoning_and_counts_position_bias():

@@ -3,6 +3,7 @@ answers: valid, position-biased, malformed, HTTP 500s), verdict parsing, and the
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import openai
@@ -76,7 +77,8 @@ def test_position_bias_disagreement_is_a_tie():
 
 
 def test_malformed_verdicts_are_retried_then_unjudged():
-    backend = ScriptedChatBackend(lambda messages: "I think A is better.")
+    replies = (f"I think A is better ({n})." for n in itertools.count())  # the same reply twice: not asked a third time
+    backend = ScriptedChatBackend(lambda messages: next(replies))
     with serve_in_thread(backend) as url:
         judge = judge_for(url, parse_attempts=3)
         verdict = judge.compare(ITEM, GOOD, BAD)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -63,7 +64,8 @@ def test_valid_answer_is_parsed_and_cached(tmp_path):
 
 
 def test_malformed_answer_is_retried_then_unjudged(tmp_path):
-    backend = ScriptedChatBackend(lambda messages: "It is a good summary, I'd say 6.")
+    replies = (f"It is a good summary, I'd say 6 ({n})." for n in itertools.count())  # the same twice: asked no more
+    backend = ScriptedChatBackend(lambda messages: next(replies))
     with serve_in_thread(backend) as url:
         verdict = judge(url, tmp_path, parse_attempts=3).score_one(ITEM)
     assert verdict.score is None and not verdict.judged and verdict.attempts == 3

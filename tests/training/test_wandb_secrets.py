@@ -19,7 +19,7 @@ def test_a_teacher_urls_credentials_on_the_command_line_never_reach_the_wandb_ru
     """Before: W&B's run metadata recorded ``sys.argv`` whole, so a ``--model.init_args.teacher.init_args.base_url
     http://user:password@host/v1`` (how the pipeline used to give it, and how a user may) went into the offline
     run's ``.wandb`` file, synced with it; config.yaml, hparams.yaml and the checkpoints masked it already."""
-    monkeypatch.setenv("S9_TEACHER_KEY", KEY)
+    monkeypatch.delenv("S9_TEACHER_KEY", raising=False)  # the URL's user:password@ is the credential (with a key: refused)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     with serve_in_thread(ScriptedChatBackend(lambda messages: "a short summary")) as url:
@@ -48,7 +48,7 @@ def test_a_judge_urls_credentials_on_the_evaluate_command_line_never_reach_its_w
     whole in the run (its config's judge_base_url was masked already)."""
     from tests.eval_fixtures import save_tiny_text_lm, scripted_judge_reply, write_eval_set
 
-    monkeypatch.setenv("S9_JUDGE_KEY", KEY)
+    monkeypatch.delenv("S9_JUDGE_KEY", raising=False)  # the URL's user:password@ is the credential (with a key: refused)
     monkeypatch.setenv("WANDB_MODE", "offline")
     manifests = write_eval_set(tmp_path / "data")
     model = save_tiny_text_lm(tmp_path / "lm", seed=1)

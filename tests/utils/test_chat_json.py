@@ -126,3 +126,34 @@ def test_content_sent_as_parts_is_read_from_its_text_parts():
         answer = ChatJsonAsker(openai_client(server.url), "m", parse_attempts=1).ask(MESSAGES, _parse_number)
     assert answer.value is None and answer.error == ("malformed answer after 1 attempts: no integer 'n' in '' (the "
                                                      "model refused: 'I cannot help with that.')")
+
+
+def _chat_reply(content: str | None, finish_reason: str = "stop", **message: object) -> dict:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content, **message}}]}
+
+
+@pytest.mark.parametrize(("reply", "what"), [
+    (_chat_reply(None, refusal="I cannot help with that."), "the model refused: 'I cannot help with that.'"),
+    (_chat_reply(None, "content_filter"), "stopped by the endpoint's content filter (finish_reason content_filter)"),
+])
+def test_a_refusal_is_not_asked_again(reply, what):
+    """Before: a refusal (the model's, a content filter's), which a re-ask of the same content gets again, was asked
+    ``parse_attempts`` times, each a paid request."""
+    with JSONServer(lambda request: reply) as server:
+        answer = ChatJsonAsker(openai_client(server.url), "m", parse_attempts=3).ask(MESSAGES, _parse_number)
+    assert (answer.value, answer.attempts, server.requests) == (None, 1, 1)
+    assert answer.error == f"malformed answer after 1 attempts: no integer 'n' in '' ({what}) (a refusal, not asked again)"
+
+
+def test_the_same_malformed_reply_twice_at_temperature_0_is_not_asked_a_third_time():
+    """Before: asked ``parse_attempts`` times, although the third request was the second one again (the same
+    messages, the same reply in them, the same correction), which a judge at temperature 0 answers alike."""
+    backend = ScriptedChatBackend(lambda messages: "Score: three")
+    with serve_in_thread(backend) as url:
+        answer = ChatJsonAsker(openai_client(url), "scripted", parse_attempts=4).ask(MESSAGES, _parse_number)
+        assert (answer.value, answer.attempts, backend.count) == (None, 2, 2)
+        assert answer.error == ("malformed answer after 2 attempts: no integer 'n' in 'Score: three' (the same answer "
+                                "as the last, at temperature 0: asked again, it would be given again)")
+        sampled = ChatJsonAsker(openai_client(url), "scripted", parse_attempts=4, temperature=0.7)
+        assert sampled.ask(MESSAGES, _parse_number).attempts == 4  # sampled: another ask may answer otherwise

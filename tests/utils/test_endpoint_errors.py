@@ -114,3 +114,25 @@ def test_a_server_closing_before_a_whole_answer_is_not_called_unreachable():
         "expected 500))); the server took the connection but closed it before a whole answer after 2 attempts "
         f"({error.value.retries_spent[1]:.1f} s of waits between): check its logs (a crash, a restart, a proxy's time "
         "limit) and that base_url's http/https is the server's, then rerun")
+
+
+def test_a_timeout_names_its_seconds_and_the_setting_that_raises_it():
+    """Before: "no answer within the timeout …: raise the timeout", naming neither how long it was nor which
+    setting raises it (--judge-timeout, synth's --timeout, the teacher's timeout)."""
+    import threading
+
+    from speechsum.utils.remote import endpoint_failure
+    from tests.servers import RawServer
+
+    answer = threading.Event()
+    with RawServer(lambda handler, body: answer.wait(10)) as silent:  # no first byte before the client gives up
+        client = openai_client(silent.url, timeout=0.25)
+        with pytest.raises(openai.APITimeoutError) as error:
+            with_retries(lambda: _chat(client), attempts=2, backoff_seconds=0.001)
+        answer.set()
+    assert endpoint_error_text(error.value).endswith(
+        "no answer within the timeout of 0.25 s after 2 attempts (0.0 s of waits between): raise it (the setting that "
+        "sets it: --judge-timeout of speechsum pairs and evaluate, --timeout of speechsum synth, a remote KD teacher's "
+        "model.teacher.init_args.timeout) or lower the concurrency, then rerun")
+    assert "within the timeout of 0.25 s after 2 attempts (0.0 s of waits between): raise it (--timeout) or lower" in \
+        str(endpoint_failure("speechsum synth", client, "K", error.value, "cache.jsonl"))

@@ -108,6 +108,22 @@ def test_a_redirect_elsewhere_that_would_drop_the_key_is_named_not_a_401(monkeyp
         "points to")
 
 
+def test_a_redirect_elsewhere_of_a_base_url_with_user_password_names_them_not_a_key(monkeypatch):
+    """Before: "where a client does not send the API key", for a base_url whose user:password@ (Basic auth), not
+    a key, would be dropped there; nothing reaches the other host."""
+    monkeypatch.delenv("SPEECHSUM_REDIRECT_KEY", raising=False)
+    with serve_in_thread(ScriptedChatBackend(lambda m: "ok")) as target, RedirectServer(307, target) as moved:
+        with pytest.raises(openai.APIStatusError) as error:
+            openai_client(moved.url.replace("http://", "http://user:pass@"), "SPEECHSUM_REDIRECT_KEY").chat \
+                .completions.create(model="scripted", messages=MESSAGES)
+    assert moved.methods == ["POST"]
+    assert endpoint_error_text(error.value).startswith(
+        f"the endpoint {moved.url.replace('http://', 'http://***@')}/chat/completions failed (APIStatusError: POST "
+        f"{moved.url.replace('http://', 'http://***@')}/chat/completions was redirected (307) to "
+        f"'{target}/chat/completions', another origin (host, port or scheme), where a client does not send the "
+        "base_url's user:password@ (Basic auth): set base_url to the address the redirect points to)")
+
+
 def test_a_redirect_elsewhere_without_a_key_is_followed(monkeypatch):
     """A self-hosted endpoint without a key (the placeholder is sent) loses nothing by the move."""
     monkeypatch.delenv("SPEECHSUM_REDIRECT_KEY", raising=False)
@@ -133,7 +149,7 @@ def test_a_redirect_loop_is_not_retried_nor_called_unreachable():
 def test_a_redirect_from_https_to_plain_http_is_named_so(monkeypatch, tls):
     """Before: called 'another origin' and told to set base_url to the http address, where the key travels
     unencrypted."""
-    monkeypatch.setenv("SPEECHSUM_REDIRECT_KEY", "sk-redirect-test-1")
+    monkeypatch.delenv("SPEECHSUM_REDIRECT_KEY", raising=False)  # user:pass@ is the credential (with a key: refused)
     with serve_in_thread(ScriptedChatBackend(lambda m: "ok"), api_key="sk-redirect-test-1") as target, \
             RedirectServer(307, target, tls) as moved:
         with pytest.raises(openai.APIStatusError) as error:
@@ -143,8 +159,8 @@ def test_a_redirect_from_https_to_plain_http_is_named_so(monkeypatch, tls):
     assert endpoint_error_text(error.value).startswith(  # the user:pass@ masked
         f"the endpoint {moved.url.replace('https://', 'https://***@')}/chat/completions failed (APIStatusError: POST "
         f"{moved.url.replace('https://', 'https://***@')}/chat/completions was redirected (307) to "
-        f"'{target}/chat/completions', from https to plain http, where a client does not send the API key (it would "
-        "travel unencrypted): check the redirect of the server or the proxy in between (an endpoint behind https "
+        f"'{target}/chat/completions', from https to plain http, where a client does not send the base_url's "
+        "user:password@ (Basic auth) (it would travel unencrypted): check the redirect of the server or the proxy in between (an endpoint behind https "
         "answers on https), or set base_url to the http address if it is meant to be one); ")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic
 
+from speechsum.utils.endpoint_advice import UNKNOWN_MODEL, refusal_advice
 from speechsum.utils.replies import EndpointError, json_type
 
 LOGPROB_SLACK = 1e-4  # a log-prob may print a hair above 0 (float rounding); read as 0
@@ -65,13 +66,15 @@ def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completio
     base_url that is not the API's root."""
     reason = str(getattr(error, "message", None) or error)
     code = str(getattr(error, "code", None))
+    advice = refusal_advice(f"{reason} {code} {getattr(error, 'param', None)}")  # e.g. logprobs or echo not taken
     if getattr(error, "status_code", None) == 404 and code != "model_not_found" and "model" not in reason.lower():
         hint = ("no such route (a 404 that names no model): set the teacher's base_url "
                 "(model.teacher.init_args.base_url) to the API's root, ending in /v1 (http://HOST:PORT/v1)")
-    elif getattr(error, "status_code", None) == 404 or code == "model_not_found":
+    elif getattr(error, "status_code", None) == 404 or code == "model_not_found" or advice == UNKNOWN_MODEL:
         hint = ("the endpoint does not serve this model name: set the teacher's model "
                 "(model.teacher.init_args.model) to the name its /v1/models lists")
-    elif getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason:
+    elif (getattr(error, "param", None) in ("logprobs", "prompt_logprobs") or "max allowed" in reason) and \
+            not advice:
         hint = (f"top_k={top_k} asks for more log-probs per position than the server returns: lower the teacher's "
                 f"top_k (model.teacher.init_args.top_k), or restart the server with --max-logprobs {top_k} "
                 "(vllm serve and speechsum serve alike)")
@@ -80,8 +83,8 @@ def refusal(error: Any, endpoint: str, top_k: int, prompt_tokens: int, completio
                 f"student's completion ({completion_tokens} tokens) exceed the teacher's context: serve the teacher "
                 "with a longer one (vllm serve --max-model-len, up to what the model supports), lower the student's "
                 "completions (model.max_new_tokens), or shorten the longest transcripts")
-    else:
-        hint = "the server refused this request (HTTP 400), which retrying cannot change"
+    else:  # a parameter the server does not take (echo, logprobs: which scoring mode to use), a content filter, …
+        hint = advice or "the server refused this request (HTTP 400), which retrying cannot change"
     return EndpointError(f"{endpoint}: the teacher's scoring request was refused ({reason}): {hint}.")
 
 
