@@ -56,14 +56,7 @@ from speechsum.pipeline.runner import (
 )
 from speechsum.pipeline.stages import WARM_MODULES
 from speechsum.pipeline.table import PIPELINE, STAGE_GROUPS, StageTable
-from speechsum.utils.arguments import (
-    MAX_THREADS,
-    MAX_WORKERS,
-    at_least,
-    basic_auth_with_key_problem,
-    number,
-    unset_text,
-)
+from speechsum.utils.arguments import MAX_THREADS, MAX_WORKERS, at_least, number, unset_text
 from speechsum.utils.io import check_output_path
 from speechsum.utils.processes import Terminated, raise_terminated
 from speechsum.utils.repeated_options import OnceParser
@@ -297,12 +290,6 @@ def check_endpoints(config: dict, path: Path) -> None:
                          "http://localhost:8000/v1, and the model name it serves); or use --teacher inprocess / serve")
     judge = section_options(config, "judge")
     variable = judge["api_key_env"]  # not null: checked on load
-    for name, section in (("teacher", teacher), ("judge", judge)):  # a key and user:password@: a 401 at that stage
-        remote = teacher["mode"] == "remote" if name == "teacher" else judge["kind"] == "openai"
-        if remote and section["api_key_env"] and os.environ.get(section["api_key_env"], "").strip() and (
-                problem := basic_auth_with_key_problem(section["base_url"], f"{name}.api_key_env",
-                                                       section["api_key_env"], f"{name}.base_url")):
-            raise ValueError(f"{path}: {problem}")
     if judge["kind"] == "openai" and not judge["base_url"] and not os.environ.get(variable, "").strip():
         raise ValueError(f"{path}: judge.kind openai asks api.openai.com (judge.base_url is null), which needs a key, "
                          f"but judge.api_key_env {variable} {unset_text(variable)}: export {variable}=... before the run, or "

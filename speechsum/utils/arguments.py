@@ -234,19 +234,18 @@ def _unmasked_url_problem(url: object) -> str | None:
     return None
 
 
-def basic_auth_with_key_problem(base_url: str | None, key_option: str, variable: str, url_option: str) -> str | None:
-    """Why ``base_url`` with ``user:password@`` (or ``TOKEN@``) cannot go with the API key of environment variable
-    ``variable`` (named by setting ``key_option``): the HTTP client sends the URL's credentials as Basic auth in the
-    one Authorization header, in the key's place, and the server answered 401 "Missing API key"; None without
-    both. Credentials masked."""
+def basic_auth_replaces_key(base_url: str | None, key_option: str, variable: str, url_option: str) -> str | None:
+    """The warning for ``base_url`` with ``user:password@`` (or ``TOKEN@``) while environment variable ``variable``
+    (named by setting ``key_option``) holds an API key: the HTTP client sends the URL's credentials as Basic auth
+    in the one Authorization header, in the key's place. Right for a server behind Basic auth alone; a server
+    that checks the key answers 401 "Missing API key". None without both. Credentials masked."""
     if not base_url or not urllib.parse.urlsplit(base_url.strip()).username:
         return None
     return without_url_secrets(
-        f"{url_option} {base_url} holds user:password@ (sent as HTTP Basic auth) and {key_option} {variable} holds an "
-        "API key (sent as 'Authorization: Bearer'): a request has one Authorization header, and the Basic one would "
-        f"replace the key, which the server would never get. Keep one: remove user:password@ from {url_option} (a "
-        f"server that checks the key), or unset {variable} or name in {key_option} a variable that is not set (a "
-        "server behind Basic auth alone)", base_url)
+        f"{url_option} {base_url} holds user:password@, sent as HTTP Basic auth in the request's one Authorization "
+        f"header, so the API key in {variable} ({key_option}) is not sent. Fine for a server behind Basic auth alone; "
+        f"a server that checks the key answers 401 'Missing API key': for it, remove user:password@ from {url_option}. "
+        f"(Naming in {key_option} a variable that is not set silences this.)", base_url)
 
 
 def endpoint_url(text: str) -> str:

@@ -81,6 +81,16 @@ def timeout_seconds(error: BaseException) -> float | None:
     return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else None
 
 
+def basic_auth_sent(error: BaseException) -> bool:
+    """Whether the request behind ``error`` went with HTTP Basic auth: its URL holds ``user:password@`` (base_url's,
+    which the HTTP client sends as Basic auth at send time) or it carries the header."""
+    request = getattr(error, "request", None)
+    if getattr(getattr(request, "url", None), "username", ""):
+        return True
+    headers = getattr(request, "headers", None)
+    return bool(headers) and str(headers.get("authorization", "")).startswith("Basic ")
+
+
 def endpoint_advice(error: BaseException, key_variable: str = "the environment variable named by api_key_env / "
                     "--api-key-env", timeout_setting: str = TIMEOUT_SETTINGS) -> str:
     """What to do about an endpoint's error, by its kind (HTTP status, timeout, unreachable); "" when
@@ -95,6 +105,10 @@ def endpoint_advice(error: BaseException, key_variable: str = "the environment v
                 "the proxy's host, or list the endpoint's host in NO_PROXY if it is reached without the proxy")
     if status in (400, 422) and (advice := refusal_advice(f"{error} {getattr(error, 'code', '')} {getattr(error, 'param', '')}")):
         return advice
+    if status == 401 and basic_auth_sent(error):
+        return ("the request carried base_url's user:password@ as HTTP Basic auth, which takes the place of an API "
+                f"key in the one Authorization header: for a server that checks a key, remove user:password@ from "
+                f"base_url and export the key in {key_variable}; for one behind Basic auth, check the user and password")
     if status == 401:
         return (f"the API key was missing or refused: export a valid key in {key_variable} (a self-hosted server "
                 "started without a key needs none)")

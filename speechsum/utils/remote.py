@@ -29,7 +29,7 @@ from speechsum.utils.answers import first_json_object  # noqa: F401  (re-exporte
 from speechsum.utils.arguments import (
     ConfigError,
     base_url_problem,
-    basic_auth_with_key_problem,
+    basic_auth_replaces_key,
     check_key_variable,
     key_problem,
     unset_text,
@@ -52,6 +52,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 KEYS_IN_USE: set[str] = set()  # every key a client was made with: masked where an endpoint's message is shown
+_BASIC_AUTH_SAID: set[tuple[str, str]] = set()  # (base_url, variable) whose Basic auth in the key's place was warned about
 # The retry policy, as a table: errors that say "try again later", not "this request is wrong".
 TRANSIENT_ERRORS: dict[type[BaseException], str] = {
     openai.APITimeoutError: "no answer within the client's timeout",
@@ -93,8 +94,10 @@ def openai_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", tim
         key = PLACEHOLDER_KEY
     else:
         KEYS_IN_USE.add(key)
-        if problem := basic_auth_with_key_problem(base_url, "api_key_env", api_key_env, "base_url"):
-            raise ConfigError(problem)
+        note = basic_auth_replaces_key(base_url, "api_key_env", api_key_env, "base_url")
+        if note and (base_url, api_key_env) not in _BASIC_AUTH_SAID:
+            _BASIC_AUTH_SAID.add((base_url, api_key_env))
+            LOG.warning(note)
     mask_client_logs(without_keys)  # httpx logs each request's URL at INFO, a user:password@ in it whole
     hooks = {"response": [refuse_method_changing_redirect, refuse_redirect_dropping_key, refuse_undecodable_encoding]}
     # without a whole-request deadline (an HTTP library layout deadline.py does not know) the redirect hook stays
@@ -126,8 +129,6 @@ def check_key_option(variable: str, base_url: str | None, option: str = "--api-k
         key = usable_key(os.environ.get(variable), variable)
     except ConfigError as err:
         raise ConfigError(f"{option} {variable}: {err}") from None
-    if key and (problem := basic_auth_with_key_problem(base_url, option, variable, url_option)):
-        raise ConfigError(problem)
     if not key and base_url is None:
         raise ConfigError(f"{option} {variable}: that environment variable {unset_text(variable)}, and the official "
                           f"API needs a key: export it (export {variable}=...), or give {url_option} of a self-hosted "

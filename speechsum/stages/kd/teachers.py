@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -40,7 +39,6 @@ from speechsum.stages.kd.teacher_base import Teacher, TeacherScores, check_vocab
 from speechsum.utils.arguments import (
     ConfigError,
     base_url_problem,
-    basic_auth_with_key_problem,
     check_count,
     check_key_variable,
     check_number,
@@ -208,9 +206,6 @@ class OpenAICompatibleTeacher(Teacher):
         check_key_variable("OpenAICompatibleTeacher api_key_env", api_key_env)
         if base_url is not None and (problem := base_url_problem(base_url)):  # was found at the first training step
             raise ConfigError(f"OpenAICompatibleTeacher base_url {problem}")
-        if api_key_env and os.environ.get(api_key_env, "").strip():  # else a 401 "Missing API key" at the first step
-            if problem := basic_auth_with_key_problem(base_url, "api_key_env", api_key_env, "base_url"):
-                raise ConfigError(f"OpenAICompatibleTeacher {problem}")
         if not isinstance(model, str) or not model.strip():  # every request was refused by the server
             raise ConfigError(f"OpenAICompatibleTeacher model must name the model the endpoint serves, got {model!r}")
         # each was taken and failed at the first training step (or, for a timeout, retried until unreachable)
