@@ -283,7 +283,7 @@ def test_speechsum_serve_refusing_top_k_names_the_settings(teacher_dir, batch_an
     with serve_in_thread(backend, max_logprobs=4) as url:
         remote = OpenAICompatibleTeacher(backend.model_name, base_url=url, top_k=5, scoring=scoring, attempts=1)
         remote.attach(student_tokenizer(), "<|im_end|>")
-        with pytest.raises(ValueError, match=r"between 0 and 4, got 5.*top_k=5.*--max-logprobs 5"):
+        with pytest.raises(ValueError, match=r"above this server's limit of 4 \(--max-logprobs\).*top_k=5.*--max-logprobs 5"):
             remote.score(batch, ids, mask)
 
 
