@@ -19,6 +19,7 @@ from speechsum.training.saved_config import MaskedSaveConfigCallback, model_sect
 from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain, without_secrets
 from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
+from speechsum.utils.cpu_bf16 import cpu_precision
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
 
@@ -99,6 +100,9 @@ class SpeechSumCLI(LightningCLI):
         except ConfigError as err:
             raise self.located(err) from None
         check_run_folders(self.subcommand, config.get("trainer") or {})
+        trainer = config.get("trainer")
+        if trainer is not None and trainer.get("precision") is not None:
+            trainer["precision"] = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))
         data = config.get("data")
         data = data.as_dict() if hasattr(data, "as_dict") else data
         if isinstance(data, Mapping):

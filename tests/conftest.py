@@ -19,6 +19,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tests pin bf16 code paths on every CPU; speechsum/utils/cpu_bf16.py would run them in float32 on a
+# CPU without bf16 instructions (tests/utils/test_cpu_bf16.py tests that with the variable at 0).
+os.environ.setdefault("SPEECHSUM_CPU_BF16", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n N`: N workers share the cores, one thread each. More threads than cores make
     # OpenMP's spin-waiting workers thrash (tens of times slower). torch is already imported by a

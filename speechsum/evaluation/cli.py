@@ -145,7 +145,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "(default <out>/asr_cache.jsonl)")
     m.add_argument("--asr-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="precision of the cascade's Whisper (weights and activations; part of the ASR cache key; "
-                   "bfloat16 is faster on CPUs with AVX512-BF16/AMX and on GPUs; default float32)")
+                   "bfloat16 is faster on CPUs with AVX512-BF16/AMX and on GPUs, and runs as float32 on other CPUs: "
+                   "SPEECHSUM_CPU_BF16, docs/pipeline.md; default float32)")
     m.add_argument("--bootstrap-resamples", type=at_least(1, MAX_RESAMPLES), default=1000, help="bootstrap resamples per CI (default 1000)")
     j = p.add_argument_group("LLM judge (any OpenAI-compatible endpoint)")
     j.add_argument("--judge-base-url", type=endpoint_url, default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")

@@ -51,6 +51,7 @@ from speechsum.evaluation.scoring import REFERENCE_FREE, Scorer, aggregate, coll
 from speechsum.evaluation.systems import SystemSpec, build_model
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GenerationSettings, generate_texts
+from speechsum.utils.cpu_bf16 import cpu_precision
 from speechsum.utils.distributed import gather_objects
 from speechsum.utils.io import write_atomic, write_jsonl
 
@@ -119,7 +120,7 @@ def predict_trainer(options: EvalOptions) -> L.Trainer:
         logger=False, enable_checkpointing=False, enable_model_summary=False,
     )
     if options.precision:
-        kwargs["precision"] = options.precision
+        kwargs["precision"] = cpu_precision(options.precision, options.accelerator)
     return L.Trainer(**(kwargs | options.trainer_kwargs))
 
 

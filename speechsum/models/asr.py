@@ -44,6 +44,7 @@ from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 from speechsum.models.model_folder import check_feature_extractor_file, check_model_folder
 from speechsum.models.whisper_decode import UnsupportedDecoding, WhisperGreedyDecoder
 from speechsum.models.whisper_fast import FastWhisperEncoder
+from speechsum.utils.cpu_bf16 import cpu_dtype_name
 from speechsum.utils.remote import JsonlCache, cache_key
 
 WINDOW_SECONDS = 30.0
@@ -135,6 +136,8 @@ class WhisperTranscriber:
             from speechsum.models.whisper_ct2 import bundled_whisper_dir
 
             model_dir = bundled_whisper_dir()
+        if torch.device(device).type == "cpu":
+            dtype = cpu_dtype_name(dtype, "the cascade's Whisper in bfloat16 (--asr-dtype)")
         self.dtype = dtype
         check_model_folder(model_dir)
         check_feature_extractor_file(model_dir)

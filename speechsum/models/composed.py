@@ -40,6 +40,7 @@ from speechsum.models.policy import ModuleGroups, TrainingPolicy, seeded_init
 from speechsum.models.projectors import CTCProjector, FrameStackProjector, ctc_keep_mask
 from speechsum.models.whisper_ct2 import resolve_whisper_path
 from speechsum.models.whisper_fast import ENCODER_DTYPES, FastWhisperEncoder
+from speechsum.utils.cpu_bf16 import cpu_dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class ComposedSpeechLLM(SpeechLLM):
         encoder_dtype: precision of the frozen encoder's inference forward
             (:class:`speechsum.models.whisper_fast.FastWhisperEncoder`): "float32" (default; the
             same frames as the module) or "bfloat16" (about 2× faster on CPUs with AVX512-BF16,
-            frames within bf16 rounding). Part of the feature-cache key. A trainable encoder
+            frames within bf16 rounding; float32 on a CPU without bf16, :mod:`speechsum.utils.cpu_bf16`).
+            Part of the feature-cache key. A trainable encoder
             always runs as the module, in the trainer's precision.
         attn_implementation: the LLM's attention kernels ("sdpa", "eager", "flash_attention_2",
             …; default: transformers' choice). Not saved with the model.
@@ -178,18 +180,23 @@ class ComposedSpeechLLM(SpeechLLM):
                 for key in ("d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
                             "num_mel_bins", "max_source_positions", "activation_function")
             }
-            settings["compute_dtype"] = self.encoder_dtype
+            settings["compute_dtype"] = self.encoder_compute_dtype()
             settings["mel"] = {k: getattr(fe, k, None) for k in ("feature_size", "sampling_rate", "hop_length",
                                                                   "n_fft", "dither", "padding_value")}
             self._encoder_id = (version, encoder_identity(self.encoder, settings))
         return self._encoder_id[1]
 
     def fast_encoder(self) -> FastWhisperEncoder:
-        """The frozen encoder's inference snapshot in ``encoder_dtype``, rebuilt when a weight changed."""
+        """The frozen encoder's inference snapshot in :meth:`encoder_compute_dtype`, rebuilt when a weight changed."""
         version = weights_version(self.encoder)
         if self._fast_encoder is None or self._fast_encoder[0] != version:
-            self._fast_encoder = (version, FastWhisperEncoder(self.encoder, ENCODER_DTYPES[self.encoder_dtype]))
+            self._fast_encoder = (version, FastWhisperEncoder(self.encoder, ENCODER_DTYPES[self.encoder_compute_dtype()]))
         return self._fast_encoder[1]
+
+    def encoder_compute_dtype(self) -> str:
+        """``encoder_dtype``; float32 in place of bfloat16 on a CPU without bf16 (:func:`cpu_dtype_name`)."""
+        on_cpu = next(self.encoder.parameters()).device.type == "cpu"
+        return cpu_dtype_name(self.encoder_dtype, "encoder_dtype bfloat16") if on_cpu else self.encoder_dtype
 
     def _encode_windows(self, input_features: Tensor, mel_frames: Tensor) -> Tensor:
         """``(N, n_mels, T)`` windows → ``(N, ceil(T / 2), d_enc)`` frames: a frozen encoder runs
