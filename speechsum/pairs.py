@@ -27,7 +27,7 @@ from speechsum.data.batch import SpeechCollator
 from speechsum.data.dataset import SpeechSumDataset, example_error
 from speechsum.data.loader import SkippedExample, SpeechLoader, warn_skipped
 from speechsum.data.manifest import Example, load_manifest, loaded_records
-from speechsum.data.text_checks import first_reserved, text_fields
+from speechsum.data.text_checks import blank, first_reserved, text_fields
 from speechsum.judges.pairwise import FactPairJudge, JudgeInput, OpenAIJudge, PairVerdict, PairwiseJudge
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import load_speech_llm
@@ -222,8 +222,8 @@ def cached_samples(cache: JsonlCache, key: str) -> list[str]:
 
 
 # -- judging -------------------------------------------------------------------------------------
-def distinct(samples: list[str]) -> list[str]:
-    return [s for s in dict.fromkeys(s.strip() for s in samples) if s]
+def distinct(samples: list[str]) -> list[str]:  # not one of only zero-width characters, which DPO's loader refuses
+    return [s for s in dict.fromkeys(s.strip() for s in samples) if not blank(s)]
 
 
 def judge_example(judge: PairwiseJudge, cache: JsonlCache, item: JudgeInput, samples: list[str], pairing: str) -> dict:

@@ -82,3 +82,13 @@ def test_cached_samples_are_returned_as_a_new_list(tmp_path):
         samples = cached_samples(cache, "k1")
         samples.append("reference")
         assert cache.get("k1")["samples"] == ["a", "b"]
+
+
+def test_a_sample_of_only_invisible_characters_is_no_candidate(tmp_path):
+    """Before: a sample of zero-width spaces (kept by str.strip) was judged, won here as the shortest, and was
+    written as the chosen summary of a pair DPO's loader refuses ("only invisible characters")."""
+    judge = ShorterWins()
+    with JsonlCache(tmp_path / "verdicts.jsonl") as cache:
+        result = judge_example(judge, cache, ITEM, ["a longer one", "\u200b\u200b", "short"], "round-robin")
+        assert (result["kind"], result["chosen"], result["rejected"], judge.calls) == ("pair", "short", "a longer one", 1)
+        assert judge_example(judge, cache, ITEM, ["short", "\ufeff \u200b"], "round-robin") == {"kind": "identical"}

@@ -18,10 +18,12 @@ import torch
 from jinja2.exceptions import TemplateError, TemplateSyntaxError
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
+from speechsum.data.text_checks import reserved_strings
 from speechsum.models.base import load_tokenizer
 from speechsum.models.model_folder import check_model_folder
 from speechsum.models.sampling import FiniteScores, Temperature
 from speechsum.serving.hf_folder import check_vocabulary, checkpoints_hint, load_served_lm
+from speechsum.serving.message_text import check_message_text
 from speechsum.serving.protocol import (
     APIError,
     ChatOutput,
@@ -183,7 +185,7 @@ class HFBackend:
         self.max_model_len: int | None = getattr(self.model.config, "max_position_embeddings", None)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.stop_ids = self._stop_ids()
-        self._token_floor = TokenFloor(tokenizer)
+        self._token_floor, self._reserved = TokenFloor(tokenizer), reserved_strings(tokenizer)
         self._lock = threading.Lock()
         self._rendering = threading.Lock()  # chat templates: one at a time, beside the model's work
 
@@ -249,6 +251,7 @@ class HFBackend:
         if not getattr(self.tokenizer, "chat_template", None):
             raise APIError(400, f"Model '{self.model_name}' has no chat template; use /v1/completions.",
                            param="messages")
+        check_message_text(request.messages, self._reserved)  # <|im_end|> in a user's text injected a turn
         try:
             messages = template_roles(request.messages, self.tokenizer.chat_template)
             text = self.tokenizer.apply_chat_template(messages, tokenize=False,
@@ -393,7 +396,5 @@ class HFBackend:
             new, text, finish, counted = new[:keep], text[:cut], "stop", keep
         elif finish == "length" and len(new) < max_new:
             finish = "stop"  # ended by a stop string criterion right at a token boundary
-        tokens = None
-        if top_k is not None:
-            tokens = self._token_logprobs(logits[: len(new)], new, pieces, top_k)
+        tokens = self._token_logprobs(logits[: len(new)], new, pieces, top_k) if top_k is not None else None
         return Generation(text, finish, tokens, counted)

@@ -50,9 +50,9 @@ from speechsum.serving.protocol import (
     check_client,
 )
 from speechsum.serving.summarize import (
-    DEFAULT_INSTRUCTION,
     audio_limit,
     instruction_problem,
+    or_default,
     prompt_positions,
     summarize_waveforms,
 )
@@ -224,7 +224,7 @@ class SpeechBackend:
             raise bad_request(f"messages[0].content: model '{self.model_name}' summarises audio, and this message has no "
                               "input_audio part; add one ({\"type\": \"input_audio\", \"input_audio\": {\"data\": "
                               "<base64 file>, \"format\": \"wav\"}}) beside the instruction's text.", "messages[0].content")
-        instruction = request.messages[0]["content"].strip() or DEFAULT_INSTRUCTION
+        instruction = or_default(request.messages[0]["content"])  # before, zero-width spaces alone were the prompt
         problem = instruction_problem(self.model, instruction)
         if problem:
             raise bad_request(f"messages[0]: the text part {problem}.", "messages[0].content")

@@ -39,7 +39,7 @@ from speechsum.data.audio_paths import listed_files
 from speechsum.data.batch import SpeechBatch, SpeechCollator
 from speechsum.data.clip_advice import without_manifest
 from speechsum.data.manifest import Example
-from speechsum.data.text_checks import reserved_in
+from speechsum.data.text_checks import blank, control_character, reserved_in, shown
 from speechsum.models.base import SpeechLLM
 from speechsum.models.generation import GeneratedTexts, GenerationSettings, generate_texts
 from speechsum.training.finite_steps import first_non_finite
@@ -75,10 +75,23 @@ def audio_limit(model: SpeechLLM) -> float | None:
     return float(limit) if limit else None
 
 
-def instruction_problem(model: SpeechLLM, instruction: str) -> str | None:
-    """Why ``instruction`` cannot be the model's prompt text (it holds a special token of its
-    tokenizer: :mod:`speechsum.data.text_checks`), or None."""
-    return reserved_in(instruction, model.processor.reserved_text)
+def instruction_problem(model: SpeechLLM, instruction: object) -> str | None:
+    """Why ``instruction`` cannot be the model's prompt text, or None: no text, a lone surrogate (no
+    tokenizer reads it), a control or bidirectional control character (refused in a manifest's
+    instruction too) or a special token of its tokenizer (:mod:`speechsum.data.text_checks`)."""
+    if not isinstance(instruction, str):
+        return f"must be text, got {shown(instruction)}"
+    try:
+        instruction.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return control_character(instruction) or reserved_in(instruction, model.processor.reserved_text)
+
+
+def or_default(instruction: str) -> str:
+    """``instruction`` stripped; :data:`DEFAULT_INSTRUCTION` when it shows nothing (whitespace, or
+    only invisible characters such as zero-width spaces, which ``str.strip`` keeps)."""
+    return DEFAULT_INSTRUCTION if blank(instruction) else instruction.strip()
 
 
 API_NAMES = {"instruction": "settings.instruction", "max_new_tokens": "settings.generation.max_new_tokens"}
@@ -91,13 +104,7 @@ def checked_settings(model: SpeechLLM, settings: Settings, names: dict[str, str]
     with: an instruction that is no valid text or holds a special token (:func:`instruction_problem`),
     a batch size below 1, decoding settings :meth:`GenerationSettings.check` refuses, a summary
     length that leaves the prompt no room in the LM's context (every file's row said to split it)."""
-    if not isinstance(settings.instruction, str):
-        raise ConfigError(f"{names['instruction']} must be text, got {settings.instruction!r}")
-    instruction = settings.instruction.strip() or DEFAULT_INSTRUCTION
-    try:
-        instruction.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(f"{names['instruction']} is not valid Unicode text (a lone surrogate)") from None
+    instruction = or_default(settings.instruction) if isinstance(settings.instruction, str) else settings.instruction
     problem = instruction_problem(model, instruction)
     if problem:
         raise ConfigError(f"{names['instruction']} {problem}")
@@ -215,6 +222,9 @@ def summarize_waveforms(
     if not len(waveforms) == len(instructions) == len(names):  # zip would drop the extra ones silently
         raise ValueError(f"summarize_waveforms: {len(waveforms)} waveforms, {len(instructions)} instructions and "
                          f"{len(names)} names; give one instruction (and name) per waveform")
+    for index, instruction in enumerate(instructions):  # before: a special token went into the prompt unchecked
+        if problem := instruction_problem(model, instruction):
+            raise (ValueError if isinstance(instruction, str) else TypeError)(f"instructions[{index}] {problem}")
     device = next(model.parameters()).device
     batch = to_device(batch_of(model, waveforms, instructions, names), device)
     return generate_texts(model, batch, generation, num_return_sequences=num_return_sequences, step_check=step_check)

@@ -390,11 +390,9 @@ class SpeechStageModule(L.LightningModule):
                 logger.log_text("val/samples", columns=columns, data=[[s[c] for c in columns] for s in samples])
         write_jsonl(folder / f"step{self.global_step:07d}.jsonl", samples)
 
-    def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, str | None]]:
+    def predict_step(self, batch: SpeechBatch, batch_idx: int) -> list[dict[str, Any]]:
         if batch.padding:  # a DDP rank's repeat of another rank's batch, whose rows that rank writes
             return []
-        predictions = self.generate_text(batch)
-        return [
-            {"id": i, "instruction": ins, "reference": ref, "prediction": pred}
-            for i, ins, ref, pred in zip(batch.ids, batch.instructions, batch.references, predictions)
-        ]
+        out = generate_texts(self.model, batch, self.generation)  # truncated: cut at max_new_tokens (was unsaid)
+        return [{"id": i, "instruction": ins, "reference": ref, "prediction": pred, "truncated": bool(cut)} for i, ins,
+                ref, pred, cut in zip(batch.ids, batch.instructions, batch.references, out.texts, out.truncated.tolist())]

@@ -22,7 +22,8 @@ class PredictionWriter(BasePredictionWriter):
     The file appears whole or not at all (:func:`speechsum.utils.io.write_jsonl`). Under DDP each rank
     writes ``<stem>.rank<N>.jsonl``; together they hold each example once (a rank's padding batch,
     a repeat that evens out the ranks' steps, writes no row). Examples the data module skipped are
-    not in it (a warning names their lines).
+    not in it (a warning names their lines). A row's ``truncated`` says its answer was cut at
+    ``max_new_tokens`` (a warning counts them, naming the setting that raises it).
     """
 
     def __init__(self, output_path: str = "predictions.jsonl"):
@@ -40,7 +41,15 @@ class PredictionWriter(BasePredictionWriter):
         path = self.output_path
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        write_jsonl(path, (row for batch_rows in predictions for row in batch_rows))
+        rows = [row for batch_rows in predictions for row in batch_rows]
+        write_jsonl(path, rows)
+        cut = [row["id"] for row in rows if isinstance(row, dict) and row.get("truncated")]
+        if cut:  # before, an answer cut at max_new_tokens was written as if whole, without a word
+            generation = getattr(pl_module, "generation", None)
+            limit = f"={generation.max_new_tokens}" if generation is not None else ""
+            log.warning("%s: %d of %d prediction(s) cut at max_new_tokens%s before their end (truncated: true; the "
+                        "first: %r): raise model.init_args.generation.max_new_tokens for whole answers", path, len(cut),
+                        len(rows), limit, cut[0])
         skipped = getattr(trainer.datamodule, "skipped", {}).get("predict", [])
         if skipped:  # each logged when it was skipped; said once more where the output is
             log.warning("%s: %d example(s) skipped (on_bad_example: skip), not in it: lines %s", path, len(skipped),

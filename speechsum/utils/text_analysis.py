@@ -89,8 +89,19 @@ def _canonical(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+# invisible format characters (Unicode category Cf): zero-width space/joiners, soft hyphen, word joiner, BOM,
+# direction marks. Text copied from the web holds them inside words ("Par\u00adis"), which split it in two
+_FORMAT = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+
+
+def plain(text: str) -> str:
+    """``text`` as its words are compared: NFKC (full-width digits, ligatures, composed accents) and without
+    invisible format characters, so "Par\u200bis" or "Par\u00adis" reads as the "Paris" it shows."""
+    return _FORMAT.sub("", unicodedata.normalize("NFKC", text))
+
+
 def _raw_tokens(text: str) -> list[Token]:
-    text = unicodedata.normalize("NFKC", text)
+    text = plain(text)
     out: list[Token] = []
     for m in _TOKEN.finditer(text):
         if m.group("time"):
@@ -268,7 +279,7 @@ def extract_entities(text: str) -> list[Entity]:
             found.append(Entity(" ".join(t.text for t in run), "name"))
             run.clear()
 
-    source = unicodedata.normalize("NFKC", strip_list_markers(text))
+    source = plain(strip_list_markers(text))
     for tok in toks:
         if tok.kind == "number":
             close_run()

@@ -152,3 +152,15 @@ def test_shared_text_analysis():
     names = [e.text for e in extract_entities("Title: Budget Review\nThe budget review with Kevin Brown "
                                               "in Porto.\nDr. Smith agreed on May 3rd; may we? One of them.")]
     assert names == ["kevin brown", "porto", "smith", "may", "3"]
+
+
+def test_invisible_format_characters_inside_words_do_not_split_them():
+    """Text copied from the web holds zero-width spaces, soft hyphens and word joiners inside words. Before:
+    "Par\\u00adis" read as the words "par" and "is", so the summary's "Paris" was a hallucination of a transcript
+    that says it, and a fact "Paris" was missing from a summary that writes it so."""
+    from speechsum.evaluation.metrics import hallucinated_entities
+
+    source = "Ali\u200bce Smith\ufeff booked the hotel in Par\u00adis for Mon\u2060day."
+    assert hallucinated_entities("Alice Smith is going to Paris on Monday.", source) == []
+    assert extract_entities(source) == extract_entities("Alice Smith booked the hotel in Paris for Monday.")
+    assert normalise_text("Par\u00adis, Ali\u200dce") == "paris alice"

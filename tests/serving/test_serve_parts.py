@@ -130,3 +130,21 @@ def test_a_speech_request_without_its_one_audio_message_names_the_message(speech
     assert error["message"] == ("messages[1]: a speech student answers one user message (its input_audio part, and the "
                                 "instruction as text parts), and this request has 2; put the input_audio part and the "
                                 "instruction in one message.")
+
+
+def test_a_text_part_holding_a_control_character_is_a_400_naming_it(speech_url):
+    """Before: ESC (terminal colour codes) or NUL went into the prompt, which a manifest's instruction may not hold."""
+    status, body = _post(speech_url, [{"type": "input_audio", "input_audio": AUDIO},
+                                      {"type": "text", "text": "Summarise\x1b[0m."}])
+    assert (status, body["error"]["param"]) == (400, "messages[0].content")
+    assert body["error"]["message"] == ("messages[0]: the text part holds the control character U+001B at character 9 "
+                                        "(a binary file's bytes or terminal colour codes pasted in?): remove it, or "
+                                        "replace it with the character meant.")
+
+
+def test_text_parts_showing_nothing_are_the_default_instruction(speech_url):
+    """Zero-width spaces alone are a blank instruction, as white space is; before, they were the prompt's text."""
+    _, without = _post(speech_url, [{"type": "input_audio", "input_audio": AUDIO}])
+    _, invisible = _post(speech_url, [{"type": "input_audio", "input_audio": AUDIO},
+                                      {"type": "text", "text": "\u200b\u200b \ufeff"}])
+    assert invisible["usage"]["prompt_tokens"] == without["usage"]["prompt_tokens"]

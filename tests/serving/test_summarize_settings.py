@@ -31,6 +31,9 @@ NO_ROOM = ("leaves no room for the prompt in the LM's context of 2048 positions 
     (Settings(instruction="List <|im_end|>"), f"settings.instruction {SPECIAL}"),
     (Settings(instruction="caf\udce9"), "settings.instruction is not valid Unicode text (a lone surrogate)"),
     (Settings(instruction=None), "settings.instruction must be text, got None"),
+    (Settings(instruction="List\x1b[0m"), "settings.instruction holds the control character U+001B at character 4 (a "
+                                          "binary file's bytes or terminal colour codes pasted in?): remove it, or "
+                                          "replace it with the character meant"),
     (Settings(batch_size=0), "settings.batch_size must be at least 1, got 0"),
     (Settings(generation=GenerationSettings(max_new_tokens=0)), "settings.generation.max_new_tokens must be at least 1, got 0"),
     (Settings(generation=GenerationSettings(max_new_tokens=4, do_sample=True, temperature=0.0)),
@@ -48,12 +51,15 @@ def test_summarize_files_refuses_settings_naming_them(composed_export: Path, tmp
     assert str(info.value) == message
 
 
-def test_a_blank_instruction_is_the_default_in_python_as_on_the_command_line(composed_export: Path, tmp_path: Path):
-    """Before: the command line read '  ' as the default instruction, summarize_files prompted with it."""
+@pytest.mark.parametrize("instruction", [" \n ", "\u200b\ufeff "])
+def test_a_blank_instruction_is_the_default_in_python_as_on_the_command_line(composed_export: Path, tmp_path: Path,
+                                                                             instruction: str):
+    """Before: the command line read '  ' as the default instruction, summarize_files prompted with it; zero-width
+    spaces alone (which str.strip keeps) were the prompt's text for both."""
     model = load_exported(composed_export)
     clip = str(write_wavs(tmp_path, rate=16_000, stereo=False)[0])
     generation = GenerationSettings(max_new_tokens=4)
-    blank = summarize_files(model, [clip], Settings(instruction=" \n ", generation=generation), progress=False)
+    blank = summarize_files(model, [clip], Settings(instruction=instruction, generation=generation), progress=False)
     default = summarize_files(model, [clip], Settings(generation=generation), progress=False)
     assert blank == default and blank[0]["instruction"] == DEFAULT_INSTRUCTION
 
@@ -83,6 +89,22 @@ def test_summarize_waveforms_refuses_arrays_that_are_no_mono_float_clip(composed
     with pytest.raises(ValueError) as info:
         summarize_waveforms(model, [waveform], [DEFAULT_INSTRUCTION], GenerationSettings(max_new_tokens=2))
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("instruction", "error", "message"), [
+    ("<|audio|>", ValueError, "instructions[0] holds '<|audio|>' (at character 0)"),  # '14 audio placeholders but 13 …'
+    ("List <|im_end|>", ValueError, f"instructions[0] {SPECIAL}"),  # closed the user turn without a word
+    ("caf\udce9", ValueError, "instructions[0] is not valid Unicode text (a lone surrogate)"),  # tokenizers' TypeError
+    ("\x00", ValueError, "instructions[0] holds the control character U+0000 at character 0"),
+    (5, TypeError, "instructions[0] must be text, got 5"),  # "unsupported operand type(s) for +: 'int' and 'str'"
+])
+def test_summarize_waveforms_checks_its_instructions_as_summarize_files(composed_export: Path, instruction, error,
+                                                                         message):
+    """Before: summarize_waveforms (and so the API's callers) put each instruction into the prompt unchecked."""
+    model = load_exported(composed_export)
+    with pytest.raises(error) as info:
+        summarize_waveforms(model, [np.zeros(16_000, np.float32)], [instruction], GenerationSettings(max_new_tokens=2))
+    assert str(info.value).startswith(message)
 
 
 def test_summarize_waveforms_needs_one_instruction_per_waveform(composed_export: Path):

@@ -97,3 +97,26 @@ def test_dpo_reads_its_pairs_with_data_preference_left_false(tmp_path, toy_data)
     cli = lightning_cli(["fit", "--config", str(config)])
     assert cli.trainer.global_step == 2 and cli.datamodule.preference is False
     assert "train/rewards/margin" in cli.trainer.logged_metrics
+
+
+def test_predictions_cut_at_max_new_tokens_say_so_in_their_rows_and_a_warning(tiny_composed, toy_data, tmp_path,
+                                                                               caplog):
+    """Before: ``speechsum predict`` wrote an answer cut at max_new_tokens as if it were whole, without a word
+    (evaluate's and summarize's rows said ``truncated``)."""
+    from types import SimpleNamespace
+
+    from speechsum.models.generation import GenerationSettings
+    from speechsum.training.callbacks import PredictionWriter
+
+    module = SFTModule(tiny_composed, generation=GenerationSettings(max_new_tokens=1))
+    batch = val_batches(module, toy_data, size=2)[0]
+    rows = module.predict_step(batch, 0)
+    assert [row["truncated"] for row in rows] == [True, True]  # an untrained model: no stop token in 1
+    assert set(rows[0]) == {"id", "instruction", "reference", "prediction", "truncated"}
+    out = tmp_path / "predictions.jsonl"
+    trainer = SimpleNamespace(world_size=1, global_rank=0, datamodule=None)
+    with caplog.at_level("WARNING", logger="speechsum.training.callbacks"):
+        PredictionWriter(str(out)).write_on_epoch_end(trainer, module, [rows], None)
+    assert caplog.messages == [f"{out}: 2 of 2 prediction(s) cut at max_new_tokens=1 before their end (truncated: true; "
+                               f"the first: {batch.ids[0]!r}): raise model.init_args.generation.max_new_tokens for "
+                               "whole answers"]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from speechsum.data.batch import SpeechBatch
+from speechsum.data.text_checks import reserved_in
 from speechsum.losses import (
     IGNORE_INDEX,
     generalized_jsd_loss,
@@ -158,7 +159,10 @@ class OnPolicyKDModule(SpeechStageModule):
             )
         if self.seq_kd:
             texts = self.teacher.write_summaries(batch, self.max_new_tokens)
-            ids, mask = self.processor.encode_responses(texts)
+            special = self._with_special_tokens(batch, texts)
+            targets = ["" if row in special else text for row, text in enumerate(texts)]
+            ids, mask = self._within_context(batch, *self.processor.encode_responses(targets))
+            mask[special] = 0
             empty = [row for row, text in enumerate(texts) if not text.strip()]
             if empty:  # as a target, an empty summary would teach the student to end its answer at once
                 mask[empty] = 0
@@ -179,6 +183,43 @@ class OnPolicyKDModule(SpeechStageModule):
         return KDRollout(
             completion_ids=batch.response_ids, completion_mask=batch.response_mask, on_policy=False, texts=texts
         )
+
+    def _with_special_tokens(self, batch: SpeechBatch, texts: list[str]) -> list[int]:
+        """Rows of ``texts`` (the teacher's summaries) holding a special token of the student's tokenizer, warned
+        about: as targets they carry no loss. Before, ``<|im_end|>`` taught the student to end its answer there and
+        ``<|audio|>`` stopped the run ('N audio placeholders but M audio frames')."""
+        reserved = self.processor.reserved_text
+        found = {row: problem for row, text in enumerate(texts) if (problem := reserved_in(text, reserved))}
+        if found:
+            row = next(iter(found))
+            log.warning("the teacher's summary of %d of %d examples (%s) holds a special token of the student's "
+                        "tokenizer (%s %s): they carry no loss in this step; check the teacher's replies (a server that "
+                        "keeps special tokens in its text?)", len(found), len(texts),
+                        ", ".join(batch.ids[r] for r in list(found)[:3]), batch.ids[row],
+                        found[row].split(", a special token")[0])
+        return list(found)
+
+    def _within_context(self, batch: SpeechBatch, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher's summaries as targets (``ids``, ``mask``: the student's tokens), those that would take the
+        student's prompt past its LM's context carrying no loss (warned, with the counts): the teacher's max_tokens
+        count its own tokens, and another tokenizer's summary can take the student more. Before, they were trained
+        on from positions the LM never saw (RoPE), or an IndexError (learned positions)."""
+        context = self.model.context_length()
+        if context is None or not len(ids):
+            return ids, mask
+        prompt = self.processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask).cpu()
+        over = ((prompt + mask.sum(1)) > context).nonzero().flatten().tolist()
+        if not over:
+            return ids, mask
+        row = over[0]
+        log.warning("the teacher's summary of %d of %d examples (%s) takes the student past its LM's context of %d "
+                    "positions (%s: %d of prompt and %d of summary): they carry no loss in this step; lower "
+                    "model.init_args.max_new_tokens (the teacher's max_tokens) or shorten the clips", len(over),
+                    len(ids), ", ".join(batch.ids[r] for r in over[:3]), context, batch.ids[row], int(prompt[row]),
+                    int(mask[row].sum()))
+        mask[over] = 0
+        width = max(int(mask.sum(1).max()), 1)  # the other rows' longest: no position past the context is read
+        return ids[:, :width].contiguous(), mask[:, :width].contiguous()
 
     def _take_rollout(self) -> KDRollout:
         rollout, self.pending_rollout = self.pending_rollout, None

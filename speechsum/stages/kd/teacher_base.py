@@ -79,6 +79,28 @@ def require_transcripts(batch: SpeechBatch) -> list[str]:
     return list(batch.transcripts)
 
 
+def check_teacher_context(batch: SpeechBatch, prompt_mask: Tensor, completion_mask: Tensor | None,
+                          context: int | None) -> None:
+    """A ``ValueError`` naming the first example of ``batch`` whose teacher prompt (``prompt_mask``: its
+    instruction and transcript in the chat template) and completion take more positions than the
+    teacher's LM reads (``context``). Before, a long transcript was scored from positions the LM never
+    trained on without a word (RoPE models), or an ``IndexError`` (learned positions, GPT-2)."""
+    if context is None or prompt_mask.numel() == 0:
+        return
+    prompt = prompt_mask.sum(1)
+    completion = completion_mask.sum(1) if completion_mask is not None else torch.zeros_like(prompt)
+    over = (prompt + completion > context).nonzero().flatten().tolist()
+    if not over:
+        return
+    row = over[0]
+    took, done = int(prompt[row]), int(completion[row])
+    said = f" and the student's completion {done}, {took + done} in all," if done else ","
+    raise ValueError(f"example {batch.ids[row]!r}: the KD teacher's prompt (the instruction and transcript, with its "
+                     f"chat template) takes {took} positions{said} more than the teacher's context of {context} "
+                     "(max_position_embeddings): shorten that transcript" + (", lower model.init_args.max_new_tokens"
+                     if done else "") + " or use a teacher with a longer context")
+
+
 class Teacher(ABC):
     """What the KD stage needs from a teacher.
 

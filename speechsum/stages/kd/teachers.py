@@ -35,7 +35,13 @@ from speechsum.stages.kd.remote_scores import (
     refusal,
     short_top_warning,
 )
-from speechsum.stages.kd.teacher_base import Teacher, TeacherScores, check_vocab, require_transcripts
+from speechsum.stages.kd.teacher_base import (
+    Teacher,
+    TeacherScores,
+    check_teacher_context,
+    check_vocab,
+    require_transcripts,
+)
 from speechsum.utils.arguments import (
     ConfigError,
     base_url_problem,
@@ -142,12 +148,14 @@ class HFTeacher(Teacher):
             )
         with self._placed(completion_ids.device) as device, torch.no_grad():
             teacher_batch = self._teacher_batch(batch, device)
+            check_teacher_context(batch, teacher_batch.prompt_mask, completion_mask, self.lm.context_length())
             logits = self.lm.response_logits(teacher_batch, completion_ids.to(device), completion_mask.to(device))
         return TeacherScores(logits=logits.to(completion_ids.device))
 
     def write_summaries(self, batch: SpeechBatch, max_new_tokens: int) -> list[str]:
         with self._placed(batch.prompt_ids.device) as device, torch.no_grad():
             teacher_batch = self._teacher_batch(batch, device)
+            check_teacher_context(batch, teacher_batch.prompt_mask, None, self.lm.context_length())
             ids, mask = self.lm.generate(teacher_batch, max_new_tokens=max_new_tokens)
         return self.lm.processor.decode_responses(ids, mask)
 
