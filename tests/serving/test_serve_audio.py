@@ -164,6 +164,10 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
         f"{param}: the audio holds a float sample of 30 (its peak, 30 dB over full scale) at frame 0. Send float "
         "samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`.")
     broken = audio_message(b"x")
+    for blank in ("", " \n "):  # was "… is empty.", nothing of what to send
+        broken[0]["content"][0]["input_audio"]["data"] = blank
+        assert bad_request(client, broken) == (f"{param}.data holds no audio: its base64 data is empty; send the audio "
+                                               "file's bytes in base64, e.g. `base64 -w0 clip.wav`.")
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
     assert "e.g. `base64 -w0 clip.wav`" in bad_request(client, broken)
