@@ -96,8 +96,9 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
         except SampleRateError as error:  # it said "drop it from the manifest", of a request
             raise bad_request(f"{audio.param}: {_reason(without_manifest(error, 'send another recording'), path)}.",
                               audio.param) from None
-        except EmptyAudioError:
-            raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
+        except EmptyAudioError:  # before 2026-12-08 nothing of what to do
+            raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz (a file of 0 "
+                              "frames, or of too few to make one sample there); send a recording.", audio.param) from None
         except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
             advice = "send WAV, MP3, FLAC or OGG audio" if error.formats or error.advice is None else error.advice
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",

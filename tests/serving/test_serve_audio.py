@@ -163,6 +163,11 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
     assert bad_request(client, audio_message(loud.read_bytes())) == (
         f"{param}: the audio holds a float sample of 30 (its peak, 30 dB over full scale) at frame 0. Send float "
         "samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`.")
+    for frames, rate in ((0, 16_000), (1, 44_100)):  # was "... no samples at the model's 16000 Hz." and no more
+        sf.write(loud, np.zeros(frames, dtype=np.int16), rate)
+        assert bad_request(client, audio_message(loud.read_bytes())) == (
+            f"{param}: the audio has no samples at the model's 16000 Hz (a file of 0 frames, or of too few to make one "
+            "sample there); send a recording.")
     broken = audio_message(b"x")
     for blank in ("", " \n "):  # was "… is empty.", nothing of what to send
         broken[0]["content"][0]["input_audio"]["data"] = blank
