@@ -1,7 +1,7 @@
-"""What a readable clip may hold that no speech is in: every sample 0 (digital silence), or channels that
-cancel when averaged to mono (one in opposite phase to the other); and float samples louder than any recording
-(over ±``LOUD_SAMPLE``, read as they are). Found when the clip is read; said once
-per file, in the process that reports it (in the data pipeline: the main one, see ``loader.py``)."""
+"""What a readable clip may hold that no speech is in: every sample 0 (digital silence) or the same (a constant
+offset, :data:`STILL_STEP`), or channels that cancel when averaged to mono (one in opposite phase to the other);
+and float samples louder than any recording (over ±``LOUD_SAMPLE``, read as they are). Found when the clip is
+read; said once per file, in the process that reports it (in the data pipeline: the main one, see ``loader.py``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # (a microphone array's noise, unrelated tracks) mix 10*log10(N) dB below: beyond two channels the margin
 # grows with that (100 channels: 37 dB, not 20: their 20-dB mix is no cancelling)
 CANCEL_DB = 20.0
+# samples that vary less than this (half a 24-bit recording's step) hold no sound, whatever their offset: a constant
+# clip (0.5 everywhere, a stuck capture) or float "silence" of denormals; before 2026-12-08 read without a word
+STILL_STEP = 2.0**-24
 _SAID: set[str] = set()  # notes logged by :func:`say_once` in this process
 
 
@@ -82,6 +85,11 @@ def clip_notes(source: object, waveform: np.ndarray, rate: int, mix: MixEnergy |
     if len(waveform) and not waveform.any():
         return [ClipNote(f"{source}: every sample is 0 (digital silence, {seconds:.2f} s): there is no speech in it to "
                          "summarise; check the recording (a muted or failed capture?) or drop it", SILENT)]
+    if len(waveform) and (high := float(waveform.max())) - (low := float(waveform.min())) <= STILL_STEP:
+        level = f"is {low:.3g}" if low == high else f"lies within {low:.3g} and {high:.3g}"
+        return [ClipNote(f"{source}: every sample {level} (a constant offset: digital silence, {seconds:.2f} s): there "
+                         "is no sound, no speech in it to summarise; check the recording (a stuck or failed capture?) "
+                         "or drop it", SILENT), *loud]
     return loud
 
 

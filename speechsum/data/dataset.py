@@ -13,7 +13,7 @@ from speechsum.data.audio import AUDIO_ERRORS, TooLong, load_audio
 from speechsum.data.audio_notes import say_once
 from speechsum.data.hf_dataset import HFDatasetError
 from speechsum.data.loader import AudioNote, LoaderError, PaddingMark, SkippedExample
-from speechsum.data.manifest import Example, ManifestError, OnBadExample
+from speechsum.data.manifest import Example, ManifestError, OnBadExample, duration_disagrees
 from speechsum.data.sampler import PaddingBatch
 
 SKIP_ADVICE = "or set on_bad_example: skip (speechsum evaluate: --on-bad-example skip) to leave such examples out"
@@ -37,6 +37,18 @@ def audio_error(example: Example, err: Exception, advice: str | None = SKIP_ADVI
     reason = (f"{err} (found when its batch was read; its header passed at load): replace the file or remove "
               f"the example{', ' + advice if advice else ''}")
     return example_error(example, "audio", reason)
+
+
+def check_unchanged(example: Example, seconds: float, limit: float | None) -> None:
+    """A ``ValueError`` when ``seconds`` read of ``example``'s audio (cut to ``limit``) are more than 1 s and
+    10 % off what its load measured (:func:`duration_disagrees`): the file was rewritten or replaced since
+    (its example may describe another recording; batches were planned by the old length). It was read
+    as it is now without a word: a clip of 1 s that became an hour filled a batch planned for 1 s."""
+    loaded = min(example.duration, limit or float("inf"))
+    if duration_disagrees(seconds, loaded):
+        raise ValueError(f"{example.audio}: {seconds:.2f} s when read, but {loaded:.2f} s when it was loaded: the file "
+                         "changed during the run (rewritten or replaced), so the example may no longer describe it; "
+                         "restore it, or start the run again so that it is loaded anew")
 
 
 def skip_or_raise(example: Example, error: Callable[[str | None], ValueError], on_bad_example: OnBadExample,
@@ -94,6 +106,7 @@ class SpeechSumDataset(Dataset):
             source = example.audio if self.open_audio is None else self.open_audio(index)
             waveform = load_audio(source, self.sample_rate, self.max_audio_seconds, self.too_long_audio,
                                   checked_at_load=True, notes=notes)  # examples of load_manifest / load_hf_split
+            check_unchanged(example, len(waveform) / self.sample_rate, self.max_audio_seconds)
         except AUDIO_ERRORS as err:
             return skip_or_raise(example, lambda advice, err=err: audio_error(example, err, advice), self.on_bad_example,
                                  self.advice, cause=err), []

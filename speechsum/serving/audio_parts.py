@@ -111,8 +111,9 @@ def _decode(encoded: str, param: str, field: str, max_audio_bytes: int, sent: st
         problem = base64_problem(sent or encoded, start) or str(error)  # before 2026-12-07 binascii's words, no position
         raise bad_request(f"{field} is not valid standard base64 ({problem}): encode the file's bytes with the "
                           "+/ alphabet and = padding, e.g. `base64 -w0 clip.wav`.", field) from None
-    if not data:
-        raise bad_request(f"{field} is empty.", field)
+    if not data:  # before 2026-12-08 "is empty." (of a data: URL, which is not), with nothing of what to send
+        raise bad_request(f"{field} holds no audio: its base64 data is empty; send the audio file's bytes in base64, "
+                          "e.g. `base64 -w0 clip.wav`.", field)
     return data
 
 

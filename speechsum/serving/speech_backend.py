@@ -26,12 +26,14 @@ from speechsum.data.audio import (
     AudioTooLongError,
     BadSampleError,
     EmptyAudioError,
+    NonFiniteAudioError,
+    SampleRateError,
     UnreadableAudioError,
-    UnscaledAudioError,
     load_audio,
     open_audio,
 )
 from speechsum.data.audio_notes import LOUD
+from speechsum.data.clip_advice import without_manifest
 from speechsum.data.cut_short import REWRITE, damage
 from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM, mask_after_stop
@@ -86,13 +88,17 @@ def decode_audio(audio: AudioInput, sample_rate: int, max_seconds: float | None,
             length = "the audio exceeds" if error.seconds is None else f"{seconds_over(error.seconds, max_seconds)} s of audio exceed"
             raise bad_request(f"{audio.param}: {length} the limit of {max_seconds:g} s (the model's maximum or "
                               "--max-audio-seconds); send a shorter clip.", audio.param) from None
-        except BadSampleError as error:
-            scale = (" Send float samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`."
-                     if isinstance(error, UnscaledAudioError) else "")
-            raise bad_request(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}.{scale}",
+        except BadSampleError as error:  # before 2026-12-08 a NaN or a sample of 1e30 said nothing of what to do
+            advice = ("The file is corrupt: re-export it and send that." if isinstance(error, NonFiniteAudioError) else
+                      "Send float samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`.")
+            raise bad_request(f"{audio.param}: the audio holds a {error.what} at frame {error.frame}. {advice}",
                               audio.param) from None
-        except EmptyAudioError:
-            raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz.", audio.param) from None
+        except SampleRateError as error:  # it said "drop it from the manifest", of a request
+            raise bad_request(f"{audio.param}: {_reason(without_manifest(error, 'send another recording'), path)}.",
+                              audio.param) from None
+        except EmptyAudioError:  # before 2026-12-08 nothing of what to do
+            raise bad_request(f"{audio.param}: the audio has no samples at the model's {sample_rate} Hz (a file of 0 "
+                              "frames, or of too few to make one sample there); send a recording.", audio.param) from None
         except UnreadableAudioError as error:  # a format libsndfile does not read, or a file it reads only a part of
             advice = "send WAV, MP3, FLAC or OGG audio" if error.formats or error.advice is None else error.advice
             raise bad_request(f"{audio.param}: not a readable {audio.format} file ({error.reason}); {advice}.",

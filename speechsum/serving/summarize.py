@@ -196,11 +196,13 @@ def to_device(batch: SpeechBatch, device: torch.device | str) -> SpeechBatch:
 def prompt_positions(model: SpeechLLM, waveform: np.ndarray, instruction: str, fits: int | None = None) -> int:
     """Positions the LM reads for one clip's prompt: CTC-compressed audio counts only the frames it
     keeps, which takes an encoder pass; the placeholder count (an upper bound, free) is returned
-    instead when it is at most ``fits``."""
+    instead when it is at most ``fits``, or when it is exact (audio not compressed: before 2026-12-08 an
+    hour's clip too long for the LM's context was encoded whole only to count what its placeholders said)."""
     device = next(model.parameters()).device
     batch = to_device(batch_of(model, [waveform], [instruction], ["clip"]), device)
     placeholders = int(batch.prompt_mask.sum())
-    if fits is not None and placeholders <= fits:
+    at_least = int(model.processor.prompt_positions_at_least(batch.prompt_ids, batch.prompt_mask).sum())
+    if at_least == placeholders or (fits is not None and placeholders <= fits):
         return placeholders
     try:
         prompt = model.decode_prompt(batch.audio, batch.prompt_ids, batch.prompt_mask)

@@ -189,6 +189,25 @@ def test_a_clip_of_only_zeros_is_read_with_one_warning_per_file(tmp_path: Path, 
         "recording (a muted or failed capture?) or drop it"]
 
 
+@pytest.mark.parametrize(("samples", "level"), [(np.full(8_000, 0.5), "is 0.5"), (np.full(8_000, -1.0), "is -1"),
+                                               (np.r_[np.full(4_000, 1e-9), np.zeros(4_000)], "lies within 0 and 1e-09")])
+def test_a_clip_whose_samples_never_change_is_digital_silence_too(tmp_path: Path, samples: np.ndarray, level: str):
+    """A constant offset (a stuck capture) or float samples far below any recording's step hold no sound either;
+    they were read and summarised without a word (only exact zeros were said). A tone at -120 dBFS is sound: no
+    note. (Not denormals here: a command flushes them to 0, utils/denormals.py, and so may an earlier test.)"""
+    path = str(tmp_path / "still.wav")
+    sf.write(path, samples.astype(np.float32), 16_000, subtype="FLOAT")
+    notes: list[str] = []
+    load_audio(path, 16_000, notes=notes)
+    assert notes == [f"{path}: every sample {level} (a constant offset: digital silence, 0.50 s): there is no sound, no "
+                     "speech in it to summarise; check the recording (a stuck or failed capture?) or drop it"]
+    assert [note.kind for note in notes] == ["silent"]
+    sf.write(path, 1e-6 * TONE[:8_000], 16_000, subtype="FLOAT")
+    notes.clear()
+    load_audio(path, 16_000, notes=notes)
+    assert notes == []
+
+
 def test_stereo_whose_channels_cancel_is_read_with_one_warning_naming_it(tmp_path: Path, caplog):
     """Before: a stereo file with one channel in opposite phase averaged to silence (or to 1 % of it) without a word."""
     tone = TONE[:8_000]

@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 
 from speechsum.data.audio import NonFiniteAudioError
+from speechsum.data.dataset import SpeechSumDataset
+from speechsum.data.loader import SkippedExample
 from speechsum.data.manifest import ManifestError, SkippedLine
 from tests.data.test_datamodule import copy_manifest, datamodule, read_lines, write_lines
 
@@ -26,6 +28,19 @@ def nan_wav(path: Path, frame: int = 5) -> Path:
     data[frame] = np.nan
     sf.write(path, data, 16_000, subtype="FLOAT")
     return path
+
+
+def set_up_with_late_clip(tmp_path: Path, toy: Path, processor, samples: int):
+    """(manifest, data module set up for fit, clip): the toy train manifest (24 lines) plus line 25, whose audio
+    ``late.wav`` is ``samples`` float samples of 0.1 at 16 kHz when loaded."""
+    clip = tmp_path / "late.wav"
+    sf.write(clip, np.full(samples, 0.1, dtype=np.float32), 16_000, subtype="FLOAT")
+    lines = read_lines(copy_manifest(toy, tmp_path / "c.jsonl"))
+    lines.append({"id": "late", "audio": str(clip), "instruction": "x", "summary": "y"})
+    manifest = write_lines(tmp_path / "train.jsonl", lines)
+    dm = datamodule(processor, train_manifest=str(manifest))
+    dm.setup("fit")
+    return manifest, dm, clip
 
 
 def with_nan_line(tmp_path: Path, toy: Path) -> tuple[Path, Path]:
@@ -62,13 +77,7 @@ def test_error_mode_refuses_non_finite_audio(tmp_path: Path, toy_data, processor
 def test_audio_spoiled_after_validation_fails_when_read(tmp_path: Path, toy_data, processor):
     """The read-time check: a file that turns bad after setup is refused, naming the manifest line
     and the file (tests/data/test_corrupt_audio.py: skipped under on_bad_example: skip)."""
-    good = tmp_path / "late.wav"
-    sf.write(good, np.full(1_600, 0.1, dtype=np.float32), 16_000, subtype="FLOAT")
-    lines = read_lines(copy_manifest(toy_data["train"], tmp_path / "c.jsonl"))
-    lines.append({"id": "late", "audio": str(good), "instruction": "x", "summary": "y"})
-    manifest = write_lines(tmp_path / "train.jsonl", lines)
-    dm = datamodule(processor, train_manifest=str(manifest))
-    dm.setup("fit")
+    manifest, dm, good = set_up_with_late_clip(tmp_path, toy_data["train"], processor, 1_600)
     nan_wav(good, frame=7)
     with pytest.raises(ManifestError) as info:
         dm.datasets["train"][24]
@@ -141,3 +150,21 @@ def test_a_silent_clip_is_said_once_in_the_main_process_naming_its_manifest_line
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         f"{manifest}:{len(lines)}: field 'audio': {silent}: every sample is 0 (digital silence, 0.50 s): there is no "
         "speech in it to summarise; check the recording (a muted or failed capture?) or drop it"]
+
+
+@pytest.mark.parametrize("seconds", [60.0, 0.2])
+def test_a_clip_rewritten_with_another_length_after_load_is_a_bad_example_when_read(tmp_path: Path, toy_data,
+                                                                                      processor, seconds: float):
+    """A clip of 2 s at load that is 60 s (or 0.2 s) when its batch is read was read as it was then, without a
+    word: its example may describe another recording, and its batch was planned for 2 s. Under skip it is left out."""
+    manifest, dm, clip = set_up_with_late_clip(tmp_path, toy_data["train"], processor, 32_000)
+    assert len(dm.datasets["train"][24][1]) == 32_000  # unchanged: read as loaded
+    sf.write(clip, np.full(round(16_000 * seconds), 0.1, dtype=np.float32), 16_000, subtype="FLOAT")
+    with pytest.raises(ManifestError) as info:
+        dm.datasets["train"][24]
+    assert str(info.value).startswith(
+        f"{manifest}:25: field 'audio': {clip}: {seconds:.2f} s when read, but 2.00 s when it was loaded: the file "
+        "changed during the run (rewritten or replaced), so the example may no longer describe it; restore it, or "
+        "start the run again so that it is loaded anew (found when its batch was read")
+    skipped = SpeechSumDataset(dm.datasets["train"].examples, 16_000, on_bad_example="skip")[24]
+    assert isinstance(skipped, SkippedExample) and skipped.line == 25 and "changed during the run" in skipped.reason

@@ -147,15 +147,32 @@ def test_malformed_audio_is_a_clear_400(client, tmp_path) -> None:
                        "not recognised; the file is 24 bytes): damaged or cut short); re-fetch or re-export it, or drop it.")
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full(800, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
-    assert "non-finite sample" in bad_request(client, audio_message(nan.read_bytes()))
+    assert bad_request(client, audio_message(nan.read_bytes())) == (  # before 2026-12-08 no word of what to do
+        f"{param}: the audio holds a non-finite sample (NaN or Inf) at frame 0. The file is corrupt: re-export it "
+        "and send that.")
     loud = tmp_path / "loud.wav"
     sf.write(loud, np.full(800, 1e30, dtype=np.float32), 16_000, subtype="FLOAT")  # NaN features before
-    assert bad_request(client, audio_message(loud.read_bytes())) == f"{param}: the audio holds a sample of magnitude 1e+30 at frame 0."
+    assert bad_request(client, audio_message(loud.read_bytes())) == (
+        f"{param}: the audio holds a sample of magnitude 1e+30 at frame 0. Send float samples within [-1, 1]: "
+        "normalise the clip, e.g. `sox --norm in.wav out.wav`.")
+    sf.write(loud, np.zeros(70, dtype=np.int16), 7)  # was "... re-export the file or drop it from the manifest"
+    assert bad_request(client, audio_message(loud.read_bytes())) == (
+        f"{param}: sample rate 7 Hz is outside 1000-1000000 Hz, no recording's (speech is 8-48 kHz): the header is "
+        "likely damaged; re-export the file or send another recording.")
     sf.write(loud, np.linspace(-30.0, 30.0, 800, dtype=np.float32), 16_000, subtype="FLOAT")  # served as it was before
     assert bad_request(client, audio_message(loud.read_bytes())) == (
         f"{param}: the audio holds a float sample of 30 (its peak, 30 dB over full scale) at frame 0. Send float "
         "samples within [-1, 1]: normalise the clip, e.g. `sox --norm in.wav out.wav`.")
+    for frames, rate in ((0, 16_000), (1, 44_100)):  # was "... no samples at the model's 16000 Hz." and no more
+        sf.write(loud, np.zeros(frames, dtype=np.int16), rate)
+        assert bad_request(client, audio_message(loud.read_bytes())) == (
+            f"{param}: the audio has no samples at the model's 16000 Hz (a file of 0 frames, or of too few to make one "
+            "sample there); send a recording.")
     broken = audio_message(b"x")
+    for blank in ("", " \n "):  # was "… is empty.", nothing of what to send
+        broken[0]["content"][0]["input_audio"]["data"] = blank
+        assert bad_request(client, broken) == (f"{param}.data holds no audio: its base64 data is empty; send the audio "
+                                               "file's bytes in base64, e.g. `base64 -w0 clip.wav`.")
     broken[0]["content"][0]["input_audio"]["data"] = "not base64!"
     assert bad_request(client, broken).startswith(f"{param}.data is not valid standard base64")
     assert "e.g. `base64 -w0 clip.wav`" in bad_request(client, broken)

@@ -64,6 +64,9 @@ URL_FIELD = "messages[0].content[0].audio_url.url"
     ("data:audio/wav;base64,not base64!", f"{URL_FIELD} is not valid standard base64 (character \"!\" at position 32 "
                                           "(from 0) is not a base64 character): encode the file's bytes with the +/ "
                                           "alphabet and = padding, e.g. `base64 -w0 clip.wav`."),
+    # was "… is empty." of a URL that is not, with nothing of what to send
+    ("data:audio/wav;base64,", f"{URL_FIELD} holds no audio: its base64 data is empty; send the audio file's bytes "
+                               "in base64, e.g. `base64 -w0 clip.wav`."),
 ])
 def test_an_audio_url_this_server_cannot_read_is_named(served, url, message):
     with pytest.raises(openai.BadRequestError) as caught:

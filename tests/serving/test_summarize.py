@@ -187,6 +187,23 @@ def test_a_clip_too_long_for_the_lms_context_is_an_error_row(composed_export: Pa
                                 "--max-new-tokens)")
 
 
+def test_a_clip_too_long_for_the_context_is_counted_without_an_encoder_pass_when_audio_is_not_compressed(
+        composed_export: Path, tmp_path: Path, monkeypatch) -> None:
+    """Its placeholders are its positions: an hour's clip was encoded whole (minutes on a CPU) to count them."""
+    from speechsum.serving.summarize import prompt_positions
+
+    model = load_exported(composed_export)
+    clip = load_audio(str(write_wavs(tmp_path, rate=16_000)[1]), 16_000)
+    passes = []
+    real = model.decode_prompt
+    monkeypatch.setattr(model, "decode_prompt", lambda *args: passes.append(1) or real(*args))
+    positions = prompt_positions(model, clip, DEFAULT_INSTRUCTION, fits=1)
+    assert passes == [] and positions == prompt_positions(model, clip, DEFAULT_INSTRUCTION)
+    monkeypatch.setattr(model.processor, "compresses_audio", True)  # CTC-compressed: only an encoder pass tells
+    prompt_positions(model, clip, DEFAULT_INSTRUCTION, fits=1)
+    assert passes == [1]
+
+
 def test_an_encoder_failure_while_counting_positions_is_that_files_row(composed_export, tmp_path, monkeypatch):
     import speechsum.serving.summarize as summarize
     from speechsum.serving.summarize import Settings, summarize_files
