@@ -45,6 +45,7 @@ from speechsum.pipeline.run_folder import (
     run_dir_lock,
 )
 from speechsum.pipeline.runner import (
+    AFTER_A_FAILURE,
     StageContext,
     StageFailed,
     default_threads,
@@ -292,12 +293,14 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
 def main(argv: list[str] | None = None, table: StageTable = PIPELINE) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, raise_terminated)  # stops the running stages too
+    again = "the same command without --from" if args.from_stage else "the same command"
     try:
         run_pipeline(args, table)
-    except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
+    except StageFailed as err:  # what to do after it, once: not in each stage's own message
+        raise SystemExit(f"speechsum pipeline: {err}\n{AFTER_A_FAILURE.format(again=again)}") from err
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"speechsum pipeline: {err}") from err
     except (KeyboardInterrupt, Terminated) as stop:  # SIGTERM (`kill PID`) ended it without a word
         how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-        again = "the same command without --from" if args.from_stage else "the same command"
         print(f"speechsum pipeline: interrupted ({how}); {again} continues where this run stopped", file=sys.stderr)
         raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)) from None
