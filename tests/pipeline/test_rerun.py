@@ -110,6 +110,30 @@ def edited_tiny(tmp_path: Path, **sections: dict) -> Path:
     return edited
 
 
+def test_an_edited_stage_config_file_counts_as_a_changed_setting_of_that_stage(tmp_path, capsys):
+    """SFT's own config file (``stages.sft.config``) edited between two runs: SFT and what is built on it
+    were kept without a word, as if trained with the new settings (an edited ``overrides:`` was said)."""
+    stage_config = tmp_path / "my_sft.yaml"
+    stage_config.write_text((REPO / "configs" / "sft.yaml").read_text())
+    tiny = yaml.safe_load(TINY.read_text())
+    config = edited_tiny(tmp_path, stages={**tiny["stages"], "sft": {**tiny["stages"]["sft"], "config": str(stage_config)}})
+    table, run = report_writing_stages(), tmp_path / "run"
+    argv = ["--config", str(config), "--run-dir", str(run), "--no-warm-start"]
+    pipeline.run_pipeline(pipeline.build_parser().parse_args(argv), table)
+    stage_config.write_text(stage_config.read_text() + "# a comment changes no setting\n")
+    capsys.readouterr()
+    pipeline.run_pipeline(pipeline.build_parser().parse_args(argv), table)
+    assert skipped_with_changed_settings(capsys.readouterr().out) == (set(STAGES), set())
+    settings = yaml.safe_load(stage_config.read_text())
+    settings["model"]["init_args"]["learning_rate"] *= 2
+    stage_config.write_text(yaml.safe_dump(settings))
+    assert ran(pipeline.run_pipeline(pipeline.build_parser().parse_args(argv), table)) == []
+    out = capsys.readouterr().out
+    assert skipped_with_changed_settings(out) == (
+        set(STAGES), {"sft", "kd", "pairs", "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report"})
+    assert "note: sft, kd, pairs, evaluate_sft, evaluate_kd, dpo, evaluate_dpo, report kept from an earlier run" in out
+
+
 @pytest.mark.parametrize(("sections", "extra", "message"), [
     ({}, ["--teacher", "remote"], "teacher.mode remote needs teacher.base_url and teacher.model (the endpoint's URL, "
      "e.g. http://localhost:8000/v1, and the model name it serves); or use --teacher inprocess / serve"),
