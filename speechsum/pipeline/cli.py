@@ -39,6 +39,7 @@ from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
 from speechsum.pipeline.run_folder import (
     check_from_inputs,
     check_from_until,
+    check_no_other_run,
     check_run_dir_is_a_run,
     clear_markers_from,
     read_marker,
@@ -203,6 +204,7 @@ def check_endpoints(config: dict, path: Path) -> None:
 def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:
     """The whole run (``main`` without parsing) of ``table``'s stages; returns the summary it wrote."""
     threads = args.threads or default_threads()  # --lanes, --threads, --checkpoint-every: checked by argparse
+    check_no_other_run(Path(args.run_dir).resolve())  # before anything is loaded or read for a folder another run holds
     check_from_until(args.from_stage, args.until, table)
     config_file = Path(args.config) if args.config else preset_path(args.preset)
     config = with_teacher_mode(load_pipeline_config(config_file), args.teacher)

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 try:
     import fcntl
@@ -48,6 +49,9 @@ def clear_markers_from(run_dir: Path, stage: str, table: StageTable = PIPELINE) 
     return cleared
 
 
+LOCK_FILE = Path(".state") / "pipeline.lock"
+
+
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``RUN/.state/pipeline.lock`` for the run (an advisory lock the OS frees when this process
@@ -56,20 +60,40 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     if fcntl is None:  # Windows: no advisory locks; one run per folder is then up to the user
         yield
         return
-    path = run_dir / ".state" / "pipeline.lock"
+    path = run_dir / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip()
-            raise RuntimeError(f"another speechsum pipeline{f' (pid {owner})' if owner else ''} is running in {run_dir}: "
-                               "wait for it to finish or stop it, or give this run another --run-dir") from None
+        _lock_or_refuse(handle, run_dir)
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
         yield
+
+
+def check_no_other_run(run_dir: Path) -> None:
+    """Refuse at once a ``--run-dir`` whose lock another pipeline holds (:func:`run_dir_lock` takes it
+    later, after the config checks): the refusal came after importing Lightning for them, and a ``--from``
+    while the other run had not completed its stages yet was refused as not complete in --run-dir
+    instead. Creates nothing (a new folder has no lock)."""
+    if fcntl is None:
+        return
+    try:
+        handle = open(run_dir / LOCK_FILE, encoding="utf-8")  # noqa: SIM115  (closed below: the lock is freed)
+    except OSError:  # none yet, or not readable: run_dir_lock decides
+        return
+    with handle:
+        _lock_or_refuse(handle, run_dir)
+
+
+def _lock_or_refuse(handle: IO[str], run_dir: Path) -> None:
+    """Lock ``handle`` (the run folder's lock file), or say which pipeline holds it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip()
+        raise RuntimeError(f"another speechsum pipeline{f' (pid {owner})' if owner else ''} is running in {run_dir}: "
+                           "wait for it to finish or stop it, or give this run another --run-dir") from None
 
 
 def check_run_dir_is_a_run(run_dir: Path) -> None:

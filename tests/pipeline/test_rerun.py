@@ -81,6 +81,23 @@ def test_a_report_whose_inputs_run_again_is_removed_not_left_looking_current(tmp
     assert ran(run_in_process(run, table))[-1] == "report" and (run / "report.md").read_text() == "done"
 
 
+def test_a_folder_another_pipeline_holds_is_refused_as_that_before_its_markers_are_read(tmp_path):
+    """``--from dpo`` while another pipeline was still training on the folder (its pairs not complete
+    yet) was refused as "pairs … not complete in --run-dir": the user was sent after a missing stage."""
+    table, run = report_writing_stages(), tmp_path / "run"
+    run_in_process(run, table, "--until", "kd", "--no-warm-start")
+    with pipeline.run_dir_lock(run):
+        with pytest.raises(RuntimeError, match=rf"^another speechsum pipeline \(pid {os.getpid()}\) is running in "
+                                               rf"{run}: wait for it to finish or stop it, or give this run another"):
+            run_in_process(run, table, "--from", "dpo", "--no-warm-start")
+    with pytest.raises(ValueError, match="--from dpo: pairs, which it is built on, is not complete"):
+        run_in_process(run, table, "--from", "dpo", "--no-warm-start")  # the lock is free again: the folder itself is looked at
+    new = tmp_path / "new"
+    with pytest.raises(ValueError, match="--from dpo: benchmark, "):
+        run_in_process(new, table, "--from", "dpo", "--no-warm-start")
+    assert not new.exists()  # nothing made for a refused run
+
+
 def test_a_moved_run_folder_is_not_redone(tmp_path):
     """The markers name their outputs by absolute path: a moved folder's are not counted as gone."""
     table = output_writing_stages()
