@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (9-15 min on a 2-core "
                         "CPU: 9 with AMX, 13-15 without), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
-    parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
+    parser.add_argument("--run-dir", default="runs/pipeline",
+                        help="where everything goes: a new or empty folder, or an earlier run's, which the run "
+                        "continues (a folder of other files is refused; one pipeline per folder at a time) "
+                        "(default runs/pipeline)")
     parser.add_argument("--from", dest="from_stage", type=stage_list, metavar="STAGE[,STAGE…]",
                         help="re-run these stages and every stage built on them (deletes their markers; no "
                         f"resuming); stages: {', '.join(PIPELINE.names)}; evaluate = the three student evaluations")
