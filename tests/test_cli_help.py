@@ -92,6 +92,15 @@ def test_pipeline_threads_help_names_the_stages_that_run_alone():
     assert "nothing can run beside (benchmark, report) or" in threads.help
 
 
+def test_pipeline_run_dir_help_says_what_the_folder_may_be():
+    """--run-dir said only "where everything goes": not that an earlier run's folder is continued, a
+    folder of other files refused, and one pipeline at a time let in."""
+    (run_dir,) = [a for a in tool_parsers()["pipeline"]._actions if "--run-dir" in a.option_strings]
+    assert run_dir.help == ("where everything goes: a new or empty folder, or an earlier run's, which the run continues "
+                            "(a folder of other files is refused; one pipeline per folder at a time) "
+                            "(default runs/pipeline)")
+
+
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_names_speechsum_and_the_libraries_it_trains_with(flag, capsys):
     """What a bug report needs; it was "unrecognized arguments: --version" from the Lightning CLI."""

@@ -22,27 +22,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 from speechsum.pipeline.command_args import check_command_args
 from speechsum.pipeline.config import load_pipeline_config, preset_path, section_options
 from speechsum.pipeline.config_record import keep_config, other_settings, write_run_config
 from speechsum.pipeline.progress import ProgressBoard, say
 from speechsum.pipeline.resume import CHECKPOINT_EVERY_S, lost_outputs
+from speechsum.pipeline.run_folder import (
+    check_from_inputs,
+    check_from_until,
+    check_no_other_run,
+    check_run_dir_is_a_run,
+    clear_markers_from,
+    read_marker,
+    run_dir_lock,
+)
 from speechsum.pipeline.runner import (
+    AFTER_A_FAILURE,
     StageContext,
     StageFailed,
     default_threads,
@@ -71,35 +75,7 @@ Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 """
 
 
-# -- stage markers ----------------------------------------------------------------------------
-def read_marker(run_dir: Path, stage: str) -> dict | None:
-    """The stage's marker, or None when the stage is not complete (a broken marker counts as none: also
-    one that is not a mapping with its ``elapsed_s``, edited by hand or written by another program,
-    which ended the rerun with a KeyError or AttributeError traceback)."""
-    try:
-        marker = json.loads(marker_path(run_dir, stage).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(marker, dict):
-        return None
-    elapsed, outputs = marker.get("elapsed_s"), marker.get("outputs") or []
-    whole = isinstance(elapsed, int | float) and not isinstance(elapsed, bool) and isinstance(outputs, list) \
-        and all(isinstance(output, str) for output in outputs)
-    return marker if whole else None
-
-
 RUNS_ALONE = [name for name in PIPELINE.names if PIPELINE.runs_alone(name)]  # all threads (--threads)
-
-
-def clear_markers_from(run_dir: Path, stage: str, table: StageTable = PIPELINE) -> list[str]:
-    """Delete the markers of ``stage`` and of every stage built on it; returns the stages cleared."""
-    cleared = []
-    for name in [stage, *table.downstream(stage)]:
-        path = marker_path(run_dir, name)
-        if path.exists():
-            path.unlink()
-            cleared.append(name)
-    return cleared
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -134,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (9-15 min on a 2-core "
                         "CPU: 9 with AMX, 13-15 without), large (clearer numbers) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
-    parser.add_argument("--run-dir", default="runs/pipeline", help="where everything goes (default runs/pipeline)")
+    parser.add_argument("--run-dir", default="runs/pipeline",
+                        help="where everything goes: a new or empty folder, or an earlier run's, which the run "
+                        "continues (a folder of other files is refused; one pipeline per folder at a time) "
+                        "(default runs/pipeline)")
     parser.add_argument("--from", dest="from_stage", type=stage_list, metavar="STAGE[,STAGE…]",
                         help="re-run these stages and every stage built on them (deletes their markers; no "
                         f"resuming); stages: {', '.join(PIPELINE.names)}; evaluate = the three student evaluations")
@@ -199,77 +178,6 @@ def plan_stages(run_dir: Path, digests: dict[str, str], until: Collection[str] |
     return planned, kept, fresh
 
 
-@contextlib.contextmanager
-def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``RUN/.state/pipeline.lock`` for the run (an advisory lock the OS frees when this process
-    ends, also when it is killed): a second pipeline on the same folder would delete the outputs of
-    stages the first one is writing, so it is refused."""
-    if fcntl is None:  # Windows: no advisory locks; one run per folder is then up to the user
-        yield
-        return
-    path = run_dir / ".state" / "pipeline.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip()
-            raise RuntimeError(f"another speechsum pipeline{f' (pid {owner})' if owner else ''} is running in {run_dir}: "
-                               "wait for it to finish or stop it, or give this run another --run-dir") from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-
-
-def check_run_dir_is_a_run(run_dir: Path) -> None:
-    """Refuse an existing ``--run-dir`` that holds files but no earlier run (no ``.state/``): the
-    stages delete and rewrite their folders there (``data/``, ``sft/``, ``evaluate/``, …) and stale
-    temporaries anywhere below, so ``--run-dir .`` or a project folder would lose what it keeps."""
-    if not run_dir.is_dir() or (run_dir / ".state").is_dir():
-        return
-    kept = sorted(path.name for path in run_dir.iterdir() if path.name != "logs")
-    if kept:
-        shown = ", ".join(kept[:5]) + (", …" if len(kept) > 5 else "")
-        raise ValueError(f"--run-dir {run_dir} holds files ({shown}) but no earlier pipeline run (no .state/); the "
-                         "stages delete and replace their folders there: give a new or empty folder")
-
-
-def check_from_until(from_stages: list[str] | None, until: list[str] | None, table: StageTable) -> None:
-    """Refuse ``--from`` stages that ``--until`` would not run: their markers would be deleted (the
-    finished work thrown away) and nothing redone."""
-    if not from_stages or not until:
-        return
-    outside = [s for s in from_stages if s not in table.until(until)]
-    if outside:
-        raise ValueError(f"--from {','.join(outside)} is not among the stages --until {','.join(until)} runs (those "
-                         "and what they are built from): nothing would be redone. Drop --until, or --from a stage "
-                         "it runs")
-
-
-def check_from_inputs(run_dir: Path, from_stages: list[str] | None, table: StageTable) -> None:
-    """Refuse ``--from`` a stage whose inputs are not there: the stages it is built on (and not redone
-    by this ``--from``) have no marker in ``run_dir``, so the run would build them first, from scratch
-    (the whole pipeline for ``--from dpo`` in a new folder, or a mistyped ``--run-dir``)."""
-    redone = {name for stage in from_stages or [] for name in (stage, *table.downstream(stage))}
-    for stage in from_stages or []:
-        missing = [name for name in table.names if name in table.upstream(stage) and name not in redone
-                   and not _complete(run_dir, name)]
-        if missing:
-            raise ValueError(f"--from {stage}: {', '.join(missing)}, which it is built on, "
-                             f"{'is' if len(missing) == 1 else 'are'} not complete in --run-dir {run_dir}: give the "
-                             "folder of an earlier run, or leave out --from to build them first")
-
-
-def _complete(run_dir: Path, stage: str) -> bool:
-    """Whether ``stage`` has a marker and every output it lists is still whole (else the planner
-    runs it again): a marker whose checkpoint was deleted to save space passed ``--from``'s check, and
-    the run rebuilt that stage and all after it."""
-    marker = read_marker(run_dir, stage)
-    return marker is not None and not lost_outputs(marker, run_dir)
-
-
 def with_teacher_mode(config: dict, mode: str | None) -> dict:
     """``config`` with ``--teacher`` as its ``teacher.mode`` when that differs: the mode the KD stage
     runs with is then the one its marker's settings digest and ``RUN/pipeline_config.yaml`` record
@@ -299,6 +207,7 @@ def check_endpoints(config: dict, path: Path) -> None:
 def run_pipeline(args: argparse.Namespace, table: StageTable = PIPELINE) -> dict:
     """The whole run (``main`` without parsing) of ``table``'s stages; returns the summary it wrote."""
     threads = args.threads or default_threads()  # --lanes, --threads, --checkpoint-every: checked by argparse
+    check_no_other_run(Path(args.run_dir).resolve())  # before anything is loaded or read for a folder another run holds
     check_from_until(args.from_stage, args.until, table)
     config_file = Path(args.config) if args.config else preset_path(args.preset)
     config = with_teacher_mode(load_pipeline_config(config_file), args.teacher)
@@ -389,12 +298,14 @@ def _run_locked(args: argparse.Namespace, table: StageTable, config_file: Path, 
 def main(argv: list[str] | None = None, table: StageTable = PIPELINE) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, raise_terminated)  # stops the running stages too
+    again = "the same command without --from" if args.from_stage else "the same command"
     try:
         run_pipeline(args, table)
-    except (StageFailed, ValueError, FileNotFoundError, RuntimeError) as err:
+    except StageFailed as err:  # what to do after it, once: not in each stage's own message
+        raise SystemExit(f"speechsum pipeline: {err}\n{AFTER_A_FAILURE.format(again=again)}") from err
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"speechsum pipeline: {err}") from err
     except (KeyboardInterrupt, Terminated) as stop:  # SIGTERM (`kill PID`) ended it without a word
         how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-        again = "the same command without --from" if args.from_stage else "the same command"
         print(f"speechsum pipeline: interrupted ({how}); {again} continues where this run stopped", file=sys.stderr)
         raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)) from None

@@ -274,6 +274,15 @@ def stage_base_file(spec: dict, stage: str, teacher_mode: str | None) -> str | l
     return spec.get("config")
 
 
+def stage_base_settings(config: Mapping, stage: str) -> dict:
+    """The settings of a training stage's base config file(s) (:func:`stage_base_file`), parsed: part of
+    its settings digest (:meth:`~speechsum.pipeline.table.StageTable.config_digests`), so an edited
+    ``configs/sft.yaml`` is pointed out on a rerun as an edited ``stages.sft.overrides`` is (the stage was
+    kept without a word); an edited comment changes nothing."""
+    mode = section_options(config, "teacher")["mode"]
+    return load_stage_base(stage_base_file(stage_spec(dict(config), stage), stage, mode) or [])
+
+
 def resolve_stage_config(config: dict, stage: str, run_dir: Path, wandb: bool = False,
                          teacher: dict | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
     """The Lightning config of a training stage, ready for ``speechsum fit`` (module docstring).

@@ -10,6 +10,8 @@ import re
 import zipfile
 from pathlib import Path
 
+import yaml
+
 CHECKPOINT_EVERY_S = 120.0  # default seconds of training between resume checkpoints
 RESUME_FOLDER = "resume"  # RUN/<stage>/resume/: removed once the stage is complete
 _STEP = re.compile(r"step=(\d+)")
@@ -78,7 +80,19 @@ def newest_checkpoint(stage_dir: Path) -> Path | None:
 
 def _without(text: str, ignore: re.Pattern | None) -> str:
     text = CHECKPOINT_INTERVAL.sub("<ignored>", text)
-    return ignore.sub("<ignored>", text) if ignore is not None else text
+    return _without_wandb(ignore.sub("<ignored>", text) if ignore is not None else text)
+
+
+def _without_wandb(text: str) -> str:
+    """A resolved config's text without its W&B logger, which ``--wandb`` keeps and its absence drops: where a
+    run logs is no setting of its training, so a rerun with or without ``--wandb`` resumes (it started over)."""
+    from speechsum.pipeline.config import drop_wandb  # which imports this module
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return yaml.safe_dump(drop_wandb(config), sort_keys=False) if isinstance(config, dict) else text
 
 
 def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
@@ -87,7 +101,8 @@ def resume_point(stage_dir: Path, config_text: str, not_before: float = 0.0,
     started (wrote its ``config.yaml``) before ``not_before`` — when what it is built from was
     completed again since — is not continued. ``ignore``: text that may differ between the saved
     and the new config (:data:`TEACHER_SERVER_URL` under ``--teacher serve``); the resume
-    checkpoints' interval (``--checkpoint-every``, :data:`CHECKPOINT_INTERVAL`) always may."""
+    checkpoints' interval (``--checkpoint-every``, :data:`CHECKPOINT_INTERVAL`) and the W&B logger
+    (``--wandb``) always may."""
     saved = stage_dir / "config.yaml"
     if not saved.is_file():
         return None, "no earlier run"

@@ -41,6 +41,10 @@ from speechsum.utils.warm_start import WarmProcess, WarmStarter, wait_with_peak_
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL after this long
 STOPPED_NOTE = "stopped (Ctrl-C, SIGTERM or another stage's failure): no marker, so this stage runs again next time"
 
+# the last line of a failed run ({again}: the command to rerun)
+AFTER_A_FAILURE = ("Once that is fixed, {again} continues: the complete stages are kept, a training stage resumes "
+                   "from its newest checkpoint (its settings unchanged) and the others start over")
+
 
 class StageFailed(RuntimeError):
     """A stage's command failed; the message names the command and its log."""
@@ -81,6 +85,23 @@ def default_threads() -> int:
 def marker_path(run_dir: Path, stage: str) -> Path:
     """``RUN/.state/<stage>.json``: present only once the stage is complete."""
     return run_dir / ".state" / f"{stage}.json"
+
+
+def exit_text(code: int) -> str:
+    """How a stage's command ended, for its failure: ``exited with code 1``; a command ended by a signal
+    (a negative code, ``exited with code -9`` before) or stopped by one it ends plainly on (130, 143)
+    names the signal and who sends it, so the user looks at memory or at other users, not at the log."""
+    number = -code if code < 0 else code - 128 if code in (128 + signal.SIGINT, 128 + signal.SIGTERM) else 0
+    if not number:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    who = ("the kernel's out-of-memory killer (`dmesg` says so; fewer --lanes or a smaller batch needs less "
+           "memory) or a `kill -9`" if number == signal.SIGKILL else "another process or the system, not the pipeline")
+    how = "was killed by" if code < 0 else f"exited with code {code}: stopped by"
+    return f"{how} {name} (signal {number}), sent by {who}"
 
 
 # -- one stage's context ------------------------------------------------------------------------
@@ -179,7 +200,7 @@ class StageContext:
         # (a command may end a SIGTERM with exit code 0, as Lightning's fit did)
         self.check_stop()
         if process.returncode != 0:
-            raise StageFailed(f"stage {self.stage}: `{line}` exited with code {process.returncode}.\n{self.log_tail()}")
+            raise StageFailed(f"stage {self.stage}: `{line}` {exit_text(process.returncode)}.\n{self.log_tail()}")
 
     def log_tail(self, count: int = 15) -> str:
         """``Last lines of <log>:`` and the stage log's last ``count`` lines, indented."""

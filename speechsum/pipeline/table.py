@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from speechsum.pipeline.config import BASELINE_SYSTEMS, get_path, shared_settings
+from speechsum.pipeline.config import BASELINE_SYSTEMS, get_path, shared_settings, stage_base_settings
 from speechsum.pipeline.stages import (
     STUDENTS_FOLDER,
     benchmark_outputs,
@@ -84,13 +84,15 @@ class StageTable:
         return self._by_name[name]
 
     def config_digests(self, config: Mapping) -> dict[str, str]:
-        """Per stage, a digest of the settings it runs with: the sections it ``reads``, the
-        :func:`shared_settings` and the digests of the stages it needs. A changed setting changes
-        the digest of its stage and of every stage built on it, and of no other."""
+        """Per stage, a digest of the settings it runs with: the sections it ``reads`` (and a training
+        stage's base config file's settings), the :func:`shared_settings` and the digests of the stages it
+        needs. A changed setting changes the digest of its stage and of every stage built on it, and of no other."""
         digests: dict[str, str] = {}
         shared = shared_settings(config)  # hashes the data: manifests: once, not once per stage
         for stage in self.stages:
             own = {path: get_path(config, path) for path in stage.reads}
+            if stage.resumes:  # a `speechsum fit` stage: what its base config file holds (an edited configs/sft.yaml)
+                own["base_config"] = stage_base_settings(config, stage.name)
             digests[stage.name] = cache_key(shared, own, [digests[n] for n in stage.needs])[:16]
         return digests
 

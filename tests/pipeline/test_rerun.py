@@ -81,6 +81,23 @@ def test_a_report_whose_inputs_run_again_is_removed_not_left_looking_current(tmp
     assert ran(run_in_process(run, table))[-1] == "report" and (run / "report.md").read_text() == "done"
 
 
+def test_a_folder_another_pipeline_holds_is_refused_as_that_before_its_markers_are_read(tmp_path):
+    """``--from dpo`` while another pipeline was still training on the folder (its pairs not complete
+    yet) was refused as "pairs … not complete in --run-dir": the user was sent after a missing stage."""
+    table, run = report_writing_stages(), tmp_path / "run"
+    run_in_process(run, table, "--until", "kd", "--no-warm-start")
+    with pipeline.run_dir_lock(run):
+        with pytest.raises(RuntimeError, match=rf"^another speechsum pipeline \(pid {os.getpid()}\) is running in "
+                                               rf"{run}: wait for it to finish or stop it, or give this run another"):
+            run_in_process(run, table, "--from", "dpo", "--no-warm-start")
+    with pytest.raises(ValueError, match="--from dpo: pairs, which it is built on, is not complete"):
+        run_in_process(run, table, "--from", "dpo", "--no-warm-start")  # the lock is free again: the folder itself is looked at
+    new = tmp_path / "new"
+    with pytest.raises(ValueError, match="--from dpo: benchmark, "):
+        run_in_process(new, table, "--from", "dpo", "--no-warm-start")
+    assert not new.exists()  # nothing made for a refused run
+
+
 def test_a_moved_run_folder_is_not_redone(tmp_path):
     """The markers name their outputs by absolute path: a moved folder's are not counted as gone."""
     table = output_writing_stages()
@@ -108,6 +125,30 @@ def edited_tiny(tmp_path: Path, **sections: dict) -> Path:
     edited = tmp_path / "edited.yaml"
     edited.write_text(yaml.safe_dump({**config, **sections}))
     return edited
+
+
+def test_an_edited_stage_config_file_counts_as_a_changed_setting_of_that_stage(tmp_path, capsys):
+    """SFT's own config file (``stages.sft.config``) edited between two runs: SFT and what is built on it
+    were kept without a word, as if trained with the new settings (an edited ``overrides:`` was said)."""
+    stage_config = tmp_path / "my_sft.yaml"
+    stage_config.write_text((REPO / "configs" / "sft.yaml").read_text())
+    tiny = yaml.safe_load(TINY.read_text())
+    config = edited_tiny(tmp_path, stages={**tiny["stages"], "sft": {**tiny["stages"]["sft"], "config": str(stage_config)}})
+    table, run = report_writing_stages(), tmp_path / "run"
+    argv = ["--config", str(config), "--run-dir", str(run), "--no-warm-start"]
+    pipeline.run_pipeline(pipeline.build_parser().parse_args(argv), table)
+    stage_config.write_text(stage_config.read_text() + "# a comment changes no setting\n")
+    capsys.readouterr()
+    pipeline.run_pipeline(pipeline.build_parser().parse_args(argv), table)
+    assert skipped_with_changed_settings(capsys.readouterr().out) == (set(STAGES), set())
+    settings = yaml.safe_load(stage_config.read_text())
+    settings["model"]["init_args"]["learning_rate"] *= 2
+    stage_config.write_text(yaml.safe_dump(settings))
+    assert ran(pipeline.run_pipeline(pipeline.build_parser().parse_args(argv), table)) == []
+    out = capsys.readouterr().out
+    assert skipped_with_changed_settings(out) == (
+        set(STAGES), {"sft", "kd", "pairs", "evaluate_sft", "evaluate_kd", "dpo", "evaluate_dpo", "report"})
+    assert "note: sft, kd, pairs, evaluate_sft, evaluate_kd, dpo, evaluate_dpo, report kept from an earlier run" in out
 
 
 @pytest.mark.parametrize(("sections", "extra", "message"), [

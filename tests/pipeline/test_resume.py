@@ -107,6 +107,22 @@ def test_a_rerun_with_another_checkpoint_interval_resumes(tmp_path):
     assert resume_point(stage, resolved(30, max_steps=3)) == (None, "its resolved config changed")
 
 
+def test_a_rerun_with_or_without_wandb_resumes(tmp_path):
+    """``--wandb`` keeps the W&B logger in the resolved config, and without it it is dropped: a stage killed
+    without it and rerun with it (or the other way round) started over, losing its training."""
+    def resolved(wandb: bool, max_steps: int = 2) -> str:
+        config = {"benchmark": {"size": "tiny"}, "stages": {"sft": {"overrides": {"trainer": {"max_steps": max_steps}}}}}
+        return yaml.safe_dump(resolve_stage_config(config, "sft", tmp_path, wandb=wandb), sort_keys=False)
+
+    assert "WandbLogger" in resolved(True) and "WandbLogger" not in resolved(False)
+    stage, checkpoint = interrupted_at_step_1(tmp_path / "sft", resolved(False))
+    assert resume_point(stage, resolved(True)) == (checkpoint, "step 1")
+    assert resume_point(stage, resolved(True, max_steps=3)) == (None, "its resolved config changed")
+    (stage / "config.yaml").write_text(resolved(True))
+    assert resume_point(stage, resolved(False)) == (checkpoint, "step 1")
+    assert resume_point(stage, "not: [a mapping\n") == (None, "its resolved config changed")
+
+
 def test_resume_point_needs_the_same_config_and_a_checkpoint(tmp_path):
     stage = tmp_path / "sft"
     assert resume_point(stage, "a: 1\n") == (None, "no earlier run")
