@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -30,11 +31,15 @@ class SpeechSumArgumentParser(LightningArgumentParser):
 
     config_files: list[str] = []  # of the command line being parsed (SpeechSumCLI.parse_arguments)
     command_line: list[str] = []  # that command line's arguments
+    working_folder: str = "."  # where that command line was given: its relative --config paths start there
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self
         known = [action.dest for action in parser._actions if action.option_strings]
-        note = unknown_key_note(message, self.config_files, known, self.command_line)
+        # jsonargparse reads a --config file inside its folder (os.chdir): a value of the wrong type in
+        # configs/x.yaml is refused there, where the relative path configs/x.yaml names nothing
+        with contextlib.chdir(self.working_folder):
+            note = unknown_key_note(message, self.config_files, known, self.command_line)
         super().error(without_secrets(message + note), ex)  # it repeats what it was given: a URL's password too
 
 
@@ -70,7 +75,7 @@ class SpeechSumCLI(LightningCLI):
         command_line = [str(arg) for arg in given] if isinstance(given, list) else []
         files = config_paths(command_line)
         for each in (parser, *getattr(self, "_subcommand_parsers", {}).values()):
-            each.config_files, each.command_line = files, command_line
+            each.config_files, each.command_line, each.working_folder = files, command_line, os.getcwd()
         super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
