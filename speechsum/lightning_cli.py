@@ -38,9 +38,20 @@ class SpeechSumArgumentParser(LightningArgumentParser):
         known = [action.dest for action in parser._actions if action.option_strings]
         # jsonargparse reads a --config file inside its folder (os.chdir): a value of the wrong type in
         # configs/x.yaml is refused there, where the relative path configs/x.yaml names nothing
-        with contextlib.chdir(self.working_folder):
+        with in_folder(self.working_folder):
             note = unknown_key_note(message, self.config_files, known, self.command_line)
         super().error(without_secrets(message + note), ex)  # it repeats what it was given: a URL's password too
+
+
+@contextlib.contextmanager
+def in_folder(folder: str) -> Iterator[None]:
+    """Inside ``folder`` as the working folder, back where it was after (contextlib.chdir is Python 3.11+)."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 class SpeechSumCLI(LightningCLI):
