@@ -186,3 +186,26 @@ def test_a_setting_out_of_range_names_the_file_and_line_that_set_it(tmp_path, to
     assert capsys.readouterr().err.splitlines()[-2] == "speechsum fit: error: " + message.format(
         file=mistake, cpus=usable_cpus())
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    # the command line gives a count as text ("4096"), which the check of a count passed by: 4096 processes started
+    ("4096", "must be at most {cpus} on the CPU (accelerator cpu: one process per device, and this machine has {cpus} "
+             "CPUs), got 4096"),
+    # Lightning's TypeError traceback ("`devices` selected with `CPUAccelerator` should be an int > 0.")
+    ("-1", "must be a count of processes from 1 to {cpus} on the CPU (accelerator cpu: one process per device; -1, 0 "
+           "and device indices are for GPUs), got -1"),
+    ("0", "must be a count of processes from 1 to {cpus} on the CPU (accelerator cpu: one process per device; -1, 0 "
+          "and device indices are for GPUs), got 0"),
+])
+def test_trainer_devices_on_the_command_line_the_cpu_cannot_run_is_refused_naming_it(tmp_path, toy_data, capsys,
+                                                                                     value, problem):
+    from speechsum.training.trainer_settings import usable_cpus
+
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--trainer.devices", value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2] == (
+        "speechsum fit: error: trainer.devices " + problem.format(cpus=usable_cpus()))
+    assert not (tmp_path / "run" / "checkpoints").exists()

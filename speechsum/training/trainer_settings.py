@@ -47,9 +47,15 @@ def check_cpu_devices(trainer: Mapping) -> None:
 
 
 def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
-    """``must be at most N on the CPU (...), got M`` for a count of processes on the CPU past its CPUs
-    (``{accelerator}`` in it: the accelerator's setting, as the caller names it); None when fine."""
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 1:
+    """``must be at most N on the CPU (...), got M`` for a count of processes on the CPU past its CPUs, and
+    ``must be a count ...`` for what the CPU takes no count from (-1, 0, a list of indices: Lightning's
+    TypeError traceback "should be an int > 0"); ``{accelerator}`` in it: the accelerator's setting, as the
+    caller names it. None when fine, or not on the CPU. A count given as text (``--trainer.devices 4``,
+    which the command line gives as "4") is read as Lightning reads it."""
+    if devices is None or devices == "auto":
+        return None
+    count = int(devices) if isinstance(devices, str) and devices.strip().isdigit() else devices
+    if isinstance(count, int) and not isinstance(count, bool) and count == 1:
         return None
     if accelerator == "auto":
         import torch
@@ -59,7 +65,10 @@ def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
     elif accelerator != "cpu":
         return None
     cpus = usable_cpus()
-    if devices <= cpus:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return (f"must be a count of processes from 1 to {cpus} on the CPU ({{accelerator}} {accelerator}: one "
+                f"process per device; -1, 0 and device indices are for GPUs), got {devices}")
+    if count <= cpus:
         return None
     return (f"must be at most {cpus} on the CPU ({{accelerator}} {accelerator}: one process per device, and this "
             f"machine has {cpus} CPUs), got {devices}")
