@@ -17,7 +17,12 @@ from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
-from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
+from speechsum.training.trainer_settings import (
+    check_accelerator,
+    check_fit_length,
+    check_seed,
+    check_trainer_settings,
+)
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain, without_secrets
 from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
 
@@ -110,6 +115,7 @@ class SpeechSumCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         try:
             check_trainer_settings(config.get("trainer") or {})
+            check_accelerator(config.get("trainer") or {})
             if self.subcommand == "fit":
                 check_fit_length(config.get("trainer") or {})
         except ConfigError as err:

@@ -209,3 +209,17 @@ def test_trainer_devices_on_the_command_line_the_cpu_cannot_run_is_refused_namin
     assert capsys.readouterr().err.splitlines()[-2] == (
         "speechsum fit: error: trainer.devices " + problem.format(cpus=usable_cpus()))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a machine without a GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_on_a_machine_without_one_says_what_to_use(tmp_path, toy_data, capsys, accelerator):
+    """Lightning's own words were "No supported gpu backend found!" (gpu), naming neither the setting nor the fix."""
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config", str(config), "--trainer.accelerator", accelerator])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2] == (
+        "speechsum validate: error: trainer.accelerator must be cpu or auto on this machine, which has no CUDA GPU "
+        f"that torch {torch.__version__} can use, got {accelerator}: set it to cpu (with precision 32-true or "
+        "bf16-mixed; 16-mixed is a GPU's), or run on a machine with a GPU")

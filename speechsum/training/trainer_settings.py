@@ -74,6 +74,23 @@ def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
             f"machine has {cpus} CPUs), got {devices}")
 
 
+def check_accelerator(trainer: Mapping) -> None:
+    """``trainer.accelerator`` gpu, cuda or mps where torch has no such device: Lightning's own words ("No
+    supported gpu backend found!") said neither the setting nor what to use instead."""
+    accelerator = trainer.get("accelerator")
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if cuda and accelerator != "mps" or mps and accelerator != "cuda":
+        return
+    missing = "MPS device (Apple silicon)" if accelerator == "mps" else f"CUDA GPU that torch {torch.__version__} can use"
+    raise ConfigError(f"trainer.accelerator must be cpu or auto on this machine, which has no {missing}, got "
+                      f"{accelerator}: set it to cpu (with precision 32-true or bf16-mixed; 16-mixed is a GPU's), or "
+                      "run on a machine with a GPU")
+
+
 def check_fit_length(trainer: Mapping) -> None:
     """``trainer.max_steps`` / ``max_epochs`` 0 for ``fit``: Lightning trains nothing and the run ends
     with the untrained (or init_from) weights saved as its checkpoint, as if trained; -1 (no limit) and
