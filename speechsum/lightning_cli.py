@@ -39,13 +39,20 @@ class SpeechSumArgumentParser(LightningArgumentParser):
     working_folder: str = "."  # where that command line was given: its relative --config paths start there
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        parser = getattr(ex, "subcommand_parser", None) or self
+        parser = getattr(ex, "subcommand_parser", None) or self.command_parser()
         known = [action.dest for action in parser._actions if action.option_strings]
         # jsonargparse reads a --config file inside its folder (os.chdir): a value of the wrong type in
         # configs/x.yaml is refused there, where the relative path configs/x.yaml names nothing
         with in_folder(self.working_folder):
             note = unknown_key_note(message, self.config_files, known, self.command_line)
         super().error(without_secrets(message + note), ex)  # it repeats what it was given: a URL's password too
+
+    def command_parser(self) -> LightningArgumentParser:
+        """The parser of the command line's subcommand (``fit``), else this one: an unknown setting found by
+        ``--print_config`` is reported by the top parser, which knows no ``trainer.*`` setting to suggest."""
+        subcommands = self._subcommands_action
+        chosen = self.command_line[0] if self.command_line else None
+        return subcommands.choices.get(chosen, self) if subcommands is not None else self
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 SUBCOMMAND_KEY = re.compile(r"does not accept option '([^']+)'")
+GROUP_KEY = re.compile(r"Group '([^']+)' does not accept option '([^']+)'")  # with --print_config
 NESTED_KEY = re.compile(r"Option '([^']+)' is not accepted")
 TOP_KEY = re.compile(r'^Parser key "([^"]+)"')
 CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*Option '([^']+)' is not accepted")
@@ -194,8 +195,8 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
     name and, for one read from ``files``, each ``FILE:LINE`` it is on (a value of the wrong type
     given on ``command_line``, the arguments: that option); "" for other messages.
     ``known_keys``: the dotted settings (``trainer.max_steps``) the command takes."""
-    if match := SUBCOMMAND_KEY.search(message):
-        key = match.group(1)
+    if match := GROUP_KEY.search(message) or SUBCOMMAND_KEY.search(message):
+        key = ".".join(match.groups())
         where = key_locations(files, key, key.rsplit(".", 1)[-1])
         return f"\n  {key}{did_you_mean(key, known_keys)}" + (f": in {', '.join(where)}" if where else "")
     if (top := TOP_KEY.search(message)) and (match := CLASS_PATH.search(message)):
