@@ -128,6 +128,19 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
+def read_checkpoint_of(option: str, path: str) -> dict[str, Any]:
+    """:func:`read_checkpoint` of the file a setting (``init_from``) names, its errors naming that setting: a
+    missing file or a folder, and one cut short or no checkpoint (its message named the file alone)."""
+    try:
+        return read_checkpoint(path)
+    except OSError as err:
+        example = checkpoint_in(path) if os.path.isdir(path) else "RUN/align/checkpoints/last.ckpt"
+        raise CheckpointError(f"{option} {path}: {err.strerror or err}; give the .ckpt of an earlier stage, e.g. "
+                              f"{example}") from None
+    except CheckpointError as err:
+        raise CheckpointError(f"{option} {err}") from None
+
+
 def check_training_checkpoint(path: str, named: str | None = None) -> None:
     """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
     Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""

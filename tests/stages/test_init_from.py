@@ -42,3 +42,21 @@ def test_a_run_folder_as_init_from_names_its_checkpoint(tmp_path):
                   init_from=str(tmp_path / "run"))
     assert str(info.value) == (f"init_from {tmp_path / 'run'}: Is a directory; give the .ckpt of an earlier stage, "
                                f"e.g. {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")
+
+
+@pytest.mark.parametrize("cut", ["empty", "half"])
+def test_an_init_from_checkpoint_cut_short_names_the_setting(tmp_path, cut):
+    """Before: '…/last.ckpt: not a readable PyTorch checkpoint …' without the option that named the file (a KD or
+    DPO stage started from another stage's checkpoint cut short by a full disk)."""
+    lora_checkpoint(tmp_path / "whole.ckpt")
+    data = (tmp_path / "whole.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(b"" if cut == "empty" else data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as info:
+        SFTModule(ComposedSpeechLLM(**{**tiny_backbone_args(), "policy": TrainingPolicy()}),
+                  init_from=str(tmp_path / "cut.ckpt"))
+    detail = ("EOFError: the file is empty" if cut == "empty" else
+              "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory")
+    assert str(info.value) == (
+        f"init_from {tmp_path / 'cut.ckpt'}: not a readable PyTorch checkpoint ({detail}): the file ends early (a "
+        "save or copy interrupted, a full disk?); copy it again or give the `.ckpt` a stage wrote, e.g. "
+        "RUN/sft/checkpoints/last.ckpt")
