@@ -169,6 +169,11 @@ def test_validate_without_val_data_names_the_setting(tmp_path, toy_data, capsys)
      "data.train_manifest ({file}:2): manifest not found: /no/such/train.jsonl"),
     ("trainer:\n  accumulate_grad_batches: 0\n",
      "trainer.accumulate_grad_batches ({file}:2) must be at least 1, got 0"),
+    # a stage's setting named no file (null where a number goes; a nested one)
+    ("model:\n  init_args:\n    learning_rate: null\n",
+     "model.init_args.learning_rate ({file}:3) must be a number at least 0, got None"),
+    ("model:\n  init_args:\n    generation:\n      top_p: 1.5\n",
+     "model.init_args.generation.top_p ({file}:4) must be a number above 0 and at most 1, got 1.5"),
     # one training process per CPU device: 64 of them on a small machine started and hung in their setup
     ("trainer:\n  accelerator: cpu\n  devices: 4096\n",
      "trainer.devices ({file}:3) must be at most {cpus} on the CPU (accelerator cpu: one process per device, "
