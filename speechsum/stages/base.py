@@ -21,6 +21,7 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import (
     CheckpointError,
+    check_rebuilt_weights,
     load_model_weights,
     match_state_dict,
     read_checkpoint_of,
@@ -167,6 +168,7 @@ class SpeechStageModule(L.LightningModule):
         checkpoint = read_checkpoint_of("init_from", path)
         require_rebuildable(checkpoint, path)
         state = checkpoint["state_dict"]
+        check_rebuilt_weights(self.model, checkpoint, self.hparams.get("model"), f"init_from {path}")
         fresh = load_model_weights(self.model, state, f"init_from {path}", require_trainable=False)
         self._init_weights |= {f"model.{key}" for key in match_state_dict(self.model, state, path)}
         log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(state), len(fresh), fresh[:3])
