@@ -169,6 +169,9 @@ def test_validate_without_val_data_names_the_setting(tmp_path, toy_data, capsys)
      "data.train_manifest ({file}:2): manifest not found: /no/such/train.jsonl"),
     ("trainer:\n  accumulate_grad_batches: 0\n",
      "trainer.accumulate_grad_batches ({file}:2) must be at least 1, got 0"),
+    # Lightning's TypeError traceback ("'<' not supported between instances of 'NoneType' and 'int'")
+    ("trainer:\n  max_steps: null\n", "trainer.max_steps ({file}:2) must be an integer, got null: write -1 for no "
+                                       "limit (max_epochs decides) or a number of steps"),
     # a stage's setting named no file (null where a number goes; a nested one)
     ("model:\n  init_args:\n    learning_rate: null\n",
      "model.init_args.learning_rate ({file}:3) must be a number at least 0, got None"),

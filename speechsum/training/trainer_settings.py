@@ -19,8 +19,12 @@ def check_trainer_settings(trainer: Mapping) -> None:
     """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
     ZeroDivisionError traceback at the first step or validation), and a negative
     ``accumulate_grad_batches``, by which it divides the loss, or ``gradient_clip_val``, by which norm
-    clipping scales the gradients: gradient ascent, silently (NaN: Lightning's error blamed a second value)."""
+    clipping scales the gradients: gradient ascent, silently (NaN: Lightning's error blamed a second value);
+    a null ``max_steps`` (Lightning's TypeError traceback; null max_epochs is its default)."""
     check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    if "max_steps" in trainer and trainer["max_steps"] is None:  # Lightning's TypeError traceback ('<' on None)
+        raise ConfigError("trainer.max_steps must be an integer, got null: write -1 for no limit (max_epochs "
+                          "decides) or a number of steps")
     if trainer.get("check_val_every_n_epoch") is not None:
         check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
     if trainer.get("val_check_interval") is not None:
