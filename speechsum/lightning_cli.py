@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -16,7 +17,12 @@ from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
-from speechsum.training.trainer_settings import check_fit_length, check_seed, check_trainer_settings
+from speechsum.training.trainer_settings import (
+    check_accelerator,
+    check_fit_length,
+    check_seed,
+    check_trainer_settings,
+)
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain, without_secrets
 from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
 from speechsum.utils.cpu_bf16 import cpu_precision
@@ -31,12 +37,34 @@ class SpeechSumArgumentParser(LightningArgumentParser):
 
     config_files: list[str] = []  # of the command line being parsed (SpeechSumCLI.parse_arguments)
     command_line: list[str] = []  # that command line's arguments
+    working_folder: str = "."  # where that command line was given: its relative --config paths start there
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        parser = getattr(ex, "subcommand_parser", None) or self
+        parser = getattr(ex, "subcommand_parser", None) or self.command_parser()
         known = [action.dest for action in parser._actions if action.option_strings]
-        note = unknown_key_note(message, self.config_files, known, self.command_line)
+        # jsonargparse reads a --config file inside its folder (os.chdir): a value of the wrong type in
+        # configs/x.yaml is refused there, where the relative path configs/x.yaml names nothing
+        with in_folder(self.working_folder):
+            note = unknown_key_note(message, self.config_files, known, self.command_line)
         super().error(without_secrets(message + note), ex)  # it repeats what it was given: a URL's password too
+
+    def command_parser(self) -> LightningArgumentParser:
+        """The parser of the command line's subcommand (``fit``), else this one: an unknown setting found by
+        ``--print_config`` is reported by the top parser, which knows no ``trainer.*`` setting to suggest."""
+        subcommands = self._subcommands_action
+        chosen = self.command_line[0] if self.command_line else None
+        return subcommands.choices.get(chosen, self) if subcommands is not None else self
+
+
+@contextlib.contextmanager
+def in_folder(folder: str) -> Iterator[None]:
+    """Inside ``folder`` as the working folder, back where it was after (contextlib.chdir is Python 3.11+)."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 class SpeechSumCLI(LightningCLI):
@@ -71,7 +99,7 @@ class SpeechSumCLI(LightningCLI):
         command_line = [str(arg) for arg in given] if isinstance(given, list) else []
         files = config_paths(command_line)
         for each in (parser, *getattr(self, "_subcommand_parsers", {}).values()):
-            each.config_files, each.command_line = files, command_line
+            each.config_files, each.command_line, each.working_folder = files, command_line, os.getcwd()
         super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -95,6 +123,7 @@ class SpeechSumCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         try:
             check_trainer_settings(config.get("trainer") or {})
+            check_accelerator(config.get("trainer") or {})
             if self.subcommand == "fit":
                 check_fit_length(config.get("trainer") or {})
         except ConfigError as err:

@@ -187,3 +187,16 @@ def test_a_wrong_type_on_the_command_line_is_named_as_that_option_not_a_config_l
                 if "--seed_everything" in option else
                 "  max_batch_size: expected an integer, got x: on the command line (--data.max_batch_size x)")
     assert err.removesuffix("(set SPEECHSUM_TRACEBACK=1 for the traceback)\n").endswith(expected + "\n")
+
+
+def test_a_wrong_type_in_a_config_given_by_a_relative_path_in_a_subfolder_names_its_line(tmp_path, toy_data, capsys,
+                                                                                         monkeypatch):
+    """``speechsum fit --config configs/x.yaml``: jsonargparse refuses the value inside the file's own folder
+    (its os.chdir), where ``configs/x.yaml`` names nothing, and the note named no file or line."""
+    run_config(tmp_path / "configs", toy_data)
+    (tmp_path / "configs" / "bad.yaml").write_text("trainer:\n  max_steps: ten\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", "configs/config.yaml", "--config", "configs/bad.yaml"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith("  max_steps: expected an integer, got ten: in configs/bad.yaml:2\n")

@@ -169,6 +169,14 @@ def test_validate_without_val_data_names_the_setting(tmp_path, toy_data, capsys)
      "data.train_manifest ({file}:2): manifest not found: /no/such/train.jsonl"),
     ("trainer:\n  accumulate_grad_batches: 0\n",
      "trainer.accumulate_grad_batches ({file}:2) must be at least 1, got 0"),
+    # Lightning's TypeError traceback ("'<' not supported between instances of 'NoneType' and 'int'")
+    ("trainer:\n  max_steps: null\n", "trainer.max_steps ({file}:2) must be an integer, got null: write -1 for no "
+                                       "limit (max_epochs decides) or a number of steps"),
+    # a stage's setting named no file (null where a number goes; a nested one)
+    ("model:\n  init_args:\n    learning_rate: null\n",
+     "model.init_args.learning_rate ({file}:3) must be a number at least 0, got None"),
+    ("model:\n  init_args:\n    generation:\n      top_p: 1.5\n",
+     "model.init_args.generation.top_p ({file}:4) must be a number above 0 and at most 1, got 1.5"),
     # one training process per CPU device: 64 of them on a small machine started and hung in their setup
     ("trainer:\n  accelerator: cpu\n  devices: 4096\n",
      "trainer.devices ({file}:3) must be at most {cpus} on the CPU (accelerator cpu: one process per device, "
@@ -186,3 +194,40 @@ def test_a_setting_out_of_range_names_the_file_and_line_that_set_it(tmp_path, to
     assert capsys.readouterr().err.splitlines()[-2] == "speechsum fit: error: " + message.format(
         file=mistake, cpus=usable_cpus())
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    # the command line gives a count as text ("4096"), which the check of a count passed by: 4096 processes started
+    ("4096", "must be at most {cpus} on the CPU (accelerator cpu: one process per device, and this machine has {cpus} "
+             "CPUs), got 4096"),
+    # Lightning's TypeError traceback ("`devices` selected with `CPUAccelerator` should be an int > 0.")
+    ("-1", "must be a count of processes from 1 to {cpus} on the CPU (accelerator cpu: one process per device; -1, 0 "
+           "and device indices are for GPUs), got -1"),
+    ("0", "must be a count of processes from 1 to {cpus} on the CPU (accelerator cpu: one process per device; -1, 0 "
+          "and device indices are for GPUs), got 0"),
+])
+def test_trainer_devices_on_the_command_line_the_cpu_cannot_run_is_refused_naming_it(tmp_path, toy_data, capsys,
+                                                                                     value, problem):
+    from speechsum.training.trainer_settings import usable_cpus
+
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--trainer.devices", value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2] == (
+        "speechsum fit: error: trainer.devices " + problem.format(cpus=usable_cpus()))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a machine without a GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_on_a_machine_without_one_says_what_to_use(tmp_path, toy_data, capsys, accelerator):
+    """Lightning's own words were "No supported gpu backend found!" (gpu), naming neither the setting nor the fix."""
+    config = run_config(tmp_path, toy_data, max_steps=1)
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config", str(config), "--trainer.accelerator", accelerator])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2] == (
+        "speechsum validate: error: trainer.accelerator must be cpu or auto on this machine, which has no CUDA GPU "
+        f"that torch {torch.__version__} can use, got {accelerator}: set it to cpu (with precision 32-true or "
+        "bf16-mixed; 16-mixed is a GPU's), or run on a machine with a GPU")

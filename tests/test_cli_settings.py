@@ -235,6 +235,22 @@ def test_an_unknown_key_in_a_config_file_is_named_with_file_line_and_the_closest
     assert capsys.readouterr().err.endswith(note.format(file=tmp_path / "typo.yaml"))
 
 
+@pytest.mark.parametrize(("text", "note"), [
+    ("trainer:\n  max_stepz: 3\n", "  trainer.max_stepz (did you mean 'trainer.max_steps'?): in {file}:2\n"),
+    ("data:\n  max_batch_sise: 3\n", "  data.max_batch_sise (did you mean 'data.max_batch_size'?): in {file}:2\n"),
+], ids=["trainer", "data"])
+def test_an_unknown_key_found_by_print_config_is_named_with_file_line_and_the_closest_key(tmp_path, toy_data, capsys,
+                                                                                          text, note):
+    """With --print_config jsonargparse says "Group 'trainer' does not accept option 'max_stepz'" from the top
+    parser: the note was a bare '  max_stepz', no closest key, no file."""
+    config = run_config(tmp_path, toy_data)
+    (tmp_path / "typo.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(config), "--config", str(tmp_path / "typo.yaml"), "--print_config"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(note.format(file=tmp_path / "typo.yaml"))
+
+
 def test_a_misspelled_option_suggests_the_closest(tmp_path, toy_data, capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(run_config(tmp_path, toy_data)), "--data.batch_size", "3"])

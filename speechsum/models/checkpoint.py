@@ -128,6 +128,19 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
+def read_checkpoint_of(option: str, path: str) -> dict[str, Any]:
+    """:func:`read_checkpoint` of the file a setting (``init_from``) names, its errors naming that setting: a
+    missing file or a folder, and one cut short or no checkpoint (its message named the file alone)."""
+    try:
+        return read_checkpoint(path)
+    except OSError as err:
+        example = checkpoint_in(path) if os.path.isdir(path) else "RUN/align/checkpoints/last.ckpt"
+        raise CheckpointError(f"{option} {path}: {err.strerror or err}; give the .ckpt of an earlier stage, e.g. "
+                              f"{example}") from None
+    except CheckpointError as err:
+        raise CheckpointError(f"{option} {err}") from None
+
+
 def check_training_checkpoint(path: str, named: str | None = None) -> None:
     """Raise :class:`~speechsum.models.checkpoint.CheckpointError` when ``path`` is not a readable
     Lightning training checkpoint, naming it as the user gave it (``named``, e.g. ``last → FILE``)."""
@@ -232,6 +245,50 @@ def missing_folders(init_args: dict) -> list[str]:
     return [f"{key}={value}" for key, value in init_args.items()
             if isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
             and not Path(value).expanduser().exists()]
+
+
+def plain(config: Any) -> Any:
+    """``config`` as plain dicts (a jsonargparse Namespace's ``as_dict``)."""
+    return config.as_dict() if hasattr(config, "as_dict") else config
+
+
+def rebuilt_config_changes(saved: Any, current: Any) -> list[str]:
+    """``KEY: SAVED -> CURRENT`` for each setting that builds a backbone's weights from scratch (a config dict
+    of ``llm``/``encoder``/…, ``init_seed``) and differs between a checkpoint's saved model config and the
+    model config now: frozen weights a checkpoint does not hold are rebuilt from these. A key one of them lacks
+    (a checkpoint of an older speechsum) is not compared."""
+    saved, current = plain(saved), plain(current)
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return []
+    before, now = plain(saved.get("init_args")) or {}, plain(current.get("init_args")) or {}
+    def same(old: Any, new: Any) -> bool:  # a field set on the command line is text until the model is built
+        return old == new or isinstance(new, str) and not isinstance(old, str) and str(old) == new
+
+    changes = []
+    for key in sorted(before.keys() & now.keys() - {"policy"}):
+        old, new = before[key], now[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"{key}.{field}: {old.get(field)} -> {new.get(field)}" for field in sorted(old.keys() | new.keys())
+                        if not same(old.get(field), new.get(field))]
+        elif (key == "init_seed" or isinstance(old, dict) or isinstance(new, dict)) and not same(old, new):
+            changes.append(f"{key}: {old} -> {new}")
+    return changes
+
+
+def check_rebuilt_weights(model: SpeechLLM, checkpoint: dict[str, Any], model_config: Any, source: str) -> None:
+    """Refuse a checkpoint that lacks frozen weights of ``model`` (saved trainable-only) where the settings
+    that rebuild them differ from its own (:func:`rebuilt_config_changes`): its trained weights (LoRA, projector)
+    would start on other frozen ones (a random LM of another vocab_size), silently."""
+    changes = rebuilt_config_changes((checkpoint.get("hyper_parameters") or {}).get("model"), model_config)
+    loaded = match_state_dict(model, checkpoint["state_dict"], source)
+    rebuilt = [name for name, param in model.named_parameters() if not param.requires_grad and name not in loaded]
+    if changes and rebuilt:
+        changed = [name for name in rebuilt if name.split(".")[0] in {change.split(".")[0] for change in changes}]
+        raise CheckpointError(f"{source}: its model was built with other settings than this one's ({'; '.join(changes[:4])}), "
+                              f"and it does not hold the {len(rebuilt)} frozen weights they build (e.g. "
+                              f"{(changed or rebuilt)[0]}): "
+                              "its trained weights would start on other ones; give the model the settings it was "
+                              "trained with")
 
 
 def match_state_dict(model: SpeechLLM, state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:

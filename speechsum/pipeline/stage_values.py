@@ -27,7 +27,8 @@ MODEL_NUMBERS: dict[str, Bounds] = {**STAGE_NUMBERS, "learning_rate": (0.0, math
 
 
 def check_steps(name: str, value: Any) -> None:
-    """``trainer.max_steps`` / ``max_epochs``: null, -1 (no limit: the other one decides) or at least 1."""
+    """``trainer.max_steps`` / ``max_epochs``: -1 (no limit: the other one decides) or at least 1; null for
+    ``max_epochs`` (a null ``max_steps`` is refused by :func:`check_trainer_settings`)."""
     if value is not None and value != -1:
         check_count(name, value, 1, " (or -1: no limit)")
 

@@ -165,7 +165,11 @@ def read_export_manifest(folder: Path) -> tuple[dict, dict]:
     if not isinstance(manifest, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(manifest).__name__}; export the checkpoint again")
     if manifest.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{folder}: export format {manifest.get('format')!r}; this speechsum reads {EXPORT_FORMAT}")
+        found = manifest.get("format")
+        newer = isinstance(found, int) and not isinstance(found, bool) and found > EXPORT_FORMAT
+        advice = ("written by a newer speechsum: upgrade speechsum to load it, or export the checkpoint again with "
+                  "this one" if newer else "export the checkpoint again with this speechsum")
+        raise ValueError(f"{where}: export format {found!r}, and this speechsum reads format {EXPORT_FORMAT}; {advice}")
     model, path_args, extra = manifest.get("model"), manifest.get("path_args"), manifest.get("extra")
     if not (isinstance(model, dict) and isinstance(model.get("init_args"), dict) and isinstance(path_args, list)
             and isinstance(extra, dict) and isinstance(manifest.get("adapter"), str | None)):

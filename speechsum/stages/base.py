@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -22,10 +21,10 @@ from speechsum.data.processor import SpeechProcessor
 from speechsum.models.base import SpeechLLM
 from speechsum.models.checkpoint import (
     CheckpointError,
-    checkpoint_in,
+    check_rebuilt_weights,
     load_model_weights,
     match_state_dict,
-    read_checkpoint,
+    read_checkpoint_of,
     require_rebuildable,
 )
 from speechsum.models.generation import GenerationSettings, generate_texts
@@ -166,14 +165,10 @@ class SpeechStageModule(L.LightningModule):
         """Start from an earlier stage's checkpoint (weights only; see
         :func:`speechsum.models.checkpoint.load_model_weights`): trainable weights the checkpoint
         does not have (a new LoRA adapter) keep their fresh init and are logged."""
-        try:
-            checkpoint = read_checkpoint(path)
-        except OSError as err:  # missing, a folder: say which option named it
-            example = checkpoint_in(path) if os.path.isdir(path) else "RUN/align/checkpoints/last.ckpt"
-            raise CheckpointError(f"init_from {path}: {err.strerror or err}; give the .ckpt of an earlier stage, e.g. "
-                                  f"{example}") from None
+        checkpoint = read_checkpoint_of("init_from", path)
         require_rebuildable(checkpoint, path)
         state = checkpoint["state_dict"]
+        check_rebuilt_weights(self.model, checkpoint, self.hparams.get("model"), f"init_from {path}")
         fresh = load_model_weights(self.model, state, f"init_from {path}", require_trainable=False)
         self._init_weights |= {f"model.{key}" for key in match_state_dict(self.model, state, path)}
         log.info("%s: loaded %d tensors; %d trainable weights start fresh %s", path, len(state), len(fresh), fresh[:3])

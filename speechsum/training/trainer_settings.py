@@ -19,8 +19,12 @@ def check_trainer_settings(trainer: Mapping) -> None:
     """Trainer settings that Lightning takes and then fails on: 0 for a step count it divides by (a
     ZeroDivisionError traceback at the first step or validation), and a negative
     ``accumulate_grad_batches``, by which it divides the loss, or ``gradient_clip_val``, by which norm
-    clipping scales the gradients: gradient ascent, silently (NaN: Lightning's error blamed a second value)."""
+    clipping scales the gradients: gradient ascent, silently (NaN: Lightning's error blamed a second value);
+    a null ``max_steps`` (Lightning's TypeError traceback; null max_epochs is its default)."""
     check_count("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    if "max_steps" in trainer and trainer["max_steps"] is None:  # Lightning's TypeError traceback ('<' on None)
+        raise ConfigError("trainer.max_steps must be an integer, got null: write -1 for no limit (max_epochs "
+                          "decides) or a number of steps")
     if trainer.get("check_val_every_n_epoch") is not None:
         check_count("trainer.check_val_every_n_epoch", trainer["check_val_every_n_epoch"], 1, " (or null)")
     if trainer.get("val_check_interval") is not None:
@@ -47,9 +51,15 @@ def check_cpu_devices(trainer: Mapping) -> None:
 
 
 def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
-    """``must be at most N on the CPU (...), got M`` for a count of processes on the CPU past its CPUs
-    (``{accelerator}`` in it: the accelerator's setting, as the caller names it); None when fine."""
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 1:
+    """``must be at most N on the CPU (...), got M`` for a count of processes on the CPU past its CPUs, and
+    ``must be a count ...`` for what the CPU takes no count from (-1, 0, a list of indices: Lightning's
+    TypeError traceback "should be an int > 0"); ``{accelerator}`` in it: the accelerator's setting, as the
+    caller names it. None when fine, or not on the CPU. A count given as text (``--trainer.devices 4``,
+    which the command line gives as "4") is read as Lightning reads it."""
+    if devices is None or devices == "auto":
+        return None
+    count = int(devices) if isinstance(devices, str) and devices.strip().isdigit() else devices
+    if isinstance(count, int) and not isinstance(count, bool) and count == 1:
         return None
     if accelerator == "auto":
         import torch
@@ -59,10 +69,30 @@ def cpu_devices_problem(devices: object, accelerator: object) -> str | None:
     elif accelerator != "cpu":
         return None
     cpus = usable_cpus()
-    if devices <= cpus:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return (f"must be a count of processes from 1 to {cpus} on the CPU ({{accelerator}} {accelerator}: one "
+                f"process per device; -1, 0 and device indices are for GPUs), got {devices}")
+    if count <= cpus:
         return None
     return (f"must be at most {cpus} on the CPU ({{accelerator}} {accelerator}: one process per device, and this "
             f"machine has {cpus} CPUs), got {devices}")
+
+
+def check_accelerator(trainer: Mapping) -> None:
+    """``trainer.accelerator`` gpu, cuda or mps where torch has no such device: Lightning's own words ("No
+    supported gpu backend found!") said neither the setting nor what to use instead."""
+    accelerator = trainer.get("accelerator")
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if cuda and accelerator != "mps" or mps and accelerator != "cuda":
+        return
+    missing = "MPS device (Apple silicon)" if accelerator == "mps" else f"CUDA GPU that torch {torch.__version__} can use"
+    raise ConfigError(f"trainer.accelerator must be cpu or auto on this machine, which has no {missing}, got "
+                      f"{accelerator}: set it to cpu (with precision 32-true or bf16-mixed; 16-mixed is a GPU's), or "
+                      "run on a machine with a GPU")
 
 
 def check_fit_length(trainer: Mapping) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 SUBCOMMAND_KEY = re.compile(r"does not accept option '([^']+)'")
+GROUP_KEY = re.compile(r"Group '([^']+)' does not accept option '([^']+)'")  # with --print_config
 NESTED_KEY = re.compile(r"Option '([^']+)' is not accepted")
 TOP_KEY = re.compile(r'^Parser key "([^"]+)"')
 CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*Option '([^']+)' is not accepted")
@@ -31,19 +32,27 @@ TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
               "dict": "a mapping", "list": "a list"}
 
 
-SECTION_SETTING = re.compile(r"((?:trainer|data)\.\w+)( must .*|: .*)", re.DOTALL)
+# a trainer./data. setting, or a stage's (model.init_args.learning_rate, model.init_args.generation.top_p)
+SECTION_SETTING = re.compile(r"((?:trainer|data)\.\w+|model(?:\.\w+)+?)( must .*|: .*)", re.DOTALL)
 
 
 def located_setting(message: str, files: list[str], command_line: list[str]) -> str:
-    """``message`` (``trainer.devices must …``, ``data.train_manifest: manifest not found …``) with the
-    last ``--config`` file's line that sets the setting after its name (the one a stack of files takes);
-    unchanged when the command line sets it (``--trainer.devices 4``) or no file does."""
+    """``message`` (``trainer.devices must …``, ``data.train_manifest: manifest not found …``,
+    ``model.init_args.learning_rate must …``) with the last ``--config`` file's line that sets the setting
+    after its name (the one a stack of files takes); unchanged when the command line sets it
+    (``--trainer.devices 4``) or no file does."""
     match = SECTION_SETTING.fullmatch(message)
-    if match is None or any(arg.split("=", 1)[0] == f"--{match.group(1)}" for arg in command_line):
+    key = match.group(1) if match else ""
+    given = (f"--{key}", f"--{key.replace('.init_args.', '.')}")  # jsonargparse takes --model.learning_rate too
+    if match is None or any(arg.split("=", 1)[0] in given for arg in command_line):
         return message
-    section, name = match.group(1).split(".")
-    where = key_locations(files, section, name)
-    return f"{match.group(1)} ({where[-1]}){match.group(2)}" if where else message
+    if key.startswith("model."):  # the whole path: max_new_tokens is a KD setting and one of generation's
+        keys = tuple(key.split("."))
+        where = [f"{file}:{line}" for file in files if (document := _composed(file)) is not None
+                 for path, line, _ in _key_lines(document) if path == keys]
+    else:
+        where = key_locations(files, *key.split("."))
+    return f"{key} ({where[-1]}){match.group(2)}" if where else message
 
 
 def flag_values(args: list[str], *flags: str) -> list[str]:
@@ -194,8 +203,8 @@ def unknown_key_note(message: str, files: list[str], known_keys: list[str], comm
     name and, for one read from ``files``, each ``FILE:LINE`` it is on (a value of the wrong type
     given on ``command_line``, the arguments: that option); "" for other messages.
     ``known_keys``: the dotted settings (``trainer.max_steps``) the command takes."""
-    if match := SUBCOMMAND_KEY.search(message):
-        key = match.group(1)
+    if match := GROUP_KEY.search(message) or SUBCOMMAND_KEY.search(message):
+        key = ".".join(match.groups())
         where = key_locations(files, key, key.rsplit(".", 1)[-1])
         return f"\n  {key}{did_you_mean(key, known_keys)}" + (f": in {', '.join(where)}" if where else "")
     if (top := TOP_KEY.search(message)) and (match := CLASS_PATH.search(message)):

@@ -58,10 +58,17 @@ CASES = [
      "export` writes (model.init_args, path_args, extra, adapter); export the checkpoint again"),
     (edit_manifest(set_class_path), "{copy}/speechsum_export.json: the model config does not build: class_path "
      "'nope.Nope': no such class; export the checkpoint again with this speechsum"),
+    # before: "{copy}: export format 2; this speechsum reads 1", saying nothing of what to do
+    (edit_manifest(lambda manifest: {**manifest, "format": 2}), "{copy}/speechsum_export.json: export format 2, and "
+     "this speechsum reads format 1; written by a newer speechsum: upgrade speechsum to load it, or export the "
+     "checkpoint again with this one"),
+    (edit_manifest(lambda manifest: {**manifest, "format": None}), "{copy}/speechsum_export.json: export format None, "
+     "and this speechsum reads format 1; export the checkpoint again with this speechsum"),
 ]
 
 
-@pytest.mark.parametrize("edit, message", CASES, ids=["no llm", "no projector", "no llm config", "no adapter weights", "a list", "no extra", "unknown class"])
+@pytest.mark.parametrize("edit, message", CASES, ids=["no llm", "no projector", "no llm config", "no adapter weights", "a list", "no extra", "unknown class",
+                                             "newer format", "no format"])
 def test_a_broken_export_is_one_line_saying_to_export_again(exported, tmp_path, edit, message):
     copy = broken_copy(exported, tmp_path, edit)
     with pytest.raises(ValueError) as caught:
