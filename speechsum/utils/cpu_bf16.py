@@ -78,9 +78,9 @@ def runs_on_cpu(accelerator: object) -> bool:
 
 def cpu_precision(precision: object, accelerator: object) -> object:
     """A Lightning ``trainer.precision`` to train with: "32-true" in place of a bf16 precision
-    ("bf16-mixed", "bf16-true", "bf16") on a CPU where :func:`cpu_runs_bf16` is False (warned once); any
-    other precision or accelerator unchanged."""
-    if str(precision) not in ("bf16-mixed", "bf16-true", "bf16") or not runs_on_cpu(accelerator):
+    ("bf16-mixed", "bf16-true", "bf16", and "16-mixed", which Lightning runs as bf16-mixed on a CPU) on a
+    CPU where :func:`cpu_runs_bf16` is False (warned once); any other precision or accelerator unchanged."""
+    if str(precision) not in ("bf16-mixed", "bf16-true", "bf16", "16-mixed", "16") or not runs_on_cpu(accelerator):
         return precision
     if cpu_runs_bf16():
         return precision

@@ -28,11 +28,13 @@ def test_bf16_precisions_run_as_32_true_on_such_a_cpu_warned_once(no_cpu_bf16, c
         assert cpu_precision("bf16-mixed", "cpu") == "32-true"
         assert cpu_precision("bf16-mixed", "cpu") == "32-true"
         assert cpu_precision("bf16-true", "cpu") == "32-true"
+        assert cpu_precision("16-mixed", "cpu") == "32-true"  # Lightning runs it as bf16-mixed on a CPU
     assert [record.getMessage() for record in caplog.records] == [
         f"trainer.precision bf16-mixed runs as 32-true on this CPU: {ENV}=0",
         f"trainer.precision bf16-true runs as 32-true on this CPU: {ENV}=0",
+        f"trainer.precision 16-mixed runs as 32-true on this CPU: {ENV}=0",
     ]
-    assert [cpu_precision(p, "cpu") for p in ("16-mixed", "32-true", 64)] == ["16-mixed", "32-true", 64]
+    assert [cpu_precision(p, "cpu") for p in ("16-true", "32-true", 64)] == ["16-true", "32-true", 64]
     assert cpu_precision("bf16-mixed", "gpu") == "bf16-mixed"
     monkeypatch.setenv(ENV, "1")
     assert cpu_precision("bf16-mixed", "cpu") == "bf16-mixed"
