@@ -1,7 +1,7 @@
 """``speechsum serve``: an OpenAI-compatible HTTP server for a local Hugging Face causal LM or a
 trained speech student.
 
-    speechsum serve --model runs/benchmark/teacher --port 8000 --api-key-env SPEECHSUM_SERVE_KEY
+    speechsum serve --model runs/benchmark/text_teacher/model --port 8000 --api-key-env SPEECHSUM_SERVE_KEY
     speechsum serve --model student/        # speechsum export output: chat completions with input_audio
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (echo + logprobs scoring, vLLM's
