@@ -28,7 +28,7 @@ Training and inference (PyTorch Lightning CLI; stack configs with several --conf
 Stages (model.class_path): SFTModule, OnPolicyKDModule, DPOModule — configs/sft_tiny.yaml,
   configs/kd.yaml, configs/kd_remote.yaml, configs/dpo.yaml, configs/benchmark/*.yaml (text LMs).
 Tools:
-  speechsum pipeline [--preset tiny|default|large]   the whole recipe end to end (resumable; --from STAGE)
+  speechsum pipeline [--preset tiny|default|large|full]   the whole recipe end to end (resumable; --from STAGE)
   speechsum benchmark build|info|tokenizer   the bundled spoken-document benchmark
   speechsum serve --model DIR|CKPT     OpenAI-compatible server: HF causal LM, or a speech student (input_audio)
   speechsum export CKPT --out DIR [--merge-lora]   a trained student as a Hugging Face directory (+ model card)
