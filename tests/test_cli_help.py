@@ -122,3 +122,18 @@ def test_the_help_names_every_preset(capsys):
         main(["--help"])
     (overview,) = re.findall(r"\[--preset ([\w|]+)\]", capsys.readouterr().out)
     assert sorted(overview.split("|")) == presets
+
+
+@pytest.mark.parametrize(("options", "line"), [
+    (["--model.help", "SFTModul"], "error: --model.help SFTModul: no such class (did you mean 'SFTModule'?); --model.help "
+     "takes a stage: CTCAlignModule, DPOModule, OnPolicyKDModule, SFTModule, TextLMModule"),
+    (["--model.model.help", "ComposedSpeech"], "error: --model.model.help ComposedSpeech: no such class (did you mean "
+     "'ComposedSpeechLLM'?); --model.model.help takes a backbone: ComposedSpeechLLM, Phi4MultimodalSpeechLLM, "
+     "Qwen2AudioSpeechLLM, TextLLM"),
+])
+def test_the_help_of_a_misspelled_class_names_the_classes_it_takes(capsys, options, line):
+    """``--model.help SFTModul`` was "Expected a dot import path string", and ``--model.model.help
+    ComposedSpeech`` a report on the stage's Union subtypes ending "got NestedArg(key='model.help', …)"."""
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *options])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == line
