@@ -11,13 +11,13 @@ from speechsum.utils.arguments import user_path
 from speechsum.utils.io import project_file
 
 
-def project_config(text: str) -> str:
+def project_config(text: str, option: str = "--config") -> str:
     """argparse ``type=`` of a ``--config`` option: ``text`` (``~`` expanded, :func:`user_path`), or the project's
     file of that name when the working folder has none (said on stderr); unchanged when neither exists, so the
-    caller's error names what the user wrote."""
+    caller's error names what the user wrote. ``option``: what named it, in the note."""
     path = user_path(text)
     found = project_file(path)
     if found == Path(path) or not found.is_file():
         return path
-    print(f"speechsum: --config {path}: not in this folder; using the project's {found}", file=sys.stderr)
+    print(f"speechsum: {option} {path}: not in this folder; using the project's {found}", file=sys.stderr)
     return str(found)
