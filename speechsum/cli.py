@@ -8,7 +8,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 from speechsum.utils.arguments import key_option_problem
 from speechsum.utils.config_stack import with_stacked_dicts_merged
@@ -28,7 +27,7 @@ Training and inference (PyTorch Lightning CLI; stack configs with several --conf
 Stages (model.class_path): SFTModule, OnPolicyKDModule, DPOModule — configs/sft_tiny.yaml,
   configs/kd.yaml, configs/kd_remote.yaml, configs/dpo.yaml, configs/benchmark/*.yaml (text LMs).
 Tools:
-  speechsum pipeline [--preset tiny|default|large]   the whole recipe end to end (resumable; --from STAGE)
+  speechsum pipeline [--preset tiny|default|large|full]   the whole recipe end to end (resumable; --from STAGE)
   speechsum benchmark build|info|tokenizer   the bundled spoken-document benchmark
   speechsum serve --model DIR|CKPT     OpenAI-compatible server: HF causal LM, or a speech student (input_audio)
   speechsum export CKPT --out DIR [--merge-lora]   a trained student as a Hugging Face directory (+ model card)
@@ -256,14 +255,7 @@ def with_project_configs(args: list[str]) -> list[str]:
     the project's own (``configs/trainer/cpu.yaml``: in the checkout speechsum runs from, or among the
     wheel's installed configs, :func:`speechsum.utils.io.project_file`) replaced by that file's path,
     said on stderr: the README's commands work from any folder, as ``speechsum pipeline``'s do."""
-    from speechsum.utils.io import project_file
-
-    def resolved(path: str) -> str:
-        found = project_file(path)
-        if found == Path(path) or not found.is_file():
-            return path
-        print(f"speechsum: --config {path}: not in this folder; using the project's {found}", file=sys.stderr)
-        return str(found)
+    from speechsum.utils.project_configs import project_config as resolved
 
     out, after_flag = [], False
     for arg in args:

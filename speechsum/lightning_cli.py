@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,6 +17,7 @@ import speechsum.stages  # noqa: F401  (every stage module by its short name, se
 from speechsum.data.datamodule import SpeechSumDataModule
 from speechsum.data.split_files import warn_shared_manifests
 from speechsum.models import import_backbones
+from speechsum.models.base import SpeechLLM
 from speechsum.stages.base import SpeechStageModule
 from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
 from speechsum.training.trainer_settings import (
@@ -24,7 +27,13 @@ from speechsum.training.trainer_settings import (
     check_trainer_settings,
 )
 from speechsum.utils.arguments import ConfigError, ConfigFieldError, error_in_chain, without_secrets
-from speechsum.utils.config_keys import config_paths, key_locations, located_setting, unknown_key_note
+from speechsum.utils.config_keys import (
+    config_paths,
+    did_you_mean,
+    key_locations,
+    located_setting,
+    unknown_key_note,
+)
 from speechsum.utils.cpu_bf16 import cpu_precision
 
 import_backbones()  # every backbone by its short name (--model.model.help ComposedSpeechLLM)
@@ -40,6 +49,10 @@ class SpeechSumArgumentParser(LightningArgumentParser):
     working_folder: str = "."  # where that command line was given: its relative --config paths start there
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if nested := NESTED_HELP.search(message):
+            super().error(without_secrets(help_class_problem(f"{nested.group(1)}.{nested.group(2)}", nested.group(3))), ex)
+        if help_class := HELP_CLASS.search(message):
+            super().error(without_secrets(help_class_problem(help_class.group(1), help_class.group(2))), ex)
         parser = getattr(ex, "subcommand_parser", None) or self.command_parser()
         known = [action.dest for action in parser._actions if action.option_strings]
         # jsonargparse reads a --config file inside its folder (os.chdir): a value of the wrong type in
@@ -65,6 +78,29 @@ def in_folder(folder: str) -> Iterator[None]:
         yield
     finally:
         os.chdir(before)
+
+
+# jsonargparse's refusal of ``--model.help SFTModul``, and of ``--model.model.help ComposedSpeech`` (a report on
+# "Parser key "model"" whose given value is the nested option, relative to it)
+HELP_CLASS = re.compile(r"--([\w.]+)\.help: (?:Expected a dot import path string: |module '[\w.]+' has no attribute ')"
+                        r"([\w.]+)")
+NESTED_HELP = re.compile(r"^Parser key \"([\w.]+)\":[\s\S]*Given value: NestedArg\(key='([\w.]+)\.help', val='([\w.]+)'\)")
+
+
+def help_class_problem(key: str, given: str) -> str:
+    """``--model.help SFTModul: no such class (did you mean 'SFTModule'?); --model.help takes a stage: …``:
+    the classes a stage (``model``) or a backbone (``….model``) setting takes, by name."""
+    base = SpeechStageModule if key == "model" else SpeechLLM if key.rsplit(".", 1)[-1] == "model" else None
+    if base is None:
+        return f"--{key}.help {given}: no such class; give module.Class"
+    found, names = [base], []
+    while found:
+        cls = found.pop()
+        found += cls.__subclasses__()
+        names += [cls.__name__] if cls.__module__.startswith("speechsum.") and not inspect.isabstract(cls) else []
+    names = sorted(set(names) - {base.__name__})
+    return (f"--{key}.help {given}: no such class{did_you_mean(given.rsplit('.', 1)[-1], names)}; --{key}.help takes "
+            f"{'a stage' if base is SpeechStageModule else 'a backbone'}: {', '.join(names)}")
 
 
 class SpeechSumCLI(LightningCLI):

@@ -58,6 +58,7 @@ from speechsum.utils.io import (
     write_jsonl,
 )
 from speechsum.utils.jsonl_cache import remove_if_empty
+from speechsum.utils.project_configs import project_config
 from speechsum.utils.remote import JsonlCache, cache_key, check_key_option, endpoint_failure, map_concurrent
 from speechsum.utils.repeated_options import OnceParser
 
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and write a DPO preference manifest (id, audio, instruction, transcript, chosen, rejected, meta).",
     )
     parser.add_argument("--ckpt", required=True, help="student checkpoint (.ckpt of any speechsum stage)")
-    parser.add_argument("--config", required=True,
+    parser.add_argument("--config", required=True, type=project_config,
                         help="YAML the checkpoint was trained with (the run's saved config.yaml or the stage config)")
     parser.add_argument("--manifest", required=True, help="JSONL manifest of prompts (audio, instruction, transcript)")
     parser.add_argument("--out", required=True, help="output preference manifest (JSONL, written atomically at the end)")

@@ -304,3 +304,21 @@ def test_the_projects_configs_are_found_from_any_folder(tmp_path, monkeypatch, c
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["max_steps"] == 3 and printed["trainer"]["accelerator"] == "cpu"
     assert "ComposedSpeechLLM" in printed["model"]["init_args"]["model"]["class_path"]
+
+
+@pytest.mark.parametrize("tool", ["pairs", "export", "summarize", "serve"])
+def test_a_tools_config_option_finds_the_projects_configs_from_any_folder(tmp_path, monkeypatch, capsys, tool):
+    """docs/dpo.md's `speechsum pairs --ckpt runs/benchmark/kd/checkpoints/last.ckpt --config configs/kd.yaml`
+    in a run folder without configs/ stopped at '--config configs/kd.yaml: no such file', where `speechsum fit
+    --config configs/kd.yaml` used the project's file."""
+    from tests.test_cli_help import tool_parsers
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    (config,) = [a for a in tool_parsers()[tool]._actions if "--config" in a.option_strings]
+    assert config.type("configs/kd.yaml") == str(repo / "configs/kd.yaml")
+    assert capsys.readouterr().err == f"speechsum: --config configs/kd.yaml: not in this folder; using the project's {repo / 'configs/kd.yaml'}\n"
+    assert config.type("configs/none.yaml") == "configs/none.yaml"  # named as written by the missing-file error
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "kd.yaml").write_text("model: {}\n")
+    assert config.type("configs/kd.yaml") == "configs/kd.yaml"  # the folder's own file first

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import inspect
 import pkgutil
+import re
 import sys
 
 import pytest
@@ -112,3 +113,36 @@ def test_version_names_speechsum_and_the_libraries_it_trains_with(flag, capsys):
     assert capsys.readouterr().out == (f"speechsum {speechsum.__version__} (torch {version('torch')}, transformers "
                                        f"{version('transformers')}, lightning {version('lightning')}, python "
                                        f"{sys.version.split()[0]})\n")
+
+
+def test_the_help_names_every_preset(capsys):
+    """configs/pipeline/full.yaml (the README's `full` preset) was named neither in `speechsum pipeline
+    --help` (--preset: 'tiny …, default …, large') nor in `speechsum --help` ('--preset tiny|default|large')."""
+    from speechsum.pipeline.cli import EPILOG
+    from speechsum.pipeline.config import PRESET_DIR
+    from speechsum.utils.io import project_file
+
+    presets = sorted(path.stem for path in project_file(PRESET_DIR).glob("*.yaml"))
+    assert len(presets) >= 4
+    (preset,) = [a for a in tool_parsers()["pipeline"]._actions if "--preset" in a.option_strings]
+    listed = EPILOG.split("Presets (configs/pipeline/):")[1]
+    assert [name for name in presets if name not in preset.help or not re.search(rf"\b{name} \(", listed)] == []
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    (overview,) = re.findall(r"\[--preset ([\w|]+)\]", capsys.readouterr().out)
+    assert sorted(overview.split("|")) == presets
+
+
+@pytest.mark.parametrize(("options", "line"), [
+    (["--model.help", "SFTModul"], "error: --model.help SFTModul: no such class (did you mean 'SFTModule'?); --model.help "
+     "takes a stage: CTCAlignModule, DPOModule, OnPolicyKDModule, SFTModule, TextLMModule"),
+    (["--model.model.help", "ComposedSpeech"], "error: --model.model.help ComposedSpeech: no such class (did you mean "
+     "'ComposedSpeechLLM'?); --model.model.help takes a backbone: ComposedSpeechLLM, Phi4MultimodalSpeechLLM, "
+     "Qwen2AudioSpeechLLM, TextLLM"),
+])
+def test_the_help_of_a_misspelled_class_names_the_classes_it_takes(capsys, options, line):
+    """``--model.help SFTModul`` was "Expected a dot import path string", and ``--model.model.help
+    ComposedSpeech`` a report on the stage's Union subtypes ending "got NestedArg(key='model.help', …)"."""
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *options])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == line

@@ -62,3 +62,31 @@ def test_a_stage_options_given_twice_are_refused_when_the_run_starts():
     assert option_problem(evaluate_parser(), ["--asr-dtype", "float32", "--asr-dtype", "bfloat16"]) == (
         "--asr-dtype: " + TWICE.format("float32", "bfloat16"))
     assert option_problem(evaluate_parser(), ["--manifest", "val=v.jsonl", "--manifest", "dev=d.jsonl"]) is None
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    # the required --out was named, not the misspelled one given
+    (["export", "c.ckpt", "--outt", "x"], "speechsum export: error: unrecognized arguments: --outt x\n"
+                                          "  --outt (did you mean '--out'?)\n"),
+    (["summarize", "a.wav", "--modle", "m"], "speechsum summarize: error: unrecognized arguments: --modle m\n"
+                                             "  --modle (did you mean '--model'?)\n"),
+    # the parent benchmark parser reports a subcommand's unknown option: the subcommand's closest one
+    (["benchmark", "build", "--out", "x", "--sizee", "tiny"],
+     "speechsum benchmark: error: unrecognized arguments: --sizee tiny\n  --sizee (did you mean '--size'?)\n"),
+    (["pairs", "--ckpt", "c", "--manifest", "m", "--out", "o", "--judge-modle=gpt"],
+     "speechsum pairs: error: unrecognized arguments: --judge-modle=gpt\n  --judge-modle (did you mean '--judge-model'?)\n"),
+    (["evaluate", "--out", "o", "--judge-modle", "m"],
+     "speechsum evaluate: error: unrecognized arguments: --judge-modle m\n  --judge-modle (did you mean '--judge-model'?)\n"),
+    (["pipeline", "--present", "tiny"],
+     "speechsum pipeline: error: unrecognized arguments: --present tiny\n  --present (did you mean '--preset'?)\n"),
+    # nothing close: argparse's list alone; a wrong subcommand is still argparse's invalid choice
+    (["serve", "--model", "m", "--bogus-flag"], "speechsum serve: error: unrecognized arguments: --bogus-flag\n"),
+    (["benchmark", "biuld", "--out", "x"], "speechsum benchmark: error: argument command: invalid choice: 'biuld' "
+                                          "(choose from 'build', 'info', 'tokenizer', 'textcorpus')\n"),
+])
+def test_an_unknown_option_of_a_tool_is_named_with_the_closest_one(capsys, argv, error):
+    """Tools said "unrecognized arguments: --judge-modle m" and no more (the Lightning CLI names the
+    closest option), or a required option when the unknown one was that option misspelled."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and capsys.readouterr().err.endswith(error)

@@ -76,3 +76,51 @@ def test_the_check_catches_stale_mentions(tmp_path):
         "stale_probe.md:1: link nowhere.md",
         "stale_probe.md:1: anchor architecture.md#no-such-heading",
     ]
+
+
+RUNS_PATH = re.compile(r"(?<![\w/.-])(runs/[\w.=/-]*\w)")
+WRITTEN = re.compile(r"--(?:out|run-dir)[ =](runs/[\w.=/-]*\w)")
+EXAMPLE_PATHS = {"runs/lr=0.1/test.jsonl"}  # evaluation.md's example of a path holding '='
+
+
+def written_run_folders() -> set[str]:
+    """The ``runs/…`` folders something writes: a config's own paths (default_root_dir, dirpath, output_path, …),
+    an ``--out`` / ``--run-dir`` in a config's header or a doc's command, and the pipeline's default run folder."""
+    import yaml
+
+    def strings(node):
+        if isinstance(node, dict | list):
+            for value in node.values() if isinstance(node, dict) else node:
+                yield from strings(value)
+        elif isinstance(node, str) and node.startswith("runs/"):
+            yield node
+
+    roots = {"runs/pipeline"}
+    for config in (REPO / "configs").rglob("*.yaml"):
+        text = config.read_text(encoding="utf-8")
+        roots.update(strings(yaml.safe_load(text)), WRITTEN.findall(text))
+    for doc in DOCS:
+        roots.update(WRITTEN.findall(doc.read_text(encoding="utf-8")))
+    return roots
+
+
+def unwritten_run_paths(name: str, text: str, roots: set[str]) -> list[str]:
+    """``NAME:LINE: runs/…`` for each run path of ``text`` that no folder of ``roots`` holds or is held by."""
+    return [f"{name}:{number}: {path}" for number, line in enumerate(text.splitlines(), start=1)
+            for path in RUNS_PATH.findall(line) if path not in EXAMPLE_PATHS and not any(
+                path == root or path.startswith(root + "/") or root.startswith(path + "/") for root in roots)]
+
+
+def test_every_run_path_the_docs_read_is_one_something_writes():
+    """A new user copies the commands: ``speechsum serve --model runs/benchmark/teacher`` (the teacher is
+    written to runs/benchmark/text_teacher/model), ``speechsum evaluate`` of ``runs/bench/teacher`` and
+    ``runs/bench/backbone`` (in the docs and ``evaluate --help``) and ``speechsum toyscore
+    runs/toy-run/predictions.jsonl`` (configs/trainer/cpu.yaml writes runs/default/) named folders nothing writes."""
+    from speechsum.evaluation.cli import EVALUATE_EPILOG
+
+    roots = written_run_folders()
+    found = [problem for doc in [*DOCS, REPO / "notebooks" / "README.md"]
+             for problem in unwritten_run_paths(str(doc.relative_to(REPO)), doc.read_text(encoding="utf-8"), roots)]
+    assert found + unwritten_run_paths("speechsum evaluate --help", EVALUATE_EPILOG, roots) == []
+    assert unwritten_run_paths("old", "speechsum serve --model runs/benchmark/teacher\nruns/toy-run/p.jsonl", roots) == [
+        "old:1: runs/benchmark/teacher", "old:2: runs/toy-run/p.jsonl"]

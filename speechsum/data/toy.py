@@ -160,6 +160,10 @@ def score_main(argv: list[str] | None = None) -> None:
     path = parser.parse_args(argv).predictions
     try:
         scores = score_predictions(path)
+    except FileNotFoundError as err:
+        raise SystemExit(f"speechsum toyscore: {path}: {err.strerror or err}; `speechsum predict --config ... "
+                         "--ckpt_path last` writes it where the config's PredictionWriter output_path says "
+                         "(configs/trainer/cpu.yaml: runs/default/predictions.jsonl)") from None
     except OSError as err:
         raise SystemExit(f"speechsum toyscore: {path}: {err.strerror or err}") from None
     except ValueError as err:

@@ -36,12 +36,13 @@ DEFAULT_SPLITS = ("test", "test_unseen", "test_xling")
 
 EVALUATE_EPILOG = """\
 examples:
-  speechsum evaluate --benchmark-dir runs/bench/data --out runs/bench/eval \\
-      --system text:teacher:runs/bench/teacher --system text:backbone:runs/bench/backbone \\
-      --system cascade:cascade:runs/bench/backbone \\
-      --system student:sft:runs/bench/sft/checkpoints/last.ckpt \\
-      --system student:kd:runs/bench/kd/checkpoints/last.ckpt \\
-      --system student:dpo:runs/bench/dpo/checkpoints/last.ckpt
+  speechsum evaluate --benchmark-dir runs/benchmark/data --out runs/benchmark/eval \\
+      --system text:teacher:runs/benchmark/text_teacher/model \\
+      --system text:backbone:runs/benchmark/text_lm/model \\
+      --system cascade:cascade:runs/benchmark/text_lm/model \\
+      --system student:sft:runs/benchmark/sft/checkpoints/last.ckpt \\
+      --system student:kd:runs/benchmark/kd/checkpoints/last.ckpt \\
+      --system student:dpo:runs/benchmark/dpo/checkpoints/last.ckpt
   speechsum evaluate --systems systems.yaml --manifest test=my_test.jsonl --out eval \\
       --judge-base-url http://localhost:8000/v1 --judge-model gpt-4.1 --api-key-env OPENAI_API_KEY
 Each system gets <out>/<name>/{predictions.jsonl,predictions.csv,metrics.json}; <out>/summary.csv

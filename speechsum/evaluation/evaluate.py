@@ -315,10 +315,11 @@ def evaluate_system(spec: SystemSpec, manifests: dict[str, Path], options: EvalO
 
 
 def predictions_csv(rows: list[dict]) -> str:
-    """Rows flattened: fixed columns, then one column per score."""
+    """Rows flattened: fixed columns, then one column per score not among them (the ``truncated``
+    score, 1.0 or 0.0, is the ``truncated`` column: its header was written twice)."""
     columns = ["id", "system", "split", "genre", "style", "lang", "instruction", "reference", "prediction",
                "truncated", "num_tokens"]
-    score_keys = sorted({key for row in rows for key in row["scores"]})
+    score_keys = sorted({key for row in rows for key in row["scores"]} - set(columns))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns + score_keys)

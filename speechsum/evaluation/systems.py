@@ -32,6 +32,7 @@ from speechsum.models.checkpoint import (
     model_config_from_yaml,
 )
 from speechsum.utils.io import read_yaml
+from speechsum.utils.project_configs import project_config
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,13 @@ class SystemSpec:
 
     @classmethod
     def parse(cls, text: str) -> SystemSpec:
-        """``kind:name:path`` (the path may itself contain ':')."""
+        """``kind:name:path`` (the path may itself contain ':'); a student's stage YAML not in the working
+        folder is the project's own (``student:base:configs/sft.yaml``, as ``speechsum fit --config``)."""
         parts = text.split(":", 2)
         if len(parts) != 3:
             raise ValueError(f"--system {text!r}: expected kind:name:path, e.g. student:sft:runs/sft/checkpoints/last.ckpt")
-        return cls(kind=parts[0], name=parts[1], path=parts[2])
+        yaml_config = parts[0] == "student" and parts[2].endswith((".yaml", ".yml"))
+        return cls(kind=parts[0], name=parts[1], path=project_config(parts[2], '--system') if yaml_config else parts[2])
 
     def to_dict(self) -> dict:
         return asdict(self)

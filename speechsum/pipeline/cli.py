@@ -70,7 +70,8 @@ from speechsum.utils.warm_start import WarmStarter
 EPILOG = f"""\
 stages, in order (those whose needs are complete run at the same time, --lanes; the longest chain first):
 {PIPELINE.epilog()}
-Presets (configs/pipeline/): tiny (tests, minutes), default (9-15 min on a 2-core CPU: 9 with AMX, 13-15 without), large.
+Presets (configs/pipeline/): tiny (tests, minutes), default (9-15 min on a 2-core CPU: 9 with AMX, 13-15 without),
+large (the default's students on 3x the test examples), full (the default until 2026-12-04: the full world, 22 min).
 Real models, your manifests, a vLLM teacher, an LLM judge: docs/pipeline.md.
 """
 
@@ -107,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "text/cascade baselines, report. Rerunning continues after the last complete stage.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", type=preset_name, default="default",
-                        help="configs/pipeline/NAME.yaml: tiny (tests, a few minutes), default (9-15 min on a 2-core "
-                        "CPU: 9 with AMX, 13-15 without), large (clearer numbers) (default: default)")
+                        help="configs/pipeline/NAME.yaml: tiny, default, large or full (presets, below) (default: default)")
     source.add_argument("--config", metavar="FILE", help="a pipeline YAML of your own (docs/pipeline.md)")
     parser.add_argument("--run-dir", default="runs/pipeline",
                         help="where everything goes: a new or empty folder, or an earlier run's, which the run "

@@ -1,7 +1,7 @@
 """``speechsum serve``: an OpenAI-compatible HTTP server for a local Hugging Face causal LM or a
 trained speech student.
 
-    speechsum serve --model runs/benchmark/teacher --port 8000 --api-key-env SPEECHSUM_SERVE_KEY
+    speechsum serve --model runs/benchmark/text_teacher/model --port 8000 --api-key-env SPEECHSUM_SERVE_KEY
     speechsum serve --model student/        # speechsum export output: chat completions with input_audio
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (echo + logprobs scoring, vLLM's
@@ -26,6 +26,7 @@ from speechsum.serving.http import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_REQUEST_
 from speechsum.serving.protocol import APIError, Backend
 from speechsum.utils.arguments import at_least, key_problem, key_variable, port, positive_seconds, user_path
 from speechsum.utils.devices import check_device
+from speechsum.utils.project_configs import project_config
 from speechsum.utils.repeated_options import OnceParser
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory with a causal LM (AutoModelForCausalLM) and its tokenizer; or a speech student: "
                         "a directory written by `speechsum export` or a stage checkpoint (.ckpt), served for chat "
                         "completions with input_audio parts (a text LM student's: as a causal LM, its LoRA applied)")
-    parser.add_argument("--config", default=None, type=user_path, metavar="YAML",
+    parser.add_argument("--config", default=None, type=project_config, metavar="YAML",
                         help="stage config for a checkpoint without saved hyperparameters (speech students)")
     parser.add_argument("--host", type=_given("an address: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"),
                         default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "

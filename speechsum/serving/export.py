@@ -54,6 +54,7 @@ from speechsum.serving.hf_layout import (
 from speechsum.serving.model_card import render_model_card
 from speechsum.utils.arguments import user_path
 from speechsum.utils.io import check_input_file, check_replaceable_folder, linked_out, write_dir_atomically
+from speechsum.utils.project_configs import project_config
 from speechsum.utils.repeated_options import OnceParser
 
 LOG = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--merge-lora", action="store_true",
                         help="merge LoRA adapters into the weights (default: base weights + a PEFT adapter in "
                         "<model dir>/adapter)")
-    parser.add_argument("--config", default=None, type=user_path, metavar="YAML",
+    parser.add_argument("--config", default=None, type=project_config, metavar="YAML",
                         help="stage config to rebuild the model from (default: the checkpoint's saved hyperparameters)")
     return parser
 

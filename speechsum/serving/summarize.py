@@ -53,6 +53,7 @@ from speechsum.utils.io import (
     linked_out,
     write_jsonl,
 )
+from speechsum.utils.project_configs import project_config
 from speechsum.utils.repeated_options import OnceParser
 
 DEFAULT_INSTRUCTION = "Summarize the recording."
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("audio", nargs="+", help="audio files")
     parser.add_argument("--model", required=True, type=user_path, help="exported directory (speechsum export) or stage checkpoint (.ckpt)")
-    parser.add_argument("--config", default=None, type=user_path, metavar="YAML", help="stage config for a checkpoint without saved hyperparameters")
+    parser.add_argument("--config", default=None, type=project_config, metavar="YAML", help="stage config for a checkpoint without saved hyperparameters")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                         help=f"what to write (default, and when empty or only spaces: {DEFAULT_INSTRUCTION!r}, as serve)")
     parser.add_argument("--out", default=None, type=user_path, metavar="FILE.jsonl", help="output file (default: print the rows)")

@@ -93,8 +93,20 @@ def test_toyscore_names_the_file_and_line_of_bad_input(tmp_path, content, messag
     with pytest.raises(SystemExit) as stop:
         score_main([str(path)])
     assert str(stop.value).startswith(f"speechsum toyscore: {tmp_path}/{message}")
-    with pytest.raises(SystemExit, match="missing.jsonl: No such file or directory"):
-        score_main([str(tmp_path / "missing.jsonl")])
+
+
+def test_toyscore_of_a_missing_file_says_what_writes_it(tmp_path):
+    """A new user's `speechsum toyscore runs/toy-run/predictions.jsonl` (the README's path, which no
+    config writes) ended at 'No such file or directory' without saying what writes the file."""
+    from speechsum.data.toy import score_main
+
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(SystemExit) as stop:
+        score_main([str(missing)])
+    assert str(stop.value) == (
+        f"speechsum toyscore: {missing}: No such file or directory; `speechsum predict --config ... --ckpt_path last` "
+        "writes it where the config's PredictionWriter output_path says (configs/trainer/cpu.yaml: "
+        "runs/default/predictions.jsonl)")
 
 
 def test_an_interrupted_write_leaves_no_cut_wav(tmp_path):

@@ -270,3 +270,20 @@ def test_without_a_transcript_hallucination_is_unscored_not_every_name_invented(
     assert (heard["hallucination"], heard["hallucinated_entities"], heard["compression"]) == (0.0, 0.0, 7 / 9)
     values = collect_scores([dict(row, index=i) for i, row in enumerate(rows)], ["hallucination"])
     assert summarise(values)["hallucination"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 1}  # counted, not 1.0
+
+
+def test_predictions_csv_names_each_column_once():
+    """The ``truncated`` score was written as a second ``truncated`` column (pandas read it as
+    ``truncated.1``, csv.DictReader kept one of the two)."""
+    import csv
+    import io
+
+    from speechsum.evaluation.evaluate import predictions_csv
+
+    row = {"id": "a", "system": "s", "split": "test", "genre": "call", "style": "bullets", "lang": "en",
+           "instruction": "i", "reference": "r", "prediction": "p", "truncated": True, "num_tokens": 16,
+           "scores": {"truncated": 1.0, "rougeL": 0.5}}
+    header, values = list(csv.reader(io.StringIO(predictions_csv([row]))))
+    assert header == ["id", "system", "split", "genre", "style", "lang", "instruction", "reference", "prediction",
+                      "truncated", "num_tokens", "rougeL"]
+    assert values[9:] == ["True", "16", "0.5"]

@@ -46,3 +46,17 @@ def test_existing_config_and_asr_folder_pass(tmp_path, sources):
     (tmp_path / "sft.yaml").write_text("model: {}\n")
     SystemSpec(kind="student", name="sft", path=str(ckpt), config=str(tmp_path / "sft.yaml")).check_source()
     SystemSpec(kind="cascade", name="cascade", path=str(model), asr_model=str(model)).check_source()
+
+
+def test_a_students_stage_config_is_the_projects_from_any_folder(tmp_path, monkeypatch, capsys):
+    """`--system student:base:configs/sft_tiny.yaml` (docs/evaluation.md: a stage YAML evaluates the untrained
+    model) in a folder without configs/ was 'configs/sft_tiny.yaml does not exist'; fit's --config took it."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    assert SystemSpec.parse("student:base:configs/sft_tiny.yaml").path == str(repo / "configs/sft_tiny.yaml")
+    assert capsys.readouterr().err == (f"speechsum: --system configs/sft_tiny.yaml: not in this folder; using the "
+                                       f"project's {repo / 'configs/sft_tiny.yaml'}\n")
+    with pytest.raises(FileNotFoundError, match="system 'x': configs/none.yaml does not exist"):
+        SystemSpec.parse("student:x:configs/none.yaml")
