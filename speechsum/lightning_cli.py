@@ -22,6 +22,7 @@ from speechsum.stages.base import SpeechStageModule
 from speechsum.training.saved_config import MaskedSaveConfigCallback, model_section, restore_credentials
 from speechsum.training.trainer_settings import (
     check_accelerator,
+    check_cpu_devices,
     check_fit_length,
     check_seed,
     check_trainer_settings,
@@ -159,19 +160,24 @@ class SpeechSumCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         try:
             check_trainer_settings(config.get("trainer") or {})
-            check_accelerator(config.get("trainer") or {})
             if self.subcommand == "fit":
                 check_fit_length(config.get("trainer") or {})
+            self.check_machine(config.get("trainer") or {})
         except ConfigError as err:
             raise self.located(err) from None
         check_run_folders(self.subcommand, config.get("trainer") or {})
-        trainer = config.get("trainer")
-        if trainer is not None and trainer.get("precision") is not None:
-            trainer["precision"] = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))
         data = config.get("data")
         data = data.as_dict() if hasattr(data, "as_dict") else data
         if isinstance(data, Mapping):
             warn_shared_manifests(data)
+
+    def check_machine(self, trainer: Any) -> None:
+        """What the trainer's settings ask of this machine: the accelerator, the processes on the CPU, and
+        bf16, which a CPU without bf16 instructions runs as 32-true (:func:`cpu_precision`)."""
+        check_accelerator(trainer)
+        check_cpu_devices(trainer)
+        if trainer and trainer.get("precision") is not None:
+            trainer["precision"] = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))
 
     def instantiate_classes(self) -> None:
         try:

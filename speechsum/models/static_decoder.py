@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from speechsum.utils.cpu_bf16 import cpu_has_native_bf16
+
 # decoder layouts this module reimplements: "parallel" = Phi (attention and MLP on one layer
 # norm, summed with the residual); "sequential" = Llama-style (pre-norm attention, then pre-norm MLP)
 LAYOUTS = {
@@ -136,7 +138,7 @@ def transposed_if_exact(weight: Tensor, bias: Tensor | None, rows: int) -> Proje
     the copy is used only where the probe shows the same order (then every input gives the same
     result: the tokens stay those of HF ``generate``), and only for weights of at most
     ``TRANSPOSE_LIMIT_BYTES``."""
-    if weight.numel() * weight.element_size() > TRANSPOSE_LIMIT_BYTES:
+    if weight.numel() * weight.element_size() > TRANSPOSE_LIMIT_BYTES or reference_bf16_kernel(weight):
         return functools.partial(F.linear, weight=weight, bias=bias)
     transposed = weight.t().contiguous()
     generator = torch.Generator(device=weight.device).manual_seed(0)
@@ -145,6 +147,12 @@ def transposed_if_exact(weight: Tensor, bias: Tensor | None, rows: int) -> Proje
     with torch.autocast(weight.device.type, enabled=False):
         same = torch.equal(fast(probe), F.linear(probe, weight, bias))
     return fast if same else functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def reference_bf16_kernel(weight: Tensor) -> bool:
+    """A bf16 weight on a CPU without bf16 instructions: torch's reference GEMM, whose sums for the two
+    layouts agree on one probe and not on the next input (an AVX2-only EPYC, 2026-12-08)."""
+    return weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and not cpu_has_native_bf16()
 
 
 def projection(modules: list[nn.Module], merge: bool, cast: torch.dtype | None = None, rows: int = 1) -> Projection:

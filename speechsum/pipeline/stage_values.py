@@ -19,7 +19,7 @@ from speechsum.training.setting_bounds import (
     Bounds,
     check_settings,
 )
-from speechsum.training.trainer_settings import check_seed, check_trainer_settings
+from speechsum.training.trainer_settings import check_cpu_devices, check_seed, check_trainer_settings
 from speechsum.utils.arguments import check_count
 
 # the stage modules' own bounds, with a learning rate of 0 refused too (the stage would train nothing)
@@ -40,6 +40,7 @@ def check_stage_values(resolved: Mapping) -> None:
     trainer = resolved.get("trainer") or {}
     check_seed(resolved.get("seed_everything"))
     check_trainer_settings(trainer)
+    check_cpu_devices(trainer)  # the pipeline runs its stages on this machine
     check_steps("trainer.max_steps", trainer.get("max_steps"))
     check_steps("trainer.max_epochs", trainer.get("max_epochs"))
     model = resolved.get("model") or {}

@@ -32,7 +32,6 @@ def check_trainer_settings(trainer: Mapping) -> None:
                      note=" (batches, or a fraction of the epoch)")
     if trainer.get("gradient_clip_val") is not None:
         check_number("trainer.gradient_clip_val", trainer["gradient_clip_val"], 0.0, note=" (or null: no clipping)")
-    check_cpu_devices(trainer)
 
 
 def usable_cpus() -> int:

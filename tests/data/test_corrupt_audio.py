@@ -292,7 +292,7 @@ def test_fit_skips_corrupt_train_and_val_examples_and_errors_cleanly(tmp_path: P
                        "--ckpt_path", "last"])
     predictions = read_lines(tmp_path / "run" / "predictions.jsonl")
     assert sorted(p["id"] for p in predictions) == sorted(line["id"] for line in read_lines(manifests["val"])[:-1])
-    assert [r.getMessage() for r in caplog.records if r.name == "speechsum.training.callbacks"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "speechsum.training.callbacks" and "skipped" in r.getMessage()] == [
         f"{tmp_path / 'run' / 'predictions.jsonl'}: 1 example(s) skipped (on_bad_example: skip), not in it: lines 9"]
 
     settings["data"]["on_bad_example"] = "error"
